@@ -1,0 +1,320 @@
+internal import CSandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads a notified caller's memory and turns raw system-call arguments into `TraceArguments`.
+///
+/// Everything read here is hostile and may change while we read it: every read is bounded, and the supervisor
+/// re-validates the notification id afterwards. A decoded path is evidence, never an authorisation (see
+/// docs/sandbox.md: continuing a call is not a security decision).
+struct SyscallDecoder {
+    /// Longest path read from a caller.
+    static let maxPath = 4096
+    /// Most argv entries kept.
+    static let maxArgs = 256
+    /// Most argv bytes kept in all.
+    static let maxArgvBytes = 64 * 1024
+
+    let hostPid: pid_t
+
+    // MARK: Memory
+
+    /// Reads up to `count` bytes at `address` in the caller; fewer when a page is unmapped.
+    func read(_ address: UInt64, count: Int) -> [UInt8]? {
+        guard address != 0, count > 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { airlock_read_process_memory(hostPid, $0.baseAddress, count, address) }
+        guard n > 0 else { return nil }
+        if n < count { out.removeSubrange(n...) }
+        return out
+    }
+
+    /// Reads a NUL-terminated string, a page at a time so a string that ends before an unmapped page is still read.
+    func string(_ address: UInt64, max: Int = SyscallDecoder.maxPath) -> (String, truncated: Bool)? {
+        guard address != 0 else { return nil }
+        var bytes: [UInt8] = []
+        var at = address
+        while bytes.count < max {
+            let toPage = Int(4096 - (at % 4096))
+            let want = Swift.min(toPage, max - bytes.count)
+            guard let chunk = read(at, count: want), !chunk.isEmpty else { return bytes.isEmpty ? nil : (text(bytes), true) }
+            if let nul = chunk.firstIndex(of: 0) {
+                bytes.append(contentsOf: chunk[..<nul])
+                return (text(bytes), false)
+            }
+            bytes.append(contentsOf: chunk)
+            at &+= UInt64(chunk.count)
+        }
+        return (text(bytes), true)
+    }
+
+    private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+
+    /// Reads a NULL-terminated pointer array of strings (argv), bounded.
+    func stringArray(_ address: UInt64) -> ([String], truncated: Bool)? {
+        guard address != 0 else { return nil }
+        var result: [String] = []
+        var total = 0
+        for i in 0..<SyscallDecoder.maxArgs {
+            guard let raw = read(address &+ UInt64(i * 8), count: 8), raw.count == 8 else { return (result, true) }
+            let pointer = raw.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            if pointer == 0 { return (result, false) }
+            guard let (s, cut) = string(pointer, max: Swift.min(SyscallDecoder.maxPath, SyscallDecoder.maxArgvBytes - total)) else {
+                return (result, true)
+            }
+            result.append(s)
+            total += s.utf8.count
+            if cut || total >= SyscallDecoder.maxArgvBytes { return (result, true) }
+        }
+        return (result, true)
+    }
+
+    // MARK: Paths
+
+    /// The caller's view of a path argument: absolute, lexically normalised.
+    func path(_ address: UInt64, dirfd: Int32 = Int32(AT_FDCWD), arguments: inout TraceArguments) -> String? {
+        guard let (p, cut) = string(address) else {
+            arguments.unreadable = "path"
+            return nil
+        }
+        if cut { arguments.unreadable = "path longer than \(SyscallDecoder.maxPath) bytes" }
+        if p.hasPrefix("/") { return PathMatcher.normalize(p) }
+        let base: String?
+        if dirfd == Int32(AT_FDCWD) {
+            base = link("/proc/\(hostPid)/cwd")
+        } else {
+            arguments.dirfd = dirfd
+            base = link("/proc/\(hostPid)/fd/\(dirfd)")
+        }
+        guard let base, base.hasPrefix("/") else { return p }
+        return PathMatcher.normalize(base + "/" + p)
+    }
+
+    private func link(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buffer, 4096)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    // MARK: Sockets
+
+    /// Decodes a `struct sockaddr` of `length` bytes.
+    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments) {
+        guard address != 0 else { return }
+        let len = Int(Swift.min(length, 128))
+        guard len >= 2, let raw = read(address, count: len), raw.count >= 2 else {
+            a.unreadable = "socket address"
+            return
+        }
+        let family = Int32(UInt16(raw[0]) | UInt16(raw[1]) << 8)
+        a.family = SyscallDecoder.familyName(family)
+        switch family {
+        case AF_INET where raw.count >= 8:
+            a.port = Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
+            a.address = raw[4..<8].map(String.init).joined(separator: ".")
+        case AF_INET6 where raw.count >= 24:
+            a.port = Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
+            var text = [CChar](repeating: 0, count: 64)
+            let bytes = Array(raw[8..<24])
+            _ = bytes.withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &text, 64) }
+            a.address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        case AF_UNIX:
+            let path = raw.dropFirst(2)
+            if path.first == 0 {
+                a.address = "@" + String(decoding: path.dropFirst(), as: UTF8.self)
+            } else {
+                a.address = String(decoding: path.prefix { $0 != 0 }, as: UTF8.self)
+            }
+        default:
+            break
+        }
+    }
+
+    /// The address family of socket `fd` in the caller, by copying the descriptor (pidfd_getfd).
+    func socketFamily(fd: Int32) -> Int32? {
+        let pidfd = airlock_pidfd_open(hostPid)
+        guard pidfd >= 0 else { return nil }
+        defer { close(pidfd) }
+        let copy = airlock_pidfd_getfd(pidfd, fd)
+        guard copy >= 0 else { return nil }
+        defer { close(copy) }
+        var domain: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(copy, SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0 else { return nil }
+        return domain
+    }
+
+    static func familyName(_ family: Int32) -> String {
+        addressFamilies.first { $0.value == family }?.key ?? "af\(family)"
+    }
+
+    static func socketTypeName(_ type: UInt64) -> String {
+        let base = Int32(truncatingIfNeeded: type) & 0xf
+        let names: [Int32: String] = [1: "stream", 2: "dgram", 3: "raw", 4: "rdm", 5: "seqpacket", 10: "packet"]
+        return names[base] ?? "type\(base)"
+    }
+
+    // MARK: Flags
+
+    static func openFlags(_ value: UInt64) -> String {
+        let flags = Int32(truncatingIfNeeded: value)
+        var parts: [String]
+        switch flags & O_ACCMODE {
+        case O_WRONLY: parts = ["O_WRONLY"]
+        case O_RDWR: parts = ["O_RDWR"]
+        default: parts = ["O_RDONLY"]
+        }
+        let named: [(Int32, String)] = [
+            (O_CREAT, "O_CREAT"), (O_EXCL, "O_EXCL"), (O_NOCTTY, "O_NOCTTY"), (O_TRUNC, "O_TRUNC"),
+            (O_APPEND, "O_APPEND"), (O_NONBLOCK, "O_NONBLOCK"), (O_DIRECTORY, "O_DIRECTORY"),
+            (O_NOFOLLOW, "O_NOFOLLOW"), (O_CLOEXEC, "O_CLOEXEC"), (0o10000000, "O_PATH"), (0o20000000, "O_TMPFILE"),
+        ]
+        for (bit, name) in named where flags & bit == bit { parts.append(name) }
+        return parts.joined(separator: "|")
+    }
+
+    /// Whether open flags ask to change the file system.
+    static func opensForWrite(_ value: UInt64) -> Bool {
+        let flags = Int32(truncatingIfNeeded: value)
+        return flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC | O_APPEND | 0o20000000) != 0
+    }
+
+    static func signalName(_ value: UInt64) -> String {
+        let names = [
+            "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
+            "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT",
+            "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF",
+            "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        ]
+        let n = Int(truncatingIfNeeded: value)
+        return n >= 0 && n < names.count ? names[n] : "SIG\(n)"
+    }
+
+    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+    // MARK: Per system call
+
+    /// Decodes the arguments of `name`. `args` are the six raw register values.
+    func decode(_ name: String, _ args: [UInt64]) -> TraceArguments {
+        var a = TraceArguments()
+        let fd = { (i: Int) in Int32(truncatingIfNeeded: args[i]) }
+        switch name {
+        case "open":
+            a.path = path(args[0], arguments: &a)
+            a.flags = SyscallDecoder.openFlags(args[1])
+            if SyscallDecoder.opensForWrite(args[1]) { a.mode = String(args[2] & 0o7777, radix: 8) }
+        case "creat":
+            a.path = path(args[0], arguments: &a)
+            a.flags = "O_WRONLY|O_CREAT|O_TRUNC"
+            a.mode = String(args[1] & 0o7777, radix: 8)
+        case "openat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.flags = SyscallDecoder.openFlags(args[2])
+            if SyscallDecoder.opensForWrite(args[2]) { a.mode = String(args[3] & 0o7777, radix: 8) }
+        case "openat2":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            if let how = read(args[2], count: 24), how.count == 24 {
+                let flags = how.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                a.flags = SyscallDecoder.openFlags(flags)
+            } else {
+                a.unreadable = "open_how"
+            }
+        case "execve":
+            a.path = path(args[0], arguments: &a)
+            if let (argv, cut) = stringArray(args[1]) {
+                a.argv = argv
+                if cut { a.argvTruncated = true }
+            }
+        case "execveat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            if let (argv, cut) = stringArray(args[2]) {
+                a.argv = argv
+                if cut { a.argvTruncated = true }
+            }
+            a.flags = SyscallDecoder.hex(args[4])
+        case "connect", "bind":
+            a.fd = fd(0)
+            socketAddress(args[1], length: args[2], into: &a)
+        case "sendto":
+            a.fd = fd(0)
+            if args[4] != 0 { socketAddress(args[4], length: args[5], into: &a) } else { socketFamilyOnly(fd(0), &a) }
+        case "sendmsg":
+            a.fd = fd(0)
+            if let header = read(args[1], count: 16), header.count == 16 {
+                let name = header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                let length = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }
+                if name != 0 { socketAddress(name, length: UInt64(length), into: &a) } else { socketFamilyOnly(fd(0), &a) }
+            } else {
+                a.unreadable = "msghdr"
+            }
+        case "listen":
+            a.fd = fd(0)
+            socketFamilyOnly(fd(0), &a)
+        case "socket":
+            a.family = SyscallDecoder.familyName(Int32(truncatingIfNeeded: args[0]))
+            a.socketType = SyscallDecoder.socketTypeName(args[1])
+        case "unlink", "rmdir":
+            a.path = path(args[0], arguments: &a)
+        case "unlinkat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+        case "mkdir", "chmod":
+            a.path = path(args[0], arguments: &a)
+            a.mode = String(args[1] & 0o7777, radix: 8)
+        case "mkdirat", "fchmodat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.mode = String(args[2] & 0o7777, radix: 8)
+        case "chown", "lchown":
+            a.path = path(args[0], arguments: &a)
+            a.raw = [String(args[1]), String(args[2])]
+        case "fchownat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.raw = [String(args[2]), String(args[3])]
+        case "rename", "link":
+            a.path = path(args[0], arguments: &a)
+            var b = TraceArguments()
+            a.path2 = path(args[1], arguments: &b)
+        case "renameat", "renameat2", "linkat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            var b = TraceArguments()
+            a.path2 = path(args[3], dirfd: fd(2), arguments: &b)
+        case "symlink":
+            a.path2 = string(args[0])?.0
+            a.path = path(args[1], arguments: &a)
+        case "symlinkat":
+            a.path2 = string(args[0])?.0
+            a.path = path(args[2], dirfd: fd(1), arguments: &a)
+        case "kill", "tkill":
+            a.target = Int64(Int32(truncatingIfNeeded: args[0]))
+            a.signal = SyscallDecoder.signalName(args[1])
+        case "tgkill":
+            a.target = Int64(Int32(truncatingIfNeeded: args[0]))
+            a.signal = SyscallDecoder.signalName(args[2])
+        case "memfd_create":
+            a.path = string(args[0], max: 256)?.0
+            a.flags = SyscallDecoder.hex(args[1])
+        case "mount":
+            a.path = string(args[1])?.0
+            a.path2 = string(args[0])?.0
+            a.flags = SyscallDecoder.hex(args[3])
+        case "umount2", "pivot_root", "chroot", "swapon", "swapoff", "acct":
+            a.path = string(args[0])?.0
+        case "clone", "unshare":
+            a.flags = SyscallDecoder.hex(args[0])
+        case "ioctl":
+            a.fd = fd(0)
+            a.raw = [SyscallDecoder.hex(args[1] & 0xffff_ffff)]
+        case "ptrace":
+            a.raw = [String(args[0])]
+            a.target = Int64(Int32(truncatingIfNeeded: args[1]))
+        default:
+            a.raw = args.map(SyscallDecoder.hex)
+        }
+        return a
+    }
+
+    private func socketFamilyOnly(_ fd: Int32, _ a: inout TraceArguments) {
+        if let f = socketFamily(fd: fd) { a.family = SyscallDecoder.familyName(f) }
+    }
+}

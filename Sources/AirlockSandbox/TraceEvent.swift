@@ -1,0 +1,113 @@
+/// One sensitive system call the sandbox saw: a notification the supervisor answered.
+public struct TraceEvent: Codable, Sendable, Equatable {
+    /// What the supervisor answered.
+    public enum Action: String, Codable, Sendable {
+        /// The call went ahead (the mount tree and the filter still bound what it can do).
+        case allowed
+        /// The call failed with `errno`.
+        case denied
+        /// The calling process was killed.
+        case killed
+    }
+
+    /// 1, 2, 3… in the order the supervisor received the notifications.
+    public var seq: Int
+    /// Nanoseconds since the sandbox was created (monotonic clock).
+    public var timeNs: UInt64
+    /// The caller's PID inside the sandbox (0 if it could not be read).
+    public var pid: Int32
+    /// The caller's PID on the host.
+    public var hostPid: Int32
+    /// The system call's name.
+    public var syscall: String
+    /// What the supervisor answered.
+    public var action: Action
+    /// The errno returned to the caller when denied (`"EACCES"`).
+    public var errno: String?
+    /// Which rule decided: `launch`, a notify rule's id, or `syscalls[N]` for a profile rule.
+    public var rule: String?
+    /// Where the harness was when the call was made (`startup`, `load`, `probe`); nil for `airlock exec`.
+    public var phase: String?
+    /// The decoded arguments.
+    public var args: TraceArguments
+
+    /// Creates an event.
+    public init(
+        seq: Int, timeNs: UInt64, pid: Int32, hostPid: Int32, syscall: String, action: Action, errno: String?,
+        rule: String?, phase: String? = nil, args: TraceArguments
+    ) {
+        self.seq = seq
+        self.timeNs = timeNs
+        self.pid = pid
+        self.hostPid = hostPid
+        self.syscall = syscall
+        self.action = action
+        self.errno = errno
+        self.rule = rule
+        self.phase = phase
+        self.args = args
+    }
+}
+
+/// Decoded arguments of a traced system call; only the fields that apply are present.
+public struct TraceArguments: Codable, Sendable, Equatable {
+    /// A path argument, resolved against the caller's working directory or directory fd when relative.
+    public var path: String?
+    /// The second path of rename/link/symlink.
+    public var path2: String?
+    /// A directory fd argument other than `AT_FDCWD`.
+    public var dirfd: Int32?
+    /// Open flags (`O_WRONLY|O_CREAT|O_TRUNC`) or other flag words.
+    public var flags: String?
+    /// A mode argument, octal.
+    public var mode: String?
+    /// execve's argv.
+    public var argv: [String]?
+    /// True when argv was cut at the supervisor's bound.
+    public var argvTruncated: Bool?
+    /// Socket address family (`inet`, `inet6`, `unix`, …).
+    public var family: String?
+    /// Socket type (`stream`, `dgram`, `raw`, …).
+    public var socketType: String?
+    /// IP address, or the AF_UNIX path (`@name` for the abstract namespace).
+    public var address: String?
+    /// IP port.
+    public var port: Int?
+    /// A file descriptor argument.
+    public var fd: Int32?
+    /// The target of a signal (a PID inside the sandbox; -1 means every process).
+    public var target: Int64?
+    /// The signal's name.
+    public var signal: String?
+    /// Other numeric arguments, when nothing better is known (refused calls).
+    public var raw: [String]?
+    /// Why some argument could not be read (the caller's memory was unreadable, or changed while we read it).
+    public var unreadable: String?
+
+    /// No arguments.
+    public init() {}
+}
+
+/// What a sandbox run produced.
+public struct SandboxResult: Sendable {
+    /// The command's exit code, when it exited.
+    public var exitCode: Int32?
+    /// The signal that ended it (`SIGKILL`), when one did.
+    public var signal: String?
+    /// Whether the deadline ended it.
+    public var timedOut: Bool
+    /// Captured standard output, at most `Limits.outputBytes`.
+    public var stdout: [UInt8]
+    /// Bytes of standard output beyond the bound (read and dropped).
+    public var stdoutDropped: Int
+    /// Captured standard error, likewise.
+    public var stderr: [UInt8]
+    /// Bytes of standard error dropped.
+    public var stderrDropped: Int
+    /// Trace events, at most `Limits.traceEvents`.
+    public var trace: [TraceEvent]
+    /// Notifications answered but not kept because the trace was full.
+    public var traceDropped: Int
+    /// Wall-clock time from spawn to the end, nanoseconds.
+    public var durationNs: UInt64
+}

@@ -1,0 +1,157 @@
+/*
+ * The part of Airlock that runs between clone and exec.
+ *
+ * The supervisor is a multi-threaded Swift process, so its clone child may only make async-signal-safe calls.
+ * Everything the child needs (strings, the mount list, the compiled BPF program, an empty libcap capability set)
+ * is prepared by the parent and handed over in `airlock_spawn_spec`. The child reports progress and failures as
+ * fixed-size `airlock_message` records on the status pipe.
+ */
+#ifndef AIRLOCK_SANDBOX_H
+#define AIRLOCK_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Kinds of entries in the sandbox's private mount tree. */
+enum airlock_mount_kind {
+    AIRLOCK_MOUNT_BIND = 1,  /* read-only recursive bind of a host path */
+    AIRLOCK_MOUNT_TMPFS = 2, /* writable tmpfs, `data` holds its options */
+    AIRLOCK_MOUNT_PROC = 3,  /* fresh procfs of the sandbox's PID namespace, /proc/sys etc. read-only */
+    AIRLOCK_MOUNT_DEV = 4,   /* minimal /dev: null, zero, random, urandom, full and the fd symlinks */
+    AIRLOCK_MOUNT_FILE = 5,  /* a read-only file with `data` as its contents */
+    AIRLOCK_MOUNT_SYMLINK = 6, /* a symbolic link to `source` */
+    AIRLOCK_MOUNT_DIR = 7,   /* an empty directory */
+};
+
+struct airlock_mount {
+    int kind;
+    const char *source;      /* bind: host path; symlink: link target */
+    const char *destination; /* relative to the new root, no leading slash */
+    const char *data;        /* tmpfs: mount options; file: contents */
+    size_t data_len;         /* file: contents length */
+    unsigned int mode;       /* file / dir mode */
+    int optional;            /* bind: a missing source is skipped instead of failing */
+};
+
+struct airlock_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+struct airlock_spawn_spec {
+    uint64_t namespaces;            /* CLONE_NEW* flags */
+    const char *hostname;
+    const char *staging;            /* host directory the new root's tmpfs is mounted on (inside the new mount ns) */
+    const char *root_options;       /* tmpfs options of the new root */
+    const struct airlock_mount *mounts;
+    size_t mount_count;
+    const struct airlock_rlimit *rlimits;
+    size_t rlimit_count;
+    uid_t uid;                      /* ids inside the sandbox */
+    gid_t gid;
+    int drop_supplementary_groups;  /* 1 when the parent may let the child call setgroups (it is privileged) */
+    void *empty_caps;               /* cap_t from cap_init(): every set clear */
+    int cap_last;                   /* highest capability number to drop from the bounding set */
+    const void *filter;             /* struct sock_filter[] */
+    unsigned short filter_len;      /* number of instructions */
+    unsigned int filter_flags;      /* SECCOMP_FILTER_FLAG_* */
+    const char *cwd;
+    const char *const *candidates;  /* full paths to try for the command, in order, NULL-terminated */
+    char *const *argv;
+    char *const *envp;
+    int stdin_fd, stdout_fd, stderr_fd; /* child's ends */
+    int status_fd;                  /* child -> parent messages (write end) */
+    int control_fd;                 /* parent -> child: 'M' maps written, 'G' listener taken; EOF = parent gone */
+};
+
+/* Message types on the status pipe. */
+enum airlock_message_type {
+    AIRLOCK_MSG_ERROR = 1,       /* set-up failed at `step` (index = mount or rlimit), errno in `err` */
+    AIRLOCK_MSG_LISTENER = 2,    /* `value` is the seccomp listener fd number in the child */
+    AIRLOCK_MSG_EXEC_FAILED = 3, /* the command could not be executed: errno in `err` */
+    AIRLOCK_MSG_EXIT = 4,        /* the command ended: `value` is its wait status */
+    AIRLOCK_MSG_STARTED = 5,     /* the command's process exists: `value` is its PID inside the sandbox */
+};
+
+/* Set-up steps, named in errors. */
+enum airlock_step {
+    AIRLOCK_STEP_WAIT_MAPS = 1,
+    AIRLOCK_STEP_SETGROUPS,
+    AIRLOCK_STEP_HOSTNAME,
+    AIRLOCK_STEP_MOUNT_PRIVATE,
+    AIRLOCK_STEP_OPEN_SOURCE,
+    AIRLOCK_STEP_STAGING,
+    AIRLOCK_STEP_MOUNTPOINT,
+    AIRLOCK_STEP_MOUNT,
+    AIRLOCK_STEP_READONLY,
+    AIRLOCK_STEP_PIVOT_ROOT,
+    AIRLOCK_STEP_DETACH_OLD_ROOT,
+    AIRLOCK_STEP_ROOT_READONLY,
+    AIRLOCK_STEP_CHDIR,
+    AIRLOCK_STEP_RLIMIT,
+    AIRLOCK_STEP_CAP_BOUND,
+    AIRLOCK_STEP_CAP_AMBIENT,
+    AIRLOCK_STEP_SETGID,
+    AIRLOCK_STEP_SETUID,
+    AIRLOCK_STEP_CAP_CLEAR,
+    AIRLOCK_STEP_NO_NEW_PRIVS,
+    AIRLOCK_STEP_SIGNALS,
+    AIRLOCK_STEP_SECCOMP,
+    AIRLOCK_STEP_HANDOFF,
+    AIRLOCK_STEP_FORK,
+    AIRLOCK_STEP_FDS,
+};
+
+struct airlock_message {
+    uint32_t type;
+    uint32_t step;
+    int32_t err;
+    int32_t index;
+    int64_t value;
+};
+
+/*
+ * Clones the sandbox's PID 1 into fresh namespaces. In the parent returns the child's PID (in the caller's PID
+ * namespace) and stores a pidfd in *pidfd_out; returns -errno on failure. The child never returns.
+ */
+int airlock_spawn(const struct airlock_spawn_spec *spec, int *pidfd_out);
+
+/* Thin wrappers for system calls glibc 2.36 headers do not all declare. Each returns -1 and sets errno. */
+int airlock_pidfd_getfd(int pidfd, int targetfd);
+int airlock_pidfd_send_signal(int pidfd, int sig);
+int airlock_pidfd_open(pid_t pid);
+/* Waits for the process behind `pidfd`; stores its wait status. Retries on EINTR. */
+int airlock_pidfd_wait(int pidfd, int *status, int nohang);
+/* SECCOMP_IOCTL_NOTIF_SET_FLAGS with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel >= 6.6). */
+int airlock_notify_set_sync_wakeup(int listener);
+
+/* Constants Swift cannot see through glibc's macros. */
+uint64_t airlock_namespace_flags(void);
+int airlock_rlimit_nproc(void);
+/* pipe2(fds, O_CLOEXEC). */
+int airlock_pipe(int fds[2]);
+
+/* memfd_create(name, MFD_CLOEXEC). */
+int airlock_memfd(const char *name);
+/* process_vm_readv of one range; returns bytes read or -1. */
+long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
+
+/* Size the kernel wants zeroed for SECCOMP_IOCTL_NOTIF_RECV and for the response (SECCOMP_GET_NOTIF_SIZES). */
+int airlock_notify_sizes(unsigned short *notif, unsigned short *resp);
+
+/* The W* macros, which Swift cannot import. */
+int airlock_wifexited(int status);
+int airlock_wexitstatus(int status);
+int airlock_wifsignaled(int status);
+int airlock_wtermsig(int status);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,574 @@
+/*
+ * Sandbox set-up between clone and exec. Async-signal-safe only: raw system calls, no allocation, no stdio,
+ * no glibc wrappers that synchronise threads (setresuid and friends broadcast to every thread of the parent,
+ * which the child does not have: they would hang). Everything is prepared by the parent; failures travel back as
+ * `airlock_message` records on the status pipe.
+ */
+#define _GNU_SOURCE
+#include "airlock_sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <linux/filter.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <sys/capability.h>
+
+/* The new mount API (Linux 5.12+), by number: glibc's and the kernel's headers disagree about who declares it. */
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define AL_OPEN_TREE_CLONE 1
+#define AL_OPEN_TREE_CLOEXEC O_CLOEXEC
+#define AL_AT_RECURSIVE 0x8000
+#define AL_MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#define AL_MOUNT_ATTR_RDONLY 0x00000001
+#define AL_MOUNT_ATTR_NOSUID 0x00000002
+#define AL_MOUNT_ATTR_NODEV 0x00000004
+#define AL_MOUNT_ATTR_NOEXEC 0x00000008
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+
+struct al_mount_attr {
+    uint64_t attr_set;
+    uint64_t attr_clr;
+    uint64_t propagation;
+    uint64_t userns_fd;
+};
+
+/* Fixed descriptor numbers in the child after its descriptor table has been rebuilt. */
+enum { FD_STATUS = 3, FD_CONTROL = 4, FD_FIRST_FREE = 5 };
+/* At most this many bind sources are opened before the old root disappears. */
+#define AL_MAX_MOUNTS 256
+#define AL_DEVICE_COUNT 5
+static const char *const al_devices[AL_DEVICE_COUNT] = {"null", "zero", "full", "random", "urandom"};
+static const char *const al_proc_readonly[] = {"sys", "sysrq-trigger", "irq", "bus"};
+
+/* ---- small async-signal-safe helpers ---- */
+
+static size_t al_strlen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+static void al_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void al_send(int type, int step, int err, int index, int64_t value) {
+    struct airlock_message m;
+    memset(&m, 0, sizeof m);
+    m.type = (uint32_t)type;
+    m.step = (uint32_t)step;
+    m.err = err;
+    m.index = index;
+    m.value = value;
+    al_write_all(FD_STATUS, &m, sizeof m);
+}
+
+__attribute__((noreturn)) static void al_fail(int step, int index) {
+    al_send(AIRLOCK_MSG_ERROR, step, errno, index, 0);
+    _exit(126);
+}
+
+/* Reads one byte from the parent; EOF means the parent is gone. */
+static int al_read_byte(int fd) {
+    char c;
+    for (;;) {
+        ssize_t n = read(fd, &c, 1);
+        if (n == 1) return (unsigned char)c;
+        if (n == 0) return -1;
+        if (errno != EINTR) return -1;
+    }
+}
+
+/* mkdir -p of the parents of `path` (and of `path` itself when `self` is set), relative to the cwd. */
+static int al_mkdirs(const char *path, int self, unsigned int mode) {
+    char buf[PATH_MAX];
+    size_t len = al_strlen(path);
+    if (len == 0 || len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || (i == len && self)) {
+            char saved = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, i == len ? mode : 0755) < 0 && errno != EEXIST) return -1;
+            buf[i] = saved;
+        }
+    }
+    return 0;
+}
+
+/* Creates an empty file to mount on, after its parent directories. */
+static int al_touch(const char *path, unsigned int mode) {
+    if (al_mkdirs(path, 0, 0755) < 0) return -1;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+static long al_open_tree(const char *path) {
+    return syscall(SYS_open_tree, AT_FDCWD, path, AL_OPEN_TREE_CLONE | AL_OPEN_TREE_CLOEXEC | AL_AT_RECURSIVE);
+}
+
+static long al_set_attr(int dirfd, const char *path, unsigned int flags, uint64_t set) {
+    struct al_mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = set;
+    return syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
+}
+
+static long al_move(int treefd, const char *target) {
+    return syscall(SYS_move_mount, treefd, "", AT_FDCWD, target, AL_MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+/* Moves `fd` to `target`, closing the original. Returns -1 on failure. */
+static int al_move_fd(int fd, int target) {
+    if (fd == target) {
+        return fcntl(fd, F_SETFD, 0) < 0 ? -1 : 0;
+    }
+    if (dup2(fd, target) < 0) return -1;
+    return 0;
+}
+
+/* ---- the mount tree ---- */
+
+static void al_build_root(const struct airlock_spawn_spec *spec) {
+    int trees[AL_MAX_MOUNTS];
+    int devices[AL_DEVICE_COUNT];
+    size_t count = spec->mount_count;
+    if (count > AL_MAX_MOUNTS) {
+        errno = E2BIG;
+        al_fail(AIRLOCK_STEP_OPEN_SOURCE, -1);
+    }
+    for (int d = 0; d < AL_DEVICE_COUNT; d++) devices[d] = -1;
+
+    /* Nothing we mount may propagate back to the host. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) al_fail(AIRLOCK_STEP_MOUNT_PRIVATE, -1);
+
+    /* Clone every bind source while the host tree is still visible (the staging tmpfs may hide some). */
+    int need_dev = 0;
+    for (size_t i = 0; i < count; i++) {
+        trees[i] = -1;
+        const struct airlock_mount *m = &spec->mounts[i];
+        if (m->kind == AIRLOCK_MOUNT_DEV) need_dev = 1;
+        if (m->kind != AIRLOCK_MOUNT_BIND) continue;
+        long fd = al_open_tree(m->source);
+        if (fd < 0) {
+            if (m->optional && errno == ENOENT) continue;
+            al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
+        }
+        trees[i] = (int)fd;
+        if (al_set_attr((int)fd, "", AT_EMPTY_PATH | AL_AT_RECURSIVE,
+                        AL_MOUNT_ATTR_RDONLY | AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NODEV) < 0)
+            al_fail(AIRLOCK_STEP_READONLY, (int)i);
+    }
+    if (need_dev) {
+        char path[32] = "/dev/";
+        for (int d = 0; d < AL_DEVICE_COUNT; d++) {
+            size_t n = al_strlen(al_devices[d]);
+            memcpy(path + 5, al_devices[d], n + 1);
+            long fd = al_open_tree(path);
+            if (fd < 0) al_fail(AIRLOCK_STEP_OPEN_SOURCE, -2 - d);
+            devices[d] = (int)fd;
+            if (al_set_attr((int)fd, "", AT_EMPTY_PATH, AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NOEXEC) < 0)
+                al_fail(AIRLOCK_STEP_READONLY, -2 - d);
+        }
+    }
+
+    /* New inodes (the tmpfs trees below) take the file-system ids; ours (host root) is not mapped in this user
+     * namespace, so switch them to the sandbox's ids. Host paths were all opened above, with the original ids. */
+    (void)syscall(SYS_setfsgid, spec->gid);
+    (void)syscall(SYS_setfsuid, spec->uid);
+
+    if (mount("airlock-root", spec->staging, "tmpfs", MS_NOSUID | MS_NODEV, spec->root_options) < 0)
+        al_fail(AIRLOCK_STEP_STAGING, -1);
+    if (chdir(spec->staging) < 0) al_fail(AIRLOCK_STEP_STAGING, -1);
+
+    for (size_t i = 0; i < count; i++) {
+        const struct airlock_mount *m = &spec->mounts[i];
+        const char *dst = m->destination;
+        int idx = (int)i;
+        switch (m->kind) {
+        case AIRLOCK_MOUNT_BIND: {
+            if (trees[i] < 0) break; /* optional and missing */
+            struct stat st;
+            if (fstat(trees[i], &st) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            int rc = S_ISDIR(st.st_mode) ? al_mkdirs(dst, 1, 0755) : al_touch(dst, 0644);
+            if (rc < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (al_move(trees[i], dst) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+            close(trees[i]);
+            break;
+        }
+        case AIRLOCK_MOUNT_TMPFS:
+            if (al_mkdirs(dst, 1, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (mount("airlock-tmp", dst, "tmpfs", MS_NOSUID | MS_NODEV, m->data) < 0)
+                al_fail(AIRLOCK_STEP_MOUNT, idx);
+            break;
+        case AIRLOCK_MOUNT_PROC: {
+            if (al_mkdirs(dst, 1, 0555) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                al_fail(AIRLOCK_STEP_MOUNT, idx);
+            /* The parts of procfs that configure the kernel stay read-only even where namespacing allows writes. */
+            char path[PATH_MAX];
+            size_t dl = al_strlen(dst);
+            for (size_t k = 0; k < sizeof al_proc_readonly / sizeof al_proc_readonly[0]; k++) {
+                size_t nl = al_strlen(al_proc_readonly[k]);
+                if (dl + 1 + nl + 1 > sizeof path) continue;
+                memcpy(path, dst, dl);
+                path[dl] = '/';
+                memcpy(path + dl + 1, al_proc_readonly[k], nl + 1);
+                long fd = al_open_tree(path);
+                if (fd < 0) {
+                    if (errno == ENOENT) continue;
+                    al_fail(AIRLOCK_STEP_READONLY, idx);
+                }
+                if (al_set_attr((int)fd, "", AT_EMPTY_PATH | AL_AT_RECURSIVE, AL_MOUNT_ATTR_RDONLY) < 0 ||
+                    al_move((int)fd, path) < 0)
+                    al_fail(AIRLOCK_STEP_READONLY, idx);
+                close((int)fd);
+            }
+            break;
+        }
+        case AIRLOCK_MOUNT_DEV: {
+            if (al_mkdirs(dst, 1, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (mount("airlock-dev", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64") < 0)
+                al_fail(AIRLOCK_STEP_MOUNT, idx);
+            char path[PATH_MAX];
+            size_t dl = al_strlen(dst);
+            if (dl + 16 > sizeof path) {
+                errno = ENAMETOOLONG;
+                al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            }
+            memcpy(path, dst, dl);
+            path[dl] = '/';
+            for (int d = 0; d < AL_DEVICE_COUNT; d++) {
+                size_t nl = al_strlen(al_devices[d]);
+                memcpy(path + dl + 1, al_devices[d], nl + 1);
+                if (al_touch(path, 0666) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+                if (al_move(devices[d], path) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+                close(devices[d]);
+                devices[d] = -1;
+            }
+            static const char *const links[][2] = {
+                {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+                {"stderr", "/proc/self/fd/2"}};
+            for (size_t k = 0; k < sizeof links / sizeof links[0]; k++) {
+                size_t nl = al_strlen(links[k][0]);
+                memcpy(path + dl + 1, links[k][0], nl + 1);
+                if (symlink(links[k][1], path) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            }
+            if (al_set_attr(AT_FDCWD, dst, 0, AL_MOUNT_ATTR_RDONLY | AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NOEXEC) < 0)
+                al_fail(AIRLOCK_STEP_READONLY, idx);
+            break;
+        }
+        case AIRLOCK_MOUNT_FILE: {
+            if (al_mkdirs(dst, 0, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, m->mode);
+            if (fd < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+            const char *p = m->data;
+            size_t left = m->data_len;
+            while (left > 0) {
+                ssize_t n = write(fd, p, left);
+                if (n < 0) {
+                    if (errno == EINTR) continue;
+                    al_fail(AIRLOCK_STEP_MOUNT, idx);
+                }
+                p += n;
+                left -= (size_t)n;
+            }
+            close(fd);
+            break;
+        }
+        case AIRLOCK_MOUNT_SYMLINK:
+            if (al_mkdirs(dst, 0, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (symlink(m->source, dst) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+            break;
+        case AIRLOCK_MOUNT_DIR:
+            if (al_mkdirs(dst, 1, m->mode) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+            break;
+        default:
+            errno = EINVAL;
+            al_fail(AIRLOCK_STEP_MOUNT, idx);
+        }
+    }
+
+    /* Swap roots and let go of the host's tree entirely. */
+    if (syscall(SYS_pivot_root, ".", ".") < 0) al_fail(AIRLOCK_STEP_PIVOT_ROOT, -1);
+    if (umount2(".", MNT_DETACH) < 0) al_fail(AIRLOCK_STEP_DETACH_OLD_ROOT, -1);
+    if (chdir("/") < 0) al_fail(AIRLOCK_STEP_DETACH_OLD_ROOT, -1);
+    if (al_set_attr(AT_FDCWD, "/", 0, AL_MOUNT_ATTR_RDONLY | AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NODEV) < 0)
+        al_fail(AIRLOCK_STEP_ROOT_READONLY, -1);
+}
+
+/* ---- credentials, limits, filter ---- */
+
+static void al_lock_down(const struct airlock_spawn_spec *spec) {
+    for (size_t i = 0; i < spec->rlimit_count; i++) {
+        struct rlimit r;
+        r.rlim_cur = (rlim_t)spec->rlimits[i].soft;
+        r.rlim_max = (rlim_t)spec->rlimits[i].hard;
+        if (setrlimit(spec->rlimits[i].resource, &r) < 0) al_fail(AIRLOCK_STEP_RLIMIT, (int)i);
+    }
+    /* The bounding set needs CAP_SETPCAP, so it goes before the effective set is cleared. */
+    for (int c = 0; c <= spec->cap_last; c++) {
+        if (cap_drop_bound((cap_value_t)c) < 0 && errno != EINVAL) al_fail(AIRLOCK_STEP_CAP_BOUND, c);
+    }
+    if (cap_reset_ambient() < 0) al_fail(AIRLOCK_STEP_CAP_AMBIENT, -1);
+    if (syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) < 0) al_fail(AIRLOCK_STEP_SETGID, -1);
+    if (syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) < 0) al_fail(AIRLOCK_STEP_SETUID, -1);
+    if (cap_set_proc((cap_t)spec->empty_caps) < 0) al_fail(AIRLOCK_STEP_CAP_CLEAR, -1);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_NO_NEW_PRIVS, -1);
+}
+
+/* ---- the payload: the command, as the child of PID 1 ---- */
+
+__attribute__((noreturn)) static void al_payload(const struct airlock_spawn_spec *spec, int sigfd) {
+    sigset_t none;
+    sigemptyset(&none);
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        (void)sigaction(s, &sa, NULL);
+    }
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    close(sigfd);
+    close(FD_CONTROL);
+    /* The status pipe survives only until exec succeeds. */
+    (void)fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
+    (void)setsid();
+    int err = ENOENT;
+    for (const char *const *c = spec->candidates; *c; c++) {
+        if (access(*c, X_OK) != 0) {
+            if (errno != ENOENT && errno != ENOTDIR) err = errno;
+            continue;
+        }
+        execve(*c, spec->argv, spec->envp);
+        err = errno;
+        break;
+    }
+    al_send(AIRLOCK_MSG_EXEC_FAILED, 0, err, 0, 0);
+    _exit(127);
+}
+
+/* ---- PID 1 ---- */
+
+__attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *spec) {
+    /* A clean descriptor table: 0-2 the command's stdio, 3 status, 4 control, nothing else of the parent. */
+    int wanted[5] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd, spec->status_fd, spec->control_fd};
+    int moved[5];
+    for (int i = 0; i < 5; i++) {
+        moved[i] = fcntl(wanted[i], F_DUPFD_CLOEXEC, 64);
+        if (moved[i] < 0) _exit(125); /* no status pipe yet: the parent sees EOF and reports it */
+    }
+    for (int i = 0; i < 5; i++) {
+        if (al_move_fd(moved[i], i) < 0) _exit(125);
+    }
+    if (syscall(SYS_close_range, FD_FIRST_FREE, ~0U, 0) < 0) {
+        for (int fd = FD_FIRST_FREE; fd < 4096; fd++) close(fd);
+    }
+    (void)fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
+    (void)fcntl(FD_CONTROL, F_SETFD, FD_CLOEXEC);
+
+    /* The parent writes the uid/gid maps, then says 'M'. */
+    if (al_read_byte(FD_CONTROL) != 'M') {
+        errno = ECANCELED;
+        al_fail(AIRLOCK_STEP_WAIT_MAPS, -1);
+    }
+    if (spec->drop_supplementary_groups && syscall(SYS_setgroups, 0, NULL) < 0) al_fail(AIRLOCK_STEP_SETGROUPS, -1);
+    if (spec->hostname && sethostname(spec->hostname, al_strlen(spec->hostname)) < 0)
+        al_fail(AIRLOCK_STEP_HOSTNAME, -1);
+
+    al_build_root(spec);
+    if (chdir(spec->cwd) < 0) al_fail(AIRLOCK_STEP_CHDIR, -1);
+    al_lock_down(spec);
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) al_fail(AIRLOCK_STEP_SIGNALS, -1);
+    int sigfd = signalfd(-1, &chld, SFD_CLOEXEC);
+    if (sigfd < 0) al_fail(AIRLOCK_STEP_SIGNALS, -1);
+
+    /* From here on every system call of this process and its descendants passes the filter. */
+    struct sock_fprog prog;
+    prog.len = spec->filter_len;
+    prog.filter = (struct sock_filter *)spec->filter;
+    long listener = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, spec->filter_flags, &prog);
+    if (listener < 0) al_fail(AIRLOCK_STEP_SECCOMP, -1);
+    al_send(AIRLOCK_MSG_LISTENER, 0, 0, 0, listener);
+    /* The parent copies the listener with pidfd_getfd, then says 'G'; the command must never hold it. */
+    if (al_read_byte(FD_CONTROL) != 'G') {
+        errno = ECANCELED;
+        al_fail(AIRLOCK_STEP_HANDOFF, -1);
+    }
+    close((int)listener);
+
+    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child < 0) al_fail(AIRLOCK_STEP_FORK, -1);
+    if (child == 0) al_payload(spec, sigfd);
+    al_send(AIRLOCK_MSG_STARTED, 0, 0, 0, child);
+    close(0);
+    close(1);
+    close(2);
+
+    /* Reap everything; when the command ends, report its status and exit, which ends the whole namespace. */
+    for (;;) {
+        struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN}, {.fd = FD_CONTROL, .events = POLLIN}};
+        int n = poll(p, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            _exit(125);
+        }
+        if (p[1].revents) {
+            char c;
+            ssize_t r = read(FD_CONTROL, &c, 1);
+            if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) _exit(125); /* the supervisor is gone */
+        }
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            (void)read(sigfd, &si, sizeof si);
+            for (;;) {
+                int status = 0;
+                pid_t w = waitpid(-1, &status, WNOHANG);
+                if (w <= 0) break;
+                if (w == child) {
+                    al_send(AIRLOCK_MSG_EXIT, 0, 0, 0, status);
+                    _exit(0);
+                }
+            }
+        }
+    }
+}
+
+int airlock_spawn(const struct airlock_spawn_spec *spec, int *pidfd_out) {
+    struct clone_args args;
+    int pidfd = -1;
+    memset(&args, 0, sizeof args);
+    args.flags = spec->namespaces | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) return -errno;
+    if (pid == 0) al_child(spec);
+    *pidfd_out = pidfd;
+    return (int)pid;
+}
+
+int airlock_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
+
+int airlock_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+int airlock_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int airlock_pidfd_wait(int pidfd, int *status, int nohang) {
+    siginfo_t info;
+    for (;;) {
+        memset(&info, 0, sizeof info);
+        int rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0));
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc < 0) return -1;
+        if (info.si_pid == 0) return 0; /* still running (WNOHANG) */
+        if (info.si_code == CLD_EXITED)
+            *status = (info.si_status & 0xff) << 8;
+        else
+            *status = info.si_status & 0x7f;
+        return 1;
+    }
+}
+
+int airlock_notify_set_sync_wakeup(int listener) {
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+}
+
+uint64_t airlock_namespace_flags(void) {
+    return CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+}
+
+int airlock_rlimit_nproc(void) { return RLIMIT_NPROC; }
+
+int airlock_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int airlock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote) {
+    struct iovec l = {.iov_base = local, .iov_len = length};
+    struct iovec r = {.iov_base = (void *)(uintptr_t)remote, .iov_len = length};
+    return (long)process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+int airlock_notify_sizes(unsigned short *notif, unsigned short *resp) {
+    struct seccomp_notif_sizes sizes;
+    memset(&sizes, 0, sizeof sizes);
+    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -1;
+    *notif = sizes.seccomp_notif;
+    *resp = sizes.seccomp_notif_resp;
+    return 0;
+}
+
+int airlock_wifexited(int status) { return WIFEXITED(status); }
+int airlock_wexitstatus(int status) { return WEXITSTATUS(status); }
+int airlock_wifsignaled(int status) { return WIFSIGNALED(status); }
+int airlock_wtermsig(int status) { return WTERMSIG(status); }

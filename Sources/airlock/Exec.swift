@@ -1,0 +1,200 @@
+import AirlockSandbox
+import ArgumentParser
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Output formats of `airlock exec`.
+enum ExecFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+extension Airlock {
+    /// `airlock exec`: run any command in the sandbox and print its trace.
+    struct Exec: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command in the sandbox and print what it tried.",
+            discussion: """
+                Exit status: the command's own; 128+N when killed by signal N; 124 when the deadline passed;
+                125 when the sandbox could not be built; 126 when the command could not be executed; 127 when it
+                was not found inside the sandbox.
+                """
+        )
+
+        @Option(name: .long, help: "Profile name (in the profile directories) or path to a profile JSON file.")
+        var profile: String = "default"
+
+        @Option(name: .long, help: "Wall-clock deadline in seconds (overrides the profile).")
+        var timeout: Double?
+
+        @Option(name: .long, help: "Output format: text or json.")
+        var format: ExecFormat = .text
+
+        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
+        var command: [String] = []
+
+        func validate() throws {
+            if let timeout, !(timeout > 0 && timeout <= 86_400) {
+                throw ValidationError("--timeout must be between 0 and 86400 seconds")
+            }
+            if command.isEmpty || (command == ["--"]) { throw ValidationError("no command given: airlock exec -- CMD [ARGS...]") }
+        }
+
+        private func runSandbox(_ argv: [String]) -> Result<SandboxResult, SandboxError> {
+            Result { () throws(SandboxError) -> SandboxResult in
+                let loaded = try Profile.load(profile)
+                return try Sandbox.run(SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout))
+            }
+        }
+
+        static func exitStatus(for error: SandboxError) -> Int32 {
+            switch error.code {
+            case .commandNotFound: 127
+            case .commandNotExecutable: 126
+            default: 125
+            }
+        }
+
+        func run() throws {
+            let argv = command.first == "--" ? Array(command.dropFirst()) : command
+            let result: SandboxResult
+            switch runSandbox(argv) {
+            case .success(let r):
+                result = r
+            case .failure(let error):
+                if format == .json {
+                    printJSON(ExecErrorReport(error: .init(code: error.code.description, message: error.description)))
+                } else {
+                    writeStderr("airlock: \(error)\n")
+                }
+                throw ExitCode(Exec.exitStatus(for: error))
+            }
+
+            if format == .json {
+                printJSON(ExecReport(result))
+            } else {
+                writeStdout(result.stdout)
+                if result.stdoutDropped > 0 { writeStdout(Array("\n[airlock: \(result.stdoutDropped) more bytes of stdout dropped]\n".utf8)) }
+                writeStderr(result.stderr)
+                if result.stderrDropped > 0 { writeStderr("\n[airlock: \(result.stderrDropped) more bytes of stderr dropped]\n") }
+                var summary = "\n── airlock trace: \(result.trace.count + result.traceDropped) notified system calls "
+                summary += "(\(result.trace.filter { $0.action != .allowed }.count) refused) ──\n"
+                summary += TraceText.table(result.trace, dropped: result.traceDropped) + "\n"
+                let outcome: String
+                if result.timedOut {
+                    outcome = "deadline passed: the sandbox was killed"
+                } else if let code = result.exitCode {
+                    outcome = "exit code \(code)"
+                } else {
+                    outcome = "killed by \(result.signal ?? "a signal")"
+                }
+                summary += "── \(outcome) after \(TraceText.milliseconds(result.durationNs)) ms ──\n"
+                writeStdout(Array(summary.utf8))
+            }
+            if result.timedOut { throw ExitCode(124) }
+            if let code = result.exitCode, code != 0 { throw ExitCode(code) }
+            if let signal = result.signal { throw ExitCode(128 + signalNumber(signal)) }
+        }
+    }
+}
+
+/// The JSON printed by `airlock exec --format json`.
+struct ExecReport: Encodable {
+    var exitCode: Int32?
+    var signal: String?
+    var timedOut: Bool
+    var stdout: String
+    var stdoutTruncated: Bool
+    var stdoutDroppedBytes: Int
+    var stderr: String
+    var stderrTruncated: Bool
+    var stderrDroppedBytes: Int
+    var trace: [TraceEvent]
+    var traceDropped: Int
+    var durationMs: Double
+
+    init(_ r: SandboxResult) {
+        exitCode = r.exitCode
+        signal = r.signal
+        timedOut = r.timedOut
+        stdout = String(decoding: r.stdout, as: UTF8.self)
+        stdoutTruncated = r.stdoutDropped > 0
+        stdoutDroppedBytes = r.stdoutDropped
+        stderr = String(decoding: r.stderr, as: UTF8.self)
+        stderrTruncated = r.stderrDropped > 0
+        stderrDroppedBytes = r.stderrDropped
+        trace = r.trace
+        traceDropped = r.traceDropped
+        durationMs = (Double(r.durationNs) / 1e3).rounded() / 1e3
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        // Nulls are written out: exitCode and signal are part of the contract either way.
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(exitCode, forKey: .exitCode)
+        try c.encode(signal, forKey: .signal)
+        try c.encode(timedOut, forKey: .timedOut)
+        try c.encode(stdout, forKey: .stdout)
+        try c.encode(stdoutTruncated, forKey: .stdoutTruncated)
+        try c.encode(stdoutDroppedBytes, forKey: .stdoutDroppedBytes)
+        try c.encode(stderr, forKey: .stderr)
+        try c.encode(stderrTruncated, forKey: .stderrTruncated)
+        try c.encode(stderrDroppedBytes, forKey: .stderrDroppedBytes)
+        try c.encode(trace, forKey: .trace)
+        try c.encode(traceDropped, forKey: .traceDropped)
+        try c.encode(durationMs, forKey: .durationMs)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case exitCode, signal, timedOut, stdout, stdoutTruncated, stdoutDroppedBytes, stderr, stderrTruncated
+        case stderrDroppedBytes, trace, traceDropped, durationMs
+    }
+}
+
+/// The JSON printed when the sandbox could not run the command.
+struct ExecErrorReport: Encodable {
+    struct Detail: Encodable {
+        var code: String
+        var message: String
+    }
+    var error: Detail
+}
+
+func printJSON(_ value: some Encodable) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.withoutEscapingSlashes]
+    guard let data = try? encoder.encode(value) else {
+        writeStderr("airlock: could not encode the report\n")
+        return
+    }
+    writeStdout(Array(data) + [0x0A])
+}
+
+func writeStdout(_ bytes: [UInt8]) { writeAll(1, bytes) }
+func writeStderr(_ bytes: [UInt8]) { writeAll(2, bytes) }
+func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
+
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        offset += n
+    }
+}
+
+func signalNumber(_ name: String) -> Int32 {
+    let names = ["SIGHUP": SIGHUP, "SIGINT": SIGINT, "SIGQUIT": SIGQUIT, "SIGILL": SIGILL, "SIGABRT": SIGABRT,
+                 "SIGBUS": SIGBUS, "SIGFPE": SIGFPE, "SIGKILL": SIGKILL, "SIGSEGV": SIGSEGV, "SIGPIPE": SIGPIPE,
+                 "SIGALRM": SIGALRM, "SIGTERM": SIGTERM, "SIGXCPU": SIGXCPU, "SIGXFSZ": SIGXFSZ, "SIGSYS": SIGSYS,
+                 "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2, "SIGTRAP": SIGTRAP]
+    return names[name] ?? 9
+}
