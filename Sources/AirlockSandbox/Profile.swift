@@ -187,6 +187,23 @@ public struct MountSpec: Sendable, Equatable {
     public var optional: Bool
 }
 
+extension MountSpec {
+    /// A read-only bind of a host path (made absolute) at an absolute sandbox path.
+    public static func readOnlyBind(host: String, sandbox: String) throws(SandboxError) -> MountSpec {
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath(host, &resolved) != nil else {
+            throw SandboxError(.mountSource, "mount source \(host) is missing", errno: errno)
+        }
+        let source = String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let destination = try SandboxSettings.sandboxPath(sandbox, field: "mount destination")
+        if destination == "/" { throw SandboxError(.profile, "cannot mount over /") }
+        return MountSpec(
+            kind: .bind, source: source, destination: destination, target: nil, contents: nil, sizeBytes: nil,
+            mode: nil, optional: false
+        )
+    }
+}
+
 /// Resource limits and bounds of one sandbox run.
 public struct Limits: Sendable, Equatable {
     /// `RLIMIT_AS`.

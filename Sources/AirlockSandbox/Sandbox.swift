@@ -45,7 +45,8 @@ public enum Sandbox {
     }
 }
 
-private func monotonicNow() -> UInt64 {
+/// CLOCK_MONOTONIC in nanoseconds.
+func monotonicNow() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)

@@ -66,7 +66,7 @@ final class SeccompNotifier {
         // ENOENT: the caller was interrupted or died between poll and receive; nothing to answer.
         guard seccomp_notify_receive(listener, request) == 0 else { return }
         let notification = request.pointee
-        let time = monotonicClock() - start
+        let time = monotonicNow() - start
         let args = withUnsafeBytes(of: notification.data.args) { Array($0.bindMemory(to: UInt64.self)) }
         let name = names.name(notification.data.nr, arch: notification.data.arch)
         let hostPid = pid_t(bitPattern: notification.pid)
@@ -86,6 +86,8 @@ final class SeccompNotifier {
             decoded = decoder.decode(name, args)
             decision = policy.decide(name, args, decoded)
         }
+        // Read before answering: a denied caller may exit (and lose its /proc entry) the moment it is answered.
+        let pid = namespacePid(hostPid)
         // What we read may belong to a task that is gone and a recycled PID: only answer a live notification.
         guard seccomp_notify_id_valid(listener, notification.id) == 0 else { return }
 
@@ -112,7 +114,7 @@ final class SeccompNotifier {
             return
         }
         events.append(TraceEvent(
-            seq: seq, timeNs: time, pid: namespacePid(hostPid), hostPid: hostPid, syscall: name,
+            seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
             rule: decision.rule, args: decoded
         ))
@@ -129,11 +131,5 @@ final class SeccompNotifier {
         }
         namespacePids[hostPid] = result
         return result
-    }
-
-    private func monotonicClock() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }

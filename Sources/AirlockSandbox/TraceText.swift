@@ -56,8 +56,19 @@ public enum TraceText {
         return left ? padding + s : s + padding
     }
 
+    /// Shell-style quoting for display; control characters escaped, long arguments cut.
     static func quote(_ s: String) -> String {
-        if !s.isEmpty && s.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0) }) { return s }
-        return "'" + s.replacing("'", with: "'\\''") + "'"
+        var text = ""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\n": text += "\\n"
+            case "\t": text += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f: text += "\\x" + pad(String(scalar.value, radix: 16), 2, left: true, fill: "0")
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        if text.count > 160 { text = String(text.prefix(160)) + "…" }
+        if !text.isEmpty && text.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%…".contains($0) }) { return text }
+        return "'" + text.replacing("'", with: "'\\''") + "'"
     }
 }

@@ -35,6 +35,12 @@ extension Airlock {
         @Option(name: .long, help: "Output format: text or json.")
         var format: ExecFormat = .text
 
+        @Option(
+            name: .customLong("ro-bind"),
+            help: ArgumentHelp("Also mount a host path read-only inside the sandbox (repeatable).", valueName: "HOST:SANDBOX")
+        )
+        var roBinds: [String] = []
+
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
 
@@ -42,13 +48,24 @@ extension Airlock {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
                 throw ValidationError("--timeout must be between 0 and 86400 seconds")
             }
+            for bind in roBinds {
+                let parts = bind.split(separator: ":", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/") else {
+                    throw ValidationError("--ro-bind expects HOST:SANDBOX with an absolute sandbox path, got '\(bind)'")
+                }
+            }
             if command.isEmpty || (command == ["--"]) { throw ValidationError("no command given: airlock exec -- CMD [ARGS...]") }
         }
 
         private func runSandbox(_ argv: [String]) -> Result<SandboxResult, SandboxError> {
             Result { () throws(SandboxError) -> SandboxResult in
                 let loaded = try Profile.load(profile)
-                return try Sandbox.run(SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout))
+                var extra: [MountSpec] = []
+                for bind in roBinds {
+                    let parts = bind.split(separator: ":", maxSplits: 1).map(String.init)
+                    extra.append(try MountSpec.readOnlyBind(host: parts[0], sandbox: parts[1]))
+                }
+                return try Sandbox.run(SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra))
             }
         }
 
@@ -167,7 +184,7 @@ struct ExecErrorReport: Encodable {
 
 func printJSON(_ value: some Encodable) {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.withoutEscapingSlashes]
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     guard let data = try? encoder.encode(value) else {
         writeStderr("airlock: could not encode the report\n")
         return

@@ -1,0 +1,62 @@
+# Airlock — build, test, demo, benchmark.
+# Quick start on a fresh Debian 12 machine (as root, or with sudo): `make demo`, then `make test`.
+
+SWIFT ?= swift
+PREFIX ?= /usr/local
+CONFIG ?= release
+APT_PACKAGES := libseccomp-dev libcap-dev python3 pkg-config
+BENCH_PACKAGES := bubblewrap hyperfine gcc
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: all deps build test demo bench bench-deps install clean
+
+all: build
+
+# Installs the system packages Airlock builds against, only when one is missing (idempotent).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Release binaries in .build/release/.
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+
+# Every test. The sandbox tests need root (or unprivileged user namespaces) and fail, never skip, without them.
+test: deps
+	$(SWIFT) build
+	$(SWIFT) test
+
+# Runs an escape attempt under `airlock exec` and shows its trace.
+demo: build
+	@echo "== airlock exec: a Python payload tries to escape =="
+	@echo
+	-.build/release/airlock exec --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py
+	@echo
+	@echo "== the same run as JSON (first 600 bytes) =="
+	-@.build/release/airlock exec --format json --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py | head -c 600; echo " …"
+
+bench-deps:
+	@missing=""; for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Speed targets live here, not in timed tests. Results: docs/benchmarks.md.
+bench: build bench-deps
+	bash Tests/Bench/run.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/airlock/profiles
+	install -m 0755 .build/release/airlock $(DESTDIR)$(PREFIX)/bin/airlock
+	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
+
+clean:
+	rm -rf .build
