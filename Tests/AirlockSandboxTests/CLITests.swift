@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+
+/// `airlock exec` as a user runs it: the built binary, its JSON contract and its exit codes.
+@Suite("airlock exec")
+struct CLITests {
+    @Test("--format json prints one object with the agreed fields")
+    func jsonContract() throws {
+        let run = try runCLI(["exec", "--format", "json", "--", "python3", "-c",
+                              "import os, sys; print('hello'); sys.stderr.write('warn'); os.system('id'); sys.exit(3)"])
+        #expect(run.status == 3)
+        let lines = run.stdout.split(separator: "\n")
+        #expect(lines.count == 1)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(object["exitCode"] as? Int == 3)
+        #expect(object["signal"] is NSNull)
+        #expect(object["timedOut"] as? Bool == false)
+        #expect(object["stdout"] as? String == "hello\n")
+        #expect(object["stderr"] as? String == "warn")
+        #expect(object["stdoutTruncated"] as? Bool == false)
+        let trace = try #require(object["trace"] as? [[String: Any]])
+        for event in trace {
+            for key in ["seq", "pid", "syscall", "action", "args", "timeNs"] { #expect(event[key] != nil, "\(key)") }
+            #expect(["allowed", "denied", "killed"].contains(event["action"] as? String ?? ""))
+        }
+        let exec = try #require(trace.first { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" })
+        let args = try #require(exec["args"] as? [String: Any])
+        #expect(args["argv"] as? [String] == ["sh", "-c", "id"])
+        let seqs = trace.compactMap { $0["seq"] as? Int }
+        #expect(seqs == seqs.sorted())
+    }
+
+    @Test("text output: the command's output, then the trace table and the outcome")
+    func textOutput() throws {
+        let run = try runCLI(["exec", "--", "python3", "-c", "print('hello'); open('/etc/shadow')"])
+        #expect(run.status == 1)
+        #expect(run.stdout.hasPrefix("hello\n"))
+        #expect(run.stdout.contains("denied EACCES"))
+        #expect(run.stdout.contains("/etc/shadow"))
+        #expect(run.stdout.contains("exit code 1"))
+        #expect(run.stderr.contains("PermissionError"))
+    }
+
+    @Test("exit codes: timeout 124, sandbox error 125, not found 127, signal 128+N")
+    func exitCodes() throws {
+        #expect(try runCLI(["exec", "--timeout", "1", "--", "python3", "-c", "while True: pass"]).status == 124)
+        let missing = try runCLI(["exec", "--", "no-such-command-airlock"])
+        #expect(missing.status == 127)
+        #expect(missing.stderr.contains("not found inside the sandbox"))
+        #expect(try runCLI(["exec", "--", "python3", "-c", "import os; os.kill(os.getpid(), 15)"]).status == 128 + 15)
+        let badProfile = try runCLI(["exec", "--profile", "/nonexistent/profile.json", "--", "/bin/true"])
+        #expect(badProfile.status == 125)
+        #expect(badProfile.stderr.contains("/nonexistent/profile.json"))
+    }
+
+    @Test("a bad profile gives an error naming the field, in text and in JSON")
+    func badProfileField() throws {
+        let path = NSTemporaryDirectory() + "airlock-bad-\(UUID().uuidString).json"
+        try #"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "tmpfs", "destination": "relative"}]}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let text = try runCLI(["exec", "--profile", path, "--", "/bin/true"])
+        #expect(text.status == 125)
+        #expect(text.stderr.contains("airlock.mounts[0].destination"))
+        let json = try runCLI(["exec", "--format", "json", "--profile", path, "--", "/bin/true"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let error = try #require(object["error"] as? [String: Any])
+        #expect(error["code"] as? String == "profile")
+        #expect((error["message"] as? String)?.contains("airlock.mounts[0].destination") == true)
+    }
+
+    @Test("usage errors are refused before anything runs")
+    func usageErrors() throws {
+        #expect(try runCLI(["exec"]).status == 64)
+        #expect(try runCLI(["exec", "--timeout", "-3", "--", "/bin/true"]).status == 64)
+        #expect(try runCLI(["exec", "--ro-bind", "nocolon", "--", "/bin/true"]).status == 64)
+    }
+
+    @Test("--ro-bind mounts a host file read-only")
+    func readOnlyBind() throws {
+        let path = NSTemporaryDirectory() + "airlock-bind-\(UUID().uuidString).txt"
+        try "model bytes".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try runCLI(["exec", "--ro-bind", "\(path):/model/file.txt", "--", "python3", "-c",
+                              "print(open('/model/file.txt').read())\nopen('/model/file.txt', 'a')"])
+        #expect(run.stdout.hasPrefix("model bytes"))
+        #expect(run.status == 1)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "model bytes")
+    }
+}

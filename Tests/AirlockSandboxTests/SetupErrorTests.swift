@@ -1,0 +1,136 @@
+@testable import AirlockSandbox
+import Foundation
+import Testing
+
+/// Bad profiles, missing mount sources and missing commands fail clearly and run nothing.
+@Suite("Set-up errors")
+struct SetupErrorTests {
+    @Test("bad profiles name the field at fault", arguments: [
+        (#"{"defaultActon": "SCMP_ACT_ALLOW"}"#, "defaultActon"),
+        (#"{"defaultAction": "SCMP_ACT_FOO"}"#, "defaultAction"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86"]}"#, "architectures[0]"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_BOGUS"}]}"#, "syscalls[0].action"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 7, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#, "syscalls[0].args[0].index"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "bindd", "destination": "/x"}]}}"#, "airlock.mounts[0].type"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "tmpfs", "destination": "tmp"}]}}"#, "airlock.mounts[0].destination"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "bind", "destination": "/a/../b", "source": "/usr"}]}}"#, "airlock.mounts[0].destination"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"cwd": 5}}"#, "airlock.cwd"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"limits": {"timeoutSeconds": -1}}}"#, "airlock.limits.timeoutSeconds"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"limits": {"cpuSecs": 1}}}"#, "airlock.limits.cpuSecs"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"notify": [{"id": "x", "syscalls": ["open"], "action": "deny", "errno": "EWHAT"}]}}"#, "airlock.notify[0].errno"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"notify": [{"id": "x", "syscalls": ["open"], "action": "maybe"}]}}"#, "airlock.notify[0].action"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"user": {"uid": 1, "hostUid": 0}}}"#, "airlock.user.hostUid"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"hostname": "a b"}}"#, "airlock.hostname"),
+        (#"{"defaultAction": "#, "not valid JSON"),
+    ])
+    func badProfile(json: String, field: String) {
+        #expect {
+            _ = try Profile(json: Array(json.utf8), name: "bad")
+        } throws: { error in
+            guard let e = error as? SandboxError else { return false }
+            return e.code == .profile && e.message.contains(field)
+        }
+    }
+
+    @Test("an unknown system call name is an error naming the rule")
+    func unknownSyscall() throws {
+        let profile = try Profile(json: Array(#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"], "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}, {"names": ["no_such_call"], "action": "SCMP_ACT_ERRNO"}]}"#.utf8), name: "bad")
+        #expect {
+            _ = try SeccompProgram(profile: profile)
+        } throws: { error in
+            (error as? SandboxError)?.message.contains("syscalls[1].names") == true
+        }
+    }
+
+    @Test("the shipped default profile loads and compiles")
+    func defaultProfileCompiles() throws {
+        let profile = try defaultProfile()
+        let program = try SeccompProgram(profile: profile)
+        #expect(program.instructions.count > 20)
+        #expect(profile.sandbox.mounts.contains { $0.destination == "/usr" && $0.kind == .bind })
+        #expect(!profile.sandbox.mounts.contains { ["/root", "/home", "/etc/shadow", "/etc"].contains($0.destination) })
+    }
+
+    @Test("a missing mount source is a clear error and nothing runs")
+    func missingMountSource() throws {
+        let profile = try editedProfile { object in
+            editSection(&object) { section in
+                var mounts = section["mounts"] as! [[String: Any]]
+                mounts.append(["type": "bind", "source": "/nonexistent/airlock-source", "destination": "/data"])
+                section["mounts"] = mounts
+            }
+        }
+        #expect {
+            _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
+        } throws: { error in
+            guard let e = error as? SandboxError else { return false }
+            return e.code == .mountSource && e.message.contains("/nonexistent/airlock-source") && e.message.contains("airlock.mounts[")
+        }
+    }
+
+    @Test("a source that vanishes between the check and the mount is reported as a set-up failure")
+    func setupFailureInside() throws {
+        // A file bound over a directory that the profile's tree cannot hold: the child's mount fails.
+        let profile = try editedProfile { object in
+            editSection(&object) { section in
+                var mounts = section["mounts"] as! [[String: Any]]
+                mounts.append(["type": "file", "destination": "/usr/airlock-cannot-write-here", "contents": "x"])
+                section["mounts"] = mounts
+            }
+        }
+        #expect {
+            _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
+        } throws: { error in
+            guard let e = error as? SandboxError else { return false }
+            return e.code == .setup && e.message.contains("/usr/airlock-cannot-write-here") && e.errno != nil
+        }
+    }
+
+    @Test("a command missing inside the sandbox is reported as not found")
+    func commandNotFound() throws {
+        #expect {
+            _ = try Sandbox.run(SandboxRequest(argv: ["no-such-command-airlock"], profile: defaultProfile()))
+        } throws: { error in
+            (error as? SandboxError)?.code == .commandNotFound
+        }
+        #expect {
+            _ = try Sandbox.run(SandboxRequest(argv: ["/root/.profile"], profile: defaultProfile()))
+        } throws: { error in
+            (error as? SandboxError)?.code == .commandNotFound
+        }
+    }
+}
+
+@Suite("Path globs")
+struct PathMatcherTests {
+    @Test(arguments: [
+        ("/etc/shadow", "/etc/shadow", true),
+        ("/etc/shadow", "/etc/shadow-", false),
+        ("/root/**", "/root", true),
+        ("/root/**", "/root/.ssh/id_rsa", true),
+        ("/root/**", "/rootkit", false),
+        ("/proc/*/environ", "/proc/1/environ", true),
+        ("/proc/*/environ", "/proc/1/task/2/environ", false),
+        ("**/.ssh/**", "/tmp/x/.ssh/id_rsa", true),
+        ("**/.ssh/**", "/tmp/ssh/id_rsa", false),
+        ("/tmp/**", "/tmp/a/b/c", true),
+        ("/tmp/**", "/tmpfoo", false),
+        ("/dev/null", "/dev/null", true),
+        ("/a?c", "/abc", true),
+        ("/a?c", "/a/c", false),
+    ])
+    func glob(pattern: String, path: String, matches: Bool) {
+        #expect(PathMatcher.matches(pattern, path) == matches)
+    }
+
+    @Test(arguments: [("/tmp/../etc/shadow", "/etc/shadow"), ("//a/./b//c/", "/a/b/c"), ("/../..", "/")])
+    func normalize(path: String, expected: String) {
+        #expect(PathMatcher.normalize(path) == expected)
+    }
+
+    @Test("a long hostile path is matched in linear time")
+    func hostilePath() {
+        let path = "/" + String(repeating: "a/", count: 2000) + "b"
+        #expect(!PathMatcher.matches("**/*/*/*/*/.ssh/**", path))
+    }
+}

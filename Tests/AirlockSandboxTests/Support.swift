@@ -1,0 +1,122 @@
+@testable import AirlockSandbox
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The repository's root, found from this file's path.
+let repositoryRoot: String = {
+    var url = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { url.deleteLastPathComponent() }
+    return url.path
+}()
+
+/// The shipped default profile, loaded once.
+func defaultProfile() throws -> Profile {
+    try Profile.load("\(repositoryRoot)/Profiles/default.json")
+}
+
+/// The default profile with its JSON edited by `edit`.
+func editedProfile(_ edit: (inout [String: Any]) -> Void) throws -> Profile {
+    let data = try Data(contentsOf: URL(fileURLWithPath: "\(repositoryRoot)/Profiles/default.json"))
+    var object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    edit(&object)
+    let edited = try JSONSerialization.data(withJSONObject: object)
+    return try Profile(json: Array(edited), name: "edited")
+}
+
+/// Edits the `airlock` section of a profile object.
+func editSection(_ object: inout [String: Any], _ edit: (inout [String: Any]) -> Void) {
+    var section = object["airlock"] as! [String: Any]
+    edit(&section)
+    object["airlock"] = section
+}
+
+/// Runs Python code in a sandbox (the sandbox's /usr/bin/python3).
+func runPython(
+    _ code: String, profile: Profile? = nil, timeout: Double = 20, mounts: [MountSpec] = []
+) throws -> SandboxResult {
+    try Sandbox.run(SandboxRequest(argv: ["python3", "-c", code], profile: profile ?? defaultProfile(), timeoutSeconds: timeout, extraMounts: mounts))
+}
+
+extension SandboxResult {
+    var out: String { String(decoding: stdout, as: UTF8.self) }
+    var err: String { String(decoding: stderr, as: UTF8.self) }
+
+    func events(_ syscall: String) -> [TraceEvent] { trace.filter { $0.syscall == syscall } }
+}
+
+/// A fresh host directory that the test owns, removed by the caller.
+func makeHostDirectory() throws -> String {
+    let path = "/tmp/airlock-test-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// A TCP listener on 127.0.0.1 owned by the test: it records whether anything ever connects.
+final class LoopbackListener {
+    let fd: Int32
+    let port: UInt16
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        guard bound == 0, listen(fd, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        self.port = UInt16(bigEndian: addr.sin_port)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Whether a connection is waiting to be accepted.
+    func sawConnection() -> Bool {
+        let c = accept(fd, nil, nil)
+        if c >= 0 { close(c); return true }
+        return false
+    }
+
+    deinit { close(fd) }
+}
+
+/// PIDs of host processes whose command line contains `marker`.
+func hostProcesses(containing marker: String) -> [Int32] {
+    let me = getpid()
+    var found: [Int32] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(entry), pid != me,
+              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        let text = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+        if text.contains(marker) && !text.contains("airlock exec") { found.append(pid) }
+    }
+    return found
+}
+
+/// The `airlock` executable built beside the test bundle.
+let airlockBinary: String = {
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var candidates = [bundle.appendingPathComponent("airlock").path]
+    candidates.append("\(repositoryRoot)/.build/debug/airlock")
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+}()
+
+/// Runs the CLI; returns its exit status, stdout and stderr.
+func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: airlockBinary)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+}

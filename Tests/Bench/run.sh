@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Airlock benchmarks, run by `make bench` (which builds .build/release/airlock and installs bubblewrap, hyperfine
+# and gcc first). Prints a markdown summary; docs/benchmarks.md records a run of it.
+#
+#   1. start-up: `airlock exec -- /bin/true` against bubblewrap over the same read-only view, and plain /bin/true;
+#      then where airlock's start-up time goes (runs that stop at successive phases).
+#   2. one notified system call (a supervisor round trip) against unnotified ones, from a small C program run on
+#      the host and inside `airlock exec`.
+#   3. Python start: `python3 -I -S -c pass` under airlock, under bubblewrap and on the host.
+#
+# Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
+# BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
+# place, median kept, default 3). Takes about 40 s on 2 cores with the defaults.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+REPO=$(pwd)
+AIRLOCK="$REPO/.build/release/airlock"
+RUNS=${BENCH_RUNS:-200}
+WARMUP=${BENCH_WARMUP:-20}
+N=${BENCH_SYSCALLS:-20000}
+REPEAT=${BENCH_REPEAT:-3}
+HOST_PY=/usr/bin/python3
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ -x "$AIRLOCK" ] || die "$AIRLOCK is missing: run 'make build' (or 'make bench')"
+for tool in hyperfine bwrap gcc; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run 'make bench-deps' (or 'make bench')"
+done
+[ -x "$HOST_PY" ] || die "$HOST_PY is missing (apt-get install python3)"
+
+HF_VERSION=$(hyperfine --version | awk '{print $2}')
+HF=(hyperfine --style none --warmup "$WARMUP" --runs "$RUNS")
+if hyperfine --help 2>&1 | grep -q -- '--shell'; then
+    HF+=(-N)  # no intermediate shell: hyperfine >= 1.13
+else
+    echo "bench: hyperfine $HF_VERSION has no -N; times include a shell start" >&2
+fi
+
+TMP=$(mktemp -d /tmp/airlock-bench.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+# The read-only view of Airlock's default profile, for bubblewrap: /usr, the merged-/usr symlinks, the loader
+# cache, tmpfs /tmp, fresh /proc, minimal /dev.
+BWRAP="bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr --symlink usr/bin /bin \
+--symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+--ro-bind /etc/ld.so.cache /etc/ld.so.cache --tmpfs /tmp --proc /proc --dev /dev"
+
+# ---- helpers ----
+
+cat >"$TMP/stats.py" <<'EOF'
+import json, statistics, sys
+
+def rows(path):
+    for r in json.load(open(path))["results"]:
+        t = r["times"]
+        yield r["command"], statistics.mean(t) * 1e3, statistics.median(t) * 1e3, statistics.stdev(t) * 1e3, min(t) * 1e3
+
+mode = sys.argv[1]
+if mode == "table":  # table JSON LABEL...
+    labels = sys.argv[3:]
+    print("| command | mean ms | median ms | stddev ms | min ms |")
+    print("|---|---:|---:|---:|---:|")
+    for label, (_, mean, med, sd, mn) in zip(labels, rows(sys.argv[2])):
+        print(f"| {label} | {mean:.2f} | {med:.2f} | {sd:.2f} | {mn:.2f} |")
+elif mode == "means":  # means JSON: one mean (ms) per line
+    for _, mean, *_ in rows(sys.argv[2]):
+        print(f"{mean:.3f}")
+elif mode == "medians":
+    for _, _, med, *_ in rows(sys.argv[2]):
+        print(f"{med:.3f}")
+elif mode == "airlock-stdout":  # airlock-stdout FILE: the command's stdout from `airlock exec --format json`
+    d = json.load(open(sys.argv[2]))
+    if d.get("exitCode") != 0:
+        sys.exit(f"airlock run failed: {json.dumps(d)[:400]}")
+    sys.stdout.write(d["stdout"])
+elif mode == "airlock-timing":  # airlock-timing FILE...: mean ms from sandbox start to the launch execve, and to the end
+    execs, ends, counts = [], [], []
+    for f in sys.argv[2:]:
+        d = json.load(open(f))
+        execs.append(d["trace"][0]["timeNs"] / 1e6)
+        ends.append(d["durationMs"])
+        counts.append(len(d["trace"]) + d["traceDropped"])
+    print(f"{statistics.median(execs):.3f} {statistics.median(ends):.3f} {statistics.median(counts):.0f}")
+elif mode == "median-of":  # median-of KEY FILE...: median of "KEY value" lines across files
+    key, vals = sys.argv[2], []
+    for f in sys.argv[3:]:
+        for line in open(f):
+            k, _, v = line.partition(" ")
+            if k == key:
+                vals.append(float(v))
+    print(f"{statistics.median(vals):.1f}")
+elif mode == "profile-variants":  # profile-variants DEFAULT OUTDIR
+    import platform
+    p = json.load(open(sys.argv[2]))
+    out = sys.argv[3]
+    native = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[platform.machine()]
+    a = json.loads(json.dumps(p))
+    a["architectures"] = [x for x in p["architectures"] if x != native] or ["SCMP_ARCH_X86"]
+    json.dump(a, open(f"{out}/stop-after-parse.json", "w"), indent=2)
+    b = json.loads(json.dumps(p))
+    b["airlock"]["mounts"].append({"type": "bind", "source": "/nonexistent-airlock-bench", "destination": "/x"})
+    json.dump(b, open(f"{out}/stop-after-compile.json", "w"), indent=2)
+EOF
+stats() { "$HOST_PY" "$TMP/stats.py" "$@"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+
+# Every compared command must work before it is timed.
+"$AIRLOCK" exec -- /bin/true >/dev/null || die "airlock exec -- /bin/true failed"
+$BWRAP /bin/true || die "bwrap failed over the default view (are user namespaces available?)"
+"$AIRLOCK" exec -- "$HOST_PY" -I -S -c pass >/dev/null || die "airlock exec -- python3 failed"
+$BWRAP "$HOST_PY" -I -S -c pass || die "bwrap python3 failed"
+
+echo "# Airlock benchmarks"
+echo
+echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
+echo "- tools: $(hyperfine --version), $(bwrap --version), $(gcc --version | head -1)"
+echo "- airlock $("$AIRLOCK" --version), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- Sources Profiles 2>/dev/null || echo ' (dirty)')"
+echo "- hyperfine ${HF[*]:1}"
+echo
+
+# ---- 1. start-up ----
+
+echo "## 1. Start-up: /bin/true"
+echo
+"${HF[@]}" --export-json "$TMP/true.json" \
+    "$AIRLOCK exec -- /bin/true" \
+    "$BWRAP /bin/true" \
+    "/bin/true"
+stats table "$TMP/true.json" "airlock exec -- /bin/true" "bwrap (same view) /bin/true" "/bin/true (host)"
+mapfile -t M < <(stats means "$TMP/true.json")
+echo
+echo "airlock / bubblewrap (means): **$(ratio "${M[0]}" "${M[1]}")×** (target: ≤ 1.00×); airlock − bubblewrap: $(minus "${M[0]}" "${M[1]}") ms"
+echo
+
+echo "### Where airlock's start-up goes"
+echo
+echo "Runs that stop after successive phases (each fails on purpose, exit 125, right after the phase), and airlock's"
+echo "own clock (\`--format json\`: the launch execve's \`timeNs\` and \`durationMs\`, both measured from just before clone)."
+echo
+stats profile-variants "$REPO/Profiles/default.json" "$TMP"
+"${HF[@]}" -i --export-json "$TMP/phases.json" \
+    "$AIRLOCK --version" \
+    "$AIRLOCK exec --profile $TMP/nonexistent.json -- /bin/true" \
+    "$AIRLOCK exec --profile $TMP/stop-after-parse.json -- /bin/true" \
+    "$AIRLOCK exec --profile $TMP/stop-after-compile.json -- /bin/true" \
+    "$AIRLOCK exec -- /bin/true"
+mapfile -t P < <(stats means "$TMP/phases.json")
+for i in $(seq 1 20); do "$AIRLOCK" exec --format json -- /bin/true >"$TMP/t$i.json"; done
+read -r EXEC_AT DONE_AT TRUE_NOTIFS < <(stats airlock-timing "$TMP"/t*.json)
+echo "| phase | ms (mean) | measured as |"
+echo "|---|---:|---|"
+echo "| Swift process start, ArgumentParser | ${P[0]} | \`airlock --version\` |"
+echo "| \`exec\` argument parsing, profile lookup | $(minus "${P[1]}" "${P[0]}") | \`--profile\` missing file − \`--version\` |"
+echo "| profile JSON parse + validation | $(minus "${P[2]}" "${P[1]}") | profile whose \`architectures\` lacks this ABI − missing file |"
+echo "| libseccomp compile + BPF export | $(minus "${P[3]}" "${P[2]}") | profile with a missing bind source − previous |"
+echo "| clone (7 namespaces), id maps, mounts, pivot_root, caps, filter, until the launch execve | $EXEC_AT | airlock's clock, median of 20 |"
+echo "| execve, $TRUE_NOTIFS notified calls, exit, namespace teardown, reaping | $(minus "$DONE_AT" "$EXEC_AT") | airlock's clock, median of 20 |"
+echo "| rest: spawn preparation, trace table, process exit | $(minus "$(minus "${P[4]}" "${P[3]}")" "$DONE_AT") | full run − previous rows |"
+echo "| **total** \`airlock exec -- /bin/true\` | ${P[4]} | |"
+echo
+
+# ---- 2. one notified system call ----
+
+echo "## 2. Notified vs unnotified system calls"
+echo
+mkdir -p "$TMP/bin"
+cat >"$TMP/syscalls.c" <<'EOF'
+/* Times N iterations each of: openat+close of /dev/null (openat is notified under the default profile),
+ * faccessat, fstat and getppid (not notified). Prints "name ns-per-iteration". */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 20000;
+    struct stat st;
+    int fd0 = openat(AT_FDCWD, "/dev/null", O_RDONLY);
+    if (fd0 < 0 || n <= 0) { perror("openat /dev/null"); return 1; }
+    for (long i = 0; i < n / 10; i++) { int fd = openat(AT_FDCWD, "/dev/null", O_RDONLY); close(fd); } /* warm-up */
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        int fd = openat(AT_FDCWD, "/dev/null", O_RDONLY);
+        if (fd < 0) { perror("openat /dev/null"); return 1; }
+        close(fd);
+    }
+    double t1 = now_ns();
+    for (long i = 0; i < n; i++) (void)faccessat(AT_FDCWD, "/dev/null", R_OK, 0);
+    double t2 = now_ns();
+    for (long i = 0; i < n; i++) (void)fstat(fd0, &st);
+    double t3 = now_ns();
+    for (long i = 0; i < n; i++) (void)syscall(SYS_getppid);
+    double t4 = now_ns();
+    printf("openat_close %.1f\nfaccessat %.1f\nfstat %.1f\ngetppid %.1f\n",
+           (t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t4 - t3) / n);
+    return 0;
+}
+EOF
+gcc -O2 -Wall -o "$TMP/bin/syscalls" "$TMP/syscalls.c"
+for r in $(seq 1 "$REPEAT"); do
+    "$TMP/bin/syscalls" "$N" >"$TMP/host$r.txt"
+    "$AIRLOCK" exec --format json --ro-bind "$TMP/bin:/bench" -- /bench/syscalls "$N" >"$TMP/sandbox$r.json"
+    stats airlock-stdout "$TMP/sandbox$r.json" >"$TMP/sandbox$r.txt"
+done
+echo "C program, $N iterations per loop (after $((N / 10)) warm-up openat+close), median of $REPEAT runs per place;"
+echo "inside: \`airlock exec --ro-bind DIR:/bench -- /bench/syscalls $N\` with the default profile."
+echo
+echo "| per iteration | host ns | airlock ns | difference ns |"
+echo "|---|---:|---:|---:|"
+for key in openat_close faccessat fstat getppid; do
+    h=$(stats median-of "$key" "$TMP"/host*.txt)
+    s=$(stats median-of "$key" "$TMP"/sandbox*.txt)
+    case $key in
+        openat_close) label="openat + close (openat notified)" ;;
+        *) label="$key (not notified)" ;;
+    esac
+    echo "| $label | $h | $s | $(minus "$s" "$h") |"
+    eval "H_$key=$h S_$key=$s"
+done
+echo
+echo "One supervisor round trip (notified openat − the same on the host): **$(awk -v a="$S_openat_close" -v b="$H_openat_close" 'BEGIN { printf "%.1f µs", (a - b) / 1000 }')**;"
+echo "the filter's cost on an unnotified call: $(minus "$S_getppid" "$H_getppid") ns (getppid) to $(minus "$S_faccessat" "$H_faccessat") ns (faccessat)."
+echo
+
+# ---- 3. Python start ----
+
+echo "## 3. Start-up: python3 -I -S -c pass"
+echo
+"${HF[@]}" --export-json "$TMP/python.json" \
+    "$AIRLOCK exec -- $HOST_PY -I -S -c pass" \
+    "$BWRAP $HOST_PY -I -S -c pass" \
+    "$HOST_PY -I -S -c pass"
+stats table "$TMP/python.json" "airlock exec -- python3 -I -S -c pass" "bwrap (same view) python3 -I -S -c pass" "python3 -I -S -c pass (host)"
+mapfile -t Y < <(stats means "$TMP/python.json")
+"$AIRLOCK" exec --format json -- "$HOST_PY" -I -S -c pass >"$TMP/py-trace.json"
+read -r _ _ PY_NOTIFS < <(stats airlock-timing "$TMP/py-trace.json")
+echo
+echo "airlock / bubblewrap (means): **$(ratio "${Y[0]}" "${Y[1]}")×**; airlock − bubblewrap: $(minus "${Y[0]}" "${Y[1]}") ms;"
+echo "python3 makes $PY_NOTIFS notified calls under the default profile."
