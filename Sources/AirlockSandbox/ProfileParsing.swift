@@ -278,7 +278,7 @@ extension SandboxSettings {
                 guard let source = m.source, source.hasPrefix("/") else {
                     throw SandboxError(.profile, "field \(field).source: a bind mount needs an absolute host path")
                 }
-                _ = source
+                if source.utf8.contains(0) { throw SandboxError(.profile, "field \(field).source: invalid path") }
             case .symlink:
                 guard let t = m.target, !t.isEmpty else { throw SandboxError(.profile, "field \(field).target: a symlink needs a target") }
             case .file:

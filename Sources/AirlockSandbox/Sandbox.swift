@@ -348,7 +348,6 @@ private final class SandboxRun {
 
     func supervise() throws(SandboxError) -> SandboxResult {
         // Set-up: wait for the listener (or a failure), copy it, and release the child.
-        var sandboxPid: Int64 = 0
         setup: while listener < 0 {
             guard wait(for: statusFd) else {
                 throw SandboxError(.setup, "sandbox set-up did not finish within the deadline")
@@ -428,7 +427,6 @@ private final class SandboxRun {
                 for m in readStatus() {
                     if m.type == AIRLOCK_MSG_EXIT.rawValue { exitStatus = Int32(truncatingIfNeeded: m.value) }
                     if m.type == AIRLOCK_MSG_EXEC_FAILED.rawValue { execFailure = m.err }
-                    if m.type == AIRLOCK_MSG_STARTED.rawValue { sandboxPid = m.value }
                 }
             }
             if fds[4].revents != 0 && !pid1Exited {
@@ -436,7 +434,6 @@ private final class SandboxRun {
                 pid1ExitedAt = monotonicNow()
             }
         }
-        _ = sandboxPid
         var pid1Status: Int32 = 0
         if airlock_pidfd_wait(pidfd, &pid1Status, 0) == 1 { reaped = true }
         for m in readStatus() where m.type == AIRLOCK_MSG_EXIT.rawValue { exitStatus = Int32(truncatingIfNeeded: m.value) }

@@ -288,9 +288,16 @@ struct SyscallDecoder {
         case "kill", "tkill":
             a.target = Int64(Int32(truncatingIfNeeded: args[0]))
             a.signal = SyscallDecoder.signalName(args[1])
-        case "tgkill":
+        case "tgkill", "rt_tgsigqueueinfo":
             a.target = Int64(Int32(truncatingIfNeeded: args[0]))
             a.signal = SyscallDecoder.signalName(args[2])
+        case "rt_sigqueueinfo":
+            a.target = Int64(Int32(truncatingIfNeeded: args[0]))
+            a.signal = SyscallDecoder.signalName(args[1])
+        case "pidfd_send_signal":
+            a.fd = fd(0)
+            a.signal = SyscallDecoder.signalName(args[1])
+            if let pid = pidfdTarget(fd(0)) { a.target = Int64(pid) }
         case "memfd_create":
             a.path = string(args[0], max: 256)?.0
             a.flags = SyscallDecoder.hex(args[1])
@@ -312,6 +319,15 @@ struct SyscallDecoder {
             a.raw = args.map(SyscallDecoder.hex)
         }
         return a
+    }
+
+    /// The PID (inside the caller's namespace) a pidfd refers to, from the `NSpid:` line of its fdinfo.
+    private func pidfdTarget(_ fd: Int32) -> Int32? {
+        guard let bytes = try? FileBytes.read("/proc/\(hostPid)/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
+            if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last { return Int32(last) }
+        }
+        return nil
     }
 
     private func socketFamilyOnly(_ fd: Int32, _ a: inout TraceArguments) {

@@ -27,14 +27,14 @@ public enum TraceText {
 
     /// A table of events with a header line.
     public static func table(_ events: [TraceEvent], dropped: Int = 0) -> String {
-        var lines = ["  SEQ    TIME ms    PID  SYSCALL          ACTION            DETAILS"]
+        var lines = ["  SEQ    TIME ms    PID  SYSCALL            ACTION            DETAILS"]
         for e in events {
             let ms = Double(e.timeNs) / 1e6
             let action = e.errno.map { "\(e.action.rawValue) \($0)" } ?? e.action.rawValue
             let phase = e.phase.map { "[\($0)] " } ?? ""
             lines.append(
                 pad(String(e.seq), 5, left: true) + "  " + pad(format(ms), 9, left: true) + "  "
-                    + pad(String(e.pid), 5, left: true) + "  " + pad(e.syscall, 15) + "  " + pad(action, 16) + "  "
+                    + pad(String(e.pid), 5, left: true) + "  " + pad(e.syscall, 17) + "  " + pad(action, 16) + "  "
                     + phase + details(e.args)
             )
         }

@@ -162,6 +162,10 @@ struct EscapeTests {
                 os.kill(1, signal.SIGKILL)
             except OSError as e:
                 print("refused", e.errno)
+            try:
+                signal.pidfd_send_signal(os.pidfd_open(1), signal.SIGKILL)
+            except OSError as e:
+                print("refused", e.errno)
             print("alive")
             """)
         #expect(result.out.contains("alive"))
@@ -169,6 +173,9 @@ struct EscapeTests {
         let kills = result.events("kill")
         #expect(kills.contains { $0.args.target == -1 && $0.args.signal == "SIGKILL" && $0.action == .denied })
         #expect(kills.contains { $0.args.target == 1 && $0.action == .denied })
+        let pidfdKill = try #require(result.events("pidfd_send_signal").first)
+        #expect(pidfdKill.args.target == 1)
+        #expect(pidfdKill.action == .denied)
     }
 
     @Test("the state inside: no capabilities, no_new_privs, seccomp filter, only lo, only the sandbox's processes")

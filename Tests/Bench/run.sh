@@ -31,6 +31,7 @@ done
 
 HF_VERSION=$(hyperfine --version | awk '{print $2}')
 HF=(hyperfine --style none --warmup "$WARMUP" --runs "$RUNS")
+hf() { "${HF[@]}" "$@" 2>>"$TMP/hyperfine.log"; }
 if hyperfine --help 2>&1 | grep -q -- '--shell'; then
     HF+=(-N)  # no intermediate shell: hyperfine >= 1.13
 else
@@ -101,6 +102,11 @@ elif mode == "profile-variants":  # profile-variants DEFAULT OUTDIR
     b = json.loads(json.dumps(p))
     b["airlock"]["mounts"].append({"type": "bind", "source": "/nonexistent-airlock-bench", "destination": "/x"})
     json.dump(b, open(f"{out}/stop-after-compile.json", "w"), indent=2)
+    c = json.loads(json.dumps(p))
+    c["airlock"]["notify"] = [r for r in p["airlock"]["notify"] if "openat" not in r["syscalls"]]
+    json.dump(c, open(f"{out}/no-open-rules.json", "w"), indent=2)
+    removed = [r for r in p["airlock"]["notify"] if "openat" in r["syscalls"]]
+    print(sum(len(r.get("paths", [])) + len(r.get("pathsOutside", [])) for r in removed))
 EOF
 stats() { "$HOST_PY" "$TMP/stats.py" "$@"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -118,13 +124,14 @@ echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: 
 echo "- tools: $(hyperfine --version), $(bwrap --version), $(gcc --version | head -1)"
 echo "- airlock $("$AIRLOCK" --version), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- Sources Profiles 2>/dev/null || echo ' (dirty)')"
 echo "- hyperfine ${HF[*]:1}"
+echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 # ---- 1. start-up ----
 
 echo "## 1. Start-up: /bin/true"
 echo
-"${HF[@]}" --export-json "$TMP/true.json" \
+hf --export-json "$TMP/true.json" \
     "$AIRLOCK exec -- /bin/true" \
     "$BWRAP /bin/true" \
     "/bin/true"
@@ -139,17 +146,18 @@ echo
 echo "Runs that stop after successive phases (each fails on purpose, exit 125, right after the phase), and airlock's"
 echo "own clock (\`--format json\`: the launch execve's \`timeNs\` and \`durationMs\`, both measured from just before clone)."
 echo
-stats profile-variants "$REPO/Profiles/default.json" "$TMP"
-"${HF[@]}" -i --export-json "$TMP/phases.json" \
+OPEN_GLOBS=$(stats profile-variants "$REPO/Profiles/default.json" "$TMP")
+hf -i --export-json "$TMP/phases.json" \
     "$AIRLOCK --version" \
     "$AIRLOCK exec --profile $TMP/nonexistent.json -- /bin/true" \
     "$AIRLOCK exec --profile $TMP/stop-after-parse.json -- /bin/true" \
     "$AIRLOCK exec --profile $TMP/stop-after-compile.json -- /bin/true" \
     "$AIRLOCK exec -- /bin/true"
-mapfile -t P < <(stats means "$TMP/phases.json")
-for i in $(seq 1 20); do "$AIRLOCK" exec --format json -- /bin/true >"$TMP/t$i.json"; done
-read -r EXEC_AT DONE_AT TRUE_NOTIFS < <(stats airlock-timing "$TMP"/t*.json)
-echo "| phase | ms (mean) | measured as |"
+mapfile -t P < <(stats medians "$TMP/phases.json")
+mkdir -p "$TMP/clock"
+for i in $(seq 1 20); do "$AIRLOCK" exec --format json -- /bin/true >"$TMP/clock/$i.json"; done
+read -r EXEC_AT DONE_AT TRUE_NOTIFS < <(stats airlock-timing "$TMP"/clock/*.json)
+echo "| phase | ms (median) | measured as |"
 echo "|---|---:|---|"
 echo "| Swift process start, ArgumentParser | ${P[0]} | \`airlock --version\` |"
 echo "| \`exec\` argument parsing, profile lookup | $(minus "${P[1]}" "${P[0]}") | \`--profile\` missing file − \`--version\` |"
@@ -213,7 +221,10 @@ for r in $(seq 1 "$REPEAT"); do
     "$TMP/bin/syscalls" "$N" >"$TMP/host$r.txt"
     "$AIRLOCK" exec --format json --ro-bind "$TMP/bin:/bench" -- /bench/syscalls "$N" >"$TMP/sandbox$r.json"
     stats airlock-stdout "$TMP/sandbox$r.json" >"$TMP/sandbox$r.txt"
+    "$AIRLOCK" exec --profile "$TMP/no-open-rules.json" --format json --ro-bind "$TMP/bin:/bench" -- /bench/syscalls "$N" >"$TMP/norules$r.json"
+    stats airlock-stdout "$TMP/norules$r.json" >"$TMP/norules$r.txt"
 done
+R_openat_close=$(stats median-of openat_close "$TMP"/norules*.txt)
 echo "C program, $N iterations per loop (after $((N / 10)) warm-up openat+close), median of $REPEAT runs per place;"
 echo "inside: \`airlock exec --ro-bind DIR:/bench -- /bench/syscalls $N\` with the default profile."
 echo
@@ -229,8 +240,10 @@ for key in openat_close faccessat fstat getppid; do
     echo "| $label | $h | $s | $(minus "$s" "$h") |"
     eval "H_$key=$h S_$key=$s"
 done
+echo "| openat + close, profile without the openat path rules (\`secrets\`, \`write-outside-tmp\`) | $H_openat_close | $R_openat_close | $(minus "$R_openat_close" "$H_openat_close") |"
 echo
-echo "One supervisor round trip (notified openat − the same on the host): **$(awk -v a="$S_openat_close" -v b="$H_openat_close" 'BEGIN { printf "%.1f µs", (a - b) / 1000 }')**;"
+echo "One supervisor round trip (notified openat − the same on the host): **$(awk -v a="$S_openat_close" -v b="$H_openat_close" 'BEGIN { printf "%.1f µs", (a - b) / 1000 }')**,"
+echo "of which $(awk -v a="$S_openat_close" -v b="$R_openat_close" 'BEGIN { printf "%.1f µs", (a - b) / 1000 }') is the default profile's openat path rules ($OPEN_GLOBS globs) and $(awk -v a="$R_openat_close" -v b="$H_openat_close" 'BEGIN { printf "%.1f µs", (a - b) / 1000 }') the bare round trip with decoding;"
 echo "the filter's cost on an unnotified call: $(minus "$S_getppid" "$H_getppid") ns (getppid) to $(minus "$S_faccessat" "$H_faccessat") ns (faccessat)."
 echo
 
@@ -238,7 +251,7 @@ echo
 
 echo "## 3. Start-up: python3 -I -S -c pass"
 echo
-"${HF[@]}" --export-json "$TMP/python.json" \
+hf --export-json "$TMP/python.json" \
     "$AIRLOCK exec -- $HOST_PY -I -S -c pass" \
     "$BWRAP $HOST_PY -I -S -c pass" \
     "$HOST_PY -I -S -c pass"
@@ -249,3 +262,10 @@ read -r _ _ PY_NOTIFS < <(stats airlock-timing "$TMP/py-trace.json")
 echo
 echo "airlock / bubblewrap (means): **$(ratio "${Y[0]}" "${Y[1]}")×**; airlock − bubblewrap: $(minus "${Y[0]}" "${Y[1]}") ms;"
 echo "python3 makes $PY_NOTIFS notified calls under the default profile."
+
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+if grep -q 'Warning' "$TMP/hyperfine.log" 2>/dev/null; then
+    echo
+    echo "hyperfine warnings (counts): $(grep -o 'Warning: [^.(]*' "$TMP/hyperfine.log" | sort | uniq -c | sed 's/^ *//' | paste -sd ';' | sed 's/;/; /g')"
+fi
