@@ -211,6 +211,29 @@ struct EscapeTests {
         #expect(Set(writable).isSubset(of: ["/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]), "\(writable)")
     }
 
+    @Test("hostile arguments: unreadable pointers and huge argv are decoded within bounds")
+    func hostileArguments() throws {
+        let result = try runPython("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            print(libc.syscall(59, ctypes.c_void_p(0xdeadbeef000), 0, 0), ctypes.get_errno())
+            print(libc.syscall(257, -100, ctypes.c_void_p(0xdeadbeef000), 0, 0), ctypes.get_errno())
+            try:
+                os.execv("/bin/true", ["true"] + ["A" * 1000] * 300)
+            except OSError as e:
+                print("refused", e.errno)
+            """)
+        #expect(result.out.contains("-1 1\n"), "execve with a bad path pointer is still refused")
+        #expect(result.out.contains("-1 14"), "openat with a bad pointer fails in the kernel (EFAULT)")
+        let execs = result.events("execve").filter { $0.rule == "exec" }
+        #expect(execs.count == 2)
+        #expect(execs.first?.args.unreadable == "path")
+        let big = try #require(execs.last)
+        #expect(big.args.argvTruncated == true)
+        #expect((big.args.argv?.count ?? 0) < 301)
+        #expect((big.args.argv ?? []).reduce(0) { $0 + $1.utf8.count } <= 64 * 1024)
+    }
+
     @Test("a system call through the x32 ABI kills the process (architecture check)")
     func foreignABI() throws {
         let result = try runPython("import ctypes; ctypes.CDLL(None).syscall(0x40000000 + 39); print('survived')")
