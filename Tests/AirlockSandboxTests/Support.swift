@@ -48,10 +48,12 @@ extension SandboxResult {
     func events(_ syscall: String) -> [TraceEvent] { trace.filter { $0.syscall == syscall } }
 }
 
-/// A fresh host directory that the test owns, removed by the caller.
+/// A fresh host directory that the test owns, removed by the caller. World-writable, so that only the sandbox (its
+/// read-only mount), not file permissions, keeps a payload from writing into it.
 func makeHostDirectory() throws -> String {
     let path = "/tmp/airlock-test-\(getpid())-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    chmod(path, 0o777)
     return path
 }
 
