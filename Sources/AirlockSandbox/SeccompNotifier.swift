@@ -92,10 +92,14 @@ final class SeccompNotifier {
         guard seccomp_notify_id_valid(listener, notification.id) == 0 else { return }
 
         if decision.action == .killed {
+            // The whole process goes (KILL_THREAD included): a pidfd where the caller leads its thread group, else
+            // kill(2) on its TID, which the pending notification keeps from being reused.
             let victim = airlock_pidfd_open(hostPid)
             if victim >= 0 {
                 if seccomp_notify_id_valid(listener, notification.id) == 0 { _ = airlock_pidfd_send_signal(victim, SIGKILL) }
                 close(victim)
+            } else if seccomp_notify_id_valid(listener, notification.id) == 0 {
+                _ = kill(hostPid, SIGKILL)
             }
         }
         UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)

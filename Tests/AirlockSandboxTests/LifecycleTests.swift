@@ -137,6 +137,24 @@ struct LifecycleTests {
         #expect(event.action == .killed)
     }
 
+    @Test("a KILL action hit by a thread that is not the leader still ends the whole process")
+    func killActionFromThread() throws {
+        let profile = try editedProfile { object in
+            var rules = object["syscalls"] as! [[String: Any]]
+            rules.append(["names": ["getppid"], "action": "SCMP_ACT_KILL_THREAD"])
+            object["syscalls"] = rules
+        }
+        let result = try runPython("""
+            import os, threading, time
+            threading.Thread(target=os.getppid).start()
+            time.sleep(2)
+            print('survived')
+            """, profile: profile)
+        #expect(!result.out.contains("survived"))
+        #expect(result.signal == "SIGKILL")
+        #expect(result.events("getppid").first?.action == .killed)
+    }
+
     @Test("with recordRefused off, refused calls fail in the kernel and stay out of the trace")
     func unrecordedRefusals() throws {
         let profile = try editedProfile { object in editSection(&object) { $0["recordRefused"] = false } }
