@@ -290,6 +290,8 @@ extension SandboxSettings {
                 break
             }
             if m.size != nil && kind != .tmpfs { throw SandboxError(.profile, "field \(field).size: only for tmpfs") }
+            // tmpfs reads size=0 as "no limit": a bound is always meant.
+            if m.size == 0 { throw SandboxError(.profile, "field \(field).size: must be greater than 0") }
             mounts.append(MountSpec(
                 kind: kind, source: m.source, destination: destination, target: m.target, contents: m.contents,
                 sizeBytes: m.size, mode: mode, optional: m.optional ?? false

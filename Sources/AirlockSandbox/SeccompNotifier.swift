@@ -133,6 +133,8 @@ final class SeccompNotifier {
         for line in text.split(separator: "\n") where line.hasPrefix("NSpid:") {
             if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last, let v = pid_t(last) { result = v }
         }
+        // Bounded: a fork bomb must not grow the supervisor's memory without end.
+        if namespacePids.count >= 4096 { namespacePids.removeAll(keepingCapacity: true) }
         namespacePids[hostPid] = result
         return result
     }

@@ -31,6 +31,7 @@ public struct SeccompProgram: Sendable {
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, airlock_scmp_act_kill_process())
         // We set no_new_privs ourselves, before the filter, and want libseccomp not to touch process state.
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)
+        try SeccompProgram.checkConsistency(profile)
         for rule in profile.syscalls {
             let action = SeccompProgram.kernelAction(rule.action, record: profile.sandbox.recordRefused)
             if action == defaultAction { continue }
@@ -63,13 +64,60 @@ public struct SeccompProgram: Sendable {
         let rc = seccomp_export_bpf(ctx, memfd)
         guard rc >= 0 else { throw SandboxError(.profile, "libseccomp could not export the filter", errno: -rc) }
         let size = lseek(memfd, 0, SEEK_END)
-        guard size > 0, size % 8 == 0, size / 8 <= 65535 else {
+        guard size > 0, size % 8 == 0 else {
             throw SandboxError(.profile, "profile \(profile.name): the compiled filter has an invalid size (\(size) bytes)")
+        }
+        // BPF_MAXINSNS: the kernel refuses longer classic BPF programs.
+        guard size / 8 <= 4096 else {
+            throw SandboxError(.profile, "profile \(profile.name): field syscalls: the compiled filter has \(size / 8) instructions; the kernel accepts at most 4096")
         }
         var program = [UInt64](repeating: 0, count: Int(size) / 8)
         let n = program.withUnsafeMutableBytes { pread(memfd, $0.baseAddress, $0.count, 0) }
         guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: errno) }
         instructions = program
+    }
+
+    /// Rejects profiles whose rules libseccomp would silently merge away, and notify rules that can never fire.
+    static func checkConsistency(_ profile: Profile) throws(SandboxError) {
+        let record = profile.sandbox.recordRefused
+        var unconditional: [String: SyscallRule] = [:]
+        for rule in profile.syscalls where rule.args.isEmpty {
+            for name in rule.names where unconditional[name] == nil { unconditional[name] = rule }
+        }
+        for rule in profile.syscalls where !rule.args.isEmpty {
+            for name in rule.names {
+                guard let plain = unconditional[name] else { continue }
+                if kernelAction(plain.action, record: record) != kernelAction(rule.action, record: record) {
+                    throw SandboxError(
+                        .profile,
+                        "profile \(profile.name): field syscalls[\(rule.index)]: the rule without conditions at syscalls[\(plain.index)] covers every '\(name)' call, so libseccomp would drop this conditional rule; give both conditions"
+                    )
+                }
+            }
+        }
+        var notified: Set<String> = []
+        for rule in profile.syscalls {
+            switch rule.action {
+            case .notify: notified.formUnion(rule.names)
+            case .errno, .killProcess, .killThread: if record { notified.formUnion(rule.names) }
+            case .allow, .log: break
+            }
+        }
+        for (i, rule) in profile.sandbox.notify.enumerated() {
+            for name in rule.syscalls {
+                let nr = seccomp_syscall_resolve_name(name)
+                if nr == airlock_nr_scmp_error() {
+                    throw SandboxError(.profile, "profile \(profile.name): field airlock.notify[\(i)].syscalls: unknown system call '\(name)'")
+                }
+                // Negative numbers are calls this ABI does not have (open on aarch64): nothing to notify.
+                if nr >= 0 && !notified.contains(name) {
+                    throw SandboxError(
+                        .profile,
+                        "profile \(profile.name): field airlock.notify[\(i)].syscalls: '\(name)' is never sent to the supervisor (no SCMP_ACT_NOTIFY rule names it), so this rule could not apply"
+                    )
+                }
+            }
+        }
     }
 
     /// The action the kernel filter takes for a profile action.

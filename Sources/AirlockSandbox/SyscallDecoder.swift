@@ -134,7 +134,8 @@ struct SyscallDecoder {
 
     /// The address family of socket `fd` in the caller, by copying the descriptor (pidfd_getfd).
     func socketFamily(fd: Int32) -> Int32? {
-        let pidfd = airlock_pidfd_open(hostPid)
+        // pidfd_open wants a thread-group leader; the caller may be any thread.
+        let pidfd = airlock_pidfd_open(threadGroup() ?? hostPid)
         guard pidfd >= 0 else { return nil }
         defer { close(pidfd) }
         let copy = airlock_pidfd_getfd(pidfd, fd)
@@ -179,6 +180,11 @@ struct SyscallDecoder {
     static func opensForWrite(_ value: UInt64) -> Bool {
         let flags = Int32(truncatingIfNeeded: value)
         return flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC | O_APPEND | 0o20000000) != 0
+    }
+
+    /// The number of a signal name (`SIGTERM` → 15), or nil.
+    static func signalNumber(_ name: String) -> Int32? {
+        (1..<32).first { signalName(UInt64($0)) == name }.map(Int32.init)
     }
 
     static func signalName(_ value: UInt64) -> String {
@@ -319,6 +325,15 @@ struct SyscallDecoder {
             a.raw = args.map(SyscallDecoder.hex)
         }
         return a
+    }
+
+    /// The caller's thread-group id (its process), from `Tgid:` in /proc/TID/status.
+    private func threadGroup() -> pid_t? {
+        guard let bytes = try? FileBytes.read("/proc/\(hostPid)/status", limit: 65536, what: "status") else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Tgid:") {
+            return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { pid_t($0) }
+        }
+        return nil
     }
 
     /// The PID (inside the caller's namespace) a pidfd refers to, from the `NSpid:` line of its fdinfo.

@@ -90,6 +90,9 @@ public struct TraceArguments: Codable, Sendable, Equatable {
 
 /// What a sandbox run produced.
 public struct SandboxResult: Sendable {
+    /// The number of `signal` (`SIGTERM` → 15), when a signal ended the command.
+    public var signalNumber: Int32? { signal.flatMap(SyscallDecoder.signalNumber) }
+
     /// The command's exit code, when it exited.
     public var exitCode: Int32?
     /// The signal that ended it (`SIGKILL`), when one did.

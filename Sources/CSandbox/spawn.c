@@ -382,16 +382,21 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
 
 /* ---- the payload: the command, as the child of PID 1 ---- */
 
-__attribute__((noreturn)) static void al_payload(const struct airlock_spawn_spec *spec, int sigfd) {
-    sigset_t none;
-    sigemptyset(&none);
+/* Every signal back to its default action: the supervisor's handlers (a crash reporter, say) must not run here. */
+static void al_reset_signals(void) {
     for (int s = 1; s < NSIG; s++) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = SIG_DFL;
         (void)sigaction(s, &sa, NULL);
     }
+}
+
+__attribute__((noreturn)) static void al_payload(const struct airlock_spawn_spec *spec, int sigfd) {
+    sigset_t none;
+    sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    (void)umask(022);
     close(sigfd);
     close(FD_CONTROL);
     /* The status pipe survives only until exec succeeds. */
@@ -430,6 +435,10 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
     (void)fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
     (void)fcntl(FD_CONTROL, F_SETFD, FD_CLOEXEC);
 
+    al_reset_signals();
+    /* Modes in the profile (files, directories, tmpfs) are meant as written. */
+    (void)umask(0);
+
     /* The parent writes the uid/gid maps, then says 'M'. */
     if (al_read_byte(FD_CONTROL) != 'M') {
         errno = ECANCELED;
@@ -463,6 +472,10 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
         al_fail(AIRLOCK_STEP_HANDOFF, -1);
     }
     close((int)listener);
+    /* From here on the command must not be able to read PID 1's memory (a copy of the supervisor's, environment
+     * included) or reach its descriptors through /proc/1: when the caller is not root, the uid never changed and
+     * the kernel left PID 1 dumpable. The supervisor already holds the listener, for which it needed access. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_HANDOFF, -1);
 
     pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (child < 0) al_fail(AIRLOCK_STEP_FORK, -1);

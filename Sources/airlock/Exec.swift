@@ -115,7 +115,7 @@ extension Airlock {
             }
             if result.timedOut { throw ExitCode(124) }
             if let code = result.exitCode, code != 0 { throw ExitCode(code) }
-            if let signal = result.signal { throw ExitCode(128 + signalNumber(signal)) }
+            if let number = result.signalNumber { throw ExitCode(128 + number) }
         }
     }
 }
@@ -206,12 +206,4 @@ private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
         }
         offset += n
     }
-}
-
-func signalNumber(_ name: String) -> Int32 {
-    let names = ["SIGHUP": SIGHUP, "SIGINT": SIGINT, "SIGQUIT": SIGQUIT, "SIGILL": SIGILL, "SIGABRT": SIGABRT,
-                 "SIGBUS": SIGBUS, "SIGFPE": SIGFPE, "SIGKILL": SIGKILL, "SIGSEGV": SIGSEGV, "SIGPIPE": SIGPIPE,
-                 "SIGALRM": SIGALRM, "SIGTERM": SIGTERM, "SIGXCPU": SIGXCPU, "SIGXFSZ": SIGXFSZ, "SIGSYS": SIGSYS,
-                 "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2, "SIGTRAP": SIGTRAP]
-    return names[name] ?? 9
 }

@@ -48,6 +48,7 @@ struct CLITests {
         #expect(missing.status == 127)
         #expect(missing.stderr.contains("not found inside the sandbox"))
         #expect(try runCLI(["exec", "--", "python3", "-c", "import os; os.kill(os.getpid(), 15)"]).status == 128 + 15)
+        #expect(try runCLI(["exec", "--", "python3", "-c", "import os; os.kill(os.getpid(), 27)"]).status == 128 + 27)
         let badProfile = try runCLI(["exec", "--profile", "/nonexistent/profile.json", "--", "/bin/true"])
         #expect(badProfile.status == 125)
         #expect(badProfile.stderr.contains("/nonexistent/profile.json"))
@@ -74,6 +75,40 @@ struct CLITests {
         #expect(try runCLI(["exec"]).status == 64)
         #expect(try runCLI(["exec", "--timeout", "-3", "--", "/bin/true"]).status == 64)
         #expect(try runCLI(["exec", "--ro-bind", "nocolon", "--", "/bin/true"]).status == 64)
+    }
+
+    @Test("run by an unprivileged user: the command cannot reach PID 1's memory, environment or descriptors")
+    func unprivilegedCaller() throws {
+        let secret = "airlock-secret-\(UUID().uuidString.prefix(8))"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+        process.arguments = ["-u", "nobody", "--", "/usr/bin/env", "SECRET_TOKEN=\(secret)", "HOME=/", airlockBinary,
+                             "exec", "--format", "json", "--", "python3", "-c", """
+            import os
+            found = []
+            for name, target in (("env", "/proc/1/environ"), ("mem", "/proc/1/maps"), ("fd", "/proc/1/fd/3")):
+                link = "/tmp/" + name
+                os.symlink(target, link)
+                try:
+                    with open(link, "rb") as f:
+                        found.append(name + ":" + str(f.read(65536)))
+                except OSError as e:
+                    found.append(name + ": refused " + str(e.errno))
+            print(os.getuid(), found)
+            """]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        let stdout = try #require(object["stdout"] as? String)
+        #expect(stdout.hasPrefix("1000 "), "\(stdout)")
+        #expect(!stdout.contains(secret))
+        #expect(stdout.contains("env: refused 13"))
+        #expect(stdout.contains("mem: refused 13"))
+        #expect(stdout.contains("fd: refused 13"))
     }
 
     @Test("--ro-bind mounts a host file read-only")

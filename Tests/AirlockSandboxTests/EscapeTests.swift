@@ -32,6 +32,28 @@ struct EscapeTests {
         #expect(connect.rule == "network")
     }
 
+    @Test("listen on an IP socket from a second thread: the family is found through the descriptor")
+    func listenFromThread() throws {
+        let result = try runPython("""
+            import socket, threading
+            def serve():
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.listen(1)
+                    print("listening")
+                except OSError as e:
+                    print("refused", e.errno)
+            t = threading.Thread(target=serve)
+            t.start()
+            t.join()
+            """)
+        #expect(result.out.contains("refused 13"), "\(result.out) \(result.err)")
+        let listen = try #require(result.events("listen").first)
+        #expect(listen.args.family == "inet")
+        #expect(listen.action == .denied)
+        #expect(listen.pid != 2, "called from the second thread")
+    }
+
     @Test("IPv6 and UDP sendto are refused with their addresses decoded")
     func ipv6AndUDP() throws {
         let result = try runPython("""

@@ -21,6 +21,7 @@ struct SetupErrorTests {
         (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"notify": [{"id": "x", "syscalls": ["open"], "action": "maybe"}]}}"#, "airlock.notify[0].action"),
         (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"user": {"uid": 1, "hostUid": 0}}}"#, "airlock.user.hostUid"),
         (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"hostname": "a b"}}"#, "airlock.hostname"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "tmpfs", "destination": "/t", "size": 0}]}}"#, "airlock.mounts[0].size"),
         (#"{"defaultAction": "#, "not valid JSON"),
     ])
     func badProfile(json: String, field: String) {
@@ -40,6 +41,34 @@ struct SetupErrorTests {
         } throws: { error in
             (error as? SandboxError)?.message.contains("syscalls[1].names") == true
         }
+    }
+
+    @Test("rules libseccomp would merge away, and notify rules that can never fire, are refused", arguments: [
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"], "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_NOTIFY"}, {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}], "airlock": {"recordRefused": false}}"#, "syscalls[1]"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"], "syscalls": [{"names": ["openat"], "action": "SCMP_ACT_NOTIFY"}], "airlock": {"notify": [{"id": "x", "syscalls": ["connect"], "action": "deny"}]}}"#, "airlock.notify[0].syscalls"),
+        (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"], "syscalls": [{"names": ["openat"], "action": "SCMP_ACT_NOTIFY"}], "airlock": {"notify": [{"id": "x", "syscalls": ["opneat"], "action": "deny"}]}}"#, "airlock.notify[0].syscalls"),
+    ])
+    func inconsistentRules(json: String, field: String) throws {
+        let profile = try Profile(json: Array(json.utf8), name: "bad")
+        #expect {
+            _ = try SeccompProgram(profile: profile)
+        } throws: { error in
+            (error as? SandboxError)?.message.contains(field) == true
+        }
+    }
+
+    @Test("file and directory modes are applied as written, whatever the supervisor's umask")
+    func modes() throws {
+        let profile = try editedProfile { object in
+            editSection(&object) { section in
+                var mounts = section["mounts"] as! [[String: Any]]
+                mounts.append(["type": "file", "destination": "/etc/airlock-test", "contents": "x", "mode": "0640"])
+                mounts.append(["type": "dir", "destination": "/srv/shared", "mode": "0777"])
+                section["mounts"] = mounts
+            }
+        }
+        let result = try runPython("import os; print(oct(os.stat('/etc/airlock-test').st_mode & 0o777), oct(os.stat('/srv/shared').st_mode & 0o777))", profile: profile)
+        #expect(result.out == "0o640 0o777\n", "\(result.out) \(result.err)")
     }
 
     @Test("the shipped default profile loads and compiles")
