@@ -18,35 +18,125 @@ enum PathMatcher {
         return "/" + out.joined(separator: "/")
     }
 
-    /// Glob match: `*` and `?` stay within one path segment, `**` crosses segments. Linear in
-    /// pattern × path (dynamic programming), so a hostile path cannot make it slow.
+    /// Glob match: `*` and `?` stay within one path segment, `**` crosses segments.
     static func matches(_ pattern: String, _ path: String) -> Bool {
-        // "/dir/**" covers "/dir" itself too.
-        if pattern.hasSuffix("/**") && path == String(pattern.dropLast(3)) { return true }
-        let star = UInt8(ascii: "*"), slash = UInt8(ascii: "/"), any = UInt8(ascii: "?")
-        let p = Array(pattern.utf8)
-        let s = Array(path.utf8)
-        // row[j]: the pattern consumed so far matches s[0..<j].
-        var row = [Bool](repeating: false, count: s.count + 1)
-        row[0] = true
-        var i = 0
-        while i < p.count {
-            var next = [Bool](repeating: false, count: s.count + 1)
-            if p[i] == star {
-                let doubled = i + 1 < p.count && p[i + 1] == star
-                for j in 0...s.count where row[j] || (j > 0 && next[j - 1] && (doubled || s[j - 1] != slash)) {
-                    next[j] = true
-                }
-                i += doubled ? 2 : 1
-            } else {
-                for j in 0..<s.count where row[j] && (p[i] == s[j] || (p[i] == any && s[j] != slash)) {
-                    next[j + 1] = true
-                }
-                i += 1
-            }
-            row = next
+        Glob(pattern).matches(path)
+    }
+}
+
+/// A glob compiled once: path segments, where `**` stands for any number of segments (zero included, so `/dir/**`
+/// also covers `/dir`), and `*` / `?` match within one segment.
+///
+/// Matching allocates nothing and is greedy with a single backtracking point per level, so it runs in
+/// O(pattern × path) at worst: a hostile path cannot make it slow.
+struct Glob: Sendable, Equatable {
+    enum Segment: Sendable, Equatable {
+        /// `**`
+        case anySegments
+        /// A segment without wildcards.
+        case literal([UInt8])
+        /// A segment with `*` or `?`.
+        case wildcard([UInt8])
+    }
+
+    let segments: [Segment]
+
+    init(_ pattern: String) {
+        segments = pattern.utf8.split(separator: UInt8(ascii: "/")).map { part in
+            let bytes = Array(part)
+            if bytes == [UInt8(ascii: "*"), UInt8(ascii: "*")] { return .anySegments }
+            if bytes.contains(UInt8(ascii: "*")) || bytes.contains(UInt8(ascii: "?")) { return .wildcard(bytes) }
+            return .literal(bytes)
         }
-        return row[s.count]
+    }
+
+    func matches(_ path: String) -> Bool {
+        var path = path
+        return path.withUTF8 { matches($0) }
+    }
+
+    private static let slash = UInt8(ascii: "/")
+
+    func matches(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        func skipSlashes(_ i: Int) -> Int {
+            var i = i
+            while i < path.count && path[i] == Glob.slash { i += 1 }
+            return i
+        }
+        func segmentEnd(_ i: Int) -> Int {
+            var i = i
+            while i < path.count && path[i] != Glob.slash { i += 1 }
+            return i
+        }
+        var pi = 0
+        var si = skipSlashes(0)
+        var starPi = -1
+        var starSi = 0
+        while true {
+            if si >= path.count {
+                while pi < segments.count && segments[pi] == .anySegments { pi += 1 }
+                return pi == segments.count
+            }
+            let end = segmentEnd(si)
+            if pi < segments.count {
+                switch segments[pi] {
+                case .anySegments:
+                    starPi = pi
+                    starSi = si
+                    pi += 1
+                    continue
+                case .literal(let bytes):
+                    if Glob.equal(bytes, path, si, end) {
+                        pi += 1
+                        si = skipSlashes(end)
+                        continue
+                    }
+                case .wildcard(let bytes):
+                    if Glob.segmentMatches(bytes, path, si, end) {
+                        pi += 1
+                        si = skipSlashes(end)
+                        continue
+                    }
+                }
+            }
+            // Mismatch, or pattern used up with path left: let the last `**` take one more segment.
+            guard starPi >= 0 else { return false }
+            starSi = skipSlashes(segmentEnd(starSi))
+            si = starSi
+            pi = starPi + 1
+        }
+    }
+
+    private static func equal(_ bytes: [UInt8], _ path: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Bool {
+        guard end - start == bytes.count else { return false }
+        for k in 0..<bytes.count where bytes[k] != path[start + k] { return false }
+        return true
+    }
+
+    /// `*` (any run) and `?` (one byte) within one segment.
+    private static func segmentMatches(_ p: [UInt8], _ s: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Bool {
+        var pi = 0
+        var si = start
+        var star = -1
+        var mark = start
+        while si < end {
+            if pi < p.count && (p[pi] == UInt8(ascii: "?") || p[pi] == s[si]) && p[pi] != UInt8(ascii: "*") {
+                pi += 1
+                si += 1
+            } else if pi < p.count && p[pi] == UInt8(ascii: "*") {
+                star = pi
+                mark = si
+                pi += 1
+            } else if star >= 0 {
+                pi = star + 1
+                mark += 1
+                si = mark
+            } else {
+                return false
+            }
+        }
+        while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+        return pi == p.count
     }
 }
 
@@ -59,8 +149,15 @@ struct Decision: Equatable {
 
 /// Decides notified calls: profile refusals first, then the launch exec, then the notify rules in order.
 struct NotifyPolicy {
+    /// A notify rule with its globs compiled.
+    private struct CompiledRule {
+        let rule: NotifyRule
+        let paths: [Glob]?
+        let pathsOutside: [Glob]?
+    }
+
     private let refusals: [String: [SyscallRule]]
-    private let rules: [NotifyRule]
+    private let rules: [CompiledRule]
     private let fallback: NotifyRule.Action
 
     init(profile: Profile) {
@@ -74,7 +171,9 @@ struct NotifyPolicy {
             }
         }
         self.refusals = refusals
-        rules = profile.sandbox.notify
+        rules = profile.sandbox.notify.map {
+            CompiledRule(rule: $0, paths: $0.paths?.map(Glob.init), pathsOutside: $0.pathsOutside?.map(Glob.init))
+        }
         fallback = profile.sandbox.notifyDefault
     }
 
@@ -92,7 +191,8 @@ struct NotifyPolicy {
 
     /// The answer for a call the profile notifies, from its decoded arguments.
     func decide(_ name: String, _ args: [UInt64], _ decoded: TraceArguments) -> Decision {
-        for rule in rules where rule.syscalls.contains(name) && matches(rule, name, args, decoded) {
+        for compiled in rules where compiled.rule.syscalls.contains(name) && matches(compiled, name, args, decoded) {
+            let rule = compiled.rule
             return Decision(action: NotifyPolicy.eventAction(rule.action), errno: rule.errno, rule: rule.id)
         }
         return Decision(action: NotifyPolicy.eventAction(fallback), errno: EPERM, rule: "default")
@@ -106,22 +206,16 @@ struct NotifyPolicy {
         }
     }
 
-    private func matches(_ rule: NotifyRule, _ name: String, _ args: [UInt64], _ d: TraceArguments) -> Bool {
-        let paths = [d.path, ["rename", "renameat", "renameat2", "link", "linkat"].contains(name) ? d.path2 : nil]
-            .compactMap { $0 }
-        if let globs = rule.paths {
-            guard paths.contains(where: { p in globs.contains { PathMatcher.matches($0, p) } }) else { return false }
-        }
-        if let globs = rule.pathsOutside {
-            guard paths.contains(where: { p in !globs.contains { PathMatcher.matches($0, p) } }) else { return false }
-        }
+    /// Cheap conditions first (flags, families, targets), globs last.
+    private func matches(_ compiled: CompiledRule, _ name: String, _ args: [UInt64], _ d: TraceArguments) -> Bool {
+        let rule = compiled.rule
         if let access = rule.access {
             let write: Bool
             switch name {
             case "open": write = SyscallDecoder.opensForWrite(args[1])
             case "openat": write = SyscallDecoder.opensForWrite(args[2])
             case "creat": write = true
-            case "openat2": write = d.flags.map { $0.contains("O_WRONLY") || $0.contains("O_RDWR") || $0.contains("O_CREAT") || $0.contains("O_TRUNC") || $0.contains("O_APPEND") || $0.contains("O_TMPFILE") } ?? true
+            case "openat2": write = d.openHowWrites ?? true
             default: write = false
             }
             guard (access == .write) == write else { return false }
@@ -131,6 +225,15 @@ struct NotifyPolicy {
         }
         if let targets = rule.signalTargets {
             guard let t = d.target, targets.contains(NotifyPolicy.signalTarget(name, t)) else { return false }
+        }
+        if compiled.paths == nil && compiled.pathsOutside == nil { return true }
+        let second = ["rename", "renameat", "renameat2", "link", "linkat"].contains(name) ? d.path2 : nil
+        let paths = [d.path, second].compactMap { $0 }
+        if let globs = compiled.paths {
+            guard paths.contains(where: { p in globs.contains { $0.matches(p) } }) else { return false }
+        }
+        if let globs = compiled.pathsOutside {
+            guard paths.contains(where: { p in !globs.contains { $0.matches(p) } }) else { return false }
         }
         return true
     }

@@ -1,8 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,15 +23,12 @@ public struct Profile: Sendable {
     public init(json: [UInt8], name: String) throws(SandboxError) {
         let raw: RawProfile
         do {
-            let value = try JSONDecoder().decode(JSONValue.self, from: Data(json))
-            try ProfileSchema.check(value)
-            raw = try JSONDecoder().decode(RawProfile.self, from: Data(json))
+            let tree = try JSON.parse(json)
+            raw = try RawProfile(JSONField(value: tree, path: ""))
         } catch let error as SandboxError {
             throw SandboxError(.profile, "profile \(name): \(error.message)")
-        } catch let error as DecodingError {
-            throw SandboxError(.profile, "profile \(name): \(ProfileSchema.describe(error))")
         } catch {
-            throw SandboxError(.profile, "profile \(name): not valid JSON (\(error))")
+            throw SandboxError(.profile, "profile \(name): \(error)")
         }
         do {
             self = try Profile(raw: raw, name: name)

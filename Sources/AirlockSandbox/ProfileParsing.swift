@@ -1,137 +1,61 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Any JSON value; used to check a profile's keys before typed decoding, so a misspelt field is an error.
-enum JSONValue: Decodable {
-    case object([String: JSONValue]), array([JSONValue]), string(String), number(Double), bool(Bool), null
-
-    init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() {
-            self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
-        } else if let n = try? c.decode(Double.self) {
-            self = .number(n)
-        } else if let s = try? c.decode(String.self) {
-            self = .string(s)
-        } else if let a = try? c.decode([JSONValue].self) {
-            self = .array(a)
-        } else {
-            self = .object(try c.decode([String: JSONValue].self))
-        }
-    }
-}
-
-/// The keys a profile may hold, by position.
-enum ProfileSchema {
-    private static let root: Set = [
-        "$comment", "comment", "defaultAction", "defaultErrnoRet", "architectures", "archMap", "syscalls", "airlock",
-        "flags",
-    ]
-    private static let syscall: Set = ["names", "action", "errnoRet", "args", "comment", "includes", "excludes"]
-    private static let arg: Set = ["index", "value", "valueTwo", "op"]
-    private static let airlock: Set = [
-        "$comment", "hostname", "user", "cwd", "env", "mounts", "limits", "recordRefused", "notify", "notifyDefault",
-    ]
-    private static let user: Set = ["uid", "gid", "hostUid", "hostGid"]
-    private static let mount: Set = [
-        "type", "source", "destination", "target", "contents", "size", "mode", "optional", "comment",
-    ]
-    private static let limits: Set = [
-        "addressSpaceBytes", "cpuSeconds", "openFiles", "processes", "fileSizeBytes", "timeoutSeconds",
-        "outputBytes", "traceEvents",
-    ]
-    private static let notify: Set = [
-        "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "action", "errno",
-        "comment",
-    ]
-
-    static func check(_ value: JSONValue) throws(SandboxError) {
-        guard case .object(let top) = value else { throw SandboxError(.profile, "the profile must be a JSON object") }
-        try keys(top, root, "")
-        if case .array(let rules)? = top["syscalls"] {
-            for (i, rule) in rules.enumerated() {
-                guard case .object(let r) = rule else { continue }
-                try keys(r, syscall, "syscalls[\(i)]")
-                for field in ["includes", "excludes"] {
-                    if case .object(let o)? = r[field], !o.isEmpty {
-                        throw SandboxError(.profile, "field syscalls[\(i)].\(field): not supported by Airlock")
-                    }
-                }
-                if case .array(let args)? = r["args"] {
-                    for (j, a) in args.enumerated() {
-                        if case .object(let o) = a { try keys(o, arg, "syscalls[\(i)].args[\(j)]") }
-                    }
-                }
-            }
-        }
-        guard case .object(let section)? = top["airlock"] else { return }
-        try keys(section, airlock, "airlock")
-        if case .object(let u)? = section["user"] { try keys(u, user, "airlock.user") }
-        if case .object(let l)? = section["limits"] { try keys(l, limits, "airlock.limits") }
-        if case .array(let ms)? = section["mounts"] {
-            for (i, m) in ms.enumerated() {
-                if case .object(let o) = m { try keys(o, mount, "airlock.mounts[\(i)]") }
-            }
-        }
-        if case .array(let ns)? = section["notify"] {
-            for (i, n) in ns.enumerated() {
-                if case .object(let o) = n { try keys(o, notify, "airlock.notify[\(i)]") }
-            }
-        }
-    }
-
-    private static func keys(_ object: [String: JSONValue], _ allowed: Set<String>, _ path: String) throws(SandboxError) {
-        for key in object.keys.sorted() where !allowed.contains(key) {
-            let field = path.isEmpty ? key : "\(path).\(key)"
-            throw SandboxError(.profile, "field \(field): unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
-        }
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ p: [any CodingKey]) -> String {
-            var s = ""
-            for k in p {
-                if let i = k.intValue { s += "[\(i)]" } else { s += s.isEmpty ? k.stringValue : ".\(k.stringValue)" }
-            }
-            return s.isEmpty ? "(top level)" : s
-        }
-        switch error {
-        case .typeMismatch(let type, let ctx): return "field \(path(ctx.codingPath)): expected \(type)"
-        case .valueNotFound(let type, let ctx): return "field \(path(ctx.codingPath)): expected \(type), found null"
-        case .keyNotFound(let key, let ctx):
-            return "field \(path(ctx.codingPath + [key])): required"
-        case .dataCorrupted(let ctx): return "field \(path(ctx.codingPath)): \(ctx.debugDescription)"
-        @unknown default: return "\(error)"
-        }
-    }
-}
-
 // MARK: - The profile as written
 
-struct RawProfile: Decodable {
-    struct Rule: Decodable {
-        struct Arg: Decodable {
+/// The profile's fields as written, read from the JSON tree with every key checked against the keys its position
+/// allows (a misspelt field is an error naming it, not a silent default). Values are checked in `Profile(raw:)`.
+struct RawProfile {
+    struct Rule {
+        struct Arg {
             var index: Int
             var value: UInt64
             var valueTwo: UInt64?
             var op: String
+
+            init(_ f: JSONField) throws(SandboxError) {
+                let o = try f.object(allowed: ["index", "value", "valueTwo", "op"])
+                index = try RawProfile.required(o, "index", f).integer()
+                value = try RawProfile.required(o, "value", f).integer()
+                valueTwo = try o["valueTwo"]?.integer()
+                op = try RawProfile.required(o, "op", f).string()
+            }
         }
         var names: [String]
         var action: String
         var errnoRet: Int32?
         var args: [Arg]?
+
+        init(_ f: JSONField) throws(SandboxError) {
+            let o = try f.object(allowed: ["names", "action", "errnoRet", "args", "comment", "includes", "excludes"])
+            for key in ["includes", "excludes"] {
+                if let v = o[key], !v.isEmptyObject { throw SandboxError(.profile, "field \(v.path): not supported by Airlock") }
+            }
+            names = try RawProfile.required(o, "names", f).strings()
+            action = try RawProfile.required(o, "action", f).string()
+            errnoRet = try o["errnoRet"]?.integer()
+            if let list = o["args"] {
+                var args: [Arg] = []
+                for item in try list.array() { args.append(try Arg(item)) }
+                self.args = args
+            }
+        }
     }
-    struct Section: Decodable {
-        struct User: Decodable { var uid: UInt32?, gid: UInt32?, hostUid: UInt32?, hostGid: UInt32? }
-        struct Mount: Decodable {
+
+    struct Section {
+        struct User {
+            var uid: UInt32?, gid: UInt32?, hostUid: UInt32?, hostGid: UInt32?
+
+            init(_ f: JSONField) throws(SandboxError) {
+                let o = try f.object(allowed: ["uid", "gid", "hostUid", "hostGid"])
+                uid = try o["uid"]?.integer()
+                gid = try o["gid"]?.integer()
+                hostUid = try o["hostUid"]?.integer()
+                hostGid = try o["hostGid"]?.integer()
+            }
+        }
+        struct Mount {
             var type: String
             var source: String?
             var destination: String
@@ -140,12 +64,41 @@ struct RawProfile: Decodable {
             var size: UInt64?
             var mode: String?
             var optional: Bool?
+
+            init(_ f: JSONField) throws(SandboxError) {
+                let o = try f.object(allowed: [
+                    "type", "source", "destination", "target", "contents", "size", "mode", "optional", "comment",
+                ])
+                type = try RawProfile.required(o, "type", f).string()
+                source = try o["source"]?.string()
+                destination = try RawProfile.required(o, "destination", f).string()
+                target = try o["target"]?.string()
+                contents = try o["contents"]?.string()
+                size = try o["size"]?.integer()
+                mode = try o["mode"]?.string()
+                optional = try o["optional"]?.bool()
+            }
         }
-        struct Limits: Decodable {
+        struct Limits {
             var addressSpaceBytes: UInt64?, cpuSeconds: UInt64?, openFiles: UInt64?, processes: UInt64?
             var fileSizeBytes: UInt64?, timeoutSeconds: Double?, outputBytes: Int?, traceEvents: Int?
+
+            init(_ f: JSONField) throws(SandboxError) {
+                let o = try f.object(allowed: [
+                    "addressSpaceBytes", "cpuSeconds", "openFiles", "processes", "fileSizeBytes", "timeoutSeconds",
+                    "outputBytes", "traceEvents",
+                ])
+                addressSpaceBytes = try o["addressSpaceBytes"]?.integer()
+                cpuSeconds = try o["cpuSeconds"]?.integer()
+                openFiles = try o["openFiles"]?.integer()
+                processes = try o["processes"]?.integer()
+                fileSizeBytes = try o["fileSizeBytes"]?.integer()
+                timeoutSeconds = try o["timeoutSeconds"]?.double()
+                outputBytes = try o["outputBytes"]?.integer()
+                traceEvents = try o["traceEvents"]?.integer()
+            }
         }
-        struct Notify: Decodable {
+        struct Notify {
             var id: String
             var syscalls: [String]
             var paths: [String]?
@@ -155,22 +108,88 @@ struct RawProfile: Decodable {
             var signalTargets: [String]?
             var action: String
             var errno: String?
+
+            init(_ f: JSONField) throws(SandboxError) {
+                let o = try f.object(allowed: [
+                    "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "action", "errno",
+                    "comment",
+                ])
+                id = try RawProfile.required(o, "id", f).string()
+                syscalls = try RawProfile.required(o, "syscalls", f).strings()
+                paths = try o["paths"]?.strings()
+                pathsOutside = try o["pathsOutside"]?.strings()
+                access = try o["access"]?.string()
+                families = try o["families"]?.strings()
+                signalTargets = try o["signalTargets"]?.strings()
+                action = try RawProfile.required(o, "action", f).string()
+                errno = try o["errno"]?.string()
+            }
         }
         var hostname: String?
         var user: User?
         var cwd: String?
-        var env: [String: String]?
+        var env: [(String, String)]?
         var mounts: [Mount]?
         var limits: Limits?
         var recordRefused: Bool?
         var notify: [Notify]?
         var notifyDefault: String?
+
+        init() {}
+
+        init(_ f: JSONField) throws(SandboxError) {
+            let o = try f.object(allowed: [
+                "$comment", "hostname", "user", "cwd", "env", "mounts", "limits", "recordRefused", "notify",
+                "notifyDefault",
+            ])
+            hostname = try o["hostname"]?.string()
+            if let u = o["user"] { user = try User(u) }
+            cwd = try o["cwd"]?.string()
+            env = try o["env"]?.stringMap()
+            if let list = o["mounts"] {
+                var mounts: [Mount] = []
+                for item in try list.array() { mounts.append(try Mount(item)) }
+                self.mounts = mounts
+            }
+            if let l = o["limits"] { limits = try Limits(l) }
+            recordRefused = try o["recordRefused"]?.bool()
+            if let list = o["notify"] {
+                var rules: [Notify] = []
+                for item in try list.array() { rules.append(try Notify(item)) }
+                notify = rules
+            }
+            notifyDefault = try o["notifyDefault"]?.string()
+        }
     }
+
     var defaultAction: String
     var defaultErrnoRet: Int32?
     var architectures: [String]?
     var syscalls: [Rule]?
     var airlock: Section?
+
+    init(_ f: JSONField) throws(SandboxError) {
+        let o = try f.object(allowed: [
+            "$comment", "comment", "defaultAction", "defaultErrnoRet", "architectures", "archMap", "syscalls",
+            "airlock", "flags",
+        ])
+        defaultAction = try RawProfile.required(o, "defaultAction", f).string()
+        defaultErrnoRet = try o["defaultErrnoRet"]?.integer()
+        architectures = try o["architectures"]?.strings()
+        if let list = o["syscalls"] {
+            var rules: [Rule] = []
+            for item in try list.array() { rules.append(try Rule(item)) }
+            syscalls = rules
+        }
+        if let section = o["airlock"] { airlock = try Section(section) }
+    }
+
+    static func required(_ o: [String: JSONField], _ key: String, _ parent: JSONField) throws(SandboxError) -> JSONField {
+        guard let v = o[key] else {
+            throw SandboxError(.profile, "field \(parent.path.isEmpty ? key : "\(parent.path).\(key)"): required")
+        }
+        return v
+    }
 }
 
 /// Families a notify rule may name, with their `AF_*` values.
@@ -251,8 +270,8 @@ extension SandboxSettings {
         }
         cwd = raw.cwd ?? "/"
         guard cwd.hasPrefix("/") else { throw SandboxError(.profile, "field airlock.cwd: must be an absolute path") }
-        environment = (raw.env ?? ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"])
-            .sorted { $0.key < $1.key }
+        environment = (raw.env ?? [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/tmp"), ("LANG", "C.UTF-8")])
+            .sorted { $0.0 < $1.0 }
         for (k, v) in environment where k.isEmpty || k.contains("=") || k.utf8.contains(0) || v.utf8.contains(0) {
             throw SandboxError(.profile, "field airlock.env.\(k): names may not be empty or hold '=' or NUL")
         }

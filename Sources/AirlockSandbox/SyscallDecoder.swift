@@ -224,6 +224,7 @@ struct SyscallDecoder {
             if let how = read(args[2], count: 24), how.count == 24 {
                 let flags = how.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
                 a.flags = SyscallDecoder.openFlags(flags)
+                a.openHowWrites = SyscallDecoder.opensForWrite(flags)
             } else {
                 a.unreadable = "open_how"
             }

@@ -84,8 +84,16 @@ public struct TraceArguments: Codable, Sendable, Equatable {
     /// Why some argument could not be read (the caller's memory was unreadable, or changed while we read it).
     public var unreadable: String?
 
+    /// Whether openat2's `open_how` asks for a write (not encoded: the flags text says it).
+    var openHowWrites: Bool? = nil
+
     /// No arguments.
     public init() {}
+
+    private enum CodingKeys: String, CodingKey {
+        case path, path2, dirfd, flags, mode, argv, argvTruncated, family, socketType, address, port, fd, target
+        case signal, raw, unreadable
+    }
 }
 
 /// What a sandbox run produced.

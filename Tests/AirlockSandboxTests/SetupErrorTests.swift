@@ -147,6 +147,15 @@ struct PathMatcherTests {
         ("/dev/null", "/dev/null", true),
         ("/a?c", "/abc", true),
         ("/a?c", "/a/c", false),
+        ("**", "/anything/at/all", true),
+        ("**/.ssh/**", "/.ssh", true),
+        ("/proc/*/task/*/environ", "/proc/1/task/2/environ", true),
+        ("/a/*b*c", "/a/xxbyyc", true),
+        ("/a/*b*c", "/a/xxbyyd", false),
+        ("/a/**/z", "/a/z", true),
+        ("/a/**/z", "/a/b/c/z", true),
+        ("/a/**/z", "/a/b/c/zz", false),
+        ("/", "/", true),
     ])
     func glob(pattern: String, path: String, matches: Bool) {
         #expect(PathMatcher.matches(pattern, path) == matches)

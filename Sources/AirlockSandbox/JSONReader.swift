@@ -1,0 +1,317 @@
+/// A small, strict JSON parser (RFC 8259) with hard bounds on nesting and size.
+///
+/// Profiles are read on every `airlock exec`; going through `JSONDecoder` and `Codable` cost about a millisecond of
+/// the runtime's protocol-conformance lookups, most of the start-up budget. This parser builds a plain tree, and
+/// `JSONField` reads it with errors that name the field. Duplicate keys are an error: which one wins is otherwise
+/// up to the reader, and a profile must mean one thing.
+public enum JSON: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    /// A number, kept as its literal text so 64-bit integers stay exact.
+    case number(String)
+    case string(String)
+    case array([JSON])
+    /// Members in document order.
+    case object([(String, JSON)])
+
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.number(let x), .number(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.object(let x), .object(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: false
+        }
+    }
+
+    /// Why a document is not acceptable JSON, with the byte offset.
+    public struct SyntaxError: Error, Sendable, CustomStringConvertible {
+        public let offset: Int
+        public let reason: String
+        public var description: String { "not valid JSON at byte \(offset): \(reason)" }
+    }
+
+    /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused.
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(SyntaxError) -> JSON {
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+        parser.skipSpace()
+        let value = try parser.value(depth: 0)
+        parser.skipSpace()
+        guard parser.at == bytes.count else { throw SyntaxError(offset: parser.at, reason: "unexpected data after the value") }
+        return value
+    }
+}
+
+private struct JSONParser {
+    let bytes: [UInt8]
+    let maxDepth: Int
+    var at = 0
+
+    init(bytes: [UInt8], maxDepth: Int) {
+        self.bytes = bytes
+        self.maxDepth = maxDepth
+    }
+
+    func fail(_ reason: String) -> JSON.SyntaxError { JSON.SyntaxError(offset: at, reason: reason) }
+
+    mutating func skipSpace() {
+        while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x0A || bytes[at] == 0x0D || bytes[at] == 0x09 { at += 1 }
+    }
+
+    mutating func expect(_ literal: StaticString, _ value: JSON) throws(JSON.SyntaxError) -> JSON {
+        let count = literal.utf8CodeUnitCount
+        guard at + count <= bytes.count else { throw fail("truncated literal") }
+        let start = literal.utf8Start
+        for i in 0..<count where bytes[at + i] != start[i] { throw fail("unknown literal") }
+        at += count
+        return value
+    }
+
+    mutating func value(depth: Int) throws(JSON.SyntaxError) -> JSON {
+        guard depth < maxDepth else { throw fail("nested deeper than \(maxDepth) levels") }
+        guard at < bytes.count else { throw fail("unexpected end of input") }
+        switch bytes[at] {
+        case UInt8(ascii: "{"): return try object(depth: depth)
+        case UInt8(ascii: "["): return try array(depth: depth)
+        case UInt8(ascii: "\""): return .string(try string())
+        case UInt8(ascii: "t"): return try expect("true", .bool(true))
+        case UInt8(ascii: "f"): return try expect("false", .bool(false))
+        case UInt8(ascii: "n"): return try expect("null", .null)
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+        default: throw fail("unexpected character")
+        }
+    }
+
+    mutating func object(depth: Int) throws(JSON.SyntaxError) -> JSON {
+        at += 1
+        var members: [(String, JSON)] = []
+        var seen = Set<String>()
+        skipSpace()
+        if at < bytes.count && bytes[at] == UInt8(ascii: "}") {
+            at += 1
+            return .object(members)
+        }
+        while true {
+            skipSpace()
+            guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+            let keyOffset = at
+            let key = try string()
+            guard seen.insert(key).inserted else { throw JSON.SyntaxError(offset: keyOffset, reason: "duplicate key \"\(key)\"") }
+            skipSpace()
+            guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+            at += 1
+            skipSpace()
+            members.append((key, try value(depth: depth + 1)))
+            skipSpace()
+            guard at < bytes.count else { throw fail("unexpected end of input in an object") }
+            if bytes[at] == UInt8(ascii: ",") {
+                at += 1
+                continue
+            }
+            guard bytes[at] == UInt8(ascii: "}") else { throw fail("expected ',' or '}'") }
+            at += 1
+            return .object(members)
+        }
+    }
+
+    mutating func array(depth: Int) throws(JSON.SyntaxError) -> JSON {
+        at += 1
+        var items: [JSON] = []
+        skipSpace()
+        if at < bytes.count && bytes[at] == UInt8(ascii: "]") {
+            at += 1
+            return .array(items)
+        }
+        while true {
+            skipSpace()
+            items.append(try value(depth: depth + 1))
+            skipSpace()
+            guard at < bytes.count else { throw fail("unexpected end of input in an array") }
+            if bytes[at] == UInt8(ascii: ",") {
+                at += 1
+                continue
+            }
+            guard bytes[at] == UInt8(ascii: "]") else { throw fail("expected ',' or ']'") }
+            at += 1
+            return .array(items)
+        }
+    }
+
+    mutating func number() throws(JSON.SyntaxError) -> JSON {
+        let start = at
+        if bytes[at] == UInt8(ascii: "-") { at += 1 }
+        func digits(_ p: inout JSONParser) -> Int {
+            let s = p.at
+            while p.at < p.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(p.bytes[p.at]) { p.at += 1 }
+            return p.at - s
+        }
+        guard at < bytes.count else { throw fail("truncated number") }
+        if bytes[at] == UInt8(ascii: "0") {
+            at += 1
+        } else if digits(&self) == 0 {
+            throw fail("expected a digit")
+        }
+        if at < bytes.count && bytes[at] == UInt8(ascii: ".") {
+            at += 1
+            guard digits(&self) > 0 else { throw fail("expected a digit after '.'") }
+        }
+        if at < bytes.count && (bytes[at] == UInt8(ascii: "e") || bytes[at] == UInt8(ascii: "E")) {
+            at += 1
+            if at < bytes.count && (bytes[at] == UInt8(ascii: "+") || bytes[at] == UInt8(ascii: "-")) { at += 1 }
+            guard digits(&self) > 0 else { throw fail("expected a digit in the exponent") }
+        }
+        return .number(String(decoding: bytes[start..<at], as: UTF8.self))
+    }
+
+    mutating func string() throws(JSON.SyntaxError) -> String {
+        at += 1
+        var out: [UInt8] = []
+        while true {
+            guard at < bytes.count else { throw fail("unterminated string") }
+            let c = bytes[at]
+            if c == UInt8(ascii: "\"") {
+                at += 1
+                break
+            }
+            if c < 0x20 { throw fail("control character in a string") }
+            if c != UInt8(ascii: "\\") {
+                out.append(c)
+                at += 1
+                continue
+            }
+            at += 1
+            guard at < bytes.count else { throw fail("unterminated escape") }
+            let e = bytes[at]
+            at += 1
+            switch e {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = try hex4()
+                if (0xD800...0xDBFF).contains(scalar) {
+                    guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else {
+                        throw fail("unpaired surrogate")
+                    }
+                    at += 2
+                    let low = try hex4()
+                    guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate") }
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                } else if (0xDC00...0xDFFF).contains(scalar) {
+                    throw fail("unpaired surrogate")
+                }
+                guard let u = Unicode.Scalar(scalar) else { throw fail("invalid code point") }
+                out.append(contentsOf: Array(String(Character(u)).utf8))
+            default:
+                throw fail("unknown escape")
+            }
+        }
+        guard let s = String(validating: out, as: UTF8.self) else { throw fail("string is not valid UTF-8") }
+        return s
+    }
+
+    mutating func hex4() throws(JSON.SyntaxError) -> UInt32 {
+        guard at + 4 <= bytes.count else { throw fail("truncated \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = bytes[at]
+            let d: UInt32
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = UInt32(c - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = UInt32(c - UInt8(ascii: "a") + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = UInt32(c - UInt8(ascii: "A") + 10)
+            default: throw fail("bad hex digit in \\u escape")
+            }
+            v = v << 4 | d
+            at += 1
+        }
+        return v
+    }
+}
+
+/// A JSON value and the path that leads to it (`airlock.mounts[2].type`), for reading with errors that name the field.
+struct JSONField {
+    let value: JSON
+    let path: String
+
+    private func error(_ expected: String) -> SandboxError {
+        let found: String
+        switch value {
+        case .null: found = "null"
+        case .bool: found = "a boolean"
+        case .number(let n): found = "the number \(n)"
+        case .string: found = "a string"
+        case .array: found = "an array"
+        case .object: found = "an object"
+        }
+        return SandboxError(.profile, "field \(path.isEmpty ? "(top level)" : path): expected \(expected), found \(found)")
+    }
+
+    private func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    /// The members of an object; any key outside `allowed` is an error naming it.
+    func object(allowed: Set<String>) throws(SandboxError) -> [String: JSONField] {
+        guard case .object(let members) = value else { throw error("an object") }
+        var result: [String: JSONField] = [:]
+        for (key, v) in members {
+            guard allowed.contains(key) else {
+                throw SandboxError(.profile, "field \(child(key)): unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            result[key] = JSONField(value: v, path: child(key))
+        }
+        return result
+    }
+
+    func array() throws(SandboxError) -> [JSONField] {
+        guard case .array(let items) = value else { throw error("an array") }
+        return items.enumerated().map { JSONField(value: $1, path: "\(path)[\($0)]") }
+    }
+
+    func string() throws(SandboxError) -> String {
+        guard case .string(let s) = value else { throw error("a string") }
+        return s
+    }
+
+    func bool() throws(SandboxError) -> Bool {
+        guard case .bool(let b) = value else { throw error("true or false") }
+        return b
+    }
+
+    func strings() throws(SandboxError) -> [String] {
+        var out: [String] = []
+        for item in try array() { out.append(try item.string()) }
+        return out
+    }
+
+    /// An object whose values are all strings, in document order.
+    func stringMap() throws(SandboxError) -> [(String, String)] {
+        guard case .object(let members) = value else { throw error("an object") }
+        var out: [(String, String)] = []
+        for (key, v) in members { out.append((key, try JSONField(value: v, path: child(key)).string())) }
+        return out
+    }
+
+    /// An integer that fits `T`.
+    func integer<T: FixedWidthInteger>(_ type: T.Type = T.self) throws(SandboxError) -> T {
+        guard case .number(let text) = value, let v = T(text) else {
+            throw error("an integer from \(T.min) to \(T.max)")
+        }
+        return v
+    }
+
+    func double() throws(SandboxError) -> Double {
+        guard case .number(let text) = value, let v = Double(text), v.isFinite else { throw error("a number") }
+        return v
+    }
+
+    /// Whether the value is an object with no members (used for fields that must stay empty).
+    var isEmptyObject: Bool {
+        if case .object(let m) = value { return m.isEmpty }
+        return false
+    }
+}
