@@ -40,6 +40,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // `make bench`: sandbox runs from a process that keeps its profile and filter, as a daemon does.
+        .executableTarget(
+            name: "airlock-bench",
+            dependencies: ["AirlockSandbox"],
+            path: "Tests/Bench/SandboxRunBench"
+        ),
         .testTarget(
             name: "AirlockSandboxTests",
             dependencies: ["AirlockSandbox"]

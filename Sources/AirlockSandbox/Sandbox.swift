@@ -32,15 +32,19 @@ public struct SandboxRequest: Sendable {
 public enum Sandbox {
     /// Builds the sandbox, runs the command, answers its notifications, and returns what happened. Throws when the
     /// sandbox could not be built or the command could not be started; nothing runs half-isolated.
-    public static func run(_ request: SandboxRequest) throws(SandboxError) -> SandboxResult {
+    ///
+    /// - Parameter program: the filter compiled from `request.profile`, when the caller keeps one (a long-running
+    ///   supervisor compiles each profile once); compiled here otherwise.
+    public static func run(_ request: SandboxRequest, program: SeccompProgram? = nil) throws(SandboxError) -> SandboxResult {
         guard !request.argv.isEmpty, !request.argv[0].isEmpty else {
             throw SandboxError(.commandNotFound, "no command given")
         }
         if request.argv.contains(where: { $0.utf8.contains(0) }) {
             throw SandboxError(.commandNotFound, "arguments may not contain NUL bytes")
         }
-        let program = try SeccompProgram(profile: request.profile)
-        let run = try SandboxRun(request: request, program: program)
+        let compiled: SeccompProgram
+        if let program { compiled = program } else { compiled = try SeccompProgram(profile: request.profile) }
+        let run = try SandboxRun(request: request, program: compiled)
         return try run.supervise()
     }
 }

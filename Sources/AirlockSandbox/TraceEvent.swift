@@ -1,7 +1,7 @@
 /// One sensitive system call the sandbox saw: a notification the supervisor answered.
-public struct TraceEvent: Codable, Sendable, Equatable {
+public struct TraceEvent: Sendable, Equatable {
     /// What the supervisor answered.
-    public enum Action: String, Codable, Sendable {
+    public enum Action: String, Sendable {
         /// The call went ahead (the mount tree and the filter still bound what it can do).
         case allowed
         /// The call failed with `errno`.
@@ -50,7 +50,7 @@ public struct TraceEvent: Codable, Sendable, Equatable {
 }
 
 /// Decoded arguments of a traced system call; only the fields that apply are present.
-public struct TraceArguments: Codable, Sendable, Equatable {
+public struct TraceArguments: Sendable, Equatable {
     /// A path argument, resolved against the caller's working directory or directory fd when relative.
     public var path: String?
     /// The second path of rename/link/symlink.
@@ -90,9 +90,45 @@ public struct TraceArguments: Codable, Sendable, Equatable {
     /// No arguments.
     public init() {}
 
-    private enum CodingKeys: String, CodingKey {
-        case path, path2, dirfd, flags, mode, argv, argvTruncated, family, socketType, address, port, fd, target
-        case signal, raw, unreadable
+}
+
+extension TraceEvent {
+    /// The event as the JSON trace contract writes it: `seq`, `timeNs`, `pid`, `hostPid`, `syscall`, `action`, then
+    /// `errno`, `rule` and `phase` when known, and `args`.
+    public var json: JSON {
+        var members: [(String, JSON)] = [
+            ("seq", .int(seq)), ("timeNs", .int(timeNs)), ("pid", .int(pid)), ("hostPid", .int(hostPid)),
+            ("syscall", .string(syscall)), ("action", .string(action.rawValue)),
+        ]
+        if let errno { members.append(("errno", .string(errno))) }
+        if let rule { members.append(("rule", .string(rule))) }
+        if let phase { members.append(("phase", .string(phase))) }
+        members.append(("args", args.json))
+        return .object(members)
+    }
+}
+
+extension TraceArguments {
+    /// The arguments that apply, as a JSON object.
+    public var json: JSON {
+        var m: [(String, JSON)] = []
+        if let path { m.append(("path", .string(path))) }
+        if let path2 { m.append(("path2", .string(path2))) }
+        if let dirfd { m.append(("dirfd", .int(dirfd))) }
+        if let flags { m.append(("flags", .string(flags))) }
+        if let mode { m.append(("mode", .string(mode))) }
+        if let argv { m.append(("argv", .array(argv.map(JSON.string)))) }
+        if let argvTruncated { m.append(("argvTruncated", .bool(argvTruncated))) }
+        if let family { m.append(("family", .string(family))) }
+        if let socketType { m.append(("socketType", .string(socketType))) }
+        if let address { m.append(("address", .string(address))) }
+        if let port { m.append(("port", .int(port))) }
+        if let fd { m.append(("fd", .int(fd))) }
+        if let target { m.append(("target", .int(target))) }
+        if let signal { m.append(("signal", .string(signal))) }
+        if let raw { m.append(("raw", .array(raw.map(JSON.string)))) }
+        if let unreadable { m.append(("unreadable", .string(unreadable))) }
+        return .object(m)
     }
 }
 

@@ -1,10 +1,5 @@
 import AirlockSandbox
 import ArgumentParser
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -85,7 +80,7 @@ extension Airlock {
                 result = r
             case .failure(let error):
                 if format == .json {
-                    printJSON(ExecErrorReport(error: .init(code: error.code.description, message: error.description)))
+                    printJSON(ExecReport.error(error))
                 } else {
                     writeStderr("airlock: \(error)\n")
                 }
@@ -93,7 +88,7 @@ extension Airlock {
             }
 
             if format == .json {
-                printJSON(ExecReport(result))
+                printJSON(ExecReport.json(result))
             } else {
                 writeStdout(result.stdout)
                 if result.stdoutDropped > 0 { writeStdout(Array("\n[airlock: \(result.stdoutDropped) more bytes of stdout dropped]\n".utf8)) }
@@ -120,76 +115,33 @@ extension Airlock {
     }
 }
 
-/// The JSON printed by `airlock exec --format json`.
-struct ExecReport: Encodable {
-    var exitCode: Int32?
-    var signal: String?
-    var timedOut: Bool
-    var stdout: String
-    var stdoutTruncated: Bool
-    var stdoutDroppedBytes: Int
-    var stderr: String
-    var stderrTruncated: Bool
-    var stderrDroppedBytes: Int
-    var trace: [TraceEvent]
-    var traceDropped: Int
-    var durationMs: Double
-
-    init(_ r: SandboxResult) {
-        exitCode = r.exitCode
-        signal = r.signal
-        timedOut = r.timedOut
-        stdout = String(decoding: r.stdout, as: UTF8.self)
-        stdoutTruncated = r.stdoutDropped > 0
-        stdoutDroppedBytes = r.stdoutDropped
-        stderr = String(decoding: r.stderr, as: UTF8.self)
-        stderrTruncated = r.stderrDropped > 0
-        stderrDroppedBytes = r.stderrDropped
-        trace = r.trace
-        traceDropped = r.traceDropped
-        durationMs = (Double(r.durationNs) / 1e3).rounded() / 1e3
+/// The JSON printed by `airlock exec --format json`: one object, keys in a fixed order.
+enum ExecReport {
+    static func json(_ r: SandboxResult) -> JSON {
+        .object([
+            ("exitCode", r.exitCode.map(JSON.int) ?? .null),
+            ("signal", .optional(r.signal)),
+            ("timedOut", .bool(r.timedOut)),
+            ("stdout", .string(String(decoding: r.stdout, as: UTF8.self))),
+            ("stdoutTruncated", .bool(r.stdoutDropped > 0)),
+            ("stdoutDroppedBytes", .int(r.stdoutDropped)),
+            ("stderr", .string(String(decoding: r.stderr, as: UTF8.self))),
+            ("stderrTruncated", .bool(r.stderrDropped > 0)),
+            ("stderrDroppedBytes", .int(r.stderrDropped)),
+            ("trace", .array(r.trace.map(\.json))),
+            ("traceDropped", .int(r.traceDropped)),
+            ("durationMs", .double((Double(r.durationNs) / 1e3).rounded() / 1e3)),
+        ])
     }
 
-    func encode(to encoder: any Encoder) throws {
-        // Nulls are written out: exitCode and signal are part of the contract either way.
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(exitCode, forKey: .exitCode)
-        try c.encode(signal, forKey: .signal)
-        try c.encode(timedOut, forKey: .timedOut)
-        try c.encode(stdout, forKey: .stdout)
-        try c.encode(stdoutTruncated, forKey: .stdoutTruncated)
-        try c.encode(stdoutDroppedBytes, forKey: .stdoutDroppedBytes)
-        try c.encode(stderr, forKey: .stderr)
-        try c.encode(stderrTruncated, forKey: .stderrTruncated)
-        try c.encode(stderrDroppedBytes, forKey: .stderrDroppedBytes)
-        try c.encode(trace, forKey: .trace)
-        try c.encode(traceDropped, forKey: .traceDropped)
-        try c.encode(durationMs, forKey: .durationMs)
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case exitCode, signal, timedOut, stdout, stdoutTruncated, stdoutDroppedBytes, stderr, stderrTruncated
-        case stderrDroppedBytes, trace, traceDropped, durationMs
+    /// `{"error": {"code": …, "message": …}}`, printed when the sandbox could not run the command.
+    static func error(_ e: SandboxError) -> JSON {
+        .object([("error", .object([("code", .string(e.code.description)), ("message", .string(e.description))]))])
     }
 }
 
-/// The JSON printed when the sandbox could not run the command.
-struct ExecErrorReport: Encodable {
-    struct Detail: Encodable {
-        var code: String
-        var message: String
-    }
-    var error: Detail
-}
-
-func printJSON(_ value: some Encodable) {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    guard let data = try? encoder.encode(value) else {
-        writeStderr("airlock: could not encode the report\n")
-        return
-    }
-    writeStdout(Array(data) + [0x0A])
+func printJSON(_ value: JSON) {
+    writeStdout(Array(value.serialized().utf8) + [0x0A])
 }
 
 func writeStdout(_ bytes: [UInt8]) { writeAll(1, bytes) }

@@ -7,6 +7,8 @@
 #   2. one notified system call (a supervisor round trip) against unnotified ones, from a small C program run on
 #      the host and inside `airlock exec`.
 #   3. Python start: `python3 -I -S -c pass` under airlock, under bubblewrap and on the host.
+#   4. a sandbox run from a process that keeps its profile and compiled filter (the daemon's shape), timed by
+#      .build/release/airlock-bench, against bubblewrap's whole run.
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
@@ -16,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$(pwd)
 AIRLOCK="$REPO/.build/release/airlock"
+INPROC="$REPO/.build/release/airlock-bench"
 RUNS=${BENCH_RUNS:-200}
 WARMUP=${BENCH_WARMUP:-20}
 N=${BENCH_SYSCALLS:-20000}
@@ -24,6 +27,7 @@ HOST_PY=/usr/bin/python3
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$AIRLOCK" ] || die "$AIRLOCK is missing: run 'make build' (or 'make bench')"
+[ -x "$INPROC" ] || die "$INPROC is missing: run 'make build' (or 'make bench')"
 for tool in hyperfine bwrap gcc; do
     command -v "$tool" >/dev/null || die "$tool is missing: run 'make bench-deps' (or 'make bench')"
 done
@@ -272,6 +276,25 @@ read -r _ _ PY_NOTIFS < <(stats airlock-timing "$TMP/py-trace.json")
 echo
 echo "airlock / bubblewrap (means): **$(ratio "${Y[0]}" "${Y[1]}")×**; airlock − bubblewrap: $(minus "${Y[0]}" "${Y[1]}") ms;"
 echo "python3 makes $PY_NOTIFS notified calls under the default profile."
+
+
+# ---- 4. in-process runs ----
+
+echo
+echo "## 4. A sandbox run from a long-lived process"
+echo
+echo "\`airlock-bench Profiles/default.json $RUNS -- /bin/true\`: one process loads the profile, then times $RUNS runs"
+echo "(after 10 warm-up runs) of clone → set-up → exec → supervision → teardown; \`kept-filter\` reuses the compiled"
+echo "BPF program, as \`airlockd\` will, \`compile-each-run\` compiles it every time."
+echo
+echo "| mode | mean ms | median ms | p99 ms |"
+echo "|---|---:|---:|---:|"
+"$INPROC" "$REPO/Profiles/default.json" "$RUNS" -- /bin/true | while read -r mode mean median p99; do
+    echo "| $mode | $mean | $median | $p99 |"
+    if [ "$mode" = kept-filter ]; then echo "$mean" >"$TMP/inproc-mean"; fi
+done
+echo
+echo "kept-filter run / bubblewrap whole run (means): **$(ratio "$(cat "$TMP/inproc-mean")" "${M[1]}")×**"
 
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
