@@ -284,7 +284,7 @@ echo
 echo "## 4. A sandbox run from a long-lived process"
 echo
 echo "\`airlock-bench Profiles/default.json $RUNS -- /bin/true\`: one process loads the profile, then times $RUNS runs"
-echo "(after 10 warm-up runs) of clone → set-up → exec → supervision → teardown; \`kept-filter\` reuses the compiled"
+echo "(after 10 warm-up runs, the two modes alternating) of clone → set-up → exec → supervision → teardown; \`kept-filter\` reuses the compiled"
 echo "BPF program, as \`airlockd\` will, \`compile-each-run\` compiles it every time."
 echo
 echo "| mode | mean ms | median ms | p99 ms |"
