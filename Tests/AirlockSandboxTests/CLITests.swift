@@ -30,6 +30,14 @@ struct CLITests {
         #expect(seqs == seqs.sorted())
     }
 
+    @Test("captured output with control characters, quotes and non-ASCII survives the JSON")
+    func jsonEscapes() throws {
+        let run = try runCLI(["exec", "--format", "json", "--", "python3", "-c",
+                              "import sys; sys.stdout.write('a\\x01\\t\"\\\\ é\\n')"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        #expect(object["stdout"] as? String == "a\u{01}\t\"\\ é\n")
+    }
+
     @Test("text output: the command's output, then the trace table and the outcome")
     func textOutput() throws {
         let run = try runCLI(["exec", "--", "python3", "-c", "print('hello'); open('/etc/shadow')"])
