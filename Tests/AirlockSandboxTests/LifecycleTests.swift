@@ -47,11 +47,7 @@ struct LifecycleTests {
 
     @Test("a memory bomb fails inside the address-space limit")
     func memoryBomb() throws {
-        let profile = try isolatedProfile(hostUid: 61003) { section in
-            var limits = section["limits"] as! [String: Any]
-            limits["addressSpaceBytes"] = 1 << 30
-            section["limits"] = limits
-        }
+        let profile = try isolatedProfile(hostUid: 61003) { setLimits(&$0, ["addressSpaceBytes": 1 << 30]) }
         let result = try runPython("""
             try:
                 huge = bytearray(1 << 40)
@@ -71,11 +67,7 @@ struct LifecycleTests {
 
     @Test("output beyond the bound is counted, not kept")
     func outputBound() throws {
-        let profile = try isolatedProfile(hostUid: 61004) { section in
-            var limits = section["limits"] as! [String: Any]
-            limits["outputBytes"] = 1000
-            section["limits"] = limits
-        }
+        let profile = try isolatedProfile(hostUid: 61004) { setLimits(&$0, ["outputBytes": 1000]) }
         let result = try runPython("import sys; sys.stdout.write('x' * 5000); sys.stderr.write('y' * 3000)", profile: profile)
         #expect(result.stdout.count == 1000)
         #expect(result.stdoutDropped == 4000)
@@ -86,11 +78,7 @@ struct LifecycleTests {
 
     @Test("the trace is bounded: later notifications are answered and counted")
     func traceBound() throws {
-        let profile = try isolatedProfile(hostUid: 61005) { section in
-            var limits = section["limits"] as! [String: Any]
-            limits["traceEvents"] = 50
-            section["limits"] = limits
-        }
+        let profile = try isolatedProfile(hostUid: 61005) { setLimits(&$0, ["traceEvents": 50]) }
         let result = try runPython("import os\nfor i in range(500): os.close(os.open('/dev/null', os.O_RDONLY))\nprint('done')", profile: profile)
         #expect(result.out.contains("done"))
         #expect(result.trace.count == 50)

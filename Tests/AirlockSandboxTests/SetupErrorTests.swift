@@ -59,14 +59,10 @@ struct SetupErrorTests {
 
     @Test("file and directory modes are applied as written, whatever the supervisor's umask")
     func modes() throws {
-        let profile = try editedProfile { object in
-            editSection(&object) { section in
-                var mounts = section["mounts"] as! [[String: Any]]
-                mounts.append(["type": "file", "destination": "/etc/airlock-test", "contents": "x", "mode": "0640"])
-                mounts.append(["type": "dir", "destination": "/srv/shared", "mode": "0777"])
-                section["mounts"] = mounts
-            }
-        }
+        let profile = try profileAddingMounts([
+            ["type": "file", "destination": "/etc/airlock-test", "contents": "x", "mode": "0640"],
+            ["type": "dir", "destination": "/srv/shared", "mode": "0777"],
+        ])
         let result = try runPython("import os; print(oct(os.stat('/etc/airlock-test').st_mode & 0o777), oct(os.stat('/srv/shared').st_mode & 0o777))", profile: profile)
         #expect(result.out == "0o640 0o777\n", "\(result.out) \(result.err)")
     }
@@ -82,13 +78,7 @@ struct SetupErrorTests {
 
     @Test("a missing mount source is a clear error and nothing runs")
     func missingMountSource() throws {
-        let profile = try editedProfile { object in
-            editSection(&object) { section in
-                var mounts = section["mounts"] as! [[String: Any]]
-                mounts.append(["type": "bind", "source": "/nonexistent/airlock-source", "destination": "/data"])
-                section["mounts"] = mounts
-            }
-        }
+        let profile = try profileAddingMounts([["type": "bind", "source": "/nonexistent/airlock-source", "destination": "/data"]])
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in
@@ -97,16 +87,10 @@ struct SetupErrorTests {
         }
     }
 
-    @Test("a source that vanishes between the check and the mount is reported as a set-up failure")
+    @Test("a mount the tree cannot hold fails inside the child and is reported as a set-up failure")
     func setupFailureInside() throws {
-        // A file bound over a directory that the profile's tree cannot hold: the child's mount fails.
-        let profile = try editedProfile { object in
-            editSection(&object) { section in
-                var mounts = section["mounts"] as! [[String: Any]]
-                mounts.append(["type": "file", "destination": "/usr/airlock-cannot-write-here", "contents": "x"])
-                section["mounts"] = mounts
-            }
-        }
+        // A file under the read-only /usr bind: only the child, mid-set-up, can find out.
+        let profile = try profileAddingMounts([["type": "file", "destination": "/usr/airlock-cannot-write-here", "contents": "x"]])
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in

@@ -34,6 +34,20 @@ func editSection(_ object: inout [String: Any], _ edit: (inout [String: Any]) ->
     object["airlock"] = section
 }
 
+/// The default profile with `mounts` appended to its `airlock.mounts`.
+func profileAddingMounts(_ mounts: [[String: Any]]) throws -> Profile {
+    try editedProfile { object in
+        editSection(&object) { section in
+            section["mounts"] = (section["mounts"] as! [[String: Any]]) + mounts
+        }
+    }
+}
+
+/// Merges `limits` into a profile section's `limits`.
+func setLimits(_ section: inout [String: Any], _ limits: [String: Any]) {
+    section["limits"] = (section["limits"] as! [String: Any]).merging(limits) { $1 }
+}
+
 /// Runs Python code in a sandbox (the sandbox's /usr/bin/python3).
 func runPython(
     _ code: String, profile: Profile? = nil, timeout: Double = 20, mounts: [MountSpec] = []
