@@ -8,6 +8,8 @@ let package = Package(
     products: [
         .executable(name: "airlock", targets: ["airlock"]),
         .library(name: "AirlockSandbox", targets: ["AirlockSandbox"]),
+        .library(name: "AirlockFormats", targets: ["AirlockFormats"]),
+        .library(name: "AirlockAnalysis", targets: ["AirlockAnalysis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -23,6 +25,13 @@ let package = Package(
             pkgConfig: "libcap",
             providers: [.apt(["libcap-dev"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // A strict, bounded JSON reader and writer shared by profiles, model headers and reports.
+        .target(name: "AirlockJSON"),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
@@ -31,12 +40,25 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockJSON", "CSandbox", "CSeccomp", "CCap"]
+        ),
+        // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
+        .target(
+            name: "AirlockFormats",
+            dependencies: ["AirlockJSON", "CZlib"]
+        ),
+        // Static rules, verdicts and reports.
+        .target(
+            name: "AirlockAnalysis",
+            dependencies: ["AirlockFormats", "AirlockJSON"]
         ),
         .executableTarget(
             name: "airlock",
             dependencies: [
                 "AirlockSandbox",
+                "AirlockAnalysis",
+                "AirlockFormats",
+                "AirlockJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -48,7 +70,11 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox"]
+            dependencies: ["AirlockSandbox", "AirlockJSON"]
+        ),
+        .testTarget(
+            name: "AirlockFormatsTests",
+            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON"]
         ),
     ]
 )

@@ -1,3 +1,5 @@
+public import AirlockJSON
+
 /// One sensitive system call the sandbox saw: a notification the supervisor answered.
 public struct TraceEvent: Sendable, Equatable {
     /// What the supervisor answered.

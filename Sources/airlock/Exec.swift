@@ -1,3 +1,4 @@
+import AirlockJSON
 import AirlockSandbox
 import ArgumentParser
 #if canImport(Glibc)

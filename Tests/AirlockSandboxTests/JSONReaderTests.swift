@@ -1,3 +1,4 @@
+@testable import AirlockJSON
 @testable import AirlockSandbox
 import Foundation
 import Testing
