@@ -12,7 +12,8 @@ let package = Package(
         .library(name: "AirlockAnalysis", targets: ["AirlockAnalysis"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,7 +51,7 @@ let package = Package(
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockFormats", "AirlockJSON"]
+            dependencies: ["AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(
             name: "airlock",

@@ -1,0 +1,33 @@
+public import AirlockFormats
+
+/// How much each kind of parser observation matters. Kinds not listed count as `medium`: an anomaly Airlock does
+/// not know how to weigh is never silently clean.
+public enum ObservationRules {
+    /// Severity of an observation kind.
+    public static func severity(of kind: String) -> Severity {
+        if let s = table[kind] { return s }
+        return .medium
+    }
+
+    /// The finding for an observation: the kind is the rule id.
+    public static func finding(_ o: Observation) -> Finding {
+        Finding(rule: o.kind, severity: severity(of: o.kind), message: o.message, evidence: o.evidence)
+    }
+
+    static let table: [String: Severity] = [
+        // pickle streams
+        "pickle.truncated": .medium, "pickle.invalid-opcode": .medium, "pickle.budget": .medium,
+        "pickle.trailing-data": .low, "pickle.ext-code": .high, "pickle.nested": .info,
+        // ZIP: what makes readers disagree is how scanners get fooled
+        "zip.duplicate-name": .high, "zip.local-name-mismatch": .high, "zip.local-flags-mismatch": .medium,
+        "zip.local-size-mismatch": .medium, "zip.local-method-mismatch": .high, "zip.crc-mismatch": .medium,
+        "zip.encrypted-flag": .medium, "zip.prefix-data": .medium, "zip.trailing-data": .low, "zip.zip64": .info,
+        "zip.overlapping-entries": .high, "zip.entry-out-of-bounds": .medium, "zip.bomb": .high,
+        "zip.path-traversal": .high, "zip.unsupported-method": .medium, "zip.multiple-eocd": .high,
+        "zip.count-mismatch": .medium, "zip.non-utf8-name": .low,
+        // NumPy: an object array is a pickle, scanned as such
+        "numpy.object-dtype": .low,
+        // names
+        "format.name-mismatch": .medium, "format.unknown": .medium,
+    ]
+}

@@ -1,0 +1,128 @@
+/// The formats Airlock recognises, decided from the content, never from the file name.
+public enum FileFormat: String, Sendable, CaseIterable {
+    case pickle
+    /// PyTorch's `torch.save` ZIP layout (`<name>/data.pkl`, `<name>/data/<storage>`).
+    case pytorchZip = "pytorch-zip"
+    /// PyTorch's pre-1.6 format: a magic-number pickle, then protocol, system info, the object, storage keys.
+    case pytorchLegacy = "pytorch-legacy"
+    case joblib
+    case numpy
+    /// A ZIP of `.npy` members (`numpy.savez`).
+    case npz
+    case safetensors
+    case onnx
+    /// Keras v3 `.keras`: a ZIP with `config.json`, `metadata.json`, `model.weights.h5`.
+    case keras
+    case hdf5
+    case gguf
+    /// A ZIP that is none of the above.
+    case zip
+    /// Python source (`*.py` in a model folder).
+    case python
+    /// JSON (`config.json`, tokenizer files).
+    case json
+    /// Text or bytes Airlock does not parse.
+    case unknown
+
+    /// The file name extensions that usually carry this format (used only to notice names that lie).
+    public var usualExtensions: [String] {
+        switch self {
+        case .pickle: ["pkl", "pickle", "p", "bin", "pt", "pth", "ckpt", "joblib", "sav", "dat"]
+        case .pytorchZip, .pytorchLegacy: ["pt", "pth", "bin", "ckpt", "pkl", "tar", "model"]
+        case .joblib: ["joblib", "pkl", "pickle", "z", "gz", "sav"]
+        case .numpy: ["npy"]
+        case .npz: ["npz"]
+        case .safetensors: ["safetensors"]
+        case .onnx: ["onnx", "ort"]
+        case .keras: ["keras"]
+        case .hdf5: ["h5", "hdf5", "keras", "hdf"]
+        case .gguf: ["gguf"]
+        case .zip: ["zip", "pt", "pth", "bin", "ckpt", "npz", "keras", "mar"]
+        case .python: ["py"]
+        case .json: ["json"]
+        case .unknown: []
+        }
+    }
+
+    /// Whether loading this format can run code (and so is worth a detonation).
+    public var canRunCode: Bool {
+        switch self {
+        case .pickle, .pytorchZip, .pytorchLegacy, .joblib, .numpy, .npz, .keras, .zip, .python: true
+        case .safetensors, .onnx, .hdf5, .gguf, .json, .unknown: false
+        }
+    }
+}
+
+/// Content sniffing: cheap checks of magic numbers and structure. ZIP-based formats are told apart later, from the
+/// member names (`FormatDetector.refine`).
+public enum FormatDetector {
+    /// `pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)`: the magic number that opens a legacy PyTorch file.
+    static let legacyTorchMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
+
+    /// The format of `view` from its first bytes (and its last, for ZIP archives with data in front).
+    public static func sniff(_ view: ByteView) -> FileFormat {
+        if view.starts(with: [0x50, 0x4B, 0x03, 0x04]) || view.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
+        if view.starts(with: legacyTorchMagic) { return .pytorchLegacy }
+        if view.starts(with: [0x93] + Array("NUMPY".utf8)) { return .numpy }
+        if view.starts(with: Array("GGUF".utf8)) { return .gguf }
+        if view.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
+        if looksLikeSafetensors(view) { return .safetensors }
+        if looksLikePickle(view) { return .pickle }
+        if hasEndOfCentralDirectory(view) { return .zip }
+        if looksLikeONNX(view) { return .onnx }
+        if looksLikeJSON(view) { return .json }
+        return .unknown
+    }
+
+    /// A ZIP refined by its member names.
+    public static func refine(zipMembers names: [String]) -> FileFormat {
+        if names.contains(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }) { return .pytorchZip }
+        if names.contains("config.json") && names.contains(where: { $0.hasSuffix(".weights.h5") || $0 == "metadata.json" }) {
+            return .keras
+        }
+        if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return .npz }
+        return .zip
+    }
+
+    static func looksLikeSafetensors(_ view: ByteView) -> Bool {
+        guard let n = view.le(UInt64.self, at: 0), n >= 2, n <= UInt64(view.count - 8) else { return false }
+        var i = 8
+        while let b = view.byte(at: i), b == 0x20, i < 64 { i += 1 }
+        return view.byte(at: i) == UInt8(ascii: "{")
+    }
+
+    /// PROTO (0x80) with a known protocol, or a protocol 0/1 stream that opens with a typical opcode and ends in
+    /// STOP. Deliberately loose: a false positive costs a pickle scan that finds nothing.
+    static func looksLikePickle(_ view: ByteView) -> Bool {
+        guard let first = view.byte(at: 0) else { return false }
+        if first == 0x80, let proto = view.byte(at: 1), proto <= 5 { return true }
+        let openers: Set<UInt8> = Set("(]}cI\u{8a}KJMFGSVUXTBCXhjgpqr)N.".utf8.map { $0 }).union([0x8A, 0x95])
+        guard openers.contains(first), view.count >= 2 else { return false }
+        // Protocol 0/1 streams end with STOP ('.'), maybe followed by a newline.
+        let last = view.byte(at: view.count - 1)
+        return last == UInt8(ascii: ".") || (last == 0x0A && view.byte(at: view.count - 2) == UInt8(ascii: "."))
+    }
+
+    static func hasEndOfCentralDirectory(_ view: ByteView) -> Bool {
+        let window = min(view.count, 65_535 + 22)
+        var i = view.count - 22
+        while i >= view.count - window && i >= 0 {
+            if view.le(UInt32.self, at: i) == 0x0605_4B50 { return true }
+            i -= 1
+        }
+        return false
+    }
+
+    /// A protobuf `ModelProto` usually opens with `ir_version` (field 1, varint): 0x08 then a small number, and
+    /// holds a graph (field 7). Loose on purpose; the ONNX parser decides.
+    static func looksLikeONNX(_ view: ByteView) -> Bool {
+        guard view.byte(at: 0) == 0x08, let v = view.byte(at: 1), v >= 1, v <= 12 else { return false }
+        return view.byte(at: 2) == 0x12 || view.byte(at: 2) == 0x1A || view.byte(at: 2) == 0x3A || view.byte(at: 2) == 0x42
+    }
+
+    static func looksLikeJSON(_ view: ByteView) -> Bool {
+        var i = 0
+        while let b = view.byte(at: i), b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09, i < 256 { i += 1 }
+        return view.byte(at: i) == UInt8(ascii: "{") || view.byte(at: i) == UInt8(ascii: "[")
+    }
+}
