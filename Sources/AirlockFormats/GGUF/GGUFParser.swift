@@ -428,9 +428,10 @@ public enum GGUFParser {
                 guard !o, need <= remaining else { throw truncated("the dimensions of tensor \"\(name)\"") }
                 var dims: [UInt64] = []
                 dims.reserveCapacity(min(Int(nDims), 16))
-                for d in 0..<Int(nDims) {
+                // Only the first 16 are kept (and more than 4 is already reported); the rest are skipped unread.
+                for d in 0..<min(Int(nDims), 16) {
                     let v = wide ? view.le(UInt64.self, at: at + d * 8) ?? 0 : UInt64(view.le(UInt32.self, at: at + d * 4) ?? 0)
-                    if dims.count < 16 { dims.append(v) }
+                    dims.append(v)
                 }
                 at += need
                 let type = try u32("a tensor type")
