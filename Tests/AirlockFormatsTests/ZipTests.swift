@@ -375,6 +375,23 @@ struct ZipHostileTests {
         }
     }
 
+    @Test("many duplicate names, end records in every comment position: no quadratic work")
+    func scale() throws {
+        var b = ZipBuilder((0..<20_000).map { member("n\($0 / 2)", "") })
+        // 2900 end-record signatures that lead nowhere, then one empty archive's end record.
+        b.comment = Array(repeating: [0x50, 0x4B, 5, 6] + Array(repeating: 0xFF, count: 18), count: 2900).flatMap { $0 }
+        let start = ContinuousClock.now
+        let (a, _) = try read(b)
+        #expect(a.entries.count == 20_000)
+        #expect(a.observations("zip.duplicate-name").count == 65)
+        #expect(a.minizRefusal != nil, "miniz takes the last signature and fails")
+        var c = b
+        c.comment += ZipBuilder([]).build()
+        let (e, _) = try read(c)
+        #expect(e.entries.isEmpty && e.kinds.contains("zip.multiple-eocd"), "readers see an empty archive")
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
     @Test("saturated fields without zip64 data, and absurd offsets")
     func saturated() throws {
         var m = member("a")

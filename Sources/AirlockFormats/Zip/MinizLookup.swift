@@ -67,14 +67,20 @@ enum MinizLookup {
     }
 
     /// `mz_zip_locate_file_binary_search`. A C string cannot hold NUL: the query stops at the first one.
-    static func locate(_ query0: [UInt8], names: [[UInt8]], order: [Int]) -> Int? {
+    static func locate(_ query: [UInt8], names: [[UInt8]], order: [Int]) -> Int? {
+        guard order.count == names.count else { return nil }
+        return locate(query, count: names.count, order: order) { names[$0] }
+    }
+
+    /// `locate` over any collection of names (no copy of them).
+    static func locate(_ query0: [UInt8], count: Int, order: [Int], name: (Int) -> [UInt8]) -> Int? {
         let query = pythonName(query0)
-        guard !order.isEmpty, order.count == names.count else { return nil }
+        guard !order.isEmpty, order.count == count else { return nil }
         var l = 0, h = order.count - 1
         while l <= h {
             let m = l + (h - l) >> 1
             let index = order[m]
-            let c = compare(names[index], query)
+            let c = compare(name(index), query)
             if c == 0 { return index }
             if c < 0 { l = m + 1 } else { h = m - 1 }
         }

@@ -60,7 +60,7 @@ public struct ZipArchive: Sendable {
 
     /// Index into `entries` of the record miniz's `mz_zip_reader_locate_file(name, nil, 0)` returns, or nil.
     public func minizIndex(of name: [UInt8]) -> Int? {
-        MinizLookup.locate(name, names: entries.map(\.nameBytes), order: minizOrder)
+        MinizLookup.locate(name, count: entries.count, order: minizOrder) { entries[$0].nameBytes }
     }
 
     /// The entry Python's `zipfile` gets for `name`: the last record (of `entries` then `hiddenEntries`) whose name,
@@ -204,7 +204,7 @@ struct ZipReader {
         }
         // miniz and Python use the last candidate; if its directory is unusable, fall back to an earlier one.
         var chosen: (rec: EndRecord, start: Int, base: Int)? = nil
-        for c in candidates.prefix(64) {
+        for c in candidates {
             guard let rec = endRecord(at: c), let (start, base) = directoryStart(rec) else { continue }
             chosen = (rec, start, base)
             break
@@ -483,7 +483,9 @@ struct ZipReader {
     mutating func checkNames(_ records: [ZipEntry], archive: ZipArchive) {
         var exact: [[UInt8]: [Int]] = [:]
         var folded: [[UInt8]: [Int]] = [:]
+        var pythonLast: [[UInt8]: Int] = [:]
         for r in records {
+            pythonLast[pythonName(r.nameBytes)] = r.index
             exact[r.nameBytes, default: []].append(r.index)
             folded[r.nameBytes.map(MinizLookup.lower), default: []].append(r.index)
         }
@@ -491,7 +493,7 @@ struct ZipReader {
             guard let indices = exact[r.nameBytes], indices.count > 1 else { continue }
             let query = pythonName(r.nameBytes)
             let miniz = archive.minizIndex(of: query).map { String($0) } ?? "none"
-            let python = records.last { pythonName($0.nameBytes) == query }.map { String($0.index) } ?? "none"
+            let python = pythonLast[query].map { String($0) } ?? "none"
             sink.add("zip.duplicate-name",
                      "\(indices.count) central records are named \(r.name): PyTorch's miniz returns record \(miniz) (binary search over an unstable sort), Python's zipfile the last, \(python)",
                      Evidence(offset: r.centralHeaderOffset, member: r.name,
@@ -597,11 +599,24 @@ struct ZipReader {
     /// Other end records that a reader could take for the archive's (not inside a member's data).
     mutating func checkOtherEnds(_ candidates: [Int], chosen: Int, records: [ZipEntry]) {
         var others: [Int] = []
-        for c in candidates where c != chosen {
-            let inside = records.contains { r in
-                guard let d = r.dataOffset else { return false }
-                return UInt64(c) >= d && UInt64(c) < d &+ r.compressedSize
-            }
+        // Only members whose data reaches into the search window can contain a candidate.
+        let lowest = UInt64(max(0, view.count - ZipFormat.endSearchWindow))
+        var spans: [(UInt64, UInt64)] = records.compactMap { r in
+            guard let d = r.dataOffset else { return nil }
+            let (end, o) = d.addingReportingOverflow(r.compressedSize)
+            let e = o ? UInt64.max : end
+            return e > lowest && e > d ? (d, e) : nil
+        }
+        spans.sort { $0.0 < $1.0 }
+        var merged: [(UInt64, UInt64)] = []
+        for s in spans {
+            if let last = merged.last, s.0 <= last.1 { merged[merged.count - 1].1 = max(last.1, s.1) } else { merged.append(s) }
+        }
+        for c in candidates.prefix(4096) where c != chosen {
+            // The last merged span starting at or before c.
+            var lo = 0, hi = merged.count
+            while lo < hi { let mid = (lo + hi) / 2; if merged[mid].0 <= UInt64(c) { lo = mid + 1 } else { hi = mid } }
+            let inside = lo > 0 && UInt64(c) < merged[lo - 1].1
             guard !inside, let other = endRecord(at: c), directoryStart(other) != nil else { continue }
             others.append(c)
         }
