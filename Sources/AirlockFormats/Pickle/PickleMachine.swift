@@ -75,7 +75,7 @@ struct PickleMachine {
         memoCap = entries
         sparseCap = Swift.min(entries, 1 << 16)
         containerCap = entries
-        poolCap = entries
+        poolCap = Swift.min(2 &* entries, Int(UInt32.max))
         recordCap = Swift.min(entries, 1 << 18)
         nameCap = Swift.min(entries, 1 << 16)
         nestedCap = 1024
@@ -718,12 +718,26 @@ struct PickleMachine {
         let n = to &- from
         containers[ci].count &+= pairs ? n / 2 : n
         var c = containers[ci]
-        if c.cap == 0 && c.nchild == 0 {
-            let slots = c.kind == .tuple || c.kind == .frozenset ? Swift.min(n, PickleMachine.childSlots) : PickleMachine.childSlots
-            guard pool.count &+ slots <= poolCap else { return }
-            c.first = UInt32(truncatingIfNeeded: pool.count)
-            c.cap = UInt8(slots)
-            pool.append(contentsOf: repeatElement(PVal.unknown, count: slots))
+        let maxSlots = PickleMachine.childSlots
+        if Int(c.nchild) &+ n > Int(c.cap) && Int(c.cap) < maxSlots {
+            // Grow the block: tuples and frozensets get exactly what they hold (they never grow), mutable containers
+            // at least two slots. A block at the end of the pool grows in place; otherwise it moves.
+            let immutable = c.kind == .tuple || c.kind == .frozenset
+            let want = Swift.min(maxSlots, immutable ? Int(c.nchild) &+ n : Swift.max(2, Int(c.nchild) &+ n))
+            let atEnd = c.cap > 0 && Int(c.first) &+ Int(c.cap) == pool.count
+            if atEnd {
+                let extra = want &- Int(c.cap)
+                if pool.count &+ extra <= poolCap {
+                    pool.append(contentsOf: repeatElement(PVal.unknown, count: extra))
+                    c.cap = UInt8(want)
+                }
+            } else if pool.count &+ want <= poolCap {
+                let newFirst = pool.count
+                pool.append(contentsOf: repeatElement(PVal.unknown, count: want))
+                for k in 0..<Int(c.nchild) { pool[newFirst &+ k] = pool[Int(c.first) &+ k] }
+                c.first = UInt32(truncatingIfNeeded: newFirst)
+                c.cap = UInt8(want)
+            }
         }
         var i = from
         let base = Int(c.first)
