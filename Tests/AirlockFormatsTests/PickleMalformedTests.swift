@@ -148,6 +148,24 @@ struct PickleMalformedTests {
         #expect(r.nestedOffsets == [2 + 14 + 5])
     }
 
+    @Test("decoding the same memoized string again and again is bounded")
+    func foldAmplification() {
+        // base64.b64decode(GET 0) ten thousand times, on a 64 KiB string that decodes to a pickle.
+        let inner = payload + [0x2E]
+        let b64 = Array(Data(inner + [UInt8](repeating: 0x4E, count: 48 * 1024)).base64EncodedString().utf8)
+        var b: [UInt8] = [0x80, 4, 0x58] + le32(UInt32(b64.count)) + b64 + [0x94, 0x30]
+        b += Array("cbase64\nb64decode\n".utf8) + [0x94, 0x30]
+        for _ in 0..<10_000 { b += [0x68, 1, 0x68, 0, 0x85, 0x52, 0x30] }
+        b.append(0x4E)
+        b.append(0x2E)
+        var budget = ScanBudget.standard
+        budget.maxHeldBytes = 1 << 20
+        let r = scan(b, budget: budget)
+        #expect(r.observations.contains { $0.kind == "pickle.budget" && $0.evidence.details.contains { $0 == ("limit", "folded") } })
+        #expect(r.nested.count <= 25)
+        #expect(r.nested.first?.importNames == ["os.system"])
+    }
+
     @Test("random opcode soup and random bytes never crash")
     func fuzz() {
         var rng = SplitMix(state: 0xA1B0C)

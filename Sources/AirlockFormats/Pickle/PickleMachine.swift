@@ -51,6 +51,8 @@ struct PickleMachine {
     var names: [String] = []
     var nameIDs: [String: UInt32] = [:]
     var held = 0
+    /// Bytes produced by folded decoders (base64, hex, latin1): the same memoized string may be decoded many times.
+    var folded = 0
 
     // Results.
     var imports: [PickleGlobal] = []
@@ -859,7 +861,11 @@ struct PickleMachine {
     /// Decodes a constant string argument into bytes, scans them for a nested pickle, and keeps a prefix.
     mutating func foldBytes(_ v: PVal, offset: Int, _ p: UnsafeRawBufferPointer,
                             _ decode: (UnsafeRawBufferPointer, Int) -> [UInt8]?) -> PVal {
-        let limit = Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- held)
+        guard folded < budget.maxHeldBytes else {
+            noteBudget("folded", "more than \(budget.maxHeldBytes) bytes decoded from constant strings; later decodings are not followed", offset)
+            return PVal(.bytesOwned, PVal.none32)
+        }
+        let limit = Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- folded)
         var decoded: [UInt8]?
         switch v.tag {
         case .strSpan, .bytesSpan, .bytearraySpan:
@@ -875,6 +881,7 @@ struct PickleMachine {
             return PVal(.callResult, PVal.none32)
         }
         guard var bytes = decoded else { return PVal(.bytesOwned, PVal.none32) }
+        folded &+= Swift.max(bytes.count, 1)
         if bytes.count >= 2 && PickleLint.startByte[Int(bytes[0])] {
             bytes.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: bytes) }
         }
