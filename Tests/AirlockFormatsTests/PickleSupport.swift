@@ -24,6 +24,7 @@ struct PickleSamples: Sendable {
 
     static let shared: Result<PickleSamples, PickleTestError> = {
         let dir = NSTemporaryDirectory() + "airlock-pickles-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
             try runPython([repoRoot + "/Tests/Generators/pickles.py", dir])
             let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/manifest.json"))
