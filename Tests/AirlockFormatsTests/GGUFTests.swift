@@ -94,16 +94,6 @@ private func kinds(_ bytes: [UInt8]) -> [String] {
     GGUFParser.parse(ByteView(bytes)).observations.map(\.kind)
 }
 
-private struct Seeded: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("GGUF")
 struct GGUFTests {
@@ -263,7 +253,7 @@ struct GGUFTests {
 
     @Test("random byte flips never crash")
     func flips() {
-        var rng = Seeded(state: 0x6606_F00D)
+        var rng = SplitMix(state: 0x6606_F00D)
         let samples = Self.benign.map(\.1)
         for round in 0..<3000 {
             var bytes = samples[round % samples.count]

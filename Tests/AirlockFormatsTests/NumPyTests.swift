@@ -26,16 +26,6 @@ private func kinds(_ bytes: [UInt8]) -> [String] {
     NumPyParser.parse(ByteView(bytes)).observations.map(\.kind)
 }
 
-private struct Seeded: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 private let matrix = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", zeros(48))
 private let record = npy("{'descr': [('id', '<i4'), ('', '|V4'), ('pos', '<f8', (3,)), ('name', '<U2')], 'fortran_order': False, 'shape': (2,), }",
@@ -189,7 +179,7 @@ struct NumPyTests {
 
     @Test("random byte flips never crash")
     func flips() {
-        var rng = Seeded(state: 0x0B1E_C7)
+        var rng = SplitMix(state: 0x0B1E_C7)
         let samples = Self.benign.map(\.1)
         for round in 0..<3000 {
             var bytes = samples[round % samples.count]
