@@ -18,13 +18,23 @@ public enum ObservationRules {
         // pickle streams
         "pickle.truncated": .medium, "pickle.invalid-opcode": .medium, "pickle.budget": .medium,
         "pickle.trailing-data": .low, "pickle.ext-code": .high, "pickle.nested": .info,
+        "pickle.dynamic-global": .high, "pickle.stack-underflow": .medium, "pickle.memo-miss": .medium,
+        "pickle.malformed-argument": .medium, "pickle.unsupported-protocol": .medium, "pickle.nesting-limit": .medium,
+        "pickle.out-of-band-buffer": .low,
         // ZIP: what makes readers disagree is how scanners get fooled
         "zip.duplicate-name": .high, "zip.local-name-mismatch": .high, "zip.local-flags-mismatch": .medium,
         "zip.local-size-mismatch": .medium, "zip.local-method-mismatch": .high, "zip.crc-mismatch": .medium,
         "zip.encrypted-flag": .medium, "zip.prefix-data": .medium, "zip.trailing-data": .low, "zip.zip64": .info,
         "zip.overlapping-entries": .high, "zip.entry-out-of-bounds": .medium, "zip.bomb": .high,
         "zip.path-traversal": .high, "zip.unsupported-method": .medium, "zip.multiple-eocd": .high,
-        "zip.count-mismatch": .medium, "zip.non-utf8-name": .low,
+        "zip.count-mismatch": .medium, "zip.non-utf8-name": .low, "zip.duplicate-name-case": .medium,
+        "zip.local-crc-mismatch": .medium, "zip.offset-shift": .high, "zip.zip64-mismatch": .high,
+        "zip.bad-local-header": .medium, "zip.malformed-extra": .medium, "zip.entry-limit": .medium,
+        "zip.miniz-refuses": .medium, "zip.inflate-error": .medium, "zip.inflated-size-mismatch": .medium,
+        // safetensors: reader differences that benign writers never produce
+        "safetensors.header-leading-space": .low, "safetensors.unknown-field": .low,
+        // ONNX: a path out of the model's folder reads whatever it names
+        "onnx.external-data-traversal": .critical, "onnx.custom-domain": .medium,
         // NumPy: an object array is a pickle, scanned as such
         "numpy.object-dtype": .low,
         // names

@@ -61,14 +61,16 @@ public enum FormatDetector {
 
     /// The format of `view` from its first bytes (and its last, for ZIP archives with data in front).
     public static func sniff(_ view: ByteView) -> FileFormat {
+        // torch.load treats a file as ZIP only when it starts with a local header; anything else that ends in a
+        // central directory is still a ZIP to us (and a prefix-data finding).
         if view.starts(with: [0x50, 0x4B, 0x03, 0x04]) || view.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
         if view.starts(with: legacyTorchMagic) { return .pytorchLegacy }
-        if view.starts(with: [0x93] + Array("NUMPY".utf8)) { return .numpy }
-        if view.starts(with: Array("GGUF".utf8)) { return .gguf }
+        if NumPyParser.looks(view) { return .numpy }
+        if GGUFParser.looks(view) { return .gguf }
         if view.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
-        if looksLikeSafetensors(view) { return .safetensors }
-        if looksLikePickle(view) { return .pickle }
-        if hasEndOfCentralDirectory(view) { return .zip }
+        if SafetensorsParser.looks(view) { return .safetensors }
+        if PickleDetector.looksLikePickle(view) { return .pickle }
+        if ZipDetector.looksLikeZip(view) { return .zip }
         if looksLikeONNX(view) { return .onnx }
         if looksLikeJSON(view) { return .json }
         return .unknown
@@ -82,35 +84,6 @@ public enum FormatDetector {
         }
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return .npz }
         return .zip
-    }
-
-    static func looksLikeSafetensors(_ view: ByteView) -> Bool {
-        guard let n = view.le(UInt64.self, at: 0), n >= 2, n <= UInt64(view.count - 8) else { return false }
-        var i = 8
-        while let b = view.byte(at: i), b == 0x20, i < 64 { i += 1 }
-        return view.byte(at: i) == UInt8(ascii: "{")
-    }
-
-    /// PROTO (0x80) with a known protocol, or a protocol 0/1 stream that opens with a typical opcode and ends in
-    /// STOP. Deliberately loose: a false positive costs a pickle scan that finds nothing.
-    static func looksLikePickle(_ view: ByteView) -> Bool {
-        guard let first = view.byte(at: 0) else { return false }
-        if first == 0x80, let proto = view.byte(at: 1), proto <= 5 { return true }
-        let openers: Set<UInt8> = Set("(]}cI\u{8a}KJMFGSVUXTBCXhjgpqr)N.".utf8.map { $0 }).union([0x8A, 0x95])
-        guard openers.contains(first), view.count >= 2 else { return false }
-        // Protocol 0/1 streams end with STOP ('.'), maybe followed by a newline.
-        let last = view.byte(at: view.count - 1)
-        return last == UInt8(ascii: ".") || (last == 0x0A && view.byte(at: view.count - 2) == UInt8(ascii: "."))
-    }
-
-    static func hasEndOfCentralDirectory(_ view: ByteView) -> Bool {
-        let window = min(view.count, 65_535 + 22)
-        var i = view.count - 22
-        while i >= view.count - window && i >= 0 {
-            if view.le(UInt32.self, at: i) == 0x0605_4B50 { return true }
-            i -= 1
-        }
-        return false
     }
 
     /// A protobuf `ModelProto` usually opens with `ir_version` (field 1, varint): 0x08 then a small number, and

@@ -131,3 +131,39 @@ struct CLITests {
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "model bytes")
     }
 }
+
+/// `airlock scan` as a user runs it.
+@Suite("airlock scan")
+struct ScanCLITests {
+    @Test("exit codes: 0 clean, 1 malicious or suspicious, 2 unreadable; JSON Lines, one report per file")
+    func exitCodes() throws {
+        let dir = NSTemporaryDirectory() + "airlock-scan-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // pickle.dumps(os.system('true')) written by hand: GLOBAL 'os system', the argument, REDUCE, STOP.
+        try Data("cos\nsystem\n(S'true'\ntR.".utf8).write(to: URL(fileURLWithPath: "\(dir)/evil.pkl"))
+        var clean = Data([8, 0, 0, 0, 0, 0, 0, 0])
+        clean.append(contentsOf: Array("{}      ".utf8))
+        try clean.write(to: URL(fileURLWithPath: "\(dir)/empty.safetensors"))
+
+        let good = try runCLI(["scan", "\(dir)/empty.safetensors"])
+        #expect(good.status == 0, "\(good.stdout) \(good.stderr)")
+        #expect(good.stdout.hasPrefix("CLEAN"))
+        let bad = try runCLI(["scan", "\(dir)/evil.pkl"])
+        #expect(bad.status == 1)
+        #expect(bad.stdout.hasPrefix("MALICIOUS"))
+        #expect(bad.stdout.contains("os.system"))
+        #expect(try runCLI(["scan", "/nonexistent/airlock.pt"]).status == 2)
+        #expect(try runCLI(["scan"]).status == 64)
+
+        let json = try runCLI(["scan", "--format", "json", dir])
+        #expect(json.status == 1)
+        let lines = json.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(object["schemaVersion"] as? Int == 1)
+            #expect(["clean", "malicious"].contains(object["verdict"] as? String ?? ""))
+        }
+    }
+}

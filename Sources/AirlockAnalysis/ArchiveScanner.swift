@@ -1,0 +1,167 @@
+internal import AirlockFormats
+internal import AirlockJSON
+
+/// ZIP-based files (PyTorch, Keras v3, `.npz`, plain archives): the archive's own anomalies, then each member that
+/// can carry code, read the way PyTorch reads it — by the central directory.
+enum ArchiveScanner {
+    /// Most members opened per archive.
+    static let maxMembers = 10_000
+
+    static func analyse(_ view: ByteView, budget: ScanBudget, depth: Int = 0) -> StaticScanner.Analysis {
+        let archive: ZipArchive
+        do {
+            archive = try ZipArchive.read(view, budget: budget)
+        } catch {
+            return StaticScanner.Analysis(format: .zip, findings: [], error: ("malformed", "not a readable ZIP archive: \(error.description)"))
+        }
+        var findings = archive.observations.map(ObservationRules.finding)
+        let format = FormatDetector.refine(zipMembers: archive.entries.map(\.name))
+        // PyTorch reads */data.pkl first; so do we, then the other pickles, then everything else.
+        // Records past the declared count are invisible to PyTorch but listed by Python's zipfile: read them too.
+        let ordered = (archive.entries + archive.hiddenEntries).enumerated().sorted { a, b in
+            rank(a.element.name, format) < rank(b.element.name, format) || (rank(a.element.name, format) == rank(b.element.name, format) && a.offset < b.offset)
+        }.map(\.element)
+        var opened = 0
+        for entry in ordered {
+            if format == .pytorchZip && isStorage(entry.name) { continue }
+            guard opened < maxMembers else {
+                findings.append(Finding(rule: "zip.too-many-members", severity: .medium, message: "only the first \(maxMembers) members were examined"))
+                break
+            }
+            opened += 1
+            let data: ByteView
+            do {
+                data = try archive.extract(entry, from: view, limit: budget.maxInflatedBytes)
+            } catch {
+                findings.append(Finding(
+                    rule: error.code == .budget ? "zip.bomb" : "zip.unreadable-member",
+                    severity: error.code == .budget ? .high : .medium,
+                    message: "member \(entry.name) could not be read: \(error.description)",
+                    evidence: Evidence(member: entry.name)
+                ))
+                continue
+            }
+            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth)
+        }
+        return StaticScanner.Analysis(format: format, findings: findings)
+    }
+
+    static func rank(_ name: String, _ format: FileFormat) -> Int {
+        if name == "data.pkl" || name.hasSuffix("/data.pkl") { return 0 }
+        if name.hasSuffix(".pkl") { return 1 }
+        return 2
+    }
+
+    /// `archive/data/0`, `archive/data/123`: raw tensor bytes, never parsed.
+    static func isStorage(_ name: String) -> Bool {
+        let parts = name.split(separator: "/")
+        guard parts.count >= 2, parts[parts.count - 2] == "data", let last = parts.last else { return false }
+        return last.allSatisfy(\.isNumber)
+    }
+
+    static func member(_ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int) -> [Finding] {
+        let kind = FormatDetector.sniff(data)
+        switch kind {
+        case .pickle, .pytorchLegacy:
+            var out = PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: name), member: name)
+            if archiveFormat == .keras {
+                out.append(Finding(rule: "keras.pickle-member", severity: .high, message: "Keras archive member \(name) is a pickle", evidence: Evidence(member: name)))
+            }
+            return out
+        case .numpy:
+            return NumPyFindings.findings(data, member: name, budget: budget)
+        case .json where archiveFormat == .keras && (name == "config.json" || name.hasSuffix("/config.json")):
+            return KerasFindings.config(data, member: name)
+        case .zip:
+            guard depth + 1 < budget.maxNesting else {
+                return [Finding(rule: "zip.nested-too-deep", severity: .medium, message: "archive nested deeper than \(budget.maxNesting) levels", evidence: Evidence(member: name))]
+            }
+            var nested = analyse(data, budget: budget, depth: depth + 1)
+            for i in nested.findings.indices { nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "") }
+            return nested.findings
+        default:
+            if archiveFormat == .pytorchZip && name.hasSuffix(".pkl") {
+                return [Finding(rule: "pytorch.unparsed-pickle", severity: .medium, message: "\(name) should be a pickle but its content is not recognised", evidence: Evidence(member: name))]
+            }
+            return []
+        }
+    }
+}
+
+/// Keras: Lambda layers and serialized functions run Python when the model is loaded with `safe_mode=False`
+/// (and on older Keras, always); custom objects name code outside Keras.
+enum KerasFindings {
+    static func config(_ data: ByteView, member: String?) -> [Finding] {
+        let tree: JSON
+        do {
+            tree = try JSON.parse(data.array, maxDepth: 256)
+        } catch {
+            return [Finding(rule: "keras.bad-config", severity: .medium, message: "config.json is not valid JSON: \(error)", evidence: Evidence(member: member))]
+        }
+        var out: [Finding] = []
+        var stack: [JSON] = [tree]
+        var visited = 0
+        while let node = stack.popLast(), visited < 1_000_000 {
+            visited += 1
+            switch node {
+            case .object(let members):
+                var className: String?
+                var module: String?
+                var name: String?
+                for (k, v) in members {
+                    if case .string(let s) = v {
+                        if k == "class_name" { className = s }
+                        if k == "module" { module = s }
+                        if k == "name" { name = s }
+                    }
+                    stack.append(v)
+                }
+                if className == "Lambda" || className == "__lambda__" {
+                    out.append(Finding(
+                        rule: "keras.lambda", severity: .critical,
+                        message: "a \(className!) \(className == "Lambda" ? "layer" : "function") carries serialized Python code that runs when the model is loaded",
+                        evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])
+                    ))
+                } else if let module, !module.hasPrefix("keras"), !module.hasPrefix("builtins"), className != nil {
+                    out.append(Finding(
+                        rule: "keras.custom-object", severity: .medium,
+                        message: "custom object \(className!) from module \(module): loading imports code outside Keras",
+                        evidence: Evidence(member: member, global: "\(module).\(className!)")
+                    ))
+                }
+            case .array(let items):
+                stack.append(contentsOf: items)
+            default:
+                break
+            }
+        }
+        return out
+    }
+
+    /// Legacy Keras HDF5: the model config is a JSON string attribute. Without an HDF5 parser, look for a Lambda
+    /// layer in the bytes.
+    static func hdf5(_ view: ByteView) -> [Finding] {
+        let needles = [Array(#""class_name": "Lambda""#.utf8), Array(#""class_name":"Lambda""#.utf8)]
+        for needle in needles where contains(view, needle) {
+            return [Finding(rule: "keras.lambda", severity: .critical, message: "the HDF5 model config holds a Lambda layer: serialized Python code that runs when the model is loaded")]
+        }
+        return []
+    }
+
+    static func contains(_ view: ByteView, _ needle: [UInt8]) -> Bool {
+        view.withUnsafeBytes { buf in
+            guard buf.count >= needle.count, let first = needle.first else { return false }
+            var i = 0
+            let last = buf.count - needle.count
+            while i <= last {
+                if buf[i] == first {
+                    var j = 1
+                    while j < needle.count && buf[i + j] == needle[j] { j += 1 }
+                    if j == needle.count { return true }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
+}

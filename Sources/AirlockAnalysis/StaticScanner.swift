@@ -1,0 +1,172 @@
+public import AirlockFormats
+internal import AirlockJSON
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Static analysis of files and model folders: decide the format from the content, run its parser, apply the
+/// rules, and write one report per file. Nothing is loaded or executed.
+public enum StaticScanner {
+    /// Scans one file.
+    public static func scan(file path: String, budget: ScanBudget = .standard) -> Report {
+        let started = now()
+        let view: ByteView
+        do {
+            view = try ByteView.map(path: path)
+        } catch {
+            let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))], error: ("io", error.description))
+        }
+        let sha = FileDigest.sha256(view)
+        var analysis = analyse(view, name: path, budget: budget)
+        analysis.findings += nameFindings(path: path, format: analysis.format)
+        let target = ReportTarget(path: path, size: view.count, sha256: sha, format: analysis.format.rawValue)
+        return Report(target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))], error: analysis.error)
+    }
+
+    /// Scans files and folders (recursively, in name order); calls `report` once per file.
+    public static func scan(paths: [String], budget: ScanBudget = .standard, report: (Report) -> Void) {
+        for path in paths {
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                report(Report(target: target, findings: [], error: ("io", "cannot read \(path): \(String(cString: strerror(errno)))")))
+                continue
+            }
+            if st.st_mode & S_IFMT == S_IFDIR {
+                FolderScanner.scan(folder: path, budget: budget, report: report)
+            } else {
+                report(scan(file: path, budget: budget))
+            }
+        }
+    }
+
+    /// What one analysis found.
+    struct Analysis {
+        var format: FileFormat
+        var findings: [Finding] = []
+        var error: (code: String, message: String)? = nil
+    }
+
+    static func analyse(_ view: ByteView, name: String, budget: ScanBudget) -> Analysis {
+        var format = FormatDetector.sniff(view)
+        var findings: [Finding] = []
+        switch format {
+        case .pickle, .pytorchLegacy:
+            let report = PickleScanner.scan(view, budget: budget)
+            findings += PickleFindings.findings(report, member: nil, legacyTorch: format == .pytorchLegacy)
+            if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) { format = .joblib }
+        case .zip:
+            return ArchiveScanner.analyse(view, budget: budget)
+        case .numpy:
+            findings += NumPyFindings.findings(view, member: nil, budget: budget)
+        case .safetensors:
+            findings += SafetensorsParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+        case .gguf:
+            findings += GGUFParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+        case .hdf5:
+            findings += KerasFindings.hdf5(view)
+        case .onnx:
+            findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+        case .json, .python, .unknown:
+            break
+        case .pytorchZip, .joblib, .npz, .keras:
+            break // decided by refinement, never by sniffing
+        }
+        return Analysis(format: format, findings: findings)
+    }
+
+    /// A name whose extension belongs to other formats than the content's.
+    static func nameFindings(path: String, format: FileFormat) -> [Finding] {
+        let base = path.split(separator: "/").last.map(String.init) ?? path
+        guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return [] }
+        let ext = base[base.index(after: dot)...].lowercased()
+        guard !ext.isEmpty, format != .unknown, format != .json, format != .python else { return [] }
+        let known = Set(FileFormat.allCases.flatMap(\.usualExtensions))
+        guard known.contains(ext), !format.usualExtensions.contains(ext) else { return [] }
+        return [Finding(
+            rule: "format.name-mismatch", severity: .medium,
+            message: "the name says .\(ext) but the content is \(format.rawValue): a loader chosen by name would read it differently",
+            evidence: Evidence(details: [("extension", ext), ("content", format.rawValue)])
+        )]
+    }
+
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    static func ms(since start: UInt64) -> Double { Double(now() - start) / 1e6 }
+}
+
+/// Findings from a pickle scan: imports judged by `PickleRules`, calls attached as evidence, parser observations.
+enum PickleFindings {
+    static func findings(_ report: PickleReport, member: String?, legacyTorch: Bool = false, nestedAt: Int? = nil) -> [Finding] {
+        var out: [Finding] = []
+        var seen = Set<String>()
+        let imported = Set(report.imports.map { "\($0.module).\($0.name)" })
+        for g in report.imports {
+            let full = "\(g.module).\(g.name)"
+            guard seen.insert(full).inserted else { continue }
+            var evidence = Evidence(offset: g.offset, member: member, global: full)
+            if let call = report.calls.first(where: { $0.callee == full }) { evidence.args = call.args }
+            if let nestedAt { evidence.details.append(("nestedPickleAt", String(nestedAt))) }
+            switch PickleRules.classify(module: g.module, name: g.name) {
+            case .safe:
+                continue
+            case .dangerous(let reason, let critical):
+                out.append(Finding(
+                    rule: "pickle.dangerous-import", severity: critical ? .critical : .high,
+                    message: "imports \(full): \(reason)", evidence: evidence
+                ))
+            case .unknown:
+                out.append(Finding(
+                    rule: "pickle.unknown-import", severity: .medium,
+                    message: "imports \(full), which is on neither the allowlist nor the denylist", evidence: evidence
+                ))
+            }
+        }
+        // Callables resolved from getattr/import chains never appear as imports of their own.
+        for call in report.calls where call.callee != "<unknown>" && !imported.contains(call.callee) && seen.insert(call.callee).inserted {
+            guard let dot = call.callee.lastIndex(of: ".") else { continue }
+            let module = String(call.callee[..<dot]), name = String(call.callee[call.callee.index(after: dot)...])
+            if case .dangerous(let reason, let critical) = PickleRules.classify(module: module, name: name) {
+                var evidence = Evidence(offset: call.offset, member: member, global: call.callee, args: call.args)
+                if let nestedAt { evidence.details.append(("nestedPickleAt", String(nestedAt))) }
+                out.append(Finding(
+                    rule: "pickle.dangerous-call", severity: critical ? .critical : .high,
+                    message: "calls \(call.callee) (reached dynamically): \(reason)", evidence: evidence
+                ))
+            }
+        }
+        for o in report.observations {
+            var f = ObservationRules.finding(o)
+            if f.evidence.member == nil { f.evidence.member = member }
+            // Legacy PyTorch files carry their storages after the last pickle.
+            if legacyTorch && o.kind == "pickle.trailing-data" { f.severity = .info }
+            out.append(f)
+        }
+        for (nested, offset) in zip(report.nested, report.nestedOffsets) {
+            out += findings(nested, member: member, nestedAt: offset)
+        }
+        return out
+    }
+}
+
+/// NumPy arrays: the header, and the pickle an object array carries.
+enum NumPyFindings {
+    static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> [Finding] {
+        let report = NumPyParser.parse(view, budget: budget)
+        var out = report.observations.map { o -> Finding in
+            var f = ObservationRules.finding(o)
+            if f.evidence.member == nil { f.evidence.member = member }
+            return f
+        }
+        if let offset = report.pickleOffset, let data = view.suffix(from: offset) {
+            out += PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: member), member: member)
+        }
+        return out
+    }
+}

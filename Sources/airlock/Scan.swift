@@ -1,0 +1,56 @@
+import AirlockAnalysis
+import AirlockFormats
+import AirlockJSON
+import ArgumentParser
+
+/// Output formats of `airlock scan`.
+enum ScanFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+extension Airlock {
+    /// `airlock scan`: static analysis only.
+    struct Scan: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read model files without loading them: format, structure, imports, verdict.",
+            discussion: """
+                Formats are decided from the content: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib,
+                NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, GGUF, ZIP archives, and model
+                folders (every file, plus trust_remote_code code and pickle weights). Nothing is loaded or run;
+                `airlock probe` adds a detonation. See docs/formats.md for what each check covers and what it does not.
+
+                JSON output is one report per line (JSON Lines), one per file.
+                Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
+                """
+        )
+
+        @Option(name: .long, help: "Output format: text or json (JSON Lines, one report per file).")
+        var format: ScanFormat = .text
+
+        @Flag(name: .long, help: "Show informational findings too (text output).")
+        var verbose = false
+
+        @Argument(help: "Files or folders to scan.")
+        var paths: [String] = []
+
+        func validate() throws {
+            if paths.isEmpty { throw ValidationError("no file or folder given: airlock scan PATH...") }
+        }
+
+        func run() throws {
+            var worst: Verdict = .clean
+            StaticScanner.scan(paths: paths) { report in
+                switch format {
+                case .json: writeStdout(Array(report.json.serialized().utf8) + [0x0A])
+                case .text: writeStdout(Array((report.text(verbose: verbose) + "\n").utf8))
+                }
+                worst = max(worst, report.verdict)
+            }
+            switch worst {
+            case .clean: return
+            case .suspicious, .malicious: throw ExitCode(1)
+            case .error: throw ExitCode(2)
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+@testable import AirlockAnalysis
+import AirlockFormats
+import Foundation
+import Testing
+
+/// Runs a generator under Tests/Generators into a fresh directory.
+func generate(_ script: String) throws -> String {
+    var root = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { root.deleteLastPathComponent() }
+    let out = NSTemporaryDirectory() + "airlock-\(script)-\(UUID().uuidString.prefix(8))"
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    p.arguments = [root.appendingPathComponent("Tests/Generators/\(script).py").path, out]
+    try p.run()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw POSIXError(.EIO) }
+    return out
+}
+
+/// `airlock scan` end to end on generated files: the verdict, the rules that prove it, the format.
+@Suite("Static scan", .serialized)
+struct ScanTests {
+    struct Expectation: Decodable {
+        var path: String
+        var verdict: String
+        var rules: [String]
+        var format: String?
+    }
+
+    @Test("every generated model file gets its expected verdict and evidence")
+    func models() throws {
+        let dir = try generate("models")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let expectations = try JSONDecoder().decode([Expectation].self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/expectations.json")))
+        var reports: [String: Report] = [:]
+        StaticScanner.scan(paths: [dir]) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
+        #expect(expectations.count >= 25)
+        for e in expectations {
+            let r = try #require(reports[e.path], "\(e.path) was not scanned")
+            let rules = Set(r.findings.map(\.rule))
+            #expect(r.verdict.rawValue == e.verdict, "\(e.path): \(r.findings.map { "\($0.rule) \($0.message)" })")
+            for rule in e.rules { #expect(rules.contains(rule), "\(e.path) lacks \(rule): \(rules.sorted())") }
+            if let format = e.format { #expect(r.target.format == format, "\(e.path)") }
+            #expect(r.target.sha256?.count == 64)
+        }
+    }
+
+    @Test("every malicious pickle sample is malicious, every benign one clean")
+    func pickleCorpus() throws {
+        let dir = try generate("pickles")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".pkl") }.sorted()
+        #expect(files.count >= 40)
+        var malicious = 0
+        for file in files {
+            let r = StaticScanner.scan(file: "\(dir)/\(file)")
+            let expected: Verdict
+            if file.hasPrefix("benign_") || file == "legacy_torch.pkl" {
+                expected = .clean
+            } else if file == "ext_codes.pkl" {
+                expected = .suspicious
+            } else {
+                expected = .malicious
+                malicious += 1
+            }
+            #expect(r.verdict == expected, "\(file): \(r.findings.map(\.message))")
+        }
+        #expect(malicious >= 35, "the pickle corpus; models.py adds a dozen more malicious files")
+    }
+
+    @Test("truncated and corrupted model files give a verdict or a clear error, never a crash")
+    func damaged() throws {
+        let dir = try generate("models")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["evil.pt", "objects.npz", "lambda.keras", "legacy_evil.pt", "model.safetensors", "traversal.onnx"] {
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name)")))
+            let path = "\(dir)/damaged-\(name)"
+            for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 40)) {
+                try Data(bytes[0..<cut]).write(to: URL(fileURLWithPath: path))
+                let r = StaticScanner.scan(file: path)
+                if r.verdict == .error { #expect(r.error != nil) }
+            }
+        }
+    }
+
+    @Test("a missing path is an error report, not a crash")
+    func missing() {
+        var reports: [Report] = []
+        StaticScanner.scan(paths: ["/nonexistent/airlock-model.pt"]) { reports.append($0) }
+        #expect(reports.count == 1)
+        #expect(reports.first?.verdict == .error)
+    }
+}
