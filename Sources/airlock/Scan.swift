@@ -14,12 +14,10 @@ extension Airlock {
         static let configuration = CommandConfiguration(
             abstract: "Read model files without loading them: format, structure, imports, verdict.",
             discussion: """
-                Formats are decided from the content: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib,
-                NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, GGUF, ZIP archives, and model
-                folders (every file, plus trust_remote_code code and pickle weights). Nothing is loaded or run;
-                `airlock probe` adds a detonation. See docs/formats.md for what each check covers and what it does not.
+                Formats are decided from the content, never the name: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib, NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, ONNX, GGUF, ZIP archives, and model folders (every file, plus code that trust_remote_code would run and pickle weights). Every pickle import is judged against an allowlist and a code-execution denylist; imports on neither list make a file at least suspicious. Nothing is loaded or run. docs/formats.md says what each check covers and what it does not.
 
-                JSON output is one report per line (JSON Lines), one per file.
+                JSON output is one report per file, one per line (JSON Lines).
+
                 Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
                 """
         )
