@@ -5,7 +5,7 @@ import ArgumentParser
 
 /// Output formats of `airlock scan`.
 enum ScanFormat: String, ExpressibleByArgument, CaseIterable {
-    case text, json
+    case text, json, sarif
 }
 
 extension Airlock {
@@ -16,13 +16,13 @@ extension Airlock {
             discussion: """
                 Formats are decided from the content, never the name: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib, NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, ONNX, GGUF, ZIP archives, and model folders (every file, plus code that trust_remote_code would run and pickle weights). Every pickle import is judged against an allowlist and a code-execution denylist; imports on neither list make a file at least suspicious. Nothing is loaded or run. docs/formats.md says what each check covers and what it does not.
 
-                JSON output is one report per file, one per line (JSON Lines).
+                JSON output is one report per file, one per line (JSON Lines). SARIF output is one SARIF 2.1.0 log for all files, for code-scanning tools.
 
                 Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
                 """
         )
 
-        @Option(name: .long, help: "Output format: text or json (JSON Lines, one report per file).")
+        @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
         var format: ScanFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
@@ -37,12 +37,17 @@ extension Airlock {
 
         func run() throws {
             var worst: Verdict = .clean
+            var collected: [Report] = []
             StaticScanner.scan(paths: paths) { report in
                 switch format {
                 case .json: writeStdout(Array(report.json.serialized().utf8) + [0x0A])
                 case .text: writeStdout(Array((report.text(verbose: verbose) + "\n").utf8))
+                case .sarif: collected.append(report)
                 }
                 worst = max(worst, report.verdict)
+            }
+            if format == .sarif {
+                writeStdout(Array(Sarif.log(collected, version: Airlock.configuration.version).serialized().utf8) + [0x0A])
             }
             switch worst {
             case .clean: return

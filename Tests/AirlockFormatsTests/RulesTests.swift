@@ -79,3 +79,38 @@ struct RulesTests {
         #expect(FormatDetector.sniff(ByteView(bytes)) == expected)
     }
 }
+
+@Suite("SARIF")
+struct SarifTests {
+    @Test("the log has SARIF 2.1.0's required structure, and every result names a declared rule")
+    func structure() throws {
+        let a = Report(target: ReportTarget(path: "/models/a b.pt", size: 10, sha256: String(repeating: "a", count: 64), format: "pytorch-zip"),
+                       findings: [Finding(rule: "pickle.dangerous-import", severity: .critical, message: "imports os.system", evidence: Evidence(offset: 5, global: "os.system")),
+                                  Finding(rule: "zip.trailing-data", severity: .low, message: "trailing")])
+        let b = Report(target: ReportTarget(path: "rel/x.pkl", size: 0, sha256: nil, format: "unknown"), findings: [], error: ("io", "cannot open"))
+        let text = Sarif.log([a, b], version: "0.1.0").serialized()
+        let log = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect(log["version"] as? String == "2.1.0")
+        let run = try #require((log["runs"] as? [[String: Any]])?.first)
+        let driver = try #require((run["tool"] as? [String: Any])?["driver"] as? [String: Any])
+        #expect(driver["name"] as? String == "airlock")
+        let rules = try #require(driver["rules"] as? [[String: Any]])
+        let results = try #require(run["results"] as? [[String: Any]])
+        #expect(results.count == 2)
+        for r in results {
+            let id = try #require(r["ruleId"] as? String)
+            let index = try #require(r["ruleIndex"] as? Int)
+            #expect(rules[index]["id"] as? String == id)
+            #expect(["none", "note", "warning", "error"].contains(r["level"] as? String ?? ""))
+            #expect(((r["message"] as? [String: Any])?["text"] as? String)?.isEmpty == false)
+            let location = try #require((r["locations"] as? [[String: Any]])?.first?["physicalLocation"] as? [String: Any])
+            let uri = try #require((location["artifactLocation"] as? [String: Any])?["uri"] as? String)
+            #expect(uri == "file:///models/a%20b.pt")
+        }
+        let artifacts = try #require(run["artifacts"] as? [[String: Any]])
+        #expect(((artifacts[0]["hashes"] as? [String: Any])?["sha-256"] as? String)?.count == 64)
+        #expect((artifacts[1]["location"] as? [String: Any])?["uri"] as? String == "rel/x.pkl")
+        let invocation = try #require((run["invocations"] as? [[String: Any]])?.first)
+        #expect(invocation["executionSuccessful"] as? Bool == false)
+    }
+}
