@@ -4,7 +4,7 @@
 SWIFT ?= swift
 PREFIX ?= /usr/local
 CONFIG ?= release
-APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 pkg-config
+APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config
 BENCH_PACKAGES := bubblewrap hyperfine gcc
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 

@@ -156,6 +156,20 @@ struct ScanCLITests {
         #expect(try runCLI(["scan", "/nonexistent/airlock.pt"]).status == 2)
         #expect(try runCLI(["scan"]).status == 64)
 
+        // SARIF validates against the schema of the SARIF subset Airlock writes (docs/), with Python's jsonschema.
+        let sarif = try runCLI(["scan", "--format", "sarif", dir, "/nonexistent/airlock.pt"])
+        #expect(sarif.status == 2)
+        let sarifPath = "\(dir)/log.sarif"
+        try sarif.stdout.write(toFile: sarifPath, atomically: true, encoding: .utf8)
+        let validate = Process()
+        validate.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        validate.arguments = ["-c", "import json, sys, jsonschema; jsonschema.Draft7Validator(json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()).validate(json.load(open(sys.argv[2])))",
+                              "\(repositoryRoot)/docs/sarif-2.1.0-subset.schema.json", sarifPath]
+        try validate.run()
+        validate.waitUntilExit()
+        #expect(validate.terminationStatus == 0, "the SARIF log does not validate")
+        try FileManager.default.removeItem(atPath: sarifPath)
+
         let json = try runCLI(["scan", "--format", "json", dir])
         #expect(json.status == 1)
         let lines = json.stdout.split(separator: "\n")
