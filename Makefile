@@ -5,7 +5,7 @@ SWIFT ?= swift
 PREFIX ?= /usr/local
 CONFIG ?= release
 APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config
-BENCH_PACKAGES := bubblewrap hyperfine gcc
+BENCH_PACKAGES := bubblewrap hyperfine gcc time python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build test demo bench bench-deps install clean
@@ -49,6 +49,9 @@ bench-deps:
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+	@# picklescan, the baseline of Tests/Bench/scan.sh, in a venv of its own (.build-bench is git-ignored).
+	@[ -x .build-bench/venv/bin/picklescan ] || { /usr/bin/python3 -m venv .build-bench/venv && \
+	  .build-bench/venv/bin/pip install -q --disable-pip-version-check picklescan==1.0.5; }
 
 # Speed targets live here, not in timed tests. Results: docs/benchmarks.md.
 bench: build bench-deps

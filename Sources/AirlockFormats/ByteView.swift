@@ -92,6 +92,21 @@ public struct ByteView: Sendable {
         return true
     }
 
+    /// Drops the pages of a file mapping that lie wholly inside `length` bytes at `offset` from the process's
+    /// resident set (`madvise(MADV_DONTNEED)`), so reading a file once from end to end does not keep all of it
+    /// resident. The mapping is read-only and private, so nothing is lost: a later read of those bytes maps them
+    /// again from the page cache. Does nothing for in-memory views, or when the range is invalid.
+    public func releasePages(_ offset: Int, _ length: Int) {
+        guard storage.isMapped, let base = storage.base, offset >= 0, length > 0, offset <= count, length <= count - offset else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let lo = start + offset, hi = lo + length
+        let first = (lo + page - 1) / page * page
+        let end = hi / page * page
+        guard end > first else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + first), end - first, MADV_DONTNEED)
+    }
+
     /// Calls `body` with the view's bytes.
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         guard let base = storage.base, count > 0 else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
@@ -104,6 +119,8 @@ final class ByteStorage: @unchecked Sendable {
     let base: UnsafeRawPointer?
     private let count: Int
     private let mapped: Bool
+    /// Whether `base` is a file mapping (page-aligned, from `mmap`) rather than a heap copy.
+    var isMapped: Bool { mapped }
 
     init(copying bytes: [UInt8]) {
         count = bytes.count

@@ -9,10 +9,13 @@
 #   3. Python start: `python3 -I -S -c pass` under airlock, under bubblewrap and on the host.
 #   4. a sandbox run from a process that keeps its profile and compiled filter (the daemon's shape), timed by
 #      .build/release/airlock-bench, against bubblewrap's whole run.
+#   5-6. static analysis: `airlock scan` against picklescan and sha256sum, in Tests/Bench/scan.sh (run at the end;
+#      BENCH_SCAN=0 skips it, its own knobs are described there).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
-# place, median kept, default 3). Takes about 12 s on 2 cores with the defaults, plus the build.
+# place, median kept, default 3). Takes about 12 s on 2 cores with the defaults, plus the build, plus about 2 minutes
+# for scan.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -301,4 +304,9 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if grep -q 'Warning' "$TMP/hyperfine.log" 2>/dev/null; then
     echo
     echo "hyperfine warnings (counts): $(grep -o 'Warning: [^.(]*' "$TMP/hyperfine.log" | sort | uniq -c | sed 's/^ *//' | paste -sd ';' | sed 's/;/; /g')"
+fi
+
+if [ "${BENCH_SCAN:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/scan.sh"
 fi
