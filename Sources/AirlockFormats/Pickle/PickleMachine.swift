@@ -128,11 +128,21 @@ struct PickleMachine {
 
     // MARK: - The loop
 
+    /// Bytes scanned between two hand-backs of the mapped pages behind the cursor.
+    static let releaseStep = 8 << 20
+
     mutating func runStream(_ p: UnsafeRawBufferPointer, start: Int) -> StreamEnd {
         let n = p.count
         var pos = start
         let maxOps = budget.maxOperations
+        // Pages already read go back to the kernel (they re-fault from the file if a value is rendered later), so a
+        // large file does not stay resident on top of the machine's tables.
+        var nextRelease = start + PickleMachine.releaseStep
         while true {
+            if pos >= nextRelease {
+                view.releasePages(0, pos &- PickleMachine.releaseStep / 2)
+                nextRelease = pos + PickleMachine.releaseStep
+            }
             guard pos < n else {
                 observe("pickle.truncated", "the pickle ends without STOP", offset: pos)
                 return .failed(pos)
