@@ -44,6 +44,34 @@ public struct Evidence: Sendable, Equatable {
     }
 }
 
+/// Observations with a cap, so that a hostile file cannot make a report large: past `cap`, they are counted and
+/// summed up in one `<prefix>.observations-truncated` observation.
+struct ObservationLog {
+    let prefix: String
+    let cap: Int
+    var items: [Observation] = []
+    var dropped = 0
+
+    init(prefix: String, cap: Int) {
+        self.prefix = prefix
+        self.cap = cap
+    }
+
+    mutating func add(_ kind: String, _ message: String, offset: Int?, _ details: (String, String)...) {
+        guard items.count < cap else {
+            dropped += 1
+            return
+        }
+        items.append(Observation(kind, message, Evidence(offset: offset, details: details)))
+    }
+
+    func finish() -> [Observation] {
+        guard dropped > 0 else { return items }
+        return items + [Observation("\(prefix).observations-truncated", "\(dropped) more observations were not kept",
+                                    Evidence(details: [("dropped", String(dropped))]))]
+    }
+}
+
 /// Bounds on the work one analysis may do, so that no input can make the scanner slow or large.
 public struct ScanBudget: Sendable {
     /// Most opcodes, records or fields processed in one stream.

@@ -126,24 +126,6 @@ public enum GGUFParser {
         return r.report
     }
 
-    struct Log {
-        var items: [Observation] = []
-        var dropped = 0
-
-        mutating func add(_ kind: String, _ message: String, offset: Int?, _ details: (String, String)...) {
-            guard items.count < GGUFParser.maxObservations else {
-                dropped += 1
-                return
-            }
-            items.append(Observation(kind, message, Evidence(offset: offset, details: details)))
-        }
-
-        func finish() -> [Observation] {
-            guard dropped > 0 else { return items }
-            return items + [Observation("gguf.observations-truncated", "\(dropped) more observations were not kept",
-                                        Evidence(details: [("dropped", String(dropped))]))]
-        }
-    }
 
     /// Why reading stopped early.
     struct Stop: Error {}
@@ -154,7 +136,7 @@ public enum GGUFParser {
         var at = 0
         var wide = true  // 64-bit counts and lengths (v2+)
         var report = GGUFReport()
-        var log = Log()
+        var log = ObservationLog(prefix: "gguf", cap: GGUFParser.maxObservations)
         var operations = 0
         var heldBytes = 0
         var keysSeen = Set<String>()

@@ -55,13 +55,13 @@ public enum NumPyParser {
 
     public static func parse(_ view: ByteView, budget: ScanBudget = .standard) -> NumPyReport {
         var report = NumPyReport()
-        var log = Log()
+        var log = ObservationLog(prefix: "numpy", cap: NumPyParser.maxObservations)
         read(view, budget: budget, into: &report, log: &log)
         report.observations = log.finish()
         return report
     }
 
-    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout NumPyReport, log: inout Log) {
+    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout NumPyReport, log: inout ObservationLog) {
 
         guard view.starts(with: magic) else {
             log.add("numpy.bad-magic", "the file does not start with \\x93NUMPY", offset: 0)
@@ -234,7 +234,7 @@ public enum NumPyParser {
     /// Adds the size of `descr` (times `multiplier`) to `info`. Recursion follows the literal's nesting, which the
     /// literal parser has already bounded by `maxNesting`.
     private static func measure(_ descr: NumPyLiteral, _ info: inout DescrInfo, multiplier: Int = 1, depth: Int = 0,
-                                log: inout Log, headerStart: Int) {
+                                log: inout ObservationLog, headerStart: Int) {
         guard depth <= maxNesting else {
             info.unknown = true
             return
@@ -343,22 +343,4 @@ public enum NumPyParser {
         }
     }
 
-    struct Log {
-        var items: [Observation] = []
-        var dropped = 0
-
-        mutating func add(_ kind: String, _ message: String, offset: Int?, _ details: (String, String)...) {
-            guard items.count < NumPyParser.maxObservations else {
-                dropped += 1
-                return
-            }
-            items.append(Observation(kind, message, Evidence(offset: offset, details: details)))
-        }
-
-        func finish() -> [Observation] {
-            guard dropped > 0 else { return items }
-            return items + [Observation("numpy.observations-truncated", "\(dropped) more observations were not kept",
-                                        Evidence(details: [("dropped", String(dropped))]))]
-        }
-    }
 }

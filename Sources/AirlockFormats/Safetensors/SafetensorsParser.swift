@@ -85,13 +85,13 @@ public enum SafetensorsParser {
     /// Reads the header and checks every entry against the data section.
     public static func parse(_ view: ByteView, budget: ScanBudget = .standard) -> SafetensorsReport {
         var report = SafetensorsReport()
-        var log = Log()
+        var log = ObservationLog(prefix: "safetensors", cap: SafetensorsParser.maxObservations)
         read(view, budget: budget, into: &report, log: &log)
         report.observations = log.finish()
         return report
     }
 
-    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout SafetensorsReport, log: inout Log) {
+    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout SafetensorsReport, log: inout ObservationLog) {
         guard let n64 = view.le(UInt64.self, at: 0) else {
             log.add("safetensors.truncated", "the file is shorter than the 8-byte header length", offset: 0,
                     ("size", String(view.count)))
@@ -162,7 +162,7 @@ public enum SafetensorsParser {
         return
     }
 
-    private static func readMetadata(_ value: JSON, into report: inout SafetensorsReport, log: inout Log) {
+    private static func readMetadata(_ value: JSON, into report: inout SafetensorsReport, log: inout ObservationLog) {
         switch value {
         case .null:
             return  // The reference reader accepts null as "no metadata".
@@ -181,7 +181,7 @@ public enum SafetensorsParser {
         }
     }
 
-    private static func readEntry(_ name: String, _ value: JSON, dataSize: Int, dataOffset: Int, log: inout Log) -> SafetensorsTensor? {
+    private static func readEntry(_ name: String, _ value: JSON, dataSize: Int, dataOffset: Int, log: inout ObservationLog) -> SafetensorsTensor? {
         guard case .object(let fields) = value else {
             log.add("safetensors.bad-entry", "tensor \"\(name)\" is not an object", offset: nil, ("tensor", name), ("type", typeName(value)))
             return nil
@@ -268,7 +268,7 @@ public enum SafetensorsParser {
     }
 
     /// Entries sorted by offset must tile the data section exactly: from 0, no gaps, no overlaps, to the end.
-    private static func checkLayout(_ tensors: [SafetensorsTensor], dataSize: Int, dataOffset: Int, log: inout Log) {
+    private static func checkLayout(_ tensors: [SafetensorsTensor], dataSize: Int, dataOffset: Int, log: inout ObservationLog) {
         let sorted = tensors.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         var cursor = 0
         var previous: String?
@@ -311,23 +311,4 @@ public enum SafetensorsParser {
 
     static func isJSONSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
 
-    /// Observations with a cap, so a hostile header cannot make the report large.
-    struct Log {
-        var items: [Observation] = []
-        var dropped = 0
-
-        mutating func add(_ kind: String, _ message: String, offset: Int?, _ details: (String, String)...) {
-            guard items.count < SafetensorsParser.maxObservations else {
-                dropped += 1
-                return
-            }
-            items.append(Observation(kind, message, Evidence(offset: offset, details: details)))
-        }
-
-        func finish() -> [Observation] {
-            guard dropped > 0 else { return items }
-            return items + [Observation("safetensors.observations-truncated", "\(dropped) more observations were not kept",
-                                        Evidence(details: [("dropped", String(dropped))]))]
-        }
-    }
 }
