@@ -33,8 +33,15 @@ test: deps
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
-# Runs an escape attempt under `airlock exec` and shows its trace.
+# Scans generated sample models (benign and malicious), then runs an escape attempt under `airlock exec` and shows
+# its trace.
 demo: build
+	@echo "== airlock scan: sample models written by Tests/Generators/models.py =="
+	@echo
+	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d >/dev/null && cd $$d && \
+	  $(CURDIR)/.build/release/airlock scan benign.pt model.safetensors evil.pt lambda.keras traversal.onnx; \
+	  rm -rf $$d
+	@echo
 	@echo "== airlock exec: a Python payload tries to escape =="
 	@echo
 	-.build/release/airlock exec --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py
