@@ -2,6 +2,7 @@
 # `make fuzz`: runs each libFuzzer target of .build-fuzz/release/airlock-fuzz for FUZZ_SECONDS.
 # Usage: Tests/Fuzz/run.sh TARGET...   (environment: FUZZ_SECONDS, FUZZ_TIMEOUT, FUZZ_ARGS)
 #
+# Tests/Fuzz/Dictionaries/<target>.dict, when present, gives libFuzzer the format's tokens.
 # The committed corpus (Tests/Fuzz/Corpus/<target>) seeds a working copy in .build-fuzz/corpus/<target>, which keeps
 # growing from run to run without touching the tree. Crashes, timeouts and out-of-memory inputs go to
 # .build-fuzz/artifacts/<target>/; full logs to .build-fuzz/logs/<target>.log. Exits 1 when any target failed.
@@ -24,10 +25,12 @@ for target in "$@"; do
     mkdir -p "$corpus" "$artifacts" .build-fuzz/logs
     cp -n Tests/Fuzz/Corpus/"$target"/* "$corpus"/ 2>/dev/null
     before=$(find "$artifacts" -type f | wc -l)
+    dict=()
+    [ -f Tests/Fuzz/Dictionaries/"$target".dict ] && dict=(-dict=Tests/Fuzz/Dictionaries/"$target".dict)
     # shellcheck disable=SC2086
     AIRLOCK_FUZZ_TARGET=$target "$BIN" "$corpus" \
         -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 -rss_limit_mb=2048 -timeout="$TIMEOUT" \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" ${FUZZ_ARGS:-} >"$log" 2>&1
+        -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} >"$log" 2>&1
     status=$?
     after=$(find "$artifacts" -type f | wc -l)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

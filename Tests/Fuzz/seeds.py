@@ -5,7 +5,8 @@ Seeds come from the test generators (pickles.py, models.py, zips.py) and from a 
 what the generators do not (NumPy v2/v3 headers, GGUF arrays, ONNX subgraphs, small ZIP bombs, JSON edge cases).
 Python 3 standard library only; like the generators it only WRITES bytes, and every payload is harmless
 (`touch /tmp/airlock-pickle-test`). Files over 64 KiB are left out (`-max_len=65536`). Files already in a corpus
-folder that this script does not write (minimised crashes, `regress-*`) are kept. Usage: seeds.py [CORPUS_DIR]
+folder that this script does not write (inputs kept from fuzzing runs, named by their SHA-1, and `regress-*`) are
+kept. Usage: seeds.py [CORPUS_DIR]
 """
 import json
 import os
