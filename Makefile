@@ -8,7 +8,7 @@ APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema 
 BENCH_PACKAGES := bubblewrap hyperfine gcc time python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench bench-deps install clean
+.PHONY: all deps build test demo bench bench-deps install clean fuzz
 
 all: build
 
@@ -63,6 +63,19 @@ bench-deps:
 # Speed targets live here, not in timed tests. Results: docs/benchmarks.md.
 bench: build bench-deps
 	bash Tests/Bench/run.sh
+
+# libFuzzer + ASan over every parser, FUZZ_SECONDS each; fails when one crashes, hangs or runs out of memory.
+# Separate scratch path: the sanitizer flags must not reach the normal build. Details: docs/fuzzing.md.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS ?= pickle zip safetensors numpy gguf onnx json format
+FUZZ_SWIFTFLAGS := -Xswiftc -DAIRLOCK_LIBFUZZER -Xswiftc -sanitize=fuzzer,address \
+	-Xswiftc -enable-experimental-feature -Xswiftc Extern
+fuzz: deps
+	@mkdir -p .build-fuzz/logs
+	@echo "fuzz: building airlock-fuzz with libFuzzer and ASan (log: .build-fuzz/logs/build.log)"
+	@$(SWIFT) build -c release --scratch-path .build-fuzz --product airlock-fuzz $(FUZZ_SWIFTFLAGS) \
+	  >.build-fuzz/logs/build.log 2>&1 || { grep -v "Cannot export local symbol" .build-fuzz/logs/build.log; exit 1; }
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh $(FUZZ_TARGETS)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/airlock/profiles

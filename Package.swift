@@ -69,13 +69,20 @@ let package = Package(
             dependencies: ["AirlockSandbox"],
             path: "Tests/Bench/SandboxRunBench"
         ),
+        // `make fuzz`: one libFuzzer harness per parser. A plain build makes a corpus replayer
+        // (`airlock-fuzz TARGET FILE_OR_DIR...`); built with `-DAIRLOCK_LIBFUZZER -sanitize=fuzzer,address` it is the fuzzer.
+        .executableTarget(
+            name: "airlock-fuzz",
+            dependencies: ["AirlockFormats", "AirlockJSON", "AirlockAnalysis"],
+            path: "Tests/Fuzz/Harness"
+        ),
         .testTarget(
             name: "AirlockSandboxTests",
             dependencies: ["AirlockSandbox", "AirlockJSON"]
         ),
         .testTarget(
             name: "AirlockFormatsTests",
-            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON"]
+            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON", "airlock-fuzz"]
         ),
     ]
 )

@@ -6,8 +6,20 @@ internal import AirlockJSON
 enum ArchiveScanner {
     /// Most members opened per archive.
     static let maxMembers = 10_000
+    /// Most bytes inflated for one file, all members and nested archives together, in `ScanBudget.maxInflatedBytes`.
+    /// Without it, members that share one deflate stream (overlapping entries) made a 64 KiB archive inflate 20 GB
+    /// (`make fuzz`, docs/fuzzing.md).
+    static let inflatedTotalFactor = 4
+    /// Deflate's largest expansion: what a member that failed part-way may have cost.
+    static let deflateMaxRatio = 1032
 
     static func analyse(_ view: ByteView, budget: ScanBudget, depth: Int = 0) -> StaticScanner.Analysis {
+        var inflated = 0
+        return analyse(view, budget: budget, depth: depth, inflated: &inflated)
+    }
+
+    /// `inflated` counts the bytes inflated so far for this file, nested archives included.
+    static func analyse(_ view: ByteView, budget: ScanBudget, depth: Int, inflated: inout Int) -> StaticScanner.Analysis {
         let archive: ZipArchive
         do {
             archive = try ZipArchive.read(view, budget: budget)
@@ -22,6 +34,9 @@ enum ArchiveScanner {
             rank(a.element.name, format) < rank(b.element.name, format) || (rank(a.element.name, format) == rank(b.element.name, format) && a.offset < b.offset)
         }.map(\.element)
         var opened = 0
+        let (product, over) = budget.maxInflatedBytes.multipliedReportingOverflow(by: inflatedTotalFactor)
+        let inflatedLimit = over ? Int.max : product
+        var stoppedInflating = false
         for entry in ordered {
             if format == .pytorchZip && isStorage(entry.name) { continue }
             guard opened < maxMembers else {
@@ -29,10 +44,26 @@ enum ArchiveScanner {
                 break
             }
             opened += 1
+            if entry.method == 8 && inflated >= inflatedLimit {
+                if !stoppedInflating {
+                    stoppedInflating = true
+                    findings.append(Finding(
+                        rule: "zip.bomb", severity: .high,
+                        message: "the members inflate to more than \(inflatedLimit) bytes in all; \(entry.name) and the compressed members after it were not examined",
+                        evidence: Evidence(member: entry.name, details: [("inflatedTotal", String(inflated)), ("limit", String(inflatedLimit))])
+                    ))
+                }
+                continue
+            }
             let data: ByteView
             do {
                 data = try archive.extract(entry, from: view, limit: budget.maxInflatedBytes)
+                if entry.method == 8 { inflated = saturatingSum(inflated, data.count) }
             } catch {
+                if entry.method == 8 {
+                    let (bound, o) = Int(clamping: entry.compressedSize).multipliedReportingOverflow(by: deflateMaxRatio)
+                    inflated = saturatingSum(inflated, o ? budget.maxInflatedBytes : min(bound, budget.maxInflatedBytes))
+                }
                 findings.append(Finding(
                     rule: error.code == .budget ? "zip.bomb" : "zip.unreadable-member",
                     severity: error.code == .budget ? .high : .medium,
@@ -41,9 +72,14 @@ enum ArchiveScanner {
                 ))
                 continue
             }
-            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth)
+            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth, inflated: &inflated)
         }
         return StaticScanner.Analysis(format: format, findings: findings)
+    }
+
+    static func saturatingSum(_ a: Int, _ b: Int) -> Int {
+        let (sum, o) = a.addingReportingOverflow(b)
+        return o ? Int.max : sum
     }
 
     static func rank(_ name: String, _ format: FileFormat) -> Int {
@@ -59,7 +95,8 @@ enum ArchiveScanner {
         return last.allSatisfy(\.isNumber)
     }
 
-    static func member(_ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int) -> [Finding] {
+    static func member(_ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
+                       inflated: inout Int) -> [Finding] {
         let kind = FormatDetector.sniff(data)
         switch kind {
         case .pickle, .pytorchLegacy:
@@ -76,7 +113,7 @@ enum ArchiveScanner {
             guard depth + 1 < budget.maxNesting else {
                 return [Finding(rule: "zip.nested-too-deep", severity: .medium, message: "archive nested deeper than \(budget.maxNesting) levels", evidence: Evidence(member: name))]
             }
-            var nested = analyse(data, budget: budget, depth: depth + 1)
+            var nested = analyse(data, budget: budget, depth: depth + 1, inflated: &inflated)
             for i in nested.findings.indices { nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "") }
             return nested.findings
         default:

@@ -25,6 +25,14 @@ public enum StaticScanner {
         return Report(target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))], error: analysis.error)
     }
 
+    /// Analyses bytes already in memory as `scan(file:)` analyses a file's content: the same sniffing, parsers and
+    /// rules, without the name checks, the digest or timings. For the fuzzer (`Tests/Fuzz`) and embedders.
+    public static func analyse(bytes view: ByteView, budget: ScanBudget = .standard) -> Report {
+        let analysis = analyse(view, name: "<bytes>", budget: budget)
+        let target = ReportTarget(path: "<bytes>", size: view.count, sha256: nil, format: analysis.format.rawValue)
+        return Report(target: target, findings: analysis.findings, error: analysis.error)
+    }
+
     /// Scans files and folders (recursively, in name order); calls `report` once per file.
     public static func scan(paths: [String], budget: ScanBudget = .standard, report: (Report) -> Void) {
         for path in paths {
