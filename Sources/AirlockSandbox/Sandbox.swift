@@ -15,13 +15,16 @@ public struct SandboxRequest: Sendable {
     public var timeoutSeconds: Double?
     /// Mounts added after the profile's (for example the model, read-only, at `/model`).
     public var extraMounts: [MountSpec]
+    /// Phases the command may announce, in order (`startup`, `load`, `probe`); empty for none. See `PhaseMarker`.
+    public var phases: [String]
 
     /// Creates a request.
-    public init(argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = []) {
+    public init(argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [], phases: [String] = []) {
         self.argv = argv
         self.profile = profile
         self.timeoutSeconds = timeoutSeconds
         self.extraMounts = extraMounts
+        self.phases = phases
     }
 }
 
@@ -381,7 +384,10 @@ private final class SandboxRun {
             }
         }
 
-        let notifier = try SeccompNotifier(listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start, maxEvents: limits.traceEvents)
+        let notifier = try SeccompNotifier(
+            listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
+            maxEvents: limits.traceEvents, phases: request.phases
+        )
         var stdoutBuffer = OutputBuffer(limit: limits.outputBytes)
         var stderrBuffer = OutputBuffer(limit: limits.outputBytes)
         var exitStatus: Int32? = nil

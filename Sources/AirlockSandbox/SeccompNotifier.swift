@@ -21,6 +21,8 @@ final class SeccompNotifier {
     private var namespacePids: [pid_t: pid_t] = [:]
     private var launched = false
     private var seq = 0
+    private let phases: [String]
+    private var phase = 0
 
     /// Recorded events, in order.
     private(set) var events: [TraceEvent] = []
@@ -29,8 +31,9 @@ final class SeccompNotifier {
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
 
-    init(listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int) throws(SandboxError) {
+    init(listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, phases: [String] = []) throws(SandboxError) {
         self.listener = listener
+        self.phases = phases
         self.policy = policy
         self.arch = arch
         self.start = start
@@ -84,7 +87,11 @@ final class SeccompNotifier {
             decoded = decoder.decode(name, args)
         } else {
             decoded = decoder.decode(name, args)
-            decision = policy.decide(name, args, decoded)
+            if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
+                decision = announce(marked)
+            } else {
+                decision = policy.decide(name, args, decoded)
+            }
         }
         // Read before answering: a denied caller may exit (and lose its /proc entry) the moment it is answered.
         let pid = namespacePid(hostPid)
@@ -120,8 +127,21 @@ final class SeccompNotifier {
         events.append(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
-            rule: decision.rule, args: decoded
+            rule: decision.rule, phase: phases.isEmpty ? nil : phases[phase], args: decoded
         ))
+    }
+
+    /// A phase announcement: phases only move forward, so code inside cannot move its own behaviour back into
+    /// `startup` (which would make it look like the runtime's). The marker open fails with ENOENT either way.
+    private func announce(_ name: String) -> Decision {
+        guard let index = phases.firstIndex(of: name) else {
+            return Decision(action: .denied, errno: ENOENT, rule: "phase-unknown")
+        }
+        guard index > phase else {
+            return Decision(action: .denied, errno: ENOENT, rule: "phase-regression")
+        }
+        phase = index
+        return Decision(action: .denied, errno: ENOENT, rule: "phase")
     }
 
     /// The caller's PID inside its namespace, from the last field of `NSpid:` in /proc/PID/status.

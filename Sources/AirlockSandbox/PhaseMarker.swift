@@ -1,0 +1,22 @@
+/// How a command in the sandbox tells the supervisor where it is (`startup` → `load` → `probe`) without races.
+///
+/// The command opens `/.airlock/phase/<name>`. `open`/`openat` are notified calls, so the announcement arrives in the
+/// same ordered stream as every other notification, and the announcing thread is blocked until the supervisor has
+/// taken it: everything that thread does afterwards is attributed to the new phase. (A pipe would race: the
+/// supervisor could see a later notification before the pipe message.) The path does not exist in the sandbox; the
+/// open fails with `ENOENT` and is recorded with `rule: "phase"`. Phases only move forward (`phase-regression`
+/// otherwise), so code inside cannot relabel its own behaviour as the runtime's start-up.
+public enum PhaseMarker {
+    /// The directory of marker paths.
+    public static let prefix = "/.airlock/phase/"
+
+    /// The marker path that announces `phase`.
+    public static func path(_ phase: String) -> String { prefix + phase }
+
+    /// The phase a notified open announces, if it is a marker.
+    static func phase(_ syscall: String, _ path: String?) -> String? {
+        guard ["open", "openat", "openat2"].contains(syscall), let path, path.hasPrefix(prefix) else { return nil }
+        let name = String(path.dropFirst(prefix.count))
+        return name.isEmpty || name.contains("/") ? nil : name
+    }
+}
