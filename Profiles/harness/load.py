@@ -1,0 +1,194 @@
+"""Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
+
+    python3 -I -S load.py FORMAT MODEL [--no-probe]
+
+FORMAT is what `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy.
+The harness announces its phases to the supervisor (startup -> load -> probe) by opening marker paths; the opens are
+notified system calls, so every event after one is attributed to that phase. Everything that happens in `load` and
+`probe` belongs to the model.
+
+When torch (or numpy, joblib) is not installed in the sandbox, small stand-ins replace the handful of allowlisted
+rebuild functions so benign models load completely. Every other global resolves for real: that is where a payload
+acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
+"""
+import io
+import pickle
+import struct
+import sys
+import zipfile
+
+PHASE_PREFIX = "/.airlock/phase/"
+
+
+def announce(phase):
+    try:
+        open(PHASE_PREFIX + phase, "rb")
+    except OSError:
+        pass
+
+
+# --- stand-ins for what torch, numpy and joblib would provide --------------------------------------------------------
+
+class StandInTensor:
+    """What torch._utils._rebuild_tensor* returns when torch is absent: shape and storage, no arithmetic."""
+
+    def __init__(self, storage=None, offset=0, size=(), stride=(), *rest):
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size or ()), tuple(stride or ())
+
+    def __repr__(self):
+        return f"StandInTensor(size={self.size})"
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    return StandInTensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
+    return data
+
+
+class StandInStorage:
+    def __init__(self, *args):
+        self.args = args
+
+
+class StandInArrayWrapper:
+    """joblib.numpy_pickle.NumpyArrayWrapper: the array bytes follow in the stream; the stand-in keeps its state."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _reconstruct(*args):
+    return StandInStorage(*args)
+
+
+# Globals that the stand-ins answer when the real library is missing. Only names Airlock's allowlist accepts.
+STAND_INS = {
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.nn.parameter", "Parameter"): _rebuild_parameter,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): StandInStorage,
+    ("numpy", "dtype"): StandInStorage,
+    ("numpy.core.multiarray", "scalar"): _reconstruct,
+    ("numpy._core.multiarray", "scalar"): _reconstruct,
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"): StandInArrayWrapper,
+}
+STORAGE_NAMES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+                 "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage", "TypedStorage"}
+
+
+class HarnessUnpickler(pickle.Unpickler):
+    """pickle.Unpickler as consumers use it; stand-ins only for allowlisted rebuild names whose module is missing."""
+
+    def __init__(self, file, storages=None):
+        super().__init__(file)
+        self.storages = storages
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            if (module, name) in STAND_INS:
+                return STAND_INS[(module, name)]
+            if module in ("torch", "torch.storage") and name in STORAGE_NAMES:
+                return StandInStorage
+            raise
+
+    def persistent_load(self, pid):
+        # torch: ('storage', storage_type, key, location, numel); the bytes are read as PyTorch reads them.
+        if isinstance(pid, tuple) and pid and pid[0] == "storage" and self.storages is not None:
+            return self.storages(str(pid[2]))
+        return StandInStorage(pid)
+
+
+def load_pickle(path):
+    with open(path, "rb") as f:
+        return HarnessUnpickler(f).load()
+
+
+def load_torch_zip(path):
+    # Like PyTorch's reader: the central directory, the first `<prefix>/data.pkl`, storages from `<prefix>/data/<key>`.
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        data = next(n for n in names if n == "data.pkl" or n.endswith("/data.pkl"))
+        prefix = data[: -len("data.pkl")]
+        storages = lambda key: StandInStorage(len(z.read(prefix + "data/" + key)))  # noqa: E731
+        return HarnessUnpickler(io.BytesIO(z.read(data)), storages).load()
+
+
+def load_torch_legacy(path):
+    # The legacy format: magic number, protocol version, system info, the object, then storage keys and bytes.
+    with open(path, "rb") as f:
+        for _ in range(3):
+            HarnessUnpickler(f).load()
+        obj = HarnessUnpickler(f, lambda key: StandInStorage(key)).load()
+        HarnessUnpickler(f).load()
+        return obj
+
+
+def load_numpy(path):
+    try:
+        import numpy
+        return numpy.load(path, allow_pickle=True)
+    except ImportError:
+        pass
+    # numpy.load(allow_pickle=True) on an object array unpickles what follows the header.
+    with open(path, "rb") as f:
+        magic = f.read(8)
+        (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))
+        header = f.read(length).decode("latin1")
+        if "'O'" in header or "|O" in header:
+            return HarnessUnpickler(f).load()
+        return header
+
+
+LOADERS = {
+    "pickle": load_pickle,
+    "joblib": load_pickle,
+    "pytorch-zip": load_torch_zip,
+    "pytorch-legacy": load_torch_legacy,
+    "numpy": load_numpy,
+}
+
+
+def touch(obj, depth=0, seen=None):
+    """The probe phase: what a consumer does next with the object — attribute access, iteration, repr."""
+    seen = seen if seen is not None else set()
+    if depth > 3 or id(obj) in seen or len(seen) > 10_000:
+        return
+    seen.add(id(obj))
+    repr(obj)
+    if isinstance(obj, dict):
+        for k, v in list(obj.items())[:1000]:
+            touch(v, depth + 1, seen)
+    elif isinstance(obj, (list, tuple)):
+        for v in list(obj)[:1000]:
+            touch(v, depth + 1, seen)
+    else:
+        for name in [n for n in dir(obj) if not n.startswith("__")][:100]:
+            try:
+                touch(getattr(obj, name), depth + 1, seen)
+            except Exception:
+                pass
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] not in LOADERS:
+        print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe]", file=sys.stderr)
+        return 2
+    loader, path, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
+    announce("load")
+    obj = loader(path)
+    if probe:
+        announce("probe")
+        touch(obj)
+    print(f"loaded {type(obj).__name__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
