@@ -167,9 +167,20 @@ extension PickleMachine {
 
     /// Python's `repr` of a str (prefix `content`).
     static func putStr(_ content: UnsafeRawBufferPointer, _ truncated: Bool, _ out: inout RenderOut) {
+        putQuoted(content, truncated, bytes: false, &out)
+    }
+
+    /// Python's `repr` of bytes (prefix `content`).
+    static func putBytes(_ content: UnsafeRawBufferPointer, _ truncated: Bool, _ out: inout RenderOut) {
+        putQuoted(content, truncated, bytes: true, &out)
+    }
+
+    /// The quoting both share; bytes escape everything outside printable ASCII, str only control characters.
+    private static func putQuoted(_ content: UnsafeRawBufferPointer, _ truncated: Bool, bytes: Bool, _ out: inout RenderOut) {
         let hasSingle = content.contains(0x27)
         let hasDouble = content.contains(0x22)
         let quote: UInt8 = hasSingle && !hasDouble ? 0x22 : 0x27
+        if bytes { out.put("b") }
         out.put(quote)
         for c in content {
             if out.full { break }
@@ -180,30 +191,8 @@ extension PickleMachine {
             case 0x0D: out.put("\\r")
             case 0x09: out.put("\\t")
             case 0..<0x20, 0x7F: out.put("\\x" + Op.hex2(c))
+            case 0x80...0xFF where bytes: out.put("\\x" + Op.hex2(c))
             default: out.put(c)
-            }
-        }
-        if truncated { out.truncated = true }
-        out.put(quote)
-    }
-
-    /// Python's `repr` of bytes (prefix `content`).
-    static func putBytes(_ content: UnsafeRawBufferPointer, _ truncated: Bool, _ out: inout RenderOut) {
-        let hasSingle = content.contains(0x27)
-        let hasDouble = content.contains(0x22)
-        let quote: UInt8 = hasSingle && !hasDouble ? 0x22 : 0x27
-        out.put("b")
-        out.put(quote)
-        for c in content {
-            if out.full { break }
-            switch c {
-            case 0x5C: out.put("\\\\")
-            case quote: out.put(0x5C); out.put(c)
-            case 0x0A: out.put("\\n")
-            case 0x0D: out.put("\\r")
-            case 0x09: out.put("\\t")
-            case 0x20..<0x7F: out.put(c)
-            default: out.put("\\x" + Op.hex2(c))
             }
         }
         if truncated { out.truncated = true }
