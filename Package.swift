@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "AirlockSandbox", targets: ["AirlockSandbox"]),
         .library(name: "AirlockFormats", targets: ["AirlockFormats"]),
         .library(name: "AirlockAnalysis", targets: ["AirlockAnalysis"]),
+        .library(name: "AirlockProbe", targets: ["AirlockProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,9 +54,15 @@ let package = Package(
             name: "AirlockAnalysis",
             dependencies: ["AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
+        .target(
+            name: "AirlockProbe",
+            dependencies: ["AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+        ),
         .executableTarget(
             name: "airlock",
             dependencies: [
+                "AirlockProbe",
                 "AirlockSandbox",
                 "AirlockAnalysis",
                 "AirlockFormats",

@@ -2,7 +2,7 @@
 
     python3 -I -S load.py FORMAT MODEL [--no-probe]
 
-FORMAT is what `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy.
+FORMAT is what `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
 The harness announces its phases to the supervisor (startup -> load -> probe) by opening marker paths; the opens are
 notified system calls, so every event after one is attributed to that phase. Everything that happens in `load` and
 `probe` belongs to the model.
@@ -10,6 +10,14 @@ notified system calls, so every event after one is attributed to that phase. Eve
 When torch (or numpy, joblib) is not installed in the sandbox, small stand-ins replace the handful of allowlisted
 rebuild functions so benign models load completely. Every other global resolves for real: that is where a payload
 acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
+
+How it ends (read by `airlock probe`; the model runs in this process and could forge any of it, which can only make
+its own report look worse or as if it did nothing, never hide what the sandbox recorded):
+    0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`
+    2  usage error
+    3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
+    4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
+Anything else (another exit code, a signal, the deadline) means the model ended or stopped the process itself.
 """
 import io
 import pickle
@@ -136,14 +144,33 @@ def load_numpy(path):
         return numpy.load(path, allow_pickle=True)
     except ImportError:
         pass
-    # numpy.load(allow_pickle=True) on an object array unpickles what follows the header.
     with open(path, "rb") as f:
-        magic = f.read(8)
-        (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))
-        header = f.read(length).decode("latin1")
-        if "'O'" in header or "|O" in header:
-            return HarnessUnpickler(f).load()
-        return header
+        return load_numpy_stream(f)
+
+
+def load_numpy_stream(f):
+    # numpy.load(allow_pickle=True) on an object array unpickles what follows the header.
+    magic = f.read(8)
+    (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))
+    header = f.read(length).decode("latin1")
+    if "'O'" in header or "|O" in header:
+        return HarnessUnpickler(f).load()
+    return header
+
+
+def load_npz(path):
+    try:
+        import numpy
+        return numpy.load(path, allow_pickle=True)  # members load on access: the probe phase touches every one
+    except ImportError:
+        pass
+    # Without numpy: each `.npy` member as numpy.load would read it, through the central directory.
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith(".npy"):
+                out[name] = load_numpy_stream(io.BytesIO(z.read(name)))
+    return out
 
 
 LOADERS = {
@@ -152,7 +179,11 @@ LOADERS = {
     "pytorch-zip": load_torch_zip,
     "pytorch-legacy": load_torch_legacy,
     "numpy": load_numpy,
+    "npz": load_npz,
 }
+
+
+CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
 
 
 def touch(obj, depth=0, seen=None):
@@ -161,19 +192,59 @@ def touch(obj, depth=0, seen=None):
     if depth > 3 or id(obj) in seen or len(seen) > 10_000:
         return
     seen.add(id(obj))
-    repr(obj)
-    if isinstance(obj, dict):
-        for k, v in list(obj.items())[:1000]:
-            touch(v, depth + 1, seen)
+    attempt(repr, obj)
+    if isinstance(obj, dict) or hasattr(type(obj), "keys"):
+        try:
+            keys = list(obj.keys())[:1000]
+        except Exception:
+            keys = []
+        for k in keys:
+            touch(attempt(obj.__getitem__, k), depth + 1, seen)
     elif isinstance(obj, (list, tuple)):
         for v in list(obj)[:1000]:
             touch(v, depth + 1, seen)
     else:
-        for name in [n for n in dir(obj) if not n.startswith("__")][:100]:
-            try:
-                touch(getattr(obj, name), depth + 1, seen)
-            except Exception:
-                pass
+        try:
+            names = [n for n in dir(obj) if not n.startswith("__")][:100]
+        except Exception:
+            names = []
+        for name in names:
+            touch(attempt(getattr, obj, name), depth + 1, seen)
+
+
+def call_like_a_consumer(obj):
+    """A loaded model gets called on an input: call the object, and the values of a top-level mapping or sequence,
+    when callable, with a canary input (then with none). Only these: calling every callable an attribute walk finds
+    would run library functions no consumer calls, and blame the model for them."""
+    candidates = [obj]
+    if isinstance(obj, dict):
+        candidates += list(obj.values())[:100]
+    elif isinstance(obj, (list, tuple)):
+        candidates += list(obj)[:100]
+    for c in candidates:
+        if callable(c) and not isinstance(c, type):
+            for args in ((list(CANARY_INPUT),), ()):
+                try:
+                    c(*args)
+                    break
+                except TypeError:
+                    continue
+                except Exception:
+                    break
+
+
+def attempt(fn, *args):
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+def fail(code, kind, error):
+    message = str(error).replace("\n", " ")[:300]
+    sys.stdout.flush()
+    print(f"airlock-harness: {kind} {type(error).__name__}: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def main(argv):
@@ -182,11 +253,24 @@ def main(argv):
         return 2
     loader, path, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
     announce("load")
-    obj = loader(path)
+    try:
+        obj = loader(path)
+    except (MemoryError, RecursionError) as e:
+        return fail(4, "resource-exhausted", e)
+    except BlockingIOError as e:  # fork or thread creation hit the process limit
+        return fail(4, "resource-exhausted", e)
+    except BaseException as e:  # SystemExit and KeyboardInterrupt from the model too: the load did not return
+        return fail(3, "load-error", e)
     if probe:
         announce("probe")
-        touch(obj)
-    print(f"loaded {type(obj).__name__}")
+        try:
+            touch(obj)
+            call_like_a_consumer(obj)
+        except (MemoryError, RecursionError) as e:
+            return fail(4, "resource-exhausted", e)
+        except BaseException as e:
+            return fail(3, "probe-error", e)
+    print(f"airlock-harness: loaded {type(obj).__name__}", flush=True)
     return 0
 
 

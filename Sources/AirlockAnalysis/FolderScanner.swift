@@ -11,14 +11,14 @@ enum FolderScanner {
     /// Most files scanned in one folder tree.
     static let maxFiles = 100_000
 
-    static func scan(folder: String, budget: ScanBudget, report: (Report) -> Void) {
+    static func scan(folder: String, examine: (String) -> Report, report: (Report) -> Void) {
         var files: [String] = []
         var symlinks: [(String, String)] = []
         walk(folder, depth: 0, files: &files, symlinks: &symlinks)
         files.sort()
         let hasSafetensors = files.contains { $0.hasSuffix(".safetensors") }
         for path in files {
-            var r = StaticScanner.scan(file: path, budget: budget)
+            var r = examine(path)
             var extra: [Finding] = []
             let base = path.split(separator: "/").last.map(String.init) ?? path
             if base.hasSuffix(".py") {
@@ -38,9 +38,7 @@ enum FolderScanner {
                     evidence: Evidence(member: base)
                 ))
             }
-            if !extra.isEmpty {
-                r = Report(target: r.target, findings: r.findings + extra, trace: r.trace, timings: r.timings, error: r.error)
-            }
+            if !extra.isEmpty { r.add(extra) }
             report(r)
         }
         for (link, target) in symlinks {

@@ -35,6 +35,10 @@ public struct Report: Sendable {
     public var timings: [(String, Double)]
     /// Why the file could not be analysed, when it could not.
     public var error: (code: String, message: String)?
+    /// How the detonation ran (harness, exit, captured output), when there was one.
+    public var detonation: JSON?
+    /// Trace lines worth a person's attention (refusals, phases), shown by `text()` under the findings.
+    public var traceLines: [String] = []
 
     /// Creates a report; the verdict is computed from the findings unless there is an error.
     public init(target: ReportTarget, findings: [Finding], trace: [JSON] = [], timings: [(String, Double)] = [], error: (code: String, message: String)? = nil) {
@@ -43,7 +47,19 @@ public struct Report: Sendable {
         self.trace = trace
         self.timings = timings
         self.error = error
-        verdict = error != nil && findings.allSatisfy({ $0.severity < .medium }) ? .error : Report.verdict(for: findings)
+        verdict = Report.verdict(for: findings, error: error != nil)
+    }
+
+    /// Adds findings (folder-level ones, a detonation's) and decides the verdict again.
+    public mutating func add(_ more: [Finding], error: (code: String, message: String)? = nil) {
+        findings = (findings + more).sorted { $0.severity > $1.severity }
+        if let error { self.error = error }
+        verdict = Report.verdict(for: findings, error: self.error != nil)
+    }
+
+    /// `error` when the analysis failed and nothing found says more than that; otherwise by the findings.
+    static func verdict(for findings: [Finding], error: Bool) -> Verdict {
+        error && findings.allSatisfy({ $0.severity < .medium }) ? .error : verdict(for: findings)
     }
 
     /// `malicious` when any finding is critical; `suspicious` when any is high or medium; otherwise `clean`.
@@ -68,6 +84,7 @@ public struct Report: Sendable {
             ("findings", .array(findings.map(\.json))),
             ("trace", .array(trace)),
             ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
+        ] + (detonation.map { [("detonation", $0)] } ?? []) + [
             ("error", error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null),
         ])
     }
@@ -96,6 +113,10 @@ public struct Report: Sendable {
         let hidden = findings.count - shown.count
         if hidden > 0 { lines.append("  (\(hidden) informational finding\(hidden == 1 ? "" : "s") not shown; --verbose shows them)") }
         if findings.isEmpty && error == nil { lines.append("  no findings") }
+        if !traceLines.isEmpty {
+            lines.append("  trace:")
+            lines += traceLines.map { "    " + $0 }
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -11,9 +11,26 @@ public enum StaticScanner {
     /// Scans one file.
     public static func scan(file path: String, budget: ScanBudget = .standard) -> Report {
         let started = now()
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        guard fd >= 0 else {
+            let message = "cannot open \(path): \(String(cString: strerror(errno)))"
+            let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))], error: ("io", message))
+        }
+        defer { close(fd) }
+        return scan(fd: fd, path: path, budget: budget, started: started)
+    }
+
+    /// Scans the file open as `fd`; `path` names it in the report. The caller keeps `fd` (a detonation that
+    /// follows mounts the very same file through it).
+    public static func scan(fd: Int32, path: String, budget: ScanBudget = .standard) -> Report {
+        scan(fd: fd, path: path, budget: budget, started: now())
+    }
+
+    static func scan(fd: Int32, path: String, budget: ScanBudget, started: UInt64) -> Report {
         let view: ByteView
         do {
-            view = try ByteView.map(path: path)
+            view = try ByteView.map(fd: fd, name: path)
         } catch {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
             return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))], error: ("io", error.description))
@@ -34,7 +51,13 @@ public enum StaticScanner {
     }
 
     /// Scans files and folders (recursively, in name order); calls `report` once per file.
-    public static func scan(paths: [String], budget: ScanBudget = .standard, report: (Report) -> Void) {
+    ///
+    /// - Parameter file: how one file is examined; `scan(file:budget:)` unless given (`airlock probe` adds a
+    ///   detonation). Folder-level findings are added to what it returns.
+    public static func scan(
+        paths: [String], budget: ScanBudget = .standard, file: ((String) -> Report)? = nil, report: (Report) -> Void
+    ) {
+        let examine = file ?? { scan(file: $0, budget: budget) }
         for path in paths {
             var st = stat()
             guard stat(path, &st) == 0 else {
@@ -43,9 +66,9 @@ public enum StaticScanner {
                 continue
             }
             if st.st_mode & S_IFMT == S_IFDIR {
-                FolderScanner.scan(folder: path, budget: budget, report: report)
+                FolderScanner.scan(folder: path, examine: examine, report: report)
             } else {
-                report(scan(file: path, budget: budget))
+                report(examine(path))
             }
         }
     }
@@ -100,13 +123,15 @@ public enum StaticScanner {
         )]
     }
 
-    static func now() -> UInt64 {
+    /// The monotonic clock in nanoseconds.
+    public static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    static func ms(since start: UInt64) -> Double { Double(now() - start) / 1e6 }
+    /// Milliseconds since `start` (a `now()` reading).
+    public static func ms(since start: UInt64) -> Double { Double(now() - start) / 1e6 }
 }
 
 /// Findings from a pickle scan: imports judged by `PickleRules`, calls attached as evidence, parser observations.

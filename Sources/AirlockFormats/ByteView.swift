@@ -28,13 +28,18 @@ public struct ByteView: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
         guard fd >= 0 else { throw FormatError(.io, "cannot open \(path)", errno: errno) }
         defer { close(fd) }
+        return try map(fd: fd, name: path)
+    }
+
+    /// Maps the regular file open as `fd` read-only; `name` is for messages. The descriptor may be closed after.
+    public static func map(fd: Int32, name: String) throws(FormatError) -> ByteView {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FormatError(.io, "cannot stat \(path)", errno: errno) }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw FormatError(.io, "\(path) is not a regular file") }
+        guard fstat(fd, &st) == 0 else { throw FormatError(.io, "cannot stat \(name)", errno: errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw FormatError(.io, "\(name) is not a regular file") }
         let size = Int(st.st_size)
         if size == 0 { return ByteView([]) }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-            throw FormatError(.io, "cannot map \(path)", errno: errno)
+            throw FormatError(.io, "cannot map \(name)", errno: errno)
         }
         _ = madvise(base, size, MADV_SEQUENTIAL)
         return ByteView(storage: ByteStorage(mapped: UnsafeRawPointer(base), count: size), start: 0, count: size)

@@ -1,3 +1,4 @@
+internal import AirlockJSON
 #if canImport(Glibc)
 import Glibc
 #endif

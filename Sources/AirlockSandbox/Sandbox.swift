@@ -147,6 +147,11 @@ private final class SandboxRun {
                 }
                 c.kind = Int32(AIRLOCK_MOUNT_BIND.rawValue)
                 c.source = UnsafePointer(arena.string(source))
+                if let identity = m.identity {
+                    c.check_identity = 1
+                    c.dev = identity.dev
+                    c.ino = identity.ino
+                }
             case .tmpfs:
                 c.kind = Int32(AIRLOCK_MOUNT_TMPFS.rawValue)
                 let size = m.sizeBytes ?? (64 << 20)

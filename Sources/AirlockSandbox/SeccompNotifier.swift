@@ -28,6 +28,12 @@ final class SeccompNotifier {
     private(set) var events: [TraceEvent] = []
     /// Answered but not recorded (the trace was full).
     private(set) var dropped = 0
+    /// Kinds of refused call already in the trace (rule, system call, action, phase). Past the bound, the first event
+    /// of each new kind is still kept, so a payload cannot push the evidence of its behaviour out of the trace by
+    /// flooding it with harmless calls first. Bounded by the rules × system calls × phases there are.
+    private var refusedKinds = Set<String>()
+    /// Most events kept past `maxEvents` for kinds of refusal not yet in the trace.
+    static let refusedReserve = 1024
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
 
@@ -120,14 +126,22 @@ final class SeccompNotifier {
         _ = seccomp_notify_respond(listener, response)
 
         seq += 1
-        guard events.count < maxEvents else {
+        let phaseName = phases.isEmpty ? nil : phases[phase]
+        if decision.action != .allowed || decision.rule == "phase" {
+            let kind = "\(decision.rule)\u{0}\(name)\u{0}\(decision.action.rawValue)\u{0}\(phaseName ?? "")"
+            let isNew = refusedKinds.insert(kind).inserted
+            if events.count >= maxEvents && !(isNew && events.count < maxEvents + SeccompNotifier.refusedReserve) {
+                dropped += 1
+                return
+            }
+        } else if events.count >= maxEvents {
             dropped += 1
             return
         }
         events.append(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
-            rule: decision.rule, phase: phases.isEmpty ? nil : phases[phase], args: decoded
+            rule: decision.rule, phase: phaseName, args: decoded
         ))
     }
 

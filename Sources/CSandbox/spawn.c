@@ -218,6 +218,16 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
             al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
         }
         trees[i] = (int)fd;
+        if (m->check_identity) {
+            /* The path was looked up again in this mount namespace: it must still lead to the file the parent
+             * analysed through its descriptor (a descriptor of the parent's namespace cannot be cloned here). */
+            struct stat st;
+            if (fstat((int)fd, &st) < 0) al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
+            if ((uint64_t)st.st_dev != m->dev || (uint64_t)st.st_ino != m->ino) {
+                errno = ESTALE;
+                al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
+            }
+        }
         if (al_set_attr((int)fd, "", AT_EMPTY_PATH | AL_AT_RECURSIVE,
                         AL_MOUNT_ATTR_RDONLY | AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NODEV) < 0)
             al_fail(AIRLOCK_STEP_READONLY, (int)i);

@@ -7,6 +7,6 @@ struct Airlock: ParsableCommand {
         commandName: "airlock",
         abstract: "Is this model file safe to load here? Static analysis and sandboxed detonation.",
         version: "0.1.0",
-        subcommands: [Scan.self, Exec.self]
+        subcommands: [Scan.self, Probe.self, Exec.self]
     )
 }

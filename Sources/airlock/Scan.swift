@@ -36,24 +36,44 @@ extension Airlock {
         }
 
         func run() throws {
-            var worst: Verdict = .clean
-            var collected: [Report] = []
-            StaticScanner.scan(paths: paths) { report in
-                switch format {
-                case .json: writeStdout(Array(report.json.serialized().utf8) + [0x0A])
-                case .text: writeStdout(Array((report.text(verbose: verbose) + "\n").utf8))
-                case .sarif: collected.append(report)
-                }
-                worst = max(worst, report.verdict)
-            }
-            if format == .sarif {
-                writeStdout(Array(Sarif.log(collected, version: Airlock.configuration.version).serialized().utf8) + [0x0A])
-            }
-            switch worst {
-            case .clean: return
-            case .suspicious, .malicious: throw ExitCode(1)
-            case .error: throw ExitCode(2)
-            }
+            var printer = ReportPrinter(format: format, verbose: verbose)
+            StaticScanner.scan(paths: paths) { printer.print($0) }
+            try printer.finish()
+        }
+    }
+}
+
+/// Prints reports as `scan` and `probe` do, and turns the worst verdict into the exit status.
+struct ReportPrinter {
+    let format: ScanFormat
+    let verbose: Bool
+    private var worst: Verdict = .clean
+    private var collected: [Report] = []
+
+    init(format: ScanFormat, verbose: Bool) {
+        self.format = format
+        self.verbose = verbose
+    }
+
+    /// Prints one report now (text, JSON Lines), or keeps it for the SARIF log.
+    mutating func print(_ report: Report) {
+        switch format {
+        case .json: writeStdout(Array(report.json.serialized().utf8) + [0x0A])
+        case .text: writeStdout(Array((report.text(verbose: verbose) + "\n").utf8))
+        case .sarif: collected.append(report)
+        }
+        worst = max(worst, report.verdict)
+    }
+
+    /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious) or 2 (error).
+    func finish() throws {
+        if format == .sarif {
+            writeStdout(Array(Sarif.log(collected, version: Airlock.configuration.version).serialized().utf8) + [0x0A])
+        }
+        switch worst {
+        case .clean: return
+        case .suspicious, .malicious: throw ExitCode(1)
+        case .error: throw ExitCode(2)
         }
     }
 }

@@ -36,6 +36,9 @@ struct airlock_mount {
     size_t data_len;         /* file: contents length */
     unsigned int mode;       /* file / dir mode */
     int optional;            /* bind: a missing source is skipped instead of failing */
+    int check_identity;      /* bind: the source must be this very file (st_dev, st_ino), else ESTALE */
+    uint64_t dev;
+    uint64_t ino;
 };
 
 struct airlock_rlimit {

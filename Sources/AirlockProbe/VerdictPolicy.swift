@@ -1,0 +1,138 @@
+public import AirlockAnalysis
+internal import AirlockJSON
+internal import AirlockSandbox
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A verdict policy that could not be read: the message names the file and the field.
+public struct PolicyError: Error, Sendable, CustomStringConvertible {
+    /// What is wrong, and where.
+    public let message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// How a detonation's trace and outcome become findings (`Profiles/policy.json`, documented in docs/policy.md).
+///
+/// Refused calls in the model's phases (`load`, `probe`) are judged by the profile rule that refused them; how the
+/// loader ended (deadline, exhausted resources, a crash, an exception) by its outcome. Each finding's severity then
+/// decides the verdict as for static findings: critical is malicious, high or medium suspicious.
+public struct VerdictPolicy: Sendable {
+    /// What one kind of behaviour or outcome becomes.
+    public struct Rule: Sendable, Equatable {
+        /// Finding rule id (`dynamic.exec`).
+        public var finding: String
+        /// Its severity.
+        public var severity: Severity
+        /// The finding's message, to which the evidence is appended.
+        public var message: String
+    }
+
+    /// How a detonation can end other than by loading cleanly.
+    public enum Outcome: String, Sendable, CaseIterable {
+        case timeout
+        case resourceExhausted = "resource-exhausted"
+        case cpuLimit = "cpu-limit"
+        case crashed
+        case earlyExit = "early-exit"
+        case loadError = "load-error"
+        case probeError = "probe-error"
+        case traceTruncated = "trace-truncated"
+    }
+
+    /// Phases whose behaviour belongs to the model.
+    public var modelPhases: Set<String>
+    /// Notify-rule id of the profile → what a refusal by it means.
+    public var behaviour: [String: Rule]
+    /// Calls the profile refuses outright (`syscalls[N]` rules).
+    public var refused: Rule
+    /// Refused calls that are critical rather than `refused.severity`.
+    public var refusedCritical: Set<String>
+    /// Refused calls that runtimes make on their own, not findings.
+    public var refusedIgnored: Set<String>
+    /// A refusal by a profile rule the policy does not name.
+    public var otherDenied: Rule
+    /// Refusals before the model's phases (the runtime's, a profile problem).
+    public var startup: Rule
+    /// Outcome → what it means.
+    public var outcomes: [Outcome: Rule]
+
+    /// Reads a policy document; `name` is used in messages.
+    public init(json bytes: [UInt8], name: String) throws(PolicyError) {
+        let root: JSON
+        do {
+            root = try JSON.parse(bytes)
+        } catch {
+            throw PolicyError("policy \(name): \(error)")
+        }
+        let fail: @Sendable (String) -> PolicyError = { PolicyError("policy \(name): \($0)") }
+        let top = try JSONField(value: root, path: "", fail: fail).object(allowed: [
+            "comment", "version", "modelPhases", "behaviour", "refused", "otherDenied", "startup", "outcomes",
+        ])
+        func required(_ fields: [String: JSONField<PolicyError>], _ key: String, in path: String) throws(PolicyError) -> JSONField<PolicyError> {
+            guard let f = fields[key] else { throw fail("field \(path.isEmpty ? key : "\(path).\(key)"): missing") }
+            return f
+        }
+        func rule(_ field: JSONField<PolicyError>, extra: Set<String> = []) throws(PolicyError) -> Rule {
+            let m = try field.object(allowed: Set(["comment", "finding", "severity", "message"]).union(extra))
+            let severityText = try required(m, "severity", in: field.path).string()
+            guard let severity = Severity(rawValue: severityText) else {
+                throw fail("field \(field.path).severity: '\(severityText)' is not one of \(Severity.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let finding = try required(m, "finding", in: field.path).string()
+            guard !finding.isEmpty else { throw fail("field \(field.path).finding: empty") }
+            return Rule(finding: finding, severity: severity, message: try required(m, "message", in: field.path).string())
+        }
+        let version: Int = try required(top, "version", in: "").integer()
+        guard version == 1 else { throw fail("field version: \(version) is not supported (this airlock reads version 1)") }
+        modelPhases = Set(try required(top, "modelPhases", in: "").strings())
+        behaviour = [:]
+        for item in try required(top, "behaviour", in: "").array() {
+            let m = try item.object(allowed: ["comment", "rule", "finding", "severity", "message"])
+            let id = try required(m, "rule", in: item.path).string()
+            behaviour[id] = try rule(item, extra: ["rule"])
+        }
+        let refusedField = try required(top, "refused", in: "")
+        refused = try rule(refusedField, extra: ["critical", "ignore"])
+        let refusedMembers = try refusedField.object(allowed: ["comment", "finding", "severity", "message", "critical", "ignore"])
+        refusedCritical = Set(try refusedMembers["critical"]?.strings() ?? [])
+        refusedIgnored = Set(try refusedMembers["ignore"]?.strings() ?? [])
+        otherDenied = try rule(try required(top, "otherDenied", in: ""))
+        startup = try rule(try required(top, "startup", in: ""))
+        let outcomeFields = try required(top, "outcomes", in: "").object(allowed: Set(Outcome.allCases.map(\.rawValue)))
+        outcomes = [:]
+        for outcome in Outcome.allCases {
+            outcomes[outcome] = try rule(try required(outcomeFields, outcome.rawValue, in: "outcomes"))
+        }
+    }
+
+    /// Loads the policy at `path`, or `policy.json` from the profile directories when `path` is nil.
+    public static func load(_ path: String? = nil) throws(PolicyError) -> VerdictPolicy {
+        let file: String
+        if let path {
+            file = path
+        } else {
+            guard let found = ProfileLocator.locate("policy.json") else {
+                throw PolicyError("no policy.json in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
+            }
+            file = found
+        }
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PolicyError("cannot open policy \(file): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw PolicyError("cannot read policy \(file): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            guard bytes.count <= 1 << 20 else { throw PolicyError("policy \(file) is larger than 1 MiB") }
+        }
+        return try VerdictPolicy(json: bytes, name: file)
+    }
+}

@@ -1,0 +1,73 @@
+import AirlockAnalysis
+import AirlockProbe
+import AirlockSandbox
+import ArgumentParser
+
+extension Airlock {
+    /// `airlock probe`: static analysis, then a detonation of every file whose loading can run code.
+    struct Probe: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Is this model safe to load here? Static analysis, then loading it in the sandbox and watching.",
+            discussion: """
+                Each file is first analysed statically, as by `airlock scan`. Files whose loading can run code (pickle, joblib, PyTorch ZIP and legacy, NumPy object arrays) are then loaded the way their consumer loads them — pickle.load, torch.load's reader, numpy.load(allow_pickle=True) — by a harness inside the sandbox, optionally touching the loaded object afterwards (the probe phase). Every sensitive system call is recorded with the phase it came from; refused behaviour while loading (starting programs, network, writes outside /tmp, secrets, signals outside the sandbox) makes the file malicious, a deadline, exhausted resources or a crash suspicious. Formats that carry no code (safetensors, GGUF, numeric arrays) are answered statically, and the report says so.
+
+                The verdict policy is Profiles/policy.json (docs/policy.md); the sandbox profile is Profiles/default.json unless --profile says otherwise.
+
+                JSON output is one report per file, one per line, with the trace and timings. Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
+                """
+        )
+
+        @Option(name: .long, help: "Sandbox profile: a name in the profile directories or a path to a profile JSON file.")
+        var profile: String = "default"
+
+        @Option(name: .long, help: "Verdict policy file (default: policy.json in the profile directories).")
+        var policy: String?
+
+        @Option(name: .long, help: "Deadline of each detonation in seconds (default: the profile's).")
+        var timeout: Double?
+
+        @Flag(name: .customLong("no-probe-phase"), help: "Load only; do not touch the loaded object afterwards.")
+        var noProbePhase = false
+
+        @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
+        var format: ScanFormat = .text
+
+        @Flag(name: .long, help: "Show informational findings too (text output).")
+        var verbose = false
+
+        @Argument(help: "Files or folders to probe.")
+        var paths: [String] = []
+
+        func validate() throws {
+            if paths.isEmpty { throw ValidationError("no file or folder given: airlock probe PATH...") }
+            if let timeout, !(timeout > 0 && timeout <= 86_400) {
+                throw ValidationError("--timeout must be between 0 and 86400 seconds")
+            }
+        }
+
+        func run() throws {
+            let options: ProbeOptions
+            do {
+                options = try makeOptions()
+            } catch {
+                writeStderr("airlock: \(error)\n")
+                throw ExitCode(2)
+            }
+            var printer = ReportPrinter(format: format, verbose: verbose)
+            Prober.probe(paths: paths, options: options) { printer.print($0) }
+            try printer.finish()
+        }
+
+        /// The profile, its filter compiled once for every file, the policy and the harness.
+        private func makeOptions() throws -> ProbeOptions {
+            let loaded = try Profile.load(profile)
+            let program = try SeccompProgram(profile: loaded)
+            let verdictPolicy = try VerdictPolicy.load(policy)
+            guard let harness = ProbeOptions.locateHarness() else {
+                throw ValidationError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
+            }
+            return ProbeOptions(profile: loaded, program: program, policy: verdictPolicy, harnessDirectory: harness,
+                                timeoutSeconds: timeout, probePhase: !noProbePhase)
+        }
+    }
+}
