@@ -85,7 +85,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox", "AirlockJSON"]
+            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats"]
         ),
         .testTarget(
             name: "AirlockFormatsTests",

@@ -56,8 +56,13 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
 
 
 class StandInStorage:
+    """A storage, an array or a dtype when their library is absent: keeps what it was built from."""
+
     def __init__(self, *args):
         self.args = args
+
+    def __setstate__(self, state):  # ndarray and dtype pickles BUILD with a tuple
+        self.state = state
 
 
 class StandInArrayWrapper:

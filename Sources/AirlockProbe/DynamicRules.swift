@@ -113,13 +113,23 @@ public enum DynamicRules {
         if events.count > maxSeqs { details.append(("events", String(events.count))) }
         let what = describe(first)
         details += what.details
-        var message = "\(rule.message): \(first.syscall)"
+        var message = rule.message + phaseWords(first.phase) + ": \(first.syscall)"
         if !what.summary.isEmpty { message += " \(what.summary)" }
         message += " (\(first.action.rawValue)"
         if events.count > 1 { message += "; \(events.count) such calls" }
         message += ")"
         return Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: message,
                        evidence: Evidence(args: first.args.argv, details: details))
+    }
+
+    /// When a call was made, in words: behaviour in `probe` came from using the loaded object, not from loading it.
+    static func phaseWords(_ phase: String?) -> String {
+        switch phase {
+        case "load": " while the model was being loaded"
+        case "probe": " when the loaded model was used"
+        case nil, "startup": " during the runtime's start-up"
+        case let other?: " in phase \(other)"
+        }
     }
 
     /// The arguments that say what the call was about, for the message and the evidence.

@@ -4,7 +4,11 @@ must give and rule ids that must be among its findings.
 
 Python 3 standard library only; pickles are assembled opcode by opcode with pickles.py (never with pickle.dumps of
 live objects, and nothing is ever unpickled). Every payload is harmless: commands such as
-`touch /tmp/airlock-pickle-test`. Usage: models.py OUTDIR
+`touch /tmp/airlock-pickle-test`.
+
+    models.py OUTDIR [--canary PATH] [--port N]
+
+--canary and --port retarget the payloads as in pickles.py, for detonation tests.
 """
 import json
 import os
@@ -223,4 +227,9 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    argv = sys.argv[1:]
+    if len(argv) not in (1, 3, 5):
+        sys.exit("usage: models.py OUTDIR [--canary PATH] [--port N]")
+    options = dict(zip(argv[1::2], argv[2::2]))
+    pickles.retarget(options.get("--canary", pickles.CANARY), int(options.get("--port", pickles.PORT)))
+    main(argv[0])

@@ -3,7 +3,13 @@
 
 Python 3 standard library only. This script only WRITES bytes: it never unpickles anything, and it imports none of
 the modules the samples name. Every payload is harmless even if someone loaded it (commands such as
-`touch /tmp/airlock-pickle-test`, connections to 127.0.0.1:9). Usage: pickles.py OUTDIR
+`touch /tmp/airlock-pickle-test`, connections to 127.0.0.1:9).
+
+    pickles.py OUTDIR [--canary PATH] [--port N]
+
+--canary and --port retarget the payloads (the file they touch, the loopback port they connect to) for detonation
+tests, which prove the file never appears and the port never sees a connection. Each malicious sample's manifest
+entry says in `detonates` what its payload does when `pickle.load` runs it (exec, write, network), when it does.
 """
 import json
 import marshal
@@ -12,8 +18,18 @@ import pickle
 import struct
 import sys
 
-CMD = "touch /tmp/airlock-pickle-test"
-CODE = "open('/tmp/airlock-pickle-test', 'w').close()"
+CANARY = "/tmp/airlock-pickle-test"
+PORT = 9
+CMD = "touch " + CANARY
+CODE = "open(%r, 'w').close()" % CANARY
+
+
+def retarget(canary, port):
+    """Points every payload at `canary` and loopback `port` (before build_samples)."""
+    global CANARY, PORT, CMD, CODE
+    CANARY, PORT = canary, port
+    CMD = "touch " + canary
+    CODE = "open(%r, 'w').close()" % canary
 RENDER_CAP = 200
 
 
@@ -361,9 +377,9 @@ def build_samples():
                 nested=[{"imports": ["os.system"], "calls": [{"callee": "os.system", "args": [repr(CMD)]}]}])
     SAMPLES[-1][2]["nestedOffsets"] = [data.index(inner)]
     emit("ctypes_cdll", Call(Global("ctypes", "CDLL"), ("libc.so.6",)), 4)
-    emit("socket_connect", Call(Global("socket", "create_connection"), (("127.0.0.1", 9),)), 2)
-    emit("smtplib_smtp", Call(Global("smtplib", "SMTP"), ("127.0.0.1", 9)), 3)
-    emit("urlopen", Call(Global("urllib.request", "urlopen"), ("http://127.0.0.1:9/",)), 4)
+    emit("socket_connect", Call(Global("socket", "create_connection"), (("127.0.0.1", PORT),)), 2)
+    emit("smtplib_smtp", Call(Global("smtplib", "SMTP"), ("127.0.0.1", PORT)), 3)
+    emit("urlopen", Call(Global("urllib.request", "urlopen"), ("http://127.0.0.1:%d/" % PORT,)), 4)
     emit("pip_main", Global("pip", "main"), 2, calls=[])
     emit("logging_dictconfig", Call(Global("logging.config", "dictConfig"), ({
         "version": 1,
@@ -388,7 +404,7 @@ def build_samples():
     sample("obj_p1", raw, imports=["os.system"], importOffsets=[1], protocol=None,
            calls=[{"callee": "os.system", "args": [repr(CMD)]}])
     # A protocol-0 string with escapes that spell the module name.
-    raw = b"cposix\nsystem\n(S'touch /tmp/\\x61irlock-pickle-test'\ntR."
+    raw = b"cposix\nsystem\n(S'" + CMD.replace("airlock", "\\x61irlock", 1).encode() + b"'\ntR."
     sample("string_escapes_p0", raw, imports=["posix.system"], protocol=None,
            calls=[{"callee": "posix.system", "args": [repr(CMD.replace("airlock", "airlock"))]}])
 
@@ -437,11 +453,38 @@ def build_samples():
     emit("benign_plain", {"name": "model", "sizes": [1, 2, 3], "lr": 0.001, "flag": None}, 4, benign=True)
 
 
+# What each malicious sample's payload does when pickle.load runs it inside Airlock's sandbox (the denied call
+# becomes a dynamic finding). Samples not named here do nothing at load: a global never called (pip_main), an
+# object only constructed (ctypes_cdll), a module that does not exist on Linux (nt_system), an extension code
+# nothing registered (ext_codes), a payload in a second pickle that pickle.load never reads (multi_stream), a
+# debugger that waits for its prompt (pdb_run).
+DETONATES = {
+    **{f"os_system_p{p}": "exec" for p in range(6)},
+    "posix_system": "exec", "subprocess_popen": "exec", "subprocess_check_output": "exec",
+    "builtins_exec": "write", "builtins_eval": "write", "builtins_getattr": "exec", "importlib_inspect": "exec",
+    "memo_binget": "exec", "stack_global_memo": "exec", "stack_global_computed": "exec", "dotted_names": "write",
+    "runpy_run_code": "write", "timeit_timeit": "write", "cprofile_run": "write", "profile_run": "write",
+    "bdb_run": "write", "operator_gadgets": "exec", "marshal_function": "write", "nested_pickle": "exec",
+    "socket_connect": "network", "smtplib_smtp": "network", "urlopen": "network", "logging_dictconfig": "exec",
+    "code_console": "write", "inst_p0": "exec", "obj_p1": "exec", "string_escapes_p0": "exec",
+    "payload_then_garbage": "exec",
+}
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: pickles.py OUTDIR")
-    out = sys.argv[1]
+    args = sys.argv[1:]
+    canary, port = None, None
+    while len(args) >= 2 and args[-2] in ("--canary", "--port"):
+        if args[-2] == "--canary":
+            canary = args[-1]
+        else:
+            port = int(args[-1])
+        args = args[:-2]
+    if len(args) != 1:
+        sys.exit("usage: pickles.py OUTDIR [--canary PATH] [--port N]")
+    out = args[0]
     os.makedirs(out, exist_ok=True)
+    retarget(canary or CANARY, port or PORT)
     build_samples()
     manifest = []
     for name, data, expect in SAMPLES:
@@ -450,6 +493,8 @@ def main():
             f.write(data)
         entry = {"name": name, "file": fname, "size": len(data)}
         entry.update(expect)
+        if name in DETONATES:
+            entry["detonates"] = DETONATES[name]
         manifest.append(entry)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -1,0 +1,267 @@
+import AirlockAnalysis
+import AirlockFormats
+import AirlockJSON
+@testable import AirlockProbe
+@testable import AirlockSandbox
+import Foundation
+import Testing
+
+/// `airlock probe` end to end: every generated sample detonated in the sandbox, with the verdict, the dynamic
+/// evidence and its phase checked, and each payload's host side effect (the canary file, the loopback listener)
+/// proven absent.
+@Suite("Probe: detonation and verdicts", .serialized)
+struct ProbeTests {
+    /// The test's canary (outside /tmp: the sandbox's /tmp is its own) and loopback listener.
+    final class Bait {
+        let dir: String
+        let canary: String
+        let listener: LoopbackListener
+
+        init() throws {
+            dir = "/var/tmp/airlock-canary-\(getpid())-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            chmod(dir, 0o777)  // only the sandbox, not permissions, may keep a payload out
+            canary = "\(dir)/airlock-canary"
+            listener = try LoopbackListener()
+        }
+
+        var args: [String] { ["--canary", canary, "--port", String(listener.port)] }
+
+        /// The payloads' host side effects never happened.
+        func checkUntouched() {
+            #expect(!FileManager.default.fileExists(atPath: canary), "the canary file appeared on the host")
+            #expect(!listener.sawConnection(), "the loopback listener saw a connection")
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    static func generate(_ script: String, _ extra: [String]) throws -> String {
+        let out = NSTemporaryDirectory() + "airlock-probe-\(UUID().uuidString.prefix(8))"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["\(repositoryRoot)/Tests/Generators/\(script)", out] + extra
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(script) failed")
+        return out
+    }
+
+    static func options(timeout: Double = 20, probePhase: Bool = true) throws -> ProbeOptions {
+        let profile = try defaultProfile()
+        return ProbeOptions(
+            profile: profile, program: try SeccompProgram(profile: profile),
+            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json"),
+            harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: timeout, probePhase: probePhase
+        )
+    }
+
+    static func manifest(_ path: String) throws -> [[String: Any]] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [[String: Any]]
+    }
+
+    /// The dynamic finding `rule`, checked to point at denied events of `phase` in the report's own trace.
+    @discardableResult
+    static func dynamicEvidence(_ report: Report, rule: String, phase: String?, _ name: String) -> Finding? {
+        guard let f = report.findings.first(where: { $0.rule == rule && $0.source == .dynamic }) else {
+            Issue.record("\(name): no \(rule) finding; findings: \(report.findings.map { "\($0.rule) \($0.message)" })")
+            return nil
+        }
+        let detail = Dictionary(f.evidence.details, uniquingKeysWith: { a, _ in a })
+        if let phase { #expect(detail["phase"] == phase, "\(name): \(rule) in phase \(detail["phase"] ?? "?")") }
+        if let seqs = detail["seq"] {
+            let traced = Set(report.trace.compactMap { event -> Int? in
+                guard case .object(let m) = event, let seq = m.first(where: { $0.0 == "seq" })?.1,
+                      case .number(let text) = seq else { return nil }
+                return Int(text)
+            })
+            for s in seqs.split(separator: ",") {
+                #expect(traced.contains(Int(s) ?? -1), "\(name): evidence seq \(s) is not in the trace")
+            }
+        }
+        return f
+    }
+
+    @Test("the pickle corpus: every malicious sample malicious, with dynamic evidence where its payload runs at load")
+    func pickleCorpus() throws {
+        let bait = try Bait()
+        let dir = try ProbeTests.generate("pickles.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = try ProbeTests.options()
+        let kinds = ["exec": "dynamic.exec", "write": "dynamic.write-outside-tmp", "network": "dynamic.network"]
+        var detonated = 0
+        for sample in try ProbeTests.manifest("\(dir)/manifest.json") {
+            let file = sample["file"] as! String, name = sample["name"] as! String
+            let report = Prober.probe(file: "\(dir)/\(file)", options: options)
+            if sample["benign"] as? Bool == true || name == "legacy_torch" {
+                #expect(report.verdict == .clean, "\(name): \(report.findings.map(\.message))")
+                continue
+            }
+            if name == "ext_codes" {
+                // Unregistered extension codes: pickle.load fails before anything runs; static analysis decides.
+                #expect(report.verdict == .suspicious, "\(report.findings.map(\.message))")
+                continue
+            }
+            #expect(report.verdict == .malicious, "\(name): \(report.verdict) \(report.findings.map(\.message))")
+            if let kind = sample["detonates"] as? String {
+                ProbeTests.dynamicEvidence(report, rule: kinds[kind]!, phase: "load", name)
+                detonated += 1
+            }
+        }
+        #expect(detonated >= 30)
+        bait.checkUntouched()
+    }
+
+    @Test("whole model files: the scan's verdict, and dynamic evidence for every malicious pickle-based model")
+    func modelFiles() throws {
+        let bait = try Bait()
+        let dir = try ProbeTests.generate("models.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = try ProbeTests.options()
+        let detonating: Set<String> = ["pickle", "joblib", "pytorch-zip", "pytorch-legacy", "numpy", "npz"]
+        var reports: [String: Report] = [:]
+        Prober.probe(paths: [dir], options: options) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
+        for e in try ProbeTests.manifest("\(dir)/expectations.json") {
+            let path = e["path"] as! String, verdict = e["verdict"] as! String
+            let report = try #require(reports[path], "\(path) was not reported")
+            #expect(report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })")
+            if verdict == "malicious" && detonating.contains(report.target.format) {
+                ProbeTests.dynamicEvidence(report, rule: "dynamic.exec", phase: "load", path)
+            }
+            if !detonating.contains(report.target.format) || (report.target.format.hasPrefix("n") && verdict == "clean") {
+                #expect(report.trace.isEmpty, "\(path): \(report.target.format) should be answered statically")
+                #expect(report.findings.contains { $0.rule == "probe.static-only" }, "\(path)")
+            }
+        }
+        bait.checkUntouched()
+    }
+
+    @Test("gadgets, hidden payloads, an attack on PID 1, bombs and realistic benign checkpoints")
+    func detonations() throws {
+        let bait = try Bait()
+        let dir = try ProbeTests.generate("detonations.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let timeout = 4.0
+        let options = try ProbeTests.options(timeout: timeout)
+        for e in try ProbeTests.manifest("\(dir)/expectations.json") {
+            let file = e["file"] as! String
+            let started = Date()
+            let report = Prober.probe(file: "\(dir)/\(file)", options: options)
+            let elapsed = Date().timeIntervalSince(started)
+            #expect(elapsed < timeout + 3, "\(file) took \(elapsed) s with a \(timeout) s deadline")
+            let expected = Verdict(rawValue: e["verdict"] as! String)!
+            if e["atLeast"] as? Bool == true {
+                #expect(report.verdict >= expected && report.verdict != .error, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+            } else {
+                #expect(report.verdict == expected, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+            }
+            if let rule = e["dynamic"] as? String {
+                ProbeTests.dynamicEvidence(report, rule: rule, phase: e["phase"] as? String, file)
+            }
+            if expected == .clean {
+                #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
+                #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
+            }
+        }
+        bait.checkUntouched()
+        // The attack on PID 1 and the bombs left the supervisor able to go on.
+        let after = Prober.probe(file: "\(dir)/resnetish.pt", options: options)
+        #expect(after.verdict == .clean)
+    }
+
+    @Test("--no-probe-phase: a payload that only runs when the model is called is then left to the static analysis")
+    func noProbePhase() throws {
+        let bait = try Bait()
+        let dir = try ProbeTests.generate("detonations.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let report = Prober.probe(file: "\(dir)/callable_payload.pkl", options: try ProbeTests.options(probePhase: false))
+        #expect(!report.findings.contains { $0.source == .dynamic })
+        #expect(report.verdict == .malicious, "os.system is on the denylist")
+        #expect(!report.timings.contains { $0.0 == "probeMs" })
+        bait.checkUntouched()
+    }
+
+    @Test("a payload that floods the trace first still leaves its refusal in it")
+    func traceFlood() throws {
+        let bait = try Bait()
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // protocol 0: builtins.exec(<opens of an allowed file, more than the trace keeps, then a write>)
+        let code = "[open('/etc/hostname').close() for i in range(10500)]; open('\(bait.canary)', 'w')"
+        let pickle = "cbuiltins\nexec\n(V\(code)\ntR."
+        FileManager.default.createFile(atPath: "\(dir)/flood.pkl", contents: Data(pickle.utf8))
+        let report = Prober.probe(file: "\(dir)/flood.pkl", options: try ProbeTests.options())
+        ProbeTests.dynamicEvidence(report, rule: "dynamic.write-outside-tmp", phase: "load", "flood.pkl")
+        #expect(report.findings.contains { $0.rule == "dynamic.trace-truncated" })
+        bait.checkUntouched()
+    }
+
+    @Test("the file detonated is the file analysed: a path swapped after the analysis is refused")
+    func swappedFile() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = "\(dir)/model.pkl"
+        FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(fd) }
+        let mount = try MountSpec.readOnlyBind(fd: fd, sandbox: "/model/model.pkl")
+        // Another file takes the name between the analysis and the detonation.
+        FileManager.default.createFile(atPath: "\(dir)/other", contents: Data("N.".utf8))
+        #expect(rename("\(dir)/other", path) == 0)
+        let request = SandboxRequest(argv: ["/bin/true"], profile: try defaultProfile(), extraMounts: [mount])
+        #expect(throws: SandboxError.self) { try Sandbox.run(request) }
+        do {
+            _ = try Sandbox.run(request)
+        } catch {
+            #expect(error.errno == ESTALE, "\(error)")
+        }
+    }
+
+    @Test("the verdict policy: errors name the field")
+    func policyErrors() throws {
+        let good = try String(contentsOfFile: "\(repositoryRoot)/Profiles/policy.json", encoding: .utf8)
+        let cases: [(String, String)] = [
+            (good.replacingOccurrences(of: "\"version\": 1", with: "\"version\": 2"), "field version"),
+            (good.replacingOccurrences(of: "\"severity\": \"critical\",\n      \"message\": \"started a program\"", with: "\"severity\": \"fatal\",\n      \"message\": \"started a program\""), "behaviour[0].severity"),
+            (good.replacingOccurrences(of: "\"timeout\": {", with: "\"timeouts\": {"), "outcomes.timeouts"),
+            ("{", "not valid JSON"),
+        ]
+        for (text, field) in cases {
+            do {
+                _ = try VerdictPolicy(json: Array(text.utf8), name: "test")
+                Issue.record("accepted a policy that should fail at \(field)")
+            } catch {
+                #expect(error.message.contains(field), "\(error.message)")
+            }
+        }
+    }
+
+    @Test("airlock probe: exit codes 0, 1, 2 and JSON Lines with trace and timings")
+    func cli() throws {
+        let bait = try Bait()
+        let dir = try ProbeTests.generate("models.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try runCLI(["probe", "\(dir)/benign.pt", "\(dir)/model.safetensors"]).status == 0)
+        let evil = try runCLI(["probe", "\(dir)/evil.pt"])
+        #expect(evil.status == 1)
+        #expect(evil.stdout.contains("MALICIOUS") && evil.stdout.contains("dynamic.exec") && evil.stdout.contains("[load]"), "\(evil.stdout)")
+        #expect(try runCLI(["probe", "\(dir)/missing.pt"]).status == 2)
+        let json = try runCLI(["probe", "--format", "json", "\(dir)/evil.pt", "\(dir)/model.safetensors"])
+        let lines = json.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        let first = try JSON.parse(Array(lines[0].utf8))
+        guard case .object(let m) = first else { Issue.record("not an object"); return }
+        let keys = m.map(\.0)
+        #expect(keys.starts(with: ["schemaVersion", "target", "verdict", "findings", "trace", "timings"]), "\(keys)")
+        let timings = m.first { $0.0 == "timings" }?.1
+        for key in ["staticMs", "detonationMs", "sandboxSetupMs", "startupMs", "loadMs", "verdictMs"] {
+            guard case .object(let t)? = timings, t.contains(where: { $0.0 == key }) else {
+                Issue.record("timings lack \(key)")
+                continue
+            }
+        }
+        let sarif = try runCLI(["probe", "--format", "sarif", "\(dir)/evil.pt"])
+        #expect(sarif.status == 1 && sarif.stdout.contains("dynamic.exec"))
+        bait.checkUntouched()
+    }
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Writes models for Airlock's detonation tests: gadgets that only behaviour gives away, payloads hidden until the
+loaded object is used, resource bombs, an attack on the sandbox's PID 1, and realistic benign checkpoints. Writes
+expectations.json: for each file, the verdict `airlock probe` must give, the dynamic finding that must prove it (if
+any), and the phase it must be seen in.
+
+    detonations.py OUTDIR --canary PATH --port N
+
+Python 3 standard library only; nothing is unpickled here. Payloads are harmless outside the sandbox too: they touch
+the canary file, connect to the test's loopback port, or are bounded (the CPU loop ends, the allocation fails at
+once, the processes sleep and exit). The signal payload acts only when the host name is `airlock` (the sandbox's).
+"""
+import json
+import os
+import struct
+import sys
+import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pickles  # noqa: E402
+from pickles import Build, Call, Global, PersId  # noqa: E402
+
+EXPECT = []
+
+
+def expect(name, verdict, dynamic=None, phase=None, at_least=False):
+    EXPECT.append({"file": name, "verdict": verdict, "dynamic": dynamic, "phase": phase, "atLeast": at_least})
+
+
+def pkl(value, proto=2):
+    return pickles.assemble(value, proto)[0]
+
+
+def run(code):
+    """builtins.exec(code): for payloads that need statements."""
+    return Call(Global("builtins", "exec"), (code,))
+
+
+def tensor(key, shape, storage="FloatStorage"):
+    numel = 1
+    for n in shape:
+        numel *= n
+    stride, acc = [], 1
+    for n in reversed(shape):
+        stride.insert(0, acc)
+        acc *= n
+    stride = tuple(stride)
+    return Call(Global("torch._utils", "_rebuild_tensor_v2"),
+                (PersId(("storage", Global("torch", storage), key, "cpu", numel)), 0, tuple(shape), stride, False,
+                 Call(Global("collections", "OrderedDict"), ())))
+
+
+def realistic_state_dict():
+    """A small CNN's state_dict as torch.save writes it: parameters, buffers, and `_metadata` set by BUILD."""
+    layers = [("conv1.weight", (8, 3, 3, 3)), ("conv1.bias", (8,)), ("bn1.weight", (8,)), ("bn1.bias", (8,)),
+              ("bn1.running_mean", (8,)), ("bn1.running_var", (8,)), ("bn1.num_batches_tracked", ()),
+              ("fc.weight", (10, 8)), ("fc.bias", (10,))]
+    entries = {}
+    for i, (name, shape) in enumerate(layers):
+        entries[name] = tensor(str(i), shape, "LongStorage" if name.endswith("num_batches_tracked") else "FloatStorage")
+    metadata = Call(Global("collections", "OrderedDict"), ([("", {"version": 1}), ("conv1", {"version": 1}),
+                                                           ("bn1", {"version": 2}), ("fc", {"version": 1})],))
+    sd = Build(Call(Global("collections", "OrderedDict"), ()), entries, callee="collections.OrderedDict")
+    return Build(sd, (None, {"_metadata": metadata}), callee="collections.OrderedDict"), len(layers)
+
+
+def torch_zip(path, data_pkl, storages):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("model/data.pkl", data_pkl)
+        z.writestr("model/byteorder", "little")
+        for i in range(storages):
+            z.writestr(f"model/data/{i}", bytes(64))
+        z.writestr("model/version", "3\n")
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    p = lambda name: os.path.join(out, name)  # noqa: E731
+    cmd = pickles.CMD
+
+    def write(name, data):
+        with open(p(name), "wb") as f:
+            f.write(data)
+
+    # Benign, realistic: a CNN state_dict (ZIP) and a legacy training checkpoint.
+    sd, n = realistic_state_dict()
+    torch_zip(p("resnetish.pt"), pkl(sd), n)
+    expect("resnetish.pt", "clean")
+    checkpoint = {"epoch": 12, "best_acc": 0.913, "arch": "resnetish", "state_dict": sd,
+                  "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.9, "params": list(range(n))}]}}
+    write("checkpoint_legacy.pth", bytes.fromhex("80028a0a6cfc9c46f9206aa85019") + b"." + pkl(1001)
+          + pkl({"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}})
+          + pkl(checkpoint) + pkl([str(i) for i in range(n)]) + bytes(8 * n))
+    expect("checkpoint_legacy.pth", "clean")
+
+    # Gadgets that need no denylisted name to act; the sandbox sees what they do.
+    write("ctypes_libc_system.pkl", pkl(Call(Call(Global("builtins", "getattr"),
+                                                  (Call(Global("ctypes", "CDLL"), ("libc.so.6",)), "system")),
+                                             (cmd.encode(),)), 4))
+    expect("ctypes_libc_system.pkl", "malicious", "dynamic.exec", "load")
+    write("logging_factory.pkl", pkl(Call(Global("logging.config", "dictConfig"), ({
+        "version": 1, "handlers": {"h": {"()": "socket.create_connection", "address": ("127.0.0.1", pickles.PORT)}},
+        "root": {"handlers": ["h"]}},)), 4))
+    expect("logging_factory.pkl", "malicious", "dynamic.network", "load")
+    torch_zip(p("smtplib_loopback.pt"), pkl(Build(Call(Global("collections", "OrderedDict"), ()),
+                                                  {"w": Call(Global("smtplib", "SMTP"), ("127.0.0.1", pickles.PORT))},
+                                                  callee="collections.OrderedDict")), 0)
+    expect("smtplib_loopback.pt", "malicious", "dynamic.network", "load")
+
+    # Hidden until the object is used: a callable that runs the payload when a consumer calls the model.
+    write("callable_payload.pkl", pkl({"forward": Call(Global("functools", "partial"),
+                                                       (Global("os", "system"), cmd))}, 4))
+    expect("callable_payload.pkl", "malicious", "dynamic.exec", "probe")
+
+    # An attack on the sandbox itself: signal the parent (the sandbox's PID 1), PID 1, every process, own group.
+    write("kill_parent.pkl", pkl(run(
+        "import os, socket\n"
+        "if socket.gethostname() == 'airlock':\n"
+        "    for target in (os.getppid(), 1, -1):\n"
+        "        try:\n"
+        "            os.kill(target, 9)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    os.kill(0, 9)\n")))
+    expect("kill_parent.pkl", "malicious", "dynamic.signal-outside", "load")
+
+    # Resource bombs, bounded: they end within the sandbox's deadline as at least suspicious.
+    write("cpu_loop.pkl", pkl(Call(Global("collections", "deque"),
+                                   (Call(Global("itertools", "repeat"), (None, 10 ** 11)), 0)), 4))
+    expect("cpu_loop.pkl", "suspicious", "dynamic.timeout", "load", at_least=True)
+    write("memory_bomb.pkl", pkl(Call(Global("builtins", "bytearray"), (1 << 40,)), 4))
+    expect("memory_bomb.pkl", "suspicious", "dynamic.resource-exhausted", "load", at_least=True)
+    write("fork_bomb.pkl", pkl(run(
+        "import os, time\n"
+        "for _ in range(100000):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n")))
+    expect("fork_bomb.pkl", "suspicious", "dynamic.resource-exhausted", "load", at_least=True)
+
+    with open(p("expectations.json"), "w") as f:
+        json.dump(EXPECT, f, indent=1)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if len(args) != 5 or args[1] != "--canary" or args[3] != "--port":
+        sys.exit("usage: detonations.py OUTDIR --canary PATH --port N")
+    pickles.retarget(args[2], int(args[4]))
+    main(args[0])
