@@ -33,21 +33,20 @@ test: deps
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
-# Scans generated sample models (benign and malicious), then runs an escape attempt under `airlock exec` and shows
-# its trace.
+# Probes generated sample models (a benign PyTorch state_dict, safetensors weights, a malicious pickle that tries the
+# network and a shell) and shows the verdicts with their evidence; then an escape attempt under `airlock exec`.
 demo: build
-	@echo "== airlock scan: sample models written by Tests/Generators/models.py =="
+	@echo "== airlock probe: sample models written by Tests/Generators/models.py =="
 	@echo
 	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d >/dev/null && cd $$d && \
-	  $(CURDIR)/.build/release/airlock scan benign.pt model.safetensors evil.pt lambda.keras traversal.onnx; \
+	  $(CURDIR)/.build/release/airlock probe benign.pt model.safetensors exfil.pkl; \
+	  echo; echo "== the malicious model's report as JSON (airlock probe --format json exfil.pkl | head -c 900) =="; echo; \
+	  $(CURDIR)/.build/release/airlock probe --format json exfil.pkl | head -c 900; echo " …"; \
 	  rm -rf $$d
 	@echo
 	@echo "== airlock exec: a Python payload tries to escape =="
 	@echo
 	-.build/release/airlock exec --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py
-	@echo
-	@echo "== the same run as JSON (first 600 bytes) =="
-	-@.build/release/airlock exec --format json --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py | head -c 600; echo " …"
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do \
@@ -81,6 +80,8 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/airlock/profiles
 	install -m 0755 .build/release/airlock $(DESTDIR)$(PREFIX)/bin/airlock
 	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
+	install -d $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
+	install -m 0644 Profiles/harness/load.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
 
 clean:
 	rm -rf .build

