@@ -424,7 +424,7 @@ public enum GGUFParser {
                 }
                 if offset % UInt64(report.alignment) != 0 {
                     log.add("gguf.misaligned", "tensor \"\(name)\" data offset \(offset) is not a multiple of \(report.alignment)",
-                            offset: recordStart, ("tensor", name), ("offset", String(offset)), ("alignment", String(report.alignment)))
+                            offset: recordStart, ("tensor", name), ("tensorOffset", String(offset)), ("alignment", String(report.alignment)))
                 }
                 if report.tensors.count < budget.maxEntries { report.tensors.append(info) }
                 i += 1
@@ -480,7 +480,7 @@ public enum GGUFParser {
                 let (end, o) = t.offset.addingReportingOverflow(UInt64(size))
                 guard !o, end <= UInt64(dataSize) else {
                     log.add("gguf.out-of-bounds", "tensor \"\(t.name)\" data lies past the end of the file", offset: t.recordOffset,
-                            ("tensor", t.name), ("offset", String(t.offset)), ("size", String(size)), ("dataSize", String(dataSize)))
+                            ("tensor", t.name), ("tensorOffset", String(t.offset)), ("size", String(size)), ("dataSize", String(dataSize)))
                     continue
                 }
                 placed.append((t.offset, end, t.name))

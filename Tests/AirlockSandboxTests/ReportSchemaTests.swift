@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+
+/// The JSON report contract (design.md, "Report (JSON, schema version 1)") against `docs/report.schema.json`:
+/// every line `airlock scan` and `airlock probe` print for the generated sample models validates, with Python's
+/// jsonschema (Draft 7), and has no duplicate keys.
+@Suite("Report JSON schema", .serialized)
+struct ReportSchemaTests {
+    /// Files detonated by the probe half: benign and malicious, of every format the harness loads, and two it does not.
+    static let probed = ["benign.pt", "evil.pt", "legacy_evil.pt", "model.safetensors", "objects.npy", "sklearn.pkl",
+                         "model.joblib", "evil.joblib"]
+
+    /// Validates every line of each JSON Lines file against the schema; prints `file:line: path: message` per error
+    /// and exits 1 when there is any. Keys must be unique: JSON Schema cannot say so, and Airlock's own reader
+    /// (`AirlockJSON`) refuses duplicates.
+    static let validator = """
+        import json, sys, jsonschema
+        def unique(pairs):
+            keys = [k for k, _ in pairs]
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            if dup:
+                raise ValueError("duplicate keys %s" % dup)
+            return dict(pairs)
+        schema = json.load(open(sys.argv[1]))
+        jsonschema.Draft7Validator.check_schema(schema)
+        validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+        bad = lines = 0
+        for name in sys.argv[2:]:
+            for n, line in enumerate(open(name, encoding="utf-8"), 1):
+                lines += 1
+                try:
+                    report = json.loads(line, object_pairs_hook=unique)
+                except ValueError as e:
+                    bad += 1
+                    print("%s:%d: %s" % (name, n, e))
+                    continue
+                for e in validator.iter_errors(report):
+                    bad += 1
+                    print("%s:%d: /%s: %s" % (name, n, "/".join(map(str, e.absolute_path)), e.message[:300]))
+        print("%d reports, %d errors" % (lines, bad))
+        sys.exit(1 if bad or not lines else 0)
+        """
+
+    /// Runs the host's python3; returns its exit status and standard output (standard error appended).
+    static func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// A GGUF file whose one tensor's data offset (1) is not a multiple of the alignment: its finding carries the
+    /// tensor's offset as a detail beside the evidence's own `offset`.
+    static func misalignedGGUF() -> Data {
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func str(_ s: String) -> [UInt8] { le(UInt64(s.utf8.count)) + Array(s.utf8) }
+        var bytes = Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(1))
+        bytes += str("general.architecture") + le(UInt32(8)) + str("llama")
+        bytes += str("w") + le(UInt32(1)) + le(UInt64(4)) + le(UInt32(0)) + le(UInt64(1))
+        bytes += [UInt8](repeating: 0, count: (32 - bytes.count % 32) % 32 + 64)
+        return Data(bytes)
+    }
+
+    @Test("every report of scan and probe validates against docs/report.schema.json; dynamic evidence names trace events")
+    func reportsValidate() throws {
+        let dir = NSTemporaryDirectory() + "airlock-schema-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let models = "\(dir)/models"
+        let generated = try ReportSchemaTests.python(["\(repositoryRoot)/Tests/Generators/models.py", models])
+        try #require(generated.status == 0, "models.py: \(generated.output)")
+        try ReportSchemaTests.misalignedGGUF().write(to: URL(fileURLWithPath: "\(models)/misaligned.gguf"))
+
+        // Every generated file (the folder walk includes hf_repo/ and expectations.json), plus paths that fail.
+        let scan = try runCLI(["scan", "--format", "json", models, "\(dir)/missing.pt"])
+        #expect(scan.status == 2, "\(scan.stderr)")
+        let scanLines = scan.stdout.split(separator: "\n")
+        let files = try FileManager.default.subpathsOfDirectory(atPath: models).filter { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: "\(models)/\(path)", isDirectory: &isDirectory) && !isDirectory.boolValue
+        }
+        #expect(scanLines.count == files.count + 1, "one report per file")
+
+        let probe = try runCLI(["probe", "--format", "json"] + ReportSchemaTests.probed.map { "\(models)/\($0)" }, timeout: 300)
+        #expect(probe.status == 1, "\(probe.stderr)")
+        let probeLines = probe.stdout.split(separator: "\n")
+        #expect(probeLines.count == ReportSchemaTests.probed.count, "\(probe.stdout)\n\(probe.stderr)")
+
+        try scan.stdout.write(toFile: "\(dir)/scan.jsonl", atomically: true, encoding: .utf8)
+        try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
+        let validation = try ReportSchemaTests.python(["-c", ReportSchemaTests.validator, "\(repositoryRoot)/docs/report.schema.json",
+                                                       "\(dir)/scan.jsonl", "\(dir)/probe.jsonl"])
+        #expect(validation.status == 0, "\(validation.output)")
+
+        // The probe of evil.pt: a dynamic finding whose evidence `seq` lists refused events of the same report's trace.
+        var reports: [String: [String: Any]] = [:]
+        for line in probeLines {
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let target = try #require(report["target"] as? [String: Any])
+            reports[((target["path"] as? String) ?? "").split(separator: "/").last.map(String.init) ?? ""] = report
+        }
+        #expect(Set(reports.keys) == Set(ReportSchemaTests.probed))
+        let evil = try #require(reports["evil.pt"])
+        #expect(evil["verdict"] as? String == "malicious")
+        #expect(evil["detonation"] is [String: Any])
+        let trace = try #require(evil["trace"] as? [[String: Any]])
+        var events: [Int: [String: Any]] = [:]
+        for event in trace { events[try #require(event["seq"] as? Int)] = event }
+        let findings = try #require(evil["findings"] as? [[String: Any]])
+        let dynamic = findings.filter { $0["source"] as? String == "dynamic" }
+        let cited = dynamic.compactMap { ($0["evidence"] as? [String: Any])?["seq"] as? String }
+        try #require(!cited.isEmpty, "no dynamic finding names trace events: \(findings)")
+        for list in cited {
+            let seqs = list.split(separator: ",").compactMap { Int($0) }
+            #expect(!seqs.isEmpty && seqs.count == list.split(separator: ",").count, "\(list)")
+            for seq in seqs {
+                let event = try #require(events[seq], "seq \(seq) is not in the trace")
+                #expect(event["action"] as? String != "allowed", "seq \(seq) was not refused")
+            }
+        }
+        // And the static-only files were not detonated.
+        let safetensors = try #require(reports["model.safetensors"])
+        #expect(safetensors["detonation"] == nil)
+        #expect((safetensors["trace"] as? [Any])?.isEmpty == true)
+    }
+}
