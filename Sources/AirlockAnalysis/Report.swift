@@ -157,6 +157,7 @@ extension Evidence {
         if let member { m.append(("member", .string(member))) }
         if let global { m.append(("global", .string(global))) }
         if let args { m.append(("args", .array(args.map(JSON.string)))) }
+        if let seq { m.append(("seq", .array(seq.map(JSON.int)))) }
         for (k, v) in details { m.append((k, .string(v))) }
         return .object(m)
     }

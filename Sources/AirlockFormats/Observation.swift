@@ -28,6 +28,8 @@ public struct Evidence: Sendable, Equatable {
     public var args: [String]?
     /// Anything else, as ordered name/value pairs.
     public var details: [(String, String)]
+    /// The trace events (`seq`) that prove a dynamic finding.
+    public var seq: [Int]?
 
     /// Creates evidence.
     public init(offset: Int? = nil, member: String? = nil, global: String? = nil, args: [String]? = nil, details: [(String, String)] = []) {
@@ -40,7 +42,7 @@ public struct Evidence: Sendable, Equatable {
 
     public static func == (a: Evidence, b: Evidence) -> Bool {
         a.offset == b.offset && a.member == b.member && a.global == b.global && a.args == b.args
-            && a.details.count == b.details.count && zip(a.details, b.details).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            && a.seq == b.seq && a.details.count == b.details.count && zip(a.details, b.details).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
     }
 }
 

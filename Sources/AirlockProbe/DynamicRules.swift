@@ -109,7 +109,6 @@ public enum DynamicRules {
         let first = events[0]
         var details: [(String, String)] = [("phase", first.phase ?? "startup"), ("syscall", first.syscall)]
         if let errno = first.errno { details.append(("errno", errno)) }
-        details.append(("seq", events.prefix(maxSeqs).map { String($0.seq) }.joined(separator: ",")))
         if events.count > maxSeqs { details.append(("events", String(events.count))) }
         let what = describe(first)
         details += what.details
@@ -118,8 +117,9 @@ public enum DynamicRules {
         message += " (\(first.action.rawValue)"
         if events.count > 1 { message += "; \(events.count) such calls" }
         message += ")"
-        return Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: message,
-                       evidence: Evidence(args: first.args.argv, details: details))
+        var evidence = Evidence(args: first.args.argv, details: details)
+        evidence.seq = events.prefix(maxSeqs).map(\.seq)
+        return Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: message, evidence: evidence)
     }
 
     /// When a call was made, in words: behaviour in `probe` came from using the loaded object, not from loading it.

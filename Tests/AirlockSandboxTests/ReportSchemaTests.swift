@@ -113,11 +113,10 @@ struct ReportSchemaTests {
         for event in trace { events[try #require(event["seq"] as? Int)] = event }
         let findings = try #require(evil["findings"] as? [[String: Any]])
         let dynamic = findings.filter { $0["source"] as? String == "dynamic" }
-        let cited = dynamic.compactMap { ($0["evidence"] as? [String: Any])?["seq"] as? String }
+        let cited = dynamic.compactMap { ($0["evidence"] as? [String: Any])?["seq"] as? [Int] }
         try #require(!cited.isEmpty, "no dynamic finding names trace events: \(findings)")
-        for list in cited {
-            let seqs = list.split(separator: ",").compactMap { Int($0) }
-            #expect(!seqs.isEmpty && seqs.count == list.split(separator: ",").count, "\(list)")
+        for seqs in cited {
+            #expect(!seqs.isEmpty)
             for seq in seqs {
                 let event = try #require(events[seq], "seq \(seq) is not in the trace")
                 #expect(event["action"] as? String != "allowed", "seq \(seq) was not refused")
