@@ -8,10 +8,10 @@ import Glibc
 /// Static analysis of files and model folders: decide the format from the content, run its parser, apply the
 /// rules, and write one report per file. Nothing is loaded or executed.
 public enum StaticScanner {
-    /// Scans one file.
+    /// Scans one file. It is opened without blocking (a FIFO or device is refused, never waited on).
     public static func scan(file path: String, budget: ScanBudget = .standard) -> Report {
         let started = now()
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else {
             let message = "cannot open \(path): \(String(cString: strerror(errno)))"
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)

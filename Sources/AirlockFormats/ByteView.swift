@@ -25,7 +25,7 @@ public struct ByteView: Sendable {
 
     /// Maps `path` read-only (`mmap`, `PROT_READ`, `MAP_PRIVATE`). The mapping lives as long as any view of it.
     public static func map(path: String) throws(FormatError) -> ByteView {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { throw FormatError(.io, "cannot open \(path)", errno: errno) }
         defer { close(fd) }
         return try map(fd: fd, name: path)

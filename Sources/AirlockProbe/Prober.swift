@@ -67,7 +67,7 @@ public enum Prober {
 
     /// Probes one file.
     public static func probe(file path: String, options: ProbeOptions) -> Report {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
             return Report(target: target, findings: [], error: ("io", "cannot open \(path): \(String(cString: strerror(errno)))"))

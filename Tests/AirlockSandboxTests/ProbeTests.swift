@@ -219,6 +219,19 @@ struct ProbeTests {
         }
     }
 
+    @Test("a FIFO or a device is refused at once, never waited on")
+    func notRegular() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(mkfifo("\(dir)/model.pkl", 0o666) == 0)
+        let options = try ProbeTests.options()
+        for path in ["\(dir)/model.pkl", "/dev/zero"] {
+            let probed = Prober.probe(file: path, options: options)
+            #expect(probed.verdict == .error && probed.error?.message.contains("not a regular file") == true, "\(path)")
+            #expect(StaticScanner.scan(file: path).verdict == .error)
+        }
+    }
+
     @Test("the verdict policy: errors name the field")
     func policyErrors() throws {
         let good = try String(contentsOfFile: "\(repositoryRoot)/Profiles/policy.json", encoding: .utf8)
