@@ -13,16 +13,19 @@ acts, and where the sandbox sees it. This file is mounted read-only; it never wr
 
 How it ends (read by `airlock probe`; the model runs in this process and could forge any of it, which can only make
 its own report look worse or as if it did nothing, never hide what the sandbox recorded):
-    0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`
+    0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
+       `airlock-harness: left-behind threads=N processes=M` when the model left threads or processes running
     2  usage error
     3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
     4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
 Anything else (another exit code, a signal, the deadline) means the model ended or stopped the process itself.
 """
 import io
+import os
 import pickle
 import struct
 import sys
+import time
 import zipfile
 
 PHASE_PREFIX = "/.airlock/phase/"
@@ -238,6 +241,44 @@ def call_like_a_consumer(obj):
                     break
 
 
+LINGER_SECONDS = 2.0
+
+
+def running_others():
+    """Threads of this process besides the main one, and live processes of the sandbox besides PID 1 and this one."""
+    me = os.getpid()
+    try:
+        threads = len(os.listdir(f"/proc/{me}/task")) - 1
+    except OSError:
+        threads = 0
+    processes = 0
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):  # exited, not yet reaped: nothing left to run
+            processes += 1
+    return threads, processes
+
+
+def left_behind():
+    """What the model left running once loaded. A consumer's long-lived process would keep it, so wait a little while
+    (a delayed payload then acts where the sandbox sees it) and report what was there."""
+    threads, processes = running_others()
+    if threads == 0 and processes == 0:
+        return None
+    deadline = time.monotonic() + LINGER_SECONDS
+    while time.monotonic() < deadline and running_others() != (0, 0):
+        time.sleep(0.05)
+    return f"threads={threads} processes={processes}"
+
+
 def attempt(fn, *args):
     try:
         return fn(*args)
@@ -275,6 +316,9 @@ def main(argv):
             return fail(4, "resource-exhausted", e)
         except BaseException as e:
             return fail(3, "probe-error", e)
+    lingering = left_behind()
+    if lingering:
+        print(f"airlock-harness: left-behind {lingering}", file=sys.stderr, flush=True)
     print(f"airlock-harness: loaded {type(obj).__name__}", flush=True)
     return 0
 

@@ -14,6 +14,8 @@ public struct HarnessOutcome: Sendable, Equatable {
     public var detail: String?
     /// The last phase reached (`startup`, `load`, `probe`).
     public var phase: String
+    /// What the model left running after it loaded (`threads=1 processes=0`), when anything.
+    public var leftBehind: String? = nil
 
     /// Reads a finished detonation.
     public static func read(_ result: SandboxResult, phases: [String]) -> HarnessOutcome {
@@ -27,7 +29,8 @@ public struct HarnessOutcome: Sendable, Equatable {
         switch result.exitCode ?? -1 {
         case 0:
             if harnessLines(result.stdout).contains(where: { $0.hasPrefix("loaded ") }) {
-                return HarnessOutcome(outcome: nil, detail: nil, phase: phase)
+                let left = err.last { $0.hasPrefix("left-behind ") }.map { String($0.dropFirst("left-behind ".count)) }
+                return HarnessOutcome(outcome: nil, detail: nil, phase: phase, leftBehind: left)
             }
             return HarnessOutcome(outcome: .earlyExit, detail: "exit code 0 before the loader returned", phase: phase)
         case 3:
@@ -79,6 +82,10 @@ public enum DynamicRules {
             if let last = result.trace.last { evidence.details.append(("lastSeq", String(last.seq))) }
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
                                message: rule.message + (outcome.detail.map { ": \($0)" } ?? ""), evidence: evidence))
+        }
+        if let left = outcome.leftBehind, let rule = policy.outcomes[.leftBehind] {
+            out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: "\(rule.message): \(left)",
+                               evidence: Evidence(details: [("phase", outcome.phase), ("detail", left)])))
         }
         if result.traceDropped > 0, let rule = policy.outcomes[.traceTruncated] {
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,

@@ -215,6 +215,7 @@ public enum Prober {
             ("argv", .array(argv.map(JSON.string))),
             ("outcome", .string(outcome.outcome?.rawValue ?? "loaded")),
             ("phaseReached", .string(outcome.phase)),
+            ("leftBehind", .optional(outcome.leftBehind)),
             ("exitCode", r.exitCode.map(JSON.int) ?? .null),
             ("signal", .optional(r.signal)),
             ("timedOut", .bool(r.timedOut)),

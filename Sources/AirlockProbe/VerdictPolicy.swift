@@ -40,6 +40,7 @@ public struct VerdictPolicy: Sendable {
         case earlyExit = "early-exit"
         case loadError = "load-error"
         case probeError = "probe-error"
+        case leftBehind = "left-behind"
         case traceTruncated = "trace-truncated"
     }
 

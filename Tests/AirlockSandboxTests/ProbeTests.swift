@@ -160,6 +160,9 @@ struct ProbeTests {
             if let rule = e["dynamic"] as? String {
                 ProbeTests.dynamicEvidence(report, rule: rule, phase: e["phase"] as? String, file)
             }
+            for rule in e["alsoDynamic"] as? [String] ?? [] {
+                #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
+            }
             if expected == .clean {
                 #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
                 #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")

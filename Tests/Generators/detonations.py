@@ -112,6 +112,12 @@ def main(out):
                                                        (Global("os", "system"), cmd))}, 4))
     expect("callable_payload.pkl", "malicious", "dynamic.exec", "probe")
 
+    # Delayed: a timer thread that starts the payload after the load returned.
+    timer = Call(Global("threading", "Timer"), (0.3, Global("os", "system"), [cmd]))
+    write("delayed_thread.pkl", pkl(Call(Call(Global("builtins", "getattr"), (timer, "start")), ()), 4))
+    expect("delayed_thread.pkl", "malicious", "dynamic.exec", "probe")
+    EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
+
     # An attack on the sandbox itself: signal the parent (the sandbox's PID 1), PID 1, every process, own group.
     write("kill_parent.pkl", pkl(run(
         "import os, socket\n"
