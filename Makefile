@@ -55,7 +55,7 @@ bench-deps:
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
-	@# picklescan, the baseline of Tests/Bench/scan.sh, in a venv of its own (.build-bench is git-ignored).
+	@# picklescan, the baseline of Tests/Bench/scan.sh and probe.sh, in a venv of its own (.build-bench is git-ignored).
 	@[ -x .build-bench/venv/bin/picklescan ] || { /usr/bin/python3 -m venv .build-bench/venv && \
 	  .build-bench/venv/bin/pip install -q --disable-pip-version-check picklescan==1.0.5; }
 

@@ -11,11 +11,14 @@
 #      .build/release/airlock-bench, against bubblewrap's whole run.
 #   5-6. static analysis: `airlock scan` against picklescan and sha256sum, in Tests/Bench/scan.sh (run at the end;
 #      BENCH_SCAN=0 skips it, its own knobs are described there).
+#   7. detonation: `airlock probe` (static analysis + loading the model in the sandbox + verdict) against picklescan,
+#      and where the probe's time goes, in Tests/Bench/probe.sh (run after scan.sh; BENCH_PROBE=0 skips it, its own
+#      knobs are described there).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
 # place, median kept, default 3). Takes about 12 s on 2 cores with the defaults, plus the build, plus about 2 minutes
-# for scan.sh.
+# for scan.sh and 1 minute for probe.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -309,4 +312,9 @@ fi
 if [ "${BENCH_SCAN:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/scan.sh"
+fi
+
+if [ "${BENCH_PROBE:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/probe.sh"
 fi
