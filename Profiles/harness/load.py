@@ -26,7 +26,6 @@ import pickle
 import struct
 import sys
 import time
-import zipfile
 
 PHASE_PREFIX = "/.airlock/phase/"
 
@@ -126,14 +125,133 @@ def load_pickle(path):
         return HarnessUnpickler(f).load()
 
 
+class TorchZip:
+    """A PyTorch ZIP read as PyTorchStreamReader reads it through miniz, not as Python's zipfile would: the end of
+    central directory record (zip64 too), the central records, the archive's name taken from the first record's
+    name, and a lookup that replays miniz's (records heap-sorted by name with ASCII case folded, then a binary
+    search: with duplicate names it returns the record miniz returns). A member's bytes start after its local
+    header's name and extra field. No CRC, flag or local-name checks, as in miniz's reader with PyTorch's settings."""
+
+    def __init__(self, f):
+        self.f = f
+        f.seek(0, 2)
+        size = f.tell()
+        tail_len = min(size, 65535 + 22)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            raise ValueError("not a ZIP archive: no end of central directory record")
+        count, cd_size, cd_offset = struct.unpack("<HII", tail[at + 10:at + 20])
+        if 0xFFFF == count or 0xFFFFFFFF in (cd_size, cd_offset):
+            loc = tail.rfind(b"PK\x06\x07", 0, at)
+            if loc < 0:
+                raise ValueError("zip64 end of central directory locator missing")
+            (z64,) = struct.unpack("<Q", tail[loc + 8:loc + 16])
+            f.seek(z64)
+            record = f.read(56)
+            if len(record) < 56 or record[:4] != b"PK\x06\x06":
+                raise ValueError("bad zip64 end of central directory record")
+            count, cd_size, cd_offset = struct.unpack("<QQQ", record[32:56])
+        if cd_offset + cd_size > size or count > cd_size // 46:
+            raise ValueError("central directory out of bounds")
+        f.seek(cd_offset)
+        cd = f.read(cd_size)
+        self.records = []  # (name, method, compressed size, size, local header offset)
+        pos = 0
+        for _ in range(count):
+            if cd[pos:pos + 4] != b"PK\x01\x02" or pos + 46 > len(cd):
+                raise ValueError("bad central directory record")
+            method, csize, usize, n, e, c = struct.unpack("<H8xIIHHH", cd[pos + 10:pos + 34])
+            (offset,) = struct.unpack("<I", cd[pos + 42:pos + 46])
+            name = cd[pos + 46:pos + 46 + n]
+            extra = cd[pos + 46 + n:pos + 46 + n + e]
+            values = [v for v in (usize, csize, offset)]
+            x = 0
+            while x + 4 <= len(extra):  # zip64 extended information: the fields that are 0xFFFFFFFF, in order
+                tag, length = struct.unpack("<HH", extra[x:x + 4])
+                if tag == 1:
+                    body, k = extra[x + 4:x + 4 + length], 0
+                    for i, v in enumerate(values):
+                        if v == 0xFFFFFFFF and k + 8 <= len(body):
+                            (values[i],) = struct.unpack("<Q", body[k:k + 8])
+                            k += 8
+                x += 4 + length
+            self.records.append((name, method, values[1], values[0], values[2]))
+            pos += 46 + n + e + c
+        self.order = self._heap_sorted([r[0] for r in self.records])
+        first = self.records[0][0] if self.records else b""
+        self.prefix = first.split(b"/", 1)[0] + b"/" if b"/" in first else b""
+
+    @staticmethod
+    def _less(a, b):
+        return a.lower() < b.lower()  # bytes.lower folds ASCII only, as miniz does
+
+    def _heap_sorted(self, names):
+        idx = list(range(len(names)))
+
+        def sift(root, end):
+            while True:
+                child = root * 2 + 1
+                if child >= end:
+                    return
+                if child + 1 < end and self._less(names[idx[child]], names[idx[child + 1]]):
+                    child += 1
+                if not self._less(names[idx[root]], names[idx[child]]):
+                    return
+                idx[root], idx[child] = idx[child], idx[root]
+                root = child
+
+        size = len(idx)
+        if size > 1:
+            for start in range((size - 2) >> 1, -1, -1):
+                sift(start, size)
+            for end in range(size - 1, 0, -1):
+                idx[end], idx[0] = idx[0], idx[end]
+                sift(0, end)
+        return idx
+
+    def locate(self, name):
+        query = (self.prefix + name.encode()).split(b"\0", 1)[0].lower()
+        lo, hi = 0, len(self.order) - 1
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            stored = self.records[self.order[mid]][0].lower()
+            if stored == query:
+                return self.records[self.order[mid]]
+            if stored < query:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        raise KeyError(f"archive has no record {name!r}")
+
+    def size(self, name):
+        return self.locate(name)[3]
+
+    def read(self, name):
+        _, method, csize, usize, offset = self.locate(name)
+        self.f.seek(offset)
+        local = self.f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"bad local header for {name!r}")
+        n, e = struct.unpack("<HH", local[26:30])
+        self.f.seek(offset + 30 + n + e)
+        data = self.f.read(csize)
+        if method == 0:
+            return data
+        if method == 8:
+            import zlib
+            return zlib.decompressobj(-15).decompress(data, usize)
+        raise ValueError(f"record {name!r} uses compression method {method}")
+
+
 def load_torch_zip(path):
-    # Like PyTorch's reader: the central directory, the first `<prefix>/data.pkl`, storages from `<prefix>/data/<key>`.
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        data = next(n for n in names if n == "data.pkl" or n.endswith("/data.pkl"))
-        prefix = data[: -len("data.pkl")]
-        storages = lambda key: StandInStorage(len(z.read(prefix + "data/" + key)))  # noqa: E731
-        return HarnessUnpickler(io.BytesIO(z.read(data)), storages).load()
+    # torch.load: the records `<archive>/data.pkl`, and storages from `<archive>/data/<key>` through persistent_load.
+    # The stand-in storage only notes the record's size; torch would read its bytes.
+    with open(path, "rb") as f:
+        z = TorchZip(f)
+        storages = lambda key: StandInStorage(z.size("data/" + key))  # noqa: E731
+        return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
 
 
 def load_torch_legacy(path):
@@ -172,7 +290,8 @@ def load_npz(path):
         return numpy.load(path, allow_pickle=True)  # members load on access: the probe phase touches every one
     except ImportError:
         pass
-    # Without numpy: each `.npy` member as numpy.load would read it, through the central directory.
+    # Without numpy: each `.npy` member as numpy.load would read it, through Python's zipfile as numpy does.
+    import zipfile
     out = {}
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():

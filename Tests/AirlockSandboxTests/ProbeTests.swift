@@ -127,7 +127,12 @@ struct ProbeTests {
             let path = e["path"] as! String, verdict = e["verdict"] as! String
             let report = try #require(reports[path], "\(path) was not reported")
             #expect(report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })")
-            if verdict == "malicious" && detonating.contains(report.target.format) {
+            if path == "duplicate.pt" {
+                // Two records named data.pkl: torch.load's reader (miniz) takes record 0, the benign one, and so
+                // does the harness; the payload in the other one is the static analysis's to report.
+                #expect(!report.findings.contains { $0.rule == "dynamic.exec" })
+                #expect(report.findings.contains { $0.rule == "zip.duplicate-name" })
+            } else if verdict == "malicious" && detonating.contains(report.target.format) {
                 ProbeTests.dynamicEvidence(report, rule: "dynamic.exec", phase: "load", path)
             }
             if !detonating.contains(report.target.format) || (report.target.format.hasPrefix("n") && verdict == "clean") {
