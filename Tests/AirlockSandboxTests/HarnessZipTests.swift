@@ -13,7 +13,7 @@ struct HarnessZipTests {
         let script = """
             import io, json, random, sys, warnings, zipfile
             sys.path.insert(0, sys.argv[1])
-            from load import TorchZip
+            from airlock_harness import TorchZip
             warnings.simplefilter("ignore")
             random.seed(7)
             variants = ["archive/data.pkl", "ARCHIVE/data.pkl", "archive/DATA.pkl", "archive/data.pkl0", "Archive/Data.PKL"]

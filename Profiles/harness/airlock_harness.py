@@ -1,0 +1,443 @@
+"""Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
+
+    python3 -I -S load.py FORMAT MODEL [--no-probe]      (load.py imports this module and calls main)
+
+FORMAT is what `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
+The harness announces its phases to the supervisor (startup -> load -> probe) by opening marker paths; the opens are
+notified system calls, so every event after one is attributed to that phase. Everything that happens in `load` and
+`probe` belongs to the model.
+
+When torch (or numpy, joblib) is not installed in the sandbox, small stand-ins replace the handful of allowlisted
+rebuild functions so benign models load completely. Every other global resolves for real: that is where a payload
+acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
+
+How it ends (read by `airlock probe`; the model runs in this process and could forge any of it, which can only make
+its own report look worse or as if it did nothing, never hide what the sandbox recorded):
+    0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
+       `airlock-harness: left-behind threads=N processes=M` when the model left threads or processes running
+    2  usage error
+    3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
+    4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
+Anything else (another exit code, a signal, the deadline) means the model ended or stopped the process itself.
+"""
+import io
+import os
+import pickle
+import struct
+import sys
+import time
+
+PHASE_PREFIX = "/.airlock/phase/"
+
+
+def announce(phase):
+    try:
+        open(PHASE_PREFIX + phase, "rb")
+    except OSError:
+        pass
+
+
+# --- stand-ins for what torch, numpy and joblib would provide --------------------------------------------------------
+
+class StandInTensor:
+    """What torch._utils._rebuild_tensor* returns when torch is absent: shape and storage, no arithmetic."""
+
+    def __init__(self, storage=None, offset=0, size=(), stride=(), *rest):
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size or ()), tuple(stride or ())
+
+    def __repr__(self):
+        return f"StandInTensor(size={self.size})"
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    return StandInTensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
+    return data
+
+
+class StandInStorage:
+    """A storage, an array or a dtype when their library is absent: keeps what it was built from."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __setstate__(self, state):  # ndarray and dtype pickles BUILD with a tuple
+        self.state = state
+
+
+class StandInArrayWrapper:
+    """joblib.numpy_pickle.NumpyArrayWrapper: the array bytes follow in the stream; the stand-in keeps its state."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _reconstruct(*args):
+    return StandInStorage(*args)
+
+
+# Globals that the stand-ins answer when the real library is missing. Only names Airlock's allowlist accepts.
+STAND_INS = {
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch.nn.parameter", "Parameter"): _rebuild_parameter,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): StandInStorage,
+    ("numpy", "dtype"): StandInStorage,
+    ("numpy.core.multiarray", "scalar"): _reconstruct,
+    ("numpy._core.multiarray", "scalar"): _reconstruct,
+    ("joblib.numpy_pickle", "NumpyArrayWrapper"): StandInArrayWrapper,
+}
+STORAGE_NAMES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+                 "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage", "TypedStorage"}
+
+
+class HarnessUnpickler(pickle.Unpickler):
+    """pickle.Unpickler as consumers use it; stand-ins only for allowlisted rebuild names whose module is missing."""
+
+    def __init__(self, file, storages=None):
+        super().__init__(file)
+        self.storages = storages
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            if (module, name) in STAND_INS:
+                return STAND_INS[(module, name)]
+            if module in ("torch", "torch.storage") and name in STORAGE_NAMES:
+                return StandInStorage
+            raise
+
+    def persistent_load(self, pid):
+        # torch: ('storage', storage_type, key, location, numel); the bytes are read as PyTorch reads them.
+        if isinstance(pid, tuple) and pid and pid[0] == "storage" and self.storages is not None:
+            return self.storages(str(pid[2]))
+        return StandInStorage(pid)
+
+
+def load_pickle(path):
+    with open(path, "rb") as f:
+        return HarnessUnpickler(f).load()
+
+
+class TorchZip:
+    """A PyTorch ZIP read as PyTorchStreamReader reads it through miniz, not as Python's zipfile would: the end of
+    central directory record (zip64 too), the central records, the archive's name taken from the first record's
+    name, and a lookup that replays miniz's (records heap-sorted by name with ASCII case folded, then a binary
+    search: with duplicate names it returns the record miniz returns). A member's bytes start after its local
+    header's name and extra field. No CRC, flag or local-name checks, as in miniz's reader with PyTorch's settings."""
+
+    def __init__(self, f):
+        self.f = f
+        f.seek(0, 2)
+        size = f.tell()
+        tail_len = min(size, 65535 + 22)
+        f.seek(size - tail_len)
+        tail = f.read(tail_len)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            raise ValueError("not a ZIP archive: no end of central directory record")
+        count, cd_size, cd_offset = struct.unpack("<HII", tail[at + 10:at + 20])
+        if 0xFFFF == count or 0xFFFFFFFF in (cd_size, cd_offset):
+            loc = tail.rfind(b"PK\x06\x07", 0, at)
+            if loc < 0:
+                raise ValueError("zip64 end of central directory locator missing")
+            (z64,) = struct.unpack("<Q", tail[loc + 8:loc + 16])
+            f.seek(z64)
+            record = f.read(56)
+            if len(record) < 56 or record[:4] != b"PK\x06\x06":
+                raise ValueError("bad zip64 end of central directory record")
+            count, cd_size, cd_offset = struct.unpack("<QQQ", record[32:56])
+        if cd_offset + cd_size > size or count > cd_size // 46:
+            raise ValueError("central directory out of bounds")
+        f.seek(cd_offset)
+        cd = f.read(cd_size)
+        self.records = []  # (name, method, compressed size, size, local header offset)
+        pos = 0
+        for _ in range(count):
+            if cd[pos:pos + 4] != b"PK\x01\x02" or pos + 46 > len(cd):
+                raise ValueError("bad central directory record")
+            method, csize, usize, n, e, c = struct.unpack("<H8xIIHHH", cd[pos + 10:pos + 34])
+            (offset,) = struct.unpack("<I", cd[pos + 42:pos + 46])
+            name = cd[pos + 46:pos + 46 + n]
+            extra = cd[pos + 46 + n:pos + 46 + n + e]
+            values = [v for v in (usize, csize, offset)]
+            x = 0
+            while x + 4 <= len(extra):  # zip64 extended information: the fields that are 0xFFFFFFFF, in order
+                tag, length = struct.unpack("<HH", extra[x:x + 4])
+                if tag == 1:
+                    body, k = extra[x + 4:x + 4 + length], 0
+                    for i, v in enumerate(values):
+                        if v == 0xFFFFFFFF and k + 8 <= len(body):
+                            (values[i],) = struct.unpack("<Q", body[k:k + 8])
+                            k += 8
+                x += 4 + length
+            self.records.append((name, method, values[1], values[0], values[2]))
+            pos += 46 + n + e + c
+        self.order = self._heap_sorted([r[0] for r in self.records])
+        first = self.records[0][0] if self.records else b""
+        self.prefix = first.split(b"/", 1)[0] + b"/" if b"/" in first else b""
+
+    @staticmethod
+    def _less(a, b):
+        return a.lower() < b.lower()  # bytes.lower folds ASCII only, as miniz does
+
+    def _heap_sorted(self, names):
+        idx = list(range(len(names)))
+
+        def sift(root, end):
+            while True:
+                child = root * 2 + 1
+                if child >= end:
+                    return
+                if child + 1 < end and self._less(names[idx[child]], names[idx[child + 1]]):
+                    child += 1
+                if not self._less(names[idx[root]], names[idx[child]]):
+                    return
+                idx[root], idx[child] = idx[child], idx[root]
+                root = child
+
+        size = len(idx)
+        if size > 1:
+            for start in range((size - 2) >> 1, -1, -1):
+                sift(start, size)
+            for end in range(size - 1, 0, -1):
+                idx[end], idx[0] = idx[0], idx[end]
+                sift(0, end)
+        return idx
+
+    def locate(self, name):
+        query = (self.prefix + name.encode()).split(b"\0", 1)[0].lower()
+        lo, hi = 0, len(self.order) - 1
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            stored = self.records[self.order[mid]][0].lower()
+            if stored == query:
+                return self.records[self.order[mid]]
+            if stored < query:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        raise KeyError(f"archive has no record {name!r}")
+
+    def size(self, name):
+        return self.locate(name)[3]
+
+    def read(self, name):
+        _, method, csize, usize, offset = self.locate(name)
+        self.f.seek(offset)
+        local = self.f.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"bad local header for {name!r}")
+        n, e = struct.unpack("<HH", local[26:30])
+        self.f.seek(offset + 30 + n + e)
+        data = self.f.read(csize)
+        if method == 0:
+            return data
+        if method == 8:
+            import zlib
+            return zlib.decompressobj(-15).decompress(data, usize)
+        raise ValueError(f"record {name!r} uses compression method {method}")
+
+
+def load_torch_zip(path):
+    # torch.load: the records `<archive>/data.pkl`, and storages from `<archive>/data/<key>` through persistent_load.
+    # The stand-in storage only notes the record's size; torch would read its bytes.
+    with open(path, "rb") as f:
+        z = TorchZip(f)
+        storages = lambda key: StandInStorage(z.size("data/" + key))  # noqa: E731
+        return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
+
+
+def load_torch_legacy(path):
+    # The legacy format: magic number, protocol version, system info, the object, then storage keys and bytes.
+    with open(path, "rb") as f:
+        for _ in range(3):
+            HarnessUnpickler(f).load()
+        obj = HarnessUnpickler(f, lambda key: StandInStorage(key)).load()
+        HarnessUnpickler(f).load()
+        return obj
+
+
+def load_numpy(path):
+    try:
+        import numpy
+        return numpy.load(path, allow_pickle=True)
+    except ImportError:
+        pass
+    with open(path, "rb") as f:
+        return load_numpy_stream(f)
+
+
+def load_numpy_stream(f):
+    # numpy.load(allow_pickle=True) on an object array unpickles what follows the header.
+    magic = f.read(8)
+    (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))
+    header = f.read(length).decode("latin1")
+    if "'O'" in header or "|O" in header:
+        return HarnessUnpickler(f).load()
+    return header
+
+
+def load_npz(path):
+    try:
+        import numpy
+        return numpy.load(path, allow_pickle=True)  # members load on access: the probe phase touches every one
+    except ImportError:
+        pass
+    # Without numpy: each `.npy` member as numpy.load would read it, through Python's zipfile as numpy does.
+    import zipfile
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith(".npy"):
+                out[name] = load_numpy_stream(io.BytesIO(z.read(name)))
+    return out
+
+
+LOADERS = {
+    "pickle": load_pickle,
+    "joblib": load_pickle,
+    "pytorch-zip": load_torch_zip,
+    "pytorch-legacy": load_torch_legacy,
+    "numpy": load_numpy,
+    "npz": load_npz,
+}
+
+
+CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
+
+
+def touch(obj, depth=0, seen=None):
+    """The probe phase: what a consumer does next with the object — attribute access, iteration, repr."""
+    seen = seen if seen is not None else set()
+    if depth > 3 or id(obj) in seen or len(seen) > 10_000:
+        return
+    seen.add(id(obj))
+    attempt(repr, obj)
+    if isinstance(obj, dict) or hasattr(type(obj), "keys"):
+        try:
+            keys = list(obj.keys())[:1000]
+        except Exception:
+            keys = []
+        for k in keys:
+            touch(attempt(obj.__getitem__, k), depth + 1, seen)
+    elif isinstance(obj, (list, tuple)):
+        for v in list(obj)[:1000]:
+            touch(v, depth + 1, seen)
+    else:
+        try:
+            names = [n for n in dir(obj) if not n.startswith("__")][:100]
+        except Exception:
+            names = []
+        for name in names:
+            touch(attempt(getattr, obj, name), depth + 1, seen)
+
+
+def call_like_a_consumer(obj):
+    """A loaded model gets called on an input: call the object, and the values of a top-level mapping or sequence,
+    when callable, with a canary input (then with none). Only these: calling every callable an attribute walk finds
+    would run library functions no consumer calls, and blame the model for them."""
+    candidates = [obj]
+    if isinstance(obj, dict):
+        candidates += list(obj.values())[:100]
+    elif isinstance(obj, (list, tuple)):
+        candidates += list(obj)[:100]
+    for c in candidates:
+        if callable(c) and not isinstance(c, type):
+            for args in ((list(CANARY_INPUT),), ()):
+                try:
+                    c(*args)
+                    break
+                except TypeError:
+                    continue
+                except Exception:
+                    break
+
+
+LINGER_SECONDS = 2.0
+
+
+def running_others():
+    """Threads of this process besides the main one, and live processes of the sandbox besides PID 1 and this one."""
+    me = os.getpid()
+    try:
+        threads = len(os.listdir(f"/proc/{me}/task")) - 1
+    except OSError:
+        threads = 0
+    processes = 0
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):  # exited, not yet reaped: nothing left to run
+            processes += 1
+    return threads, processes
+
+
+def left_behind():
+    """What the model left running once loaded. A consumer's long-lived process would keep it, so wait a little while
+    (a delayed payload then acts where the sandbox sees it) and report what was there."""
+    threads, processes = running_others()
+    if threads == 0 and processes == 0:
+        return None
+    deadline = time.monotonic() + LINGER_SECONDS
+    while time.monotonic() < deadline and running_others() != (0, 0):
+        time.sleep(0.05)
+    return f"threads={threads} processes={processes}"
+
+
+def attempt(fn, *args):
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+def fail(code, kind, error):
+    message = str(error).replace("\n", " ")[:300]
+    sys.stdout.flush()
+    print(f"airlock-harness: {kind} {type(error).__name__}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] not in LOADERS:
+        print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe]", file=sys.stderr)
+        return 2
+    loader, path, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
+    announce("load")
+    try:
+        obj = loader(path)
+    except (MemoryError, RecursionError) as e:
+        return fail(4, "resource-exhausted", e)
+    except BlockingIOError as e:  # fork or thread creation hit the process limit
+        return fail(4, "resource-exhausted", e)
+    except BaseException as e:  # SystemExit and KeyboardInterrupt from the model too: the load did not return
+        return fail(3, "load-error", e)
+    if probe:
+        announce("probe")
+        try:
+            touch(obj)
+            call_like_a_consumer(obj)
+        except (MemoryError, RecursionError) as e:
+            return fail(4, "resource-exhausted", e)
+        except BaseException as e:
+            return fail(3, "probe-error", e)
+    lingering = left_behind()
+    if lingering:
+        print(f"airlock-harness: left-behind {lingering}", file=sys.stderr, flush=True)
+    print(f"airlock-harness: loaded {type(obj).__name__}", flush=True)
+    return 0
+
