@@ -47,6 +47,16 @@ struct ProbeTests {
         return out
     }
 
+    /// Runs `body` with a fresh bait and the samples `script` wrote against it, then removes them and checks that no
+    /// payload reached the host.
+    static func withSamples(_ script: String, _ body: (_ dir: String, _ bait: Bait) throws -> Void) throws {
+        let bait = try Bait()
+        let dir = try generate(script, bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try body(dir, bait)
+        bait.checkUntouched()
+    }
+
     static func options(timeout: Double = 20, probePhase: Bool = true) throws -> ProbeOptions {
         let profile = try defaultProfile()
         return ProbeOptions(
@@ -86,109 +96,101 @@ struct ProbeTests {
 
     @Test("the pickle corpus: every malicious sample malicious, with dynamic evidence where its payload runs at load")
     func pickleCorpus() throws {
-        let bait = try Bait()
-        let dir = try ProbeTests.generate("pickles.py", bait.args)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let options = try ProbeTests.options()
-        let kinds = ["exec": "dynamic.exec", "write": "dynamic.write-outside-tmp", "network": "dynamic.network"]
-        var detonated = 0
-        for sample in try ProbeTests.manifest("\(dir)/manifest.json") {
-            let file = sample["file"] as! String, name = sample["name"] as! String
-            let report = Prober.probe(file: "\(dir)/\(file)", options: options)
-            if sample["benign"] as? Bool == true || name == "legacy_torch" {
-                #expect(report.verdict == .clean, "\(name): \(report.findings.map(\.message))")
-                continue
+        try ProbeTests.withSamples("pickles.py") { dir, _ in
+            let options = try ProbeTests.options()
+            let kinds = ["exec": "dynamic.exec", "write": "dynamic.write-outside-tmp", "network": "dynamic.network"]
+            var detonated = 0
+            for sample in try ProbeTests.manifest("\(dir)/manifest.json") {
+                let file = sample["file"] as! String, name = sample["name"] as! String
+                let report = Prober.probe(file: "\(dir)/\(file)", options: options)
+                if sample["benign"] as? Bool == true || name == "legacy_torch" {
+                    #expect(report.verdict == .clean, "\(name): \(report.findings.map(\.message))")
+                    continue
+                }
+                if name == "ext_codes" {
+                    // Unregistered extension codes: pickle.load fails before anything runs; static analysis decides.
+                    #expect(report.verdict == .suspicious, "\(report.findings.map(\.message))")
+                    continue
+                }
+                #expect(report.verdict == .malicious, "\(name): \(report.verdict) \(report.findings.map(\.message))")
+                if let kind = sample["detonates"] as? String {
+                    ProbeTests.dynamicEvidence(report, rule: kinds[kind]!, phase: "load", name)
+                    detonated += 1
+                }
             }
-            if name == "ext_codes" {
-                // Unregistered extension codes: pickle.load fails before anything runs; static analysis decides.
-                #expect(report.verdict == .suspicious, "\(report.findings.map(\.message))")
-                continue
-            }
-            #expect(report.verdict == .malicious, "\(name): \(report.verdict) \(report.findings.map(\.message))")
-            if let kind = sample["detonates"] as? String {
-                ProbeTests.dynamicEvidence(report, rule: kinds[kind]!, phase: "load", name)
-                detonated += 1
-            }
+            #expect(detonated >= 30)
         }
-        #expect(detonated >= 30)
-        bait.checkUntouched()
     }
 
     @Test("whole model files: the scan's verdict, and dynamic evidence for every malicious pickle-based model")
     func modelFiles() throws {
-        let bait = try Bait()
-        let dir = try ProbeTests.generate("models.py", bait.args)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let options = try ProbeTests.options()
-        let detonating: Set<String> = ["pickle", "joblib", "pytorch-zip", "pytorch-legacy", "numpy", "npz"]
-        var reports: [String: Report] = [:]
-        Prober.probe(paths: [dir], options: options) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
-        for e in try ProbeTests.manifest("\(dir)/expectations.json") {
-            let path = e["path"] as! String, verdict = e["verdict"] as! String
-            let report = try #require(reports[path], "\(path) was not reported")
-            #expect(report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })")
-            if path == "duplicate.pt" {
-                // Two records named data.pkl: torch.load's reader (miniz) takes record 0, the benign one, and so
-                // does the harness; the payload in the other one is the static analysis's to report.
-                #expect(!report.findings.contains { $0.rule == "dynamic.exec" })
-                #expect(report.findings.contains { $0.rule == "zip.duplicate-name" })
-            } else if verdict == "malicious" && detonating.contains(report.target.format) {
-                ProbeTests.dynamicEvidence(report, rule: "dynamic.exec", phase: "load", path)
-            }
-            if !detonating.contains(report.target.format) || (report.target.format.hasPrefix("n") && verdict == "clean") {
-                #expect(report.trace.isEmpty, "\(path): \(report.target.format) should be answered statically")
-                #expect(report.findings.contains { $0.rule == "probe.static-only" }, "\(path)")
+        try ProbeTests.withSamples("models.py") { dir, _ in
+            let options = try ProbeTests.options()
+            let detonating: Set<String> = ["pickle", "joblib", "pytorch-zip", "pytorch-legacy", "numpy", "npz"]
+            var reports: [String: Report] = [:]
+            Prober.probe(paths: [dir], options: options) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
+            for e in try ProbeTests.manifest("\(dir)/expectations.json") {
+                let path = e["path"] as! String, verdict = e["verdict"] as! String
+                let report = try #require(reports[path], "\(path) was not reported")
+                #expect(report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })")
+                if path == "duplicate.pt" {
+                    // Two records named data.pkl: torch.load's reader (miniz) takes record 0, the benign one, and so
+                    // does the harness; the payload in the other one is the static analysis's to report.
+                    #expect(!report.findings.contains { $0.rule == "dynamic.exec" })
+                    #expect(report.findings.contains { $0.rule == "zip.duplicate-name" })
+                } else if verdict == "malicious" && detonating.contains(report.target.format) {
+                    ProbeTests.dynamicEvidence(report, rule: "dynamic.exec", phase: "load", path)
+                }
+                if !detonating.contains(report.target.format) || (report.target.format.hasPrefix("n") && verdict == "clean") {
+                    #expect(report.trace.isEmpty, "\(path): \(report.target.format) should be answered statically")
+                    #expect(report.findings.contains { $0.rule == "probe.static-only" }, "\(path)")
+                }
             }
         }
-        bait.checkUntouched()
     }
 
     @Test("gadgets, hidden payloads, an attack on PID 1, bombs and realistic benign checkpoints")
     func detonations() throws {
-        let bait = try Bait()
-        let dir = try ProbeTests.generate("detonations.py", bait.args)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let timeout = 4.0
-        let options = try ProbeTests.options(timeout: timeout)
-        for e in try ProbeTests.manifest("\(dir)/expectations.json") {
-            let file = e["file"] as! String
-            let started = Date()
-            let report = Prober.probe(file: "\(dir)/\(file)", options: options)
-            let elapsed = Date().timeIntervalSince(started)
-            #expect(elapsed < timeout + 3, "\(file) took \(elapsed) s with a \(timeout) s deadline")
-            let expected = Verdict(rawValue: e["verdict"] as! String)!
-            if e["atLeast"] as? Bool == true {
-                #expect(report.verdict >= expected && report.verdict != .error, "\(file): \(report.verdict) \(report.findings.map(\.message))")
-            } else {
-                #expect(report.verdict == expected, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+        try ProbeTests.withSamples("detonations.py") { dir, _ in
+            let timeout = 4.0
+            let options = try ProbeTests.options(timeout: timeout)
+            for e in try ProbeTests.manifest("\(dir)/expectations.json") {
+                let file = e["file"] as! String
+                let started = Date()
+                let report = Prober.probe(file: "\(dir)/\(file)", options: options)
+                let elapsed = Date().timeIntervalSince(started)
+                #expect(elapsed < timeout + 3, "\(file) took \(elapsed) s with a \(timeout) s deadline")
+                let expected = Verdict(rawValue: e["verdict"] as! String)!
+                if e["atLeast"] as? Bool == true {
+                    #expect(report.verdict >= expected && report.verdict != .error, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+                } else {
+                    #expect(report.verdict == expected, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+                }
+                if let rule = e["dynamic"] as? String {
+                    ProbeTests.dynamicEvidence(report, rule: rule, phase: e["phase"] as? String, file)
+                }
+                for rule in e["alsoDynamic"] as? [String] ?? [] {
+                    #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
+                }
+                if expected == .clean {
+                    #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
+                    #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
+                }
             }
-            if let rule = e["dynamic"] as? String {
-                ProbeTests.dynamicEvidence(report, rule: rule, phase: e["phase"] as? String, file)
-            }
-            for rule in e["alsoDynamic"] as? [String] ?? [] {
-                #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
-            }
-            if expected == .clean {
-                #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
-                #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
-            }
+            // The attack on PID 1 and the bombs left the supervisor able to go on.
+            let after = Prober.probe(file: "\(dir)/resnetish.pt", options: options)
+            #expect(after.verdict == .clean)
         }
-        bait.checkUntouched()
-        // The attack on PID 1 and the bombs left the supervisor able to go on.
-        let after = Prober.probe(file: "\(dir)/resnetish.pt", options: options)
-        #expect(after.verdict == .clean)
     }
 
     @Test("--no-probe-phase: a payload that only runs when the model is called is then left to the static analysis")
     func noProbePhase() throws {
-        let bait = try Bait()
-        let dir = try ProbeTests.generate("detonations.py", bait.args)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let report = Prober.probe(file: "\(dir)/callable_payload.pkl", options: try ProbeTests.options(probePhase: false))
-        #expect(!report.findings.contains { $0.source == .dynamic })
-        #expect(report.verdict == .malicious, "os.system is on the denylist")
-        #expect(!report.timings.contains { $0.0 == "probeMs" })
-        bait.checkUntouched()
+        try ProbeTests.withSamples("detonations.py") { dir, _ in
+            let report = Prober.probe(file: "\(dir)/callable_payload.pkl", options: try ProbeTests.options(probePhase: false))
+            #expect(!report.findings.contains { $0.source == .dynamic })
+            #expect(report.verdict == .malicious, "os.system is on the denylist")
+            #expect(!report.timings.contains { $0.0 == "probeMs" })
+        }
     }
 
     @Test("a payload that floods the trace first still leaves its refusal in it")
@@ -199,7 +201,7 @@ struct ProbeTests {
         // protocol 0: builtins.exec(<opens of an allowed file, more than the trace keeps, then a write>)
         let code = "[open('/etc/hostname').close() for i in range(10500)]; open('\(bait.canary)', 'w')"
         let pickle = "cbuiltins\nexec\n(V\(code)\ntR."
-        FileManager.default.createFile(atPath: "\(dir)/flood.pkl", contents: Data(pickle.utf8))
+        _ = FileManager.default.createFile(atPath: "\(dir)/flood.pkl", contents: Data(pickle.utf8))
         let report = Prober.probe(file: "\(dir)/flood.pkl", options: try ProbeTests.options())
         ProbeTests.dynamicEvidence(report, rule: "dynamic.write-outside-tmp", phase: "load", "flood.pkl")
         #expect(report.findings.contains { $0.rule == "dynamic.trace-truncated" })
@@ -211,12 +213,12 @@ struct ProbeTests {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = "\(dir)/model.pkl"
-        FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         defer { close(fd) }
         let mount = try MountSpec.readOnlyBind(fd: fd, sandbox: "/model/model.pkl")
         // Another file takes the name between the analysis and the detonation.
-        FileManager.default.createFile(atPath: "\(dir)/other", contents: Data("N.".utf8))
+        _ = FileManager.default.createFile(atPath: "\(dir)/other", contents: Data("N.".utf8))
         #expect(rename("\(dir)/other", path) == 0)
         let request = SandboxRequest(argv: ["/bin/true"], profile: try defaultProfile(), extraMounts: [mount])
         #expect(throws: SandboxError.self) { try Sandbox.run(request) }
@@ -261,30 +263,28 @@ struct ProbeTests {
 
     @Test("airlock probe: exit codes 0, 1, 2 and JSON Lines with trace and timings")
     func cli() throws {
-        let bait = try Bait()
-        let dir = try ProbeTests.generate("models.py", bait.args)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        #expect(try runCLI(["probe", "\(dir)/benign.pt", "\(dir)/model.safetensors"]).status == 0)
-        let evil = try runCLI(["probe", "\(dir)/evil.pt"])
-        #expect(evil.status == 1)
-        #expect(evil.stdout.contains("MALICIOUS") && evil.stdout.contains("dynamic.exec") && evil.stdout.contains("[load]"), "\(evil.stdout)")
-        #expect(try runCLI(["probe", "\(dir)/missing.pt"]).status == 2)
-        let json = try runCLI(["probe", "--format", "json", "\(dir)/evil.pt", "\(dir)/model.safetensors"])
-        let lines = json.stdout.split(separator: "\n")
-        #expect(lines.count == 2)
-        let first = try JSON.parse(Array(lines[0].utf8))
-        guard case .object(let m) = first else { Issue.record("not an object"); return }
-        let keys = m.map(\.0)
-        #expect(keys.starts(with: ["schemaVersion", "target", "verdict", "findings", "trace", "timings"]), "\(keys)")
-        let timings = m.first { $0.0 == "timings" }?.1
-        for key in ["staticMs", "detonationMs", "sandboxSetupMs", "startupMs", "loadMs", "verdictMs"] {
-            guard case .object(let t)? = timings, t.contains(where: { $0.0 == key }) else {
-                Issue.record("timings lack \(key)")
-                continue
+        try ProbeTests.withSamples("models.py") { dir, _ in
+            #expect(try runCLI(["probe", "\(dir)/benign.pt", "\(dir)/model.safetensors"]).status == 0)
+            let evil = try runCLI(["probe", "\(dir)/evil.pt"])
+            #expect(evil.status == 1)
+            #expect(evil.stdout.contains("MALICIOUS") && evil.stdout.contains("dynamic.exec") && evil.stdout.contains("[load]"), "\(evil.stdout)")
+            #expect(try runCLI(["probe", "\(dir)/missing.pt"]).status == 2)
+            let json = try runCLI(["probe", "--format", "json", "\(dir)/evil.pt", "\(dir)/model.safetensors"])
+            let lines = json.stdout.split(separator: "\n")
+            #expect(lines.count == 2)
+            let first = try JSON.parse(Array(lines[0].utf8))
+            guard case .object(let m) = first else { Issue.record("not an object"); return }
+            let keys = m.map(\.0)
+            #expect(keys.starts(with: ["schemaVersion", "target", "verdict", "findings", "trace", "timings"]), "\(keys)")
+            let timings = m.first { $0.0 == "timings" }?.1
+            for key in ["staticMs", "detonationMs", "sandboxSetupMs", "startupMs", "loadMs", "verdictMs"] {
+                guard case .object(let t)? = timings, t.contains(where: { $0.0 == key }) else {
+                    Issue.record("timings lack \(key)")
+                    continue
+                }
             }
+            let sarif = try runCLI(["probe", "--format", "sarif", "\(dir)/evil.pt"])
+            #expect(sarif.status == 1 && sarif.stdout.contains("dynamic.exec"))
         }
-        let sarif = try runCLI(["probe", "--format", "sarif", "\(dir)/evil.pt"])
-        #expect(sarif.status == 1 && sarif.stdout.contains("dynamic.exec"))
-        bait.checkUntouched()
     }
 }
