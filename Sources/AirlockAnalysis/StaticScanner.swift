@@ -100,7 +100,15 @@ public enum StaticScanner {
             findings += KerasFindings.hdf5(view)
         case .onnx:
             findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
-        case .json, .python, .unknown:
+        case .unknown:
+            if let kind = compression(view) {
+                findings.append(Finding(
+                    rule: "format.compressed", severity: .medium,
+                    message: "a \(kind) stream: joblib (compress=…) and other loaders unpickle what such streams hold, and Airlock does not decompress it, so its content is not analysed",
+                    evidence: Evidence(details: [("compression", kind)])
+                ))
+            }
+        case .json, .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
             break // decided by refinement, never by sniffing
@@ -108,13 +116,34 @@ public enum StaticScanner {
         return Analysis(format: format, findings: findings)
     }
 
-    /// A name whose extension belongs to other formats than the content's.
+    /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.
+    static func compression(_ view: ByteView) -> String? {
+        guard let b0 = view.byte(at: 0), let b1 = view.byte(at: 1) else { return nil }
+        if b0 == 0x1F && b1 == 0x8B { return "gzip" }
+        if view.starts(with: Array("BZh".utf8)), let level = view.byte(at: 3), level >= 0x31 && level <= 0x39 { return "bzip2" }
+        if view.starts(with: [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) { return "xz" }
+        if view.starts(with: [0x5D, 0x00, 0x00]) { return "lzma" }
+        // zlib: deflate with a 32 KiB window or less, and the header check (CMF·256 + FLG divisible by 31).
+        if b0 & 0x0F == 8 && b0 >> 4 <= 7 && (Int(b0) << 8 | Int(b1)) % 31 == 0 { return "zlib" }
+        return nil
+    }
+
+    /// A name whose extension belongs to other formats than the content's, or to a model format when the content is
+    /// none Airlock knows.
     static func nameFindings(path: String, format: FileFormat) -> [Finding] {
         let base = path.split(separator: "/").last.map(String.init) ?? path
         guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return [] }
         let ext = base[base.index(after: dot)...].lowercased()
-        guard !ext.isEmpty, format != .unknown, format != .json, format != .python else { return [] }
-        let known = Set(FileFormat.allCases.flatMap(\.usualExtensions))
+        guard !ext.isEmpty, format != .json, format != .python else { return [] }
+        let known = Set(FileFormat.allCases.flatMap(\.usualExtensions)).subtracting(["json", "py"])
+        if format == .unknown {
+            guard known.contains(ext) else { return [] }
+            return [Finding(
+                rule: "format.unrecognised", severity: .medium,
+                message: "the name says .\(ext), a model format, but the content is no format Airlock knows: not analysed",
+                evidence: Evidence(details: [("extension", ext)])
+            )]
+        }
         guard known.contains(ext), !format.usualExtensions.contains(ext) else { return [] }
         return [Finding(
             rule: "format.name-mismatch", severity: .medium,

@@ -83,6 +83,31 @@ struct ScanTests {
         }
     }
 
+    @Test("compressed streams and unrecognised content under a model's name are not silently clean")
+    func unrecognised() throws {
+        let dir = NSTemporaryDirectory() + "airlock-unrecognised-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pickle: [UInt8] = [0x80, 0x04, 0x4E, 0x2E]  // protocol 4, None, STOP
+        let cases: [(String, [UInt8], String?)] = [
+            ("model.joblib", [0x78, 0x9C] + pickle, "format.compressed"),  // a zlib header, as joblib's compress=3 writes
+            ("model.pkl.gz", [0x1F, 0x8B, 0x08, 0x00] + pickle, "format.compressed"),
+            ("model.pt.bz2", Array("BZh91AY&SY".utf8), "format.compressed"),
+            ("model.pkl.xz", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00, 0x00], "format.compressed"),
+            ("weights.bin", Array(repeating: 0xA5, count: 64), "format.unrecognised"),
+            ("notes.txt", Array("plain text, no model".utf8), nil),
+        ]
+        for (name, bytes, rule) in cases {
+            try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+            let r = StaticScanner.scan(file: "\(dir)/\(name)")
+            if let rule {
+                #expect(r.verdict == .suspicious && r.findings.contains { $0.rule == rule }, "\(name): \(r.findings.map(\.rule))")
+            } else {
+                #expect(r.verdict == .clean, "\(name): \(r.findings.map(\.rule))")
+            }
+        }
+    }
+
     @Test("a missing path is an error report, not a crash")
     func missing() {
         var reports: [Report] = []
