@@ -137,7 +137,10 @@ public enum StaticScanner {
         guard !ext.isEmpty, format != .json, format != .python else { return [] }
         let known = Set(FileFormat.allCases.flatMap(\.usualExtensions)).subtracting(["json", "py"])
         if format == .unknown {
-            guard known.contains(ext) else { return [] }
+            // Extensions that only model formats use (not `.model`: sentencepiece's tokenizer.model is protobuf).
+            let modelOnly: Set<String> = ["pt", "pth", "bin", "ckpt", "pkl", "pickle", "joblib", "sav", "npy", "npz",
+                                          "safetensors", "gguf", "onnx", "ort", "keras", "h5", "hdf5"]
+            guard modelOnly.contains(ext) else { return [] }
             return [Finding(
                 rule: "format.unrecognised", severity: .medium,
                 message: "the name says .\(ext), a model format, but the content is no format Airlock knows: not analysed",
