@@ -311,6 +311,7 @@ LOADERS = {
 
 
 CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
+PLAIN = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex, bool, type(None))
 
 
 def touch(obj, depth=0, seen=None):
@@ -319,7 +320,8 @@ def touch(obj, depth=0, seen=None):
     if depth > 3 or id(obj) in seen or len(seen) > 10_000:
         return
     seen.add(id(obj))
-    attempt(repr, obj)
+    if not isinstance(obj, PLAIN):  # the repr of a big plain container is all time and memory, and calls nothing new
+        attempt(repr, obj)
     if isinstance(obj, dict) or hasattr(type(obj), "keys"):
         try:
             keys = list(obj.keys())[:1000]
