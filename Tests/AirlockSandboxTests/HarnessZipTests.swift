@@ -34,7 +34,7 @@ struct HarnessZipTests {
             """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = ["-I", "-S", "-c", script, "\(repositoryRoot)/Profiles/harness"]
+        p.arguments = ["-I", "-S", "-B", "-c", script, "\(repositoryRoot)/Profiles/harness"]
         let out = Pipe()
         p.standardOutput = out
         try p.run()
