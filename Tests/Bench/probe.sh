@@ -2,12 +2,14 @@
 # Detonation benchmarks, run by `make bench` through Tests/Bench/run.sh (or alone: `bash Tests/Bench/probe.sh` after
 # `make build bench-deps`). Prints a markdown summary; docs/benchmarks.md records a run of it.
 #
-#   7. `airlock probe FILE` (static analysis, then loading the file with Profiles/harness/load.py in the sandbox, then
-#      the verdict), whole process, against `picklescan -p FILE` (a static look only; installed by `make bench-deps`
+#   7. `airlock probe FILE` (static analysis, then loading the file with the loader harness in the sandbox, then the
+#      verdict), whole process, against `picklescan -p FILE` (a static look only; installed by `make bench-deps`
 #      in .build-bench/venv), on two PyTorch ZIP state_dicts: Tests/Generators/models.py's one-tensor `benign.pt`, and
 #      `small_cnn.pt`, 11 tensors (2.0 MiB) written here with the same opcode-level helpers (Tests/Generators/
 #      pickles.py). Also `airlock probe --no-probe-phase`, and python3 / `airlock --version` / `airlock scan` for
 #      scale. Then where the probe's time goes, from airlock's own `timings` (`--format json`).
+#      The harness is Profiles/harness/load.py, a small entry point that imports the module airlock_harness, whose
+#      bytecode `make build` compiles (`make harness`); the script checks that bytecode is current before timing.
 #      Checked first: both files probe CLEAN (exit 0), models.py's `evil.pt` probes MALICIOUS (exit 1) with the
 #      detonation's `dynamic.exec` finding, and picklescan agrees on all three.
 #
@@ -34,6 +36,13 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$PICKLESCAN" ] || die "$PICKLESCAN is missing: run 'make bench-deps' (or 'make bench')"
 command -v hyperfine >/dev/null || die "hyperfine is missing: run 'make bench-deps'"
 [ -x "$HOST_PY" ] || die "$HOST_PY is missing (apt-get install python3)"
+HARNESS_DIR="$REPO/Profiles/harness"
+# The detonations import airlock_harness from its bytecode; a stale or missing cache would add its compilation to
+# every detonation timed here. (-B: this check writes no bytecode either.)
+IMPORT_LOG=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import airlock_harness" 2>&1) ||
+    die "airlock_harness does not import: $IMPORT_LOG"
+grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$IMPORT_LOG" ||
+    die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-probe-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
@@ -89,8 +98,8 @@ elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlo
         cols.append({k: statistics.median(r[k] for r in runs) for k in runs[0]})
     labels = [
         ("sandbox set-up: clone, namespaces, mounts (harness, model by descriptor), filter, until python3's execve", "sandboxSetupMs"),
-        ("interpreter start: `python3 -I -S` and the harness's imports (pickle, zipfile), until the `load` marker", "startupMs"),
-        ("load: the ZIP's central directory, `data.pkl` unpickled with the stand-ins, storages read", "loadMs"),
+        ("interpreter start: `python3 -I -S`, load.py, airlock_harness from its bytecode with its imports (os, pickle, struct), until the `load` marker", "startupMs"),
+        ("load: the ZIP's central directory (the harness's TorchZip), `data.pkl` unpickled with the stand-ins, storage records looked up", "loadMs"),
         ("probe phase (touch and call the object), interpreter exit, sandbox teardown and reaping", "probeMs"),
         ("rest of the detonation: mount specs before clone, trace and result after", "otherDetonation"),
         ("verdict: trace and harness outcome to findings", "verdictMs"),
@@ -113,6 +122,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 B="$TMP/benign.pt" E="$TMP/evil.pt" C="$TMP/small_cnn.pt"
 cp "$TMP/gen/benign.pt" "$B"
 cp "$TMP/gen/evil.pt" "$E"
+# A copy of the harness module without bytecode, for the reference row that imports it compiling it every time (as
+# the harness did when it was one script run as `__main__`). Imported with -B, so no __pycache__ is written anywhere.
+mkdir "$TMP/nocache"
+cp "$HARNESS_DIR/airlock_harness.py" "$TMP/nocache/"
 
 # A small CNN classifier's state_dict as torch.save writes it (protocol 2): OrderedDict() by REDUCE, entries by
 # SETITEMS, BUILD with `_metadata`; each tensor is `_rebuild_tensor_v2` over a persistent-id storage whose bytes are
@@ -222,8 +235,9 @@ P_RC=0
 PS_VERSION=$("$VENV_PY" -c 'import importlib.metadata as m; print(m.version("picklescan"))')
 echo "## 7. Probe: airlock probe vs picklescan"
 echo
-echo "- \`airlock probe FILE\`: static analysis, then \`python3 -I -S\` loads the file with Profiles/harness/load.py in the"
-echo "  sandbox (load phase, then probe phase), then the verdict; \`--no-probe-phase\` stops after loading."
+echo "- \`airlock probe FILE\`: static analysis, then \`python3 -I -S\` loads the file in the sandbox with the harness"
+echo "  (Profiles/harness/load.py, which imports airlock_harness from the bytecode \`make build\` compiled; load phase, then"
+echo "  probe phase), then the verdict; \`--no-probe-phase\` stops after loading."
 echo "  \`picklescan -p FILE\` (picklescan $PS_VERSION on $("$VENV_PY" --version)) only reads the pickle."
 echo "- files: \`benign.pt\` from Tests/Generators/models.py (one 2×2 tensor, $(stat -c %s "$B") B) and \`small_cnn.pt\`"
 echo "  (11 tensors of a conv + batch-norm + 2-linear classifier, $(awk -v b="$(stat -c %s "$C")" 'BEGIN { printf "%.1f", b / 1048576 }') MiB), both PyTorch ZIP, pickle protocol 2"
@@ -238,8 +252,9 @@ hf --export-json "$TMP/cnn.json" "$AIRLOCK probe $C" "$AIRLOCK probe --no-probe-
 hf --export-json "$TMP/ref.json" \
     "$HOST_PY -c pass" \
     "$HOST_PY -I -S -c pass" \
-    "$HOST_PY -I -S -c 'import io, pickle, struct, zipfile'" \
-    "$HOST_PY -I -S -c 'compile(open(\"$REPO/Profiles/harness/load.py\").read(), \"load.py\", \"exec\")'" \
+    "$HOST_PY -I -S -c 'import io, os, pickle, struct, sys, time'" \
+    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$HARNESS_DIR\"); import airlock_harness'" \
+    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$TMP/nocache\"); import airlock_harness'" \
     "$AIRLOCK --version" \
     "$AIRLOCK scan $B"
 
@@ -248,8 +263,9 @@ echo "|---|---|---:|---:|---:|---:|"
 stats rows "$TMP/benign.json" benign.pt "\`airlock probe\`" "\`airlock probe --no-probe-phase\`" "\`picklescan -p\`"
 stats rows "$TMP/cnn.json" small_cnn.pt "\`airlock probe\`" "\`airlock probe --no-probe-phase\`" "\`picklescan -p\`"
 stats rows "$TMP/ref.json" "for scale" "\`python3 -c pass\`" "\`python3 -I -S -c pass\`" \
-    "\`python3 -I -S -c 'import io, pickle, struct, zipfile'\` (the harness's imports)" \
-    "\`python3 -I -S -c 'compile(open(\"load.py\").read(), …)'\` (a script run as \`__main__\` is compiled every time)" \
+    "\`python3 -I -S -c 'import io, os, pickle, struct, sys, time'\` (the harness's imports)" \
+    "\`python3 -I -S -B -c 'import airlock_harness'\` (its imports and the module, from \`make build\`'s bytecode)" \
+    "the same from a copy without \`__pycache__\` (compiled on every run, as the harness was before)" \
     "\`airlock --version\`" "\`airlock scan benign.pt\` (static only)"
 mapfile -t MB < <(stats means "$TMP/benign.json")
 mapfile -t MC < <(stats means "$TMP/cnn.json")
