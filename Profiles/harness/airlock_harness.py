@@ -114,7 +114,7 @@ class HarnessUnpickler(pickle.Unpickler):
             raise
 
     def persistent_load(self, pid):
-        # torch: ('storage', storage_type, key, location, numel); the bytes are read as PyTorch reads them.
+        # torch: ('storage', storage_type, key, location, numel); `storages` locates the record (torch would read it).
         if isinstance(pid, tuple) and pid and pid[0] == "storage" and self.storages is not None:
             return self.storages(str(pid[2]))
         return StandInStorage(pid)
