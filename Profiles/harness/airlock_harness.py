@@ -2,7 +2,8 @@
 
     python3 -I -S load.py FORMAT MODEL [--no-probe]      (load.py imports this module and calls main)
 
-FORMAT is what `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
+MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
+`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
 The harness announces its phases to the supervisor (startup -> load -> probe) by opening marker paths; the opens are
 notified system calls, so every event after one is attributed to that phase. Everything that happens in `load` and
 `probe` belongs to the model.
@@ -120,9 +121,8 @@ class HarnessUnpickler(pickle.Unpickler):
         return StandInStorage(pid)
 
 
-def load_pickle(path):
-    with open(path, "rb") as f:
-        return HarnessUnpickler(f).load()
+def load_pickle(f):
+    return HarnessUnpickler(f).load()
 
 
 class TorchZip:
@@ -245,33 +245,30 @@ class TorchZip:
         raise ValueError(f"record {name!r} uses compression method {method}")
 
 
-def load_torch_zip(path):
+def load_torch_zip(f):
     # torch.load: the records `<archive>/data.pkl`, and storages from `<archive>/data/<key>` through persistent_load.
     # The stand-in storage only notes the record's size; torch would read its bytes.
-    with open(path, "rb") as f:
-        z = TorchZip(f)
-        storages = lambda key: StandInStorage(z.size("data/" + key))  # noqa: E731
-        return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
+    z = TorchZip(f)
+    storages = lambda key: StandInStorage(z.size("data/" + key))  # noqa: E731
+    return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
 
 
-def load_torch_legacy(path):
+def load_torch_legacy(f):
     # The legacy format: magic number, protocol version, system info, the object, then storage keys and bytes.
-    with open(path, "rb") as f:
-        for _ in range(3):
-            HarnessUnpickler(f).load()
-        obj = HarnessUnpickler(f, lambda key: StandInStorage(key)).load()
+    for _ in range(3):
         HarnessUnpickler(f).load()
-        return obj
+    obj = HarnessUnpickler(f, lambda key: StandInStorage(key)).load()
+    HarnessUnpickler(f).load()
+    return obj
 
 
-def load_numpy(path):
+def load_numpy(f):
     try:
         import numpy
-        return numpy.load(path, allow_pickle=True)
+        return numpy.load(f, allow_pickle=True)
     except ImportError:
         pass
-    with open(path, "rb") as f:
-        return load_numpy_stream(f)
+    return load_numpy_stream(f)
 
 
 def load_numpy_stream(f):
@@ -284,16 +281,16 @@ def load_numpy_stream(f):
     return header
 
 
-def load_npz(path):
+def load_npz(f):
     try:
         import numpy
-        return numpy.load(path, allow_pickle=True)  # members load on access: the probe phase touches every one
+        return numpy.load(f, allow_pickle=True)  # members load on access: the probe phase touches every one
     except ImportError:
         pass
     # Without numpy: each `.npy` member as numpy.load would read it, through Python's zipfile as numpy does.
     import zipfile
     out = {}
-    with zipfile.ZipFile(path) as z:
+    with zipfile.ZipFile(f) as z:
         for name in z.namelist():
             if name.endswith(".npy"):
                 out[name] = load_numpy_stream(io.BytesIO(z.read(name)))
@@ -414,14 +411,24 @@ def fail(code, kind, error):
     return code
 
 
+def model_file(spec):
+    """`fd:N`: the descriptor the supervisor passed (the file it analysed, read-only); anything else: a path."""
+    if spec.startswith("fd:"):
+        f = os.fdopen(int(spec[3:]), "rb", closefd=False)
+        f.seek(0)
+        return f
+    return open(spec, "rb")
+
+
 def main(argv):
     if len(argv) < 3 or argv[1] not in LOADERS:
         print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe]", file=sys.stderr)
         return 2
-    loader, path, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
+    loader, model, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
     announce("load")
     try:
-        obj = loader(path)
+        with model_file(model) as f:
+            obj = loader(f)
     except (MemoryError, RecursionError) as e:
         return fail(4, "resource-exhausted", e)
     except BlockingIOError as e:  # fork or thread creation hit the process limit

@@ -127,17 +127,16 @@ public enum Prober {
     /// Runs the harness on the file in the sandbox and adds the dynamic findings, the trace and the timings.
     static func detonate(fd: Int32, format: String, into report: inout Report, options: ProbeOptions) {
         let started = StaticScanner.now()
-        let modelPath = "/model/" + sandboxName(report.target.path, format: format)
-        var argv = options.interpreter + ["/airlock/harness/load.py", format, modelPath]
+        let modelFD = Sandbox.firstPassedFD
+        var argv = options.interpreter + ["/airlock/harness/load.py", format, "fd:\(modelFD)"]
         if !options.probePhase { argv.append("--no-probe") }
         let result: SandboxResult
         do throws(SandboxError) {
-            let mounts = [
-                try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: "/airlock/harness"),
-                try MountSpec.readOnlyBind(fd: fd, sandbox: modelPath),
-            ]
+            let model = try Sandbox.passableDescriptor(fd, profile: options.profile)
+            defer { close(model) }
+            let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: "/airlock/harness")]
             let request = SandboxRequest(argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-                                         extraMounts: mounts, phases: phases)
+                                         extraMounts: mounts, phases: phases, passedFDs: [model])
             result = try Sandbox.run(request, program: options.program)
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
@@ -158,14 +157,6 @@ public enum Prober {
         }
         report.timings += [("detonationMs", detonationMs)] + phaseTimings(result)
         report.timings.append(("verdictMs", StaticScanner.ms(since: judged)))
-    }
-
-    /// The model's name inside the sandbox: its own base name when plain, otherwise one derived from the format.
-    static func sandboxName(_ path: String, format: String) -> String {
-        let base = path.split(separator: "/").last.map(String.init) ?? ""
-        let plain = !base.isEmpty && base.count <= 128 && base != "." && base != ".."
-            && base.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
-        return plain ? base : "model.\(format)"
     }
 
     /// Where the detonation's time went, from the trace's clock: sandbox set-up until the command started,

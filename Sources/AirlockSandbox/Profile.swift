@@ -178,16 +178,6 @@ public struct MountSpec: Sendable, Equatable {
     public var mode: UInt32?
     /// A missing source is skipped instead of being an error (bind).
     public var optional: Bool
-    /// The device and inode `source` must still lead to when the sandbox mounts it (bind; see `readOnlyBind(fd:)`).
-    public var identity: FileIdentity? = nil
-}
-
-/// Which file a path must lead to: device and inode numbers.
-public struct FileIdentity: Sendable, Equatable {
-    /// `st_dev`.
-    public var dev: UInt64
-    /// `st_ino`.
-    public var ino: UInt64
 }
 
 extension MountSpec {
@@ -204,29 +194,6 @@ extension MountSpec {
             kind: .bind, source: source, destination: destination, target: nil, contents: nil, sizeBytes: nil,
             mode: nil, optional: false
         )
-    }
-
-    /// A read-only bind of the file or directory open as `fd` in this process, at an absolute sandbox path.
-    ///
-    /// The sandbox looks the descriptor's path up again in its own mount namespace (a descriptor of this namespace
-    /// cannot be cloned there) and refuses to start, with `ESTALE`, unless the path still leads to the very file
-    /// open as `fd` (same device and inode): a file analysed through `fd` cannot be swapped for another before the
-    /// detonation. A file without a path (deleted, or only reachable by descriptor) is an error.
-    public static func readOnlyBind(fd: Int32, sandbox: String) throws(SandboxError) -> MountSpec {
-        var st = stat()
-        guard fd >= 0, fstat(fd, &st) == 0 else {
-            throw SandboxError(.mountSource, "mount source descriptor \(fd) is not open", errno: errno)
-        }
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, Int(PATH_MAX))
-        let path = n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
-        var now = stat()
-        guard path.hasPrefix("/"), stat(path, &now) == 0, now.st_dev == st.st_dev, now.st_ino == st.st_ino else {
-            throw SandboxError(.mountSource, "mount source descriptor \(fd) has no path that leads to its file (\(path.isEmpty ? "none" : path))", errno: ESTALE)
-        }
-        var spec = try readOnlyBind(host: path, sandbox: sandbox)
-        spec.identity = FileIdentity(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
-        return spec
     }
 }
 

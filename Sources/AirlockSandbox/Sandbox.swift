@@ -17,14 +17,22 @@ public struct SandboxRequest: Sendable {
     public var extraMounts: [MountSpec]
     /// Phases the command may announce, in order (`startup`, `load`, `probe`); empty for none. See `PhaseMarker`.
     public var phases: [String]
+    /// Open descriptors handed to the command, as `Sandbox.firstPassedFD`, +1, … (at most 8). The command can use
+    /// what they are open for, and nothing the mount tree does not show otherwise; reopening one through
+    /// `/proc/self/fd/N` is an ordinary open, checked against the sandbox's ids and notified like any other.
+    public var passedFDs: [Int32]
 
     /// Creates a request.
-    public init(argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [], phases: [String] = []) {
+    public init(
+        argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
+        phases: [String] = [], passedFDs: [Int32] = []
+    ) {
         self.argv = argv
         self.profile = profile
         self.timeoutSeconds = timeoutSeconds
         self.extraMounts = extraMounts
         self.phases = phases
+        self.passedFDs = passedFDs
     }
 }
 
@@ -33,6 +41,48 @@ public struct SandboxRequest: Sendable {
 /// `run` blocks the calling thread for the life of the sandbox and serves notifications on it, so call it from a
 /// dedicated thread, never from Swift's cooperative pool.
 public enum Sandbox {
+    /// The number the first of `SandboxRequest.passedFDs` has in the command.
+    public static let firstPassedFD = Int32(AIRLOCK_FIRST_PASSED_FD)
+
+    /// Files up to this size are always handed to the sandbox as a sealed in-memory copy.
+    public static let sealedCopyLimit: UInt64 = 64 << 20
+    /// Larger files the sandbox's user could write are copied up to this size; beyond it they are not detonated.
+    public static let writableCopyLimit: UInt64 = 2 << 30
+
+    /// A descriptor of the file open as `fd` that is safe to pass to a sandbox run with `profile`
+    /// (`SandboxRequest.passedFDs`): the very file, never a path looked up again, and one the command cannot write
+    /// through. A small file, or one the sandbox's host user could write (which a reopen through `/proc/self/fd/N`
+    /// would then allow), becomes a sealed in-memory copy; otherwise a fresh read-only open of the same file. The
+    /// caller closes it.
+    public static func passableDescriptor(_ fd: Int32, profile: Profile) throws(SandboxError) -> Int32 {
+        let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+        guard reopened >= 0 else { throw SandboxError(.mountSource, "cannot reopen the model read-only", errno: errno) }
+        var st = stat()
+        guard fstat(reopened, &st) == 0 else {
+            close(reopened)
+            throw SandboxError(.mountSource, "cannot stat the model", errno: errno)
+        }
+        let size = UInt64(max(0, st.st_size))
+        let ids = Sandbox.hostIDs(profile)
+        let writable = st.st_mode & 0o002 != 0 || (st.st_uid == ids.uid && st.st_mode & 0o200 != 0)
+            || (st.st_gid == ids.gid && st.st_mode & 0o020 != 0)
+        guard size <= sealedCopyLimit || writable else { return reopened }
+        defer { close(reopened) }
+        guard size <= writableCopyLimit else {
+            throw SandboxError(.mountSource, "the model (\(size) bytes) is writable by the sandbox's user \(ids.uid) and too large to copy: make it read-only for that user", errno: EPERM)
+        }
+        let copy = airlock_sealed_copy(reopened, size)
+        guard copy >= 0 else { throw SandboxError(.mountSource, "cannot copy the model into sealed memory", errno: errno) }
+        return copy
+    }
+
+    /// The host uid and gid the sandbox's user runs as: the profile's (`airlock.user.hostUid`, 65534 by default)
+    /// when the supervisor is root, otherwise the supervisor's own.
+    public static func hostIDs(_ profile: Profile) -> (uid: UInt32, gid: UInt32) {
+        let user = profile.sandbox.user
+        return geteuid() == 0 ? (user.hostUid, user.hostGid) : (geteuid(), getegid())
+    }
+
     /// Builds the sandbox, runs the command, answers its notifications, and returns what happened. Throws when the
     /// sandbox could not be built or the command could not be started; nothing runs half-isolated.
     ///
@@ -44,6 +94,12 @@ public enum Sandbox {
         }
         if request.argv.contains(where: { $0.utf8.contains(0) }) {
             throw SandboxError(.commandNotFound, "arguments may not contain NUL bytes")
+        }
+        guard request.passedFDs.count <= Int(AIRLOCK_MAX_PASSED_FDS) else {
+            throw SandboxError(.spawn, "at most \(AIRLOCK_MAX_PASSED_FDS) descriptors can be passed, not \(request.passedFDs.count)")
+        }
+        if let closed = request.passedFDs.first(where: { fcntl($0, F_GETFD) < 0 }) {
+            throw SandboxError(.spawn, "descriptor \(closed) to pass is not open", errno: EBADF)
         }
         let compiled: SeccompProgram
         if let program { compiled = program } else { compiled = try SeccompProgram(profile: request.profile) }
@@ -147,11 +203,7 @@ private final class SandboxRun {
                 }
                 c.kind = Int32(AIRLOCK_MOUNT_BIND.rawValue)
                 c.source = UnsafePointer(arena.string(source))
-                if let identity = m.identity {
-                    c.check_identity = 1
-                    c.dev = identity.dev
-                    c.ino = identity.ino
-                }
+
             case .tmpfs:
                 c.kind = Int32(AIRLOCK_MOUNT_TMPFS.rawValue)
                 let size = m.sizeBytes ?? (64 << 20)
@@ -243,6 +295,8 @@ private final class SandboxRun {
         spec.stderr_fd = err.write
         spec.status_fd = status.write
         spec.control_fd = control.read
+        spec.passed_fds = UnsafePointer(arena.array(request.passedFDs))
+        spec.passed_fd_count = request.passedFDs.count
 
         var childPidfd: Int32 = -1
         let rc = program.instructions.withUnsafeBytes { filter -> Int32 in
@@ -257,8 +311,7 @@ private final class SandboxRun {
 
         // Map the sandbox's ids to unprivileged host ids, then let the child go on.
         let user = settings.user
-        let hostUid = privileged ? user.hostUid : geteuid()
-        let hostGid = privileged ? user.hostGid : getegid()
+        let (hostUid, hostGid) = Sandbox.hostIDs(request.profile)
         if !privileged { try writeProc("setgroups", "deny") }
         try writeProc("uid_map", "\(user.uid) \(hostUid) 1\n")
         try writeProc("gid_map", "\(user.gid) \(hostGid) 1\n")

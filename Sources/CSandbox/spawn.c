@@ -23,6 +23,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -82,7 +83,8 @@ struct al_mount_attr {
 };
 
 /* Fixed descriptor numbers in the child after its descriptor table has been rebuilt. */
-enum { FD_STATUS = 3, FD_CONTROL = 4, FD_FIRST_FREE = 5 };
+enum { FD_STATUS = 3, FD_CONTROL = 4 };
+_Static_assert(AIRLOCK_FIRST_PASSED_FD == FD_CONTROL + 1, "passed descriptors follow the control pipe");
 /* At most this many bind sources are opened before the old root disappears. */
 #define AL_MAX_MOUNTS 256
 #define AL_DEVICE_COUNT 5
@@ -218,16 +220,6 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
             al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
         }
         trees[i] = (int)fd;
-        if (m->check_identity) {
-            /* The path was looked up again in this mount namespace: it must still lead to the file the parent
-             * analysed through its descriptor (a descriptor of the parent's namespace cannot be cloned here). */
-            struct stat st;
-            if (fstat((int)fd, &st) < 0) al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
-            if ((uint64_t)st.st_dev != m->dev || (uint64_t)st.st_ino != m->ino) {
-                errno = ESTALE;
-                al_fail(AIRLOCK_STEP_OPEN_SOURCE, (int)i);
-            }
-        }
         if (al_set_attr((int)fd, "", AT_EMPTY_PATH | AL_AT_RECURSIVE,
                         AL_MOUNT_ATTR_RDONLY | AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NODEV) < 0)
             al_fail(AIRLOCK_STEP_READONLY, (int)i);
@@ -429,18 +421,23 @@ __attribute__((noreturn)) static void al_payload(const struct airlock_spawn_spec
 /* ---- PID 1 ---- */
 
 __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *spec) {
-    /* A clean descriptor table: 0-2 the command's stdio, 3 status, 4 control, nothing else of the parent. */
-    int wanted[5] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd, spec->status_fd, spec->control_fd};
-    int moved[5];
-    for (int i = 0; i < 5; i++) {
+    /* A clean descriptor table: 0-2 the command's stdio, 3 status, 4 control, then the descriptors passed to the
+     * command (5, 6, …), nothing else of the parent. */
+    size_t passed = spec->passed_fd_count <= AIRLOCK_MAX_PASSED_FDS ? spec->passed_fd_count : 0;
+    int wanted[5 + AIRLOCK_MAX_PASSED_FDS] = {spec->stdin_fd, spec->stdout_fd, spec->stderr_fd, spec->status_fd,
+                                              spec->control_fd};
+    for (size_t i = 0; i < passed; i++) wanted[5 + i] = spec->passed_fds[i];
+    int count = 5 + (int)passed;
+    int moved[5 + AIRLOCK_MAX_PASSED_FDS];
+    for (int i = 0; i < count; i++) {
         moved[i] = fcntl(wanted[i], F_DUPFD_CLOEXEC, 64);
         if (moved[i] < 0) _exit(125); /* no status pipe yet: the parent sees EOF and reports it */
     }
-    for (int i = 0; i < 5; i++) {
-        if (al_move_fd(moved[i], i) < 0) _exit(125);
+    for (int i = 0; i < count; i++) {
+        if (al_move_fd(moved[i], i) < 0) _exit(125); /* dup2: the copies at 0..count-1 are not close-on-exec */
     }
-    if (syscall(SYS_close_range, FD_FIRST_FREE, ~0U, 0) < 0) {
-        for (int fd = FD_FIRST_FREE; fd < 4096; fd++) close(fd);
+    if (syscall(SYS_close_range, (unsigned)count, ~0U, 0) < 0) {
+        for (int fd = count; fd < 4096; fd++) close(fd);
     }
     (void)fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
     (void)fcntl(FD_CONTROL, F_SETFD, FD_CLOEXEC);
@@ -575,6 +572,31 @@ int airlock_rlimit_nproc(void) { return RLIMIT_NPROC; }
 int airlock_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int airlock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int airlock_sealed_copy(int fd, uint64_t size) {
+    int copy = memfd_create("airlock-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (copy < 0) return -1;
+    off_t offset = 0;
+    while ((uint64_t)offset < size) {
+        size_t chunk = size - (uint64_t)offset > (1u << 30) ? (1u << 30) : (size_t)(size - (uint64_t)offset);
+        ssize_t n = sendfile(copy, fd, &offset, chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int saved = n < 0 ? errno : EIO; /* 0: the file got shorter */
+            close(copy);
+            errno = saved;
+            return -1;
+        }
+    }
+    if (fcntl(copy, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 ||
+        lseek(copy, 0, SEEK_SET) < 0) {
+        int saved = errno;
+        close(copy);
+        errno = saved;
+        return -1;
+    }
+    return copy;
+}
 
 long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote) {
     struct iovec l = {.iov_base = local, .iov_len = length};

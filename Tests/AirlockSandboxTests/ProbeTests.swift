@@ -208,25 +208,45 @@ struct ProbeTests {
         bait.checkUntouched()
     }
 
-    @Test("the file detonated is the file analysed: a path swapped after the analysis is refused")
-    func swappedFile() throws {
+    @Test("the model reaches the sandbox as a descriptor it cannot write through, even with every notified call allowed",
+          arguments: [(0o666, 2), (0o644, 2), (0o644, 65 << 20)])
+    func passedDescriptorIsReadOnly(mode: Int, size: Int) throws {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = "\(dir)/model.pkl"
         _ = FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        chmod(path, mode_t(mode))
+        truncate(path, off_t(size))  // past Sandbox.sealedCopyLimit: a read-only reopen of the file itself
+        let fd = open(path, O_RDWR | O_CLOEXEC)  // the caller's own descriptor may be writable
         defer { close(fd) }
-        let mount = try MountSpec.readOnlyBind(fd: fd, sandbox: "/model/model.pkl")
-        // Another file takes the name between the analysis and the detonation.
-        _ = FileManager.default.createFile(atPath: "\(dir)/other", contents: Data("N.".utf8))
-        #expect(rename("\(dir)/other", path) == 0)
-        let request = SandboxRequest(argv: ["/bin/true"], profile: try defaultProfile(), extraMounts: [mount])
-        #expect(throws: SandboxError.self) { try Sandbox.run(request) }
-        do {
-            _ = try Sandbox.run(request)
-        } catch {
-            #expect(error.errno == ESTALE, "\(error)")
+        let permissive = try editedProfile { object in
+            editSection(&object) { $0["notify"] = [] }
         }
+        let passed = try Sandbox.passableDescriptor(fd, profile: permissive)
+        defer { close(passed) }
+        let n = Sandbox.firstPassedFD
+        let script = """
+            import os
+            print("read", open(\(n), "rb", closefd=False).read(2))
+            for how in ("write", "reopen", "truncate"):
+                try:
+                    if how == "write":
+                        os.write(\(n), b"X")
+                    elif how == "reopen":
+                        os.write(os.open("/proc/self/fd/\(n)", os.O_RDWR), b"X")
+                    else:
+                        os.ftruncate(\(n), 0)
+                    print(how, "worked")
+                except OSError as e:
+                    print(how, "refused", e.errno)
+            """
+        let result = try Sandbox.run(SandboxRequest(argv: ["python3", "-I", "-S", "-c", script], profile: permissive,
+                                                    timeoutSeconds: 20, passedFDs: [passed]))
+        let out = String(decoding: result.stdout, as: UTF8.self)
+        #expect(out.contains("read b'N.'"), "\(out) \(String(decoding: result.stderr, as: UTF8.self))")
+        #expect(!out.contains("worked"), "\(out)")
+        let after = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(after.count == size && after.prefix(2) == Data("N.".utf8), "the host file changed")
     }
 
     @Test("a FIFO or a device is refused at once, never waited on")

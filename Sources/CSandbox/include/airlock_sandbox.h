@@ -36,10 +36,12 @@ struct airlock_mount {
     size_t data_len;         /* file: contents length */
     unsigned int mode;       /* file / dir mode */
     int optional;            /* bind: a missing source is skipped instead of failing */
-    int check_identity;      /* bind: the source must be this very file (st_dev, st_ino), else ESTALE */
-    uint64_t dev;
-    uint64_t ino;
 };
+
+/* Most descriptors a command can be handed (`passed_fds`). */
+#define AIRLOCK_MAX_PASSED_FDS 8
+/* The number the first passed descriptor has in the command; the next ones follow. */
+#define AIRLOCK_FIRST_PASSED_FD 5
 
 struct airlock_rlimit {
     int resource;
@@ -71,6 +73,8 @@ struct airlock_spawn_spec {
     int stdin_fd, stdout_fd, stderr_fd; /* child's ends */
     int status_fd;                  /* child -> parent messages (write end) */
     int control_fd;                 /* parent -> child: 'M' maps written, 'G' listener taken; EOF = parent gone */
+    const int *passed_fds;          /* handed to the command as AIRLOCK_FIRST_PASSED_FD, +1, … (not close-on-exec) */
+    size_t passed_fd_count;         /* at most AIRLOCK_MAX_PASSED_FDS */
 };
 
 /* Message types on the status pipe. */
@@ -142,6 +146,9 @@ int airlock_pipe(int fds[2]);
 
 /* memfd_create(name, MFD_CLOEXEC). */
 int airlock_memfd(const char *name);
+/* A sealed in-memory copy of the first `size` bytes of the file open as `fd` (memfd, close-on-exec; sealed against
+ * writes, growing and shrinking), or -1 with errno. */
+int airlock_sealed_copy(int fd, uint64_t size);
 /* process_vm_readv of one range; returns bytes read or -1. */
 long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
 
