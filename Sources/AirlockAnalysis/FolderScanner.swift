@@ -7,80 +7,138 @@ import Glibc
 
 /// A model folder (a Hugging Face snapshot): every file scanned, plus what only the folder shows — code that
 /// `trust_remote_code` would run, and pickle weights where safetensors would do.
+///
+/// The walk goes by descriptors: every directory and file is opened relative to its parent's descriptor with
+/// `O_NOFOLLOW`, so nothing swapped for a symbolic link during the walk leads outside the folder (the daemon walks
+/// folders its clients pass as descriptors with root's rights).
 enum FolderScanner {
     /// Most files scanned in one folder tree.
     static let maxFiles = 100_000
+    /// Deepest directory nesting walked.
+    static let maxDepth = 32
 
-    static func scan(folder: String, examine: (String) -> Report, report: (Report) -> Void) {
-        var files: [String] = []
-        var symlinks: [(String, String)] = []
-        walk(folder, depth: 0, files: &files, symlinks: &symlinks)
-        files.sort()
-        let hasSafetensors = files.contains { $0.hasSuffix(".safetensors") }
-        for path in files {
-            var r = examine(path)
-            var extra: [Finding] = []
-            let base = path.split(separator: "/").last.map(String.init) ?? path
-            if base.hasSuffix(".py") {
-                extra.append(Finding(
-                    rule: "hf.python-module", severity: .high,
-                    message: "Python module in the model folder: transformers runs it when the model is loaded with trust_remote_code=True",
-                    evidence: Evidence(member: base)
-                ))
-            }
-            if base == "config.json" || base.hasSuffix("_config.json") { extra += remoteCode(path) }
-            if ["pickle", "pytorch-zip", "pytorch-legacy", "joblib"].contains(r.target.format) {
-                extra.append(Finding(
-                    rule: "hf.pickle-weights", severity: .low,
-                    message: hasSafetensors
-                        ? "pickle-based weights next to safetensors: load the safetensors, which carry no code"
-                        : "pickle-based weights: a safetensors copy would carry no code",
-                    evidence: Evidence(member: base)
-                ))
-            }
-            if !extra.isEmpty { r.add(extra) }
-            report(r)
+    /// One entry of the walk.
+    enum Entry {
+        /// A regular file; `open` opens it read-only relative to its directory (the caller closes it), or says why not.
+        case file(open: () -> Int32?)
+        case symlink(target: String)
+    }
+
+    /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`. Two walks: the first
+    /// only looks at names (is there safetensors?), the second opens and examines one file at a time.
+    static func scan(dirfd: Int32, display: String, examine: (Int32, String) -> Report, report: (Report) -> Void) {
+        var hasSafetensors = false
+        walk(dirfd, prefix: "", depth: 0) { relative, _ in
+            if relative.hasSuffix(".safetensors") { hasSafetensors = true }
         }
-        for (link, target) in symlinks {
-            let t = ReportTarget(path: link, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-            report(Report(target: t, findings: [Finding(
-                rule: "folder.symlink", severity: .medium,
-                message: "symbolic link to \(target): not followed (a loader would read whatever it points to)",
-                evidence: Evidence(details: [("target", target)])
-            )]))
+        let base = display.hasSuffix("/") ? String(display.dropLast()) : display
+        var files = 0
+        walk(dirfd, prefix: "", depth: 0) { relative, entry in
+            let path = base + "/" + relative
+            switch entry {
+            case .file(let open):
+                files += 1
+                guard files <= maxFiles else { return }
+                guard let fd = open() else {
+                    let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                    report(Report(target: t, findings: [], error: ("io", "cannot open \(path): \(String(cString: strerror(errno)))")))
+                    return
+                }
+                var r = examine(fd, path)
+                r.add(folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
+                close(fd)
+                report(r)
+            case .symlink(let target):
+                let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                report(Report(target: t, findings: [Finding(
+                    rule: "folder.symlink", severity: .medium,
+                    message: "symbolic link to \(target): not followed (a loader would read whatever it points to)",
+                    evidence: Evidence(details: [("target", target)])
+                )]))
+            }
         }
     }
 
-    static func walk(_ dir: String, depth: Int, files: inout [String], symlinks: inout [(String, String)]) {
-        guard depth < 32, files.count < maxFiles, let d = opendir(dir) else { return }
-        defer { closedir(d) }
-        var entries: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name == "." || name == ".." || name == ".git" { continue }
-            entries.append(name)
+    /// What the folder says about one of its files.
+    static func folderFindings(fd: Int32, name relative: String, format: String, hasSafetensors: Bool) -> [Finding] {
+        let base = relative.split(separator: "/").last.map(String.init) ?? relative
+        var extra: [Finding] = []
+        if base.hasSuffix(".py") {
+            extra.append(Finding(
+                rule: "hf.python-module", severity: .high,
+                message: "Python module in the model folder: transformers runs it when the model is loaded with trust_remote_code=True",
+                evidence: Evidence(member: base)
+            ))
         }
-        for name in entries.sorted() {
-            let path = dir.hasSuffix("/") ? dir + name : dir + "/" + name
+        if base == "config.json" || base.hasSuffix("_config.json") { extra += remoteCode(fd: fd, name: base) }
+        if ["pickle", "pytorch-zip", "pytorch-legacy", "joblib"].contains(format) {
+            extra.append(Finding(
+                rule: "hf.pickle-weights", severity: .low,
+                message: hasSafetensors
+                    ? "pickle-based weights next to safetensors: load the safetensors, which carry no code"
+                    : "pickle-based weights: a safetensors copy would carry no code",
+                evidence: Evidence(member: base)
+            ))
+        }
+        return extra
+    }
+
+    /// Walks `dirfd` in name order, calling `visit` for regular files and symbolic links; other kinds are skipped.
+    /// A file's `open` works only during its `visit` (its directory is open then).
+    static func walk(_ dirfd: Int32, prefix: String, depth: Int, visit: (String, Entry) -> Void) {
+        guard depth <= maxDepth else { return }
+        // fdopendir takes the descriptor: give it a duplicate, the caller keeps `dirfd`.
+        let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0, let d = fdopendir(dup) else {
+            if dup >= 0 { close(dup) }
+            return
+        }
+        defer { closedir(d) }
+        rewinddir(d)  // the duplicate shares its offset with `dirfd`, which an earlier walk left at the end
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+            if name == "." || name == ".." || name == ".git" { continue }
+            names.append(name)
+        }
+        for name in names.sorted() {
+            let relative = prefix.isEmpty ? name : prefix + "/" + name
             var st = stat()
-            guard lstat(path, &st) == 0 else { continue }
+            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             switch st.st_mode & S_IFMT {
-            case S_IFDIR: walk(path, depth: depth + 1, files: &files, symlinks: &symlinks)
-            case S_IFREG: if files.count < maxFiles { files.append(path) }
+            case S_IFDIR:
+                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard sub >= 0 else { continue }
+                walk(sub, prefix: relative, depth: depth + 1, visit: visit)
+                close(sub)
+            case S_IFREG:
+                // O_NOFOLLOW and O_NONBLOCK: a name swapped for a link or a FIFO since the stat is not followed or
+                // waited on; what was opened is checked again.
+                visit(relative, .file(open: {
+                    let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+                    guard fd >= 0 else { return nil }
+                    var now = stat()
+                    guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
+                        close(fd)
+                        errno = EINVAL
+                        return nil
+                    }
+                    return fd
+                }))
             case S_IFLNK:
                 var buf = [CChar](repeating: 0, count: 4097)
-                let n = readlink(path, &buf, 4096)
-                symlinks.append((path, n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"))
-            default: break
+                let n = readlinkat(dirfd, name, &buf, 4096)
+                let target = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+                visit(relative, .symlink(target: target))
+            default:
+                break
             }
         }
     }
 
     /// `auto_map` in a config: classes that transformers imports from the repository's own Python files.
-    static func remoteCode(_ path: String) -> [Finding] {
-        guard let view = try? ByteView.map(path: path), view.count < 16 << 20,
+    static func remoteCode(fd: Int32, name: String) -> [Finding] {
+        guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20,
               let tree = try? JSON.parse(view.array, maxDepth: 128), case .object(let members) = tree else { return [] }
         guard let (_, autoMap) = members.first(where: { $0.0 == "auto_map" }) else { return [] }
         var targets: [String] = []
@@ -93,7 +151,7 @@ enum FolderScanner {
         return [Finding(
             rule: "hf.remote-code", severity: .high,
             message: "config maps model classes to code in the repository (auto_map): trust_remote_code=True would run it",
-            evidence: Evidence(member: path.split(separator: "/").last.map(String.init), args: targets.isEmpty ? nil : targets)
+            evidence: Evidence(member: name, args: targets.isEmpty ? nil : targets)
         )]
     }
 }

@@ -52,24 +52,36 @@ public enum StaticScanner {
 
     /// Scans files and folders (recursively, in name order); calls `report` once per file.
     ///
-    /// - Parameter file: how one file is examined; `scan(file:budget:)` unless given (`airlock probe` adds a
-    ///   detonation). Folder-level findings are added to what it returns.
+    /// - Parameter file: how one file, open as the descriptor given, is examined; `scan(fd:path:budget:)` unless
+    ///   given (`airlock probe` adds a detonation). Folder-level findings are added to what it returns.
     public static func scan(
-        paths: [String], budget: ScanBudget = .standard, file: ((String) -> Report)? = nil, report: (Report) -> Void
+        paths: [String], budget: ScanBudget = .standard, file: ((Int32, String) -> Report)? = nil, report: (Report) -> Void
     ) {
-        let examine = file ?? { scan(file: $0, budget: budget) }
+        let examine = file ?? { scan(fd: $0, path: $1, budget: budget) }
         for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
             var st = stat()
-            guard stat(path, &st) == 0 else {
+            guard fd >= 0, fstat(fd, &st) == 0 else {
+                let message = "cannot read \(path): \(String(cString: strerror(errno)))"
+                if fd >= 0 { close(fd) }
                 let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: target, findings: [], error: ("io", "cannot read \(path): \(String(cString: strerror(errno)))")))
+                report(Report(target: target, findings: [], error: ("io", message)))
                 continue
             }
-            if st.st_mode & S_IFMT == S_IFDIR {
-                FolderScanner.scan(folder: path, examine: examine, report: report)
-            } else {
-                report(examine(path))
-            }
+            scan(fd: fd, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: path, examine: examine, report: report)
+            close(fd)
+        }
+    }
+
+    /// Scans what `fd` is open as: a folder, walked by descriptors, or a file. `path` names it in the reports. The
+    /// caller keeps `fd`.
+    public static func scan(
+        fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report, report: (Report) -> Void
+    ) {
+        if isDirectory {
+            FolderScanner.scan(dirfd: fd, display: path, examine: examine, report: report)
+        } else {
+            report(examine(fd, path))
         }
     }
 

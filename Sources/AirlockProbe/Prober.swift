@@ -62,7 +62,7 @@ public enum Prober {
 
     /// Probes files and folders (recursively, in name order, as `airlock scan` walks them); one report per file.
     public static func probe(paths: [String], options: ProbeOptions, report: (Report) -> Void) {
-        StaticScanner.scan(paths: paths, budget: options.budget, file: { probe(file: $0, options: options) }, report: report)
+        StaticScanner.scan(paths: paths, budget: options.budget, file: { probe(fd: $0, path: $1, options: options) }, report: report)
     }
 
     /// Probes one file.

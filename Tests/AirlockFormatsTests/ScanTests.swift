@@ -108,6 +108,26 @@ struct ScanTests {
         }
     }
 
+    @Test("a folder with more files than the descriptor limit is walked whole, one open file at a time")
+    func manyFiles() throws {
+        let dir = NSTemporaryDirectory() + "airlock-many-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: "\(dir)/sub/deeper", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var limit = rlimit()
+        getrlimit(RLIMIT_NOFILE, &limit)
+        let count = Int(min(limit.rlim_cur, 65536)) + 100
+        for i in 0..<count {
+            let sub = i % 3 == 0 ? "" : (i % 3 == 1 ? "sub/" : "sub/deeper/")
+            _ = FileManager.default.createFile(atPath: "\(dir)/\(sub)f\(i).txt", contents: Data("x".utf8))
+        }
+        try FileManager.default.createSymbolicLink(atPath: "\(dir)/sub/link", withDestinationPath: "/etc")
+        var reports: [Report] = []
+        StaticScanner.scan(paths: [dir]) { reports.append($0) }
+        #expect(reports.count == count + 1)
+        #expect(reports.filter { $0.verdict == .error }.isEmpty)
+        #expect(reports.contains { $0.target.path == "\(dir)/sub/link" && $0.findings.contains { $0.rule == "folder.symlink" } })
+    }
+
     @Test("a missing path is an error report, not a crash")
     func missing() {
         var reports: [Report] = []
