@@ -114,7 +114,7 @@ struct ScanTests {
         try FileManager.default.createDirectory(atPath: "\(dir)/sub/deeper", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var limit = rlimit()
-        getrlimit(RLIMIT_NOFILE, &limit)
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         let count = Int(min(limit.rlim_cur, 65536)) + 100
         for i in 0..<count {
             let sub = i % 3 == 0 ? "" : (i % 3 == 1 ? "sub/" : "sub/deeper/")
