@@ -113,9 +113,7 @@ struct ScanTests {
         let dir = NSTemporaryDirectory() + "airlock-many-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: "\(dir)/sub/deeper", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var limit = rlimit()
-        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
-        let count = Int(min(limit.rlim_cur, 65536)) + 100
+        let count = 1200  // more than a default RLIMIT_NOFILE of 1024
         for i in 0..<count {
             let sub = i % 3 == 0 ? "" : (i % 3 == 1 ? "sub/" : "sub/deeper/")
             _ = FileManager.default.createFile(atPath: "\(dir)/\(sub)f\(i).txt", contents: Data("x".utf8))
