@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "airlock", targets: ["airlock"]),
+        .executable(name: "airlockd", targets: ["airlockd"]),
         .library(name: "AirlockSandbox", targets: ["AirlockSandbox"]),
         .library(name: "AirlockFormats", targets: ["AirlockFormats"]),
         .library(name: "AirlockAnalysis", targets: ["AirlockAnalysis"]),
@@ -54,14 +55,29 @@ let package = Package(
             name: "AirlockAnalysis",
             dependencies: ["AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Socket helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, leases).
+        .target(
+            name: "CDaemon",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
+        ),
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
             dependencies: ["AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
+        // airlockd: the socket server, peer checks, the worker pool, systemd integration, the client side.
+        .target(
+            name: "AirlockDaemon",
+            dependencies: ["AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockJSON", "CDaemon"]
+        ),
+        .executableTarget(
+            name: "airlockd",
+            dependencies: ["AirlockDaemon", "AirlockProbe", "AirlockSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "airlock",
             dependencies: [
+                "AirlockDaemon",
                 "AirlockProbe",
                 "AirlockSandbox",
                 "AirlockAnalysis",

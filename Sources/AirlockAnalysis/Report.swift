@@ -162,3 +162,57 @@ extension Evidence {
         return .object(m)
     }
 }
+
+extension Report {
+    /// A report read back from its JSON (`json`), as a daemon's client receives it; nil when `value` is not one.
+    /// The trace stays in its JSON form; `traceLines` are not part of the JSON and stay empty.
+    public init?(json value: JSON) {
+        guard case .object(let m) = value else { return nil }
+        func field(_ key: String) -> JSON? { m.first { $0.0 == key }?.1 }
+        func string(_ v: JSON?) -> String? { if case .string(let s)? = v { return s } else { return nil } }
+        func int(_ v: JSON?) -> Int? { if case .number(let n)? = v { return Int(n) } else { return nil } }
+        guard case .object(let t)? = field("target"),
+              let path = string(t.first { $0.0 == "path" }?.1),
+              let format = string(t.first { $0.0 == "format" }?.1),
+              let verdictText = string(field("verdict")), let verdict = Verdict(rawValue: verdictText),
+              case .array(let findingValues)? = field("findings") else { return nil }
+        var findings: [Finding] = []
+        for f in findingValues {
+            guard case .object(let fm) = f,
+                  let rule = string(fm.first { $0.0 == "rule" }?.1),
+                  let severity = string(fm.first { $0.0 == "severity" }?.1).flatMap(Severity.init(rawValue:)),
+                  let source = string(fm.first { $0.0 == "source" }?.1).flatMap(FindingSource.init(rawValue:)),
+                  let message = string(fm.first { $0.0 == "message" }?.1) else { return nil }
+            var evidence = Evidence()
+            if case .object(let em)? = fm.first(where: { $0.0 == "evidence" })?.1 {
+                for (k, v) in em {
+                    switch (k, v) {
+                    case ("offset", _): evidence.offset = int(v)
+                    case ("member", .string(let s)): evidence.member = s
+                    case ("global", .string(let s)): evidence.global = s
+                    case ("args", .array(let items)): evidence.args = items.compactMap { string($0) }
+                    case ("seq", .array(let items)): evidence.seq = items.compactMap { int($0) }
+                    case (_, .string(let s)): evidence.details.append((k, s))
+                    default: break
+                    }
+                }
+            }
+            findings.append(Finding(rule: rule, severity: severity, source: source, message: message, evidence: evidence))
+        }
+        var trace: [JSON] = []
+        if case .array(let items)? = field("trace") { trace = items }
+        var timings: [(String, Double)] = []
+        if case .object(let tm)? = field("timings") {
+            for (k, v) in tm { if case .number(let n) = v, let d = Double(n) { timings.append((k, d)) } }
+        }
+        var error: (code: String, message: String)? = nil
+        if case .object(let em)? = field("error") {
+            error = (string(em.first { $0.0 == "code" }?.1) ?? "error", string(em.first { $0.0 == "message" }?.1) ?? "")
+        }
+        let target = ReportTarget(path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
+                                  sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
+        self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
+        self.verdict = verdict  // as decided where the report was made
+        detonation = field("detonation")
+    }
+}

@@ -1,4 +1,5 @@
 import AirlockAnalysis
+import AirlockJSON
 import AirlockProbe
 import AirlockSandbox
 import ArgumentParser
@@ -35,6 +36,9 @@ extension Airlock {
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
 
+        @Option(name: .long, help: "Ask airlockd at this socket instead of probing here (also $AIRLOCK_SOCKET).")
+        var socket: String?
+
         @Argument(help: "Files or folders to probe.")
         var paths: [String] = []
 
@@ -46,6 +50,18 @@ extension Airlock {
         }
 
         func run() throws {
+            if let socket = socket ?? Remote.socket {
+                var printer = ReportPrinter(format: format, verbose: verbose)
+                var params: [(String, JSON)] = [("probePhase", .bool(!noProbePhase))]
+                if let timeout { params.append(("timeout", .double(timeout))) }
+                if profile != "default" || policy != nil {
+                    writeStderr("airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
+                    throw ExitCode(2)
+                }
+                try Remote.run("probe", socket: socket, paths: paths, params: params, timeout: (timeout ?? 600) + 600, printer: &printer)
+                try printer.finish()
+                return
+            }
             let options: ProbeOptions
             do {
                 options = try makeOptions()

@@ -28,6 +28,9 @@ extension Airlock {
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
 
+        @Option(name: .long, help: "Ask airlockd at this socket instead of scanning here (also $AIRLOCK_SOCKET).")
+        var socket: String?
+
         @Argument(help: "Files or folders to scan.")
         var paths: [String] = []
 
@@ -37,7 +40,11 @@ extension Airlock {
 
         func run() throws {
             var printer = ReportPrinter(format: format, verbose: verbose)
-            StaticScanner.scan(paths: paths) { printer.print($0) }
+            if let socket = socket ?? Remote.socket {
+                try Remote.run("scan", socket: socket, paths: paths, params: [], timeout: 600, printer: &printer)
+            } else {
+                StaticScanner.scan(paths: paths) { printer.print($0) }
+            }
             try printer.finish()
         }
     }

@@ -1,0 +1,110 @@
+internal import AirlockJSON
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A configuration that could not be read or makes no sense: the message names the field.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    /// What is wrong, and where.
+    public let message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// How airlockd runs: where it listens, who may ask, how much it does at once. Read from `--config FILE` (JSON,
+/// every field optional, unknown fields refused), then overridden by command-line options. docs/daemon.md.
+public struct DaemonConfig: Sendable {
+    /// The socket's path (ignored under socket activation).
+    public var socketPath = "/run/airlock/airlockd.sock"
+    /// Users allowed besides root and the daemon's own user.
+    public var allowUIDs: [UInt32] = []
+    /// Groups whose members are allowed (missing groups are skipped with a warning).
+    public var allowGroups: [String] = ["airlock"]
+    /// Requests handled at once (worker threads).
+    public var maxConcurrent = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    /// Requests that may wait for a worker before the daemon answers `busy`.
+    public var queue = 64
+    /// Largest message accepted, bytes.
+    public var maxMessage = Wire.defaultMaxMessage
+    /// Most open connections.
+    public var maxConnections = 1024
+    /// A connection with nothing in flight and nothing arriving for this long is closed, seconds.
+    public var idleTimeout = 60.0
+    /// A message must arrive whole within this long of its first byte, and a reply be taken within this long, seconds.
+    public var ioTimeout = 10.0
+    /// Longest detonation deadline a client may ask for; also the deadline when it asks for none, seconds.
+    public var requestTimeout = 60.0
+    /// On SIGTERM, in-flight requests get this long to finish, seconds.
+    public var shutdownGrace = 10.0
+    /// The sandbox profile (name or path).
+    public var profile = "default"
+    /// The verdict policy file; `policy.json` beside the profiles when nil.
+    public var policy: String? = nil
+
+    /// The defaults.
+    public init() {}
+
+    /// Reads a configuration file over the defaults.
+    public static func load(_ path: String) throws(ConfigError) -> DaemonConfig {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ConfigError("cannot open config \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ConfigError("cannot read config \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+            guard bytes.count <= 1 << 20 else { throw ConfigError("config \(path) is larger than 1 MiB") }
+        }
+        return try DaemonConfig(json: bytes, name: path)
+    }
+
+    /// Reads a configuration document over the defaults; `name` is used in messages.
+    public init(json bytes: [UInt8], name: String) throws(ConfigError) {
+        let root: JSON
+        do {
+            root = try JSON.parse(bytes)
+        } catch {
+            throw ConfigError("config \(name): \(error)")
+        }
+        let fail: @Sendable (String) -> ConfigError = { ConfigError("config \(name): \($0)") }
+        let fields = try JSONField(value: root, path: "", fail: fail).object(allowed: [
+            "comment", "socket", "allowUids", "allowGroups", "maxConcurrent", "queue", "maxMessageBytes", "maxConnections",
+            "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile", "policy",
+        ])
+        self.init()
+        if let f = fields["socket"] { socketPath = try f.string() }
+        if let f = fields["allowUids"] { allowUIDs = try f.array().map { (x) throws(ConfigError) in try x.integer(UInt32.self) } }
+        if let f = fields["allowGroups"] { allowGroups = try f.strings() }
+        if let f = fields["maxConcurrent"] { maxConcurrent = try f.integer() }
+        if let f = fields["queue"] { queue = try f.integer() }
+        if let f = fields["maxMessageBytes"] { maxMessage = try f.integer() }
+        if let f = fields["maxConnections"] { maxConnections = try f.integer() }
+        if let f = fields["idleTimeoutSeconds"] { idleTimeout = try f.double() }
+        if let f = fields["ioTimeoutSeconds"] { ioTimeout = try f.double() }
+        if let f = fields["requestTimeoutSeconds"] { requestTimeout = try f.double() }
+        if let f = fields["shutdownGraceSeconds"] { shutdownGrace = try f.double() }
+        if let f = fields["profile"] { profile = try f.string() }
+        if let f = fields["policy"] { policy = try f.string() }
+        try validate()
+    }
+
+    /// Checks the values' ranges.
+    public func validate() throws(ConfigError) {
+        func check(_ ok: Bool, _ what: String) throws(ConfigError) { if !ok { throw ConfigError(what) } }
+        try check(socketPath.hasPrefix("/") && socketPath.utf8.count < 108, "socket: an absolute path shorter than 108 bytes")
+        try check((1...1024).contains(maxConcurrent), "maxConcurrent: 1 to 1024")
+        try check((0...100_000).contains(queue), "queue: 0 to 100000")
+        try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
+        try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
+        for (value, name) in [(idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
+                              (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds")] {
+            try check(value > 0 && value <= 86_400, "\(name): more than 0, at most 86400")
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import AirlockAnalysis
+import AirlockDaemon
+import AirlockFormats
+import AirlockJSON
+import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The CLI through airlockd: `airlock --socket PATH probe|scan …` or `$AIRLOCK_SOCKET`. With a socket named, there
+/// is no local fallback: a daemon that cannot be reached is an error (exit 2).
+enum Remote {
+    /// The socket named by `--socket` (moved here by `Airlock.main`) or `$AIRLOCK_SOCKET`.
+    nonisolated(unsafe) static var socketFlag: String?
+
+    static var socket: String? {
+        if let socketFlag { return socketFlag }
+        if let env = getenv("AIRLOCK_SOCKET"), env.pointee != 0 { return String(cString: env) }
+        return nil
+    }
+
+    /// Sends each path to the daemon as a descriptor; prints the reports it answers with.
+    static func run(_ method: String, socket: String, paths: [String], params: [(String, JSON)], timeout: Double, printer: inout ReportPrinter) throws {
+        let client: DaemonClient
+        do {
+            client = try DaemonClient(path: socket)
+        } catch {
+            writeStderr("airlock: \(error)\n")
+            throw ExitCode(2)
+        }
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+            guard fd >= 0 else {
+                printer.print(errorReport(path, "io", "cannot open \(path): \(String(cString: strerror(errno)))"))
+                continue
+            }
+            defer { close(fd) }
+            do throws(ClientError) {
+                let reply = try client.call(method, params: [("name", .string(path))] + params, descriptor: fd, timeout: timeout)
+                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1 else {
+                    throw ClientError("protocol", "airlockd's reply has no reports")
+                }
+                var lines: [JSON] = []
+                if case .array(let l)? = reply.first(where: { $0.0 == "traceLines" })?.1 { lines = l }
+                for (i, value) in reports.enumerated() {
+                    guard var report = Report(json: value) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
+                    if i < lines.count, case .array(let l) = lines[i] {
+                        report.traceLines = l.compactMap { if case .string(let s) = $0 { s } else { nil } }
+                    }
+                    printer.print(report)
+                }
+            } catch {
+                // Answers about this file go in its report; anything about the daemon or the connection ends the run.
+                if ["file-busy", "bad-request", "no-descriptor", "busy"].contains(error.code) {
+                    printer.print(errorReport(path, error.code, error.message))
+                } else {
+                    writeStderr("airlock: \(error)\n")
+                    throw ExitCode(2)
+                }
+            }
+        }
+    }
+
+    static func errorReport(_ path: String, _ code: String, _ message: String) -> Report {
+        Report(target: ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue), findings: [], error: (code, message))
+    }
+}
+
+extension Airlock {
+    /// `airlock status`: what the daemon is doing.
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show airlockd's queue, workers, totals by verdict and latency percentiles.",
+            discussion: "Asks the daemon at --socket, $AIRLOCK_SOCKET, or /run/airlock/airlockd.sock."
+        )
+
+        @Option(name: .long, help: "The daemon's socket.")
+        var socket: String?
+
+        @Flag(name: .long, help: "Print the metrics in Prometheus' text format instead.")
+        var prometheus = false
+
+        @Flag(name: .long, help: "Print the status as JSON.")
+        var json = false
+
+        func run() throws {
+            let path = socket ?? Remote.socket ?? DaemonClient.defaultSocket
+            do {
+                let client = try DaemonClient(path: path)
+                if prometheus {
+                    let reply = try client.call("metrics", timeout: 30)
+                    if case .string(let text)? = reply.first(where: { $0.0 == "metrics" })?.1 { writeStdout(Array(text.utf8)) }
+                    return
+                }
+                let reply = try client.call("status", timeout: 30)
+                guard let status = reply.first(where: { $0.0 == "status" })?.1 else { throw ClientError("protocol", "no status in the reply") }
+                if json {
+                    printJSON(status)
+                } else {
+                    writeStdout(Array(Status.text(status, socket: path).utf8))
+                }
+            } catch {
+                writeStderr("airlock: \(error)\n")
+                throw ExitCode(2)
+            }
+        }
+
+        static func text(_ status: JSON, socket: String) -> String {
+            guard case .object(let m) = status else { return "" }
+            func v(_ key: String) -> String {
+                switch m.first(where: { $0.0 == key })?.1 {
+                case .number(let n)?: n
+                case .string(let s)?: s
+                case .object(let o)?: o.map { "\($0.0) \(render($0.1))" }.joined(separator: ", ")
+                default: "-"
+                }
+            }
+            func render(_ j: JSON) -> String { if case .number(let n) = j { n } else { j.serialized() } }
+            return """
+                airlockd \(v("version")) at \(socket), up \(v("uptimeSeconds")) s
+                  workers      \(v("busyWorkers")) busy of \(v("workers"))
+                  queue        \(v("queueDepth")) waiting of \(v("queueCapacity"))
+                  connections  \(v("connections"))
+                  requests     \(v("requests"))
+                  verdicts     \(v("verdicts"))
+                  refused      \(v("refused"))
+                  latency ms   \(v("latencyMs"))
+
+                """
+        }
+    }
+}
