@@ -406,6 +406,7 @@ public final class Server: @unchecked Sendable {
             }
             if accepted {
                 c.inFlight = true
+                c.partialSince = nil  // what arrives meanwhile waits unread: its clock starts when the reply is out
             } else {
                 metrics.refused(method: method, code: .busy)
                 answer(Reply.error(id: id, .busy, "all \(config.maxConcurrent) workers are busy and \(config.queue) requests are waiting: try again later"))
@@ -445,7 +446,7 @@ public final class Server: @unchecked Sendable {
     private func expire(_ now: UInt64) {
         let idle = UInt64(config.idleTimeout * 1e9), io = UInt64(config.ioTimeout * 1e9)
         for c in Array(connections.values) {
-            if let since = c.partialSince, now - since > io {
+            if !c.inFlight, let since = c.partialSince, now - since > io {
                 fail(c, .timeout, "the message did not arrive whole within \(config.ioTimeout) s")
             } else if let since = c.stalledSince, now - since > io {
                 drop(c)
