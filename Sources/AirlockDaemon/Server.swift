@@ -322,7 +322,7 @@ public final class Server: @unchecked Sendable {
             }
             handle(c, body)
         }
-        c.partialSince = c.reader.hasPartial ? (c.partialSince ?? monotonicNs()) : nil
+        c.partialSince = c.reader.hasPartial && !c.inFlight ? (c.partialSince ?? monotonicNs()) : nil
     }
 
     /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
@@ -406,7 +406,6 @@ public final class Server: @unchecked Sendable {
             }
             if accepted {
                 c.inFlight = true
-                c.partialSince = nil  // what arrives meanwhile waits unread: its clock starts when the reply is out
             } else {
                 metrics.refused(method: method, code: .busy)
                 answer(Reply.error(id: id, .busy, "all \(config.maxConcurrent) workers are busy and \(config.queue) requests are waiting: try again later"))
