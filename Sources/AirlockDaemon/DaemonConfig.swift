@@ -48,18 +48,11 @@ public struct DaemonConfig: Sendable {
 
     /// Reads a configuration file over the defaults.
     public static func load(_ path: String) throws(ConfigError) -> DaemonConfig {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ConfigError("cannot open config \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ConfigError("cannot read config \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-            guard bytes.count <= 1 << 20 else { throw ConfigError("config \(path) is larger than 1 MiB") }
+        let bytes: [UInt8]
+        do {
+            bytes = try BoundedFile.read(path, limit: 1 << 20, what: "config")
+        } catch {
+            throw ConfigError(error.message + (error.errno.map { ": \(String(cString: strerror($0)))" } ?? ""))
         }
         return try DaemonConfig(json: bytes, name: path)
     }

@@ -121,18 +121,11 @@ public struct VerdictPolicy: Sendable {
             }
             file = found
         }
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw PolicyError("cannot open policy \(file): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw PolicyError("cannot read policy \(file): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-            guard bytes.count <= 1 << 20 else { throw PolicyError("policy \(file) is larger than 1 MiB") }
+        let bytes: [UInt8]
+        do {
+            bytes = try BoundedFile.read(file, limit: 1 << 20, what: "policy")
+        } catch {
+            throw PolicyError(error.message + (error.errno.map { ": \(String(cString: strerror($0)))" } ?? ""))
         }
         return try VerdictPolicy(json: bytes, name: file)
     }

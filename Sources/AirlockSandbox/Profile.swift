@@ -296,21 +296,10 @@ public enum ProfileLocator {
 /// Bounded whole-file reads.
 enum FileBytes {
     static func read(_ path: String, limit: Int, what: String) throws(SandboxError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SandboxError(.profile, "cannot open \(what) \(path)", errno: errno) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SandboxError(.profile, "cannot read \(what) \(path)", errno: errno)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-            if bytes.count > limit { throw SandboxError(.profile, "\(what) \(path) is larger than \(limit) bytes") }
+        do {
+            return try BoundedFile.read(path, limit: limit, what: what)
+        } catch {
+            throw SandboxError(.profile, error.message, errno: error.errno)
         }
-        return bytes
     }
 }
