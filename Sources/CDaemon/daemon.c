@@ -10,23 +10,36 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Room for the most descriptors a message carries, aligned for struct cmsghdr. */
+union al_control {
+    char buf[CMSG_SPACE(sizeof(int) * AIRLOCK_MAX_MESSAGE_FDS)];
+    struct cmsghdr align;
+};
+
+/* A message header over one buffer and the control room. */
+static struct msghdr al_message(struct iovec *iov, union al_control *control) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control->buf;
+    msg.msg_controllen = sizeof control->buf;
+    return msg;
+}
+
 ssize_t airlock_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
     if (nfds < 0 || nfds > AIRLOCK_MAX_MESSAGE_FDS) {
         errno = EINVAL;
         return -1;
     }
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * AIRLOCK_MAX_MESSAGE_FDS)];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        memset(&control, 0, sizeof control);
-        msg.msg_control = control.buf;
+    union al_control control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = al_message(&iov, &control);
+    if (nfds == 0) {
+        msg.msg_control = NULL;
+        msg.msg_controllen = 0;
+    } else {
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
@@ -43,16 +56,8 @@ ssize_t airlock_send_with_fds(int sock, const void *buf, size_t len, const int *
 
 ssize_t airlock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int *nfds, int *truncated) {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * AIRLOCK_MAX_MESSAGE_FDS)];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
+    union al_control control;
+    struct msghdr msg = al_message(&iov, &control);
     *nfds = 0;
     *truncated = 0;
     ssize_t n;
