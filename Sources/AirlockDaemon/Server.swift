@@ -221,6 +221,7 @@ public final class Server: @unchecked Sendable {
             let waiting = monitor.locked { () -> [Job] in
                 let w = jobs
                 jobs.removeAll()
+                metrics.setQueue(0, busy: busy)
                 return w
             }
             for job in waiting {
@@ -401,6 +402,7 @@ public final class Server: @unchecked Sendable {
             let accepted = monitor.locked { () -> Bool in
                 guard jobs.count < config.queue + (config.maxConcurrent - busy) else { return false }
                 jobs.append(job)
+                metrics.setQueue(jobs.count, busy: busy)
                 monitor.broadcast()
                 return true
             }
