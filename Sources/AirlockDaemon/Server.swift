@@ -311,10 +311,14 @@ public final class Server: @unchecked Sendable {
 
     /// Handles the complete messages a connection has sent, one request in flight at a time.
     private func process(_ c: Connection) {
+        var waitingForBytes = false
         while !c.inFlight && !c.closing {
             let body: [UInt8]
             do {
-                guard let next = try c.reader.next() else { break }
+                guard let next = try c.reader.next() else {
+                    waitingForBytes = c.reader.hasPartial
+                    break
+                }
                 body = next
             } catch {
                 guard case .badLength(let n) = error else { return }
@@ -323,7 +327,8 @@ public final class Server: @unchecked Sendable {
             }
             handle(c, body)
         }
-        c.partialSince = c.reader.hasPartial ? (c.partialSince ?? monotonicNs()) : nil
+        // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight.
+        c.partialSince = waitingForBytes ? (c.partialSince ?? monotonicNs()) : nil
     }
 
     /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
