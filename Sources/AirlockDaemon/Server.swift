@@ -173,7 +173,8 @@ public final class Server: @unchecked Sendable {
             pfds.append(pollfd(fd: stopping ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
             for (id, c) in connections {
                 var events: Int16 = 0
-                if !c.inFlight && !c.closing { events |= Int16(POLLIN) }
+                // Nothing more is read from a client until it has taken its last reply.
+                if !c.inFlight && !c.closing && c.out.isEmpty { events |= Int16(POLLIN) }
                 if !c.out.isEmpty { events |= Int16(POLLOUT) }
                 pfds.append(pollfd(fd: c.fd, events: events, revents: 0))
                 order.append(id)
@@ -191,7 +192,10 @@ public final class Server: @unchecked Sendable {
                 guard let c = connections[id] else { continue }
                 let r = pfds[3 + i].revents
                 if r & Int16(POLLIN) != 0 { receive(c) }
-                if r & Int16(POLLOUT) != 0 { flush(c) }
+                if r & Int16(POLLOUT) != 0 {
+                    flush(c)
+                    if connections[id] != nil && c.out.isEmpty { process(c) }  // requests it sent before
+                }
                 if r & Int16(POLLERR | POLLNVAL) != 0 { drop(c) }
                 else if r & Int16(POLLHUP) != 0 && r & Int16(POLLIN) == 0 { drop(c) }
             }
@@ -309,10 +313,12 @@ public final class Server: @unchecked Sendable {
         process(c)
     }
 
-    /// Handles the complete messages a connection has sent, one request in flight at a time.
+    /// Handles the complete messages a connection has sent, one request in flight at a time, and none while a reply
+    /// is still waiting to be taken: a client that sends and never reads makes the daemon hold one reply, not one per
+    /// request.
     private func process(_ c: Connection) {
         var waitingForBytes = false
-        while !c.inFlight && !c.closing {
+        while !c.inFlight && !c.closing && c.out.isEmpty {
             let body: [UInt8]
             do {
                 guard let next = try c.reader.next() else {
