@@ -392,6 +392,13 @@ public final class Server: @unchecked Sendable {
                 metrics.refused(method: method, code: .noDescriptor)
                 return answer(Reply.error(id: id, .noDescriptor, "a \(method) request carries exactly one open file or directory descriptor (SCM_RIGHTS), not \(fds.count)"))
             }
+            // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not,
+            // and reopening it read-only (as work does) would read with the daemon's rights instead.
+            guard airlock_fd_readable(fds[0]) == 1 else {
+                metrics.refused(method: method, code: .badRequest)
+                return answer(Reply.error(
+                    id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
+            }
             var name = "fd"
             if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 { name = s }
             var timeout = config.requestTimeout

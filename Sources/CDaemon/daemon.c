@@ -118,6 +118,13 @@ int airlock_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_NON
 
 int airlock_wake_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
 
+int airlock_fd_readable(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    if (flags & O_PATH) return 0;
+    return (flags & O_ACCMODE) == O_RDONLY || (flags & O_ACCMODE) == O_RDWR;
+}
+
 int airlock_set_read_lease(int fd) { return fcntl(fd, F_SETLEASE, F_RDLCK); }
 
 int airlock_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }

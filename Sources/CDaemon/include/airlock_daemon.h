@@ -39,6 +39,9 @@ int airlock_accept(int listener);
 /* pipe2 with O_NONBLOCK | O_CLOEXEC. */
 int airlock_wake_pipe(int fds[2]);
 
+/* 1 when `fd` is open for reading (O_RDONLY or O_RDWR, not O_PATH), 0 when not, -1 on error. */
+int airlock_fd_readable(int fd);
+
 /* F_SETLEASE / F_GETLEASE wrappers (lease: 0 read, 1 write, 2 unlock). */
 int airlock_set_read_lease(int fd);
 int airlock_release_lease(int fd);
