@@ -25,6 +25,15 @@ public final class Server: @unchecked Sendable {
         let timeout: Double
         let probePhase: Bool
         let received: UInt64
+        /// Whose rights a folder is walked with: the client's, unless it is root or the daemon runs unprivileged.
+        let walker: Identity?
+    }
+
+    /// A client's filesystem identity, from SO_PEERCRED and SO_PEERGROUPS.
+    struct Identity {
+        let uid: uid_t
+        let gid: gid_t
+        let groups: [gid_t]
     }
 
     /// One client connection, owned by the I/O thread.
@@ -32,6 +41,7 @@ public final class Server: @unchecked Sendable {
         let fd: Int32
         let id: UInt64
         let uid: uid_t
+        let identity: Identity
         var reader: Wire.Reader
         var fds: [Int32] = []
         var out: [UInt8] = []
@@ -41,10 +51,11 @@ public final class Server: @unchecked Sendable {
         var inFlight = false
         var closing = false
 
-        init(fd: Int32, id: UInt64, uid: uid_t, maxMessage: Int, now: UInt64) {
+        init(fd: Int32, id: UInt64, identity: Identity, maxMessage: Int, now: UInt64) {
             self.fd = fd
             self.id = id
-            self.uid = uid
+            self.uid = identity.uid
+            self.identity = identity
             reader = Wire.Reader(maxMessage: maxMessage)
             lastActivity = now
         }
@@ -61,6 +72,8 @@ public final class Server: @unchecked Sendable {
     private let signalFD: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    /// The daemon's own supplementary groups, given back to a worker thread after a folder walk.
+    private let ownGroups: [gid_t]
 
     private let monitor = Monitor()
     private var jobs: [Job] = []
@@ -100,6 +113,9 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
+        var own = [gid_t](repeating: 0, count: Int(max(0, getgroups(0, nil))))
+        own = Array(own.prefix(Int(max(0, getgroups(Int32(own.count), &own)))))
+        ownGroups = own
 
         if let fd = Systemd.listenFD() {
             listenFD = fd
@@ -257,7 +273,11 @@ public final class Server: @unchecked Sendable {
                 close(fd)
                 continue
             }
-            if !allowed(fd: fd, uid: uid, gid: gid) {
+            var groups = [gid_t](repeating: 0, count: 1024)
+            let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
+            // More groups than that: none are stored (the kernel filled none in), fewer rights rather than more.
+            let identity = Identity(uid: uid, gid: gid, groups: n > 0 && n <= 1024 ? Array(groups.prefix(Int(n))) : [])
+            if !allowed(identity) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)
                 sendNow(fd, Reply.error(id: .null, .forbidden, "uid \(uid) may not use airlockd: allowed are root, uid \(geteuid()), \(config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), ")and members of \(config.allowGroups.joined(separator: ", "))"))
@@ -272,16 +292,15 @@ public final class Server: @unchecked Sendable {
             }
             let id = nextConnection
             nextConnection += 1
-            connections[id] = Connection(fd: fd, id: id, uid: uid, maxMessage: config.maxMessage, now: monotonicNs())
+            connections[id] = Connection(
+                fd: fd, id: id, identity: identity, maxMessage: config.maxMessage, now: monotonicNs())
         }
     }
 
-    private func allowed(fd: Int32, uid: uid_t, gid: gid_t) -> Bool {
-        if uid == 0 || uid == geteuid() || config.allowUIDs.contains(uid) || allowedGIDs.contains(gid) { return true }
-        guard !allowedGIDs.isEmpty else { return false }
-        var groups = [gid_t](repeating: 0, count: 1024)
-        let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
-        return n > 0 && groups.prefix(Int(min(n, 1024))).contains { allowedGIDs.contains($0) }
+    private func allowed(_ peer: Identity) -> Bool {
+        if peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) { return true }
+        if allowedGIDs.contains(peer.gid) { return true }
+        return peer.groups.contains { allowedGIDs.contains($0) }
     }
 
     /// One best-effort write on a descriptor about to be closed.
@@ -416,7 +435,8 @@ public final class Server: @unchecked Sendable {
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
             }
             let job = Job(connection: c.id, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
-                          probePhase: probePhase, received: monotonicNs())
+                          probePhase: probePhase, received: monotonicNs(),
+                          walker: geteuid() == 0 && c.uid != 0 ? c.identity : nil)
             let accepted = monitor.locked { () -> Bool in
                 guard jobs.count < config.queue + (config.maxConcurrent - busy) else { return false }
                 jobs.append(job)
@@ -536,7 +556,32 @@ public final class Server: @unchecked Sendable {
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: examine) { reports.append($0) }
+            // The walk opens what is in the folder with root's rights unless told otherwise: it takes the client's
+            // identity (on this thread only) so that it opens only what the client could; each file it opened is
+            // examined (and detonated) with the daemon's own again.
+            let own = Identity(uid: geteuid(), gid: getegid(), groups: ownGroups)
+            func become(_ who: Identity) -> Bool {
+                airlock_thread_fs_identity(who.uid, who.gid, who.groups, Int32(who.groups.count)) == 0
+            }
+            func mustBecome(_ who: Identity) {
+                guard !become(who) else { return }
+                // Never walk on with the wrong rights, nor start a sandbox with a client's.
+                let reason = String(cString: strerror(errno))
+                Log.write(.err, "cannot switch a worker's filesystem identity to uid \(who.uid): \(reason)")
+                abort()
+            }
+            if let client = job.walker, !become(client) {
+                mustBecome(own)
+                metrics.refused(method: job.method, code: .internalError)
+                return Reply.error(id: job.id, .internalError, "cannot walk the folder with uid \(client.uid)'s rights")
+            }
+            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: { fd, path in
+                guard let client = job.walker else { return examine(fd, path) }
+                mustBecome(own)
+                defer { mustBecome(client) }
+                return examine(fd, path)
+            }) { reports.append($0) }
+            if job.walker != nil { mustBecome(own) }
         case S_IFREG:
             // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
             // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
