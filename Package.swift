@@ -101,7 +101,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats"]
+            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon"]
         ),
         .testTarget(
             name: "AirlockFormatsTests",

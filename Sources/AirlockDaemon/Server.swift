@@ -25,6 +25,15 @@ public final class Server: @unchecked Sendable {
         let timeout: Double
         let probePhase: Bool
         let received: UInt64
+        /// Whose rights a folder is walked with: the client's, unless it is root or the daemon runs unprivileged.
+        let walker: Identity?
+    }
+
+    /// A client's filesystem identity, from SO_PEERCRED and SO_PEERGROUPS.
+    struct Identity {
+        let uid: uid_t
+        let gid: gid_t
+        let groups: [gid_t]
     }
 
     /// One client connection, owned by the I/O thread.
@@ -32,6 +41,7 @@ public final class Server: @unchecked Sendable {
         let fd: Int32
         let id: UInt64
         let uid: uid_t
+        let identity: Identity
         var reader: Wire.Reader
         var fds: [Int32] = []
         var out: [UInt8] = []
@@ -41,10 +51,11 @@ public final class Server: @unchecked Sendable {
         var inFlight = false
         var closing = false
 
-        init(fd: Int32, id: UInt64, uid: uid_t, maxMessage: Int, now: UInt64) {
+        init(fd: Int32, id: UInt64, identity: Identity, maxMessage: Int, now: UInt64) {
             self.fd = fd
             self.id = id
-            self.uid = uid
+            self.uid = identity.uid
+            self.identity = identity
             reader = Wire.Reader(maxMessage: maxMessage)
             lastActivity = now
         }
@@ -61,6 +72,8 @@ public final class Server: @unchecked Sendable {
     private let signalFD: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
+    /// The daemon's own supplementary groups, given back to a worker thread after a folder walk.
+    private let ownGroups: [gid_t]
 
     private let monitor = Monitor()
     private var jobs: [Job] = []
@@ -100,6 +113,9 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
+        var own = [gid_t](repeating: 0, count: Int(max(0, getgroups(0, nil))))
+        own = Array(own.prefix(Int(max(0, getgroups(Int32(own.count), &own)))))
+        ownGroups = own
 
         if let fd = Systemd.listenFD() {
             listenFD = fd
@@ -173,7 +189,8 @@ public final class Server: @unchecked Sendable {
             pfds.append(pollfd(fd: stopping ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
             for (id, c) in connections {
                 var events: Int16 = 0
-                if !c.inFlight && !c.closing { events |= Int16(POLLIN) }
+                // Nothing more is read from a client until it has taken its last reply.
+                if !c.inFlight && !c.closing && c.out.isEmpty { events |= Int16(POLLIN) }
                 if !c.out.isEmpty { events |= Int16(POLLOUT) }
                 pfds.append(pollfd(fd: c.fd, events: events, revents: 0))
                 order.append(id)
@@ -191,7 +208,10 @@ public final class Server: @unchecked Sendable {
                 guard let c = connections[id] else { continue }
                 let r = pfds[3 + i].revents
                 if r & Int16(POLLIN) != 0 { receive(c) }
-                if r & Int16(POLLOUT) != 0 { flush(c) }
+                if r & Int16(POLLOUT) != 0 {
+                    flush(c)
+                    if connections[id] != nil && c.out.isEmpty { process(c) }  // requests it sent before
+                }
                 if r & Int16(POLLERR | POLLNVAL) != 0 { drop(c) }
                 else if r & Int16(POLLHUP) != 0 && r & Int16(POLLIN) == 0 { drop(c) }
             }
@@ -221,6 +241,7 @@ public final class Server: @unchecked Sendable {
             let waiting = monitor.locked { () -> [Job] in
                 let w = jobs
                 jobs.removeAll()
+                metrics.setQueue(0, busy: busy)
                 return w
             }
             for job in waiting {
@@ -252,7 +273,11 @@ public final class Server: @unchecked Sendable {
                 close(fd)
                 continue
             }
-            if !allowed(fd: fd, uid: uid, gid: gid) {
+            var groups = [gid_t](repeating: 0, count: 1024)
+            let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
+            // More groups than that: none are stored (the kernel filled none in), fewer rights rather than more.
+            let identity = Identity(uid: uid, gid: gid, groups: n > 0 && n <= 1024 ? Array(groups.prefix(Int(n))) : [])
+            if !allowed(identity) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)
                 sendNow(fd, Reply.error(id: .null, .forbidden, "uid \(uid) may not use airlockd: allowed are root, uid \(geteuid()), \(config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), ")and members of \(config.allowGroups.joined(separator: ", "))"))
@@ -267,16 +292,15 @@ public final class Server: @unchecked Sendable {
             }
             let id = nextConnection
             nextConnection += 1
-            connections[id] = Connection(fd: fd, id: id, uid: uid, maxMessage: config.maxMessage, now: monotonicNs())
+            connections[id] = Connection(
+                fd: fd, id: id, identity: identity, maxMessage: config.maxMessage, now: monotonicNs())
         }
     }
 
-    private func allowed(fd: Int32, uid: uid_t, gid: gid_t) -> Bool {
-        if uid == 0 || uid == geteuid() || config.allowUIDs.contains(uid) || allowedGIDs.contains(gid) { return true }
-        guard !allowedGIDs.isEmpty else { return false }
-        var groups = [gid_t](repeating: 0, count: 1024)
-        let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
-        return n > 0 && groups.prefix(Int(min(n, 1024))).contains { allowedGIDs.contains($0) }
+    private func allowed(_ peer: Identity) -> Bool {
+        if peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) { return true }
+        if allowedGIDs.contains(peer.gid) { return true }
+        return peer.groups.contains { allowedGIDs.contains($0) }
     }
 
     /// One best-effort write on a descriptor about to be closed.
@@ -308,12 +332,18 @@ public final class Server: @unchecked Sendable {
         process(c)
     }
 
-    /// Handles the complete messages a connection has sent, one request in flight at a time.
+    /// Handles the complete messages a connection has sent, one request in flight at a time, and none while a reply
+    /// is still waiting to be taken: a client that sends and never reads makes the daemon hold one reply, not one per
+    /// request.
     private func process(_ c: Connection) {
-        while !c.inFlight && !c.closing {
+        var waitingForBytes = false
+        while !c.inFlight && !c.closing && c.out.isEmpty {
             let body: [UInt8]
             do {
-                guard let next = try c.reader.next() else { break }
+                guard let next = try c.reader.next() else {
+                    waitingForBytes = c.reader.hasPartial
+                    break
+                }
                 body = next
             } catch {
                 guard case .badLength(let n) = error else { return }
@@ -322,7 +352,8 @@ public final class Server: @unchecked Sendable {
             }
             handle(c, body)
         }
-        c.partialSince = c.reader.hasPartial && !c.inFlight ? (c.partialSince ?? monotonicNs()) : nil
+        // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight.
+        c.partialSince = waitingForBytes && !c.inFlight ? (c.partialSince ?? monotonicNs()) : nil
     }
 
     /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
@@ -380,6 +411,13 @@ public final class Server: @unchecked Sendable {
                 metrics.refused(method: method, code: .noDescriptor)
                 return answer(Reply.error(id: id, .noDescriptor, "a \(method) request carries exactly one open file or directory descriptor (SCM_RIGHTS), not \(fds.count)"))
             }
+            // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not,
+            // and reopening it read-only (as work does) would read with the daemon's rights instead.
+            guard airlock_fd_readable(fds[0]) == 1 else {
+                metrics.refused(method: method, code: .badRequest)
+                return answer(Reply.error(
+                    id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
+            }
             var name = "fd"
             if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 { name = s }
             var timeout = config.requestTimeout
@@ -397,10 +435,12 @@ public final class Server: @unchecked Sendable {
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
             }
             let job = Job(connection: c.id, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
-                          probePhase: probePhase, received: monotonicNs())
+                          probePhase: probePhase, received: monotonicNs(),
+                          walker: geteuid() == 0 && c.uid != 0 ? c.identity : nil)
             let accepted = monitor.locked { () -> Bool in
                 guard jobs.count < config.queue + (config.maxConcurrent - busy) else { return false }
                 jobs.append(job)
+                metrics.setQueue(jobs.count, busy: busy)
                 monitor.broadcast()
                 return true
             }
@@ -516,7 +556,32 @@ public final class Server: @unchecked Sendable {
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: examine) { reports.append($0) }
+            // The walk opens what is in the folder with root's rights unless told otherwise: it takes the client's
+            // identity (on this thread only) so that it opens only what the client could; each file it opened is
+            // examined (and detonated) with the daemon's own again.
+            let own = Identity(uid: geteuid(), gid: getegid(), groups: ownGroups)
+            func become(_ who: Identity) -> Bool {
+                airlock_thread_fs_identity(who.uid, who.gid, who.groups, Int32(who.groups.count)) == 0
+            }
+            func mustBecome(_ who: Identity) {
+                guard !become(who) else { return }
+                // Never walk on with the wrong rights, nor start a sandbox with a client's.
+                let reason = String(cString: strerror(errno))
+                Log.write(.err, "cannot switch a worker's filesystem identity to uid \(who.uid): \(reason)")
+                abort()
+            }
+            if let client = job.walker, !become(client) {
+                mustBecome(own)
+                metrics.refused(method: job.method, code: .internalError)
+                return Reply.error(id: job.id, .internalError, "cannot walk the folder with uid \(client.uid)'s rights")
+            }
+            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: { fd, path in
+                guard let client = job.walker else { return examine(fd, path) }
+                mustBecome(own)
+                defer { mustBecome(client) }
+                return examine(fd, path)
+            }) { reports.append($0) }
+            if job.walker != nil { mustBecome(own) }
         case S_IFREG:
             // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
             // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
