@@ -9,8 +9,8 @@ import Glibc
 /// `trust_remote_code` would run, and pickle weights where safetensors would do.
 ///
 /// The walk goes by descriptors: every directory and file is opened relative to its parent's descriptor with
-/// `O_NOFOLLOW`, so nothing swapped for a symbolic link during the walk leads outside the folder (the daemon walks
-/// folders its clients pass as descriptors with root's rights).
+/// `O_NOFOLLOW`, so nothing swapped for a symbolic link during the walk leads outside the folder. (airlockd walks a
+/// folder its client passed with the client's file-system identity, so it opens only what the client could.)
 enum FolderScanner {
     /// Most files scanned in one folder tree.
     static let maxFiles = 100_000
