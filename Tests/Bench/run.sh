@@ -14,11 +14,14 @@
 #   7. detonation: `airlock probe` (static analysis + loading the model in the sandbox + verdict) against picklescan,
 #      and where the probe's time goes, in Tests/Bench/probe.sh (run after scan.sh; BENCH_PROBE=0 skips it, its own
 #      knobs are described there).
+#   8. the daemon: requests per second and p50/p90/p99 latency through `airlockd` at 1, 2 and 16 concurrent clients,
+#      for safetensors (static path) and a small PyTorch file (detonation), in Tests/Bench/daemon.sh (run after
+#      probe.sh; BENCH_DAEMON=0 skips it, its own knobs are described there).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
 # place, median kept, default 3). Takes about 12 s on 2 cores with the defaults, plus the build, plus about 2 minutes
-# for scan.sh and 1 minute for probe.sh.
+# for scan.sh, 1 minute for probe.sh and 1 minute for daemon.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -317,4 +320,9 @@ fi
 if [ "${BENCH_PROBE:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/probe.sh"
+fi
+
+if [ "${BENCH_DAEMON:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/daemon.sh"
 fi
