@@ -71,6 +71,8 @@ public final class Server: @unchecked Sendable {
     private var nextConnection: UInt64 = 1
     private var stopping = false
     private var graceDeadline: UInt64 = 0
+    /// While the descriptor table is full, the listening socket is not polled until then (monotonic ns).
+    private var acceptPausedUntil: UInt64 = 0
 
     /// Sets up signals, the listening socket (or takes systemd's) and the wake-up pipe; `run` starts the workers.
     /// Call from the main thread before any other thread exists: SIGTERM, SIGINT and SIGHUP are blocked here, so
@@ -170,7 +172,7 @@ public final class Server: @unchecked Sendable {
             if stopping && (idle() || now >= graceDeadline) { break }
             var order: [UInt64] = []
             var pfds = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            pfds.append(pollfd(fd: stopping ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
+            pfds.append(pollfd(fd: stopping || now < acceptPausedUntil ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
             for (id, c) in connections {
                 var events: Int16 = 0
                 if !c.inFlight && !c.closing { events |= Int16(POLLIN) }
@@ -246,7 +248,17 @@ public final class Server: @unchecked Sendable {
     private func acceptAll() {
         while true {
             let fd = airlock_accept(listenFD)
-            guard fd >= 0 else { return }
+            guard fd >= 0 else {
+                // Out of descriptors: the pending connection stays in the backlog and the socket stays readable, so
+                // polling it again at once would spin. Wait for connections to close instead.
+                if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) {
+                    if acceptPausedUntil == 0 || monotonicNs() >= acceptPausedUntil + 10_000_000_000 {
+                        Log.write(.warning, "cannot accept connections: \(String(cString: strerror(errno))) (\(connections.count) open; raise LimitNOFILE or lower maxConnections)")
+                    }
+                    acceptPausedUntil = monotonicNs() + 100_000_000
+                }
+                return
+            }
             var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
             guard airlock_peer_credentials(fd, &pid, &uid, &gid) == 0 else {
                 close(fd)
