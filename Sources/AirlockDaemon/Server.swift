@@ -83,6 +83,14 @@ public final class Server: @unchecked Sendable {
         self.version = version
         metrics = Metrics(workers: config.maxConcurrent, queueCapacity: config.queue)
 
+        // systemd's default soft descriptor limit (1024) is below the default maxConnections (1024) plus what
+        // workers and sandboxes hold. The daemon polls, never selects, so the hard limit is safe to use; each
+        // sandbox sets its own (the profile's openFiles).
+        var files = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+        }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGIO, SIG_IGN)  // lease breaks: the writer waits for the lease to go, nothing to do here
         signalFD = airlock_stop_signals_fd()
