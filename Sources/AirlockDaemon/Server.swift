@@ -112,6 +112,11 @@ public final class Server: @unchecked Sendable {
         allowedGIDs = gids
 
         if let fd = Systemd.listenFD() {
+            // Anything but a listening Unix stream socket (Accept=yes passes a connected one, ListenDatagram= or
+            // ListenStream=PORT other kinds) would leave poll reporting it readable while accept fails: a spin.
+            guard Server.isListeningUnixStream(fd) else {
+                throw ConfigError("the socket systemd passed (descriptor 3) is not a listening Unix stream socket: the socket unit needs ListenStream=/path and Accept=no")
+            }
             listenFD = fd
             ownsSocket = false
             Log.write(.info, "listening on the socket systemd passed (descriptor 3)")
@@ -120,6 +125,16 @@ public final class Server: @unchecked Sendable {
             ownsSocket = true
             Log.write(.info, "listening on \(config.socketPath)")
         }
+    }
+
+    /// Whether `fd` is a Unix stream socket in the listening state.
+    static func isListeningUnixStream(_ fd: Int32) -> Bool {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        return option(SO_DOMAIN) == AF_UNIX && option(SO_TYPE) == Int32(SOCK_STREAM.rawValue) && option(SO_ACCEPTCONN) == 1
     }
 
     /// Creates the socket file: a stale one is replaced, a live one is an error. Mode 0660 with the `airlock` group
