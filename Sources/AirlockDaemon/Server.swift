@@ -33,7 +33,12 @@ public final class Server: @unchecked Sendable {
         let id: UInt64
         let uid: uid_t
         var reader: Wire.Reader
-        var fds: [Int32] = []
+        /// Descriptors received and not yet given to a request, each with the stream offset just past the bytes
+        /// they arrived with: they belong to the message that holds that byte.
+        var fds: [(end: UInt64, fd: Int32)] = []
+        /// Bytes received on the connection, and bytes of the messages taken out of `reader`.
+        var received: UInt64 = 0
+        var consumed: UInt64 = 0
         var out: [UInt8] = []
         var lastActivity: UInt64
         var partialSince: UInt64?
@@ -325,7 +330,10 @@ public final class Server: @unchecked Sendable {
         var fds = [Int32](repeating: -1, count: Int(AIRLOCK_MAX_MESSAGE_FDS))
         var count: Int32 = 0, truncated: Int32 = 0
         let n = buffer.withUnsafeMutableBytes { airlock_recv_with_fds(c.fd, $0.baseAddress, $0.count, &fds, &count, &truncated) }
-        c.fds += fds.prefix(Int(count))
+        // recvmsg returns the bytes that carried descriptors last (it stops after them), so the descriptors
+        // belong to the message holding the last byte received here, not to an earlier one still buffered.
+        if n > 0 { c.received += UInt64(n) }
+        c.fds += fds.prefix(Int(count)).map { (c.received, $0) }
         if n == 0 {
             drop(c)
             return
@@ -355,7 +363,10 @@ public final class Server: @unchecked Sendable {
                 fail(c, n == 0 ? .badRequest : .tooLarge, n == 0 ? "empty message" : "message of \(n) bytes is larger than \(config.maxMessage)")
                 return
             }
-            handle(c, body)
+            c.consumed += UInt64(4 + body.count)
+            let mine = c.fds.filter { $0.end <= c.consumed }.map(\.fd)
+            c.fds.removeAll { $0.end <= c.consumed }
+            handle(c, body, fds: mine)
         }
         c.partialSince = c.reader.hasPartial ? (c.partialSince ?? monotonicNs()) : nil
     }
@@ -370,13 +381,12 @@ public final class Server: @unchecked Sendable {
     }
 
     private func closeFDs(_ c: Connection) {
-        for fd in c.fds { close(fd) }
+        for (_, fd) in c.fds { close(fd) }
         c.fds.removeAll()
     }
 
-    private func handle(_ c: Connection, _ body: [UInt8]) {
-        let fds = c.fds
-        c.fds.removeAll()
+    /// Handles one message; `fds` are the descriptors that arrived with its bytes (handle closes or keeps them).
+    private func handle(_ c: Connection, _ body: [UInt8], fds: [Int32]) {
         func answer(_ reply: JSON) {
             for fd in fds { close(fd) }
             c.out += Wire.frame(reply)
