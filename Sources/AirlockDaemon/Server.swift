@@ -561,7 +561,15 @@ public final class Server: @unchecked Sendable {
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: examine) { reports.append($0) }
+            // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing),
+            // or open on a folder whose entries the daemon may not reach; either used to give an empty answer.
+            let own = open("/proc/self/fd/\(job.fd)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard own >= 0 else {
+                metrics.refused(method: job.method, code: .badRequest)
+                return Reply.error(id: job.id, .badRequest, "cannot open the folder for reading: \(String(cString: strerror(errno)))")
+            }
+            defer { close(own) }
+            StaticScanner.scan(fd: own, isDirectory: true, path: job.name, examine: examine) { reports.append($0) }
         case S_IFREG:
             // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
             // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
