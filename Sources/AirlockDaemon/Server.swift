@@ -15,9 +15,17 @@ import Glibc
 /// each handle one request at a time and hand the reply back through a wake-up pipe. Nothing a client sends can
 /// make the I/O thread block or hold more than one bounded message per connection.
 public final class Server: @unchecked Sendable {
+    /// Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS at connect time).
+    struct Peer: Sendable {
+        let uid: uid_t
+        let gid: gid_t
+        let groups: [gid_t]
+    }
+
     /// One queued probe or scan.
     struct Job {
         let connection: UInt64
+        let peer: Peer
         let id: JSON
         let method: String
         let fd: Int32
@@ -31,7 +39,7 @@ public final class Server: @unchecked Sendable {
     final class Connection {
         let fd: Int32
         let id: UInt64
-        let uid: uid_t
+        let peer: Peer
         var reader: Wire.Reader
         /// Descriptors received and not yet given to a request, each with the stream offset just past the bytes
         /// they arrived with: they belong to the message that holds that byte.
@@ -46,10 +54,10 @@ public final class Server: @unchecked Sendable {
         var inFlight = false
         var closing = false
 
-        init(fd: Int32, id: UInt64, uid: uid_t, maxMessage: Int, now: UInt64) {
+        init(fd: Int32, id: UInt64, peer: Peer, maxMessage: Int, now: UInt64) {
             self.fd = fd
             self.id = id
-            self.uid = uid
+            self.peer = peer
             reader = Wire.Reader(maxMessage: maxMessage)
             lastActivity = now
         }
@@ -66,6 +74,13 @@ public final class Server: @unchecked Sendable {
     private let signalFD: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
+
+    /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.
+    private let daemonGroups: [gid_t] = {
+        var groups = [gid_t](repeating: 0, count: 65536)
+        let n = getgroups(Int32(groups.count), &groups)
+        return n > 0 ? Array(groups.prefix(Int(n))) : []
+    }()
 
     private let monitor = Monitor()
     private var jobs: [Job] = []
@@ -292,7 +307,10 @@ public final class Server: @unchecked Sendable {
                 close(fd)
                 continue
             }
-            if !allowed(fd: fd, uid: uid, gid: gid) {
+            var groups = [gid_t](repeating: 0, count: 1024)
+            let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
+            let peer = Peer(uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(min(n, 1024)))) : [])
+            if !allowed(peer) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)
                 sendNow(fd, Reply.error(id: .null, .forbidden, "uid \(uid) may not use airlockd: allowed are root, uid \(geteuid()), \(config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), ")and members of \(config.allowGroups.joined(separator: ", "))"))
@@ -307,16 +325,13 @@ public final class Server: @unchecked Sendable {
             }
             let id = nextConnection
             nextConnection += 1
-            connections[id] = Connection(fd: fd, id: id, uid: uid, maxMessage: config.maxMessage, now: monotonicNs())
+            connections[id] = Connection(fd: fd, id: id, peer: peer, maxMessage: config.maxMessage, now: monotonicNs())
         }
     }
 
-    private func allowed(fd: Int32, uid: uid_t, gid: gid_t) -> Bool {
-        if uid == 0 || uid == geteuid() || config.allowUIDs.contains(uid) || allowedGIDs.contains(gid) { return true }
-        guard !allowedGIDs.isEmpty else { return false }
-        var groups = [gid_t](repeating: 0, count: 1024)
-        let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
-        return n > 0 && groups.prefix(Int(min(n, 1024))).contains { allowedGIDs.contains($0) }
+    private func allowed(_ peer: Peer) -> Bool {
+        peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) || allowedGIDs.contains(peer.gid)
+            || peer.groups.contains { allowedGIDs.contains($0) }
     }
 
     /// One best-effort write on a descriptor about to be closed.
@@ -441,7 +456,7 @@ public final class Server: @unchecked Sendable {
                 metrics.refused(method: method, code: .shuttingDown)
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
             }
-            let job = Job(connection: c.id, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
+            let job = Job(connection: c.id, peer: c.peer, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
                           probePhase: probePhase, received: monotonicNs())
             let accepted = monitor.locked { () -> Bool in
                 guard jobs.count < config.queue + (config.maxConcurrent - busy) else { return false }
@@ -558,23 +573,41 @@ public final class Server: @unchecked Sendable {
         let examine: (Int32, String) -> Report = job.method == "probe"
             ? { Prober.probe(fd: $0, path: $1, options: options) }
             : { StaticScanner.scan(fd: $0, path: $1, budget: options.budget) }
+        // Everything the daemon opens for a client (the reopen of its descriptor, a folder's entries) is opened with
+        // the client's file-system identity, on this thread only: an O_PATH or write-only descriptor, or a folder
+        // the client may list, must not let the daemon's root read what the client could not. Examining an open
+        // descriptor (and building a sandbox for it) runs with the daemon's own identity.
+        let identity = ClientIdentity(peer: job.peer, daemonGroups: daemonGroups)
+        guard identity.enter() else {
+            metrics.refused(method: job.method, code: .internalError)
+            return Reply.error(id: job.id, .internalError, "cannot take on the client's file-system identity: \(String(cString: strerror(errno)))")
+        }
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing),
-            // or open on a folder whose entries the daemon may not reach; either used to give an empty answer.
+            // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing).
             let own = open("/proc/self/fd/\(job.fd)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard own >= 0 else {
+                let e = errno
+                identity.leave()
                 metrics.refused(method: job.method, code: .badRequest)
-                return Reply.error(id: job.id, .badRequest, "cannot open the folder for reading: \(String(cString: strerror(errno)))")
+                return Reply.error(id: job.id, .badRequest, "cannot open the folder for reading: \(String(cString: strerror(e)))")
             }
             defer { close(own) }
-            StaticScanner.scan(fd: own, isDirectory: true, path: job.name, examine: examine) { reports.append($0) }
+            StaticScanner.scan(fd: own, isDirectory: true, path: job.name, examine: { fd, path in
+                identity.leave()
+                defer { identity.reenter() }
+                return examine(fd, path)
+            }) { reports.append($0) }
+            identity.leave()
         case S_IFREG:
             // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
             // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
             // leased: it is still being written, and is refused.
             let own = open("/proc/self/fd/\(job.fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+            let openErrno = errno
+            identity.leave()
+            errno = openErrno
             guard own >= 0 else {
                 metrics.refused(method: job.method, code: .badRequest)
                 return Reply.error(id: job.id, .badRequest, "cannot reopen the file read-only: \(String(cString: strerror(errno)))")
@@ -590,6 +623,7 @@ public final class Server: @unchecked Sendable {
             defer { _ = airlock_release_lease(own) }
             reports.append(examine(own, job.name))
         default:
+            identity.leave()
             metrics.refused(method: job.method, code: .badRequest)
             return Reply.error(id: job.id, .badRequest, "the descriptor is neither a regular file nor a directory")
         }
@@ -600,5 +634,53 @@ public final class Server: @unchecked Sendable {
             ("reports", .array(reports.map(\.json))),
             ("traceLines", .array(reports.map { .array($0.traceLines.map(JSON.string)) })),
         ])
+    }
+}
+
+/// A worker thread acting, for file-system access, as a client (fsuid, fsgid and supplementary groups of this thread
+/// only). Only a root daemon can and needs to: for root clients, and clients with the daemon's own uid, nothing
+/// changes.
+struct ClientIdentity {
+    let peer: Server.Peer
+    let daemonGroups: [gid_t]
+    let active: Bool
+
+    init(peer: Server.Peer, daemonGroups: [gid_t]) {
+        self.peer = peer
+        self.daemonGroups = daemonGroups
+        active = geteuid() == 0 && peer.uid != 0
+    }
+
+    /// Takes on the client's identity; false when it did not take (the thread is then as before).
+    func enter() -> Bool {
+        guard active else { return true }
+        // The groups first: without CAP_SETGID this fails and nothing has changed.
+        guard airlock_thread_setgroups(peer.groups, Int32(peer.groups.count)) == 0 else { return false }
+        guard airlock_thread_setfsgid(peer.gid) == peer.gid, airlock_thread_setfsuid(peer.uid) == peer.uid else {
+            leave()
+            errno = EPERM
+            return false
+        }
+        return true
+    }
+
+    /// Takes it on again after `leave`; the thread must never go on as root where the client's identity belongs.
+    func reenter() {
+        guard active else { return }
+        guard enter() else {
+            Log.write(.err, "cannot take on the client's file-system identity again: \(String(cString: strerror(errno)))")
+            abort()
+        }
+    }
+
+    /// Back to the daemon's own identity. A thread that cannot return would build sandboxes with the client's ids:
+    /// the daemon stops (systemd restarts it).
+    func leave() {
+        guard active else { return }
+        guard airlock_thread_setfsuid(geteuid()) == geteuid(), airlock_thread_setfsgid(getegid()) == getegid(),
+              airlock_thread_setgroups(daemonGroups, Int32(daemonGroups.count)) == 0 else {
+            Log.write(.err, "cannot return to the daemon's file-system identity: \(String(cString: strerror(errno)))")
+            abort()
+        }
     }
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 ssize_t airlock_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
@@ -121,3 +122,21 @@ int airlock_wake_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
 int airlock_set_read_lease(int fd) { return fcntl(fd, F_SETLEASE, F_RDLCK); }
 
 int airlock_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }
+
+int airlock_thread_setgroups(const gid_t *groups, int count) {
+    if (count < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return syscall(SYS_setgroups, (size_t)count, groups) < 0 ? -1 : 0;
+}
+
+uid_t airlock_thread_setfsuid(uid_t uid) {
+    (void)syscall(SYS_setfsuid, uid);
+    return (uid_t)syscall(SYS_setfsuid, (uid_t)-1);
+}
+
+gid_t airlock_thread_setfsgid(gid_t gid) {
+    (void)syscall(SYS_setfsgid, gid);
+    return (gid_t)syscall(SYS_setfsgid, (gid_t)-1);
+}
