@@ -4,11 +4,13 @@
 SWIFT ?= swift
 PREFIX ?= /usr/local
 CONFIG ?= release
-APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config
+# systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and systemd-tmpfiles for the daemon's tests
+# (SystemdUnitTests); it need not be running.
+APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config systemd
 BENCH_PACKAGES := bubblewrap hyperfine gcc time python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build harness test demo bench bench-deps install clean fuzz
+.PHONY: all deps build harness test demo bench bench-deps install install-files clean fuzz
 
 all: build
 
@@ -23,7 +25,7 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# Release binaries in .build/release/. The Swift runtime is linked statically: the binary starts in ~1.5 ms
+# Release binaries (airlock, airlockd) in .build/release/. The Swift runtime is linked statically: the binary starts in ~1.5 ms
 # instead of ~4 ms (no dozen shared libraries to load), and runs on hosts without a Swift toolchain.
 build: deps harness
 	$(SWIFT) build -c $(CONFIG) --static-swift-stdlib
@@ -81,13 +83,44 @@ fuzz: deps
 	  >.build-fuzz/logs/build.log 2>&1 || { grep -v "Cannot export local symbol" .build-fuzz/logs/build.log; exit 1; }
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh $(FUZZ_TARGETS)
 
+# Where systemd looks for units, sysusers.d and tmpfiles.d entries: /usr/lib/… and /usr/local/lib/… (and /etc).
+# With PREFIX /usr or /usr/local they go under $(PREFIX)/lib; with any other PREFIX under /etc, which systemd always
+# reads. Each can be overridden (SYSTEMD_UNITDIR=…). Nothing here needs systemd to be running (docs/daemon.md).
+ifneq ($(filter /usr /usr/local,$(PREFIX)),)
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+else
+SYSTEMD_UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+TMPFILESDIR ?= /etc/tmpfiles.d
+endif
+
 install: build
+	@$(MAKE) --no-print-directory install-files
+
+# Installs what `make build` (CONFIG) made, without building: binaries, profiles, policy, harness, the daemon's
+# documents, and the systemd files with /usr/local/ in them rewritten to $(PREFIX)/.
+install-files:
+	@case "$(PREFIX)/" in /home/*|/root/*|/tmp/*|/var/tmp/*|/run/user/*) \
+	  echo "make install: warning: airlockd.service has ProtectHome=yes and PrivateTmp=yes: it cannot start $(PREFIX)/bin/airlockd" >&2;; esac
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/airlock/profiles
-	install -m 0755 .build/release/airlock $(DESTDIR)$(PREFIX)/bin/airlock
+	install -m 0755 .build/$(CONFIG)/airlock $(DESTDIR)$(PREFIX)/bin/airlock
+	install -m 0755 .build/$(CONFIG)/airlockd $(DESTDIR)$(PREFIX)/bin/airlockd
 	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
 	install -d $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
 	install -m 0644 Profiles/harness/load.py Profiles/harness/airlock_harness.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
 	python3 -m compileall -q $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
+	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
+	install -m 0644 docs/daemon.md docs/protocol.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.socket > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
+	install -m 0644 systemd/sysusers.d/airlock.conf $(DESTDIR)$(SYSUSERSDIR)/airlock.conf
+	install -m 0644 systemd/tmpfiles.d/airlock.conf $(DESTDIR)$(TMPFILESDIR)/airlock.conf
+	@echo "installed. To run airlockd under systemd (docs/daemon.md):"
+	@echo "  systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload && systemctl enable --now airlockd.socket"
 
 clean:
 	rm -rf .build

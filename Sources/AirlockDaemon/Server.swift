@@ -15,9 +15,17 @@ import Glibc
 /// each handle one request at a time and hand the reply back through a wake-up pipe. Nothing a client sends can
 /// make the I/O thread block or hold more than one bounded message per connection.
 public final class Server: @unchecked Sendable {
+    /// Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS at connect time).
+    struct Peer: Sendable {
+        let uid: uid_t
+        let gid: gid_t
+        let groups: [gid_t]
+    }
+
     /// One queued probe or scan.
     struct Job {
         let connection: UInt64
+        let peer: Peer
         let id: JSON
         let method: String
         let fd: Int32
@@ -25,25 +33,20 @@ public final class Server: @unchecked Sendable {
         let timeout: Double
         let probePhase: Bool
         let received: UInt64
-        /// Whose rights a folder is walked with: the client's, unless it is root or the daemon runs unprivileged.
-        let walker: Identity?
-    }
-
-    /// A client's filesystem identity, from SO_PEERCRED and SO_PEERGROUPS.
-    struct Identity {
-        let uid: uid_t
-        let gid: gid_t
-        let groups: [gid_t]
     }
 
     /// One client connection, owned by the I/O thread.
     final class Connection {
         let fd: Int32
         let id: UInt64
-        let uid: uid_t
-        let identity: Identity
+        let peer: Peer
         var reader: Wire.Reader
-        var fds: [Int32] = []
+        /// Descriptors received and not yet given to a request, each with the stream offset just past the bytes
+        /// they arrived with: they belong to the message that holds that byte.
+        var fds: [(end: UInt64, fd: Int32)] = []
+        /// Bytes received on the connection, and bytes of the messages taken out of `reader`.
+        var received: UInt64 = 0
+        var consumed: UInt64 = 0
         var out: [UInt8] = []
         var lastActivity: UInt64
         var partialSince: UInt64?
@@ -51,11 +54,10 @@ public final class Server: @unchecked Sendable {
         var inFlight = false
         var closing = false
 
-        init(fd: Int32, id: UInt64, identity: Identity, maxMessage: Int, now: UInt64) {
+        init(fd: Int32, id: UInt64, peer: Peer, maxMessage: Int, now: UInt64) {
             self.fd = fd
             self.id = id
-            self.uid = identity.uid
-            self.identity = identity
+            self.peer = peer
             reader = Wire.Reader(maxMessage: maxMessage)
             lastActivity = now
         }
@@ -72,8 +74,13 @@ public final class Server: @unchecked Sendable {
     private let signalFD: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
-    /// The daemon's own supplementary groups, given back to a worker thread after a folder walk.
-    private let ownGroups: [gid_t]
+
+    /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.
+    private let daemonGroups: [gid_t] = {
+        var groups = [gid_t](repeating: 0, count: 65536)
+        let n = getgroups(Int32(groups.count), &groups)
+        return n > 0 ? Array(groups.prefix(Int(n))) : []
+    }()
 
     private let monitor = Monitor()
     private var jobs: [Job] = []
@@ -84,6 +91,8 @@ public final class Server: @unchecked Sendable {
     private var nextConnection: UInt64 = 1
     private var stopping = false
     private var graceDeadline: UInt64 = 0
+    /// While the descriptor table is full, the listening socket is not polled until then (monotonic ns).
+    private var acceptPausedUntil: UInt64 = 0
 
     /// Sets up signals, the listening socket (or takes systemd's) and the wake-up pipe; `run` starts the workers.
     /// Call from the main thread before any other thread exists: SIGTERM, SIGINT and SIGHUP are blocked here, so
@@ -94,6 +103,14 @@ public final class Server: @unchecked Sendable {
         self.version = version
         metrics = Metrics(workers: config.maxConcurrent, queueCapacity: config.queue)
 
+        // systemd's default soft descriptor limit (1024) is below the default maxConnections (1024) plus what
+        // workers and sandboxes hold. The daemon polls, never selects, so the hard limit is safe to use; each
+        // sandbox sets its own (the profile's openFiles).
+        var files = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+        }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGIO, SIG_IGN)  // lease breaks: the writer waits for the lease to go, nothing to do here
         signalFD = airlock_stop_signals_fd()
@@ -113,11 +130,13 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
-        var own = [gid_t](repeating: 0, count: Int(max(0, getgroups(0, nil))))
-        own = Array(own.prefix(Int(max(0, getgroups(Int32(own.count), &own)))))
-        ownGroups = own
 
         if let fd = Systemd.listenFD() {
+            // Anything but a listening Unix stream socket (Accept=yes passes a connected one, ListenDatagram= or
+            // ListenStream=PORT other kinds) would leave poll reporting it readable while accept fails: a spin.
+            guard Server.isListeningUnixStream(fd) else {
+                throw ConfigError("the socket systemd passed (descriptor 3) is not a listening Unix stream socket: the socket unit needs ListenStream=/path and Accept=no")
+            }
             listenFD = fd
             ownsSocket = false
             Log.write(.info, "listening on the socket systemd passed (descriptor 3)")
@@ -126,6 +145,16 @@ public final class Server: @unchecked Sendable {
             ownsSocket = true
             Log.write(.info, "listening on \(config.socketPath)")
         }
+    }
+
+    /// Whether `fd` is a Unix stream socket in the listening state.
+    static func isListeningUnixStream(_ fd: Int32) -> Bool {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        return option(SO_DOMAIN) == AF_UNIX && option(SO_TYPE) == Int32(SOCK_STREAM.rawValue) && option(SO_ACCEPTCONN) == 1
     }
 
     /// Creates the socket file: a stale one is replaced, a live one is an error. Mode 0660 with the `airlock` group
@@ -186,7 +215,7 @@ public final class Server: @unchecked Sendable {
             if stopping && (idle() || now >= graceDeadline) { break }
             var order: [UInt64] = []
             var pfds = [pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-            pfds.append(pollfd(fd: stopping ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
+            pfds.append(pollfd(fd: stopping || now < acceptPausedUntil ? -1 : listenFD, events: Int16(POLLIN), revents: 0))
             for (id, c) in connections {
                 var events: Int16 = 0
                 // Nothing more is read from a client until it has taken its last reply.
@@ -267,7 +296,17 @@ public final class Server: @unchecked Sendable {
     private func acceptAll() {
         while true {
             let fd = airlock_accept(listenFD)
-            guard fd >= 0 else { return }
+            guard fd >= 0 else {
+                // Out of descriptors: the pending connection stays in the backlog and the socket stays readable, so
+                // polling it again at once would spin. Wait for connections to close instead.
+                if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) {
+                    if acceptPausedUntil == 0 || monotonicNs() >= acceptPausedUntil + 10_000_000_000 {
+                        Log.write(.warning, "cannot accept connections: \(String(cString: strerror(errno))) (\(connections.count) open; raise LimitNOFILE or lower maxConnections)")
+                    }
+                    acceptPausedUntil = monotonicNs() + 100_000_000
+                }
+                return
+            }
             var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
             guard airlock_peer_credentials(fd, &pid, &uid, &gid) == 0 else {
                 close(fd)
@@ -275,9 +314,8 @@ public final class Server: @unchecked Sendable {
             }
             var groups = [gid_t](repeating: 0, count: 1024)
             let n = airlock_peer_groups(fd, &groups, Int32(groups.count))
-            // More groups than that: none are stored (the kernel filled none in), fewer rights rather than more.
-            let identity = Identity(uid: uid, gid: gid, groups: n > 0 && n <= 1024 ? Array(groups.prefix(Int(n))) : [])
-            if !allowed(identity) {
+            let peer = Peer(uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(min(n, 1024)))) : [])
+            if !allowed(peer) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)
                 sendNow(fd, Reply.error(id: .null, .forbidden, "uid \(uid) may not use airlockd: allowed are root, uid \(geteuid()), \(config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), ")and members of \(config.allowGroups.joined(separator: ", "))"))
@@ -292,15 +330,13 @@ public final class Server: @unchecked Sendable {
             }
             let id = nextConnection
             nextConnection += 1
-            connections[id] = Connection(
-                fd: fd, id: id, identity: identity, maxMessage: config.maxMessage, now: monotonicNs())
+            connections[id] = Connection(fd: fd, id: id, peer: peer, maxMessage: config.maxMessage, now: monotonicNs())
         }
     }
 
-    private func allowed(_ peer: Identity) -> Bool {
-        if peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) { return true }
-        if allowedGIDs.contains(peer.gid) { return true }
-        return peer.groups.contains { allowedGIDs.contains($0) }
+    private func allowed(_ peer: Peer) -> Bool {
+        peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) || allowedGIDs.contains(peer.gid)
+            || peer.groups.contains { allowedGIDs.contains($0) }
     }
 
     /// One best-effort write on a descriptor about to be closed.
@@ -314,7 +350,10 @@ public final class Server: @unchecked Sendable {
         var fds = [Int32](repeating: -1, count: Int(AIRLOCK_MAX_MESSAGE_FDS))
         var count: Int32 = 0, truncated: Int32 = 0
         let n = buffer.withUnsafeMutableBytes { airlock_recv_with_fds(c.fd, $0.baseAddress, $0.count, &fds, &count, &truncated) }
-        c.fds += fds.prefix(Int(count))
+        // recvmsg returns the bytes that carried descriptors last (it stops after them), so the descriptors
+        // belong to the message holding the last byte received here, not to an earlier one still buffered.
+        if n > 0 { c.received += UInt64(n) }
+        c.fds += fds.prefix(Int(count)).map { (c.received, $0) }
         if n == 0 {
             drop(c)
             return
@@ -350,10 +389,13 @@ public final class Server: @unchecked Sendable {
                 fail(c, n == 0 ? .badRequest : .tooLarge, n == 0 ? "empty message" : "message of \(n) bytes is larger than \(config.maxMessage)")
                 return
             }
-            handle(c, body)
+            c.consumed += UInt64(4 + body.count)
+            let mine = c.fds.filter { $0.end <= c.consumed }.map(\.fd)
+            c.fds.removeAll { $0.end <= c.consumed }
+            handle(c, body, fds: mine)
         }
         // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight.
-        c.partialSince = waitingForBytes && !c.inFlight ? (c.partialSince ?? monotonicNs()) : nil
+        c.partialSince = waitingForBytes ? (c.partialSince ?? monotonicNs()) : nil
     }
 
     /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
@@ -366,13 +408,12 @@ public final class Server: @unchecked Sendable {
     }
 
     private func closeFDs(_ c: Connection) {
-        for fd in c.fds { close(fd) }
+        for (_, fd) in c.fds { close(fd) }
         c.fds.removeAll()
     }
 
-    private func handle(_ c: Connection, _ body: [UInt8]) {
-        let fds = c.fds
-        c.fds.removeAll()
+    /// Handles one message; `fds` are the descriptors that arrived with its bytes (handle closes or keeps them).
+    private func handle(_ c: Connection, _ body: [UInt8], fds: [Int32]) {
         func answer(_ reply: JSON) {
             for fd in fds { close(fd) }
             c.out += Wire.frame(reply)
@@ -434,9 +475,8 @@ public final class Server: @unchecked Sendable {
                 metrics.refused(method: method, code: .shuttingDown)
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
             }
-            let job = Job(connection: c.id, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
-                          probePhase: probePhase, received: monotonicNs(),
-                          walker: geteuid() == 0 && c.uid != 0 ? c.identity : nil)
+            let job = Job(connection: c.id, peer: c.peer, id: id, method: method, fd: fds[0], name: name, timeout: timeout,
+                          probePhase: probePhase, received: monotonicNs())
             let accepted = monitor.locked { () -> Bool in
                 guard jobs.count < config.queue + (config.maxConcurrent - busy) else { return false }
                 jobs.append(job)
@@ -485,7 +525,7 @@ public final class Server: @unchecked Sendable {
     private func expire(_ now: UInt64) {
         let idle = UInt64(config.idleTimeout * 1e9), io = UInt64(config.ioTimeout * 1e9)
         for c in Array(connections.values) {
-            if !c.inFlight, let since = c.partialSince, now - since > io {
+            if let since = c.partialSince, now - since > io {
                 fail(c, .timeout, "the message did not arrive whole within \(config.ioTimeout) s")
             } else if let since = c.stalledSince, now - since > io {
                 drop(c)
@@ -553,40 +593,41 @@ public final class Server: @unchecked Sendable {
         let examine: (Int32, String) -> Report = job.method == "probe"
             ? { Prober.probe(fd: $0, path: $1, options: options) }
             : { StaticScanner.scan(fd: $0, path: $1, budget: options.budget) }
+        // Everything the daemon opens for a client (the reopen of its descriptor, a folder's entries) is opened with
+        // the client's file-system identity, on this thread only: an O_PATH or write-only descriptor, or a folder
+        // the client may list, must not let the daemon's root read what the client could not. Examining an open
+        // descriptor (and building a sandbox for it) runs with the daemon's own identity.
+        let identity = ClientIdentity(peer: job.peer, daemonGroups: daemonGroups)
+        guard identity.enter() else {
+            metrics.refused(method: job.method, code: .internalError)
+            return Reply.error(id: job.id, .internalError, "cannot take on the client's file-system identity: \(String(cString: strerror(errno)))")
+        }
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            // The walk opens what is in the folder with root's rights unless told otherwise: it takes the client's
-            // identity (on this thread only) so that it opens only what the client could; each file it opened is
-            // examined (and detonated) with the daemon's own again.
-            let own = Identity(uid: geteuid(), gid: getegid(), groups: ownGroups)
-            func become(_ who: Identity) -> Bool {
-                airlock_thread_fs_identity(who.uid, who.gid, who.groups, Int32(who.groups.count)) == 0
+            // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing).
+            let own = open("/proc/self/fd/\(job.fd)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard own >= 0 else {
+                let e = errno
+                identity.leave()
+                metrics.refused(method: job.method, code: .badRequest)
+                return Reply.error(id: job.id, .badRequest, "cannot open the folder for reading: \(String(cString: strerror(e)))")
             }
-            func mustBecome(_ who: Identity) {
-                guard !become(who) else { return }
-                // Never walk on with the wrong rights, nor start a sandbox with a client's.
-                let reason = String(cString: strerror(errno))
-                Log.write(.err, "cannot switch a worker's filesystem identity to uid \(who.uid): \(reason)")
-                abort()
-            }
-            if let client = job.walker, !become(client) {
-                mustBecome(own)
-                metrics.refused(method: job.method, code: .internalError)
-                return Reply.error(id: job.id, .internalError, "cannot walk the folder with uid \(client.uid)'s rights")
-            }
-            StaticScanner.scan(fd: job.fd, isDirectory: true, path: job.name, examine: { fd, path in
-                guard let client = job.walker else { return examine(fd, path) }
-                mustBecome(own)
-                defer { mustBecome(client) }
+            defer { close(own) }
+            StaticScanner.scan(fd: own, isDirectory: true, path: job.name, examine: { fd, path in
+                identity.leave()
+                defer { identity.reenter() }
                 return examine(fd, path)
             }) { reports.append($0) }
-            if job.walker != nil { mustBecome(own) }
+            identity.leave()
         case S_IFREG:
             // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
             // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
             // leased: it is still being written, and is refused.
             let own = open("/proc/self/fd/\(job.fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+            let openErrno = errno
+            identity.leave()
+            errno = openErrno
             guard own >= 0 else {
                 metrics.refused(method: job.method, code: .badRequest)
                 return Reply.error(id: job.id, .badRequest, "cannot reopen the file read-only: \(String(cString: strerror(errno)))")
@@ -602,6 +643,7 @@ public final class Server: @unchecked Sendable {
             defer { _ = airlock_release_lease(own) }
             reports.append(examine(own, job.name))
         default:
+            identity.leave()
             metrics.refused(method: job.method, code: .badRequest)
             return Reply.error(id: job.id, .badRequest, "the descriptor is neither a regular file nor a directory")
         }
@@ -612,5 +654,53 @@ public final class Server: @unchecked Sendable {
             ("reports", .array(reports.map(\.json))),
             ("traceLines", .array(reports.map { .array($0.traceLines.map(JSON.string)) })),
         ])
+    }
+}
+
+/// A worker thread acting, for file-system access, as a client (fsuid, fsgid and supplementary groups of this thread
+/// only). Only a root daemon can and needs to: for root clients, and clients with the daemon's own uid, nothing
+/// changes.
+struct ClientIdentity {
+    let peer: Server.Peer
+    let daemonGroups: [gid_t]
+    let active: Bool
+
+    init(peer: Server.Peer, daemonGroups: [gid_t]) {
+        self.peer = peer
+        self.daemonGroups = daemonGroups
+        active = geteuid() == 0 && peer.uid != 0
+    }
+
+    /// Takes on the client's identity; false when it did not take (the thread is then as before).
+    func enter() -> Bool {
+        guard active else { return true }
+        // The groups first: without CAP_SETGID this fails and nothing has changed.
+        guard airlock_thread_setgroups(peer.groups, Int32(peer.groups.count)) == 0 else { return false }
+        guard airlock_thread_setfsgid(peer.gid) == peer.gid, airlock_thread_setfsuid(peer.uid) == peer.uid else {
+            leave()
+            errno = EPERM
+            return false
+        }
+        return true
+    }
+
+    /// Takes it on again after `leave`; the thread must never go on as root where the client's identity belongs.
+    func reenter() {
+        guard active else { return }
+        guard enter() else {
+            Log.write(.err, "cannot take on the client's file-system identity again: \(String(cString: strerror(errno)))")
+            abort()
+        }
+    }
+
+    /// Back to the daemon's own identity. A thread that cannot return would build sandboxes with the client's ids:
+    /// the daemon stops (systemd restarts it).
+    func leave() {
+        guard active else { return }
+        guard airlock_thread_setfsuid(geteuid()) == geteuid(), airlock_thread_setfsgid(getegid()) == getegid(),
+              airlock_thread_setgroups(daemonGroups, Int32(daemonGroups.count)) == 0 else {
+            Log.write(.err, "cannot return to the daemon's file-system identity: \(String(cString: strerror(errno)))")
+            abort()
+        }
     }
 }

@@ -150,3 +150,21 @@ int airlock_thread_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ng
 int airlock_set_read_lease(int fd) { return fcntl(fd, F_SETLEASE, F_RDLCK); }
 
 int airlock_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }
+
+int airlock_thread_setgroups(const gid_t *groups, int count) {
+    if (count < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return syscall(SYS_setgroups, (size_t)count, groups) < 0 ? -1 : 0;
+}
+
+uid_t airlock_thread_setfsuid(uid_t uid) {
+    (void)syscall(SYS_setfsuid, uid);
+    return (uid_t)syscall(SYS_setfsuid, (uid_t)-1);
+}
+
+gid_t airlock_thread_setfsgid(gid_t gid) {
+    (void)syscall(SYS_setfsgid, gid);
+    return (gid_t)syscall(SYS_setfsgid, (gid_t)-1);
+}

@@ -7,12 +7,6 @@ import Testing
     import Glibc
 #endif
 
-/// The `airlockd` executable built beside `airlock` (`swift build`).
-let airlockdBinary: String = {
-    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    let candidates = [bundle.appendingPathComponent("airlockd").path, "\(repositoryRoot)/.build/debug/airlockd"]
-    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[1]
-}()
 
 struct DaemonTestError: Error, CustomStringConvertible {
     let description: String
@@ -821,12 +815,12 @@ struct DaemonTests {
             defer { close(model) }
             let fd = RawClient.connect(daemon.socket)
             defer { close(fd) }
-            let both =
-                RawClient.frame(
-                    "{\"airlock\":1,\"id\":1,\"method\":\"probe\",\"params\":{\"name\":\"cpu_loop.pkl\",\"timeout\":2.5}}"
-                )
-                + RawClient.frame("{\"airlock\":1,\"id\":2,\"method\":\"status\"}")
-            #expect(RawClient.send(fd, both, descriptors: [model]) == both.count)
+            // Each in a sendmsg of its own (docs/protocol.md): the probe with its descriptor, the status right behind.
+            let probe = RawClient.frame(
+                "{\"airlock\":1,\"id\":1,\"method\":\"probe\",\"params\":{\"name\":\"cpu_loop.pkl\",\"timeout\":2.5}}")
+            let status = RawClient.frame("{\"airlock\":1,\"id\":2,\"method\":\"status\"}")
+            #expect(RawClient.send(fd, probe, descriptors: [model]) == probe.count)
+            #expect(RawClient.send(fd, status, descriptors: []) == status.count)
             RawClient.setTimeout(fd, 15)
             let first = try? RawClient.readMessage(fd).get()
             #expect(first?["id"] as? Int == 1 && first?["ok"] as? Bool == true, "\(String(describing: first))")

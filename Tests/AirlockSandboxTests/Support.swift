@@ -122,6 +122,13 @@ let airlockBinary: String = {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
 }()
 
+/// The `airlockd` executable built beside `airlock` (`swift build`).
+let airlockdBinary: String = {
+    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidates = [bundle.appendingPathComponent("airlockd").path, "\(repositoryRoot)/.build/debug/airlockd"]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[1]
+}()
+
 /// Runs the CLI; returns its exit status, stdout and stderr.
 func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()

@@ -46,6 +46,14 @@ int airlock_fd_readable(int fd);
  * supplementary groups used for permission checks; a filesystem uid other than 0 also drops the thread's
  * file-related capabilities, which coming back to 0 restores. Returns 0 when the thread has them, -1 otherwise. */
 int airlock_thread_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ngroups);
+/* The calling thread's file-system identity. The raw setgroups system call changes the calling thread only (glibc's
+ * setgroups changes every thread); it needs CAP_SETGID. Returns 0 or -1. */
+int airlock_thread_setgroups(const gid_t *groups, int count);
+/* setfsuid / setfsgid (this thread only; CAP_SETUID / CAP_SETGID for ids other than the thread's own), returning
+ * the id in effect afterwards, so that a change that did not take shows. Leaving fsuid 0 takes the file-system
+ * capabilities (CAP_DAC_*, CAP_FOWNER, …) out of the thread's effective set; returning to 0 puts them back. */
+uid_t airlock_thread_setfsuid(uid_t uid);
+gid_t airlock_thread_setfsgid(gid_t gid);
 
 /* F_SETLEASE / F_GETLEASE wrappers (lease: 0 read, 1 write, 2 unlock). */
 int airlock_set_read_lease(int fd);
