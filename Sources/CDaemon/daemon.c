@@ -131,22 +131,6 @@ int airlock_fd_readable(int fd) {
     return (flags & O_ACCMODE) == O_RDONLY || (flags & O_ACCMODE) == O_RDWR;
 }
 
-int airlock_thread_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ngroups) {
-    if (ngroups < 0) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (syscall(SYS_setgroups, (size_t)ngroups, groups) < 0) return -1;
-    (void)syscall(SYS_setfsgid, gid);
-    (void)syscall(SYS_setfsuid, uid);
-    /* setfsuid and setfsgid report no errors; asking with -1 returns the current value. */
-    if ((uid_t)syscall(SYS_setfsuid, (uid_t)-1) != uid || (gid_t)syscall(SYS_setfsgid, (gid_t)-1) != gid) {
-        errno = EPERM;
-        return -1;
-    }
-    return 0;
-}
-
 int airlock_set_read_lease(int fd) { return fcntl(fd, F_SETLEASE, F_RDLCK); }
 
 int airlock_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }

@@ -42,10 +42,6 @@ int airlock_wake_pipe(int fds[2]);
 /* 1 when `fd` is open for reading (O_RDONLY or O_RDWR, not O_PATH), 0 when not, -1 on error. */
 int airlock_fd_readable(int fd);
 
-/* Gives the calling thread only (raw system calls, not glibc's process-wide setxid) the filesystem uid, gid and
- * supplementary groups used for permission checks; a filesystem uid other than 0 also drops the thread's
- * file-related capabilities, which coming back to 0 restores. Returns 0 when the thread has them, -1 otherwise. */
-int airlock_thread_fs_identity(uid_t uid, gid_t gid, const gid_t *groups, int ngroups);
 /* The calling thread's file-system identity. The raw setgroups system call changes the calling thread only (glibc's
  * setgroups changes every thread); it needs CAP_SETGID. Returns 0 or -1. */
 int airlock_thread_setgroups(const gid_t *groups, int count);
