@@ -22,6 +22,8 @@ enum FolderScanner {
         /// A regular file; `open` opens it read-only relative to its directory (the caller closes it), or says why not.
         case file(open: () -> Int32?)
         case symlink(target: String)
+        /// An entry that could not be examined or a folder that could not be entered, and why.
+        case unreadable(reason: String)
     }
 
     /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`. Two walks: the first
@@ -48,6 +50,9 @@ enum FolderScanner {
                 r.add(folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
                 close(fd)
                 report(r)
+            case .unreadable(let reason):
+                let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                report(Report(target: t, findings: [], error: ("io", "cannot read \(path): \(reason)")))
             case .symlink(let target):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
                 report(Report(target: t, findings: [Finding(
@@ -104,11 +109,17 @@ enum FolderScanner {
         for name in names.sorted() {
             let relative = prefix.isEmpty ? name : prefix + "/" + name
             var st = stat()
-            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+                visit(relative, .unreadable(reason: String(cString: strerror(errno))))
+                continue
+            }
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
                 let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard sub >= 0 else { continue }
+                guard sub >= 0 else {
+                    visit(relative, .unreadable(reason: "cannot enter the folder: \(String(cString: strerror(errno)))"))
+                    continue
+                }
                 walk(sub, prefix: relative, depth: depth + 1, visit: visit)
                 close(sub)
             case S_IFREG:

@@ -1145,6 +1145,9 @@ struct DaemonTests {
             #expect(
                 !byPath.keys.contains { $0.contains("inner.pkl") },
                 "\(method): the daemon listed a folder uid 65534 may not list: \(byPath.keys.sorted())")
+            #expect(
+                byPath["secret/private"]?["verdict"] as? String == "error",
+                "\(method): a folder the client cannot enter is an error report, not silently empty: \(byPath.keys.sorted())")
         }
         // Root's own folder scan still reads everything.
         let rootDescriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
