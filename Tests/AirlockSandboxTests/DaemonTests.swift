@@ -95,21 +95,7 @@ final class TestDaemon: @unchecked Sendable {
 
 /// Runs the CLI with `$AIRLOCK_SOCKET` set for it alone (not in this process: other suites run the CLI locally).
 func runCLI(_ arguments: [String], socketVariable: String) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: airlockBinary)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(["AIRLOCK_SOCKET": socketVariable]) { $1 }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (
-        process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self)
-    )
+    try runProgram(airlockBinary, arguments, environment: ["AIRLOCK_SOCKET": socketVariable])
 }
 
 /// Polls `condition` every 20 ms for up to `timeout` seconds.

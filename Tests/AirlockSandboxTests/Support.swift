@@ -131,9 +131,19 @@ let airlockdBinary: String = {
 
 /// Runs the CLI; returns its exit status, stdout and stderr.
 func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+    try runProgram(airlockBinary, arguments)
+}
+
+/// Runs a program to its end, with extra environment variables and a working directory if given; returns its exit
+/// status, stdout and stderr.
+func runProgram(
+    _ path: String, _ arguments: [String], environment extra: [String: String] = [:], directory: String? = nil
+) throws -> (status: Int32, stdout: String, stderr: String) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: airlockBinary)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !extra.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 } }
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

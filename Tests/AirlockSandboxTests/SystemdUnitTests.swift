@@ -13,7 +13,7 @@ import Glibc
 struct SystemdUnitTests {
     @Test("systemd-analyze verify: no complaint about the units but the binary not being installed")
     func unitsVerify() throws {
-        let run = try runTool("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket"],
+        let run = try runProgram("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket"],
                               directory: repositoryRoot)
         let lines = (run.stdout + run.stderr).split(separator: "\n").map(String.init)
         let unexpected = lines.filter { !$0.contains("Command /usr/local/bin/airlockd is not executable") }
@@ -51,11 +51,11 @@ struct SystemdUnitTests {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createDirectory(atPath: "\(root)/etc", withIntermediateDirectories: true)
-        let users = try runTool("/usr/bin/systemd-sysusers", ["--root", root, "\(repositoryRoot)/systemd/sysusers.d/airlock.conf"])
+        let users = try runProgram("/usr/bin/systemd-sysusers", ["--root", root, "\(repositoryRoot)/systemd/sysusers.d/airlock.conf"])
         #expect(users.status == 0, "\(users.stderr)")
         let group = try String(contentsOfFile: "\(root)/etc/group", encoding: .utf8)
         #expect(group.split(separator: "\n").contains { $0.hasPrefix("airlock:x:") }, "\(group)")
-        let files = try runTool("/usr/bin/systemd-tmpfiles", ["--root", root, "--create", "\(repositoryRoot)/systemd/tmpfiles.d/airlock.conf"])
+        let files = try runProgram("/usr/bin/systemd-tmpfiles", ["--root", root, "--create", "\(repositoryRoot)/systemd/tmpfiles.d/airlock.conf"])
         #expect(files.status == 0, "\(files.stderr)")
         var st = stat()
         #expect(stat("\(root)/run/airlock", &st) == 0)
@@ -160,7 +160,7 @@ struct SystemdUnitTests {
         let daemon = try Child(airlockdBinary, ["--socket", socketPath], output: "\(dir)/log")
         defer { daemon.stop() }
         try waitForFile(socketPath)
-        let run = try runTool("/usr/bin/python3", ["\(dir)/client.py", socketPath, "\(dir)/exfil.pkl"])
+        let run = try runProgram("/usr/bin/python3", ["\(dir)/client.py", socketPath, "\(dir)/exfil.pkl"])
         #expect(run.status == 0, "\(run.stderr)")
         let words = run.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
         #expect(words.first == "malicious", "\(run.stdout)")
@@ -208,7 +208,7 @@ struct DaemonClientIdentityTests {
         defer { daemon.stop() }
         try waitForFile(socketPath)
         chmod(socketPath, 0o666)
-        let run = try runTool("/usr/bin/setpriv", ["--reuid", String(client), "--regid", String(client), "--clear-groups",
+        let run = try runProgram("/usr/bin/setpriv", ["--reuid", String(client), "--regid", String(client), "--clear-groups",
                                                    "/usr/bin/python3", "\(dir)/client.py", socketPath])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(!run.stdout.contains(secret), "the reports hold what the client could not read: \(run.stdout)")
@@ -263,7 +263,7 @@ struct DaemonDescriptorTests {
         let daemon = try Child(airlockdBinary, ["--socket", socketPath], output: "\(dir)/log")
         defer { daemon.stop() }
         try waitForFile(socketPath)
-        let run = try runTool("/usr/bin/python3", ["\(dir)/client.py", socketPath, "\(dir)/m.pkl"])
+        let run = try runProgram("/usr/bin/python3", ["\(dir)/client.py", socketPath, "\(dir)/m.pkl"])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 10)
@@ -281,21 +281,6 @@ private func scratchDirectory() throws -> String {
     return path
 }
 
-/// Runs a program to its end; its exit status, stdout and stderr.
-private func runTool(_ path: String, _ arguments: [String], directory: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-}
 
 /// A program started in the background with `posix_spawn`, its stdout and stderr appended to a file. Not a
 /// Foundation `Process`: Foundation learns that a child ended when the child's copy of a monitoring socket closes,
