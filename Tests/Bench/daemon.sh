@@ -30,10 +30,7 @@
 # defaults.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-REPO=$(pwd)
-AIRLOCKD="$REPO/.build/release/airlockd"
-HOST_PY=/usr/bin/python3
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LOAD="$REPO/Tests/Bench/daemon_load.py"
 WORKERS=${BENCH_DAEMON_WORKERS:-$(nproc)}
 CLIENTS=${BENCH_DAEMON_CLIENTS:-1 2 16}
@@ -44,16 +41,10 @@ N_BIG=${BENCH_DAEMON_BIG:-192}
 BIG_MIB=${BENCH_DAEMON_BIG_MIB:-64}
 WARMUP=${BENCH_DAEMON_WARMUP:-3}
 
-die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$AIRLOCKD" ] || die "$AIRLOCKD is missing: run 'make build' (or 'make bench')"
 [ -x "$HOST_PY" ] || die "$HOST_PY is missing (apt-get install python3)"
 "$HOST_PY" -c 'import socket, sys; sys.exit(not hasattr(socket, "send_fds"))' || die "$HOST_PY has no socket.send_fds (Python 3.9+ needed)"
-HARNESS_DIR="$REPO/Profiles/harness"
-# As in probe.sh: a stale or missing bytecode cache of the harness would add its compilation to every detonation.
-IMPORT_LOG=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import airlock_harness" 2>&1) ||
-    die "airlock_harness does not import: $IMPORT_LOG"
-grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$IMPORT_LOG" ||
-    die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
+require_harness_bytecode
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-daemon-bench.XXXXXX")
 SOCK="$TMP/airlockd.sock"

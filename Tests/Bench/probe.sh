@@ -21,28 +21,16 @@
 # the defaults.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-REPO=$(pwd)
-AIRLOCK="$REPO/.build/release/airlock"
-PICKLESCAN="$REPO/.build-bench/venv/bin/picklescan"
-VENV_PY="$REPO/.build-bench/venv/bin/python3"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 RUNS=${BENCH_PROBE_RUNS:-200}
 WARMUP=${BENCH_PROBE_WARMUP:-10}
 SAMPLES=${BENCH_PROBE_SAMPLES:-30}
-HOST_PY=/usr/bin/python3
 
-die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$AIRLOCK" ] || die "$AIRLOCK is missing: run 'make build' (or 'make bench')"
 [ -x "$PICKLESCAN" ] || die "$PICKLESCAN is missing: run 'make bench-deps' (or 'make bench')"
 command -v hyperfine >/dev/null || die "hyperfine is missing: run 'make bench-deps'"
 [ -x "$HOST_PY" ] || die "$HOST_PY is missing (apt-get install python3)"
-HARNESS_DIR="$REPO/Profiles/harness"
-# The detonations import airlock_harness from its bytecode; a stale or missing cache would add its compilation to
-# every detonation timed here. (-B: this check writes no bytecode either.)
-IMPORT_LOG=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import airlock_harness" 2>&1) ||
-    die "airlock_harness does not import: $IMPORT_LOG"
-grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$IMPORT_LOG" ||
-    die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
+require_harness_bytecode
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-probe-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT

@@ -13,18 +13,12 @@
 # $TMPDIR or /tmp). Takes about 2 minutes on 2 cores with the defaults, most of it picklescan.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-REPO=$(pwd)
-AIRLOCK="$REPO/.build/release/airlock"
-PICKLESCAN="$REPO/.build-bench/venv/bin/picklescan"
-VENV_PY="$REPO/.build-bench/venv/bin/python3"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 SCAN_RUNS=${BENCH_SCAN_RUNS:-5}
 TINY_RUNS=${BENCH_TINY_RUNS:-50}
 HASH_MIB=${BENCH_HASH_MIB:-1024}
-HOST_PY=/usr/bin/python3
 GNU_TIME=/usr/bin/time
 
-die() { echo "bench: $*" >&2; exit 1; }
 [ -x "$AIRLOCK" ] || die "$AIRLOCK is missing: run 'make build' (or 'make bench')"
 [ -x "$PICKLESCAN" ] || die "$PICKLESCAN is missing: run 'make bench-deps' (or 'make bench')"
 [ -x "$GNU_TIME" ] || die "$GNU_TIME is missing: run 'make bench-deps' (Debian package 'time')"

@@ -1,0 +1,22 @@
+# Shared by the benchmark scripts (sourced, after `set -euo pipefail`): the repository's paths and tools, `die`, and
+# the check that the loader harness's bytecode is current.
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+REPO=$(pwd)
+AIRLOCK="$REPO/.build/release/airlock"
+AIRLOCKD="$REPO/.build/release/airlockd"
+PICKLESCAN="$REPO/.build-bench/venv/bin/picklescan"
+VENV_PY="$REPO/.build-bench/venv/bin/python3"
+HOST_PY=/usr/bin/python3
+HARNESS_DIR="$REPO/Profiles/harness"
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# Detonations import airlock_harness from its bytecode; a stale or missing cache would add its compilation to every
+# detonation timed. (-B: the check writes no bytecode either.)
+require_harness_bytecode() {
+    local log
+    log=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import airlock_harness" 2>&1) ||
+        die "airlock_harness does not import: $log"
+    grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$log" ||
+        die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
+}
