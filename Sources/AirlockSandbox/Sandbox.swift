@@ -51,9 +51,10 @@ public enum Sandbox {
 
     /// A descriptor of the file open as `fd` that is safe to pass to a sandbox run with `profile`
     /// (`SandboxRequest.passedFDs`): the very file, never a path looked up again, and one the command cannot write
-    /// through. A small file, or one the sandbox's host user could write (which a reopen through `/proc/self/fd/N`
-    /// would then allow), becomes a sealed in-memory copy; otherwise a fresh read-only open of the same file. The
-    /// caller closes it.
+    /// through. A file the sandbox's host user could write (which a reopen through `/proc/self/fd/N` would then
+    /// allow) becomes a sealed in-memory copy; so does any small file, whatever its mode bits say, because an ACL
+    /// could still grant that user write access and a copy of up to `sealedCopyLimit` costs little. Other files get a
+    /// fresh read-only open of the same file. The caller closes it.
     public static func passableDescriptor(_ fd: Int32, profile: Profile) throws(SandboxError) -> Int32 {
         let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard reopened >= 0 else { throw SandboxError(.mountSource, "cannot reopen the model read-only", errno: errno) }
