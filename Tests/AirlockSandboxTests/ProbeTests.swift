@@ -249,6 +249,21 @@ struct ProbeTests {
         #expect(after.count == size && after.prefix(2) == Data("N.".utf8), "the host file changed")
     }
 
+    @Test("a report read back from its JSON (as a daemon's client reads it) writes the same JSON")
+    func reportRoundTrip() throws {
+        try ProbeTests.withSamples("models.py") { dir, _ in
+            var reports: [Report] = []
+            Prober.probe(paths: [dir], options: try ProbeTests.options()) { reports.append($0) }
+            reports.append(Prober.probe(file: "\(dir)/missing.pt", options: try ProbeTests.options()))
+            #expect(reports.count > 20)
+            for report in reports {
+                let again = try #require(Report(json: report.json), "\(report.target.path)")
+                #expect(again.json == report.json, "\(report.target.path)")
+                #expect(again.verdict == report.verdict)
+            }
+        }
+    }
+
     @Test("a FIFO or a device is refused at once, never waited on")
     func notRegular() throws {
         let dir = try makeHostDirectory()
@@ -303,6 +318,11 @@ struct ProbeTests {
                     continue
                 }
             }
+            // Through a daemon the profile and policy are the daemon's: asking for others is an error, not ignored.
+            let chosen = try runCLI(["probe", "--socket", "\(dir)/no.sock", "--profile", "other", "\(dir)/evil.pt"])
+            #expect(chosen.status == 2 && chosen.stderr.contains("the daemon's to choose"), "\(chosen.stderr)")
+            let unreachable = try runCLI(["--socket", "\(dir)/no.sock", "probe", "\(dir)/evil.pt"])
+            #expect(unreachable.status == 2 && unreachable.stderr.contains("cannot connect"), "\(unreachable.stderr)")
             let sarif = try runCLI(["probe", "--format", "sarif", "\(dir)/evil.pt"])
             #expect(sarif.status == 1 && sarif.stdout.contains("dynamic.exec"))
         }
