@@ -55,6 +55,11 @@ let package = Package(
             name: "AirlockAnalysis",
             dependencies: ["AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
+        .target(
+            name: "AirlockProvenance",
+            dependencies: ["AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Socket helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, leases).
         .target(
             name: "CDaemon",
@@ -79,6 +84,7 @@ let package = Package(
             dependencies: [
                 "AirlockDaemon",
                 "AirlockProbe",
+                "AirlockProvenance",
                 "AirlockSandbox",
                 "AirlockAnalysis",
                 "AirlockFormats",
@@ -101,7 +107,8 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon"]
+            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance"],
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "AirlockFormatsTests",

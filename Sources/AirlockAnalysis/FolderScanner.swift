@@ -14,31 +14,20 @@ import Glibc
 enum FolderScanner {
     /// Most files scanned in one folder tree.
     static let maxFiles = 100_000
-    /// Deepest directory nesting walked.
-    static let maxDepth = 32
-
-    /// One entry of the walk.
-    enum Entry {
-        /// A regular file; `open` opens it read-only relative to its directory (the caller closes it), or says why not.
-        case file(open: () -> Int32?)
-        case symlink(target: String)
-        /// An entry that could not be examined or a folder that could not be entered, and why.
-        case unreadable(reason: String)
-    }
 
     /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`. Two walks: the first
     /// only looks at names (is there safetensors?), the second opens and examines one file at a time.
     static func scan(dirfd: Int32, display: String, examine: (Int32, String) -> Report, report: (Report) -> Void) {
         var hasSafetensors = false
-        walk(dirfd, prefix: "", depth: 0) { relative, _ in
+        FolderWalk.walk(dirfd) { relative, _ in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
         }
         let base = display.hasSuffix("/") ? String(display.dropLast()) : display
         var files = 0
-        walk(dirfd, prefix: "", depth: 0) { relative, entry in
+        FolderWalk.walk(dirfd) { relative, entry in
             let path = base + "/" + relative
             switch entry {
-            case .file(let open):
+            case .file(let open, _):
                 files += 1
                 guard files <= maxFiles else { return }
                 guard let fd = open() else {
@@ -50,6 +39,8 @@ enum FolderScanner {
                 r.add(folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
                 close(fd)
                 report(r)
+            case .other:
+                break  // sockets, FIFOs and devices: nothing a loader reads as a model
             case .unreadable(let reason):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
                 report(Report(target: t, findings: [], error: ("io", "cannot read \(path): \(reason)")))
@@ -86,65 +77,6 @@ enum FolderScanner {
             ))
         }
         return extra
-    }
-
-    /// Walks `dirfd` in name order, calling `visit` for regular files and symbolic links; other kinds are skipped.
-    /// A file's `open` works only during its `visit` (its directory is open then).
-    static func walk(_ dirfd: Int32, prefix: String, depth: Int, visit: (String, Entry) -> Void) {
-        guard depth <= maxDepth else { return }
-        // fdopendir takes the descriptor: give it a duplicate, the caller keeps `dirfd`.
-        let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
-        guard dup >= 0, let d = fdopendir(dup) else {
-            if dup >= 0 { close(dup) }
-            return
-        }
-        defer { closedir(d) }
-        rewinddir(d)  // the duplicate shares its offset with `dirfd`, which an earlier walk left at the end
-        var names: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
-            if name == "." || name == ".." || name == ".git" { continue }
-            names.append(name)
-        }
-        for name in names.sorted() {
-            let relative = prefix.isEmpty ? name : prefix + "/" + name
-            var st = stat()
-            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
-                visit(relative, .unreadable(reason: String(cString: strerror(errno))))
-                continue
-            }
-            switch st.st_mode & S_IFMT {
-            case S_IFDIR:
-                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard sub >= 0 else {
-                    visit(relative, .unreadable(reason: "cannot enter the folder: \(String(cString: strerror(errno)))"))
-                    continue
-                }
-                walk(sub, prefix: relative, depth: depth + 1, visit: visit)
-                close(sub)
-            case S_IFREG:
-                // O_NOFOLLOW and O_NONBLOCK: a name swapped for a link or a FIFO since the stat is not followed or
-                // waited on; what was opened is checked again.
-                visit(relative, .file(open: {
-                    let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
-                    guard fd >= 0 else { return nil }
-                    var now = stat()
-                    guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
-                        close(fd)
-                        errno = EINVAL
-                        return nil
-                    }
-                    return fd
-                }))
-            case S_IFLNK:
-                var buf = [CChar](repeating: 0, count: 4097)
-                let n = readlinkat(dirfd, name, &buf, 4096)
-                let target = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
-                visit(relative, .symlink(target: target))
-            default:
-                break
-            }
-        }
     }
 
     /// `auto_map` in a config: classes that transformers imports from the repository's own Python files.

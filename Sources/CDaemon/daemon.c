@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -151,4 +152,18 @@ uid_t airlock_thread_setfsuid(uid_t uid) {
 gid_t airlock_thread_setfsgid(gid_t gid) {
     (void)syscall(SYS_setfsgid, gid);
     return (gid_t)syscall(SYS_setfsgid, (gid_t)-1);
+}
+
+int airlock_open_beneath(int dirfd, const char *path, int flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    long fd;
+    /* EAGAIN: a rename raced the lookup; try again a bounded number of times. */
+    int tries = 0;
+    do {
+        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    } while (fd < 0 && (errno == EINTR || errno == EAGAIN) && ++tries < 64);
+    return (int)fd;
 }

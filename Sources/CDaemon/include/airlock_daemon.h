@@ -51,6 +51,10 @@ int airlock_thread_setgroups(const gid_t *groups, int count);
 uid_t airlock_thread_setfsuid(uid_t uid);
 gid_t airlock_thread_setfsgid(gid_t gid);
 
+/* openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV, O_NOFOLLOW and
+ * O_CLOEXEC added: opens `path` only if it lies inside `dirfd` without crossing a link or a mount. */
+int airlock_open_beneath(int dirfd, const char *path, int flags);
+
 /* F_SETLEASE / F_GETLEASE wrappers (lease: 0 read, 1 write, 2 unlock). */
 int airlock_set_read_lease(int fd);
 int airlock_release_lease(int fd);
