@@ -11,6 +11,8 @@ public struct ProvenanceError: Error, Sendable, CustomStringConvertible {
         case malformed
         /// Something valid that Airlock does not handle yet (keyless signatures, other hash types).
         case unsupported
+        /// A signature that does not verify, a key that did not make it, signed content that contradicts itself.
+        case badSignature
         /// A bound was hit (too many files, a document too large).
         case limit
     }

@@ -1,0 +1,283 @@
+internal import AirlockAnalysis
+internal import AirlockFormats
+internal import CDaemon
+internal import Crypto
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One regular file of a model, as hashed.
+public struct InventoryFile: Sendable, Equatable {
+    /// Path relative to the model folder (`/`-separated); for a single-file model, its file name.
+    public var path: String
+    /// Bytes hashed.
+    public var size: Int
+    /// Lower-case hex SHA-256 of the content.
+    public var sha256: String
+    /// The format identified from the content (`FormatIdentity`), as the report names it.
+    public var format: String
+
+    /// Creates an entry.
+    public init(path: String, size: Int, sha256: String, format: String) {
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.format = format
+    }
+}
+
+/// Everything a model (one file or a folder) holds, each regular file hashed; what cannot be hashed is listed with
+/// the reason instead of being left out.
+///
+/// Folders are walked by descriptors (`FolderWalk`), and each file is opened again beneath the folder's descriptor
+/// with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and checked to be the inode the walk saw, so nothing swapped
+/// in during the walk is hashed under another file's name. Files are hashed in parallel, largest first, streamed in
+/// 4 MiB reads: memory stays at one buffer per thread whatever the model's size.
+public struct ModelInventory: Sendable {
+    /// A single file or a folder.
+    public enum Kind: String, Sendable { case file, folder }
+
+    /// What was inventoried.
+    public var kind: Kind
+    /// The path as the caller named it.
+    public var display: String
+    /// Regular files in path order.
+    public var files: [InventoryFile]
+    /// Symbolic links (never followed) and where they point.
+    public var symlinks: [(path: String, target: String)]
+    /// Entries that could not be hashed (unreadable, special files, replaced during the walk) and why.
+    public var problems: [(path: String, reason: String)]
+
+    /// Sum of the files' sizes.
+    public var totalBytes: Int { files.reduce(0) { $0 + $1.size } }
+
+    /// How to take an inventory.
+    public struct Options: Sendable {
+        /// Threads hashing at once (at least 1).
+        public var threads: Int
+        /// Paths relative to the folder left out, each with everything beneath it (model-signing's `ignore_paths`).
+        public var ignore: [String]
+        /// Called now and then with (bytes hashed, bytes to hash), from the hashing threads, one call at a time.
+        public var progress: (@Sendable (Int, Int) -> Void)?
+
+        /// Options with every online CPU hashing.
+        public init(threads: Int = ModelInventory.onlineCPUs, ignore: [String] = [], progress: (@Sendable (Int, Int) -> Void)? = nil) {
+            self.threads = max(1, threads)
+            self.ignore = ignore
+            self.progress = progress
+        }
+    }
+
+    /// Most files in one model.
+    public static let maxFiles = 100_000
+
+    /// CPUs online.
+    public static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Inventories the file or folder at `path`. Symbolic links are not followed, not even `path` itself.
+    public static func take(path: String, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else {
+            let e = errno
+            if e == ELOOP { throw ProvenanceError(.io, "\(path) is a symbolic link: name the model itself") }
+            throw ProvenanceError(.io, "cannot open \(path): \(String(cString: strerror(e)))")
+        }
+        defer { close(fd) }
+        return try take(fd: fd, display: path, options: options)
+    }
+
+    /// Inventories the file or folder open as `fd`; `display` names it in paths and messages.
+    public static func take(fd: Int32, display: String, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ProvenanceError(.io, "cannot stat \(display): \(String(cString: strerror(errno)))") }
+        let mode = st.st_mode & S_IFMT
+        if mode == S_IFREG {
+            let name = display.split(separator: "/").last.map(String.init) ?? display
+            var buffer = HashBuffer()
+            switch hashAndIdentify(fd: fd, buffer: &buffer, progress: nil) {
+            case .success(let (digest, size, format)):
+                return ModelInventory(kind: .file, display: display, files: [InventoryFile(path: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
+            case .failure(let reason):
+                throw ProvenanceError(.io, "cannot read \(display): \(reason)")
+            }
+        }
+        guard mode == S_IFDIR else { throw ProvenanceError(.io, "\(display) is neither a regular file nor a folder") }
+        return try folder(fd: fd, display: display, options: options)
+    }
+
+    private struct Job: Sendable {
+        let path: String
+        let info: FolderWalk.FileInfo
+    }
+
+    private static func folder(fd: Int32, display: String, options: Options) throws(ProvenanceError) -> ModelInventory {
+        let ignored = options.ignore.map(normalise).filter { !$0.isEmpty }
+        func isIgnored(_ path: String) -> Bool { ignored.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        var jobs: [Job] = []
+        var symlinks: [(path: String, target: String)] = []
+        var problems: [(path: String, reason: String)] = []
+        var tooMany = false
+        FolderWalk.walk(fd) { path, entry in
+            guard !isIgnored(path), !tooMany else { return }
+            switch entry {
+            case .file(_, let info):
+                if jobs.count >= maxFiles { tooMany = true } else { jobs.append(Job(path: path, info: info)) }
+            case .symlink(let target): symlinks.append((path, target))
+            case .other(let kind): problems.append((path, "a \(kind), not a regular file"))
+            case .unreadable(let reason): problems.append((path, reason))
+            }
+        }
+        if tooMany { throw ProvenanceError(.limit, "\(display) holds more than \(maxFiles) files") }
+
+        let total = jobs.reduce(0) { $0 + $1.info.size }
+        let order = jobs.indices.sorted { jobs[$0].info.size > jobs[$1].info.size }
+        let shared = HashingState(count: jobs.count, total: total, progress: options.progress)
+        let threads = min(options.threads, max(1, jobs.count))
+        let work = jobs
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            var buffer = HashBuffer()
+            while let next = shared.next() {
+                let job = work[order[next]]
+                let outcome = hashBeneath(root: fd, job: job, buffer: &buffer, shared: shared)
+                shared.store(order[next], outcome)
+            }
+        }
+        var files: [InventoryFile] = []
+        for (i, job) in jobs.enumerated() {
+            switch shared.outcome(i) {
+            case .success(let (digest, size, format)): files.append(InventoryFile(path: job.path, size: size, sha256: digest, format: format))
+            case .failure(let reason): problems.append((job.path, reason.description))
+            case nil: problems.append((job.path, "not hashed"))
+            }
+        }
+        problems.sort { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
+        return ModelInventory(kind: .folder, display: display, files: files, symlinks: symlinks, problems: problems)
+    }
+
+    /// `./a//b/` → `a/b`.
+    static func normalise(_ path: String) -> String {
+        path.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }.joined(separator: "/")
+    }
+
+    private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<(String, Int, String), Reason> {
+        let fd = airlock_open_beneath(root, job.path, O_RDONLY | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { return .failure(Reason("cannot open: \(String(cString: strerror(errno)))")) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device, UInt64(st.st_ino) == job.info.inode else {
+            return .failure(Reason("replaced while the folder was walked"))
+        }
+        return hashAndIdentify(fd: fd, buffer: &buffer, progress: shared)
+    }
+
+    /// A reason a file could not be hashed.
+    struct Reason: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Streams `fd` from its start through SHA-256, then identifies its format from a read-only mapping.
+    private static func hashAndIdentify(fd: Int32, buffer: inout HashBuffer, progress: HashingState?) -> Result<(String, Int, String), Reason> {
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        var hasher = SHA256()
+        var size = 0
+        var offset: off_t = 0
+        while true {
+            let n = pread(fd, buffer.memory.baseAddress, buffer.memory.count, offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(Reason("read failed at byte \(size): \(String(cString: strerror(errno)))"))
+            }
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer.memory[0..<n]))
+            size += n
+            offset += off_t(n)
+            progress?.advance(n)
+        }
+        let digest = hex(Array(hasher.finalize()))
+        let format: FileFormat
+        if size == 0 {
+            format = .unknown
+        } else if let view = try? ByteView.map(fd: fd, name: "") {
+            format = FormatIdentity.identify(view)
+        } else {
+            return .failure(Reason("cannot map it to identify its format"))
+        }
+        return .success((digest, size, format.rawValue))
+    }
+
+    /// Lower-case hex of `bytes`.
+    public static func hex(_ bytes: [UInt8]) -> String {
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// One thread's read buffer.
+private struct HashBuffer: ~Copyable {
+    let memory: UnsafeMutableRawBufferPointer
+    init() { memory = .allocate(byteCount: 4 << 20, alignment: 4096) }
+    deinit { memory.deallocate() }
+}
+
+/// The work list, results and progress shared by the hashing threads.
+private final class HashingState: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var nextIndex = 0
+    private let count: Int
+    private var outcomes: [Result<(String, Int, String), ModelInventory.Reason>?]
+    private let total: Int
+    private var done = 0
+    private var reported = 0
+    private let progress: (@Sendable (Int, Int) -> Void)?
+
+    init(count: Int, total: Int, progress: (@Sendable (Int, Int) -> Void)?) {
+        self.count = count
+        self.total = total
+        self.progress = progress
+        outcomes = Array(repeating: nil, count: count)
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&mutex) }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+
+    func next() -> Int? {
+        locked {
+            guard nextIndex < count else { return nil }
+            nextIndex += 1
+            return nextIndex - 1
+        }
+    }
+
+    func store(_ index: Int, _ outcome: Result<(String, Int, String), ModelInventory.Reason>) {
+        locked { outcomes[index] = outcome }
+    }
+
+    func outcome(_ index: Int) -> Result<(String, Int, String), ModelInventory.Reason>? { locked { outcomes[index] } }
+
+    /// Counts hashed bytes; calls `progress` every 64 MiB and at the end.
+    func advance(_ bytes: Int) {
+        guard let progress else { return }
+        locked {
+            done += bytes
+            if done - reported >= 64 << 20 || done >= total {
+                reported = done
+                progress(done, total)
+            }
+        }
+    }
+}

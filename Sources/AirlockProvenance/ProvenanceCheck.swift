@@ -1,0 +1,134 @@
+public import AirlockAnalysis
+internal import AirlockFormats
+
+/// What checking a signature gave.
+public enum SignatureOutcome: Sendable {
+    /// The bundle verified with one of the given keys; the files it lists still have to match.
+    case verified(SignedModel)
+    /// The bundle did not verify, could not be read, or is of a kind not verified yet.
+    case failed(ProvenanceError)
+}
+
+/// Compares a model as it is (its inventory) with what was meant (a manifest, a signature) and with what the
+/// manifest's policy accepts. Every difference is a finding with `source: "provenance"`.
+public enum ProvenanceCheck {
+    /// The findings for `inventory` against `manifest` and `signature` (either may be nil, not both).
+    public static func findings(inventory: ModelInventory, manifest: Manifest?, signature: SignatureOutcome?) -> [Finding] {
+        var out: [Finding] = []
+        for (path, reason) in inventory.problems {
+            out.append(finding("provenance.unreadable", .high, "\(path) cannot be hashed: \(reason)", path: path))
+        }
+        if manifest != nil || signature != nil {
+            for (path, target) in inventory.symlinks {
+                out.append(finding(
+                    "provenance.symlink", .high,
+                    "\(path) is a symbolic link to \(target): neither manifests nor signatures vouch for what a link points to",
+                    path: path, details: [("target", target)]
+                ))
+            }
+        }
+        if let manifest {
+            out += compare(inventory, expected: manifest.files.map { ($0.path, $0.sha256, $0.size) }, against: "manifest",
+                           extraAllowed: manifest.policy?.allowExtraFiles ?? false, singleFile: manifest.kind == .file)
+        }
+        var signer: String? = nil
+        switch signature {
+        case .verified(let signed):
+            signer = signed.keyFingerprint
+            // model-signing names a single-file model's one resource by the file's name, as an inventory does.
+            out += compare(inventory, expected: signed.resources.map { ($0.name, $0.sha256, nil) }, against: "signature",
+                           extraAllowed: false, singleFile: inventory.kind == .file)
+        case .failed(let error):
+            switch error.code {
+            case .unsupported:
+                out.append(finding("provenance.signature-unsupported", .high, "the signature was not verified: \(error.message)"))
+            case .badSignature:
+                out.append(finding("provenance.signature-invalid", .critical, "the signature does not hold: \(error.message)"))
+            default:
+                out.append(finding("provenance.signature-unreadable", .high, "the signature cannot be checked: \(error.message)"))
+            }
+        case nil:
+            break
+        }
+        if let manifest, let policy = manifest.policy {
+            out += policyFindings(inventory, manifest: manifest, policy: policy, signature: signature, signer: signer)
+        }
+        return out
+    }
+
+    /// Whether the manifest's source is one of the policy's trusted sources, proven by a signature when that source
+    /// lists keys; and if not, why not.
+    public static func trust(manifest: Manifest, policy: ManifestPolicy, signer: String?) -> (trusted: Bool, why: String) {
+        guard let source = manifest.source else { return (false, "the manifest names no source") }
+        guard let entry = policy.trustedSources.first(where: { $0.name == source }) else {
+            return (false, "source \(source) is not one of the trusted sources")
+        }
+        if entry.keys.isEmpty { return (true, "source \(source) is trusted") }
+        guard let signer else { return (false, "source \(source) is trusted only with a signature by one of its keys, and no signature verified") }
+        guard entry.keys.contains(signer) else {
+            return (false, "source \(source) is trusted only with a signature by one of its keys; the signature is by key \(signer)")
+        }
+        return (true, "source \(source) is trusted and its key signed the model")
+    }
+
+    private static func policyFindings(_ inventory: ModelInventory, manifest: Manifest, policy: ManifestPolicy, signature: SignatureOutcome?, signer: String?) -> [Finding] {
+        var out: [Finding] = []
+        if policy.requireSignature && signature == nil {
+            out.append(finding("provenance.signature-missing", .high, "the manifest requires a signature and none was given"))
+        }
+        let (trusted, why) = trust(manifest: manifest, policy: policy, signer: signer)
+        if !policy.trustedSources.isEmpty && !trusted {
+            out.append(finding("provenance.untrusted-source", .high, "the model does not come from a trusted source: \(why)",
+                               details: [("source", manifest.source ?? "")]))
+        }
+        for file in inventory.files {
+            let allowedAnywhere = policy.allowedFormats.map { $0.contains(file.format) } ?? !policy.trustedOnlyFormats.contains(file.format)
+            let allowedTrusted = trusted && policy.trustedOnlyFormats.contains(file.format)
+            guard !allowedAnywhere && !allowedTrusted else { continue }
+            let message = policy.trustedOnlyFormats.contains(file.format)
+                ? "\(file.path) is \(file.format), accepted only from a trusted source (\(why))"
+                : "\(file.path) is \(file.format), which the manifest does not allow"
+            out.append(finding("provenance.format-not-allowed", .high, message, path: file.path, details: [("format", file.format)]))
+        }
+        return out
+    }
+
+    /// Missing, extra and changed files: `expected` holds (path, sha256, size if known).
+    static func compare(_ inventory: ModelInventory, expected: [(String, String, Int?)], against: String, extraAllowed: Bool, singleFile: Bool) -> [Finding] {
+        var out: [Finding] = []
+        var actual: [String: InventoryFile] = [:]
+        for f in inventory.files { actual[f.path] = f }
+        var expectedPaths: Set<String> = []
+        if singleFile, inventory.kind == .file, expected.count == 1, let file = inventory.files.first {
+            // A renamed single file is still the file meant: compare its content.
+            actual = [expected[0].0: file]
+        }
+        let unhashable = Set(inventory.problems.map(\.path) + inventory.symlinks.map(\.path))
+        for (path, digest, size) in expected {
+            expectedPaths.insert(path)
+            guard let file = actual[path] else {
+                if unhashable.contains(path) { continue }  // already a finding of its own
+                out.append(finding("provenance.missing", .high, "\(path) is listed by the \(against) but missing", path: path, against: against,
+                                   details: [("expectedSha256", digest)]))
+                continue
+            }
+            if file.sha256 != digest || (size.map { $0 != file.size } ?? false) {
+                var details = [("expectedSha256", digest), ("actualSha256", file.sha256)]
+                if let size { details += [("expectedSize", String(size)), ("actualSize", String(file.size))] }
+                out.append(finding("provenance.changed", .critical, "\(path) is not the file the \(against) names: its content differs", path: path, against: against, details: details))
+            }
+        }
+        for file in inventory.files where !expectedPaths.contains(file.path) && !(singleFile && inventory.kind == .file) {
+            out.append(finding("provenance.extra", extraAllowed ? .info : .high, "\(file.path) is not listed by the \(against)", path: file.path, against: against,
+                               details: [("actualSha256", file.sha256), ("format", file.format)]))
+        }
+        return out
+    }
+
+    private static func finding(_ rule: String, _ severity: Severity, _ message: String, path: String? = nil, against: String? = nil, details: [(String, String)] = []) -> Finding {
+        var all: [(String, String)] = []
+        if let path { all.append(("path", path)) }
+        if let against { all.append(("against", against)) }
+        return Finding(rule: rule, severity: severity, source: .provenance, message: message, evidence: Evidence(member: nil, details: all + details))
+    }
+}
