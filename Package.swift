@@ -75,6 +75,11 @@ let package = Package(
             name: "AirlockDaemon",
             dependencies: ["AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockJSON", "CDaemon"]
         ),
+        // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
+        .target(
+            name: "AirlockIntake",
+            dependencies: ["AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "CDaemon"]
+        ),
         .executableTarget(
             name: "airlockd",
             dependencies: ["AirlockDaemon", "AirlockProbe", "AirlockSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -85,6 +90,7 @@ let package = Package(
                 "AirlockDaemon",
                 "AirlockProbe",
                 "AirlockProvenance",
+                "AirlockIntake",
                 "AirlockSandbox",
                 "AirlockAnalysis",
                 "AirlockFormats",
@@ -107,7 +113,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance"],
+            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake"],
             exclude: ["Fixtures"]
         ),
         .testTarget(

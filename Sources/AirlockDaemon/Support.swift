@@ -4,11 +4,11 @@ import Glibc
 #endif
 
 /// A mutex and a condition variable (pthread): the worker queue waits on it.
-final class Monitor: @unchecked Sendable {
+package final class Monitor: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
 
-    init() {
+    package init() {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
     }
@@ -19,21 +19,21 @@ final class Monitor: @unchecked Sendable {
     }
 
     /// Runs `body` holding the mutex.
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
+    package func locked<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body()
     }
 
     /// Waits for a signal; call with the mutex held (inside `locked`).
-    func wait() { pthread_cond_wait(&cond, &mutex) }
+    package func wait() { pthread_cond_wait(&cond, &mutex) }
 
     /// Wakes every waiter.
-    func broadcast() { pthread_cond_broadcast(&cond) }
+    package func broadcast() { pthread_cond_broadcast(&cond) }
 }
 
 /// Starts a detached OS thread (not Swift's cooperative pool: detonations block their thread).
-func startThread(stackBytes: Int = 16 << 20, _ body: @escaping @Sendable () -> Void) {
+package func startThread(stackBytes: Int = 16 << 20, _ body: @escaping @Sendable () -> Void) {
     final class Box {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }

@@ -69,6 +69,7 @@ public enum ProvenanceVerifier {
         case nil:
             break
         }
+        if checked.isEmpty { checked.append("no manifest or signature to verify against: \(inventory.files.count) file\(inventory.files.count == 1 ? "" : "s") hashed") }
         let single = inventory.kind == .file ? inventory.files.first : nil
         let target = ReportTarget(path: display, size: inventory.totalBytes, sha256: single?.sha256, format: single?.format ?? "folder")
         return Verification(inventory: inventory, signature: signature, report: Report(target: target, findings: findings), checked: checked)

@@ -8,6 +8,10 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -166,4 +170,29 @@ int airlock_open_beneath(int dirfd, const char *path, int flags) {
         fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
     } while (fd < 0 && (errno == EINTR || errno == EAGAIN) && ++tries < 64);
     return (int)fd;
+}
+
+int airlock_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
+}
+
+int airlock_try_lock(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
+
+int airlock_watch_folder(const char *path) {
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return -1;
+    uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MODIFY;
+    if (inotify_add_watch(fd, path, mask) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+void airlock_drain(int fd) {
+    char buf[4096];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
 }

@@ -8,7 +8,7 @@ struct Airlock: ParsableCommand {
         abstract: "Is this model file safe to load here? Static analysis and sandboxed detonation.",
         discussion: "airlock --socket PATH probe|scan … (or $AIRLOCK_SOCKET) asks airlockd instead of working locally; with a socket named there is no local fallback.",
         version: "0.1.0",
-        subcommands: [Scan.self, Probe.self, Exec.self, Verify.self, ManifestCommand.self, Status.self]
+        subcommands: [Scan.self, Probe.self, Exec.self, Verify.self, ManifestCommand.self, IntakeCommand.self, Status.self]
     )
 
     /// `airlock --socket PATH probe …`: the socket option may come before the subcommand; it is taken out here.

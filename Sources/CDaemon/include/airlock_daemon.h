@@ -55,6 +55,18 @@ gid_t airlock_thread_setfsgid(gid_t gid);
  * O_CLOEXEC added: opens `path` only if it lies inside `dirfd` without crossing a link or a mount. */
 int airlock_open_beneath(int dirfd, const char *path, int flags);
 
+/* renameat2(RENAME_NOREPLACE): fails with EEXIST instead of replacing. */
+int airlock_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
+
+/* flock(LOCK_EX | LOCK_NB): -1 with EWOULDBLOCK when another open file description holds it. */
+int airlock_try_lock(int fd);
+
+/* An inotify descriptor (non-blocking) watching `path` for entries created, moved, written, changed or deleted. */
+int airlock_watch_folder(const char *path);
+
+/* Reads and drops everything readable on a non-blocking descriptor. */
+void airlock_drain(int fd);
+
 /* F_SETLEASE / F_GETLEASE wrappers (lease: 0 read, 1 write, 2 unlock). */
 int airlock_set_read_lease(int fd);
 int airlock_release_lease(int fd);

@@ -1,0 +1,588 @@
+public import AirlockAnalysis
+internal import AirlockDaemon
+internal import AirlockFormats
+internal import AirlockJSON
+internal import AirlockProbe
+internal import AirlockProvenance
+internal import AirlockSandbox
+internal import CDaemon
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What happened to one model.
+public struct IntakeOutcome: Sendable {
+    /// The model's name in incoming/.
+    public var name: String
+    /// Its quarantine id.
+    public var id: String
+    /// `approved`, `rejected`, or nil when it could not be examined or released (it stays where it was).
+    public var decision: String?
+    /// Where it went, relative to the root (`approved/resnet.pt`), or where it stays.
+    public var location: String
+    /// The overall verdict, when examined.
+    public var verdict: Verdict?
+    /// Why it could not be finished, if it could not.
+    public var error: String?
+}
+
+/// The quarantine stage of model intake: models dropped in `ROOT/incoming` are moved atomically into
+/// `ROOT/quarantine/ID/`, verified (manifest, signature) and probed, and released atomically to `ROOT/approved/` or
+/// `ROOT/rejected/` as a folder holding the model, `report.json` and `manifest.json`.
+///
+/// Every move is announced in a journal (`ROOT/.airlock/journal`, fsync'd) before it happens, so a restart after a
+/// crash at any point finishes or rolls back each model exactly once (`recover()`). One intake per root: a lock
+/// (`ROOT/.airlock/lock`) refuses a second. A failing move (disk full, permissions) leaves the model where it was and
+/// says why.
+public final class Intake: @unchecked Sendable {
+    let root: IntakeRoot
+    let policy: IntakePolicy
+    let journal: IntakeJournal
+    private let keys: [[UInt8]]
+    private let probeOptions: ProbeOptions?
+    private let socket: String?
+    let log: @Sendable (String) -> Void
+    /// Models recovery found in quarantine that still have to be examined.
+    private var pending: [Taken] = []
+    private let monitor = Monitor()
+
+    /// A model in quarantine.
+    struct Taken: Sendable {
+        let id: String
+        let name: String
+    }
+
+    /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
+    /// with the policy's profile, or through airlockd at `socket` (or the policy's) when one is named.
+    public init(root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void) throws(IntakeError) {
+        self.policy = policy
+        self.log = log
+        root = try IntakeRoot(path: path)
+        let (journal, records) = try IntakeJournal.open(dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
+        self.journal = journal
+        var keys: [[UInt8]] = []
+        for key in policy.publicKeys {
+            do {
+                keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
+            } catch {
+                throw IntakeError(error.message + (error.errno.map { ": " + String(cString: strerror($0)) } ?? ""), errno: error.errno)
+            }
+        }
+        self.keys = keys
+        self.socket = socket ?? policy.socket
+        if self.socket == nil {
+            do {
+                let profile = try Profile.load(policy.profile)
+                let program = try SeccompProgram(profile: profile)
+                let verdictPolicy = try VerdictPolicy.load(policy.verdictPolicy)
+                guard let harness = ProbeOptions.locateHarness() else {
+                    throw IntakeError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
+                }
+                probeOptions = ProbeOptions(profile: profile, program: program, policy: verdictPolicy, harnessDirectory: harness,
+                                            timeoutSeconds: policy.timeoutSeconds, probePhase: policy.probePhase)
+            } catch let error as IntakeError {
+                throw error
+            } catch {
+                throw IntakeError("cannot prepare detonations: \(error)")
+            }
+        } else {
+            probeOptions = nil
+        }
+        pending = recover(records)
+    }
+
+    // MARK: - Recovery
+
+    /// Finishes or rolls back every model the journal shows unfinished; returns those to examine again.
+    private func recover(_ records: [JournalRecord]) -> [Taken] {
+        var last: [String: JournalRecord] = [:]
+        var order: [String] = []
+        for r in records {
+            if last[r.id] == nil { order.append(r.id) }
+            last[r.id] = r
+        }
+        var again: [Taken] = []
+        for id in order {
+            guard let r = last[id], r.op != .done else { continue }
+            let name = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
+            do {
+                switch r.op {
+                case .take:
+                    if let q = openQuarantine(id), IntakeRoot.exists(q, name) {
+                        close(q)
+                        try journal.append(JournalRecord(op: .taken, id: id, name: name))
+                        log("recovered \(name) (\(id)): it was moved into quarantine; examining it again")
+                        again.append(Taken(id: id, name: name))
+                    } else {
+                        _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
+                        try journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: interrupted before the move"))
+                        log("recovered \(name) (\(id)): the move into quarantine had not happened; it stays in incoming/")
+                    }
+                case .taken:
+                    log("recovered \(name) (\(id)): examining it again")
+                    again.append(Taken(id: id, name: name))
+                case .decide:
+                    try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
+                    log("recovered \(name) (\(id)): released to \(r.to)/")
+                case .rollback:
+                    if try finishRollback(Taken(id: id, name: name), reason: r.note) {
+                        log("recovered \(name) (\(id)): moved back to incoming/")
+                    } else {
+                        again.append(Taken(id: id, name: name))
+                    }
+                case .done:
+                    break
+                }
+            } catch {
+                log("recovery of \(name) (\(id)) failed, it stays where it is: \(error.message)")
+            }
+        }
+        if again.isEmpty && order.allSatisfy({ last[$0]?.op == .done }) {
+            try? journal.clear()
+        }
+        for stray in IntakeRoot.list(root.quarantine) where last[stray] == nil {
+            log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
+        }
+        return again
+    }
+
+    // MARK: - One pass
+
+    /// Takes every model that has arrived and examines and releases them, `workers` at a time; returns what happened
+    /// to each, and the entries still arriving or left alone, with the reason.
+    public func runOnce() -> (outcomes: [IntakeOutcome], waiting: [(String, String)]) {
+        var work = takePending()
+        let (ready, waiting) = arrivals()
+        var outcomes: [IntakeOutcome] = []
+        for name in ready {
+            switch take(name) {
+            case .success(let taken): work.append(taken)
+            case .failure(let error):
+                outcomes.append(IntakeOutcome(name: name, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
+            }
+        }
+        outcomes += process(work)
+        return (outcomes, waiting)
+    }
+
+    /// The models recovery left to examine (each handed out once).
+    func takePending() -> [Taken] {
+        monitor.locked {
+            defer { pending = [] }
+            return pending
+        }
+    }
+
+    /// Entries of incoming/ that have arrived, and those that have not (or are left alone) with the reason.
+    func arrivals() -> (ready: [String], waiting: [(String, String)]) {
+        var ready: [String] = []
+        var waiting: [(String, String)] = []
+        let now = Intake.wallClock()
+        for name in IntakeRoot.list(root.incoming) {
+            switch Arrival.check(root.incoming, name, settleSeconds: policy.settleSeconds, now: now) {
+            case .ready: ready.append(name)
+            case .waiting(let why): waiting.append((name, why))
+            case .ignored(let why): if !name.hasPrefix(".") { waiting.append((name, why)) }
+            }
+        }
+        return (ready, waiting)
+    }
+
+    /// Examines and releases `work`, `workers` at a time.
+    func process(_ work: [Taken]) -> [IntakeOutcome] {
+        guard !work.isEmpty else { return [] }
+        let batch = Batch(count: work.count)
+        let workers = min(work.count, policy.workers > 0 ? policy.workers : ModelInventory.onlineCPUs)
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while let i = batch.take() {
+                batch.set(i, self.examineAndRelease(work[i]))
+            }
+        }
+        return batch.all()
+    }
+
+    // MARK: - Steps
+
+    /// Moves `name` from incoming/ into quarantine/ID/, journaled.
+    func take(_ name: String) -> Result<Taken, IntakeError> {
+        let id = Intake.newID()
+        do {
+            try journal.append(JournalRecord(op: .take, id: id, name: name))
+        } catch {
+            log("cannot take \(name), it stays in incoming/: \(error.message)")
+            return .failure(error)
+        }
+        CrashPoint.hit("take-journaled")
+        func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
+            _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
+            try? journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: \(why)"))
+            log("cannot take \(name), it stays in incoming/: \(why)")
+            return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
+        }
+        guard mkdirat(root.quarantine, id, 0o750) == 0 else { return undo("cannot create quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
+        CrashPoint.hit("quarantine-created")
+        guard let q = openQuarantine(id) else { return undo("cannot open quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
+        defer { close(q) }
+        guard airlock_rename_noreplace(root.incoming, name, q, name) == 0 else {
+            return undo("cannot move it into quarantine: \(String(cString: strerror(errno)))", errno)
+        }
+        do {
+            try IntakeRoot.sync(root.incoming)
+            try IntakeRoot.sync(q)
+            try IntakeRoot.sync(root.quarantine)
+        } catch {
+            // The move happened; the journal still says "take", which recovery resolves by looking.
+            log("moved \(name) into quarantine/\(id) but cannot sync the folders: \(error.message)")
+        }
+        CrashPoint.hit("moved-in")
+        do {
+            try journal.append(JournalRecord(op: .taken, id: id, name: name))
+        } catch {
+            // Recovery at the next start sees the model in quarantine and goes on from there.
+            log("took \(name) into quarantine/\(id) but cannot journal it: \(error.message)")
+            return .failure(error)
+        }
+        CrashPoint.hit("taken")
+        log("took \(name) into quarantine/\(id)")
+        return .success(Taken(id: id, name: name))
+    }
+
+    /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
+    /// back to incoming/.
+    func examineAndRelease(_ taken: Taken) -> IntakeOutcome {
+        var outcome = IntakeOutcome(name: taken.name, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
+        let examined: Examined
+        do {
+            examined = try examine(taken)
+        } catch {
+            outcome.error = error.message
+            log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
+            do {
+                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name, note: error.message))
+                if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
+            } catch let rollbackError {
+                log("cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)")
+            }
+            return outcome
+        }
+        outcome.verdict = examined.verdict
+        let to = policy.pass.contains(examined.verdict) ? "approved" : "rejected"
+        let dest = freeName(taken, in: to)
+        do {
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            CrashPoint.hit("decided")
+            let final = try finishRelease(taken, to: to, dest: dest)
+            outcome.decision = to
+            outcome.location = "\(to)/\(final)"
+            log("\(to == "approved" ? "approved" : "rejected") \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(to)/\(final)")
+        } catch {
+            outcome.error = error.message
+            log("cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)")
+        }
+        return outcome
+    }
+
+    struct Examined {
+        let verdict: Verdict
+    }
+
+    /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
+    func examine(_ taken: Taken) throws(IntakeError) -> Examined {
+        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        defer { close(q) }
+        let fd = openat(q, taken.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw IntakeError("cannot stat \(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
+        let isFolder = st.st_mode & S_IFMT == S_IFDIR
+        let takenAt = Intake.timestamp()
+
+        // Provenance.
+        var request = VerificationRequest(publicKeys: keys, ignore: [Arrival.marker, policy.signatureFile], threads: 1)
+        var extra: [Finding] = []
+        if let dir = policy.manifests {
+            let path = dir + "/" + taken.name + ".json"
+            if IntakeRoot.exists(AT_FDCWD, path) {
+                do {
+                    request.manifest = try Manifest.read(path: path)
+                } catch {
+                    throw IntakeError("the pinned manifest \(path) cannot be used: \(error.message)")
+                }
+            } else if policy.requireManifest {
+                extra.append(Finding(rule: "provenance.manifest-missing", severity: .high, source: .provenance,
+                                     message: "no pinned manifest \(path): the policy requires one for every model"))
+            }
+        }
+        if isFolder, IntakeRoot.exists(fd, policy.signatureFile) {
+            let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
+            guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
+            defer { close(sig) }
+            request.signatureBundle = try Intake.readAll(sig, limit: 64 << 20, name: "\(taken.name)/\(policy.signatureFile)")
+        }
+        if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {
+            extra.append(Finding(rule: "provenance.signature-missing", severity: .high, source: .provenance,
+                                 message: isFolder ? "no signature (\(policy.signatureFile)) in the model folder: the policy requires one"
+                                                   : "a single file carries no signature: deliver it in a folder with \(policy.signatureFile)"))
+        }
+        let verification: Verification
+        do {
+            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name, request: request)
+        } catch {
+            throw IntakeError("cannot hash \(taken.name): \(error.message)")
+        }
+        var provenance = verification.report
+        provenance.add(extra)
+
+        // Detonation.
+        let reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
+        let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
+        let decision = policy.pass.contains(verdict) ? "approved" : "rejected"
+
+        let report: JSON = .object([
+            ("schemaVersion", .int(1)),
+            ("intake", .object([
+                ("id", .string(taken.id)),
+                ("name", .string(taken.name)),
+                ("kind", .string(isFolder ? "folder" : "file")),
+                ("decision", .string(decision)),
+                ("pass", .array(policy.pass.sorted().map { .string($0.rawValue) })),
+                ("examinedAt", .string(takenAt)),
+                ("decidedAt", .string(Intake.timestamp())),
+            ])),
+            ("verdict", .string(verdict.rawValue)),
+            ("provenance", .object([
+                ("verdict", .string(provenance.verdict.rawValue)),
+                ("checked", .array(verification.checked.map(JSON.string))),
+                ("findings", .array(provenance.findings.map(\.json))),
+            ])),
+            ("reports", .array(reports.map(\.json))),
+        ])
+        let manifest = Manifest(inventory: verification.inventory, name: taken.name, source: request.manifest?.source)
+        try Intake.writeFile(q, "report.json", Array(report.pretty().utf8))
+        CrashPoint.hit("report-written")
+        try Intake.writeFile(q, "manifest.json", Array(manifest.json.pretty().utf8))
+        try IntakeRoot.sync(q)
+        CrashPoint.hit("reports-written")
+        return Examined(verdict: verdict)
+    }
+
+    /// The probe reports: one per file, through airlockd or here.
+    private func probe(fd: Int32, isFolder: Bool, name: String) throws(IntakeError) -> [Report] {
+        var reports: [Report] = []
+        if let socket {
+            do throws(ClientError) {
+                let client = try DaemonClient(path: socket)
+                var params: [(String, JSON)] = [("name", .string(name)), ("probePhase", .bool(policy.probePhase))]
+                if let t = policy.timeoutSeconds { params.append(("timeout", .double(t))) }
+                let reply = try client.call("probe", params: params, descriptor: fd, timeout: (policy.timeoutSeconds ?? 600) + 600)
+                guard case .array(let items)? = reply.first(where: { $0.0 == "reports" })?.1 else {
+                    throw ClientError("protocol", "airlockd's reply has no reports")
+                }
+                for item in items {
+                    guard let r = Report(json: item) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
+                    reports.append(r)
+                }
+            } catch {
+                throw IntakeError("airlockd at \(socket): \(error.message)")
+            }
+        } else if let options = probeOptions {
+            StaticScanner.scan(fd: fd, isDirectory: isFolder, path: name, examine: { Prober.probe(fd: $0, path: $1, options: options) }) {
+                reports.append($0)
+            }
+        }
+        if reports.isEmpty {
+            let target = ReportTarget(path: name, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
+            reports.append(Report(target: target, findings: [Finding(rule: "intake.empty", severity: .medium, source: .static, message: "the model holds no file")]))
+        }
+        return reports
+    }
+
+    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled; returns the
+    /// name it got. Done already when quarantine/ID is gone and `to`/`dest` holds the model.
+    @discardableResult
+    func finishRelease(_ taken: Taken, to: String, dest: String) throws(IntakeError) -> String {
+        let target = root.destination(to)
+        var dest = dest
+        if !IntakeRoot.exists(root.quarantine, taken.id) {
+            let there = openat(target, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if there >= 0 {
+                defer { close(there) }
+                if IntakeRoot.exists(there, taken.name) {
+                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+                    return dest
+                }
+            }
+            throw IntakeError("\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
+        }
+        while airlock_rename_noreplace(root.quarantine, taken.id, target, dest) != 0 {
+            let e = errno
+            guard e == EEXIST || e == ENOTEMPTY else {
+                throw IntakeError("cannot move quarantine/\(taken.id) to \(to)/\(dest): \(String(cString: strerror(e)))", errno: e)
+            }
+            dest = freeName(taken, in: to)
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+        }
+        try IntakeRoot.sync(root.quarantine)
+        try IntakeRoot.sync(target)
+        CrashPoint.hit("released")
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+        CrashPoint.hit("done")
+        return dest
+    }
+
+    /// Moves the model back to incoming/ and removes its quarantine folder; false when incoming/ has a new entry of
+    /// the same name meanwhile (the model then stays in quarantine, to be examined again).
+    func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
+        if let q = openQuarantine(taken.id) {
+            defer { close(q) }
+            if IntakeRoot.exists(q, taken.name) {
+                guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
+                    let e = errno
+                    if e == EEXIST || e == ENOTEMPTY {
+                        try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
+                        return false
+                    }
+                    throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+                }
+                try IntakeRoot.sync(q)
+                try IntakeRoot.sync(root.incoming)
+            }
+            for leftover in IntakeRoot.list(q) where leftover == "report.json" || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
+                IntakeRoot.removeTree(q, leftover)
+            }
+        }
+        _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "rolled back: \(reason)"))
+        return true
+    }
+
+    // MARK: - Helpers
+
+    private func openQuarantine(_ id: String) -> Int32? {
+        let fd = openat(root.quarantine, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// `name` if `to`/`name` is free, else `name.ID`.
+    private func freeName(_ taken: Taken, in to: String) -> String {
+        let target = root.destination(to)
+        if !IntakeRoot.exists(target, taken.name) { return taken.name }
+        if !IntakeRoot.exists(target, "\(taken.name).\(taken.id)") { return "\(taken.name).\(taken.id)" }
+        return "\(taken.name).\(taken.id).\(Intake.newID())"
+    }
+
+    /// A new quarantine id: UTC time and 32 random bits (`20261122T043000Z-1a2b3c4d`).
+    static func newID() -> String {
+        var r = SystemRandomNumberGenerator()
+        let n = UInt32.random(in: .min ... .max, using: &r)
+        let hex = String(n, radix: 16)
+        return compactTimestamp() + "-" + String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    static func wallClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    private static func utc() -> tm {
+        var t = time(nil)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        return parts
+    }
+
+    private static func pad(_ v: Int32, _ width: Int = 2) -> String {
+        let s = String(v)
+        return String(repeating: "0", count: max(0, width - s.count)) + s
+    }
+
+    /// `2026-11-22T04:30:00Z`.
+    static func timestamp() -> String {
+        let t = utc()
+        return "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec))Z"
+    }
+
+    private static func compactTimestamp() -> String {
+        let t = utc()
+        return "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
+    }
+
+    /// Writes `name` in `dirfd` through a temporary file, fsync and rename: never half a file.
+    static func writeFile(_ dirfd: Int32, _ name: String, _ bytes: [UInt8]) throws(IntakeError) {
+        let tmp = ".tmp-\(name)"
+        let fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { throw IntakeError("cannot create \(name): \(String(cString: strerror(errno)))", errno: errno) }
+        var done = 0
+        var failure: Int32 = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                failure = errno
+                break
+            }
+            done += n
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        close(fd)
+        if failure == 0 && renameat(dirfd, tmp, dirfd, name) != 0 { failure = errno }
+        if failure != 0 {
+            _ = unlinkat(dirfd, tmp, 0)
+            throw IntakeError("cannot write \(name): \(String(cString: strerror(failure)))", errno: failure)
+        }
+    }
+
+    static func readAll(_ fd: Int32, limit: Int, name: String) throws(IntakeError) -> [UInt8] {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IntakeError("cannot read \(name): \(String(cString: strerror(errno)))", errno: errno)
+            }
+            if n == 0 { return out }
+            out.append(contentsOf: chunk[0..<n])
+            if out.count > limit { throw IntakeError("\(name) is larger than \(limit) bytes") }
+        }
+    }
+}
+
+/// The models of one pass, handed out once each, and what happened to them.
+private final class Batch: @unchecked Sendable {
+    private let monitor = Monitor()
+    private var next = 0
+    private var outcomes: [IntakeOutcome?]
+
+    init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+
+    func take() -> Int? {
+        monitor.locked {
+            guard next < outcomes.count else { return nil }
+            next += 1
+            return next - 1
+        }
+    }
+
+    func set(_ i: Int, _ o: IntakeOutcome) { monitor.locked { outcomes[i] = o } }
+
+    func all() -> [IntakeOutcome] { monitor.locked { outcomes.compactMap { $0 } } }
+}
+
+/// Fault injection for the crash tests: `AIRLOCK_INTAKE_CRASH_AT=STEP` makes the intake SIGKILL itself right after
+/// STEP (take-journaled, quarantine-created, moved-in, taken, report-written, reports-written, decided, released,
+/// done), as a power cut or `kill -9` would. Unset, it costs one environment lookup per step.
+enum CrashPoint {
+    static let target: String? = {
+        guard let v = getenv("AIRLOCK_INTAKE_CRASH_AT"), v.pointee != 0 else { return nil }
+        return String(cString: v)
+    }()
+
+    static func hit(_ step: String) {
+        if let target, target == step { kill(getpid(), SIGKILL) }
+    }
+}

@@ -1,0 +1,161 @@
+internal import AirlockJSON
+internal import CDaemon
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One step of one model's way through quarantine, as written to the journal.
+struct JournalRecord: Sendable, Equatable {
+    enum Op: String, Sendable {
+        /// About to move `name` from incoming/ into quarantine/`id`/.
+        case take
+        /// The move is done; examination may start.
+        case taken
+        /// About to move quarantine/`id`/ to `to`/`dest`.
+        case decide
+        /// About to move the model back to incoming/ (examination could not be done).
+        case rollback
+        /// Finished: released, or rolled back; nothing left to do for `id`.
+        case done
+    }
+
+    var op: Op
+    var id: String
+    var name: String = ""
+    /// `approved` or `rejected` (decide).
+    var to: String = ""
+    /// The folder name under `to` (decide).
+    var dest: String = ""
+    /// Why (rollback, done after a rollback).
+    var note: String = ""
+
+    var json: JSON {
+        var m: [(String, JSON)] = [("op", .string(op.rawValue)), ("id", .string(id))]
+        if !name.isEmpty { m.append(("name", .string(name))) }
+        if !to.isEmpty { m.append(("to", .string(to))) }
+        if !dest.isEmpty { m.append(("dest", .string(dest))) }
+        if !note.isEmpty { m.append(("note", .string(note))) }
+        return .object(m)
+    }
+
+    init(op: Op, id: String, name: String = "", to: String = "", dest: String = "", note: String = "") {
+        self.op = op
+        self.id = id
+        self.name = name
+        self.to = to
+        self.dest = dest
+        self.note = note
+    }
+
+    init?(json: JSON) {
+        guard case .object(let members) = json else { return nil }
+        var values: [String: String] = [:]
+        for (k, v) in members {
+            guard case .string(let s) = v else { return nil }
+            values[k] = s
+        }
+        guard let opText = values["op"], let op = Op(rawValue: opText), let id = values["id"] else { return nil }
+        self.init(op: op, id: id, name: values["name"] ?? "", to: values["to"] ?? "", dest: values["dest"] ?? "", note: values["note"] ?? "")
+    }
+}
+
+/// The intake's write-ahead journal: one JSON object per line, appended and `fdatasync`'d before the step it
+/// announces is taken, so that after a crash at any point a restart knows what each model was doing and finishes or
+/// rolls back every step exactly once.
+///
+/// A line cut short by a crash was never acknowledged, so its step never started: it is dropped when the journal is
+/// opened. Once every model is finished, the journal is emptied.
+final class IntakeJournal: @unchecked Sendable {
+    private let fd: Int32
+    private let path: String
+    private var mutex = pthread_mutex_t()
+
+    /// Opens (creating) the journal `name` in the directory `dirfd`, returning it and the records it holds.
+    static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (IntakeJournal, [JournalRecord]) {
+        let fd = openat(dirfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw IntakeError("cannot open the journal \(display): \(String(cString: strerror(errno)))", errno: errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw IntakeError("the journal \(display) is not a regular file")
+        }
+        let size = Int(st.st_size)
+        guard size <= 256 << 20 else {
+            close(fd)
+            throw IntakeError("the journal \(display) is larger than 256 MiB: not an intake journal")
+        }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var got = 0
+        while got < size {
+            let n = bytes[got...].withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(got)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            got += n
+        }
+        let complete = bytes[0..<got].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
+        if complete < got {
+            // A torn last line: its step never started. Cut it off so the next record starts on a line of its own.
+            guard ftruncate(fd, off_t(complete)) == 0, fdatasync(fd) == 0 else {
+                let e = errno
+                close(fd)
+                throw IntakeError("cannot repair the journal \(display): \(String(cString: strerror(e)))", errno: e)
+            }
+        }
+        var records: [JournalRecord] = []
+        for line in bytes[0..<complete].split(separator: 0x0A) {
+            guard let value = try? JSON.parse(Array(line)), let record = JournalRecord(json: value) else {
+                close(fd)
+                throw IntakeError("the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)")
+            }
+            records.append(record)
+        }
+        return (IntakeJournal(fd: fd, path: display), records)
+    }
+
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+        pthread_mutex_init(&mutex, nil)
+    }
+
+    deinit {
+        close(fd)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Appends `record` and waits until it is on disk.
+    func append(_ record: JournalRecord) throws(IntakeError) {
+        let line = Array((record.json.serialized() + "\n").utf8)
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        var st = stat()
+        let before = fstat(fd, &st) == 0 ? st.st_size : -1
+        var done = 0
+        while done < line.count {
+            let n = line[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                // A partial line must not stay: the next record would be glued to it.
+                if before >= 0 { _ = ftruncate(fd, before) }
+                throw IntakeError("cannot write the journal \(path): \(String(cString: strerror(e)))", errno: e)
+            }
+            done += n
+        }
+        guard fdatasync(fd) == 0 else {
+            let e = errno
+            if before >= 0 { _ = ftruncate(fd, before) }
+            throw IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e)
+        }
+    }
+
+    /// Empties the journal (every model finished).
+    func clear() throws(IntakeError) {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        guard ftruncate(fd, 0) == 0, fdatasync(fd) == 0 else {
+            throw IntakeError("cannot empty the journal \(path): \(String(cString: strerror(errno)))", errno: errno)
+        }
+    }
+}

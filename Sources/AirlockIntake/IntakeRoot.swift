@@ -1,0 +1,134 @@
+internal import CDaemon
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The quarantine root's folders, open as descriptors: every move is a `renameat2` between two of them, so a path
+/// swapped for a link under the root cannot redirect a model.
+final class IntakeRoot: @unchecked Sendable {
+    let path: String
+    let root: Int32
+    let incoming: Int32
+    let quarantine: Int32
+    let approved: Int32
+    let rejected: Int32
+    /// `.airlock/`: the lock and the journal.
+    let state: Int32
+    private let lockFD: Int32
+
+    /// The folders under a root, by name.
+    static let folders = ["incoming", "quarantine", "approved", "rejected"]
+
+    /// Opens `path` (creating it and its folders if missing), checks that they are one file system (moves must be
+    /// renames), and takes the root's lock.
+    init(path: String) throws(IntakeError) {
+        self.path = path
+        if mkdir(path, 0o750) != 0 && errno != EEXIST {
+            throw IntakeError("cannot create the intake root \(path): \(String(cString: strerror(errno)))", errno: errno)
+        }
+        let root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw IntakeError("cannot open the intake root \(path): \(String(cString: strerror(errno)))", errno: errno) }
+        var fds: [Int32] = []
+        func fail(_ message: String, _ e: Int32?) -> IntakeError {
+            for fd in fds { close(fd) }
+            close(root)
+            return IntakeError(message, errno: e)
+        }
+        var rootStat = stat()
+        _ = fstat(root, &rootStat)
+        for name in IntakeRoot.folders + [".airlock"] {
+            if mkdirat(root, name, name == ".airlock" ? 0o700 : 0o750) != 0 && errno != EEXIST {
+                throw fail("cannot create \(path)/\(name): \(String(cString: strerror(errno)))", errno)
+            }
+            let fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw fail("cannot open \(path)/\(name) (a folder, not a link): \(String(cString: strerror(errno)))", errno) }
+            fds.append(fd)
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_dev == rootStat.st_dev else {
+                throw fail("\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems", nil)
+            }
+        }
+        let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lock >= 0 else { throw fail("cannot open the lock \(path)/.airlock/lock: \(String(cString: strerror(errno)))", errno) }
+        if airlock_try_lock(lock) != 0 {
+            let e = errno
+            var buf = [UInt8](repeating: 0, count: 32)
+            let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
+            let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingSpaces() : "?"
+            close(lock)
+            if e == EWOULDBLOCK {
+                throw fail("another airlock intake (pid \(holder)) works on \(path): one intake per root", e)
+            }
+            throw fail("cannot lock \(path)/.airlock/lock: \(String(cString: strerror(e)))", e)
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(lock, 0)
+        _ = pid.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) }
+        self.root = root
+        incoming = fds[0]
+        quarantine = fds[1]
+        approved = fds[2]
+        rejected = fds[3]
+        state = fds[4]
+        lockFD = lock
+    }
+
+    deinit {
+        for fd in [incoming, quarantine, approved, rejected, state, lockFD, root] { close(fd) }
+    }
+
+    /// The descriptor of `approved` or `rejected`.
+    func destination(_ name: String) -> Int32 { name == "approved" ? approved : rejected }
+
+    /// Makes a folder's entries durable (after a rename into or out of it).
+    static func sync(_ dirfd: Int32) throws(IntakeError) {
+        guard fsync(dirfd) == 0 else { throw IntakeError("cannot sync a folder: \(String(cString: strerror(errno)))", errno: errno) }
+    }
+
+    /// Whether `name` exists in `dirfd` (not following links).
+    static func exists(_ dirfd: Int32, _ name: String) -> Bool {
+        var st = stat()
+        return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    /// Removes `name` (a file, or a folder and everything in it) from `dirfd`, without following links. Used only for
+    /// the intake's own work folders.
+    static func removeTree(_ dirfd: Int32, _ name: String) {
+        var st = stat()
+        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 {
+                for entry in list(fd) { removeTree(fd, entry) }
+                close(fd)
+            }
+            _ = unlinkat(dirfd, name, AT_REMOVEDIR)
+        } else {
+            _ = unlinkat(dirfd, name, 0)
+        }
+    }
+
+    /// The names in the folder open as `dirfd` (without `.` and `..`), sorted.
+    static func list(_ dirfd: Int32) -> [String] {
+        let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0, let d = fdopendir(dup) else {
+            if dup >= 0 { close(dup) }
+            return []
+        }
+        defer { closedir(d) }
+        rewinddir(d)
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        String(String.UnicodeScalarView(unicodeScalars.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed()))
+    }
+}

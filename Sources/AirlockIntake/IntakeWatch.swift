@@ -1,0 +1,128 @@
+internal import AirlockDaemon
+internal import AirlockProvenance
+internal import CDaemon
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Intake {
+    /// Runs until SIGTERM, SIGINT or SIGHUP: watches incoming/ with inotify (and looks again every second, for
+    /// folders settling and changes deeper than inotify sees), takes each model as it arrives, and examines models on
+    /// `workers` threads while watching goes on. Tells systemd when it is ready and stopping, and pings its watchdog.
+    /// On a stop signal no new model is taken; those being examined are finished first.
+    ///
+    /// Call `Intake.blockStopSignals()` before the first thread of the process starts.
+    public func watch(signals sigfd: Int32, report: @escaping @Sendable (IntakeOutcome) -> Void) throws(IntakeError) {
+        let ino = airlock_watch_folder(root.path + "/incoming")
+        guard ino >= 0 else { throw IntakeError("cannot watch \(root.path)/incoming: \(String(cString: strerror(errno)))", errno: errno) }
+        defer { close(ino) }
+        let queue = WorkQueue()
+        let workers = policy.workers > 0 ? policy.workers : ModelInventory.onlineCPUs
+        for _ in 0..<workers {
+            startThread {
+                while let taken = queue.pop() {
+                    report(self.examineAndRelease(taken))
+                    queue.finished()
+                }
+            }
+        }
+        for taken in takePending() { queue.push(taken) }
+        _ = Systemd.notify("READY=1")
+        let watchdog = Systemd.watchdogIntervalNs()
+        var lastPing = Intake.wallClock()
+        var failedAt: [String: Double] = [:]
+        var lastWaiting: [String: String] = [:]
+        var running = true
+        while running {
+            var fds = [pollfd(fd: sigfd, events: Int16(POLLIN), revents: 0), pollfd(fd: ino, events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, 2, 1000)
+            if fds[0].revents != 0 {
+                let signal = airlock_read_signal(sigfd)
+                if signal > 0 {
+                    log("signal \(signal): no new models are taken; finishing the \(queue.busy) being examined")
+                    running = false
+                    break
+                }
+            }
+            if fds[1].revents != 0 { airlock_drain(ino) }
+            let now = Intake.wallClock()
+            if let watchdog, now - lastPing >= Double(watchdog) / 1e9 {
+                _ = Systemd.notify("WATCHDOG=1")
+                lastPing = now
+            }
+            let (ready, waiting) = arrivals()
+            var waitingNow: [String: String] = [:]
+            for (name, why) in waiting {
+                waitingNow[name] = why
+                if lastWaiting[name] != why { log("not taking \(name) yet: \(why)") }
+            }
+            lastWaiting = waitingNow
+            for name in ready {
+                // A model the intake could not take or examine is tried again after a minute, not in a tight loop.
+                if let t = failedAt[name], now - t < 60 { continue }
+                switch take(name) {
+                case .success(let taken): queue.push(taken)
+                case .failure: failedAt[name] = now
+                }
+            }
+            failedAt = failedAt.filter { now - $0.value < 60 }
+        }
+        _ = Systemd.notify("STOPPING=1")
+        queue.close()
+        queue.waitIdle()
+    }
+
+    /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and every thread started after) and returns a
+    /// signalfd that reads them; -1 on failure.
+    public static func blockStopSignals() -> Int32 { airlock_stop_signals_fd() }
+}
+
+/// Models waiting for a worker.
+private final class WorkQueue: @unchecked Sendable {
+    private let monitor = Monitor()
+    private var items: [Intake.Taken] = []
+    private var closed = false
+    private var working = 0
+
+    /// Models being examined now.
+    var busy: Int { monitor.locked { working } }
+
+    func push(_ item: Intake.Taken) {
+        monitor.locked {
+            items.append(item)
+            monitor.broadcast()
+        }
+    }
+
+    /// The next model, or nil once closed and empty.
+    func pop() -> Intake.Taken? {
+        monitor.locked {
+            while items.isEmpty && !closed { monitor.wait() }
+            guard !items.isEmpty else { return nil }
+            working += 1
+            return items.removeFirst()
+        }
+    }
+
+    func finished() {
+        monitor.locked {
+            working -= 1
+            monitor.broadcast()
+        }
+    }
+
+    func close() {
+        monitor.locked {
+            closed = true
+            monitor.broadcast()
+        }
+    }
+
+    /// Waits until every model pushed has been examined.
+    func waitIdle() {
+        monitor.locked {
+            while !items.isEmpty || working > 0 { monitor.wait() }
+        }
+    }
+}
