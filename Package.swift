@@ -113,7 +113,11 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockSandboxTests",
-            dependencies: ["AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake"],
+            dependencies: [
+                "AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
+                // Model-signing tests re-sign edited statements with the fixtures' test key.
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["Fixtures"]
         ),
         .testTarget(

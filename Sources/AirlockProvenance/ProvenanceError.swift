@@ -1,7 +1,8 @@
 /// Why a provenance operation (hashing a model, reading a manifest, verifying a signature) could not be done at all.
 ///
-/// Problems *with the model* (a changed file, a bad signature) are findings, not errors: an error means there is
-/// nothing trustworthy to say.
+/// Problems *with the model* (a changed file) are findings, not errors: an error means there is nothing trustworthy to
+/// say. A signature that does not hold up is `.badSignature`, distinct from an unreadable bundle (`.malformed`), so a
+/// caller can report tampering or a wrong key as such.
 public struct ProvenanceError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure, stable for programs.
     public enum Code: String, Sendable {
@@ -11,10 +12,12 @@ public struct ProvenanceError: Error, Sendable, CustomStringConvertible {
         case malformed
         /// Something valid that Airlock does not handle yet (keyless signatures, other hash types).
         case unsupported
-        /// A signature that does not verify, a key that did not make it, signed content that contradicts itself.
-        case badSignature
         /// A bound was hit (too many files, a document too large).
         case limit
+        /// A readable signature that does not hold up: it does not verify with the key, the bundle names another key,
+        /// or the signed statement contradicts itself (resource digests that do not add up to the subject digest).
+        /// Tampering or the wrong key, not an unreadable file.
+        case badSignature
     }
 
     /// The kind of failure.
