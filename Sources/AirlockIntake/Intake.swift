@@ -139,9 +139,7 @@ public final class Intake: @unchecked Sendable {
                 log("recovery of \(name) (\(id)) failed, it stays where it is: \(error.message)")
             }
         }
-        if again.isEmpty && order.allSatisfy({ last[$0]?.op == .done }) {
-            try? journal.clear()
-        }
+        journal.clearIfFinished()
         for stray in IntakeRoot.list(root.quarantine) where last[stray] == nil {
             log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
         }
@@ -164,6 +162,7 @@ public final class Intake: @unchecked Sendable {
             }
         }
         outcomes += process(work)
+        journal.clearIfFinished()
         return (outcomes, waiting)
     }
 

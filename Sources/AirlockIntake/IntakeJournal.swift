@@ -70,6 +70,8 @@ final class IntakeJournal: @unchecked Sendable {
     private let fd: Int32
     private let path: String
     private var mutex = pthread_mutex_t()
+    /// The last step of every model the journal holds.
+    private var last: [String: JournalRecord.Op] = [:]
 
     /// Opens (creating) the journal `name` in the directory `dirfd`, returning it and the records it holds.
     static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (IntakeJournal, [JournalRecord]) {
@@ -110,7 +112,9 @@ final class IntakeJournal: @unchecked Sendable {
             }
             records.append(record)
         }
-        return (IntakeJournal(fd: fd, path: display), records)
+        let journal = IntakeJournal(fd: fd, path: display)
+        for r in records { journal.last[r.id] = r.op }
+        return (journal, records)
     }
 
     private init(fd: Int32, path: String) {
@@ -148,14 +152,17 @@ final class IntakeJournal: @unchecked Sendable {
             if before >= 0 { _ = ftruncate(fd, before) }
             throw IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e)
         }
+        last[record.id] = record.op
     }
 
-    /// Empties the journal (every model finished).
-    func clear() throws(IntakeError) {
+    /// Empties the journal when every model it holds is done; says whether it did.
+    @discardableResult
+    func clearIfFinished() -> Bool {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        guard ftruncate(fd, 0) == 0, fdatasync(fd) == 0 else {
-            throw IntakeError("cannot empty the journal \(path): \(String(cString: strerror(errno)))", errno: errno)
-        }
+        guard !last.isEmpty, last.values.allSatisfy({ $0 == .done }) else { return false }
+        guard ftruncate(fd, 0) == 0, fdatasync(fd) == 0 else { return false }
+        last = [:]
+        return true
     }
 }

@@ -67,6 +67,7 @@ extension Intake {
                 }
             }
             failedAt = failedAt.filter { now - $0.value < 60 }
+            if queue.busy == 0 && queue.isEmpty { journal.clearIfFinished() }
         }
         _ = Systemd.notify("STOPPING=1")
         queue.close()
@@ -84,6 +85,9 @@ private final class WorkQueue: @unchecked Sendable {
     private var items: [Intake.Taken] = []
     private var closed = false
     private var working = 0
+
+    /// Whether no model waits for a worker.
+    var isEmpty: Bool { monitor.locked { items.isEmpty } }
 
     /// Models being examined now.
     var busy: Int { monitor.locked { working } }
