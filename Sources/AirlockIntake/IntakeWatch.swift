@@ -72,6 +72,7 @@ extension Intake {
         _ = Systemd.notify("STOPPING=1")
         queue.close()
         queue.waitIdle()
+        journal.clearIfFinished()
     }
 
     /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and every thread started after) and returns a

@@ -1,0 +1,353 @@
+import AirlockAnalysis
+import Foundation
+import Testing
+
+/// `airlock intake` end to end: models dropped in incoming/ end in approved/ or rejected/ with their report and
+/// manifest, exactly once, whatever happens in between — a kill -9 after any step, a full disk, a release that
+/// cannot be done, a second intake on the same root, folders and files still being written.
+@Suite("Intake: the quarantine stage", .serialized)
+struct IntakeTests {
+    /// A quarantine root with the samples of models.py (their payloads aimed at the test's canary and listener).
+    final class Setup {
+        let root: String
+        let samples: String
+        let bait: ProbeTests.Bait
+        let policy: String
+
+        init(policy json: String = #"{"settleSeconds": 0}"#) throws {
+            bait = try ProbeTests.Bait()
+            samples = try ProbeTests.generate("models.py", bait.args)
+            root = try makeHostDirectory()
+            policy = root + ".policy.json"
+            try json.write(toFile: policy, atomically: true, encoding: .utf8)
+        }
+
+        var incoming: String { root + "/incoming" }
+
+        /// Copies sample `name` into incoming/ as `as` (through a hidden name and a rename, as a careful uploader would).
+        func drop(_ name: String, as target: String? = nil) throws {
+            try FileManager.default.createDirectory(atPath: incoming, withIntermediateDirectories: true)
+            let hidden = incoming + "/.part-" + (target ?? name)
+            try FileManager.default.copyItem(atPath: samples + "/" + name, toPath: hidden)
+            #expect(rename(hidden, incoming + "/" + (target ?? name)) == 0)
+        }
+
+        /// Runs `airlock intake --once` with extra environment.
+        func once(environment: [String: String] = [:]) throws -> Run {
+            try Run.program(airlockBinary, ["intake", "--root", root, "--policy", policy, "--once"], environment: environment)
+        }
+
+        /// Where each model is: its name → the places (relative to the root) that hold it.
+        func places() -> [String: [String]] {
+            var found: [String: [String]] = [:]
+            let fm = FileManager.default
+            for entry in (try? fm.contentsOfDirectory(atPath: incoming)) ?? [] where !entry.hasPrefix(".") {
+                found[entry, default: []].append("incoming")
+            }
+            for id in (try? fm.contentsOfDirectory(atPath: root + "/quarantine")) ?? [] {
+                for entry in (try? fm.contentsOfDirectory(atPath: root + "/quarantine/" + id)) ?? [] where !["report.json", "manifest.json"].contains(entry) && !entry.hasPrefix(".") {
+                    found[entry, default: []].append("quarantine/\(id)")
+                }
+            }
+            for side in ["approved", "rejected"] {
+                for dest in (try? fm.contentsOfDirectory(atPath: root + "/" + side)) ?? [] {
+                    for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/\(side)/\(dest)")) ?? [] where !["report.json", "manifest.json"].contains(entry) {
+                        found[entry, default: []].append("\(side)/\(dest)")
+                    }
+                }
+            }
+            return found
+        }
+
+        /// The report released with `name` in `side`/`name`.
+        func report(_ side: String, _ name: String) throws -> [String: Any] {
+            let data = try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(side)/\(name)/report.json"))
+            return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        }
+
+        deinit {
+            bait.checkUntouched()
+            try? FileManager.default.removeItem(atPath: samples)
+            try? FileManager.default.removeItem(atPath: root)
+            try? FileManager.default.removeItem(atPath: policy)
+        }
+    }
+
+    /// A finished process: exit status or the signal that ended it, and its output.
+    struct Run {
+        let status: Int32
+        let signal: Int32?
+        let stdout: String
+        let stderr: String
+
+        static func program(_ path: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> Run {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+            let out = Pipe(), err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let signal = process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil
+            return Run(status: process.terminationStatus, signal: signal, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        }
+    }
+
+    /// Each model is in exactly one place: approved/NAME or rejected/NAME with report.json and manifest.json; nothing
+    /// is left in incoming/ or quarantine/, and the journal is empty.
+    static func checkReleased(_ setup: Setup, _ expected: [String: String], _ context: String) throws {
+        let places = setup.places()
+        for (name, side) in expected {
+            #expect(places[name] == ["\(side)/\(name)"], "\(context): \(name) is in \(places[name] ?? []), expected \(side)/\(name)")
+            for file in ["report.json", "manifest.json"] {
+                #expect(FileManager.default.fileExists(atPath: "\(setup.root)/\(side)/\(name)/\(file)"), "\(context): \(side)/\(name)/\(file) is missing")
+            }
+        }
+        #expect(Set(places.keys) == Set(expected.keys), "\(context): unexpected entries \(places)")
+        let quarantine = (try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine")) ?? []
+        #expect(quarantine.isEmpty, "\(context): quarantine/ still holds \(quarantine)")
+        let journal = (try? Data(contentsOf: URL(fileURLWithPath: setup.root + "/.airlock/journal"))) ?? Data([1])
+        #expect(journal.isEmpty, "\(context): the journal was not emptied: \(String(decoding: journal, as: UTF8.self))")
+    }
+
+    @Test("clean models are approved, malicious ones rejected with their evidence")
+    func approvedAndRejected() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        try setup.drop("model.safetensors")
+        try setup.drop("evil.pt")
+        try setup.drop("exfil.pkl")
+        let run = try setup.once()
+        #expect(run.status == 1, "a rejected model makes --once exit 1: \(run.stdout) \(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved", "evil.pt": "rejected", "exfil.pkl": "rejected"], "one pass")
+
+        let evil = try setup.report("rejected", "evil.pt")
+        #expect(evil["verdict"] as? String == "malicious")
+        let reports = try #require(evil["reports"] as? [[String: Any]])
+        let rules = reports.flatMap { ($0["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String } }
+        #expect(rules.contains("dynamic.exec"), "the detonation's evidence is in the released report: \(rules)")
+        let intake = try #require(evil["intake"] as? [String: Any])
+        #expect(intake["decision"] as? String == "rejected")
+
+        let benign = try setup.report("approved", "benign.pt")
+        #expect(benign["verdict"] as? String == "clean")
+        let manifestData = try Data(contentsOf: URL(fileURLWithPath: setup.root + "/approved/benign.pt/manifest.json"))
+        let manifest = try #require(try JSONSerialization.jsonObject(with: manifestData) as? [String: Any])
+        let files = try #require(manifest["files"] as? [[String: Any]])
+        let original = try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt"))
+        #expect(files.count == 1 && files[0]["size"] as? Int == original.count)
+        // The released manifest pins the released file: verify agrees.
+        let verify = try runCLI(["verify", "--manifest", setup.root + "/approved/benign.pt/manifest.json", setup.root + "/approved/benign.pt/benign.pt"])
+        #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+    }
+
+    /// The steps after which the intake kills itself (AIRLOCK_INTAKE_CRASH_AT), in the order they happen.
+    static let crashPoints = ["take-journaled", "quarantine-created", "moved-in", "taken", "report-written", "reports-written", "decided", "released", "done"]
+
+    @Test("kill -9 after any step: the restart finishes every model exactly once", arguments: crashPoints)
+    func crashAndRecover(point: String) throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        try setup.drop("evil.pt")
+        try FileManager.default.createDirectory(atPath: setup.incoming + "/.part-folder", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: setup.incoming + "/.part-folder/model.safetensors")
+        FileManager.default.createFile(atPath: setup.incoming + "/.part-folder/.ready", contents: nil)
+        #expect(rename(setup.incoming + "/.part-folder", setup.incoming + "/folder") == 0)
+
+        let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
+        #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): status \(crashed.status) \(crashed.stderr)")
+        // Whatever the crash left, every model is somewhere, once.
+        let during = setup.places()
+        for name in ["benign.pt", "evil.pt", "folder"] {
+            #expect(during[name]?.count == 1, "after a crash at \(point), \(name) is in \(during[name] ?? [])")
+        }
+        let restarted = try setup.once()
+        #expect(restarted.signal == nil && restarted.status == 1, "restart after \(point): \(restarted.status) \(restarted.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "crash at \(point)")
+    }
+
+    @Test("fifty models arriving at once")
+    func fiftyAtOnce() throws {
+        let setup = try Setup(policy: #"{"settleSeconds": 0, "workers": 4}"#)
+        var expected: [String: String] = [:]
+        for i in 0..<50 {
+            switch i % 5 {
+            case 0:
+                try setup.drop("evil.pt", as: "evil-\(i).pt")
+                expected["evil-\(i).pt"] = "rejected"
+            case 1, 2:
+                try setup.drop("benign.pt", as: "benign-\(i).pt")
+                expected["benign-\(i).pt"] = "approved"
+            default:
+                try setup.drop("model.safetensors", as: "weights-\(i).safetensors")
+                expected["weights-\(i).safetensors"] = "approved"
+            }
+        }
+        let run = try setup.once()
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(run.stdout.split(separator: "\n").filter { $0.hasPrefix("approved") || $0.hasPrefix("rejected") }.count == 50)
+        try IntakeTests.checkReleased(setup, expected, "50 at once")
+    }
+
+    @Test("a folder still being copied or a file still open for writing is not taken early")
+    func notTakenEarly() throws {
+        let setup = try Setup(policy: #"{"settleSeconds": 3}"#)
+        // A folder without .ready that keeps changing.
+        let folder = setup.incoming + "/copying"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/part1.safetensors")
+        // A file held open for writing, and a folder with .ready but a file in it still open for writing.
+        let writing = setup.incoming + "/writing.pt"
+        FileManager.default.createFile(atPath: writing, contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
+        let writer = try #require(FileHandle(forWritingAtPath: writing))
+        let marked = setup.incoming + "/marked"
+        try FileManager.default.createDirectory(atPath: marked, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: marked + "/.ready", contents: nil)
+        FileManager.default.createFile(atPath: marked + "/weights.safetensors", contents: nil)
+        let markedWriter = try #require(FileHandle(forWritingAtPath: marked + "/weights.safetensors"))
+
+        var run = try setup.once()
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("waiting   copying"), "\(run.stdout)")
+        #expect(run.stdout.contains("waiting   writing.pt: open for writing"), "\(run.stdout)")
+        #expect(run.stdout.contains("waiting   marked: a file in it is open for writing"), "\(run.stdout)")
+        #expect(setup.places()["writing.pt"] == ["incoming"])
+
+        // The copy goes on: still not taken.
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/part2.safetensors")
+        run = try setup.once()
+        #expect(setup.places()["copying"] == ["incoming"], "a folder that just changed was taken")
+
+        // The writers finish.
+        try writer.seekToEnd()
+        try writer.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).dropFirst(100))
+        try writer.close()
+        try markedWriter.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/model.safetensors")))
+        try markedWriter.close()
+        run = try setup.once()
+        #expect(setup.places()["writing.pt"] == ["approved/writing.pt"], "\(run.stdout) \(run.stderr)")
+        #expect(setup.places()["marked"] == ["approved/marked"], "\(run.stdout) \(run.stderr)")
+        #expect(setup.places()["copying"] == ["incoming"])
+
+        // Still for the settle time: taken.
+        Thread.sleep(forTimeInterval: 3.5)
+        run = try setup.once()
+        try IntakeTests.checkReleased(setup, ["writing.pt": "approved", "marked": "approved", "copying": "approved"], "after settling")
+    }
+
+    @Test("two intakes on one root: the second is refused")
+    func lock() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        _ = try setup.once()  // creates the root's folders and the lock file
+        try setup.drop("model.safetensors")
+        let fd = open(setup.root + "/.airlock/lock", O_RDWR)
+        #expect(fd >= 0)
+        #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+        let refused = try setup.once()
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("another airlock intake"), "\(refused.stderr)")
+        #expect(setup.places()["model.safetensors"] == ["incoming"])
+        close(fd)
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved"], "after the lock")
+    }
+
+    /// Runs a shell script in a private mount namespace (so its mounts vanish with it) and returns its output.
+    static func inMountNamespace(_ script: String) throws -> Run {
+        try Run.program("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script])
+    }
+
+    @Test("disk full: the model stays in incoming/ and the error says why; it is taken once there is room")
+    func diskFull() throws {
+        let setup = try Setup()
+        let a = airlockBinary
+        let script = """
+            set -u
+            R=\(setup.root)
+            mount -t tmpfs -o size=256k tmpfs "$R" || { echo "MOUNT-FAILED"; exit 3; }
+            "\(a)" intake --root "$R" --policy "\(setup.policy)" --once >/dev/null 2>&1
+            cp "\(setup.samples)/benign.pt" "$R/incoming/benign.pt"
+            dd if=/dev/zero of="$R/filler" bs=4096 2>/dev/null
+            "\(a)" intake --root "$R" --policy "\(setup.policy)" --once; echo "FULL-STATUS=$?"
+            ls "$R/incoming" | sed 's/^/INCOMING: /'
+            ls "$R/quarantine" | sed 's/^/QUARANTINE: /'
+            rm "$R/filler"
+            "\(a)" intake --root "$R" --policy "\(setup.policy)" --once; echo "ROOM-STATUS=$?"
+            ls "$R/approved/benign.pt" | sed 's/^/APPROVED: /'
+            """
+        let run = try IntakeTests.inMountNamespace(script)
+        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
+        #expect(run.stdout.contains("FULL-STATUS=2"), "\(run.stdout) \(run.stderr)")
+        #expect(run.stderr.contains("No space left on device"), "\(run.stderr)")
+        #expect(run.stdout.contains("INCOMING: benign.pt"), "\(run.stdout)")
+        #expect(!run.stdout.contains("QUARANTINE:"), "\(run.stdout)")
+        #expect(run.stdout.contains("ROOM-STATUS=0"), "\(run.stdout) \(run.stderr)")
+        #expect(run.stdout.contains("APPROVED: benign.pt") && run.stdout.contains("APPROVED: report.json"), "\(run.stdout)")
+    }
+
+    @Test("a release that cannot be done leaves the model in quarantine with its report; the next run releases it")
+    func releaseRefused() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        let a = airlockBinary
+        // approved/ becomes a read-only bind mount: the release (a rename into it) fails with EXDEV.
+        let run = try IntakeTests.inMountNamespace("""
+            set -u
+            R=\(setup.root)
+            mkdir -p "$R/approved" "$R/rejected" "$R/quarantine"
+            mount --bind "$R/approved" "$R/approved" && mount -o remount,bind,ro "$R/approved" || { echo "MOUNT-FAILED"; exit 3; }
+            "\(a)" intake --root "$R" --policy "\(setup.policy)" --once; echo "RO-STATUS=$?"
+            """)
+        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot bind-mount in a private mount namespace: \(run.stderr)")
+        #expect(run.stdout.contains("RO-STATUS=2"), "\(run.stdout) \(run.stderr)")
+        #expect(run.stderr.contains("cannot release benign.pt"), "\(run.stderr)")
+        let places = setup.places()
+        #expect(places["benign.pt"]?.count == 1 && places["benign.pt"]?.first?.hasPrefix("quarantine/") == true, "\(places)")
+        if let q = places["benign.pt"]?.first {
+            #expect(FileManager.default.fileExists(atPath: "\(setup.root)/\(q)/report.json"))
+        }
+        let again = try setup.once()
+        #expect(again.status == 0, "\(again.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved"], "after the mount is gone")
+    }
+
+    @Test("--watch takes models as they arrive and stops cleanly on SIGTERM")
+    func watch() throws {
+        let setup = try Setup(policy: #"{"settleSeconds": 30}"#)
+        try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: airlockBinary)
+        process.arguments = ["intake", "--root", setup.root, "--policy", setup.policy, "--watch"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        Thread.sleep(forTimeInterval: 0.5)
+        try setup.drop("benign.pt")
+        try setup.drop("evil.pt")
+        // A folder is delivered: files first, the marker last.
+        let folder = setup.incoming + "/folder"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(setup.places()["folder"] == ["incoming"], "a folder without .ready was taken before its settle time")
+        FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && setup.places().values.contains(where: { !$0.allSatisfy { $0.hasPrefix("approved") || $0.hasPrefix("rejected") } }) {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "watch")
+        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(lines.contains("rejected  evil.pt  malicious  rejected/evil.pt"), "\(lines)")
+    }
+}
