@@ -267,7 +267,7 @@ public final class Intake: @unchecked Sendable {
             return outcome
         }
         outcome.verdict = examined.verdict
-        let to = policy.pass.contains(examined.verdict) ? "approved" : "rejected"
+        let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
             try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
@@ -284,7 +284,10 @@ public final class Intake: @unchecked Sendable {
     }
 
     struct Examined {
+        /// The worst of the provenance and probe verdicts.
         let verdict: Verdict
+        /// Provenance clean and the probe verdict one the policy passes.
+        let approved: Bool
     }
 
     /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
@@ -338,7 +341,11 @@ public final class Intake: @unchecked Sendable {
         // Detonation.
         let reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
         let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
-        let decision = policy.pass.contains(verdict) ? "approved" : "rejected"
+        // Provenance is a gate, not a verdict to tolerate: only a model that is the one meant may pass, and then
+        // only with a probe verdict the policy passes.
+        let probeVerdict = reports.map(\.verdict).max() ?? .error
+        let approved = provenance.verdict == .clean && policy.pass.contains(probeVerdict)
+        let decision = approved ? "approved" : "rejected"
 
         let report: JSON = .object([
             ("schemaVersion", .int(1)),
@@ -347,6 +354,7 @@ public final class Intake: @unchecked Sendable {
                 ("name", .string(taken.name)),
                 ("kind", .string(isFolder ? "folder" : "file")),
                 ("decision", .string(decision)),
+                ("probeVerdict", .string(probeVerdict.rawValue)),
                 ("pass", .array(policy.pass.sorted().map { .string($0.rawValue) })),
                 ("examinedAt", .string(takenAt)),
                 ("decidedAt", .string(Intake.timestamp())),
@@ -365,7 +373,7 @@ public final class Intake: @unchecked Sendable {
         try Intake.writeFile(q, "manifest.json", Array(manifest.json.pretty().utf8))
         try IntakeRoot.sync(q)
         CrashPoint.hit("reports-written")
-        return Examined(verdict: verdict)
+        return Examined(verdict: verdict, approved: approved)
     }
 
     /// The probe reports: one per file, through airlockd or here.

@@ -9,7 +9,8 @@ import Glibc
 /// What the quarantine stage demands of a model before it is approved: the verdicts that pass, the provenance
 /// checks, how detonations run, and when a model counts as arrived. JSON, read strictly (docs/intake.md).
 public struct IntakePolicy: Sendable {
-    /// Verdicts released to `approved/`; every other verdict goes to `rejected/`.
+    /// Probe verdicts released to `approved/`, when provenance is clean (a model that is not the one meant never
+    /// passes); everything else goes to `rejected/`.
     public var pass: Set<Verdict> = [.clean]
     /// A folder without a `.ready` marker is taken when nothing in it changed for this long.
     public var settleSeconds: Double = 30

@@ -350,4 +350,74 @@ struct IntakeTests {
         let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(lines.contains("rejected  evil.pt  malicious  rejected/evil.pt"), "\(lines)")
     }
+
+    @Test("the policy's provenance: pinned manifests, required signatures, tampered copies rejected with the reason")
+    func provenance() throws {
+        let fixtures = "\(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing"
+        let pins = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: pins) }
+        // The fixture model's weights are not a model format (suspicious by the static analysis); provenance decides.
+        let setup = try Setup(policy: """
+            {"settleSeconds": 0, "pass": ["clean", "suspicious"], "manifests": "\(pins)", "requireSignature": true,
+             "publicKeys": ["\(fixtures)/key.pub"]}
+            """)
+        try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
+        func deliver(_ name: String, tamper: Bool = false, signed: Bool = true) throws {
+            let folder = setup.incoming + "/.part-" + name
+            try FileManager.default.copyItem(atPath: fixtures + "/model", toPath: folder)
+            if signed { try FileManager.default.copyItem(atPath: fixtures + "/model.sig", toPath: folder + "/model.sig") }
+            if tamper {
+                let handle = try #require(FileHandle(forWritingAtPath: folder + "/weights.bin"))
+                try handle.write(contentsOf: Data("X".utf8))
+                try handle.close()
+            }
+            FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+            #expect(rename(folder, setup.incoming + "/" + name) == 0)
+        }
+        try deliver("signed")
+        try deliver("tampered", tamper: true)
+        try deliver("unsigned", signed: false)
+        // A pinned manifest for benign.pt, and a different file delivered under that name.
+        let made = try runCLI(["manifest", "-o", pins + "/benign.pt.json", setup.samples + "/benign.pt"])
+        #expect(made.status == 0, "\(made.stderr)")
+        try setup.drop("legacy.pt", as: "benign.pt")
+
+        let run = try setup.once()
+        #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["signed": "approved", "tampered": "rejected", "unsigned": "rejected", "benign.pt": "rejected"], "provenance")
+        func provenanceRules(_ name: String) throws -> [String] {
+            let report = try setup.report(name == "signed" ? "approved" : "rejected", name)
+            let provenance = try #require(report["provenance"] as? [String: Any])
+            return (provenance["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
+        }
+        #expect(try provenanceRules("signed").isEmpty)
+        #expect(try provenanceRules("tampered").contains("provenance.changed"))
+        #expect(try provenanceRules("unsigned") == ["provenance.signature-missing"])
+        #expect(try provenanceRules("benign.pt").contains("provenance.changed"), "a file that is not the pinned one")
+        let signedReport = try setup.report("approved", "signed")
+        let checked = (signedReport["provenance"] as? [String: Any])?["checked"] as? [String] ?? []
+        #expect(checked.contains { $0.hasPrefix("signature verified with key sha256:") }, "\(checked)")
+    }
+
+    @Test("detonations through airlockd when a socket is named")
+    func throughDaemon() throws {
+        let daemon = try TestDaemon()
+        defer { daemon.stop() }
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        try setup.drop("evil.pt")
+        let run = try Run.program(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected"], "through airlockd")
+        let status = try runCLI(["--socket", daemon.socket, "status", "--json"])
+        #expect(status.stdout.contains("\"requests\":2"), "the daemon did the two probes: \(status.stdout)")
+
+        // The daemon gone: the models stay in incoming/ and the error names the socket.
+        daemon.stop()
+        try setup.drop("model.safetensors")
+        let refused = try Run.program(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains(daemon.socket), "\(refused.stderr)")
+        #expect(setup.places()["model.safetensors"] == ["incoming"])
+    }
 }
