@@ -112,15 +112,17 @@ install-files:
 	install -m 0644 Profiles/harness/load.py Profiles/harness/airlock_harness.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
 	python3 -m compileall -q $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
 	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
-	install -m 0644 docs/daemon.md docs/protocol.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
+	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.socket > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
-	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlock-intake.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service
 	install -m 0644 systemd/sysusers.d/airlock.conf $(DESTDIR)$(SYSUSERSDIR)/airlock.conf
 	install -m 0644 systemd/tmpfiles.d/airlock.conf $(DESTDIR)$(TMPFILESDIR)/airlock.conf
 	@echo "installed. To run airlockd under systemd (docs/daemon.md):"
 	@echo "  systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload && systemctl enable --now airlockd.socket"
+	@echo "and the intake (docs/intake.md): write /etc/airlock/intake.json, then systemctl enable --now airlock-intake.service"
 
 clean:
 	rm -rf .build

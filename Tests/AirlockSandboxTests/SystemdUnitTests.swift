@@ -13,13 +13,13 @@ import Glibc
 struct SystemdUnitTests {
     @Test("systemd-analyze verify: no complaint about the units but the binary not being installed")
     func unitsVerify() throws {
-        let run = try runProgram("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket"],
+        let run = try runProgram("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket", "systemd/airlock-intake.service"],
                               directory: repositoryRoot)
         let lines = (run.stdout + run.stderr).split(separator: "\n").map(String.init)
-        let unexpected = lines.filter { !$0.contains("Command /usr/local/bin/airlockd is not executable") }
+        let unexpected = lines.filter { !$0.contains("Command /usr/local/bin/airlockd is not executable") && !$0.contains("Command /usr/local/bin/airlock is not executable") }
         #expect(unexpected.isEmpty, "systemd-analyze verify: \(unexpected.joined(separator: "\n"))")
         // The only acceptable failure is the missing binary.
-        #expect(run.status == 0 || lines.contains { $0.contains("/usr/local/bin/airlockd is not executable") })
+        #expect(run.status == 0 || lines.contains { $0.contains("/usr/local/bin/airlockd is not executable") || $0.contains("/usr/local/bin/airlock is not executable") })
     }
 
     @Test("the unit keeps what the sandbox needs: mixed kill mode, no filter that reaches into sandboxes")
@@ -60,6 +60,30 @@ struct SystemdUnitTests {
         var st = stat()
         #expect(stat("\(root)/run/airlock", &st) == 0)
         #expect(st.st_mode & S_IFMT == S_IFDIR && st.st_mode & 0o7777 == 0o755 && st.st_uid == 0 && st.st_gid == 0)
+        // The intake's user and its quarantine root.
+        let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
+        let intakeUser = try #require(passwd.split(separator: "\n").first { $0.hasPrefix("airlock-intake:x:") })
+        let airlockGID = try #require(group.split(separator: "\n").first { $0.hasPrefix("airlock:x:") }?.split(separator: ":")[2])
+        #expect(intakeUser.split(separator: ":")[3] == airlockGID, "airlock-intake's group is airlock (airlockd's clients)")
+        for (folder, mode) in [("incoming", 0o2770), ("quarantine", 0o700), ("approved", 0o750), ("rejected", 0o750), (".airlock", 0o700)] {
+            var f = stat()
+            #expect(stat("\(root)/var/lib/airlock/intake/\(folder)", &f) == 0 && f.st_mode & 0o7777 == mode, "\(folder)")
+        }
+    }
+
+    @Test("the intake unit: watch mode through airlockd, as the unprivileged user airlock-intake with CAP_LEASE only")
+    func intakeUnit() throws {
+        let unit = try String(contentsOfFile: "\(repositoryRoot)/systemd/airlock-intake.service", encoding: .utf8)
+        let settings = unit.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("=") }.map(String.init)
+        func value(_ key: String) -> String? {
+            settings.last { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+        }
+        #expect(value("Type") == "notify")
+        #expect(value("User") == "airlock-intake")
+        #expect(value("ExecStart")?.contains(" intake --root /var/lib/airlock/intake ") == true)
+        #expect(value("ExecStart")?.hasSuffix("--socket /run/airlock/airlockd.sock --watch") == true)
+        #expect(value("CapabilityBoundingSet") == "CAP_LEASE" && value("AmbientCapabilities") == "CAP_LEASE")
+        #expect(value("ReadWritePaths") == "/var/lib/airlock/intake")
     }
 
     @Test("socket activation: started on the first connection, READY=1, WATCHDOG=1, then STOPPING=1 and exit 0 on SIGTERM")
