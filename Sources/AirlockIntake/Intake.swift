@@ -26,6 +26,8 @@ public struct IntakeOutcome: Sendable {
     public var verdict: Verdict?
     /// Why it could not be finished, if it could not.
     public var error: String?
+    /// Why it was approved or rejected (also in its report.json as `intake.reason`).
+    public var reason: String?
 }
 
 /// The quarantine stage of model intake: models dropped in `ROOT/incoming` are moved atomically into
@@ -46,6 +48,8 @@ public final class Intake: @unchecked Sendable {
     let log: @Sendable (String) -> Void
     /// Models recovery found in quarantine that still have to be examined.
     private var pending: [Taken] = []
+    /// Models recovery released (their decision was journaled before the crash).
+    private var recovered: [IntakeOutcome] = []
     private let monitor = Monitor()
 
     /// A model in quarantine.
@@ -124,8 +128,10 @@ public final class Intake: @unchecked Sendable {
                     log("recovered \(name) (\(id)): examining it again")
                     again.append(Taken(id: id, name: name))
                 case .decide:
-                    try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
-                    log("recovered \(name) (\(id)): released to \(r.to)/")
+                    let final = try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
+                    recovered.append(IntakeOutcome(name: name, id: id, decision: r.to, location: "\(r.to)/\(final)", verdict: nil, error: nil,
+                                                   reason: "released after a restart (decided before it)"))
+                    log("recovered \(name) (\(id)): released to \(r.to)/\(final)")
                 case .rollback:
                     if try finishRollback(Taken(id: id, name: name), reason: r.note) {
                         log("recovered \(name) (\(id)): moved back to incoming/")
@@ -153,7 +159,7 @@ public final class Intake: @unchecked Sendable {
     public func runOnce() -> (outcomes: [IntakeOutcome], waiting: [(String, String)]) {
         var work = takePending()
         let (ready, waiting) = arrivals()
-        var outcomes: [IntakeOutcome] = []
+        var outcomes = takeRecovered()
         for name in ready {
             switch take(name) {
             case .success(let taken): work.append(taken)
@@ -164,6 +170,14 @@ public final class Intake: @unchecked Sendable {
         outcomes += process(work)
         journal.clearIfFinished()
         return (outcomes, waiting)
+    }
+
+    /// The models recovery released (each handed out once).
+    func takeRecovered() -> [IntakeOutcome] {
+        monitor.locked {
+            defer { recovered = [] }
+            return recovered
+        }
     }
 
     /// The models recovery left to examine (each handed out once).
@@ -267,6 +281,7 @@ public final class Intake: @unchecked Sendable {
             return outcome
         }
         outcome.verdict = examined.verdict
+        outcome.reason = examined.reason
         let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
@@ -288,6 +303,28 @@ public final class Intake: @unchecked Sendable {
         let verdict: Verdict
         /// Provenance clean and the probe verdict one the policy passes.
         let approved: Bool
+        /// Why, in a sentence.
+        let reason: String
+    }
+
+    /// The decision in a sentence: what passed, or the findings that decided against the model (the worst first,
+    /// at most five).
+    static func reason(approved: Bool, provenance: Report, probeVerdict: Verdict, reports: [Report], pass: Set<Verdict>) -> String {
+        func worst(_ findings: [(String, Finding)]) -> String {
+            let shown = findings.filter { $0.1.severity >= .medium }.sorted { $0.1.severity > $1.1.severity }.prefix(5)
+            return shown.map { "\($0.0.isEmpty ? "" : $0.0 + ": ")\($0.1.rule) (\($0.1.severity.rawValue)): \($0.1.message)" }.joined(separator: "; ")
+        }
+        let passing = pass.sorted().map(\.rawValue).joined(separator: ", ")
+        if approved {
+            return "approved: provenance clean, probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
+        }
+        if provenance.verdict != .clean {
+            return "rejected: not the model that was meant (provenance \(provenance.verdict.rawValue)): " + worst(provenance.findings.map { ("", $0) })
+        }
+        let errors = reports.compactMap { r in r.error.map { "\(r.target.path): \($0.message)" } }
+        let detail = worst(reports.flatMap { r in r.findings.map { (r.target.path, $0) } })
+        return "rejected: probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
+            + (detail.isEmpty ? "" : ": " + detail) + (errors.isEmpty ? "" : "; " + errors.prefix(3).joined(separator: "; "))
     }
 
     /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
@@ -346,6 +383,7 @@ public final class Intake: @unchecked Sendable {
         let probeVerdict = reports.map(\.verdict).max() ?? .error
         let approved = provenance.verdict == .clean && policy.pass.contains(probeVerdict)
         let decision = approved ? "approved" : "rejected"
+        let reason = Intake.reason(approved: approved, provenance: provenance, probeVerdict: probeVerdict, reports: reports, pass: policy.pass)
 
         let report: JSON = .object([
             ("schemaVersion", .int(1)),
@@ -354,6 +392,7 @@ public final class Intake: @unchecked Sendable {
                 ("name", .string(taken.name)),
                 ("kind", .string(isFolder ? "folder" : "file")),
                 ("decision", .string(decision)),
+                ("reason", .string(reason)),
                 ("probeVerdict", .string(probeVerdict.rawValue)),
                 ("pass", .array(policy.pass.sorted().map { .string($0.rawValue) })),
                 ("examinedAt", .string(takenAt)),
@@ -373,7 +412,7 @@ public final class Intake: @unchecked Sendable {
         try Intake.writeFile(q, "manifest.json", Array(manifest.json.pretty().utf8))
         try IntakeRoot.sync(q)
         CrashPoint.hit("reports-written")
-        return Examined(verdict: verdict, approved: approved)
+        return Examined(verdict: verdict, approved: approved, reason: reason)
     }
 
     /// The probe reports: one per file, through airlockd or here.

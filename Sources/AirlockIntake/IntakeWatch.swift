@@ -27,6 +27,7 @@ extension Intake {
                 }
             }
         }
+        for outcome in takeRecovered() { report(outcome) }
         for taken in takePending() { queue.push(taken) }
         _ = Systemd.notify("READY=1")
         let watchdog = Systemd.watchdogIntervalNs()

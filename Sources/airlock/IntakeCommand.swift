@@ -72,7 +72,7 @@ extension Airlock {
             let verdict = o.verdict?.rawValue ?? "-"
             let line: String
             if let decision = o.decision {
-                line = "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n"
+                line = "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n" + (decision == "rejected" ? "          \(o.reason ?? "")\n" : "")
             } else {
                 line = "\("failed".padding(9)) \(o.name)  stays in \(o.location): \(o.error ?? "unknown error")\n"
             }

@@ -114,6 +114,37 @@ struct IntakeTests {
         #expect(journal.isEmpty, "\(context): the journal was not emptied: \(String(decoding: journal, as: UTF8.self))")
     }
 
+    /// Validates intake reports against docs/intake-report.schema.json (whose `reports` are reports of
+    /// docs/report.schema.json); prints each error and exits 1 when there is any.
+    static let validator = """
+        import json, sys, warnings, jsonschema
+        warnings.simplefilter("ignore")  # RefResolver is deprecated in new jsonschema, the only way in Debian 12's
+        intake = json.load(open(sys.argv[1]))
+        report = json.load(open(sys.argv[2]))
+        jsonschema.Draft7Validator.check_schema(intake)
+        resolver = jsonschema.RefResolver.from_schema(intake, store={"report.schema.json": report})
+        validator = jsonschema.Draft7Validator(intake, resolver=resolver)
+        bad = 0
+        for name in sys.argv[3:]:
+            for e in validator.iter_errors(json.load(open(name))):
+                bad += 1
+                print("%s: /%s: %s" % (name, "/".join(map(str, e.absolute_path)), e.message[:300]))
+        print("%d reports, %d errors" % (len(sys.argv) - 3, bad))
+        sys.exit(1 if bad or len(sys.argv) == 3 else 0)
+        """
+
+    /// Every report.json released under the root validates.
+    static func checkSchema(_ setup: Setup) throws {
+        var files: [String] = []
+        for side in ["approved", "rejected"] {
+            for dest in (try? FileManager.default.contentsOfDirectory(atPath: "\(setup.root)/\(side)")) ?? [] {
+                files.append("\(setup.root)/\(side)/\(dest)/report.json")
+            }
+        }
+        let run = try ReportSchemaTests.python(["-c", validator, "\(repositoryRoot)/docs/intake-report.schema.json", "\(repositoryRoot)/docs/report.schema.json"] + files)
+        #expect(run.status == 0, "\(run.output)")
+    }
+
     @Test("clean models are approved, malicious ones rejected with their evidence")
     func approvedAndRejected() throws {
         let setup = try Setup()
@@ -132,6 +163,9 @@ struct IntakeTests {
         #expect(rules.contains("dynamic.exec"), "the detonation's evidence is in the released report: \(rules)")
         let intake = try #require(evil["intake"] as? [String: Any])
         #expect(intake["decision"] as? String == "rejected")
+        let reason = intake["reason"] as? String ?? ""
+        #expect(reason.hasPrefix("rejected: probe verdict malicious") && reason.contains("dynamic.exec"), "\(reason)")
+        try IntakeTests.checkSchema(setup)
 
         let benign = try setup.report("approved", "benign.pt")
         #expect(benign["verdict"] as? String == "clean")
@@ -191,6 +225,7 @@ struct IntakeTests {
         #expect(run.status == 1, "\(run.stderr)")
         #expect(run.stdout.split(separator: "\n").filter { $0.hasPrefix("approved") || $0.hasPrefix("rejected") }.count == 50)
         try IntakeTests.checkReleased(setup, expected, "50 at once")
+        try IntakeTests.checkSchema(setup)
     }
 
     @Test("a folder still being copied or a file still open for writing is not taken early")
