@@ -73,7 +73,7 @@ bench: build bench-deps
 # libFuzzer + ASan over every parser, FUZZ_SECONDS each; fails when one crashes, hangs or runs out of memory.
 # Separate scratch path: the sanitizer flags must not reach the normal build. Details: docs/fuzzing.md.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS ?= pickle zip safetensors numpy gguf onnx json format
+FUZZ_TARGETS ?= pickle zip safetensors numpy gguf onnx json format signature manifest
 FUZZ_SWIFTFLAGS := -Xswiftc -DAIRLOCK_LIBFUZZER -Xswiftc -sanitize=fuzzer,address \
 	-Xswiftc -enable-experimental-feature -Xswiftc Extern
 fuzz: deps

@@ -108,7 +108,7 @@ let package = Package(
         // (`airlock-fuzz TARGET FILE_OR_DIR...`); built with `-DAIRLOCK_LIBFUZZER -sanitize=fuzzer,address` it is the fuzzer.
         .executableTarget(
             name: "airlock-fuzz",
-            dependencies: ["AirlockFormats", "AirlockJSON", "AirlockAnalysis"],
+            dependencies: ["AirlockFormats", "AirlockJSON", "AirlockAnalysis", "AirlockProvenance"],
             path: "Tests/Fuzz/Harness"
         ),
         .testTarget(

@@ -1,6 +1,7 @@
 import AirlockAnalysis
 import AirlockFormats
 import AirlockJSON
+import AirlockProvenance
 
 /// One parser entry point driven by the fuzzer or the corpus replayer. Every run must return: a trap, an ASan report
 /// or a hang is a bug in the parser, never in the input.
@@ -14,6 +15,20 @@ enum FuzzTarget: String, CaseIterable, Sendable {
     case json
     /// `FormatDetector.sniff` plus the whole static analysis, as `airlock scan` runs it on a file's content.
     case format
+    /// A model-signing bundle (attacker-controlled: it travels inside the model folder) verified with a fixed key.
+    case signature
+    /// A manifest read strictly.
+    case manifest
+
+    /// The P-256 public key the `signature` target verifies with (Tests/AirlockSandboxTests/Fixtures/model-signing/
+    /// key.pub, which signed the corpus's seed bundles), so that inputs near a valid bundle reach past the signature.
+    static let signingKey = Array("""
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEDXNXy0wVSPvIoOvGVHlG0OMK/LbI
+        DVCFbasUi+4qzpDEuVSnklKf9e0XMqadSqyUD5rbJ0lMd5vZgMjNcsMsRA==
+        -----END PUBLIC KEY-----
+
+        """.utf8)
 
     /// Most bytes one ZIP member may inflate to in the `zip` target: enough to reach every code path, small enough
     /// that a bomb costs microseconds.
@@ -71,6 +86,25 @@ enum FuzzTarget: String, CaseIterable, Sendable {
             let format = FormatDetector.sniff(view)
             let report = StaticScanner.analyse(bytes: view, budget: budget)
             return format.rawValue.utf8.count &+ report.findings.count &+ report.text().utf8.count
+        case .signature:
+            guard budget.maxNesting != 1 else { return 0 }  // one run per input is enough: no budget applies
+            do {
+                return try ModelSigning.verify(bundle: bytes, publicKeyPEM: Self.signingKey).resources.count
+            } catch {
+                return error.message.utf8.count
+            }
+        case .manifest:
+            guard budget.maxNesting != 1 else { return 0 }
+            do {
+                let manifest = try Manifest.parse(bytes, name: "fuzz")
+                // What the writer makes of it must read back the same.
+                guard (try? Manifest.parse(Array(manifest.json.pretty().utf8), name: "fuzz")) == manifest else {
+                    fatalError("a manifest does not round-trip")
+                }
+                return manifest.files.count
+            } catch {
+                return error.message.utf8.count
+            }
         }
     }
 
