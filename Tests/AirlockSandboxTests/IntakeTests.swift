@@ -33,8 +33,8 @@ struct IntakeTests {
         }
 
         /// Runs `airlock intake --once` with extra environment.
-        func once(environment: [String: String] = [:]) throws -> Run {
-            try Run.program(airlockBinary, ["intake", "--root", root, "--policy", policy, "--once"], environment: environment)
+        func once(environment: [String: String] = [:]) throws -> ProgramRun {
+            try runToEnd(airlockBinary, ["intake", "--root", root, "--policy", policy, "--once"], environment: environment)
         }
 
         /// Where each model is: its name → the places (relative to the root) that hold it.
@@ -70,30 +70,6 @@ struct IntakeTests {
             try? FileManager.default.removeItem(atPath: samples)
             try? FileManager.default.removeItem(atPath: root)
             try? FileManager.default.removeItem(atPath: policy)
-        }
-    }
-
-    /// A finished process: exit status or the signal that ended it, and its output.
-    struct Run {
-        let status: Int32
-        let signal: Int32?
-        let stdout: String
-        let stderr: String
-
-        static func program(_ path: String, _ arguments: [String], environment extra: [String: String] = [:]) throws -> Run {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
-            let out = Pipe(), err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile()
-            let e = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            let signal = process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil
-            return Run(status: process.terminationStatus, signal: signal, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
         }
     }
 
@@ -295,8 +271,8 @@ struct IntakeTests {
     }
 
     /// Runs a shell script in a private mount namespace (so its mounts vanish with it) and returns its output.
-    static func inMountNamespace(_ script: String) throws -> Run {
-        try Run.program("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script])
+    static func inMountNamespace(_ script: String) throws -> ProgramRun {
+        try runToEnd("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script])
     }
 
     @Test("disk full: the model stays in incoming/ and the error says why; it is taken once there is room")
@@ -442,7 +418,7 @@ struct IntakeTests {
         let setup = try Setup()
         try setup.drop("benign.pt")
         try setup.drop("evil.pt")
-        let run = try Run.program(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        let run = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
         #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
         try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected"], "through airlockd")
         let status = try runCLI(["--socket", daemon.socket, "status", "--json"])
@@ -451,7 +427,7 @@ struct IntakeTests {
         // The daemon gone: the models stay in incoming/ and the error names the socket.
         daemon.stop()
         try setup.drop("model.safetensors")
-        let refused = try Run.program(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        let refused = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
         #expect(refused.status == 2)
         #expect(refused.stderr.contains(daemon.socket), "\(refused.stderr)")
         #expect(setup.places()["model.safetensors"] == ["incoming"])

@@ -134,11 +134,28 @@ func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status
     try runProgram(airlockBinary, arguments)
 }
 
+/// A finished program: its exit status, or the signal that ended it (then `status` is the signal number), and its
+/// output.
+struct ProgramRun {
+    let status: Int32
+    let signal: Int32?
+    let stdout: String
+    let stderr: String
+}
+
 /// Runs a program to its end, with extra environment variables and a working directory if given; returns its exit
 /// status, stdout and stderr.
 func runProgram(
     _ path: String, _ arguments: [String], environment extra: [String: String] = [:], directory: String? = nil
 ) throws -> (status: Int32, stdout: String, stderr: String) {
+    let run = try runToEnd(path, arguments, environment: extra, directory: directory)
+    return (run.status, run.stdout, run.stderr)
+}
+
+/// `runProgram`, telling an exit from a death by signal.
+func runToEnd(
+    _ path: String, _ arguments: [String], environment extra: [String: String] = [:], directory: String? = nil
+) throws -> ProgramRun {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -151,5 +168,6 @@ func runProgram(
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    return ProgramRun(status: process.terminationStatus, signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
+                      stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }

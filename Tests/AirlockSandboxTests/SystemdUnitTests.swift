@@ -11,6 +11,13 @@ import Glibc
 /// directives need a service manager and are checked by hand (docs/daemon.md, "Hardening").
 @Suite("airlockd under systemd", .serialized)
 struct SystemdUnitTests {
+    /// The last value of each `Key=value` line of `systemd/NAME` (comments skipped), by key.
+    static func settings(_ name: String) throws -> (String) -> String? {
+        let unit = try String(contentsOfFile: "\(repositoryRoot)/systemd/\(name)", encoding: .utf8)
+        let lines = unit.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("=") }.map(String.init)
+        return { key in lines.last { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) } }
+    }
+
     @Test("systemd-analyze verify: no complaint about the units but the binary not being installed")
     func unitsVerify() throws {
         let run = try runProgram("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket", "systemd/airlock-intake.service"],
@@ -24,11 +31,7 @@ struct SystemdUnitTests {
 
     @Test("the unit keeps what the sandbox needs: mixed kill mode, no filter that reaches into sandboxes")
     func unitContents() throws {
-        let unit = try String(contentsOfFile: "\(repositoryRoot)/systemd/airlockd.service", encoding: .utf8)
-        let settings = unit.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("=") }.map(String.init)
-        func value(_ key: String) -> String? {
-            settings.last { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
-        }
+        let value = try SystemdUnitTests.settings("airlockd.service")
         #expect(value("Type") == "notify")
         #expect(value("ExecStart") == "/usr/local/bin/airlockd")
         #expect(value("KillMode") == "mixed")
@@ -73,11 +76,7 @@ struct SystemdUnitTests {
 
     @Test("the intake unit: watch mode through airlockd, as the unprivileged user airlock-intake with CAP_LEASE only")
     func intakeUnit() throws {
-        let unit = try String(contentsOfFile: "\(repositoryRoot)/systemd/airlock-intake.service", encoding: .utf8)
-        let settings = unit.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("=") }.map(String.init)
-        func value(_ key: String) -> String? {
-            settings.last { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
-        }
+        let value = try SystemdUnitTests.settings("airlock-intake.service")
         #expect(value("Type") == "notify")
         #expect(value("User") == "airlock-intake")
         #expect(value("ExecStart")?.contains(" intake --root /var/lib/airlock/intake ") == true)
