@@ -54,6 +54,13 @@ demo: build
 	@echo "== airlock exec: a Python payload tries to escape =="
 	@echo
 	-.build/release/airlock exec --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py
+	@echo
+	@echo "== airlock intake: three models dropped in a quarantine root, one pass (docs/intake.md) =="
+	@echo
+	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d/samples >/dev/null && mkdir -p $$d/root/incoming && \
+	  cp $$d/samples/benign.pt $$d/samples/model.safetensors $$d/samples/exfil.pkl $$d/root/incoming/ && \
+	  $(CURDIR)/.build/release/airlock intake --root $$d/root --once 2>/dev/null; \
+	  echo; (cd $$d/root && find approved rejected -type f | sort); rm -rf $$d
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do \
