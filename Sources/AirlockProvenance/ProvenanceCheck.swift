@@ -82,10 +82,12 @@ public enum ProvenanceCheck {
                                details: [("source", manifest.source ?? "")]))
         }
         for file in inventory.files {
-            let allowedAnywhere = policy.allowedFormats.map { $0.contains(file.format) } ?? !policy.trustedOnlyFormats.contains(file.format)
-            let allowedTrusted = trusted && policy.trustedOnlyFormats.contains(file.format)
+            // A trusted-only format stays trusted-only even when allowedFormats lists it too.
+            let trustedOnly = policy.trustedOnlyFormats.contains(file.format)
+            let allowedAnywhere = !trustedOnly && (policy.allowedFormats.map { $0.contains(file.format) } ?? true)
+            let allowedTrusted = trusted && trustedOnly
             guard !allowedAnywhere && !allowedTrusted else { continue }
-            let message = policy.trustedOnlyFormats.contains(file.format)
+            let message = trustedOnly
                 ? "\(file.path) is \(file.format), accepted only from a trusted source (\(why))"
                 : "\(file.path) is \(file.format), which the manifest does not allow"
             out.append(finding("provenance.format-not-allowed", .high, message, path: file.path, details: [("format", file.format)]))
