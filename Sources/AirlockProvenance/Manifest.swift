@@ -157,7 +157,7 @@ public struct Manifest: Sendable, Equatable {
             guard digest.utf8.count == 64, digest.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
                 throw ProvenanceError(.malformed, "manifest \(name): field \(digestField.path): expected 64 lower-case hex digits")
             }
-            let format = try f["format"].map { field throws(ProvenanceError) in try Manifest.formatName(field) } ?? ""
+            let format = try f["format"].map { field throws(ProvenanceError) in try Manifest.formatName(field, manifest: name) } ?? ""
             files.append(InventoryFile(path: path, size: size, sha256: digest, format: format))
         }
         if kind == .file && files.count != 1 {
@@ -168,8 +168,8 @@ public struct Manifest: Sendable, Equatable {
         if let p = top["policy"] {
             let fields = try p.object(allowed: ["allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles"])
             var result = ManifestPolicy()
-            if let allowed = fields["allowedFormats"] { result.allowedFormats = try formatNames(allowed) }
-            if let trustedOnly = fields["trustedOnlyFormats"] { result.trustedOnlyFormats = try formatNames(trustedOnly) }
+            if let allowed = fields["allowedFormats"] { result.allowedFormats = try formatNames(allowed, manifest: name) }
+            if let trustedOnly = fields["trustedOnlyFormats"] { result.trustedOnlyFormats = try formatNames(trustedOnly, manifest: name) }
             if let sources = fields["trustedSources"] {
                 for item in try sources.array() {
                     let s = try item.object(allowed: ["name", "keys"])
@@ -195,17 +195,17 @@ public struct Manifest: Sendable, Equatable {
         return Manifest(name: modelName, source: source, kind: kind, files: files, policy: policy)
     }
 
-    private static func formatNames(_ field: JSONField<ProvenanceError>) throws(ProvenanceError) -> [String] {
+    private static func formatNames(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> [String] {
         var out: [String] = []
-        for item in try field.array() { out.append(try formatName(item)) }
+        for item in try field.array() { out.append(try formatName(item, manifest: manifest)) }
         return out
     }
 
-    private static func formatName(_ field: JSONField<ProvenanceError>) throws(ProvenanceError) -> String {
+    private static func formatName(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> String {
         let text = try field.string()
         guard FileFormat(rawValue: text) != nil else {
             let known = FileFormat.allCases.map(\.rawValue).joined(separator: ", ")
-            throw ProvenanceError(.malformed, "field \(field.path): unknown format \"\(text)\" (known: \(known))")
+            throw ProvenanceError(.malformed, "manifest \(manifest): field \(field.path): unknown format \"\(text)\" (known: \(known))")
         }
         return text
     }

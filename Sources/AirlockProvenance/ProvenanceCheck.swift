@@ -82,10 +82,12 @@ public enum ProvenanceCheck {
                                details: [("source", manifest.source ?? "")]))
         }
         for file in inventory.files {
-            let allowedAnywhere = policy.allowedFormats.map { $0.contains(file.format) } ?? !policy.trustedOnlyFormats.contains(file.format)
-            let allowedTrusted = trusted && policy.trustedOnlyFormats.contains(file.format)
+            // A trusted-only format stays trusted-only even when allowedFormats lists it too.
+            let trustedOnly = policy.trustedOnlyFormats.contains(file.format)
+            let allowedAnywhere = !trustedOnly && (policy.allowedFormats.map { $0.contains(file.format) } ?? true)
+            let allowedTrusted = trusted && trustedOnly
             guard !allowedAnywhere && !allowedTrusted else { continue }
-            let message = policy.trustedOnlyFormats.contains(file.format)
+            let message = trustedOnly
                 ? "\(file.path) is \(file.format), accepted only from a trusted source (\(why))"
                 : "\(file.path) is \(file.format), which the manifest does not allow"
             out.append(finding("provenance.format-not-allowed", .high, message, path: file.path, details: [("format", file.format)]))
@@ -99,9 +101,12 @@ public enum ProvenanceCheck {
         var actual: [String: InventoryFile] = [:]
         for f in inventory.files { actual[f.path] = f }
         var expectedPaths: Set<String> = []
+        var renamedFrom: String? = nil
         if singleFile, inventory.kind == .file, expected.count == 1, let file = inventory.files.first {
-            // A renamed single file is still the file meant: compare its content.
+            // A renamed single file is still the file meant: compare its content. Findings name the file as it is
+            // (model-signing names a single file's resource ".").
             actual = [expected[0].0: file]
+            renamedFrom = expected[0].0
         }
         let unhashable = Set(inventory.problems.map(\.path) + inventory.symlinks.map(\.path))
         for (path, digest, size) in expected {
@@ -115,7 +120,8 @@ public enum ProvenanceCheck {
             if file.sha256 != digest || (size.map { $0 != file.size } ?? false) {
                 var details = [("expectedSha256", digest), ("actualSha256", file.sha256)]
                 if let size { details += [("expectedSize", String(size)), ("actualSize", String(file.size))] }
-                out.append(finding("provenance.changed", .critical, "\(path) is not the file the \(against) names: its content differs", path: path, against: against, details: details))
+                let shown = renamedFrom == nil ? path : file.path
+                out.append(finding("provenance.changed", .critical, "\(shown) is not the file the \(against) names: its content differs", path: shown, against: against, details: details))
             }
         }
         for file in inventory.files where !expectedPaths.contains(file.path) && !(singleFile && inventory.kind == .file) {
