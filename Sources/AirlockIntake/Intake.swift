@@ -73,6 +73,11 @@ public final class Intake: @unchecked Sendable {
             } catch {
                 throw IntakeError(error.message + (error.errno.map { ": " + String(cString: strerror($0)) } ?? ""), errno: error.errno)
             }
+            do {
+                _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
+            } catch {
+                throw IntakeError("public key \(key): \(error.message)")
+            }
         }
         self.keys = keys
         self.socket = socket ?? policy.socket

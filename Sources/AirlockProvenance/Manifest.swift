@@ -197,8 +197,17 @@ public struct Manifest: Sendable, Equatable {
 
     private static func formatNames(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> [String] {
         var out: [String] = []
-        for item in try field.array() { out.append(try formatName(item, manifest: manifest)) }
+        for item in try field.array() {
+            let name = try formatName(item, manifest: manifest)
+            if let why = policyFormatProblem(name) { throw ProvenanceError(.malformed, "manifest \(manifest): field \(item.path): \(why)") }
+            out.append(name)
+        }
         return out
+    }
+
+    /// Why `format` cannot be used in a policy's format lists (it never occurs in a manifest), or nil.
+    public static func policyFormatProblem(_ format: String) -> String? {
+        format == "joblib" ? "joblib never matches: manifests identify joblib files as pickle (restrict pickle instead)" : nil
     }
 
     private static func formatName(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> String {

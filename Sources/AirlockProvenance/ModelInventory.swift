@@ -96,7 +96,7 @@ public struct ModelInventory: Sendable {
         if mode == S_IFREG {
             let name = display.split(separator: "/").last.map(String.init) ?? display
             var buffer = HashBuffer()
-            switch hashAndIdentify(fd: fd, buffer: &buffer, progress: nil) {
+            switch hashAndIdentify(fd: fd, name: name, buffer: &buffer, progress: nil) {
             case .success(let (digest, size, format)):
                 return ModelInventory(kind: .file, display: display, files: [InventoryFile(path: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
             case .failure(let reason):
@@ -156,6 +156,18 @@ public struct ModelInventory: Sendable {
         return ModelInventory(kind: .folder, display: display, files: files, symlinks: symlinks, problems: problems)
     }
 
+    /// The inventory without `paths` (relative to the folder) and everything beneath them.
+    public func excluding(_ paths: [String]) -> ModelInventory {
+        let ignored = paths.map(ModelInventory.normalise).filter { !$0.isEmpty }
+        guard kind == .folder, !ignored.isEmpty else { return self }
+        func kept(_ path: String) -> Bool { !ignored.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        var copy = self
+        copy.files = files.filter { kept($0.path) }
+        copy.symlinks = symlinks.filter { kept($0.path) }
+        copy.problems = problems.filter { kept($0.path) }
+        return copy
+    }
+
     /// `./a//b/` → `a/b`.
     static func normalise(_ path: String) -> String {
         path.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }.joined(separator: "/")
@@ -169,7 +181,7 @@ public struct ModelInventory: Sendable {
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device, UInt64(st.st_ino) == job.info.inode else {
             return .failure(Reason("replaced while the folder was walked"))
         }
-        return hashAndIdentify(fd: fd, buffer: &buffer, progress: shared)
+        return hashAndIdentify(fd: fd, name: job.path, buffer: &buffer, progress: shared)
     }
 
     /// A reason a file could not be hashed.
@@ -179,7 +191,7 @@ public struct ModelInventory: Sendable {
     }
 
     /// Streams `fd` from its start through SHA-256, then identifies its format from a read-only mapping.
-    private static func hashAndIdentify(fd: Int32, buffer: inout HashBuffer, progress: HashingState?) -> Result<(String, Int, String), Reason> {
+    private static func hashAndIdentify(fd: Int32, name: String, buffer: inout HashBuffer, progress: HashingState?) -> Result<(String, Int, String), Reason> {
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         var hasher = SHA256()
         var size = 0
@@ -197,7 +209,7 @@ public struct ModelInventory: Sendable {
             progress?.advance(n)
         }
         let digest = hex(Array(hasher.finalize()))
-        let format: FileFormat
+        var format: FileFormat
         if size == 0 {
             format = .unknown
         } else if let view = try? ByteView.map(fd: fd, name: "") {
@@ -205,6 +217,9 @@ public struct ModelInventory: Sendable {
         } else {
             return .failure(Reason("cannot map it to identify its format"))
         }
+        // Python source has no magic number: a `.py` file whose content is nothing else is Python, as the folder
+        // scan treats it (trust_remote_code imports it by that name).
+        if format == .unknown && name.hasSuffix(".py") { format = .python }
         return .success((digest, size, format.rawValue))
     }
 

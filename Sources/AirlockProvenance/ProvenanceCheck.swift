@@ -35,9 +35,15 @@ public enum ProvenanceCheck {
         switch signature {
         case .verified(let signed):
             signer = signed.keyFingerprint
-            // model-signing names a single-file model's one resource by the file's name, as an inventory does.
-            out += compare(inventory, expected: signed.resources.map { ($0.name, $0.sha256, nil) }, against: "signature",
-                           extraAllowed: false, singleFile: inventory.kind == .file)
+            if inventory.kind == .folder && signed.resources.count == 1 && signed.resources[0].name == "." {
+                out.append(finding("provenance.signature-mismatch", .critical,
+                                   "the signature is for a single file (model \(signed.modelName)), and this is a folder"))
+            } else {
+                // The paths the signature itself leaves out (model-signing's ignore_paths) count for it alone; a
+                // manifest still sees them. A single-file model's one resource is `.`: compared by content.
+                out += compare(inventory.excluding(signed.ignorePaths), expected: signed.resources.map { ($0.name, $0.sha256, nil) },
+                               against: "signature", extraAllowed: false, singleFile: inventory.kind == .file)
+            }
         case .failed(let error):
             switch error.code {
             case .unsupported:

@@ -44,14 +44,14 @@ public struct Verification: Sendable {
 /// Checks a model against a manifest and/or a model-signing signature: `airlock verify`, and intake's first step.
 public enum ProvenanceVerifier {
     /// Verifies the model open as `fd` (a file or a folder), named `display` in the report.
+    /// A key that is not a usable public key (RSA, a private key, not PEM) is an error, not a finding about the model.
     public static func verify(fd: Int32, display: String, request: VerificationRequest) throws(ProvenanceError) -> Verification {
+        for key in request.publicKeys { _ = try ModelSigning.fingerprint(publicKeyPEM: key) }
         var signature: SignatureOutcome? = nil
         if let bundle = request.signatureBundle {
             signature = check(bundle: bundle, keys: request.publicKeys)
         }
-        var ignore = request.ignore
-        if case .verified(let signed) = signature { ignore += signed.ignorePaths }
-        let inventory = try ModelInventory.take(fd: fd, display: display, options: .init(threads: request.threads, ignore: ignore, progress: request.progress))
+        let inventory = try ModelInventory.take(fd: fd, display: display, options: .init(threads: request.threads, ignore: request.ignore, progress: request.progress))
         let findings = ProvenanceCheck.findings(inventory: inventory, manifest: request.manifest, signature: signature)
         var checked: [String] = []
         if let manifest = request.manifest {

@@ -62,6 +62,9 @@ extension Airlock {
             for f in allowFormats + trustedOnlyFormats where FileFormat(rawValue: f) == nil {
                 throw ValidationError("unknown format \(f) (known: \(FileFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
+            for f in allowFormats + trustedOnlyFormats {
+                if let why = Manifest.policyFormatProblem(f) { throw ValidationError(why) }
+            }
         }
 
         func run() throws {

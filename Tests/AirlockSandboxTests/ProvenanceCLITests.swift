@@ -584,4 +584,68 @@ struct MalformedManifest: Sendable, CustomTestStringConvertible {
         MalformedManifest(label: "duplicate key", text: #"{"manifestVersion": 1, "name": "m", "name": "n", "files": []}"#, fragment: "duplicate key \"name\""),
         MalformedManifest(label: "file manifest with two files", text: #"{"manifestVersion": 1, "name": "m", "kind": "file", "files": [{"path": "a", "size": 0, "sha256": "HASH"}, {"path": "b", "size": 0, "sha256": "HASH"}]}"#, fragment: "exactly one file"),
     ]
+
+}
+
+/// Keys, formats and ignore paths.
+extension ProvenanceCLITests {
+
+    @Test("a key that is not a usable public key (RSA, secp256k1, a private key) is an error, not a finding")
+    func unusableKeys() throws {
+        for key in ["rsa.pub", "secp256k1.pub", "key.pem"] {
+            let run = try airlock(["verify", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/\(key)", "\(signingFixtures)/model"])
+            #expect(run.status == 2, "\(key): \(run.status) \(run.stdout) \(run.stderr)")
+            #expect(run.stdout.isEmpty, "\(key): no report for a bad key: \(run.stdout)")
+        }
+    }
+
+    @Test("a folder checked against a single-file signature: provenance.signature-mismatch")
+    func folderAgainstFileSignature() throws {
+        let run = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/single.sig", "--public-key", "\(signingFixtures)/key.pub", "\(signingFixtures)/model"])
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(rules(try reportFindings(run.stdout)) == ["provenance.signature-mismatch"])
+    }
+
+    @Test("the signature's ignore_paths hide files from the signature only: the manifest still sees them")
+    func signedIgnorePathsStayVisibleToManifests() throws {
+        try withScratch { dir in
+            let model = try copyFixture("model", to: dir)
+            let manifest = "\(dir)/manifest.json"
+            #expect(try airlock(["manifest", "-o", manifest, model]).status == 0)
+            // model-signing ignores .gitattributes by default: the signature still holds, the manifest does not.
+            try writeFile("\(model)/.gitattributes", Array("*.bin filter=lfs\n".utf8))
+            let run = try airlock(["verify", "--format", "json", "--manifest", manifest, "--signature", "\(signingFixtures)/model.sig",
+                                   "--public-key", "\(signingFixtures)/key.pub", model])
+            #expect(run.status == 1, "\(run.stderr)")
+            let extra = try only("provenance.extra", in: try reportFindings(run.stdout))
+            #expect(evidence(extra)["path"] as? String == ".gitattributes")
+            #expect(evidence(extra)["against"] as? String == "manifest")
+        }
+    }
+
+    @Test("Python source in a folder is format python: a policy that does not allow it keeps it out; joblib is refused in policies")
+    func pythonAndJoblibFormats() throws {
+        try withScratch { dir in
+            let model = "\(dir)/repo"
+            try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+            try writeFile("\(model)/config.json", Array("{\"a\": 1}\n".utf8))
+            let made = try airlock(["manifest", "--allow-format", "json", model])
+            #expect(made.status == 0, "\(made.stderr)")
+            try made.stdout.write(toFile: "\(dir)/m.json", atomically: true, encoding: .utf8)
+            try writeFile("\(model)/modeling_evil.py", Array("import os\nos.system('id')\n".utf8))
+            let withPy = try airlock(["manifest", model])
+            #expect(withPy.stdout.contains("\"format\": \"python\""), "\(withPy.stdout)")
+            let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
+            #expect(run.status == 1)
+            let notAllowed = try only("provenance.format-not-allowed", in: try reportFindings(run.stdout))
+            #expect(evidence(notAllowed)["format"] as? String == "python")
+
+            let joblib = try airlock(["manifest", "--trusted-only-format", "joblib", model])
+            #expect(joblib.status == 64 && joblib.stderr.contains("joblib never matches"), "\(joblib.status) \(joblib.stderr)")
+            let edited = try String(contentsOfFile: "\(dir)/m.json", encoding: .utf8).replacingOccurrences(of: "\"allowedFormats\": [\"json\"]", with: "\"allowedFormats\": [\"joblib\"]")
+            try edited.write(toFile: "\(dir)/m.json", atomically: true, encoding: .utf8)
+            let refused = try airlock(["verify", "--manifest", "\(dir)/m.json", model])
+            #expect(refused.status == 2 && refused.stderr.contains("policy.allowedFormats[0]"), "\(refused.stderr)")
+        }
+    }
 }
