@@ -89,7 +89,9 @@ public struct Manifest: Sendable, Equatable {
         if let source { members.append(("source", .string(source))) }
         members.append(("kind", .string(kind.rawValue)))
         members.append(("files", .array(files.map { f in
-            .object([("path", .string(f.path)), ("size", .int(f.size)), ("sha256", .string(f.sha256)), ("format", .string(f.format))])
+            // `format` is optional when read (empty then): written only when known, so what is written reads back.
+            .object([("path", .string(f.path)), ("size", .int(f.size)), ("sha256", .string(f.sha256))]
+                    + (f.format.isEmpty ? [] : [("format", .string(f.format))]))
         })))
         if let policy {
             var p: [(String, JSON)] = []
