@@ -126,6 +126,23 @@ struct ScanTests {
         #expect(reports.contains { $0.target.path == "\(dir)/sub/link" && $0.findings.contains { $0.rule == "folder.symlink" } })
     }
 
+    @Test("a folder nested deeper than the walk goes is an error report, not silently left out")
+    func tooDeep() throws {
+        let dir = NSTemporaryDirectory() + "airlock-deep-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let levels = FolderWalk.maxDepth + 2
+        let deepest = dir + String(repeating: "/d", count: levels)
+        try FileManager.default.createDirectory(atPath: deepest, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: dir + "/top.txt", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: deepest + "/evil.pkl", contents: Data([0x80, 0x04, 0x4B, 0x01, 0x2E]))
+        var reports: [Report] = []
+        StaticScanner.scan(paths: [dir]) { reports.append($0) }
+        let errors = reports.filter { $0.verdict == .error }
+        #expect(errors.count == 1, "\(reports.map { ($0.target.path, $0.verdict) })")
+        #expect(errors.first?.error?.message.contains("nested deeper than \(FolderWalk.maxDepth) folders") == true)
+        #expect(reports.contains { $0.target.path == dir + "/top.txt" })
+    }
+
     @Test("a missing path is an error report, not a crash")
     func missing() {
         var reports: [Report] = []
