@@ -46,9 +46,12 @@ enum Arrival: Equatable {
             defer { close(fd) }
             var newest = seconds(st.st_ctim)
             var writing = false
+            var unreadable: String? = nil
             var entries = 0
-            walk(fd, depth: 0, newest: &newest, writing: &writing, entries: &entries)
+            walk(fd, prefix: "", depth: 0, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
             if writing { return .waiting("a file in it is open for writing") }
+            // As for a file: what the intake cannot read is a permission to fix, not a model to reject.
+            if let unreadable { return .waiting("cannot read \(unreadable) in it (make it readable to the intake)") }
             if IntakeRoot.exists(fd, marker) { return .ready }
             let age = now - newest
             return age >= settleSeconds ? .ready : .waiting("changed \(Int(age)) s ago, no \(marker) marker (settle time \(Int(settleSeconds)) s)")
@@ -71,24 +74,32 @@ enum Arrival: Equatable {
 
     private static func seconds(_ t: timespec) -> Double { Double(t.tv_sec) + Double(t.tv_nsec) / 1e9 }
 
-    /// Newest ctime in the tree, and whether any file is open for writing (bounded: 32 levels, 100,000 entries).
-    private static func walk(_ dirfd: Int32, depth: Int, newest: inout Double, writing: inout Bool, entries: inout Int) {
+    /// Newest ctime in the tree, whether any file is open for writing, and the first entry that cannot be read
+    /// (bounded: 32 levels, 100,000 entries).
+    private static func walk(_ dirfd: Int32, prefix: String, depth: Int, newest: inout Double, writing: inout Bool, unreadable: inout String?, entries: inout Int) {
         guard depth < 32 else { return }
         for name in IntakeRoot.list(dirfd) {
             entries += 1
             if entries > 100_000 || writing { return }
+            let path = prefix.isEmpty ? name : prefix + "/" + name
             var st = stat()
             guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
             newest = max(newest, seconds(st.st_ctim))
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
                 let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard sub >= 0 else { continue }
-                walk(sub, depth: depth + 1, newest: &newest, writing: &writing, entries: &entries)
+                guard sub >= 0 else {
+                    if errno == EACCES && unreadable == nil { unreadable = path + "/" }
+                    continue
+                }
+                walk(sub, prefix: path, depth: depth + 1, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
                 close(sub)
             case S_IFREG:
                 let fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
-                guard fd >= 0 else { continue }
+                guard fd >= 0 else {
+                    if errno == EACCES && unreadable == nil { unreadable = path }
+                    continue
+                }
                 if writerCheck(fd) == .writing { writing = true }
                 close(fd)
             default:

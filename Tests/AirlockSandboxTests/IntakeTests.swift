@@ -251,6 +251,30 @@ struct IntakeTests {
         try IntakeTests.checkReleased(setup, ["writing.pt": "approved", "marked": "approved", "copying": "approved"], "after settling")
     }
 
+    @Test("what the intake cannot read (a file, a file in a folder) waits in incoming/ with the reason")
+    func unreadableWaits() throws {
+        let setup = try Setup()
+        let folder = setup.incoming + "/folder"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/weights.safetensors")
+        FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+        try FileManager.default.copyItem(atPath: setup.samples + "/benign.pt", toPath: setup.incoming + "/private.pt")
+        // The intake runs as uid 65534 and owns its root; the two model files stay root's, mode 0600.
+        for path in [setup.root, setup.incoming, folder, folder + "/.ready"] { #expect(chown(path, 65534, 65534) == 0) }
+        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] { #expect(chmod(path, 0o600) == 0) }
+        let asNobody = ["--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary, "intake", "--root", setup.root, "--policy", setup.policy, "--once"]
+        let run = try runToEnd("/usr/bin/setpriv", asNobody)
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        #expect(run.stdout.contains("waiting   private.pt: cannot open: Permission denied"), "\(run.stdout)")
+        #expect(run.stdout.contains("waiting   folder: cannot read weights.safetensors in it"), "\(run.stdout)")
+        #expect(setup.places()["private.pt"] == ["incoming"] && setup.places()["folder"] == ["incoming"])
+        // Readable again: taken (by root here; the intake's user could read them now too).
+        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] { #expect(chmod(path, 0o644) == 0) }
+        let again = try setup.once()
+        #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
+        try IntakeTests.checkReleased(setup, ["private.pt": "approved", "folder": "approved"], "readable again")
+    }
+
     @Test("two intakes on one root: the second is refused")
     func lock() throws {
         let setup = try Setup()
