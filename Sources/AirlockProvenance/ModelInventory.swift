@@ -96,7 +96,8 @@ public struct ModelInventory: Sendable {
         if mode == S_IFREG {
             let name = display.split(separator: "/").last.map(String.init) ?? display
             var buffer = HashBuffer()
-            switch hashAndIdentify(fd: fd, name: name, buffer: &buffer, progress: nil) {
+            let progress = options.progress.map { HashingState(count: 1, total: Int(st.st_size), progress: $0) }
+            switch hashAndIdentify(fd: fd, name: name, buffer: &buffer, progress: progress) {
             case .success(let (digest, size, format)):
                 return ModelInventory(kind: .file, display: display, files: [InventoryFile(path: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
             case .failure(let reason):

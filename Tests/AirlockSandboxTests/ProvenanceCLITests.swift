@@ -649,3 +649,23 @@ extension ProvenanceCLITests {
         }
     }
 }
+
+/// The progress bar.
+extension ProvenanceCLITests {
+    @Test("a progress bar on a terminal for a model over 256 MiB, none when standard error is not a terminal")
+    func progressBar() throws {
+        try withScratch { dir in
+            let big = "\(dir)/big.bin"
+            #expect(FileManager.default.createFile(atPath: big, contents: nil))
+            #expect(truncate(big, 260 << 20) == 0)  // sparse: zeros cost no disk
+            // script(1) gives the command a terminal and records what it wrote there.
+            let onTerminal = try runToEnd("/usr/bin/script", ["-qec", "\(airlockBinary) manifest \(big) > \(dir)/m.json", "\(dir)/tty.log"])
+            #expect(onTerminal.status == 0, "\(onTerminal.stderr)")
+            let tty = try String(contentsOfFile: "\(dir)/tty.log", encoding: .utf8)
+            #expect(tty.contains("hashing [") && tty.contains("100% 0.3/0.3 GiB"), "\(tty)")
+            let piped = try airlock(["manifest", big])
+            #expect(piped.status == 0 && !piped.stderr.contains("hashing"), "\(piped.stderr)")
+            #expect(piped.stdout.contains("\"size\": \(260 << 20)"))
+        }
+    }
+}
