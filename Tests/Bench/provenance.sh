@@ -373,13 +373,17 @@ if [ -n "${MED[safetensors-1]:-}" ]; then
     echo "| **whole** (median ÷ models) | $(per "${MED[safetensors-1]}") | $(per "${MED[pt-1]}") |"
     echo "| process start, policy, profile + filter, root, lock, journal (empty run ÷ models) | $(per "$EMPTY_MS") | $(per "$EMPTY_MS") |"
     echo "| probe: static analysis (+ detonation) + verdict (reports' own timings) | $(per "${PROBE[safetensors-1]}") | $(per "${PROBE[pt-1]}") |"
+    # Everything but the process start and the probes, on disk and on tmpfs; their difference is the file system's.
+    rest() { awk -v a="$1" -v b="$EMPTY_MS" -v c="$2" -v n="$MODELS" 'BEGIN { printf "%.2f", (a - b - c) / n }'; }
+    echo "| everything else: arrival check, take, hashing, report.json + manifest.json, release, journal (whole − the two rows above) | $(rest "${MED[safetensors-1]}" "${PROBE[safetensors-1]}") | $(rest "${MED[pt-1]}" "${PROBE[pt-1]}") |"
     if [ -n "$SHM" ]; then
-        echo "| file system: root on disk − root on tmpfs (fsyncs, journal, mkdir, renames) | $(per "$(awk -v a="${MED[safetensors-1]}" -v b="${MED[safetensors-tmpfs]}" 'BEGIN { print a - b }')") | $(per "$(awk -v a="${MED[pt-1]}" -v b="${MED[pt-tmpfs]}" 'BEGIN { print a - b }')") |"
-        echo "| rest: arrival check, take, hashing, reports, release, in memory (tmpfs whole − start − the tmpfs runs' probe Σ) | $(per "$(awk -v a="${MED[safetensors-tmpfs]}" -v b="$EMPTY_MS" -v c="${PROBE[safetensors-tmpfs]}" 'BEGIN { print a - b - c }')") | $(per "$(awk -v a="${MED[pt-tmpfs]}" -v b="$EMPTY_MS" -v c="${PROBE[pt-tmpfs]}" 'BEGIN { print a - b - c }')") |"
+        echo "| … of which with the root on tmpfs (the same computed from the tmpfs runs: no fsync cost, metadata in memory) | $(rest "${MED[safetensors-tmpfs]}" "${PROBE[safetensors-tmpfs]}") | $(rest "${MED[pt-tmpfs]}" "${PROBE[pt-tmpfs]}") |"
+        fs() { awk -v a="$(rest "$1" "$2")" -v b="$(rest "$3" "$4")" 'BEGIN { printf "%.2f", a - b }'; }
+        echo "| … of which the file system (fsyncs, journal, mkdir, renames on disk): the difference | $(fs "${MED[safetensors-1]}" "${PROBE[safetensors-1]}" "${MED[safetensors-tmpfs]}" "${PROBE[safetensors-tmpfs]}") | $(fs "${MED[pt-1]}" "${PROBE[pt-1]}" "${MED[pt-tmpfs]}" "${PROBE[pt-tmpfs]}") |"
     fi
     if [ -n "$SYNCS" ]; then
         est=$(awk -v a="$N_FSYNC" -v b="$DIRSYNC_US" -v c="$N_FDATASYNC" -v d="$FDATASYNC_US" 'BEGIN { printf "%.2f", (a * b + c * d) / 1000 }')
-        echo "| (estimate: $N_FSYNC fsync × ${DIRSYNC_US} µs + $N_FDATASYNC fdatasync × ${FDATASYNC_US} µs) | $est | $est |"
+        echo "| (for comparison, the syncs' estimate: $N_FSYNC fsync × ${DIRSYNC_US} µs + $N_FDATASYNC fdatasync × ${FDATASYNC_US} µs) | $est | $est |"
     fi
     echo
 fi
