@@ -7,7 +7,7 @@ CONFIG ?= release
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and systemd-tmpfiles for the daemon's tests
 # (SystemdUnitTests); it need not be running.
 APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config systemd
-BENCH_PACKAGES := bubblewrap hyperfine gcc time python3-venv
+BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: all deps build harness test demo bench bench-deps install install-files clean fuzz

@@ -17,11 +17,15 @@
 #   8. the daemon: requests per second and p50/p90/p99 latency through `airlockd` at 1, 2 and 16 concurrent clients,
 #      for safetensors (static path) and a small PyTorch file (detonation), in Tests/Bench/daemon.sh (run after
 #      probe.sh; BENCH_DAEMON=0 skips it, its own knobs are described there).
+#   9. provenance and intake: `airlock manifest` hashing a 2 GiB folder and a 2 GiB file against sha256sum (one core
+#      and two), its peak RSS, and models per minute through `airlock intake --once` for 50 small safetensors and 50
+#      small PyTorch files at 1 and 2 workers, in Tests/Bench/provenance.sh (run after daemon.sh;
+#      BENCH_PROVENANCE=0 skips it, its own knobs are described there).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
 # place, median kept, default 3). Takes about 12 s on 2 cores with the defaults, plus the build, plus about 2 minutes
-# for scan.sh, 1 minute for probe.sh and 1 minute for daemon.sh.
+# for scan.sh, 1 minute for probe.sh, 1 minute for daemon.sh and 2 minutes for provenance.sh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -325,4 +329,9 @@ fi
 if [ "${BENCH_DAEMON:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/daemon.sh"
+fi
+
+if [ "${BENCH_PROVENANCE:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/provenance.sh"
 fi
