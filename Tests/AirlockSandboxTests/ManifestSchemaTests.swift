@@ -14,12 +14,7 @@ struct ManifestSchemaTests {
     /// say so; Airlock's reader refuses duplicates).
     static let validator = """
         import json, sys, jsonschema
-        def unique(pairs):
-            keys = [k for k, _ in pairs]
-            dup = sorted({k for k in keys if keys.count(k) > 1})
-            if dup:
-                raise ValueError("duplicate keys %s" % dup)
-            return dict(pairs)
+        \(ReportSchemaTests.uniqueKeys)
         schema = json.load(open(sys.argv[1]))
         jsonschema.Draft7Validator.check_schema(schema)
         validator = jsonschema.Draft7Validator(schema)

@@ -10,17 +10,22 @@ struct ReportSchemaTests {
     static let probed = ["benign.pt", "evil.pt", "legacy_evil.pt", "model.safetensors", "objects.npy", "sklearn.pkl",
                          "model.joblib", "evil.joblib"]
 
-    /// Validates every line of each JSON Lines file against the schema; prints `file:line: path: message` per error
-    /// and exits 1 when there is any. Keys must be unique: JSON Schema cannot say so, and Airlock's own reader
-    /// (`AirlockJSON`) refuses duplicates.
-    static let validator = """
-        import json, sys, jsonschema
+    /// A `json.load` hook that refuses duplicate keys (Python keeps the last silently; Airlock's reader refuses them).
+    static let uniqueKeys = """
         def unique(pairs):
             keys = [k for k, _ in pairs]
             dup = sorted({k for k in keys if keys.count(k) > 1})
             if dup:
                 raise ValueError("duplicate keys %s" % dup)
             return dict(pairs)
+        """
+
+    /// Validates every line of each JSON Lines file against the schema; prints `file:line: path: message` per error
+    /// and exits 1 when there is any. Keys must be unique: JSON Schema cannot say so, and Airlock's own reader
+    /// (`AirlockJSON`) refuses duplicates.
+    static let validator = """
+        import json, sys, jsonschema
+        \(uniqueKeys)
         schema = json.load(open(sys.argv[1]))
         jsonschema.Draft7Validator.check_schema(schema)
         validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())

@@ -20,3 +20,15 @@ require_harness_bytecode() {
     grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$log" ||
         die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
 }
+
+# HF: hyperfine with WARMUP and RUNS ($1, $2), without an intermediate shell where hyperfine can (>= 1.13); `hf`
+# runs it with its diagnostics appended to $TMP/hyperfine.log.
+hyperfine_setup() {
+    HF=(hyperfine --style none --warmup "$1" --runs "$2")
+    if hyperfine --help 2>&1 | grep -q -- '--shell'; then
+        HF+=(-N)
+    else
+        echo "bench: hyperfine $(hyperfine --version) has no -N; times include a shell start" >&2
+    fi
+}
+hf() { "${HF[@]}" "$@" 2>>"$TMP/hyperfine.log"; }

@@ -59,13 +59,7 @@ export AIRLOCK_PROFILE_DIR="$REPO/Profiles"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-provenance-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-HF=(hyperfine --style none --warmup "$WARMUP" --runs "$RUNS")
-if hyperfine --help 2>&1 | grep -q -- '--shell'; then
-    HF+=(-N)  # no intermediate shell: hyperfine >= 1.13
-else
-    echo "bench: hyperfine $(hyperfine --version) has no -N; times include a shell start" >&2
-fi
-hf() { "${HF[@]}" "$@" 2>>"$TMP/hyperfine.log"; }
+hyperfine_setup "$WARMUP" "$RUNS"
 
 cat >"$TMP/stats.py" <<'EOF'
 import json, os, statistics, subprocess, sys, time
