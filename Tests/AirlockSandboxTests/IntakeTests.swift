@@ -165,7 +165,7 @@ struct IntakeTests {
         try setup.drop("evil.pt")
         try FileManager.default.createDirectory(atPath: setup.incoming + "/.part-folder", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: setup.incoming + "/.part-folder/model.safetensors")
-        FileManager.default.createFile(atPath: setup.incoming + "/.part-folder/.ready", contents: nil)
+        _ = FileManager.default.createFile(atPath: setup.incoming + "/.part-folder/.ready", contents: nil)
         #expect(rename(setup.incoming + "/.part-folder", setup.incoming + "/folder") == 0)
 
         let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
@@ -214,12 +214,12 @@ struct IntakeTests {
         try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/part1.safetensors")
         // A file held open for writing, and a folder with .ready but a file in it still open for writing.
         let writing = setup.incoming + "/writing.pt"
-        FileManager.default.createFile(atPath: writing, contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
+        _ = FileManager.default.createFile(atPath: writing, contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
         let writer = try #require(FileHandle(forWritingAtPath: writing))
         let marked = setup.incoming + "/marked"
         try FileManager.default.createDirectory(atPath: marked, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: marked + "/.ready", contents: nil)
-        FileManager.default.createFile(atPath: marked + "/weights.safetensors", contents: nil)
+        _ = FileManager.default.createFile(atPath: marked + "/.ready", contents: nil)
+        _ = FileManager.default.createFile(atPath: marked + "/weights.safetensors", contents: nil)
         let markedWriter = try #require(FileHandle(forWritingAtPath: marked + "/weights.safetensors"))
 
         var run = try setup.once()
@@ -257,7 +257,7 @@ struct IntakeTests {
         let folder = setup.incoming + "/folder"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/weights.safetensors")
-        FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+        _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         try FileManager.default.copyItem(atPath: setup.samples + "/benign.pt", toPath: setup.incoming + "/private.pt")
         // The intake runs as uid 65534 and owns its root; the two model files stay root's, mode 0600.
         for path in [setup.root, setup.incoming, folder, folder + "/.ready"] { #expect(chown(path, 65534, 65534) == 0) }
@@ -374,7 +374,7 @@ struct IntakeTests {
         try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
         Thread.sleep(forTimeInterval: 1.5)
         #expect(setup.places()["folder"] == ["incoming"], "a folder without .ready was taken before its settle time")
-        FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+        _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && setup.places().values.contains(where: { !$0.allSatisfy { $0.hasPrefix("approved") || $0.hasPrefix("rejected") } }) {
             Thread.sleep(forTimeInterval: 0.2)
@@ -407,7 +407,7 @@ struct IntakeTests {
                 try handle.write(contentsOf: Data("X".utf8))
                 try handle.close()
             }
-            FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+            _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
             #expect(rename(folder, setup.incoming + "/" + name) == 0)
         }
         try deliver("signed")
