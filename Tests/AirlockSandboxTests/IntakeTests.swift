@@ -181,6 +181,25 @@ struct IntakeTests {
         try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "crash at \(point)")
     }
 
+    @Test("a journal line cut short by a crash is dropped; a journal with a foreign line is refused, not guessed at")
+    func tornJournal() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        _ = try setup.once()  // makes the root; benign.pt approved
+        try setup.drop("model.safetensors")
+        // A take that was journaled (the move never happened), then half a line.
+        let journal = setup.root + "/.airlock/journal"
+        try Data(#"{"op":"take","id":"20261122T000000Z-00000000","name":"model.safetensors"}\#n{"op":"tak"#.utf8).write(to: URL(fileURLWithPath: journal))
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        #expect(run.stderr.contains("the move into quarantine had not happened"), "\(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved"], "torn journal")
+
+        try Data("not a record\n".utf8).write(to: URL(fileURLWithPath: journal))
+        let refused = try setup.once()
+        #expect(refused.status == 2 && refused.stderr.contains("refusing to guess"), "\(refused.stderr)")
+    }
+
     @Test("fifty models arriving at once")
     func fiftyAtOnce() throws {
         let setup = try Setup(policy: #"{"settleSeconds": 0, "workers": 4}"#)
