@@ -6,9 +6,11 @@ public import AirlockFormats
 ///
 /// Manifests record and check this format; it is the same for the same bytes on every run.
 public enum FormatIdentity {
-    /// The format of `view`.
-    public static func identify(_ view: ByteView) -> FileFormat {
+    /// The format of `view`, the content of the file `name`. Python source has no magic number: a `*.py` file whose
+    /// content is nothing else is `python`, as the folder scan treats it (trust_remote_code imports it by that name).
+    public static func identify(_ view: ByteView, name: String) -> FileFormat {
         let sniffed = FormatDetector.sniff(view)
+        if sniffed == .unknown && name.hasSuffix(".py") { return .python }
         guard sniffed == .zip else { return sniffed }
         guard let archive = try? ZipArchive.read(view, budget: .standard) else { return .zip }
         return FormatDetector.refine(zipMembers: archive.entries.map(\.name))

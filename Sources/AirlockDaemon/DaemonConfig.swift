@@ -52,7 +52,7 @@ public struct DaemonConfig: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "config")
         } catch {
-            throw ConfigError(error.message + (error.errno.map { ": \(String(cString: strerror($0)))" } ?? ""))
+            throw ConfigError(error.description)
         }
         return try DaemonConfig(json: bytes, name: path)
     }

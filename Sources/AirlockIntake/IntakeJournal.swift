@@ -1,5 +1,5 @@
 internal import AirlockJSON
-internal import CDaemon
+internal import AirlockDaemon
 
 #if canImport(Glibc)
 import Glibc
@@ -69,7 +69,7 @@ struct JournalRecord: Sendable, Equatable {
 final class IntakeJournal: @unchecked Sendable {
     private let fd: Int32
     private let path: String
-    private var mutex = pthread_mutex_t()
+    private let monitor = Monitor()
     /// The last step of every model the journal holds.
     private var last: [String: JournalRecord.Op] = [:]
 
@@ -120,49 +120,49 @@ final class IntakeJournal: @unchecked Sendable {
     private init(fd: Int32, path: String) {
         self.fd = fd
         self.path = path
-        pthread_mutex_init(&mutex, nil)
     }
 
-    deinit {
-        close(fd)
-        pthread_mutex_destroy(&mutex)
-    }
+    deinit { close(fd) }
 
     /// Appends `record` and waits until it is on disk.
     func append(_ record: JournalRecord) throws(IntakeError) {
         let line = Array((record.json.serialized() + "\n").utf8)
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        try monitor.locked { write(line, record) }.get()
+    }
+
+    /// `append`, with the monitor held.
+    private func write(_ line: [UInt8], _ record: JournalRecord) -> Result<Void, IntakeError> {
         var st = stat()
         let before = fstat(fd, &st) == 0 ? st.st_size : -1
         var done = 0
         while done < line.count {
-            let n = line[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = line[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
                 // A partial line must not stay: the next record would be glued to it.
                 if before >= 0 { _ = ftruncate(fd, before) }
-                throw IntakeError("cannot write the journal \(path): \(String(cString: strerror(e)))", errno: e)
+                return .failure(IntakeError("cannot write the journal \(path): \(String(cString: strerror(e)))", errno: e))
             }
             done += n
         }
         guard fdatasync(fd) == 0 else {
             let e = errno
             if before >= 0 { _ = ftruncate(fd, before) }
-            throw IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e)
+            return .failure(IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e))
         }
         last[record.id] = record.op
+        return .success(())
     }
 
     /// Empties the journal when every model it holds is done; says whether it did.
     @discardableResult
     func clearIfFinished() -> Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        guard !last.isEmpty, last.values.allSatisfy({ $0 == .done }) else { return false }
-        guard ftruncate(fd, 0) == 0, fdatasync(fd) == 0 else { return false }
-        last = [:]
-        return true
+        monitor.locked {
+            guard !last.isEmpty, last.values.allSatisfy({ $0 == .done }) else { return false }
+            guard ftruncate(fd, 0) == 0, fdatasync(fd) == 0 else { return false }
+            last = [:]
+            return true
+        }
     }
 }

@@ -46,7 +46,7 @@ public struct IntakePolicy: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "intake policy")
         } catch {
-            throw IntakeError(error.message + (error.errno.map { ": " + String(cString: strerror($0)) } ?? ""), errno: error.errno)
+            throw IntakeError(error.description, errno: error.errno)
         }
         return try parse(bytes, name: path)
     }

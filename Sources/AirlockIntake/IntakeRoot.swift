@@ -55,7 +55,7 @@ final class IntakeRoot: @unchecked Sendable {
             let e = errno
             var buf = [UInt8](repeating: 0, count: 32)
             let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
-            let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingSpaces() : "?"
+            let holder = n > 0 ? String(decoding: buf[0..<n].prefix { $0 != 0x0A }, as: UTF8.self) : "?"
             close(lock)
             if e == EWOULDBLOCK {
                 throw fail("another airlock intake (pid \(holder)) works on \(path): one intake per root", e)
@@ -124,11 +124,5 @@ final class IntakeRoot: @unchecked Sendable {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        String(String.UnicodeScalarView(unicodeScalars.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed()))
     }
 }

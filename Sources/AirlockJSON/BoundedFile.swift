@@ -6,11 +6,14 @@ import Glibc
 /// configurations, `/proc` files): a file over the bound is an error, never a large allocation.
 public enum BoundedFile {
     /// Why a file could not be read: a sentence, and the errno when there was one.
-    public struct Failure: Error, Sendable {
+    public struct Failure: Error, Sendable, CustomStringConvertible {
         /// What went wrong, naming the file.
         public let message: String
         /// The errno, when a system call failed.
         public let errno: Int32?
+
+        /// The message, with the errno's text when there is one.
+        public var description: String { message + (errno.map { ": " + String(cString: strerror($0)) } ?? "") }
     }
 
     /// The bytes of `path`, at most `limit` of them; `what` names the file in messages ("profile", "policy").
@@ -19,17 +22,23 @@ public enum BoundedFile {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { throw Failure(message: "cannot open \(what) \(path)", errno: errno) }
         defer { close(fd) }
+        return try read(fd: fd, limit: limit, name: "\(what) \(path)")
+    }
+
+    /// The bytes of the file open as `fd` from its current offset, at most `limit` of them; `name` names it in
+    /// messages ("signature model/model.sig"). The caller keeps `fd`.
+    public static func read(fd: Int32, limit: Int, name: String) throws(Failure) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw Failure(message: "cannot read \(what) \(path)", errno: errno)
+                throw Failure(message: "cannot read \(name)", errno: errno)
             }
             if n == 0 { break }
             bytes.append(contentsOf: chunk[0..<n])
-            if bytes.count > limit { throw Failure(message: "\(what) \(path) is larger than \(limit) bytes", errno: nil) }
+            if bytes.count > limit { throw Failure(message: "\(name) is larger than \(limit) bytes", errno: nil) }
         }
         return bytes
     }

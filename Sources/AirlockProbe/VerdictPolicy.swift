@@ -125,7 +125,7 @@ public struct VerdictPolicy: Sendable {
         do {
             bytes = try BoundedFile.read(file, limit: 1 << 20, what: "policy")
         } catch {
-            throw PolicyError(error.message + (error.errno.map { ": \(String(cString: strerror($0)))" } ?? ""))
+            throw PolicyError(error.description)
         }
         return try VerdictPolicy(json: bytes, name: file)
     }

@@ -113,8 +113,7 @@ public struct Manifest: Sendable, Equatable {
         do {
             bytes = try BoundedFile.read(path, limit: maxBytes, what: "manifest")
         } catch {
-            let reason = error.errno.map { ": " + String(cString: strerror($0)) } ?? ""
-            throw ProvenanceError(error.errno == nil ? .limit : .io, error.message + reason)
+            throw ProvenanceError(error.errno == nil ? .limit : .io, error.description)
         }
         return try parse(bytes, name: path)
     }

@@ -209,31 +209,16 @@ public struct ModelInventory: Sendable {
             offset += off_t(n)
             progress?.advance(n)
         }
-        let digest = hex(Array(hasher.finalize()))
-        var format: FileFormat
+        let digest = Hex.encode(hasher.finalize())
+        let format: FileFormat
         if size == 0 {
-            format = .unknown
+            format = FormatIdentity.identify(ByteView([]), name: name)
         } else if let view = try? ByteView.map(fd: fd, name: "") {
-            format = FormatIdentity.identify(view)
+            format = FormatIdentity.identify(view, name: name)
         } else {
             return .failure(Reason("cannot map it to identify its format"))
         }
-        // Python source has no magic number: a `.py` file whose content is nothing else is Python, as the folder
-        // scan treats it (trust_remote_code imports it by that name).
-        if format == .unknown && name.hasSuffix(".py") { format = .python }
         return .success((digest, size, format.rawValue))
-    }
-
-    /// Lower-case hex of `bytes`.
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

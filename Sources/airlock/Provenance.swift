@@ -83,7 +83,7 @@ extension Airlock {
                 let manifest = Manifest(inventory: inventory, name: name, source: source, policy: policy)
                 let text = Array(manifest.json.pretty().utf8)
                 if let output {
-                    try AtomicFile.write(text, to: output)
+                    try AtomicFile.write(text, toPath: output)
                 } else {
                     writeStdout(text)
                 }
@@ -203,7 +203,7 @@ enum ProvenanceCLI {
         do {
             return try BoundedFile.read(path, limit: limit, what: what)
         } catch {
-            throw ProvenanceError(error.errno == nil ? .limit : .io, error.message + (error.errno.map { ": " + String(cString: strerror($0)) } ?? ""))
+            throw ProvenanceError(error.errno == nil ? .limit : .io, error.description)
         }
     }
 
@@ -223,54 +223,15 @@ enum ProvenanceCLI {
     }
 }
 
-/// Writes a file so that readers see the old content or the new, never a part: a temporary file beside it, fsync,
-/// rename, fsync of the directory.
-enum AtomicFile {
-    static func write(_ bytes: [UInt8], to path: String) throws(ProvenanceError) {
-        let tmp = path + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ProvenanceError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        var ok = writeAll(fd, bytes) && fsync(fd) == 0
-        let e = errno
-        ok = close(fd) == 0 && ok
-        guard ok, rename(tmp, path) == 0 else {
-            let reason = String(cString: strerror(ok ? errno : e))
-            unlink(tmp)
-            throw ProvenanceError(.io, "cannot write \(path): \(reason)")
-        }
-        let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let dfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            _ = fsync(dfd)
-            close(dfd)
-        }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            done += n
-        }
-        return true
-    }
-}
-
-/// A one-line progress bar on standard error, shown only on a terminal and only for work over 256 MiB.
+/// A one-line progress bar on standard error, shown only on a terminal and only for work over 256 MiB. Not locked:
+/// `ModelInventory` calls its progress closure one call at a time, and `finish` comes after the hashing.
 final class ProgressBar: @unchecked Sendable {
     private let label: String
-    private var start = 0.0
+    private let start = ProgressBar.now()
     private var shown = false
-    private var mutex = pthread_mutex_t()
 
     private init(label: String) {
         self.label = label
-        pthread_mutex_init(&mutex, nil)
-        start = ProgressBar.now()
     }
 
     /// A bar when standard error is a terminal and `enabled`, else nil.
@@ -281,8 +242,6 @@ final class ProgressBar: @unchecked Sendable {
     /// Redraws the bar: `done` of `total` bytes.
     @Sendable func update(_ done: Int, _ total: Int) {
         guard total >= 256 << 20 else { return }
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
         shown = true
         let seconds = max(ProgressBar.now() - start, 0.001)
         let fraction = Double(done) / Double(max(total, 1))
@@ -296,8 +255,6 @@ final class ProgressBar: @unchecked Sendable {
 
     /// Ends the bar's line.
     func finish() {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
         if shown { writeStderr("\n") }
     }
 
