@@ -71,7 +71,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
             } catch {
-                throw IntakeError(error.message + (error.errno.map { ": " + String(cString: strerror($0)) } ?? ""), errno: error.errno)
+                throw IntakeError(error.description, errno: error.errno)
             }
             do {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
@@ -80,6 +80,14 @@ public final class Intake: @unchecked Sendable {
             }
         }
         self.keys = keys
+        if let dir = policy.manifests {
+            // A mistyped folder would silently pin nothing.
+            var st = stat()
+            guard stat(dir, &st) == 0 else {
+                throw IntakeError("the policy's manifests folder \(dir): \(String(cString: strerror(errno)))", errno: errno)
+            }
+            guard st.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("the policy's manifests folder \(dir) is not a folder") }
+        }
         self.socket = socket ?? policy.socket
         if self.socket == nil {
             do {
@@ -279,6 +287,7 @@ public final class Intake: @unchecked Sendable {
             log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
             do {
                 try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name, note: error.message))
+                CrashPoint.hit("rollback-journaled")
                 if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
             } catch let rollbackError {
                 log("cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)")
@@ -364,7 +373,11 @@ public final class Intake: @unchecked Sendable {
             let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
             guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
             defer { close(sig) }
-            request.signatureBundle = try Intake.readAll(sig, limit: 64 << 20, name: "\(taken.name)/\(policy.signatureFile)")
+            do {
+                request.signatureBundle = try BoundedFile.read(fd: sig, limit: 64 << 20, name: "signature \(taken.name)/\(policy.signatureFile)")
+            } catch {
+                throw IntakeError(error.description, errno: error.errno)
+            }
         }
         if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {
             extra.append(Finding(rule: "provenance.signature-missing", severity: .high, source: .provenance,
@@ -412,10 +425,13 @@ public final class Intake: @unchecked Sendable {
             ("reports", .array(reports.map(\.json))),
         ])
         let manifest = Manifest(inventory: verification.inventory, name: taken.name, source: request.manifest?.source)
-        try Intake.writeFile(q, "report.json", Array(report.pretty().utf8))
-        CrashPoint.hit("report-written")
-        try Intake.writeFile(q, "manifest.json", Array(manifest.json.pretty().utf8))
-        try IntakeRoot.sync(q)
+        do {
+            try AtomicFile.write(Array(report.pretty().utf8), to: "report.json", in: q)
+            CrashPoint.hit("report-written")
+            try AtomicFile.write(Array(manifest.json.pretty().utf8), to: "manifest.json", in: q)
+        } catch {
+            throw IntakeError(error.message)
+        }
         CrashPoint.hit("reports-written")
         return Examined(verdict: verdict, approved: approved, reason: reason)
     }
@@ -500,6 +516,7 @@ public final class Intake: @unchecked Sendable {
                 }
                 try IntakeRoot.sync(q)
                 try IntakeRoot.sync(root.incoming)
+                CrashPoint.hit("moved-back")
             }
             for leftover in IntakeRoot.list(q) where leftover == "report.json" || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
                 IntakeRoot.removeTree(q, leftover)
@@ -562,45 +579,6 @@ public final class Intake: @unchecked Sendable {
         return "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
     }
 
-    /// Writes `name` in `dirfd` through a temporary file, fsync and rename: never half a file.
-    static func writeFile(_ dirfd: Int32, _ name: String, _ bytes: [UInt8]) throws(IntakeError) {
-        let tmp = ".tmp-\(name)"
-        let fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else { throw IntakeError("cannot create \(name): \(String(cString: strerror(errno)))", errno: errno) }
-        var done = 0
-        var failure: Int32 = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = errno
-                break
-            }
-            done += n
-        }
-        if failure == 0 && fsync(fd) != 0 { failure = errno }
-        close(fd)
-        if failure == 0 && renameat(dirfd, tmp, dirfd, name) != 0 { failure = errno }
-        if failure != 0 {
-            _ = unlinkat(dirfd, tmp, 0)
-            throw IntakeError("cannot write \(name): \(String(cString: strerror(failure)))", errno: failure)
-        }
-    }
-
-    static func readAll(_ fd: Int32, limit: Int, name: String) throws(IntakeError) -> [UInt8] {
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IntakeError("cannot read \(name): \(String(cString: strerror(errno)))", errno: errno)
-            }
-            if n == 0 { return out }
-            out.append(contentsOf: chunk[0..<n])
-            if out.count > limit { throw IntakeError("\(name) is larger than \(limit) bytes") }
-        }
-    }
 }
 
 /// The models of one pass, handed out once each, and what happened to them.
@@ -626,7 +604,7 @@ private final class Batch: @unchecked Sendable {
 
 /// Fault injection for the crash tests: `AIRLOCK_INTAKE_CRASH_AT=STEP` makes the intake SIGKILL itself right after
 /// STEP (take-journaled, quarantine-created, moved-in, taken, report-written, reports-written, decided, released,
-/// done), as a power cut or `kill -9` would. Unset, it costs one environment lookup per step.
+/// done; on the way back to incoming/: rollback-journaled, moved-back), as a power cut or `kill -9` would. Unset, it costs one environment lookup per step.
 enum CrashPoint {
     static let target: String? = {
         guard let v = getenv("AIRLOCK_INTAKE_CRASH_AT"), v.pointee != 0 else { return nil }

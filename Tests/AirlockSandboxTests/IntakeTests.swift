@@ -200,6 +200,80 @@ struct IntakeTests {
         #expect(refused.status == 2 && refused.stderr.contains("refusing to guess"), "\(refused.stderr)")
     }
 
+    @Test("kill -9 on the way back to incoming/ (airlockd unreachable): the restart finishes the move, then takes the model", arguments: ["rollback-journaled", "moved-back"])
+    func crashDuringRollback(point: String) throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        let unreachable = setup.root + ".no-daemon.sock"
+        let crashed = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", unreachable],
+                                   environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
+        #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): \(crashed.status) \(crashed.stderr)")
+        #expect(setup.places()["benign.pt"]?.count == 1, "\(setup.places())")
+        let restarted = try setup.once()  // local probes this time
+        #expect(restarted.status == 0, "\(restarted.stdout) \(restarted.stderr)")
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved"], "rollback interrupted at \(point)")
+    }
+
+    @Test("the same name delivered twice: both kept, the second as NAME.ID, neither overwritten")
+    func sameNameTwice() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        #expect(try setup.once().status == 0)
+        try setup.drop("benign.pt")  // the same name again
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        let released = try FileManager.default.contentsOfDirectory(atPath: setup.root + "/approved").sorted()
+        #expect(released.count == 2 && released[0] == "benign.pt" && released[1].hasPrefix("benign.pt.20"), "\(released)")
+        let first = try Data(contentsOf: URL(fileURLWithPath: setup.root + "/approved/benign.pt/benign.pt"))
+        let second = try Data(contentsOf: URL(fileURLWithPath: setup.root + "/approved/\(released[1])/benign.pt"))
+        #expect(first == (try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt"))))
+        #expect(second == first)
+        #expect(FileManager.default.fileExists(atPath: setup.root + "/approved/\(released[1])/report.json"))
+        #expect(run.stdout.contains("approved/\(released[1])"), "\(run.stdout)")
+    }
+
+    @Test("links, special files and reserved names are left in incoming/ and said so")
+    func leftAlone() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt", as: "report.json")
+        try FileManager.default.createSymbolicLink(atPath: setup.incoming + "/link.pt", withDestinationPath: setup.samples + "/benign.pt")
+        #expect(mkfifo(setup.incoming + "/pipe", 0o600) == 0)
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("waiting   report.json: report.json is reserved"), "\(run.stdout)")
+        #expect(run.stdout.contains("waiting   link.pt: a symbolic link"), "\(run.stdout)")
+        #expect(run.stdout.contains("waiting   pipe: not a regular file or folder"), "\(run.stdout)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: setup.incoming).filter { !$0.hasPrefix(".") }.sorted()
+        #expect(left == ["link.pt", "pipe", "report.json"])
+    }
+
+    @Test("bad policies, a missing manifests folder and a root across file systems are errors naming the cause")
+    func configurationErrors() throws {
+        let setup = try Setup()
+        let cases: [(String, String)] = [
+            (#"{"pass": ["clean", "fine"]}"#, "field pass[1]: expected clean, suspicious, malicious or error"),
+            (#"{"settle": 3}"#, "field settle: unknown field"),
+            (#"{"requireManifest": true}"#, "requireManifest needs manifests"),
+            (#"{"settleSeconds": -1}"#, "settleSeconds: between 0 and 86400"),
+            (#"{"manifests": "\#(setup.root).missing"}"#, "the policy's manifests folder \(setup.root).missing: No such file or directory"),
+            (#"{"publicKeys": ["\#(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing/rsa.pub"]}"#, "public key"),
+            ("{", "not valid JSON"),
+        ]
+        for (policy, message) in cases {
+            try policy.write(toFile: setup.policy, atomically: true, encoding: .utf8)
+            let run = try setup.once()
+            #expect(run.status == 2 && run.stderr.contains(message), "\(policy): \(run.status) \(run.stderr)")
+        }
+        // approved/ on another file system: renames could not reach it.
+        try #"{"settleSeconds": 0}"#.write(toFile: setup.policy, atomically: true, encoding: .utf8)
+        let run = try IntakeTests.inMountNamespace("""
+            mkdir -p "\(setup.root)/approved" && mount -t tmpfs tmpfs "\(setup.root)/approved" || { echo MOUNT-FAILED; exit 3; }
+            "\(airlockBinary)" intake --root "\(setup.root)" --policy "\(setup.policy)" --once; echo "STATUS=$?"
+            """)
+        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
+        #expect(run.stdout.contains("STATUS=2") && run.stderr.contains("approved is on another file system"), "\(run.stdout) \(run.stderr)")
+    }
+
     @Test("fifty models arriving at once")
     func fiftyAtOnce() throws {
         let setup = try Setup(policy: #"{"settleSeconds": 0, "workers": 4}"#)
