@@ -93,6 +93,16 @@ final class TestDaemon: @unchecked Sendable {
     deinit { stop() }
 }
 
+/// Runs `body` with the samples of detonations.py and an airlockd started with `arguments` and `config`, which is
+/// stopped before the samples are removed and their bait checked.
+func withDetonationDaemon(_ arguments: [String] = [], config: [String: Any]? = nil, _ body: (_ dir: String, _ daemon: TestDaemon) throws -> Void) throws {
+    try ProbeTests.withSamples("detonations.py") { dir, _ in
+        let daemon = try TestDaemon(arguments, config: config)
+        defer { daemon.stop() }
+        try body(dir, daemon)
+    }
+}
+
 /// Runs the CLI with `$AIRLOCK_SOCKET` set for it alone (not in this process: other suites run the CLI locally).
 func runCLI(_ arguments: [String], socketVariable: String) throws -> (status: Int32, stdout: String, stderr: String) {
     try runProgram(airlockBinary, arguments, environment: ["AIRLOCK_SOCKET": socketVariable])
@@ -517,9 +527,7 @@ struct DaemonTests {
 
     @Test("a queue of 1: the clients beyond it are told busy at once, none hangs, the accepted ones are answered")
     func smallQueue() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "1"])
-            defer { daemon.stop() }
+        try withDetonationDaemon(["--max-concurrent", "2", "--queue", "1"]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()
@@ -794,9 +802,7 @@ struct DaemonTests {
 
     @Test("a request sent behind a probe on the same connection is answered after it, however long the probe takes")
     func pipelined() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(config: ["ioTimeoutSeconds": 1, "idleTimeoutSeconds": 1])
-            defer { daemon.stop() }
+        try withDetonationDaemon(config: ["ioTimeoutSeconds": 1, "idleTimeoutSeconds": 1]) { dir, daemon in
             let model = open("\(dir)/cpu_loop.pkl", O_RDONLY | O_CLOEXEC)
             defer { close(model) }
             let fd = RawClient.connect(daemon.socket)
@@ -896,9 +902,7 @@ struct DaemonTests {
         "SIGTERM with a probe that outlasts shutdownGraceSeconds: its client is told shutting-down, exit 0, the sandbox dies"
     )
     func sigtermPastGrace() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(config: ["shutdownGraceSeconds": 1])
-            defer { daemon.stop() }
+        try withDetonationDaemon(config: ["shutdownGraceSeconds": 1]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()
@@ -1155,9 +1159,7 @@ struct DaemonTests {
 
     @Test("read leases: a file open for writing is refused as file-busy; while it is probed, a writer must wait")
     func leases() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon()
-            defer { daemon.stop() }
+        try withDetonationDaemon() { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let writer = open("\(dir)/resnetish.pt", O_WRONLY | O_CLOEXEC)
@@ -1187,9 +1189,7 @@ struct DaemonTests {
 
     @Test("a worker's sandboxed loader killed mid-probe: the client hears promptly, the daemon serves the next request")
     func workerKilled() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "2"])
-            defer { daemon.stop() }
+        try withDetonationDaemon(["--max-concurrent", "2"]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()
@@ -1225,9 +1225,7 @@ struct DaemonTests {
         "airlockd SIGKILLed mid-probe: its sandboxes die with it, the client gets an error, a new daemon takes the socket"
     )
     func daemonKilled() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "2"])
-            defer { daemon.stop() }
+        try withDetonationDaemon(["--max-concurrent", "2"]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()
@@ -1259,9 +1257,7 @@ struct DaemonTests {
 
     @Test("SIGTERM under load: requests in flight answered, queued and new ones refused, exit 0, socket removed")
     func sigtermUnderLoad() throws {
-        try ProbeTests.withSamples("detonations.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "3"])
-            defer { daemon.stop() }
+        try withDetonationDaemon(["--max-concurrent", "3"]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()
