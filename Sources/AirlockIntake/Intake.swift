@@ -345,6 +345,8 @@ public final class Intake: @unchecked Sendable {
     func examine(_ taken: Taken) throws(IntakeError) -> Examined {
         guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
         defer { close(q) }
+        // An examination a crash cut short may have left a temporary report behind: it must not be released.
+        for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
         let fd = openat(q, taken.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
         defer { close(fd) }

@@ -200,6 +200,19 @@ struct IntakeTests {
         #expect(refused.status == 2 && refused.stderr.contains("refusing to guess"), "\(refused.stderr)")
     }
 
+    @Test("a temporary report a crash left in quarantine is not released with the model")
+    func leftoverTemporaryReport() throws {
+        let setup = try Setup()
+        try setup.drop("benign.pt")
+        let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": "taken"])
+        #expect(crashed.signal == SIGKILL)
+        let id = try #require(try FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine").first)
+        // What a crash in the middle of writing report.json leaves (another process's id in the name).
+        _ = FileManager.default.createFile(atPath: "\(setup.root)/quarantine/\(id)/.tmp-report.json-99999", contents: Data("{".utf8))
+        #expect(try setup.once().status == 0)
+        try IntakeTests.checkReleased(setup, ["benign.pt": "approved"], "leftover temporary report")
+    }
+
     @Test("kill -9 on the way back to incoming/ (airlockd unreachable): the restart finishes the move, then takes the model", arguments: ["rollback-journaled", "moved-back"])
     func crashDuringRollback(point: String) throws {
         let setup = try Setup()
