@@ -413,6 +413,7 @@ private final class SandboxRun {
     // MARK: Supervision
 
     func supervise() throws(SandboxError) -> SandboxResult {
+        var emulator: CallEmulator? = nil
         // Set-up: wait for the listener (or a failure), copy it, and release the child.
         setup: while listener < 0 {
             guard wait(for: statusFd) else {
@@ -429,6 +430,9 @@ private final class SandboxRun {
                     _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                     // Kernel >= 6.6: the notifying task and the supervisor hand the CPU to each other directly.
                     _ = airlock_notify_set_sync_wakeup(fd)
+                    // The sandbox's root, taken before PID 1 makes itself non-dumpable on 'G' (an unprivileged
+                    // supervisor could not open /proc/PID/root after that).
+                    emulator = try CallEmulator(listener: fd, sandboxPid: pid, profile: request.profile)
                     try sendControl("G")
                     break setup
                 default:
@@ -445,7 +449,7 @@ private final class SandboxRun {
 
         let notifier = try SeccompNotifier(
             listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
-            maxEvents: limits.traceEvents, phases: request.phases
+            maxEvents: limits.traceEvents, phases: request.phases, emulator: emulator
         )
         var stdoutBuffer = OutputBuffer(limit: limits.outputBytes)
         var stderrBuffer = OutputBuffer(limit: limits.outputBytes)

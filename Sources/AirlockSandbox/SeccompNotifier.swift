@@ -37,8 +37,16 @@ final class SeccompNotifier {
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
 
-    init(listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, phases: [String] = []) throws(SandboxError) {
+    /// Performs allowed calls on the callers' behalf (nil: every allowed call is continued, as for tests of the
+    /// policy alone).
+    private let emulator: CallEmulator?
+
+    init(
+        listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, phases: [String] = [],
+        emulator: CallEmulator? = nil
+    ) throws(SandboxError) {
         self.listener = listener
+        self.emulator = emulator
         self.phases = phases
         self.policy = policy
         self.arch = arch
@@ -82,6 +90,8 @@ final class SeccompNotifier {
 
         var decision: Decision
         var decoded: TraceArguments
+        var operands = CallOperands()
+        defer { if let copy = operands.descriptor { close(copy) } }
         let decoder = SyscallDecoder(hostPid: hostPid)
         if let refused = policy.refusal(name, args) {
             decision = refused
@@ -92,7 +102,8 @@ final class SeccompNotifier {
             decision = Decision(action: .allowed, errno: 0, rule: "launch")
             decoded = decoder.decode(name, args)
         } else {
-            decoded = decoder.decode(name, args)
+            // Everything the decision and the supervisor's own performing of the call need is read here, once.
+            decoded = decoder.decode(name, args, operands: &operands)
             if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
                 decision = announce(marked)
             } else {
@@ -103,6 +114,29 @@ final class SeccompNotifier {
         let pid = namespacePid(hostPid)
         // What we read may belong to a task that is gone and a recycled PID: only answer a live notification.
         guard seccomp_notify_id_valid(listener, notification.id) == 0 else { return }
+
+        // An allowed call is performed by the supervisor with what it read (CallEmulator): the kernel never reads
+        // the caller's memory again after the decision.
+        var performed: TraceEvent.Performed? = nil
+        var answered = false
+        var returnValue: Int64 = 0
+        if decision.action == .allowed && decision.rule != "launch", let emulator {
+            let policy = self.policy
+            let caller = CallEmulator.Caller(id: notification.id, hostTid: hostPid, status: nil)
+            switch emulator.perform(name, args, operands, trace: &decoded, caller: caller, recheck: { policy.decide(name, args, $0) }) {
+            case .passThrough:
+                if name == "execve" || name == "execveat" { decoded.continued = true }
+            case .refused(let d):
+                decision = d
+            case .returned(let v, let installed):
+                performed = .returned(v)
+                answered = installed
+                returnValue = v
+            case .failed(let e):
+                performed = .failed(ErrnoName.name(e))
+                decision = Decision(action: .allowed, errno: e, rule: decision.rule)
+            }
+        }
 
         if decision.action == .killed {
             // The whole process goes (KILL_THREAD included): a pidfd where the caller leads its thread group, else
@@ -115,15 +149,19 @@ final class SeccompNotifier {
                 _ = kill(hostPid, SIGKILL)
             }
         }
-        UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)
-        response.pointee.id = notification.id
-        switch decision.action {
-        case .allowed:
-            response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-        case .denied, .killed:
-            response.pointee.error = -decision.errno
+        if !answered {
+            UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)
+            response.pointee.id = notification.id
+            switch decision.action {
+            case .allowed where performed != nil:
+                if case .failed = performed { response.pointee.error = -decision.errno } else { response.pointee.val = returnValue }
+            case .allowed:
+                response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+            case .denied, .killed:
+                response.pointee.error = -decision.errno
+            }
+            _ = seccomp_notify_respond(listener, response)
         }
-        _ = seccomp_notify_respond(listener, response)
 
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
@@ -141,7 +179,7 @@ final class SeccompNotifier {
         events.append(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
-            rule: decision.rule, phase: phaseName, args: decoded
+            rule: decision.rule, phase: phaseName, args: decoded, performed: performed
         ))
     }
 

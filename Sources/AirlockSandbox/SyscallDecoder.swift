@@ -30,26 +30,30 @@ struct SyscallDecoder {
         return out
     }
 
-    /// Reads a NUL-terminated string, a page at a time so a string that ends before an unmapped page is still read.
-    func string(_ address: UInt64, max: Int = SyscallDecoder.maxPath) -> (String, truncated: Bool)? {
+    /// Reads a NUL-terminated string's bytes, a page at a time so a string that ends before an unmapped page is
+    /// still read.
+    func bytes(_ address: UInt64, max: Int = SyscallDecoder.maxPath) -> ([UInt8], truncated: Bool)? {
         guard address != 0 else { return nil }
         var bytes: [UInt8] = []
         var at = address
         while bytes.count < max {
             let toPage = Int(4096 - (at % 4096))
             let want = Swift.min(toPage, max - bytes.count)
-            guard let chunk = read(at, count: want), !chunk.isEmpty else { return bytes.isEmpty ? nil : (text(bytes), true) }
+            guard let chunk = read(at, count: want), !chunk.isEmpty else { return bytes.isEmpty ? nil : (bytes, true) }
             if let nul = chunk.firstIndex(of: 0) {
                 bytes.append(contentsOf: chunk[..<nul])
-                return (text(bytes), false)
+                return (bytes, false)
             }
             bytes.append(contentsOf: chunk)
             at &+= UInt64(chunk.count)
         }
-        return (text(bytes), true)
+        return (bytes, true)
     }
 
-    private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+    /// Reads a NUL-terminated string for display (`PathText.display`: lossless, escaped).
+    func string(_ address: UInt64, max: Int = SyscallDecoder.maxPath) -> (String, truncated: Bool)? {
+        bytes(address, max: max).map { (PathText.display($0.0), $0.truncated) }
+    }
 
     /// Reads a NULL-terminated pointer array of strings (argv), bounded.
     func stringArray(_ address: UInt64) -> ([String], truncated: Bool)? {
@@ -72,42 +76,57 @@ struct SyscallDecoder {
 
     // MARK: Paths
 
-    /// The caller's view of a path argument: absolute, lexically normalised.
-    func path(_ address: UInt64, dirfd: Int32 = Int32(AT_FDCWD), arguments: inout TraceArguments) -> String? {
-        guard let (p, cut) = string(address) else {
+    /// The caller's view of a path argument: absolute, lexically normalised, for display and policy. The bytes as
+    /// read, and the directory they are relative to, go to `operand` for the supervisor to act on: the caller's
+    /// memory is read once.
+    func path(
+        _ address: UInt64, dirfd: Int32 = Int32(AT_FDCWD), arguments: inout TraceArguments,
+        operand: inout PathOperand?
+    ) -> String? {
+        guard let (raw, cut) = bytes(address) else {
             arguments.unreadable = "path"
             return nil
         }
         if cut { arguments.unreadable = "path longer than \(SyscallDecoder.maxPath) bytes" }
-        if p.hasPrefix("/") { return PathMatcher.normalize(p) }
-        let base: String?
-        if dirfd == Int32(AT_FDCWD) {
-            base = link("/proc/\(hostPid)/cwd")
-        } else {
-            arguments.dirfd = dirfd
-            base = link("/proc/\(hostPid)/fd/\(dirfd)")
-        }
-        guard let base, base.hasPrefix("/") else { return p }
-        return PathMatcher.normalize(base + "/" + p)
+        var op = PathOperand(raw: raw, dirfd: dirfd, truncated: cut)
+        defer { operand = op }
+        if raw.first == UInt8(ascii: "/") { return PathText.display(PathText.normalize(raw)) }
+        if dirfd != Int32(AT_FDCWD) { arguments.dirfd = dirfd }
+        let base = dirfd == Int32(AT_FDCWD) ? SyscallDecoder.link("/proc/\(hostPid)/cwd") : SyscallDecoder.link("/proc/\(hostPid)/fd/\(dirfd)")
+        op.base = base
+        guard let base, base.first == UInt8(ascii: "/") else { return PathText.display(raw) }
+        return PathText.display(PathText.normalize(base + [UInt8(ascii: "/")] + raw))
     }
 
-    private func link(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4097)
-        let n = readlink(path, &buffer, 4096)
+    /// Same, for calls whose path is not acted on by the supervisor.
+    func path(_ address: UInt64, dirfd: Int32 = Int32(AT_FDCWD), arguments: inout TraceArguments) -> String? {
+        var ignored: PathOperand? = nil
+        return path(address, dirfd: dirfd, arguments: &arguments, operand: &ignored)
+    }
+
+    /// The target of a symbolic link (here: the magic links of /proc), as bytes.
+    static func link(_ path: String) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 4097)
+        let n = buffer.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: 4097) { readlink(path, $0, 4096) }
+        }
         guard n > 0 else { return nil }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Array(buffer[0..<n])
     }
 
     // MARK: Sockets
 
-    /// Decodes a `struct sockaddr` of `length` bytes.
-    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments) {
-        guard address != 0 else { return }
+    /// Decodes a `struct sockaddr` of `length` bytes, and returns the bytes read (at most 128: the size of
+    /// `sockaddr_storage`; a longer length is the kernel's EINVAL).
+    @discardableResult
+    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments) -> [UInt8]? {
+        guard address != 0 else { return nil }
         let len = Int(Swift.min(length, 128))
         guard len >= 2, let raw = read(address, count: len), raw.count >= 2 else {
             a.unreadable = "socket address"
-            return
+            return nil
         }
+        defer { if length > 128 { a.unreadable = "socket address longer than 128 bytes" } }
         let family = Int32(UInt16(raw[0]) | UInt16(raw[1]) << 8)
         a.family = SyscallDecoder.familyName(family)
         switch family {
@@ -123,24 +142,35 @@ struct SyscallDecoder {
         case AF_UNIX:
             let path = raw.dropFirst(2)
             if path.first == 0 {
-                a.address = "@" + String(decoding: path.dropFirst(), as: UTF8.self)
+                a.address = "@" + PathText.display(Array(path.dropFirst()))
             } else {
-                a.address = String(decoding: path.prefix { $0 != 0 }, as: UTF8.self)
+                a.address = PathText.display(Array(path.prefix { $0 != 0 }))
             }
         default:
             break
         }
+        return length > 128 ? nil : raw
     }
 
-    /// The address family of socket `fd` in the caller, by copying the descriptor (pidfd_getfd).
-    func socketFamily(fd: Int32) -> Int32? {
+    /// A copy of the caller's descriptor `fd` in the supervisor (pidfd_getfd), close-on-exec; nil when it is not open.
+    func copyDescriptor(_ fd: Int32) -> Int32? {
         // pidfd_open wants a thread-group leader; the caller may be any thread.
         let pidfd = airlock_pidfd_open(threadGroup() ?? hostPid)
         guard pidfd >= 0 else { return nil }
         defer { close(pidfd) }
         let copy = airlock_pidfd_getfd(pidfd, fd)
-        guard copy >= 0 else { return nil }
+        return copy >= 0 ? copy : nil
+    }
+
+    /// The address family of socket `fd` in the caller, by copying the descriptor (pidfd_getfd).
+    func socketFamily(fd: Int32) -> Int32? {
+        guard let copy = copyDescriptor(fd) else { return nil }
         defer { close(copy) }
+        return SyscallDecoder.socketDomain(copy)
+    }
+
+    /// The address family of a socket the supervisor holds.
+    static func socketDomain(_ copy: Int32) -> Int32? {
         var domain: Int32 = 0
         var size = socklen_t(MemoryLayout<Int32>.size)
         guard getsockopt(copy, SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0 else { return nil }
@@ -204,29 +234,49 @@ struct SyscallDecoder {
 
     /// Decodes the arguments of `name`. `args` are the six raw register values.
     func decode(_ name: String, _ args: [UInt64]) -> TraceArguments {
+        var operands = CallOperands()
+        return decode(name, args, operands: &operands)
+    }
+
+    /// Decodes the arguments of `name` for the trace, and keeps in `operands` the bytes the supervisor needs to
+    /// perform the call itself (`CallEmulator`): everything is read from the caller once.
+    func decode(_ name: String, _ args: [UInt64], operands o: inout CallOperands) -> TraceArguments {
         var a = TraceArguments()
         let fd = { (i: Int) in Int32(truncatingIfNeeded: args[i]) }
         switch name {
         case "open":
-            a.path = path(args[0], arguments: &a)
+            a.path = path(args[0], arguments: &a, operand: &o.path)
+            o.flags = args[1]
+            o.mode = args[2]
             a.flags = SyscallDecoder.openFlags(args[1])
             if SyscallDecoder.opensForWrite(args[1]) { a.mode = String(args[2] & 0o7777, radix: 8) }
         case "creat":
-            a.path = path(args[0], arguments: &a)
+            a.path = path(args[0], arguments: &a, operand: &o.path)
+            o.flags = UInt64(O_WRONLY | O_CREAT | O_TRUNC)
+            o.mode = args[1]
             a.flags = "O_WRONLY|O_CREAT|O_TRUNC"
             a.mode = String(args[1] & 0o7777, radix: 8)
         case "openat":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+            o.flags = args[2]
+            o.mode = args[3]
             a.flags = SyscallDecoder.openFlags(args[2])
             if SyscallDecoder.opensForWrite(args[2]) { a.mode = String(args[3] & 0o7777, radix: 8) }
         case "openat2":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
-            if let how = read(args[2], count: 24), how.count == 24 {
-                let flags = how.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-                a.flags = SyscallDecoder.openFlags(flags)
-                a.openHowWrites = SyscallDecoder.opensForWrite(flags)
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+            // open_how is 24 bytes today; a larger size with non-zero extra bytes is the kernel's E2BIG.
+            if args[3] >= 24, let how = read(args[2], count: 24), how.count == 24 {
+                o.flags = how.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                o.mode = how.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }
+                o.resolve = how.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self) }
+                o.howSize = args[3]
+                a.flags = SyscallDecoder.openFlags(o.flags)
+                if o.resolve != 0 { a.flags! += " resolve=" + SyscallDecoder.hex(o.resolve) }
+                a.openHowWrites = SyscallDecoder.opensForWrite(o.flags)
+                if a.openHowWrites == true { a.mode = String(o.mode & 0o7777, radix: 8) }
             } else {
                 a.unreadable = "open_how"
+                o.path = nil
             }
         case "execve":
             a.path = path(args[0], arguments: &a)
@@ -243,55 +293,91 @@ struct SyscallDecoder {
             a.flags = SyscallDecoder.hex(args[4])
         case "connect", "bind":
             a.fd = fd(0)
-            socketAddress(args[1], length: args[2], into: &a)
+            o.sockaddr = socketAddress(args[1], length: args[2], into: &a)
+            o.descriptor = copyDescriptor(fd(0))
         case "sendto":
             a.fd = fd(0)
-            if args[4] != 0 { socketAddress(args[4], length: args[5], into: &a) } else { socketFamilyOnly(fd(0), &a) }
+            o.flags = args[3]
+            if args[4] != 0 {
+                o.sockaddr = socketAddress(args[4], length: args[5], into: &a)
+                o.descriptor = copyDescriptor(fd(0))
+            } else {
+                socketFamilyOnly(fd(0), &a, &o)
+            }
         case "sendmsg":
             a.fd = fd(0)
-            if let header = read(args[1], count: 16), header.count == 16 {
+            o.flags = args[2]
+            if let header = read(args[1], count: 56), header.count == 56 {
+                o.msghdr = header
                 let name = header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
                 let length = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }
-                if name != 0 { socketAddress(name, length: UInt64(length), into: &a) } else { socketFamilyOnly(fd(0), &a) }
+                if name != 0 {
+                    o.sockaddr = socketAddress(name, length: UInt64(length), into: &a)
+                    o.descriptor = copyDescriptor(fd(0))
+                } else {
+                    socketFamilyOnly(fd(0), &a, &o)
+                }
             } else {
                 a.unreadable = "msghdr"
             }
         case "listen":
             a.fd = fd(0)
-            socketFamilyOnly(fd(0), &a)
+            socketFamilyOnly(fd(0), &a, &o)
         case "socket":
             a.family = SyscallDecoder.familyName(Int32(truncatingIfNeeded: args[0]))
             a.socketType = SyscallDecoder.socketTypeName(args[1])
-        case "unlink", "rmdir":
-            a.path = path(args[0], arguments: &a)
+        case "unlink", "rmdir", "truncate", "removexattr", "lremovexattr":
+            a.path = path(args[0], arguments: &a, operand: &o.path)
+        case "setxattr", "lsetxattr", "utime", "utimes":
+            a.path = path(args[0], arguments: &a, operand: &o.path)
         case "unlinkat":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+            o.flags = args[2]
+        case "futimesat":
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+        case "utimensat":
+            a.fd = fd(0)
+            if args[1] != 0 { a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path) }
+            o.flags = args[3]
         case "mkdir", "chmod":
-            a.path = path(args[0], arguments: &a)
+            a.path = path(args[0], arguments: &a, operand: &o.path)
+            o.mode = args[1]
             a.mode = String(args[1] & 0o7777, radix: 8)
         case "mkdirat", "fchmodat":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+            o.mode = args[2]
             a.mode = String(args[2] & 0o7777, radix: 8)
         case "chown", "lchown":
-            a.path = path(args[0], arguments: &a)
-            a.raw = [String(args[1]), String(args[2])]
+            a.path = path(args[0], arguments: &a, operand: &o.path)
+            o.owner = (args[1], args[2])
+            o.flags = name == "lchown" ? UInt64(AT_SYMLINK_NOFOLLOW) : 0
+            a.raw = [String(Int32(truncatingIfNeeded: args[1])), String(Int32(truncatingIfNeeded: args[2]))]
         case "fchownat":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
-            a.raw = [String(args[2]), String(args[3])]
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
+            o.owner = (args[2], args[3])
+            o.flags = args[4]
+            a.raw = [String(Int32(truncatingIfNeeded: args[2])), String(Int32(truncatingIfNeeded: args[3]))]
         case "rename", "link":
-            a.path = path(args[0], arguments: &a)
+            a.path = path(args[0], arguments: &a, operand: &o.path)
             var b = TraceArguments()
-            a.path2 = path(args[1], arguments: &b)
+            a.path2 = path(args[1], arguments: &b, operand: &o.path2)
         case "renameat", "renameat2", "linkat":
-            a.path = path(args[1], dirfd: fd(0), arguments: &a)
+            a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
             var b = TraceArguments()
-            a.path2 = path(args[3], dirfd: fd(2), arguments: &b)
+            a.path2 = path(args[3], dirfd: fd(2), arguments: &b, operand: &o.path2)
+            o.flags = name == "renameat" ? 0 : args[4]
         case "symlink":
-            a.path2 = string(args[0])?.0
-            a.path = path(args[1], arguments: &a)
+            if let (target, cut) = bytes(args[0]) {
+                a.path2 = PathText.display(target)
+                if !cut { o.linkTarget = target }
+            }
+            a.path = path(args[1], arguments: &a, operand: &o.path)
         case "symlinkat":
-            a.path2 = string(args[0])?.0
-            a.path = path(args[2], dirfd: fd(1), arguments: &a)
+            if let (target, cut) = bytes(args[0]) {
+                a.path2 = PathText.display(target)
+                if !cut { o.linkTarget = target }
+            }
+            a.path = path(args[2], dirfd: fd(1), arguments: &a, operand: &o.path)
         case "kill", "tkill":
             a.target = Int64(Int32(truncatingIfNeeded: args[0]))
             a.signal = SyscallDecoder.signalName(args[1])
@@ -304,9 +390,18 @@ struct SyscallDecoder {
         case "pidfd_send_signal":
             a.fd = fd(0)
             a.signal = SyscallDecoder.signalName(args[1])
-            if let pid = pidfdTarget(fd(0)) { a.target = Int64(pid) }
+            // The caller's descriptor table can change after this look: the supervisor sends the signal itself,
+            // through its own copy of the pidfd (CallEmulator), so this is the process that gets it.
+            if let copy = copyDescriptor(fd(0)) {
+                o.descriptor = copy
+                if let pid = SyscallDecoder.pidfdTarget(copy) { a.target = Int64(pid) }
+            }
         case "memfd_create":
-            a.path = string(args[0], max: 256)?.0
+            if let (n, cut) = bytes(args[0], max: 256) {
+                a.path = PathText.display(n)
+                if !cut { o.linkTarget = n }
+            }
+            o.flags = args[1]
             a.flags = SyscallDecoder.hex(args[1])
         case "mount":
             a.path = string(args[1])?.0
@@ -337,16 +432,23 @@ struct SyscallDecoder {
         return nil
     }
 
-    /// The PID (inside the caller's namespace) a pidfd refers to, from the `NSpid:` line of its fdinfo.
-    private func pidfdTarget(_ fd: Int32) -> Int32? {
-        guard let bytes = try? FileBytes.read("/proc/\(hostPid)/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
+    /// The PID (inside the caller's namespace) of the pidfd the supervisor holds as `fd`, from the `NSpid:` line of
+    /// its fdinfo.
+    static func pidfdTarget(_ fd: Int32) -> Int32? {
+        guard let bytes = try? FileBytes.read("/proc/thread-self/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
             if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last { return Int32(last) }
         }
         return nil
     }
 
-    private func socketFamilyOnly(_ fd: Int32, _ a: inout TraceArguments) {
-        if let f = socketFamily(fd: fd) { a.family = SyscallDecoder.familyName(f) }
+    /// The family of the caller's socket `fd`, from a copy the supervisor keeps in `operands.descriptor`: the
+    /// supervisor acts on that copy, so the socket judged is the socket used, whatever the caller's descriptor
+    /// table holds by then.
+    private func socketFamilyOnly(_ fd: Int32, _ a: inout TraceArguments, _ o: inout CallOperands) {
+        guard let copy = copyDescriptor(fd) else { return }
+        if let old = o.descriptor { close(old) }
+        o.descriptor = copy
+        if let f = SyscallDecoder.socketDomain(copy) { a.family = SyscallDecoder.familyName(f) }
     }
 }

@@ -32,11 +32,22 @@ public struct TraceEvent: Sendable, Equatable {
     public var phase: String?
     /// The decoded arguments.
     public var args: TraceArguments
+    /// What the call returned, when the supervisor performed it itself (see `Performed`); nil when the kernel
+    /// refused or continued it.
+    public var performed: Performed?
+
+    /// The outcome of a call the supervisor performed on the caller's behalf: exactly what the caller got.
+    public enum Performed: Sendable, Equatable {
+        /// The call succeeded with this value (a new descriptor's number, a byte count, 0).
+        case returned(Int64)
+        /// The call failed with this errno (`ENOENT`).
+        case failed(String)
+    }
 
     /// Creates an event.
     public init(
         seq: Int, timeNs: UInt64, pid: Int32, hostPid: Int32, syscall: String, action: Action, errno: String?,
-        rule: String?, phase: String? = nil, args: TraceArguments
+        rule: String?, phase: String? = nil, args: TraceArguments, performed: Performed? = nil
     ) {
         self.seq = seq
         self.timeNs = timeNs
@@ -48,6 +59,7 @@ public struct TraceEvent: Sendable, Equatable {
         self.rule = rule
         self.phase = phase
         self.args = args
+        self.performed = performed
     }
 }
 
@@ -57,6 +69,14 @@ public struct TraceArguments: Sendable, Equatable {
     public var path: String?
     /// The second path of rename/link/symlink.
     public var path2: String?
+    /// What the path named when the supervisor resolved it beneath the sandbox's root: the object's own name,
+    /// symlinks followed (only for calls the supervisor performed).
+    public var resolved: String?
+    /// Likewise for `path2`.
+    public var resolved2: String?
+    /// True when the kernel carried out an allowed call after the supervisor had read its arguments (a later
+    /// `execve` a profile allows): the arguments are what was read, which the caller could have changed since.
+    public var continued: Bool?
     /// A directory fd argument other than `AT_FDCWD`.
     public var dirfd: Int32?
     /// Open flags (`O_WRONLY|O_CREAT|O_TRUNC`) or other flag words.
@@ -106,6 +126,11 @@ extension TraceEvent {
         if let rule { members.append(("rule", .string(rule))) }
         if let phase { members.append(("phase", .string(phase))) }
         members.append(("args", args.json))
+        switch performed {
+        case .returned(let v)?: members.append(("performed", .object([("returned", .int(v))])))
+        case .failed(let e)?: members.append(("performed", .object([("errno", .string(e))])))
+        case nil: break
+        }
         return .object(members)
     }
 }
@@ -116,6 +141,9 @@ extension TraceArguments {
         var m: [(String, JSON)] = []
         if let path { m.append(("path", .string(path))) }
         if let path2 { m.append(("path2", .string(path2))) }
+        if let resolved { m.append(("resolved", .string(resolved))) }
+        if let resolved2 { m.append(("resolved2", .string(resolved2))) }
+        if let continued { m.append(("continued", .bool(continued))) }
         if let dirfd { m.append(("dirfd", .int(dirfd))) }
         if let flags { m.append(("flags", .string(flags))) }
         if let mode { m.append(("mode", .string(mode))) }

@@ -155,6 +155,40 @@ long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t
 /* Size the kernel wants zeroed for SECCOMP_IOCTL_NOTIF_RECV and for the response (SECCOMP_GET_NOTIF_SIZES). */
 int airlock_notify_sizes(unsigned short *notif, unsigned short *resp);
 
+/* ---- Calls the supervisor performs for a notified caller (emulate.c) ---- */
+
+/* unshare(CLONE_FS) for the calling thread, so its umask can change without touching the supervisor's others. */
+int airlock_private_fs(void);
+/* Switches the calling thread to the sandbox user's file-system credentials: fsuid/fsgid, no supplementary groups
+ * (when `privileged`), no effective capability. Per thread, raw system calls. -1 with errno on failure (nothing
+ * changed then). */
+int airlock_impersonate(uid_t uid, gid_t gid, int privileged);
+/* Undoes airlock_impersonate; aborts the process if the thread's credentials cannot be restored. */
+void airlock_impersonate_end(void);
+/* openat2(2); -1 with errno. */
+int airlock_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+/* SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND: installs `fd` in the caller and makes it the result of the
+ * notified call. Returns the caller's new descriptor number, or -1 with errno (ENOENT: the caller is gone). */
+int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags);
+/* umask(2) of the calling thread (after airlock_private_fs). */
+unsigned int airlock_set_umask(unsigned int mask);
+uint64_t airlock_resolve_in_root(void);
+uint64_t airlock_resolve_beneath(void);
+uint64_t airlock_resolve_no_symlinks(void);
+uint64_t airlock_resolve_no_magiclinks(void);
+uint64_t airlock_resolve_no_xdev(void);
+int airlock_o_path(void);
+int airlock_at_empty_path(void);
+int airlock_memfd_create(const char *name, unsigned int flags);
+unsigned int airlock_mfd_cloexec(void);
+int airlock_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/* pidfd_send_signal(pidfd, sig, NULL, flags). */
+int airlock_pidfd_signal(int pidfd, int sig, unsigned int flags);
+int airlock_tgkill(pid_t tgid, pid_t tid, int sig);
+long airlock_utime_now(void);
+int airlock_setxattr(const char *path, const char *name, const void *value, size_t size, int flags, int follow);
+int airlock_removexattr(const char *path, const char *name, int follow);
+
 /* The W* macros, which Swift cannot import. */
 int airlock_wifexited(int status);
 int airlock_wexitstatus(int status);

@@ -1,0 +1,152 @@
+/*
+ * System calls the supervisor performs on a sandboxed caller's behalf (seccomp user notification with
+ * SECCOMP_IOCTL_NOTIF_ADDFD), and the per-thread credential switch they run under.
+ *
+ * This runs in the supervisor, not between clone and exec, but it changes the calling *thread's* credentials, so it
+ * uses raw system calls only: glibc's setgroups/setfsuid wrappers either broadcast to every thread of the process
+ * (setgroups) or hide failures (setfsuid). Nothing here allocates.
+ */
+#define _GNU_SOURCE
+#include "airlock_sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/xattr.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+
+struct al_saved_creds {
+    int active;
+    uid_t fsuid;
+    gid_t fsgid;
+    int ngroups;
+    gid_t groups[256];
+    struct __user_cap_data_struct caps[2];
+};
+
+/* One per supervising thread: each sandbox run is served by its own thread. */
+static __thread struct al_saved_creds al_saved;
+
+int airlock_private_fs(void) { return (int)syscall(SYS_unshare, CLONE_FS); }
+
+int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
+    struct al_saved_creds *s = &al_saved;
+    if (s->active) {
+        errno = EALREADY;
+        return -1;
+    }
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    if (syscall(SYS_capget, &header, s->caps) < 0) return -1;
+    s->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
+    s->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
+    s->ngroups = 0;
+    if (privileged) {
+        long n = syscall(SYS_getgroups, 256, s->groups);
+        if (n < 0) return -1;
+        s->ngroups = (int)n;
+    }
+    s->active = 1;
+    if (privileged) {
+        /* Per thread: the raw call, not glibc's wrapper (which would change every thread of the supervisor). */
+        if (syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
+        syscall(SYS_setfsgid, gid);
+        syscall(SYS_setfsuid, uid);
+        if ((uid_t)syscall(SYS_setfsuid, -1) != uid || (gid_t)syscall(SYS_setfsgid, -1) != gid) {
+            errno = EPERM;
+            goto fail;
+        }
+    }
+    /* No effective capability: the kernel then judges every access as it would the sandbox's own (the sandbox has
+     * none), and in particular ptrace-mode checks on /proc (PID 1's fds and memory) fail as they do inside. The
+     * permitted set stays, so the switch back is possible. */
+    struct __user_cap_data_struct none[2];
+    memcpy(none, s->caps, sizeof none);
+    none[0].effective = 0;
+    none[1].effective = 0;
+    if (syscall(SYS_capset, &header, none) < 0) goto fail;
+    return 0;
+fail:;
+    int saved = errno;
+    airlock_impersonate_end();
+    errno = saved;
+    return -1;
+}
+
+void airlock_impersonate_end(void) {
+    struct al_saved_creds *s = &al_saved;
+    if (!s->active) return;
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    /* Effective capabilities first: setting fsuid/groups back needs them. */
+    if (syscall(SYS_capset, &header, s->caps) < 0) abort();
+    syscall(SYS_setfsuid, s->fsuid);
+    syscall(SYS_setfsgid, s->fsgid);
+    if ((uid_t)syscall(SYS_setfsuid, -1) != s->fsuid || (gid_t)syscall(SYS_setfsgid, -1) != s->fsgid) abort();
+    if (s->ngroups > 0 || syscall(SYS_getgroups, 0, NULL) > 0) {
+        if (syscall(SYS_setgroups, s->ngroups, s->groups) < 0 && s->ngroups > 0) abort();
+    }
+    s->active = 0;
+}
+
+int airlock_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = flags;
+    how.mode = mode;
+    how.resolve = resolve;
+    for (;;) {
+        long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+        if (fd < 0 && errno == EINTR) continue;
+        return (int)fd;
+    }
+}
+
+int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags) {
+    struct seccomp_notif_addfd addfd;
+    memset(&addfd, 0, sizeof addfd);
+    addfd.id = id;
+    addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
+    addfd.srcfd = (uint32_t)fd;
+    addfd.newfd = 0;
+    addfd.newfd_flags = newfd_flags;
+    return ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+}
+
+unsigned int airlock_set_umask(unsigned int mask) { return (unsigned int)umask((mode_t)mask); }
+
+uint64_t airlock_resolve_in_root(void) { return RESOLVE_IN_ROOT; }
+uint64_t airlock_resolve_beneath(void) { return RESOLVE_BENEATH; }
+uint64_t airlock_resolve_no_symlinks(void) { return RESOLVE_NO_SYMLINKS; }
+uint64_t airlock_resolve_no_magiclinks(void) { return RESOLVE_NO_MAGICLINKS; }
+uint64_t airlock_resolve_no_xdev(void) { return RESOLVE_NO_XDEV; }
+
+int airlock_o_path(void) { return O_PATH; }
+int airlock_at_empty_path(void) { return AT_EMPTY_PATH; }
+int airlock_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+unsigned int airlock_mfd_cloexec(void) { return MFD_CLOEXEC; }
+int airlock_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+int airlock_pidfd_signal(int pidfd, int sig, unsigned int flags) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags);
+}
+int airlock_tgkill(pid_t tgid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, tgid, tid, sig); }
+long airlock_utime_now(void) { return UTIME_NOW; }
+int airlock_setxattr(const char *path, const char *name, const void *value, size_t size, int flags, int follow) {
+    return follow ? setxattr(path, name, value, size, flags) : lsetxattr(path, name, value, size, flags);
+}
+int airlock_removexattr(const char *path, const char *name, int follow) {
+    return follow ? removexattr(path, name) : lremovexattr(path, name);
+}
