@@ -43,7 +43,7 @@ final class CallEmulator {
     static let performed: Set<String> = [
         "open", "openat", "openat2", "creat",
         "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "rename", "renameat", "renameat2", "link", "linkat",
-        "symlink", "symlinkat", "chmod", "fchmodat", "chown", "lchown", "fchownat",
+        "symlink", "symlinkat", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
         "truncate", "utime", "utimes", "futimesat", "utimensat",
         "setxattr", "lsetxattr", "removexattr", "lremovexattr",
         "connect", "bind", "listen", "sendto", "sendmsg",
@@ -241,15 +241,40 @@ final class CallEmulator {
                 }
             case "rename", "renameat", "renameat2", "link", "linkat":
                 return twoEntries()
-            case "chmod", "fchmodat":
+            case "chmod", "fchmodat", "fchmodat2":
                 guard operands.mode & 0o6000 == 0 else { return .failure(.errno(EPERM)) }
                 let mode = mode_t(truncatingIfNeeded: operands.mode & 0o7777)
-                return onObject(operands.path, follow: true) { fd in CallEmulator.onMagic(fd) { fchmodat(AT_FDCWD, $0, mode, 0) } }
+                let flags = name == "fchmodat2" ? Int32(truncatingIfNeeded: operands.flags) : 0
+                guard flags & ~(AT_SYMLINK_NOFOLLOW | atEmptyPath) == 0 else { return .failure(.errno(EINVAL)) }
+                if flags & atEmptyPath != 0, operands.path?.raw.isEmpty ?? true {
+                    // The directory descriptor itself.
+                    let dirfd = operands.path?.dirfd ?? Int32(AT_FDCWD)
+                    let object: Int32
+                    switch directory(dirfd) {
+                    case .success(let fd): object = fd
+                    case .failure(let s): return .failure(s)
+                    }
+                    if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
+                    let rc = CallEmulator.onMagic(object) { fchmodat(AT_FDCWD, $0, mode, 0) }
+                    return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                }
+                // Linux cannot change a symlink's own mode: EOPNOTSUPP, as fchmodat2 says for one.
+                return onObject(operands.path, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { fd in
+                    var st = stat()
+                    if fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK {
+                        errno = EOPNOTSUPP
+                        return -1
+                    }
+                    return CallEmulator.onMagic(fd) { fchmodat(AT_FDCWD, $0, mode, 0) }
+                }
             case "chown", "lchown", "fchownat":
                 return changeOwner()
             case "truncate":
                 let length = off_t(truncatingIfNeeded: args[1])
                 return onObject(operands.path, follow: true) { fd in CallEmulator.onMagic(fd) { truncate($0, length) } }
+            case "utimensat" where args[1] == 0:
+                // futimens: on a descriptor the caller holds, nothing named (the kernel continues it).
+                return .success(.passThrough)
             case "utime", "utimes", "futimesat", "utimensat":
                 return changeTimes()
             case "setxattr", "lsetxattr", "removexattr", "lremovexattr":
@@ -415,6 +440,8 @@ final class CallEmulator {
             let tgid = Array(String(status.nsTgid).utf8)
             switch (s(parts[0]), s(parts[1])) {
             case ("proc", "self"): parts[1] = tgid
+            // procfs's other links into the caller's own directory.
+            case ("proc", "net"), ("proc", "mounts"): parts.insert(tgid, at: 1)
             case ("proc", "thread-self"): parts.replaceSubrange(1...1, with: [tgid, Array("task".utf8), Array(String(status.nsTid).utf8)])
             case ("dev", "fd"): parts.replaceSubrange(0...1, with: [Array("proc".utf8), tgid, Array("fd".utf8)])
             case ("dev", "stdin"), ("dev", "stdout"), ("dev", "stderr"):

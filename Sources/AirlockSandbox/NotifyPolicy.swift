@@ -159,8 +159,11 @@ struct NotifyPolicy {
     private let refusals: [String: [SyscallRule]]
     private let rules: [CompiledRule]
     private let fallback: NotifyRule.Action
+    /// System calls the profile does not decide (`SeccompProgram.undecided`): refused with ENOSYS.
+    private let undecided: Set<String>
 
     init(profile: Profile) {
+        undecided = Set(SeccompProgram.undecided(profile))
         var refusals: [String: [SyscallRule]] = [:]
         for rule in profile.syscalls {
             switch rule.action {
@@ -179,6 +182,7 @@ struct NotifyPolicy {
 
     /// The profile rule that refuses this call outright, judged on register values only (no memory).
     func refusal(_ name: String, _ args: [UInt64]) -> Decision? {
+        if undecided.contains(name) { return Decision(action: .denied, errno: ENOSYS, rule: "undecided") }
         guard let candidates = refusals[name] else { return nil }
         for rule in candidates where rule.args.allSatisfy({ $0.matches(args[$0.index]) }) {
             switch rule.action {
@@ -220,6 +224,9 @@ struct NotifyPolicy {
             }
             guard (access == .write) == write else { return false }
         }
+        if rule.setIdMode == true {
+            guard NotifyPolicy.setsIdBits(name, args, d) else { return false }
+        }
         if let families = rule.families {
             guard let f = d.family, families.contains(f) else { return false }
         }
@@ -236,6 +243,22 @@ struct NotifyPolicy {
             guard paths.contains(where: { p in !globs.contains { $0.matches(p) } }) else { return false }
         }
         return true
+    }
+
+    /// Whether the call's mode asks for the set-user-ID or set-group-ID bit: a mode change, or an open that creates.
+    static func setsIdBits(_ name: String, _ args: [UInt64], _ d: TraceArguments) -> Bool {
+        let setId: UInt64 = 0o6000
+        let creating = { (flags: UInt64) in Int32(truncatingIfNeeded: flags) & (O_CREAT | 0o20000000) != 0 }
+        switch name {
+        case "chmod": return args[1] & setId != 0
+        case "fchmodat", "fchmodat2": return args[2] & setId != 0
+        case "creat": return args[1] & setId != 0
+        case "open": return creating(args[1]) && args[2] & setId != 0
+        case "openat": return creating(args[2]) && args[3] & setId != 0
+        // open_how was read once by the decoder: its mode is in the trace arguments (octal), present for creating opens.
+        case "openat2": return d.mode.flatMap { UInt64($0, radix: 8) }.map { $0 & setId != 0 } ?? false
+        default: return false
+        }
     }
 
     static func signalTarget(_ name: String, _ target: Int64) -> NotifyRule.SignalTarget {

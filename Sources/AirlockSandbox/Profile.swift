@@ -142,6 +142,11 @@ public struct SandboxSettings: Sendable {
     public var notify: [NotifyRule]
     /// The answer when no notify rule matches.
     public var notifyDefault: NotifyRule.Action
+    /// System calls decided harmless: left to the filter's default action (allowed without a round trip). With the
+    /// profile's `syscalls` rules they make its inventory: a system call this machine's libseccomp knows that
+    /// neither names is refused with `ENOSYS` (rule `undecided`), and so is any number beyond libseccomp's table
+    /// (rule `unknown-syscall`). docs/profiles.md lists the inventory.
+    public var allowedInKernel: [String]
 }
 
 /// The uid/gid the command runs as inside the sandbox, and the unprivileged host ids they map to.
@@ -249,6 +254,9 @@ public struct NotifyRule: Sendable, Equatable {
     public var families: [String]?
     /// Matches signals aimed at these targets.
     public var signalTargets: [SignalTarget]?
+    /// Matches calls whose mode argument sets the set-user-ID or set-group-ID bit: chmod and fchmodat(2), and
+    /// opens that create a file.
+    public var setIdMode: Bool?
     /// The answer.
     public var action: Action
     /// The errno a denial returns.

@@ -107,14 +107,16 @@ struct RawProfile {
             var access: String?
             var families: [String]?
             var signalTargets: [String]?
+            var setIdMode: Bool?
             var action: String
             var errno: String?
 
             init(_ f: JSONField) throws(SandboxError) {
                 let o = try f.object(allowed: [
-                    "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "action", "errno",
-                    "comment",
+                    "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "setIdMode",
+                    "action", "errno", "comment",
                 ])
+                setIdMode = try o["setIdMode"]?.bool()
                 id = try RawProfile.required(o, "id", f).string()
                 syscalls = try RawProfile.required(o, "syscalls", f).strings()
                 paths = try o["paths"]?.strings()
@@ -135,14 +137,16 @@ struct RawProfile {
         var recordRefused: Bool?
         var notify: [Notify]?
         var notifyDefault: String?
+        var allowedInKernel: [String]?
 
         init() {}
 
         init(_ f: JSONField) throws(SandboxError) {
             let o = try f.object(allowed: [
                 "$comment", "hostname", "user", "cwd", "env", "mounts", "limits", "recordRefused", "notify",
-                "notifyDefault",
+                "notifyDefault", "allowedInKernel",
             ])
+            allowedInKernel = try o["allowedInKernel"]?.strings()
             hostname = try o["hostname"]?.string()
             if let u = o["user"] { user = try User(u) }
             cwd = try o["cwd"]?.string()
@@ -376,7 +380,7 @@ extension SandboxSettings {
             }
             rules.append(NotifyRule(
                 id: n.id, syscalls: n.syscalls, paths: n.paths, pathsOutside: n.pathsOutside, access: access,
-                families: n.families, signalTargets: targets, action: action, errno: errnoValue
+                families: n.families, signalTargets: targets, setIdMode: n.setIdMode, action: action, errno: errnoValue
             ))
         }
         notify = rules
@@ -384,6 +388,7 @@ extension SandboxSettings {
             throw SandboxError(.profile, "field airlock.notifyDefault: expected allow, deny or kill")
         }
         notifyDefault = d
+        allowedInKernel = raw.allowedInKernel ?? []
     }
 
     /// Normalises an absolute sandbox path; `..` is refused rather than resolved.

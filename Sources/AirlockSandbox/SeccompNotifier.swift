@@ -93,7 +93,12 @@ final class SeccompNotifier {
         var operands = CallOperands()
         defer { if let copy = operands.descriptor { close(copy) } }
         let decoder = SyscallDecoder(hostPid: hostPid)
-        if let refused = policy.refusal(name, args) {
+        if notification.data.nr < 0 || notification.data.nr > SyscallTable.native.highest || name.hasPrefix("syscall_") {
+            // A number beyond libseccomp's table (SeccompProgram.unknownNumberGuard): nothing decided it.
+            decision = Decision(action: .denied, errno: ENOSYS, rule: "unknown-syscall")
+            decoded = TraceArguments()
+            decoded.raw = args.map(SyscallDecoder.hex)
+        } else if let refused = policy.refusal(name, args) {
             decision = refused
             decoded = decoder.decode(name, args)
         } else if !launched && (name == "execve" || name == "execveat") {

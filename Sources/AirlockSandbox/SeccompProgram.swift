@@ -35,6 +35,14 @@ public struct SeccompProgram: Sendable {
         // cache, computed by running the filter for every number at install time) walks O(log n) instructions.
         _ = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2)
         try SeccompProgram.checkConsistency(profile)
+        // A system call the profile does not decide is refused (ENOSYS), recorded like the profile's refusals.
+        let undecidedAction = SeccompProgram.kernelAction(.errno(ENOSYS), record: profile.sandbox.recordRefused)
+        for name in SeccompProgram.undecided(profile) {
+            let rc = seccomp_rule_add_array(ctx, undecidedAction, seccomp_syscall_resolve_name(name), 0, nil)
+            if rc < 0 {
+                throw SandboxError(.profile, "profile \(profile.name): libseccomp refused the rule for undecided '\(name)'", errno: -rc)
+            }
+        }
         for rule in profile.syscalls {
             let action = SeccompProgram.kernelAction(rule.action, record: profile.sandbox.recordRefused)
             if action == defaultAction { continue }
@@ -77,7 +85,39 @@ public struct SeccompProgram: Sendable {
         var program = [UInt64](repeating: 0, count: Int(size) / 8)
         let n = program.withUnsafeMutableBytes { pread(memfd, $0.baseAddress, $0.count, 0) }
         guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: errno) }
-        instructions = program
+        let guardAction = profile.sandbox.recordRefused ? UInt32(0x7fc0_0000) : UInt32(0x0005_0000) | UInt32(ENOSYS)
+        instructions = SeccompProgram.unknownNumberGuard(
+            arch: nativeArch, highest: UInt32(SyscallTable.native.highest), action: guardAction
+        ) + program
+    }
+
+    /// A prologue for libseccomp's program: on this machine's ABI, a system-call number above the highest that
+    /// libseccomp's table knows (a call newer than the library: `fchmodat2`, `open_tree_attr`, … on an older one)
+    /// gets `action` (a notification, which the supervisor refuses with ENOSYS as `unknown-syscall`, or ENOSYS).
+    /// libseccomp would otherwise give such numbers the default action, which allows them unseen. Other ABIs and
+    /// x32 numbers fall through to libseccomp's own architecture checks.
+    static func unknownNumberGuard(arch: UInt32, highest: UInt32, action: UInt32) -> [UInt64] {
+        func insn(_ code: UInt16, _ jt: UInt8, _ jf: UInt8, _ k: UInt32) -> UInt64 {
+            // struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }, little-endian in memory.
+            UInt64(code) | UInt64(jt) << 16 | UInt64(jf) << 24 | UInt64(k) << 32
+        }
+        let ldAbsW: UInt16 = 0x20, jeqK: UInt16 = 0x15, jgeK: UInt16 = 0x35, jgtK: UInt16 = 0x25, retK: UInt16 = 0x06
+        return [
+            insn(ldAbsW, 0, 0, 4),                  // A = seccomp_data.arch
+            insn(jeqK, 0, 4, arch),                 // another ABI: to libseccomp's program
+            insn(ldAbsW, 0, 0, 0),                  // A = seccomp_data.nr
+            insn(jgeK, 2, 0, 0x4000_0000),          // x32: to libseccomp's program (its bad-arch action)
+            insn(jgtK, 0, 1, highest),              // beyond the table: the guard's action
+            insn(retK, 0, 0, action),
+        ]
+    }
+
+    /// The system calls this machine's libseccomp knows that `profile` neither names in a `syscalls` rule nor lists
+    /// in `airlock.allowedInKernel`, in number order. The shipped profile has none (SyscallInventoryTests).
+    public static func undecided(_ profile: Profile) -> [String] {
+        var decided = Set(profile.sandbox.allowedInKernel)
+        for rule in profile.syscalls { decided.formUnion(rule.names) }
+        return SyscallTable.native.names.filter { !decided.contains($0.name) }.map(\.name)
     }
 
     /// Rejects profiles whose rules libseccomp would silently merge away, and notify rules that can never fire.
@@ -96,6 +136,12 @@ public struct SeccompProgram: Sendable {
                         "profile \(profile.name): field syscalls[\(rule.index)]: the rule without conditions at syscalls[\(plain.index)] covers every '\(name)' call, so libseccomp would drop this conditional rule; give both conditions"
                     )
                 }
+            }
+        }
+        // A syscalls rule that names a call listed here wins (a profile derived from the default can refuse one).
+        for name in profile.sandbox.allowedInKernel {
+            if seccomp_syscall_resolve_name(name) == airlock_nr_scmp_error() {
+                throw SandboxError(.profile, "profile \(profile.name): field airlock.allowedInKernel: unknown system call '\(name)'")
             }
         }
         var notified: Set<String> = []
@@ -156,6 +202,25 @@ public struct SeccompProgram: Sendable {
     }
 }
 
+/// Every system call libseccomp knows on this machine's ABI, read once per process.
+struct SyscallTable: Sendable {
+    /// (name, number), in number order.
+    let names: [(name: String, number: Int32)]
+    /// The highest number known.
+    let highest: Int32
+
+    static let native: SyscallTable = {
+        var names: [(name: String, number: Int32)] = []
+        let arch = seccomp_arch_native()
+        for nr in Int32(0)..<1024 {
+            guard let c = seccomp_syscall_resolve_num_arch(arch, nr) else { continue }
+            names.append((String(cString: c), nr))
+            free(c)
+        }
+        return SyscallTable(names: names, highest: names.last?.number ?? 0)
+    }()
+}
+
 /// System call names by number, as libseccomp knows them, cached.
 final class SyscallNames: @unchecked Sendable {
     private var cache: [Int32: String] = [:]
@@ -163,11 +228,10 @@ final class SyscallNames: @unchecked Sendable {
     /// The name of `number` on `arch` (an `AUDIT_ARCH_*` / `SCMP_ARCH_*` token).
     func name(_ number: Int32, arch: UInt32) -> String {
         if let n = cache[number] { return n }
-        var result = "syscall_\(number)"
-        if let c = seccomp_syscall_resolve_num_arch(arch, number) {
-            result = String(cString: c)
-            free(c)
-        }
+        // Unknown numbers are not cached: a caller can make as many of them as it likes.
+        guard let c = seccomp_syscall_resolve_num_arch(arch, number) else { return "syscall_\(number)" }
+        let result = String(cString: c)
+        free(c)
         cache[number] = result
         return result
     }

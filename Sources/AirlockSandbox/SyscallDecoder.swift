@@ -343,10 +343,14 @@ struct SyscallDecoder {
             a.path = path(args[0], arguments: &a, operand: &o.path)
             o.mode = args[1]
             a.mode = String(args[1] & 0o7777, radix: 8)
-        case "mkdirat", "fchmodat":
+        case "mkdirat", "fchmodat", "fchmodat2":
             a.path = path(args[1], dirfd: fd(0), arguments: &a, operand: &o.path)
             o.mode = args[2]
             a.mode = String(args[2] & 0o7777, radix: 8)
+            if name == "fchmodat2" {
+                o.flags = args[3]
+                a.flags = SyscallDecoder.hex(args[3])
+            }
         case "chown", "lchown":
             a.path = path(args[0], arguments: &a, operand: &o.path)
             o.owner = (args[1], args[2])
