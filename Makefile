@@ -10,7 +10,7 @@ APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema 
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build harness test demo bench bench-deps install install-files clean fuzz
+.PHONY: all deps build harness test demo bench bench-deps install install-files clean fuzz inventory
 
 all: build
 
@@ -39,6 +39,10 @@ harness:
 test: deps harness
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
+
+# Regenerates the system-call inventory in docs/profiles.md from Profiles/default.json (SyscallInventoryTests checks it).
+inventory: deps
+	AIRLOCK_UPDATE_DOCS=1 $(SWIFT) test --disable-xctest --filter SyscallInventoryTests/documentedInventory
 
 # Probes generated sample models (a benign PyTorch state_dict, safetensors weights, a malicious pickle that tries the
 # network and a shell) and shows the verdicts with their evidence; then an escape attempt under `airlock exec`.
