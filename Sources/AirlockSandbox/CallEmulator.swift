@@ -56,12 +56,12 @@ final class CallEmulator {
     static let maxSendBytes = 256 * 1024
 
     private let listener: Int32
-    private let rootFd: Int32
-    private let hostUid: UInt32
-    private let hostGid: UInt32
+    fileprivate let rootFd: Int32
+    fileprivate let hostUid: UInt32
+    fileprivate let hostGid: UInt32
     private let insideUid: UInt32
     private let insideGid: UInt32
-    private let privileged: Bool
+    fileprivate let privileged: Bool
 
     /// - Parameters:
     ///   - sandboxPid: the sandbox's PID 1 on the host, whose root every caller shares (chroot is refused).
@@ -77,10 +77,9 @@ final class CallEmulator {
         guard rootFd >= 0 else { throw SandboxError(.supervisor, "cannot open the sandbox's root", errno: errno) }
         // This thread's umask becomes the caller's for each call that creates something; give the thread its own
         // so the supervisor's other threads keep theirs.
+        // (deinit closes rootFd if this throws: the object is fully initialised by then.)
         guard airlock_private_fs() == 0 else {
-            let e = errno
-            close(rootFd)
-            throw SandboxError(.supervisor, "unshare(CLONE_FS) for the notification thread", errno: e)
+            throw SandboxError(.supervisor, "unshare(CLONE_FS) for the notification thread", errno: errno)
         }
     }
 
@@ -193,7 +192,9 @@ final class CallEmulator {
             var copies: [Int32] = []
             var offset = 0
             while offset + 16 <= bytes.count {
-                let cmsgLength = Int(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })
+                let rawLength = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
+                guard rawLength <= UInt64(bytes.count) else { break }
+                let cmsgLength = Int(rawLength)
                 let level = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self) }
                 let type = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 12, as: Int32.self) }
                 guard cmsgLength >= 16, offset + cmsgLength <= bytes.count else { break }
@@ -689,8 +690,8 @@ final class CallEmulator {
             let setting = name.hasSuffix("setxattr")
             var value: [UInt8] = []
             if setting {
+                guard args[3] <= 65536 else { return .failure(.errno(E2BIG)) }
                 let size = Int(args[3])
-                guard size <= 65536 else { return .failure(.errno(E2BIG)) }
                 if size > 0 {
                     guard let v = decoder.read(args[2], count: size), v.count == size else { return .failure(.errno(EFAULT)) }
                     value = v
@@ -734,6 +735,13 @@ final class CallEmulator {
                     case .failure(let s): return .failure(s)
                     }
                     if case .refused(let d) = checkEntry(p.0, p.1) { return .success(.refused(d)) }
+                    // The kernel keeps the path given to bind as the socket's name (getsockname, a peer's
+                    // getpeername): a privileged supervisor binds with the caller's own path from inside the
+                    // sandbox's root, so the name is what the caller asked for.
+                    if emulator.privileged {
+                        let rc = bindInRoot(socket, a)
+                        return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                    }
                     via = Array("/proc/thread-self/fd/\(p.0)/".utf8) + p.1
                 } else {
                     let object: Int32
@@ -760,6 +768,34 @@ final class CallEmulator {
             default:
                 return send(socket, address: address, wantsBlocking: wantsBlocking)
             }
+        }
+
+        /// bind(2) with the caller's address, resolved from the caller's working directory beneath the sandbox's
+        /// root: this thread chroots into the sandbox for the call (it has its own fs struct) and comes back.
+        mutating func bindInRoot(_ socket: Int32, _ address: [UInt8]) -> Int32 {
+            let cwd: Int32
+            switch directory(Int32(AT_FDCWD)) {
+            case .success(let fd): cwd = fd
+            case .failure: errno = ENOENT; return -1
+            }
+            airlock_impersonate_end()
+            let savedRoot = open("/", oPath | O_DIRECTORY | O_CLOEXEC)
+            let savedCwd = open(".", oPath | O_DIRECTORY | O_CLOEXEC)
+            guard savedRoot >= 0, savedCwd >= 0 else { abort() }
+            defer {
+                // Back to the supervisor's own root and directory; a thread that cannot get back must not go on.
+                airlock_impersonate_end()
+                guard fchdir(savedRoot) == 0, chroot(".") == 0, fchdir(savedCwd) == 0 else { abort() }
+                close(savedRoot)
+                close(savedCwd)
+                _ = airlock_impersonate(emulator.hostUid, emulator.hostGid, 1)
+            }
+            guard fchdir(emulator.rootFd) == 0, chroot(".") == 0, fchdir(cwd) == 0 else { return -1 }
+            guard airlock_impersonate(emulator.hostUid, emulator.hostGid, 1) == 0 else { return -1 }
+            let rc = withUmaskValue { CallEmulator.withSockaddr(address) { bind(socket, $0, $1) } }
+            let e = errno
+            errno = e
+            return rc
         }
 
         /// sendto/sendmsg with the data, address and control messages read once.

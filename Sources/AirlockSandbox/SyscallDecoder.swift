@@ -235,6 +235,7 @@ struct SyscallDecoder {
     /// Decodes the arguments of `name`. `args` are the six raw register values.
     func decode(_ name: String, _ args: [UInt64]) -> TraceArguments {
         var operands = CallOperands()
+        defer { if let copy = operands.descriptor { close(copy) } }
         return decode(name, args, operands: &operands)
     }
 
