@@ -6,8 +6,8 @@ import Glibc
 /// Reads a notified caller's memory and turns raw system-call arguments into `TraceArguments`.
 ///
 /// Everything read here is hostile and may change while we read it: every read is bounded, and the supervisor
-/// re-validates the notification id afterwards. A decoded path is evidence, never an authorisation (see
-/// docs/sandbox.md: continuing a call is not a security decision).
+/// re-validates the notification id afterwards. Memory is read once: what the supervisor acts on (`CallOperands`,
+/// `CallEmulator`) is what was decoded here, never a second read (docs/sandbox.md, "Notified calls").
 struct SyscallDecoder {
     /// Longest path read from a caller.
     static let maxPath = 4096
