@@ -564,22 +564,35 @@ public final class Intake: @unchecked Sendable {
             if let held { close(held) }
             if let q { close(q) }
         }
-        let copied = q.map { IntakeRoot.exists($0, taken.name) } ?? false
-        // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-        let (from, what) = held.map { ($0, ".airlock/delivered/\(taken.id)") } ?? (q ?? -1, "quarantine/\(taken.id)")
-        if from >= 0 && IntakeRoot.exists(from, taken.name) {
-            guard airlock_rename_noreplace(from, taken.name, root.incoming, taken.name) == 0 else {
+        /// Keeps the model in quarantine, copied, to be examined again.
+        func stay() throws(IntakeError) -> Bool {
+            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
+            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
+            return false
+        }
+        if let held, IntakeRoot.exists(held, taken.name) {
+            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
+            // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
+            if let q {
+                Custody.remove(q, taken.name, limits: limits)
+                Custody.remove(q, Intake.copying, limits: limits)
+            }
+            guard airlock_rename_noreplace(held, taken.name, root.incoming, taken.name) == 0 else {
                 let e = errno
-                if e == EEXIST || e == ENOTEMPTY {
-                    if held == nil || copied {
-                        try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
-                        return false
-                    }
-                    throw IntakeError("cannot move \(taken.name) back to incoming/, which has a new \(taken.name): it stays in \(what) until the next start", errno: e)
-                }
+                if e == EEXIST || e == ENOTEMPTY { return try stay() }
                 throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
             }
-            try IntakeRoot.sync(from)
+            try IntakeRoot.sync(held)
+            try IntakeRoot.sync(root.incoming)
+            CrashPoint.hit("moved-back")
+        } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
+            // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
+            guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
+                let e = errno
+                if e == EEXIST || e == ENOTEMPTY { return try stay() }
+                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+            }
+            try IntakeRoot.sync(q)
             try IntakeRoot.sync(root.incoming)
             CrashPoint.hit("moved-back")
         }

@@ -55,7 +55,7 @@ extension Intake {
             _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
             try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "not taken: interrupted before the move"))
-            log("recovered \(taken.name) (\(taken.id)): the move into the intake's keeping had not happened; it stays in incoming/")
+            log("recovered \(taken.name) (\(taken.id)): the move into quarantine had not happened; it stays in incoming/")
             return nil
         }
         if copied && keeping == nil {
