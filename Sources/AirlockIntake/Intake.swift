@@ -63,6 +63,10 @@ public final class Intake: @unchecked Sendable {
     public init(root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void) throws(IntakeError) {
         self.policy = policy
         self.log = log
+        // Lease breaks: the intake takes a read lease for an instant to see whether a file is open for writing
+        // (Arrival, Custody); a writer opening it in that instant makes the kernel signal SIGIO, whose default
+        // action would end the intake. The writer waits for the lease to go: nothing to do here.
+        signal(SIGIO, SIG_IGN)
         root = try IntakeRoot(path: path)
         let (journal, records) = try IntakeJournal.open(dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
         self.journal = journal
