@@ -618,10 +618,40 @@ extension IntakeTests {
     }
 
     /// Runs `airlock intake --once` as uid/gid 65534 (the intake's own user, not the uploader), after giving it the root.
-    static func onceAsNobody(_ setup: Setup) throws -> ProgramRun {
+    static func onceAsNobody(_ setup: Setup, _ extra: [String] = [], environment: [String: String] = [:]) throws -> ProgramRun {
         for path in [setup.root, setup.incoming] { #expect(chown(path, 65534, 65534) == 0) }
         return try runToEnd("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary,
-                                                 "intake", "--root", setup.root, "--policy", setup.policy, "--once"])
+                                                 "intake", "--root", setup.root, "--policy", setup.policy, "--once"] + extra,
+                            environment: environment)
+    }
+
+    /// A folder model an uploader (root here) delivers group-writable, so that the intake's user may move it.
+    static func dropWritableFolder(_ setup: Setup, _ name: String) throws {
+        let folder = setup.incoming + "/" + name
+        try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/sub/weights.safetensors")
+        _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
+        for path in [folder, folder + "/sub"] { #expect(chmod(path, 0o777) == 0) }
+    }
+
+    @Test("as the intake's own user: a read-only copy cut short by kill -9 is made again; a rollback removes it and gives the delivery back")
+    func unprivilegedCrashAndRollback() throws {
+        let setup = try Setup()
+        try setup.drop("model.safetensors")
+        try IntakeTests.dropWritableFolder(setup, "folder")
+        // Killed with both copies complete (0444 files, 0555 folders) but not yet named: the restart removes them.
+        let crashed = try IntakeTests.onceAsNobody(setup, environment: ["AIRLOCK_INTAKE_CRASH_AT": "copied"])
+        #expect(crashed.signal == SIGKILL, "\(crashed.status) \(crashed.stderr)")
+        // airlockd unreachable: the take is rolled back, the read-only copy removed, the delivery back in incoming/.
+        let unreachable = try IntakeTests.onceAsNobody(setup, ["--socket", setup.root + ".no-daemon.sock"])
+        #expect(unreachable.status == 2, "\(unreachable.stdout) \(unreachable.stderr)")
+        #expect(setup.places()["model.safetensors"] == ["incoming"] && setup.places()["folder"] == ["incoming"], "\(setup.places()) \(unreachable.stderr)")
+        var st = stat()
+        #expect(stat(setup.incoming + "/folder/sub/weights.safetensors", &st) == 0 && st.st_uid == 0, "the delivery itself went back")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine")) ?? []).isEmpty)
+        let run = try IntakeTests.onceAsNobody(setup)
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["model.safetensors": "approved", "folder": "approved"], "as the intake's user", owner: 65534)
     }
 
     @Test("an uploader's hard link to a delivered file cannot rewrite the approved model")
@@ -649,11 +679,8 @@ extension IntakeTests {
         let setup = try Setup()
         try setup.drop("model.safetensors")
         // A folder too, which the intake's user may move (an uploader's folder is group-writable in incoming/).
+        try IntakeTests.dropWritableFolder(setup, "folder")
         let folder = setup.incoming + "/folder"
-        try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/sub/weights.safetensors")
-        _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
-        for path in [folder, folder + "/sub"] { #expect(chmod(path, 0o777) == 0) }
 
         // The intake runs as another user, which cannot take a lease on the uploader's file: it falls back to the
         // settle time (0 here) and takes the file while the uploader holds it open for writing and mapped.
