@@ -47,7 +47,9 @@ enum Custody {
     static func name(_ s: String) -> Name { Array(s.utf8CString) }
 
     /// A name for messages (lossy: only for people).
-    static func display(_ n: Name) -> String { String(decoding: n.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    static func display(_ n: Name) -> String {
+        String(decoding: n.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 
     private static func failure(_ what: String, _ e: Int32 = errno) -> IntakeError {
         IntakeError("\(what): \(String(cString: strerror(e)))", errno: e)
@@ -63,23 +65,31 @@ enum Custody {
         return size
     }
 
-    private static func survey(_ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, size: inout Size) throws(IntakeError) {
+    private static func survey(
+        _ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, size: inout Size
+    ) throws(IntakeError) {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
         size.entries += 1
-        guard size.entries <= limits.maxEntries else { throw IntakeError("it holds more than \(limits.maxEntries) entries") }
+        guard size.entries <= limits.maxEntries else {
+            throw IntakeError("it holds more than \(limits.maxEntries) entries")
+        }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
             size.bytes += Int(st.st_size)
             size.allocated += Int(st.st_blocks) * 512
             guard size.bytes <= limits.maxBytes else { throw budget(size.bytes, limits) }
         case S_IFDIR:
-            guard depth < limits.maxDepth else { throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders") }
+            guard depth < limits.maxDepth else {
+                throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders")
+            }
             let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw failure("cannot open \(display)") }
             defer { close(fd) }
             for entry in try entries(fd, display: display) {
-                try survey(fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits, size: &size)
+                try survey(
+                    fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits,
+                    size: &size)
             }
         case S_IFLNK:
             break
@@ -89,7 +99,9 @@ enum Custody {
     }
 
     private static func budget(_ bytes: Int, _ limits: Limits) -> IntakeError {
-        IntakeError("\(bytes) bytes (a sparse file counts at its full size: hashing and detonation read all of it) are more than the intake's byte budget (maxBytes \(limits.maxBytes))")
+        IntakeError(
+            "\(bytes) bytes (a sparse file counts at its full size: hashing and detonation read all of it) are more than the intake's byte budget (maxBytes \(limits.maxBytes))"
+        )
     }
 
     private static func kind(_ mode: mode_t) -> String {
@@ -135,13 +147,17 @@ enum Custody {
     ///
     /// `leaveOut` names entries at the top of a folder that are not copied (the `.ready` marker: how a folder was
     /// delivered, not part of the model, and never examined).
-    static func copy(from: Int32, _ name: String, into: Int32, as target: String, leaveOut: Set<String> = [], limits: Limits) throws(IntakeError) -> Size {
+    static func copy(
+        from: Int32, _ name: String, into: Int32, as target: String, leaveOut: Set<String> = [], limits: Limits
+    ) throws(IntakeError) -> Size {
         let needed = try survey(from, name, limits: limits)
         var vfs = statvfs()
         if fstatvfs(into, &vfs) == 0 {
             let free = Int(vfs.f_bavail) &* Int(vfs.f_frsize)
             guard needed.allocated <= free else {
-                throw IntakeError("not enough room for the intake's copy: \(needed.allocated) bytes needed, \(free) free", errno: ENOSPC)
+                throw IntakeError(
+                    "not enough room for the intake's copy: \(needed.allocated) bytes needed, \(free) free",
+                    errno: ENOSPC)
             }
         }
         let state = CopyState(limits: limits)
@@ -167,11 +183,15 @@ enum Custody {
         deinit { buffer.deallocate() }
     }
 
-    private static func copyEntry(_ srcDir: Int32, _ name: Name, display: String, into dstDir: Int32, _ target: Name, depth: Int, state: CopyState) throws(IntakeError) {
+    private static func copyEntry(
+        _ srcDir: Int32, _ name: Name, display: String, into dstDir: Int32, _ target: Name, depth: Int, state: CopyState
+    ) throws(IntakeError) {
         var st = stat()
         guard fstatat(srcDir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
         state.size.entries += 1
-        guard state.size.entries <= state.limits.maxEntries else { throw IntakeError("it holds more than \(state.limits.maxEntries) entries") }
+        guard state.size.entries <= state.limits.maxEntries else {
+            throw IntakeError("it holds more than \(state.limits.maxEntries) entries")
+        }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
             // O_NONBLOCK and O_NOFOLLOW: a name swapped for a FIFO or a link since the stat is neither waited on nor
@@ -181,7 +201,9 @@ enum Custody {
             defer { close(src) }
             try copyFile(src, display: display, into: dstDir, target, state: state)
         case S_IFDIR:
-            guard depth < state.limits.maxDepth else { throw IntakeError("\(display) is nested deeper than \(state.limits.maxDepth) folders") }
+            guard depth < state.limits.maxDepth else {
+                throw IntakeError("\(display) is nested deeper than \(state.limits.maxDepth) folders")
+            }
             let src = openat(srcDir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard src >= 0 else { throw failure("cannot open \(display)") }
             defer { close(src) }
@@ -190,7 +212,9 @@ enum Custody {
             guard dst >= 0 else { throw failure("cannot open the copy of \(display)") }
             defer { close(dst) }
             for entry in try entries(src, display: display) where depth > 0 || !state.leaveOut.contains(entry) {
-                try copyEntry(src, entry, display: display + "/" + Custody.display(entry), into: dst, entry, depth: depth + 1, state: state)
+                try copyEntry(
+                    src, entry, display: display + "/" + Custody.display(entry), into: dst, entry, depth: depth + 1,
+                    state: state)
             }
             try own(dst, mode: 0o555, state: state, display: display)
             guard fsync(dst) == 0 else { throw failure("cannot sync the copy of \(display)") }
@@ -199,7 +223,9 @@ enum Custody {
             let n = readlinkat(srcDir, name, &buf, 4096)
             guard n >= 0 else { throw failure("cannot read the link \(display)") }
             buf[n] = 0
-            guard symlinkat(buf, dstDir, target) == 0 else { throw failure("cannot create the copy of the link \(display)") }
+            guard symlinkat(buf, dstDir, target) == 0 else {
+                throw failure("cannot create the copy of the link \(display)")
+            }
             var made = stat()
             if fstatat(dstDir, target, &made, AT_SYMLINK_NOFOLLOW) == 0 && made.st_gid != state.gid {
                 _ = fchownat(dstDir, target, uid_t.max, state.gid, AT_SYMLINK_NOFOLLOW)
@@ -215,7 +241,9 @@ enum Custody {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw failure("cannot stat \(display)") }
         let gid = getegid()
-        if st.st_gid != gid { guard fchown(fd, uid_t.max, gid) == 0 else { throw failure("cannot set the group of \(display)") } }
+        if st.st_gid != gid {
+            guard fchown(fd, uid_t.max, gid) == 0 else { throw failure("cannot set the group of \(display)") }
+        }
         guard fchmod(fd, mode) == 0 else { throw failure("cannot make \(display) read-only") }
     }
 
@@ -223,9 +251,13 @@ enum Custody {
         try seal(fd, mode: mode, display: "the copy of " + display)
     }
 
-    private static func copyFile(_ src: Int32, display: String, into dstDir: Int32, _ target: Name, state: CopyState) throws(IntakeError) {
+    private static func copyFile(_ src: Int32, display: String, into dstDir: Int32, _ target: Name, state: CopyState)
+        throws(IntakeError)
+    {
         var before = stat()
-        guard fstat(src, &before) == 0, before.st_mode & S_IFMT == S_IFREG else { throw IntakeError("\(display) was replaced while it was copied") }
+        guard fstat(src, &before) == 0, before.st_mode & S_IFMT == S_IFREG else {
+            throw IntakeError("\(display) was replaced while it was copied")
+        }
         // A writer that opened the file after it was seen arrive would tear the copy: refuse now rather than
         // examine half a model. (Where no lease can be taken, the ctime check below still catches most writes.)
         if airlock_set_read_lease(src) == 0 {
@@ -280,7 +312,8 @@ enum Custody {
         guard fsync(dst) == 0 else { throw failure("cannot sync the copy of \(display)") }
         var after = stat()
         guard fstat(src, &after) == 0, after.st_size == before.st_size, after.st_ctim.tv_sec == before.st_ctim.tv_sec,
-              after.st_ctim.tv_nsec == before.st_ctim.tv_nsec else {
+            after.st_ctim.tv_nsec == before.st_ctim.tv_nsec
+        else {
             throw IntakeError("\(display) changed while it was copied")
         }
     }
@@ -292,30 +325,45 @@ enum Custody {
     /// that is not.
     static func checkOwned(_ dirfd: Int32, _ name: String, limits: Limits) throws(IntakeError) {
         var count = 0
-        try checkOwned(dirfd, Custody.name(name), display: name, depth: 0, limits: limits, count: &count, uid: geteuid(), gid: getegid())
+        try checkOwned(
+            dirfd, Custody.name(name), display: name, depth: 0, limits: limits, count: &count, uid: geteuid(),
+            gid: getegid())
     }
 
-    private static func checkOwned(_ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, count: inout Int, uid: uid_t, gid: gid_t) throws(IntakeError) {
+    private static func checkOwned(
+        _ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, count: inout Int, uid: uid_t,
+        gid: gid_t
+    ) throws(IntakeError) {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
         count += 1
-        guard count <= limits.maxEntries + 1 else { throw IntakeError("it holds more than \(limits.maxEntries) entries") }
+        guard count <= limits.maxEntries + 1 else {
+            throw IntakeError("it holds more than \(limits.maxEntries) entries")
+        }
         guard st.st_uid == uid && st.st_gid == gid else {
-            throw IntakeError("\(display) is owned by \(st.st_uid):\(st.st_gid), not by the intake (\(uid):\(gid)): not the intake's own copy")
+            throw IntakeError(
+                "\(display) is owned by \(st.st_uid):\(st.st_gid), not by the intake (\(uid):\(gid)): not the intake's own copy"
+            )
         }
         let mode = st.st_mode & 0o7777
         switch st.st_mode & S_IFMT {
         case S_IFREG:
             guard mode == 0o444 else { throw IntakeError("\(display) has mode \(String(mode, radix: 8)), not 0444") }
-            guard st.st_nlink == 1 else { throw IntakeError("\(display) has \(st.st_nlink) hard links: another name could change it") }
+            guard st.st_nlink == 1 else {
+                throw IntakeError("\(display) has \(st.st_nlink) hard links: another name could change it")
+            }
         case S_IFDIR:
             guard mode == 0o555 else { throw IntakeError("\(display)/ has mode \(String(mode, radix: 8)), not 0555") }
-            guard depth < limits.maxDepth else { throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders") }
+            guard depth < limits.maxDepth else {
+                throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders")
+            }
             let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { throw failure("cannot open \(display)") }
             defer { close(fd) }
             for entry in try entries(fd, display: display, skipping: false) {
-                try checkOwned(fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits, count: &count, uid: uid, gid: gid)
+                try checkOwned(
+                    fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits,
+                    count: &count, uid: uid, gid: gid)
             }
         case S_IFLNK:
             break

@@ -23,20 +23,28 @@ extension Intake {
     /// Copies the delivery (`.airlock/delivered/ID/NAME`) to `quarantine/ID/NAME` (via `quarantine/ID/.copy`, so that
     /// NAME appears only complete and durable).
     func takeOwnership(_ taken: Taken) throws(IntakeError) {
-        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        guard let q = openQuarantine(taken.id) else {
+            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+        }
         defer { close(q) }
-        guard let held = openDelivered(taken.id) else { throw IntakeError("cannot open .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        guard let held = openDelivered(taken.id) else {
+            throw IntakeError(
+                "cannot open .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+        }
         defer { close(held) }
         Custody.remove(q, Intake.copying, limits: limits)  // a copy a crash cut short
         do {
-            _ = try Custody.copy(from: held, taken.name, into: q, as: Intake.copying, leaveOut: [Arrival.marker], limits: limits)
+            _ = try Custody.copy(
+                from: held, taken.name, into: q, as: Intake.copying, leaveOut: [Arrival.marker], limits: limits)
         } catch {
             Custody.remove(q, Intake.copying, limits: limits)
             throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
         }
         CrashPoint.hit("copied")
         guard airlock_rename_noreplace(q, Intake.copying, q, taken.name) == 0 else {
-            throw IntakeError("cannot name the copy quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError(
+                "cannot name the copy quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))",
+                errno: errno)
         }
         try IntakeRoot.sync(q)
         CrashPoint.hit("owned")
@@ -54,25 +62,37 @@ extension Intake {
         if !journaled && !copied && !held {
             _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
-            try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "not taken: interrupted before the move"))
-            log("recovered \(taken.name) (\(taken.id)): the move into quarantine had not happened; it stays in incoming/")
+            try journal.append(
+                JournalRecord(op: .done, id: taken.id, name: taken.name, note: "not taken: interrupted before the move")
+            )
+            log(
+                "recovered \(taken.name) (\(taken.id)): the move into quarantine had not happened; it stays in incoming/"
+            )
             return nil
         }
         if copied && keeping == nil {
             // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: keep that
             // aside as the delivery and examine a copy, as for any model taken now.
-            guard mkdirat(root.delivered, taken.id, 0o700) == 0 || errno == EEXIST, let fresh = openDelivered(taken.id) else {
-                throw IntakeError("cannot create .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            guard mkdirat(root.delivered, taken.id, 0o700) == 0 || errno == EEXIST, let fresh = openDelivered(taken.id)
+            else {
+                throw IntakeError(
+                    "cannot create .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
             }
             defer { close(fresh) }
-            guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id)", errno: errno) }
+            guard let q = openQuarantine(taken.id) else {
+                throw IntakeError("cannot open quarantine/\(taken.id)", errno: errno)
+            }
             defer { close(q) }
             guard airlock_rename_noreplace(q, taken.name, fresh, taken.name) == 0 else {
-                throw IntakeError("cannot move \(taken.name) aside into .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError(
+                    "cannot move \(taken.name) aside into .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))",
+                    errno: errno)
             }
             try IntakeRoot.sync(q)
             try IntakeRoot.sync(fresh)
-            log("recovered \(taken.name) (\(taken.id)): taken by an earlier intake as the uploader's own inode; copying it")
+            log(
+                "recovered \(taken.name) (\(taken.id)): taken by an earlier intake as the uploader's own inode; copying it"
+            )
         }
         if !copied || keeping == nil {
             do {
@@ -96,14 +116,18 @@ extension Intake {
                 log("\(taken.name) (\(taken.id)) stays in quarantine: incoming/ has a new \(taken.name)")
             }
         } catch {
-            log("cannot move \(taken.name) back to incoming/, it stays in the intake's keeping (\(taken.id)) until the next start: \(error.message)")
+            log(
+                "cannot move \(taken.name) back to incoming/, it stays in the intake's keeping (\(taken.id)) until the next start: \(error.message)"
+            )
         }
     }
 
     /// Why the model in quarantine/ID may not be approved, or nil: the copy must be the intake's own and read-only,
     /// and every file must hash as the manifest written when it was examined says, with no file more or less.
     func releaseProblem(_ taken: Taken) -> String? {
-        guard let q = openQuarantine(taken.id) else { return "cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))" }
+        guard let q = openQuarantine(taken.id) else {
+            return "cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))"
+        }
         defer { close(q) }
         do {
             try Custody.checkOwned(q, taken.name, limits: limits)
@@ -115,7 +139,8 @@ extension Intake {
         guard mfd >= 0 else { return "cannot open the examined manifest: \(String(cString: strerror(errno)))" }
         do {
             defer { close(mfd) }
-            examined = try Manifest.parse(try BoundedFile.read(fd: mfd, limit: Manifest.maxBytes, name: "manifest.json"), name: "manifest.json")
+            examined = try Manifest.parse(
+                try BoundedFile.read(fd: mfd, limit: Manifest.maxBytes, name: "manifest.json"), name: "manifest.json")
         } catch let error as BoundedFile.Failure {
             return error.description
         } catch let error as ProvenanceError {
@@ -129,7 +154,8 @@ extension Intake {
         let now: ModelInventory
         do {
             // The same files examination hashed: the marker and the signature are left out there too.
-            now = try ModelInventory.take(fd: fd, display: taken.name, options: .init(threads: 1, ignore: [Arrival.marker, policy.signatureFile]))
+            now = try ModelInventory.take(
+                fd: fd, display: taken.name, options: .init(threads: 1, ignore: [Arrival.marker, policy.signatureFile]))
         } catch {
             return "cannot hash it again: \(error.message)"
         }
@@ -139,7 +165,8 @@ extension Intake {
         for file in examined.files {
             guard let found = current.removeValue(forKey: file.path) else { return "\(file.path) is gone" }
             if found.sha256 != file.sha256 || found.size != file.size {
-                return "\(file.path) is \(found.size) bytes with SHA-256 \(found.sha256); the examined file was \(file.size) bytes with SHA-256 \(file.sha256)"
+                return
+                    "\(file.path) is \(found.size) bytes with SHA-256 \(found.sha256); the examined file was \(file.size) bytes with SHA-256 \(file.sha256)"
             }
         }
         if let extra = current.keys.sorted().first { return "\(extra) was not examined" }
@@ -148,10 +175,15 @@ extension Intake {
 
     /// Replaces the decision and reason in quarantine/ID/report.json (written by `examine`).
     func rewriteReport(_ taken: Taken, decision: String, reason: String) throws(IntakeError) {
-        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        guard let q = openQuarantine(taken.id) else {
+            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+        }
         defer { close(q) }
         let fd = openat(q, "report.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/report.json: \(String(cString: strerror(errno)))", errno: errno) }
+        guard fd >= 0 else {
+            throw IntakeError(
+                "cannot open quarantine/\(taken.id)/report.json: \(String(cString: strerror(errno)))", errno: errno)
+        }
         var document: JSON
         do {
             defer { close(fd) }
@@ -162,11 +194,16 @@ extension Intake {
             throw IntakeError("cannot read quarantine/\(taken.id)/report.json: \(error)")
         }
         guard case .object(var members) = document, let i = members.firstIndex(where: { $0.0 == "intake" }),
-              case .object(var intake) = members[i].1 else {
+            case .object(var intake) = members[i].1
+        else {
             throw IntakeError("quarantine/\(taken.id)/report.json is not an intake report")
         }
         for (key, value) in [("decision", decision), ("reason", reason)] {
-            if let j = intake.firstIndex(where: { $0.0 == key }) { intake[j].1 = .string(value) } else { intake.append((key, .string(value))) }
+            if let j = intake.firstIndex(where: { $0.0 == key }) {
+                intake[j].1 = .string(value)
+            } else {
+                intake.append((key, .string(value)))
+            }
         }
         members[i].1 = .object(intake)
         document = .object(members)
@@ -179,14 +216,19 @@ extension Intake {
 
     /// Makes report.json and manifest.json in quarantine/ID read-only, the intake's group.
     func sealReports(_ taken: Taken) throws(IntakeError) {
-        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        guard let q = openQuarantine(taken.id) else {
+            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+        }
         defer { close(q) }
         for name in ["report.json", "manifest.json"] {
             let fd = openat(q, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             try Custody.seal(fd, mode: 0o444, display: "quarantine/\(taken.id)/\(name)")
-            guard fsync(fd) == 0 else { throw IntakeError("cannot sync quarantine/\(taken.id)/\(name): \(String(cString: strerror(errno)))", errno: errno) }
+            guard fsync(fd) == 0 else {
+                throw IntakeError(
+                    "cannot sync quarantine/\(taken.id)/\(name): \(String(cString: strerror(errno)))", errno: errno)
+            }
         }
     }
 
@@ -203,12 +245,16 @@ extension Intake {
         if IntakeRoot.exists(root.delivered, taken.id) {
             Custody.remove(root.delivered, trash, limits: limits)
             guard renameat(root.delivered, taken.id, root.delivered, trash) == 0 else {
-                log("cannot discard the original delivery of \(taken.name) (.airlock/delivered/\(taken.id)): \(String(cString: strerror(errno)))")
+                log(
+                    "cannot discard the original delivery of \(taken.name) (.airlock/delivered/\(taken.id)): \(String(cString: strerror(errno)))"
+                )
                 return
             }
         }
         if !Custody.remove(root.delivered, trash, limits: limits) {
-            log("the original delivery of \(taken.name) could not be removed entirely (does its uploader still add to it?): .airlock/delivered/\(trash) is removed again at the next start")
+            log(
+                "the original delivery of \(taken.name) could not be removed entirely (does its uploader still add to it?): .airlock/delivered/\(trash) is removed again at the next start"
+            )
         }
     }
 
