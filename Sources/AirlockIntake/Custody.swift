@@ -162,8 +162,8 @@ enum Custody {
         }
         let state = CopyState(limits: limits)
         state.leaveOut = Set(leaveOut.map { Custody.name($0) })
+        // Every file and folder of the copy is fsync'd; `into` is synced by the caller once the copy has its name.
         try copyEntry(from, Custody.name(name), display: name, into: into, Custody.name(target), depth: 0, state: state)
-        guard fsync(into) == 0 else { throw failure("cannot sync the quarantine folder") }
         return state.size
     }
 
