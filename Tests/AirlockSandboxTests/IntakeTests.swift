@@ -308,6 +308,7 @@ struct IntakeTests {
             (#"{"settle": 3}"#, "field settle: unknown field"),
             (#"{"requireManifest": true}"#, "requireManifest needs manifests"),
             (#"{"settleSeconds": -1}"#, "settleSeconds: between 0 and 86400"),
+            (#"{"maxBytes": 0}"#, "field maxBytes: between 1 and 2^50"),
             (#"{"manifests": "\#(setup.root).missing"}"#, "the policy's manifests folder \(setup.root).missing: No such file or directory"),
             (#"{"publicKeys": ["\#(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing/rsa.pub"]}"#, "public key"),
             ("{", "not valid JSON"),
@@ -788,6 +789,50 @@ extension IntakeTests {
         #expect(reason.hasPrefix("rejected: the model about to be released is not the one examined"), "\(reason)")
         #expect(reason.contains(tamper == "link" ? "2 hard links" : "SHA-256"), "\(reason)")
         try IntakeTests.checkSchema(setup)
+    }
+
+    @Test("a delivery opened for writing again before it is copied goes back to incoming/ until the writer is gone")
+    func writerBeforeCopy() throws {
+        let setup = try Setup()
+        try setup.drop("model.safetensors")
+        // Moved into the intake's keeping, not yet copied: a writer opens it there (deterministically, through a
+        // crash; in life, a link or descriptor the uploader kept).
+        let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": "moved-in"])
+        #expect(crashed.signal == SIGKILL, "\(crashed.status) \(crashed.stderr)")
+        let id = try #require(try FileManager.default.contentsOfDirectory(atPath: setup.root + "/.airlock/delivered").first)
+        let writer = open("\(setup.root)/.airlock/delivered/\(id)/model.safetensors", O_RDWR)
+        #expect(writer >= 0)
+        let held = try setup.once()
+        #expect(held.stderr.contains("model.safetensors is open for writing again"), "\(held.stderr)")
+        #expect(held.stdout.contains("waiting   model.safetensors: open for writing"), "\(held.stdout)")
+        #expect(setup.places()["model.safetensors"] == ["incoming"], "\(setup.places())")
+        close(writer)
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["model.safetensors": "approved"], "writer before the copy")
+    }
+
+    @Test("a model an earlier intake moved into quarantine as the uploader's own inode is copied before it is examined")
+    func takenBeforeCustody() throws {
+        let setup = try Setup()
+        _ = try setup.once()  // makes the root
+        // What an intake before custody left after a crash: the uploader's inode itself in quarantine/ID/NAME.
+        let id = "20261122T000000Z-00000000"
+        try FileManager.default.createDirectory(atPath: "\(setup.root)/quarantine/\(id)", withIntermediateDirectories: false)
+        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: "\(setup.root)/quarantine/\(id)/model.safetensors")
+        let kept = setup.root + ".uploader-link"
+        #expect(link("\(setup.root)/quarantine/\(id)/model.safetensors", kept) == 0)
+        defer { unlink(kept) }
+        try Data(#"{"op":"take","id":"\#(id)","name":"model.safetensors"}\#n{"op":"taken","id":"\#(id)","name":"model.safetensors"}\#n"#.utf8)
+            .write(to: URL(fileURLWithPath: setup.root + "/.airlock/journal"))
+        let run = try setup.once()
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        #expect(run.stderr.contains("taken by an earlier intake as the uploader's own inode; copying it"), "\(run.stderr)")
+        try IntakeTests.checkReleased(setup, ["model.safetensors": "approved"], "taken before custody")
+        let fd = open(kept, O_WRONLY)
+        #expect(fd >= 0 && IntakeTests.scribble(fd, "rewritten", truncate: true))
+        close(fd)
+        #expect(try IntakeTests.bytes(setup.root + "/approved/model.safetensors/model.safetensors") == (try IntakeTests.bytes(setup.samples + "/model.safetensors")))
     }
 
     @Test("what cannot be copied whole (a 1 TB sparse file, a FIFO in a folder) stays in incoming/ with the reason; a sparse file within the budget stays sparse")
