@@ -64,7 +64,7 @@ demo: build
 	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d/samples >/dev/null && mkdir -p $$d/root/incoming && \
 	  cp $$d/samples/benign.pt $$d/samples/model.safetensors $$d/samples/exfil.pkl $$d/root/incoming/ && \
 	  $(CURDIR)/.build/release/airlock intake --root $$d/root --once 2>/dev/null; \
-	  echo; (cd $$d/root && find approved rejected -type f | sort); rm -rf $$d
+	  echo; (cd $$d/root && find approved rejected -type f | sort); chmod -R u+w $$d; rm -rf $$d
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do \

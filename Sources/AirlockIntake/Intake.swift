@@ -63,6 +63,10 @@ public final class Intake: @unchecked Sendable {
     public init(root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void) throws(IntakeError) {
         self.policy = policy
         self.log = log
+        // Lease breaks: the intake takes a read lease for an instant to see whether a file is open for writing
+        // (Arrival, Custody); a writer opening it in that instant makes the kernel signal SIGIO, whose default
+        // action would end the intake. The writer waits for the lease to go: nothing to do here.
+        signal(SIGIO, SIG_IGN)
         root = try IntakeRoot(path: path)
         let (journal, records) = try IntakeJournal.open(dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
         self.journal = journal
@@ -127,24 +131,20 @@ public final class Intake: @unchecked Sendable {
             do {
                 switch r.op {
                 case .take:
-                    if let q = openQuarantine(id), IntakeRoot.exists(q, name) {
-                        close(q)
-                        try journal.append(JournalRecord(op: .taken, id: id, name: name))
-                        log("recovered \(name) (\(id)): it was moved into quarantine; examining it again")
-                        again.append(Taken(id: id, name: name))
-                    } else {
-                        _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
-                        try journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: interrupted before the move"))
-                        log("recovered \(name) (\(id)): the move into quarantine had not happened; it stays in incoming/")
+                    if let taken = try resumeTake(Taken(id: id, name: name), journaled: false) {
+                        log("recovered \(name) (\(id)): it was moved into the intake's keeping; examining its copy")
+                        again.append(taken)
                     }
                 case .taken:
-                    log("recovered \(name) (\(id)): examining it again")
-                    again.append(Taken(id: id, name: name))
+                    if let taken = try resumeTake(Taken(id: id, name: name), journaled: true) {
+                        log("recovered \(name) (\(id)): examining it again")
+                        again.append(taken)
+                    }
                 case .decide:
-                    let final = try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
-                    recovered.append(IntakeOutcome(name: name, id: id, decision: r.to, location: "\(r.to)/\(final)", verdict: nil, error: nil,
-                                                   reason: "released after a restart (decided before it)"))
-                    log("recovered \(name) (\(id)): released to \(r.to)/\(final)")
+                    let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
+                    recovered.append(IntakeOutcome(name: name, id: id, decision: release.to, location: "\(release.to)/\(release.dest)", verdict: nil, error: nil,
+                                                   reason: release.reason ?? "released after a restart (decided before it)"))
+                    log("recovered \(name) (\(id)): released to \(release.to)/\(release.dest)")
                 case .rollback:
                     if try finishRollback(Taken(id: id, name: name), reason: r.note) {
                         log("recovered \(name) (\(id)): moved back to incoming/")
@@ -162,6 +162,7 @@ public final class Intake: @unchecked Sendable {
         for stray in IntakeRoot.list(root.quarantine) where last[stray] == nil {
             log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
         }
+        removeDiscarded(known: Set(last.keys))
         return again
     }
 
@@ -208,7 +209,15 @@ public final class Intake: @unchecked Sendable {
         let now = Intake.wallClock()
         for name in IntakeRoot.list(root.incoming) {
             switch Arrival.check(root.incoming, name, settleSeconds: policy.settleSeconds, now: now) {
-            case .ready: ready.append(name)
+            case .ready:
+                // What the intake could not copy whole (over the byte budget, a FIFO inside) waits here, said so,
+                // instead of being moved in and back every pass.
+                do {
+                    _ = try Custody.survey(root.incoming, name, limits: limits)
+                    ready.append(name)
+                } catch {
+                    waiting.append((name, "not taken: \(error.message)"))
+                }
             case .waiting(let why): waiting.append((name, why))
             case .ignored(let why): if !name.hasPrefix(".") { waiting.append((name, why)) }
             }
@@ -231,7 +240,9 @@ public final class Intake: @unchecked Sendable {
 
     // MARK: - Steps
 
-    /// Moves `name` from incoming/ into quarantine/ID/, journaled.
+    /// Takes `name` from incoming/, journaled: moves the delivery into the intake's keeping
+    /// (`.airlock/delivered/ID/NAME`), copies it into fresh inodes of the intake's own (`quarantine/ID/NAME`,
+    /// `Custody`), and journals `taken`. A delivery that cannot be copied goes back to incoming/.
     func take(_ name: String) -> Result<Taken, IntakeError> {
         let id = Intake.newID()
         do {
@@ -243,30 +254,41 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("take-journaled")
         func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
             _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
+            _ = unlinkat(root.delivered, id, AT_REMOVEDIR)
             try? journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
             return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
         }
-        guard mkdirat(root.quarantine, id, 0o750) == 0 else { return undo("cannot create quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
+        // 0700: the copy is made and examined where no one else can reach it.
+        guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo("cannot create quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
+        guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo("cannot create .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
         CrashPoint.hit("quarantine-created")
-        guard let q = openQuarantine(id) else { return undo("cannot open quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
-        defer { close(q) }
-        guard airlock_rename_noreplace(root.incoming, name, q, name) == 0 else {
-            return undo("cannot move it into quarantine: \(String(cString: strerror(errno)))", errno)
+        guard let held = openDelivered(id) else { return undo("cannot open .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
+        defer { close(held) }
+        guard airlock_rename_noreplace(root.incoming, name, held, name) == 0 else {
+            return undo("cannot move it into the intake's keeping: \(String(cString: strerror(errno)))", errno)
         }
         do {
             try IntakeRoot.sync(root.incoming)
-            try IntakeRoot.sync(q)
+            try IntakeRoot.sync(held)
+            try IntakeRoot.sync(root.delivered)
             try IntakeRoot.sync(root.quarantine)
         } catch {
             // The move happened; the journal still says "take", which recovery resolves by looking.
-            log("moved \(name) into quarantine/\(id) but cannot sync the folders: \(error.message)")
+            log("moved \(name) into .airlock/delivered/\(id) but cannot sync the folders: \(error.message)")
         }
         CrashPoint.hit("moved-in")
         do {
+            try takeOwnership(Taken(id: id, name: name))
+        } catch {
+            let failure = IntakeError("cannot take \(name): \(error.message)", errno: error.errno)
+            rollBack(Taken(id: id, name: name), because: error.message)
+            return .failure(failure)
+        }
+        do {
             try journal.append(JournalRecord(op: .taken, id: id, name: name))
         } catch {
-            // Recovery at the next start sees the model in quarantine and goes on from there.
+            // Recovery at the next start sees the copy in quarantine and goes on from there.
             log("took \(name) into quarantine/\(id) but cannot journal it: \(error.message)")
             return .failure(error)
         }
@@ -301,10 +323,11 @@ public final class Intake: @unchecked Sendable {
         do {
             try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
             CrashPoint.hit("decided")
-            let final = try finishRelease(taken, to: to, dest: dest)
-            outcome.decision = to
-            outcome.location = "\(to)/\(final)"
-            log("\(to == "approved" ? "approved" : "rejected") \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(to)/\(final)")
+            let release = try finishRelease(taken, to: to, dest: dest)
+            outcome.decision = release.to
+            outcome.location = "\(release.to)/\(release.dest)"
+            if let reason = release.reason { outcome.reason = reason }
+            log("\(release.to) \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(release.to)/\(release.dest)")
         } catch {
             outcome.error = error.message
             log("cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)")
@@ -469,23 +492,49 @@ public final class Intake: @unchecked Sendable {
         return reports
     }
 
-    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled; returns the
-    /// name it got. Done already when quarantine/ID is gone and `to`/`dest` holds the model.
-    @discardableResult
-    func finishRelease(_ taken: Taken, to: String, dest: String) throws(IntakeError) -> String {
-        let target = root.destination(to)
-        var dest = dest
+    /// Where a model was released, and why when that is not where it was decided to go.
+    struct Release {
+        let to: String
+        let dest: String
+        /// Set when an approval was turned into a rejection at release (the model was not the one examined).
+        let reason: String?
+    }
+
+    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled, read-only
+    /// (folders 0555, files 0444); then discards the original delivery. Done already when quarantine/ID is gone and
+    /// `to`/`dest` holds the model.
+    ///
+    /// An approval is checked first (`releaseProblem`): the copy must be the intake's own, read-only, and hash to the
+    /// manifest written when it was examined. If not, it is rejected instead, with the reason in its report.
+    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: String) throws(IntakeError) -> Release {
+        var to = decided
+        var dest = decidedDest
+        var reason: String? = nil
         if !IntakeRoot.exists(root.quarantine, taken.id) {
-            let there = openat(target, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let there = openat(root.destination(to), dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if there >= 0 {
                 defer { close(there) }
                 if IntakeRoot.exists(there, taken.name) {
+                    try sealRelease(there, display: "\(to)/\(dest)")
+                    discardDelivery(taken)
                     try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
-                    return dest
+                    return Release(to: to, dest: dest, reason: nil)
                 }
             }
             throw IntakeError("\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
         }
+        if to == "approved", let problem = releaseProblem(taken) {
+            let why = "rejected: the model about to be released is not the one examined: \(problem)"
+            try rewriteReport(taken, decision: "rejected", reason: why)
+            to = "rejected"
+            dest = freeName(taken, in: to)
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            CrashPoint.hit("redecided")
+            log("not approving \(taken.name) (\(taken.id)): \(problem)")
+            reason = why
+        }
+        try sealReports(taken)
+        let target = root.destination(to)
         while airlock_rename_noreplace(root.quarantine, taken.id, target, dest) != 0 {
             let e = errno
             guard e == EEXIST || e == ENOTEMPTY else {
@@ -497,47 +546,81 @@ public final class Intake: @unchecked Sendable {
         try IntakeRoot.sync(root.quarantine)
         try IntakeRoot.sync(target)
         CrashPoint.hit("released")
+        // Made read-only only now: moving a folder to another parent needs write permission on it.
+        let released = openat(target, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard released >= 0 else { throw IntakeError("cannot open \(to)/\(dest): \(String(cString: strerror(errno)))", errno: errno) }
+        defer { close(released) }
+        try sealRelease(released, display: "\(to)/\(dest)")
+        discardDelivery(taken)
+        CrashPoint.hit("discarded")
         try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
         CrashPoint.hit("done")
-        return dest
+        return Release(to: to, dest: dest, reason: reason)
     }
 
-    /// Moves the model back to incoming/ and removes its quarantine folder; false when incoming/ has a new entry of
-    /// the same name meanwhile (the model then stays in quarantine, to be examined again).
+    /// Moves the original delivery back to incoming/ and removes the intake's copy and its quarantine folder; false
+    /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
+    /// again).
     func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
-        if let q = openQuarantine(taken.id) {
-            defer { close(q) }
-            if IntakeRoot.exists(q, taken.name) {
-                guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
-                    let e = errno
-                    if e == EEXIST || e == ENOTEMPTY {
-                        try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
-                        return false
-                    }
-                    throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
-                }
-                try IntakeRoot.sync(q)
-                try IntakeRoot.sync(root.incoming)
-                CrashPoint.hit("moved-back")
+        let held = openDelivered(taken.id)
+        let q = openQuarantine(taken.id)
+        defer {
+            if let held { close(held) }
+            if let q { close(q) }
+        }
+        /// Keeps the model in quarantine, copied, to be examined again.
+        func stay() throws(IntakeError) -> Bool {
+            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
+            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
+            return false
+        }
+        if let held, IntakeRoot.exists(held, taken.name) {
+            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
+            // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
+            if let q {
+                Custody.remove(q, taken.name, limits: limits)
+                Custody.remove(q, Intake.copying, limits: limits)
             }
-            for leftover in IntakeRoot.list(q) where leftover == "report.json" || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
-                IntakeRoot.removeTree(q, leftover)
+            guard airlock_rename_noreplace(held, taken.name, root.incoming, taken.name) == 0 else {
+                let e = errno
+                if e == EEXIST || e == ENOTEMPTY { return try stay() }
+                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+            }
+            try IntakeRoot.sync(held)
+            try IntakeRoot.sync(root.incoming)
+            CrashPoint.hit("moved-back")
+        } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
+            // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
+            guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
+                let e = errno
+                if e == EEXIST || e == ENOTEMPTY { return try stay() }
+                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+            }
+            try IntakeRoot.sync(q)
+            try IntakeRoot.sync(root.incoming)
+            CrashPoint.hit("moved-back")
+        }
+        if let q {
+            for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying || leftover == "report.json"
+                || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
+                Custody.remove(q, leftover, limits: limits)
             }
         }
         _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
+        _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
         try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "rolled back: \(reason)"))
         return true
     }
 
     // MARK: - Helpers
 
-    private func openQuarantine(_ id: String) -> Int32? {
+    func openQuarantine(_ id: String) -> Int32? {
         let fd = openat(root.quarantine, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         return fd >= 0 ? fd : nil
     }
 
     /// `name` if `to`/`name` is free, else `name.ID`.
-    private func freeName(_ taken: Taken, in to: String) -> String {
+    func freeName(_ taken: Taken, in to: String) -> String {
         let target = root.destination(to)
         if !IntakeRoot.exists(target, taken.name) { return taken.name }
         if !IntakeRoot.exists(target, "\(taken.name).\(taken.id)") { return "\(taken.name).\(taken.id)" }
@@ -605,8 +688,10 @@ private final class Batch: @unchecked Sendable {
 }
 
 /// Fault injection for the crash tests: `AIRLOCK_INTAKE_CRASH_AT=STEP` makes the intake SIGKILL itself right after
-/// STEP (take-journaled, quarantine-created, moved-in, taken, report-written, reports-written, decided, released,
-/// done; on the way back to incoming/: rollback-journaled, moved-back), as a power cut or `kill -9` would. Unset, it costs one environment lookup per step.
+/// STEP (take-journaled, quarantine-created, moved-in, copied, owned, taken, report-written, reports-written,
+/// decided, released, discarded, done; an approval turned into a rejection at release: redecided; on the way back to
+/// incoming/: rollback-journaled, moved-back), as a power cut or `kill -9` would. Unset, it costs one environment
+/// lookup per step.
 enum CrashPoint {
     static let target: String? = {
         guard let v = getenv("AIRLOCK_INTAKE_CRASH_AT"), v.pointee != 0 else { return nil }

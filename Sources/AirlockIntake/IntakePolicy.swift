@@ -36,6 +36,10 @@ public struct IntakePolicy: Sendable {
     public var socket: String?
     /// Models examined at once (0: one per CPU).
     public var workers = 0
+    /// The most bytes one model may hold (the sum of its files' sizes, a sparse file at its full size): the intake
+    /// copies, hashes and probes every byte, so this bounds the time and room one delivery can take. Larger
+    /// deliveries stay in incoming/ and are reported.
+    public var maxBytes = 256 << 30
 
     /// The defaults: only clean models pass, nothing else demanded.
     public init() {}
@@ -62,7 +66,7 @@ public struct IntakePolicy: Sendable {
         let root = JSONField<IntakeError>(value: document, path: "", fail: { IntakeError("intake policy \(name): \($0)") })
         let f = try root.object(allowed: [
             "pass", "settleSeconds", "manifests", "requireManifest", "publicKeys", "requireSignature", "signatureFile",
-            "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers",
+            "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers", "maxBytes",
         ])
         var p = IntakePolicy()
         if let pass = f["pass"] {
@@ -100,6 +104,10 @@ public struct IntakePolicy: Sendable {
         if let w = f["workers"] {
             p.workers = try w.integer(Int.self)
             guard p.workers >= 0 && p.workers <= 256 else { throw IntakeError("intake policy \(name): field workers: between 0 and 256") }
+        }
+        if let m = f["maxBytes"] {
+            p.maxBytes = try m.integer(Int.self)
+            guard p.maxBytes >= 1 && p.maxBytes <= 1 << 50 else { throw IntakeError("intake policy \(name): field maxBytes: between 1 and 2^50") }
         }
         if p.requireManifest && p.manifests == nil {
             throw IntakeError("intake policy \(name): requireManifest needs manifests (the folder of pinned manifests)")

@@ -15,6 +15,9 @@ final class IntakeRoot: @unchecked Sendable {
     let rejected: Int32
     /// `.airlock/`: the lock and the journal.
     let state: Int32
+    /// `.airlock/delivered/`: each delivery as the uploader made it (`ID/NAME`), kept from `take` until the intake's
+    /// own copy is released (or the delivery is moved back to incoming/). The intake's alone (0700).
+    let delivered: Int32
     private let lockFD: Int32
 
     /// The folders under a root, by name.
@@ -49,6 +52,16 @@ final class IntakeRoot: @unchecked Sendable {
                 throw fail("\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems", nil)
             }
         }
+        if mkdirat(fds[4], "delivered", 0o700) != 0 && errno != EEXIST {
+            throw fail("cannot create \(path)/.airlock/delivered: \(String(cString: strerror(errno)))", errno)
+        }
+        let delivered = openat(fds[4], "delivered", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard delivered >= 0 else { throw fail("cannot open \(path)/.airlock/delivered (a folder, not a link): \(String(cString: strerror(errno)))", errno) }
+        fds.append(delivered)
+        var deliveredStat = stat()
+        guard fstat(delivered, &deliveredStat) == 0, deliveredStat.st_dev == rootStat.st_dev else {
+            throw fail("\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems", nil)
+        }
         let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw fail("cannot open the lock \(path)/.airlock/lock: \(String(cString: strerror(errno)))", errno) }
         if airlock_try_lock(lock) != 0 {
@@ -71,11 +84,12 @@ final class IntakeRoot: @unchecked Sendable {
         approved = fds[2]
         rejected = fds[3]
         state = fds[4]
+        self.delivered = delivered
         lockFD = lock
     }
 
     deinit {
-        for fd in [incoming, quarantine, approved, rejected, state, lockFD, root] { close(fd) }
+        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] { close(fd) }
     }
 
     /// The descriptor of `approved` or `rejected`.
