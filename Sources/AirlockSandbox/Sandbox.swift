@@ -445,7 +445,7 @@ private final class SandboxRun {
 
         let notifier = try SeccompNotifier(
             listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
-            maxEvents: limits.traceEvents, phases: request.phases
+            maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases
         )
         var stdoutBuffer = OutputBuffer(limit: limits.outputBytes)
         var stderrBuffer = OutputBuffer(limit: limits.outputBytes)
@@ -517,8 +517,9 @@ private final class SandboxRun {
 
         var result = SandboxResult(
             exitCode: nil, signal: nil, timedOut: timedOut, stdout: stdoutBuffer.bytes, stdoutDropped: stdoutBuffer.dropped,
-            stderr: stderrBuffer.bytes, stderrDropped: stderrBuffer.dropped, trace: notifier.events,
-            traceDropped: notifier.dropped, durationNs: monotonicNow() - start
+            stderr: stderrBuffer.bytes, stderrDropped: stderrBuffer.dropped, trace: notifier.recorder.events,
+            traceDropped: notifier.recorder.dropped, traceDroppedBytes: notifier.recorder.droppedBytes,
+            durationNs: monotonicNow() - start
         )
         let status = exitStatus ?? pid1Status
         if airlock_wifexited(status) != 0 && exitStatus != nil {

@@ -1,0 +1,293 @@
+import AirlockAnalysis
+import AirlockDaemon
+import AirlockJSON
+@testable import AirlockSandbox
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Issue 11, class 4: a verdict always comes back, bounded. The trace recorder's budgets (per event and per
+/// detonation, counted as JSON), the reply framing, and a model that floods refused program starts with control
+/// bytes probed locally and through airlockd.
+@Suite("Trace budget: bounded traces, reports and replies")
+struct TraceBudgetTests {
+    /// 20 arguments of 4000 control bytes: what the flood sample passes to each `execve`.
+    static let floodArgv = ["sh"] + Array(repeating: String((0..<4000).map { Character(Unicode.Scalar(UInt8(1 + $0 % 31))) }), count: 20)
+
+    static func event(_ seq: Int, _ syscall: String = "execve", rule: String = "exec", action: TraceEvent.Action = .denied,
+                      phase: String = "load", args: TraceArguments = TraceArguments()) -> TraceEvent {
+        TraceEvent(seq: seq, timeNs: UInt64(seq), pid: 7, hostPid: 7007, syscall: syscall, action: action,
+                   errno: action == .allowed ? nil : "EACCES", rule: rule, phase: phase, args: args)
+    }
+
+    static func floodEvent(_ seq: Int, rule: String = "exec") -> TraceEvent {
+        var a = TraceArguments()
+        a.path = "/bin/sh"
+        a.argv = floodArgv
+        return event(seq, rule: rule, args: a)
+    }
+
+    // MARK: The recorder
+
+    @Test("an argv of control bytes is cut to its bound as JSON, each kept entry a prefix, and marked")
+    func argvBound() {
+        var recorder = TraceRecorder(maxEvents: 10, maxBytes: 1 << 20)
+        recorder.record(TraceBudgetTests.floodEvent(1))
+        let kept = try! #require(recorder.events.first)
+        let argv = kept.args.argv ?? []
+        #expect(JSON.array(argv.map(JSON.string)).serializedCount <= TraceRecorder.maxArgvBytes)
+        #expect(argv.first == "sh")
+        #expect(argv.count >= 2 && argv.count < TraceBudgetTests.floodArgv.count)
+        for (i, arg) in argv.enumerated() {
+            #expect(TraceBudgetTests.floodArgv[i].hasPrefix(arg))
+            #expect(JSON.serializedCount(of: arg) <= TraceRecorder.maxArgBytes)
+        }
+        #expect(kept.args.argvTruncated == true)
+        #expect(kept.args.truncated == ["argv"])
+        #expect(kept.json.serializedCount < 20_000, "\(kept.json.serializedCount)")
+        #expect(kept.json.serialized().contains("\"truncated\":[\"argv\"]"))
+    }
+
+    @Test("a path of control bytes or multi-byte characters is cut at a character, within its bound as JSON")
+    func pathBound() {
+        for unit in ["\u{1}", "é", "\u{FFFD}", "\"", "a"] {
+            var a = TraceArguments()
+            a.path = "/tmp/" + String(repeating: unit, count: 4000)
+            a.path2 = "/short"
+            var e = TraceBudgetTests.event(1, "openat", rule: "write-outside-tmp", args: a)
+            TraceRecorder.bound(&e.args)
+            let path = e.args.path ?? ""
+            #expect(JSON.serializedCount(of: path) <= TraceRecorder.maxPathBytes, "\(unit)")
+            #expect(a.path!.hasPrefix(path) && path.count > 5, "\(unit)")
+            #expect(JSON.serializedCount(of: path) > TraceRecorder.maxPathBytes - 8, "\(unit): cut too short")
+            #expect(e.args.path2 == "/short")
+            #expect(e.args.truncated == ["path"], "\(unit)")
+        }
+        // What fits is left alone and unmarked.
+        var a = TraceArguments()
+        a.path = "/usr/lib/python3/os.py"
+        a.argv = ["python3", "-c", "pass"]
+        TraceRecorder.bound(&a)
+        #expect(a.path == "/usr/lib/python3/os.py" && a.argv == ["python3", "-c", "pass"])
+        #expect(a.truncated == nil && a.argvTruncated == nil)
+    }
+
+    @Test("the whole trace stays within its byte budget, counted as the report writes it, and what is left is counted")
+    func byteBudget() {
+        var recorder = TraceRecorder(maxEvents: 100_000, maxBytes: 1 << 20)
+        for seq in 1...2_000 { recorder.record(TraceBudgetTests.floodEvent(seq)) }
+        let written = recorder.events.reduce(0) { $0 + $1.json.serializedCount }
+        #expect(written == recorder.bytes)
+        #expect(recorder.bytes <= 1 << 20)
+        #expect(recorder.events.count > 10)
+        #expect(recorder.events.count + recorder.dropped == 2_000)
+        #expect(recorder.droppedBytes >= recorder.dropped * 10_000)
+        // The first events are the ones kept.
+        #expect(recorder.events.map(\.seq) == Array(1...recorder.events.count))
+    }
+
+    @Test("past both budgets the first event of each new kind of refusal is still kept, and only the first")
+    func kindsKept() {
+        var recorder = TraceRecorder(maxEvents: 100, maxBytes: 1 << 20)
+        recorder.record(TraceBudgetTests.event(1, rule: "phase", phase: "load"))
+        for seq in 2...1_000 { recorder.record(TraceBudgetTests.floodEvent(seq)) }
+        let full = recorder.events.count
+        #expect(recorder.dropped > 0)
+        // A new kind (another rule), and a phase announcement, after the flood spent the ordinary budget.
+        recorder.record(TraceBudgetTests.event(1_001, "connect", rule: "network"))
+        recorder.record(TraceBudgetTests.event(1_002, "openat", rule: "phase", phase: "probe"))
+        recorder.record(TraceBudgetTests.event(1_003, "connect", rule: "network"))
+        recorder.record(TraceBudgetTests.floodEvent(1_004, rule: "exec-other"))
+        let seqs = recorder.events.map(\.seq)
+        #expect(seqs.contains(1_001) && seqs.contains(1_002) && seqs.contains(1_004), "\(seqs.suffix(5))")
+        #expect(!seqs.contains(1_003))
+        #expect(recorder.events.count == full + 3)
+        #expect(recorder.bytes <= 1 << 20)
+        // Allowed calls have no kind: past the budget they are dropped.
+        recorder.record(TraceBudgetTests.event(1_005, "openat", rule: "read", action: .allowed))
+        #expect(recorder.events.last?.seq == 1_004)
+    }
+
+    @Test("the event bound still holds for small events, with the reserve for new kinds on top")
+    func eventBound() {
+        var recorder = TraceRecorder(maxEvents: 50, maxBytes: 1 << 20)
+        for seq in 1...500 { recorder.record(TraceBudgetTests.event(seq, "openat", rule: "read", action: .allowed)) }
+        #expect(recorder.events.count == 50 && recorder.dropped == 450)
+        recorder.record(TraceBudgetTests.event(501))
+        #expect(recorder.events.count == 51)
+    }
+
+    @Test("JSON's counted size is the size it writes, control bytes and multi-byte characters included")
+    func serializedCount() {
+        let values: [JSON] = [
+            .null, .bool(true), .bool(false), .int(-12), .double(1.5), .string(""), .string("a\"b\\c\n\r\t\u{1}\u{7F}é☃𝄞"),
+            .array([]), .object([]), .array([.int(1), .string("x"), .object([("k\u{2}", .array([.null, .bool(false)]))])]),
+            .object([("a", .int(1)), ("b", .string(String(repeating: "\u{1F}", count: 1000)))]),
+        ]
+        for v in values {
+            #expect(v.serializedCount == v.serialized().utf8.count, "\(v.serialized())")
+            #expect(v.serializedBytes() == Array(v.serialized().utf8))
+        }
+    }
+
+    // MARK: Framing
+
+    @Test("many small messages in one buffer are split in linear time, and the last partial one kept")
+    func readerLinear() throws {
+        var bytes: [UInt8] = []
+        let one = Wire.frame(.object([("airlock", .int(1)), ("method", .string("status"))]))
+        for _ in 0..<100_000 { bytes += one }
+        bytes += one.prefix(3)
+        var reader = Wire.Reader(maxMessage: 64)
+        let started = Date()
+        var count = 0
+        reader.append(bytes[...])
+        while let body = try reader.next() {
+            #expect(body.count == one.count - 4)
+            count += 1
+        }
+        #expect(count == 100_000)
+        #expect(reader.hasPartial && reader.buffer.count == 3)
+        // Shifting the rest after each message (removeFirst) moved 170 GB here; an offset moves nothing.
+        #expect(Date().timeIntervalSince(started) < 10)
+    }
+
+    @Test("an outbox sends a large reply in pieces without shifting it, in order")
+    func outboxLinear() {
+        var box = Wire.Outbox()
+        let reply = (0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        box.append(reply)
+        var received: [UInt8] = []
+        received.reserveCapacity(reply.count)
+        let started = Date()
+        var round = 0
+        while !box.isEmpty {
+            round += 1
+            // A socket takes a few KiB at a time, sometimes nothing.
+            _ = box.send { raw in
+                if round % 5 == 0 { return -1 }
+                let n = min(raw.count, 4096 + round % 3)
+                received.append(contentsOf: raw.prefix(n))
+                return n
+            }
+        }
+        #expect(received == reply)
+        #expect(Date().timeIntervalSince(started) < 30)
+        box.append([1, 2])
+        box.append([3])
+        #expect(box.count == 3)
+    }
+
+    @Test("reports that would not fit a reply lose their traces, largest first, and keep every verdict")
+    func reportsFit() {
+        func report(_ name: String, events: Int, verdict: Verdict) -> Report {
+            let target = ReportTarget(path: name, size: 1, sha256: nil, format: "pickle")
+            let finding = Finding(rule: "dynamic.exec", severity: verdict == .malicious ? .critical : .info, source: .dynamic,
+                                  message: "x", evidence: Evidence(details: [("phase", "load")]))
+            let trace = (1...max(1, events)).map { TraceBudgetTests.floodEvent($0).json }
+            var r = Report(target: target, findings: [finding], trace: events > 0 ? trace : [])
+            r.detonation = .object([("traceDropped", .int(0))])
+            r.traceLines = ["#1 execve"]
+            return r
+        }
+        var reports = [report("a", events: 10, verdict: .malicious), report("b", events: 200, verdict: .clean),
+                       report("c", events: 1, verdict: .malicious)]
+        let before = reports.map(\.replySize).reduce(0, +)
+        let limit = before - 1_000_000
+        #expect(Report.fit(&reports, within: limit))
+        #expect(reports.map(\.replySize).reduce(0, +) + reports.count <= limit)
+        #expect(reports.map(\.verdict) == [.malicious, .clean, .malicious])
+        #expect(reports[1].trace.isEmpty && !reports[0].trace.isEmpty && !reports[2].trace.isEmpty)
+        guard case .object(let m)? = reports[1].detonation else { Issue.record("no detonation"); return }
+        #expect(m.first { $0.0 == "traceOmitted" }?.1 == .int(200))
+        #expect(reports[1].traceLines.first?.contains("left out") == true)
+        // Read back as a client does: the mark and the verdict survive.
+        let back = Report(json: reports[1].json)
+        #expect(back?.verdict == .clean && back?.trace.isEmpty == true)
+        // With no room at all, every trace goes and it says it did not fit; the verdicts stay.
+        #expect(!Report.fit(&reports, within: 10))
+        #expect(reports.allSatisfy(\.trace.isEmpty) && reports.map(\.verdict) == [.malicious, .clean, .malicious])
+    }
+}
+
+/// The flood end to end: `airlock probe` and airlockd with a short deadline (docs/probe.md, "Bounds").
+@Suite("Trace budget: a flood of refused execs", .serialized)
+struct TraceFloodTests {
+    /// The documented bound on one report (docs/probe.md): the 4 MiB trace budget plus findings and tails.
+    static let maxReport = 6 << 20
+
+    static func withFlood(_ body: (_ file: String, _ dir: String) throws -> Void) throws {
+        let dir = try ProbeTests.generate("floods.py", [])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try body("\(dir)/exec_flood.pkl", dir)
+    }
+
+    /// Runs `airlock ARGS` with its output in a file (a runaway report must not be read into the test's memory);
+    /// returns the exit status and the output's size, and the output itself when it is within `maxReport`.
+    static func probe(_ arguments: [String], in dir: String) throws -> (status: Int32, size: Int, report: [String: Any]?, stderr: String) {
+        let out = "\(dir)/report.json"
+        let quoted = ([airlockBinary] + arguments).map { "'\($0)'" }.joined(separator: " ")
+        let run = try runProgram("/bin/sh", ["-c", "\(quoted) > '\(out)'"])
+        let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+        var report: [String: Any]? = nil
+        if size > 0 && size <= maxReport, let data = FileManager.default.contents(atPath: out) {
+            report = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        }
+        try? FileManager.default.removeItem(atPath: out)
+        return (run.status, size, report, run.stderr)
+    }
+
+    /// The report is `malicious` with exec evidence from the flood, and says what the budget left out.
+    static func check(_ r: (status: Int32, size: Int, report: [String: Any]?, stderr: String), _ how: String) {
+        #expect(r.status == 1, "\(how): exit \(r.status): \(r.stderr.prefix(2000))")
+        #expect(r.size <= maxReport, "\(how): a report of \(r.size) bytes")
+        guard let report = r.report else {
+            Issue.record("\(how): no readable report")
+            return
+        }
+        #expect(report["verdict"] as? String == "malicious", "\(how)")
+        let findings = report["findings"] as? [[String: Any]] ?? []
+        let exec = findings.first { $0["rule"] as? String == "dynamic.exec" }
+        #expect(exec != nil, "\(how): \(findings.map { $0["rule"] ?? "" })")
+        let trace = report["trace"] as? [[String: Any]] ?? []
+        let detonation = report["detonation"] as? [String: Any] ?? [:]
+        #expect((detonation["traceDropped"] as? Int ?? 0) > 0, "\(how): \(detonation)")
+        #expect((detonation["traceDroppedBytes"] as? Int ?? 0) > 0, "\(how)")
+        #expect(detonation["timedOut"] as? Bool == true, "\(how)")
+        let execs = trace.filter { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" }
+        #expect(!execs.isEmpty, "\(how)")
+        let marked = execs.contains { (($0["args"] as? [String: Any])?["truncated"] as? [String])?.contains("argv") == true }
+        #expect(marked, "\(how): no exec event marked as shortened")
+    }
+
+    @Test("airlock probe of a 3 s flood of refused execs: malicious, with exec evidence, in a bounded report")
+    func localProbe() throws {
+        try TraceFloodTests.withFlood { file, dir in
+            let started = Date()
+            let r = try TraceFloodTests.probe(["probe", "--timeout", "3", "--format", "json", file], in: dir)
+            TraceFloodTests.check(r, "local")
+            #expect(Date().timeIntervalSince(started) < 60)
+        }
+    }
+
+    @Test("through airlockd: the verdict comes back, the report is bounded, and the daemon stays up and small")
+    func daemonProbe() throws {
+        try TraceFloodTests.withFlood { file, dir in
+            let daemon = try TestDaemon()
+            defer { daemon.stop() }
+            let r = try TraceFloodTests.probe(["--socket", daemon.socket, "probe", "--timeout", "3", "--format", "json", file], in: dir)
+            TraceFloodTests.check(r, "airlockd")
+            #expect(daemon.process.isRunning, "airlockd died: \(daemon.log.suffix(2000))")
+            let status = try DaemonClient(path: daemon.socket).call("status", timeout: 10)
+            #expect(status.contains { $0.0 == "status" })
+            // Its peak memory: the trace budget, not the flood, decides it.
+            let text = (try? String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)) ?? ""
+            let peakKiB = text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+                .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } } ?? 0
+            #expect(peakKiB > 0 && peakKiB < 512 * 1024, "airlockd's peak RSS \(peakKiB) KiB")
+        }
+    }
+}
