@@ -458,7 +458,11 @@ private final class SandboxRun {
         var chunk = [UInt8](repeating: 0, count: 65536)
 
         func drain(_ fd: Int32, _ buffer: inout OutputBuffer, _ open: inout Bool) {
-            while open {
+            // At most 1 MiB per round: processes that write as fast as we read must not keep the loop from its
+            // deadline and its notifications (the rest is read next round; the pipe holds the writers back).
+            var reads = 0
+            while open && reads < 16 {
+                reads += 1
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if n > 0 { buffer.append(chunk[0..<n]); continue }
                 if n == 0 { open = false }

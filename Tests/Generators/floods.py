@@ -8,6 +8,8 @@ loops refused program starts, each carrying about 80 KiB of control bytes in arg
 JSON-escaped): `os.execv` with 20 arguments of 4000 bytes, and every 64th round `os.system` with one 64 KiB command.
 Unbounded, one detonation of it grew a report to a gigabyte and airlockd past its memory.
 
+output_flood.pkl: eight processes writing to standard output as fast as they can for N seconds.
+
 Python 3 standard library only; nothing is unpickled here. The payload acts only when the host name is `airlock`
 (the sandbox's), so loading it anywhere else does nothing; inside the sandbox every program start is refused.
 """
@@ -37,11 +39,26 @@ if socket.gethostname() == 'airlock':
 """
 
 
+# Eight processes writing to standard output as fast as they can: the supervisor reads and drops what is past its
+# bound, and must still reach its deadline while they write.
+OUTPUT = """\
+import os, socket, time
+if socket.gethostname() == 'airlock':
+    end = time.monotonic() + %d
+    for _ in range(3):
+        os.fork()
+    block = b'\\x01' * 65536
+    while time.monotonic() < end:
+        os.write(1, block)
+"""
+
+
 def main(out, seconds):
     os.makedirs(out, exist_ok=True)
-    payload = Call(Global("builtins", "exec"), (FLOOD % seconds,))
-    with open(os.path.join(out, "exec_flood.pkl"), "wb") as f:
-        f.write(pickles.assemble(payload, 4)[0])
+    for name, code in (("exec_flood.pkl", FLOOD), ("output_flood.pkl", OUTPUT)):
+        payload = Call(Global("builtins", "exec"), (code % seconds,))
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(pickles.assemble(payload, 4)[0])
 
 
 if __name__ == "__main__":
