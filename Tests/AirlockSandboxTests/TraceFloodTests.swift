@@ -47,8 +47,8 @@ struct TraceFloodTests {
         #expect(exec != nil, "\(how): \(findings.map { $0["rule"] ?? "" })")
         let trace = report["trace"] as? [[String: Any]] ?? []
         let detonation = report["detonation"] as? [String: Any] ?? [:]
-        #expect((detonation["traceDropped"] as? Int ?? 0) > 0, "\(how): \(detonation)")
-        #expect((detonation["traceDroppedBytes"] as? Int ?? 0) > 0, "\(how)")
+        // How much of the flood the budget held back depends on how fast this machine ran it; the counts are there.
+        #expect(detonation["traceDropped"] is Int && detonation["traceDroppedBytes"] is Int, "\(how): \(detonation)")
         #expect(detonation["timedOut"] as? Bool == true, "\(how)")
         let execs = trace.filter { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" }
         #expect(!execs.isEmpty, "\(how)")
@@ -56,13 +56,34 @@ struct TraceFloodTests {
         #expect(marked, "\(how): no exec event marked as shortened")
     }
 
-    @Test("airlock probe of a 3 s flood of refused execs: malicious, with exec evidence, in a bounded report")
+    @Test("airlock probe of a 5 s flood of refused execs: malicious, with exec evidence, in a bounded report")
     func localProbe() throws {
         try TraceFloodTests.withFlood { file, dir in
             let started = Date()
-            let r = try TraceFloodTests.probe(["probe", "--timeout", "3", "--format", "json", file], in: dir)
+            let r = try TraceFloodTests.probe(["probe", "--timeout", "5", "--format", "json", file], in: dir)
             TraceFloodTests.check(r, "local")
             #expect(Date().timeIntervalSince(started) < 60)
+        }
+    }
+
+    @Test("with a 64 KiB trace budget the flood is held to it, and what was left out is counted")
+    func smallBudget() throws {
+        try TraceFloodTests.withFlood { file, dir in
+            let data = try Data(contentsOf: URL(fileURLWithPath: "\(repositoryRoot)/Profiles/default.json"))
+            var profile = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+            var section = profile["airlock"] as! [String: Any]
+            setLimits(&section, ["traceBytes": 65536])
+            profile["airlock"] = section
+            let path = "\(dir)/small-trace.json"
+            try JSONSerialization.data(withJSONObject: profile).write(to: URL(fileURLWithPath: path))
+            let r = try TraceFloodTests.probe(["probe", "--profile", path, "--timeout", "3", "--format", "json", file], in: dir)
+            TraceFloodTests.check(r, "64 KiB budget")
+            #expect(r.size < 200_000, "a report of \(r.size) bytes")
+            let detonation = r.report?["detonation"] as? [String: Any] ?? [:]
+            #expect((detonation["traceDropped"] as? Int ?? 0) > 0, "\(detonation)")
+            #expect((detonation["traceDroppedBytes"] as? Int ?? 0) > 10_000, "\(detonation)")
+            let findings = r.report?["findings"] as? [[String: Any]] ?? []
+            #expect(findings.contains { $0["rule"] as? String == "dynamic.trace-truncated" })
         }
     }
 
@@ -86,7 +107,7 @@ struct TraceFloodTests {
         try TraceFloodTests.withFlood { file, dir in
             let daemon = try TestDaemon()
             defer { daemon.stop() }
-            let r = try TraceFloodTests.probe(["--socket", daemon.socket, "probe", "--timeout", "3", "--format", "json", file], in: dir)
+            let r = try TraceFloodTests.probe(["--socket", daemon.socket, "probe", "--timeout", "5", "--format", "json", file], in: dir)
             TraceFloodTests.check(r, "airlockd")
             #expect(daemon.process.isRunning, "airlockd died: \(daemon.log.suffix(2000))")
             let status = try DaemonClient(path: daemon.socket).call("status", timeout: 10)
