@@ -28,7 +28,7 @@ extension Report {
             sizes[i] = now
         }
         for i in reports.indices.sorted(by: { sizes[$0] > sizes[$1] }) where total > limit {
-            guard reports[i].findings.count > findingsKeptWhenFitting else { continue }
+            guard reports[i].findings.filter({ $0.rule != omittedRule }).count > findingsKeptWhenFitting else { continue }
             reports[i].omitFindings()
             let now = size(reports[i]) + 1
             total += now - sizes[i]
@@ -51,13 +51,6 @@ extension Report {
 
     /// Keeps the most severe findings and says how many were left out; the verdict, decided from all of them, stays.
     mutating func omitFindings() {
-        let kept = Report.findingsKeptWhenFitting
-        let left = findings.count - kept
-        guard left > 0 else { return }
-        findings = Array(findings.prefix(kept)) + [Finding(
-            rule: "report.findings-omitted", severity: .info, source: .static,
-            message: "\(left) less severe findings left out to keep the reply within its size; examine the file alone to see them",
-            evidence: Evidence(details: [("omitted", String(left))])
-        )]
+        limitFindings(to: Report.findingsKeptWhenFitting)
     }
 }

@@ -87,6 +87,23 @@ struct TraceFloodTests {
         }
     }
 
+    @Test("900,000 static findings: the report keeps the most severe 1000, counts the rest by rule, and stays small")
+    func findingsFlood() throws {
+        try TraceFloodTests.withFlood { _, dir in
+            let r = try TraceFloodTests.probe(["scan", "--format", "json", "\(dir)/import_flood.pt"], in: dir)
+            #expect(r.status == 1, "exit \(r.status): \(r.stderr.prefix(500))")
+            #expect(r.size < 2 << 20, "a report of \(r.size) bytes")
+            #expect(r.report?["verdict"] as? String == "suspicious")
+            let findings = r.report?["findings"] as? [[String: Any]] ?? []
+            #expect(findings.count == 1001)
+            let note = findings.last
+            #expect(note?["rule"] as? String == "report.findings-omitted")
+            let evidence = note?["evidence"] as? [String: Any] ?? [:]
+            #expect(evidence["omitted"] as? String == "899000", "\(evidence)")
+            #expect(evidence["rule:pickle.unknown-import"] as? String == "899000", "\(evidence)")
+        }
+    }
+
     @Test("eight processes writing to stdout as fast as they can do not keep the supervisor from its deadline")
     func outputFlood() throws {
         try TraceFloodTests.withFlood { file, dir in

@@ -8,6 +8,8 @@ loops refused program starts, each carrying about 80 KiB of control bytes in arg
 JSON-escaped): `os.execv` with 20 arguments of 4000 bytes, and every 64th round `os.system` with one 64 KiB command.
 Unbounded, one detonation of it grew a report to a gigabyte and airlockd past its memory.
 
+import_flood.pt: a ZIP of 3000 pickles with 300 distinct unknown imports each (900,000 static findings).
+
 output_flood.pkl: eight processes writing to standard output as fast as they can for N seconds.
 
 Python 3 standard library only; nothing is unpickled here. The payload acts only when the host name is `airlock`
@@ -53,8 +55,19 @@ if socket.gethostname() == 'airlock':
 """
 
 
+def import_flood(path, members=3000, imports=300):
+    """A PyTorch-style ZIP of `members` pickles, each importing `imports` distinct unknown globals: 900,000 static
+    findings from a 19 MB file (nothing here runs; the imports name modules that do not exist)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for i in range(members):
+            body = b"".join(b"c" + f"flood{i}_{j}\nname{j}\n".encode() + b"0" for j in range(imports))
+            z.writestr(f"model/p{i}.pkl", b"\x80\x02" + body + b"N.")
+
+
 def main(out, seconds):
     os.makedirs(out, exist_ok=True)
+    import_flood(os.path.join(out, "import_flood.pt"))
     for name, code in (("exec_flood.pkl", FLOOD), ("output_flood.pkl", OUTPUT)):
         payload = Call(Global("builtins", "exec"), (code % seconds,))
         with open(os.path.join(out, name), "wb") as f:
