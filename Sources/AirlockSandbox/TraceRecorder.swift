@@ -50,7 +50,7 @@ struct TraceRecorder {
     mutating func record(_ event: TraceEvent) {
         var event = event
         TraceRecorder.bound(&event.args)
-        let size = event.json.serializedCount
+        let size = TraceRecorder.serializedCount(event)
         // Refusals and phase announcements have kinds; allowed calls are all alike for this purpose.
         var isNewKind = false
         if event.action != .allowed || event.rule == "phase" {
@@ -69,6 +69,60 @@ struct TraceRecorder {
         }
         bytes += size
         events.append(event)
+    }
+
+    // MARK: Size of one event
+
+    /// The bytes `event.json` takes when serialized, counted without building it: this runs for every notification.
+    static func serializedCount(_ e: TraceEvent) -> Int {
+        var members = Members()
+        members.add("seq", digits(e.seq))
+        members.add("timeNs", digits(e.timeNs))
+        members.add("pid", digits(e.pid))
+        members.add("hostPid", digits(e.hostPid))
+        members.add("syscall", JSON.serializedCount(of: e.syscall))
+        members.add("action", JSON.serializedCount(of: e.action.rawValue))
+        if let v = e.errno { members.add("errno", JSON.serializedCount(of: v)) }
+        if let v = e.rule { members.add("rule", JSON.serializedCount(of: v)) }
+        if let v = e.phase { members.add("phase", JSON.serializedCount(of: v)) }
+        let a = e.args
+        var args = Members()
+        if let v = a.path { args.add("path", JSON.serializedCount(of: v)) }
+        if let v = a.path2 { args.add("path2", JSON.serializedCount(of: v)) }
+        if let v = a.dirfd { args.add("dirfd", digits(v)) }
+        if let v = a.flags { args.add("flags", JSON.serializedCount(of: v)) }
+        if let v = a.mode { args.add("mode", JSON.serializedCount(of: v)) }
+        if let v = a.argv { args.add("argv", strings(v)) }
+        if let v = a.argvTruncated { args.add("argvTruncated", v ? 4 : 5) }
+        if let v = a.family { args.add("family", JSON.serializedCount(of: v)) }
+        if let v = a.socketType { args.add("socketType", JSON.serializedCount(of: v)) }
+        if let v = a.address { args.add("address", JSON.serializedCount(of: v)) }
+        if let v = a.port { args.add("port", digits(v)) }
+        if let v = a.fd { args.add("fd", digits(v)) }
+        if let v = a.target { args.add("target", digits(v)) }
+        if let v = a.signal { args.add("signal", JSON.serializedCount(of: v)) }
+        if let v = a.raw { args.add("raw", strings(v)) }
+        if let v = a.unreadable { args.add("unreadable", JSON.serializedCount(of: v)) }
+        if let v = a.truncated { args.add("truncated", strings(v)) }
+        members.add("args", args.total)
+        return members.total
+    }
+
+    /// Running size of a JSON object: braces, separators, keys (plain ASCII here) and values.
+    private struct Members {
+        private var bytes = 2
+        private var count = 0
+        mutating func add(_ key: String, _ value: Int) {
+            bytes += (count > 0 ? 1 : 0) + key.utf8.count + 3 + value
+            count += 1
+        }
+        var total: Int { bytes }
+    }
+
+    private static func digits<T: BinaryInteger>(_ v: T) -> Int { String(v).utf8.count }
+
+    private static func strings(_ items: [String]) -> Int {
+        items.reduce(2 + max(0, items.count - 1)) { $0 + JSON.serializedCount(of: $1) }
     }
 
     // MARK: Bounds of one event

@@ -143,6 +143,37 @@ struct TraceBudgetTests {
         }
     }
 
+    @Test("the size the recorder counts for an event is the size its JSON takes, whatever members it has")
+    func eventSize() {
+        var full = TraceArguments()
+        full.path = "/tmp/\u{1}é\"x"
+        full.path2 = "/a\\b"
+        full.dirfd = -100
+        full.flags = "O_WRONLY|O_CREAT"
+        full.mode = "644"
+        full.argv = ["sh", "-c", "\u{7F}\n\t"]
+        full.argvTruncated = true
+        full.family = "inet6"
+        full.socketType = "stream"
+        full.address = "::1"
+        full.port = 65535
+        full.fd = 3
+        full.target = -1
+        full.signal = "SIGKILL"
+        full.raw = ["0x1", "0xffffffff"]
+        full.unreadable = "path"
+        full.truncated = ["path", "argv"]
+        let events = [
+            TraceBudgetTests.event(1, args: full), TraceBudgetTests.event(12_345_678, "openat", rule: "r", action: .allowed),
+            TraceEvent(seq: 0, timeNs: UInt64.max, pid: -1, hostPid: Int32.max, syscall: "x", action: .killed, errno: nil,
+                       rule: nil, phase: nil, args: TraceArguments()),
+            TraceBudgetTests.floodEvent(3),
+        ]
+        for e in events {
+            #expect(TraceRecorder.serializedCount(e) == e.json.serialized().utf8.count, "\(e.json.serialized().prefix(200))")
+        }
+    }
+
     // MARK: Framing
 
     @Test("many small messages in one buffer are split in linear time, and the last partial one kept")
