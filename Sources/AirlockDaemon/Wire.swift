@@ -14,12 +14,13 @@ public enum Wire {
     /// The bytes of one message: the length, then the JSON, serialized once into one buffer. A message over
     /// `maxReply` cannot be sent whole: it becomes an `internal` error reply (with the same `id` when it has one),
     /// so framing never traps and never sends a length the reader refuses. Fit replies first (`Report.fit`).
-    public static func frame(_ message: JSON) -> [UInt8] {
+    /// `limit` is `maxReply` but for tests.
+    public static func frame(_ message: JSON, limit: Int = maxReply) -> [UInt8] {
         let size = message.serializedCount
-        guard size <= maxReply else {
+        guard size <= limit else {
             var id = JSON.null
             if case .object(let members) = message, let given = members.first(where: { $0.0 == "id" })?.1 { id = given }
-            return frame(Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(maxReply)"))
+            return frame(Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(limit)"))
         }
         var out: [UInt8] = []
         out.reserveCapacity(4 + size)

@@ -196,6 +196,27 @@ struct TraceBudgetTests {
         #expect(Date().timeIntervalSince(started) < 10)
     }
 
+    @Test("a reply over the protocol's bound becomes an error reply with its id, never a trap or a length clients refuse")
+    func frameTooLarge() throws {
+        // Over a bound of 1 MiB here (`Wire.maxReply`, 512 MiB, takes minutes to count in a debug build).
+        let big = JSON.string(String(repeating: "\u{1}", count: 1 << 16))
+        let reply = JSON.object([("airlock", .int(1)), ("id", .int(42)), ("ok", .bool(true)),
+                                 ("reports", .array(Array(repeating: big, count: 4)))])
+        #expect(reply.serializedCount > 1 << 20)
+        let frame = Wire.frame(reply, limit: 1 << 20)
+        #expect(frame.count < 4096)
+        let n = Int(frame[0]) << 24 | Int(frame[1]) << 16 | Int(frame[2]) << 8 | Int(frame[3])
+        #expect(n == frame.count - 4)
+        guard case .object(let m) = try JSON.parse(Array(frame[4...])) else { Issue.record("not an object"); return }
+        #expect(m.first { $0.0 == "id" }?.1 == .int(42))
+        #expect(m.first { $0.0 == "ok" }?.1 == .bool(false))
+        guard case .object(let e)? = m.first(where: { $0.0 == "error" })?.1 else { Issue.record("no error"); return }
+        #expect(e.first { $0.0 == "code" }?.1 == .string("internal"))
+        // A reply within the bound is framed as it is.
+        let small = JSON.object([("id", .int(1)), ("ok", .bool(true))])
+        #expect(Wire.frame(small) == [0, 0, 0, UInt8(small.serialized().utf8.count)] + Array(small.serialized().utf8))
+    }
+
     @Test("an outbox sends a large reply in pieces without shifting it, in order")
     func outboxLinear() {
         var box = Wire.Outbox()
