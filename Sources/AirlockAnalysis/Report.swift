@@ -39,6 +39,15 @@ public struct Report: Sendable {
     public var detonation: JSON?
     /// Trace lines worth a person's attention (refusals, phases), shown by `text()` under the findings.
     public var traceLines: [String] = []
+    /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
+    var omitted: [String: Int] = [:]
+
+    /// Most findings one report lists. A file can hold far more (a ZIP of 3000 pickles with 300 unknown imports each
+    /// gave 900,000 findings and a 220 MB report): the most severe are kept, the rest are counted by rule in one
+    /// `report.findings-omitted` finding, and the verdict is that of them all.
+    public static let maxFindings = 1000
+    /// The rule of the finding that counts the findings left out.
+    public static let omittedRule = "report.findings-omitted"
 
     /// Creates a report; the verdict is computed from the findings unless there is an error.
     public init(target: ReportTarget, findings: [Finding], trace: [JSON] = [], timings: [(String, Double)] = [], error: (code: String, message: String)? = nil) {
@@ -48,13 +57,36 @@ public struct Report: Sendable {
         self.timings = timings
         self.error = error
         verdict = Report.verdict(for: findings, error: error != nil)
+        limitFindings(to: Report.maxFindings)
     }
 
     /// Adds findings (folder-level ones, a detonation's) and decides the verdict again.
     public mutating func add(_ more: [Finding], error: (code: String, message: String)? = nil) {
-        findings = (findings + more).sorted { $0.severity > $1.severity }
+        findings = (findings.filter { $0.rule != Report.omittedRule } + more).sorted { $0.severity > $1.severity }
         if let error { self.error = error }
         verdict = Report.verdict(for: findings, error: self.error != nil)
+        limitFindings(to: Report.maxFindings)
+    }
+
+    /// Keeps the `count` most severe findings (they are sorted) and counts the rest by rule in one finding. The
+    /// verdict, decided before, is unchanged: what is left out is never more severe than what is kept.
+    mutating func limitFindings(to count: Int) {
+        var kept = findings.filter { $0.rule != Report.omittedRule }
+        if kept.count > count {
+            for f in kept[count...] { omitted[f.rule, default: 0] += 1 }
+            kept.removeSubrange(count...)
+        }
+        if !omitted.isEmpty {
+            let total = omitted.values.reduce(0, +)
+            let rules = omitted.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+            let named = rules.prefix(10).map { "\($0.key) × \($0.value)" }.joined(separator: ", ")
+            kept.append(Finding(
+                rule: Report.omittedRule, severity: .info, source: .static,
+                message: "\(total) less severe findings left out to keep the report within its size (\(named)\(rules.count > 10 ? ", …" : ""))",
+                evidence: Evidence(details: [("omitted", String(total))] + rules.prefix(32).map { ("rule:\($0.key)", String($0.value)) })
+            ))
+        }
+        findings = kept
     }
 
     /// `error` when the analysis failed and nothing found says more than that; otherwise by the findings.

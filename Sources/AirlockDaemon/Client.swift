@@ -22,8 +22,8 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
 
 /// A connection to airlockd: one request at a time, each answered by one reply.
 public final class DaemonClient {
-    /// Largest reply read (reports of a big folder can be large).
-    public static let maxReply = 512 << 20
+    /// Largest reply read (reports of a big folder can be large); the daemon fits its replies within it.
+    public static let maxReply = Wire.maxReply
     /// The default socket when neither `--socket` nor `$AIRLOCK_SOCKET` names one.
     public static let defaultSocket = "/run/airlock/airlockd.sock"
     private let fd: Int32

@@ -39,6 +39,9 @@ public struct IntakeOutcome: Sendable {
 /// (`ROOT/.airlock/lock`) refuses a second. A failing move (disk full, permissions) leaves the model where it was and
 /// says why.
 public final class Intake: @unchecked Sendable {
+    /// Most bytes the reports in one report.json take (docs/intake.md); each report is bounded on its own too
+    /// (the profile's `limits.traceBytes`), this bounds a folder of many.
+    public static let maxReportBytes = 64 << 20
     let root: IntakeRoot
     let policy: IntakePolicy
     let journal: IntakeJournal
@@ -419,7 +422,13 @@ public final class Intake: @unchecked Sendable {
         provenance.add(extra)
 
         // Detonation.
-        let reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
+        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
+        // The stored report is bounded like a daemon's reply: traces (then minor findings) go before any verdict.
+        // Measured as written: indented, each line 4 spaces deeper inside `reports`.
+        Report.fit(&reports, within: Intake.maxReportBytes) { report in
+            let text = Array(report.json.pretty().utf8)
+            return text.count + 4 * text.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+        }
         let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
         // Provenance is a gate, not a verdict to tolerate: only a model that is the one meant may pass, and then
         // only with a probe verdict the policy passes.

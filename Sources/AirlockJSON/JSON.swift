@@ -337,6 +337,56 @@ extension JSON {
         out.append(UInt8(ascii: "\""))
     }
 
+    /// The number of bytes `serialized()` writes, counted without writing them: what a budget on encoded reports
+    /// and replies needs, where control bytes grow six-fold (`\u0001`).
+    public var serializedCount: Int {
+        switch self {
+        case .null: return 4
+        case .bool(let b): return b ? 4 : 5
+        case .number(let n): return n.utf8.count
+        case .string(let s): return JSON.serializedCount(of: s)
+        case .array(let items):
+            var n = 2 + max(0, items.count - 1)
+            for item in items { n += item.serializedCount }
+            return n
+        case .object(let members):
+            var n = 2 + max(0, members.count - 1)
+            for (key, value) in members { n += JSON.serializedCount(of: key) + 1 + value.serializedCount }
+            return n
+        }
+    }
+
+    /// The bytes `s` takes as a JSON string, quotes included.
+    public static func serializedCount(of s: String) -> Int {
+        var n = 2
+        for byte in s.utf8 { n += serializedCount(of: byte) }
+        return n
+    }
+
+    /// The bytes one UTF-8 code unit takes inside a JSON string.
+    @inline(__always)
+    public static func serializedCount(of byte: UInt8) -> Int {
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09: 2
+        case 0..<0x20, 0x7F: 6
+        default: 1
+        }
+    }
+
+    /// Compact JSON text as UTF-8 bytes, written once (no intermediate `String`): for replies and files that may be
+    /// megabytes long.
+    public func serializedBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(serializedCount)
+        write(into: &out)
+        return out
+    }
+
+    /// Appends the compact JSON text to `out` (what `serialized()` returns, as bytes).
+    public func serialize(into out: inout [UInt8]) {
+        write(into: &out)
+    }
+
     /// A number value from an integer.
     public static func int<T: BinaryInteger>(_ v: T) -> JSON { .number(String(v)) }
 

@@ -90,7 +90,8 @@ public enum DynamicRules {
         if result.traceDropped > 0, let rule = policy.outcomes[.traceTruncated] {
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
                                message: "\(rule.message): \(result.traceDropped) events not kept",
-                               evidence: Evidence(details: [("dropped", String(result.traceDropped))])))
+                               evidence: Evidence(details: [("dropped", String(result.traceDropped)),
+                                                            ("droppedBytes", String(result.traceDroppedBytes))])))
         }
         return out
     }

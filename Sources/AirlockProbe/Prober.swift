@@ -214,6 +214,7 @@ public enum Prober {
             ("stdoutTail", .string(tail(r.stdout, outputTail))),
             ("stderrTail", .string(tail(r.stderr, outputTail))),
             ("traceDropped", .int(r.traceDropped)),
+            ("traceDroppedBytes", .int(r.traceDroppedBytes)),
         ])
     }
 

@@ -220,6 +220,13 @@ public struct Limits: Sendable, Equatable {
     public var outputBytes: Int
     /// Trace events kept; later ones are answered and counted.
     public var traceEvents: Int
+    /// Bytes the trace may take as JSON (escapes included); events past it are answered and counted. Each event's
+    /// path and argv are also bounded (`TraceRecorder`), so a report stays within a few MiB whatever the model does.
+    public var traceBytes: Int
+
+    /// `traceBytes` when the profile does not say: 4 MiB, a few thousand events with long arguments, or the whole
+    /// default event bound of ordinary ones.
+    public static let defaultTraceBytes = 4 << 20
 }
 
 /// How the supervisor answers a notified system call.

@@ -83,11 +83,12 @@ struct RawProfile {
         struct Limits {
             var addressSpaceBytes: UInt64?, cpuSeconds: UInt64?, openFiles: UInt64?, processes: UInt64?
             var fileSizeBytes: UInt64?, timeoutSeconds: Double?, outputBytes: Int?, traceEvents: Int?
+            var traceBytes: Int?
 
             init(_ f: JSONField) throws(SandboxError) {
                 let o = try f.object(allowed: [
                     "addressSpaceBytes", "cpuSeconds", "openFiles", "processes", "fileSizeBytes", "timeoutSeconds",
-                    "outputBytes", "traceEvents",
+                    "outputBytes", "traceEvents", "traceBytes",
                 ])
                 addressSpaceBytes = try o["addressSpaceBytes"]?.integer()
                 cpuSeconds = try o["cpuSeconds"]?.integer()
@@ -97,6 +98,7 @@ struct RawProfile {
                 timeoutSeconds = try o["timeoutSeconds"]?.double()
                 outputBytes = try o["outputBytes"]?.integer()
                 traceEvents = try o["traceEvents"]?.integer()
+                traceBytes = try o["traceBytes"]?.integer()
             }
         }
         struct Notify {
@@ -333,13 +335,18 @@ extension SandboxSettings {
             fileSizeBytes: l?.fileSizeBytes ?? 64 << 20,
             timeoutSeconds: l?.timeoutSeconds ?? 30,
             outputBytes: l?.outputBytes ?? 1 << 20,
-            traceEvents: l?.traceEvents ?? 10_000
+            traceEvents: l?.traceEvents ?? 10_000,
+            traceBytes: l?.traceBytes ?? Limits.defaultTraceBytes
         )
         guard limits.timeoutSeconds > 0, limits.timeoutSeconds <= 86_400 else {
             throw SandboxError(.profile, "field airlock.limits.timeoutSeconds: must be in (0, 86400]")
         }
         guard limits.outputBytes >= 0, limits.traceEvents >= 0 else {
             throw SandboxError(.profile, "field airlock.limits: outputBytes and traceEvents must not be negative")
+        }
+        // The budget must hold the events every report relies on (the command's start, the phase announcements).
+        guard limits.traceBytes >= 65536, limits.traceBytes <= 1 << 30 else {
+            throw SandboxError(.profile, "field airlock.limits.traceBytes: must be from 65536 to 1073741824")
         }
         guard limits.processes >= 2, limits.openFiles >= 8 else {
             throw SandboxError(.profile, "field airlock.limits: processes must be ≥ 2 and openFiles ≥ 8")

@@ -449,7 +449,7 @@ private final class SandboxRun {
 
         let notifier = try SeccompNotifier(
             listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
-            maxEvents: limits.traceEvents, phases: request.phases, emulator: emulator
+            maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator
         )
         var stdoutBuffer = OutputBuffer(limit: limits.outputBytes)
         var stderrBuffer = OutputBuffer(limit: limits.outputBytes)
@@ -462,7 +462,11 @@ private final class SandboxRun {
         var chunk = [UInt8](repeating: 0, count: 65536)
 
         func drain(_ fd: Int32, _ buffer: inout OutputBuffer, _ open: inout Bool) {
-            while open {
+            // At most 1 MiB per round: processes that write as fast as we read must not keep the loop from its
+            // deadline and its notifications (the rest is read next round; the pipe holds the writers back).
+            var reads = 0
+            while open && reads < 16 {
+                reads += 1
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if n > 0 { buffer.append(chunk[0..<n]); continue }
                 if n == 0 { open = false }
@@ -521,8 +525,9 @@ private final class SandboxRun {
 
         var result = SandboxResult(
             exitCode: nil, signal: nil, timedOut: timedOut, stdout: stdoutBuffer.bytes, stdoutDropped: stdoutBuffer.dropped,
-            stderr: stderrBuffer.bytes, stderrDropped: stderrBuffer.dropped, trace: notifier.events,
-            traceDropped: notifier.dropped, durationNs: monotonicNow() - start
+            stderr: stderrBuffer.bytes, stderrDropped: stderrBuffer.dropped, trace: notifier.recorder.events,
+            traceDropped: notifier.recorder.dropped, traceDroppedBytes: notifier.recorder.droppedBytes,
+            durationNs: monotonicNow() - start
         )
         let status = exitStatus ?? pid1Status
         if airlock_wifexited(status) != 0 && exitStatus != nil {

@@ -12,7 +12,6 @@ final class SeccompNotifier {
     private let policy: NotifyPolicy
     private let arch: UInt32
     private let start: UInt64
-    private let maxEvents: Int
     private let names = SyscallNames()
     private var request: UnsafeMutablePointer<seccomp_notif>?
     private var response: UnsafeMutablePointer<seccomp_notif_resp>?
@@ -24,16 +23,8 @@ final class SeccompNotifier {
     private let phases: [String]
     private var phase = 0
 
-    /// Recorded events, in order.
-    private(set) var events: [TraceEvent] = []
-    /// Answered but not recorded (the trace was full).
-    private(set) var dropped = 0
-    /// Kinds of refused call already in the trace (rule, system call, action, phase). Past the bound, the first event
-    /// of each new kind is still kept, so a payload cannot push the evidence of its behaviour out of the trace by
-    /// flooding it with harmless calls first. Bounded by the rules × system calls × phases there are.
-    private var refusedKinds = Set<String>()
-    /// Most events kept past `maxEvents` for kinds of refusal not yet in the trace.
-    static let refusedReserve = 1024
+    /// The trace, within its budgets (events, bytes, each event's arguments); see `TraceRecorder`.
+    private(set) var recorder: TraceRecorder
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
 
@@ -42,16 +33,16 @@ final class SeccompNotifier {
     private let emulator: CallEmulator?
 
     init(
-        listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, phases: [String] = [],
-        emulator: CallEmulator? = nil
+        listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
+        phases: [String] = [], emulator: CallEmulator? = nil
     ) throws(SandboxError) {
         self.listener = listener
         self.emulator = emulator
+        recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
         self.phases = phases
         self.policy = policy
         self.arch = arch
         self.start = start
-        self.maxEvents = maxEvents
         var req: UnsafeMutablePointer<seccomp_notif>? = nil
         var resp: UnsafeMutablePointer<seccomp_notif_resp>? = nil
         guard seccomp_notify_alloc(&req, &resp) == 0, req != nil, resp != nil else {
@@ -170,18 +161,7 @@ final class SeccompNotifier {
 
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
-        if decision.action != .allowed || decision.rule == "phase" {
-            let kind = "\(decision.rule)\u{0}\(name)\u{0}\(decision.action.rawValue)\u{0}\(phaseName ?? "")"
-            let isNew = refusedKinds.insert(kind).inserted
-            if events.count >= maxEvents && !(isNew && events.count < maxEvents + SeccompNotifier.refusedReserve) {
-                dropped += 1
-                return
-            }
-        } else if events.count >= maxEvents {
-            dropped += 1
-            return
-        }
-        events.append(TraceEvent(
+        recorder.record(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
             rule: decision.rule, phase: phaseName, args: decoded, performed: performed

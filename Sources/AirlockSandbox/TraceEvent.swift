@@ -85,7 +85,7 @@ public struct TraceArguments: Sendable, Equatable {
     public var mode: String?
     /// execve's argv.
     public var argv: [String]?
-    /// True when argv was cut at the supervisor's bound.
+    /// True when argv was cut at the supervisor's bound: entries left out, or an entry shortened.
     public var argvTruncated: Bool?
     /// Socket address family (`inet`, `inet6`, `unix`, …).
     public var family: String?
@@ -105,6 +105,10 @@ public struct TraceArguments: Sendable, Equatable {
     public var raw: [String]?
     /// Why some argument could not be read (the caller's memory was unreadable, or changed while we read it).
     public var unreadable: String?
+    /// The fields the supervisor shortened to keep the event within its bounds (`path`, `path2`, `argv`,
+    /// `address`, `unreadable`): their values are prefixes of what the caller passed. Set by the supervisor, never
+    /// from what the caller sends, so a caller cannot fake or hide it.
+    public var truncated: [String]?
 
     /// Whether openat2's `open_how` asks for a write (not encoded: the flags text says it).
     var openHowWrites: Bool? = nil
@@ -158,6 +162,7 @@ extension TraceArguments {
         if let signal { m.append(("signal", .string(signal))) }
         if let raw { m.append(("raw", .array(raw.map(JSON.string)))) }
         if let unreadable { m.append(("unreadable", .string(unreadable))) }
+        if let truncated { m.append(("truncated", .array(truncated.map(JSON.string)))) }
         return .object(m)
     }
 }
@@ -181,10 +186,13 @@ public struct SandboxResult: Sendable {
     public var stderr: [UInt8]
     /// Bytes of standard error dropped.
     public var stderrDropped: Int
-    /// Trace events, at most `Limits.traceEvents`.
+    /// Trace events, at most `Limits.traceEvents` (plus a reserve for new kinds of refusal) in at most
+    /// `Limits.traceBytes` bytes of JSON.
     public var trace: [TraceEvent]
     /// Notifications answered but not kept because the trace was full.
     public var traceDropped: Int
+    /// Bytes of JSON the events not kept would have taken.
+    public var traceDroppedBytes: Int = 0
     /// Wall-clock time from spawn to the end, nanoseconds.
     public var durationNs: UInt64
 }

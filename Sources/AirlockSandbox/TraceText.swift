@@ -22,6 +22,7 @@ public enum TraceText {
         if let m = a.mode { parts.append("mode \(m)") }
         if let raw = a.raw { parts.append(raw.joined(separator: " ")) }
         if let u = a.unreadable { parts.append("(unreadable: \(u))") }
+        if let t = a.truncated { parts.append("(shortened: \(t.joined(separator: ", ")))") }
         return parts.joined(separator: "  ")
     }
 

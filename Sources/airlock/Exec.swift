@@ -131,6 +131,7 @@ enum ExecReport {
             ("stderrDroppedBytes", .int(r.stderrDropped)),
             ("trace", .array(r.trace.map(\.json))),
             ("traceDropped", .int(r.traceDropped)),
+            ("traceDroppedBytes", .int(r.traceDroppedBytes)),
             ("durationMs", .double((Double(r.durationNs) / 1e3).rounded() / 1e3)),
         ])
     }

@@ -21,6 +21,9 @@
 #      and two), its peak RSS, and models per minute through `airlock intake --once` for 50 small safetensors and 50
 #      small PyTorch files at 1 and 2 workers, in Tests/Bench/provenance.sh (run after daemon.sh;
 #      BENCH_PROVENANCE=0 skips it, its own knobs are described there).
+#  10. a flood of refused execs with control bytes in argv (issue 11, class 4): a 5 s-deadline probe, locally and
+#      through airlockd: wall time, report size, supervisor peak RSS, in Tests/Bench/flood.sh (run last;
+#      BENCH_FLOOD=0 skips it, its own knobs are described there).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
@@ -334,4 +337,9 @@ fi
 if [ "${BENCH_PROVENANCE:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/provenance.sh"
+fi
+
+if [ "${BENCH_FLOOD:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/flood.sh"
 fi
