@@ -36,6 +36,9 @@ final class SeccompNotifier {
     static let refusedReserve = 1024
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
+    /// Called when a phase is accepted, with the announcing thread's host TID, before the announcement is answered:
+    /// that thread is still blocked in it, so what the callee reads about it is the state at the announcement.
+    var onPhase: ((_ phase: String, _ hostPid: pid_t) -> Void)?
 
     init(listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, phases: [String] = []) throws(SandboxError) {
         self.listener = listener
@@ -95,6 +98,7 @@ final class SeccompNotifier {
             decoded = decoder.decode(name, args)
             if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
                 decision = announce(marked)
+                if decision.rule == "phase" { onPhase?(phases[phase], hostPid) }
             } else {
                 decision = policy.decide(name, args, decoded)
             }

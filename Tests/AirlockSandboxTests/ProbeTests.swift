@@ -172,6 +172,12 @@ struct ProbeTests {
                 for rule in e["alsoDynamic"] as? [String] ?? [] {
                     #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
                 }
+                if e["observed"] as? Bool == true {
+                    // What was left running is the supervisor's own finding, whatever the harness printed.
+                    let left = report.findings.first { $0.rule == "dynamic.left-behind" }
+                    let by = left.flatMap { f in f.evidence.details.first { $0.0 == "observedBy" }?.1 }
+                    #expect(by == "supervisor", "\(file): left-behind observed by \(by ?? "nobody")")
+                }
                 if expected == .clean {
                     #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
                     #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
