@@ -115,7 +115,7 @@ def main(out):
     # Delayed: a timer thread that starts the payload after the load returned.
     timer = Call(Global("threading", "Timer"), (0.3, Global("os", "system"), [cmd]))
     write("delayed_thread.pkl", pkl(Call(Call(Global("builtins", "getattr"), (timer, "start")), ()), 4))
-    expect("delayed_thread.pkl", "malicious", "dynamic.exec", "probe")
+    expect("delayed_thread.pkl", "malicious", "dynamic.exec", "end")
     EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
 
     # An attack on the sandbox itself: signal the parent (the sandbox's PID 1), PID 1, every process, own group.
