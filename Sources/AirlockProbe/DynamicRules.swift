@@ -91,13 +91,15 @@ public struct HarnessOutcome: Sendable, Equatable {
         guard let o else { return [] }
         var lines = o.left.map { item -> String in
             switch item.kind {
-            case .process: "process \(item.pid) (\(item.name))"
+            case .process: item.pid == 0 ? "processes (\(item.name))" : "process \(item.pid) (\(item.name))"
             case .thread: "thread \(item.pid) (\(item.name))"
             case .timer: "timer: \(item.name)"
             case .command: "the loader's process \(item.pid) (\(item.name)) had not exited"
             }
         }
-        if o.leftDropped > 0 { lines.append("\(o.leftDropped) more") }
+        // The report's `observation` member has every entry; a finding's message stays readable.
+        let more = lines.count - 8 + o.leftDropped
+        if more > 0 { lines = lines.prefix(8) + ["\(more) more"] }
         return lines
     }
 

@@ -543,6 +543,7 @@ private final class SandboxRun {
                         }
                     }
                     if m.type == AIRLOCK_MSG_STARTED.rawValue { commandPid = Int32(truncatingIfNeeded: m.value) }
+                    if m.type == AIRLOCK_MSG_REMAINING.rawValue { observer?.processesRemained() }
                     if m.type == AIRLOCK_MSG_EXEC_FAILED.rawValue { execFailure = m.err }
                 }
             }

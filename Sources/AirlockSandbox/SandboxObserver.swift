@@ -168,6 +168,13 @@ final class SandboxObserver {
         if timers > 0 { note(.timer, commandPid, "\(timers) POSIX timer\(timers == 1 ? "" : "s")") }
     }
 
+    /// PID 1 reported children left when the command ended. That comes from the kernel (PID 1 reaps every orphan of
+    /// the namespace), so it holds even for a process too quick for the sweeps, or one that forks and exits in a
+    /// loop to be never where a sweep looks.
+    func processesRemained() {
+        if !report.left.contains(where: { $0.kind == .process }) { note(.process, 0, "unidentified: PID 1 still had children") }
+    }
+
     /// The window ended with something still running: a last look before the sandbox is killed.
     func expire(commandAlive: Bool) {
         sweep(commandAlive: commandAlive)

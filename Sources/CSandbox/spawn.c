@@ -517,6 +517,10 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
                 int status = 0;
                 pid_t w = waitpid(-1, &status, WNOHANG);
                 if (w < 0 && errno == ECHILD && command_done) _exit(0);
+                if (w == 0 && command_done == 1) {
+                    al_send(AIRLOCK_MSG_REMAINING, 0, 0, 0, 0); /* once: the command is gone, others are not */
+                    command_done = 2;
+                }
                 if (w <= 0) break;
                 if (w == child) {
                     al_send(AIRLOCK_MSG_EXIT, 0, 0, 0, status);

@@ -209,6 +209,26 @@ def main(out):
         "print('airlock-harness: loaded OrderedDict', flush=True)\n"
         "os._exit(0)\n")))
     expect("forged_loaded.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
+    # The harness's "probe-error" line (low) printed while loading: believed only in the probe phase.
+    write("forged_probe_error.pkl", pkl(run(
+        "import os, sys\n"
+        "print('airlock-harness: probe-error ValueError: nothing to see', file=sys.stderr, flush=True)\n"
+        "os._exit(3)\n")))
+    expect("forged_probe_error.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
+    # A process that forks and exits in a loop, never where a look at the process table finds it: PID 1 still has
+    # a child when the loader exits, which the kernel tells it.
+    write("late_fork_hopper.pkl", pkl(run(
+        "import os, sys, time\n"
+        "h = sys.modules.get('airlock_harness')\n"
+        "if h is not None:\n"
+        "    h.settle = lambda: 0\n"
+        "if os.fork() == 0:\n"
+        "    for _ in range(200):\n"
+        "        if os.fork() != 0:\n"
+        "            os._exit(0)\n"
+        "        time.sleep(0.002)\n"
+        "    os._exit(0)\n")))
+    expect("late_fork_hopper.pkl", "suspicious", "dynamic.left-behind", None, at_least=True)
     # The same with the end marker announced in order first, and a sleeper forked after it: the end is believed, and
     # what the model started is still observed.
     write("forged_end.pkl", pkl(run(
