@@ -290,6 +290,9 @@ struct ProbeTests {
             (good.replacingOccurrences(of: "\"version\": 1", with: "\"version\": 2"), "field version"),
             (good.replacingOccurrences(of: "\"severity\": \"critical\",\n      \"message\": \"started a program\"", with: "\"severity\": \"fatal\",\n      \"message\": \"started a program\""), "behaviour[0].severity"),
             (good.replacingOccurrences(of: "\"timeout\": {", with: "\"timeouts\": {"), "outcomes.timeouts"),
+            // Behaviour after the loader returned is the model's: a policy cannot file it under start-up.
+            (good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"probe\"]"), "field modelPhases"),
+            (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 600"), "field observationSeconds"),
             ("{", "not valid JSON"),
         ]
         for (text, field) in cases {
