@@ -17,7 +17,7 @@ public struct PolicyError: Error, Sendable, CustomStringConvertible {
 
 /// How a detonation's trace and outcome become findings (`Profiles/policy.json`, documented in docs/policy.md).
 ///
-/// Refused calls in the model's phases (`load`, `probe`) are judged by the profile rule that refused them; how the
+/// Refused calls in the model's phases (`load`, `probe`, `end`) are judged by the profile rule that refused them; how the
 /// loader ended (deadline, exhausted resources, a crash, an exception) by its outcome. Each finding's severity then
 /// decides the verdict as for static findings: critical is malicious, high or medium suspicious.
 public struct VerdictPolicy: Sendable {

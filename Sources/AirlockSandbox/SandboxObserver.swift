@@ -77,8 +77,10 @@ public struct ObservationReport: Sendable, Equatable {
     public var firedSignals: [String]
 
     /// Creates a report.
-    public init(endAnnouncedNs: UInt64? = nil, workEndedNs: UInt64? = nil, left: [LeftBehind] = [], leftDropped: Int = 0,
-                windowExpired: Bool = false, firedSignals: [String] = []) {
+    public init(
+        endAnnouncedNs: UInt64? = nil, workEndedNs: UInt64? = nil, left: [LeftBehind] = [], leftDropped: Int = 0,
+        windowExpired: Bool = false, firedSignals: [String] = []
+    ) {
         self.endAnnouncedNs = endAnnouncedNs
         self.workEndedNs = workEndedNs
         self.left = left
@@ -172,7 +174,9 @@ final class SandboxObserver {
     /// the namespace), so it holds even for a process too quick for the sweeps, or one that forks and exits in a
     /// loop to be never where a sweep looks.
     func processesRemained() {
-        if !report.left.contains(where: { $0.kind == .process }) { note(.process, 0, "unidentified: PID 1 still had children") }
+        if !report.left.contains(where: { $0.kind == .process }) {
+            note(.process, 0, "unidentified: PID 1 still had children")
+        }
     }
 
     /// The window ended with something still running: a last look before the sandbox is killed.
@@ -204,8 +208,8 @@ final class SandboxObserver {
     private func processes() -> [(Int32, String)] {
         var out: [(Int32, String)] = []
         for pid in numericEntries(".") {
-            guard let stat = procRead("\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
-            let state = stat[(close + 1)...].first { $0 != UInt8(ascii: " ") }
+            guard let stat = procRead("\(pid)/stat"), let paren = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
+            let state = stat[(paren + 1)...].first { $0 != UInt8(ascii: " ") }
             if state == UInt8(ascii: "Z") || state == UInt8(ascii: "X") { continue }
             out.append((pid, comm("\(pid)/comm")))
         }
@@ -217,10 +221,33 @@ final class SandboxObserver {
     /// Signals the command has handlers for (`SigCgt`), as a bit mask (bit N-1 for signal N).
     private func caughtSignals() -> UInt64 {
         guard let status = procRead("\(commandPid)/status") else { return 0 }
-        for line in String(decoding: status, as: UTF8.self).split(separator: "\n") where line.hasPrefix("SigCgt:") {
-            return UInt64(line.dropFirst("SigCgt:".count).trimmingWhitespace(), radix: 16) ?? 0
+        return status.withUnsafeBufferPointer { bytes -> UInt64 in
+            let key: StaticString = "\nSigCgt:"
+            let k = key.utf8Start, n = key.utf8CodeUnitCount
+            var i = 0
+            while i + n <= bytes.count {
+                if memcmp(bytes.baseAddress! + i, k, n) == 0 { break }
+                i += 1
+            }
+            var mask: UInt64 = 0
+            i += n
+            while i < bytes.count {
+                let byte = bytes[i]
+                i += 1
+                if byte == UInt8(ascii: "\t") || byte == UInt8(ascii: " ") { continue }
+                guard let digit = hexDigit(byte) else { break }
+                mask = mask << 4 | digit
+            }
+            return mask
         }
-        return 0
+    }
+
+    private func hexDigit(_ byte: UInt8) -> UInt64? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt64(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt64(byte - UInt8(ascii: "a") + 10)
+        default: nil
+        }
     }
 
     private func newTimerHandlers() -> [Int32] {
