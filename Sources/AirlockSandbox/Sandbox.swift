@@ -492,12 +492,14 @@ private final class SandboxRun {
             let now = monotonicNow()
             // Once the command's work has ended, the window (never past the deadline) bounds the rest of the run.
             let windowEnd = observer?.workEnded.map { min($0 + window, deadline) }
-            if !pid1Exited && !windowClosed, let observer, let windowEnd {
+            if !pid1Exited && !windowClosed, let observer, let windowEnd, let workEnd = observer.workEnded {
                 if now >= windowEnd {
                     observer.expire(commandAlive: !commandExited)
                     windowClosed = true
                     _ = airlock_pidfd_send_signal(pidfd, SIGKILL)
-                } else if now >= nextSweep {
+                } else if now >= max(nextSweep, workEnd + 20_000_000) {
+                    // Not at once: the end announcement was just looked at, and a clean run is over within
+                    // milliseconds. What outlives the command sooner than a sweep, PID 1 reports (REMAINING).
                     observer.sweep(commandAlive: !commandExited)
                     nextSweep = now + 20_000_000
                 }

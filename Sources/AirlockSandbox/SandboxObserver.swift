@@ -144,8 +144,7 @@ final class SandboxObserver {
             let now = monotonicNow() - start
             report.endAnnouncedNs = now
             if report.workEndedNs == nil { report.workEndedNs = now }
-            sweep(commandAlive: true)
-            fireTimers()
+            fireTimers(sweep(commandAlive: true))
         }
     }
 
@@ -154,20 +153,22 @@ final class SandboxObserver {
         if report.workEndedNs == nil { report.workEndedNs = monotonicNow() - start }
     }
 
-    /// Records what runs now besides PID 1 and the command (and, while it lives, what the command added).
-    func sweep(commandAlive: Bool) {
-        for (pid, name) in processes() where pid != 1 && pid != commandPid {
-            note(.process, pid, name)
-        }
-        guard commandAlive else { return }
+    /// Records what runs now besides PID 1 and the command (and, while it lives, what the command added); returns
+    /// the timer signals the command has new handlers for.
+    @discardableResult
+    func sweep(commandAlive: Bool) -> [Int32] {
+        for (pid, name) in processes() { note(.process, pid, name) }
+        guard commandAlive else { return [] }
         if let base = baselineTids {
             for tid in threads() where !base.contains(tid) && tid != commandPid {
                 note(.thread, tid, comm("\(commandPid)/task/\(tid)/comm"))
             }
         }
-        for sig in newTimerHandlers() { note(.timer, commandPid, "\(SyscallDecoder.signalName(UInt64(sig))) handler") }
+        let handlers = newTimerHandlers()
+        for sig in handlers { note(.timer, commandPid, "\(SyscallDecoder.signalName(UInt64(sig))) handler") }
         let timers = posixTimers()
         if timers > 0 { note(.timer, commandPid, "\(timers) POSIX timer\(timers == 1 ? "" : "s")") }
+        return handlers
     }
 
     /// PID 1 reported children left when the command ended. That comes from the kernel (PID 1 reaps every orphan of
@@ -204,10 +205,11 @@ final class SandboxObserver {
         procFd = open("/proc/\(commandHostPid)/root\(procMount)", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
     }
 
-    /// Live processes of the sandbox (zombies excluded), by PID inside, with their command names.
+    /// Live processes of the sandbox other than PID 1 and the command (zombies excluded), by PID inside, with their
+    /// command names.
     private func processes() -> [(Int32, String)] {
         var out: [(Int32, String)] = []
-        for pid in numericEntries(".") {
+        for pid in numericEntries(".") where pid != 1 && pid != commandPid {
             guard let stat = procRead("\(pid)/stat"), let paren = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
             let state = stat[(paren + 1)...].first { $0 != UInt8(ascii: " ") }
             if state == UInt8(ascii: "Z") || state == UInt8(ascii: "X") { continue }
@@ -264,8 +266,8 @@ final class SandboxObserver {
     /// Fast-forwards the timers whose handlers the model installed: the supervisor sends the signal itself while
     /// the command's main thread is still blocked announcing the end, so the handler runs as soon as it returns,
     /// under observation, whatever the harness (which the model can patch) does afterwards.
-    private func fireTimers() {
-        for sig in newTimerHandlers() where kill(commandHostPid, sig) == 0 {
+    private func fireTimers(_ handlers: [Int32]) {
+        for sig in handlers where kill(commandHostPid, sig) == 0 {
             report.firedSignals.append(SyscallDecoder.signalName(UInt64(sig)))
         }
     }
