@@ -4,29 +4,35 @@
 
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
 `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
-The harness announces its phases to the supervisor (startup -> load -> probe) by opening marker paths; the opens are
-notified system calls, so every event after one is attributed to that phase. Everything that happens in `load` and
-`probe` belongs to the model.
+The harness announces its phases to the supervisor (startup -> load -> probe -> end) by opening marker paths; the opens
+are notified system calls, so every event after one is attributed to that phase. Everything that happens in `load`,
+`probe` and `end` belongs to the model. `end` says the loader returned: the supervisor then looks, from outside, at
+what the model left running (threads, processes, timers) and keeps the sandbox observed for a while if anything is.
 
 When torch (or numpy, joblib) is not installed in the sandbox, small stand-ins replace the handful of allowlisted
 rebuild functions so benign models load completely. Every other global resolves for real: that is where a payload
 acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
 
-How it ends (read by `airlock probe`; the model runs in this process and could forge any of it, which can only make
-its own report look worse or as if it did nothing, never hide what the sandbox recorded):
+How it ends. The model runs in this process and can forge or suppress anything it prints, so `airlock probe` decides
+from what the supervisor sees: the `end` marker, announced by this process's main thread, in phase order; the exit
+status; the sandbox's processes and this process's threads and timer handlers. These lines only add detail:
     0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
-       `airlock-harness: left-behind threads=N processes=M` when the model left threads or processes running
+       `airlock-harness: left-behind threads=N` when the model left threads running
     2  usage error
     3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
     4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
 Anything else (another exit code, a signal, the deadline) means the model ended or stopped the process itself.
 """
+import atexit
+import gc
 import io
 import os
 import pickle
 import struct
 import sys
 import time
+
+import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
 PHASE_PREFIX = "/.airlock/phase/"
 
@@ -359,42 +365,44 @@ def call_like_a_consumer(obj):
                     break
 
 
-LINGER_SECONDS = 2.0
+LINGER_SECONDS = 10.0
 
 
-def running_others():
-    """Threads of this process besides the main one, and live processes of the sandbox besides PID 1 and this one."""
-    me = os.getpid()
+def other_threads():
+    """Threads of this process besides the main one (the supervisor counts them itself; this only decides whether
+    to wait)."""
     try:
-        threads = len(os.listdir(f"/proc/{me}/task")) - 1
+        return len(os.listdir(f"/proc/{os.getpid()}/task")) - 1
     except OSError:
-        threads = 0
-    processes = 0
+        return 0
+
+
+def settle():
+    """Once the loader returned: make what the model scheduled for later happen now, while the sandbox still watches.
+    A pending alarm fires early, young unreachable objects are finalized, atexit handlers run, and the process stays while
+    the model's threads run (up to LINGER_SECONDS; the supervisor's observation window ends it sooner). This only helps
+    payloads show themselves: the model can patch any of it, and the supervisor's own observation does not depend on
+    it. Returns how many threads were left when it stopped waiting."""
+    fired = False
     try:
-        pids = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, me)]
-    except OSError:
-        pids = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in (b"Z", b"X"):  # exited, not yet reaped: nothing left to run
-            processes += 1
-    return threads, processes
-
-
-def left_behind():
-    """What the model left running once loaded. A consumer's long-lived process would keep it, so wait a little while
-    (a delayed payload then acts where the sandbox sees it) and report what was there."""
-    threads, processes = running_others()
-    if threads == 0 and processes == 0:
-        return None
+        delay, interval = _signal.getitimer(_signal.ITIMER_REAL)
+        if delay > 0:
+            _signal.setitimer(_signal.ITIMER_REAL, 0.001, interval)
+            fired = True
+    except Exception:
+        pass
+    # The young generations hold what the load created; a full collection (0.5-0.7 ms, every module's objects) is
+    # left to the interpreter's exit, which the supervisor observes as well.
+    gc.collect(1)
+    attempt(atexit._run_exitfuncs)
+    if fired:
+        time.sleep(0.01)  # the handler runs in this thread, between bytecodes
+    threads = other_threads()
     deadline = time.monotonic() + LINGER_SECONDS
-    while time.monotonic() < deadline and running_others() != (0, 0):
-        time.sleep(0.05)
-    return f"threads={threads} processes={processes}"
+    while threads and time.monotonic() < deadline:
+        time.sleep(0.02)
+        threads = other_threads()
+    return threads
 
 
 def attempt(fn, *args):
@@ -444,9 +452,14 @@ def main(argv):
             return fail(4, "resource-exhausted", e)
         except BaseException as e:
             return fail(3, "probe-error", e)
-    lingering = left_behind()
-    if lingering:
-        print(f"airlock-harness: left-behind {lingering}", file=sys.stderr, flush=True)
-    print(f"airlock-harness: loaded {type(obj).__name__}", flush=True)
+    loaded = type(obj).__name__
+    announce("end")
+    obj = None  # what only the harness held is finalized in settle()
+    try:
+        threads = settle()
+    except BaseException:  # a late payload's exception: the supervisor has seen what it did
+        threads = other_threads()
+    if threads:
+        print(f"airlock-harness: left-behind threads={threads}", file=sys.stderr, flush=True)
+    print(f"airlock-harness: loaded {loaded}", flush=True)
     return 0
-

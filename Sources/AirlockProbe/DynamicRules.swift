@@ -2,52 +2,105 @@ public import AirlockAnalysis
 internal import AirlockFormats
 public import AirlockSandbox
 
-/// What the loader harness said about how it ended, read from its exit status and its last `airlock-harness:` lines.
+/// How the loader harness ended, decided from what the supervisor observed: the phase markers in the trace (ordered
+/// with every other notification), the `end` marker announced by the harness's main thread, the exit status, and what
+/// was still running afterwards (`ObservationReport`).
 ///
-/// The model runs in the harness's process and can forge all of this. That is harmless by construction: a forged
-/// outcome can make its report worse, or make it look as if it did nothing — never remove what the supervisor
-/// recorded in the trace.
+/// The model runs in the harness's process and can print or suppress anything, so the harness's `airlock-harness:`
+/// lines only add detail: they choose between outcomes that are findings anyway (`load-error` rather than
+/// `early-exit`), and a `left-behind` line adds a finding. They never make a report cleaner: "loaded" is never read,
+/// and a `probe-error` (low) is believed only in the probe phase the supervisor saw.
 public struct HarnessOutcome: Sendable, Equatable {
     /// How it ended, when not cleanly; nil when the object loaded (and was probed).
     public var outcome: VerdictPolicy.Outcome?
     /// The harness's or the system's explanation (`MemoryError: …`, `killed by SIGSEGV`).
     public var detail: String?
-    /// The last phase reached (`startup`, `load`, `probe`).
+    /// The last phase reached (`startup`, `load`, `probe`, `end`).
     public var phase: String
-    /// What the model left running after it loaded (`threads=1 processes=0`), when anything.
+    /// What the harness said the model left running (`threads=1`), when it said anything.
     public var leftBehind: String? = nil
+    /// What the supervisor saw running after the loader returned or exited, one entry per item (`process 3 sleep`).
+    public var observedLeft: [String] = []
 
-    /// Reads a finished detonation.
+    /// The `leftBehind` member of the report: the supervisor's observation, else the harness's words.
+    public var leftBehindSummary: String? {
+        observedLeft.isEmpty ? leftBehind : observedLeft.joined(separator: ", ")
+    }
+
+    /// Reads a finished detonation; `phases` are the phases the harness was to announce, in order.
     public static func read(_ result: SandboxResult, phases: [String]) -> HarnessOutcome {
         let phase = phases.last { p in result.trace.contains { $0.phase == p } } ?? phases.first ?? "startup"
         let err = harnessLines(result.stderr)
-        if result.timedOut { return HarnessOutcome(outcome: .timeout, detail: "the deadline passed in phase \(phase)", phase: phase) }
-        if let signal = result.signal {
-            let outcome: VerdictPolicy.Outcome = signal == "SIGXCPU" ? .cpuLimit : .crashed
-            return HarnessOutcome(outcome: outcome, detail: "killed by \(signal)", phase: phase)
+        var out = HarnessOutcome(outcome: nil, detail: nil, phase: phase)
+        out.leftBehind = err.last { $0.hasPrefix("left-behind ") }.map { String($0.dropFirst("left-behind ".count)) }
+        out.observedLeft = observed(result.observation)
+        let ended = endReached(result, phases: phases)
+        func ending(_ outcome: VerdictPolicy.Outcome?, _ detail: String?) -> HarnessOutcome {
+            var o = out
+            o.outcome = outcome
+            o.detail = detail
+            return o
         }
-        switch result.exitCode ?? -1 {
-        case 0:
-            if harnessLines(result.stdout).contains(where: { $0.hasPrefix("loaded ") }) {
-                let left = err.last { $0.hasPrefix("left-behind ") }.map { String($0.dropFirst("left-behind ".count)) }
-                return HarnessOutcome(outcome: nil, detail: nil, phase: phase, leftBehind: left)
-            }
-            return HarnessOutcome(outcome: .earlyExit, detail: "exit code 0 before the loader returned", phase: phase)
+        if result.timedOut { return ending(.timeout, "the deadline passed in phase \(phase)") }
+        if result.observation?.windowExpired == true && result.exitCode == nil {
+            // The supervisor ended the run: the loader was still running when the observation window closed. That is
+            // left-behind evidence (observedLeft), and a loader that never returned as well.
+            return ending(ended ? nil : .earlyExit, ended ? nil : "still running without the loader returning when the observation window ended")
+        }
+        if let signal = result.signal {
+            return ending(signal == "SIGXCPU" ? .cpuLimit : .crashed, "killed by \(signal)")
+        }
+        let code = result.exitCode ?? -1
+        if ended {
+            return code == 0 ? out : ending(.earlyExit, "exit code \(code) after the loader returned (a finalizer, handler or thread ended the process)")
+        }
+        let reached = { (p: String) in result.trace.contains { $0.rule == "phase" && $0.phase == p } }
+        switch code {
         case 3:
-            if let line = err.last(where: { $0.hasPrefix("load-error ") }) {
-                return HarnessOutcome(outcome: .loadError, detail: String(line.dropFirst("load-error ".count)), phase: phase)
+            if let line = err.last(where: { $0.hasPrefix("probe-error ") }), reached("probe") {
+                return ending(.probeError, String(line.dropFirst("probe-error ".count)))
             }
-            if let line = err.last(where: { $0.hasPrefix("probe-error ") }) {
-                return HarnessOutcome(outcome: .probeError, detail: String(line.dropFirst("probe-error ".count)), phase: phase)
+            if let line = err.last(where: { $0.hasPrefix("load-error ") }) {
+                return ending(.loadError, String(line.dropFirst("load-error ".count)))
             }
         case 4:
             if let line = err.last(where: { $0.hasPrefix("resource-exhausted ") }) {
-                return HarnessOutcome(outcome: .resourceExhausted, detail: String(line.dropFirst("resource-exhausted ".count)), phase: phase)
+                return ending(.resourceExhausted, String(line.dropFirst("resource-exhausted ".count)))
             }
         default:
             break
         }
-        return HarnessOutcome(outcome: .earlyExit, detail: "exit code \(result.exitCode ?? -1) before the loader returned", phase: phase)
+        let why = reached("end") ? "exit code \(code), and the end of loading was not announced by the loader in order" : "exit code \(code) before the loader returned"
+        return ending(.earlyExit, why)
+    }
+
+    /// Whether the loader returned: the last of `phases` was announced by the command's main thread (the harness
+    /// announces it there; a model's thread or child cannot stand in), after every earlier phase in order. The model
+    /// runs on that thread too and could announce it itself, but then it has ended its own detonation with
+    /// everything it started still observed.
+    static func endReached(_ result: SandboxResult, phases: [String]) -> Bool {
+        let announced = result.trace.filter { $0.rule == "phase" }
+        guard let last = phases.last, let end = announced.first(where: { $0.phase == last }) else { return false }
+        guard result.observation?.endAnnouncedNs != nil || result.observation == nil else { return false }
+        guard result.commandPid == 0 || end.pid == result.commandPid else { return false }
+        return announced.compactMap(\.phase) == Array(phases.dropFirst())
+    }
+
+    /// The supervisor's observation, one line per item.
+    static func observed(_ o: ObservationReport?) -> [String] {
+        guard let o else { return [] }
+        var lines = o.left.map { item -> String in
+            switch item.kind {
+            case .process: item.pid == 0 ? "processes (\(item.name))" : "process \(item.pid) (\(item.name))"
+            case .thread: "thread \(item.pid) (\(item.name))"
+            case .timer: "timer: \(item.name)"
+            case .command: "the loader's process \(item.pid) (\(item.name)) had not exited"
+            }
+        }
+        // The report's `observation` member has every entry; a finding's message stays readable.
+        let more = lines.count - 8 + o.leftDropped
+        if more > 0 { lines = lines.prefix(8) + ["\(more) more"] }
+        return lines
     }
 
     /// Lines starting `airlock-harness: `, without the prefix (the last 64 KiB of output at most).
@@ -83,9 +136,17 @@ public enum DynamicRules {
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
                                message: rule.message + (outcome.detail.map { ": \($0)" } ?? ""), evidence: evidence))
         }
-        if let left = outcome.leftBehind, let rule = policy.outcomes[.leftBehind] {
+        if let left = outcome.leftBehindSummary, let rule = policy.outcomes[.leftBehind] {
+            // The supervisor's own observation when it has one; the harness's words only ever add this finding.
+            var details = [("phase", outcome.phase), ("detail", left),
+                           ("observedBy", outcome.observedLeft.isEmpty ? "harness" : "supervisor")]
+            if let o = result.observation {
+                if !o.firedSignals.isEmpty { details.append(("firedSignals", o.firedSignals.joined(separator: " "))) }
+                if o.windowExpired { details.append(("window", "expired: the sandbox was killed with these still running")) }
+            }
+            if let last = result.trace.last { details.append(("lastSeq", String(last.seq))) }
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: "\(rule.message): \(left)",
-                               evidence: Evidence(details: [("phase", outcome.phase), ("detail", left)])))
+                               evidence: Evidence(details: details)))
         }
         if result.traceDropped > 0, let rule = policy.outcomes[.traceTruncated] {
             out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
@@ -135,6 +196,7 @@ public enum DynamicRules {
         switch phase {
         case "load": " while the model was being loaded"
         case "probe": " when the loaded model was used"
+        case "end": " after the loader returned (a delayed payload)"
         case nil, "startup": " during the runtime's start-up"
         case let other?: " in phase \(other)"
         }

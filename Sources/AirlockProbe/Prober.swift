@@ -55,8 +55,13 @@ public struct ProbeOptions: Sendable {
 ///
 /// Detonations block the calling thread (see `Sandbox.run`): call from a dedicated thread.
 public enum Prober {
-    /// Phases the harness announces, in order.
-    public static let phases = ["startup", "load", "probe"]
+    /// Phases the harness announces, in order. `end` says the loader returned; what the model left running is then
+    /// observed by the supervisor (`SandboxObservation`).
+    public static let phases = ["startup", "load", "probe", "end"]
+
+    /// The phases of a detonation with or without the probe phase: the harness announces `probe` only when asked to
+    /// touch the object, and an `end` that skips a phase was not announced by the harness (`HarnessOutcome`).
+    static func phases(probe: Bool) -> [String] { probe ? phases : phases.filter { $0 != "probe" } }
     /// Bytes of the harness's standard output and error kept in the report.
     static let outputTail = 4096
 
@@ -135,8 +140,11 @@ public enum Prober {
             let model = try Sandbox.passableDescriptor(fd, profile: options.profile)
             defer { close(model) }
             let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: "/airlock/harness")]
+            let observation = SandboxObservation(baselinePhase: "load", endPhase: "end",
+                                                 windowSeconds: options.policy.observationSeconds)
             let request = SandboxRequest(argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-                                         extraMounts: mounts, phases: phases, passedFDs: [model])
+                                         extraMounts: mounts, phases: phases(probe: options.probePhase), passedFDs: [model],
+                                         observation: observation)
             result = try Sandbox.run(request, program: options.program)
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
@@ -145,7 +153,7 @@ public enum Prober {
         }
         let detonationMs = StaticScanner.ms(since: started)
         let judged = StaticScanner.now()
-        let outcome = HarnessOutcome.read(result, phases: phases)
+        let outcome = HarnessOutcome.read(result, phases: phases(probe: options.probePhase))
         report.trace = result.trace.map(\.json)
         report.traceLines = traceLines(result, policy: options.policy)
         report.detonation = detonationJSON(result, argv: argv, outcome: outcome)
@@ -167,13 +175,16 @@ public enum Prober {
         var out: [(String, Double)] = [("sandboxSetupMs", ms(launch.timeNs))]
         let load = result.trace.first { $0.rule == "phase" && $0.phase == "load" }
         let probe = result.trace.first { $0.rule == "phase" && $0.phase == "probe" }
-        let end = max(result.durationNs, launch.timeNs)
+        let finished = max(result.durationNs, launch.timeNs)
+        // The work ends at the end marker (or the loader's exit); what follows is the supervisor's observation.
+        let workEnd = min(max(result.observation?.workEndedNs ?? finished, launch.timeNs), finished)
         if let load {
             out.append(("startupMs", ms(load.timeNs - launch.timeNs)))
-            let loadEnd = probe?.timeNs ?? end
+            let loadEnd = probe?.timeNs ?? workEnd
             out.append(("loadMs", ms(loadEnd >= load.timeNs ? loadEnd - load.timeNs : 0)))
         }
-        if let probe { out.append(("probeMs", ms(end >= probe.timeNs ? end - probe.timeNs : 0))) }
+        if let probe { out.append(("probeMs", ms(workEnd >= probe.timeNs ? workEnd - probe.timeNs : 0))) }
+        if result.observation?.workEndedNs != nil { out.append(("observationMs", ms(finished - workEnd))) }
         return out
     }
 
@@ -196,6 +207,9 @@ public enum Prober {
 
     static func ending(_ result: SandboxResult) -> String {
         if result.timedOut { return "deadline passed after \(TraceText.milliseconds(result.durationNs)) ms: killed" }
+        if result.observation?.windowExpired == true {
+            return "still running \(TraceText.milliseconds(result.durationNs)) ms after the start, at the end of the observation window: killed"
+        }
         if let signal = result.signal { return "killed by \(signal) after \(TraceText.milliseconds(result.durationNs)) ms" }
         return "exit code \(result.exitCode ?? -1) after \(TraceText.milliseconds(result.durationNs)) ms"
     }
@@ -206,7 +220,8 @@ public enum Prober {
             ("argv", .array(argv.map(JSON.string))),
             ("outcome", .string(outcome.outcome?.rawValue ?? "loaded")),
             ("phaseReached", .string(outcome.phase)),
-            ("leftBehind", .optional(outcome.leftBehind)),
+            ("leftBehind", .optional(outcome.leftBehindSummary)),
+            ("observation", observationJSON(r.observation)),
             ("exitCode", r.exitCode.map(JSON.int) ?? .null),
             ("signal", .optional(r.signal)),
             ("timedOut", .bool(r.timedOut)),
@@ -215,6 +230,23 @@ public enum Prober {
             ("stderrTail", .string(tail(r.stderr, outputTail))),
             ("traceDropped", .int(r.traceDropped)),
             ("traceDroppedBytes", .int(r.traceDroppedBytes)),
+        ])
+    }
+
+    /// What the supervisor saw running after the loader returned (or exited).
+    static func observationJSON(_ o: ObservationReport?) -> JSON {
+        guard let o else { return .null }
+        let ms = { (ns: UInt64) in JSON.double((Double(ns) / 1e3).rounded() / 1e3) }
+        return .object([
+            ("endAnnouncedMs", o.endAnnouncedNs.map(ms) ?? .null),
+            ("workEndedMs", o.workEndedNs.map(ms) ?? .null),
+            ("windowExpired", .bool(o.windowExpired)),
+            ("firedSignals", .array(o.firedSignals.map(JSON.string))),
+            ("left", .array(o.left.map { item in
+                .object([("kind", .string(item.kind.rawValue)), ("pid", .int(Int(item.pid))),
+                         ("name", .string(item.name)), ("timeMs", ms(item.timeNs))])
+            })),
+            ("leftDropped", .int(o.leftDropped)),
         ])
     }
 

@@ -17,7 +17,7 @@ public struct PolicyError: Error, Sendable, CustomStringConvertible {
 
 /// How a detonation's trace and outcome become findings (`Profiles/policy.json`, documented in docs/policy.md).
 ///
-/// Refused calls in the model's phases (`load`, `probe`) are judged by the profile rule that refused them; how the
+/// Refused calls in the model's phases (`load`, `probe`, `end`) are judged by the profile rule that refused them; how the
 /// loader ended (deadline, exhausted resources, a crash, an exception) by its outcome. Each finding's severity then
 /// decides the verdict as for static findings: critical is malicious, high or medium suspicious.
 public struct VerdictPolicy: Sendable {
@@ -60,6 +60,11 @@ public struct VerdictPolicy: Sendable {
     public var startup: Rule
     /// Outcome → what it means.
     public var outcomes: [Outcome: Rule]
+    /// How long the sandbox stays observed after the loader returned (or exited) while the model left something
+    /// running: long enough for a delayed payload to act where the trace sees it. Nothing waits when nothing is left.
+    public var observationSeconds: Double
+    /// The default of `observationSeconds`.
+    public static let defaultObservationSeconds = 2.0
 
     /// Reads a policy document; `name` is used in messages.
     public init(json bytes: [UInt8], name: String) throws(PolicyError) {
@@ -72,6 +77,7 @@ public struct VerdictPolicy: Sendable {
         let fail: @Sendable (String) -> PolicyError = { PolicyError("policy \(name): \($0)") }
         let top = try JSONField(value: root, path: "", fail: fail).object(allowed: [
             "comment", "version", "modelPhases", "behaviour", "refused", "otherDenied", "startup", "outcomes",
+            "observationSeconds",
         ])
         func required(_ fields: [String: JSONField<PolicyError>], _ key: String, in path: String) throws(PolicyError) -> JSONField<PolicyError> {
             guard let f = fields[key] else { throw fail("field \(path.isEmpty ? key : "\(path).\(key)"): missing") }
@@ -90,6 +96,15 @@ public struct VerdictPolicy: Sendable {
         let version: Int = try required(top, "version", in: "").integer()
         guard version == 1 else { throw fail("field version: \(version) is not supported (this airlock reads version 1)") }
         modelPhases = Set(try required(top, "modelPhases", in: "").strings())
+        // What runs after the loader returned is the model's too (its timers, threads, finalizers): a policy that
+        // left `end` out would file a delayed payload under the runtime's start-up.
+        for phase in ["load", "end"] where !modelPhases.contains(phase) {
+            throw fail("field modelPhases: must contain '\(phase)' (behaviour in it belongs to the model)")
+        }
+        observationSeconds = try top["observationSeconds"]?.double() ?? VerdictPolicy.defaultObservationSeconds
+        guard observationSeconds >= 0 && observationSeconds <= 60 else {
+            throw fail("field observationSeconds: \(observationSeconds) is not in [0, 60]")
+        }
         behaviour = [:]
         for item in try required(top, "behaviour", in: "").array() {
             let m = try item.object(allowed: ["comment", "rule", "finding", "severity", "message"])

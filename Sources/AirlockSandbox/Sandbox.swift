@@ -21,11 +21,14 @@ public struct SandboxRequest: Sendable {
     /// what they are open for, and nothing the mount tree does not show otherwise; reopening one through
     /// `/proc/self/fd/N` is an ordinary open, checked against the sandbox's ids and notified like any other.
     public var passedFDs: [Int32]
+    /// Whether, and how long, to watch what the command leaves running once its work is done (it needs `phases`).
+    /// Without it, whatever is left when the command exits is killed at once.
+    public var observation: SandboxObservation?
 
     /// Creates a request.
     public init(
         argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
-        phases: [String] = [], passedFDs: [Int32] = []
+        phases: [String] = [], passedFDs: [Int32] = [], observation: SandboxObservation? = nil
     ) {
         self.argv = argv
         self.profile = profile
@@ -33,6 +36,7 @@ public struct SandboxRequest: Sendable {
         self.extraMounts = extraMounts
         self.phases = phases
         self.passedFDs = passedFDs
+        self.observation = observation
     }
 }
 
@@ -451,6 +455,22 @@ private final class SandboxRun {
             listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator
         )
+        let observer = request.observation.map { config in
+            SandboxObserver(config: config,
+                            procMount: (request.profile.sandbox.mounts + request.extraMounts).first { $0.kind == .proc }?.destination,
+                            start: start)
+        }
+        if let observer {
+            // The command's launch (its first execve, before anything else ran in it) names its process.
+            notifier.onPhase = { [unowned notifier] phase, announcer in
+                let launch = notifier.launchedProcess
+                observer.phase(phase, announcer: announcer, command: (launch?.hostPid ?? 0, launch?.pid ?? 0))
+            }
+        }
+        let window = UInt64(max(0, request.observation?.windowSeconds ?? 0) * 1e9)
+        var commandExited = false
+        var windowClosed = false
+        var nextSweep: UInt64 = 0
         var stdoutBuffer = OutputBuffer(limit: limits.outputBytes)
         var stderrBuffer = OutputBuffer(limit: limits.outputBytes)
         var exitStatus: Int32? = nil
@@ -458,6 +478,7 @@ private final class SandboxRun {
         var timedOut = false
         var pid1Exited = false
         var pid1ExitedAt: UInt64 = 0
+        var commandPid: Int32 = 0
         var outOpen = true, errOpen = true
         var chunk = [UInt8](repeating: 0, count: 65536)
 
@@ -477,7 +498,21 @@ private final class SandboxRun {
 
         while true {
             let now = monotonicNow()
-            if !pid1Exited && now >= deadline && !timedOut {
+            // Once the command's work has ended, the window (never past the deadline) bounds the rest of the run.
+            let windowEnd = observer?.workEnded.map { min($0 + window, deadline) }
+            if !pid1Exited && !windowClosed, let observer, let windowEnd, let workEnd = observer.workEnded {
+                if now >= windowEnd {
+                    observer.expire(commandAlive: !commandExited)
+                    windowClosed = true
+                    _ = airlock_pidfd_send_signal(pidfd, SIGKILL)
+                } else if now >= max(nextSweep, workEnd + 20_000_000) {
+                    // Not at once: the end announcement was just looked at, and a clean run is over within
+                    // milliseconds. What outlives the command sooner than a sweep, PID 1 reports (REMAINING).
+                    observer.sweep(commandAlive: !commandExited)
+                    nextSweep = now + 20_000_000
+                }
+            }
+            if !pid1Exited && now >= deadline && !timedOut && !windowClosed {
                 timedOut = true
                 _ = airlock_pidfd_send_signal(pidfd, SIGKILL)
             }
@@ -490,7 +525,11 @@ private final class SandboxRun {
                 pollfd(fd: pid1Exited ? -1 : pidfd, events: Int16(POLLIN), revents: 0),
             ]
             if notifier.closed { fds[0].fd = -1 }
-            let limit = pid1Exited ? pid1ExitedAt + 2_000_000_000 : (timedOut ? now + 2_000_000_000 : deadline)
+            var limit = pid1Exited ? pid1ExitedAt + 2_000_000_000 : (timedOut || windowClosed ? now + 2_000_000_000 : deadline)
+            if !pid1Exited && !windowClosed, let windowEnd {
+                // Look again every 20 ms while the window runs; a sandbox with nothing left ends before that.
+                limit = min(windowEnd, now + 20_000_000)
+            }
             let timeoutMs = Int32(clamping: limit > now ? (limit - now + 999_999) / 1_000_000 : 0)
             let n = poll(&fds, nfds_t(fds.count), timeoutMs)
             if n < 0 {
@@ -502,7 +541,19 @@ private final class SandboxRun {
             if fds[2].revents != 0 { drain(stderrFd, &stderrBuffer, &errOpen) }
             if fds[3].revents != 0 {
                 for m in readStatus() {
-                    if m.type == AIRLOCK_MSG_EXIT.rawValue { exitStatus = Int32(truncatingIfNeeded: m.value) }
+                    if m.type == AIRLOCK_MSG_EXIT.rawValue {
+                        exitStatus = Int32(truncatingIfNeeded: m.value)
+                        commandExited = true
+                        // PID 1 lives on only while processes remain. Unobserved, they go with the command, as
+                        // they always did; observed, they get the window.
+                        if let observer {
+                            observer.commandExited()
+                        } else if !pid1Exited {
+                            _ = airlock_pidfd_send_signal(pidfd, SIGKILL)
+                        }
+                    }
+                    if m.type == AIRLOCK_MSG_STARTED.rawValue { commandPid = Int32(truncatingIfNeeded: m.value) }
+                    if m.type == AIRLOCK_MSG_REMAINING.rawValue { observer?.processesRemained() }
                     if m.type == AIRLOCK_MSG_EXEC_FAILED.rawValue { execFailure = m.err }
                 }
             }
@@ -529,6 +580,8 @@ private final class SandboxRun {
             traceDropped: notifier.recorder.dropped, traceDroppedBytes: notifier.recorder.droppedBytes,
             durationNs: monotonicNow() - start
         )
+        result.commandPid = commandPid
+        result.observation = observer?.report
         let status = exitStatus ?? pid1Status
         if airlock_wifexited(status) != 0 && exitStatus != nil {
             result.exitCode = airlock_wexitstatus(status)

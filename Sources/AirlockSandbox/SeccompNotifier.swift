@@ -25,8 +25,13 @@ final class SeccompNotifier {
 
     /// The trace, within its budgets (events, bytes, each event's arguments); see `TraceRecorder`.
     private(set) var recorder: TraceRecorder
+    /// The command's process as its launch (its first execve) showed it: host PID and PID inside (0 until read).
+    private(set) var launchedProcess: (hostPid: pid_t, pid: pid_t)? = nil
     /// The listener reported hang-up: no task uses the filter any more.
     private(set) var closed = false
+    /// Called when a phase is accepted, with the announcing thread's host TID, before the announcement is answered:
+    /// that thread is still blocked in it, so what the callee reads about it is the state at the announcement.
+    var onPhase: ((_ phase: String, _ hostPid: pid_t) -> Void)?
 
     /// Performs allowed calls on the callers' behalf (nil: every allowed call is continued, as for tests of the
     /// policy alone).
@@ -102,6 +107,7 @@ final class SeccompNotifier {
             decoded = decoder.decode(name, args, operands: &operands)
             if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
                 decision = announce(marked)
+                if decision.rule == "phase" { onPhase?(phases[phase], hostPid) }
             } else {
                 decision = policy.decide(name, args, decoded)
             }
@@ -161,6 +167,7 @@ final class SeccompNotifier {
 
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
+        if decision.rule == "launch" && launchedProcess == nil { launchedProcess = (hostPid, pid) }
         recorder.record(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),

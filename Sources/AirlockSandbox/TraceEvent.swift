@@ -195,4 +195,8 @@ public struct SandboxResult: Sendable {
     public var traceDroppedBytes: Int = 0
     /// Wall-clock time from spawn to the end, nanoseconds.
     public var durationNs: UInt64
+    /// The command's PID inside the sandbox (2), 0 when it never started.
+    public var commandPid: Int32 = 0
+    /// What the supervisor saw running after the command's work ended, when the request asked for an observation.
+    public var observation: ObservationReport? = nil
 }

@@ -492,7 +492,12 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
     close(1);
     close(2);
 
-    /* Reap everything; when the command ends, report its status and exit, which ends the whole namespace. */
+    /* Reap everything. When the command ends, report its status; then exit as soon as nothing else is left, which
+     * ends the namespace. Until then the namespace stays alive, so that what the command left running (a forked
+     * sleeper, an orphan of a finalizer) acts where the supervisor sees it; the supervisor decides how long that may
+     * last and ends it with SIGKILL. PID 1 alive after the command's status is thus the kernel's own proof that
+     * processes remain: every process of the namespace descends from PID 1, and orphans are reparented to it. */
+    int command_done = 0;
     for (;;) {
         struct pollfd p[2] = {{.fd = sigfd, .events = POLLIN}, {.fd = FD_CONTROL, .events = POLLIN}};
         int n = poll(p, 2, -1);
@@ -511,10 +516,15 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
             for (;;) {
                 int status = 0;
                 pid_t w = waitpid(-1, &status, WNOHANG);
+                if (w < 0 && errno == ECHILD && command_done) _exit(0);
+                if (w == 0 && command_done == 1) {
+                    al_send(AIRLOCK_MSG_REMAINING, 0, 0, 0, 0); /* once: the command is gone, others are not */
+                    command_done = 2;
+                }
                 if (w <= 0) break;
                 if (w == child) {
                     al_send(AIRLOCK_MSG_EXIT, 0, 0, 0, status);
-                    _exit(0);
+                    command_done = 1;
                 }
             }
         }

@@ -23,7 +23,7 @@ struct HarnessTests {
         ]
         return try Sandbox.run(SandboxRequest(
             argv: ["python3", "-I", "-S", "/airlock/harness/load.py", format, "/model/\(file)"],
-            profile: defaultProfile(), timeoutSeconds: 20, extraMounts: mounts, phases: ["startup", "load", "probe"]
+            profile: defaultProfile(), timeoutSeconds: 20, extraMounts: mounts, phases: ["startup", "load", "probe", "end"]
         ))
     }
 

@@ -172,6 +172,12 @@ struct ProbeTests {
                 for rule in e["alsoDynamic"] as? [String] ?? [] {
                     #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
                 }
+                if e["observed"] as? Bool == true {
+                    // What was left running is the supervisor's own finding, whatever the harness printed.
+                    let left = report.findings.first { $0.rule == "dynamic.left-behind" }
+                    let by = left.flatMap { f in f.evidence.details.first { $0.0 == "observedBy" }?.1 }
+                    #expect(by == "supervisor", "\(file): left-behind observed by \(by ?? "nobody")")
+                }
                 if expected == .clean {
                     #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
                     #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
@@ -284,6 +290,9 @@ struct ProbeTests {
             (good.replacingOccurrences(of: "\"version\": 1", with: "\"version\": 2"), "field version"),
             (good.replacingOccurrences(of: "\"severity\": \"critical\",\n      \"message\": \"started a program\"", with: "\"severity\": \"fatal\",\n      \"message\": \"started a program\""), "behaviour[0].severity"),
             (good.replacingOccurrences(of: "\"timeout\": {", with: "\"timeouts\": {"), "outcomes.timeouts"),
+            // Behaviour after the loader returned is the model's: a policy cannot file it under start-up.
+            (good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"probe\"]"), "field modelPhases"),
+            (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 600"), "field observationSeconds"),
             ("{", "not valid JSON"),
         ]
         for (text, field) in cases {

@@ -132,4 +132,21 @@ struct ReportSchemaTests {
         #expect(safetensors["detonation"] == nil)
         #expect((safetensors["trace"] as? [Any])?.isEmpty == true)
     }
+
+    @Test("a report with what the supervisor saw left running (a forked sleeper, a timer handler) validates")
+    func observationValidates() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // protocol 0 (raw-unicode-escape: \\u000a is a newline): builtins.exec(a SIGALRM handler due later, and a child that sleeps past the loader's exit)
+        let code = "import os, signal, time\\u000asignal.signal(signal.SIGALRM, lambda *a: None)\\u000asignal.alarm(30)\\u000a"
+            + "if os.fork() == 0:\\u000a    time.sleep(0.2)\\u000a    os._exit(0)\\u000a"
+        _ = FileManager.default.createFile(atPath: "\(dir)/late.pkl", contents: Data("cbuiltins\nexec\n(V\(code)\ntR.".utf8))
+        let probe = try runCLI(["probe", "--format", "json", "\(dir)/late.pkl"])
+        #expect(probe.status == 1, "\(probe.stderr)")
+        try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
+        #expect(probe.stdout.contains("\"kind\":\"process\"") && probe.stdout.contains("SIGALRM handler"), "\(probe.stdout)")
+        let validation = try ReportSchemaTests.python(["-c", ReportSchemaTests.validator,
+                                                       "\(repositoryRoot)/docs/report.schema.json", "\(dir)/probe.jsonl"])
+        #expect(validation.status == 0, "\(validation.output)")
+    }
 }

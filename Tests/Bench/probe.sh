@@ -56,7 +56,7 @@ elif mode == "means":
         print(f"{mean:.3f}")
 elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlock's own timings, one column per file
     airlock, n, files = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-    keys = ["sandboxSetupMs", "startupMs", "loadMs", "probeMs", "detonationMs", "verdictMs", "staticMs"]
+    keys = ["sandboxSetupMs", "startupMs", "loadMs", "probeMs", "observationMs", "detonationMs", "verdictMs", "staticMs"]
     cols = []
     for f in files:
         runs = []
@@ -73,7 +73,7 @@ elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlo
                 sys.exit(f"airlock probe --format json {f}: verdict {d['verdict']}, timings {t} (missing {missing})")
             if i >= 3:
                 r = {k: t[k] for k in keys}
-                r["otherDetonation"] = t["detonationMs"] - sum(t[k] for k in keys[:4])
+                r["otherDetonation"] = t["detonationMs"] - sum(t[k] for k in keys[:5])
                 r["rest"] = wall - t["detonationMs"] - t["verdictMs"] - t["staticMs"]
                 r["wall"] = wall
                 runs.append(r)
@@ -82,7 +82,8 @@ elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlo
         ("sandbox set-up: clone, namespaces, mounts (harness, model by descriptor), filter, until python3's execve", "sandboxSetupMs"),
         ("interpreter start: `python3 -I -S`, load.py, airlock_harness from its bytecode with its imports (os, pickle, struct), until the `load` marker", "startupMs"),
         ("load: the ZIP's central directory (the harness's TorchZip), `data.pkl` unpickled with the stand-ins, storage records looked up", "loadMs"),
-        ("probe phase (touch and call the object), interpreter exit, sandbox teardown and reaping", "probeMs"),
+        ("probe phase (touch and call the object), until the `end` marker", "probeMs"),
+        ("after `end`: the supervisor's look at what was left, the harness's settling, interpreter exit, sandbox teardown and reaping", "observationMs"),
         ("rest of the detonation: mount specs before clone, trace and result after", "otherDetonation"),
         ("verdict: trace and harness outcome to findings", "verdictMs"),
         ("static analysis (`staticMs`: map, SHA-256, ZIP + pickle parse, rules)", "staticMs"),
@@ -93,7 +94,7 @@ elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlo
     for label, k in labels:
         print(f"| {label} | " + " | ".join(f"{c[k]:.2f}" for c in cols) + " |")
     print("| **whole process** (this driver's clock: Python's `subprocess.run`, output piped) | " + " | ".join(f"**{c['wall']:.2f}**" for c in cols) + " |")
-    print("| (`detonationMs`, the four phases and the rest of the detonation) | " + " | ".join(f"{c['detonationMs']:.2f}" for c in cols) + " |")
+    print("| (`detonationMs`, the four phases, the observation and the rest of the detonation) | " + " | ".join(f"{c['detonationMs']:.2f}" for c in cols) + " |")
 EOF
 stats() { "$HOST_PY" "$TMP/stats.py" "$@"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -199,7 +200,8 @@ for f in "$B" "$C"; do
 import json, sys
 d = json.loads(open(sys.argv[1]).readline())
 det = d["detonation"]
-assert d["verdict"] == "clean" and det["outcome"] == "loaded" and det["phaseReached"] == "probe" and det["exitCode"] == 0
+assert d["verdict"] == "clean" and det["outcome"] == "loaded" and det["phaseReached"] == "end" and det["exitCode"] == 0
+assert det["observation"]["left"] == [] and not det["observation"]["windowExpired"]
 assert det["stdoutTail"].strip().endswith("airlock-harness: loaded OrderedDict")
 EOF
 done

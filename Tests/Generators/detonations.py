@@ -115,7 +115,7 @@ def main(out):
     # Delayed: a timer thread that starts the payload after the load returned.
     timer = Call(Global("threading", "Timer"), (0.3, Global("os", "system"), [cmd]))
     write("delayed_thread.pkl", pkl(Call(Call(Global("builtins", "getattr"), (timer, "start")), ()), 4))
-    expect("delayed_thread.pkl", "malicious", "dynamic.exec", "probe")
+    expect("delayed_thread.pkl", "malicious", "dynamic.exec", "end")
     EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
 
     # An attack on the sandbox itself: signal the parent (the sandbox's PID 1), PID 1, every process, own group.
@@ -143,6 +143,107 @@ def main(out):
         "        time.sleep(30)\n"
         "        os._exit(0)\n")))
     expect("fork_bomb.pkl", "suspicious", "dynamic.resource-exhausted", "load", at_least=True)
+
+    # Late actors: payloads that act after the loader returned, or that try to end the detonation on their own terms.
+    # Each leaves evidence the supervisor gathers itself (phase markers, the exit status, the sandbox's processes, the
+    # harness's threads and timer handlers), whatever the harness prints. `late` below acts 0.3-0.5 s later, inside
+    # the observation window: the trace then sees it in phase `end`.
+    write_ = "open(%r, 'w').close()" % pickles.CANARY
+    late = ("def late(fork=os.fork, sleep=time.sleep, system=os.system, _exit=os._exit):\n"
+            "    if fork() == 0:\n"
+            "        sleep(0.3)\n"
+            f"        system({cmd!r})\n"
+            "        _exit(0)\n")
+    write("late_alarm.pkl", pkl(run(
+        "import os, signal\n"
+        f"signal.signal(signal.SIGALRM, lambda *a: os.system({cmd!r}))\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.5)\n")))
+    expect("late_alarm.pkl", "malicious", "dynamic.exec", "end")
+    EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
+    EXPECT[-1]["observed"] = True
+    # A daemon thread that silences stderr (where the harness reported threads) and sleeps past the harness's old 2 s
+    # wait: it does not act within the window, but the supervisor saw it.
+    write("late_daemon_thread.pkl", pkl(run(
+        "import os, threading, time\n"
+        "def later():\n"
+        "    os.close(2)\n"
+        "    os.open('/dev/null', os.O_WRONLY)\n"
+        "    time.sleep(2.5)\n"
+        f"    {write_}\n"
+        "threading.Thread(target=later, daemon=True).start()\n")))
+    expect("late_daemon_thread.pkl", "suspicious", "dynamic.left-behind", None, at_least=True)
+    EXPECT[-1]["observed"] = True
+    # A forked sleeper, with the harness's own checks patched away from inside first.
+    write("late_fork_patched.pkl", pkl(run(
+        "import os, sys, time\n"
+        "h = sys.modules.get('airlock_harness')\n"
+        "for name, stub in (('left_behind', lambda: None), ('running_others', lambda: (0, 0)),\n"
+        "                   ('settle', lambda: 0), ('other_threads', lambda: 0)):\n"
+        "    if h is not None:\n"
+        "        setattr(h, name, stub)\n"
+        + late + "late()\n")))
+    expect("late_fork_patched.pkl", "malicious", "dynamic.exec", "end")
+    EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
+    EXPECT[-1]["observed"] = True
+    # Finalizers that outlive the interpreter's shutdown by forking: __del__ of an object kept until shutdown,
+    # weakref.finalize, atexit.
+    write("late_del.pkl", pkl(run(
+        "import os, sys, time\n" + late
+        + "Keep = type('Keep', (), {'__del__': lambda self, late=late: late()})\n"
+          "sys.modules['__main__'].__dict__['_airlock_test_keep'] = Keep()\n")))
+    write("late_weakref.pkl", pkl(run(
+        "import os, sys, time, weakref\n" + late
+        + "class Target:\n"
+          "    pass\n"
+          "t = Target()\n"
+          "sys.modules['__main__'].__dict__['_airlock_test_keep'] = t\n"
+          "weakref.finalize(t, late)\n")))
+    write("late_atexit.pkl", pkl(run("import atexit, os, time\n" + late + "atexit.register(late)\n")))
+    for name in ("late_del.pkl", "late_weakref.pkl", "late_atexit.pkl"):
+        expect(name, "malicious", "dynamic.exec", "end")
+        EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
+        EXPECT[-1]["observed"] = True
+    # The harness's "loaded" line printed by the model, then os._exit(0): the loader never returned.
+    write("forged_loaded.pkl", pkl(run(
+        "import os, sys\n"
+        "print('airlock-harness: loaded OrderedDict', flush=True)\n"
+        "os._exit(0)\n")))
+    expect("forged_loaded.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
+    # The harness's "probe-error" line (low) printed while loading: believed only in the probe phase.
+    write("forged_probe_error.pkl", pkl(run(
+        "import os, sys\n"
+        "print('airlock-harness: probe-error ValueError: nothing to see', file=sys.stderr, flush=True)\n"
+        "os._exit(3)\n")))
+    expect("forged_probe_error.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
+    # A process that forks and exits in a loop, never where a look at the process table finds it: PID 1 still has
+    # a child when the loader exits, which the kernel tells it.
+    write("late_fork_hopper.pkl", pkl(run(
+        "import os, sys, time\n"
+        "h = sys.modules.get('airlock_harness')\n"
+        "if h is not None:\n"
+        "    h.settle = lambda: 0\n"
+        "if os.fork() == 0:\n"
+        "    for _ in range(200):\n"
+        "        if os.fork() != 0:\n"
+        "            os._exit(0)\n"
+        "        time.sleep(0.002)\n"
+        "    os._exit(0)\n")))
+    expect("late_fork_hopper.pkl", "suspicious", "dynamic.left-behind", None, at_least=True)
+    # The same with the end marker announced in order first, and a sleeper forked after it: the end is believed, and
+    # what the model started is still observed.
+    write("forged_end.pkl", pkl(run(
+        "import os, sys, time\n" + late
+        + "for phase in ('probe', 'end'):\n"
+          "    try:\n"
+          "        open('/.airlock/phase/' + phase)\n"
+          "    except OSError:\n"
+          "        pass\n"
+          "late()\n"
+          "print('airlock-harness: loaded OrderedDict', flush=True)\n"
+          "os._exit(0)\n")))
+    expect("forged_end.pkl", "malicious", "dynamic.exec", "end")
+    EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]
+    EXPECT[-1]["observed"] = True
 
     with open(p("expectations.json"), "w") as f:
         json.dump(EXPECT, f, indent=1)

@@ -82,8 +82,10 @@ enum airlock_message_type {
     AIRLOCK_MSG_ERROR = 1,       /* set-up failed at `step` (index = mount or rlimit), errno in `err` */
     AIRLOCK_MSG_LISTENER = 2,    /* `value` is the seccomp listener fd number in the child */
     AIRLOCK_MSG_EXEC_FAILED = 3, /* the command could not be executed: errno in `err` */
-    AIRLOCK_MSG_EXIT = 4,        /* the command ended: `value` is its wait status */
+    AIRLOCK_MSG_EXIT = 4,        /* the command ended: `value` is its wait status. PID 1 exits once it has no child
+                                    left; while it lives, processes of the command's remain */
     AIRLOCK_MSG_STARTED = 5,     /* the command's process exists: `value` is its PID inside the sandbox */
+    AIRLOCK_MSG_REMAINING = 6,   /* the command ended and PID 1 still has children: processes outlived it */
 };
 
 /* Set-up steps, named in errors. */
