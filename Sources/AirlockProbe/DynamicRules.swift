@@ -21,6 +21,11 @@ public struct HarnessOutcome: Sendable, Equatable {
     public static func read(_ result: SandboxResult, phases: [String]) -> HarnessOutcome {
         let phase = phases.last { p in result.trace.contains { $0.phase == p } } ?? phases.first ?? "startup"
         let err = harnessLines(result.stderr)
+        // The kernel's word, not the harness's: the whole sandbox ran into its cgroup's memory or pids limit (an
+        // OOM kill looks like any SIGKILL, and a refused fork like any error, from inside).
+        if !result.limitsHit.isEmpty {
+            return HarnessOutcome(outcome: .resourceExhausted, detail: result.limitsHit.map(\.detail).joined(separator: "; "), phase: phase)
+        }
         if result.timedOut { return HarnessOutcome(outcome: .timeout, detail: "the deadline passed in phase \(phase)", phase: phase) }
         if let signal = result.signal {
             let outcome: VerdictPolicy.Outcome = signal == "SIGXCPU" ? .cpuLimit : .crashed

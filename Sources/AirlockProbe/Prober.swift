@@ -214,6 +214,8 @@ public enum Prober {
             ("stdoutTail", .string(tail(r.stdout, outputTail))),
             ("stderrTail", .string(tail(r.stderr, outputTail))),
             ("traceDropped", .int(r.traceDropped)),
+            ("limitsHit", .array(r.limitsHit.map(\.json))),
+            ("cgroup", r.cgroup.json),
         ])
     }
 

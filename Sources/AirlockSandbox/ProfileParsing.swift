@@ -83,12 +83,22 @@ struct RawProfile {
         struct Limits {
             var addressSpaceBytes: UInt64?, cpuSeconds: UInt64?, openFiles: UInt64?, processes: UInt64?
             var fileSizeBytes: UInt64?, timeoutSeconds: Double?, outputBytes: Int?, traceEvents: Int?
+            var memoryBytes: UInt64?, inotifyInstances: UInt64?, inotifyWatches: UInt64?, messageQueueBytes: UInt64?
+            var pendingSignals: UInt64?, lockedMemoryBytes: UInt64?, modelCopyBytes: UInt64?
 
             init(_ f: JSONField) throws(SandboxError) {
                 let o = try f.object(allowed: [
                     "addressSpaceBytes", "cpuSeconds", "openFiles", "processes", "fileSizeBytes", "timeoutSeconds",
-                    "outputBytes", "traceEvents",
+                    "outputBytes", "traceEvents", "memoryBytes", "inotifyInstances", "inotifyWatches",
+                    "messageQueueBytes", "pendingSignals", "lockedMemoryBytes", "modelCopyBytes",
                 ])
+                memoryBytes = try o["memoryBytes"]?.integer()
+                inotifyInstances = try o["inotifyInstances"]?.integer()
+                inotifyWatches = try o["inotifyWatches"]?.integer()
+                messageQueueBytes = try o["messageQueueBytes"]?.integer()
+                pendingSignals = try o["pendingSignals"]?.integer()
+                lockedMemoryBytes = try o["lockedMemoryBytes"]?.integer()
+                modelCopyBytes = try o["modelCopyBytes"]?.integer()
                 addressSpaceBytes = try o["addressSpaceBytes"]?.integer()
                 cpuSeconds = try o["cpuSeconds"]?.integer()
                 openFiles = try o["openFiles"]?.integer()
@@ -135,14 +145,16 @@ struct RawProfile {
         var recordRefused: Bool?
         var notify: [Notify]?
         var notifyDefault: String?
+        var cgroup: String?
 
         init() {}
 
         init(_ f: JSONField) throws(SandboxError) {
             let o = try f.object(allowed: [
                 "$comment", "hostname", "user", "cwd", "env", "mounts", "limits", "recordRefused", "notify",
-                "notifyDefault",
+                "notifyDefault", "cgroup",
             ])
+            cgroup = try o["cgroup"]?.string()
             hostname = try o["hostname"]?.string()
             if let u = o["user"] { user = try User(u) }
             cwd = try o["cwd"]?.string()
@@ -331,6 +343,22 @@ extension SandboxSettings {
             outputBytes: l?.outputBytes ?? 1 << 20,
             traceEvents: l?.traceEvents ?? 10_000
         )
+        if let v = l?.memoryBytes { limits.memoryBytes = v }
+        if let v = l?.inotifyInstances { limits.inotifyInstances = v }
+        if let v = l?.inotifyWatches { limits.inotifyWatches = v }
+        if let v = l?.messageQueueBytes { limits.messageQueueBytes = v }
+        if let v = l?.pendingSignals { limits.pendingSignals = v }
+        if let v = l?.lockedMemoryBytes { limits.lockedMemoryBytes = v }
+        if let v = l?.modelCopyBytes { limits.modelCopyBytes = v }
+        // Below this not even the interpreter starts; the kernel's own floor for a memory cgroup is far lower.
+        guard limits.memoryBytes >= 16 << 20 else {
+            throw SandboxError(.profile, "field airlock.limits.memoryBytes: at least 16 MiB (16777216)")
+        }
+        // The per-namespace counters are ints in the kernel.
+        for (value, name) in [(limits.inotifyInstances, "inotifyInstances"), (limits.inotifyWatches, "inotifyWatches")]
+        where value > UInt64(Int32.max) {
+            throw SandboxError(.profile, "field airlock.limits.\(name): at most \(Int32.max)")
+        }
         guard limits.timeoutSeconds > 0, limits.timeoutSeconds <= 86_400 else {
             throw SandboxError(.profile, "field airlock.limits.timeoutSeconds: must be in (0, 86400]")
         }
@@ -384,6 +412,10 @@ extension SandboxSettings {
             throw SandboxError(.profile, "field airlock.notifyDefault: expected allow, deny or kill")
         }
         notifyDefault = d
+        guard let c = CgroupRequirement(rawValue: raw.cgroup ?? "optional") else {
+            throw SandboxError(.profile, "field airlock.cgroup: expected required or optional")
+        }
+        cgroup = c
     }
 
     /// Normalises an absolute sandbox path; `..` is refused rather than resolved.

@@ -159,4 +159,8 @@ public struct SandboxResult: Sendable {
     public var traceDropped: Int
     /// Wall-clock time from spawn to the end, nanoseconds.
     public var durationNs: UInt64
+    /// The sandbox's own cgroup (its memory and pids limits and what it used), or why it had none.
+    public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
+    /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
+    public var limitsHit: [ResourceLimitHit] = []
 }
