@@ -236,11 +236,15 @@ private final class SandboxRun {
             cMounts.append(c)
         }
 
+        try makeCgroup()
+        // With a pids cgroup, the cgroup is the limit that answers (and is reported); RLIMIT_NPROC, one above it,
+        // stays as the backstop that also bounds what is charged to the supervisor's user.
+        let nproc = cgroup == nil ? limits.processes : limits.processes + 1
         let rlimits: [airlock_rlimit] = [
             airlock_rlimit(resource: Int32(RLIMIT_AS.rawValue), soft: limits.addressSpaceBytes, hard: limits.addressSpaceBytes),
             airlock_rlimit(resource: Int32(RLIMIT_CPU.rawValue), soft: limits.cpuSeconds, hard: limits.cpuSeconds + 1),
             airlock_rlimit(resource: Int32(RLIMIT_NOFILE.rawValue), soft: limits.openFiles, hard: limits.openFiles),
-            airlock_rlimit(resource: airlock_rlimit_nproc(), soft: limits.processes, hard: limits.processes),
+            airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
             airlock_rlimit(resource: Int32(RLIMIT_FSIZE.rawValue), soft: limits.fileSizeBytes, hard: limits.fileSizeBytes),
             airlock_rlimit(resource: Int32(RLIMIT_CORE.rawValue), soft: 0, hard: 0),
         ] + SharedBudgets.rlimits(limits)
@@ -311,7 +315,6 @@ private final class SandboxRun {
         spec.passed_fd_count = request.passedFDs.count
         spec.user_limits = UnsafePointer(arena.array(userLimits))
         spec.user_limit_count = userLimits.count
-        try makeCgroup()
         spec.cgroup_fd = cgroup?.cloneFD ?? -1
 
         var childPidfd: Int32 = -1
@@ -436,6 +439,7 @@ private final class SandboxRun {
         AIRLOCK_STEP_SECCOMP.rawValue: "installing the seccomp filter",
         AIRLOCK_STEP_HANDOFF.rawValue: "handing over the seccomp listener",
         AIRLOCK_STEP_FORK.rawValue: "starting the command's process",
+        AIRLOCK_STEP_USER_LIMITS.rawValue: "bounding the host's per-user counters (/proc/sys/user limits of the sandbox's user namespace)",
     ]
 
     private func setupError(_ m: airlock_message) -> SandboxError {

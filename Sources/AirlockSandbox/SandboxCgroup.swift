@@ -42,6 +42,8 @@ public struct CgroupUsage: Sendable, Equatable {
     public var pidsLimitReached: Int
     /// Whether the cgroup was removed at the end.
     public var removed: Bool
+    /// Its directories (one per hierarchy it lives in), gone once `removed`.
+    public var paths: [String] = []
 }
 
 /// A limit of the whole sandbox that it ran into (`SandboxResult.limitsHit`).
@@ -150,6 +152,7 @@ final class SandboxCgroup {
             hierarchy: "", memoryLimitBytes: limits.memoryBytes, pidsLimit: limits.processes, memoryPeakBytes: nil,
             memoryLimitReached: 0, oomKills: 0, pidsLimitReached: 0, removed: removed
         )
+        usage.paths = Array(Set(places.map(\.path))).sorted()
         let versions = Set(places.map(\.version))
         usage.hierarchy = versions.count == 1
             ? "v\(versions.first!)" : places.map { "\($0.controller) v\($0.version)" }.joined(separator: ", ")

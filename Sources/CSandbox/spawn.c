@@ -412,6 +412,10 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
  * made read-only below /proc/sys.
  */
 static void al_set_user_limits(const struct airlock_spawn_spec *spec) {
+    /* The supervisor has just moved PID 1 into the sandbox's own cgroups (v1): root the cgroup namespace there, so
+     * that /proc/self/cgroup inside shows `/`, as it does for a v2 cgroup the sandbox was born in, and not the
+     * supervisor's name for it. */
+    if (unshare(CLONE_NEWCGROUP) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -2);
     if (spec->user_limit_count == 0) return;
     long fs = syscall(SYS_fsopen, "proc", AL_FSOPEN_CLOEXEC);
     if (fs < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
