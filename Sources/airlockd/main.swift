@@ -60,7 +60,8 @@ struct AirlockD: ParsableCommand {
         }
         let options: ProbeOptions
         do {
-            let loaded = try Profile.load(settings.profile)
+            var loaded = try Profile.load(settings.profile)
+            if settings.cgroup == .required { loaded.sandbox.cgroup = .required }
             guard let harness = ProbeOptions.locateHarness() else {
                 Log.write(.err, "no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", "))")
                 throw ExitCode(2)
