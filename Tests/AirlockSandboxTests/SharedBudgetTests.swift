@@ -1,4 +1,5 @@
 import AirlockAnalysis
+import AirlockDaemon
 import AirlockJSON
 @testable import AirlockProbe
 @testable import AirlockSandbox
@@ -225,6 +226,22 @@ struct SharedBudgetTests {
         #expect(detonation.contains("\"resource\":\"memory\",\"limit\":\(256 << 20)"), "\(detonation)")
         let finding = try #require(report.findings.first { $0.rule == "dynamic.resource-exhausted" })
         #expect(finding.message.contains("memory limit of \(256 << 20) bytes"), "\(finding.message)")
+    }
+
+    @Test("profile and daemon fields: the cgroup requirement and the memory limit are checked, errors name the field")
+    func settingsAreChecked() throws {
+        #expect(try SharedBudgetTests.profile([:]).sandbox.cgroup == .optional)
+        #expect(try SharedBudgetTests.profile([:], cgroup: "required").sandbox.cgroup == .required)
+        #expect(throws: SandboxError.self) { try SharedBudgetTests.profile([:], cgroup: "sometimes") }
+        do {
+            _ = try SharedBudgetTests.profile(["memoryBytes": 1 << 20])
+            Issue.record("a 1 MiB memory limit was accepted")
+        } catch let error as SandboxError {
+            #expect(error.message.contains("airlock.limits.memoryBytes"), "\(error.message)")
+        }
+        #expect(DaemonConfig().cgroup == .required)
+        #expect(try DaemonConfig(json: Array(#"{"cgroup": "optional"}"#.utf8), name: "t").cgroup == .optional)
+        #expect(throws: ConfigError.self) { try DaemonConfig(json: Array(#"{"cgroup": "never"}"#.utf8), name: "t") }
     }
 
     // MARK: The sealed copy of a writable model
