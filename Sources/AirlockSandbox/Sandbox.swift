@@ -316,6 +316,9 @@ private final class SandboxRun {
         spec.user_limits = UnsafePointer(arena.array(userLimits))
         spec.user_limit_count = userLimits.count
         spec.cgroup_fd = cgroup?.cloneFD ?? -1
+        let taskFiles: [UnsafePointer<CChar>?] = (cgroup?.v1TaskFiles ?? []).map { UnsafePointer(arena.string($0)) }
+        spec.cgroup_tasks = UnsafePointer(arena.array(taskFiles))
+        spec.cgroup_task_count = taskFiles.count
 
         var childPidfd: Int32 = -1
         let rc = program.instructions.withUnsafeBytes { filter -> Int32 in
@@ -327,7 +330,6 @@ private final class SandboxRun {
         }
         pid = rc
         pidfd = childPidfd
-        try placeInCgroup()
 
         // Map the sandbox's ids to unprivileged host ids, then let the child go on.
         let user = settings.user
@@ -344,16 +346,6 @@ private final class SandboxRun {
         do throws(CgroupUnavailable) {
             cgroup = try SandboxCgroup(limits: limits)
         } catch {
-            try noCgroup(error.reason)
-        }
-    }
-
-    /// Puts PID 1 in the cgroup before it goes on (v1; v2 created it there), so that all it starts is counted.
-    private func placeInCgroup() throws(SandboxError) {
-        do throws(CgroupUnavailable) {
-            try cgroup?.attach(pid: pid)
-        } catch {
-            cgroup = nil
             try noCgroup(error.reason)
         }
     }
@@ -439,7 +431,7 @@ private final class SandboxRun {
         AIRLOCK_STEP_SECCOMP.rawValue: "installing the seccomp filter",
         AIRLOCK_STEP_HANDOFF.rawValue: "handing over the seccomp listener",
         AIRLOCK_STEP_FORK.rawValue: "starting the command's process",
-        AIRLOCK_STEP_USER_LIMITS.rawValue: "bounding the host's per-user counters (/proc/sys/user limits of the sandbox's user namespace)",
+        AIRLOCK_STEP_USER_LIMITS.rawValue: "joining the sandbox's cgroup and bounding the host's per-user counters (/proc/sys/user limits of the sandbox's user namespace)",
     ]
 
     private func setupError(_ m: airlock_message) -> SandboxError {

@@ -59,9 +59,9 @@ public struct ResourceLimitHit: Sendable, Equatable {
 }
 
 /// One sandbox's cgroup in the memory and pids controllers: created under the supervisor's own cgroup before the
-/// sandbox starts, holding PID 1 before the command runs (cgroup v2: born there with `CLONE_INTO_CGROUP`; v1: the
-/// parent writes PID 1 into `cgroup.procs` while PID 1 waits for its maps), read and removed after the whole tree
-/// is dead.
+/// sandbox starts, holding PID 1 before the command runs (cgroup v2: born there with `CLONE_INTO_CGROUP`; v1: PID 1
+/// writes itself into `tasks` during set-up, after its uid map and before the mount tree), read and removed after
+/// the whole tree is dead.
 ///
 /// `memfd` pages, tmpfs pages and page cache are charged to the cgroup of the process that touches them first and
 /// are counted by no rlimit: only the cgroup bounds them.
@@ -138,13 +138,9 @@ final class SandboxCgroup {
         }
     }
 
-    /// Moves `pid` (the sandbox's PID 1, before it has made any other process) into the v1 cgroups; v2 already
-    /// holds it from its birth.
-    func attach(pid: pid_t) throws(CgroupUnavailable) {
-        for place in places where place.version == 1 {
-            try write(place, "cgroup.procs", String(pid))
-        }
-    }
+    /// The `tasks` files of the v1 cgroups, which the sandbox's PID 1 writes itself into during set-up, before
+    /// anything else runs in the sandbox (v2 creates PID 1 in its cgroup instead).
+    var v1TaskFiles: [String] { places.filter { $0.version == 1 }.map { "\($0.path)/tasks" } }
 
     /// What the sandbox used and ran into. Read after the tree is dead, before `remove`.
     func usage() -> (CgroupUsage, [ResourceLimitHit]) {

@@ -412,9 +412,22 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
  * made read-only below /proc/sys.
  */
 static void al_set_user_limits(const struct airlock_spawn_spec *spec) {
-    /* The supervisor has just moved PID 1 into the sandbox's own cgroups (v1): root the cgroup namespace there, so
-     * that /proc/self/cgroup inside shows `/`, as it does for a v2 cgroup the sandbox was born in, and not the
-     * supervisor's name for it. */
+    /* cgroup v1: PID 1 moves itself into the sandbox's cgroups (the supervisor made them) before anything else runs
+     * here. A task writing "0" to `tasks` moves only itself, which the kernel does without the global threadgroup
+     * lock that moving another process takes (an RCU grace period: ≈10 ms per run here). PID 1 still has the
+     * supervisor's host uid (root), which the kernel wants for that write. v2 created PID 1 in its cgroup. */
+    for (size_t i = 0; i < spec->cgroup_task_count; i++) {
+        int fd = open(spec->cgroup_tasks[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -3);
+        ssize_t n;
+        do {
+            n = write(fd, "0", 1);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1) al_fail(AIRLOCK_STEP_USER_LIMITS, -3);
+        close(fd);
+    }
+    /* Root the cgroup namespace at the sandbox's own cgroup, so that /proc/self/cgroup inside shows `/` (as it does
+     * for a v2 cgroup the sandbox was born in), never the supervisor's name for it. */
     if (unshare(CLONE_NEWCGROUP) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -2);
     if (spec->user_limit_count == 0) return;
     long fs = syscall(SYS_fsopen, "proc", AL_FSOPEN_CLOEXEC);

@@ -88,6 +88,8 @@ struct airlock_spawn_spec {
     const struct airlock_user_limit *user_limits; /* this namespace's shares of the host's per-user counters */
     size_t user_limit_count;
     int cgroup_fd;                  /* cgroup v2 directory to start PID 1 in (CLONE_INTO_CGROUP), or -1 */
+    const char *const *cgroup_tasks; /* cgroup v1: the `tasks` file of each sandbox cgroup PID 1 moves itself into */
+    size_t cgroup_task_count;
 };
 
 /* Message types on the status pipe. */
