@@ -88,6 +88,7 @@ final class SandboxCgroup {
         do throws(CgroupUnavailable) {
             for controller in ["memory", "pids"] {
                 let parent = try hierarchies.directory(for: controller)
+                SandboxCgroup.removeStale(in: parent.path)
                 let place = Place(controller: controller, version: parent.version, path: "\(parent.path)/\(name)")
                 // v2 holds both controllers in one directory.
                 if !places.contains(where: { $0.path == place.path }) {
@@ -210,6 +211,20 @@ final class SandboxCgroup {
         var (usage, hits) = usage()
         usage.removed = remove()
         return (.applied(usage), hits)
+    }
+
+    /// Removes the cgroups a supervisor that died (killed, or a crash) left in `directory`: `airlock-PID-…` whose
+    /// PID no longer exists. Their sandboxes died with that supervisor (PID 1 exits when its control pipe closes), so
+    /// they are empty; one that is not is left alone (rmdir refuses it).
+    static func removeStale(in directory: String) {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let parts = name.split(separator: "-")
+            guard parts.count == 3, parts[0] == "airlock", let pid = Int32(parts[1]), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { _ = rmdir("\(directory)/\(name)") }
+        }
     }
 
     /// The directories of this sandbox's cgroup (for tests and messages).

@@ -180,6 +180,22 @@ struct SharedBudgetTests {
         for path in usage.paths { #expect(access(path, F_OK) != 0, "\(path) is still there") }
     }
 
+    @Test("cgroups left by a supervisor that was killed are removed by the next run")
+    func staleCgroupsRemoved() throws {
+        let first = try runPython("pass")
+        let usage = try #require(SharedBudgetTests.usage(first))
+        let parents = usage.paths.map { String($0[..<$0.lastIndex(of: "/")!]) }
+        // A PID that no longer exists: a process that has been reaped.
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run()
+        dead.waitUntilExit()
+        let stale = parents.map { "\($0)/airlock-\(dead.processIdentifier)-5ca1ab1e" }
+        for path in stale { #expect(mkdir(path, 0o755) == 0, "\(path): \(errno)") }
+        _ = try runPython("pass")
+        for path in stale { #expect(access(path, F_OK) != 0, "\(path) was left") }
+    }
+
     @Test("a required cgroup that cannot be made is an error that says why; an optional one is reported missing")
     func cgroupRequirement() throws {
         // An unprivileged supervisor can create no cgroup below root's: run `airlock exec` as nobody.
