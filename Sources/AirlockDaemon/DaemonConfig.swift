@@ -92,7 +92,9 @@ public struct DaemonConfig: Sendable {
         if let f = fields["profile"] { profile = try f.string() }
         if let f = fields["policy"] { policy = try f.string() }
         if let f = fields["cgroup"] {
-            guard let value = CgroupRequirement(rawValue: try f.string()) else { throw fail("field cgroup: expected required or optional") }
+            guard let value = CgroupRequirement(rawValue: try f.string()) else {
+                throw fail("field cgroup: expected required or optional")
+            }
             cgroup = value
         }
         try validate()

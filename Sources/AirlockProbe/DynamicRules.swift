@@ -24,7 +24,8 @@ public struct HarnessOutcome: Sendable, Equatable {
         // The kernel's word, not the harness's: the whole sandbox ran into its cgroup's memory or pids limit (an
         // OOM kill looks like any SIGKILL, and a refused fork like any error, from inside).
         if !result.limitsHit.isEmpty {
-            return HarnessOutcome(outcome: .resourceExhausted, detail: result.limitsHit.map(\.detail).joined(separator: "; "), phase: phase)
+            let detail = result.limitsHit.map(\.detail).joined(separator: "; ")
+            return HarnessOutcome(outcome: .resourceExhausted, detail: detail, phase: phase)
         }
         if result.timedOut { return HarnessOutcome(outcome: .timeout, detail: "the deadline passed in phase \(phase)", phase: phase) }
         if let signal = result.signal {

@@ -75,7 +75,13 @@ public enum Sandbox {
         let copy = airlock_sealed_copy(reopened, size, budget)
         guard copy >= 0 else {
             if errno == EFBIG {
-                throw SandboxError(.mountSource, "the model is writable by the sandbox's user \(ids.uid) and holds more than \(budget) bytes of data, the budget of its sealed copy (airlock.limits.modelCopyBytes): make it read-only for that user, or raise the budget", errno: EFBIG)
+                throw SandboxError(
+                    .mountSource,
+                    "the model is writable by the sandbox's user \(ids.uid) and holds more than \(budget) bytes "
+                        + "of data, the budget of its sealed copy (airlock.limits.modelCopyBytes): make it read-only for "
+                        + "that user, or raise the budget",
+                    errno: EFBIG
+                )
             }
             throw SandboxError(.mountSource, "cannot copy the model into sealed memory", errno: errno)
         }
@@ -249,7 +255,10 @@ private final class SandboxRun {
             airlock_rlimit(resource: Int32(RLIMIT_CORE.rawValue), soft: 0, hard: 0),
         ] + SharedBudgets.rlimits(limits)
         let userLimits = SharedBudgets.userNamespaceLimits(limits).map {
-            airlock_user_limit(path: UnsafePointer(arena.string("sys/user/\($0.name)")), value: UnsafePointer(arena.string(String($0.value))))
+            airlock_user_limit(
+                path: UnsafePointer(arena.string("sys/user/\($0.name)")),
+                value: UnsafePointer(arena.string(String($0.value)))
+            )
         }
 
         // The command: tried at each PATH entry of the sandbox's environment, in order.
@@ -352,7 +361,10 @@ private final class SandboxRun {
 
     private func noCgroup(_ reason: String) throws(SandboxError) {
         if request.profile.sandbox.cgroup == .required {
-            throw SandboxError(.cgroup, "the sandbox needs a cgroup of its own (memory and pids limits), and none could be made: \(reason)")
+            throw SandboxError(
+                .cgroup,
+                "the sandbox needs a cgroup of its own (memory and pids limits), and none could be made: \(reason)"
+            )
         }
         cgroupUnavailable = reason
     }
@@ -431,7 +443,8 @@ private final class SandboxRun {
         AIRLOCK_STEP_SECCOMP.rawValue: "installing the seccomp filter",
         AIRLOCK_STEP_HANDOFF.rawValue: "handing over the seccomp listener",
         AIRLOCK_STEP_FORK.rawValue: "starting the command's process",
-        AIRLOCK_STEP_USER_LIMITS.rawValue: "joining the sandbox's cgroup and bounding the host's per-user counters (/proc/sys/user limits of the sandbox's user namespace)",
+        AIRLOCK_STEP_USER_LIMITS.rawValue:
+            "joining the sandbox's cgroup and bounding the host's per-user counters (/proc/sys/user of its namespace)",
     ]
 
     private func setupError(_ m: airlock_message) -> SandboxError {

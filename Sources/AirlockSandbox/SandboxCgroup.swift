@@ -101,7 +101,9 @@ final class SandboxCgroup {
             }
             if let v2 = places.first(where: { $0.version == 2 }) {
                 cloneFD = open(v2.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                guard cloneFD >= 0 else { throw CgroupUnavailable("cannot open \(v2.path): \(ErrnoName.describe(errno))") }
+                guard cloneFD >= 0 else {
+                    throw CgroupUnavailable("cannot open \(v2.path): \(ErrnoName.describe(errno))")
+                }
             }
         } catch {
             remove()
@@ -172,14 +174,17 @@ final class SandboxCgroup {
         if usage.memoryLimitReached > 0 || usage.oomKills > 0 {
             var detail = "the sandbox's memory limit of \(limits.memoryBytes) bytes (airlock.limits.memoryBytes, "
                 + "all its processes and the memory they hold together) was reached"
-            if usage.oomKills > 0 { detail += "; the kernel killed \(usage.oomKills) process\(usage.oomKills == 1 ? "" : "es")" }
+            if usage.oomKills > 0 {
+                detail += "; the kernel killed \(usage.oomKills) process\(usage.oomKills == 1 ? "" : "es")"
+            }
             hits.append(ResourceLimitHit(resource: .memory, limit: limits.memoryBytes, detail: detail))
         }
         if usage.pidsLimitReached > 0 {
             hits.append(ResourceLimitHit(
                 resource: .pids, limit: limits.processes,
                 detail: "the sandbox's limit of \(limits.processes) processes and threads (airlock.limits.processes) "
-                    + "was reached; \(usage.pidsLimitReached) fork\(usage.pidsLimitReached == 1 ? " was" : "s were") refused"
+                    + "was reached; \(usage.pidsLimitReached) "
+                    + (usage.pidsLimitReached == 1 ? "fork was refused" : "forks were refused")
             ))
         }
         return (usage, hits)
@@ -220,7 +225,9 @@ final class SandboxCgroup {
         guard let dir = opendir(directory) else { return }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             let parts = name.split(separator: "-")
             guard parts.count == 3, parts[0] == "airlock", let pid = Int32(parts[1]), pid != getpid() else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { _ = rmdir("\(directory)/\(name)") }
@@ -324,10 +331,11 @@ struct CgroupHierarchies {
             let root = String(left[3]), mountPoint = unescape(String(left[4]))
             switch right[0] {
             case "cgroup":
-                let controllers = Set(right[2].split(separator: ",").map(String.init)).intersection(["memory", "pids"])
-                guard !controllers.isEmpty,
-                      let path = own.first(where: { Set($0.key.split(separator: ",").map(String.init)).isSuperset(of: controllers) })?.value,
-                      let relative = relativePath(path, root: root) else { continue }
+                let names = { (list: Substring) in Set(list.split(separator: ",").map(String.init)) }
+                let controllers = names(right[2]).intersection(["memory", "pids"])
+                let holder = own.first { names(Substring($0.key)).isSuperset(of: controllers) }
+                guard !controllers.isEmpty, let path = holder?.value, let relative = relativePath(path, root: root)
+                else { continue }
                 h.v1.append(V1(controllers: controllers, mountPoint: mountPoint, path: relative))
             case "cgroup2":
                 if h.v2 == nil, let path = own[""], let relative = relativePath(path, root: root) {
@@ -353,7 +361,8 @@ struct CgroupHierarchies {
         var out: [UInt8] = []
         var bytes = Array(s.utf8)[...]
         while let b = bytes.popFirst() {
-            if b == UInt8(ascii: "\\"), bytes.count >= 3, let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
+            if b == UInt8(ascii: "\\"), bytes.count >= 3,
+               let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
                 out.append(v)
                 bytes = bytes.dropFirst(3)
             } else {
@@ -369,11 +378,15 @@ struct CgroupHierarchies {
         if let h = v1.first(where: { $0.controllers.contains(controller) }) {
             let dir = h.mountPoint + h.path
             guard access(dir, W_OK) == 0 else {
-                throw CgroupUnavailable("the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(ErrnoName.describe(errno))")
+                throw CgroupUnavailable(
+                    "the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(ErrnoName.describe(errno))"
+                )
             }
             return (dir, 1)
         }
-        guard let v2 else { throw CgroupUnavailable("no \(controller) controller is mounted (neither cgroup v1 nor v2)") }
+        guard let v2 else {
+            throw CgroupUnavailable("no \(controller) controller is mounted (neither cgroup v1 nor v2)")
+        }
         return (try v2Base(for: controller, mountPoint: v2.mountPoint, own: v2.path), 2)
     }
 
@@ -384,17 +397,23 @@ struct CgroupHierarchies {
     private func v2Base(for controller: String, mountPoint: String, own: String) throws(CgroupUnavailable) -> String {
         try CgroupHierarchies.v2BaseCache.withLock { cache throws(CgroupUnavailable) -> String in
             let base = cache ?? (mountPoint + own)
-            let enabled = (CgroupFiles.read("\(base)/cgroup.subtree_control") ?? "").split(whereSeparator: \.isWhitespace)
+            let enabled = (CgroupFiles.read("\(base)/cgroup.subtree_control") ?? "")
+                .split(whereSeparator: \.isWhitespace)
             if enabled.contains(Substring(controller)) {
                 cache = base
                 return base
             }
             let available = (CgroupFiles.read("\(base)/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace)
             guard available.contains(Substring(controller)) else {
-                throw CgroupUnavailable("the \(controller) controller is not available in the supervisor's cgroup \(base) (v2): delegate it (systemd Delegate=yes)")
+                throw CgroupUnavailable(
+                    "the \(controller) controller is not available in the supervisor's cgroup \(base) (v2): "
+                        + "delegate it (systemd Delegate=yes)"
+                )
             }
             guard base == mountPoint || CgroupHierarchies.isDelegated(base) else {
-                throw CgroupUnavailable("the supervisor's cgroup \(base) (v2) is not delegated to it (systemd Delegate=yes)")
+                throw CgroupUnavailable(
+                    "the supervisor's cgroup \(base) (v2) is not delegated to it (systemd Delegate=yes)"
+                )
             }
             if base != mountPoint && !(CgroupFiles.read("\(base)/cgroup.procs") ?? "").isEmpty {
                 let leaf = "\(base)/supervisor"
@@ -402,11 +421,15 @@ struct CgroupHierarchies {
                     throw CgroupUnavailable("cannot create \(leaf): \(ErrnoName.describe(errno))")
                 }
                 let error = CgroupFiles.write("\(leaf)/cgroup.procs", String(getpid()))
-                if error != 0 { throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(ErrnoName.describe(error))") }
+                if error != 0 {
+                    throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(ErrnoName.describe(error))")
+                }
             }
             let error = CgroupFiles.write("\(base)/cgroup.subtree_control", "+memory +pids")
             if error != 0 {
-                throw CgroupUnavailable("cannot enable the memory and pids controllers in \(base) (v2): \(ErrnoName.describe(error))")
+                throw CgroupUnavailable(
+                    "cannot enable the memory and pids controllers in \(base) (v2): \(ErrnoName.describe(error))"
+                )
             }
             cache = base
             return base
@@ -433,7 +456,8 @@ extension SandboxCgroupStatus {
         switch self {
         case .applied(let u):
             return .object([
-                ("applied", .bool(true)), ("hierarchy", .string(u.hierarchy)), ("memoryLimitBytes", .int(u.memoryLimitBytes)),
+                ("applied", .bool(true)), ("hierarchy", .string(u.hierarchy)),
+                ("memoryLimitBytes", .int(u.memoryLimitBytes)),
                 ("pidsLimit", .int(u.pidsLimit)), ("memoryPeakBytes", u.memoryPeakBytes.map(JSON.int) ?? .null),
                 ("memoryLimitReached", .int(u.memoryLimitReached)), ("oomKills", .int(u.oomKills)),
                 ("pidsLimitReached", .int(u.pidsLimitReached)), ("removed", .bool(u.removed)),

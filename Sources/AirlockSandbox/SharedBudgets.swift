@@ -31,10 +31,12 @@ enum SharedBudgets {
 
     /// The rlimits that bound the counters without a per-namespace limit.
     static func rlimits(_ limits: Limits) -> [airlock_rlimit] {
-        [
-            airlock_rlimit(resource: Int32(__RLIMIT_SIGPENDING.rawValue), soft: limits.pendingSignals, hard: limits.pendingSignals),
-            airlock_rlimit(resource: Int32(__RLIMIT_MSGQUEUE.rawValue), soft: limits.messageQueueBytes, hard: limits.messageQueueBytes),
-            airlock_rlimit(resource: Int32(__RLIMIT_MEMLOCK.rawValue), soft: limits.lockedMemoryBytes, hard: limits.lockedMemoryBytes),
+        let both = { (resource: __rlimit_resource, value: UInt64) in
+            airlock_rlimit(resource: Int32(resource.rawValue), soft: value, hard: value)
+        }
+        return [
+            both(__RLIMIT_SIGPENDING, limits.pendingSignals), both(__RLIMIT_MSGQUEUE, limits.messageQueueBytes),
+            both(__RLIMIT_MEMLOCK, limits.lockedMemoryBytes),
         ]
     }
 }

@@ -432,7 +432,8 @@ static void al_set_user_limits(const struct airlock_spawn_spec *spec) {
     if (spec->user_limit_count == 0) return;
     long fs = syscall(SYS_fsopen, "proc", AL_FSOPEN_CLOEXEC);
     if (fs < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
-    if (syscall(SYS_fsconfig, (int)fs, AL_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+    if (syscall(SYS_fsconfig, (int)fs, AL_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
     long proc = syscall(SYS_fsmount, (int)fs, AL_FSMOUNT_CLOEXEC, 0);
     if (proc < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
     close((int)fs);
