@@ -226,8 +226,19 @@ struct SharedBudgetTests {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let model = "\(dir)/hoard.pkl"
-        let payload = "import os\nfds = []\nfor i in range(20):\n    fd = os.memfd_create('h'); fds.append(fd)\n    for j in range(60): os.write(fd, b'x' * (1 << 20))\n"
-        let generator = "import pickle, sys\nclass P:\n    def __reduce__(self): return (exec, (sys.argv[2],))\nopen(sys.argv[1], 'wb').write(pickle.dumps(P(), protocol=2))\n"
+        let payload = """
+            import os
+            fds = []
+            for i in range(20):
+                fd = os.memfd_create("h"); fds.append(fd)
+                for j in range(60): os.write(fd, b"x" * (1 << 20))
+            """
+        let generator = """
+            import pickle, sys
+            class P:
+                def __reduce__(self): return (exec, (sys.argv[2],))
+            open(sys.argv[1], "wb").write(pickle.dumps(P(), protocol=2))
+            """
         let made = try runProgram("/usr/bin/python3", ["-c", generator, model, payload])
         #expect(made.status == 0, "\(made.stderr)")
         let profile = try SharedBudgetTests.profile(["memoryBytes": 256 << 20])
