@@ -400,7 +400,7 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_NO_NEW_PRIVS, -1);
 }
 
-/* ---- per-user kernel counters ---- */
+/* ---- the host's shared budgets: the sandbox's cgroup, per-user kernel counters ---- */
 
 /*
  * inotify instances and watches, fanotify groups and marks, and namespaces are counted per user and charged up the
@@ -411,7 +411,7 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
  * anywhere: the host's /proc/sys may be read-only (systemd's ProtectKernelTunables=), and the sandbox's /proc is
  * made read-only below /proc/sys.
  */
-static void al_set_user_limits(const struct airlock_spawn_spec *spec) {
+static void al_bound_shared_budgets(const struct airlock_spawn_spec *spec) {
     /* cgroup v1: PID 1 moves itself into the sandbox's cgroups (the supervisor made them) before anything else runs
      * here. A task writing "0" to `tasks` moves only itself, which the kernel does without the global threadgroup
      * lock that moving another process takes (an RCU grace period: ≈10 ms per run here). PID 1 still has the
@@ -527,7 +527,7 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
     if (spec->drop_supplementary_groups && syscall(SYS_setgroups, 0, NULL) < 0) al_fail(AIRLOCK_STEP_SETGROUPS, -1);
     if (spec->hostname && sethostname(spec->hostname, al_strlen(spec->hostname)) < 0)
         al_fail(AIRLOCK_STEP_HOSTNAME, -1);
-    al_set_user_limits(spec);
+    al_bound_shared_budgets(spec);
 
     al_build_root(spec);
     if (chdir(spec->cwd) < 0) al_fail(AIRLOCK_STEP_CHDIR, -1);
