@@ -34,7 +34,8 @@ public struct CgroupUsage: Sendable, Equatable {
     public var pidsLimit: UInt64
     /// Most memory the sandbox held at once, bytes, when the kernel says.
     public var memoryPeakBytes: UInt64?
-    /// Times the memory limit was reached (v1 `memory.failcnt`/`memory.memsw.failcnt`, v2 `memory.events` oom).
+    /// Times the memory limit was reached: v1 `memory.failcnt` + `memory.memsw.failcnt`, which also count charges
+    /// that reclaim (page cache) satisfied; v2 `memory.events` `oom`, charges that reclaim could not satisfy.
     public var memoryLimitReached: Int
     /// Processes the kernel's OOM killer ended inside the sandbox.
     public var oomKills: Int
@@ -171,7 +172,10 @@ final class SandboxCgroup {
             }
         }
         var hits: [ResourceLimitHit] = []
-        if usage.memoryLimitReached > 0 || usage.oomKills > 0 {
+        // v1's failcnt also counts limits met by reclaiming page cache, which a large honest load can do: there only
+        // an OOM kill says the sandbox wanted more than it may have. v2's oom event is already that.
+        let v2Memory = places.contains { $0.controller == "memory" && $0.version == 2 }
+        if usage.oomKills > 0 || (v2Memory && usage.memoryLimitReached > 0) {
             var detail = "the sandbox's memory limit of \(limits.memoryBytes) bytes (airlock.limits.memoryBytes, "
                 + "all its processes and the memory they hold together) was reached"
             if usage.oomKills > 0 {
