@@ -129,6 +129,34 @@ struct SharedBudgetTests {
         #expect(usage.removed)
     }
 
+    @Test("reading more files than the memory limit holds is not resource exhaustion: page cache is reclaimed")
+    func pageCacheIsNotExhaustion() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = "\(dir)/data.bin"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let chunk = [UInt8](repeating: 0x5a, count: 1 << 20)
+        for _ in 0..<160 { _ = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+        fsync(fd)
+        // Out of the page cache, so that the sandbox's reads are charged to the sandbox.
+        #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        close(fd)
+        let result = try runPython("""
+            total = 0
+            for _ in range(2):
+                with open("/data/data.bin", "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        total += len(chunk)
+            print("read", total >> 20, "MiB")
+            """, profile: try SharedBudgetTests.profile(["memoryBytes": 64 << 20]),
+            mounts: [try MountSpec.readOnlyBind(host: dir, sandbox: "/data")])
+        #expect(result.out.contains("read 320 MiB"), "\(result.out) \(result.err)")
+        #expect(result.exitCode == 0)
+        #expect(result.limitsHit.isEmpty, "\(result.limitsHit)")
+        let usage = try #require(SharedBudgetTests.usage(result))
+        #expect(usage.oomKills == 0 && (usage.memoryPeakBytes ?? 0) <= 64 << 20)
+    }
+
     @Test("fork beyond pids.max fails, and the run names the pids limit")
     func forkBeyondPidsLimit() throws {
         let result = try runPython("""
