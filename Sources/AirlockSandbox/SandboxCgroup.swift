@@ -24,6 +24,20 @@ public enum SandboxCgroupStatus: Sendable, Equatable {
     }
 }
 
+extension Sandbox {
+    /// Why a sandbox run with `limits` could have no cgroup of its own here, or nil when it could: one is made and
+    /// removed at once. For a supervisor's start-up, to say early what every run would otherwise say.
+    public static func cgroupUnavailable(limits: Limits) -> String? {
+        do throws(CgroupUnavailable) {
+            let cgroup = try SandboxCgroup(limits: limits)
+            cgroup.remove()
+            return nil
+        } catch {
+            return error.reason
+        }
+    }
+}
+
 /// A sandbox's cgroup: its limits and what it used.
 public struct CgroupUsage: Sendable, Equatable {
     /// Where the limits lived: `v1` (the memory and pids hierarchies), `v2`, or a mix (`memory v1, pids v2`).
