@@ -454,8 +454,8 @@ struct CgroupHierarchies {
         }
     }
 
-    /// systemd (≥ 251) marks a cgroup it delegated with the extended attribute `trusted.delegate` (or, for a user
-    /// manager, `user.delegate`) set to `1`.
+    /// systemd marks a cgroup it delegated with the extended attributes `trusted.delegate` (readable only with
+    /// `CAP_SYS_ADMIN`) and, in recent versions, `user.delegate`, set to `1`.
     static func isDelegated(_ path: String) -> Bool {
         for name in ["trusted.delegate", "user.delegate"] {
             var value = [UInt8](repeating: 0, count: 8)
