@@ -1,4 +1,5 @@
 internal import AirlockJSON
+public import AirlockSandbox
 
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +43,11 @@ public struct DaemonConfig: Sendable {
     public var profile = "default"
     /// The verdict policy file; `policy.json` beside the profiles when nil.
     public var policy: String? = nil
+    /// Whether a detonation without a cgroup of its own (memory and pids limits for the whole sandbox) is refused.
+    /// Required by default: airlockd runs as root under systemd with `Delegate=yes`, where a cgroup can always be
+    /// made, and one that cannot says something is wrong with the host; a profile that requires one is obeyed
+    /// whatever this says.
+    public var cgroup: CgroupRequirement = .required
 
     /// The defaults.
     public init() {}
@@ -69,6 +75,7 @@ public struct DaemonConfig: Sendable {
         let fields = try JSONField(value: root, path: "", fail: fail).object(allowed: [
             "comment", "socket", "allowUids", "allowGroups", "maxConcurrent", "queue", "maxMessageBytes", "maxConnections",
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile", "policy",
+            "cgroup",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -84,6 +91,12 @@ public struct DaemonConfig: Sendable {
         if let f = fields["shutdownGraceSeconds"] { shutdownGrace = try f.double() }
         if let f = fields["profile"] { profile = try f.string() }
         if let f = fields["policy"] { policy = try f.string() }
+        if let f = fields["cgroup"] {
+            guard let value = CgroupRequirement(rawValue: try f.string()) else {
+                throw fail("field cgroup: expected required or optional")
+            }
+            cgroup = value
+        }
         try validate()
     }
 

@@ -41,6 +41,11 @@ public struct HarnessOutcome: Sendable, Equatable {
             o.detail = detail
             return o
         }
+        // The kernel's word, not the harness's: the whole sandbox ran into its cgroup's memory or pids limit (an
+        // OOM kill looks like any SIGKILL, and a refused fork like any error, from inside).
+        if !result.limitsHit.isEmpty {
+            return ending(.resourceExhausted, result.limitsHit.map(\.detail).joined(separator: "; "))
+        }
         if result.timedOut { return ending(.timeout, "the deadline passed in phase \(phase)") }
         if result.observation?.windowExpired == true && result.exitCode == nil {
             // The supervisor ended the run: the loader was still running when the observation window closed. That is

@@ -230,6 +230,8 @@ public enum Prober {
             ("stderrTail", .string(tail(r.stderr, outputTail))),
             ("traceDropped", .int(r.traceDropped)),
             ("traceDroppedBytes", .int(r.traceDroppedBytes)),
+            ("limitsHit", .array(r.limitsHit.map(\.json))),
+            ("cgroup", r.cgroup.json),
         ])
     }
 

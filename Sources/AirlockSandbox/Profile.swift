@@ -147,6 +147,17 @@ public struct SandboxSettings: Sendable {
     /// neither names is refused with `ENOSYS` (rule `undecided`), and so is any number beyond libseccomp's table
     /// (rule `unknown-syscall`). docs/profiles.md lists the inventory.
     public var allowedInKernel: [String]
+    /// Whether a run without its own cgroup (memory and pids limits for the whole sandbox) is an error.
+    public var cgroup: CgroupRequirement
+}
+
+/// Whether a sandbox must have its own cgroup (`airlock.cgroup` in a profile, `cgroup` in airlockd's configuration).
+public enum CgroupRequirement: String, Sendable, Equatable {
+    /// No cgroup, no run: the sandbox is not built and the error says why.
+    case required
+    /// Without a cgroup (no controller, not delegated, not root) the run goes on with the rlimits alone, and its
+    /// result says so (`SandboxResult.cgroup`).
+    case optional
 }
 
 /// The uid/gid the command runs as inside the sandbox, and the unprivileged host ids they map to.
@@ -227,6 +238,23 @@ public struct Limits: Sendable, Equatable {
     /// `traceBytes` when the profile does not say: 4 MiB, a few thousand events with long arguments, or the whole
     /// default event bound of ordinary ones.
     public static let defaultTraceBytes = 4 << 20
+
+    /// Memory of the whole sandbox, every process and every page it holds (memfd, tmpfs, page cache) together: the
+    /// limit of its cgroup (memory and memory+swap, so nothing goes to swap).
+    public var memoryBytes: UInt64 = 4 << 30
+    /// inotify instances of the whole sandbox (`/proc/sys/user/max_inotify_instances` of its user namespace).
+    public var inotifyInstances: UInt64 = 16
+    /// inotify watches of the whole sandbox (`max_inotify_watches` of its user namespace).
+    public var inotifyWatches: UInt64 = 1024
+    /// `RLIMIT_MSGQUEUE`: bytes of POSIX message queues (0: none can be created).
+    public var messageQueueBytes: UInt64 = 0
+    /// `RLIMIT_SIGPENDING`: signals queued to the sandbox's user at once.
+    public var pendingSignals: UInt64 = 256
+    /// `RLIMIT_MEMLOCK`: bytes of memory locked (`mlock`, `SHM_LOCK`).
+    public var lockedMemoryBytes: UInt64 = 64 << 10
+    /// Bytes of data a sealed in-memory copy of the model may hold (`Sandbox.passableDescriptor`); a file with more
+    /// data that must be copied is refused. Holes of a sparse file cost nothing.
+    public var modelCopyBytes: UInt64 = 2 << 30
 }
 
 /// How the supervisor answers a notified system call.

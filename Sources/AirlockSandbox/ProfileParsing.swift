@@ -84,12 +84,22 @@ struct RawProfile {
             var addressSpaceBytes: UInt64?, cpuSeconds: UInt64?, openFiles: UInt64?, processes: UInt64?
             var fileSizeBytes: UInt64?, timeoutSeconds: Double?, outputBytes: Int?, traceEvents: Int?
             var traceBytes: Int?
+            var memoryBytes: UInt64?, inotifyInstances: UInt64?, inotifyWatches: UInt64?, messageQueueBytes: UInt64?
+            var pendingSignals: UInt64?, lockedMemoryBytes: UInt64?, modelCopyBytes: UInt64?
 
             init(_ f: JSONField) throws(SandboxError) {
                 let o = try f.object(allowed: [
                     "addressSpaceBytes", "cpuSeconds", "openFiles", "processes", "fileSizeBytes", "timeoutSeconds",
-                    "outputBytes", "traceEvents", "traceBytes",
+                    "outputBytes", "traceEvents", "traceBytes", "memoryBytes", "inotifyInstances", "inotifyWatches",
+                    "messageQueueBytes", "pendingSignals", "lockedMemoryBytes", "modelCopyBytes",
                 ])
+                memoryBytes = try o["memoryBytes"]?.integer()
+                inotifyInstances = try o["inotifyInstances"]?.integer()
+                inotifyWatches = try o["inotifyWatches"]?.integer()
+                messageQueueBytes = try o["messageQueueBytes"]?.integer()
+                pendingSignals = try o["pendingSignals"]?.integer()
+                lockedMemoryBytes = try o["lockedMemoryBytes"]?.integer()
+                modelCopyBytes = try o["modelCopyBytes"]?.integer()
                 addressSpaceBytes = try o["addressSpaceBytes"]?.integer()
                 cpuSeconds = try o["cpuSeconds"]?.integer()
                 openFiles = try o["openFiles"]?.integer()
@@ -140,15 +150,17 @@ struct RawProfile {
         var notify: [Notify]?
         var notifyDefault: String?
         var allowedInKernel: [String]?
+        var cgroup: String?
 
         init() {}
 
         init(_ f: JSONField) throws(SandboxError) {
             let o = try f.object(allowed: [
                 "$comment", "hostname", "user", "cwd", "env", "mounts", "limits", "recordRefused", "notify",
-                "notifyDefault", "allowedInKernel",
+                "notifyDefault", "allowedInKernel", "cgroup",
             ])
             allowedInKernel = try o["allowedInKernel"]?.strings()
+            cgroup = try o["cgroup"]?.string()
             hostname = try o["hostname"]?.string()
             if let u = o["user"] { user = try User(u) }
             cwd = try o["cwd"]?.string()
@@ -338,6 +350,22 @@ extension SandboxSettings {
             traceEvents: l?.traceEvents ?? 10_000,
             traceBytes: l?.traceBytes ?? Limits.defaultTraceBytes
         )
+        if let v = l?.memoryBytes { limits.memoryBytes = v }
+        if let v = l?.inotifyInstances { limits.inotifyInstances = v }
+        if let v = l?.inotifyWatches { limits.inotifyWatches = v }
+        if let v = l?.messageQueueBytes { limits.messageQueueBytes = v }
+        if let v = l?.pendingSignals { limits.pendingSignals = v }
+        if let v = l?.lockedMemoryBytes { limits.lockedMemoryBytes = v }
+        if let v = l?.modelCopyBytes { limits.modelCopyBytes = v }
+        // Below this not even the interpreter starts; the kernel's own floor for a memory cgroup is far lower.
+        guard limits.memoryBytes >= 16 << 20 else {
+            throw SandboxError(.profile, "field airlock.limits.memoryBytes: at least 16 MiB (16777216)")
+        }
+        // The per-namespace counters are ints in the kernel.
+        for (value, name) in [(limits.inotifyInstances, "inotifyInstances"), (limits.inotifyWatches, "inotifyWatches")]
+        where value > UInt64(Int32.max) {
+            throw SandboxError(.profile, "field airlock.limits.\(name): at most \(Int32.max)")
+        }
         guard limits.timeoutSeconds > 0, limits.timeoutSeconds <= 86_400 else {
             throw SandboxError(.profile, "field airlock.limits.timeoutSeconds: must be in (0, 86400]")
         }
@@ -396,6 +424,10 @@ extension SandboxSettings {
         }
         notifyDefault = d
         allowedInKernel = raw.allowedInKernel ?? []
+        guard let c = CgroupRequirement(rawValue: raw.cgroup ?? "optional") else {
+            throw SandboxError(.profile, "field airlock.cgroup: expected required or optional")
+        }
+        cgroup = c
     }
 
     /// Normalises an absolute sandbox path; `..` is refused rather than resolved.

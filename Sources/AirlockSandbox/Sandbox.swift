@@ -48,10 +48,9 @@ public enum Sandbox {
     /// The number the first of `SandboxRequest.passedFDs` has in the command.
     public static let firstPassedFD = Int32(AIRLOCK_FIRST_PASSED_FD)
 
-    /// Files up to this size are always handed to the sandbox as a sealed in-memory copy.
+    /// Files up to this size are always handed to the sandbox as a sealed in-memory copy (within
+    /// `Limits.modelCopyBytes`).
     public static let sealedCopyLimit: UInt64 = 64 << 20
-    /// Larger files the sandbox's user could write are copied up to this size; beyond it they are not detonated.
-    public static let writableCopyLimit: UInt64 = 2 << 30
 
     /// A descriptor of the file open as `fd` that is safe to pass to a sandbox run with `profile`
     /// (`SandboxRequest.passedFDs`): the very file, never a path looked up again, and one the command cannot write
@@ -59,6 +58,9 @@ public enum Sandbox {
     /// allow) becomes a sealed in-memory copy; so does any small file, whatever its mode bits say, because an ACL
     /// could still grant that user write access and a copy of up to `sealedCopyLimit` costs little. Other files get a
     /// fresh read-only open of the same file. The caller closes it.
+    ///
+    /// A copy holds the file's data extents only (holes stay holes, so a sparse file costs what it stores), and at
+    /// most `profile.sandbox.limits.modelCopyBytes` of them: a writable file with more data is refused.
     public static func passableDescriptor(_ fd: Int32, profile: Profile) throws(SandboxError) -> Int32 {
         let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard reopened >= 0 else { throw SandboxError(.mountSource, "cannot reopen the model read-only", errno: errno) }
@@ -68,16 +70,25 @@ public enum Sandbox {
             throw SandboxError(.mountSource, "cannot stat the model", errno: errno)
         }
         let size = UInt64(max(0, st.st_size))
+        let budget = profile.sandbox.limits.modelCopyBytes
         let ids = Sandbox.hostIDs(profile)
         let writable = st.st_mode & 0o002 != 0 || (st.st_uid == ids.uid && st.st_mode & 0o200 != 0)
             || (st.st_gid == ids.gid && st.st_mode & 0o020 != 0)
-        guard size <= sealedCopyLimit || writable else { return reopened }
+        guard (size <= sealedCopyLimit && size <= budget) || writable else { return reopened }
         defer { close(reopened) }
-        guard size <= writableCopyLimit else {
-            throw SandboxError(.mountSource, "the model (\(size) bytes) is writable by the sandbox's user \(ids.uid) and too large to copy: make it read-only for that user", errno: EPERM)
+        let copy = airlock_sealed_copy(reopened, size, budget)
+        guard copy >= 0 else {
+            if errno == EFBIG {
+                throw SandboxError(
+                    .mountSource,
+                    "the model is writable by the sandbox's user \(ids.uid) and holds more than \(budget) bytes "
+                        + "of data, the budget of its sealed copy (airlock.limits.modelCopyBytes): make it read-only for "
+                        + "that user, or raise the budget",
+                    errno: EFBIG
+                )
+            }
+            throw SandboxError(.mountSource, "cannot copy the model into sealed memory", errno: errno)
         }
-        let copy = airlock_sealed_copy(reopened, size)
-        guard copy >= 0 else { throw SandboxError(.mountSource, "cannot copy the model into sealed memory", errno: errno) }
         return copy
     }
 
@@ -162,6 +173,9 @@ private final class SandboxRun {
     var listener: Int32 = -1
     var reaped = false
     let arch: UInt32
+    /// The sandbox's cgroup; released (and removed) after `deinit` has killed and reaped the tree.
+    var cgroup: SandboxCgroup?
+    var cgroupUnavailable = "not set up"
 
     init(request: SandboxRequest, program: SeccompProgram) throws(SandboxError) {
         self.request = request
@@ -232,14 +246,24 @@ private final class SandboxRun {
             cMounts.append(c)
         }
 
+        try makeCgroup()
+        // With a pids cgroup, the cgroup is the limit that answers (and is reported); RLIMIT_NPROC, one above it,
+        // stays as the backstop that also bounds what is charged to the supervisor's user.
+        let nproc = cgroup == nil ? limits.processes : limits.processes + 1
         let rlimits: [airlock_rlimit] = [
             airlock_rlimit(resource: Int32(RLIMIT_AS.rawValue), soft: limits.addressSpaceBytes, hard: limits.addressSpaceBytes),
             airlock_rlimit(resource: Int32(RLIMIT_CPU.rawValue), soft: limits.cpuSeconds, hard: limits.cpuSeconds + 1),
             airlock_rlimit(resource: Int32(RLIMIT_NOFILE.rawValue), soft: limits.openFiles, hard: limits.openFiles),
-            airlock_rlimit(resource: airlock_rlimit_nproc(), soft: limits.processes, hard: limits.processes),
+            airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
             airlock_rlimit(resource: Int32(RLIMIT_FSIZE.rawValue), soft: limits.fileSizeBytes, hard: limits.fileSizeBytes),
             airlock_rlimit(resource: Int32(RLIMIT_CORE.rawValue), soft: 0, hard: 0),
-        ]
+        ] + SharedBudgets.rlimits(limits)
+        let userLimits = SharedBudgets.userNamespaceLimits(limits).map {
+            airlock_user_limit(
+                path: UnsafePointer(arena.string("sys/user/\($0.name)")),
+                value: UnsafePointer(arena.string(String($0.value)))
+            )
+        }
 
         // The command: tried at each PATH entry of the sandbox's environment, in order.
         let command = request.argv[0]
@@ -302,6 +326,12 @@ private final class SandboxRun {
         spec.control_fd = control.read
         spec.passed_fds = UnsafePointer(arena.array(request.passedFDs))
         spec.passed_fd_count = request.passedFDs.count
+        spec.user_limits = UnsafePointer(arena.array(userLimits))
+        spec.user_limit_count = userLimits.count
+        spec.cgroup_fd = cgroup?.cloneFD ?? -1
+        let taskFiles: [UnsafePointer<CChar>?] = (cgroup?.v1TaskFiles ?? []).map { UnsafePointer(arena.string($0)) }
+        spec.cgroup_tasks = UnsafePointer(arena.array(taskFiles))
+        spec.cgroup_task_count = taskFiles.count
 
         var childPidfd: Int32 = -1
         let rc = program.instructions.withUnsafeBytes { filter -> Int32 in
@@ -321,6 +351,26 @@ private final class SandboxRun {
         try writeProc("uid_map", "\(user.uid) \(hostUid) 1\n")
         try writeProc("gid_map", "\(user.gid) \(hostGid) 1\n")
         try sendControl("M")
+    }
+
+    /// The whole sandbox's memory and pids limits (`SandboxCgroup`); without one, a run goes on only when the
+    /// profile allows it, and its result says why there was none.
+    private func makeCgroup() throws(SandboxError) {
+        do throws(CgroupUnavailable) {
+            cgroup = try SandboxCgroup(limits: limits)
+        } catch {
+            try noCgroup(error.reason)
+        }
+    }
+
+    private func noCgroup(_ reason: String) throws(SandboxError) {
+        if request.profile.sandbox.cgroup == .required {
+            throw SandboxError(
+                .cgroup,
+                "the sandbox needs a cgroup of its own (memory and pids limits), and none could be made: \(reason)"
+            )
+        }
+        cgroupUnavailable = reason
     }
 
     private func pipePair() throws(SandboxError) -> (read: Int32, write: Int32) {
@@ -397,6 +447,8 @@ private final class SandboxRun {
         AIRLOCK_STEP_SECCOMP.rawValue: "installing the seccomp filter",
         AIRLOCK_STEP_HANDOFF.rawValue: "handing over the seccomp listener",
         AIRLOCK_STEP_FORK.rawValue: "starting the command's process",
+        AIRLOCK_STEP_USER_LIMITS.rawValue:
+            "joining the sandbox's cgroup and bounding the host's per-user counters (/proc/sys/user of its namespace)",
     ]
 
     private func setupError(_ m: airlock_message) -> SandboxError {
@@ -582,6 +634,17 @@ private final class SandboxRun {
         )
         result.commandPid = commandPid
         result.observation = observer?.report
+        if let cgroup {
+            // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.
+            if reaped {
+                (result.cgroup, result.limitsHit) = cgroup.finish()
+            } else {
+                let (usage, hits) = cgroup.usage()
+                (result.cgroup, result.limitsHit) = (.applied(usage), hits)
+            }
+        } else {
+            result.cgroup = .unavailable(cgroupUnavailable)
+        }
         let status = exitStatus ?? pid1Status
         if airlock_wifexited(status) != 0 && exitStatus != nil {
             result.exitCode = airlock_wexitstatus(status)

@@ -9,7 +9,7 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
-            case profile, mountSource, spawn, setup, commandNotFound, commandNotExecutable, supervisor
+            case profile, mountSource, spawn, setup, commandNotFound, commandNotExecutable, supervisor, cgroup
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -28,6 +28,8 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
         public static let commandNotExecutable = Code(.commandNotExecutable)
         /// The supervisor lost track of the sandbox (a system call of its own failed).
         public static let supervisor = Code(.supervisor)
+        /// The sandbox could have no cgroup of its own, and one is required (`CgroupRequirement.required`).
+        public static let cgroup = Code(.cgroup)
 
         /// A stable identifier, used in JSON output.
         public var description: String { value.rawValue }

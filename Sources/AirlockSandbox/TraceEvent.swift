@@ -199,4 +199,8 @@ public struct SandboxResult: Sendable {
     public var commandPid: Int32 = 0
     /// What the supervisor saw running after the command's work ended, when the request asked for an observation.
     public var observation: ObservationReport? = nil
+    /// The sandbox's own cgroup (its memory and pids limits and what it used), or why it had none.
+    public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
+    /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
+    public var limitsHit: [ResourceLimitHit] = []
 }

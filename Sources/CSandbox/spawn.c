@@ -29,6 +29,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <sys/capability.h>
 
@@ -56,6 +57,21 @@
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#define AL_FSOPEN_CLOEXEC 0x00000001
+#define AL_FSCONFIG_CMD_CREATE 6
+#define AL_FSMOUNT_CLOEXEC 0x00000001
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
 #define AL_OPEN_TREE_CLONE 1
 #define AL_OPEN_TREE_CLOEXEC O_CLOEXEC
@@ -88,6 +104,8 @@ _Static_assert(AIRLOCK_FIRST_PASSED_FD == FD_CONTROL + 1, "passed descriptors fo
 /* At most this many bind sources are opened before the old root disappears. */
 #define AL_MAX_MOUNTS 256
 #define AL_DEVICE_COUNT 5
+_Static_assert(AIRLOCK_MAX_SETUP_MOUNT_NAMESPACES >= AL_MAX_MOUNTS + AL_DEVICE_COUNT + 2,
+               "set-up's open_tree clones fit in the sandbox's mount-namespace limit");
 static const char *const al_devices[AL_DEVICE_COUNT] = {"null", "zero", "full", "random", "urandom"};
 static const char *const al_proc_readonly[] = {"sys", "sysrq-trigger", "irq", "bus"};
 
@@ -382,6 +400,61 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_NO_NEW_PRIVS, -1);
 }
 
+/* ---- the host's shared budgets: the sandbox's cgroup, per-user kernel counters ---- */
+
+/*
+ * inotify instances and watches, fanotify groups and marks, and namespaces are counted per user and charged up the
+ * user-namespace hierarchy: to the sandbox's user here, and to the user who created this namespace (the supervisor's,
+ * root for airlockd) in the parent. Limiting this namespace's own share (`/proc/sys/user/max_*`, which are per user
+ * namespace) bounds what one sandbox can take of the host's. Writing them needs CAP_SYS_RESOURCE in this namespace,
+ * which PID 1 holds until al_lock_down. They are written through a procfs instance of our own that is never attached
+ * anywhere: the host's /proc/sys may be read-only (systemd's ProtectKernelTunables=), and the sandbox's /proc is
+ * made read-only below /proc/sys.
+ */
+static void al_bound_shared_budgets(const struct airlock_spawn_spec *spec) {
+    /* cgroup v1: PID 1 moves itself into the sandbox's cgroups (the supervisor made them) before anything else runs
+     * here. A task writing "0" to `tasks` moves only itself, which the kernel does without the global threadgroup
+     * lock that moving another process takes (an RCU grace period: ≈10 ms per run here). PID 1 still has the
+     * supervisor's host uid (root), which the kernel wants for that write. v2 created PID 1 in its cgroup. */
+    for (size_t i = 0; i < spec->cgroup_task_count; i++) {
+        int fd = open(spec->cgroup_tasks[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -3);
+        ssize_t n;
+        do {
+            n = write(fd, "0", 1);
+        } while (n < 0 && errno == EINTR);
+        if (n != 1) al_fail(AIRLOCK_STEP_USER_LIMITS, -3);
+        close(fd);
+    }
+    /* Root the cgroup namespace at the sandbox's own cgroup, so that /proc/self/cgroup inside shows `/` (as it does
+     * for a v2 cgroup the sandbox was born in), never the supervisor's name for it. */
+    if (unshare(CLONE_NEWCGROUP) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -2);
+    if (spec->user_limit_count == 0) return;
+    long fs = syscall(SYS_fsopen, "proc", AL_FSOPEN_CLOEXEC);
+    if (fs < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+    if (syscall(SYS_fsconfig, (int)fs, AL_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+    long proc = syscall(SYS_fsmount, (int)fs, AL_FSMOUNT_CLOEXEC, 0);
+    if (proc < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+    close((int)fs);
+    for (size_t i = 0; i < spec->user_limit_count; i++) {
+        const struct airlock_user_limit *l = &spec->user_limits[i];
+        int fd = openat((int)proc, l->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
+        size_t len = al_strlen(l->value);
+        ssize_t n;
+        do {
+            n = write(fd, l->value, len);
+        } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)len) {
+            if (n >= 0) errno = EIO;
+            al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
+        }
+        close(fd);
+    }
+    close((int)proc);
+}
+
 /* ---- the payload: the command, as the child of PID 1 ---- */
 
 /* Every signal back to its default action: the supervisor's handlers (a crash reporter, say) must not run here. */
@@ -454,6 +527,7 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
     if (spec->drop_supplementary_groups && syscall(SYS_setgroups, 0, NULL) < 0) al_fail(AIRLOCK_STEP_SETGROUPS, -1);
     if (spec->hostname && sethostname(spec->hostname, al_strlen(spec->hostname)) < 0)
         al_fail(AIRLOCK_STEP_HOSTNAME, -1);
+    al_bound_shared_budgets(spec);
 
     al_build_root(spec);
     if (chdir(spec->cwd) < 0) al_fail(AIRLOCK_STEP_CHDIR, -1);
@@ -538,6 +612,11 @@ int airlock_spawn(const struct airlock_spawn_spec *spec, int *pidfd_out) {
     args.flags = spec->namespaces | CLONE_PIDFD;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
+    if (spec->cgroup_fd >= 0) {
+        /* Born in the sandbox's cgroup (v2): nothing it does is ever charged elsewhere. */
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)spec->cgroup_fd;
+    }
     long pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0) return -errno;
     if (pid == 0) al_child(spec);
@@ -583,22 +662,53 @@ int airlock_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int airlock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
-int airlock_sealed_copy(int fd, uint64_t size) {
-    int copy = memfd_create("airlock-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (copy < 0) return -1;
-    off_t offset = 0;
-    while ((uint64_t)offset < size) {
-        size_t chunk = size - (uint64_t)offset > (1u << 30) ? (1u << 30) : (size_t)(size - (uint64_t)offset);
-        ssize_t n = sendfile(copy, fd, &offset, chunk);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int saved = n < 0 ? errno : EIO; /* 0: the file got shorter */
-            close(copy);
-            errno = saved;
+/* Copies [from, to) of `fd` into `copy` at the same offsets, counting against *left. */
+static int al_copy_range(int copy, int fd, off_t from, off_t to, uint64_t *left) {
+    if (lseek(copy, from, SEEK_SET) < 0) return -1;
+    off_t offset = from;
+    while (offset < to) {
+        uint64_t want = (uint64_t)(to - offset);
+        if (want > (1u << 30)) want = 1u << 30;
+        if (want > *left) {
+            errno = EFBIG;
             return -1;
         }
+        ssize_t n = sendfile(copy, fd, &offset, (size_t)want);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n == 0) errno = EIO; /* the file got shorter */
+            return -1;
+        }
+        *left -= (uint64_t)n;
     }
-    if (fcntl(copy, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 ||
+    return 0;
+}
+
+int airlock_sealed_copy(int fd, uint64_t size, uint64_t budget) {
+    int copy = memfd_create("airlock-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (copy < 0) return -1;
+    uint64_t left = budget;
+    /* The size first: what is never written stays a hole, which costs no memory and reads as zeros. */
+    int rc = ftruncate(copy, (off_t)size);
+    off_t pos = 0;
+    while (rc == 0 && (uint64_t)pos < size) {
+        off_t data = lseek(fd, pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) break; /* only a hole from here on */
+        off_t hole = data < 0 ? -1 : lseek(fd, data, SEEK_HOLE);
+        if (data < 0 || hole < 0) {
+            if (errno != EINVAL && errno != EOPNOTSUPP) {
+                rc = -1;
+                break;
+            }
+            data = pos; /* no hole detection here: all of it is data */
+            hole = (off_t)size;
+        }
+        if ((uint64_t)data >= size) break;
+        if ((uint64_t)hole > size) hole = (off_t)size;
+        rc = al_copy_range(copy, fd, data, hole, &left);
+        pos = hole;
+    }
+    if (rc < 0 || fcntl(copy, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 ||
         lseek(copy, 0, SEEK_SET) < 0) {
         int saved = errno;
         close(copy);
@@ -606,6 +716,10 @@ int airlock_sealed_copy(int fd, uint64_t size) {
         return -1;
     }
     return copy;
+}
+
+long airlock_getxattr(const char *path, const char *name, void *value, size_t size) {
+    return (long)getxattr(path, name, value, size);
 }
 
 long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote) {

@@ -107,6 +107,8 @@ extension Airlock {
                     outcome = "killed by \(result.signal ?? "a signal")"
                 }
                 summary += "── \(outcome) after \(TraceText.milliseconds(result.durationNs)) ms ──\n"
+                for hit in result.limitsHit { summary += "── resource exhausted: \(hit.detail) ──\n" }
+                if case .unavailable = result.cgroup { summary += "── \(result.cgroup.summary) ──\n" }
                 writeStdout(Array(summary.utf8))
             }
             if result.timedOut { throw ExitCode(124) }
@@ -133,6 +135,8 @@ enum ExecReport {
             ("traceDropped", .int(r.traceDropped)),
             ("traceDroppedBytes", .int(r.traceDroppedBytes)),
             ("durationMs", .double((Double(r.durationNs) / 1e3).rounded() / 1e3)),
+            ("limitsHit", .array(r.limitsHit.map(\.json))),
+            ("cgroup", r.cgroup.json),
         ])
     }
 

@@ -60,7 +60,14 @@ struct AirlockD: ParsableCommand {
         }
         let options: ProbeOptions
         do {
-            let loaded = try Profile.load(settings.profile)
+            var loaded = try Profile.load(settings.profile)
+            if settings.cgroup == .required { loaded.sandbox.cgroup = .required }
+            if let reason = Sandbox.cgroupUnavailable(limits: loaded.sandbox.limits) {
+                let consequence = loaded.sandbox.cgroup == .required
+                    ? "every detonation will be refused (cgroup: required; docs/daemon.md, \"Cgroups\")"
+                    : "detonations run bounded by their rlimits alone (cgroup: optional)"
+                Log.write(.warning, "no cgroup can be made for the sandboxes: \(reason); \(consequence)")
+            }
             guard let harness = ProbeOptions.locateHarness() else {
                 Log.write(.err, "no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", "))")
                 throw ExitCode(2)

@@ -38,7 +38,9 @@ struct SystemdUnitTests {
         #expect(Set(value("CapabilityBoundingSet")?.split(separator: " ").map(String.init) ?? [])
                 == ["CAP_SETUID", "CAP_SETGID", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "CAP_LEASE"])
         // Each of these breaks the sandbox or hides what a payload does (docs/daemon.md).
-        for key in ["ProtectHostname", "RestrictNamespaces", "MemoryDenyWriteExecute", "RestrictSUIDSGID",
+        // Sandboxes get cgroups of their own below the service's: delegated, and writable.
+        #expect(value("Delegate") == "yes")
+        for key in ["ProtectControlGroups", "ProtectHostname", "RestrictNamespaces", "MemoryDenyWriteExecute", "RestrictSUIDSGID",
                     "PrivateUsers", "SystemCallFilter", "DynamicUser", "User"] {
             #expect(value(key) == nil, "\(key) must not be set")
         }

@@ -49,6 +49,16 @@ struct airlock_rlimit {
     uint64_t hard;
 };
 
+/* Mount namespaces set-up holds at once: one per bind source and /dev node cloned with open_tree (at most 256 + 5),
+ * and the procfs the user-namespace limits are written through. The sandbox's own limit, set before them. */
+#define AIRLOCK_MAX_SETUP_MOUNT_NAMESPACES 300
+
+/* One per-user-namespace limit (`/proc/sys/user/max_*`), written by PID 1 into its own user namespace. */
+struct airlock_user_limit {
+    const char *path;  /* relative to a procfs root: "sys/user/max_inotify_instances" */
+    const char *value; /* decimal text */
+};
+
 struct airlock_spawn_spec {
     uint64_t namespaces;            /* CLONE_NEW* flags */
     const char *hostname;
@@ -75,6 +85,11 @@ struct airlock_spawn_spec {
     int control_fd;                 /* parent -> child: 'M' maps written, 'G' listener taken; EOF = parent gone */
     const int *passed_fds;          /* handed to the command as AIRLOCK_FIRST_PASSED_FD, +1, … (not close-on-exec) */
     size_t passed_fd_count;         /* at most AIRLOCK_MAX_PASSED_FDS */
+    const struct airlock_user_limit *user_limits; /* this namespace's shares of the host's per-user counters */
+    size_t user_limit_count;
+    int cgroup_fd;                  /* cgroup v2 directory to start PID 1 in (CLONE_INTO_CGROUP), or -1 */
+    const char *const *cgroup_tasks; /* cgroup v1: the `tasks` file of each sandbox cgroup PID 1 moves itself into */
+    size_t cgroup_task_count;
 };
 
 /* Message types on the status pipe. */
@@ -115,6 +130,7 @@ enum airlock_step {
     AIRLOCK_STEP_HANDOFF,
     AIRLOCK_STEP_FORK,
     AIRLOCK_STEP_FDS,
+    AIRLOCK_STEP_USER_LIMITS,
 };
 
 struct airlock_message {
@@ -149,8 +165,11 @@ int airlock_pipe(int fds[2]);
 /* memfd_create(name, MFD_CLOEXEC). */
 int airlock_memfd(const char *name);
 /* A sealed in-memory copy of the first `size` bytes of the file open as `fd` (memfd, close-on-exec; sealed against
- * writes, growing and shrinking), or -1 with errno. */
-int airlock_sealed_copy(int fd, uint64_t size);
+ * writes, growing and shrinking), or -1 with errno. Only the file's data extents are copied (SEEK_DATA/SEEK_HOLE):
+ * holes stay holes in the copy and cost no memory. More than `budget` bytes of data fails with EFBIG. */
+int airlock_sealed_copy(int fd, uint64_t size, uint64_t budget);
+/* getxattr(2), which glibc's Swift module map does not export (sys/xattr.h). */
+long airlock_getxattr(const char *path, const char *name, void *value, size_t size);
 /* process_vm_readv of one range; returns bytes read or -1. */
 long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
 
