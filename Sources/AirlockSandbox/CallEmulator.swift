@@ -318,6 +318,20 @@ final class CallEmulator {
             if creates || flags & tmpfile == tmpfile, operands.mode & 0o6000 != 0 {
                 return .failure(.errno(EPERM))
             }
+            if !creates && flags & (O_TRUNC | tmpfile) == 0 && flags & oPath == 0 {
+                // Nothing an open without O_CREAT, O_TRUNC or O_TMPFILE does has an effect before the descriptor is
+                // used (FIFOs and devices are opened non-blocking): open it at once, judge what was opened, and close
+                // it unseen if the policy refuses.
+                let direct = (flags & ~O_NOCTTY) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK
+                let fd: Int32
+                switch resolve(path, lookupFlags: direct) {
+                case .success(let d): fd = d
+                case .failure(let stop): return .failure(stop)
+                }
+                if case .refused(let d) = check(resolvedOf: fd) { return .success(.refused(d)) }
+                if flags & O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, flags & ~(O_NONBLOCK | O_ASYNC)) }
+                return install(fd, cloexec: flags & O_CLOEXEC != 0)
+            }
             for attempt in 0..<2 {
                 // Step 1: find the object, with no effect on it (oPath).
                 var lookup = oPath | O_CLOEXEC | (flags & (O_NOFOLLOW | O_DIRECTORY))
@@ -575,6 +589,10 @@ final class CallEmulator {
         private mutating func record(_ real: [UInt8], second: Bool) -> Outcome {
             let text = PathText.display(real)
             if second { trace.resolved2 = text } else { trace.resolved = text }
+            // The policy already judged the requested names: judge again only when what was resolved differs.
+            if (trace.resolved ?? trace.path) == trace.path && (trace.resolved2 ?? trace.path2) == trace.path2 {
+                return .returned(0, installed: false)
+            }
             var judged = trace
             judged.path = trace.resolved ?? trace.path
             judged.path2 = trace.resolved2 ?? trace.path2

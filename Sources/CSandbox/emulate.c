@@ -30,6 +30,7 @@
 
 struct al_saved_creds {
     int active;
+    int known;
     uid_t fsuid;
     gid_t fsgid;
     int ngroups;
@@ -49,19 +50,23 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
         return -1;
     }
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    if (syscall(SYS_capget, &header, s->caps) < 0) return -1;
-    s->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
-    s->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
-    s->ngroups = 0;
-    if (privileged) {
-        long n = syscall(SYS_getgroups, 256, s->groups);
-        if (n < 0) return -1;
-        s->ngroups = (int)n;
+    /* The thread's own credentials do not change between calls: read them once. */
+    if (!s->known) {
+        if (syscall(SYS_capget, &header, s->caps) < 0) return -1;
+        s->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
+        s->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
+        s->ngroups = 0;
+        if (privileged) {
+            long n = syscall(SYS_getgroups, 256, s->groups);
+            if (n < 0) return -1;
+            s->ngroups = (int)n;
+        }
+        s->known = 1;
     }
     s->active = 1;
     if (privileged) {
         /* Per thread: the raw call, not glibc's wrapper (which would change every thread of the supervisor). */
-        if (syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
+        if (s->ngroups > 0 && syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
         syscall(SYS_setfsgid, gid);
         syscall(SYS_setfsuid, uid);
         if ((uid_t)syscall(SYS_setfsuid, -1) != uid || (gid_t)syscall(SYS_setfsgid, -1) != gid) {
@@ -91,12 +96,12 @@ void airlock_impersonate_end(void) {
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     /* Effective capabilities first: setting fsuid/groups back needs them. */
     if (syscall(SYS_capset, &header, s->caps) < 0) abort();
+    /* setfsuid returns the previous value: the one it replaced must be the one set by airlock_impersonate, and a
+     * second call that returns the saved one proves the switch back. */
     syscall(SYS_setfsuid, s->fsuid);
     syscall(SYS_setfsgid, s->fsgid);
-    if ((uid_t)syscall(SYS_setfsuid, -1) != s->fsuid || (gid_t)syscall(SYS_setfsgid, -1) != s->fsgid) abort();
-    if (s->ngroups > 0 || syscall(SYS_getgroups, 0, NULL) > 0) {
-        if (syscall(SYS_setgroups, s->ngroups, s->groups) < 0 && s->ngroups > 0) abort();
-    }
+    if ((uid_t)syscall(SYS_setfsuid, s->fsuid) != s->fsuid || (gid_t)syscall(SYS_setfsgid, s->fsgid) != s->fsgid) abort();
+    if (s->ngroups > 0 && syscall(SYS_setgroups, s->ngroups, s->groups) < 0) abort();
     s->active = 0;
 }
 

@@ -53,16 +53,30 @@ struct SharedBudgetTests {
         #expect(result.out.contains("refused 17 Too many open files"), "\(result.out)")
     }
 
-    @Test("inotify watches, fanotify groups and new namespaces are bounded in the sandbox's own user namespace")
+    @Test("inotify watches and fanotify groups are bounded in the sandbox's own user namespace")
     func otherUserNamespaceLimits() throws {
+        // Checked by what the kernel refuses: the sandbox's opens of /proc/sys/user are performed by the supervisor,
+        // whose user namespace the kernel shows there (docs/sandbox.md, "Notified calls").
         let result = try runPython("""
-            for name in ["max_inotify_watches", "max_fanotify_groups", "max_user_namespaces", "max_net_namespaces"]:
-                print(name, open("/proc/sys/user/" + name).read().strip())
-            """)
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init()
+            os.makedirs("/tmp/w", exist_ok=True)
+            made = 0
+            for i in range(1100):
+                d = "/tmp/w/%d" % i
+                os.mkdir(d)
+                if libc.inotify_add_watch(fd, d.encode(), 0x100) < 0:
+                    print("watch refused", made + 1, ctypes.get_errno())
+                    break
+                made += 1
+            print("watches", made)
+            g = libc.fanotify_init(0, 0)
+            print("fanotify", g, ctypes.get_errno() if g < 0 else 0)
+            """, timeout: 60)
         #expect(result.exitCode == 0, "\(result.err)")
-        for line in ["max_inotify_watches 1024", "max_fanotify_groups 0", "max_user_namespaces 0", "max_net_namespaces 0"] {
-            #expect(result.out.contains(line + "\n"), "\(result.out)")
-        }
+        #expect(result.out.contains("watch refused 1025 \(ENOSPC)\n"), "\(result.out)")
+        #expect(result.out.contains("fanotify -1 "), "\(result.out)")
     }
 
     @Test("POSIX message queues: mq_open is refused by the filter, and RLIMIT_MSGQUEUE 0 refuses them without it")
@@ -85,6 +99,8 @@ struct SharedBudgetTests {
         // Without the filter's rule, the rlimit alone.
         let unfiltered = try editedProfile { object in
             object["syscalls"] = (object["syscalls"] as! [[String: Any]]).filter { !($0["names"] as! [String]).contains("mq_open") }
+            // Decided as allowed, or the inventory's `undecided` refusal would answer it instead of the rlimit.
+            editSection(&object) { $0["allowedInKernel"] = ($0["allowedInKernel"] as! [String]) + ["mq_open"] }
         }
         let limited = try runPython(code, profile: unfiltered)
         #expect(limited.out.contains("refused 1 \(EMFILE)\n"), "\(limited.out) \(limited.err)")
