@@ -55,7 +55,9 @@ public final class Intake: @unchecked Sendable {
     /// A model in quarantine.
     struct Taken: Sendable {
         let id: String
-        let name: String
+        /// Its name in incoming/ (and in quarantine/ID/), as the bytes the folder holds; the journal and reports
+        /// hold it escaped (`FileName.escaped`), which is lossless.
+        let name: FileName
     }
 
     /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
@@ -123,26 +125,33 @@ public final class Intake: @unchecked Sendable {
         var again: [Taken] = []
         for id in order {
             guard let r = last[id], r.op != .done else { continue }
-            let name = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
-            do {
+            let escapedName = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
+            guard let name = FileName(escaped: escapedName) else {
+                log("recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form")
+                continue
+            }
+            do throws(IntakeError) {
                 switch r.op {
                 case .take:
                     if let q = openQuarantine(id), IntakeRoot.exists(q, name) {
                         close(q)
-                        try journal.append(JournalRecord(op: .taken, id: id, name: name))
+                        try journal.append(JournalRecord(op: .taken, id: id, name: name.escaped))
                         log("recovered \(name) (\(id)): it was moved into quarantine; examining it again")
                         again.append(Taken(id: id, name: name))
                     } else {
                         _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
-                        try journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: interrupted before the move"))
+                        try journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: interrupted before the move"))
                         log("recovered \(name) (\(id)): the move into quarantine had not happened; it stays in incoming/")
                     }
                 case .taken:
                     log("recovered \(name) (\(id)): examining it again")
                     again.append(Taken(id: id, name: name))
                 case .decide:
-                    let final = try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
-                    recovered.append(IntakeOutcome(name: name, id: id, decision: r.to, location: "\(r.to)/\(final)", verdict: nil, error: nil,
+                    guard let dest = FileName(escaped: r.dest) else {
+                        throw IntakeError("the journal's destination \(FileName(r.dest)) is not in the escaped form")
+                    }
+                    let final = try finishRelease(Taken(id: id, name: name), to: r.to, dest: dest)
+                    recovered.append(IntakeOutcome(name: name.escaped, id: id, decision: r.to, location: "\(r.to)/\(final)", verdict: nil, error: nil,
                                                    reason: "released after a restart (decided before it)"))
                     log("recovered \(name) (\(id)): released to \(r.to)/\(final)")
                 case .rollback:
@@ -159,7 +168,8 @@ public final class Intake: @unchecked Sendable {
             }
         }
         journal.clearIfFinished()
-        for stray in IntakeRoot.list(root.quarantine) where last[stray] == nil {
+        let journaled = Set(last.keys.map { FileName($0) })
+        for stray in IntakeRoot.list(root.quarantine) where !journaled.contains(stray) {
             log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
         }
         return again
@@ -177,12 +187,12 @@ public final class Intake: @unchecked Sendable {
             switch take(name) {
             case .success(let taken): work.append(taken)
             case .failure(let error):
-                outcomes.append(IntakeOutcome(name: name, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
+                outcomes.append(IntakeOutcome(name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
             }
         }
         outcomes += process(work)
         journal.clearIfFinished()
-        return (outcomes, waiting)
+        return (outcomes, waiting.map { ($0.0.escaped, $0.1) })
     }
 
     /// The models recovery released (each handed out once).
@@ -202,9 +212,9 @@ public final class Intake: @unchecked Sendable {
     }
 
     /// Entries of incoming/ that have arrived, and those that have not (or are left alone) with the reason.
-    func arrivals() -> (ready: [String], waiting: [(String, String)]) {
-        var ready: [String] = []
-        var waiting: [(String, String)] = []
+    func arrivals() -> (ready: [FileName], waiting: [(FileName, String)]) {
+        var ready: [FileName] = []
+        var waiting: [(FileName, String)] = []
         let now = Intake.wallClock()
         for name in IntakeRoot.list(root.incoming) {
             switch Arrival.check(root.incoming, name, settleSeconds: policy.settleSeconds, now: now) {
@@ -232,10 +242,10 @@ public final class Intake: @unchecked Sendable {
     // MARK: - Steps
 
     /// Moves `name` from incoming/ into quarantine/ID/, journaled.
-    func take(_ name: String) -> Result<Taken, IntakeError> {
+    func take(_ name: FileName) -> Result<Taken, IntakeError> {
         let id = Intake.newID()
         do {
-            try journal.append(JournalRecord(op: .take, id: id, name: name))
+            try journal.append(JournalRecord(op: .take, id: id, name: name.escaped))
         } catch {
             log("cannot take \(name), it stays in incoming/: \(error.message)")
             return .failure(error)
@@ -243,7 +253,7 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("take-journaled")
         func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
             _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
-            try? journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: \(why)"))
+            try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
             return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
         }
@@ -251,7 +261,7 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("quarantine-created")
         guard let q = openQuarantine(id) else { return undo("cannot open quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
         defer { close(q) }
-        guard airlock_rename_noreplace(root.incoming, name, q, name) == 0 else {
+        guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, q, $0) }) == 0 else {
             return undo("cannot move it into quarantine: \(String(cString: strerror(errno)))", errno)
         }
         do {
@@ -264,7 +274,7 @@ public final class Intake: @unchecked Sendable {
         }
         CrashPoint.hit("moved-in")
         do {
-            try journal.append(JournalRecord(op: .taken, id: id, name: name))
+            try journal.append(JournalRecord(op: .taken, id: id, name: name.escaped))
         } catch {
             // Recovery at the next start sees the model in quarantine and goes on from there.
             log("took \(name) into quarantine/\(id) but cannot journal it: \(error.message)")
@@ -278,7 +288,7 @@ public final class Intake: @unchecked Sendable {
     /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
     /// back to incoming/.
     func examineAndRelease(_ taken: Taken) -> IntakeOutcome {
-        var outcome = IntakeOutcome(name: taken.name, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
+        var outcome = IntakeOutcome(name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
         let examined: Examined
         do {
             examined = try examine(taken)
@@ -286,7 +296,7 @@ public final class Intake: @unchecked Sendable {
             outcome.error = error.message
             log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
             do {
-                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name, note: error.message))
+                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
                 CrashPoint.hit("rollback-journaled")
                 if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
             } catch let rollbackError {
@@ -299,7 +309,7 @@ public final class Intake: @unchecked Sendable {
         let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
             CrashPoint.hit("decided")
             let final = try finishRelease(taken, to: to, dest: dest)
             outcome.decision = to
@@ -347,7 +357,7 @@ public final class Intake: @unchecked Sendable {
         defer { close(q) }
         // An examination a crash cut short may have left a temporary report behind: it must not be released.
         for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
-        let fd = openat(q, taken.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
         guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
         defer { close(fd) }
         var st = stat()
@@ -359,7 +369,8 @@ public final class Intake: @unchecked Sendable {
         var request = VerificationRequest(publicKeys: keys, ignore: [Arrival.marker, policy.signatureFile], threads: 1)
         var extra: [Finding] = []
         if let dir = policy.manifests {
-            let path = dir + "/" + taken.name + ".json"
+            // Looked up under the escaped name (lossless, so a name cannot borrow another model's pin).
+            let path = dir + "/" + taken.name.escaped + ".json"
             if IntakeRoot.exists(AT_FDCWD, path) {
                 do {
                     request.manifest = try Manifest.read(path: path)
@@ -371,7 +382,7 @@ public final class Intake: @unchecked Sendable {
                                      message: "no pinned manifest \(path): the policy requires one for every model"))
             }
         }
-        if isFolder, IntakeRoot.exists(fd, policy.signatureFile) {
+        if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
             let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
             guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
             defer { close(sig) }
@@ -388,7 +399,7 @@ public final class Intake: @unchecked Sendable {
         }
         let verification: Verification
         do {
-            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name, request: request)
+            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name.escaped, name: taken.name, request: request)
         } catch {
             throw IntakeError("cannot hash \(taken.name): \(error.message)")
         }
@@ -396,7 +407,13 @@ public final class Intake: @unchecked Sendable {
         provenance.add(extra)
 
         // Detonation.
-        let reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
+        // The model's own name is judged as a folder's entries are: no walk sees it.
+        let nameFindings = NameFindings.findings(taken.name, lookalikes: [])
+        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name.escaped)
+        if !nameFindings.isEmpty {
+            let target = ReportTarget(path: taken.name.escaped, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
+            reports.insert(Report(target: target, findings: nameFindings), at: 0)
+        }
         let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
         // Provenance is a gate, not a verdict to tolerate: only a model that is the one meant may pass, and then
         // only with a probe verdict the policy passes.
@@ -409,7 +426,7 @@ public final class Intake: @unchecked Sendable {
             ("schemaVersion", .int(1)),
             ("intake", .object([
                 ("id", .string(taken.id)),
-                ("name", .string(taken.name)),
+                ("name", .string(taken.name.escaped)),
                 ("kind", .string(isFolder ? "folder" : "file")),
                 ("decision", .string(decision)),
                 ("reason", .string(reason)),
@@ -426,7 +443,7 @@ public final class Intake: @unchecked Sendable {
             ])),
             ("reports", .array(reports.map(\.json))),
         ])
-        let manifest = Manifest(inventory: verification.inventory, name: taken.name, source: request.manifest?.source)
+        let manifest = Manifest(inventory: verification.inventory, name: taken.name.escaped, source: request.manifest?.source)
         do {
             try AtomicFile.write(Array(report.pretty().utf8), to: "report.json", in: q)
             CrashPoint.hit("report-written")
@@ -472,32 +489,32 @@ public final class Intake: @unchecked Sendable {
     /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled; returns the
     /// name it got. Done already when quarantine/ID is gone and `to`/`dest` holds the model.
     @discardableResult
-    func finishRelease(_ taken: Taken, to: String, dest: String) throws(IntakeError) -> String {
+    func finishRelease(_ taken: Taken, to: String, dest: FileName) throws(IntakeError) -> FileName {
         let target = root.destination(to)
         var dest = dest
         if !IntakeRoot.exists(root.quarantine, taken.id) {
-            let there = openat(target, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let there = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if there >= 0 {
                 defer { close(there) }
                 if IntakeRoot.exists(there, taken.name) {
-                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
                     return dest
                 }
             }
             throw IntakeError("\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
         }
-        while airlock_rename_noreplace(root.quarantine, taken.id, target, dest) != 0 {
+        while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
             let e = errno
             guard e == EEXIST || e == ENOTEMPTY else {
                 throw IntakeError("cannot move quarantine/\(taken.id) to \(to)/\(dest): \(String(cString: strerror(e)))", errno: e)
             }
             dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
         }
         try IntakeRoot.sync(root.quarantine)
         try IntakeRoot.sync(target)
         CrashPoint.hit("released")
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
         CrashPoint.hit("done")
         return dest
     }
@@ -508,10 +525,10 @@ public final class Intake: @unchecked Sendable {
         if let q = openQuarantine(taken.id) {
             defer { close(q) }
             if IntakeRoot.exists(q, taken.name) {
-                guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
+                guard taken.name.withCString({ airlock_rename_noreplace(q, $0, root.incoming, $0) }) == 0 else {
                     let e = errno
                     if e == EEXIST || e == ENOTEMPTY {
-                        try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
+                        try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
                         return false
                     }
                     throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
@@ -520,12 +537,12 @@ public final class Intake: @unchecked Sendable {
                 try IntakeRoot.sync(root.incoming)
                 CrashPoint.hit("moved-back")
             }
-            for leftover in IntakeRoot.list(q) where leftover == "report.json" || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
+            for leftover in IntakeRoot.list(q) where Arrival.reserved.contains(leftover) || leftover.hasPrefix(".tmp-") {
                 IntakeRoot.removeTree(q, leftover)
             }
         }
         _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "rolled back: \(reason)"))
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped, note: "rolled back: \(reason)"))
         return true
     }
 
@@ -537,11 +554,12 @@ public final class Intake: @unchecked Sendable {
     }
 
     /// `name` if `to`/`name` is free, else `name.ID`.
-    private func freeName(_ taken: Taken, in to: String) -> String {
+    private func freeName(_ taken: Taken, in to: String) -> FileName {
         let target = root.destination(to)
         if !IntakeRoot.exists(target, taken.name) { return taken.name }
-        if !IntakeRoot.exists(target, "\(taken.name).\(taken.id)") { return "\(taken.name).\(taken.id)" }
-        return "\(taken.name).\(taken.id).\(Intake.newID())"
+        let withID = taken.name.appending(suffix: ".\(taken.id)")
+        if !IntakeRoot.exists(target, withID) { return withID }
+        return withID.appending(suffix: ".\(Intake.newID())")
     }
 
     /// A new quarantine id: UTC time and 32 random bits (`20261122T043000Z-1a2b3c4d`).
