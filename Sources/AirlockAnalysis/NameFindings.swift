@@ -36,6 +36,10 @@ public enum NameFindings {
 
     /// The name's bytes in lower-case hex.
     public static func hex(_ name: FileName) -> String {
-        String(decoding: name.bytes.flatMap { b in [b >> 4, b & 0xF].map { $0 < 10 ? 0x30 + $0 : 0x61 + $0 - 10 } }, as: UTF8.self)
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(name.bytes.count * 2)
+        for b in name.bytes { out += [digits[Int(b >> 4)], digits[Int(b & 0xF)]] }
+        return String(decoding: out, as: UTF8.self)
     }
 }
