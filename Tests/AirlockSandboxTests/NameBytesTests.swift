@@ -187,6 +187,10 @@ struct NameBytesTests {
             try manifest.replacingOccurrences(of: "w\\\\xFF", with: "w\\\\xff").write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
             let bad = try runCLI(["verify", "--manifest", dir + "/bad.json", other])
             #expect(bad.status == 2 && bad.stderr.contains("escaped form"), "\(bad.stdout) \(bad.stderr)")
+            // docs/manifest.schema.json says the same.
+            let valid = try ManifestSchemaTests.validate([dir + "/m.json", dir + "/o.json"])
+            #expect(valid.status == 0, "\(valid.output)")
+            #expect(try ManifestSchemaTests.validate([dir + "/bad.json"]).status == 1)
         }
     }
 
