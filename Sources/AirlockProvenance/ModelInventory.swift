@@ -88,7 +88,7 @@ public struct ModelInventory: Sendable {
             throw ProvenanceError(.io, "cannot open \(path): \(String(cString: strerror(e)))")
         }
         defer { close(fd) }
-        return try take(fd: fd, display: path, options: options)
+        return try take(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, options: options)
     }
 
     /// Inventories the file or folder open as `fd`; `display` names it in paths and messages. A single file is

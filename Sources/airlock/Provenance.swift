@@ -180,7 +180,7 @@ extension Airlock {
                     throw ProvenanceError(.io, e == ELOOP ? "\(path) is a symbolic link: name the model itself" : "cannot open \(path): \(String(cString: strerror(e)))")
                 }
                 defer { close(fd) }
-                verification = try ProvenanceVerifier.verify(fd: fd, display: path, request: request)
+                verification = try ProvenanceVerifier.verify(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, request: request)
                 progress?.finish()
             } catch let error as ProvenanceError {
                 writeStderr("airlock: \(error.message)\n")

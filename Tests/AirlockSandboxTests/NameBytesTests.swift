@@ -144,6 +144,9 @@ struct NameBytesTests {
             #expect(text.stdout.contains("\(folder)/a\\x1B[32m\\x0ACLEAN  x\\\\.safetensors"), "\(text.stdout)")
             #expect(!text.stdout.contains("\u{1B}") && !text.stdout.contains("\nCLEAN"), "\(text.stdout)")
             #expect(text.stdout.contains("folder.name-control"), "\(text.stdout)")
+            // Named on the command line (a shell glob's match), the path is shown escaped too.
+            let named = try runCLI(["scan", "--format", "json", folder + "/a\u{1B}[32m\nCLEAN  x\\.safetensors"])
+            #expect(named.stdout.contains(#""path":"\#(folder)/a\\x1B[32m\\x0ACLEAN  x\\\\.safetensors""#), "\(named.stdout)")
 
             // `CommandLine.arguments` would turn the byte into U+FFFD and name the other file.
             try NameBytesTests.writeRaw(dir, NameBytesTests.invalid, NameBytesTests.maliciousPickle)
