@@ -288,4 +288,44 @@ struct NameBytesTests {
         #expect(places[other]?.count == 1, "\(places)")
         _ = try? runProgram("/bin/rm", ["-rf", setup.root + "/rejected", setup.incoming])
     }
+
+    /// The content of `root`/`side`/`name`/`name` (a released model file), read by descriptors: the path is not UTF-8.
+    static func released(_ root: String, _ side: String, _ name: [UInt8]) -> [UInt8]? {
+        let sideFD = open(root + "/" + side, O_RDONLY | O_DIRECTORY)
+        guard sideFD >= 0 else { return nil }
+        defer { close(sideFD) }
+        let c = name + [0]
+        let dir = c.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(sideFD, $0.baseAddress!, O_RDONLY | O_DIRECTORY) } }
+        guard dir >= 0 else { return nil }
+        defer { close(dir) }
+        let fd = c.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(dir, $0.baseAddress!, O_RDONLY) } }
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = read(fd, &buf, buf.count)
+        return n >= 0 ? Array(buf[0..<n]) : nil
+    }
+
+    @Test("kill -9 with a non-UTF-8 model in flight: the journal's escaped name leads the restart to the same bytes",
+          arguments: ["taken", "decided", "released"])
+    func crashAndRecover(point: String) throws {
+        let setup = try IntakeTests.Setup()
+        try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
+        let top = Array("m".utf8) + [0xFF] + Array(".pkl".utf8)
+        let lookalike = Array("m\u{FFFD}.pkl".utf8)
+        try NameBytesTests.writeRaw(setup.incoming, top, NameBytesTests.maliciousPickle)
+        defer { _ = try? runProgram("/bin/rm", ["-rf", setup.root + "/rejected", setup.root + "/approved", setup.root + "/quarantine", setup.incoming]) }
+        let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
+        #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): \(crashed.status) \(crashed.stderr)")
+        // The name the journal's would decode to arrives meanwhile: recovery must not take it for the model in flight.
+        try NameBytesTests.writeRaw(setup.incoming, lookalike, NameBytesTests.benignPickle)
+        let restarted = try setup.once()
+        #expect(restarted.signal == nil && restarted.status == 1, "restart after \(point): \(restarted.status) \(restarted.stdout) \(restarted.stderr)")
+        #expect(NameBytesTests.released(setup.root, "rejected", top) == NameBytesTests.maliciousPickle, "after a crash at \(point)")
+        let benign = NameBytesTests.released(setup.root, "approved", lookalike) ?? NameBytesTests.released(setup.root, "rejected", lookalike)
+        #expect(benign == NameBytesTests.benignPickle, "after a crash at \(point)")
+        #expect(NameBytesTests.listRaw(setup.root + "/quarantine").isEmpty && NameBytesTests.listRaw(setup.incoming).isEmpty)
+        let journal = (try? Data(contentsOf: URL(fileURLWithPath: setup.root + "/.airlock/journal"))) ?? Data([1])
+        #expect(journal.isEmpty, "\(String(decoding: journal, as: UTF8.self))")
+    }
 }
