@@ -22,14 +22,21 @@ enum FolderScanner {
         var hasSafetensors = false
         // Grouped by how the name reads (lossy decoding, `String` equality: Unicode canonical equivalence), on
         // purpose: only to find distinct byte names a reader or another tool would take for one.
-        var readAlike: [String: Set<FileName>] = [:]
+        var firstReading: [String: FileName] = [:]
+        var readAlike: [String: Set<FileName>] = [:]  // only the readings shared by two names or more
         var walked = 0
         FolderWalk.walk(dirfd) { relative, _ in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
             walked += 1
-            if walked <= maxFiles { readAlike[relative.lookalikeKey, default: []].insert(relative) }
+            guard walked <= maxFiles else { return }
+            let key = relative.lookalikeKey
+            if let first = firstReading[key] {
+                readAlike[key, default: [first]].insert(relative)
+            } else {
+                firstReading[key] = relative
+            }
         }
-        let lookalikes = readAlike.values.filter { $0.count > 1 }.reduce(into: [FileName: [FileName]]()) { out, group in
+        let lookalikes = readAlike.values.reduce(into: [FileName: [FileName]]()) { out, group in
             for name in group { out[name] = group.filter { $0 != name }.sorted() }
         }
         let base = display.hasSuffix("/") ? String(display.dropLast()) : display

@@ -57,6 +57,7 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// The escaped form (see the type's documentation): what reports, manifests and messages show.
     public var escaped: String {
+        if isPlain { return String(decoding: bytes, as: UTF8.self) }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         FileName.scan(bytes) { range, scalar in
@@ -72,8 +73,12 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// The escaped form.
     public var description: String { escaped }
 
+    /// Printable ASCII without a backslash: shown as it is, valid and safe (most names; no scan needed).
+    private var isPlain: Bool { bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C } }
+
     /// Whether the bytes are valid UTF-8.
     public var isValidUTF8: Bool {
+        if isPlain { return true }
         var valid = true
         FileName.scan(bytes) { _, scalar in if scalar == nil { valid = false } }
         return valid
@@ -82,6 +87,7 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// Whether the name holds a control character (a newline, an escape sequence, C1 controls) or a bidirectional
     /// or invisible formatting character: what could make its display forge output or read as another name.
     public var hasUnsafeCharacters: Bool {
+        if isPlain { return false }
         var unsafe = false
         FileName.scan(bytes) { _, scalar in if let scalar, FileName.mustEscape(scalar) { unsafe = true } }
         return unsafe
