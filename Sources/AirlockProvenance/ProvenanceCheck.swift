@@ -42,6 +42,7 @@ public enum ProvenanceCheck {
             } else {
                 // The paths the signature itself leaves out (model-signing's ignore_paths) count for it alone; a
                 // manifest still sees them. A single-file model's one resource is `.`: compared by content.
+                out += lookalikes(signed.resources.map { FileName($0.name) }, in: "signature")
                 // The bundle names resources with (Unicode) strings: their UTF-8 bytes are the names meant.
                 out += compare(inventory.excluding(signed.ignorePaths), expected: signed.resources.map { (FileName($0.name), $0.sha256, nil) },
                                against: "signature", extraAllowed: false, singleFile: inventory.kind == .file)
