@@ -1,3 +1,6 @@
+import AirlockAnalysis
+import AirlockDaemon
+import AirlockJSON
 import Foundation
 import Testing
 
@@ -128,6 +131,28 @@ struct NameBytesTests {
             for method in ["scan", "probe"] {
                 let run = try runCLI(["--socket", daemon.socket, method, "--format", "json", folder], timeout: 120)
                 NameBytesTests.checkPair(run, folder: folder, "airlockd \(method)")
+            }
+        }
+    }
+
+    @Test("a client's name for its descriptor reaches reports escaped; names already escaped are kept")
+    func daemonName() throws {
+        try NameBytesTests.withFolder { dir in
+            try NameBytesTests.writeRaw(dir, Array("m.pkl".utf8), NameBytesTests.benignPickle)
+            let daemon = try TestDaemon()
+            defer { daemon.stop() }
+            let fd = open(dir + "/m.pkl", O_RDONLY | O_CLOEXEC)
+            defer { close(fd) }
+            for (sent, shown) in [("x\u{1B}[2J\nCLEAN  y", "x\\x1B[2J\\x0ACLEAN  y"), ("a\\b", "a\\\\b"), ("w\\xFF.pkl", "w\\xFF.pkl")] {
+                let reply = try { () throws(ClientError) -> [(String, JSON)] in
+                    try DaemonClient(path: daemon.socket).call("scan", params: [("name", .string(sent))], descriptor: fd, timeout: 30)
+                }()
+                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1, let first = reports.first,
+                      let report = Report(json: first) else {
+                    Issue.record("no report for \(sent)")
+                    continue
+                }
+                #expect(Array(report.target.path.utf8) == Array(shown.utf8), "\(sent) → \(report.target.path)")
             }
         }
     }
