@@ -73,6 +73,25 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// The escaped form.
     public var description: String { escaped }
 
+    /// `text` with each control or formatting character (those `escaped` escapes) written as `\xHH` per UTF-8 byte,
+    /// and nothing else changed. Not reversible (a backslash stays one): for text that is not a name — a message
+    /// quoting what a model holds — about to be printed for people, so it cannot forge lines or terminal output.
+    /// Names already escaped pass through unchanged.
+    public static func escapingControls(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: mustEscape) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if mustEscape(scalar) {
+                for b in String(scalar).utf8 {
+                    out += "\\x" + String(decoding: [hexDigit(b >> 4), hexDigit(b & 0xF)], as: UTF8.self)
+                }
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     /// Printable ASCII without a backslash: shown as it is, valid and safe (most names; no scan needed).
     private var isPlain: Bool { bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C } }
 

@@ -1,3 +1,4 @@
+import AirlockAnalysis
 @testable import AirlockFormats
 import Testing
 
@@ -83,5 +84,17 @@ struct FileNameTests {
         #expect(path.isWithin(FileName("a")) && !path.isWithin(FileName("a/\u{FFFD}")) && !FileName("ab").isWithin(FileName("a")))
         #expect(FileName(bytes: [0x61, 0x00, 0x62]).withCString { $0.pointee } == 0)
         #expect(FileName(bytes: [0xFF]).withCString { UInt8(bitPattern: $0.pointee) } == 0xFF)
+    }
+
+    @Test("the text report shows control characters a model chose as \\xHH: no forged line, no terminal escape")
+    func textReport() {
+        #expect(FileName.escapingControls("a\nb\\c \u{202E}x") == "a\\x0Ab\\c \\xE2\\x80\\xAEx")
+        #expect(FileName.escapingControls("w\\xFF.pkl") == "w\\xFF.pkl")  // an escaped name is left alone
+        let target = ReportTarget(path: "m.pkl", size: 1, sha256: nil, format: "pickle")
+        let finding = Finding(rule: "pickle.dangerous-import", severity: .critical,
+                              message: "imports os.sy\nCLEAN  \u{1B}[2Jstem", evidence: Evidence(member: "a\rb", args: ["'\n'"]))
+        let text = Report(target: target, findings: [finding]).text()
+        #expect(text.split(separator: "\n").count == 4, "\(text)")
+        #expect(!text.contains("\u{1B}") && !text.contains("\r") && text.contains("os.sy\\x0ACLEAN  \\x1B[2Jstem"), "\(text)")
     }
 }
