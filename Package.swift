@@ -73,7 +73,7 @@ let package = Package(
         // airlockd: the socket server, peer checks, the worker pool, systemd integration, the client side.
         .target(
             name: "AirlockDaemon",
-            dependencies: ["AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockJSON", "CDaemon"]
+            dependencies: ["AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon"]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(

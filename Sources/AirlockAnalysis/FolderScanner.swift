@@ -15,38 +15,60 @@ enum FolderScanner {
     /// Most files scanned in one folder tree.
     static let maxFiles = 100_000
 
-    /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`. Two walks: the first
-    /// only looks at names (is there safetensors?), the second opens and examines one file at a time.
+    /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`, the path escaped as
+    /// `FileName.escaped` shows names. Two walks: the first only looks at names (is there safetensors? names that
+    /// read alike?), the second opens and examines one file at a time.
     static func scan(dirfd: Int32, display: String, examine: (Int32, String) -> Report, report: (Report) -> Void) {
         var hasSafetensors = false
+        // Grouped by how the name reads (lossy decoding, `String` equality: Unicode canonical equivalence), on
+        // purpose: only to find distinct byte names a reader or another tool would take for one.
+        var firstReading: [String: FileName] = [:]
+        var readAlike: [String: Set<FileName>] = [:]  // only the readings shared by two names or more
+        var walked = 0
         FolderWalk.walk(dirfd) { relative, _ in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
+            walked += 1
+            guard walked <= maxFiles else { return }
+            let key = relative.lookalikeKey
+            if let first = firstReading[key] {
+                readAlike[key, default: [first]].insert(relative)
+            } else {
+                firstReading[key] = relative
+            }
+        }
+        let lookalikes = readAlike.values.reduce(into: [FileName: [FileName]]()) { out, group in
+            for name in group { out[name] = group.filter { $0 != name }.sorted() }
         }
         let base = display.hasSuffix("/") ? String(display.dropLast()) : display
         var files = 0
         FolderWalk.walk(dirfd) { relative, entry in
-            let path = base + "/" + relative
+            let path = base + "/" + relative.escaped
+            let names = NameFindings.findings(relative, lookalikes: lookalikes[relative] ?? [])
             switch entry {
             case .file(let open, _):
                 files += 1
                 guard files <= maxFiles else { return }
                 guard let fd = open() else {
                     let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                    report(Report(target: t, findings: [], error: ("io", "cannot open \(path): \(String(cString: strerror(errno)))")))
+                    report(Report(target: t, findings: names, error: ("io", "cannot open \(path): \(String(cString: strerror(errno)))")))
                     return
                 }
                 var r = examine(fd, path)
-                r.add(folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
+                r.add(names + folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
                 close(fd)
                 report(r)
-            case .other:
-                break  // sockets, FIFOs and devices: nothing a loader reads as a model
+            case .other(let kind):
+                // Sockets, FIFOs and devices: nothing a loader reads as a model; only a name that misleads is said.
+                guard !names.isEmpty else { break }
+                let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                report(Report(target: t, findings: names + [Finding(rule: "folder.special-file", severity: .info,
+                                                                     message: "a \(kind): not examined")]))
             case .unreadable(let reason):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: t, findings: [], error: ("io", "cannot read \(path): \(reason)")))
+                report(Report(target: t, findings: names, error: ("io", "cannot read \(path): \(reason)")))
             case .symlink(let target):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: t, findings: [Finding(
+                report(Report(target: t, findings: names + [Finding(
                     rule: "folder.symlink", severity: .medium,
                     message: "symbolic link to \(target): not followed (a loader would read whatever it points to)",
                     evidence: Evidence(details: [("target", target)])
@@ -56,8 +78,8 @@ enum FolderScanner {
     }
 
     /// What the folder says about one of its files.
-    static func folderFindings(fd: Int32, name relative: String, format: String, hasSafetensors: Bool) -> [Finding] {
-        let base = relative.split(separator: "/").last.map(String.init) ?? relative
+    static func folderFindings(fd: Int32, name relative: FileName, format: String, hasSafetensors: Bool) -> [Finding] {
+        let base = relative.lastComponent.escaped
         var extra: [Finding] = []
         if base.hasSuffix(".py") {
             extra.append(Finding(

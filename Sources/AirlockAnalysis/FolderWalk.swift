@@ -1,3 +1,5 @@
+public import AirlockFormats
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,7 +7,9 @@ import Glibc
 /// A walk through a model folder by descriptors: every directory and file is opened relative to its parent's
 /// descriptor with `O_NOFOLLOW`, so nothing swapped for a symbolic link during the walk leads outside the folder.
 ///
-/// Used by folder scans and by provenance (manifests, signatures), so both see the same files.
+/// Used by folder scans and by provenance (manifests, signatures), so both see the same files. Names stay bytes
+/// (`FileName`) from `readdir` to the `fstatat`/`openat`/`readlinkat` that use them: a name that is not UTF-8 is
+/// never decoded and encoded again into another entry's name.
 public enum FolderWalk {
     /// Deepest directory nesting walked.
     public static let maxDepth = 32
@@ -26,7 +30,7 @@ public enum FolderWalk {
         /// A regular file; `open` opens it read-only relative to its directory (the caller closes it), or says why not
         /// (`errno`). It works only during the visit, while its directory is open.
         case file(open: () -> Int32?, info: FileInfo)
-        /// A symbolic link (never followed) and what it points to.
+        /// A symbolic link (never followed) and what it points to (escaped as `FileName` escapes names).
         case symlink(target: String)
         /// A socket, FIFO or device, named by its kind.
         case other(kind: String)
@@ -35,35 +39,46 @@ public enum FolderWalk {
     }
 
     /// Names the walk leaves out at every level: version-control metadata, never part of a model.
-    public static let skippedNames: Set<String> = [".git"]
+    public static let skippedNames: Set<FileName> = [FileName(".git")]
 
-    /// Walks the folder open as `dirfd` in name order (byte order of the UTF-8 names), depth first, calling `visit`
-    /// with each entry's path relative to the folder. Directories themselves are not visited.
-    public static func walk(_ dirfd: Int32, visit: (String, Entry) -> Void) {
-        walk(dirfd, prefix: "", depth: 0, visit: visit)
+    /// Walks the folder open as `dirfd` in name order (byte order), depth first, calling `visit` with each entry's
+    /// path relative to the folder, as the bytes the directory holds. Directories themselves are not visited.
+    public static func walk(_ dirfd: Int32, visit: (FileName, Entry) -> Void) {
+        walk(dirfd, prefix: FileName(bytes: []), depth: 0, visit: visit)
     }
 
-    private static func walk(_ dirfd: Int32, prefix: String, depth: Int, visit: (String, Entry) -> Void) {
+    /// The names in the folder open as `dirfd`, without `.` and `..`, in byte order; nil (with `errno`) when it
+    /// cannot be listed. The caller keeps `dirfd`.
+    public static func names(_ dirfd: Int32) -> [FileName]? {
         // fdopendir takes the descriptor: give it a duplicate, the caller keeps `dirfd`.
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard dup >= 0, let d = fdopendir(dup) else {
+            let e = errno
             if dup >= 0 { close(dup) }
-            visit(prefix.isEmpty ? "." : prefix, .unreadable(reason: "cannot list the folder: \(String(cString: strerror(errno)))"))
-            return
+            errno = e
+            return nil
         }
         defer { closedir(d) }
         rewinddir(d)  // the duplicate shares its offset with `dirfd`, which an earlier walk left at the end
-        var names: [String] = []
+        var names: [FileName] = []
         while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
-            if name == "." || name == ".." || skippedNames.contains(name) { continue }
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in FileName(bytes: raw.prefix { $0 != 0 }) }
+            if name.bytes == [0x2E] || name.bytes == [0x2E, 0x2E] { continue }
             names.append(name)
         }
-        names.sort { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-        for name in names {
-            let relative = prefix.isEmpty ? name : prefix + "/" + name
+        return names.sorted()
+    }
+
+    private static func walk(_ dirfd: Int32, prefix: FileName, depth: Int, visit: (FileName, Entry) -> Void) {
+        guard let all = names(dirfd) else {
+            visit(prefix.bytes.isEmpty ? FileName(".") : prefix,
+                  .unreadable(reason: "cannot list the folder: \(String(cString: strerror(errno)))"))
+            return
+        }
+        for name in all where !skippedNames.contains(name) {
+            let relative = prefix.appending(name)
             var st = stat()
-            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
                 visit(relative, .unreadable(reason: String(cString: strerror(errno))))
                 continue
             }
@@ -73,7 +88,7 @@ public enum FolderWalk {
                     visit(relative, .unreadable(reason: "nested deeper than \(maxDepth) folders: not walked"))
                     continue
                 }
-                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                let sub = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard sub >= 0 else {
                     visit(relative, .unreadable(reason: "cannot enter the folder: \(String(cString: strerror(errno)))"))
                     continue
@@ -88,7 +103,7 @@ public enum FolderWalk {
                 // O_NOFOLLOW and O_NONBLOCK: a name swapped for a link or a FIFO since the stat is not followed or
                 // waited on; what was opened is checked again.
                 visit(relative, .file(open: {
-                    let fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+                    let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
                     guard fd >= 0 else { return nil }
                     var now = stat()
                     guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
@@ -100,8 +115,9 @@ public enum FolderWalk {
                 }, info: info))
             case S_IFLNK:
                 var buf = [CChar](repeating: 0, count: 4097)
-                let n = readlinkat(dirfd, name, &buf, 4096)
-                let target = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+                let n = name.withCString { readlinkat(dirfd, $0, &buf, 4096) }
+                // A target is shown, never followed: escaped like a name, so it cannot forge report lines either.
+                let target = n > 0 ? FileName(bytes: buf[0..<n].map { UInt8(bitPattern: $0) }).escaped : "?"
                 visit(relative, .symlink(target: target))
             case S_IFIFO:
                 visit(relative, .other(kind: "FIFO"))

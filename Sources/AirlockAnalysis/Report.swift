@@ -121,25 +121,28 @@ public struct Report: Sendable {
         ])
     }
 
-    /// Text for people: the verdict first, then the findings that matter (all of them with `verbose`).
+    /// Text for people: the verdict first, then the findings that matter (all of them with `verbose`). Control and
+    /// formatting characters in anything the model could have chosen (names it holds, quoted strings) are shown as
+    /// `\xHH`, so no line of it is forged; paths are escaped already (`FileName.escaped`).
     public func text(verbose: Bool = false) -> String {
+        let safe = FileName.escapingControls
         var lines: [String] = []
-        var header = "\(verdict.rawValue.uppercased())  \(target.path)  (\(target.format), \(Report.size(target.size))"
+        var header = "\(verdict.rawValue.uppercased())  \(safe(target.path))  (\(target.format), \(Report.size(target.size))"
         if let sha = target.sha256 { header += ", sha256 \(sha.prefix(16))…" }
         header += ")"
         lines.append(header)
-        if let error { lines.append("  error: \(error.message)") }
+        if let error { lines.append("  error: \(safe(error.message))") }
         let shown = verbose ? findings : findings.filter { $0.severity >= .low }
         for f in shown {
             var line = "  \(f.severity.rawValue.padding(8))  \(f.rule)"
             var place: [String] = []
-            if let m = f.evidence.member { place.append(m) }
+            if let m = f.evidence.member { place.append(safe(m)) }
             if let o = f.evidence.offset { place.append("@\(o)") }
             if !place.isEmpty { line += "  [\(place.joined(separator: " "))]" }
             lines.append(line)
-            lines.append("            \(f.message)")
+            lines.append("            \(safe(f.message))")
             if let args = f.evidence.args, !args.isEmpty {
-                lines.append("            args: \(args.joined(separator: ", "))")
+                lines.append("            args: \(safe(args.joined(separator: ", ")))")
             }
         }
         let hidden = findings.count - shown.count

@@ -59,16 +59,19 @@ public enum StaticScanner {
     ) {
         let examine = file ?? { scan(fd: $0, path: $1, budget: budget) }
         for path in paths {
+            // Shown escaped as walked names are: a path (a shell glob's match) with a newline or an escape sequence
+            // must not forge a line of the report.
+            let shown = FileName(path).escaped
             let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
             var st = stat()
             guard fd >= 0, fstat(fd, &st) == 0 else {
-                let message = "cannot read \(path): \(String(cString: strerror(errno)))"
+                let message = "cannot read \(shown): \(String(cString: strerror(errno)))"
                 if fd >= 0 { close(fd) }
-                let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                let target = ReportTarget(path: shown, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
                 report(Report(target: target, findings: [], error: ("io", message)))
                 continue
             }
-            scan(fd: fd, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: path, examine: examine, report: report)
+            scan(fd: fd, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine, report: report)
             close(fd)
         }
     }

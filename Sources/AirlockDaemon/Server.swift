@@ -1,5 +1,6 @@
 public import AirlockJSON
 internal import AirlockAnalysis
+internal import AirlockFormats
 public import AirlockProbe
 internal import AirlockSandbox
 internal import CDaemon
@@ -460,7 +461,11 @@ public final class Server: @unchecked Sendable {
                     id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
             }
             var name = "fd"
-            if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 { name = s }
+            if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 {
+                // Shown in reports and in the daemon's log: a client must not write a newline or an escape sequence
+                // there. Names in the escaped form (what airlock and the intake send) are kept as they are.
+                name = FileName(escaped: s) != nil ? s : FileName(s).escaped
+            }
             var timeout = config.requestTimeout
             if case .number(let t)? = param("timeout"), let seconds = Double(t) {
                 guard seconds > 0 && seconds <= config.requestTimeout else {

@@ -1,3 +1,4 @@
+internal import AirlockFormats
 internal import CDaemon
 
 #if canImport(Glibc)
@@ -21,16 +22,16 @@ enum Arrival: Equatable {
     /// The marker file that says a folder is complete.
     static let marker = ".ready"
     /// Names the release folder uses for its own files.
-    static let reserved: Set<String> = ["report.json", "manifest.json"]
+    static let reserved: Set<FileName> = [FileName("report.json"), FileName("manifest.json")]
 
-    static func check(_ incoming: Int32, _ name: String, settleSeconds: Double, now: Double) -> Arrival {
+    static func check(_ incoming: Int32, _ name: FileName, settleSeconds: Double, now: Double) -> Arrival {
         if name.hasPrefix(".") { return .ignored("a hidden name: still being delivered (rename it when complete)") }
         if reserved.contains(name) { return .ignored("\(name) is reserved for the release folder's own files: rename the model") }
         var st = stat()
-        guard fstatat(incoming, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return .waiting("cannot stat: \(String(cString: strerror(errno)))") }
+        guard name.withCString({ fstatat(incoming, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return .waiting("cannot stat: \(String(cString: strerror(errno)))") }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            let fd = openat(incoming, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
+            let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
             guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             switch writerCheck(fd) {
@@ -41,7 +42,7 @@ enum Arrival: Equatable {
                 return age >= settleSeconds ? .ready : .waiting("changed \(Int(age)) s ago (settle time \(Int(settleSeconds)) s)")
             }
         case S_IFDIR:
-            let fd = openat(incoming, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             var newest = seconds(st.st_ctim)
@@ -52,7 +53,7 @@ enum Arrival: Equatable {
             if writing { return .waiting("a file in it is open for writing") }
             // As for a file: what the intake cannot read is a permission to fix, not a model to reject.
             if let unreadable { return .waiting("cannot read \(unreadable) in it (make it readable to the intake)") }
-            if IntakeRoot.exists(fd, marker) { return .ready }
+            if IntakeRoot.exists(fd, FileName(marker)) { return .ready }
             let age = now - newest
             return age >= settleSeconds ? .ready : .waiting("changed \(Int(age)) s ago, no \(marker) marker (settle time \(Int(settleSeconds)) s)")
         case S_IFLNK:
@@ -81,13 +82,13 @@ enum Arrival: Equatable {
         for name in IntakeRoot.list(dirfd) {
             entries += 1
             if entries > 100_000 || writing { return }
-            let path = prefix.isEmpty ? name : prefix + "/" + name
+            let path = prefix.isEmpty ? name.escaped : prefix + "/" + name.escaped
             var st = stat()
-            guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
             newest = max(newest, seconds(st.st_ctim))
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
-                let sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                let sub = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard sub >= 0 else {
                     if errno == EACCES && unreadable == nil { unreadable = path + "/" }
                     continue
@@ -95,7 +96,7 @@ enum Arrival: Equatable {
                 walk(sub, prefix: path, depth: depth + 1, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
                 close(sub)
             case S_IFREG:
-                let fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
+                let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
                 guard fd >= 0 else {
                     if errno == EACCES && unreadable == nil { unreadable = path }
                     continue

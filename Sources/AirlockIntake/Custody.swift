@@ -1,4 +1,5 @@
 internal import AirlockAnalysis
+internal import AirlockFormats
 internal import CDaemon
 
 #if canImport(Glibc)
@@ -19,7 +20,8 @@ import Glibc
 /// Copies are bounded: logical bytes (sparse files count at their full size, as hashing and detonation read them)
 /// by the policy's `maxBytes`, entries by `maxEntries`, nesting by `FolderWalk.maxDepth`; only allocated extents are
 /// written (`SEEK_DATA`/`SEEK_HOLE`), so a sparse file costs the quarantine what it costs the uploader; memory is one
-/// 4 MiB buffer. Names are kept as the kernel's bytes for every system call, never decoded and re-encoded.
+/// 4 MiB buffer. Names are `FileName`s, the kernel's bytes, from `readdir` to every system call that uses them (never
+/// decoded and re-encoded: `w\xff.pkl` cannot lead the copy to `w\xef\xbf\xbd.pkl`); messages show them escaped.
 enum Custody {
     /// What one model may hold.
     struct Limits: Sendable {
@@ -41,16 +43,6 @@ enum Custody {
         var entries = 0
     }
 
-    /// A name for system calls: the bytes of a directory entry, NUL-terminated.
-    typealias Name = [CChar]
-
-    static func name(_ s: String) -> Name { Array(s.utf8CString) }
-
-    /// A name for messages (lossy: only for people).
-    static func display(_ n: Name) -> String {
-        String(decoding: n.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
     private static func failure(_ what: String, _ e: Int32 = errno) -> IntakeError {
         IntakeError("\(what): \(String(cString: strerror(e)))", errno: e)
     }
@@ -59,17 +51,19 @@ enum Custody {
 
     /// Measures the delivery `name` in the folder `dirfd` (stat only, no file opened) and says why it cannot be
     /// taken: more bytes than the budget, too many entries or levels, a FIFO, socket or device in it.
-    static func survey(_ dirfd: Int32, _ name: String, limits: Limits) throws(IntakeError) -> Size {
+    static func survey(_ dirfd: Int32, _ name: FileName, limits: Limits) throws(IntakeError) -> Size {
         var size = Size()
-        try survey(dirfd, Custody.name(name), display: name, depth: 0, limits: limits, size: &size)
+        try survey(dirfd, name, display: name.escaped, depth: 0, limits: limits, size: &size)
         return size
     }
 
     private static func survey(
-        _ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, size: inout Size
+        _ dirfd: Int32, _ name: FileName, display: String, depth: Int, limits: Limits, size: inout Size
     ) throws(IntakeError) {
         var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
+        guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            throw failure("cannot stat \(display)")
+        }
         size.entries += 1
         guard size.entries <= limits.maxEntries else {
             throw IntakeError("it holds more than \(limits.maxEntries) entries")
@@ -83,12 +77,12 @@ enum Custody {
             guard depth < limits.maxDepth else {
                 throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders")
             }
-            let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
             defer { close(fd) }
             for entry in try entries(fd, display: display) {
                 try survey(
-                    fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits,
+                    fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
                     size: &size)
             }
         case S_IFLNK:
@@ -113,9 +107,10 @@ enum Custody {
         }
     }
 
-    /// The entries of the folder open as `dirfd` without `.` and `..`, in byte order; without
-    /// `FolderWalk.skippedNames` too when `skipping` (no walk examines them, so no copy carries them).
-    static func entries(_ dirfd: Int32, display: String, skipping: Bool = true) throws(IntakeError) -> [Name] {
+    /// The entries of the folder open as `dirfd` without `.` and `..`, in byte order, as `FolderWalk.names` lists them
+    /// but bounded (an uploader holding a descriptor of a delivered folder can keep adding entries to it while it is
+    /// listed); without `FolderWalk.skippedNames` too when `skipping` (no walk examines them, so no copy carries them).
+    static func entries(_ dirfd: Int32, display: String, skipping: Bool = true) throws(IntakeError) -> [FileName] {
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard dup >= 0, let d = fdopendir(dup) else {
             let e = errno
@@ -124,17 +119,16 @@ enum Custody {
         }
         defer { closedir(d) }
         rewinddir(d)
-        let skipped = skipping ? Set(FolderWalk.skippedNames.map { Array($0.utf8) }) : []
-        var names: [[UInt8]] = []
+        let skipped = skipping ? FolderWalk.skippedNames : []
+        var names: [FileName] = []
         while let e = readdir(d) {
-            let bytes = withUnsafeBytes(of: e.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-            if bytes == [0x2E] || bytes == [0x2E, 0x2E] || skipped.contains(bytes) { continue }
-            names.append(bytes)
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in FileName(bytes: raw.prefix { $0 != 0 }) }
+            if name.bytes == [0x2E] || name.bytes == [0x2E, 0x2E] || skipped.contains(name) { continue }
+            names.append(name)
             // The survey bounds what it counts; this bounds what one listing may hold in memory meanwhile.
             guard names.count <= 1_000_000 else { throw IntakeError("\(display) holds more than a million entries") }
         }
-        names.sort { $0.lexicographicallyPrecedes($1) }
-        return names.map { $0.map { CChar(bitPattern: $0) } + [0] }
+        return names.sorted()
     }
 
     // MARK: - Copy
@@ -148,7 +142,7 @@ enum Custody {
     /// `leaveOut` names entries at the top of a folder that are not copied (the `.ready` marker: how a folder was
     /// delivered, not part of the model, and never examined).
     static func copy(
-        from: Int32, _ name: String, into: Int32, as target: String, leaveOut: Set<String> = [], limits: Limits
+        from: Int32, _ name: FileName, into: Int32, as target: FileName, leaveOut: Set<FileName> = [], limits: Limits
     ) throws(IntakeError) -> Size {
         let needed = try survey(from, name, limits: limits)
         var vfs = statvfs()
@@ -161,9 +155,9 @@ enum Custody {
             }
         }
         let state = CopyState(limits: limits)
-        state.leaveOut = Set(leaveOut.map { Custody.name($0) })
+        state.leaveOut = leaveOut
         // Every file and folder of the copy is fsync'd; `into` is synced by the caller once the copy has its name.
-        try copyEntry(from, Custody.name(name), display: name, into: into, Custody.name(target), depth: 0, state: state)
+        try copyEntry(from, name, display: name.escaped, into: into, target, depth: 0, state: state)
         return state.size
     }
 
@@ -174,7 +168,7 @@ enum Custody {
     private final class CopyState {
         let limits: Limits
         var size = Size()
-        var leaveOut: Set<Name> = []
+        var leaveOut: Set<FileName> = []
         let buffer: UnsafeMutableRawBufferPointer = .allocate(byteCount: 4 << 20, alignment: 4096)
         let uid = geteuid()
         let gid = getegid()
@@ -184,10 +178,13 @@ enum Custody {
     }
 
     private static func copyEntry(
-        _ srcDir: Int32, _ name: Name, display: String, into dstDir: Int32, _ target: Name, depth: Int, state: CopyState
+        _ srcDir: Int32, _ name: FileName, display: String, into dstDir: Int32, _ target: FileName, depth: Int,
+        state: CopyState
     ) throws(IntakeError) {
         var st = stat()
-        guard fstatat(srcDir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
+        guard name.withCString({ fstatat(srcDir, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            throw failure("cannot stat \(display)")
+        }
         state.size.entries += 1
         guard state.size.entries <= state.limits.maxEntries else {
             throw IntakeError("it holds more than \(state.limits.maxEntries) entries")
@@ -196,7 +193,7 @@ enum Custody {
         case S_IFREG:
             // O_NONBLOCK and O_NOFOLLOW: a name swapped for a FIFO or a link since the stat is neither waited on nor
             // followed; what was opened is checked again.
-            let src = openat(srcDir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+            let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
             defer { close(src) }
             try copyFile(src, display: display, into: dstDir, target, state: state)
@@ -204,31 +201,35 @@ enum Custody {
             guard depth < state.limits.maxDepth else {
                 throw IntakeError("\(display) is nested deeper than \(state.limits.maxDepth) folders")
             }
-            let src = openat(srcDir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
             defer { close(src) }
-            guard mkdirat(dstDir, target, 0o700) == 0 else { throw failure("cannot create the copy of \(display)") }
-            let dst = openat(dstDir, target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard target.withCString({ mkdirat(dstDir, $0, 0o700) }) == 0 else {
+                throw failure("cannot create the copy of \(display)")
+            }
+            let dst = target.withCString { openat(dstDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard dst >= 0 else { throw failure("cannot open the copy of \(display)") }
             defer { close(dst) }
             for entry in try entries(src, display: display) where depth > 0 || !state.leaveOut.contains(entry) {
                 try copyEntry(
-                    src, entry, display: display + "/" + Custody.display(entry), into: dst, entry, depth: depth + 1,
+                    src, entry, display: display + "/" + entry.escaped, into: dst, entry, depth: depth + 1,
                     state: state)
             }
             try own(dst, mode: 0o555, state: state, display: display)
             guard fsync(dst) == 0 else { throw failure("cannot sync the copy of \(display)") }
         case S_IFLNK:
             var buf = [CChar](repeating: 0, count: 4097)
-            let n = readlinkat(srcDir, name, &buf, 4096)
+            let n = name.withCString { readlinkat(srcDir, $0, &buf, 4096) }
             guard n >= 0 else { throw failure("cannot read the link \(display)") }
             buf[n] = 0
-            guard symlinkat(buf, dstDir, target) == 0 else {
+            // The target's bytes as read (a C string already, never decoded), the link's name as listed.
+            guard target.withCString({ symlinkat(buf, dstDir, $0) }) == 0 else {
                 throw failure("cannot create the copy of the link \(display)")
             }
             var made = stat()
-            if fstatat(dstDir, target, &made, AT_SYMLINK_NOFOLLOW) == 0 && made.st_gid != state.gid {
-                _ = fchownat(dstDir, target, uid_t.max, state.gid, AT_SYMLINK_NOFOLLOW)
+            let statted = target.withCString { fstatat(dstDir, $0, &made, AT_SYMLINK_NOFOLLOW) }
+            if statted == 0 && made.st_gid != state.gid {
+                _ = target.withCString { fchownat(dstDir, $0, uid_t.max, state.gid, AT_SYMLINK_NOFOLLOW) }
             }
         default:
             throw IntakeError("\(display) is a \(kind(st.st_mode)): only files, folders and symbolic links are taken")
@@ -251,7 +252,9 @@ enum Custody {
         try seal(fd, mode: mode, display: "the copy of " + display)
     }
 
-    private static func copyFile(_ src: Int32, display: String, into dstDir: Int32, _ target: Name, state: CopyState)
+    private static func copyFile(
+        _ src: Int32, display: String, into dstDir: Int32, _ target: FileName, state: CopyState
+    )
         throws(IntakeError)
     {
         var before = stat()
@@ -269,7 +272,7 @@ enum Custody {
         state.size.bytes += size
         state.size.allocated += Int(before.st_blocks) * 512
         guard state.size.bytes <= state.limits.maxBytes else { throw budget(state.size.bytes, state.limits) }
-        let dst = openat(dstDir, target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let dst = target.withCString { openat(dstDir, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard dst >= 0 else { throw failure("cannot create the copy of \(display)") }
         defer { close(dst) }
         _ = posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL)
@@ -323,19 +326,21 @@ enum Custody {
     /// Checks that `name` in the folder `dirfd` is the intake's own read-only tree: every entry owned by this
     /// process's euid and egid, files 0444 with one link, folders 0555, links, nothing else. Throws the first entry
     /// that is not.
-    static func checkOwned(_ dirfd: Int32, _ name: String, limits: Limits) throws(IntakeError) {
+    static func checkOwned(_ dirfd: Int32, _ name: FileName, limits: Limits) throws(IntakeError) {
         var count = 0
         try checkOwned(
-            dirfd, Custody.name(name), display: name, depth: 0, limits: limits, count: &count, uid: geteuid(),
+            dirfd, name, display: name.escaped, depth: 0, limits: limits, count: &count, uid: geteuid(),
             gid: getegid())
     }
 
     private static func checkOwned(
-        _ dirfd: Int32, _ name: Name, display: String, depth: Int, limits: Limits, count: inout Int, uid: uid_t,
+        _ dirfd: Int32, _ name: FileName, display: String, depth: Int, limits: Limits, count: inout Int, uid: uid_t,
         gid: gid_t
     ) throws(IntakeError) {
         var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw failure("cannot stat \(display)") }
+        guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            throw failure("cannot stat \(display)")
+        }
         count += 1
         guard count <= limits.maxEntries + 1 else {
             throw IntakeError("it holds more than \(limits.maxEntries) entries")
@@ -357,12 +362,12 @@ enum Custody {
             guard depth < limits.maxDepth else {
                 throw IntakeError("\(display) is nested deeper than \(limits.maxDepth) folders")
             }
-            let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
             defer { close(fd) }
             for entry in try entries(fd, display: display, skipping: false) {
                 try checkOwned(
-                    fd, entry, display: display + "/" + Custody.display(entry), depth: depth + 1, limits: limits,
+                    fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
                     count: &count, uid: uid, gid: gid)
             }
         case S_IFLNK:
@@ -376,19 +381,21 @@ enum Custody {
     /// own copies (made writable first: they are read-only) or an original delivery. Bounded, because a delivery's
     /// uploader may still hold a descriptor of one of its folders and keep adding to it: returns whether it is gone.
     @discardableResult
-    static func remove(_ dirfd: Int32, _ name: String, limits: Limits) -> Bool {
+    static func remove(_ dirfd: Int32, _ name: FileName, limits: Limits) -> Bool {
         var budget = limits.maxEntries * 2
-        return remove(dirfd, Custody.name(name), depth: 0, maxDepth: limits.maxDepth + 2, budget: &budget)
+        return remove(dirfd, name, depth: 0, maxDepth: limits.maxDepth + 2, budget: &budget)
     }
 
-    private static func remove(_ dirfd: Int32, _ name: Name, depth: Int, maxDepth: Int, budget: inout Int) -> Bool {
+    private static func remove(_ dirfd: Int32, _ name: FileName, depth: Int, maxDepth: Int, budget: inout Int) -> Bool {
         budget -= 1
         guard budget >= 0 else { return false }
         var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno == ENOENT }
-        guard st.st_mode & S_IFMT == S_IFDIR else { return unlinkat(dirfd, name, 0) == 0 || errno == ENOENT }
+        guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return errno == ENOENT }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            return name.withCString { unlinkat(dirfd, $0, 0) } == 0 || errno == ENOENT
+        }
         guard depth < maxDepth else { return false }
-        let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         if fd >= 0 {
             if st.st_uid == geteuid() && st.st_mode & 0o700 != 0o700 { _ = fchmod(fd, 0o700) }
             for entry in (try? entries(fd, display: "", skipping: false)) ?? [] {
@@ -396,6 +403,6 @@ enum Custody {
             }
             close(fd)
         }
-        return unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT
+        return name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) } == 0 || errno == ENOENT
     }
 }

@@ -58,7 +58,9 @@ public final class Intake: @unchecked Sendable {
     /// A model in quarantine.
     struct Taken: Sendable {
         let id: String
-        let name: String
+        /// Its name in incoming/ (and in quarantine/ID/), as the bytes the folder holds; the journal and reports
+        /// hold it escaped (`FileName.escaped`), which is lossless.
+        let name: FileName
     }
 
     /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
@@ -130,8 +132,12 @@ public final class Intake: @unchecked Sendable {
         var again: [Taken] = []
         for id in order {
             guard let r = last[id], r.op != .done else { continue }
-            let name = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
-            do {
+            let escapedName = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
+            guard let name = FileName(escaped: escapedName) else {
+                log("recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form")
+                continue
+            }
+            do throws(IntakeError) {
                 switch r.op {
                 case .take:
                     if let taken = try resumeTake(Taken(id: id, name: name), journaled: false) {
@@ -144,8 +150,11 @@ public final class Intake: @unchecked Sendable {
                         again.append(taken)
                     }
                 case .decide:
-                    let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: r.dest)
-                    recovered.append(IntakeOutcome(name: name, id: id, decision: release.to, location: "\(release.to)/\(release.dest)", verdict: nil, error: nil,
+                    guard let dest = FileName(escaped: r.dest) else {
+                        throw IntakeError("the journal's destination \(FileName(r.dest)) is not in the escaped form")
+                    }
+                    let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: dest)
+                    recovered.append(IntakeOutcome(name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)", verdict: nil, error: nil,
                                                    reason: release.reason ?? "released after a restart (decided before it)"))
                     log("recovered \(name) (\(id)): released to \(release.to)/\(release.dest)")
                 case .rollback:
@@ -162,10 +171,11 @@ public final class Intake: @unchecked Sendable {
             }
         }
         journal.clearIfFinished()
-        for stray in IntakeRoot.list(root.quarantine) where last[stray] == nil {
+        let journaled = Set(last.keys.map { FileName($0) })
+        for stray in IntakeRoot.list(root.quarantine) where !journaled.contains(stray) {
             log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
         }
-        removeDiscarded(known: Set(last.keys))
+        removeDiscarded(known: journaled)
         return again
     }
 
@@ -181,12 +191,12 @@ public final class Intake: @unchecked Sendable {
             switch take(name) {
             case .success(let taken): work.append(taken)
             case .failure(let error):
-                outcomes.append(IntakeOutcome(name: name, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
+                outcomes.append(IntakeOutcome(name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
             }
         }
         outcomes += process(work)
         journal.clearIfFinished()
-        return (outcomes, waiting)
+        return (outcomes, waiting.map { ($0.0.escaped, $0.1) })
     }
 
     /// The models recovery released (each handed out once).
@@ -206,9 +216,9 @@ public final class Intake: @unchecked Sendable {
     }
 
     /// Entries of incoming/ that have arrived, and those that have not (or are left alone) with the reason.
-    func arrivals() -> (ready: [String], waiting: [(String, String)]) {
-        var ready: [String] = []
-        var waiting: [(String, String)] = []
+    func arrivals() -> (ready: [FileName], waiting: [(FileName, String)]) {
+        var ready: [FileName] = []
+        var waiting: [(FileName, String)] = []
         let now = Intake.wallClock()
         for name in IntakeRoot.list(root.incoming) {
             switch Arrival.check(root.incoming, name, settleSeconds: policy.settleSeconds, now: now) {
@@ -246,10 +256,10 @@ public final class Intake: @unchecked Sendable {
     /// Takes `name` from incoming/, journaled: moves the delivery into the intake's keeping
     /// (`.airlock/delivered/ID/NAME`), copies it into fresh inodes of the intake's own (`quarantine/ID/NAME`,
     /// `Custody`), and journals `taken`. A delivery that cannot be copied goes back to incoming/.
-    func take(_ name: String) -> Result<Taken, IntakeError> {
+    func take(_ name: FileName) -> Result<Taken, IntakeError> {
         let id = Intake.newID()
         do {
-            try journal.append(JournalRecord(op: .take, id: id, name: name))
+            try journal.append(JournalRecord(op: .take, id: id, name: name.escaped))
         } catch {
             log("cannot take \(name), it stays in incoming/: \(error.message)")
             return .failure(error)
@@ -258,7 +268,7 @@ public final class Intake: @unchecked Sendable {
         func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
             _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, id, AT_REMOVEDIR)
-            try? journal.append(JournalRecord(op: .done, id: id, name: name, note: "not taken: \(why)"))
+            try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
             return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
         }
@@ -268,7 +278,7 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("quarantine-created")
         guard let held = openDelivered(id) else { return undo("cannot open .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
         defer { close(held) }
-        guard airlock_rename_noreplace(root.incoming, name, held, name) == 0 else {
+        guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, held, $0) }) == 0 else {
             return undo("cannot move it into the intake's keeping: \(String(cString: strerror(errno)))", errno)
         }
         do {
@@ -289,7 +299,7 @@ public final class Intake: @unchecked Sendable {
             return .failure(failure)
         }
         do {
-            try journal.append(JournalRecord(op: .taken, id: id, name: name))
+            try journal.append(JournalRecord(op: .taken, id: id, name: name.escaped))
         } catch {
             // Recovery at the next start sees the copy in quarantine and goes on from there.
             log("took \(name) into quarantine/\(id) but cannot journal it: \(error.message)")
@@ -303,7 +313,7 @@ public final class Intake: @unchecked Sendable {
     /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
     /// back to incoming/.
     func examineAndRelease(_ taken: Taken) -> IntakeOutcome {
-        var outcome = IntakeOutcome(name: taken.name, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
+        var outcome = IntakeOutcome(name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
         let examined: Examined
         do {
             examined = try examine(taken)
@@ -311,7 +321,7 @@ public final class Intake: @unchecked Sendable {
             outcome.error = error.message
             log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
             do {
-                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name, note: error.message))
+                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
                 CrashPoint.hit("rollback-journaled")
                 if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
             } catch let rollbackError {
@@ -324,7 +334,7 @@ public final class Intake: @unchecked Sendable {
         let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
             CrashPoint.hit("decided")
             let release = try finishRelease(taken, to: to, dest: dest)
             outcome.decision = release.to
@@ -373,7 +383,7 @@ public final class Intake: @unchecked Sendable {
         defer { close(q) }
         // An examination a crash cut short may have left a temporary report behind: it must not be released.
         for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
-        let fd = openat(q, taken.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
         guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
         defer { close(fd) }
         var st = stat()
@@ -385,7 +395,8 @@ public final class Intake: @unchecked Sendable {
         var request = VerificationRequest(publicKeys: keys, ignore: [Arrival.marker, policy.signatureFile], threads: 1)
         var extra: [Finding] = []
         if let dir = policy.manifests {
-            let path = dir + "/" + taken.name + ".json"
+            // Looked up under the escaped name (lossless, so a name cannot borrow another model's pin).
+            let path = dir + "/" + taken.name.escaped + ".json"
             if IntakeRoot.exists(AT_FDCWD, path) {
                 do {
                     request.manifest = try Manifest.read(path: path)
@@ -397,7 +408,7 @@ public final class Intake: @unchecked Sendable {
                                      message: "no pinned manifest \(path): the policy requires one for every model"))
             }
         }
-        if isFolder, IntakeRoot.exists(fd, policy.signatureFile) {
+        if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
             let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
             guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
             defer { close(sig) }
@@ -414,7 +425,7 @@ public final class Intake: @unchecked Sendable {
         }
         let verification: Verification
         do {
-            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name, request: request)
+            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name.escaped, name: taken.name, request: request)
         } catch {
             throw IntakeError("cannot hash \(taken.name): \(error.message)")
         }
@@ -422,7 +433,13 @@ public final class Intake: @unchecked Sendable {
         provenance.add(extra)
 
         // Detonation.
-        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name)
+        // The model's own name is judged as a folder's entries are: no walk sees it.
+        let nameFindings = NameFindings.findings(taken.name, lookalikes: [])
+        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name.escaped)
+        if !nameFindings.isEmpty {
+            let target = ReportTarget(path: taken.name.escaped, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
+            reports.insert(Report(target: target, findings: nameFindings), at: 0)
+        }
         // The stored report is bounded like a daemon's reply: traces (then minor findings) go before any verdict.
         // Measured as written: indented, each line 4 spaces deeper inside `reports`.
         Report.fit(&reports, within: Intake.maxReportBytes) { report in
@@ -441,7 +458,7 @@ public final class Intake: @unchecked Sendable {
             ("schemaVersion", .int(1)),
             ("intake", .object([
                 ("id", .string(taken.id)),
-                ("name", .string(taken.name)),
+                ("name", .string(taken.name.escaped)),
                 ("kind", .string(isFolder ? "folder" : "file")),
                 ("decision", .string(decision)),
                 ("reason", .string(reason)),
@@ -458,7 +475,7 @@ public final class Intake: @unchecked Sendable {
             ])),
             ("reports", .array(reports.map(\.json))),
         ])
-        let manifest = Manifest(inventory: verification.inventory, name: taken.name, source: request.manifest?.source)
+        let manifest = Manifest(inventory: verification.inventory, name: taken.name.escaped, source: request.manifest?.source)
         do {
             try AtomicFile.write(Array(report.pretty().utf8), to: "report.json", in: q)
             CrashPoint.hit("report-written")
@@ -504,7 +521,8 @@ public final class Intake: @unchecked Sendable {
     /// Where a model was released, and why when that is not where it was decided to go.
     struct Release {
         let to: String
-        let dest: String
+        /// The name it got in `to`/ (shown escaped, as the journal and reports hold it).
+        let dest: FileName
         /// Set when an approval was turned into a rejection at release (the model was not the one examined).
         let reason: String?
     }
@@ -515,18 +533,18 @@ public final class Intake: @unchecked Sendable {
     ///
     /// An approval is checked first (`releaseProblem`): the copy must be the intake's own, read-only, and hash to the
     /// manifest written when it was examined. If not, it is rejected instead, with the reason in its report.
-    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: String) throws(IntakeError) -> Release {
+    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: FileName) throws(IntakeError) -> Release {
         var to = decided
         var dest = decidedDest
         var reason: String? = nil
         if !IntakeRoot.exists(root.quarantine, taken.id) {
-            let there = openat(root.destination(to), dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let there = dest.withCString { openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if there >= 0 {
                 defer { close(there) }
                 if IntakeRoot.exists(there, taken.name) {
                     try sealRelease(there, display: "\(to)/\(dest)")
                     discardDelivery(taken)
-                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
                     return Release(to: to, dest: dest, reason: nil)
                 }
             }
@@ -537,32 +555,32 @@ public final class Intake: @unchecked Sendable {
             try rewriteReport(taken, decision: "rejected", reason: why)
             to = "rejected"
             dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
             CrashPoint.hit("redecided")
             log("not approving \(taken.name) (\(taken.id)): \(problem)")
             reason = why
         }
         try sealReports(taken)
         let target = root.destination(to)
-        while airlock_rename_noreplace(root.quarantine, taken.id, target, dest) != 0 {
+        while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
             let e = errno
             guard e == EEXIST || e == ENOTEMPTY else {
                 throw IntakeError("cannot move quarantine/\(taken.id) to \(to)/\(dest): \(String(cString: strerror(e)))", errno: e)
             }
             dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name, to: to, dest: dest))
+            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
         }
         try IntakeRoot.sync(root.quarantine)
         try IntakeRoot.sync(target)
         CrashPoint.hit("released")
         // Made read-only only now: moving a folder to another parent needs write permission on it.
-        let released = openat(target, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard released >= 0 else { throw IntakeError("cannot open \(to)/\(dest): \(String(cString: strerror(errno)))", errno: errno) }
         defer { close(released) }
         try sealRelease(released, display: "\(to)/\(dest)")
         discardDelivery(taken)
         CrashPoint.hit("discarded")
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name))
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
         CrashPoint.hit("done")
         return Release(to: to, dest: dest, reason: reason)
     }
@@ -580,7 +598,7 @@ public final class Intake: @unchecked Sendable {
         /// Keeps the model in quarantine, copied, to be examined again.
         func stay() throws(IntakeError) -> Bool {
             if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
-            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name))
+            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
             return false
         }
         if let held, IntakeRoot.exists(held, taken.name) {
@@ -590,7 +608,7 @@ public final class Intake: @unchecked Sendable {
                 Custody.remove(q, taken.name, limits: limits)
                 Custody.remove(q, Intake.copying, limits: limits)
             }
-            guard airlock_rename_noreplace(held, taken.name, root.incoming, taken.name) == 0 else {
+            guard taken.name.withCString({ airlock_rename_noreplace(held, $0, root.incoming, $0) }) == 0 else {
                 let e = errno
                 if e == EEXIST || e == ENOTEMPTY { return try stay() }
                 throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
@@ -600,7 +618,7 @@ public final class Intake: @unchecked Sendable {
             CrashPoint.hit("moved-back")
         } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
             // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-            guard airlock_rename_noreplace(q, taken.name, root.incoming, taken.name) == 0 else {
+            guard taken.name.withCString({ airlock_rename_noreplace(q, $0, root.incoming, $0) }) == 0 else {
                 let e = errno
                 if e == EEXIST || e == ENOTEMPTY { return try stay() }
                 throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
@@ -610,14 +628,14 @@ public final class Intake: @unchecked Sendable {
             CrashPoint.hit("moved-back")
         }
         if let q {
-            for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying || leftover == "report.json"
-                || leftover == "manifest.json" || leftover.hasPrefix(".tmp-") {
+            for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying
+                || Arrival.reserved.contains(leftover) || leftover.hasPrefix(".tmp-") {
                 Custody.remove(q, leftover, limits: limits)
             }
         }
         _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
         _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name, note: "rolled back: \(reason)"))
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped, note: "rolled back: \(reason)"))
         return true
     }
 
@@ -629,11 +647,12 @@ public final class Intake: @unchecked Sendable {
     }
 
     /// `name` if `to`/`name` is free, else `name.ID`.
-    func freeName(_ taken: Taken, in to: String) -> String {
+    func freeName(_ taken: Taken, in to: String) -> FileName {
         let target = root.destination(to)
         if !IntakeRoot.exists(target, taken.name) { return taken.name }
-        if !IntakeRoot.exists(target, "\(taken.name).\(taken.id)") { return "\(taken.name).\(taken.id)" }
-        return "\(taken.name).\(taken.id).\(Intake.newID())"
+        let withID = taken.name.appending(suffix: ".\(taken.id)")
+        if !IntakeRoot.exists(target, withID) { return withID }
+        return withID.appending(suffix: ".\(Intake.newID())")
     }
 
     /// A new quarantine id: UTC time and 32 random bits (`20261122T043000Z-1a2b3c4d`).

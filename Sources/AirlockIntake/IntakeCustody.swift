@@ -1,3 +1,4 @@
+internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
 internal import CDaemon
@@ -11,7 +12,7 @@ import Glibc
 /// checked against the examined digests before an approval is released; the delivery is discarded after the release.
 extension Intake {
     /// The name of a copy being made in quarantine/ID/, renamed to NAME once complete.
-    static let copying = ".copy"
+    static let copying = FileName(".copy")
 
     var limits: Custody.Limits { Custody.Limits(maxBytes: policy.maxBytes) }
 
@@ -35,13 +36,17 @@ extension Intake {
         Custody.remove(q, Intake.copying, limits: limits)  // a copy a crash cut short
         do {
             _ = try Custody.copy(
-                from: held, taken.name, into: q, as: Intake.copying, leaveOut: [Arrival.marker], limits: limits)
+                from: held, taken.name, into: q, as: Intake.copying, leaveOut: [FileName(Arrival.marker)],
+                limits: limits)
         } catch {
             Custody.remove(q, Intake.copying, limits: limits)
             throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
         }
         CrashPoint.hit("copied")
-        guard airlock_rename_noreplace(q, Intake.copying, q, taken.name) == 0 else {
+        let named = Intake.copying.withCString { copying in
+            taken.name.withCString { airlock_rename_noreplace(q, copying, q, $0) }
+        }
+        guard named == 0 else {
             throw IntakeError(
                 "cannot name the copy quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))",
                 errno: errno)
@@ -63,7 +68,8 @@ extension Intake {
             _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
             try journal.append(
-                JournalRecord(op: .done, id: taken.id, name: taken.name, note: "not taken: interrupted before the move")
+                JournalRecord(
+                    op: .done, id: taken.id, name: taken.name.escaped, note: "not taken: interrupted before the move")
             )
             log(
                 "recovered \(taken.name) (\(taken.id)): the move into quarantine had not happened; it stays in incoming/"
@@ -83,7 +89,7 @@ extension Intake {
                 throw IntakeError("cannot open quarantine/\(taken.id)", errno: errno)
             }
             defer { close(q) }
-            guard airlock_rename_noreplace(q, taken.name, fresh, taken.name) == 0 else {
+            guard taken.name.withCString({ airlock_rename_noreplace(q, $0, fresh, $0) }) == 0 else {
                 throw IntakeError(
                     "cannot move \(taken.name) aside into .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))",
                     errno: errno)
@@ -102,7 +108,7 @@ extension Intake {
                 return nil
             }
         }
-        if !journaled { try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name)) }
+        if !journaled { try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped)) }
         return taken
     }
 
@@ -110,7 +116,7 @@ extension Intake {
     func rollBack(_ taken: Taken, because why: String) {
         log("cannot take \(taken.name), it goes back to incoming/: \(why)")
         do {
-            try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name, note: why))
+            try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: why))
             CrashPoint.hit("rollback-journaled")
             if try !finishRollback(taken, reason: why) {
                 log("\(taken.name) (\(taken.id)) stays in quarantine: incoming/ has a new \(taken.name)")
@@ -148,22 +154,25 @@ extension Intake {
         } catch {
             return "\(error)"
         }
-        let fd = openat(q, taken.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
         guard fd >= 0 else { return "cannot open \(taken.name): \(String(cString: strerror(errno)))" }
         defer { close(fd) }
         let now: ModelInventory
         do {
-            // The same files examination hashed: the marker and the signature are left out there too.
+            // The same files examination hashed: the marker and the signature are left out there too. A single
+            // file is listed under its entry's bytes, as examination listed it.
             now = try ModelInventory.take(
-                fd: fd, display: taken.name, options: .init(threads: 1, ignore: [Arrival.marker, policy.signatureFile]))
+                fd: fd, display: taken.name.escaped, name: taken.name,
+                options: .init(threads: 1, ignore: [Arrival.marker, policy.signatureFile]))
         } catch {
             return "cannot hash it again: \(error.message)"
         }
         if let (path, why) = now.problems.first { return "\(path): \(why)" }
-        var current: [String: InventoryFile] = [:]
-        for file in now.files { current[file.path] = file }
+        // Compared by bytes: two names that display alike are two files.
+        var current: [FileName: InventoryFile] = [:]
+        for file in now.files { current[file.name] = file }
         for file in examined.files {
-            guard let found = current.removeValue(forKey: file.path) else { return "\(file.path) is gone" }
+            guard let found = current.removeValue(forKey: file.name) else { return "\(file.path) is gone" }
             if found.sha256 != file.sha256 || found.size != file.size {
                 return
                     "\(file.path) is \(found.size) bytes with SHA-256 \(found.sha256); the examined file was \(file.size) bytes with SHA-256 \(file.sha256)"
@@ -241,10 +250,10 @@ extension Intake {
     /// Removes the original delivery of a released model: renamed `ID.discard` first (so that what a crash or a
     /// still-writing uploader leaves is known to be garbage), then removed as far as it can be.
     func discardDelivery(_ taken: Taken) {
-        let trash = taken.id + ".discard"
+        let trash = FileName(taken.id + ".discard")
         if IntakeRoot.exists(root.delivered, taken.id) {
             Custody.remove(root.delivered, trash, limits: limits)
-            guard renameat(root.delivered, taken.id, root.delivered, trash) == 0 else {
+            guard trash.withCString({ renameat(root.delivered, taken.id, root.delivered, $0) }) == 0 else {
                 log(
                     "cannot discard the original delivery of \(taken.name) (.airlock/delivered/\(taken.id)): \(String(cString: strerror(errno)))"
                 )
@@ -258,8 +267,9 @@ extension Intake {
         }
     }
 
-    /// At start: removes the deliveries discarded earlier, and reports those the journal does not know.
-    func removeDiscarded(known: Set<String>) {
+    /// At start: removes the deliveries discarded earlier, and reports those the journal does not know (`known`: the
+    /// journal's ids).
+    func removeDiscarded(known: Set<FileName>) {
         for entry in IntakeRoot.list(root.delivered) {
             if entry.hasSuffix(".discard") {
                 if !Custody.remove(root.delivered, entry, limits: limits) {

@@ -1,3 +1,5 @@
+internal import AirlockAnalysis
+internal import AirlockFormats
 internal import CDaemon
 
 #if canImport(Glibc)
@@ -102,41 +104,35 @@ final class IntakeRoot: @unchecked Sendable {
 
     /// Whether `name` exists in `dirfd` (not following links).
     static func exists(_ dirfd: Int32, _ name: String) -> Bool {
+        exists(dirfd, FileName(name))
+    }
+
+    /// Whether `name` exists in `dirfd` (not following links).
+    static func exists(_ dirfd: Int32, _ name: FileName) -> Bool {
         var st = stat()
-        return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+        return name.withCString { fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
     }
 
     /// Removes `name` (a file, or a folder and everything in it) from `dirfd`, without following links. Used only for
     /// the intake's own work folders.
-    static func removeTree(_ dirfd: Int32, _ name: String) {
+    static func removeTree(_ dirfd: Int32, _ name: FileName) {
         var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return }
         if st.st_mode & S_IFMT == S_IFDIR {
-            let fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if fd >= 0 {
                 for entry in list(fd) { removeTree(fd, entry) }
                 close(fd)
             }
-            _ = unlinkat(dirfd, name, AT_REMOVEDIR)
+            _ = name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) }
         } else {
-            _ = unlinkat(dirfd, name, 0)
+            _ = name.withCString { unlinkat(dirfd, $0, 0) }
         }
     }
 
-    /// The names in the folder open as `dirfd` (without `.` and `..`), sorted.
-    static func list(_ dirfd: Int32) -> [String] {
-        let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
-        guard dup >= 0, let d = fdopendir(dup) else {
-            if dup >= 0 { close(dup) }
-            return []
-        }
-        defer { closedir(d) }
-        rewinddir(d)
-        var names: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+    /// The names in the folder open as `dirfd` (without `.` and `..`), in byte order, as the bytes the folder holds
+    /// (a decoded name would lead a later rename to another entry); empty when it cannot be listed.
+    static func list(_ dirfd: Int32) -> [FileName] {
+        FolderWalk.names(dirfd) ?? []
     }
 }

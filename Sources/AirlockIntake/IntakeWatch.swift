@@ -1,3 +1,4 @@
+internal import AirlockFormats
 internal import AirlockDaemon
 internal import AirlockProvenance
 internal import CDaemon
@@ -32,8 +33,8 @@ extension Intake {
         _ = Systemd.notify("READY=1")
         let watchdog = Systemd.watchdogIntervalNs()
         var lastPing = Intake.wallClock()
-        var failedAt: [String: Double] = [:]
-        var lastWaiting: [String: String] = [:]
+        var failedAt: [FileName: Double] = [:]
+        var lastWaiting: [FileName: String] = [:]
         var running = true
         while running {
             var fds = [pollfd(fd: sigfd, events: Int16(POLLIN), revents: 0), pollfd(fd: ino, events: Int16(POLLIN), revents: 0)]
@@ -53,7 +54,7 @@ extension Intake {
                 lastPing = now
             }
             let (ready, waiting) = arrivals()
-            var waitingNow: [String: String] = [:]
+            var waitingNow: [FileName: String] = [:]
             for (name, why) in waiting {
                 waitingNow[name] = why
                 if lastWaiting[name] != why { log("not taking \(name) yet: \(why)") }

@@ -46,8 +46,9 @@ public struct ManifestPolicy: Sendable, Equatable {
 /// The files a model must consist of (path, size, SHA-256, format), where it comes from, and what is accepted.
 ///
 /// The JSON form is documented in docs/manifest.md and described by docs/manifest.schema.json. Reading is strict:
-/// unknown fields, duplicate paths, paths that climb out of the folder and digests that are not 64 hex digits are
-/// errors naming the field.
+/// unknown fields, duplicate paths, paths that climb out of the folder, paths not in the escaped form of
+/// `FileName.escaped` (how a manifest names a file whose name is not UTF-8 or holds control characters) and digests
+/// that are not 64 hex digits are errors naming the field. Paths are compared as the bytes they stand for.
 public struct Manifest: Sendable, Equatable {
     /// The version this code reads and writes.
     public static let version = 1
@@ -143,7 +144,7 @@ public struct Manifest: Sendable, Equatable {
             throw ProvenanceError(.malformed, "manifest \(name): field kind: expected \"file\" or \"folder\", found \"\(kindText)\"")
         }
         var files: [InventoryFile] = []
-        var seen: Set<String> = []
+        var seen: Set<FileName> = []
         for item in try required("files").array() {
             let f = try item.object(allowed: ["path", "size", "sha256", "format"])
             guard let pathField = f["path"], let sizeField = f["size"], let digestField = f["sha256"] else {
@@ -151,7 +152,11 @@ public struct Manifest: Sendable, Equatable {
             }
             let path = try pathField.string()
             if let why = Manifest.pathProblem(path) { throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(why)") }
-            guard seen.insert(path).inserted else { throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(path) is listed twice") }
+            guard let fileName = FileName(escaped: path) else {
+                throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(FileName(path).escaped) is not in the escaped form of names (docs/manifest.md): write a backslash as \\\\, and a byte that is not UTF-8 or belongs to a control or formatting character as \\xHH, upper-case, and nothing else escaped")
+            }
+            // Bytes, not `String` equality (which takes NFC `é` for NFD `é`): two entries, two files.
+            guard seen.insert(fileName).inserted else { throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(path) is listed twice") }
             let size = try sizeField.integer(Int.self)
             guard size >= 0 else { throw ProvenanceError(.malformed, "manifest \(name): field \(sizeField.path): a size cannot be negative") }
             let digest = try digestField.string()
@@ -159,12 +164,12 @@ public struct Manifest: Sendable, Equatable {
                 throw ProvenanceError(.malformed, "manifest \(name): field \(digestField.path): expected 64 lower-case hex digits")
             }
             let format = try f["format"].map { field throws(ProvenanceError) in try Manifest.formatName(field, manifest: name) } ?? ""
-            files.append(InventoryFile(path: path, size: size, sha256: digest, format: format))
+            files.append(InventoryFile(name: fileName, size: size, sha256: digest, format: format))
         }
         if kind == .file && files.count != 1 {
             throw ProvenanceError(.malformed, "manifest \(name): a file manifest lists exactly one file, this one lists \(files.count)")
         }
-        files.sort { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
+        files.sort { $0.name < $1.name }
         var policy: ManifestPolicy? = nil
         if let p = top["policy"] {
             let fields = try p.object(allowed: ["allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles"])

@@ -1,5 +1,5 @@
 internal import AirlockAnalysis
-internal import AirlockFormats
+public import AirlockFormats
 internal import CDaemon
 internal import Crypto
 import Dispatch
@@ -10,8 +10,11 @@ import Glibc
 
 /// One regular file of a model, as hashed.
 public struct InventoryFile: Sendable, Equatable {
-    /// Path relative to the model folder (`/`-separated); for a single-file model, its file name.
-    public var path: String
+    /// Path relative to the model folder (`/`-separated), as the bytes the folder holds; for a single-file model,
+    /// its file name. Files are told apart by these bytes, never by a decoded string.
+    public var name: FileName
+    /// `name` escaped (`FileName.escaped`): what manifests and reports show. Injective: two files never share it.
+    public var path: String { name.escaped }
     /// Bytes hashed.
     public var size: Int
     /// Lower-case hex SHA-256 of the content.
@@ -20,8 +23,8 @@ public struct InventoryFile: Sendable, Equatable {
     public var format: String
 
     /// Creates an entry.
-    public init(path: String, size: Int, sha256: String, format: String) {
-        self.path = path
+    public init(name: FileName, size: Int, sha256: String, format: String) {
+        self.name = name
         self.size = size
         self.sha256 = sha256
         self.format = format
@@ -45,10 +48,10 @@ public struct ModelInventory: Sendable {
     public var display: String
     /// Regular files in path order.
     public var files: [InventoryFile]
-    /// Symbolic links (never followed) and where they point.
-    public var symlinks: [(path: String, target: String)]
+    /// Symbolic links (never followed) and where they point (escaped).
+    public var symlinks: [(path: FileName, target: String)]
     /// Entries that could not be hashed (unreadable, special files, replaced during the walk) and why.
-    public var problems: [(path: String, reason: String)]
+    public var problems: [(path: FileName, reason: String)]
 
     /// Sum of the files' sizes.
     public var totalBytes: Int { files.reduce(0) { $0 + $1.size } }
@@ -85,21 +88,22 @@ public struct ModelInventory: Sendable {
             throw ProvenanceError(.io, "cannot open \(path): \(String(cString: strerror(e)))")
         }
         defer { close(fd) }
-        return try take(fd: fd, display: path, options: options)
+        return try take(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, options: options)
     }
 
-    /// Inventories the file or folder open as `fd`; `display` names it in paths and messages.
-    public static func take(fd: Int32, display: String, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
+    /// Inventories the file or folder open as `fd`; `display` names it in paths and messages. A single file is
+    /// listed as `name` (the bytes of its directory entry) when given, else as `display`'s last component.
+    public static func take(fd: Int32, display: String, name fileName: FileName? = nil, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw ProvenanceError(.io, "cannot stat \(display): \(String(cString: strerror(errno)))") }
         let mode = st.st_mode & S_IFMT
         if mode == S_IFREG {
-            let name = display.split(separator: "/").last.map(String.init) ?? display
+            let name = fileName ?? FileName(display).lastComponent
             var buffer = HashBuffer()
             let progress = options.progress.map { HashingState(count: 1, total: Int(st.st_size), progress: $0) }
-            switch hashAndIdentify(fd: fd, name: name, buffer: &buffer, progress: progress) {
+            switch hashAndIdentify(fd: fd, name: name.escaped, buffer: &buffer, progress: progress) {
             case .success(let (digest, size, format)):
-                return ModelInventory(kind: .file, display: display, files: [InventoryFile(path: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
+                return ModelInventory(kind: .file, display: display, files: [InventoryFile(name: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
             case .failure(let reason):
                 throw ProvenanceError(.io, "cannot read \(display): \(reason)")
             }
@@ -109,16 +113,16 @@ public struct ModelInventory: Sendable {
     }
 
     private struct Job: Sendable {
-        let path: String
+        let path: FileName
         let info: FolderWalk.FileInfo
     }
 
     private static func folder(fd: Int32, display: String, options: Options) throws(ProvenanceError) -> ModelInventory {
-        let ignored = options.ignore.map(normalise).filter { !$0.isEmpty }
-        func isIgnored(_ path: String) -> Bool { ignored.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        let ignored = options.ignore.map(normalise).filter { !$0.bytes.isEmpty }
+        func isIgnored(_ path: FileName) -> Bool { ignored.contains { path.isWithin($0) } }
         var jobs: [Job] = []
-        var symlinks: [(path: String, target: String)] = []
-        var problems: [(path: String, reason: String)] = []
+        var symlinks: [(path: FileName, target: String)] = []
+        var problems: [(path: FileName, reason: String)] = []
         var tooMany = false
         FolderWalk.walk(fd) { path, entry in
             guard !isIgnored(path), !tooMany else { return }
@@ -148,41 +152,41 @@ public struct ModelInventory: Sendable {
         var files: [InventoryFile] = []
         for (i, job) in jobs.enumerated() {
             switch shared.outcome(i) {
-            case .success(let (digest, size, format)): files.append(InventoryFile(path: job.path, size: size, sha256: digest, format: format))
+            case .success(let (digest, size, format)): files.append(InventoryFile(name: job.path, size: size, sha256: digest, format: format))
             case .failure(let reason): problems.append((job.path, reason.description))
             case nil: problems.append((job.path, "not hashed"))
             }
         }
-        problems.sort { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
+        problems.sort { $0.path < $1.path }
         return ModelInventory(kind: .folder, display: display, files: files, symlinks: symlinks, problems: problems)
     }
 
     /// The inventory without `paths` (relative to the folder) and everything beneath them.
     public func excluding(_ paths: [String]) -> ModelInventory {
-        let ignored = paths.map(ModelInventory.normalise).filter { !$0.isEmpty }
+        let ignored = paths.map(ModelInventory.normalise).filter { !$0.bytes.isEmpty }
         guard kind == .folder, !ignored.isEmpty else { return self }
-        func kept(_ path: String) -> Bool { !ignored.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        func kept(_ path: FileName) -> Bool { !ignored.contains { path.isWithin($0) } }
         var copy = self
-        copy.files = files.filter { kept($0.path) }
+        copy.files = files.filter { kept($0.name) }
         copy.symlinks = symlinks.filter { kept($0.path) }
         copy.problems = problems.filter { kept($0.path) }
         return copy
     }
 
-    /// `./a//b/` → `a/b`.
-    static func normalise(_ path: String) -> String {
-        path.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }.joined(separator: "/")
+    /// `./a//b/` → `a/b`, as the bytes of the UTF-8 of a path a person or a signature gave.
+    static func normalise(_ path: String) -> FileName {
+        FileName(path).components.filter { $0.bytes != [0x2E] }.reduce(FileName(bytes: [])) { $0.appending($1) }
     }
 
     private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<(String, Int, String), Reason> {
-        let fd = airlock_open_beneath(root, job.path, O_RDONLY | O_NONBLOCK | O_NOCTTY)
+        let fd = job.path.withCString { airlock_open_beneath(root, $0, O_RDONLY | O_NONBLOCK | O_NOCTTY) }
         guard fd >= 0 else { return .failure(Reason("cannot open: \(String(cString: strerror(errno)))")) }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device, UInt64(st.st_ino) == job.info.inode else {
             return .failure(Reason("replaced while the folder was walked"))
         }
-        return hashAndIdentify(fd: fd, name: job.path, buffer: &buffer, progress: shared)
+        return hashAndIdentify(fd: fd, name: job.path.escaped, buffer: &buffer, progress: shared)
     }
 
     /// A reason a file could not be hashed.

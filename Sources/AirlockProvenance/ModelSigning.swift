@@ -1,3 +1,4 @@
+internal import AirlockFormats
 internal import AirlockJSON
 internal import Crypto
 
@@ -167,7 +168,8 @@ public enum ModelSigning {
         }
         var resources: [SignedResource] = []
         resources.reserveCapacity(resourceValues.count)
-        var names = Set<String>()
+        // By bytes: `String` equality would call NFC and NFD spellings (two files) one resource.
+        var names = Set<FileName>()
         names.reserveCapacity(resourceValues.count)
         var hasher = SHA256()
         for (i, value) in resourceValues.enumerated() {
@@ -188,7 +190,7 @@ public enum ModelSigning {
             } else if let problem = pathProblem(name) {
                 throw fail("field \(item.path).name: \(quoted(name)) \(problem)")
             }
-            guard names.insert(name).inserted else { throw fail("field \(item.path).name: \(quoted(name)) is listed twice") }
+            guard names.insert(FileName(name)).inserted else { throw fail("field \(item.path).name: \(quoted(name)) is listed twice") }
             hasher.update(data: digest)
             resources.append(SignedResource(name: name, sha256: Hex.encode(digest)))
         }

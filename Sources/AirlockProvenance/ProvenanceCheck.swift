@@ -16,19 +16,20 @@ public enum ProvenanceCheck {
     public static func findings(inventory: ModelInventory, manifest: Manifest?, signature: SignatureOutcome?) -> [Finding] {
         var out: [Finding] = []
         for (path, reason) in inventory.problems {
-            out.append(finding("provenance.unreadable", .high, "\(path) cannot be hashed: \(reason)", path: path))
+            out.append(finding("provenance.unreadable", .high, "\(path) cannot be hashed: \(reason)", path: path.escaped))
         }
         if manifest != nil || signature != nil {
             for (path, target) in inventory.symlinks {
                 out.append(finding(
                     "provenance.symlink", .high,
                     "\(path) is a symbolic link to \(target): neither manifests nor signatures vouch for what a link points to",
-                    path: path, details: [("target", target)]
+                    path: path.escaped, details: [("target", target)]
                 ))
             }
         }
         if let manifest {
-            out += compare(inventory, expected: manifest.files.map { ($0.path, $0.sha256, $0.size) }, against: "manifest",
+            out += lookalikes(manifest.files.map(\.name), in: "manifest")
+            out += compare(inventory, expected: manifest.files.map { ($0.name, $0.sha256, $0.size) }, against: "manifest",
                            extraAllowed: manifest.policy?.allowExtraFiles ?? false, singleFile: manifest.kind == .file)
         }
         var signer: String? = nil
@@ -41,7 +42,9 @@ public enum ProvenanceCheck {
             } else {
                 // The paths the signature itself leaves out (model-signing's ignore_paths) count for it alone; a
                 // manifest still sees them. A single-file model's one resource is `.`: compared by content.
-                out += compare(inventory.excluding(signed.ignorePaths), expected: signed.resources.map { ($0.name, $0.sha256, nil) },
+                out += lookalikes(signed.resources.map { FileName($0.name) }, in: "signature")
+                // The bundle names resources with (Unicode) strings: their UTF-8 bytes are the names meant.
+                out += compare(inventory.excluding(signed.ignorePaths), expected: signed.resources.map { (FileName($0.name), $0.sha256, nil) },
                                against: "signature", extraAllowed: false, singleFile: inventory.kind == .file)
             }
         case .failed(let error):
@@ -101,13 +104,30 @@ public enum ProvenanceCheck {
         return out
     }
 
+    /// Entries of a list that are different names but read the same once decoded (invalid bytes replaced) or
+    /// Unicode-normalised (NFC `é` and NFD `e` + U+0301): tools that normalise names (macOS file systems, Python
+    /// code calling `unicodedata.normalize`, some archivers) would take one for the other.
+    static func lookalikes(_ names: [FileName], in list: String) -> [Finding] {
+        // `String` equality is canonical equivalence: grouping by it finds exactly the names that normalise alike.
+        var groups: [String: [FileName]] = [:]
+        for name in names { groups[name.lookalikeKey, default: []].append(name) }
+        return groups.values.filter { Set($0).count > 1 }.map { $0.sorted() }.sorted { $0[0] < $1[0] }.map { group in
+            let shown = group.map(\.escaped)
+            return finding("provenance.name-lookalike", .high,
+                           "the \(list) lists \(shown.joined(separator: ", ")): different names that read the same once decoded or Unicode-normalised, so a tool that normalises names takes one for the other",
+                           path: shown[0], details: shown.dropFirst().prefix(8).enumerated().map { ("lookalike\($0.offset + 1)", $0.element) })
+        }
+    }
+
     /// Missing, extra and changed files: `expected` holds (path, sha256, size if known).
-    static func compare(_ inventory: ModelInventory, expected: [(String, String, Int?)], against: String, extraAllowed: Bool, singleFile: Bool) -> [Finding] {
+    /// Paths are compared as bytes (`FileName`): a decoded string would take `w\xff.pkl` for `w\u{FFFD}.pkl`, and
+    /// Swift's `String` equality NFC `é` for NFD `é`.
+    static func compare(_ inventory: ModelInventory, expected: [(FileName, String, Int?)], against: String, extraAllowed: Bool, singleFile: Bool) -> [Finding] {
         var out: [Finding] = []
-        var actual: [String: InventoryFile] = [:]
-        for f in inventory.files { actual[f.path] = f }
-        var expectedPaths: Set<String> = []
-        var renamedFrom: String? = nil
+        var actual: [FileName: InventoryFile] = [:]
+        for f in inventory.files { actual[f.name] = f }
+        var expectedPaths: Set<FileName> = []
+        var renamedFrom: FileName? = nil
         if singleFile, inventory.kind == .file, expected.count == 1, let file = inventory.files.first {
             // A renamed single file is still the file meant: compare its content. Findings name the file as it is
             // (model-signing names a single file's resource ".").
@@ -115,10 +135,11 @@ public enum ProvenanceCheck {
             renamedFrom = expected[0].0
         }
         let unhashable = Set(inventory.problems.map(\.path) + inventory.symlinks.map(\.path))
-        for (path, digest, size) in expected {
-            expectedPaths.insert(path)
-            guard let file = actual[path] else {
-                if unhashable.contains(path) { continue }  // already a finding of its own
+        for (name, digest, size) in expected {
+            expectedPaths.insert(name)
+            let path = name.escaped
+            guard let file = actual[name] else {
+                if unhashable.contains(name) { continue }  // already a finding of its own
                 out.append(finding("provenance.missing", .high, "\(path) is listed by the \(against) but missing", path: path, against: against,
                                    details: [("expectedSha256", digest)]))
                 continue
@@ -130,7 +151,7 @@ public enum ProvenanceCheck {
                 out.append(finding("provenance.changed", .critical, "\(shown) is not the file the \(against) names: its content differs", path: shown, against: against, details: details))
             }
         }
-        for file in inventory.files where !expectedPaths.contains(file.path) && !(singleFile && inventory.kind == .file) {
+        for file in inventory.files where !expectedPaths.contains(file.name) && !(singleFile && inventory.kind == .file) {
             out.append(finding("provenance.extra", extraAllowed ? .info : .high, "\(file.path) is not listed by the \(against)", path: file.path, against: against,
                                details: [("actualSha256", file.sha256), ("format", file.format)]))
         }

@@ -1,5 +1,5 @@
 public import AirlockAnalysis
-internal import AirlockFormats
+public import AirlockFormats
 internal import Crypto
 
 /// What to check a model against.
@@ -43,15 +43,16 @@ public struct Verification: Sendable {
 
 /// Checks a model against a manifest and/or a model-signing signature: `airlock verify`, and intake's first step.
 public enum ProvenanceVerifier {
-    /// Verifies the model open as `fd` (a file or a folder), named `display` in the report.
+    /// Verifies the model open as `fd` (a file or a folder), named `display` in the report; a single file is
+    /// compared under `name` (its directory entry's bytes) when given, as `ModelInventory.take` does.
     /// A key that is not a usable public key (RSA, a private key, not PEM) is an error, not a finding about the model.
-    public static func verify(fd: Int32, display: String, request: VerificationRequest) throws(ProvenanceError) -> Verification {
+    public static func verify(fd: Int32, display: String, name: FileName? = nil, request: VerificationRequest) throws(ProvenanceError) -> Verification {
         for key in request.publicKeys { _ = try ModelSigning.fingerprint(publicKeyPEM: key) }
         var signature: SignatureOutcome? = nil
         if let bundle = request.signatureBundle {
             signature = check(bundle: bundle, keys: request.publicKeys)
         }
-        let inventory = try ModelInventory.take(fd: fd, display: display, options: .init(threads: request.threads, ignore: request.ignore, progress: request.progress))
+        let inventory = try ModelInventory.take(fd: fd, display: display, name: name, options: .init(threads: request.threads, ignore: request.ignore, progress: request.progress))
         let findings = ProvenanceCheck.findings(inventory: inventory, manifest: request.manifest, signature: signature)
         var checked: [String] = []
         if let manifest = request.manifest {

@@ -1,4 +1,9 @@
+import AirlockFormats
 import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The `airlock` command line.
 @main
@@ -13,6 +18,10 @@ struct Airlock: ParsableCommand {
 
     /// `airlock --socket PATH probe …`: the socket option may come before the subcommand; it is taken out here.
     static func main() {
+        if let refusal = nonUTF8Argument() {
+            writeStderr("airlock: \(refusal)\n")
+            Glibc.exit(2)
+        }
         var arguments = Array(CommandLine.arguments.dropFirst())
         if let first = arguments.first {
             if first == "--socket", arguments.count >= 2 {
@@ -24,5 +33,19 @@ struct Airlock: ParsableCommand {
             }
         }
         main(arguments)
+    }
+
+    /// Why an argument cannot be used, if one is not valid UTF-8. `CommandLine.arguments` decodes argv replacing
+    /// invalid bytes with U+FFFD, so `airlock scan $'w\xff.pkl'` would open `w\xef\xbf\xbd.pkl`, another file that
+    /// may be there: such an argument is refused, never looked up in its decoded form.
+    static func nonUTF8Argument() -> String? {
+        for i in 1..<Int(CommandLine.argc) {
+            guard let arg = CommandLine.unsafeArgv[i] else { continue }
+            let name = FileName(bytes: UnsafeBufferPointer(start: arg, count: strlen(arg)).map { UInt8(bitPattern: $0) })
+            if !name.isValidUTF8 {
+                return "argument \(i) (\(name.escaped), shown with \\xHH escapes) is not valid UTF-8: it cannot be passed on without naming another file; rename it, or name the folder that holds it (folder walks keep names as bytes)"
+            }
+        }
+        return nil
     }
 }

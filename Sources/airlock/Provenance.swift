@@ -180,7 +180,7 @@ extension Airlock {
                     throw ProvenanceError(.io, e == ELOOP ? "\(path) is a symbolic link: name the model itself" : "cannot open \(path): \(String(cString: strerror(e)))")
                 }
                 defer { close(fd) }
-                verification = try ProvenanceVerifier.verify(fd: fd, display: path, request: request)
+                verification = try ProvenanceVerifier.verify(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, request: request)
                 progress?.finish()
             } catch let error as ProvenanceError {
                 writeStderr("airlock: \(error.message)\n")
@@ -207,19 +207,25 @@ enum ProvenanceCLI {
         }
     }
 
-    /// `file`'s path relative to the folder `folder` when it lies inside it (by real path), else nil.
+    /// `file`'s path relative to the folder `folder` when it lies inside it (by real path), else nil. Compared as
+    /// bytes: real paths may hold names that are not UTF-8, and decoding them (or `String.hasPrefix`, which compares
+    /// canonically equivalent text as equal) could take another folder for this one and leave a model file out.
     static func relative(_ file: String, inside folder: String) -> String? {
-        guard let f = realpath(folder, nil) else { return nil }
-        defer { free(f) }
-        let folderPath = String(cString: f)
+        func real(_ path: String) -> [UInt8]? {
+            guard let r = realpath(path, nil) else { return nil }
+            defer { free(r) }
+            return Array(UnsafeBufferPointer(start: r, count: strlen(r)).map { UInt8(bitPattern: $0) })
+        }
+        guard let folderPath = real(folder) else { return nil }
         // The file may not exist yet (an output): resolve its directory.
         let name = file.split(separator: "/").last.map(String.init) ?? file
         let dir = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
-        guard let d = realpath(dir.isEmpty ? "/" : dir, nil) else { return nil }
-        defer { free(d) }
-        let full = String(cString: d) + "/" + name
-        guard full.hasPrefix(folderPath + "/") else { return nil }
-        return String(full.dropFirst(folderPath.count + 1))
+        guard let d = real(dir.isEmpty ? "/" : dir) else { return nil }
+        let full = d + [0x2F] + Array(name.utf8)
+        let prefix = folderPath == [0x2F] ? folderPath : folderPath + [0x2F]
+        guard full.count > prefix.count, full.starts(with: prefix) else { return nil }
+        let inside = FileName(bytes: full[prefix.count...])
+        return inside.isValidUTF8 ? String(decoding: inside.bytes, as: UTF8.self) : nil
     }
 }
 

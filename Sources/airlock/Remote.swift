@@ -30,14 +30,15 @@ enum Remote {
             throw ExitCode(2)
         }
         for path in paths {
+            let shown = FileName(path).escaped  // as a local scan shows it
             let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
             guard fd >= 0 else {
-                printer.print(errorReport(path, "io", "cannot open \(path): \(String(cString: strerror(errno)))"))
+                printer.print(errorReport(shown, "io", "cannot open \(shown): \(String(cString: strerror(errno)))"))
                 continue
             }
             defer { close(fd) }
             do throws(ClientError) {
-                let reply = try client.call(method, params: [("name", .string(path))] + params, descriptor: fd, timeout: timeout)
+                let reply = try client.call(method, params: [("name", .string(shown))] + params, descriptor: fd, timeout: timeout)
                 guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1 else {
                     throw ClientError("protocol", "airlockd's reply has no reports")
                 }
@@ -53,7 +54,7 @@ enum Remote {
             } catch {
                 // Answers about this file go in its report; anything about the daemon or the connection ends the run.
                 if ["file-busy", "bad-request", "no-descriptor", "busy"].contains(error.code) {
-                    printer.print(errorReport(path, error.code, error.message))
+                    printer.print(errorReport(shown, error.code, error.message))
                 } else {
                     writeStderr("airlock: \(error)\n")
                     throw ExitCode(2)

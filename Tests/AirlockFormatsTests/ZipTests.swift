@@ -311,6 +311,10 @@ struct ZipObservationTests {
     func names() throws {
         let (a, _) = try read(ZipBuilder([ZipBuilder.Member(nameBytes: [0x61, 0xFF, 0xFE], [1])]))
         #expect(a.kinds == ["zip.non-utf8-name"])
+        // Shown losslessly (not as U+FFFD), as folder entries are.
+        #expect(a.entries.first?.name == "a\\xFF\\xFE" && a.observations.first?.evidence.member == "a\\xFF\\xFE")
+        let (c, _) = try read(ZipBuilder([ZipBuilder.Member(nameBytes: Array("x\nCLEAN.pkl".utf8), [1])]))
+        #expect(c.entries.first?.name == "x\\x0ACLEAN.pkl")
         let (b, _) = try read(ZipBuilder([member("café")]))
         #expect(b.kinds == ["zip.non-utf8-name"])
         var flagged = member("café")

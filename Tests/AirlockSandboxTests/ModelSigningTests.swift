@@ -195,6 +195,18 @@ struct ModelSigningTests {
         #expect(try ModelSigning.verify(bundle: try resigned(statement), publicKeyPEM: try fixture("key.pub")).resources.count == 3)
     }
 
+    @Test("resources named by NFC and NFD spellings of one name are two resources, and a verification flags them")
+    func normalisationLookalikes() throws {
+        let statement = try payloadText("model.sig")
+        var edited = try replacing(statement, #""name": "config.json""#, #""name": "\u00e9.json""#)
+        edited = try replacing(edited, #""name": "weights.bin""#, #""name": "e\u0301.json""#)
+        let model = try ModelSigning.verify(bundle: try resigned(edited), publicKeyPEM: try fixture("key.pub"))
+        #expect(Set(model.resources.map { Array($0.name.utf8) }).count == 3)
+        let inventory = ModelInventory(kind: .folder, display: "m", files: [], symlinks: [], problems: [])
+        let rules = ProvenanceCheck.findings(inventory: inventory, manifest: nil, signature: .verified(model)).map(\.rule)
+        #expect(rules.filter { $0 == "provenance.name-lookalike" }.count == 1, "\(rules)")
+    }
+
     @Test("a changed payloadType is refused")
     func payloadTypeChanged() throws {
         var bundle = try bundleObject("model.sig")

@@ -343,7 +343,7 @@ struct ZipReader {
         let extraAt = nameAt + Int(nameLength)
         let next = extraAt + Int(extraLength) + Int(commentLength)
         guard let nameBytes = view.bytes(nameAt, Int(nameLength)) else { return nil }
-        let name = String(decoding: nameBytes, as: UTF8.self)
+        let name = FileName(bytes: nameBytes).escaped  // shown losslessly; records are told apart by `nameBytes`
         let extra = view.slice(extraAt, Int(extraLength)) ?? ByteView([])
         let fields = ZipExtra.fields(extra)
         if fields.malformed {
@@ -422,7 +422,7 @@ struct ZipReader {
             sink.add("zip.local-name-mismatch",
                      "the local header names \(member) differently (Python's zipfile refuses it; miniz and streaming readers disagree on the name)",
                      Evidence(offset: lh, member: member,
-                              details: [("localName", String(decoding: localName ?? [], as: UTF8.self))]))
+                              details: [("localName", FileName(bytes: localName ?? []).escaped)]))
         }
         if flags != entry.flags {
             sink.add("zip.local-flags-mismatch", "the local header of \(member) has flags 0x\(String(flags, radix: 16)), the central directory 0x\(String(entry.flags, radix: 16))",

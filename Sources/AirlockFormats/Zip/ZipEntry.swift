@@ -1,7 +1,7 @@
 /// One central-directory record, resolved the way PyTorch's reader (miniz 3.0.2) resolves it: 32-bit fields replaced
 /// by the zip64 extra field where they are `0xFFFFFFFF`, offsets absolute in the file (miniz applies no prefix shift).
 public struct ZipEntry: Sendable, Equatable {
-    /// The name as UTF-8 (invalid sequences replaced); `nameBytes` is authoritative.
+    /// The name as `FileName.escaped` shows it (lossless: invalid UTF-8 and controls escaped); `nameBytes` is authoritative.
     public var name: String
     /// The name exactly as stored in the central directory.
     public var nameBytes: [UInt8]
