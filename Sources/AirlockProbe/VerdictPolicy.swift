@@ -102,8 +102,10 @@ public struct VerdictPolicy: Sendable {
             throw fail("field modelPhases: must contain '\(phase)' (behaviour in it belongs to the model)")
         }
         observationSeconds = try top["observationSeconds"]?.double() ?? VerdictPolicy.defaultObservationSeconds
-        guard observationSeconds >= 0 && observationSeconds <= 60 else {
-            throw fail("field observationSeconds: \(observationSeconds) is not in [0, 60]")
+        // The loader's own exit after `end` falls inside the window too: a window too short for it would report
+        // every clean load as having left the loader running.
+        guard observationSeconds >= 0.5 && observationSeconds <= 60 else {
+            throw fail("field observationSeconds: \(observationSeconds) is not in [0.5, 60]")
         }
         behaviour = [:]
         for item in try required(top, "behaviour", in: "").array() {

@@ -44,7 +44,8 @@ public struct LeftBehind: Sendable, Equatable {
 
     /// What it is.
     public var kind: Kind
-    /// Its PID (thread id for threads) inside the sandbox.
+    /// Its PID (thread id for threads) inside the sandbox; for threads and timers the host's when the profile mounts
+    /// no procfs; 0 for processes that only PID 1's report shows.
     public var pid: Int32
     /// Its command name (`/proc/PID/comm`), or the timer's description (`SIGALRM handler`).
     public var name: String
@@ -161,7 +162,7 @@ final class SandboxObserver {
         guard commandAlive else { return [] }
         if let base = baselineTids {
             for tid in threads() where !base.contains(tid) && tid != commandPid {
-                note(.thread, tid, comm("\(commandPid)/task/\(tid)/comm"))
+                note(.thread, tid, comm(command("task/\(tid)/comm")))
             }
         }
         let handlers = newTimerHandlers()
@@ -183,7 +184,7 @@ final class SandboxObserver {
     /// The window ended with something still running: a last look before the sandbox is killed.
     func expire(commandAlive: Bool) {
         sweep(commandAlive: commandAlive)
-        if commandAlive { note(.command, commandPid, comm("\(commandPid)/comm")) }
+        if commandAlive { note(.command, commandPid, comm(command("comm"))) }
         report.windowExpired = true
     }
 
@@ -218,11 +219,17 @@ final class SandboxObserver {
         return out
     }
 
-    private func threads() -> [Int32] { numericEntries("\(commandPid)/task") }
+    private func threads() -> [Int32] { numericEntries(command("task")) }
+
+    /// A file of the command's below the sandbox's procfs, or the host's when the profile mounts none (thread ids are
+    /// then the host's).
+    private func command(_ file: String) -> String {
+        procFd >= 0 ? "\(commandPid)/\(file)" : "/proc/\(commandHostPid)/\(file)"
+    }
 
     /// Signals the command has handlers for (`SigCgt`), as a bit mask (bit N-1 for signal N).
     private func caughtSignals() -> UInt64 {
-        guard let status = procRead("\(commandPid)/status") else { return 0 }
+        guard let status = procRead(command("status")) else { return 0 }
         return status.withUnsafeBufferPointer { bytes -> UInt64 in
             let key: StaticString = "\nSigCgt:"
             let k = key.utf8Start, n = key.utf8CodeUnitCount
@@ -259,7 +266,7 @@ final class SandboxObserver {
     }
 
     private func posixTimers() -> Int {
-        guard let text = procRead("\(commandPid)/timers") else { return 0 }
+        guard let text = procRead(command("timers")) else { return 0 }
         return String(decoding: text, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix("ID:") }.count
     }
 
@@ -277,10 +284,10 @@ final class SandboxObserver {
         return String(decoding: bytes.prefix(64), as: UTF8.self).trimmingWhitespace()
     }
 
-    /// Reads a small file below the sandbox's procfs.
+    /// Reads a small file below the sandbox's procfs (an absolute path: the host's).
     private func procRead(_ path: String) -> [UInt8]? {
-        guard procFd >= 0 else { return nil }
-        let fd = openat(procFd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard procFd >= 0 || path.hasPrefix("/") else { return nil }
+        let fd = openat(procFd >= 0 ? procFd : AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 8192)
@@ -294,10 +301,10 @@ final class SandboxObserver {
         return Array(buffer[0..<n])
     }
 
-    /// Numeric names in a directory below the sandbox's procfs, at most `maxScan`.
+    /// Numeric names in a directory below the sandbox's procfs (an absolute path: the host's), at most `maxScan`.
     private func numericEntries(_ path: String) -> [Int32] {
-        guard procFd >= 0 else { return [] }
-        let fd = openat(procFd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard procFd >= 0 || path.hasPrefix("/") else { return [] }
+        let fd = openat(procFd >= 0 ? procFd : AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return [] }
         guard let dir = fdopendir(fd) else {
             close(fd)

@@ -293,6 +293,7 @@ struct ProbeTests {
             // Behaviour after the loader returned is the model's: a policy cannot file it under start-up.
             (good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"probe\"]"), "field modelPhases"),
             (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 600"), "field observationSeconds"),
+            (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 0"), "field observationSeconds"),
             ("{", "not valid JSON"),
         ]
         for (text, field) in cases {
