@@ -35,6 +35,8 @@ let package = Package(
         ),
         // A strict, bounded JSON reader and writer shared by profiles, model headers and reports.
         .target(name: "AirlockJSON"),
+        // File names as bytes, with their lossless escaped display: shared by walks, reports, manifests and traces.
+        .target(name: "AirlockNames"),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
@@ -43,22 +45,22 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockJSON", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockNames", "AirlockJSON", "CSandbox", "CSeccomp", "CCap"]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
             name: "AirlockFormats",
-            dependencies: ["AirlockJSON", "CZlib"]
+            dependencies: ["AirlockNames", "AirlockJSON", "CZlib"]
         ),
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
             name: "AirlockProvenance",
-            dependencies: ["AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Socket helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, leases).
         .target(
@@ -68,17 +70,17 @@ let package = Package(
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
-            dependencies: ["AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
         // airlockd: the socket server, peer checks, the worker pool, systemd integration, the client side.
         .target(
             name: "AirlockDaemon",
-            dependencies: ["AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon"]
+            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon"]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(
             name: "AirlockIntake",
-            dependencies: ["AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "CDaemon"]
+            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "CDaemon"]
         ),
         .executableTarget(
             name: "airlockd",
@@ -87,6 +89,7 @@ let package = Package(
         .executableTarget(
             name: "airlock",
             dependencies: [
+                "AirlockNames",
                 "AirlockDaemon",
                 "AirlockProbe",
                 "AirlockProvenance",
@@ -108,13 +111,13 @@ let package = Package(
         // (`airlock-fuzz TARGET FILE_OR_DIR...`); built with `-DAIRLOCK_LIBFUZZER -sanitize=fuzzer,address` it is the fuzzer.
         .executableTarget(
             name: "airlock-fuzz",
-            dependencies: ["AirlockFormats", "AirlockJSON", "AirlockAnalysis", "AirlockProvenance"],
+            dependencies: ["AirlockFormats", "AirlockJSON", "AirlockNames", "AirlockAnalysis", "AirlockProvenance"],
             path: "Tests/Fuzz/Harness"
         ),
         .testTarget(
             name: "AirlockSandboxTests",
             dependencies: [
-                "AirlockSandbox", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
+                "AirlockSandbox", "AirlockJSON", "AirlockNames", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
                 // Model-signing tests re-sign edited statements with the fixtures' test key.
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -122,7 +125,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockFormatsTests",
-            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON", "airlock-fuzz"]
+            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON", "AirlockNames", "airlock-fuzz"]
         ),
     ]
 )

@@ -1,3 +1,4 @@
+public import AirlockNames
 public import AirlockFormats
 
 /// Findings about a file's name itself, for folder scans (every entry) and intake (the model's own name).

@@ -1,3 +1,4 @@
+public import AirlockNames
 public import AirlockFormats
 public import AirlockJSON
 

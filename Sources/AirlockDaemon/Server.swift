@@ -1,3 +1,4 @@
+public import AirlockNames
 public import AirlockJSON
 internal import AirlockAnalysis
 internal import AirlockFormats

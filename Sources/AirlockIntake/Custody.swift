@@ -1,3 +1,4 @@
+public import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
 internal import CDaemon

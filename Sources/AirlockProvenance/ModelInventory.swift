@@ -1,3 +1,4 @@
+public import AirlockNames
 internal import AirlockAnalysis
 public import AirlockFormats
 internal import CDaemon

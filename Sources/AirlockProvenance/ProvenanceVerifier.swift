@@ -1,3 +1,4 @@
+public import AirlockNames
 public import AirlockAnalysis
 public import AirlockFormats
 internal import Crypto

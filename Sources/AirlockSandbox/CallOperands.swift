@@ -1,72 +1,12 @@
+public import AirlockNames
+
 /// File names as the kernel has them: bytes. A trace shows them losslessly.
 public enum PathText {
-    /// `bytes` as text that names exactly one byte string: valid UTF-8 is kept as it is, except that a backslash
-    /// becomes `\\` and control characters (C0, DEL, C1) become `\xNN`; bytes that are not valid UTF-8 become
-    /// `\xNN`. Two different byte strings never display the same, and a name cannot forge lines or terminal
-    /// control sequences in a text report.
+    /// `bytes` in the escaped form reports and manifests use for names (`FileName.escaped`): lossless and
+    /// injective, with invalid UTF-8, control and invisible formatting characters as `\xHH` and `\` as `\\`, so a
+    /// path cannot forge lines or terminal control sequences in a report.
     public static func display(_ bytes: [UInt8]) -> String {
-        if bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\\") }) {
-            return String(decoding: bytes, as: UTF8.self)
-        }
-        var out = ""
-        var i = 0
-        func hex(_ b: UInt8) {
-            let digits = Array("0123456789ABCDEF")
-            out += "\\x"
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
-        }
-        while i < bytes.count {
-            let b = bytes[i]
-            if b == UInt8(ascii: "\\") {
-                out += "\\\\"
-                i += 1
-            } else if b < 0x20 || b == 0x7f {
-                hex(b)
-                i += 1
-            } else if b < 0x80 {
-                out.unicodeScalars.append(Unicode.Scalar(b))
-                i += 1
-            } else if let (scalar, length) = decodeOne(bytes, i), scalar.value >= 0xa0 {
-                out.unicodeScalars.append(scalar)
-                i += length
-            } else {
-                // Invalid UTF-8, or a C1 control character (U+0080–U+009F).
-                let length = decodeOne(bytes, i)?.1 ?? 1
-                for k in i..<(i + length) { hex(bytes[k]) }
-                i += length
-            }
-        }
-        return out
-    }
-
-    /// Whether `bytes` display as themselves (valid UTF-8, no control character, no backslash).
-    public static func isPlain(_ bytes: [UInt8]) -> Bool {
-        display(bytes).utf8.elementsEqual(bytes)
-    }
-
-    /// One well-formed UTF-8 sequence at `i` (no overlong forms, no surrogates, at most U+10FFFF).
-    private static func decodeOne(_ b: [UInt8], _ i: Int) -> (Unicode.Scalar, Int)? {
-        let lead = b[i]
-        let length: Int
-        var value: UInt32
-        switch lead {
-        case 0xc2...0xdf: length = 2; value = UInt32(lead & 0x1f)
-        case 0xe0...0xef: length = 3; value = UInt32(lead & 0x0f)
-        case 0xf0...0xf4: length = 4; value = UInt32(lead & 0x07)
-        default: return nil
-        }
-        guard i + length <= b.count else { return nil }
-        for k in 1..<length {
-            let c = b[i + k]
-            guard c & 0xc0 == 0x80 else { return nil }
-            value = value << 6 | UInt32(c & 0x3f)
-        }
-        let minimum: UInt32 = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000
-        guard value >= minimum, value <= 0x10ffff, !(0xd800...0xdfff).contains(value),
-            let scalar = Unicode.Scalar(value)
-        else { return nil }
-        return (scalar, length)
+        FileName(bytes: bytes).escaped
     }
 
     /// Collapses `//`, `.` and `..` without touching the file system (for display and policy; the supervisor

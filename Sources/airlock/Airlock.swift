@@ -1,3 +1,4 @@
+public import AirlockNames
 import AirlockFormats
 import ArgumentParser
 

@@ -1,3 +1,4 @@
+public import AirlockNames
 import AirlockAnalysis
 import AirlockFormats
 import AirlockJSON

@@ -1,3 +1,4 @@
+import AirlockNames
 import AirlockAnalysis
 @testable import AirlockFormats
 import Testing

@@ -1,3 +1,5 @@
+public import AirlockNames
+
 /// A ZIP archive read by its central directory, the way PyTorch's reader does (`torch.load` →
 /// `PyTorchFileReader` → miniz 3.0.2), with every place where another reader — Python's `zipfile`, a reader that
 /// follows local headers, a forward-scanning reader — would see something else reported as an `Observation`.
