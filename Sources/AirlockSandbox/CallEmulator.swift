@@ -62,6 +62,8 @@ final class CallEmulator {
     private let insideUid: UInt32
     private let insideGid: UInt32
     fileprivate let privileged: Bool
+    /// The sandbox's `RLIMIT_FSIZE`.
+    fileprivate let fileSizeLimit: UInt64
 
     /// - Parameters:
     ///   - sandboxPid: the sandbox's PID 1 on the host, whose root every caller shares (chroot is refused).
@@ -73,6 +75,7 @@ final class CallEmulator {
         insideUid = profile.sandbox.user.uid
         insideGid = profile.sandbox.user.gid
         privileged = geteuid() == 0
+        fileSizeLimit = UInt64(max(0, profile.sandbox.limits.fileSizeBytes))
         rootFd = open("/proc/\(sandboxPid)/root", oPath | O_DIRECTORY | O_CLOEXEC)
         guard rootFd >= 0 else { throw SandboxError(.supervisor, "cannot open the sandbox's root", errno: errno) }
         // This thread's umask becomes the caller's for each call that creates something; give the thread its own
@@ -272,7 +275,20 @@ final class CallEmulator {
                 return changeOwner()
             case "truncate":
                 let length = off_t(truncatingIfNeeded: args[1])
-                return onObject(operands.path, follow: true) { fd in CallEmulator.onMagic(fd) { truncate($0, length) } }
+                guard length >= 0 else { return .failure(.errno(EINVAL)) }
+                // The sandbox's own RLIMIT_FSIZE, which the supervisor's process does not have: EFBIG and SIGXFSZ,
+                // as the kernel answers the sandbox.
+                if UInt64(length) > emulator.fileSizeLimit {
+                    if let status = callerStatus() { _ = airlock_tgkill(status.hostTgid, caller.hostTid, SIGXFSZ) }
+                    return .failure(.errno(EFBIG))
+                }
+                // Through a non-blocking open: truncate(2) would wait for a lease the sandbox holds to break.
+                return onObject(operands.path, follow: true) { fd in
+                    let writable = CallEmulator.onMagic(fd) { open($0, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
+                    guard writable >= 0 else { return -1 }
+                    defer { close(writable) }
+                    return ftruncate(writable, length)
+                }
             case "utimensat" where args[1] == 0:
                 // futimens: on a descriptor the caller holds, nothing named (the kernel continues it).
                 return .success(.passThrough)
@@ -358,18 +374,18 @@ final class CallEmulator {
                 var st = stat()
                 guard fstat(object, &st) == 0 else { return .failure(.errno(errno)) }
                 if st.st_mode & S_IFMT == S_IFLNK { return .failure(.errno(ELOOP)) }
-                let special = st.st_mode & S_IFMT != S_IFREG && st.st_mode & S_IFMT != S_IFDIR
                 var reopen = (flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY)) | O_CLOEXEC | O_NOCTTY
-                // A FIFO or device could block the open, and this thread serves the whole sandbox.
-                let addedNonBlock = special && flags & O_NONBLOCK == 0
-                if addedNonBlock { reopen |= O_NONBLOCK }
+                // A FIFO or a device could block the open, and so could a lease another process of the sandbox holds
+                // on the file (O_NONBLOCK makes the lease break EWOULDBLOCK): this thread serves the whole sandbox.
+                let addedNonBlock = flags & O_NONBLOCK == 0
+                reopen |= O_NONBLOCK
                 let createMode = mode_t(truncatingIfNeeded: operands.mode & 0o7777)
                 let fd = flags & tmpfile == tmpfile
                     ? withUmaskValue { CallEmulator.onMagic(object) { open($0, reopen, createMode) } }
                     : CallEmulator.onMagic(object) { open($0, reopen) }
                 guard fd >= 0 else { return .failure(.errno(errno == ENXIO && addedNonBlock ? ENXIO : errno)) }
                 owned.append(fd)
-                if addedNonBlock { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) }
+                if addedNonBlock { _ = fcntl(fd, F_SETFL, flags & ~(O_NONBLOCK | O_ASYNC)) }
                 return install(fd, cloexec: flags & O_CLOEXEC != 0)
             }
             return .failure(.errno(EEXIST))
@@ -437,7 +453,7 @@ final class CallEmulator {
         /// The caller's directory `dirfd` (or working directory), open oPath.
         mutating func directory(_ dirfd: Int32) -> Result<Int32, Stop> {
             let link = dirfd == Int32(AT_FDCWD) ? "/proc/\(caller.hostTid)/cwd" : "/proc/\(caller.hostTid)/fd/\(dirfd)"
-            let fd = open(link, oPath | O_CLOEXEC)
+            let fd = asSupervisor { open(link, oPath | O_CLOEXEC) }
             guard fd >= 0 else { return .failure(.errno(errno == ENOENT ? EBADF : errno)) }
             owned.append(fd)
             return .success(fd)
@@ -481,7 +497,8 @@ final class CallEmulator {
             case "root":
                 base = [UInt8(ascii: "/")]
             case "cwd":
-                guard let cwd = SyscallDecoder.link("/proc/\(caller.hostTid)/cwd") else { return .failure(.errno(ENOENT)) }
+                let hostTid = caller.hostTid
+                guard let cwd = asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }) else { return .failure(.errno(ENOENT)) }
                 base = cwd
             default:
                 let hostLink = s(parts[i]) == "exe"
@@ -489,12 +506,19 @@ final class CallEmulator {
                     : (parts.count > i + 1 && Int32(s(parts[i + 1])) != nil ? "/proc/\(status.hostTgid)/fd/\(s(parts[i + 1]))" : nil)
                 guard let hostLink else { return nil }
                 if rest.isEmpty {
-                    let fd = open(hostLink, lookupFlags)
+                    // The object itself, found through the caller's /proc link (O_PATH: no access to it yet), then
+                    // opened as the sandbox's user.
+                    if lookupFlags & O_NOFOLLOW != 0 && lookupFlags & oPath == 0 { return .failure(.errno(ELOOP)) }
+                    let object = asSupervisor { open(hostLink, oPath | O_CLOEXEC | (lookupFlags & O_NOFOLLOW)) }
+                    guard object >= 0 else { return .failure(.errno(errno)) }
+                    owned.append(object)
+                    if lookupFlags & oPath != 0 { return .success(object) }
+                    let fd = CallEmulator.onMagic(object) { open($0, lookupFlags & ~O_NOFOLLOW) }
                     guard fd >= 0 else { return .failure(.errno(errno)) }
                     owned.append(fd)
                     return .success(fd)
                 }
-                guard let linked = SyscallDecoder.link(hostLink) else { return .failure(.errno(errno)) }
+                guard let linked = asSupervisor({ SyscallDecoder.link(hostLink) }) else { return .failure(.errno(errno)) }
                 guard linked.first == UInt8(ascii: "/"), !linked.hasSuffix(" (deleted)") else { return .failure(.errno(ENOTDIR)) }
                 base = linked
             }
@@ -683,7 +707,7 @@ final class CallEmulator {
             }
             if address != 0 {
                 let size = name == "utime" ? 16 : 32
-                guard let raw = decoder.read(address, count: size), raw.count == size else { return .failure(.errno(EFAULT)) }
+                guard let raw = asSupervisor({ decoder.read(address, count: size) }), raw.count == size else { return .failure(.errno(EFAULT)) }
                 let w = raw.withUnsafeBytes { b in (0..<(size / 8)).map { b.loadUnaligned(fromByteOffset: $0 * 8, as: Int.self) } }
                 switch name {
                 case "utime":
@@ -704,14 +728,14 @@ final class CallEmulator {
 
         mutating func changeAttribute() -> Result<Outcome, Stop> {
             let decoder = SyscallDecoder(hostPid: caller.hostTid)
-            guard let (attribute, cut) = decoder.bytes(args[1], max: 256), !cut else { return .failure(.errno(ERANGE)) }
+            guard let (attribute, cut) = asSupervisor({ decoder.bytes(args[1], max: 256) }), !cut else { return .failure(.errno(ERANGE)) }
             let setting = name.hasSuffix("setxattr")
             var value: [UInt8] = []
             if setting {
                 guard args[3] <= 65536 else { return .failure(.errno(E2BIG)) }
                 let size = Int(args[3])
                 if size > 0 {
-                    guard let v = decoder.read(args[2], count: size), v.count == size else { return .failure(.errno(EFAULT)) }
+                    guard let v = asSupervisor({ decoder.read(args[2], count: size) }), v.count == size else { return .failure(.errno(EFAULT)) }
                     value = v
                 }
             }
@@ -744,7 +768,8 @@ final class CallEmulator {
             var address: [UInt8]? = operands.sockaddr
             if let a = address, a.count > 2, Int32(UInt16(a[0]) | UInt16(a[1]) << 8) == AF_UNIX, a[2] != 0 {
                 let sunPath = Array(a[2...].prefix { $0 != 0 })
-                let operand = PathOperand(raw: sunPath, dirfd: Int32(AT_FDCWD), truncated: false, base: SyscallDecoder.link("/proc/\(caller.hostTid)/cwd"))
+                let hostTid = caller.hostTid
+                let operand = PathOperand(raw: sunPath, dirfd: Int32(AT_FDCWD), truncated: false, base: asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }))
                 var via: [UInt8]
                 if name == "bind" {
                     let p: (Int32, [UInt8])
@@ -828,7 +853,7 @@ final class CallEmulator {
                 let room = CallEmulator.maxSendBytes - data.count
                 let want = Int(min(length, UInt64(room)))
                 guard want > 0 else { return length == 0 || stream }
-                guard let chunk = decoder.read(base, count: want), chunk.count == want else { return false }
+                guard let chunk = asSupervisor({ decoder.read(base, count: want) }), chunk.count == want else { return false }
                 data += chunk
                 return length <= UInt64(room) || stream
             }
@@ -841,7 +866,7 @@ final class CallEmulator {
                 let count = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: UInt64.self) }
                 guard count <= 1024 else { return .failure(.errno(EMSGSIZE)) }
                 if count > 0 {
-                    guard let vectors = decoder.read(iov, count: Int(count) * 16), vectors.count == Int(count) * 16 else {
+                    guard let vectors = asSupervisor({ decoder.read(iov, count: Int(count) * 16) }), vectors.count == Int(count) * 16 else {
                         return .failure(.errno(EFAULT))
                     }
                     for k in 0..<Int(count) {
@@ -856,7 +881,11 @@ final class CallEmulator {
             // A broken pipe must signal the caller, not the supervisor.
             flags |= Int32(MSG_NOSIGNAL)
             let control = controlBytes ?? []
-            let sent: Int = CallEmulator.boundedWaitInt(socket, wantsBlocking && flags & Int32(MSG_DONTWAIT) == 0) {
+            // Never a blocking send, whatever the socket's flags say (another thread of the caller can change them
+            // at any moment): MSG_DONTWAIT, and for a caller that asked to wait, at most one second of polling.
+            let callerWaits = wantsBlocking && flags & Int32(MSG_DONTWAIT) == 0
+            flags |= Int32(MSG_DONTWAIT)
+            let sent: Int = CallEmulator.pollingUntilSent(socket, callerWaits) {
                 data.withUnsafeMutableBytes { d in
                     var vector = iovec(iov_base: d.baseAddress, iov_len: d.count)
                     var message = msghdr()
@@ -891,6 +920,22 @@ final class CallEmulator {
         }
 
         // MARK: Helpers
+
+        /// Runs `body` with this thread's own credentials for a moment. The kernel lets only a process with
+        /// CAP_SYS_PTRACE in the sandbox's user namespace read a sandboxed process's memory or open its /proc links
+        /// (cwd, fd/N, exe) from outside it, which the sandbox's user outside does not have. Whatever `body` opens is
+        /// O_PATH or the caller's memory, never a file opened for the sandbox: that is always reopened as the
+        /// sandbox's user.
+        func asSupervisor<T>(_ body: () -> T) -> T {
+            guard emulator.privileged else { return body() }
+            airlock_impersonate_end()
+            let result = body()
+            let e = errno
+            // Going on as the supervisor would act with its rights for the sandbox: never.
+            guard airlock_impersonate(emulator.hostUid, emulator.hostGid, 1) == 0 else { abort() }
+            errno = e
+            return result
+        }
 
         /// Hands `fd` to the caller as the call's result (ADDFD with SEND: installed and answered atomically).
         mutating func install(_ fd: Int32, cloexec: Bool) -> Result<Outcome, Stop> {
@@ -936,6 +981,23 @@ final class CallEmulator {
     static func withSockaddr(_ address: [UInt8], _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
         address.withUnsafeBytes { b in
             b.baseAddress!.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(address.count)) }
+        }
+    }
+
+    /// Runs a non-blocking send again while it says EAGAIN and the socket becomes writable, for at most
+    /// `socketWaitMicroseconds` when the caller asked to wait.
+    static func pollingUntilSent(_ socket: Int32, _ callerWaits: Bool, _ body: () -> Int) -> Int {
+        let until = monotonicNow() + UInt64(socketWaitMicroseconds) * 1000
+        while true {
+            let rc = body()
+            guard rc < 0, errno == EAGAIN, callerWaits else { return rc }
+            let now = monotonicNow()
+            guard now < until else {
+                errno = EAGAIN
+                return -1
+            }
+            var p = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&p, 1, Int32((until - now) / 1_000_000) + 1)
         }
     }
 

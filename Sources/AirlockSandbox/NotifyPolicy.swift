@@ -231,7 +231,12 @@ struct NotifyPolicy {
             guard let f = d.family, families.contains(f) else { return false }
         }
         if let targets = rule.signalTargets {
-            guard let t = d.target, targets.contains(NotifyPolicy.signalTarget(name, t)) else { return false }
+            // An unknown target (a pidfd the supervisor could not name) counts as every target.
+            if let t = d.target {
+                guard targets.contains(NotifyPolicy.signalTarget(name, t)) else { return false }
+            } else if name != "pidfd_send_signal" {
+                return false
+            }
         }
         if compiled.paths == nil && compiled.pathsOutside == nil { return true }
         let second = ["rename", "renameat", "renameat2", "link", "linkat"].contains(name) ? d.path2 : nil

@@ -469,6 +469,12 @@ private final class SandboxRun {
     // MARK: Supervision
 
     func supervise() throws(SandboxError) -> SandboxResult {
+        // The deadline holds even while this thread is inside a call it performs for the sandbox (CallEmulator),
+        // which the sandbox can hold up: a thread of its own kills PID 1 then, and interrupts such a call.
+        guard let watchdog = airlock_watchdog_start(pidfd, deadline + 100_000_000) else {
+            throw SandboxError(.supervisor, "cannot start the deadline's watchdog thread", errno: errno)
+        }
+        defer { airlock_watchdog_stop(watchdog) }
         var emulator: CallEmulator? = nil
         // Set-up: wait for the listener (or a failure), copy it, and release the child.
         setup: while listener < 0 {

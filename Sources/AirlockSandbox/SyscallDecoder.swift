@@ -119,7 +119,10 @@ struct SyscallDecoder {
     /// Decodes a `struct sockaddr` of `length` bytes, and returns the bytes read (at most 128: the size of
     /// `sockaddr_storage`; a longer length is the kernel's EINVAL).
     @discardableResult
-    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments) -> [UInt8]? {
+    /// `socketFamily` is the family of the socket itself (from the supervisor's copy of it), which is what the
+    /// kernel goes by: it, not the address's family field, is what `family` shows when known. An IPv4 socket takes an
+    /// `AF_UNSPEC` address as IPv4, so such an address is decoded as one.
+    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments, socketFamily: String? = nil) -> [UInt8]? {
         guard address != 0 else { return nil }
         let len = Int(Swift.min(length, 128))
         guard len >= 2, let raw = read(address, count: len), raw.count >= 2 else {
@@ -127,8 +130,9 @@ struct SyscallDecoder {
             return nil
         }
         defer { if length > 128 { a.unreadable = "socket address longer than 128 bytes" } }
-        let family = Int32(UInt16(raw[0]) | UInt16(raw[1]) << 8)
-        a.family = SyscallDecoder.familyName(family)
+        var family = Int32(UInt16(raw[0]) | UInt16(raw[1]) << 8)
+        if family == AF_UNSPEC && socketFamily == "inet" { family = AF_INET }
+        a.family = socketFamily ?? SyscallDecoder.familyName(family)
         switch family {
         case AF_INET where raw.count >= 8:
             a.port = Int(UInt16(raw[2]) << 8 | UInt16(raw[3]))
@@ -294,17 +298,13 @@ struct SyscallDecoder {
             a.flags = SyscallDecoder.hex(args[4])
         case "connect", "bind":
             a.fd = fd(0)
-            o.sockaddr = socketAddress(args[1], length: args[2], into: &a)
-            o.descriptor = copyDescriptor(fd(0))
+            socketFamilyOnly(fd(0), &a, &o)
+            o.sockaddr = socketAddress(args[1], length: args[2], into: &a, socketFamily: a.family)
         case "sendto":
             a.fd = fd(0)
             o.flags = args[3]
-            if args[4] != 0 {
-                o.sockaddr = socketAddress(args[4], length: args[5], into: &a)
-                o.descriptor = copyDescriptor(fd(0))
-            } else {
-                socketFamilyOnly(fd(0), &a, &o)
-            }
+            socketFamilyOnly(fd(0), &a, &o)
+            if args[4] != 0 { o.sockaddr = socketAddress(args[4], length: args[5], into: &a, socketFamily: a.family) }
         case "sendmsg":
             a.fd = fd(0)
             o.flags = args[2]
@@ -312,12 +312,8 @@ struct SyscallDecoder {
                 o.msghdr = header
                 let name = header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
                 let length = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }
-                if name != 0 {
-                    o.sockaddr = socketAddress(name, length: UInt64(length), into: &a)
-                    o.descriptor = copyDescriptor(fd(0))
-                } else {
-                    socketFamilyOnly(fd(0), &a, &o)
-                }
+                socketFamilyOnly(fd(0), &a, &o)
+                if name != 0 { o.sockaddr = socketAddress(name, length: UInt64(length), into: &a, socketFamily: a.family) }
             } else {
                 a.unreadable = "msghdr"
             }
@@ -401,6 +397,9 @@ struct SyscallDecoder {
                 o.descriptor = copy
                 if let pid = SyscallDecoder.pidfdTarget(copy) { a.target = Int64(pid) }
             }
+            // A target the supervisor cannot name is refused (NotifyPolicy: signal-outside): the supervisor would
+            // send from outside the sandbox's PID namespace, where even its PID 1 can be signalled.
+            if a.target == nil { a.unreadable = "signal target" }
         case "memfd_create":
             if let (n, cut) = bytes(args[0], max: 256) {
                 a.path = PathText.display(n)
@@ -440,6 +439,13 @@ struct SyscallDecoder {
     /// The PID (inside the caller's namespace) of the pidfd the supervisor holds as `fd`, from the `NSpid:` line of
     /// its fdinfo.
     static func pidfdTarget(_ fd: Int32) -> Int32? {
+        // A /proc/PID directory descriptor also works as a pidfd: its name in the sandbox's procfs is the PID.
+        if let name = link("/proc/thread-self/fd/\(fd)"), name.hasPrefix("/proc/") {
+            let digits = name.dropFirst(6)
+            if !digits.isEmpty, digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)) {
+                return pid
+            }
+        }
         guard let bytes = try? FileBytes.read("/proc/thread-self/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
             if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last { return Int32(last) }

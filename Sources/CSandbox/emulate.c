@@ -33,6 +33,8 @@ struct al_saved_creds {
     int known;
     uid_t fsuid;
     gid_t fsgid;
+    uid_t ruid, euid, suid;
+    gid_t rgid, egid, sgid;
     int ngroups;
     gid_t groups[256];
     struct __user_cap_data_struct caps[2];
@@ -55,6 +57,8 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
         if (syscall(SYS_capget, &header, s->caps) < 0) return -1;
         s->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
         s->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
+        if (syscall(SYS_getresuid, &s->ruid, &s->euid, &s->suid) < 0) return -1;
+        if (syscall(SYS_getresgid, &s->rgid, &s->egid, &s->sgid) < 0) return -1;
         s->ngroups = 0;
         if (privileged) {
             long n = syscall(SYS_getgroups, 256, s->groups);
@@ -67,9 +71,18 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
     if (privileged) {
         /* Per thread: the raw call, not glibc's wrapper (which would change every thread of the supervisor). */
         if (s->ngroups > 0 && syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
-        syscall(SYS_setfsgid, gid);
-        syscall(SYS_setfsuid, uid);
-        if ((uid_t)syscall(SYS_setfsuid, -1) != uid || (gid_t)syscall(SYS_setfsgid, -1) != gid) {
+        /* The real and effective ids too, not only the file-system ones: an effective uid 0 owns every user
+         * namespace root created (the sandbox's among them) and so holds every capability in it, and sockets record
+         * the caller's ids (SO_PEERCRED, SCM_CREDENTIALS, descriptors in flight). The saved ids stay the
+         * supervisor's, so it can switch back; the effective capabilities go with the effective uid. Per thread:
+         * raw system calls, not glibc's wrappers (which would switch every thread of the supervisor). */
+        if (syscall(SYS_setresgid, gid, gid, (gid_t)-1) < 0) goto fail;
+        if (syscall(SYS_setresuid, uid, uid, (uid_t)-1) < 0) goto fail;
+        uid_t r, e, x;
+        gid_t rg, eg, xg;
+        if (syscall(SYS_getresuid, &r, &e, &x) < 0 || syscall(SYS_getresgid, &rg, &eg, &xg) < 0 || r != uid ||
+            e != uid || rg != gid || eg != gid || (uid_t)syscall(SYS_setfsuid, -1) != uid ||
+            (gid_t)syscall(SYS_setfsgid, -1) != gid) {
             errno = EPERM;
             goto fail;
         }
@@ -94,7 +107,13 @@ void airlock_impersonate_end(void) {
     struct al_saved_creds *s = &al_saved;
     if (!s->active) return;
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    /* Effective capabilities first: setting fsuid/groups back needs them. */
+    /* The ids first (the saved ids allow it), which also brings back the effective capabilities of a uid 0. */
+    if (s->euid != (uid_t)syscall(SYS_geteuid) || s->ruid != (uid_t)syscall(SYS_getuid)) {
+        if (syscall(SYS_setresuid, s->ruid, s->euid, s->suid) < 0) abort();
+    }
+    if (s->egid != (gid_t)syscall(SYS_getegid) || s->rgid != (gid_t)syscall(SYS_getgid)) {
+        if (syscall(SYS_setresgid, s->rgid, s->egid, s->sgid) < 0) abort();
+    }
     if (syscall(SYS_capset, &header, s->caps) < 0) abort();
     /* setfsuid returns the previous value: the one it replaced must be the one set by airlock_impersonate, and a
      * second call that returns the saved one proves the switch back. */

@@ -210,6 +210,16 @@ long airlock_utime_now(void);
 int airlock_setxattr(const char *path, const char *name, const void *value, size_t size, int flags, int follow);
 int airlock_removexattr(const char *path, const char *name, int follow);
 
+/* ---- The deadline, kept by a thread of its own (watchdog.c) ---- */
+
+struct airlock_watchdog;
+/* Starts a thread that, at `deadline` (CLOCK_MONOTONIC ns), kills the process behind `pidfd` (a copy is kept) and
+ * then interrupts the calling thread's system call once a second (a signal with a handler that does nothing, no
+ * SA_RESTART) until stopped. NULL with errno on failure. */
+struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline);
+/* Stops and frees it. */
+void airlock_watchdog_stop(struct airlock_watchdog *w);
+
 /* The W* macros, which Swift cannot import. */
 int airlock_wifexited(int status);
 int airlock_wexitstatus(int status);
