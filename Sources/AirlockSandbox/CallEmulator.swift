@@ -251,16 +251,7 @@ final class CallEmulator {
                 let flags = name == "fchmodat2" ? Int32(truncatingIfNeeded: operands.flags) : 0
                 guard flags & ~(AT_SYMLINK_NOFOLLOW | atEmptyPath) == 0 else { return .failure(.errno(EINVAL)) }
                 if flags & atEmptyPath != 0, operands.path?.raw.isEmpty ?? true {
-                    // The directory descriptor itself.
-                    let dirfd = operands.path?.dirfd ?? Int32(AT_FDCWD)
-                    let object: Int32
-                    switch directory(dirfd) {
-                    case .success(let fd): object = fd
-                    case .failure(let s): return .failure(s)
-                    }
-                    if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
-                    let rc = CallEmulator.onMagic(object) { fchmodat(AT_FDCWD, $0, mode, 0) }
-                    return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                    return onDescriptorItself { object in CallEmulator.onMagic(object) { fchmodat(AT_FDCWD, $0, mode, 0) } }
                 }
                 // Linux cannot change a symlink's own mode: EOPNOTSUPP, as fchmodat2 says for one.
                 return onObject(operands.path, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { fd in
@@ -595,6 +586,18 @@ final class CallEmulator {
             return rc < 0 ? .failure(.errno(errno)) : .success(.returned(Int64(rc), installed: false))
         }
 
+        /// Performs `body(fd)` on the caller's directory descriptor itself (`AT_EMPTY_PATH` with an empty path).
+        mutating func onDescriptorItself(_ body: (Int32) -> Int32) -> Result<Outcome, Stop> {
+            let object: Int32
+            switch directory(operands.path?.dirfd ?? Int32(AT_FDCWD)) {
+            case .success(let fd): object = fd
+            case .failure(let s): return .failure(s)
+            }
+            if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
+            let rc = body(object)
+            return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+        }
+
         // MARK: Policy on what was resolved
 
         /// Applies the policy to the name of what the kernel resolved.
@@ -682,15 +685,7 @@ final class CallEmulator {
             else { return .failure(.errno(EINVAL)) }
             let flags = Int32(truncatingIfNeeded: operands.flags)
             if flags & atEmptyPath != 0, operands.path?.raw.isEmpty ?? true {
-                let dirfd = operands.path?.dirfd ?? Int32(AT_FDCWD)
-                let object: Int32
-                switch directory(dirfd) {
-                case .success(let fd): object = fd
-                case .failure(let s): return .failure(s)
-                }
-                if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
-                let rc = fchownat(object, "", u, g, atEmptyPath)
-                return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                return onDescriptorItself { fchownat($0, "", u, g, atEmptyPath) }
             }
             return onObject(operands.path, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { fchownat($0, "", u, g, atEmptyPath) }
         }

@@ -138,21 +138,14 @@ struct TraceRecorder {
     /// Shortens what a caller controls in `a` to the per-event bounds; names what was shortened in `a.truncated`.
     static func bound(_ a: inout TraceArguments) {
         var cut: [String] = []
-        if let p = a.path, let short = prefix(p, encodedAtMost: maxPathBytes) {
-            a.path = short
-            cut.append("path")
-        }
-        if let p = a.path2, let short = prefix(p, encodedAtMost: maxPathBytes) {
-            a.path2 = short
-            cut.append("path2")
-        }
-        if let p = a.resolved, let short = prefix(p, encodedAtMost: maxPathBytes) {
-            a.resolved = short
-            cut.append("resolved")
-        }
-        if let p = a.resolved2, let short = prefix(p, encodedAtMost: maxPathBytes) {
-            a.resolved2 = short
-            cut.append("resolved2")
+        let paths: [(String, WritableKeyPath<TraceArguments, String?>)] = [
+            ("path", \.path), ("path2", \.path2), ("resolved", \.resolved), ("resolved2", \.resolved2),
+        ]
+        for (name, key) in paths {
+            if let p = a[keyPath: key], let short = prefix(p, encodedAtMost: maxPathBytes) {
+                a[keyPath: key] = short
+                cut.append(name)
+            }
         }
         if let argv = a.argv {
             var kept: [String] = []
