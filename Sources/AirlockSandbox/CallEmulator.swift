@@ -793,6 +793,17 @@ final class CallEmulator {
                 guard via.count < 108 else { return .failure(.errno(ENAMETOOLONG)) }
                 address = [a[0], a[1]] + via + [0]
             }
+            // Netlink judges an explicitly addressed message by the sender's capabilities alone, not the socket
+            // opener's: sent by the supervisor that would be the supervisor's (an unprivileged supervisor owns the
+            // sandbox's user namespace and has every capability in it). A message to the kernel goes without the
+            // address (the same destination, judged by the caller's socket); to a multicast group, refused.
+            if SyscallDecoder.socketDomain(socket) == AF_NETLINK, let a = address, a.count >= 12 {
+                let groups = a.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }
+                let port = a.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
+                if groups != 0 { return .failure(.errno(EPERM)) }
+                if port == 0 && (name == "sendto" || name == "sendmsg") { address = nil }
+                if name == "connect" && port != 0 { return .failure(.errno(EPERM)) }
+            }
             let wantsBlocking = fcntl(socket, F_GETFL) & O_NONBLOCK == 0
             switch name {
             case "bind":

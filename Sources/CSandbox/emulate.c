@@ -31,8 +31,6 @@
 struct al_saved_creds {
     int active;
     int known;
-    uid_t fsuid;
-    gid_t fsgid;
     uid_t ruid, euid, suid;
     gid_t rgid, egid, sgid;
     int ngroups;
@@ -55,8 +53,6 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
     /* The thread's own credentials do not change between calls: read them once. */
     if (!s->known) {
         if (syscall(SYS_capget, &header, s->caps) < 0) return -1;
-        s->fsuid = (uid_t)syscall(SYS_setfsuid, -1);
-        s->fsgid = (gid_t)syscall(SYS_setfsgid, -1);
         if (syscall(SYS_getresuid, &s->ruid, &s->euid, &s->suid) < 0) return -1;
         if (syscall(SYS_getresgid, &s->rgid, &s->egid, &s->sgid) < 0) return -1;
         s->ngroups = 0;
@@ -69,32 +65,30 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
     }
     s->active = 1;
     if (privileged) {
-        /* Per thread: the raw call, not glibc's wrapper (which would change every thread of the supervisor). */
+        /* Per thread: the raw calls, not glibc's wrappers (which would switch every thread of the supervisor).
+         * The real and effective ids, not only the file-system ones (which follow the effective ids): an effective
+         * uid 0 owns every user namespace root created (the sandbox's among them) and so holds every capability in
+         * it, and sockets record the caller's ids (SO_PEERCRED, datagram credentials, descriptors in flight). The
+         * saved ids stay the supervisor's, so it can switch back. The effective uid leaving 0 clears the effective
+         * capabilities (the permitted ones stay for the way back). Each call's success is its effect. */
         if (s->ngroups > 0 && syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
-        /* The real and effective ids too, not only the file-system ones: an effective uid 0 owns every user
-         * namespace root created (the sandbox's among them) and so holds every capability in it, and sockets record
-         * the caller's ids (SO_PEERCRED, SCM_CREDENTIALS, descriptors in flight). The saved ids stay the
-         * supervisor's, so it can switch back; the effective capabilities go with the effective uid. Per thread:
-         * raw system calls, not glibc's wrappers (which would switch every thread of the supervisor). */
         if (syscall(SYS_setresgid, gid, gid, (gid_t)-1) < 0) goto fail;
         if (syscall(SYS_setresuid, uid, uid, (uid_t)-1) < 0) goto fail;
-        uid_t r, e, x;
-        gid_t rg, eg, xg;
-        if (syscall(SYS_getresuid, &r, &e, &x) < 0 || syscall(SYS_getresgid, &rg, &eg, &xg) < 0 || r != uid ||
-            e != uid || rg != gid || eg != gid || (uid_t)syscall(SYS_setfsuid, -1) != uid ||
-            (gid_t)syscall(SYS_setfsgid, -1) != gid) {
-            errno = EPERM;
-            goto fail;
+        if (s->euid != 0) {
+            /* A supervisor that is not uid 0 but holds capabilities: drop them from the effective set too. */
+            struct __user_cap_data_struct none[2];
+            memcpy(none, s->caps, sizeof none);
+            none[0].effective = 0;
+            none[1].effective = 0;
+            if (syscall(SYS_capset, &header, none) < 0) goto fail;
         }
+    } else if (s->caps[0].effective != 0 || s->caps[1].effective != 0) {
+        struct __user_cap_data_struct none[2];
+        memcpy(none, s->caps, sizeof none);
+        none[0].effective = 0;
+        none[1].effective = 0;
+        if (syscall(SYS_capset, &header, none) < 0) goto fail;
     }
-    /* No effective capability: the kernel then judges every access as it would the sandbox's own (the sandbox has
-     * none), and in particular ptrace-mode checks on /proc (PID 1's fds and memory) fail as they do inside. The
-     * permitted set stays, so the switch back is possible. */
-    struct __user_cap_data_struct none[2];
-    memcpy(none, s->caps, sizeof none);
-    none[0].effective = 0;
-    none[1].effective = 0;
-    if (syscall(SYS_capset, &header, none) < 0) goto fail;
     return 0;
 fail:;
     int saved = errno;
@@ -107,20 +101,14 @@ void airlock_impersonate_end(void) {
     struct al_saved_creds *s = &al_saved;
     if (!s->active) return;
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-    /* The ids first (the saved ids allow it), which also brings back the effective capabilities of a uid 0. */
-    if (s->euid != (uid_t)syscall(SYS_geteuid) || s->ruid != (uid_t)syscall(SYS_getuid)) {
-        if (syscall(SYS_setresuid, s->ruid, s->euid, s->suid) < 0) abort();
-    }
-    if (s->egid != (gid_t)syscall(SYS_getegid) || s->rgid != (gid_t)syscall(SYS_getgid)) {
-        if (syscall(SYS_setresgid, s->rgid, s->egid, s->sgid) < 0) abort();
-    }
-    if (syscall(SYS_capset, &header, s->caps) < 0) abort();
-    /* setfsuid returns the previous value: the one it replaced must be the one set by airlock_impersonate, and a
-     * second call that returns the saved one proves the switch back. */
-    syscall(SYS_setfsuid, s->fsuid);
-    syscall(SYS_setfsgid, s->fsgid);
-    if ((uid_t)syscall(SYS_setfsuid, s->fsuid) != s->fsuid || (gid_t)syscall(SYS_setfsgid, s->fsgid) != s->fsgid) abort();
+    /* The ids first (the saved ids allow it): an effective uid back to 0 brings the permitted capabilities back into
+     * the effective set. A thread that cannot get back must not go on. */
+    if (syscall(SYS_setresuid, s->ruid, s->euid, s->suid) < 0) abort();
+    if (syscall(SYS_setresgid, s->rgid, s->egid, s->sgid) < 0) abort();
     if (s->ngroups > 0 && syscall(SYS_setgroups, s->ngroups, s->groups) < 0) abort();
+    if (s->caps[0].effective != s->caps[0].permitted || s->caps[1].effective != s->caps[1].permitted || s->euid != 0) {
+        if (syscall(SYS_capset, &header, s->caps) < 0) abort();
+    }
     s->active = 0;
 }
 
