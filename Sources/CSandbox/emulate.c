@@ -125,11 +125,11 @@ int airlock_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, 
     }
 }
 
-int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags) {
+int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags, int send) {
     struct seccomp_notif_addfd addfd;
     memset(&addfd, 0, sizeof addfd);
     addfd.id = id;
-    addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
+    addfd.flags = send ? SECCOMP_ADDFD_FLAG_SEND : 0;
     addfd.srcfd = (uint32_t)fd;
     addfd.newfd = 0;
     addfd.newfd_flags = newfd_flags;

@@ -188,9 +188,10 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged);
 void airlock_impersonate_end(void);
 /* openat2(2); -1 with errno. */
 int airlock_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
-/* SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND: installs `fd` in the caller and makes it the result of the
- * notified call. Returns the caller's new descriptor number, or -1 with errno (ENOENT: the caller is gone). */
-int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags);
+/* SECCOMP_IOCTL_NOTIF_ADDFD: installs `fd` in the caller; with `send`, also makes it the result of the notified call
+ * (SECCOMP_ADDFD_FLAG_SEND). Returns the caller's new descriptor number, or -1 with errno (ENOENT: the caller is
+ * gone). */
+int airlock_notify_addfd(int listener, uint64_t id, int fd, unsigned int newfd_flags, int send);
 /* umask(2) of the calling thread (after airlock_private_fs). */
 unsigned int airlock_set_umask(unsigned int mask);
 uint64_t airlock_resolve_in_root(void);
