@@ -64,11 +64,17 @@ final class CallEmulator {
     fileprivate let privileged: Bool
     /// The sandbox's `RLIMIT_FSIZE`.
     fileprivate let fileSizeLimit: UInt64
+    /// Descriptors passed with SCM_RIGHTS for the sandbox so far, and the most per run (four times its open files).
+    fileprivate var passedDescriptors = 0
+    fileprivate let maxPassedDescriptors: Int
 
     /// - Parameters:
     ///   - sandboxPid: the sandbox's PID 1 on the host, whose root every caller shares (chroot is refused).
+    private let sandboxPid: pid_t
+
     init(listener: Int32, sandboxPid: pid_t, profile: Profile) throws(SandboxError) {
         self.listener = listener
+        self.sandboxPid = sandboxPid
         let ids = Sandbox.hostIDs(profile)
         hostUid = ids.uid
         hostGid = ids.gid
@@ -76,6 +82,7 @@ final class CallEmulator {
         insideGid = profile.sandbox.user.gid
         privileged = geteuid() == 0
         fileSizeLimit = UInt64(max(0, profile.sandbox.limits.fileSizeBytes))
+        maxPassedDescriptors = Int(clamping: max(64, profile.sandbox.limits.openFiles)) * 4
         rootFd = open("/proc/\(sandboxPid)/root", oPath | O_DIRECTORY | O_CLOEXEC)
         guard rootFd >= 0 else { throw SandboxError(.supervisor, "cannot open the sandbox's root", errno: errno) }
         // This thread's umask becomes the caller's for each call that creates something; give the thread its own
@@ -87,6 +94,22 @@ final class CallEmulator {
     }
 
     deinit { close(rootFd) }
+
+    /// The sandbox's PID namespace (device and inode of PID 1's `ns/pid`).
+    private lazy var sandboxPidNamespace: (UInt64, UInt64)? = CallEmulator.pidNamespace(of: sandboxPid)
+
+    private static func pidNamespace(of pid: pid_t) -> (UInt64, UInt64)? {
+        var st = stat()
+        guard stat("/proc/\(pid)/ns/pid", &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// Whether the host process `pid` is in the sandbox's PID namespace. The kernel refuses a signal through a pidfd
+    /// of a process outside the sender's namespace; the supervisor, outside itself, must refuse it for the sandbox.
+    func inSandbox(_ pid: pid_t) -> Bool {
+        guard let mine = sandboxPidNamespace, let theirs = CallEmulator.pidNamespace(of: pid) else { return false }
+        return mine == theirs
+    }
 
     /// The caller, as the supervisor needs it for one call.
     struct Caller {
@@ -205,10 +228,17 @@ final class CallEmulator {
                     var at = offset + 16
                     while at + 4 <= offset + cmsgLength {
                         let theirs = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: Int32.self) }
+                        // Descriptors in flight are charged to the sender's user on the host, not to the sandbox:
+                        // a bound per run on how many the supervisor passes for it.
+                        guard emulator.passedDescriptors < emulator.maxPassedDescriptors else {
+                            for fd in copies { close(fd) }
+                            return .failure(.errno(ETOOMANYREFS))
+                        }
                         guard let mine = decoder.copyDescriptor(theirs) else {
                             for fd in copies { close(fd) }
                             return .failure(.errno(EBADF))
                         }
+                        emulator.passedDescriptors += 1
                         copies.append(mine)
                         withUnsafeBytes(of: mine) { bytes.replaceSubrange(at..<(at + 4), with: $0) }
                         at += 4
@@ -632,7 +662,8 @@ final class CallEmulator {
         mutating func twoEntries() -> Result<Outcome, Stop> {
             guard let from = operands.path, let to = operands.path2 else { return .failure(.errno(EFAULT)) }
             let linking = name == "link" || name == "linkat"
-            let follow = linking && Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_FOLLOW != 0
+            // A trailing slash on the old name follows it too (see changeTimes).
+            let follow = linking && (Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_FOLLOW != 0 || CallEmulator.endsWithSlash(from))
             if linking && Int32(truncatingIfNeeded: operands.flags) & atEmptyPath != 0 {
                 return .failure(.errno(ENOENT))  // needs CAP_DAC_READ_SEARCH, which the sandbox does not have
             }
@@ -714,7 +745,11 @@ final class CallEmulator {
                     times = [timespec(tv_sec: w[0], tv_nsec: w[1]), timespec(tv_sec: w[2], tv_nsec: w[3])]
                 }
             }
+            // A trailing slash makes the kernel follow the last component whatever the flags say, and the entry is
+            // then resolved by the kernel from this thread's root, the host's: such a path goes the following way,
+            // resolved beneath the sandbox's root.
             let noFollow = name == "utimensat" && Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_NOFOLLOW != 0
+                && !CallEmulator.endsWithSlash(operands.path)
             if noFollow {
                 return onEntry(operands.path, check: true) { parent, entry in utimensat(parent, entry, times, AT_SYMLINK_NOFOLLOW) }
             }
@@ -735,7 +770,8 @@ final class CallEmulator {
                 }
             }
             let flags = Int32(truncatingIfNeeded: args[4])
-            let follow = !name.hasPrefix("l")
+            // As for utimensat: a trailing slash follows, and must be resolved beneath the sandbox's root.
+            let follow = !name.hasPrefix("l") || CallEmulator.endsWithSlash(operands.path)
             let body: (UnsafePointer<CChar>) -> Int32 = { path in
                 CallEmulator.withPath(attribute) { a in
                     if setting {
@@ -812,7 +848,13 @@ final class CallEmulator {
                 return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
             case "connect":
                 guard let address else { return .failure(.errno(EINVAL)) }
+                // Bounded whatever the socket's flags and timeouts say by then (another thread of the caller can
+                // change both while the connect waits): a timer of this thread interrupts it after a second.
+                _ = airlock_interrupt_after(UInt32(CallEmulator.socketWaitMicroseconds / 1000))
                 let rc = CallEmulator.boundedWait(socket, wantsBlocking) { CallEmulator.withSockaddr(address) { connect(socket, $0, $1) } }
+                let connectErrno = errno
+                airlock_interrupt_cancel()
+                errno = connectErrno == EINTR ? ETIMEDOUT : connectErrno
                 return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
             default:
                 return send(socket, address: address, wantsBlocking: wantsBlocking)
@@ -839,9 +881,15 @@ final class CallEmulator {
                 close(savedCwd)
                 _ = airlock_impersonate(emulator.hostUid, emulator.hostGid, 1)
             }
+            // The caller's umask, read while this thread's /proc is still the host's.
+            let mask = callerStatus()?.umask ?? 0o022
             guard fchdir(emulator.rootFd) == 0, chroot(".") == 0, fchdir(cwd) == 0 else { return -1 }
             guard airlock_impersonate(emulator.hostUid, emulator.hostGid, 1) == 0 else { return -1 }
-            let rc = withUmaskValue { CallEmulator.withSockaddr(address) { bind(socket, $0, $1) } }
+            let savedMask = airlock_set_umask(mask)
+            let rc = CallEmulator.withSockaddr(address) { bind(socket, $0, $1) }
+            let bindErrno = errno
+            _ = airlock_set_umask(savedMask)
+            errno = bindErrno
             let e = errno
             errno = e
             return rc
@@ -968,6 +1016,12 @@ final class CallEmulator {
             defer { _ = airlock_set_umask(saved) }
             return body()
         }
+    }
+
+    /// Whether a path ends with `/` (after a name): the kernel then follows its last component.
+    static func endsWithSlash(_ path: PathOperand?) -> Bool {
+        guard let raw = path?.raw, raw.count > 1 else { return false }
+        return raw.last == UInt8(ascii: "/")
     }
 
     // MARK: C strings and waits

@@ -85,4 +85,6 @@ struct CallOperands {
     var msghdr: [UInt8]? = nil
     /// A copy of the caller's descriptor the call is about (pidfd_send_signal), owned: closed by the notifier.
     var descriptor: Int32? = nil
+    /// pidfd_send_signal: the target's PID on the host, when the pidfd names one.
+    var signalTargetHost: Int32? = nil
 }

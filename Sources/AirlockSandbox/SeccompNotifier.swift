@@ -105,6 +105,12 @@ final class SeccompNotifier {
         } else {
             // Everything the decision and the supervisor's own performing of the call need is read here, once.
             decoded = decoder.decode(name, args, operands: &operands)
+            if let host = operands.signalTargetHost, !(emulator?.inSandbox(host) ?? true) {
+                // A process outside the sandbox (the supervisor itself, named through SO_PEERPIDFD): no target the
+                // rules could allow.
+                decoded.target = nil
+                decoded.unreadable = "signal target outside the sandbox"
+            }
             if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
                 decision = announce(marked)
                 if decision.rule == "phase" { onPhase?(phases[phase], hostPid) }

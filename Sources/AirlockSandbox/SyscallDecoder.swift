@@ -395,7 +395,10 @@ struct SyscallDecoder {
             // through its own copy of the pidfd (CallEmulator), so this is the process that gets it.
             if let copy = copyDescriptor(fd(0)) {
                 o.descriptor = copy
-                if let pid = SyscallDecoder.pidfdTarget(copy) { a.target = Int64(pid) }
+                if let ids = SyscallDecoder.pidfdTargetIds(copy) {
+                    a.target = Int64(ids.inside)
+                    o.signalTargetHost = ids.host
+                }
             }
             // A target the supervisor cannot name is refused (NotifyPolicy: signal-outside): the supervisor would
             // send from outside the sandbox's PID namespace, where even its PID 1 can be signalled.
@@ -438,17 +441,26 @@ struct SyscallDecoder {
 
     /// The PID (inside the caller's namespace) of the pidfd the supervisor holds as `fd`, from the `NSpid:` line of
     /// its fdinfo.
-    static func pidfdTarget(_ fd: Int32) -> Int32? {
+    static func pidfdTarget(_ fd: Int32) -> Int32? { pidfdTargetIds(fd)?.inside }
+
+    /// The target of the pidfd the supervisor holds as `fd`: its PID on the host (nil for a `/proc/PID` directory of
+    /// the sandbox's own procfs, whose PID is the sandbox's by construction) and its PID as the `NSpid:` line's last
+    /// field gives it. That last field is the sandbox's PID only when the process is in the sandbox's PID namespace:
+    /// the caller checks that (`CallEmulator.inSandbox`), or a pidfd of a process outside (the supervisor itself,
+    /// through `SO_PEERPIDFD`) would look like an ordinary target.
+    static func pidfdTargetIds(_ fd: Int32) -> (host: pid_t?, inside: Int32)? {
         // A /proc/PID directory descriptor also works as a pidfd: its name in the sandbox's procfs is the PID.
         if let name = link("/proc/thread-self/fd/\(fd)"), name.hasPrefix("/proc/") {
             let digits = name.dropFirst(6)
             if !digits.isEmpty, digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)) {
-                return pid
+                return (nil, pid)
             }
         }
         guard let bytes = try? FileBytes.read("/proc/thread-self/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
-            if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last { return Int32(last) }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst()
+            guard let first = fields.first.flatMap({ pid_t($0) }), let last = fields.last.flatMap({ Int32($0) }) else { return nil }
+            return (first, last)
         }
         return nil
     }

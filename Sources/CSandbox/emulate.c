@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <signal.h>
+#include <time.h>
 
 #ifndef SYS_openat2
 #define SYS_openat2 437
@@ -68,10 +70,13 @@ int airlock_impersonate(uid_t uid, gid_t gid, int privileged) {
         /* Per thread: the raw calls, not glibc's wrappers (which would switch every thread of the supervisor).
          * The real and effective ids, not only the file-system ones (which follow the effective ids): an effective
          * uid 0 owns every user namespace root created (the sandbox's among them) and so holds every capability in
-         * it, and sockets record the caller's ids (SO_PEERCRED, datagram credentials, descriptors in flight). The
-         * saved ids stay the supervisor's, so it can switch back. The effective uid leaving 0 clears the effective
+         * it, and sockets record the caller's ids (SO_PEERCRED, datagram credentials). The saved ids stay the
+         * supervisor's, so it can switch back. The effective uid leaving 0 clears the effective
          * capabilities (the permitted ones stay for the way back). Each call's success is its effect. */
         if (s->ngroups > 0 && syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
+        /* The real ids too: credentials a socket forces on a datagram (SO_PASSCRED receivers) are the sender's
+         * real ids. The price: for the few microseconds of a call, a host process running as the sandbox's host
+         * uid could signal this thread (docs/sandbox.md). */
         if (syscall(SYS_setresgid, gid, gid, (gid_t)-1) < 0) goto fail;
         if (syscall(SYS_setresuid, uid, uid, (uid_t)-1) < 0) goto fail;
         if (s->euid != 0) {
@@ -161,4 +166,33 @@ int airlock_setxattr(const char *path, const char *name, const void *value, size
 }
 int airlock_removexattr(const char *path, const char *name, int follow) {
     return follow ? removexattr(path, name) : lremovexattr(path, name);
+}
+
+/* A one-shot timer per thread that interrupts the thread's system call (the watchdog's do-nothing signal). */
+static __thread timer_t al_timer;
+static __thread int al_timer_made;
+
+int airlock_interrupt_after(unsigned int ms) {
+    airlock_install_interrupt_handler();
+    if (!al_timer_made) {
+        struct sigevent ev;
+        memset(&ev, 0, sizeof ev);
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = SIGRTMIN + 3;
+        ev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        if (timer_create(CLOCK_MONOTONIC, &ev, &al_timer) < 0) return -1;
+        al_timer_made = 1;
+    }
+    struct itimerspec when;
+    memset(&when, 0, sizeof when);
+    when.it_value.tv_sec = ms / 1000;
+    when.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+    return timer_settime(al_timer, 0, &when, NULL);
+}
+
+void airlock_interrupt_cancel(void) {
+    if (!al_timer_made) return;
+    struct itimerspec off;
+    memset(&off, 0, sizeof off);
+    timer_settime(al_timer, 0, &off, NULL);
 }

@@ -37,6 +37,8 @@ struct airlock_watchdog {
 
 static void al_nothing(int sig) { (void)sig; }
 static pthread_once_t al_handler_once = PTHREAD_ONCE_INIT;
+static void al_install_handler(void);
+void airlock_install_interrupt_handler(void) { pthread_once(&al_handler_once, al_install_handler); }
 static void al_install_handler(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -81,7 +83,7 @@ static void *al_watch(void *arg) {
 }
 
 struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline) {
-    pthread_once(&al_handler_once, al_install_handler);
+    airlock_install_interrupt_handler();
     struct airlock_watchdog *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->supervisor = pthread_self();

@@ -169,4 +169,97 @@ struct EmulationAttackTests {
             """)
         #expect(r.out.contains("error 27"), "\(r.out) \(r.err)")
     }
+
+    @Test("a pidfd of the supervisor itself (SO_PEERPIDFD of a connection it made) cannot signal it")
+    func supervisorPidfd() throws {
+        let r = try runPython("""
+            import ctypes, socket, struct
+            libc = ctypes.CDLL(None, use_errno=True)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/srv"); s.listen(5)
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("/tmp/srv")
+            a, _ = s.accept()
+            pfd = struct.unpack("i", a.getsockopt(socket.SOL_SOCKET, 77, 4))[0]  # SO_PEERPIDFD
+            print("signal", libc.syscall(424, pfd, 19, None, 0), ctypes.get_errno())  # SIGSTOP
+            """, timeout: 10)
+        #expect(r.out.contains("signal -1 1"), "\(r.out) \(r.err)")
+        #expect(!r.timedOut)
+        let event = try #require(r.events("pidfd_send_signal").first)
+        #expect(event.action == .denied && event.rule == "signal-outside")
+    }
+
+    @Test("a trailing slash after a symlink is resolved beneath the sandbox's root, not the host's")
+    func trailingSlash() throws {
+        let dir = "/var/tmp/airlock-slash-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chown(dir, 65534, 65534)
+        var before = stat()
+        stat(dir, &before)
+        let r = try runPython("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            os.symlink("\(dir)", "/tmp/x")
+            times = (ctypes.c_long * 4)(1234567890, 0, 1234567890, 0)
+            print("utimensat", libc.utimensat(-100, b"/tmp/x/", times, 0x100), ctypes.get_errno())
+            print("lsetxattr", libc.lsetxattr(b"/tmp/x/", b"user.airlock", b"v", 1, 0), ctypes.get_errno())
+            print("link", libc.link(b"/tmp/x/", b"/tmp/y"), ctypes.get_errno())
+            """)
+        #expect(r.out.contains("utimensat -1 2"), "\(r.out) \(r.err)")
+        #expect(r.out.contains("lsetxattr -1 2"), "\(r.out)")
+        #expect(r.out.contains("link -1 2"), "\(r.out)")
+        var after = stat()
+        stat(dir, &after)
+        #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec, "the host directory's time changed")
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        check.arguments = ["-c", "import os, sys; print(os.listxattr(sys.argv[1]))", dir]
+        let listed = Pipe()
+        check.standardOutput = listed
+        try check.run()
+        check.waitUntilExit()
+        let attributes = String(decoding: listed.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(!attributes.contains("user.airlock"), "an attribute appeared on the host directory: \(attributes)")
+    }
+
+    @Test("a connect held up while another thread flips O_NONBLOCK still ends within about a second")
+    func connectRace() throws {
+        let started = monotonicNow()
+        let r = try runPython("""
+            import fcntl, os, socket, threading, time
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/full"); s.listen(0)
+            held = []
+            for i in range(8):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.setblocking(False)
+                try: c.connect("/tmp/full")
+                except BlockingIOError: break
+                held.append(c)
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stop = False
+            def flip():
+                while not stop:
+                    fl = fcntl.fcntl(c.fileno(), fcntl.F_GETFL)
+                    fcntl.fcntl(c.fileno(), fcntl.F_SETFL, fl ^ os.O_NONBLOCK)
+            t = threading.Thread(target=flip); t.start()
+            t0 = time.monotonic()
+            try:
+                c.connect("/tmp/full"); print("connected")
+            except OSError as e:
+                print("connect", e.errno)
+            stop = True; t.join()
+            print("took", round(time.monotonic() - t0, 1))
+            """, timeout: 20)
+        #expect(!r.timedOut, "\(r.out) \(r.err)")
+        #expect(monotonicNow() - started < 10_000_000_000)
+    }
+
+    @Test("a Unix socket bound for the sandbox gets the caller's umask")
+    func bindUmask() throws {
+        let r = try runPython("""
+            import os, socket, stat
+            os.umask(0o077)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/s")
+            print("mode", oct(stat.S_IMODE(os.stat("/tmp/s").st_mode)))
+            """)
+        #expect(r.out.contains("mode 0o700"), "\(r.out) \(r.err)")
+    }
 }

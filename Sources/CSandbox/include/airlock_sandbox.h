@@ -220,6 +220,12 @@ struct airlock_watchdog;
 struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline);
 /* Stops and frees it. */
 void airlock_watchdog_stop(struct airlock_watchdog *w);
+/* Installs (once) the do-nothing handler, without SA_RESTART, of the signal that interrupts a thread's call. */
+void airlock_install_interrupt_handler(void);
+/* Interrupts the calling thread's system call in `ms` milliseconds (a one-shot timer of the thread's own), unless
+ * cancelled first. -1 with errno on failure. */
+int airlock_interrupt_after(unsigned int ms);
+void airlock_interrupt_cancel(void);
 
 /* The W* macros, which Swift cannot import. */
 int airlock_wifexited(int status);
