@@ -637,6 +637,16 @@ final class CallEmulator {
         }
 
         mutating func checkEntry(_ parentFd: Int32, _ entry: [UInt8], second: Bool = false) -> Outcome {
+            // `.` and `..` name the directory or its parent, not an entry: judge the directory's own name (a path
+            // ending in `/tmp/d/..` is `/tmp`, and `/tmp/..` is `/`). Both stay inside the sandbox's mount tree.
+            var name = entry
+            while name.count > 1 && name.last == UInt8(ascii: "/") { name.removeLast() }
+            if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] {
+                let dir = CallEmulator.withPath(name) { openat(parentFd, $0, oPath | O_NOFOLLOW | O_CLOEXEC) }
+                guard dir >= 0 else { return .refused(Decision(action: .denied, errno: errno, rule: "default")) }
+                owned.append(dir)
+                return check(resolvedOf: dir, second: second)
+            }
             var real = SyscallDecoder.link("/proc/thread-self/fd/\(parentFd)") ?? []
             if real != [UInt8(ascii: "/")] { real.append(UInt8(ascii: "/")) }
             real += entry
