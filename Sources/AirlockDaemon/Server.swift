@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 public import AirlockJSON
 internal import AirlockAnalysis
 internal import AirlockFormats

@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance

@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
 internal import CDaemon

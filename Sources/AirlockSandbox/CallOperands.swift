@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 
 /// File names as the kernel has them: bytes. A trace shows them losslessly.
 public enum PathText {

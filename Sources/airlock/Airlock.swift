@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 import AirlockFormats
 import ArgumentParser
 

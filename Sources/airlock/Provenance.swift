@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 import AirlockAnalysis
 import AirlockFormats
 import AirlockJSON

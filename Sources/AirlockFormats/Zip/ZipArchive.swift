@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 
 /// A ZIP archive read by its central directory, the way PyTorch's reader does (`torch.load` →
 /// `PyTorchFileReader` → miniz 3.0.2), with every place where another reader — Python's `zipfile`, a reader that

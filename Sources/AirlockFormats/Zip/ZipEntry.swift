@@ -1,4 +1,4 @@
-public import AirlockNames
+import AirlockNames
 
 /// One central-directory record, resolved the way PyTorch's reader (miniz 3.0.2) resolves it: 32-bit fields replaced
 /// by the zip64 extra field where they are `0xFFFFFFFF`, offsets absolute in the file (miniz applies no prefix shift).
