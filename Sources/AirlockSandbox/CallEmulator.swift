@@ -216,6 +216,17 @@ final class CallEmulator {
                 return .failure(.errno(EFAULT))
             }
             var copies: [Int32] = []
+            // The kernel takes at most SCM_MAX_FD (253) descriptors in one SCM_RIGHTS message: refuse more before
+            // copying any, as it would.
+            var scan = 0
+            while scan + 16 <= bytes.count {
+                let length = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: scan, as: UInt64.self) }
+                guard length >= 16, length <= UInt64(bytes.count - scan) else { break }
+                let level = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: scan + 8, as: Int32.self) }
+                let type = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: scan + 12, as: Int32.self) }
+                if level == SOL_SOCKET && type == 1 && (Int(length) - 16) / 4 > 253 { return .failure(.errno(EINVAL)) }
+                scan += (Int(length) + 7) & ~7
+            }
             var offset = 0
             while offset + 16 <= bytes.count {
                 let rawLength = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
@@ -391,10 +402,18 @@ final class CallEmulator {
                 }
                 // Step 3: judge what the kernel found, then open it for real through the descriptor.
                 if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
-                if flags & oPath != 0 { return install(object, cloexec: flags & O_CLOEXEC != 0) }
                 var st = stat()
                 guard fstat(object, &st) == 0 else { return .failure(.errno(errno)) }
                 if st.st_mode & S_IFMT == S_IFLNK { return .failure(.errno(ELOOP)) }
+                if flags & oPath != 0 {
+                    // ADDFD cannot install an O_PATH file (the kernel's fget skips them): the caller gets a read-only
+                    // descriptor of the same object, opened as the sandbox's user (docs/sandbox.md).
+                    let plain = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (st.st_mode & S_IFMT == S_IFDIR ? O_DIRECTORY : 0)
+                    let fd = CallEmulator.onMagic(object) { open($0, plain) }
+                    guard fd >= 0 else { return .failure(.errno(errno)) }
+                    owned.append(fd)
+                    return install(fd, cloexec: flags & O_CLOEXEC != 0)
+                }
                 var reopen = (flags & ~(O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY)) | O_CLOEXEC | O_NOCTTY
                 // A FIFO or a device could block the open, and so could a lease another process of the sandbox holds
                 // on the file (O_NONBLOCK makes the lease break EWOULDBLOCK): this thread serves the whole sandbox.

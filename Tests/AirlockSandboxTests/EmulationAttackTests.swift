@@ -262,4 +262,34 @@ struct EmulationAttackTests {
             """)
         #expect(r.out.contains("mode 0o700"), "\(r.out) \(r.err)")
     }
+
+    @Test("O_PATH opens get a usable descriptor (seccomp cannot hand over O_PATH files)")
+    func pathOpens() throws {
+        let r = try runPython("""
+            import os
+            d = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
+            print("dir", os.path.isdir("/proc/self/fd/%d" % d))
+            f = os.open("/usr/bin/python3", os.O_PATH)
+            print("file", os.fstat(f).st_size > 0)
+            """)
+        #expect(r.out.contains("dir True") && r.out.contains("file True"), "\(r.out) \(r.err)")
+    }
+
+    @Test("more than 253 descriptors in one SCM_RIGHTS message: EINVAL before any is copied")
+    func tooManyRights() throws {
+        let r = try runPython("""
+            import array, os, socket
+            a, b = socket.socketpair()
+            fds = array.array("i", [0] * 300)
+            try:
+                a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]); print("sent")
+            except OSError as e:
+                print("error", e.errno)
+            a.sendmsg([b"y"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0] * 10))])
+            msg, anc, _, _ = b.recvmsg(16, socket.CMSG_SPACE(40 * 4))
+            print("received", msg, sum(len(data) // 4 for _, _, data in anc))
+            """)
+        #expect(r.out.contains("error 22"), "\(r.out) \(r.err)")
+        #expect(r.out.contains("received b'y' 10"), "\(r.out)")
+    }
 }
