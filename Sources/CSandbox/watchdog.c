@@ -38,7 +38,15 @@ struct airlock_watchdog {
 static void al_nothing(int sig) { (void)sig; }
 static pthread_once_t al_handler_once = PTHREAD_ONCE_INIT;
 static void al_install_handler(void);
-void airlock_install_interrupt_handler(void) { pthread_once(&al_handler_once, al_install_handler); }
+void airlock_install_interrupt_handler(void) {
+    pthread_once(&al_handler_once, al_install_handler);
+    /* The calling thread may have been created with every signal blocked (libdispatch's workers are): this one must
+     * reach it, or nothing interrupts a call it is held in. */
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, SIGRTMIN + 3);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+}
 static void al_install_handler(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
