@@ -123,7 +123,7 @@ install-files:
 	install -m 0644 Profiles/harness/load.py Profiles/harness/airlock_harness.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
 	python3 -m compileall -q $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
 	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
-	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
+	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md docs/policy.md docs/probe.md docs/sandbox.md docs/profiles.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.socket > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket

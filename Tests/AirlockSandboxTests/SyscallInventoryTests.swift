@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockProbe
 import Foundation
 import Testing
 
@@ -118,3 +119,18 @@ struct SyscallInventoryTests {
 }
 
 private func seccompNative() -> UInt32 { (try? SeccompProgram(profile: defaultProfile()))?.nativeArch ?? 0 }
+
+/// The shipped profile and policy agree: a refusal is never judged as "some other denial" because its rule has no name
+/// in the policy.
+@Suite("Profile and policy")
+struct ProfilePolicyTests {
+    @Test("every refusing rule of the default profile, and the supervisor's own, is named by the default policy")
+    func everyRefusalNamed() throws {
+        let profile = try defaultProfile()
+        let policy = try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json")
+        let refusing = profile.sandbox.notify.filter { $0.action != .allow }.map(\.id)
+            + ["undecided", "unknown-syscall", "phase-regression", "phase-unknown"]
+        let unnamed = refusing.filter { policy.behaviour[$0] == nil }
+        #expect(unnamed.isEmpty, "refusals the policy would call dynamic.denied: \(unnamed)")
+    }
+}
