@@ -602,6 +602,18 @@ public final class Intake: @unchecked Sendable {
             try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
             return false
         }
+        /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
+        func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
+            guard taken.name.withCString({ airlock_rename_noreplace(dir, $0, root.incoming, $0) }) == 0 else {
+                let e = errno
+                if e == EEXIST || e == ENOTEMPTY { return false }
+                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+            }
+            try IntakeRoot.sync(dir)
+            try IntakeRoot.sync(root.incoming)
+            CrashPoint.hit("moved-back")
+            return true
+        }
         if let held, IntakeRoot.exists(held, taken.name) {
             if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
             // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
@@ -609,24 +621,10 @@ public final class Intake: @unchecked Sendable {
                 Custody.remove(q, taken.name, limits: limits)
                 Custody.remove(q, Intake.copying, limits: limits)
             }
-            guard taken.name.withCString({ airlock_rename_noreplace(held, $0, root.incoming, $0) }) == 0 else {
-                let e = errno
-                if e == EEXIST || e == ENOTEMPTY { return try stay() }
-                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
-            }
-            try IntakeRoot.sync(held)
-            try IntakeRoot.sync(root.incoming)
-            CrashPoint.hit("moved-back")
+            if try !moveBack(from: held) { return try stay() }
         } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
             // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-            guard taken.name.withCString({ airlock_rename_noreplace(q, $0, root.incoming, $0) }) == 0 else {
-                let e = errno
-                if e == EEXIST || e == ENOTEMPTY { return try stay() }
-                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
-            }
-            try IntakeRoot.sync(q)
-            try IntakeRoot.sync(root.incoming)
-            CrashPoint.hit("moved-back")
+            if try !moveBack(from: q) { return try stay() }
         }
         if let q {
             for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying

@@ -166,13 +166,6 @@ struct SyscallDecoder {
         return copy >= 0 ? copy : nil
     }
 
-    /// The address family of socket `fd` in the caller, by copying the descriptor (pidfd_getfd).
-    func socketFamily(fd: Int32) -> Int32? {
-        guard let copy = copyDescriptor(fd) else { return nil }
-        defer { close(copy) }
-        return SyscallDecoder.socketDomain(copy)
-    }
-
     /// The address family of a socket the supervisor holds.
     static func socketDomain(_ copy: Int32) -> Int32? {
         var domain: Int32 = 0
@@ -438,10 +431,6 @@ struct SyscallDecoder {
         }
         return nil
     }
-
-    /// The PID (inside the caller's namespace) of the pidfd the supervisor holds as `fd`, from the `NSpid:` line of
-    /// its fdinfo.
-    static func pidfdTarget(_ fd: Int32) -> Int32? { pidfdTargetIds(fd)?.inside }
 
     /// The target of the pidfd the supervisor holds as `fd`: its PID on the host (nil for a `/proc/PID` directory of
     /// the sandbox's own procfs, whose PID is the sandbox's by construction) and its PID as the `NSpid:` line's last
