@@ -13,7 +13,7 @@ private let atEmptyPath = airlock_at_empty_path()
 /// has judged it: another thread of the caller can swap a path, open flags or a socket address in between. So an
 /// allowed call whose effect depends on the caller's memory or descriptor table is never continued. The supervisor
 /// performs it with the bytes it read once, as the sandbox's user, resolving every path beneath the sandbox's root,
-/// and hands the result back: a descriptor with `SECCOMP_IOCTL_NOTIF_ADDFD` (`SECCOMP_ADDFD_FLAG_SEND`), a value or an
+/// and hands the result back: a descriptor installed with `SECCOMP_IOCTL_NOTIF_ADDFD`, a value or an
 /// errno in the response. Where it cannot (a later `execve`), the call is continued and its event says so.
 ///
 /// Security invariants (docs/sandbox.md, "Notified calls"):
@@ -33,8 +33,8 @@ final class CallEmulator {
         case passThrough
         /// The policy refused it once the supervisor saw what the path resolves to.
         case refused(Decision)
-        /// Performed. `installed`: the value is a descriptor already handed over (and the call answered) by ADDFD.
-        case returned(Int64, installed: Bool)
+        /// Performed: what the call returns (a descriptor already installed in the caller by ADDFD, a count, 0).
+        case returned(Int64)
         /// Performed, and the kernel said no.
         case failed(Int32)
     }
@@ -341,9 +341,9 @@ final class CallEmulator {
                 guard let pidfd = operands.descriptor else { return .failure(.errno(EBADF)) }
                 // From inside, the namespace's PID 1 never gets a signal it has no handler for (it has none);
                 // from the supervisor it would: mimic the kernel's answer to the caller instead.
-                if trace.target == 1 { return .success(.returned(0, installed: false)) }
+                if trace.target == 1 { return .success(.returned(0)) }
                 let rc = airlock_pidfd_signal(pidfd, Int32(truncatingIfNeeded: args[1]), UInt32(truncatingIfNeeded: args[3]))
-                return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                return Call.answer(rc, 0)
             default:
                 return .success(.passThrough)
             }
@@ -619,7 +619,7 @@ final class CallEmulator {
             }
             if check, case .refused(let d) = checkEntry(parentFd, entry) { return .success(.refused(d)) }
             let rc = CallEmulator.withPath(entry) { body(parentFd, $0) }
-            return rc < 0 ? .failure(.errno(errno)) : .success(.returned(Int64(rc), installed: false))
+            return Call.answer(rc, Int64(rc))
         }
 
         /// Performs `body(fd)` on the object `path` names, open oPath (following a final symlink when `follow`).
@@ -632,7 +632,7 @@ final class CallEmulator {
             }
             if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
             let rc = body(object)
-            return rc < 0 ? .failure(.errno(errno)) : .success(.returned(Int64(rc), installed: false))
+            return Call.answer(rc, Int64(rc))
         }
 
         /// Performs `body(fd)` on the caller's directory descriptor itself (`AT_EMPTY_PATH` with an empty path).
@@ -644,7 +644,7 @@ final class CallEmulator {
             }
             if case .refused(let d) = check(resolvedOf: object) { return .success(.refused(d)) }
             let rc = body(object)
-            return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+            return Call.answer(rc, 0)
         }
 
         // MARK: Policy on what was resolved
@@ -677,13 +677,13 @@ final class CallEmulator {
             if second { trace.resolved2 = text } else { trace.resolved = text }
             // The policy already judged the requested names: judge again only when what was resolved differs.
             if (trace.resolved ?? trace.path) == trace.path && (trace.resolved2 ?? trace.path2) == trace.path2 {
-                return .returned(0, installed: false)
+                return .returned(0)
             }
             var judged = trace
             judged.path = trace.resolved ?? trace.path
             judged.path2 = trace.resolved2 ?? trace.path2
             let decision = recheck(judged)
-            return decision.action == .allowed ? .returned(0, installed: false) : .refused(decision)
+            return decision.action == .allowed ? .returned(0) : .refused(decision)
         }
 
         // MARK: Two names
@@ -727,7 +727,7 @@ final class CallEmulator {
                     airlock_renameat2(source!.0, $0, target.0, newName, flags)
                 }
             }
-            return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+            return Call.answer(rc, 0)
         }
 
         // MARK: Owner, times, attributes
@@ -821,7 +821,7 @@ final class CallEmulator {
             guard let socket = operands.descriptor else { return .failure(.errno(EBADF)) }
             if name == "listen" {
                 let rc = listen(socket, Int32(truncatingIfNeeded: args[1]))
-                return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                return Call.answer(rc, 0)
             }
             // The address, with a path-named Unix socket replaced by a path the kernel resolves through a
             // descriptor opened beneath the sandbox's root.
@@ -843,7 +843,7 @@ final class CallEmulator {
                     // sandbox's root, so the name is what the caller asked for.
                     if emulator.privileged {
                         let rc = bindInRoot(socket, a)
-                        return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                        return Call.answer(rc, 0)
                     }
                     via = Array("/proc/thread-self/fd/\(p.0)/".utf8) + p.1
                 } else {
@@ -874,7 +874,7 @@ final class CallEmulator {
             case "bind":
                 guard let address else { return .failure(.errno(EINVAL)) }
                 let rc = withUmaskValue { CallEmulator.withSockaddr(address) { bind(socket, $0, $1) } }
-                return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                return Call.answer(rc, 0)
             case "connect":
                 guard let address else { return .failure(.errno(EINVAL)) }
                 // Bounded whatever the socket's flags and timeouts say by then (another thread of the caller can
@@ -884,7 +884,7 @@ final class CallEmulator {
                 let connectErrno = errno
                 airlock_interrupt_cancel()
                 errno = connectErrno == EINTR ? ETIMEDOUT : connectErrno
-                return rc < 0 ? .failure(.errno(errno)) : .success(.returned(0, installed: false))
+                return Call.answer(rc, 0)
             default:
                 return send(socket, address: address, wantsBlocking: wantsBlocking)
             }
@@ -999,10 +999,15 @@ final class CallEmulator {
                 }
                 return .failure(.errno(e))
             }
-            return .success(.returned(Int64(sent), installed: false))
+            return .success(.returned(Int64(sent)))
         }
 
         // MARK: Helpers
+
+        /// A system call's return value as the outcome: its errno when it failed, else `value`.
+        static func answer(_ rc: some BinaryInteger, _ value: some BinaryInteger) -> Result<Outcome, Stop> {
+            rc < 0 ? .failure(.errno(errno)) : .success(.returned(Int64(value)))
+        }
 
         /// Runs `body` with this thread's own credentials for a moment. The kernel lets only a process with
         /// CAP_SYS_PTRACE in the sandbox's user namespace read a sandboxed process's memory or open its /proc links
@@ -1028,7 +1033,7 @@ final class CallEmulator {
         mutating func install(_ fd: Int32, cloexec: Bool) -> Result<Outcome, Stop> {
             let n = airlock_notify_addfd(emulator.listener, caller.id, fd, cloexec ? UInt32(O_CLOEXEC) : 0, 0)
             guard n >= 0 else { return .failure(.errno(errno)) }
-            return .success(.returned(Int64(n), installed: false))
+            return .success(.returned(Int64(n)))
         }
 
         /// Runs `body` with this thread's umask set to the caller's.

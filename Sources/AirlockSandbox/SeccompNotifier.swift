@@ -126,7 +126,6 @@ final class SeccompNotifier {
         // An allowed call is performed by the supervisor with what it read (CallEmulator): the kernel never reads
         // the caller's memory again after the decision.
         var performed: TraceEvent.Performed? = nil
-        var answered = false
         var returnValue: Int64 = 0
         if decision.action == .allowed && decision.rule != "launch", let emulator {
             let policy = self.policy
@@ -136,9 +135,8 @@ final class SeccompNotifier {
                 if name == "execve" || name == "execveat" { decoded.continued = true }
             case .refused(let d):
                 decision = d
-            case .returned(let v, let installed):
+            case .returned(let v):
                 performed = .returned(v)
-                answered = installed
                 returnValue = v
             case .failed(let e):
                 performed = .failed(ErrnoName.name(e))
@@ -157,19 +155,17 @@ final class SeccompNotifier {
                 _ = kill(hostPid, SIGKILL)
             }
         }
-        if !answered {
-            UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)
-            response.pointee.id = notification.id
-            switch decision.action {
-            case .allowed where performed != nil:
-                if case .failed = performed { response.pointee.error = -decision.errno } else { response.pointee.val = returnValue }
-            case .allowed:
-                response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
-            case .denied, .killed:
-                response.pointee.error = -decision.errno
-            }
-            _ = seccomp_notify_respond(listener, response)
+        UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)
+        response.pointee.id = notification.id
+        switch decision.action {
+        case .allowed where performed != nil:
+            if case .failed = performed { response.pointee.error = -decision.errno } else { response.pointee.val = returnValue }
+        case .allowed:
+            response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        case .denied, .killed:
+            response.pointee.error = -decision.errno
         }
+        _ = seccomp_notify_respond(listener, response)
 
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
