@@ -37,6 +37,9 @@ let package = Package(
         .target(name: "AirlockJSON"),
         // File names as bytes, with their lossless escaped display: shared by walks, reports, manifests and traces.
         .target(name: "AirlockNames"),
+        // The house's system layer: errno and descriptor types, the one error protocol, logging, systemd notification,
+        // monitors and threads, and the file-system helpers the daemon, intake and provenance share.
+        .target(name: "AirlockSystem"),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
