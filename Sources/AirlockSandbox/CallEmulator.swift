@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSandbox
 #if canImport(Glibc)
 import Glibc
@@ -75,7 +76,7 @@ final class CallEmulator {
     init(listener: Int32, sandboxPid: pid_t, profile: Profile) throws(SandboxError) {
         self.listener = listener
         self.sandboxPid = sandboxPid
-        let ids = Sandbox.hostIDs(profile)
+        let ids = profile.sandbox.user.hostIDs
         hostUid = ids.uid
         hostGid = ids.gid
         insideUid = profile.sandbox.user.uid
@@ -84,12 +85,12 @@ final class CallEmulator {
         fileSizeLimit = UInt64(max(0, profile.sandbox.limits.fileSizeBytes))
         maxPassedDescriptors = Int(clamping: max(64, profile.sandbox.limits.openFiles)) * 4
         rootFd = open("/proc/\(sandboxPid)/root", oPath | O_DIRECTORY | O_CLOEXEC)
-        guard rootFd >= 0 else { throw SandboxError(.supervisor, "cannot open the sandbox's root", errno: errno) }
+        guard rootFd >= 0 else { throw SandboxError(.supervisor, "cannot open the sandbox's root", errno: .current) }
         // This thread's umask becomes the caller's for each call that creates something; give the thread its own
         // so the supervisor's other threads keep theirs.
         // (deinit closes rootFd if this throws: the object is fully initialised by then.)
         guard airlock_private_fs() == 0 else {
-            throw SandboxError(.supervisor, "unshare(CLONE_FS) for the notification thread", errno: errno)
+            throw SandboxError(.supervisor, "unshare(CLONE_FS) for the notification thread", errno: .current)
         }
     }
 

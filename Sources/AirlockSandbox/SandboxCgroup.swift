@@ -1,3 +1,4 @@
+import AirlockSystem
 public import AirlockJSON
 internal import CSandbox
 import Synchronization
@@ -108,7 +109,7 @@ final class SandboxCgroup {
                 // v2 holds both controllers in one directory.
                 if !places.contains(where: { $0.path == place.path }) {
                     guard mkdir(place.path, 0o755) == 0 else {
-                        throw CgroupUnavailable("cannot create \(place.path): \(ErrnoName.describe(errno))")
+                        throw CgroupUnavailable("cannot create \(place.path): \(Errno.current)")
                     }
                 }
                 places.append(place)
@@ -117,7 +118,7 @@ final class SandboxCgroup {
             if let v2 = places.first(where: { $0.version == 2 }) {
                 cloneFD = open(v2.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                 guard cloneFD >= 0 else {
-                    throw CgroupUnavailable("cannot open \(v2.path): \(ErrnoName.describe(errno))")
+                    throw CgroupUnavailable("cannot open \(v2.path): \(Errno.current)")
                 }
             }
         } catch {
@@ -152,7 +153,7 @@ final class SandboxCgroup {
     private func write(_ place: Place, _ file: String, _ value: String) throws(CgroupUnavailable) {
         let error = CgroupFiles.write("\(place.path)/\(file)", value)
         if error != 0 {
-            throw CgroupUnavailable("cannot set \(place.path)/\(file) to \(value): \(ErrnoName.describe(error))")
+            throw CgroupUnavailable("cannot set \(place.path)/\(file) to \(value): \(Errno(error))")
         }
     }
 
@@ -397,7 +398,7 @@ struct CgroupHierarchies {
             let dir = h.mountPoint + h.path
             guard access(dir, W_OK) == 0 else {
                 throw CgroupUnavailable(
-                    "the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(ErrnoName.describe(errno))"
+                    "the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(Errno.current)"
                 )
             }
             return (dir, 1)
@@ -436,17 +437,17 @@ struct CgroupHierarchies {
             if base != mountPoint && !(CgroupFiles.read("\(base)/cgroup.procs") ?? "").isEmpty {
                 let leaf = "\(base)/supervisor"
                 if mkdir(leaf, 0o755) != 0 && errno != EEXIST {
-                    throw CgroupUnavailable("cannot create \(leaf): \(ErrnoName.describe(errno))")
+                    throw CgroupUnavailable("cannot create \(leaf): \(Errno.current)")
                 }
                 let error = CgroupFiles.write("\(leaf)/cgroup.procs", String(getpid()))
                 if error != 0 {
-                    throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(ErrnoName.describe(error))")
+                    throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(Errno(error))")
                 }
             }
             let error = CgroupFiles.write("\(base)/cgroup.subtree_control", "+memory +pids")
             if error != 0 {
                 throw CgroupUnavailable(
-                    "cannot enable the memory and pids controllers in \(base) (v2): \(ErrnoName.describe(error))"
+                    "cannot enable the memory and pids controllers in \(base) (v2): \(Errno(error))"
                 )
             }
             cache = base

@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
@@ -139,7 +140,7 @@ final class SeccompNotifier {
                 performed = .returned(v)
                 returnValue = v
             case .failed(let e):
-                performed = .failed(ErrnoName.name(e))
+                performed = .failed(Errno(e).name)
                 decision = Decision(action: .allowed, errno: e, rule: decision.rule)
             }
         }
@@ -172,7 +173,7 @@ final class SeccompNotifier {
         if decision.rule == "launch" && launchedProcess == nil { launchedProcess = (hostPid, pid) }
         recorder.record(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
-            action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
+            action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
             rule: decision.rule, phase: phaseName, args: decoded, performed: performed
         ))
     }

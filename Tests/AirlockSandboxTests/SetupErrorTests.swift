@@ -29,7 +29,7 @@ struct SetupErrorTests {
             _ = try Profile(json: Array(json.utf8), name: "bad")
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .profile && e.message.contains(field)
+            return e.kind == .profile && e.message.contains(field)
         }
     }
 
@@ -83,7 +83,7 @@ struct SetupErrorTests {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .mountSource && e.message.contains("/nonexistent/airlock-source") && e.message.contains("airlock.mounts[")
+            return e.kind == .mountSource && e.message.contains("/nonexistent/airlock-source") && e.message.contains("airlock.mounts[")
         }
     }
 
@@ -95,7 +95,7 @@ struct SetupErrorTests {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .setup && e.message.contains("/usr/airlock-cannot-write-here") && e.errno != nil
+            return e.kind == .setup && e.message.contains("/usr/airlock-cannot-write-here") && e.errno != nil
         }
     }
 
@@ -104,12 +104,12 @@ struct SetupErrorTests {
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["no-such-command-airlock"], profile: defaultProfile()))
         } throws: { error in
-            (error as? SandboxError)?.code == .commandNotFound
+            (error as? SandboxError)?.kind == .commandNotFound
         }
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["/root/.profile"], profile: defaultProfile()))
         } throws: { error in
-            (error as? SandboxError)?.code == .commandNotFound
+            (error as? SandboxError)?.kind == .commandNotFound
         }
     }
 }
