@@ -70,12 +70,13 @@ public struct SeccompProgram: Sendable {
                 }
             }
         }
-        let memfd = airlock_memfd("airlock-bpf")
-        guard memfd >= 0 else { throw SandboxError(.supervisor, "memfd_create for the BPF program", errno: .current) }
-        defer { close(memfd) }
-        let rc = seccomp_export_bpf(ctx, memfd)
+        let bpf = airlock_memfd("airlock-bpf")
+        guard bpf >= 0 else { throw SandboxError(.supervisor, "memfd_create for the BPF program", errno: .current) }
+        let memfd = FileDescriptor(bpf)
+        defer { memfd.close() }
+        let rc = seccomp_export_bpf(ctx, memfd.rawValue)
         guard rc >= 0 else { throw SandboxError(.profile, "libseccomp could not export the filter", errno: Errno(-rc)) }
-        let size = lseek(memfd, 0, SEEK_END)
+        let size = lseek(memfd.rawValue, 0, SEEK_END)
         guard size > 0, size % 8 == 0 else {
             throw SandboxError(.profile, "profile \(profile.name): the compiled filter has an invalid size (\(size) bytes)")
         }
@@ -84,7 +85,7 @@ public struct SeccompProgram: Sendable {
             throw SandboxError(.profile, "profile \(profile.name): field syscalls: the compiled filter has \(size / 8) instructions; the kernel accepts at most 4096")
         }
         var program = [UInt64](repeating: 0, count: Int(size) / 8)
-        let n = program.withUnsafeMutableBytes { pread(memfd, $0.baseAddress, $0.count, 0) }
+        let n = program.withUnsafeMutableBytes { pread(memfd.rawValue, $0.baseAddress, $0.count, 0) }
         guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: .current) }
         let guardAction = profile.sandbox.recordRefused ? UInt32(0x7fc0_0000) : UInt32(0x0005_0000) | UInt32(ENOSYS)
         instructions = SeccompProgram.unknownNumberGuard(

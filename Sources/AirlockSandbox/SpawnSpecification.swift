@@ -84,7 +84,7 @@ final class SpawnSpecification {
         ] + SharedBudgets.rlimits(limits)
         spec.rlimits = UnsafePointer(arena.array(rlimits))
         spec.rlimit_count = rlimits.count
-        spec.cgroup_fd = cgroup?.cloneFD ?? -1
+        spec.cgroup_fd = cgroup?.cloneFD?.rawValue ?? -1
         let taskFiles: [UnsafePointer<CChar>?] = (cgroup?.v1TaskFiles ?? []).map { UnsafePointer(arena.string($0)) }
         spec.cgroup_tasks = UnsafePointer(arena.array(taskFiles))
         spec.cgroup_task_count = taskFiles.count

@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockSystem
 import Foundation
 import Testing
 
@@ -143,6 +144,22 @@ struct PathMatcherTests {
     ])
     func glob(pattern: String, path: String, matches: Bool) {
         #expect(PathMatcher.matches(pattern, path) == matches)
+    }
+
+    @Test("set-up steps are named from the one table the child's C code reports from, with the mount at fault")
+    func stepNames() throws {
+        let usr = try MountSpec.readOnlyBind(host: "/usr", sandbox: "/usr")
+        // 25 is no step (a number once given to a step nothing reported); every other number up to 26 is one.
+        for step in UInt32(1)...26 where step != 25 {
+            let e = StatusChannel.setupError(step: step, errno: Errno(EPERM), index: -1, mounts: [])
+            #expect(e.kind == .setup && !e.message.hasSuffix("step \(step)"), "\(e)")
+        }
+        let mount = StatusChannel.setupError(step: 8, errno: Errno(EPERM), index: 0, mounts: [usr])
+        #expect(mount.message == "sandbox set-up failed while mounting /usr → /usr (bind)", "\(mount.message)")
+        #expect(mount.description.hasSuffix(": EPERM (Operation not permitted)"))
+        let maps = StatusChannel.setupError(step: 1, errno: Errno(ECANCELED), index: -1, mounts: [])
+        #expect(maps.message == "sandbox set-up failed while waiting for the uid/gid maps")
+        #expect(StatusChannel.setupError(step: 99, errno: Errno(EPERM), index: -1, mounts: []).message.hasSuffix("step 99"))
     }
 
     @Test(arguments: [("/tmp/../etc/shadow", "/etc/shadow"), ("//a/./b//c/", "/a/b/c"), ("/../..", "/")])
