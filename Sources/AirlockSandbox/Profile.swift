@@ -305,12 +305,9 @@ public struct NotifyRule: Sendable, Equatable {
 
 // MARK: - Locating profiles
 
+/// Where sandbox profiles are looked for by name (`Profile.load`). The probe finds its own files (the loader harness,
+/// the verdict policy) in the same directories: `ProfileLocator.locate`, in AirlockProbe.
 public enum ProfileLocator {
-    /// The first profile directory that holds `relativePath` (`harness/load.py`, `policy.json`), as a full path.
-    public static func locate(_ relativePath: String) -> String? {
-        searchDirectories().map { "\($0)/\(relativePath)" }.first { access($0, R_OK) == 0 }
-    }
-
     /// `$AIRLOCK_PROFILE_DIR`, a `Profiles/` folder beside or above the executable (a checkout), then the
     /// installed share directories.
     public static func searchDirectories() -> [String] {
