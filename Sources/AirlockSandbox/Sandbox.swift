@@ -17,7 +17,9 @@ public enum Sandbox {
     ///
     /// - Parameter program: the filter compiled from `request.profile`, when the caller keeps one (a long-running
     ///   supervisor compiles each profile once); compiled here otherwise.
-    public static func run(_ request: SandboxRequest, program: SeccompProgram? = nil) throws(SandboxError) -> SandboxResult {
+    public static func run(
+        _ request: SandboxRequest, program: SeccompProgram? = nil
+    ) throws(SandboxError) -> SandboxResult {
         guard !request.argv.isEmpty, !request.argv[0].isEmpty else {
             throw SandboxError(.commandNotFound, "no command given")
         }
@@ -25,7 +27,10 @@ public enum Sandbox {
             throw SandboxError(.commandNotFound, "arguments may not contain NUL bytes")
         }
         guard request.passedFDs.count <= Int(AIRLOCK_MAX_PASSED_FDS) else {
-            throw SandboxError(.spawn, "at most \(AIRLOCK_MAX_PASSED_FDS) descriptors can be passed, not \(request.passedFDs.count)")
+            throw SandboxError(
+                .spawn,
+                "at most \(AIRLOCK_MAX_PASSED_FDS) descriptors can be passed, not \(request.passedFDs.count)"
+            )
         }
         if let closed = request.passedFDs.first(where: { fcntl($0.rawValue, F_GETFD) < 0 }) {
             throw SandboxError(.spawn, "descriptor \(closed.rawValue) to pass is not open", errno: Errno(EBADF))

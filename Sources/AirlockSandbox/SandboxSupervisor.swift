@@ -249,10 +249,9 @@ final class SandboxSupervisor {
                 run.timedOut = true
                 _ = airlock_pidfd_send_signal(pidfd.rawValue, SIGKILL)
             }
-            if run.pid1Exited
-                && ((!run.stdout.isOpen && !run.stderr.isOpen && status.atEOF) || now >= run.pid1ExitedAt + 2_000_000_000)
-            {
-                return
+            if run.pid1Exited {
+                let everythingRead = !run.stdout.isOpen && !run.stderr.isOpen && status.atEOF
+                if everythingRead || now >= run.pid1ExitedAt + 2_000_000_000 { return }
             }
             var fds = [
                 pollfd(fd: notifier.closed ? -1 : listenerFD, events: Int16(POLLIN), revents: 0),

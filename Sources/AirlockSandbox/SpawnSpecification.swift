@@ -70,17 +70,22 @@ final class SpawnSpecification {
 
     /// Clones the sandbox's PID 1 with `child` as its ends of the pipes, in `cgroup` when it has one. Returns its
     /// PID in the supervisor's namespace and a pidfd the caller owns.
-    func spawn(cgroup: SandboxCgroup?, child: SandboxPipes.ChildEnds) throws(SandboxError) -> (pid: pid_t, pidfd: FileDescriptor) {
+    func spawn(
+        cgroup: SandboxCgroup?, child: SandboxPipes.ChildEnds
+    ) throws(SandboxError) -> (pid: pid_t, pidfd: FileDescriptor) {
         // With a pids cgroup, the cgroup is the limit that answers (and is reported); RLIMIT_NPROC, one above it,
         // stays as the backstop that also bounds what is charged to the supervisor's user.
         let nproc = cgroup == nil ? limits.processes : limits.processes + 1
+        let limit = { (resource: __rlimit_resource, soft: UInt64, hard: UInt64) in
+            airlock_rlimit(resource: Int32(resource.rawValue), soft: soft, hard: hard)
+        }
         let rlimits: [airlock_rlimit] = [
-            airlock_rlimit(resource: Int32(RLIMIT_AS.rawValue), soft: limits.addressSpaceBytes, hard: limits.addressSpaceBytes),
-            airlock_rlimit(resource: Int32(RLIMIT_CPU.rawValue), soft: limits.cpuSeconds, hard: limits.cpuSeconds + 1),
-            airlock_rlimit(resource: Int32(RLIMIT_NOFILE.rawValue), soft: limits.openFiles, hard: limits.openFiles),
+            limit(RLIMIT_AS, limits.addressSpaceBytes, limits.addressSpaceBytes),
+            limit(RLIMIT_CPU, limits.cpuSeconds, limits.cpuSeconds + 1),
+            limit(RLIMIT_NOFILE, limits.openFiles, limits.openFiles),
             airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
-            airlock_rlimit(resource: Int32(RLIMIT_FSIZE.rawValue), soft: limits.fileSizeBytes, hard: limits.fileSizeBytes),
-            airlock_rlimit(resource: Int32(RLIMIT_CORE.rawValue), soft: 0, hard: 0),
+            limit(RLIMIT_FSIZE, limits.fileSizeBytes, limits.fileSizeBytes),
+            limit(RLIMIT_CORE, 0, 0),
         ] + SharedBudgets.rlimits(limits)
         spec.rlimits = UnsafePointer(arena.array(rlimits))
         spec.rlimit_count = rlimits.count
@@ -207,7 +212,9 @@ enum SandboxPipes {
             }
             return (
                 ParentEnds(stdout: out.read, stderr: err.read, status: status.read, control: control.write),
-                ChildEnds(stdin: devNull, stdout: out.write, stderr: err.write, status: status.write, control: control.read)
+                ChildEnds(
+                    stdin: devNull, stdout: out.write, stderr: err.write, status: status.write, control: control.read
+                )
             )
         } catch {
             for fd in opened { fd.close() }
@@ -234,7 +241,8 @@ private final class CArena {
     }
 
     func array<T>(_ items: [T]) -> UnsafeMutablePointer<T> {
-        let p = malloc(max(items.count, 1) * MemoryLayout<T>.stride)!.bindMemory(to: T.self, capacity: max(items.count, 1))
+        let capacity = max(items.count, 1)
+        let p = malloc(capacity * MemoryLayout<T>.stride)!.bindMemory(to: T.self, capacity: capacity)
         p.initialize(from: items, count: items.count)
         mallocs.append(UnsafeMutableRawPointer(p))
         return p
