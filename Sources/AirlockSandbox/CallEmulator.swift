@@ -74,8 +74,8 @@ final class CallEmulator {
     ///   - sandboxPid: the sandbox's PID 1 on the host, whose root every caller shares (chroot is refused).
     private let sandboxPid: pid_t
 
-    init(listener: Int32, sandboxPid: pid_t, profile: Profile) throws(SandboxError) {
-        self.listener = listener
+    init(listener: FileDescriptor, sandboxPid: pid_t, profile: Profile) throws(SandboxError) {
+        self.listener = listener.rawValue
         self.sandboxPid = sandboxPid
         let ids = profile.sandbox.user.hostIDs
         hostUid = ids.uid

@@ -156,7 +156,7 @@ final class SandboxSupervisor {
         _ = airlock_notify_set_sync_wakeup(fd.rawValue)
         // The sandbox's root, taken before PID 1 makes itself non-dumpable on 'G' (an unprivileged supervisor could
         // not open /proc/PID/root after that).
-        let emulator = try CallEmulator(listener: fd.rawValue, sandboxPid: pid, profile: request.profile)
+        let emulator = try CallEmulator(listener: fd, sandboxPid: pid, profile: request.profile)
         try sendControl("G")
         return (fd, emulator)
     }
@@ -185,7 +185,7 @@ final class SandboxSupervisor {
         defer { airlock_watchdog_stop(watchdog) }
         let (listener, emulator) = try awaitListener()
         let notifier = try SeccompNotifier(
-            listener: listener.rawValue, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
+            listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator
         )
         let observer = makeObserver(notifier)
