@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockNames", "AirlockJSON", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CSandbox", "CSeccomp", "CCap"]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
@@ -73,7 +73,7 @@ let package = Package(
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
-            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
         // airlockd: the socket server, peer checks, the worker pool, systemd integration, the client side.
         .target(

@@ -2,6 +2,7 @@ public import AirlockAnalysis
 public import AirlockFormats
 internal import AirlockJSON
 public import AirlockSandbox
+internal import AirlockSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -137,8 +138,8 @@ public enum Prober {
         if !options.probePhase { argv.append("--no-probe") }
         let result: SandboxResult
         do throws(SandboxError) {
-            let model = try Sandbox.passableDescriptor(fd, profile: options.profile)
-            defer { close(model) }
+            let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
+            defer { model.close() }
             let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: "/airlock/harness")]
             let observation = SandboxObservation(baselinePhase: "load", endPhase: "end",
                                                  windowSeconds: options.policy.observationSeconds)

@@ -1,4 +1,5 @@
 internal import AirlockJSON
+import AirlockSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -170,6 +171,10 @@ public struct UserMapping: Sendable, Equatable {
     public var hostUid: UInt32
     /// Host gid, likewise.
     public var hostGid: UInt32
+
+    /// The host uid and gid the sandbox's user runs as: `hostUid` and `hostGid` when the supervisor is root,
+    /// otherwise the supervisor's own.
+    public var hostIDs: (uid: UInt32, gid: UInt32) { geteuid() == 0 ? (hostUid, hostGid) : (geteuid(), getegid()) }
 }
 
 /// One entry of the sandbox's mount tree.
@@ -201,7 +206,7 @@ extension MountSpec {
     public static func readOnlyBind(host: String, sandbox: String) throws(SandboxError) -> MountSpec {
         var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard realpath(host, &resolved) != nil else {
-            throw SandboxError(.mountSource, "mount source \(host) is missing", errno: errno)
+            throw SandboxError(.mountSource, "mount source \(host) is missing", errno: .current)
         }
         let source = String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let destination = try SandboxSettings.sandboxPath(sandbox, field: "mount destination")
@@ -252,7 +257,7 @@ public struct Limits: Sendable, Equatable {
     public var pendingSignals: UInt64 = 256
     /// `RLIMIT_MEMLOCK`: bytes of memory locked (`mlock`, `SHM_LOCK`).
     public var lockedMemoryBytes: UInt64 = 64 << 10
-    /// Bytes of data a sealed in-memory copy of the model may hold (`Sandbox.passableDescriptor`); a file with more
+    /// Bytes of data a sealed in-memory copy of the model may hold (`ModelSeal.passableDescriptor`); a file with more
     /// data that must be copied is refused. Holes of a sparse file cost nothing.
     public var modelCopyBytes: UInt64 = 2 << 30
 }
@@ -300,12 +305,9 @@ public struct NotifyRule: Sendable, Equatable {
 
 // MARK: - Locating profiles
 
+/// Where sandbox profiles are looked for by name (`Profile.load`). The probe finds its own files (the loader harness,
+/// the verdict policy) in the same directories: `ProfileLocator.locate`, in AirlockProbe.
 public enum ProfileLocator {
-    /// The first profile directory that holds `relativePath` (`harness/load.py`, `policy.json`), as a full path.
-    public static func locate(_ relativePath: String) -> String? {
-        searchDirectories().map { "\($0)/\(relativePath)" }.first { access($0, R_OK) == 0 }
-    }
-
     /// `$AIRLOCK_PROFILE_DIR`, a `Profiles/` folder beside or above the executable (a checkout), then the
     /// installed share directories.
     public static func searchDirectories() -> [String] {
@@ -342,7 +344,7 @@ enum FileBytes {
         do {
             return try BoundedFile.read(path, limit: limit, what: what)
         } catch {
-            throw SandboxError(.profile, error.message, errno: error.errno)
+            throw SandboxError(.profile, error.message, errno: error.errno.map { Errno($0) })
         }
     }
 }

@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import AirlockJSON
 #if canImport(Glibc)
 import Glibc
@@ -394,7 +395,7 @@ extension SandboxSettings {
             }
             var errnoValue = EPERM
             if let e = n.errno {
-                guard let v = ErrnoName.value(e) else { throw SandboxError(.profile, "field \(field).errno: unknown errno name '\(e)'") }
+                guard let v = Errno(name: e)?.rawValue else { throw SandboxError(.profile, "field \(field).errno: unknown errno name '\(e)'") }
                 errnoValue = v
             }
             for fam in n.families ?? [] where addressFamilies[fam] == nil {

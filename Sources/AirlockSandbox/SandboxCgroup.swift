@@ -1,3 +1,4 @@
+import AirlockSystem
 public import AirlockJSON
 internal import CSandbox
 import Synchronization
@@ -90,8 +91,8 @@ final class SandboxCgroup {
 
     private var places: [Place] = []
     private let limits: Limits
-    /// The v2 directory, open for `CLONE_INTO_CGROUP`; -1 when the sandbox is placed by writing `cgroup.procs`.
-    private(set) var cloneFD: Int32 = -1
+    /// The v2 directory, open for `CLONE_INTO_CGROUP`; nil when the sandbox is placed by writing `tasks` (v1).
+    private(set) var cloneFD: FileDescriptor?
     private var removed = false
 
     /// Creates the sandbox's cgroup with the limits of `limits` (memory, pids = `processes`). Throws a sentence
@@ -108,16 +109,17 @@ final class SandboxCgroup {
                 // v2 holds both controllers in one directory.
                 if !places.contains(where: { $0.path == place.path }) {
                     guard mkdir(place.path, 0o755) == 0 else {
-                        throw CgroupUnavailable("cannot create \(place.path): \(ErrnoName.describe(errno))")
+                        throw CgroupUnavailable("cannot create \(place.path): \(Errno.current)")
                     }
                 }
                 places.append(place)
                 try configure(place)
             }
             if let v2 = places.first(where: { $0.version == 2 }) {
-                cloneFD = open(v2.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                guard cloneFD >= 0 else {
-                    throw CgroupUnavailable("cannot open \(v2.path): \(ErrnoName.describe(errno))")
+                do throws(SystemCallError) {
+                    cloneFD = try FileDescriptor.open(v2.path, O_RDONLY | O_DIRECTORY)
+                } catch {
+                    throw CgroupUnavailable("cannot open \(v2.path): \(error.errnoValue)")
                 }
             }
         } catch {
@@ -127,7 +129,7 @@ final class SandboxCgroup {
     }
 
     deinit {
-        if cloneFD >= 0 { close(cloneFD) }
+        cloneFD?.close()
         if !removed { _ = remove() }
     }
 
@@ -152,7 +154,7 @@ final class SandboxCgroup {
     private func write(_ place: Place, _ file: String, _ value: String) throws(CgroupUnavailable) {
         let error = CgroupFiles.write("\(place.path)/\(file)", value)
         if error != 0 {
-            throw CgroupUnavailable("cannot set \(place.path)/\(file) to \(value): \(ErrnoName.describe(error))")
+            throw CgroupUnavailable("cannot set \(place.path)/\(file) to \(value): \(Errno(error))")
         }
     }
 
@@ -266,22 +268,25 @@ struct CgroupUnavailable: Error {
 enum CgroupFiles {
     /// Writes `value` to `path`; returns 0 or the errno.
     static func write(_ path: String, _ value: String) -> Int32 {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return errno }
-        defer { close(fd) }
-        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
+        let fd: FileDescriptor
+        do throws(SystemCallError) {
+            fd = try FileDescriptor.open(path, O_WRONLY)
+        } catch {
+            return error.errnoValue.rawValue
+        }
+        defer { fd.close() }
+        let n = value.withCString { Glibc.write(fd.rawValue, $0, strlen($0)) }
         return n == value.utf8.count ? 0 : (n < 0 ? errno : EIO)
     }
 
     /// The file's text (at most 64 KiB), or nil.
     static func read(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, O_RDONLY) else { return nil }
+        defer { fd.close() }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while bytes.count < 65536 {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             bytes += chunk[0..<n]
@@ -397,7 +402,7 @@ struct CgroupHierarchies {
             let dir = h.mountPoint + h.path
             guard access(dir, W_OK) == 0 else {
                 throw CgroupUnavailable(
-                    "the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(ErrnoName.describe(errno))"
+                    "the supervisor's \(controller) cgroup \(dir) (v1) is not writable: \(Errno.current)"
                 )
             }
             return (dir, 1)
@@ -436,17 +441,17 @@ struct CgroupHierarchies {
             if base != mountPoint && !(CgroupFiles.read("\(base)/cgroup.procs") ?? "").isEmpty {
                 let leaf = "\(base)/supervisor"
                 if mkdir(leaf, 0o755) != 0 && errno != EEXIST {
-                    throw CgroupUnavailable("cannot create \(leaf): \(ErrnoName.describe(errno))")
+                    throw CgroupUnavailable("cannot create \(leaf): \(Errno.current)")
                 }
                 let error = CgroupFiles.write("\(leaf)/cgroup.procs", String(getpid()))
                 if error != 0 {
-                    throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(ErrnoName.describe(error))")
+                    throw CgroupUnavailable("cannot move the supervisor into \(leaf): \(Errno(error))")
                 }
             }
             let error = CgroupFiles.write("\(base)/cgroup.subtree_control", "+memory +pids")
             if error != 0 {
                 throw CgroupUnavailable(
-                    "cannot enable the memory and pids controllers in \(base) (v2): \(ErrnoName.describe(error))"
+                    "cannot enable the memory and pids controllers in \(base) (v2): \(Errno(error))"
                 )
             }
             cache = base

@@ -1,11 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+public import AirlockSystem
 
 /// Why a sandbox could not be built or run.
 ///
-/// An open struct rather than an enum, so new cases do not break callers: switch on `code`.
-public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable {
+/// An open struct rather than an enum, so new cases do not break callers: switch on `kind`.
+public struct SandboxError: AirlockError, Equatable {
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
@@ -36,52 +34,30 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
     }
 
     /// What kind of failure this is.
-    public let code: Code
+    public let kind: Code
     /// A sentence for people, naming the field, path or step at fault.
     public let message: String
     /// The underlying `errno`, when a system call failed.
-    public let errno: Int32?
+    public let errno: Errno?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, errno: Int32? = nil) {
-        self.code = code
+    public init(_ kind: Code, _ message: String, errno: Errno? = nil) {
+        self.kind = kind
         self.message = message
         self.errno = errno
     }
 
+    /// Creates an error from a failed system call, keeping its `errno`; `message` says what it was for.
+    public init(_ kind: Code, _ message: String, _ failure: SystemCallError) {
+        self.init(kind, message, errno: failure.errnoValue)
+    }
+
+    /// The stable identifier of `kind` (`"setup"`, `"commandNotFound"`), used in JSON output.
+    public var code: String { kind.description }
+
     /// The message, with the system's text for `errno` when there is one.
     public var description: String {
         guard let errno else { return message }
-        return "\(message): \(ErrnoName.describe(errno))"
-    }
-}
-
-/// Names and texts of `errno` values, as used in traces and profiles.
-public enum ErrnoName {
-    private static let table: [(String, Int32)] = [
-        ("EPERM", EPERM), ("ENOENT", ENOENT), ("ESRCH", ESRCH), ("EINTR", EINTR), ("EIO", EIO),
-        ("E2BIG", E2BIG), ("ENOEXEC", ENOEXEC), ("EBADF", EBADF), ("EAGAIN", EAGAIN), ("ENOMEM", ENOMEM),
-        ("EACCES", EACCES), ("EFAULT", EFAULT), ("EBUSY", EBUSY), ("EEXIST", EEXIST), ("ENOTDIR", ENOTDIR),
-        ("EISDIR", EISDIR), ("EINVAL", EINVAL), ("ENFILE", ENFILE), ("EMFILE", EMFILE), ("ENOTTY", ENOTTY),
-        ("EFBIG", EFBIG), ("ENOSPC", ENOSPC), ("EROFS", EROFS), ("EPIPE", EPIPE), ("ENOSYS", ENOSYS),
-        ("ENAMETOOLONG", ENAMETOOLONG), ("ELOOP", ELOOP), ("EAFNOSUPPORT", EAFNOSUPPORT),
-        ("EADDRNOTAVAIL", EADDRNOTAVAIL), ("ENETUNREACH", ENETUNREACH), ("ECONNREFUSED", ECONNREFUSED),
-        ("EHOSTUNREACH", EHOSTUNREACH), ("EOPNOTSUPP", EOPNOTSUPP), ("ECANCELED", ECANCELED),
-        ("EPROTONOSUPPORT", EPROTONOSUPPORT), ("ESOCKTNOSUPPORT", ESOCKTNOSUPPORT),
-    ]
-
-    /// The symbolic name of `code` (`"EACCES"`), or its number as text.
-    public static func name(_ code: Int32) -> String {
-        table.first { $0.1 == code }?.0 ?? String(code)
-    }
-
-    /// The value of a symbolic name such as `"EACCES"`, or nil when unknown.
-    public static func value(_ name: String) -> Int32? {
-        table.first { $0.0 == name }?.1
-    }
-
-    /// `"EACCES (Permission denied)"`.
-    public static func describe(_ code: Int32) -> String {
-        "\(name(code)) (\(String(cString: strerror(code))))"
+        return "\(message): \(errno)"
     }
 }

@@ -1,3 +1,4 @@
+import AirlockSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -287,13 +288,13 @@ final class SandboxObserver {
     /// Reads a small file below the sandbox's procfs (an absolute path: the host's).
     private func procRead(_ path: String) -> [UInt8]? {
         guard procFd >= 0 || path.hasPrefix("/") else { return nil }
-        let fd = openat(procFd >= 0 ? procFd : AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        let relativeTo = procFd >= 0 ? FileDescriptor(procFd) : nil
+        guard let fd = try? FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW, relativeTo: relativeTo) else { return nil }
+        defer { fd.close() }
         var buffer = [UInt8](repeating: 0, count: 8192)
         var n = 0
         while n < buffer.count {
-            let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + n, $0.count - n) }
+            let got = buffer.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress! + n, $0.count - n) }
             if got < 0 && errno == EINTR { continue }
             if got <= 0 { break }
             n += got

@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
@@ -38,10 +39,10 @@ final class SeccompNotifier {
     private let emulator: CallEmulator?
 
     init(
-        listener: Int32, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
+        listener: FileDescriptor, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
         phases: [String] = [], emulator: CallEmulator? = nil
     ) throws(SandboxError) {
-        self.listener = listener
+        self.listener = listener.rawValue
         self.emulator = emulator
         recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
         self.phases = phases
@@ -87,7 +88,7 @@ final class SeccompNotifier {
         var decision: Decision
         var decoded: TraceArguments
         var operands = CallOperands()
-        defer { if let copy = operands.descriptor { close(copy) } }
+        defer { if let copy = operands.descriptor { FileDescriptor(copy).close() } }
         let decoder = SyscallDecoder(hostPid: hostPid)
         if notification.data.nr < 0 || notification.data.nr > SyscallTable.native.highest || name.hasPrefix("syscall_") {
             // A number beyond libseccomp's table (SeccompProgram.unknownNumberGuard): nothing decided it.
@@ -139,7 +140,7 @@ final class SeccompNotifier {
                 performed = .returned(v)
                 returnValue = v
             case .failed(let e):
-                performed = .failed(ErrnoName.name(e))
+                performed = .failed(Errno(e).name)
                 decision = Decision(action: .allowed, errno: e, rule: decision.rule)
             }
         }
@@ -150,7 +151,7 @@ final class SeccompNotifier {
             let victim = airlock_pidfd_open(hostPid)
             if victim >= 0 {
                 if seccomp_notify_id_valid(listener, notification.id) == 0 { _ = airlock_pidfd_send_signal(victim, SIGKILL) }
-                close(victim)
+                FileDescriptor(victim).close()
             } else if seccomp_notify_id_valid(listener, notification.id) == 0 {
                 _ = kill(hostPid, SIGKILL)
             }
@@ -172,7 +173,7 @@ final class SeccompNotifier {
         if decision.rule == "launch" && launchedProcess == nil { launchedProcess = (hostPid, pid) }
         recorder.record(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
-            action: decision.action, errno: decision.action == .allowed ? nil : ErrnoName.name(decision.errno),
+            action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
             rule: decision.rule, phase: phaseName, args: decoded, performed: performed
         ))
     }

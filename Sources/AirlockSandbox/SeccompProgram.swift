@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
@@ -40,7 +41,7 @@ public struct SeccompProgram: Sendable {
         for name in SeccompProgram.undecided(profile) {
             let rc = seccomp_rule_add_array(ctx, undecidedAction, seccomp_syscall_resolve_name(name), 0, nil)
             if rc < 0 {
-                throw SandboxError(.profile, "profile \(profile.name): libseccomp refused the rule for undecided '\(name)'", errno: -rc)
+                throw SandboxError(.profile, "profile \(profile.name): libseccomp refused the rule for undecided '\(name)'", errno: Errno(-rc))
             }
         }
         for rule in profile.syscalls {
@@ -64,17 +65,18 @@ public struct SeccompProgram: Sendable {
                     throw SandboxError(
                         .profile,
                         "profile \(profile.name): field syscalls[\(rule.index)]: libseccomp refused the rule for '\(name)'",
-                        errno: -rc
+                        errno: Errno(-rc)
                     )
                 }
             }
         }
-        let memfd = airlock_memfd("airlock-bpf")
-        guard memfd >= 0 else { throw SandboxError(.supervisor, "memfd_create for the BPF program", errno: errno) }
-        defer { close(memfd) }
-        let rc = seccomp_export_bpf(ctx, memfd)
-        guard rc >= 0 else { throw SandboxError(.profile, "libseccomp could not export the filter", errno: -rc) }
-        let size = lseek(memfd, 0, SEEK_END)
+        let bpf = airlock_memfd("airlock-bpf")
+        guard bpf >= 0 else { throw SandboxError(.supervisor, "memfd_create for the BPF program", errno: .current) }
+        let memfd = FileDescriptor(bpf)
+        defer { memfd.close() }
+        let rc = seccomp_export_bpf(ctx, memfd.rawValue)
+        guard rc >= 0 else { throw SandboxError(.profile, "libseccomp could not export the filter", errno: Errno(-rc)) }
+        let size = lseek(memfd.rawValue, 0, SEEK_END)
         guard size > 0, size % 8 == 0 else {
             throw SandboxError(.profile, "profile \(profile.name): the compiled filter has an invalid size (\(size) bytes)")
         }
@@ -83,8 +85,8 @@ public struct SeccompProgram: Sendable {
             throw SandboxError(.profile, "profile \(profile.name): field syscalls: the compiled filter has \(size / 8) instructions; the kernel accepts at most 4096")
         }
         var program = [UInt64](repeating: 0, count: Int(size) / 8)
-        let n = program.withUnsafeMutableBytes { pread(memfd, $0.baseAddress, $0.count, 0) }
-        guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: errno) }
+        let n = program.withUnsafeMutableBytes { pread(memfd.rawValue, $0.baseAddress, $0.count, 0) }
+        guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: .current) }
         let guardAction = profile.sandbox.recordRefused ? UInt32(0x7fc0_0000) : UInt32(0x0005_0000) | UInt32(ENOSYS)
         instructions = SeccompProgram.unknownNumberGuard(
             arch: nativeArch, highest: UInt32(SyscallTable.native.highest), action: guardAction

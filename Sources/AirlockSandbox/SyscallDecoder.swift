@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSandbox
 #if canImport(Glibc)
 import Glibc
@@ -159,10 +160,11 @@ struct SyscallDecoder {
     /// A copy of the caller's descriptor `fd` in the supervisor (pidfd_getfd), close-on-exec; nil when it is not open.
     func copyDescriptor(_ fd: Int32) -> Int32? {
         // pidfd_open wants a thread-group leader; the caller may be any thread.
-        let pidfd = airlock_pidfd_open(threadGroup() ?? hostPid)
-        guard pidfd >= 0 else { return nil }
-        defer { close(pidfd) }
-        let copy = airlock_pidfd_getfd(pidfd, fd)
+        let opened = airlock_pidfd_open(threadGroup() ?? hostPid)
+        guard opened >= 0 else { return nil }
+        let pidfd = FileDescriptor(opened)
+        defer { pidfd.close() }
+        let copy = airlock_pidfd_getfd(pidfd.rawValue, fd)
         return copy >= 0 ? copy : nil
     }
 

@@ -1,3 +1,4 @@
+import AirlockSystem
 internal import CSeccomp
 
 /// Every system call this machine's ABI has (as libseccomp knows it) with what a profile does with it: the
@@ -52,7 +53,7 @@ public struct SyscallInventory: Sendable {
                 let what: String
                 switch rule.action {
                 case .notify: what = "notified (\(notified()))"
-                case .errno(let e): what = "refused \(ErrnoName.name(e))"
+                case .errno(let e): what = "refused \(Errno(e).name)"
                 case .killProcess: what = "kills the process"
                 case .killThread: what = "kills the thread (and the process)"
                 case .allow: what = "allowed"

@@ -1,6 +1,6 @@
 /*
- * Sandbox set-up between clone and exec. Async-signal-safe only: raw system calls, no allocation, no stdio,
- * no glibc wrappers that synchronise threads (setresuid and friends broadcast to every thread of the parent,
+ * Sandbox set-up between clone and exec, and the few constants the parent needs to prepare it. The child's code is
+ * async-signal-safe only: raw system calls, no allocation, no stdio, no glibc wrappers that synchronise threads (setresuid and friends broadcast to every thread of the parent,
  * which the child does not have: they would hang). Everything is prepared by the parent; failures travel back as
  * `airlock_message` records on the status pipe.
  */
@@ -17,19 +17,14 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/uio.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 #include <sys/capability.h>
 
@@ -42,15 +37,6 @@
 #endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
-#endif
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
 #endif
 #ifndef SYS_clone3
 #define SYS_clone3 435
@@ -70,6 +56,9 @@
 #define AL_FSOPEN_CLOEXEC 0x00000001
 #define AL_FSCONFIG_CMD_CREATE 6
 #define AL_FSMOUNT_CLOEXEC 0x00000001
+#ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+#define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)
+#endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
@@ -81,15 +70,6 @@
 #define AL_MOUNT_ATTR_NOSUID 0x00000002
 #define AL_MOUNT_ATTR_NODEV 0x00000004
 #define AL_MOUNT_ATTR_NOEXEC 0x00000008
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
 
 struct al_mount_attr {
     uint64_t attr_set;
@@ -624,120 +604,29 @@ int airlock_spawn(const struct airlock_spawn_spec *spec, int *pidfd_out) {
     return (int)pid;
 }
 
-int airlock_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
-
-int airlock_pidfd_send_signal(int pidfd, int sig) {
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-}
-
-int airlock_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
-
-int airlock_pidfd_wait(int pidfd, int *status, int nohang) {
-    siginfo_t info;
-    for (;;) {
-        memset(&info, 0, sizeof info);
-        int rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0));
-        if (rc < 0 && errno == EINTR) continue;
-        if (rc < 0) return -1;
-        if (info.si_pid == 0) return 0; /* still running (WNOHANG) */
-        if (info.si_code == CLD_EXITED)
-            *status = (info.si_status & 0xff) << 8;
-        else
-            *status = info.si_status & 0x7f;
-        return 1;
-    }
-}
-
-int airlock_notify_set_sync_wakeup(int listener) {
-    return ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
-}
-
 uint64_t airlock_namespace_flags(void) {
     return CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
 }
 
 int airlock_rlimit_nproc(void) { return RLIMIT_NPROC; }
 
+unsigned int airlock_filter_flags(void) {
+    /* A listener for the supervisor; and once the supervisor has received a notification, its caller waits for the
+     * answer through any signal but a fatal one, so a signal cannot make the kernel restart a call the supervisor is
+     * already performing for it. */
+    return SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+}
+
+const char *airlock_step_name(uint32_t step) {
+    switch (step) {
+#define AIRLOCK_STEP_CASE(name, number, text) \
+    case number:                               \
+        return text;
+        AIRLOCK_STEPS(AIRLOCK_STEP_CASE)
+#undef AIRLOCK_STEP_CASE
+    default:
+        return NULL;
+    }
+}
+
 int airlock_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
-
-int airlock_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
-
-/* Copies [from, to) of `fd` into `copy` at the same offsets, counting against *left. */
-static int al_copy_range(int copy, int fd, off_t from, off_t to, uint64_t *left) {
-    if (lseek(copy, from, SEEK_SET) < 0) return -1;
-    off_t offset = from;
-    while (offset < to) {
-        uint64_t want = (uint64_t)(to - offset);
-        if (want > (1u << 30)) want = 1u << 30;
-        if (want > *left) {
-            errno = EFBIG;
-            return -1;
-        }
-        ssize_t n = sendfile(copy, fd, &offset, (size_t)want);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            if (n == 0) errno = EIO; /* the file got shorter */
-            return -1;
-        }
-        *left -= (uint64_t)n;
-    }
-    return 0;
-}
-
-int airlock_sealed_copy(int fd, uint64_t size, uint64_t budget) {
-    int copy = memfd_create("airlock-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (copy < 0) return -1;
-    uint64_t left = budget;
-    /* The size first: what is never written stays a hole, which costs no memory and reads as zeros. */
-    int rc = ftruncate(copy, (off_t)size);
-    off_t pos = 0;
-    while (rc == 0 && (uint64_t)pos < size) {
-        off_t data = lseek(fd, pos, SEEK_DATA);
-        if (data < 0 && errno == ENXIO) break; /* only a hole from here on */
-        off_t hole = data < 0 ? -1 : lseek(fd, data, SEEK_HOLE);
-        if (data < 0 || hole < 0) {
-            if (errno != EINVAL && errno != EOPNOTSUPP) {
-                rc = -1;
-                break;
-            }
-            data = pos; /* no hole detection here: all of it is data */
-            hole = (off_t)size;
-        }
-        if ((uint64_t)data >= size) break;
-        if ((uint64_t)hole > size) hole = (off_t)size;
-        rc = al_copy_range(copy, fd, data, hole, &left);
-        pos = hole;
-    }
-    if (rc < 0 || fcntl(copy, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0 ||
-        lseek(copy, 0, SEEK_SET) < 0) {
-        int saved = errno;
-        close(copy);
-        errno = saved;
-        return -1;
-    }
-    return copy;
-}
-
-long airlock_getxattr(const char *path, const char *name, void *value, size_t size) {
-    return (long)getxattr(path, name, value, size);
-}
-
-long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote) {
-    struct iovec l = {.iov_base = local, .iov_len = length};
-    struct iovec r = {.iov_base = (void *)(uintptr_t)remote, .iov_len = length};
-    return (long)process_vm_readv(pid, &l, 1, &r, 1, 0);
-}
-
-int airlock_notify_sizes(unsigned short *notif, unsigned short *resp) {
-    struct seccomp_notif_sizes sizes;
-    memset(&sizes, 0, sizeof sizes);
-    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) return -1;
-    *notif = sizes.seccomp_notif;
-    *resp = sizes.seccomp_notif_resp;
-    return 0;
-}
-
-int airlock_wifexited(int status) { return WIFEXITED(status); }
-int airlock_wexitstatus(int status) { return WEXITSTATUS(status); }
-int airlock_wifsignaled(int status) { return WIFSIGNALED(status); }
-int airlock_wtermsig(int status) { return WTERMSIG(status); }

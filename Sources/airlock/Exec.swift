@@ -66,7 +66,7 @@ extension Airlock {
         }
 
         static func exitStatus(for error: SandboxError) -> Int32 {
-            switch error.code {
+            switch error.kind {
             case .commandNotFound: 127
             case .commandNotExecutable: 126
             default: 125
@@ -142,7 +142,7 @@ enum ExecReport {
 
     /// `{"error": {"code": …, "message": …}}`, printed when the sandbox could not run the command.
     static func error(_ e: SandboxError) -> JSON {
-        .object([("error", .object([("code", .string(e.code.description)), ("message", .string(e.description))]))])
+        .object([("error", .object([("code", .string(e.code)), ("message", .string(e.description))]))])
     }
 }
 

@@ -45,7 +45,7 @@ struct EmulationAttackTests {
         #expect(r.out.contains("connected"), "\(r.out) \(r.err)")
         server.waitUntilExit()
         let peer = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let ids = Sandbox.hostIDs(try defaultProfile())
+        let ids = try defaultProfile().sandbox.user.hostIDs
         #expect(peer.contains("peer \(ids.uid) \(ids.gid)"), "the host saw: \(peer)")
     }
 

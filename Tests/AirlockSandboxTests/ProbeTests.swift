@@ -3,6 +3,7 @@ import AirlockFormats
 import AirlockJSON
 @testable import AirlockProbe
 @testable import AirlockSandbox
+import AirlockSystem
 import Foundation
 import Testing
 
@@ -222,14 +223,14 @@ struct ProbeTests {
         let path = "\(dir)/model.pkl"
         _ = FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
         chmod(path, mode_t(mode))
-        truncate(path, off_t(size))  // past Sandbox.sealedCopyLimit: a read-only reopen of the file itself
+        truncate(path, off_t(size))  // past ModelSeal.sealedCopyLimit: a read-only reopen of the file itself
         let fd = open(path, O_RDWR | O_CLOEXEC)  // the caller's own descriptor may be writable
         defer { close(fd) }
         let permissive = try editedProfile { object in
             editSection(&object) { $0["notify"] = [] }
         }
-        let passed = try Sandbox.passableDescriptor(fd, profile: permissive)
-        defer { close(passed) }
+        let passed = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: permissive)
+        defer { passed.close() }
         let n = Sandbox.firstPassedFD
         let script = """
             import os

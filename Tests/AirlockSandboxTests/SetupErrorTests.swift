@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockSystem
 import Foundation
 import Testing
 
@@ -29,7 +30,7 @@ struct SetupErrorTests {
             _ = try Profile(json: Array(json.utf8), name: "bad")
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .profile && e.message.contains(field)
+            return e.kind == .profile && e.message.contains(field)
         }
     }
 
@@ -83,7 +84,7 @@ struct SetupErrorTests {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .mountSource && e.message.contains("/nonexistent/airlock-source") && e.message.contains("airlock.mounts[")
+            return e.kind == .mountSource && e.message.contains("/nonexistent/airlock-source") && e.message.contains("airlock.mounts[")
         }
     }
 
@@ -95,7 +96,7 @@ struct SetupErrorTests {
             _ = try Sandbox.run(SandboxRequest(argv: ["/bin/true"], profile: profile))
         } throws: { error in
             guard let e = error as? SandboxError else { return false }
-            return e.code == .setup && e.message.contains("/usr/airlock-cannot-write-here") && e.errno != nil
+            return e.kind == .setup && e.message.contains("/usr/airlock-cannot-write-here") && e.errno != nil
         }
     }
 
@@ -104,12 +105,12 @@ struct SetupErrorTests {
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["no-such-command-airlock"], profile: defaultProfile()))
         } throws: { error in
-            (error as? SandboxError)?.code == .commandNotFound
+            (error as? SandboxError)?.kind == .commandNotFound
         }
         #expect {
             _ = try Sandbox.run(SandboxRequest(argv: ["/root/.profile"], profile: defaultProfile()))
         } throws: { error in
-            (error as? SandboxError)?.code == .commandNotFound
+            (error as? SandboxError)?.kind == .commandNotFound
         }
     }
 }
@@ -143,6 +144,22 @@ struct PathMatcherTests {
     ])
     func glob(pattern: String, path: String, matches: Bool) {
         #expect(PathMatcher.matches(pattern, path) == matches)
+    }
+
+    @Test("set-up steps are named from the one table the child's C code reports from, with the mount at fault")
+    func stepNames() throws {
+        let usr = try MountSpec.readOnlyBind(host: "/usr", sandbox: "/usr")
+        // 25 is no step (a number once given to a step nothing reported); every other number up to 26 is one.
+        for step in UInt32(1)...26 where step != 25 {
+            let e = StatusChannel.setupError(step: step, errno: Errno(EPERM), index: -1, mounts: [])
+            #expect(e.kind == .setup && !e.message.hasSuffix("step \(step)"), "\(e)")
+        }
+        let mount = StatusChannel.setupError(step: 8, errno: Errno(EPERM), index: 0, mounts: [usr])
+        #expect(mount.message == "sandbox set-up failed while mounting /usr → /usr (bind)", "\(mount.message)")
+        #expect(mount.description.hasSuffix(": EPERM (Operation not permitted)"))
+        let maps = StatusChannel.setupError(step: 1, errno: Errno(ECANCELED), index: -1, mounts: [])
+        #expect(maps.message == "sandbox set-up failed while waiting for the uid/gid maps")
+        #expect(StatusChannel.setupError(step: 99, errno: Errno(EPERM), index: -1, mounts: []).message.hasSuffix("step 99"))
     }
 
     @Test(arguments: [("/tmp/../etc/shadow", "/etc/shadow"), ("//a/./b//c/", "/a/b/c"), ("/../..", "/")])

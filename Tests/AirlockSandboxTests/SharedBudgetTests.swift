@@ -3,6 +3,7 @@ import AirlockDaemon
 import AirlockJSON
 @testable import AirlockProbe
 @testable import AirlockSandbox
+import AirlockSystem
 import Foundation
 import Testing
 
@@ -338,8 +339,9 @@ struct SharedBudgetTests {
         let path = try SharedBudgetTests.sparseFile(dir, size: size, data: data, at: offset)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         defer { close(fd) }
-        let copy = try Sandbox.passableDescriptor(fd, profile: try defaultProfile())
-        defer { close(copy) }
+        let sealed = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: try defaultProfile())
+        defer { sealed.close() }
+        let copy = sealed.rawValue
         var st = stat()
         #expect(fstat(copy, &st) == 0)
         #expect(st.st_size == off_t(size))
@@ -361,14 +363,14 @@ struct SharedBudgetTests {
         defer { close(fd) }
         let profile = try SharedBudgetTests.profile(["modelCopyBytes": 1 << 20])
         #expect {
-            _ = try Sandbox.passableDescriptor(fd, profile: profile)
+            _ = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: profile)
         } throws: { error in
             let e = error as? SandboxError
-            return e?.errno == EFBIG && e?.message.contains("airlock.limits.modelCopyBytes") == true
+            return e?.errno == Errno(EFBIG) && e?.message.contains("airlock.limits.modelCopyBytes") == true
         }
         // Within the budget, the same file is copied.
         let roomy = try SharedBudgetTests.profile(["modelCopyBytes": 4 << 20])
-        let copy = try Sandbox.passableDescriptor(fd, profile: roomy)
-        close(copy)
+        let copy = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: roomy)
+        copy.close()
     }
 }

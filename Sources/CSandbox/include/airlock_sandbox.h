@@ -5,6 +5,10 @@
  * Everything the child needs (strings, the mount list, the compiled BPF program, an empty libcap capability set)
  * is prepared by the parent and handed over in `airlock_spawn_spec`. The child reports progress and failures as
  * fixed-size `airlock_message` records on the status pipe.
+ *
+ * That child lives in spawn.c alone. The supervisor's own wrappers, which run in the parent, live in files named for
+ * their concern: process.c (pidfds, wait status), notify.c (the seccomp listener), sealed_copy.c, emulate.c (calls
+ * performed for a notified caller) and watchdog.c (the deadline).
  */
 #ifndef AIRLOCK_SANDBOX_H
 #define AIRLOCK_SANDBOX_H
@@ -103,35 +107,46 @@ enum airlock_message_type {
     AIRLOCK_MSG_REMAINING = 6,   /* the command ended and PID 1 still has children: processes outlived it */
 };
 
-/* Set-up steps, named in errors. */
+/*
+ * Set-up steps, named in errors: the one table both the child (which reports a step's number) and the supervisor
+ * (which names it, through airlock_step_name) read. Numbers are fixed: they travel on the status pipe.
+ */
+#define AIRLOCK_STEPS(X)                                                                                    \
+    X(WAIT_MAPS, 1, "waiting for the uid/gid maps")                                                         \
+    X(SETGROUPS, 2, "dropping supplementary groups")                                                        \
+    X(HOSTNAME, 3, "setting the host name")                                                                 \
+    X(MOUNT_PRIVATE, 4, "making the mount tree private")                                                    \
+    X(OPEN_SOURCE, 5, "opening a mount source")                                                             \
+    X(STAGING, 6, "mounting the new root")                                                                  \
+    X(MOUNTPOINT, 7, "creating a mount point")                                                              \
+    X(MOUNT, 8, "mounting")                                                                                 \
+    X(READONLY, 9, "making a mount read-only")                                                              \
+    X(PIVOT_ROOT, 10, "pivot_root")                                                                         \
+    X(DETACH_OLD_ROOT, 11, "detaching the old root")                                                        \
+    X(ROOT_READONLY, 12, "making the new root read-only")                                                   \
+    X(CHDIR, 13, "changing to the working directory")                                                       \
+    X(RLIMIT, 14, "setting a resource limit")                                                               \
+    X(CAP_BOUND, 15, "dropping the capability bounding set")                                                \
+    X(CAP_AMBIENT, 16, "clearing ambient capabilities")                                                     \
+    X(SETGID, 17, "setting the gid")                                                                        \
+    X(SETUID, 18, "setting the uid")                                                                        \
+    X(CAP_CLEAR, 19, "clearing capabilities")                                                               \
+    X(NO_NEW_PRIVS, 20, "setting no_new_privs")                                                             \
+    X(SIGNALS, 21, "setting up the reaper's signals")                                                       \
+    X(SECCOMP, 22, "installing the seccomp filter")                                                         \
+    X(HANDOFF, 23, "handing over the seccomp listener")                                                     \
+    X(FORK, 24, "starting the command's process")                                                           \
+    X(USER_LIMITS, 26,                                                                                      \
+      "joining the sandbox's cgroup and bounding the host's per-user counters (/proc/sys/user of its namespace)")
+
 enum airlock_step {
-    AIRLOCK_STEP_WAIT_MAPS = 1,
-    AIRLOCK_STEP_SETGROUPS,
-    AIRLOCK_STEP_HOSTNAME,
-    AIRLOCK_STEP_MOUNT_PRIVATE,
-    AIRLOCK_STEP_OPEN_SOURCE,
-    AIRLOCK_STEP_STAGING,
-    AIRLOCK_STEP_MOUNTPOINT,
-    AIRLOCK_STEP_MOUNT,
-    AIRLOCK_STEP_READONLY,
-    AIRLOCK_STEP_PIVOT_ROOT,
-    AIRLOCK_STEP_DETACH_OLD_ROOT,
-    AIRLOCK_STEP_ROOT_READONLY,
-    AIRLOCK_STEP_CHDIR,
-    AIRLOCK_STEP_RLIMIT,
-    AIRLOCK_STEP_CAP_BOUND,
-    AIRLOCK_STEP_CAP_AMBIENT,
-    AIRLOCK_STEP_SETGID,
-    AIRLOCK_STEP_SETUID,
-    AIRLOCK_STEP_CAP_CLEAR,
-    AIRLOCK_STEP_NO_NEW_PRIVS,
-    AIRLOCK_STEP_SIGNALS,
-    AIRLOCK_STEP_SECCOMP,
-    AIRLOCK_STEP_HANDOFF,
-    AIRLOCK_STEP_FORK,
-    AIRLOCK_STEP_FDS,
-    AIRLOCK_STEP_USER_LIMITS,
+#define AIRLOCK_STEP_ENUM(name, number, text) AIRLOCK_STEP_##name = number,
+    AIRLOCK_STEPS(AIRLOCK_STEP_ENUM)
+#undef AIRLOCK_STEP_ENUM
 };
+
+/* The sentence naming a set-up step ("mounting the new root"), or NULL for a number that is none. */
+const char *airlock_step_name(uint32_t step);
 
 struct airlock_message {
     uint32_t type;
@@ -147,20 +162,43 @@ struct airlock_message {
  */
 int airlock_spawn(const struct airlock_spawn_spec *spec, int *pidfd_out);
 
+/* Constants Swift cannot see through glibc's macros, for preparing the spawn (spawn.c). */
+uint64_t airlock_namespace_flags(void);
+int airlock_rlimit_nproc(void);
+/* The sandbox's seccomp filter flags: SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV. */
+unsigned int airlock_filter_flags(void);
+/* Where the child mounts its new root's tmpfs (inside its own mount namespace), and that tmpfs's options. */
+#define AIRLOCK_STAGING_DIRECTORY "/tmp"
+#define AIRLOCK_ROOT_TMPFS_OPTIONS "mode=0755,size=16m,nr_inodes=4096"
+/* pipe2(fds, O_CLOEXEC). */
+int airlock_pipe(int fds[2]);
+
+/* ---- The supervisor's hold on PID 1 (process.c) ---- */
+
 /* Thin wrappers for system calls glibc 2.36 headers do not all declare. Each returns -1 and sets errno. */
 int airlock_pidfd_getfd(int pidfd, int targetfd);
 int airlock_pidfd_send_signal(int pidfd, int sig);
 int airlock_pidfd_open(pid_t pid);
 /* Waits for the process behind `pidfd`; stores its wait status. Retries on EINTR. */
 int airlock_pidfd_wait(int pidfd, int *status, int nohang);
+/* The W* macros, which Swift cannot import. */
+int airlock_wifexited(int status);
+int airlock_wexitstatus(int status);
+int airlock_wifsignaled(int status);
+int airlock_wtermsig(int status);
+
+/* ---- The seccomp listener and reading a notified caller (notify.c) ---- */
+
+/* Size the kernel wants zeroed for SECCOMP_IOCTL_NOTIF_RECV and for the response (SECCOMP_GET_NOTIF_SIZES). */
+int airlock_notify_sizes(unsigned short *notif, unsigned short *resp);
 /* SECCOMP_IOCTL_NOTIF_SET_FLAGS with SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (kernel >= 6.6). */
 int airlock_notify_set_sync_wakeup(int listener);
+/* process_vm_readv of one range; returns bytes read or -1. */
+long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
+/* getxattr(2), which glibc's Swift module map does not export (sys/xattr.h). */
+long airlock_getxattr(const char *path, const char *name, void *value, size_t size);
 
-/* Constants Swift cannot see through glibc's macros. */
-uint64_t airlock_namespace_flags(void);
-int airlock_rlimit_nproc(void);
-/* pipe2(fds, O_CLOEXEC). */
-int airlock_pipe(int fds[2]);
+/* ---- Sealed in-memory copies (sealed_copy.c) ---- */
 
 /* memfd_create(name, MFD_CLOEXEC). */
 int airlock_memfd(const char *name);
@@ -168,13 +206,6 @@ int airlock_memfd(const char *name);
  * writes, growing and shrinking), or -1 with errno. Only the file's data extents are copied (SEEK_DATA/SEEK_HOLE):
  * holes stay holes in the copy and cost no memory. More than `budget` bytes of data fails with EFBIG. */
 int airlock_sealed_copy(int fd, uint64_t size, uint64_t budget);
-/* getxattr(2), which glibc's Swift module map does not export (sys/xattr.h). */
-long airlock_getxattr(const char *path, const char *name, void *value, size_t size);
-/* process_vm_readv of one range; returns bytes read or -1. */
-long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
-
-/* Size the kernel wants zeroed for SECCOMP_IOCTL_NOTIF_RECV and for the response (SECCOMP_GET_NOTIF_SIZES). */
-int airlock_notify_sizes(unsigned short *notif, unsigned short *resp);
 
 /* ---- Calls the supervisor performs for a notified caller (emulate.c) ---- */
 
@@ -226,12 +257,6 @@ void airlock_install_interrupt_handler(void);
  * cancelled first. -1 with errno on failure. */
 int airlock_interrupt_after(unsigned int ms);
 void airlock_interrupt_cancel(void);
-
-/* The W* macros, which Swift cannot import. */
-int airlock_wifexited(int status);
-int airlock_wexitstatus(int status);
-int airlock_wifsignaled(int status);
-int airlock_wtermsig(int status);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,36 @@
+public import AirlockSystem
+
+/// What to run in a sandbox, and how.
+public struct SandboxRequest: Sendable {
+    /// The command and its arguments; `argv[0]` is looked up in the sandbox's `PATH` unless it holds a `/`.
+    public var argv: [String]
+    /// The profile that shapes the sandbox.
+    public var profile: Profile
+    /// Overrides the profile's `limits.timeoutSeconds`.
+    public var timeoutSeconds: Double?
+    /// Mounts added after the profile's (for example the model, read-only, at `/model`).
+    public var extraMounts: [MountSpec]
+    /// Phases the command may announce, in order (`startup`, `load`, `probe`); empty for none. See `PhaseMarker`.
+    public var phases: [String]
+    /// Open descriptors handed to the command, as `Sandbox.firstPassedFD`, +1, … (at most 8). The command can use
+    /// what they are open for, and nothing the mount tree does not show otherwise; reopening one through
+    /// `/proc/self/fd/N` is an ordinary open, checked against the sandbox's ids and notified like any other.
+    public var passedFDs: [FileDescriptor]
+    /// Whether, and how long, to watch what the command leaves running once its work is done (it needs `phases`).
+    /// Without it, whatever is left when the command exits is killed at once.
+    public var observation: SandboxObservation?
+
+    /// Creates a request.
+    public init(
+        argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
+        phases: [String] = [], passedFDs: [FileDescriptor] = [], observation: SandboxObservation? = nil
+    ) {
+        self.argv = argv
+        self.profile = profile
+        self.timeoutSeconds = timeoutSeconds
+        self.extraMounts = extraMounts
+        self.phases = phases
+        self.passedFDs = passedFDs
+        self.observation = observation
+    }
+}
