@@ -1,16 +1,25 @@
 internal import AirlockJSON
+public import AirlockSystem
 public import AirlockSandbox
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A configuration that could not be read or makes no sense: the message names the field.
-public struct ConfigError: Error, Sendable, CustomStringConvertible {
+/// A configuration that could not be read or makes no sense, or a daemon that cannot start with it (its socket, its
+/// signals): the message names the field or the step.
+public struct ConfigError: AirlockError {
     /// What is wrong, and where.
     public let message: String
+    /// The errno, when a system call failed.
+    public let errno: Errno?
     /// Creates an error.
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String, errno: Errno? = nil) {
+        self.message = message
+        self.errno = errno
+    }
+    /// `"config"`.
+    public var code: String { "config" }
     public var description: String { message }
 }
 

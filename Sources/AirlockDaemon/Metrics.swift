@@ -1,3 +1,4 @@
+internal import AirlockSystem
 public import AirlockJSON
 
 #if canImport(Glibc)

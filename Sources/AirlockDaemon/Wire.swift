@@ -1,4 +1,5 @@
 public import AirlockJSON
+public import AirlockSystem
 
 /// The wire format of airlockd's socket (docs/protocol.md): each message is a 4-byte big-endian length, then that
 /// many bytes of one UTF-8 JSON object. Descriptors travel as `SCM_RIGHTS` with the message's bytes.
@@ -31,9 +32,17 @@ public enum Wire {
     }
 
     /// Why bytes on the socket are not a message.
-    public enum FrameError: Error, Sendable, Equatable {
+    public enum FrameError: AirlockError, Equatable {
         /// A length of zero or over the bound.
         case badLength(Int)
+
+        /// `"frame"`.
+        public var code: String { "frame" }
+        public var description: String {
+            switch self {
+            case .badLength(let n): "a message length of \(n) bytes (zero or over the bound)"
+            }
+        }
     }
 
     /// Splits a byte stream into messages, holding at most one partial message. Taking a message out moves an

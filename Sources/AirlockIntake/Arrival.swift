@@ -1,6 +1,6 @@
 import AirlockNames
 internal import AirlockFormats
-internal import CDaemon
+internal import CSystem
 
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,8 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
-internal import CDaemon
+internal import CSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -44,8 +45,8 @@ enum Custody {
         var entries = 0
     }
 
-    private static func failure(_ what: String, _ e: Int32 = errno) -> IntakeError {
-        IntakeError("\(what): \(String(cString: strerror(e)))", errno: e)
+    private static func failure(_ what: String, _ e: Errno = .current) -> IntakeError {
+        IntakeError.system(what, errno: e)
     }
 
     // MARK: - Survey
@@ -114,8 +115,8 @@ enum Custody {
     static func entries(_ dirfd: Int32, display: String, skipping: Bool = true) throws(IntakeError) -> [FileName] {
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard dup >= 0, let d = fdopendir(dup) else {
-            let e = errno
-            if dup >= 0 { close(dup) }
+            let e = Errno.current
+            if dup >= 0 { FileDescriptor(dup).close() }
             throw failure("cannot list \(display)", e)
         }
         defer { closedir(d) }
@@ -152,7 +153,7 @@ enum Custody {
             guard needed.allocated <= free else {
                 throw IntakeError(
                     "not enough room for the intake's copy: \(needed.allocated) bytes needed, \(free) free",
-                    errno: ENOSPC)
+                    errno: Errno(ENOSPC))
             }
         }
         let state = CopyState(limits: limits)

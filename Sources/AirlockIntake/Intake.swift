@@ -1,3 +1,4 @@
+internal import AirlockSystem
 import AirlockNames
 public import AirlockAnalysis
 internal import AirlockDaemon
@@ -6,7 +7,7 @@ internal import AirlockJSON
 internal import AirlockProbe
 internal import AirlockProvenance
 internal import AirlockSandbox
-internal import CDaemon
+internal import CSystem
 import Dispatch
 
 #if canImport(Glibc)
@@ -81,7 +82,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
             } catch {
-                throw IntakeError(error.description, errno: error.errno)
+                throw IntakeError(error.description, errno: typedErrno(error.errno))
             }
             do {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
@@ -94,7 +95,7 @@ public final class Intake: @unchecked Sendable {
             // A mistyped folder would silently pin nothing.
             var st = stat()
             guard stat(dir, &st) == 0 else {
-                throw IntakeError("the policy's manifests folder \(dir): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError.system("the policy's manifests folder \(dir)")
             }
             guard st.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("the policy's manifests folder \(dir) is not a folder") }
         }
@@ -266,21 +267,22 @@ public final class Intake: @unchecked Sendable {
             return .failure(error)
         }
         CrashPoint.hit("take-journaled")
-        func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
+        func undo(_ error: IntakeError) -> Result<Taken, IntakeError> {
+            let why = error.message
             _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, id, AT_REMOVEDIR)
             try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
-            return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
+            return .failure(IntakeError("cannot take \(name): \(why)", errno: error.errno))
         }
         // 0700: the copy is made and examined where no one else can reach it.
-        guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo("cannot create quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
-        guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo("cannot create .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
+        guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo(.system("cannot create quarantine/\(id)")) }
+        guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo(.system("cannot create .airlock/delivered/\(id)")) }
         CrashPoint.hit("quarantine-created")
-        guard let held = openDelivered(id) else { return undo("cannot open .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
+        guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
         defer { close(held) }
         guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, held, $0) }) == 0 else {
-            return undo("cannot move it into the intake's keeping: \(String(cString: strerror(errno)))", errno)
+            return undo(.system("cannot move it into the intake's keeping"))
         }
         do {
             try IntakeRoot.sync(root.incoming)
@@ -295,7 +297,7 @@ public final class Intake: @unchecked Sendable {
         do {
             try takeOwnership(Taken(id: id, name: name))
         } catch {
-            let failure = IntakeError("cannot take \(name): \(error.message)", errno: error.errno)
+            let failure = IntakeError("cannot take \(name): \(error.message)", errno: typedErrno(error.errno))
             rollBack(Taken(id: id, name: name), because: error.message)
             return .failure(failure)
         }
@@ -380,15 +382,15 @@ public final class Intake: @unchecked Sendable {
 
     /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
     func examine(_ taken: Taken) throws(IntakeError) -> Examined {
-        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
+        guard let q = openQuarantine(taken.id) else { throw IntakeError.system("cannot open quarantine/\(taken.id)") }
         defer { close(q) }
         // An examination a crash cut short may have left a temporary report behind: it must not be released.
         for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
         let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-        guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
+        guard fd >= 0 else { throw IntakeError.system("cannot open quarantine/\(taken.id)/\(taken.name)") }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw IntakeError("cannot stat \(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
+        guard fstat(fd, &st) == 0 else { throw IntakeError.system("cannot stat \(taken.name)") }
         let isFolder = st.st_mode & S_IFMT == S_IFDIR
         let takenAt = Intake.timestamp()
 
@@ -411,12 +413,12 @@ public final class Intake: @unchecked Sendable {
         }
         if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
             let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
-            guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
+            guard sig >= 0 else { throw IntakeError.system("cannot open \(taken.name)/\(policy.signatureFile)") }
             defer { close(sig) }
             do {
                 request.signatureBundle = try BoundedFile.read(fd: sig, limit: 64 << 20, name: "signature \(taken.name)/\(policy.signatureFile)")
             } catch {
-                throw IntakeError(error.description, errno: error.errno)
+                throw IntakeError(error.description, errno: typedErrno(error.errno))
             }
         }
         if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {
@@ -566,7 +568,7 @@ public final class Intake: @unchecked Sendable {
         while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
             let e = errno
             guard e == EEXIST || e == ENOTEMPTY else {
-                throw IntakeError("cannot move quarantine/\(taken.id) to \(to)/\(dest): \(String(cString: strerror(e)))", errno: e)
+                throw IntakeError.system("cannot move quarantine/\(taken.id) to \(to)/\(dest)", errno: Errno(e))
             }
             dest = freeName(taken, in: to)
             try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
@@ -576,7 +578,7 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("released")
         // Made read-only only now: moving a folder to another parent needs write permission on it.
         let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard released >= 0 else { throw IntakeError("cannot open \(to)/\(dest): \(String(cString: strerror(errno)))", errno: errno) }
+        guard released >= 0 else { throw IntakeError.system("cannot open \(to)/\(dest)") }
         defer { close(released) }
         try sealRelease(released, display: "\(to)/\(dest)")
         discardDelivery(taken)
@@ -607,7 +609,7 @@ public final class Intake: @unchecked Sendable {
             guard taken.name.withCString({ airlock_rename_noreplace(dir, $0, root.incoming, $0) }) == 0 else {
                 let e = errno
                 if e == EEXIST || e == ENOTEMPTY { return false }
-                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
+                throw IntakeError.system("cannot move \(taken.name) back to incoming/", errno: Errno(e))
             }
             try IntakeRoot.sync(dir)
             try IntakeRoot.sync(root.incoming)

@@ -1,8 +1,9 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
-internal import CDaemon
+internal import CSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -26,12 +27,11 @@ extension Intake {
     /// NAME appears only complete and durable).
     func takeOwnership(_ taken: Taken) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
         defer { close(q) }
         guard let held = openDelivered(taken.id) else {
-            throw IntakeError(
-                "cannot open .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open .airlock/delivered/\(taken.id)")
         }
         defer { close(held) }
         Custody.remove(q, Intake.copying, limits: limits)  // a copy a crash cut short
@@ -41,16 +41,14 @@ extension Intake {
                 limits: limits)
         } catch {
             Custody.remove(q, Intake.copying, limits: limits)
-            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
+            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: typedErrno(error.errno))
         }
         CrashPoint.hit("copied")
         let named = Intake.copying.withCString { copying in
             taken.name.withCString { airlock_rename_noreplace(q, copying, q, $0) }
         }
         guard named == 0 else {
-            throw IntakeError(
-                "cannot name the copy quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))",
-                errno: errno)
+            throw IntakeError.system("cannot name the copy quarantine/\(taken.id)/\(taken.name)")
         }
         try IntakeRoot.sync(q)
         CrashPoint.hit("owned")
@@ -82,18 +80,15 @@ extension Intake {
             // aside as the delivery and examine a copy, as for any model taken now.
             guard mkdirat(root.delivered, taken.id, 0o700) == 0 || errno == EEXIST, let fresh = openDelivered(taken.id)
             else {
-                throw IntakeError(
-                    "cannot create .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError.system("cannot create .airlock/delivered/\(taken.id)")
             }
             defer { close(fresh) }
             guard let q = openQuarantine(taken.id) else {
-                throw IntakeError("cannot open quarantine/\(taken.id)", errno: errno)
+                throw IntakeError.system("cannot open quarantine/\(taken.id)")
             }
             defer { close(q) }
             guard taken.name.withCString({ airlock_rename_noreplace(q, $0, fresh, $0) }) == 0 else {
-                throw IntakeError(
-                    "cannot move \(taken.name) aside into .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))",
-                    errno: errno)
+                throw IntakeError.system("cannot move \(taken.name) aside into .airlock/delivered/\(taken.id)")
             }
             try IntakeRoot.sync(q)
             try IntakeRoot.sync(fresh)
@@ -186,13 +181,12 @@ extension Intake {
     /// Replaces the decision and reason in quarantine/ID/report.json (written by `examine`).
     func rewriteReport(_ taken: Taken, decision: String, reason: String) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
         defer { close(q) }
         let fd = openat(q, "report.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
-            throw IntakeError(
-                "cannot open quarantine/\(taken.id)/report.json: \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)/report.json")
         }
         var document: JSON
         do {
@@ -227,7 +221,7 @@ extension Intake {
     /// Makes report.json and manifest.json in quarantine/ID read-only, the intake's group.
     func sealReports(_ taken: Taken) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
         defer { close(q) }
         for name in ["report.json", "manifest.json"] {
@@ -236,8 +230,7 @@ extension Intake {
             defer { close(fd) }
             try Custody.seal(fd, mode: 0o444, display: "quarantine/\(taken.id)/\(name)")
             guard fsync(fd) == 0 else {
-                throw IntakeError(
-                    "cannot sync quarantine/\(taken.id)/\(name): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError.system("cannot sync quarantine/\(taken.id)/\(name)")
             }
         }
     }

@@ -1,3 +1,4 @@
+internal import AirlockSystem
 internal import AirlockJSON
 internal import AirlockDaemon
 
@@ -76,7 +77,7 @@ final class IntakeJournal: @unchecked Sendable {
     /// Opens (creating) the journal `name` in the directory `dirfd`, returning it and the records it holds.
     static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (IntakeJournal, [JournalRecord]) {
         let fd = openat(dirfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw IntakeError("cannot open the journal \(display): \(String(cString: strerror(errno)))", errno: errno) }
+        guard fd >= 0 else { throw IntakeError.system("cannot open the journal \(display)") }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
             close(fd)
@@ -101,7 +102,7 @@ final class IntakeJournal: @unchecked Sendable {
             guard ftruncate(fd, off_t(complete)) == 0, fdatasync(fd) == 0 else {
                 let e = errno
                 close(fd)
-                throw IntakeError("cannot repair the journal \(display): \(String(cString: strerror(e)))", errno: e)
+                throw IntakeError.system("cannot repair the journal \(display)", errno: Errno(e))
             }
         }
         var records: [JournalRecord] = []
@@ -142,14 +143,14 @@ final class IntakeJournal: @unchecked Sendable {
                 let e = errno
                 // A partial line must not stay: the next record would be glued to it.
                 if before >= 0 { _ = ftruncate(fd, before) }
-                return .failure(IntakeError("cannot write the journal \(path): \(String(cString: strerror(e)))", errno: e))
+                return .failure(IntakeError.system("cannot write the journal \(path)", errno: Errno(e)))
             }
             done += n
         }
         guard fdatasync(fd) == 0 else {
             let e = errno
             if before >= 0 { _ = ftruncate(fd, before) }
-            return .failure(IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e))
+            return .failure(IntakeError.system("cannot sync the journal \(path)", errno: Errno(e)))
         }
         last[record.id] = record.op
         return .success(())

@@ -1,3 +1,4 @@
+internal import AirlockSystem
 public import AirlockAnalysis
 internal import AirlockJSON
 internal import AirlockProvenance
@@ -50,7 +51,7 @@ public struct IntakePolicy: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "intake policy")
         } catch {
-            throw IntakeError(error.description, errno: error.errno)
+            throw IntakeError(error.description, errno: typedErrno(error.errno))
         }
         return try parse(bytes, name: path)
     }

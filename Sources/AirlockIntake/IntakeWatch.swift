@@ -1,8 +1,9 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
 internal import AirlockDaemon
 internal import AirlockProvenance
-internal import CDaemon
+internal import CSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -17,7 +18,7 @@ extension Intake {
     /// Call `Intake.blockStopSignals()` before the first thread of the process starts.
     public func watch(signals sigfd: Int32, report: @escaping @Sendable (IntakeOutcome) -> Void) throws(IntakeError) {
         let ino = airlock_watch_folder(root.path + "/incoming")
-        guard ino >= 0 else { throw IntakeError("cannot watch \(root.path)/incoming: \(String(cString: strerror(errno)))", errno: errno) }
+        guard ino >= 0 else { throw IntakeError.system("cannot watch \(root.path)/incoming") }
         defer { close(ino) }
         let queue = WorkQueue()
         let workers = policy.workers > 0 ? policy.workers : ModelInventory.onlineCPUs

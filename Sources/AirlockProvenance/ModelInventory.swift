@@ -1,7 +1,7 @@
 public import AirlockNames
 internal import AirlockAnalysis
 public import AirlockFormats
-internal import CDaemon
+internal import CSystem
 internal import Crypto
 import Dispatch
 

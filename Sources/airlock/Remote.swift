@@ -3,6 +3,7 @@ import AirlockAnalysis
 import AirlockDaemon
 import AirlockFormats
 import AirlockJSON
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
@@ -22,36 +23,26 @@ enum Remote {
     }
 
     /// Sends each path to the daemon as a descriptor; prints the reports it answers with.
-    static func run(_ method: String, socket: String, paths: [String], params: [(String, JSON)], timeout: Double, printer: inout ReportPrinter) throws {
+    static func run(_ daemon: DaemonBackend, paths: [String], printer: inout ReportPrinter) throws {
         let client: DaemonClient
         do {
-            client = try DaemonClient(path: socket)
+            client = try daemon.connect()
         } catch {
             writeStderr("airlock: \(error)\n")
             throw ExitCode(2)
         }
         for path in paths {
             let shown = FileName(path).escaped  // as a local scan shows it
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-            guard fd >= 0 else {
-                printer.print(errorReport(shown, "io", "cannot open \(shown): \(String(cString: strerror(errno)))"))
+            let fd: FileDescriptor
+            do {
+                fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+            } catch {
+                printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
                 continue
             }
-            defer { close(fd) }
+            defer { fd.close() }
             do throws(ClientError) {
-                let reply = try client.call(method, params: [("name", .string(shown))] + params, descriptor: fd, timeout: timeout)
-                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1 else {
-                    throw ClientError("protocol", "airlockd's reply has no reports")
-                }
-                var lines: [JSON] = []
-                if case .array(let l)? = reply.first(where: { $0.0 == "traceLines" })?.1 { lines = l }
-                for (i, value) in reports.enumerated() {
-                    guard var report = Report(json: value) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
-                    if i < lines.count, case .array(let l) = lines[i] {
-                        report.traceLines = l.compactMap { if case .string(let s) = $0 { s } else { nil } }
-                    }
-                    printer.print(report)
-                }
+                for report in try daemon.examine(fd: fd.rawValue, name: shown, with: client) { printer.print(report) }
             } catch {
                 // Answers about this file go in its report; anything about the daemon or the connection ends the run.
                 if ["file-busy", "bad-request", "no-descriptor", "busy"].contains(error.code) {

@@ -309,7 +309,7 @@ struct IntakeTests {
             (#"{"requireManifest": true}"#, "requireManifest needs manifests"),
             (#"{"settleSeconds": -1}"#, "settleSeconds: between 0 and 86400"),
             (#"{"maxBytes": 0}"#, "field maxBytes: between 1 and 2^50"),
-            (#"{"manifests": "\#(setup.root).missing"}"#, "the policy's manifests folder \(setup.root).missing: No such file or directory"),
+            (#"{"manifests": "\#(setup.root).missing"}"#, "the policy's manifests folder \(setup.root).missing: ENOENT (No such file or directory)"),
             (#"{"publicKeys": ["\#(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing/rsa.pub"]}"#, "public key"),
             ("{", "not valid JSON"),
         ]

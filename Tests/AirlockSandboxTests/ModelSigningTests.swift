@@ -60,7 +60,7 @@ private func expectFailure(
         let model = try ModelSigning.verify(bundle: bundle, publicKeyPEM: keyPEM)
         Issue.record("verified, but should have failed: \(model.resources.map(\.name))", sourceLocation: sourceLocation)
     } catch {
-        #expect(error.code == code, "\(error.message)", sourceLocation: sourceLocation)
+        #expect(error.kind == code, "\(error.message)", sourceLocation: sourceLocation)
         #expect(error.message.contains(fragment), "message: \(error.message)", sourceLocation: sourceLocation)
     }
 }
@@ -305,7 +305,7 @@ struct ModelSigningTests {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: pem)
                 Issue.record("fingerprinted a bad key")
             } catch {
-                #expect(error.code == code, "\(error.message)")
+                #expect(error.kind == code, "\(error.message)")
                 #expect(error.message.contains(fragment), "\(error.message)")
             }
         }

@@ -13,9 +13,10 @@ public enum Systemd {
         var path = Array(String(cString: env).utf8)
         guard !path.isEmpty, path.count < 108, path[0] == UInt8(ascii: "/") || path[0] == UInt8(ascii: "@") else { return false }
         if path[0] == UInt8(ascii: "@") { path[0] = 0 }  // the abstract namespace
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.check(
+            socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0), "socket")
+        else { return false }
+        defer { fd.close() }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -25,7 +26,7 @@ public enum Systemd {
         let message = Array(state.utf8)
         let sent = withUnsafePointer(to: &addr) { a in
             a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                message.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, length) }
+                message.withUnsafeBytes { sendto(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, length) }
             }
         }
         return sent == message.count
