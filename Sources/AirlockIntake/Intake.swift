@@ -4,9 +4,7 @@ public import AirlockAnalysis
 internal import AirlockDaemon
 internal import AirlockFormats
 internal import AirlockJSON
-internal import AirlockProbe
 internal import AirlockProvenance
-internal import AirlockSandbox
 internal import CSystem
 import Dispatch
 
@@ -47,9 +45,7 @@ public final class Intake: @unchecked Sendable {
     let root: IntakeRoot
     let policy: IntakePolicy
     let journal: IntakeJournal
-    private let keys: [[UInt8]]
-    private let probeOptions: ProbeOptions?
-    private let socket: String?
+    let examiner: IntakeExaminer
     let log: @Sendable (String) -> Void
     /// Models recovery found in quarantine that still have to be examined.
     private var pending: [Taken] = []
@@ -90,34 +86,26 @@ public final class Intake: @unchecked Sendable {
                 throw IntakeError("public key \(key): \(error.message)")
             }
         }
-        self.keys = keys
         if let dir = policy.manifests {
             // A mistyped folder would silently pin nothing.
             var st = stat()
-            guard stat(dir, &st) == 0 else {
-                throw IntakeError.system("the policy's manifests folder \(dir)")
-            }
+            guard stat(dir, &st) == 0 else { throw IntakeError.system("the policy's manifests folder \(dir)") }
             guard st.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("the policy's manifests folder \(dir) is not a folder") }
         }
-        self.socket = socket ?? policy.socket
-        if self.socket == nil {
+        let backend: ProbeBackend
+        if let socket = socket ?? policy.socket {
+            backend = .daemon(DaemonBackend(socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase))
+        } else {
             do {
-                let profile = try Profile.load(policy.profile)
-                let program = try SeccompProgram(profile: profile)
-                let verdictPolicy = try VerdictPolicy.load(policy.verdictPolicy)
-                guard let harness = ProbeOptions.locateHarness() else {
-                    throw IntakeError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
-                }
-                probeOptions = ProbeOptions(profile: profile, program: program, policy: verdictPolicy, harnessDirectory: harness,
-                                            timeoutSeconds: policy.timeoutSeconds, probePhase: policy.probePhase)
-            } catch let error as IntakeError {
-                throw error
+                backend = .local(
+                    try ProbeBackend.localOptions(
+                        profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
+                        probePhase: policy.probePhase))
             } catch {
                 throw IntakeError("cannot prepare detonations: \(error)")
             }
-        } else {
-            probeOptions = nil
         }
+        examiner = IntakeExaminer(policy: policy, keys: keys, backend: backend)
         pending = recover(records)
     }
 
@@ -360,27 +348,7 @@ public final class Intake: @unchecked Sendable {
         let reason: String
     }
 
-    /// The decision in a sentence: what passed, or the findings that decided against the model (the worst first,
-    /// at most five).
-    static func reason(approved: Bool, provenance: Report, probeVerdict: Verdict, reports: [Report], pass: Set<Verdict>) -> String {
-        func worst(_ findings: [(String, Finding)]) -> String {
-            let shown = findings.filter { $0.1.severity >= .medium }.sorted { $0.1.severity > $1.1.severity }.prefix(5)
-            return shown.map { "\($0.0.isEmpty ? "" : $0.0 + ": ")\($0.1.rule) (\($0.1.severity.rawValue)): \($0.1.message)" }.joined(separator: "; ")
-        }
-        let passing = pass.sorted().map(\.rawValue).joined(separator: ", ")
-        if approved {
-            return "approved: provenance clean, probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
-        }
-        if provenance.verdict != .clean {
-            return "rejected: not the model that was meant (provenance \(provenance.verdict.rawValue)): " + worst(provenance.findings.map { ("", $0) })
-        }
-        let errors = reports.compactMap { r in r.error.map { "\(r.target.path): \($0.message)" } }
-        let detail = worst(reports.flatMap { r in r.findings.map { (r.target.path, $0) } })
-        return "rejected: probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
-            + (detail.isEmpty ? "" : ": " + detail) + (errors.isEmpty ? "" : "; " + errors.prefix(3).joined(separator: "; "))
-    }
-
-    /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
+    /// Examines the model in quarantine/ID/ (`IntakeExaminer`), and writes report.json and manifest.json beside it.
     func examine(_ taken: Taken) throws(IntakeError) -> Examined {
         guard let q = openQuarantine(taken.id) else { throw IntakeError.system("cannot open quarantine/\(taken.id)") }
         defer { close(q) }
@@ -391,134 +359,17 @@ public final class Intake: @unchecked Sendable {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw IntakeError.system("cannot stat \(taken.name)") }
-        let isFolder = st.st_mode & S_IFMT == S_IFDIR
-        let takenAt = Intake.timestamp()
-
-        // Provenance.
-        var request = VerificationRequest(publicKeys: keys, ignore: [Arrival.marker, policy.signatureFile], threads: 1)
-        var extra: [Finding] = []
-        if let dir = policy.manifests {
-            // Looked up under the escaped name (lossless, so a name cannot borrow another model's pin).
-            let path = dir + "/" + taken.name.escaped + ".json"
-            if IntakeRoot.exists(AT_FDCWD, path) {
-                do {
-                    request.manifest = try Manifest.read(path: path)
-                } catch {
-                    throw IntakeError("the pinned manifest \(path) cannot be used: \(error.message)")
-                }
-            } else if policy.requireManifest {
-                extra.append(Finding(rule: "provenance.manifest-missing", severity: .high, source: .provenance,
-                                     message: "no pinned manifest \(path): the policy requires one for every model"))
-            }
-        }
-        if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
-            let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
-            guard sig >= 0 else { throw IntakeError.system("cannot open \(taken.name)/\(policy.signatureFile)") }
-            defer { close(sig) }
-            do {
-                request.signatureBundle = try BoundedFile.read(fd: sig, limit: 64 << 20, name: "signature \(taken.name)/\(policy.signatureFile)")
-            } catch {
-                throw IntakeError(error.description, errno: typedErrno(error.errno))
-            }
-        }
-        if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {
-            extra.append(Finding(rule: "provenance.signature-missing", severity: .high, source: .provenance,
-                                 message: isFolder ? "no signature (\(policy.signatureFile)) in the model folder: the policy requires one"
-                                                   : "a single file carries no signature: deliver it in a folder with \(policy.signatureFile)"))
-        }
-        let verification: Verification
+        let report = try examiner.examine(
+            fd: fd, isFolder: st.st_mode & S_IFMT == S_IFDIR, name: taken.name, id: taken.id)
         do {
-            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name.escaped, name: taken.name, request: request)
-        } catch {
-            throw IntakeError("cannot hash \(taken.name): \(error.message)")
-        }
-        var provenance = verification.report
-        provenance.add(extra)
-
-        // Detonation.
-        // The model's own name is judged as a folder's entries are: no walk sees it.
-        let nameFindings = NameFindings.findings(taken.name, lookalikes: [])
-        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name.escaped)
-        if !nameFindings.isEmpty {
-            let target = ReportTarget(path: taken.name.escaped, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
-            reports.insert(Report(target: target, findings: nameFindings), at: 0)
-        }
-        // The stored report is bounded like a daemon's reply: traces (then minor findings) go before any verdict.
-        // Measured as written: indented, each line 4 spaces deeper inside `reports`.
-        Report.fit(&reports, within: Intake.maxReportBytes) { report in
-            let text = Array(report.json.pretty().utf8)
-            return text.count + 4 * text.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
-        }
-        let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
-        // Provenance is a gate, not a verdict to tolerate: only a model that is the one meant may pass, and then
-        // only with a probe verdict the policy passes.
-        let probeVerdict = reports.map(\.verdict).max() ?? .error
-        let approved = provenance.verdict == .clean && policy.pass.contains(probeVerdict)
-        let decision = approved ? "approved" : "rejected"
-        let reason = Intake.reason(approved: approved, provenance: provenance, probeVerdict: probeVerdict, reports: reports, pass: policy.pass)
-
-        let report: JSON = .object([
-            ("schemaVersion", .int(1)),
-            ("intake", .object([
-                ("id", .string(taken.id)),
-                ("name", .string(taken.name.escaped)),
-                ("kind", .string(isFolder ? "folder" : "file")),
-                ("decision", .string(decision)),
-                ("reason", .string(reason)),
-                ("probeVerdict", .string(probeVerdict.rawValue)),
-                ("pass", .array(policy.pass.sorted().map { .string($0.rawValue) })),
-                ("examinedAt", .string(takenAt)),
-                ("decidedAt", .string(Intake.timestamp())),
-            ])),
-            ("verdict", .string(verdict.rawValue)),
-            ("provenance", .object([
-                ("verdict", .string(provenance.verdict.rawValue)),
-                ("checked", .array(verification.checked.map(JSON.string))),
-                ("findings", .array(provenance.findings.map(\.json))),
-            ])),
-            ("reports", .array(reports.map(\.json))),
-        ])
-        let manifest = Manifest(inventory: verification.inventory, name: taken.name.escaped, source: request.manifest?.source)
-        do {
-            try AtomicFile.write(Array(report.pretty().utf8), to: "report.json", in: q)
+            try AtomicFile.write(Array(report.json.pretty().utf8), to: "report.json", in: q)
             CrashPoint.hit("report-written")
-            try AtomicFile.write(Array(manifest.json.pretty().utf8), to: "manifest.json", in: q)
+            try AtomicFile.write(Array(report.manifest.json.pretty().utf8), to: "manifest.json", in: q)
         } catch {
             throw IntakeError(error.message)
         }
         CrashPoint.hit("reports-written")
-        return Examined(verdict: verdict, approved: approved, reason: reason)
-    }
-
-    /// The probe reports: one per file, through airlockd or here.
-    private func probe(fd: Int32, isFolder: Bool, name: String) throws(IntakeError) -> [Report] {
-        var reports: [Report] = []
-        if let socket {
-            do throws(ClientError) {
-                let client = try DaemonClient(path: socket)
-                var params: [(String, JSON)] = [("name", .string(name)), ("probePhase", .bool(policy.probePhase))]
-                if let t = policy.timeoutSeconds { params.append(("timeout", .double(t))) }
-                let reply = try client.call("probe", params: params, descriptor: fd, timeout: (policy.timeoutSeconds ?? 600) + 600)
-                guard case .array(let items)? = reply.first(where: { $0.0 == "reports" })?.1 else {
-                    throw ClientError("protocol", "airlockd's reply has no reports")
-                }
-                for item in items {
-                    guard let r = Report(json: item) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
-                    reports.append(r)
-                }
-            } catch {
-                throw IntakeError("airlockd at \(socket): \(error.message)")
-            }
-        } else if let options = probeOptions {
-            StaticScanner.scan(fd: fd, isDirectory: isFolder, path: name, examine: { Prober.probe(fd: $0, path: $1, options: options) }) {
-                reports.append($0)
-            }
-        }
-        if reports.isEmpty {
-            let target = ReportTarget(path: name, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
-            reports.append(Report(target: target, findings: [Finding(rule: "intake.empty", severity: .medium, source: .static, message: "the model holds no file")]))
-        }
-        return reports
+        return Examined(verdict: report.verdict, approved: report.approved, reason: report.reason)
     }
 
     /// Where a model was released, and why when that is not where it was decided to go.
