@@ -105,6 +105,7 @@ let package = Package(
                 "AirlockProvenance",
                 "AirlockIntake",
                 "AirlockSandbox",
+                "AirlockSystem",
                 "AirlockAnalysis",
                 "AirlockFormats",
                 "AirlockJSON",

@@ -1,3 +1,4 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
 internal import CSystem
@@ -29,12 +30,12 @@ enum Arrival: Equatable {
         if name.hasPrefix(".") { return .ignored("a hidden name: still being delivered (rename it when complete)") }
         if reserved.contains(name) { return .ignored("\(name) is reserved for the release folder's own files: rename the model") }
         var st = stat()
-        guard name.withCString({ fstatat(incoming, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return .waiting("cannot stat: \(String(cString: strerror(errno)))") }
+        guard name.withCString({ fstatat(incoming, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return .waiting("cannot stat: \(Errno.current.text)") }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
             let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
-            guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
+            guard fd >= 0 else { return .waiting("cannot open: \(Errno.current.text)") }
+            defer { FileDescriptor(fd).close() }
             switch writerCheck(fd) {
             case .free: return .ready
             case .writing: return .waiting("open for writing")
@@ -44,8 +45,8 @@ enum Arrival: Equatable {
             }
         case S_IFDIR:
             let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
+            guard fd >= 0 else { return .waiting("cannot open: \(Errno.current.text)") }
+            defer { FileDescriptor(fd).close() }
             var newest = seconds(st.st_ctim)
             var writing = false
             var unreadable: String? = nil
@@ -95,7 +96,7 @@ enum Arrival: Equatable {
                     continue
                 }
                 walk(sub, prefix: path, depth: depth + 1, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
-                close(sub)
+                FileDescriptor(sub).close()
             case S_IFREG:
                 let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
                 guard fd >= 0 else {
@@ -103,7 +104,7 @@ enum Arrival: Equatable {
                     continue
                 }
                 if writerCheck(fd) == .writing { writing = true }
-                close(fd)
+                FileDescriptor(fd).close()
             default:
                 break
             }

@@ -81,7 +81,7 @@ enum Custody {
             }
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             for entry in try entries(fd, display: display) {
                 try survey(
                     fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
@@ -197,7 +197,7 @@ enum Custody {
             // followed; what was opened is checked again.
             let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(src) }
+            defer { FileDescriptor(src).close() }
             try copyFile(src, display: display, into: dstDir, target, state: state)
         case S_IFDIR:
             guard depth < state.limits.maxDepth else {
@@ -205,13 +205,13 @@ enum Custody {
             }
             let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(src) }
+            defer { FileDescriptor(src).close() }
             guard target.withCString({ mkdirat(dstDir, $0, 0o700) }) == 0 else {
                 throw failure("cannot create the copy of \(display)")
             }
             let dst = target.withCString { openat(dstDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard dst >= 0 else { throw failure("cannot open the copy of \(display)") }
-            defer { close(dst) }
+            defer { FileDescriptor(dst).close() }
             for entry in try entries(src, display: display) where depth > 0 || !state.leaveOut.contains(entry) {
                 try copyEntry(
                     src, entry, display: display + "/" + entry.escaped, into: dst, entry, depth: depth + 1,
@@ -276,7 +276,7 @@ enum Custody {
         guard state.size.bytes <= state.limits.maxBytes else { throw budget(state.size.bytes, state.limits) }
         let dst = target.withCString { openat(dstDir, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard dst >= 0 else { throw failure("cannot create the copy of \(display)") }
-        defer { close(dst) }
+        defer { FileDescriptor(dst).close() }
         _ = posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL)
         var position = 0
         while position < size {
@@ -366,7 +366,7 @@ enum Custody {
             }
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             for entry in try entries(fd, display: display, skipping: false) {
                 try checkOwned(
                     fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
@@ -403,7 +403,7 @@ enum Custody {
             for entry in (try? entries(fd, display: "", skipping: false)) ?? [] {
                 _ = remove(fd, entry, depth: depth + 1, maxDepth: maxDepth, budget: &budget)
             }
-            close(fd)
+            FileDescriptor(fd).close()
         }
         return name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) } == 0 || errno == ENOENT
     }

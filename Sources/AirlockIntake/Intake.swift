@@ -268,7 +268,7 @@ public final class Intake: @unchecked Sendable {
         guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo(.system("cannot create .airlock/delivered/\(id)")) }
         CrashPoint.hit("quarantine-created")
         guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
-        defer { close(held) }
+        defer { FileDescriptor(held).close() }
         guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, held, $0) }) == 0 else {
             return undo(.system("cannot move it into the intake's keeping"))
         }
@@ -351,12 +351,12 @@ public final class Intake: @unchecked Sendable {
     /// Examines the model in quarantine/ID/ (`IntakeExaminer`), and writes report.json and manifest.json beside it.
     func examine(_ taken: Taken) throws(IntakeError) -> Examined {
         guard let q = openQuarantine(taken.id) else { throw IntakeError.system("cannot open quarantine/\(taken.id)") }
-        defer { close(q) }
+        defer { FileDescriptor(q).close() }
         // An examination a crash cut short may have left a temporary report behind: it must not be released.
         for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
         let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
         guard fd >= 0 else { throw IntakeError.system("cannot open quarantine/\(taken.id)/\(taken.name)") }
-        defer { close(fd) }
+        defer { FileDescriptor(fd).close() }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw IntakeError.system("cannot stat \(taken.name)") }
         let report = try examiner.examine(
@@ -394,7 +394,7 @@ public final class Intake: @unchecked Sendable {
         if !IntakeRoot.exists(root.quarantine, taken.id) {
             let there = dest.withCString { openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if there >= 0 {
-                defer { close(there) }
+                defer { FileDescriptor(there).close() }
                 if IntakeRoot.exists(there, taken.name) {
                     try sealRelease(there, display: "\(to)/\(dest)")
                     discardDelivery(taken)
@@ -430,7 +430,7 @@ public final class Intake: @unchecked Sendable {
         // Made read-only only now: moving a folder to another parent needs write permission on it.
         let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard released >= 0 else { throw IntakeError.system("cannot open \(to)/\(dest)") }
-        defer { close(released) }
+        defer { FileDescriptor(released).close() }
         try sealRelease(released, display: "\(to)/\(dest)")
         discardDelivery(taken)
         CrashPoint.hit("discarded")
@@ -446,8 +446,8 @@ public final class Intake: @unchecked Sendable {
         let held = openDelivered(taken.id)
         let q = openQuarantine(taken.id)
         defer {
-            if let held { close(held) }
-            if let q { close(q) }
+            if let held { FileDescriptor(held).close() }
+            if let q { FileDescriptor(q).close() }
         }
         /// Keeps the model in quarantine, copied, to be examined again.
         func stay() throws(IntakeError) -> Bool {

@@ -80,12 +80,12 @@ final class IntakeJournal: @unchecked Sendable {
         guard fd >= 0 else { throw IntakeError.system("cannot open the journal \(display)") }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
+            FileDescriptor(fd).close()
             throw IntakeError("the journal \(display) is not a regular file")
         }
         let size = Int(st.st_size)
         guard size <= 256 << 20 else {
-            close(fd)
+            FileDescriptor(fd).close()
             throw IntakeError("the journal \(display) is larger than 256 MiB: not an intake journal")
         }
         var bytes = [UInt8](repeating: 0, count: size)
@@ -101,14 +101,14 @@ final class IntakeJournal: @unchecked Sendable {
             // A torn last line: its step never started. Cut it off so the next record starts on a line of its own.
             guard ftruncate(fd, off_t(complete)) == 0, fdatasync(fd) == 0 else {
                 let e = errno
-                close(fd)
+                FileDescriptor(fd).close()
                 throw IntakeError.system("cannot repair the journal \(display)", errno: Errno(e))
             }
         }
         var records: [JournalRecord] = []
         for line in bytes[0..<complete].split(separator: 0x0A) {
             guard let value = try? JSON.parse(Array(line)), let record = JournalRecord(json: value) else {
-                close(fd)
+                FileDescriptor(fd).close()
                 throw IntakeError("the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)")
             }
             records.append(record)
@@ -123,7 +123,7 @@ final class IntakeJournal: @unchecked Sendable {
         self.path = path
     }
 
-    deinit { close(fd) }
+    deinit { FileDescriptor(fd).close() }
 
     /// Appends `record` and waits until it is on disk.
     func append(_ record: JournalRecord) throws(IntakeError) {

@@ -38,8 +38,8 @@ final class IntakeRoot: @unchecked Sendable {
         guard root >= 0 else { throw IntakeError.system("cannot open the intake root \(path)") }
         var fds: [Int32] = []
         func fail(_ error: IntakeError) -> IntakeError {
-            for fd in fds { close(fd) }
-            close(root)
+            for fd in fds { FileDescriptor(fd).close() }
+            FileDescriptor(root).close()
             return error
         }
         var rootStat = stat()
@@ -73,7 +73,7 @@ final class IntakeRoot: @unchecked Sendable {
             var buf = [UInt8](repeating: 0, count: 32)
             let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
             let holder = n > 0 ? String(decoding: buf[0..<n].prefix { $0 != 0x0A }, as: UTF8.self) : "?"
-            close(lock)
+            FileDescriptor(lock).close()
             if e.rawValue == EWOULDBLOCK {
                 throw fail(IntakeError("another airlock intake (pid \(holder)) works on \(path): one intake per root", errno: e))
             }
@@ -93,7 +93,7 @@ final class IntakeRoot: @unchecked Sendable {
     }
 
     deinit {
-        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] { close(fd) }
+        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] { FileDescriptor(fd).close() }
     }
 
     /// The descriptor of `approved` or `rejected`.
@@ -124,7 +124,7 @@ final class IntakeRoot: @unchecked Sendable {
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if fd >= 0 {
                 for entry in list(fd) { removeTree(fd, entry) }
-                close(fd)
+                FileDescriptor(fd).close()
             }
             _ = name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) }
         } else {

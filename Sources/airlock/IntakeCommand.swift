@@ -1,5 +1,6 @@
 import AirlockAnalysis
 import AirlockIntake
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
@@ -40,10 +41,14 @@ extension Airlock {
 
         func run() throws {
             // Before any thread starts, so that every thread inherits the blocked stop signals.
-            let signals = watch ? Intake.blockStopSignals() : -1
-            if watch && signals < 0 {
-                writeStderr("airlock: cannot set up signal handling: \(String(cString: strerror(errno)))\n")
-                throw ExitCode(2)
+            var signals: StopSignals?
+            if watch {
+                do {
+                    signals = try StopSignals()
+                } catch {
+                    writeStderr("airlock: cannot set up signal handling: \(error.errnoValue.text)\n")
+                    throw ExitCode(2)
+                }
             }
             let journald = getenv("JOURNAL_STREAM") != nil
             let log: @Sendable (String) -> Void = { line in
@@ -52,7 +57,7 @@ extension Airlock {
             do {
                 let loaded = try policy.map { p throws(IntakeError) in try IntakePolicy.load(p) } ?? IntakePolicy()
                 let intake = try Intake(root: root, policy: loaded, socket: socket ?? Remote.socket, log: log)
-                if watch {
+                if let signals {
                     try intake.watch(signals: signals) { IntakeCommand.print($0) }
                     return
                 }

@@ -3,6 +3,7 @@ import AirlockAnalysis
 import AirlockFormats
 import AirlockJSON
 import AirlockProvenance
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
@@ -175,13 +176,18 @@ extension Airlock {
                 }
                 let progress = ProgressBar.make(enabled: !noProgress, label: "hashing")
                 request.progress = progress?.update
-                let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
-                guard fd >= 0 else {
-                    let e = errno
-                    throw ProvenanceError(.io, e == ELOOP ? "\(path) is a symbolic link: name the model itself" : "cannot open \(path): \(String(cString: strerror(e)))")
+                let fd: FileDescriptor
+                do {
+                    fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+                } catch {
+                    throw ProvenanceError(
+                        .io,
+                        error.errnoValue.rawValue == ELOOP
+                            ? "\(path) is a symbolic link: name the model itself"
+                            : "cannot open \(path): \(error.errnoValue.text)")
                 }
-                defer { close(fd) }
-                verification = try ProvenanceVerifier.verify(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, request: request)
+                defer { fd.close() }
+                verification = try ProvenanceVerifier.verify(fd: fd.rawValue, display: FileName(path).escaped, name: FileName(path).lastComponent, request: request)
                 progress?.finish()
             } catch let error as ProvenanceError {
                 writeStderr("airlock: \(error.message)\n")
