@@ -3,7 +3,7 @@ public import AirlockSystem
 internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What went wrong talking to airlockd: a connection problem (`code` "connect", "io", "protocol", "timeout") or the

@@ -3,7 +3,7 @@ internal import AirlockSystem
 internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One client connection, owned by the I/O thread.
@@ -141,7 +141,8 @@ extension Server {
             if !allowed(peer) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)
-                let uids = config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), "
+                let uids =
+                    config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), "
                 Connection.sendNow(
                     fd,
                     Reply.error(
@@ -272,7 +273,8 @@ extension Server {
             guard airlock_fd_readable(fds[0].rawValue) == 1 else {
                 metrics.refused(method: method, code: .badRequest)
                 return answer(
-                    Reply.error(id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
+                    Reply.error(
+                        id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
             }
             if stopping {
                 metrics.refused(method: method, code: .shuttingDown)

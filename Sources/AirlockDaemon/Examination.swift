@@ -6,7 +6,7 @@ internal import CDaemon
 internal import CSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS at connect time).

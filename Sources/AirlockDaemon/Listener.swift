@@ -2,7 +2,7 @@ internal import AirlockSystem
 internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A Unix socket's path as a `sockaddr_un`: written once here for the listener and the client.
@@ -21,7 +21,8 @@ struct UnixSocketAddress {
 
     /// A new stream socket (close-on-exec, and non-blocking when asked).
     static func streamSocket(nonBlocking: Bool = false) throws(SystemCallError) -> FileDescriptor {
-        let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let flags =
+            Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
             | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
         return try FileDescriptor.check(socket(AF_UNIX, flags, 0), "socket")
     }

@@ -66,7 +66,8 @@ public struct DaemonBackend: Sendable {
     public let probePhase: Bool
 
     /// A backend for `method` requests to the daemon at `socket`.
-    public init(socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true) {
+    public init(socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true)
+    {
         self.socket = socket
         self.method = method
         self.timeout = timeout

@@ -33,7 +33,8 @@ public struct DaemonRequest: Sendable {
     public var probePhase: Bool
 
     /// A request, as a client makes one.
-    public init(id: JSON = .null, method: Method, name: String? = nil, timeout: Double? = nil, probePhase: Bool = true) {
+    public init(id: JSON = .null, method: Method, name: String? = nil, timeout: Double? = nil, probePhase: Bool = true)
+    {
         self.id = id
         self.method = method
         self.name = name
@@ -53,7 +54,8 @@ public struct DaemonRequest: Sendable {
     /// The whole message a client sends, with `id`.
     public var json: JSON {
         .object([
-            ("airlock", .int(Wire.version)), ("id", id), ("method", .string(method.rawValue)), ("params", .object(params)),
+            ("airlock", .int(Wire.version)), ("id", id), ("method", .string(method.rawValue)),
+            ("params", .object(params)),
         ])
     }
 
@@ -90,7 +92,9 @@ public struct DaemonRequest: Sendable {
         }
         var params: [(String, JSON)] = []
         if let p = field("params") {
-            guard case .object(let m) = p else { return refuse(methodName, .badRequest, "\"params\" must be an object") }
+            guard case .object(let m) = p else {
+                return refuse(methodName, .badRequest, "\"params\" must be an object")
+            }
             params = m
         }
         guard let method = Method(rawValue: methodName) else {

@@ -5,7 +5,7 @@ public import AirlockProbe
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// airlockd: answers probe, scan, status and metrics requests on a Unix socket (docs/protocol.md).

@@ -21,7 +21,8 @@ public enum Wire {
         guard size <= limit else {
             var id = JSON.null
             if case .object(let members) = message, let given = members.first(where: { $0.0 == "id" })?.1 { id = given }
-            return frame(Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(limit)"))
+            return frame(
+                Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(limit)"))
         }
         var out: [UInt8] = []
         out.reserveCapacity(4 + size)
@@ -72,7 +73,8 @@ public enum Wire {
         /// The next complete message's JSON bytes, nil when more bytes are needed.
         public mutating func next() throws(FrameError) -> [UInt8]? {
             guard storage.count - start >= 4 else { return nil }
-            let n = Int(storage[start]) << 24 | Int(storage[start + 1]) << 16 | Int(storage[start + 2]) << 8
+            let n =
+                Int(storage[start]) << 24 | Int(storage[start + 1]) << 16 | Int(storage[start + 2]) << 8
                 | Int(storage[start + 3])
             guard n > 0 && n <= maxMessage else { throw .badLength(n) }
             guard storage.count - start >= 4 + n else { return nil }
@@ -132,7 +134,8 @@ public enum Wire {
 /// The error codes of replies (docs/protocol.md).
 public enum ReplyCode: String, Sendable {
     case forbidden, busy, badRequest = "bad-request", tooLarge = "too-large", unknownMethod = "unknown-method"
-    case noDescriptor = "no-descriptor", timeout, shuttingDown = "shutting-down", fileBusy = "file-busy", internalError = "internal"
+    case noDescriptor = "no-descriptor", timeout, shuttingDown = "shutting-down", fileBusy = "file-busy",
+        internalError = "internal"
 }
 
 /// Builders of reply messages.

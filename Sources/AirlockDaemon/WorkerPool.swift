@@ -3,7 +3,7 @@ internal import AirlockSystem
 internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A fixed number of worker threads taking examinations from a bounded queue. Each worker handles one at a time and

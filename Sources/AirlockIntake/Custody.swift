@@ -5,7 +5,7 @@ internal import AirlockFormats
 internal import CSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The intake's custody of a model: what it examines and releases is a tree of fresh inodes that only the intake has

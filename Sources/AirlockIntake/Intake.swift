@@ -9,7 +9,7 @@ internal import CSystem
 import Dispatch
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What happened to one model.
@@ -63,7 +63,9 @@ public final class Intake: @unchecked Sendable {
 
     /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
     /// with the policy's profile, or through airlockd at `socket` (or the policy's) when one is named.
-    public init(root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void) throws(IntakeError) {
+    public init(
+        root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void
+    ) throws(IntakeError) {
         self.policy = policy
         self.log = log
         // Lease breaks: the intake takes a read lease for an instant to see whether a file is open for writing
@@ -71,7 +73,8 @@ public final class Intake: @unchecked Sendable {
         // action would end the intake. The writer waits for the lease to go: nothing to do here.
         signal(SIGIO, SIG_IGN)
         root = try IntakeRoot(path: path)
-        let (journal, records) = try IntakeJournal.open(dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
+        let (journal, records) = try IntakeJournal.open(
+            dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
         self.journal = journal
         var keys: [[UInt8]] = []
         for key in policy.publicKeys {
@@ -90,11 +93,14 @@ public final class Intake: @unchecked Sendable {
             // A mistyped folder would silently pin nothing.
             var st = stat()
             guard stat(dir, &st) == 0 else { throw IntakeError.system("the policy's manifests folder \(dir)") }
-            guard st.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("the policy's manifests folder \(dir) is not a folder") }
+            guard st.st_mode & S_IFMT == S_IFDIR else {
+                throw IntakeError("the policy's manifests folder \(dir) is not a folder")
+            }
         }
         let backend: ProbeBackend
         if let socket = socket ?? policy.socket {
-            backend = .daemon(DaemonBackend(socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase))
+            backend = .daemon(
+                DaemonBackend(socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase))
         } else {
             do {
                 backend = .local(
@@ -124,7 +130,9 @@ public final class Intake: @unchecked Sendable {
             guard let r = last[id], r.op != .done else { continue }
             let escapedName = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
             guard let name = FileName(escaped: escapedName) else {
-                log("recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form")
+                log(
+                    "recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form"
+                )
                 continue
             }
             do throws(IntakeError) {
@@ -144,8 +152,11 @@ public final class Intake: @unchecked Sendable {
                         throw IntakeError("the journal's destination \(FileName(r.dest)) is not in the escaped form")
                     }
                     let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: dest)
-                    recovered.append(IntakeOutcome(name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)", verdict: nil, error: nil,
-                                                   reason: release.reason ?? "released after a restart (decided before it)"))
+                    recovered.append(
+                        IntakeOutcome(
+                            name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)",
+                            verdict: nil, error: nil,
+                            reason: release.reason ?? "released after a restart (decided before it)"))
                     log("recovered \(name) (\(id)): released to \(release.to)/\(release.dest)")
                 case .rollback:
                     if try finishRollback(Taken(id: id, name: name), reason: r.note) {
@@ -181,7 +192,10 @@ public final class Intake: @unchecked Sendable {
             switch take(name) {
             case .success(let taken): work.append(taken)
             case .failure(let error):
-                outcomes.append(IntakeOutcome(name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
+                outcomes.append(
+                    IntakeOutcome(
+                        name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil,
+                        error: error.message))
             }
         }
         outcomes += process(work)
@@ -265,7 +279,9 @@ public final class Intake: @unchecked Sendable {
         }
         // 0700: the copy is made and examined where no one else can reach it.
         guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo(.system("cannot create quarantine/\(id)")) }
-        guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo(.system("cannot create .airlock/delivered/\(id)")) }
+        guard mkdirat(root.delivered, id, 0o700) == 0 else {
+            return undo(.system("cannot create .airlock/delivered/\(id)"))
+        }
         CrashPoint.hit("quarantine-created")
         guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
         defer { FileDescriptor(held).close() }
@@ -304,7 +320,9 @@ public final class Intake: @unchecked Sendable {
     /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
     /// back to incoming/.
     func examineAndRelease(_ taken: Taken) -> IntakeOutcome {
-        var outcome = IntakeOutcome(name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
+        var outcome = IntakeOutcome(
+            name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)",
+            verdict: nil, error: nil)
         let examined: Examined
         do {
             examined = try examine(taken)
@@ -312,11 +330,14 @@ public final class Intake: @unchecked Sendable {
             outcome.error = error.message
             log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
             do {
-                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
+                try journal.append(
+                    JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
                 CrashPoint.hit("rollback-journaled")
                 if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
             } catch let rollbackError {
-                log("cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)")
+                log(
+                    "cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)"
+                )
             }
             return outcome
         }
@@ -325,16 +346,21 @@ public final class Intake: @unchecked Sendable {
         let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
+            try journal.append(
+                JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
             CrashPoint.hit("decided")
             let release = try finishRelease(taken, to: to, dest: dest)
             outcome.decision = release.to
             outcome.location = "\(release.to)/\(release.dest)"
             if let reason = release.reason { outcome.reason = reason }
-            log("\(release.to) \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(release.to)/\(release.dest)")
+            log(
+                "\(release.to) \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(release.to)/\(release.dest)"
+            )
         } catch {
             outcome.error = error.message
-            log("cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)")
+            log(
+                "cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)"
+            )
         }
         return outcome
     }
@@ -370,125 +396,6 @@ public final class Intake: @unchecked Sendable {
         }
         CrashPoint.hit("reports-written")
         return Examined(verdict: report.verdict, approved: report.approved, reason: report.reason)
-    }
-
-    /// Where a model was released, and why when that is not where it was decided to go.
-    struct Release {
-        let to: String
-        /// The name it got in `to`/ (shown escaped, as the journal and reports hold it).
-        let dest: FileName
-        /// Set when an approval was turned into a rejection at release (the model was not the one examined).
-        let reason: String?
-    }
-
-    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled, read-only
-    /// (folders 0555, files 0444); then discards the original delivery. Done already when quarantine/ID is gone and
-    /// `to`/`dest` holds the model.
-    ///
-    /// An approval is checked first (`releaseProblem`): the copy must be the intake's own, read-only, and hash to the
-    /// manifest written when it was examined. If not, it is rejected instead, with the reason in its report.
-    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: FileName) throws(IntakeError) -> Release {
-        var to = decided
-        var dest = decidedDest
-        var reason: String? = nil
-        if !IntakeRoot.exists(root.quarantine, taken.id) {
-            let there = dest.withCString { openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            if there >= 0 {
-                defer { FileDescriptor(there).close() }
-                if IntakeRoot.exists(there, taken.name) {
-                    try sealRelease(there, display: "\(to)/\(dest)")
-                    discardDelivery(taken)
-                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
-                    return Release(to: to, dest: dest, reason: nil)
-                }
-            }
-            throw IntakeError("\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
-        }
-        if to == "approved", let problem = releaseProblem(taken) {
-            let why = "rejected: the model about to be released is not the one examined: \(problem)"
-            try rewriteReport(taken, decision: "rejected", reason: why)
-            to = "rejected"
-            dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
-            CrashPoint.hit("redecided")
-            log("not approving \(taken.name) (\(taken.id)): \(problem)")
-            reason = why
-        }
-        try sealReports(taken)
-        let target = root.destination(to)
-        while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
-            let e = errno
-            guard e == EEXIST || e == ENOTEMPTY else {
-                throw IntakeError.system("cannot move quarantine/\(taken.id) to \(to)/\(dest)", errno: Errno(e))
-            }
-            dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
-        }
-        try IntakeRoot.sync(root.quarantine)
-        try IntakeRoot.sync(target)
-        CrashPoint.hit("released")
-        // Made read-only only now: moving a folder to another parent needs write permission on it.
-        let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard released >= 0 else { throw IntakeError.system("cannot open \(to)/\(dest)") }
-        defer { FileDescriptor(released).close() }
-        try sealRelease(released, display: "\(to)/\(dest)")
-        discardDelivery(taken)
-        CrashPoint.hit("discarded")
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
-        CrashPoint.hit("done")
-        return Release(to: to, dest: dest, reason: reason)
-    }
-
-    /// Moves the original delivery back to incoming/ and removes the intake's copy and its quarantine folder; false
-    /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
-    /// again).
-    func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
-        let held = openDelivered(taken.id)
-        let q = openQuarantine(taken.id)
-        defer {
-            if let held { FileDescriptor(held).close() }
-            if let q { FileDescriptor(q).close() }
-        }
-        /// Keeps the model in quarantine, copied, to be examined again.
-        func stay() throws(IntakeError) -> Bool {
-            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
-            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
-            return false
-        }
-        /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
-        func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
-            guard taken.name.withCString({ airlock_rename_noreplace(dir, $0, root.incoming, $0) }) == 0 else {
-                let e = errno
-                if e == EEXIST || e == ENOTEMPTY { return false }
-                throw IntakeError.system("cannot move \(taken.name) back to incoming/", errno: Errno(e))
-            }
-            try IntakeRoot.sync(dir)
-            try IntakeRoot.sync(root.incoming)
-            CrashPoint.hit("moved-back")
-            return true
-        }
-        if let held, IntakeRoot.exists(held, taken.name) {
-            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
-            // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
-            if let q {
-                Custody.remove(q, taken.name, limits: limits)
-                Custody.remove(q, Intake.copying, limits: limits)
-            }
-            if try !moveBack(from: held) { return try stay() }
-        } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
-            // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-            if try !moveBack(from: q) { return try stay() }
-        }
-        if let q {
-            for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying
-                || Arrival.reserved.contains(leftover) || leftover.hasPrefix(".tmp-") {
-                Custody.remove(q, leftover, limits: limits)
-            }
-        }
-        _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
-        _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped, note: "rolled back: \(reason)"))
-        return true
     }
 
     // MARK: - Helpers
@@ -536,12 +443,14 @@ public final class Intake: @unchecked Sendable {
     /// `2026-11-22T04:30:00Z`.
     static func timestamp() -> String {
         let t = utc()
-        return "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec))Z"
+        return
+            "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec))Z"
     }
 
     private static func compactTimestamp() -> String {
         let t = utc()
-        return "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
+        return
+            "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
     }
 
 }

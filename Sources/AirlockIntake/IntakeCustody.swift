@@ -6,7 +6,7 @@ internal import AirlockProvenance
 internal import CSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The intake's custody of each model (docs/intake.md, "What an uploader can do after delivery"): the delivery is

@@ -8,7 +8,7 @@ internal import AirlockSystem
 internal import CSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Examines one model in quarantine: whether it is the one meant (pinned manifest, signature), what it does when
@@ -128,7 +128,8 @@ struct IntakeExaminer: Sendable {
                     target: target,
                     findings: [
                         Finding(
-                            rule: "intake.empty", severity: .medium, source: .static, message: "the model holds no file")
+                            rule: "intake.empty", severity: .medium, source: .static, message: "the model holds no file"
+                        )
                     ]))
         }
         return reports

@@ -3,7 +3,7 @@ internal import AirlockJSON
 internal import AirlockDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One step of one model's way through quarantine, as written to the journal.
@@ -57,7 +57,9 @@ struct JournalRecord: Sendable, Equatable {
             values[k] = s
         }
         guard let opText = values["op"], let op = Op(rawValue: opText), let id = values["id"] else { return nil }
-        self.init(op: op, id: id, name: values["name"] ?? "", to: values["to"] ?? "", dest: values["dest"] ?? "", note: values["note"] ?? "")
+        self.init(
+            op: op, id: id, name: values["name"] ?? "", to: values["to"] ?? "", dest: values["dest"] ?? "",
+            note: values["note"] ?? "")
     }
 }
 
@@ -75,7 +77,9 @@ final class IntakeJournal: @unchecked Sendable {
     private var last: [String: JournalRecord.Op] = [:]
 
     /// Opens (creating) the journal `name` in the directory `dirfd`, returning it and the records it holds.
-    static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (IntakeJournal, [JournalRecord]) {
+    static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (
+        IntakeJournal, [JournalRecord]
+    ) {
         let fd = openat(dirfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw IntakeError.system("cannot open the journal \(display)") }
         var st = stat()
@@ -109,7 +113,9 @@ final class IntakeJournal: @unchecked Sendable {
         for line in bytes[0..<complete].split(separator: 0x0A) {
             guard let value = try? JSON.parse(Array(line)), let record = JournalRecord(json: value) else {
                 FileDescriptor(fd).close()
-                throw IntakeError("the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)")
+                throw IntakeError(
+                    "the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)"
+                )
             }
             records.append(record)
         }

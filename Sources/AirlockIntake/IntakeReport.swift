@@ -96,6 +96,7 @@ struct IntakeReport {
         let errors = reports.compactMap { r in r.error.map { "\(r.target.path): \($0.message)" } }
         let detail = worst(reports.flatMap { r in r.findings.map { (r.target.path, $0) } })
         return "rejected: probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
-            + (detail.isEmpty ? "" : ": " + detail) + (errors.isEmpty ? "" : "; " + errors.prefix(3).joined(separator: "; "))
+            + (detail.isEmpty ? "" : ": " + detail)
+            + (errors.isEmpty ? "" : "; " + errors.prefix(3).joined(separator: "; "))
     }
 }

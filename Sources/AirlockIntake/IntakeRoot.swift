@@ -5,7 +5,7 @@ internal import AirlockFormats
 internal import CSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The quarantine root's folders, open as descriptors: every move is a `renameat2` between two of them, so a path
@@ -53,18 +53,26 @@ final class IntakeRoot: @unchecked Sendable {
             fds.append(fd)
             var st = stat()
             guard fstat(fd, &st) == 0, st.st_dev == rootStat.st_dev else {
-                throw fail(IntakeError("\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems"))
+                throw fail(
+                    IntakeError(
+                        "\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems"
+                    ))
             }
         }
         if mkdirat(fds[4], "delivered", 0o700) != 0 && errno != EEXIST {
             throw fail(.system("cannot create \(path)/.airlock/delivered"))
         }
         let delivered = openat(fds[4], "delivered", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard delivered >= 0 else { throw fail(.system("cannot open \(path)/.airlock/delivered (a folder, not a link)")) }
+        guard delivered >= 0 else {
+            throw fail(.system("cannot open \(path)/.airlock/delivered (a folder, not a link)"))
+        }
         fds.append(delivered)
         var deliveredStat = stat()
         guard fstat(delivered, &deliveredStat) == 0, deliveredStat.st_dev == rootStat.st_dev else {
-            throw fail(IntakeError("\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems"))
+            throw fail(
+                IntakeError(
+                    "\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems"
+                ))
         }
         let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw fail(.system("cannot open the lock \(path)/.airlock/lock")) }
@@ -75,7 +83,9 @@ final class IntakeRoot: @unchecked Sendable {
             let holder = n > 0 ? String(decoding: buf[0..<n].prefix { $0 != 0x0A }, as: UTF8.self) : "?"
             FileDescriptor(lock).close()
             if e.rawValue == EWOULDBLOCK {
-                throw fail(IntakeError("another airlock intake (pid \(holder)) works on \(path): one intake per root", errno: e))
+                throw fail(
+                    IntakeError(
+                        "another airlock intake (pid \(holder)) works on \(path): one intake per root", errno: e))
             }
             throw fail(.system("cannot lock \(path)/.airlock/lock", errno: e))
         }
@@ -93,7 +103,9 @@ final class IntakeRoot: @unchecked Sendable {
     }
 
     deinit {
-        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] { FileDescriptor(fd).close() }
+        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] {
+            FileDescriptor(fd).close()
+        }
     }
 
     /// The descriptor of `approved` or `rejected`.

@@ -5,7 +5,7 @@ internal import AirlockDaemon
 internal import AirlockProvenance
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Intake {

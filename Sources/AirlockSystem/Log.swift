@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Log lines on stderr with the priority prefix journald reads (`<3>` error … `<7>` debug).

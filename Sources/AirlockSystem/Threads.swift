@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A mutex and a condition variable (pthread): the daemon's worker queue and the intake's batches wait on it.
@@ -44,10 +44,12 @@ package func startThread(stackBytes: Int = 16 << 20, _ body: @escaping @Sendable
     pthread_attr_setstacksize(&attr, stackBytes)
     pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
     var thread = pthread_t()
-    let rc = pthread_create(&thread, &attr, { arg in
-        Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
-        return nil
-    }, box)
+    let rc = pthread_create(
+        &thread, &attr,
+        { arg in
+            Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, box)
     pthread_attr_destroy(&attr)
     if rc != 0 {
         Unmanaged<Box>.fromOpaque(box).release()

@@ -4,7 +4,7 @@ import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Airlock {
@@ -12,7 +12,8 @@ extension Airlock {
     struct IntakeCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "intake",
-            abstract: "Quarantine stage: take models from ROOT/incoming, verify and probe them, release each to ROOT/approved or ROOT/rejected with its report.",
+            abstract:
+                "Quarantine stage: take models from ROOT/incoming, verify and probe them, release each to ROOT/approved or ROOT/rejected with its report.",
             discussion: """
                 A file is taken when no process holds it open for writing; a folder when it holds a .ready marker or nothing in it changed for the policy's settleSeconds (default 30); names starting with "." are never taken. Each model moves atomically into ROOT/quarantine/ID/, is verified (a pinned manifest, a model-signing signature, when the policy asks) and probed (locally, or through airlockd with --socket), then moves atomically to ROOT/approved/NAME/ or ROOT/rejected/NAME/ together with report.json and manifest.json. A journal (ROOT/.airlock/journal) makes every step restartable after a crash; one intake per root.
 
@@ -20,10 +21,14 @@ extension Airlock {
                 """
         )
 
-        @Option(name: .long, help: "The quarantine root (created with incoming/, quarantine/, approved/, rejected/ if missing).")
+        @Option(
+            name: .long,
+            help: "The quarantine root (created with incoming/, quarantine/, approved/, rejected/ if missing).")
         var root: String
 
-        @Option(name: .long, help: "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings.")
+        @Option(
+            name: .long,
+            help: "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings.")
         var policy: String?
 
         @Flag(name: .long, help: "Take what has arrived, finish it, exit.")
@@ -32,7 +37,8 @@ extension Airlock {
         @Flag(name: .long, help: "Keep watching incoming/ until SIGTERM.")
         var watch = false
 
-        @Option(name: .long, help: "Probe through airlockd at this socket (also $AIRLOCK_SOCKET or the policy's socket).")
+        @Option(
+            name: .long, help: "Probe through airlockd at this socket (also $AIRLOCK_SOCKET or the policy's socket).")
         var socket: String?
 
         func validate() throws {
@@ -77,7 +83,9 @@ extension Airlock {
             let verdict = o.verdict?.rawValue ?? "-"
             let line: String
             if let decision = o.decision {
-                line = "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n" + (decision == "rejected" ? "          \(o.reason ?? "")\n" : "")
+                line =
+                    "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n"
+                    + (decision == "rejected" ? "          \(o.reason ?? "")\n" : "")
             } else {
                 line = "\("failed".padding(9)) \(o.name)  stays in \(o.location): \(o.error ?? "unknown error")\n"
             }

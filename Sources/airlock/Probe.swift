@@ -17,7 +17,8 @@ extension Airlock {
                 """
         )
 
-        @Option(name: .long, help: "Sandbox profile: a name in the profile directories or a path to a profile JSON file.")
+        @Option(
+            name: .long, help: "Sandbox profile: a name in the profile directories or a path to a profile JSON file.")
         var profile: String = "default"
 
         @Option(name: .long, help: "Verdict policy file (default: policy.json in the profile directories).")
@@ -29,7 +30,9 @@ extension Airlock {
         @Flag(name: .customLong("no-probe-phase"), help: "Load only; do not touch the loaded object afterwards.")
         var noProbePhase = false
 
-        @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
+        @Option(
+            name: .long,
+            help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
         var format: ScanFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
@@ -63,7 +66,8 @@ extension Airlock {
         private func backend() throws -> ProbeBackend {
             if let socket = socket ?? Remote.socket {
                 if profile != "default" || policy != nil {
-                    writeStderr("airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
+                    writeStderr(
+                        "airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
                     throw ExitCode(2)
                 }
                 return .daemon(DaemonBackend(socket: socket, timeout: timeout, probePhase: !noProbePhase))

@@ -7,7 +7,7 @@ import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The CLI through airlockd: `airlock --socket PATH probe|scan …` or `$AIRLOCK_SOCKET`. With a socket named, there
@@ -56,7 +56,9 @@ enum Remote {
     }
 
     static func errorReport(_ path: String, _ code: String, _ message: String) -> Report {
-        Report(target: ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue), findings: [], error: (code, message))
+        Report(
+            target: ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue), findings: [],
+            error: (code, message))
     }
 }
 
@@ -83,11 +85,15 @@ extension Airlock {
                 let client = try DaemonClient(path: path)
                 if prometheus {
                     let reply = try client.call("metrics", timeout: 30)
-                    if case .string(let text)? = reply.first(where: { $0.0 == "metrics" })?.1 { writeStdout(Array(text.utf8)) }
+                    if case .string(let text)? = reply.first(where: { $0.0 == "metrics" })?.1 {
+                        writeStdout(Array(text.utf8))
+                    }
                     return
                 }
                 let reply = try client.call("status", timeout: 30)
-                guard let status = reply.first(where: { $0.0 == "status" })?.1 else { throw ClientError("protocol", "no status in the reply") }
+                guard let status = reply.first(where: { $0.0 == "status" })?.1 else {
+                    throw ClientError("protocol", "no status in the reply")
+                }
                 if json {
                     printJSON(status)
                 } else {

@@ -5,7 +5,7 @@ import AirlockSandbox
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `airlockd`: the supervisor daemon. Inference services ask it, over a Unix socket, whether a model is safe to load.
@@ -81,7 +81,10 @@ struct AirlockD: ParsableCommand {
             Log.write(.err, "\(error)")
             throw ExitCode(1)
         }
-        Log.write(.info, "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile)")
+        Log.write(
+            .info,
+            "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile)"
+        )
         throw ExitCode(server.run())
     }
 }

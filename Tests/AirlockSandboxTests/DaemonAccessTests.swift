@@ -125,7 +125,8 @@ extension DaemonTests {
                 "\(method): the daemon listed a folder uid 65534 may not list: \(byPath.keys.sorted())")
             #expect(
                 byPath["secret/private"]?["verdict"] as? String == "error",
-                "\(method): a folder the client cannot enter is an error report, not silently empty: \(byPath.keys.sorted())")
+                "\(method): a folder the client cannot enter is an error report, not silently empty: \(byPath.keys.sorted())"
+            )
         }
         // Root's own folder scan still reads everything.
         let rootDescriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -7,7 +7,6 @@ import Testing
     import Glibc
 #endif
 
-
 struct DaemonTestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
@@ -95,7 +94,10 @@ final class TestDaemon: @unchecked Sendable {
 
 /// Runs `body` with the samples of detonations.py and an airlockd started with `arguments` and `config`, which is
 /// stopped before the samples are removed and their bait checked.
-func withDetonationDaemon(_ arguments: [String] = [], config: [String: Any]? = nil, _ body: (_ dir: String, _ daemon: TestDaemon) throws -> Void) throws {
+func withDetonationDaemon(
+    _ arguments: [String] = [], config: [String: Any]? = nil,
+    _ body: (_ dir: String, _ daemon: TestDaemon) throws -> Void
+) throws {
     try ProbeTests.withSamples("detonations.py") { dir, _ in
         let daemon = try TestDaemon(arguments, config: config)
         defer { daemon.stop() }

@@ -7,7 +7,6 @@ import Testing
     import Glibc
 #endif
 
-
 /// airlockd end to end: the debug daemon on a socket in a fresh directory, asked by the CLI, by DaemonClient, by hand
 /// and by another user; killed, its workers killed, stopped under load.
 @Suite("airlockd", .serialized)

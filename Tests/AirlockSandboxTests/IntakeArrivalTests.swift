@@ -24,7 +24,9 @@ extension IntakeTests {
         }
         let run = try setup.once()
         #expect(run.status == 1, "\(run.stderr)")
-        #expect(run.stdout.split(separator: "\n").filter { $0.hasPrefix("approved") || $0.hasPrefix("rejected") }.count == 50)
+        #expect(
+            run.stdout.split(separator: "\n").filter { $0.hasPrefix("approved") || $0.hasPrefix("rejected") }.count
+                == 50)
         try IntakeTests.checkReleased(setup, expected, "50 at once")
         try IntakeTests.checkSchema(setup)
     }
@@ -35,10 +37,13 @@ extension IntakeTests {
         // A folder without .ready that keeps changing.
         let folder = setup.incoming + "/copying"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/part1.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/part1.safetensors")
         // A file held open for writing, and a folder with .ready but a file in it still open for writing.
         let writing = setup.incoming + "/writing.pt"
-        _ = FileManager.default.createFile(atPath: writing, contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
+        _ = FileManager.default.createFile(
+            atPath: writing,
+            contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
         let writer = try #require(FileHandle(forWritingAtPath: writing))
         let marked = setup.incoming + "/marked"
         try FileManager.default.createDirectory(atPath: marked, withIntermediateDirectories: true)
@@ -54,15 +59,18 @@ extension IntakeTests {
         #expect(setup.places()["writing.pt"] == ["incoming"])
 
         // The copy goes on: still not taken.
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/part2.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/part2.safetensors")
         run = try setup.once()
         #expect(setup.places()["copying"] == ["incoming"], "a folder that just changed was taken")
 
         // The writers finish.
         try writer.seekToEnd()
-        try writer.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).dropFirst(100))
+        try writer.write(
+            contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).dropFirst(100))
         try writer.close()
-        try markedWriter.write(contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/model.safetensors")))
+        try markedWriter.write(
+            contentsOf: try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/model.safetensors")))
         try markedWriter.close()
         run = try setup.once()
         #expect(setup.places()["writing.pt"] == ["approved/writing.pt"], "\(run.stdout) \(run.stderr)")
@@ -72,7 +80,8 @@ extension IntakeTests {
         // Still for the settle time: taken.
         Thread.sleep(forTimeInterval: 3.5)
         run = try setup.once()
-        try IntakeTests.checkReleased(setup, ["writing.pt": "approved", "marked": "approved", "copying": "approved"], "after settling")
+        try IntakeTests.checkReleased(
+            setup, ["writing.pt": "approved", "marked": "approved", "copying": "approved"], "after settling")
     }
 
     @Test("what the intake cannot read (a file, a file in a folder) waits in incoming/ with the reason")
@@ -80,20 +89,28 @@ extension IntakeTests {
         let setup = try Setup()
         let folder = setup.incoming + "/folder"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/weights.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/weights.safetensors")
         _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         try FileManager.default.copyItem(atPath: setup.samples + "/benign.pt", toPath: setup.incoming + "/private.pt")
         // The intake runs as uid 65534 and owns its root; the two model files stay root's, mode 0600.
         for path in [setup.root, setup.incoming, folder, folder + "/.ready"] { #expect(chown(path, 65534, 65534) == 0) }
-        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] { #expect(chmod(path, 0o600) == 0) }
-        let asNobody = ["--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary, "intake", "--root", setup.root, "--policy", setup.policy, "--once"]
+        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] {
+            #expect(chmod(path, 0o600) == 0)
+        }
+        let asNobody = [
+            "--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary, "intake", "--root", setup.root,
+            "--policy", setup.policy, "--once",
+        ]
         let run = try runToEnd("/usr/bin/setpriv", asNobody)
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
         #expect(run.stdout.contains("waiting   private.pt: cannot open: Permission denied"), "\(run.stdout)")
         #expect(run.stdout.contains("waiting   folder: cannot read weights.safetensors in it"), "\(run.stdout)")
         #expect(setup.places()["private.pt"] == ["incoming"] && setup.places()["folder"] == ["incoming"])
         // Readable again: taken (by root here; the intake's user could read them now too).
-        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] { #expect(chmod(path, 0o644) == 0) }
+        for path in [folder + "/weights.safetensors", setup.incoming + "/private.pt"] {
+            #expect(chmod(path, 0o644) == 0)
+        }
         let again = try setup.once()
         #expect(again.status == 0, "\(again.stdout) \(again.stderr)")
         try IntakeTests.checkReleased(setup, ["private.pt": "approved", "folder": "approved"], "readable again")
@@ -115,7 +132,8 @@ extension IntakeTests {
         close(fd)
         let run = try setup.once()
         #expect(run.status == 0, "\(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved"], "after the lock")
+        try IntakeTests.checkReleased(
+            setup, ["benign.pt": "approved", "model.safetensors": "approved"], "after the lock")
     }
 
     /// Runs a shell script in a private mount namespace (so its mounts vanish with it) and returns its output.
@@ -142,13 +160,16 @@ extension IntakeTests {
             ls "$R/approved/benign.pt" | sed 's/^/APPROVED: /'
             """
         let run = try IntakeTests.inMountNamespace(script)
-        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
+        #expect(
+            !run.stdout.contains("MOUNT-FAILED"),
+            "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
         #expect(run.stdout.contains("FULL-STATUS=2"), "\(run.stdout) \(run.stderr)")
         #expect(run.stderr.contains("No space left on device"), "\(run.stderr)")
         #expect(run.stdout.contains("INCOMING: benign.pt"), "\(run.stdout)")
         #expect(!run.stdout.contains("QUARANTINE:"), "\(run.stdout)")
         #expect(run.stdout.contains("ROOM-STATUS=0"), "\(run.stdout) \(run.stderr)")
-        #expect(run.stdout.contains("APPROVED: benign.pt") && run.stdout.contains("APPROVED: report.json"), "\(run.stdout)")
+        #expect(
+            run.stdout.contains("APPROVED: benign.pt") && run.stdout.contains("APPROVED: report.json"), "\(run.stdout)")
     }
 
     @Test("a release that cannot be done leaves the model in quarantine with its report; the next run releases it")
@@ -157,18 +178,23 @@ extension IntakeTests {
         try setup.drop("benign.pt")
         let a = airlockBinary
         // approved/ becomes a read-only bind mount: the release (a rename into it) fails with EXDEV.
-        let run = try IntakeTests.inMountNamespace("""
+        let run = try IntakeTests.inMountNamespace(
+            """
             set -u
             R=\(setup.root)
             mkdir -p "$R/approved" "$R/rejected" "$R/quarantine"
             mount --bind "$R/approved" "$R/approved" && mount -o remount,bind,ro "$R/approved" || { echo "MOUNT-FAILED"; exit 3; }
             "\(a)" intake --root "$R" --policy "\(setup.policy)" --once; echo "RO-STATUS=$?"
             """)
-        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot bind-mount in a private mount namespace: \(run.stderr)")
+        #expect(
+            !run.stdout.contains("MOUNT-FAILED"),
+            "this host cannot bind-mount in a private mount namespace: \(run.stderr)")
         #expect(run.stdout.contains("RO-STATUS=2"), "\(run.stdout) \(run.stderr)")
         #expect(run.stderr.contains("cannot release benign.pt"), "\(run.stderr)")
         let places = setup.places()
-        #expect(places["benign.pt"]?.count == 1 && places["benign.pt"]?.first?.hasPrefix("quarantine/") == true, "\(places)")
+        #expect(
+            places["benign.pt"]?.count == 1 && places["benign.pt"]?.first?.hasPrefix("quarantine/") == true, "\(places)"
+        )
         if let q = places["benign.pt"]?.first {
             #expect(FileManager.default.fileExists(atPath: "\(setup.root)/\(q)/report.json"))
         }
@@ -195,18 +221,24 @@ extension IntakeTests {
         // A folder is delivered: files first, the marker last.
         let folder = setup.incoming + "/folder"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
         Thread.sleep(forTimeInterval: 1.5)
         #expect(setup.places()["folder"] == ["incoming"], "a folder without .ready was taken before its settle time")
         _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline && setup.places().values.contains(where: { !$0.allSatisfy { $0.hasPrefix("approved") || $0.hasPrefix("rejected") } }) {
+        while Date() < deadline
+            && setup.places().values.contains(where: {
+                !$0.allSatisfy { $0.hasPrefix("approved") || $0.hasPrefix("rejected") }
+            })
+        {
             Thread.sleep(forTimeInterval: 0.2)
         }
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationReason == .exit && process.terminationStatus == 0)
-        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "watch")
+        try IntakeTests.checkReleased(
+            setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "watch")
         let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(lines.contains("rejected  evil.pt  malicious  rejected/evil.pt"), "\(lines)")
     }
@@ -217,15 +249,18 @@ extension IntakeTests {
         let pins = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: pins) }
         // The fixture model's weights are not a model format (suspicious by the static analysis); provenance decides.
-        let setup = try Setup(policy: """
-            {"settleSeconds": 0, "pass": ["clean", "suspicious"], "manifests": "\(pins)", "requireSignature": true,
-             "publicKeys": ["\(fixtures)/key.pub"]}
-            """)
+        let setup = try Setup(
+            policy: """
+                {"settleSeconds": 0, "pass": ["clean", "suspicious"], "manifests": "\(pins)", "requireSignature": true,
+                 "publicKeys": ["\(fixtures)/key.pub"]}
+                """)
         try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
         func deliver(_ name: String, tamper: Bool = false, signed: Bool = true) throws {
             let folder = setup.incoming + "/.part-" + name
             try FileManager.default.copyItem(atPath: fixtures + "/model", toPath: folder)
-            if signed { try FileManager.default.copyItem(atPath: fixtures + "/model.sig", toPath: folder + "/model.sig") }
+            if signed {
+                try FileManager.default.copyItem(atPath: fixtures + "/model.sig", toPath: folder + "/model.sig")
+            }
             if tamper {
                 let handle = try #require(FileHandle(forWritingAtPath: folder + "/weights.bin"))
                 try handle.write(contentsOf: Data("X".utf8))
@@ -244,7 +279,9 @@ extension IntakeTests {
 
         let run = try setup.once()
         #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["signed": "approved", "tampered": "rejected", "unsigned": "rejected", "benign.pt": "rejected"], "provenance")
+        try IntakeTests.checkReleased(
+            setup, ["signed": "approved", "tampered": "rejected", "unsigned": "rejected", "benign.pt": "rejected"],
+            "provenance")
         func provenanceRules(_ name: String) throws -> [String] {
             let report = try setup.report(name == "signed" ? "approved" : "rejected", name)
             let provenance = try #require(report["provenance"] as? [String: Any])
@@ -266,7 +303,9 @@ extension IntakeTests {
         let setup = try Setup()
         try setup.drop("benign.pt")
         try setup.drop("evil.pt")
-        let run = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        let run = try runToEnd(
+            airlockBinary,
+            ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
         #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
         try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected"], "through airlockd")
         let status = try runCLI(["--socket", daemon.socket, "status", "--json"])
@@ -275,7 +314,9 @@ extension IntakeTests {
         // The daemon gone: the models stay in incoming/ and the error names the socket.
         daemon.stop()
         try setup.drop("model.safetensors")
-        let refused = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
+        let refused = try runToEnd(
+            airlockBinary,
+            ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", daemon.socket])
         #expect(refused.status == 2)
         #expect(refused.stderr.contains(daemon.socket), "\(refused.stderr)")
         #expect(setup.places()["model.safetensors"] == ["incoming"])

@@ -16,23 +16,32 @@ extension IntakeTests {
     }
 
     /// Runs `airlock intake --once` as uid/gid 65534 (the intake's own user, not the uploader), after giving it the root.
-    static func onceAsNobody(_ setup: Setup, _ extra: [String] = [], environment: [String: String] = [:]) throws -> ProgramRun {
+    static func onceAsNobody(_ setup: Setup, _ extra: [String] = [], environment: [String: String] = [:]) throws
+        -> ProgramRun
+    {
         for path in [setup.root, setup.incoming] { #expect(chown(path, 65534, 65534) == 0) }
-        return try runToEnd("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary,
-                                                 "intake", "--root", setup.root, "--policy", setup.policy, "--once"] + extra,
-                            environment: environment)
+        return try runToEnd(
+            "/usr/bin/setpriv",
+            [
+                "--reuid", "65534", "--regid", "65534", "--clear-groups", airlockBinary,
+                "intake", "--root", setup.root, "--policy", setup.policy, "--once",
+            ] + extra,
+            environment: environment)
     }
 
     /// A folder model an uploader (root here) delivers group-writable, so that the intake's user may move it.
     static func dropWritableFolder(_ setup: Setup, _ name: String) throws {
         let folder = setup.incoming + "/" + name
         try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/sub/weights.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/sub/weights.safetensors")
         _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         for path in [folder, folder + "/sub"] { #expect(chmod(path, 0o777) == 0) }
     }
 
-    @Test("as the intake's own user: a read-only copy cut short by kill -9 is made again; a rollback removes it and gives the delivery back")
+    @Test(
+        "as the intake's own user: a read-only copy cut short by kill -9 is made again; a rollback removes it and gives the delivery back"
+    )
     func unprivilegedCrashAndRollback() throws {
         let setup = try Setup()
         try setup.drop("model.safetensors")
@@ -43,13 +52,18 @@ extension IntakeTests {
         // airlockd unreachable: the take is rolled back, the read-only copy removed, the delivery back in incoming/.
         let unreachable = try IntakeTests.onceAsNobody(setup, ["--socket", setup.root + ".no-daemon.sock"])
         #expect(unreachable.status == 2, "\(unreachable.stdout) \(unreachable.stderr)")
-        #expect(setup.places()["model.safetensors"] == ["incoming"] && setup.places()["folder"] == ["incoming"], "\(setup.places()) \(unreachable.stderr)")
+        #expect(
+            setup.places()["model.safetensors"] == ["incoming"] && setup.places()["folder"] == ["incoming"],
+            "\(setup.places()) \(unreachable.stderr)")
         var st = stat()
-        #expect(stat(setup.incoming + "/folder/sub/weights.safetensors", &st) == 0 && st.st_uid == 0, "the delivery itself went back")
+        #expect(
+            stat(setup.incoming + "/folder/sub/weights.safetensors", &st) == 0 && st.st_uid == 0,
+            "the delivery itself went back")
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine")) ?? []).isEmpty)
         let run = try IntakeTests.onceAsNobody(setup)
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["model.safetensors": "approved", "folder": "approved"], "as the intake's user", owner: 65534)
+        try IntakeTests.checkReleased(
+            setup, ["model.safetensors": "approved", "folder": "approved"], "as the intake's user", owner: 65534)
     }
 
     @Test("an uploader's hard link to a delivered file cannot rewrite the approved model")
@@ -67,12 +81,18 @@ extension IntakeTests {
         #expect(fd >= 0 && IntakeTests.scribble(fd, "rewritten after approval", truncate: true))
         close(fd)
         let approved = setup.root + "/approved/model.safetensors/model.safetensors"
-        #expect(try IntakeTests.bytes(approved) == (try IntakeTests.bytes(setup.samples + "/model.safetensors")), "the approved file was rewritten through the uploader's link")
-        let verify = try runCLI(["verify", "--manifest", setup.root + "/approved/model.safetensors/manifest.json", approved])
+        #expect(
+            try IntakeTests.bytes(approved) == (try IntakeTests.bytes(setup.samples + "/model.safetensors")),
+            "the approved file was rewritten through the uploader's link")
+        let verify = try runCLI([
+            "verify", "--manifest", setup.root + "/approved/model.safetensors/manifest.json", approved,
+        ])
         #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
     }
 
-    @Test("an uploader's descriptor open for writing and shared writable mapping cannot reach the approved model; released read-only, owned by the intake's user")
+    @Test(
+        "an uploader's descriptor open for writing and shared writable mapping cannot reach the approved model; released read-only, owned by the intake's user"
+    )
     func writerKept() throws {
         let setup = try Setup()
         try setup.drop("model.safetensors")
@@ -95,7 +115,8 @@ extension IntakeTests {
 
         let run = try IntakeTests.onceAsNobody(setup)
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["model.safetensors": "approved", "folder": "approved"], "writer kept", owner: 65534)
+        try IntakeTests.checkReleased(
+            setup, ["model.safetensors": "approved", "folder": "approved"], "writer kept", owner: 65534)
 
         #expect(IntakeTests.scribble(fd, "written through the kept descriptor"))
         if map != MAP_FAILED, let map {
@@ -104,19 +125,27 @@ extension IntakeTests {
         }
         #expect(IntakeTests.scribble(deep, "written through a descriptor of a file in the folder"))
         let sample = try IntakeTests.bytes(setup.samples + "/model.safetensors")
-        #expect(try IntakeTests.bytes(setup.root + "/approved/model.safetensors/model.safetensors") == sample, "the approved file was rewritten through a kept descriptor or mapping")
-        #expect(try IntakeTests.bytes(setup.root + "/approved/folder/folder/sub/weights.safetensors") == sample, "a file of the approved folder was rewritten")
+        #expect(
+            try IntakeTests.bytes(setup.root + "/approved/model.safetensors/model.safetensors") == sample,
+            "the approved file was rewritten through a kept descriptor or mapping")
+        #expect(
+            try IntakeTests.bytes(setup.root + "/approved/folder/folder/sub/weights.safetensors") == sample,
+            "a file of the approved folder was rewritten")
         // Released as the intake's: it alone could change modes; the uploader's user cannot write them.
         var st = stat()
-        #expect(stat(setup.root + "/approved/folder/folder/sub/weights.safetensors", &st) == 0 && st.st_uid == 65534 && st.st_gid == 65534)
+        #expect(
+            stat(setup.root + "/approved/folder/folder/sub/weights.safetensors", &st) == 0 && st.st_uid == 65534
+                && st.st_gid == 65534)
     }
 
-    @Test("an uploader's descriptor of a delivered folder cannot change the approved folder (openat, renameat, mkdirat)")
+    @Test(
+        "an uploader's descriptor of a delivered folder cannot change the approved folder (openat, renameat, mkdirat)")
     func folderDescriptorKept() throws {
         let setup = try Setup()
         let folder = setup.incoming + "/.part-folder"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: folder + "/model.safetensors")
         _ = FileManager.default.createFile(atPath: folder + "/.ready", contents: nil)
         let dfd = open(folder, O_RDONLY | O_DIRECTORY)
         #expect(dfd >= 0)
@@ -145,12 +174,16 @@ extension IntakeTests {
         let entries = try FileManager.default.contentsOfDirectory(atPath: released).sorted()
         // The .ready marker is how the folder was delivered, not part of the model: it is not released.
         #expect(entries == ["model.safetensors"], "the approved folder changed: \(entries)")
-        #expect(try IntakeTests.bytes(released + "/model.safetensors") == (try IntakeTests.bytes(setup.samples + "/model.safetensors")))
+        #expect(
+            try IntakeTests.bytes(released + "/model.safetensors")
+                == (try IntakeTests.bytes(setup.samples + "/model.safetensors")))
         let verify = try runCLI(["verify", "--manifest", setup.root + "/approved/folder/manifest.json", released])
         #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
     }
 
-    @Test("a model whose copy changes between examination and release is not approved", arguments: ["bytes", "link", "bytes, crash after the new decision"])
+    @Test(
+        "a model whose copy changes between examination and release is not approved",
+        arguments: ["bytes", "link", "bytes, crash after the new decision"])
     func changedBeforeRelease(tamper: String) throws {
         let setup = try Setup()
         try setup.drop("model.safetensors")
@@ -174,7 +207,9 @@ extension IntakeTests {
         }
         if tamper.hasPrefix("bytes, crash") {
             let again = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": "redecided"])
-            #expect(again.signal == SIGKILL, "the release did not turn the approval into a rejection: \(again.status) \(again.stderr)")
+            #expect(
+                again.signal == SIGKILL,
+                "the release did not turn the approval into a rejection: \(again.status) \(again.stderr)")
         }
         let run = try setup.once()
         #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
@@ -196,7 +231,8 @@ extension IntakeTests {
         // crash; in life, a link or descriptor the uploader kept).
         let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": "moved-in"])
         #expect(crashed.signal == SIGKILL, "\(crashed.status) \(crashed.stderr)")
-        let id = try #require(try FileManager.default.contentsOfDirectory(atPath: setup.root + "/.airlock/delivered").first)
+        let id = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: setup.root + "/.airlock/delivered").first)
         let writer = open("\(setup.root)/.airlock/delivered/\(id)/model.safetensors", O_RDWR)
         #expect(writer >= 0)
         let held = try setup.once()
@@ -215,27 +251,38 @@ extension IntakeTests {
         _ = try setup.once()  // makes the root
         // What an intake before custody left after a crash: the uploader's inode itself in quarantine/ID/NAME.
         let id = "20261122T000000Z-00000000"
-        try FileManager.default.createDirectory(atPath: "\(setup.root)/quarantine/\(id)", withIntermediateDirectories: false)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: "\(setup.root)/quarantine/\(id)/model.safetensors")
+        try FileManager.default.createDirectory(
+            atPath: "\(setup.root)/quarantine/\(id)", withIntermediateDirectories: false)
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: "\(setup.root)/quarantine/\(id)/model.safetensors")
         let kept = setup.root + ".uploader-link"
         #expect(link("\(setup.root)/quarantine/\(id)/model.safetensors", kept) == 0)
         defer { unlink(kept) }
-        try Data(#"{"op":"take","id":"\#(id)","name":"model.safetensors"}\#n{"op":"taken","id":"\#(id)","name":"model.safetensors"}\#n"#.utf8)
-            .write(to: URL(fileURLWithPath: setup.root + "/.airlock/journal"))
+        try Data(
+            #"{"op":"take","id":"\#(id)","name":"model.safetensors"}\#n{"op":"taken","id":"\#(id)","name":"model.safetensors"}\#n"#
+                .utf8
+        )
+        .write(to: URL(fileURLWithPath: setup.root + "/.airlock/journal"))
         let run = try setup.once()
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
-        #expect(run.stderr.contains("taken by an earlier intake as the uploader's own inode; copying it"), "\(run.stderr)")
+        #expect(
+            run.stderr.contains("taken by an earlier intake as the uploader's own inode; copying it"), "\(run.stderr)")
         try IntakeTests.checkReleased(setup, ["model.safetensors": "approved"], "taken before custody")
         let fd = open(kept, O_WRONLY)
         #expect(fd >= 0 && IntakeTests.scribble(fd, "rewritten", truncate: true))
         close(fd)
-        #expect(try IntakeTests.bytes(setup.root + "/approved/model.safetensors/model.safetensors") == (try IntakeTests.bytes(setup.samples + "/model.safetensors")))
+        #expect(
+            try IntakeTests.bytes(setup.root + "/approved/model.safetensors/model.safetensors")
+                == (try IntakeTests.bytes(setup.samples + "/model.safetensors")))
     }
 
-    @Test("what cannot be copied whole (a 1 TB sparse file, a FIFO in a folder) stays in incoming/ with the reason; a sparse file within the budget stays sparse")
+    @Test(
+        "what cannot be copied whole (a 1 TB sparse file, a FIFO in a folder) stays in incoming/ with the reason; a sparse file within the budget stays sparse"
+    )
     func notCopied() throws {
         let setup = try Setup()
-        try FileManager.default.createDirectory(atPath: setup.incoming + "/fifo-folder", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: setup.incoming + "/fifo-folder", withIntermediateDirectories: true)
         #expect(mkfifo(setup.incoming + "/fifo-folder/pipe", 0o600) == 0)
         _ = FileManager.default.createFile(atPath: setup.incoming + "/fifo-folder/.ready", contents: nil)
         _ = FileManager.default.createFile(atPath: setup.incoming + "/huge.bin", contents: nil)
@@ -248,9 +295,12 @@ extension IntakeTests {
         #expect(run.stdout.contains("byte budget (maxBytes 274877906944)"), "\(run.stdout)")
         #expect(run.stdout.contains("waiting   fifo-folder: not taken: fifo-folder/pipe is a FIFO"), "\(run.stdout)")
         #expect(setup.places()["huge.bin"] == ["incoming"] && setup.places()["fifo-folder"] == ["incoming"])
-        #expect(setup.places()["sparse.bin"] == ["rejected/sparse.bin"], "\(run.stdout) \(run.stderr)")  // not a model format
+        // Not a model format: rejected.
+        #expect(setup.places()["sparse.bin"] == ["rejected/sparse.bin"], "\(run.stdout) \(run.stderr)")
         var st = stat()
         #expect(stat(setup.root + "/rejected/sparse.bin/sparse.bin", &st) == 0 && st.st_size == 256 << 20)
-        #expect(st.st_blocks * 512 <= 1 << 20, "the copy of a sparse file filled its holes: \(st.st_blocks * 512) bytes allocated")
+        #expect(
+            st.st_blocks * 512 <= 1 << 20,
+            "the copy of a sparse file filled its holes: \(st.st_blocks * 512) bytes allocated")
     }
 }

@@ -34,7 +34,8 @@ struct IntakeTests {
 
         /// Runs `airlock intake --once` with extra environment.
         func once(environment: [String: String] = [:]) throws -> ProgramRun {
-            try runToEnd(airlockBinary, ["intake", "--root", root, "--policy", policy, "--once"], environment: environment)
+            try runToEnd(
+                airlockBinary, ["intake", "--root", root, "--policy", policy, "--once"], environment: environment)
         }
 
         /// Where each model is: its name → the places (relative to the root) that hold it.
@@ -45,21 +46,25 @@ struct IntakeTests {
                 found[entry, default: []].append("incoming")
             }
             for id in (try? fm.contentsOfDirectory(atPath: root + "/quarantine")) ?? [] {
-                for entry in (try? fm.contentsOfDirectory(atPath: root + "/quarantine/" + id)) ?? [] where !["report.json", "manifest.json"].contains(entry) && !entry.hasPrefix(".") {
+                for entry in (try? fm.contentsOfDirectory(atPath: root + "/quarantine/" + id)) ?? []
+                where !["report.json", "manifest.json"].contains(entry) && !entry.hasPrefix(".") {
                     found[entry, default: []].append("quarantine/\(id)")
                 }
             }
             for side in ["approved", "rejected"] {
                 for dest in (try? fm.contentsOfDirectory(atPath: root + "/" + side)) ?? [] {
-                    for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/\(side)/\(dest)")) ?? [] where !["report.json", "manifest.json"].contains(entry) {
+                    for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/\(side)/\(dest)")) ?? []
+                    where !["report.json", "manifest.json"].contains(entry) {
                         found[entry, default: []].append("\(side)/\(dest)")
                     }
                 }
             }
             // The delivery as the uploader made it, kept aside from the take until the intake's own copy is
             // released: the model's place only while no copy of it exists yet.
-            for id in (try? fm.contentsOfDirectory(atPath: root + "/.airlock/delivered")) ?? [] where !id.hasSuffix(".discard") {
-                for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/.airlock/delivered/\(id)")) ?? [] where found[entry] == nil {
+            for id in (try? fm.contentsOfDirectory(atPath: root + "/.airlock/delivered")) ?? []
+            where !id.hasSuffix(".discard") {
+                for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/.airlock/delivered/\(id)")) ?? []
+                where found[entry] == nil {
                     found[entry] = [".airlock/delivered/\(id)"]
                 }
             }
@@ -83,18 +88,25 @@ struct IntakeTests {
     /// Each model is in exactly one place: approved/NAME or rejected/NAME with report.json and manifest.json, read-only
     /// and the intake's (`owner`); nothing is left in incoming/, quarantine/ or the intake's keeping of deliveries,
     /// and the journal is empty.
-    static func checkReleased(_ setup: Setup, _ expected: [String: String], _ context: String, owner: uid_t = geteuid()) throws {
+    static func checkReleased(_ setup: Setup, _ expected: [String: String], _ context: String, owner: uid_t = geteuid())
+        throws
+    {
         let places = setup.places()
         for (name, side) in expected {
-            #expect(places[name] == ["\(side)/\(name)"], "\(context): \(name) is in \(places[name] ?? []), expected \(side)/\(name)")
+            #expect(
+                places[name] == ["\(side)/\(name)"],
+                "\(context): \(name) is in \(places[name] ?? []), expected \(side)/\(name)")
             for file in ["report.json", "manifest.json"] {
-                #expect(FileManager.default.fileExists(atPath: "\(setup.root)/\(side)/\(name)/\(file)"), "\(context): \(side)/\(name)/\(file) is missing")
+                #expect(
+                    FileManager.default.fileExists(atPath: "\(setup.root)/\(side)/\(name)/\(file)"),
+                    "\(context): \(side)/\(name)/\(file) is missing")
             }
         }
         #expect(Set(places.keys) == Set(expected.keys), "\(context): unexpected entries \(places)")
         for (name, side) in expected {
             let problems = IntakeTests.writableEntries("\(setup.root)/\(side)/\(name)", owner: owner)
-            #expect(problems.isEmpty, "\(context): \(side)/\(name) is not released read-only and the intake's: \(problems)")
+            #expect(
+                problems.isEmpty, "\(context): \(side)/\(name) is not released read-only and the intake's: \(problems)")
         }
         let quarantine = (try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine")) ?? []
         #expect(quarantine.isEmpty, "\(context): quarantine/ still holds \(quarantine)")
@@ -156,7 +168,11 @@ struct IntakeTests {
                 files.append("\(setup.root)/\(side)/\(dest)/report.json")
             }
         }
-        let run = try ReportSchemaTests.python(["-c", validator, "\(repositoryRoot)/docs/intake-report.schema.json", "\(repositoryRoot)/docs/report.schema.json"] + files)
+        let run = try ReportSchemaTests.python(
+            [
+                "-c", validator, "\(repositoryRoot)/docs/intake-report.schema.json",
+                "\(repositoryRoot)/docs/report.schema.json",
+            ] + files)
         #expect(run.status == 0, "\(run.output)")
     }
 
@@ -169,7 +185,10 @@ struct IntakeTests {
         try setup.drop("exfil.pkl")
         let run = try setup.once()
         #expect(run.status == 1, "a rejected model makes --once exit 1: \(run.stdout) \(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved", "evil.pt": "rejected", "exfil.pkl": "rejected"], "one pass")
+        try IntakeTests.checkReleased(
+            setup,
+            ["benign.pt": "approved", "model.safetensors": "approved", "evil.pt": "rejected", "exfil.pkl": "rejected"],
+            "one pass")
 
         let evil = try setup.report("rejected", "evil.pt")
         #expect(evil["verdict"] as? String == "malicious")
@@ -190,26 +209,35 @@ struct IntakeTests {
         let original = try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt"))
         #expect(files.count == 1 && files[0]["size"] as? Int == original.count)
         // The released manifest pins the released file: verify agrees.
-        let verify = try runCLI(["verify", "--manifest", setup.root + "/approved/benign.pt/manifest.json", setup.root + "/approved/benign.pt/benign.pt"])
+        let verify = try runCLI([
+            "verify", "--manifest", setup.root + "/approved/benign.pt/manifest.json",
+            setup.root + "/approved/benign.pt/benign.pt",
+        ])
         #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
     }
 
     /// The steps after which the intake kills itself (AIRLOCK_INTAKE_CRASH_AT), in the order they happen.
-    static let crashPoints = ["take-journaled", "quarantine-created", "moved-in", "copied", "owned", "taken", "report-written", "reports-written",
-                              "decided", "released", "discarded", "done"]
+    static let crashPoints = [
+        "take-journaled", "quarantine-created", "moved-in", "copied", "owned", "taken", "report-written",
+        "reports-written",
+        "decided", "released", "discarded", "done",
+    ]
 
     @Test("kill -9 after any step: the restart finishes every model exactly once", arguments: crashPoints)
     func crashAndRecover(point: String) throws {
         let setup = try Setup()
         try setup.drop("benign.pt")
         try setup.drop("evil.pt")
-        try FileManager.default.createDirectory(atPath: setup.incoming + "/.part-folder", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: setup.samples + "/model.safetensors", toPath: setup.incoming + "/.part-folder/model.safetensors")
+        try FileManager.default.createDirectory(
+            atPath: setup.incoming + "/.part-folder", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: setup.samples + "/model.safetensors", toPath: setup.incoming + "/.part-folder/model.safetensors")
         _ = FileManager.default.createFile(atPath: setup.incoming + "/.part-folder/.ready", contents: nil)
         #expect(rename(setup.incoming + "/.part-folder", setup.incoming + "/folder") == 0)
 
         let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
-        #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): status \(crashed.status) \(crashed.stderr)")
+        #expect(
+            crashed.signal == SIGKILL, "the intake did not reach \(point): status \(crashed.status) \(crashed.stderr)")
         // Whatever the crash left, every model is somewhere, once.
         let during = setup.places()
         for name in ["benign.pt", "evil.pt", "folder"] {
@@ -217,8 +245,11 @@ struct IntakeTests {
         }
         let restarted = try setup.once()
         // 1 when the restart rejected (or released a rejection) itself, 0 when the crashed run had finished that part.
-        #expect(restarted.signal == nil && (restarted.status == 0 || restarted.status == 1), "restart after \(point): \(restarted.status) \(restarted.stderr)")
-        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "crash at \(point)")
+        #expect(
+            restarted.signal == nil && (restarted.status == 0 || restarted.status == 1),
+            "restart after \(point): \(restarted.status) \(restarted.stderr)")
+        try IntakeTests.checkReleased(
+            setup, ["benign.pt": "approved", "evil.pt": "rejected", "folder": "approved"], "crash at \(point)")
     }
 
     @Test("a journal line cut short by a crash is dropped; a journal with a foreign line is refused, not guessed at")
@@ -229,11 +260,13 @@ struct IntakeTests {
         try setup.drop("model.safetensors")
         // A take that was journaled (the move never happened), then half a line.
         let journal = setup.root + "/.airlock/journal"
-        try Data(#"{"op":"take","id":"20261122T000000Z-00000000","name":"model.safetensors"}\#n{"op":"tak"#.utf8).write(to: URL(fileURLWithPath: journal))
+        try Data(#"{"op":"take","id":"20261122T000000Z-00000000","name":"model.safetensors"}\#n{"op":"tak"#.utf8).write(
+            to: URL(fileURLWithPath: journal))
         let run = try setup.once()
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
         #expect(run.stderr.contains("the move into quarantine had not happened"), "\(run.stderr)")
-        try IntakeTests.checkReleased(setup, ["benign.pt": "approved", "model.safetensors": "approved"], "torn journal")
+        try IntakeTests.checkReleased(
+            setup, ["benign.pt": "approved", "model.safetensors": "approved"], "torn journal")
 
         try Data("not a record\n".utf8).write(to: URL(fileURLWithPath: journal))
         let refused = try setup.once()
@@ -248,18 +281,23 @@ struct IntakeTests {
         #expect(crashed.signal == SIGKILL)
         let id = try #require(try FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine").first)
         // What a crash in the middle of writing report.json leaves (another process's id in the name).
-        _ = FileManager.default.createFile(atPath: "\(setup.root)/quarantine/\(id)/.tmp-report.json-99999", contents: Data("{".utf8))
+        _ = FileManager.default.createFile(
+            atPath: "\(setup.root)/quarantine/\(id)/.tmp-report.json-99999", contents: Data("{".utf8))
         #expect(try setup.once().status == 0)
         try IntakeTests.checkReleased(setup, ["benign.pt": "approved"], "leftover temporary report")
     }
 
-    @Test("kill -9 on the way back to incoming/ (airlockd unreachable): the restart finishes the move, then takes the model", arguments: ["rollback-journaled", "moved-back"])
+    @Test(
+        "kill -9 on the way back to incoming/ (airlockd unreachable): the restart finishes the move, then takes the model",
+        arguments: ["rollback-journaled", "moved-back"])
     func crashDuringRollback(point: String) throws {
         let setup = try Setup()
         try setup.drop("benign.pt")
         let unreachable = setup.root + ".no-daemon.sock"
-        let crashed = try runToEnd(airlockBinary, ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", unreachable],
-                                   environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
+        let crashed = try runToEnd(
+            airlockBinary,
+            ["intake", "--root", setup.root, "--policy", setup.policy, "--once", "--socket", unreachable],
+            environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
         #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): \(crashed.status) \(crashed.stderr)")
         #expect(setup.places()["benign.pt"]?.count == 1, "\(setup.places())")
         let restarted = try setup.once()  // local probes this time
@@ -276,7 +314,8 @@ struct IntakeTests {
         let run = try setup.once()
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
         let released = try FileManager.default.contentsOfDirectory(atPath: setup.root + "/approved").sorted()
-        #expect(released.count == 2 && released[0] == "benign.pt" && released[1].hasPrefix("benign.pt.20"), "\(released)")
+        #expect(
+            released.count == 2 && released[0] == "benign.pt" && released[1].hasPrefix("benign.pt.20"), "\(released)")
         let first = try Data(contentsOf: URL(fileURLWithPath: setup.root + "/approved/benign.pt/benign.pt"))
         let second = try Data(contentsOf: URL(fileURLWithPath: setup.root + "/approved/\(released[1])/benign.pt"))
         #expect(first == (try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt"))))
@@ -289,14 +328,16 @@ struct IntakeTests {
     func leftAlone() throws {
         let setup = try Setup()
         try setup.drop("benign.pt", as: "report.json")
-        try FileManager.default.createSymbolicLink(atPath: setup.incoming + "/link.pt", withDestinationPath: setup.samples + "/benign.pt")
+        try FileManager.default.createSymbolicLink(
+            atPath: setup.incoming + "/link.pt", withDestinationPath: setup.samples + "/benign.pt")
         #expect(mkfifo(setup.incoming + "/pipe", 0o600) == 0)
         let run = try setup.once()
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("waiting   report.json: report.json is reserved"), "\(run.stdout)")
         #expect(run.stdout.contains("waiting   link.pt: a symbolic link"), "\(run.stdout)")
         #expect(run.stdout.contains("waiting   pipe: not a regular file or folder"), "\(run.stdout)")
-        let left = try FileManager.default.contentsOfDirectory(atPath: setup.incoming).filter { !$0.hasPrefix(".") }.sorted()
+        let left = try FileManager.default.contentsOfDirectory(atPath: setup.incoming).filter { !$0.hasPrefix(".") }
+            .sorted()
         #expect(left == ["link.pt", "pipe", "report.json"])
     }
 
@@ -309,8 +350,14 @@ struct IntakeTests {
             (#"{"requireManifest": true}"#, "requireManifest needs manifests"),
             (#"{"settleSeconds": -1}"#, "settleSeconds: between 0 and 86400"),
             (#"{"maxBytes": 0}"#, "field maxBytes: between 1 and 2^50"),
-            (#"{"manifests": "\#(setup.root).missing"}"#, "the policy's manifests folder \(setup.root).missing: ENOENT (No such file or directory)"),
-            (#"{"publicKeys": ["\#(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing/rsa.pub"]}"#, "public key"),
+            (
+                #"{"manifests": "\#(setup.root).missing"}"#,
+                "the policy's manifests folder \(setup.root).missing: ENOENT (No such file or directory)"
+            ),
+            (
+                #"{"publicKeys": ["\#(repositoryRoot)/Tests/AirlockSandboxTests/Fixtures/model-signing/rsa.pub"]}"#,
+                "public key"
+            ),
             ("{", "not valid JSON"),
         ]
         for (policy, message) in cases {
@@ -320,11 +367,16 @@ struct IntakeTests {
         }
         // approved/ on another file system: renames could not reach it.
         try #"{"settleSeconds": 0}"#.write(toFile: setup.policy, atomically: true, encoding: .utf8)
-        let run = try IntakeTests.inMountNamespace("""
+        let run = try IntakeTests.inMountNamespace(
+            """
             mkdir -p "\(setup.root)/approved" && mount -t tmpfs tmpfs "\(setup.root)/approved" || { echo MOUNT-FAILED; exit 3; }
             "\(airlockBinary)" intake --root "\(setup.root)" --policy "\(setup.policy)" --once; echo "STATUS=$?"
             """)
-        #expect(!run.stdout.contains("MOUNT-FAILED"), "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
-        #expect(run.stdout.contains("STATUS=2") && run.stderr.contains("approved is on another file system"), "\(run.stdout) \(run.stderr)")
+        #expect(
+            !run.stdout.contains("MOUNT-FAILED"),
+            "this host cannot mount a tmpfs in a private mount namespace: \(run.stderr)")
+        #expect(
+            run.stdout.contains("STATUS=2") && run.stderr.contains("approved is on another file system"),
+            "\(run.stdout) \(run.stderr)")
     }
 }
