@@ -69,7 +69,7 @@ let package = Package(
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
             name: "AirlockProvenance",
-            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", "CSystem", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Socket and per-thread identity helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, setfsuid).
         .target(
@@ -85,12 +85,12 @@ let package = Package(
         // client side and the probe backend (here or through airlockd) the CLI and the intake share.
         .target(
             name: "AirlockDaemon",
-            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", "CDaemon", "CSystem"]
+            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", "CDaemon"]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(
             name: "AirlockIntake",
-            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "AirlockSystem", "CSystem"]
+            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "AirlockSystem"]
         ),
         .executableTarget(
             name: "airlockd",

@@ -3,7 +3,6 @@ internal import AirlockAnalysis
 internal import AirlockProbe
 internal import AirlockSystem
 internal import CDaemon
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -107,14 +106,14 @@ struct Examination: Sendable {
                 own = fd
             }
             defer { own.close() }
-            if airlock_set_read_lease(own.rawValue) != 0 {
+            if !FileSystem.takeReadLease(own.rawValue) {
                 let e = Errno.current
                 if e.rawValue == EAGAIN || e.rawValue == EBUSY {
                     return refuse(.fileBusy, "\(name) is open for writing elsewhere: probe it once it is complete")
                 }
                 Log.write(.debug, "no read lease on \(name) (\(e.text)): analysed without one")
             }
-            defer { _ = airlock_release_lease(own.rawValue) }
+            defer { FileSystem.releaseLease(own.rawValue) }
             reports.append(examine(own.rawValue, name))
         default:
             return refuse(.badRequest, "the descriptor is neither a regular file nor a directory")

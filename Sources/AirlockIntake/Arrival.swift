@@ -1,7 +1,6 @@
 internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -79,8 +78,8 @@ enum Arrival: Equatable {
     private enum Writers { case free, writing, unknown }
 
     private static func writerCheck(_ fd: Int32) -> Writers {
-        if airlock_set_read_lease(fd) == 0 {
-            _ = airlock_release_lease(fd)
+        if FileSystem.takeReadLease(fd) {
+            FileSystem.releaseLease(fd)
             return .free
         }
         return errno == EAGAIN ? .writing : .unknown

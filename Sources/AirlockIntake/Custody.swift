@@ -2,7 +2,6 @@ internal import AirlockSystem
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -265,8 +264,8 @@ enum Custody {
         }
         // A writer that opened the file after it was seen arrive would tear the copy: refuse now rather than
         // examine half a model. (Where no lease can be taken, the ctime check below still catches most writes.)
-        if airlock_set_read_lease(src) == 0 {
-            _ = airlock_release_lease(src)
+        if FileSystem.takeReadLease(src) {
+            FileSystem.releaseLease(src)
         } else if errno == EAGAIN {
             throw IntakeError("\(display) is open for writing again")
         }

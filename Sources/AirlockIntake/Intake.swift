@@ -5,7 +5,6 @@ internal import AirlockDaemon
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
-internal import CSystem
 import Dispatch
 
 #if canImport(Glibc)
@@ -285,7 +284,7 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("quarantine-created")
         guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
         defer { FileDescriptor(held).close() }
-        guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, held, $0) }) == 0 else {
+        guard name.withCString({ FileSystem.renameNoReplace(root.incoming, $0, held, $0) }) else {
             return undo(.system("cannot move it into the intake's keeping"))
         }
         do {

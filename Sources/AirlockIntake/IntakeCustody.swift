@@ -3,7 +3,6 @@ import AirlockNames
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -45,9 +44,9 @@ extension Intake {
         }
         CrashPoint.hit("copied")
         let named = Intake.copying.withCString { copying in
-            taken.name.withCString { airlock_rename_noreplace(q, copying, q, $0) }
+            taken.name.withCString { FileSystem.renameNoReplace(q, copying, q, $0) }
         }
-        guard named == 0 else {
+        guard named else {
             throw IntakeError.system("cannot name the copy quarantine/\(taken.id)/\(taken.name)")
         }
         try IntakeRoot.sync(q)
@@ -87,7 +86,7 @@ extension Intake {
                 throw IntakeError.system("cannot open quarantine/\(taken.id)")
             }
             defer { FileDescriptor(q).close() }
-            guard taken.name.withCString({ airlock_rename_noreplace(q, $0, fresh, $0) }) == 0 else {
+            guard taken.name.withCString({ FileSystem.renameNoReplace(q, $0, fresh, $0) }) else {
                 throw IntakeError.system("cannot move \(taken.name) aside into .airlock/delivered/\(taken.id)")
             }
             try IntakeRoot.sync(q)

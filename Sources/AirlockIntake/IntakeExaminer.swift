@@ -5,7 +5,6 @@ internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
 internal import AirlockSystem
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -81,12 +80,13 @@ struct IntakeExaminer: Sendable {
             }
         }
         if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
-            let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
-            guard sig >= 0 else { throw IntakeError.system("cannot open \(name)/\(policy.signatureFile)") }
-            defer { FileDescriptor(sig).close() }
+            guard let sig = FileSystem.openBeneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK) else {
+                throw IntakeError.system("cannot open \(name)/\(policy.signatureFile)")
+            }
+            defer { sig.close() }
             do {
                 request.signatureBundle = try BoundedFile.read(
-                    fd: sig, limit: 64 << 20, name: "signature \(name)/\(policy.signatureFile)")
+                    fd: sig.rawValue, limit: 64 << 20, name: "signature \(name)/\(policy.signatureFile)")
             } catch {
                 throw IntakeError(error.description, errno: typedErrno(error.errno))
             }

@@ -1,7 +1,6 @@
 internal import AirlockSystem
 import AirlockNames
 internal import AirlockProvenance
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -58,7 +57,7 @@ extension Intake {
         }
         try sealReports(taken)
         let target = root.destination(to)
-        while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
+        while dest.withCString({ !FileSystem.renameNoReplace(root.quarantine, taken.id, target, $0) }) {
             let e = errno
             guard e == EEXIST || e == ENOTEMPTY else {
                 throw IntakeError.system("cannot move quarantine/\(taken.id) to \(to)/\(dest)", errno: Errno(e))
@@ -100,7 +99,7 @@ extension Intake {
         }
         /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
         func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
-            guard taken.name.withCString({ airlock_rename_noreplace(dir, $0, root.incoming, $0) }) == 0 else {
+            guard taken.name.withCString({ FileSystem.renameNoReplace(dir, $0, root.incoming, $0) }) else {
                 let e = errno
                 if e == EEXIST || e == ENOTEMPTY { return false }
                 throw IntakeError.system("cannot move \(taken.name) back to incoming/", errno: Errno(e))

@@ -2,7 +2,6 @@ internal import AirlockSystem
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
-internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -76,7 +75,7 @@ final class IntakeRoot: @unchecked Sendable {
         }
         let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw fail(.system("cannot open the lock \(path)/.airlock/lock")) }
-        if airlock_try_lock(lock) != 0 {
+        if !FileSystem.tryLock(lock) {
             let e = Errno.current
             var buf = [UInt8](repeating: 0, count: 32)
             let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
