@@ -1,4 +1,4 @@
-public import AirlockJSON
+internal import AirlockJSON
 internal import AirlockAnalysis
 internal import AirlockProbe
 internal import AirlockSystem

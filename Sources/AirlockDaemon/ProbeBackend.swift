@@ -37,6 +37,14 @@ public enum ProbeBackend: Sendable {
         }
     }
 
+    /// Where probes run, for messages: `"airlockd at /run/airlock/airlockd.sock"`, or `"this process"`.
+    public var place: String {
+        switch self {
+        case .local: "this process"
+        case .daemon(let daemon): "airlockd at \(daemon.socket)"
+        }
+    }
+
     /// Probes the open file or folder `fd`, shown as `name`: its reports, one per file (none for an empty folder).
     /// Through airlockd, a connection of its own.
     public func probe(fd: Int32, isFolder: Bool, name: String) throws(ClientError) -> [Report] {

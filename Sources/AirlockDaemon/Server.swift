@@ -1,6 +1,4 @@
-import AirlockNames
-public import AirlockJSON
-internal import AirlockAnalysis
+internal import AirlockJSON
 public import AirlockProbe
 internal import AirlockSystem
 

@@ -118,8 +118,7 @@ struct IntakeExaminer: Sendable {
         do {
             reports = try backend.probe(fd: fd, isFolder: isFolder, name: name)
         } catch {
-            let socket = if case .daemon(let daemon) = backend { daemon.socket } else { "?" }
-            throw IntakeError("airlockd at \(socket): \(error.message)")
+            throw IntakeError("\(backend.place): \(error.message)")
         }
         if reports.isEmpty {
             let target = ReportTarget(path: name, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
