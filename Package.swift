@@ -39,7 +39,13 @@ let package = Package(
         .target(name: "AirlockNames"),
         // The house's system layer: errno and descriptor types, the one error protocol, logging, systemd notification,
         // monitors and threads, and the file-system helpers the daemon, intake and provenance share.
-        .target(name: "AirlockSystem"),
+        .target(name: "AirlockSystem", dependencies: ["CSystem"]),
+        // The file-system and signal calls glibc does not wrap (openat2, renameat2 flags, inotify, signalfd, leases),
+        // shared by the daemon, the intake and provenance.
+        .target(
+            name: "CSystem",
+            cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
+        ),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
@@ -63,9 +69,9 @@ let package = Package(
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
             name: "AirlockProvenance",
-            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        // Socket helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, leases).
+        // Socket and per-thread identity helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, setfsuid).
         .target(
             name: "CDaemon",
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
@@ -75,19 +81,20 @@ let package = Package(
             name: "AirlockProbe",
             dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
-        // airlockd: the socket server, peer checks, the worker pool, systemd integration, the client side.
+        // airlockd: the listener, the connection loop, requests, the worker pool, examinations as the client; the
+        // client side and the probe backend (here or through airlockd) the CLI and the intake share.
         .target(
             name: "AirlockDaemon",
-            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "CDaemon"]
+            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", "CDaemon"]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(
             name: "AirlockIntake",
-            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "CDaemon"]
+            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "AirlockSystem"]
         ),
         .executableTarget(
             name: "airlockd",
-            dependencies: ["AirlockDaemon", "AirlockProbe", "AirlockSandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["AirlockDaemon", "AirlockProbe", "AirlockSandbox", "AirlockSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "airlock",
@@ -98,6 +105,7 @@ let package = Package(
                 "AirlockProvenance",
                 "AirlockIntake",
                 "AirlockSandbox",
+                "AirlockSystem",
                 "AirlockAnalysis",
                 "AirlockFormats",
                 "AirlockJSON",

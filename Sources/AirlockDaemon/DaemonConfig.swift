@@ -1,16 +1,25 @@
 internal import AirlockJSON
+public import AirlockSystem
 public import AirlockSandbox
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
-/// A configuration that could not be read or makes no sense: the message names the field.
-public struct ConfigError: Error, Sendable, CustomStringConvertible {
+/// A configuration that could not be read or makes no sense, or a daemon that cannot start with it (its socket, its
+/// signals): the message names the field or the step.
+public struct ConfigError: AirlockError {
     /// What is wrong, and where.
     public let message: String
+    /// The errno, when a system call failed.
+    public let errno: Errno?
     /// Creates an error.
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String, errno: Errno? = nil) {
+        self.message = message
+        self.errno = errno
+    }
+    /// `"config"`.
+    public var code: String { "config" }
     public var description: String { message }
 }
 
@@ -73,13 +82,17 @@ public struct DaemonConfig: Sendable {
         }
         let fail: @Sendable (String) -> ConfigError = { ConfigError("config \(name): \($0)") }
         let fields = try JSONField(value: root, path: "", fail: fail).object(allowed: [
-            "comment", "socket", "allowUids", "allowGroups", "maxConcurrent", "queue", "maxMessageBytes", "maxConnections",
-            "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile", "policy",
+            "comment", "socket", "allowUids", "allowGroups", "maxConcurrent", "queue", "maxMessageBytes",
+            "maxConnections",
+            "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
+            "policy",
             "cgroup",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
-        if let f = fields["allowUids"] { allowUIDs = try f.array().map { (x) throws(ConfigError) in try x.integer(UInt32.self) } }
+        if let f = fields["allowUids"] {
+            allowUIDs = try f.array().map { (x) throws(ConfigError) in try x.integer(UInt32.self) }
+        }
         if let f = fields["allowGroups"] { allowGroups = try f.strings() }
         if let f = fields["maxConcurrent"] { maxConcurrent = try f.integer() }
         if let f = fields["queue"] { queue = try f.integer() }
@@ -103,13 +116,16 @@ public struct DaemonConfig: Sendable {
     /// Checks the values' ranges.
     public func validate() throws(ConfigError) {
         func check(_ ok: Bool, _ what: String) throws(ConfigError) { if !ok { throw ConfigError(what) } }
-        try check(socketPath.hasPrefix("/") && socketPath.utf8.count < 108, "socket: an absolute path shorter than 108 bytes")
+        try check(
+            socketPath.hasPrefix("/") && socketPath.utf8.count < 108, "socket: an absolute path shorter than 108 bytes")
         try check((1...1024).contains(maxConcurrent), "maxConcurrent: 1 to 1024")
         try check((0...100_000).contains(queue), "queue: 0 to 100000")
         try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
         try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
-        for (value, name) in [(idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
-                              (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds")] {
+        for (value, name) in [
+            (idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
+            (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),
+        ] {
             try check(value > 0 && value <= 86_400, "\(name): more than 0, at most 86400")
         }
     }

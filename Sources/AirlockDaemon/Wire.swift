@@ -1,4 +1,5 @@
 public import AirlockJSON
+public import AirlockSystem
 
 /// The wire format of airlockd's socket (docs/protocol.md): each message is a 4-byte big-endian length, then that
 /// many bytes of one UTF-8 JSON object. Descriptors travel as `SCM_RIGHTS` with the message's bytes.
@@ -20,7 +21,8 @@ public enum Wire {
         guard size <= limit else {
             var id = JSON.null
             if case .object(let members) = message, let given = members.first(where: { $0.0 == "id" })?.1 { id = given }
-            return frame(Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(limit)"))
+            return frame(
+                Reply.error(id: id, .internalError, "the reply (\(size) bytes) is larger than the protocol's \(limit)"))
         }
         var out: [UInt8] = []
         out.reserveCapacity(4 + size)
@@ -31,9 +33,17 @@ public enum Wire {
     }
 
     /// Why bytes on the socket are not a message.
-    public enum FrameError: Error, Sendable, Equatable {
+    public enum FrameError: AirlockError, Equatable {
         /// A length of zero or over the bound.
         case badLength(Int)
+
+        /// `"frame"`.
+        public var code: String { "frame" }
+        public var description: String {
+            switch self {
+            case .badLength(let n): "a message length of \(n) bytes (zero or over the bound)"
+            }
+        }
     }
 
     /// Splits a byte stream into messages, holding at most one partial message. Taking a message out moves an
@@ -63,7 +73,8 @@ public enum Wire {
         /// The next complete message's JSON bytes, nil when more bytes are needed.
         public mutating func next() throws(FrameError) -> [UInt8]? {
             guard storage.count - start >= 4 else { return nil }
-            let n = Int(storage[start]) << 24 | Int(storage[start + 1]) << 16 | Int(storage[start + 2]) << 8
+            let n =
+                Int(storage[start]) << 24 | Int(storage[start + 1]) << 16 | Int(storage[start + 2]) << 8
                 | Int(storage[start + 3])
             guard n > 0 && n <= maxMessage else { throw .badLength(n) }
             guard storage.count - start >= 4 + n else { return nil }
@@ -123,7 +134,8 @@ public enum Wire {
 /// The error codes of replies (docs/protocol.md).
 public enum ReplyCode: String, Sendable {
     case forbidden, busy, badRequest = "bad-request", tooLarge = "too-large", unknownMethod = "unknown-method"
-    case noDescriptor = "no-descriptor", timeout, shuttingDown = "shutting-down", fileBusy = "file-busy", internalError = "internal"
+    case noDescriptor = "no-descriptor", timeout, shuttingDown = "shutting-down", fileBusy = "file-busy",
+        internalError = "internal"
 }
 
 /// Builders of reply messages.

@@ -1,9 +1,9 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
-internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Whether an entry of `incoming/` has finished arriving.
@@ -27,36 +27,47 @@ enum Arrival: Equatable {
 
     static func check(_ incoming: Int32, _ name: FileName, settleSeconds: Double, now: Double) -> Arrival {
         if name.hasPrefix(".") { return .ignored("a hidden name: still being delivered (rename it when complete)") }
-        if reserved.contains(name) { return .ignored("\(name) is reserved for the release folder's own files: rename the model") }
+        if reserved.contains(name) {
+            return .ignored("\(name) is reserved for the release folder's own files: rename the model")
+        }
         var st = stat()
-        guard name.withCString({ fstatat(incoming, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return .waiting("cannot stat: \(String(cString: strerror(errno)))") }
+        guard name.withCString({ fstatat(incoming, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            return .waiting("cannot stat: \(Errno.current.text)")
+        }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
-            guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
+            let fd = name.withCString {
+                openat(incoming, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
+            }
+            guard fd >= 0 else { return .waiting("cannot open: \(Errno.current.text)") }
+            defer { FileDescriptor(fd).close() }
             switch writerCheck(fd) {
             case .free: return .ready
             case .writing: return .waiting("open for writing")
             case .unknown:
                 let age = now - seconds(st.st_ctim)
-                return age >= settleSeconds ? .ready : .waiting("changed \(Int(age)) s ago (settle time \(Int(settleSeconds)) s)")
+                return age >= settleSeconds
+                    ? .ready : .waiting("changed \(Int(age)) s ago (settle time \(Int(settleSeconds)) s)")
             }
         case S_IFDIR:
             let fd = name.withCString { openat(incoming, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            guard fd >= 0 else { return .waiting("cannot open: \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
+            guard fd >= 0 else { return .waiting("cannot open: \(Errno.current.text)") }
+            defer { FileDescriptor(fd).close() }
             var newest = seconds(st.st_ctim)
             var writing = false
             var unreadable: String? = nil
             var entries = 0
-            walk(fd, prefix: "", depth: 0, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
+            walk(
+                fd, prefix: "", depth: 0, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries
+            )
             if writing { return .waiting("a file in it is open for writing") }
             // As for a file: what the intake cannot read is a permission to fix, not a model to reject.
             if let unreadable { return .waiting("cannot read \(unreadable) in it (make it readable to the intake)") }
             if IntakeRoot.exists(fd, FileName(marker)) { return .ready }
             let age = now - newest
-            return age >= settleSeconds ? .ready : .waiting("changed \(Int(age)) s ago, no \(marker) marker (settle time \(Int(settleSeconds)) s)")
+            return age >= settleSeconds
+                ? .ready
+                : .waiting("changed \(Int(age)) s ago, no \(marker) marker (settle time \(Int(settleSeconds)) s)")
         case S_IFLNK:
             return .ignored("a symbolic link: only files and folders are taken")
         default:
@@ -67,8 +78,8 @@ enum Arrival: Equatable {
     private enum Writers { case free, writing, unknown }
 
     private static func writerCheck(_ fd: Int32) -> Writers {
-        if airlock_set_read_lease(fd) == 0 {
-            _ = airlock_release_lease(fd)
+        if FileSystem.takeReadLease(fd) {
+            FileSystem.releaseLease(fd)
             return .free
         }
         return errno == EAGAIN ? .writing : .unknown
@@ -78,7 +89,10 @@ enum Arrival: Equatable {
 
     /// Newest ctime in the tree, whether any file is open for writing, and the first entry that cannot be read
     /// (bounded: 32 levels, 100,000 entries).
-    private static func walk(_ dirfd: Int32, prefix: String, depth: Int, newest: inout Double, writing: inout Bool, unreadable: inout String?, entries: inout Int) {
+    private static func walk(
+        _ dirfd: Int32, prefix: String, depth: Int, newest: inout Double, writing: inout Bool,
+        unreadable: inout String?, entries: inout Int
+    ) {
         guard depth < 32 else { return }
         for name in IntakeRoot.list(dirfd) {
             entries += 1
@@ -94,16 +108,20 @@ enum Arrival: Equatable {
                     if errno == EACCES && unreadable == nil { unreadable = path + "/" }
                     continue
                 }
-                walk(sub, prefix: path, depth: depth + 1, newest: &newest, writing: &writing, unreadable: &unreadable, entries: &entries)
-                close(sub)
+                walk(
+                    sub, prefix: path, depth: depth + 1, newest: &newest, writing: &writing, unreadable: &unreadable,
+                    entries: &entries)
+                FileDescriptor(sub).close()
             case S_IFREG:
-                let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY) }
+                let fd = name.withCString {
+                    openat(dirfd, $0, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY)
+                }
                 guard fd >= 0 else {
                     if errno == EACCES && unreadable == nil { unreadable = path }
                     continue
                 }
                 if writerCheck(fd) == .writing { writing = true }
-                close(fd)
+                FileDescriptor(fd).close()
             default:
                 break
             }

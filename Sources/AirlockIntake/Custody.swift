@@ -1,10 +1,10 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
-internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The intake's custody of a model: what it examines and releases is a tree of fresh inodes that only the intake has
@@ -44,8 +44,8 @@ enum Custody {
         var entries = 0
     }
 
-    private static func failure(_ what: String, _ e: Int32 = errno) -> IntakeError {
-        IntakeError("\(what): \(String(cString: strerror(e)))", errno: e)
+    private static func failure(_ what: String, _ e: Errno = .current) -> IntakeError {
+        IntakeError.system(what, errno: e)
     }
 
     // MARK: - Survey
@@ -80,7 +80,7 @@ enum Custody {
             }
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             for entry in try entries(fd, display: display) {
                 try survey(
                     fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
@@ -114,8 +114,8 @@ enum Custody {
     static func entries(_ dirfd: Int32, display: String, skipping: Bool = true) throws(IntakeError) -> [FileName] {
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard dup >= 0, let d = fdopendir(dup) else {
-            let e = errno
-            if dup >= 0 { close(dup) }
+            let e = Errno.current
+            if dup >= 0 { FileDescriptor(dup).close() }
             throw failure("cannot list \(display)", e)
         }
         defer { closedir(d) }
@@ -152,7 +152,7 @@ enum Custody {
             guard needed.allocated <= free else {
                 throw IntakeError(
                     "not enough room for the intake's copy: \(needed.allocated) bytes needed, \(free) free",
-                    errno: ENOSPC)
+                    errno: Errno(ENOSPC))
             }
         }
         let state = CopyState(limits: limits)
@@ -196,7 +196,7 @@ enum Custody {
             // followed; what was opened is checked again.
             let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(src) }
+            defer { FileDescriptor(src).close() }
             try copyFile(src, display: display, into: dstDir, target, state: state)
         case S_IFDIR:
             guard depth < state.limits.maxDepth else {
@@ -204,13 +204,13 @@ enum Custody {
             }
             let src = name.withCString { openat(srcDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard src >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(src) }
+            defer { FileDescriptor(src).close() }
             guard target.withCString({ mkdirat(dstDir, $0, 0o700) }) == 0 else {
                 throw failure("cannot create the copy of \(display)")
             }
             let dst = target.withCString { openat(dstDir, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard dst >= 0 else { throw failure("cannot open the copy of \(display)") }
-            defer { close(dst) }
+            defer { FileDescriptor(dst).close() }
             for entry in try entries(src, display: display) where depth > 0 || !state.leaveOut.contains(entry) {
                 try copyEntry(
                     src, entry, display: display + "/" + entry.escaped, into: dst, entry, depth: depth + 1,
@@ -264,8 +264,8 @@ enum Custody {
         }
         // A writer that opened the file after it was seen arrive would tear the copy: refuse now rather than
         // examine half a model. (Where no lease can be taken, the ctime check below still catches most writes.)
-        if airlock_set_read_lease(src) == 0 {
-            _ = airlock_release_lease(src)
+        if FileSystem.takeReadLease(src) {
+            FileSystem.releaseLease(src)
         } else if errno == EAGAIN {
             throw IntakeError("\(display) is open for writing again")
         }
@@ -275,7 +275,7 @@ enum Custody {
         guard state.size.bytes <= state.limits.maxBytes else { throw budget(state.size.bytes, state.limits) }
         let dst = target.withCString { openat(dstDir, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard dst >= 0 else { throw failure("cannot create the copy of \(display)") }
-        defer { close(dst) }
+        defer { FileDescriptor(dst).close() }
         _ = posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL)
         var position = 0
         while position < size {
@@ -365,7 +365,7 @@ enum Custody {
             }
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw failure("cannot open \(display)") }
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             for entry in try entries(fd, display: display, skipping: false) {
                 try checkOwned(
                     fd, entry, display: display + "/" + entry.escaped, depth: depth + 1, limits: limits,
@@ -402,7 +402,7 @@ enum Custody {
             for entry in (try? entries(fd, display: "", skipping: false)) ?? [] {
                 _ = remove(fd, entry, depth: depth + 1, maxDepth: maxDepth, budget: &budget)
             }
-            close(fd)
+            FileDescriptor(fd).close()
         }
         return name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) } == 0 || errno == ENOENT
     }

@@ -1,16 +1,14 @@
+internal import AirlockSystem
 import AirlockNames
 public import AirlockAnalysis
 internal import AirlockDaemon
 internal import AirlockFormats
 internal import AirlockJSON
-internal import AirlockProbe
 internal import AirlockProvenance
-internal import AirlockSandbox
-internal import CDaemon
 import Dispatch
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What happened to one model.
@@ -46,9 +44,7 @@ public final class Intake: @unchecked Sendable {
     let root: IntakeRoot
     let policy: IntakePolicy
     let journal: IntakeJournal
-    private let keys: [[UInt8]]
-    private let probeOptions: ProbeOptions?
-    private let socket: String?
+    let examiner: IntakeExaminer
     let log: @Sendable (String) -> Void
     /// Models recovery found in quarantine that still have to be examined.
     private var pending: [Taken] = []
@@ -66,7 +62,9 @@ public final class Intake: @unchecked Sendable {
 
     /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
     /// with the policy's profile, or through airlockd at `socket` (or the policy's) when one is named.
-    public init(root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void) throws(IntakeError) {
+    public init(
+        root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void
+    ) throws(IntakeError) {
         self.policy = policy
         self.log = log
         // Lease breaks: the intake takes a read lease for an instant to see whether a file is open for writing
@@ -74,14 +72,15 @@ public final class Intake: @unchecked Sendable {
         // action would end the intake. The writer waits for the lease to go: nothing to do here.
         signal(SIGIO, SIG_IGN)
         root = try IntakeRoot(path: path)
-        let (journal, records) = try IntakeJournal.open(dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
+        let (journal, records) = try IntakeJournal.open(
+            dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
         self.journal = journal
         var keys: [[UInt8]] = []
         for key in policy.publicKeys {
             do {
                 keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
             } catch {
-                throw IntakeError(error.description, errno: error.errno)
+                throw IntakeError(error.description, errno: typedErrno(error.errno))
             }
             do {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
@@ -89,34 +88,29 @@ public final class Intake: @unchecked Sendable {
                 throw IntakeError("public key \(key): \(error.message)")
             }
         }
-        self.keys = keys
         if let dir = policy.manifests {
             // A mistyped folder would silently pin nothing.
             var st = stat()
-            guard stat(dir, &st) == 0 else {
-                throw IntakeError("the policy's manifests folder \(dir): \(String(cString: strerror(errno)))", errno: errno)
+            guard stat(dir, &st) == 0 else { throw IntakeError.system("the policy's manifests folder \(dir)") }
+            guard st.st_mode & S_IFMT == S_IFDIR else {
+                throw IntakeError("the policy's manifests folder \(dir) is not a folder")
             }
-            guard st.st_mode & S_IFMT == S_IFDIR else { throw IntakeError("the policy's manifests folder \(dir) is not a folder") }
         }
-        self.socket = socket ?? policy.socket
-        if self.socket == nil {
+        let backend: ProbeBackend
+        if let socket = socket ?? policy.socket {
+            backend = .daemon(
+                DaemonBackend(socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase))
+        } else {
             do {
-                let profile = try Profile.load(policy.profile)
-                let program = try SeccompProgram(profile: profile)
-                let verdictPolicy = try VerdictPolicy.load(policy.verdictPolicy)
-                guard let harness = ProbeOptions.locateHarness() else {
-                    throw IntakeError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
-                }
-                probeOptions = ProbeOptions(profile: profile, program: program, policy: verdictPolicy, harnessDirectory: harness,
-                                            timeoutSeconds: policy.timeoutSeconds, probePhase: policy.probePhase)
-            } catch let error as IntakeError {
-                throw error
+                backend = .local(
+                    try ProbeBackend.localOptions(
+                        profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
+                        probePhase: policy.probePhase))
             } catch {
                 throw IntakeError("cannot prepare detonations: \(error)")
             }
-        } else {
-            probeOptions = nil
         }
+        examiner = IntakeExaminer(policy: policy, keys: keys, backend: backend)
         pending = recover(records)
     }
 
@@ -135,7 +129,9 @@ public final class Intake: @unchecked Sendable {
             guard let r = last[id], r.op != .done else { continue }
             let escapedName = records.first { $0.id == id && $0.op == .take }?.name ?? r.name
             guard let name = FileName(escaped: escapedName) else {
-                log("recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form")
+                log(
+                    "recovery of \(FileName(escapedName)) (\(id)) failed, it stays where it is: the journal's name is not in the escaped form"
+                )
                 continue
             }
             do throws(IntakeError) {
@@ -155,8 +151,11 @@ public final class Intake: @unchecked Sendable {
                         throw IntakeError("the journal's destination \(FileName(r.dest)) is not in the escaped form")
                     }
                     let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: dest)
-                    recovered.append(IntakeOutcome(name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)", verdict: nil, error: nil,
-                                                   reason: release.reason ?? "released after a restart (decided before it)"))
+                    recovered.append(
+                        IntakeOutcome(
+                            name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)",
+                            verdict: nil, error: nil,
+                            reason: release.reason ?? "released after a restart (decided before it)"))
                     log("recovered \(name) (\(id)): released to \(release.to)/\(release.dest)")
                 case .rollback:
                     if try finishRollback(Taken(id: id, name: name), reason: r.note) {
@@ -192,7 +191,10 @@ public final class Intake: @unchecked Sendable {
             switch take(name) {
             case .success(let taken): work.append(taken)
             case .failure(let error):
-                outcomes.append(IntakeOutcome(name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil, error: error.message))
+                outcomes.append(
+                    IntakeOutcome(
+                        name: name.escaped, id: "", decision: nil, location: "incoming/\(name)", verdict: nil,
+                        error: error.message))
             }
         }
         outcomes += process(work)
@@ -266,21 +268,24 @@ public final class Intake: @unchecked Sendable {
             return .failure(error)
         }
         CrashPoint.hit("take-journaled")
-        func undo(_ why: String, _ e: Int32?) -> Result<Taken, IntakeError> {
+        func undo(_ error: IntakeError) -> Result<Taken, IntakeError> {
+            let why = error.message
             _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, id, AT_REMOVEDIR)
             try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
-            return .failure(IntakeError("cannot take \(name): \(why)", errno: e))
+            return .failure(IntakeError("cannot take \(name): \(why)", errno: error.errno))
         }
         // 0700: the copy is made and examined where no one else can reach it.
-        guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo("cannot create quarantine/\(id): \(String(cString: strerror(errno)))", errno) }
-        guard mkdirat(root.delivered, id, 0o700) == 0 else { return undo("cannot create .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
+        guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo(.system("cannot create quarantine/\(id)")) }
+        guard mkdirat(root.delivered, id, 0o700) == 0 else {
+            return undo(.system("cannot create .airlock/delivered/\(id)"))
+        }
         CrashPoint.hit("quarantine-created")
-        guard let held = openDelivered(id) else { return undo("cannot open .airlock/delivered/\(id): \(String(cString: strerror(errno)))", errno) }
-        defer { close(held) }
-        guard name.withCString({ airlock_rename_noreplace(root.incoming, $0, held, $0) }) == 0 else {
-            return undo("cannot move it into the intake's keeping: \(String(cString: strerror(errno)))", errno)
+        guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
+        defer { FileDescriptor(held).close() }
+        guard name.withCString({ FileSystem.renameNoReplace(root.incoming, $0, held, $0) }) else {
+            return undo(.system("cannot move it into the intake's keeping"))
         }
         do {
             try IntakeRoot.sync(root.incoming)
@@ -295,7 +300,7 @@ public final class Intake: @unchecked Sendable {
         do {
             try takeOwnership(Taken(id: id, name: name))
         } catch {
-            let failure = IntakeError("cannot take \(name): \(error.message)", errno: error.errno)
+            let failure = IntakeError("cannot take \(name): \(error.message)", errno: typedErrno(error.errno))
             rollBack(Taken(id: id, name: name), because: error.message)
             return .failure(failure)
         }
@@ -314,7 +319,9 @@ public final class Intake: @unchecked Sendable {
     /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
     /// back to incoming/.
     func examineAndRelease(_ taken: Taken) -> IntakeOutcome {
-        var outcome = IntakeOutcome(name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)", verdict: nil, error: nil)
+        var outcome = IntakeOutcome(
+            name: taken.name.escaped, id: taken.id, decision: nil, location: "quarantine/\(taken.id)/\(taken.name)",
+            verdict: nil, error: nil)
         let examined: Examined
         do {
             examined = try examine(taken)
@@ -322,11 +329,14 @@ public final class Intake: @unchecked Sendable {
             outcome.error = error.message
             log("cannot examine \(taken.name) (\(taken.id)): \(error.message)")
             do {
-                try journal.append(JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
+                try journal.append(
+                    JournalRecord(op: .rollback, id: taken.id, name: taken.name.escaped, note: error.message))
                 CrashPoint.hit("rollback-journaled")
                 if try finishRollback(taken, reason: error.message) { outcome.location = "incoming/\(taken.name)" }
             } catch let rollbackError {
-                log("cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)")
+                log(
+                    "cannot move \(taken.name) back to incoming/, it stays in quarantine/\(taken.id): \(rollbackError.message)"
+                )
             }
             return outcome
         }
@@ -335,16 +345,21 @@ public final class Intake: @unchecked Sendable {
         let to = examined.approved ? "approved" : "rejected"
         let dest = freeName(taken, in: to)
         do {
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
+            try journal.append(
+                JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
             CrashPoint.hit("decided")
             let release = try finishRelease(taken, to: to, dest: dest)
             outcome.decision = release.to
             outcome.location = "\(release.to)/\(release.dest)"
             if let reason = release.reason { outcome.reason = reason }
-            log("\(release.to) \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(release.to)/\(release.dest)")
+            log(
+                "\(release.to) \(taken.name) (\(taken.id)): verdict \(examined.verdict.rawValue) → \(release.to)/\(release.dest)"
+            )
         } catch {
             outcome.error = error.message
-            log("cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)")
+            log(
+                "cannot release \(taken.name) (\(taken.id)), it stays in quarantine/\(taken.id) with its report: \(error.message)"
+            )
         }
         return outcome
     }
@@ -358,284 +373,28 @@ public final class Intake: @unchecked Sendable {
         let reason: String
     }
 
-    /// The decision in a sentence: what passed, or the findings that decided against the model (the worst first,
-    /// at most five).
-    static func reason(approved: Bool, provenance: Report, probeVerdict: Verdict, reports: [Report], pass: Set<Verdict>) -> String {
-        func worst(_ findings: [(String, Finding)]) -> String {
-            let shown = findings.filter { $0.1.severity >= .medium }.sorted { $0.1.severity > $1.1.severity }.prefix(5)
-            return shown.map { "\($0.0.isEmpty ? "" : $0.0 + ": ")\($0.1.rule) (\($0.1.severity.rawValue)): \($0.1.message)" }.joined(separator: "; ")
-        }
-        let passing = pass.sorted().map(\.rawValue).joined(separator: ", ")
-        if approved {
-            return "approved: provenance clean, probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
-        }
-        if provenance.verdict != .clean {
-            return "rejected: not the model that was meant (provenance \(provenance.verdict.rawValue)): " + worst(provenance.findings.map { ("", $0) })
-        }
-        let errors = reports.compactMap { r in r.error.map { "\(r.target.path): \($0.message)" } }
-        let detail = worst(reports.flatMap { r in r.findings.map { (r.target.path, $0) } })
-        return "rejected: probe verdict \(probeVerdict.rawValue) (the policy passes \(passing))"
-            + (detail.isEmpty ? "" : ": " + detail) + (errors.isEmpty ? "" : "; " + errors.prefix(3).joined(separator: "; "))
-    }
-
-    /// Verifies and probes the model in quarantine/ID/, and writes report.json and manifest.json beside it.
+    /// Examines the model in quarantine/ID/ (`IntakeExaminer`), and writes report.json and manifest.json beside it.
     func examine(_ taken: Taken) throws(IntakeError) -> Examined {
-        guard let q = openQuarantine(taken.id) else { throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno) }
-        defer { close(q) }
+        guard let q = openQuarantine(taken.id) else { throw IntakeError.system("cannot open quarantine/\(taken.id)") }
+        defer { FileDescriptor(q).close() }
         // An examination a crash cut short may have left a temporary report behind: it must not be released.
         for leftover in IntakeRoot.list(q) where leftover.hasPrefix(".tmp-") { IntakeRoot.removeTree(q, leftover) }
         let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-        guard fd >= 0 else { throw IntakeError("cannot open quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
-        defer { close(fd) }
+        guard fd >= 0 else { throw IntakeError.system("cannot open quarantine/\(taken.id)/\(taken.name)") }
+        defer { FileDescriptor(fd).close() }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw IntakeError("cannot stat \(taken.name): \(String(cString: strerror(errno)))", errno: errno) }
-        let isFolder = st.st_mode & S_IFMT == S_IFDIR
-        let takenAt = Intake.timestamp()
-
-        // Provenance.
-        var request = VerificationRequest(publicKeys: keys, ignore: [Arrival.marker, policy.signatureFile], threads: 1)
-        var extra: [Finding] = []
-        if let dir = policy.manifests {
-            // Looked up under the escaped name (lossless, so a name cannot borrow another model's pin).
-            let path = dir + "/" + taken.name.escaped + ".json"
-            if IntakeRoot.exists(AT_FDCWD, path) {
-                do {
-                    request.manifest = try Manifest.read(path: path)
-                } catch {
-                    throw IntakeError("the pinned manifest \(path) cannot be used: \(error.message)")
-                }
-            } else if policy.requireManifest {
-                extra.append(Finding(rule: "provenance.manifest-missing", severity: .high, source: .provenance,
-                                     message: "no pinned manifest \(path): the policy requires one for every model"))
-            }
-        }
-        if isFolder, IntakeRoot.exists(fd, FileName(policy.signatureFile)) {
-            let sig = airlock_open_beneath(fd, policy.signatureFile, O_RDONLY | O_NONBLOCK)
-            guard sig >= 0 else { throw IntakeError("cannot open \(taken.name)/\(policy.signatureFile): \(String(cString: strerror(errno)))", errno: errno) }
-            defer { close(sig) }
-            do {
-                request.signatureBundle = try BoundedFile.read(fd: sig, limit: 64 << 20, name: "signature \(taken.name)/\(policy.signatureFile)")
-            } catch {
-                throw IntakeError(error.description, errno: error.errno)
-            }
-        }
-        if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {
-            extra.append(Finding(rule: "provenance.signature-missing", severity: .high, source: .provenance,
-                                 message: isFolder ? "no signature (\(policy.signatureFile)) in the model folder: the policy requires one"
-                                                   : "a single file carries no signature: deliver it in a folder with \(policy.signatureFile)"))
-        }
-        let verification: Verification
+        guard fstat(fd, &st) == 0 else { throw IntakeError.system("cannot stat \(taken.name)") }
+        let report = try examiner.examine(
+            fd: fd, isFolder: st.st_mode & S_IFMT == S_IFDIR, name: taken.name, id: taken.id)
         do {
-            verification = try ProvenanceVerifier.verify(fd: fd, display: taken.name.escaped, name: taken.name, request: request)
-        } catch {
-            throw IntakeError("cannot hash \(taken.name): \(error.message)")
-        }
-        var provenance = verification.report
-        provenance.add(extra)
-
-        // Detonation.
-        // The model's own name is judged as a folder's entries are: no walk sees it.
-        let nameFindings = NameFindings.findings(taken.name, lookalikes: [])
-        var reports = try probe(fd: fd, isFolder: isFolder, name: taken.name.escaped)
-        if !nameFindings.isEmpty {
-            let target = ReportTarget(path: taken.name.escaped, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
-            reports.insert(Report(target: target, findings: nameFindings), at: 0)
-        }
-        // The stored report is bounded like a daemon's reply: traces (then minor findings) go before any verdict.
-        // Measured as written: indented, each line 4 spaces deeper inside `reports`.
-        Report.fit(&reports, within: Intake.maxReportBytes) { report in
-            let text = Array(report.json.pretty().utf8)
-            return text.count + 4 * text.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
-        }
-        let verdict = ([provenance.verdict] + reports.map(\.verdict)).max() ?? .error
-        // Provenance is a gate, not a verdict to tolerate: only a model that is the one meant may pass, and then
-        // only with a probe verdict the policy passes.
-        let probeVerdict = reports.map(\.verdict).max() ?? .error
-        let approved = provenance.verdict == .clean && policy.pass.contains(probeVerdict)
-        let decision = approved ? "approved" : "rejected"
-        let reason = Intake.reason(approved: approved, provenance: provenance, probeVerdict: probeVerdict, reports: reports, pass: policy.pass)
-
-        let report: JSON = .object([
-            ("schemaVersion", .int(1)),
-            ("intake", .object([
-                ("id", .string(taken.id)),
-                ("name", .string(taken.name.escaped)),
-                ("kind", .string(isFolder ? "folder" : "file")),
-                ("decision", .string(decision)),
-                ("reason", .string(reason)),
-                ("probeVerdict", .string(probeVerdict.rawValue)),
-                ("pass", .array(policy.pass.sorted().map { .string($0.rawValue) })),
-                ("examinedAt", .string(takenAt)),
-                ("decidedAt", .string(Intake.timestamp())),
-            ])),
-            ("verdict", .string(verdict.rawValue)),
-            ("provenance", .object([
-                ("verdict", .string(provenance.verdict.rawValue)),
-                ("checked", .array(verification.checked.map(JSON.string))),
-                ("findings", .array(provenance.findings.map(\.json))),
-            ])),
-            ("reports", .array(reports.map(\.json))),
-        ])
-        let manifest = Manifest(inventory: verification.inventory, name: taken.name.escaped, source: request.manifest?.source)
-        do {
-            try AtomicFile.write(Array(report.pretty().utf8), to: "report.json", in: q)
+            try AtomicFile.write(Array(report.json.pretty().utf8), to: "report.json", in: q)
             CrashPoint.hit("report-written")
-            try AtomicFile.write(Array(manifest.json.pretty().utf8), to: "manifest.json", in: q)
+            try AtomicFile.write(Array(report.manifest.json.pretty().utf8), to: "manifest.json", in: q)
         } catch {
             throw IntakeError(error.message)
         }
         CrashPoint.hit("reports-written")
-        return Examined(verdict: verdict, approved: approved, reason: reason)
-    }
-
-    /// The probe reports: one per file, through airlockd or here.
-    private func probe(fd: Int32, isFolder: Bool, name: String) throws(IntakeError) -> [Report] {
-        var reports: [Report] = []
-        if let socket {
-            do throws(ClientError) {
-                let client = try DaemonClient(path: socket)
-                var params: [(String, JSON)] = [("name", .string(name)), ("probePhase", .bool(policy.probePhase))]
-                if let t = policy.timeoutSeconds { params.append(("timeout", .double(t))) }
-                let reply = try client.call("probe", params: params, descriptor: fd, timeout: (policy.timeoutSeconds ?? 600) + 600)
-                guard case .array(let items)? = reply.first(where: { $0.0 == "reports" })?.1 else {
-                    throw ClientError("protocol", "airlockd's reply has no reports")
-                }
-                for item in items {
-                    guard let r = Report(json: item) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
-                    reports.append(r)
-                }
-            } catch {
-                throw IntakeError("airlockd at \(socket): \(error.message)")
-            }
-        } else if let options = probeOptions {
-            StaticScanner.scan(fd: fd, isDirectory: isFolder, path: name, examine: { Prober.probe(fd: $0, path: $1, options: options) }) {
-                reports.append($0)
-            }
-        }
-        if reports.isEmpty {
-            let target = ReportTarget(path: name, size: 0, sha256: nil, format: isFolder ? "folder" : "unknown")
-            reports.append(Report(target: target, findings: [Finding(rule: "intake.empty", severity: .medium, source: .static, message: "the model holds no file")]))
-        }
-        return reports
-    }
-
-    /// Where a model was released, and why when that is not where it was decided to go.
-    struct Release {
-        let to: String
-        /// The name it got in `to`/ (shown escaped, as the journal and reports hold it).
-        let dest: FileName
-        /// Set when an approval was turned into a rejection at release (the model was not the one examined).
-        let reason: String?
-    }
-
-    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled, read-only
-    /// (folders 0555, files 0444); then discards the original delivery. Done already when quarantine/ID is gone and
-    /// `to`/`dest` holds the model.
-    ///
-    /// An approval is checked first (`releaseProblem`): the copy must be the intake's own, read-only, and hash to the
-    /// manifest written when it was examined. If not, it is rejected instead, with the reason in its report.
-    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: FileName) throws(IntakeError) -> Release {
-        var to = decided
-        var dest = decidedDest
-        var reason: String? = nil
-        if !IntakeRoot.exists(root.quarantine, taken.id) {
-            let there = dest.withCString { openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            if there >= 0 {
-                defer { close(there) }
-                if IntakeRoot.exists(there, taken.name) {
-                    try sealRelease(there, display: "\(to)/\(dest)")
-                    discardDelivery(taken)
-                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
-                    return Release(to: to, dest: dest, reason: nil)
-                }
-            }
-            throw IntakeError("\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
-        }
-        if to == "approved", let problem = releaseProblem(taken) {
-            let why = "rejected: the model about to be released is not the one examined: \(problem)"
-            try rewriteReport(taken, decision: "rejected", reason: why)
-            to = "rejected"
-            dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
-            CrashPoint.hit("redecided")
-            log("not approving \(taken.name) (\(taken.id)): \(problem)")
-            reason = why
-        }
-        try sealReports(taken)
-        let target = root.destination(to)
-        while dest.withCString({ airlock_rename_noreplace(root.quarantine, taken.id, target, $0) }) != 0 {
-            let e = errno
-            guard e == EEXIST || e == ENOTEMPTY else {
-                throw IntakeError("cannot move quarantine/\(taken.id) to \(to)/\(dest): \(String(cString: strerror(e)))", errno: e)
-            }
-            dest = freeName(taken, in: to)
-            try journal.append(JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
-        }
-        try IntakeRoot.sync(root.quarantine)
-        try IntakeRoot.sync(target)
-        CrashPoint.hit("released")
-        // Made read-only only now: moving a folder to another parent needs write permission on it.
-        let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard released >= 0 else { throw IntakeError("cannot open \(to)/\(dest): \(String(cString: strerror(errno)))", errno: errno) }
-        defer { close(released) }
-        try sealRelease(released, display: "\(to)/\(dest)")
-        discardDelivery(taken)
-        CrashPoint.hit("discarded")
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
-        CrashPoint.hit("done")
-        return Release(to: to, dest: dest, reason: reason)
-    }
-
-    /// Moves the original delivery back to incoming/ and removes the intake's copy and its quarantine folder; false
-    /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
-    /// again).
-    func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
-        let held = openDelivered(taken.id)
-        let q = openQuarantine(taken.id)
-        defer {
-            if let held { close(held) }
-            if let q { close(q) }
-        }
-        /// Keeps the model in quarantine, copied, to be examined again.
-        func stay() throws(IntakeError) -> Bool {
-            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
-            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
-            return false
-        }
-        /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
-        func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
-            guard taken.name.withCString({ airlock_rename_noreplace(dir, $0, root.incoming, $0) }) == 0 else {
-                let e = errno
-                if e == EEXIST || e == ENOTEMPTY { return false }
-                throw IntakeError("cannot move \(taken.name) back to incoming/: \(String(cString: strerror(e)))", errno: e)
-            }
-            try IntakeRoot.sync(dir)
-            try IntakeRoot.sync(root.incoming)
-            CrashPoint.hit("moved-back")
-            return true
-        }
-        if let held, IntakeRoot.exists(held, taken.name) {
-            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
-            // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
-            if let q {
-                Custody.remove(q, taken.name, limits: limits)
-                Custody.remove(q, Intake.copying, limits: limits)
-            }
-            if try !moveBack(from: held) { return try stay() }
-        } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
-            // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-            if try !moveBack(from: q) { return try stay() }
-        }
-        if let q {
-            for leftover in IntakeRoot.list(q) where leftover == taken.name || leftover == Intake.copying
-                || Arrival.reserved.contains(leftover) || leftover.hasPrefix(".tmp-") {
-                Custody.remove(q, leftover, limits: limits)
-            }
-        }
-        _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
-        _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
-        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped, note: "rolled back: \(reason)"))
-        return true
+        return Examined(verdict: report.verdict, approved: report.approved, reason: report.reason)
     }
 
     // MARK: - Helpers
@@ -683,12 +442,14 @@ public final class Intake: @unchecked Sendable {
     /// `2026-11-22T04:30:00Z`.
     static func timestamp() -> String {
         let t = utc()
-        return "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec))Z"
+        return
+            "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1))-\(pad(t.tm_mday))T\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec))Z"
     }
 
     private static func compactTimestamp() -> String {
         let t = utc()
-        return "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
+        return
+            "\(pad(t.tm_year + 1900, 4))\(pad(t.tm_mon + 1))\(pad(t.tm_mday))T\(pad(t.tm_hour))\(pad(t.tm_min))\(pad(t.tm_sec))Z"
     }
 
 }

@@ -1,11 +1,11 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
-internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The intake's custody of each model (docs/intake.md, "What an uploader can do after delivery"): the delivery is
@@ -26,14 +26,13 @@ extension Intake {
     /// NAME appears only complete and durable).
     func takeOwnership(_ taken: Taken) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
-        defer { close(q) }
+        defer { FileDescriptor(q).close() }
         guard let held = openDelivered(taken.id) else {
-            throw IntakeError(
-                "cannot open .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open .airlock/delivered/\(taken.id)")
         }
-        defer { close(held) }
+        defer { FileDescriptor(held).close() }
         Custody.remove(q, Intake.copying, limits: limits)  // a copy a crash cut short
         do {
             _ = try Custody.copy(
@@ -41,16 +40,14 @@ extension Intake {
                 limits: limits)
         } catch {
             Custody.remove(q, Intake.copying, limits: limits)
-            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
+            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: typedErrno(error.errno))
         }
         CrashPoint.hit("copied")
         let named = Intake.copying.withCString { copying in
-            taken.name.withCString { airlock_rename_noreplace(q, copying, q, $0) }
+            taken.name.withCString { FileSystem.renameNoReplace(q, copying, q, $0) }
         }
-        guard named == 0 else {
-            throw IntakeError(
-                "cannot name the copy quarantine/\(taken.id)/\(taken.name): \(String(cString: strerror(errno)))",
-                errno: errno)
+        guard named else {
+            throw IntakeError.system("cannot name the copy quarantine/\(taken.id)/\(taken.name)")
         }
         try IntakeRoot.sync(q)
         CrashPoint.hit("owned")
@@ -61,10 +58,10 @@ extension Intake {
     func resumeTake(_ taken: Taken, journaled: Bool) throws(IntakeError) -> Taken? {
         let q = openQuarantine(taken.id)
         let copied = q.map { IntakeRoot.exists($0, taken.name) } ?? false
-        if let q { close(q) }
+        if let q { FileDescriptor(q).close() }
         let keeping = openDelivered(taken.id)
         let held = keeping.map { IntakeRoot.exists($0, taken.name) } ?? false
-        if let keeping { close(keeping) }
+        if let keeping { FileDescriptor(keeping).close() }
         if !journaled && !copied && !held {
             _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
             _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
@@ -82,18 +79,15 @@ extension Intake {
             // aside as the delivery and examine a copy, as for any model taken now.
             guard mkdirat(root.delivered, taken.id, 0o700) == 0 || errno == EEXIST, let fresh = openDelivered(taken.id)
             else {
-                throw IntakeError(
-                    "cannot create .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError.system("cannot create .airlock/delivered/\(taken.id)")
             }
-            defer { close(fresh) }
+            defer { FileDescriptor(fresh).close() }
             guard let q = openQuarantine(taken.id) else {
-                throw IntakeError("cannot open quarantine/\(taken.id)", errno: errno)
+                throw IntakeError.system("cannot open quarantine/\(taken.id)")
             }
-            defer { close(q) }
-            guard taken.name.withCString({ airlock_rename_noreplace(q, $0, fresh, $0) }) == 0 else {
-                throw IntakeError(
-                    "cannot move \(taken.name) aside into .airlock/delivered/\(taken.id): \(String(cString: strerror(errno)))",
-                    errno: errno)
+            defer { FileDescriptor(q).close() }
+            guard taken.name.withCString({ FileSystem.renameNoReplace(q, $0, fresh, $0) }) else {
+                throw IntakeError.system("cannot move \(taken.name) aside into .airlock/delivered/\(taken.id)")
             }
             try IntakeRoot.sync(q)
             try IntakeRoot.sync(fresh)
@@ -133,9 +127,9 @@ extension Intake {
     /// and every file must hash as the manifest written when it was examined says, with no file more or less.
     func releaseProblem(_ taken: Taken) -> String? {
         guard let q = openQuarantine(taken.id) else {
-            return "cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))"
+            return "cannot open quarantine/\(taken.id): \(Errno.current.text)"
         }
-        defer { close(q) }
+        defer { FileDescriptor(q).close() }
         do {
             try Custody.checkOwned(q, taken.name, limits: limits)
         } catch {
@@ -143,9 +137,9 @@ extension Intake {
         }
         let examined: Manifest
         let mfd = openat(q, "manifest.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard mfd >= 0 else { return "cannot open the examined manifest: \(String(cString: strerror(errno)))" }
+        guard mfd >= 0 else { return "cannot open the examined manifest: \(Errno.current.text)" }
         do {
-            defer { close(mfd) }
+            defer { FileDescriptor(mfd).close() }
             examined = try Manifest.parse(
                 try BoundedFile.read(fd: mfd, limit: Manifest.maxBytes, name: "manifest.json"), name: "manifest.json")
         } catch let error as BoundedFile.Failure {
@@ -156,8 +150,8 @@ extension Intake {
             return "\(error)"
         }
         let fd = taken.name.withCString { openat(q, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-        guard fd >= 0 else { return "cannot open \(taken.name): \(String(cString: strerror(errno)))" }
-        defer { close(fd) }
+        guard fd >= 0 else { return "cannot open \(taken.name): \(Errno.current.text)" }
+        defer { FileDescriptor(fd).close() }
         let now: ModelInventory
         do {
             // The same files examination hashed: the marker and the signature are left out there too. A single
@@ -186,17 +180,16 @@ extension Intake {
     /// Replaces the decision and reason in quarantine/ID/report.json (written by `examine`).
     func rewriteReport(_ taken: Taken, decision: String, reason: String) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
-        defer { close(q) }
+        defer { FileDescriptor(q).close() }
         let fd = openat(q, "report.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
-            throw IntakeError(
-                "cannot open quarantine/\(taken.id)/report.json: \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)/report.json")
         }
         var document: JSON
         do {
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             document = try JSON.parse(try BoundedFile.read(fd: fd, limit: 1 << 30, name: "report.json"), maxDepth: 256)
         } catch let error as BoundedFile.Failure {
             throw IntakeError("cannot read quarantine/\(taken.id)/report.json: \(error.description)")
@@ -227,17 +220,16 @@ extension Intake {
     /// Makes report.json and manifest.json in quarantine/ID read-only, the intake's group.
     func sealReports(_ taken: Taken) throws(IntakeError) {
         guard let q = openQuarantine(taken.id) else {
-            throw IntakeError("cannot open quarantine/\(taken.id): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot open quarantine/\(taken.id)")
         }
-        defer { close(q) }
+        defer { FileDescriptor(q).close() }
         for name in ["report.json", "manifest.json"] {
             let fd = openat(q, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
             guard fd >= 0 else { continue }
-            defer { close(fd) }
+            defer { FileDescriptor(fd).close() }
             try Custody.seal(fd, mode: 0o444, display: "quarantine/\(taken.id)/\(name)")
             guard fsync(fd) == 0 else {
-                throw IntakeError(
-                    "cannot sync quarantine/\(taken.id)/\(name): \(String(cString: strerror(errno)))", errno: errno)
+                throw IntakeError.system("cannot sync quarantine/\(taken.id)/\(name)")
             }
         }
     }
@@ -256,7 +248,7 @@ extension Intake {
             Custody.remove(root.delivered, trash, limits: limits)
             guard trash.withCString({ renameat(root.delivered, taken.id, root.delivered, $0) }) == 0 else {
                 log(
-                    "cannot discard the original delivery of \(taken.name) (.airlock/delivered/\(taken.id)): \(String(cString: strerror(errno)))"
+                    "cannot discard the original delivery of \(taken.name) (.airlock/delivered/\(taken.id)): \(Errno.current.text)"
                 )
                 return
             }

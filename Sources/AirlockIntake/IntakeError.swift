@@ -1,15 +1,30 @@
+public import AirlockSystem
+
 /// Why an intake step could not be done. The model stays where it was; the message says why.
-public struct IntakeError: Error, Sendable, CustomStringConvertible {
+public struct IntakeError: AirlockError {
     /// A sentence naming the file or step.
     public let message: String
     /// The errno, when a system call failed (ENOSPC, EACCES, EROFS, …).
-    public let errno: Int32?
+    public let errno: Errno?
 
     /// Creates an error.
-    public init(_ message: String, errno: Int32? = nil) {
+    public init(_ message: String, errno: Errno? = nil) {
         self.message = message
         self.errno = errno
     }
 
+    /// An error for a system call that just failed: `"cannot open x: ENOENT (No such file or directory)"`, with the
+    /// calling thread's errno (read before anything else can change it).
+    static func system(_ what: String, errno: Errno = .current) -> IntakeError {
+        IntakeError("\(what): \(errno)", errno: errno)
+    }
+
+    /// `"intake"`: the step is named in the message.
+    public var code: String { "intake" }
     public var description: String { message }
 }
+
+/// The errno of an error from a module whose type is `Int32?` (or already `Errno?`): either way it becomes typed.
+func typedErrno(_ value: Int32?) -> Errno? { value.map(Errno.init(rawValue:)) }
+/// The errno of an error already typed.
+func typedErrno(_ value: Errno?) -> Errno? { value }

@@ -1,8 +1,9 @@
+internal import AirlockSystem
 internal import AirlockJSON
 internal import AirlockDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One step of one model's way through quarantine, as written to the journal.
@@ -56,7 +57,9 @@ struct JournalRecord: Sendable, Equatable {
             values[k] = s
         }
         guard let opText = values["op"], let op = Op(rawValue: opText), let id = values["id"] else { return nil }
-        self.init(op: op, id: id, name: values["name"] ?? "", to: values["to"] ?? "", dest: values["dest"] ?? "", note: values["note"] ?? "")
+        self.init(
+            op: op, id: id, name: values["name"] ?? "", to: values["to"] ?? "", dest: values["dest"] ?? "",
+            note: values["note"] ?? "")
     }
 }
 
@@ -74,17 +77,19 @@ final class IntakeJournal: @unchecked Sendable {
     private var last: [String: JournalRecord.Op] = [:]
 
     /// Opens (creating) the journal `name` in the directory `dirfd`, returning it and the records it holds.
-    static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (IntakeJournal, [JournalRecord]) {
+    static func open(dirfd: Int32, name: String, display: String) throws(IntakeError) -> (
+        IntakeJournal, [JournalRecord]
+    ) {
         let fd = openat(dirfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw IntakeError("cannot open the journal \(display): \(String(cString: strerror(errno)))", errno: errno) }
+        guard fd >= 0 else { throw IntakeError.system("cannot open the journal \(display)") }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
+            FileDescriptor(fd).close()
             throw IntakeError("the journal \(display) is not a regular file")
         }
         let size = Int(st.st_size)
         guard size <= 256 << 20 else {
-            close(fd)
+            FileDescriptor(fd).close()
             throw IntakeError("the journal \(display) is larger than 256 MiB: not an intake journal")
         }
         var bytes = [UInt8](repeating: 0, count: size)
@@ -100,15 +105,17 @@ final class IntakeJournal: @unchecked Sendable {
             // A torn last line: its step never started. Cut it off so the next record starts on a line of its own.
             guard ftruncate(fd, off_t(complete)) == 0, fdatasync(fd) == 0 else {
                 let e = errno
-                close(fd)
-                throw IntakeError("cannot repair the journal \(display): \(String(cString: strerror(e)))", errno: e)
+                FileDescriptor(fd).close()
+                throw IntakeError.system("cannot repair the journal \(display)", errno: Errno(e))
             }
         }
         var records: [JournalRecord] = []
         for line in bytes[0..<complete].split(separator: 0x0A) {
             guard let value = try? JSON.parse(Array(line)), let record = JournalRecord(json: value) else {
-                close(fd)
-                throw IntakeError("the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)")
+                FileDescriptor(fd).close()
+                throw IntakeError(
+                    "the journal \(display) has a line that is not an intake record: refusing to guess what happened (move it aside to start over)"
+                )
             }
             records.append(record)
         }
@@ -122,7 +129,7 @@ final class IntakeJournal: @unchecked Sendable {
         self.path = path
     }
 
-    deinit { close(fd) }
+    deinit { FileDescriptor(fd).close() }
 
     /// Appends `record` and waits until it is on disk.
     func append(_ record: JournalRecord) throws(IntakeError) {
@@ -142,14 +149,14 @@ final class IntakeJournal: @unchecked Sendable {
                 let e = errno
                 // A partial line must not stay: the next record would be glued to it.
                 if before >= 0 { _ = ftruncate(fd, before) }
-                return .failure(IntakeError("cannot write the journal \(path): \(String(cString: strerror(e)))", errno: e))
+                return .failure(IntakeError.system("cannot write the journal \(path)", errno: Errno(e)))
             }
             done += n
         }
         guard fdatasync(fd) == 0 else {
             let e = errno
             if before >= 0 { _ = ftruncate(fd, before) }
-            return .failure(IntakeError("cannot sync the journal \(path): \(String(cString: strerror(e)))", errno: e))
+            return .failure(IntakeError.system("cannot sync the journal \(path)", errno: Errno(e)))
         }
         last[record.id] = record.op
         return .success(())

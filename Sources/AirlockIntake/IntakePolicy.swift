@@ -1,9 +1,10 @@
+internal import AirlockSystem
 public import AirlockAnalysis
 internal import AirlockJSON
 internal import AirlockProvenance
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What the quarantine stage demands of a model before it is approved: the verdicts that pass, the provenance
@@ -50,7 +51,7 @@ public struct IntakePolicy: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "intake policy")
         } catch {
-            throw IntakeError(error.description, errno: error.errno)
+            throw IntakeError(error.description, errno: typedErrno(error.errno))
         }
         return try parse(bytes, name: path)
     }
@@ -63,7 +64,8 @@ public struct IntakePolicy: Sendable {
         } catch {
             throw IntakeError("intake policy \(name): \(error.description)")
         }
-        let root = JSONField<IntakeError>(value: document, path: "", fail: { IntakeError("intake policy \(name): \($0)") })
+        let root = JSONField<IntakeError>(
+            value: document, path: "", fail: { IntakeError("intake policy \(name): \($0)") })
         let f = try root.object(allowed: [
             "pass", "settleSeconds", "manifests", "requireManifest", "publicKeys", "requireSignature", "signatureFile",
             "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers", "maxBytes",
@@ -74,7 +76,9 @@ public struct IntakePolicy: Sendable {
             for item in try pass.array() {
                 let text = try item.string()
                 guard let v = Verdict(rawValue: text) else {
-                    throw IntakeError("intake policy \(name): field \(item.path): expected clean, suspicious, malicious or error, found \"\(text)\"")
+                    throw IntakeError(
+                        "intake policy \(name): field \(item.path): expected clean, suspicious, malicious or error, found \"\(text)\""
+                    )
                 }
                 verdicts.insert(v)
             }
@@ -82,7 +86,9 @@ public struct IntakePolicy: Sendable {
         }
         if let s = f["settleSeconds"] {
             p.settleSeconds = try s.double()
-            guard p.settleSeconds >= 0 && p.settleSeconds <= 86_400 else { throw IntakeError("intake policy \(name): field settleSeconds: between 0 and 86400") }
+            guard p.settleSeconds >= 0 && p.settleSeconds <= 86_400 else {
+                throw IntakeError("intake policy \(name): field settleSeconds: between 0 and 86400")
+            }
         }
         p.manifests = try f["manifests"]?.string()
         p.requireManifest = try f["requireManifest"]?.bool() ?? false
@@ -90,11 +96,15 @@ public struct IntakePolicy: Sendable {
         p.requireSignature = try f["requireSignature"]?.bool() ?? false
         if let s = f["signatureFile"] {
             p.signatureFile = try s.string()
-            guard Manifest.pathProblem(p.signatureFile) == nil else { throw IntakeError("intake policy \(name): field signatureFile: a path inside the model folder") }
+            guard Manifest.pathProblem(p.signatureFile) == nil else {
+                throw IntakeError("intake policy \(name): field signatureFile: a path inside the model folder")
+            }
         }
         if let t = f["timeoutSeconds"] {
             let v = try t.double()
-            guard v > 0 && v <= 86_400 else { throw IntakeError("intake policy \(name): field timeoutSeconds: between 0 and 86400") }
+            guard v > 0 && v <= 86_400 else {
+                throw IntakeError("intake policy \(name): field timeoutSeconds: between 0 and 86400")
+            }
             p.timeoutSeconds = v
         }
         p.probePhase = try f["probePhase"]?.bool() ?? true
@@ -103,11 +113,15 @@ public struct IntakePolicy: Sendable {
         p.socket = try f["socket"]?.string()
         if let w = f["workers"] {
             p.workers = try w.integer(Int.self)
-            guard p.workers >= 0 && p.workers <= 256 else { throw IntakeError("intake policy \(name): field workers: between 0 and 256") }
+            guard p.workers >= 0 && p.workers <= 256 else {
+                throw IntakeError("intake policy \(name): field workers: between 0 and 256")
+            }
         }
         if let m = f["maxBytes"] {
             p.maxBytes = try m.integer(Int.self)
-            guard p.maxBytes >= 1 && p.maxBytes <= 1 << 50 else { throw IntakeError("intake policy \(name): field maxBytes: between 1 and 2^50") }
+            guard p.maxBytes >= 1 && p.maxBytes <= 1 << 50 else {
+                throw IntakeError("intake policy \(name): field maxBytes: between 1 and 2^50")
+            }
         }
         if p.requireManifest && p.manifests == nil {
             throw IntakeError("intake policy \(name): requireManifest needs manifests (the folder of pinned manifests)")

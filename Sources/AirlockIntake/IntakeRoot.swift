@@ -1,10 +1,10 @@
+internal import AirlockSystem
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockFormats
-internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The quarantine root's folders, open as descriptors: every move is a `renameat2` between two of them, so a path
@@ -31,52 +31,62 @@ final class IntakeRoot: @unchecked Sendable {
     init(path: String) throws(IntakeError) {
         self.path = path
         if mkdir(path, 0o750) != 0 && errno != EEXIST {
-            throw IntakeError("cannot create the intake root \(path): \(String(cString: strerror(errno)))", errno: errno)
+            throw IntakeError.system("cannot create the intake root \(path)")
         }
         let root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { throw IntakeError("cannot open the intake root \(path): \(String(cString: strerror(errno)))", errno: errno) }
+        guard root >= 0 else { throw IntakeError.system("cannot open the intake root \(path)") }
         var fds: [Int32] = []
-        func fail(_ message: String, _ e: Int32?) -> IntakeError {
-            for fd in fds { close(fd) }
-            close(root)
-            return IntakeError(message, errno: e)
+        func fail(_ error: IntakeError) -> IntakeError {
+            for fd in fds { FileDescriptor(fd).close() }
+            FileDescriptor(root).close()
+            return error
         }
         var rootStat = stat()
         _ = fstat(root, &rootStat)
         for name in IntakeRoot.folders + [".airlock"] {
             if mkdirat(root, name, name == ".airlock" ? 0o700 : 0o750) != 0 && errno != EEXIST {
-                throw fail("cannot create \(path)/\(name): \(String(cString: strerror(errno)))", errno)
+                throw fail(.system("cannot create \(path)/\(name)"))
             }
             let fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard fd >= 0 else { throw fail("cannot open \(path)/\(name) (a folder, not a link): \(String(cString: strerror(errno)))", errno) }
+            guard fd >= 0 else { throw fail(.system("cannot open \(path)/\(name) (a folder, not a link)")) }
             fds.append(fd)
             var st = stat()
             guard fstat(fd, &st) == 0, st.st_dev == rootStat.st_dev else {
-                throw fail("\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems", nil)
+                throw fail(
+                    IntakeError(
+                        "\(path)/\(name) is on another file system than \(path): models must move by rename, which cannot cross file systems"
+                    ))
             }
         }
         if mkdirat(fds[4], "delivered", 0o700) != 0 && errno != EEXIST {
-            throw fail("cannot create \(path)/.airlock/delivered: \(String(cString: strerror(errno)))", errno)
+            throw fail(.system("cannot create \(path)/.airlock/delivered"))
         }
         let delivered = openat(fds[4], "delivered", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard delivered >= 0 else { throw fail("cannot open \(path)/.airlock/delivered (a folder, not a link): \(String(cString: strerror(errno)))", errno) }
+        guard delivered >= 0 else {
+            throw fail(.system("cannot open \(path)/.airlock/delivered (a folder, not a link)"))
+        }
         fds.append(delivered)
         var deliveredStat = stat()
         guard fstat(delivered, &deliveredStat) == 0, deliveredStat.st_dev == rootStat.st_dev else {
-            throw fail("\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems", nil)
+            throw fail(
+                IntakeError(
+                    "\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems"
+                ))
         }
         let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard lock >= 0 else { throw fail("cannot open the lock \(path)/.airlock/lock: \(String(cString: strerror(errno)))", errno) }
-        if airlock_try_lock(lock) != 0 {
-            let e = errno
+        guard lock >= 0 else { throw fail(.system("cannot open the lock \(path)/.airlock/lock")) }
+        if !FileSystem.tryLock(lock) {
+            let e = Errno.current
             var buf = [UInt8](repeating: 0, count: 32)
             let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
             let holder = n > 0 ? String(decoding: buf[0..<n].prefix { $0 != 0x0A }, as: UTF8.self) : "?"
-            close(lock)
-            if e == EWOULDBLOCK {
-                throw fail("another airlock intake (pid \(holder)) works on \(path): one intake per root", e)
+            FileDescriptor(lock).close()
+            if e.rawValue == EWOULDBLOCK {
+                throw fail(
+                    IntakeError(
+                        "another airlock intake (pid \(holder)) works on \(path): one intake per root", errno: e))
             }
-            throw fail("cannot lock \(path)/.airlock/lock: \(String(cString: strerror(e)))", e)
+            throw fail(.system("cannot lock \(path)/.airlock/lock", errno: e))
         }
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(lock, 0)
@@ -92,7 +102,9 @@ final class IntakeRoot: @unchecked Sendable {
     }
 
     deinit {
-        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] { close(fd) }
+        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] {
+            FileDescriptor(fd).close()
+        }
     }
 
     /// The descriptor of `approved` or `rejected`.
@@ -100,7 +112,7 @@ final class IntakeRoot: @unchecked Sendable {
 
     /// Makes a folder's entries durable (after a rename into or out of it).
     static func sync(_ dirfd: Int32) throws(IntakeError) {
-        guard fsync(dirfd) == 0 else { throw IntakeError("cannot sync a folder: \(String(cString: strerror(errno)))", errno: errno) }
+        guard fsync(dirfd) == 0 else { throw IntakeError.system("cannot sync a folder") }
     }
 
     /// Whether `name` exists in `dirfd` (not following links).
@@ -123,7 +135,7 @@ final class IntakeRoot: @unchecked Sendable {
             let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             if fd >= 0 {
                 for entry in list(fd) { removeTree(fd, entry) }
-                close(fd)
+                FileDescriptor(fd).close()
             }
             _ = name.withCString { unlinkat(dirfd, $0, AT_REMOVEDIR) }
         } else {

@@ -1,11 +1,11 @@
+package import AirlockSystem
 import AirlockNames
 internal import AirlockFormats
 internal import AirlockDaemon
 internal import AirlockProvenance
-internal import CDaemon
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Intake {
@@ -14,11 +14,15 @@ extension Intake {
     /// `workers` threads while watching goes on. Tells systemd when it is ready and stopping, and pings its watchdog.
     /// On a stop signal no new model is taken; those being examined are finished first.
     ///
-    /// Call `Intake.blockStopSignals()` before the first thread of the process starts.
-    public func watch(signals sigfd: Int32, report: @escaping @Sendable (IntakeOutcome) -> Void) throws(IntakeError) {
-        let ino = airlock_watch_folder(root.path + "/incoming")
-        guard ino >= 0 else { throw IntakeError("cannot watch \(root.path)/incoming: \(String(cString: strerror(errno)))", errno: errno) }
-        defer { close(ino) }
+    /// Make `signals` (`StopSignals()`) before the first thread of the process starts.
+    package func watch(signals: StopSignals, report: @escaping @Sendable (IntakeOutcome) -> Void) throws(IntakeError) {
+        let incoming: FolderWatch
+        do {
+            incoming = try FolderWatch(root.path + "/incoming")
+        } catch {
+            throw IntakeError.system("cannot watch \(root.path)/incoming", errno: error.errnoValue)
+        }
+        defer { incoming.close() }
         let queue = WorkQueue()
         let workers = policy.workers > 0 ? policy.workers : ModelInventory.onlineCPUs
         for _ in 0..<workers {
@@ -38,17 +42,17 @@ extension Intake {
         var lastWaiting: [FileName: String] = [:]
         var running = true
         while running {
-            var fds = [pollfd(fd: sigfd, events: Int16(POLLIN), revents: 0), pollfd(fd: ino, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: incoming.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+            ]
             _ = poll(&fds, 2, 1000)
-            if fds[0].revents != 0 {
-                let signal = airlock_read_signal(sigfd)
-                if signal > 0 {
-                    log("signal \(signal): no new models are taken; finishing the \(queue.busy) being examined")
-                    running = false
-                    break
-                }
+            if fds[0].revents != 0, let signal = signals.next() {
+                log("signal \(signal): no new models are taken; finishing the \(queue.busy) being examined")
+                running = false
+                break
             }
-            if fds[1].revents != 0 { airlock_drain(ino) }
+            if fds[1].revents != 0 { incoming.drain() }
             let now = Intake.wallClock()
             if let watchdog, now - lastPing >= Double(watchdog) / 1e9 {
                 _ = Systemd.notify("WATCHDOG=1")
@@ -77,10 +81,6 @@ extension Intake {
         queue.waitIdle()
         journal.clearIfFinished()
     }
-
-    /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and every thread started after) and returns a
-    /// signalfd that reads them; -1 on failure.
-    public static func blockStopSignals() -> Int32 { airlock_stop_signals_fd() }
 }
 
 /// Models waiting for a worker.

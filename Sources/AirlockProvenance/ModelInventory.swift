@@ -1,7 +1,7 @@
+internal import AirlockSystem
 public import AirlockNames
 internal import AirlockAnalysis
 public import AirlockFormats
-internal import CDaemon
 internal import Crypto
 import Dispatch
 
@@ -180,9 +180,10 @@ public struct ModelInventory: Sendable {
     }
 
     private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<(String, Int, String), Reason> {
-        let fd = job.path.withCString { airlock_open_beneath(root, $0, O_RDONLY | O_NONBLOCK | O_NOCTTY) }
-        guard fd >= 0 else { return .failure(Reason("cannot open: \(String(cString: strerror(errno)))")) }
-        defer { close(fd) }
+        guard let opened = job.path.withCString({ FileSystem.openBeneath(root, $0, O_RDONLY | O_NONBLOCK | O_NOCTTY) })
+        else { return .failure(Reason("cannot open: \(Errno.current.text)")) }
+        defer { opened.close() }
+        let fd = opened.rawValue
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device, UInt64(st.st_ino) == job.info.inode else {
             return .failure(Reason("replaced while the folder was walked"))

@@ -49,7 +49,7 @@ public enum ProvenanceCheck {
                                against: "signature", extraAllowed: false, singleFile: inventory.kind == .file)
             }
         case .failed(let error):
-            switch error.code {
+            switch error.kind {
             case .unsupported:
                 out.append(finding("provenance.signature-unsupported", .high, "the signature was not verified: \(error.message)"))
             case .badSignature:

@@ -1,9 +1,11 @@
+public import AirlockSystem
+
 /// Why a provenance operation (hashing a model, reading a manifest, verifying a signature) could not be done at all.
 ///
 /// Problems *with the model* (a changed file) are findings, not errors: an error means there is nothing trustworthy to
 /// say. A signature that does not hold up is `.badSignature`, distinct from an unreadable bundle (`.malformed`), so a
 /// caller can report tampering or a wrong key as such.
-public struct ProvenanceError: Error, Sendable, CustomStringConvertible {
+public struct ProvenanceError: AirlockError {
     /// What kind of failure, stable for programs.
     public enum Code: String, Sendable {
         /// A file or folder could not be opened or read.
@@ -20,16 +22,18 @@ public struct ProvenanceError: Error, Sendable, CustomStringConvertible {
         case badSignature
     }
 
-    /// The kind of failure.
-    public let code: Code
+    /// The kind of failure: switch on this.
+    public let kind: Code
     /// A sentence for people, naming the file or field.
     public let message: String
 
     /// Creates an error.
     public init(_ code: Code, _ message: String) {
-        self.code = code
+        self.kind = code
         self.message = message
     }
 
+    /// The kind's stable name (`"io"`, `"malformed"`, `"badSignature"`), as `AirlockError` asks.
+    public var code: String { kind.rawValue }
     public var description: String { message }
 }

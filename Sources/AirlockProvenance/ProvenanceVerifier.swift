@@ -92,7 +92,7 @@ public enum ProvenanceVerifier {
         }
         if failures.count == 1 { return .failed(failures[0]) }
         // Several keys: the most telling failure decides the kind (a bundle that is malformed is so for every key).
-        let code = failures.contains { $0.code == .badSignature } ? ProvenanceError.Code.badSignature : failures[0].code
+        let code = failures.contains { $0.kind == .badSignature } ? ProvenanceError.Code.badSignature : failures[0].kind
         return .failed(ProvenanceError(code, "verifies with none of the \(keys.count) keys: " + failures.map(\.message).joined(separator: "; ")))
     }
 }

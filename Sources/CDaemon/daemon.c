@@ -3,15 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/file.h>
-#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -109,22 +102,6 @@ int airlock_peer_groups(int sock, gid_t *groups, int max) {
     return (int)(len / sizeof(gid_t));
 }
 
-int airlock_stop_signals_fd(void) {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0) return -1;
-    return signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-}
-
-int airlock_read_signal(int sigfd) {
-    struct signalfd_siginfo info;
-    ssize_t n = read(sigfd, &info, sizeof info);
-    return n == (ssize_t)sizeof info ? (int)info.ssi_signo : -1;
-}
-
 int airlock_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
 int airlock_wake_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }
@@ -135,10 +112,6 @@ int airlock_fd_readable(int fd) {
     if (flags & O_PATH) return 0;
     return (flags & O_ACCMODE) == O_RDONLY || (flags & O_ACCMODE) == O_RDWR;
 }
-
-int airlock_set_read_lease(int fd) { return fcntl(fd, F_SETLEASE, F_RDLCK); }
-
-int airlock_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }
 
 int airlock_thread_setgroups(const gid_t *groups, int count) {
     if (count < 0) {
@@ -158,41 +131,3 @@ gid_t airlock_thread_setfsgid(gid_t gid) {
     return (gid_t)syscall(SYS_setfsgid, (gid_t)-1);
 }
 
-int airlock_open_beneath(int dirfd, const char *path, int flags) {
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW);
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-    long fd;
-    /* EAGAIN: a rename raced the lookup; try again a bounded number of times. */
-    int tries = 0;
-    do {
-        fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-    } while (fd < 0 && (errno == EINTR || errno == EAGAIN) && ++tries < 64);
-    return (int)fd;
-}
-
-int airlock_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
-    return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
-}
-
-int airlock_try_lock(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
-
-int airlock_watch_folder(const char *path) {
-    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) return -1;
-    uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE | IN_MODIFY;
-    if (inotify_add_watch(fd, path, mask) < 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
-    return fd;
-}
-
-void airlock_drain(int fd) {
-    char buf[4096];
-    while (read(fd, buf, sizeof buf) > 0) {
-    }
-}

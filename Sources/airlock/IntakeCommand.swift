@@ -1,9 +1,10 @@
 import AirlockAnalysis
 import AirlockIntake
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Airlock {
@@ -11,7 +12,8 @@ extension Airlock {
     struct IntakeCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "intake",
-            abstract: "Quarantine stage: take models from ROOT/incoming, verify and probe them, release each to ROOT/approved or ROOT/rejected with its report.",
+            abstract:
+                "Quarantine stage: take models from ROOT/incoming, verify and probe them, release each to ROOT/approved or ROOT/rejected with its report.",
             discussion: """
                 A file is taken when no process holds it open for writing; a folder when it holds a .ready marker or nothing in it changed for the policy's settleSeconds (default 30); names starting with "." are never taken. Each model moves atomically into ROOT/quarantine/ID/, is verified (a pinned manifest, a model-signing signature, when the policy asks) and probed (locally, or through airlockd with --socket), then moves atomically to ROOT/approved/NAME/ or ROOT/rejected/NAME/ together with report.json and manifest.json. A journal (ROOT/.airlock/journal) makes every step restartable after a crash; one intake per root.
 
@@ -19,10 +21,14 @@ extension Airlock {
                 """
         )
 
-        @Option(name: .long, help: "The quarantine root (created with incoming/, quarantine/, approved/, rejected/ if missing).")
+        @Option(
+            name: .long,
+            help: "The quarantine root (created with incoming/, quarantine/, approved/, rejected/ if missing).")
         var root: String
 
-        @Option(name: .long, help: "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings.")
+        @Option(
+            name: .long,
+            help: "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings.")
         var policy: String?
 
         @Flag(name: .long, help: "Take what has arrived, finish it, exit.")
@@ -31,7 +37,8 @@ extension Airlock {
         @Flag(name: .long, help: "Keep watching incoming/ until SIGTERM.")
         var watch = false
 
-        @Option(name: .long, help: "Probe through airlockd at this socket (also $AIRLOCK_SOCKET or the policy's socket).")
+        @Option(
+            name: .long, help: "Probe through airlockd at this socket (also $AIRLOCK_SOCKET or the policy's socket).")
         var socket: String?
 
         func validate() throws {
@@ -40,10 +47,14 @@ extension Airlock {
 
         func run() throws {
             // Before any thread starts, so that every thread inherits the blocked stop signals.
-            let signals = watch ? Intake.blockStopSignals() : -1
-            if watch && signals < 0 {
-                writeStderr("airlock: cannot set up signal handling: \(String(cString: strerror(errno)))\n")
-                throw ExitCode(2)
+            var signals: StopSignals?
+            if watch {
+                do {
+                    signals = try StopSignals()
+                } catch {
+                    writeStderr("airlock: cannot set up signal handling: \(error.errnoValue.text)\n")
+                    throw ExitCode(2)
+                }
             }
             let journald = getenv("JOURNAL_STREAM") != nil
             let log: @Sendable (String) -> Void = { line in
@@ -52,7 +63,7 @@ extension Airlock {
             do {
                 let loaded = try policy.map { p throws(IntakeError) in try IntakePolicy.load(p) } ?? IntakePolicy()
                 let intake = try Intake(root: root, policy: loaded, socket: socket ?? Remote.socket, log: log)
-                if watch {
+                if let signals {
                     try intake.watch(signals: signals) { IntakeCommand.print($0) }
                     return
                 }
@@ -72,7 +83,9 @@ extension Airlock {
             let verdict = o.verdict?.rawValue ?? "-"
             let line: String
             if let decision = o.decision {
-                line = "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n" + (decision == "rejected" ? "          \(o.reason ?? "")\n" : "")
+                line =
+                    "\(decision.padding(9)) \(o.name)  \(verdict)  \(o.location)\n"
+                    + (decision == "rejected" ? "          \(o.reason ?? "")\n" : "")
             } else {
                 line = "\("failed".padding(9)) \(o.name)  stays in \(o.location): \(o.error ?? "unknown error")\n"
             }

@@ -1,7 +1,6 @@
 import AirlockAnalysis
-import AirlockJSON
+import AirlockDaemon
 import AirlockProbe
-import AirlockSandbox
 import ArgumentParser
 
 extension Airlock {
@@ -18,7 +17,8 @@ extension Airlock {
                 """
         )
 
-        @Option(name: .long, help: "Sandbox profile: a name in the profile directories or a path to a profile JSON file.")
+        @Option(
+            name: .long, help: "Sandbox profile: a name in the profile directories or a path to a profile JSON file.")
         var profile: String = "default"
 
         @Option(name: .long, help: "Verdict policy file (default: policy.json in the profile directories).")
@@ -30,7 +30,9 @@ extension Airlock {
         @Flag(name: .customLong("no-probe-phase"), help: "Load only; do not touch the loaded object afterwards.")
         var noProbePhase = false
 
-        @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
+        @Option(
+            name: .long,
+            help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
         var format: ScanFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
@@ -50,40 +52,34 @@ extension Airlock {
         }
 
         func run() throws {
+            var printer = ReportPrinter(format: format, verbose: verbose)
+            switch try backend() {
+            case .daemon(let daemon):
+                try Remote.run(daemon, paths: paths, printer: &printer)
+            case .local(let options):
+                Prober.probe(paths: paths, options: options) { printer.print($0) }
+            }
+            try printer.finish()
+        }
+
+        /// airlockd when a socket is named (there is no local fallback), else here with the options built once.
+        private func backend() throws -> ProbeBackend {
             if let socket = socket ?? Remote.socket {
-                var printer = ReportPrinter(format: format, verbose: verbose)
-                var params: [(String, JSON)] = [("probePhase", .bool(!noProbePhase))]
-                if let timeout { params.append(("timeout", .double(timeout))) }
                 if profile != "default" || policy != nil {
-                    writeStderr("airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
+                    writeStderr(
+                        "airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
                     throw ExitCode(2)
                 }
-                try Remote.run("probe", socket: socket, paths: paths, params: params, timeout: (timeout ?? 600) + 600, printer: &printer)
-                try printer.finish()
-                return
+                return .daemon(DaemonBackend(socket: socket, timeout: timeout, probePhase: !noProbePhase))
             }
-            let options: ProbeOptions
             do {
-                options = try makeOptions()
+                return .local(
+                    try ProbeBackend.localOptions(
+                        profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase))
             } catch {
                 writeStderr("airlock: \(error)\n")
                 throw ExitCode(2)
             }
-            var printer = ReportPrinter(format: format, verbose: verbose)
-            Prober.probe(paths: paths, options: options) { printer.print($0) }
-            try printer.finish()
-        }
-
-        /// The profile, its filter compiled once for every file, the policy and the harness.
-        private func makeOptions() throws -> ProbeOptions {
-            let loaded = try Profile.load(profile)
-            let program = try SeccompProgram(profile: loaded)
-            let verdictPolicy = try VerdictPolicy.load(policy)
-            guard let harness = ProbeOptions.locateHarness() else {
-                throw ValidationError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
-            }
-            return ProbeOptions(profile: loaded, program: program, policy: verdictPolicy, harnessDirectory: harness,
-                                timeoutSeconds: timeout, probePhase: !noProbePhase)
         }
     }
 }

@@ -3,10 +3,11 @@ import AirlockAnalysis
 import AirlockFormats
 import AirlockJSON
 import AirlockProvenance
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Airlock {
@@ -14,7 +15,8 @@ extension Airlock {
     struct ManifestCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "manifest",
-            abstract: "Write a manifest that pins a model: every file's path, size, SHA-256 and format, plus an optional policy.",
+            abstract:
+                "Write a manifest that pins a model: every file's path, size, SHA-256 and format, plus an optional policy.",
             discussion: """
                 Files are hashed in parallel (--threads, default every CPU), streamed in 4 MiB reads; a progress bar is shown on a terminal for models over 256 MiB. Symbolic links, special files and unreadable files make it fail: a manifest cannot vouch for them. The manifest, the policy fields and how `airlock verify` uses them are in docs/manifest.md.
 
@@ -25,16 +27,26 @@ extension Airlock {
         @Option(name: .long, help: "The model's name (default: the last component of PATH).")
         var name: String?
 
-        @Option(name: .long, help: "Where the model comes from, as trusted sources name it (an organisation, a hub account).")
+        @Option(
+            name: .long,
+            help: "Where the model comes from, as trusted sources name it (an organisation, a hub account).")
         var source: String?
 
-        @Option(name: .customLong("allow-format"), help: "Policy: a format any source may ship (repeat; without it every format not restricted by --trusted-only-format is allowed).")
+        @Option(
+            name: .customLong("allow-format"),
+            help:
+                "Policy: a format any source may ship (repeat; without it every format not restricted by --trusted-only-format is allowed)."
+        )
         var allowFormats: [String] = []
 
-        @Option(name: .customLong("trusted-only-format"), help: "Policy: a format accepted only from a trusted source, e.g. pickle (repeat).")
+        @Option(
+            name: .customLong("trusted-only-format"),
+            help: "Policy: a format accepted only from a trusted source, e.g. pickle (repeat).")
         var trustedOnlyFormats: [String] = []
 
-        @Option(name: .customLong("trusted-source"), help: "Policy: a trusted source, NAME or NAME=PUBLIC_KEY.pem to require a signature by that key (repeat).")
+        @Option(
+            name: .customLong("trusted-source"),
+            help: "Policy: a trusted source, NAME or NAME=PUBLIC_KEY.pem to require a signature by that key (repeat).")
         var trustedSources: [String] = []
 
         @Flag(name: .customLong("require-signature"), help: "Policy: a verified signature is required.")
@@ -49,7 +61,8 @@ extension Airlock {
         @Option(name: .long, help: "Threads hashing at once.")
         var threads: Int = ModelInventory.onlineCPUs
 
-        @Option(name: [.short, .long], help: "Write the manifest to this file (atomically) instead of standard output.")
+        @Option(
+            name: [.short, .long], help: "Write the manifest to this file (atomically) instead of standard output.")
         var output: String?
 
         @Flag(name: .customLong("no-progress"), help: "No progress bar, even on a terminal.")
@@ -61,7 +74,8 @@ extension Airlock {
         func validate() throws {
             if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
             for f in allowFormats + trustedOnlyFormats where FileFormat(rawValue: f) == nil {
-                throw ValidationError("unknown format \(f) (known: \(FileFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw ValidationError(
+                    "unknown format \(f) (known: \(FileFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             for f in allowFormats + trustedOnlyFormats {
                 if let why = Manifest.policyFormatProblem(f) { throw ValidationError(why) }
@@ -74,11 +88,16 @@ extension Airlock {
                 var ignored = ignore
                 if let output, let inside = ProvenanceCLI.relative(output, inside: path) { ignored.append(inside) }
                 let progress = ProgressBar.make(enabled: !noProgress, label: "hashing")
-                let inventory = try ModelInventory.take(path: path, options: .init(threads: threads, ignore: ignored, progress: progress?.update))
+                let inventory = try ModelInventory.take(
+                    path: path, options: .init(threads: threads, ignore: ignored, progress: progress?.update))
                 progress?.finish()
-                let problems = inventory.problems.map { "\($0.path): \($0.reason)" } + inventory.symlinks.map { "\($0.path): a symbolic link to \($0.target)" }
+                let problems =
+                    inventory.problems.map { "\($0.path): \($0.reason)" }
+                    + inventory.symlinks.map { "\($0.path): a symbolic link to \($0.target)" }
                 if !problems.isEmpty {
-                    writeStderr("airlock: no manifest written: a manifest cannot vouch for\n" + problems.map { "  \($0)\n" }.joined())
+                    writeStderr(
+                        "airlock: no manifest written: a manifest cannot vouch for\n"
+                            + problems.map { "  \($0)\n" }.joined())
                     throw ExitCode(2)
                 }
                 let manifest = Manifest(inventory: inventory, name: name, source: source, policy: policy)
@@ -95,14 +114,24 @@ extension Airlock {
         }
 
         private func makePolicy() throws(ProvenanceError) -> ManifestPolicy? {
-            guard !allowFormats.isEmpty || !trustedOnlyFormats.isEmpty || !trustedSources.isEmpty || requireSignature || allowExtraFiles else { return nil }
-            var policy = ManifestPolicy(allowedFormats: allowFormats.isEmpty ? nil : allowFormats, trustedOnlyFormats: trustedOnlyFormats,
-                                        requireSignature: requireSignature, allowExtraFiles: allowExtraFiles)
+            guard
+                !allowFormats.isEmpty || !trustedOnlyFormats.isEmpty || !trustedSources.isEmpty || requireSignature
+                    || allowExtraFiles
+            else { return nil }
+            var policy = ManifestPolicy(
+                allowedFormats: allowFormats.isEmpty ? nil : allowFormats, trustedOnlyFormats: trustedOnlyFormats,
+                requireSignature: requireSignature, allowExtraFiles: allowExtraFiles)
             for entry in trustedSources {
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-                guard let sourceName = parts.first, !sourceName.isEmpty else { throw ProvenanceError(.malformed, "--trusted-source needs a name") }
+                guard let sourceName = parts.first, !sourceName.isEmpty else {
+                    throw ProvenanceError(.malformed, "--trusted-source needs a name")
+                }
                 var keys: [String] = []
-                if parts.count == 2 { keys.append(try ModelSigning.fingerprint(publicKeyPEM: try ProvenanceCLI.readSmall(parts[1], what: "public key"))) }
+                if parts.count == 2 {
+                    keys.append(
+                        try ModelSigning.fingerprint(
+                            publicKeyPEM: try ProvenanceCLI.readSmall(parts[1], what: "public key")))
+                }
                 policy.trustedSources.append(TrustedSource(name: sourceName, keys: keys))
             }
             return policy
@@ -130,7 +159,9 @@ extension Airlock {
         @Option(name: .long, help: "A model-signing bundle (model.sig).")
         var signature: String?
 
-        @Option(name: .customLong("public-key"), help: "A PEM public key the signature may be made with (repeat for several).")
+        @Option(
+            name: .customLong("public-key"),
+            help: "A PEM public key the signature may be made with (repeat for several).")
         var publicKeys: [String] = []
 
         @Option(name: .long, help: "A path inside the folder to leave out, with everything beneath it (repeat).")
@@ -152,9 +183,14 @@ extension Airlock {
         var path: String
 
         func validate() throws {
-            if manifest == nil && signature == nil { throw ValidationError("nothing to verify against: give --manifest FILE and/or --signature FILE --public-key KEY") }
+            if manifest == nil && signature == nil {
+                throw ValidationError(
+                    "nothing to verify against: give --manifest FILE and/or --signature FILE --public-key KEY")
+            }
             if signature != nil && publicKeys.isEmpty {
-                throw ValidationError("--signature needs --public-key: only model-signing's private-key method is verified (certificate and keyless bundles are not verified yet)")
+                throw ValidationError(
+                    "--signature needs --public-key: only model-signing's private-key method is verified (certificate and keyless bundles are not verified yet)"
+                )
             }
             if signature == nil && !publicKeys.isEmpty { throw ValidationError("--public-key without --signature") }
             if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
@@ -170,18 +206,27 @@ extension Airlock {
                 }
                 if let signature {
                     request.signatureBundle = try ProvenanceCLI.readSmall(signature, what: "signature", limit: 64 << 20)
-                    request.publicKeys = try publicKeys.map { k throws(ProvenanceError) in try ProvenanceCLI.readSmall(k, what: "public key") }
+                    request.publicKeys = try publicKeys.map { k throws(ProvenanceError) in
+                        try ProvenanceCLI.readSmall(k, what: "public key")
+                    }
                     if let inside = ProvenanceCLI.relative(signature, inside: path) { request.ignore.append(inside) }
                 }
                 let progress = ProgressBar.make(enabled: !noProgress, label: "hashing")
                 request.progress = progress?.update
-                let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
-                guard fd >= 0 else {
-                    let e = errno
-                    throw ProvenanceError(.io, e == ELOOP ? "\(path) is a symbolic link: name the model itself" : "cannot open \(path): \(String(cString: strerror(e)))")
+                let fd: FileDescriptor
+                do {
+                    fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+                } catch {
+                    throw ProvenanceError(
+                        .io,
+                        error.errnoValue.rawValue == ELOOP
+                            ? "\(path) is a symbolic link: name the model itself"
+                            : "cannot open \(path): \(error.errnoValue.text)")
                 }
-                defer { close(fd) }
-                verification = try ProvenanceVerifier.verify(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, request: request)
+                defer { fd.close() }
+                verification = try ProvenanceVerifier.verify(
+                    fd: fd.rawValue, display: FileName(path).escaped, name: FileName(path).lastComponent,
+                    request: request)
                 progress?.finish()
             } catch let error as ProvenanceError {
                 writeStderr("airlock: \(error.message)\n")

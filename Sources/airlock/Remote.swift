@@ -3,10 +3,11 @@ import AirlockAnalysis
 import AirlockDaemon
 import AirlockFormats
 import AirlockJSON
+import AirlockSystem
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The CLI through airlockd: `airlock --socket PATH probe|scan …` or `$AIRLOCK_SOCKET`. With a socket named, there
@@ -22,36 +23,26 @@ enum Remote {
     }
 
     /// Sends each path to the daemon as a descriptor; prints the reports it answers with.
-    static func run(_ method: String, socket: String, paths: [String], params: [(String, JSON)], timeout: Double, printer: inout ReportPrinter) throws {
+    static func run(_ daemon: DaemonBackend, paths: [String], printer: inout ReportPrinter) throws {
         let client: DaemonClient
         do {
-            client = try DaemonClient(path: socket)
+            client = try daemon.connect()
         } catch {
             writeStderr("airlock: \(error)\n")
             throw ExitCode(2)
         }
         for path in paths {
             let shown = FileName(path).escaped  // as a local scan shows it
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-            guard fd >= 0 else {
-                printer.print(errorReport(shown, "io", "cannot open \(shown): \(String(cString: strerror(errno)))"))
+            let fd: FileDescriptor
+            do {
+                fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+            } catch {
+                printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
                 continue
             }
-            defer { close(fd) }
+            defer { fd.close() }
             do throws(ClientError) {
-                let reply = try client.call(method, params: [("name", .string(shown))] + params, descriptor: fd, timeout: timeout)
-                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1 else {
-                    throw ClientError("protocol", "airlockd's reply has no reports")
-                }
-                var lines: [JSON] = []
-                if case .array(let l)? = reply.first(where: { $0.0 == "traceLines" })?.1 { lines = l }
-                for (i, value) in reports.enumerated() {
-                    guard var report = Report(json: value) else { throw ClientError("protocol", "airlockd sent a report this airlock cannot read") }
-                    if i < lines.count, case .array(let l) = lines[i] {
-                        report.traceLines = l.compactMap { if case .string(let s) = $0 { s } else { nil } }
-                    }
-                    printer.print(report)
-                }
+                for report in try daemon.examine(fd: fd.rawValue, name: shown, with: client) { printer.print(report) }
             } catch {
                 // Answers about this file go in its report; anything about the daemon or the connection ends the run.
                 if ["file-busy", "bad-request", "no-descriptor", "busy"].contains(error.code) {
@@ -65,7 +56,9 @@ enum Remote {
     }
 
     static func errorReport(_ path: String, _ code: String, _ message: String) -> Report {
-        Report(target: ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue), findings: [], error: (code, message))
+        Report(
+            target: ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue), findings: [],
+            error: (code, message))
     }
 }
 
@@ -92,11 +85,15 @@ extension Airlock {
                 let client = try DaemonClient(path: path)
                 if prometheus {
                     let reply = try client.call("metrics", timeout: 30)
-                    if case .string(let text)? = reply.first(where: { $0.0 == "metrics" })?.1 { writeStdout(Array(text.utf8)) }
+                    if case .string(let text)? = reply.first(where: { $0.0 == "metrics" })?.1 {
+                        writeStdout(Array(text.utf8))
+                    }
                     return
                 }
                 let reply = try client.call("status", timeout: 30)
-                guard let status = reply.first(where: { $0.0 == "status" })?.1 else { throw ClientError("protocol", "no status in the reply") }
+                guard let status = reply.first(where: { $0.0 == "status" })?.1 else {
+                    throw ClientError("protocol", "no status in the reply")
+                }
                 if json {
                     printJSON(status)
                 } else {

@@ -1,4 +1,5 @@
 import AirlockAnalysis
+import AirlockDaemon
 import AirlockFormats
 import AirlockJSON
 import ArgumentParser
@@ -41,7 +42,7 @@ extension Airlock {
         func run() throws {
             var printer = ReportPrinter(format: format, verbose: verbose)
             if let socket = socket ?? Remote.socket {
-                try Remote.run("scan", socket: socket, paths: paths, params: [], timeout: 600, printer: &printer)
+                try Remote.run(DaemonBackend(socket: socket, method: .scan), paths: paths, printer: &printer)
             } else {
                 StaticScanner.scan(paths: paths) { printer.print($0) }
             }

@@ -1,10 +1,11 @@
 import AirlockDaemon
+import AirlockSystem
 import AirlockProbe
 import AirlockSandbox
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `airlockd`: the supervisor daemon. Inference services ask it, over a Unix socket, whether a model is safe to load.
@@ -60,25 +61,18 @@ struct AirlockD: ParsableCommand {
         }
         let options: ProbeOptions
         do {
-            var loaded = try Profile.load(settings.profile)
-            if settings.cgroup == .required { loaded.sandbox.cgroup = .required }
-            if let reason = Sandbox.cgroupUnavailable(limits: loaded.sandbox.limits) {
-                let consequence = loaded.sandbox.cgroup == .required
-                    ? "every detonation will be refused (cgroup: required; docs/daemon.md, \"Cgroups\")"
-                    : "detonations run bounded by their rlimits alone (cgroup: optional)"
-                Log.write(.warning, "no cgroup can be made for the sandboxes: \(reason); \(consequence)")
-            }
-            guard let harness = ProbeOptions.locateHarness() else {
-                Log.write(.err, "no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", "))")
-                throw ExitCode(2)
-            }
-            options = ProbeOptions(profile: loaded, program: try SeccompProgram(profile: loaded),
-                                   policy: try VerdictPolicy.load(settings.policy), harnessDirectory: harness)
-        } catch let exit as ExitCode {
-            throw exit
+            options = try ProbeBackend.localOptions(
+                profile: settings.profile, policy: settings.policy, requireCgroup: settings.cgroup == .required)
         } catch {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
+        }
+        if let reason = Sandbox.cgroupUnavailable(limits: options.profile.sandbox.limits) {
+            let consequence =
+                options.profile.sandbox.cgroup == .required
+                ? "every detonation will be refused (cgroup: required; docs/daemon.md, \"Cgroups\")"
+                : "detonations run bounded by their rlimits alone (cgroup: optional)"
+            Log.write(.warning, "no cgroup can be made for the sandboxes: \(reason); \(consequence)")
         }
         let server: Server
         do {
@@ -87,7 +81,10 @@ struct AirlockD: ParsableCommand {
             Log.write(.err, "\(error)")
             throw ExitCode(1)
         }
-        Log.write(.info, "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile)")
+        Log.write(
+            .info,
+            "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile)"
+        )
         throw ExitCode(server.run())
     }
 }

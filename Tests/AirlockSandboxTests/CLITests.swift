@@ -6,8 +6,10 @@ import Testing
 struct CLITests {
     @Test("--format json prints one object with the agreed fields")
     func jsonContract() throws {
-        let run = try runCLI(["exec", "--format", "json", "--", "python3", "-c",
-                              "import os, sys; print('hello'); sys.stderr.write('warn'); os.system('id'); sys.exit(3)"])
+        let run = try runCLI([
+            "exec", "--format", "json", "--", "python3", "-c",
+            "import os, sys; print('hello'); sys.stderr.write('warn'); os.system('id'); sys.exit(3)",
+        ])
         #expect(run.status == 3)
         let lines = run.stdout.split(separator: "\n")
         #expect(lines.count == 1)
@@ -23,7 +25,8 @@ struct CLITests {
             for key in ["seq", "pid", "syscall", "action", "args", "timeNs"] { #expect(event[key] != nil, "\(key)") }
             #expect(["allowed", "denied", "killed"].contains(event["action"] as? String ?? ""))
         }
-        let exec = try #require(trace.first { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" })
+        let exec = try #require(
+            trace.first { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" })
         let args = try #require(exec["args"] as? [String: Any])
         #expect(args["argv"] as? [String] == ["sh", "-c", "id"])
         let seqs = trace.compactMap { $0["seq"] as? Int }
@@ -32,9 +35,12 @@ struct CLITests {
 
     @Test("captured output with control characters, quotes and non-ASCII survives the JSON")
     func jsonEscapes() throws {
-        let run = try runCLI(["exec", "--format", "json", "--", "python3", "-c",
-                              "import sys; sys.stdout.write('a\\x01\\t\"\\\\ é\\n')"])
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+        let run = try runCLI([
+            "exec", "--format", "json", "--", "python3", "-c",
+            "import sys; sys.stdout.write('a\\x01\\t\"\\\\ é\\n')",
+        ])
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
         #expect(object["stdout"] as? String == "a\u{01}\t\"\\ é\n")
     }
 
@@ -65,7 +71,8 @@ struct CLITests {
     @Test("a bad profile gives an error naming the field, in text and in JSON")
     func badProfileField() throws {
         let path = NSTemporaryDirectory() + "airlock-bad-\(UUID().uuidString).json"
-        try #"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "tmpfs", "destination": "relative"}]}}"#
+        try
+            #"{"defaultAction": "SCMP_ACT_ALLOW", "airlock": {"mounts": [{"type": "tmpfs", "destination": "relative"}]}}"#
             .write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let text = try runCLI(["exec", "--profile", path, "--", "/bin/true"])
@@ -90,8 +97,10 @@ struct CLITests {
         let secret = "airlock-secret-\(UUID().uuidString.prefix(8))"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-        process.arguments = ["-u", "nobody", "--", "/usr/bin/env", "SECRET_TOKEN=\(secret)", "HOME=/", airlockBinary,
-                             "exec", "--format", "json", "--", "python3", "-c", """
+        process.arguments = [
+            "-u", "nobody", "--", "/usr/bin/env", "SECRET_TOKEN=\(secret)", "HOME=/", airlockBinary,
+            "exec", "--format", "json", "--", "python3", "-c",
+            """
             import os
             found = []
             for name, target in (("env", "/proc/1/environ"), ("mem", "/proc/1/maps"), ("fd", "/proc/1/fd/3")):
@@ -103,14 +112,16 @@ struct CLITests {
                 except OSError as e:
                     found.append(name + ": refused " + str(e.errno))
             print(os.getuid(), found)
-            """]
+            """,
+        ]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         try process.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(String(decoding: data, as: UTF8.self))")
         let stdout = try #require(object["stdout"] as? String)
         #expect(stdout.hasPrefix("1000 "), "\(stdout)")
         #expect(!stdout.contains(secret))
@@ -124,8 +135,10 @@ struct CLITests {
         let path = NSTemporaryDirectory() + "airlock-bind-\(UUID().uuidString).txt"
         try "model bytes".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let run = try runCLI(["exec", "--ro-bind", "\(path):/model/file.txt", "--", "python3", "-c",
-                              "print(open('/model/file.txt').read())\nopen('/model/file.txt', 'a')"])
+        let run = try runCLI([
+            "exec", "--ro-bind", "\(path):/model/file.txt", "--", "python3", "-c",
+            "print(open('/model/file.txt').read())\nopen('/model/file.txt', 'a')",
+        ])
         #expect(run.stdout.hasPrefix("model bytes"))
         #expect(run.status == 1)
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "model bytes")
@@ -163,8 +176,11 @@ struct ScanCLITests {
         try sarif.stdout.write(toFile: sarifPath, atomically: true, encoding: .utf8)
         let validate = Process()
         validate.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        validate.arguments = ["-c", "import json, sys, jsonschema; jsonschema.Draft7Validator(json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()).validate(json.load(open(sys.argv[2])))",
-                              "\(repositoryRoot)/docs/sarif-2.1.0-subset.schema.json", sarifPath]
+        validate.arguments = [
+            "-c",
+            "import json, sys, jsonschema; jsonschema.Draft7Validator(json.load(open(sys.argv[1])), format_checker=jsonschema.FormatChecker()).validate(json.load(open(sys.argv[2])))",
+            "\(repositoryRoot)/docs/sarif-2.1.0-subset.schema.json", sarifPath,
+        ]
         try validate.run()
         validate.waitUntilExit()
         #expect(validate.terminationStatus == 0, "the SARIF log does not validate")

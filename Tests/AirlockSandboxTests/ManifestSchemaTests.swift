@@ -49,10 +49,18 @@ struct ManifestSchemaTests {
             let runs: [(String, [String])] = [
                 ("folder", [model]),
                 ("file", [file]),
-                ("folder-policy", ["--name", "tiny", "--source", "acme", "--allow-format", "json", "--allow-format", "unknown",
-                                   "--trusted-only-format", "pickle", "--trusted-source", "acme=\(key)", "--trusted-source", "hub",
-                                   "--require-signature", "--allow-extra-files", model]),
-                ("file-policy", ["--source", "hub", "--trusted-source", "hub", "--trusted-only-format", "pickle", file]),
+                (
+                    "folder-policy",
+                    [
+                        "--name", "tiny", "--source", "acme", "--allow-format", "json", "--allow-format", "unknown",
+                        "--trusted-only-format", "pickle", "--trusted-source", "acme=\(key)", "--trusted-source", "hub",
+                        "--require-signature", "--allow-extra-files", model,
+                    ]
+                ),
+                (
+                    "file-policy",
+                    ["--source", "hub", "--trusted-source", "hub", "--trusted-only-format", "pickle", file]
+                ),
                 ("folder-extra-only", ["--allow-extra-files", model]),
             ]
             var written: [String] = []
@@ -67,9 +75,14 @@ struct ManifestSchemaTests {
                 let verify = try airlock(["verify", "--manifest", path, target])
                 #expect(verify.status == (label == "folder-policy" ? 1 : 0), "\(label): \(verify.stdout)")
             }
-            let policy = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/folder-policy.json"))) as? [String: Any])
+            let policy = try #require(
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/folder-policy.json"))) as? [String: Any])
             let members = try #require(policy["policy"] as? [String: Any])
-            #expect(Set(members.keys) == ["allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles"])
+            #expect(
+                Set(members.keys) == [
+                    "allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles",
+                ])
             let validation = try ManifestSchemaTests.validate(written)
             #expect(validation.status == 0, "\(validation.output)")
             #expect(validation.output.contains("\(runs.count) valid"), "\(validation.output)")
@@ -87,13 +100,31 @@ struct ManifestSchemaTests {
 
     /// Manifests that break the schema, each from a valid one by one edit: (label, edit of the JSON text).
     static let breakages: [(String, @Sendable (String) -> String)] = [
-        ("unknown top-level field", { $0.replacingOccurrences(of: "\"name\":", with: "\"comment\": \"x\", \"name\":") }),
+        (
+            "unknown top-level field",
+            { $0.replacingOccurrences(of: "\"name\":", with: "\"comment\": \"x\", \"name\":") }
+        ),
         ("unknown file field", { $0.replacingOccurrences(of: "\"size\":", with: "\"mode\": 420, \"size\":") }),
-        ("sha256 not hex", { $0.replacingOccurrences(of: #""sha256": "[0-9a-f]{2}"#, with: "\"sha256\": \"zz", options: .regularExpression) }),
-        ("path with ..", { $0.replacingOccurrences(of: "\"path\": \"config.json\"", with: "\"path\": \"../config.json\"") }),
-        ("manifestVersion 2", { $0.replacingOccurrences(of: "\"manifestVersion\": 1", with: "\"manifestVersion\": 2") }),
+        (
+            "sha256 not hex",
+            {
+                $0.replacingOccurrences(
+                    of: #""sha256": "[0-9a-f]{2}"#, with: "\"sha256\": \"zz", options: .regularExpression)
+            }
+        ),
+        (
+            "path with ..",
+            { $0.replacingOccurrences(of: "\"path\": \"config.json\"", with: "\"path\": \"../config.json\"") }
+        ),
+        (
+            "manifestVersion 2",
+            { $0.replacingOccurrences(of: "\"manifestVersion\": 1", with: "\"manifestVersion\": 2") }
+        ),
         ("unknown format", { $0.replacingOccurrences(of: "\"format\": \"json\"", with: "\"format\": \"exe\"") }),
-        ("unknown policy field", { $0.replacingOccurrences(of: "\"requireSignature\":", with: "\"trustAll\": true, \"requireSignature\":") }),
+        (
+            "unknown policy field",
+            { $0.replacingOccurrences(of: "\"requireSignature\":", with: "\"trustAll\": true, \"requireSignature\":") }
+        ),
         ("size as a string", { $0.replacingOccurrences(of: "\"size\": 51", with: "\"size\": \"51\"") }),
     ]
 
@@ -125,20 +156,28 @@ struct ManifestSchemaTests {
     func verifyReportsValidate() throws {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
-            #expect(try airlock(["manifest", "--source", "x", "--trusted-source", "acme", "--trusted-only-format", "json", "-o", "\(dir)/m.json", model]).status == 0)
+            #expect(
+                try airlock([
+                    "manifest", "--source", "x", "--trusted-source", "acme", "--trusted-only-format", "json", "-o",
+                    "\(dir)/m.json", model,
+                ]).status == 0)
             try writeFile("\(model)/extra.bin", [1])
             #expect(symlink("config.json", "\(model)/link") == 0)
             var lines = ""
-            for arguments in [["--manifest", "\(dir)/m.json"],
-                              ["--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub"],
-                              ["--signature", "\(signingFixtures)/other.sig", "--public-key", "\(signingFixtures)/key.pub"],
-                              ["--signature", "\(signingFixtures)/cert.sig", "--public-key", "\(signingFixtures)/key.pub"]] {
+            for arguments in [
+                ["--manifest", "\(dir)/m.json"],
+                ["--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub"],
+                ["--signature", "\(signingFixtures)/other.sig", "--public-key", "\(signingFixtures)/key.pub"],
+                ["--signature", "\(signingFixtures)/cert.sig", "--public-key", "\(signingFixtures)/key.pub"],
+            ] {
                 let run = try airlock(["verify", "--format", "json"] + arguments + [model])
                 #expect(run.status == 1, "\(arguments): \(run.stdout)\(run.stderr)")
                 lines += run.stdout
             }
             try lines.write(toFile: "\(dir)/verify.jsonl", atomically: true, encoding: .utf8)
-            let validation = try ReportSchemaTests.python(["-c", ReportSchemaTests.validator, "\(repositoryRoot)/docs/report.schema.json", "\(dir)/verify.jsonl"])
+            let validation = try ReportSchemaTests.python([
+                "-c", ReportSchemaTests.validator, "\(repositoryRoot)/docs/report.schema.json", "\(dir)/verify.jsonl",
+            ])
             #expect(validation.status == 0, "\(validation.output)")
             #expect(validation.output.contains("4 reports, 0 errors"), "\(validation.output)")
         }

@@ -60,7 +60,7 @@ private func expectFailure(
         let model = try ModelSigning.verify(bundle: bundle, publicKeyPEM: keyPEM)
         Issue.record("verified, but should have failed: \(model.resources.map(\.name))", sourceLocation: sourceLocation)
     } catch {
-        #expect(error.code == code, "\(error.message)", sourceLocation: sourceLocation)
+        #expect(error.kind == code, "\(error.message)", sourceLocation: sourceLocation)
         #expect(error.message.contains(fragment), "message: \(error.message)", sourceLocation: sourceLocation)
     }
 }
@@ -79,14 +79,19 @@ struct ModelSigningTests {
             #expect(resource.sha256 == sha256Hex(try fixture("model/\(resource.name)")), "\(resource.name)")
         }
         // And exactly what the tool wrote in the statement.
-        let statement = try JSONSerialization.jsonObject(with: Data(try payloadText("model.sig").utf8)) as! [String: Any]
+        let statement =
+            try JSONSerialization.jsonObject(with: Data(try payloadText("model.sig").utf8)) as! [String: Any]
         let predicate = statement["predicate"] as! [String: Any]
-        let written = (predicate["resources"] as! [[String: String]]).map { SignedResource(name: $0["name"]!, sha256: $0["digest"]!) }
+        let written = (predicate["resources"] as! [[String: String]]).map {
+            SignedResource(name: $0["name"]!, sha256: $0["digest"]!)
+        }
         #expect(model.resources == written)
         let subject = (statement["subject"] as! [[String: Any]])[0]
         #expect(model.rootDigest == (subject["digest"] as! [String: String])["sha256"])
         // The root digest is SHA-256 over the raw resource digests.
-        let raw = model.resources.flatMap { r in stride(from: 0, to: 64, by: 2).map { UInt8(r.sha256.dropFirst($0).prefix(2), radix: 16)! } }
+        let raw = model.resources.flatMap { r in
+            stride(from: 0, to: 64, by: 2).map { UInt8(r.sha256.dropFirst($0).prefix(2), radix: 16)! }
+        }
         #expect(model.rootDigest == sha256Hex(raw))
         // The fingerprint is the hint the tool wrote.
         let material = try bundleObject("model.sig")["verificationMaterial"] as! [String: Any]
@@ -95,9 +100,11 @@ struct ModelSigningTests {
         #expect(try ModelSigning.fingerprint(publicKeyPEM: try fixture("key.pub")) == hint)
     }
 
-    @Test("fingerprints equal the hints the tool wrote, whatever the PEM's line wrapping", arguments: [
-        ("key.pub", "model.sig"), ("other.pub", "other.sig"), ("p384.pub", "p384.sig"), ("p521.pub", "p521.sig"),
-    ])
+    @Test(
+        "fingerprints equal the hints the tool wrote, whatever the PEM's line wrapping",
+        arguments: [
+            ("key.pub", "model.sig"), ("other.pub", "other.sig"), ("p384.pub", "p384.sig"), ("p521.pub", "p521.sig"),
+        ])
     func fingerprints(key: String, bundle: String) throws {
         let material = try bundleObject(bundle)["verificationMaterial"] as! [String: Any]
         let hint = (material["publicKey"] as! [String: String])["hint"]!
@@ -169,8 +176,10 @@ struct ModelSigningTests {
 
     @Test("several signatures: accepted when one verifies, refused when none does")
     func severalSignatures() throws {
-        let good = (try bundleObject("model.sig")["dsseEnvelope"] as! [String: Any])["signatures"] as! [[String: String]]
-        let other = (try bundleObject("other.sig")["dsseEnvelope"] as! [String: Any])["signatures"] as! [[String: String]]
+        let good =
+            (try bundleObject("model.sig")["dsseEnvelope"] as! [String: Any])["signatures"] as! [[String: String]]
+        let other =
+            (try bundleObject("other.sig")["dsseEnvelope"] as! [String: Any])["signatures"] as! [[String: String]]
         var bundle = try bundleObject("model.sig")
         var envelope = bundle["dsseEnvelope"] as! [String: Any]
         envelope["signatures"] = other + good
@@ -192,7 +201,9 @@ struct ModelSigningTests {
         // Re-signed correctly: the signature holds, the statement contradicts itself.
         try expectFailure(try resigned(edited), .badSignature, "resource digests do not add up to the subject digest")
         // The unedited statement re-signed the same way verifies, so the failure above is the edit's.
-        #expect(try ModelSigning.verify(bundle: try resigned(statement), publicKeyPEM: try fixture("key.pub")).resources.count == 3)
+        #expect(
+            try ModelSigning.verify(bundle: try resigned(statement), publicKeyPEM: try fixture("key.pub")).resources
+                .count == 3)
     }
 
     @Test("resources named by NFC and NFD spellings of one name are two resources, and a verification flags them")
@@ -203,7 +214,8 @@ struct ModelSigningTests {
         let model = try ModelSigning.verify(bundle: try resigned(edited), publicKeyPEM: try fixture("key.pub"))
         #expect(Set(model.resources.map { Array($0.name.utf8) }).count == 3)
         let inventory = ModelInventory(kind: .folder, display: "m", files: [], symlinks: [], problems: [])
-        let rules = ProvenanceCheck.findings(inventory: inventory, manifest: nil, signature: .verified(model)).map(\.rule)
+        let rules = ProvenanceCheck.findings(inventory: inventory, manifest: nil, signature: .verified(model)).map(
+            \.rule)
         #expect(rules.filter { $0 == "provenance.name-lookalike" }.count == 1, "\(rules)")
     }
 
@@ -216,29 +228,33 @@ struct ModelSigningTests {
         try expectFailure(try serialize(bundle), .malformed, "payloadType")
     }
 
-    @Test("other serializations and hash types are unsupported, not mis-verified", arguments: [
-        ("\"method\": \"files\"", "\"method\": \"shards\", \"shard_size\": 1000000", "shard serialization"),
-        ("\"method\": \"files\"", "\"method\": \"chunks\"", "serialization method \"chunks\""),
-        ("\"hash_type\": \"sha256\"", "\"hash_type\": \"blake2\"", "hash type \"blake2\""),
-        ("\"algorithm\": \"sha256\"", "\"algorithm\": \"blake3\"", "hashed with \"blake3\""),
-        ("https://model_signing/signature/v1.0", "https://model_signing/Digests/v0.1", "pre-1.0 predicate"),
-        ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1", "not an in-toto"),
-    ])
+    @Test(
+        "other serializations and hash types are unsupported, not mis-verified",
+        arguments: [
+            ("\"method\": \"files\"", "\"method\": \"shards\", \"shard_size\": 1000000", "shard serialization"),
+            ("\"method\": \"files\"", "\"method\": \"chunks\"", "serialization method \"chunks\""),
+            ("\"hash_type\": \"sha256\"", "\"hash_type\": \"blake2\"", "hash type \"blake2\""),
+            ("\"algorithm\": \"sha256\"", "\"algorithm\": \"blake3\"", "hashed with \"blake3\""),
+            ("https://model_signing/signature/v1.0", "https://model_signing/Digests/v0.1", "pre-1.0 predicate"),
+            ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1", "not an in-toto"),
+        ])
     func unsupportedStatements(old: String, new: String, fragment: String) throws {
         let edited = try replacing(try payloadText("model.sig"), old, new)
         try expectFailure(try resigned(edited), .unsupported, fragment)
     }
 
-    @Test("resource names must be unique plain relative paths", arguments: [
-        ("\"sub/tokenizer.txt\"", "\"config.json\"", "listed twice"),
-        ("\"sub/tokenizer.txt\"", "\"../tokenizer.txt\"", "climbs out"),
-        ("\"sub/tokenizer.txt\"", "\"/etc/passwd\"", "is absolute"),
-        ("\"sub/tokenizer.txt\"", "\"sub//tokenizer.txt\"", "empty path segment"),
-        ("\"sub/tokenizer.txt\"", "\"sub/./tokenizer.txt\"", "\".\" segment"),
-        ("\"sub/tokenizer.txt\"", "\".\"", "single-file model"),
-        ("\"sub/tokenizer.txt\"", "\"\"", "is empty"),
-        ("\".github\"", "\"../outside\"", "ignored path"),
-    ])
+    @Test(
+        "resource names must be unique plain relative paths",
+        arguments: [
+            ("\"sub/tokenizer.txt\"", "\"config.json\"", "listed twice"),
+            ("\"sub/tokenizer.txt\"", "\"../tokenizer.txt\"", "climbs out"),
+            ("\"sub/tokenizer.txt\"", "\"/etc/passwd\"", "is absolute"),
+            ("\"sub/tokenizer.txt\"", "\"sub//tokenizer.txt\"", "empty path segment"),
+            ("\"sub/tokenizer.txt\"", "\"sub/./tokenizer.txt\"", "\".\" segment"),
+            ("\"sub/tokenizer.txt\"", "\".\"", "single-file model"),
+            ("\"sub/tokenizer.txt\"", "\"\"", "is empty"),
+            ("\".github\"", "\"../outside\"", "ignored path"),
+        ])
     func resourceNames(old: String, new: String, fragment: String) throws {
         let edited = try replacing(try payloadText("model.sig"), old, new)
         try expectFailure(try resigned(edited), .malformed, fragment)
@@ -246,11 +262,14 @@ struct ModelSigningTests {
 
     @Test("certificate bundles are refused as not verified yet")
     func certificateBundle() throws {
-        try expectFailure(try fixture("cert.sig"), .unsupported, "certificate-based and keyless (Sigstore) bundles are not verified yet")
+        try expectFailure(
+            try fixture("cert.sig"), .unsupported,
+            "certificate-based and keyless (Sigstore) bundles are not verified yet")
         // A single-certificate form (what keyless Sigstore signing writes) too.
         var bundle = try bundleObject("model.sig")
         bundle["verificationMaterial"] = ["certificate": ["rawBytes": "MIIB"], "tlogEntries": [Any]()]
-        try expectFailure(try serialize(bundle), .unsupported, "not verified yet (this one carries verificationMaterial.certificate)")
+        try expectFailure(
+            try serialize(bundle), .unsupported, "not verified yet (this one carries verificationMaterial.certificate)")
     }
 
     @Test("model-signing 0.2's PAE (which 1.1.1 still accepts) verifies; its pre-1.0 key material is ignored")
@@ -267,7 +286,9 @@ struct ModelSigningTests {
         try expectFailure(Array("{\"mediaType\": ".utf8), .malformed, "not valid JSON")
         try expectFailure(Array(good.prefix(good.count / 2)), .malformed, "not valid JSON")
         try expectFailure(Array(good.dropLast()), .malformed, "not valid JSON")
-        try expectFailure(Array(String(repeating: "[", count: 10_000).utf8) + Array(String(repeating: "]", count: 10_000).utf8), .malformed, "nested deeper")
+        try expectFailure(
+            Array(String(repeating: "[", count: 10_000).utf8) + Array(String(repeating: "]", count: 10_000).utf8),
+            .malformed, "nested deeper")
         try expectFailure(Array(String(repeating: "{\"a\":", count: 10_000).utf8), .malformed, "nested deeper")
         try expectFailure(Array("[]".utf8), .malformed, "expected an object")
         for (field, value, fragment) in [
@@ -305,7 +326,7 @@ struct ModelSigningTests {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: pem)
                 Issue.record("fingerprinted a bad key")
             } catch {
-                #expect(error.code == code, "\(error.message)")
+                #expect(error.kind == code, "\(error.message)")
                 #expect(error.message.contains(fragment), "\(error.message)")
             }
         }
@@ -313,7 +334,8 @@ struct ModelSigningTests {
         keyFailure(try fixture("key.pem"), .malformed, "private key")
         keyFailure(try fixture("cert.pem"), .unsupported, "certificate")
         keyFailure([], .malformed, "not a PEM file")
-        keyFailure(Array("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n".utf8), .malformed, "not valid base64")
+        keyFailure(
+            Array("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n".utf8), .malformed, "not valid base64")
         keyFailure(Array("-----BEGIN PUBLIC KEY-----\nMFkwEwYH\n".utf8), .malformed, "no -----END PUBLIC KEY-----")
         // secp256k1: an EC key, on a curve model-signing does not accept.
         keyFailure(try fixture("secp256k1.pub"), .unsupported, "1.3.132.0.10 (secp256k1) is not supported")
@@ -345,6 +367,8 @@ struct ModelSigningTests {
     func pythonRepr() {
         #expect(DSSE.pythonBytesRepr(Array("a'b".utf8)) == Array("b\"a'b\"".utf8))
         #expect(DSSE.pythonBytesRepr(Array("a'b\"".utf8)) == Array("b'a\\'b\"'".utf8))
-        #expect(DSSE.pythonBytesRepr([0x0A, 0x09, 0x0D, 0x5C, 0x00, 0x7F, 0xFF]) == Array("b'\\n\\t\\r\\\\\\x00\\x7f\\xff'".utf8))
+        #expect(
+            DSSE.pythonBytesRepr([0x0A, 0x09, 0x0D, 0x5C, 0x00, 0x7F, 0xFF])
+                == Array("b'\\n\\t\\r\\\\\\x00\\x7f\\xff'".utf8))
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Names are bytes: `w\xff.pkl` (not UTF-8) and `w\xef\xbf\xbd.pkl` (the UTF-8 of U+FFFD, what a decoder puts in
@@ -20,7 +20,8 @@ struct NameBytesTests {
     static let replacementShown = "w\u{FFFD}.pkl"
 
     /// `os.system("true")`: a known code-execution import whose call, if it ever ran, does nothing.
-    static let maliciousPickle: [UInt8] = [0x80, 0x02] + Array("cos\nsystem\n".utf8) + [0x58, 4, 0, 0, 0] + Array("true".utf8)
+    static let maliciousPickle: [UInt8] =
+        [0x80, 0x02] + Array("cos\nsystem\n".utf8) + [0x58, 4, 0, 0, 0] + Array("true".utf8)
         + [0x85, 0x52, 0x2E]
     /// `{}`.
     static let benignPickle: [UInt8] = [0x80, 0x02, 0x7D, 0x2E]
@@ -31,7 +32,9 @@ struct NameBytesTests {
         guard dirfd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { close(dirfd) }
         let fd = (name + [0]).withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { openat(dirfd, $0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+            p.withMemoryRebound(to: CChar.self) {
+                openat(dirfd, $0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            }
         }
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
@@ -54,7 +57,9 @@ struct NameBytesTests {
     /// The content of `dir`/`name` (raw bytes).
     static func readRaw(_ dir: String, _ name: [UInt8]) -> [UInt8]? {
         let path = Array(dir.utf8) + [0x2F] + name + [0]
-        let fd = path.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_RDONLY) } }
+        let fd = path.withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_RDONLY) }
+        }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 4096)
@@ -85,7 +90,8 @@ struct NameBytesTests {
         var out: [[UInt8]: (String, [String], String)] = [:]
         for line in jsonLines.split(separator: "\n") {
             guard let r = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let target = r["target"] as? [String: Any], let path = target["path"] as? String else {
+                let target = r["target"] as? [String: Any], let path = target["path"] as? String
+            else {
                 Issue.record("not a report: \(line.prefix(300))")
                 continue
             }
@@ -115,7 +121,8 @@ struct NameBytesTests {
         try NameBytesTests.withFolder { dir in
             let folder = try NameBytesTests.pair(in: dir)
             NameBytesTests.checkPair(try runCLI(["scan", "--format", "json", folder]), folder: folder, "scan")
-            NameBytesTests.checkPair(try runCLI(["probe", "--format", "json", folder], timeout: 120), folder: folder, "probe")
+            NameBytesTests.checkPair(
+                try runCLI(["probe", "--format", "json", folder], timeout: 120), folder: folder, "probe")
             // Text output shows the escaped name, never the raw byte.
             let text = try runCLI(["scan", folder])
             #expect(text.stdout.contains("MALICIOUS  \(folder)/\(NameBytesTests.invalidShown)"), "\(text.stdout)")
@@ -143,12 +150,17 @@ struct NameBytesTests {
             defer { daemon.stop() }
             let fd = open(dir + "/m.pkl", O_RDONLY | O_CLOEXEC)
             defer { close(fd) }
-            for (sent, shown) in [("x\u{1B}[2J\nCLEAN  y", "x\\x1B[2J\\x0ACLEAN  y"), ("a\\b", "a\\\\b"), ("w\\xFF.pkl", "w\\xFF.pkl")] {
+            for (sent, shown) in [
+                ("x\u{1B}[2J\nCLEAN  y", "x\\x1B[2J\\x0ACLEAN  y"), ("a\\b", "a\\\\b"), ("w\\xFF.pkl", "w\\xFF.pkl"),
+            ] {
                 let reply = try { () throws(ClientError) -> [(String, JSON)] in
-                    try DaemonClient(path: daemon.socket).call("scan", params: [("name", .string(sent))], descriptor: fd, timeout: 30)
+                    try DaemonClient(path: daemon.socket).call(
+                        "scan", params: [("name", .string(sent))], descriptor: fd, timeout: 30)
                 }()
-                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1, let first = reports.first,
-                      let report = Report(json: first) else {
+                guard case .array(let reports)? = reply.first(where: { $0.0 == "reports" })?.1,
+                    let first = reports.first,
+                    let report = Report(json: first)
+                else {
                     Issue.record("no report for \(sent)")
                     continue
                 }
@@ -163,7 +175,8 @@ struct NameBytesTests {
             let folder = dir + "/m"
             #expect(mkdir(folder, 0o755) == 0)
             // A newline and an ANSI colour: printed raw, it would start a forged report line.
-            try NameBytesTests.writeRaw(folder, Array("a\u{1B}[32m\nCLEAN  x\\.safetensors".utf8), NameBytesTests.benignPickle)
+            try NameBytesTests.writeRaw(
+                folder, Array("a\u{1B}[32m\nCLEAN  x\\.safetensors".utf8), NameBytesTests.benignPickle)
             let text = try runCLI(["scan", folder])
             #expect(text.status == 1, "\(text.stdout)")
             #expect(text.stdout.contains("\(folder)/a\\x1B[32m\\x0ACLEAN  x\\\\.safetensors"), "\(text.stdout)")
@@ -171,12 +184,15 @@ struct NameBytesTests {
             #expect(text.stdout.contains("folder.name-control"), "\(text.stdout)")
             // Named on the command line (a shell glob's match), the path is shown escaped too.
             let named = try runCLI(["scan", "--format", "json", folder + "/a\u{1B}[32m\nCLEAN  x\\.safetensors"])
-            #expect(named.stdout.contains(#""path":"\#(folder)/a\\x1B[32m\\x0ACLEAN  x\\\\.safetensors""#), "\(named.stdout)")
+            #expect(
+                named.stdout.contains(#""path":"\#(folder)/a\\x1B[32m\\x0ACLEAN  x\\\\.safetensors""#),
+                "\(named.stdout)")
 
             // `CommandLine.arguments` would turn the byte into U+FFFD and name the other file.
             try NameBytesTests.writeRaw(dir, NameBytesTests.invalid, NameBytesTests.maliciousPickle)
             try NameBytesTests.writeRaw(dir, NameBytesTests.replacement, NameBytesTests.benignPickle)
-            let run = try runProgram("/bin/sh", ["-c", #"exec "$0" scan "$(printf '%s/w\377.pkl' "$1")""#, airlockBinary, dir])
+            let run = try runProgram(
+                "/bin/sh", ["-c", #"exec "$0" scan "$(printf '%s/w\377.pkl' "$1")""#, airlockBinary, dir])
             #expect(run.status == 2, "\(run.stdout) \(run.stderr)")
             #expect(run.stderr.contains("not valid UTF-8") && run.stderr.contains("w\\xFF.pkl"), "\(run.stderr)")
         }
@@ -195,8 +211,10 @@ struct NameBytesTests {
             try NameBytesTests.writeRaw(folder, NameBytesTests.invalid, NameBytesTests.maliciousPickle)
             let swapped = try runCLI(["verify", "--format", "json", "--manifest", dir + "/m.json", folder])
             #expect(swapped.status == 1, "\(swapped.stdout) \(swapped.stderr)")
-            #expect(swapped.stdout.contains(#""rule":"provenance.extra""#) && swapped.stdout.contains(#""path":"w\\xFF.pkl""#),
-                    "\(swapped.stdout)")
+            #expect(
+                swapped.stdout.contains(#""rule":"provenance.extra""#)
+                    && swapped.stdout.contains(#""path":"w\\xFF.pkl""#),
+                "\(swapped.stdout)")
 
             // A manifest names a non-UTF-8 file in the escaped form, and verify reads it back as the same bytes.
             let other = dir + "/other"
@@ -204,15 +222,20 @@ struct NameBytesTests {
             try NameBytesTests.writeRaw(other, NameBytesTests.invalid, NameBytesTests.benignPickle)
             #expect(try runCLI(["manifest", "--output", dir + "/o.json", other]).status == 0)
             let manifest = try String(contentsOfFile: dir + "/o.json", encoding: .utf8)
-            #expect(manifest.contains(#""path": "w\\xFF.pkl""#) || manifest.contains(#""path":"w\\xFF.pkl""#), "\(manifest)")
+            #expect(
+                manifest.contains(#""path": "w\\xFF.pkl""#) || manifest.contains(#""path":"w\\xFF.pkl""#), "\(manifest)"
+            )
             let fine = try runCLI(["verify", "--manifest", dir + "/o.json", other])
             #expect(fine.status == 0, "\(fine.stdout) \(fine.stderr)")
             try NameBytesTests.writeRaw(other, NameBytesTests.invalid, NameBytesTests.maliciousPickle)
             let changed = try runCLI(["verify", "--format", "json", "--manifest", dir + "/o.json", other])
-            #expect(changed.status == 1 && changed.stdout.contains("provenance.changed"), "\(changed.stdout) \(changed.stderr)")
+            #expect(
+                changed.status == 1 && changed.stdout.contains("provenance.changed"),
+                "\(changed.stdout) \(changed.stderr)")
 
             // Not the canonical escaped form (lower-case hex): refused, never guessed at.
-            try manifest.replacingOccurrences(of: "w\\\\xFF", with: "w\\\\xff").write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+            try manifest.replacingOccurrences(of: "w\\\\xFF", with: "w\\\\xff").write(
+                toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
             let bad = try runCLI(["verify", "--manifest", dir + "/bad.json", other])
             #expect(bad.status == 2 && bad.stderr.contains("escaped form"), "\(bad.stdout) \(bad.stderr)")
             // docs/manifest.schema.json says the same.
@@ -230,9 +253,12 @@ struct NameBytesTests {
             try NameBytesTests.writeRaw(folder, Array("\u{E9}.pkl".utf8), NameBytesTests.benignPickle)
             try NameBytesTests.writeRaw(folder, Array("e\u{301}.pkl".utf8), NameBytesTests.maliciousPickle)
             #expect(try runCLI(["manifest", "--output", dir + "/m.json", folder]).status == 0)
-            let manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/m.json"))) as? [String: Any])
+            let manifest = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/m.json")))
+                    as? [String: Any])
             let paths = (manifest["files"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
-            #expect(Set(paths.map { Array($0.utf8) }) == [Array("\u{E9}.pkl".utf8), Array("e\u{301}.pkl".utf8)], "\(paths)")
+            #expect(
+                Set(paths.map { Array($0.utf8) }) == [Array("\u{E9}.pkl".utf8), Array("e\u{301}.pkl".utf8)], "\(paths)")
             let run = try runCLI(["verify", "--format", "json", "--manifest", dir + "/m.json", folder])
             #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
             #expect(run.stdout.contains("provenance.name-lookalike"), "\(run.stdout)")
@@ -263,7 +289,9 @@ struct NameBytesTests {
 
         let run = try setup.once()
         #expect(run.status == 1, "\(run.stdout) \(run.stderr)")
-        #expect(NameBytesTests.listRaw(incoming).filter { $0.first != 0x2E }.isEmpty, "incoming/ still holds \(NameBytesTests.listRaw(incoming))")
+        #expect(
+            NameBytesTests.listRaw(incoming).filter { $0.first != 0x2E }.isEmpty,
+            "incoming/ still holds \(NameBytesTests.listRaw(incoming))")
 
         // The folder: rejected, both files inside under their own bytes, the report naming both.
         let released = setup.root + "/rejected/pair/pair"
@@ -274,7 +302,9 @@ struct NameBytesTests {
         #expect(report["verdict"] as? String == "malicious", "\(report["verdict"] ?? "-")")
         let reports = report["reports"] as? [[String: Any]] ?? []
         let paths = reports.compactMap { ($0["target"] as? [String: Any])?["path"] as? String }
-        #expect(Set(paths) == ["pair/" + NameBytesTests.invalidShown, "pair/" + NameBytesTests.replacementShown], "\(paths)")
+        #expect(
+            Set(paths) == ["pair/" + NameBytesTests.invalidShown, "pair/" + NameBytesTests.replacementShown], "\(paths)"
+        )
         let manifest = try String(contentsOfFile: setup.root + "/rejected/pair/manifest.json", encoding: .utf8)
         #expect(manifest.contains("w\\\\xFF.pkl") && manifest.contains(NameBytesTests.replacementShown), "\(manifest)")
 
@@ -284,11 +314,15 @@ struct NameBytesTests {
         // A non-UTF-8 path cannot be a Swift String: checked by descriptors.
         let rdir = open(setup.root + "/rejected", O_RDONLY | O_DIRECTORY)
         defer { close(rdir) }
-        let mfd = (top + [0]).withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(rdir, $0.baseAddress!, O_RDONLY | O_DIRECTORY) } }
+        let mfd = (top + [0]).withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { openat(rdir, $0.baseAddress!, O_RDONLY | O_DIRECTORY) }
+        }
         #expect(mfd >= 0, "rejected/m\\xFF.pkl is not there")
         if mfd >= 0 {
             defer { close(mfd) }
-            let ffd = (top + [0]).withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(mfd, $0.baseAddress!, O_RDONLY) } }
+            let ffd = (top + [0]).withUnsafeBufferPointer { p in
+                p.withMemoryRebound(to: CChar.self) { openat(mfd, $0.baseAddress!, O_RDONLY) }
+            }
             #expect(ffd >= 0, "rejected/m\\xFF.pkl/m\\xFF.pkl is not there")
             if ffd >= 0 {
                 var buf = [UInt8](repeating: 0, count: 256)
@@ -303,8 +337,12 @@ struct NameBytesTests {
                 let n = read(rfd, &data, data.count)
                 close(rfd)
                 let text = String(decoding: data[0..<max(0, n)], as: UTF8.self)
-                #expect(text.contains(#""name": "m\\xFF.pkl""#) || text.contains(#""name":"m\\xFF.pkl""#), "\(text.prefix(600))")
-                #expect(text.contains("folder.name-not-utf8") && text.contains("pickle.dangerous-import"), "\(text.prefix(2000))")
+                #expect(
+                    text.contains(#""name": "m\\xFF.pkl""#) || text.contains(#""name":"m\\xFF.pkl""#),
+                    "\(text.prefix(600))")
+                #expect(
+                    text.contains("folder.name-not-utf8") && text.contains("pickle.dangerous-import"),
+                    "\(text.prefix(2000))")
             }
         }
         // The benign lookalike was examined as itself.
@@ -320,14 +358,19 @@ struct NameBytesTests {
         // the copy checked again at release, where a name decoded or compared as a String would turn the approval
         // into a rejection ("is gone"), or let two files pass as one.
         let setup = try IntakeTests.Setup(policy: #"{"settleSeconds": 0, "pass": ["clean", "suspicious"]}"#)
-        defer { _ = try? runProgram("/bin/rm", ["-rf", setup.root + "/rejected", setup.root + "/approved", setup.incoming]) }
+        defer {
+            _ = try? runProgram("/bin/rm", ["-rf", setup.root + "/rejected", setup.root + "/approved", setup.incoming])
+        }
         try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
         let nfc = Array("\u{E9}.pkl".utf8)
         let nfd = Array("e\u{301}.pkl".utf8)
         let hidden = setup.incoming + "/.part-pair"
         #expect(mkdir(hidden, 0o755) == 0)
-        for (name, data) in [(NameBytesTests.invalid, [0x80, 0x02, 0x4E, 0x2E]), (NameBytesTests.replacement, NameBytesTests.benignPickle),
-                             (nfc, [0x80, 0x02, 0x88, 0x2E]), (nfd, [0x80, 0x02, 0x89, 0x2E])] as [([UInt8], [UInt8])] {
+        for (name, data) in [
+            (NameBytesTests.invalid, [0x80, 0x02, 0x4E, 0x2E]),
+            (NameBytesTests.replacement, NameBytesTests.benignPickle),
+            (nfc, [0x80, 0x02, 0x88, 0x2E]), (nfd, [0x80, 0x02, 0x89, 0x2E]),
+        ] as [([UInt8], [UInt8])] {
             try NameBytesTests.writeRaw(hidden, name, data)
         }
         #expect(rename(hidden, setup.incoming + "/pair") == 0)
@@ -338,14 +381,18 @@ struct NameBytesTests {
         #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
         #expect(NameBytesTests.released(setup.root, "approved", top) == NameBytesTests.benignPickle, "\(run.stdout)")
         let pair = setup.root + "/approved/pair/pair"
-        #expect(NameBytesTests.listRaw(pair) == [NameBytesTests.invalid, NameBytesTests.replacement, nfc, nfd], "\(run.stdout)")
+        #expect(
+            NameBytesTests.listRaw(pair) == [NameBytesTests.invalid, NameBytesTests.replacement, nfc, nfd],
+            "\(run.stdout)")
         #expect(NameBytesTests.readRaw(pair, NameBytesTests.invalid) == [0x80, 0x02, 0x4E, 0x2E])
         #expect(NameBytesTests.readRaw(pair, nfc) == [0x80, 0x02, 0x88, 0x2E])
         #expect(NameBytesTests.readRaw(pair, nfd) == [0x80, 0x02, 0x89, 0x2E])
         // The intake's own copies, read-only: what custody made, under the delivery's bytes.
         var st = stat()
         let path = Array(pair.utf8) + [0x2F] + NameBytesTests.invalid + [0]
-        let statted = path.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { lstat($0.baseAddress!, &st) } }
+        let statted = path.withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { lstat($0.baseAddress!, &st) }
+        }
         #expect(statted == 0 && st.st_mode & 0o7777 == 0o444 && st.st_nlink == 1)
         #expect(NameBytesTests.listRaw(setup.root + "/.airlock/delivered").isEmpty)
     }
@@ -356,10 +403,14 @@ struct NameBytesTests {
         guard sideFD >= 0 else { return nil }
         defer { close(sideFD) }
         let c = name + [0]
-        let dir = c.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(sideFD, $0.baseAddress!, O_RDONLY | O_DIRECTORY) } }
+        let dir = c.withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { openat(sideFD, $0.baseAddress!, O_RDONLY | O_DIRECTORY) }
+        }
         guard dir >= 0 else { return nil }
         defer { close(dir) }
-        let fd = c.withUnsafeBufferPointer { p in p.withMemoryRebound(to: CChar.self) { openat(dir, $0.baseAddress!, O_RDONLY) } }
+        let fd = c.withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { openat(dir, $0.baseAddress!, O_RDONLY) }
+        }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 4096)
@@ -367,25 +418,38 @@ struct NameBytesTests {
         return n >= 0 ? Array(buf[0..<n]) : nil
     }
 
-    @Test("kill -9 with a non-UTF-8 model in flight: the journal's escaped name leads the restart to the same bytes",
-          arguments: ["copied", "owned", "taken", "decided", "released", "discarded"])
+    @Test(
+        "kill -9 with a non-UTF-8 model in flight: the journal's escaped name leads the restart to the same bytes",
+        arguments: ["copied", "owned", "taken", "decided", "released", "discarded"])
     func crashAndRecover(point: String) throws {
         let setup = try IntakeTests.Setup()
         try FileManager.default.createDirectory(atPath: setup.incoming, withIntermediateDirectories: true)
         let top = Array("m".utf8) + [0xFF] + Array(".pkl".utf8)
         let lookalike = Array("m\u{FFFD}.pkl".utf8)
         try NameBytesTests.writeRaw(setup.incoming, top, NameBytesTests.maliciousPickle)
-        defer { _ = try? runProgram("/bin/rm", ["-rf", setup.root + "/rejected", setup.root + "/approved", setup.root + "/quarantine", setup.incoming]) }
+        defer {
+            _ = try? runProgram(
+                "/bin/rm",
+                ["-rf", setup.root + "/rejected", setup.root + "/approved", setup.root + "/quarantine", setup.incoming])
+        }
         let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": point])
         #expect(crashed.signal == SIGKILL, "the intake did not reach \(point): \(crashed.status) \(crashed.stderr)")
         // The name the journal's would decode to arrives meanwhile: recovery must not take it for the model in flight.
         try NameBytesTests.writeRaw(setup.incoming, lookalike, NameBytesTests.benignPickle)
         let restarted = try setup.once()
-        #expect(restarted.signal == nil && restarted.status == 1, "restart after \(point): \(restarted.status) \(restarted.stdout) \(restarted.stderr)")
-        #expect(NameBytesTests.released(setup.root, "rejected", top) == NameBytesTests.maliciousPickle, "after a crash at \(point)")
-        let benign = NameBytesTests.released(setup.root, "approved", lookalike) ?? NameBytesTests.released(setup.root, "rejected", lookalike)
+        #expect(
+            restarted.signal == nil && restarted.status == 1,
+            "restart after \(point): \(restarted.status) \(restarted.stdout) \(restarted.stderr)")
+        #expect(
+            NameBytesTests.released(setup.root, "rejected", top) == NameBytesTests.maliciousPickle,
+            "after a crash at \(point)")
+        let benign =
+            NameBytesTests.released(setup.root, "approved", lookalike)
+            ?? NameBytesTests.released(setup.root, "rejected", lookalike)
         #expect(benign == NameBytesTests.benignPickle, "after a crash at \(point)")
-        #expect(NameBytesTests.listRaw(setup.root + "/quarantine").isEmpty && NameBytesTests.listRaw(setup.incoming).isEmpty)
+        #expect(
+            NameBytesTests.listRaw(setup.root + "/quarantine").isEmpty && NameBytesTests.listRaw(setup.incoming).isEmpty
+        )
         let journal = (try? Data(contentsOf: URL(fileURLWithPath: setup.root + "/.airlock/journal"))) ?? Data([1])
         #expect(journal.isEmpty, "\(String(decoding: journal, as: UTF8.self))")
     }

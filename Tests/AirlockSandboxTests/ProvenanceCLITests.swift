@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The model-signing fixtures made by the real tool (Fixtures/model-signing/README.md). Never modified: tests copy.
@@ -81,8 +81,9 @@ func sha256Hex(of bytes: [UInt8]) -> String {
 
 /// The findings of a `--format json` report (one report on one line).
 func reportFindings(_ stdout: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [[String: Any]] {
-    let report = try #require(try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any], "not a report: \(stdout)",
-                              sourceLocation: sourceLocation)
+    let report = try #require(
+        try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any], "not a report: \(stdout)",
+        sourceLocation: sourceLocation)
     return try #require(report["findings"] as? [[String: Any]], sourceLocation: sourceLocation)
 }
 
@@ -91,7 +92,9 @@ func rules(_ findings: [[String: Any]]) -> [String] { findings.compactMap { $0["
 func evidence(_ finding: [String: Any]) -> [String: Any] { finding["evidence"] as? [String: Any] ?? [:] }
 
 /// The one finding with `rule`; fails when there is none or several.
-func only(_ rule: String, in findings: [[String: Any]], sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Any] {
+func only(_ rule: String, in findings: [[String: Any]], sourceLocation: SourceLocation = #_sourceLocation) throws
+    -> [String: Any]
+{
     let matching = findings.filter { $0["rule"] as? String == rule }
     try #require(matching.count == 1, "expected one \(rule), found \(rules(findings))", sourceLocation: sourceLocation)
     return matching[0]
@@ -110,11 +113,16 @@ struct ProvenanceCLITests {
     func signatureVerifies() throws {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
-            let run = try airlock(["verify", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let run = try airlock([
+                "verify", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub",
+                model,
+            ])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
             #expect(run.stdout.hasPrefix("CLEAN"))
             let key = Array(try Data(contentsOf: URL(fileURLWithPath: "\(signingFixtures)/key.pub")))
-            #expect(run.stdout.contains("signature verified with key sha256:\(sha256Hex(of: key)) over 3 files"), "\(run.stdout)")
+            #expect(
+                run.stdout.contains("signature verified with key sha256:\(sha256Hex(of: key)) over 3 files"),
+                "\(run.stdout)")
         }
     }
 
@@ -125,7 +133,10 @@ struct ProvenanceCLITests {
             var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: "\(model)/weights.bin")))
             bytes[5] ^= 0x01
             try writeFile("\(model)/weights.bin", bytes)
-            let run = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let run = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key",
+                "\(signingFixtures)/key.pub", model,
+            ])
             #expect(run.status == 1, "\(run.stderr)")
             let findings = try reportFindings(run.stdout)
             #expect(rules(findings) == ["provenance.changed"])
@@ -143,7 +154,10 @@ struct ProvenanceCLITests {
         try withScratch { dir in
             let added = try copyFixture("model", to: dir, as: "added")
             try writeFile("\(added)/sub/new.py", Array("import os\n".utf8))
-            let a = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", added])
+            let a = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key",
+                "\(signingFixtures)/key.pub", added,
+            ])
             #expect(a.status == 1, "\(a.stderr)")
             let extra = try only("provenance.extra", in: try reportFindings(a.stdout))
             #expect(rules(try reportFindings(a.stdout)) == ["provenance.extra"])
@@ -153,7 +167,10 @@ struct ProvenanceCLITests {
 
             let removed = try copyFixture("model", to: dir, as: "removed")
             try FileManager.default.removeItem(atPath: "\(removed)/sub/tokenizer.txt")
-            let r = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", removed])
+            let r = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key",
+                "\(signingFixtures)/key.pub", removed,
+            ])
             #expect(r.status == 1, "\(r.stderr)")
             #expect(rules(try reportFindings(r.stdout)) == ["provenance.missing"])
             let missing = try only("provenance.missing", in: try reportFindings(r.stdout))
@@ -162,11 +179,15 @@ struct ProvenanceCLITests {
         }
     }
 
-    @Test("a bundle signed by another key: provenance.signature-invalid (critical) saying so; with both keys it verifies")
+    @Test(
+        "a bundle signed by another key: provenance.signature-invalid (critical) saying so; with both keys it verifies")
     func signatureOtherKey() throws {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
-            let run = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/other.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let run = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/other.sig", "--public-key",
+                "\(signingFixtures)/key.pub", model,
+            ])
             #expect(run.status == 1, "\(run.stderr)")
             let findings = try reportFindings(run.stdout)
             #expect(rules(findings) == ["provenance.signature-invalid"])
@@ -174,8 +195,10 @@ struct ProvenanceCLITests {
             #expect(invalid["severity"] as? String == "critical")
             #expect((invalid["message"] as? String)?.contains("different key") == true, "\(invalid)")
             // Several keys: the one that signed wins.
-            let both = try airlock(["verify", "--signature", "\(signingFixtures)/other.sig", "--public-key", "\(signingFixtures)/key.pub",
-                                    "--public-key", "\(signingFixtures)/other.pub", model])
+            let both = try airlock([
+                "verify", "--signature", "\(signingFixtures)/other.sig", "--public-key", "\(signingFixtures)/key.pub",
+                "--public-key", "\(signingFixtures)/other.pub", model,
+            ])
             #expect(both.status == 0, "\(both.stdout)\(both.stderr)")
         }
     }
@@ -184,7 +207,10 @@ struct ProvenanceCLITests {
     func signatureCertificate() throws {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
-            let run = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/cert.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let run = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/cert.sig", "--public-key",
+                "\(signingFixtures)/key.pub", model,
+            ])
             #expect(run.status == 1, "\(run.stderr)")
             let findings = try reportFindings(run.stdout)
             #expect(rules(findings) == ["provenance.signature-unsupported"])
@@ -197,12 +223,18 @@ struct ProvenanceCLITests {
     func signatureSingleFile() throws {
         try withScratch { dir in
             let file = try copyFixture("single.bin", to: dir, as: "renamed.bin")
-            let ok = try airlock(["verify", "--signature", "\(signingFixtures)/single.sig", "--public-key", "\(signingFixtures)/key.pub", file])
+            let ok = try airlock([
+                "verify", "--signature", "\(signingFixtures)/single.sig", "--public-key", "\(signingFixtures)/key.pub",
+                file,
+            ])
             #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
             var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file)))
             bytes[0] ^= 0x20
             try writeFile(file, bytes)
-            let bad = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/single.sig", "--public-key", "\(signingFixtures)/key.pub", file])
+            let bad = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/single.sig", "--public-key",
+                "\(signingFixtures)/key.pub", file,
+            ])
             #expect(bad.status == 1, "\(bad.stderr)")
             let changed = try only("provenance.changed", in: try reportFindings(bad.stdout))
             #expect(evidence(changed)["path"] as? String == "renamed.bin")
@@ -222,7 +254,9 @@ struct ProvenanceCLITests {
             #expect(try airlock(["verify", "--public-key", "\(signingFixtures)/key.pub", model]).status == 64)
             #expect(try airlock(["verify", model]).status == 64)
             // A signature that cannot be read is an error of the run, exit 2.
-            let missing = try airlock(["verify", "--signature", "\(dir)/none.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let missing = try airlock([
+                "verify", "--signature", "\(dir)/none.sig", "--public-key", "\(signingFixtures)/key.pub", model,
+            ])
             #expect(missing.status == 2)
             #expect(missing.stderr.contains("none.sig"), "\(missing.stderr)")
         }
@@ -233,12 +267,19 @@ struct ProvenanceCLITests {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
             try FileManager.default.copyItem(atPath: "\(signingFixtures)/model.sig", toPath: "\(model)/model.sig")
-            let run = try airlock(["verify", "--signature", "\(model)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let run = try airlock([
+                "verify", "--signature", "\(model)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model,
+            ])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
             // It is the ignoring that makes it pass: named from outside, the copy inside is a file nobody signed.
-            let outside = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let outside = try airlock([
+                "verify", "--format", "json", "--signature", "\(signingFixtures)/model.sig", "--public-key",
+                "\(signingFixtures)/key.pub", model,
+            ])
             #expect(outside.status == 1)
-            #expect(evidence(try only("provenance.extra", in: try reportFindings(outside.stdout)))["path"] as? String == "model.sig")
+            #expect(
+                evidence(try only("provenance.extra", in: try reportFindings(outside.stdout)))["path"] as? String
+                    == "model.sig")
         }
     }
 
@@ -259,7 +300,8 @@ struct ProvenanceCLITests {
             let fileManifest = try airlock(["manifest", file])
             #expect(fileManifest.status == 0)
             try fileManifest.stdout.write(toFile: "\(dir)/f.json", atomically: true, encoding: .utf8)
-            let object = try #require(try JSONSerialization.jsonObject(with: Data(fileManifest.stdout.utf8)) as? [String: Any])
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(fileManifest.stdout.utf8)) as? [String: Any])
             #expect(object["kind"] as? String == "file")
             #expect(try airlock(["verify", "--manifest", "\(dir)/f.json", file]).status == 0)
         }
@@ -277,7 +319,9 @@ struct ProvenanceCLITests {
             let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
             #expect(run.status == 1, "\(run.stderr)")
             let findings = try reportFindings(run.stdout)
-            #expect(Set(rules(findings)) == ["provenance.changed", "provenance.extra", "provenance.missing"], "\(rules(findings))")
+            #expect(
+                Set(rules(findings)) == ["provenance.changed", "provenance.extra", "provenance.missing"],
+                "\(rules(findings))")
             let changed = evidence(try only("provenance.changed", in: findings))
             #expect(changed["path"] as? String == "config.json")
             #expect(changed["against"] as? String == "manifest")
@@ -305,7 +349,8 @@ struct ProvenanceCLITests {
             #expect(try airlock(["manifest", "--ignore", "README.md", "-o", "\(dir)/strict.json", model]).status == 0)
             let strict = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/strict.json", model])
             #expect(strict.status == 1)
-            #expect(try only("provenance.extra", in: try reportFindings(strict.stdout))["severity"] as? String == "high")
+            #expect(
+                try only("provenance.extra", in: try reportFindings(strict.stdout))["severity"] as? String == "high")
         }
     }
 
@@ -317,7 +362,9 @@ struct ProvenanceCLITests {
             try writeFile("\(model)/weights.pkl", tinyPickle)
             try writeFile("\(model)/config.json", Array("{\"a\": 1}\n".utf8))
 
-            #expect(try airlock(["manifest", "--trusted-only-format", "pickle", "-o", "\(dir)/untrusted.json", model]).status == 0)
+            #expect(
+                try airlock(["manifest", "--trusted-only-format", "pickle", "-o", "\(dir)/untrusted.json", model])
+                    .status == 0)
             let untrusted = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/untrusted.json", model])
             #expect(untrusted.status == 1, "\(untrusted.stderr)")
             let findings = try reportFindings(untrusted.stdout)
@@ -326,25 +373,43 @@ struct ProvenanceCLITests {
             #expect(evidence(refused)["path"] as? String == "weights.pkl")
             #expect(evidence(refused)["format"] as? String == "pickle")
 
-            #expect(try airlock(["manifest", "--source", "acme", "--trusted-source", "acme", "--trusted-only-format", "pickle", "-o", "\(dir)/trusted.json", model]).status == 0)
+            #expect(
+                try airlock([
+                    "manifest", "--source", "acme", "--trusted-source", "acme", "--trusted-only-format", "pickle", "-o",
+                    "\(dir)/trusted.json", model,
+                ]).status == 0)
             let trusted = try airlock(["verify", "--manifest", "\(dir)/trusted.json", model])
             #expect(trusted.status == 0, "\(trusted.stdout)\(trusted.stderr)")
             #expect(trusted.stdout.contains("checked: source: source acme is trusted"), "\(trusted.stdout)")
 
             // A source the policy does not trust: untrusted-source, and the pickle refused.
-            #expect(try airlock(["manifest", "--source", "mallory", "--trusted-source", "acme", "--trusted-only-format", "pickle", "-o", "\(dir)/other.json", model]).status == 0)
+            #expect(
+                try airlock([
+                    "manifest", "--source", "mallory", "--trusted-source", "acme", "--trusted-only-format", "pickle",
+                    "-o", "\(dir)/other.json", model,
+                ]).status == 0)
             let other = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/other.json", model])
             #expect(other.status == 1)
-            #expect(Set(rules(try reportFindings(other.stdout))) == ["provenance.untrusted-source", "provenance.format-not-allowed"])
+            #expect(
+                Set(rules(try reportFindings(other.stdout))) == [
+                    "provenance.untrusted-source", "provenance.format-not-allowed",
+                ])
 
             // Listing pickle in --allow-format too does not lift the restriction.
-            #expect(try airlock(["manifest", "--allow-format", "pickle", "--allow-format", "json", "--trusted-only-format", "pickle", "-o", "\(dir)/both.json", model]).status == 0)
+            #expect(
+                try airlock([
+                    "manifest", "--allow-format", "pickle", "--allow-format", "json", "--trusted-only-format", "pickle",
+                    "-o", "\(dir)/both.json", model,
+                ]).status == 0)
             let both = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/both.json", model])
             #expect(both.status == 1, "\(both.stdout)")
-            #expect(evidence(try only("provenance.format-not-allowed", in: try reportFindings(both.stdout)))["path"] as? String == "weights.pkl")
+            #expect(
+                evidence(try only("provenance.format-not-allowed", in: try reportFindings(both.stdout)))["path"]
+                    as? String == "weights.pkl")
 
             // --allow-format alone: what it does not list is refused from anyone.
-            #expect(try airlock(["manifest", "--allow-format", "pickle", "-o", "\(dir)/allow.json", model]).status == 0)
+            #expect(
+                try airlock(["manifest", "--allow-format", "pickle", "-o", "\(dir)/allow.json", model]).status == 0)
             let allow = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/allow.json", model])
             #expect(allow.status == 1)
             let json = try only("provenance.format-not-allowed", in: try reportFindings(allow.stdout))
@@ -358,8 +423,10 @@ struct ProvenanceCLITests {
         try withScratch { dir in
             let model = try copyFixture("model", to: dir)
             // config.json is json: restrict json to trusted sources, so trust decides a format finding too.
-            let made = try airlock(["manifest", "--source", "acme", "--trusted-source", "acme=\(signingFixtures)/key.pub",
-                                    "--trusted-only-format", "json", "-o", "\(dir)/m.json", model])
+            let made = try airlock([
+                "manifest", "--source", "acme", "--trusted-source", "acme=\(signingFixtures)/key.pub",
+                "--trusted-only-format", "json", "-o", "\(dir)/m.json", model,
+            ])
             #expect(made.status == 0, "\(made.stderr)")
             let manifest = try String(contentsOfFile: "\(dir)/m.json", encoding: .utf8)
             let key = Array(try Data(contentsOf: URL(fileURLWithPath: "\(signingFixtures)/key.pub")))
@@ -368,17 +435,26 @@ struct ProvenanceCLITests {
             let unsigned = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
             #expect(unsigned.status == 1)
             let findings = try reportFindings(unsigned.stdout)
-            #expect(Set(rules(findings)) == ["provenance.untrusted-source", "provenance.format-not-allowed"], "\(rules(findings))")
-            #expect((try only("provenance.untrusted-source", in: findings)["message"] as? String)?.contains("no signature verified") == true)
+            #expect(
+                Set(rules(findings)) == ["provenance.untrusted-source", "provenance.format-not-allowed"],
+                "\(rules(findings))")
+            #expect(
+                (try only("provenance.untrusted-source", in: findings)["message"] as? String)?.contains(
+                    "no signature verified") == true)
 
-            let signed = try airlock(["verify", "--manifest", "\(dir)/m.json", "--signature", "\(signingFixtures)/model.sig",
-                                      "--public-key", "\(signingFixtures)/key.pub", model])
+            let signed = try airlock([
+                "verify", "--manifest", "\(dir)/m.json", "--signature", "\(signingFixtures)/model.sig",
+                "--public-key", "\(signingFixtures)/key.pub", model,
+            ])
             #expect(signed.status == 0, "\(signed.stdout)\(signed.stderr)")
             #expect(signed.stdout.contains("source acme is trusted and its key signed the model"), "\(signed.stdout)")
 
             // A valid signature by another key does not make the source trusted.
-            let other = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", "--signature", "\(signingFixtures)/other.sig",
-                                     "--public-key", "\(signingFixtures)/other.pub", model])
+            let other = try airlock([
+                "verify", "--format", "json", "--manifest", "\(dir)/m.json", "--signature",
+                "\(signingFixtures)/other.sig",
+                "--public-key", "\(signingFixtures)/other.pub", model,
+            ])
             #expect(other.status == 1)
             let otherFindings = try reportFindings(other.stdout)
             let untrusted = try only("provenance.untrusted-source", in: otherFindings)
@@ -395,7 +471,10 @@ struct ProvenanceCLITests {
             let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
             #expect(run.status == 1)
             #expect(rules(try reportFindings(run.stdout)) == ["provenance.signature-missing"])
-            let signed = try airlock(["verify", "--manifest", "\(dir)/m.json", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/key.pub", model])
+            let signed = try airlock([
+                "verify", "--manifest", "\(dir)/m.json", "--signature", "\(signingFixtures)/model.sig", "--public-key",
+                "\(signingFixtures)/key.pub", model,
+            ])
             #expect(signed.status == 0, "\(signed.stdout)\(signed.stderr)")
         }
     }
@@ -420,252 +499,6 @@ struct ProvenanceCLITests {
             let alias = try airlock(["verify", "--manifest", "\(dir)/m.json", "\(dir)/alias"])
             #expect(alias.status == 2)
             #expect(alias.stderr.contains("symbolic link"))
-        }
-    }
-
-    @Test("a manifest written into the folder it describes leaves itself out, and verify leaves it out too")
-    func manifestInsideFolder() throws {
-        try withScratch { dir in
-            let model = try copyFixture("model", to: dir)
-            #expect(try airlock(["manifest", "-o", "\(model)/manifest.json", model]).status == 0)
-            let text = try String(contentsOfFile: "\(model)/manifest.json", encoding: .utf8)
-            #expect(!text.contains("\"manifest.json\""))
-            let run = try airlock(["verify", "--manifest", "\(model)/manifest.json", model])
-            #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
-            // Named through a relative path from inside the folder, too.
-            let relative = try runProgram(airlockBinary, ["verify", "--manifest", "manifest.json", "."], directory: model)
-            #expect(relative.status == 0, "\(relative.stdout)\(relative.stderr)")
-        }
-    }
-
-    @Test("malformed manifests are errors (exit 2) naming the field", arguments: MalformedManifest.cases)
-    func manifestMalformed(_ bad: MalformedManifest) throws {
-        let (label, text, fragment) = (bad.label, bad.text, bad.fragment)
-        let emptyHash = sha256Hex(of: [])
-        let body = text.replacingOccurrences(of: "\"HASH\"", with: "\"\(emptyHash)\"")
-            .replacingOccurrences(of: "\"UPPER\"", with: "\"\(emptyHash.uppercased())\"")
-        try withScratch { dir in
-            let model = "\(dir)/model"
-            try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
-            try writeFile("\(model)/a", [])
-            try body.write(toFile: "\(dir)/bad.json", atomically: true, encoding: .utf8)
-            let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/bad.json", model])
-            #expect(run.status == 2, "\(label): \(run.stdout)\(run.stderr)")
-            #expect(run.stdout.isEmpty, "\(label)")
-            #expect(run.stderr.contains("manifest \(dir)/bad.json"), "\(label): \(run.stderr)")
-            #expect(run.stderr.contains(fragment), "\(label): \(run.stderr)")
-        }
-    }
-
-    @Test("--format json: one report whose findings all have source provenance")
-    func jsonOutput() throws {
-        try withScratch { dir in
-            let model = try copyFixture("model", to: dir)
-            #expect(try airlock(["manifest", "--require-signature", "-o", "\(dir)/m.json", model]).status == 0)
-            try writeFile("\(model)/extra.bin", [0])
-            let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
-            #expect(run.status == 1)
-            #expect(run.stdout.split(separator: "\n").count == 1)
-            let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
-            #expect(report["verdict"] as? String == "suspicious")
-            let target = try #require(report["target"] as? [String: Any])
-            #expect(target["format"] as? String == "folder")
-            let findings = try reportFindings(run.stdout)
-            #expect(findings.count == 2, "\(rules(findings))")
-            for finding in findings { #expect(finding["source"] as? String == "provenance", "\(finding)") }
-        }
-    }
-
-    @Test("a FIFO in the folder does not hang manifest or verify: it is a file nobody can vouch for")
-    func fifoDoesNotHang() throws {
-        try withScratch { dir in
-            let model = try copyFixture("model", to: dir)
-            #expect(try airlock(["manifest", "-o", "\(dir)/m.json", model]).status == 0)
-            #expect(mkfifo("\(model)/pipe.bin", 0o666) == 0)
-            let made = try airlock(["manifest", model], timeout: 10)
-            #expect(made.status == 2, "killed after 10 s when -1: \(made.stderr)")
-            #expect(made.stderr.contains("pipe.bin"))
-            let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model], timeout: 10)
-            #expect(run.status == 1, "killed after 10 s when -1: \(run.stderr)")
-            let unreadable = try only("provenance.unreadable", in: try reportFindings(run.stdout))
-            #expect(evidence(unreadable)["path"] as? String == "pipe.bin")
-            // The model itself a FIFO: an error, not a hang.
-            let alone = try airlock(["verify", "--manifest", "\(dir)/m.json", "\(model)/pipe.bin"], timeout: 10)
-            #expect(alone.status == 2, "\(alone.stderr)")
-        }
-    }
-
-    // MARK: - Hashing
-
-    @Test("parallel hashing: --threads 1 and --threads 2 give python hashlib's digests for files of awkward sizes")
-    func parallelHashing() throws {
-        try withScratch { dir in
-            let model = "\(dir)/model"
-            let mib = 1 << 20
-            // Sizes around the 4 MiB read buffer, empty and one-byte files, and small ones.
-            let sizes = [0, 1, 4 * mib, 4 * mib + 1, 4 * mib - 1, 9 * mib + 12345, 8 * mib, 2, 63, 64, 65, 4095, 4096, 4097,
-                         65536, 100_000, 1 * mib, 3 * mib + 7, 17, 0]
-            #expect(sizes.count == 20)
-            var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
-            for (i, size) in sizes.enumerated() {
-                var bytes = [UInt8](repeating: 0, count: size)
-                for j in stride(from: 0, to: size, by: 8) {
-                    seed = seed &* 6364136223846793005 &+ 1442695040888963407
-                    withUnsafeBytes(of: seed) { raw in
-                        for k in 0..<min(8, size - j) { bytes[j + k] = raw[k] }
-                    }
-                }
-                let sub = i % 3 == 0 ? "" : "d\(i % 3)/"
-                try FileManager.default.createDirectory(atPath: "\(model)/\(sub)", withIntermediateDirectories: true)
-                try writeFile("\(model)/\(sub)f\(i).bin", bytes)
-            }
-            let script = """
-                import hashlib, json, os, sys
-                root = sys.argv[1]
-                out = {}
-                for d, _, names in os.walk(root):
-                    for n in names:
-                        p = os.path.join(d, n)
-                        out[os.path.relpath(p, root)] = [os.path.getsize(p), hashlib.sha256(open(p, "rb").read()).hexdigest()]
-                print(json.dumps(out))
-                """
-            let python = try runProgram("/usr/bin/python3", ["-c", script, model])
-            try #require(python.status == 0, "\(python.stderr)")
-            let expected = try #require(try JSONSerialization.jsonObject(with: Data(python.stdout.utf8)) as? [String: [Any]])
-            #expect(expected.count == 20)
-            var manifests: [String] = []
-            for threads in ["1", "2"] {
-                let run = try airlock(["manifest", "--threads", threads, model])
-                #expect(run.status == 0, "\(run.stderr)")
-                manifests.append(run.stdout)
-                let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
-                let files = try #require(object["files"] as? [[String: Any]])
-                var got: [String: (Int, String)] = [:]
-                for f in files { got[f["path"] as? String ?? ""] = (f["size"] as? Int ?? -1, f["sha256"] as? String ?? "") }
-                #expect(Set(got.keys) == Set(expected.keys), "threads \(threads)")
-                for (path, value) in expected {
-                    #expect(got[path]?.0 == value[0] as? Int, "threads \(threads): size of \(path)")
-                    #expect(got[path]?.1 == value[1] as? String, "threads \(threads): sha256 of \(path)")
-                }
-                // Written in path order.
-                let paths = files.compactMap { $0["path"] as? String }
-                #expect(paths == paths.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
-            }
-            #expect(manifests[0] == manifests[1], "the same bytes whatever the thread count")
-            #expect(try airlock(["manifest", "--threads", "0", model]).status == 64)
-        }
-    }
-}
-
-/// A manifest `airlock verify` must refuse: its text (`"HASH"` stands for a valid digest, `"UPPER"` for one in upper
-/// case) and a fragment of the error message.
-struct MalformedManifest: Sendable, CustomTestStringConvertible {
-    let label: String
-    let text: String
-    let fragment: String
-
-    var testDescription: String { label }
-
-    static let cases: [MalformedManifest] = [
-        MalformedManifest(label: "bad JSON", text: "{\"manifestVersion\": 1,", fragment: "not valid JSON"),
-        MalformedManifest(label: "unknown field", text: #"{"manifestVersion": 1, "name": "m", "files": [], "comment": "x"}"#, fragment: "field comment: unknown field"),
-        MalformedManifest(label: "unknown file field", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": 0, "sha256": "HASH", "mode": 420}]}"#, fragment: "field files[0].mode: unknown field"),
-        MalformedManifest(label: "sha256 not hex", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": 0, "sha256": "XYZ"}]}"#, fragment: "field files[0].sha256"),
-        MalformedManifest(label: "upper-case sha256", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": 0, "sha256": "UPPER"}]}"#, fragment: "field files[0].sha256"),
-        MalformedManifest(label: ".. path", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "sub/../../etc/passwd", "size": 0, "sha256": "HASH"}]}"#, fragment: "field files[0].path"),
-        MalformedManifest(label: "absolute path", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "/etc/passwd", "size": 0, "sha256": "HASH"}]}"#, fragment: "field files[0].path"),
-        MalformedManifest(label: "duplicate path", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": 0, "sha256": "HASH"}, {"path": "a", "size": 0, "sha256": "HASH"}]}"#, fragment: "field files[1].path: a is listed twice"),
-        MalformedManifest(label: "wrong manifestVersion", text: #"{"manifestVersion": 2, "name": "m", "files": []}"#, fragment: "manifestVersion 2 is not supported"),
-        MalformedManifest(label: "missing files", text: #"{"manifestVersion": 1, "name": "m"}"#, fragment: "field files is required"),
-        MalformedManifest(label: "negative size", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": -1, "sha256": "HASH"}]}"#, fragment: "field files[0].size"),
-        MalformedManifest(label: "unknown format", text: #"{"manifestVersion": 1, "name": "m", "files": [{"path": "a", "size": 0, "sha256": "HASH", "format": "exe"}]}"#, fragment: "field files[0].format: unknown format"),
-        MalformedManifest(label: "bad key fingerprint", text: #"{"manifestVersion": 1, "name": "m", "files": [], "policy": {"trustedSources": [{"name": "acme", "keys": ["abc"]}]}}"#, fragment: "field policy.trustedSources[0].keys[0]"),
-        MalformedManifest(label: "unknown policy field", text: #"{"manifestVersion": 1, "name": "m", "files": [], "policy": {"trustAll": true}}"#, fragment: "field policy.trustAll: unknown field"),
-        MalformedManifest(label: "duplicate key", text: #"{"manifestVersion": 1, "name": "m", "name": "n", "files": []}"#, fragment: "duplicate key \"name\""),
-        MalformedManifest(label: "file manifest with two files", text: #"{"manifestVersion": 1, "name": "m", "kind": "file", "files": [{"path": "a", "size": 0, "sha256": "HASH"}, {"path": "b", "size": 0, "sha256": "HASH"}]}"#, fragment: "exactly one file"),
-    ]
-
-}
-
-/// Keys, formats and ignore paths.
-extension ProvenanceCLITests {
-
-    @Test("a key that is not a usable public key (RSA, secp256k1, a private key) is an error, not a finding")
-    func unusableKeys() throws {
-        for key in ["rsa.pub", "secp256k1.pub", "key.pem"] {
-            let run = try airlock(["verify", "--signature", "\(signingFixtures)/model.sig", "--public-key", "\(signingFixtures)/\(key)", "\(signingFixtures)/model"])
-            #expect(run.status == 2, "\(key): \(run.status) \(run.stdout) \(run.stderr)")
-            #expect(run.stdout.isEmpty, "\(key): no report for a bad key: \(run.stdout)")
-        }
-    }
-
-    @Test("a folder checked against a single-file signature: provenance.signature-mismatch")
-    func folderAgainstFileSignature() throws {
-        let run = try airlock(["verify", "--format", "json", "--signature", "\(signingFixtures)/single.sig", "--public-key", "\(signingFixtures)/key.pub", "\(signingFixtures)/model"])
-        #expect(run.status == 1, "\(run.stderr)")
-        #expect(rules(try reportFindings(run.stdout)) == ["provenance.signature-mismatch"])
-    }
-
-    @Test("the signature's ignore_paths hide files from the signature only: the manifest still sees them")
-    func signedIgnorePathsStayVisibleToManifests() throws {
-        try withScratch { dir in
-            let model = try copyFixture("model", to: dir)
-            let manifest = "\(dir)/manifest.json"
-            #expect(try airlock(["manifest", "-o", manifest, model]).status == 0)
-            // model-signing ignores .gitattributes by default: the signature still holds, the manifest does not.
-            try writeFile("\(model)/.gitattributes", Array("*.bin filter=lfs\n".utf8))
-            let run = try airlock(["verify", "--format", "json", "--manifest", manifest, "--signature", "\(signingFixtures)/model.sig",
-                                   "--public-key", "\(signingFixtures)/key.pub", model])
-            #expect(run.status == 1, "\(run.stderr)")
-            let extra = try only("provenance.extra", in: try reportFindings(run.stdout))
-            #expect(evidence(extra)["path"] as? String == ".gitattributes")
-            #expect(evidence(extra)["against"] as? String == "manifest")
-        }
-    }
-
-    @Test("Python source in a folder is format python: a policy that does not allow it keeps it out; joblib is refused in policies")
-    func pythonAndJoblibFormats() throws {
-        try withScratch { dir in
-            let model = "\(dir)/repo"
-            try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
-            try writeFile("\(model)/config.json", Array("{\"a\": 1}\n".utf8))
-            let made = try airlock(["manifest", "--allow-format", "json", model])
-            #expect(made.status == 0, "\(made.stderr)")
-            try made.stdout.write(toFile: "\(dir)/m.json", atomically: true, encoding: .utf8)
-            try writeFile("\(model)/modeling_evil.py", Array("import os\nos.system('id')\n".utf8))
-            let withPy = try airlock(["manifest", model])
-            #expect(withPy.stdout.contains("\"format\": \"python\""), "\(withPy.stdout)")
-            let run = try airlock(["verify", "--format", "json", "--manifest", "\(dir)/m.json", model])
-            #expect(run.status == 1)
-            let notAllowed = try only("provenance.format-not-allowed", in: try reportFindings(run.stdout))
-            #expect(evidence(notAllowed)["format"] as? String == "python")
-
-            let joblib = try airlock(["manifest", "--trusted-only-format", "joblib", model])
-            #expect(joblib.status == 64 && joblib.stderr.contains("joblib never matches"), "\(joblib.status) \(joblib.stderr)")
-            let edited = try String(contentsOfFile: "\(dir)/m.json", encoding: .utf8).replacingOccurrences(of: "\"allowedFormats\": [\"json\"]", with: "\"allowedFormats\": [\"joblib\"]")
-            try edited.write(toFile: "\(dir)/m.json", atomically: true, encoding: .utf8)
-            let refused = try airlock(["verify", "--manifest", "\(dir)/m.json", model])
-            #expect(refused.status == 2 && refused.stderr.contains("policy.allowedFormats[0]"), "\(refused.stderr)")
-        }
-    }
-}
-
-/// The progress bar.
-extension ProvenanceCLITests {
-    @Test("a progress bar on a terminal for a model over 256 MiB, none when standard error is not a terminal")
-    func progressBar() throws {
-        try withScratch { dir in
-            let big = "\(dir)/big.bin"
-            #expect(FileManager.default.createFile(atPath: big, contents: nil))
-            #expect(truncate(big, 260 << 20) == 0)  // sparse: zeros cost no disk
-            // script(1) gives the command a terminal and records what it wrote there.
-            let onTerminal = try runToEnd("/usr/bin/script", ["-qec", "\(airlockBinary) manifest \(big) > \(dir)/m.json", "\(dir)/tty.log"])
-            #expect(onTerminal.status == 0, "\(onTerminal.stderr)")
-            let tty = try String(contentsOfFile: "\(dir)/tty.log", encoding: .utf8)
-            #expect(tty.contains("hashing [") && tty.contains("100% 0.3/0.3 GiB"), "\(tty)")
-            let piped = try airlock(["manifest", big])
-            #expect(piped.status == 0 && !piped.stderr.contains("hashing"), "\(piped.stderr)")
-            #expect(piped.stdout.contains("\"size\": \(260 << 20)"))
         }
     }
 }

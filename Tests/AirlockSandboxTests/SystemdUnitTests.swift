@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The systemd side of airlockd without a running systemd: the unit files pass `systemd-analyze verify`, the
@@ -20,13 +20,23 @@ struct SystemdUnitTests {
 
     @Test("systemd-analyze verify: no complaint about the units but the binary not being installed")
     func unitsVerify() throws {
-        let run = try runProgram("/usr/bin/systemd-analyze", ["verify", "systemd/airlockd.service", "systemd/airlockd.socket", "systemd/airlock-intake.service"],
-                              directory: repositoryRoot)
+        let run = try runProgram(
+            "/usr/bin/systemd-analyze",
+            ["verify", "systemd/airlockd.service", "systemd/airlockd.socket", "systemd/airlock-intake.service"],
+            directory: repositoryRoot)
         let lines = (run.stdout + run.stderr).split(separator: "\n").map(String.init)
-        let unexpected = lines.filter { !$0.contains("Command /usr/local/bin/airlockd is not executable") && !$0.contains("Command /usr/local/bin/airlock is not executable") }
+        let unexpected = lines.filter {
+            !$0.contains("Command /usr/local/bin/airlockd is not executable")
+                && !$0.contains("Command /usr/local/bin/airlock is not executable")
+        }
         #expect(unexpected.isEmpty, "systemd-analyze verify: \(unexpected.joined(separator: "\n"))")
         // The only acceptable failure is the missing binary.
-        #expect(run.status == 0 || lines.contains { $0.contains("/usr/local/bin/airlockd is not executable") || $0.contains("/usr/local/bin/airlock is not executable") })
+        #expect(
+            run.status == 0
+                || lines.contains {
+                    $0.contains("/usr/local/bin/airlockd is not executable")
+                        || $0.contains("/usr/local/bin/airlock is not executable")
+                })
     }
 
     @Test("the unit keeps what the sandbox needs: mixed kill mode, no filter that reaches into sandboxes")
@@ -35,13 +45,17 @@ struct SystemdUnitTests {
         #expect(value("Type") == "notify")
         #expect(value("ExecStart") == "/usr/local/bin/airlockd")
         #expect(value("KillMode") == "mixed")
-        #expect(Set(value("CapabilityBoundingSet")?.split(separator: " ").map(String.init) ?? [])
+        #expect(
+            Set(value("CapabilityBoundingSet")?.split(separator: " ").map(String.init) ?? [])
                 == ["CAP_SETUID", "CAP_SETGID", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "CAP_LEASE"])
         // Each of these breaks the sandbox or hides what a payload does (docs/daemon.md).
         // Sandboxes get cgroups of their own below the service's: delegated, and writable.
         #expect(value("Delegate") == "yes")
-        for key in ["ProtectControlGroups", "ProtectHostname", "RestrictNamespaces", "MemoryDenyWriteExecute", "RestrictSUIDSGID",
-                    "PrivateUsers", "SystemCallFilter", "DynamicUser", "User"] {
+        for key in [
+            "ProtectControlGroups", "ProtectHostname", "RestrictNamespaces", "MemoryDenyWriteExecute",
+            "RestrictSUIDSGID",
+            "PrivateUsers", "SystemCallFilter", "DynamicUser", "User",
+        ] {
             #expect(value(key) == nil, "\(key) must not be set")
         }
         // The families the default profile lets a payload create, so that its attempts reach the notifier.
@@ -56,11 +70,14 @@ struct SystemdUnitTests {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         try FileManager.default.createDirectory(atPath: "\(root)/etc", withIntermediateDirectories: true)
-        let users = try runProgram("/usr/bin/systemd-sysusers", ["--root", root, "\(repositoryRoot)/systemd/sysusers.d/airlock.conf"])
+        let users = try runProgram(
+            "/usr/bin/systemd-sysusers", ["--root", root, "\(repositoryRoot)/systemd/sysusers.d/airlock.conf"])
         #expect(users.status == 0, "\(users.stderr)")
         let group = try String(contentsOfFile: "\(root)/etc/group", encoding: .utf8)
         #expect(group.split(separator: "\n").contains { $0.hasPrefix("airlock:x:") }, "\(group)")
-        let files = try runProgram("/usr/bin/systemd-tmpfiles", ["--root", root, "--create", "\(repositoryRoot)/systemd/tmpfiles.d/airlock.conf"])
+        let files = try runProgram(
+            "/usr/bin/systemd-tmpfiles",
+            ["--root", root, "--create", "\(repositoryRoot)/systemd/tmpfiles.d/airlock.conf"])
         #expect(files.status == 0, "\(files.stderr)")
         var st = stat()
         #expect(stat("\(root)/run/airlock", &st) == 0)
@@ -68,11 +85,16 @@ struct SystemdUnitTests {
         // The intake's user and its quarantine root.
         let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
         let intakeUser = try #require(passwd.split(separator: "\n").first { $0.hasPrefix("airlock-intake:x:") })
-        let airlockGID = try #require(group.split(separator: "\n").first { $0.hasPrefix("airlock:x:") }?.split(separator: ":")[2])
-        #expect(intakeUser.split(separator: ":")[3] == airlockGID, "airlock-intake's group is airlock (airlockd's clients)")
-        for (folder, mode) in [("incoming", 0o2770), ("quarantine", 0o700), ("approved", 0o750), ("rejected", 0o750), (".airlock", 0o700)] {
+        let airlockGID = try #require(
+            group.split(separator: "\n").first { $0.hasPrefix("airlock:x:") }?.split(separator: ":")[2])
+        #expect(
+            intakeUser.split(separator: ":")[3] == airlockGID, "airlock-intake's group is airlock (airlockd's clients)")
+        for (folder, mode) in [
+            ("incoming", 0o2770), ("quarantine", 0o700), ("approved", 0o750), ("rejected", 0o750), (".airlock", 0o700),
+        ] {
             var f = stat()
-            #expect(stat("\(root)/var/lib/airlock/intake/\(folder)", &f) == 0 && f.st_mode & 0o7777 == mode, "\(folder)")
+            #expect(
+                stat("\(root)/var/lib/airlock/intake/\(folder)", &f) == 0 && f.st_mode & 0o7777 == mode, "\(folder)")
         }
     }
 
@@ -87,16 +109,20 @@ struct SystemdUnitTests {
         #expect(value("ReadWritePaths") == "/var/lib/airlock/intake")
     }
 
-    @Test("socket activation: started on the first connection, READY=1, WATCHDOG=1, then STOPPING=1 and exit 0 on SIGTERM")
+    @Test(
+        "socket activation: started on the first connection, READY=1, WATCHDOG=1, then STOPPING=1 and exit 0 on SIGTERM"
+    )
     func socketActivation() throws {
         let dir = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let notify = try NotifySocket(path: "\(dir)/notify")
         let socketPath = "\(dir)/airlockd.sock"
         let log = "\(dir)/airlockd.log"
-        let activator = try Child("/usr/bin/systemd-socket-activate", [
-            "-l", socketPath, "-E", "NOTIFY_SOCKET=\(notify.path)", "-E", "WATCHDOG_USEC=1000000", airlockdBinary,
-        ], output: log)
+        let activator = try Child(
+            "/usr/bin/systemd-socket-activate",
+            [
+                "-l", socketPath, "-E", "NOTIFY_SOCKET=\(notify.path)", "-E", "WATCHDOG_USEC=1000000", airlockdBinary,
+            ], output: log)
         defer { activator.stop() }
         try waitForFile(socketPath)
         #expect(notify.receive(timeout: 0.5) == nil, "nothing runs before the first connection")
@@ -126,7 +152,8 @@ struct SystemdUnitTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let socketPath = "\(dir)/airlockd.sock"
         let log = "\(dir)/activate.log"
-        let activator = try Child("/usr/bin/systemd-socket-activate", ["-a", "-l", socketPath, airlockdBinary], output: log)
+        let activator = try Child(
+            "/usr/bin/systemd-socket-activate", ["-a", "-l", socketPath, airlockdBinary], output: log)
         defer { activator.stop() }
         try waitForFile(socketPath)
         let status = try runCLI(["status", "--socket", socketPath], timeout: 60)
@@ -141,7 +168,8 @@ struct SystemdUnitTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let socketPath = "\(dir)/airlockd.sock"
         let log = "\(dir)/airlockd.log"
-        let daemon = try Child("/usr/bin/prlimit", ["--nofile=40:40", airlockdBinary, "--socket", socketPath], output: log)
+        let daemon = try Child(
+            "/usr/bin/prlimit", ["--nofile=40:40", airlockdBinary, "--socket", socketPath], output: log)
         defer { daemon.stop() }
         try waitForFile(socketPath)
         var clients: [Int32] = []
@@ -162,12 +190,15 @@ struct SystemdUnitTests {
         let dir = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let socketPath = "\(dir)/airlockd.sock"
-        let daemon = try Child("/usr/bin/prlimit", ["--nofile=64:4096", airlockdBinary, "--socket", socketPath], output: "\(dir)/log")
+        let daemon = try Child(
+            "/usr/bin/prlimit", ["--nofile=64:4096", airlockdBinary, "--socket", socketPath], output: "\(dir)/log")
         defer { daemon.stop() }
         try waitForFile(socketPath)
         let limits = try String(contentsOfFile: "/proc/\(daemon.pid)/limits", encoding: .utf8)
         let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
-        #expect(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2) == ["4096", "4096"], "\(line)")
+        #expect(
+            line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2) == ["4096", "4096"],
+            "\(line)")
     }
 
     @Test("docs/protocol.md's Python client probes a malicious pickle through the daemon")
@@ -177,9 +208,11 @@ struct SystemdUnitTests {
         let end = try #require(doc.range(of: "\n```", range: start.upperBound..<doc.endIndex))
         let dir = try scratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try String(doc[start.upperBound..<end.lowerBound]).write(toFile: "\(dir)/client.py", atomically: true, encoding: .utf8)
+        try String(doc[start.upperBound..<end.lowerBound]).write(
+            toFile: "\(dir)/client.py", atomically: true, encoding: .utf8)
         // A pickle whose loading calls exec: it tries to connect out, then tries a shell.
-        let code = "import os, socket\\u000atry:\\u000a    socket.create_connection(('127.0.0.1', 9), timeout=1)\\u000aexcept OSError:\\u000a    pass\\u000aos.system('id')\\u000a"
+        let code =
+            "import os, socket\\u000atry:\\u000a    socket.create_connection(('127.0.0.1', 9), timeout=1)\\u000aexcept OSError:\\u000a    pass\\u000aos.system('id')\\u000a"
         try Data("cbuiltins\nexec\n(V\(code)\ntR.".utf8).write(to: URL(fileURLWithPath: "\(dir)/exfil.pkl"))
         let socketPath = "\(dir)/airlockd.sock"
         let daemon = try Child(airlockdBinary, ["--socket", socketPath], output: "\(dir)/log")
@@ -206,8 +239,11 @@ struct DaemonClientIdentityTests {
         try FileManager.default.createDirectory(atPath: "\(dir)/secret", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: "\(dir)/mine", withIntermediateDirectories: true)
         for (path, word) in [("\(dir)/secret/private.pkl", secret), ("\(dir)/mine/own.pkl", "mine")] {
-            try Data("cbuiltins\nexec\n(Vimport socket\\u000aprint('\(word)')\\u000asocket.create_connection(('127.0.0.1', 9))\ntR.".utf8)
-                .write(to: URL(fileURLWithPath: path))
+            try Data(
+                "cbuiltins\nexec\n(Vimport socket\\u000aprint('\(word)')\\u000asocket.create_connection(('127.0.0.1', 9))\ntR."
+                    .utf8
+            )
+            .write(to: URL(fileURLWithPath: path))
         }
         chmod("\(dir)/secret/private.pkl", 0o600)  // root's, in a folder anyone may list
         chown("\(dir)/mine", client, client)
@@ -229,12 +265,17 @@ struct DaemonClientIdentityTests {
             """
         try script.write(toFile: "\(dir)/client.py", atomically: true, encoding: .utf8)
         let socketPath = "\(dir)/airlockd.sock"
-        let daemon = try Child(airlockdBinary, ["--socket", socketPath, "--allow-uid", String(client)], output: "\(dir)/log")
+        let daemon = try Child(
+            airlockdBinary, ["--socket", socketPath, "--allow-uid", String(client)], output: "\(dir)/log")
         defer { daemon.stop() }
         try waitForFile(socketPath)
         chmod(socketPath, 0o666)
-        let run = try runProgram("/usr/bin/setpriv", ["--reuid", String(client), "--regid", String(client), "--clear-groups",
-                                                   "/usr/bin/python3", "\(dir)/client.py", socketPath])
+        let run = try runProgram(
+            "/usr/bin/setpriv",
+            [
+                "--reuid", String(client), "--regid", String(client), "--clear-groups",
+                "/usr/bin/python3", "\(dir)/client.py", socketPath,
+            ])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(!run.stdout.contains(secret), "the reports hold what the client could not read: \(run.stdout)")
         let replies = run.stdout.split(separator: "\n").compactMap {
@@ -298,14 +339,12 @@ struct DaemonDescriptorTests {
 
 // MARK: - Helpers
 
-
 /// A short, fresh directory (Unix socket paths must stay under 108 bytes).
 private func scratchDirectory() throws -> String {
     let path = "/tmp/airlockd-test-\(getpid())-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
-
 
 /// A program started in the background with `posix_spawn`, its stdout and stderr appended to a file. Not a
 /// Foundation `Process`: Foundation learns that a child ended when the child's copy of a monitoring socket closes,
@@ -395,7 +434,9 @@ private func waitForText(in path: String, _ needle: String, timeout: Double = 20
     while true {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         if text.contains(needle) { return text }
-        guard Date() < deadline else { throw Timeout(description: "\(path) did not say \"\(needle)\" within \(timeout) s: \(text)") }
+        guard Date() < deadline else {
+            throw Timeout(description: "\(path) did not say \"\(needle)\" within \(timeout) s: \(text)")
+        }
         Thread.sleep(forTimeInterval: 0.05)
     }
 }
@@ -408,7 +449,9 @@ private func connectUnix(_ path: String) throws -> Int32 {
     let bytes = Array(path.utf8)
     withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
     let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-    let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) } }
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+    }
     guard rc == 0 else {
         let e = errno
         close(fd)
@@ -420,7 +463,8 @@ private func connectUnix(_ path: String) throws -> Int32 {
 /// User plus system CPU time of a process, seconds.
 private func cpuSeconds(_ pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return 0 }
+        let close = stat.lastIndex(of: ")")
+    else { return 0 }
     // After "pid (comm) ": state is field 3, utime 14, stime 15.
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
@@ -440,7 +484,9 @@ private final class NotifySocket {
         let bytes = Array(path.utf8)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
         guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
     }
 

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The parts of systemd's service protocol airlockd speaks: readiness and watchdog notifications on
@@ -11,11 +11,15 @@ public enum Systemd {
     public static func notify(_ state: String) -> Bool {
         guard let env = getenv("NOTIFY_SOCKET") else { return false }
         var path = Array(String(cString: env).utf8)
-        guard !path.isEmpty, path.count < 108, path[0] == UInt8(ascii: "/") || path[0] == UInt8(ascii: "@") else { return false }
+        guard !path.isEmpty, path.count < 108, path[0] == UInt8(ascii: "/") || path[0] == UInt8(ascii: "@") else {
+            return false
+        }
         if path[0] == UInt8(ascii: "@") { path[0] = 0 }  // the abstract namespace
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
+        guard
+            let fd = try? FileDescriptor.check(
+                socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0), "socket")
+        else { return false }
+        defer { fd.close() }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -25,7 +29,9 @@ public enum Systemd {
         let message = Array(state.utf8)
         let sent = withUnsafePointer(to: &addr) { a in
             a.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                message.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, length) }
+                message.withUnsafeBytes {
+                    sendto(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sa, length)
+                }
             }
         }
         return sent == message.count
@@ -47,7 +53,8 @@ public enum Systemd {
             unsetenv("LISTEN_FDNAMES")
         }
         guard let pid = getenv("LISTEN_PID").flatMap({ Int32(String(cString: $0)) }), pid == getpid(),
-              let count = getenv("LISTEN_FDS").flatMap({ Int(String(cString: $0)) }), count >= 1 else { return nil }
+            let count = getenv("LISTEN_FDS").flatMap({ Int(String(cString: $0)) }), count >= 1
+        else { return nil }
         let fd: Int32 = 3
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)

@@ -1,13 +1,13 @@
-internal import CDaemon
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
-/// A mutex and a condition variable (pthread): the worker queue waits on it.
+/// A mutex and a condition variable (pthread): the daemon's worker queue and the intake's batches wait on it.
 package final class Monitor: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
 
+    /// A monitor nobody holds.
     package init() {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&cond, nil)
@@ -32,7 +32,7 @@ package final class Monitor: @unchecked Sendable {
     package func broadcast() { pthread_cond_broadcast(&cond) }
 }
 
-/// Starts a detached OS thread (not Swift's cooperative pool: detonations block their thread).
+/// Starts a detached OS thread (not Swift's cooperative pool: detonations and poll loops block their thread).
 package func startThread(stackBytes: Int = 16 << 20, _ body: @escaping @Sendable () -> Void) {
     final class Box {
         let body: @Sendable () -> Void
@@ -44,41 +44,22 @@ package func startThread(stackBytes: Int = 16 << 20, _ body: @escaping @Sendable
     pthread_attr_setstacksize(&attr, stackBytes)
     pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
     var thread = pthread_t()
-    let rc = pthread_create(&thread, &attr, { arg in
-        Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
-        return nil
-    }, box)
+    let rc = pthread_create(
+        &thread, &attr,
+        { arg in
+            Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, box)
     pthread_attr_destroy(&attr)
     if rc != 0 {
         Unmanaged<Box>.fromOpaque(box).release()
-        Log.write(.err, "cannot start a thread: \(String(cString: strerror(rc)))")
+        Log.write(.err, "cannot start a thread: \(Errno(rc))")
     }
 }
 
 /// The monotonic clock in nanoseconds.
-func monotonicNs() -> UInt64 {
+package func monotonicNs() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-/// Log lines on stderr with the priority prefix journald reads (`<3>` error … `<7>` debug).
-public enum Log {
-    /// syslog priorities.
-    public enum Priority: Int, Sendable {
-        case err = 3, warning = 4, notice = 5, info = 6, debug = 7
-    }
-
-    /// Writes one line.
-    public static func write(_ priority: Priority, _ message: String) {
-        let line = "<\(priority.rawValue)>airlockd: " + message.replacingNewlines() + "\n"
-        let bytes = Array(line.utf8)
-        _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
-    }
-}
-
-extension String {
-    fileprivate func replacingNewlines() -> String {
-        String(self.map { $0 == "\n" ? " " : $0 })
-    }
 }

@@ -1,0 +1,347 @@
+internal import AirlockJSON
+internal import AirlockSystem
+internal import CDaemon
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One client connection, owned by the I/O thread.
+final class Connection {
+    let fd: FileDescriptor
+    let id: UInt64
+    let peer: Peer
+    var reader: Wire.Reader
+    /// Descriptors received and not yet given to a request, each with the stream offset just past the bytes
+    /// they arrived with: they belong to the message that holds that byte.
+    var fds: [(end: UInt64, fd: FileDescriptor)] = []
+    /// Bytes received on the connection, and bytes of the messages taken out of `reader`.
+    var received: UInt64 = 0
+    var consumed: UInt64 = 0
+    var out = Wire.Outbox()
+    var lastActivity: UInt64
+    var partialSince: UInt64?
+    var stalledSince: UInt64?
+    var inFlight = false
+    var closing = false
+
+    init(fd: FileDescriptor, id: UInt64, peer: Peer, maxMessage: Int, now: UInt64) {
+        self.fd = fd
+        self.id = id
+        self.peer = peer
+        reader = Wire.Reader(maxMessage: maxMessage)
+        lastActivity = now
+    }
+
+    /// One best-effort write of `message`, for a connection about to be closed.
+    func sendNow(_ message: JSON) {
+        Connection.sendNow(fd, message)
+    }
+
+    /// One best-effort write of `message` on `fd`, about to be closed.
+    static func sendNow(_ fd: FileDescriptor, _ message: JSON) {
+        let frame = Wire.frame(message)
+        _ = frame.withUnsafeBytes { send(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+    }
+
+    /// Closes the descriptors received and not given to a request.
+    func closeFDs() {
+        for (_, fd) in fds { fd.close() }
+        fds.removeAll()
+    }
+}
+
+/// The I/O thread's loop: accept, read, frame, parse, queue, reply, expire. One poll over the stop signals, the
+/// workers' wake-up pipe, the listening socket and every connection.
+extension Server {
+    /// Polls until a stop signal and then until nothing is in flight or the grace period is over.
+    func serve() {
+        let watchdog = Systemd.watchdogIntervalNs()
+        var lastWatchdog = monotonicNs()
+        while true {
+            let now = monotonicNs()
+            if let watchdog, now - lastWatchdog >= watchdog {
+                Systemd.notify("WATCHDOG=1")
+                lastWatchdog = now
+            }
+            if stopping && (idle() || now >= graceDeadline) { break }
+            var order: [UInt64] = []
+            var pfds = [
+                pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: pool.wakeup.rawValue, events: Int16(POLLIN), revents: 0),
+                pollfd(
+                    fd: stopping || now < acceptPausedUntil ? -1 : listener.fd.rawValue, events: Int16(POLLIN),
+                    revents: 0),
+            ]
+            for (id, c) in connections {
+                var events: Int16 = 0
+                // Nothing more is read from a client until it has taken its last reply.
+                if !c.inFlight && !c.closing && c.out.isEmpty { events |= Int16(POLLIN) }
+                if !c.out.isEmpty { events |= Int16(POLLOUT) }
+                pfds.append(pollfd(fd: c.fd.rawValue, events: events, revents: 0))
+                order.append(id)
+            }
+            let timeoutMs: Int32 = watchdog.map { Int32(min(1000, $0 / 1_000_000)) } ?? 1000
+            let n = poll(&pfds, nfds_t(pfds.count), timeoutMs)
+            if n < 0 && errno != EINTR {
+                Log.write(.err, "\(SystemCallError("poll"))")
+                break
+            }
+            if pfds[0].revents != 0 { readSignals() }
+            if pfds[1].revents != 0 { deliverReplies() }
+            if pfds[2].revents & Int16(POLLIN) != 0 { acceptAll() }
+            for (i, id) in order.enumerated() {
+                guard let c = connections[id] else { continue }
+                let r = pfds[3 + i].revents
+                if r & Int16(POLLIN) != 0 { receive(c) }
+                if r & Int16(POLLOUT) != 0 {
+                    flush(c)
+                    if connections[id] != nil && c.out.isEmpty { process(c) }  // requests it sent before
+                }
+                if r & Int16(POLLERR | POLLNVAL) != 0 {
+                    drop(c)
+                } else if r & Int16(POLLHUP) != 0 && r & Int16(POLLIN) == 0 {
+                    drop(c)
+                }
+            }
+            expire(monotonicNs())
+            metrics.setConnections(connections.count)
+        }
+    }
+
+    // MARK: - Connections
+
+    private func acceptAll() {
+        while true {
+            guard let fd = listener.accept() else {
+                // Out of descriptors: the pending connection stays in the backlog and the socket stays readable, so
+                // polling it again at once would spin. Wait for connections to close instead.
+                let e = Errno.current
+                if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(e.rawValue) {
+                    if acceptPausedUntil == 0 || monotonicNs() >= acceptPausedUntil + 10_000_000_000 {
+                        Log.write(
+                            .warning,
+                            "cannot accept connections: \(e.text) (\(connections.count) open; raise LimitNOFILE or lower maxConnections)"
+                        )
+                    }
+                    acceptPausedUntil = monotonicNs() + 100_000_000
+                }
+                return
+            }
+            var pid: pid_t = 0
+            var uid: uid_t = 0
+            var gid: gid_t = 0
+            guard airlock_peer_credentials(fd.rawValue, &pid, &uid, &gid) == 0 else {
+                fd.close()
+                continue
+            }
+            var groups = [gid_t](repeating: 0, count: 1024)
+            let n = airlock_peer_groups(fd.rawValue, &groups, Int32(groups.count))
+            let peer = Peer(uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(min(n, 1024)))) : [])
+            if !allowed(peer) {
+                Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
+                metrics.refused(method: "connect", code: .forbidden)
+                let uids =
+                    config.allowUIDs.isEmpty ? "" : "uids \(config.allowUIDs.map(String.init).joined(separator: ",")), "
+                Connection.sendNow(
+                    fd,
+                    Reply.error(
+                        id: .null, .forbidden,
+                        "uid \(uid) may not use airlockd: allowed are root, uid \(geteuid()), \(uids)and members of \(config.allowGroups.joined(separator: ", "))"
+                    ))
+                fd.close()
+                continue
+            }
+            if connections.count >= config.maxConnections {
+                metrics.refused(method: "connect", code: .busy)
+                Connection.sendNow(fd, Reply.error(id: .null, .busy, "too many connections (\(config.maxConnections))"))
+                fd.close()
+                continue
+            }
+            let id = nextConnection
+            nextConnection += 1
+            connections[id] = Connection(fd: fd, id: id, peer: peer, maxMessage: config.maxMessage, now: monotonicNs())
+        }
+    }
+
+    private func allowed(_ peer: Peer) -> Bool {
+        peer.uid == 0 || peer.uid == geteuid() || config.allowUIDs.contains(peer.uid) || allowedGIDs.contains(peer.gid)
+            || peer.groups.contains { allowedGIDs.contains($0) }
+    }
+
+    private func receive(_ c: Connection) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var fds = [Int32](repeating: -1, count: Int(AIRLOCK_MAX_MESSAGE_FDS))
+        var count: Int32 = 0
+        var truncated: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes {
+            airlock_recv_with_fds(c.fd.rawValue, $0.baseAddress, $0.count, &fds, &count, &truncated)
+        }
+        let e = Errno.current
+        // recvmsg returns the bytes that carried descriptors last (it stops after them), so the descriptors
+        // belong to the message holding the last byte received here, not to an earlier one still buffered.
+        if n > 0 { c.received += UInt64(n) }
+        c.fds += fds.prefix(Int(count)).map { (c.received, FileDescriptor($0)) }
+        if n == 0 {
+            drop(c)
+            return
+        }
+        guard n > 0 else {
+            if e.rawValue != EAGAIN && e.rawValue != EWOULDBLOCK { drop(c) }
+            return
+        }
+        c.lastActivity = monotonicNs()
+        c.reader.append(buffer[0..<n])
+        if truncated != 0 || c.fds.count > Int(AIRLOCK_MAX_MESSAGE_FDS) {
+            fail(c, .badRequest, "too many descriptors: a request carries one")
+            return
+        }
+        process(c)
+    }
+
+    /// Handles the complete messages a connection has sent, one request in flight at a time, and none while a reply
+    /// is still waiting to be taken: a client that sends and never reads makes the daemon hold one reply, not one per
+    /// request.
+    private func process(_ c: Connection) {
+        var waitingForBytes = false
+        while !c.inFlight && !c.closing && c.out.isEmpty {
+            let body: [UInt8]
+            do {
+                guard let next = try c.reader.next() else {
+                    waitingForBytes = c.reader.hasPartial
+                    break
+                }
+                body = next
+            } catch {
+                guard case .badLength(let n) = error else { return }
+                fail(
+                    c, n == 0 ? .badRequest : .tooLarge,
+                    n == 0 ? "empty message" : "message of \(n) bytes is larger than \(config.maxMessage)")
+                return
+            }
+            c.consumed += UInt64(4 + body.count)
+            let mine = c.fds.filter { $0.end <= c.consumed }.map(\.fd)
+            c.fds.removeAll { $0.end <= c.consumed }
+            handle(c, body, fds: mine)
+        }
+        // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight.
+        c.partialSince = waitingForBytes ? (c.partialSince ?? monotonicNs()) : nil
+    }
+
+    /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
+    private func fail(_ c: Connection, _ code: ReplyCode, _ message: String) {
+        metrics.refused(method: "frame", code: code)
+        c.out.append(Wire.frame(Reply.error(id: .null, code, message)))
+        c.closing = true
+        c.closeFDs()
+        flush(c)
+    }
+
+    /// Handles one message; `fds` are the descriptors that arrived with its bytes (handle closes or keeps them).
+    private func handle(_ c: Connection, _ body: [UInt8], fds: [FileDescriptor]) {
+        func answer(_ reply: JSON) {
+            for fd in fds { fd.close() }
+            c.out.append(Wire.frame(reply))
+            flush(c)
+        }
+        let request: DaemonRequest
+        switch DaemonRequest.parse(body, maxTimeout: config.requestTimeout) {
+        case .failure(let refusal):
+            metrics.refused(method: refusal.method, code: refusal.code)
+            return answer(Reply.error(id: refusal.id, refusal.code, refusal.message))
+        case .success(let parsed):
+            request = parsed
+        }
+        let id = request.id
+        let method = request.method.rawValue
+        switch request.method {
+        case .status:
+            answer(Reply.ok(id: id, "status", metrics.status(version: version)))
+        case .metrics:
+            answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus())))
+        case .probe, .scan:
+            guard fds.count == 1 else {
+                metrics.refused(method: method, code: .noDescriptor)
+                return answer(
+                    Reply.error(
+                        id: id, .noDescriptor,
+                        "a \(method) request carries exactly one open file or directory descriptor (SCM_RIGHTS), not \(fds.count)"
+                    ))
+            }
+            // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not,
+            // and reopening it read-only (as work does) would read with the daemon's rights instead.
+            guard airlock_fd_readable(fds[0].rawValue) == 1 else {
+                metrics.refused(method: method, code: .badRequest)
+                return answer(
+                    Reply.error(
+                        id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
+            }
+            if stopping {
+                metrics.refused(method: method, code: .shuttingDown)
+                return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
+            }
+            let job = Examination(connection: c.id, peer: c.peer, request: request, fd: fds[0], received: monotonicNs())
+            if pool.submit(job) {
+                c.inFlight = true
+            } else {
+                metrics.refused(method: method, code: .busy)
+                answer(
+                    Reply.error(
+                        id: id, .busy,
+                        "all \(config.maxConcurrent) workers are busy and \(config.queue) requests are waiting: try again later"
+                    ))
+            }
+        }
+    }
+
+    private func flush(_ c: Connection) {
+        while !c.out.isEmpty {
+            let n = c.out.send { send(c.fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n > 0 {
+                c.stalledSince = nil
+                c.lastActivity = monotonicNs()
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if c.stalledSince == nil { c.stalledSince = monotonicNs() }
+                return
+            }
+            drop(c)
+            return
+        }
+        if c.closing { drop(c) }
+    }
+
+    func drop(_ c: Connection) {
+        guard connections.removeValue(forKey: c.id) != nil else { return }
+        c.closeFDs()
+        c.fd.close()
+    }
+
+    /// Closes idle connections, and those whose message or reply does not move.
+    private func expire(_ now: UInt64) {
+        let idle = UInt64(config.idleTimeout * 1e9)
+        let io = UInt64(config.ioTimeout * 1e9)
+        for c in Array(connections.values) {
+            if let since = c.partialSince, now - since > io {
+                fail(c, .timeout, "the message did not arrive whole within \(config.ioTimeout) s")
+            } else if let since = c.stalledSince, now - since > io {
+                drop(c)
+            } else if !c.inFlight && c.out.isEmpty && c.partialSince == nil && now - c.lastActivity > idle {
+                drop(c)
+            }
+        }
+    }
+
+    // MARK: - Replies from the workers
+
+    private func deliverReplies() {
+        for (id, frame) in pool.takeReplies() {
+            guard let c = connections[id] else { continue }  // the client left: the reply has nobody to go to
+            c.inFlight = false
+            c.out.append(frame)
+            flush(c)
+            if connections[id] != nil { process(c) }
+        }
+    }
+}

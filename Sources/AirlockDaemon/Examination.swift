@@ -1,0 +1,193 @@
+internal import AirlockJSON
+internal import AirlockAnalysis
+internal import AirlockProbe
+internal import AirlockSystem
+internal import CDaemon
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS at connect time).
+struct Peer: Sendable {
+    let uid: uid_t
+    let gid: gid_t
+    let groups: [gid_t]
+}
+
+/// One probe or scan a client asked for, with the descriptor it passed: what a worker thread carries out.
+///
+/// Everything the daemon opens for a client (the reopen of its descriptor, a folder's entries) is opened with the
+/// client's file-system identity (`ClientIdentity.withClient`): an O_PATH or write-only descriptor, or a folder the
+/// client may list, must not let the daemon's root read what the client could not. Examining an open descriptor (and
+/// building a sandbox for it) runs with the daemon's own identity.
+struct Examination: Sendable {
+    /// The connection the reply goes to.
+    let connection: UInt64
+    let peer: Peer
+    let request: DaemonRequest
+    /// The client's descriptor; the examination closes it.
+    let fd: FileDescriptor
+    /// When the request arrived (monotonic ns), for the latency figures.
+    let received: UInt64
+
+    /// The name shown in reports and logs.
+    var name: String { request.name ?? "fd" }
+
+    /// What the worker needs besides the request: the same for every examination.
+    struct Context: Sendable {
+        let options: ProbeOptions
+        /// The deadline when the client asks for none.
+        let requestTimeout: Double
+        let metrics: Metrics
+        /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.
+        let daemonGroups: [gid_t]
+    }
+
+    /// Handles the request: a regular file (under a read lease while it is mapped) or a directory. Returns the reply.
+    func run(_ context: Context) -> JSON {
+        defer { fd.close() }
+        let method = request.method.rawValue
+        func refuse(_ code: ReplyCode, _ message: String) -> JSON {
+            context.metrics.refused(method: method, code: code)
+            return Reply.error(id: request.id, code, message)
+        }
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else {
+            return refuse(.badRequest, "the descriptor cannot be examined: \(Errno.current.text)")
+        }
+        var options = context.options
+        options.timeoutSeconds = request.timeout ?? context.requestTimeout
+        options.probePhase = request.probePhase
+        let examine: (Int32, String) -> Report =
+            request.method == .probe
+            ? { Prober.probe(fd: $0, path: $1, options: options) }
+            : { StaticScanner.scan(fd: $0, path: $1, budget: options.budget) }
+        let identity = ClientIdentity(peer: peer, daemonGroups: context.daemonGroups)
+        var reports: [Report] = []
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
+            // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing).
+            let walked = identity.withClient { () -> Errno? in
+                guard let own = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_DIRECTORY) else {
+                    return .current
+                }
+                defer { own.close() }
+                StaticScanner.scan(
+                    fd: own.rawValue, isDirectory: true, path: name,
+                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }
+                ) { reports.append($0) }
+                return nil
+            }
+            switch walked {
+            case .failure(let e):
+                return refuse(.internalError, "cannot take on the client's file-system identity: \(e.text)")
+            case .success(let e?):
+                return refuse(.badRequest, "cannot open the folder for reading: \(e.text)")
+            case .success(nil):
+                break
+            }
+        case S_IFREG:
+            // Our own read-only open of the file, with a read lease while it is analysed: a writer (or truncate)
+            // then waits for us instead of pulling mapped pages away. A file open for writing anywhere cannot be
+            // leased: it is still being written, and is refused.
+            let opened = identity.withClient { () -> Result<FileDescriptor, SystemCallError> in
+                Result { () throws(SystemCallError) in
+                    try FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_NOCTTY | O_NONBLOCK)
+                }
+            }
+            let own: FileDescriptor
+            switch opened {
+            case .failure(let e):
+                return refuse(.internalError, "cannot take on the client's file-system identity: \(e.text)")
+            case .success(.failure(let error)):
+                return refuse(.badRequest, "cannot reopen the file read-only: \(error.errnoValue.text)")
+            case .success(.success(let fd)):
+                own = fd
+            }
+            defer { own.close() }
+            if !FileSystem.takeReadLease(own.rawValue) {
+                let e = Errno.current
+                if e.rawValue == EAGAIN || e.rawValue == EBUSY {
+                    return refuse(.fileBusy, "\(name) is open for writing elsewhere: probe it once it is complete")
+                }
+                Log.write(.debug, "no read lease on \(name) (\(e.text)): analysed without one")
+            }
+            defer { FileSystem.releaseLease(own.rawValue) }
+            reports.append(examine(own.rawValue, name))
+        default:
+            return refuse(.badRequest, "the descriptor is neither a regular file nor a directory")
+        }
+        context.metrics.answered(
+            method: method, verdicts: reports.map(\.verdict.rawValue),
+            seconds: Double(monotonicNs() - received) / 1e9)
+        // Every verdict goes back: a reply that would pass the protocol's bound loses traces (then minor findings)
+        // instead of failing. The members around the reports take little beyond the client's id.
+        if !Report.fit(&reports, within: Wire.maxReply - 4096 - request.id.serializedCount) {
+            Log.write(
+                .warning,
+                "the reply to \(name) (\(reports.count) reports) exceeds \(Wire.maxReply) bytes even without traces")
+        }
+        return ExaminationReply.members(reports, id: request.id)
+    }
+}
+
+/// A worker thread acting, for file-system access, as a client (fsuid, fsgid and supplementary groups of this thread
+/// only). Only a root daemon can and needs to: for root clients, and clients with the daemon's own uid, nothing
+/// changes.
+struct ClientIdentity {
+    let peer: Peer
+    let daemonGroups: [gid_t]
+    let active: Bool
+
+    init(peer: Peer, daemonGroups: [gid_t]) {
+        self.peer = peer
+        self.daemonGroups = daemonGroups
+        active = geteuid() == 0 && peer.uid != 0
+    }
+
+    /// Runs `body` with the client's file-system identity and returns to the daemon's afterwards. Fails, with the
+    /// errno, when the identity did not take (the thread is then as before and `body` has not run).
+    func withClient<T>(_ body: () -> T) -> Result<T, Errno> {
+        guard active else { return .success(body()) }
+        if let e = enter() { return .failure(e) }
+        defer { leave() }
+        return .success(body())
+    }
+
+    /// Inside `withClient`: runs `body` with the daemon's own identity, then takes the client's on again.
+    func withDaemon<T>(_ body: () -> T) -> T {
+        guard active else { return body() }
+        leave()
+        defer {
+            // The thread must never go on as root where the client's identity belongs.
+            if let e = enter() {
+                Log.write(.err, "cannot take on the client's file-system identity again: \(e.text)")
+                abort()
+            }
+        }
+        return body()
+    }
+
+    /// Takes on the client's identity; the errno when it did not take (the thread is then as before).
+    private func enter() -> Errno? {
+        // The groups first: without CAP_SETGID this fails and nothing has changed.
+        guard airlock_thread_setgroups(peer.groups, Int32(peer.groups.count)) == 0 else { return .current }
+        guard airlock_thread_setfsgid(peer.gid) == peer.gid, airlock_thread_setfsuid(peer.uid) == peer.uid else {
+            leave()
+            return Errno(EPERM)
+        }
+        return nil
+    }
+
+    /// Back to the daemon's own identity. A thread that cannot return would build sandboxes with the client's ids:
+    /// the daemon stops (systemd restarts it).
+    private func leave() {
+        guard airlock_thread_setfsuid(geteuid()) == geteuid(), airlock_thread_setfsgid(getegid()) == getegid(),
+            airlock_thread_setgroups(daemonGroups, Int32(daemonGroups.count)) == 0
+        else {
+            Log.write(.err, "cannot return to the daemon's file-system identity: \(Errno.current.text)")
+            abort()
+        }
+    }
+}

@@ -1,0 +1,109 @@
+public import AirlockAnalysis
+public import AirlockProbe
+public import AirlockSystem
+internal import AirlockSandbox
+
+/// Where detonations run, chosen once by each caller (the CLI, the intake; airlockd is always `local`): here, with
+/// the options assembled once for every file, or in airlockd, through its socket. Both answer the same thing for an
+/// open file or folder: its reports, one per file.
+public enum ProbeBackend: Sendable {
+    /// In this process: static analysis, then a sandbox of its own per detonation.
+    case local(ProbeOptions)
+    /// In airlockd, which the file is passed to as a descriptor.
+    case daemon(DaemonBackend)
+
+    /// The options for probing here, assembled the one way every caller needs them: the profile (a name or a path),
+    /// its seccomp filter compiled once, the verdict policy (policy.json beside the profiles when nil) and the loader
+    /// harness. `requireCgroup` raises the profile's cgroup requirement to required (airlockd's default).
+    public static func localOptions(
+        profile: String, policy: String?, timeout: Double? = nil, probePhase: Bool = true, requireCgroup: Bool = false
+    ) throws(ProbeSetupError) -> ProbeOptions {
+        do {
+            var loaded = try Profile.load(profile)
+            if requireCgroup { loaded.sandbox.cgroup = .required }
+            let program = try SeccompProgram(profile: loaded)
+            let verdictPolicy = try VerdictPolicy.load(policy)
+            guard let harness = ProbeOptions.locateHarness() else {
+                let searched = ProfileLocator.searchDirectories().joined(separator: ", ")
+                throw ProbeSetupError("no loader harness (harness/load.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
+            }
+            return ProbeOptions(
+                profile: loaded, program: program, policy: verdictPolicy, harnessDirectory: harness,
+                timeoutSeconds: timeout, probePhase: probePhase)
+        } catch let error as ProbeSetupError {
+            throw error
+        } catch {
+            throw ProbeSetupError("\(error)")
+        }
+    }
+
+    /// Where probes run, for messages: `"airlockd at /run/airlock/airlockd.sock"`, or `"this process"`.
+    public var place: String {
+        switch self {
+        case .local: "this process"
+        case .daemon(let daemon): "airlockd at \(daemon.socket)"
+        }
+    }
+
+    /// Probes the open file or folder `fd`, shown as `name`: its reports, one per file (none for an empty folder).
+    /// Through airlockd, a connection of its own.
+    public func probe(fd: Int32, isFolder: Bool, name: String) throws(ClientError) -> [Report] {
+        switch self {
+        case .local(let options):
+            var reports: [Report] = []
+            StaticScanner.scan(
+                fd: fd, isDirectory: isFolder, path: name,
+                examine: { Prober.probe(fd: $0, path: $1, options: options) }
+            ) { reports.append($0) }
+            return reports
+        case .daemon(let daemon):
+            return try daemon.examine(fd: fd, name: name, with: try daemon.connect())
+        }
+    }
+}
+
+/// airlockd as the place detonations run: its socket, and what each request asks of it.
+public struct DaemonBackend: Sendable {
+    /// The daemon's socket.
+    public let socket: String
+    /// `probe`, or `scan` for static analysis alone.
+    public let method: DaemonRequest.Method
+    /// The detonation deadline asked for, seconds; nil for the daemon's.
+    public let timeout: Double?
+    /// Whether the detonation touches the loaded object afterwards.
+    public let probePhase: Bool
+
+    /// A backend for `method` requests to the daemon at `socket`.
+    public init(socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true)
+    {
+        self.socket = socket
+        self.method = method
+        self.timeout = timeout
+        self.probePhase = probePhase
+    }
+
+    /// How long a client waits for one reply: a detonation's deadline plus room for the queue and the static
+    /// analysis of a folder.
+    public var replyTimeout: Double { method == .scan ? 600 : (timeout ?? 600) + 600 }
+
+    /// Connects to the daemon.
+    public func connect() throws(ClientError) -> DaemonClient { try DaemonClient(path: socket) }
+
+    /// Sends `fd` shown as `name` on `client` and reads the reports of the reply.
+    public func examine(fd: Int32, name: String, with client: DaemonClient) throws(ClientError) -> [Report] {
+        let request = DaemonRequest(
+            method: method, name: name, timeout: method == .probe ? timeout : nil, probePhase: probePhase)
+        return try ExaminationReply.reports(try client.call(request, descriptor: fd, timeout: replyTimeout))
+    }
+}
+
+/// Why detonations cannot be prepared here: the profile, its filter, the verdict policy or the harness.
+public struct ProbeSetupError: AirlockError {
+    /// What is missing or wrong, naming the file.
+    public let message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    /// `"probe-setup"`.
+    public var code: String { "probe-setup" }
+    public var description: String { message }
+}

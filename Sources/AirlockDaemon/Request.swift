@@ -1,0 +1,154 @@
+import AirlockNames
+public import AirlockJSON
+public import AirlockAnalysis
+
+/// One request of airlockd's protocol (docs/protocol.md), parsed once: the daemon reads it from a client's message,
+/// a client (`DaemonClient`, `ProbeBackend`) writes its `params` from the same type, and every check a field gets
+/// (version, method, name, timeout) is made here.
+public struct DaemonRequest: Sendable {
+    /// What a request asks for.
+    public enum Method: String, Sendable, CaseIterable {
+        /// Static analysis, then a detonation of what can run code, of the file or folder passed.
+        case probe
+        /// Static analysis only of the file or folder passed.
+        case scan
+        /// The daemon's counters, as JSON.
+        case status
+        /// The daemon's counters, in Prometheus' text format.
+        case metrics
+
+        /// Whether the request carries a descriptor and goes to a worker.
+        public var examines: Bool { self == .probe || self == .scan }
+    }
+
+    /// The client's id, echoed in the reply (any JSON value; `null` when it sent none).
+    public var id: JSON
+    /// What is asked.
+    public var method: Method
+    /// The name shown in reports and logs, in the escaped form (`FileName.escaped`); nil for "fd".
+    public var name: String?
+    /// The detonation deadline asked for, seconds; nil for the daemon's own.
+    public var timeout: Double?
+    /// Whether the detonation touches the loaded object afterwards (`probePhase`, default true).
+    public var probePhase: Bool
+
+    /// A request, as a client makes one.
+    public init(id: JSON = .null, method: Method, name: String? = nil, timeout: Double? = nil, probePhase: Bool = true)
+    {
+        self.id = id
+        self.method = method
+        self.name = name
+        self.timeout = timeout
+        self.probePhase = probePhase
+    }
+
+    /// The `params` object a client sends: only what differs from the defaults.
+    public var params: [(String, JSON)] {
+        var out: [(String, JSON)] = []
+        if let name { out.append(("name", .string(name))) }
+        if method == .probe { out.append(("probePhase", .bool(probePhase))) }
+        if let timeout { out.append(("timeout", .double(timeout))) }
+        return out
+    }
+
+    /// The whole message a client sends, with `id`.
+    public var json: JSON {
+        .object([
+            ("airlock", .int(Wire.version)), ("id", id), ("method", .string(method.rawValue)),
+            ("params", .object(params)),
+        ])
+    }
+
+    /// Why a message is not a request the daemon will carry out: the reply's code and message, and the method as far
+    /// as it was read (for the refusal counters).
+    public struct Refusal: Error, Sendable {
+        /// The id to answer with (`null` when it could not be read).
+        public let id: JSON
+        /// The method's name, `"?"` when it could not be read.
+        public let method: String
+        /// The reply's error code.
+        public let code: ReplyCode
+        /// A sentence for the client.
+        public let message: String
+    }
+
+    /// Reads one message from a client. `maxTimeout` is the longest deadline a client may ask for (`requestTimeout`).
+    public static func parse(_ body: [UInt8], maxTimeout: Double) -> Result<DaemonRequest, Refusal> {
+        guard let message = try? JSON.parse(body, maxDepth: 16), case .object(let members) = message else {
+            return .failure(Refusal(id: .null, method: "?", code: .badRequest, message: "not a JSON object"))
+        }
+        let field = { (key: String) in members.first { $0.0 == key }?.1 }
+        let id = field("id") ?? .null
+        func refuse(_ method: String, _ code: ReplyCode, _ text: String) -> Result<DaemonRequest, Refusal> {
+            .failure(Refusal(id: id, method: method, code: code, message: text))
+        }
+        guard case .number(let v)? = field("airlock"), Int(v) == Wire.version else {
+            return refuse(
+                "?", .badRequest,
+                "\"airlock\": \(Wire.version) is required (this daemon speaks protocol version \(Wire.version))")
+        }
+        guard case .string(let methodName)? = field("method") else {
+            return refuse("?", .badRequest, "\"method\" (a string) is required")
+        }
+        var params: [(String, JSON)] = []
+        if let p = field("params") {
+            guard case .object(let m) = p else {
+                return refuse(methodName, .badRequest, "\"params\" must be an object")
+            }
+            params = m
+        }
+        guard let method = Method(rawValue: methodName) else {
+            return refuse(
+                "?", .unknownMethod, "unknown method \"\(methodName.prefix(64))\": probe, scan, status or metrics")
+        }
+        var request = DaemonRequest(id: id, method: method)
+        guard method.examines else { return .success(request) }
+        let param = { (key: String) in params.first { $0.0 == key }?.1 }
+        if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 {
+            // Shown in reports and in the daemon's log: a client must not write a newline or an escape sequence
+            // there. Names in the escaped form (what airlock and the intake send) are kept as they are.
+            request.name = FileName(escaped: s) != nil ? s : FileName(s).escaped
+        }
+        if case .number(let t)? = param("timeout"), let seconds = Double(t) {
+            guard seconds > 0 && seconds <= maxTimeout else {
+                return refuse(methodName, .badRequest, "timeout must be more than 0 and at most \(maxTimeout) seconds")
+            }
+            request.timeout = seconds
+        }
+        if case .bool(let b)? = param("probePhase") { request.probePhase = b }
+        return .success(request)
+    }
+}
+
+/// What a `probe` or `scan` reply carries: one report per file, each with its trace as text lines (which the JSON of
+/// a report leaves out). Read here once, for the CLI and the intake alike.
+public enum ExaminationReply {
+    /// The reply's members for `reports`.
+    public static func members(_ reports: [Report], id: JSON) -> JSON {
+        .object([
+            ("airlock", .int(Wire.version)), ("id", id), ("ok", .bool(true)),
+            ("reports", .array(reports.map(\.json))),
+            ("traceLines", .array(reports.map { .array($0.traceLines.map(JSON.string)) })),
+        ])
+    }
+
+    /// The reports of an `ok` reply, each with its trace lines.
+    public static func reports(_ reply: [(String, JSON)]) throws(ClientError) -> [Report] {
+        guard case .array(let items)? = reply.first(where: { $0.0 == "reports" })?.1 else {
+            throw ClientError("protocol", "airlockd's reply has no reports")
+        }
+        var lines: [JSON] = []
+        if case .array(let l)? = reply.first(where: { $0.0 == "traceLines" })?.1 { lines = l }
+        var reports: [Report] = []
+        for (i, item) in items.enumerated() {
+            guard var report = Report(json: item) else {
+                throw ClientError("protocol", "airlockd sent a report this airlock cannot read")
+            }
+            if i < lines.count, case .array(let l) = lines[i] {
+                report.traceLines = l.compactMap { if case .string(let s) = $0 { s } else { nil } }
+            }
+            reports.append(report)
+        }
+        return reports
+    }
+}

@@ -1,0 +1,138 @@
+internal import AirlockSystem
+import AirlockNames
+internal import AirlockProvenance
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The intake's last steps for a model, each journaled and restartable: its release to approved/ or rejected/, or its
+/// way back to incoming/ when the intake itself failed.
+extension Intake {
+    /// Where a model was released, and why when that is not where it was decided to go.
+    struct Release {
+        let to: String
+        /// The name it got in `to`/ (shown escaped, as the journal and reports hold it).
+        let dest: FileName
+        /// Set when an approval was turned into a rejection at release (the model was not the one examined).
+        let reason: String?
+    }
+
+    /// Moves quarantine/ID to `to`/`dest` (another free name if `dest` was taken meanwhile), journaled, read-only
+    /// (folders 0555, files 0444); then discards the original delivery. Done already when quarantine/ID is gone and
+    /// `to`/`dest` holds the model.
+    ///
+    /// An approval is checked first (`releaseProblem`): the copy must be the intake's own, read-only, and hash to the
+    /// manifest written when it was examined. If not, it is rejected instead, with the reason in its report.
+    func finishRelease(_ taken: Taken, to decided: String, dest decidedDest: FileName) throws(IntakeError) -> Release {
+        var to = decided
+        var dest = decidedDest
+        var reason: String? = nil
+        if !IntakeRoot.exists(root.quarantine, taken.id) {
+            let there = dest.withCString {
+                openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
+            if there >= 0 {
+                defer { FileDescriptor(there).close() }
+                if IntakeRoot.exists(there, taken.name) {
+                    try sealRelease(there, display: "\(to)/\(dest)")
+                    discardDelivery(taken)
+                    try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
+                    return Release(to: to, dest: dest, reason: nil)
+                }
+            }
+            throw IntakeError(
+                "\(taken.name) (\(taken.id)) is neither in quarantine/\(taken.id) nor in \(to)/\(dest): moved by hand?")
+        }
+        if to == "approved", let problem = releaseProblem(taken) {
+            let why = "rejected: the model about to be released is not the one examined: \(problem)"
+            try rewriteReport(taken, decision: "rejected", reason: why)
+            to = "rejected"
+            dest = freeName(taken, in: to)
+            try journal.append(
+                JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
+            CrashPoint.hit("redecided")
+            log("not approving \(taken.name) (\(taken.id)): \(problem)")
+            reason = why
+        }
+        try sealReports(taken)
+        let target = root.destination(to)
+        while dest.withCString({ !FileSystem.renameNoReplace(root.quarantine, taken.id, target, $0) }) {
+            let e = errno
+            guard e == EEXIST || e == ENOTEMPTY else {
+                throw IntakeError.system("cannot move quarantine/\(taken.id) to \(to)/\(dest)", errno: Errno(e))
+            }
+            dest = freeName(taken, in: to)
+            try journal.append(
+                JournalRecord(op: .decide, id: taken.id, name: taken.name.escaped, to: to, dest: dest.escaped))
+        }
+        try IntakeRoot.sync(root.quarantine)
+        try IntakeRoot.sync(target)
+        CrashPoint.hit("released")
+        // Made read-only only now: moving a folder to another parent needs write permission on it.
+        let released = dest.withCString { openat(target, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard released >= 0 else { throw IntakeError.system("cannot open \(to)/\(dest)") }
+        defer { FileDescriptor(released).close() }
+        try sealRelease(released, display: "\(to)/\(dest)")
+        discardDelivery(taken)
+        CrashPoint.hit("discarded")
+        try journal.append(JournalRecord(op: .done, id: taken.id, name: taken.name.escaped))
+        CrashPoint.hit("done")
+        return Release(to: to, dest: dest, reason: reason)
+    }
+
+    /// Moves the original delivery back to incoming/ and removes the intake's copy and its quarantine folder; false
+    /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
+    /// again).
+    func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
+        let held = openDelivered(taken.id)
+        let q = openQuarantine(taken.id)
+        defer {
+            if let held { FileDescriptor(held).close() }
+            if let q { FileDescriptor(q).close() }
+        }
+        /// Keeps the model in quarantine, copied, to be examined again.
+        func stay() throws(IntakeError) -> Bool {
+            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
+            try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
+            return false
+        }
+        /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
+        func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
+            guard taken.name.withCString({ FileSystem.renameNoReplace(dir, $0, root.incoming, $0) }) else {
+                let e = errno
+                if e == EEXIST || e == ENOTEMPTY { return false }
+                throw IntakeError.system("cannot move \(taken.name) back to incoming/", errno: Errno(e))
+            }
+            try IntakeRoot.sync(dir)
+            try IntakeRoot.sync(root.incoming)
+            CrashPoint.hit("moved-back")
+            return true
+        }
+        if let held, IntakeRoot.exists(held, taken.name) {
+            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
+            // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
+            if let q {
+                Custody.remove(q, taken.name, limits: limits)
+                Custody.remove(q, Intake.copying, limits: limits)
+            }
+            if try !moveBack(from: held) { return try stay() }
+        } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
+            // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
+            if try !moveBack(from: q) { return try stay() }
+        }
+        if let q {
+            for leftover in IntakeRoot.list(q)
+            where leftover == taken.name || leftover == Intake.copying
+                || Arrival.reserved.contains(leftover) || leftover.hasPrefix(".tmp-")
+            {
+                Custody.remove(q, leftover, limits: limits)
+            }
+        }
+        _ = unlinkat(root.quarantine, taken.id, AT_REMOVEDIR)
+        _ = unlinkat(root.delivered, taken.id, AT_REMOVEDIR)
+        try journal.append(
+            JournalRecord(op: .done, id: taken.id, name: taken.name.escaped, note: "rolled back: \(reason)"))
+        return true
+    }
+}
