@@ -40,6 +40,9 @@ public struct Report: Sendable {
     public var detonation: JSON?
     /// Trace lines worth a person's attention (refusals, phases), shown by `text()` under the findings.
     public var traceLines: [String] = []
+    /// Whether a NumPy array of the file holds Python objects (numpy unpickles them when loading): set by the static
+    /// analysis, read by the probe to choose the harness. Not part of the JSON.
+    public var objectArrays = false
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 
@@ -57,7 +60,7 @@ public struct Report: Sendable {
         self.trace = trace
         self.timings = timings
         self.error = error
-        verdict = Report.verdict(for: findings, error: error != nil)
+        verdict = Verdict.decide(findings: findings, analysed: error == nil)
         limitFindings(to: Report.maxFindings)
     }
 
@@ -65,7 +68,7 @@ public struct Report: Sendable {
     public mutating func add(_ more: [Finding], error: (code: String, message: String)? = nil) {
         findings = (findings.filter { $0.rule != Report.omittedRule } + more).sorted { $0.severity > $1.severity }
         if let error { self.error = error }
-        verdict = Report.verdict(for: findings, error: self.error != nil)
+        verdict = Verdict.decide(findings: findings, analysed: self.error == nil)
         limitFindings(to: Report.maxFindings)
     }
 
@@ -88,21 +91,6 @@ public struct Report: Sendable {
             ))
         }
         findings = kept
-    }
-
-    /// `error` when the analysis failed and nothing found says more than that; otherwise by the findings.
-    static func verdict(for findings: [Finding], error: Bool) -> Verdict {
-        error && findings.allSatisfy({ $0.severity < .medium }) ? .error : verdict(for: findings)
-    }
-
-    /// `malicious` when any finding is critical; `suspicious` when any is high or medium; otherwise `clean`.
-    public static func verdict(for findings: [Finding]) -> Verdict {
-        let worst = findings.map(\.severity).max() ?? .info
-        switch worst {
-        case .critical: return .malicious
-        case .high, .medium: return .suspicious
-        case .low, .info: return .clean
-        }
     }
 
     /// The report as one JSON object.

@@ -619,7 +619,7 @@ public final class Server: @unchecked Sendable {
                 return Reply.error(id: job.id, .badRequest, "cannot open the folder for reading: \(String(cString: strerror(e)))")
             }
             defer { close(own) }
-            StaticScanner.scan(fd: own, isDirectory: true, path: job.name, examine: { fd, path in
+            ModelWalk.walk(fd: own, isDirectory: true, path: job.name, examine: { fd, path in
                 identity.leave()
                 defer { identity.reenter() }
                 return examine(fd, path)

@@ -103,7 +103,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 let profile = try Profile.load(policy.profile)
                 let program = try SeccompProgram(profile: profile)
-                let verdictPolicy = try VerdictPolicy.load(policy.verdictPolicy)
+                let verdictPolicy = try VerdictPolicy.load(policy.verdictPolicy, for: profile)
                 guard let harness = ProbeOptions.locateHarness() else {
                     throw IntakeError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
                 }
@@ -508,7 +508,7 @@ public final class Intake: @unchecked Sendable {
                 throw IntakeError("airlockd at \(socket): \(error.message)")
             }
         } else if let options = probeOptions {
-            StaticScanner.scan(fd: fd, isDirectory: isFolder, path: name, examine: { Prober.probe(fd: $0, path: $1, options: options) }) {
+            ModelWalk.walk(fd: fd, isDirectory: isFolder, path: name, examine: { Prober.probe(fd: $0, path: $1, options: options) }) {
                 reports.append($0)
             }
         }

@@ -31,7 +31,7 @@ extension Airlock {
         var noProbePhase = false
 
         @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
-        var format: ScanFormat = .text
+        var format: ReportFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
@@ -78,7 +78,7 @@ extension Airlock {
         private func makeOptions() throws -> ProbeOptions {
             let loaded = try Profile.load(profile)
             let program = try SeccompProgram(profile: loaded)
-            let verdictPolicy = try VerdictPolicy.load(policy)
+            let verdictPolicy = try VerdictPolicy.load(policy, for: loaded)
             guard let harness = ProbeOptions.locateHarness() else {
                 throw ValidationError("no loader harness (harness/load.py) in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
             }

@@ -73,7 +73,7 @@ struct AirlockD: ParsableCommand {
                 throw ExitCode(2)
             }
             options = ProbeOptions(profile: loaded, program: try SeccompProgram(profile: loaded),
-                                   policy: try VerdictPolicy.load(settings.policy), harnessDirectory: harness)
+                                   policy: try VerdictPolicy.load(settings.policy, for: loaded), harnessDirectory: harness)
         } catch let exit as ExitCode {
             throw exit
         } catch {
