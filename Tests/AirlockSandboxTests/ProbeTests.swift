@@ -61,7 +61,7 @@ struct ProbeTests {
         let profile = try defaultProfile()
         return ProbeOptions(
             profile: profile, program: try SeccompProgram(profile: profile),
-            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json"),
+            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
             harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: timeout, probePhase: probePhase
         )
     }

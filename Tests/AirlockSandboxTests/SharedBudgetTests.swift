@@ -288,7 +288,7 @@ struct SharedBudgetTests {
         let profile = try SharedBudgetTests.profile(["memoryBytes": 256 << 20])
         let options = ProbeOptions(
             profile: profile, program: try SeccompProgram(profile: profile),
-            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json"),
+            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
             harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: 30
         )
         let report = Prober.probe(file: model, options: options)
