@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockNames", "AirlockJSON", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CSandbox", "CSeccomp", "CCap"]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
@@ -83,7 +83,7 @@ let package = Package(
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(
             name: "AirlockIntake",
-            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "CDaemon"]
+            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "AirlockSystem", "CDaemon"]
         ),
         .executableTarget(
             name: "airlockd",

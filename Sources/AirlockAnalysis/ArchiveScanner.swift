@@ -66,8 +66,8 @@ enum ArchiveScanner {
                     inflated = saturatingSum(inflated, o ? budget.maxInflatedBytes : min(bound, budget.maxInflatedBytes))
                 }
                 findings.append(Finding(
-                    rule: error.code == .budget ? "zip.bomb" : "zip.unreadable-member",
-                    severity: error.code == .budget ? .high : .medium,
+                    rule: error.kind == .budget ? "zip.bomb" : "zip.unreadable-member",
+                    severity: error.kind == .budget ? .high : .medium,
                     message: "member \(entry.name) could not be read: \(error.description)",
                     evidence: Evidence(member: entry.name)
                 ))

@@ -6,6 +6,7 @@ internal import AirlockJSON
 internal import AirlockProbe
 internal import AirlockProvenance
 internal import AirlockSandbox
+internal import AirlockSystem
 internal import CDaemon
 import Dispatch
 
@@ -81,7 +82,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
             } catch {
-                throw IntakeError(error.description, errno: error.errno)
+                throw IntakeError(error.description, errno: error.errno?.rawValue)
             }
             do {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
@@ -416,7 +417,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 request.signatureBundle = try BoundedFile.read(fd: sig, limit: 64 << 20, name: "signature \(taken.name)/\(policy.signatureFile)")
             } catch {
-                throw IntakeError(error.description, errno: error.errno)
+                throw IntakeError(error.description, errno: error.errno?.rawValue)
             }
         }
         if policy.requireSignature && request.signatureBundle == nil && !(request.manifest?.policy?.requireSignature ?? false) {

@@ -1,6 +1,7 @@
 public import AirlockAnalysis
 internal import AirlockJSON
 internal import AirlockProvenance
+internal import AirlockSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -50,7 +51,7 @@ public struct IntakePolicy: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "intake policy")
         } catch {
-            throw IntakeError(error.description, errno: error.errno)
+            throw IntakeError(error.description, errno: error.errno?.rawValue)
         }
         return try parse(bytes, name: path)
     }

@@ -1,4 +1,5 @@
 internal import AirlockJSON
+internal import AirlockSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -342,7 +343,7 @@ enum FileBytes {
         do {
             return try BoundedFile.read(path, limit: limit, what: what)
         } catch {
-            throw SandboxError(.profile, error.message, errno: error.errno)
+            throw SandboxError(.profile, error.message, errno: error.errno?.rawValue)
         }
     }
 }
