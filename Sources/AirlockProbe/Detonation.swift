@@ -1,4 +1,4 @@
-public import AirlockAnalysis
+internal import AirlockAnalysis
 internal import AirlockJSON
 public import AirlockSandbox
 internal import AirlockSystem

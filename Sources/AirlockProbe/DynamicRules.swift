@@ -1,6 +1,6 @@
 public import AirlockAnalysis
 internal import AirlockFormats
-public import AirlockSandbox
+internal import AirlockSandbox
 
 /// Turns a detonation's trace and outcome into findings with `source: dynamic`, by the verdict policy. Every
 /// behaviour finding names the trace events (`seq`) that prove it.
