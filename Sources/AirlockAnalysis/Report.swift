@@ -37,7 +37,7 @@ public struct Report: Sendable {
     /// Why the file could not be analysed, when it could not.
     public var error: (code: String, message: String)?
     /// How the detonation ran (harness, exit, captured output), when there was one.
-    public var detonation: JSON?
+    public var detonation: DetonationSummary?
     /// Trace lines worth a person's attention (refusals, phases), shown by `text()` under the findings.
     public var traceLines: [String] = []
     /// Whether a NumPy array of the file holds Python objects (numpy unpickles them when loading): set by the static
@@ -105,7 +105,7 @@ public struct Report: Sendable {
             ("findings", .array(findings.map(\.json))),
             ("trace", .array(trace)),
             ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
-        ] + (detonation.map { [("detonation", $0)] } ?? []) + [
+        ] + (detonation.map { [("detonation", $0.json)] } ?? []) + [
             ("error", error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null),
         ])
     }
@@ -237,6 +237,9 @@ extension Report {
                                   sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
-        detonation = field("detonation")
+        if let member = field("detonation") {
+            guard let summary = DetonationSummary(json: member) else { return nil }
+            detonation = summary
+        }
     }
 }

@@ -108,26 +108,16 @@ public struct Detonation: Sendable {
         return "exit code \(result.exitCode ?? -1) after \(after)"
     }
 
-    /// The `detonation` member of the report: the one place a detonation is written as JSON (the trace's events
-    /// write themselves, `TraceEvent.json`).
-    var reportJSON: JSON {
-        .object([
-            ("argv", .array(argv.map(JSON.string))),
-            ("outcome", .string(outcome.outcome?.rawValue ?? "loaded")),
-            ("phaseReached", .string(outcome.phase.rawValue)),
-            ("leftBehind", .optional(outcome.leftBehindSummary)),
-            ("observation", Detonation.json(result.observation)),
-            ("exitCode", result.exitCode.map(JSON.int) ?? .null),
-            ("signal", .optional(result.signal)),
-            ("timedOut", .bool(result.timedOut)),
-            ("durationMs", .double((Double(result.durationNs) / 1e3).rounded() / 1e3)),
-            ("stdoutTail", .string(Detonation.tail(result.stdout, Detonation.outputTail))),
-            ("stderrTail", .string(Detonation.tail(result.stderr, Detonation.outputTail))),
-            ("traceDropped", .int(result.traceDropped)),
-            ("traceDroppedBytes", .int(result.traceDroppedBytes)),
-            ("limitsHit", .array(result.limitsHit.map(\.json))),
-            ("cgroup", result.cgroup.json),
-        ])
+    /// The `detonation` member of the report, typed (`DetonationSummary` writes it).
+    var summary: DetonationSummary {
+        DetonationSummary(
+            argv: argv, outcome: outcome.outcome?.rawValue ?? "loaded", phaseReached: outcome.phase.rawValue,
+            leftBehind: outcome.leftBehindSummary, observation: Detonation.json(result.observation),
+            exitCode: result.exitCode.map(Int.init), signal: result.signal, timedOut: result.timedOut,
+            durationMs: (Double(result.durationNs) / 1e3).rounded() / 1e3,
+            stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
+            stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
+            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit.map(\.json), cgroup: result.cgroup.json)
     }
 
     /// What the supervisor saw running after the loader returned (or exited).

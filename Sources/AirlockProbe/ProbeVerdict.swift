@@ -11,7 +11,7 @@ extension Verdict {
         var report = report
         report.trace = detonation.trace.map(\.json)
         report.traceLines = detonation.traceLines(policy: policy)
-        report.detonation = detonation.reportJSON
+        report.detonation = detonation.summary
         if detonation.stoppedBeforeModel(policy) {
             let stderr = Detonation.tail(detonation.result.stderr, 300)
             report.add([], error: ("detonation", "the loader stopped before loading the model (\(detonation.outcome.detail ?? "unknown")): \(stderr)"))

@@ -292,7 +292,7 @@ struct SharedBudgetTests {
             harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: 30
         )
         let report = Prober.probe(file: model, options: options)
-        let detonation = try #require(report.detonation?.serialized())
+        let detonation = try #require(report.detonation?.json.serialized())
         #expect(detonation.contains("\"outcome\":\"resource-exhausted\""), "\(detonation)")
         #expect(detonation.contains("\"resource\":\"memory\",\"limit\":\(256 << 20)"), "\(detonation)")
         let finding = try #require(report.findings.first { $0.rule == "dynamic.resource-exhausted" })
