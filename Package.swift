@@ -34,7 +34,7 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         // A strict, bounded JSON reader and writer shared by profiles, model headers and reports.
-        .target(name: "AirlockJSON"),
+        .target(name: "AirlockJSON", dependencies: ["AirlockSystem"]),
         // File names as bytes, with their lossless escaped display: shared by walks, reports, manifests and traces.
         .target(name: "AirlockNames"),
         // The house's system layer: errno and descriptor types, the one error protocol, logging, systemd notification,
@@ -59,12 +59,12 @@ let package = Package(
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
             name: "AirlockFormats",
-            dependencies: ["AirlockNames", "AirlockJSON", "CZlib"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CZlib"]
         ),
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(

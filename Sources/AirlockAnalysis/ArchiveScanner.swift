@@ -37,6 +37,7 @@ enum ArchiveScanner {
         let (product, over) = budget.maxInflatedBytes.multipliedReportingOverflow(by: inflatedTotalFactor)
         let inflatedLimit = over ? Int.max : product
         var stoppedInflating = false
+        var objectArrays = false
         for entry in ordered {
             if format == .pytorchZip && isStorage(entry.name) { continue }
             guard opened < maxMembers else {
@@ -65,16 +66,17 @@ enum ArchiveScanner {
                     inflated = saturatingSum(inflated, o ? budget.maxInflatedBytes : min(bound, budget.maxInflatedBytes))
                 }
                 findings.append(Finding(
-                    rule: error.code == .budget ? "zip.bomb" : "zip.unreadable-member",
-                    severity: error.code == .budget ? .high : .medium,
+                    rule: error.kind == .budget ? "zip.bomb" : "zip.unreadable-member",
+                    severity: error.kind == .budget ? .high : .medium,
                     message: "member \(entry.name) could not be read: \(error.description)",
                     evidence: Evidence(member: entry.name)
                 ))
                 continue
             }
-            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth, inflated: &inflated)
+            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
+                               inflated: &inflated, objectArrays: &objectArrays)
         }
-        return StaticScanner.Analysis(format: format, findings: findings)
+        return StaticScanner.Analysis(format: format, findings: findings, objectArrays: objectArrays)
     }
 
     static func saturatingSum(_ a: Int, _ b: Int) -> Int {
@@ -95,8 +97,9 @@ enum ArchiveScanner {
         return last.allSatisfy(\.isNumber)
     }
 
+    /// `objectArrays` is set when a NumPy member holds Python objects (a pickle numpy would unpickle).
     static func member(_ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
-                       inflated: inout Int) -> [Finding] {
+                       inflated: inout Int, objectArrays: inout Bool) -> [Finding] {
         let kind = FormatDetector.sniff(data)
         switch kind {
         case .pickle, .pytorchLegacy:
@@ -106,7 +109,9 @@ enum ArchiveScanner {
             }
             return out
         case .numpy:
-            return NumPyFindings.findings(data, member: name, budget: budget)
+            let numpy = NumPyFindings.findings(data, member: name, budget: budget)
+            if numpy.objectArrays { objectArrays = true }
+            return numpy.findings
         case .json where archiveFormat == .keras && (name == "config.json" || name.hasSuffix("/config.json")):
             return KerasFindings.config(data, member: name)
         case .zip:
@@ -114,6 +119,7 @@ enum ArchiveScanner {
                 return [Finding(rule: "zip.nested-too-deep", severity: .medium, message: "archive nested deeper than \(budget.maxNesting) levels", evidence: Evidence(member: name))]
             }
             var nested = analyse(data, budget: budget, depth: depth + 1, inflated: &inflated)
+            if nested.objectArrays { objectArrays = true }
             for i in nested.findings.indices { nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "") }
             return nested.findings
         default:

@@ -51,3 +51,18 @@ public enum Verdict: String, Sendable, Comparable {
         return order.firstIndex(of: a)! < order.firstIndex(of: b)!
     }
 }
+
+extension Verdict {
+    /// The one rule that turns findings into a verdict, for static and dynamic findings alike: `malicious` when any
+    /// finding is critical, `suspicious` when any is high or medium, otherwise `clean`; `error` when the file could not
+    /// be analysed (`analysed` false) and nothing found says more than low.
+    public static func decide(findings: [Finding], analysed: Bool = true) -> Verdict {
+        let worst = findings.map(\.severity).max() ?? .info
+        if !analysed && worst < .medium { return .error }
+        switch worst {
+        case .critical: return .malicious
+        case .high, .medium: return .suspicious
+        case .low, .info: return .clean
+        }
+    }
+}

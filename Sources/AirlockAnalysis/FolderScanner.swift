@@ -1,6 +1,7 @@
 import AirlockNames
 internal import AirlockFormats
 internal import AirlockJSON
+internal import AirlockSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -51,13 +52,15 @@ enum FolderScanner {
                 guard files <= maxFiles else { return }
                 guard let fd = open() else {
                     let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                    report(Report(target: t, findings: names, error: ("io", "cannot open \(path): \(String(cString: strerror(errno)))")))
+                    report(Report(target: t, findings: names, error: ("io", "cannot open \(path): \(Errno.current.text)")))
                     return
                 }
-                var r = examine(fd, path)
-                r.add(names + folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
-                close(fd)
-                report(r)
+                let examined = FileDescriptor(fd).closeAfter { _ -> Report in
+                    var r = examine(fd, path)
+                    r.add(names + folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
+                    return r
+                }
+                report(examined)
             case .other(let kind):
                 // Sockets, FIFOs and devices: nothing a loader reads as a model; only a name that misleads is said.
                 guard !names.isEmpty else { break }

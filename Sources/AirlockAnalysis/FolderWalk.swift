@@ -1,5 +1,6 @@
 public import AirlockNames
 public import AirlockFormats
+internal import AirlockSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -55,7 +56,7 @@ public enum FolderWalk {
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard dup >= 0, let d = fdopendir(dup) else {
             let e = errno
-            if dup >= 0 { close(dup) }
+            if dup >= 0 { FileDescriptor(dup).close() }
             errno = e
             return nil
         }
@@ -73,14 +74,14 @@ public enum FolderWalk {
     private static func walk(_ dirfd: Int32, prefix: FileName, depth: Int, visit: (FileName, Entry) -> Void) {
         guard let all = names(dirfd) else {
             visit(prefix.bytes.isEmpty ? FileName(".") : prefix,
-                  .unreadable(reason: "cannot list the folder: \(String(cString: strerror(errno)))"))
+                  .unreadable(reason: "cannot list the folder: \(Errno.current.text)"))
             return
         }
         for name in all where !skippedNames.contains(name) {
             let relative = prefix.appending(name)
             var st = stat()
             guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
-                visit(relative, .unreadable(reason: String(cString: strerror(errno))))
+                visit(relative, .unreadable(reason: Errno.current.text))
                 continue
             }
             switch st.st_mode & S_IFMT {
@@ -91,11 +92,11 @@ public enum FolderWalk {
                 }
                 let sub = name.withCString { openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard sub >= 0 else {
-                    visit(relative, .unreadable(reason: "cannot enter the folder: \(String(cString: strerror(errno)))"))
+                    visit(relative, .unreadable(reason: "cannot enter the folder: \(Errno.current.text)"))
                     continue
                 }
                 walk(sub, prefix: relative, depth: depth + 1, visit: visit)
-                close(sub)
+                FileDescriptor(sub).close()
             case S_IFREG:
                 let info = FileInfo(
                     size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
@@ -108,7 +109,7 @@ public enum FolderWalk {
                     guard fd >= 0 else { return nil }
                     var now = stat()
                     guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
-                        close(fd)
+                        FileDescriptor(fd).close()
                         errno = EINVAL
                         return nil
                     }

@@ -37,9 +37,12 @@ public struct Report: Sendable {
     /// Why the file could not be analysed, when it could not.
     public var error: (code: String, message: String)?
     /// How the detonation ran (harness, exit, captured output), when there was one.
-    public var detonation: JSON?
+    public var detonation: DetonationSummary?
     /// Trace lines worth a person's attention (refusals, phases), shown by `text()` under the findings.
     public var traceLines: [String] = []
+    /// Whether a NumPy array of the file holds Python objects (numpy unpickles them when loading): set by the static
+    /// analysis, read by the probe to choose the harness. Not part of the JSON.
+    public var objectArrays = false
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 
@@ -57,7 +60,7 @@ public struct Report: Sendable {
         self.trace = trace
         self.timings = timings
         self.error = error
-        verdict = Report.verdict(for: findings, error: error != nil)
+        verdict = Verdict.decide(findings: findings, analysed: error == nil)
         limitFindings(to: Report.maxFindings)
     }
 
@@ -65,7 +68,7 @@ public struct Report: Sendable {
     public mutating func add(_ more: [Finding], error: (code: String, message: String)? = nil) {
         findings = (findings.filter { $0.rule != Report.omittedRule } + more).sorted { $0.severity > $1.severity }
         if let error { self.error = error }
-        verdict = Report.verdict(for: findings, error: self.error != nil)
+        verdict = Verdict.decide(findings: findings, analysed: self.error == nil)
         limitFindings(to: Report.maxFindings)
     }
 
@@ -90,21 +93,6 @@ public struct Report: Sendable {
         findings = kept
     }
 
-    /// `error` when the analysis failed and nothing found says more than that; otherwise by the findings.
-    static func verdict(for findings: [Finding], error: Bool) -> Verdict {
-        error && findings.allSatisfy({ $0.severity < .medium }) ? .error : verdict(for: findings)
-    }
-
-    /// `malicious` when any finding is critical; `suspicious` when any is high or medium; otherwise `clean`.
-    public static func verdict(for findings: [Finding]) -> Verdict {
-        let worst = findings.map(\.severity).max() ?? .info
-        switch worst {
-        case .critical: return .malicious
-        case .high, .medium: return .suspicious
-        case .low, .info: return .clean
-        }
-    }
-
     /// The report as one JSON object.
     public var json: JSON {
         var target: [(String, JSON)] = [("path", .string(self.target.path)), ("size", .int(self.target.size))]
@@ -117,7 +105,7 @@ public struct Report: Sendable {
             ("findings", .array(findings.map(\.json))),
             ("trace", .array(trace)),
             ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
-        ] + (detonation.map { [("detonation", $0)] } ?? []) + [
+        ] + (detonation.map { [("detonation", $0.json)] } ?? []) + [
             ("error", error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null),
         ])
     }
@@ -249,6 +237,9 @@ extension Report {
                                   sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
-        detonation = field("detonation")
+        if let member = field("detonation") {
+            guard let summary = DetonationSummary(json: member) else { return nil }
+            detonation = summary
+        }
     }
 }

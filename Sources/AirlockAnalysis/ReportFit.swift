@@ -43,10 +43,7 @@ extension Report {
         let n = trace.count
         trace = []
         traceLines = ["(trace left out of this reply to keep it within its size: \(n) events; probe the file alone to see them)"]
-        guard n > 0, case .object(var members)? = detonation else { return }
-        members.removeAll { $0.0 == "traceOmitted" }
-        members.append(("traceOmitted", .int(n)))
-        detonation = .object(members)
+        if n > 0 { detonation?.traceOmitted = n }
     }
 
     /// Keeps the most severe findings and says how many were left out; the verdict, decided from all of them, stays.

@@ -1,6 +1,7 @@
 import AirlockNames
 public import AirlockFormats
 internal import AirlockJSON
+internal import AirlockSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -12,14 +13,15 @@ public enum StaticScanner {
     /// Scans one file. It is opened without blocking (a FIFO or device is refused, never waited on).
     public static func scan(file path: String, budget: ScanBudget = .standard) -> Report {
         let started = now()
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-        guard fd >= 0 else {
-            let message = "cannot open \(path): \(String(cString: strerror(errno)))"
+        let fd: FileDescriptor
+        do throws(SystemCallError) {
+            fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+        } catch {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))], error: ("io", message))
+            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))],
+                          error: ("io", "cannot open \(path): \(error.errnoValue.text)"))
         }
-        defer { close(fd) }
-        return scan(fd: fd, path: path, budget: budget, started: started)
+        return fd.closeAfter { scan(fd: $0.rawValue, path: path, budget: budget, started: started) }
     }
 
     /// Scans the file open as `fd`; `path` names it in the report. The caller keeps `fd` (a detonation that
@@ -40,7 +42,10 @@ public enum StaticScanner {
         var analysis = analyse(view, name: path, budget: budget)
         analysis.findings += nameFindings(path: path, format: analysis.format)
         let target = ReportTarget(path: path, size: view.count, sha256: sha, format: analysis.format.rawValue)
-        return Report(target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))], error: analysis.error)
+        var report = Report(target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))],
+                            error: analysis.error)
+        report.objectArrays = analysis.objectArrays
+        return report
     }
 
     /// Analyses bytes already in memory as `scan(file:)` analyses a file's content: the same sniffing, parsers and
@@ -51,42 +56,9 @@ public enum StaticScanner {
         return Report(target: target, findings: analysis.findings, error: analysis.error)
     }
 
-    /// Scans files and folders (recursively, in name order); calls `report` once per file.
-    ///
-    /// - Parameter file: how one file, open as the descriptor given, is examined; `scan(fd:path:budget:)` unless
-    ///   given (`airlock probe` adds a detonation). Folder-level findings are added to what it returns.
-    public static func scan(
-        paths: [String], budget: ScanBudget = .standard, file: ((Int32, String) -> Report)? = nil, report: (Report) -> Void
-    ) {
-        let examine = file ?? { scan(fd: $0, path: $1, budget: budget) }
-        for path in paths {
-            // Shown escaped as walked names are: a path (a shell glob's match) with a newline or an escape sequence
-            // must not forge a line of the report.
-            let shown = FileName(path).escaped
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-            var st = stat()
-            guard fd >= 0, fstat(fd, &st) == 0 else {
-                let message = "cannot read \(shown): \(String(cString: strerror(errno)))"
-                if fd >= 0 { close(fd) }
-                let target = ReportTarget(path: shown, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: target, findings: [], error: ("io", message)))
-                continue
-            }
-            scan(fd: fd, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine, report: report)
-            close(fd)
-        }
-    }
-
-    /// Scans what `fd` is open as: a folder, walked by descriptors, or a file. `path` names it in the reports. The
-    /// caller keeps `fd`.
-    public static func scan(
-        fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report, report: (Report) -> Void
-    ) {
-        if isDirectory {
-            FolderScanner.scan(dirfd: fd, display: path, examine: examine, report: report)
-        } else {
-            report(examine(fd, path))
-        }
+    /// Scans files and folders (recursively, in name order, `ModelWalk`); calls `report` once per file.
+    public static func scan(paths: [String], budget: ScanBudget = .standard, report: (Report) -> Void) {
+        ModelWalk.walk(paths: paths, examine: { scan(fd: $0, path: $1, budget: budget) }, report: report)
     }
 
     /// What one analysis found.
@@ -94,11 +66,14 @@ public enum StaticScanner {
         var format: FileFormat
         var findings: [Finding] = []
         var error: (code: String, message: String)? = nil
+        /// Whether a NumPy array holds Python objects: numpy unpickles them, so loading the file runs code.
+        var objectArrays = false
     }
 
     static func analyse(_ view: ByteView, name: String, budget: ScanBudget) -> Analysis {
         var format = FormatDetector.sniff(view)
         var findings: [Finding] = []
+        var objectArrays = false
         switch format {
         case .pickle, .pytorchLegacy:
             let report = PickleScanner.scan(view, budget: budget)
@@ -107,7 +82,9 @@ public enum StaticScanner {
         case .zip:
             return ArchiveScanner.analyse(view, budget: budget)
         case .numpy:
-            findings += NumPyFindings.findings(view, member: nil, budget: budget)
+            let numpy = NumPyFindings.findings(view, member: nil, budget: budget)
+            findings += numpy.findings
+            objectArrays = numpy.objectArrays
         case .safetensors:
             findings += SafetensorsParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .gguf:
@@ -129,7 +106,7 @@ public enum StaticScanner {
         case .pytorchZip, .joblib, .npz, .keras:
             break // decided by refinement, never by sniffing
         }
-        return Analysis(format: format, findings: findings)
+        return Analysis(format: format, findings: findings, objectArrays: objectArrays)
     }
 
     /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.
@@ -238,7 +215,8 @@ enum PickleFindings {
 
 /// NumPy arrays: the header, and the pickle an object array carries.
 enum NumPyFindings {
-    static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> [Finding] {
+    /// The findings, and whether the array holds Python objects (then numpy unpickles its data when loading it).
+    static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> (findings: [Finding], objectArrays: Bool) {
         let report = NumPyParser.parse(view, budget: budget)
         var out = report.observations.map { o -> Finding in
             var f = ObservationRules.finding(o)
@@ -248,6 +226,6 @@ enum NumPyFindings {
         if let offset = report.pickleOffset, let data = view.suffix(from: offset) {
             out += PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: member), member: member)
         }
-        return out
+        return (out, report.pickleOffset != nil)
     }
 }

@@ -73,7 +73,7 @@ struct Examination: Sendable {
                     return .current
                 }
                 defer { own.close() }
-                StaticScanner.scan(
+                ModelWalk.walk(
                     fd: own.rawValue, isDirectory: true, path: name,
                     examine: { fd, path in identity.withDaemon { examine(fd, path) } }
                 ) { reports.append($0) }

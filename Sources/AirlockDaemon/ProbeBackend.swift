@@ -22,7 +22,7 @@ public enum ProbeBackend: Sendable {
             var loaded = try Profile.load(profile)
             if requireCgroup { loaded.sandbox.cgroup = .required }
             let program = try SeccompProgram(profile: loaded)
-            let verdictPolicy = try VerdictPolicy.load(policy)
+            let verdictPolicy = try VerdictPolicy.load(policy, for: loaded)
             guard let harness = ProbeOptions.locateHarness() else {
                 let searched = ProfileLocator.searchDirectories().joined(separator: ", ")
                 throw ProbeSetupError("no loader harness (harness/load.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
@@ -51,7 +51,7 @@ public enum ProbeBackend: Sendable {
         switch self {
         case .local(let options):
             var reports: [Report] = []
-            StaticScanner.scan(
+            ModelWalk.walk(
                 fd: fd, isDirectory: isFolder, path: name,
                 examine: { Prober.probe(fd: $0, path: $1, options: options) }
             ) { reports.append($0) }

@@ -1,3 +1,5 @@
+public import AirlockSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +28,7 @@ public struct ByteView: Sendable {
     /// Maps `path` read-only (`mmap`, `PROT_READ`, `MAP_PRIVATE`). The mapping lives as long as any view of it.
     public static func map(path: String) throws(FormatError) -> ByteView {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-        guard fd >= 0 else { throw FormatError(.io, "cannot open \(path)", errno: errno) }
+        guard fd >= 0 else { throw FormatError(.io, "cannot open \(path)", errno: .current) }
         defer { close(fd) }
         return try map(fd: fd, name: path)
     }
@@ -34,12 +36,12 @@ public struct ByteView: Sendable {
     /// Maps the regular file open as `fd` read-only; `name` is for messages. The descriptor may be closed after.
     public static func map(fd: Int32, name: String) throws(FormatError) -> ByteView {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FormatError(.io, "cannot stat \(name)", errno: errno) }
+        guard fstat(fd, &st) == 0 else { throw FormatError(.io, "cannot stat \(name)", errno: .current) }
         guard st.st_mode & S_IFMT == S_IFREG else { throw FormatError(.io, "\(name) is not a regular file") }
         let size = Int(st.st_size)
         if size == 0 { return ByteView([]) }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-            throw FormatError(.io, "cannot map \(name)", errno: errno)
+            throw FormatError(.io, "cannot map \(name)", errno: .current)
         }
         _ = madvise(base, size, MADV_SEQUENTIAL)
         return ByteView(storage: ByteStorage(mapped: UnsafeRawPointer(base), count: size), start: 0, count: size)
@@ -156,9 +158,9 @@ final class ByteStorage: @unchecked Sendable {
 }
 
 /// Why a file could not be read or analysed at all (as opposed to an `Observation` about what it holds).
-public struct FormatError: Error, Sendable, CustomStringConvertible {
+public struct FormatError: AirlockError {
     /// What kind of failure.
-    public enum Code: String, Sendable {
+    public enum Kind: String, Sendable {
         /// The file could not be opened, mapped or read.
         case io
         /// The bytes are not what the format requires, beyond what a finding can describe.
@@ -167,22 +169,25 @@ public struct FormatError: Error, Sendable, CustomStringConvertible {
         case budget
     }
     /// What kind of failure.
-    public let code: Code
+    public let kind: Kind
     /// A sentence for people.
     public let message: String
     /// The underlying errno, when a system call failed.
-    public let errno: Int32?
+    public let errno: Errno?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, errno: Int32? = nil) {
-        self.code = code
+    public init(_ kind: Kind, _ message: String, errno: Errno? = nil) {
+        self.kind = kind
         self.message = message
         self.errno = errno
     }
 
+    /// `io`, `malformed` or `budget`.
+    public var code: String { kind.rawValue }
+
     /// The message, with the system's text for `errno`.
     public var description: String {
         guard let errno else { return message }
-        return "\(message): \(String(cString: strerror(errno)))"
+        return "\(message): \(errno.text)"
     }
 }

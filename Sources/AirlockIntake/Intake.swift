@@ -80,7 +80,7 @@ public final class Intake: @unchecked Sendable {
             do {
                 keys.append(try BoundedFile.read(key, limit: 1 << 20, what: "public key"))
             } catch {
-                throw IntakeError(error.description, errno: typedErrno(error.errno))
+                throw IntakeError(error.description, errno: error.errno)
             }
             do {
                 _ = try ModelSigning.fingerprint(publicKeyPEM: keys[keys.count - 1])
@@ -300,7 +300,7 @@ public final class Intake: @unchecked Sendable {
         do {
             try takeOwnership(Taken(id: id, name: name))
         } catch {
-            let failure = IntakeError("cannot take \(name): \(error.message)", errno: typedErrno(error.errno))
+            let failure = IntakeError("cannot take \(name): \(error.message)", errno: error.errno)
             rollBack(Taken(id: id, name: name), because: error.message)
             return .failure(failure)
         }

@@ -40,7 +40,7 @@ extension Intake {
                 limits: limits)
         } catch {
             Custody.remove(q, Intake.copying, limits: limits)
-            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: typedErrno(error.errno))
+            throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
         }
         CrashPoint.hit("copied")
         let named = Intake.copying.withCString { copying in

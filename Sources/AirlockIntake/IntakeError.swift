@@ -24,7 +24,3 @@ public struct IntakeError: AirlockError {
     public var description: String { message }
 }
 
-/// The errno of an error from a module whose type is `Int32?` (or already `Errno?`): either way it becomes typed.
-func typedErrno(_ value: Int32?) -> Errno? { value.map(Errno.init(rawValue:)) }
-/// The errno of an error already typed.
-func typedErrno(_ value: Errno?) -> Errno? { value }

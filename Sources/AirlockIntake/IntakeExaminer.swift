@@ -88,7 +88,7 @@ struct IntakeExaminer: Sendable {
                 request.signatureBundle = try BoundedFile.read(
                     fd: sig.rawValue, limit: 64 << 20, name: "signature \(name)/\(policy.signatureFile)")
             } catch {
-                throw IntakeError(error.description, errno: typedErrno(error.errno))
+                throw IntakeError(error.description, errno: error.errno)
             }
         }
         if policy.requireSignature && request.signatureBundle == nil

@@ -2,6 +2,7 @@ internal import AirlockSystem
 public import AirlockAnalysis
 internal import AirlockJSON
 internal import AirlockProvenance
+internal import AirlockSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -51,7 +52,7 @@ public struct IntakePolicy: Sendable {
         do {
             bytes = try BoundedFile.read(path, limit: 1 << 20, what: "intake policy")
         } catch {
-            throw IntakeError(error.description, errno: typedErrno(error.errno))
+            throw IntakeError(error.description, errno: error.errno)
         }
         return try parse(bytes, name: path)
     }

@@ -1,3 +1,5 @@
+public import AirlockSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,23 +8,28 @@ import Glibc
 /// configurations, `/proc` files): a file over the bound is an error, never a large allocation.
 public enum BoundedFile {
     /// Why a file could not be read: a sentence, and the errno when there was one.
-    public struct Failure: Error, Sendable, CustomStringConvertible {
+    public struct Failure: AirlockError {
         /// What went wrong, naming the file.
         public let message: String
         /// The errno, when a system call failed.
-        public let errno: Int32?
+        public let errno: Errno?
 
+        /// `io` when a system call failed, `limit` when the file is larger than the bound.
+        public var code: String { errno == nil ? "limit" : "io" }
         /// The message, with the errno's text when there is one.
-        public var description: String { message + (errno.map { ": " + String(cString: strerror($0)) } ?? "") }
+        public var description: String { message + (errno.map { ": " + $0.text } ?? "") }
     }
 
     /// The bytes of `path`, at most `limit` of them; `what` names the file in messages ("profile", "policy").
     /// Opened without blocking, so a FIFO is read as far as it has data, never waited on.
     public static func read(_ path: String, limit: Int, what: String) throws(Failure) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-        guard fd >= 0 else { throw Failure(message: "cannot open \(what) \(path)", errno: errno) }
-        defer { close(fd) }
-        return try read(fd: fd, limit: limit, name: "\(what) \(path)")
+        let fd: FileDescriptor
+        do throws(SystemCallError) {
+            fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+        } catch {
+            throw Failure(message: "cannot open \(what) \(path)", errno: error.errnoValue)
+        }
+        return try fd.closeAfter { fd throws(Failure) in try read(fd: fd.rawValue, limit: limit, name: "\(what) \(path)") }
     }
 
     /// The bytes of the file open as `fd` from its current offset, at most `limit` of them; `name` names it in
@@ -34,7 +41,7 @@ public enum BoundedFile {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw Failure(message: "cannot read \(name)", errno: errno)
+                throw Failure(message: "cannot read \(name)", errno: .current)
             }
             if n == 0 { break }
             bytes.append(contentsOf: chunk[0..<n])

@@ -1,3 +1,5 @@
+public import AirlockSystem
+
 /// A small, strict JSON parser (RFC 8259) with hard bounds on nesting, and a writer.
 ///
 /// Used for sandbox profiles, model-file headers (safetensors, NumPy, Keras) and every report Airlock prints.
@@ -27,11 +29,12 @@ public enum JSON: Sendable, Equatable {
     }
 
     /// Why a document is not acceptable JSON, with the byte offset.
-    public struct SyntaxError: Error, Sendable, CustomStringConvertible {
+    public struct SyntaxError: AirlockError {
         /// Byte offset of the problem.
         public let offset: Int
         /// What is wrong.
         public let reason: String
+        public var code: String { "malformed" }
         public var description: String { "not valid JSON at byte \(offset): \(reason)" }
     }
 

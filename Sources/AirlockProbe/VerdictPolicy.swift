@@ -1,17 +1,16 @@
 public import AirlockAnalysis
 internal import AirlockJSON
-internal import AirlockSandbox
+public import AirlockSandbox
+public import AirlockSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// A verdict policy that could not be read: the message names the file and the field.
-public struct PolicyError: Error, Sendable, CustomStringConvertible {
+/// A verdict policy that could not be read, or that does not fit the profile it is to judge: the message names the
+/// file and the field, or the rule id.
+public struct PolicyError: AirlockError {
     /// What is wrong, and where.
     public let message: String
     /// Creates an error.
     public init(_ message: String) { self.message = message }
+    public var code: String { "policy" }
     public var description: String { message }
 }
 
@@ -45,9 +44,9 @@ public struct VerdictPolicy: Sendable {
     }
 
     /// Phases whose behaviour belongs to the model.
-    public var modelPhases: Set<String>
-    /// Notify-rule id of the profile → what a refusal by it means.
-    public var behaviour: [String: Rule]
+    public var modelPhases: Set<HarnessPhase>
+    /// A rule of the trace (a profile's notify rule, or one of the supervisor's own) → what a refusal by it means.
+    public var behaviour: [TraceRule: Rule]
     /// Calls the profile refuses outright (`syscalls[N]` rules).
     public var refused: Rule
     /// Refused calls that are critical rather than `refused.severity`.
@@ -95,11 +94,18 @@ public struct VerdictPolicy: Sendable {
         }
         let version: Int = try required(top, "version", in: "").integer()
         guard version == 1 else { throw fail("field version: \(version) is not supported (this airlock reads version 1)") }
-        modelPhases = Set(try required(top, "modelPhases", in: "").strings())
+        modelPhases = []
+        for item in try required(top, "modelPhases", in: "").array() {
+            let name = try item.string()
+            guard let phase = HarnessPhase(rawValue: name) else {
+                throw fail("field \(item.path): '\(name)' is not one of \(HarnessPhase.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            modelPhases.insert(phase)
+        }
         // What runs after the loader returned is the model's too (its timers, threads, finalizers): a policy that
         // left `end` out would file a delayed payload under the runtime's start-up.
-        for phase in ["load", "end"] where !modelPhases.contains(phase) {
-            throw fail("field modelPhases: must contain '\(phase)' (behaviour in it belongs to the model)")
+        for phase in [HarnessPhase.load, .end] where !modelPhases.contains(phase) {
+            throw fail("field modelPhases: must contain '\(phase.rawValue)' (behaviour in it belongs to the model)")
         }
         observationSeconds = try top["observationSeconds"]?.double() ?? VerdictPolicy.defaultObservationSeconds
         // The loader's own exit after `end` falls inside the window too: a window too short for it would report
@@ -111,7 +117,16 @@ public struct VerdictPolicy: Sendable {
         for item in try required(top, "behaviour", in: "").array() {
             let m = try item.object(allowed: ["comment", "rule", "finding", "severity", "message"])
             let id = try required(m, "rule", in: item.path).string()
-            behaviour[id] = try rule(item, extra: ["rule"])
+            let traceRule = TraceRule(id)
+            // The ones a refusal never carries: `syscalls[N]` is `refused`'s, `launch` and `phase` are never refused.
+            switch traceRule {
+            case .launch, .phase, .refused:
+                throw fail("field \(item.path).rule: '\(id)' is not a rule that refuses by name")
+            default:
+                break
+            }
+            guard behaviour[traceRule] == nil else { throw fail("field \(item.path).rule: '\(id)' is named twice") }
+            behaviour[traceRule] = try rule(item, extra: ["rule"])
         }
         let refusedField = try required(top, "refused", in: "")
         refused = try rule(refusedField, extra: ["critical", "ignore"])
@@ -127,8 +142,9 @@ public struct VerdictPolicy: Sendable {
         }
     }
 
-    /// Loads the policy at `path`, or `policy.json` from the profile directories when `path` is nil.
-    public static func load(_ path: String? = nil) throws(PolicyError) -> VerdictPolicy {
+    /// Loads the policy at `path`, or `policy.json` from the profile directories when `path` is nil, and checks it
+    /// against `profile`, the profile whose traces it will judge (`check(against:)`).
+    public static func load(_ path: String? = nil, for profile: Profile) throws(PolicyError) -> VerdictPolicy {
         let file: String
         if let path {
             file = path
@@ -144,6 +160,29 @@ public struct VerdictPolicy: Sendable {
         } catch {
             throw PolicyError(error.description)
         }
-        return try VerdictPolicy(json: bytes, name: file)
+        let policy = try VerdictPolicy(json: bytes, name: file)
+        try policy.check(against: profile, name: file)
+        return policy
+    }
+
+    /// Checks that this policy and `profile` speak of the same rules: every `behaviour[].rule` is one the profile's
+    /// notify rules (or the supervisor itself) can put in a trace, and every notify rule of the profile that refuses
+    /// is named. Either mismatch would move refusals silently to `otherDenied` (a rule renamed in the profile drops
+    /// from critical to high), so it is an error naming the rule id. `name` names the policy in the message.
+    public func check(against profile: Profile, name: String) throws(PolicyError) {
+        let notify = profile.sandbox.notify
+        for rule in notify where TraceRule.reservedIDs.contains(rule.id) {
+            throw PolicyError("profile \(profile.name): notify rule '\(rule.id)' takes an id the supervisor uses itself")
+        }
+        var producible = Set(notify.map { TraceRule.notify($0.id) }).union(TraceRule.supervisorRefusals)
+        if profile.sandbox.notifyDefault != .allow { producible.insert(.notifyDefault) }
+        for rule in behaviour.keys.sorted(by: { $0.description < $1.description }) where !producible.contains(rule) {
+            throw PolicyError(
+                "policy \(name): behaviour rule '\(rule)' is no notify rule of profile \(profile.name) nor one of the supervisor's (\(TraceRule.supervisorRefusals.map(\.description).joined(separator: ", ")))")
+        }
+        for rule in notify where rule.action != .allow && behaviour[.notify(rule.id)] == nil {
+            throw PolicyError(
+                "policy \(name): profile \(profile.name)'s notify rule '\(rule.id)' refuses calls but has no behaviour entry (they would all be otherDenied)")
+        }
     }
 }

@@ -344,7 +344,7 @@ enum FileBytes {
         do {
             return try BoundedFile.read(path, limit: limit, what: what)
         } catch {
-            throw SandboxError(.profile, error.message, errno: error.errno.map { Errno($0) })
+            throw SandboxError(.profile, error.message, errno: error.errno)
         }
     }
 }

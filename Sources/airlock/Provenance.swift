@@ -168,7 +168,7 @@ extension Airlock {
         var ignore: [String] = []
 
         @Option(name: .long, help: "Output format: text, json or sarif.")
-        var format: ScanFormat = .text
+        var format: ReportFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false

@@ -2,12 +2,9 @@ import AirlockAnalysis
 import AirlockDaemon
 import AirlockFormats
 import AirlockJSON
-import ArgumentParser
+public import ArgumentParser
 
-/// Output formats of `airlock scan`.
-enum ScanFormat: String, ExpressibleByArgument, CaseIterable {
-    case text, json, sarif
-}
+extension ReportFormat: ExpressibleByArgument {}
 
 extension Airlock {
     /// `airlock scan`: static analysis only.
@@ -24,7 +21,7 @@ extension Airlock {
         )
 
         @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
-        var format: ScanFormat = .text
+        var format: ReportFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
@@ -51,37 +48,15 @@ extension Airlock {
     }
 }
 
-/// Prints reports as `scan` and `probe` do, and turns the worst verdict into the exit status.
-struct ReportPrinter {
-    let format: ScanFormat
-    let verbose: Bool
-    private var worst: Verdict = .clean
-    private var collected: [Report] = []
-
-    init(format: ScanFormat, verbose: Bool) {
-        self.format = format
-        self.verbose = verbose
-    }
-
-    /// Prints one report now (text, JSON Lines), or keeps it for the SARIF log.
-    mutating func print(_ report: Report) {
-        switch format {
-        case .json: writeStdout(Array(report.json.serialized().utf8) + [0x0A])
-        case .text: writeStdout(Array((report.text(verbose: verbose) + "\n").utf8))
-        case .sarif: collected.append(report)
-        }
-        worst = max(worst, report.verdict)
+extension ReportPrinter {
+    /// A printer for the CLI: to standard output, naming this airlock's version in SARIF.
+    init(format: ReportFormat, verbose: Bool) {
+        self.init(format: format, verbose: verbose, version: Airlock.configuration.version, write: writeStdout)
     }
 
     /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious) or 2 (error).
     func finish() throws {
-        if format == .sarif {
-            writeStdout(Array(Sarif.log(collected, version: Airlock.configuration.version).serialized().utf8) + [0x0A])
-        }
-        switch worst {
-        case .clean: return
-        case .suspicious, .malicious: throw ExitCode(1)
-        case .error: throw ExitCode(2)
-        }
+        let status = end()
+        if status != 0 { throw ExitCode(status) }
     }
 }

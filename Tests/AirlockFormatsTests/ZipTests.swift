@@ -254,7 +254,7 @@ struct ZipObservationTests {
         let start = ContinuousClock.now
         #expect {
             try a.extract(a.entries[0], from: v, limit: 16 << 20)
-        } throws: { ($0 as? FormatError)?.code == .budget }
+        } throws: { ($0 as? FormatError)?.kind == .budget }
         let found = a.verifyAll(view: v, limit: 16 << 20)
         #expect(found.map(\.kind) == ["zip.bomb"])
         #expect(ContinuousClock.now - start < .seconds(5))

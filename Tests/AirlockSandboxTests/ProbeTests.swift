@@ -62,7 +62,7 @@ struct ProbeTests {
         let profile = try defaultProfile()
         return ProbeOptions(
             profile: profile, program: try SeccompProgram(profile: profile),
-            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json"),
+            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
             harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: timeout, probePhase: probePhase
         )
     }
@@ -336,6 +336,12 @@ struct ProbeTests {
             #expect(unreachable.status == 2 && unreachable.stderr.contains("cannot connect"), "\(unreachable.stderr)")
             let sarif = try runCLI(["probe", "--format", "sarif", "\(dir)/evil.pt"])
             #expect(sarif.status == 1 && sarif.stdout.contains("dynamic.exec"))
+            // A policy that does not fit the profile is refused before anything runs, naming the rule id.
+            let policy = try String(contentsOfFile: "\(repositoryRoot)/Profiles/policy.json", encoding: .utf8)
+                .replacingOccurrences(of: "\"rule\": \"network\"", with: "\"rule\": \"net\"")
+            try policy.write(toFile: "\(dir)/renamed-policy.json", atomically: true, encoding: .utf8)
+            let misfit = try runCLI(["probe", "--policy", "\(dir)/renamed-policy.json", "\(dir)/evil.pt"])
+            #expect(misfit.status == 2 && misfit.stderr.contains("'net'") && misfit.stdout.isEmpty, "\(misfit.stderr)")
         }
     }
 }

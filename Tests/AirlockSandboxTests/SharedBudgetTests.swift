@@ -289,11 +289,11 @@ struct SharedBudgetTests {
         let profile = try SharedBudgetTests.profile(["memoryBytes": 256 << 20])
         let options = ProbeOptions(
             profile: profile, program: try SeccompProgram(profile: profile),
-            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json"),
+            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
             harnessDirectory: "\(repositoryRoot)/Profiles/harness", timeoutSeconds: 30
         )
         let report = Prober.probe(file: model, options: options)
-        let detonation = try #require(report.detonation?.serialized())
+        let detonation = try #require(report.detonation?.json.serialized())
         #expect(detonation.contains("\"outcome\":\"resource-exhausted\""), "\(detonation)")
         #expect(detonation.contains("\"resource\":\"memory\",\"limit\":\(256 << 20)"), "\(detonation)")
         let finding = try #require(report.findings.first { $0.rule == "dynamic.resource-exhausted" })

@@ -127,10 +127,10 @@ struct ProfilePolicyTests {
     @Test("every refusing rule of the default profile, and the supervisor's own, is named by the default policy")
     func everyRefusalNamed() throws {
         let profile = try defaultProfile()
-        let policy = try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json")
+        let policy = try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile)
         let refusing = profile.sandbox.notify.filter { $0.action != .allow }.map(\.id)
             + ["undecided", "unknown-syscall", "phase-regression", "phase-unknown"]
-        let unnamed = refusing.filter { policy.behaviour[$0] == nil }
+        let unnamed = refusing.filter { policy.behaviour[TraceRule($0)] == nil }
         #expect(unnamed.isEmpty, "refusals the policy would call dynamic.denied: \(unnamed)")
     }
 }

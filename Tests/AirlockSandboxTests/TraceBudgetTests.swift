@@ -258,7 +258,10 @@ struct TraceBudgetTests {
                                   message: "x", evidence: Evidence(details: [("phase", "load")]))
             let trace = (1...max(1, events)).map { TraceBudgetTests.floodEvent($0).json }
             var r = Report(target: target, findings: [finding], trace: events > 0 ? trace : [])
-            r.detonation = .object([("traceDropped", .int(0))])
+            r.detonation = DetonationSummary(
+                argv: ["python3"], outcome: "loaded", phaseReached: "end", leftBehind: nil, observation: .null, exitCode: 0,
+                signal: nil, timedOut: false, durationMs: 1, stdoutTail: "", stderrTail: "", traceDropped: 0,
+                traceDroppedBytes: 0, limitsHit: [], cgroup: .null)
             r.traceLines = ["#1 execve"]
             return r
         }
@@ -270,12 +273,11 @@ struct TraceBudgetTests {
         #expect(reports.map(\.replySize).reduce(0, +) + reports.count <= limit)
         #expect(reports.map(\.verdict) == [.malicious, .clean, .malicious])
         #expect(reports[1].trace.isEmpty && !reports[0].trace.isEmpty && !reports[2].trace.isEmpty)
-        guard case .object(let m)? = reports[1].detonation else { Issue.record("no detonation"); return }
-        #expect(m.first { $0.0 == "traceOmitted" }?.1 == .int(200))
+        #expect(reports[1].detonation?.traceOmitted == 200)
         #expect(reports[1].traceLines.first?.contains("left out") == true)
         // Read back as a client does: the mark and the verdict survive.
         let back = Report(json: reports[1].json)
-        #expect(back?.verdict == .clean && back?.trace.isEmpty == true)
+        #expect(back?.verdict == .clean && back?.trace.isEmpty == true && back?.detonation == reports[1].detonation)
         // With no room at all, every trace goes and it says it did not fit; the verdicts stay.
         #expect(!Report.fit(&reports, within: 10))
         #expect(reports.allSatisfy(\.trace.isEmpty) && reports.map(\.verdict) == [.malicious, .clean, .malicious])

@@ -83,7 +83,7 @@ extension ZipArchive {
                                       details: [("inflated", String(actual)), ("compressed", String(raw.count)), ("source", "actual")]))
                 }
             } catch {
-                if error.code == .budget {
+                if error.kind == .budget {
                     sink.add("zip.bomb", "\(entry.name) inflates past the limit of \(limit) bytes (from \(raw.count) compressed)",
                              Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
                                       details: [("limit", String(limit)), ("compressed", String(raw.count)), ("source", "actual")]))

@@ -1,0 +1,143 @@
+internal import AirlockAnalysis
+internal import AirlockJSON
+public import AirlockSandbox
+internal import AirlockSystem
+
+/// One detonation: the harness loading a file in the sandbox, and what the supervisor observed — the typed trace
+/// (`result.trace`, with the exit, the observation and the limits hit) and how the loader ended (`outcome`).
+///
+/// `run` only runs and reads; the policy judges it afterwards (`DynamicRules`, `Verdict.decide`).
+public struct Detonation: Sendable {
+    /// The harness's command line inside the sandbox.
+    public var argv: [String]
+    /// The phases the harness was to announce, in order.
+    public var phases: [HarnessPhase]
+    /// What the sandbox run produced: the trace, the exit, captured output, the observation, the cgroup.
+    public var result: SandboxResult
+    /// How the loader ended, decided from `result`.
+    public var outcome: HarnessOutcome
+    /// Milliseconds from the request until the sandbox was gone.
+    public var durationMs: Double
+
+    /// Bytes of the harness's standard output and error kept in the report.
+    static let outputTail = 4096
+
+    /// Wraps a finished run; the outcome is read from it.
+    public init(argv: [String], phases: [HarnessPhase], result: SandboxResult, durationMs: Double) {
+        self.argv = argv
+        self.phases = phases
+        self.result = result
+        self.outcome = HarnessOutcome.read(result, phases: phases)
+        self.durationMs = durationMs
+    }
+
+    /// The trace: every notified call, in the order the supervisor answered them.
+    public var trace: [TraceEvent] { result.trace }
+
+    /// Loads the file open as `fd` with the harness as `format`, in the sandbox `options` describe. The sandbox
+    /// receives the file through the descriptor, never by looking its path up again.
+    public static func run(fd: Int32, format: HarnessFormat, options: ProbeOptions) throws(SandboxError) -> Detonation {
+        let started = StaticScanner.now()
+        let phases = HarnessPhase.sequence(probe: options.probePhase)
+        let argv = HarnessProtocol.argv(interpreter: options.interpreter, format: format,
+                                        descriptor: Sandbox.firstPassedFD, probe: options.probePhase)
+        let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
+        defer { model.close() }
+        let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
+        let observation = SandboxObservation(baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
+                                             windowSeconds: options.policy.observationSeconds)
+        let request = SandboxRequest(argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
+                                     extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
+                                     observation: observation)
+        let result = try Sandbox.run(request, program: options.program)
+        return Detonation(argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started))
+    }
+
+    /// Whether the loader stopped before the model's phases: nothing was observed about the model.
+    func stoppedBeforeModel(_ policy: VerdictPolicy) -> Bool {
+        outcome.outcome != nil && !policy.modelPhases.contains(outcome.phase)
+    }
+
+    /// Where the detonation's time went, from the trace's clock: sandbox set-up until the command started,
+    /// interpreter start-up until `load`, loading until `probe`, and the rest until the end.
+    var phaseTimings: [(String, Double)] {
+        let ms = { (ns: UInt64) in Double(ns) / 1e6 }
+        guard let launch = result.trace.first(where: { $0.traceRule == .launch }) else { return [] }
+        var out: [(String, Double)] = [("sandboxSetupMs", ms(launch.timeNs))]
+        let marker = { (p: HarnessPhase) in result.trace.first { $0.traceRule == .phase && $0.phase == p.rawValue } }
+        let load = marker(.load), probe = marker(.probe)
+        let finished = max(result.durationNs, launch.timeNs)
+        // The work ends at the end marker (or the loader's exit); what follows is the supervisor's observation.
+        let workEnd = min(max(result.observation?.workEndedNs ?? finished, launch.timeNs), finished)
+        if let load {
+            out.append(("startupMs", ms(load.timeNs - launch.timeNs)))
+            let loadEnd = probe?.timeNs ?? workEnd
+            out.append(("loadMs", ms(loadEnd >= load.timeNs ? loadEnd - load.timeNs : 0)))
+        }
+        if let probe { out.append(("probeMs", ms(workEnd >= probe.timeNs ? workEnd - probe.timeNs : 0))) }
+        if result.observation?.workEndedNs != nil { out.append(("observationMs", ms(finished - workEnd))) }
+        return out
+    }
+
+    /// The command's start, phase changes and every refusal the policy counts, for people; at most 40 lines.
+    func traceLines(policy: VerdictPolicy) -> [String] {
+        let shown = result.trace.filter {
+            $0.traceRule == .launch || $0.traceRule == .phase
+                || ($0.action != .allowed && DynamicRules.classify($0, policy: policy) != nil)
+        }
+        var lines = shown.prefix(40).map { e -> String in
+            if e.traceRule == .phase { return "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  ── phase \(e.phase ?? "?") ──" }
+            var line = "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  [\(e.phase ?? "-")]  pid \(e.pid)  \(e.syscall) \(TraceText.details(e.args))"
+            line += e.action == .allowed ? "  allowed" : "  \(e.action.rawValue) \(e.errno ?? "")  (\(e.rule ?? "?"))"
+            return line
+        }
+        if shown.count > 40 { lines.append("… \(shown.count - 40) more (--format json has the whole trace)") }
+        let refused = result.trace.filter { $0.action != .allowed && $0.traceRule != .phase }.count
+        lines.append("\(result.trace.count + result.traceDropped) notified calls, \(refused) refused; " + ending)
+        return lines
+    }
+
+    /// How the run ended, in words.
+    var ending: String {
+        let after = "\(TraceText.milliseconds(result.durationNs)) ms"
+        if result.timedOut { return "deadline passed after \(after): killed" }
+        if result.observation?.windowExpired == true {
+            return "still running \(after) after the start, at the end of the observation window: killed"
+        }
+        if let signal = result.signal { return "killed by \(signal) after \(after)" }
+        return "exit code \(result.exitCode ?? -1) after \(after)"
+    }
+
+    /// The `detonation` member of the report, typed (`DetonationSummary` writes it).
+    var summary: DetonationSummary {
+        DetonationSummary(
+            argv: argv, outcome: outcome.outcome?.rawValue ?? "loaded", phaseReached: outcome.phase.rawValue,
+            leftBehind: outcome.leftBehindSummary, observation: Detonation.json(result.observation),
+            exitCode: result.exitCode.map(Int.init), signal: result.signal, timedOut: result.timedOut,
+            durationMs: (Double(result.durationNs) / 1e3).rounded() / 1e3,
+            stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
+            stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
+            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit.map(\.json), cgroup: result.cgroup.json)
+    }
+
+    /// What the supervisor saw running after the loader returned (or exited).
+    static func json(_ o: ObservationReport?) -> JSON {
+        guard let o else { return .null }
+        let ms = { (ns: UInt64) in JSON.double((Double(ns) / 1e3).rounded() / 1e3) }
+        return .object([
+            ("endAnnouncedMs", o.endAnnouncedNs.map(ms) ?? .null),
+            ("workEndedMs", o.workEndedNs.map(ms) ?? .null),
+            ("windowExpired", .bool(o.windowExpired)),
+            ("firedSignals", .array(o.firedSignals.map(JSON.string))),
+            ("left", .array(o.left.map { item in
+                .object([("kind", .string(item.kind.rawValue)), ("pid", .int(Int(item.pid))),
+                         ("name", .string(item.name)), ("timeMs", ms(item.timeNs))])
+            })),
+            ("leftDropped", .int(o.leftDropped)),
+        ])
+    }
+
+    static func tail(_ bytes: [UInt8], _ n: Int) -> String {
+        String(decoding: bytes.suffix(n), as: UTF8.self)
+    }
+}

@@ -1,0 +1,111 @@
+public import AirlockFormats
+
+/// The phases the loader harness announces, in order (`Profiles/harness/airlock_harness.py`, `announce`).
+///
+/// `startup` is where every detonation begins (the interpreter and its imports); the harness announces `load` before
+/// it opens the model, `probe` before it touches the loaded object (only when asked to), and `end` once the loader
+/// returned: what the model left running is then observed by the supervisor (`SandboxObservation`). The verdict
+/// policy's `modelPhases` are named from these; `HarnessContractTests` reads the harness and checks they agree.
+public enum HarnessPhase: String, Sendable, CaseIterable, Comparable {
+    case startup, load, probe, end
+
+    /// The phases of a detonation with or without the probe phase, in order: the harness announces `probe` only when
+    /// asked to touch the object, and an `end` that skips a phase was not announced by the harness (`HarnessOutcome`).
+    public static func sequence(probe: Bool) -> [HarnessPhase] { probe ? allCases : allCases.filter { $0 != .probe } }
+
+    public static func < (a: HarnessPhase, b: HarnessPhase) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// The formats the harness can load, by the names its `LOADERS` table uses (the report's format names).
+public enum HarnessFormat: String, Sendable, CaseIterable {
+    case pickle, joblib
+    case pytorchZip = "pytorch-zip"
+    case pytorchLegacy = "pytorch-legacy"
+    case numpy, npz
+
+    /// The harness format for a file of `format`, when loading it can run code and the harness can load it: pickles
+    /// in every wrapping, and NumPy files only when an array has the object dtype (`objectArrays`), since numeric
+    /// arrays are data numpy reads without unpickling.
+    public init?(_ format: FileFormat, objectArrays: Bool) {
+        switch format {
+        case .pickle: self = .pickle
+        case .joblib: self = .joblib
+        case .pytorchZip: self = .pytorchZip
+        case .pytorchLegacy: self = .pytorchLegacy
+        case .numpy where objectArrays: self = .numpy
+        case .npz where objectArrays: self = .npz
+        default: return nil
+        }
+    }
+}
+
+/// How the supervisor and the loader harness talk besides the phase markers: the command line it is given, the
+/// lines it prints and the exit codes it ends with. Each string here is written once; the harness writes the same
+/// ones in Python, and `HarnessContractTests` fails when the two disagree.
+public enum HarnessProtocol {
+    /// Where the harness directory is mounted in the sandbox.
+    public static let mountPoint = "/airlock/harness"
+    /// The entry point inside the sandbox.
+    public static let entryPoint = mountPoint + "/load.py"
+    /// The argument that asks the harness to skip the probe phase.
+    public static let noProbeFlag = "--no-probe"
+    /// The prefix of the model argument naming a passed descriptor (`fd:3`).
+    public static let descriptorPrefix = "fd:"
+    /// The prefix of every line the harness prints for the supervisor.
+    public static let linePrefix = "airlock-harness: "
+
+    /// The kinds of line the harness prints after `linePrefix`; the rest of the line is detail.
+    public enum Line: String, Sendable, CaseIterable {
+        /// The object loaded (stdout). Never read: the model could print it.
+        case loaded
+        /// The model left threads running (`left-behind threads=N`, stderr).
+        case leftBehind = "left-behind"
+        /// Loading raised an exception (`load-error TYPE: MESSAGE`).
+        case loadError = "load-error"
+        /// Touching the loaded object raised.
+        case probeError = "probe-error"
+        /// Loading ran out of memory, stack or processes.
+        case resourceExhausted = "resource-exhausted"
+
+        /// The exit code the harness ends with after printing this line.
+        public var exitCode: ExitCode {
+            switch self {
+            case .loaded, .leftBehind: .loaded
+            case .loadError, .probeError: .raised
+            case .resourceExhausted: .exhausted
+            }
+        }
+    }
+
+    /// The harness's exit codes.
+    public enum ExitCode: Int32, Sendable, CaseIterable {
+        /// Loaded (and probed).
+        case loaded = 0
+        /// The command line was wrong.
+        case usage = 2
+        /// Loading or probing raised an exception.
+        case raised = 3
+        /// Loading ran out of a resource.
+        case exhausted = 4
+    }
+
+    /// The harness's command line inside the sandbox: `interpreter`, the entry point, the format and the model's
+    /// descriptor, and `--no-probe` unless the probe phase is wanted.
+    public static func argv(interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool) -> [String] {
+        interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)] + (probe ? [] : [noProbeFlag])
+    }
+
+    /// The details of the `kind` lines among `lines` (already stripped of `linePrefix`), in order.
+    static func details(_ kind: Line, in lines: [String]) -> [String] {
+        let head = kind.rawValue + " "
+        return lines.filter { $0.hasPrefix(head) }.map { String($0.dropFirst(head.count)) }
+    }
+
+    /// Lines starting with `linePrefix`, without it (the last 64 KiB of output at most).
+    static func lines(_ bytes: [UInt8]) -> [String] {
+        String(decoding: bytes.suffix(65536), as: UTF8.self).split(separator: "\n")
+            .filter { $0.hasPrefix(linePrefix) }.map { String($0.dropFirst(linePrefix.count)) }
+    }
+}

@@ -1,0 +1,75 @@
+/// Which rule decided a traced call: the one vocabulary of `TraceEvent.rule`, written by the supervisor (the notifier
+/// and `NotifyPolicy`) and read by the verdict policy, which judges refusals by it.
+///
+/// In the trace it stays text (`"exec"`, `"syscalls[3]"`, `"phase-regression"`): the JSON contract and the profile's
+/// own rule ids are strings. Everything that makes or reads one goes through this type, so that no reader matches a
+/// prefix or a literal of its own.
+public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
+    /// The sandbox's own start of the command (the first `execve`, allowed).
+    case launch
+    /// A phase announcement (`PhaseMarker`), answered `ENOENT`.
+    case phase
+    /// An announcement of an earlier phase than the current one: a forgery, refused.
+    case phaseRegression
+    /// An announcement of a phase the request does not have, refused.
+    case phaseUnknown
+    /// A system call the profile decides nowhere, refused with `ENOSYS`.
+    case undecided
+    /// A system-call number beyond the machine's table, refused with `ENOSYS`.
+    case unknownSyscall
+    /// No notify rule matched: the profile's `notifyDefault` answered.
+    case notifyDefault
+    /// The profile's `syscalls[index]` rule refused the call outright.
+    case refused(index: Int)
+    /// The profile's notify rule with this id decided.
+    case notify(String)
+
+    /// The rules the supervisor refuses with on its own, whatever the profile's notify rules say.
+    public static let supervisorRefusals: [TraceRule] = [.undecided, .unknownSyscall, .phaseRegression, .phaseUnknown]
+
+    /// Ids a profile's notify rule cannot take: the trace could not tell them from the supervisor's own.
+    public static let reservedIDs: Set<String> = [
+        "launch", "phase", "phase-regression", "phase-unknown", "undecided", "unknown-syscall", "default",
+    ]
+
+    /// Reads a trace's `rule` text.
+    public init(_ text: String) {
+        switch text {
+        case "launch": self = .launch
+        case "phase": self = .phase
+        case "phase-regression": self = .phaseRegression
+        case "phase-unknown": self = .phaseUnknown
+        case "undecided": self = .undecided
+        case "unknown-syscall": self = .unknownSyscall
+        case "default": self = .notifyDefault
+        default:
+            if text.hasPrefix("syscalls["), text.hasSuffix("]"),
+                let index = Int(text.dropFirst("syscalls[".count).dropLast())
+            {
+                self = .refused(index: index)
+            } else {
+                self = .notify(text)
+            }
+        }
+    }
+
+    /// The text the trace carries.
+    public var description: String {
+        switch self {
+        case .launch: "launch"
+        case .phase: "phase"
+        case .phaseRegression: "phase-regression"
+        case .phaseUnknown: "phase-unknown"
+        case .undecided: "undecided"
+        case .unknownSyscall: "unknown-syscall"
+        case .notifyDefault: "default"
+        case .refused(let index): "syscalls[\(index)]"
+        case .notify(let id): id
+        }
+    }
+}
+
+extension TraceEvent {
+    /// `rule`, typed; nil when no rule decided (`airlock exec` events of calls nothing matched never have one).
+    public var traceRule: TraceRule? { rule.map(TraceRule.init) }
+}
