@@ -125,18 +125,60 @@ let package = Package(
             dependencies: ["AirlockFormats", "AirlockJSON", "AirlockNames", "AirlockAnalysis", "AirlockProvenance"],
             path: "Tests/Fuzz/Harness"
         ),
+        // Helpers every test target shares: the repository's root, the built binaries, programs run to their end,
+        // profiles edited for a test, a loopback listener the test owns, a deterministic generator.
+        .target(
+            name: "AirlockTestSupport",
+            dependencies: ["AirlockSandbox", "AirlockDaemon", "AirlockJSON"],
+            path: "Tests/AirlockTestSupport"
+        ),
+        // One test target per module. The first six need no root and run no sandbox (`make test-unit`); the others
+        // build sandboxes and fail, never skip, without root or user namespaces.
+        .testTarget(name: "AirlockSystemTests", dependencies: ["AirlockSystem"]),
+        .testTarget(name: "AirlockJSONTests", dependencies: ["AirlockJSON", "AirlockSandbox", "AirlockTestSupport"]),
         .testTarget(
-            name: "AirlockSandboxTests",
-            dependencies: [
-                "AirlockSandbox", "AirlockJSON", "AirlockNames", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
-                // Model-signing tests re-sign edited statements with the fixtures' test key.
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            exclude: ["Fixtures"]
+            name: "AirlockNamesTests",
+            dependencies: ["AirlockNames", "AirlockFormats", "AirlockAnalysis", "AirlockTestSupport"]
         ),
         .testTarget(
             name: "AirlockFormatsTests",
-            dependencies: ["AirlockFormats", "AirlockAnalysis", "AirlockJSON", "AirlockNames", "airlock-fuzz"]
+            dependencies: ["AirlockFormats", "AirlockAnalysis", "airlock-fuzz", "AirlockTestSupport"]
+        ),
+        .testTarget(
+            name: "AirlockAnalysisTests",
+            dependencies: ["AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockTestSupport"]
+        ),
+        .testTarget(
+            name: "AirlockSandboxTests",
+            dependencies: [
+                "AirlockSandbox", "AirlockSystem", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats",
+                "AirlockDaemon", "AirlockTestSupport",
+            ]
+        ),
+        .testTarget(
+            name: "AirlockProbeTests",
+            dependencies: [
+                "AirlockProbe", "AirlockSandbox", "AirlockSystem", "AirlockAnalysis", "AirlockFormats", "AirlockJSON",
+                "AirlockTestSupport",
+            ]
+        ),
+        .testTarget(
+            name: "AirlockProvenanceTests",
+            dependencies: [
+                "AirlockProvenance", "AirlockFormats", "AirlockTestSupport",
+                // Model-signing tests re-sign edited statements with the fixtures' test key.
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(name: "AirlockDaemonTests", dependencies: ["AirlockDaemon", "AirlockJSON", "AirlockTestSupport"]),
+        .testTarget(
+            name: "AirlockIntakeTests",
+            dependencies: ["AirlockIntake", "AirlockAnalysis", "AirlockDaemon", "AirlockJSON", "AirlockTestSupport"]
+        ),
+        // The command line as users run it: the binaries' contract, names as bytes end to end.
+        .testTarget(
+            name: "AirlockCLITests",
+            dependencies: ["AirlockAnalysis", "AirlockDaemon", "AirlockJSON", "AirlockTestSupport"]
         ),
     ]
 )

@@ -3,6 +3,7 @@ import AirlockFormats
 @testable import airlock_fuzz
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// The committed fuzzing corpus (`Tests/Fuzz/Corpus`, seeds plus every crash `make fuzz` found) replayed in-process
 /// through every parser, with the harness `make fuzz` uses: a parser that traps on one of these files fails here.

@@ -1,5 +1,6 @@
 @testable import AirlockFormats
 import Testing
+import AirlockTestSupport
 
 /// Writes GGUF by hand: little-endian integers, length-prefixed strings, typed metadata, tensor infos, padding.
 private struct GGUFWriter {

@@ -1,6 +1,7 @@
 @testable import AirlockFormats
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// An `.npy` file as numpy writes it: magic, version, header length, the dict padded with spaces and ended by a
 /// newline so that the data starts at a multiple of 64, then the data.

@@ -1,5 +1,6 @@
 @testable import AirlockFormats
 import Testing
+import AirlockTestSupport
 
 /// A minimal protobuf writer for building ONNX models in tests.
 struct Proto {

@@ -1,6 +1,7 @@
 @testable import AirlockFormats
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// Self-checks on realistic large pickles (no timing assertions: timing belongs to benchmarks).
 @Suite("Pickle scanner: large pickles")

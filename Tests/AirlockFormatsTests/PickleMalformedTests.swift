@@ -1,6 +1,7 @@
 @testable import AirlockFormats
 import Foundation
 import Testing
+import AirlockTestSupport
 
 @Suite("Pickle scanner: hostile input")
 struct PickleMalformedTests {

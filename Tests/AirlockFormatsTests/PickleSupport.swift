@@ -1,6 +1,7 @@
 @testable import AirlockFormats
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// Runs `Tests/Generators/pickles.py` once per test process and holds its samples and manifest.
 struct PickleSamples: Sendable {
@@ -17,10 +18,7 @@ struct PickleSamples: Sendable {
     let dir: String
     let entries: [Expected]
 
-    static let repoRoot: String = {
-        // Tests/AirlockFormatsTests/PickleSupport.swift → repository root.
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }()
+    static var repoRoot: String { repositoryRoot }
 
     static let shared: Result<PickleSamples, PickleTestError> = {
         let dir = NSTemporaryDirectory() + "airlock-pickles-\(getpid())"

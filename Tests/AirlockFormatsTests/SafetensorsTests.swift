@@ -1,5 +1,6 @@
 @testable import AirlockFormats
 import Testing
+import AirlockTestSupport
 
 /// A safetensors file: u64 LE header length, the header text, the data.
 private func safetensors(_ header: String, _ data: [UInt8] = [], pad: Bool = true) -> [UInt8] {

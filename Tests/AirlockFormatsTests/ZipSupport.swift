@@ -1,5 +1,6 @@
 @testable import AirlockFormats
 import Foundation
+import AirlockTestSupport
 
 /// Archives built byte by byte, so that every field can lie.
 struct ZipBuilder {

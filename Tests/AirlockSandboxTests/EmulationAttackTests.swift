@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// Attacks on the calls the supervisor performs for the sandbox (CallEmulator), found by a review that tried them:

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// Payloads that try to leave the sandbox. Each proves the host side effect is absent and the attempt is in the

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// Resource bombs, deadlines and the death of the supervisor. These use their own host uid so a fork bomb's

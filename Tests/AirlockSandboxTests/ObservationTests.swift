@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// What a command leaves running, as the supervisor sees it from outside (`SandboxObservation`): never from the

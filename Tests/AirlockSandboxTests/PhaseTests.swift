@@ -1,6 +1,7 @@
 @testable import AirlockSandbox
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// Phase announcements: ordered with the notifications, forward only.
 @Suite("Phases")

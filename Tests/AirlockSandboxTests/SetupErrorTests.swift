@@ -2,6 +2,7 @@
 import AirlockSystem
 import Foundation
 import Testing
+import AirlockTestSupport
 
 /// Bad profiles, missing mount sources and missing commands fail clearly and run nothing.
 @Suite("Set-up errors")

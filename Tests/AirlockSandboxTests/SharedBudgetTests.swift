@@ -9,6 +9,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// One sandbox cannot spend the host's shared budgets: the per-user kernel counters charged to the user who created

@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// Every system call has a decision, and calls that reach an effect without a notification are refused.

@@ -5,6 +5,7 @@ import AirlockJSON
 @testable import AirlockSandbox
 import Foundation
 import Testing
+import AirlockTestSupport
 
 #if canImport(Glibc)
     import Glibc

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import AirlockTestSupport
 #endif
 
 /// The trace is what the kernel did: a second thread that rewrites a notified call's arguments while the supervisor

@@ -20,7 +20,7 @@ enum FuzzTarget: String, CaseIterable, Sendable {
     /// A manifest read strictly.
     case manifest
 
-    /// The P-256 public key the `signature` target verifies with (Tests/AirlockSandboxTests/Fixtures/model-signing/
+    /// The P-256 public key the `signature` target verifies with (Tests/Fixtures/model-signing/
     /// key.pub, which signed the corpus's seed bundles), so that inputs near a valid bundle reach past the signature.
     static let signingKey = Array("""
         -----BEGIN PUBLIC KEY-----
