@@ -102,7 +102,8 @@ let package = Package(
                 "AirlockFormats",
                 "AirlockJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
         ),
         // `make bench`: sandbox runs from a process that keeps its profile and filter, as a daemon does.
         .executableTarget(
