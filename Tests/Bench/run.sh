@@ -2,6 +2,8 @@
 # Airlock benchmarks, run by `make bench` (which builds .build/release/airlock and installs bubblewrap, hyperfine
 # and gcc first). Prints a markdown summary; docs/benchmarks.md records a run of it.
 #
+#   0. the start-up budget, in Tests/Bench/startup.sh (run first): `airlock --version` ≤ 1.5 ms and `airlock exec --
+#      /bin/true` ≤ 1.5× bubblewrap, a FAIL line for a missed budget, and then `make bench` exits 1 after the rest.
 #   1. start-up: `airlock exec -- /bin/true` against bubblewrap over the same read-only view, and plain /bin/true;
 #      then where airlock's start-up time goes (runs that stop at successive phases).
 #   2. one notified system call (a supervisor round trip) against unnotified ones, from a small C program run on
@@ -61,11 +63,8 @@ fi
 TMP=$(mktemp -d /tmp/airlock-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
-# The read-only view of Airlock's default profile, for bubblewrap: /usr, the merged-/usr symlinks, the loader
-# cache, tmpfs /tmp, fresh /proc, minimal /dev.
-BWRAP="bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr --symlink usr/bin /bin \
---symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
---ro-bind /etc/ld.so.cache /etc/ld.so.cache --tmpfs /tmp --proc /proc --dev /dev"
+# The read-only view of Airlock's default profile, for bubblewrap (common.sh).
+BWRAP=$(source "$REPO/Tests/Bench/common.sh" && echo "$BWRAP_VIEW")
 
 # ---- helpers ----
 
@@ -146,6 +145,12 @@ echo "- tools: $(hyperfine --version), $(bwrap --version), $(gcc --version | hea
 echo "- airlock $("$AIRLOCK" --version), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- Sources Profiles 2>/dev/null || echo ' (dirty)')"
 echo "- hyperfine ${HF[*]:1}"
 echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# ---- 0. the start-up budget (startup.sh): its verdict is the script's exit status, given after every section ----
+
+STARTUP_OK=1
+bash "$REPO/Tests/Bench/startup.sh" || STARTUP_OK=0
 echo
 
 # ---- 1. start-up ----
@@ -342,4 +347,10 @@ fi
 if [ "${BENCH_FLOOD:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/flood.sh"
+fi
+
+if [ "$STARTUP_OK" = 0 ]; then
+    echo
+    echo "bench: a start-up budget was missed (the FAIL line in \"Start-up budget\" above)" >&2
+    exit 1
 fi
