@@ -110,7 +110,10 @@ let package = Package(
                 "AirlockFormats",
                 "AirlockJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            // A fully static release binary starts without the loader: no shared libraries, no relocations of its
+            // 43 MB (docs/benchmarks.md, "Start-up budget"). libseccomp, libcap and zlib come from their .a files.
+            linkerSettings: [.unsafeFlags(["-static-executable"], .when(configuration: .release))]
         ),
         // `make bench`: sandbox runs from a process that keeps its profile and filter, as a daemon does.
         .executableTarget(

@@ -172,7 +172,19 @@ private struct JSONParser {
 
     mutating func string() throws(JSON.SyntaxError) -> String {
         at += 1
-        var out: [UInt8] = []
+        // Most strings have no escape: they are the bytes up to the quote, validated and copied once.
+        let start = at
+        while at < bytes.count, bytes[at] != UInt8(ascii: "\""), bytes[at] != UInt8(ascii: "\\"), bytes[at] >= 0x20 {
+            at += 1
+        }
+        if at < bytes.count, bytes[at] == UInt8(ascii: "\"") {
+            at += 1
+            guard let s = String(validating: bytes[start..<(at - 1)], as: UTF8.self) else {
+                throw fail("string is not valid UTF-8")
+            }
+            return s
+        }
+        var out = Array(bytes[start..<at])
         while true {
             guard at < bytes.count else { throw fail("unterminated string") }
             let c = bytes[at]

@@ -4,13 +4,18 @@ public struct JSONField<Failure: Error>: Sendable {
     /// The value.
     public let value: JSON
     /// Where it is in the document.
-    public let path: String
+    public var path: String { location.path }
+    private let location: Location
     private let fail: @Sendable (String) -> Failure
 
     /// A field; `fail` turns a message such as "field a.b: expected a string, found null" into the caller's error.
     public init(value: JSON, path: String, fail: @escaping @Sendable (String) -> Failure) {
+        self.init(value: value, location: .root(path), fail: fail)
+    }
+
+    private init(value: JSON, location: Location, fail: @escaping @Sendable (String) -> Failure) {
         self.value = value
-        self.path = path
+        self.location = location
         self.fail = fail
     }
 
@@ -27,7 +32,6 @@ public struct JSONField<Failure: Error>: Sendable {
         return fail("field \(path.isEmpty ? "(top level)" : path): expected \(expected), found \(found)")
     }
 
-    private func child(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// The members of an object; any key outside `allowed` is an error naming it.
     public func object(allowed: Set<String>) throws(Failure) -> [String: JSONField] {
@@ -35,16 +39,22 @@ public struct JSONField<Failure: Error>: Sendable {
         var result: [String: JSONField] = [:]
         for (key, v) in members {
             guard allowed.contains(key) else {
-                throw fail("field \(child(key)): unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                let field = Location.member(location, key).path
+                throw fail("field \(field): unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
             }
-            result[key] = JSONField(value: v, path: child(key), fail: fail)
+            result[key] = JSONField(value: v, location: .member(location, key), fail: fail)
         }
         return result
     }
 
     public func array() throws(Failure) -> [JSONField] {
         guard case .array(let items) = value else { throw error("an array") }
-        return items.enumerated().map { JSONField(value: $1, path: "\(path)[\($0)]", fail: fail) }
+        var fields: [JSONField] = []
+        fields.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            fields.append(JSONField(value: item, location: .element(location, i), fail: fail))
+        }
+        return fields
     }
 
     public func string() throws(Failure) -> String {
@@ -58,8 +68,15 @@ public struct JSONField<Failure: Error>: Sendable {
     }
 
     public func strings() throws(Failure) -> [String] {
+        guard case .array(let items) = value else { throw error("an array") }
         var out: [String] = []
-        for item in try array() { out.append(try item.string()) }
+        out.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            guard case .string(let s) = item else {
+                throw JSONField(value: item, location: .element(location, i), fail: fail).error("a string")
+            }
+            out.append(s)
+        }
         return out
     }
 
@@ -67,7 +84,9 @@ public struct JSONField<Failure: Error>: Sendable {
     public func stringMap() throws(Failure) -> [(String, String)] {
         guard case .object(let members) = value else { throw error("an object") }
         var out: [(String, String)] = []
-        for (key, v) in members { out.append((key, try JSONField(value: v, path: child(key), fail: fail).string())) }
+        for (key, v) in members {
+            out.append((key, try JSONField(value: v, location: .member(location, key), fail: fail).string()))
+        }
         return out
     }
 
@@ -88,5 +107,24 @@ public struct JSONField<Failure: Error>: Sendable {
     public var isEmptyObject: Bool {
         if case .object(let m) = value { return m.isEmpty }
         return false
+    }
+}
+
+/// Where a field is: its parent and one step, so that a path is spelt out only when an error names it. Reading the
+/// default profile makes about 1,000 fields; formatting each one's path up front was a third of the profile's load
+/// time (docs/benchmarks.md, "Start-up").
+private indirect enum Location: Sendable {
+    case root(String)
+    case member(Location, String)
+    case element(Location, Int)
+
+    var path: String {
+        switch self {
+        case .root(let path): return path
+        case .member(let parent, let key):
+            let prefix = parent.path
+            return prefix.isEmpty ? key : "\(prefix).\(key)"
+        case .element(let parent, let index): return "\(parent.path)[\(index)]"
+        }
     }
 }

@@ -33,6 +33,12 @@ struct Airlock: ParsableCommand {
                 arguments.removeFirst()
             }
         }
+        // `airlock --version` alone is answered here, from the same configuration, before ArgumentParser builds its
+        // command tree by reflection (docs/benchmarks.md, "Start-up"): the answer is the same, 1 ms sooner.
+        if arguments == ["--version"] {
+            print(configuration.version)
+            return
+        }
         main(arguments)
     }
 

@@ -14,6 +14,7 @@ extension Airlock {
     /// `airlock exec`: run any command in the sandbox and print its trace.
     struct Exec: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "exec",
             abstract: "Run a command in the sandbox and print what it tried.",
             discussion: """
                 Exit status: the command's own; 128+N when killed by signal N; 124 when the deadline passed;

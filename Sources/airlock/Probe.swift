@@ -7,6 +7,7 @@ extension Airlock {
     /// `airlock probe`: static analysis, then a detonation of every file whose loading can run code.
     struct Probe: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "probe",
             abstract: "Is this model safe to load here? Static analysis, then loading it in the sandbox and watching.",
             discussion: """
                 Each file is first analysed statically, as by `airlock scan`. Files whose loading can run code (pickle, joblib, PyTorch ZIP and legacy, NumPy object arrays) are then loaded the way their consumer loads them — pickle.load, torch.load's reader, numpy.load(allow_pickle=True) — by a harness inside the sandbox, optionally touching the loaded object afterwards (the probe phase). Every sensitive system call is recorded with the phase it came from; refused behaviour while loading (starting programs, network, writes outside /tmp, secrets, signals outside the sandbox) makes the file malicious, a deadline, exhausted resources or a crash suspicious. Formats that carry no code (safetensors, GGUF, numeric arrays) are answered statically, and the report says so.

@@ -141,6 +141,7 @@ extension Airlock {
     /// `airlock verify`: is this the model that was meant?
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Check a model against a manifest and/or an OpenSSF model-signing signature.",
             discussion: """
                 --manifest FILE: every file listed must be present with its size and SHA-256, no other file may be present (unless the manifest allows extra files), and the manifest's policy must hold (allowed formats, trusted sources, a required signature).

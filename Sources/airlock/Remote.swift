@@ -66,6 +66,7 @@ extension Airlock {
     /// `airlock status`: what the daemon is doing.
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "status",
             abstract: "Show airlockd's queue, workers, totals by verdict and latency percentiles.",
             discussion: "Asks the daemon at --socket, $AIRLOCK_SOCKET, or /run/airlock/airlockd.sock."
         )

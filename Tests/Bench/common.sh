@@ -11,6 +11,14 @@ HARNESS_DIR="$REPO/Profiles/harness"
 
 die() { echo "bench: $*" >&2; exit 1; }
 
+# bubblewrap over the read-only view of Airlock's default profile, the baseline of the start-up rows: the same 7
+# namespaces (user, mount, pid, net, ipc, uts, cgroup: --unshare-all), /usr and the merged-/usr symlinks, the loader
+# cache, tmpfs /tmp, fresh /proc, minimal /dev. It does less than airlock: no seccomp filter, no supervisor, no
+# rlimits, no cgroup, no /etc files, and the command keeps uid 0 and its capabilities inside the user namespace.
+BWRAP_VIEW="bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr --symlink usr/bin /bin \
+--symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+--ro-bind /etc/ld.so.cache /etc/ld.so.cache --tmpfs /tmp --proc /proc --dev /dev"
+
 # Detonations import airlock_harness from its bytecode; a stale or missing cache would add its compilation to every
 # detonation timed. (-B: the check writes no bytecode either.)
 require_harness_bytecode() {
