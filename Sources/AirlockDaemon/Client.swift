@@ -43,7 +43,8 @@ public final class DaemonClient {
         }
         guard address.connect(fd) else {
             let e = Errno.current
-            fd.close()
+            // Not closed here: the object is whole, so deinit closes it (a second close could hit another thread's
+            // new descriptor of the same number).
             throw ClientError("connect", "cannot connect to airlockd at \(path): \(e.text)", errno: e)
         }
     }

@@ -128,16 +128,12 @@ extension Server {
                 }
                 return
             }
-            var pid: pid_t = 0
-            var uid: uid_t = 0
-            var gid: gid_t = 0
-            guard airlock_peer_credentials(fd.rawValue, &pid, &uid, &gid) == 0 else {
+            guard let peer = Peer(socket: fd) else {
+                Log.write(.warning, "refused a connection whose credentials cannot be read whole")
                 fd.close()
                 continue
             }
-            var groups = [gid_t](repeating: 0, count: 1024)
-            let n = airlock_peer_groups(fd.rawValue, &groups, Int32(groups.count))
-            let peer = Peer(uid: uid, gid: gid, groups: n > 0 ? Array(groups.prefix(Int(min(n, 1024)))) : [])
+            let (pid, uid) = (peer.pid, peer.uid)
             if !allowed(peer) {
                 Log.write(.warning, "refused a connection from uid \(uid) (pid \(pid))")
                 metrics.refused(method: "connect", code: .forbidden)

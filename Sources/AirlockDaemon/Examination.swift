@@ -13,6 +13,29 @@ struct Peer: Sendable {
     let uid: uid_t
     let gid: gid_t
     let groups: [gid_t]
+    /// The process id, for the log only (it may be reused once the client is gone).
+    var pid: pid_t = 0
+}
+
+extension Peer {
+    /// The credentials the kernel recorded for the other end of a connected Unix socket (`SO_PEERCRED`,
+    /// `SO_PEERGROUPS`), or nil when they cannot be read whole: opens are later made with exactly these groups, so a
+    /// list that did not fit must never stand for the peer's (a buffer left unfilled would read as group 0).
+    init?(socket fd: FileDescriptor) {
+        var pid: pid_t = 0
+        var uid: uid_t = 0
+        var gid: gid_t = 0
+        guard airlock_peer_credentials(fd.rawValue, &pid, &uid, &gid) == 0 else { return nil }
+        var groups = [gid_t](repeating: 0, count: 1024)
+        var count = airlock_peer_groups(fd.rawValue, &groups, Int32(groups.count))
+        if count > Int32(groups.count) {
+            // More than fit: the kernel said how many (at most NGROUPS_MAX, 65536). Ask again with room for them.
+            groups = [gid_t](repeating: 0, count: Int(min(count, 65536)))
+            count = airlock_peer_groups(fd.rawValue, &groups, Int32(groups.count))
+        }
+        guard count >= 0, count <= Int32(groups.count) else { return nil }
+        self.init(uid: uid, gid: gid, groups: Array(groups.prefix(Int(count))), pid: pid)
+    }
 }
 
 /// One probe or scan a client asked for, with the descriptor it passed: what a worker thread carries out.

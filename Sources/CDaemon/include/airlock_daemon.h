@@ -26,8 +26,8 @@ ssize_t airlock_recv_with_fds(int sock, void *buf, size_t len, int *fds, int *nf
 /* SO_PEERCRED of a connected Unix socket. */
 int airlock_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
-/* SO_PEERGROUPS: the peer's supplementary groups at connect time. Returns their count (may exceed `max`; only `max`
- * are stored) or -1. */
+/* SO_PEERGROUPS: the peer's supplementary groups at connect time. Returns their count, or -1. A count above `max`
+ * means the list did not fit and NOTHING was stored: call again with room for that many. */
 int airlock_peer_groups(int sock, gid_t *groups, int max);
 
 /* accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC. */
