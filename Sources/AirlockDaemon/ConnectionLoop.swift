@@ -241,7 +241,7 @@ extension Server {
             flush(c)
         }
         let request: DaemonRequest
-        switch DaemonRequest.parse(body, maxTimeout: config.requestTimeout) {
+        switch DaemonRequest.parse(body, descriptors: fds, maxTimeout: config.requestTimeout) {
         case .failure(let refusal):
             metrics.refused(method: refusal.method, code: refusal.code)
             return answer(Reply.error(id: refusal.id, refusal.code, refusal.message))
@@ -256,22 +256,6 @@ extension Server {
         case .metrics:
             answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus())))
         case .probe, .scan:
-            guard fds.count == 1 else {
-                metrics.refused(method: method, code: .noDescriptor)
-                return answer(
-                    Reply.error(
-                        id: id, .noDescriptor,
-                        "a \(method) request carries exactly one open file or directory descriptor (SCM_RIGHTS), not \(fds.count)"
-                    ))
-            }
-            // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not,
-            // and reopening it read-only (as work does) would read with the daemon's rights instead.
-            guard airlock_fd_readable(fds[0].rawValue) == 1 else {
-                metrics.refused(method: method, code: .badRequest)
-                return answer(
-                    Reply.error(
-                        id: id, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)"))
-            }
             if stopping {
                 metrics.refused(method: method, code: .shuttingDown)
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))

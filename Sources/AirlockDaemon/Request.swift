@@ -1,6 +1,8 @@
 import AirlockNames
 public import AirlockJSON
 public import AirlockAnalysis
+public import AirlockSystem
+internal import CDaemon
 
 /// One request of airlockd's protocol (docs/protocol.md), parsed once: the daemon reads it from a client's message,
 /// a client (`DaemonClient`, `ProbeBackend`) writes its `params` from the same type, and every check a field gets
@@ -72,8 +74,12 @@ public struct DaemonRequest: Sendable {
         public let message: String
     }
 
-    /// Reads one message from a client. `maxTimeout` is the longest deadline a client may ask for (`requestTimeout`).
-    public static func parse(_ body: [UInt8], maxTimeout: Double) -> Result<DaemonRequest, Refusal> {
+    /// Reads one message from a client, with the descriptors that came with it. `maxTimeout` is the longest deadline
+    /// a client may ask for (`requestTimeout`). The checks run in a fixed order (envelope, method, descriptor,
+    /// parameters), so a message with two faults always gets the same refusal.
+    public static func parse(
+        _ body: [UInt8], descriptors: [FileDescriptor], maxTimeout: Double
+    ) -> Result<DaemonRequest, Refusal> {
         guard let message = try? JSON.parse(body, maxDepth: 16), case .object(let members) = message else {
             return .failure(Refusal(id: .null, method: "?", code: .badRequest, message: "not a JSON object"))
         }
@@ -103,6 +109,17 @@ public struct DaemonRequest: Sendable {
         }
         var request = DaemonRequest(id: id, method: method)
         guard method.examines else { return .success(request) }
+        guard descriptors.count == 1 else {
+            return refuse(
+                methodName, .noDescriptor,
+                "a \(methodName) request carries exactly one open file or directory descriptor (SCM_RIGHTS), not \(descriptors.count)"
+            )
+        }
+        // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not, and
+        // reopening it read-only (as the examination does) would read with the daemon's rights instead.
+        guard airlock_fd_readable(descriptors[0].rawValue) == 1 else {
+            return refuse(methodName, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)")
+        }
         let param = { (key: String) in params.first { $0.0 == key }?.1 }
         if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 {
             // Shown in reports and in the daemon's log: a client must not write a newline or an escape sequence

@@ -202,6 +202,10 @@ struct DaemonTests {
                 noFD.flatMap(errorCode) == "no-descriptor" && noFD?["id"] as? Int == 5, "\(String(describing: noFD))")
             let scanNoFD = RawClient.request(fd, "{\"airlock\":1,\"id\":6,\"method\":\"scan\"}")
             #expect(scanNoFD.flatMap(errorCode) == "no-descriptor", "\(String(describing: scanNoFD))")
+            // Two faults, one answer: the descriptor is checked before the parameters.
+            let twoFaults = RawClient.request(
+                fd, "{\"airlock\":1,\"id\":8,\"method\":\"probe\",\"params\":{\"timeout\":-1}}")
+            #expect(twoFaults.flatMap(errorCode) == "no-descriptor", "\(String(describing: twoFaults))")
             let metrics = RawClient.request(fd, "{\"airlock\":1,\"id\":7,\"method\":\"metrics\"}")
             #expect((metrics?["metrics"] as? String)?.contains("airlockd_requests_total") == true)
         }
@@ -284,7 +288,7 @@ struct DaemonTests {
         #expect(status["version"] as? String != nil)
         let refused = status["refused"] as? [String: Int] ?? [:]
         #expect(
-            refused["unknown-method"] == 1 && refused["too-large"] ?? 0 >= 1 && refused["no-descriptor"] == 4,
+            refused["unknown-method"] == 1 && refused["too-large"] ?? 0 >= 1 && refused["no-descriptor"] == 5,
             "\(refused)")
     }
 }
