@@ -29,7 +29,7 @@ public struct ByteView: Sendable {
     public static func map(path: String) throws(FormatError) -> ByteView {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { throw FormatError(.io, "cannot open \(path)", errno: .current) }
-        defer { close(fd) }
+        defer { FileDescriptor(fd).close() }
         return try map(fd: fd, name: path)
     }
 

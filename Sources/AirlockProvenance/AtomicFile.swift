@@ -1,3 +1,4 @@
+internal import AirlockSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,7 @@ public enum AtomicFile {
         let shown = display ?? name
         let tmp = ".tmp-\(name)-\(getpid())"
         let fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        guard fd >= 0 else { throw ProvenanceError(.io, "cannot create \(shown): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ProvenanceError(.io, "cannot create \(shown): \(Errno.current.text)") }
         var failure: Int32 = 0
         var done = 0
         while done < bytes.count {
@@ -24,12 +25,12 @@ public enum AtomicFile {
             done += n
         }
         if failure == 0 && fsync(fd) != 0 { failure = errno }
-        if close(fd) != 0 && failure == 0 { failure = errno }
+        if Glibc.close(fd) != 0 && failure == 0 { failure = errno }  // a late write error (NFS) shows here
         if failure == 0 && renameat(dirfd, tmp, dirfd, name) != 0 { failure = errno }
         if failure == 0 && fsync(dirfd) != 0 { failure = errno }
         if failure != 0 {
             _ = unlinkat(dirfd, tmp, 0)
-            throw ProvenanceError(.io, "cannot write \(shown): \(String(cString: strerror(failure)))")
+            throw ProvenanceError(.io, "cannot write \(shown): \(Errno(failure).text)")
         }
     }
 
@@ -39,8 +40,8 @@ public enum AtomicFile {
         let dir = slash.map { String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
         let dirfd = open(dir.isEmpty ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0 else { throw ProvenanceError(.io, "cannot open the folder of \(path): \(String(cString: strerror(errno)))") }
-        defer { close(dirfd) }
+        guard dirfd >= 0 else { throw ProvenanceError(.io, "cannot open the folder of \(path): \(Errno.current.text)") }
+        defer { FileDescriptor(dirfd).close() }
         try write(bytes, to: name, in: dirfd, display: path)
     }
 }

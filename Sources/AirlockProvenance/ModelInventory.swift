@@ -86,9 +86,9 @@ public struct ModelInventory: Sendable {
         guard fd >= 0 else {
             let e = errno
             if e == ELOOP { throw ProvenanceError(.io, "\(path) is a symbolic link: name the model itself") }
-            throw ProvenanceError(.io, "cannot open \(path): \(String(cString: strerror(e)))")
+            throw ProvenanceError(.io, "cannot open \(path): \(Errno(e).text)")
         }
-        defer { close(fd) }
+        defer { FileDescriptor(fd).close() }
         return try take(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, options: options)
     }
 
@@ -96,7 +96,7 @@ public struct ModelInventory: Sendable {
     /// listed as `name` (the bytes of its directory entry) when given, else as `display`'s last component.
     public static func take(fd: Int32, display: String, name fileName: FileName? = nil, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ProvenanceError(.io, "cannot stat \(display): \(String(cString: strerror(errno)))") }
+        guard fstat(fd, &st) == 0 else { throw ProvenanceError(.io, "cannot stat \(display): \(Errno.current.text)") }
         let mode = st.st_mode & S_IFMT
         if mode == S_IFREG {
             let name = fileName ?? FileName(display).lastComponent
@@ -207,7 +207,7 @@ public struct ModelInventory: Sendable {
             let n = pread(fd, buffer.memory.baseAddress, buffer.memory.count, offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                return .failure(Reason("read failed at byte \(size): \(String(cString: strerror(errno)))"))
+                return .failure(Reason("read failed at byte \(size): \(Errno.current.text)"))
             }
             if n == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer.memory[0..<n]))

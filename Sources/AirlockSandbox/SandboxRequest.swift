@@ -8,7 +8,8 @@ public struct SandboxRequest: Sendable {
     public var profile: Profile
     /// Overrides the profile's `limits.timeoutSeconds`.
     public var timeoutSeconds: Double?
-    /// Mounts added after the profile's (for example the model, read-only, at `/model`).
+    /// Mounts added after the profile's (for example the loader harness, read-only, at `/airlock/harness`; the model itself
+    /// is never mounted: it is passed as an open descriptor, `passedFDs`).
     public var extraMounts: [MountSpec]
     /// Phases the command may announce, in order (`startup`, `load`, `probe`); empty for none. See `PhaseMarker`.
     public var phases: [String]
