@@ -46,6 +46,9 @@ let package = Package(
             name: "CSystem",
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
         ),
+        // A detonation's trace as data: the events and their rule ids, what was left running, the cgroup and the limits
+        // hit; written to JSON and read back from it here, below both the sandbox that makes them and the report.
+        .target(name: "AirlockTrace", dependencies: ["AirlockJSON", "AirlockSystem"]),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
@@ -54,7 +57,7 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "AirlockTrace", "CSandbox", "CSeccomp", "CCap"]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
@@ -64,7 +67,7 @@ let package = Package(
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", "AirlockTrace", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
@@ -79,7 +82,7 @@ let package = Package(
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
-            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "AirlockTrace", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
         // airlockd: the listener, the connection loop, requests, the worker pool, examinations as the client; the
         // client side and the probe backend (here or through airlockd) the CLI and the intake share.
@@ -106,6 +109,7 @@ let package = Package(
                 "AirlockIntake",
                 "AirlockSandbox",
                 "AirlockSystem",
+                "AirlockTrace",
                 "AirlockAnalysis",
                 "AirlockFormats",
                 "AirlockJSON",
@@ -128,7 +132,7 @@ let package = Package(
         .testTarget(
             name: "AirlockSandboxTests",
             dependencies: [
-                "AirlockSandbox", "AirlockJSON", "AirlockNames", "AirlockProbe", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
+                "AirlockSandbox", "AirlockJSON", "AirlockNames", "AirlockProbe", "AirlockTrace", "AirlockAnalysis", "AirlockFormats", "AirlockDaemon", "AirlockProvenance", "AirlockIntake",
                 // Model-signing tests re-sign edited statements with the fixtures' test key.
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
