@@ -109,7 +109,8 @@ public struct DetonationSummary: Sendable, Equatable {
             guard let read = try? ObservationReport(json: member, path: "observation") else { return nil }
             observation = read
         }
-        guard let cgroupMember = field("cgroup"), let cgroup = try? SandboxCgroupStatus(json: cgroupMember, path: "cgroup")
+        guard let cgroupMember = field("cgroup"),
+            let cgroup = try? SandboxCgroupStatus(json: cgroupMember, path: "cgroup")
         else { return nil }
         var durationMs = 0.0
         if case .number(let n)? = field("durationMs") { durationMs = Double(n) ?? 0 }

@@ -1,5 +1,4 @@
 internal import AirlockAnalysis
-internal import AirlockJSON
 public import AirlockSandbox
 public import AirlockTrace
 internal import AirlockSystem

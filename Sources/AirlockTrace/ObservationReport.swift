@@ -88,7 +88,9 @@ extension ObservationReport {
     /// microsecond the JSON keeps, so the report writes the same JSON again.
     public init(json value: JSON, path: String = "") throws(TraceFormatError) {
         let f = TraceField.top(value, path: path)
-        let o = try f.object(allowed: ["endAnnouncedMs", "workEndedMs", "windowExpired", "firedSignals", "left", "leftDropped"])
+        let o = try f.object(allowed: [
+            "endAnnouncedMs", "workEndedMs", "windowExpired", "firedSignals", "left", "leftDropped",
+        ])
         var left: [LeftBehind] = []
         for item in try f.required(o, "left").array() {
             let m = try item.object(allowed: ["kind", "pid", "name", "timeMs"])

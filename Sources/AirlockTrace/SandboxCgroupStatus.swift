@@ -118,8 +118,8 @@ extension SandboxCgroupStatus {
             return
         }
         let o = try f.object(allowed: [
-            "applied", "hierarchy", "memoryLimitBytes", "pidsLimit", "memoryPeakBytes", "memoryLimitReached", "oomKills",
-            "pidsLimitReached", "removed",
+            "applied", "hierarchy", "memoryLimitBytes", "pidsLimit", "memoryPeakBytes", "memoryLimitReached",
+            "oomKills", "pidsLimitReached", "removed",
         ])
         self = .applied(CgroupUsage(
             hierarchy: try f.required(o, "hierarchy").string(),

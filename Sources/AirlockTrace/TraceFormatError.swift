@@ -12,6 +12,7 @@ public struct TraceFormatError: AirlockError, Equatable {
 
     /// Always `malformed`, as for JSON that does not parse.
     public var code: String { "malformed" }
+    /// The message.
     public var description: String { message }
 }
 

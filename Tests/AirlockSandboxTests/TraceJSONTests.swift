@@ -44,7 +44,8 @@ import Testing
         rules.enumerated().map { i, rule in
             TraceEvent(
                 seq: i + 1, timeNs: UInt64(i) * 1_234_567 + (i == 0 ? UInt64(Int64.max) : 0), pid: Int32(i),
-                hostPid: Int32.max - Int32(i), syscall: "openat", action: i % 3 == 0 ? .allowed : i % 3 == 1 ? .denied : .killed,
+                hostPid: Int32.max - Int32(i), syscall: "openat",
+                action: i % 3 == 0 ? .allowed : i % 3 == 1 ? .denied : .killed,
                 errno: i % 3 == 0 ? nil : "EACCES", rule: rule, phase: i % 2 == 0 ? "load" : nil,
                 args: i % 4 == 0 ? TraceArguments() : fullArguments,
                 performed: i % 5 == 0 ? .returned(-17) : i % 5 == 1 ? .failed("EXDEV") : nil)
@@ -59,7 +60,8 @@ import Testing
                               evidence: evidence)
         var report = Report(target: target, findings: [finding], trace: trace, timings: [("staticMs", 1.5)])
         report.detonation = DetonationSummary(
-            argv: ["python3", "-I"], outcome: "timeout", phaseReached: "probe", leftBehind: "a process", observation: observation,
+            argv: ["python3", "-I"], outcome: "timeout", phaseReached: "probe", leftBehind: "a process",
+            observation: observation,
             exitCode: nil, signal: "SIGKILL", timedOut: true, durationMs: 2001.125, stdoutTail: "out\n", stderrTail: "",
             traceDropped: 4, traceDroppedBytes: 900,
             limitsHit: [ResourceLimitHit(resource: .memory, limit: 1 << 32, detail: "memory"),
@@ -140,7 +142,9 @@ import Testing
         top = top.map { $0.0 == "trace" ? ($0.0, .array([.object(members + [("extra", .null)])])) : $0 }
         report = .object(top)
         #expect(Report(json: report) == nil)
-        #expect(throws: TraceFormatError.self) { _ = try SandboxCgroupStatus(json: .object([("applied", .bool(true))])) }
+        #expect(throws: TraceFormatError.self) {
+            _ = try SandboxCgroupStatus(json: .object([("applied", .bool(true))]))
+        }
         #expect(throws: TraceFormatError.self) {
             _ = try ObservationReport(json: ObservationReport().json.replacing("leftDropped", with: "left"))
         }
