@@ -64,22 +64,24 @@ public struct ObservationReport: Sendable, Equatable {
     }
 }
 
-
 extension ObservationReport {
     /// The `observation` member of a report's `detonation`: times in milliseconds with three decimals
     /// (`endAnnouncedMs`, `workEndedMs`, null when unknown), `windowExpired`, `firedSignals`, `left` (each
     /// `{kind, pid, name, timeMs}`) and `leftDropped`. `init(json:)` reads it back.
     public var json: JSON {
         let ms = { (ns: UInt64) in JSON.double(ObservationReport.milliseconds(ns)) }
+        let entries = left.map { item -> JSON in
+            .object([
+                ("kind", .string(item.kind.rawValue)), ("pid", .int(Int(item.pid))), ("name", .string(item.name)),
+                ("timeMs", ms(item.timeNs)),
+            ])
+        }
         return .object([
             ("endAnnouncedMs", endAnnouncedNs.map(ms) ?? .null),
             ("workEndedMs", workEndedNs.map(ms) ?? .null),
             ("windowExpired", .bool(windowExpired)),
             ("firedSignals", .array(firedSignals.map(JSON.string))),
-            ("left", .array(left.map { item in
-                .object([("kind", .string(item.kind.rawValue)), ("pid", .int(Int(item.pid))),
-                         ("name", .string(item.name)), ("timeMs", ms(item.timeNs))])
-            })),
+            ("left", .array(entries)),
             ("leftDropped", .int(leftDropped)),
         ])
     }
@@ -98,9 +100,11 @@ extension ObservationReport {
             guard let kind = LeftBehind.Kind(rawValue: try kindField.string()) else {
                 throw kindField.invalid("expected process, thread, timer or command")
             }
-            left.append(LeftBehind(kind: kind, pid: try item.required(m, "pid").integer(),
-                                   name: try item.required(m, "name").string(),
-                                   timeNs: try ObservationReport.nanoseconds(try item.required(m, "timeMs"))))
+            left.append(
+                LeftBehind(
+                    kind: kind, pid: try item.required(m, "pid").integer(),
+                    name: try item.required(m, "name").string(),
+                    timeNs: try ObservationReport.nanoseconds(try item.required(m, "timeMs"))))
         }
         self.init(
             endAnnouncedNs: try f.required(o, "endAnnouncedMs").nonNull.map(ObservationReport.nanoseconds),

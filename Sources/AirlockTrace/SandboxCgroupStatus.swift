@@ -121,15 +121,16 @@ extension SandboxCgroupStatus {
             "applied", "hierarchy", "memoryLimitBytes", "pidsLimit", "memoryPeakBytes", "memoryLimitReached",
             "oomKills", "pidsLimitReached", "removed",
         ])
-        self = .applied(CgroupUsage(
-            hierarchy: try f.required(o, "hierarchy").string(),
-            memoryLimitBytes: try f.required(o, "memoryLimitBytes").integer(),
-            pidsLimit: try f.required(o, "pidsLimit").integer(),
-            memoryPeakBytes: try f.required(o, "memoryPeakBytes").nonNull?.integer(),
-            memoryLimitReached: try f.required(o, "memoryLimitReached").integer(),
-            oomKills: try f.required(o, "oomKills").integer(),
-            pidsLimitReached: try f.required(o, "pidsLimitReached").integer(),
-            removed: try f.required(o, "removed").bool()))
+        self = .applied(
+            CgroupUsage(
+                hierarchy: try f.required(o, "hierarchy").string(),
+                memoryLimitBytes: try f.required(o, "memoryLimitBytes").integer(),
+                pidsLimit: try f.required(o, "pidsLimit").integer(),
+                memoryPeakBytes: try f.required(o, "memoryPeakBytes").nonNull?.integer(),
+                memoryLimitReached: try f.required(o, "memoryLimitReached").integer(),
+                oomKills: try f.required(o, "oomKills").integer(),
+                pidsLimitReached: try f.required(o, "pidsLimitReached").integer(),
+                removed: try f.required(o, "removed").bool()))
     }
 }
 
@@ -142,7 +143,8 @@ extension ResourceLimitHit {
         guard let resource = Resource(rawValue: try resourceField.string()) else {
             throw resourceField.invalid("expected memory or pids")
         }
-        self.init(resource: resource, limit: try f.required(o, "limit").integer(),
-                  detail: try f.required(o, "detail").string())
+        self.init(
+            resource: resource, limit: try f.required(o, "limit").integer(),
+            detail: try f.required(o, "detail").string())
     }
 }

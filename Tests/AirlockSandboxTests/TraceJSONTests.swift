@@ -56,33 +56,49 @@ import Testing
         let target = ReportTarget(path: "/models/m.pt", size: 12, sha256: "ab", format: "pytorch-zip")
         var evidence = Evidence(details: [("phase", "load")])
         evidence.seq = [2, 3]
-        let finding = Finding(rule: "dynamic.exec", severity: .critical, source: .dynamic, message: "ran sh",
-                              evidence: evidence)
+        let finding = Finding(
+            rule: "dynamic.exec", severity: .critical, source: .dynamic, message: "ran sh",
+            evidence: evidence)
         var report = Report(target: target, findings: [finding], trace: trace, timings: [("staticMs", 1.5)])
         report.detonation = DetonationSummary(
             argv: ["python3", "-I"], outcome: "timeout", phaseReached: "probe", leftBehind: "a process",
             observation: observation,
             exitCode: nil, signal: "SIGKILL", timedOut: true, durationMs: 2001.125, stdoutTail: "out\n", stderrTail: "",
             traceDropped: 4, traceDroppedBytes: 900,
-            limitsHit: [ResourceLimitHit(resource: .memory, limit: 1 << 32, detail: "memory"),
-                        ResourceLimitHit(resource: .pids, limit: 64, detail: "pids")],
+            limitsHit: [
+                ResourceLimitHit(resource: .memory, limit: 1 << 32, detail: "memory"),
+                ResourceLimitHit(resource: .pids, limit: 64, detail: "pids"),
+            ],
             cgroup: cgroup, traceOmitted: 3)
         return report
     }
 
-    @Test("a synthetic report with every field set reads back typed and writes the same JSON", arguments: [
-        (SandboxCgroupStatus.applied(CgroupUsage(
-            hierarchy: "memory v1, pids v2", memoryLimitBytes: 1 << 32, pidsLimit: 64, memoryPeakBytes: 123_456,
-            memoryLimitReached: 2, oomKills: 1, pidsLimitReached: 0, removed: true, paths: ["/sys/fs/cgroup/x"])),
-         ObservationReport(endAnnouncedNs: 1_234_567, workEndedNs: 1_234_999, left: [
-            LeftBehind(kind: .process, pid: 7, name: "sleep", timeNs: 5_000_001),
-            LeftBehind(kind: .timer, pid: 2, name: "SIGALRM handler", timeNs: 999_999_999_999),
-         ], leftDropped: 3, windowExpired: true, firedSignals: ["SIGALRM"]) as ObservationReport?),
-        (.applied(CgroupUsage(hierarchy: "v2", memoryLimitBytes: 1, pidsLimit: 2, memoryPeakBytes: nil,
-                              memoryLimitReached: 0, oomKills: 0, pidsLimitReached: 5, removed: false)),
-         ObservationReport()),
-        (.unavailable("not delegated"), nil),
-    ])
+    @Test(
+        "a synthetic report with every field set reads back typed and writes the same JSON",
+        arguments: [
+            (
+                SandboxCgroupStatus.applied(
+                    CgroupUsage(
+                        hierarchy: "memory v1, pids v2", memoryLimitBytes: 1 << 32, pidsLimit: 64,
+                        memoryPeakBytes: 123_456,
+                        memoryLimitReached: 2, oomKills: 1, pidsLimitReached: 0, removed: true,
+                        paths: ["/sys/fs/cgroup/x"])),
+                ObservationReport(
+                    endAnnouncedNs: 1_234_567, workEndedNs: 1_234_999,
+                    left: [
+                        LeftBehind(kind: .process, pid: 7, name: "sleep", timeNs: 5_000_001),
+                        LeftBehind(kind: .timer, pid: 2, name: "SIGALRM handler", timeNs: 999_999_999_999),
+                    ], leftDropped: 3, windowExpired: true, firedSignals: ["SIGALRM"]) as ObservationReport?
+            ),
+            (
+                .applied(
+                    CgroupUsage(
+                        hierarchy: "v2", memoryLimitBytes: 1, pidsLimit: 2, memoryPeakBytes: nil,
+                        memoryLimitReached: 0, oomKills: 0, pidsLimitReached: 5, removed: false)),
+                ObservationReport()
+            ),
+            (.unavailable("not delegated"), nil),
+        ])
     func syntheticRoundTrip(cgroup: SandboxCgroupStatus, observation: ObservationReport?) throws {
         let report = Self.report(cgroup: cgroup, observation: observation)
         let text = report.json.serialized()
@@ -122,11 +138,16 @@ import Testing
             (.object(members.filter { $0.0 != "seq" }), "trace[0].seq"),
             (.object(members.map { $0.0 == "action" ? ($0.0, .string("maybe")) : $0 }), "trace[0].action"),
             (.object(members.map { $0.0 == "pid" ? ($0.0, .int(Int64(Int32.max) + 1)) : $0 }), "trace[0].pid"),
-            (.object(members.map { $0.0 == "args" ? ($0.0, .object([("port", .string("443"))])) : $0 }),
-             "trace[0].args.port"),
-            (.object(members.map {
-                $0.0 == "performed" ? ($0.0, .object([("returned", .int(1)), ("errno", .string("EIO"))])) : $0
-            }), "trace[0].performed"),
+            (
+                .object(members.map { $0.0 == "args" ? ($0.0, .object([("port", .string("443"))])) : $0 }),
+                "trace[0].args.port"
+            ),
+            (
+                .object(
+                    members.map {
+                        $0.0 == "performed" ? ($0.0, .object([("returned", .int(1)), ("errno", .string("EIO"))])) : $0
+                    }), "trace[0].performed"
+            ),
         ]
         for (value, field) in cases {
             #expect(throws: TraceFormatError.self) { _ = try TraceEvent(json: value, path: "trace[0]") }
