@@ -54,7 +54,7 @@ test: deps harness lint
 
 # The tests that need no root, no namespaces and no detonation (parsers, rules, verdicts on synthetic traces, names,
 # JSON): a quick loop while editing. `swift test --filter SUITE` runs one suite (HACKING.md).
-UNIT_TEST_TARGETS := AirlockSystemTests AirlockJSONTests AirlockNamesTests AirlockFormatsTests AirlockAnalysisTests
+UNIT_TEST_TARGETS := AirlockSystemTests AirlockJSONTests AirlockNamesTests AirlockTraceTests AirlockFormatsTests AirlockAnalysisTests
 test-unit: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest --skip-build $(foreach t,$(UNIT_TEST_TARGETS),--filter '^$(t)\.')

@@ -46,6 +46,9 @@ let package = Package(
             name: "CSystem",
             cSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror=implicit-function-declaration"])]
         ),
+        // A detonation's trace as data: the events and their rule ids, what was left running, the cgroup and the limits
+        // hit; written to JSON and read back from it here, below both the sandbox that makes them and the report.
+        .target(name: "AirlockTrace", dependencies: ["AirlockJSON", "AirlockSystem"]),
         // Everything that runs between clone and exec: async-signal-safe C, prepared by the parent.
         .target(
             name: "CSandbox",
@@ -54,7 +57,7 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "AirlockTrace", "CSandbox", "CSeccomp", "CCap"]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
@@ -64,7 +67,7 @@ let package = Package(
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", "AirlockTrace", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
@@ -79,7 +82,7 @@ let package = Package(
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
-            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "AirlockTrace", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
         ),
         // airlockd: the listener, the connection loop, requests, the worker pool, examinations as the client; the
         // client side and the probe backend (here or through airlockd) the CLI and the intake share.
@@ -106,6 +109,7 @@ let package = Package(
                 "AirlockIntake",
                 "AirlockSandbox",
                 "AirlockSystem",
+                "AirlockTrace",
                 "AirlockAnalysis",
                 "AirlockFormats",
                 "AirlockJSON",
@@ -132,13 +136,17 @@ let package = Package(
         // profiles edited for a test, a loopback listener the test owns, a deterministic generator.
         .target(
             name: "AirlockTestSupport",
-            dependencies: ["AirlockSandbox", "AirlockDaemon", "AirlockJSON"],
+            dependencies: ["AirlockSandbox", "AirlockTrace", "AirlockDaemon", "AirlockJSON"],
             path: "Tests/AirlockTestSupport"
         ),
         // One test target per module. The first six need no root and run no sandbox (`make test-unit`); the others
         // build sandboxes and fail, never skip, without root or user namespaces.
         .testTarget(name: "AirlockSystemTests", dependencies: ["AirlockSystem"]),
         .testTarget(name: "AirlockJSONTests", dependencies: ["AirlockJSON", "AirlockSandbox", "AirlockTestSupport"]),
+        .testTarget(
+            name: "AirlockTraceTests",
+            dependencies: ["AirlockTrace", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+        ),
         .testTarget(
             name: "AirlockNamesTests",
             dependencies: ["AirlockNames", "AirlockFormats", "AirlockAnalysis", "AirlockTestSupport"]
@@ -154,15 +162,15 @@ let package = Package(
         .testTarget(
             name: "AirlockSandboxTests",
             dependencies: [
-                "AirlockSandbox", "AirlockSystem", "AirlockJSON", "AirlockProbe", "AirlockAnalysis", "AirlockFormats",
-                "AirlockDaemon", "AirlockTestSupport",
+                "AirlockSandbox", "AirlockTrace", "AirlockSystem", "AirlockJSON", "AirlockProbe", "AirlockAnalysis",
+                "AirlockFormats", "AirlockDaemon", "AirlockTestSupport",
             ]
         ),
         .testTarget(
             name: "AirlockProbeTests",
             dependencies: [
-                "AirlockProbe", "AirlockSandbox", "AirlockSystem", "AirlockAnalysis", "AirlockFormats", "AirlockJSON",
-                "AirlockTestSupport",
+                "AirlockProbe", "AirlockSandbox", "AirlockTrace", "AirlockSystem", "AirlockAnalysis", "AirlockFormats",
+                "AirlockJSON", "AirlockTestSupport",
             ]
         ),
         .testTarget(

@@ -1,11 +1,12 @@
 public import AirlockJSON
+public import AirlockTrace
 
 /// How a detonation ran, as a report carries it (the `detonation` member, docs/report.schema.json): typed here and
 /// written to JSON, and read back from it, only by `json` and `init?(json:)`.
 ///
-/// The probe fills it from what the sandbox returned (`Detonation` in AirlockProbe). The parts whose types belong to
-/// the sandbox module — the observation, the limits hit, the cgroup — arrive already in their JSON form: this module
-/// knows nothing of the sandbox, and a report read back from airlockd has only their JSON anyway.
+/// The probe fills it from what the sandbox returned (`Detonation` in AirlockProbe). The observation, the limits hit
+/// and the cgroup are the sandbox's own values (AirlockTrace, which writes and reads their JSON), so a report read
+/// back from airlockd carries them typed as the one made here does.
 public struct DetonationSummary: Sendable, Equatable {
     /// The harness's command line inside the sandbox.
     public var argv: [String]
@@ -16,7 +17,7 @@ public struct DetonationSummary: Sendable, Equatable {
     /// What the model left running, in words, when anything.
     public var leftBehind: String?
     /// What the supervisor saw running after the loader returned (null when not observed).
-    public var observation: JSON
+    public var observation: ObservationReport?
     /// The loader's exit code, when it exited.
     public var exitCode: Int?
     /// The signal that ended it, when one did.
@@ -32,17 +33,18 @@ public struct DetonationSummary: Sendable, Equatable {
     public var traceDropped: Int
     public var traceDroppedBytes: Int
     /// Limits of the whole sandbox it ran into.
-    public var limitsHit: [JSON]
+    public var limitsHit: [ResourceLimitHit]
     /// The sandbox's cgroup and what it used.
-    public var cgroup: JSON
+    public var cgroup: SandboxCgroupStatus
     /// How many events the trace held when it was left out of a reply or a stored report (`Report.fit`).
     public var traceOmitted: Int? = nil
 
     /// Creates a summary.
     public init(
-        argv: [String], outcome: String, phaseReached: String, leftBehind: String?, observation: JSON, exitCode: Int?,
+        argv: [String], outcome: String, phaseReached: String, leftBehind: String?, observation: ObservationReport?,
+        exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
-        traceDroppedBytes: Int, limitsHit: [JSON], cgroup: JSON, traceOmitted: Int? = nil
+        traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil
     ) {
         self.argv = argv
         self.outcome = outcome
@@ -69,7 +71,7 @@ public struct DetonationSummary: Sendable, Equatable {
             ("outcome", .string(outcome)),
             ("phaseReached", .string(phaseReached)),
             ("leftBehind", .optional(leftBehind)),
-            ("observation", observation),
+            ("observation", observation?.json ?? .null),
             ("exitCode", exitCode.map(JSON.int) ?? .null),
             ("signal", .optional(signal)),
             ("timedOut", .bool(timedOut)),
@@ -78,14 +80,15 @@ public struct DetonationSummary: Sendable, Equatable {
             ("stderrTail", .string(stderrTail)),
             ("traceDropped", .int(traceDropped)),
             ("traceDroppedBytes", .int(traceDroppedBytes)),
-            ("limitsHit", .array(limitsHit)),
-            ("cgroup", cgroup),
+            ("limitsHit", .array(limitsHit.map(\.json))),
+            ("cgroup", cgroup.json),
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         return .object(members)
     }
 
-    /// A summary read back from its JSON (a report from airlockd, a stored report); nil when `value` is not one.
+    /// A summary read back from its JSON (a report from airlockd, a stored report); nil when `value` is not one. The
+    /// observation, the limits hit and the cgroup are read strictly (`init(json:)` of their types).
     public init?(json value: JSON) {
         guard case .object(let m) = value else { return nil }
         func field(_ key: String) -> JSON? { m.first { $0.0 == key }?.1 }
@@ -94,16 +97,29 @@ public struct DetonationSummary: Sendable, Equatable {
         guard case .array(let argvItems)? = field("argv"), let outcome = string("outcome"),
             let phaseReached = string("phaseReached"), case .bool(let timedOut)? = field("timedOut")
         else { return nil }
-        var limitsHit: [JSON] = []
-        if case .array(let items)? = field("limitsHit") { limitsHit = items }
+        var limitsHit: [ResourceLimitHit] = []
+        if case .array(let items)? = field("limitsHit") {
+            for (i, item) in items.enumerated() {
+                guard let hit = try? ResourceLimitHit(json: item, path: "limitsHit[\(i)]") else { return nil }
+                limitsHit.append(hit)
+            }
+        }
+        var observation: ObservationReport? = nil
+        if let member = field("observation"), member != .null {
+            guard let read = try? ObservationReport(json: member, path: "observation") else { return nil }
+            observation = read
+        }
+        guard let cgroupMember = field("cgroup"),
+            let cgroup = try? SandboxCgroupStatus(json: cgroupMember, path: "cgroup")
+        else { return nil }
         var durationMs = 0.0
         if case .number(let n)? = field("durationMs") { durationMs = Double(n) ?? 0 }
         self.init(
             argv: argvItems.compactMap { if case .string(let s) = $0 { s } else { nil } }, outcome: outcome,
-            phaseReached: phaseReached, leftBehind: string("leftBehind"), observation: field("observation") ?? .null,
+            phaseReached: phaseReached, leftBehind: string("leftBehind"), observation: observation,
             exitCode: int("exitCode"), signal: string("signal"), timedOut: timedOut, durationMs: durationMs,
             stdoutTail: string("stdoutTail") ?? "", stderrTail: string("stderrTail") ?? "",
             traceDropped: int("traceDropped") ?? 0, traceDroppedBytes: int("traceDroppedBytes") ?? 0,
-            limitsHit: limitsHit, cgroup: field("cgroup") ?? .null, traceOmitted: int("traceOmitted"))
+            limitsHit: limitsHit, cgroup: cgroup, traceOmitted: int("traceOmitted"))
     }
 }

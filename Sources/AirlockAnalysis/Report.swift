@@ -1,6 +1,7 @@
 import AirlockNames
 public import AirlockFormats
 public import AirlockJSON
+public import AirlockTrace
 
 /// The file a report is about.
 public struct ReportTarget: Sendable {
@@ -30,8 +31,8 @@ public struct Report: Sendable {
     public var verdict: Verdict
     /// What was found, most severe first.
     public var findings: [Finding]
-    /// Trace events of a detonation, already in their JSON form (empty for a static scan).
-    public var trace: [JSON]
+    /// Trace events of a detonation (empty for a static scan).
+    public var trace: [TraceEvent]
     /// Milliseconds spent per stage (`staticMs`, `detonationMs`).
     public var timings: [(String, Double)]
     /// Why the file could not be analysed, when it could not.
@@ -54,7 +55,7 @@ public struct Report: Sendable {
     public static let omittedRule = "report.findings-omitted"
 
     /// Creates a report; the verdict is computed from the findings unless there is an error.
-    public init(target: ReportTarget, findings: [Finding], trace: [JSON] = [], timings: [(String, Double)] = [], error: (code: String, message: String)? = nil) {
+    public init(target: ReportTarget, findings: [Finding], trace: [TraceEvent] = [], timings: [(String, Double)] = [], error: (code: String, message: String)? = nil) {
         self.target = target
         self.findings = findings.sorted { $0.severity > $1.severity }
         self.trace = trace
@@ -103,7 +104,7 @@ public struct Report: Sendable {
             ("target", .object(target)),
             ("verdict", .string(verdict.rawValue)),
             ("findings", .array(findings.map(\.json))),
-            ("trace", .array(trace)),
+            ("trace", .array(trace.map(\.json))),
             ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
         ] + (detonation.map { [("detonation", $0.json)] } ?? []) + [
             ("error", error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null),
@@ -189,7 +190,8 @@ extension Evidence {
 
 extension Report {
     /// A report read back from its JSON (`json`), as a daemon's client receives it; nil when `value` is not one.
-    /// The trace stays in its JSON form; `traceLines` are not part of the JSON and stay empty.
+    /// The trace and the detonation are read strictly (`TraceEvent.init(json:)`, `DetonationSummary.init?(json:)`), so
+    /// the report writes the same JSON again; `traceLines` are not part of the JSON and stay empty.
     public init?(json value: JSON) {
         guard case .object(let m) = value else { return nil }
         func field(_ key: String) -> JSON? { m.first { $0.0 == key }?.1 }
@@ -223,8 +225,13 @@ extension Report {
             }
             findings.append(Finding(rule: rule, severity: severity, source: source, message: message, evidence: evidence))
         }
-        var trace: [JSON] = []
-        if case .array(let items)? = field("trace") { trace = items }
+        var trace: [TraceEvent] = []
+        if case .array(let items)? = field("trace") {
+            for (i, item) in items.enumerated() {
+                guard let event = try? TraceEvent(json: item, path: "trace[\(i)]") else { return nil }
+                trace.append(event)
+            }
+        }
         var timings: [(String, Double)] = []
         if case .object(let tm)? = field("timings") {
             for (k, v) in tm { if case .number(let n) = v, let d = Double(n) { timings.append((k, d)) } }

@@ -1,6 +1,6 @@
 internal import AirlockAnalysis
-internal import AirlockJSON
 public import AirlockSandbox
+public import AirlockTrace
 internal import AirlockSystem
 
 /// One detonation: the harness loading a file in the sandbox, and what the supervisor observed — the typed trace
@@ -62,9 +62,9 @@ public struct Detonation: Sendable {
     /// interpreter start-up until `load`, loading until `probe`, and the rest until the end.
     var phaseTimings: [(String, Double)] {
         let ms = { (ns: UInt64) in Double(ns) / 1e6 }
-        guard let launch = result.trace.first(where: { $0.traceRule == .launch }) else { return [] }
+        guard let launch = result.trace.first(where: { $0.rule == .launch }) else { return [] }
         var out: [(String, Double)] = [("sandboxSetupMs", ms(launch.timeNs))]
-        let marker = { (p: HarnessPhase) in result.trace.first { $0.traceRule == .phase && $0.phase == p.rawValue } }
+        let marker = { (p: HarnessPhase) in result.trace.first { $0.rule == .phase && $0.phase == p.rawValue } }
         let load = marker(.load), probe = marker(.probe)
         let finished = max(result.durationNs, launch.timeNs)
         // The work ends at the end marker (or the loader's exit); what follows is the supervisor's observation.
@@ -82,17 +82,17 @@ public struct Detonation: Sendable {
     /// The command's start, phase changes and every refusal the policy counts, for people; at most 40 lines.
     func traceLines(policy: VerdictPolicy) -> [String] {
         let shown = result.trace.filter {
-            $0.traceRule == .launch || $0.traceRule == .phase
+            $0.rule == .launch || $0.rule == .phase
                 || ($0.action != .allowed && DynamicRules.classify($0, policy: policy) != nil)
         }
         var lines = shown.prefix(40).map { e -> String in
-            if e.traceRule == .phase { return "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  ── phase \(e.phase ?? "?") ──" }
+            if e.rule == .phase { return "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  ── phase \(e.phase ?? "?") ──" }
             var line = "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  [\(e.phase ?? "-")]  pid \(e.pid)  \(e.syscall) \(TraceText.details(e.args))"
-            line += e.action == .allowed ? "  allowed" : "  \(e.action.rawValue) \(e.errno ?? "")  (\(e.rule ?? "?"))"
+            line += e.action == .allowed ? "  allowed" : "  \(e.action.rawValue) \(e.errno ?? "")  (\(e.rule?.description ?? "?"))"
             return line
         }
         if shown.count > 40 { lines.append("… \(shown.count - 40) more (--format json has the whole trace)") }
-        let refused = result.trace.filter { $0.action != .allowed && $0.traceRule != .phase }.count
+        let refused = result.trace.filter { $0.action != .allowed && $0.rule != .phase }.count
         lines.append("\(result.trace.count + result.traceDropped) notified calls, \(refused) refused; " + ending)
         return lines
     }
@@ -112,29 +112,12 @@ public struct Detonation: Sendable {
     var summary: DetonationSummary {
         DetonationSummary(
             argv: argv, outcome: outcome.outcome?.rawValue ?? "loaded", phaseReached: outcome.phase.rawValue,
-            leftBehind: outcome.leftBehindSummary, observation: Detonation.json(result.observation),
+            leftBehind: outcome.leftBehindSummary, observation: result.observation,
             exitCode: result.exitCode.map(Int.init), signal: result.signal, timedOut: result.timedOut,
             durationMs: (Double(result.durationNs) / 1e3).rounded() / 1e3,
             stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
-            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit.map(\.json), cgroup: result.cgroup.json)
-    }
-
-    /// What the supervisor saw running after the loader returned (or exited).
-    static func json(_ o: ObservationReport?) -> JSON {
-        guard let o else { return .null }
-        let ms = { (ns: UInt64) in JSON.double((Double(ns) / 1e3).rounded() / 1e3) }
-        return .object([
-            ("endAnnouncedMs", o.endAnnouncedNs.map(ms) ?? .null),
-            ("workEndedMs", o.workEndedNs.map(ms) ?? .null),
-            ("windowExpired", .bool(o.windowExpired)),
-            ("firedSignals", .array(o.firedSignals.map(JSON.string))),
-            ("left", .array(o.left.map { item in
-                .object([("kind", .string(item.kind.rawValue)), ("pid", .int(Int(item.pid))),
-                         ("name", .string(item.name)), ("timeMs", ms(item.timeNs))])
-            })),
-            ("leftDropped", .int(o.leftDropped)),
-        ])
+            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup)
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

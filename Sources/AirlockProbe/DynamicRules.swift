@@ -1,6 +1,7 @@
 public import AirlockAnalysis
 internal import AirlockFormats
 internal import AirlockSandbox
+internal import AirlockTrace
 
 /// Turns a detonation's trace and outcome into findings with `source: dynamic`, by the verdict policy. Every
 /// behaviour finding names the trace events (`seq`) that prove it.
@@ -55,7 +56,7 @@ public enum DynamicRules {
 
     /// The policy rule a refused event falls under; nil for phase announcements, the launch and ignored calls.
     static func classify(_ event: TraceEvent, policy: VerdictPolicy) -> VerdictPolicy.Rule? {
-        guard let rule = event.traceRule, rule != .phase, rule != .launch else { return nil }
+        guard let rule = event.rule, rule != .phase, rule != .launch else { return nil }
         let refusedOutright = if case .refused = rule { true } else { false }
         guard let phase = event.phase.flatMap(HarnessPhase.init(rawValue:)), policy.modelPhases.contains(phase) else {
             // Before `load` the harness has not opened the model: the runtime was refused something.

@@ -1,4 +1,5 @@
 public import AirlockSandbox
+import AirlockTrace
 
 /// How the loader harness ended, decided from what the supervisor observed: the phase markers in the trace (ordered
 /// with every other notification), the `end` marker announced by the harness's main thread, the exit status, and what
@@ -67,7 +68,7 @@ public struct HarnessOutcome: Sendable, Equatable {
         if ended {
             return code == 0 ? out : ending(.earlyExit, "exit code \(code) after the loader returned (a finalizer, handler or thread ended the process)")
         }
-        let reached = { (p: HarnessPhase) in result.trace.contains { $0.traceRule == .phase && $0.phase == p.rawValue } }
+        let reached = { (p: HarnessPhase) in result.trace.contains { $0.rule == .phase && $0.phase == p.rawValue } }
         switch HarnessProtocol.ExitCode(rawValue: code) {
         case .raised?:
             if let detail = HarnessProtocol.details(.probeError, in: lines).last, reached(.probe) {
@@ -92,7 +93,7 @@ public struct HarnessOutcome: Sendable, Equatable {
     /// runs on that thread too and could announce it itself, but then it has ended its own detonation with
     /// everything it started still observed.
     static func endReached(_ result: SandboxResult, phases: [HarnessPhase]) -> Bool {
-        let announced = result.trace.filter { $0.traceRule == .phase }
+        let announced = result.trace.filter { $0.rule == .phase }
         guard let last = phases.last, let end = announced.first(where: { $0.phase == last.rawValue }) else { return false }
         guard result.observation?.endAnnouncedNs != nil || result.observation == nil else { return false }
         guard result.commandPid == 0 || end.pid == result.commandPid else { return false }

@@ -9,7 +9,7 @@ extension Verdict {
     public static func decide(static report: Report, dynamic detonation: Detonation, policy: VerdictPolicy) -> Report {
         let judged = StaticScanner.now()
         var report = report
-        report.trace = detonation.trace.map(\.json)
+        report.trace = detonation.trace
         report.traceLines = detonation.traceLines(policy: policy)
         report.detonation = detonation.summary
         if detonation.stoppedBeforeModel(policy) {

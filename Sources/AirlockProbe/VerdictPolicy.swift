@@ -1,6 +1,7 @@
 public import AirlockAnalysis
 internal import AirlockJSON
 public import AirlockSandbox
+public import AirlockTrace
 public import AirlockSystem
 
 /// A verdict policy that could not be read, or that does not fit the profile it is to judge: the message names the
@@ -171,7 +172,7 @@ public struct VerdictPolicy: Sendable {
     /// from critical to high), so it is an error naming the rule id. `name` names the policy in the message.
     public func check(against profile: Profile, name: String) throws(PolicyError) {
         let notify = profile.sandbox.notify
-        for rule in notify where TraceRule.reservedIDs.contains(rule.id) {
+        for rule in notify where TraceRule.isReserved(rule.id) {
             throw PolicyError("profile \(profile.name): notify rule '\(rule.id)' takes an id the supervisor uses itself")
         }
         var producible = Set(notify.map { TraceRule.notify($0.id) }).union(TraceRule.supervisorRefusals)

@@ -1,4 +1,5 @@
 import AirlockSystem
+import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
 import Glibc
@@ -324,7 +325,7 @@ extension CallEmulator.Call {
         while name.count > 1 && name.last == UInt8(ascii: "/") { name.removeLast() }
         if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] {
             let dir = CallEmulator.withPath(name) { openat(parentFd, $0, oPath | O_NOFOLLOW | O_CLOEXEC) }
-            guard dir >= 0 else { return .refused(Decision(action: .denied, errno: errno, rule: "default")) }
+            guard dir >= 0 else { return .refused(Decision(action: .denied, errno: errno, rule: .notifyDefault)) }
             owned.append(dir)
             return check(resolvedOf: dir, second: second)
         }

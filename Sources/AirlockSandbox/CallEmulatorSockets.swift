@@ -1,4 +1,5 @@
 import AirlockSystem
+import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import AirlockNames
+import AirlockTrace
 
 /// File names as the kernel has them: bytes. A trace shows them losslessly.
 public enum PathText {

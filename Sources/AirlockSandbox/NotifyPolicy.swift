@@ -1,3 +1,4 @@
+import AirlockTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -144,7 +145,7 @@ struct Glob: Sendable, Equatable {
 struct Decision: Equatable {
     var action: TraceEvent.Action
     var errno: Int32
-    var rule: String
+    var rule: TraceRule
 }
 
 /// Decides notified calls: profile refusals first, then the launch exec, then the notify rules in order.
@@ -182,12 +183,12 @@ struct NotifyPolicy {
 
     /// The profile rule that refuses this call outright, judged on register values only (no memory).
     func refusal(_ name: String, _ args: [UInt64]) -> Decision? {
-        if undecided.contains(name) { return Decision(action: .denied, errno: ENOSYS, rule: "undecided") }
+        if undecided.contains(name) { return Decision(action: .denied, errno: ENOSYS, rule: .undecided) }
         guard let candidates = refusals[name] else { return nil }
         for rule in candidates where rule.args.allSatisfy({ $0.matches(args[$0.index]) }) {
             switch rule.action {
-            case .errno(let e): return Decision(action: .denied, errno: e, rule: "syscalls[\(rule.index)]")
-            default: return Decision(action: .killed, errno: ENOSYS, rule: "syscalls[\(rule.index)]")
+            case .errno(let e): return Decision(action: .denied, errno: e, rule: .refused(index: rule.index))
+            default: return Decision(action: .killed, errno: ENOSYS, rule: .refused(index: rule.index))
             }
         }
         return nil
@@ -197,9 +198,9 @@ struct NotifyPolicy {
     func decide(_ name: String, _ args: [UInt64], _ decoded: TraceArguments) -> Decision {
         for compiled in rules where compiled.rule.syscalls.contains(name) && matches(compiled, name, args, decoded) {
             let rule = compiled.rule
-            return Decision(action: NotifyPolicy.eventAction(rule.action), errno: rule.errno, rule: rule.id)
+            return Decision(action: NotifyPolicy.eventAction(rule.action), errno: rule.errno, rule: .notify(rule.id))
         }
-        return Decision(action: NotifyPolicy.eventAction(fallback), errno: EPERM, rule: "default")
+        return Decision(action: NotifyPolicy.eventAction(fallback), errno: EPERM, rule: .notifyDefault)
     }
 
     private static func eventAction(_ a: NotifyRule.Action) -> TraceEvent.Action {

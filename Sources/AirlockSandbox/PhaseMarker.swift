@@ -4,8 +4,8 @@
 /// same ordered stream as every other notification, and the announcing thread is blocked until the supervisor has
 /// taken it: everything that thread does afterwards is attributed to the new phase. (A pipe would race: the
 /// supervisor could see a later notification before the pipe message.) The path does not exist in the sandbox; the
-/// open fails with `ENOENT` and is recorded with `rule: "phase"`. Phases only move forward (`phase-regression`
-/// otherwise), so code inside cannot relabel its own behaviour as the runtime's start-up.
+/// open fails with `ENOENT` and is recorded with `rule: .phase` (`"phase"` in the JSON). Phases only move forward
+/// (`phase-regression` otherwise), so code inside cannot relabel its own behaviour as the runtime's start-up.
 public enum PhaseMarker {
     /// The directory of marker paths.
     public static let prefix = "/.airlock/phase/"

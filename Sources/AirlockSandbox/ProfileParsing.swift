@@ -1,5 +1,6 @@
 import AirlockSystem
 internal import AirlockJSON
+import AirlockTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -385,6 +386,13 @@ extension SandboxSettings {
         var rules: [NotifyRule] = []
         for (i, n) in (raw.notify ?? []).enumerated() {
             let field = "airlock.notify[\(i)]"
+            // The trace names the rule that decided by this id: one the supervisor uses itself, or `syscalls[N]`, would
+            // read back as another rule (and the verdict policy would judge its refusals as that rule's).
+            guard !TraceRule.isReserved(n.id) else {
+                throw SandboxError(
+                    .profile, "field \(field).id: '\(n.id)' is reserved (the supervisor's own rules: "
+                        + "\(TraceRule.reservedIDs.sorted().joined(separator: ", ")), and syscalls[N])")
+            }
             guard let action = NotifyRule.Action(rawValue: n.action) else {
                 throw SandboxError(.profile, "field \(field).action: expected allow, deny or kill")
             }

@@ -1,29 +1,10 @@
 import AirlockSystem
-public import AirlockJSON
+import AirlockTrace
 internal import CSandbox
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// The cgroup a sandbox ran in, or why it had none (`SandboxResult.cgroup`).
-public enum SandboxCgroupStatus: Sendable, Equatable {
-    /// The whole sandbox ran in a cgroup of its own with these limits; what it used is in the usage.
-    case applied(CgroupUsage)
-    /// No cgroup could be made (no controller, not delegated, not root): only the rlimits bounded the run.
-    case unavailable(String)
-
-    /// A line for people: `cgroup v1: memory 4294967296 bytes, pids 64` or `none: …`.
-    public var summary: String {
-        switch self {
-        case .applied(let u):
-            return "cgroup \(u.hierarchy): memory \(u.memoryLimitBytes) bytes, pids \(u.pidsLimit)"
-                + (u.removed ? "" : " (left behind: could not be removed)")
-        case .unavailable(let reason):
-            return "no cgroup (\(reason)): memory and processes bounded by the rlimits alone"
-        }
-    }
-}
 
 extension Sandbox {
     /// Why a sandbox run with `limits` could have no cgroup of its own here, or nil when it could: one is made and
@@ -37,41 +18,6 @@ extension Sandbox {
             return error.reason
         }
     }
-}
-
-/// A sandbox's cgroup: its limits and what it used.
-public struct CgroupUsage: Sendable, Equatable {
-    /// Where the limits lived: `v1` (the memory and pids hierarchies), `v2`, or a mix (`memory v1, pids v2`).
-    public var hierarchy: String
-    /// Memory limit (memory + swap), bytes.
-    public var memoryLimitBytes: UInt64
-    /// Most tasks (processes and threads).
-    public var pidsLimit: UInt64
-    /// Most memory the sandbox held at once, bytes, when the kernel says.
-    public var memoryPeakBytes: UInt64?
-    /// Times the memory limit was reached: v1 `memory.failcnt` + `memory.memsw.failcnt`, which also count charges
-    /// that reclaim (page cache) satisfied; v2 `memory.events` `oom`, charges that reclaim could not satisfy.
-    public var memoryLimitReached: Int
-    /// Processes the kernel's OOM killer ended inside the sandbox.
-    public var oomKills: Int
-    /// Forks and thread creations refused at the pids limit (`pids.events` max).
-    public var pidsLimitReached: Int
-    /// Whether the cgroup was removed at the end.
-    public var removed: Bool
-    /// Its directories (one per hierarchy it lives in), gone once `removed`.
-    public var paths: [String] = []
-}
-
-/// A limit of the whole sandbox that it ran into (`SandboxResult.limitsHit`).
-public struct ResourceLimitHit: Sendable, Equatable {
-    /// Which limit.
-    public enum Resource: String, Sendable { case memory, pids }
-    /// Which limit.
-    public var resource: Resource
-    /// Its value: bytes for memory, tasks for pids.
-    public var limit: UInt64
-    /// A sentence for people: the limit, how often it was reached, what the kernel did.
-    public var detail: String
 }
 
 /// One sandbox's cgroup in the memory and pids controllers: created under the supervisor's own cgroup before the
@@ -468,32 +414,5 @@ struct CgroupHierarchies {
             if n == 1 && value[0] == UInt8(ascii: "1") { return true }
         }
         return false
-    }
-}
-
-extension SandboxCgroupStatus {
-    /// `{"applied": true, "hierarchy": "v1", "memoryLimitBytes": …, "pidsLimit": …, "memoryPeakBytes": …,
-    /// "memoryLimitReached": …, "oomKills": …, "pidsLimitReached": …, "removed": true}`, or
-    /// `{"applied": false, "reason": "…"}`.
-    public var json: JSON {
-        switch self {
-        case .applied(let u):
-            return .object([
-                ("applied", .bool(true)), ("hierarchy", .string(u.hierarchy)),
-                ("memoryLimitBytes", .int(u.memoryLimitBytes)),
-                ("pidsLimit", .int(u.pidsLimit)), ("memoryPeakBytes", u.memoryPeakBytes.map(JSON.int) ?? .null),
-                ("memoryLimitReached", .int(u.memoryLimitReached)), ("oomKills", .int(u.oomKills)),
-                ("pidsLimitReached", .int(u.pidsLimitReached)), ("removed", .bool(u.removed)),
-            ])
-        case .unavailable(let reason):
-            return .object([("applied", .bool(false)), ("reason", .string(reason))])
-        }
-    }
-}
-
-extension ResourceLimitHit {
-    /// `{"resource": "memory", "limit": 4294967296, "detail": "…"}`.
-    public var json: JSON {
-        .object([("resource", .string(resource.rawValue)), ("limit", .int(limit)), ("detail", .string(detail))])
     }
 }

@@ -1,4 +1,5 @@
 import AirlockSystem
+import AirlockTrace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,70 +26,6 @@ public struct SandboxObservation: Sendable, Equatable {
         self.baselinePhase = baselinePhase
         self.endPhase = endPhase
         self.windowSeconds = windowSeconds
-    }
-}
-
-/// One thing the supervisor saw running after the command's work ended.
-public struct LeftBehind: Sendable, Equatable {
-    /// What it is.
-    public enum Kind: String, Sendable {
-        /// A process of the sandbox other than PID 1 and the command.
-        case process
-        /// A thread of the command it did not have at the baseline.
-        case thread
-        /// A pending timer: a POSIX timer, or a handler for a timer signal (`SIGALRM`, `SIGVTALRM`, `SIGPROF`)
-        /// installed after the baseline (`alarm` and `setitimer` are not visible from outside; their handler is).
-        case timer
-        /// The command itself, still running when the window ended.
-        case command
-    }
-
-    /// What it is.
-    public var kind: Kind
-    /// Its PID (thread id for threads) inside the sandbox; for threads and timers the host's when the profile mounts
-    /// no procfs; 0 for processes that only PID 1's report shows.
-    public var pid: Int32
-    /// Its command name (`/proc/PID/comm`), or the timer's description (`SIGALRM handler`).
-    public var name: String
-    /// When the supervisor first saw it, nanoseconds since the sandbox started.
-    public var timeNs: UInt64
-
-    /// Creates an entry.
-    public init(kind: Kind, pid: Int32, name: String, timeNs: UInt64) {
-        self.kind = kind
-        self.pid = pid
-        self.name = name
-        self.timeNs = timeNs
-    }
-}
-
-/// What the supervisor observed after the command's work ended (`SandboxResult.observation`).
-public struct ObservationReport: Sendable, Equatable {
-    /// When `endPhase` was announced by the command's main thread, nanoseconds since the start; nil otherwise.
-    public var endAnnouncedNs: UInt64?
-    /// When the command's work ended (the end phase or its exit); nil when it never did (the deadline came first).
-    public var workEndedNs: UInt64?
-    /// Everything seen running after that, first sighting first (at most `SandboxObserver.maxEntries`).
-    public var left: [LeftBehind]
-    /// Sightings not kept beyond the bound.
-    public var leftDropped: Int
-    /// Whether the window ended with something still running and the supervisor killed the sandbox.
-    public var windowExpired: Bool
-    /// Timer signals the supervisor delivered early to the command (`SIGALRM`): a handler waiting for a timer then
-    /// runs while the sandbox still watches.
-    public var firedSignals: [String]
-
-    /// Creates a report.
-    public init(
-        endAnnouncedNs: UInt64? = nil, workEndedNs: UInt64? = nil, left: [LeftBehind] = [], leftDropped: Int = 0,
-        windowExpired: Bool = false, firedSignals: [String] = []
-    ) {
-        self.endAnnouncedNs = endAnnouncedNs
-        self.workEndedNs = workEndedNs
-        self.left = left
-        self.leftDropped = leftDropped
-        self.windowExpired = windowExpired
-        self.firedSignals = firedSignals
     }
 }
 

@@ -1,4 +1,5 @@
 internal import CSandbox
+import AirlockTrace
 import AirlockSystem
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import AirlockSystem
+import AirlockTrace
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
@@ -92,7 +93,7 @@ final class SeccompNotifier {
         let decoder = SyscallDecoder(hostPid: hostPid)
         if notification.data.nr < 0 || notification.data.nr > SyscallTable.native.highest || name.hasPrefix("syscall_") {
             // A number beyond libseccomp's table (SeccompProgram.unknownNumberGuard): nothing decided it.
-            decision = Decision(action: .denied, errno: ENOSYS, rule: "unknown-syscall")
+            decision = Decision(action: .denied, errno: ENOSYS, rule: .unknownSyscall)
             decoded = TraceArguments()
             decoded.raw = args.map(SyscallDecoder.hex)
         } else if let refused = policy.refusal(name, args) {
@@ -101,7 +102,7 @@ final class SeccompNotifier {
         } else if !launched && (name == "execve" || name == "execveat") {
             // The first exec is the sandbox starting the requested command: nothing else runs before it.
             launched = true
-            decision = Decision(action: .allowed, errno: 0, rule: "launch")
+            decision = Decision(action: .allowed, errno: 0, rule: .launch)
             decoded = decoder.decode(name, args)
         } else {
             // Everything the decision and the supervisor's own performing of the call need is read here, once.
@@ -114,7 +115,7 @@ final class SeccompNotifier {
             }
             if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
                 decision = announce(marked)
-                if decision.rule == "phase" { onPhase?(phases[phase], hostPid) }
+                if decision.rule == .phase { onPhase?(phases[phase], hostPid) }
             } else {
                 decision = policy.decide(name, args, decoded)
             }
@@ -128,7 +129,7 @@ final class SeccompNotifier {
         // the caller's memory again after the decision.
         var performed: TraceEvent.Performed? = nil
         var returnValue: Int64 = 0
-        if decision.action == .allowed && decision.rule != "launch", let emulator {
+        if decision.action == .allowed && decision.rule != .launch, let emulator {
             let policy = self.policy
             let caller = CallEmulator.Caller(id: notification.id, hostTid: hostPid, status: nil)
             switch emulator.perform(name, args, operands, trace: &decoded, caller: caller, recheck: { policy.decide(name, args, $0) }) {
@@ -170,7 +171,7 @@ final class SeccompNotifier {
 
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
-        if decision.rule == "launch" && launchedProcess == nil { launchedProcess = (hostPid, pid) }
+        if decision.rule == .launch && launchedProcess == nil { launchedProcess = (hostPid, pid) }
         recorder.record(TraceEvent(
             seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
             action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
@@ -182,13 +183,13 @@ final class SeccompNotifier {
     /// `startup` (which would make it look like the runtime's). The marker open fails with ENOENT either way.
     private func announce(_ name: String) -> Decision {
         guard let index = phases.firstIndex(of: name) else {
-            return Decision(action: .denied, errno: ENOENT, rule: "phase-unknown")
+            return Decision(action: .denied, errno: ENOENT, rule: .phaseUnknown)
         }
         guard index > phase else {
-            return Decision(action: .denied, errno: ENOENT, rule: "phase-regression")
+            return Decision(action: .denied, errno: ENOENT, rule: .phaseRegression)
         }
         phase = index
-        return Decision(action: .denied, errno: ENOENT, rule: "phase")
+        return Decision(action: .denied, errno: ENOENT, rule: .phase)
     }
 
     /// The caller's PID inside its namespace, from the last field of `NSpid:` in /proc/PID/status.

@@ -1,4 +1,5 @@
 internal import AirlockJSON
+import AirlockTrace
 
 /// Keeps one sandbox's trace within its budgets: a number of events (`Limits.traceEvents`), a number of bytes of
 /// the trace as JSON (`Limits.traceBytes`), and a bound on each event's path and argv.
@@ -53,8 +54,8 @@ struct TraceRecorder {
         let size = TraceRecorder.serializedCount(event)
         // Refusals and phase announcements have kinds; allowed calls are all alike for this purpose.
         var isNewKind = false
-        if event.action != .allowed || event.rule == "phase" {
-            let kind = "\(event.rule ?? "")\u{0}\(event.syscall)\u{0}\(event.action.rawValue)\u{0}\(event.phase ?? "")"
+        if event.action != .allowed || event.rule == .phase {
+            let kind = "\(event.rule?.description ?? "")\u{0}\(event.syscall)\u{0}\(event.action.rawValue)\u{0}\(event.phase ?? "")"
             if !kinds.contains(kind) && kinds.count < TraceRecorder.maxKinds {
                 kinds.insert(kind)
                 isNewKind = true
@@ -83,7 +84,7 @@ struct TraceRecorder {
         members.add("syscall", JSON.serializedCount(of: e.syscall))
         members.add("action", JSON.serializedCount(of: e.action.rawValue))
         if let v = e.errno { members.add("errno", JSON.serializedCount(of: v)) }
-        if let v = e.rule { members.add("rule", JSON.serializedCount(of: v)) }
+        if let v = e.rule { members.add("rule", JSON.serializedCount(of: v.description)) }
         if let v = e.phase { members.add("phase", JSON.serializedCount(of: v)) }
         let a = e.args
         var args = Members()

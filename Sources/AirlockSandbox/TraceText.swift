@@ -1,3 +1,5 @@
+public import AirlockTrace
+
 /// Renders trace events for people.
 public enum TraceText {
     /// One line of details for an event: the path, the argv, the address, the signal…

@@ -1,5 +1,6 @@
 import AirlockJSON
 import AirlockSandbox
+import AirlockTrace
 import ArgumentParser
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockTrace
 import Foundation
 import Testing
 import AirlockTestSupport
@@ -51,8 +52,8 @@ struct HarnessTests {
         let result = try detonate(file, format: format, in: dir)
         #expect(result.exitCode == 0, "\(result.err)")
         #expect(result.out.contains("airlock-harness: loaded "))
-        let refused = result.trace.filter { $0.action != .allowed && $0.rule != "phase" }
+        let refused = result.trace.filter { $0.action != .allowed && $0.rule != .phase }
         #expect(refused.isEmpty, "\(refused.map { "\($0.syscall) \(TraceText.details($0.args))" })")
-        #expect(result.trace.contains { $0.rule == "phase" && $0.phase == "load" })
+        #expect(result.trace.contains { $0.rule == .phase && $0.phase == "load" })
     }
 }

@@ -3,6 +3,7 @@ import AirlockFormats
 import AirlockJSON
 @testable import AirlockProbe
 @testable import AirlockSandbox
+import AirlockTrace
 import AirlockSystem
 import Foundation
 import Testing
@@ -41,11 +42,7 @@ struct ProbeTests {
         // Behaviour findings name their events; findings about how the run ended name the last event seen.
         #expect(f.evidence.seq?.isEmpty == false || detail["lastSeq"] != nil, "\(name): \(rule) names no trace event")
         if let seqs = f.evidence.seq {
-            let traced = Set(report.trace.compactMap { event -> Int? in
-                guard case .object(let m) = event, let seq = m.first(where: { $0.0 == "seq" })?.1,
-                      case .number(let text) = seq else { return nil }
-                return Int(text)
-            })
+            let traced = Set(report.trace.map(\.seq))
             for s in seqs {
                 #expect(traced.contains(s), "\(name): evidence seq \(s) is not in the trace")
             }
@@ -221,9 +218,11 @@ struct ProbeTests {
             Prober.probe(paths: [dir], options: try ProbeTests.options()) { reports.append($0) }
             reports.append(Prober.probe(file: "\(dir)/missing.pt", options: try ProbeTests.options()))
             #expect(reports.count > 20)
+            #expect(reports.contains { !$0.trace.isEmpty && $0.detonation?.observation != nil })
             for report in reports {
                 let again = try #require(Report(json: report.json), "\(report.target.path)")
                 #expect(again.json == report.json, "\(report.target.path)")
+                #expect(again.trace.map(\.seq) == report.trace.map(\.seq) && again.trace.map(\.rule) == report.trace.map(\.rule))
                 #expect(again.verdict == report.verdict)
             }
         }

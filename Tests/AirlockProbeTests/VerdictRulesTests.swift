@@ -3,6 +3,7 @@ import AirlockFormats
 import Foundation
 @testable import AirlockProbe
 @testable import AirlockSandbox
+import AirlockTrace
 import Testing
 import AirlockTestSupport
 
@@ -17,7 +18,7 @@ import AirlockTestSupport
     static func event(_ seq: Int, _ syscall: String, rule: TraceRule, phase: HarnessPhase?, action: TraceEvent.Action = .denied,
                       args: TraceArguments = TraceArguments()) -> TraceEvent {
         TraceEvent(seq: seq, timeNs: UInt64(seq) * 1000, pid: 2, hostPid: 100, syscall: syscall, action: action,
-                   errno: action == .allowed ? nil : "EACCES", rule: rule.description, phase: phase?.rawValue, args: args)
+                   errno: action == .allowed ? nil : "EACCES", rule: rule, phase: phase?.rawValue, args: args)
     }
 
     /// The phase markers and launch of a run that reached `last`, then `events`.
@@ -209,6 +210,25 @@ import AirlockTestSupport
         } catch {
             #expect(error.message.contains("'execute'"), "\(error.message)")
             #expect(error.code == "policy")
+        }
+    }
+
+    @Test("a notify rule of the profile cannot take an id the supervisor uses: the profile parser names the field")
+    func reservedNotifyID() throws {
+        for id in ["launch", "default", "phase-regression", "syscalls[3]"] {
+            do {
+                _ = try editedProfile { json in
+                    editSection(&json) { section in
+                        var notify = section["notify"] as! [[String: Any]]
+                        notify[1]["id"] = id
+                        section["notify"] = notify
+                    }
+                }
+                Issue.record("accepted a profile whose notify rule is named \(id)")
+            } catch let error as SandboxError {
+                #expect(error.kind == .profile && error.message.contains("field airlock.notify[1].id: '\(id)' is reserved"),
+                        "\(error.message)")
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockTrace
 import Foundation
 import Testing
 
@@ -94,7 +95,7 @@ struct EmulationAttackTests {
         #expect(r.out.contains("-1 1\n"), "\(r.out) \(r.err)")
         #expect(!r.out.contains("\nT"), "PID 1 was stopped: \(r.out)")
         let event = try #require(r.events("pidfd_send_signal").first)
-        #expect(event.action == .denied && event.rule == "signal-outside" && event.args.target == 1)
+        #expect(event.action == .denied && event.rule == .notify("signal-outside") && event.args.target == 1)
     }
 
     @Test("an IP address written as AF_UNSPEC is still IP: refused by the network rule")
@@ -110,7 +111,7 @@ struct EmulationAttackTests {
         #expect(r.out.contains("bind -1 13"), "\(r.out) \(r.err)")
         #expect(r.out.contains("sendto -1 13"), "\(r.out)")
         #expect(r.events("bind").first?.args.family == "inet")
-        #expect(r.events("sendto").first?.rule == "network")
+        #expect(r.events("sendto").first?.rule == .notify("network"))
     }
 
     @Test("a lease held inside cannot stall the supervisor: the deadline holds")
@@ -185,7 +186,7 @@ struct EmulationAttackTests {
         #expect(r.out.contains("signal -1 1"), "\(r.out) \(r.err)")
         #expect(!r.timedOut)
         let event = try #require(r.events("pidfd_send_signal").first)
-        #expect(event.action == .denied && event.rule == "signal-outside")
+        #expect(event.action == .denied && event.rule == .notify("signal-outside"))
     }
 
     @Test("a trailing slash after a symlink is resolved beneath the sandbox's root, not the host's")

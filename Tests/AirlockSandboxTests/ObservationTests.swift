@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockTrace
 import Foundation
 import Testing
 

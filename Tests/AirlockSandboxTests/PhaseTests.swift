@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockTrace
 import Foundation
 import Testing
 import AirlockTestSupport
@@ -35,7 +36,7 @@ struct PhaseTests {
         #expect(phase(of: "/etc/group") == "load", "a move back to startup is refused")
         #expect(phase(of: "/etc/shadow") == "probe")
         let markers = result.trace.filter { $0.args.path?.hasPrefix(PhaseMarker.prefix) == true }
-        #expect(markers.map(\.rule) == ["phase", "phase-regression", "phase"])
+        #expect(markers.map(\.rule) == [.phase, .phaseRegression, .phase])
         #expect(markers.allSatisfy { $0.action == .denied && $0.errno == "ENOENT" })
     }
 
@@ -43,6 +44,6 @@ struct PhaseTests {
     func disabled() throws {
         let result = try runPython("import os\ntry:\n    open('\(PhaseMarker.prefix)load')\nexcept OSError:\n    pass")
         #expect(result.trace.allSatisfy { $0.phase == nil })
-        #expect(result.trace.contains { $0.args.path == PhaseMarker.path("load") && $0.rule == "default" })
+        #expect(result.trace.contains { $0.args.path == PhaseMarker.path("load") && $0.rule == .notifyDefault })
     }
 }

@@ -3,6 +3,7 @@ import AirlockDaemon
 import AirlockJSON
 @testable import AirlockProbe
 @testable import AirlockSandbox
+import AirlockTrace
 import AirlockSystem
 import Foundation
 import Testing

@@ -1,4 +1,5 @@
 @testable import AirlockSandbox
+import AirlockTrace
 import AirlockProbe
 import Foundation
 import Testing
@@ -51,7 +52,7 @@ struct SyscallInventoryTests {
         #expect(result.out.contains("\(beyond) -1 38"), "\(result.out) \(result.err)")
         #expect(result.out.contains("467 -1 38"))
         #expect(result.out.contains("999 -1 38"))
-        let refused = result.trace.filter { $0.rule == "unknown-syscall" }
+        let refused = result.trace.filter { $0.rule == .unknownSyscall }
         #expect(refused.count == 3)
         #expect(refused.allSatisfy { $0.action == .denied && $0.errno == "ENOSYS" })
     }
@@ -72,7 +73,7 @@ struct SyscallInventoryTests {
         // glibc's getppid never fails, so it returns the raw -ENOSYS.
         #expect(result.out.contains("-38"), "\(result.out) \(result.err)")
         let event = try #require(result.events("getppid").first)
-        #expect(event.rule == "undecided")
+        #expect(event.rule == .undecided)
         #expect(event.action == .denied)
     }
 
@@ -115,7 +116,7 @@ struct SyscallInventoryTests {
             #expect(result.out.contains("\(name) refused 1"), "\(name): \(result.out) \(result.err)")
         }
         #expect(result.out.contains("mode 0o644 False"), "\(result.out)")
-        #expect(result.trace.filter { $0.rule == "setid-mode" && $0.action == .denied }.count == 4)
+        #expect(result.trace.filter { $0.rule == .notify("setid-mode") && $0.action == .denied }.count == 4)
     }
 }
 

@@ -3,6 +3,7 @@ import AirlockDaemon
 import AirlockFormats
 import AirlockJSON
 @testable import AirlockSandbox
+import AirlockTrace
 import Foundation
 import Testing
 import AirlockTestSupport
@@ -22,7 +23,7 @@ struct TraceBudgetTests {
     static func event(_ seq: Int, _ syscall: String = "execve", rule: String = "exec", action: TraceEvent.Action = .denied,
                       phase: String = "load", args: TraceArguments = TraceArguments()) -> TraceEvent {
         TraceEvent(seq: seq, timeNs: UInt64(seq), pid: 7, hostPid: 7007, syscall: syscall, action: action,
-                   errno: action == .allowed ? nil : "EACCES", rule: rule, phase: phase, args: args)
+                   errno: action == .allowed ? nil : "EACCES", rule: TraceRule(rule), phase: phase, args: args)
     }
 
     static func floodEvent(_ seq: Int, rule: String = "exec") -> TraceEvent {
@@ -172,9 +173,9 @@ struct TraceBudgetTests {
             TraceEvent(seq: 0, timeNs: UInt64.max, pid: -1, hostPid: Int32.max, syscall: "x", action: .killed, errno: nil,
                        rule: nil, phase: nil, args: TraceArguments()),
             TraceBudgetTests.floodEvent(3),
-            TraceEvent(seq: 4, timeNs: 1, pid: 2, hostPid: 3, syscall: "openat", action: .allowed, errno: nil, rule: "default",
+            TraceEvent(seq: 4, timeNs: 1, pid: 2, hostPid: 3, syscall: "openat", action: .allowed, errno: nil, rule: .notifyDefault,
                        phase: "load", args: full, performed: .returned(-17)),
-            TraceEvent(seq: 5, timeNs: 1, pid: 2, hostPid: 3, syscall: "rename", action: .allowed, errno: nil, rule: "default",
+            TraceEvent(seq: 5, timeNs: 1, pid: 2, hostPid: 3, syscall: "rename", action: .allowed, errno: nil, rule: .notifyDefault,
                        phase: nil, args: full, performed: .failed("EXDEV")),
         ]
         for e in events {
@@ -257,12 +258,12 @@ struct TraceBudgetTests {
             let target = ReportTarget(path: name, size: 1, sha256: nil, format: "pickle")
             let finding = Finding(rule: "dynamic.exec", severity: verdict == .malicious ? .critical : .info, source: .dynamic,
                                   message: "x", evidence: Evidence(details: [("phase", "load")]))
-            let trace = (1...max(1, events)).map { TraceBudgetTests.floodEvent($0).json }
+            let trace = (1...max(1, events)).map { TraceBudgetTests.floodEvent($0) }
             var r = Report(target: target, findings: [finding], trace: events > 0 ? trace : [])
             r.detonation = DetonationSummary(
-                argv: ["python3"], outcome: "loaded", phaseReached: "end", leftBehind: nil, observation: .null, exitCode: 0,
+                argv: ["python3"], outcome: "loaded", phaseReached: "end", leftBehind: nil, observation: nil, exitCode: 0,
                 signal: nil, timedOut: false, durationMs: 1, stdoutTail: "", stderrTail: "", traceDropped: 0,
-                traceDroppedBytes: 0, limitsHit: [], cgroup: .null)
+                traceDroppedBytes: 0, limitsHit: [], cgroup: .unavailable("not set up"))
             r.traceLines = ["#1 execve"]
             return r
         }

@@ -1,5 +1,6 @@
 public import AirlockSandbox
 public import Foundation
+public import AirlockTrace
 
 #if canImport(Glibc)
 import Glibc

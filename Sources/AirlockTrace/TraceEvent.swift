@@ -26,8 +26,8 @@ public struct TraceEvent: Sendable, Equatable {
     public var action: Action
     /// The errno returned to the caller when denied (`"EACCES"`).
     public var errno: String?
-    /// Which rule decided: `launch`, a notify rule's id, or `syscalls[N]` for a profile rule.
-    public var rule: String?
+    /// Which rule decided: the launch, a notify rule of the profile, a `syscalls[N]` rule, the supervisor itself.
+    public var rule: TraceRule?
     /// Where the harness was when the call was made (`startup`, `load`, `probe`); nil for `airlock exec`.
     public var phase: String?
     /// The decoded arguments.
@@ -47,7 +47,7 @@ public struct TraceEvent: Sendable, Equatable {
     /// Creates an event.
     public init(
         seq: Int, timeNs: UInt64, pid: Int32, hostPid: Int32, syscall: String, action: Action, errno: String?,
-        rule: String?, phase: String? = nil, args: TraceArguments, performed: Performed? = nil
+        rule: TraceRule?, phase: String? = nil, args: TraceArguments, performed: Performed? = nil
     ) {
         self.seq = seq
         self.timeNs = timeNs
@@ -110,8 +110,9 @@ public struct TraceArguments: Sendable, Equatable {
     /// from what the caller sends, so a caller cannot fake or hide it.
     public var truncated: [String]?
 
-    /// Whether openat2's `open_how` asks for a write (not encoded: the flags text says it).
-    var openHowWrites: Bool? = nil
+    /// Whether openat2's `open_how` asks for a write (not encoded: the flags text says it). Set by the sandbox's
+    /// decoder, read by its notify policy.
+    package var openHowWrites: Bool? = nil
 
     /// No arguments.
     public init() {}
@@ -120,14 +121,15 @@ public struct TraceArguments: Sendable, Equatable {
 
 extension TraceEvent {
     /// The event as the JSON trace contract writes it: `seq`, `timeNs`, `pid`, `hostPid`, `syscall`, `action`, then
-    /// `errno`, `rule` and `phase` when known, and `args`.
+    /// `errno`, `rule` and `phase` when known, `args`, and `performed` when the supervisor performed the call.
+    /// `init(json:)` reads it back.
     public var json: JSON {
         var members: [(String, JSON)] = [
             ("seq", .int(seq)), ("timeNs", .int(timeNs)), ("pid", .int(pid)), ("hostPid", .int(hostPid)),
             ("syscall", .string(syscall)), ("action", .string(action.rawValue)),
         ]
         if let errno { members.append(("errno", .string(errno))) }
-        if let rule { members.append(("rule", .string(rule))) }
+        if let rule { members.append(("rule", .string(rule.description))) }
         if let phase { members.append(("phase", .string(phase))) }
         members.append(("args", args.json))
         switch performed {
@@ -140,7 +142,7 @@ extension TraceEvent {
 }
 
 extension TraceArguments {
-    /// The arguments that apply, as a JSON object.
+    /// The arguments that apply, as a JSON object; `init(json:)` reads it back.
     public var json: JSON {
         var m: [(String, JSON)] = []
         if let path { m.append(("path", .string(path))) }
@@ -167,40 +169,68 @@ extension TraceArguments {
     }
 }
 
-/// What a sandbox run produced.
-public struct SandboxResult: Sendable {
-    /// The number of `signal` (`SIGTERM` → 15), when a signal ended the command.
-    public var signalNumber: Int32? { signal.flatMap(SyscallDecoder.signalNumber) }
+extension TraceEvent {
+    /// Reads an event back from `json`, strictly: every member it has must be one `json` writes, of its type, and
+    /// every member `json` always writes must be there. `path` names where the event sits (`trace[3]`), for errors.
+    public init(json value: JSON, path: String = "") throws(TraceFormatError) {
+        let f = TraceField.top(value, path: path)
+        let o = try f.object(allowed: [
+            "seq", "timeNs", "pid", "hostPid", "syscall", "action", "errno", "rule", "phase", "args", "performed",
+        ])
+        let actionField = try f.required(o, "action")
+        guard let action = Action(rawValue: try actionField.string()) else {
+            throw actionField.invalid("expected allowed, denied or killed")
+        }
+        var performed: Performed? = nil
+        if let p = o["performed"] {
+            let members = try p.object(allowed: ["returned", "errno"])
+            switch (members["returned"], members["errno"]) {
+            case (let returned?, nil): performed = .returned(try returned.integer())
+            case (nil, let errno?): performed = .failed(try errno.string())
+            default: throw p.invalid("expected one of returned and errno")
+            }
+        }
+        self.init(
+            seq: try f.required(o, "seq").integer(), timeNs: try f.required(o, "timeNs").integer(),
+            pid: try f.required(o, "pid").integer(), hostPid: try f.required(o, "hostPid").integer(),
+            syscall: try f.required(o, "syscall").string(), action: action, errno: try o["errno"]?.string(),
+            rule: try o["rule"].map { (r: TraceField) throws(TraceFormatError) in TraceRule(try r.string()) },
+            phase: try o["phase"]?.string(), args: try TraceArguments(field: try f.required(o, "args")),
+            performed: performed)
+    }
+}
 
-    /// The command's exit code, when it exited.
-    public var exitCode: Int32?
-    /// The signal that ended it (`SIGKILL`), when one did.
-    public var signal: String?
-    /// Whether the deadline ended it.
-    public var timedOut: Bool
-    /// Captured standard output, at most `Limits.outputBytes`.
-    public var stdout: [UInt8]
-    /// Bytes of standard output beyond the bound (read and dropped).
-    public var stdoutDropped: Int
-    /// Captured standard error, likewise.
-    public var stderr: [UInt8]
-    /// Bytes of standard error dropped.
-    public var stderrDropped: Int
-    /// Trace events, at most `Limits.traceEvents` (plus a reserve for new kinds of refusal) in at most
-    /// `Limits.traceBytes` bytes of JSON.
-    public var trace: [TraceEvent]
-    /// Notifications answered but not kept because the trace was full.
-    public var traceDropped: Int
-    /// Bytes of JSON the events not kept would have taken.
-    public var traceDroppedBytes: Int = 0
-    /// Wall-clock time from spawn to the end, nanoseconds.
-    public var durationNs: UInt64
-    /// The command's PID inside the sandbox (2), 0 when it never started.
-    public var commandPid: Int32 = 0
-    /// What the supervisor saw running after the command's work ended, when the request asked for an observation.
-    public var observation: ObservationReport? = nil
-    /// The sandbox's own cgroup (its memory and pids limits and what it used), or why it had none.
-    public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
-    /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
-    public var limitsHit: [ResourceLimitHit] = []
+extension TraceArguments {
+    /// Reads arguments back from `json` (see `TraceEvent.init(json:)`).
+    public init(json value: JSON, path: String = "") throws(TraceFormatError) {
+        try self.init(field: TraceField.top(value, path: path))
+    }
+
+    init(field f: TraceField) throws(TraceFormatError) {
+        let o = try f.object(allowed: [
+            "path", "path2", "resolved", "resolved2", "continued", "dirfd", "flags", "mode", "argv", "argvTruncated",
+            "family", "socketType", "address", "port", "fd", "target", "signal", "raw", "unreadable", "truncated",
+        ])
+        self.init()
+        path = try o["path"]?.string()
+        path2 = try o["path2"]?.string()
+        resolved = try o["resolved"]?.string()
+        resolved2 = try o["resolved2"]?.string()
+        continued = try o["continued"]?.bool()
+        dirfd = try o["dirfd"]?.integer()
+        flags = try o["flags"]?.string()
+        mode = try o["mode"]?.string()
+        argv = try o["argv"]?.strings()
+        argvTruncated = try o["argvTruncated"]?.bool()
+        family = try o["family"]?.string()
+        socketType = try o["socketType"]?.string()
+        address = try o["address"]?.string()
+        port = try o["port"]?.integer()
+        fd = try o["fd"]?.integer()
+        target = try o["target"]?.integer()
+        signal = try o["signal"]?.string()
+        raw = try o["raw"]?.strings()
+        unreadable = try o["unreadable"]?.string()
+        truncated = try o["truncated"]?.strings()
+    }
 }

@@ -1,9 +1,10 @@
 /// Which rule decided a traced call: the one vocabulary of `TraceEvent.rule`, written by the supervisor (the notifier
 /// and `NotifyPolicy`) and read by the verdict policy, which judges refusals by it.
 ///
-/// In the trace it stays text (`"exec"`, `"syscalls[3]"`, `"phase-regression"`): the JSON contract and the profile's
-/// own rule ids are strings. Everything that makes or reads one goes through this type, so that no reader matches a
-/// prefix or a literal of its own.
+/// In the trace's JSON it is text (`description`: `"launch"`, `"syscalls[3]"`, `"phase-regression"`, a notify rule's
+/// id), read back by `init(_:)`: the JSON contract and the profile's own rule ids are strings. Everything that makes
+/// or reads one goes through this type, so that no reader matches a prefix or a literal of its own. A profile's notify
+/// rule cannot take an id that would read back as another case (`isReserved`; the profile parser refuses it).
 public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
     /// The sandbox's own start of the command (the first `execve`, allowed).
     case launch
@@ -31,6 +32,12 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
     public static let reservedIDs: Set<String> = [
         "launch", "phase", "phase-regression", "phase-unknown", "undecided", "unknown-syscall", "default",
     ]
+
+    /// Whether a notify rule of a profile cannot take `id`: the trace could not tell it from the supervisor's own rule
+    /// or a `syscalls[N]` rule (it would not read back as `.notify(id)`).
+    public static func isReserved(_ id: String) -> Bool {
+        reservedIDs.contains(id) || TraceRule(id) != .notify(id)
+    }
 
     /// Reads a trace's `rule` text.
     public init(_ text: String) {
@@ -67,9 +74,4 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
         case .notify(let id): id
         }
     }
-}
-
-extension TraceEvent {
-    /// `rule`, typed; nil when no rule decided (`airlock exec` events of calls nothing matched never have one).
-    public var traceRule: TraceRule? { rule.map(TraceRule.init) }
 }

@@ -1,0 +1,39 @@
+public import AirlockTrace
+
+/// What a sandbox run produced.
+public struct SandboxResult: Sendable {
+    /// The number of `signal` (`SIGTERM` → 15), when a signal ended the command.
+    public var signalNumber: Int32? { signal.flatMap(SyscallDecoder.signalNumber) }
+
+    /// The command's exit code, when it exited.
+    public var exitCode: Int32?
+    /// The signal that ended it (`SIGKILL`), when one did.
+    public var signal: String?
+    /// Whether the deadline ended it.
+    public var timedOut: Bool
+    /// Captured standard output, at most `Limits.outputBytes`.
+    public var stdout: [UInt8]
+    /// Bytes of standard output beyond the bound (read and dropped).
+    public var stdoutDropped: Int
+    /// Captured standard error, likewise.
+    public var stderr: [UInt8]
+    /// Bytes of standard error dropped.
+    public var stderrDropped: Int
+    /// Trace events, at most `Limits.traceEvents` (plus a reserve for new kinds of refusal) in at most
+    /// `Limits.traceBytes` bytes of JSON.
+    public var trace: [TraceEvent]
+    /// Notifications answered but not kept because the trace was full.
+    public var traceDropped: Int
+    /// Bytes of JSON the events not kept would have taken.
+    public var traceDroppedBytes: Int = 0
+    /// Wall-clock time from spawn to the end, nanoseconds.
+    public var durationNs: UInt64
+    /// The command's PID inside the sandbox (2), 0 when it never started.
+    public var commandPid: Int32 = 0
+    /// What the supervisor saw running after the command's work ended, when the request asked for an observation.
+    public var observation: ObservationReport? = nil
+    /// The sandbox's own cgroup (its memory and pids limits and what it used), or why it had none.
+    public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
+    /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
+    public var limitsHit: [ResourceLimitHit] = []
+}
