@@ -52,12 +52,14 @@ test: deps harness lint
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
-# The tests that need no root, no namespaces and no detonation (parsers, rules, verdicts on synthetic traces, names,
-# JSON): a quick loop while editing. `swift test --filter SUITE` runs one suite (HACKING.md).
+# The tests that need no root, no namespaces and no detonation: the parsers, rules, names, JSON and the trace's types,
+# and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness
+# contract. A quick loop while editing; `swift test --filter SUITE` runs one suite (HACKING.md).
 UNIT_TEST_TARGETS := AirlockSystemTests AirlockJSONTests AirlockNamesTests AirlockTraceTests AirlockFormatsTests AirlockAnalysisTests
+UNIT_TEST_SUITES := AirlockProbeTests.VerdictRulesTests AirlockProbeTests.PolicyProfileTests AirlockProbeTests.HarnessContractTests
 test-unit: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --disable-xctest --skip-build $(foreach t,$(UNIT_TEST_TARGETS),--filter '^$(t)\.')
+	$(SWIFT) test --disable-xctest --skip-build $(foreach t,$(UNIT_TEST_TARGETS) $(UNIT_TEST_SUITES),--filter '^$(t)[./]')
 
 # Regenerates the system-call inventory in docs/profiles.md from Profiles/default.json (SyscallInventoryTests checks it).
 inventory: deps

@@ -57,7 +57,9 @@ let package = Package(
         ),
         .target(
             name: "AirlockSandbox",
-            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "AirlockTrace", "CSandbox", "CSeccomp", "CCap"]
+            dependencies: [
+                "AirlockNames", "AirlockJSON", "AirlockSystem", "AirlockTrace", "CSandbox", "CSeccomp", "CCap",
+            ]
         ),
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
@@ -67,12 +69,18 @@ let package = Package(
         // Static rules, verdicts and reports.
         .target(
             name: "AirlockAnalysis",
-            dependencies: ["AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", "AirlockTrace", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "AirlockNames", "AirlockFormats", "AirlockJSON", "AirlockSystem", "AirlockTrace",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         // Provenance: file hashes, manifests, OpenSSF model-signing bundles; findings with source "provenance".
         .target(
             name: "AirlockProvenance",
-            dependencies: ["AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "AirlockNames", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         // Socket and per-thread identity helpers Swift cannot write itself (SCM_RIGHTS, SO_PEERCRED, setfsuid).
         .target(
@@ -82,22 +90,34 @@ let package = Package(
         // Detonation: harness selection, phases, dynamic rules over the trace, the verdict policy.
         .target(
             name: "AirlockProbe",
-            dependencies: ["AirlockNames", "AirlockSandbox", "AirlockSystem", "AirlockTrace", "CSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON"]
+            dependencies: [
+                "AirlockNames", "AirlockSandbox", "AirlockSystem", "AirlockTrace", "CSandbox", "AirlockAnalysis",
+                "AirlockFormats", "AirlockJSON",
+            ]
         ),
         // airlockd: the listener, the connection loop, requests, the worker pool, examinations as the client; the
         // client side and the probe backend (here or through airlockd) the CLI and the intake share.
         .target(
             name: "AirlockDaemon",
-            dependencies: ["AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON", "AirlockSystem", "CDaemon"]
+            dependencies: [
+                "AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON",
+                "AirlockSystem", "CDaemon",
+            ]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
         .target(
             name: "AirlockIntake",
-            dependencies: ["AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON", "AirlockFormats", "AirlockSystem"]
+            dependencies: [
+                "AirlockNames", "AirlockProvenance", "AirlockProbe", "AirlockDaemon", "AirlockAnalysis", "AirlockJSON",
+                "AirlockFormats", "AirlockSystem",
+            ]
         ),
         .executableTarget(
             name: "airlockd",
-            dependencies: ["AirlockDaemon", "AirlockProbe", "AirlockSandbox", "AirlockSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "AirlockDaemon", "AirlockProbe", "AirlockSandbox", "AirlockSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "airlock",
@@ -176,7 +196,7 @@ let package = Package(
         .testTarget(
             name: "AirlockProvenanceTests",
             dependencies: [
-                "AirlockProvenance", "AirlockFormats", "AirlockTestSupport",
+                "AirlockProvenance", "AirlockAnalysis", "AirlockFormats", "AirlockTestSupport",
                 // Model-signing tests re-sign edited statements with the fixtures' test key.
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

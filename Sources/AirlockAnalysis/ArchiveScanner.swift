@@ -19,19 +19,22 @@ enum ArchiveScanner {
     }
 
     /// `inflated` counts the bytes inflated so far for this file, nested archives included.
-    static func analyse(_ view: ByteView, budget: ScanBudget, depth: Int, inflated: inout Int) -> StaticScanner.Analysis {
+    static func analyse(_ view: ByteView, budget: ScanBudget, depth: Int, inflated: inout Int) -> StaticScanner.Analysis
+    {
         let archive: ZipArchive
         do {
             archive = try ZipArchive.read(view, budget: budget)
         } catch {
-            return StaticScanner.Analysis(format: .zip, findings: [], error: ("malformed", "not a readable ZIP archive: \(error.description)"))
+            return StaticScanner.Analysis(
+                format: .zip, findings: [], error: ("malformed", "not a readable ZIP archive: \(error.description)"))
         }
         var findings = archive.observations.map(ObservationRules.finding)
         let format = FormatDetector.refine(zipMembers: archive.entries.map(\.name))
         // PyTorch reads */data.pkl first; so do we, then the other pickles, then everything else.
         // Records past the declared count are invisible to PyTorch but listed by Python's zipfile: read them too.
         let ordered = (archive.entries + archive.hiddenEntries).enumerated().sorted { a, b in
-            rank(a.element.name, format) < rank(b.element.name, format) || (rank(a.element.name, format) == rank(b.element.name, format) && a.offset < b.offset)
+            rank(a.element.name, format) < rank(b.element.name, format)
+                || (rank(a.element.name, format) == rank(b.element.name, format) && a.offset < b.offset)
         }.map(\.element)
         var opened = 0
         let (product, over) = budget.maxInflatedBytes.multipliedReportingOverflow(by: inflatedTotalFactor)
@@ -41,18 +44,25 @@ enum ArchiveScanner {
         for entry in ordered {
             if format == .pytorchZip && isStorage(entry.name) { continue }
             guard opened < maxMembers else {
-                findings.append(Finding(rule: "zip.too-many-members", severity: .medium, message: "only the first \(maxMembers) members were examined"))
+                findings.append(
+                    Finding(
+                        rule: "zip.too-many-members", severity: .medium,
+                        message: "only the first \(maxMembers) members were examined"))
                 break
             }
             opened += 1
             if entry.method == 8 && inflated >= inflatedLimit {
                 if !stoppedInflating {
                     stoppedInflating = true
-                    findings.append(Finding(
-                        rule: "zip.bomb", severity: .high,
-                        message: "the members inflate to more than \(inflatedLimit) bytes in all; \(entry.name) and the compressed members after it were not examined",
-                        evidence: Evidence(member: entry.name, details: [("inflatedTotal", String(inflated)), ("limit", String(inflatedLimit))])
-                    ))
+                    findings.append(
+                        Finding(
+                            rule: "zip.bomb", severity: .high,
+                            message:
+                                "the members inflate to more than \(inflatedLimit) bytes in all; \(entry.name) and the compressed members after it were not examined",
+                            evidence: Evidence(
+                                member: entry.name,
+                                details: [("inflatedTotal", String(inflated)), ("limit", String(inflatedLimit))])
+                        ))
                 }
                 continue
             }
@@ -62,19 +72,23 @@ enum ArchiveScanner {
                 if entry.method == 8 { inflated = saturatingSum(inflated, data.count) }
             } catch {
                 if entry.method == 8 {
-                    let (bound, o) = Int(clamping: entry.compressedSize).multipliedReportingOverflow(by: deflateMaxRatio)
-                    inflated = saturatingSum(inflated, o ? budget.maxInflatedBytes : min(bound, budget.maxInflatedBytes))
+                    let (bound, o) = Int(clamping: entry.compressedSize).multipliedReportingOverflow(
+                        by: deflateMaxRatio)
+                    inflated = saturatingSum(
+                        inflated, o ? budget.maxInflatedBytes : min(bound, budget.maxInflatedBytes))
                 }
-                findings.append(Finding(
-                    rule: error.kind == .budget ? "zip.bomb" : "zip.unreadable-member",
-                    severity: error.kind == .budget ? .high : .medium,
-                    message: "member \(entry.name) could not be read: \(error.description)",
-                    evidence: Evidence(member: entry.name)
-                ))
+                findings.append(
+                    Finding(
+                        rule: error.kind == .budget ? "zip.bomb" : "zip.unreadable-member",
+                        severity: error.kind == .budget ? .high : .medium,
+                        message: "member \(entry.name) could not be read: \(error.description)",
+                        evidence: Evidence(member: entry.name)
+                    ))
                 continue
             }
-            findings += member(data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
-                               inflated: &inflated, objectArrays: &objectArrays)
+            findings += member(
+                data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
+                inflated: &inflated, objectArrays: &objectArrays)
         }
         return StaticScanner.Analysis(format: format, findings: findings, objectArrays: objectArrays)
     }
@@ -98,14 +112,19 @@ enum ArchiveScanner {
     }
 
     /// `objectArrays` is set when a NumPy member holds Python objects (a pickle numpy would unpickle).
-    static func member(_ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
-                       inflated: inout Int, objectArrays: inout Bool) -> [Finding] {
+    static func member(
+        _ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
+        inflated: inout Int, objectArrays: inout Bool
+    ) -> [Finding] {
         let kind = FormatDetector.sniff(data)
         switch kind {
         case .pickle, .pytorchLegacy:
             var out = PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: name), member: name)
             if archiveFormat == .keras {
-                out.append(Finding(rule: "keras.pickle-member", severity: .high, message: "Keras archive member \(name) is a pickle", evidence: Evidence(member: name)))
+                out.append(
+                    Finding(
+                        rule: "keras.pickle-member", severity: .high,
+                        message: "Keras archive member \(name) is a pickle", evidence: Evidence(member: name)))
             }
             return out
         case .numpy:
@@ -116,15 +135,27 @@ enum ArchiveScanner {
             return KerasFindings.config(data, member: name)
         case .zip:
             guard depth + 1 < budget.maxNesting else {
-                return [Finding(rule: "zip.nested-too-deep", severity: .medium, message: "archive nested deeper than \(budget.maxNesting) levels", evidence: Evidence(member: name))]
+                return [
+                    Finding(
+                        rule: "zip.nested-too-deep", severity: .medium,
+                        message: "archive nested deeper than \(budget.maxNesting) levels",
+                        evidence: Evidence(member: name))
+                ]
             }
             var nested = analyse(data, budget: budget, depth: depth + 1, inflated: &inflated)
             if nested.objectArrays { objectArrays = true }
-            for i in nested.findings.indices { nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "") }
+            for i in nested.findings.indices {
+                nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "")
+            }
             return nested.findings
         default:
             if archiveFormat == .pytorchZip && name.hasSuffix(".pkl") {
-                return [Finding(rule: "pytorch.unparsed-pickle", severity: .medium, message: "\(name) should be a pickle but its content is not recognised", evidence: Evidence(member: name))]
+                return [
+                    Finding(
+                        rule: "pytorch.unparsed-pickle", severity: .medium,
+                        message: "\(name) should be a pickle but its content is not recognised",
+                        evidence: Evidence(member: name))
+                ]
             }
             return []
         }
@@ -139,7 +170,11 @@ enum KerasFindings {
         do {
             tree = try JSON.parse(data.array, maxDepth: 256)
         } catch {
-            return [Finding(rule: "keras.bad-config", severity: .medium, message: "config.json is not valid JSON: \(error)", evidence: Evidence(member: member))]
+            return [
+                Finding(
+                    rule: "keras.bad-config", severity: .medium, message: "config.json is not valid JSON: \(error)",
+                    evidence: Evidence(member: member))
+            ]
         }
         var out: [Finding] = []
         var stack: [JSON] = [tree]
@@ -160,17 +195,21 @@ enum KerasFindings {
                     stack.append(v)
                 }
                 if className == "Lambda" || className == "__lambda__" {
-                    out.append(Finding(
-                        rule: "keras.lambda", severity: .critical,
-                        message: "a \(className!) \(className == "Lambda" ? "layer" : "function") carries serialized Python code that runs when the model is loaded",
-                        evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])
-                    ))
+                    out.append(
+                        Finding(
+                            rule: "keras.lambda", severity: .critical,
+                            message:
+                                "a \(className!) \(className == "Lambda" ? "layer" : "function") carries serialized Python code that runs when the model is loaded",
+                            evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])
+                        ))
                 } else if let module, !module.hasPrefix("keras"), !module.hasPrefix("builtins"), className != nil {
-                    out.append(Finding(
-                        rule: "keras.custom-object", severity: .medium,
-                        message: "custom object \(className!) from module \(module): loading imports code outside Keras",
-                        evidence: Evidence(member: member, global: "\(module).\(className!)")
-                    ))
+                    out.append(
+                        Finding(
+                            rule: "keras.custom-object", severity: .medium,
+                            message:
+                                "custom object \(className!) from module \(module): loading imports code outside Keras",
+                            evidence: Evidence(member: member, global: "\(module).\(className!)")
+                        ))
                 }
             case .array(let items):
                 stack.append(contentsOf: items)
@@ -186,7 +225,13 @@ enum KerasFindings {
     static func hdf5(_ view: ByteView) -> [Finding] {
         let needles = [Array(#""class_name": "Lambda""#.utf8), Array(#""class_name":"Lambda""#.utf8)]
         for needle in needles where contains(view, needle) {
-            return [Finding(rule: "keras.lambda", severity: .critical, message: "the HDF5 model config holds a Lambda layer: serialized Python code that runs when the model is loaded")]
+            return [
+                Finding(
+                    rule: "keras.lambda", severity: .critical,
+                    message:
+                        "the HDF5 model config holds a Lambda layer: serialized Python code that runs when the model is loaded"
+                )
+            ]
         }
         return []
     }

@@ -33,7 +33,10 @@ public struct Finding: Sendable, Equatable {
     public var evidence: Evidence
 
     /// Creates a finding.
-    public init(rule: String, severity: Severity, source: FindingSource = .static, message: String, evidence: Evidence = Evidence()) {
+    public init(
+        rule: String, severity: Severity, source: FindingSource = .static, message: String,
+        evidence: Evidence = Evidence()
+    ) {
         self.rule = rule
         self.severity = severity
         self.source = source

@@ -4,7 +4,7 @@ internal import AirlockJSON
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A model folder (a Hugging Face snapshot): every file scanned, plus what only the folder shows — code that
@@ -52,12 +52,16 @@ enum FolderScanner {
                 guard files <= maxFiles else { return }
                 guard let fd = open() else {
                     let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                    report(Report(target: t, findings: names, error: ("io", "cannot open \(path): \(Errno.current.text)")))
+                    report(
+                        Report(target: t, findings: names, error: ("io", "cannot open \(path): \(Errno.current.text)")))
                     return
                 }
                 let examined = FileDescriptor(fd).closeAfter { _ -> Report in
                     var r = examine(fd, path)
-                    r.add(names + folderFindings(fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
+                    r.add(
+                        names
+                            + folderFindings(
+                                fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
                     return r
                 }
                 report(examined)
@@ -65,18 +69,30 @@ enum FolderScanner {
                 // Sockets, FIFOs and devices: nothing a loader reads as a model; only a name that misleads is said.
                 guard !names.isEmpty else { break }
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: t, findings: names + [Finding(rule: "folder.special-file", severity: .info,
-                                                                     message: "a \(kind): not examined")]))
+                report(
+                    Report(
+                        target: t,
+                        findings: names + [
+                            Finding(
+                                rule: "folder.special-file", severity: .info,
+                                message: "a \(kind): not examined")
+                        ]))
             case .unreadable(let reason):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
                 report(Report(target: t, findings: names, error: ("io", "cannot read \(path): \(reason)")))
             case .symlink(let target):
                 let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-                report(Report(target: t, findings: names + [Finding(
-                    rule: "folder.symlink", severity: .medium,
-                    message: "symbolic link to \(target): not followed (a loader would read whatever it points to)",
-                    evidence: Evidence(details: [("target", target)])
-                )]))
+                report(
+                    Report(
+                        target: t,
+                        findings: names + [
+                            Finding(
+                                rule: "folder.symlink", severity: .medium,
+                                message:
+                                    "symbolic link to \(target): not followed (a loader would read whatever it points to)",
+                                evidence: Evidence(details: [("target", target)])
+                            )
+                        ]))
             }
         }
     }
@@ -86,21 +102,24 @@ enum FolderScanner {
         let base = relative.lastComponent.escaped
         var extra: [Finding] = []
         if base.hasSuffix(".py") {
-            extra.append(Finding(
-                rule: "hf.python-module", severity: .high,
-                message: "Python module in the model folder: transformers runs it when the model is loaded with trust_remote_code=True",
-                evidence: Evidence(member: base)
-            ))
+            extra.append(
+                Finding(
+                    rule: "hf.python-module", severity: .high,
+                    message:
+                        "Python module in the model folder: transformers runs it when the model is loaded with trust_remote_code=True",
+                    evidence: Evidence(member: base)
+                ))
         }
         if base == "config.json" || base.hasSuffix("_config.json") { extra += remoteCode(fd: fd, name: base) }
         if ["pickle", "pytorch-zip", "pytorch-legacy", "joblib"].contains(format) {
-            extra.append(Finding(
-                rule: "hf.pickle-weights", severity: .low,
-                message: hasSafetensors
-                    ? "pickle-based weights next to safetensors: load the safetensors, which carry no code"
-                    : "pickle-based weights: a safetensors copy would carry no code",
-                evidence: Evidence(member: base)
-            ))
+            extra.append(
+                Finding(
+                    rule: "hf.pickle-weights", severity: .low,
+                    message: hasSafetensors
+                        ? "pickle-based weights next to safetensors: load the safetensors, which carry no code"
+                        : "pickle-based weights: a safetensors copy would carry no code",
+                    evidence: Evidence(member: base)
+                ))
         }
         return extra
     }
@@ -108,7 +127,8 @@ enum FolderScanner {
     /// `auto_map` in a config: classes that transformers imports from the repository's own Python files.
     static func remoteCode(fd: Int32, name: String) -> [Finding] {
         guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20,
-              let tree = try? JSON.parse(view.array, maxDepth: 128), case .object(let members) = tree else { return [] }
+            let tree = try? JSON.parse(view.array, maxDepth: 128), case .object(let members) = tree
+        else { return [] }
         guard let (_, autoMap) = members.first(where: { $0.0 == "auto_map" }) else { return [] }
         var targets: [String] = []
         if case .object(let entries) = autoMap {
@@ -117,10 +137,13 @@ enum FolderScanner {
                 if case .array(let items) = v { for case .string(let s) in items { targets.append(s) } }
             }
         }
-        return [Finding(
-            rule: "hf.remote-code", severity: .high,
-            message: "config maps model classes to code in the repository (auto_map): trust_remote_code=True would run it",
-            evidence: Evidence(member: name, args: targets.isEmpty ? nil : targets)
-        )]
+        return [
+            Finding(
+                rule: "hf.remote-code", severity: .high,
+                message:
+                    "config maps model classes to code in the repository (auto_map): trust_remote_code=True would run it",
+                evidence: Evidence(member: name, args: targets.isEmpty ? nil : targets)
+            )
+        ]
     }
 }

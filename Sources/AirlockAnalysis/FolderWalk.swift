@@ -1,9 +1,9 @@
 public import AirlockNames
-public import AirlockFormats
+internal import AirlockFormats
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A walk through a model folder by descriptors: every directory and file is opened relative to its parent's
@@ -73,8 +73,9 @@ public enum FolderWalk {
 
     private static func walk(_ dirfd: Int32, prefix: FileName, depth: Int, visit: (FileName, Entry) -> Void) {
         guard let all = names(dirfd) else {
-            visit(prefix.bytes.isEmpty ? FileName(".") : prefix,
-                  .unreadable(reason: "cannot list the folder: \(Errno.current.text)"))
+            visit(
+                prefix.bytes.isEmpty ? FileName(".") : prefix,
+                .unreadable(reason: "cannot list the folder: \(Errno.current.text)"))
             return
         }
         for name in all where !skippedNames.contains(name) {
@@ -104,17 +105,22 @@ public enum FolderWalk {
                 )
                 // O_NOFOLLOW and O_NONBLOCK: a name swapped for a link or a FIFO since the stat is not followed or
                 // waited on; what was opened is checked again.
-                visit(relative, .file(open: {
-                    let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-                    guard fd >= 0 else { return nil }
-                    var now = stat()
-                    guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
-                        FileDescriptor(fd).close()
-                        errno = EINVAL
-                        return nil
-                    }
-                    return fd
-                }, info: info))
+                visit(
+                    relative,
+                    .file(
+                        open: {
+                            let fd = name.withCString {
+                                openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+                            }
+                            guard fd >= 0 else { return nil }
+                            var now = stat()
+                            guard fstat(fd, &now) == 0, now.st_mode & S_IFMT == S_IFREG else {
+                                FileDescriptor(fd).close()
+                                errno = EINVAL
+                                return nil
+                            }
+                            return fd
+                        }, info: info))
             case S_IFLNK:
                 var buf = [CChar](repeating: 0, count: 4097)
                 let n = name.withCString { readlinkat(dirfd, $0, &buf, 4096) }

@@ -3,7 +3,7 @@ internal import AirlockFormats
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The paths a scan or probe is given, walked: each file examined once, each folder walked by descriptors
@@ -32,8 +32,9 @@ public enum ModelWalk {
                 continue
             }
             fd.closeAfter {
-                walk(fd: $0.rawValue, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine,
-                     report: report)
+                walk(
+                    fd: $0.rawValue, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine,
+                    report: report)
             }
         }
     }

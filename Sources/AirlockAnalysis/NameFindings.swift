@@ -1,5 +1,5 @@
 public import AirlockNames
-public import AirlockFormats
+internal import AirlockFormats
 
 /// Findings about a file's name itself, for folder scans (every entry) and intake (the model's own name).
 public enum NameFindings {
@@ -11,26 +11,36 @@ public enum NameFindings {
         let shown = relative.escaped
         func details() -> [(String, String)] { [("name", shown), ("bytes", hex(relative))] }
         if !relative.isValidUTF8 {
-            out.append(Finding(
-                rule: "folder.name-not-utf8", severity: .high,
-                message: "the name \(shown) is not valid UTF-8 (shown with \\xHH escapes): tools that decode names see another name, or the same name as another file",
-                evidence: Evidence(details: details())
-            ))
+            out.append(
+                Finding(
+                    rule: "folder.name-not-utf8", severity: .high,
+                    message:
+                        "the name \(shown) is not valid UTF-8 (shown with \\xHH escapes): tools that decode names see another name, or the same name as another file",
+                    evidence: Evidence(details: details())
+                ))
         }
         if relative.hasUnsafeCharacters {
-            out.append(Finding(
-                rule: "folder.name-control", severity: .high,
-                message: "the name \(shown) holds control or invisible formatting characters (shown as \\xHH escapes): printed as it is, it could forge output or read as another name",
-                evidence: Evidence(details: details())
-            ))
+            out.append(
+                Finding(
+                    rule: "folder.name-control", severity: .high,
+                    message:
+                        "the name \(shown) holds control or invisible formatting characters (shown as \\xHH escapes): printed as it is, it could forge output or read as another name",
+                    evidence: Evidence(details: details())
+                ))
         }
         if !lookalikes.isEmpty {
-            out.append(Finding(
-                rule: "folder.name-lookalike", severity: .high,
-                // The escaped forms differ, but NFC and NFD look alike on screen: the bytes tell them apart.
-                message: "\(shown) (bytes \(hex(relative))) reads the same as \(lookalikes.map { "\($0.escaped) (bytes \(hex($0)))" }.joined(separator: ", ")) once decoded or Unicode-normalised, but is another file: a tool that decodes or normalises names takes one for the other",
-                evidence: Evidence(details: details() + lookalikes.prefix(8).enumerated().map { ("lookalike\($0.offset + 1)", $0.element.escaped) })
-            ))
+            out.append(
+                Finding(
+                    rule: "folder.name-lookalike", severity: .high,
+                    // The escaped forms differ, but NFC and NFD look alike on screen: the bytes tell them apart.
+                    message:
+                        "\(shown) (bytes \(hex(relative))) reads the same as \(lookalikes.map { "\($0.escaped) (bytes \(hex($0)))" }.joined(separator: ", ")) once decoded or Unicode-normalised, but is another file: a tool that decodes or normalises names takes one for the other",
+                    evidence: Evidence(
+                        details: details()
+                            + lookalikes.prefix(8).enumerated().map {
+                                ("lookalike\($0.offset + 1)", $0.element.escaped)
+                            })
+                ))
         }
         return out
     }

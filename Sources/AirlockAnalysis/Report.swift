@@ -55,7 +55,10 @@ public struct Report: Sendable {
     public static let omittedRule = "report.findings-omitted"
 
     /// Creates a report; the verdict is computed from the findings unless there is an error.
-    public init(target: ReportTarget, findings: [Finding], trace: [TraceEvent] = [], timings: [(String, Double)] = [], error: (code: String, message: String)? = nil) {
+    public init(
+        target: ReportTarget, findings: [Finding], trace: [TraceEvent] = [], timings: [(String, Double)] = [],
+        error: (code: String, message: String)? = nil
+    ) {
         self.target = target
         self.findings = findings.sorted { $0.severity > $1.severity }
         self.trace = trace
@@ -85,11 +88,15 @@ public struct Report: Sendable {
             let total = omitted.values.reduce(0, +)
             let rules = omitted.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
             let named = rules.prefix(10).map { "\($0.key) × \($0.value)" }.joined(separator: ", ")
-            kept.append(Finding(
-                rule: Report.omittedRule, severity: .info, source: .static,
-                message: "\(total) less severe findings left out to keep the report within its size (\(named)\(rules.count > 10 ? ", …" : ""))",
-                evidence: Evidence(details: [("omitted", String(total))] + rules.prefix(32).map { ("rule:\($0.key)", String($0.value)) })
-            ))
+            kept.append(
+                Finding(
+                    rule: Report.omittedRule, severity: .info, source: .static,
+                    message:
+                        "\(total) less severe findings left out to keep the report within its size (\(named)\(rules.count > 10 ? ", …" : ""))",
+                    evidence: Evidence(
+                        details: [("omitted", String(total))]
+                            + rules.prefix(32).map { ("rule:\($0.key)", String($0.value)) })
+                ))
         }
         findings = kept
     }
@@ -99,16 +106,20 @@ public struct Report: Sendable {
         var target: [(String, JSON)] = [("path", .string(self.target.path)), ("size", .int(self.target.size))]
         target.append(("sha256", .optional(self.target.sha256)))
         target.append(("format", .string(self.target.format)))
-        return .object([
-            ("schemaVersion", .int(1)),
-            ("target", .object(target)),
-            ("verdict", .string(verdict.rawValue)),
-            ("findings", .array(findings.map(\.json))),
-            ("trace", .array(trace.map(\.json))),
-            ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
-        ] + (detonation.map { [("detonation", $0.json)] } ?? []) + [
-            ("error", error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null),
-        ])
+        return .object(
+            [
+                ("schemaVersion", .int(1)),
+                ("target", .object(target)),
+                ("verdict", .string(verdict.rawValue)),
+                ("findings", .array(findings.map(\.json))),
+                ("trace", .array(trace.map(\.json))),
+                ("timings", .object(timings.map { ($0.0, .double(($0.1 * 1000).rounded() / 1000)) })),
+            ] + (detonation.map { [("detonation", $0.json)] } ?? []) + [
+                (
+                    "error",
+                    error.map { .object([("code", .string($0.code)), ("message", .string($0.message))]) } ?? .null
+                )
+            ])
     }
 
     /// Text for people: the verdict first, then the findings that matter (all of them with `verbose`). Control and
@@ -117,7 +128,8 @@ public struct Report: Sendable {
     public func text(verbose: Bool = false) -> String {
         let safe = FileName.escapingControls
         var lines: [String] = []
-        var header = "\(verdict.rawValue.uppercased())  \(safe(target.path))  (\(target.format), \(Report.size(target.size))"
+        var header =
+            "\(verdict.rawValue.uppercased())  \(safe(target.path))  (\(target.format), \(Report.size(target.size))"
         if let sha = target.sha256 { header += ", sha256 \(sha.prefix(16))…" }
         header += ")"
         lines.append(header)
@@ -136,7 +148,9 @@ public struct Report: Sendable {
             }
         }
         let hidden = findings.count - shown.count
-        if hidden > 0 { lines.append("  (\(hidden) informational finding\(hidden == 1 ? "" : "s") not shown; --verbose shows them)") }
+        if hidden > 0 {
+            lines.append("  (\(hidden) informational finding\(hidden == 1 ? "" : "s") not shown; --verbose shows them)")
+        }
         if findings.isEmpty && error == nil { lines.append("  no findings") }
         if !traceLines.isEmpty {
             lines.append("  trace:")
@@ -198,17 +212,19 @@ extension Report {
         func string(_ v: JSON?) -> String? { if case .string(let s)? = v { return s } else { return nil } }
         func int(_ v: JSON?) -> Int? { if case .number(let n)? = v { return Int(n) } else { return nil } }
         guard case .object(let t)? = field("target"),
-              let path = string(t.first { $0.0 == "path" }?.1),
-              let format = string(t.first { $0.0 == "format" }?.1),
-              let verdictText = string(field("verdict")), let verdict = Verdict(rawValue: verdictText),
-              case .array(let findingValues)? = field("findings") else { return nil }
+            let path = string(t.first { $0.0 == "path" }?.1),
+            let format = string(t.first { $0.0 == "format" }?.1),
+            let verdictText = string(field("verdict")), let verdict = Verdict(rawValue: verdictText),
+            case .array(let findingValues)? = field("findings")
+        else { return nil }
         var findings: [Finding] = []
         for f in findingValues {
             guard case .object(let fm) = f,
-                  let rule = string(fm.first { $0.0 == "rule" }?.1),
-                  let severity = string(fm.first { $0.0 == "severity" }?.1).flatMap(Severity.init(rawValue:)),
-                  let source = string(fm.first { $0.0 == "source" }?.1).flatMap(FindingSource.init(rawValue:)),
-                  let message = string(fm.first { $0.0 == "message" }?.1) else { return nil }
+                let rule = string(fm.first { $0.0 == "rule" }?.1),
+                let severity = string(fm.first { $0.0 == "severity" }?.1).flatMap(Severity.init(rawValue:)),
+                let source = string(fm.first { $0.0 == "source" }?.1).flatMap(FindingSource.init(rawValue:)),
+                let message = string(fm.first { $0.0 == "message" }?.1)
+            else { return nil }
             var evidence = Evidence()
             if case .object(let em)? = fm.first(where: { $0.0 == "evidence" })?.1 {
                 for (k, v) in em {
@@ -223,7 +239,8 @@ extension Report {
                     }
                 }
             }
-            findings.append(Finding(rule: rule, severity: severity, source: source, message: message, evidence: evidence))
+            findings.append(
+                Finding(rule: rule, severity: severity, source: source, message: message, evidence: evidence))
         }
         var trace: [TraceEvent] = []
         if case .array(let items)? = field("trace") {
@@ -240,8 +257,9 @@ extension Report {
         if case .object(let em)? = field("error") {
             error = (string(em.first { $0.0 == "code" }?.1) ?? "error", string(em.first { $0.0 == "message" }?.1) ?? "")
         }
-        let target = ReportTarget(path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
-                                  sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
+        let target = ReportTarget(
+            path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
+            sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
         if let member = field("detonation") {

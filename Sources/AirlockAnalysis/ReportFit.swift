@@ -16,7 +16,9 @@ extension Report {
     /// finding. Used where many reports travel or are stored together (a folder through airlockd, intake's report),
     /// so a reply or a file is bounded and never fails for its size. Returns whether they fit.
     @discardableResult
-    public static func fit(_ reports: inout [Report], within limit: Int, size: (Report) -> Int = { $0.replySize }) -> Bool {
+    public static func fit(_ reports: inout [Report], within limit: Int, size: (Report) -> Int = { $0.replySize })
+        -> Bool
+    {
         var sizes = reports.map { size($0) + 1 }
         var total = sizes.reduce(0, +)
         guard total > limit else { return true }
@@ -28,7 +30,9 @@ extension Report {
             sizes[i] = now
         }
         for i in reports.indices.sorted(by: { sizes[$0] > sizes[$1] }) where total > limit {
-            guard reports[i].findings.filter({ $0.rule != omittedRule }).count > findingsKeptWhenFitting else { continue }
+            guard reports[i].findings.filter({ $0.rule != omittedRule }).count > findingsKeptWhenFitting else {
+                continue
+            }
             reports[i].omitFindings()
             let now = size(reports[i]) + 1
             total += now - sizes[i]
@@ -42,7 +46,9 @@ extension Report {
     mutating func omitTrace() {
         let n = trace.count
         trace = []
-        traceLines = ["(trace left out of this reply to keep it within its size: \(n) events; probe the file alone to see them)"]
+        traceLines = [
+            "(trace left out of this reply to keep it within its size: \(n) events; probe the file alone to see them)"
+        ]
         if n > 0 { detonation?.traceOmitted = n }
     }
 

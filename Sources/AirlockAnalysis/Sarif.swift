@@ -13,16 +13,23 @@ public enum Sarif {
         var notifications: [JSON] = []
         for (artifactIndex, report) in reports.enumerated() {
             let uri = self.uri(report.target.path)
-            var artifact: [(String, JSON)] = [("location", .object([("uri", .string(uri))])), ("length", .int(report.target.size))]
+            var artifact: [(String, JSON)] = [
+                ("location", .object([("uri", .string(uri))])), ("length", .int(report.target.size)),
+            ]
             if let sha = report.target.sha256 { artifact.append(("hashes", .object([("sha-256", .string(sha))]))) }
-            artifact.append(("properties", .object([("format", .string(report.target.format)), ("verdict", .string(report.verdict.rawValue))])))
+            artifact.append(
+                (
+                    "properties",
+                    .object([("format", .string(report.target.format)), ("verdict", .string(report.verdict.rawValue))])
+                ))
             artifacts.append(.object(artifact))
             if let error = report.error {
-                notifications.append(.object([
-                    ("level", .string("error")),
-                    ("message", .object([("text", .string("\(report.target.path): \(error.message)"))])),
-                    ("descriptor", .object([("id", .string(error.code))])),
-                ]))
+                notifications.append(
+                    .object([
+                        ("level", .string("error")),
+                        ("message", .object([("text", .string("\(report.target.path): \(error.message)"))])),
+                        ("descriptor", .object([("id", .string(error.code))])),
+                    ]))
             }
             for finding in report.findings {
                 let index: Int
@@ -31,38 +38,64 @@ public enum Sarif {
                 } else {
                     index = rules.count
                     ruleIndex[finding.rule] = index
-                    rules.append(.object([
-                        ("id", .string(finding.rule)),
-                        ("shortDescription", .object([("text", .string(finding.rule))])),
-                        ("defaultConfiguration", .object([("level", .string(level(finding.severity)))])),
-                    ]))
+                    rules.append(
+                        .object([
+                            ("id", .string(finding.rule)),
+                            ("shortDescription", .object([("text", .string(finding.rule))])),
+                            ("defaultConfiguration", .object([("level", .string(level(finding.severity)))])),
+                        ]))
                 }
-                var physical: [(String, JSON)] = [("artifactLocation", .object([("uri", .string(uri)), ("index", .int(artifactIndex))]))]
+                var physical: [(String, JSON)] = [
+                    ("artifactLocation", .object([("uri", .string(uri)), ("index", .int(artifactIndex))]))
+                ]
                 if let offset = finding.evidence.offset, finding.evidence.member == nil {
                     physical.append(("region", .object([("byteOffset", .int(offset))])))
                 }
-                results.append(.object([
-                    ("ruleId", .string(finding.rule)),
-                    ("ruleIndex", .int(index)),
-                    ("level", .string(level(finding.severity))),
-                    ("message", .object([("text", .string(finding.message))])),
-                    ("locations", .array([.object([("physicalLocation", .object(physical))])])),
-                    ("properties", .object([("severity", .string(finding.severity.rawValue)), ("source", .string(finding.source.rawValue)), ("evidence", finding.evidence.json)])),
-                ]))
+                results.append(
+                    .object([
+                        ("ruleId", .string(finding.rule)),
+                        ("ruleIndex", .int(index)),
+                        ("level", .string(level(finding.severity))),
+                        ("message", .object([("text", .string(finding.message))])),
+                        ("locations", .array([.object([("physicalLocation", .object(physical))])])),
+                        (
+                            "properties",
+                            .object([
+                                ("severity", .string(finding.severity.rawValue)),
+                                ("source", .string(finding.source.rawValue)), ("evidence", finding.evidence.json),
+                            ])
+                        ),
+                    ]))
             }
         }
         var run: [(String, JSON)] = [
-            ("tool", .object([("driver", .object([
-                ("name", .string("airlock")), ("version", .string(version)), ("semanticVersion", .string(version)),
-                ("rules", .array(rules)),
-            ]))])),
+            (
+                "tool",
+                .object([
+                    (
+                        "driver",
+                        .object([
+                            ("name", .string("airlock")), ("version", .string(version)),
+                            ("semanticVersion", .string(version)),
+                            ("rules", .array(rules)),
+                        ])
+                    )
+                ])
+            ),
             ("artifacts", .array(artifacts)),
             ("results", .array(results)),
         ]
         if !notifications.isEmpty {
-            run.append(("invocations", .array([.object([
-                ("executionSuccessful", .bool(false)), ("toolExecutionNotifications", .array(notifications)),
-            ])])))
+            run.append(
+                (
+                    "invocations",
+                    .array([
+                        .object([
+                            ("executionSuccessful", .bool(false)),
+                            ("toolExecutionNotifications", .array(notifications)),
+                        ])
+                    ])
+                ))
         }
         return .object([
             ("$schema", .string("https://json.schemastore.org/sarif-2.1.0.json")),

@@ -4,7 +4,7 @@ internal import AirlockJSON
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Static analysis of files and model folders: decide the format from the content, run its parser, apply the
@@ -18,8 +18,9 @@ public enum StaticScanner {
             fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
         } catch {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))],
-                          error: ("io", "cannot open \(path): \(error.errnoValue.text)"))
+            return Report(
+                target: target, findings: [], timings: [("staticMs", ms(since: started))],
+                error: ("io", "cannot open \(path): \(error.errnoValue.text)"))
         }
         return fd.closeAfter { scan(fd: $0.rawValue, path: path, budget: budget, started: started) }
     }
@@ -36,14 +37,17 @@ public enum StaticScanner {
             view = try ByteView.map(fd: fd, name: path)
         } catch {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
-            return Report(target: target, findings: [], timings: [("staticMs", ms(since: started))], error: ("io", error.description))
+            return Report(
+                target: target, findings: [], timings: [("staticMs", ms(since: started))],
+                error: ("io", error.description))
         }
         let sha = FileDigest.sha256(view)
         var analysis = analyse(view, name: path, budget: budget)
         analysis.findings += nameFindings(path: path, format: analysis.format)
         let target = ReportTarget(path: path, size: view.count, sha256: sha, format: analysis.format.rawValue)
-        var report = Report(target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))],
-                            error: analysis.error)
+        var report = Report(
+            target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))],
+            error: analysis.error)
         report.objectArrays = analysis.objectArrays
         return report
     }
@@ -78,7 +82,9 @@ public enum StaticScanner {
         case .pickle, .pytorchLegacy:
             let report = PickleScanner.scan(view, budget: budget)
             findings += PickleFindings.findings(report, member: nil, legacyTorch: format == .pytorchLegacy)
-            if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) { format = .joblib }
+            if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) {
+                format = .joblib
+            }
         case .zip:
             return ArchiveScanner.analyse(view, budget: budget)
         case .numpy:
@@ -95,16 +101,18 @@ public enum StaticScanner {
             findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .unknown:
             if let kind = compression(view) {
-                findings.append(Finding(
-                    rule: "format.compressed", severity: .medium,
-                    message: "a \(kind) stream: joblib (compress=…) and other loaders unpickle what such streams hold, and Airlock does not decompress it, so its content is not analysed",
-                    evidence: Evidence(details: [("compression", kind)])
-                ))
+                findings.append(
+                    Finding(
+                        rule: "format.compressed", severity: .medium,
+                        message:
+                            "a \(kind) stream: joblib (compress=…) and other loaders unpickle what such streams hold, and Airlock does not decompress it, so its content is not analysed",
+                        evidence: Evidence(details: [("compression", kind)])
+                    ))
             }
         case .json, .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
-            break // decided by refinement, never by sniffing
+            break  // decided by refinement, never by sniffing
         }
         return Analysis(format: format, findings: findings, objectArrays: objectArrays)
     }
@@ -113,7 +121,9 @@ public enum StaticScanner {
     static func compression(_ view: ByteView) -> String? {
         guard let b0 = view.byte(at: 0), let b1 = view.byte(at: 1) else { return nil }
         if b0 == 0x1F && b1 == 0x8B { return "gzip" }
-        if view.starts(with: Array("BZh".utf8)), let level = view.byte(at: 3), level >= 0x31 && level <= 0x39 { return "bzip2" }
+        if view.starts(with: Array("BZh".utf8)), let level = view.byte(at: 3), level >= 0x31 && level <= 0x39 {
+            return "bzip2"
+        }
         if view.starts(with: [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) { return "xz" }
         if view.starts(with: [0x5D, 0x00, 0x00]) { return "lzma" }
         // zlib: deflate with a 32 KiB window or less, and the header check (CMF·256 + FLG divisible by 31).
@@ -131,21 +141,29 @@ public enum StaticScanner {
         let known = Set(FileFormat.allCases.flatMap(\.usualExtensions)).subtracting(["json", "py"])
         if format == .unknown {
             // Extensions that only model formats use (not `.model`: sentencepiece's tokenizer.model is protobuf).
-            let modelOnly: Set<String> = ["pt", "pth", "bin", "ckpt", "pkl", "pickle", "joblib", "sav", "npy", "npz",
-                                          "safetensors", "gguf", "onnx", "ort", "keras", "h5", "hdf5"]
+            let modelOnly: Set<String> = [
+                "pt", "pth", "bin", "ckpt", "pkl", "pickle", "joblib", "sav", "npy", "npz",
+                "safetensors", "gguf", "onnx", "ort", "keras", "h5", "hdf5",
+            ]
             guard modelOnly.contains(ext) else { return [] }
-            return [Finding(
-                rule: "format.unrecognised", severity: .medium,
-                message: "the name says .\(ext), a model format, but the content is no format Airlock knows: not analysed",
-                evidence: Evidence(details: [("extension", ext)])
-            )]
+            return [
+                Finding(
+                    rule: "format.unrecognised", severity: .medium,
+                    message:
+                        "the name says .\(ext), a model format, but the content is no format Airlock knows: not analysed",
+                    evidence: Evidence(details: [("extension", ext)])
+                )
+            ]
         }
         guard known.contains(ext), !format.usualExtensions.contains(ext) else { return [] }
-        return [Finding(
-            rule: "format.name-mismatch", severity: .medium,
-            message: "the name says .\(ext) but the content is \(format.rawValue): a loader chosen by name would read it differently",
-            evidence: Evidence(details: [("extension", ext), ("content", format.rawValue)])
-        )]
+        return [
+            Finding(
+                rule: "format.name-mismatch", severity: .medium,
+                message:
+                    "the name says .\(ext) but the content is \(format.rawValue): a loader chosen by name would read it differently",
+                evidence: Evidence(details: [("extension", ext), ("content", format.rawValue)])
+            )
+        ]
     }
 
     /// The monotonic clock in nanoseconds.
@@ -161,7 +179,9 @@ public enum StaticScanner {
 
 /// Findings from a pickle scan: imports judged by `PickleRules`, calls attached as evidence, parser observations.
 enum PickleFindings {
-    static func findings(_ report: PickleReport, member: String?, legacyTorch: Bool = false, nestedAt: Int? = nil) -> [Finding] {
+    static func findings(_ report: PickleReport, member: String?, legacyTorch: Bool = false, nestedAt: Int? = nil)
+        -> [Finding]
+    {
         var out: [Finding] = []
         var seen = Set<String>()
         let imported = Set(report.imports.map { "\($0.module).\($0.name)" })
@@ -175,28 +195,33 @@ enum PickleFindings {
             case .safe:
                 continue
             case .dangerous(let reason, let critical):
-                out.append(Finding(
-                    rule: "pickle.dangerous-import", severity: critical ? .critical : .high,
-                    message: "imports \(full): \(reason)", evidence: evidence
-                ))
+                out.append(
+                    Finding(
+                        rule: "pickle.dangerous-import", severity: critical ? .critical : .high,
+                        message: "imports \(full): \(reason)", evidence: evidence
+                    ))
             case .unknown:
-                out.append(Finding(
-                    rule: "pickle.unknown-import", severity: .medium,
-                    message: "imports \(full), which is on neither the allowlist nor the denylist", evidence: evidence
-                ))
+                out.append(
+                    Finding(
+                        rule: "pickle.unknown-import", severity: .medium,
+                        message: "imports \(full), which is on neither the allowlist nor the denylist",
+                        evidence: evidence
+                    ))
             }
         }
         // Callables resolved from getattr/import chains never appear as imports of their own.
-        for call in report.calls where call.callee != "<unknown>" && !imported.contains(call.callee) && seen.insert(call.callee).inserted {
+        for call in report.calls
+        where call.callee != "<unknown>" && !imported.contains(call.callee) && seen.insert(call.callee).inserted {
             guard let dot = call.callee.lastIndex(of: ".") else { continue }
             let module = String(call.callee[..<dot]), name = String(call.callee[call.callee.index(after: dot)...])
             if case .dangerous(let reason, let critical) = PickleRules.classify(module: module, name: name) {
                 var evidence = Evidence(offset: call.offset, member: member, global: call.callee, args: call.args)
                 if let nestedAt { evidence.details.append(("nestedPickleAt", String(nestedAt))) }
-                out.append(Finding(
-                    rule: "pickle.dangerous-call", severity: critical ? .critical : .high,
-                    message: "calls \(call.callee) (reached dynamically): \(reason)", evidence: evidence
-                ))
+                out.append(
+                    Finding(
+                        rule: "pickle.dangerous-call", severity: critical ? .critical : .high,
+                        message: "calls \(call.callee) (reached dynamically): \(reason)", evidence: evidence
+                    ))
             }
         }
         for o in report.observations {
@@ -216,7 +241,9 @@ enum PickleFindings {
 /// NumPy arrays: the header, and the pickle an object array carries.
 enum NumPyFindings {
     /// The findings, and whether the array holds Python objects (then numpy unpickles its data when loading it).
-    static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> (findings: [Finding], objectArrays: Bool) {
+    static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> (
+        findings: [Finding], objectArrays: Bool
+    ) {
         let report = NumPyParser.parse(view, budget: budget)
         var out = report.observations.map { o -> Finding in
             var f = ObservationRules.finding(o)

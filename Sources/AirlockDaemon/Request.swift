@@ -118,7 +118,8 @@ public struct DaemonRequest: Sendable {
         // The descriptor stands for the client's right to read the file: an O_PATH or write-only one does not, and
         // reopening it read-only (as the examination does) would read with the daemon's rights instead.
         guard airlock_fd_readable(descriptors[0].rawValue) == 1 else {
-            return refuse(methodName, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)")
+            return refuse(
+                methodName, .badRequest, "the descriptor must be open for reading (not O_PATH, not write-only)")
         }
         let param = { (key: String) in params.first { $0.0 == key }?.1 }
         if case .string(let s)? = param("name"), !s.isEmpty, s.utf8.count <= 4096 {

@@ -1,7 +1,7 @@
 public import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Bytes to parse — a read-only mapping of a file or an in-memory buffer — with reads that check every offset and
@@ -104,7 +104,9 @@ public struct ByteView: Sendable {
     /// resident. The mapping is read-only and private, so nothing is lost: a later read of those bytes maps them
     /// again from the page cache. Does nothing for in-memory views, or when the range is invalid.
     public func releasePages(_ offset: Int, _ length: Int) {
-        guard storage.isMapped, let base = storage.base, offset >= 0, length > 0, offset <= count, length <= count - offset else { return }
+        guard storage.isMapped, let base = storage.base, offset >= 0, length > 0, offset <= count,
+            length <= count - offset
+        else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard page > 0 else { return }
         let lo = start + offset, hi = lo + length

@@ -57,7 +57,9 @@ public enum FileFormat: String, Sendable, CaseIterable {
 /// member names (`FormatDetector.refine`).
 public enum FormatDetector {
     /// `pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)`: the magic number that opens a legacy PyTorch file.
-    static let legacyTorchMagic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
+    static let legacyTorchMagic: [UInt8] = [
+        0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E,
+    ]
 
     /// The format of `view` from its first bytes (and its last, for ZIP archives with data in front).
     public static func sniff(_ view: ByteView) -> FileFormat {
@@ -79,7 +81,9 @@ public enum FormatDetector {
     /// A ZIP refined by its member names.
     public static func refine(zipMembers names: [String]) -> FileFormat {
         if names.contains(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }) { return .pytorchZip }
-        if names.contains("config.json") && names.contains(where: { $0.hasSuffix(".weights.h5") || $0 == "metadata.json" }) {
+        if names.contains("config.json")
+            && names.contains(where: { $0.hasSuffix(".weights.h5") || $0 == "metadata.json" })
+        {
             return .keras
         }
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return .npz }
@@ -90,7 +94,8 @@ public enum FormatDetector {
     /// holds a graph (field 7). Loose on purpose; the ONNX parser decides.
     static func looksLikeONNX(_ view: ByteView) -> Bool {
         guard view.byte(at: 0) == 0x08, let v = view.byte(at: 1), v >= 1, v <= 12 else { return false }
-        return view.byte(at: 2) == 0x12 || view.byte(at: 2) == 0x1A || view.byte(at: 2) == 0x3A || view.byte(at: 2) == 0x42
+        return view.byte(at: 2) == 0x12 || view.byte(at: 2) == 0x1A || view.byte(at: 2) == 0x3A
+            || view.byte(at: 2) == 0x42
     }
 
     static func looksLikeJSON(_ view: ByteView) -> Bool {

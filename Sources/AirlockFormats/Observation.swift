@@ -32,7 +32,10 @@ public struct Evidence: Sendable, Equatable {
     public var seq: [Int]?
 
     /// Creates evidence.
-    public init(offset: Int? = nil, member: String? = nil, global: String? = nil, args: [String]? = nil, details: [(String, String)] = []) {
+    public init(
+        offset: Int? = nil, member: String? = nil, global: String? = nil, args: [String]? = nil,
+        details: [(String, String)] = []
+    ) {
         self.offset = offset
         self.member = member
         self.global = global
@@ -42,7 +45,8 @@ public struct Evidence: Sendable, Equatable {
 
     public static func == (a: Evidence, b: Evidence) -> Bool {
         a.offset == b.offset && a.member == b.member && a.global == b.global && a.args == b.args
-            && a.seq == b.seq && a.details.count == b.details.count && zip(a.details, b.details).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            && a.seq == b.seq && a.details.count == b.details.count
+            && zip(a.details, b.details).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
     }
 }
 
@@ -69,8 +73,11 @@ struct ObservationLog {
 
     func finish() -> [Observation] {
         guard dropped > 0 else { return items }
-        return items + [Observation("\(prefix).observations-truncated", "\(dropped) more observations were not kept",
-                                    Evidence(details: [("dropped", String(dropped))]))]
+        return items + [
+            Observation(
+                "\(prefix).observations-truncated", "\(dropped) more observations were not kept",
+                Evidence(details: [("dropped", String(dropped))]))
+        ]
     }
 }
 
@@ -88,7 +95,10 @@ public struct ScanBudget: Sendable {
     public var maxInflatedBytes: Int
 
     /// Creates a budget.
-    public init(maxOperations: Int = 100_000_000, maxHeldBytes: Int = 32 << 20, maxEntries: Int = 1_000_000, maxNesting: Int = 4, maxInflatedBytes: Int = 256 << 20) {
+    public init(
+        maxOperations: Int = 100_000_000, maxHeldBytes: Int = 32 << 20, maxEntries: Int = 1_000_000,
+        maxNesting: Int = 4, maxInflatedBytes: Int = 256 << 20
+    ) {
         self.maxOperations = maxOperations
         self.maxHeldBytes = maxHeldBytes
         self.maxEntries = maxEntries

@@ -23,4 +23,3 @@ public struct IntakeError: AirlockError {
     public var code: String { "intake" }
     public var description: String { message }
 }
-

@@ -1,7 +1,7 @@
 public import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Whole-file reads with a size bound, for the small documents Airlock reads (profiles, policies, daemon
@@ -29,7 +29,9 @@ public enum BoundedFile {
         } catch {
             throw Failure(message: "cannot open \(what) \(path)", errno: error.errnoValue)
         }
-        return try fd.closeAfter { fd throws(Failure) in try read(fd: fd.rawValue, limit: limit, name: "\(what) \(path)") }
+        return try fd.closeAfter { fd throws(Failure) in
+            try read(fd: fd.rawValue, limit: limit, name: "\(what) \(path)")
+        }
     }
 
     /// The bytes of the file open as `fd` from its current offset, at most `limit` of them; `name` names it in

@@ -23,7 +23,8 @@ public enum JSON: Sendable, Equatable {
         case (.number(let x), .number(let y)): x == y
         case (.string(let x), .string(let y)): x == y
         case (.array(let x), .array(let y)): x == y
-        case (.object(let x), .object(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        case (.object(let x), .object(let y)):
+            x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
         default: false
         }
     }
@@ -44,7 +45,9 @@ public enum JSON: Sendable, Equatable {
         parser.skipSpace()
         let value = try parser.value(depth: 0)
         parser.skipSpace()
-        guard parser.at == bytes.count else { throw SyntaxError(offset: parser.at, reason: "unexpected data after the value") }
+        guard parser.at == bytes.count else {
+            throw SyntaxError(offset: parser.at, reason: "unexpected data after the value")
+        }
         return value
     }
 }
@@ -62,7 +65,9 @@ private struct JSONParser {
     func fail(_ reason: String) -> JSON.SyntaxError { JSON.SyntaxError(offset: at, reason: reason) }
 
     mutating func skipSpace() {
-        while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x0A || bytes[at] == 0x0D || bytes[at] == 0x09 { at += 1 }
+        while at < bytes.count, bytes[at] == 0x20 || bytes[at] == 0x0A || bytes[at] == 0x0D || bytes[at] == 0x09 {
+            at += 1
+        }
     }
 
     mutating func expect(_ literal: StaticString, _ value: JSON) throws(JSON.SyntaxError) -> JSON {
@@ -103,7 +108,9 @@ private struct JSONParser {
             guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyOffset = at
             let key = try string()
-            guard seen.insert(key).inserted else { throw JSON.SyntaxError(offset: keyOffset, reason: "duplicate key \"\(key)\"") }
+            guard seen.insert(key).inserted else {
+                throw JSON.SyntaxError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
+            }
             skipSpace()
             guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             at += 1
@@ -212,7 +219,8 @@ private struct JSONParser {
             case UInt8(ascii: "u"):
                 var scalar = try hex4()
                 if (0xD800...0xDBFF).contains(scalar) {
-                    guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else {
+                    guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u")
+                    else {
                         throw fail("unpaired surrogate")
                     }
                     at += 2
@@ -411,4 +419,3 @@ extension JSON {
     /// A string value, or null.
     public static func optional(_ s: String?) -> JSON { s.map(JSON.string) ?? .null }
 }
-

@@ -32,7 +32,6 @@ public struct JSONField<Failure: Error>: Sendable {
         return fail("field \(path.isEmpty ? "(top level)" : path): expected \(expected), found \(found)")
     }
 
-
     /// The members of an object; any key outside `allowed` is an error naming it.
     public func object(allowed: Set<String>) throws(Failure) -> [String: JSONField] {
         guard case .object(let members) = value else { throw error("an object") }

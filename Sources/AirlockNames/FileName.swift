@@ -42,7 +42,9 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
             case 0x5C?:
                 out.append(0x5C)
             case 0x78?:
-                guard let h = it.next().flatMap(FileName.hexValue), let l = it.next().flatMap(FileName.hexValue) else { return nil }
+                guard let h = it.next().flatMap(FileName.hexValue), let l = it.next().flatMap(FileName.hexValue) else {
+                    return nil
+                }
                 out.append(h << 4 | l)
             default:
                 return nil
@@ -177,17 +179,27 @@ public struct FileName: Hashable, Comparable, Sendable, CustomStringConvertible 
             switch b0 {
             case 0x00...0x7F: length = 1
             case 0xC2...0xDF: length = 2
-            case 0xE0: length = 3; low = 0xA0
+            case 0xE0:
+                length = 3
+                low = 0xA0
             case 0xE1...0xEC, 0xEE...0xEF: length = 3
-            case 0xED: length = 3; high = 0x9F
-            case 0xF0: length = 4; low = 0x90
+            case 0xED:
+                length = 3
+                high = 0x9F
+            case 0xF0:
+                length = 4
+                low = 0x90
             case 0xF1...0xF3: length = 4
-            case 0xF4: length = 4; high = 0x8F
+            case 0xF4:
+                length = 4
+                high = 0x8F
             default: length = 0
             }
             var valid = length > 0 && i + length <= bytes.count
             if valid && length > 1 {
-                valid = (low...high).contains(bytes[i + 1]) && bytes[(i + 2)..<(i + length)].allSatisfy { $0 & 0xC0 == 0x80 }
+                valid =
+                    (low...high).contains(bytes[i + 1])
+                    && bytes[(i + 2)..<(i + length)].allSatisfy { $0 & 0xC0 == 0x80 }
             }
             guard valid else {
                 visit(i..<(i + 1), nil)

@@ -39,16 +39,19 @@ public struct Detonation: Sendable {
     public static func run(fd: Int32, format: HarnessFormat, options: ProbeOptions) throws(SandboxError) -> Detonation {
         let started = StaticScanner.now()
         let phases = HarnessPhase.sequence(probe: options.probePhase)
-        let argv = HarnessProtocol.argv(interpreter: options.interpreter, format: format,
-                                        descriptor: Sandbox.firstPassedFD, probe: options.probePhase)
+        let argv = HarnessProtocol.argv(
+            interpreter: options.interpreter, format: format,
+            descriptor: Sandbox.firstPassedFD, probe: options.probePhase)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
         let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
-        let observation = SandboxObservation(baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
-                                             windowSeconds: options.policy.observationSeconds)
-        let request = SandboxRequest(argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-                                     extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
-                                     observation: observation)
+        let observation = SandboxObservation(
+            baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
+            windowSeconds: options.policy.observationSeconds)
+        let request = SandboxRequest(
+            argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
+            extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
+            observation: observation)
         let result = try Sandbox.run(request, program: options.program)
         return Detonation(argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started))
     }
@@ -86,9 +89,14 @@ public struct Detonation: Sendable {
                 || ($0.action != .allowed && DynamicRules.classify($0, policy: policy) != nil)
         }
         var lines = shown.prefix(40).map { e -> String in
-            if e.rule == .phase { return "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  ── phase \(e.phase ?? "?") ──" }
-            var line = "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  [\(e.phase ?? "-")]  pid \(e.pid)  \(e.syscall) \(TraceText.details(e.args))"
-            line += e.action == .allowed ? "  allowed" : "  \(e.action.rawValue) \(e.errno ?? "")  (\(e.rule?.description ?? "?"))"
+            if e.rule == .phase {
+                return "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  ── phase \(e.phase ?? "?") ──"
+            }
+            var line =
+                "#\(e.seq)  \(TraceText.milliseconds(e.timeNs)) ms  [\(e.phase ?? "-")]  pid \(e.pid)  \(e.syscall) \(TraceText.details(e.args))"
+            line +=
+                e.action == .allowed
+                ? "  allowed" : "  \(e.action.rawValue) \(e.errno ?? "")  (\(e.rule?.description ?? "?"))"
             return line
         }
         if shown.count > 40 { lines.append("… \(shown.count - 40) more (--format json has the whole trace)") }

@@ -30,26 +30,38 @@ public enum DynamicRules {
             var evidence = Evidence(details: [("phase", phase)])
             if let detail = outcome.detail { evidence.details.append(("detail", detail)) }
             if let last = result.trace.last { evidence.details.append(("lastSeq", String(last.seq))) }
-            out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
-                               message: rule.message + (outcome.detail.map { ": \($0)" } ?? ""), evidence: evidence))
+            out.append(
+                Finding(
+                    rule: rule.finding, severity: rule.severity, source: .dynamic,
+                    message: rule.message + (outcome.detail.map { ": \($0)" } ?? ""), evidence: evidence))
         }
         if let left = outcome.leftBehindSummary, let rule = policy.outcomes[.leftBehind] {
             // The supervisor's own observation when it has one; the harness's words only ever add this finding.
-            var details = [("phase", phase), ("detail", left),
-                           ("observedBy", outcome.observedLeft.isEmpty ? "harness" : "supervisor")]
+            var details = [
+                ("phase", phase), ("detail", left),
+                ("observedBy", outcome.observedLeft.isEmpty ? "harness" : "supervisor"),
+            ]
             if let o = result.observation {
                 if !o.firedSignals.isEmpty { details.append(("firedSignals", o.firedSignals.joined(separator: " "))) }
-                if o.windowExpired { details.append(("window", "expired: the sandbox was killed with these still running")) }
+                if o.windowExpired {
+                    details.append(("window", "expired: the sandbox was killed with these still running"))
+                }
             }
             if let last = result.trace.last { details.append(("lastSeq", String(last.seq))) }
-            out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: "\(rule.message): \(left)",
-                               evidence: Evidence(details: details)))
+            out.append(
+                Finding(
+                    rule: rule.finding, severity: rule.severity, source: .dynamic, message: "\(rule.message): \(left)",
+                    evidence: Evidence(details: details)))
         }
         if result.traceDropped > 0, let rule = policy.outcomes[.traceTruncated] {
-            out.append(Finding(rule: rule.finding, severity: rule.severity, source: .dynamic,
-                               message: "\(rule.message): \(result.traceDropped) events not kept",
-                               evidence: Evidence(details: [("dropped", String(result.traceDropped)),
-                                                            ("droppedBytes", String(result.traceDroppedBytes))])))
+            out.append(
+                Finding(
+                    rule: rule.finding, severity: rule.severity, source: .dynamic,
+                    message: "\(rule.message): \(result.traceDropped) events not kept",
+                    evidence: Evidence(details: [
+                        ("dropped", String(result.traceDropped)),
+                        ("droppedBytes", String(result.traceDroppedBytes)),
+                    ])))
         }
         return out
     }
@@ -74,7 +86,9 @@ public enum DynamicRules {
     /// One finding for a group of events: the first event's arguments as evidence, every `seq` (up to a bound).
     static func finding(_ rule: VerdictPolicy.Rule, _ events: [TraceEvent]) -> Finding {
         let first = events[0]
-        var details: [(String, String)] = [("phase", first.phase ?? HarnessPhase.startup.rawValue), ("syscall", first.syscall)]
+        var details: [(String, String)] = [
+            ("phase", first.phase ?? HarnessPhase.startup.rawValue), ("syscall", first.syscall),
+        ]
         if let errno = first.errno { details.append(("errno", errno)) }
         if events.count > maxSeqs { details.append(("events", String(events.count))) }
         let what = describe(first)
@@ -86,7 +100,8 @@ public enum DynamicRules {
         message += ")"
         var evidence = Evidence(args: first.args.argv, details: details)
         evidence.seq = events.prefix(maxSeqs).map(\.seq)
-        return Finding(rule: rule.finding, severity: rule.severity, source: .dynamic, message: message, evidence: evidence)
+        return Finding(
+            rule: rule.finding, severity: rule.severity, source: .dynamic, message: message, evidence: evidence)
     }
 
     /// When a call was made, in words: behaviour in `probe` came from using the loaded object, not from loading it.
@@ -112,7 +127,11 @@ public enum DynamicRules {
         }
         if let path2 = a.path2 { details.append(("path2", path2)) }
         if let flags = a.flags { details.append(("flags", flags)) }
-        if let argv = a.argv { summary.append("[" + argv.prefix(8).map { $0.count > 80 ? String($0.prefix(80)) + "…" : $0 }.joined(separator: " ") + "]") }
+        if let argv = a.argv {
+            summary.append(
+                "[" + argv.prefix(8).map { $0.count > 80 ? String($0.prefix(80)) + "…" : $0 }.joined(separator: " ")
+                    + "]")
+        }
         if let address = a.address {
             let at = a.port.map { "\(address):\($0)" } ?? address
             details.append(("address", at))

@@ -22,8 +22,10 @@ public struct HarnessOutcome: Sendable, Equatable {
     public var observedLeft: [String] = []
 
     /// Creates an outcome.
-    public init(outcome: VerdictPolicy.Outcome?, detail: String?, phase: HarnessPhase, leftBehind: String? = nil,
-                observedLeft: [String] = []) {
+    public init(
+        outcome: VerdictPolicy.Outcome?, detail: String?, phase: HarnessPhase, leftBehind: String? = nil,
+        observedLeft: [String] = []
+    ) {
         self.outcome = outcome
         self.detail = detail
         self.phase = phase
@@ -59,14 +61,20 @@ public struct HarnessOutcome: Sendable, Equatable {
         if result.observation?.windowExpired == true && result.exitCode == nil {
             // The supervisor ended the run: the loader was still running when the observation window closed. That is
             // left-behind evidence (observedLeft), and a loader that never returned as well.
-            return ending(ended ? nil : .earlyExit, ended ? nil : "still running without the loader returning when the observation window ended")
+            return ending(
+                ended ? nil : .earlyExit,
+                ended ? nil : "still running without the loader returning when the observation window ended")
         }
         if let signal = result.signal {
             return ending(signal == "SIGXCPU" ? .cpuLimit : .crashed, "killed by \(signal)")
         }
         let code = result.exitCode ?? -1
         if ended {
-            return code == 0 ? out : ending(.earlyExit, "exit code \(code) after the loader returned (a finalizer, handler or thread ended the process)")
+            return code == 0
+                ? out
+                : ending(
+                    .earlyExit,
+                    "exit code \(code) after the loader returned (a finalizer, handler or thread ended the process)")
         }
         let reached = { (p: HarnessPhase) in result.trace.contains { $0.rule == .phase && $0.phase == p.rawValue } }
         switch HarnessProtocol.ExitCode(rawValue: code) {
@@ -84,7 +92,10 @@ public struct HarnessOutcome: Sendable, Equatable {
         default:
             break
         }
-        let why = reached(.end) ? "exit code \(code), and the end of loading was not announced by the loader in order" : "exit code \(code) before the loader returned"
+        let why =
+            reached(.end)
+            ? "exit code \(code), and the end of loading was not announced by the loader in order"
+            : "exit code \(code) before the loader returned"
         return ending(.earlyExit, why)
     }
 
@@ -94,7 +105,9 @@ public struct HarnessOutcome: Sendable, Equatable {
     /// everything it started still observed.
     static func endReached(_ result: SandboxResult, phases: [HarnessPhase]) -> Bool {
         let announced = result.trace.filter { $0.rule == .phase }
-        guard let last = phases.last, let end = announced.first(where: { $0.phase == last.rawValue }) else { return false }
+        guard let last = phases.last, let end = announced.first(where: { $0.phase == last.rawValue }) else {
+            return false
+        }
         guard result.observation?.endAnnouncedNs != nil || result.observation == nil else { return false }
         guard result.commandPid == 0 || end.pid == result.commandPid else { return false }
         return announced.compactMap(\.phase) == phases.dropFirst().map(\.rawValue)

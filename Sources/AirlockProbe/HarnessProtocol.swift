@@ -94,7 +94,8 @@ public enum HarnessProtocol {
     /// The harness's command line inside the sandbox: `interpreter`, the entry point, the format and the model's
     /// descriptor, and `--no-probe` unless the probe phase is wanted.
     public static func argv(interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool) -> [String] {
-        interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)] + (probe ? [] : [noProbeFlag])
+        interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)]
+            + (probe ? [] : [noProbeFlag])
     }
 
     /// The details of the `kind` lines among `lines` (already stripped of `linePrefix`), in order.

@@ -2,7 +2,7 @@ public import AirlockSandbox
 public import AirlockSystem
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Hands a model to a sandbox as a descriptor the command cannot write through: the probe's concern, not the
@@ -21,7 +21,8 @@ public enum ModelSeal {
     ///
     /// A copy holds the file's data extents only (holes stay holes, so a sparse file costs what it stores), and at
     /// most `profile.sandbox.limits.modelCopyBytes` of them: a writable file with more data is refused.
-    public static func passableDescriptor(_ fd: FileDescriptor, profile: Profile) throws(SandboxError) -> FileDescriptor {
+    public static func passableDescriptor(_ fd: FileDescriptor, profile: Profile) throws(SandboxError) -> FileDescriptor
+    {
         let reopened: FileDescriptor
         do throws(SystemCallError) {
             reopened = try FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_NOCTTY | O_NONBLOCK)
@@ -37,7 +38,8 @@ public enum ModelSeal {
         let size = UInt64(max(0, st.st_size))
         let budget = profile.sandbox.limits.modelCopyBytes
         let ids = profile.sandbox.user.hostIDs
-        let writable = st.st_mode & 0o002 != 0 || (st.st_uid == ids.uid && st.st_mode & 0o200 != 0)
+        let writable =
+            st.st_mode & 0o002 != 0 || (st.st_uid == ids.uid && st.st_mode & 0o200 != 0)
             || (st.st_gid == ids.gid && st.st_mode & 0o020 != 0)
         guard (size <= sealedCopyLimit && size <= budget) || writable else { return reopened }
         defer { reopened.close() }

@@ -1,6 +1,6 @@
 public import AirlockSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension ProfileLocator {

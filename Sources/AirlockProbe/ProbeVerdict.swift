@@ -14,7 +14,12 @@ extension Verdict {
         report.detonation = detonation.summary
         if detonation.stoppedBeforeModel(policy) {
             let stderr = Detonation.tail(detonation.result.stderr, 300)
-            report.add([], error: ("detonation", "the loader stopped before loading the model (\(detonation.outcome.detail ?? "unknown")): \(stderr)"))
+            report.add(
+                [],
+                error: (
+                    "detonation",
+                    "the loader stopped before loading the model (\(detonation.outcome.detail ?? "unknown")): \(stderr)"
+                ))
         } else {
             report.add(DynamicRules.findings(detonation, policy: policy))
         }

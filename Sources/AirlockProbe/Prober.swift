@@ -4,7 +4,7 @@ public import AirlockSandbox
 internal import AirlockSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Everything a probe needs besides the file: the sandbox profile (and its compiled filter), the verdict policy,
@@ -109,11 +109,14 @@ public enum Prober {
         let reason: String
         switch format {
         case .safetensors, .gguf:
-            reason = "\(format.rawValue) carries tensors and metadata only: loading it runs no code, so the static analysis is the whole answer"
+            reason =
+                "\(format.rawValue) carries tensors and metadata only: loading it runs no code, so the static analysis is the whole answer"
         case .numpy, .npz:
-            reason = "numeric arrays only (no object dtype): numpy loads them without unpickling, so the static analysis is the whole answer"
+            reason =
+                "numeric arrays only (no object dtype): numpy loads them without unpickling, so the static analysis is the whole answer"
         case .onnx:
-            reason = "ONNX graphs are data; what could run (custom operators, external files) is judged statically, and no ONNX runtime is loaded in the sandbox"
+            reason =
+                "ONNX graphs are data; what could run (custom operators, external files) is judged statically, and no ONNX runtime is loaded in the sandbox"
         case .keras, .hdf5:
             reason = "no Keras runtime in the sandbox: serialized functions and custom objects are judged statically"
         case .zip:
@@ -121,7 +124,8 @@ public enum Prober {
         default:
             reason = "no loader for \(format.rawValue): static analysis only"
         }
-        return Finding(rule: "probe.static-only", severity: .info, message: reason,
-                       evidence: Evidence(details: [("format", format.rawValue)]))
+        return Finding(
+            rule: "probe.static-only", severity: .info, message: reason,
+            evidence: Evidence(details: [("format", format.rawValue)]))
     }
 }

@@ -79,7 +79,9 @@ public struct VerdictPolicy: Sendable {
             "comment", "version", "modelPhases", "behaviour", "refused", "otherDenied", "startup", "outcomes",
             "observationSeconds",
         ])
-        func required(_ fields: [String: JSONField<PolicyError>], _ key: String, in path: String) throws(PolicyError) -> JSONField<PolicyError> {
+        func required(_ fields: [String: JSONField<PolicyError>], _ key: String, in path: String) throws(PolicyError)
+            -> JSONField<PolicyError>
+        {
             guard let f = fields[key] else { throw fail("field \(path.isEmpty ? key : "\(path).\(key)"): missing") }
             return f
         }
@@ -87,19 +89,26 @@ public struct VerdictPolicy: Sendable {
             let m = try field.object(allowed: Set(["comment", "finding", "severity", "message"]).union(extra))
             let severityText = try required(m, "severity", in: field.path).string()
             guard let severity = Severity(rawValue: severityText) else {
-                throw fail("field \(field.path).severity: '\(severityText)' is not one of \(Severity.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw fail(
+                    "field \(field.path).severity: '\(severityText)' is not one of \(Severity.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             let finding = try required(m, "finding", in: field.path).string()
             guard !finding.isEmpty else { throw fail("field \(field.path).finding: empty") }
-            return Rule(finding: finding, severity: severity, message: try required(m, "message", in: field.path).string())
+            return Rule(
+                finding: finding, severity: severity, message: try required(m, "message", in: field.path).string())
         }
         let version: Int = try required(top, "version", in: "").integer()
-        guard version == 1 else { throw fail("field version: \(version) is not supported (this airlock reads version 1)") }
+        guard version == 1 else {
+            throw fail("field version: \(version) is not supported (this airlock reads version 1)")
+        }
         modelPhases = []
         for item in try required(top, "modelPhases", in: "").array() {
             let name = try item.string()
             guard let phase = HarnessPhase(rawValue: name) else {
-                throw fail("field \(item.path): '\(name)' is not one of \(HarnessPhase.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw fail(
+                    "field \(item.path): '\(name)' is not one of \(HarnessPhase.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             modelPhases.insert(phase)
         }
@@ -131,7 +140,9 @@ public struct VerdictPolicy: Sendable {
         }
         let refusedField = try required(top, "refused", in: "")
         refused = try rule(refusedField, extra: ["critical", "ignore"])
-        let refusedMembers = try refusedField.object(allowed: ["comment", "finding", "severity", "message", "critical", "ignore"])
+        let refusedMembers = try refusedField.object(allowed: [
+            "comment", "finding", "severity", "message", "critical", "ignore",
+        ])
         refusedCritical = Set(try refusedMembers["critical"]?.strings() ?? [])
         refusedIgnored = Set(try refusedMembers["ignore"]?.strings() ?? [])
         otherDenied = try rule(try required(top, "otherDenied", in: ""))
@@ -151,7 +162,9 @@ public struct VerdictPolicy: Sendable {
             file = path
         } else {
             guard let found = ProfileLocator.locate("policy.json") else {
-                throw PolicyError("no policy.json in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)")
+                throw PolicyError(
+                    "no policy.json in \(ProfileLocator.searchDirectories().joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)"
+                )
             }
             file = found
         }
@@ -173,17 +186,20 @@ public struct VerdictPolicy: Sendable {
     public func check(against profile: Profile, name: String) throws(PolicyError) {
         let notify = profile.sandbox.notify
         for rule in notify where TraceRule.isReserved(rule.id) {
-            throw PolicyError("profile \(profile.name): notify rule '\(rule.id)' takes an id the supervisor uses itself")
+            throw PolicyError(
+                "profile \(profile.name): notify rule '\(rule.id)' takes an id the supervisor uses itself")
         }
         var producible = Set(notify.map { TraceRule.notify($0.id) }).union(TraceRule.supervisorRefusals)
         if profile.sandbox.notifyDefault != .allow { producible.insert(.notifyDefault) }
         for rule in behaviour.keys.sorted(by: { $0.description < $1.description }) where !producible.contains(rule) {
             throw PolicyError(
-                "policy \(name): behaviour rule '\(rule)' is no notify rule of profile \(profile.name) nor one of the supervisor's (\(TraceRule.supervisorRefusals.map(\.description).joined(separator: ", ")))")
+                "policy \(name): behaviour rule '\(rule)' is no notify rule of profile \(profile.name) nor one of the supervisor's (\(TraceRule.supervisorRefusals.map(\.description).joined(separator: ", ")))"
+            )
         }
         for rule in notify where rule.action != .allow && behaviour[.notify(rule.id)] == nil {
             throw PolicyError(
-                "policy \(name): profile \(profile.name)'s notify rule '\(rule.id)' refuses calls but has no behaviour entry (they would all be otherDenied)")
+                "policy \(name): profile \(profile.name)'s notify rule '\(rule.id)' refuses calls but has no behaviour entry (they would all be otherDenied)"
+            )
         }
     }
 }

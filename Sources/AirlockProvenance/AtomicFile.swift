@@ -1,6 +1,6 @@
 internal import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Writes files so that readers see the old content or the new, never a part: a temporary file beside the target
@@ -8,7 +8,9 @@ import Glibc
 /// reports the intake releases.
 public enum AtomicFile {
     /// Writes `bytes` to `name` in the folder open as `dirfd`; `display` names the file in messages (`name` if nil).
-    public static func write(_ bytes: [UInt8], to name: String, in dirfd: Int32, display: String? = nil) throws(ProvenanceError) {
+    public static func write(_ bytes: [UInt8], to name: String, in dirfd: Int32, display: String? = nil)
+        throws(ProvenanceError)
+    {
         let shown = display ?? name
         let tmp = ".tmp-\(name)-\(getpid())"
         let fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)

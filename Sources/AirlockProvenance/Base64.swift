@@ -4,7 +4,8 @@
 /// included), a length that is not a multiple of four, padding anywhere but the end, and non-zero bits left over in the
 /// last character. One byte string has exactly one accepted encoding.
 enum Base64 {
-    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let alphabet: [UInt8] = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     /// Alphabet character → 6-bit value; 0xFF for everything else (including `=`).
     private static let values: [UInt8] = {

@@ -3,7 +3,7 @@ public import AirlockJSON
 internal import AirlockFormats
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An organisation or hub account models may come from, and the keys that speak for it.
@@ -35,7 +35,10 @@ public struct ManifestPolicy: Sendable, Equatable {
     public var allowExtraFiles: Bool
 
     /// Creates a policy; the defaults demand nothing.
-    public init(allowedFormats: [String]? = nil, trustedOnlyFormats: [String] = [], trustedSources: [TrustedSource] = [], requireSignature: Bool = false, allowExtraFiles: Bool = false) {
+    public init(
+        allowedFormats: [String]? = nil, trustedOnlyFormats: [String] = [], trustedSources: [TrustedSource] = [],
+        requireSignature: Bool = false, allowExtraFiles: Bool = false
+    ) {
         self.allowedFormats = allowedFormats
         self.trustedOnlyFormats = trustedOnlyFormats
         self.trustedSources = trustedSources
@@ -68,7 +71,10 @@ public struct Manifest: Sendable, Equatable {
     public var policy: ManifestPolicy?
 
     /// Creates a manifest.
-    public init(name: String, source: String? = nil, kind: ModelInventory.Kind, files: [InventoryFile], policy: ManifestPolicy? = nil) {
+    public init(
+        name: String, source: String? = nil, kind: ModelInventory.Kind, files: [InventoryFile],
+        policy: ManifestPolicy? = nil
+    ) {
         self.name = name
         self.source = source
         self.kind = kind
@@ -90,18 +96,29 @@ public struct Manifest: Sendable, Equatable {
         ]
         if let source { members.append(("source", .string(source))) }
         members.append(("kind", .string(kind.rawValue)))
-        members.append(("files", .array(files.map { f in
-            // `format` is optional when read (empty then): written only when known, so what is written reads back.
-            .object([("path", .string(f.path)), ("size", .int(f.size)), ("sha256", .string(f.sha256))]
-                    + (f.format.isEmpty ? [] : [("format", .string(f.format))]))
-        })))
+        members.append(
+            (
+                "files",
+                .array(
+                    files.map { f in
+                        // `format` is optional when read (empty then): written only when known, so what is written reads back.
+                        .object(
+                            [("path", .string(f.path)), ("size", .int(f.size)), ("sha256", .string(f.sha256))]
+                                + (f.format.isEmpty ? [] : [("format", .string(f.format))]))
+                    })
+            ))
         if let policy {
             var p: [(String, JSON)] = []
             if let allowed = policy.allowedFormats { p.append(("allowedFormats", .array(allowed.map(JSON.string)))) }
             p.append(("trustedOnlyFormats", .array(policy.trustedOnlyFormats.map(JSON.string))))
-            p.append(("trustedSources", .array(policy.trustedSources.map { s in
-                .object([("name", .string(s.name)), ("keys", .array(s.keys.map(JSON.string)))])
-            })))
+            p.append(
+                (
+                    "trustedSources",
+                    .array(
+                        policy.trustedSources.map { s in
+                            .object([("name", .string(s.name)), ("keys", .array(s.keys.map(JSON.string)))])
+                        })
+                ))
             p.append(("requireSignature", .bool(policy.requireSignature)))
             p.append(("allowExtraFiles", .bool(policy.allowExtraFiles)))
             members.append(("policy", .object(p)))
@@ -128,55 +145,85 @@ public struct Manifest: Sendable, Equatable {
         } catch {
             throw ProvenanceError(.malformed, "manifest \(name): \(error.description)")
         }
-        let root = JSONField<ProvenanceError>(value: document, path: "", fail: { ProvenanceError(.malformed, "manifest \(name): \($0)") })
+        let root = JSONField<ProvenanceError>(
+            value: document, path: "", fail: { ProvenanceError(.malformed, "manifest \(name): \($0)") })
         let top = try root.object(allowed: ["manifestVersion", "name", "source", "kind", "files", "policy"])
         func required(_ key: String) throws(ProvenanceError) -> JSONField<ProvenanceError> {
-            guard let field = top[key] else { throw ProvenanceError(.malformed, "manifest \(name): field \(key) is required") }
+            guard let field = top[key] else {
+                throw ProvenanceError(.malformed, "manifest \(name): field \(key) is required")
+            }
             return field
         }
         let version = try required("manifestVersion").integer(Int.self)
         guard version == Manifest.version else {
-            throw ProvenanceError(.unsupported, "manifest \(name): manifestVersion \(version) is not supported (this airlock reads version \(Manifest.version))")
+            throw ProvenanceError(
+                .unsupported,
+                "manifest \(name): manifestVersion \(version) is not supported (this airlock reads version \(Manifest.version))"
+            )
         }
         let modelName = try required("name").string()
         let source = try top["source"]?.string()
         let kindText = try top["kind"]?.string() ?? "folder"
         guard let kind = ModelInventory.Kind(rawValue: kindText) else {
-            throw ProvenanceError(.malformed, "manifest \(name): field kind: expected \"file\" or \"folder\", found \"\(kindText)\"")
+            throw ProvenanceError(
+                .malformed, "manifest \(name): field kind: expected \"file\" or \"folder\", found \"\(kindText)\"")
         }
         var files: [InventoryFile] = []
         var seen: Set<FileName> = []
         for item in try required("files").array() {
             let f = try item.object(allowed: ["path", "size", "sha256", "format"])
             guard let pathField = f["path"], let sizeField = f["size"], let digestField = f["sha256"] else {
-                throw ProvenanceError(.malformed, "manifest \(name): field \(item.path): path, size and sha256 are required")
+                throw ProvenanceError(
+                    .malformed, "manifest \(name): field \(item.path): path, size and sha256 are required")
             }
             let path = try pathField.string()
-            if let why = Manifest.pathProblem(path) { throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(why)") }
+            if let why = Manifest.pathProblem(path) {
+                throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(why)")
+            }
             guard let fileName = FileName(escaped: path) else {
-                throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(FileName(path).escaped) is not in the escaped form of names (docs/manifest.md): write a backslash as \\\\, and a byte that is not UTF-8 or belongs to a control or formatting character as \\xHH, upper-case, and nothing else escaped")
+                throw ProvenanceError(
+                    .malformed,
+                    "manifest \(name): field \(pathField.path): \(FileName(path).escaped) is not in the escaped form of names (docs/manifest.md): write a backslash as \\\\, and a byte that is not UTF-8 or belongs to a control or formatting character as \\xHH, upper-case, and nothing else escaped"
+                )
             }
             // Bytes, not `String` equality (which takes NFC `é` for NFD `é`): two entries, two files.
-            guard seen.insert(fileName).inserted else { throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(path) is listed twice") }
-            let size = try sizeField.integer(Int.self)
-            guard size >= 0 else { throw ProvenanceError(.malformed, "manifest \(name): field \(sizeField.path): a size cannot be negative") }
-            let digest = try digestField.string()
-            guard digest.utf8.count == 64, digest.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
-                throw ProvenanceError(.malformed, "manifest \(name): field \(digestField.path): expected 64 lower-case hex digits")
+            guard seen.insert(fileName).inserted else {
+                throw ProvenanceError(.malformed, "manifest \(name): field \(pathField.path): \(path) is listed twice")
             }
-            let format = try f["format"].map { field throws(ProvenanceError) in try Manifest.formatName(field, manifest: name) } ?? ""
+            let size = try sizeField.integer(Int.self)
+            guard size >= 0 else {
+                throw ProvenanceError(
+                    .malformed, "manifest \(name): field \(sizeField.path): a size cannot be negative")
+            }
+            let digest = try digestField.string()
+            guard digest.utf8.count == 64,
+                digest.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+            else {
+                throw ProvenanceError(
+                    .malformed, "manifest \(name): field \(digestField.path): expected 64 lower-case hex digits")
+            }
+            let format =
+                try f["format"].map { field throws(ProvenanceError) in try Manifest.formatName(field, manifest: name) }
+                ?? ""
             files.append(InventoryFile(name: fileName, size: size, sha256: digest, format: format))
         }
         if kind == .file && files.count != 1 {
-            throw ProvenanceError(.malformed, "manifest \(name): a file manifest lists exactly one file, this one lists \(files.count)")
+            throw ProvenanceError(
+                .malformed, "manifest \(name): a file manifest lists exactly one file, this one lists \(files.count)")
         }
         files.sort { $0.name < $1.name }
         var policy: ManifestPolicy? = nil
         if let p = top["policy"] {
-            let fields = try p.object(allowed: ["allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles"])
+            let fields = try p.object(allowed: [
+                "allowedFormats", "trustedOnlyFormats", "trustedSources", "requireSignature", "allowExtraFiles",
+            ])
             var result = ManifestPolicy()
-            if let allowed = fields["allowedFormats"] { result.allowedFormats = try formatNames(allowed, manifest: name) }
-            if let trustedOnly = fields["trustedOnlyFormats"] { result.trustedOnlyFormats = try formatNames(trustedOnly, manifest: name) }
+            if let allowed = fields["allowedFormats"] {
+                result.allowedFormats = try formatNames(allowed, manifest: name)
+            }
+            if let trustedOnly = fields["trustedOnlyFormats"] {
+                result.trustedOnlyFormats = try formatNames(trustedOnly, manifest: name)
+            }
             if let sources = fields["trustedSources"] {
                 for item in try sources.array() {
                     let s = try item.object(allowed: ["name", "keys"])
@@ -187,8 +234,13 @@ public struct Manifest: Sendable, Equatable {
                     for key in try s["keys"]?.array() ?? [] {
                         let k = try key.string().lowercased()
                         let hex = k.hasPrefix("sha256:") ? String(k.dropFirst(7)) : k
-                        guard hex.utf8.count == 64, hex.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
-                            throw ProvenanceError(.malformed, "manifest \(name): field \(key.path): expected a key fingerprint: 64 hex digits, the SHA-256 of the PEM public key (model-signing's key hint)")
+                        guard hex.utf8.count == 64,
+                            hex.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+                        else {
+                            throw ProvenanceError(
+                                .malformed,
+                                "manifest \(name): field \(key.path): expected a key fingerprint: 64 hex digits, the SHA-256 of the PEM public key (model-signing's key hint)"
+                            )
                         }
                         keys.append(hex)
                     }
@@ -202,11 +254,15 @@ public struct Manifest: Sendable, Equatable {
         return Manifest(name: modelName, source: source, kind: kind, files: files, policy: policy)
     }
 
-    private static func formatNames(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> [String] {
+    private static func formatNames(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError)
+        -> [String]
+    {
         var out: [String] = []
         for item in try field.array() {
             let name = try formatName(item, manifest: manifest)
-            if let why = policyFormatProblem(name) { throw ProvenanceError(.malformed, "manifest \(manifest): field \(item.path): \(why)") }
+            if let why = policyFormatProblem(name) {
+                throw ProvenanceError(.malformed, "manifest \(manifest): field \(item.path): \(why)")
+            }
             out.append(name)
         }
         return out
@@ -214,14 +270,18 @@ public struct Manifest: Sendable, Equatable {
 
     /// Why `format` cannot be used in a policy's format lists (it never occurs in a manifest), or nil.
     public static func policyFormatProblem(_ format: String) -> String? {
-        format == "joblib" ? "joblib never matches: manifests identify joblib files as pickle (restrict pickle instead)" : nil
+        format == "joblib"
+            ? "joblib never matches: manifests identify joblib files as pickle (restrict pickle instead)" : nil
     }
 
-    private static func formatName(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError) -> String {
+    private static func formatName(_ field: JSONField<ProvenanceError>, manifest: String) throws(ProvenanceError)
+        -> String
+    {
         let text = try field.string()
         guard FileFormat(rawValue: text) != nil else {
             let known = FileFormat.allCases.map(\.rawValue).joined(separator: ", ")
-            throw ProvenanceError(.malformed, "manifest \(manifest): field \(field.path): unknown format \"\(text)\" (known: \(known))")
+            throw ProvenanceError(
+                .malformed, "manifest \(manifest): field \(field.path): unknown format \"\(text)\" (known: \(known))")
         }
         return text
     }

@@ -1,12 +1,12 @@
 internal import AirlockSystem
 public import AirlockNames
 internal import AirlockAnalysis
-public import AirlockFormats
+internal import AirlockFormats
 internal import Crypto
 import Dispatch
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One regular file of a model, as hashed.
@@ -67,7 +67,10 @@ public struct ModelInventory: Sendable {
         public var progress: (@Sendable (Int, Int) -> Void)?
 
         /// Options with every online CPU hashing.
-        public init(threads: Int = ModelInventory.onlineCPUs, ignore: [String] = [], progress: (@Sendable (Int, Int) -> Void)? = nil) {
+        public init(
+            threads: Int = ModelInventory.onlineCPUs, ignore: [String] = [],
+            progress: (@Sendable (Int, Int) -> Void)? = nil
+        ) {
             self.threads = max(1, threads)
             self.ignore = ignore
             self.progress = progress
@@ -94,7 +97,9 @@ public struct ModelInventory: Sendable {
 
     /// Inventories the file or folder open as `fd`; `display` names it in paths and messages. A single file is
     /// listed as `name` (the bytes of its directory entry) when given, else as `display`'s last component.
-    public static func take(fd: Int32, display: String, name fileName: FileName? = nil, options: Options = Options()) throws(ProvenanceError) -> ModelInventory {
+    public static func take(fd: Int32, display: String, name fileName: FileName? = nil, options: Options = Options())
+        throws(ProvenanceError) -> ModelInventory
+    {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw ProvenanceError(.io, "cannot stat \(display): \(Errno.current.text)") }
         let mode = st.st_mode & S_IFMT
@@ -104,7 +109,10 @@ public struct ModelInventory: Sendable {
             let progress = options.progress.map { HashingState(count: 1, total: Int(st.st_size), progress: $0) }
             switch hashAndIdentify(fd: fd, name: name.escaped, buffer: &buffer, progress: progress) {
             case .success(let (digest, size, format)):
-                return ModelInventory(kind: .file, display: display, files: [InventoryFile(name: name, size: size, sha256: digest, format: format)], symlinks: [], problems: [])
+                return ModelInventory(
+                    kind: .file, display: display,
+                    files: [InventoryFile(name: name, size: size, sha256: digest, format: format)], symlinks: [],
+                    problems: [])
             case .failure(let reason):
                 throw ProvenanceError(.io, "cannot read \(display): \(reason)")
             }
@@ -153,7 +161,8 @@ public struct ModelInventory: Sendable {
         var files: [InventoryFile] = []
         for (i, job) in jobs.enumerated() {
             switch shared.outcome(i) {
-            case .success(let (digest, size, format)): files.append(InventoryFile(name: job.path, size: size, sha256: digest, format: format))
+            case .success(let (digest, size, format)):
+                files.append(InventoryFile(name: job.path, size: size, sha256: digest, format: format))
             case .failure(let reason): problems.append((job.path, reason.description))
             case nil: problems.append((job.path, "not hashed"))
             }
@@ -179,13 +188,17 @@ public struct ModelInventory: Sendable {
         FileName(path).components.filter { $0.bytes != [0x2E] }.reduce(FileName(bytes: [])) { $0.appending($1) }
     }
 
-    private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<(String, Int, String), Reason> {
+    private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<
+        (String, Int, String), Reason
+    > {
         guard let opened = job.path.withCString({ FileSystem.openBeneath(root, $0, O_RDONLY | O_NONBLOCK | O_NOCTTY) })
         else { return .failure(Reason("cannot open: \(Errno.current.text)")) }
         defer { opened.close() }
         let fd = opened.rawValue
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device, UInt64(st.st_ino) == job.info.inode else {
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_dev) == job.info.device,
+            UInt64(st.st_ino) == job.info.inode
+        else {
             return .failure(Reason("replaced while the folder was walked"))
         }
         return hashAndIdentify(fd: fd, name: job.path.escaped, buffer: &buffer, progress: shared)
@@ -198,7 +211,9 @@ public struct ModelInventory: Sendable {
     }
 
     /// Streams `fd` from its start through SHA-256, then identifies its format from a read-only mapping.
-    private static func hashAndIdentify(fd: Int32, name: String, buffer: inout HashBuffer, progress: HashingState?) -> Result<(String, Int, String), Reason> {
+    private static func hashAndIdentify(fd: Int32, name: String, buffer: inout HashBuffer, progress: HashingState?)
+        -> Result<(String, Int, String), Reason>
+    {
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         var hasher = SHA256()
         var size = 0

@@ -38,7 +38,10 @@ public struct SignedModel: Sendable {
     public var keyFingerprint: String
 
     /// Creates a signed model.
-    public init(modelName: String, rootDigest: String, resources: [SignedResource], ignorePaths: [String], allowSymlinks: Bool, keyFingerprint: String) {
+    public init(
+        modelName: String, rootDigest: String, resources: [SignedResource], ignorePaths: [String], allowSymlinks: Bool,
+        keyFingerprint: String
+    ) {
         self.modelName = modelName
         self.rootDigest = rootDigest
         self.resources = resources
@@ -104,22 +107,36 @@ public enum ModelSigning {
         } catch {
             throw ProvenanceError(.malformed, "model-signing bundle: the signed payload is \(error)")
         }
-        let fail: @Sendable (String) -> ProvenanceError = { ProvenanceError(.malformed, "model-signing bundle: signed statement \($0)") }
-        let top = try JSONField(value: root, path: "", fail: fail).object(allowed: ["_type", "subject", "predicateType", "predicate"])
+        let fail: @Sendable (String) -> ProvenanceError = {
+            ProvenanceError(.malformed, "model-signing bundle: signed statement \($0)")
+        }
+        let top = try JSONField(value: root, path: "", fail: fail).object(allowed: [
+            "_type", "subject", "predicateType", "predicate",
+        ])
         let type = try required(top, "_type", in: "", fail).string()
         guard type == statementType else {
-            throw ProvenanceError(.unsupported, "model-signing bundle: the signed statement is of type \(quoted(type)), not an in-toto \(statementType) statement")
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: the signed statement is of type \(quoted(type)), not an in-toto \(statementType) statement"
+            )
         }
         let predicateTypeText = try required(top, "predicateType", in: "", fail).string()
         guard predicateTypeText == predicateType else {
             if predicateTypeText == predicateTypeV01 {
-                throw ProvenanceError(.unsupported, "model-signing bundle: the pre-1.0 predicate \(predicateTypeV01) (model-signing 0.2) is not supported: it signs no root digest nor serialization; re-sign with model-signing 1.x")
+                throw ProvenanceError(
+                    .unsupported,
+                    "model-signing bundle: the pre-1.0 predicate \(predicateTypeV01) (model-signing 0.2) is not supported: it signs no root digest nor serialization; re-sign with model-signing 1.x"
+                )
             }
-            throw ProvenanceError(.unsupported, "model-signing bundle: the predicate type is \(quoted(predicateTypeText)), expected \(predicateType)")
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: the predicate type is \(quoted(predicateTypeText)), expected \(predicateType)")
         }
 
         let subjects = try required(top, "subject", in: "", fail).array()
-        guard subjects.count == 1 else { throw fail("field subject: expected exactly one subject, found \(subjects.count)") }
+        guard subjects.count == 1 else {
+            throw fail("field subject: expected exactly one subject, found \(subjects.count)")
+        }
         let subject = try subjects[0].object(allowed: ["name", "digest"])
         let modelName = try required(subject, "name", in: subjects[0].path, fail).string()
         let subjectDigestField = try required(subject, "digest", in: subjects[0].path, fail)
@@ -127,8 +144,11 @@ public enum ModelSigning {
         guard case .object(let digestMembers) = subjectDigestField.value else {
             throw fail("field \(subjectDigestField.path): expected an object of digests")
         }
-        guard let sha = digestMembers.first(where: { $0.0 == "sha256" })?.1 else { throw fail("field \(subjectDigestField.path).sha256: missing") }
-        let subjectDigestText = try JSONField(value: sha, path: "\(subjectDigestField.path).sha256", fail: fail).string()
+        guard let sha = digestMembers.first(where: { $0.0 == "sha256" })?.1 else {
+            throw fail("field \(subjectDigestField.path).sha256: missing")
+        }
+        let subjectDigestText = try JSONField(value: sha, path: "\(subjectDigestField.path).sha256", fail: fail)
+            .string()
         guard let subjectDigest = Hex.decode(subjectDigestText, count: 32) else {
             throw fail("field \(subjectDigestField.path).sha256: not 64 hex digits")
         }
@@ -136,36 +156,56 @@ public enum ModelSigning {
         // The predicate: only `serialization` and `resources` are defined in v1.0; other fields are ignored, as the
         // predicate's specification asks of v1.0 verifiers.
         let predicateField = try required(top, "predicate", in: "", fail)
-        guard case .object(let predicateMembers) = predicateField.value else { throw fail("field predicate: expected an object") }
-        let predicate = Dictionary(predicateMembers.map { ($0.0, JSONField(value: $0.1, path: "predicate.\($0.0)", fail: fail)) }, uniquingKeysWith: { a, _ in a })
+        guard case .object(let predicateMembers) = predicateField.value else {
+            throw fail("field predicate: expected an object")
+        }
+        let predicate = Dictionary(
+            predicateMembers.map { ($0.0, JSONField(value: $0.1, path: "predicate.\($0.0)", fail: fail)) },
+            uniquingKeysWith: { a, _ in a })
 
         let serialization = try required(predicate, "serialization", in: "predicate", fail)
-        guard case .object(let serializationMembers) = serialization.value else { throw fail("field predicate.serialization: expected an object") }
-        guard let methodValue = serializationMembers.first(where: { $0.0 == "method" })?.1 else { throw fail("field predicate.serialization.method: missing") }
+        guard case .object(let serializationMembers) = serialization.value else {
+            throw fail("field predicate.serialization: expected an object")
+        }
+        guard let methodValue = serializationMembers.first(where: { $0.0 == "method" })?.1 else {
+            throw fail("field predicate.serialization.method: missing")
+        }
         let method = try JSONField(value: methodValue, path: "predicate.serialization.method", fail: fail).string()
         guard method == "files" else {
-            let what = method == "shards" ? "shard serialization (\"shards\", files hashed in pieces)" : "serialization method \(quoted(method))"
-            throw ProvenanceError(.unsupported, "model-signing bundle: \(what) is not supported yet; only \"files\" with sha256 is verified")
+            let what =
+                method == "shards"
+                ? "shard serialization (\"shards\", files hashed in pieces)" : "serialization method \(quoted(method))"
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: \(what) is not supported yet; only \"files\" with sha256 is verified")
         }
         let s = try serialization.object(allowed: ["method", "hash_type", "allow_symlinks", "ignore_paths"])
         let hashType = try required(s, "hash_type", in: serialization.path, fail).string()
         guard hashType == "sha256" else {
-            throw ProvenanceError(.unsupported, "model-signing bundle: hash type \(quoted(hashType)) is not supported yet; only sha256 is verified")
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: hash type \(quoted(hashType)) is not supported yet; only sha256 is verified")
         }
         let allowSymlinks = try required(s, "allow_symlinks", in: serialization.path, fail).bool()
         var ignorePaths: [String] = []
         if let field = s["ignore_paths"] {
             for item in try field.array() {
                 let path = try item.string()
-                if let problem = pathProblem(path) { throw fail("field \(item.path): the ignored path \(quoted(path)) \(problem)") }
+                if let problem = pathProblem(path) {
+                    throw fail("field \(item.path): the ignored path \(quoted(path)) \(problem)")
+                }
                 ignorePaths.append(path)
             }
         }
 
         let resourcesField = try required(predicate, "resources", in: "predicate", fail)
-        guard case .array(let resourceValues) = resourcesField.value else { throw fail("field predicate.resources: expected an array") }
+        guard case .array(let resourceValues) = resourcesField.value else {
+            throw fail("field predicate.resources: expected an array")
+        }
         guard resourceValues.count <= maxResources else {
-            throw ProvenanceError(.limit, "model-signing bundle: \(resourceValues.count) resources, more than the \(maxResources) Airlock reads")
+            throw ProvenanceError(
+                .limit,
+                "model-signing bundle: \(resourceValues.count) resources, more than the \(maxResources) Airlock reads")
         }
         var resources: [SignedResource] = []
         resources.reserveCapacity(resourceValues.count)
@@ -180,24 +220,34 @@ public enum ModelSigning {
             let algorithm = try required(r, "algorithm", in: item.path, fail).string()
             let digestText = try required(r, "digest", in: item.path, fail).string()
             guard algorithm == "sha256" else {
-                throw ProvenanceError(.unsupported, "model-signing bundle: resource \(quoted(name)) is hashed with \(quoted(algorithm)); only sha256 is verified")
+                throw ProvenanceError(
+                    .unsupported,
+                    "model-signing bundle: resource \(quoted(name)) is hashed with \(quoted(algorithm)); only sha256 is verified"
+                )
             }
             guard let digest = Hex.decode(digestText, count: 32) else {
                 throw fail("field \(item.path).digest: not 64 hex digits")
             }
             if name == "." {
                 // A model signed as one file: its only resource is the file itself.
-                guard resourceValues.count == 1 else { throw fail("field \(item.path).name: \".\" (a single-file model) beside other resources") }
+                guard resourceValues.count == 1 else {
+                    throw fail("field \(item.path).name: \".\" (a single-file model) beside other resources")
+                }
             } else if let problem = pathProblem(name) {
                 throw fail("field \(item.path).name: \(quoted(name)) \(problem)")
             }
-            guard names.insert(FileName(name)).inserted else { throw fail("field \(item.path).name: \(quoted(name)) is listed twice") }
+            guard names.insert(FileName(name)).inserted else {
+                throw fail("field \(item.path).name: \(quoted(name)) is listed twice")
+            }
             hasher.update(data: digest)
             resources.append(SignedResource(name: name, sha256: Hex.encode(digest)))
         }
         let computed = Array(hasher.finalize())
         guard computed == subjectDigest else {
-            throw ProvenanceError(.badSignature, "model-signing bundle: the resource digests do not add up to the subject digest (subject \(Hex.encode(subjectDigest)), resources hash to \(Hex.encode(computed))); the signer signed an inconsistent statement")
+            throw ProvenanceError(
+                .badSignature,
+                "model-signing bundle: the resource digests do not add up to the subject digest (subject \(Hex.encode(subjectDigest)), resources hash to \(Hex.encode(computed))); the signer signed an inconsistent statement"
+            )
         }
         return SignedModel(
             modelName: modelName, rootDigest: Hex.encode(subjectDigest), resources: resources,
@@ -219,7 +269,10 @@ public enum ModelSigning {
         return nil
     }
 
-    static func required(_ fields: [String: JSONField<ProvenanceError>], _ key: String, in path: String, _ fail: (String) -> ProvenanceError) throws(ProvenanceError) -> JSONField<ProvenanceError> {
+    static func required(
+        _ fields: [String: JSONField<ProvenanceError>], _ key: String, in path: String,
+        _ fail: (String) -> ProvenanceError
+    ) throws(ProvenanceError) -> JSONField<ProvenanceError> {
         guard let field = fields[key] else { throw fail("field \(path.isEmpty ? key : "\(path).\(key)"): missing") }
         return field
     }
@@ -248,18 +301,28 @@ struct Envelope {
             throw ProvenanceError(.malformed, "model-signing bundle: \(error)")
         }
         let fail: @Sendable (String) -> ProvenanceError = { ProvenanceError(.malformed, "model-signing bundle: \($0)") }
-        let top = try JSONField(value: root, path: "", fail: fail).object(allowed: ["mediaType", "verificationMaterial", "dsseEnvelope", "messageSignature"])
+        let top = try JSONField(value: root, path: "", fail: fail).object(allowed: [
+            "mediaType", "verificationMaterial", "dsseEnvelope", "messageSignature",
+        ])
         let mediaType = try ModelSigning.required(top, "mediaType", in: "", fail).string()
         guard mediaType == ModelSigning.bundleMediaType else {
-            throw ProvenanceError(.unsupported, "model-signing bundle: media type \(ModelSigning.quoted(mediaType)) is not supported (expected \(ModelSigning.bundleMediaType))")
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: media type \(ModelSigning.quoted(mediaType)) is not supported (expected \(ModelSigning.bundleMediaType))"
+            )
         }
 
         let material = try ModelSigning.required(top, "verificationMaterial", in: "", fail).object(allowed: [
             "publicKey", "certificate", "x509CertificateChain", "tlogEntries", "timestampVerificationData",
         ])
         if material["certificate"] != nil || material["x509CertificateChain"] != nil {
-            let which = material["certificate"] != nil ? "verificationMaterial.certificate" : "verificationMaterial.x509CertificateChain"
-            throw ProvenanceError(.unsupported, "model-signing bundle: certificate-based and keyless (Sigstore) bundles are not verified yet (this one carries \(which)); only bundles made with `model_signing sign key` are")
+            let which =
+                material["certificate"] != nil
+                ? "verificationMaterial.certificate" : "verificationMaterial.x509CertificateChain"
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: certificate-based and keyless (Sigstore) bundles are not verified yet (this one carries \(which)); only bundles made with `model_signing sign key` are"
+            )
         }
         guard let publicKeyField = material["publicKey"] else {
             throw fail("field verificationMaterial.publicKey: missing (a bundle made with a private key carries it)")
@@ -269,36 +332,52 @@ struct Envelope {
         let publicKey = try publicKeyField.object(allowed: ["hint", "rawBytes", "keyDetails"])
         if let hintField = publicKey["hint"], case .string(let hint) = hintField.value, !hint.isEmpty {
             guard hint.lowercased() == key.fingerprint else {
-                throw ProvenanceError(.badSignature, "model-signing bundle: signed with a different key (hint \(ModelSigning.quoted(hint)), the key given is sha256:\(key.fingerprint))")
+                throw ProvenanceError(
+                    .badSignature,
+                    "model-signing bundle: signed with a different key (hint \(ModelSigning.quoted(hint)), the key given is sha256:\(key.fingerprint))"
+                )
             }
         } else if let hintField = publicKey["hint"], hintField.value != .null {
             _ = try hintField.string()  // a hint of another type is malformed; null or "" mean no hint
         }
 
         if top["messageSignature"] != nil {
-            throw ProvenanceError(.unsupported, "model-signing bundle: a messageSignature bundle (a signed digest, not a DSSE envelope) is not what model-signing writes; not supported")
+            throw ProvenanceError(
+                .unsupported,
+                "model-signing bundle: a messageSignature bundle (a signed digest, not a DSSE envelope) is not what model-signing writes; not supported"
+            )
         }
-        let dsse = try ModelSigning.required(top, "dsseEnvelope", in: "", fail).object(allowed: ["payload", "payloadType", "signatures"])
+        let dsse = try ModelSigning.required(top, "dsseEnvelope", in: "", fail).object(allowed: [
+            "payload", "payloadType", "signatures",
+        ])
         let type = try ModelSigning.required(dsse, "payloadType", in: "dsseEnvelope", fail).string()
         guard type == ModelSigning.payloadType else {
-            throw fail("field dsseEnvelope.payloadType: \(ModelSigning.quoted(type)), expected \(ModelSigning.payloadType)")
+            throw fail(
+                "field dsseEnvelope.payloadType: \(ModelSigning.quoted(type)), expected \(ModelSigning.payloadType)")
         }
         let payloadText = try ModelSigning.required(dsse, "payload", in: "dsseEnvelope", fail).string()
-        guard let payload = Base64.decode(Array(payloadText.utf8)) else { throw fail("field dsseEnvelope.payload: not valid base64") }
+        guard let payload = Base64.decode(Array(payloadText.utf8)) else {
+            throw fail("field dsseEnvelope.payload: not valid base64")
+        }
         guard !payload.isEmpty else { throw fail("field dsseEnvelope.payload: empty") }
         self.payload = payload
 
         let signatureFields = try ModelSigning.required(dsse, "signatures", in: "dsseEnvelope", fail).array()
         guard !signatureFields.isEmpty else { throw fail("field dsseEnvelope.signatures: no signature") }
         guard signatureFields.count <= ModelSigning.maxSignatures else {
-            throw ProvenanceError(.limit, "model-signing bundle: \(signatureFields.count) signatures, more than the \(ModelSigning.maxSignatures) Airlock tries")
+            throw ProvenanceError(
+                .limit,
+                "model-signing bundle: \(signatureFields.count) signatures, more than the \(ModelSigning.maxSignatures) Airlock tries"
+            )
         }
         var signatures: [[UInt8]] = []
         for field in signatureFields {
             let s = try field.object(allowed: ["sig", "keyid"])
             if let keyid = s["keyid"] { _ = try keyid.string() }
             let text = try ModelSigning.required(s, "sig", in: field.path, fail).string()
-            guard let der = Base64.decode(Array(text.utf8)), !der.isEmpty else { throw fail("field \(field.path).sig: not valid base64") }
+            guard let der = Base64.decode(Array(text.utf8)), !der.isEmpty else {
+                throw fail("field \(field.path).sig: not valid base64")
+            }
             signatures.append(der)
         }
         self.signatures = signatures
@@ -311,8 +390,13 @@ struct Envelope {
         for signature in signatures where key.isValid(derSignature: signature, message: pae) { return }
         let compat = DSSE.paeCompat(type: ModelSigning.payloadType, payload: payload)
         for signature in signatures where key.isValid(derSignature: signature, message: compat) { return }
-        let which = signatures.count == 1 ? "the signature does not verify" : "none of the \(signatures.count) signatures verifies"
-        throw ProvenanceError(.badSignature, "model-signing bundle: \(which) with key \(key.shortFingerprint) (\(key.curveName)); the payload or signature was changed, or another key signed it")
+        let which =
+            signatures.count == 1
+            ? "the signature does not verify" : "none of the \(signatures.count) signatures verifies"
+        throw ProvenanceError(
+            .badSignature,
+            "model-signing bundle: \(which) with key \(key.shortFingerprint) (\(key.curveName)); the payload or signature was changed, or another key signed it"
+        )
     }
 }
 

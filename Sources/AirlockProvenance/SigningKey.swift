@@ -30,16 +30,25 @@ struct ECVerifyingKey {
     /// Reads a PEM `PUBLIC KEY` block (SubjectPublicKeyInfo). Private keys, certificates, non-EC keys and other curves
     /// are refused with a message saying which they are.
     init(pem: [UInt8]) throws(ProvenanceError) {
-        guard pem.count <= 1 << 20 else { throw ProvenanceError(.limit, "public key: the PEM file is larger than 1 MiB") }
+        guard pem.count <= 1 << 20 else {
+            throw ProvenanceError(.limit, "public key: the PEM file is larger than 1 MiB")
+        }
         let (label, body) = try PEM.firstBlock(pem)
         switch label {
         case "PUBLIC KEY": break
         case "PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "RSA PRIVATE KEY":
-            throw ProvenanceError(.malformed, "public key: the PEM file holds a private key (\(label)); give the public key (openssl pkey -pubout)")
+            throw ProvenanceError(
+                .malformed,
+                "public key: the PEM file holds a private key (\(label)); give the public key (openssl pkey -pubout)")
         case "CERTIFICATE":
-            throw ProvenanceError(.unsupported, "public key: the PEM file holds a certificate; certificate-based verification is not supported yet, give the signer's public key")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: the PEM file holds a certificate; certificate-based verification is not supported yet, give the signer's public key"
+            )
         case "RSA PUBLIC KEY":
-            throw ProvenanceError(.unsupported, "public key: RSA keys are not supported (model-signing signs with EC keys on P-256, P-384 or P-521)")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: RSA keys are not supported (model-signing signs with EC keys on P-256, P-384 or P-521)")
         default:
             throw ProvenanceError(.malformed, "public key: expected a PEM PUBLIC KEY block, found \(label)")
         }
@@ -55,7 +64,8 @@ struct ECVerifyingKey {
             case .p521: key = .p521(try P521.Signing.PublicKey(x963Representation: SPKI.point(der)))
             }
         } catch {
-            throw ProvenanceError(.malformed, "public key: the \(curve.rawValue) point is not on the curve or not valid")
+            throw ProvenanceError(
+                .malformed, "public key: the \(curve.rawValue) point is not on the curve or not valid")
         }
         fingerprint = Hex.encode(SHA256.hash(data: PEM.canonical(label: "PUBLIC KEY", der: der)))
     }
@@ -92,7 +102,7 @@ enum PEM {
         }
         let labelStart = start + begin.count
         guard let labelEnd = find(dashes, in: text, from: labelStart),
-              !text[labelStart..<labelEnd].contains(0x0A)
+            !text[labelStart..<labelEnd].contains(0x0A)
         else {
             throw ProvenanceError(.malformed, "public key: the PEM -----BEGIN line is not terminated")
         }
@@ -194,14 +204,22 @@ enum SPKI {
     }
 
     /// The parts of a SubjectPublicKeyInfo: algorithm OID, parameters element (if any), key bit-string contents.
-    private static func parts(_ der: [UInt8]) throws(ProvenanceError) -> (algorithm: ArraySlice<UInt8>, parameters: Element?, key: ArraySlice<UInt8>) {
+    private static func parts(_ der: [UInt8]) throws(ProvenanceError) -> (
+        algorithm: ArraySlice<UInt8>, parameters: Element?, key: ArraySlice<UInt8>
+    ) {
         var at = 0
-        guard let top = element(der, &at, end: der.count), top.tag == 0x30, at == der.count else { throw fail("not one DER SEQUENCE") }
+        guard let top = element(der, &at, end: der.count), top.tag == 0x30, at == der.count else {
+            throw fail("not one DER SEQUENCE")
+        }
         var inner = top.contents.lowerBound
-        guard let algorithmIdentifier = element(der, &inner, end: top.contents.upperBound), algorithmIdentifier.tag == 0x30 else {
+        guard let algorithmIdentifier = element(der, &inner, end: top.contents.upperBound),
+            algorithmIdentifier.tag == 0x30
+        else {
             throw fail("no AlgorithmIdentifier")
         }
-        guard let bits = element(der, &inner, end: top.contents.upperBound), bits.tag == 0x03, inner == top.contents.upperBound else {
+        guard let bits = element(der, &inner, end: top.contents.upperBound), bits.tag == 0x03,
+            inner == top.contents.upperBound
+        else {
             throw fail("no BIT STRING key, or extra data")
         }
         var a = algorithmIdentifier.contents.lowerBound
@@ -210,12 +228,16 @@ enum SPKI {
         }
         var parameters: Element? = nil
         if a < algorithmIdentifier.contents.upperBound {
-            guard let p = element(der, &a, end: algorithmIdentifier.contents.upperBound), a == algorithmIdentifier.contents.upperBound else {
+            guard let p = element(der, &a, end: algorithmIdentifier.contents.upperBound),
+                a == algorithmIdentifier.contents.upperBound
+            else {
                 throw fail("bad algorithm parameters")
             }
             parameters = p
         }
-        guard !bits.contents.isEmpty, der[bits.contents.lowerBound] == 0 else { throw fail("BIT STRING with unused bits") }
+        guard !bits.contents.isEmpty, der[bits.contents.lowerBound] == 0 else {
+            throw fail("BIT STRING with unused bits")
+        }
         return (der[oid.contents], parameters, der[(bits.contents.lowerBound + 1)..<bits.contents.upperBound])
     }
 
@@ -224,19 +246,31 @@ enum SPKI {
         let (algorithm, parameters, key) = try parts(der)
         guard algorithm.elementsEqual(ecPublicKey) else {
             let name = otherAlgorithms.first { algorithm.elementsEqual($0.0) }?.1 ?? "algorithm \(oidText(algorithm))"
-            throw ProvenanceError(.unsupported, "public key: \(name) keys are not supported (model-signing signs with EC keys on P-256, P-384 or P-521)")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: \(name) keys are not supported (model-signing signs with EC keys on P-256, P-384 or P-521)"
+            )
         }
         guard let parameters, parameters.tag == 0x06 else {
-            throw ProvenanceError(.unsupported, "public key: EC keys with explicit curve parameters are not supported (use a named curve: P-256, P-384 or P-521)")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: EC keys with explicit curve parameters are not supported (use a named curve: P-256, P-384 or P-521)"
+            )
         }
         let curveOID = der[parameters.contents]
         guard let curve = curves.first(where: { curveOID.elementsEqual($0.0) })?.1 else {
             let known: [([UInt8], String)] = [([0x2B, 0x81, 0x04, 0x00, 0x0A], " (secp256k1)")]
             let name = known.first { curveOID.elementsEqual($0.0) }?.1 ?? ""
-            throw ProvenanceError(.unsupported, "public key: the EC curve \(oidText(curveOID))\(name) is not supported (model-signing accepts P-256, P-384 and P-521)")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: the EC curve \(oidText(curveOID))\(name) is not supported (model-signing accepts P-256, P-384 and P-521)"
+            )
         }
         guard key.count == curve.pointSize, key.first == 0x04 else {
-            throw ProvenanceError(.unsupported, "public key: only uncompressed \(curve.rawValue) points are supported (\(key.count) bytes, expected \(curve.pointSize) starting 0x04)")
+            throw ProvenanceError(
+                .unsupported,
+                "public key: only uncompressed \(curve.rawValue) points are supported (\(key.count) bytes, expected \(curve.pointSize) starting 0x04)"
+            )
         }
         return curve
     }

@@ -2,7 +2,7 @@ import AirlockSystem
 import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `O_PATH` and `AT_EMPTY_PATH`, which glibc's Swift module does not export; used by every file of the emulator.
@@ -129,7 +129,8 @@ final class CallEmulator {
         recheck: @escaping (TraceArguments) -> Decision
     ) -> Outcome {
         guard CallEmulator.performed.contains(name) else { return .passThrough }
-        var call = Call(emulator: self, name: name, args: args, operands: o, caller: caller, trace: trace, recheck: recheck)
+        var call = Call(
+            emulator: self, name: name, args: args, operands: o, caller: caller, trace: trace, recheck: recheck)
         let outcome = call.run()
         trace = call.trace
         return outcome
@@ -223,7 +224,8 @@ final class CallEmulator {
             case "open", "openat", "creat", "openat2":
                 return openFile()
             case "unlink", "rmdir", "unlinkat":
-                let flags = name == "rmdir" ? AT_REMOVEDIR : (name == "unlink" ? 0 : Int32(truncatingIfNeeded: operands.flags))
+                let flags =
+                    name == "rmdir" ? AT_REMOVEDIR : (name == "unlink" ? 0 : Int32(truncatingIfNeeded: operands.flags))
                 return onEntry(operands.path, check: true) { parent, entry in unlinkat(parent, entry, flags) }
             case "mkdir", "mkdirat":
                 return withUmask {
@@ -234,7 +236,9 @@ final class CallEmulator {
                 guard let target = operands.linkTarget else { return .failure(.errno(ENAMETOOLONG)) }
                 return onEntry(operands.path, check: true) { parent, entry in
                     (target + [0]).withUnsafeBufferPointer { t in
-                        t.baseAddress!.withMemoryRebound(to: CChar.self, capacity: t.count) { symlinkat($0, parent, entry) }
+                        t.baseAddress!.withMemoryRebound(to: CChar.self, capacity: t.count) {
+                            symlinkat($0, parent, entry)
+                        }
                     }
                 }
             case "rename", "renameat", "renameat2", "link", "linkat":
@@ -245,7 +249,9 @@ final class CallEmulator {
                 let flags = name == "fchmodat2" ? Int32(truncatingIfNeeded: operands.flags) : 0
                 guard flags & ~(AT_SYMLINK_NOFOLLOW | atEmptyPath) == 0 else { return .failure(.errno(EINVAL)) }
                 if flags & atEmptyPath != 0, operands.path?.raw.isEmpty ?? true {
-                    return onDescriptorItself { object in CallEmulator.onMagic(object) { fchmodat(AT_FDCWD, $0, mode, 0) } }
+                    return onDescriptorItself { object in
+                        CallEmulator.onMagic(object) { fchmodat(AT_FDCWD, $0, mode, 0) }
+                    }
                 }
                 // Linux cannot change a symlink's own mode: EOPNOTSUPP, as fchmodat2 says for one.
                 return onObject(operands.path, follow: flags & AT_SYMLINK_NOFOLLOW == 0) { fd in
@@ -295,7 +301,8 @@ final class CallEmulator {
                 // From inside, the namespace's PID 1 never gets a signal it has no handler for (it has none);
                 // from the supervisor it would: mimic the kernel's answer to the caller instead.
                 if trace.target == 1 { return .success(.returned(0)) }
-                let rc = airlock_pidfd_signal(pidfd, Int32(truncatingIfNeeded: args[1]), UInt32(truncatingIfNeeded: args[3]))
+                let rc = airlock_pidfd_signal(
+                    pidfd, Int32(truncatingIfNeeded: args[1]), UInt32(truncatingIfNeeded: args[3]))
                 return Call.answer(rc, 0)
             default:
                 return .success(.passThrough)

@@ -2,7 +2,7 @@ import AirlockSystem
 import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Calls on paths performed for a notified caller: opens and creation, resolution beneath the sandbox's root (and
@@ -20,7 +20,8 @@ extension CallEmulator.Call {
         let tmpfile: Int32 = 0o20000000
         if name == "openat2" {
             // The kernel's own checks of open_how (unknown flags or resolve bits, mode without O_CREAT).
-            let knownResolve = airlock_resolve_beneath() | airlock_resolve_in_root() | airlock_resolve_no_symlinks()
+            let knownResolve =
+                airlock_resolve_beneath() | airlock_resolve_in_root() | airlock_resolve_no_symlinks()
                 | airlock_resolve_no_magiclinks() | airlock_resolve_no_xdev() | 0x20 /* RESOLVE_CACHED */
             if operands.resolve & ~knownResolve != 0 || operands.flags >> 32 != 0 { return .failure(.errno(EINVAL)) }
             if flags & (O_CREAT | tmpfile) == 0 && operands.mode != 0 { return .failure(.errno(EINVAL)) }
@@ -71,7 +72,8 @@ extension CallEmulator.Call {
             if flags & oPath != 0 {
                 // ADDFD cannot install an O_PATH file (the kernel's fget skips them): the caller gets a read-only
                 // descriptor of the same object, opened as the sandbox's user (docs/sandbox.md).
-                let plain = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (st.st_mode & S_IFMT == S_IFDIR ? O_DIRECTORY : 0)
+                let plain =
+                    O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (st.st_mode & S_IFMT == S_IFDIR ? O_DIRECTORY : 0)
                 let fd = CallEmulator.onMagic(object) { open($0, plain) }
                 guard fd >= 0 else { return .failure(.errno(errno)) }
                 owned.append(fd)
@@ -83,7 +85,8 @@ extension CallEmulator.Call {
             let addedNonBlock = flags & O_NONBLOCK == 0
             reopen |= O_NONBLOCK
             let createMode = mode_t(truncatingIfNeeded: operands.mode & 0o7777)
-            let fd = flags & tmpfile == tmpfile
+            let fd =
+                flags & tmpfile == tmpfile
                 ? withUmaskValue { CallEmulator.onMagic(object) { open($0, reopen, createMode) } }
                 : CallEmulator.onMagic(object) { open($0, reopen) }
             guard fd >= 0 else { return .failure(.errno(errno == ENXIO && addedNonBlock ? ENXIO : errno)) }
@@ -101,7 +104,8 @@ extension CallEmulator.Call {
         let result = withUmask { call -> Result<Outcome, Stop> in
             call.onEntry(path, check: true) { parent, entry in
                 let fd = airlock_openat2(
-                    parent, entry, UInt64(UInt32(bitPattern: (flags & ~O_NOFOLLOW) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC)),
+                    parent, entry,
+                    UInt64(UInt32(bitPattern: (flags & ~O_NOFOLLOW) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC)),
                     UInt64(mode), airlock_resolve_beneath() | airlock_resolve_no_symlinks()
                 )
                 created = fd
@@ -122,7 +126,9 @@ extension CallEmulator.Call {
     /// sandbox's root (`RESOLVE_IN_ROOT`), or scoped to the caller's own directory when it asked for that.
     mutating func resolve(_ path: PathOperand, lookupFlags: Int32) -> Result<Int32, Stop> {
         guard !path.truncated else { return .failure(.errno(ENAMETOOLONG)) }
-        let passThrough = operands.resolve & (airlock_resolve_no_symlinks() | airlock_resolve_no_magiclinks() | airlock_resolve_no_xdev())
+        let passThrough =
+            operands.resolve
+            & (airlock_resolve_no_symlinks() | airlock_resolve_no_magiclinks() | airlock_resolve_no_xdev())
         let scoped = operands.resolve & (airlock_resolve_beneath() | airlock_resolve_in_root())
         let start: Int32
         var target: [UInt8]
@@ -176,7 +182,8 @@ extension CallEmulator.Call {
         case ("proc", "self"): parts[1] = tgid
         // procfs's other links into the caller's own directory.
         case ("proc", "net"), ("proc", "mounts"): parts.insert(tgid, at: 1)
-        case ("proc", "thread-self"): parts.replaceSubrange(1...1, with: [tgid, Array("task".utf8), Array(String(status.nsTid).utf8)])
+        case ("proc", "thread-self"):
+            parts.replaceSubrange(1...1, with: [tgid, Array("task".utf8), Array(String(status.nsTid).utf8)])
         case ("dev", "fd"): parts.replaceSubrange(0...1, with: [Array("proc".utf8), tgid, Array("fd".utf8)])
         case ("dev", "stdin"), ("dev", "stdout"), ("dev", "stderr"):
             let n = ["stdin": "0", "stdout": "1", "stderr": "2"][s(parts[1])]!
@@ -193,7 +200,8 @@ extension CallEmulator.Call {
         // Another process's descriptors and directories: not something a model needs; refused rather than
         // opened from outside with the supervisor's view.
         guard pid == status.nsTgid else { return .failure(.errno(EACCES)) }
-        let rest = parts.count > i + (s(parts[i]) == "fd" ? 2 : 1)
+        let rest =
+            parts.count > i + (s(parts[i]) == "fd" ? 2 : 1)
             ? Array(parts[(i + (s(parts[i]) == "fd" ? 2 : 1))...]) : []
         var base: [UInt8]
         switch s(parts[i]) {
@@ -201,12 +209,16 @@ extension CallEmulator.Call {
             base = [UInt8(ascii: "/")]
         case "cwd":
             let hostTid = caller.hostTid
-            guard let cwd = asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }) else { return .failure(.errno(ENOENT)) }
+            guard let cwd = asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }) else {
+                return .failure(.errno(ENOENT))
+            }
             base = cwd
         default:
-            let hostLink = s(parts[i]) == "exe"
+            let hostLink =
+                s(parts[i]) == "exe"
                 ? "/proc/\(status.hostTgid)/exe"
-                : (parts.count > i + 1 && Int32(s(parts[i + 1])) != nil ? "/proc/\(status.hostTgid)/fd/\(s(parts[i + 1]))" : nil)
+                : (parts.count > i + 1 && Int32(s(parts[i + 1])) != nil
+                    ? "/proc/\(status.hostTgid)/fd/\(s(parts[i + 1]))" : nil)
             guard let hostLink else { return nil }
             if rest.isEmpty {
                 // The object itself, found through the caller's /proc link (O_PATH: no access to it yet), then
@@ -222,7 +234,9 @@ extension CallEmulator.Call {
                 return .success(fd)
             }
             guard let linked = asSupervisor({ SyscallDecoder.link(hostLink) }) else { return .failure(.errno(errno)) }
-            guard linked.first == UInt8(ascii: "/"), !linked.hasSuffix(" (deleted)") else { return .failure(.errno(ENOTDIR)) }
+            guard linked.first == UInt8(ascii: "/"), !linked.hasSuffix(" (deleted)") else {
+                return .failure(.errno(ENOTDIR))
+            }
             base = linked
         }
         path = rest.reduce(into: base) { $0 += [UInt8(ascii: "/")] + $1 }
@@ -233,7 +247,9 @@ extension CallEmulator.Call {
     /// The caller's ids and umask, from /proc/TID/status (read once per call).
     mutating func callerStatus() -> (hostTgid: pid_t, nsTgid: pid_t, nsTid: pid_t, umask: UInt32)? {
         if let s = caller.status { return s }
-        guard let bytes = try? FileBytes.read("/proc/\(caller.hostTid)/status", limit: 65536, what: "status") else { return nil }
+        guard let bytes = try? FileBytes.read("/proc/\(caller.hostTid)/status", limit: 65536, what: "status") else {
+            return nil
+        }
         var hostTgid: pid_t = 0, nsTgid: pid_t = 0, nsTid: pid_t = 0
         var mask: UInt32 = 0o022
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
@@ -355,7 +371,9 @@ extension CallEmulator.Call {
         guard let from = operands.path, let to = operands.path2 else { return .failure(.errno(EFAULT)) }
         let linking = name == "link" || name == "linkat"
         // A trailing slash on the old name follows it too (see changeTimes).
-        let follow = linking && (Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_FOLLOW != 0 || CallEmulator.endsWithSlash(from))
+        let follow =
+            linking
+            && (Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_FOLLOW != 0 || CallEmulator.endsWithSlash(from))
         if linking && Int32(truncatingIfNeeded: operands.flags) & atEmptyPath != 0 {
             return .failure(.errno(ENOENT))  // needs CAP_DAC_READ_SEARCH, which the sandbox does not have
         }
@@ -383,7 +401,9 @@ extension CallEmulator.Call {
         let flags = UInt32(truncatingIfNeeded: operands.flags)
         let rc: Int32 = CallEmulator.withPath(target.1) { newName in
             if linking {
-                if follow { return CallEmulator.onMagic(object) { linkat(AT_FDCWD, $0, target.0, newName, AT_SYMLINK_FOLLOW) } }
+                if follow {
+                    return CallEmulator.onMagic(object) { linkat(AT_FDCWD, $0, target.0, newName, AT_SYMLINK_FOLLOW) }
+                }
                 return CallEmulator.withPath(source!.1) { linkat(source!.0, $0, target.0, newName, 0) }
             }
             return CallEmulator.withPath(source!.1) {
@@ -425,13 +445,19 @@ extension CallEmulator.Call {
         }
         if address != 0 {
             let size = name == "utime" ? 16 : 32
-            guard let raw = asSupervisor({ decoder.read(address, count: size) }), raw.count == size else { return .failure(.errno(EFAULT)) }
-            let w = raw.withUnsafeBytes { b in (0..<(size / 8)).map { b.loadUnaligned(fromByteOffset: $0 * 8, as: Int.self) } }
+            guard let raw = asSupervisor({ decoder.read(address, count: size) }), raw.count == size else {
+                return .failure(.errno(EFAULT))
+            }
+            let w = raw.withUnsafeBytes { b in
+                (0..<(size / 8)).map { b.loadUnaligned(fromByteOffset: $0 * 8, as: Int.self) }
+            }
             switch name {
             case "utime":
                 times = [timespec(tv_sec: w[0], tv_nsec: 0), timespec(tv_sec: w[1], tv_nsec: 0)]
             case "utimes", "futimesat":
-                guard (0..<1_000_000).contains(w[1]), (0..<1_000_000).contains(w[3]) else { return .failure(.errno(EINVAL)) }
+                guard (0..<1_000_000).contains(w[1]), (0..<1_000_000).contains(w[3]) else {
+                    return .failure(.errno(EINVAL))
+                }
                 times = [timespec(tv_sec: w[0], tv_nsec: w[1] * 1000), timespec(tv_sec: w[2], tv_nsec: w[3] * 1000)]
             default:
                 times = [timespec(tv_sec: w[0], tv_nsec: w[1]), timespec(tv_sec: w[2], tv_nsec: w[3])]
@@ -440,24 +466,33 @@ extension CallEmulator.Call {
         // A trailing slash makes the kernel follow the last component whatever the flags say, and the entry is
         // then resolved by the kernel from this thread's root, the host's: such a path goes the following way,
         // resolved beneath the sandbox's root.
-        let noFollow = name == "utimensat" && Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_NOFOLLOW != 0
+        let noFollow =
+            name == "utimensat" && Int32(truncatingIfNeeded: operands.flags) & AT_SYMLINK_NOFOLLOW != 0
             && !CallEmulator.endsWithSlash(operands.path)
         if noFollow {
-            return onEntry(operands.path, check: true) { parent, entry in utimensat(parent, entry, times, AT_SYMLINK_NOFOLLOW) }
+            return onEntry(operands.path, check: true) { parent, entry in
+                utimensat(parent, entry, times, AT_SYMLINK_NOFOLLOW)
+            }
         }
-        return onObject(operands.path, follow: true) { fd in CallEmulator.onMagic(fd) { utimensat(AT_FDCWD, $0, times, 0) } }
+        return onObject(operands.path, follow: true) { fd in
+            CallEmulator.onMagic(fd) { utimensat(AT_FDCWD, $0, times, 0) }
+        }
     }
 
     mutating func changeAttribute() -> Result<Outcome, Stop> {
         let decoder = SyscallDecoder(hostPid: caller.hostTid)
-        guard let (attribute, cut) = asSupervisor({ decoder.bytes(args[1], max: 256) }), !cut else { return .failure(.errno(ERANGE)) }
+        guard let (attribute, cut) = asSupervisor({ decoder.bytes(args[1], max: 256) }), !cut else {
+            return .failure(.errno(ERANGE))
+        }
         let setting = name.hasSuffix("setxattr")
         var value: [UInt8] = []
         if setting {
             guard args[3] <= 65536 else { return .failure(.errno(E2BIG)) }
             let size = Int(args[3])
             if size > 0 {
-                guard let v = asSupervisor({ decoder.read(args[2], count: size) }), v.count == size else { return .failure(.errno(EFAULT)) }
+                guard let v = asSupervisor({ decoder.read(args[2], count: size) }), v.count == size else {
+                    return .failure(.errno(EFAULT))
+                }
                 value = v
             }
         }
@@ -467,14 +502,18 @@ extension CallEmulator.Call {
         let body: (UnsafePointer<CChar>) -> Int32 = { path in
             CallEmulator.withPath(attribute) { a in
                 if setting {
-                    return value.withUnsafeBytes { airlock_setxattr(path, a, $0.baseAddress, value.count, flags, follow ? 1 : 0) }
+                    return value.withUnsafeBytes {
+                        airlock_setxattr(path, a, $0.baseAddress, value.count, flags, follow ? 1 : 0)
+                    }
                 }
                 return airlock_removexattr(path, a, follow ? 1 : 0)
             }
         }
         if follow { return onObject(operands.path, follow: true) { fd in CallEmulator.onMagic(fd, body) } }
         return onEntry(operands.path, check: true) { parent, entry in
-            CallEmulator.withPath(Array("/proc/thread-self/fd/\(parent)/".utf8) + CallEmulator.bytes(entry)) { body($0) }
+            CallEmulator.withPath(Array("/proc/thread-self/fd/\(parent)/".utf8) + CallEmulator.bytes(entry)) {
+                body($0)
+            }
         }
     }
 }

@@ -2,7 +2,7 @@ import AirlockSystem
 import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Socket calls performed for a notified caller: bind, connect and listen resolved beneath the sandbox's root, sends
@@ -27,7 +27,9 @@ extension CallEmulator.Call {
         if let a = address, a.count > 2, Int32(UInt16(a[0]) | UInt16(a[1]) << 8) == AF_UNIX, a[2] != 0 {
             let sunPath = Array(a[2...].prefix { $0 != 0 })
             let hostTid = caller.hostTid
-            let operand = PathOperand(raw: sunPath, dirfd: Int32(AT_FDCWD), truncated: false, base: asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }))
+            let operand = PathOperand(
+                raw: sunPath, dirfd: Int32(AT_FDCWD), truncated: false,
+                base: asSupervisor({ SyscallDecoder.link("/proc/\(hostTid)/cwd") }))
             var via: [UInt8]
             if name == "bind" {
                 let p: (Int32, [UInt8])
@@ -78,7 +80,9 @@ extension CallEmulator.Call {
             // Bounded whatever the socket's flags and timeouts say by then (another thread of the caller can
             // change both while the connect waits): a timer of this thread interrupts it after a second.
             _ = airlock_interrupt_after(UInt32(CallEmulator.socketWaitMicroseconds / 1000))
-            let rc = CallEmulator.boundedWait(socket, wantsBlocking) { CallEmulator.withSockaddr(address) { connect(socket, $0, $1) } }
+            let rc = CallEmulator.boundedWait(socket, wantsBlocking) {
+                CallEmulator.withSockaddr(address) { connect(socket, $0, $1) }
+            }
             let connectErrno = errno
             airlock_interrupt_cancel()
             errno = connectErrno == EINTR ? ETIMEDOUT : connectErrno
@@ -94,7 +98,9 @@ extension CallEmulator.Call {
         let cwd: Int32
         switch directory(Int32(AT_FDCWD)) {
         case .success(let fd): cwd = fd
-        case .failure: errno = ENOENT; return -1
+        case .failure:
+            errno = ENOENT
+            return -1
         }
         airlock_impersonate_end()
         let savedRoot = open("/", oPath | O_DIRECTORY | O_CLOEXEC)
@@ -134,7 +140,9 @@ extension CallEmulator.Call {
             let room = CallEmulator.maxSendBytes - data.count
             let want = Int(min(length, UInt64(room)))
             guard want > 0 else { return length == 0 || stream }
-            guard let chunk = asSupervisor({ decoder.read(base, count: want) }), chunk.count == want else { return false }
+            guard let chunk = asSupervisor({ decoder.read(base, count: want) }), chunk.count == want else {
+                return false
+            }
             data += chunk
             return length <= UInt64(room) || stream
         }
@@ -147,12 +155,16 @@ extension CallEmulator.Call {
             let count = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: UInt64.self) }
             guard count <= 1024 else { return .failure(.errno(EMSGSIZE)) }
             if count > 0 {
-                guard let vectors = asSupervisor({ decoder.read(iov, count: Int(count) * 16) }), vectors.count == Int(count) * 16 else {
+                guard let vectors = asSupervisor({ decoder.read(iov, count: Int(count) * 16) }),
+                    vectors.count == Int(count) * 16
+                else {
                     return .failure(.errno(EFAULT))
                 }
                 for k in 0..<Int(count) {
                     let base = vectors.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: k * 16, as: UInt64.self) }
-                    let length = vectors.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: k * 16 + 8, as: UInt64.self) }
+                    let length = vectors.withUnsafeBytes {
+                        $0.loadUnaligned(fromByteOffset: k * 16 + 8, as: UInt64.self)
+                    }
                     guard gather(base, length) else { return .failure(.errno(stream ? EFAULT : EMSGSIZE)) }
                     if data.count >= CallEmulator.maxSendBytes { break }
                 }

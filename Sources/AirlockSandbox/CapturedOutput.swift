@@ -1,6 +1,6 @@
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One output stream of the command (stdout or stderr), read from its pipe without blocking and kept up to a limit.
@@ -24,7 +24,10 @@ struct CapturedOutput {
         while isOpen && reads < 16 {
             reads += 1
             let n = chunk.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
-            if n > 0 { buffer.append(chunk[0..<n]); continue }
+            if n > 0 {
+                buffer.append(chunk[0..<n])
+                continue
+            }
             if n == 0 { isOpen = false }
             if n < 0 && errno == EINTR { continue }
             return

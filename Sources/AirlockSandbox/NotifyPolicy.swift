@@ -1,6 +1,6 @@
 import AirlockTrace
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Paths as the policy sees them: lexically normalised, matched against globs.
@@ -115,7 +115,8 @@ struct Glob: Sendable, Equatable {
     }
 
     /// `*` (any run) and `?` (one byte) within one segment.
-    private static func segmentMatches(_ p: [UInt8], _ s: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Bool {
+    private static func segmentMatches(_ p: [UInt8], _ s: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Bool
+    {
         var pi = 0
         var si = start
         var star = -1

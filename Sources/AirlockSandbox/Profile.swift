@@ -1,7 +1,7 @@
 internal import AirlockJSON
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A sandbox profile: an OCI runtime-spec seccomp section (as used by Docker and Podman) plus Airlock's own
@@ -50,7 +50,8 @@ public struct Profile: Sendable {
                 throw SandboxError(.profile, "profile name '\(nameOrPath)' may hold letters, digits, - and _ only")
             }
             let dirs = ProfileLocator.searchDirectories()
-            guard let found = dirs.map({ "\($0)/\(nameOrPath).json" }).first(where: { (p: String) in access(p, R_OK) == 0 }) else {
+            let candidates = dirs.map { "\($0)/\(nameOrPath).json" }
+            guard let found = candidates.first(where: { access($0, R_OK) == 0 }) else {
                 throw SandboxError(
                     .profile,
                     "no profile named '\(nameOrPath)' in \(dirs.joined(separator: ", ")) (set AIRLOCK_PROFILE_DIR)"

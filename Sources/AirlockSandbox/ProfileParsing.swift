@@ -2,7 +2,7 @@ import AirlockSystem
 internal import AirlockJSON
 import AirlockTrace
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // MARK: - The profile as written
@@ -33,7 +33,9 @@ struct RawProfile {
         init(_ f: JSONField) throws(SandboxError) {
             let o = try f.object(allowed: ["names", "action", "errnoRet", "args", "comment", "includes", "excludes"])
             for key in ["includes", "excludes"] {
-                if let v = o[key], !v.isEmptyObject { throw SandboxError(.profile, "field \(v.path): not supported by Airlock") }
+                if let v = o[key], !v.isEmptyObject {
+                    throw SandboxError(.profile, "field \(v.path): not supported by Airlock")
+                }
             }
             names = try RawProfile.required(o, "names", f).strings()
             action = try RawProfile.required(o, "action", f).string()
@@ -205,7 +207,8 @@ struct RawProfile {
         if let section = o["airlock"] { airlock = try Section(section) }
     }
 
-    static func required(_ o: [String: JSONField], _ key: String, _ parent: JSONField) throws(SandboxError) -> JSONField {
+    static func required(_ o: [String: JSONField], _ key: String, _ parent: JSONField) throws(SandboxError) -> JSONField
+    {
         guard let v = o[key] else {
             throw SandboxError(.profile, "field \(parent.path.isEmpty ? key : "\(parent.path).\(key)"): required")
         }
@@ -227,7 +230,9 @@ extension Profile {
         self.name = name
         let defaultErrno = raw.defaultErrnoRet ?? EPERM
         defaultAction = try Profile.action(raw.defaultAction, errno: defaultErrno, field: "defaultAction")
-        if defaultAction == .notify { throw SandboxError(.profile, "field defaultAction: SCMP_ACT_NOTIFY as the default would notify every call") }
+        if defaultAction == .notify {
+            throw SandboxError(.profile, "field defaultAction: SCMP_ACT_NOTIFY as the default would notify every call")
+        }
 
         architectures = raw.architectures ?? ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]
         for (i, arch) in architectures.enumerated() where !Profile.knownArchitectures.contains(arch) {
@@ -264,14 +269,18 @@ extension Profile {
         switch name {
         case "SCMP_ACT_ALLOW": return .allow
         case "SCMP_ACT_ERRNO":
-            guard (1...4095).contains(errno) else { throw SandboxError(.profile, "field \(field): errnoRet must be 1–4095") }
+            guard (1...4095).contains(errno) else {
+                throw SandboxError(.profile, "field \(field): errnoRet must be 1–4095")
+            }
             return .errno(errno)
         case "SCMP_ACT_KILL_PROCESS": return .killProcess
         case "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD": return .killThread
         case "SCMP_ACT_LOG": return .log
         case "SCMP_ACT_NOTIFY": return .notify
         case "SCMP_ACT_TRAP", "SCMP_ACT_TRACE":
-            throw SandboxError(.profile, "field \(field): \(name) is not supported (a ptracer or SIGSYS handler would be part of the sandbox)")
+            throw SandboxError(
+                .profile,
+                "field \(field): \(name) is not supported (a ptracer or SIGSYS handler would be part of the sandbox)")
         default:
             throw SandboxError(.profile, "field \(field): unknown action '\(name)'")
         }
@@ -281,11 +290,14 @@ extension Profile {
 extension SandboxSettings {
     init(raw: RawProfile.Section) throws(SandboxError) {
         hostname = raw.hostname ?? "airlock"
-        guard !hostname.isEmpty, hostname.utf8.count <= 64, hostname.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }) else {
+        guard !hostname.isEmpty, hostname.utf8.count <= 64,
+            hostname.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") })
+        else {
             throw SandboxError(.profile, "field airlock.hostname: 1–64 letters, digits, '-' or '.'")
         }
         let u = raw.user
-        user = UserMapping(uid: u?.uid ?? 1000, gid: u?.gid ?? 1000, hostUid: u?.hostUid ?? 65534, hostGid: u?.hostGid ?? 65534)
+        user = UserMapping(
+            uid: u?.uid ?? 1000, gid: u?.gid ?? 1000, hostUid: u?.hostUid ?? 65534, hostGid: u?.hostGid ?? 65534)
         if user.hostUid == 0 || user.hostGid == 0 {
             throw SandboxError(.profile, "field airlock.user.hostUid/hostGid: must not be 0 (root)")
         }
@@ -302,7 +314,10 @@ extension SandboxSettings {
         for (i, m) in (raw.mounts ?? []).enumerated() {
             let field = "airlock.mounts[\(i)]"
             guard let kind = MountSpec.Kind(rawValue: m.type) else {
-                throw SandboxError(.profile, "field \(field).type: '\(m.type)' is not one of \(MountSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw SandboxError(
+                    .profile,
+                    "field \(field).type: '\(m.type)' is not one of \(MountSpec.Kind.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
             let destination = try SandboxSettings.sandboxPath(m.destination, field: "\(field).destination")
             if destination == "/" { throw SandboxError(.profile, "field \(field).destination: cannot mount over /") }
@@ -320,9 +335,13 @@ extension SandboxSettings {
                 }
                 if source.utf8.contains(0) { throw SandboxError(.profile, "field \(field).source: invalid path") }
             case .symlink:
-                guard let t = m.target, !t.isEmpty else { throw SandboxError(.profile, "field \(field).target: a symlink needs a target") }
+                guard let t = m.target, !t.isEmpty else {
+                    throw SandboxError(.profile, "field \(field).target: a symlink needs a target")
+                }
             case .file:
-                guard m.contents != nil else { throw SandboxError(.profile, "field \(field).contents: a file needs contents") }
+                guard m.contents != nil else {
+                    throw SandboxError(.profile, "field \(field).contents: a file needs contents")
+                }
             case .dev:
                 devCount += 1
                 if devCount > 1 { throw SandboxError(.profile, "field \(field): only one dev mount") }
@@ -332,10 +351,11 @@ extension SandboxSettings {
             if m.size != nil && kind != .tmpfs { throw SandboxError(.profile, "field \(field).size: only for tmpfs") }
             // tmpfs reads size=0 as "no limit": a bound is always meant.
             if m.size == 0 { throw SandboxError(.profile, "field \(field).size: must be greater than 0") }
-            mounts.append(MountSpec(
-                kind: kind, source: m.source, destination: destination, target: m.target, contents: m.contents,
-                sizeBytes: m.size, mode: mode, optional: m.optional ?? false
-            ))
+            mounts.append(
+                MountSpec(
+                    kind: kind, source: m.source, destination: destination, target: m.target, contents: m.contents,
+                    sizeBytes: m.size, mode: mode, optional: m.optional ?? false
+                ))
         }
         if mounts.count > 200 { throw SandboxError(.profile, "field airlock.mounts: at most 200 entries") }
         self.mounts = mounts
@@ -390,7 +410,8 @@ extension SandboxSettings {
             // read back as another rule (and the verdict policy would judge its refusals as that rule's).
             guard !TraceRule.isReserved(n.id) else {
                 throw SandboxError(
-                    .profile, "field \(field).id: '\(n.id)' is reserved (the supervisor's own rules: "
+                    .profile,
+                    "field \(field).id: '\(n.id)' is reserved (the supervisor's own rules: "
                         + "\(TraceRule.reservedIDs.sorted().joined(separator: ", ")), and syscalls[N])")
             }
             guard let action = NotifyRule.Action(rawValue: n.action) else {
@@ -398,12 +419,16 @@ extension SandboxSettings {
             }
             var access: NotifyRule.Access? = nil
             if let a = n.access {
-                guard let v = NotifyRule.Access(rawValue: a) else { throw SandboxError(.profile, "field \(field).access: expected read or write") }
+                guard let v = NotifyRule.Access(rawValue: a) else {
+                    throw SandboxError(.profile, "field \(field).access: expected read or write")
+                }
                 access = v
             }
             var errnoValue = EPERM
             if let e = n.errno {
-                guard let v = Errno(name: e)?.rawValue else { throw SandboxError(.profile, "field \(field).errno: unknown errno name '\(e)'") }
+                guard let v = Errno(name: e)?.rawValue else {
+                    throw SandboxError(.profile, "field \(field).errno: unknown errno name '\(e)'")
+                }
                 errnoValue = v
             }
             for fam in n.families ?? [] where addressFamilies[fam] == nil {
@@ -422,10 +447,12 @@ extension SandboxSettings {
             for glob in (n.paths ?? []) + (n.pathsOutside ?? []) where !glob.hasPrefix("/") && !glob.hasPrefix("**") {
                 throw SandboxError(.profile, "field \(field).paths: '\(glob)' must be absolute or start with **")
             }
-            rules.append(NotifyRule(
-                id: n.id, syscalls: n.syscalls, paths: n.paths, pathsOutside: n.pathsOutside, access: access,
-                families: n.families, signalTargets: targets, setIdMode: n.setIdMode, action: action, errno: errnoValue
-            ))
+            rules.append(
+                NotifyRule(
+                    id: n.id, syscalls: n.syscalls, paths: n.paths, pathsOutside: n.pathsOutside, access: access,
+                    families: n.families, signalTargets: targets, setIdMode: n.setIdMode, action: action,
+                    errno: errnoValue
+                ))
         }
         notify = rules
         guard let d = NotifyRule.Action(rawValue: raw.notifyDefault ?? "allow") else {
@@ -444,7 +471,9 @@ extension SandboxSettings {
         guard path.hasPrefix("/") else { throw SandboxError(.profile, "field \(field): must be an absolute path") }
         let parts = path.split(separator: "/").filter { $0 != "." }
         if parts.contains("..") { throw SandboxError(.profile, "field \(field): must not contain '..'") }
-        if path.utf8.contains(0) || path.utf8.count >= 1024 { throw SandboxError(.profile, "field \(field): invalid path") }
+        if path.utf8.contains(0) || path.utf8.count >= 1024 {
+            throw SandboxError(.profile, "field \(field): invalid path")
+        }
         return "/" + parts.joined(separator: "/")
     }
 }

@@ -1,7 +1,7 @@
 internal import CSandbox
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs commands in a fresh sandbox and supervises them: seccomp notifications, output, deadline.

@@ -3,7 +3,7 @@ import AirlockTrace
 internal import CSandbox
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Sandbox {
@@ -116,13 +116,15 @@ final class SandboxCgroup {
         )
         usage.paths = Array(Set(places.map(\.path))).sorted()
         let versions = Set(places.map(\.version))
-        usage.hierarchy = versions.count == 1
+        usage.hierarchy =
+            versions.count == 1
             ? "v\(versions.first!)" : places.map { "\($0.controller) v\($0.version)" }.joined(separator: ", ")
         for place in places {
             switch (place.controller, place.version) {
             case ("memory", 1):
                 usage.memoryPeakBytes = CgroupFiles.number("\(place.path)/memory.max_usage_in_bytes")
-                usage.memoryLimitReached = Int(CgroupFiles.number("\(place.path)/memory.failcnt") ?? 0)
+                usage.memoryLimitReached =
+                    Int(CgroupFiles.number("\(place.path)/memory.failcnt") ?? 0)
                     + Int(CgroupFiles.number("\(place.path)/memory.memsw.failcnt") ?? 0)
                 usage.oomKills = Int(CgroupFiles.keyed("\(place.path)/memory.oom_control", "oom_kill") ?? 0)
             case ("memory", _):
@@ -138,7 +140,8 @@ final class SandboxCgroup {
         // an OOM kill says the sandbox wanted more than it may have. v2's oom event is already that.
         let v2Memory = places.contains { $0.controller == "memory" && $0.version == 2 }
         if usage.oomKills > 0 || (v2Memory && usage.memoryLimitReached > 0) {
-            var detail = "the sandbox's memory limit of \(limits.memoryBytes) bytes (airlock.limits.memoryBytes, "
+            var detail =
+                "the sandbox's memory limit of \(limits.memoryBytes) bytes (airlock.limits.memoryBytes, "
                 + "all its processes and the memory they hold together) was reached"
             if usage.oomKills > 0 {
                 detail += "; the kernel killed \(usage.oomKills) process\(usage.oomKills == 1 ? "" : "es")"
@@ -146,12 +149,14 @@ final class SandboxCgroup {
             hits.append(ResourceLimitHit(resource: .memory, limit: limits.memoryBytes, detail: detail))
         }
         if usage.pidsLimitReached > 0 {
-            hits.append(ResourceLimitHit(
-                resource: .pids, limit: limits.processes,
-                detail: "the sandbox's limit of \(limits.processes) processes and threads (airlock.limits.processes) "
-                    + "was reached; \(usage.pidsLimitReached) "
-                    + (usage.pidsLimitReached == 1 ? "fork was refused" : "forks were refused")
-            ))
+            hits.append(
+                ResourceLimitHit(
+                    resource: .pids, limit: limits.processes,
+                    detail:
+                        "the sandbox's limit of \(limits.processes) processes and threads (airlock.limits.processes) "
+                        + "was reached; \(usage.pidsLimitReached) "
+                        + (usage.pidsLimitReached == 1 ? "fork was refused" : "forks were refused")
+                ))
         }
         return (usage, hits)
     }
@@ -331,7 +336,8 @@ struct CgroupHierarchies {
         var bytes = Array(s.utf8)[...]
         while let b = bytes.popFirst() {
             if b == UInt8(ascii: "\\"), bytes.count >= 3,
-               let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8) {
+                let v = UInt8(String(decoding: bytes.prefix(3), as: UTF8.self), radix: 8)
+            {
                 out.append(v)
                 bytes = bytes.dropFirst(3)
             } else {

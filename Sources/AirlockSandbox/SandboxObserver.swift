@@ -1,7 +1,7 @@
 import AirlockSystem
 import AirlockTrace
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Asks the supervisor to watch what a command leaves running once its own work is done (`SandboxRequest.observation`).
@@ -149,7 +149,9 @@ final class SandboxObserver {
     private func processes() -> [(Int32, String)] {
         var out: [(Int32, String)] = []
         for pid in numericEntries(".") where pid != 1 && pid != commandPid {
-            guard let stat = procRead("\(pid)/stat"), let paren = stat.lastIndex(of: UInt8(ascii: ")")) else { continue }
+            guard let stat = procRead("\(pid)/stat"), let paren = stat.lastIndex(of: UInt8(ascii: ")")) else {
+                continue
+            }
             let state = stat[(paren + 1)...].first { $0 != UInt8(ascii: " ") }
             if state == UInt8(ascii: "Z") || state == UInt8(ascii: "X") { continue }
             out.append((pid, comm("\(pid)/comm")))
@@ -262,7 +264,9 @@ final class SandboxObserver {
 
 extension Substring {
     fileprivate func trimmingWhitespace() -> String {
-        String(drop { $0 == " " || $0 == "\t" || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\n" }.reversed())
+        String(
+            drop { $0 == " " || $0 == "\t" || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\n" }
+                .reversed())
     }
 }
 

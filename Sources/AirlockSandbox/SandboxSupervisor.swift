@@ -2,7 +2,7 @@ internal import CSandbox
 import AirlockTrace
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One sandbox from spawn to reaping: it clones PID 1 (`SpawnSpecification`), maps its ids, takes its seccomp

@@ -3,7 +3,7 @@ import AirlockTrace
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Serves one sandbox's seccomp user notifications: receive, decode, decide, re-validate, answer, record.
@@ -91,7 +91,8 @@ final class SeccompNotifier {
         var operands = CallOperands()
         defer { if let copy = operands.descriptor { FileDescriptor(copy).close() } }
         let decoder = SyscallDecoder(hostPid: hostPid)
-        if notification.data.nr < 0 || notification.data.nr > SyscallTable.native.highest || name.hasPrefix("syscall_") {
+        if notification.data.nr < 0 || notification.data.nr > SyscallTable.native.highest || name.hasPrefix("syscall_")
+        {
             // A number beyond libseccomp's table (SeccompProgram.unknownNumberGuard): nothing decided it.
             decision = Decision(action: .denied, errno: ENOSYS, rule: .unknownSyscall)
             decoded = TraceArguments()
@@ -132,7 +133,9 @@ final class SeccompNotifier {
         if decision.action == .allowed && decision.rule != .launch, let emulator {
             let policy = self.policy
             let caller = CallEmulator.Caller(id: notification.id, hostTid: hostPid, status: nil)
-            switch emulator.perform(name, args, operands, trace: &decoded, caller: caller, recheck: { policy.decide(name, args, $0) }) {
+            switch emulator.perform(
+                name, args, operands, trace: &decoded, caller: caller, recheck: { policy.decide(name, args, $0) })
+            {
             case .passThrough:
                 if name == "execve" || name == "execveat" { decoded.continued = true }
             case .refused(let d):
@@ -151,7 +154,9 @@ final class SeccompNotifier {
             // kill(2) on its TID, which the pending notification keeps from being reused.
             let victim = airlock_pidfd_open(hostPid)
             if victim >= 0 {
-                if seccomp_notify_id_valid(listener, notification.id) == 0 { _ = airlock_pidfd_send_signal(victim, SIGKILL) }
+                if seccomp_notify_id_valid(listener, notification.id) == 0 {
+                    _ = airlock_pidfd_send_signal(victim, SIGKILL)
+                }
                 FileDescriptor(victim).close()
             } else if seccomp_notify_id_valid(listener, notification.id) == 0 {
                 _ = kill(hostPid, SIGKILL)
@@ -161,7 +166,11 @@ final class SeccompNotifier {
         response.pointee.id = notification.id
         switch decision.action {
         case .allowed where performed != nil:
-            if case .failed = performed { response.pointee.error = -decision.errno } else { response.pointee.val = returnValue }
+            if case .failed = performed {
+                response.pointee.error = -decision.errno
+            } else {
+                response.pointee.val = returnValue
+            }
         case .allowed:
             response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         case .denied, .killed:
@@ -172,11 +181,12 @@ final class SeccompNotifier {
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
         if decision.rule == .launch && launchedProcess == nil { launchedProcess = (hostPid, pid) }
-        recorder.record(TraceEvent(
-            seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
-            action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
-            rule: decision.rule, phase: phaseName, args: decoded, performed: performed
-        ))
+        recorder.record(
+            TraceEvent(
+                seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,
+                action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
+                rule: decision.rule, phase: phaseName, args: decoded, performed: performed
+            ))
     }
 
     /// A phase announcement: phases only move forward, so code inside cannot move its own behaviour back into
@@ -199,7 +209,9 @@ final class SeccompNotifier {
         let text = String(decoding: bytes, as: UTF8.self)
         var result: pid_t = 0
         for line in text.split(separator: "\n") where line.hasPrefix("NSpid:") {
-            if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last, let v = pid_t(last) { result = v }
+            if let last = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last, let v = pid_t(last) {
+                result = v
+            }
         }
         // Bounded: a fork bomb must not grow the supervisor's memory without end.
         if namespacePids.count >= 4096 { namespacePids.removeAll(keepingCapacity: true) }

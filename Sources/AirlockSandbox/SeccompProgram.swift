@@ -2,7 +2,7 @@ import AirlockSystem
 internal import CSandbox
 internal import CSeccomp
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A seccomp BPF program compiled by libseccomp from a profile, ready for the child to install.
@@ -21,7 +21,9 @@ public struct SeccompProgram: Sendable {
         nativeArch = seccomp_arch_native()
         let nativeName = SeccompProgram.archName(nativeArch)
         guard profile.architectures.contains(nativeName) else {
-            throw SandboxError(.profile, "profile \(profile.name): field architectures: this machine's ABI (\(nativeName)) is not listed")
+            throw SandboxError(
+                .profile,
+                "profile \(profile.name): field architectures: this machine's ABI (\(nativeName)) is not listed")
         }
         let defaultAction = SeccompProgram.kernelAction(profile.defaultAction, record: false)
         guard let ctx = seccomp_init(defaultAction) else {
@@ -41,7 +43,9 @@ public struct SeccompProgram: Sendable {
         for name in SeccompProgram.undecided(profile) {
             let rc = seccomp_rule_add_array(ctx, undecidedAction, seccomp_syscall_resolve_name(name), 0, nil)
             if rc < 0 {
-                throw SandboxError(.profile, "profile \(profile.name): libseccomp refused the rule for undecided '\(name)'", errno: Errno(-rc))
+                throw SandboxError(
+                    .profile, "profile \(profile.name): libseccomp refused the rule for undecided '\(name)'",
+                    errno: Errno(-rc))
             }
         }
         for rule in profile.syscalls {
@@ -56,7 +60,9 @@ public struct SeccompProgram: Sendable {
             for name in rule.names {
                 let nr = seccomp_syscall_resolve_name(name)
                 if nr == airlock_nr_scmp_error() {
-                    throw SandboxError(.profile, "profile \(profile.name): field syscalls[\(rule.index)].names: unknown system call '\(name)'")
+                    throw SandboxError(
+                        .profile,
+                        "profile \(profile.name): field syscalls[\(rule.index)].names: unknown system call '\(name)'")
                 }
                 let rc = conditions.withUnsafeMutableBufferPointer {
                     seccomp_rule_add_array(ctx, action, nr, UInt32($0.count), $0.baseAddress)
@@ -78,19 +84,24 @@ public struct SeccompProgram: Sendable {
         guard rc >= 0 else { throw SandboxError(.profile, "libseccomp could not export the filter", errno: Errno(-rc)) }
         let size = lseek(memfd.rawValue, 0, SEEK_END)
         guard size > 0, size % 8 == 0 else {
-            throw SandboxError(.profile, "profile \(profile.name): the compiled filter has an invalid size (\(size) bytes)")
+            throw SandboxError(
+                .profile, "profile \(profile.name): the compiled filter has an invalid size (\(size) bytes)")
         }
         // BPF_MAXINSNS: the kernel refuses longer classic BPF programs.
         guard size / 8 <= 4096 else {
-            throw SandboxError(.profile, "profile \(profile.name): field syscalls: the compiled filter has \(size / 8) instructions; the kernel accepts at most 4096")
+            throw SandboxError(
+                .profile,
+                "profile \(profile.name): field syscalls: the compiled filter has \(size / 8) instructions; the kernel accepts at most 4096"
+            )
         }
         var program = [UInt64](repeating: 0, count: Int(size) / 8)
         let n = program.withUnsafeMutableBytes { pread(memfd.rawValue, $0.baseAddress, $0.count, 0) }
         guard n == Int(size) else { throw SandboxError(.supervisor, "reading the BPF program back", errno: .current) }
         let guardAction = profile.sandbox.recordRefused ? UInt32(0x7fc0_0000) : UInt32(0x0005_0000) | UInt32(ENOSYS)
-        instructions = SeccompProgram.unknownNumberGuard(
-            arch: nativeArch, highest: UInt32(SyscallTable.native.highest), action: guardAction
-        ) + program
+        instructions =
+            SeccompProgram.unknownNumberGuard(
+                arch: nativeArch, highest: UInt32(SyscallTable.native.highest), action: guardAction
+            ) + program
     }
 
     /// A prologue for libseccomp's program: on this machine's ABI, a system-call number above the highest that
@@ -105,11 +116,11 @@ public struct SeccompProgram: Sendable {
         }
         let ldAbsW: UInt16 = 0x20, jeqK: UInt16 = 0x15, jgeK: UInt16 = 0x35, jgtK: UInt16 = 0x25, retK: UInt16 = 0x06
         return [
-            insn(ldAbsW, 0, 0, 4),                  // A = seccomp_data.arch
-            insn(jeqK, 0, 4, arch),                 // another ABI: to libseccomp's program
-            insn(ldAbsW, 0, 0, 0),                  // A = seccomp_data.nr
-            insn(jgeK, 2, 0, 0x4000_0000),          // x32: to libseccomp's program (its bad-arch action)
-            insn(jgtK, 0, 1, highest),              // beyond the table: the guard's action
+            insn(ldAbsW, 0, 0, 4),  // A = seccomp_data.arch
+            insn(jeqK, 0, 4, arch),  // another ABI: to libseccomp's program
+            insn(ldAbsW, 0, 0, 0),  // A = seccomp_data.nr
+            insn(jgeK, 2, 0, 0x4000_0000),  // x32: to libseccomp's program (its bad-arch action)
+            insn(jgtK, 0, 1, highest),  // beyond the table: the guard's action
             insn(retK, 0, 0, action),
         ]
     }
@@ -143,7 +154,8 @@ public struct SeccompProgram: Sendable {
         // A syscalls rule that names a call listed here wins (a profile derived from the default can refuse one).
         for name in profile.sandbox.allowedInKernel {
             if seccomp_syscall_resolve_name(name) == airlock_nr_scmp_error() {
-                throw SandboxError(.profile, "profile \(profile.name): field airlock.allowedInKernel: unknown system call '\(name)'")
+                throw SandboxError(
+                    .profile, "profile \(profile.name): field airlock.allowedInKernel: unknown system call '\(name)'")
             }
         }
         var notified: Set<String> = []
@@ -158,7 +170,9 @@ public struct SeccompProgram: Sendable {
             for name in rule.syscalls {
                 let nr = seccomp_syscall_resolve_name(name)
                 if nr == airlock_nr_scmp_error() {
-                    throw SandboxError(.profile, "profile \(profile.name): field airlock.notify[\(i)].syscalls: unknown system call '\(name)'")
+                    throw SandboxError(
+                        .profile,
+                        "profile \(profile.name): field airlock.notify[\(i)].syscalls: unknown system call '\(name)'")
                 }
                 // Negative numbers are calls this ABI does not have (open on aarch64): nothing to notify.
                 if nr >= 0 && !notified.contains(name) {

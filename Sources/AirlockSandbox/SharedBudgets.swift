@@ -1,6 +1,6 @@
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The host's per-user kernel counters (ucounts) that one sandbox could otherwise spend for everyone.

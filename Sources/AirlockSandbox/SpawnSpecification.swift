@@ -3,7 +3,7 @@ internal import CSandbox
 internal import CSeccomp
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Everything the sandbox's PID 1 needs between clone and exec, marshalled into the C structures of
@@ -79,14 +79,15 @@ final class SpawnSpecification {
         let limit = { (resource: __rlimit_resource, soft: UInt64, hard: UInt64) in
             airlock_rlimit(resource: Int32(resource.rawValue), soft: soft, hard: hard)
         }
-        let rlimits: [airlock_rlimit] = [
-            limit(RLIMIT_AS, limits.addressSpaceBytes, limits.addressSpaceBytes),
-            limit(RLIMIT_CPU, limits.cpuSeconds, limits.cpuSeconds + 1),
-            limit(RLIMIT_NOFILE, limits.openFiles, limits.openFiles),
-            airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
-            limit(RLIMIT_FSIZE, limits.fileSizeBytes, limits.fileSizeBytes),
-            limit(RLIMIT_CORE, 0, 0),
-        ] + SharedBudgets.rlimits(limits)
+        let rlimits: [airlock_rlimit] =
+            [
+                limit(RLIMIT_AS, limits.addressSpaceBytes, limits.addressSpaceBytes),
+                limit(RLIMIT_CPU, limits.cpuSeconds, limits.cpuSeconds + 1),
+                limit(RLIMIT_NOFILE, limits.openFiles, limits.openFiles),
+                airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
+                limit(RLIMIT_FSIZE, limits.fileSizeBytes, limits.fileSizeBytes),
+                limit(RLIMIT_CORE, 0, 0),
+            ] + SharedBudgets.rlimits(limits)
         spec.rlimits = UnsafePointer(arena.array(rlimits))
         spec.rlimit_count = rlimits.count
         spec.cgroup_fd = cgroup?.cloneFD?.rawValue ?? -1

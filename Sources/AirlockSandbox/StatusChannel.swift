@@ -1,7 +1,7 @@
 internal import CSandbox
 import AirlockSystem
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One message from the sandbox's PID 1 on the status pipe (an `airlock_message`), decoded.
@@ -71,8 +71,10 @@ final class StatusChannel {
     /// mount, which mount (`mounts` is the sandbox's whole mount list, the profile's then the request's).
     static func setupError(step: UInt32, errno: Errno, index: Int32, mounts: [MountSpec]) -> SandboxError {
         var what = airlock_step_name(step).map { String(cString: $0) } ?? "step \(step)"
-        if [AIRLOCK_STEP_OPEN_SOURCE.rawValue, AIRLOCK_STEP_MOUNTPOINT.rawValue, AIRLOCK_STEP_MOUNT.rawValue,
-            AIRLOCK_STEP_READONLY.rawValue].contains(step) {
+        if [
+            AIRLOCK_STEP_OPEN_SOURCE.rawValue, AIRLOCK_STEP_MOUNTPOINT.rawValue, AIRLOCK_STEP_MOUNT.rawValue,
+            AIRLOCK_STEP_READONLY.rawValue,
+        ].contains(step) {
             if index >= 0 && Int(index) < mounts.count {
                 let mount = mounts[Int(index)]
                 what += " \(mount.source.map { "\($0) → " } ?? "")\(mount.destination) (\(mount.kind.rawValue))"

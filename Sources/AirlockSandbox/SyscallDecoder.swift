@@ -2,7 +2,7 @@ import AirlockSystem
 import AirlockTrace
 internal import CSandbox
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reads a notified caller's memory and turns raw system-call arguments into `TraceArguments`.
@@ -66,7 +66,10 @@ struct SyscallDecoder {
             guard let raw = read(address &+ UInt64(i * 8), count: 8), raw.count == 8 else { return (result, true) }
             let pointer = raw.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
             if pointer == 0 { return (result, false) }
-            guard let (s, cut) = string(pointer, max: Swift.min(SyscallDecoder.maxPath, SyscallDecoder.maxArgvBytes - total)) else {
+            guard
+                let (s, cut) = string(
+                    pointer, max: Swift.min(SyscallDecoder.maxPath, SyscallDecoder.maxArgvBytes - total))
+            else {
                 return (result, true)
             }
             result.append(s)
@@ -94,7 +97,9 @@ struct SyscallDecoder {
         defer { operand = op }
         if raw.first == UInt8(ascii: "/") { return PathText.display(PathText.normalize(raw)) }
         if dirfd != Int32(AT_FDCWD) { arguments.dirfd = dirfd }
-        let base = dirfd == Int32(AT_FDCWD) ? SyscallDecoder.link("/proc/\(hostPid)/cwd") : SyscallDecoder.link("/proc/\(hostPid)/fd/\(dirfd)")
+        let base =
+            dirfd == Int32(AT_FDCWD)
+            ? SyscallDecoder.link("/proc/\(hostPid)/cwd") : SyscallDecoder.link("/proc/\(hostPid)/fd/\(dirfd)")
         op.base = base
         guard let base, base.first == UInt8(ascii: "/") else { return PathText.display(raw) }
         return PathText.display(PathText.normalize(base + [UInt8(ascii: "/")] + raw))
@@ -124,7 +129,9 @@ struct SyscallDecoder {
     /// `socketFamily` is the family of the socket itself (from the supervisor's copy of it), which is what the
     /// kernel goes by: it, not the address's family field, is what `family` shows when known. An IPv4 socket takes an
     /// `AF_UNSPEC` address as IPv4, so such an address is decoded as one.
-    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments, socketFamily: String? = nil) -> [UInt8]? {
+    func socketAddress(_ address: UInt64, length: UInt64, into a: inout TraceArguments, socketFamily: String? = nil)
+        -> [UInt8]?
+    {
         guard address != 0 else { return nil }
         let len = Int(Swift.min(length, 128))
         guard len >= 2, let raw = read(address, count: len), raw.count >= 2 else {
@@ -309,7 +316,9 @@ struct SyscallDecoder {
                 let name = header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
                 let length = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }
                 socketFamilyOnly(fd(0), &a, &o)
-                if name != 0 { o.sockaddr = socketAddress(name, length: UInt64(length), into: &a, socketFamily: a.family) }
+                if name != 0 {
+                    o.sockaddr = socketAddress(name, length: UInt64(length), into: &a, socketFamily: a.family)
+                }
             } else {
                 a.unreadable = "msghdr"
             }
@@ -428,7 +437,9 @@ struct SyscallDecoder {
 
     /// The caller's thread-group id (its process), from `Tgid:` in /proc/TID/status.
     private func threadGroup() -> pid_t? {
-        guard let bytes = try? FileBytes.read("/proc/\(hostPid)/status", limit: 65536, what: "status") else { return nil }
+        guard let bytes = try? FileBytes.read("/proc/\(hostPid)/status", limit: 65536, what: "status") else {
+            return nil
+        }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Tgid:") {
             return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { pid_t($0) }
         }
@@ -444,14 +455,20 @@ struct SyscallDecoder {
         // A /proc/PID directory descriptor also works as a pidfd: its name in the sandbox's procfs is the PID.
         if let name = link("/proc/thread-self/fd/\(fd)"), name.hasPrefix("/proc/") {
             let digits = name.dropFirst(6)
-            if !digits.isEmpty, digits.allSatisfy({ (0x30...0x39).contains($0) }), let pid = Int32(String(decoding: digits, as: UTF8.self)) {
+            if !digits.isEmpty, digits.allSatisfy({ (0x30...0x39).contains($0) }),
+                let pid = Int32(String(decoding: digits, as: UTF8.self))
+            {
                 return (nil, pid)
             }
         }
-        guard let bytes = try? FileBytes.read("/proc/thread-self/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else { return nil }
+        guard let bytes = try? FileBytes.read("/proc/thread-self/fdinfo/\(fd)", limit: 4096, what: "fdinfo") else {
+            return nil
+        }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst()
-            guard let first = fields.first.flatMap({ pid_t($0) }), let last = fields.last.flatMap({ Int32($0) }) else { return nil }
+            guard let first = fields.first.flatMap({ pid_t($0) }), let last = fields.last.flatMap({ Int32($0) }) else {
+                return nil
+            }
             return (first, last)
         }
         return nil

@@ -33,7 +33,9 @@ public struct SyscallInventory: Sendable {
             let notifyIds = profile.sandbox.notify.filter { $0.syscalls.contains(name) }.map(\.id)
             let performed = CallEmulator.performed.contains(name)
             func notified() -> String {
-                var text = notifyIds.isEmpty ? "answered by notifyDefault (\(profile.sandbox.notifyDefault.rawValue))"
+                var text =
+                    notifyIds.isEmpty
+                    ? "answered by notifyDefault (\(profile.sandbox.notifyDefault.rawValue))"
                     : "rules " + notifyIds.joined(separator: ", ")
                 text += performed ? "; performed by the supervisor when allowed" : "; continued when allowed"
                 return text
@@ -43,10 +45,11 @@ public struct SyscallInventory: Sendable {
                 continue
             }
             if rules.isEmpty {
-                entries.append(Entry(
-                    name: name, number: number, treatment: allowed.contains(name) ? "allowed" : "undecided",
-                    detail: allowed.contains(name) ? "" : "ENOSYS"
-                ))
+                entries.append(
+                    Entry(
+                        name: name, number: number, treatment: allowed.contains(name) ? "allowed" : "undecided",
+                        detail: allowed.contains(name) ? "" : "ENOSYS"
+                    ))
                 continue
             }
             let parts = rules.map { rule -> String in
@@ -74,7 +77,8 @@ public struct SyscallInventory: Sendable {
                 case .allow, .log: treatment = "allowed"
                 }
             }
-            entries.append(Entry(name: name, number: number, treatment: treatment, detail: parts.joined(separator: "; ")))
+            entries.append(
+                Entry(name: name, number: number, treatment: treatment, detail: parts.joined(separator: "; ")))
         }
         self.entries = entries
         highest = SyscallTable.native.highest
@@ -97,13 +101,15 @@ public struct SyscallInventory: Sendable {
     public func markdown(architecture: String) -> String {
         var counts: [String: Int] = [:]
         for e in entries { counts[e.treatment, default: 0] += 1 }
-        var out = "Architecture \(architecture), libseccomp's table: \(entries.count) system calls, numbers 0–\(highest). "
+        var out =
+            "Architecture \(architecture), libseccomp's table: \(entries.count) system calls, numbers 0–\(highest). "
         out += ["allowed", "notified", "conditional", "refused", "killed", "undecided"]
             .compactMap { t in counts[t].map { "\($0) \(t)" } }.joined(separator: ", ")
         out += ". Any number above \(highest) is refused with ENOSYS (`unknown-syscall`).\n\n"
         out += "| nr | system call | treatment | detail |\n|---:|---|---|---|\n"
         for e in entries {
-            out += "| \(e.number) | `\(e.name)` | \(e.treatment) | \(e.detail.split(separator: "|", omittingEmptySubsequences: false).joined(separator: "\\|")) |\n"
+            out +=
+                "| \(e.number) | `\(e.name)` | \(e.treatment) | \(e.detail.split(separator: "|", omittingEmptySubsequences: false).joined(separator: "\\|")) |\n"
         }
         return out
     }

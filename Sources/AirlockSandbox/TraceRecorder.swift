@@ -55,14 +55,16 @@ struct TraceRecorder {
         // Refusals and phase announcements have kinds; allowed calls are all alike for this purpose.
         var isNewKind = false
         if event.action != .allowed || event.rule == .phase {
-            let kind = "\(event.rule?.description ?? "")\u{0}\(event.syscall)\u{0}\(event.action.rawValue)\u{0}\(event.phase ?? "")"
+            let kind =
+                "\(event.rule?.description ?? "")\u{0}\(event.syscall)\u{0}\(event.action.rawValue)\u{0}\(event.phase ?? "")"
             if !kinds.contains(kind) && kinds.count < TraceRecorder.maxKinds {
                 kinds.insert(kind)
                 isNewKind = true
             }
         }
         let fitsOrdinary = events.count < maxEvents && bytes + size <= maxBytes - reserveBytes
-        let fitsReserve = isNewKind && events.count < maxEvents + TraceRecorder.refusedReserve && bytes + size <= maxBytes
+        let fitsReserve =
+            isNewKind && events.count < maxEvents + TraceRecorder.refusedReserve && bytes + size <= maxBytes
         guard fitsOrdinary || fitsReserve else {
             dropped += 1
             droppedBytes += size

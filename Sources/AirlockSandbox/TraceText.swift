@@ -66,12 +66,15 @@ public enum TraceText {
             switch scalar {
             case "\n": text += "\\n"
             case "\t": text += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f: text += "\\x" + pad(String(scalar.value, radix: 16), 2, left: true, fill: "0")
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+                text += "\\x" + pad(String(scalar.value, radix: 16), 2, left: true, fill: "0")
             default: text.unicodeScalars.append(scalar)
             }
         }
         if text.count > 160 { text = String(text.prefix(160)) + "…" }
-        if !text.isEmpty && text.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%…".contains($0) }) { return text }
+        if !text.isEmpty && text.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:,+@%…".contains($0) }) {
+            return text
+        }
         return "'" + text.replacing("'", with: "'\\''") + "'"
     }
 }

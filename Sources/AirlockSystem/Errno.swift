@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An `errno` value: its symbolic name (`EACCES`) for traces, profiles and JSON, and the system's text for people.

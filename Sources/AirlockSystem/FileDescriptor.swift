@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An open file descriptor: a typed `Int32`, so a descriptor cannot be mistaken for a count or a PID, with the few
@@ -17,7 +17,9 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable, CustomString
     public init(_ rawValue: Int32) { self.rawValue = rawValue }
 
     /// Wraps the result of a call that returns a descriptor or -1, throwing the errno for `operation` on -1.
-    public static func check(_ result: Int32, _ operation: @autoclosure () -> String) throws(SystemCallError) -> FileDescriptor {
+    public static func check(_ result: Int32, _ operation: @autoclosure () -> String) throws(SystemCallError)
+        -> FileDescriptor
+    {
         guard result >= 0 else { throw SystemCallError(operation()) }
         return FileDescriptor(result)
     }

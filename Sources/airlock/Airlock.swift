@@ -3,7 +3,7 @@ import AirlockFormats
 import ArgumentParser
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The `airlock` command line.
@@ -12,9 +12,12 @@ struct Airlock: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "airlock",
         abstract: "Is this model file safe to load here? Static analysis and sandboxed detonation.",
-        discussion: "airlock --socket PATH probe|scan … (or $AIRLOCK_SOCKET) asks airlockd instead of working locally; with a socket named there is no local fallback.",
+        discussion:
+            "airlock --socket PATH probe|scan … (or $AIRLOCK_SOCKET) asks airlockd instead of working locally; with a socket named there is no local fallback.",
         version: "0.1.0",
-        subcommands: [Scan.self, Probe.self, Exec.self, Verify.self, ManifestCommand.self, IntakeCommand.self, Status.self]
+        subcommands: [
+            Scan.self, Probe.self, Exec.self, Verify.self, ManifestCommand.self, IntakeCommand.self, Status.self,
+        ]
     )
 
     /// `airlock --socket PATH probe …`: the socket option may come before the subcommand; it is taken out here.
@@ -48,9 +51,11 @@ struct Airlock: ParsableCommand {
     static func nonUTF8Argument() -> String? {
         for i in 1..<Int(CommandLine.argc) {
             guard let arg = CommandLine.unsafeArgv[i] else { continue }
-            let name = FileName(bytes: UnsafeBufferPointer(start: arg, count: strlen(arg)).map { UInt8(bitPattern: $0) })
+            let name = FileName(
+                bytes: UnsafeBufferPointer(start: arg, count: strlen(arg)).map { UInt8(bitPattern: $0) })
             if !name.isValidUTF8 {
-                return "argument \(i) (\(name.escaped), shown with \\xHH escapes) is not valid UTF-8: it cannot be passed on without naming another file; rename it, or name the folder that holds it (folder walks keep names as bytes)"
+                return
+                    "argument \(i) (\(name.escaped), shown with \\xHH escapes) is not valid UTF-8: it cannot be passed on without naming another file; rename it, or name the folder that holds it (folder walks keep names as bytes)"
             }
         }
         return nil

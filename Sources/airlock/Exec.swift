@@ -3,7 +3,7 @@ import AirlockSandbox
 import AirlockTrace
 import ArgumentParser
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Output formats of `airlock exec`.
@@ -35,7 +35,8 @@ extension Airlock {
 
         @Option(
             name: .customLong("ro-bind"),
-            help: ArgumentHelp("Also mount a host path read-only inside the sandbox (repeatable).", valueName: "HOST:SANDBOX")
+            help: ArgumentHelp(
+                "Also mount a host path read-only inside the sandbox (repeatable).", valueName: "HOST:SANDBOX")
         )
         var roBinds: [String] = []
 
@@ -52,7 +53,9 @@ extension Airlock {
                     throw ValidationError("--ro-bind expects HOST:SANDBOX with an absolute sandbox path, got '\(bind)'")
                 }
             }
-            if command.isEmpty || (command == ["--"]) { throw ValidationError("no command given: airlock exec -- CMD [ARGS...]") }
+            if command.isEmpty || (command == ["--"]) {
+                throw ValidationError("no command given: airlock exec -- CMD [ARGS...]")
+            }
         }
 
         private func runSandbox(_ argv: [String]) -> Result<SandboxResult, SandboxError> {
@@ -63,7 +66,8 @@ extension Airlock {
                     let parts = bind.split(separator: ":", maxSplits: 1).map(String.init)
                     extra.append(try MountSpec.readOnlyBind(host: parts[0], sandbox: parts[1]))
                 }
-                return try Sandbox.run(SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra))
+                return try Sandbox.run(
+                    SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra))
             }
         }
 
@@ -94,9 +98,13 @@ extension Airlock {
                 printJSON(ExecReport.json(result))
             } else {
                 writeStdout(result.stdout)
-                if result.stdoutDropped > 0 { writeStdout(Array("\n[airlock: \(result.stdoutDropped) more bytes of stdout dropped]\n".utf8)) }
+                if result.stdoutDropped > 0 {
+                    writeStdout(Array("\n[airlock: \(result.stdoutDropped) more bytes of stdout dropped]\n".utf8))
+                }
                 writeStderr(result.stderr)
-                if result.stderrDropped > 0 { writeStderr("\n[airlock: \(result.stderrDropped) more bytes of stderr dropped]\n") }
+                if result.stderrDropped > 0 {
+                    writeStderr("\n[airlock: \(result.stderrDropped) more bytes of stderr dropped]\n")
+                }
                 var summary = "\n── airlock trace: \(result.trace.count + result.traceDropped) notified system calls "
                 summary += "(\(result.trace.filter { $0.action != .allowed }.count) refused) ──\n"
                 summary += TraceText.table(result.trace, dropped: result.traceDropped) + "\n"

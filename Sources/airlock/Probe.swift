@@ -31,7 +31,9 @@ extension Airlock {
         @Flag(name: .customLong("no-probe-phase"), help: "Load only; do not touch the loaded object afterwards.")
         var noProbePhase = false
 
-        @Option(name: .long, help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
+        @Option(
+            name: .long,
+            help: "Output format: text, json (JSON Lines, one report per file) or sarif (one SARIF 2.1.0 log).")
         var format: ReportFormat = .text
 
         @Flag(name: .long, help: "Show informational findings too (text output).")

@@ -7,22 +7,28 @@ import AirlockTestSupport
 
 @Suite("Pickle rules and reports")
 struct RulesTests {
-    @Test("globals are classified", arguments: [
-        ("os", "system", "critical"), ("posix", "system", "critical"), ("nt", "system", "critical"),
-        ("subprocess", "Popen", "critical"), ("builtins", "eval", "critical"), ("builtins", "getattr", "critical"),
-        ("builtins", "getattr.__call__", "critical"), ("__builtin__", "eval", "critical"),
-        ("runpy", "_run_code", "critical"), ("timeit", "timeit", "critical"), ("importlib", "import_module", "critical"),
-        ("marshal", "loads", "critical"), ("types", "FunctionType", "critical"), ("ctypes", "CDLL", "critical"),
-        ("socket", "create_connection", "critical"), ("smtplib", "SMTP", "critical"), ("urllib.request", "urlopen", "critical"),
-        ("logging.config", "dictConfig", "critical"), ("code", "InteractiveConsole", "critical"), ("pip", "main", "critical"),
-        ("operator", "attrgetter", "critical"), ("functools", "partial", "high"), ("builtins", "print", "high"),
-        ("sys", "modules", "high"), ("pickle", "loads", "high"),
-        ("collections", "OrderedDict", "safe"), ("torch._utils", "_rebuild_tensor_v2", "safe"), ("torch", "FloatStorage", "safe"),
-        ("torch", "float32", "safe"), ("numpy.core.multiarray", "_reconstruct", "safe"), ("numpy", "dtype", "safe"),
-        ("copyreg", "_reconstructor", "safe"), ("_codecs", "encode", "safe"), ("builtins", "set", "safe"),
-        ("sklearn.tree._classes", "DecisionTreeClassifier", "unknown"), ("torch", "load_library", "unknown"),
-        ("mymodel", "Net", "unknown"),
-    ])
+    @Test(
+        "globals are classified",
+        arguments: [
+            ("os", "system", "critical"), ("posix", "system", "critical"), ("nt", "system", "critical"),
+            ("subprocess", "Popen", "critical"), ("builtins", "eval", "critical"), ("builtins", "getattr", "critical"),
+            ("builtins", "getattr.__call__", "critical"), ("__builtin__", "eval", "critical"),
+            ("runpy", "_run_code", "critical"), ("timeit", "timeit", "critical"),
+            ("importlib", "import_module", "critical"),
+            ("marshal", "loads", "critical"), ("types", "FunctionType", "critical"), ("ctypes", "CDLL", "critical"),
+            ("socket", "create_connection", "critical"), ("smtplib", "SMTP", "critical"),
+            ("urllib.request", "urlopen", "critical"),
+            ("logging.config", "dictConfig", "critical"), ("code", "InteractiveConsole", "critical"),
+            ("pip", "main", "critical"),
+            ("operator", "attrgetter", "critical"), ("functools", "partial", "high"), ("builtins", "print", "high"),
+            ("sys", "modules", "high"), ("pickle", "loads", "high"),
+            ("collections", "OrderedDict", "safe"), ("torch._utils", "_rebuild_tensor_v2", "safe"),
+            ("torch", "FloatStorage", "safe"),
+            ("torch", "float32", "safe"), ("numpy.core.multiarray", "_reconstruct", "safe"), ("numpy", "dtype", "safe"),
+            ("copyreg", "_reconstructor", "safe"), ("_codecs", "encode", "safe"), ("builtins", "set", "safe"),
+            ("sklearn.tree._classes", "DecisionTreeClassifier", "unknown"), ("torch", "load_library", "unknown"),
+            ("mymodel", "Net", "unknown"),
+        ])
     func classify(module: String, name: String, expected: String) {
         let got: String
         switch PickleRules.classify(module: module, name: name) {
@@ -38,19 +44,32 @@ struct RulesTests {
         let target = ReportTarget(path: "m", size: 1, sha256: nil, format: "pickle")
         #expect(Report(target: target, findings: []).verdict == .clean)
         #expect(Report(target: target, findings: [Finding(rule: "r", severity: .low, message: "")]).verdict == .clean)
-        #expect(Report(target: target, findings: [Finding(rule: "r", severity: .medium, message: "")]).verdict == .suspicious)
-        #expect(Report(target: target, findings: [Finding(rule: "r", severity: .high, message: ""), Finding(rule: "s", severity: .critical, message: "")]).verdict == .malicious)
+        #expect(
+            Report(target: target, findings: [Finding(rule: "r", severity: .medium, message: "")]).verdict
+                == .suspicious)
+        #expect(
+            Report(
+                target: target,
+                findings: [
+                    Finding(rule: "r", severity: .high, message: ""),
+                    Finding(rule: "s", severity: .critical, message: ""),
+                ]
+            ).verdict == .malicious)
         #expect(Report(target: target, findings: [], error: ("io", "x")).verdict == .error)
-        #expect(Report(target: target, findings: [Finding(rule: "r", severity: .critical, message: "")], error: ("io", "x")).verdict == .malicious)
+        #expect(
+            Report(target: target, findings: [Finding(rule: "r", severity: .critical, message: "")], error: ("io", "x"))
+                .verdict == .malicious)
     }
 
     @Test("the report JSON has the contract's fields")
     func reportJSON() throws {
         let target = ReportTarget(path: "/m/x.pt", size: 10, sha256: "ab", format: "pytorch-zip")
-        let f = Finding(rule: "pickle.dangerous-import", severity: .critical, message: "imports os.system",
-                        evidence: Evidence(offset: 3, member: "archive/data.pkl", global: "os.system", args: ["'id'"]))
+        let f = Finding(
+            rule: "pickle.dangerous-import", severity: .critical, message: "imports os.system",
+            evidence: Evidence(offset: 3, member: "archive/data.pkl", global: "os.system", args: ["'id'"]))
         let r = Report(target: target, findings: [f], timings: [("staticMs", 0.5)])
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.json.serialized().utf8)) as? [String: Any])
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(r.json.serialized().utf8)) as? [String: Any])
         #expect(object["schemaVersion"] as? Int == 1)
         #expect(object["verdict"] as? String == "malicious")
         #expect((object["target"] as? [String: Any])?["sha256"] as? String == "ab")
@@ -85,10 +104,18 @@ struct RulesTests {
 struct SarifTests {
     @Test("the log has SARIF 2.1.0's required structure, and every result names a declared rule")
     func structure() throws {
-        let a = Report(target: ReportTarget(path: "/models/a b.pt", size: 10, sha256: String(repeating: "a", count: 64), format: "pytorch-zip"),
-                       findings: [Finding(rule: "pickle.dangerous-import", severity: .critical, message: "imports os.system", evidence: Evidence(offset: 5, global: "os.system")),
-                                  Finding(rule: "zip.trailing-data", severity: .low, message: "trailing")])
-        let b = Report(target: ReportTarget(path: "rel/x.pkl", size: 0, sha256: nil, format: "unknown"), findings: [], error: ("io", "cannot open"))
+        let a = Report(
+            target: ReportTarget(
+                path: "/models/a b.pt", size: 10, sha256: String(repeating: "a", count: 64), format: "pytorch-zip"),
+            findings: [
+                Finding(
+                    rule: "pickle.dangerous-import", severity: .critical, message: "imports os.system",
+                    evidence: Evidence(offset: 5, global: "os.system")),
+                Finding(rule: "zip.trailing-data", severity: .low, message: "trailing"),
+            ])
+        let b = Report(
+            target: ReportTarget(path: "rel/x.pkl", size: 0, sha256: nil, format: "unknown"), findings: [],
+            error: ("io", "cannot open"))
         let text = Sarif.log([a, b], version: "0.1.0").serialized()
         let log = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         #expect(log["version"] as? String == "2.1.0")
@@ -104,7 +131,8 @@ struct SarifTests {
             #expect(rules[index]["id"] as? String == id)
             #expect(["none", "note", "warning", "error"].contains(r["level"] as? String ?? ""))
             #expect(((r["message"] as? [String: Any])?["text"] as? String)?.isEmpty == false)
-            let location = try #require((r["locations"] as? [[String: Any]])?.first?["physicalLocation"] as? [String: Any])
+            let location = try #require(
+                (r["locations"] as? [[String: Any]])?.first?["physicalLocation"] as? [String: Any])
             let uri = try #require((location["artifactLocation"] as? [String: Any])?["uri"] as? String)
             #expect(uri == "file:///models/a%20b.pt")
         }

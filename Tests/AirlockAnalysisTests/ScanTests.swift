@@ -32,7 +32,8 @@ struct ScanTests {
     func models() throws {
         let dir = try generate("models")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let expectations = try JSONDecoder().decode([Expectation].self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/expectations.json")))
+        let expectations = try JSONDecoder().decode(
+            [Expectation].self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/expectations.json")))
         var reports: [String: Report] = [:]
         StaticScanner.scan(paths: [dir]) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
         #expect(expectations.count >= 25)
@@ -73,7 +74,8 @@ struct ScanTests {
     func damaged() throws {
         let dir = try generate("models")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for name in ["evil.pt", "objects.npz", "lambda.keras", "legacy_evil.pt", "model.safetensors", "traversal.onnx"] {
+        for name in ["evil.pt", "objects.npz", "lambda.keras", "legacy_evil.pt", "model.safetensors", "traversal.onnx"]
+        {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name)")))
             let path = "\(dir)/damaged-\(name)"
             for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 40)) {
@@ -91,7 +93,8 @@ struct ScanTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let pickle: [UInt8] = [0x80, 0x04, 0x4E, 0x2E]  // protocol 4, None, STOP
         let cases: [(String, [UInt8], String?)] = [
-            ("model.joblib", [0x78, 0x9C] + pickle, "format.compressed"),  // a zlib header, as joblib's compress=3 writes
+            // A zlib header, as joblib's compress=3 writes.
+            ("model.joblib", [0x78, 0x9C] + pickle, "format.compressed"),
             ("model.pkl.gz", [0x1F, 0x8B, 0x08, 0x00] + pickle, "format.compressed"),
             ("model.pt.bz2", Array("BZh91AY&SY".utf8), "format.compressed"),
             ("model.pkl.xz", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00, 0x00], "format.compressed"),
@@ -102,7 +105,9 @@ struct ScanTests {
             try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
             let r = StaticScanner.scan(file: "\(dir)/\(name)")
             if let rule {
-                #expect(r.verdict == .suspicious && r.findings.contains { $0.rule == rule }, "\(name): \(r.findings.map(\.rule))")
+                #expect(
+                    r.verdict == .suspicious && r.findings.contains { $0.rule == rule },
+                    "\(name): \(r.findings.map(\.rule))")
             } else {
                 #expect(r.verdict == .clean, "\(name): \(r.findings.map(\.rule))")
             }
@@ -124,7 +129,10 @@ struct ScanTests {
         StaticScanner.scan(paths: [dir]) { reports.append($0) }
         #expect(reports.count == count + 1)
         #expect(reports.filter { $0.verdict == .error }.isEmpty)
-        #expect(reports.contains { $0.target.path == "\(dir)/sub/link" && $0.findings.contains { $0.rule == "folder.symlink" } })
+        #expect(
+            reports.contains {
+                $0.target.path == "\(dir)/sub/link" && $0.findings.contains { $0.rule == "folder.symlink" }
+            })
     }
 
     @Test("a folder nested deeper than the walk goes is an error report, not silently left out")
@@ -135,7 +143,8 @@ struct ScanTests {
         let deepest = dir + String(repeating: "/d", count: levels)
         try FileManager.default.createDirectory(atPath: deepest, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: dir + "/top.txt", contents: Data("x".utf8))
-        _ = FileManager.default.createFile(atPath: deepest + "/evil.pkl", contents: Data([0x80, 0x04, 0x4B, 0x01, 0x2E]))
+        _ = FileManager.default.createFile(
+            atPath: deepest + "/evil.pkl", contents: Data([0x80, 0x04, 0x4B, 0x01, 0x2E]))
         var reports: [Report] = []
         StaticScanner.scan(paths: [dir]) { reports.append($0) }
         let errors = reports.filter { $0.verdict == .error }

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What airlockd believes about a client: its opens are made with exactly these groups (`ClientIdentity`), so they
@@ -33,7 +33,10 @@ struct PeerCredentialTests {
             path, String(groups),
         ]
         try client.run()
-        defer { client.terminate(); client.waitUntilExit() }
+        defer {
+            client.terminate()
+            client.waitUntilExit()
+        }
         let fd = FileDescriptor(accept(listener.rawValue, nil, nil))
         #expect(fd.rawValue >= 0)
         defer { fd.close() }

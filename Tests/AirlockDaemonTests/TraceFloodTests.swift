@@ -21,7 +21,9 @@ struct TraceFloodTests {
 
     /// Runs `airlock ARGS` with its output in a file (a runaway report must not be read into the test's memory);
     /// returns the exit status and the output's size, and the output itself when it is within `maxReport`.
-    static func probe(_ arguments: [String], in dir: String) throws -> (status: Int32, size: Int, report: [String: Any]?, stderr: String) {
+    static func probe(_ arguments: [String], in dir: String) throws -> (
+        status: Int32, size: Int, report: [String: Any]?, stderr: String
+    ) {
         let out = "\(dir)/report.json"
         let quoted = ([airlockBinary] + arguments).map { "'\($0)'" }.joined(separator: " ")
         let run = try runProgram("/bin/sh", ["-c", "\(quoted) > '\(out)'"])
@@ -53,7 +55,9 @@ struct TraceFloodTests {
         #expect(detonation["timedOut"] as? Bool == true, "\(how)")
         let execs = trace.filter { $0["syscall"] as? String == "execve" && $0["action"] as? String == "denied" }
         #expect(!execs.isEmpty, "\(how)")
-        let marked = execs.contains { (($0["args"] as? [String: Any])?["truncated"] as? [String])?.contains("argv") == true }
+        let marked = execs.contains {
+            (($0["args"] as? [String: Any])?["truncated"] as? [String])?.contains("argv") == true
+        }
         #expect(marked, "\(how): no exec event marked as shortened")
     }
 
@@ -77,7 +81,8 @@ struct TraceFloodTests {
             profile["airlock"] = section
             let path = "\(dir)/small-trace.json"
             try JSONSerialization.data(withJSONObject: profile).write(to: URL(fileURLWithPath: path))
-            let r = try TraceFloodTests.probe(["probe", "--profile", path, "--timeout", "3", "--format", "json", file], in: dir)
+            let r = try TraceFloodTests.probe(
+                ["probe", "--profile", path, "--timeout", "3", "--format", "json", file], in: dir)
             TraceFloodTests.check(r, "64 KiB budget")
             #expect(r.size < 200_000, "a report of \(r.size) bytes")
             let detonation = r.report?["detonation"] as? [String: Any] ?? [:]
@@ -109,7 +114,8 @@ struct TraceFloodTests {
     func outputFlood() throws {
         try TraceFloodTests.withFlood { file, dir in
             let started = Date()
-            let r = try TraceFloodTests.probe(["probe", "--timeout", "3", "--format", "json", "\(dir)/output_flood.pkl"], in: dir)
+            let r = try TraceFloodTests.probe(
+                ["probe", "--timeout", "3", "--format", "json", "\(dir)/output_flood.pkl"], in: dir)
             let seconds = Date().timeIntervalSince(started)
             #expect(seconds < 30, "the probe took \(seconds) s with a 3 s deadline")
             #expect(r.status == 1, "exit \(r.status): \(r.stderr.prefix(2000))")
@@ -125,14 +131,16 @@ struct TraceFloodTests {
         try TraceFloodTests.withFlood { file, dir in
             let daemon = try TestDaemon()
             defer { daemon.stop() }
-            let r = try TraceFloodTests.probe(["--socket", daemon.socket, "probe", "--timeout", "5", "--format", "json", file], in: dir)
+            let r = try TraceFloodTests.probe(
+                ["--socket", daemon.socket, "probe", "--timeout", "5", "--format", "json", file], in: dir)
             TraceFloodTests.check(r, "airlockd")
             #expect(daemon.process.isRunning, "airlockd died: \(daemon.log.suffix(2000))")
             let status = try DaemonClient(path: daemon.socket).call("status", timeout: 10)
             #expect(status.contains { $0.0 == "status" })
             // Its peak memory: the trace budget, not the flood, decides it.
             let text = (try? String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)) ?? ""
-            let peakKiB = text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            let peakKiB =
+                text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
                 .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } } ?? 0
             #expect(peakKiB > 0 && peakKiB < 512 * 1024, "airlockd's peak RSS \(peakKiB) KiB")
         }

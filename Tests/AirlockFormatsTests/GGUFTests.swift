@@ -80,8 +80,10 @@ private func model(version: UInt32 = 3) -> [UInt8] {
 }
 
 /// One tensor after `kvs` raw metadata bytes; returns the file.
-private func single(version: UInt32 = 3, kvCount: UInt64 = 0, kvs: (inout GGUFWriter) -> Void = { _ in },
-                    name: String = "t", dims: [UInt64] = [8], type: UInt32 = 0, offset: UInt64 = 0, data: Int = 32) -> [UInt8] {
+private func single(
+    version: UInt32 = 3, kvCount: UInt64 = 0, kvs: (inout GGUFWriter) -> Void = { _ in },
+    name: String = "t", dims: [UInt64] = [8], type: UInt32 = 0, offset: UInt64 = 0, data: Int = 32
+) -> [UInt8] {
     var w = GGUFWriter(version: version)
     w.header(tensors: 1, kvs: kvCount)
     kvs(&w)
@@ -95,14 +97,20 @@ private func kinds(_ bytes: [UInt8]) -> [String] {
     GGUFParser.parse(ByteView(bytes)).observations.map(\.kind)
 }
 
-
 @Suite("GGUF")
 struct GGUFTests {
     static let benign: [(String, [UInt8])] = [
         ("v3 model", model()),
         ("v2 model", model(version: 2)),
         ("v1 model (32-bit counts)", model(version: 1)),
-        ("no metadata, no tensors", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 0); return w.bytes }()),
+        (
+            "no metadata, no tensors",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 0)
+                return w.bytes
+            }()
+        ),
         ("one tensor, default alignment", single()),
         ("alignment 64", single(kvCount: 1, kvs: { $0.kvU32("general.alignment", 64) }, offset: 0, data: 64)),
     ]
@@ -138,48 +146,183 @@ struct GGUFTests {
         ("no version", Array("GGUF".utf8) + [3], "gguf.truncated"),
         ("version 4", Array("GGUF".utf8) + [4, 0, 0, 0] + Array(repeating: 0, count: 16), "gguf.unsupported-version"),
         ("big-endian", Array("GGUF".utf8) + [0, 0, 0, 3] + Array(repeating: 0, count: 16), "gguf.unsupported-version"),
-        ("2^64-1 counts", { var w = GGUFWriter(); w.header(tensors: .max, kvs: .max); return w.bytes }(), "gguf.count-exceeds-file"),
-        ("2^64-1 counts end the file", { var w = GGUFWriter(); w.header(tensors: .max, kvs: .max); return w.bytes }(), "gguf.truncated"),
-        ("2^32-1 counts in v1", { var w = GGUFWriter(version: 1); w.header(tensors: 0xFFFF_FFFF, kvs: 0xFFFF_FFFF); return w.bytes }(),
-         "gguf.count-exceeds-file"),
-        ("key length 2^64-1", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.u64(.max); w.u32(4); return w.bytes }(), "gguf.truncated"),
-        ("key length 2^63", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.u64(1 << 63); return w.bytes }(), "gguf.truncated"),
-        ("string value past the end", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(8); w.u64(100); return w.bytes }(),
-         "gguf.truncated"),
-        ("unknown value type", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(13); w.u32(0); return w.bytes }(),
-         "gguf.unknown-value-type"),
-        ("array of u64 with 2^64-1 elements", {
-            var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(9); w.u32(10); w.u64(.max); return w.bytes
-        }(), "gguf.truncated"),
-        ("array of strings with 2^61 elements", {
-            var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(9); w.u32(8); w.u64(1 << 61); w.u64(0); return w.bytes
-        }(), "gguf.truncated"),
-        ("array of unknown elements", {
-            var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(9); w.u32(42); w.u64(1); w.u32(0); return w.bytes
-        }(), "gguf.unknown-value-type"),
-        ("arrays nested 1000 deep", {
-            var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.string("k"); w.u32(9)
-            for _ in 0..<1000 { w.u32(9); w.u64(1) }
-            w.u32(4); w.u64(0); return w.bytes
-        }(), "gguf.nesting-too-deep"),
-        ("duplicate key", {
-            var w = GGUFWriter(); w.header(tensors: 0, kvs: 2); w.kvString("general.architecture", "llama"); w.kvString("general.architecture", "evil")
-            return w.bytes
-        }(), "gguf.duplicate-key"),
-        ("architecture not a string", { var w = GGUFWriter(); w.header(tensors: 0, kvs: 1); w.kvU32("general.architecture", 1); return w.bytes }(),
-         "gguf.bad-metadata"),
+        (
+            "2^64-1 counts",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: .max, kvs: .max)
+                return w.bytes
+            }(), "gguf.count-exceeds-file"
+        ),
+        (
+            "2^64-1 counts end the file",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: .max, kvs: .max)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
+        (
+            "2^32-1 counts in v1",
+            {
+                var w = GGUFWriter(version: 1)
+                w.header(tensors: 0xFFFF_FFFF, kvs: 0xFFFF_FFFF)
+                return w.bytes
+            }(),
+            "gguf.count-exceeds-file"
+        ),
+        (
+            "key length 2^64-1",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.u64(.max)
+                w.u32(4)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
+        (
+            "key length 2^63",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.u64(1 << 63)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
+        (
+            "string value past the end",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(8)
+                w.u64(100)
+                return w.bytes
+            }(),
+            "gguf.truncated"
+        ),
+        (
+            "unknown value type",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(13)
+                w.u32(0)
+                return w.bytes
+            }(),
+            "gguf.unknown-value-type"
+        ),
+        (
+            "array of u64 with 2^64-1 elements",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(9)
+                w.u32(10)
+                w.u64(.max)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
+        (
+            "array of strings with 2^61 elements",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(9)
+                w.u32(8)
+                w.u64(1 << 61)
+                w.u64(0)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
+        (
+            "array of unknown elements",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(9)
+                w.u32(42)
+                w.u64(1)
+                w.u32(0)
+                return w.bytes
+            }(), "gguf.unknown-value-type"
+        ),
+        (
+            "arrays nested 1000 deep",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.string("k")
+                w.u32(9)
+                for _ in 0..<1000 {
+                    w.u32(9)
+                    w.u64(1)
+                }
+                w.u32(4)
+                w.u64(0)
+                return w.bytes
+            }(), "gguf.nesting-too-deep"
+        ),
+        (
+            "duplicate key",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 2)
+                w.kvString("general.architecture", "llama")
+                w.kvString("general.architecture", "evil")
+                return w.bytes
+            }(), "gguf.duplicate-key"
+        ),
+        (
+            "architecture not a string",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 0, kvs: 1)
+                w.kvU32("general.architecture", 1)
+                return w.bytes
+            }(),
+            "gguf.bad-metadata"
+        ),
         ("alignment 0", single(kvCount: 1, kvs: { $0.kvU32("general.alignment", 0) }), "gguf.bad-alignment"),
         ("alignment 48", single(kvCount: 1, kvs: { $0.kvU32("general.alignment", 48) }), "gguf.bad-alignment"),
-        ("alignment a string", single(kvCount: 1, kvs: { $0.kvString("general.alignment", "32") }), "gguf.bad-alignment"),
-        ("alignment a u64", single(kvCount: 1, kvs: { $0.string("general.alignment"); $0.u32(10); $0.u64(32) }), "gguf.bad-alignment"),
+        (
+            "alignment a string", single(kvCount: 1, kvs: { $0.kvString("general.alignment", "32") }),
+            "gguf.bad-alignment"
+        ),
+        (
+            "alignment a u64",
+            single(
+                kvCount: 1,
+                kvs: {
+                    $0.string("general.alignment")
+                    $0.u32(10)
+                    $0.u64(32)
+                }), "gguf.bad-alignment"
+        ),
         ("five dimensions", single(dims: [1, 1, 1, 1, 8]), "gguf.too-many-dims"),
-        ("2^32-1 dimensions", single(dims: []).enumerated().map { $0.offset >= 33 && $0.offset < 37 ? 0xFF : $0.element }, "gguf.truncated"),
+        (
+            "2^32-1 dimensions",
+            single(dims: []).enumerated().map { $0.offset >= 33 && $0.offset < 37 ? 0xFF : $0.element },
+            "gguf.truncated"
+        ),
         ("name of 64 bytes", single(name: String(repeating: "n", count: 64)), "gguf.name-too-long"),
-        ("duplicate tensor", {
-            var w = GGUFWriter(); w.header(tensors: 2, kvs: 0)
-            w.tensor("t", [8], type: 0, offset: 0); w.tensor("t", [8], type: 0, offset: 32); w.pad(); w.bytes += Array(repeating: 0, count: 64)
-            return w.bytes
-        }(), "gguf.duplicate-tensor"),
+        (
+            "duplicate tensor",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 2, kvs: 0)
+                w.tensor("t", [8], type: 0, offset: 0)
+                w.tensor("t", [8], type: 0, offset: 32)
+                w.pad()
+                w.bytes += Array(repeating: 0, count: 64)
+                return w.bytes
+            }(), "gguf.duplicate-tensor"
+        ),
         ("removed type Q4_2", single(type: 4), "gguf.unknown-type"),
         ("unknown type", single(type: 0xFFFF_FFFF), "gguf.unknown-type"),
         ("Q4_0 row not whole blocks", single(dims: [31], type: 2), "gguf.bad-shape"),
@@ -188,16 +331,30 @@ struct GGUFTests {
         ("misaligned offset", single(dims: [1], offset: 4), "gguf.misaligned"),
         ("data past the end", single(dims: [16], data: 32), "gguf.out-of-bounds"),
         ("offset near 2^64", single(dims: [8], offset: UInt64.max - 31), "gguf.out-of-bounds"),
-        ("overlap", {
-            var w = GGUFWriter(); w.header(tensors: 2, kvs: 0)
-            w.tensor("a", [16], type: 0, offset: 0); w.tensor("b", [8], type: 0, offset: 32); w.pad(); w.bytes += Array(repeating: 0, count: 64)
-            return w.bytes
-        }(), "gguf.overlap"),
+        (
+            "overlap",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 2, kvs: 0)
+                w.tensor("a", [16], type: 0, offset: 0)
+                w.tensor("b", [8], type: 0, offset: 32)
+                w.pad()
+                w.bytes += Array(repeating: 0, count: 64)
+                return w.bytes
+            }(), "gguf.overlap"
+        ),
         ("gap", single(dims: [8], offset: 64, data: 96), "gguf.gap"),
         ("trailing data", single(dims: [8], data: 96), "gguf.trailing-data"),
-        ("header ends before the data section", {
-            var w = GGUFWriter(); w.header(tensors: 1, kvs: 0); w.tensor("t", [8], type: 0, offset: 0); w.u8(0); return w.bytes
-        }(), "gguf.truncated"),
+        (
+            "header ends before the data section",
+            {
+                var w = GGUFWriter()
+                w.header(tensors: 1, kvs: 0)
+                w.tensor("t", [8], type: 0, offset: 0)
+                w.u8(0)
+                return w.bytes
+            }(), "gguf.truncated"
+        ),
     ]
 
     @Test("each anomaly is observed", arguments: 0..<anomalies.count)
@@ -219,7 +376,8 @@ struct GGUFTests {
         for _ in 0..<10_000 { w.string("") }
         var budget = ScanBudget()
         budget.maxOperations = 1000
-        #expect(GGUFParser.parse(ByteView(w.bytes), budget: budget).observations.map(\.kind) == ["gguf.budget-exceeded"])
+        #expect(
+            GGUFParser.parse(ByteView(w.bytes), budget: budget).observations.map(\.kind) == ["gguf.budget-exceeded"])
         #expect(GGUFParser.parse(ByteView(w.bytes)).observations.isEmpty)
     }
 

@@ -58,10 +58,12 @@ struct ONNXTests {
     @Test("a benign model: standard ops, consistent weights, relative external data")
     func benign() {
         let relu = Proto().string(1, "x").string(2, "y").string(4, "Relu")
-        let v = model(nodes: [relu], initializers: [
-            tensor(name: "w", dims: [2, 3], type: 1, raw: 24),
-            tensor(name: "big", dims: [1000], type: 1, location: "weights/big.bin"),
-        ])
+        let v = model(
+            nodes: [relu],
+            initializers: [
+                tensor(name: "w", dims: [2, 3], type: 1, raw: 24),
+                tensor(name: "big", dims: [1000], type: 1, location: "weights/big.bin"),
+            ])
         #expect(FormatDetector.sniff(v) == .onnx)
         let r = ONNXParser.parse(v)
         #expect(r.observations.isEmpty, "\(r.observations)")
@@ -71,9 +73,12 @@ struct ONNXTests {
         #expect(r.externalLocations == ["weights/big.bin"])
     }
 
-    @Test("external data that leaves the folder", arguments: ["/etc/passwd", "../../.ssh/id_rsa", "a/../../b", "C:\\\\x", "..\\\\x"])
+    @Test(
+        "external data that leaves the folder",
+        arguments: ["/etc/passwd", "../../.ssh/id_rsa", "a/../../b", "C:\\\\x", "..\\\\x"])
     func traversal(location: String) {
-        let r = ONNXParser.parse(model(nodes: [], initializers: [tensor(name: "w", dims: [4], type: 1, location: location)]))
+        let r = ONNXParser.parse(
+            model(nodes: [], initializers: [tensor(name: "w", dims: [4], type: 1, location: location)]))
         #expect(r.observations.map(\.kind) == ["onnx.external-data-traversal"])
     }
 
@@ -81,9 +86,13 @@ struct ONNXTests {
     func customDomains() {
         let custom = Proto().string(4, "Evil").string(7, "com.attacker")
         let inner = Proto().string(4, "Other").string(7, "org.inner")
-        let loop = Proto().string(4, "Loop").message(5, Proto().string(1, "body").int(20, 5).message(6, Proto().message(1, inner)))
+        let loop = Proto().string(4, "Loop").message(
+            5, Proto().string(1, "body").int(20, 5).message(6, Proto().message(1, inner)))
         let r = ONNXParser.parse(model(nodes: [custom, loop], initializers: []))
-        #expect(Set(r.observations.map { $0.evidence.details.first { $0.0 == "domain" }?.1 ?? "" }) == ["com.attacker", "org.inner"])
+        #expect(
+            Set(r.observations.map { $0.evidence.details.first { $0.0 == "domain" }?.1 ?? "" }) == [
+                "com.attacker", "org.inner",
+            ])
         #expect(r.nodes == 3)
     }
 
@@ -91,7 +100,8 @@ struct ONNXTests {
     func sizeMismatch() {
         let r = ONNXParser.parse(model(nodes: [], initializers: [tensor(name: "w", dims: [2, 3], type: 1, raw: 7)]))
         #expect(r.observations.map(\.kind) == ["onnx.size-mismatch"])
-        let huge = ONNXParser.parse(model(nodes: [], initializers: [tensor(name: "h", dims: [1 << 62, 1 << 62], type: 1, raw: 4)]))
+        let huge = ONNXParser.parse(
+            model(nodes: [], initializers: [tensor(name: "h", dims: [1 << 62, 1 << 62], type: 1, raw: 4)]))
         #expect(huge.observations.map(\.kind) == ["onnx.size-mismatch"])
     }
 

@@ -11,7 +11,9 @@ struct PickleMalformedTests {
     func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
     func sbu(_ s: String) -> [UInt8] { [0x8C, UInt8(s.utf8.count)] + Array(s.utf8) }
     /// `os.system('touch ...')` without STOP, protocol 2.
-    var payload: [UInt8] { [0x80, 2] + Array("cos\nsystem\n".utf8) + [0x58] + le32(UInt32(Self.cmd.count)) + Self.cmd + [0x85, 0x52] }
+    var payload: [UInt8] {
+        [0x80, 2] + Array("cos\nsystem\n".utf8) + [0x58] + le32(UInt32(Self.cmd.count)) + Self.cmd + [0x85, 0x52]
+    }
 
     @Test("lying lengths stop the stream with an observation at the opcode; what came before stays")
     func lyingLengths() {
@@ -43,7 +45,8 @@ struct PickleMalformedTests {
         #expect(fr.importNames == ["os.system"])
     }
 
-    @Test("LONG_BINGET 0xFFFFFFFF is a memo miss; LONG_BINPUT 0xFFFFFFFF is kept sparsely without allocating 2^32 slots")
+    @Test(
+        "LONG_BINGET 0xFFFFFFFF is a memo miss; LONG_BINPUT 0xFFFFFFFF is kept sparsely without allocating 2^32 slots")
     func hugeMemoIndices() {
         let miss = scan([0x80, 2, 0x6A] + le32(0xFFFF_FFFF) + [0x2E])
         #expect(miss.count("pickle.memo-miss") == 1)
@@ -133,7 +136,10 @@ struct PickleMalformedTests {
         // pickle.loads(b'<pickle.loads(b'...os.system...')>') six levels deep.
         var inner: [UInt8] = payload + [0x2E]
         for _ in 0..<6 {
-            inner = [0x80, 3] + Array("cpickle\nloads\n".utf8) + [0x42] + le32(UInt32(inner.count)) + inner + [0x85, 0x52, 0x2E]
+            inner =
+                [0x80, 3] + Array("cpickle\nloads\n".utf8) + [0x42] + le32(UInt32(inner.count)) + inner + [
+                    0x85, 0x52, 0x2E,
+                ]
         }
         var budget = ScanBudget.standard
         budget.maxNesting = 4
@@ -162,7 +168,10 @@ struct PickleMalformedTests {
         var budget = ScanBudget.standard
         budget.maxHeldBytes = 1 << 20
         let r = scan(b, budget: budget)
-        #expect(r.observations.contains { $0.kind == "pickle.budget" && $0.evidence.details.contains { $0 == ("limit", "folded") } })
+        #expect(
+            r.observations.contains {
+                $0.kind == "pickle.budget" && $0.evidence.details.contains { $0 == ("limit", "folded") }
+            })
         #expect(r.nested.count <= 25)
         #expect(r.nested.first?.importNames == ["os.system"])
     }
@@ -170,15 +179,20 @@ struct PickleMalformedTests {
     @Test("random opcode soup and random bytes never crash")
     func fuzz() {
         var rng = SplitMix(state: 0xA1B0C)
-        let interesting: [UInt8] = [0x28, 0x2E, 0x30, 0x31, 0x32, 0x4E, 0x52, 0x61, 0x62, 0x63, 0x65, 0x68, 0x6A, 0x6C,
-                                    0x6F, 0x71, 0x72, 0x73, 0x74, 0x75, 0x5D, 0x7D, 0x29, 0x81, 0x85, 0x86, 0x87, 0x8C,
-                                    0x8F, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x58, 0x42, 0x43, 0x4B, 0x8A, 0x8B, 0x82,
-                                    0x69, 0x53, 0x56, 0x67, 0x70, 0x49, 0x46, 0x0A, 0x27, 0x61, 0x2E]
+        let interesting: [UInt8] = [
+            0x28, 0x2E, 0x30, 0x31, 0x32, 0x4E, 0x52, 0x61, 0x62, 0x63, 0x65, 0x68, 0x6A, 0x6C,
+            0x6F, 0x71, 0x72, 0x73, 0x74, 0x75, 0x5D, 0x7D, 0x29, 0x81, 0x85, 0x86, 0x87, 0x8C,
+            0x8F, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x58, 0x42, 0x43, 0x4B, 0x8A, 0x8B, 0x82,
+            0x69, 0x53, 0x56, 0x67, 0x70, 0x49, 0x46, 0x0A, 0x27, 0x61, 0x2E,
+        ]
         for round in 0..<3000 {
             let n = Int(rng.next() % 64) + 1
             var b: [UInt8] = round % 2 == 0 ? [0x80, UInt8(rng.next() % 6)] : []
             for _ in 0..<n {
-                b.append(round % 3 == 0 ? UInt8(truncatingIfNeeded: rng.next()) : interesting[Int(rng.next() % UInt64(interesting.count))])
+                b.append(
+                    round % 3 == 0
+                        ? UInt8(truncatingIfNeeded: rng.next())
+                        : interesting[Int(rng.next() % UInt64(interesting.count))])
             }
             let r = scan(b)
             #expect(r.endOffset <= b.count)
@@ -188,13 +202,17 @@ struct PickleMalformedTests {
 
     @Test("the detector accepts pickles and rejects text, JSON, ZIP, zeros and floats")
     func detector() {
-        let yes: [[UInt8]] = [payload + [0x2E], [0x80, 5, 0x4E, 0x2E], Array("(dp0\nS'a'\np1\nI1\ns.".utf8),
-                              Array("cos\nsystem\n(S'x'\ntR.".utf8), [0x5D, 0x71, 0x00, 0x2E]]
+        let yes: [[UInt8]] = [
+            payload + [0x2E], [0x80, 5, 0x4E, 0x2E], Array("(dp0\nS'a'\np1\nI1\ns.".utf8),
+            Array("cos\nsystem\n(S'x'\ntR.".utf8), [0x5D, 0x71, 0x00, 0x2E],
+        ]
         for y in yes { #expect(PickleDetector.looksLikePickle(ByteView(y)), "\(y)") }
-        let no: [[UInt8]] = [Array("hello world".utf8), Array("{\"a\": 1}".utf8), [0x50, 0x4B, 0x03, 0x04, 0, 0],
-                             [UInt8](repeating: 0, count: 64), [0x80, 9, 0x4E, 0x2E], Array("Name: x\n".utf8),
-                             [], [0x80], Array("I am here\n".utf8), Array("layer1.weight".utf8),
-                             withUnsafeBytes(of: (1.5).bitPattern.littleEndian) { Array($0) }]
+        let no: [[UInt8]] = [
+            Array("hello world".utf8), Array("{\"a\": 1}".utf8), [0x50, 0x4B, 0x03, 0x04, 0, 0],
+            [UInt8](repeating: 0, count: 64), [0x80, 9, 0x4E, 0x2E], Array("Name: x\n".utf8),
+            [], [0x80], Array("I am here\n".utf8), Array("layer1.weight".utf8),
+            withUnsafeBytes(of: (1.5).bitPattern.littleEndian) { Array($0) },
+        ]
         for n in no { #expect(!PickleDetector.looksLikePickle(ByteView(n)), "\(n)") }
     }
 

@@ -24,7 +24,10 @@ struct PickleSampleTests {
                 let callee = c["callee"] as? String ?? "?"
                 let args = (c["args"] as? [any Sendable])?.compactMap { $0 as? String }
                 let found = r.calls.contains { $0.callee == callee && (args == nil || $0.args == args) }
-                #expect(found, "\(name): no call \(callee)(\(args?.joined(separator: ", ") ?? "*")) in \(r.calls.map { "\($0.callee)(\($0.args.joined(separator: ", ")))" })")
+                #expect(
+                    found,
+                    "\(name): no call \(callee)(\(args?.joined(separator: ", ") ?? "*")) in \(r.calls.map { "\($0.callee)(\($0.args.joined(separator: ", ")))" })"
+                )
             }
             if calls.isEmpty { #expect(r.calls.isEmpty, ctx) }
         }
@@ -61,8 +64,10 @@ struct PickleSampleTests {
             for (kind, n) in expectedObs {
                 #expect(r.count(kind) == n as? Int, "\(e.name): \(kind)")
             }
-            for bad in ["pickle.truncated", "pickle.invalid-opcode", "pickle.stack-underflow", "pickle.memo-miss",
-                        "pickle.budget", "pickle.trailing-data"] where expectedObs[bad] == nil {
+            for bad in [
+                "pickle.truncated", "pickle.invalid-opcode", "pickle.stack-underflow", "pickle.memo-miss",
+                "pickle.budget", "pickle.trailing-data",
+            ] where expectedObs[bad] == nil {
                 #expect(r.count(bad) == 0, "\(e.name): unexpected \(bad): \(r.observations)")
             }
             if e.json["nested"] == nil { #expect(r.nested.isEmpty, ctx) }
@@ -82,11 +87,18 @@ struct PickleSampleTests {
 
         let np = scan(try s.sample("benign_numpy").bytes)
         // Protocol 2 writes bytes as _codecs.encode(text, 'latin1'); the machine folds that back into bytes.
-        #expect(np.importNames == ["numpy.core.multiarray._reconstruct", "numpy.ndarray", "_codecs.encode", "numpy.dtype"])
-        #expect(np.calls.map(\.callee) == ["_codecs.encode", "numpy.core.multiarray._reconstruct", "numpy.dtype",
-                                            "_codecs.encode", "numpy.core.multiarray._reconstruct"])
+        #expect(
+            np.importNames == ["numpy.core.multiarray._reconstruct", "numpy.ndarray", "_codecs.encode", "numpy.dtype"])
+        #expect(
+            np.calls.map(\.callee) == [
+                "_codecs.encode", "numpy.core.multiarray._reconstruct", "numpy.dtype",
+                "_codecs.encode", "numpy.core.multiarray._reconstruct",
+            ])
         #expect(np.calls[1].args == ["numpy.ndarray", "(0,)", "b'b'"])
-        #expect(np.calls[4].args == ["(1, (3,), numpy.dtype(...), False, b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00')"])
+        #expect(
+            np.calls[4].args == [
+                "(1, (3,), numpy.dtype(...), False, b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00')"
+            ])
         #expect(np.observations.isEmpty)
     }
 
@@ -96,17 +108,25 @@ struct PickleSampleTests {
         let r = scan(try s.sample("builtins_getattr").bytes)
         #expect(r.calls.map(\.callee) == ["builtins.__import__", "builtins.getattr", "os.system"])
         #expect(r.calls[1].args == ["<module 'os'>", "'system'"])
-        #expect(r.observations.filter { $0.kind == "pickle.dynamic-global" }.compactMap(\.evidence.global) == ["os", "os.system"])
+        #expect(
+            r.observations.filter { $0.kind == "pickle.dynamic-global" }.compactMap(\.evidence.global) == [
+                "os", "os.system",
+            ])
 
         let ops = scan(try s.sample("operator_gadgets").bytes)
-        #expect(ops.calls.contains { $0.callee == "operator.methodcaller" && $0.args == ["'system'", "'touch /tmp/airlock-pickle-test'"] })
+        #expect(
+            ops.calls.contains {
+                $0.callee == "operator.methodcaller" && $0.args == ["'system'", "'touch /tmp/airlock-pickle-test'"]
+            })
         #expect(ops.calls.contains { $0.callee == "<unknown>" && $0.args == ["<module 'os'>"] })
     }
 
     @Test("EXT1/EXT2/EXT4 codes are observed with their codes")
     func extCodes() throws {
         let r = scan(try PickleSamples.get().sample("ext_codes").bytes)
-        let codes = r.observations.filter { $0.kind == "pickle.ext-code" }.compactMap { o in o.evidence.details.first { $0.0 == "code" }?.1 }
+        let codes = r.observations.filter { $0.kind == "pickle.ext-code" }.compactMap { o in
+            o.evidence.details.first { $0.0 == "code" }?.1
+        }
         #expect(codes == ["66", "4660", "305419896"])
     }
 
@@ -130,7 +150,12 @@ struct PickleSampleTests {
         for proto in 0...5 {
             let r = scan(try s.sample("os_system_p\(proto)").bytes)
             #expect(r.importNames == ["os.system"])
-            #expect(r.calls == [PickleCall(callee: "os.system", args: ["'touch /tmp/airlock-pickle-test'"], offset: r.calls.first?.offset ?? -1, opcode: "REDUCE")])
+            #expect(
+                r.calls == [
+                    PickleCall(
+                        callee: "os.system", args: ["'touch /tmp/airlock-pickle-test'"],
+                        offset: r.calls.first?.offset ?? -1, opcode: "REDUCE")
+                ])
             #expect(r.protocolVersion == (proto >= 2 ? proto : nil))
             #expect(r.imports.first?.opcode == (proto >= 4 ? "STACK_GLOBAL" : "GLOBAL"))
         }
@@ -139,7 +164,9 @@ struct PickleSampleTests {
     @Test("truncation at every offset returns a report and keeps what came before")
     func truncationEverywhere() throws {
         let s = try PickleSamples.get()
-        for name in ["os_system_p4", "logging_dictconfig", "legacy_torch", "nested_pickle", "string_escapes_p0", "obj_p1"] {
+        for name in [
+            "os_system_p4", "logging_dictconfig", "legacy_torch", "nested_pickle", "string_escapes_p0", "obj_p1",
+        ] {
             let full = try s.sample(name).bytes
             let whole = scan(full)
             for cut in 0..<full.count {

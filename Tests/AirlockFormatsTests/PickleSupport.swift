@@ -100,4 +100,3 @@ extension PickleReport {
     func first(_ kind: String) -> Observation? { observations.first { $0.kind == kind } }
     var importNames: [String] { imports.map(\.fullName) }
 }
-

@@ -29,7 +29,6 @@ private func kinds(_ bytes: [UInt8]) -> [String] {
     SafetensorsParser.parse(ByteView(bytes)).observations.map(\.kind)
 }
 
-
 private let twoTensors = safetensors(
     #"{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]},"a":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}}"#,
     Array(repeating: 1, count: 24))
@@ -40,14 +39,31 @@ struct SafetensorsTests {
         ("empty header", safetensors("{}")),
         ("reference empty file", [8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32]),
         ("two tensors, metadata, out of order", twoTensors),
-        ("scalar", safetensors(#"{"s":{"dtype":"F64","shape":[],"data_offsets":[0,8]}}"#, Array(repeating: 0, count: 8))),
-        ("empty tensors share an offset", safetensors(
-            #"{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"I64","shape":[2,0],"data_offsets":[0,0]}}"#)),
-        ("sub-byte F4 fills bytes", safetensors(#"{"f":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]}}"#, [0, 0, 0])),
-        ("F6 and F8 types", safetensors(
-            #"{"a":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[0,3]},"b":{"dtype":"F8_E8M0","shape":[1],"data_offsets":[3,4]},"c":{"dtype":"C64","shape":[1],"data_offsets":[4,12]}}"#,
-            Array(repeating: 0, count: 12))),
-        ("unpadded header, null metadata", safetensors(#"{"__metadata__":null,"x":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#, [1], pad: false)),
+        (
+            "scalar",
+            safetensors(#"{"s":{"dtype":"F64","shape":[],"data_offsets":[0,8]}}"#, Array(repeating: 0, count: 8))
+        ),
+        (
+            "empty tensors share an offset",
+            safetensors(
+                #"{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"I64","shape":[2,0],"data_offsets":[0,0]}}"#
+            )
+        ),
+        (
+            "sub-byte F4 fills bytes",
+            safetensors(#"{"f":{"dtype":"F4","shape":[2,3],"data_offsets":[0,3]}}"#, [0, 0, 0])
+        ),
+        (
+            "F6 and F8 types",
+            safetensors(
+                #"{"a":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[0,3]},"b":{"dtype":"F8_E8M0","shape":[1],"data_offsets":[3,4]},"c":{"dtype":"C64","shape":[1],"data_offsets":[4,12]}}"#,
+                Array(repeating: 0, count: 12))
+        ),
+        (
+            "unpadded header, null metadata",
+            safetensors(
+                #"{"__metadata__":null,"x":{"dtype":"BOOL","shape":[1],"data_offsets":[0,1]}}"#, [1], pad: false)
+        ),
     ]
 
     @Test("benign files give facts and no observations", arguments: 0..<benign.count)
@@ -84,44 +100,123 @@ struct SafetensorsTests {
         ("not JSON", safetensors("{nope}"), "safetensors.invalid-json"),
         ("NUL padding", safetensors("{}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}"), "safetensors.invalid-json"),
         ("invalid UTF-8 in a name", withLength(6, [0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x7D]), "safetensors.invalid-json"),
-        ("duplicate tensor name", safetensors("{\"a\":{\(u8)},\"a\":{\(u8)}}", [0, 0, 0, 0]), "safetensors.duplicate-key"),
+        (
+            "duplicate tensor name", safetensors("{\"a\":{\(u8)},\"a\":{\(u8)}}", [0, 0, 0, 0]),
+            "safetensors.duplicate-key"
+        ),
         ("an array header", safetensors("[]"), "safetensors.header-not-object"),
-        ("deep nesting", safetensors("{\"a\":{\(u8),\"x\":" + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + "}}",
-                                     [0, 0, 0, 0]), "safetensors.nesting-too-deep"),
+        (
+            "deep nesting",
+            safetensors(
+                "{\"a\":{\(u8),\"x\":" + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000)
+                    + "}}",
+                [0, 0, 0, 0]), "safetensors.nesting-too-deep"
+        ),
         ("metadata value not a string", safetensors(#"{"__metadata__":{"k":1}}"#), "safetensors.metadata-not-string"),
-        ("metadata nested object", safetensors(#"{"__metadata__":{"k":{"x":"y"}}}"#), "safetensors.metadata-not-string"),
+        (
+            "metadata nested object", safetensors(#"{"__metadata__":{"k":{"x":"y"}}}"#),
+            "safetensors.metadata-not-string"
+        ),
         ("metadata not an object", safetensors(#"{"__metadata__":["k"]}"#), "safetensors.metadata-not-object"),
         ("entry not an object", safetensors(#"{"a":[1]}"#), "safetensors.bad-entry"),
         ("entry without dtype", safetensors(#"{"a":{"shape":[],"data_offsets":[0,0]}}"#), "safetensors.bad-entry"),
-        ("entry with a shape string", safetensors(#"{"a":{"dtype":"U8","shape":"4","data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-entry"),
+        (
+            "entry with a shape string",
+            safetensors(#"{"a":{"dtype":"U8","shape":"4","data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-entry"
+        ),
         ("unknown field", safetensors("{\"a\":{\(u8),\"payload\":\"x\"}}", [0, 0, 0, 0]), "safetensors.unknown-field"),
-        ("unknown dtype", safetensors(#"{"a":{"dtype":"Q4","shape":[4],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.unknown-dtype"),
-        ("negative dimension", safetensors(#"{"a":{"dtype":"U8","shape":[-4],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-shape"),
-        ("fractional dimension", safetensors(#"{"a":{"dtype":"U8","shape":[4.0],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-shape"),
-        ("exponent dimension", safetensors(#"{"a":{"dtype":"U8","shape":[4e0],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-shape"),
-        ("dimension past Int", safetensors(#"{"a":{"dtype":"U8","shape":[99999999999999999999],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-shape"),
-        ("three offsets", safetensors(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4,4]}}"#, [0, 0, 0, 0]), "safetensors.bad-offsets"),
-        ("end before begin", safetensors(#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#, [0, 0, 0, 0]), "safetensors.bad-offsets"),
-        ("size disagrees", safetensors(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.size-mismatch"),
-        ("F4 half a byte", safetensors(#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, [0, 0]), "safetensors.size-mismatch"),
-        ("shape product overflows", safetensors(
-            #"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.size-overflow"),
-        ("shape × size overflows", safetensors(
-            #"{"a":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]), "safetensors.size-overflow"),
-        ("offset past the data", safetensors(#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#, [0, 0, 0, 0]), "safetensors.offset-out-of-bounds"),
-        ("huge offsets", safetensors(#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[9223372036854775806,9223372036854775807]}}"#),
-         "safetensors.offset-out-of-bounds"),
-        ("gap before the first", safetensors(#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, [0, 0, 0, 0]), "safetensors.gap"),
-        ("gap between", safetensors(
-            #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[3,4]}}"#, [0, 0, 0, 0]),
-         "safetensors.gap"),
-        ("overlap", safetensors(
-            #"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"U8","shape":[3],"data_offsets":[1,4]}}"#, [0, 0, 0, 0]),
-         "safetensors.overlap"),
-        ("aliasing", safetensors(
-            #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
-         "safetensors.overlap"),
-        ("trailing bytes", safetensors("{\"a\":{\(u8)}}", [0, 0, 0, 0, 0x63, 0x6F, 0x73]), "safetensors.trailing-data"),
+        (
+            "unknown dtype", safetensors(#"{"a":{"dtype":"Q4","shape":[4],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.unknown-dtype"
+        ),
+        (
+            "negative dimension",
+            safetensors(#"{"a":{"dtype":"U8","shape":[-4],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-shape"
+        ),
+        (
+            "fractional dimension",
+            safetensors(#"{"a":{"dtype":"U8","shape":[4.0],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-shape"
+        ),
+        (
+            "exponent dimension",
+            safetensors(#"{"a":{"dtype":"U8","shape":[4e0],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-shape"
+        ),
+        (
+            "dimension past Int",
+            safetensors(#"{"a":{"dtype":"U8","shape":[99999999999999999999],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-shape"
+        ),
+        (
+            "three offsets", safetensors(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-offsets"
+        ),
+        (
+            "end before begin", safetensors(#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#, [0, 0, 0, 0]),
+            "safetensors.bad-offsets"
+        ),
+        (
+            "size disagrees", safetensors(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.size-mismatch"
+        ),
+        (
+            "F4 half a byte", safetensors(#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, [0, 0]),
+            "safetensors.size-mismatch"
+        ),
+        (
+            "shape product overflows",
+            safetensors(
+                #"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.size-overflow"
+        ),
+        (
+            "shape × size overflows",
+            safetensors(
+                #"{"a":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+            "safetensors.size-overflow"
+        ),
+        (
+            "offset past the data",
+            safetensors(#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#, [0, 0, 0, 0]),
+            "safetensors.offset-out-of-bounds"
+        ),
+        (
+            "huge offsets",
+            safetensors(#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[9223372036854775806,9223372036854775807]}}"#),
+            "safetensors.offset-out-of-bounds"
+        ),
+        (
+            "gap before the first",
+            safetensors(#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, [0, 0, 0, 0]), "safetensors.gap"
+        ),
+        (
+            "gap between",
+            safetensors(
+                #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],"data_offsets":[3,4]}}"#,
+                [0, 0, 0, 0]),
+            "safetensors.gap"
+        ),
+        (
+            "overlap",
+            safetensors(
+                #"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"U8","shape":[3],"data_offsets":[1,4]}}"#,
+                [0, 0, 0, 0]),
+            "safetensors.overlap"
+        ),
+        (
+            "aliasing",
+            safetensors(
+                #"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#,
+                [0, 0, 0, 0]),
+            "safetensors.overlap"
+        ),
+        (
+            "trailing bytes", safetensors("{\"a\":{\(u8)}}", [0, 0, 0, 0, 0x63, 0x6F, 0x73]),
+            "safetensors.trailing-data"
+        ),
         ("data with no tensors", safetensors("{}", [1]), "safetensors.trailing-data"),
     ]
 
@@ -159,7 +254,8 @@ struct SafetensorsTests {
         let report = SafetensorsParser.parse(ByteView(safetensors("{\"a\":{\(Self.u8)}}", [0, 0, 0, 0, 9])))
         let trailing = report.observations.first { $0.kind == "safetensors.trailing-data" }
         #expect(trailing?.evidence.offset == (report.dataOffset ?? 0) + 4)
-        let dup = SafetensorsParser.parse(ByteView(safetensors("{\"a\":{\(Self.u8)},\"a\":{\(Self.u8)}}", [0, 0, 0, 0])))
+        let dup = SafetensorsParser.parse(
+            ByteView(safetensors("{\"a\":{\(Self.u8)},\"a\":{\(Self.u8)}}", [0, 0, 0, 0])))
         #expect(dup.observations.first?.evidence.offset ?? 0 > 8)
     }
 

@@ -74,7 +74,8 @@ struct ZipBuilder {
             offsets.append(UInt32(out.count - shift))
             if m.centralOnly { continue }
             let crc = m.crc ?? ZipCRC.crc32(ByteView(m.plain))
-            out += Self.le(ZipFormat.localSignature) + Self.le(UInt16(zip64 ? 45 : 20)) + Self.le(m.localFlags ?? m.flags)
+            out +=
+                Self.le(ZipFormat.localSignature) + Self.le(UInt16(zip64 ? 45 : 20)) + Self.le(m.localFlags ?? m.flags)
             out += Self.le(m.localMethod ?? m.method) + Self.le(UInt16(0)) + Self.le(UInt16(0))
             out += Self.le(m.localCRC ?? crc)
             let name = m.localName ?? m.name
@@ -96,7 +97,9 @@ struct ZipBuilder {
             let crc = m.crc ?? ZipCRC.crc32(ByteView(m.plain))
             let lho = m.localHeaderOffset ?? offsets[i]
             let uncompressed = m.declaredUncompressed ?? UInt32(m.plain.count)
-            out += Self.le(ZipFormat.centralSignature) + Self.le(UInt16(zip64 ? 45 : 20)) + Self.le(UInt16(zip64 ? 45 : 20))
+            out +=
+                Self.le(ZipFormat.centralSignature) + Self.le(UInt16(zip64 ? 45 : 20))
+                + Self.le(UInt16(zip64 ? 45 : 20))
             out += Self.le(m.flags) + Self.le(m.method) + Self.le(UInt16(0)) + Self.le(UInt16(0)) + Self.le(crc)
             if zip64 {
                 out += Self.le(UInt32.max) + Self.le(UInt32.max)
@@ -118,12 +121,16 @@ struct ZipBuilder {
             out += Self.le(UInt32(0)) + Self.le(UInt32(0))
             let c = zip64Count ?? UInt64(n)
             out += Self.le(c) + Self.le(c) + Self.le(UInt64(cdSize)) + Self.le(UInt64(cdStart - shift))
-            out += Self.le(ZipFormat.locatorSignature) + Self.le(UInt32(0)) + Self.le(UInt64(end64 - shift)) + Self.le(UInt32(1))
+            out +=
+                Self.le(ZipFormat.locatorSignature) + Self.le(UInt32(0)) + Self.le(UInt64(end64 - shift))
+                + Self.le(UInt32(1))
         }
         out += gapBeforeEnd
         out += Self.le(ZipFormat.endSignature) + Self.le(UInt16(0)) + Self.le(UInt16(0))
-        out += zip64 ? Self.le(UInt16.max) + Self.le(UInt16.max) + Self.le(UInt32.max) + Self.le(UInt32.max)
-                     : Self.le(n) + Self.le(n) + Self.le(UInt32(cdSize)) + Self.le(UInt32(cdStart - shift))
+        out +=
+            zip64
+            ? Self.le(UInt16.max) + Self.le(UInt16.max) + Self.le(UInt32.max) + Self.le(UInt32.max)
+            : Self.le(n) + Self.le(n) + Self.le(UInt32(cdSize)) + Self.le(UInt32(cdStart - shift))
         out += Self.le(UInt16(comment.count)) + comment
         out += trailing
         return out

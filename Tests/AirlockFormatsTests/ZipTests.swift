@@ -3,7 +3,9 @@ import Foundation
 import Testing
 import AirlockTestSupport
 
-private let pickle: [UInt8] = [0x80, 0x02, 0x7D, 0x71, 0x00, 0x58, 0x01, 0x00, 0x00, 0x00, 0x61, 0x71, 0x01, 0x4B, 0x01, 0x73, 0x2E]
+private let pickle: [UInt8] = [
+    0x80, 0x02, 0x7D, 0x71, 0x00, 0x58, 0x01, 0x00, 0x00, 0x00, 0x61, 0x71, 0x01, 0x4B, 0x01, 0x73, 0x2E,
+]
 
 private func read(_ b: ZipBuilder, budget: ScanBudget = .standard) throws -> (ZipArchive, ByteView) {
     let v = ByteView(b.build())
@@ -16,9 +18,11 @@ private func member(_ name: String, _ text: String = "payload", deflate: Bool = 
 
 @Suite("Zip: benign archives")
 struct ZipBenignTests {
-    @Test("zipfile output, a PyTorch layout, data descriptors: no observations, members extract", arguments: [
-        "benign_deflate.zip", "benign_stored.zip", "pytorch.zip", "descriptor.zip",
-    ])
+    @Test(
+        "zipfile output, a PyTorch layout, data descriptors: no observations, members extract",
+        arguments: [
+            "benign_deflate.zip", "benign_stored.zip", "pytorch.zip", "descriptor.zip",
+        ])
     func benign(_ file: String) throws {
         let v = try ZipSamples.load(file)
         let a = try ZipArchive.read(v)
@@ -39,8 +43,11 @@ struct ZipBenignTests {
     func pytorchLayout() throws {
         let v = try ZipSamples.load("pytorch.zip")
         let a = try ZipArchive.read(v)
-        #expect(a.entries.map(\.name) == ["archive/data.pkl", "archive/byteorder", "archive/data/0", "archive/version",
-                                          "archive/.data/serialization_id"])
+        #expect(
+            a.entries.map(\.name) == [
+                "archive/data.pkl", "archive/byteorder", "archive/data/0", "archive/version",
+                "archive/.data/serialization_id",
+            ])
         let pkl = try #require(a.minizEntry(named: "archive/data.pkl"))
         #expect(try a.extract(pkl, from: v, limit: 100).array == pickle)
         #expect(a.minizEntry(named: "ARCHIVE/DATA.PKL") == pkl, "miniz looks names up case-insensitively")
@@ -57,7 +64,8 @@ struct ZipBenignTests {
         #expect(a.kinds == ["zip.zip64"], "\(a.observations)")
         let big = try #require(a.pythonEntry(named: "big/data.pkl"))
         #expect(big.isZip64)
-        #expect(try a.extract(big, from: v, limit: 1 << 20).array == Array(repeating: pickle, count: 100).flatMap { $0 })
+        #expect(
+            try a.extract(big, from: v, limit: 1 << 20).array == Array(repeating: pickle, count: 100).flatMap { $0 })
         #expect(a.verifyAll(view: v, limit: 1 << 20) == [])
     }
 
@@ -100,7 +108,8 @@ struct ZipObservationTests {
     func duplicate() throws {
         var first = member("archive/data.pkl", "first")
         first.flags = 0
-        let (a, v) = try read(ZipBuilder([first, member("archive/version", "3"), member("archive/data.pkl", "second")]))
+        let (a, v) = try read(
+            ZipBuilder([first, member("archive/version", "3"), member("archive/data.pkl", "second")]))
         #expect(a.kinds == ["zip.duplicate-name"], "\(a.observations)")
         let o = try #require(a.observations.first)
         #expect(o.evidence.member == "archive/data.pkl")
@@ -167,7 +176,8 @@ struct ZipObservationTests {
         #expect(found.map(\.kind) == ["zip.crc-mismatch", "zip.crc-mismatch"])
         #expect(found.map(\.evidence.member) == ["s", "d"])
         #expect(try a.extractChecked(a.entries[0], from: v, limit: 100).crcMatches == false)
-        #expect(try a.extract(a.entries[0], from: v, limit: 100).array == Array("payload".utf8), "data is returned anyway")
+        #expect(
+            try a.extract(a.entries[0], from: v, limit: 100).array == Array("payload".utf8), "data is returned anyway")
     }
 
     @Test("encrypted flag")
@@ -261,7 +271,8 @@ struct ZipObservationTests {
         #expect(ContinuousClock.now - start < .seconds(5))
     }
 
-    @Test("names that escape", arguments: ["../../etc/passwd", "/etc/passwd", "a\\..\\b", "C:/x", "a/../../b", "a\u{0}b"])
+    @Test(
+        "names that escape", arguments: ["../../etc/passwd", "/etc/passwd", "a\\..\\b", "C:/x", "a/../../b", "a\u{0}b"])
     func traversal(_ name: String) throws {
         let (a, _) = try read(ZipBuilder([member(name)]))
         #expect(a.kinds == ["zip.path-traversal"], "\(a.observations)")
@@ -280,7 +291,7 @@ struct ZipObservationTests {
     func multipleEnd() throws {
         let inner = ZipBuilder([member("a")]).build()
         var b = ZipBuilder([member("a")])
-        b.comment = Array(inner.suffix(22))   // a second end record, inside the comment
+        b.comment = Array(inner.suffix(22))  // a second end record, inside the comment
         let (a, _) = try read(b)
         #expect(a.kinds.contains("zip.multiple-eocd"), "\(a.observations)")
     }
@@ -345,8 +356,10 @@ struct ZipHostileTests {
     static func samples() throws -> [[UInt8]] {
         var z64 = ZipBuilder([member("archive/data.pkl", "abc", deflate: true), member("b")])
         z64.zip64 = true
-        return [try ZipSamples.load("pytorch.zip").array, try ZipSamples.load("descriptor.zip").array,
-                try ZipSamples.load("zip64_forced.zip").array, z64.build()]
+        return [
+            try ZipSamples.load("pytorch.zip").array, try ZipSamples.load("descriptor.zip").array,
+            try ZipSamples.load("zip64_forced.zip").array, z64.build(),
+        ]
     }
 
     @Test("truncation at every offset gives an archive or an error, never a crash")
@@ -407,4 +420,3 @@ struct ZipHostileTests {
         #expect(a.entries[0].dataOffset == nil)
     }
 }
-

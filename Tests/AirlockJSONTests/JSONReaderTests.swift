@@ -7,21 +7,23 @@ import AirlockTestSupport
 /// The bounded JSON reader profiles go through, and the writer the CLI prints with.
 @Suite("JSON reader and writer")
 struct JSONReaderTests {
-    @Test("hostile or broken documents are refused with the offset", arguments: [
-        ("", "unexpected end of input"),
-        ("{\"a\": 1,}", "expected a string key"),
-        ("{\"a\": 1, \"a\": 2}", "duplicate key"),
-        ("[1, 2", "unexpected end of input"),
-        ("\"abc", "unterminated string"),
-        ("\"\\ud800\"", "unpaired surrogate"),
-        ("\"\\x\"", "unknown escape"),
-        ("01", "unexpected data after the value"),
-        ("1.", "expected a digit"),
-        ("tru", "truncated literal"),
-        ("{} {}", "unexpected data after the value"),
-        ("\"a\u{01}b\"", "control character"),
-        (String(repeating: "[", count: 100) + String(repeating: "]", count: 100), "nested deeper than 64"),
-    ])
+    @Test(
+        "hostile or broken documents are refused with the offset",
+        arguments: [
+            ("", "unexpected end of input"),
+            ("{\"a\": 1,}", "expected a string key"),
+            ("{\"a\": 1, \"a\": 2}", "duplicate key"),
+            ("[1, 2", "unexpected end of input"),
+            ("\"abc", "unterminated string"),
+            ("\"\\ud800\"", "unpaired surrogate"),
+            ("\"\\x\"", "unknown escape"),
+            ("01", "unexpected data after the value"),
+            ("1.", "expected a digit"),
+            ("tru", "truncated literal"),
+            ("{} {}", "unexpected data after the value"),
+            ("\"a\u{01}b\"", "control character"),
+            (String(repeating: "[", count: 100) + String(repeating: "]", count: 100), "nested deeper than 64"),
+        ])
     func refused(text: String, reason: String) {
         #expect {
             _ = try JSON.parse(Array(text.utf8))
@@ -32,7 +34,10 @@ struct JSONReaderTests {
 
     @Test("values, exact 64-bit integers, escapes and surrogate pairs")
     func values() throws {
-        let doc = try JSON.parse(Array(#"{"n": 18446744073709551615, "s": "a\"\\\/\n\u00e9\ud83d\ude00", "l": [true, false, null, -1.5e3]}"#.utf8))
+        let doc = try JSON.parse(
+            Array(
+                #"{"n": 18446744073709551615, "s": "a\"\\\/\n\u00e9\ud83d\ude00", "l": [true, false, null, -1.5e3]}"#
+                    .utf8))
         let o = try JSONField(value: doc, path: "").object(allowed: ["n", "s", "l"])
         #expect(try o["n"]?.integer(UInt64.self) == UInt64.max)
         #expect(try o["s"]?.string() == "a\"\\/\né😀")

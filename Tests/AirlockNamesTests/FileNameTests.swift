@@ -35,9 +35,11 @@ struct FileNameTests {
         #expect(FileName(escaped: shown)?.bytes == bytes)
     }
 
-    @Test("only the canonical escaped form is read", arguments: [
-        "w\\xff.pkl", "\\x41", "a\nb", "\\q", "\\x4", "a\\", "\\x00", "x\u{202E}", "\\xZZ", "\\\\\\",
-    ])
+    @Test(
+        "only the canonical escaped form is read",
+        arguments: [
+            "w\\xff.pkl", "\\x41", "a\nb", "\\q", "\\x4", "a\\", "\\x00", "x\u{202E}", "\\xZZ", "\\\\\\",
+        ])
     func refusesOtherSpellings(text: String) {
         #expect(FileName(escaped: text) == nil)
     }
@@ -50,8 +52,11 @@ struct FileNameTests {
             let n = Int.random(in: 1...12, using: &rng)
             let bytes = (0..<n).map { _ -> UInt8 in
                 // Mostly bytes around UTF-8's edges, some ASCII and backslashes.
-                let pool: [UInt8] = [0x5C, 0x78, 0x41, 0x0A, 0x7F, 0x80, 0xBF, 0xC2, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xFF, 0x9F, 0xA0]
-                return Bool.random(using: &rng) ? pool.randomElement(using: &rng)! : UInt8.random(in: 1...255, using: &rng)
+                let pool: [UInt8] = [
+                    0x5C, 0x78, 0x41, 0x0A, 0x7F, 0x80, 0xBF, 0xC2, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xFF, 0x9F, 0xA0,
+                ]
+                return Bool.random(using: &rng)
+                    ? pool.randomElement(using: &rng)! : UInt8.random(in: 1...255, using: &rng)
             }
             let name = FileName(bytes: bytes)
             let shown = name.escaped
@@ -83,7 +88,9 @@ struct FileNameTests {
         let path = FileName("a").appending(FileName(bytes: [0xFF])).appending(FileName("c.pkl"))
         #expect(path.bytes == [0x61, 0x2F, 0xFF, 0x2F] + Array("c.pkl".utf8))
         #expect(path.components.count == 3 && path.lastComponent == FileName("c.pkl"))
-        #expect(path.isWithin(FileName("a")) && !path.isWithin(FileName("a/\u{FFFD}")) && !FileName("ab").isWithin(FileName("a")))
+        #expect(
+            path.isWithin(FileName("a")) && !path.isWithin(FileName("a/\u{FFFD}"))
+                && !FileName("ab").isWithin(FileName("a")))
         #expect(FileName(bytes: [0x61, 0x00, 0x62]).withCString { $0.pointee } == 0)
         #expect(FileName(bytes: [0xFF]).withCString { UInt8(bitPattern: $0.pointee) } == 0xFF)
     }
@@ -93,10 +100,13 @@ struct FileNameTests {
         #expect(FileName.escapingControls("a\nb\\c \u{202E}x") == "a\\x0Ab\\c \\xE2\\x80\\xAEx")
         #expect(FileName.escapingControls("w\\xFF.pkl") == "w\\xFF.pkl")  // an escaped name is left alone
         let target = ReportTarget(path: "m.pkl", size: 1, sha256: nil, format: "pickle")
-        let finding = Finding(rule: "pickle.dangerous-import", severity: .critical,
-                              message: "imports os.sy\nCLEAN  \u{1B}[2Jstem", evidence: Evidence(member: "a\rb", args: ["'\n'"]))
+        let finding = Finding(
+            rule: "pickle.dangerous-import", severity: .critical,
+            message: "imports os.sy\nCLEAN  \u{1B}[2Jstem", evidence: Evidence(member: "a\rb", args: ["'\n'"]))
         let text = Report(target: target, findings: [finding]).text()
         #expect(text.split(separator: "\n").count == 4, "\(text)")
-        #expect(!text.contains("\u{1B}") && !text.contains("\r") && text.contains("os.sy\\x0ACLEAN  \\x1B[2Jstem"), "\(text)")
+        #expect(
+            !text.contains("\u{1B}") && !text.contains("\r") && text.contains("os.sy\\x0ACLEAN  \\x1B[2Jstem"),
+            "\(text)")
     }
 }

@@ -23,29 +23,40 @@ struct HarnessTests {
             try MountSpec.readOnlyBind(host: "\(repositoryRoot)/Profiles/harness", sandbox: "/airlock/harness"),
             try MountSpec.readOnlyBind(host: "\(dir)/\(file)", sandbox: "/model/\(file)"),
         ]
-        return try Sandbox.run(SandboxRequest(
-            argv: ["python3", "-I", "-S", "/airlock/harness/load.py", format, "/model/\(file)"],
-            profile: defaultProfile(), timeoutSeconds: 20, extraMounts: mounts, phases: ["startup", "load", "probe", "end"]
-        ))
+        return try Sandbox.run(
+            SandboxRequest(
+                argv: ["python3", "-I", "-S", "/airlock/harness/load.py", format, "/model/\(file)"],
+                profile: defaultProfile(), timeoutSeconds: 20, extraMounts: mounts,
+                phases: ["startup", "load", "probe", "end"]
+            ))
     }
 
-    @Test("malicious models: the payload's exec is refused during load, with its argv", arguments: [
-        ("evil.pt", "pytorch-zip"), ("legacy_evil.pt", "pytorch-legacy"), ("evil.joblib", "joblib"),
-        ("objects.npy", "numpy"),
-    ])
+    @Test(
+        "malicious models: the payload's exec is refused during load, with its argv",
+        arguments: [
+            ("evil.pt", "pytorch-zip"), ("legacy_evil.pt", "pytorch-legacy"), ("evil.joblib", "joblib"),
+            ("objects.npy", "numpy"),
+        ])
     func malicious(file: String, format: String) throws {
         let dir = try HarnessTests.models()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try detonate(file, format: format, in: dir)
-        let exec = try #require(result.trace.first { ($0.syscall == "execve") && $0.action == .denied }, "\(result.err)")
+        let exec = try #require(
+            result.trace.first { ($0.syscall == "execve") && $0.action == .denied }, "\(result.err)")
         #expect(exec.phase == "load")
-        #expect(exec.args.argv?.first.map { ["sh", "id"].contains($0) } == true, "\(String(describing: exec.args.argv))")
-        #expect(!result.trace.contains { $0.phase == "startup" && $0.action == .denied }, "the runtime's own start-up is clean")
+        #expect(
+            exec.args.argv?.first.map { ["sh", "id"].contains($0) } == true, "\(String(describing: exec.args.argv))")
+        #expect(
+            !result.trace.contains { $0.phase == "startup" && $0.action == .denied },
+            "the runtime's own start-up is clean")
     }
 
-    @Test("benign models load completely with stand-ins, with nothing refused", arguments: [
-        ("benign.pt", "pytorch-zip"), ("legacy.pt", "pytorch-legacy"), ("model.joblib", "joblib"), ("floats.npy", "numpy"),
-    ])
+    @Test(
+        "benign models load completely with stand-ins, with nothing refused",
+        arguments: [
+            ("benign.pt", "pytorch-zip"), ("legacy.pt", "pytorch-legacy"), ("model.joblib", "joblib"),
+            ("floats.npy", "numpy"),
+        ])
     func benign(file: String, format: String) throws {
         let dir = try HarnessTests.models()
         defer { try? FileManager.default.removeItem(atPath: dir) }

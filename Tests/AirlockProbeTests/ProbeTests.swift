@@ -15,8 +15,6 @@ import AirlockTestSupport
 @Suite("Probe: detonation and verdicts", .serialized)
 struct ProbeTests {
 
-
-
     static func options(timeout: Double = 20, probePhase: Bool = true) throws -> ProbeOptions {
         let profile = try defaultProfile()
         return ProbeOptions(
@@ -84,11 +82,15 @@ struct ProbeTests {
             let options = try ProbeTests.options()
             let detonating: Set<String> = ["pickle", "joblib", "pytorch-zip", "pytorch-legacy", "numpy", "npz"]
             var reports: [String: Report] = [:]
-            Prober.probe(paths: [dir], options: options) { reports[String($0.target.path.dropFirst(dir.count + 1))] = $0 }
+            Prober.probe(paths: [dir], options: options) {
+                reports[String($0.target.path.dropFirst(dir.count + 1))] = $0
+            }
             for e in try ProbeTests.manifest("\(dir)/expectations.json") {
                 let path = e["path"] as! String, verdict = e["verdict"] as! String
                 let report = try #require(reports[path], "\(path) was not reported")
-                #expect(report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })")
+                #expect(
+                    report.verdict.rawValue == verdict, "\(path): \(report.findings.map { "\($0.rule) \($0.message)" })"
+                )
                 if path == "duplicate.pt" {
                     // Two records named data.pkl: torch.load's reader (miniz) takes record 0, the benign one, and so
                     // does the harness; the payload in the other one is the static analysis's to report.
@@ -97,7 +99,9 @@ struct ProbeTests {
                 } else if verdict == "malicious" && detonating.contains(report.target.format) {
                     ProbeTests.dynamicEvidence(report, rule: "dynamic.exec", phase: "load", path)
                 }
-                if !detonating.contains(report.target.format) || (report.target.format.hasPrefix("n") && verdict == "clean") {
+                if !detonating.contains(report.target.format)
+                    || (report.target.format.hasPrefix("n") && verdict == "clean")
+                {
                     #expect(report.trace.isEmpty, "\(path): \(report.target.format) should be answered statically")
                     #expect(report.findings.contains { $0.rule == "probe.static-only" }, "\(path)")
                 }
@@ -118,7 +122,9 @@ struct ProbeTests {
                 #expect(elapsed < timeout + 3, "\(file) took \(elapsed) s with a \(timeout) s deadline")
                 let expected = Verdict(rawValue: e["verdict"] as! String)!
                 if e["atLeast"] as? Bool == true {
-                    #expect(report.verdict >= expected && report.verdict != .error, "\(file): \(report.verdict) \(report.findings.map(\.message))")
+                    #expect(
+                        report.verdict >= expected && report.verdict != .error,
+                        "\(file): \(report.verdict) \(report.findings.map(\.message))")
                 } else {
                     #expect(report.verdict == expected, "\(file): \(report.verdict) \(report.findings.map(\.message))")
                 }
@@ -126,7 +132,8 @@ struct ProbeTests {
                     ProbeTests.dynamicEvidence(report, rule: rule, phase: e["phase"] as? String, file)
                 }
                 for rule in e["alsoDynamic"] as? [String] ?? [] {
-                    #expect(report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
+                    #expect(
+                        report.findings.contains { $0.rule == rule && $0.source == .dynamic }, "\(file): no \(rule)")
                 }
                 if e["observed"] as? Bool == true {
                     // What was left running is the supervisor's own finding, whatever the harness printed.
@@ -135,7 +142,9 @@ struct ProbeTests {
                     #expect(by == "supervisor", "\(file): left-behind observed by \(by ?? "nobody")")
                 }
                 if expected == .clean {
-                    #expect(report.findings.allSatisfy { $0.source != .dynamic }, "\(file): \(report.findings.map(\.message))")
+                    #expect(
+                        report.findings.allSatisfy { $0.source != .dynamic },
+                        "\(file): \(report.findings.map(\.message))")
                     #expect(report.timings.contains { $0.0 == "probeMs" }, "\(file): the probe phase ran")
                 }
             }
@@ -148,7 +157,8 @@ struct ProbeTests {
     @Test("--no-probe-phase: a payload that only runs when the model is called is then left to the static analysis")
     func noProbePhase() throws {
         try withSamples("detonations.py") { dir, _ in
-            let report = Prober.probe(file: "\(dir)/callable_payload.pkl", options: try ProbeTests.options(probePhase: false))
+            let report = Prober.probe(
+                file: "\(dir)/callable_payload.pkl", options: try ProbeTests.options(probePhase: false))
             #expect(!report.findings.contains { $0.source == .dynamic })
             #expect(report.verdict == .malicious, "os.system is on the denylist")
             #expect(!report.timings.contains { $0.0 == "probeMs" })
@@ -170,8 +180,9 @@ struct ProbeTests {
         bait.checkUntouched()
     }
 
-    @Test("the model reaches the sandbox as a descriptor it cannot write through, even with every notified call allowed",
-          arguments: [(0o666, 2), (0o644, 2), (0o644, 65 << 20)])
+    @Test(
+        "the model reaches the sandbox as a descriptor it cannot write through, even with every notified call allowed",
+        arguments: [(0o666, 2), (0o644, 2), (0o644, 65 << 20)])
     func passedDescriptorIsReadOnly(mode: Int, size: Int) throws {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -202,8 +213,10 @@ struct ProbeTests {
                 except OSError as e:
                     print(how, "refused", e.errno)
             """
-        let result = try Sandbox.run(SandboxRequest(argv: ["python3", "-I", "-S", "-c", script], profile: permissive,
-                                                    timeoutSeconds: 20, passedFDs: [passed]))
+        let result = try Sandbox.run(
+            SandboxRequest(
+                argv: ["python3", "-I", "-S", "-c", script], profile: permissive,
+                timeoutSeconds: 20, passedFDs: [passed]))
         let out = String(decoding: result.stdout, as: UTF8.self)
         #expect(out.contains("read b'N.'"), "\(out) \(String(decoding: result.stderr, as: UTF8.self))")
         #expect(!out.contains("worked"), "\(out)")
@@ -222,7 +235,9 @@ struct ProbeTests {
             for report in reports {
                 let again = try #require(Report(json: report.json), "\(report.target.path)")
                 #expect(again.json == report.json, "\(report.target.path)")
-                #expect(again.trace.map(\.seq) == report.trace.map(\.seq) && again.trace.map(\.rule) == report.trace.map(\.rule))
+                #expect(
+                    again.trace.map(\.seq) == report.trace.map(\.seq)
+                        && again.trace.map(\.rule) == report.trace.map(\.rule))
                 #expect(again.verdict == report.verdict)
             }
         }
@@ -246,12 +261,25 @@ struct ProbeTests {
         let good = try String(contentsOfFile: "\(repositoryRoot)/Profiles/policy.json", encoding: .utf8)
         let cases: [(String, String)] = [
             (good.replacingOccurrences(of: "\"version\": 1", with: "\"version\": 2"), "field version"),
-            (good.replacingOccurrences(of: "\"severity\": \"critical\",\n      \"message\": \"started a program\"", with: "\"severity\": \"fatal\",\n      \"message\": \"started a program\""), "behaviour[0].severity"),
+            (
+                good.replacingOccurrences(
+                    of: "\"severity\": \"critical\",\n      \"message\": \"started a program\"",
+                    with: "\"severity\": \"fatal\",\n      \"message\": \"started a program\""), "behaviour[0].severity"
+            ),
             (good.replacingOccurrences(of: "\"timeout\": {", with: "\"timeouts\": {"), "outcomes.timeouts"),
             // Behaviour after the loader returned is the model's: a policy cannot file it under start-up.
-            (good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"probe\"]"), "field modelPhases"),
-            (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 600"), "field observationSeconds"),
-            (good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 0"), "field observationSeconds"),
+            (
+                good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"probe\"]"),
+                "field modelPhases"
+            ),
+            (
+                good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 600"),
+                "field observationSeconds"
+            ),
+            (
+                good.replacingOccurrences(of: "\"observationSeconds\": 2", with: "\"observationSeconds\": 0"),
+                "field observationSeconds"
+            ),
             ("{", "not valid JSON"),
         ]
         for (text, field) in cases {
@@ -270,15 +298,21 @@ struct ProbeTests {
             #expect(try runCLI(["probe", "\(dir)/benign.pt", "\(dir)/model.safetensors"]).status == 0)
             let evil = try runCLI(["probe", "\(dir)/evil.pt"])
             #expect(evil.status == 1)
-            #expect(evil.stdout.contains("MALICIOUS") && evil.stdout.contains("dynamic.exec") && evil.stdout.contains("[load]"), "\(evil.stdout)")
+            #expect(
+                evil.stdout.contains("MALICIOUS") && evil.stdout.contains("dynamic.exec")
+                    && evil.stdout.contains("[load]"), "\(evil.stdout)")
             #expect(try runCLI(["probe", "\(dir)/missing.pt"]).status == 2)
             let json = try runCLI(["probe", "--format", "json", "\(dir)/evil.pt", "\(dir)/model.safetensors"])
             let lines = json.stdout.split(separator: "\n")
             #expect(lines.count == 2)
             let first = try JSON.parse(Array(lines[0].utf8))
-            guard case .object(let m) = first else { Issue.record("not an object"); return }
+            guard case .object(let m) = first else {
+                Issue.record("not an object")
+                return
+            }
             let keys = m.map(\.0)
-            #expect(keys.starts(with: ["schemaVersion", "target", "verdict", "findings", "trace", "timings"]), "\(keys)")
+            #expect(
+                keys.starts(with: ["schemaVersion", "target", "verdict", "findings", "trace", "timings"]), "\(keys)")
             let timings = m.first { $0.0 == "timings" }?.1
             for key in ["staticMs", "detonationMs", "sandboxSetupMs", "startupMs", "loadMs", "verdictMs"] {
                 guard case .object(let t)? = timings, t.contains(where: { $0.0 == key }) else {

@@ -8,8 +8,10 @@ import AirlockTestSupport
 @Suite("Report JSON schema", .serialized)
 struct ReportSchemaTests {
     /// Files detonated by the probe half: benign and malicious, of every format the harness loads, and two it does not.
-    static let probed = ["benign.pt", "evil.pt", "legacy_evil.pt", "model.safetensors", "objects.npy", "sklearn.pkl",
-                         "model.joblib", "evil.joblib"]
+    static let probed = [
+        "benign.pt", "evil.pt", "legacy_evil.pt", "model.safetensors", "objects.npy", "sklearn.pkl",
+        "model.joblib", "evil.joblib",
+    ]
 
     /// A GGUF file whose one tensor's data offset (1) is not a multiple of the alignment: its finding carries the
     /// tensor's offset as a detail beside the evidence's own `offset`.
@@ -23,7 +25,8 @@ struct ReportSchemaTests {
         return Data(bytes)
     }
 
-    @Test("every report of scan and probe validates against docs/report.schema.json; dynamic evidence names trace events")
+    @Test(
+        "every report of scan and probe validates against docs/report.schema.json; dynamic evidence names trace events")
     func reportsValidate() throws {
         let dir = NSTemporaryDirectory() + "airlock-schema-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -38,19 +41,23 @@ struct ReportSchemaTests {
         let scanLines = scan.stdout.split(separator: "\n")
         let files = try FileManager.default.subpathsOfDirectory(atPath: models).filter { path in
             var isDirectory: ObjCBool = false
-            return FileManager.default.fileExists(atPath: "\(models)/\(path)", isDirectory: &isDirectory) && !isDirectory.boolValue
+            return FileManager.default.fileExists(atPath: "\(models)/\(path)", isDirectory: &isDirectory)
+                && !isDirectory.boolValue
         }
         #expect(scanLines.count == files.count + 1, "one report per file")
 
-        let probe = try runCLI(["probe", "--format", "json"] + ReportSchemaTests.probed.map { "\(models)/\($0)" }, timeout: 300)
+        let probe = try runCLI(
+            ["probe", "--format", "json"] + ReportSchemaTests.probed.map { "\(models)/\($0)" }, timeout: 300)
         #expect(probe.status == 1, "\(probe.stderr)")
         let probeLines = probe.stdout.split(separator: "\n")
         #expect(probeLines.count == ReportSchemaTests.probed.count, "\(probe.stdout)\n\(probe.stderr)")
 
         try scan.stdout.write(toFile: "\(dir)/scan.jsonl", atomically: true, encoding: .utf8)
         try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
-        let validation = try SchemaValidation.python(["-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json",
-                                                       "\(dir)/scan.jsonl", "\(dir)/probe.jsonl"])
+        let validation = try SchemaValidation.python([
+            "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json",
+            "\(dir)/scan.jsonl", "\(dir)/probe.jsonl",
+        ])
         #expect(validation.status == 0, "\(validation.output)")
 
         // The probe of evil.pt: a dynamic finding whose evidence `seq` lists refused events of the same report's trace.
@@ -89,15 +96,21 @@ struct ReportSchemaTests {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // protocol 0 (raw-unicode-escape: \\u000a is a newline): builtins.exec(a SIGALRM handler due later, and a child that sleeps past the loader's exit)
-        let code = "import os, signal, time\\u000asignal.signal(signal.SIGALRM, lambda *a: None)\\u000asignal.alarm(30)\\u000a"
+        let code =
+            "import os, signal, time\\u000asignal.signal(signal.SIGALRM, lambda *a: None)\\u000asignal.alarm(30)\\u000a"
             + "if os.fork() == 0:\\u000a    time.sleep(0.2)\\u000a    os._exit(0)\\u000a"
-        _ = FileManager.default.createFile(atPath: "\(dir)/late.pkl", contents: Data("cbuiltins\nexec\n(V\(code)\ntR.".utf8))
+        _ = FileManager.default.createFile(
+            atPath: "\(dir)/late.pkl", contents: Data("cbuiltins\nexec\n(V\(code)\ntR.".utf8))
         let probe = try runCLI(["probe", "--format", "json", "\(dir)/late.pkl"])
         #expect(probe.status == 1, "\(probe.stderr)")
         try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
-        #expect(probe.stdout.contains("\"kind\":\"process\"") && probe.stdout.contains("SIGALRM handler"), "\(probe.stdout)")
-        let validation = try SchemaValidation.python(["-c", SchemaValidation.validator,
-                                                       "\(repositoryRoot)/docs/report.schema.json", "\(dir)/probe.jsonl"])
+        #expect(
+            probe.stdout.contains("\"kind\":\"process\"") && probe.stdout.contains("SIGALRM handler"), "\(probe.stdout)"
+        )
+        let validation = try SchemaValidation.python([
+            "-c", SchemaValidation.validator,
+            "\(repositoryRoot)/docs/report.schema.json", "\(dir)/probe.jsonl",
+        ])
         #expect(validation.status == 0, "\(validation.output)")
     }
 }

@@ -15,10 +15,13 @@ import AirlockTestSupport
     }
 
     /// An event refused by `rule` in `phase`.
-    static func event(_ seq: Int, _ syscall: String, rule: TraceRule, phase: HarnessPhase?, action: TraceEvent.Action = .denied,
-                      args: TraceArguments = TraceArguments()) -> TraceEvent {
-        TraceEvent(seq: seq, timeNs: UInt64(seq) * 1000, pid: 2, hostPid: 100, syscall: syscall, action: action,
-                   errno: action == .allowed ? nil : "EACCES", rule: rule, phase: phase?.rawValue, args: args)
+    static func event(
+        _ seq: Int, _ syscall: String, rule: TraceRule, phase: HarnessPhase?, action: TraceEvent.Action = .denied,
+        args: TraceArguments = TraceArguments()
+    ) -> TraceEvent {
+        TraceEvent(
+            seq: seq, timeNs: UInt64(seq) * 1000, pid: 2, hostPid: 100, syscall: syscall, action: action,
+            errno: action == .allowed ? nil : "EACCES", rule: rule, phase: phase?.rawValue, args: args)
     }
 
     /// The phase markers and launch of a run that reached `last`, then `events`.
@@ -29,18 +32,22 @@ import AirlockTestSupport
             args.path = PhaseMarker.path(phase.rawValue)
             out.append(event(out.count + 1, "openat", rule: .phase, phase: phase, args: args))
         }
-        return out + events.enumerated().map { i, e in
-            var e = e
-            e.seq = out.count + i + 1
-            return e
-        }
+        return out
+            + events.enumerated().map { i, e in
+                var e = e
+                e.seq = out.count + i + 1
+                return e
+            }
     }
 
-    static func detonation(_ trace: [TraceEvent], exitCode: Int32? = 0, signal: String? = nil, timedOut: Bool = false,
-                           stderr: String = "", dropped: Int = 0) -> Detonation {
-        var result = SandboxResult(exitCode: exitCode, signal: signal, timedOut: timedOut, stdout: [], stdoutDropped: 0,
-                                   stderr: Array(stderr.utf8), stderrDropped: 0, trace: trace, traceDropped: dropped,
-                                   durationNs: 5_000_000)
+    static func detonation(
+        _ trace: [TraceEvent], exitCode: Int32? = 0, signal: String? = nil, timedOut: Bool = false,
+        stderr: String = "", dropped: Int = 0
+    ) -> Detonation {
+        var result = SandboxResult(
+            exitCode: exitCode, signal: signal, timedOut: timedOut, stdout: [], stdoutDropped: 0,
+            stderr: Array(stderr.utf8), stderrDropped: 0, trace: trace, traceDropped: dropped,
+            durationNs: 5_000_000)
         result.commandPid = 2
         return Detonation(argv: ["python3"], phases: HarnessPhase.sequence(probe: true), result: result, durationMs: 5)
     }
@@ -49,15 +56,18 @@ import AirlockTestSupport
         Report(target: ReportTarget(path: "m.pkl", size: 10, sha256: nil, format: "pickle"), findings: findings)
     }
 
-    @Test("a refusal by each of the profile's notify rules in a model phase becomes that rule's finding",
-          arguments: [("exec", "dynamic.exec", Severity.critical), ("network", "dynamic.network", .critical),
-                      ("secrets", "dynamic.secrets", .critical), ("write-outside-tmp", "dynamic.write-outside-tmp", .critical),
-                      ("modify-outside-tmp", "dynamic.modify-outside-tmp", .critical),
-                      ("signal-outside", "dynamic.signal-outside", .critical), ("identity", "dynamic.identity", .high),
-                      ("setid-mode", "dynamic.setid-mode", .critical), ("undecided", "dynamic.refused-syscall", .high),
-                      ("unknown-syscall", "dynamic.refused-syscall", .high),
-                      ("phase-regression", "dynamic.phase-forgery", .critical),
-                      ("phase-unknown", "dynamic.phase-forgery", .high)])
+    @Test(
+        "a refusal by each of the profile's notify rules in a model phase becomes that rule's finding",
+        arguments: [
+            ("exec", "dynamic.exec", Severity.critical), ("network", "dynamic.network", .critical),
+            ("secrets", "dynamic.secrets", .critical), ("write-outside-tmp", "dynamic.write-outside-tmp", .critical),
+            ("modify-outside-tmp", "dynamic.modify-outside-tmp", .critical),
+            ("signal-outside", "dynamic.signal-outside", .critical), ("identity", "dynamic.identity", .high),
+            ("setid-mode", "dynamic.setid-mode", .critical), ("undecided", "dynamic.refused-syscall", .high),
+            ("unknown-syscall", "dynamic.refused-syscall", .high),
+            ("phase-regression", "dynamic.phase-forgery", .critical),
+            ("phase-unknown", "dynamic.phase-forgery", .high),
+        ])
     func behaviour(rule: String, finding: String, severity: Severity) throws {
         let policy = try Self.policy()
         for phase in [HarnessPhase.load, .probe, .end] {
@@ -85,9 +95,11 @@ import AirlockTestSupport
     @Test("refused outright: critical for the listed calls, high for others, nothing for ignored ones")
     func refusedOutright() throws {
         let policy = try Self.policy()
-        let events = [Self.event(0, "ptrace", rule: .refused(index: 3), phase: .load),
-                      Self.event(0, "personality", rule: .refused(index: 7), phase: .load),
-                      Self.event(0, "clone3", rule: .refused(index: 9), phase: .load)]
+        let events = [
+            Self.event(0, "ptrace", rule: .refused(index: 3), phase: .load),
+            Self.event(0, "personality", rule: .refused(index: 7), phase: .load),
+            Self.event(0, "clone3", rule: .refused(index: 9), phase: .load),
+        ]
         for (event, severity) in zip(events, [Severity.critical, .high, nil]) {
             let findings = DynamicRules.findings(Self.detonation(Self.trace(reaching: .end, [event])), policy: policy)
             #expect(findings.map(\.severity) == (severity.map { [$0] } ?? []), "\(event.syscall): \(findings)")
@@ -101,8 +113,10 @@ import AirlockTestSupport
     @Test("a refusal by a rule the policy does not name is otherDenied; allowed calls and markers are never findings")
     func otherDenied() throws {
         let policy = try Self.policy()
-        let events = [Self.event(0, "openat", rule: .notify("custom"), phase: .load),
-                      Self.event(0, "openat", rule: .notify("exec"), phase: .load, action: .allowed)]
+        let events = [
+            Self.event(0, "openat", rule: .notify("custom"), phase: .load),
+            Self.event(0, "openat", rule: .notify("exec"), phase: .load, action: .allowed),
+        ]
         let findings = DynamicRules.findings(Self.detonation(Self.trace(reaching: .end, events)), policy: policy)
         #expect(findings.map(\.rule) == ["dynamic.denied"])
         #expect(findings.first?.severity == .high)
@@ -119,27 +133,35 @@ import AirlockTestSupport
         #expect(findings.first?.message.contains("40 such calls") == true)
     }
 
-    @Test("how the loader ended becomes the outcome's finding", arguments: [
-        ("timeout", "dynamic.timeout"), ("crashed", "dynamic.crashed"), ("cpu-limit", "dynamic.resource-exhausted"),
-        ("early-exit", "dynamic.early-exit"), ("load-error", "dynamic.load-failed"),
-        ("resource-exhausted", "dynamic.resource-exhausted"), ("probe-error", "dynamic.probe-failed"),
-    ])
+    @Test(
+        "how the loader ended becomes the outcome's finding",
+        arguments: [
+            ("timeout", "dynamic.timeout"), ("crashed", "dynamic.crashed"), ("cpu-limit", "dynamic.resource-exhausted"),
+            ("early-exit", "dynamic.early-exit"), ("load-error", "dynamic.load-failed"),
+            ("resource-exhausted", "dynamic.resource-exhausted"), ("probe-error", "dynamic.probe-failed"),
+        ])
     func outcomes(kind: String, finding: String) throws {
         let policy = try Self.policy()
         let d: Detonation
         switch VerdictPolicy.Outcome(rawValue: kind)! {
-        case .timeout: d = Self.detonation(Self.trace(reaching: .load), exitCode: nil, signal: "SIGKILL", timedOut: true)
+        case .timeout:
+            d = Self.detonation(Self.trace(reaching: .load), exitCode: nil, signal: "SIGKILL", timedOut: true)
         case .crashed: d = Self.detonation(Self.trace(reaching: .load), exitCode: nil, signal: "SIGSEGV")
         case .cpuLimit: d = Self.detonation(Self.trace(reaching: .load), exitCode: nil, signal: "SIGXCPU")
         case .earlyExit: d = Self.detonation(Self.trace(reaching: .load), exitCode: 0)
         case .loadError:
-            d = Self.detonation(Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: load-error ValueError: x\n")
+            d = Self.detonation(
+                Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: load-error ValueError: x\n")
         case .resourceExhausted:
-            d = Self.detonation(Self.trace(reaching: .load), exitCode: 4,
-                                stderr: "airlock-harness: resource-exhausted MemoryError: \n")
+            d = Self.detonation(
+                Self.trace(reaching: .load), exitCode: 4,
+                stderr: "airlock-harness: resource-exhausted MemoryError: \n")
         case .probeError:
-            d = Self.detonation(Self.trace(reaching: .probe), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
-        default: Issue.record("no case for \(kind)"); return
+            d = Self.detonation(
+                Self.trace(reaching: .probe), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
+        default:
+            Issue.record("no case for \(kind)")
+            return
         }
         #expect(d.outcome.outcome?.rawValue == kind, "\(d.outcome)")
         let findings = DynamicRules.findings(d, policy: policy)
@@ -148,7 +170,8 @@ import AirlockTestSupport
 
     @Test("the harness's words never make a report cleaner: a probe-error outside probe is an early exit")
     func probeErrorNeedsProbe() throws {
-        let d = Self.detonation(Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
+        let d = Self.detonation(
+            Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
         #expect(d.outcome.outcome == .earlyExit)
     }
 
@@ -158,7 +181,8 @@ import AirlockTestSupport
         let clean = Self.detonation(Self.trace(reaching: .end))
         #expect(clean.outcome.outcome == nil && clean.outcome.phase == .end)
         #expect(Verdict.decide(static: Self.staticReport(), dynamic: clean, policy: policy).verdict == .clean)
-        let left = Self.detonation(Self.trace(reaching: .end), stderr: "airlock-harness: left-behind threads=1\n", dropped: 3)
+        let left = Self.detonation(
+            Self.trace(reaching: .end), stderr: "airlock-harness: left-behind threads=1\n", dropped: 3)
         let findings = DynamicRules.findings(left, policy: policy)
         #expect(findings.map(\.rule) == ["dynamic.left-behind", "dynamic.trace-truncated"])
         #expect(Verdict.decide(static: Self.staticReport(), dynamic: left, policy: policy).verdict == .suspicious)
@@ -170,7 +194,9 @@ import AirlockTestSupport
         let d = Self.detonation(Self.trace(reaching: .startup), exitCode: 1, stderr: "Traceback\n")
         let report = Verdict.decide(static: Self.staticReport(), dynamic: d, policy: policy)
         #expect(report.verdict == .error && report.error?.code == "detonation")
-        let flagged = Self.staticReport([Finding(rule: "pickle.dangerous-import", severity: .critical, message: "os.system")])
+        let flagged = Self.staticReport([
+            Finding(rule: "pickle.dangerous-import", severity: .critical, message: "os.system")
+        ])
         #expect(Verdict.decide(static: flagged, dynamic: d, policy: policy).verdict == .malicious)
     }
 
@@ -179,8 +205,9 @@ import AirlockTestSupport
         let policy = try Self.policy()
         let exec = Self.event(0, "execve", rule: .notify("exec"), phase: .load)
         let unknown = Finding(rule: "pickle.unknown-import", severity: .medium, message: "x")
-        let report = Verdict.decide(static: Self.staticReport([unknown]),
-                                    dynamic: Self.detonation(Self.trace(reaching: .end, [exec])), policy: policy)
+        let report = Verdict.decide(
+            static: Self.staticReport([unknown]),
+            dynamic: Self.detonation(Self.trace(reaching: .end, [exec])), policy: policy)
         #expect(report.verdict == .malicious)
         #expect(report.findings.map(\.rule) == ["dynamic.exec", "pickle.unknown-import"])
         #expect(report.timings.map(\.0).contains("detonationMs") && report.detonation != nil && report.trace.count == 5)
@@ -226,8 +253,9 @@ import AirlockTestSupport
                 }
                 Issue.record("accepted a profile whose notify rule is named \(id)")
             } catch let error as SandboxError {
-                #expect(error.kind == .profile && error.message.contains("field airlock.notify[1].id: '\(id)' is reserved"),
-                        "\(error.message)")
+                #expect(
+                    error.kind == .profile && error.message.contains("field airlock.notify[1].id: '\(id)' is reserved"),
+                    "\(error.message)")
             }
         }
     }
@@ -267,15 +295,19 @@ import AirlockTestSupport
             try policy.check(against: extended, name: "test")
             Issue.record("accepted a policy that leaves exec-again unnamed")
         } catch {
-            #expect(error.message.contains("'exec-again'") && error.message.contains("no behaviour entry"), "\(error.message)")
+            #expect(
+                error.message.contains("'exec-again'") && error.message.contains("no behaviour entry"),
+                "\(error.message)")
         }
     }
 
     @Test("reserved ids, syscalls[N] and duplicates are refused as behaviour rules")
     func malformedRules() throws {
         let good = try Self.policyText()
-        for (id, words) in [("launch", "not a rule that refuses"), ("syscalls[3]", "not a rule that refuses"),
-                            ("network", "named twice")] {
+        for (id, words) in [
+            ("launch", "not a rule that refuses"), ("syscalls[3]", "not a rule that refuses"),
+            ("network", "named twice"),
+        ] {
             let text = good.replacingOccurrences(of: "\"rule\": \"exec\"", with: "\"rule\": \"\(id)\"")
             #expect(throws: PolicyError.self) { _ = try VerdictPolicy(json: Array(text.utf8), name: "test") }
             do throws(PolicyError) {
@@ -284,7 +316,8 @@ import AirlockTestSupport
                 #expect(error.message.contains("field behaviour[") && error.message.contains(words), "\(error.message)")
             }
         }
-        let phases = good.replacingOccurrences(of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"prob\", \"end\"]")
+        let phases = good.replacingOccurrences(
+            of: "[\"load\", \"probe\", \"end\"]", with: "[\"load\", \"prob\", \"end\"]")
         #expect(throws: PolicyError.self) { _ = try VerdictPolicy(json: Array(phases.utf8), name: "test") }
     }
 }

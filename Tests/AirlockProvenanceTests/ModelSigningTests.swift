@@ -1,4 +1,5 @@
 @testable import AirlockProvenance
+import AirlockAnalysis
 import Crypto
 import Foundation
 import Testing

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// Attacks on the calls the supervisor performs for the sandbox (CallEmulator), found by a review that tried them:
@@ -22,7 +22,9 @@ struct EmulationAttackTests {
         // A host listener that prints the connecting peer's uid and gid (SO_PEERCRED).
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        server.arguments = ["-c", """
+        server.arguments = [
+            "-c",
+            """
             import os, socket, struct, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666); s.listen(1)
@@ -31,14 +33,16 @@ struct EmulationAttackTests {
             c, _ = s.accept()
             pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
             print("peer", uid, gid, flush=True)
-            """, "\(dir)/s"]
+            """, "\(dir)/s",
+        ]
         let out = Pipe()
         server.standardOutput = out
         try server.run()
         defer { if server.isRunning { server.terminate() } }
         let ready = out.fileHandleForReading.availableData
         #expect(String(decoding: ready, as: UTF8.self).contains("ready"))
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import socket
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             c.connect("/mnt/peer/s")
@@ -53,7 +57,8 @@ struct EmulationAttackTests {
 
     @Test("inside, a connection's peer credentials are the sandbox's user")
     func peerCredentialsInside() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import socket, struct
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/s"); s.listen(1)
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect("/tmp/s")
@@ -66,7 +71,8 @@ struct EmulationAttackTests {
 
     @Test("netlink with an explicit destination gets no capability from the supervisor: lo stays down")
     func netlinkHasNoCapability() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import fcntl, socket, struct
             nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
             # RTM_NEWLINK (16) for ifindex 1 (lo): IFF_UP in flags and change mask; NLM_F_REQUEST | NLM_F_ACK.
@@ -85,7 +91,8 @@ struct EmulationAttackTests {
 
     @Test("a /proc/PID directory used as a pidfd cannot signal PID 1")
     func procDirectoryPidfd() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import ctypes, os, signal
             libc = ctypes.CDLL(None, use_errno=True)
             fd = os.open("/proc/1", os.O_DIRECTORY)
@@ -100,7 +107,8 @@ struct EmulationAttackTests {
 
     @Test("an IP address written as AF_UNSPEC is still IP: refused by the network rule")
     func unspecifiedFamily() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import ctypes, socket, struct
             libc = ctypes.CDLL(None, use_errno=True)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -117,7 +125,8 @@ struct EmulationAttackTests {
     @Test("a lease held inside cannot stall the supervisor: the deadline holds")
     func leaseDoesNotStall() throws {
         let started = monotonicNow()
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import fcntl, os, signal, time
             signal.signal(signal.SIGIO, signal.SIG_IGN)
             open("/tmp/leased", "w").close()
@@ -140,7 +149,8 @@ struct EmulationAttackTests {
     @Test("a send the supervisor performs never blocks it: a full socket gives EAGAIN within about a second")
     func fullSocketSend() throws {
         let started = monotonicNow()
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import socket, time
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             a.setblocking(False)
@@ -161,7 +171,8 @@ struct EmulationAttackTests {
 
     @Test("truncate beyond the sandbox's file-size limit fails with EFBIG, as the kernel answers the sandbox")
     func truncateLimit() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os
             open("/tmp/big", "w").close()
             try:
@@ -174,7 +185,8 @@ struct EmulationAttackTests {
 
     @Test("a pidfd of the supervisor itself (SO_PEERPIDFD of a connection it made) cannot signal it")
     func supervisorPidfd() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import ctypes, socket, struct
             libc = ctypes.CDLL(None, use_errno=True)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/srv"); s.listen(5)
@@ -197,7 +209,8 @@ struct EmulationAttackTests {
         chown(dir, 65534, 65534)
         var before = stat()
         stat(dir, &before)
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             os.symlink("\(dir)", "/tmp/x")
@@ -226,7 +239,8 @@ struct EmulationAttackTests {
     @Test("a connect held up while another thread flips O_NONBLOCK still ends within about a second")
     func connectRace() throws {
         let started = monotonicNow()
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import fcntl, os, socket, threading, time
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/full"); s.listen(0)
             held = []
@@ -256,7 +270,8 @@ struct EmulationAttackTests {
 
     @Test("a Unix socket bound for the sandbox gets the caller's umask")
     func bindUmask() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os, socket, stat
             os.umask(0o077)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind("/tmp/s")
@@ -267,7 +282,8 @@ struct EmulationAttackTests {
 
     @Test("O_PATH opens get a usable descriptor (seccomp cannot hand over O_PATH files)")
     func pathOpens() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os
             d = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
             print("dir", os.path.isdir("/proc/self/fd/%d" % d))
@@ -279,7 +295,8 @@ struct EmulationAttackTests {
 
     @Test("more than 253 descriptors in one SCM_RIGHTS message: EINVAL before any is copied")
     func tooManyRights() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import array, os, socket
             a, b = socket.socketpair()
             fds = array.array("i", [0] * 300)

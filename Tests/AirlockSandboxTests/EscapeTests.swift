@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// Payloads that try to leave the sandbox. Each proves the host side effect is absent and the attempt is in the
@@ -15,7 +15,8 @@ struct EscapeTests {
     @Test("TCP connect to a loopback listener the test owns: no connection arrives, connect is in the trace")
     func loopbackConnect() throws {
         let listener = try LoopbackListener()
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import socket
             try:
                 socket.create_connection(("127.0.0.1", \(listener.port)), timeout=2)
@@ -36,7 +37,8 @@ struct EscapeTests {
 
     @Test("listen on an IP socket from a second thread: the family is found through the descriptor")
     func listenFromThread() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import socket, threading
             def serve():
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -58,7 +60,8 @@ struct EscapeTests {
 
     @Test("IPv6 and UDP sendto are refused with their addresses decoded")
     func ipv6AndUDP() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import socket
             for fam, addr in ((socket.AF_INET6, ("::1", 5353)), (socket.AF_INET, ("127.0.0.1", 53))):
                 s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -80,7 +83,8 @@ struct EscapeTests {
         let host = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: host) }
         let mount = try MountSpec.readOnlyBind(host: host, sandbox: "/host")
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os
             for attempt in (lambda: open("/host/pwned", "w"), lambda: os.mkdir("/host/dir"), lambda: os.symlink("/etc", "/host/link")):
                 try:
@@ -105,7 +109,8 @@ struct EscapeTests {
         let permissive = try editedProfile { object in
             editSection(&object) { $0["notify"] = [] }
         }
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import errno
             for path in ("/host/pwned", "/usr/pwned", "/etc/pwned", "/proc/sys/kernel/hostname"):
                 try:
@@ -121,7 +126,8 @@ struct EscapeTests {
 
     @Test("reading /etc/shadow and other secrets is refused and recorded")
     func readSecrets() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             for path in ("/etc/shadow", "/root/.ssh/id_rsa", "/proc/1/environ", "/tmp/../etc/gshadow"):
                 try:
                     open(path).read()
@@ -131,7 +137,10 @@ struct EscapeTests {
             """)
         #expect(!result.out.contains("read "))
         let denied = result.events("openat").filter { $0.rule == .notify("secrets") }
-        #expect(Set(denied.compactMap(\.args.path)) == ["/etc/shadow", "/root/.ssh/id_rsa", "/proc/1/environ", "/etc/gshadow"])
+        #expect(
+            Set(denied.compactMap(\.args.path)) == [
+                "/etc/shadow", "/root/.ssh/id_rsa", "/proc/1/environ", "/etc/gshadow",
+            ])
         #expect(denied.allSatisfy { $0.action == .denied && $0.errno == "EACCES" })
     }
 
@@ -151,16 +160,18 @@ struct EscapeTests {
         #expect(result.trace.first?.action == .allowed)
     }
 
-    @Test("refused outright and recorded", arguments: [
-        ("io_uring_setup", "print(libc.syscall(425, 1, 0), ctypes.get_errno())", "-1 1"),
-        ("unshare", "print(libc.unshare(0x10000000), ctypes.get_errno())", "-1 1"),
-        ("ptrace", "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())", "-1 1"),
-        ("mount", "print(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())", "-1 1"),
-        ("bpf", "print(libc.syscall(321, 0, 0, 0), ctypes.get_errno())", "-1 1"),
-        ("clone", "print(libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0), ctypes.get_errno())", "-1 1"),
-        ("ioctl", "print(libc.ioctl(0, 0x5412, ctypes.c_char_p(b'x')), ctypes.get_errno())", "-1 1"),
-        ("socket", "print(libc.socket(38, 5, 0), ctypes.get_errno())", "-1 97"),
-    ])
+    @Test(
+        "refused outright and recorded",
+        arguments: [
+            ("io_uring_setup", "print(libc.syscall(425, 1, 0), ctypes.get_errno())", "-1 1"),
+            ("unshare", "print(libc.unshare(0x10000000), ctypes.get_errno())", "-1 1"),
+            ("ptrace", "print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())", "-1 1"),
+            ("mount", "print(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())", "-1 1"),
+            ("bpf", "print(libc.syscall(321, 0, 0, 0), ctypes.get_errno())", "-1 1"),
+            ("clone", "print(libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0), ctypes.get_errno())", "-1 1"),
+            ("ioctl", "print(libc.ioctl(0, 0x5412, ctypes.c_char_p(b'x')), ctypes.get_errno())", "-1 1"),
+            ("socket", "print(libc.socket(38, 5, 0), ctypes.get_errno())", "-1 97"),
+        ])
     func refused(syscall: String, code: String, expected: String) throws {
         let result = try runPython("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n" + code)
         #expect(result.out.trimmingCharacters(in: .whitespacesAndNewlines) == expected, "\(result.out) \(result.err)")
@@ -176,7 +187,8 @@ struct EscapeTests {
         outsider.arguments = ["30"]
         try outsider.run()
         defer { outsider.terminate() }
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os, signal
             try:
                 os.kill(-1, signal.SIGKILL)
@@ -204,7 +216,8 @@ struct EscapeTests {
 
     @Test("the state inside: no capabilities, no_new_privs, seccomp filter, only lo, only the sandbox's processes")
     func stateInside() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os, json
             status = dict(l.split(":\\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\\t" in l)
             print(json.dumps({
@@ -218,7 +231,8 @@ struct EscapeTests {
             }))
             """)
         let data = try #require(result.out.data(using: .utf8))
-        let state = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(result.out) \(result.err)")
+        let state = try #require(
+            try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(result.out) \(result.err)")
         let caps = try #require(state["caps"] as? [String: String])
         for (name, value) in caps { #expect(value == "0000000000000000", "\(name)") }
         #expect(state["nnp"] as? String == "1")
@@ -232,12 +246,16 @@ struct EscapeTests {
         let root = try #require(state["root"] as? [String])
         #expect(!root.contains("root") && !root.contains("home"))
         let writable = try #require(state["mounts_rw"] as? [String])
-        #expect(Set(writable).isSubset(of: ["/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]), "\(writable)")
+        #expect(
+            Set(writable).isSubset(of: [
+                "/tmp", "/proc", "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+            ]), "\(writable)")
     }
 
     @Test("hostile arguments: unreadable pointers and huge argv are decoded within bounds")
     func hostileArguments() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             print(libc.syscall(59, ctypes.c_void_p(0xdeadbeef000), 0, 0), ctypes.get_errno())

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// Resource bombs, deadlines and the death of the supervisor. These use their own host uid so a fork bomb's
@@ -34,7 +34,8 @@ struct LifecycleTests {
     @Test("a fork bomb ends at the deadline and leaves no process behind")
     func forkBomb() throws {
         let marker = "forkbomb-\(UUID().uuidString.prefix(8))"
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os
             MARK = "\(marker)"
             while True:
@@ -50,7 +51,8 @@ struct LifecycleTests {
     @Test("a memory bomb fails inside the address-space limit")
     func memoryBomb() throws {
         let profile = try isolatedProfile(hostUid: 61003) { setLimits(&$0, ["addressSpaceBytes": 1 << 30]) }
-        let result = try runPython("""
+        let result = try runPython(
+            """
             try:
                 huge = bytearray(1 << 40)
             except MemoryError:
@@ -70,7 +72,8 @@ struct LifecycleTests {
     @Test("output beyond the bound is counted, not kept")
     func outputBound() throws {
         let profile = try isolatedProfile(hostUid: 61004) { setLimits(&$0, ["outputBytes": 1000]) }
-        let result = try runPython("import sys; sys.stdout.write('x' * 5000); sys.stderr.write('y' * 3000)", profile: profile)
+        let result = try runPython(
+            "import sys; sys.stdout.write('x' * 5000); sys.stderr.write('y' * 3000)", profile: profile)
         #expect(result.stdout.count == 1000)
         #expect(result.stdoutDropped == 4000)
         #expect(result.stderr.count == 1000)
@@ -81,7 +84,9 @@ struct LifecycleTests {
     @Test("the trace is bounded: later notifications are answered and counted")
     func traceBound() throws {
         let profile = try isolatedProfile(hostUid: 61005) { setLimits(&$0, ["traceEvents": 50]) }
-        let result = try runPython("import os\nfor i in range(500): os.close(os.open('/dev/null', os.O_RDONLY))\nprint('done')", profile: profile)
+        let result = try runPython(
+            "import os\nfor i in range(500): os.close(os.open('/dev/null', os.O_RDONLY))\nprint('done')",
+            profile: profile)
         #expect(result.out.contains("done"))
         #expect(result.trace.count == 50)
         #expect(result.traceDropped > 400)
@@ -92,8 +97,10 @@ struct LifecycleTests {
         let marker = "orphan-\(UUID().uuidString.prefix(8))"
         let supervisor = Process()
         supervisor.executableURL = URL(fileURLWithPath: airlockBinary)
-        supervisor.arguments = ["exec", "--timeout", "60", "--", "python3", "-c",
-                                "import os, time\nMARK = '\(marker)'\nos.fork()\ntime.sleep(60)"]
+        supervisor.arguments = [
+            "exec", "--timeout", "60", "--", "python3", "-c",
+            "import os, time\nMARK = '\(marker)'\nos.fork()\ntime.sleep(60)",
+        ]
         supervisor.standardOutput = FileHandle.nullDevice
         supervisor.standardError = FileHandle.nullDevice
         try supervisor.run()
@@ -134,7 +141,8 @@ struct LifecycleTests {
             rules.append(["names": ["getppid"], "action": "SCMP_ACT_KILL_THREAD"])
             object["syscalls"] = rules
         }
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os, threading, time
             threading.Thread(target=os.getppid).start()
             time.sleep(2)
@@ -148,7 +156,9 @@ struct LifecycleTests {
     @Test("with recordRefused off, refused calls fail in the kernel and stay out of the trace")
     func unrecordedRefusals() throws {
         let profile = try editedProfile { object in editSection(&object) { $0["recordRefused"] = false } }
-        let result = try runPython("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.syscall(425, 1, 0), ctypes.get_errno())", profile: profile)
+        let result = try runPython(
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.syscall(425, 1, 0), ctypes.get_errno())",
+            profile: profile)
         #expect(result.out.contains("-1 1"))
         #expect(result.events("io_uring_setup").isEmpty)
     }

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// What a command leaves running, as the supervisor sees it from outside (`SandboxObservation`): never from the
@@ -31,9 +31,13 @@ struct ObservationTests {
         """
     }
 
-    static func run(_ code: String, profile: Profile? = nil, observation: SandboxObservation? = observe) throws -> SandboxResult {
-        try Sandbox.run(SandboxRequest(argv: ["python3", "-I", "-S", "-c", code], profile: profile ?? defaultProfile(),
-                                       timeoutSeconds: 20, phases: phases, observation: observation))
+    static func run(_ code: String, profile: Profile? = nil, observation: SandboxObservation? = observe) throws
+        -> SandboxResult
+    {
+        try Sandbox.run(
+            SandboxRequest(
+                argv: ["python3", "-I", "-S", "-c", code], profile: profile ?? defaultProfile(),
+                timeoutSeconds: 20, phases: phases, observation: observation))
     }
 
     @Test("nothing left: nothing seen, and the sandbox ends with the command (no window is waited)")
@@ -59,15 +63,17 @@ struct ObservationTests {
 
     @Test("a child that outlives the command keeps the sandbox for the window, and acts under observation")
     func childOutlivesCommand() throws {
-        let result = try ObservationTests.run(ObservationTests.script("""
-            if os.fork() == 0:
-                time.sleep(0.3)
-                try:
-                    open("/etc/airlock-late-write", "w")
-                except OSError:
-                    pass
-                os._exit(0)
-            """))
+        let result = try ObservationTests.run(
+            ObservationTests.script(
+                """
+                if os.fork() == 0:
+                    time.sleep(0.3)
+                    try:
+                        open("/etc/airlock-late-write", "w")
+                    except OSError:
+                        pass
+                    os._exit(0)
+                """))
         #expect(result.exitCode == 0, "\(result.err)")
         let o = try #require(result.observation)
         #expect(o.left.contains { $0.kind == .process && $0.pid == 3 }, "\(o.left)")
@@ -83,12 +89,14 @@ struct ObservationTests {
                 section["mounts"] = (section["mounts"] as! [[String: Any]]).filter { $0["type"] as? String != "proc" }
             }
         }
-        let result = try ObservationTests.run(ObservationTests.script("""
-            threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
-            if os.fork() == 0:
-                time.sleep(0.3)
-                os._exit(0)
-            """), profile: profile)
+        let result = try ObservationTests.run(
+            ObservationTests.script(
+                """
+                threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+                if os.fork() == 0:
+                    time.sleep(0.3)
+                    os._exit(0)
+                """), profile: profile)
         #expect(result.exitCode == 0, "\(result.err)")
         let left = result.observation?.left ?? []
         #expect(left.contains { $0.kind == .process && $0.pid == 0 }, "\(left)")
@@ -99,11 +107,13 @@ struct ObservationTests {
     func windowExpires() throws {
         let started = Date()
         let short = SandboxObservation(baselinePhase: "load", endPhase: "end", windowSeconds: 0.5)
-        let result = try ObservationTests.run(ObservationTests.script("""
-            if os.fork() == 0:
-                time.sleep(30)
-                os._exit(0)
-            """), observation: short)
+        let result = try ObservationTests.run(
+            ObservationTests.script(
+                """
+                if os.fork() == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                """), observation: short)
         #expect(Date().timeIntervalSince(started) < 5)
         let o = try #require(result.observation)
         #expect(o.windowExpired)
@@ -114,7 +124,8 @@ struct ObservationTests {
 
     @Test("an `end` announced by another thread is not the command's: the work goes on until the command exits")
     func endFromAnotherThread() throws {
-        let result = try ObservationTests.run("""
+        let result = try ObservationTests.run(
+            """
             import threading, time
             def announce(name):
                 try:
@@ -136,7 +147,8 @@ struct ObservationTests {
     func unobserved() throws {
         let marker = "unobserved-\(UUID().uuidString.prefix(8))"
         let started = Date()
-        let result = try runPython("import os, time\nMARK = '\(marker)'\nif os.fork() == 0:\n    time.sleep(30)\nprint('done')")
+        let result = try runPython(
+            "import os, time\nMARK = '\(marker)'\nif os.fork() == 0:\n    time.sleep(30)\nprint('done')")
         #expect(Date().timeIntervalSince(started) < 5)
         #expect(result.out.contains("done"))
         #expect(result.exitCode == 0)

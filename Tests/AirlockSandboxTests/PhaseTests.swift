@@ -27,7 +27,9 @@ struct PhaseTests {
             except OSError:
                 pass
             """
-        let result = try Sandbox.run(SandboxRequest(argv: ["python3", "-c", code], profile: defaultProfile(), phases: ["startup", "load", "probe"]))
+        let result = try Sandbox.run(
+            SandboxRequest(
+                argv: ["python3", "-c", code], profile: defaultProfile(), phases: ["startup", "load", "probe"]))
         #expect(result.exitCode == 0, "\(result.err)")
         func phase(of path: String) -> String? { result.trace.first { $0.args.path == path }?.phase }
         #expect(result.trace.first?.phase == "startup")

@@ -9,8 +9,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// One sandbox cannot spend the host's shared budgets: the per-user kernel counters charged to the user who created
@@ -40,7 +40,8 @@ struct SharedBudgetTests {
 
     @Test("inotify instances: the 17th fails inside, so the sandbox takes at most 16 of root's 128")
     func inotifyInstances() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             made = 0
@@ -60,7 +61,8 @@ struct SharedBudgetTests {
     func otherUserNamespaceLimits() throws {
         // Checked by what the kernel refuses: the sandbox's opens of /proc/sys/user are performed by the supervisor,
         // whose user namespace the kernel shows there (docs/sandbox.md, "Notified calls").
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init()
@@ -101,7 +103,9 @@ struct SharedBudgetTests {
         #expect(result.events("mq_open").first?.action == .denied)
         // Without the filter's rule, the rlimit alone.
         let unfiltered = try editedProfile { object in
-            object["syscalls"] = (object["syscalls"] as! [[String: Any]]).filter { !($0["names"] as! [String]).contains("mq_open") }
+            object["syscalls"] = (object["syscalls"] as! [[String: Any]]).filter {
+                !($0["names"] as! [String]).contains("mq_open")
+            }
             // Decided as allowed, or the inventory's `undecided` refusal would answer it instead of the rlimit.
             editSection(&object) { $0["allowedInKernel"] = ($0["allowedInKernel"] as! [String]) + ["mq_open"] }
         }
@@ -111,7 +115,8 @@ struct SharedBudgetTests {
 
     @Test("queued signals and locked memory are bounded by the sandbox's rlimits")
     func signalAndLockLimits() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import resource
             print("sigpending", resource.getrlimit(resource.RLIMIT_SIGPENDING))
             print("memlock", resource.getrlimit(resource.RLIMIT_MEMLOCK))
@@ -126,7 +131,8 @@ struct SharedBudgetTests {
     func memfdBeyondMemoryLimit() throws {
         let limit = 256 << 20
         // RLIMIT_AS (4 GiB) never sees memfd pages written with write(); 20 memfds of 60 MiB (RLIMIT_FSIZE is 64 MiB).
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os
             fds, held = [], 0
             try:
@@ -160,7 +166,8 @@ struct SharedBudgetTests {
         // Out of the page cache, so that the sandbox's reads are charged to the sandbox.
         #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
         close(fd)
-        let result = try runPython("""
+        let result = try runPython(
+            """
             total = 0
             for _ in range(2):
                 with open("/data/data.bin", "rb") as f:
@@ -178,7 +185,8 @@ struct SharedBudgetTests {
 
     @Test("fork beyond pids.max fails, and the run names the pids limit")
     func forkBeyondPidsLimit() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os, time
             children = 0
             try:
@@ -200,7 +208,8 @@ struct SharedBudgetTests {
 
     @Test("the cgroup exists, in both controllers, while the sandbox runs, holds all of it, and is removed after")
     func cgroupLifecycle() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os
             print(open("/proc/self/cgroup").read())
             """)
@@ -213,7 +222,8 @@ struct SharedBudgetTests {
         #expect(!usage.paths.isEmpty)
         for path in usage.paths { #expect(access(path, F_OK) != 0, "\(path) is still there") }
         // Inside, the cgroup namespace is rooted at the sandbox's own cgroup: no name of the host's shows.
-        for line in result.out.split(separator: "\n") where line.contains("memory") || line.contains("pids") || line.hasPrefix("0::") {
+        for line in result.out.split(separator: "\n")
+        where line.contains("memory") || line.contains("pids") || line.hasPrefix("0::") {
             #expect(line.hasSuffix(":/"), "\(line)")
         }
     }
@@ -255,8 +265,12 @@ struct SharedBudgetTests {
             try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
             chmod(path, 0o644)
             defer { unlink(path) }
-            let run = try runProgram("/usr/sbin/runuser", ["-u", "nobody", "--", "/usr/bin/env", "HOME=/", binary,
-                                                           "exec", "--format", "json", "--profile", path, "--", "true"])
+            let run = try runProgram(
+                "/usr/sbin/runuser",
+                [
+                    "-u", "nobody", "--", "/usr/bin/env", "HOME=/", binary,
+                    "exec", "--format", "json", "--profile", path, "--", "true",
+                ])
             if expectError {
                 #expect(run.status == 125, "\(run.stdout) \(run.stderr)")
                 #expect(run.stdout.contains("\"code\":\"cgroup\""), "\(run.stdout)")
@@ -360,7 +374,8 @@ struct SharedBudgetTests {
     func sealedCopyOverBudget() throws {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = try SharedBudgetTests.sparseFile(dir, size: 8 << 20, data: [UInt8](repeating: 0x41, count: 2 << 20), at: 0)
+        let path = try SharedBudgetTests.sparseFile(
+            dir, size: 8 << 20, data: [UInt8](repeating: 0x41, count: 2 << 20), at: 0)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         defer { close(fd) }
         let profile = try SharedBudgetTests.profile(["modelCopyBytes": 1 << 20])

@@ -5,8 +5,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// Every system call has a decision, and calls that reach an effect without a notification are refused.
@@ -28,7 +28,8 @@ struct SyscallInventoryTests {
         let begin = "<!-- inventory:begin (generated: make inventory) -->\n"
         let end = "<!-- inventory:end -->"
         let profile = try defaultProfile()
-        let generated = SyscallInventory(profile: profile).markdown(architecture: SeccompProgram.archName(seccompNative()))
+        let generated = SyscallInventory(profile: profile).markdown(
+            architecture: SeccompProgram.archName(seccompNative()))
         let start = try #require(doc.range(of: begin), "docs/profiles.md has no inventory section")
         let stop = try #require(doc.range(of: end, range: start.upperBound..<doc.endIndex))
         let current = String(doc[start.upperBound..<stop.lowerBound])
@@ -43,7 +44,8 @@ struct SyscallInventoryTests {
     @Test("a number beyond libseccomp's table is refused with ENOSYS and recorded")
     func unknownNumber() throws {
         let beyond = SyscallTable.native.highest + 1
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
             for nr in (\(beyond), 467, 999):
@@ -65,7 +67,8 @@ struct SyscallInventoryTests {
             }
         }
         #expect(SeccompProgram.undecided(profile) == ["getppid"])
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
             print(libc.getppid(), ctypes.get_errno())
@@ -77,17 +80,55 @@ struct SyscallInventoryTests {
         #expect(event.action == .denied)
     }
 
-    @Test("calls that would reach an effect unseen are refused and recorded", arguments: [
-        ("mknodat (a FIFO)", "import os\ntry:\n    os.mkfifo('/tmp/f'); print('made')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "mknodat"),
-        ("fchmod setting set-user-ID", "import os\nfd = os.open('/tmp/x', os.O_CREAT | os.O_WRONLY, 0o600)\ntry:\n    os.fchmod(fd, 0o4755); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "fchmod"),
-        ("fchmod setting set-group-ID", "import os\nfd = os.open('/tmp/x', os.O_CREAT | os.O_WRONLY, 0o600)\ntry:\n    os.fchmod(fd, 0o2755); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "fchmod"),
-        ("fcntl F_SETOWN", "import fcntl, os\nr, w = os.pipe()\ntry:\n    fcntl.fcntl(r, 8, 1); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "fcntl"),
-        ("fcntl F_SETSIG", "import fcntl, os\nr, w = os.pipe()\ntry:\n    fcntl.fcntl(r, 10, 9); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "fcntl"),
-        ("ioctl FIOSETOWN", "import fcntl, socket, struct\ns = socket.socket(socket.AF_UNIX)\ntry:\n    fcntl.ioctl(s.fileno(), 0x8901, struct.pack('i', 1)); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "ioctl"),
-        ("ioctl SIOCSPGRP", "import fcntl, socket, struct\ns = socket.socket(socket.AF_UNIX)\ntry:\n    fcntl.ioctl(s.fileno(), 0x8902, struct.pack('i', 1)); print('set')\nexcept OSError as e: print('refused', e.errno)", "refused 1", "ioctl"),
-        ("sendmmsg", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('refused' if libc.sendmmsg(0, None, 0, 0) == -1 and ctypes.get_errno() == 38 else 'sent')", "refused", "sendmmsg"),
-        ("a seccomp listener of the sandbox's own", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(317, 1, 8, None)\nprint('refused', ctypes.get_errno()) if r == -1 else print('installed')", "refused 1", "seccomp"),
-    ])
+    @Test(
+        "calls that would reach an effect unseen are refused and recorded",
+        arguments: [
+            (
+                "mknodat (a FIFO)",
+                "import os\ntry:\n    os.mkfifo('/tmp/f'); print('made')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "mknodat"
+            ),
+            (
+                "fchmod setting set-user-ID",
+                "import os\nfd = os.open('/tmp/x', os.O_CREAT | os.O_WRONLY, 0o600)\ntry:\n    os.fchmod(fd, 0o4755); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "fchmod"
+            ),
+            (
+                "fchmod setting set-group-ID",
+                "import os\nfd = os.open('/tmp/x', os.O_CREAT | os.O_WRONLY, 0o600)\ntry:\n    os.fchmod(fd, 0o2755); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "fchmod"
+            ),
+            (
+                "fcntl F_SETOWN",
+                "import fcntl, os\nr, w = os.pipe()\ntry:\n    fcntl.fcntl(r, 8, 1); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "fcntl"
+            ),
+            (
+                "fcntl F_SETSIG",
+                "import fcntl, os\nr, w = os.pipe()\ntry:\n    fcntl.fcntl(r, 10, 9); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "fcntl"
+            ),
+            (
+                "ioctl FIOSETOWN",
+                "import fcntl, socket, struct\ns = socket.socket(socket.AF_UNIX)\ntry:\n    fcntl.ioctl(s.fileno(), 0x8901, struct.pack('i', 1)); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "ioctl"
+            ),
+            (
+                "ioctl SIOCSPGRP",
+                "import fcntl, socket, struct\ns = socket.socket(socket.AF_UNIX)\ntry:\n    fcntl.ioctl(s.fileno(), 0x8902, struct.pack('i', 1)); print('set')\nexcept OSError as e: print('refused', e.errno)",
+                "refused 1", "ioctl"
+            ),
+            (
+                "sendmmsg",
+                "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('refused' if libc.sendmmsg(0, None, 0, 0) == -1 and ctypes.get_errno() == 38 else 'sent')",
+                "refused", "sendmmsg"
+            ),
+            (
+                "a seccomp listener of the sandbox's own",
+                "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nr = libc.syscall(317, 1, 8, None)\nprint('refused', ctypes.get_errno()) if r == -1 else print('installed')",
+                "refused 1", "seccomp"
+            ),
+        ])
     func refusedCalls(_ what: String, _ code: String, _ expected: String, _ syscall: String) throws {
         let result = try runPython(code)
         #expect(result.out.contains(expected), "\(what): \(result.out) \(result.err)")
@@ -96,7 +137,8 @@ struct SyscallInventoryTests {
 
     @Test("set-user-ID and set-group-ID modes are refused by the setid-mode rule, through every call that sets a mode")
     func setIdModes() throws {
-        let result = try runPython("""
+        let result = try runPython(
+            """
             import os, ctypes
             libc = ctypes.CDLL(None, use_errno=True)
             open('/tmp/f', 'w').close()
@@ -130,7 +172,8 @@ struct ProfilePolicyTests {
     func everyRefusalNamed() throws {
         let profile = try defaultProfile()
         let policy = try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile)
-        let refusing = profile.sandbox.notify.filter { $0.action != .allow }.map(\.id)
+        let refusing =
+            profile.sandbox.notify.filter { $0.action != .allow }.map(\.id)
             + ["undecided", "unknown-syscall", "phase-regression", "phase-unknown"]
         let unnamed = refusing.filter { policy.behaviour[TraceRule($0)] == nil }
         #expect(unnamed.isEmpty, "refusals the policy would call dynamic.denied: \(unnamed)")

@@ -18,12 +18,16 @@ import AirlockTestSupport
 @Suite("Trace budget: bounded traces, reports and replies")
 struct TraceBudgetTests {
     /// 20 arguments of 4000 control bytes: what the flood sample passes to each `execve`.
-    static let floodArgv = ["sh"] + Array(repeating: String((0..<4000).map { Character(Unicode.Scalar(UInt8(1 + $0 % 31))) }), count: 20)
+    static let floodArgv =
+        ["sh"] + Array(repeating: String((0..<4000).map { Character(Unicode.Scalar(UInt8(1 + $0 % 31))) }), count: 20)
 
-    static func event(_ seq: Int, _ syscall: String = "execve", rule: String = "exec", action: TraceEvent.Action = .denied,
-                      phase: String = "load", args: TraceArguments = TraceArguments()) -> TraceEvent {
-        TraceEvent(seq: seq, timeNs: UInt64(seq), pid: 7, hostPid: 7007, syscall: syscall, action: action,
-                   errno: action == .allowed ? nil : "EACCES", rule: TraceRule(rule), phase: phase, args: args)
+    static func event(
+        _ seq: Int, _ syscall: String = "execve", rule: String = "exec", action: TraceEvent.Action = .denied,
+        phase: String = "load", args: TraceArguments = TraceArguments()
+    ) -> TraceEvent {
+        TraceEvent(
+            seq: seq, timeNs: UInt64(seq), pid: 7, hostPid: 7007, syscall: syscall, action: action,
+            errno: action == .allowed ? nil : "EACCES", rule: TraceRule(rule), phase: phase, args: args)
     }
 
     static func floodEvent(_ seq: Int, rule: String = "exec") -> TraceEvent {
@@ -104,7 +108,9 @@ struct TraceBudgetTests {
         recorder.record(TraceBudgetTests.event(1, rule: "phase", phase: "load"))
         for seq in 2...1_000 { recorder.record(TraceBudgetTests.floodEvent(seq)) }
         // Small allowed calls fill what room is left, in bytes and then in events.
-        for seq in 1_001...1_500 { recorder.record(TraceBudgetTests.event(seq, "openat", rule: "read", action: .allowed)) }
+        for seq in 1_001...1_500 {
+            recorder.record(TraceBudgetTests.event(seq, "openat", rule: "read", action: .allowed))
+        }
         let full = recorder.events.count
         #expect(full == 100)
         #expect(recorder.dropped > 0)
@@ -135,8 +141,10 @@ struct TraceBudgetTests {
     @Test("JSON's counted size is the size it writes, control bytes and multi-byte characters included")
     func serializedCount() {
         let values: [JSON] = [
-            .null, .bool(true), .bool(false), .int(-12), .double(1.5), .string(""), .string("a\"b\\c\n\r\t\u{1}\u{7F}é☃𝄞"),
-            .array([]), .object([]), .array([.int(1), .string("x"), .object([("k\u{2}", .array([.null, .bool(false)]))])]),
+            .null, .bool(true), .bool(false), .int(-12), .double(1.5), .string(""),
+            .string("a\"b\\c\n\r\t\u{1}\u{7F}é☃𝄞"),
+            .array([]), .object([]),
+            .array([.int(1), .string("x"), .object([("k\u{2}", .array([.null, .bool(false)]))])]),
             .object([("a", .int(1)), ("b", .string(String(repeating: "\u{1F}", count: 1000)))]),
         ]
         for v in values {
@@ -169,17 +177,25 @@ struct TraceBudgetTests {
         full.resolved2 = "/tmp/b"
         full.continued = true
         let events = [
-            TraceBudgetTests.event(1, args: full), TraceBudgetTests.event(12_345_678, "openat", rule: "r", action: .allowed),
-            TraceEvent(seq: 0, timeNs: UInt64.max, pid: -1, hostPid: Int32.max, syscall: "x", action: .killed, errno: nil,
-                       rule: nil, phase: nil, args: TraceArguments()),
+            TraceBudgetTests.event(1, args: full),
+            TraceBudgetTests.event(12_345_678, "openat", rule: "r", action: .allowed),
+            TraceEvent(
+                seq: 0, timeNs: UInt64.max, pid: -1, hostPid: Int32.max, syscall: "x", action: .killed, errno: nil,
+                rule: nil, phase: nil, args: TraceArguments()),
             TraceBudgetTests.floodEvent(3),
-            TraceEvent(seq: 4, timeNs: 1, pid: 2, hostPid: 3, syscall: "openat", action: .allowed, errno: nil, rule: .notifyDefault,
-                       phase: "load", args: full, performed: .returned(-17)),
-            TraceEvent(seq: 5, timeNs: 1, pid: 2, hostPid: 3, syscall: "rename", action: .allowed, errno: nil, rule: .notifyDefault,
-                       phase: nil, args: full, performed: .failed("EXDEV")),
+            TraceEvent(
+                seq: 4, timeNs: 1, pid: 2, hostPid: 3, syscall: "openat", action: .allowed, errno: nil,
+                rule: .notifyDefault,
+                phase: "load", args: full, performed: .returned(-17)),
+            TraceEvent(
+                seq: 5, timeNs: 1, pid: 2, hostPid: 3, syscall: "rename", action: .allowed, errno: nil,
+                rule: .notifyDefault,
+                phase: nil, args: full, performed: .failed("EXDEV")),
         ]
         for e in events {
-            #expect(TraceRecorder.serializedCount(e) == e.json.serialized().utf8.count, "\(e.json.serialized().prefix(200))")
+            #expect(
+                TraceRecorder.serializedCount(e) == e.json.serialized().utf8.count, "\(e.json.serialized().prefix(200))"
+            )
         }
     }
 
@@ -205,21 +221,30 @@ struct TraceBudgetTests {
         #expect(Date().timeIntervalSince(started) < 10)
     }
 
-    @Test("a reply over the protocol's bound becomes an error reply with its id, never a trap or a length clients refuse")
+    @Test(
+        "a reply over the protocol's bound becomes an error reply with its id, never a trap or a length clients refuse")
     func frameTooLarge() throws {
         // Over a bound of 1 MiB here (`Wire.maxReply`, 512 MiB, takes minutes to count in a debug build).
         let big = JSON.string(String(repeating: "\u{1}", count: 1 << 16))
-        let reply = JSON.object([("airlock", .int(1)), ("id", .int(42)), ("ok", .bool(true)),
-                                 ("reports", .array(Array(repeating: big, count: 4)))])
+        let reply = JSON.object([
+            ("airlock", .int(1)), ("id", .int(42)), ("ok", .bool(true)),
+            ("reports", .array(Array(repeating: big, count: 4))),
+        ])
         #expect(reply.serializedCount > 1 << 20)
         let frame = Wire.frame(reply, limit: 1 << 20)
         #expect(frame.count < 4096)
         let n = Int(frame[0]) << 24 | Int(frame[1]) << 16 | Int(frame[2]) << 8 | Int(frame[3])
         #expect(n == frame.count - 4)
-        guard case .object(let m) = try JSON.parse(Array(frame[4...])) else { Issue.record("not an object"); return }
+        guard case .object(let m) = try JSON.parse(Array(frame[4...])) else {
+            Issue.record("not an object")
+            return
+        }
         #expect(m.first { $0.0 == "id" }?.1 == .int(42))
         #expect(m.first { $0.0 == "ok" }?.1 == .bool(false))
-        guard case .object(let e)? = m.first(where: { $0.0 == "error" })?.1 else { Issue.record("no error"); return }
+        guard case .object(let e)? = m.first(where: { $0.0 == "error" })?.1 else {
+            Issue.record("no error")
+            return
+        }
         #expect(e.first { $0.0 == "code" }?.1 == .string("internal"))
         // A reply within the bound is framed as it is.
         let small = JSON.object([("id", .int(1)), ("ok", .bool(true))])
@@ -256,19 +281,23 @@ struct TraceBudgetTests {
     func reportsFit() {
         func report(_ name: String, events: Int, verdict: Verdict) -> Report {
             let target = ReportTarget(path: name, size: 1, sha256: nil, format: "pickle")
-            let finding = Finding(rule: "dynamic.exec", severity: verdict == .malicious ? .critical : .info, source: .dynamic,
-                                  message: "x", evidence: Evidence(details: [("phase", "load")]))
+            let finding = Finding(
+                rule: "dynamic.exec", severity: verdict == .malicious ? .critical : .info, source: .dynamic,
+                message: "x", evidence: Evidence(details: [("phase", "load")]))
             let trace = (1...max(1, events)).map { TraceBudgetTests.floodEvent($0) }
             var r = Report(target: target, findings: [finding], trace: events > 0 ? trace : [])
             r.detonation = DetonationSummary(
-                argv: ["python3"], outcome: "loaded", phaseReached: "end", leftBehind: nil, observation: nil, exitCode: 0,
+                argv: ["python3"], outcome: "loaded", phaseReached: "end", leftBehind: nil, observation: nil,
+                exitCode: 0,
                 signal: nil, timedOut: false, durationMs: 1, stdoutTail: "", stderrTail: "", traceDropped: 0,
                 traceDroppedBytes: 0, limitsHit: [], cgroup: .unavailable("not set up"))
             r.traceLines = ["#1 execve"]
             return r
         }
-        var reports = [report("a", events: 10, verdict: .malicious), report("b", events: 200, verdict: .clean),
-                       report("c", events: 1, verdict: .malicious)]
+        var reports = [
+            report("a", events: 10, verdict: .malicious), report("b", events: 200, verdict: .clean),
+            report("c", events: 1, verdict: .malicious),
+        ]
         let before = reports.map(\.replySize).reduce(0, +)
         let limit = before - 1_000_000
         #expect(Report.fit(&reports, within: limit))

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
-import AirlockTestSupport
+    import Glibc
+    import AirlockTestSupport
 #endif
 
 /// The trace is what the kernel did: a second thread that rewrites a notified call's arguments while the supervisor
@@ -43,35 +43,45 @@ struct TraceFidelityTests {
 
     @Test("a path swapped while the supervisor reads it: each open's trace path is the file the kernel opened")
     func pathSwap() throws {
-        let code = TraceFidelityTests.racing("""
+        let code = TraceFidelityTests.racing(
+            """
             first = b"/tmp/aaaa\\0"
             second = b"/tmp/bbbb\\0"
             buf = ctypes.create_string_buffer(first, 16)
-            """, """
+            """,
+            """
             fd = libc.open(buf, os.O_WRONLY | os.O_CREAT, 0o644)
             results.append(os.readlink("/proc/self/fd/%d" % fd) if fd >= 0 else "error %d" % ctypes.get_errno())
             if fd >= 0: os.close(fd)
             """)
         let r = try runPython(code, timeout: 60)
         let seen = try TraceFidelityTests.results(r)
-        let opens = r.trace.filter { ($0.syscall == "open" || $0.syscall == "openat") && ($0.args.path == "/tmp/aaaa" || $0.args.path == "/tmp/bbbb") }
+        let opens = r.trace.filter {
+            ($0.syscall == "open" || $0.syscall == "openat")
+                && ($0.args.path == "/tmp/aaaa" || $0.args.path == "/tmp/bbbb")
+        }
         #expect(seen.count == 400 && opens.count == 400, "\(seen.count) results, \(opens.count) events")
         let mismatches = zip(opens, seen).filter { $0.0.args.path != $0.1 }
-        #expect(mismatches.isEmpty, "\(mismatches.count) opens recorded under another path than the kernel opened, e.g. \(mismatches.prefix(3).map { "\($0.0.args.path ?? "-") vs \($0.1)" })")
+        #expect(
+            mismatches.isEmpty,
+            "\(mismatches.count) opens recorded under another path than the kernel opened, e.g. \(mismatches.prefix(3).map { "\($0.0.args.path ?? "-") vs \($0.1)" })"
+        )
         #expect(Set(seen) == ["/tmp/aaaa", "/tmp/bbbb"], "the race never flipped: \(Set(seen).prefix(4))")
         #expect(opens.allSatisfy { $0.performed != nil && $0.args.resolved == $0.args.path })
     }
 
     @Test("openat2 flags swapped while read: the recorded flags are the ones the descriptor has, no truncation unseen")
     func flagsSwap() throws {
-        let code = TraceFidelityTests.racing("""
+        let code = TraceFidelityTests.racing(
+            """
             class How(ctypes.Structure):
                 _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
             first = bytes(How(os.O_RDONLY, 0, 0))
             second = bytes(How(os.O_WRONLY | os.O_TRUNC, 0, 0))
             buf = ctypes.create_string_buffer(first, 24)
             with open("/tmp/f", "w") as f: f.write("content")
-            """, """
+            """,
+            """
             fd = libc.syscall(437, -100, b"/tmp/f", buf, 24)
             if fd >= 0:
                 mode = __import__("fcntl").fcntl(fd, 3) & 3  # F_GETFL: the access mode the kernel gave
@@ -94,7 +104,8 @@ struct TraceFidelityTests {
 
     @Test("a Unix socket address swapped while read: each connect's trace address is the peer it reached")
     func connectSwap() throws {
-        let code = TraceFidelityTests.racing("""
+        let code = TraceFidelityTests.racing(
+            """
             servers = []
             for name in ("/tmp/s1", "/tmp/s2"):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -106,7 +117,8 @@ struct TraceFidelityTests {
             first = addr(b"/tmp/s1")
             second = addr(b"/tmp/s2")
             buf = ctypes.create_string_buffer(first, 16)
-            """, """
+            """,
+            """
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             rc = libc.connect(c.fileno(), buf, 10)
             results.append(c.getpeername() if rc == 0 else "error %d" % ctypes.get_errno())
@@ -121,13 +133,21 @@ struct TraceFidelityTests {
         let connects = r.events("connect")
         #expect(seen.count == 200 && connects.count == 200, "\(seen.count) results, \(connects.count) events; \(r.err)")
         let mismatches = zip(connects, seen).filter { $0.0.args.address != $0.1 }
-        #expect(mismatches.isEmpty, "\(mismatches.count) connects recorded under another address, e.g. \(mismatches.prefix(3).map { "\($0.0.args.address ?? "-") vs \($0.1)" })")
-        #expect(Set(seen) == ["/tmp/s1", "/tmp/s2"], "the race never flipped, or a name is not the one bound: \(Set(seen).prefix(4))")
+        #expect(
+            mismatches.isEmpty,
+            "\(mismatches.count) connects recorded under another address, e.g. \(mismatches.prefix(3).map { "\($0.0.args.address ?? "-") vs \($0.1)" })"
+        )
+        #expect(
+            Set(seen) == ["/tmp/s1", "/tmp/s2"],
+            "the race never flipped, or a name is not the one bound: \(Set(seen).prefix(4))")
     }
 
-    @Test("what the kernel resolved is judged: a write through a symlink out of /tmp is refused, a read records the target")
+    @Test(
+        "what the kernel resolved is judged: a write through a symlink out of /tmp is refused, a read records the target"
+    )
     func symlinkJudgedByTarget() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os
             os.symlink("/etc", "/tmp/lnk")
             try:
@@ -139,14 +159,17 @@ struct TraceFidelityTests {
         #expect(r.out.contains("refused 13"), "\(r.out) \(r.err)")
         let events = r.trace.filter { $0.args.path?.hasPrefix("/tmp/lnk/") ?? false }
         let write = try #require(events.first { $0.args.path == "/tmp/lnk/passwd" })
-        #expect(write.action == .denied && write.rule == .notify("write-outside-tmp") && write.args.resolved == "/etc/passwd")
+        #expect(
+            write.action == .denied && write.rule == .notify("write-outside-tmp")
+                && write.args.resolved == "/etc/passwd")
         let read = try #require(events.first { $0.args.path == "/tmp/lnk/hostname" })
         #expect(read.action == .allowed && read.args.resolved == "/etc/hostname")
     }
 
     @Test("the supervisor opens as the sandbox's user: PID 1's memory map and descriptors stay out of reach")
     func noSupervisorPrivilege() throws {
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os
             for p in ("/proc/1/maps", "/proc/1/fd/3", "/proc/1/environ", "/proc/1/mem", "/proc/1/root/etc/hostname"):
                 try:
@@ -160,7 +183,8 @@ struct TraceFidelityTests {
     @Test("an open that would block (a pipe with no writer, reopened) never stalls the supervisor")
     func blockingOpen() throws {
         let started = monotonicNow()
-        let r = try runPython("""
+        let r = try runPython(
+            """
             import os
             r, w = os.pipe()
             os.close(w)

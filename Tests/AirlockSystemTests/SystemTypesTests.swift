@@ -2,7 +2,7 @@ import AirlockSystem
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The system layer's small types: errno names both ways, one message shape for failed calls, descriptors that close.

@@ -1,8 +1,7 @@
-public import AirlockDaemon
-public import AirlockJSON
-public import Foundation
+import AirlockDaemon
+package import AirlockJSON
+package import Foundation
 import Testing
-
 
 #if canImport(Glibc)
     import Glibc
@@ -107,7 +106,9 @@ package func withDetonationDaemon(
 }
 
 /// Runs the CLI with `$AIRLOCK_SOCKET` set for it alone (not in this process: other suites run the CLI locally).
-package func runCLI(_ arguments: [String], socketVariable: String) throws -> (status: Int32, stdout: String, stderr: String) {
+package func runCLI(_ arguments: [String], socketVariable: String) throws -> (
+    status: Int32, stdout: String, stderr: String
+) {
     try runProgram(airlockBinary, arguments, environment: ["AIRLOCK_SOCKET": socketVariable])
 }
 
@@ -305,7 +306,9 @@ package struct ProbeOutcome: Sendable, CustomStringConvertible {
 }
 
 /// Probes `path` through the daemon at `socket` with a fresh connection.
-package func probeThroughDaemon(_ socket: String, _ path: String, timeout: Double? = nil, client clientTimeout: Double = 60)
+package func probeThroughDaemon(
+    _ socket: String, _ path: String, timeout: Double? = nil, client clientTimeout: Double = 60
+)
     -> ProbeOutcome
 {
     let fd = open(path, O_RDONLY | O_CLOEXEC)

@@ -1,8 +1,8 @@
-public import Foundation
+import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Sample models come from the generators under Tests/Generators (never downloaded); their payloads are harmless and

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Checks JSON output against the schemas in docs/ with Python's jsonschema (Draft 7): reports (ReportSchemaTests),
 /// manifests and verification lines (ManifestSchemaTests).

@@ -1,9 +1,9 @@
-public import AirlockSandbox
-public import Foundation
-public import AirlockTrace
+package import AirlockSandbox
+package import Foundation
+package import AirlockTrace
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Helpers every test target shares (a target of its own: test targets cannot depend on each other).
@@ -54,7 +54,10 @@ package func setLimits(_ section: inout [String: Any], _ limits: [String: Any]) 
 package func runPython(
     _ code: String, profile: Profile? = nil, timeout: Double = 20, mounts: [MountSpec] = []
 ) throws -> SandboxResult {
-    try Sandbox.run(SandboxRequest(argv: ["python3", "-c", code], profile: profile ?? defaultProfile(), timeoutSeconds: timeout, extraMounts: mounts))
+    try Sandbox.run(
+        SandboxRequest(
+            argv: ["python3", "-c", code], profile: profile ?? defaultProfile(), timeoutSeconds: timeout,
+            extraMounts: mounts))
 }
 
 extension SandboxResult {
@@ -86,9 +89,13 @@ package final class LoopbackListener {
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         addr.sin_port = 0
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
         guard bound == 0, listen(fd, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         self.port = UInt16(bigEndian: addr.sin_port)
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
@@ -96,7 +103,10 @@ package final class LoopbackListener {
     /// Whether a connection is waiting to be accepted.
     package func sawConnection() -> Bool {
         let c = accept(fd, nil, nil)
-        if c >= 0 { close(c); return true }
+        if c >= 0 {
+            close(c)
+            return true
+        }
         return false
     }
 
@@ -109,7 +119,8 @@ package func hostProcesses(containing marker: String) -> [Int32] {
     var found: [Int32] = []
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
         guard let pid = Int32(entry), pid != me,
-              let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
+        else { continue }
         let text = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
         if text.contains(marker) && !text.contains("airlock exec") { found.append(pid) }
     }
@@ -132,7 +143,9 @@ package let airlockdBinary: String = {
 }()
 
 /// Runs the CLI; returns its exit status, stdout and stderr.
-package func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+package func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (
+    status: Int32, stdout: String, stderr: String
+) {
     try runProgram(airlockBinary, arguments)
 }
 
@@ -170,6 +183,8 @@ package func runToEnd(
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return ProgramRun(status: process.terminationStatus, signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
-                      stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+    return ProgramRun(
+        status: process.terminationStatus,
+        signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil,
+        stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
 }

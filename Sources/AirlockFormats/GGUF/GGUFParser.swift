@@ -108,7 +108,8 @@ public enum GGUFParser {
     /// The name of a ggml type id, or nil when unknown.
     public static func typeName(_ type: UInt32) -> String? {
         let names: [UInt32: String] = [
-            0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K",
+            0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K",
+            11: "Q3_K",
             12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
             20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
             29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
@@ -125,7 +126,6 @@ public enum GGUFParser {
         r.report.observations = r.log.finish()
         return r.report
     }
-
 
     /// Why reading stopped early.
     struct Stop: Error {}
@@ -160,8 +160,9 @@ public enum GGUFParser {
         mutating func tick() throws(Stop) {
             operations += 1
             if operations > budget.maxOperations {
-                log.add("gguf.budget-exceeded", "more records than this scan may read", offset: at,
-                        ("maxOperations", String(budget.maxOperations)))
+                log.add(
+                    "gguf.budget-exceeded", "more records than this scan may read", offset: at,
+                    ("maxOperations", String(budget.maxOperations)))
                 throw Stop()
             }
         }
@@ -187,8 +188,9 @@ public enum GGUFParser {
         mutating func skip(_ n: UInt64, size: Int, _ what: String) throws(Stop) {
             let (total, o) = n.multipliedReportingOverflow(by: UInt64(size))
             guard !o, total <= UInt64(remaining) else {
-                log.add("gguf.truncated", "\(what) declares \(n) elements of \(size) bytes; \(remaining) bytes remain",
-                        offset: at, ("count", String(n)), ("remaining", String(remaining)))
+                log.add(
+                    "gguf.truncated", "\(what) declares \(n) elements of \(size) bytes; \(remaining) bytes remain",
+                    offset: at, ("count", String(n)), ("remaining", String(remaining)))
                 throw Stop()
             }
             at += Int(total)
@@ -200,8 +202,10 @@ public enum GGUFParser {
             let n = try count("the length of \(what)")
             guard n <= UInt64(remaining), let s = view.slice(at, Int(n)) else {
                 at = start
-                log.add("gguf.truncated", "\(what) declares \(n) bytes; \(remaining - (wide ? 8 : 4)) remain", offset: start,
-                        ("length", String(n)))
+                log.add(
+                    "gguf.truncated", "\(what) declares \(n) bytes; \(remaining - (wide ? 8 : 4)) remain",
+                    offset: start,
+                    ("length", String(n)))
                 throw Stop()
             }
             at += Int(n)
@@ -241,8 +245,10 @@ public enum GGUFParser {
             report.version = version
             guard (1...3).contains(version) else {
                 let swapped = version.byteSwapped
-                log.add("gguf.unsupported-version", "version \(version) is not 1, 2 or 3", offset: 4, ("version", String(version)),
-                        ("byteOrder", (1...3).contains(swapped) ? "big-endian" : "unknown"))
+                log.add(
+                    "gguf.unsupported-version", "version \(version) is not 1, 2 or 3", offset: 4,
+                    ("version", String(version)),
+                    ("byteOrder", (1...3).contains(swapped) ? "big-endian" : "unknown"))
                 throw Stop()
             }
             wide = version >= 2
@@ -257,9 +263,10 @@ public enum GGUFParser {
             let (b, o2) = tensorCount.multipliedReportingOverflow(by: minTensor)
             let (c, o3) = a.addingReportingOverflow(b)
             if o1 || o2 || o3 || c > UInt64(remaining) {
-                log.add("gguf.count-exceeds-file", "the declared counts need more bytes than the file has", offset: 8,
-                        ("tensorCount", String(tensorCount)), ("kvCount", String(kvCount)),
-                        ("remaining", String(remaining)))
+                log.add(
+                    "gguf.count-exceeds-file", "the declared counts need more bytes than the file has", offset: 8,
+                    ("tensorCount", String(tensorCount)), ("kvCount", String(kvCount)),
+                    ("remaining", String(remaining)))
             }
         }
 
@@ -268,8 +275,9 @@ public enum GGUFParser {
             heldBytes += bytes + 32
             if heldBytes > budget.maxHeldBytes || keysSeen.count + namesSeen.count >= budget.maxEntries {
                 tracking = false
-                log.add("gguf.budget-exceeded", "too many names to remember; duplicates are no longer checked", offset: at,
-                        ("maxHeldBytes", String(budget.maxHeldBytes)))
+                log.add(
+                    "gguf.budget-exceeded", "too many names to remember; duplicates are no longer checked", offset: at,
+                    ("maxHeldBytes", String(budget.maxHeldBytes)))
                 return false
             }
             return true
@@ -283,7 +291,9 @@ public enum GGUFParser {
                 let key = Reader.text(try string("a metadata key"))
                 if hold(key.utf8.count) {
                     if !keysSeen.insert(key).inserted {
-                        log.add("gguf.duplicate-key", "the metadata key \"\(key)\" appears twice", offset: recordStart, ("key", key))
+                        log.add(
+                            "gguf.duplicate-key", "the metadata key \"\(key)\" appears twice", offset: recordStart,
+                            ("key", key))
                     }
                     report.metadataKeys.append(key)
                 }
@@ -296,8 +306,10 @@ public enum GGUFParser {
                     try array(key: key)
                 default:
                     guard let size = Reader.fixedSize(valueType) else {
-                        log.add("gguf.unknown-value-type", "metadata \"\(key)\" has value type \(valueType)", offset: at - 4,
-                                ("key", key), ("type", String(valueType)))
+                        log.add(
+                            "gguf.unknown-value-type", "metadata \"\(key)\" has value type \(valueType)",
+                            offset: at - 4,
+                            ("key", key), ("type", String(valueType)))
                         throw Stop()
                     }
                     let valueOffset = at
@@ -307,7 +319,9 @@ public enum GGUFParser {
                     }
                 }
                 if key == "general.architecture" && valueType != 8 {
-                    log.add("gguf.bad-metadata", "general.architecture is not a string", offset: recordStart, ("type", String(valueType)))
+                    log.add(
+                        "gguf.bad-metadata", "general.architecture is not a string", offset: recordStart,
+                        ("type", String(valueType)))
                 }
                 if key == "general.alignment" && (valueType == 8 || valueType == 9) {
                     alignment(type: valueType, at: recordStart)
@@ -318,13 +332,16 @@ public enum GGUFParser {
 
         mutating func alignment(type: UInt32, at offset: Int) {
             guard type == 4, let v = view.le(UInt32.self, at: offset) else {
-                log.add("gguf.bad-alignment", "general.alignment is not a uint32; the default 32 is used", offset: offset,
-                        ("type", String(type)))
+                log.add(
+                    "gguf.bad-alignment", "general.alignment is not a uint32; the default 32 is used", offset: offset,
+                    ("type", String(type)))
                 return
             }
             guard v != 0, v & (v - 1) == 0 else {
-                log.add("gguf.bad-alignment", "general.alignment \(v) is not a power of two; the default 32 is used", offset: offset,
-                        ("alignment", String(v)))
+                log.add(
+                    "gguf.bad-alignment", "general.alignment \(v) is not a power of two; the default 32 is used",
+                    offset: offset,
+                    ("alignment", String(v)))
                 return
             }
             report.alignment = Int(v)
@@ -351,20 +368,25 @@ public enum GGUFParser {
                 case 8: minElement = r.wide ? 8 : 4
                 case 9: minElement = r.wide ? 12 : 8
                 default:
-                    r.log.add("gguf.unknown-value-type", "an array in \"\(key)\" has element type \(type)", offset: headerOffset,
-                              ("key", key), ("type", String(type)))
+                    r.log.add(
+                        "gguf.unknown-value-type", "an array in \"\(key)\" has element type \(type)",
+                        offset: headerOffset,
+                        ("key", key), ("type", String(type)))
                     throw Stop()
                 }
                 let (need, o) = n.multipliedReportingOverflow(by: UInt64(minElement))
                 guard !o, need <= UInt64(r.remaining) else {
-                    r.log.add("gguf.truncated", "an array of \"\(key)\" declares \(n) elements; \(r.remaining) bytes remain",
-                              offset: headerOffset, ("count", String(n)), ("remaining", String(r.remaining)))
+                    r.log.add(
+                        "gguf.truncated", "an array of \"\(key)\" declares \(n) elements; \(r.remaining) bytes remain",
+                        offset: headerOffset, ("count", String(n)), ("remaining", String(r.remaining)))
                     throw Stop()
                 }
                 if type == 9 {
                     guard stack.count + 1 < GGUFParser.maxArrayDepth else {
-                        r.log.add("gguf.nesting-too-deep", "arrays in \"\(key)\" nest deeper than \(GGUFParser.maxArrayDepth)",
-                                  offset: headerOffset, ("key", key))
+                        r.log.add(
+                            "gguf.nesting-too-deep",
+                            "arrays in \"\(key)\" nest deeper than \(GGUFParser.maxArrayDepth)",
+                            offset: headerOffset, ("key", key))
                         throw Stop()
                     }
                 }
@@ -394,16 +416,22 @@ public enum GGUFParser {
                 let nameView = try string("a tensor name")
                 let name = Reader.text(nameView)
                 if nameView.count >= GGUFParser.maxNameLength {
-                    log.add("gguf.name-too-long", "tensor name is \(nameView.count) bytes; ggml allows \(GGUFParser.maxNameLength - 1)",
-                            offset: recordStart, ("tensor", String(name.prefix(80))), ("length", String(nameView.count)))
+                    log.add(
+                        "gguf.name-too-long",
+                        "tensor name is \(nameView.count) bytes; ggml allows \(GGUFParser.maxNameLength - 1)",
+                        offset: recordStart, ("tensor", String(name.prefix(80))), ("length", String(nameView.count)))
                 }
                 if hold(nameView.count), !namesSeen.insert(name).inserted {
-                    log.add("gguf.duplicate-tensor", "the tensor \"\(name)\" appears twice", offset: recordStart, ("tensor", name))
+                    log.add(
+                        "gguf.duplicate-tensor", "the tensor \"\(name)\" appears twice", offset: recordStart,
+                        ("tensor", name))
                 }
                 let nDims = try u32("a tensor's dimension count")
                 if nDims > UInt32(GGUFParser.maxDims) {
-                    log.add("gguf.too-many-dims", "tensor \"\(name)\" has \(nDims) dimensions; ggml allows \(GGUFParser.maxDims)",
-                            offset: at - 4, ("tensor", name), ("dims", String(nDims)))
+                    log.add(
+                        "gguf.too-many-dims",
+                        "tensor \"\(name)\" has \(nDims) dimensions; ggml allows \(GGUFParser.maxDims)",
+                        offset: at - 4, ("tensor", name), ("dims", String(nDims)))
                 }
                 let dimSize = wide ? 8 : 4
                 let (need, o) = Int(nDims).multipliedReportingOverflow(by: dimSize)
@@ -412,19 +440,25 @@ public enum GGUFParser {
                 dims.reserveCapacity(min(Int(nDims), 16))
                 // Only the first 16 are kept (and more than 4 is already reported); the rest are skipped unread.
                 for d in 0..<min(Int(nDims), 16) {
-                    let v = wide ? view.le(UInt64.self, at: at + d * 8) ?? 0 : UInt64(view.le(UInt32.self, at: at + d * 4) ?? 0)
+                    let v =
+                        wide
+                        ? view.le(UInt64.self, at: at + d * 8) ?? 0 : UInt64(view.le(UInt32.self, at: at + d * 4) ?? 0)
                     dims.append(v)
                 }
                 at += need
                 let type = try u32("a tensor type")
                 let offset = try u64("a tensor offset")
-                var info = GGUFTensorInfo(name: name, dims: dims, type: type, offset: offset, size: nil, recordOffset: recordStart)
+                var info = GGUFTensorInfo(
+                    name: name, dims: dims, type: type, offset: offset, size: nil, recordOffset: recordStart)
                 if nDims <= UInt32(GGUFParser.maxDims) {
                     info.size = size(of: info)
                 }
                 if offset % UInt64(report.alignment) != 0 {
-                    log.add("gguf.misaligned", "tensor \"\(name)\" data offset \(offset) is not a multiple of \(report.alignment)",
-                            offset: recordStart, ("tensor", name), ("tensorOffset", String(offset)), ("alignment", String(report.alignment)))
+                    log.add(
+                        "gguf.misaligned",
+                        "tensor \"\(name)\" data offset \(offset) is not a multiple of \(report.alignment)",
+                        offset: recordStart, ("tensor", name), ("tensorOffset", String(offset)),
+                        ("alignment", String(report.alignment)))
                 }
                 if report.tensors.count < budget.maxEntries { report.tensors.append(info) }
                 i += 1
@@ -433,29 +467,37 @@ public enum GGUFParser {
 
         mutating func size(of t: GGUFTensorInfo) -> Int? {
             guard let (block, bytes) = GGUFParser.typeSize(t.type) else {
-                log.add("gguf.unknown-type", "tensor \"\(t.name)\" has ggml type \(t.type), unknown or removed", offset: t.recordOffset,
-                        ("tensor", t.name), ("type", String(t.type)))
+                log.add(
+                    "gguf.unknown-type", "tensor \"\(t.name)\" has ggml type \(t.type), unknown or removed",
+                    offset: t.recordOffset,
+                    ("tensor", t.name), ("type", String(t.type)))
                 return nil
             }
             var elements: UInt64 = 1
             for d in t.dims {
                 let (p, o) = elements.multipliedReportingOverflow(by: d)
                 guard !o, p <= UInt64(Int64.max) else {
-                    log.add("gguf.size-overflow", "tensor \"\(t.name)\": the element count overflows", offset: t.recordOffset,
-                            ("tensor", t.name), ("dims", t.dims.map(String.init).joined(separator: "x")))
+                    log.add(
+                        "gguf.size-overflow", "tensor \"\(t.name)\": the element count overflows",
+                        offset: t.recordOffset,
+                        ("tensor", t.name), ("dims", t.dims.map(String.init).joined(separator: "x")))
                     return nil
                 }
                 elements = p
             }
             let ne0 = t.dims.first ?? 1
             guard ne0 % UInt64(block) == 0 else {
-                log.add("gguf.bad-shape", "tensor \"\(t.name)\": the first dimension \(ne0) is not a multiple of the block size \(block)",
-                        offset: t.recordOffset, ("tensor", t.name), ("type", GGUFParser.typeName(t.type) ?? String(t.type)))
+                log.add(
+                    "gguf.bad-shape",
+                    "tensor \"\(t.name)\": the first dimension \(ne0) is not a multiple of the block size \(block)",
+                    offset: t.recordOffset, ("tensor", t.name), ("type", GGUFParser.typeName(t.type) ?? String(t.type)))
                 return nil
             }
             let (total, o) = (elements / UInt64(block)).multipliedReportingOverflow(by: UInt64(bytes))
             guard !o, total <= UInt64(Int.max) else {
-                log.add("gguf.size-overflow", "tensor \"\(t.name)\": the byte size overflows", offset: t.recordOffset, ("tensor", t.name))
+                log.add(
+                    "gguf.size-overflow", "tensor \"\(t.name)\": the byte size overflows", offset: t.recordOffset,
+                    ("tensor", t.name))
                 return nil
             }
             return Int(total)
@@ -469,8 +511,9 @@ public enum GGUFParser {
             let dataOffset = padded - padded % alignment
             let dataSize = max(0, view.count - dataOffset)
             if dataOffset > view.count, report.tensors.contains(where: { ($0.size ?? 1) > 0 }) {
-                log.add("gguf.truncated", "the file ends before the tensor data section", offset: view.count,
-                        ("dataOffset", String(dataOffset)))
+                log.add(
+                    "gguf.truncated", "the file ends before the tensor data section", offset: view.count,
+                    ("dataOffset", String(dataOffset)))
                 return
             }
             report.dataOffset = dataOffset
@@ -479,8 +522,11 @@ public enum GGUFParser {
                 guard let size = t.size else { continue }
                 let (end, o) = t.offset.addingReportingOverflow(UInt64(size))
                 guard !o, end <= UInt64(dataSize) else {
-                    log.add("gguf.out-of-bounds", "tensor \"\(t.name)\" data lies past the end of the file", offset: t.recordOffset,
-                            ("tensor", t.name), ("tensorOffset", String(t.offset)), ("size", String(size)), ("dataSize", String(dataSize)))
+                    log.add(
+                        "gguf.out-of-bounds", "tensor \"\(t.name)\" data lies past the end of the file",
+                        offset: t.recordOffset,
+                        ("tensor", t.name), ("tensorOffset", String(t.offset)), ("size", String(size)),
+                        ("dataSize", String(dataSize)))
                     continue
                 }
                 placed.append((t.offset, end, t.name))
@@ -491,11 +537,14 @@ public enum GGUFParser {
             let slack = UInt64(alignment)
             for p in placed {
                 if p.begin < cursor {
-                    log.add("gguf.overlap", "tensor \"\(p.name)\" overlaps \"\(previous)\"", offset: dataOffset &+ Int(p.begin),
-                            ("tensor", p.name), ("other", previous))
+                    log.add(
+                        "gguf.overlap", "tensor \"\(p.name)\" overlaps \"\(previous)\"",
+                        offset: dataOffset &+ Int(p.begin),
+                        ("tensor", p.name), ("other", previous))
                 } else if p.begin - cursor >= slack {
-                    log.add("gguf.gap", "\(p.begin - cursor) bytes before tensor \"\(p.name)\" belong to no tensor",
-                            offset: dataOffset &+ Int(cursor), ("bytes", String(p.begin - cursor)))
+                    log.add(
+                        "gguf.gap", "\(p.begin - cursor) bytes before tensor \"\(p.name)\" belong to no tensor",
+                        offset: dataOffset &+ Int(cursor), ("bytes", String(p.begin - cursor)))
                 }
                 if p.end >= cursor {
                     cursor = p.end
@@ -503,8 +552,10 @@ public enum GGUFParser {
                 }
             }
             if UInt64(dataSize) > cursor, UInt64(dataSize) - cursor >= slack {
-                log.add("gguf.trailing-data", "\(UInt64(dataSize) - cursor) bytes after the last tensor belong to no tensor",
-                        offset: dataOffset &+ Int(cursor), ("bytes", String(UInt64(dataSize) - cursor)))
+                log.add(
+                    "gguf.trailing-data",
+                    "\(UInt64(dataSize) - cursor) bytes after the last tensor belong to no tensor",
+                    offset: dataOffset &+ Int(cursor), ("bytes", String(UInt64(dataSize) - cursor)))
             }
         }
     }

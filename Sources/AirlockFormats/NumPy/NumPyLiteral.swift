@@ -42,7 +42,9 @@ enum NumPyLiteral: Equatable {
 
     /// Parses one literal filling `bytes` (surrounding whitespace allowed). `latin1` decodes string bytes as
     /// Latin-1 (format versions 1 and 2), otherwise as UTF-8 (version 3). `longSuffix` accepts Python 2's `3L`.
-    static func parse(_ bytes: [UInt8], maxDepth: Int, latin1: Bool, longSuffix: Bool) throws(SyntaxError) -> NumPyLiteral {
+    static func parse(_ bytes: [UInt8], maxDepth: Int, latin1: Bool, longSuffix: Bool) throws(SyntaxError)
+        -> NumPyLiteral
+    {
         var p = LiteralParser(bytes: bytes, latin1: latin1, longSuffix: longSuffix)
         return try p.run(maxDepth: maxDepth)
     }
@@ -55,7 +57,7 @@ private struct LiteralParser {
     var at = 0
 
     enum Token: Equatable {
-        case open(UInt8)   // ( [ {
+        case open(UInt8)  // ( [ {
         case close(UInt8)  // ) ] }
         case comma
         case colon
@@ -93,15 +95,20 @@ private struct LiteralParser {
             case .value, .valueOrClose:
                 switch token {
                 case .open(let c):
-                    guard stack.count < maxDepth else { throw fail("nested deeper than \(maxDepth) levels", tokenOffset) }
-                    if let top = stack.last, top.opener == UInt8(ascii: "{"), top.pendingKey == nil, c != UInt8(ascii: "(") {
+                    guard stack.count < maxDepth else {
+                        throw fail("nested deeper than \(maxDepth) levels", tokenOffset)
+                    }
+                    if let top = stack.last, top.opener == UInt8(ascii: "{"), top.pendingKey == nil,
+                        c != UInt8(ascii: "(")
+                    {
                         throw fail("unhashable dict key", tokenOffset)
                     }
                     stack.append(Frame(opener: c))
                     state = .valueOrClose
                     continue
                 case .close(let c):
-                    guard state == .valueOrClose, let top = stack.last, matches(top.opener, c), top.pendingKey == nil else {
+                    guard state == .valueOrClose, let top = stack.last, matches(top.opener, c), top.pendingKey == nil
+                    else {
                         throw fail("unexpected closing bracket", tokenOffset)
                     }
                     produced = close(stack.removeLast())
@@ -198,7 +205,8 @@ private struct LiteralParser {
             for (word, value) in [("True", NumPyLiteral.bool(true)), ("False", .bool(false)), ("None", .none)] {
                 let w = Array(word.utf8)
                 if at + w.count <= bytes.count, Array(bytes[at..<at + w.count]) == w,
-                   at + w.count == bytes.count || !isIdentifier(bytes[at + w.count]) {
+                    at + w.count == bytes.count || !isIdentifier(bytes[at + w.count])
+                {
                     at += w.count
                     return .value(value)
                 }

@@ -61,7 +61,9 @@ public enum NumPyParser {
         return report
     }
 
-    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout NumPyReport, log: inout ObservationLog) {
+    private static func read(
+        _ view: ByteView, budget: ScanBudget, into report: inout NumPyReport, log: inout ObservationLog
+    ) {
 
         guard view.starts(with: magic) else {
             log.add("numpy.bad-magic", "the file does not start with \\x93NUMPY", offset: 0)
@@ -73,8 +75,9 @@ public enum NumPyParser {
         }
         report.version = (major, minor)
         guard minor == 0, (1...3).contains(major) else {
-            log.add("numpy.unsupported-version", "format version \(major).\(minor) is not 1.0, 2.0 or 3.0", offset: 6,
-                    ("version", "\(major).\(minor)"))
+            log.add(
+                "numpy.unsupported-version", "format version \(major).\(minor) is not 1.0, 2.0 or 3.0", offset: 6,
+                ("version", "\(major).\(minor)"))
             return
         }
         let lengthSize = major == 1 ? 2 : 4
@@ -95,17 +98,21 @@ public enum NumPyParser {
         report.headerLength = length
         let headerStart = 8 + lengthSize
         if length > numpyMaxHeaderLength {
-            log.add("numpy.header-too-large", "the header is longer than numpy's default limit of \(numpyMaxHeaderLength) bytes",
-                    offset: 8, ("headerLength", String(length)))
+            log.add(
+                "numpy.header-too-large",
+                "the header is longer than numpy's default limit of \(numpyMaxHeaderLength) bytes",
+                offset: 8, ("headerLength", String(length)))
         }
         guard length <= maxHeaderLength, length <= budget.maxHeldBytes else {
-            log.add("numpy.header-too-large", "the header is too long to parse", offset: 8,
-                    ("headerLength", String(length)), ("limit", String(min(maxHeaderLength, budget.maxHeldBytes))))
+            log.add(
+                "numpy.header-too-large", "the header is too long to parse", offset: 8,
+                ("headerLength", String(length)), ("limit", String(min(maxHeaderLength, budget.maxHeldBytes))))
             return
         }
         guard let header = view.bytes(headerStart, length) else {
-            log.add("numpy.truncated", "the header runs past the end of the file", offset: 8,
-                    ("headerLength", String(length)), ("size", String(view.count)))
+            log.add(
+                "numpy.truncated", "the header runs past the end of the file", offset: 8,
+                ("headerLength", String(length)), ("size", String(view.count)))
             return
         }
         let dataOffset = headerStart + length
@@ -116,7 +123,9 @@ public enum NumPyParser {
         do {
             literal = try NumPyLiteral.parse(header, maxDepth: maxNesting, latin1: major < 3, longSuffix: major < 3)
         } catch {
-            log.add("numpy.bad-header", "the header is not a Python literal numpy writes: \(error.reason)", offset: headerStart + error.offset)
+            log.add(
+                "numpy.bad-header", "the header is not a Python literal numpy writes: \(error.reason)",
+                offset: headerStart + error.offset)
             return
         }
         guard case .dict(let pairs) = literal else {
@@ -133,14 +142,17 @@ public enum NumPyParser {
                 continue
             }
             if values.updateValue(value, forKey: name) != nil {
-                log.add("numpy.duplicate-key", "the header has the key '\(name)' twice", offset: headerStart, ("key", name))
+                log.add(
+                    "numpy.duplicate-key", "the header has the key '\(name)' twice", offset: headerStart, ("key", name))
             }
             if !["descr", "fortran_order", "shape"].contains(name) { extra.append(name) }
         }
         let missing = ["descr", "fortran_order", "shape"].filter { values[$0] == nil }
         if !extra.isEmpty || !missing.isEmpty {
-            log.add("numpy.header-keys", "the header's keys are not exactly descr, fortran_order, shape (numpy refuses it)",
-                    offset: headerStart, ("extra", extra.joined(separator: ",")), ("missing", missing.joined(separator: ",")))
+            log.add(
+                "numpy.header-keys", "the header's keys are not exactly descr, fortran_order, shape (numpy refuses it)",
+                offset: headerStart, ("extra", extra.joined(separator: ",")),
+                ("missing", missing.joined(separator: ",")))
         }
 
         if let f = values["fortran_order"] {
@@ -157,7 +169,9 @@ public enum NumPyParser {
                 var good = true
                 for d in dims {
                     guard case .int(let n) = d, n >= 0 else {
-                        log.add("numpy.bad-shape", "a shape entry is not a non-negative integer", offset: headerStart, ("value", d.rendered))
+                        log.add(
+                            "numpy.bad-shape", "a shape entry is not a non-negative integer", offset: headerStart,
+                            ("value", d.rendered))
                         good = false
                         break
                     }
@@ -169,12 +183,16 @@ public enum NumPyParser {
                     var overflow = false
                     for d in shape {
                         let (p, o) = count.multipliedReportingOverflow(by: d)
-                        if o { overflow = true; break }
+                        if o {
+                            overflow = true
+                            break
+                        }
                         count = p
                     }
                     if overflow {
-                        log.add("numpy.size-overflow", "the product of the shape overflows", offset: headerStart,
-                                ("shape", s.rendered))
+                        log.add(
+                            "numpy.size-overflow", "the product of the shape overflows", offset: headerStart,
+                            ("shape", s.rendered))
                     } else {
                         report.elementCount = count
                     }
@@ -196,8 +214,9 @@ public enum NumPyParser {
             report.hasObjects = info.hasObjects
             if info.hasObjects {
                 report.pickleOffset = dataOffset
-                log.add("numpy.object-dtype", "the array holds Python objects: its data is a pickle", offset: dataOffset,
-                        ("descr", report.descr ?? ""))
+                log.add(
+                    "numpy.object-dtype", "the array holds Python objects: its data is a pickle", offset: dataOffset,
+                    ("descr", report.descr ?? ""))
             } else if !info.unknown {
                 if info.overflow {
                     log.add("numpy.size-overflow", "the dtype's item size overflows", offset: headerStart)
@@ -210,14 +229,18 @@ public enum NumPyParser {
         if let count = report.elementCount, let item = report.itemSize, let dataSize = report.dataSize {
             let (total, o) = count.multipliedReportingOverflow(by: item)
             if o {
-                log.add("numpy.size-overflow", "shape × item size overflows", offset: headerStart,
-                        ("elements", String(count)), ("itemSize", String(item)))
+                log.add(
+                    "numpy.size-overflow", "shape × item size overflows", offset: headerStart,
+                    ("elements", String(count)), ("itemSize", String(item)))
             } else {
                 report.expectedDataSize = total
                 if total != dataSize {
-                    log.add("numpy.size-mismatch", total > dataSize ? "the data is shorter than shape × item size"
-                                : "there are bytes after the array data",
-                            offset: dataOffset, ("expected", String(total)), ("actual", String(dataSize)))
+                    log.add(
+                        "numpy.size-mismatch",
+                        total > dataSize
+                            ? "the data is shorter than shape × item size"
+                            : "there are bytes after the array data",
+                        offset: dataOffset, ("expected", String(total)), ("actual", String(dataSize)))
                 }
             }
         }
@@ -233,8 +256,10 @@ public enum NumPyParser {
 
     /// Adds the size of `descr` (times `multiplier`) to `info`. Recursion follows the literal's nesting, which the
     /// literal parser has already bounded by `maxNesting`.
-    private static func measure(_ descr: NumPyLiteral, _ info: inout DescrInfo, multiplier: Int = 1, depth: Int = 0,
-                                log: inout ObservationLog, headerStart: Int) {
+    private static func measure(
+        _ descr: NumPyLiteral, _ info: inout DescrInfo, multiplier: Int = 1, depth: Int = 0,
+        log: inout ObservationLog, headerStart: Int
+    ) {
         guard depth <= maxNesting else {
             info.unknown = true
             return
@@ -250,22 +275,28 @@ public enum NumPyParser {
                 if o1 || o2 { info.overflow = true } else { info.size = s }
             case .unknown:
                 info.unknown = true
-                log.add("numpy.unknown-descr", "the dtype '\(text)' is not one numpy writes", offset: headerStart, ("descr", text))
+                log.add(
+                    "numpy.unknown-descr", "the dtype '\(text)' is not one numpy writes", offset: headerStart,
+                    ("descr", text))
             }
         case .list(let fields):
             for field in fields {
                 guard case .tuple(let parts) = field, parts.count == 2 || parts.count == 3 else {
                     info.unknown = true
-                    log.add("numpy.unknown-descr", "a structured dtype field is not (name, dtype[, shape])", offset: headerStart,
-                            ("field", field.rendered))
+                    log.add(
+                        "numpy.unknown-descr", "a structured dtype field is not (name, dtype[, shape])",
+                        offset: headerStart,
+                        ("field", field.rendered))
                     continue
                 }
                 switch parts[0] {
                 case .string: break
-                case .tuple(let t) where t.count == 2 && t.allSatisfy({ if case .string = $0 { true } else { false } }): break
+                case .tuple(let t) where t.count == 2 && t.allSatisfy({ if case .string = $0 { true } else { false } }):
+                    break
                 default:
-                    log.add("numpy.unknown-descr", "a structured dtype field name is not a string", offset: headerStart,
-                            ("field", field.rendered))
+                    log.add(
+                        "numpy.unknown-descr", "a structured dtype field name is not a string", offset: headerStart,
+                        ("field", field.rendered))
                     info.unknown = true
                 }
                 var count = multiplier
@@ -277,14 +308,17 @@ public enum NumPyParser {
                     default:
                         dims = []
                         info.unknown = true
-                        log.add("numpy.unknown-descr", "a structured dtype field shape is not a tuple", offset: headerStart,
-                                ("field", field.rendered))
+                        log.add(
+                            "numpy.unknown-descr", "a structured dtype field shape is not a tuple", offset: headerStart,
+                            ("field", field.rendered))
                     }
                     for d in dims {
                         guard case .int(let n) = d, n >= 0 else {
                             info.unknown = true
-                            log.add("numpy.bad-shape", "a field shape entry is not a non-negative integer", offset: headerStart,
-                                    ("field", field.rendered))
+                            log.add(
+                                "numpy.bad-shape", "a field shape entry is not a non-negative integer",
+                                offset: headerStart,
+                                ("field", field.rendered))
                             break
                         }
                         let (p, o) = count.multipliedReportingOverflow(by: n)
@@ -295,8 +329,9 @@ public enum NumPyParser {
             }
         default:
             info.unknown = true
-            log.add("numpy.unknown-descr", "descr is neither a type string nor a list of fields", offset: headerStart,
-                    ("descr", descr.rendered))
+            log.add(
+                "numpy.unknown-descr", "descr is neither a type string nor a list of fields", offset: headerStart,
+                ("descr", descr.rendered))
         }
     }
 
@@ -310,7 +345,9 @@ public enum NumPyParser {
     /// and a size (`<f4`, `|b1`, `<U10`, `|S3`, `|V8`, `<M8[ns]`, `|O`).
     static func simpleItemSize(_ text: String) -> SimpleSize {
         var chars = Array(text.utf8)
-        if let f = chars.first, [UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "|"), UInt8(ascii: "=")].contains(f) {
+        if let f = chars.first,
+            [UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "|"), UInt8(ascii: "=")].contains(f)
+        {
             chars.removeFirst()
         }
         guard let kind = chars.first else { return .unknown }
@@ -320,7 +357,9 @@ public enum NumPyParser {
             if let open = rest.firstIndex(of: UInt8(ascii: "[")) {
                 guard rest.last == UInt8(ascii: "]"), open + 2 <= rest.count - 1 else { return .unknown }
                 let unit = rest[(open + 1)..<(rest.count - 1)]
-                guard unit.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x41 }) else { return .unknown }
+                guard unit.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x41 }) else {
+                    return .unknown
+                }
                 rest = Array(rest[..<open])
             }
             return rest == [UInt8(ascii: "8")] ? .size(8) : .unknown

@@ -46,17 +46,26 @@ public enum ONNXParser {
             while !reader.atEnd {
                 operations += 1
                 if operations > budget.maxOperations {
-                    report.observations.append(Observation("onnx.budget", "stopped after \(budget.maxOperations) protobuf fields", Evidence(offset: base + reader.offset)))
+                    report.observations.append(
+                        Observation(
+                            "onnx.budget", "stopped after \(budget.maxOperations) protobuf fields",
+                            Evidence(offset: base + reader.offset)))
                     return report
                 }
                 guard let field = reader.next() else {
-                    report.observations.append(Observation("onnx.malformed", "malformed protobuf in \(kind) at byte \(base + reader.offset)", Evidence(offset: base + reader.offset)))
+                    report.observations.append(
+                        Observation(
+                            "onnx.malformed", "malformed protobuf in \(kind) at byte \(base + reader.offset)",
+                            Evidence(offset: base + reader.offset)))
                     break
                 }
                 let child = { (k: Kind) in
                     if case .bytes(let b, let at) = field.value {
                         if depth + 1 > 64 {
-                            report.observations.append(Observation("onnx.too-deep", "subgraphs nested deeper than 64 levels", Evidence(offset: base + at)))
+                            report.observations.append(
+                                Observation(
+                                    "onnx.too-deep", "subgraphs nested deeper than 64 levels",
+                                    Evidence(offset: base + at)))
                         } else {
                             work.append((b, k, depth + 1, base + at))
                         }
@@ -65,20 +74,28 @@ public enum ONNXParser {
                 switch (kind, field.number) {
                 case (.model, 1): if case .varint(let v) = field.value { report.irVersion = Int(truncatingIfNeeded: v) }
                 case (.model, 2): report.producer = field.string
-                case (.model, 7): sawGraph = true; child(.graph)
+                case (.model, 7):
+                    sawGraph = true
+                    child(.graph)
                 case (.model, 8): child(.opset)
                 case (.model, 25): child(.function)
                 case (.opset, 1): if let d = field.string { report.opsetDomains.append(d) }
                 case (.graph, 1): child(.node)
-                case (.graph, 5), (.graph, 15): report.initializers += 1; child(.tensor)
+                case (.graph, 5), (.graph, 15):
+                    report.initializers += 1
+                    child(.tensor)
                 case (.function, 7): child(.node)
                 case (.node, 4): nodeOp = field.string ?? ""
                 case (.node, 7): nodeDomain = field.string ?? ""
                 case (.node, 5): child(.attribute)
                 case (.attribute, 5), (.attribute, 10): child(.tensor)
                 case (.attribute, 6), (.attribute, 11): child(.graph)
-                case (.tensor, 1): if case .varint(let v) = field.value { tensorDims.append(Int64(bitPattern: v)) }
-                    else if case .bytes(let b, _) = field.value { tensorDims += ProtobufReader.packedVarints(b).map { Int64(bitPattern: $0) } }
+                case (.tensor, 1):
+                    if case .varint(let v) = field.value {
+                        tensorDims.append(Int64(bitPattern: v))
+                    } else if case .bytes(let b, _) = field.value {
+                        tensorDims += ProtobufReader.packedVarints(b).map { Int64(bitPattern: $0) }
+                    }
                 case (.tensor, 2): if case .varint(let v) = field.value { tensorType = Int64(truncatingIfNeeded: v) }
                 case (.tensor, 8): tensorName = field.string ?? ""
                 case (.tensor, 9): if case .bytes(let b, _) = field.value { rawDataSize = b.count }
@@ -99,36 +116,48 @@ public enum ONNXParser {
             case .node:
                 report.nodes += 1
                 if !standardDomains.contains(nodeDomain) && customDomains.insert(nodeDomain).inserted {
-                    report.observations.append(Observation(
-                        "onnx.custom-domain", "operator \(nodeOp) from custom domain '\(nodeDomain)': running it needs a custom operator library",
-                        Evidence(offset: base, details: [("domain", nodeDomain), ("op", nodeOp)])
-                    ))
+                    report.observations.append(
+                        Observation(
+                            "onnx.custom-domain",
+                            "operator \(nodeOp) from custom domain '\(nodeDomain)': running it needs a custom operator library",
+                            Evidence(offset: base, details: [("domain", nodeDomain), ("op", nodeOp)])
+                        ))
                 }
             case .tensor:
                 for (k, v) in external where k == "location" {
                     report.externalLocations.append(v)
                     if let why = traversal(v) {
-                        report.observations.append(Observation(
-                            "onnx.external-data-traversal", "tensor \(tensorName) reads its data from '\(v)' (\(why)): outside the model's folder",
-                            Evidence(offset: base, details: [("tensor", tensorName), ("location", v)])
-                        ))
+                        report.observations.append(
+                            Observation(
+                                "onnx.external-data-traversal",
+                                "tensor \(tensorName) reads its data from '\(v)' (\(why)): outside the model's folder",
+                                Evidence(offset: base, details: [("tensor", tensorName), ("location", v)])
+                            ))
                     }
                 }
                 if let size = rawDataSize, let type = tensorType, let item = itemSize(type) {
                     var count: Int64 = 1
                     var overflow = false
                     for d in tensorDims {
-                        if d < 0 { overflow = true; break }
+                        if d < 0 {
+                            overflow = true
+                            break
+                        }
                         let (m, o) = count.multipliedReportingOverflow(by: d)
-                        if o { overflow = true; break }
+                        if o {
+                            overflow = true
+                            break
+                        }
                         count = m
                     }
                     let (bytes, o2) = count.multipliedReportingOverflow(by: Int64(item))
                     if overflow || o2 || bytes != Int64(size) {
-                        report.observations.append(Observation(
-                            "onnx.size-mismatch", "tensor \(tensorName): dims \(tensorDims) of type \(type) need \(overflow || o2 ? "an impossible number of" : String(bytes)) bytes, raw_data has \(size)",
-                            Evidence(offset: base, details: [("tensor", tensorName)])
-                        ))
+                        report.observations.append(
+                            Observation(
+                                "onnx.size-mismatch",
+                                "tensor \(tensorName): dims \(tensorDims) of type \(type) need \(overflow || o2 ? "an impossible number of" : String(bytes)) bytes, raw_data has \(size)",
+                                Evidence(offset: base, details: [("tensor", tensorName)])
+                            ))
                     }
                 }
             default:
@@ -154,13 +183,13 @@ public enum ONNXParser {
     /// Bytes per element of `TensorProto.DataType`, where fixed.
     static func itemSize(_ type: Int64) -> Int? {
         switch type {
-        case 1, 6, 12: 4          // FLOAT, INT32, UINT32
-        case 2, 3, 9: 1           // UINT8, INT8, BOOL
-        case 4, 5, 10, 16: 2      // UINT16, INT16, FLOAT16, BFLOAT16
-        case 7, 11, 13, 14: 8     // INT64, DOUBLE, UINT64, COMPLEX64
-        case 15: 16               // COMPLEX128
-        case 17, 18, 19, 20: 1    // FLOAT8 variants
-        default: nil              // STRING, 4-bit types: no fixed size
+        case 1, 6, 12: 4  // FLOAT, INT32, UINT32
+        case 2, 3, 9: 1  // UINT8, INT8, BOOL
+        case 4, 5, 10, 16: 2  // UINT16, INT16, FLOAT16, BFLOAT16
+        case 7, 11, 13, 14: 8  // INT64, DOUBLE, UINT64, COMPLEX64
+        case 15: 16  // COMPLEX128
+        case 17, 18, 19, 20: 1  // FLOAT8 variants
+        default: nil  // STRING, 4-bit types: no fixed size
         }
     }
 }
@@ -222,7 +251,8 @@ struct ProtobufReader {
             offset += 4
             return Field(number: number, value: .fixed32(v))
         case 2:
-            guard let length = varint(), length <= UInt64(view.count - offset), let b = view.slice(offset, Int(length)) else { return fail() }
+            guard let length = varint(), length <= UInt64(view.count - offset), let b = view.slice(offset, Int(length))
+            else { return fail() }
             let at = offset
             offset += Int(length)
             return Field(number: number, value: .bytes(b, at))

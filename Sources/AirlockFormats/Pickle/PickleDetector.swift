@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Cheap content sniffing for pickles.
@@ -17,12 +17,14 @@ enum PickleLint {
     /// Bytes that can start a pickle: opcodes that need nothing on the stack.
     static let startByte: [Bool] = {
         var t = [Bool](repeating: false, count: 256)
-        for b: UInt8 in [Op.MARK, Op.FLOAT, Op.INT, Op.BININT, Op.BININT1, Op.LONG, Op.BININT2, Op.NONE, Op.PERSID,
-                         Op.STRING, Op.BINSTRING, Op.SHORT_BINSTRING, Op.UNICODE, Op.BINUNICODE, Op.GLOBAL,
-                         Op.EMPTY_DICT, Op.GET, Op.BINGET, Op.LONG_BINGET, Op.EMPTY_LIST, Op.EMPTY_TUPLE, Op.BINFLOAT,
-                         Op.PROTO, Op.EXT1, Op.EXT2, Op.EXT4, Op.NEWTRUE, Op.NEWFALSE, Op.LONG1, Op.LONG4,
-                         Op.BINBYTES, Op.SHORT_BINBYTES, Op.SHORT_BINUNICODE, Op.BINUNICODE8, Op.BINBYTES8,
-                         Op.EMPTY_SET, Op.FRAME, Op.BYTEARRAY8, Op.NEXT_BUFFER] {
+        for b: UInt8 in [
+            Op.MARK, Op.FLOAT, Op.INT, Op.BININT, Op.BININT1, Op.LONG, Op.BININT2, Op.NONE, Op.PERSID,
+            Op.STRING, Op.BINSTRING, Op.SHORT_BINSTRING, Op.UNICODE, Op.BINUNICODE, Op.GLOBAL,
+            Op.EMPTY_DICT, Op.GET, Op.BINGET, Op.LONG_BINGET, Op.EMPTY_LIST, Op.EMPTY_TUPLE, Op.BINFLOAT,
+            Op.PROTO, Op.EXT1, Op.EXT2, Op.EXT4, Op.NEWTRUE, Op.NEWFALSE, Op.LONG1, Op.LONG4,
+            Op.BINBYTES, Op.SHORT_BINBYTES, Op.SHORT_BINUNICODE, Op.BINUNICODE8, Op.BINBYTES8,
+            Op.EMPTY_SET, Op.FRAME, Op.BYTEARRAY8, Op.NEXT_BUFFER,
+        ] {
             t[Int(b)] = true
         }
         return t
@@ -44,7 +46,7 @@ enum PickleLint {
         if startedWithProto && p[1] > 5 { return false }
         return withUnsafeTemporaryAllocation(of: Int.self, capacity: maxOps + 1) { marks -> Bool in
             var markCount = 0
-            var cur = 0           // stack items above the innermost mark
+            var cur = 0  // stack items above the innermost mark
             var pos = 0
             var ops = 0
             var sawImport = false
@@ -57,11 +59,12 @@ enum PickleLint {
                 let remaining = n - pos
                 // Arguments.
                 switch op {
-                case Op.MARK, Op.STOP, Op.POP, Op.POP_MARK, Op.DUP, Op.NONE, Op.BINPERSID, Op.REDUCE, Op.APPEND, Op.BUILD,
-                     Op.DICT, Op.EMPTY_DICT, Op.APPENDS, Op.LIST, Op.EMPTY_LIST, Op.OBJ, Op.SETITEM, Op.TUPLE,
-                     Op.EMPTY_TUPLE, Op.SETITEMS, Op.NEWOBJ, Op.TUPLE1, Op.TUPLE2, Op.TUPLE3, Op.NEWTRUE, Op.NEWFALSE,
-                     Op.EMPTY_SET, Op.ADDITEMS, Op.FROZENSET, Op.NEWOBJ_EX, Op.STACK_GLOBAL, Op.MEMOIZE, Op.NEXT_BUFFER,
-                     Op.READONLY_BUFFER:
+                case Op.MARK, Op.STOP, Op.POP, Op.POP_MARK, Op.DUP, Op.NONE, Op.BINPERSID, Op.REDUCE, Op.APPEND,
+                    Op.BUILD,
+                    Op.DICT, Op.EMPTY_DICT, Op.APPENDS, Op.LIST, Op.EMPTY_LIST, Op.OBJ, Op.SETITEM, Op.TUPLE,
+                    Op.EMPTY_TUPLE, Op.SETITEMS, Op.NEWOBJ, Op.TUPLE1, Op.TUPLE2, Op.TUPLE3, Op.NEWTRUE, Op.NEWFALSE,
+                    Op.EMPTY_SET, Op.ADDITEMS, Op.FROZENSET, Op.NEWOBJ_EX, Op.STACK_GLOBAL, Op.MEMOIZE, Op.NEXT_BUFFER,
+                    Op.READONLY_BUFFER:
                     break
                 case Op.BININT1, Op.BINGET, Op.BINPUT, Op.EXT1:
                     guard remaining >= 1 else { return sawImport || startedWithProto }
@@ -101,7 +104,9 @@ enum PickleLint {
                     guard raw <= UInt64(remaining - 8) else { return sawImport || startedWithProto }
                     pos += 8 + Int(raw)
                 case Op.INT, Op.LONG, Op.GET, Op.PUT, Op.FLOAT:
-                    guard let nl = newline(p, from: pos, limit: 80) else { return remaining < 80 ? (sawImport || startedWithProto) : fail() }
+                    guard let nl = newline(p, from: pos, limit: 80) else {
+                        return remaining < 80 ? (sawImport || startedWithProto) : fail()
+                    }
                     guard nl > pos, lineOK(p, pos, nl, op) else { return fail() }
                     pos = nl + 1
                 case Op.STRING:
@@ -112,9 +117,13 @@ enum PickleLint {
                     guard let nl = newline(p, from: pos, limit: remaining) else { return sawImport || startedWithProto }
                     pos = nl + 1
                 case Op.GLOBAL, Op.INST:
-                    guard let nl1 = newline(p, from: pos, limit: 257) else { return remaining < 257 ? (sawImport || startedWithProto) : fail() }
+                    guard let nl1 = newline(p, from: pos, limit: 257) else {
+                        return remaining < 257 ? (sawImport || startedWithProto) : fail()
+                    }
                     guard nameOK(p, pos, nl1) else { return fail() }
-                    guard let nl2 = newline(p, from: nl1 + 1, limit: 257) else { return n - nl1 - 1 < 257 ? (sawImport || startedWithProto) : fail() }
+                    guard let nl2 = newline(p, from: nl1 + 1, limit: 257) else {
+                        return n - nl1 - 1 < 257 ? (sawImport || startedWithProto) : fail()
+                    }
                     guard nameOK(p, nl1 + 1, nl2) else { return fail() }
                     pos = nl2 + 1
                 default:
@@ -141,7 +150,10 @@ enum PickleLint {
                 case Op.DUP, Op.BUILD, Op.READONLY_BUFFER, Op.PUT, Op.BINPUT, Op.LONG_BINPUT, Op.MEMOIZE, Op.BINPERSID:
                     guard cur >= 1 else { return fail() }
                     if op == Op.DUP { cur += 1 }
-                    if op == Op.BUILD { guard cur >= 2 else { return fail() }; cur -= 1 }
+                    if op == Op.BUILD {
+                        guard cur >= 2 else { return fail() }
+                        cur -= 1
+                    }
                 case Op.REDUCE, Op.NEWOBJ, Op.STACK_GLOBAL, Op.TUPLE2:
                     guard cur >= 2 else { return fail() }
                     cur -= 1
@@ -195,7 +207,7 @@ enum PickleLint {
             case 0x2B, 0x2D: if op == Op.GET || op == Op.PUT { return false }
             case 0x20, 0x0D: break
             case 0x4C: if op != Op.LONG { return false }
-            case 0x2E, 0x65, 0x45, 0x69, 0x6E, 0x66, 0x61, 0x49, 0x4E, 0x46, 0x41: // . e E i n f a I N F A
+            case 0x2E, 0x65, 0x45, 0x69, 0x6E, 0x66, 0x61, 0x49, 0x4E, 0x46, 0x41:  // . e E i n f a I N F A
                 if op != Op.FLOAT { return false }
                 digits += 1
             default: return false

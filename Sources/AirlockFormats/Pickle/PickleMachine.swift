@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How one stream ended.
@@ -96,8 +96,9 @@ struct PickleMachine {
                 let rest = UnsafeRawBufferPointer(rebasing: p[pos...])
                 if !PickleLint.plausible(rest) {
                     let extra = p.count - pos
-                    observe("pickle.trailing-data", "\(extra) bytes after the last pickle are not a pickle", offset: pos,
-                            details: [("length", String(extra))])
+                    observe(
+                        "pickle.trailing-data", "\(extra) bytes after the last pickle are not a pickle", offset: pos,
+                        details: [("length", String(extra))])
                     break
                 }
             }
@@ -112,9 +113,10 @@ struct PickleMachine {
                 break loop
             }
         }
-        return PickleReport(imports: imports, calls: calls, observations: observations, streams: streams,
-                            protocolVersion: protocolVersion, opcodeCount: opcodeCount, nested: nested,
-                            nestedOffsets: nestedOffsets, endOffset: endOffset)
+        return PickleReport(
+            imports: imports, calls: calls, observations: observations, streams: streams,
+            protocolVersion: protocolVersion, opcodeCount: opcodeCount, nested: nested,
+            nestedOffsets: nestedOffsets, endOffset: endOffset)
     }
 
     mutating func resetStream() {
@@ -185,7 +187,9 @@ struct PickleMachine {
                 pos &+= 1
             case Op.LONG_BINPUT:
                 guard rem >= 4 else { return truncated(opPos, op, need: 4, rem) }
-                if let top = peek(opPos) { memoPut(Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))), top) }
+                if let top = peek(opPos) {
+                    memoPut(Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))), top)
+                }
                 pos &+= 4
             case Op.BINGET:
                 guard rem >= 1 else { return truncated(opPos, op, need: 1, rem) }
@@ -231,8 +235,9 @@ struct PickleMachine {
                 guard rem >= 4 else { return truncated(opPos, op, need: 4, rem) }
                 let raw = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))
                 if op == Op.BINSTRING && raw >= 0x8000_0000 {
-                    observe("pickle.truncated", "BINSTRING has a negative length", offset: opPos,
-                            details: [("opcode", "BINSTRING"), ("length", String(Int32(bitPattern: raw)))])
+                    observe(
+                        "pickle.truncated", "BINSTRING has a negative length", offset: opPos,
+                        details: [("opcode", "BINSTRING"), ("length", String(Int32(bitPattern: raw)))])
                     return .failed(opPos)
                 }
                 guard UInt64(raw) <= UInt64(rem &- 4) else { return lying(opPos, op, UInt64(raw), rem &- 4) }
@@ -305,8 +310,9 @@ struct PickleMachine {
                 let v = Int(p[pos])
                 if protocolVersion == nil { protocolVersion = v }
                 if v > 5 {
-                    observe("pickle.unsupported-protocol", "protocol \(v) is newer than 5", offset: opPos,
-                            details: [("version", String(v))])
+                    observe(
+                        "pickle.unsupported-protocol", "protocol \(v) is newer than 5", offset: opPos,
+                        details: [("version", String(v))])
                 }
                 pos &+= 1
             case Op.LONG1:
@@ -319,8 +325,9 @@ struct PickleMachine {
                 guard rem >= 4 else { return truncated(opPos, op, need: 4, rem) }
                 let raw = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))
                 if raw >= 0x8000_0000 {
-                    observe("pickle.truncated", "LONG4 has a negative length", offset: opPos,
-                            details: [("opcode", "LONG4"), ("length", String(Int32(bitPattern: raw)))])
+                    observe(
+                        "pickle.truncated", "LONG4 has a negative length", offset: opPos,
+                        details: [("opcode", "LONG4"), ("length", String(Int32(bitPattern: raw)))])
                     return .failed(opPos)
                 }
                 guard UInt64(raw) <= UInt64(rem &- 4) else { return lying(opPos, op, UInt64(raw), rem &- 4) }
@@ -330,7 +337,7 @@ struct PickleMachine {
             // Imports and calls.
             case Op.GLOBAL, Op.INST:
                 guard let nl1 = PickleLint.newline(p, from: pos, limit: rem),
-                      let nl2 = PickleLint.newline(p, from: nl1 &+ 1, limit: n &- nl1 &- 1)
+                    let nl2 = PickleLint.newline(p, from: nl1 &+ 1, limit: n &- nl1 &- 1)
                 else { return truncated(opPos, op, need: 0, rem) }
                 let module = text(p, pos, nl1)
                 let name = text(p, nl1 &+ 1, nl2)
@@ -355,8 +362,9 @@ struct PickleMachine {
                     let m = module ?? "<unknown>"
                     let a = name ?? "<unknown>"
                     _ = recordImport(module: m, name: a, offset: opPos, opcode: op, intern: false)
-                    observe("pickle.dynamic-global", "STACK_GLOBAL with operands that are not constant strings",
-                            offset: opPos, global: m + "." + a)
+                    observe(
+                        "pickle.dynamic-global", "STACK_GLOBAL with operands that are not constant strings",
+                        offset: opPos, global: m + "." + a)
                     push(PVal(.callable, PVal.none32))
                 }
             case Op.REDUCE:
@@ -380,7 +388,8 @@ struct PickleMachine {
                 let from = popMark(opPos)
                 if from < stack.count {
                     let cls = stack[from]
-                    recordCall(callee: cls, items: from &+ 1, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    recordCall(
+                        callee: cls, items: from &+ 1, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
                     stack.removeSubrange(from..<stack.count)
                     push(PVal(.instance, cls.tag == .callable ? cls.payload : PVal.none32))
                 } else {
@@ -395,23 +404,31 @@ struct PickleMachine {
                     case .callable, .instance, .callResult: calleeID = obj.payload
                     default: calleeID = PVal.none32
                     }
-                    recordCall(callee: PVal(.callable, calleeID), values: [state], more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    recordCall(
+                        callee: PVal(.callable, calleeID), values: [state], more: 0, kwargs: nil, offset: opPos,
+                        opcode: op, p)
                 }
             case Op.EXT1, Op.EXT2, Op.EXT4:
                 let width = op == Op.EXT1 ? 1 : op == Op.EXT2 ? 2 : 4
                 guard rem >= width else { return truncated(opPos, op, need: width, rem) }
-                let code: UInt32 = width == 1 ? UInt32(p[pos])
-                    : width == 2 ? UInt32(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt16.self)))
-                    : UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))
+                let code: UInt32 =
+                    width == 1
+                    ? UInt32(p[pos])
+                    : width == 2
+                        ? UInt32(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt16.self)))
+                        : UInt32(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt32.self))
                 pos &+= width
-                observe("pickle.ext-code", "\(Op.name(op)) code \(code): copyreg's extension registry is empty by default",
-                        offset: opPos, details: [("code", String(code)), ("opcode", Op.name(op))])
+                observe(
+                    "pickle.ext-code", "\(Op.name(op)) code \(code): copyreg's extension registry is empty by default",
+                    offset: opPos, details: [("code", String(code)), ("opcode", Op.name(op))])
                 push(PVal(.callable, PVal.none32))
             case Op.BINPERSID:
                 _ = pop(opPos)
                 push(PVal(.const, PVal.Const.persistent.rawValue))
             case Op.PERSID:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 pos = nl &+ 1
                 push(PVal(.const, PVal.Const.persistent.rawValue))
             case Op.NEXT_BUFFER:
@@ -422,7 +439,9 @@ struct PickleMachine {
 
             // Protocol 0 text opcodes.
             case Op.INT, Op.LONG:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 if op == Op.INT && nl &- pos == 2 && p[pos] == 0x30 && (p[pos &+ 1] == 0x30 || p[pos &+ 1] == 0x31) {
                     push(p[pos &+ 1] == 0x31 ? .trueValue : .falseValue)
                 } else if let v = parseInt(p, pos, nl, allowL: op == Op.LONG) {
@@ -432,11 +451,15 @@ struct PickleMachine {
                 }
                 pos = nl &+ 1
             case Op.FLOAT:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 push(.float(bits: parseFloat(p, pos, nl).bitPattern))
                 pos = nl &+ 1
             case Op.GET, Op.PUT:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 let idx = parseInt(p, pos, nl, allowL: false)
                 pos = nl &+ 1
                 if op == Op.GET {
@@ -454,10 +477,13 @@ struct PickleMachine {
                     }
                 }
             case Op.STRING:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 let lineStart = pos
                 pos = nl &+ 1
-                guard nl &- lineStart >= 2, p[lineStart] == 0x27 || p[lineStart] == 0x22, p[nl &- 1] == p[lineStart] else {
+                guard nl &- lineStart >= 2, p[lineStart] == 0x27 || p[lineStart] == 0x22, p[nl &- 1] == p[lineStart]
+                else {
                     observe("pickle.malformed-argument", "the STRING argument is not quoted", offset: opPos)
                     push(.unknown)
                     break
@@ -470,7 +496,9 @@ struct PickleMachine {
                     pushDecoded(p, a, b, unicode: false, offset: a)
                 }
             case Op.UNICODE:
-                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else { return truncated(opPos, op, need: 0, rem) }
+                guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
+                    return truncated(opPos, op, need: 0, rem)
+                }
                 let a = pos
                 pos = nl &+ 1
                 var plain = true
@@ -481,12 +509,15 @@ struct PickleMachine {
                 if plain { pushSpan(.strSpan, a, nl &- a, p) } else { pushDecoded(p, a, nl, unicode: true, offset: a) }
 
             default:
-                observe("pickle.invalid-opcode", "byte 0x\(Op.hex2(op)) is not a pickle opcode", offset: opPos,
-                        details: [("byte", "0x" + Op.hex2(op))])
+                observe(
+                    "pickle.invalid-opcode", "byte 0x\(Op.hex2(op)) is not a pickle opcode", offset: opPos,
+                    details: [("byte", "0x" + Op.hex2(op))])
                 return .failed(opPos)
             }
             if overflow {
-                observe("pickle.budget", "the stack or marks exceed \(stackCap) entries; the rest is not analysed", offset: opPos)
+                observe(
+                    "pickle.budget", "the stack or marks exceed \(stackCap) entries; the rest is not analysed",
+                    offset: opPos)
                 return .budget(opPos)
             }
         }
@@ -555,9 +586,11 @@ struct PickleMachine {
         if idx >= 0 && idx < memo.count { return memo[idx] }
         if !sparseMemo.isEmpty, let v = sparseMemo[idx] { return v }
         if memoDropped > 0 {
-            noteBudget("memo", "the memo exceeded \(memoCap) entries; values fetched from dropped entries are unknown", at)
+            noteBudget(
+                "memo", "the memo exceeded \(memoCap) entries; values fetched from dropped entries are unknown", at)
         } else if wants("pickle.memo-miss") {
-            observe("pickle.memo-miss", "memo index \(idx) was never stored", offset: at, details: [("index", String(idx))])
+            observe(
+                "pickle.memo-miss", "memo index \(idx) was never stored", offset: at, details: [("index", String(idx))])
         }
         return .unknown
     }
@@ -569,10 +602,12 @@ struct PickleMachine {
             push(.span(tag, offset: offset, length: length))
         } else {
             let keep = Swift.min(length, PickleMachine.ownedByteCap)
-            push(ownedValue(Array(UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ keep])), bytes: tag != .strSpan))
+            push(
+                ownedValue(Array(UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ keep])), bytes: tag != .strSpan))
         }
         if length >= 2 && PickleLint.startByte[Int(p[offset])] {
-            nestedCheck(UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ length]), at: offset, slice: (offset, length))
+            nestedCheck(
+                UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ length]), at: offset, slice: (offset, length))
         }
     }
 
@@ -585,7 +620,8 @@ struct PickleMachine {
             return probe.first
         }()
         let wantFull = firstDecoded.map { PickleLint.startByte[Int($0)] } ?? false
-        let limit = wantFull ? Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- held) : PickleMachine.ownedByteCap
+        let limit =
+            wantFull ? Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- held) : PickleMachine.ownedByteCap
         PickleText.decode(p, a, b, unicode: unicode, limit: limit, into: &out)
         if wantFull && out.count >= 2 {
             out.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: out) }
@@ -597,7 +633,8 @@ struct PickleMachine {
     mutating func ownedValue(_ bytes: [UInt8], bytes isBytes: Bool) -> PVal {
         let tag: PVal.Tag = isBytes ? .bytesOwned : .strOwned
         guard held &+ bytes.count <= budget.maxHeldBytes, owned.count < budget.maxEntries else {
-            noteBudget("held", "more than \(budget.maxHeldBytes) bytes of decoded strings; later ones are not kept", nil)
+            noteBudget(
+                "held", "more than \(budget.maxHeldBytes) bytes of decoded strings; later ones are not kept", nil)
             return PVal(tag, PVal.none32)
         }
         held &+= bytes.count
@@ -606,11 +643,13 @@ struct PickleMachine {
     }
 
     /// Scans a string value that looks like a pickle, recursively up to the nesting bound.
-    mutating func nestedCheck(_ bytes: UnsafeRawBufferPointer, at offset: Int, slice: (Int, Int)?, copy: [UInt8]? = nil) {
+    mutating func nestedCheck(_ bytes: UnsafeRawBufferPointer, at offset: Int, slice: (Int, Int)?, copy: [UInt8]? = nil)
+    {
         guard PickleLint.plausible(bytes) else { return }
         guard depth < budget.maxNesting else {
-            observe("pickle.nesting-limit", "a pickle nested deeper than \(budget.maxNesting) levels is not analysed",
-                    offset: offset)
+            observe(
+                "pickle.nesting-limit", "a pickle nested deeper than \(budget.maxNesting) levels is not analysed",
+                offset: offset)
             return
         }
         guard nested.count < nestedCap else {
@@ -707,7 +746,9 @@ struct PickleMachine {
     // MARK: - Containers
 
     mutating func newContainer(_ kind: PKind) -> PVal {
-        guard containers.count < containerCap else { return PVal(.container, PVal.anonymousBit | UInt64(kind.rawValue)) }
+        guard containers.count < containerCap else {
+            return PVal(.container, PVal.anonymousBit | UInt64(kind.rawValue))
+        }
         containers.append(PContainer(count: 0, first: 0, kind: kind, nchild: 0, cap: 0))
         return PVal(.container, UInt64(containers.count &- 1))
     }
@@ -802,7 +843,9 @@ struct PickleMachine {
         return names[Int(id)]
     }
 
-    mutating func recordImport(module: String, name: String, offset: Int, opcode: UInt8, intern doIntern: Bool = true) -> PVal {
+    mutating func recordImport(module: String, name: String, offset: Int, opcode: UInt8, intern doIntern: Bool = true)
+        -> PVal
+    {
         let full = module + "." + name
         let firstTime = seenImports.insert(full).inserted
         if imports.count < recordCap || (firstTime && imports.count < recordCap &* 2) {
@@ -826,7 +869,8 @@ struct PickleMachine {
         switch fname {
         case "builtins.getattr", "__builtin__.getattr", "inspect.getattr_static":
             guard items.count >= 2, items[0].tag == .callable || items[0].tag == .module,
-                  let base = name(items[0].payload), let attr = stringValue(items[1], p) else { return result }
+                let base = name(items[0].payload), let attr = stringValue(items[1], p)
+            else { return result }
             let full = base + "." + attr
             observe("pickle.dynamic-global", "\(fname) resolves \(full)", offset: offset, global: full)
             guard let id = intern(full) else { return PVal(.callable, PVal.none32) }
@@ -840,8 +884,10 @@ struct PickleMachine {
             guard items.count == 1, items[0].tag == .strSpan || items[0].tag == .strOwned else { return result }
             return items[0]
         case "operator.add", "_operator.add", "operator.concat", "_operator.concat", "operator.__add__",
-             "_operator.__add__", "operator.__concat__", "_operator.__concat__":
-            guard items.count == 2, let a = stringBytes(items[0], p), let b = stringBytes(items[1], p) else { return result }
+            "_operator.__add__", "operator.__concat__", "_operator.__concat__":
+            guard items.count == 2, let a = stringBytes(items[0], p), let b = stringBytes(items[1], p) else {
+                return result
+            }
             let isBytes = items[0].tag == .bytesSpan || items[0].tag == .bytesOwned
             return ownedValue(Array((a + b).prefix(PickleMachine.ownedByteCap)), bytes: isBytes)
         case "codecs.decode", "_codecs.decode", "codecs.encode", "_codecs.encode":
@@ -869,10 +915,15 @@ struct PickleMachine {
     }
 
     /// Decodes a constant string argument into bytes, scans them for a nested pickle, and keeps a prefix.
-    mutating func foldBytes(_ v: PVal, offset: Int, _ p: UnsafeRawBufferPointer,
-                            _ decode: (UnsafeRawBufferPointer, Int) -> [UInt8]?) -> PVal {
+    mutating func foldBytes(
+        _ v: PVal, offset: Int, _ p: UnsafeRawBufferPointer,
+        _ decode: (UnsafeRawBufferPointer, Int) -> [UInt8]?
+    ) -> PVal {
         guard folded < budget.maxHeldBytes else {
-            noteBudget("folded", "more than \(budget.maxHeldBytes) bytes decoded from constant strings; later decodings are not followed", offset)
+            noteBudget(
+                "folded",
+                "more than \(budget.maxHeldBytes) bytes decoded from constant strings; later decodings are not followed",
+                offset)
             return PVal(.bytesOwned, PVal.none32)
         }
         let limit = Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- folded)
@@ -899,17 +950,23 @@ struct PickleMachine {
         return ownedValue(bytes, bytes: true)
     }
 
-    mutating func recordCall(callee: PVal, items from: Int, _ to: Int, more: Int, kwargs: PVal?, offset: Int,
-                             opcode: UInt8, _ p: UnsafeRawBufferPointer) {
+    mutating func recordCall(
+        callee: PVal, items from: Int, _ to: Int, more: Int, kwargs: PVal?, offset: Int,
+        opcode: UInt8, _ p: UnsafeRawBufferPointer
+    ) {
         let keep = Swift.min(to &- from, PickleMachine.childSlots)
         let values = keep > 0 ? Array(stack[from..<from &+ keep]) : []
-        recordCall(callee: callee, values: values, more: Swift.max(0, to &- from &- keep) &+ more, kwargs: kwargs,
-                   offset: offset, opcode: opcode, p)
+        recordCall(
+            callee: callee, values: values, more: Swift.max(0, to &- from &- keep) &+ more, kwargs: kwargs,
+            offset: offset, opcode: opcode, p)
     }
 
-    mutating func recordCall(callee: PVal, values: [PVal], more: Int, kwargs: PVal?, offset: Int, opcode: UInt8,
-                             _ p: UnsafeRawBufferPointer) {
-        let calleeName = callee.tag == .callable || callee.tag == .instance ? name(callee.payload) ?? "<unknown>" : "<unknown>"
+    mutating func recordCall(
+        callee: PVal, values: [PVal], more: Int, kwargs: PVal?, offset: Int, opcode: UInt8,
+        _ p: UnsafeRawBufferPointer
+    ) {
+        let calleeName =
+            callee.tag == .callable || callee.tag == .instance ? name(callee.payload) ?? "<unknown>" : "<unknown>"
         let firstTime = seenCallees.insert(calleeName).inserted
         guard calls.count < recordCap || (firstTime && calls.count < recordCap &* 2) else {
             noteBudget("calls", "more than \(recordCap) calls; only calls to new callees are listed after that", offset)
@@ -923,7 +980,8 @@ struct PickleMachine {
             if more > 0 { args.append("...") }
             for a in args { held &+= a.utf8.count }
         } else {
-            noteBudget("held", "more than \(budget.maxHeldBytes) bytes held; later call arguments are not rendered", offset)
+            noteBudget(
+                "held", "more than \(budget.maxHeldBytes) bytes held; later call arguments are not rendered", offset)
             args = ["<budget>"]
         }
         calls.append(PickleCall(callee: calleeName, args: args, offset: offset, opcode: Op.name(opcode)))
@@ -937,12 +995,17 @@ struct PickleMachine {
             && observationCounts[kind, default: 0] < PickleMachine.observationsPerKind
     }
 
-    mutating func observe(_ kind: String, _ message: String, offset: Int?, global: String? = nil,
-                          details: [(String, String)] = []) {
+    mutating func observe(
+        _ kind: String, _ message: String, offset: Int?, global: String? = nil,
+        details: [(String, String)] = []
+    ) {
         let count = observationCounts[kind, default: 0]
         observationCounts[kind] = count &+ 1
-        guard count < PickleMachine.observationsPerKind, observations.count < PickleMachine.maxObservations else { return }
-        observations.append(Observation(kind, message, Evidence(offset: offset, member: member, global: global, details: details)))
+        guard count < PickleMachine.observationsPerKind, observations.count < PickleMachine.maxObservations else {
+            return
+        }
+        observations.append(
+            Observation(kind, message, Evidence(offset: offset, member: member, global: global, details: details)))
     }
 
     mutating func noteBudget(_ what: String, _ message: String, _ offset: Int?) {
@@ -951,14 +1014,16 @@ struct PickleMachine {
     }
 
     @inline(__always) mutating func truncated(_ at: Int, _ op: UInt8, need: Int, _ rem: Int) -> StreamEnd {
-        observe("pickle.truncated", "\(Op.name(op)) needs more bytes than remain", offset: at,
-                details: [("opcode", Op.name(op)), ("remaining", String(rem))])
+        observe(
+            "pickle.truncated", "\(Op.name(op)) needs more bytes than remain", offset: at,
+            details: [("opcode", Op.name(op)), ("remaining", String(rem))])
         return .failed(at)
     }
 
     mutating func lying(_ at: Int, _ op: UInt8, _ length: UInt64, _ rem: Int) -> StreamEnd {
-        observe("pickle.truncated", "\(Op.name(op)) declares \(length) bytes but only \(rem) remain", offset: at,
-                details: [("opcode", Op.name(op)), ("length", String(length)), ("remaining", String(rem))])
+        observe(
+            "pickle.truncated", "\(Op.name(op)) declares \(length) bytes but only \(rem) remain", offset: at,
+            details: [("opcode", Op.name(op)), ("length", String(length)), ("remaining", String(rem))])
         return .failed(at)
     }
 }

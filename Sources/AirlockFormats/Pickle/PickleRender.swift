@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A bounded output buffer for rendering.
@@ -100,7 +100,11 @@ extension PickleMachine {
                 return
             }
             owned[i].withUnsafeBytes {
-                if v.tag == .strOwned { PickleMachine.putStr($0, false, &out) } else { PickleMachine.putBytes($0, false, &out) }
+                if v.tag == .strOwned {
+                    PickleMachine.putStr($0, false, &out)
+                } else {
+                    PickleMachine.putBytes($0, false, &out)
+                }
             }
         case .callable:
             out.put(name(v.payload) ?? "<unknown>")
@@ -130,10 +134,16 @@ extension PickleMachine {
         case .tuple: (open, close) = ("(", ")")
         case .dict: (open, close) = ("{", "}")
         case .set:
-            if count == 0 { out.put("set()"); return }
+            if count == 0 {
+                out.put("set()")
+                return
+            }
             (open, close) = ("{", "}")
         case .frozenset:
-            if count == 0 { out.put("frozenset()"); return }
+            if count == 0 {
+                out.put("frozenset()")
+                return
+            }
             (open, close) = ("frozenset({", "})")
         }
         out.put(open)
@@ -176,7 +186,9 @@ extension PickleMachine {
     }
 
     /// The quoting both share; bytes escape everything outside printable ASCII, str only control characters.
-    private static func putQuoted(_ content: UnsafeRawBufferPointer, _ truncated: Bool, bytes: Bool, _ out: inout RenderOut) {
+    private static func putQuoted(
+        _ content: UnsafeRawBufferPointer, _ truncated: Bool, bytes: Bool, _ out: inout RenderOut
+    ) {
         let hasSingle = content.contains(0x27)
         let hasDouble = content.contains(0x22)
         let quote: UInt8 = hasSingle && !hasDouble ? 0x22 : 0x27
@@ -186,7 +198,9 @@ extension PickleMachine {
             if out.full { break }
             switch c {
             case 0x5C: out.put("\\\\")
-            case quote: out.put(0x5C); out.put(c)
+            case quote:
+                out.put(0x5C)
+                out.put(c)
             case 0x0A: out.put("\\n")
             case 0x0D: out.put("\\r")
             case 0x09: out.put("\\t")

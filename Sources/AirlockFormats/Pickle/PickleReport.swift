@@ -63,9 +63,11 @@ public struct PickleReport: Sendable {
     /// Just past the last `STOP` when the scan ended cleanly (trailing data starts here); otherwise where it stopped.
     public var endOffset: Int
 
-    public init(imports: [PickleGlobal] = [], calls: [PickleCall] = [], observations: [Observation] = [], streams: Int = 0,
-                protocolVersion: Int? = nil, opcodeCount: Int = 0, nested: [PickleReport] = [], nestedOffsets: [Int] = [],
-                endOffset: Int = 0) {
+    public init(
+        imports: [PickleGlobal] = [], calls: [PickleCall] = [], observations: [Observation] = [], streams: Int = 0,
+        protocolVersion: Int? = nil, opcodeCount: Int = 0, nested: [PickleReport] = [], nestedOffsets: [Int] = [],
+        endOffset: Int = 0
+    ) {
         self.imports = imports
         self.calls = calls
         self.observations = observations

@@ -5,7 +5,9 @@ public enum PickleScanner {
     /// Scans `view` (one or several pickles back to back). `member` is copied into every observation; `depth` is the
     /// nesting level of this view (pickles found inside strings are scanned with `depth + 1` up to
     /// `budget.maxNesting`).
-    public static func scan(_ view: ByteView, budget: ScanBudget = .standard, member: String? = nil, depth: Int = 0) -> PickleReport {
+    public static func scan(_ view: ByteView, budget: ScanBudget = .standard, member: String? = nil, depth: Int = 0)
+        -> PickleReport
+    {
         var machine = PickleMachine(view: view, budget: budget, member: member, depth: depth)
         return view.withUnsafeBytes { p in machine.scanAll(p) }
     }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Byte-level decoders for protocol-0 strings and the few string functions the machine folds. All bounded by `limit`.
@@ -41,7 +41,9 @@ enum PickleText {
 
     /// Decodes `p[a..<b]`: `unicode` = raw-unicode-escape (UNICODE opcode, result UTF-8), otherwise Python's
     /// `escape_decode` (STRING opcode, result bytes). Stops after `limit` output bytes.
-    static func decode(_ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int, unicode: Bool, limit: Int, into out: inout [UInt8]) {
+    static func decode(
+        _ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int, unicode: Bool, limit: Int, into out: inout [UInt8]
+    ) {
         var i = a
         while i < b && out.count < limit {
             let c = p[i]
@@ -57,7 +59,10 @@ enum PickleText {
                     var cp: UInt32 = 0
                     var ok = true
                     for k in 0..<width {
-                        guard let h = hexValue(p[i + 2 + k]) else { ok = false; break }
+                        guard let h = hexValue(p[i + 2 + k]) else {
+                            ok = false
+                            break
+                        }
                         cp = cp << 4 | h
                     }
                     if ok {

@@ -10,20 +10,20 @@ struct PVal: Equatable {
 
     enum Tag: UInt64 {
         case unknown = 0
-        case const = 1       // payload: Const
-        case int = 2         // 60-bit two's complement
-        case float = 3       // bit pattern >> 4 (rounded)
-        case strSpan = 4     // offset << 20 | length (saturating)
+        case const = 1  // payload: Const
+        case int = 2  // 60-bit two's complement
+        case float = 3  // bit pattern >> 4 (rounded)
+        case strSpan = 4  // offset << 20 | length (saturating)
         case bytesSpan = 5
         case bytearraySpan = 6
-        case strOwned = 7    // index into owned
+        case strOwned = 7  // index into owned
         case bytesOwned = 8
-        case callable = 9    // name id, or none32
-        case module = 10     // name id
+        case callable = 9  // name id, or none32
+        case module = 10  // name id
         case container = 11  // container index, or anonymousBit | kind
-        case callResult = 12 // callee name id, or none32
-        case instance = 13   // class name id, or none32
-        case bigInt = 14     // index into bigInts, or none32
+        case callResult = 12  // callee name id, or none32
+        case instance = 13  // class name id, or none32
+        case bigInt = 14  // index into bigInts, or none32
     }
 
     enum Const: UInt64 {

@@ -91,27 +91,34 @@ public enum SafetensorsParser {
         return report
     }
 
-    private static func read(_ view: ByteView, budget: ScanBudget, into report: inout SafetensorsReport, log: inout ObservationLog) {
+    private static func read(
+        _ view: ByteView, budget: ScanBudget, into report: inout SafetensorsReport, log: inout ObservationLog
+    ) {
         guard let n64 = view.le(UInt64.self, at: 0) else {
-            log.add("safetensors.truncated", "the file is shorter than the 8-byte header length", offset: 0,
-                    ("size", String(view.count)))
+            log.add(
+                "safetensors.truncated", "the file is shorter than the 8-byte header length", offset: 0,
+                ("size", String(view.count)))
             return
         }
         report.headerLength = n64
         guard n64 <= UInt64(maxHeaderLength) else {
-            log.add("safetensors.header-too-large", "the declared header length is over \(maxHeaderLength) bytes", offset: 0,
-                    ("headerLength", String(n64)))
+            log.add(
+                "safetensors.header-too-large", "the declared header length is over \(maxHeaderLength) bytes",
+                offset: 0,
+                ("headerLength", String(n64)))
             return
         }
         let n = Int(n64)
         guard n <= view.count - 8 else {
-            log.add("safetensors.truncated", "the declared header runs past the end of the file", offset: 0,
-                    ("headerLength", String(n)), ("size", String(view.count)))
+            log.add(
+                "safetensors.truncated", "the declared header runs past the end of the file", offset: 0,
+                ("headerLength", String(n)), ("size", String(view.count)))
             return
         }
         guard n <= budget.maxHeldBytes else {
-            log.add("safetensors.budget-exceeded", "the header is larger than this scan may hold in memory", offset: 0,
-                    ("headerLength", String(n)), ("maxHeldBytes", String(budget.maxHeldBytes)))
+            log.add(
+                "safetensors.budget-exceeded", "the header is larger than this scan may hold in memory", offset: 0,
+                ("headerLength", String(n)), ("maxHeldBytes", String(budget.maxHeldBytes)))
             return
         }
         let dataOffset = 8 + n
@@ -122,8 +129,10 @@ public enum SafetensorsParser {
         var first = 0
         while first < header.count, isJSONSpace(header[first]) { first += 1 }
         if first < header.count, first > 0, header[first] == UInt8(ascii: "{") {
-            log.add("safetensors.header-leading-space", "the header has whitespace before '{' (the format requires '{' first; the reference reader accepts it)",
-                    offset: 8, ("bytes", String(first)))
+            log.add(
+                "safetensors.header-leading-space",
+                "the header has whitespace before '{' (the format requires '{' first; the reference reader accepts it)",
+                offset: 8, ("bytes", String(first)))
         }
 
         let json: JSON
@@ -131,11 +140,17 @@ public enum SafetensorsParser {
             json = try JSON.parse(header, maxDepth: maxHeaderDepth)
         } catch {
             if error.reason.hasPrefix("duplicate key") {
-                log.add("safetensors.duplicate-key", "the header has a key twice: \(error.reason)", offset: 8 + error.offset)
+                log.add(
+                    "safetensors.duplicate-key", "the header has a key twice: \(error.reason)", offset: 8 + error.offset
+                )
             } else if error.reason.hasPrefix("nested deeper") {
-                log.add("safetensors.nesting-too-deep", "the header nests deeper than \(maxHeaderDepth) levels", offset: 8 + error.offset)
+                log.add(
+                    "safetensors.nesting-too-deep", "the header nests deeper than \(maxHeaderDepth) levels",
+                    offset: 8 + error.offset)
             } else {
-                log.add("safetensors.invalid-json", "the header is not valid JSON: \(error.reason)", offset: 8 + error.offset)
+                log.add(
+                    "safetensors.invalid-json", "the header is not valid JSON: \(error.reason)",
+                    offset: 8 + error.offset)
             }
             return
         }
@@ -152,7 +167,8 @@ public enum SafetensorsParser {
                 continue
             }
             report.tensorCount += 1
-            guard let tensor = readEntry(name, value, dataSize: report.dataSize, dataOffset: dataOffset, log: &log) else { continue }
+            guard let tensor = readEntry(name, value, dataSize: report.dataSize, dataOffset: dataOffset, log: &log)
+            else { continue }
             dtypes.insert(tensor.dtype)
             report.tensors.append(tensor)
             report.totalTensorBytes &+= tensor.end - tensor.begin
@@ -172,18 +188,25 @@ public enum SafetensorsParser {
                     report.metadata.append((key, s))
                 } else {
                     report.metadata.append((key, ""))
-                    log.add("safetensors.metadata-not-string", "__metadata__[\"\(key)\"] is not a string", offset: nil,
-                            ("key", key), ("type", typeName(v)))
+                    log.add(
+                        "safetensors.metadata-not-string", "__metadata__[\"\(key)\"] is not a string", offset: nil,
+                        ("key", key), ("type", typeName(v)))
                 }
             }
         default:
-            log.add("safetensors.metadata-not-object", "__metadata__ is not an object", offset: nil, ("type", typeName(value)))
+            log.add(
+                "safetensors.metadata-not-object", "__metadata__ is not an object", offset: nil,
+                ("type", typeName(value)))
         }
     }
 
-    private static func readEntry(_ name: String, _ value: JSON, dataSize: Int, dataOffset: Int, log: inout ObservationLog) -> SafetensorsTensor? {
+    private static func readEntry(
+        _ name: String, _ value: JSON, dataSize: Int, dataOffset: Int, log: inout ObservationLog
+    ) -> SafetensorsTensor? {
         guard case .object(let fields) = value else {
-            log.add("safetensors.bad-entry", "tensor \"\(name)\" is not an object", offset: nil, ("tensor", name), ("type", typeName(value)))
+            log.add(
+                "safetensors.bad-entry", "tensor \"\(name)\" is not an object", offset: nil, ("tensor", name),
+                ("type", typeName(value)))
             return nil
         }
         var dtypeValue: JSON?
@@ -195,57 +218,77 @@ public enum SafetensorsParser {
             case "shape": shapeValue = v
             case "data_offsets": offsetsValue = v
             default:
-                log.add("safetensors.unknown-field", "tensor \"\(name)\" has a field \"\(key)\" that readers ignore", offset: nil,
-                        ("tensor", name), ("field", key))
+                log.add(
+                    "safetensors.unknown-field", "tensor \"\(name)\" has a field \"\(key)\" that readers ignore",
+                    offset: nil,
+                    ("tensor", name), ("field", key))
             }
         }
         guard case .string(let dtype)? = dtypeValue else {
-            log.add("safetensors.bad-entry", "tensor \"\(name)\" has no dtype string", offset: nil, ("tensor", name), ("field", "dtype"))
+            log.add(
+                "safetensors.bad-entry", "tensor \"\(name)\" has no dtype string", offset: nil, ("tensor", name),
+                ("field", "dtype"))
             return nil
         }
         guard case .array(let shapeItems)? = shapeValue else {
-            log.add("safetensors.bad-entry", "tensor \"\(name)\" has no shape array", offset: nil, ("tensor", name), ("field", "shape"))
+            log.add(
+                "safetensors.bad-entry", "tensor \"\(name)\" has no shape array", offset: nil, ("tensor", name),
+                ("field", "shape"))
             return nil
         }
         guard case .array(let offsetItems)? = offsetsValue else {
-            log.add("safetensors.bad-entry", "tensor \"\(name)\" has no data_offsets array", offset: nil, ("tensor", name), ("field", "data_offsets"))
+            log.add(
+                "safetensors.bad-entry", "tensor \"\(name)\" has no data_offsets array", offset: nil, ("tensor", name),
+                ("field", "data_offsets"))
             return nil
         }
         var shape: [Int] = []
         shape.reserveCapacity(min(shapeItems.count, 64))
         for item in shapeItems {
             guard let d = nonNegativeInt(item) else {
-                log.add("safetensors.bad-shape", "tensor \"\(name)\" has a shape entry that is not a non-negative integer", offset: nil,
-                        ("tensor", name), ("value", item.serialized()))
+                log.add(
+                    "safetensors.bad-shape", "tensor \"\(name)\" has a shape entry that is not a non-negative integer",
+                    offset: nil,
+                    ("tensor", name), ("value", item.serialized()))
                 return nil
             }
             shape.append(d)
         }
-        guard offsetItems.count == 2, let begin = nonNegativeInt(offsetItems[0]), let end = nonNegativeInt(offsetItems[1]) else {
-            log.add("safetensors.bad-offsets", "tensor \"\(name)\" data_offsets is not two non-negative integers", offset: nil,
-                    ("tensor", name), ("value", JSON.array(offsetItems).serialized()))
+        guard offsetItems.count == 2, let begin = nonNegativeInt(offsetItems[0]),
+            let end = nonNegativeInt(offsetItems[1])
+        else {
+            log.add(
+                "safetensors.bad-offsets", "tensor \"\(name)\" data_offsets is not two non-negative integers",
+                offset: nil,
+                ("tensor", name), ("value", JSON.array(offsetItems).serialized()))
             return nil
         }
         guard begin <= end else {
-            log.add("safetensors.bad-offsets", "tensor \"\(name)\" ends before it begins", offset: nil,
-                    ("tensor", name), ("begin", String(begin)), ("end", String(end)))
+            log.add(
+                "safetensors.bad-offsets", "tensor \"\(name)\" ends before it begins", offset: nil,
+                ("tensor", name), ("begin", String(begin)), ("end", String(end)))
             return nil
         }
         let tensor = SafetensorsTensor(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
         if end > dataSize {
-            log.add("safetensors.offset-out-of-bounds", "tensor \"\(name)\" ends past the data section", offset: nil,
-                    ("tensor", name), ("end", String(end)), ("dataSize", String(dataSize)))
+            log.add(
+                "safetensors.offset-out-of-bounds", "tensor \"\(name)\" ends past the data section", offset: nil,
+                ("tensor", name), ("end", String(end)), ("dataSize", String(dataSize)))
         }
         guard let bits = bits(of: dtype) else {
-            log.add("safetensors.unknown-dtype", "tensor \"\(name)\" has an unknown dtype \"\(dtype)\"", offset: nil,
-                    ("tensor", name), ("dtype", dtype))
+            log.add(
+                "safetensors.unknown-dtype", "tensor \"\(name)\" has an unknown dtype \"\(dtype)\"", offset: nil,
+                ("tensor", name), ("dtype", dtype))
             return tensor
         }
         var elements = 1
         var overflow = false
         for d in shape {
             let (p, o) = elements.multipliedReportingOverflow(by: d)
-            if o { overflow = true; break }
+            if o {
+                overflow = true
+                break
+            }
             elements = p
         }
         var totalBits = 0
@@ -255,31 +298,41 @@ public enum SafetensorsParser {
             totalBits = b
         }
         if overflow {
-            log.add("safetensors.size-overflow", "tensor \"\(name)\": shape × dtype size overflows", offset: nil,
-                    ("tensor", name), ("shape", shape.map(String.init).joined(separator: "x")), ("dtype", dtype))
+            log.add(
+                "safetensors.size-overflow", "tensor \"\(name)\": shape × dtype size overflows", offset: nil,
+                ("tensor", name), ("shape", shape.map(String.init).joined(separator: "x")), ("dtype", dtype))
         } else if totalBits % 8 != 0 {
-            log.add("safetensors.size-mismatch", "tensor \"\(name)\": the sub-byte elements do not fill whole bytes", offset: nil,
-                    ("tensor", name), ("bits", String(totalBits)))
+            log.add(
+                "safetensors.size-mismatch", "tensor \"\(name)\": the sub-byte elements do not fill whole bytes",
+                offset: nil,
+                ("tensor", name), ("bits", String(totalBits)))
         } else if totalBits / 8 != end - begin {
-            log.add("safetensors.size-mismatch", "tensor \"\(name)\": shape × dtype size is not data_offsets' length", offset: nil,
-                    ("tensor", name), ("expected", String(totalBits / 8)), ("declared", String(end - begin)))
+            log.add(
+                "safetensors.size-mismatch", "tensor \"\(name)\": shape × dtype size is not data_offsets' length",
+                offset: nil,
+                ("tensor", name), ("expected", String(totalBits / 8)), ("declared", String(end - begin)))
         }
         return tensor
     }
 
     /// Entries sorted by offset must tile the data section exactly: from 0, no gaps, no overlaps, to the end.
-    private static func checkLayout(_ tensors: [SafetensorsTensor], dataSize: Int, dataOffset: Int, log: inout ObservationLog) {
+    private static func checkLayout(
+        _ tensors: [SafetensorsTensor], dataSize: Int, dataOffset: Int, log: inout ObservationLog
+    ) {
         let sorted = tensors.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         var cursor = 0
         var previous: String?
         for t in sorted {
             if t.begin > cursor {
-                log.add("safetensors.gap", "\(t.begin - cursor) bytes before tensor \"\(t.name)\" belong to no tensor",
-                        offset: dataOffset &+ cursor, ("tensor", t.name), ("begin", String(cursor)), ("end", String(t.begin)))
+                log.add(
+                    "safetensors.gap", "\(t.begin - cursor) bytes before tensor \"\(t.name)\" belong to no tensor",
+                    offset: dataOffset &+ cursor, ("tensor", t.name), ("begin", String(cursor)),
+                    ("end", String(t.begin)))
             } else if t.begin < cursor {
-                log.add("safetensors.overlap", "tensor \"\(t.name)\" overlaps \"\(previous ?? "")\"",
-                        offset: dataOffset &+ t.begin, ("tensor", t.name), ("other", previous ?? ""),
-                        ("begin", String(t.begin)), ("previousEnd", String(cursor)))
+                log.add(
+                    "safetensors.overlap", "tensor \"\(t.name)\" overlaps \"\(previous ?? "")\"",
+                    offset: dataOffset &+ t.begin, ("tensor", t.name), ("other", previous ?? ""),
+                    ("begin", String(t.begin)), ("previousEnd", String(cursor)))
             }
             if t.end >= cursor {
                 cursor = t.end
@@ -287,14 +340,17 @@ public enum SafetensorsParser {
             }
         }
         if cursor < dataSize {
-            log.add("safetensors.trailing-data", "\(dataSize - cursor) bytes after the last tensor belong to no tensor",
-                    offset: dataOffset &+ cursor, ("bytes", String(dataSize - cursor)))
+            log.add(
+                "safetensors.trailing-data", "\(dataSize - cursor) bytes after the last tensor belong to no tensor",
+                offset: dataOffset &+ cursor, ("bytes", String(dataSize - cursor)))
         }
     }
 
     /// A JSON number that is a plain non-negative integer fitting in `Int` (no sign, fraction or exponent).
     static func nonNegativeInt(_ value: JSON) -> Int? {
-        guard case .number(let text) = value, !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard case .number(let text) = value, !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            return nil
+        }
         return Int(text)
     }
 

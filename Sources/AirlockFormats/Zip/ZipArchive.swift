@@ -131,39 +131,45 @@ struct ZipReader {
     /// Parses the end record at `offset`, following a zip64 locator as miniz 3.0.2 does.
     func endRecord(at offset: Int) -> EndRecord? {
         guard u32(offset) == ZipFormat.endSignature, let disk = u16(offset + 4), let cdDisk = u16(offset + 6),
-              let onDisk = u16(offset + 8), let total = u16(offset + 10), let size = u32(offset + 12),
-              let cdOffset = u32(offset + 16), let commentLength = u16(offset + 20)
+            let onDisk = u16(offset + 8), let total = u16(offset + 10), let size = u32(offset + 12),
+            let cdOffset = u32(offset + 16), let commentLength = u16(offset + 20)
         else { return nil }
-        var rec = EndRecord(offset: offset, diskNumber: UInt32(disk), directoryDisk: UInt32(cdDisk),
-                            countOnDisk: UInt64(onDisk), count: UInt64(total), directorySize: UInt64(size),
-                            directoryOffset: UInt64(cdOffset), commentLength: Int(commentLength))
+        var rec = EndRecord(
+            offset: offset, diskNumber: UInt32(disk), directoryDisk: UInt32(cdDisk),
+            countOnDisk: UInt64(onDisk), count: UInt64(total), directorySize: UInt64(size),
+            directoryOffset: UInt64(cdOffset), commentLength: Int(commentLength))
         let locator = offset - ZipFormat.locatorSize
         guard offset >= ZipFormat.locatorSize + ZipFormat.end64Size, u32(locator) == ZipFormat.locatorSignature,
-              let pointer = u64(locator + 8), let totalDisks = u32(locator + 16)
+            let pointer = u64(locator + 8), let totalDisks = u32(locator + 16)
         else { return rec }
         let pythonAt = locator - ZipFormat.end64Size
         rec.pythonZip64RecordOffset = u32(pythonAt) == ZipFormat.end64Signature ? pythonAt : nil
         var at: Int? = nil
         if let p = Int(exactly: pointer), p >= 0, p <= view.count - ZipFormat.end64Size,
-           u32(p) == ZipFormat.end64Signature {
+            u32(p) == ZipFormat.end64Signature
+        {
             at = p
         } else if let p = rec.pythonZip64RecordOffset {
             rec.refusals.append("zip64 locator points to \(pointer), where there is no zip64 end record")
             at = p
         }
         guard let at, let recordSize = u64(at + 4), let disk64 = u32(at + 16), let cdDisk64 = u32(at + 20),
-              let onDisk64 = u64(at + 24), let total64 = u64(at + 32), let size64 = u64(at + 40),
-              let cdOffset64 = u64(at + 48)
+            let onDisk64 = u64(at + 24), let total64 = u64(at + 32), let size64 = u64(at + 40),
+            let cdOffset64 = u64(at + 48)
         else { return rec }
         rec.zip64RecordOffset = at
-        if recordSize < UInt64(ZipFormat.end64Size - 12) { rec.refusals.append("zip64 end record size \(recordSize) is too small") }
+        if recordSize < UInt64(ZipFormat.end64Size - 12) {
+            rec.refusals.append("zip64 end record size \(recordSize) is too small")
+        }
         if totalDisks != 1 { rec.refusals.append("zip64 locator declares \(totalDisks) disks") }
         if total64 > UInt64(UInt32.max) { rec.refusals.append("zip64 entry count \(total64) exceeds miniz's limit") }
         if size64 > UInt64(UInt32.max) { rec.refusals.append("zip64 directory size \(size64) exceeds miniz's limit") }
         // Readers without zip64 use the 32-bit fields; they only agree when those are saturated or equal.
         if total != 0xFFFF && UInt64(total) != total64 { rec.notes.append(("count32", String(total))) }
         if size != 0xFFFF_FFFF && UInt64(size) != size64 { rec.notes.append(("directorySize32", String(size))) }
-        if cdOffset != 0xFFFF_FFFF && UInt64(cdOffset) != cdOffset64 { rec.notes.append(("directoryOffset32", String(cdOffset))) }
+        if cdOffset != 0xFFFF_FFFF && UInt64(cdOffset) != cdOffset64 {
+            rec.notes.append(("directoryOffset32", String(cdOffset)))
+        }
         rec.diskNumber = disk64
         rec.directoryDisk = cdDisk64
         rec.countOnDisk = onDisk64
@@ -177,7 +183,9 @@ struct ZipReader {
     func pythonShift(_ rec: EndRecord) -> Int? {
         var end = rec.offset
         if rec.pythonZip64RecordOffset != nil { end -= ZipFormat.locatorSize + ZipFormat.end64Size }
-        guard let off = Int(exactly: rec.directoryOffset), let size = Int(exactly: rec.directorySize) else { return nil }
+        guard let off = Int(exactly: rec.directoryOffset), let size = Int(exactly: rec.directorySize) else {
+            return nil
+        }
         let (sum, o1) = off.addingReportingOverflow(size)
         guard !o1 else { return nil }
         let (shift, o2) = end.subtractingReportingOverflow(sum)
@@ -202,7 +210,8 @@ struct ZipReader {
         let n = view.count
         let candidates = endCandidates()
         guard !candidates.isEmpty else {
-            throw FormatError(.malformed, "no end-of-central-directory record in the last \(ZipFormat.endSearchWindow) bytes")
+            throw FormatError(
+                .malformed, "no end-of-central-directory record in the last \(ZipFormat.endSearchWindow) bytes")
         }
         // miniz and Python use the last candidate; if its directory is unusable, fall back to an earlier one.
         var chosen: (rec: EndRecord, start: Int, base: Int)? = nil
@@ -223,12 +232,16 @@ struct ZipReader {
         let cdStart = chosen.start
 
         // End-record consistency, as miniz checks it.
-        if rec.count != rec.countOnDisk { refuse("entry count \(rec.count) differs from the count on this disk \(rec.countOnDisk)") }
+        if rec.count != rec.countOnDisk {
+            refuse("entry count \(rec.count) differs from the count on this disk \(rec.countOnDisk)")
+        }
         if (rec.diskNumber | rec.directoryDisk) != 0 && (rec.diskNumber != 1 || rec.directoryDisk != 1) {
             refuse("multi-disk archive (disk \(rec.diskNumber), directory on disk \(rec.directoryDisk))")
         }
         let (minSize, over) = rec.count.multipliedReportingOverflow(by: UInt64(ZipFormat.centralSize))
-        if over || rec.directorySize < minSize { refuse("directory size \(rec.directorySize) is too small for \(rec.count) entries") }
+        if over || rec.directorySize < minSize {
+            refuse("directory size \(rec.directorySize) is too small for \(rec.count) entries")
+        }
         let cdEndDeclared: Int? = {
             guard let size = Int(exactly: rec.directorySize) else { return nil }
             let (e, o) = cdStart.addingReportingOverflow(size)
@@ -237,12 +250,20 @@ struct ZipReader {
         if cdEndDeclared.map({ $0 > n }) ?? true { refuse("central directory extends past the end of the file") }
         let cdEnd = min(cdEndDeclared ?? n, n)
         if base != 0 {
-            refuse("the central directory is not at its declared offset \(rec.directoryOffset) (only Python's shifted reading finds it)")
+            refuse(
+                "the central directory is not at its declared offset \(rec.directoryOffset) (only Python's shifted reading finds it)"
+            )
         }
         if let shift = pythonShift(rec), shift != 0 {
-            sink.add("zip.offset-shift",
-                     "Python's zipfile adds \(shift) to every offset (the directory does not end where the end record is); PyTorch's miniz uses the offsets as written, so the two can read different directories and members",
-                     Evidence(offset: rec.offset, details: [("shift", String(shift)), ("directoryOffset", String(rec.directoryOffset)), ("readAs", base == 0 ? "miniz" : "python")]))
+            sink.add(
+                "zip.offset-shift",
+                "Python's zipfile adds \(shift) to every offset (the directory does not end where the end record is); PyTorch's miniz uses the offsets as written, so the two can read different directories and members",
+                Evidence(
+                    offset: rec.offset,
+                    details: [
+                        ("shift", String(shift)), ("directoryOffset", String(rec.directoryOffset)),
+                        ("readAs", base == 0 ? "miniz" : "python"),
+                    ]))
         }
 
         // Central records: by count as miniz does, then on to the declared size as Python does.
@@ -251,17 +272,24 @@ struct ZipReader {
         var limited = false
         while pos < cdEnd {
             guard pos <= cdEnd - ZipFormat.centralSize, u32(pos) == ZipFormat.centralSignature else { break }
-            if records.count >= budget.maxEntries { limited = true; break }
+            if records.count >= budget.maxEntries {
+                limited = true
+                break
+            }
             let counted = UInt64(records.count) < rec.count
-            guard let (entry, next) = centralRecord(at: pos, index: records.count, base: base, end: cdEnd, counted: counted,
-                                                  thisDisk: rec.diskNumber)
+            guard
+                let (entry, next) = centralRecord(
+                    at: pos, index: records.count, base: base, end: cdEnd, counted: counted,
+                    thisDisk: rec.diskNumber)
             else { break }
             records.append(entry)
             pos = next
         }
         if limited {
-            sink.add("zip.entry-limit", "the central directory has more than \(budget.maxEntries) records; the rest were not read",
-                     Evidence(offset: pos, details: [("limit", String(budget.maxEntries))]))
+            sink.add(
+                "zip.entry-limit",
+                "the central directory has more than \(budget.maxEntries) records; the rest were not read",
+                Evidence(offset: pos, details: [("limit", String(budget.maxEntries))]))
         }
         let counted = Int(clamping: min(rec.count, UInt64(records.count)))
         let hidden = Array(records[counted...])
@@ -269,16 +297,22 @@ struct ZipReader {
             refuse("the end record declares \(rec.count) entries but the directory holds \(records.count)")
         }
         if (UInt64(records.count) != rec.count && !limited) || rec.count != rec.countOnDisk
-            || rec.notes.contains(where: { $0.0 == "count32" }) {
-            var details: [(String, String)] = [("declared", String(rec.count)), ("declaredOnDisk", String(rec.countOnDisk)),
-                                               ("found", String(records.count))]
+            || rec.notes.contains(where: { $0.0 == "count32" })
+        {
+            var details: [(String, String)] = [
+                ("declared", String(rec.count)), ("declaredOnDisk", String(rec.countOnDisk)),
+                ("found", String(records.count)),
+            ]
             if let c32 = rec.notes.first(where: { $0.0 == "count32" }) { details.append(("declared32", c32.1)) }
-            if !hidden.isEmpty { details.append(("seenOnlyByPython", hidden.prefix(16).map(\.name).joined(separator: ", "))) }
-            sink.add("zip.count-mismatch",
-                     hidden.isEmpty
-                        ? "the end record declares \(rec.count) entries but the central directory holds \(records.count)"
-                        : "\(hidden.count) central record(s) after the declared count of \(rec.count): Python's zipfile lists them, PyTorch's miniz does not",
-                     Evidence(offset: rec.offset, details: details))
+            if !hidden.isEmpty {
+                details.append(("seenOnlyByPython", hidden.prefix(16).map(\.name).joined(separator: ", ")))
+            }
+            sink.add(
+                "zip.count-mismatch",
+                hidden.isEmpty
+                    ? "the end record declares \(rec.count) entries but the central directory holds \(records.count)"
+                    : "\(hidden.count) central record(s) after the declared count of \(rec.count): Python's zipfile lists them, PyTorch's miniz does not",
+                Evidence(offset: rec.offset, details: details))
         }
 
         // Local headers, against their central records.
@@ -286,10 +320,11 @@ struct ZipReader {
 
         let minizEntries = Array(records[..<counted])
         let order = MinizLookup.sortedOrder(minizEntries.map(\.nameBytes))
-        var archive = ZipArchive(entries: minizEntries, hiddenEntries: Array(records[counted...]), observations: [],
-                                 prefixBytes: 0, trailingBytes: 0, comment: [], endRecordOffset: rec.offset,
-                                 centralDirectoryOffset: cdStart, declaredEntryCount: rec.count, baseOffset: base,
-                                 minizRefusal: nil, minizOrder: order)
+        var archive = ZipArchive(
+            entries: minizEntries, hiddenEntries: Array(records[counted...]), observations: [],
+            prefixBytes: 0, trailingBytes: 0, comment: [], endRecordOffset: rec.offset,
+            centralDirectoryOffset: cdStart, declaredEntryCount: rec.count, baseOffset: base,
+            minizRefusal: nil, minizOrder: order)
 
         checkNames(records, archive: archive)
         checkMembers(records, counted: counted)
@@ -297,15 +332,18 @@ struct ZipReader {
         checkZip64(records, rec: rec)
 
         // Prefix, trailing data, comment.
-        let firstLocal = records.filter { $0.dataOffset != nil }.compactMap { Int(exactly: $0.localHeaderOffset) }.min() ?? cdStart
+        let firstLocal =
+            records.filter { $0.dataOffset != nil }.compactMap { Int(exactly: $0.localHeaderOffset) }.min() ?? cdStart
         let prefix = min(firstLocal, cdStart)
         archive.prefixBytes = max(0, prefix)
         if prefix > 0 {
-            let why = ZipDetector.torchTreatsAsZip(view)
+            let why =
+                ZipDetector.torchTreatsAsZip(view)
                 ? "the file starts with a local header that no central record uses: streaming readers see a member the directory does not list"
                 : "torch.load checks for PK\\x03\\x04 at offset 0 and loads such a file as a legacy pickle instead, while zip readers still see the archive (self-extracting or polyglot file)"
-            sink.add("zip.prefix-data", "\(prefix) bytes before the first local header: \(why)",
-                     Evidence(offset: 0, details: [("bytes", String(prefix)), ("startsWith", hexPrefix(0, 8))]))
+            sink.add(
+                "zip.prefix-data", "\(prefix) bytes before the first local header: \(why)",
+                Evidence(offset: 0, details: [("bytes", String(prefix)), ("startsWith", hexPrefix(0, 8))]))
         }
         let commentStart = rec.offset + ZipFormat.endSize
         let commentAvailable = max(0, min(rec.commentLength, n - commentStart))
@@ -313,15 +351,18 @@ struct ZipReader {
         let end = commentStart + commentAvailable
         if end < n {
             archive.trailingBytes = n - end
-            sink.add("zip.trailing-data", "\(n - end) bytes after the end record and its comment",
-                     Evidence(offset: end, details: [("bytes", String(n - end)), ("startsWith", hexPrefix(end, 8))]))
+            sink.add(
+                "zip.trailing-data", "\(n - end) bytes after the end record and its comment",
+                Evidence(offset: end, details: [("bytes", String(n - end)), ("startsWith", hexPrefix(end, 8))]))
         }
         checkOtherEnds(candidates, chosen: rec.offset, records: records)
 
         if !refusals.isEmpty {
             archive.minizRefusal = refusals[0]
-            sink.add("zip.miniz-refuses", "PyTorch's miniz would refuse this archive or a member: \(refusals[0])",
-                     Evidence(offset: rec.offset, details: refusals.enumerated().map { ("reason\($0.offset + 1)", $0.element) }))
+            sink.add(
+                "zip.miniz-refuses", "PyTorch's miniz would refuse this archive or a member: \(refusals[0])",
+                Evidence(
+                    offset: rec.offset, details: refusals.enumerated().map { ("reason\($0.offset + 1)", $0.element) }))
         }
         archive.observations = sink.finished()
         return archive
@@ -334,12 +375,14 @@ struct ZipReader {
     }
 
     /// Parses the central record at `pos`; nil when it does not fit in the file at all.
-    mutating func centralRecord(at pos: Int, index: Int, base: Int, end cdEnd: Int, counted: Bool,
-                                thisDisk: UInt32) -> (ZipEntry, Int)? {
+    mutating func centralRecord(
+        at pos: Int, index: Int, base: Int, end cdEnd: Int, counted: Bool,
+        thisDisk: UInt32
+    ) -> (ZipEntry, Int)? {
         guard let flags = u16(pos + 8), let method = u16(pos + 10), let crc = u32(pos + 16),
-              let comp32 = u32(pos + 20), let uncomp32 = u32(pos + 24), let nameLength = u16(pos + 28),
-              let extraLength = u16(pos + 30), let commentLength = u16(pos + 32), let diskStart = u16(pos + 34),
-              let lho32 = u32(pos + 42)
+            let comp32 = u32(pos + 20), let uncomp32 = u32(pos + 24), let nameLength = u16(pos + 28),
+            let extraLength = u16(pos + 30), let commentLength = u16(pos + 32), let diskStart = u16(pos + 34),
+            let lho32 = u32(pos + 42)
         else { return nil }
         let nameAt = pos + ZipFormat.centralSize
         let extraAt = nameAt + Int(nameLength)
@@ -349,21 +392,27 @@ struct ZipReader {
         let extra = view.slice(extraAt, Int(extraLength)) ?? ByteView([])
         let fields = ZipExtra.fields(extra)
         if fields.malformed {
-            sink.add("zip.malformed-extra", "the central extra field of \(name) does not parse (Python's zipfile rejects it)",
-                     Evidence(offset: extraAt, member: name))
+            sink.add(
+                "zip.malformed-extra",
+                "the central extra field of \(name) does not parse (Python's zipfile rejects it)",
+                Evidence(offset: extraAt, member: name))
         }
         var comp = UInt64(comp32), uncomp = UInt64(uncomp32), lho = UInt64(lho32)
         let saturated = comp32 == 0xFFFF_FFFF || uncomp32 == 0xFFFF_FFFF || lho32 == 0xFFFF_FFFF
         if saturated {
-            if let z = fields.zip64, let values = ZipExtra.zip64Values(z, uncompressed: uncomp32 == 0xFFFF_FFFF,
-                                                                       compressed: comp32 == 0xFFFF_FFFF,
-                                                                       offset: lho32 == 0xFFFF_FFFF) {
+            if let z = fields.zip64,
+                let values = ZipExtra.zip64Values(
+                    z, uncompressed: uncomp32 == 0xFFFF_FFFF,
+                    compressed: comp32 == 0xFFFF_FFFF,
+                    offset: lho32 == 0xFFFF_FFFF)
+            {
                 uncomp = values.uncompressed ?? uncomp
                 comp = values.compressed ?? comp
                 lho = values.offset ?? lho
             } else {
-                sink.add("zip.malformed-extra", "\(name) has 0xFFFFFFFF sizes or offset but no usable zip64 extra field",
-                         Evidence(offset: pos, member: name))
+                sink.add(
+                    "zip.malformed-extra", "\(name) has 0xFFFFFFFF sizes or offset but no usable zip64 extra field",
+                    Evidence(offset: pos, member: name))
                 if counted { refuse("\(name): zip64 fields missing") }
             }
         }
@@ -379,17 +428,21 @@ struct ZipReader {
             }
             let (a, o1) = lho.addingReportingOverflow(UInt64(ZipFormat.localSize))
             let (b, o2) = a.addingReportingOverflow(comp)
-            if comp != 0xFFFF_FFFF && (o1 || o2 || b > UInt64(view.count)) { refuse("\(name): data extends past the end of the file") }
+            if comp != 0xFFFF_FFFF && (o1 || o2 || b > UInt64(view.count)) {
+                refuse("\(name): data extends past the end of the file")
+            }
             if flags & 0x2000 != 0 { refuse("\(name): central directory encryption (flag bit 13)") }
         }
         // The base shift applies to local header offsets too (Python's reading).
         if base != 0 {
-            let shifted = base > 0 ? lho.addingReportingOverflow(UInt64(base)) : lho.subtractingReportingOverflow(UInt64(-base))
+            let shifted =
+                base > 0 ? lho.addingReportingOverflow(UInt64(base)) : lho.subtractingReportingOverflow(UInt64(-base))
             lho = shifted.overflow ? UInt64.max : shifted.partialValue
         }
-        let entry = ZipEntry(name: name, nameBytes: nameBytes, method: method, flags: flags, crc32: crc,
-                             compressedSize: comp, uncompressedSize: uncomp, localHeaderOffset: lho, dataOffset: nil,
-                             isZip64: fields.zip64 != nil, index: index, centralHeaderOffset: pos)
+        let entry = ZipEntry(
+            name: name, nameBytes: nameBytes, method: method, flags: flags, crc32: crc,
+            compressedSize: comp, uncompressedSize: uncomp, localHeaderOffset: lho, dataOffset: nil,
+            isZip64: fields.zip64 != nil, index: index, centralHeaderOffset: pos)
         return (entry, next)
     }
 
@@ -398,17 +451,20 @@ struct ZipReader {
         let n = view.count
         let member = entry.name
         guard let lh = Int(exactly: entry.localHeaderOffset), lh <= n - ZipFormat.localSize else {
-            sink.add("zip.entry-out-of-bounds", "the local header of \(member) is past the end of the file",
-                     Evidence(offset: entry.centralHeaderOffset, member: member,
-                              details: [("localHeaderOffset", String(entry.localHeaderOffset)), ("fileSize", String(n))]))
+            sink.add(
+                "zip.entry-out-of-bounds", "the local header of \(member) is past the end of the file",
+                Evidence(
+                    offset: entry.centralHeaderOffset, member: member,
+                    details: [("localHeaderOffset", String(entry.localHeaderOffset)), ("fileSize", String(n))]))
             return
         }
         guard u32(lh) == ZipFormat.localSignature, let flags = u16(lh + 6), let method = u16(lh + 8),
-              let crc = u32(lh + 14), let comp32 = u32(lh + 18), let uncomp32 = u32(lh + 22),
-              let nameLength = u16(lh + 26), let extraLength = u16(lh + 28)
+            let crc = u32(lh + 14), let comp32 = u32(lh + 18), let uncomp32 = u32(lh + 22),
+            let nameLength = u16(lh + 26), let extraLength = u16(lh + 28)
         else {
-            sink.add("zip.bad-local-header", "no local header where the central directory says \(member) starts",
-                     Evidence(offset: lh, member: member, details: [("found", hexPrefix(lh, 4))]))
+            sink.add(
+                "zip.bad-local-header", "no local header where the central directory says \(member) starts",
+                Evidence(offset: lh, member: member, details: [("found", hexPrefix(lh, 4))]))
             return
         }
         let data = lh + ZipFormat.localSize + Int(nameLength) + Int(extraLength)
@@ -418,50 +474,74 @@ struct ZipReader {
         let fields = extra.map { ZipExtra.fields($0) }
         if fields?.zip64 != nil { entry.isZip64 = true }
         if localName == nil || extra == nil {
-            sink.add("zip.entry-out-of-bounds", "the local header of \(member) runs past the end of the file",
-                     Evidence(offset: lh, member: member))
+            sink.add(
+                "zip.entry-out-of-bounds", "the local header of \(member) runs past the end of the file",
+                Evidence(offset: lh, member: member))
         } else if localName != entry.nameBytes {
-            sink.add("zip.local-name-mismatch",
-                     "the local header names \(member) differently (Python's zipfile refuses it; miniz and streaming readers disagree on the name)",
-                     Evidence(offset: lh, member: member,
-                              details: [("localName", FileName(bytes: localName ?? []).escaped)]))
+            sink.add(
+                "zip.local-name-mismatch",
+                "the local header names \(member) differently (Python's zipfile refuses it; miniz and streaming readers disagree on the name)",
+                Evidence(
+                    offset: lh, member: member,
+                    details: [("localName", FileName(bytes: localName ?? []).escaped)]))
         }
         if flags != entry.flags {
-            sink.add("zip.local-flags-mismatch", "the local header of \(member) has flags 0x\(String(flags, radix: 16)), the central directory 0x\(String(entry.flags, radix: 16))",
-                     Evidence(offset: lh, member: member, details: [("local", String(flags)), ("central", String(entry.flags))]))
+            sink.add(
+                "zip.local-flags-mismatch",
+                "the local header of \(member) has flags 0x\(String(flags, radix: 16)), the central directory 0x\(String(entry.flags, radix: 16))",
+                Evidence(
+                    offset: lh, member: member, details: [("local", String(flags)), ("central", String(entry.flags))]))
         }
         if method != entry.method {
-            sink.add("zip.local-method-mismatch", "the local header of \(member) says method \(method), the central directory \(entry.method)",
-                     Evidence(offset: lh, member: member, details: [("local", String(method)), ("central", String(entry.method))]))
+            sink.add(
+                "zip.local-method-mismatch",
+                "the local header of \(member) says method \(method), the central directory \(entry.method)",
+                Evidence(
+                    offset: lh, member: member, details: [("local", String(method)), ("central", String(entry.method))])
+            )
         }
         var comp = UInt64(comp32), uncomp = UInt64(uncomp32)
         if comp32 == 0xFFFF_FFFF || uncomp32 == 0xFFFF_FFFF, let z = fields?.zip64,
-           let v = ZipExtra.zip64Values(z, uncompressed: uncomp32 == 0xFFFF_FFFF, compressed: comp32 == 0xFFFF_FFFF, offset: false) {
+            let v = ZipExtra.zip64Values(
+                z, uncompressed: uncomp32 == 0xFFFF_FFFF, compressed: comp32 == 0xFFFF_FFFF, offset: false)
+        {
             uncomp = v.uncompressed ?? uncomp
             comp = v.compressed ?? comp
         }
         let deferred = flags & 0x0008 != 0 && crc == 0 && comp32 == 0 && uncomp32 == 0
         if !deferred {
             if comp != entry.compressedSize || uncomp != entry.uncompressedSize {
-                sink.add("zip.local-size-mismatch", "the local header of \(member) declares other sizes than the central directory (streaming readers follow the local ones)",
-                         Evidence(offset: lh, member: member,
-                                  details: [("localCompressed", String(comp)), ("localUncompressed", String(uncomp)),
-                                            ("centralCompressed", String(entry.compressedSize)),
-                                            ("centralUncompressed", String(entry.uncompressedSize))]))
+                sink.add(
+                    "zip.local-size-mismatch",
+                    "the local header of \(member) declares other sizes than the central directory (streaming readers follow the local ones)",
+                    Evidence(
+                        offset: lh, member: member,
+                        details: [
+                            ("localCompressed", String(comp)), ("localUncompressed", String(uncomp)),
+                            ("centralCompressed", String(entry.compressedSize)),
+                            ("centralUncompressed", String(entry.uncompressedSize)),
+                        ]))
             }
             if crc != entry.crc32 {
-                sink.add("zip.local-crc-mismatch", "the local header of \(member) declares another CRC-32 than the central directory",
-                         Evidence(offset: lh, member: member, details: [("local", String(crc)), ("central", String(entry.crc32))]))
+                sink.add(
+                    "zip.local-crc-mismatch",
+                    "the local header of \(member) declares another CRC-32 than the central directory",
+                    Evidence(
+                        offset: lh, member: member, details: [("local", String(crc)), ("central", String(entry.crc32))])
+                )
             }
         } else if let descriptor = descriptorMatches(entry, at: data), !descriptor {
-            sink.add("zip.local-size-mismatch", "the data descriptor after \(member) disagrees with the central directory",
-                     Evidence(offset: lh, member: member, details: [("source", "data descriptor")]))
+            sink.add(
+                "zip.local-size-mismatch", "the data descriptor after \(member) disagrees with the central directory",
+                Evidence(offset: lh, member: member, details: [("source", "data descriptor")]))
         }
         let (end, o) = UInt64(data).addingReportingOverflow(entry.compressedSize)
         if o || end > UInt64(n) {
-            sink.add("zip.entry-out-of-bounds", "the data of \(member) extends past the end of the file",
-                     Evidence(offset: data, member: member,
-                              details: [("compressedSize", String(entry.compressedSize)), ("fileSize", String(n))]))
+            sink.add(
+                "zip.entry-out-of-bounds", "the data of \(member) extends past the end of the file",
+                Evidence(
+                    offset: data, member: member,
+                    details: [("compressedSize", String(entry.compressedSize)), ("fileSize", String(n))]))
         }
     }
 
@@ -475,8 +555,14 @@ struct ZipReader {
         guard u32(at0) != nil else { return nil }
         for at in starts {
             guard let crc = u32(at), crc == entry.crc32 else { continue }
-            if let c = u32(at + 4), let u = u32(at + 8), UInt64(c) == entry.compressedSize, UInt64(u) == entry.uncompressedSize { return true }
-            if let c = u64(at + 4), let u = u64(at + 12), c == entry.compressedSize, u == entry.uncompressedSize { return true }
+            if let c = u32(at + 4), let u = u32(at + 8), UInt64(c) == entry.compressedSize,
+                UInt64(u) == entry.uncompressedSize
+            {
+                return true
+            }
+            if let c = u64(at + 4), let u = u64(at + 12), c == entry.compressedSize, u == entry.uncompressedSize {
+                return true
+            }
         }
         return false
     }
@@ -496,36 +582,51 @@ struct ZipReader {
             let query = pythonName(r.nameBytes)
             let miniz = archive.minizIndex(of: query).map { String($0) } ?? "none"
             let python = pythonLast[query].map { String($0) } ?? "none"
-            sink.add("zip.duplicate-name",
-                     "\(indices.count) central records are named \(r.name): PyTorch's miniz returns record \(miniz) (binary search over an unstable sort), Python's zipfile the last, \(python)",
-                     Evidence(offset: r.centralHeaderOffset, member: r.name,
-                              details: [("indices", indices.prefix(16).map(String.init).joined(separator: ",")),
-                                        ("minizPicks", miniz), ("pythonPicks", python)]))
+            sink.add(
+                "zip.duplicate-name",
+                "\(indices.count) central records are named \(r.name): PyTorch's miniz returns record \(miniz) (binary search over an unstable sort), Python's zipfile the last, \(python)",
+                Evidence(
+                    offset: r.centralHeaderOffset, member: r.name,
+                    details: [
+                        ("indices", indices.prefix(16).map(String.init).joined(separator: ",")),
+                        ("minizPicks", miniz), ("pythonPicks", python),
+                    ]))
         }
         for r in records where folded[r.nameBytes.map(MinizLookup.lower)]?.first == r.index {
             guard let indices = folded[r.nameBytes.map(MinizLookup.lower)] else { continue }
             let distinct = Set(indices.map { records[$0].nameBytes })
             guard distinct.count > 1 else { continue }
             let miniz = archive.minizIndex(of: pythonName(r.nameBytes)).map { String($0) } ?? "none"
-            sink.add("zip.duplicate-name-case",
-                     "names that differ only in ASCII case (\(distinct.count) spellings of \(r.name)): miniz looks names up case-insensitively, so PyTorch may read another member than the one asked for",
-                     Evidence(offset: r.centralHeaderOffset, member: r.name,
-                              details: [("indices", indices.prefix(16).map(String.init).joined(separator: ",")),
-                                        ("minizPicks", miniz)]))
+            sink.add(
+                "zip.duplicate-name-case",
+                "names that differ only in ASCII case (\(distinct.count) spellings of \(r.name)): miniz looks names up case-insensitively, so PyTorch may read another member than the one asked for",
+                Evidence(
+                    offset: r.centralHeaderOffset, member: r.name,
+                    details: [
+                        ("indices", indices.prefix(16).map(String.init).joined(separator: ",")),
+                        ("minizPicks", miniz),
+                    ]))
         }
         for r in records {
             if let why = ZipNames.traversal(r.nameBytes) {
-                sink.add("zip.path-traversal", "\(r.name) would be written outside the extraction directory or is ambiguous: \(why)",
-                         Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("reason", why)]))
+                sink.add(
+                    "zip.path-traversal",
+                    "\(r.name) would be written outside the extraction directory or is ambiguous: \(why)",
+                    Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("reason", why)]))
             }
             let utf8 = Array(String(decoding: r.nameBytes, as: UTF8.self).utf8) == r.nameBytes
             let ascii = r.nameBytes.allSatisfy { $0 < 0x80 }
             if !utf8 || (!ascii && r.flags & 0x0800 == 0) {
-                sink.add("zip.non-utf8-name",
-                         utf8 ? "\(r.name) is not ASCII and the UTF-8 flag is clear: Python's zipfile decodes it as cp437, miniz compares raw bytes"
-                              : "the name of record \(r.index) is not valid UTF-8",
-                         Evidence(offset: r.centralHeaderOffset, member: r.name,
-                                  details: [("utf8Flag", r.flags & 0x0800 != 0 ? "set" : "clear"), ("validUTF8", utf8 ? "yes" : "no")]))
+                sink.add(
+                    "zip.non-utf8-name",
+                    utf8
+                        ? "\(r.name) is not ASCII and the UTF-8 flag is clear: Python's zipfile decodes it as cp437, miniz compares raw bytes"
+                        : "the name of record \(r.index) is not valid UTF-8",
+                    Evidence(
+                        offset: r.centralHeaderOffset, member: r.name,
+                        details: [
+                            ("utf8Flag", r.flags & 0x0800 != 0 ? "set" : "clear"), ("validUTF8", utf8 ? "yes" : "no"),
+                        ]))
             }
         }
     }
@@ -534,31 +635,42 @@ struct ZipReader {
     mutating func checkMembers(_ records: [ZipEntry], counted: Int) {
         for r in records {
             if r.method != 0 && r.method != 8 {
-                sink.add("zip.unsupported-method",
-                         "\(r.name) uses compression method \(r.method): miniz refuses it (Python's zipfile reads 12 bzip2 and 14 lzma)",
-                         Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("method", String(r.method))]))
+                sink.add(
+                    "zip.unsupported-method",
+                    "\(r.name) uses compression method \(r.method): miniz refuses it (Python's zipfile reads 12 bzip2 and 14 lzma)",
+                    Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("method", String(r.method))]))
                 if r.index < counted { refuse("\(r.name): compression method \(r.method)") }
             }
             if r.isEncrypted {
-                sink.add("zip.encrypted-flag",
-                         "\(r.name) is flagged encrypted: miniz refuses to extract it and Python's zipfile asks for a password, but torch.load(mmap=True) reads storages at the raw record offset regardless",
-                         Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("flags", String(r.flags))]))
+                sink.add(
+                    "zip.encrypted-flag",
+                    "\(r.name) is flagged encrypted: miniz refuses to extract it and Python's zipfile asks for a password, but torch.load(mmap=True) reads storages at the raw record offset regardless",
+                    Evidence(offset: r.centralHeaderOffset, member: r.name, details: [("flags", String(r.flags))]))
             }
             let ratio = r.compressedSize == 0 ? r.uncompressedSize : r.uncompressedSize / r.compressedSize
             if r.uncompressedSize > UInt64(budget.maxInflatedBytes)
-                || (r.method != 0 && r.uncompressedSize >= ZipLimits.bombMinimumBytes && ratio > ZipLimits.bombRatio) {
-                sink.add("zip.bomb", "\(r.name) declares \(r.uncompressedSize) bytes from \(r.compressedSize) compressed",
-                         Evidence(offset: r.centralHeaderOffset, member: r.name,
-                                  details: [("declaredUncompressed", String(r.uncompressedSize)),
-                                            ("compressed", String(r.compressedSize)), ("ratio", String(ratio)),
-                                            ("source", "declared")]))
+                || (r.method != 0 && r.uncompressedSize >= ZipLimits.bombMinimumBytes && ratio > ZipLimits.bombRatio)
+            {
+                sink.add(
+                    "zip.bomb", "\(r.name) declares \(r.uncompressedSize) bytes from \(r.compressedSize) compressed",
+                    Evidence(
+                        offset: r.centralHeaderOffset, member: r.name,
+                        details: [
+                            ("declaredUncompressed", String(r.uncompressedSize)),
+                            ("compressed", String(r.compressedSize)), ("ratio", String(ratio)),
+                            ("source", "declared"),
+                        ]))
             }
         }
     }
 
     /// Members whose bytes overlap each other or the central directory.
     mutating func checkLayout(_ records: [ZipEntry], cdStart: Int, cdEnd: Int) {
-        struct Span { var start: UInt64; var end: UInt64; var index: Int }
+        struct Span {
+            var start: UInt64
+            var end: UInt64
+            var index: Int
+        }
         var spans: [Span] = []
         spans.reserveCapacity(records.count + 1)
         for r in records {
@@ -573,9 +685,12 @@ struct ZipReader {
             if let r = reach, s.start < r.end {
                 let a = r.index >= 0 ? records[r.index].name : "the central directory"
                 let b = s.index >= 0 ? records[s.index].name : "the central directory"
-                sink.add("zip.overlapping-entries", "\(b) starts at \(s.start), inside \(a) (which ends at \(r.end)): the same bytes serve twice",
-                         Evidence(offset: Int(clamping: s.start), member: s.index >= 0 ? b : a,
-                                  details: [("other", a), ("otherEnd", String(r.end))]))
+                sink.add(
+                    "zip.overlapping-entries",
+                    "\(b) starts at \(s.start), inside \(a) (which ends at \(r.end)): the same bytes serve twice",
+                    Evidence(
+                        offset: Int(clamping: s.start), member: s.index >= 0 ? b : a,
+                        details: [("other", a), ("otherEnd", String(r.end))]))
             }
             if reach.map({ s.end > $0.end }) ?? true { reach = s }
         }
@@ -587,14 +702,20 @@ struct ZipReader {
         var details: [(String, String)] = [("zip64Members", String(members.count))]
         if let at = rec.zip64RecordOffset { details.append(("zip64EndRecord", String(at))) }
         details += rec.notes
-        sink.add("zip.zip64", "zip64 structures: \(rec.zip64RecordOffset != nil ? "a zip64 end record" : "no zip64 end record"), \(members.count) member(s) with zip64 fields",
-                 Evidence(offset: rec.zip64RecordOffset ?? rec.offset, member: members.first?.name, details: details))
+        sink.add(
+            "zip.zip64",
+            "zip64 structures: \(rec.zip64RecordOffset != nil ? "a zip64 end record" : "no zip64 end record"), \(members.count) member(s) with zip64 fields",
+            Evidence(offset: rec.zip64RecordOffset ?? rec.offset, member: members.first?.name, details: details))
         if let miniz = rec.zip64RecordOffset, let python = rec.pythonZip64RecordOffset, miniz != python {
-            sink.add("zip.zip64-mismatch", "the zip64 locator points to \(miniz) (miniz reads it) but Python's zipfile reads the record right before the locator, at \(python)",
-                     Evidence(offset: rec.offset, details: [("miniz", String(miniz)), ("python", String(python))]))
+            sink.add(
+                "zip.zip64-mismatch",
+                "the zip64 locator points to \(miniz) (miniz reads it) but Python's zipfile reads the record right before the locator, at \(python)",
+                Evidence(offset: rec.offset, details: [("miniz", String(miniz)), ("python", String(python))]))
         } else if !rec.notes.isEmpty {
-            sink.add("zip.zip64-mismatch", "the 32-bit end record disagrees with the zip64 end record: readers without zip64 see another directory",
-                     Evidence(offset: rec.offset, details: rec.notes))
+            sink.add(
+                "zip.zip64-mismatch",
+                "the 32-bit end record disagrees with the zip64 end record: readers without zip64 see another directory",
+                Evidence(offset: rec.offset, details: rec.notes))
         }
     }
 
@@ -612,20 +733,32 @@ struct ZipReader {
         spans.sort { $0.0 < $1.0 }
         var merged: [(UInt64, UInt64)] = []
         for s in spans {
-            if let last = merged.last, s.0 <= last.1 { merged[merged.count - 1].1 = max(last.1, s.1) } else { merged.append(s) }
+            if let last = merged.last, s.0 <= last.1 {
+                merged[merged.count - 1].1 = max(last.1, s.1)
+            } else {
+                merged.append(s)
+            }
         }
         for c in candidates.prefix(4096) where c != chosen {
             // The last merged span starting at or before c.
             var lo = 0, hi = merged.count
-            while lo < hi { let mid = (lo + hi) / 2; if merged[mid].0 <= UInt64(c) { lo = mid + 1 } else { hi = mid } }
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if merged[mid].0 <= UInt64(c) { lo = mid + 1 } else { hi = mid }
+            }
             let inside = lo > 0 && UInt64(c) < merged[lo - 1].1
             guard !inside, let other = endRecord(at: c), directoryStart(other) != nil else { continue }
             others.append(c)
         }
         guard !others.isEmpty else { return }
-        sink.add("zip.multiple-eocd",
-                 "\(others.count + 1) end-of-central-directory records: miniz and Python take the last, other readers may take another and see other members",
-                 Evidence(offset: chosen, details: [("used", String(chosen)), ("others", others.prefix(16).map(String.init).joined(separator: ","))]))
+        sink.add(
+            "zip.multiple-eocd",
+            "\(others.count + 1) end-of-central-directory records: miniz and Python take the last, other readers may take another and see other members",
+            Evidence(
+                offset: chosen,
+                details: [
+                    ("used", String(chosen)), ("others", others.prefix(16).map(String.init).joined(separator: ",")),
+                ]))
     }
 }
 
@@ -649,11 +782,14 @@ enum ZipExtra {
         var p = 0
         while p < extra.count {
             guard let id = extra.le(UInt16.self, at: p), let size = extra.le(UInt16.self, at: p + 2),
-                  let data = extra.slice(p + 4, Int(size))
+                let data = extra.slice(p + 4, Int(size))
             else {
                 // Trailing padding shorter than a header is common (alignment); a header that lies is not.
-                if extra.count - p >= 4 { out.malformed = true }
-                else if extra.bytes(p, extra.count - p)?.contains(where: { $0 != 0 }) ?? false { out.malformed = true }
+                if extra.count - p >= 4 {
+                    out.malformed = true
+                } else if extra.bytes(p, extra.count - p)?.contains(where: { $0 != 0 }) ?? false {
+                    out.malformed = true
+                }
                 break
             }
             if id == ZipFormat.zip64ExtraID && out.zip64 == nil { out.zip64 = data }
@@ -664,12 +800,25 @@ enum ZipExtra {
 
     /// The zip64 values present for the saturated fields, in the order the format (and miniz, and Python) reads them.
     static func zip64Values(_ data: ByteView, uncompressed: Bool, compressed: Bool, offset: Bool)
-        -> (uncompressed: UInt64?, compressed: UInt64?, offset: UInt64?)? {
+        -> (uncompressed: UInt64?, compressed: UInt64?, offset: UInt64?)?
+    {
         var p = 0
         var u: UInt64? = nil, c: UInt64? = nil, o: UInt64? = nil
-        if uncompressed { guard let v = data.le(UInt64.self, at: p) else { return nil }; u = v; p += 8 }
-        if compressed { guard let v = data.le(UInt64.self, at: p) else { return nil }; c = v; p += 8 }
-        if offset { guard let v = data.le(UInt64.self, at: p) else { return nil }; o = v; p += 8 }
+        if uncompressed {
+            guard let v = data.le(UInt64.self, at: p) else { return nil }
+            u = v
+            p += 8
+        }
+        if compressed {
+            guard let v = data.le(UInt64.self, at: p) else { return nil }
+            c = v
+            p += 8
+        }
+        if offset {
+            guard let v = data.le(UInt64.self, at: p) else { return nil }
+            o = v
+            p += 8
+        }
         return (u, c, o)
     }
 }
@@ -680,10 +829,15 @@ enum ZipNames {
         if name.first == UInt8(ascii: "/") { return "absolute path" }
         if name.contains(UInt8(ascii: "\\")) { return "backslash (a separator on Windows)" }
         if name.count >= 2, name[1] == UInt8(ascii: ":"),
-           (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(name[0] & 0xDF) { return "drive letter" }
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(name[0] & 0xDF)
+        {
+            return "drive letter"
+        }
         if name.contains(0) { return "NUL byte (Python's zipfile cuts the name there; miniz does not)" }
         let parts = name.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        if parts.contains(where: { $0.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) }) { return "'..' component" }
+        if parts.contains(where: { $0.elementsEqual([UInt8(ascii: "."), UInt8(ascii: ".")]) }) {
+            return "'..' component"
+        }
         return nil
     }
 }

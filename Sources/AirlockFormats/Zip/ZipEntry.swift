@@ -29,9 +29,11 @@ public struct ZipEntry: Sendable, Equatable {
     /// Offset of this record's central header in the file.
     public var centralHeaderOffset: Int
 
-    public init(name: String, nameBytes: [UInt8], method: UInt16, flags: UInt16, crc32: UInt32, compressedSize: UInt64,
-                uncompressedSize: UInt64, localHeaderOffset: UInt64, dataOffset: UInt64?, isZip64: Bool,
-                index: Int = 0, centralHeaderOffset: Int = 0) {
+    public init(
+        name: String, nameBytes: [UInt8], method: UInt16, flags: UInt16, crc32: UInt32, compressedSize: UInt64,
+        uncompressedSize: UInt64, localHeaderOffset: UInt64, dataOffset: UInt64?, isZip64: Bool,
+        index: Int = 0, centralHeaderOffset: Int = 0
+    ) {
         self.name = name
         self.nameBytes = nameBytes
         self.method = method
@@ -92,8 +94,10 @@ struct ObservationSink {
     func finished() -> [Observation] {
         var out = items
         for (kind, n) in counts.sorted(by: { $0.key < $1.key }) where n > cap {
-            out.append(Observation(kind, "\(n - cap) more observations of this kind were not listed",
-                                   Evidence(details: [("omitted", String(n - cap)), ("total", String(n))])))
+            out.append(
+                Observation(
+                    kind, "\(n - cap) more observations of this kind were not listed",
+                    Evidence(details: [("omitted", String(n - cap)), ("total", String(n))])))
         }
         return out
     }

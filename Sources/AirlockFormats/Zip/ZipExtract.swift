@@ -25,7 +25,8 @@ extension ZipArchive {
     }
 
     /// `extract`, plus the CRC-32 and size checks.
-    public func extractChecked(_ entry: ZipEntry, from view: ByteView, limit: Int) throws(FormatError) -> ZipExtraction {
+    public func extractChecked(_ entry: ZipEntry, from view: ByteView, limit: Int) throws(FormatError) -> ZipExtraction
+    {
         let raw = try rawData(entry, from: view)
         switch entry.method {
         case 0:
@@ -33,14 +34,17 @@ extension ZipArchive {
                 throw FormatError(.budget, "\(entry.name): \(raw.count) stored bytes exceed the limit of \(limit)")
             }
             let crc = ZipCRC.crc32(raw)
-            return ZipExtraction(data: raw, actualCRC: crc, crcMatches: crc == entry.crc32,
-                                 sizeMatches: UInt64(raw.count) == entry.uncompressedSize, streamComplete: true)
+            return ZipExtraction(
+                data: raw, actualCRC: crc, crcMatches: crc == entry.crc32,
+                sizeMatches: UInt64(raw.count) == entry.uncompressedSize, streamComplete: true)
         case 8:
-            let (bytes, complete) = try Inflater.inflateRaw(raw, limit: limit, sizeHint: entry.uncompressedSize, name: entry.name)
+            let (bytes, complete) = try Inflater.inflateRaw(
+                raw, limit: limit, sizeHint: entry.uncompressedSize, name: entry.name)
             let data = ByteView(bytes)
             let crc = ZipCRC.crc32(data)
-            return ZipExtraction(data: data, actualCRC: crc, crcMatches: crc == entry.crc32,
-                                 sizeMatches: UInt64(bytes.count) == entry.uncompressedSize, streamComplete: complete)
+            return ZipExtraction(
+                data: data, actualCRC: crc, crcMatches: crc == entry.crc32,
+                sizeMatches: UInt64(bytes.count) == entry.uncompressedSize, streamComplete: complete)
         default:
             throw FormatError(.malformed, "\(entry.name): unsupported compression method \(entry.method)")
         }
@@ -48,8 +52,9 @@ extension ZipArchive {
 
     /// The member's compressed bytes, where miniz reads them.
     func rawData(_ entry: ZipEntry, from view: ByteView) throws(FormatError) -> ByteView {
-        guard let data = entry.dataOffset, let offset = Int(exactly: data), let length = Int(exactly: entry.compressedSize),
-              let raw = view.slice(offset, length)
+        guard let data = entry.dataOffset, let offset = Int(exactly: data),
+            let length = Int(exactly: entry.compressedSize),
+            let raw = view.slice(offset, length)
         else { throw FormatError(.malformed, "\(entry.name): data is not inside the file") }
         return raw
     }
@@ -71,25 +76,38 @@ extension ZipArchive {
                 let x = try extractChecked(entry, from: view, limit: limit)
                 if !x.crcMatches { addCRC(&sink, entry, x.actualCRC) }
                 if !x.sizeMatches || !x.streamComplete {
-                    sink.add("zip.inflated-size-mismatch",
-                             "\(entry.name) inflates to \(x.data.count) bytes\(x.streamComplete ? "" : " (stream cut short)"), not the declared \(entry.uncompressedSize): miniz fails the extraction, Python's zipfile returns what it got",
-                             Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
-                                      details: [("inflated", String(x.data.count)), ("declared", String(entry.uncompressedSize))]))
+                    sink.add(
+                        "zip.inflated-size-mismatch",
+                        "\(entry.name) inflates to \(x.data.count) bytes\(x.streamComplete ? "" : " (stream cut short)"), not the declared \(entry.uncompressedSize): miniz fails the extraction, Python's zipfile returns what it got",
+                        Evidence(
+                            offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
+                            details: [("inflated", String(x.data.count)), ("declared", String(entry.uncompressedSize))])
+                    )
                 }
                 let actual = UInt64(x.data.count)
                 if actual >= ZipLimits.bombMinimumBytes && actual / max(UInt64(raw.count), 1) > ZipLimits.bombRatio {
-                    sink.add("zip.bomb", "\(entry.name) inflates \(raw.count) bytes to \(actual)",
-                             Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
-                                      details: [("inflated", String(actual)), ("compressed", String(raw.count)), ("source", "actual")]))
+                    sink.add(
+                        "zip.bomb", "\(entry.name) inflates \(raw.count) bytes to \(actual)",
+                        Evidence(
+                            offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
+                            details: [
+                                ("inflated", String(actual)), ("compressed", String(raw.count)), ("source", "actual"),
+                            ]))
                 }
             } catch {
                 if error.kind == .budget {
-                    sink.add("zip.bomb", "\(entry.name) inflates past the limit of \(limit) bytes (from \(raw.count) compressed)",
-                             Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
-                                      details: [("limit", String(limit)), ("compressed", String(raw.count)), ("source", "actual")]))
+                    sink.add(
+                        "zip.bomb",
+                        "\(entry.name) inflates past the limit of \(limit) bytes (from \(raw.count) compressed)",
+                        Evidence(
+                            offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
+                            details: [
+                                ("limit", String(limit)), ("compressed", String(raw.count)), ("source", "actual"),
+                            ]))
                 } else {
-                    sink.add("zip.inflate-error", "\(entry.name): \(error.message)",
-                             Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name))
+                    sink.add(
+                        "zip.inflate-error", "\(entry.name): \(error.message)",
+                        Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name))
                 }
             }
         }
@@ -97,10 +115,12 @@ extension ZipArchive {
     }
 
     private func addCRC(_ sink: inout ObservationSink, _ entry: ZipEntry, _ actual: UInt32) {
-        sink.add("zip.crc-mismatch",
-                 "\(entry.name) has CRC-32 \(hex(actual)) but the central directory says \(hex(entry.crc32)): PyTorch loads it anyway (miniz built without CRC checks), Python's zipfile refuses it",
-                 Evidence(offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
-                          details: [("actual", hex(actual)), ("declared", hex(entry.crc32))]))
+        sink.add(
+            "zip.crc-mismatch",
+            "\(entry.name) has CRC-32 \(hex(actual)) but the central directory says \(hex(entry.crc32)): PyTorch loads it anyway (miniz built without CRC checks), Python's zipfile refuses it",
+            Evidence(
+                offset: Int(clamping: entry.localHeaderOffset), member: entry.name,
+                details: [("actual", hex(actual)), ("declared", hex(entry.crc32))]))
     }
 }
 
@@ -128,7 +148,9 @@ public enum ZipCRC {
 
 /// Raw-deflate inflation that never holds more than `limit` bytes of output.
 enum Inflater {
-    static func inflateRaw(_ input: ByteView, limit: Int, sizeHint: UInt64, name: String) throws(FormatError) -> ([UInt8], Bool) {
+    static func inflateRaw(_ input: ByteView, limit: Int, sizeHint: UInt64, name: String) throws(FormatError) -> (
+        [UInt8], Bool
+    ) {
         var stream = z_stream()
         guard airlock_inflate_init_raw(&stream) == Z_OK else {
             throw FormatError(.io, "\(name): zlib could not be initialised")

@@ -7,7 +7,7 @@
 import AirlockSandbox
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 func now() -> UInt64 {
@@ -42,7 +42,9 @@ func measure(_ modes: [(String, () throws(SandboxError) -> SandboxResult)]) {
                 fail("\(label): \(error)")
             }
             let t1 = now()
-            guard result.exitCode == 0 else { fail("\(label): the command exited with \(String(describing: result.exitCode))") }
+            guard result.exitCode == 0 else {
+                fail("\(label): the command exited with \(String(describing: result.exitCode))")
+            }
             if i >= 10 { times[m].append(Double(t1 - t0) / 1e6) }
         }
     }
@@ -51,8 +53,9 @@ func measure(_ modes: [(String, () throws(SandboxError) -> SandboxResult)]) {
         let mean = sorted.reduce(0, +) / Double(sorted.count)
         let median = sorted[sorted.count / 2]
         let p99 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
-        print(label, TraceText.milliseconds(UInt64(mean * 1e6)), TraceText.milliseconds(UInt64(median * 1e6)),
-              TraceText.milliseconds(UInt64(p99 * 1e6)))
+        print(
+            label, TraceText.milliseconds(UInt64(mean * 1e6)), TraceText.milliseconds(UInt64(median * 1e6)),
+            TraceText.milliseconds(UInt64(p99 * 1e6)))
     }
 }
 

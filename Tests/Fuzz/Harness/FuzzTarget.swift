@@ -22,7 +22,8 @@ enum FuzzTarget: String, CaseIterable, Sendable {
 
     /// The P-256 public key the `signature` target verifies with (Tests/Fixtures/model-signing/
     /// key.pub, which signed the corpus's seed bundles), so that inputs near a valid bundle reach past the signature.
-    static let signingKey = Array("""
+    static let signingKey = Array(
+        """
         -----BEGIN PUBLIC KEY-----
         MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEDXNXy0wVSPvIoOvGVHlG0OMK/LbI
         DVCFbasUi+4qzpDEuVSnklKf9e0XMqadSqyUD5rbJ0lMd5vZgMjNcsMsRA==
@@ -43,8 +44,9 @@ enum FuzzTarget: String, CaseIterable, Sendable {
     }()
 
     /// A budget small enough that most inputs hit one of its bounds: the code that stops a scan early is fuzzed too.
-    static let tightBudget = ScanBudget(maxOperations: 200, maxHeldBytes: 4096, maxEntries: 16, maxNesting: 1,
-                                        maxInflatedBytes: 4096)
+    static let tightBudget = ScanBudget(
+        maxOperations: 200, maxHeldBytes: 4096, maxEntries: 16, maxNesting: 1,
+        maxInflatedBytes: 4096)
 
     /// Runs the target's parser over `bytes`, with `budget` then `tightBudget`, and returns a number derived from the
     /// results, so that nothing is optimised away.
