@@ -79,7 +79,7 @@ struct IntakeTests {
         }
 
         deinit {
-            bait.checkUntouched()
+            #expect(throws: Never.self) { try bait.checkUntouched() }
             try? FileManager.default.removeItem(atPath: samples)
             try? FileManager.default.removeItem(atPath: root)
             try? FileManager.default.removeItem(atPath: policy)

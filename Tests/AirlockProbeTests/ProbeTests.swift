@@ -177,7 +177,7 @@ struct ProbeTests {
         let report = Prober.probe(file: "\(dir)/flood.pkl", options: try ProbeTests.options())
         ProbeTests.dynamicEvidence(report, rule: "dynamic.write-outside-tmp", phase: "load", "flood.pkl")
         #expect(report.findings.contains { $0.rule == "dynamic.trace-truncated" })
-        bait.checkUntouched()
+        try bait.checkUntouched()
     }
 
     @Test(

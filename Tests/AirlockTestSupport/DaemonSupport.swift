@@ -1,7 +1,6 @@
 import AirlockDaemon
 package import AirlockJSON
 package import Foundation
-import Testing
 
 #if canImport(Glibc)
     import Glibc

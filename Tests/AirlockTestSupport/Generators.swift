@@ -1,5 +1,4 @@
 import Foundation
-import Testing
 
 #if canImport(Glibc)
     import Glibc
@@ -24,10 +23,14 @@ package final class Bait {
 
     package var args: [String] { ["--canary", canary, "--port", String(listener.port)] }
 
-    /// The payloads' host side effects never happened.
-    package func checkUntouched() {
-        #expect(!FileManager.default.fileExists(atPath: canary), "the canary file appeared on the host")
-        #expect(!listener.sawConnection(), "the loopback listener saw a connection")
+    /// Throws when a payload's host side effect happened: the canary file appeared, or the listener saw a
+    /// connection. (This target is built by `make build` too, where the testing library is not available: it throws
+    /// rather than records, and a test that lets the error through fails.)
+    package func checkUntouched() throws(TestSupportError) {
+        var problems: [String] = []
+        if FileManager.default.fileExists(atPath: canary) { problems.append("the canary file appeared on the host") }
+        if listener.sawConnection() { problems.append("the loopback listener saw a connection") }
+        if !problems.isEmpty { throw TestSupportError(problems.joined(separator: "; ")) }
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -42,7 +45,7 @@ package func generateSamples(_ script: String, _ extra: [String]) throws -> Stri
     p.arguments = ["\(repositoryRoot)/Tests/Generators/\(script)", out] + extra
     try p.run()
     p.waitUntilExit()
-    #expect(p.terminationStatus == 0, "\(script) failed")
+    guard p.terminationStatus == 0 else { throw TestSupportError("\(script) failed (exit \(p.terminationStatus))") }
     return out
 }
 
@@ -53,5 +56,11 @@ package func withSamples(_ script: String, _ body: (_ dir: String, _ bait: Bait)
     let dir = try generateSamples(script, bait.args)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     try body(dir, bait)
-    bait.checkUntouched()
+    try bait.checkUntouched()
+}
+
+/// A test helper's failure, thrown so that the test calling it fails with this message.
+package struct TestSupportError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }
