@@ -100,11 +100,11 @@ public struct SeccompProgram: Sendable {
     /// built by then, and never builds it twice.
     public static func prepareInBackground() {
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { _ in
+        let build: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { _ in
             _ = SyscallTable.native
             return nil
-        }, nil)
-        if rc == 0 { pthread_detach(thread) }
+        }
+        if pthread_create(&thread, nil, build, nil) == 0 { pthread_detach(thread) }
     }
 
     /// A prologue for libseccomp's program: on this machine's ABI, a system-call number above the highest that
