@@ -93,20 +93,6 @@ public struct SeccompProgram: Sendable {
         ) + program
     }
 
-    /// Starts building, on a thread of its own, the part of every filter's compilation that does not depend on the
-    /// profile: the table of the system calls libseccomp knows (`SyscallTable.native`, about a fifth of `airlock
-    /// exec`'s own instructions, because libseccomp looks each number up with a linear search). A caller that is
-    /// about to load a profile calls this first, so that the two overlap; compiling waits for the table if it is not
-    /// built by then, and never builds it twice.
-    public static func prepareInBackground() {
-        var thread = pthread_t()
-        let build: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { _ in
-            _ = SyscallTable.native
-            return nil
-        }
-        if pthread_create(&thread, nil, build, nil) == 0 { pthread_detach(thread) }
-    }
-
     /// A prologue for libseccomp's program: on this machine's ABI, a system-call number above the highest that
     /// libseccomp's table knows (a call newer than the library: `fchmodat2`, `open_tree_attr`, … on an older one)
     /// gets `action` (a notification, which the supervisor refuses with ENOSYS as `unknown-syscall`, or ENOSYS).

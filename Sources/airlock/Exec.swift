@@ -86,7 +86,7 @@ extension Airlock.Exec {
 
         private func runSandbox(_ argv: [String]) -> Result<SandboxResult, SandboxError> {
             Result { () throws(SandboxError) -> SandboxResult in
-                SeccompProgram.prepareInBackground()
+                Sandbox.prepareInBackground()
                 let loaded = try Profile.load(profile)
                 var extra: [MountSpec] = []
                 for bind in roBinds {
