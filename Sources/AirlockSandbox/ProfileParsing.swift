@@ -17,8 +17,11 @@ struct RawProfile {
             var valueTwo: UInt64?
             var op: String
 
+            /// Kept, not rebuilt for each of the profile's conditions: building a set hashes every key.
+            private static let keys: Set<String> = ["index", "value", "valueTwo", "op"]
+
             init(_ f: JSONField) throws(SandboxError) {
-                let o = try f.object(allowed: ["index", "value", "valueTwo", "op"])
+                let o = try f.object(allowed: Arg.keys)
                 index = try RawProfile.required(o, "index", f).integer()
                 value = try RawProfile.required(o, "value", f).integer()
                 valueTwo = try o["valueTwo"]?.integer()
@@ -30,8 +33,13 @@ struct RawProfile {
         var errnoRet: Int32?
         var args: [Arg]?
 
+        /// Kept, not rebuilt for each of the profile's rules.
+        private static let keys: Set<String> = [
+            "names", "action", "errnoRet", "args", "comment", "includes", "excludes",
+        ]
+
         init(_ f: JSONField) throws(SandboxError) {
-            let o = try f.object(allowed: ["names", "action", "errnoRet", "args", "comment", "includes", "excludes"])
+            let o = try f.object(allowed: Rule.keys)
             for key in ["includes", "excludes"] {
                 if let v = o[key], !v.isEmptyObject {
                     throw SandboxError(.profile, "field \(v.path): not supported by Airlock")
@@ -70,10 +78,13 @@ struct RawProfile {
             var mode: String?
             var optional: Bool?
 
+            /// Kept, not rebuilt for each of the profile's mounts.
+            private static let keys: Set<String> = [
+                "type", "source", "destination", "target", "contents", "size", "mode", "optional", "comment",
+            ]
+
             init(_ f: JSONField) throws(SandboxError) {
-                let o = try f.object(allowed: [
-                    "type", "source", "destination", "target", "contents", "size", "mode", "optional", "comment",
-                ])
+                let o = try f.object(allowed: Mount.keys)
                 type = try RawProfile.required(o, "type", f).string()
                 source = try o["source"]?.string()
                 destination = try RawProfile.required(o, "destination", f).string()
@@ -127,11 +138,14 @@ struct RawProfile {
             var action: String
             var errno: String?
 
+            /// Kept, not rebuilt for each of the profile's notify rules.
+            private static let keys: Set<String> = [
+                "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "setIdMode",
+                "action", "errno", "comment",
+            ]
+
             init(_ f: JSONField) throws(SandboxError) {
-                let o = try f.object(allowed: [
-                    "id", "syscalls", "paths", "pathsOutside", "access", "families", "signalTargets", "setIdMode",
-                    "action", "errno", "comment",
-                ])
+                let o = try f.object(allowed: Notify.keys)
                 setIdMode = try o["setIdMode"]?.bool()
                 id = try RawProfile.required(o, "id", f).string()
                 syscalls = try RawProfile.required(o, "syscalls", f).strings()

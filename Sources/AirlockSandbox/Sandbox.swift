@@ -12,6 +12,23 @@ public enum Sandbox {
     /// The number the first of `SandboxRequest.passedFDs` has in the command.
     public static let firstPassedFD = Int32(AIRLOCK_FIRST_PASSED_FD)
 
+    /// Starts reading, on a thread of its own, what the next sandbox's set-up needs whatever its profile: the table
+    /// of the system calls libseccomp knows (`SyscallTable.native`, about a fifth of `airlock exec`'s own
+    /// instructions, because libseccomp looks each number up with a linear search) and where the cgroup hierarchies
+    /// are (`CgroupHierarchies`, from /proc/self/mountinfo and /proc/self/cgroup). For a caller about to load a
+    /// profile and run one sandbox (`airlock exec`), so that these overlap the profile's parsing; the set-up waits for
+    /// them if they are not ready by then, and nothing is read twice.
+    public static func prepareInBackground() {
+        CgroupHierarchies.expectPrefetch()
+        var thread = pthread_t()
+        let work: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { _ in
+            _ = SyscallTable.native
+            CgroupHierarchies.prefetch()
+            return nil
+        }
+        if pthread_create(&thread, nil, work, nil) == 0 { pthread_detach(thread) }
+    }
+
     /// Builds the sandbox, runs the command, answers its notifications, and returns what happened. Throws when the
     /// sandbox could not be built or the command could not be started; nothing runs half-isolated.
     ///

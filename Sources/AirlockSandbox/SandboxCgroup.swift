@@ -272,9 +272,9 @@ extension String {
 
 /// Where the memory and pids controllers are, and the supervisor's own cgroup in each (from /proc/self/mountinfo
 /// and /proc/self/cgroup).
-struct CgroupHierarchies {
+struct CgroupHierarchies: Sendable {
     /// A v1 hierarchy: its mount point and the supervisor's cgroup in it.
-    struct V1 {
+    struct V1: Sendable {
         var controllers: Set<String>
         var mountPoint: String
         var path: String
@@ -288,7 +288,26 @@ struct CgroupHierarchies {
     /// supervisor has moved itself into a leaf, /proc/self/cgroup no longer names it.
     private static let v2BaseCache = Mutex<String?>(nil)
 
+    /// Whether the next `current()` takes `prefetched` (`Sandbox.prepareInBackground`) instead of reading again.
+    private static let prefetchExpected = Atomic<Bool>(false)
+    /// The hierarchies as read ahead, on another thread, for a process about to run one sandbox; whoever touches it
+    /// first reads them, the other waits.
+    private static let prefetched = CgroupHierarchies.read()
+
+    /// Says that the next `current()` may take what `prefetch()` reads.
+    static func expectPrefetch() { prefetchExpected.store(true, ordering: .releasing) }
+
+    /// Reads the hierarchies for the next `current()`, on the calling thread.
+    static func prefetch() { _ = prefetched }
+
+    /// The hierarchies now: read ahead once after `expectPrefetch()`, read afresh otherwise (a long-running
+    /// supervisor reads them for each sandbox).
     static func current() -> CgroupHierarchies {
+        if prefetchExpected.exchange(false, ordering: .acquiringAndReleasing) { return prefetched }
+        return read()
+    }
+
+    private static func read() -> CgroupHierarchies {
         var h = CgroupHierarchies()
         var own: [String: String] = [:]  // controller list ("memory", "" for v2) → path
         for line in (CgroupFiles.read("/proc/self/cgroup") ?? "").split(separator: "\n") {

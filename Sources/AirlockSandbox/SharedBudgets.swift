@@ -22,8 +22,8 @@ enum SharedBudgets {
             ("max_fanotify_groups", 0), ("max_fanotify_marks", 0),
         ]
         for ns in ["user", "pid", "net", "ipc", "uts", "cgroup", "time"] { entries.append(("max_\(ns)_namespaces", 0)) }
-        // Set-up itself needs mount namespaces: each `open_tree` clone of a mount source (and the procfs these
-        // limits are written through) is an anonymous one while its descriptor is open.
+        // Set-up itself needs mount namespaces: each `open_tree` clone of a mount source (and, for a profile without
+        // /proc, the procfs these limits are written through) is an anonymous one while its descriptor is open.
         entries.append(("max_mnt_namespaces", UInt64(AIRLOCK_MAX_SETUP_MOUNT_NAMESPACES)))
         // Kernels before 5.13 have no fanotify entries; one the host does not have cannot be charged either.
         return entries.filter { access("/proc/sys/user/\($0.0)", F_OK) == 0 }

@@ -192,6 +192,8 @@ static int al_move_fd(int fd, int target) {
 
 /* ---- the mount tree ---- */
 
+static void al_write_user_limits(const struct airlock_spawn_spec *spec, int proc);
+
 static void al_build_root(const struct airlock_spawn_spec *spec) {
     int trees[AL_MAX_MOUNTS];
     int devices[AL_DEVICE_COUNT];
@@ -207,6 +209,7 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
 
     /* Clone every bind source while the host tree is still visible (the staging tmpfs may hide some). */
     int need_dev = 0;
+    int limits_written = 0;
     for (size_t i = 0; i < count; i++) {
         trees[i] = -1;
         const struct airlock_mount *m = &spec->mounts[i];
@@ -268,6 +271,14 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
             if (al_mkdirs(dst, 1, 0555) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
             if (mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
                 al_fail(AIRLOCK_STEP_MOUNT, idx);
+            if (!limits_written && spec->user_limit_count > 0) {
+                /* The per-namespace limits (al_bound_shared_budgets), while this /proc/sys is still writable. */
+                int proc = open(dst, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (proc < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+                al_write_user_limits(spec, proc);
+                close(proc);
+            }
+            limits_written = 1;
             /* The parts of procfs that configure the kernel stay read-only even where namespacing allows writes. */
             char path[PATH_MAX];
             size_t dl = al_strlen(dst);
@@ -373,7 +384,8 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
     for (int c = 0; c <= spec->cap_last; c++) {
         if (cap_drop_bound((cap_value_t)c) < 0 && errno != EINVAL) al_fail(AIRLOCK_STEP_CAP_BOUND, c);
     }
-    if (cap_reset_ambient() < 0) al_fail(AIRLOCK_STEP_CAP_AMBIENT, -1);
+    /* One call, where libcap's cap_reset_ambient asks about each capability first (41 calls). */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_CAP_AMBIENT, -1);
     if (syscall(SYS_setresgid, spec->gid, spec->gid, spec->gid) < 0) al_fail(AIRLOCK_STEP_SETGID, -1);
     if (syscall(SYS_setresuid, spec->uid, spec->uid, spec->uid) < 0) al_fail(AIRLOCK_STEP_SETUID, -1);
     if (cap_set_proc((cap_t)spec->empty_caps) < 0) al_fail(AIRLOCK_STEP_CAP_CLEAR, -1);
@@ -387,10 +399,38 @@ static void al_lock_down(const struct airlock_spawn_spec *spec) {
  * user-namespace hierarchy: to the sandbox's user here, and to the user who created this namespace (the supervisor's,
  * root for airlockd) in the parent. Limiting this namespace's own share (`/proc/sys/user/max_*`, which are per user
  * namespace) bounds what one sandbox can take of the host's. Writing them needs CAP_SYS_RESOURCE in this namespace,
- * which PID 1 holds until al_lock_down. They are written through a procfs instance of our own that is never attached
- * anywhere: the host's /proc/sys may be read-only (systemd's ProtectKernelTunables=), and the sandbox's /proc is
- * made read-only below /proc/sys.
+ * which PID 1 holds until al_lock_down. The host's /proc/sys may be read-only (systemd's ProtectKernelTunables=), so
+ * they are written through a procfs instance of the sandbox's: its /proc, just after it is mounted and before its
+ * sys is made read-only (al_build_root), all before the command exists. Only a profile without /proc gets an
+ * instance of its own here that is never attached anywhere; closing that one waits for an RCU grace period, which
+ * under load took 2.6-5.7 ms (docs/benchmarks.md, "Start-up budget (issue 12)").
  */
+static void al_write_user_limits(const struct airlock_spawn_spec *spec, int proc) {
+    for (size_t i = 0; i < spec->user_limit_count; i++) {
+        const struct airlock_user_limit *l = &spec->user_limits[i];
+        int fd = openat(proc, l->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
+        size_t len = al_strlen(l->value);
+        ssize_t n;
+        do {
+            n = write(fd, l->value, len);
+        } while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)len) {
+            if (n >= 0) errno = EIO;
+            al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
+        }
+        close(fd);
+    }
+}
+
+/* Whether the sandbox mounts a /proc of its own, through which al_build_root writes the user limits. */
+static int al_mounts_proc(const struct airlock_spawn_spec *spec) {
+    for (size_t i = 0; i < spec->mount_count; i++) {
+        if (spec->mounts[i].kind == AIRLOCK_MOUNT_PROC) return 1;
+    }
+    return 0;
+}
+
 static void al_bound_shared_budgets(const struct airlock_spawn_spec *spec) {
     /* cgroup v1: PID 1 moves itself into the sandbox's cgroups (the supervisor made them) before anything else runs
      * here. A task writing "0" to `tasks` moves only itself, which the kernel does without the global threadgroup
@@ -409,7 +449,7 @@ static void al_bound_shared_budgets(const struct airlock_spawn_spec *spec) {
     /* Root the cgroup namespace at the sandbox's own cgroup, so that /proc/self/cgroup inside shows `/` (as it does
      * for a v2 cgroup the sandbox was born in), never the supervisor's name for it. */
     if (unshare(CLONE_NEWCGROUP) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -2);
-    if (spec->user_limit_count == 0) return;
+    if (spec->user_limit_count == 0 || al_mounts_proc(spec)) return;
     long fs = syscall(SYS_fsopen, "proc", AL_FSOPEN_CLOEXEC);
     if (fs < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
     if (syscall(SYS_fsconfig, (int)fs, AL_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
@@ -417,21 +457,7 @@ static void al_bound_shared_budgets(const struct airlock_spawn_spec *spec) {
     long proc = syscall(SYS_fsmount, (int)fs, AL_FSMOUNT_CLOEXEC, 0);
     if (proc < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
     close((int)fs);
-    for (size_t i = 0; i < spec->user_limit_count; i++) {
-        const struct airlock_user_limit *l = &spec->user_limits[i];
-        int fd = openat((int)proc, l->path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
-        size_t len = al_strlen(l->value);
-        ssize_t n;
-        do {
-            n = write(fd, l->value, len);
-        } while (n < 0 && errno == EINTR);
-        if (n != (ssize_t)len) {
-            if (n >= 0) errno = EIO;
-            al_fail(AIRLOCK_STEP_USER_LIMITS, (int)i);
-        }
-        close(fd);
-    }
+    al_write_user_limits(spec, (int)proc);
     close((int)proc);
 }
 

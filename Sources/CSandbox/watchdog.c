@@ -7,6 +7,11 @@
  * death ends every process of the namespace, which releases what they held), and if the supervising thread is still
  * inside a call a second later, it interrupts that call with a signal whose handler does nothing (installed without
  * SA_RESTART, so the call fails with EINTR), once a second until the run is over.
+ *
+ * Stopping it does not wait for the thread: under load, waking it only to join it cost the run's end a scheduling
+ * delay (docs/benchmarks.md, "Start-up budget (issue 12)"). It is detached instead; `stopped`, read and acted on
+ * under `lock`, guarantees that nothing is signalled once airlock_watchdog_stop has returned, and the last of the two
+ * sides to let go of the structure frees it.
  */
 #define _GNU_SOURCE
 #include "airlock_sandbox.h"
@@ -28,8 +33,10 @@
 #endif
 
 struct airlock_watchdog {
-    pthread_t thread;
     pthread_t supervisor;
+    pthread_mutex_t lock;
+    int stopped; /* under lock */
+    int users;   /* under lock: the thread and the supervisor, until each lets go */
     int pidfd;
     int cancel;
     uint64_t deadline;
@@ -75,19 +82,43 @@ static int al_wait(struct airlock_watchdog *w, uint64_t until) {
     }
 }
 
+/* Lets go of `w`; the last user frees it. */
+static void al_release(struct airlock_watchdog *w) {
+    pthread_mutex_lock(&w->lock);
+    int last = --w->users == 0;
+    pthread_mutex_unlock(&w->lock);
+    if (!last) return;
+    close(w->pidfd);
+    close(w->cancel);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+/* Sends `w`'s signal (the first time SIGKILL to PID 1, then the interrupt to the supervisor) unless it was stopped;
+ * returns 0 when it was. */
+static int al_fire(struct airlock_watchdog *w, int first) {
+    pthread_mutex_lock(&w->lock);
+    int live = !w->stopped;
+    if (live && first) syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    if (live && !first) pthread_kill(w->supervisor, SIGRTMIN + 3);
+    pthread_mutex_unlock(&w->lock);
+    return live;
+}
+
 static void *al_watch(void *arg) {
     struct airlock_watchdog *w = arg;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    if (al_wait(w, w->deadline)) return NULL;
-    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
-    uint64_t next = al_now();
-    for (;;) {
-        next += 1000000000ull;
-        if (al_wait(w, next)) return NULL;
-        pthread_kill(w->supervisor, SIGRTMIN + 3);
+    if (!al_wait(w, w->deadline) && al_fire(w, 1)) {
+        uint64_t next = al_now();
+        for (;;) {
+            next += 1000000000ull;
+            if (al_wait(w, next) || !al_fire(w, 0)) break;
+        }
     }
+    al_release(w);
+    return NULL;
 }
 
 struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline) {
@@ -96,25 +127,34 @@ struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline) {
     if (!w) return NULL;
     w->supervisor = pthread_self();
     w->deadline = deadline;
+    w->users = 2;
     w->pidfd = fcntl(pidfd, F_DUPFD_CLOEXEC, 0);
     w->cancel = eventfd(0, EFD_CLOEXEC);
-    if (w->pidfd < 0 || w->cancel < 0 || pthread_create(&w->thread, NULL, al_watch, w) != 0) {
-        int saved = errno;
+    pthread_t thread;
+    int rc = -1;
+    if (w->pidfd >= 0 && w->cancel >= 0 && pthread_mutex_init(&w->lock, NULL) == 0) {
+        rc = pthread_create(&thread, NULL, al_watch, w);
+        if (rc != 0) pthread_mutex_destroy(&w->lock);
+    }
+    if (rc != 0) {
+        int saved = rc > 0 ? rc : errno;
         if (w->pidfd >= 0) close(w->pidfd);
         if (w->cancel >= 0) close(w->cancel);
         free(w);
         errno = saved;
         return NULL;
     }
+    pthread_detach(thread);
     return w;
 }
 
 void airlock_watchdog_stop(struct airlock_watchdog *w) {
     if (!w) return;
+    pthread_mutex_lock(&w->lock);
+    w->stopped = 1;
+    pthread_mutex_unlock(&w->lock);
+    /* Wakes the thread, which lets go on its own time; `w` (and so `cancel`) lives until both have let go. */
     uint64_t one = 1;
     while (write(w->cancel, &one, sizeof one) < 0 && errno == EINTR) {}
-    pthread_join(w->thread, NULL);
-    close(w->pidfd);
-    close(w->cancel);
-    free(w);
+    al_release(w);
 }

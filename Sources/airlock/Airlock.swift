@@ -42,6 +42,18 @@ struct Airlock: ParsableCommand {
             print(configuration.version)
             return
         }
+        // So is `airlock exec` in its common forms (`Exec.Invocation(commonForm:)`): the same values, validation, output
+        // and exit statuses, without the reflection; anything else goes through ArgumentParser.
+        if let invocation = Exec.Invocation(commonForm: arguments) {
+            do {
+                try invocation.run()
+            } catch let exit as ExitCode {
+                Glibc.exit(exit.rawValue)
+            } catch {
+                Airlock.exit(withError: error)
+            }
+            return
+        }
         main(arguments)
     }
 

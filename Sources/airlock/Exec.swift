@@ -43,7 +43,37 @@ extension Airlock {
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
 
-        func validate() throws {
+        func validate() throws { try invocation.validate() }
+
+        func run() throws { try invocation.run() }
+
+        /// The parsed options, as plain values.
+        private var invocation: Invocation {
+            Invocation(profile: profile, timeout: timeout, format: format, roBinds: roBinds, command: command)
+        }
+
+        static func exitStatus(for error: SandboxError) -> Int32 {
+            switch error.kind {
+            case .commandNotFound: 127
+            case .commandNotExecutable: 126
+            default: 125
+            }
+        }
+    }
+}
+
+extension Airlock.Exec {
+    /// One `airlock exec`'s options as plain values, whoever parsed them: ArgumentParser (`Exec`), or
+    /// `Invocation(commonForm:)` for the usual forms, which spares the start-up ArgumentParser's reflection.
+    struct Invocation {
+        var profile = "default"
+        var timeout: Double?
+        var format: ExecFormat = .text
+        var roBinds: [String] = []
+        /// What `.captureForPassthrough` captures: the command, after its `--` when one was given.
+        var command: [String] = []
+
+        func validate() throws(ValidationError) {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
                 throw ValidationError("--timeout must be between 0 and 86400 seconds")
             }
@@ -60,6 +90,7 @@ extension Airlock {
 
         private func runSandbox(_ argv: [String]) -> Result<SandboxResult, SandboxError> {
             Result { () throws(SandboxError) -> SandboxResult in
+                Sandbox.prepareInBackground()
                 let loaded = try Profile.load(profile)
                 var extra: [MountSpec] = []
                 for bind in roBinds {
@@ -68,14 +99,6 @@ extension Airlock {
                 }
                 return try Sandbox.run(
                     SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra))
-            }
-        }
-
-        static func exitStatus(for error: SandboxError) -> Int32 {
-            switch error.kind {
-            case .commandNotFound: 127
-            case .commandNotExecutable: 126
-            default: 125
             }
         }
 
@@ -91,7 +114,7 @@ extension Airlock {
                 } else {
                     writeStderr("airlock: \(error)\n")
                 }
-                throw ExitCode(Exec.exitStatus(for: error))
+                throw ExitCode(Airlock.Exec.exitStatus(for: error))
             }
 
             if format == .json {
@@ -173,5 +196,45 @@ private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
             return
         }
         offset += n
+    }
+}
+
+extension Airlock.Exec.Invocation {
+    /// `exec` in its common form, parsed without ArgumentParser: `exec [--profile P] [--timeout S] [--format F]
+    /// [--ro-bind HOST:SANDBOX]... -- CMD [ARGS...]`, each option at most once (`--ro-bind` as often as wanted), each
+    /// value neither empty nor starting with `-`, read as ArgumentParser reads it (`Double(_:)`, the format's raw
+    /// value) and valid. Nil for anything else (help, mistakes, other spellings, a command without `--`), which is
+    /// left to ArgumentParser and answered exactly as before. What is accepted gets the values ArgumentParser would
+    /// give: before the `--` only options and their values, the `--` kept at the head of the captured command.
+    ///
+    /// Why: building ArgumentParser's command tree reflects over every command, 1.2 ms of a sandbox run's start-up
+    /// (docs/benchmarks.md, "Start-up budget (issue 12)").
+    init?(commonForm arguments: [String]) {
+        guard arguments.first == "exec" else { return nil }
+        var seen: Set<String> = []
+        var i = 1
+        while i < arguments.count && arguments[i] != "--" {
+            let name = arguments[i]
+            guard i + 1 < arguments.count, let first = arguments[i + 1].utf8.first, first != UInt8(ascii: "-") else {
+                return nil
+            }
+            let value = arguments[i + 1]
+            guard name == "--ro-bind" || seen.insert(name).inserted else { return nil }
+            switch name {
+            case "--profile": profile = value
+            case "--timeout":
+                guard let seconds = Double(value) else { return nil }
+                timeout = seconds
+            case "--format":
+                guard let format = ExecFormat(rawValue: value) else { return nil }
+                self.format = format
+            case "--ro-bind": roBinds.append(value)
+            default: return nil
+            }
+            i += 2
+        }
+        guard i + 1 < arguments.count else { return nil }
+        command = Array(arguments[i...])
+        do { try validate() } catch { return nil }
     }
 }

@@ -93,6 +93,38 @@ struct CLITests {
         #expect(try runCLI(["exec", "--ro-bind", "nocolon", "--", "/bin/true"]).status == 64)
     }
 
+    @Test("the common forms, read without ArgumentParser, run exactly as spellings only ArgumentParser reads")
+    func commonFormsMatchArgumentParser() throws {
+        // `--option=value` never takes the short path (Exec.Invocation(commonForm:)), `--option value` may: each pair
+        // must give the same status and output (numbers masked, with the padding that aligns them).
+        let script = "echo out; echo err >&2; exit 3"
+        let pairs: [([String], [String])] = [
+            (
+                ["exec", "--timeout", "5", "--format", "json", "--", "/bin/sh", "-c", script],
+                ["exec", "--timeout=5", "--format=json", "--", "/bin/sh", "-c", script]
+            ),
+            (
+                [
+                    "exec", "--profile", "default", "--ro-bind", "/etc:/x", "--ro-bind", "/usr:/y", "--", "/bin/ls",
+                    "/x",
+                ],
+                ["exec", "--profile=default", "--ro-bind=/etc:/x", "--ro-bind=/usr:/y", "--", "/bin/ls", "/x"]
+            ),
+            (["exec", "--", "/bin/sh", "-c", script], ["exec", "--format=text", "--", "/bin/sh", "-c", script]),
+            (["exec", "--", "no-such-command-airlock"], ["exec", "--format=text", "--", "no-such-command-airlock"]),
+            (["exec", "--timeout", "0", "--", "/bin/true"], ["exec", "--timeout=0", "--", "/bin/true"]),
+            (["exec", "--format", "xml", "--", "/bin/true"], ["exec", "--format=xml", "--", "/bin/true"]),
+            (["exec", "--ro-bind", "/etc", "--", "/bin/true"], ["exec", "--ro-bind=/etc", "--", "/bin/true"]),
+        ]
+        let mask = { (text: String) in text.replacing(/[ ]*[0-9]+(\.[0-9]+)?/, with: " N") }
+        for (short, long) in pairs {
+            let a = try runCLI(short), b = try runCLI(long)
+            #expect(a.status == b.status, "\(short)")
+            #expect(mask(a.stdout) == mask(b.stdout), "\(short)")
+            #expect(mask(a.stderr) == mask(b.stderr), "\(short)")
+        }
+    }
+
     @Test("run by an unprivileged user: the command cannot reach PID 1's memory, environment or descriptors")
     func unprivilegedCaller() throws {
         let secret = "airlock-secret-\(UUID().uuidString.prefix(8))"

@@ -249,7 +249,8 @@ struct airlock_watchdog;
  * then interrupts the calling thread's system call once a second (a signal with a handler that does nothing, no
  * SA_RESTART) until stopped. NULL with errno on failure. */
 struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline);
-/* Stops and frees it. */
+/* Stops it without waiting for its thread: nothing is signalled once this returns, and the thread frees what is
+ * left when it ends. */
 void airlock_watchdog_stop(struct airlock_watchdog *w);
 /* Installs (once) the do-nothing handler, without SA_RESTART, of the signal that interrupts a thread's call. */
 void airlock_install_interrupt_handler(void);
