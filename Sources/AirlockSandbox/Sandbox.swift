@@ -17,7 +17,8 @@ public enum Sandbox {
     /// instructions, because libseccomp looks each number up with a linear search) and where the cgroup hierarchies
     /// are (`CgroupHierarchies`, from /proc/self/mountinfo and /proc/self/cgroup). For a caller about to load a
     /// profile and run one sandbox (`airlock exec`), so that these overlap the profile's parsing; the set-up waits for
-    /// them if they are not ready by then, and nothing is read twice.
+    /// them if they are not ready by then, and nothing is read twice. Call it at most once per process: the cgroup
+    /// reading is used by the next sandbox only, and a long-lived caller (airlockd) reads afresh for every sandbox.
     public static func prepareInBackground() {
         CgroupHierarchies.expectPrefetch()
         var thread = pthread_t()

@@ -13,6 +13,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <linux/filter.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -275,6 +277,14 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
                 /* The per-namespace limits (al_bound_shared_budgets), while this /proc/sys is still writable. */
                 int proc = open(dst, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (proc < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+                /* The path is looked up again: it must lead to a procfs (the one just mounted), never to ordinary
+                 * files a host process swapped in, or the limits would silently not be set. */
+                struct statfs fs;
+                if (fstatfs(proc, &fs) < 0) al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+                if (fs.f_type != PROC_SUPER_MAGIC) {
+                    errno = EXDEV;
+                    al_fail(AIRLOCK_STEP_USER_LIMITS, -1);
+                }
                 al_write_user_limits(spec, proc);
                 close(proc);
             }

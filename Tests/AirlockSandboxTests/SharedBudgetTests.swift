@@ -38,8 +38,19 @@ struct SharedBudgetTests {
         return usage
     }
 
-    @Test("inotify instances: the 17th fails inside, so the sandbox takes at most 16 of root's 128")
-    func inotifyInstances() throws {
+    /// With /proc the limits are written through the sandbox's own procfs while its sys is writable; without it,
+    /// through a procfs of PID 1's own that the command never sees. Both must apply.
+    @Test(
+        "inotify instances: the 17th fails inside, so the sandbox takes at most 16 of root's 128",
+        arguments: [true, false])
+    func inotifyInstances(withProc: Bool) throws {
+        let profile = try editedProfile { object in
+            editSection(&object) { section in
+                guard !withProc else { return }
+                section["mounts"] = (section["mounts"] as! [[String: Any]]).filter { $0["type"] as? String != "proc" }
+            }
+        }
+        #expect(withProc == profile.sandbox.mounts.contains { $0.destination == "/proc" })
         let result = try runPython(
             """
             import ctypes, os
@@ -51,7 +62,7 @@ struct SharedBudgetTests {
                     break
                 made += 1
             print("made", made)
-            """)
+            """, profile: profile)
         #expect(result.exitCode == 0, "\(result.err)")
         #expect(result.out.contains("made 16\n"), "\(result.out)")
         #expect(result.out.contains("refused 17 Too many open files"), "\(result.out)")
