@@ -42,6 +42,12 @@ struct Airlock: ParsableCommand {
             print(configuration.version)
             return
         }
+        // `exec` captures its command for passthrough, so ArgumentParser would take a `--help` among exec's own options
+        // for the command to run (and answer "command '--help' not found", exit 127): asked there, help is help.
+        if Exec.asksForHelp(arguments) {
+            print(Airlock.helpMessage(for: Exec.self))
+            return
+        }
         // So is `airlock exec` in its common forms (`Exec.Invocation(commonForm:)`): the same values, validation, output
         // and exit statuses, without the reflection; anything else goes through ArgumentParser.
         if let invocation = Exec.Invocation(commonForm: arguments) {

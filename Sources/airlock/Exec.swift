@@ -43,6 +43,27 @@ extension Airlock {
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
 
+        /// Whether `arguments` (after the program's name) are `exec` followed by its own options and then `--help` or
+        /// `-h`, before `--` or the command: `airlock exec --help`, `airlock exec --timeout 5 -h`. After `--` or the
+        /// command's first word, `--help` is the command's own (`airlock exec -- python3 --help`).
+        static func asksForHelp(_ arguments: [String]) -> Bool {
+            guard arguments.first == "exec" else { return false }
+            let taking = ["--profile", "--timeout", "--format", "--ro-bind"]
+            var i = 1
+            while i < arguments.count {
+                let a = arguments[i]
+                if a == "--help" || a == "-h" { return true }
+                if taking.contains(a) {
+                    i += 2
+                } else if a.hasPrefix("--"), a != "--", taking.contains(where: { a.hasPrefix($0 + "=") }) {
+                    i += 1
+                } else {
+                    return false
+                }
+            }
+            return false
+        }
+
         func validate() throws { try invocation.validate() }
 
         func run() throws { try invocation.run() }

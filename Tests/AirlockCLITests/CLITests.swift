@@ -5,6 +5,22 @@ import AirlockTestSupport
 /// `airlock exec` as a user runs it: the built binary, its JSON contract and its exit codes.
 @Suite("airlock exec")
 struct CLITests {
+    /// `exec` captures its command for passthrough: `--help` among its own options used to be taken for the command
+    /// ("command '--help' not found", exit 127). After `--` or the command's first word it is the command's own.
+    @Test(
+        "exec --help and -h among exec's options print exec's help; after the command they are the command's",
+        arguments: [
+            ["exec", "--help"], ["exec", "-h"], ["exec", "--timeout", "5", "--help"], ["exec", "--format=json", "-h"],
+        ])
+    func execHelp(arguments: [String]) throws {
+        let help = try runCLI(["help", "exec"])
+        let run = try runCLI(arguments)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout == help.stdout && run.stdout.contains("OVERVIEW: Run a command in the sandbox"))
+        let passed = try runCLI(["exec", "--", "/bin/sh", "-c", "echo own:$1", "sh", "--help"])
+        #expect(passed.status == 0 && passed.stdout.hasPrefix("own:--help"), "\(passed.stdout)\(passed.stderr)")
+    }
+
     @Test("--format json prints one object with the agreed fields")
     func jsonContract() throws {
         let run = try runCLI([
