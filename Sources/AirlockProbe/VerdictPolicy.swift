@@ -193,7 +193,7 @@ public struct VerdictPolicy: Sendable {
         if profile.sandbox.notifyDefault != .allow { producible.insert(.notifyDefault) }
         for rule in behaviour.keys.sorted(by: { $0.description < $1.description }) where !producible.contains(rule) {
             throw PolicyError(
-                "policy \(name): behaviour rule '\(rule)' is no notify rule of profile \(profile.name) nor one of the supervisor's (\(TraceRule.supervisorRefusals.map(\.description).joined(separator: ", ")))"
+                "policy \(name): behaviour rule '\(rule)' is not a notify rule of profile \(profile.name), nor one the supervisor makes (\(TraceRule.supervisorRefusals.map(\.description).joined(separator: ", ")))"
             )
         }
         for rule in notify where rule.action != .allow && behaviour[.notify(rule.id)] == nil {

@@ -48,14 +48,13 @@ extension Airlock {
         /// command's first word, `--help` is the command's own (`airlock exec -- python3 --help`).
         static func asksForHelp(_ arguments: [String]) -> Bool {
             guard arguments.first == "exec" else { return false }
-            let taking = ["--profile", "--timeout", "--format", "--ro-bind"]
             var i = 1
             while i < arguments.count {
                 let a = arguments[i]
                 if a == "--help" || a == "-h" { return true }
-                if taking.contains(a) {
+                if Invocation.valueOptions.contains(a) {
                     i += 2
-                } else if a.hasPrefix("--"), a != "--", taking.contains(where: { a.hasPrefix($0 + "=") }) {
+                } else if Invocation.valueOptions.contains(where: { a.hasPrefix($0 + "=") }) {
                     i += 1
                 } else {
                     return false
@@ -93,6 +92,9 @@ extension Airlock.Exec {
         var roBinds: [String] = []
         /// What `.captureForPassthrough` captures: the command, after its `--` when one was given.
         var command: [String] = []
+
+        /// exec's own options, each of which takes a value (the ones `init(commonForm:)` reads); `asksForHelp` skips them.
+        static let valueOptions: Set<String> = ["--profile", "--timeout", "--format", "--ro-bind"]
 
         func validate() throws(ValidationError) {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
