@@ -1,16 +1,24 @@
 """Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
 
-    python3 -I -S load.py FORMAT MODEL [--no-probe]      (load.py imports this module and calls main)
+    PYTHON -I -B load.py FORMAT MODEL [--no-probe] [--consumer NAME] [--import MODULE,...]
+    (load.py imports this module and calls main)
 
+PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
-`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz.
+`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz. `--consumer` says
+which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
+`--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
+start-up (threads, semaphores, /proc reads) is the runtime's and not the model's.
+
 The harness announces its phases to the supervisor (startup -> load -> probe -> end) by opening marker paths; the opens
 are notified system calls, so every event after one is attributed to that phase. Everything that happens in `load`,
 `probe` and `end` belongs to the model. `end` says the loader returned: the supervisor then looks, from outside, at
 what the model left running (threads, processes, timers) and keeps the sandbox observed for a while if anything is.
 
-When torch (or numpy, joblib) is not installed in the sandbox, small stand-ins replace the handful of allowlisted
-rebuild functions so benign models load completely. Every other global resolves for real: that is where a payload
+Loading uses the real libraries: torch.load(weights_only=False) or torch.jit.load, joblib.load, numpy.load(
+allow_pickle=True), pickle.load, pandas.read_pickle, dill.load, cloudpickle.load. Only when a library is missing
+from the environment do small stand-ins replace the handful of allowlisted rebuild functions, so benign models load
+completely; the report says which stand-ins answered. Every other global resolves for real: that is where a payload
 acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
 
 How it ends. The model runs in this process and can forge or suppress anything it prints, so `airlock probe` decides
@@ -18,6 +26,9 @@ from what the supervisor sees: the `end` marker, announced by this process's mai
 status; the sandbox's processes and this process's threads and timer handlers. These lines only add detail:
     0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
        `airlock-harness: left-behind threads=N` when the model left threads running
+Detail lines on stderr: `runtime JSON` (before `load`: the interpreter and the libraries imported at start-up),
+`weights-only accepted|refused …|unsupported` (before torch.load(weights_only=False) runs), `imported A,B` and
+`stand-ins A,B` (after the loader returned; the model could have printed them too).
     2  usage error
     3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
     4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
@@ -34,7 +45,21 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
+from airlock_consumers import accepts_keyword, configure, imported_libraries, preimport, real, use
+
 PHASE_PREFIX = "/.airlock/phase/"
+LINE_PREFIX = "airlock-harness: "
+# The loader the pickle format is read with (`--consumer`): pickle, pandas, dill or cloudpickle.
+CONSUMER = "pickle"
+CONSUMERS = ("pickle", "pandas", "dill", "cloudpickle")
+# Libraries the stand-ins answered for because the real one was missing.
+STAND_INS_USED = set()
+
+
+def say(kind, detail):
+    """One line for the supervisor on stderr (only detail: the model could print the same)."""
+    sys.stdout.flush()
+    print(f"{LINE_PREFIX}{kind} {detail}", file=sys.stderr, flush=True)
 
 
 def announce(phase):
@@ -115,8 +140,10 @@ class HarnessUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         except (ImportError, AttributeError):
             if (module, name) in STAND_INS:
+                STAND_INS_USED.add(module.split(".", 1)[0])
                 return STAND_INS[(module, name)]
             if module in ("torch", "torch.storage") and name in STORAGE_NAMES:
+                STAND_INS_USED.add("torch")
                 return StandInStorage
             raise
 
@@ -128,6 +155,21 @@ class HarnessUnpickler(pickle.Unpickler):
 
 
 def load_pickle(f):
+    """pickle.load, or the loader the pickle's own imports say its consumer uses: pandas.read_pickle for pandas
+    objects, dill.load and cloudpickle.load for theirs. The stand-in unpickler only when the library is missing."""
+    library = real(CONSUMER) if CONSUMER in ("pandas", "dill", "cloudpickle") else None
+    if CONSUMER == "pandas" and library is not None:
+        return library.read_pickle(f)
+    if library is not None:
+        return library.load(f)
+    return HarnessUnpickler(f).load()
+
+
+def load_joblib(f):
+    joblib = real("joblib")
+    if joblib is not None:
+        return joblib.load(f)
+    STAND_INS_USED.add("joblib")
     return HarnessUnpickler(f).load()
 
 
@@ -251,7 +293,49 @@ class TorchZip:
         raise ValueError(f"record {name!r} uses compression method {method}")
 
 
+def load_torch(f, stand_in):
+    """torch.load(weights_only=False), as a consumer who trusts the file calls it, or torch.jit.load for a
+    TorchScript archive. First, whether torch.load(weights_only=True) on this torch accepts the file: said on a line
+    printed before anything from the file runs, so the first such line is the harness's."""
+    torch = real("torch")
+    if torch is None:
+        STAND_INS_USED.add("torch")
+        return stand_in(f)
+    keyword = accepts_keyword(torch.load, "weights_only")
+    if keyword:
+        try:
+            torch.load(f, map_location="cpu", weights_only=True)
+            say("weights-only", "accepted")
+        except Exception as e:
+            say("weights-only", f"refused {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    else:
+        say("weights-only", "unsupported")
+    f.seek(0)
+    if torchscript(f):
+        f.seek(0)
+        return torch.jit.load(f, map_location="cpu")
+    f.seek(0)
+    return torch.load(f, map_location="cpu", **({"weights_only": False} if keyword else {}))
+
+
+def torchscript(f):
+    """Whether a PyTorch ZIP is a TorchScript archive (its records include `constants.pkl` and `code/`)."""
+    try:
+        names = [r[0] for r in TorchZip(f).records]
+    except (ValueError, OSError, struct.error):
+        return False
+    return any(n.endswith(b"/constants.pkl") for n in names) and any(b"/code/" in n for n in names)
+
+
 def load_torch_zip(f):
+    return load_torch(f, load_torch_zip_stand_in)
+
+
+def load_torch_legacy(f):
+    return load_torch(f, load_torch_legacy_stand_in)
+
+
+def load_torch_zip_stand_in(f):
     # torch.load: the records `<archive>/data.pkl`, and storages from `<archive>/data/<key>` through persistent_load.
     # The stand-in storage only notes the record's size; torch would read its bytes.
     z = TorchZip(f)
@@ -259,7 +343,7 @@ def load_torch_zip(f):
     return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
 
 
-def load_torch_legacy(f):
+def load_torch_legacy_stand_in(f):
     # The legacy format: magic number, protocol version, system info, the object, then storage keys and bytes.
     for _ in range(3):
         HarnessUnpickler(f).load()
@@ -269,11 +353,10 @@ def load_torch_legacy(f):
 
 
 def load_numpy(f):
-    try:
-        import numpy
+    numpy = real("numpy")
+    if numpy is not None:
         return numpy.load(f, allow_pickle=True)
-    except ImportError:
-        pass
+    STAND_INS_USED.add("numpy")
     return load_numpy_stream(f)
 
 
@@ -288,11 +371,10 @@ def load_numpy_stream(f):
 
 
 def load_npz(f):
-    try:
-        import numpy
+    numpy = real("numpy")
+    if numpy is not None:
         return numpy.load(f, allow_pickle=True)  # members load on access: the probe phase touches every one
-    except ImportError:
-        pass
+    STAND_INS_USED.add("numpy")
     # Without numpy: each `.npy` member as numpy.load would read it, through Python's zipfile as numpy does.
     import zipfile
     out = {}
@@ -305,7 +387,7 @@ def load_npz(f):
 
 LOADERS = {
     "pickle": load_pickle,
-    "joblib": load_pickle,
+    "joblib": load_joblib,
     "pytorch-zip": load_torch_zip,
     "pytorch-legacy": load_torch_legacy,
     "numpy": load_numpy,
@@ -428,11 +510,46 @@ def model_file(spec):
     return open(spec, "rb")
 
 
-def main(argv):
+def options(argv):
+    """FORMAT MODEL [--no-probe] [--consumer NAME] [--import MODULE,...]; None when the line is wrong."""
     if len(argv) < 3 or argv[1] not in LOADERS:
-        print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe]", file=sys.stderr)
+        return None
+    rest, imports, consumer = argv[3:], [], "pickle"
+    for i, arg in enumerate(rest):
+        value = rest[i + 1] if i + 1 < len(rest) else None
+        if arg == "--consumer":
+            if value not in CONSUMERS:
+                return None
+            consumer = value
+        elif arg == "--import":
+            if value is None:
+                return None
+            imports = [m for m in value.split(",") if m]
+    return LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:], consumer, imports
+
+
+def start(imports):
+    """Start-up, before the model's bytes are touched: single-threaded native pools, no bytecode writes, and the
+    consumer's libraries imported. Says what imported (the first `runtime` line is printed before any of the model's
+    code can run)."""
+    configure()
+    loaded, missing = preimport(imports)
+    import json
+    detail = {"python": sys.version.split()[0], "executable": sys.executable, "libraries": loaded,
+              "missing": missing}
+    say("runtime", json.dumps(detail, sort_keys=True))
+
+
+def main(argv):
+    global CONSUMER
+    parsed = options(argv)
+    if parsed is None:
+        print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe] [--consumer {'|'.join(CONSUMERS)}] "
+              "[--import MODULE,...]", file=sys.stderr)
         return 2
-    loader, model, probe = LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:]
+    loader, model, probe, CONSUMER, imports = parsed
+    start(imports)
+    before = set(name.split(".", 1)[0] for name in list(sys.modules))
     announce("load")
     try:
         with model_file(model) as f:
@@ -447,7 +564,8 @@ def main(argv):
         announce("probe")
         try:
             touch(obj)
-            call_like_a_consumer(obj)
+            if not use(obj):
+                call_like_a_consumer(obj)
         except (MemoryError, RecursionError) as e:
             return fail(4, "resource-exhausted", e)
         except BaseException as e:
@@ -455,6 +573,9 @@ def main(argv):
     loaded = type(obj).__name__
     announce("end")
     obj = None  # what only the harness held is finalized in settle()
+    attempt(lambda: say("imported", ",".join(imported_libraries(before))))
+    if STAND_INS_USED:
+        say("stand-ins", ",".join(sorted(STAND_INS_USED)))
     try:
         threads = settle()
     except BaseException:  # a late payload's exception: the supervisor has seen what it did

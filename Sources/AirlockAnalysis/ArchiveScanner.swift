@@ -40,7 +40,7 @@ enum ArchiveScanner {
         let (product, over) = budget.maxInflatedBytes.multipliedReportingOverflow(by: inflatedTotalFactor)
         let inflatedLimit = over ? Int.max : product
         var stoppedInflating = false
-        var objectArrays = false
+        var hints = LoadHints()
         for entry in ordered {
             if format == .pytorchZip && isStorage(entry.name) { continue }
             guard opened < maxMembers else {
@@ -88,9 +88,9 @@ enum ArchiveScanner {
             }
             findings += member(
                 data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
-                inflated: &inflated, objectArrays: &objectArrays)
+                inflated: &inflated, hints: &hints)
         }
-        return StaticScanner.Analysis(format: format, findings: findings, objectArrays: objectArrays)
+        return StaticScanner.Analysis(format: format, findings: findings, hints: hints)
     }
 
     static func saturatingSum(_ a: Int, _ b: Int) -> Int {
@@ -111,15 +111,18 @@ enum ArchiveScanner {
         return last.allSatisfy(\.isNumber)
     }
 
-    /// `objectArrays` is set when a NumPy member holds Python objects (a pickle numpy would unpickle).
+    /// `hints` gathers what loading the member would need: the modules its pickles import, and whether a NumPy
+    /// member holds Python objects (a pickle numpy would unpickle).
     static func member(
         _ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
-        inflated: inout Int, objectArrays: inout Bool
+        inflated: inout Int, hints: inout LoadHints
     ) -> [Finding] {
         let kind = FormatDetector.sniff(data)
         switch kind {
         case .pickle, .pytorchLegacy:
-            var out = PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: name), member: name)
+            let pickle = PickleScanner.scan(data, budget: budget, member: name)
+            hints.add(pickle)
+            var out = PickleFindings.findings(pickle, member: name)
             if archiveFormat == .keras {
                 out.append(
                     Finding(
@@ -129,7 +132,7 @@ enum ArchiveScanner {
             return out
         case .numpy:
             let numpy = NumPyFindings.findings(data, member: name, budget: budget)
-            if numpy.objectArrays { objectArrays = true }
+            hints.merge(numpy.hints)
             return numpy.findings
         case .json where archiveFormat == .keras && (name == "config.json" || name.hasSuffix("/config.json")):
             return KerasFindings.config(data, member: name)
@@ -143,7 +146,7 @@ enum ArchiveScanner {
                 ]
             }
             var nested = analyse(data, budget: budget, depth: depth + 1, inflated: &inflated)
-            if nested.objectArrays { objectArrays = true }
+            hints.merge(nested.hints)
             for i in nested.findings.indices {
                 nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "")
             }

@@ -38,14 +38,18 @@ public struct DetonationSummary: Sendable, Equatable {
     public var cgroup: SandboxCgroupStatus
     /// How many events the trace held when it was left out of a reply or a stored report (`Report.fit`).
     public var traceOmitted: Int? = nil
+    /// The Python the model was loaded with.
+    public var runtime: RuntimeSummary? = nil
 
     /// Creates a summary.
     public init(
         argv: [String], outcome: String, phaseReached: String, leftBehind: String?, observation: ObservationReport?,
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
-        traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil
+        traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
+        runtime: RuntimeSummary? = nil
     ) {
+        self.runtime = runtime
         self.argv = argv
         self.outcome = outcome
         self.phaseReached = phaseReached
@@ -82,6 +86,7 @@ public struct DetonationSummary: Sendable, Equatable {
             ("traceDroppedBytes", .int(traceDroppedBytes)),
             ("limitsHit", .array(limitsHit.map(\.json))),
             ("cgroup", cgroup.json),
+            ("runtime", runtime?.json ?? .null),
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         return .object(members)
@@ -121,5 +126,9 @@ public struct DetonationSummary: Sendable, Equatable {
             stdoutTail: string("stdoutTail") ?? "", stderrTail: string("stderrTail") ?? "",
             traceDropped: int("traceDropped") ?? 0, traceDroppedBytes: int("traceDroppedBytes") ?? 0,
             limitsHit: limitsHit, cgroup: cgroup, traceOmitted: int("traceOmitted"))
+        if let member = field("runtime"), member != .null {
+            guard let runtime = RuntimeSummary(json: member) else { return nil }
+            self.runtime = runtime
+        }
     }
 }

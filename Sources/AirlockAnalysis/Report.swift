@@ -44,6 +44,9 @@ public struct Report: Sendable {
     /// Whether a NumPy array of the file holds Python objects (numpy unpickles them when loading): set by the static
     /// analysis, read by the probe to choose the harness. Not part of the JSON.
     public var objectArrays = false
+    /// The modules the file's pickles import (`sklearn.ensemble._forest`, `torch._utils`): set by the static analysis, read by the
+    /// probe to choose the loader and what to import at start-up. Not part of the JSON.
+    public var modules: Set<String> = []
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 

@@ -48,7 +48,8 @@ public enum StaticScanner {
         var report = Report(
             target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))],
             error: analysis.error)
-        report.objectArrays = analysis.objectArrays
+        report.objectArrays = analysis.hints.objectArrays
+        report.modules = analysis.hints.modules
         return report
     }
 
@@ -70,17 +71,19 @@ public enum StaticScanner {
         var format: FileFormat
         var findings: [Finding] = []
         var error: (code: String, message: String)? = nil
-        /// Whether a NumPy array holds Python objects: numpy unpickles them, so loading the file runs code.
-        var objectArrays = false
+        /// What loading the file needs: the modules its pickles import, and whether a NumPy array holds Python
+        /// objects (numpy unpickles them, so loading the file runs code).
+        var hints = LoadHints()
     }
 
     static func analyse(_ view: ByteView, name: String, budget: ScanBudget) -> Analysis {
         var format = FormatDetector.sniff(view)
         var findings: [Finding] = []
-        var objectArrays = false
+        var hints = LoadHints()
         switch format {
         case .pickle, .pytorchLegacy:
             let report = PickleScanner.scan(view, budget: budget)
+            hints.add(report)
             findings += PickleFindings.findings(report, member: nil, legacyTorch: format == .pytorchLegacy)
             if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) {
                 format = .joblib
@@ -90,7 +93,7 @@ public enum StaticScanner {
         case .numpy:
             let numpy = NumPyFindings.findings(view, member: nil, budget: budget)
             findings += numpy.findings
-            objectArrays = numpy.objectArrays
+            hints.merge(numpy.hints)
         case .safetensors:
             findings += SafetensorsParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .gguf:
@@ -114,7 +117,7 @@ public enum StaticScanner {
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
         }
-        return Analysis(format: format, findings: findings, objectArrays: objectArrays)
+        return Analysis(format: format, findings: findings, hints: hints)
     }
 
     /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.
@@ -242,7 +245,7 @@ enum PickleFindings {
 enum NumPyFindings {
     /// The findings, and whether the array holds Python objects (then numpy unpickles its data when loading it).
     static func findings(_ view: ByteView, member: String?, budget: ScanBudget) -> (
-        findings: [Finding], objectArrays: Bool
+        findings: [Finding], hints: LoadHints
     ) {
         let report = NumPyParser.parse(view, budget: budget)
         var out = report.observations.map { o -> Finding in
@@ -250,9 +253,33 @@ enum NumPyFindings {
             if f.evidence.member == nil { f.evidence.member = member }
             return f
         }
+        var hints = LoadHints()
         if let offset = report.pickleOffset, let data = view.suffix(from: offset) {
-            out += PickleFindings.findings(PickleScanner.scan(data, budget: budget, member: member), member: member)
+            let pickle = PickleScanner.scan(data, budget: budget, member: member)
+            hints.add(pickle)
+            out += PickleFindings.findings(pickle, member: member)
         }
-        return (out, report.pickleOffset != nil)
+        hints.objectArrays = report.pickleOffset != nil
+        return (out, hints)
+    }
+}
+
+/// What loading a file needs, gathered by the static analysis for the detonation (not part of the report's JSON):
+/// the modules its pickles import, and whether a NumPy array holds Python objects.
+struct LoadHints {
+    /// Whether a NumPy array holds Python objects.
+    var objectArrays = false
+    /// Modules imported by the file's pickles (`sklearn.ensemble._forest`), at most `maxModules`.
+    var modules: Set<String> = []
+    static let maxModules = 256
+
+    mutating func add(_ report: PickleReport) {
+        for g in report.imports where modules.count < LoadHints.maxModules { modules.insert(g.module) }
+        for nested in report.nested { add(nested) }
+    }
+
+    mutating func merge(_ other: LoadHints) {
+        objectArrays = objectArrays || other.objectArrays
+        for m in other.modules where modules.count < LoadHints.maxModules { modules.insert(m) }
     }
 }

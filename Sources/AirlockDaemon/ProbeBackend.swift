@@ -15,8 +15,11 @@ public enum ProbeBackend: Sendable {
     /// The options for probing here, assembled the one way every caller needs them: the profile (a name or a path),
     /// its seccomp filter compiled once, the verdict policy (policy.json beside the profiles when nil) and the loader
     /// harness. `requireCgroup` raises the profile's cgroup requirement to required (airlockd's default).
+    ///
+    /// `python` names the consumer's interpreter (`PythonRuntime.resolve`): the system's `/usr/bin/python3` when nil.
     public static func localOptions(
-        profile: String, policy: String?, timeout: Double? = nil, probePhase: Bool = true, requireCgroup: Bool = false
+        profile: String, policy: String?, timeout: Double? = nil, probePhase: Bool = true, requireCgroup: Bool = false,
+        python: String? = nil
     ) throws(ProbeSetupError) -> ProbeOptions {
         do {
             var loaded = try Profile.load(profile)
@@ -27,9 +30,11 @@ public enum ProbeBackend: Sendable {
                 let searched = ProfileLocator.searchDirectories().joined(separator: ", ")
                 throw ProbeSetupError("no loader harness (harness/load.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
             }
+            let runtime = try PythonRuntime.resolve(
+                python, profile: loaded, program: program, harnessDirectory: harness)
             return ProbeOptions(
                 profile: loaded, program: program, policy: verdictPolicy, harnessDirectory: harness,
-                timeoutSeconds: timeout, probePhase: probePhase)
+                timeoutSeconds: timeout, probePhase: probePhase, runtime: runtime)
         } catch let error as ProbeSetupError {
             throw error
         } catch {

@@ -1,7 +1,8 @@
-internal import AirlockAnalysis
+public import AirlockAnalysis
 public import AirlockSandbox
 public import AirlockTrace
 internal import AirlockSystem
+internal import AirlockJSON
 
 /// One detonation: the harness loading a file in the sandbox, and what the supervisor observed — the typed trace
 /// (`result.trace`, with the exit, the observation and the limits hit) and how the loader ended (`outcome`).
@@ -18,17 +19,46 @@ public struct Detonation: Sendable {
     public var outcome: HarnessOutcome
     /// Milliseconds from the request until the sandbox was gone.
     public var durationMs: Double
+    /// The Python it loaded with, and the libraries it used (nil for the bare `python3 -I -S` with stand-ins).
+    public var runtime: RuntimeSummary?
+    /// The runtime's installed distributions by top-level module (empty without a runtime).
+    var installed: [String: PythonRuntime.Distribution] = [:]
 
     /// Bytes of the harness's standard output and error kept in the report.
     static let outputTail = 4096
 
     /// Wraps a finished run; the outcome is read from it.
-    public init(argv: [String], phases: [HarnessPhase], result: SandboxResult, durationMs: Double) {
+    public init(
+        argv: [String], phases: [HarnessPhase], result: SandboxResult, durationMs: Double,
+        runtime: PythonRuntime? = nil
+    ) {
         self.argv = argv
         self.phases = phases
         self.result = result
         self.outcome = HarnessOutcome.read(result, phases: phases)
         self.durationMs = durationMs
+        self.runtime = runtime.map { Detonation.runtimeSummary($0, result: result) }
+        self.installed = runtime?.distributions ?? [:]
+    }
+
+    /// The runtime's part of the report: the start-up libraries from the first `runtime` line (printed before the
+    /// model was touched), and what the harness said afterwards.
+    static func runtimeSummary(_ runtime: PythonRuntime, result: SandboxResult) -> RuntimeSummary {
+        var startup: [String] = []
+        if let line = HarnessProtocol.first(.runtime, in: result.stderr),
+            case .object(let members)? = try? JSON.parse(Array(line.utf8)),
+            case .object(let libraries)? = members.first(where: { $0.0 == "libraries" })?.1
+        {
+            startup = libraries.map(\.0).sorted()
+        }
+        let lines = HarnessProtocol.lines(result.stderr)
+        let list = { (kind: HarnessProtocol.Line) -> [String] in
+            (HarnessProtocol.details(kind, in: lines).last ?? "").split(separator: ",").map(String.init)
+                .filter(ConsumerPlan.isModuleName).prefix(100).map { $0 }
+        }
+        let weightsOnly = HarnessProtocol.first(.weightsOnly, in: result.stderr).map { String($0.prefix(300)) }
+        return runtime.summary(
+            startup: startup, loaded: list(.imported), standIns: list(.standIns), weightsOnly: weightsOnly)
     }
 
     /// The trace: every notified call, in the order the supervisor answered them.
@@ -36,24 +66,32 @@ public struct Detonation: Sendable {
 
     /// Loads the file open as `fd` with the harness as `format`, in the sandbox `options` describe. The sandbox
     /// receives the file through the descriptor, never by looking its path up again.
-    public static func run(fd: Int32, format: HarnessFormat, options: ProbeOptions) throws(SandboxError) -> Detonation {
+    public static func run(
+        fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions
+    ) throws(SandboxError) -> Detonation {
         let started = StaticScanner.now()
         let phases = HarnessPhase.sequence(probe: options.probePhase)
+        let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
         let argv = HarnessProtocol.argv(
             interpreter: options.interpreter, format: format,
-            descriptor: Sandbox.firstPassedFD, probe: options.probePhase)
+            descriptor: Sandbox.firstPassedFD, probe: options.probePhase, consumer: plan.consumer,
+            imports: plan.imports)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
-        let mounts = [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
+        let mounts =
+            (options.runtime?.mounts ?? [])
+            + [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
         let observation = SandboxObservation(
             baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
             windowSeconds: options.policy.observationSeconds)
         let request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
             extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
-            observation: observation)
+            observation: observation, runtimeTrees: options.runtime?.trees ?? [])
         let result = try Sandbox.run(request, program: options.program)
-        return Detonation(argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started))
+        return Detonation(
+            argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
+            runtime: options.runtime)
     }
 
     /// Whether the loader stopped before the model's phases: nothing was observed about the model.
@@ -125,7 +163,8 @@ public struct Detonation: Sendable {
             durationMs: (Double(result.durationNs) / 1e3).rounded() / 1e3,
             stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
-            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup)
+            traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup,
+            runtime: runtime)
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

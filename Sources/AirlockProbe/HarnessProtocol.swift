@@ -55,6 +55,14 @@ public enum HarnessProtocol {
     public static let descriptorPrefix = "fd:"
     /// The prefix of every line the harness prints for the supervisor.
     public static let linePrefix = "airlock-harness: "
+    /// The script that describes a Python environment (`PythonRuntime`), inside the sandbox.
+    public static let runtimeEntryPoint = mountPoint + "/runtime.py"
+    /// The prefix of the one line `runtime.py` prints.
+    public static let runtimeLinePrefix = "airlock-runtime: "
+    /// The option naming the loader of a plain pickle (`HarnessConsumer`).
+    public static let consumerOption = "--consumer"
+    /// The option naming the libraries to import at start-up, comma-separated.
+    public static let importOption = "--import"
 
     /// The kinds of line the harness prints after `linePrefix`; the rest of the line is detail.
     public enum Line: String, Sendable, CaseIterable {
@@ -68,11 +76,20 @@ public enum HarnessProtocol {
         case probeError = "probe-error"
         /// Loading ran out of memory, stack or processes.
         case resourceExhausted = "resource-exhausted"
+        /// Start-up: the interpreter and the libraries imported before the model was touched (JSON; the first one is
+        /// the harness's, printed before any of the model's code can run).
+        case runtime
+        /// What `torch.load(weights_only=True)` said of the file (the first one, printed before the unsafe load).
+        case weightsOnly = "weights-only"
+        /// The top-level libraries loading and probing imported (after the loader returned; detail only).
+        case imported
+        /// Libraries the stand-ins answered for (detail only).
+        case standIns = "stand-ins"
 
         /// The exit code the harness ends with after printing this line.
         public var exitCode: ExitCode {
             switch self {
-            case .loaded, .leftBehind: .loaded
+            case .loaded, .leftBehind, .runtime, .weightsOnly, .imported, .standIns: .loaded
             case .loadError, .probeError: .raised
             case .resourceExhausted: .exhausted
             }
@@ -92,10 +109,16 @@ public enum HarnessProtocol {
     }
 
     /// The harness's command line inside the sandbox: `interpreter`, the entry point, the format and the model's
-    /// descriptor, and `--no-probe` unless the probe phase is wanted.
-    public static func argv(interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool) -> [String] {
+    /// descriptor, `--no-probe` unless the probe phase is wanted, the pickle's consumer when not plain pickle, and
+    /// the libraries to import at start-up.
+    public static func argv(
+        interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool,
+        consumer: HarnessConsumer = .pickle, imports: [String] = []
+    ) -> [String] {
         interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)]
             + (probe ? [] : [noProbeFlag])
+            + (consumer == .pickle ? [] : [consumerOption, consumer.rawValue])
+            + (imports.isEmpty ? [] : [importOption, imports.joined(separator: ",")])
     }
 
     /// The details of the `kind` lines among `lines` (already stripped of `linePrefix`), in order.
@@ -108,5 +131,26 @@ public enum HarnessProtocol {
     static func lines(_ bytes: [UInt8]) -> [String] {
         String(decoding: bytes.suffix(65536), as: UTF8.self).split(separator: "\n")
             .filter { $0.hasPrefix(linePrefix) }.map { String($0.dropFirst(linePrefix.count)) }
+    }
+
+    /// The first `kind` line's detail in the first 64 KiB of output: the one printed before the model could print.
+    static func first(_ kind: Line, in bytes: [UInt8]) -> String? {
+        let head = kind.rawValue + " "
+        return String(decoding: bytes.prefix(65536), as: UTF8.self).split(separator: "\n")
+            .first { $0.hasPrefix(linePrefix + head) }.map { String($0.dropFirst(linePrefix.count + head.count)) }
+    }
+}
+
+/// Which library's loader reads a plain pickle: the one its consumer uses, decided from the modules the pickle
+/// imports (pandas objects are read with `pandas.read_pickle`, which retries with its compatibility unpickler).
+public enum HarnessConsumer: String, Sendable, CaseIterable {
+    case pickle, pandas, dill, cloudpickle
+
+    /// The consumer of a pickle importing `modules` (top-level names).
+    public static func of(modules: Set<String>) -> HarnessConsumer {
+        if modules.contains("pandas") { return .pandas }
+        if modules.contains("dill") { return .dill }
+        if modules.contains("cloudpickle") { return .cloudpickle }
+        return .pickle
     }
 }

@@ -21,7 +21,11 @@ extension Verdict {
                     "the loader stopped before loading the model (\(detonation.outcome.detail ?? "unknown")): \(stderr)"
                 ))
         } else {
-            report.add(DynamicRules.findings(detonation, policy: policy))
+            let dynamic = DynamicRules.findings(detonation, policy: policy)
+            report.findings = ObservedHarmless.resolve(
+                report.findings, detonation: detonation, dynamic: dynamic, policy: policy,
+                probePhase: detonation.phases.contains(.probe))
+            report.add(dynamic)
         }
         report.timings += [("detonationMs", detonation.durationMs)] + detonation.phaseTimings
         report.timings.append(("verdictMs", StaticScanner.ms(since: judged)))

@@ -22,15 +22,16 @@ public struct ProbeOptions: Sendable {
     public var timeoutSeconds: Double?
     /// Whether the harness touches the loaded object (the `probe` phase).
     public var probePhase: Bool
-    /// The interpreter command inside the sandbox, before the harness path.
-    public var interpreter: [String]
+    /// The Python the harness loads with: the consumer's environment, mounted read-only; nil for the profile's
+    /// `python3 -I -S` with the stand-ins alone (no site-packages).
+    public var runtime: PythonRuntime?
     /// Bounds of the static analysis.
     public var budget: ScanBudget
 
     /// Creates options.
     public init(
         profile: Profile, program: SeccompProgram? = nil, policy: VerdictPolicy, harnessDirectory: String,
-        timeoutSeconds: Double? = nil, probePhase: Bool = true, interpreter: [String] = ["python3", "-I", "-S"],
+        timeoutSeconds: Double? = nil, probePhase: Bool = true, runtime: PythonRuntime? = nil,
         budget: ScanBudget = .standard
     ) {
         self.profile = profile
@@ -39,9 +40,12 @@ public struct ProbeOptions: Sendable {
         self.harnessDirectory = harnessDirectory
         self.timeoutSeconds = timeoutSeconds
         self.probePhase = probePhase
-        self.interpreter = interpreter
+        self.runtime = runtime
         self.budget = budget
     }
+
+    /// The interpreter command inside the sandbox, before the harness path.
+    public var interpreter: [String] { runtime?.arguments ?? ["python3", "-I", "-S"] }
 
     /// The harness directory found beside the profiles (`harness/load.py` in the profile directories).
     public static func locateHarness() -> String? {
@@ -86,7 +90,8 @@ public enum Prober {
         let started = StaticScanner.now()
         let detonation: Detonation
         do throws(SandboxError) {
-            detonation = try Detonation.run(fd: fd, format: format, options: options)
+            let plan = ConsumerPlan(format: format, modules: report.modules, runtime: options.runtime)
+            detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
             report.add([], error: ("detonation", "the sandbox could not run the loader: \(error)"))

@@ -163,8 +163,12 @@ struct NotifyPolicy {
     private let fallback: NotifyRule.Action
     /// System calls the profile does not decide (`SeccompProgram.undecided`): refused with ENOSYS.
     private let undecided: Set<String>
+    /// `dir/**` of each runtime tree (`SandboxRequest.runtimeTrees`): reads below them never match a denying path
+    /// rule.
+    private let runtimeTrees: [Glob]
 
-    init(profile: Profile) {
+    init(profile: Profile, runtimeTrees: [String] = []) {
+        self.runtimeTrees = runtimeTrees.map { Glob(PathMatcher.normalize($0) + "/**") }
         undecided = Set(SeccompProgram.undecided(profile))
         var refusals: [String: [SyscallRule]] = [:]
         for rule in profile.syscalls {
@@ -216,15 +220,7 @@ struct NotifyPolicy {
     private func matches(_ compiled: CompiledRule, _ name: String, _ args: [UInt64], _ d: TraceArguments) -> Bool {
         let rule = compiled.rule
         if let access = rule.access {
-            let write: Bool
-            switch name {
-            case "open": write = SyscallDecoder.opensForWrite(args[1])
-            case "openat": write = SyscallDecoder.opensForWrite(args[2])
-            case "creat": write = true
-            case "openat2": write = d.openHowWrites ?? true
-            default: write = false
-            }
-            guard (access == .write) == write else { return false }
+            guard (access == .write) == NotifyPolicy.opensForWrite(name, args, d) else { return false }
         }
         if rule.setIdMode == true {
             guard NotifyPolicy.setsIdBits(name, args, d) else { return false }
@@ -245,11 +241,28 @@ struct NotifyPolicy {
         let paths = [d.path, second].compactMap { $0 }
         if let globs = compiled.paths {
             guard paths.contains(where: { p in globs.contains { $0.matches(p) } }) else { return false }
+            if rule.action == .deny, !runtimeTrees.isEmpty, second == nil, let path = d.path,
+                ["open", "openat", "openat2"].contains(name), !NotifyPolicy.opensForWrite(name, args, d),
+                runtimeTrees.contains(where: { $0.matches(path) })
+            {
+                return false
+            }
         }
         if let globs = compiled.pathsOutside {
             guard paths.contains(where: { p in !globs.contains { $0.matches(p) } }) else { return false }
         }
         return true
+    }
+
+    /// Whether an open call (or `creat`) opens for writing; false for every other call.
+    static func opensForWrite(_ name: String, _ args: [UInt64], _ d: TraceArguments) -> Bool {
+        switch name {
+        case "open": SyscallDecoder.opensForWrite(args[1])
+        case "openat": SyscallDecoder.opensForWrite(args[2])
+        case "creat": true
+        case "openat2": d.openHowWrites ?? true
+        default: false
+        }
     }
 
     /// Whether the call's mode asks for the set-user-ID or set-group-ID bit: a mode change, or an open that creates.

@@ -20,12 +20,18 @@ public struct SandboxRequest: Sendable {
     /// Whether, and how long, to watch what the command leaves running once its work is done (it needs `phases`).
     /// Without it, whatever is left when the command exits is killed at once.
     public var observation: SandboxObservation?
+    /// Folders mounted read-only that hold the runtime the command runs with (a Python environment under /home): a
+    /// read below one is the runtime reading its own files, so the profile's denying path rules (its `secrets`)
+    /// do not match it. Only reads, and only paths that stay below the folder once `.` and `..` are collapsed.
+    public var runtimeTrees: [String]
 
     /// Creates a request.
     public init(
         argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
-        phases: [String] = [], passedFDs: [FileDescriptor] = [], observation: SandboxObservation? = nil
+        phases: [String] = [], passedFDs: [FileDescriptor] = [], observation: SandboxObservation? = nil,
+        runtimeTrees: [String] = []
     ) {
+        self.runtimeTrees = runtimeTrees
         self.argv = argv
         self.profile = profile
         self.timeoutSeconds = timeoutSeconds

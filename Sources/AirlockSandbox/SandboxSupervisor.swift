@@ -186,7 +186,8 @@ final class SandboxSupervisor {
         defer { airlock_watchdog_stop(watchdog) }
         let (listener, emulator) = try awaitListener()
         let notifier = try SeccompNotifier(
-            listener: listener, policy: NotifyPolicy(profile: request.profile), arch: arch, start: start,
+            listener: listener, policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees),
+            arch: arch, start: start,
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator
         )
         let observer = makeObserver(notifier)

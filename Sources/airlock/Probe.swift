@@ -39,6 +39,13 @@ extension Airlock {
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "The consumer's Python: an interpreter, or a virtual environment's folder (default: /usr/bin/python3). With --socket, the name of one of airlockd's runtimes.",
+                valueName: "PATH|NAME"))
+        var python: String?
+
         @Option(name: .long, help: "Ask airlockd at this socket instead of probing here (also $AIRLOCK_SOCKET).")
         var socket: String?
 
@@ -76,7 +83,7 @@ extension Airlock {
             do {
                 return .local(
                     try ProbeBackend.localOptions(
-                        profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase))
+                        profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase, python: python))
             } catch {
                 writeStderr("airlock: \(error)\n")
                 throw ExitCode(2)

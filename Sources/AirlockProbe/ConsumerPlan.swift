@@ -1,0 +1,62 @@
+/// How the harness loads one file in a given runtime: which library's loader reads it (`HarnessConsumer`) and which
+/// of the consumer's libraries it imports during start-up, before the model is touched.
+///
+/// Importing torch, scikit-learn or pandas opens thousands of files, starts thread pools, creates `/dev/shm`
+/// semaphores and asks `uname`: that is the library's start-up, which an inference service does once before it
+/// loads any model. Done in `startup`, none of it is blamed on the model; left to `load`, all of it would be.
+///
+/// Only modules of `libraries` are imported at start-up, and only when the runtime has them installed: the names
+/// come from the model's own pickles, and importing an arbitrary module it names (one whose import has side effects)
+/// during start-up would let it act where nothing is judged.
+public struct ConsumerPlan: Sendable, Equatable {
+    /// The loader of a plain pickle.
+    public var consumer: HarnessConsumer
+    /// Modules to import at start-up, in order.
+    public var imports: [String]
+
+    /// Libraries whose import is an inference service's start-up (their top-level module names).
+    public static let libraries: Set<String> = [
+        "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
+        "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
+    ]
+    /// Most modules imported at start-up.
+    public static let maxImports = 64
+
+    /// The plan for a file of `format` whose pickles import `modules`, loaded with `runtime`.
+    public init(format: HarnessFormat, modules: Set<String>, runtime: PythonRuntime?) {
+        let tops = Set(modules.map(ConsumerPlan.topLevel))
+        consumer = format == .pickle ? HarnessConsumer.of(modules: tops) : .pickle
+        var wanted: [String]
+        switch format {
+        case .pytorchZip, .pytorchLegacy: wanted = ["torch"]
+        case .joblib: wanted = ["numpy", "joblib"]
+        case .numpy, .npz: wanted = ["numpy"]
+        case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
+        }
+        wanted += modules.filter(ConsumerPlan.isModuleName).sorted()
+        var seen = Set<String>()
+        imports = wanted.filter { m in
+            let top = ConsumerPlan.topLevel(m)
+            guard ConsumerPlan.libraries.contains(top), runtime?.distribution(of: top) != nil else { return false }
+            return seen.insert(m).inserted
+        }
+        imports = Array(imports.prefix(ConsumerPlan.maxImports))
+    }
+
+    static func topLevel(_ module: String) -> String {
+        String(module.split(separator: ".", maxSplits: 1).first ?? Substring(module))
+    }
+
+    /// A dotted name of identifiers (`sklearn.ensemble._forest`): nothing else reaches the harness's command line.
+    static func isModuleName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 200 else { return false }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
+            guard let first = part.unicodeScalars.first,
+                first == "_" || (first.isASCII && first.properties.isAlphabetic)
+            else { return false }
+            return part.unicodeScalars.allSatisfy {
+                $0 == "_" || ($0.isASCII && $0.properties.isAlphabetic) || ("0"..."9").contains($0)
+            }
+        }
+    }
+}
