@@ -6,7 +6,12 @@ PREFIX ?= /usr/local
 CONFIG ?= release
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and systemd-tmpfiles for the daemon's tests
 # (SystemdUnitTests); it need not be running.
-APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema pkg-config systemd
+# The consumer's Python stack that detonations load with by default (`airlock probe` uses the system's python3 and
+# its site-packages) and that the tests make real models with: Debian's packages, CPU-only torch (~200 MB download).
+ML_PACKAGES := python3-numpy python3-sklearn python3-joblib python3-pandas python3-dill python3-cloudpickle python3-torch
+APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev python3 python3-jsonschema python3-venv pkg-config systemd $(ML_PACKAGES)
+# The system's interpreter: detonations use it unless --python names another.
+PYTHON ?= /usr/bin/python3
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -34,7 +39,7 @@ build: deps harness
 # The loader harness's bytecode, compiled once (the sandbox mounts it read-only and never writes bytecode):
 # saves compiling it on every detonation. A stale or missing cache only costs that time.
 harness:
-	python3 -m compileall -q Profiles/harness
+	$(PYTHON) -m compileall -q Profiles/harness
 
 # The house style, strict: swift-format (it ships with the toolchain; configuration in .swift-format: 4 spaces, 120
 # columns) finds nothing to change, and no Swift file is over 600 lines (Tests/Lint/file-lengths.sh). `make format`
@@ -56,7 +61,7 @@ test: deps harness lint
 # and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness
 # contract. A quick loop while editing; `swift test --filter SUITE` runs one suite (HACKING.md).
 UNIT_TEST_TARGETS := AirlockSystemTests AirlockJSONTests AirlockNamesTests AirlockTraceTests AirlockFormatsTests AirlockAnalysisTests
-UNIT_TEST_SUITES := AirlockProbeTests.VerdictRulesTests AirlockProbeTests.PolicyProfileTests AirlockProbeTests.HarnessContractTests
+UNIT_TEST_SUITES := AirlockProbeTests.VerdictRulesTests AirlockProbeTests.PolicyProfileTests AirlockProbeTests.HarnessContractTests AirlockProbeTests.RuntimeRulesTests
 test-unit: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest --skip-build $(foreach t,$(UNIT_TEST_TARGETS) $(UNIT_TEST_SUITES),--filter '^$(t)[./]')

@@ -36,7 +36,7 @@ def run(code):
     return Call(Global("builtins", "exec"), (code,))
 
 
-def tensor(key, shape, storage="FloatStorage"):
+def tensor(key, shape, storage="FloatStorage", legacy=False):
     numel = 1
     for n in shape:
         numel *= n
@@ -46,18 +46,36 @@ def tensor(key, shape, storage="FloatStorage"):
         acc *= n
     stride = tuple(stride)
     return Call(Global("torch._utils", "_rebuild_tensor_v2"),
-                (PersId(("storage", Global("torch", storage), key, "cpu", numel)), 0, tuple(shape), stride, False,
+                # The legacy format's persistent ids carry a sixth member, the view metadata (None).
+                (PersId(("storage", Global("torch", storage), key, "cpu", numel) + ((None,) if legacy else ())), 0,
+                 tuple(shape), stride, False,
                  Call(Global("collections", "OrderedDict"), ())))
 
 
-def realistic_state_dict():
+LAYERS = [("conv1.weight", (8, 3, 3, 3)), ("conv1.bias", (8,)), ("bn1.weight", (8,)), ("bn1.bias", (8,)),
+          ("bn1.running_mean", (8,)), ("bn1.running_var", (8,)), ("bn1.num_batches_tracked", ()),
+          ("fc.weight", (10, 8)), ("fc.bias", (10,))]
+
+
+def legacy_storages():
+    """The storages after a legacy file's last pickle, as torch writes them: per key, the element count (int64)
+    then the elements."""
+    out = b""
+    for name, shape in LAYERS:
+        numel = 1
+        for n in shape:
+            numel *= n
+        out += struct.pack("<q", numel) + bytes(numel * (8 if name.endswith("num_batches_tracked") else 4))
+    return out
+
+
+def realistic_state_dict(legacy=False):
     """A small CNN's state_dict as torch.save writes it: parameters, buffers, and `_metadata` set by BUILD."""
-    layers = [("conv1.weight", (8, 3, 3, 3)), ("conv1.bias", (8,)), ("bn1.weight", (8,)), ("bn1.bias", (8,)),
-              ("bn1.running_mean", (8,)), ("bn1.running_var", (8,)), ("bn1.num_batches_tracked", ()),
-              ("fc.weight", (10, 8)), ("fc.bias", (10,))]
+    layers = LAYERS
     entries = {}
     for i, (name, shape) in enumerate(layers):
-        entries[name] = tensor(str(i), shape, "LongStorage" if name.endswith("num_batches_tracked") else "FloatStorage")
+        entries[name] = tensor(str(i), shape, "LongStorage" if name.endswith("num_batches_tracked") else "FloatStorage",
+                               legacy)
     metadata = Call(Global("collections", "OrderedDict"), ([("", {"version": 1}), ("conv1", {"version": 1}),
                                                            ("bn1", {"version": 2}), ("fc", {"version": 1})],))
     sd = Build(Call(Global("collections", "OrderedDict"), ()), entries, callee="collections.OrderedDict")
@@ -86,11 +104,12 @@ def main(out):
     sd, n = realistic_state_dict()
     torch_zip(p("resnetish.pt"), pkl(sd), n)
     expect("resnetish.pt", "clean")
-    checkpoint = {"epoch": 12, "best_acc": 0.913, "arch": "resnetish", "state_dict": sd,
+    legacy_sd, _ = realistic_state_dict(legacy=True)
+    checkpoint = {"epoch": 12, "best_acc": 0.913, "arch": "resnetish", "state_dict": legacy_sd,
                   "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "momentum": 0.9, "params": list(range(n))}]}}
     write("checkpoint_legacy.pth", bytes.fromhex("80028a0a6cfc9c46f9206aa85019") + b"." + pkl(1001)
           + pkl({"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}})
-          + pkl(checkpoint) + pkl([str(i) for i in range(n)]) + bytes(8 * n))
+          + pkl(checkpoint) + pkl([str(i) for i in range(n)]) + legacy_storages())
     expect("checkpoint_legacy.pth", "clean")
 
     # Gadgets that need no denylisted name to act; the sandbox sees what they do.
