@@ -40,6 +40,8 @@ public struct DetonationSummary: Sendable, Equatable {
     public var traceOmitted: Int? = nil
     /// The Python the model was loaded with.
     public var runtime: RuntimeSummary? = nil
+    /// Calls allowed during the runtime's start-up, counted and not listed in the trace.
+    public var startupAllowed: Int = 0
 
     /// Creates a summary.
     public init(
@@ -47,9 +49,10 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil
+        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0
     ) {
         self.runtime = runtime
+        self.startupAllowed = startupAllowed
         self.argv = argv
         self.outcome = outcome
         self.phaseReached = phaseReached
@@ -87,6 +90,7 @@ public struct DetonationSummary: Sendable, Equatable {
             ("limitsHit", .array(limitsHit.map(\.json))),
             ("cgroup", cgroup.json),
             ("runtime", runtime?.json ?? .null),
+            ("startupAllowed", .int(startupAllowed)),
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         return .object(members)
@@ -126,6 +130,7 @@ public struct DetonationSummary: Sendable, Equatable {
             stdoutTail: string("stdoutTail") ?? "", stderrTail: string("stderrTail") ?? "",
             traceDropped: int("traceDropped") ?? 0, traceDroppedBytes: int("traceDroppedBytes") ?? 0,
             limitsHit: limitsHit, cgroup: cgroup, traceOmitted: int("traceOmitted"))
+        startupAllowed = int("startupAllowed") ?? 0
         if let member = field("runtime"), member != .null {
             guard let runtime = RuntimeSummary(json: member) else { return nil }
             self.runtime = runtime

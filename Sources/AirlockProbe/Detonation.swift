@@ -84,10 +84,12 @@ public struct Detonation: Sendable {
         let observation = SandboxObservation(
             baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
             windowSeconds: options.policy.observationSeconds)
-        let request = SandboxRequest(
+        var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
             extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
             observation: observation, runtimeTrees: options.runtime?.trees ?? [])
+        // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
+        request.quietPhase = HarnessPhase.startup.rawValue
         let result = try Sandbox.run(request, program: options.program)
         return Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
@@ -139,7 +141,10 @@ public struct Detonation: Sendable {
         }
         if shown.count > 40 { lines.append("… \(shown.count - 40) more (--format json has the whole trace)") }
         let refused = result.trace.filter { $0.action != .allowed && $0.rule != .phase }.count
-        lines.append("\(result.trace.count + result.traceDropped) notified calls, \(refused) refused; " + ending)
+        let quiet = result.traceQuieted > 0 ? " (\(result.traceQuieted) allowed in start-up, not listed)" : ""
+        lines.append(
+            "\(result.trace.count + result.traceDropped + result.traceQuieted) notified calls\(quiet), \(refused) refused; "
+                + ending)
         return lines
     }
 
@@ -164,7 +169,7 @@ public struct Detonation: Sendable {
             stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
             traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup,
-            runtime: runtime)
+            runtime: runtime, startupAllowed: result.traceQuieted)
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

@@ -24,6 +24,9 @@ public struct SandboxRequest: Sendable {
     /// read below one is the runtime reading its own files, so the profile's denying path rules (its `secrets`)
     /// do not match it. Only reads, and only paths that stay below the folder once `.` and `..` are collapsed.
     public var runtimeTrees: [String]
+    /// A phase whose allowed calls are counted, not kept in the trace (`SandboxResult.traceQuieted`): the runtime's
+    /// start-up. Its refusals are kept.
+    public var quietPhase: String? = nil
 
     /// Creates a request.
     public init(

@@ -26,6 +26,8 @@ public struct SandboxResult: Sendable {
     public var traceDropped: Int
     /// Bytes of JSON the events not kept would have taken.
     public var traceDroppedBytes: Int = 0
+    /// Allowed calls of the request's `quietPhase` counted and not kept.
+    public var traceQuieted: Int = 0
     /// Wall-clock time from spawn to the end, nanoseconds.
     public var durationNs: UInt64
     /// The command's PID inside the sandbox (2), 0 when it never started.

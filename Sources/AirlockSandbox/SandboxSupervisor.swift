@@ -188,7 +188,8 @@ final class SandboxSupervisor {
         let notifier = try SeccompNotifier(
             listener: listener, policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees),
             arch: arch, start: start,
-            maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator
+            maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator,
+            quietPhase: request.quietPhase
         )
         let observer = makeObserver(notifier)
         var run = RunState(
@@ -360,6 +361,7 @@ final class SandboxSupervisor {
             durationNs: monotonicNow() - start
         )
         result.commandPid = run.commandPid
+        result.traceQuieted = notifier.recorder.quieted
         result.observation = observer?.report
         if let cgroup {
             // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.

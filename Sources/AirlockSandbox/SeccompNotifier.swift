@@ -41,11 +41,12 @@ final class SeccompNotifier {
 
     init(
         listener: FileDescriptor, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
-        phases: [String] = [], emulator: CallEmulator? = nil
+        phases: [String] = [], emulator: CallEmulator? = nil, quietPhase: String? = nil
     ) throws(SandboxError) {
         self.listener = listener.rawValue
         self.emulator = emulator
         recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
+        recorder.quietPhase = quietPhase
         self.phases = phases
         self.policy = policy
         self.arch = arch

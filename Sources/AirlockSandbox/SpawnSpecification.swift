@@ -83,7 +83,7 @@ final class SpawnSpecification {
             [
                 limit(RLIMIT_AS, limits.addressSpaceBytes, limits.addressSpaceBytes),
                 limit(RLIMIT_CPU, limits.cpuSeconds, limits.cpuSeconds + 1),
-                limit(RLIMIT_NOFILE, limits.openFiles, limits.openFiles),
+                limit(RLIMIT_NOFILE, SpawnSpecification.openFiles(limits), SpawnSpecification.openFiles(limits)),
                 airlock_rlimit(resource: airlock_rlimit_nproc(), soft: nproc, hard: nproc),
                 limit(RLIMIT_FSIZE, limits.fileSizeBytes, limits.fileSizeBytes),
                 limit(RLIMIT_CORE, 0, 0),
@@ -111,6 +111,14 @@ final class SpawnSpecification {
             )
         }
         return (rc, FileDescriptor(pidfd))
+    }
+
+    /// The profile's `openFiles`, at most the supervisor's own hard limit: a process without CAP_SYS_RESOURCE in the
+    /// first user namespace cannot raise it, and PID 1 would die in set-up trying (under `prlimit --nofile=40:40`).
+    static func openFiles(_ limits: Limits) -> UInt64 {
+        var files = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 else { return limits.openFiles }
+        return min(limits.openFiles, UInt64(files.rlim_max))
     }
 
     /// The mount list as `airlock_mount`s. A required bind source must exist now: the error names its profile field
