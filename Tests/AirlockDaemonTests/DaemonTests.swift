@@ -70,7 +70,13 @@ struct DaemonTests {
             let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "128"])
             defer { daemon.stop() }
             let socket = daemon.socket
-            let model = "\(dir)/benign.pt"
+            // A plain pickle of plain values: the queue is what is tested, not how long torch takes to import
+            // (about a second per cold detonation).
+            let model = "\(dir)/weights.pkl"
+            let made = try runProgram(
+                "/usr/bin/python3",
+                ["-c", "import pickle; pickle.dump({'w': [0.5] * 8, 'b': 0.1}, open('\(model)', 'wb'))"])
+            #expect(made.status == 0, "\(made.stderr)")
             let results = Collector<ProbeOutcome>()
             onThreads(100, into: results) { _ in probeThroughDaemon(socket, model, client: 120) }
             let done = results.wait(count: 100, timeout: 120)
