@@ -5,7 +5,8 @@
 
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
-`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz. `--consumer` says
+`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz; or hf-remote-code,
+a repository with remote code packed by `airlock probe` (airlock_remote_code.py). `--consumer` says
 which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
 `--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
 start-up (threads, semaphores, /proc reads) is the runtime's and not the model's.
@@ -45,6 +46,7 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
+import airlock_remote_code
 from airlock_consumers import accepts_keyword, configure, imported_libraries, preimport, real, use
 
 PHASE_PREFIX = "/.airlock/phase/"
@@ -392,7 +394,11 @@ LOADERS = {
     "pytorch-legacy": load_torch_legacy,
     "numpy": load_numpy,
     "npz": load_npz,
+    "hf-remote-code": airlock_remote_code.load,
 }
+# Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
+# model constructed from its config).
+CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct}
 
 
 CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
@@ -548,6 +554,8 @@ def main(argv):
               "[--import MODULE,...]", file=sys.stderr)
         return 2
     loader, model, probe, CONSUMER, imports = parsed
+    if argv[1] == "hf-remote-code":
+        airlock_remote_code.prepare()
     start(imports)
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
     announce("load")
@@ -563,6 +571,7 @@ def main(argv):
     if probe:
         announce("probe")
         try:
+            obj = CONSTRUCTORS.get(argv[1], lambda o: o)(obj)
             touch(obj)
             if not use(obj):
                 call_like_a_consumer(obj)
@@ -574,8 +583,9 @@ def main(argv):
     announce("end")
     obj = None  # what only the harness held is finalized in settle()
     attempt(lambda: say("imported", ",".join(imported_libraries(before))))
-    if STAND_INS_USED:
-        say("stand-ins", ",".join(sorted(STAND_INS_USED)))
+    stand_ins = STAND_INS_USED | airlock_remote_code.STAND_INS_USED
+    if stand_ins:
+        say("stand-ins", ",".join(sorted(stand_ins)))
     try:
         threads = settle()
     except BaseException:  # a late payload's exception: the supervisor has seen what it did

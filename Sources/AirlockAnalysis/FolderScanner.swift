@@ -20,17 +20,34 @@ enum FolderScanner {
     /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`, the path escaped as
     /// `FileName.escaped` shows names. Two walks: the first only looks at names (is there safetensors? names that
     /// read alike?), the second opens and examines one file at a time.
-    static func scan(dirfd: Int32, display: String, examine: (Int32, String) -> Report, report: (Report) -> Void) {
+    ///
+    /// `repository`, when given, examines each folder of the tree whose config names remote code (`auto_map`, at most
+    /// `maxRepositories`) once, before any of its files is reported, and amends the reports of the files directly in
+    /// it (`RepositoryExamination`).
+    static func scan(
+        dirfd: Int32, display: String, examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
+        report: (Report) -> Void
+    ) {
         var hasSafetensors = false
+        var declaring: [FileName: [FileName]] = [:]  // folder (relative) → its configs with an auto_map
         // Grouped by how the name reads (lossy decoding, `String` equality: Unicode canonical equivalence), on
         // purpose: only to find distinct byte names a reader or another tool would take for one.
         var firstReading: [String: FileName] = [:]
         var readAlike: [String: Set<FileName>] = [:]  // only the readings shared by two names or more
         var walked = 0
-        FolderWalk.walk(dirfd) { relative, _ in
+        FolderWalk.walk(dirfd) { relative, entry in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
             walked += 1
             guard walked <= maxFiles else { return }
+            if repository != nil, case .file(let open, _) = entry, RemoteCodeFolder.isConfig(relative.lastComponent),
+                declaring.count < RemoteCodeFolder.maxRepositories || declaring[relative.parent] != nil,
+                let fd = open()
+            {
+                let name = relative.lastComponent
+                if FileDescriptor(fd).closeAfter({ AutoMap.read(fd: $0.rawValue, name: name.escaped) }) != nil {
+                    declaring[relative.parent, default: []].append(name)
+                }
+            }
             let key = relative.lookalikeKey
             if let first = firstReading[key] {
                 readAlike[key, default: [first]].insert(relative)
@@ -42,6 +59,14 @@ enum FolderScanner {
             for name in group { out[name] = group.filter { $0 != name }.sorted() }
         }
         let base = display.hasSuffix("/") ? String(display.dropLast()) : display
+        var examined: [FileName: RepositoryExamination] = [:]
+        if let repository {
+            for (folder, configs) in declaring.sorted(by: { $0.key < $1.key }) {
+                let shown = folder.bytes.isEmpty ? base : base + "/" + folder.escaped
+                guard let sub = FolderWalk.openFolder(dirfd, folder) else { continue }
+                examined[folder] = FileDescriptor(sub).closeAfter { repository($0.rawValue, shown, configs) }
+            }
+        }
         var files = 0
         FolderWalk.walk(dirfd) { relative, entry in
             let path = base + "/" + relative.escaped
@@ -62,6 +87,7 @@ enum FolderScanner {
                         names
                             + folderFindings(
                                 fd: fd, name: relative, format: r.target.format, hasSafetensors: hasSafetensors))
+                    examined[relative.parent]?.amend(relative.lastComponent, &r)
                     return r
                 }
                 report(examined)
@@ -124,26 +150,9 @@ enum FolderScanner {
         return extra
     }
 
-    /// `auto_map` in a config: classes that transformers imports from the repository's own Python files.
+    /// `auto_map` in a config: classes that transformers imports from the repository's own Python files, and the
+    /// references that point elsewhere (`AutoMap.findings`).
     static func remoteCode(fd: Int32, name: String) -> [Finding] {
-        guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20,
-            let tree = try? JSON.parse(view.array, maxDepth: 128), case .object(let members) = tree
-        else { return [] }
-        guard let (_, autoMap) = members.first(where: { $0.0 == "auto_map" }) else { return [] }
-        var targets: [String] = []
-        if case .object(let entries) = autoMap {
-            for (_, v) in entries {
-                if case .string(let s) = v { targets.append(s) }
-                if case .array(let items) = v { for case .string(let s) in items { targets.append(s) } }
-            }
-        }
-        return [
-            Finding(
-                rule: "hf.remote-code", severity: .high,
-                message:
-                    "config maps model classes to code in the repository (auto_map): trust_remote_code=True would run it",
-                evidence: Evidence(member: name, args: targets.isEmpty ? nil : targets)
-            )
-        ]
+        AutoMap.read(fd: fd, name: name)?.findings(config: name) ?? []
     }
 }

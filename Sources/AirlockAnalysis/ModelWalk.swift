@@ -12,7 +12,11 @@ internal import AirlockSystem
 public enum ModelWalk {
     /// Walks files and folders (recursively, in name order); calls `examine` once per file, open as the descriptor
     /// given and named by the path given, and `report` with what it returned (plus folder-level findings).
-    public static func walk(paths: [String], examine: (Int32, String) -> Report, report: (Report) -> Void) {
+    /// `repository` examines each repository with remote code in a folder once (`RepositoryExamination`).
+    public static func walk(
+        paths: [String], examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
+        report: (Report) -> Void
+    ) {
         for path in paths {
             // Shown escaped as walked names are: a path (a shell glob's match) with a newline or an escape sequence
             // must not forge a line of the report.
@@ -34,7 +38,7 @@ public enum ModelWalk {
             fd.closeAfter {
                 walk(
                     fd: $0.rawValue, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine,
-                    report: report)
+                    repository: repository, report: report)
             }
         }
     }
@@ -42,10 +46,11 @@ public enum ModelWalk {
     /// Walks what `fd` is open as: a folder, walked by descriptors, or a file. `path` names it in the reports. The
     /// caller keeps `fd`.
     public static func walk(
-        fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report, report: (Report) -> Void
+        fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report,
+        repository: RepositoryExaminer? = nil, report: (Report) -> Void
     ) {
         if isDirectory {
-            FolderScanner.scan(dirfd: fd, display: path, examine: examine, report: report)
+            FolderScanner.scan(dirfd: fd, display: path, examine: examine, repository: repository, report: report)
         } else {
             report(examine(fd, path))
         }

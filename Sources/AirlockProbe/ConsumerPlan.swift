@@ -19,6 +19,12 @@ public struct ConsumerPlan: Sendable, Equatable {
         "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
         "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
     ]
+    /// transformers' modules that loading a repository with remote code uses, imported lazily by transformers
+    /// itself: imported at start-up so that their imports (huggingface_hub, safetensors, torch's submodules) are not
+    /// blamed on the repository's code.
+    static let transformersModules = [
+        "transformers.dynamic_module_utils", "transformers.configuration_utils", "transformers.modeling_utils",
+    ]
     /// Most modules imported at start-up.
     public static let maxImports = 64
 
@@ -32,6 +38,7 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .joblib: wanted = ["numpy", "joblib"]
         case .numpy, .npz: wanted = ["numpy"]
         case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
+        case .hfRemoteCode: wanted = ["torch", "transformers"] + ConsumerPlan.transformersModules
         }
         wanted += modules.filter(ConsumerPlan.isModuleName).sorted()
         var seen = Set<String>()

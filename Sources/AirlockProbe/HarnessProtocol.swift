@@ -24,6 +24,9 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
     case pytorchZip = "pytorch-zip"
     case pytorchLegacy = "pytorch-legacy"
     case numpy, npz
+    /// A repository with remote code (`auto_map`), passed as a `RepositoryPack`: its modules imported, its config
+    /// built and its model constructed as transformers does with `trust_remote_code=True`. Never a file's format.
+    case hfRemoteCode = "hf-remote-code"
 
     /// The harness format for a file of `format`, when loading it can run code and the harness can load it: pickles
     /// in every wrapping, and NumPy files only when an array has the object dtype (`objectArrays`), since numeric

@@ -61,9 +61,12 @@ public struct ProbeOptions: Sendable {
 /// format it decides (`HarnessFormat`) → `Detonation.run` (the typed trace and outcome) → `Verdict.decide` → the
 /// report. Detonations block the calling thread (see `Sandbox.run`): call from a dedicated thread.
 public enum Prober {
-    /// Probes files and folders (recursively, in name order, as `airlock scan` walks them); one report per file.
+    /// Probes files and folders (recursively, in name order, as `airlock scan` walks them); one report per file. A
+    /// folder holding a repository with remote code is also detonated as a whole (`RemoteCodeDetonation`).
     public static func probe(paths: [String], options: ProbeOptions, report: (Report) -> Void) {
-        ModelWalk.walk(paths: paths, examine: { probe(fd: $0, path: $1, options: options) }, report: report)
+        ModelWalk.walk(
+            paths: paths, examine: { probe(fd: $0, path: $1, options: options) },
+            repository: RemoteCodeDetonation.examiner(options: options), report: report)
     }
 
     /// Probes one file.
