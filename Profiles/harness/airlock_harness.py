@@ -304,6 +304,13 @@ def load_torch(f, stand_in):
         STAND_INS_USED.add("torch")
         return stand_in(f)
     keyword = accepts_keyword(torch.load, "weights_only")
+    if torchscript(f):
+        # torch.load(weights_only=True) hands a TorchScript archive to torch.jit.load, which runs its code: the
+        # answer would say nothing about whether the file is data only.
+        say("weights-only", "not-applicable TorchScript: torch.load passes it to torch.jit.load, which runs its code")
+        f.seek(0)
+        return torch.jit.load(f, map_location="cpu")
+    f.seek(0)
     if keyword:
         try:
             torch.load(f, map_location="cpu", weights_only=True)
@@ -312,10 +319,6 @@ def load_torch(f, stand_in):
             say("weights-only", f"refused {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
     else:
         say("weights-only", "unsupported")
-    f.seek(0)
-    if torchscript(f):
-        f.seek(0)
-        return torch.jit.load(f, map_location="cpu")
     f.seek(0)
     return torch.load(f, map_location="cpu", **({"weights_only": False} if keyword else {}))
 
@@ -534,12 +537,15 @@ def options(argv):
     return LOADERS[argv[1]], argv[2], "--no-probe" not in argv[3:], consumer, imports
 
 
-def start(imports):
+def start(imports, torch_format):
     """Start-up, before the model's bytes are touched: single-threaded native pools, no bytecode writes, and the
     consumer's libraries imported. Says what imported (the first `runtime` line is printed before any of the model's
-    code can run)."""
+    code can run), and, unless torch will be asked about the file before the model's code can run, that it will not
+    be: the first `weights-only` line is then always the harness's."""
     configure()
     loaded, missing = preimport(imports)
+    if not (torch_format and real("torch") is not None):
+        say("weights-only", "not-asked")
     import json
     detail = {"python": sys.version.split()[0], "executable": sys.executable, "libraries": loaded,
               "missing": missing}
@@ -556,7 +562,7 @@ def main(argv):
     loader, model, probe, CONSUMER, imports = parsed
     if argv[1] == "hf-remote-code":
         airlock_remote_code.prepare()
-    start(imports)
+    start(imports, loader in (load_torch_zip, load_torch_legacy))
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
     announce("load")
     try:

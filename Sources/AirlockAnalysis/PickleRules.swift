@@ -129,6 +129,16 @@ public enum PickleRules {
         "pip._internal.cli.main.main": "installs packages",
         "code.InteractiveConsole": "runs Python source", "code.InteractiveInterpreter": "runs Python source",
         "code.interact": "runs an interactive interpreter", "code.compile_command": "compiles Python source",
+        // Code execution inside the ML libraries themselves: each runs source or code the file supplies.
+        "torch.fx.graph_module.reduce_graph_module": "executes Python source the file supplies",
+        "torch.fx.graph_module.reduce_package_graph_module": "executes Python source the file supplies",
+        "torch.fx.graph_module.reduce_deploy_graph_module": "executes Python source the file supplies",
+        "torch.fx.graph_module._forward_from_src": "executes Python source",
+        "torch.fx.graph_module._exec_with_source": "executes Python source",
+        "torch.fx.graph_module._format_import_block": "gadget",
+        "torch.package.package_importer.PackageImporter":
+            "imports code from a package", "torch.utils.cpp_extension.load_inline": "compiles and loads native code",
+        "torch.utils.cpp_extension.load": "compiles and loads native code",
     ]
 
     /// Dangerous globals that are building blocks rather than code execution on their own.
@@ -138,6 +148,10 @@ public enum PickleRules {
         "torch.storage._load_from_bytes", "numpy.load", "inspect.getattr_static", "sys.modules",
         "builtins.globals", "builtins.locals", "builtins.vars", "builtins.input", "builtins.setattr",
         "builtins.delattr", "tempfile.mktemp", "logging.config.valid_ident", "venv.create", "site.addsitedir",
+        // torch.fx's GraphModule pickles carry their forward as source: an honest traced model does this too, so
+        // it is high (suspicious), not critical; the code is the file's, and the detonation shows what it does.
+        "torch.fx.graph_module.reduce_graph_module", "torch.fx.graph_module.reduce_package_graph_module",
+        "torch.fx.graph_module.reduce_deploy_graph_module", "torch.fx.graph_module._format_import_block",
     ]
 
     /// Modules whose globals are suspect but not code execution by themselves.

@@ -43,8 +43,8 @@ public struct RuntimeSummary: Sendable, Equatable {
     public var libraries: [Library]
     /// Libraries the harness's stand-ins answered for because the environment lacks them.
     public var standIns: [String]
-    /// What `torch.load(weights_only=True)` on this torch said of the file: `accepted`, `refused …`, `unsupported`;
-    /// nil when torch did not load it.
+    /// What `torch.load(weights_only=True)` on this torch said of the file: `accepted`, `refused …`, `unsupported`,
+    /// `not-applicable …` (TorchScript, which torch passes to `torch.jit.load`); nil when torch did not load it.
     public var weightsOnly: String?
 
     /// Creates a summary.

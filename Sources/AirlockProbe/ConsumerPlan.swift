@@ -40,7 +40,7 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
         case .hfRemoteCode: wanted = ["torch", "transformers"] + ConsumerPlan.transformersModules
         }
-        wanted += modules.filter(ConsumerPlan.isModuleName).sorted()
+        wanted += modules.filter(ConsumerPlan.importableAtStartup).sorted()
         var seen = Set<String>()
         imports = wanted.filter { m in
             let top = ConsumerPlan.topLevel(m)
@@ -52,6 +52,16 @@ public struct ConsumerPlan: Sendable, Equatable {
 
     static func topLevel(_ module: String) -> String {
         String(module.split(separator: ".", maxSplits: 1).first ?? Substring(module))
+    }
+
+    /// Module components never imported at start-up: a package's `__main__` runs a program on the harness's own
+    /// command line, and test suites start processes and servers.
+    static let neverAtStartup: Set<String> = ["__main__", "tests", "test", "testing", "conftest", "_testing"]
+
+    /// Whether `module` may be imported during start-up (besides being a consumer library's).
+    static func importableAtStartup(_ module: String) -> Bool {
+        isModuleName(module)
+            && !module.split(separator: ".").contains { neverAtStartup.contains(String($0)) || $0.hasPrefix("test_") }
     }
 
     /// A dotted name of identifiers (`sklearn.ensemble._forest`): nothing else reaches the harness's command line.

@@ -56,7 +56,9 @@ public struct Detonation: Sendable {
             (HarnessProtocol.details(kind, in: lines).last ?? "").split(separator: ",").map(String.init)
                 .filter(ConsumerPlan.isModuleName).prefix(100).map { $0 }
         }
+        // The harness says `not-asked` at start-up when torch will not be asked: the first line is always its own.
         let weightsOnly = HarnessProtocol.first(.weightsOnly, in: result.stderr).map { String($0.prefix(300)) }
+            .flatMap { $0 == "not-asked" ? nil : $0 }
         return runtime.summary(
             startup: startup, loaded: list(.imported), standIns: list(.standIns), weightsOnly: weightsOnly)
     }

@@ -5,6 +5,8 @@ internal import AirlockFormats
 /// What a detonation with the consumer's real libraries settles that the static analysis could not: an import on
 /// neither list (`pickle.unknown-import`, medium), such as `sklearn.ensemble._forest.RandomForestClassifier`, is
 /// resolved as observed harmless when
+/// - the import names a class, or a library function known to rebuild data (`dataFunctions`): a plain function may
+///   run code the file supplies, later, on an input the probe never sends;
 /// - the runtime is the consumer's (`PythonRuntime`), and the import's top-level module is an installed
 ///   distribution there that the stand-ins did not answer for;
 /// - the loader returned and the probe phase used the object: the supervisor saw every phase marker in order, and the
@@ -32,7 +34,7 @@ enum ObservedHarmless {
         else { return findings }
         return findings.map { finding in
             guard finding.rule == rule, finding.source == .static, finding.severity == .medium,
-                let global = finding.evidence.global
+                let global = finding.evidence.global, ObservedHarmless.isDataConstructor(global)
             else { return finding }
             let top = String(global.split(separator: ".", maxSplits: 1).first ?? "")
             let module = libraryOf[top] ?? top
@@ -48,6 +50,31 @@ enum ObservedHarmless {
             resolved.evidence.details += [("resolvedBy", "detonation"), ("library", name)]
             return resolved
         }
+    }
+}
+
+extension ObservedHarmless {
+    /// Library functions known to rebuild data from their arguments (pandas' block and index rebuilders, TorchScript's
+    /// list builders), besides classes. Any other function stays unresolved: a library function can run what the
+    /// file gives it later, on an input the probe does not send (`torch.fx`'s `reduce_graph_module` executes source
+    /// from the file, and a backdoor it installs stays quiet until its trigger), so running quietly proves nothing.
+    static let dataFunctions: Set<String> = [
+        "pandas._libs.internals._unpickle_block", "pandas.core.internals.blocks._unpickle_block",
+        "pandas.core.indexes.base._new_Index", "pandas.core.indexes.period._new_PeriodIndex",
+        "pandas._libs.tslibs.timestamps._unpickle_timestamp", "pandas._libs.tslibs.timedeltas._timedelta_unpickle",
+        "pandas.core.arrays.categorical._recode_for_categories",
+        "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist", "torch.jit._pickle.build_boollist",
+        "torch.jit._pickle.build_tensorlist", "torch.jit._pickle.build_tensor_from_id",
+        "torch.jit._pickle.restore_type_tag",
+    ]
+
+    /// Whether `global` names a class (Python's convention: the last name starts with a capital, after leading
+    /// underscores) or a known data rebuilder: only those are lowered. A class's construction is the library's
+    /// code on the file's data; a plain callable may be a gadget that runs the file's code.
+    static func isDataConstructor(_ global: String) -> Bool {
+        if dataFunctions.contains(global) { return true }
+        guard let last = global.split(separator: ".").last else { return false }
+        return last.drop { $0 == "_" }.first.map { $0.isUppercase && $0.isASCII } ?? false
     }
 }
 

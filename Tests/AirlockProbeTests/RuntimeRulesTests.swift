@@ -113,6 +113,18 @@ import AirlockTestSupport
         let refused = VerdictRulesTests.event(0, "openat", rule: .notify("write-outside-tmp"), phase: .probe)
         let dirty = try Self.decide([sk], Self.detonation([refused]))
         #expect(dirty.findings.contains { $0.rule == sk.rule && $0.severity == .medium })
+        // A plain function of an installed library: it may run what the file gave it on a later input.
+        #expect(try Self.decide([Self.unknown("sklearn.utils.run_later")], Self.detonation()).verdict == .suspicious)
+        #expect(
+            try Self.decide([Self.unknown("torch.fx.graph_module.reduce_graph_module")], Self.detonation()).verdict
+                != .clean)
+        #expect(ObservedHarmless.isDataConstructor("sklearn.tree._tree.Tree"))
+        #expect(ObservedHarmless.isDataConstructor("pandas.core.indexes.base._new_Index"))
+        #expect(!ObservedHarmless.isDataConstructor("torch.fx.graph_module.reduce_graph_module"))
+        // Never at start-up: a package's __main__ or its tests.
+        #expect(!ConsumerPlan.importableAtStartup("numpy.f2py.__main__"))
+        #expect(!ConsumerPlan.importableAtStartup("sklearn.tests.test_x"))
+        #expect(ConsumerPlan.importableAtStartup("sklearn.ensemble._forest"))
         // A denylisted import is never lowered.
         let dangerous = Finding(
             rule: "pickle.dangerous-import", severity: .critical, message: "os.system",
