@@ -23,6 +23,8 @@ public final class Server: @unchecked Sendable {
     let signals: StopSignals
     let pool: WorkerPool
     let context: Examination.Context
+    /// The names of the runtimes clients may choose (`DaemonRequest.parse`).
+    let runtimeNames: Set<String>
 
     var connections: [UInt64: Connection] = [:]
     var nextConnection: UInt64 = 1
@@ -33,8 +35,11 @@ public final class Server: @unchecked Sendable {
 
     /// Sets up signals, the listening socket (or takes systemd's) and the worker pool; `run` starts the workers.
     /// Call from the main thread before any other thread exists: SIGTERM, SIGINT and SIGHUP are blocked here, so
-    /// that every later thread inherits the mask and the I/O loop reads them from a signalfd.
-    public init(config: DaemonConfig, options: ProbeOptions, version: String) throws(ConfigError) {
+    /// that every later thread inherits the mask and the I/O loop reads them from a signalfd. `runtimes` are the
+    /// Python runtimes clients choose from, resolved already; a request naming none gets the default.
+    public init(
+        config: DaemonConfig, options: ProbeOptions, runtimes: DaemonRuntimes, version: String
+    ) throws(ConfigError) {
         self.config = config
         self.version = version
         metrics = Metrics(workers: config.maxConcurrent, queueCapacity: config.queue)
@@ -65,8 +70,11 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
+        var options = options
+        options.runtime = runtimes.runtime(named: nil)
+        runtimeNames = Set(runtimes.names)
         context = Examination.Context(
-            options: options, requestTimeout: config.requestTimeout, metrics: metrics,
+            options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
         listener = try Listener.open(config: config, group: gids.first)
     }
