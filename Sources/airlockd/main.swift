@@ -81,6 +81,7 @@ struct AirlockD: ParsableCommand {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
         }
+        Server.raiseDescriptorLimit()
         let options: ProbeOptions
         let runtimes: DaemonRuntimes
         do {

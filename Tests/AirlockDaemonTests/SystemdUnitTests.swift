@@ -169,12 +169,14 @@ struct SystemdUnitTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let socketPath = "\(dir)/airlockd.sock"
         let log = "\(dir)/airlockd.log"
+        // A hard limit the profile's openFiles (256) fits under: the daemon resolves its Python runtime in a sandbox
+        // at start, and a sandbox cannot be given more descriptors than its supervisor may have.
         let daemon = try Child(
-            "/usr/bin/prlimit", ["--nofile=40:40", airlockdBinary, "--socket", socketPath], output: log)
+            "/usr/bin/prlimit", ["--nofile=300:300", airlockdBinary, "--socket", socketPath], output: log)
         defer { daemon.stop() }
         try waitForFile(socketPath)
         var clients: [Int32] = []
-        for _ in 0..<60 { clients.append(try connectUnix(socketPath)) }
+        for _ in 0..<400 { clients.append(try connectUnix(socketPath)) }
         Thread.sleep(forTimeInterval: 0.5)
         let before = cpuSeconds(daemon.pid)
         Thread.sleep(forTimeInterval: 2)
