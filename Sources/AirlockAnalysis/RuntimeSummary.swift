@@ -29,7 +29,8 @@ public struct RuntimeSummary: Sendable, Equatable {
         }
     }
 
-    /// airlockd's name for the runtime, when the client chose one.
+    /// airlockd's name for the runtime it detonated with (the one the client chose, or the daemon's default); nil for
+    /// a local probe.
     public var name: String?
     /// The interpreter's path (the same inside the sandbox and on the host).
     public var interpreter: String

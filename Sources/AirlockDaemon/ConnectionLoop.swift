@@ -241,7 +241,9 @@ extension Server {
             flush(c)
         }
         let request: DaemonRequest
-        switch DaemonRequest.parse(body, descriptors: fds, maxTimeout: config.requestTimeout) {
+        switch DaemonRequest.parse(
+            body, descriptors: fds, maxTimeout: config.requestTimeout, runtimes: runtimeNames)
+        {
         case .failure(let refusal):
             metrics.refused(method: refusal.method, code: refusal.code)
             return answer(Reply.error(id: refusal.id, refusal.code, refusal.message))
@@ -252,7 +254,10 @@ extension Server {
         let method = request.method.rawValue
         switch request.method {
         case .status:
-            answer(Reply.ok(id: id, "status", metrics.status(version: version)))
+            answer(
+                Reply.ok(
+                    id: id, "status",
+                    metrics.status(version: version, adding: [("runtimes", context.runtimes.json)])))
         case .metrics:
             answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus())))
         case .probe, .scan:

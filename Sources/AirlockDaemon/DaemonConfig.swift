@@ -57,6 +57,10 @@ public struct DaemonConfig: Sendable {
     /// made, and one that cannot says something is wrong with the host; a profile that requires one is obeyed
     /// whatever this says.
     public var cgroup: CgroupRequirement = .required
+    /// The Python runtimes clients may choose by name (`--python NAME=PATH`, the `python` key): name → the
+    /// interpreter's or virtual environment's absolute path. Resolved once at start (`DaemonRuntimes.resolve`); the
+    /// default runtime and the built-in `system` follow `DaemonRuntimes.plan`.
+    public var python: [String: String] = [:]
 
     /// The defaults.
     public init() {}
@@ -86,7 +90,7 @@ public struct DaemonConfig: Sendable {
             "maxConnections",
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
             "policy",
-            "cgroup",
+            "cgroup", "python",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -110,6 +114,15 @@ public struct DaemonConfig: Sendable {
             }
             cgroup = value
         }
+        if let f = fields["python"] {
+            for (runtime, path) in try f.stringMap() {
+                if python[runtime] != nil { throw fail("field python.\(runtime): named twice") }
+                if let problem = DaemonRuntimes.configProblem(name: runtime, path: path) {
+                    throw fail("field python.\(runtime): \(problem)")
+                }
+                python[runtime] = path
+            }
+        }
         try validate()
     }
 
@@ -127,6 +140,13 @@ public struct DaemonConfig: Sendable {
             (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),
         ] {
             try check(value > 0 && value <= 86_400, "\(name): more than 0, at most 86400")
+        }
+        try check(
+            python.count <= DaemonRuntimes.maxRuntimes, "python: at most \(DaemonRuntimes.maxRuntimes) runtimes")
+        for (name, path) in python.sorted(by: { $0.key < $1.key }) {
+            if let problem = DaemonRuntimes.configProblem(name: name, path: path) {
+                throw ConfigError("python \(name): \(problem)")
+            }
         }
     }
 }

@@ -60,6 +60,8 @@ struct Examination: Sendable {
     /// What the worker needs besides the request: the same for every examination.
     struct Context: Sendable {
         let options: ProbeOptions
+        /// The Python runtimes a request may name.
+        let runtimes: DaemonRuntimes
         /// The deadline when the client asks for none.
         let requestTimeout: Double
         let metrics: Metrics
@@ -82,6 +84,11 @@ struct Examination: Sendable {
         var options = context.options
         options.timeoutSeconds = request.timeout ?? context.requestTimeout
         options.probePhase = request.probePhase
+        // The name was checked against the daemon's runtimes when the request was read.
+        guard let runtime = context.runtimes.runtime(named: request.python) else {
+            return refuse(.unknownRuntime, "no runtime named \"\(request.python ?? "")\"")
+        }
+        options.runtime = runtime
         let examine: (Int32, String) -> Report =
             request.method == .probe
             ? { Prober.probe(fd: $0, path: $1, options: options) }

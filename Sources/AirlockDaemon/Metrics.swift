@@ -64,29 +64,30 @@ public final class Metrics: @unchecked Sendable {
         return (q(0.5), q(0.9), q(0.99), sorted.last!, sorted.count)
     }
 
-    /// The `status` reply's value.
-    public func status(version: String) -> JSON {
+    /// The `status` reply's value; `extra` members (the daemon's runtimes) are appended.
+    public func status(version: String, adding extra: [(String, JSON)] = []) -> JSON {
         monitor.locked {
             let q = quantiles()
             let ms = { (s: Double) in JSON.double((s * 1e6).rounded() / 1e3) }
             let total = requests.values.reduce(0, +)
-            return .object([
-                ("version", .string(version)),
-                ("uptimeSeconds", .double(Double(monotonicNs() - started) / 1e9)),
-                ("workers", .int(workers)), ("busyWorkers", .int(busy)),
-                ("queueDepth", .int(queued)), ("queueCapacity", .int(queueCapacity)),
-                ("connections", .int(connections)),
-                ("requests", .int(total)),
-                ("verdicts", .object(verdicts.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
-                ("refused", .object(refusals.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
-                (
-                    "latencyMs",
-                    .object([
-                        ("p50", ms(q.p50)), ("p90", ms(q.p90)), ("p99", ms(q.p99)), ("max", ms(q.max)),
-                        ("samples", .int(q.count)),
-                    ])
-                ),
-            ])
+            return .object(
+                [
+                    ("version", .string(version)),
+                    ("uptimeSeconds", .double(Double(monotonicNs() - started) / 1e9)),
+                    ("workers", .int(workers)), ("busyWorkers", .int(busy)),
+                    ("queueDepth", .int(queued)), ("queueCapacity", .int(queueCapacity)),
+                    ("connections", .int(connections)),
+                    ("requests", .int(total)),
+                    ("verdicts", .object(verdicts.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+                    ("refused", .object(refusals.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+                    (
+                        "latencyMs",
+                        .object([
+                            ("p50", ms(q.p50)), ("p90", ms(q.p90)), ("p99", ms(q.p99)), ("max", ms(q.max)),
+                            ("samples", .int(q.count)),
+                        ])
+                    ),
+                ] + extra)
         }
     }
 

@@ -17,9 +17,11 @@ public enum ProbeBackend: Sendable {
     /// harness. `requireCgroup` raises the profile's cgroup requirement to required (airlockd's default).
     ///
     /// `python` names the consumer's interpreter (`PythonRuntime.resolve`): the system's `/usr/bin/python3` when nil.
+    /// `resolvePython` false leaves the options without a runtime, for a caller that resolves its own (airlockd,
+    /// one per configured name: `DaemonRuntimes`).
     public static func localOptions(
         profile: String, policy: String?, timeout: Double? = nil, probePhase: Bool = true, requireCgroup: Bool = false,
-        python: String? = nil
+        python: String? = nil, resolvePython: Bool = true
     ) throws(ProbeSetupError) -> ProbeOptions {
         do {
             var loaded = try Profile.load(profile)
@@ -30,8 +32,10 @@ public enum ProbeBackend: Sendable {
                 let searched = ProfileLocator.searchDirectories().joined(separator: ", ")
                 throw ProbeSetupError("no loader harness (harness/load.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
             }
-            let runtime = try PythonRuntime.resolve(
-                python, profile: loaded, program: program, harnessDirectory: harness)
+            let runtime =
+                resolvePython
+                ? try PythonRuntime.resolve(python, profile: loaded, program: program, harnessDirectory: harness)
+                : nil
             return ProbeOptions(
                 profile: loaded, program: program, policy: verdictPolicy, harnessDirectory: harness,
                 timeoutSeconds: timeout, probePhase: probePhase, runtime: runtime)
@@ -77,14 +81,20 @@ public struct DaemonBackend: Sendable {
     public let timeout: Double?
     /// Whether the detonation touches the loaded object afterwards.
     public let probePhase: Bool
+    /// The name of the daemon's Python runtime to probe with (`airlockd --python NAME=PATH`); nil for its default.
+    /// Sent as a name: the daemon never resolves a path a client sends.
+    public let python: String?
 
     /// A backend for `method` requests to the daemon at `socket`.
-    public init(socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true)
-    {
+    public init(
+        socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true,
+        python: String? = nil
+    ) {
         self.socket = socket
         self.method = method
         self.timeout = timeout
         self.probePhase = probePhase
+        self.python = python
     }
 
     /// How long a client waits for one reply: a detonation's deadline plus room for the queue and the static
@@ -97,8 +107,20 @@ public struct DaemonBackend: Sendable {
     /// Sends `fd` shown as `name` on `client` and reads the reports of the reply.
     public func examine(fd: Int32, name: String, with client: DaemonClient) throws(ClientError) -> [Report] {
         let request = DaemonRequest(
-            method: method, name: name, timeout: method == .probe ? timeout : nil, probePhase: probePhase)
-        return try ExaminationReply.reports(try client.call(request, descriptor: fd, timeout: replyTimeout))
+            method: method, name: name, timeout: method == .probe ? timeout : nil, probePhase: probePhase,
+            python: python)
+        let reports = try ExaminationReply.reports(try client.call(request, descriptor: fd, timeout: replyTimeout))
+        // A daemon that predates the `python` parameter ignores it (unknown members are): never pass its default
+        // runtime off as the one asked for.
+        if let python,
+            let used = reports.lazy.compactMap({ $0.detonation?.runtime }).first(where: { $0.name != python })
+        {
+            throw ClientError(
+                "protocol",
+                "airlockd detonated with runtime \(used.name ?? used.interpreter), not \(python) as asked (a daemon without named runtimes?)"
+            )
+        }
+        return reports
     }
 }
 

@@ -6,7 +6,7 @@ internal import CDaemon
 
 /// One request of airlockd's protocol (docs/protocol.md), parsed once: the daemon reads it from a client's message,
 /// a client (`DaemonClient`, `ProbeBackend`) writes its `params` from the same type, and every check a field gets
-/// (version, method, name, timeout) is made here.
+/// (version, method, name, timeout, runtime) is made here.
 public struct DaemonRequest: Sendable {
     /// What a request asks for.
     public enum Method: String, Sendable, CaseIterable {
@@ -33,15 +33,21 @@ public struct DaemonRequest: Sendable {
     public var timeout: Double?
     /// Whether the detonation touches the loaded object afterwards (`probePhase`, default true).
     public var probePhase: Bool
+    /// `probe`: the name of the daemon's Python runtime to load with (`python`); nil for its default. A name, never
+    /// a path: the daemon resolves nothing a client sends (`DaemonRuntimes`).
+    public var python: String?
 
     /// A request, as a client makes one.
-    public init(id: JSON = .null, method: Method, name: String? = nil, timeout: Double? = nil, probePhase: Bool = true)
-    {
+    public init(
+        id: JSON = .null, method: Method, name: String? = nil, timeout: Double? = nil, probePhase: Bool = true,
+        python: String? = nil
+    ) {
         self.id = id
         self.method = method
         self.name = name
         self.timeout = timeout
         self.probePhase = probePhase
+        self.python = python
     }
 
     /// The `params` object a client sends: only what differs from the defaults.
@@ -49,6 +55,7 @@ public struct DaemonRequest: Sendable {
         var out: [(String, JSON)] = []
         if let name { out.append(("name", .string(name))) }
         if method == .probe { out.append(("probePhase", .bool(probePhase))) }
+        if method == .probe, let python { out.append(("python", .string(python))) }
         if let timeout { out.append(("timeout", .double(timeout))) }
         return out
     }
@@ -75,10 +82,11 @@ public struct DaemonRequest: Sendable {
     }
 
     /// Reads one message from a client, with the descriptors that came with it. `maxTimeout` is the longest deadline
-    /// a client may ask for (`requestTimeout`). The checks run in a fixed order (envelope, method, descriptor,
-    /// parameters), so a message with two faults always gets the same refusal.
+    /// a client may ask for (`requestTimeout`); `runtimes` are the names of the daemon's Python runtimes, the only
+    /// values `python` may take. The checks run in a fixed order (envelope, method, descriptor, parameters), so a
+    /// message with two faults always gets the same refusal.
     public static func parse(
-        _ body: [UInt8], descriptors: [FileDescriptor], maxTimeout: Double
+        _ body: [UInt8], descriptors: [FileDescriptor], maxTimeout: Double, runtimes: Set<String> = []
     ) -> Result<DaemonRequest, Refusal> {
         guard let message = try? JSON.parse(body, maxDepth: 16), case .object(let members) = message else {
             return .failure(Refusal(id: .null, method: "?", code: .badRequest, message: "not a JSON object"))
@@ -134,6 +142,26 @@ public struct DaemonRequest: Sendable {
             request.timeout = seconds
         }
         if case .bool(let b)? = param("probePhase") { request.probePhase = b }
+        if method == .probe, let value = param("python"), value != .null {
+            // Unlike the other parameters, a runtime asked for in a form the daemon does not read is refused rather
+            // than ignored: the client would otherwise be answered for a runtime it did not choose.
+            guard case .string(let s) = value else {
+                return refuse(
+                    methodName, .badRequest, "\"python\" must be a string: the name of one of the daemon's runtimes")
+            }
+            // Only a configured name is looked up, as a name: a path (or anything else) is just a name no runtime
+            // has, and nothing the client sent is ever resolved.
+            guard DaemonRuntimes.isName(s), runtimes.contains(s) else {
+                let shown = FileName(String(s.unicodeScalars.prefix(DaemonRuntimes.maxNameBytes))).escaped
+                let cut = s.unicodeScalars.count > DaemonRuntimes.maxNameBytes ? "…" : ""
+                let available = runtimes.sorted().joined(separator: ", ")
+                return refuse(
+                    methodName, .unknownRuntime,
+                    "no runtime named \"\(shown)\(cut)\": this daemon has \(available.isEmpty ? "none" : available) (runtimes are chosen by name, never by path)"
+                )
+            }
+            request.python = s
+        }
         return .success(request)
     }
 }

@@ -23,6 +23,8 @@ public final class Server: @unchecked Sendable {
     let signals: StopSignals
     let pool: WorkerPool
     let context: Examination.Context
+    /// The names of the runtimes clients may choose (`DaemonRequest.parse`).
+    let runtimeNames: Set<String>
 
     var connections: [UInt64: Connection] = [:]
     var nextConnection: UInt64 = 1
@@ -33,20 +35,16 @@ public final class Server: @unchecked Sendable {
 
     /// Sets up signals, the listening socket (or takes systemd's) and the worker pool; `run` starts the workers.
     /// Call from the main thread before any other thread exists: SIGTERM, SIGINT and SIGHUP are blocked here, so
-    /// that every later thread inherits the mask and the I/O loop reads them from a signalfd.
-    public init(config: DaemonConfig, options: ProbeOptions, version: String) throws(ConfigError) {
+    /// that every later thread inherits the mask and the I/O loop reads them from a signalfd. `runtimes` are the
+    /// Python runtimes clients choose from, resolved already; a request naming none gets the default.
+    public init(
+        config: DaemonConfig, options: ProbeOptions, runtimes: DaemonRuntimes, version: String
+    ) throws(ConfigError) {
         self.config = config
         self.version = version
         metrics = Metrics(workers: config.maxConcurrent, queueCapacity: config.queue)
 
-        // systemd's default soft descriptor limit (1024) is below the default maxConnections (1024) plus what
-        // workers and sandboxes hold. The daemon polls, never selects, so the hard limit is safe to use; each
-        // sandbox sets its own (the profile's openFiles).
-        var files = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
-            files.rlim_cur = files.rlim_max
-            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
-        }
+        Server.raiseDescriptorLimit()
         signal(SIGPIPE, SIG_IGN)
         signal(SIGIO, SIG_IGN)  // lease breaks: the writer waits for the lease to go, nothing to do here
         do {
@@ -65,10 +63,25 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
+        var options = options
+        options.runtime = runtimes.runtime(named: nil)
+        runtimeNames = Set(runtimes.names)
         context = Examination.Context(
-            options: options, requestTimeout: config.requestTimeout, metrics: metrics,
+            options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
         listener = try Listener.open(config: config, group: gids.first)
+    }
+
+    /// Raises the soft descriptor limit to the hard one. systemd's default soft limit (1024) is below the default
+    /// maxConnections (1024) plus what workers and sandboxes hold, and a sandbox cannot be given the profile's
+    /// `openFiles` above its supervisor's soft limit. The daemon polls, never selects, so the hard limit is safe to
+    /// use. airlockd calls it first thing, before the runtimes are resolved in sandboxes of their own.
+    public static func raiseDescriptorLimit() {
+        var files = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+        }
     }
 
     /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.

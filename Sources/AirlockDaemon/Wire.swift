@@ -135,7 +135,7 @@ public enum Wire {
 public enum ReplyCode: String, Sendable {
     case forbidden, busy, badRequest = "bad-request", tooLarge = "too-large", unknownMethod = "unknown-method"
     case noDescriptor = "no-descriptor", timeout, shuttingDown = "shutting-down", fileBusy = "file-busy",
-        internalError = "internal"
+        internalError = "internal", unknownRuntime = "unknown-runtime"
 }
 
 /// Builders of reply messages.

@@ -96,20 +96,7 @@ public final class Intake: @unchecked Sendable {
                 throw IntakeError("the policy's manifests folder \(dir) is not a folder")
             }
         }
-        let backend: ProbeBackend
-        if let socket = socket ?? policy.socket {
-            backend = .daemon(
-                DaemonBackend(socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase))
-        } else {
-            do {
-                backend = .local(
-                    try ProbeBackend.localOptions(
-                        profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
-                        probePhase: policy.probePhase))
-            } catch {
-                throw IntakeError("cannot prepare detonations: \(error)")
-            }
-        }
+        let backend = try IntakeExaminer.backend(policy: policy, socket: socket ?? policy.socket)
         examiner = IntakeExaminer(policy: policy, keys: keys, backend: backend)
         pending = recover(records)
     }

@@ -20,6 +20,58 @@ struct IntakeExaminer: Sendable {
     /// Where detonations run.
     let backend: ProbeBackend
 
+    /// Where detonations run: through airlockd at `socket` when one is named, else here with the policy's profile.
+    /// The policy's `python` must be of the backend's kind: a runtime name through airlockd (which resolves only its
+    /// own configured runtimes), an absolute path here. A name the daemon does not have is refused now when the
+    /// daemon answers `status`; one that cannot be reached is asked again with every model.
+    static func backend(policy: IntakePolicy, socket: String?) throws(IntakeError) -> ProbeBackend {
+        if let socket {
+            if let python = policy.python {
+                guard DaemonRuntimes.isName(python) else {
+                    throw IntakeError(
+                        "the policy's python \(python) is a path, but the intake probes through airlockd at \(socket), which takes only the name of one of its runtimes (airlockd --python NAME=PATH; airlock status lists them)"
+                    )
+                }
+                if let names = try? IntakeExaminer.runtimes(socket: socket), !names.contains(python) {
+                    throw IntakeError(
+                        "the policy's python \(python): airlockd at \(socket) has no runtime of that name (it has \(names.joined(separator: ", ")))"
+                    )
+                }
+            }
+            return .daemon(
+                DaemonBackend(
+                    socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase,
+                    python: policy.python))
+        }
+        if let python = policy.python, !python.hasPrefix("/") {
+            throw IntakeError(
+                "the policy's python \(python) is the name of an airlockd runtime, but no socket is named and the intake probes here: name the daemon (the policy's socket, --socket or $AIRLOCK_SOCKET) or give the interpreter's absolute path"
+            )
+        }
+        do {
+            return .local(
+                try ProbeBackend.localOptions(
+                    profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
+                    probePhase: policy.probePhase, python: policy.python))
+        } catch {
+            throw IntakeError("cannot prepare detonations: \(error)")
+        }
+    }
+
+    /// The names of the runtimes airlockd at `socket` offers (its `status`).
+    private static func runtimes(socket: String) throws(ClientError) -> [String] {
+        let reply = try DaemonClient(path: socket).call("status", timeout: 30)
+        guard case .object(let status)? = reply.first(where: { $0.0 == "status" })?.1,
+            case .array(let items)? = status.first(where: { $0.0 == "runtimes" })?.1
+        else { throw ClientError("protocol", "no runtimes in airlockd's status") }
+        return items.compactMap { item in
+            guard case .object(let r) = item, case .string(let name)? = r.first(where: { $0.0 == "name" })?.1 else {
+                return nil
+            }
+            return name
+        }
+    }
+
     /// Verifies and probes the open model `fd` (a file, or a folder when `isFolder`), named `name`, quarantined as
     /// `id`; returns what was found and decided.
     func examine(fd: Int32, isFolder: Bool, name: FileName, id: String) throws(IntakeError) -> IntakeReport {

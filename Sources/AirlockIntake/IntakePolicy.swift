@@ -3,6 +3,7 @@ public import AirlockAnalysis
 internal import AirlockJSON
 internal import AirlockProvenance
 internal import AirlockSystem
+internal import AirlockDaemon
 
 #if canImport(Glibc)
     import Glibc
@@ -36,6 +37,12 @@ public struct IntakePolicy: Sendable {
     public var verdictPolicy: String?
     /// airlockd's socket: detonations go there instead of running here.
     public var socket: String?
+    /// The consumer's Python: through airlockd, the name of one of its runtimes (`airlockd --python NAME=PATH`);
+    /// probing here, the absolute path of an interpreter or a virtual environment's folder. nil: the daemon's
+    /// default runtime, or `/usr/bin/python3` here. A name holds no `/` and a path starts with one, so the value
+    /// says which it is; the intake refuses to start when it is not the kind its backend takes
+    /// (`IntakeExaminer.backend`).
+    public var python: String?
     /// Models examined at once (0: one per CPU).
     public var workers = 0
     /// The most bytes one model may hold (the sum of its files' sizes, a sparse file at its full size): the intake
@@ -69,7 +76,7 @@ public struct IntakePolicy: Sendable {
             value: document, path: "", fail: { IntakeError("intake policy \(name): \($0)") })
         let f = try root.object(allowed: [
             "pass", "settleSeconds", "manifests", "requireManifest", "publicKeys", "requireSignature", "signatureFile",
-            "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers", "maxBytes",
+            "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers", "maxBytes", "python",
         ])
         var p = IntakePolicy()
         if let pass = f["pass"] {
@@ -112,6 +119,15 @@ public struct IntakePolicy: Sendable {
         p.profile = try f["profile"]?.string() ?? "default"
         p.verdictPolicy = try f["verdictPolicy"]?.string()
         p.socket = try f["socket"]?.string()
+        if let python = f["python"] {
+            let value = try python.string()
+            guard DaemonRuntimes.isName(value) || (value.hasPrefix("/") && value.utf8.count <= 4096) else {
+                throw IntakeError(
+                    "intake policy \(name): field python: expected the name of one of airlockd's runtimes (\(DaemonRuntimes.nameSyntax)) or the absolute path of an interpreter or a virtual environment, found \"\(value)\""
+                )
+            }
+            p.python = value
+        }
         if let w = f["workers"] {
             p.workers = try w.integer(Int.self)
             guard p.workers >= 0 && p.workers <= 256 else {

@@ -28,7 +28,9 @@ extension Airlock {
 
         @Option(
             name: .long,
-            help: "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings.")
+            help:
+                "Intake policy (JSON): verdicts that pass, manifests, keys, settle time, detonation settings (profile, Python runtime)."
+        )
         var policy: String?
 
         @Flag(name: .long, help: "Take what has arrived, finish it, exit.")

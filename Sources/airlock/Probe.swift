@@ -42,7 +42,7 @@ extension Airlock {
         @Option(
             name: .long,
             help: ArgumentHelp(
-                "The consumer's Python: an interpreter, or a virtual environment's folder (default: /usr/bin/python3). With --socket, the name of one of airlockd's runtimes.",
+                "The consumer's Python: an interpreter, or a virtual environment's folder (default: /usr/bin/python3). With --socket or $AIRLOCK_SOCKET, the name of one of airlockd's runtimes (airlock status lists them; the daemon never takes a path).",
                 valueName: "PATH|NAME"))
         var python: String?
 
@@ -78,7 +78,8 @@ extension Airlock {
                         "airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
                     throw ExitCode(2)
                 }
-                return .daemon(DaemonBackend(socket: socket, timeout: timeout, probePhase: !noProbePhase))
+                return .daemon(
+                    DaemonBackend(socket: socket, timeout: timeout, probePhase: !noProbePhase, python: python))
             }
             do {
                 return .local(

@@ -67,8 +67,11 @@ extension Airlock {
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "status",
-            abstract: "Show airlockd's queue, workers, totals by verdict and latency percentiles.",
-            discussion: "Asks the daemon at --socket, $AIRLOCK_SOCKET, or /run/airlock/airlockd.sock."
+            abstract:
+                "Show airlockd's queue, workers, totals by verdict, latency percentiles and Python runtimes.",
+            discussion: """
+                Asks the daemon at --socket, $AIRLOCK_SOCKET, or /run/airlock/airlockd.sock. Each runtime is listed with its name (what `airlock --socket S probe --python NAME` chooses; the default is marked), interpreter, Python version and the versions of the consumer libraries installed in it (torch, numpy, sklearn, …).
+                """
         )
 
         @Option(name: .long, help: "The daemon's socket.")
@@ -126,8 +129,32 @@ extension Airlock {
                   verdicts     \(v("verdicts"))
                   refused      \(v("refused"))
                   latency ms   \(v("latencyMs"))
-
+                \(runtimes(m))
                 """
+        }
+
+        /// The runtimes' lines: name (default marked), interpreter, implementation and version, libraries.
+        static func runtimes(_ m: [(String, JSON)]) -> String {
+            guard case .array(let items)? = m.first(where: { $0.0 == "runtimes" })?.1, !items.isEmpty else {
+                return "  runtimes     -\n"
+            }
+            var out = ""
+            for (i, item) in items.enumerated() {
+                guard case .object(let r) = item else { continue }
+                func s(_ key: String) -> String {
+                    if case .string(let text)? = r.first(where: { $0.0 == key })?.1 { text } else { "-" }
+                }
+                let marked = r.contains { $0.0 == "default" && $0.1 == .bool(true) } ? " (default)" : ""
+                var libraries = "no consumer libraries"
+                if case .object(let libs)? = r.first(where: { $0.0 == "libraries" })?.1, !libs.isEmpty {
+                    libraries = libs.map { key, value in
+                        if case .string(let version) = value { "\(key) \(version)" } else { key }
+                    }.joined(separator: ", ")
+                }
+                out +=
+                    "\(i == 0 ? "  runtimes     " : "               ")\(s("name"))\(marked): \(s("interpreter")), \(s("implementation")) \(s("version")); \(libraries)\n"
+            }
+            return out
         }
     }
 }

@@ -15,6 +15,8 @@ struct AirlockD: ParsableCommand {
         abstract: "Answer probe and scan requests on a Unix socket (docs/daemon.md, docs/protocol.md).",
         discussion: """
             Clients pass the model as an open descriptor; the daemon never opens a path for them. Connections are checked with SO_PEERCRED: root, the daemon's own user, --allow-uid users and members of --allow-group groups (default: airlock) may ask; everyone else gets a refusal. Under systemd, socket activation (LISTEN_FDS), readiness and watchdog notifications (NOTIFY_SOCKET) are used when present. SIGTERM stops accepting, lets requests in flight finish within the grace period, then exits 0.
+
+            Python runtimes: detonations load models with a Python environment the operator names, never one a client names. --python NAME=PATH (repeatable; also the configuration's "python" object) offers the interpreter or virtual environment at PATH (absolute) under NAME ([a-z0-9][a-z0-9._-]{0,63}); clients choose by name (airlock --socket S probe --python NAME). The default, for requests that name none, is the runtime named "default" when configured, otherwise "system", which is /usr/bin/python3 unless configured. Every runtime is resolved and described once at start; one that cannot be used stops the daemon with exit status 2.
             """,
         version: "0.1.0"
     )
@@ -43,6 +45,13 @@ struct AirlockD: ParsableCommand {
     @Option(name: .long, help: "Verdict policy file (default: policy.json beside the profiles).")
     var policy: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A Python runtime clients may choose by name: an interpreter or a virtual environment's folder, absolute (repeatable; adds to or replaces the configuration's \"python\" entries).",
+            valueName: "NAME=PATH"))
+    var python: [String] = []
+
     func run() throws {
         var settings = DaemonConfig()
         do {
@@ -54,15 +63,34 @@ struct AirlockD: ParsableCommand {
             if let queue { settings.queue = queue }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
+            var named = Set<String>()
+            for option in python {
+                guard let equals = option.firstIndex(of: "=") else {
+                    throw ConfigError("--python \(option): expected NAME=PATH")
+                }
+                let name = String(option[..<equals])
+                let path = String(option[option.index(after: equals)...])
+                guard named.insert(name).inserted else { throw ConfigError("--python \(name): given twice") }
+                if let problem = DaemonRuntimes.configProblem(name: name, path: path) {
+                    throw ConfigError("--python \(option): \(problem)")
+                }
+                settings.python[name] = path
+            }
             try settings.validate()
         } catch {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
         }
+        Server.raiseDescriptorLimit()
         let options: ProbeOptions
+        let runtimes: DaemonRuntimes
         do {
             options = try ProbeBackend.localOptions(
-                profile: settings.profile, policy: settings.policy, requireCgroup: settings.cgroup == .required)
+                profile: settings.profile, policy: settings.policy, requireCgroup: settings.cgroup == .required,
+                resolvePython: false)
+            runtimes = try DaemonRuntimes.resolve(
+                settings.python, profile: options.profile, program: options.program,
+                harnessDirectory: options.harnessDirectory)
         } catch {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
@@ -76,14 +104,15 @@ struct AirlockD: ParsableCommand {
         }
         let server: Server
         do {
-            server = try Server(config: settings, options: options, version: AirlockD.configuration.version)
+            server = try Server(
+                config: settings, options: options, runtimes: runtimes, version: AirlockD.configuration.version)
         } catch {
             Log.write(.err, "\(error)")
             throw ExitCode(1)
         }
         Log.write(
             .info,
-            "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile)"
+            "airlockd \(AirlockD.configuration.version): \(settings.maxConcurrent) workers, queue \(settings.queue), profile \(settings.profile), runtimes \(runtimes.summary)"
         )
         throw ExitCode(server.run())
     }

@@ -169,6 +169,8 @@ struct SystemdUnitTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let socketPath = "\(dir)/airlockd.sock"
         let log = "\(dir)/airlockd.log"
+        // A hard limit the profile's openFiles (256) fits under: the daemon resolves its Python runtime in a sandbox
+        // at start, and a sandbox cannot be given more descriptors than its supervisor may have.
         let daemon = try Child(
             // 128 is the least a sandbox's set-up needs (the daemon describes its Python runtime in one at start).
             "/usr/bin/prlimit", ["--nofile=128:128", airlockdBinary, "--socket", socketPath], output: log)

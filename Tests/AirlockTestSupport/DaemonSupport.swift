@@ -441,3 +441,22 @@ package func memoryKB(_ pid: Int32, _ field: String) -> Int {
     }
     return 0
 }
+
+/// A virtual environment made by the system's interpreter (`/usr/bin/python3 -m venv --system-site-packages`) in a
+/// fresh directory under /tmp, so it sees Debian's numpy, torch, sklearn; the caller removes it.
+package func makeVenv() throws -> String {
+    let dir = "/tmp/airlock-venv-\(getpid())-\(UUID().uuidString.prefix(8))"
+    let made = try runProgram("/usr/bin/python3", ["-m", "venv", "--system-site-packages", "--without-pip", dir])
+    guard made.status == 0, FileManager.default.isExecutableFile(atPath: dir + "/bin/python3") else {
+        throw DaemonTestError("python3 -m venv \(dir) failed (\(made.status)): \(made.stderr)")
+    }
+    return dir
+}
+
+/// A harmless pickle (`pickle.dumps({"a": [1, 2, 3]}, protocol=2)`), written to `path`: detonated, clean.
+package func writePlainPickle(_ path: String) throws {
+    let bytes: [UInt8] =
+        [0x80, 0x02, 0x7D, 0x71, 0x00, 0x58, 0x01, 0x00, 0x00, 0x00, 0x61, 0x71, 0x01, 0x5D, 0x71, 0x02, 0x28]
+        + [0x4B, 0x01, 0x4B, 0x02, 0x4B, 0x03, 0x65, 0x73, 0x2E]
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
