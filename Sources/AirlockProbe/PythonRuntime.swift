@@ -205,9 +205,11 @@ public struct PythonRuntime: Sendable {
         let result: SandboxResult
         do throws(SandboxError) {
             let harness = try MountSpec.readOnlyBind(host: harnessDirectory, sandbox: HarnessProtocol.mountPoint)
-            let request = SandboxRequest(
+            // No model is involved: the whole run is the runtime's start-up (continued by the kernel, counted).
+            var request = SandboxRequest(
                 argv: arguments + [HarnessProtocol.runtimeEntryPoint], profile: profile, timeoutSeconds: 30,
-                extraMounts: mounts + [harness], runtimeTrees: trees)
+                extraMounts: mounts + [harness], phases: [HarnessPhase.startup.rawValue], runtimeTrees: trees)
+            request.quietPhase = HarnessPhase.startup.rawValue
             result = try Sandbox.run(request, program: program)
         } catch {
             throw PythonRuntimeError("\(interpreter) could not be started in the sandbox: \(error)")

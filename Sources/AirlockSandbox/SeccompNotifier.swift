@@ -38,6 +38,11 @@ final class SeccompNotifier {
     /// Performs allowed calls on the callers' behalf (nil: every allowed call is continued, as for tests of the
     /// policy alone).
     private let emulator: CallEmulator?
+    /// The runtime's start-up (`SandboxRequest.quietPhase`): before the command announces the phase after it, no code
+    /// from the input runs (the model's bytes are not touched yet), so the calls it allows are continued by the kernel
+    /// instead of performed here, and are counted rather than kept (`TraceRecorder.quietPhase`). Importing torch
+    /// makes some 1,300 such opens.
+    private let quietPhase: String?
 
     init(
         listener: FileDescriptor, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
@@ -47,6 +52,7 @@ final class SeccompNotifier {
         self.emulator = emulator
         recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
         recorder.quietPhase = quietPhase
+        self.quietPhase = quietPhase
         self.phases = phases
         self.policy = policy
         self.arch = arch
@@ -122,8 +128,12 @@ final class SeccompNotifier {
                 decision = policy.decide(name, args, decoded)
             }
         }
+        // Allowed in start-up: nothing racing it is the input's, so the kernel may perform it (see `quietPhase`).
+        let quietlyAllowed =
+            decision.action == .allowed && decision.rule != .launch && decision.rule != .phase && quietPhase != nil
+            && !phases.isEmpty && phases[phase] == quietPhase
         // Read before answering: a denied caller may exit (and lose its /proc entry) the moment it is answered.
-        let pid = namespacePid(hostPid)
+        let pid = quietlyAllowed ? 0 : namespacePid(hostPid)
         // What we read may belong to a task that is gone and a recycled PID: only answer a live notification.
         guard seccomp_notify_id_valid(listener, notification.id) == 0 else { return }
 
@@ -131,7 +141,7 @@ final class SeccompNotifier {
         // the caller's memory again after the decision.
         var performed: TraceEvent.Performed? = nil
         var returnValue: Int64 = 0
-        if decision.action == .allowed && decision.rule != .launch, let emulator {
+        if decision.action == .allowed && decision.rule != .launch && !quietlyAllowed, let emulator {
             let policy = self.policy
             let caller = CallEmulator.Caller(id: notification.id, hostTid: hostPid, status: nil)
             switch emulator.perform(
