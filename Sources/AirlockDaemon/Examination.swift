@@ -103,9 +103,15 @@ struct Examination: Sendable {
                     return .current
                 }
                 defer { own.close() }
+                // A repository with remote code is detonated once as a whole (probe only): its files are read
+                // here, with the client's identity, and the sandbox runs with the daemon's.
+                let repository =
+                    request.method == .probe
+                    ? RemoteCodeDetonation.examiner(options: options, detonating: { run in identity.withDaemon(run) })
+                    : nil
                 ModelWalk.walk(
                     fd: own.rawValue, isDirectory: true, path: name,
-                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }
+                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository
                 ) { reports.append($0) }
                 return nil
             }

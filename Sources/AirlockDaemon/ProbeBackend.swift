@@ -62,7 +62,8 @@ public enum ProbeBackend: Sendable {
             var reports: [Report] = []
             ModelWalk.walk(
                 fd: fd, isDirectory: isFolder, path: name,
-                examine: { Prober.probe(fd: $0, path: $1, options: options) }
+                examine: { Prober.probe(fd: $0, path: $1, options: options) },
+                repository: RemoteCodeDetonation.examiner(options: options)
             ) { reports.append($0) }
             return reports
         case .daemon(let daemon):

@@ -23,16 +23,23 @@ public enum RemoteCodeDetonation {
     /// The static rules a harmless detonation lowers.
     public static let loweredRules: Set<String> = ["hf.remote-code", "hf.python-module"]
 
-    /// The examiner `ModelWalk` calls for each repository with remote code (`Prober.probe(paths:)`).
-    public static func examiner(options: ProbeOptions) -> RepositoryExaminer {
-        { dirfd, display, configs in examine(dirfd: dirfd, display: display, configs: configs, options: options) }
+    /// The examiner `ModelWalk` calls for each repository with remote code (`Prober.probe(paths:)`, airlockd, intake
+    /// here). `detonating` wraps the sandbox run: airlockd reads the repository's files with the client's identity
+    /// (the walk's) and runs the sandbox with its own.
+    public static func examiner(
+        options: ProbeOptions, detonating: @escaping (() -> Void) -> Void = { $0() }
+    ) -> RepositoryExaminer {
+        { dirfd, display, configs in
+            examine(dirfd: dirfd, display: display, configs: configs, options: options, detonating: detonating)
+        }
     }
 
     /// Detonates the repository open as `dirfd` (shown as `display`) whose configs `configs` have an `auto_map`; nil
     /// when no reference names a module of the repository (the static findings then say everything).
-    public static func examine(dirfd: Int32, display: String, configs: [FileName], options: ProbeOptions)
-        -> RepositoryExamination?
-    {
+    public static func examine(
+        dirfd: Int32, display: String, configs: [FileName], options: ProbeOptions,
+        detonating: (() -> Void) -> Void = { $0() }
+    ) -> RepositoryExamination? {
         let pack = RepositoryPack.read(dirfd: dirfd)
         // The maps as packed: what the harness reads is what is judged here.
         var maps: [(config: String, map: AutoMap)] = []
@@ -53,13 +60,23 @@ public enum RemoteCodeDetonation {
             options.runtime?.distribution(of: "transformers").map { "transformers \($0.version)" }
             ?? "the harness's stand-in for transformers' mechanics (transformers is not installed in the runtime)"
         let started = StaticScanner.now()
+        var ran: Result<Detonation, SandboxError> = .failure(SandboxError(.supervisor, "the detonation did not run"))
+        detonating {
+            do throws(SandboxError) {
+                let file = try pack.memoryFile()
+                defer { file.close() }
+                let plan = ConsumerPlan(format: .hfRemoteCode, modules: [], runtime: options.runtime)
+                ran = .success(
+                    try Detonation.run(fd: file.rawValue, format: .hfRemoteCode, plan: plan, options: options))
+            } catch {
+                ran = .failure(error)
+            }
+        }
         let detonation: Detonation
-        do throws(SandboxError) {
-            let file = try pack.memoryFile()
-            defer { file.close() }
-            let plan = ConsumerPlan(format: .hfRemoteCode, modules: [], runtime: options.runtime)
-            detonation = try Detonation.run(fd: file.rawValue, format: .hfRemoteCode, plan: plan, options: options)
-        } catch {
+        switch ran {
+        case .success(let d):
+            detonation = d
+        case .failure(let error):
             let failed = StaticScanner.ms(since: started)
             return RepositoryExamination { name, report in
                 guard name.escaped == holder else { return }
