@@ -15,7 +15,7 @@ PYTHON ?= /usr/bin/python3
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build harness lint format test test-unit demo bench bench-deps install install-files clean fuzz inventory
+.PHONY: all deps build harness lint format test test-venvs test-unit demo bench bench-deps install install-files clean fuzz inventory
 
 all: build
 
@@ -53,9 +53,16 @@ format:
 
 # Every test, after the lint. The sandbox tests need root (or unprivileged user namespaces) and fail, never skip,
 # without them.
-test: deps harness lint
+test: deps harness lint test-venvs
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
+
+# A consumer environment with transformers, for the tests of repositories with remote code loaded by the real
+# transformers: a venv over the system's site-packages (Debian's torch 1.13) with transformers 4.36, the last line that
+# supports that torch, from PyPI (about 10 MB). Made once; `rm -rf .build-deps` makes it again.
+TRANSFORMERS_VENV := .build-deps/transformers
+test-venvs:
+	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { 	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && 	  $(TRANSFORMERS_VENV)/bin/pip install -q --disable-pip-version-check "transformers==4.36.2"; }
 
 # The tests that need no root, no namespaces and no detonation: the parsers, rules, names, JSON and the trace's types,
 # and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness

@@ -13,12 +13,13 @@ import AirlockTestSupport
 /// with payloads aimed at the test's canary and loopback listener.
 @Suite("Probe: repositories with remote code", .serialized)
 struct RemoteCodeTests {
-    static func options(probePhase: Bool = true) throws -> ProbeOptions {
+    static func options(probePhase: Bool = true, python: String = PythonRuntime.systemInterpreter) throws
+        -> ProbeOptions
+    {
         let profile = try defaultProfile()
         let program = try SeccompProgram(profile: profile)
         let harness = "\(repositoryRoot)/Profiles/harness"
-        let runtime = try PythonRuntime.resolve(
-            PythonRuntime.systemInterpreter, profile: profile, program: program, harnessDirectory: harness)
+        let runtime = try PythonRuntime.resolve(python, profile: profile, program: program, harnessDirectory: harness)
         return ProbeOptions(
             profile: profile, program: program,
             policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
@@ -43,7 +44,27 @@ struct RemoteCodeTests {
     )
     func repositories() throws {
         let options = try Self.options()
-        try withSamples("remote_code.py") { dir, _ in
+        try withSamples("remote_code.py") { dir, _ in try Self.check(dir, options: options, transformers: nil) }
+    }
+
+    /// The consumer environment `make test-venvs` makes: the system's site-packages and transformers 4.36.
+    static let transformersVenv = "\(repositoryRoot)/.build-deps/transformers"
+
+    @Test(
+        "the same repositories loaded by the runtime's real transformers (get_class_from_dynamic_module, _from_config)")
+    func realTransformers() throws {
+        #expect(
+            FileManager.default.isExecutableFile(atPath: "\(Self.transformersVenv)/bin/python3"),
+            "no \(Self.transformersVenv): run `make test-venvs` (make test does)")
+        let options = try Self.options(python: Self.transformersVenv)
+        let version = try #require(options.runtime?.distribution(of: "transformers")?.version)
+        try withSamples("remote_code.py") { dir, _ in try Self.check(dir, options: options, transformers: version) }
+    }
+
+    /// Probes every repository `remote_code.py` wrote against its expectation; `transformers` is the runtime's
+    /// version of it, nil when the stand-in mechanics load the code.
+    static func check(_ dir: String, options: ProbeOptions, transformers: String?) throws {
+        do {
             let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/expectations.json"))
             let expectations = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
             #expect(expectations.count == 8)
@@ -81,10 +102,19 @@ struct RemoteCodeTests {
                     let lowered = config.findings.first { $0.rule == "hf.remote-code" }
                     #expect(lowered?.severity == .low, "\(repo): \(Self.rules(config))")
                     #expect(lowered?.message.contains("consumer's rights") == true)
-                    #expect(lowered?.message.contains("stand-in") == true, "transformers is absent: stand-in mechanics")
+                    if let transformers {
+                        #expect(lowered?.message.contains("transformers \(transformers)") == true, "\(repo)")
+                        #expect(config.detonation?.runtime?.standIns.contains("transformers") == false)
+                    } else {
+                        #expect(lowered?.message.contains("stand-in") == true, "transformers is absent: stand-ins")
+                        #expect(config.detonation?.runtime?.standIns.contains("transformers") == true)
+                    }
                     #expect(lowered?.evidence.details.contains { $0 == ("resolvedBy", "detonation") } == true)
-                    #expect(!config.findings.contains { $0.source == .dynamic && $0.severity > .info })
-                    #expect(config.detonation?.runtime?.standIns.contains("transformers") == true)
+                    // Only the runtime's own start-up may have been refused anything (a profile matter, low).
+                    #expect(
+                        !config.findings.contains {
+                            $0.source == .dynamic && $0.severity > .info && $0.rule != "dynamic.startup-refused"
+                        }, "\(repo): \(Self.rules(config))")
                     for module in modules {
                         let report = try #require(reports[module])
                         #expect(report.verdict == .clean, "\(repo)/\(module): \(Self.rules(report))")
