@@ -183,6 +183,11 @@ struct RealRuntimeTests {
         try "Metadata-Version: 2.1\nName: torch\nVersion: 0.4.1\n".write(
             toFile: "\(site)/torch-0.4.1.dist-info/METADATA", atomically: true, encoding: .utf8)
         try "torch\n".write(toFile: "\(site)/torch-0.4.1.dist-info/top_level.txt", atomically: true, encoding: .utf8)
+        // A venv where the sandbox keeps its own tree (/dev): it cannot be mounted there.
+        let shm = "/dev/shm/airlock-test-venv-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: shm) }
+        let madeShm = try runProgram("/usr/bin/python3", ["-m", "venv", "--without-pip", shm])
+        #expect(madeShm.status == 0, "\(madeShm.stderr)")
         let model = "\(repositoryRoot)/Tests/Fixtures"
         let cases: [(String, String)] = [
             ("\(dir)/nope/bin/python3", "does not exist"),
@@ -192,6 +197,7 @@ struct RealRuntimeTests {
             (dir, "not a virtual environment"),
             ("no-such-python-here", "no such program on PATH"),
             (old, "supports torch 1.10 and later"),
+            (shm, "cannot be mounted in the sandbox"),
         ]
         for (python, message) in cases {
             let run = try runCLI(["probe", "--python", python, model])

@@ -98,6 +98,12 @@ def main(out, canary, port):
         f.write(late_predict(canary))
     expect("late_predict.pkl", "malicious", dynamic="dynamic.exec")
 
+    # Code objects for another Python version, as an old pickle of a function carries them: loading fails with
+    # "bad marshal data"; the report says so with a finding, the harness does not crash.
+    with open(p("other_python.pkl"), "wb") as f:
+        f.write(other_python())
+    expect("other_python.pkl", "malicious", dynamic="dynamic.load-failed", loaded=False)
+
     try:
         import dill
     except ImportError:
@@ -109,6 +115,17 @@ def main(out, canary, port):
 
     with open(os.path.join(out, "expectations.json"), "w") as f:
         json.dump(EXPECT, f, indent=1)
+
+
+def other_python():
+    """marshal.loads of a code object with Python 2.7's layout (type byte 'c', then 32-bit fields)."""
+    import marshal  # noqa: F401  (named in the pickle, not called here)
+
+    class Load:
+        def __reduce__(self):
+            return (marshal.loads, (b"c\x00\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00C\x00\x00\x00s\x04",))
+
+    return pickle.dumps(Load(), protocol=2)
 
 
 def late_predict(canary):
