@@ -24,8 +24,12 @@
 #      small PyTorch files at 1 and 2 workers, in Tests/Bench/provenance.sh (run after daemon.sh;
 #      BENCH_PROVENANCE=0 skips it, its own knobs are described there).
 #  10. a flood of refused execs with control bytes in argv (issue 11, class 4): a 5 s-deadline probe, locally and
-#      through airlockd: wall time, report size, supervisor peak RSS, in Tests/Bench/flood.sh (run last;
-#      BENCH_FLOOD=0 skips it, its own knobs are described there).
+#      through airlockd: wall time, report size, supervisor peak RSS, in Tests/Bench/flood.sh (BENCH_FLOOD=0 skips
+#      it, its own knobs are described there).
+#  11. the consumer's Python (issue 13): a cold `airlock probe` of a torch state_dict against the consumer's own
+#      cold `torch.load` (≤ 1.3×), the same through airlockd's warm sandboxes at 1 and 4 clients (p50 ≤ 0.1× the
+#      consumer's cold load), and a scikit-learn forest's probe time and memory, in Tests/Bench/runtime.sh (run last;
+#      BENCH_RUNTIME=0 skips it; a missed budget makes `make bench` exit 1).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
@@ -349,8 +353,19 @@ if [ "${BENCH_FLOOD:-1}" != 0 ]; then
     bash "$REPO/Tests/Bench/flood.sh"
 fi
 
+RUNTIME_OK=1
+if [ "${BENCH_RUNTIME:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/runtime.sh" || RUNTIME_OK=0
+fi
+
+if [ "$RUNTIME_OK" = 0 ]; then
+    echo
+    echo "bench: a budget of the consumer's Python was missed (the FAIL line in \"The consumer's Python\" above)" >&2
+fi
 if [ "$STARTUP_OK" = 0 ]; then
     echo
     echo "bench: a start-up budget was missed (the FAIL line in \"Start-up budget\" above)" >&2
     exit 1
 fi
+[ "$RUNTIME_OK" = 1 ] || exit 1
