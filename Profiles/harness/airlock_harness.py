@@ -151,9 +151,29 @@ class HarnessUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         # torch: ('storage', storage_type, key, location, numel); `storages` locates the record (torch would read it).
-        if isinstance(pid, tuple) and pid and pid[0] == "storage" and self.storages is not None:
-            return self.storages(str(pid[2]))
+        if isinstance(pid, tuple) and pid and pid[0] == "storage":
+            if self.storages is not None:
+                return self.storages(str(pid[2]))
+            made = zero_storage(pid)
+            if made is not None:
+                return made
         return StandInStorage(pid)
+
+
+def zero_storage(pid):
+    """A torch pickle's storage reference outside a torch archive (a data.pkl on its own): with the real torch, a
+    storage of the type and size it names, zero-filled, so that the tensors it rebuilds are real ones (the bytes
+    are not in the file). None when torch is missing or the reference is not one torch writes."""
+    torch = real("torch")
+    if torch is None or len(pid) < 5 or not isinstance(pid[4], int) or not 0 <= pid[4] <= 1 << 24:
+        return None
+    storage_type = pid[1]
+    if not (isinstance(storage_type, type) and storage_type.__module__.startswith("torch")):
+        return None
+    try:
+        return storage_type(pid[4])
+    except Exception:
+        return None
 
 
 def load_pickle(f):
