@@ -40,6 +40,9 @@ public struct DetonationSummary: Sendable, Equatable {
     public var traceOmitted: Int? = nil
     /// The Python the model was loaded with.
     public var runtime: RuntimeSummary? = nil
+    /// Whether a warm sandbox ran it (started before the model and handed it; docs/sandbox.md, "Warm start"):
+    /// written only when true.
+    public var warm = false
 
     /// Creates a summary.
     public init(
@@ -47,8 +50,9 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil
+        runtime: RuntimeSummary? = nil, warm: Bool = false
     ) {
+        self.warm = warm
         self.runtime = runtime
         self.argv = argv
         self.outcome = outcome
@@ -89,6 +93,7 @@ public struct DetonationSummary: Sendable, Equatable {
             ("runtime", runtime?.json ?? .null),
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
+        if warm { members.append(("warm", .bool(true))) }
         return .object(members)
     }
 
@@ -130,5 +135,6 @@ public struct DetonationSummary: Sendable, Equatable {
             guard let runtime = RuntimeSummary(json: member) else { return nil }
             self.runtime = runtime
         }
+        if case .bool(true)? = field("warm") { warm = true }
     }
 }

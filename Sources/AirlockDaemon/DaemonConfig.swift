@@ -57,6 +57,11 @@ public struct DaemonConfig: Sendable {
     /// made, and one that cannot says something is wrong with the host; a profile that requires one is obeyed
     /// whatever this says.
     public var cgroup: CgroupRequirement = .required
+    /// Warm sandboxes kept ready per runtime (docs/sandbox.md, "Warm start"): started ahead, each serves one model.
+    /// 0 disables warm start: every detonation starts its own sandbox.
+    public var warm = 1
+    /// How long a warm sandbox may wait for its model before it is replaced by a fresh one, seconds.
+    public var warmIdle = 600.0
 
     /// The defaults.
     public init() {}
@@ -87,6 +92,7 @@ public struct DaemonConfig: Sendable {
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
             "policy",
             "cgroup",
+            "warm", "warmIdleSeconds",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -110,6 +116,8 @@ public struct DaemonConfig: Sendable {
             }
             cgroup = value
         }
+        if let f = fields["warm"] { warm = try f.integer() }
+        if let f = fields["warmIdleSeconds"] { warmIdle = try f.double() }
         try validate()
     }
 
@@ -122,6 +130,8 @@ public struct DaemonConfig: Sendable {
         try check((0...100_000).contains(queue), "queue: 0 to 100000")
         try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
         try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
+        try check((0...16).contains(warm), "warm: 0 to 16")
+        try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
         for (value, name) in [
             (idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
             (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),

@@ -22,6 +22,8 @@ public final class Server: @unchecked Sendable {
     let allowedGIDs: Set<gid_t>
     let signals: StopSignals
     let pool: WorkerPool
+    /// Warm sandboxes per runtime (`warm` in the configuration); detonations take them through `ProbeOptions`.
+    let warmPool: WarmPool
     let context: Examination.Context
 
     var connections: [UInt64: Connection] = [:]
@@ -65,6 +67,12 @@ public final class Server: @unchecked Sendable {
             }
         }
         allowedGIDs = gids
+        warmPool = WarmPool(runtimes: [options], count: config.warm, idleSeconds: config.warmIdle)
+        var options = options
+        if config.warm > 0 {
+            options.warmStart = warmPool
+            metrics.warmStatus = { [warmPool] in warmPool.status() }
+        }
         context = Examination.Context(
             options: options, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
@@ -82,6 +90,7 @@ public final class Server: @unchecked Sendable {
     public func run() -> Int32 {
         let context = self.context
         pool.start { $0.run(context) }
+        warmPool.start()
         Systemd.notify("READY=1\nSTATUS=answering on \(listener.shownName)")
         serve()
         shutdown()
@@ -114,6 +123,7 @@ public final class Server: @unchecked Sendable {
     }
 
     private func shutdown() {
+        warmPool.stop()
         for c in connections.values where c.inFlight {
             // Past the grace period: the request's sandbox dies with this process; its client hears why.
             c.sendNow(Reply.error(id: .null, .shuttingDown, "airlockd stopped before the request finished"))

@@ -24,13 +24,18 @@ public struct SandboxRequest: Sendable {
     /// read below one is the runtime reading its own files, so the profile's denying path rules (its `secrets`)
     /// do not match it. Only reads, and only paths that stay below the folder once `.` and `..` are collapsed.
     public var runtimeTrees: [String]
+    /// Starts the sandbox ahead of its work (a warm sandbox): until `SandboxHold.release` the deadline is the hold's
+    /// idle bound from the start, and from the release `timeoutSeconds` counts from then. Nothing else about the
+    /// sandbox changes. Nil: the deadline counts from the start, set-up included.
+    public var hold: SandboxHold?
 
     /// Creates a request.
     public init(
         argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
         phases: [String] = [], passedFDs: [FileDescriptor] = [], observation: SandboxObservation? = nil,
-        runtimeTrees: [String] = []
+        runtimeTrees: [String] = [], hold: SandboxHold? = nil
     ) {
+        self.hold = hold
         self.runtimeTrees = runtimeTrees
         self.argv = argv
         self.profile = profile
