@@ -31,7 +31,7 @@ public protocol WarmStartSource: AnyObject, Sendable {
 public final class WarmSandbox: @unchecked Sendable {
     /// How a warm sandbox ended, for its pool.
     public enum Ending: Sendable, Equatable {
-        /// It was handed a model (whatever became of the detonation).
+        /// It loaded a model (whatever became of the detonation).
         case served
         /// It waited past its idle bound, or was discarded, before any model.
         case expired
@@ -192,9 +192,7 @@ public final class WarmSandbox: @unchecked Sendable {
         closeChannel()
         if !sent { Log.write(.warning, "a warm sandbox could not be handed its model: \(Errno.current.text)") }
         let outcome = awaitResult()
-        guard case .success(let result) = outcome,
-            result.trace.contains(where: { $0.rule == .phase && $0.phase == HarnessPhase.load.rawValue })
-        else {
+        guard case .success(let result) = outcome, WarmSandbox.reachedLoad(result) else {
             Log.write(.warning, "a warm sandbox ended before it loaded its model: detonating cold")
             return nil
         }
@@ -249,7 +247,9 @@ public final class WarmSandbox: @unchecked Sendable {
             result = outcome
             monitor.broadcast()
             switch outcome {
-            case .success(let run) where run.releasedNs != nil: return .served
+            case .success(let run) where WarmSandbox.reachedLoad(run): return .served
+            case .success(let run) where run.releasedNs != nil:
+                return .failed("it ended after the handoff, before it loaded its model: detonated cold instead")
             case .success(let run) where run.timedOut || taken: return .expired
             case .success(let run):
                 let how = run.exitCode.map { "exit code \($0)" } ?? run.signal ?? "no exit status"
@@ -260,6 +260,11 @@ public final class WarmSandbox: @unchecked Sendable {
                 return .failed("\(error)")
             }
         }
+    }
+
+    /// Whether the harness announced `load`: it took the model.
+    static func reachedLoad(_ result: SandboxResult) -> Bool {
+        result.trace.contains { $0.rule == .phase && $0.phase == HarnessPhase.load.rawValue }
     }
 
     private func awaitResult() -> Result<SandboxResult, SandboxError> {
