@@ -46,7 +46,8 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
-from airlock_consumers import REAL, accepts_keyword, configure, imported_libraries, preimport, real, use, version_of
+from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
+                               version_of)
 
 PHASE_PREFIX = "/.airlock/phase/"
 # A warm sandbox: `--wait fd:N` names the socket its one request arrives on; READY says start-up is over.
@@ -545,6 +546,7 @@ def start(imports):
     detail = {"python": sys.version.split()[0], "executable": sys.executable, "libraries": loaded,
               "missing": missing}
     say("runtime", json.dumps(detail, sort_keys=True))
+    quick_exit()
 
 
 # What a warm sandbox's template could not import (said with the start-up's `runtime` line).
