@@ -1,6 +1,7 @@
 """Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
 
     PYTHON -I -B load.py FORMAT MODEL [--no-probe] [--consumer NAME] [--import MODULE,...]
+    PYTHON -I -B load.py --wait fd:N [--import MODULE,...]      (a warm sandbox, see wait_for_model)
     (load.py imports this module and calls main)
 
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
@@ -47,9 +48,13 @@ import time
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
 import airlock_remote_code
-from airlock_consumers import accepts_keyword, configure, imported_libraries, preimport, real, use
+from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
+                               version_of)
 
 PHASE_PREFIX = "/.airlock/phase/"
+# A warm sandbox: `--wait fd:N` names the socket its one request arrives on; READY says start-up is over.
+WAIT_OPTION = "--wait"
+READY = b"R"
 LINE_PREFIX = "airlock-harness: "
 # The loader the pickle format is read with (`--consumer`): pickle, pandas, dill or cloudpickle.
 CONSUMER = "pickle"
@@ -564,16 +569,74 @@ def start(imports, torch_format):
     be: the first `weights-only` line is then always the harness's."""
     configure()
     loaded, missing = preimport(imports)
+    # Every library imported at start-up: a warm sandbox's template imported more than this detonation asked for.
+    loaded.update((top, version_of(module)) for top, module in REAL.items() if top not in loaded)
+    missing.update((name, error) for name, error in WARM_MISSING.items() if name not in missing)
     if not (torch_format and real("torch") is not None):
         say("weights-only", "not-asked")
     import json
     detail = {"python": sys.version.split()[0], "executable": sys.executable, "libraries": loaded,
               "missing": missing}
     say("runtime", json.dumps(detail, sort_keys=True))
+    quick_exit()
+
+
+# What a warm sandbox's template could not import (said with the start-up's `runtime` line).
+WARM_MISSING = {}
+
+
+def wait_for_model(argv):
+    """A warm sandbox: `--wait fd:N [--import MODULE,...]`. Start-up as a cold detonation's (the consumer's libraries
+    imported, in phase `startup`), then READY on the socket N, then one request: the harness's arguments as JSON
+    ({"arguments": [FORMAT, "fd:N", ...]}, what a cold detonation's command line would say after load.py) with the
+    model's descriptor attached (SCM_RIGHTS). The descriptor takes the socket's number, so the socket is gone and the
+    process is where a cold start with those arguments would be; then main() goes on exactly as it does cold. The
+    sandbox serves this one model and ends with it. Nothing is sent back: the supervisor reads the sandbox from
+    outside."""
+    rest = argv[3:]
+    malformed = rest and (len(rest) != 2 or rest[0] != "--import")
+    if len(argv) < 3 or not argv[2].startswith("fd:") or not argv[2][3:].isdigit() or malformed:
+        print(f"usage: load.py {WAIT_OPTION} fd:N [--import MODULE,...]", file=sys.stderr)
+        return 2
+    channel = int(argv[2][3:])
+    configure()
+    _, missing = preimport([m for m in rest[1].split(",") if m] if rest else [])
+    WARM_MISSING.update(missing)
+    import json
+    import _socket
+    sock = _socket.socket(fileno=channel)
+    try:
+        os.write(channel, READY)
+        data, ancillary, flags, _ = sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4))
+    except OSError as e:
+        print(f"airlock-harness: no request: {e}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        sock.detach()
+    received = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            received += struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4])
+    try:
+        arguments = json.loads(data)["arguments"] if data else None
+    except (ValueError, KeyError, TypeError):
+        arguments = None
+    if len(received) != 1 or flags & _socket.MSG_CTRUNC or not isinstance(arguments, list) \
+            or not all(isinstance(a, str) for a in arguments):
+        for fd in received:
+            attempt(os.close, fd)
+        print("airlock-harness: no request (the socket closed, or the request was malformed)", file=sys.stderr,
+              flush=True)
+        return 2
+    os.dup2(received[0], channel)
+    os.close(received[0])
+    return main(["load.py"] + arguments)
 
 
 def main(argv):
     global CONSUMER
+    if len(argv) > 1 and argv[1] == WAIT_OPTION:
+        return wait_for_model(argv)
     parsed = options(argv)
     if parsed is None:
         print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe] [--consumer {'|'.join(CONSUMERS)}] "

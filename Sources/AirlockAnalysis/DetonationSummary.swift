@@ -42,6 +42,9 @@ public struct DetonationSummary: Sendable, Equatable {
     public var runtime: RuntimeSummary? = nil
     /// Calls allowed during the runtime's start-up, counted and not listed in the trace.
     public var startupAllowed: Int = 0
+    /// Whether a warm sandbox ran it (started before the model and handed it; docs/sandbox.md, "Warm start"):
+    /// written only when true.
+    public var warm = false
 
     /// Creates a summary.
     public init(
@@ -49,8 +52,9 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0
+        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false
     ) {
+        self.warm = warm
         self.runtime = runtime
         self.startupAllowed = startupAllowed
         self.argv = argv
@@ -93,6 +97,7 @@ public struct DetonationSummary: Sendable, Equatable {
             ("startupAllowed", .int(startupAllowed)),
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
+        if warm { members.append(("warm", .bool(true))) }
         return .object(members)
     }
 
@@ -135,5 +140,6 @@ public struct DetonationSummary: Sendable, Equatable {
             guard let runtime = RuntimeSummary(json: member) else { return nil }
             self.runtime = runtime
         }
+        if case .bool(true)? = field("warm") { warm = true }
     }
 }

@@ -61,6 +61,11 @@ public struct DaemonConfig: Sendable {
     /// interpreter's or virtual environment's absolute path. Resolved once at start (`DaemonRuntimes.resolve`); the
     /// default runtime and the built-in `system` follow `DaemonRuntimes.plan`.
     public var python: [String: String] = [:]
+    /// Warm sandboxes kept ready per runtime (docs/sandbox.md, "Warm start"): started ahead, each serves one model.
+    /// 0 disables warm start: every detonation starts its own sandbox.
+    public var warm = 1
+    /// How long a warm sandbox may wait for its model before it is replaced by a fresh one, seconds.
+    public var warmIdle = 600.0
 
     /// The defaults.
     public init() {}
@@ -91,6 +96,7 @@ public struct DaemonConfig: Sendable {
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
             "policy",
             "cgroup", "python",
+            "warm", "warmIdleSeconds",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -123,6 +129,8 @@ public struct DaemonConfig: Sendable {
                 python[runtime] = path
             }
         }
+        if let f = fields["warm"] { warm = try f.integer() }
+        if let f = fields["warmIdleSeconds"] { warmIdle = try f.double() }
         try validate()
     }
 
@@ -135,6 +143,8 @@ public struct DaemonConfig: Sendable {
         try check((0...100_000).contains(queue), "queue: 0 to 100000")
         try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
         try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
+        try check((0...16).contains(warm), "warm: 0 to 16")
+        try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
         for (value, name) in [
             (idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
             (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),

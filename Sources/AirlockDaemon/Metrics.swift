@@ -22,6 +22,8 @@ public final class Metrics: @unchecked Sendable {
     public let workers: Int
     /// Queue capacity.
     public let queueCapacity: Int
+    /// The warm sandboxes' part of the status (`WarmPool.status`); set once, before any thread reads it.
+    var warmStatus: (@Sendable () -> JSON)? = nil
 
     /// Metrics for a daemon with `workers` threads and a queue of `queueCapacity`.
     public init(workers: Int, queueCapacity: Int) {
@@ -66,7 +68,8 @@ public final class Metrics: @unchecked Sendable {
 
     /// The `status` reply's value; `extra` members (the daemon's runtimes) are appended.
     public func status(version: String, adding extra: [(String, JSON)] = []) -> JSON {
-        monitor.locked {
+        let warm = warmStatus?() ?? .null
+        return monitor.locked {
             let q = quantiles()
             let ms = { (s: Double) in JSON.double((s * 1e6).rounded() / 1e3) }
             let total = requests.values.reduce(0, +)
@@ -87,6 +90,7 @@ public final class Metrics: @unchecked Sendable {
                             ("samples", .int(q.count)),
                         ])
                     ),
+                    ("warm", warm),
                 ] + extra)
         }
     }

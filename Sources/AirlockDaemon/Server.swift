@@ -22,6 +22,8 @@ public final class Server: @unchecked Sendable {
     let allowedGIDs: Set<gid_t>
     let signals: StopSignals
     let pool: WorkerPool
+    /// Warm sandboxes per runtime (`warm` in the configuration); detonations take them through `ProbeOptions`.
+    let warmPool: WarmPool
     let context: Examination.Context
     /// The names of the runtimes clients may choose (`DaemonRequest.parse`).
     let runtimeNames: Set<String>
@@ -66,6 +68,18 @@ public final class Server: @unchecked Sendable {
         var options = options
         options.runtime = runtimes.runtime(named: nil)
         runtimeNames = Set(runtimes.names)
+        // Warm sandboxes for every runtime clients may name, each with that runtime's options.
+        let perRuntime = runtimes.names.compactMap { name -> ProbeOptions? in
+            guard let runtime = runtimes.runtime(named: name) else { return nil }
+            var o = options
+            o.runtime = runtime
+            return o
+        }
+        warmPool = WarmPool(runtimes: perRuntime, count: config.warm, idleSeconds: config.warmIdle)
+        if config.warm > 0 {
+            options.warmStart = warmPool
+            metrics.warmStatus = { [warmPool] in warmPool.status() }
+        }
         context = Examination.Context(
             options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
@@ -95,6 +109,7 @@ public final class Server: @unchecked Sendable {
     public func run() -> Int32 {
         let context = self.context
         pool.start { $0.run(context) }
+        warmPool.start()
         Systemd.notify("READY=1\nSTATUS=answering on \(listener.shownName)")
         serve()
         shutdown()
@@ -127,6 +142,7 @@ public final class Server: @unchecked Sendable {
     }
 
     private func shutdown() {
+        warmPool.stop()
         for c in connections.values where c.inFlight {
             // Past the grace period: the request's sandbox dies with this process; its client hears why.
             c.sendNow(Reply.error(id: .null, .shuttingDown, "airlockd stopped before the request finished"))

@@ -50,6 +50,25 @@ public struct ConsumerPlan: Sendable, Equatable {
         imports = Array(imports.prefix(ConsumerPlan.maxImports))
     }
 
+    /// The start-ups a warm sandbox of `runtime` may have (`WarmSandbox`): each a list of libraries it imports before
+    /// it knows its model, kept only when the runtime has all of them. A warm sandbox serves a detonation only when
+    /// its libraries are among the plan's own (`serves`), so that it imports nothing a cold start would not: its
+    /// start-up, trace and report are then those of a cold detonation. PyTorch files and pickles of torch objects;
+    /// scikit-learn models saved with joblib.
+    public static func templates(runtime: PythonRuntime?) -> [[String]] {
+        guard let runtime else { return [] }
+        return [["torch"], ["numpy", "joblib", "sklearn"]].filter {
+            $0.allSatisfy { runtime.distribution(of: $0) != nil }
+        }
+    }
+
+    /// Whether a warm sandbox whose start-up imported `template` can load a file with this plan: every library it
+    /// imported is one the plan imports too (a module of it, whose import imports the package first).
+    public func serves(template: [String]) -> Bool {
+        let tops = Set(imports.map(ConsumerPlan.topLevel))
+        return template.allSatisfy { tops.contains(ConsumerPlan.topLevel($0)) }
+    }
+
     static func topLevel(_ module: String) -> String {
         String(module.split(separator: ".", maxSplits: 1).first ?? Substring(module))
     }

@@ -23,6 +23,9 @@ public struct Detonation: Sendable {
     public var runtime: RuntimeSummary?
     /// The runtime's installed distributions by top-level module (empty without a runtime).
     var installed: [String: PythonRuntime.Distribution] = [:]
+    /// Whether it ran in a warm sandbox (`WarmSandbox`): started before the model, handed it through a socket. The
+    /// deadline and `durationMs` then count from the handoff.
+    public var warm = false
 
     /// Bytes of the harness's standard output and error kept in the report.
     static let outputTail = 4096
@@ -68,28 +71,31 @@ public struct Detonation: Sendable {
 
     /// Loads the file open as `fd` with the harness as `format`, in the sandbox `options` describe. The sandbox
     /// receives the file through the descriptor, never by looking its path up again.
+    ///
+    /// With `options.warmStart`, a ready warm sandbox of the same runtime whose start-up the plan covers is used when
+    /// there is one (`WarmSandbox`);
+    /// otherwise, or when it could not take the model, a sandbox is started for this file alone (cold).
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions
     ) throws(SandboxError) -> Detonation {
+        let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
+        if let warm = options.warmStart?.take(for: options, plan: plan),
+            let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
+        {
+            return detonation
+        }
         let started = StaticScanner.now()
         let phases = HarnessPhase.sequence(probe: options.probePhase)
-        let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
         let argv = HarnessProtocol.argv(
             interpreter: options.interpreter, format: format,
             descriptor: Sandbox.firstPassedFD, probe: options.probePhase, consumer: plan.consumer,
             imports: plan.imports)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
-        let mounts =
-            (options.runtime?.mounts ?? [])
-            + [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
-        let observation = SandboxObservation(
-            baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
-            windowSeconds: options.policy.observationSeconds)
         var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: mounts, phases: phases.map(\.rawValue), passedFDs: [model],
-            observation: observation, runtimeTrees: options.runtime?.trees ?? [])
+            extraMounts: try mounts(options), phases: phases.map(\.rawValue), passedFDs: [model],
+            observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         let result = try Sandbox.run(request, program: options.program)
@@ -98,13 +104,29 @@ public struct Detonation: Sendable {
             runtime: options.runtime)
     }
 
+    /// The runtime's environment and the harness, read-only: what every detonation's sandbox mounts besides the
+    /// profile's.
+    static func mounts(_ options: ProbeOptions) throws(SandboxError) -> [MountSpec] {
+        (options.runtime?.mounts ?? [])
+            + [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
+    }
+
+    /// What the supervisor watches once the loader's work ended: the threads and handlers the runtime had at `load`
+    /// are its own; the window is the policy's.
+    static func observation(_ options: ProbeOptions) -> SandboxObservation {
+        SandboxObservation(
+            baselinePhase: HarnessPhase.load.rawValue, endPhase: HarnessPhase.end.rawValue,
+            windowSeconds: options.policy.observationSeconds)
+    }
+
     /// Whether the loader stopped before the model's phases: nothing was observed about the model.
     func stoppedBeforeModel(_ policy: VerdictPolicy) -> Bool {
         outcome.outcome != nil && !policy.modelPhases.contains(outcome.phase)
     }
 
     /// Where the detonation's time went, from the trace's clock: sandbox set-up until the command started,
-    /// interpreter start-up until `load`, loading until `probe`, and the rest until the end.
+    /// interpreter start-up until `load`, loading until `probe`, and the rest until the end. A warm sandbox's
+    /// start-up and wait before the handoff are `warmWaitMs`, and its `startupMs` runs from the handoff.
     var phaseTimings: [(String, Double)] {
         let ms = { (ns: UInt64) in Double(ns) / 1e6 }
         guard let launch = result.trace.first(where: { $0.rule == .launch }) else { return [] }
@@ -114,8 +136,13 @@ public struct Detonation: Sendable {
         let finished = max(result.durationNs, launch.timeNs)
         // The work ends at the end marker (or the loader's exit); what follows is the supervisor's observation.
         let workEnd = min(max(result.observation?.workEndedNs ?? finished, launch.timeNs), finished)
+        var started = launch.timeNs
+        if warm, let released = result.releasedNs {
+            started = min(max(released, launch.timeNs), finished)
+            out.append(("warmWaitMs", ms(started - launch.timeNs)))
+        }
         if let load {
-            out.append(("startupMs", ms(load.timeNs - launch.timeNs)))
+            out.append(("startupMs", ms(load.timeNs >= started ? load.timeNs - started : 0)))
             let loadEnd = probe?.timeNs ?? workEnd
             out.append(("loadMs", ms(loadEnd >= load.timeNs ? loadEnd - load.timeNs : 0)))
         }
@@ -167,11 +194,12 @@ public struct Detonation: Sendable {
             argv: argv, outcome: outcome.outcome?.rawValue ?? "loaded", phaseReached: outcome.phase.rawValue,
             leftBehind: outcome.leftBehindSummary, observation: result.observation,
             exitCode: result.exitCode.map(Int.init), signal: result.signal, timedOut: result.timedOut,
-            durationMs: (Double(result.durationNs) / 1e3).rounded() / 1e3,
+            durationMs: (Double(result.durationNs - (warm ? min(result.releasedNs ?? 0, result.durationNs) : 0)) / 1e3)
+                .rounded() / 1e3,
             stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
             traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup,
-            runtime: runtime, startupAllowed: result.traceQuieted)
+            runtime: runtime, startupAllowed: result.traceQuieted, warm: warm)
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

@@ -27,6 +27,9 @@ public struct ProbeOptions: Sendable {
     public var runtime: PythonRuntime?
     /// Bounds of the static analysis.
     public var budget: ScanBudget
+    /// Where detonations may find a warm sandbox of their runtime (airlockd's pool); nil: every detonation starts its
+    /// own sandbox.
+    public var warmStart: (any WarmStartSource)?
 
     /// Creates options.
     public init(

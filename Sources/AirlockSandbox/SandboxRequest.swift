@@ -27,13 +27,18 @@ public struct SandboxRequest: Sendable {
     /// A phase whose allowed calls are counted, not kept in the trace (`SandboxResult.traceQuieted`): the runtime's
     /// start-up. Its refusals are kept.
     public var quietPhase: String? = nil
+    /// Starts the sandbox ahead of its work (a warm sandbox): until `SandboxHold.release` the deadline is the hold's
+    /// idle bound from the start, and from the release `timeoutSeconds` counts from then. Nothing else about the
+    /// sandbox changes. Nil: the deadline counts from the start, set-up included.
+    public var hold: SandboxHold?
 
     /// Creates a request.
     public init(
         argv: [String], profile: Profile, timeoutSeconds: Double? = nil, extraMounts: [MountSpec] = [],
         phases: [String] = [], passedFDs: [FileDescriptor] = [], observation: SandboxObservation? = nil,
-        runtimeTrees: [String] = []
+        runtimeTrees: [String] = [], hold: SandboxHold? = nil
     ) {
+        self.hold = hold
         self.runtimeTrees = runtimeTrees
         self.argv = argv
         self.profile = profile

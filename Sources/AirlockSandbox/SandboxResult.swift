@@ -30,6 +30,10 @@ public struct SandboxResult: Sendable {
     public var traceQuieted: Int = 0
     /// Wall-clock time from spawn to the end, nanoseconds.
     public var durationNs: UInt64
+    /// For a held sandbox (`SandboxRequest.hold`): when its work was handed over, nanoseconds from spawn (the trace's
+    /// clock); nil when it was not held, or was never released (it waited past its idle bound, was discarded, or
+    /// died first).
+    public var releasedNs: UInt64? = nil
     /// The command's PID inside the sandbox (2), 0 when it never started.
     public var commandPid: Int32 = 0
     /// What the supervisor saw running after the command's work ended, when the request asked for an observation.

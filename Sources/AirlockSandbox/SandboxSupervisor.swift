@@ -14,7 +14,9 @@ final class SandboxSupervisor {
     private let limits: Limits
     private let arch: UInt32
     private let start: UInt64
-    private let deadline: UInt64
+    /// The deadline (monotonic ns); a held sandbox's moves from its idle bound to its work's on release.
+    private var deadline: UInt64
+    private var watchdog: OpaquePointer?
     private let pid: pid_t
     private let pidfd: FileDescriptor
     private let ends: SandboxPipes.ParentEnds
@@ -36,7 +38,7 @@ final class SandboxSupervisor {
         self.limits = limits
         arch = program.nativeArch
         start = monotonicNow()
-        deadline = start + UInt64(limits.timeoutSeconds * 1e9)
+        deadline = start + UInt64((request.hold?.idleSeconds ?? limits.timeoutSeconds) * 1e9)
 
         let specification = try SpawnSpecification(request: request, limits: limits, program: program)
         (cgroup, cgroupUnavailable) = try SandboxSupervisor.makeCgroup(request.profile, limits)
@@ -180,10 +182,15 @@ final class SandboxSupervisor {
     func supervise() throws(SandboxError) -> SandboxResult {
         // The deadline holds even while this thread is inside a call it performs for the sandbox (CallEmulator),
         // which the sandbox can hold up: a thread of its own kills PID 1 then, and interrupts such a call.
+        defer { request.hold?.end() }
         guard let watchdog = airlock_watchdog_start(pidfd.rawValue, deadline + 100_000_000) else {
             throw SandboxError(.supervisor, "cannot start the deadline's watchdog thread", errno: .current)
         }
-        defer { airlock_watchdog_stop(watchdog) }
+        self.watchdog = watchdog
+        defer {
+            self.watchdog = nil
+            airlock_watchdog_stop(watchdog)
+        }
         let (listener, emulator) = try awaitListener()
         let notifier = try SeccompNotifier(
             listener: listener, policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees),
@@ -197,6 +204,7 @@ final class SandboxSupervisor {
             stderr: CapturedOutput(fd: ends.stderr, limit: limits.outputBytes),
             window: UInt64(max(0, request.observation?.windowSeconds ?? 0) * 1e9)
         )
+        run.holding = request.hold != nil
         try serve(notifier, observer, &run)
         var pid1Status: Int32 = 0
         if airlock_pidfd_wait(pidfd.rawValue, &pid1Status, 0) == 1 { reaped = true }
@@ -220,6 +228,10 @@ final class SandboxSupervisor {
         var pid1Exited = false
         var pid1ExitedAt: UInt64 = 0
         var commandPid: Int32 = 0
+        /// Whether a held sandbox's hold is still to be watched (it is neither released nor discarded yet).
+        var holding = false
+        /// When a held sandbox was released (monotonic ns).
+        var releasedAt: UInt64? = nil
     }
 
     private func makeObserver(_ notifier: SeccompNotifier) -> SandboxObserver? {
@@ -262,12 +274,15 @@ final class SandboxSupervisor {
                 pollfd(fd: run.stderr.isOpen ? ends.stderr.rawValue : -1, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: status.atEOF ? -1 : status.fd.rawValue, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: run.pid1Exited ? -1 : pidfd.rawValue, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: run.holding ? request.hold?.fd.rawValue ?? -1 : -1, events: Int16(POLLIN), revents: 0),
             ]
             let n = poll(&fds, nfds_t(fds.count), pollTimeout(run, windowEnd: windowEnd, now: now))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw SandboxError(.supervisor, "poll", errno: .current)
             }
+            // The release first: the work's first notification must meet the work's deadline and phases.
+            if fds[5].revents != 0 { takeHold(notifier, &run) }
             if fds[0].revents != 0 { notifier.serve(revents: fds[0].revents) }
             if fds[1].revents != 0 { run.stdout.drain(using: &chunk) }
             if fds[2].revents != 0 { run.stderr.drain(using: &chunk) }
@@ -280,6 +295,27 @@ final class SandboxSupervisor {
     }
 
     private var listenerFD: Int32 { listener?.rawValue ?? -1 }
+
+    /// A held sandbox's hold changed: released, its deadline becomes its work's (and its phases, when the release
+    /// names them); discarded, it is killed.
+    private func takeHold(_ notifier: SeccompNotifier, _ run: inout RunState) {
+        guard let hold = request.hold else { return }
+        switch hold.take() {
+        case .released(let at, let release):
+            run.holding = false
+            run.releasedAt = at
+            var timeout = limits.timeoutSeconds
+            if let t = release.timeoutSeconds, t > 0, t <= 86_400 { timeout = t }
+            deadline = at + UInt64(timeout * 1e9)
+            airlock_watchdog_rearm(watchdog, deadline + 100_000_000)
+            if let phases = release.phases { notifier.replacePhases(phases) }
+        case .discarded:
+            run.holding = false
+            if !run.pid1Exited { _ = airlock_pidfd_send_signal(pidfd.rawValue, SIGKILL) }
+        case .waiting, .ended:
+            break
+        }
+    }
 
     /// Once the command's work has ended: sweeps for what it left every 20 ms, and kills the sandbox when the window
     /// closes.
@@ -362,6 +398,7 @@ final class SandboxSupervisor {
         )
         result.commandPid = run.commandPid
         result.traceQuieted = notifier.recorder.quieted
+        result.releasedNs = run.releasedAt.map { $0 > start ? $0 - start : 0 }
         result.observation = observer?.report
         if let cgroup {
             // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.

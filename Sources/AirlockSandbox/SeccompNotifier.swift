@@ -22,7 +22,7 @@ final class SeccompNotifier {
     private var namespacePids: [pid_t: pid_t] = [:]
     private var launched = false
     private var seq = 0
-    private let phases: [String]
+    private var phases: [String]
     private var phase = 0
 
     /// The trace, within its budgets (events, bytes, each event's arguments); see `TraceRecorder`.
@@ -198,6 +198,14 @@ final class SeccompNotifier {
                 action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
                 rule: decision.rule, phase: phaseName, args: decoded, performed: performed
             ))
+    }
+
+    /// Replaces the phases the command may announce (a held sandbox's work decides them, `SandboxHold.Release`): the
+    /// current phase stays current, and must be among `next`; nothing changes otherwise.
+    func replacePhases(_ next: [String]) {
+        guard !phases.isEmpty, let index = next.firstIndex(of: phases[phase]) else { return }
+        phases = next
+        phase = index
     }
 
     /// A phase announcement: phases only move forward, so code inside cannot move its own behaviour back into

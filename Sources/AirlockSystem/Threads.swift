@@ -28,6 +28,15 @@ package final class Monitor: @unchecked Sendable {
     /// Waits for a signal; call with the mutex held (inside `locked`).
     package func wait() { pthread_cond_wait(&cond, &mutex) }
 
+    /// Waits for a signal or until `seconds` have passed; call with the mutex held (inside `locked`).
+    package func wait(seconds: Double) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let total = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 + max(0, min(seconds, 86_400))
+        var until = timespec(tv_sec: Int(total), tv_nsec: Int((total - total.rounded(.down)) * 1e9))
+        pthread_cond_timedwait(&cond, &mutex, &until)
+    }
+
     /// Wakes every waiter.
     package func broadcast() { pthread_cond_broadcast(&cond) }
 }

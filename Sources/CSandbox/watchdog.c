@@ -8,6 +8,10 @@
  * inside a call a second later, it interrupts that call with a signal whose handler does nothing (installed without
  * SA_RESTART, so the call fails with EINTR), once a second until the run is over.
  *
+ * A held sandbox (a warm one, waiting for its work) starts with a deadline that bounds its wait; when its work is
+ * handed to it, airlock_watchdog_rearm moves the deadline (earlier or later) and wakes the thread to wait for the new
+ * one. A deadline that has already fired stays fired: PID 1 is dead by then.
+ *
  * Stopping it does not wait for the thread: under load, waking it only to join it cost the run's end a scheduling
  * delay (docs/benchmarks.md, "Start-up budget (issue 12)"). It is detached instead; `stopped`, read and acted on
  * under `lock`, guarantees that nothing is signalled once airlock_watchdog_stop has returned, and the last of the two
@@ -36,10 +40,11 @@ struct airlock_watchdog {
     pthread_t supervisor;
     pthread_mutex_t lock;
     int stopped; /* under lock */
+    int fired;   /* under lock: PID 1 was killed */
     int users;   /* under lock: the thread and the supervisor, until each lets go */
     int pidfd;
-    int cancel;
-    uint64_t deadline;
+    int cancel;      /* written on stop and on rearm */
+    uint64_t deadline; /* under lock */
 };
 
 static void al_nothing(int sig) { (void)sig; }
@@ -69,7 +74,7 @@ static uint64_t al_now(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Waits until `until` (monotonic ns) or a cancel; returns 1 when cancelled. */
+/* Waits until `until` (monotonic ns) or a wake-up on `cancel` (a stop or a new deadline); returns 1 when woken. */
 static int al_wait(struct airlock_watchdog *w, uint64_t until) {
     for (;;) {
         uint64_t now = al_now();
@@ -77,8 +82,24 @@ static int al_wait(struct airlock_watchdog *w, uint64_t until) {
         uint64_t ms = (until - now + 999999) / 1000000;
         struct pollfd p = {.fd = w->cancel, .events = POLLIN, .revents = 0};
         int rc = poll(&p, 1, ms > 1000000 ? 1000000 : (int)ms);
-        if (rc > 0) return 1;
+        if (rc > 0) {
+            uint64_t value;
+            while (read(w->cancel, &value, sizeof value) < 0 && errno == EINTR) {}
+            return 1;
+        }
         if (rc < 0 && errno != EINTR) return 1;
+    }
+}
+
+/* Waits for the deadline, following rearms; returns 0 when it passed, 1 when stopped first. */
+static int al_wait_deadline(struct airlock_watchdog *w) {
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        int stopped = w->stopped;
+        uint64_t deadline = w->deadline;
+        pthread_mutex_unlock(&w->lock);
+        if (stopped) return 1;
+        if (!al_wait(w, deadline)) return 0;
     }
 }
 
@@ -95,11 +116,18 @@ static void al_release(struct airlock_watchdog *w) {
 }
 
 /* Sends `w`'s signal (the first time SIGKILL to PID 1, then the interrupt to the supervisor) unless it was stopped;
- * returns 0 when it was. */
+ * returns 0 when it was, -1 (the first time) when a rearm has moved the deadline later meanwhile. */
 static int al_fire(struct airlock_watchdog *w, int first) {
     pthread_mutex_lock(&w->lock);
     int live = !w->stopped;
-    if (live && first) syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    if (live && first && w->deadline > al_now()) {
+        pthread_mutex_unlock(&w->lock);
+        return -1;
+    }
+    if (live && first) {
+        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+        w->fired = 1;
+    }
     if (live && !first) pthread_kill(w->supervisor, SIGRTMIN + 3);
     pthread_mutex_unlock(&w->lock);
     return live;
@@ -110,7 +138,11 @@ static void *al_watch(void *arg) {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    if (!al_wait(w, w->deadline) && al_fire(w, 1)) {
+    int fired;
+    do {
+        fired = al_wait_deadline(w) ? 0 : al_fire(w, 1);
+    } while (fired < 0);
+    if (fired) {
         uint64_t next = al_now();
         for (;;) {
             next += 1000000000ull;
@@ -146,6 +178,17 @@ struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline) {
     }
     pthread_detach(thread);
     return w;
+}
+
+void airlock_watchdog_rearm(struct airlock_watchdog *w, uint64_t deadline) {
+    if (!w) return;
+    pthread_mutex_lock(&w->lock);
+    int fired = w->fired;
+    if (!fired) w->deadline = deadline;
+    pthread_mutex_unlock(&w->lock);
+    if (fired) return;
+    uint64_t one = 1;
+    while (write(w->cancel, &one, sizeof one) < 0 && errno == EINTR) {}
 }
 
 void airlock_watchdog_stop(struct airlock_watchdog *w) {

@@ -417,9 +417,16 @@ package func descendants(of root: Int32) -> [HostProcess] {
     return out
 }
 
-/// The sandboxed loaders (`python3 … /airlock/harness/load.py …`) under the daemon `pid`.
+/// The sandboxed loaders (`python3 … /airlock/harness/load.py …`) under the daemon `pid` that hold a model: cold
+/// ones, and warm ones once handed theirs (a warm sandbox waiting for its model holds its socket at descriptor 5,
+/// which the model's descriptor replaces at the handoff; docs/sandbox.md, "Warm start").
 package func loaders(under pid: Int32) -> [Int32] {
-    descendants(of: pid).filter { $0.cmdline.contains("airlock/harness/load.py") && $0.state != "Z" }.map(\.pid)
+    descendants(of: pid).filter { p in
+        guard p.cmdline.contains("airlock/harness/load.py") && p.state != "Z" else { return false }
+        guard p.cmdline.contains("load.py --wait") else { return true }
+        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.pid)/fd/5")) ?? "socket:"
+        return !target.hasPrefix("socket:")
+    }.map(\.pid)
 }
 
 /// Whether `pid` exists and is not a zombie.

@@ -249,6 +249,8 @@ struct airlock_watchdog;
  * then interrupts the calling thread's system call once a second (a signal with a handler that does nothing, no
  * SA_RESTART) until stopped. NULL with errno on failure. */
 struct airlock_watchdog *airlock_watchdog_start(int pidfd, uint64_t deadline);
+/* Moves the deadline (earlier or later) to `deadline`; nothing once it has fired. */
+void airlock_watchdog_rearm(struct airlock_watchdog *w, uint64_t deadline);
 /* Stops it without waiting for its thread: nothing is signalled once this returns, and the thread frees what is
  * left when it ends. */
 void airlock_watchdog_stop(struct airlock_watchdog *w);
