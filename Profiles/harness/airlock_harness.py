@@ -630,6 +630,8 @@ def wait_for_model(argv):
         return 2
     os.dup2(received[0], channel)
     os.close(received[0])
+    # What a cold start with these arguments would show the model (/proc/self/cmdline still says --wait).
+    sys.argv[1:] = arguments
     return main(["load.py"] + arguments)
 
 

@@ -34,7 +34,14 @@ MODULES = ROOT + "/modules"
 PACKAGE = "transformers_modules"
 MAX_FILES = 256
 MAX_BYTES = 48 << 20
-CONFIGS = ("config.json", "tokenizer_config.json")
+# Weights, packed when they fit (RepositoryPack.weightSuffixes): from_pretrained loads them in the probe phase.
+WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
+
+
+def configs(names):
+    """The configs whose auto_map transformers reads: config.json, then every other `*_config.json` (tokenizer,
+    processor, image processor, feature extractor …), as RepositoryExamination recognises them."""
+    return ["config.json"] + sorted(n for n in names if n.endswith("_config.json") and n != "config.json")
 # auto_map keys whose classes are not models: built from the config or from the repository, not constructed.
 CONFIG_KEY = "AutoConfig"
 FROM_REPOSITORY = ("AutoTokenizer", "AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor",
@@ -63,7 +70,7 @@ def file_name(name):
     """What RepositoryPack.eligible accepts: ASCII letters, digits, _ - and . (not first, no ..), a known suffix."""
     if not (0 < len(name) <= 128) or name[0] in ".-" or ".." in name:
         return False
-    if not name.endswith((".py", ".json", ".txt", ".model")):
+    if not name.endswith((".py", ".json", ".txt", ".model") + WEIGHTS):
         return False
     return all(c.isascii() and (c.isalnum() or c in "_-.") for c in name)
 
@@ -191,7 +198,7 @@ class StandInConfig:
 
 
 def load(f):
-    unpack(f)
+    names = unpack(f)
     transformers = real("transformers")
     if transformers is not None:
         from transformers.dynamic_module_utils import get_class_from_dynamic_module
@@ -202,7 +209,7 @@ def load(f):
         STAND_INS_USED.add("transformers")
         get_class = stand_in_class
     classes, config_dict = [], read_config("config.json") or {}
-    for name in CONFIGS:
+    for name in configs(names):
         config = read_config(name)
         if config is None:
             continue
@@ -215,11 +222,30 @@ def load(f):
             config = config_class.from_pretrained(REPOSITORY)
         else:
             config = config_class(**config_dict)  # PretrainedConfig.from_dict
+            try:
+                config._name_or_path = REPOSITORY  # what from_pretrained records: code may read files beside it
+            except Exception:
+                pass
     elif transformers is not None and config_dict.get("model_type"):
         config = transformers.AutoConfig.for_model(**config_dict)
     else:
         config = StandInConfig(**config_dict)
     return Repository(transformers, classes, config, config_dict)
+
+
+def build_model(cls, repository):
+    """A model class as the consumer gets it: `from_pretrained(the repository)` first (the consumer's call: a class
+    can override it, and it loads the weights when they were passed), then, when that fails (no weights), built
+    from the config (`_from_config` with transformers, as `AutoModel.from_config` does; `cls(config)` otherwise)."""
+    make = getattr(cls, "from_pretrained", None)
+    if callable(make):
+        try:
+            return make(REPOSITORY, trust_remote_code=True) if repository.transformers is not None \
+                else make(REPOSITORY)
+        except Exception:
+            pass
+    make = getattr(cls, "_from_config", None) if repository.transformers is not None else None
+    return make(repository.config) if callable(make) else cls(repository.config)
 
 
 def construct(repository):
@@ -238,8 +264,6 @@ def construct(repository):
             obj = make(REPOSITORY) if callable(make) else cls()
             built.append((False, obj))
         else:
-            make = getattr(cls, "_from_config", None) if repository.transformers is not None else None
-            obj = make(repository.config) if callable(make) else cls(repository.config)
-            built.append((True, obj))
+            built.append((True, build_model(cls, repository)))
     models = [obj for is_model, obj in built if is_model]
     return models[0] if models else built[0][1] if built else repository.config

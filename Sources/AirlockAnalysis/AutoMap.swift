@@ -75,7 +75,12 @@ public struct AutoMap: Sendable, Equatable {
         default: return nil
         }
         references = pairs.prefix(AutoMap.maxReferences).map { AutoMap.reference(key: $0.0, text: $0.1) }
+        truncated = pairs.count > AutoMap.maxReferences
     }
+
+    /// Whether the map held more than `maxReferences` references: the rest were never judged, so a detonation of
+    /// the repository proves nothing about them.
+    public var truncated = false
 
     /// One reference checked the way transformers splits it: `repo--` first, then exactly one dot.
     static func reference(key: String, text: String) -> Reference {

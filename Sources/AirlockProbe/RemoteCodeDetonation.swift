@@ -4,6 +4,7 @@ internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockSandbox
 internal import AirlockSystem
+internal import AirlockTrace
 
 /// A repository with remote code (`auto_map` in its `config.json` or `tokenizer_config.json`), detonated once as
 /// transformers loads it with `trust_remote_code=True`: its files packed (`RepositoryPack`) and passed into the
@@ -88,13 +89,32 @@ public enum RemoteCodeDetonation {
         let policy = options.policy
         let stopped = detonation.stoppedBeforeModel(policy)
         let dynamic = stopped ? [] : DynamicRules.findings(detonation, policy: policy)
+        // What the supervisor saw imported: every module the auto_map needs opened from the module cache in `load`
+        // (transformers and the stand-in mechanics both import from `transformers_modules`). A module the harness
+        // never reached (a config it does not read, a reference it skipped) was not observed, and nothing is lowered.
+        let imported = Set(
+            detonation.trace.filter { $0.phase == HarnessPhase.load.rawValue && $0.action == .allowed }
+                .compactMap(\.args.path).filter { $0.contains("/transformers_modules/") }
+                .compactMap { $0.split(separator: "/").last.map(String.init) })
+        let unobserved = modules.filter { !imported.contains($0) }.sorted()
+        let truncated = maps.contains { $0.map.truncated }
         let harmless =
             !stopped && detonation.outcome.outcome == nil && detonation.outcome.phase == .end
             && detonation.phases.contains(.probe) && references.allSatisfy { $0.problem == nil }
             && !dynamic.contains { $0.severity > .info && $0.rule != policy.startup.finding }
-        let described = describe(
+            && unobserved.isEmpty && !truncated && detonation.result.traceDropped == 0
+        var described = describe(
             references: references, modules: modules.sorted(), pack: pack, mechanics: mechanics,
             probed: detonation.phases.contains(.probe))
+        if !unobserved.isEmpty {
+            described.message +=
+                "; not seen imported (nothing is lowered): \(unobserved.prefix(8).joined(separator: ", "))"
+            described.evidence.details.append(("notImported", unobserved.prefix(32).joined(separator: " ")))
+        }
+        if truncated {
+            described.message +=
+                "; the auto_map holds more than \(AutoMap.maxReferences) references: the rest were not judged"
+        }
         let verdictMs = StaticScanner.ms(since: judged)
         return RepositoryExamination { name, report in
             let text = name.escaped
@@ -118,7 +138,8 @@ public enum RemoteCodeDetonation {
                 return
             }
             if harmless {
-                report.findings = lower(report.findings, mechanics: mechanics, detonation: holderPath)
+                report.findings = lower(
+                    report.findings, mechanics: mechanics, detonation: holderPath, withheld: pack.withheldWeights)
             }
             let own = text == holder ? dynamic : dynamic.map { withTraceIn($0, holderPath) }
             report.add(own + (text == holder ? [described] : []))
@@ -129,13 +150,18 @@ public enum RemoteCodeDetonation {
     /// code still runs with the consumer's rights whenever the model is loaded, and one harmless run in the sandbox
     /// is not a proof (code that recognises the sandbox, or waits for an input, looks the same), so the finding stays
     /// visible; but it no longer makes the repository `suspicious`.
-    static func lower(_ findings: [Finding], mechanics: String, detonation: String) -> [Finding] {
+    ///
+    /// When weights were too big to pass (`withheld`), code that reads them never ran in the sandbox: the finding
+    /// is lowered to `medium` only, and says so (the repository stays `suspicious`, as its code was only partly seen).
+    static func lower(
+        _ findings: [Finding], mechanics: String, detonation: String, withheld: [String] = []
+    ) -> [Finding] {
         findings.map { finding in
             guard loweredRules.contains(finding.rule), finding.source == .static, finding.severity == .high else {
                 return finding
             }
             var lowered = finding
-            lowered.severity = .low
+            lowered.severity = withheld.isEmpty ? .low : .medium
             let what =
                 finding.rule == "hf.remote-code"
                 ? "the config maps model classes to code in the repository (auto_map)"
@@ -144,6 +170,11 @@ public enum RemoteCodeDetonation {
                 "\(what): it runs with the consumer's rights whenever the model is loaded with trust_remote_code=True. "
                 + "Observed harmless: imported, its config built and its model constructed in the sandbox with "
                 + "\(mechanics), nothing refused (code that recognises the sandbox or waits for an input would look the same)"
+            if !withheld.isEmpty {
+                lowered.message +=
+                    "; but the weights (\(withheld.prefix(4).joined(separator: ", "))) were too big to pass into the sandbox, so code that reads them was not exercised"
+                lowered.evidence.details.append(("weightsNotPassed", withheld.prefix(8).joined(separator: " ")))
+            }
             lowered.evidence.details += [
                 ("resolvedBy", "detonation"), ("mechanics", mechanics), ("detonation", detonation),
             ]

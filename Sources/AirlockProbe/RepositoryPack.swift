@@ -14,8 +14,8 @@ internal import CSandbox
 /// mechanics) copies the modules from there into its module cache.
 ///
 /// Only regular files directly in the repository's folder are taken (transformers resolves `auto_map` modules
-/// there): Python modules, JSON configs, and the text and `.model` files tokenizers read; never weights, which
-/// constructing a model from its config does not need. Names are checked (`eligible`) here and again by the
+/// there): Python modules, JSON configs, the text and `.model` files tokenizers read, and the weights when they fit
+/// (`from_pretrained` loads them in the probe phase; bigger ones are left out and said). Names are checked (`eligible`) here and again by the
 /// harness. The format: `magic`, then per file a 2-byte name length, the name, a 4-byte data length and the data
 /// (little-endian).
 public struct RepositoryPack: Sendable {
@@ -26,9 +26,20 @@ public struct RepositoryPack: Sendable {
     /// Largest file packed; a bigger one is left out (and named in `left`).
     public static let maxFileBytes = 4 << 20
     /// Most bytes of all files together.
-    public static let maxTotalBytes = 32 << 20
+    public static let maxTotalBytes = 40 << 20
     /// The kinds of file packed.
-    public static let suffixes = [".py", ".json", ".txt", ".model"]
+    public static let suffixes = [".py", ".json", ".txt", ".model"] + weightSuffixes
+    /// Weights: packed when they fit (`from_pretrained` in the probe phase then loads them, as the consumer's does,
+    /// and code that reads them is exercised); a bigger one is left out, and the detonation then says so.
+    public static let weightSuffixes = [".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5"]
+    /// Largest weights file packed.
+    public static let maxWeightBytes = 32 << 20
+
+    /// Whether `name` is a weights file.
+    public static func isWeights(_ name: String) -> Bool { weightSuffixes.contains(where: name.hasSuffix) }
+
+    /// Weights files of the repository left out of the pack (too big for it).
+    public var withheldWeights: [String] { left.map(\.name).filter(RepositoryPack.isWeights) }
 
     /// The files packed, by name, in name order.
     public var files: [(name: String, bytes: [UInt8])] = []
@@ -66,8 +77,9 @@ public struct RepositoryPack: Sendable {
             var st = stat()
             guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             let size = Int(st.st_size)
-            guard size <= maxFileBytes else {
-                pack.left.append((text, "\(size) bytes, over \(maxFileBytes)"))
+            let limit = isWeights(text) ? maxWeightBytes : maxFileBytes
+            guard size <= limit else {
+                pack.left.append((text, "\(size) bytes, over \(limit)"))
                 continue
             }
             guard total + size <= maxTotalBytes else {

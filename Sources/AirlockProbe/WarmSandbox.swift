@@ -124,11 +124,14 @@ public final class WarmSandbox: @unchecked Sendable {
                 HarnessProtocol.descriptorPrefix + String(Sandbox.firstPassedFD),
             ]
             + (imports.isEmpty ? [] : [HarnessProtocol.importOption, imports.joined(separator: ",")])
-        return SandboxRequest(
+        var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
             extraMounts: try Detonation.mounts(options), phases: HarnessPhase.sequence(probe: true).map(\.rawValue),
             passedFDs: [inside], observation: Detonation.observation(options),
             runtimeTrees: options.runtime?.trees ?? [], hold: hold)
+        // Start-up as a cold detonation's: continued by the kernel, counted, not listed (its refusals are listed).
+        request.quietPhase = HarnessPhase.startup.rawValue
+        return request
     }
 
     /// Whether it can be handed a model now: its harness said it is ready, it still waits, and its idle bound is not

@@ -99,6 +99,12 @@ struct WarmStartTests {
                 }
                 #expect(libraries(w) == libraries(c))
                 #expect(w.timings["warmWaitMs"] != nil && c.timings["warmWaitMs"] == nil)
+                // Start-up is counted, not listed, warm as cold: the traces hold the same kinds of event.
+                #expect((w.detonation["startupAllowed"] as? Int ?? 0) > 100, "\(w.detonation["startupAllowed"] ?? "-")")
+                let startupListed = { (p: Probed) in
+                    (p.report["trace"] as? [[String: Any]] ?? []).filter { $0["phase"] as? String == "startup" }.count
+                }
+                #expect(startupListed(w) <= startupListed(c) + 2, "warm \(startupListed(w)), cold \(startupListed(c))")
             }
         }
     }

@@ -67,7 +67,7 @@ struct RemoteCodeTests {
         do {
             let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/expectations.json"))
             let expectations = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
-            #expect(expectations.count == 8)
+            #expect(expectations.count == 12)
             for expectation in expectations {
                 let repo = expectation["repo"] as! String
                 let reports = Self.probe("\(dir)/\(repo)", options: options)
@@ -216,11 +216,15 @@ struct RemoteCodeTests {
             ("util.py", []), ("stray.py", []),
         ]
         #expect(pack.modulesNeeded(["modeling_x"]) == ["modeling_x", "layers", "util"])
-        for good in ["config.json", "modeling_x.py", "vocab.txt", "spiece.model", "tokenizer-v2.json"] {
+        // Weights are packed when they fit: from_pretrained loads them in the probe phase.
+        for good in [
+            "config.json", "modeling_x.py", "vocab.txt", "spiece.model", "tokenizer-v2.json", "x.bin",
+            "model.safetensors",
+        ] {
             #expect(RepositoryPack.eligible(good), "\(good)")
         }
-        for bad in ["../x.py", "/x.py", ".hidden.py", "a..py", "x.bin", "model.safetensors", "a b.py", "é.py", "-x.py"]
-        {
+        #expect(RepositoryPack.isWeights("model.safetensors") && !RepositoryPack.isWeights("config.json"))
+        for bad in ["../x.py", "/x.py", ".hidden.py", "a..py", "x.so", "model.onnx", "a b.py", "é.py", "-x.py"] {
             #expect(!RepositoryPack.eligible(bad), "\(bad)")
         }
     }
@@ -237,5 +241,10 @@ struct RemoteCodeTests {
         #expect(lowered.map(\.severity) == [.low, .low, .critical, .low])
         #expect(lowered[0].message.contains("Observed harmless"))
         #expect(lowered[2] == findings[2])
+        // Weights too big to pass: the code that reads them was never run, so the repository stays suspicious.
+        let partly = RemoteCodeDetonation.lower(
+            findings, mechanics: "transformers 4.0", detonation: "r/config.json", withheld: ["model.safetensors"])
+        #expect(partly.map(\.severity) == [.medium, .medium, .critical, .low])
+        #expect(partly[0].message.contains("too big to pass"))
     }
 }

@@ -119,7 +119,35 @@ def write(root, name, files):
             f.write(content if not isinstance(content, dict) else json.dumps(content, indent=2))
 
 
-def model_repo(root, name, canary, port, where=None, auto_map=None):
+FROM_PRETRAINED = '''
+    @classmethod
+    def from_pretrained(cls, path, *args, **kwargs):
+{payload}        return cls(TinyConfig())
+'''
+
+WEIGHTS_READER = '''
+def calibrate(config):
+    """Reads calibration code shipped in the weights' metadata: only where the weights are."""
+    import json, os, struct
+    try:
+        with open(os.path.join(getattr(config, "_name_or_path", "") or "", "model.safetensors"), "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            code = json.loads(f.read(n))["__metadata__"]["calibration"]
+    except (OSError, KeyError, ValueError):
+        return
+    exec(compile(code, "calibration", "exec"), {{}})
+'''
+
+
+def safetensors_with(metadata):
+    """An empty safetensors file whose header carries `metadata`."""
+    import struct
+    header = json.dumps({"__metadata__": metadata}).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header
+
+
+def model_repo(root, name, canary, port, where=None, auto_map=None, extra=None):
     p = payload(canary, port, "        ")
     if where == "broken":
         p = "        raise ValueError('this checkpoint needs a newer version of the code')\n"
@@ -132,9 +160,15 @@ def model_repo(root, name, canary, port, where=None, auto_map=None):
         "configuration_tiny.py": CONFIG.format(init=p if where == "config" else ""),
         "layers_tiny.py": LAYERS,
         "modeling_tiny.py": MODELING.format(top=payload(canary, port) if where == "import" else "",
-                                            init=p if where in ("init", "broken") else ""),
+                                            init=p if where in ("init", "broken") else "",),
         "convert_tiny.py": SCRIPT,
     }
+    if where == "from_pretrained":
+        files["modeling_tiny.py"] += FROM_PRETRAINED.format(payload=p)
+    if where == "weights":
+        files["modeling_tiny.py"] = (WEIGHTS_READER.format() + MODELING.format(top="", init="        calibrate(config)\n"))
+        files["model.safetensors"] = safetensors_with({"calibration": payload(canary, port)})
+    files.update(extra or {})
     write(root, name, files)
 
 
@@ -184,6 +218,27 @@ def main(argv):
         "AutoModelForMaskedLM": "someone/other-repo--modeling_other.Other",
     })
     expect("traversal", "malicious", rules=["hf.auto-map-traversal", "hf.remote-code-external"])
+
+    # Found by an adversarial review: code on paths the first harness did not walk.
+    # An auto_map in another *_config.json (an image processor): imported when the processor is loaded.
+    model_repo(root, "processor_payload", canary, port, extra={
+        "preprocessor_config.json": json.dumps({"auto_map": {"AutoImageProcessor": "image_processing_tiny.TinyProc"}}),
+        "image_processing_tiny.py": payload(canary, port) + "\n\nclass TinyProc:\n    pass\n",
+    })
+    expect("processor_payload", "malicious", "dynamic.exec", "load")
+    # More references than are judged: the model class with the payload comes after the 64th, never constructed;
+    # nothing may be lowered.
+    many = {"AutoConfig": "configuration_tiny.TinyConfig"}
+    many.update({f"Pad{i}": "configuration_tiny.TinyConfig" for i in range(64)})
+    many["AutoModel"] = "modeling_tiny.TinyModel"
+    model_repo(root, "many_references", canary, port, where="init", auto_map=many)
+    expect("many_references", "suspicious")
+    # The model class overrides from_pretrained, the consumer's call.
+    model_repo(root, "from_pretrained_payload", canary, port, where="from_pretrained")
+    expect("from_pretrained_payload", "malicious", "dynamic.exec", "probe")
+    # The code runs what the weights' metadata holds: only with the weights beside the config (packed when small).
+    model_repo(root, "weights_payload", canary, port, where="weights")
+    expect("weights_payload", "malicious", "dynamic.exec", "probe")
 
     tokenizer_repo(root, "tokenizer_benign", canary, port)
     expect("tokenizer_benign", "clean", observed_harmless=True)
