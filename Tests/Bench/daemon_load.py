@@ -13,7 +13,7 @@ whose verdict is VERDICT (default clean), whose findings include RULE when given
 OUTCOME when given ("none": no detonation at all). Anything else stops the run with exit status 1 and the reply.
 
 Prints one JSON line: label, method, clients, requests, seconds (wall time from the barrier to the last reply),
-rps (requests / seconds), the latencies in ms: p50, p90, p99, max, mean (nearest-rank percentiles over every
+rps (requests / seconds), the latencies in ms: p50, p90, p95, p99, max, mean (nearest-rank percentiles over every
 measured request of every client), and clientCpuMs: this process's CPU time (user + system) over the measured
 requests, per request.
 """
@@ -179,7 +179,7 @@ def main():
     print(json.dumps({
         "label": args.label, "method": args.method, "clients": args.clients, "requests": n,
         "seconds": round(seconds, 4), "rps": round(n / seconds, 1),
-        "p50": round(pct(50), 3), "p90": round(pct(90), 3), "p99": round(pct(99), 3),
+        "p50": round(pct(50), 3), "p90": round(pct(90), 3), "p95": round(pct(95), 3), "p99": round(pct(99), 3),
         "max": round(lat[-1] * 1e3, 3), "mean": round(sum(lat) / n * 1e3, 3),
         "clientCpuMs": round((cpu1.user - cpu0.user + cpu1.system - cpu0.system) / n * 1e3, 3),
     }))
