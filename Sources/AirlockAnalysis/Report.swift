@@ -155,6 +155,7 @@ public struct Report: Sendable {
             lines.append("  (\(hidden) informational finding\(hidden == 1 ? "" : "s") not shown; --verbose shows them)")
         }
         if findings.isEmpty && error == nil { lines.append("  no findings") }
+        if let runtime = detonation?.runtime { lines.append("  " + safe(runtime.line)) }
         if !traceLines.isEmpty {
             lines.append("  trace:")
             lines += traceLines.map { "    " + $0 }

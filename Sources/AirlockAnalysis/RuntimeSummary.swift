@@ -63,6 +63,25 @@ public struct RuntimeSummary: Sendable, Equatable {
         self.weightsOnly = weightsOnly
     }
 
+    /// One line for people: `loaded with /usr/bin/python3 3.11.2: torch 1.13.1 (start-up); torch.load(weights_only=
+    /// True) would refuse it`.
+    public var line: String {
+        var text = "loaded with \(interpreter) \(version)"
+        if let name { text += " (runtime \(name))" }
+        let named = libraries.prefix(8).map { "\($0.distribution ?? $0.module) \($0.version ?? "?")" }
+        if !named.isEmpty { text += ": " + named.joined(separator: ", ") }
+        if !standIns.isEmpty { text += "; stand-ins for \(standIns.joined(separator: ", "))" }
+        switch weightsOnlyAccepted {
+        case true?: text += "; torch.load(weights_only=True) would accept it"
+        case false?: text += "; torch.load(weights_only=True) would refuse it"
+        case nil:
+            if weightsOnly?.hasPrefix("not-applicable") == true {
+                text += "; weights_only does not apply (TorchScript)"
+            }
+        }
+        return text
+    }
+
     /// Whether `weights_only=True` accepted the file.
     public var weightsOnlyAccepted: Bool? {
         guard let weightsOnly else { return nil }
