@@ -12,7 +12,7 @@ import AirlockTestSupport
 /// them the generator fails and so does the test, saying which import failed.
 @Suite("Probe with the consumer's real Python", .serialized)
 struct RealRuntimeTests {
-    static func options(python: String? = nil, timeout: Double = 60) throws -> ProbeOptions {
+    static func options(python: String? = nil, timeout: Double = 60, probePhase: Bool = true) throws -> ProbeOptions {
         let profile = try defaultProfile()
         let program = try SeccompProgram(profile: profile)
         let harness = "\(repositoryRoot)/Profiles/harness"
@@ -20,7 +20,7 @@ struct RealRuntimeTests {
         return ProbeOptions(
             profile: profile, program: program,
             policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
-            harnessDirectory: harness, timeoutSeconds: timeout, runtime: runtime)
+            harnessDirectory: harness, timeoutSeconds: timeout, probePhase: probePhase, runtime: runtime)
     }
 
     @Test("the system's Python is found and described from inside the sandbox")

@@ -16,14 +16,7 @@ struct RemoteCodeTests {
     static func options(probePhase: Bool = true, python: String = PythonRuntime.systemInterpreter) throws
         -> ProbeOptions
     {
-        let profile = try defaultProfile()
-        let program = try SeccompProgram(profile: profile)
-        let harness = "\(repositoryRoot)/Profiles/harness"
-        let runtime = try PythonRuntime.resolve(python, profile: profile, program: program, harnessDirectory: harness)
-        return ProbeOptions(
-            profile: profile, program: program,
-            policy: try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: profile),
-            harnessDirectory: harness, timeoutSeconds: 60, probePhase: probePhase, runtime: runtime)
+        try RealRuntimeTests.options(python: python, probePhase: probePhase)
     }
 
     /// The reports of one repository's folder, by file name.
