@@ -1,3 +1,4 @@
+internal import AirlockSandbox
 internal import AirlockJSON
 public import AirlockProbe
 internal import AirlockSystem
@@ -46,7 +47,7 @@ public final class Server: @unchecked Sendable {
         self.version = version
         metrics = Metrics(workers: config.maxConcurrent, queueCapacity: config.queue)
 
-        Server.raiseDescriptorLimit()
+        Sandbox.raiseDescriptorLimit()
         signal(SIGPIPE, SIG_IGN)
         signal(SIGIO, SIG_IGN)  // lease breaks: the writer waits for the lease to go, nothing to do here
         do {
@@ -84,18 +85,6 @@ public final class Server: @unchecked Sendable {
             options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
         listener = try Listener.open(config: config, group: gids.first)
-    }
-
-    /// Raises the soft descriptor limit to the hard one. systemd's default soft limit (1024) is below the default
-    /// maxConnections (1024) plus what workers and sandboxes hold, and a sandbox cannot be given the profile's
-    /// `openFiles` above its supervisor's soft limit. The daemon polls, never selects, so the hard limit is safe to
-    /// use. airlockd calls it first thing, before the runtimes are resolved in sandboxes of their own.
-    public static func raiseDescriptorLimit() {
-        var files = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 && files.rlim_cur < files.rlim_max {
-            files.rlim_cur = files.rlim_max
-            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
-        }
     }
 
     /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.

@@ -53,14 +53,11 @@ public enum Sandbox {
         if let closed = request.passedFDs.first(where: { fcntl($0.rawValue, F_GETFD) < 0 }) {
             throw SandboxError(.spawn, "descriptor \(closed.rawValue) to pass is not open", errno: Errno(EBADF))
         }
-        _ = Sandbox.descriptorLimitRaised
-        var files = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0,
-            files.rlim_cur < Sandbox.leastDescriptors
-        {
+        let descriptors = Sandbox.raiseDescriptorLimit()
+        if descriptors < Sandbox.leastDescriptors {
             throw SandboxError(
                 .spawn,
-                "the descriptor limit (\(files.rlim_cur)) is below the \(Sandbox.leastDescriptors) a sandbox's set-up needs (it moves its descriptors above 64): raise RLIMIT_NOFILE"
+                "the descriptor limit (\(descriptors)) is below the \(Sandbox.leastDescriptors) a sandbox's set-up needs (it moves its descriptors above 64): raise RLIMIT_NOFILE"
             )
         }
         let compiled: SeccompProgram
@@ -71,20 +68,26 @@ public enum Sandbox {
 }
 
 extension Sandbox {
-    /// The soft descriptor limit raised to the hard one, once per process, before the first sandbox: building one
-    /// holds a descriptor per mount tree, pipe and passed file, and under a low soft limit (`prlimit --nofile=64`,
-    /// some CI runners) its PID 1 died in set-up. The supervisor polls and never selects, so the hard limit is safe;
-    /// each sandbox then sets its own (the profile's `openFiles`).
     /// Descriptors the set-up needs at least: PID 1 moves the ones it keeps above 64 before placing the passed ones.
-    static let leastDescriptors: rlim_t = 128
+    static let leastDescriptors: UInt64 = 128
 
-    static let descriptorLimitRaised: Bool = {
+    /// Raises this process's soft descriptor limit to the hard one and returns the soft limit now in force. Building
+    /// a sandbox holds a descriptor per mount tree, pipe and passed file, and under a low soft limit
+    /// (`prlimit --nofile=64`, some CI runners, systemd's default 1024 beside a daemon's connections) its PID 1 died in
+    /// set-up. Supervisors poll and never select, so the hard limit is safe; each sandbox then sets its own (the
+    /// profile's `openFiles`, at most this hard limit). `Sandbox.run` calls it; airlockd calls it at start too.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> UInt64 {
         var files = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0, files.rlim_cur < files.rlim_max
-        else { return false }
-        files.rlim_cur = files.rlim_max
-        return setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0
-    }()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) == 0 else { return .max }
+        if files.rlim_cur < files.rlim_max {
+            files.rlim_cur = files.rlim_max
+            if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files) != 0 {
+                _ = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &files)
+            }
+        }
+        return UInt64(files.rlim_cur)
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.

@@ -40,7 +40,7 @@ final class SeccompNotifier {
     private let emulator: CallEmulator?
     /// The runtime's start-up (`SandboxRequest.quietPhase`): before the command announces the phase after it, no code
     /// from the input runs (the model's bytes are not touched yet), so the calls it allows are continued by the kernel
-    /// instead of performed here, and are counted rather than kept (`TraceRecorder.quietPhase`). Importing torch
+    /// instead of performed here, and are counted rather than kept (`TraceRecorder.countQuiet`). Importing torch
     /// makes some 1,300 such opens.
     private let quietPhase: String?
 
@@ -51,7 +51,6 @@ final class SeccompNotifier {
         self.listener = listener.rawValue
         self.emulator = emulator
         recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
-        recorder.quietPhase = quietPhase
         self.quietPhase = quietPhase
         self.phases = phases
         self.policy = policy
@@ -192,6 +191,10 @@ final class SeccompNotifier {
         seq += 1
         let phaseName = phases.isEmpty ? nil : phases[phase]
         if decision.rule == .launch && launchedProcess == nil { launchedProcess = (hostPid, pid) }
+        if quietlyAllowed {
+            recorder.countQuiet()
+            return
+        }
         recorder.record(
             TraceEvent(
                 seq: seq, timeNs: time, pid: pid, hostPid: hostPid, syscall: name,

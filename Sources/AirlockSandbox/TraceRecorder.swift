@@ -34,11 +34,8 @@ struct TraceRecorder {
     /// Bytes the kept events take in the JSON trace (the members of the `trace` array, without separators).
     private(set) var bytes = 0
 
-    /// Allowed calls made in this phase are counted (`quieted`), not kept: the runtime's start-up (importing torch
-    /// opens a few thousand files) is not the model's and would crowd the trace and the report. Refusals, phase
-    /// announcements and the launch in it are kept as always.
-    var quietPhase: String? = nil
-    /// Allowed calls of `quietPhase` counted and not kept.
+    /// Allowed calls of the runtime's start-up counted, not kept (`SeccompNotifier`'s quiet phase): importing torch
+    /// makes some 1,300, which would crowd the trace and the report.
     private(set) var quieted = 0
 
     let maxEvents: Int
@@ -54,14 +51,11 @@ struct TraceRecorder {
         reserveBytes = self.maxBytes / 8
     }
 
+    /// Counts an allowed call of the runtime's start-up instead of keeping it.
+    mutating func countQuiet() { quieted += 1 }
+
     /// Bounds `event`'s arguments, then keeps it if the budgets allow; counts it otherwise.
     mutating func record(_ event: TraceEvent) {
-        if let quietPhase, event.phase == quietPhase, event.action == .allowed, event.rule != .phase,
-            event.rule != .launch
-        {
-            quieted += 1
-            return
-        }
         var event = event
         TraceRecorder.bound(&event.args)
         let size = TraceRecorder.serializedCount(event)

@@ -81,7 +81,7 @@ struct AirlockD: ParsableCommand {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
         }
-        Server.raiseDescriptorLimit()
+        Sandbox.raiseDescriptorLimit()
         let options: ProbeOptions
         let runtimes: DaemonRuntimes
         do {

@@ -70,6 +70,12 @@ struct RealRuntimeTests {
                     #expect(entry?.version != nil, "\(name): \(library) not among \(runtime.libraries.map(\.module))")
                     #expect(entry?.when == "startup", "\(name): \(library) must be imported before the model")
                 }
+                // The runtime's start-up is counted, not listed: only its launch and refusals are in the trace.
+                #expect(detonation.startupAllowed > 20, "\(name): \(detonation.startupAllowed)")
+                let listed = report.trace.filter {
+                    $0.phase == "startup" && $0.action == .allowed && $0.rule != .launch
+                }
+                #expect(listed.isEmpty, "\(name): \(listed.count) allowed start-up calls listed")
                 if e["verdict"] as? String == "clean" {
                     #expect(detonation.outcome == "loaded", "\(name): \(detonation.outcome) \(detonation.stderrTail)")
                     #expect(detonation.phaseReached == "end")
@@ -162,6 +168,31 @@ struct RealRuntimeTests {
         let report = Prober.probe(file: "\(dir)/s.pkl", options: try Self.options(python: venv))
         ProbeTests.dynamicEvidence(report, rule: "dynamic.secrets", phase: "load", "secret beside the venv")
         #expect(report.verdict == .malicious)
+    }
+
+    @Test("a model printing the harness's weights-only line does not put it in the report")
+    func forgedWeightsOnly() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let made = try runProgram(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import os, pickle\nclass P:\n def __reduce__(self): return (os.write, (2, b'\(HarnessProtocol.linePrefix)weights-only accepted\\n'))\n"
+                    + "pickle.dump(P(), open('\(dir)/forge.pkl', 'wb'))",
+            ])
+        #expect(made.status == 0, "\(made.stderr)")
+        let report = Prober.probe(file: "\(dir)/forge.pkl", options: try Self.options())
+        let runtime = try #require(report.detonation?.runtime)
+        #expect(report.detonation?.stderrTail.contains("weights-only accepted") == true, "the payload did print it")
+        #expect(runtime.weightsOnly == nil && runtime.weightsOnlyAccepted == nil, "\(runtime.weightsOnly ?? "nil")")
+    }
+
+    @Test("a descriptor limit too low for any sandbox is a clear error, not a set-up crash")
+    func lowDescriptorLimit() throws {
+        let run = try runProgram("/usr/bin/prlimit", ["--nofile=40:40", airlockBinary, "exec", "--", "/bin/true"])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("descriptor limit (40) is below the 128"), "\(run.stderr)")
     }
 
     @Test("what cannot be a runtime is a clear error and exit 2")
