@@ -156,10 +156,11 @@ public struct PythonRuntime: Sendable {
         var seen = Set<String>()
         let visible = profile.sandbox.mounts.filter { $0.kind == .bind && $0.source == $0.destination }
             .compactMap(\.source)
-        for source in files + prefixes.flatMap({ p in ["bin", "lib", "lib64"].map { "\(p)/\($0)" } }) {
+        // The root as a prefix (`/bin/python3`): its bin and lib are the profile's links into /usr, shown already.
+        let folders = prefixes.filter { $0 != "/" }.flatMap { p in ["bin", "lib", "lib64"].map { "\(p)/\($0)" } }
+        for source in files + folders {
             guard let real = HostPath.realPath(source), HostPath.exists(source) else { continue }
             let place = absolute(source)
-            if place == "/" || dirname(place) == "/" && prefixes.contains("/") { continue }
             // Already in the sandbox through the profile (the system's /usr).
             if visible.contains(where: { place == $0 || place.hasPrefix($0 + "/") }) { continue }
             guard seen.insert(place).inserted else { continue }

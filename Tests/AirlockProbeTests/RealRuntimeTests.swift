@@ -34,6 +34,9 @@ struct RealRuntimeTests {
                 runtime.distribution(of: module) != nil, "make deps installs the Debian package providing \(module)")
         }
         #expect(runtime.mounts.isEmpty, "the system's Python lives in /usr, which the profile already shows")
+        // Through the merged-/usr link: the root's bin and lib are the profile's links, never mounted over.
+        let viaRoot = try #require(try Self.options(python: "/bin/python3").runtime)
+        #expect(viaRoot.mounts.isEmpty, "\(viaRoot.mounts.map(\.destination))")
     }
 
     @Test("real models: benign ones clean with their unknown imports observed harmless, trojans malicious by behaviour")
