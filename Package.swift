@@ -33,6 +33,11 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // liblzma, libbz2, libzstd and liblz4: the decoders of compressed and packed models (`Compressed/`, `SevenZip/`).
+        .systemLibrary(
+            name: "CCodecs",
+            providers: [.apt(["liblzma-dev", "libbz2-dev", "libzstd-dev", "liblz4-dev"])]
+        ),
         // A strict, bounded JSON reader and writer shared by profiles, model headers and reports.
         .target(name: "AirlockJSON", dependencies: ["AirlockSystem"]),
         // File names as bytes, with their lossless escaped display: shared by walks, reports, manifests and traces.
@@ -64,7 +69,7 @@ let package = Package(
         // Pure parsers over a byte view: no I/O beyond mapping the file, no sandbox.
         .target(
             name: "AirlockFormats",
-            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CZlib"]
+            dependencies: ["AirlockNames", "AirlockJSON", "AirlockSystem", "CZlib", "CCodecs"]
         ),
         // Static rules, verdicts and reports.
         .target(

@@ -151,6 +151,16 @@ enum ArchiveScanner {
                 nested.findings[i].evidence.member = name + "!" + (nested.findings[i].evidence.member ?? "")
             }
             return nested.findings
+        case .tar, .sevenZip,
+            .unknown where Compression.detect(data) != nil:
+            // Archives and compressed streams inside archives: analysed as files of their own, one level deeper.
+            var nested = StaticScanner.analyse(data, name: name, budget: budget, depth: depth + 1)
+            hints.merge(nested.hints)
+            for i in nested.findings.indices {
+                let inner = nested.findings[i].evidence.member
+                nested.findings[i].evidence.member = inner.map { name + "!" + $0 } ?? name
+            }
+            return nested.findings
         default:
             if archiveFormat == .pytorchZip && name.hasSuffix(".pkl") {
                 return [

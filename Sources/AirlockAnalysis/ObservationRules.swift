@@ -31,6 +31,10 @@ public enum ObservationRules {
         "zip.local-crc-mismatch": .medium, "zip.offset-shift": .high, "zip.zip64-mismatch": .high,
         "zip.bad-local-header": .medium, "zip.malformed-extra": .medium, "zip.entry-limit": .medium,
         "zip.miniz-refuses": .medium, "zip.inflate-error": .medium, "zip.inflated-size-mismatch": .medium,
+        // tar and 7z archives (docs/formats.md, "Compressed and packed files")
+        "tar.bad-header": .medium, "tar.truncated": .medium, "tar.sparse": .low, "tar.path-traversal": .high,
+        "tar.too-many-members": .medium, "7z.malformed": .medium, "7z.crc-mismatch": .medium, "7z.encrypted": .medium,
+        "7z.bomb": .high, "7z.unsupported-method": .medium, "7z.truncated": .medium,
         // safetensors: reader differences that benign writers never produce
         "safetensors.header-leading-space": .low, "safetensors.unknown-field": .low,
         // ONNX: a path out of the model's folder reads whatever it names

@@ -13,6 +13,9 @@ public struct ReportTarget: Sendable {
     public var sha256: String?
     /// The format decided from the content (`pytorch-zip`, `safetensors`, …).
     public var format: String
+    /// The compressions the content is wrapped in, outermost first and joined by `+` (`gzip`, `gzip+xz`), when the
+    /// file is a compressed stream that was decompressed and analysed; nil (absent from the JSON) otherwise.
+    public var compression: String?
 
     /// Creates a target.
     public init(path: String, size: Int, sha256: String?, format: String) {
@@ -109,6 +112,7 @@ public struct Report: Sendable {
         var target: [(String, JSON)] = [("path", .string(self.target.path)), ("size", .int(self.target.size))]
         target.append(("sha256", .optional(self.target.sha256)))
         target.append(("format", .string(self.target.format)))
+        if let compression = self.target.compression { target.append(("compression", .string(compression))) }
         return .object(
             [
                 ("schemaVersion", .int(1)),
@@ -261,9 +265,10 @@ extension Report {
         if case .object(let em)? = field("error") {
             error = (string(em.first { $0.0 == "code" }?.1) ?? "error", string(em.first { $0.0 == "message" }?.1) ?? "")
         }
-        let target = ReportTarget(
+        var target = ReportTarget(
             path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
             sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
+        target.compression = string(t.first { $0.0 == "compression" }?.1)
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
         if let member = field("detonation") {

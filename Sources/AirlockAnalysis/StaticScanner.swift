@@ -43,8 +43,10 @@ public enum StaticScanner {
         }
         let sha = FileDigest.sha256(view)
         var analysis = analyse(view, name: path, budget: budget)
-        analysis.findings += nameFindings(path: path, format: analysis.format)
-        let target = ReportTarget(path: path, size: view.count, sha256: sha, format: analysis.format.rawValue)
+        analysis.findings += nameFindings(
+            path: path, format: analysis.format, compressed: !analysis.compression.isEmpty)
+        var target = ReportTarget(path: path, size: view.count, sha256: sha, format: analysis.format.rawValue)
+        target.compression = analysis.compression.isEmpty ? nil : analysis.compression.joined(separator: "+")
         var report = Report(
             target: target, findings: analysis.findings, timings: [("staticMs", ms(since: started))],
             error: analysis.error)
@@ -57,7 +59,8 @@ public enum StaticScanner {
     /// rules, without the name checks, the digest or timings. For the fuzzer (`Tests/Fuzz`) and embedders.
     public static func analyse(bytes view: ByteView, budget: ScanBudget = .standard) -> Report {
         let analysis = analyse(view, name: "<bytes>", budget: budget)
-        let target = ReportTarget(path: "<bytes>", size: view.count, sha256: nil, format: analysis.format.rawValue)
+        var target = ReportTarget(path: "<bytes>", size: view.count, sha256: nil, format: analysis.format.rawValue)
+        target.compression = analysis.compression.isEmpty ? nil : analysis.compression.joined(separator: "+")
         return Report(target: target, findings: analysis.findings, error: analysis.error)
     }
 
@@ -74,9 +77,13 @@ public enum StaticScanner {
         /// What loading the file needs: the modules its pickles import, and whether a NumPy array holds Python
         /// objects (numpy unpickles them, so loading the file runs code).
         var hints = LoadHints()
+        /// The compressions around the content, outermost first (`gzip`, `xz`): empty for a file read as it is.
+        var compression: [String] = []
     }
 
-    static func analyse(_ view: ByteView, name: String, budget: ScanBudget) -> Analysis {
+    /// Analyses `view` as a file's content; `depth` counts the compressions and archives around it (nested ones
+    /// stop at `budget.maxNesting`).
+    static func analyse(_ view: ByteView, name: String, budget: ScanBudget, depth: Int = 0) -> Analysis {
         var format = FormatDetector.sniff(view)
         var findings: [Finding] = []
         var hints = LoadHints()
@@ -89,7 +96,7 @@ public enum StaticScanner {
                 format = .joblib
             }
         case .zip:
-            return ArchiveScanner.analyse(view, budget: budget)
+            return ArchiveScanner.analyse(view, budget: budget, depth: depth)
         case .numpy:
             let numpy = NumPyFindings.findings(view, member: nil, budget: budget)
             findings += numpy.findings
@@ -103,15 +110,15 @@ public enum StaticScanner {
         case .onnx:
             findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .unknown:
-            if let kind = compression(view) {
-                findings.append(
-                    Finding(
-                        rule: "format.compressed", severity: .medium,
-                        message:
-                            "a \(kind) stream: joblib (compress=…) and other loaders unpickle what such streams hold, and Airlock does not decompress it, so its content is not analysed",
-                        evidence: Evidence(details: [("compression", kind)])
-                    ))
+            if let kind = Compression.detect(view) {
+                return CompressedScanner.analyse(view, kind: kind, name: name, budget: budget, depth: depth)
             }
+        case .tar:
+            return depth + 1 < budget.maxNesting || depth == 0
+                ? PackedArchiveScanner.tar(view, budget: budget, depth: depth) : tooDeep(.tar, budget)
+        case .sevenZip:
+            return depth + 1 < budget.maxNesting || depth == 0
+                ? PackedArchiveScanner.sevenZip(view, budget: budget, depth: depth) : tooDeep(.sevenZip, budget)
         case .json, .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
@@ -120,24 +127,16 @@ public enum StaticScanner {
         return Analysis(format: format, findings: findings, hints: hints)
     }
 
-    /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.
-    static func compression(_ view: ByteView) -> String? {
-        guard let b0 = view.byte(at: 0), let b1 = view.byte(at: 1) else { return nil }
-        if b0 == 0x1F && b1 == 0x8B { return "gzip" }
-        if view.starts(with: Array("BZh".utf8)), let level = view.byte(at: 3), level >= 0x31 && level <= 0x39 {
-            return "bzip2"
-        }
-        if view.starts(with: [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) { return "xz" }
-        if view.starts(with: [0x5D, 0x00, 0x00]) { return "lzma" }
-        // zlib: deflate with a 32 KiB window or less, and the header check (CMF·256 + FLG divisible by 31).
-        if b0 & 0x0F == 8 && b0 >> 4 <= 7 && (Int(b0) << 8 | Int(b1)) % 31 == 0 { return "zlib" }
-        return nil
-    }
-
     /// A name whose extension belongs to other formats than the content's, or to a model format when the content is
     /// none Airlock knows.
-    static func nameFindings(path: String, format: FileFormat) -> [Finding] {
-        let base = path.split(separator: "/").last.map(String.init) ?? path
+    static func nameFindings(path: String, format: FileFormat, compressed: Bool = false) -> [Finding] {
+        var base = path.split(separator: "/").last.map(String.init) ?? path
+        // `model.pkl.gz`: the name of the content is what is left without the compression's own extension.
+        while compressed, let dot = base.lastIndex(of: "."),
+            compressionExtensions.contains(base[base.index(after: dot)...].lowercased())
+        {
+            base = String(base[..<dot])
+        }
         guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return [] }
         let ext = base[base.index(after: dot)...].lowercased()
         guard !ext.isEmpty, format != .json, format != .python else { return [] }
@@ -168,6 +167,22 @@ public enum StaticScanner {
             )
         ]
     }
+
+    /// An archive nested deeper than the budget allows: named, not opened.
+    static func tooDeep(_ format: FileFormat, _ budget: ScanBudget) -> Analysis {
+        Analysis(
+            format: format,
+            findings: [
+                Finding(
+                    rule: "zip.nested-too-deep", severity: .medium,
+                    message: "a \(format.rawValue) archive nested deeper than \(budget.maxNesting) levels: not opened")
+            ])
+    }
+
+    /// Extensions of compressed streams (pandas infers its compression from them; joblib writes `.z`, `.gz`, …).
+    static let compressionExtensions: Set<String> = [
+        "gz", "gzip", "bz2", "xz", "lzma", "zst", "zstd", "lz4", "z", "zlib",
+    ]
 
     /// The monotonic clock in nanoseconds.
     public static func now() -> UInt64 {

@@ -19,6 +19,14 @@ public struct ByteView: Sendable {
         count = bytes.count
     }
 
+    /// A view that takes ownership of `count` bytes at `pointer`, allocated with `malloc`/`realloc` (freed with the
+    /// last view): decompressed content, kept without a second copy.
+    init(adoptingMalloc pointer: UnsafeMutableRawPointer, count: Int) {
+        storage = ByteStorage(adoptingMalloc: pointer, count: count)
+        start = 0
+        self.count = count
+    }
+
     private init(storage: ByteStorage, start: Int, count: Int) {
         self.storage = storage
         self.start = start
@@ -128,12 +136,15 @@ final class ByteStorage: @unchecked Sendable {
     let base: UnsafeRawPointer?
     private let count: Int
     private let mapped: Bool
+    /// Whether `base` came from `malloc` (adopted decompressed output) and is released with `free`.
+    private let mallocated: Bool
     /// Whether `base` is a file mapping (page-aligned, from `mmap`) rather than a heap copy.
     var isMapped: Bool { mapped }
 
     init(copying bytes: [UInt8]) {
         count = bytes.count
         mapped = false
+        mallocated = false
         if bytes.isEmpty {
             base = nil
         } else {
@@ -147,12 +158,22 @@ final class ByteStorage: @unchecked Sendable {
         self.base = base
         self.count = count
         mapped = true
+        mallocated = false
+    }
+
+    init(adoptingMalloc base: UnsafeMutableRawPointer, count: Int) {
+        self.base = UnsafeRawPointer(base)
+        self.count = count
+        mapped = false
+        mallocated = true
     }
 
     deinit {
         guard let base else { return }
         if mapped {
             munmap(UnsafeMutableRawPointer(mutating: base), count)
+        } else if mallocated {
+            free(UnsafeMutableRawPointer(mutating: base))
         } else {
             UnsafeMutableRawPointer(mutating: base).deallocate()
         }

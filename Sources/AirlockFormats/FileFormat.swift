@@ -17,6 +17,10 @@ public enum FileFormat: String, Sendable, CaseIterable {
     case gguf
     /// A ZIP that is none of the above.
     case zip
+    /// A tar archive (ustar, pax, GNU): pandas' `compression="tar"`, `.tar.gz` model bundles.
+    case tar
+    /// A 7z archive.
+    case sevenZip = "7z"
     /// Python source (`*.py` in a model folder).
     case python
     /// JSON (`config.json`, tokenizer files).
@@ -38,6 +42,8 @@ public enum FileFormat: String, Sendable, CaseIterable {
         case .hdf5: ["h5", "hdf5", "keras", "hdf"]
         case .gguf: ["gguf"]
         case .zip: ["zip", "pt", "pth", "bin", "ckpt", "npz", "keras", "mar"]
+        case .tar: ["tar", "tgz", "gz", "xz", "bz2", "zst"]
+        case .sevenZip: ["7z"]
         case .python: ["py"]
         case .json: ["json"]
         case .unknown: []
@@ -47,7 +53,9 @@ public enum FileFormat: String, Sendable, CaseIterable {
     /// Whether loading this format can run code (and so is worth a detonation).
     public var canRunCode: Bool {
         switch self {
-        case .pickle, .pytorchZip, .pytorchLegacy, .joblib, .numpy, .npz, .keras, .zip, .python: true
+        // torch.load reads the oldest PyTorch format, a tar whose `pickle` member it unpickles.
+        case .pickle, .pytorchZip, .pytorchLegacy, .joblib, .numpy, .npz, .keras, .zip, .python, .tar: true
+        case .sevenZip: false
         case .safetensors, .onnx, .hdf5, .gguf, .json, .unknown: false
         }
     }
@@ -70,6 +78,8 @@ public enum FormatDetector {
         if NumPyParser.looks(view) { return .numpy }
         if GGUFParser.looks(view) { return .gguf }
         if view.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
+        if view.starts(with: SevenZipArchive.signature) { return .sevenZip }
+        if TarArchive.looks(view) { return .tar }
         if SafetensorsParser.looks(view) { return .safetensors }
         if PickleDetector.looksLikePickle(view) { return .pickle }
         if ZipDetector.looksLikeZip(view) { return .zip }

@@ -1,0 +1,171 @@
+import CCodecs
+import CZlib
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What decompressing a stream gave: the content (at most the limit), and how the input ended.
+public struct Decompressed: Sendable {
+    /// The decompressed bytes, at most the limit asked for.
+    public var data: ByteView
+    /// Input bytes the streams used; what follows them is trailing data.
+    public var consumed: Int
+    /// Streams decoded to their end (gzip members, bzip2 streams, xz streams, zstd or lz4 frames).
+    public var streams: Int
+    /// Whether the last stream ended properly (false: cut short, corrupt, or stopped at the limit).
+    public var complete: Bool
+    /// Whether more than the limit would have come out: `data` is its first `limit` bytes.
+    public var overLimit: Bool
+    /// Why decoding stopped early (corrupt data, an unsupported option, a memory limit), if it did.
+    public var failure: String?
+}
+
+/// Streaming decompression into one bounded buffer: the declared sizes are never trusted, the buffer never grows
+/// past the limit (plus one byte, to tell "exactly the limit" from "more"), and a stream that fails part-way
+/// keeps what came out before the damage.
+public enum Decompressor {
+    /// Most memory a decoder may use for its dictionary or window (xz, lzma, zstd): 128 MiB.
+    public static let maxDecoderMemory: UInt64 = 128 << 20
+
+    /// Decompresses `view`, which starts with `kind`, into at most `limit` bytes. Concatenated streams of the same
+    /// kind are read as their loaders read them (gzip members, bzip2 and xz streams, zstd and lz4 frames).
+    public static func decompress(_ view: ByteView, _ kind: Compression, limit: Int) -> Decompressed {
+        var start = 0
+        if kind == .joblibZF {
+            start = Compression.zfHeader
+            if view.byte(at: start) == 0x20 { start += 1 }  // joblib <= 0.8.4 wrote one more space
+        }
+        return run(view, from: start, limit: limit, next: { rest in continues(kind, rest) }) {
+            StreamCodec.make(kind)
+        }
+    }
+
+    /// Decodes a raw LZMA / LZMA2 / BCJ / Delta filter chain (7z's coders) of `view` into at most `limit` bytes.
+    public static func decodeRaw(_ view: ByteView, filters: [RawFilter], limit: Int) -> Decompressed {
+        run(view, from: 0, limit: limit, next: { _ in false }) { StreamCodec.raw(filters) }
+    }
+
+    /// Inflates raw deflate (7z's Deflate coder) into at most `limit` bytes.
+    public static func inflateRaw(_ view: ByteView, limit: Int) -> Decompressed {
+        run(view, from: 0, limit: limit, next: { _ in false }) { StreamCodec.zlib(bits: -15) }
+    }
+
+    /// Decodes bzip2 (7z's BZip2 coder) into at most `limit` bytes.
+    public static func bunzip(_ view: ByteView, limit: Int) -> Decompressed {
+        run(view, from: 0, limit: limit, next: { rest in continues(.bzip2, rest) }) { StreamCodec.make(.bzip2) }
+    }
+
+    /// Whether another stream of `kind` follows, as its loader would read one (gzip skips zero padding first).
+    static func continues(_ kind: Compression, _ rest: ByteView) -> Bool {
+        switch kind {
+        case .gzip: return rest.starts(with: [0x1F, 0x8B])
+        case .bzip2: return Compression.detect(rest) == .bzip2
+        case .xz: return rest.starts(with: Compression.xzMagic)
+        case .zstd: return rest.starts(with: Compression.zstdMagic) || Compression.isSkippableZstd(rest)
+        case .lz4: return rest.starts(with: Compression.lz4Magic)
+        case .zlib, .lzma, .joblibZF: return false
+        }
+    }
+
+    /// The one decoding loop: a fresh codec per stream, output into `Output`, stop at the limit, at the end of the
+    /// input, or at the first error.
+    static func run(
+        _ view: ByteView, from start: Int, limit: Int, next: (ByteView) -> Bool, codec: () -> StreamCodec?
+    ) -> Decompressed {
+        let limit = max(0, limit)
+        var out = Output(limit: limit, hint: view.count)
+        var pos = min(start, view.count)
+        var streams = 0
+        var complete = false
+        var failure: String?
+        view.withUnsafeBytes { input in
+            streamLoop: while true {
+                guard let decoder = codec() else {
+                    failure = "the decoder could not be initialised"
+                    break
+                }
+                defer { decoder.end() }
+                complete = false
+                while true {
+                    guard out.reserve() else { break streamLoop }
+                    let before = pos, held = out.count
+                    let status = decoder.step(
+                        UnsafeRawBufferPointer(rebasing: input[pos...]), out.free, produced: &out.count, consumed: &pos)
+                    switch status {
+                    case .streamEnd:
+                        streams += 1
+                        complete = true
+                    case .failed(let message):
+                        failure = message
+                        break streamLoop
+                    case .progress:
+                        if pos == before && out.count == held { break streamLoop }  // the input ran out first
+                        continue
+                    }
+                    break
+                }
+                guard pos < view.count, let rest = view.suffix(from: pos), next(rest) else { break }
+            }
+        }
+        let overLimit = out.count > limit
+        return Decompressed(
+            data: out.finish(), consumed: pos, streams: streams, complete: complete && !overLimit,
+            overLimit: overLimit, failure: failure)
+    }
+}
+
+/// One filter of a raw liblzma chain.
+public enum RawFilter: Sendable, Equatable {
+    /// LZMA1 with its 5-byte properties (7z's `030101`).
+    case lzma1([UInt8])
+    /// LZMA2 with its 1-byte dictionary property (7z's `21`).
+    case lzma2(UInt8)
+    /// x86 BCJ (7z's `03030103`).
+    case x86
+    /// Delta with its distance (7z's `03`).
+    case delta(Int)
+}
+
+/// The growing output buffer: `malloc`ed, doubled up to `limit + 1` bytes, handed to a `ByteView` without a copy.
+struct Output {
+    let limit: Int
+    var base: UnsafeMutableRawPointer?
+    var capacity = 0
+    var count = 0
+    private let firstCapacity: Int
+
+    init(limit: Int, hint: Int) {
+        self.limit = limit
+        let (h, o) = hint.multipliedReportingOverflow(by: 4)
+        firstCapacity = max(1, min(limit + 1, max(64 << 10, o ? Int.max : h)))
+    }
+
+    /// Makes room for more output; false once `limit + 1` bytes are held (more than the limit came out).
+    mutating func reserve() -> Bool {
+        if count > limit { return false }
+        if count < capacity { return true }
+        let wanted = capacity == 0 ? firstCapacity : min(limit + 1, capacity &* 2)
+        guard wanted > capacity, let grown = realloc(base, wanted) else { return false }
+        base = grown
+        capacity = wanted
+        return true
+    }
+
+    /// The unused part of the buffer.
+    var free: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: base.map { $0 + count }, count: capacity - count)
+    }
+
+    /// The bytes, at most `limit`.
+    mutating func finish() -> ByteView {
+        let n = min(count, limit)
+        guard let base, n > 0 else {
+            Glibc.free(base)
+            return ByteView([])
+        }
+        let fitted = n == capacity ? base : (realloc(base, n) ?? base)
+        self.base = nil
+        return ByteView(adoptingMalloc: fitted, count: n)
+    }
+}
