@@ -119,7 +119,13 @@ public enum StaticScanner {
         case .sevenZip:
             return depth + 1 < budget.maxNesting || depth == 0
                 ? PackedArchiveScanner.sevenZip(view, budget: budget, depth: depth) : tooDeep(.sevenZip, budget)
-        case .json, .python:
+        case .json:
+            // `[` is also an lzma header's properties byte (lc=1, pb=2): Python's lzma.open reads it as one.
+            if Compression.detect(view) == .lzma {
+                let packed = CompressedScanner.analyse(view, kind: .lzma, name: name, budget: budget, depth: depth)
+                if packed.format != .unknown || !packed.compression.isEmpty { return packed }
+            }
+        case .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing

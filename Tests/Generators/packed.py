@@ -31,9 +31,10 @@ EXPECT = []
 SEVENZIP = "/usr/bin/7zz"
 
 
-def expect(name, verdict, rules=(), fmt=None, compression=None, absent=()):
+def expect(name, verdict, rules=(), fmt=None, compression=None, same_as=None):
+    """`same_as`: an uncompressed file whose findings this one must have, besides the compression's own."""
     EXPECT.append({"path": name, "verdict": verdict, "rules": list(rules), "format": fmt,
-                   "compression": compression, "absent": list(absent)})
+                   "compression": compression, "sameAs": same_as})
 
 
 class Touch:
@@ -65,12 +66,18 @@ def main(out, canary):
     frame = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, 2.5]})
     danger = "pickle.dangerous-import"
 
+    # The same objects uncompressed: a compressed file must have the findings its content has.
+    joblib.dump(benign, p("baseline_joblib.joblib"))
+    expect("baseline_joblib.joblib", "suspicious", [], "joblib")
+    frame.to_pickle(p("baseline_frame.pkl"))
+    expect("baseline_frame.pkl", "suspicious", [], "pickle")
+
     # joblib, every compression it writes (the extension is joblib's own, so a loader by name agrees).
     for method, ext in [("zlib", "z"), ("gzip", "gz"), ("bz2", "bz2"), ("lzma", "lzma"), ("xz", "xz"),
                         ("lz4", "lz4")]:
         kind = {"bz2": "bzip2"}.get(method, method)
         joblib.dump(benign, p(f"benign_joblib.{ext}"), compress=(method, 3))
-        expect(f"benign_joblib.{ext}", "clean", ["compressed.stream"], "joblib", kind)
+        expect(f"benign_joblib.{ext}", "suspicious", ["compressed.stream"], "joblib", kind, "baseline_joblib.joblib")
         joblib.dump(evil, p(f"evil_joblib.{ext}"), compress=(method, 3))
         expect(f"evil_joblib.{ext}", "malicious", [danger, "compressed.stream"], "joblib", kind)
 
@@ -79,7 +86,7 @@ def main(out, canary):
                                    ("xz", "xz", "xz", "pickle"), ("zstd", "zst", "zstd", "pickle"),
                                    ("zip", "zip", None, "zip"), ("tar", "tar", None, "tar")]:
         frame.to_pickle(p(f"benign_frame.pkl.{ext}"), compression=method)
-        expect(f"benign_frame.pkl.{ext}", "clean", [], fmt, kind)
+        expect(f"benign_frame.pkl.{ext}", "suspicious", [], fmt, kind, "baseline_frame.pkl")
         pd.to_pickle(Touch(canary), p(f"evil_frame.pkl.{ext}"), compression=method)
         expect(f"evil_frame.pkl.{ext}", "malicious", [danger], fmt, kind)
     # .tar.gz: the tar inside the gzip.
