@@ -1,6 +1,6 @@
 """Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
 
-    PYTHON -I -B load.py FORMAT MODEL [--no-probe] [--consumer NAME] [--import MODULE,...]
+    PYTHON -I -B load.py FORMAT MODEL [--no-probe] [--consumer NAME] [--compression NAME] [--import MODULE,...]
     PYTHON -I -B load.py --wait fd:N [--import MODULE,...]      (a warm sandbox, see wait_for_model)
     (load.py imports this module and calls main)
 
@@ -59,6 +59,10 @@ LINE_PREFIX = "airlock-harness: "
 # The loader the pickle format is read with (`--consumer`): pickle, pandas, dill or cloudpickle.
 CONSUMER = "pickle"
 CONSUMERS = ("pickle", "pandas", "dill", "cloudpickle")
+# The compression a compressed pickle is read with (`--compression`, pandas' names): pandas infers it from a path's
+# extension, never from an open file, so the supervisor says it.
+COMPRESSIONS = ("gzip", "bz2", "xz", "zstd")
+COMPRESSION = None
 # Libraries the stand-ins answered for because the real one was missing.
 STAND_INS_USED = set()
 
@@ -186,10 +190,23 @@ def load_pickle(f):
     objects, dill.load and cloudpickle.load for theirs. The stand-in unpickler only when the library is missing."""
     library = real(CONSUMER) if CONSUMER in ("pandas", "dill", "cloudpickle") else None
     if CONSUMER == "pandas" and library is not None:
-        return library.read_pickle(f)
+        return library.read_pickle(f, compression=COMPRESSION) if COMPRESSION else library.read_pickle(f)
+    if COMPRESSION:
+        f = decompressed(f)
     if library is not None:
         return library.load(f)
     return HarnessUnpickler(f).load()
+
+
+def decompressed(f):
+    """The standard library's reader of COMPRESSION over f, when pandas is missing (zstd has none: the load fails)."""
+    import bz2
+    import gzip
+    import lzma
+    readers = {"gzip": lambda: gzip.GzipFile(fileobj=f), "bz2": lambda: bz2.BZ2File(f), "xz": lambda: lzma.LZMAFile(f)}
+    if COMPRESSION not in readers:
+        raise ValueError(f"no reader for {COMPRESSION} without pandas")
+    return readers[COMPRESSION]()
 
 
 def load_joblib(f):
@@ -545,7 +562,9 @@ def model_file(spec):
 
 
 def options(argv):
-    """FORMAT MODEL [--no-probe] [--consumer NAME] [--import MODULE,...]; None when the line is wrong."""
+    """FORMAT MODEL [--no-probe] [--consumer NAME] [--compression NAME] [--import MODULE,...]; None when the line is
+    wrong."""
+    global COMPRESSION
     if len(argv) < 3 or argv[1] not in LOADERS:
         return None
     rest, imports, consumer = argv[3:], [], "pickle"
@@ -555,6 +574,10 @@ def options(argv):
             if value not in CONSUMERS:
                 return None
             consumer = value
+        elif arg == "--compression":
+            if value not in COMPRESSIONS:
+                return None
+            COMPRESSION = value
         elif arg == "--import":
             if value is None:
                 return None
@@ -642,7 +665,7 @@ def main(argv):
     parsed = options(argv)
     if parsed is None:
         print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe] [--consumer {'|'.join(CONSUMERS)}] "
-              "[--import MODULE,...]", file=sys.stderr)
+              f"[--compression {'|'.join(COMPRESSIONS)}] [--import MODULE,...]", file=sys.stderr)
         return 2
     loader, model, probe, CONSUMER, imports = parsed
     if argv[1] == "hf-remote-code":

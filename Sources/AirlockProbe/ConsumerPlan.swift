@@ -13,6 +13,9 @@ public struct ConsumerPlan: Sendable, Equatable {
     public var consumer: HarnessConsumer
     /// Modules to import at start-up, in order.
     public var imports: [String]
+    /// The compression pandas is told to read the pickle with (`gzip`, `bz2`, `xz`, `zstd`), for a compressed
+    /// pickle only pandas reads (`Prober.harnessFormat`); nil otherwise.
+    public var compression: String?
 
     /// Libraries whose import is an inference service's start-up (their top-level module names).
     public static let libraries: Set<String> = [
@@ -29,9 +32,12 @@ public struct ConsumerPlan: Sendable, Equatable {
     public static let maxImports = 64
 
     /// The plan for a file of `format` whose pickles import `modules`, loaded with `runtime`.
-    public init(format: HarnessFormat, modules: Set<String>, runtime: PythonRuntime?) {
+    /// `compression` (pandas' name for it) makes a pickle's consumer pandas, the one library that reads it.
+    public init(format: HarnessFormat, modules: Set<String>, runtime: PythonRuntime?, compression: String? = nil) {
         let tops = Set(modules.map(ConsumerPlan.topLevel))
         consumer = format == .pickle ? HarnessConsumer.of(modules: tops) : .pickle
+        self.compression = format == .pickle ? compression : nil
+        if self.compression != nil { consumer = .pandas }
         var wanted: [String]
         switch format {
         case .pytorchZip, .pytorchLegacy: wanted = ["torch"]

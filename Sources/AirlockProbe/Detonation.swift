@@ -89,7 +89,7 @@ public struct Detonation: Sendable {
         let argv = HarnessProtocol.argv(
             interpreter: options.interpreter, format: format,
             descriptor: Sandbox.firstPassedFD, probe: options.probePhase, consumer: plan.consumer,
-            imports: plan.imports)
+            imports: plan.imports, compression: plan.compression)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
         var request = SandboxRequest(

@@ -64,6 +64,9 @@ public enum HarnessProtocol {
     public static let runtimeLinePrefix = "airlock-runtime: "
     /// The option naming the loader of a plain pickle (`HarnessConsumer`).
     public static let consumerOption = "--consumer"
+    /// The option naming the compression pandas reads a compressed pickle with (`gzip`, `bz2`, `xz`, `zstd`):
+    /// `read_pickle` infers it from a path's extension, never from an open file's.
+    public static let compressionOption = "--compression"
     /// The option naming the libraries to import at start-up, comma-separated.
     public static let importOption = "--import"
 
@@ -116,11 +119,12 @@ public enum HarnessProtocol {
     /// the libraries to import at start-up.
     public static func argv(
         interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool,
-        consumer: HarnessConsumer = .pickle, imports: [String] = []
+        consumer: HarnessConsumer = .pickle, imports: [String] = [], compression: String? = nil
     ) -> [String] {
         interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)]
             + (probe ? [] : [noProbeFlag])
             + (consumer == .pickle ? [] : [consumerOption, consumer.rawValue])
+            + (compression.map { [compressionOption, $0] } ?? [])
             + (imports.isEmpty ? [] : [importOption, imports.joined(separator: ",")])
     }
 

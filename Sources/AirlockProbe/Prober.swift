@@ -89,14 +89,15 @@ public enum Prober {
     public static func probe(fd: Int32, path: String, options: ProbeOptions) -> Report {
         var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
         if report.error != nil { return report }
-        guard let format = harnessFormat(report) else {
+        guard let (format, compression) = harnessFormat(report) else {
             report.add([staticOnly(report)])
             return report
         }
         let started = StaticScanner.now()
         let detonation: Detonation
         do throws(SandboxError) {
-            let plan = ConsumerPlan(format: format, modules: report.modules, runtime: options.runtime)
+            let plan = ConsumerPlan(
+                format: format, modules: report.modules, runtime: options.runtime, compression: compression)
             detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
@@ -108,16 +109,37 @@ public enum Prober {
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can
     /// load it; nil otherwise.
-    static func harnessFormat(_ report: Report) -> HarnessFormat? {
+    /// load it; nil otherwise. A compressed file is loaded by the library that reads that compression by itself:
+    /// `joblib.load` (which sniffs zlib, gzip, bzip2, xz, lzma, lz4 and ZF), or `pandas.read_pickle` told the
+    /// compression (the second value) for a pickle of pandas objects or in zstd. Nested compressions and compressed
+    /// NumPy files are loaded by nobody directly: static only.
+    static func harnessFormat(_ report: Report) -> (HarnessFormat, String?)? {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
-        // Only object arrays carry a pickle; numeric arrays are data.
-        return HarnessFormat(format, objectArrays: report.objectArrays)
+        guard let chain = report.target.compression else {
+            // Only object arrays carry a pickle; numeric arrays are data.
+            return HarnessFormat(format, objectArrays: report.objectArrays).map { ($0, nil) }
+        }
+        guard let compression = Compression(rawValue: chain) else { return nil }
+        switch format {
+        case .joblib:
+            return compression.joblibReads ? (.joblib, nil) : nil
+        case .pickle:
+            let tops = Set(report.modules.map(ConsumerPlan.topLevel))
+            if let pandas = compression.pandasName,
+                HarnessConsumer.of(modules: tops) == .pandas || !compression.joblibReads
+            {
+                return (.pickle, pandas)
+            }
+            return compression.joblibReads ? (.joblib, nil) : nil
+        default:
+            return nil
+        }
     }
 
     /// The info finding that says why no detonation ran.
     static func staticOnly(_ report: Report) -> Finding {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
-        let reason: String
+        var reason: String
         switch format {
         case .safetensors, .gguf:
             reason =
@@ -132,8 +154,14 @@ public enum Prober {
             reason = "no Keras runtime in the sandbox: serialized functions and custom objects are judged statically"
         case .zip:
             reason = "a plain ZIP archive is not loaded as a model; its members were analysed statically"
+        case .tar, .sevenZip:
+            reason = "a \(format.rawValue) archive is not loaded as a model; its members were analysed statically"
         default:
             reason = "no loader for \(format.rawValue): static analysis only"
+        }
+        if let compression = report.target.compression {
+            reason =
+                "no loader reads \(format.rawValue) content compressed as \(compression) by itself: static analysis only"
         }
         return Finding(
             rule: "probe.static-only", severity: .info, message: reason,

@@ -183,7 +183,8 @@ public final class WarmSandbox: @unchecked Sendable {
         let phases = HarnessPhase.sequence(probe: options.probePhase)
         let argv = HarnessProtocol.argv(
             interpreter: options.interpreter, format: format, descriptor: Sandbox.firstPassedFD,
-            probe: options.probePhase, consumer: plan.consumer, imports: plan.imports)
+            probe: options.probePhase, consumer: plan.consumer, imports: plan.imports,
+            compression: plan.compression)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
         let arguments = Array(argv.dropFirst(options.interpreter.count + 1))
