@@ -93,11 +93,11 @@ struct ScanTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let pickle: [UInt8] = [0x80, 0x04, 0x4E, 0x2E]  // protocol 4, None, STOP
         let cases: [(String, [UInt8], String?)] = [
-            // A zlib header, as joblib's compress=3 writes.
-            ("model.joblib", [0x78, 0x9C] + pickle, "format.compressed"),
-            ("model.pkl.gz", [0x1F, 0x8B, 0x08, 0x00] + pickle, "format.compressed"),
-            ("model.pt.bz2", Array("BZh91AY&SY".utf8), "format.compressed"),
-            ("model.pkl.xz", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00, 0x00], "format.compressed"),
+            // Compressed headers over data that does not decompress (a zlib header, as joblib's compress=3 writes).
+            ("model.joblib", [0x78, 0x9C] + pickle, "compressed.unreadable"),
+            ("model.pkl.gz", [0x1F, 0x8B, 0x08, 0x00] + pickle, "compressed.unreadable"),
+            ("model.pt.bz2", Array("BZh91AY&SY".utf8), "compressed.unreadable"),
+            ("model.pkl.xz", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00, 0x00], "compressed.unreadable"),
             ("weights.bin", Array(repeating: 0xA5, count: 64), "format.unrecognised"),
             ("notes.txt", Array("plain text, no model".utf8), nil),
         ]
