@@ -32,7 +32,11 @@ enum CompressedScanner {
                     evidence: Evidence(details: [("compression", kind.rawValue)])))
             return StaticScanner.Analysis(format: .unknown, findings: findings)
         }
-        var inner = StaticScanner.analyse(result.data, name: name, budget: budget, depth: depth + 1)
+        // Whatever the content decompresses further (nested streams, archive members) comes out of what is left of
+        // the budget, so that the bytes held at once stay within it however deep the nesting.
+        var rest = budget
+        rest.maxInflatedBytes = max(0, budget.maxInflatedBytes - result.data.count)
+        var inner = StaticScanner.analyse(result.data, name: name, budget: rest, depth: depth + 1)
         for i in inner.findings.indices {
             inner.findings[i].evidence.details.insert(("compression", kind.rawValue), at: 0)
         }

@@ -36,9 +36,16 @@ enum PackedArchiveScanner {
             by: ArchiveScanner.inflatedTotalFactor)
         let totalLimit = over ? Int.max : product
         var examined = 0
+        var skipped = false
+        // Files by folder, once (a filter per folder is quadratic in a header that lists 100 000 of each).
+        var byFolder: [Int: [SevenZipArchive.Member]] = [:]
+        for m in archive.members { if let f = m.folder { byFolder[f, default: []].append(m) } }
         for (index, folder) in archive.folders.enumerated() {
-            let members = archive.members.filter { $0.folder == index }
-            guard !members.isEmpty else { continue }
+            guard let members = byFolder[index], !members.isEmpty else { continue }
+            guard examined < ArchiveScanner.maxMembers else {
+                skipped = true
+                break
+            }
             let names = members.prefix(5).map(\.name).joined(separator: ", ")
             guard inflated < totalLimit else {
                 findings.append(
@@ -78,19 +85,25 @@ enum PackedArchiveScanner {
                         message: "\(failure): the files it holds (\(names)) were analysed as far as they came out",
                         evidence: Evidence(member: members.first?.name)))
             }
+            // What the members decompress further comes out of what this folder's output left of the budget.
+            var inner = budget
+            inner.maxInflatedBytes = max(0, budget.maxInflatedBytes - out.data.count)
             for m in members {
-                guard examined < ArchiveScanner.maxMembers else { break }
+                guard examined < ArchiveScanner.maxMembers else {
+                    skipped = true
+                    break
+                }
                 examined += 1
                 guard m.offset < UInt64(out.data.count) else { continue }
                 let start = Int(m.offset)
                 let length = Int(min(m.size, UInt64(out.data.count - start)))
                 guard let data = out.data.slice(start, length) else { continue }
                 findings += ArchiveScanner.member(
-                    data, name: m.name, archiveFormat: .sevenZip, budget: budget, depth: depth,
+                    data, name: m.name, archiveFormat: .sevenZip, budget: inner, depth: depth,
                     inflated: &inflated, hints: &hints)
             }
         }
-        if examined >= ArchiveScanner.maxMembers {
+        if skipped {
             findings.append(
                 Finding(
                     rule: "7z.too-many-members", severity: .medium,

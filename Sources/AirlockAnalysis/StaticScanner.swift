@@ -114,8 +114,19 @@ public enum StaticScanner {
                 return CompressedScanner.analyse(view, kind: kind, name: name, budget: budget, depth: depth)
             }
         case .tar:
-            return depth + 1 < budget.maxNesting || depth == 0
+            var tar =
+                depth + 1 < budget.maxNesting || depth == 0
                 ? PackedArchiveScanner.tar(view, budget: budget, depth: depth) : tooDeep(.tar, budget)
+            // A tar header opens with the first member's name, which can be a protocol 0 pickle: pickle.load and
+            // torch.load read that, so it is read as one too.
+            if PickleDetector.looksLikePickle(view) {
+                let report = PickleScanner.scan(view, budget: budget)
+                tar.hints.add(report)
+                tar.findings += PickleFindings.findings(report, member: nil).filter {
+                    $0.rule != "pickle.trailing-data"
+                }
+            }
+            return tar
         case .sevenZip:
             return depth + 1 < budget.maxNesting || depth == 0
                 ? PackedArchiveScanner.sevenZip(view, budget: budget, depth: depth) : tooDeep(.sevenZip, budget)

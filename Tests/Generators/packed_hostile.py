@@ -89,6 +89,9 @@ def main(out):
     header = b"\x1f\x8b\x08\x1c" + b"\0\0\0\0\x00\x03" + struct.pack("<H", 6) + b"AB\x02\x00zz" + b"x.pkl\0" + b"c\0"
     write(p("fields.gz"), header + deflated + struct.pack("<II", zlib.crc32(EVIL), len(EVIL)))
     expect("fields.gz", "malicious", [DANGER])
+    # The payload split across two gzip members with zero padding between them: Python's gzip skips the zeros.
+    write(p("padded_members.gz"), gzip.compress(EVIL[:9]) + b"\0" * 1000 + gzip.compress(EVIL[9:]))
+    expect("padded_members.gz", "malicious", [DANGER])
     # zstd with a skippable frame first; lz4 in two frames.
     skippable = struct.pack("<II", 0x184D2A50, 4) + b"skip"
     write(p("skippable.zst"), skippable + zstandard.ZstdCompressor().compress(EVIL))
@@ -129,6 +132,15 @@ def main(out):
     write(p("traversal.tar"), bytes(raw))
     expect("traversal.tar", "malicious", [DANGER, "tar.path-traversal", "tar.bad-header"])
 
+    # A tar whose first name is a protocol 0 pickle: pickle.load reads the header as one.
+    t = io.BytesIO()
+    with tarfile.open(fileobj=t, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("cos\nsystem\n(S'touch /tmp/airlock-packed-canary'\ntR.")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"hello"))
+    write(p("polyglot.tar"), t.getvalue())
+    expect("polyglot.tar", "malicious", [DANGER])
+
     # 7z, hand-made: two files in one Copy folder; then lies about it.
     payload = b"hello" + EVIL
     write(p("copy.7z"), seven_zip(payload, copy_folder([5, len(EVIL)]), files(["a.txt", "m.pkl"]), [len(payload)]))
@@ -147,6 +159,14 @@ def main(out):
     unknown = copy_folder([len(payload)]).replace(b"\x01\x00\x0c", b"\x01\x7f\x0c")
     write(p("unknown_coder.7z"), seven_zip(payload, unknown, files(["m.pkl"]), [len(payload)]))
     expect("unknown_coder.7z", "suspicious", ["7z.unsupported-method"])
+
+    # 30 000 one-byte Copy folders with a file each: read in linear time, members examined up to the limit.
+    n = 30_000
+    folder = b"\x01\x01\x00"
+    many = b"\x07\x0b" + number(n) + b"\x00" + folder * n + b"\x0c" + number(1) * n + b"\x00"
+    many += b"\x08\x0d" + number(1) * n + b"\x00"
+    write(p("many_folders.7z"), seven_zip(b"x" * n, many, files([f"f{i}" for i in range(n)]), [1] * n))
+    expect("many_folders.7z", "suspicious", ["7z.too-many-members"])
 
     # With the real tool: PPMd and ARM64 (unsupported coders), a bomb, and seeds for the mutation test.
     src = p("src")

@@ -36,27 +36,39 @@ public enum Decompressor {
             start = Compression.zfHeader
             if view.byte(at: start) == 0x20 { start += 1 }  // joblib <= 0.8.4 wrote one more space
         }
-        return run(view, from: start, limit: limit, next: { rest in continues(kind, rest) }) {
+        return run(view, from: start, limit: limit, next: { rest in nextStream(kind, rest) }) {
             StreamCodec.make(kind)
         }
     }
 
     /// Decodes a raw LZMA / LZMA2 / BCJ / Delta filter chain (7z's coders) of `view` into at most `limit` bytes.
     public static func decodeRaw(_ view: ByteView, filters: [RawFilter], limit: Int) -> Decompressed {
-        run(view, from: 0, limit: limit, next: { _ in false }) { StreamCodec.raw(filters) }
+        run(view, from: 0, limit: limit, next: { _ in nil }) { StreamCodec.raw(filters) }
     }
 
     /// Inflates raw deflate (7z's Deflate coder) into at most `limit` bytes.
     public static func inflateRaw(_ view: ByteView, limit: Int) -> Decompressed {
-        run(view, from: 0, limit: limit, next: { _ in false }) { StreamCodec.zlib(bits: -15) }
+        run(view, from: 0, limit: limit, next: { _ in nil }) { StreamCodec.zlib(bits: -15) }
     }
 
     /// Decodes bzip2 (7z's BZip2 coder) into at most `limit` bytes.
     public static func bunzip(_ view: ByteView, limit: Int) -> Decompressed {
-        run(view, from: 0, limit: limit, next: { rest in continues(.bzip2, rest) }) { StreamCodec.make(.bzip2) }
+        run(view, from: 0, limit: limit, next: { rest in nextStream(.bzip2, rest) }) { StreamCodec.make(.bzip2) }
     }
 
-    /// Whether another stream of `kind` follows, as its loader would read one (gzip skips zero padding first).
+    /// Where another stream of `kind` starts in `rest` (0, or past padding), as its loader reads one; nil when none
+    /// does. Python's gzip skips zero bytes between members; the others read a stream right after the last one.
+    /// joblib's zlib reader never reads a second zlib stream.
+    static func nextStream(_ kind: Compression, _ rest: ByteView) -> Int? {
+        if kind == .gzip {
+            var skip = 0
+            while rest.byte(at: skip) == 0 { skip += 1 }
+            return rest.suffix(from: skip)?.starts(with: [0x1F, 0x8B]) == true ? skip : nil
+        }
+        return continues(kind, rest) ? 0 : nil
+    }
+
+    /// Whether another stream of `kind` starts right at `rest`.
     static func continues(_ kind: Compression, _ rest: ByteView) -> Bool {
         switch kind {
         case .gzip: return rest.starts(with: [0x1F, 0x8B])
@@ -71,9 +83,9 @@ public enum Decompressor {
     /// The one decoding loop: a fresh codec per stream, output into `Output`, stop at the limit, at the end of the
     /// input, or at the first error.
     static func run(
-        _ view: ByteView, from start: Int, limit: Int, next: (ByteView) -> Bool, codec: () -> StreamCodec?
+        _ view: ByteView, from start: Int, limit: Int, next: (ByteView) -> Int?, codec: () -> StreamCodec?
     ) -> Decompressed {
-        let limit = max(0, limit)
+        let limit = min(max(0, limit), Int.max - 1)
         var out = Output(limit: limit, hint: view.count)
         var pos = min(start, view.count)
         var streams = 0
@@ -105,7 +117,8 @@ public enum Decompressor {
                     }
                     break
                 }
-                guard pos < view.count, let rest = view.suffix(from: pos), next(rest) else { break }
+                guard pos < view.count, let rest = view.suffix(from: pos), let skip = next(rest) else { break }
+                pos += skip
             }
         }
         let overLimit = out.count > limit

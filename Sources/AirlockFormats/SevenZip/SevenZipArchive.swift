@@ -127,7 +127,9 @@ public struct SevenZipArchive: Sendable {
     mutating func checkEncryption(_ sink: inout ObservationSink) {
         let encrypted = folders.indices.filter { folders[$0].coders.contains { $0.method == SevenZipArchive.aes } }
         guard !encrypted.isEmpty else { return }
-        let names = members.filter { m in m.folder.map { encrypted.contains($0) } ?? false }.prefix(5).map(\.name)
+        let set = Set(encrypted)
+        var names: [String] = []
+        for m in members where names.count < 5 { if let f = m.folder, set.contains(f) { names.append(m.name) } }
         sink.add(
             "7z.encrypted",
             "\(encrypted.count) folder(s) of the archive are encrypted (AES): their files (\(names.joined(separator: ", "))) cannot be analysed without the password",
@@ -176,7 +178,9 @@ public struct SevenZipArchive: Sendable {
                 }
                 id = try r.byte()
             }
-            var at = UInt64(32) &+ packPos
+            let (first, wrapped) = UInt64(32).addingReportingOverflow(packPos)
+            guard !wrapped else { throw FormatError(.malformed, "the packed streams' position is outside the file") }
+            var at = first
             for s in sizes {
                 guard at <= UInt64(view.count), s <= UInt64(view.count) - at else {
                     throw FormatError(.malformed, "a packed stream (\(s) bytes at \(at)) is not inside the file")
