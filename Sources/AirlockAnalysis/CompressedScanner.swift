@@ -24,12 +24,14 @@ enum CompressedScanner {
         let weak = kind == .zlib || kind == .lzma
         if result.data.count == 0 && !result.complete {
             // Nothing came out: not a stream after all (a weak magic number), or one broken from its first byte.
-            findings.append(
+            findings = [
+
                 Finding(
                     rule: "compressed.unreadable", severity: weak ? .low : .medium,
                     message:
                         "the file starts like a \(kind.rawValue) stream but nothing could be decompressed\(result.failure.map { ": \($0)" } ?? ""): its content is not analysed",
-                    evidence: Evidence(details: [("compression", kind.rawValue)])))
+                    evidence: Evidence(details: [("compression", kind.rawValue)]))
+            ]
             return StaticScanner.Analysis(format: .unknown, findings: findings)
         }
         // Whatever the content decompresses further (nested streams, archive members) comes out of what is left of
@@ -39,6 +41,14 @@ enum CompressedScanner {
         var inner = StaticScanner.analyse(result.data, name: name, budget: rest, depth: depth + 1)
         for i in inner.findings.indices {
             inner.findings[i].evidence.details.insert(("compression", kind.rawValue), at: 0)
+        }
+        // A weak header (zlib, lzma) over bytes that only decode part-way into nothing known is most likely no
+        // stream at all: noted, not held against the file.
+        if weak && inner.format == .unknown && inner.compression.isEmpty {
+            for i in findings.indices
+            where findings[i].rule == "compressed.corrupt" || findings[i].rule == "compressed.truncated" {
+                findings[i].severity = .low
+            }
         }
         inner.findings = findings + inner.findings
         inner.compression.insert(kind.rawValue, at: 0)

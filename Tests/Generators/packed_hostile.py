@@ -92,6 +92,12 @@ def main(out):
     # The payload split across two gzip members with zero padding between them: Python's gzip skips the zeros.
     write(p("padded_members.gz"), gzip.compress(EVIL[:9]) + b"\0" * 1000 + gzip.compress(EVIL[9:]))
     expect("padded_members.gz", "malicious", [DANGER])
+    # An xz stream, then an lzma one: Python's LZMAFile (FORMAT_AUTO) reads both, so joblib.load runs the payload.
+    write(p("xz_then_lzma.xz"), lzma.compress(EVIL[:9]) + lzma.compress(EVIL[9:], format=lzma.FORMAT_ALONE))
+    expect("xz_then_lzma.xz", "malicious", [DANGER])
+    # A zlib header over random bytes: no stream, not held against the file.
+    write(p("random.dat"), b"\x78\x9c" + os.urandom(4000))
+    expect("random.dat", "clean", [])
     # zstd with a skippable frame first; lz4 in two frames.
     skippable = struct.pack("<II", 0x184D2A50, 4) + b"skip"
     write(p("skippable.zst"), skippable + zstandard.ZstdCompressor().compress(EVIL))

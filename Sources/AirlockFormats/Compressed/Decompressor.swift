@@ -73,10 +73,12 @@ public enum Decompressor {
         switch kind {
         case .gzip: return rest.starts(with: [0x1F, 0x8B])
         case .bzip2: return Compression.detect(rest) == .bzip2
-        case .xz: return rest.starts(with: Compression.xzMagic)
+        case .xz, .lzma:
+            // FORMAT_AUTO takes an xz or an lzma stream after either.
+            return rest.starts(with: Compression.xzMagic) || Compression.looksLikeLzmaAlone(rest)
         case .zstd: return rest.starts(with: Compression.zstdMagic) || Compression.isSkippableZstd(rest)
         case .lz4: return rest.starts(with: Compression.lz4Magic)
-        case .zlib, .lzma, .joblibZF: return false
+        case .zlib, .joblibZF: return false
         }
     }
 

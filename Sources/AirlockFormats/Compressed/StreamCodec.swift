@@ -41,10 +41,8 @@ final class StreamCodec {
         case .xz, .lzma:
             let s = UnsafeMutablePointer<lzma_stream>.allocate(capacity: 1)
             s.initialize(to: airlock_lzma_stream_init())
-            let rc =
-                kind == .xz
-                ? lzma_stream_decoder(s, Decompressor.maxDecoderMemory, 0)
-                : lzma_alone_decoder(s, Decompressor.maxDecoderMemory)
+            // Python's lzma.LZMAFile (joblib, pandas) reads with FORMAT_AUTO, stream after stream: either kind.
+            let rc = lzma_auto_decoder(s, Decompressor.maxDecoderMemory, 0)
             guard rc == LZMA_OK else {
                 s.deallocate()
                 return nil
