@@ -170,10 +170,41 @@ def json_seeds():
         yield "edge_%02d.json" % i, doc
 
 
+def packed_seeds():
+    """Compressed streams, tar and a hand-made 7z (Copy folder, two files), for the format target: the static
+    analysis decompresses and unpacks them (docs/formats.md, "Compressed and packed files")."""
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import tarfile
+    sys.path.insert(0, os.path.join(HERE, "..", "Generators"))
+    import packed_hostile
+    body = pickle.dumps({"w": [1.0, 2.0], "n": "x"}, protocol=4)
+    yield "gzip", gzip.compress(body, mtime=0)
+    yield "zlib", zlib.compress(body)
+    yield "bzip2", bz2.compress(body)
+    yield "xz", lzma.compress(body)
+    yield "lzma", lzma.compress(body, format=lzma.FORMAT_ALONE)
+    yield "zf", b"ZF" + hex(len(body)).encode().ljust(19) + zlib.compress(body)
+    t = io.BytesIO()
+    with tarfile.open(fileobj=t, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("dir/" + "n" * 120 + ".pkl")
+        info.size, info.mtime = len(body), 0
+        tf.addfile(info, io.BytesIO(body))
+    yield "tar", t.getvalue()
+    yield "tar-gz", gzip.compress(t.getvalue(), mtime=0)
+    data = b"hello" + body
+    h = packed_hostile
+    yield "7z-copy", h.seven_zip(data, h.copy_folder([5, len(body)]), h.files(["a.txt", "m.pkl"]), [len(data)])
+
+
 HAND_MADE = {
     "numpy": numpy_seeds, "safetensors": safetensors_seeds, "gguf": gguf_seeds, "onnx": onnx_seeds,
     "zip": zip_seeds, "pickle": pickle_seeds, "json": json_seeds,
 }
+# Seeds of the format target alone (the other hand-made seeds go to their parser's target and to format).
+FORMAT_ONLY = {"packed": packed_seeds}
 
 
 def main(out):
@@ -210,6 +241,10 @@ def main(out):
             assert len(data) <= MAX, name
             seeds[target]["hand-" + name] = data
             seeds["format"]["hand-" + name] = data
+    for prefix, make in FORMAT_ONLY.items():
+        for name, data in make():
+            assert len(data) <= MAX, name
+            seeds["format"]["hand-%s-%s" % (prefix, name)] = data
     for target, files in seeds.items():
         folder = os.path.join(out, target)
         os.makedirs(folder, exist_ok=True)
