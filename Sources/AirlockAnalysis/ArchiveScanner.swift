@@ -51,7 +51,7 @@ enum ArchiveScanner {
                 break
             }
             opened += 1
-            if entry.method == 8 && inflated >= inflatedLimit {
+            if entry.method != 0 && inflated >= inflatedLimit {
                 if !stoppedInflating {
                     stoppedInflating = true
                     findings.append(
@@ -69,9 +69,9 @@ enum ArchiveScanner {
             let data: ByteView
             do {
                 data = try archive.extract(entry, from: view, limit: budget.maxInflatedBytes)
-                if entry.method == 8 { inflated = saturatingSum(inflated, data.count) }
+                if entry.method != 0 { inflated = saturatingSum(inflated, data.count) }
             } catch {
-                if entry.method == 8 {
+                if entry.method != 0 {
                     let (bound, o) = Int(clamping: entry.compressedSize).multipliedReportingOverflow(
                         by: deflateMaxRatio)
                     inflated = saturatingSum(

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import zipfile
 import zlib
 
 import lz4.frame
@@ -137,6 +138,12 @@ def main(out):
     raw[second + 148] ^= 0x01
     write(p("traversal.tar"), bytes(raw))
     expect("traversal.tar", "malicious", [DANGER, "tar.path-traversal", "tar.bad-header"])
+
+    # ZIP members in bzip2 (12) and LZMA (14): PyTorch refuses them, Python's zipfile (pandas' zip) reads them.
+    for method, label in [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "lzma")]:
+        with zipfile.ZipFile(p(f"member_{label}.zip"), "w", compression=method) as z:
+            z.writestr("model.pkl", EVIL + b"\0" * 3000)
+        expect(f"member_{label}.zip", "malicious", [DANGER, "zip.unsupported-method"])
 
     # A tar whose first name is a protocol 0 pickle: pickle.load reads the header as one.
     t = io.BytesIO()

@@ -45,9 +45,41 @@ extension ZipArchive {
             return ZipExtraction(
                 data: data, actualCRC: crc, crcMatches: crc == entry.crc32,
                 sizeMatches: UInt64(bytes.count) == entry.uncompressedSize, streamComplete: complete)
+        case 12, 14:
+            // bzip2 and LZMA: miniz (PyTorch) refuses them, Python's zipfile (pandas' zip compression) reads them.
+            let out = try decodeOther(entry, raw, limit: limit)
+            let crc = ZipCRC.crc32(out.data)
+            return ZipExtraction(
+                data: out.data, actualCRC: crc, crcMatches: crc == entry.crc32,
+                sizeMatches: UInt64(out.data.count) == entry.uncompressedSize, streamComplete: out.complete)
         default:
             throw FormatError(.malformed, "\(entry.name): unsupported compression method \(entry.method)")
         }
+    }
+
+    /// Method 12 (a bzip2 stream) and 14 (LZMA: version, properties size, 5 properties bytes, raw LZMA1 data), in at
+    /// most `limit` bytes; LZMA without an end marker ends at the declared size, as Python's zipfile ends it.
+    func decodeOther(_ entry: ZipEntry, _ raw: ByteView, limit: Int) throws(FormatError) -> (
+        data: ByteView, complete: Bool
+    ) {
+        let out: Decompressed
+        if entry.method == 12 {
+            out = Decompressor.bunzip(raw, limit: limit)
+        } else {
+            guard raw.le(UInt16.self, at: 2) == 5, let props = raw.bytes(4, 5), let data = raw.suffix(from: 9) else {
+                throw FormatError(.malformed, "\(entry.name): the LZMA header is malformed")
+            }
+            out = Decompressor.decodeRaw(data, filters: [.lzma1(props)], limit: limit)
+        }
+        if out.overLimit { throw FormatError(.budget, "\(entry.name): decompresses past the limit of \(limit) bytes") }
+        var data = out.data
+        if UInt64(data.count) > entry.uncompressedSize, let cut = data.slice(0, Int(entry.uncompressedSize)) {
+            data = cut
+        }
+        if data.count == 0 && entry.uncompressedSize > 0, let failure = out.failure {
+            throw FormatError(.malformed, "\(entry.name): \(failure)")
+        }
+        return (data, out.complete || UInt64(data.count) == entry.uncompressedSize)
     }
 
     /// The member's compressed bytes, where miniz reads them.
@@ -66,7 +98,7 @@ extension ZipArchive {
     public func verifyAll(view: ByteView, limit: Int) -> [Observation] {
         var sink = ObservationSink()
         for entry in entries + hiddenEntries {
-            guard entry.method == 0 || entry.method == 8, let raw = try? rawData(entry, from: view) else { continue }
+            guard [0, 8, 12, 14].contains(entry.method), let raw = try? rawData(entry, from: view) else { continue }
             if entry.method == 0 {
                 let crc = ZipCRC.crc32(raw)
                 if crc != entry.crc32 { addCRC(&sink, entry, crc) }
