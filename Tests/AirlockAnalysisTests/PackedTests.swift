@@ -66,6 +66,24 @@ struct PackedTests {
         #expect(z.findings.contains { $0.rule == "7z.bomb" }, "\(z.findings.map(\.rule))")
     }
 
+    @Test("the limit is exact: as many bytes as the limit are complete, one more is over it")
+    func exactLimit() throws {
+        let dir = try generate("packed_hostile")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // seed.xz holds a small pickle: decode it whole, then with one byte less than it holds.
+        let xz = try ByteView.map(path: dir + "/seed.xz")
+        let whole = Decompressor.decompress(xz, .xz, limit: 1 << 20)
+        #expect(whole.complete && !whole.overLimit && whole.streams == 1 && whole.consumed == xz.count)
+        let exact = Decompressor.decompress(xz, .xz, limit: whole.data.count)
+        #expect(exact.complete && !exact.overLimit && exact.data.count == whole.data.count)
+        let short = Decompressor.decompress(xz, .xz, limit: whole.data.count - 1)
+        #expect(short.overLimit && !short.complete && short.data.count == whole.data.count - 1)
+        #expect(short.data.array == Array(whole.data.array.dropLast()))
+        // Stored 7z output is cut at the limit the same way, and its content is what was packed.
+        let copy = SevenZipArchive.read(try ByteView.map(path: dir + "/copy.7z"), limit: 1 << 20)
+        #expect(copy.members.map(\.name) == ["a.txt", "m.pkl"] && copy.observations.isEmpty)
+    }
+
     @Test("hand-made hostile archives and streams: a clear finding, never a crash")
     func hostile() throws {
         let dir = try generate("packed_hostile")

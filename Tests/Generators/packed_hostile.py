@@ -5,6 +5,7 @@ the payload is os.system("touch /tmp/airlock-packed-canary"), never run here.
 
     /usr/bin/python3 packed_hostile.py OUTDIR
 """
+import bz2
 import gzip
 import io
 import json
@@ -99,6 +100,9 @@ def main(out):
     # A zlib header over random bytes: no stream, not held against the file.
     write(p("random.dat"), b"\x78\x9c" + os.urandom(4000))
     expect("random.dat", "clean", [])
+    # 120 000 empty bzip2 streams, then the payload: decoding stops at 100 000 streams, never clean.
+    write(p("many_streams.bz2"), bz2.compress(b"") * 120_000 + bz2.compress(EVIL))
+    expect("many_streams.bz2", "suspicious", ["compressed.unreadable"])
     # zstd with a skippable frame first; lz4 in two frames.
     skippable = struct.pack("<II", 0x184D2A50, 4) + b"skip"
     write(p("skippable.zst"), skippable + zstandard.ZstdCompressor().compress(EVIL))

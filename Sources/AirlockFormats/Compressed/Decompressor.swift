@@ -27,6 +27,9 @@ public struct Decompressed: Sendable {
 public enum Decompressor {
     /// Most memory a decoder may use for its dictionary or window (xz, lzma, zstd): 128 MiB.
     public static let maxDecoderMemory: UInt64 = 128 << 20
+    /// Most concatenated streams read from one input (each one a decoder set up anew: a bzip2 stream allocates
+    /// 3.6 MB): past it, decoding stops with a failure, and what follows is not analysed.
+    public static let maxStreams = 100_000
 
     /// Decompresses `view`, which starts with `kind`, into at most `limit` bytes. Concatenated streams of the same
     /// kind are read as their loaders read them (gzip members, bzip2 and xz streams, zstd and lz4 frames).
@@ -120,6 +123,11 @@ public enum Decompressor {
                     break
                 }
                 guard pos < view.count, let rest = view.suffix(from: pos), let skip = next(rest) else { break }
+                guard streams < maxStreams else {
+                    failure = "more than \(maxStreams) concatenated streams"
+                    complete = false
+                    break
+                }
                 pos += skip
             }
         }
