@@ -122,7 +122,9 @@ public enum Prober {
         guard let compression = Compression(rawValue: chain) else { return nil }
         switch format {
         case .joblib:
-            return compression.joblibReads ? (.joblib, nil) : nil
+            // joblib does not read zstd; pandas.read_pickle does, and unpickles what joblib wrote until its arrays.
+            if compression.joblibReads { return (.joblib, nil) }
+            return compression.pandasName.map { (.pickle, $0) }
         case .pickle:
             let tops = Set(report.modules.map(ConsumerPlan.topLevel))
             if let pandas = compression.pandasName,

@@ -58,7 +58,10 @@ struct PackedProbeTests {
         #expect(Prober.harnessFormat(report) == nil)
         report.target.compression = "zstd"
         report.target.format = "joblib"
-        #expect(Prober.harnessFormat(report) == nil)
+        #expect(Prober.harnessFormat(report)! == (.pickle, "zstd"))
+        report.target.format = "numpy"
+        report.objectArrays = true
+        #expect(Prober.harnessFormat(report) == nil, "numpy.load does not decompress")
         let plan = ConsumerPlan(format: .pickle, modules: [], runtime: nil, compression: "bz2")
         #expect(plan.consumer == .pandas && plan.compression == "bz2")
         let argv = HarnessProtocol.argv(
