@@ -136,7 +136,7 @@ public struct Report: Sendable {
         let safe = FileName.escapingControls
         var lines: [String] = []
         var header =
-            "\(verdict.rawValue.uppercased())  \(safe(target.path))  (\(target.format), \(Report.size(target.size))"
+            "\(verdict.rawValue.uppercased())  \(safe(target.path))  (\(target.format)\(target.compression.map { " in \($0)" } ?? ""), \(Report.size(target.size))"
         if let sha = target.sha256 { header += ", sha256 \(sha.prefix(16))…" }
         header += ")"
         lines.append(header)
