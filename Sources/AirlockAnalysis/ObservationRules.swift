@@ -35,6 +35,9 @@ public enum ObservationRules {
         "safetensors.header-leading-space": .low, "safetensors.unknown-field": .low,
         // ONNX: a path out of the model's folder reads whatever it names
         "onnx.external-data-traversal": .critical, "onnx.custom-domain": .medium,
+        "onnx.ir-version-unknown": .info, "onnx.no-ir-version": .low, "onnx.external-data-key": .low,
+        "onnx.external-data-ambiguous": .high, "onnx.external-data-no-location": .medium,
+        "onnx.external-data-offset": .medium, "onnx.metadata-code": .medium, "onnx.metadata-odd": .low,
         // NumPy: an object array is a pickle, scanned as such
         "numpy.object-dtype": .low,
         // names

@@ -50,6 +50,7 @@ public enum StaticScanner {
             error: analysis.error)
         report.objectArrays = analysis.hints.objectArrays
         report.modules = analysis.hints.modules
+        report.externalData = analysis.externalData
         return report
     }
 
@@ -74,12 +75,15 @@ public enum StaticScanner {
         /// What loading the file needs: the modules its pickles import, and whether a NumPy array holds Python
         /// objects (numpy unpickles them, so loading the file runs code).
         var hints = LoadHints()
+        /// ONNX external data, for the folder checks (`ONNXExternalFiles`).
+        var externalData: [ONNXExternalReference] = []
     }
 
     static func analyse(_ view: ByteView, name: String, budget: ScanBudget) -> Analysis {
         var format = FormatDetector.sniff(view)
         var findings: [Finding] = []
         var hints = LoadHints()
+        var externalData: [ONNXExternalReference] = []
         switch format {
         case .pickle, .pytorchLegacy:
             let report = PickleScanner.scan(view, budget: budget)
@@ -101,7 +105,9 @@ public enum StaticScanner {
         case .hdf5:
             findings += KerasFindings.hdf5(view)
         case .onnx:
-            findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+            let onnx = ONNXParser.parse(view, budget: budget)
+            findings += onnx.observations.map(ObservationRules.finding)
+            externalData = onnx.externalReferences
         case .unknown:
             if let kind = compression(view) {
                 findings.append(
@@ -117,7 +123,7 @@ public enum StaticScanner {
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
         }
-        return Analysis(format: format, findings: findings, hints: hints)
+        return Analysis(format: format, findings: findings, hints: hints, externalData: externalData)
     }
 
     /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.
