@@ -22,7 +22,7 @@ public enum ONNXExternalFiles {
 
     /// Where a location leads.
     enum Resolution: Equatable {
-        case file(size: Int, device: UInt64, inode: UInt64)
+        case file(size: Int, device: UInt64, inode: UInt64, links: Int)
         case missing
         case escapes(String)
         case notFile(String)
@@ -43,7 +43,7 @@ public enum ONNXExternalFiles {
                 resolved[ref.location] = resolution
                 out += findings(for: resolution, ref)
             }
-            guard case .file(let size, let device, let inode) = resolution else { continue }
+            guard case .file(let size, let device, let inode, _) = resolution else { continue }
             let offset = ref.offset ?? 0
             let (end, overflow) = offset.addingReportingOverflow(ref.length ?? max(0, Int64(size) - offset))
             if offset > Int64(size) || overflow || end > Int64(size) {
@@ -72,6 +72,15 @@ public enum ONNXExternalFiles {
 
     static func findings(for resolution: Resolution, _ ref: ONNXExternalReference) -> [Finding] {
         switch resolution {
+        case .file(_, _, _, let links) where links > 1:
+            // A hard link shares its content with a file elsewhere (a tar can make one to any file of the host's
+            // file system the extraction sees); onnx 1.21 refuses such files.
+            return [
+                finding(
+                    "onnx.external-data-hardlink", .medium,
+                    "tensor \(ref.tensor) reads \(ref.location), a file with \(links) hard links: its content is shared with a file elsewhere",
+                    ref)
+            ]
         case .file: return []
         case .missing:
             return [
@@ -155,7 +164,8 @@ public enum ONNXExternalFiles {
         guard fstatat(dirfd, join(resolved), &st, AT_SYMLINK_NOFOLLOW) == 0 else { return .missing }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            return .file(size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            return .file(
+                size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino), links: Int(st.st_nlink))
         case S_IFDIR: return .notFile("a folder")
         default: return .notFile("a special file")
         }

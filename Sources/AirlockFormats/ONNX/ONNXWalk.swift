@@ -137,7 +137,7 @@ extension ONNXParser {
                 note(
                     Observation(
                         "onnx.external-data-key",
-                        "tensor \(t.name) has external_data key '\(k)', which neither onnx nor onnxruntime defines",
+                        "tensor \(t.name) has external_data key '\(k)', which neither onnx nor onnxruntime defines (onnx before 1.21 sets any key as an attribute of its reader, CVE-2026-34445)",
                         Evidence(offset: at, details: [("tensor", t.name), ("key", k)])))
             }
             if Set(locations).count > 1 {
