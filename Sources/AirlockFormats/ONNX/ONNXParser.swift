@@ -9,6 +9,15 @@ public struct ONNXExternalReference: Sendable, Equatable {
     public var length: Int64?
     /// Byte offset of the `TensorProto` in the model file.
     public var at: Int
+
+    /// Creates a reference.
+    public init(tensor: String, location: String, offset: Int64?, length: Int64?, at: Int) {
+        self.tensor = tensor
+        self.location = location
+        self.offset = offset
+        self.length = length
+        self.at = at
+    }
 }
 
 /// What the ONNX parser found.
