@@ -108,6 +108,7 @@ public enum StaticScanner {
             let onnx = ONNXParser.parse(view, budget: budget)
             findings += onnx.observations.map(ObservationRules.finding)
             externalData = onnx.externalReferences
+            findings += polyglot(view, budget: budget, hints: &hints)
         case .unknown:
             if let kind = compression(view) {
                 findings.append(
@@ -124,6 +125,32 @@ public enum StaticScanner {
             break  // decided by refinement, never by sniffing
         }
         return Analysis(format: format, findings: findings, hints: hints, externalData: externalData)
+    }
+
+    /// An ONNX model that other loaders read as something else: protobuf skips unknown fields, so bytes that open like
+    /// a pickle or end in a ZIP's central directory (in an unknown field) leave `onnx.load` undisturbed while
+    /// `pickle.load` or `zipfile` read them. Each reading is analysed, and the file is said to be both.
+    static func polyglot(_ view: ByteView, budget: ScanBudget, hints: inout LoadHints) -> [Finding] {
+        var out: [Finding] = []
+        var readers: [String] = []
+        if PickleDetector.looksLikePickle(view) {
+            readers.append("a pickle")
+            let report = PickleScanner.scan(view, budget: budget)
+            hints.add(report)
+            out += PickleFindings.findings(report, member: nil)
+        }
+        if ZipDetector.looksLikeZip(view) {
+            readers.append("a ZIP archive")
+            out += ArchiveScanner.analyse(view, budget: budget).findings
+        }
+        guard !readers.isEmpty else { return [] }
+        out.append(
+            Finding(
+                rule: "format.polyglot", severity: .high,
+                message:
+                    "an ONNX model that is also \(readers.joined(separator: " and ")) to other loaders: each reading was analysed",
+                evidence: Evidence(details: readers.map { ("alsoReadAs", $0) })))
+        return out
     }
 
     /// The compression a stream starts with (zlib, gzip, bzip2, xz, lzma), if any.

@@ -97,6 +97,47 @@ struct ONNXTorchScriptScanTests {
             ], "\(rules)")
     }
 
+    @Test("an ONNX model that is also a ZIP (in an unknown field) or opens like a pickle is analysed both ways")
+    func polyglots() throws {
+        let dir = NSTemporaryDirectory() + "airlock-onnx-polyglot-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The ZIP holds a pickle that would call os.system; nothing here loads it.
+        let script = """
+            import io, os, pickle, sys, zipfile
+            def varint(v):
+                out = b""
+                while True:
+                    b = v & 0x7F; v >>= 7
+                    out += bytes([b | (0x80 if v else 0)])
+                    if not v: return out
+            def field(n, data): return varint(n << 3 | 2) + varint(len(data)) + data
+            node = field(4, b"Relu")
+            model = b"\\x08\\x0d" + field(7, field(1, node))
+            class P:
+                def __reduce__(self): return (os.system, ("true",))
+            z = io.BytesIO()
+            with zipfile.ZipFile(z, "w") as f: f.writestr("archive/data.pkl", pickle.dumps(P(), protocol=2))
+            os.makedirs(sys.argv[1])
+            open(sys.argv[1] + "/zip.onnx", "wb").write(model + field(999, z.getvalue()))
+            # PROTO 2, BININT1 8, STOP to pickle; field 32 = 0x4B and field 1 = 46 to protobuf.
+            open(sys.argv[1] + "/pickle.onnx", "wb").write(b"\\x80\\x02\\x4b\\x08\\x2e" + model)
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script, dir]
+        try p.run()
+        p.waitUntilExit()
+        try #require(p.terminationStatus == 0)
+        let zip = StaticScanner.scan(file: dir + "/zip.onnx")
+        #expect(zip.target.format == "onnx")
+        #expect(zip.verdict == .malicious, "\(zip.findings.map(\.rule))")
+        #expect(zip.findings.contains { $0.rule == "format.polyglot" })
+        #expect(zip.findings.contains { $0.evidence.global == "posix.system" || $0.evidence.global == "os.system" })
+        let pickle = StaticScanner.scan(file: dir + "/pickle.onnx")
+        #expect(pickle.target.format == "onnx")
+        #expect(pickle.findings.contains { $0.rule == "format.polyglot" }, "\(pickle.findings.map(\.rule))")
+    }
+
     @Test("TorchScript from the real torch.jit: scripted and traced clean, from_file and custom operators flagged")
     func torchScript() throws {
         let (dir, expectations) = try Self.generate("torchscript_models.py", python: "/usr/bin/python3")

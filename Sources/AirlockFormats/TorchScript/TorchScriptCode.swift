@@ -152,7 +152,7 @@ public enum TorchScriptCode {
                     [("call", dotted)])
             }
         }
-        if chain.count >= 2 && chain[0] == "torch" && chain.last == "save" && (chain.count == 2 || chain[1] == "ops") {
+        if chain.count >= 2 && chain.last == "save" && (chain == ["torch", "save"] || chain.contains("aten")) {
             note("torchscript.dangerous-op", "\(dotted) writes a file on the host", line, [("call", dotted)])
         }
         // torch.ops.NS.OP, ops.NS.OP
