@@ -147,11 +147,16 @@ public enum ONNXExternalFiles {
                 let shown = text(path.dropLast().map { UInt8(bitPattern: $0) }) + " -> " + text(target)
                 var rest = target
                 if target.first == UInt8(ascii: "/") {
-                    // An absolute link stays inside only when it names the folder's own absolute path.
-                    guard let root, target == root || target.starts(with: root + [UInt8(ascii: "/")]) else {
+                    // An absolute link stays inside only when it names the folder's own absolute path, as written
+                    // or once the host's own links on the way (a /home that is a link) are resolved.
+                    guard let root,
+                        let inside = [target, realPath(target)].compactMap({ $0 }).first(where: {
+                            $0 == root || $0.starts(with: root + [UInt8(ascii: "/")])
+                        })
+                    else {
                         return .escapes("symbolic link \(shown)")
                     }
-                    rest = Array(target.dropFirst(root.count))
+                    rest = Array(inside.dropFirst(root.count))
                     resolved = []
                 }
                 pending += rest.split(separator: UInt8(ascii: "/")).map(Array.init).reversed()
@@ -187,6 +192,13 @@ public enum ONNXExternalFiles {
         let n = readlinkat(dirfd, path, &buffer, 4096)
         guard n > 0 else { return nil }
         return buffer[..<n].map { UInt8(bitPattern: $0) }
+    }
+
+    /// `path` with every link resolved (`realpath`), or nil when it does not exist.
+    static func realPath(_ path: [UInt8]) -> [UInt8]? {
+        guard let resolved = realpath(path.map { CChar(bitPattern: $0) } + [0], nil) else { return nil }
+        defer { free(resolved) }
+        return Array(String(cString: resolved).utf8)
     }
 
     /// The folder's absolute path, as the kernel names the descriptor.

@@ -82,7 +82,13 @@ struct ONNXTorchScriptScanTests {
         try FileManager.default.createSymbolicLink(
             atPath: dir + "/abs.data", withDestinationPath: dir + "/blobs/real.bin")
         try FileManager.default.createSymbolicLink(atPath: dir + "/up.data", withDestinationPath: "blobs/../../x")
-        let refs = [("w.data", 0), ("abs.data", 4), ("up.data", 0), ("blobs", 0), ("nothere", 0)].map {
+        // The folder reached through a link of the host's own (as a /home that is a link would be).
+        let alias = dir + "-alias"
+        try FileManager.default.createSymbolicLink(atPath: alias, withDestinationPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: alias) }
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/via.data", withDestinationPath: alias + "/blobs/real.bin")
+        let refs = [("w.data", 0), ("abs.data", 4), ("up.data", 0), ("blobs", 0), ("nothere", 0), ("via.data", 4)].map {
             ONNXExternalReference(tensor: "t", location: $0.0, offset: Int64($0.1), length: 4, at: 0)
         }
         let fd = open(dir, O_RDONLY | O_DIRECTORY)
@@ -94,6 +100,8 @@ struct ONNXTorchScriptScanTests {
             Set(rules) == [
                 "up.data:onnx.external-data-symlink", "blobs:onnx.external-data-not-file",
                 "nothere:onnx.external-data-missing",
+                // via.data and abs.data both read bytes 4..<8 of blobs/real.bin: the same file, reached inside.
+                ":onnx.external-data-overlap",
             ], "\(rules)")
     }
 
