@@ -41,6 +41,8 @@ struct ONNXStructureTests {
             Proto(bytes: group),
             Proto().int(32, 0x2E),  // 80 02 2E: PROTO 2, STOP to a pickle sniffer
             Proto().int(1000, 1).string(4000, String(repeating: "z", count: 300)),
+            // More empty fields than any cap a sniffer might keep.
+            Proto(bytes: Array([[UInt8]](repeating: Proto().int(1000, 0).bytes, count: 50_000).joined())),
         ]
         for prefix in prefixes {
             let view = ByteView(

@@ -5,8 +5,8 @@
 /// sentencepiece's `tokenizer.model` (field 1 is a message there), TensorFlow's `saved_model.pb` and a `GraphDef`
 /// (no field 7, or field 1 a message) are not.
 public enum ONNXStructure {
-    /// Most fields looked at on one level before deciding.
-    static let maxFields = 10_000
+    /// No cap on fields: protobuf reads every one, so a cap would let ten thousand empty fields in front hide a
+    /// model. Each level is one linear pass (a node's bytes are read again once, inside its graph's pass).
 
     /// Whether `view` is laid out as an ONNX `ModelProto`: the whole file parses as protobuf, and a field 7 holds a
     /// graph with content, or an IR version comes with operator sets, functions or training graphs. A field whose wire
@@ -14,12 +14,10 @@ public enum ONNXStructure {
     /// file, so it is no reason here either.
     public static func looks(_ view: ByteView) -> Bool {
         var reader = ProtobufReader(view)
-        var fields = 0
         var graph = false
         var ir = false
         var other = false
-        while !reader.atEnd && fields < maxFields {
-            fields += 1
+        while !reader.atEnd {
             guard let field = reader.next() else { return false }
             switch (field.number, field.value) {
             case (1, .varint): ir = true
@@ -35,10 +33,8 @@ public enum ONNXStructure {
     /// A `GraphProto` with content: a node that names its operator, or inputs, outputs or initializers.
     static func looksLikeGraph(_ view: ByteView) -> Bool {
         var reader = ProtobufReader(view)
-        var fields = 0
         var content = false
-        while !reader.atEnd && fields < maxFields {
-            fields += 1
+        while !reader.atEnd {
             guard let field = reader.next() else { return false }
             switch (field.number, field.value) {
             case (1, .bytes(let b, _)): content = content || looksLikeNode(b)
@@ -52,10 +48,8 @@ public enum ONNXStructure {
     /// A `NodeProto` that names its operator (field 4) and parses whole.
     static func looksLikeNode(_ view: ByteView) -> Bool {
         var reader = ProtobufReader(view)
-        var fields = 0
         var op = false
-        while !reader.atEnd && fields < maxFields {
-            fields += 1
+        while !reader.atEnd {
             guard let field = reader.next() else { return false }
             if field.number == 4, case .bytes(let b, _) = field.value { op = b.count > 0 }
         }
@@ -65,9 +59,7 @@ public enum ONNXStructure {
     /// An `OperatorSetIdProto`: domain (1, string), version (2, varint).
     static func looksLikeOpset(_ view: ByteView) -> Bool {
         var reader = ProtobufReader(view)
-        var fields = 0
-        while !reader.atEnd && fields < 64 {
-            fields += 1
+        while !reader.atEnd {
             guard let field = reader.next() else { return false }
             switch (field.number, field.value) {
             case (1, .bytes), (2, .varint): continue
