@@ -129,6 +129,9 @@ struct ONNXStructureTests {
         #expect(ONNXParser.parse(ByteView(code.bytes)).observations.map(\.kind) == ["onnx.metadata-code"])
         let odd = Self.model(ir: 13).message(14, Proto().string(1, "k").string(2, "a\u{1B}[2Jb"))
         #expect(ONNXParser.parse(ByteView(odd.bytes)).observations.map(\.kind) == ["onnx.metadata-odd"])
+        let huge = Self.model(ir: 13).message(
+            14, Proto().string(1, "k").string(2, String(repeating: "a", count: 2 << 20)))
+        #expect(ONNXParser.parse(ByteView(huge.bytes)).observations.map(\.kind) == ["onnx.metadata-odd"])
         let plain = Self.model(ir: 13).message(14, Proto().string(1, "author").string(2, "Ada"))
         #expect(ONNXParser.parse(ByteView(plain.bytes)).observations.isEmpty)
     }

@@ -45,6 +45,7 @@ extension ONNXParser {
             var tensor = TensorFields()
             var nodeDomain = "", nodeOp = ""
             var key = "", value = ""
+            var metadataBytes = 0
             while !reader.atEnd {
                 operations += 1
                 if operations > budget.maxOperations {
@@ -95,7 +96,10 @@ extension ONNXParser {
                 case (.attribute, 6), (.attribute, 11): next = child(.graph)
                 case (.attribute, 22), (.attribute, 23): next = child(.sparseTensor)
                 case (.metadata, 1): key = field.string ?? ""
-                case (.metadata, 2): value = field.string ?? ""
+                case (.metadata, 2):
+                    // Past 1 MiB the text is not decoded (`Field.string`); its size alone is then the oddity.
+                    if case .bytes(let b, _) = field.value, b.count > 1 << 20 { metadataBytes = b.count }
+                    value = field.string ?? ""
                 case (.tensor, _): tensor.read(field)
                 default: break
                 }
@@ -113,7 +117,7 @@ extension ONNXParser {
             switch message.kind {
             case .node: node(op: nodeOp, domain: nodeDomain, at: message.base)
             case .tensor: self.tensor(tensor, at: message.base)
-            case .metadata: metadata(key: key, value: value, at: message.base)
+            case .metadata: metadata(key: key, value: value, bytes: metadataBytes, at: message.base)
             default: break
             }
             return true
@@ -179,7 +183,7 @@ extension ONNXParser {
         }
 
         /// Metadata a benign writer fills with names and versions: code, control characters or megabytes are odd.
-        mutating func metadata(key: String, value: String, at: Int) {
+        mutating func metadata(key: String, value: String, bytes: Int, at: Int) {
             let text = key + "\n" + value
             let codeMarks = ["__import__", "exec(", "eval(", "import os", "import subprocess", "os.system", "pickle"]
             if let mark = codeMarks.first(where: { text.contains($0) }) {
@@ -187,7 +191,7 @@ extension ONNXParser {
                     Observation(
                         "onnx.metadata-code", "metadata '\(key.prefix(80))' holds code-like text ('\(mark)')",
                         Evidence(offset: at, details: [("key", String(key.prefix(200)))])))
-            } else if value.utf8.count > 1 << 20
+            } else if bytes > 1 << 20
                 || text.unicodeScalars.contains(where: {
                     ($0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r") || $0 == "\u{FFFD}" || $0.value == 0x7F
                 })
