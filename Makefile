@@ -61,7 +61,13 @@ test: deps harness lint test-venvs
 # transformers: a venv over the system's site-packages (Debian's torch 1.13) with transformers 4.36, the last line that
 # supports that torch, from PyPI (about 10 MB). Made once; `rm -rf .build-deps` makes it again.
 TRANSFORMERS_VENV := .build-deps/transformers
+# And one with the current onnx and onnxruntime (about 100 MB with protobuf and numpy 1.26, which stays below 2 for
+# Debian's torch): ONNX as today's onnx writes it, and onnxruntime for the ONNX detonation tests.
+ONNX_VENV := .build-deps/onnx
 test-venvs:
+	@[ -x $(ONNX_VENV)/bin/python3 ] && $(ONNX_VENV)/bin/python3 -c "import onnx, onnxruntime" 2>/dev/null || { \
+	  rm -rf $(ONNX_VENV) && $(PYTHON) -m venv --system-site-packages $(ONNX_VENV) && \
+	  $(ONNX_VENV)/bin/pip install -q --disable-pip-version-check -U onnx onnxruntime "numpy<2"; }
 	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { 	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && 	  $(TRANSFORMERS_VENV)/bin/pip install -q --disable-pip-version-check "transformers==4.36.2"; }
 
 # The tests that need no root, no namespaces and no detonation: the parsers, rules, names, JSON and the trace's types,

@@ -30,6 +30,9 @@ enum ArchiveScanner {
         }
         var findings = archive.observations.map(ObservationRules.finding)
         let format = FormatDetector.refine(zipMembers: archive.entries.map(\.name))
+        let allNames = (archive.entries + archive.hiddenEntries).map(\.name)
+        var script = TorchScriptFindings(
+            torchScript: format == .pytorchZip && TorchScriptFindings.isTorchScript(allNames))
         // PyTorch reads */data.pkl first; so do we, then the other pickles, then everything else.
         // Records past the declared count are invisible to PyTorch but listed by Python's zipfile: read them too.
         let ordered = (archive.entries + archive.hiddenEntries).enumerated().sorted { a, b in
@@ -86,10 +89,16 @@ enum ArchiveScanner {
                     ))
                 continue
             }
-            findings += member(
-                data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
-                inflated: &inflated, hints: &hints)
+            if format == .pytorchZip && TorchScriptFindings.isCode(entry.name) {
+                findings += script.scan(data, member: entry.name)
+                continue
+            }
+            findings += script.filter(
+                member(
+                    data, name: entry.name, archiveFormat: format, budget: budget, depth: depth,
+                    inflated: &inflated, hints: &hints))
         }
+        if let summary = script.summary { findings.append(summary) }
         return StaticScanner.Analysis(format: format, findings: findings, hints: hints)
     }
 
@@ -99,6 +108,8 @@ enum ArchiveScanner {
     }
 
     static func rank(_ name: String, _ format: FileFormat) -> Int {
+        // TorchScript code first: it says which `__torch__` classes the pickles may name.
+        if format == .pytorchZip && TorchScriptFindings.isCode(name) { return -1 }
         if name == "data.pkl" || name.hasSuffix("/data.pkl") { return 0 }
         if name.hasSuffix(".pkl") { return 1 }
         return 2

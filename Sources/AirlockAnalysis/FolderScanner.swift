@@ -83,6 +83,10 @@ enum FolderScanner {
                 }
                 let examined = FileDescriptor(fd).closeAfter { _ -> Report in
                     var r = examine(fd, path)
+                    if !r.externalData.isEmpty {
+                        let folder = relative.parent.bytes.split(separator: UInt8(ascii: "/")).map(Array.init)
+                        r.add(ONNXExternalFiles.findings(r.externalData, dirfd: dirfd, folder: folder))
+                    }
                     r.add(
                         names
                             + folderFindings(

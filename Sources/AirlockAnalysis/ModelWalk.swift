@@ -35,10 +35,17 @@ public enum ModelWalk {
                 report(Report(target: target, findings: [], error: ("io", "cannot read \(shown): \(error.errnoValue)")))
                 continue
             }
+            let isDirectory = st.st_mode & S_IFMT == S_IFDIR
             fd.closeAfter {
                 walk(
-                    fd: $0.rawValue, isDirectory: st.st_mode & S_IFMT == S_IFDIR, path: shown, examine: examine,
-                    repository: repository, report: report)
+                    fd: $0.rawValue, isDirectory: isDirectory, path: shown, examine: examine,
+                    repository: repository
+                ) { r in
+                    var r = r
+                    // A file named by the caller: its ONNX external data is looked up in its own folder.
+                    if !isDirectory && !r.externalData.isEmpty { r.add(externalDataFindings(r.externalData, path)) }
+                    report(r)
+                }
             }
         }
     }
@@ -54,5 +61,15 @@ public enum ModelWalk {
         } else {
             report(examine(fd, path))
         }
+    }
+
+    /// ONNX external data of the file at `path`, resolved in the folder that holds it.
+    static func externalDataFindings(_ references: [ONNXExternalReference], _ path: String) -> [Finding] {
+        let slash = path.lastIndex(of: "/")
+        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else { return [] }
+        defer { close(dirfd) }
+        return ONNXExternalFiles.findings(references, dirfd: dirfd, folder: [])
     }
 }

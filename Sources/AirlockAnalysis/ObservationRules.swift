@@ -39,6 +39,13 @@ public enum ObservationRules {
         "safetensors.header-leading-space": .low, "safetensors.unknown-field": .low,
         // ONNX: a path out of the model's folder reads whatever it names
         "onnx.external-data-traversal": .critical, "onnx.custom-domain": .medium,
+        "onnx.ir-version-unknown": .info, "onnx.no-ir-version": .low, "onnx.external-data-key": .medium,
+        "onnx.external-data-ambiguous": .high, "onnx.external-data-no-location": .medium,
+        "onnx.external-data-offset": .medium, "onnx.metadata-code": .medium, "onnx.metadata-odd": .low,
+        // TorchScript: code the interpreter runs at torch.jit.load and forward
+        "torchscript.dangerous-op": .critical, "torchscript.risky-op": .high, "torchscript.custom-op": .high,
+        "torchscript.custom-class": .high, "torchscript.huge-loop": .medium, "torchscript.endless-loop": .medium,
+        "torchscript.unreadable": .medium,
         // NumPy: an object array is a pickle, scanned as such
         "numpy.object-dtype": .low,
         // names

@@ -50,6 +50,9 @@ public struct Report: Sendable {
     /// The modules the file's pickles import (`sklearn.ensemble._forest`, `torch._utils`): set by the static analysis, read by the
     /// probe to choose the loader and what to import at start-up. Not part of the JSON.
     public var modules: Set<String> = []
+    /// ONNX tensors whose data lives in other files: set by the static analysis, checked against the model's folder
+    /// where the caller named it (`ONNXExternalFiles`). Not part of the JSON.
+    public var externalData: [ONNXExternalReference] = []
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 

@@ -52,6 +52,7 @@ public enum StaticScanner {
             error: analysis.error)
         report.objectArrays = analysis.hints.objectArrays
         report.modules = analysis.hints.modules
+        report.externalData = analysis.externalData
         return report
     }
 
@@ -79,6 +80,8 @@ public enum StaticScanner {
         var hints = LoadHints()
         /// The compressions around the content, outermost first (`gzip`, `xz`): empty for a file read as it is.
         var compression: [String] = []
+        /// ONNX external data, for the folder checks (`ONNXExternalFiles`).
+        var externalData: [ONNXExternalReference] = []
     }
 
     /// Analyses `view` as a file's content; `depth` counts the compressions and archives around it (nested ones
@@ -87,6 +90,7 @@ public enum StaticScanner {
         var format = FormatDetector.sniff(view)
         var findings: [Finding] = []
         var hints = LoadHints()
+        var externalData: [ONNXExternalReference] = []
         switch format {
         case .pickle, .pytorchLegacy:
             let report = PickleScanner.scan(view, budget: budget)
@@ -108,7 +112,10 @@ public enum StaticScanner {
         case .hdf5:
             findings += KerasFindings.hdf5(view)
         case .onnx:
-            findings += ONNXParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+            let onnx = ONNXParser.parse(view, budget: budget)
+            findings += onnx.observations.map(ObservationRules.finding)
+            externalData = onnx.externalReferences
+            findings += polyglot(view, budget: budget, hints: &hints)
         case .unknown:
             if let kind = Compression.detect(view) {
                 return CompressedScanner.analyse(view, kind: kind, name: name, budget: budget, depth: depth)
@@ -141,7 +148,33 @@ public enum StaticScanner {
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
         }
-        return Analysis(format: format, findings: findings, hints: hints)
+        return Analysis(format: format, findings: findings, hints: hints, externalData: externalData)
+    }
+
+    /// An ONNX model that other loaders read as something else: protobuf skips unknown fields, so bytes that open like
+    /// a pickle or end in a ZIP's central directory (in an unknown field) leave `onnx.load` undisturbed while
+    /// `pickle.load` or `zipfile` read them. Each reading is analysed, and the file is said to be both.
+    static func polyglot(_ view: ByteView, budget: ScanBudget, hints: inout LoadHints) -> [Finding] {
+        var out: [Finding] = []
+        var readers: [String] = []
+        if PickleDetector.looksLikePickle(view) {
+            readers.append("a pickle")
+            let report = PickleScanner.scan(view, budget: budget)
+            hints.add(report)
+            out += PickleFindings.findings(report, member: nil)
+        }
+        if ZipDetector.looksLikeZip(view) {
+            readers.append("a ZIP archive")
+            out += ArchiveScanner.analyse(view, budget: budget).findings
+        }
+        guard !readers.isEmpty else { return [] }
+        out.append(
+            Finding(
+                rule: "format.polyglot", severity: .high,
+                message:
+                    "an ONNX model that is also \(readers.joined(separator: " and ")) to other loaders: each reading was analysed",
+                evidence: Evidence(details: readers.map { ("alsoReadAs", $0) })))
+        return out
     }
 
     /// A name whose extension belongs to other formats than the content's, or to a model format when the content is

@@ -81,9 +81,11 @@ public enum FormatDetector {
         if view.starts(with: SevenZipArchive.signature) { return .sevenZip }
         if TarArchive.looks(view) { return .tar }
         if SafetensorsParser.looks(view) { return .safetensors }
+        // Before pickles: protobuf skips unknown fields, so an ONNX model can open with bytes that look like a
+        // pickle's, and onnx.load still reads it as a model.
+        if ONNXStructure.looks(view) { return .onnx }
         if PickleDetector.looksLikePickle(view) { return .pickle }
         if ZipDetector.looksLikeZip(view) { return .zip }
-        if looksLikeONNX(view) { return .onnx }
         if looksLikeJSON(view) { return .json }
         return .unknown
     }
@@ -98,14 +100,6 @@ public enum FormatDetector {
         }
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return .npz }
         return .zip
-    }
-
-    /// A protobuf `ModelProto` usually opens with `ir_version` (field 1, varint): 0x08 then a small number, and
-    /// holds a graph (field 7). Loose on purpose; the ONNX parser decides.
-    static func looksLikeONNX(_ view: ByteView) -> Bool {
-        guard view.byte(at: 0) == 0x08, let v = view.byte(at: 1), v >= 1, v <= 12 else { return false }
-        return view.byte(at: 2) == 0x12 || view.byte(at: 2) == 0x1A || view.byte(at: 2) == 0x3A
-            || view.byte(at: 2) == 0x42
     }
 
     static func looksLikeJSON(_ view: ByteView) -> Bool {
