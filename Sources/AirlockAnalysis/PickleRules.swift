@@ -137,12 +137,16 @@ public enum PickleRules {
         let table = lowercased ? deniedLowercased : denied
         var key = ""
         var best: (reason: String, critical: Bool, length: Int)?
-        for (i, part) in parts.enumerated() {
+        // No entry is deeper than `maxEntryComponents`: looking further would only cost time (a hostile chain).
+        for (i, part) in parts.prefix(maxEntryComponents).enumerated() {
             key = i == 0 ? part : key + "." + part
             if let e = table[key] { best = (e.reason, e.critical, i + 1) }
         }
         return best
     }
+
+    /// The most components of any denylist entry.
+    static let maxEntryComponents: Int = importList.map { $0.path.split(separator: ".").count }.max() ?? 1
 
     /// Allowlist entries: exact paths.
     static let safeExact: Set<String> = Set(importList.filter { $0.kind == .safe }.map(\.path))
@@ -190,7 +194,17 @@ public enum PickleRules {
         "import_module": "imports any module", "__import__": "imports any module", "load_library": "loads native code",
         "load_inline": "compiles and loads native code", "load_op_library": "loads native code",
         "write_text": "writes files", "write_bytes": "writes files", "tofile": "writes files",
-        "to_pickle": "writes files", "to_csv": "writes files", "urlopen": "network access",
+        "to_pickle": "writes files", "to_csv": "writes files", "to_json": "writes files", "to_parquet": "writes files",
+        "to_excel": "writes files", "to_hdf": "writes files", "to_sql": "writes to databases",
+        "to_feather": "writes files",
+        "to_html": "writes files", "to_latex": "writes files", "to_markdown": "writes files",
+        "to_stata": "writes files",
+        "to_xml": "writes files", "to_orc": "writes files", "to_clipboard": "runs clipboard commands",
+        "write": "writes files", "writelines": "writes files", "write_file": "writes files", "to_file": "writes files",
+        "save": "writes files", "dump": "writes files", "dump_stats": "writes files", "open": "opens files",
+        "extractall": "writes files", "unlink": "deletes files", "rmtree": "deletes files", "mkdir": "creates folders",
+        "touch": "creates files", "chmod": "changes permissions", "symlink_to": "creates links",
+        "hardlink_to": "creates links", "rename": "moves files", "urlopen": "network access",
         "urlretrieve": "network access", "create_connection": "network access",
     ]
 }

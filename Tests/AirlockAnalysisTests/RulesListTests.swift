@@ -140,7 +140,11 @@ struct RulesListTests {
             ("collections.abc", "sys", "medium"), ("collections.abc", "sys.modules", "critical"),
             ("pkg.__main__", "main", "high"), ("mymodel", "Net", "medium"),
             ("sklearn.tree._classes", "DecisionTreeClassifier", "medium"), ("torch", "load_library", "high"),
-            ("mymodel.layers", "Block.system", "critical"),
+            ("mymodel.layers", "Block.system", "critical"), ("xml.etree.ElementTree", "ElementTree.write", "critical"),
+            ("PIL.Image", "Image.save", "critical"), ("PIL.Image", "open", "high"),
+            ("pstats", "Stats.dump_stats", "critical"),
+            ("pandas.core.frame", "DataFrame.to_pickle", "critical"), ("pandas.core.frame", "DataFrame", "medium"),
+            ("datetime", "datetime.fromtimestamp", "medium"),
         ])
     func matching(module: String, name: String, expected: String) {
         #expect(Self.severity(PickleRules.classify(module: module, name: name)) == expected, "\(module) \(name)")
