@@ -108,8 +108,9 @@ public enum PickleRules {
             note("reaches interpreter internals through `\(part)`", true)
         }
         // A chain through a module another module imported: `numpy.os.system`, `torch.serialization.sys.modules`.
-        if c.count >= 2 {
-            for start in Swift.max(1, path.moduleCount)..<(c.count - 1) {
+        let firstAttribute = Swift.max(1, path.moduleCount)
+        if firstAttribute < c.count - 1 {
+            for start in firstAttribute..<(c.count - 1) {
                 if let e = longestDenied(c[start...]) {
                     note("\(e.reason) (reached as \(c[start...].joined(separator: ".")))", e.critical)
                 }

@@ -144,7 +144,8 @@ struct RulesListTests {
             ("PIL.Image", "Image.save", "critical"), ("PIL.Image", "open", "high"),
             ("pstats", "Stats.dump_stats", "critical"),
             ("pandas.core.frame", "DataFrame.to_pickle", "critical"), ("pandas.core.frame", "DataFrame", "medium"),
-            ("datetime", "datetime.fromtimestamp", "medium"),
+            ("datetime", "datetime.fromtimestamp", "medium"), ("a.b", "", "medium"), ("a.b.c", ".", "medium"),
+            ("a.b.c.d", "", "medium"), ("os.path", "", "critical"), ("", "os.system", "critical"),
         ])
     func matching(module: String, name: String, expected: String) {
         #expect(Self.severity(PickleRules.classify(module: module, name: name)) == expected, "\(module) \(name)")
@@ -163,6 +164,22 @@ struct RulesListTests {
         let chain = Array(repeating: "a", count: 100_000).joined(separator: ".")
         #expect(Self.severity(PickleRules.classify(module: chain, name: chain)) == "medium")
         #expect(Self.severity(PickleRules.classify(module: "os", name: chain)) == "critical")
+    }
+
+    @Test("any shape of module and name is classified without a crash")
+    func shapes() {
+        let parts = ["", ".", "..", "a", "os", "__dict__", " ", "system", "builtins"]
+        var names: [String] = [""]
+        for _ in 0..<3 { names = Array(Set(names.flatMap { n in parts.map { n + $0 } })) }
+        for module in names {
+            for name in names {
+                switch PickleRules.classify(module: module, name: name) {
+                case .safe, .unknown, .dangerous: break
+                }
+                _ = PickleRules.classify(callee: module + "." + name)
+            }
+        }
+        #expect(names.count > 100)
     }
 
     @Test("every gadget pickle is judged at its entry's severity; benign pickles are clean")
