@@ -545,6 +545,10 @@ extension PickleRules {
         .critical("aifc", "opens files for writing", "stdlib: aifc.open(path, 'w')"),
         .critical("sunau", "opens files for writing", "stdlib: sunau.open(path, 'w')"),
         .high("mimetypes", "reads files (init)", "stdlib: mimetypes.init"),
+        .high("configparser", "reads files (RawConfigParser.read)", "promptfoo/modelaudit PR #1059"),
+        .critical(
+            "argparse.FileType", "opens files for writing (FileType('w')(path))", "promptfoo/modelaudit PR #1059"),
+        .critical("_pyrepl", "runs pagers and code (pager.pipe_pager, console)", "promptfoo/modelaudit PR #1059"),
         .high("cgitb", "writes reports to files", "stdlib: cgitb.enable(logdir)"),
         .high("turtle", "opens windows, reads input", "stdlib: turtle"),
         .high("turtledemo", "opens windows", "stdlib: turtledemo"),

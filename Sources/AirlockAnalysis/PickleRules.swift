@@ -122,7 +122,7 @@ public enum PickleRules {
         }
         // Callables named like process or code execution, wherever they are re-exported.
         if let leaf = c.last, let reason = dangerousLeaves[leaf] {
-            note("\(reason) (named \(leaf))", c.count - path.moduleCount >= 2)
+            note("\(reason) (named \(leaf))", c.count - path.moduleCount >= 2 || alwaysCriticalLeaves.contains(leaf))
         }
         if worst == nil, let e = longestDenied(c.map { $0.lowercased() }[...], lowercased: true) {
             note("differs only by case from a denylisted name: \(e.reason)", false)
@@ -175,6 +175,12 @@ public enum PickleRules {
         "__init_subclass__",
         "__class_getitem__", "__set_name__", "__traceback__", "__frame__", "f_globals", "f_locals", "f_builtins",
         "gi_frame", "cr_frame", "tb_frame", "co_code", "func_globals", "func_code",
+    ]
+
+    /// Leaf names critical even as a module's own global: a module attribute with one of these names is the built-in
+    /// or `os` function re-exported (`dataclasses.builtins.eval`, `from os import system`), or as dangerous.
+    static let alwaysCriticalLeaves: Set<String> = [
+        "eval", "exec", "execfile", "__import__", "system", "popen", "getoutput", "getstatusoutput",
     ]
 
     /// Names of callables that run processes or code, judged wherever they appear (a module that re-exports

@@ -127,7 +127,7 @@ def main():
         ("a.b.__main__", "main", "high"), ("pkg", "__main__", "high"),
         # Trailing dots, white space, case.
         ("os.", "system", "critical"), ("os", "system.", "critical"), ("os", ".system", "critical"),
-        ("os ", "system", "critical"), ("OS", "system", "high"), ("Subprocess", "Popen", "high"),
+        ("os ", "system", "critical"), ("OS", "listdir", "high"), ("Subprocess", "Popen", "high"),
         ("Builtins", "Eval", "high"),
         # Names that are harmless.
         ("builtins", "len", "clean"), ("builtins", "abs", "clean"), ("__future__", "annotations", "clean"),
