@@ -280,9 +280,8 @@ enum PickleFindings {
         // Callables resolved from getattr/import chains never appear as imports of their own.
         for call in report.calls
         where call.callee != "<unknown>" && !imported.contains(call.callee) && seen.insert(call.callee).inserted {
-            guard let dot = call.callee.lastIndex(of: ".") else { continue }
-            let module = String(call.callee[..<dot]), name = String(call.callee[call.callee.index(after: dot)...])
-            if case .dangerous(let reason, let critical) = PickleRules.classify(module: module, name: name) {
+            guard call.callee.contains(".") else { continue }
+            if case .dangerous(let reason, let critical) = PickleRules.classify(callee: call.callee) {
                 var evidence = Evidence(offset: call.offset, member: member, global: call.callee, args: call.args)
                 if let nestedAt { evidence.details.append(("nestedPickleAt", String(nestedAt))) }
                 out.append(

@@ -21,12 +21,12 @@ struct RulesTests {
             ("logging.config", "dictConfig", "critical"), ("code", "InteractiveConsole", "critical"),
             ("pip", "main", "critical"),
             ("operator", "attrgetter", "critical"), ("functools", "partial", "high"), ("builtins", "print", "high"),
-            ("sys", "modules", "high"), ("pickle", "loads", "high"),
+            ("sys", "modules", "critical"), ("pickle", "loads", "critical"),
             ("collections", "OrderedDict", "safe"), ("torch._utils", "_rebuild_tensor_v2", "safe"),
             ("torch", "FloatStorage", "safe"),
             ("torch", "float32", "safe"), ("numpy.core.multiarray", "_reconstruct", "safe"), ("numpy", "dtype", "safe"),
             ("copyreg", "_reconstructor", "safe"), ("_codecs", "encode", "safe"), ("builtins", "set", "safe"),
-            ("sklearn.tree._classes", "DecisionTreeClassifier", "unknown"), ("torch", "load_library", "unknown"),
+            ("sklearn.tree._classes", "DecisionTreeClassifier", "unknown"), ("torch", "load_library", "high"),
             ("mymodel", "Net", "unknown"),
         ])
     func classify(module: String, name: String, expected: String) {
