@@ -319,7 +319,9 @@ extension PickleRules {
         .high("builtins.credits", "writes to standard output", "stdlib: site builtin"),
         .high("builtins.memoryview", "low-level memory access", "fickling"),
         .high("builtins.type", "creates classes", "stdlib: type(name, bases, dict)"),
-        .high("builtins.object", "base of every class (reaches __subclasses__)", "stdlib: introspection root"),
+        .safe(
+            "builtins.object", "inert: object() takes no arguments; chains through it (object.__subclasses__) are judged",
+            "stdlib: copyreg._reconstructor(cls, object, state) in every protocol 0/1 pickle of a plain class"),
         .high("builtins.super", "reaches base-class methods", "stdlib: introspection"),
         .high("builtins.property", "wraps a callable to run on attribute access", "stdlib: descriptor"),
         .high("builtins.classmethod", "wraps a callable", "stdlib: descriptor"),

@@ -165,8 +165,8 @@ def main():
             except Exception:
                 continue
             # Protocols 0 and 1 rebuild plain classes with copyreg._reconstructor(cls, object, state): builtins.object
-            # is high (it is the root of every class), so those pickles are suspicious by design.
-            expect = "high" if b"c__builtin__\nobject\n" in data else "clean"
+            # alone is inert (chains through it are judged), so those pickles are clean too.
+            expect = "clean"
             add("benign p%d %s" % (proto, label), data, expect, label)
 
     with open(os.path.join(out, "manifest.json"), "w") as f:
