@@ -135,7 +135,7 @@ struct RulesListTests {
             ("os.", "system", "critical"), ("os", "system.", "critical"), ("os", "", "critical"),
             ("os\n", "system", "critical"), ("OS", "listdir", "high"), ("", "", "medium"), ("..", "..", "medium"),
             ("builtins", "len", "clean"), ("builtins", "sorted", "high"), ("builtins", "map", "high"),
-            ("builtins", "object", "safe"), ("builtins", "type", "high"), ("builtins", "range", "high"),
+            ("builtins", "object", "clean"), ("builtins", "type", "high"), ("builtins", "range", "high"),
             ("__future__", "annotations", "clean"), ("collections.abc", "Mapping", "clean"),
             ("collections.abc", "sys", "medium"), ("collections.abc", "sys.modules", "critical"),
             ("pkg.__main__", "main", "high"), ("mymodel", "Net", "medium"),
