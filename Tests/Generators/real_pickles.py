@@ -80,11 +80,11 @@ arrays["zero-d"] = np.array(3.5)
 arrays["empty"] = np.zeros((0, 4))
 arrays["empty-obj"] = np.empty((0,), dtype=object)
 arrays["big"] = rng.normal(size=(300, 50))
-for proto in (2, 3, 4, 5):
+for proto in (0, 1, 2, 3, 4, 5):
     write(f"dtypes-p{proto}.joblib", dump(arrays, protocol=proto), "clean", True, nested=1)
 objects = {"o": np.array([1, "two", 3.0, None, (4, 5)], dtype=object), "x": np.arange(10),
            "p": np.array([{"k": [1, 2]}, b"\x80\x02"], dtype=object)}
-for proto in (2, 4, 5):
+for proto in (0, 1, 2, 4, 5):
     write(f"objects-p{proto}.joblib", dump(objects, protocol=proto), "clean", True, nested=2)
 # Pre-1.2 joblib wrote no alignment byte: the attribute is simply absent.
 old = dump({"a": np.arange(5.0)}, protocol=2)
@@ -172,7 +172,7 @@ for key, values in scalar_sets.items():
 # SHORT_BINUNICODE of 28 bytes whose length byte ends a 3-byte frame: pickle.loads reads the string in place and
 # stops; a file reader (torch.load, pickle.load of BytesIO) takes the string from after the frame, then runs the call.
 frame = b"\x80\x04\x95" + struct.pack("<Q", 3) + b"\x8c\x1cA"
-tail = b"x" * 27 + b"." + PAYLOAD.replace(b"R0", b"R") + b"."
+tail = b"x" * 27 + b".0" + PAYLOAD.replace(b"R0", b"R") + b"."
 write("frame-straddle.pkl", frame + tail, "payload", observation="pickle.frame-divergence")
 nested_frame = b"\x80\x04\x95" + struct.pack("<Q", 12) + b"\x95" + struct.pack("<Q", 2) + b"K\x01."
 write("frame-in-frame.pkl", nested_frame, "observe", observation="pickle.frame-divergence")

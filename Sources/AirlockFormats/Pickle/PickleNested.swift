@@ -47,15 +47,16 @@ extension PickleMachine {
         "collections.OrderedDict",
     ]
 
-    /// Whether a scan is of a real pickle: it reached STOP, at the end of the string (or before more pickles), with
-    /// none of the anomalies random bytes produce.
+    /// Whether a scan is of a real pickle: it reached STOP, and it imports something or shows none of the anomalies
+    /// random bytes produce (trailing bytes, invalid opcodes, underflows, EXT codes, …).
     static func isWholePickle(_ r: PickleReport) -> Bool {
         let anomalies: Set<String> = [
             "pickle.trailing-data", "pickle.invalid-opcode", "pickle.stack-underflow", "pickle.memo-miss",
             "pickle.truncated", "pickle.ext-code", "pickle.malformed-argument", "pickle.unsupported-protocol",
             "pickle.proto-anomaly", "pickle.frame-divergence",
         ]
-        return r.complete && !r.observations.contains { anomalies.contains($0.kind) }
+        // A pickle that reaches STOP after an import is no accident of random bytes, whatever follows it.
+        return r.complete && (!r.imports.isEmpty || !r.observations.contains { anomalies.contains($0.kind) })
     }
 
     /// Keeps the scans of strings that are not whole pickles when a call that may unpickle receives them: the loader
