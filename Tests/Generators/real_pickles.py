@@ -133,6 +133,10 @@ hidden = dump({"h": np.frombuffer(PAYLOAD + b"N0", dtype=np.uint8).copy()}, prot
 shape = b"K" + bytes([len(PAYLOAD) + 2]) + b"\x85"
 assert hidden.count(shape) == 1
 write("shape-shrunk.joblib", hidden.replace(shape, b"K\x00\x85"), "payload", True)
+# Array bytes that are opcodes: joblib.load skips them, pickle.load of the same file runs them.
+u = Unseekable()
+joblib.dump({"h": np.frombuffer(PAYLOAD, dtype=np.uint8).copy()}, u, protocol=2)
+write("pickle-load-runs-array.joblib", bytes(u.data), "payload", True)
 # A wrapper that declares more bytes than the file has.
 big = dump({"b": np.arange(4.0)}, protocol=4)
 write("shape-grown.joblib", big.replace(b"K\x04\x85", b"J\x00\x00\x00\x40\x85"), "observe", True,

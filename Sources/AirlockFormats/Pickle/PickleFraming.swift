@@ -151,19 +151,28 @@ extension PickleScanner {
         let second = ByteView(reading.bytes)
         var machine = PickleMachine(view: second, budget: budget, member: member, depth: depth)
         let other = second.withUnsafeBytes { machine.scanAll($0) }
-        let seenImports = Set(report.imports.map { "\($0.offset) \($0.fullName)" })
+        report.merge(other, offset: reading.sourceOffset)
+    }
+}
+
+extension PickleReport {
+    /// Adds the imports, calls and nested pickles of another reading of the same bytes that this one lacks, their
+    /// offsets mapped back to this view.
+    mutating func merge(_ other: PickleReport, offset: (Int) -> Int) {
+        let seenImports = Set(imports.map { "\($0.offset) \($0.fullName)" })
         for var g in other.imports {
-            g.offset = reading.sourceOffset(g.offset)
-            if !seenImports.contains("\(g.offset) \(g.fullName)") { report.imports.append(g) }
+            g.offset = offset(g.offset)
+            if !seenImports.contains("\(g.offset) \(g.fullName)") { imports.append(g) }
         }
-        let seenCalls = Set(report.calls.map { "\($0.offset) \($0.callee)" })
+        let seenCalls = Set(calls.map { "\($0.offset) \($0.callee)" })
         for var c in other.calls {
-            c.offset = reading.sourceOffset(c.offset)
-            if !seenCalls.contains("\(c.offset) \(c.callee)") { report.calls.append(c) }
+            c.offset = offset(c.offset)
+            if !seenCalls.contains("\(c.offset) \(c.callee)") { calls.append(c) }
         }
-        for (sub, offset) in zip(other.nested, other.nestedOffsets) {
-            report.nested.append(sub)
-            report.nestedOffsets.append(reading.sourceOffset(offset))
+        let seenNested = Set(nestedOffsets)
+        for (sub, at) in zip(other.nested, other.nestedOffsets) where !seenNested.contains(offset(at)) {
+            nested.append(sub)
+            nestedOffsets.append(offset(at))
         }
     }
 }

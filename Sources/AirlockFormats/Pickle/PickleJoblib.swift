@@ -85,6 +85,7 @@ extension PickleMachine {
             setDtypeState(oi, state)
             return nil
         case .wrapper:
+            joblibReads &+= 1
             setWrapperState(oi, state, p)
             return readArray(oi, at: at, pos: &pos, p)
         }

@@ -79,6 +79,8 @@ struct PickleMachine {
     /// unpickles is called with the string (keyed by the value's raw bits).
     var pendingNested: [UInt64: (report: PickleReport, offset: Int)] = [:]
     var firstComplete = false
+    /// NumPy arrays joblib would read from the stream (raw bytes skipped or object pickles scanned).
+    var joblibReads = 0
 
     init(view: ByteView, budget: ScanBudget, member: String?, depth: Int, joblib: Bool = false) {
         self.view = view

@@ -38,13 +38,11 @@ extension PickleMachine {
     /// Callables real files pass raw bytes to as data (NumPy scalars and arrays, protocol-2 bytes): a string that
     /// merely starts like a pickle is not one for them. Every other callee may unpickle what it is given
     /// (`pickle.loads`, `torch.load` of a `BytesIO`, `functools.partial(pickle.loads, …)`, a callee the scanner
-    /// cannot name), so the string's scan is kept.
+    /// cannot name), or pass it on (`bytes(…)`, containers), so the string's scan is kept.
     static let dataConsumers: Set<String> = [
         "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
         "numpy._core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray", "numpy.frombuffer", "_codecs.encode",
-        "codecs.encode", "builtins.bytes", "builtins.bytearray", "__builtin__.bytearray", "builtins.str",
-        "__builtin__.str", "builtins.set", "builtins.frozenset", "builtins.list", "builtins.tuple",
-        "collections.OrderedDict",
+        "codecs.encode",
     ]
 
     /// Whether a scan is of a real pickle: it reached STOP, and it imports something or shows none of the anomalies

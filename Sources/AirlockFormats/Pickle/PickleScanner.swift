@@ -15,6 +15,11 @@ public enum PickleScanner {
         var machine = PickleMachine(view: view, budget: budget, member: member, depth: depth, joblib: joblib)
         var report = view.withUnsafeBytes { p in machine.scanAll(p) }
         addFileReading(&report, view, budget: budget, member: member, depth: depth)
+        if machine.joblibReads > 0 {
+            // The same file given to pickle.load runs the "array bytes" as opcodes: add what that reading imports.
+            let plain = scan(view, budget: budget, member: member, depth: depth, joblib: false)
+            report.merge(plain) { $0 }
+        }
         return report
     }
 }
