@@ -65,7 +65,8 @@ struct PickleDivergenceTests {
         #expect(r.allImports.contains { $0.fullName == "os.system" })
         // A whole pickle is kept whoever receives it.
         let whole = [0x43, UInt8(inner.count + 1)] + inner + [0x2E]
-        let kept = scan([0x80, 3] + Array("cnumpy.core.multiarray\nscalar\n".utf8) + [0x4E] + whole + [0x86, 0x52, 0x2E])
+        let kept = scan(
+            [0x80, 3] + Array("cnumpy.core.multiarray\nscalar\n".utf8) + [0x4E] + whole + [0x86, 0x52, 0x2E])
         #expect(kept.nested.count == 1)
     }
 
@@ -101,7 +102,8 @@ struct PickleDivergenceTests {
     @Test("joblib arrays whose size cannot be told stop the scan with a finding, never a guess")
     func joblibUnknown() {
         // NumpyArrayWrapper() BUILD {'shape': <unknown>, 'dtype': 'f8'} : the dtype is a string, not a numpy.dtype.
-        var b: [UInt8] = [0x80, 2] + Array("cjoblib.numpy_pickle\nNumpyArrayWrapper\n".utf8) + [0x29, 0x81, 0x7D, 0x28]
+        var b: [UInt8] =
+            [0x80, 2] + Array("cjoblib.numpy_pickle\nNumpyArrayWrapper\n".utf8) + [0x29, 0x81, 0x7D, 0x28]
         b += [0x55, 5] + Array("shape".utf8) + [0x4B, 2, 0x85]
         b += [0x55, 5] + Array("dtype".utf8) + [0x55, 2] + Array("f8".utf8)
         b += [0x75, 0x62] + [UInt8](repeating: 0x41, count: 16) + [0x2E]

@@ -143,7 +143,8 @@ extension PickleScanner {
 
     /// When the machine saw a frame divergence, reads the view again as the C unpickler reads a file and adds what
     /// only that reading shows (imports, calls and nested pickles, at their offsets in the view).
-    static func addFileReading(_ report: inout PickleReport, _ view: ByteView, budget: ScanBudget, member: String?,
+    static func addFileReading(
+        _ report: inout PickleReport, _ view: ByteView, budget: ScanBudget, member: String?,
         depth: Int
     ) {
         guard report.observations.contains(where: { $0.kind == "pickle.frame-divergence" }) else { return }

@@ -279,7 +279,8 @@ extension PickleMachine {
         let report = PickleReport(
             imports: imports, calls: calls, observations: observations, streams: 1,
             protocolVersion: protocolVersion, opcodeCount: opcodeCount, nested: nested,
-            nestedOffsets: nestedOffsets, endOffset: endOffset, complete: { if case .stop = end { true } else { false } }())
+            nestedOffsets: nestedOffsets, endOffset: endOffset,
+            complete: { if case .stop = end { true } else { false } }())
         return (report, end)
     }
 
@@ -305,7 +306,9 @@ extension PickleMachine {
         let chars = Array(s.utf8)
         let kind = chars[0]
         let digits = chars.dropFirst()
-        let number: Int? = digits.isEmpty ? nil : digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) ? Int(String(decoding: digits, as: UTF8.self)) : nil
+        let number: Int? =
+            digits.isEmpty
+            ? nil : digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) ? Int(String(decoding: digits, as: UTF8.self)) : nil
         if !digits.isEmpty && number == nil { return nil }
         switch (kind, number) {
         case (UInt8(ascii: "S"), _), (UInt8(ascii: "a"), _), (UInt8(ascii: "V"), _):

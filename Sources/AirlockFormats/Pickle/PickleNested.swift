@@ -92,7 +92,8 @@ extension PickleMachine {
         if at != start || protoCount > 1 {
             observe(
                 "pickle.proto-anomaly",
-                protoCount > 1 ? "a second PROTO (version \(version))" : "PROTO (version \(version)) is not the first opcode",
+                protoCount > 1
+                    ? "a second PROTO (version \(version))" : "PROTO (version \(version)) is not the first opcode",
                 offset: at, details: [("version", String(version))])
         }
     }

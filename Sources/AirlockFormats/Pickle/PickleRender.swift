@@ -115,7 +115,11 @@ extension PickleMachine {
         case .container:
             renderContainer(v, p, level: level, &out)
         case .object:
-            if let i = objectIndex(v), let n = name(objects[i].cls) { out.put(n + "(...)") } else { out.put("<unknown>") }
+            if let i = objectIndex(v), let n = name(objects[i].cls) {
+                out.put(n + "(...)")
+            } else {
+                out.put("<unknown>")
+            }
         }
     }
 
