@@ -137,6 +137,12 @@ write("shape-shrunk.joblib", hidden.replace(shape, b"K\x00\x85"), "payload", Tru
 u = Unseekable()
 joblib.dump({"h": np.frombuffer(PAYLOAD, dtype=np.uint8).copy()}, u, protocol=2)
 write("pickle-load-runs-array.joblib", bytes(u.data), "payload", True)
+# A wrapper made by calling the class (REDUCE runs __init__, which sets shape and dtype): joblib reads 5 array bytes
+# after the BUILD, a BINBYTES header that a reader not skipping them would take the payload into.
+made = (b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\n(cnumpy\nndarray\nK\x05\x85X\x01\x00\x00\x00C"
+        b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xff"
+        b"J\xff\xff\xff\xffK\x00tb\x89NtR}b" + b"B" + struct.pack("<I", len(PAYLOAD)) + PAYLOAD + b".")
+write("wrapper-called.joblib", made, "payload", True)
 # A wrapper that declares more bytes than the file has.
 big = dump({"b": np.arange(4.0)}, protocol=4)
 write("shape-grown.joblib", big.replace(b"K\x04\x85", b"J\x00\x00\x00\x40\x85"), "observe", True,

@@ -55,6 +55,30 @@ extension PickleMachine {
         return PVal(.instance, cls.payload)
     }
 
+    /// INST and OBJ call the class with the values above the mark (`stack[from...]`).
+    mutating func constructed(_ cls: PVal, from: Int) -> PVal {
+        let n = stack.count &- from
+        let keep = Swift.min(Swift.max(0, n), PickleMachine.childSlots)
+        return constructed(cls, keep > 0 ? Array(stack[from..<from &+ keep]) : [], more: Swift.max(0, n &- keep))
+    }
+
+    /// Calling the class (REDUCE, INST, OBJ) runs `NumpyArrayWrapper.__init__(subclass, shape, order, dtype,
+    /// allow_mmap=False, numpy_array_alignment_bytes=16)`: the attributes come from the arguments, and a BUILD after
+    /// it makes joblib read the array. Other classes give a plain instance.
+    mutating func constructed(_ cls: PVal, _ args: [PVal], more: Int) -> PVal {
+        let made = instance(of: cls)
+        guard let oi = objectIndex(made), objects[oi].kind == .wrapper else { return made }
+        let count = args.count &+ more
+        guard more == 0, count >= 4, count <= 6 else {
+            objects[oi].unsure = true
+            return made
+        }
+        objects[oi].shape = args[1]
+        objects[oi].dtype = args[3]
+        objects[oi].alignment = count == 6 ? args[5] : PVal(.int, 16)
+        return made
+    }
+
     /// `numpy.dtype(spec, align, copy)`: a dtype object whose size the spec string gives.
     mutating func newDtype(_ callee: PVal, _ items: [PVal], _ p: UnsafeRawBufferPointer) -> PVal? {
         guard let o = newObject(.dtype, cls: callee.payload), let i = objectIndex(o) else { return nil }

@@ -375,8 +375,9 @@ struct PickleMachine {
                 } else {
                     let from = popMark(opPos)
                     recordCall(callee: g, items: from, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    let made = constructed(g, from: from)
                     stack.removeSubrange(from..<stack.count)
-                    push(instance(of: g))
+                    push(made)
                 }
             case Op.STACK_GLOBAL:
                 let nameV = pop(opPos)
@@ -417,8 +418,9 @@ struct PickleMachine {
                     let cls = stack[from]
                     recordCall(
                         callee: cls, items: from &+ 1, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    let made = constructed(cls, from: from &+ 1)
                     stack.removeSubrange(from..<stack.count)
-                    push(instance(of: cls))
+                    push(made)
                 } else {
                     underflow(opPos, op)
                     push(PVal(.instance, PVal.none32))
@@ -849,6 +851,7 @@ struct PickleMachine {
             return PVal(.callResult, PVal.none32)
         }
         let result = PVal(.callResult, callable.payload)
+        if joblibArrays && fname == PickleMachine.wrapperClass { return constructed(callable, items, more: more) }
         guard more == 0 else { return result }
         if PickleMachine.isDtypeClass(fname) { return newDtype(callable, items, p) ?? result }
         switch fname {
