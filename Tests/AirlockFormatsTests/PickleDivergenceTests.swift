@@ -72,16 +72,16 @@ struct PickleDivergenceTests {
 
     @Test("expansion bombs: DUP/APPEND self-reference, memo doubling, a stack of millions: bounded, budget noted")
     func bombs() {
-        // EMPTY_LIST, then (DUP, APPEND) x 3 M: the list holds itself 3 M times.
+        // EMPTY_LIST, then (DUP, APPEND) x 1 M: the list holds itself 3 M times.
         var dup: [UInt8] = [0x80, 2, 0x5D]
-        for _ in 0..<3_000_000 { dup += [0x32, 0x61] }
+        for _ in 0..<1_000_000 { dup += [0x32, 0x61] }
         dup.append(0x2E)
         let r1 = scan(dup)
         #expect(r1.observations.isEmpty)
         #expect(r1.endOffset == dup.count)
-        // EMPTY_LIST PUT 0 POP, then (MARK GET 0 GET 0 LIST PUT 0 POP) x 1 M: 2^1M nodes for a copying interpreter.
+        // EMPTY_LIST PUT 0 POP, then (MARK GET 0 GET 0 LIST PUT 0 POP) x 300 k: 2^300k nodes for a copying interpreter.
         var doubling: [UInt8] = [0x80, 2, 0x5D, 0x71, 0, 0x30]
-        for _ in 0..<1_000_000 { doubling += [0x28, 0x68, 0, 0x68, 0, 0x6C, 0x71, 0, 0x30] }
+        for _ in 0..<300_000 { doubling += [0x28, 0x68, 0, 0x68, 0, 0x6C, 0x71, 0, 0x30] }
         doubling += [0x68, 0, 0x2E]
         let r2 = scan(doubling)
         #expect(r2.endOffset == doubling.count)
@@ -97,6 +97,20 @@ struct PickleDivergenceTests {
         render += Array("cbuiltins\nprint\n".utf8) + [0x68, 0, 0x85, 0x52, 0x2E]
         let r4 = scan(render)
         #expect(r4.calls.allSatisfy { $0.args.joined().utf8.count < 1024 })
+    }
+
+    @Test("EXT after copyreg.add_extension imports what the registry names, in a later pickle of the file too")
+    func extensionRegistry() {
+        let register = Array("ccopyreg\nadd_extension\n(S'os'\nS'system'\nK\u{7}tR0".utf8)
+        let call = [0x82, 7] + Array("(S'touch /tmp/airlock-pickle-test'\ntR".utf8) + [0x2E]
+        let one = scan([0x80, 2] + register + call)
+        #expect(one.importNames == ["copyreg.add_extension", "os.system"])
+        #expect(one.imports.last?.opcode == "EXT1")
+        let two = scan([0x80, 2] + register + [0x4E, 0x2E, 0x80, 2] + call)
+        #expect(two.streams == 2)
+        #expect(two.importNames.last == "os.system")
+        // Unregistered: no import, the code is the evidence.
+        #expect(scan([0x80, 2] + call).observations.contains { $0.kind == "pickle.ext-code" })
     }
 
     @Test("joblib arrays whose size cannot be told stop the scan with a finding, never a guess")

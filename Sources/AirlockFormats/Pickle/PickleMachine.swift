@@ -81,6 +81,8 @@ struct PickleMachine {
     var firstComplete = false
     /// NumPy arrays joblib would read from the stream (raw bytes skipped or object pickles scanned).
     var joblibReads = 0
+    /// `copyreg.add_extension(module, name, code)` calls seen: the registry is process-wide, so it outlives a stream.
+    var extensions: [UInt32: (String, String)] = [:]
 
     init(view: ByteView, budget: ScanBudget, member: String?, depth: Int, joblib: Bool = false) {
         self.view = view
@@ -440,6 +442,10 @@ struct PickleMachine {
                     if let oi = objectIndex(obj), let end = buildObject(oi, state, at: opPos, pos: &pos, p) {
                         return end
                     }
+                    if joblibArrays && obj.tag == .instance && name(obj.payload) == PickleMachine.wrapperClass {
+                        joblibReads &+= 1
+                        return unknownArray(opPos, "the scanner no longer tracks array wrappers")
+                    }
                 }
             case Op.EXT1, Op.EXT2, Op.EXT4:
                 let width = op == Op.EXT1 ? 1 : op == Op.EXT2 ? 2 : 4
@@ -454,7 +460,12 @@ struct PickleMachine {
                 observe(
                     "pickle.ext-code", "\(Op.name(op)) code \(code): copyreg's extension registry is empty by default",
                     offset: opPos, details: [("code", String(code)), ("opcode", Op.name(op))])
-                push(PVal(.callable, PVal.none32))
+                if let (module, name) = extensions[code] {
+                    // Registered earlier in the file: EXT imports what the registry names.
+                    push(recordImport(module: module, name: name, offset: opPos, opcode: op))
+                } else {
+                    push(PVal(.callable, PVal.none32))
+                }
             case Op.BINPERSID:
                 _ = pop(opPos)
                 push(PVal(.const, PVal.Const.persistent.rawValue))
@@ -855,6 +866,12 @@ struct PickleMachine {
         guard more == 0 else { return result }
         if PickleMachine.isDtypeClass(fname) { return newDtype(callable, items, p) ?? result }
         switch fname {
+        case "copyreg.add_extension", "copy_reg.add_extension":
+            guard items.count == 3, let module = stringValue(items[0], p), let attr = stringValue(items[1], p),
+                let code = intOf(items[2]), let key = UInt32(exactly: code), extensions.count < 4096
+            else { return result }
+            extensions[key] = (module, attr)
+            return .noneValue
         case "copyreg._reconstructor", "copy_reg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__":
             guard let cls = items.first, cls.tag == .callable else { return result }
             return instance(of: cls)
