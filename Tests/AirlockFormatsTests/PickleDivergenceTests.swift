@@ -72,7 +72,7 @@ struct PickleDivergenceTests {
 
     @Test("expansion bombs: DUP/APPEND self-reference, memo doubling, a stack of millions: bounded, budget noted")
     func bombs() {
-        // EMPTY_LIST, then (DUP, APPEND) x 1 M: the list holds itself 3 M times.
+        // EMPTY_LIST, then (DUP, APPEND) x 1 M: the list holds itself 1 M times.
         var dup: [UInt8] = [0x80, 2, 0x5D]
         for _ in 0..<1_000_000 { dup += [0x32, 0x61] }
         dup.append(0x2E)
