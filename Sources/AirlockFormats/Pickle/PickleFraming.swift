@@ -9,6 +9,8 @@ struct FileReading {
     var bytes: [UInt8] = []
     /// Pieces of `bytes` that are contiguous in the source: (offset in `bytes`, offset in the source).
     var segments: [(out: Int, source: Int)] = []
+    /// Most bytes kept: the reading stops before an argument that would pass it.
+    var cap = 0
 
     /// The source offset of `offset` in `bytes`.
     func sourceOffset(_ offset: Int) -> Int {
@@ -22,21 +24,25 @@ struct FileReading {
         return segments[lo].source + (offset - segments[lo].out)
     }
 
-    mutating func copy(_ p: UnsafeRawBufferPointer, _ from: Int, _ count: Int) {
-        guard count > 0 else { return }
+    @discardableResult
+    mutating func copy(_ p: UnsafeRawBufferPointer, _ from: Int, _ count: Int) -> Bool {
+        guard count > 0 else { return true }
+        guard count <= cap - bytes.count else { return false }
         if let last = segments.last, last.source + (bytes.count - last.out) == from {
             // Contiguous with the previous piece.
         } else {
             segments.append((bytes.count, from))
         }
         bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: p[from..<from + count]))
+        return true
     }
 
     /// Reads `p` as the C unpickler reads a file, stopping at an invalid opcode, the end, or `cap` output bytes.
     static func read(_ p: UnsafeRawBufferPointer, cap: Int) -> FileReading {
         var out = FileReading()
+        out.cap = cap
         var reader = Reader(p: p)
-        while reader.pos < p.count && out.bytes.count < cap {
+        while reader.pos < p.count {
             guard let opAt = reader.read(1) else { break }
             let op = p[opAt]
             if op == Op.FRAME {
@@ -47,8 +53,7 @@ struct FileReading {
                 reader.bufferEnd = start + Int(len)
                 continue
             }
-            out.copy(p, opAt, 1)
-            guard reader.arguments(op, into: &out) else { break }
+            guard out.copy(p, opAt, 1), reader.arguments(op, into: &out) else { break }
             if op == Op.STOP { reader.pos = Swift.max(reader.pos, reader.bufferEnd) }
         }
         return out
@@ -93,8 +98,7 @@ struct FileReading {
         }
 
         mutating func fixed(_ n: Int, _ out: inout FileReading) -> Int? {
-            guard let at = read(n) else { return nil }
-            out.copy(p, at, n)
+            guard let at = read(n), out.copy(p, at, n) else { return nil }
             return at
         }
 
@@ -109,8 +113,7 @@ struct FileReading {
 
         mutating func line(_ out: inout FileReading) -> Bool {
             guard let (at, n) = readLine() else { return false }
-            out.copy(p, at, n)
-            return true
+            return out.copy(p, at, n)
         }
 
         /// Copies the arguments of `op`; false at the end or on a byte that is no opcode.
