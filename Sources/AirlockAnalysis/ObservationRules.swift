@@ -21,6 +21,9 @@ public enum ObservationRules {
         "pickle.dynamic-global": .high, "pickle.stack-underflow": .medium, "pickle.memo-miss": .medium,
         "pickle.malformed-argument": .medium, "pickle.unsupported-protocol": .medium, "pickle.nesting-limit": .medium,
         "pickle.out-of-band-buffer": .low,
+        // Where CPython's loaders (bytes, files, pure Python) or joblib read the bytes differently, or the size of a
+        // joblib array cannot be told: medium, the scan cannot vouch for what follows.
+        "pickle.frame-divergence": .medium, "pickle.proto-anomaly": .medium, "pickle.joblib-array-unknown": .medium,
         // ZIP: what makes readers disagree is how scanners get fooled
         "zip.duplicate-name": .high, "zip.local-name-mismatch": .high, "zip.local-flags-mismatch": .medium,
         "zip.local-size-mismatch": .medium, "zip.local-method-mismatch": .high, "zip.crc-mismatch": .medium,

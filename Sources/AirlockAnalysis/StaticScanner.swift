@@ -93,7 +93,9 @@ public enum StaticScanner {
         var externalData: [ONNXExternalReference] = []
         switch format {
         case .pickle, .pytorchLegacy:
-            let report = PickleScanner.scan(view, budget: budget)
+            // A plain pickle may be a joblib.dump file: read it as joblib's NumpyUnpickler does (raw array bytes
+            // after each NumpyArrayWrapper); legacy PyTorch files are read by pickle.load.
+            let report = PickleScanner.scan(view, budget: budget, joblib: format == .pickle)
             hints.add(report)
             findings += PickleFindings.findings(report, member: nil, legacyTorch: format == .pytorchLegacy)
             if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) {

@@ -148,8 +148,12 @@ def main(out):
                 + pkl(state_dict(evil())) + pkl(["0"]) + bytes(16))
     expect("legacy_evil.pt", "malicious", "pickle.dangerous-import", format="pytorch-legacy")
 
-    joblib_value = Build(Call(Global("joblib.numpy_pickle", "NumpyArrayWrapper"), ()),
-                         {"shape": (2,), "dtype": Call(Global("numpy", "dtype"), ("f8",))},
+    # joblib reads shape x itemsize array bytes after the wrapper's BUILD (none here: an empty array, and no
+    # numpy_array_alignment_bytes, so no padding). The wrapper is made as protocols 0-1 make it, without __init__.
+    wrapper = Call(Global("copyreg", "_reconstructor"),
+                   (Global("joblib.numpy_pickle", "NumpyArrayWrapper"), Global("builtins", "object"), None))
+    joblib_value = Build(wrapper, {"subclass": Global("numpy", "ndarray"), "shape": (0,), "order": "C",
+                                   "dtype": Call(Global("numpy", "dtype"), ("f8",))},
                          callee="joblib.numpy_pickle.NumpyArrayWrapper")
     with open(p("model.joblib"), "wb") as f:
         f.write(pkl(joblib_value, 4))

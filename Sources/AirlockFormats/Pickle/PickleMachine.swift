@@ -19,6 +19,8 @@ struct PickleMachine {
     let budget: ScanBudget
     let member: String?
     let depth: Int
+    /// Read as joblib's `NumpyUnpickler` (raw array bytes after each `NumpyArrayWrapper`).
+    let joblibArrays: Bool
 
     // Bounds derived from the budget.
     let stackCap: Int
@@ -42,6 +44,11 @@ struct PickleMachine {
     var sparseMemo: [Int: PVal] = [:]
     var memoDropped = 0
     var overflow = false
+    /// End of the current frame (0 before any); raw bytes joblib reads inside a frame come after it.
+    var frameEnd = 0
+    /// Raw bytes joblib read after the current frame while its opcodes were still being read.
+    var rawDeferred = 0
+    var protoCount = 0
 
     // Shared by all streams.
     var containers: [PContainer] = []
@@ -66,9 +73,20 @@ struct PickleMachine {
     var seenImports: Set<String> = []
     var seenCallees: Set<String> = []
     var budgetNotes: Set<String> = []
+    /// dtypes and array wrappers, followed by identity.
+    var objects: [PObject] = []
+    /// Scans of strings that start like a pickle but are not complete pickles: kept only if something that
+    /// unpickles is called with the string (keyed by the value's raw bits).
+    var pendingNested: [UInt64: (report: PickleReport, offset: Int)] = [:]
+    var firstComplete = false
+    /// NumPy arrays joblib would read from the stream (raw bytes skipped or object pickles scanned).
+    var joblibReads = 0
+    /// `copyreg.add_extension(module, name, code)` calls seen: the registry is process-wide, so it outlives a stream.
+    var extensions: [UInt32: (String, String)] = [:]
 
-    init(view: ByteView, budget: ScanBudget, member: String?, depth: Int) {
+    init(view: ByteView, budget: ScanBudget, member: String?, depth: Int, joblib: Bool = false) {
         self.view = view
+        self.joblibArrays = joblib
         self.budget = budget
         self.member = member
         self.depth = depth
@@ -106,6 +124,7 @@ struct PickleMachine {
             resetStream()
             switch runStream(p, start: pos) {
             case .stop(let next):
+                if streams == 1 { firstComplete = true }
                 pos = next
                 endOffset = next
             case .failed(let at), .budget(let at):
@@ -116,7 +135,7 @@ struct PickleMachine {
         return PickleReport(
             imports: imports, calls: calls, observations: observations, streams: streams,
             protocolVersion: protocolVersion, opcodeCount: opcodeCount, nested: nested,
-            nestedOffsets: nestedOffsets, endOffset: endOffset)
+            nestedOffsets: nestedOffsets, endOffset: endOffset, complete: firstComplete)
     }
 
     mutating func resetStream() {
@@ -126,6 +145,9 @@ struct PickleMachine {
         sparseMemo.removeAll()
         memoDropped = 0
         overflow = false
+        frameEnd = 0
+        rawDeferred = 0
+        protoCount = 0
     }
 
     // MARK: - The loop
@@ -144,6 +166,10 @@ struct PickleMachine {
             if pos >= nextRelease {
                 view.releasePages(0, pos &- PickleMachine.releaseStep / 2)
                 nextRelease = pos + PickleMachine.releaseStep
+            }
+            if rawDeferred != 0 && pos >= frameEnd {
+                pos = frameEnd &+ rawDeferred
+                rawDeferred = 0
             }
             guard pos < n else {
                 observe("pickle.truncated", "the pickle ends without STOP", offset: pos)
@@ -299,6 +325,8 @@ struct PickleMachine {
             case Op.FRAME:
                 guard rem >= 8 else { return truncated(opPos, op, need: 8, rem) }
                 let raw = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: pos, as: UInt64.self))
+                if opPos < frameEnd { frameDivergence(opPos, "FRAME starts before the current frame ends") }
+                frameEnd = raw > UInt64(rem &- 8) ? n : pos &+ 8 &+ Int(raw)
                 if raw > UInt64(rem &- 8) {
                     // CPython refuses the whole frame; the scanner keeps reading so that a cut file still shows
                     // what it holds.
@@ -309,6 +337,7 @@ struct PickleMachine {
                 guard rem >= 1 else { return truncated(opPos, op, need: 1, rem) }
                 let v = Int(p[pos])
                 if protocolVersion == nil { protocolVersion = v }
+                protoAnomaly(opPos, start: start, version: v)
                 if v > 5 {
                     observe(
                         "pickle.unsupported-protocol", "protocol \(v) is newer than 5", offset: opPos,
@@ -348,8 +377,9 @@ struct PickleMachine {
                 } else {
                     let from = popMark(opPos)
                     recordCall(callee: g, items: from, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    let made = constructed(g, from: from)
                     stack.removeSubrange(from..<stack.count)
-                    push(PVal(.instance, g.payload))
+                    push(made)
                 }
             case Op.STACK_GLOBAL:
                 let nameV = pop(opPos)
@@ -376,22 +406,23 @@ struct PickleMachine {
                 let cls = pop(opPos)
                 let (items, more) = tupleItems(args)
                 recordCall(callee: cls, values: items, more: more, kwargs: nil, offset: opPos, opcode: op, p)
-                push(PVal(.instance, cls.tag == .callable ? cls.payload : PVal.none32))
+                push(instance(of: cls))
             case Op.NEWOBJ_EX:
                 let kwargs = pop(opPos)
                 let args = pop(opPos)
                 let cls = pop(opPos)
                 let (items, more) = tupleItems(args)
                 recordCall(callee: cls, values: items, more: more, kwargs: kwargs, offset: opPos, opcode: op, p)
-                push(PVal(.instance, cls.tag == .callable ? cls.payload : PVal.none32))
+                push(instance(of: cls))
             case Op.OBJ:
                 let from = popMark(opPos)
                 if from < stack.count {
                     let cls = stack[from]
                     recordCall(
                         callee: cls, items: from &+ 1, stack.count, more: 0, kwargs: nil, offset: opPos, opcode: op, p)
+                    let made = constructed(cls, from: from &+ 1)
                     stack.removeSubrange(from..<stack.count)
-                    push(PVal(.instance, cls.tag == .callable ? cls.payload : PVal.none32))
+                    push(made)
                 } else {
                     underflow(opPos, op)
                     push(PVal(.instance, PVal.none32))
@@ -402,11 +433,19 @@ struct PickleMachine {
                     let calleeID: UInt64
                     switch obj.tag {
                     case .callable, .instance, .callResult: calleeID = obj.payload
+                    case .object: calleeID = objectIndex(obj).map { objects[$0].cls } ?? PVal.none32
                     default: calleeID = PVal.none32
                     }
                     recordCall(
                         callee: PVal(.callable, calleeID), values: [state], more: 0, kwargs: nil, offset: opPos,
                         opcode: op, p)
+                    if let oi = objectIndex(obj), let end = buildObject(oi, state, at: opPos, pos: &pos, p) {
+                        return end
+                    }
+                    if joblibArrays && obj.tag == .instance && name(obj.payload) == PickleMachine.wrapperClass {
+                        joblibReads &+= 1
+                        return unknownArray(opPos, "the scanner no longer tracks array wrappers")
+                    }
                 }
             case Op.EXT1, Op.EXT2, Op.EXT4:
                 let width = op == Op.EXT1 ? 1 : op == Op.EXT2 ? 2 : 4
@@ -421,7 +460,12 @@ struct PickleMachine {
                 observe(
                     "pickle.ext-code", "\(Op.name(op)) code \(code): copyreg's extension registry is empty by default",
                     offset: opPos, details: [("code", String(code)), ("opcode", Op.name(op))])
-                push(PVal(.callable, PVal.none32))
+                if let (module, name) = extensions[code] {
+                    // Registered earlier in the file: EXT imports what the registry names.
+                    push(recordImport(module: module, name: name, offset: opPos, opcode: op))
+                } else {
+                    push(PVal(.callable, PVal.none32))
+                }
             case Op.BINPERSID:
                 _ = pop(opPos)
                 push(PVal(.const, PVal.Const.persistent.rawValue))
@@ -514,6 +558,9 @@ struct PickleMachine {
                     details: [("byte", "0x" + Op.hex2(op))])
                 return .failed(opPos)
             }
+            if pos > frameEnd && opPos < frameEnd {
+                frameDivergence(opPos, "\(Op.name(op)) and its argument run past the end of the frame")
+            }
             if overflow {
                 observe(
                     "pickle.budget", "the stack or marks exceed \(stackCap) entries; the rest is not analysed",
@@ -598,16 +645,19 @@ struct PickleMachine {
     // MARK: - Values
 
     mutating func pushSpan(_ tag: PVal.Tag, _ offset: Int, _ length: Int, _ p: UnsafeRawBufferPointer) {
+        let value: PVal
         if offset < PVal.spanOffsetLimit {
-            push(.span(tag, offset: offset, length: length))
+            value = .span(tag, offset: offset, length: length)
         } else {
             let keep = Swift.min(length, PickleMachine.ownedByteCap)
-            push(
-                ownedValue(Array(UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ keep])), bytes: tag != .strSpan))
+            value = ownedValue(
+                Array(UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ keep])), bytes: tag != .strSpan)
         }
+        push(value)
         if length >= 2 && PickleLint.startByte[Int(p[offset])] {
             nestedCheck(
-                UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ length]), at: offset, slice: (offset, length))
+                UnsafeRawBufferPointer(rebasing: p[offset..<offset &+ length]), at: offset, slice: (offset, length),
+                key: value)
         }
     }
 
@@ -623,11 +673,13 @@ struct PickleMachine {
         let limit =
             wantFull ? Swift.max(PickleMachine.ownedByteCap, budget.maxHeldBytes &- held) : PickleMachine.ownedByteCap
         PickleText.decode(p, a, b, unicode: unicode, limit: limit, into: &out)
-        if wantFull && out.count >= 2 {
-            out.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: out) }
-        }
+        let full = out
         if out.count > PickleMachine.ownedByteCap { out.removeSubrange(PickleMachine.ownedByteCap...) }
-        push(ownedValue(out, bytes: false))
+        let value = ownedValue(out, bytes: false)
+        push(value)
+        if wantFull && full.count >= 2 {
+            full.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: full, key: value) }
+        }
     }
 
     mutating func ownedValue(_ bytes: [UInt8], bytes isBytes: Bool) -> PVal {
@@ -640,28 +692,6 @@ struct PickleMachine {
         held &+= bytes.count
         owned.append(bytes)
         return PVal(tag, UInt64(owned.count &- 1))
-    }
-
-    /// Scans a string value that looks like a pickle, recursively up to the nesting bound.
-    mutating func nestedCheck(_ bytes: UnsafeRawBufferPointer, at offset: Int, slice: (Int, Int)?, copy: [UInt8]? = nil)
-    {
-        guard PickleLint.plausible(bytes) else { return }
-        guard depth < budget.maxNesting else {
-            observe(
-                "pickle.nesting-limit", "a pickle nested deeper than \(budget.maxNesting) levels is not analysed",
-                offset: offset)
-            return
-        }
-        guard nested.count < nestedCap else {
-            noteBudget("nested", "more than \(nestedCap) nested pickles; later ones are not analysed", offset)
-            return
-        }
-        let sub: ByteView?
-        if let (o, l) = slice { sub = view.slice(o, l) } else { sub = copy.map { ByteView($0) } }
-        guard let sub else { return }
-        let report = PickleScanner.scan(sub, budget: budget, member: member, depth: depth &+ 1)
-        nested.append(report)
-        nestedOffsets.append(offset)
     }
 
     mutating func intValue(_ v: Int64) -> PVal {
@@ -681,40 +711,6 @@ struct PickleMachine {
         for i in 0..<len { v |= UInt64(p[at &+ i]) << (8 &* UInt64(i)) }
         if len < 8 && p[at &+ len &- 1] & 0x80 != 0 { v |= ~0 << (8 &* UInt64(len)) }
         return intValue(Int64(bitPattern: v))
-    }
-
-    func parseInt(_ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int, allowL: Bool) -> Int64? {
-        var i = a
-        var end = b
-        while i < end && (p[i] == 0x20 || p[i] == 0x09) { i &+= 1 }
-        while end > i && (p[end &- 1] == 0x20 || p[end &- 1] == 0x0D || (allowL && p[end &- 1] == 0x4C)) { end &-= 1 }
-        var negative = false
-        if i < end && (p[i] == 0x2D || p[i] == 0x2B) {
-            negative = p[i] == 0x2D
-            i &+= 1
-        }
-        guard i < end else { return nil }
-        var v: Int64 = 0
-        while i < end {
-            let c = p[i]
-            guard c >= 0x30 && c <= 0x39 else { return nil }
-            let (m, o1) = v.multipliedReportingOverflow(by: 10)
-            let (s, o2) = m.addingReportingOverflow(Int64(c &- 0x30))
-            guard !o1 && !o2 else { return nil }
-            v = s
-            i &+= 1
-        }
-        return negative ? -v : v
-    }
-
-    func parseFloat(_ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int) -> Double {
-        let len = b &- a
-        guard len > 0 && len < 64 else { return .nan }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 65) { buf -> Double in
-            for i in 0..<len { buf[i] = CChar(bitPattern: p[a &+ i]) }
-            buf[len] = 0
-            return strtod(buf.baseAddress!, nil)
-        }
     }
 
     /// Line text for names, capped.
@@ -771,7 +767,8 @@ struct PickleMachine {
         let n = to &- from
         containers[ci].count &+= pairs ? n / 2 : n
         var c = containers[ci]
-        let maxSlots = PickleMachine.childSlots
+        // Dicts keep twice as many children (8 pairs): a joblib array wrapper's state has 6.
+        let maxSlots = c.kind == .dict ? 2 &* PickleMachine.childSlots : PickleMachine.childSlots
         if Int(c.nchild) &+ n > Int(c.cap) && Int(c.cap) < maxSlots {
             // Grow the block: tuples and frozensets get exactly what they hold (they never grow), mutable containers
             // at least two slots. A block at the end of the pool grows in place; otherwise it moves.
@@ -865,8 +862,19 @@ struct PickleMachine {
             return PVal(.callResult, PVal.none32)
         }
         let result = PVal(.callResult, callable.payload)
+        if joblibArrays && fname == PickleMachine.wrapperClass { return constructed(callable, items, more: more) }
         guard more == 0 else { return result }
+        if PickleMachine.isDtypeClass(fname) { return newDtype(callable, items, p) ?? result }
         switch fname {
+        case "copyreg.add_extension", "copy_reg.add_extension":
+            guard items.count == 3, let module = stringValue(items[0], p), let attr = stringValue(items[1], p),
+                let code = intOf(items[2]), let key = UInt32(exactly: code), extensions.count < 4096
+            else { return result }
+            extensions[key] = (module, attr)
+            return .noneValue
+        case "copyreg._reconstructor", "copy_reg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__":
+            guard let cls = items.first, cls.tag == .callable else { return result }
+            return instance(of: cls)
         case "builtins.getattr", "__builtin__.getattr", "inspect.getattr_static":
             guard items.count >= 2, items[0].tag == .callable || items[0].tag == .module,
                 let base = name(items[0].payload), let attr = stringValue(items[1], p)
@@ -943,11 +951,13 @@ struct PickleMachine {
         }
         guard var bytes = decoded else { return PVal(.bytesOwned, PVal.none32) }
         folded &+= Swift.max(bytes.count, 1)
-        if bytes.count >= 2 && PickleLint.startByte[Int(bytes[0])] {
-            bytes.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: bytes) }
-        }
+        let full = bytes
         if bytes.count > PickleMachine.ownedByteCap { bytes.removeSubrange(PickleMachine.ownedByteCap...) }
-        return ownedValue(bytes, bytes: true)
+        let value = ownedValue(bytes, bytes: true)
+        if full.count >= 2 && PickleLint.startByte[Int(full[0])] {
+            full.withUnsafeBytes { nestedCheck($0, at: offset, slice: nil, copy: full, key: value) }
+        }
+        return value
     }
 
     mutating func recordCall(
@@ -967,6 +977,7 @@ struct PickleMachine {
     ) {
         let calleeName =
             callee.tag == .callable || callee.tag == .instance ? name(callee.payload) ?? "<unknown>" : "<unknown>"
+        if !pendingNested.isEmpty { promoteNested(values, callee: calleeName, build: opcode == Op.BUILD) }
         let firstTime = seenCallees.insert(calleeName).inserted
         guard calls.count < recordCap || (firstTime && calls.count < recordCap &* 2) else {
             noteBudget("calls", "more than \(recordCap) calls; only calls to new callees are listed after that", offset)

@@ -114,6 +114,12 @@ extension PickleMachine {
             if let n = name(v.payload) { out.put(n + "(...)") } else { out.put("<unknown>") }
         case .container:
             renderContainer(v, p, level: level, &out)
+        case .object:
+            if let i = objectIndex(v), let n = name(objects[i].cls) {
+                out.put(n + "(...)")
+            } else {
+                out.put("<unknown>")
+            }
         }
     }
 

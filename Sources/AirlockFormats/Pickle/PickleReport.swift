@@ -62,11 +62,13 @@ public struct PickleReport: Sendable {
     public var nestedOffsets: [Int]
     /// Just past the last `STOP` when the scan ended cleanly (trailing data starts here); otherwise where it stopped.
     public var endOffset: Int
+    /// Whether the first pickle ended with `STOP` (a complete pickle, not bytes that merely start like one).
+    public var complete: Bool
 
     public init(
         imports: [PickleGlobal] = [], calls: [PickleCall] = [], observations: [Observation] = [], streams: Int = 0,
         protocolVersion: Int? = nil, opcodeCount: Int = 0, nested: [PickleReport] = [], nestedOffsets: [Int] = [],
-        endOffset: Int = 0
+        endOffset: Int = 0, complete: Bool = true
     ) {
         self.imports = imports
         self.calls = calls
@@ -77,6 +79,7 @@ public struct PickleReport: Sendable {
         self.nested = nested
         self.nestedOffsets = nestedOffsets
         self.endOffset = endOffset
+        self.complete = complete
     }
 
     /// This report's imports followed by those of every nested report, depth first (an explicit work list, no recursion).

@@ -5,10 +5,21 @@ public enum PickleScanner {
     /// Scans `view` (one or several pickles back to back). `member` is copied into every observation; `depth` is the
     /// nesting level of this view (pickles found inside strings are scanned with `depth + 1` up to
     /// `budget.maxNesting`).
-    public static func scan(_ view: ByteView, budget: ScanBudget = .standard, member: String? = nil, depth: Int = 0)
-        -> PickleReport
-    {
-        var machine = PickleMachine(view: view, budget: budget, member: member, depth: depth)
-        return view.withUnsafeBytes { p in machine.scanAll(p) }
+    ///
+    /// `joblib` reads the view as joblib's `NumpyUnpickler` does (a file written by `joblib.dump`, uncompressed or
+    /// after decompression): raw NumPy array bytes follow each `NumpyArrayWrapper` and are skipped, an object array's
+    /// nested pickle is scanned. Leave it false for pickles read by `pickle.load`, `torch.load` or `numpy.load`.
+    public static func scan(
+        _ view: ByteView, budget: ScanBudget = .standard, member: String? = nil, depth: Int = 0, joblib: Bool = false
+    ) -> PickleReport {
+        var machine = PickleMachine(view: view, budget: budget, member: member, depth: depth, joblib: joblib)
+        var report = view.withUnsafeBytes { p in machine.scanAll(p) }
+        addFileReading(&report, view, budget: budget, member: member, depth: depth)
+        if machine.joblibReads > 0 {
+            // The same file given to pickle.load runs the "array bytes" as opcodes: add what that reading imports.
+            let plain = scan(view, budget: budget, member: member, depth: depth, joblib: false)
+            report.merge(plain) { $0 }
+        }
+        return report
     }
 }

@@ -184,3 +184,40 @@ enum PickleText {
         return out
     }
 }
+
+/// The numbers of protocol-0 text opcodes (`INT`, `LONG`, `FLOAT`, `GET`, `PUT`).
+extension PickleMachine {
+    func parseInt(_ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int, allowL: Bool) -> Int64? {
+        var i = a
+        var end = b
+        while i < end && (p[i] == 0x20 || p[i] == 0x09) { i &+= 1 }
+        while end > i && (p[end &- 1] == 0x20 || p[end &- 1] == 0x0D || (allowL && p[end &- 1] == 0x4C)) { end &-= 1 }
+        var negative = false
+        if i < end && (p[i] == 0x2D || p[i] == 0x2B) {
+            negative = p[i] == 0x2D
+            i &+= 1
+        }
+        guard i < end else { return nil }
+        var v: Int64 = 0
+        while i < end {
+            let c = p[i]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.addingReportingOverflow(Int64(c &- 0x30))
+            guard !o1 && !o2 else { return nil }
+            v = s
+            i &+= 1
+        }
+        return negative ? -v : v
+    }
+
+    func parseFloat(_ p: UnsafeRawBufferPointer, _ a: Int, _ b: Int) -> Double {
+        let len = b &- a
+        guard len > 0 && len < 64 else { return .nan }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 65) { buf -> Double in
+            for i in 0..<len { buf[i] = CChar(bitPattern: p[a &+ i]) }
+            buf[len] = 0
+            return strtod(buf.baseAddress!, nil)
+        }
+    }
+}

@@ -24,6 +24,7 @@ struct PVal: Equatable {
         case callResult = 12  // callee name id, or none32
         case instance = 13  // class name id, or none32
         case bigInt = 14  // index into bigInts, or none32
+        case object = 15  // index into objects (dtypes, joblib array wrappers)
     }
 
     enum Const: UInt64 {
