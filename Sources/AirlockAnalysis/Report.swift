@@ -13,6 +13,8 @@ public struct ReportTarget: Sendable {
     public var sha256: String?
     /// The format decided from the content (`pytorch-zip`, `safetensors`, …).
     public var format: String
+    /// Where the file came from when it is a file of a Hugging Face cache (`HubCache`).
+    public var huggingface: HubOrigin?
 
     /// Creates a target.
     public init(path: String, size: Int, sha256: String?, format: String) {
@@ -109,6 +111,7 @@ public struct Report: Sendable {
         var target: [(String, JSON)] = [("path", .string(self.target.path)), ("size", .int(self.target.size))]
         target.append(("sha256", .optional(self.target.sha256)))
         target.append(("format", .string(self.target.format)))
+        if let origin = self.target.huggingface { target.append(("huggingface", origin.json)) }
         return .object(
             [
                 ("schemaVersion", .int(1)),
@@ -261,9 +264,13 @@ extension Report {
         if case .object(let em)? = field("error") {
             error = (string(em.first { $0.0 == "code" }?.1) ?? "error", string(em.first { $0.0 == "message" }?.1) ?? "")
         }
-        let target = ReportTarget(
+        var target = ReportTarget(
             path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
             sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
+        if let origin = t.first(where: { $0.0 == "huggingface" })?.1 {
+            guard let read = HubOrigin(json: origin) else { return nil }
+            target.huggingface = read
+        }
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
         if let member = field("detonation") {

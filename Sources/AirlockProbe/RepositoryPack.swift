@@ -70,8 +70,9 @@ public struct RepositoryPack: Sendable {
                 pack.left.append((text, "more than \(maxFiles) files"))
                 continue
             }
-            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-            guard fd >= 0 else { continue }  // a symbolic link or gone: the walk reports it
+            // A snapshot of a Hugging Face cache: its links are resolved by descriptor to the blobs of the same
+            // repository (`HubCache`), as the walk resolves them; any other link is not followed (the walk reports it).
+            guard let fd = HubCache.openFile(name, in: dirfd) else { continue }
             let file = FileDescriptor(fd)
             defer { file.close() }
             var st = stat()
