@@ -9,14 +9,7 @@ import AirlockTestSupport
     import Glibc
 #endif
 
-/// A Hugging Face cache built as huggingface_hub builds one (`Tests/Generators/hf_cache.py`), in a fresh folder:
-/// `root/hub` and `root/expectations.json`.
-struct GeneratedHub {
-    let root: String
-    var hub: String { root + "/hub" }
-    static let r1 = "1f0c2a3b4d5e6f708192a3b4c5d6e7f801234567"
-    static let r2 = "9a8b7c6d5e4f30211203f4e5d6c7b8a990817263"
-
+extension GeneratedHub {
     struct Expectation: Decodable {
         var verdict: String?
         var rules: [String]
@@ -26,23 +19,10 @@ struct GeneratedHub {
         var revision: String?
     }
 
-    init(canary: String? = nil) throws {
-        root = NSTemporaryDirectory() + "airlock-hf-\(UUID().uuidString.prefix(8))"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments =
-            ["\(repositoryRoot)/Tests/Generators/hf_cache.py", root + "/hub"] + (canary.map { ["--canary", $0] } ?? [])
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw POSIXError(.EIO) }
-    }
-
     func expectations() throws -> [String: Expectation] {
         try JSONDecoder().decode(
             [String: Expectation].self, from: Data(contentsOf: URL(fileURLWithPath: root + "/expectations.json")))
     }
-
-    func remove() { try? FileManager.default.removeItem(atPath: root) }
 
     /// Scans `paths`, the reports by path.
     static func scan(_ paths: [String]) -> [String: Report] {

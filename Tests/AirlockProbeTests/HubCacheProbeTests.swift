@@ -1,0 +1,74 @@
+import AirlockProbe
+import Foundation
+import Testing
+import AirlockTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `airlock probe` of a Hugging Face cache snapshot: each blob detonated under its snapshot name.
+@Suite("Hugging Face cache: probe", .serialized)
+struct HubCacheProbeTests {
+    @Test(
+        "probing a snapshot folder detonates the malicious pickle's blob: malicious by its behaviour, named by the snapshot"
+    )
+    func snapshotDetonated() throws {
+        let bait = try Bait()
+        let cache = try GeneratedHub(canary: bait.canary)
+        defer { cache.remove() }
+        let snapshot = cache.snapshot("evil-bert")
+        let run = try runCLI(["probe", "--format", "json", snapshot], timeout: 300)
+        #expect(run.status == 1, "\(run.stderr)")
+        var reports: [String: [String: Any]] = [:]
+        for line in run.stdout.split(separator: "\n") {
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let target = try #require(report["target"] as? [String: Any])
+            reports[try #require(target["path"] as? String)] = report
+        }
+        #expect(Set(reports.keys) == ["\(snapshot)/config.json", "\(snapshot)/pytorch_model.bin"])
+        let evil = try #require(reports["\(snapshot)/pytorch_model.bin"])
+        #expect(evil["verdict"] as? String == "malicious")
+        let findings = try #require(evil["findings"] as? [[String: Any]])
+        #expect(findings.contains { $0["rule"] as? String == "dynamic.exec" && $0["source"] as? String == "dynamic" })
+        #expect(evil["detonation"] is [String: Any])
+        let origin = try #require((evil["target"] as? [String: Any])?["huggingface"] as? [String: Any])
+        #expect(origin["repo"] as? String == "acme/evil-bert")
+        #expect(origin["revision"] as? String == GeneratedHub.r1)
+        #expect(origin["verified"] as? Bool == true)
+        try bait.checkUntouched()
+
+        try run.stdout.write(toFile: "\(cache.root)/probe.jsonl", atomically: true, encoding: .utf8)
+        let validation = try SchemaValidation.python([
+            "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json", "\(cache.root)/probe.jsonl",
+        ])
+        #expect(validation.status == 0, "\(validation.output)")
+    }
+
+    @Test(
+        "a remote-code repository's pack takes a snapshot's files through their blobs, and no link out of the repository"
+    )
+    func packFollowsBlobs() throws {
+        let cache = try GeneratedHub()
+        defer { cache.remove() }
+        let clean = open(cache.snapshot("clean-bert"), O_RDONLY | O_DIRECTORY)
+        try #require(clean >= 0)
+        defer { close(clean) }
+        let pack = RepositoryPack.read(dirfd: clean)
+        #expect(
+            pack.files.map(\.name) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
+        #expect(pack.file("config.json").map { String(decoding: $0, as: UTF8.self).contains("BertModel") } == true)
+
+        let attacks = open(cache.snapshot("attacks"), O_RDONLY | O_DIRECTORY)
+        try #require(attacks >= 0)
+        defer { close(attacks) }
+        let names = RepositoryPack.read(dirfd: attacks).files.map(\.name)
+        for escaping in [
+            "etc_passwd.json", "absolute.json", "other_repo.safetensors", "link_to_link.json",
+            "detour.json", "sibling.json", "wrong_depth.json", "dangling.safetensors",
+        ] {
+            #expect(!names.contains(escaping), "\(escaping) was packed")
+        }
+        #expect(names.contains("config.json"))
+    }
+}
