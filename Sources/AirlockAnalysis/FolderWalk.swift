@@ -129,10 +129,12 @@ public enum FolderWalk {
                 if info.size == 0, let hub, case .missingMarkers = hub.position { continue }
                 if let hub, case .blobs(let skipReferenced) = hub.position, let blobs = hub.repository.blobs {
                     // Reported under the snapshot names that name it; a blob no snapshot names is still a file here.
-                    if skipReferenced && hub.repository.isReferenced(name) { continue }
-                    let origin = HubOrigin(
+                    let referenced = hub.repository.isReferenced(name)
+                    if skipReferenced && referenced { continue }
+                    var origin = HubOrigin(
                         repo: hub.repository.repo, kind: hub.repository.kind, revision: nil, refs: [],
                         blob: name.escaped)
+                    origin.namedBySnapshot = referenced
                     visit(
                         relative,
                         .hubFile(open: { blobs.open(name, expecting: info) }, info: info, origin: origin, blobs: blobs))

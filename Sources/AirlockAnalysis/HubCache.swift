@@ -22,6 +22,9 @@ public struct HubOrigin: Sendable, Equatable {
     public var blob: String
     /// Whether the blob's content matches its name; nil when it was not checked (`HubCache.verify`).
     public var verified: Bool?
+    /// For a blob reported under its own path: whether a snapshot names it all the same (the walk started at
+    /// `blobs/`). Not part of the JSON.
+    var namedBySnapshot = false
 
     /// Creates an origin.
     public init(
@@ -232,6 +235,29 @@ enum RepositoryFileBytes {
 }
 
 extension HubOrigin {
+    /// Equal when the JSON is.
+    public static func == (a: HubOrigin, b: HubOrigin) -> Bool {
+        a.repo == b.repo && a.kind == b.kind && a.revision == b.revision && a.refs == b.refs && a.blob == b.blob
+            && a.verified == b.verified
+    }
+
+    /// One line for the text report: `hugging face: model acme/bert @ 1f0c2a3b4d5e (main), blob 9b34cae308ce…,
+    /// verified`.
+    public var line: String {
+        var text = "hugging face: \(kind ?? "repository") \(repo ?? "(unnamed)")"
+        if let revision {
+            text += " @ \(revision.prefix(12))" + (refs.isEmpty ? "" : " (\(refs.joined(separator: ", ")))")
+        }
+        text += revision == nil ? ", a blob no snapshot names" : ""
+        text += ", blob \(blob.prefix(12))…, "
+        switch verified {
+        case true?: text += "verified"
+        case false?: text += "DOES NOT MATCH ITS CONTENT"
+        case nil: text += "not verified"
+        }
+        return text
+    }
+
     /// The origin as the report's JSON writes it (`target.huggingface`).
     public var json: JSON {
         .object([

@@ -35,7 +35,7 @@ enum HubFileScan {
             var r = examine(fd, path)
             var checked = origin
             var extra = HubCache.verify(&checked, sha256: r.target.sha256, fd: fd, size: r.target.size)
-            if origin.revision == nil {
+            if origin.revision == nil && !origin.namedBySnapshot {
                 extra.append(
                     Finding(
                         rule: "hfcache.unreferenced-blob", severity: .low,
@@ -45,7 +45,13 @@ enum HubFileScan {
             }
             r.add(extra)
             r.target.huggingface = checked
-            if r.error == nil && shared.reports.count < SharedBlobs.maxReports { shared.reports[key] = r }
+            // Kept only while small: the cache saves work, it must not hold a walk's worth of traces.
+            if r.error == nil, shared.reports.count < SharedBlobs.maxReports,
+                r.findings.count <= SharedBlobs.maxFindings,
+                r.trace.count <= SharedBlobs.maxTrace
+            {
+                shared.reports[key] = r
+            }
             return r
         }
     }
@@ -60,8 +66,10 @@ struct SharedBlobs {
         var modifiedNs: Int64
         var name: FileName
     }
-    /// Most reports kept.
-    static let maxReports = 4096
+    /// Most reports kept, and the largest kept (findings, trace events).
+    static let maxReports = 1024
+    static let maxFindings = 256
+    static let maxTrace = 512
     var reports: [Key: Report] = [:]
 }
 

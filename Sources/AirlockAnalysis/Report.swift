@@ -139,6 +139,7 @@ public struct Report: Sendable {
         if let sha = target.sha256 { header += ", sha256 \(sha.prefix(16))…" }
         header += ")"
         lines.append(header)
+        if let origin = target.huggingface { lines.append("  " + safe(origin.line)) }
         if let error { lines.append("  error: \(safe(error.message))") }
         let shown = verbose ? findings : findings.filter { $0.severity >= .low }
         for f in shown {

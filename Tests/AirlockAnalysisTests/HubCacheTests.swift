@@ -129,6 +129,22 @@ struct HubCacheTests {
         }
     }
 
+    @Test("scanning blobs/ itself reports every blob under its blob path; only those no snapshot names say so")
+    func blobsFolder() throws {
+        let cache = try GeneratedHub()
+        defer { cache.remove() }
+        let blobs = cache.hub + "/models--acme--clean-bert/blobs"
+        let reports = GeneratedHub.scan([blobs])
+        #expect(reports.count == 7)
+        let unreferenced = reports.values.filter { $0.findings.contains { $0.rule == "hfcache.unreferenced-blob" } }
+        #expect(unreferenced.count == 2, "\(unreferenced.map(\.target.path))")
+        for r in reports.values {
+            let origin = try #require(r.target.huggingface)
+            #expect(origin.revision == nil && origin.repo == "acme/clean-bert")
+            #expect(r.target.path == blobs + "/" + origin.blob)
+        }
+    }
+
     @Test("a snapshot link given on the command line is resolved or refused, never followed out of the repository")
     func linksOnTheCommandLine() throws {
         let cache = try GeneratedHub()

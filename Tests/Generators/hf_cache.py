@@ -149,10 +149,6 @@ def main(hub, canary):
     expect(clean.shown("snapshots", R1, "onnx/config.json"), "clean", blob=tag, verified=True, revision=R1)
     clean.no_exist(R1, "pytorch_model.bin")
     expect(clean.shown(".no_exist", R1, "pytorch_model.bin"), None, absent=())
-    # Something that is not an empty marker in .no_exist/ is a file like any other.
-    with open(os.path.join(clean.storage, ".no_exist", R1, "model.bin"), "wb") as f:
-        f.write(torch_bytes({"extra": Payload("touch " + canary)}))
-    expect(clean.shown(".no_exist", R1, "model.bin"), "malicious", ["pickle.dangerous-import"])
     os.makedirs(os.path.join(clean.storage, "refs", "pr"))
     with open(os.path.join(clean.storage, "refs", "pr", "1"), "w") as f:
         f.write(R2)
@@ -178,6 +174,11 @@ def main(hub, canary):
 
     # Links and blobs huggingface_hub never writes.
     attacks = Repo(hub, "acme/attacks")
+    # Something that is not an empty marker in .no_exist/ is a file like any other.
+    os.makedirs(os.path.join(attacks.storage, ".no_exist", R1))
+    with open(os.path.join(attacks.storage, ".no_exist", R1, "model.bin"), "wb") as f:
+        f.write(torch_bytes({"extra": Payload("touch " + canary)}))
+    expect(attacks.shown(".no_exist", R1, "model.bin"), "malicious", ["pickle.dangerous-import"])
     good = attacks.download(R1, "config.json", CONFIG, ref="main")
     expect(attacks.shown("snapshots", R1, "config.json"), "clean", blob=good, verified=True, revision=R1)
     tampered = attacks.download(R1, "model.safetensors", weights1)
