@@ -145,6 +145,38 @@ struct HubCacheTests {
         }
     }
 
+    @Test("a blob swapped for a link or another file between the walk's look and the open is not opened")
+    func blobSwappedDuringWalk() throws {
+        let cache = try GeneratedHub()
+        defer { cache.remove() }
+        let snapshot = cache.hub + "/models--acme--clean-bert/snapshots/\(GeneratedHub.r1)"
+        let blobs = cache.hub + "/models--acme--clean-bert/blobs/"
+        let dirfd = open(snapshot, O_RDONLY | O_DIRECTORY)
+        try #require(dirfd >= 0)
+        defer { close(dirfd) }
+        var outcomes: [String: Bool] = [:]
+        FolderWalk.walk(dirfd) { relative, entry in
+            guard case .hubFile(let open, _, let origin, _) = entry else { return }
+            let blob = blobs + origin.blob
+            switch relative.escaped {
+            case "model.safetensors":
+                rename(blob, blob + ".moved")
+                symlink("/etc/hostname", blob)
+            case "tokenizer.json":
+                rename(blob, blob + ".moved")
+                FileManager.default.createFile(atPath: blob, contents: Data("{}".utf8))
+            default:
+                break
+            }
+            let fd = open()
+            outcomes[relative.escaped] = fd != nil
+            if let fd { close(fd) }
+        }
+        #expect(outcomes["config.json"] == true)
+        #expect(outcomes["model.safetensors"] == false)
+        #expect(outcomes["tokenizer.json"] == false)
+    }
+
     @Test("a snapshot link given on the command line is resolved or refused, never followed out of the repository")
     func linksOnTheCommandLine() throws {
         let cache = try GeneratedHub()

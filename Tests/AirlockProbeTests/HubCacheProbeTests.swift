@@ -45,6 +45,51 @@ struct HubCacheProbeTests {
         #expect(validation.status == 0, "\(validation.output)")
     }
 
+    @Test("what huggingface_hub itself resolves from the cache is the file each report names, with the same blob")
+    func sameResolutionAsHuggingfaceHub() throws {
+        let python = "\(RemoteCodeTests.transformersVenv)/bin/python3"
+        #expect(
+            FileManager.default.isExecutableFile(atPath: python),
+            "no \(RemoteCodeTests.transformersVenv): run `make test-venvs` (make test does)")
+        let cache = try GeneratedHub()
+        defer { cache.remove() }
+        let script = """
+            import json, os, sys
+            from huggingface_hub import try_to_load_from_cache, scan_cache_dir
+            hub = sys.argv[1]
+            out = {}
+            for repo, rev, names in (("acme/clean-bert", "main", ["config.json", "model.safetensors", "onnx/config.json",
+                                                                 "tokenizer.json"]),
+                                     ("acme/clean-bert", "pr/1", ["model.safetensors"]),
+                                     ("acme/evil-bert", "main", ["pytorch_model.bin"])):
+                for name in names:
+                    path = try_to_load_from_cache(repo, name, cache_dir=hub, revision=rev)
+                    out[path] = os.path.basename(os.path.realpath(path))
+            info = scan_cache_dir(hub)
+            out["repos"] = sorted(r.repo_id for r in info.repos)
+            print(json.dumps(out))
+            """
+        let run = try runToEnd(python, ["-c", script, cache.hub])
+        try #require(run.status == 0, "\(run.stderr)")
+        let resolved = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        // The library's own scan takes the layout as its own (the attacks repository it calls corrupted: a broken link).
+        #expect(resolved["repos"] as? [String] == ["acme/clean-bert", "acme/evil-bert", "acme/relinked"])
+        var reports: [String: [String: Any]] = [:]
+        let scan = try runCLI(["scan", "--format", "json", cache.hub])
+        for line in scan.stdout.split(separator: "\n") {
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let target = try #require(report["target"] as? [String: Any])
+            reports[try #require(target["path"] as? String)] = target
+        }
+        let files = resolved.filter { $0.key != "repos" }
+        #expect(files.count == 6)
+        for (path, blob) in files {
+            let target = try #require(reports[path], "\(path): no report under huggingface_hub's path")
+            let origin = try #require(target["huggingface"] as? [String: Any])
+            #expect(origin["blob"] as? String == blob as? String, "\(path)")
+        }
+    }
+
     @Test(
         "a remote-code repository's pack takes a snapshot's files through their blobs, and no link out of the repository"
     )
