@@ -236,13 +236,22 @@ public enum HubCache {
         return resolve(place.repository, dirfd, name, revision: revision, depth: depth)
     }
 
-    /// Opens what the entry `name` of the folder `dirfd` holds: the file itself, or, for a link in a cache snapshot,
-    /// the blob it names (by descriptor, as a walk resolves it). The caller closes it; nil when neither.
-    public static func openFile(_ name: FileName, in dirfd: Int32) -> Int32? {
-        let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-        if fd >= 0 || errno != ELOOP { return fd >= 0 ? fd : nil }
-        guard case .hubFile(let open, _, _, _)? = entry(linkNamed: name, in: dirfd) else { return nil }
-        return open()
+    /// An opener for the entries of the folder `dirfd` (the folder is placed in the cache once, not per entry): it
+    /// opens what an entry holds — the file itself, or, for a link in a cache snapshot, the blob it names (by
+    /// descriptor, as a walk resolves it); the caller closes what it returns; nil when neither. Valid while `dirfd` is
+    /// open.
+    public static func fileOpener(in dirfd: Int32) -> (FileName) -> Int32? {
+        var place: HubPlace?? = nil
+        return { name in
+            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
+            if fd >= 0 || errno != ELOOP { return fd >= 0 ? fd : nil }
+            if place == nil { place = .some(locate(dirfd)) }
+            guard let found = place ?? nil, case .snapshot(let revision, let depth) = found.position,
+                case .hubFile(let open, _, _, _) = resolve(
+                    found.repository, dirfd, name, revision: revision, depth: depth)
+            else { return nil }
+            return open()
+        }
     }
 
     /// Checks the blob's content against its name: the SHA-256 the report computed (`sha256`) for a 64-hex name, a
