@@ -45,6 +45,29 @@ struct HubCacheProbeTests {
         #expect(validation.status == 0, "\(validation.output)")
     }
 
+    @Test(
+        "a remote-code snapshot in the cache is detonated as transformers loads it, its modules read through their blobs"
+    )
+    func remoteCodeSnapshot() throws {
+        let bait = try Bait()
+        let cache = try GeneratedHub(canary: bait.canary, port: bait.listener.port)
+        defer { cache.remove() }
+        let snapshot = cache.snapshot("remote-code")
+        let run = try runCLI(["probe", "--format", "json", snapshot], timeout: 300)
+        #expect(run.status == 1, "\(run.stderr)")
+        var rules: [String: [String]] = [:]
+        for line in run.stdout.split(separator: "\n") {
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let path = try #require((report["target"] as? [String: Any])?["path"] as? String)
+            rules[String(path.dropFirst(snapshot.count + 1))] =
+                (report["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
+        }
+        let config = try #require(rules["config.json"])
+        #expect(config.contains("probe.remote-code") && config.contains("dynamic.exec"), "\(config)")
+        #expect(rules["modeling_tiny.py"]?.contains("dynamic.exec") == true)
+        try bait.checkUntouched()
+    }
+
     @Test("what huggingface_hub itself resolves from the cache is the file each report names, with the same blob")
     func sameResolutionAsHuggingfaceHub() throws {
         let python = "\(RemoteCodeTests.transformersVenv)/bin/python3"
@@ -73,7 +96,10 @@ struct HubCacheProbeTests {
         try #require(run.status == 0, "\(run.stderr)")
         let resolved = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         // The library's own scan takes the layout as its own (the attacks repository it calls corrupted: a broken link).
-        #expect(resolved["repos"] as? [String] == ["acme/clean-bert", "acme/evil-bert", "acme/relinked"])
+        #expect(
+            resolved["repos"] as? [String] == [
+                "acme/clean-bert", "acme/evil-bert", "acme/relinked", "acme/remote-code",
+            ])
         var reports: [String: [String: Any]] = [:]
         let scan = try runCLI(["scan", "--format", "json", cache.hub])
         for line in scan.stdout.split(separator: "\n") {

@@ -4,7 +4,7 @@ tests, plus expectations.json beside HUB: for each path under the hub (as `airlo
 (null: the path must not be reported, a blob reported under its snapshots' names) and the rule ids that must (and must
 not) be among its findings, and the blob, revision and `verified` the report must carry.
 
-    hf_cache.py HUB [--canary PATH]
+    hf_cache.py HUB [--canary PATH] [--port N]
 
 The layout (huggingface_hub 0.36 `hf_hub_download` / `_create_symlink`):
   HUB/version.txt, HUB/.locks/models--ORG--NAME/ETAG.lock
@@ -16,7 +16,8 @@ The layout (huggingface_hub 0.36 `hf_hub_download` / `_create_symlink`):
   HUB/models--ORG--NAME/blobs/ETAG.incomplete  a download in progress
 
 Weights are real: torch.save of a state dict (the malicious one holds an object whose __reduce__ is os.system with a
-harmless `touch` of --canary; torch.save pickles it, nothing runs it), safetensors written to the format's layout.
+harmless `touch` of --canary; torch.save pickles it, nothing runs it), safetensors written to the format's layout;
+the remote-code repository is remote_code.py's `import` payload (a connection to --port, a touch of --canary).
 Nothing is ever unpickled here.
 """
 import hashlib
@@ -26,6 +27,8 @@ import struct
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 EXPECT = {}
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".incomplete-src")
@@ -128,7 +131,7 @@ R1 = "1f0c2a3b4d5e6f708192a3b4c5d6e7f801234567"
 R2 = "9a8b7c6d5e4f30211203f4e5d6c7b8a990817263"
 
 
-def main(hub, canary):
+def main(hub, canary, port):
     os.makedirs(hub, exist_ok=True)
     with open(os.path.join(hub, "version.txt"), "w") as f:
         f.write("1")
@@ -236,6 +239,21 @@ def main(hub, canary):
     expect(attacks.shown("blobs", big), None, absent=())
     expect(attacks.shown("blobs", good), None, absent=())
 
+    # Remote code (trust_remote_code): a module that runs a command when transformers imports it, every file of the
+    # repository (remote_code.py writes it) a snapshot link to its blob.
+    import tempfile
+    import remote_code
+    with tempfile.TemporaryDirectory() as scratch:
+        remote_code.model_repo(scratch, "repo", canary, port, where="import")
+        remote = Repo(hub, "acme/remote-code")
+        folder = os.path.join(scratch, "repo")
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name), "rb") as f:
+                tag = remote.download(R1, name, f.read(), ref="main")
+            expect(remote.shown("snapshots", R1, name),
+                   "suspicious" if name.endswith(".py") or name == "config.json" else "clean",
+                   ["hf.python-module"] if name.endswith(".py") else [], blob=tag, verified=True, revision=R1)
+
     # A repository whose blobs folder is a link to another repository's.
     relinked = Repo(hub, "acme/relinked")
     os.rmdir(os.path.join(relinked.storage, "blobs"))
@@ -255,4 +273,9 @@ if __name__ == "__main__":
         i = args.index("--canary")
         canary = args[i + 1]
         del args[i:i + 2]
-    main(args[0], canary)
+    port = 9
+    if "--port" in args:
+        i = args.index("--port")
+        port = int(args[i + 1])
+        del args[i:i + 2]
+    main(args[0], canary, port)
