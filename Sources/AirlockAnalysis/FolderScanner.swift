@@ -39,7 +39,7 @@ enum FolderScanner {
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
             walked += 1
             guard walked <= maxFiles else { return }
-            if repository != nil, case .file(let open, _) = entry, RemoteCodeFolder.isConfig(relative.lastComponent),
+            if repository != nil, let open = entry.opener, RemoteCodeFolder.isConfig(relative.lastComponent),
                 declaring.count < RemoteCodeFolder.maxRepositories || declaring[relative.parent] != nil,
                 let fd = open()
             {
@@ -68,6 +68,7 @@ enum FolderScanner {
             }
         }
         var files = 0
+        var shared = SharedBlobs()
         FolderWalk.walk(dirfd) { relative, entry in
             let path = base + "/" + relative.escaped
             let names = NameFindings.findings(relative, lookalikes: lookalikes[relative] ?? [])
@@ -95,6 +96,27 @@ enum FolderScanner {
                     return r
                 }
                 report(examined)
+            case .hubFile(let open, let info, let origin, _):
+                files += 1
+                guard files <= maxFiles else { return }
+                var r = HubFileScan.examine(
+                    open: open, info: info, origin: origin, path: path, shared: &shared, examine: examine)
+                r.add(names)
+                if r.error == nil, origin.revision != nil, let fd = open() {
+                    // What the folder says is said of the snapshot's name, as a loader finds it.
+                    r.add(
+                        FileDescriptor(fd).closeAfter {
+                            folderFindings(
+                                fd: $0.rawValue, name: relative, format: r.target.format, hasSafetensors: hasSafetensors
+                            )
+                        })
+                }
+                examined[relative.parent]?.amend(relative.lastComponent, &r)
+                report(r)
+            case .hubLink(let target, let finding):
+                let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+                _ = target  // in the finding
+                report(Report(target: t, findings: names + [finding]))
             case .other(let kind):
                 // Sockets, FIFOs and devices: nothing a loader reads as a model; only a name that misleads is said.
                 guard !names.isEmpty else { break }

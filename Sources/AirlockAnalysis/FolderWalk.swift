@@ -38,6 +38,13 @@ public enum FolderWalk {
         case other(kind: String)
         /// An entry that could not be examined, a folder that could not be entered or one nested too deep, and why.
         case unreadable(reason: String)
+        /// A file of a Hugging Face cache (`HubCache`): a snapshot's link resolved by descriptor to a blob of the same
+        /// repository, or a blob no snapshot names (`origin.revision` nil). `open` opens the blob in `blobs` (the
+        /// caller closes it); `info` is the blob's.
+        case hubFile(open: () -> Int32?, info: FileInfo, origin: HubOrigin, blobs: HubBlobFolder)
+        /// A snapshot's link that is not followed (it leaves the repository, names no blob, or dangles): its target
+        /// (escaped) and the finding that says why.
+        case hubLink(target: String, finding: Finding)
     }
 
     /// Names the walk leaves out at every level: version-control metadata, never part of a model.
@@ -45,8 +52,17 @@ public enum FolderWalk {
 
     /// Walks the folder open as `dirfd` in name order (byte order), depth first, calling `visit` with each entry's
     /// path relative to the folder, as the bytes the directory holds. Directories themselves are not visited.
+    ///
+    /// Inside a Hugging Face cache (`HubCache`: `hub/`, a repository, its `snapshots/` or `blobs/`, a snapshot or a
+    /// folder in one), a snapshot's links are resolved by descriptor to the blobs of the same repository
+    /// (`.hubFile`, or `.hubLink` when not followed), and the blobs a snapshot names are not visited a second time.
     public static func walk(_ dirfd: Int32, visit: (FileName, Entry) -> Void) {
-        walk(dirfd, prefix: FileName(bytes: []), depth: 0, visit: visit)
+        walk(dirfd, prefix: FileName(bytes: []), depth: 0, hub: HubCache.locate(dirfd), aware: true, visit: visit)
+    }
+
+    /// Walks as `walk(_:visit:)` without looking for a cache (`hub` nil): links are only reported.
+    static func walk(_ dirfd: Int32, hub: HubPlace?, visit: (FileName, Entry) -> Void) {
+        walk(dirfd, prefix: FileName(bytes: []), depth: 0, hub: hub, aware: hub != nil, visit: visit)
     }
 
     /// The names in the folder open as `dirfd`, without `.` and `..`, in byte order; nil (with `errno`) when it
@@ -71,7 +87,9 @@ public enum FolderWalk {
         return names.sorted()
     }
 
-    private static func walk(_ dirfd: Int32, prefix: FileName, depth: Int, visit: (FileName, Entry) -> Void) {
+    private static func walk(
+        _ dirfd: Int32, prefix: FileName, depth: Int, hub: HubPlace?, aware: Bool, visit: (FileName, Entry) -> Void
+    ) {
         guard let all = names(dirfd) else {
             visit(
                 prefix.bytes.isEmpty ? FileName(".") : prefix,
@@ -96,13 +114,32 @@ public enum FolderWalk {
                     visit(relative, .unreadable(reason: "cannot enter the folder: \(Errno.current.text)"))
                     continue
                 }
-                walk(sub, prefix: relative, depth: depth + 1, visit: visit)
+                var place: HubPlace? = nil
+                if aware {
+                    if let hub {
+                        place = hub.child(name, FileIdentity(st))
+                    } else if let repository = HubRepository.open(sub, name: name) {
+                        place = HubPlace(repository: repository, position: .repository)
+                    }
+                }
+                walk(sub, prefix: relative, depth: depth + 1, hub: place, aware: aware, visit: visit)
                 FileDescriptor(sub).close()
             case S_IFREG:
-                let info = FileInfo(
-                    size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
-                    modifiedNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-                )
+                let info = FileInfo(st)
+                if info.size == 0, let hub, case .missingMarkers = hub.position { continue }
+                if let hub, case .blobs(let skipReferenced) = hub.position, let blobs = hub.repository.blobs {
+                    // Reported under the snapshot names that name it; a blob no snapshot names is still a file here.
+                    let referenced = hub.repository.isReferenced(name)
+                    if skipReferenced && referenced { continue }
+                    var origin = HubOrigin(
+                        repo: hub.repository.repo, kind: hub.repository.kind, revision: nil, refs: [],
+                        blob: name.escaped)
+                    origin.namedBySnapshot = referenced
+                    visit(
+                        relative,
+                        .hubFile(open: { blobs.open(name, expecting: info) }, info: info, origin: origin, blobs: blobs))
+                    continue
+                }
                 // O_NOFOLLOW and O_NONBLOCK: a name swapped for a link or a FIFO since the stat is not followed or
                 // waited on; what was opened is checked again.
                 visit(
@@ -122,6 +159,10 @@ public enum FolderWalk {
                             return fd
                         }, info: info))
             case S_IFLNK:
+                if let hub, case .snapshot(let revision, let level) = hub.position {
+                    visit(relative, HubCache.resolve(hub.repository, dirfd, name, revision: revision, depth: level))
+                    continue
+                }
                 var buf = [CChar](repeating: 0, count: 4097)
                 let n = name.withCString { readlinkat(dirfd, $0, &buf, 4096) }
                 // A target is shown, never followed: escaped like a name, so it cannot forge report lines either.

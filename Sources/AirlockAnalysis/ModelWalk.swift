@@ -21,6 +21,10 @@ public enum ModelWalk {
             // Shown escaped as walked names are: a path (a shell glob's match) with a newline or an escape sequence
             // must not forge a line of the report.
             let shown = FileName(path).escaped
+            if let cached = cacheFile(path, shown: shown, examine: examine) {
+                report(cached)
+                continue
+            }
             let fd: FileDescriptor
             var st = stat()
             do throws(SystemCallError) {
@@ -71,5 +75,32 @@ public enum ModelWalk {
         guard dirfd >= 0 else { return [] }
         defer { close(dirfd) }
         return ONNXExternalFiles.findings(references, dirfd: dirfd, folder: [])
+    }
+
+    /// The report on `path` when it is a link in a Hugging Face cache snapshot (`HubCache`): the blob it names,
+    /// examined under the snapshot's name, or why it is not followed; nil for anything else, opened as given.
+    static func cacheFile(_ path: String, shown: String, examine: (Int32, String) -> Report) -> Report? {
+        var st = stat()
+        guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
+        let name = FileName(path).lastComponent
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
+        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else { return nil }
+        defer { FileDescriptor(dirfd).close() }
+        switch HubCache.entry(linkNamed: name, in: dirfd) {
+        case .hubFile(let open, let info, let origin, _)?:
+            var shared = SharedBlobs()
+            return HubFileScan.examine(
+                open: open, info: info, origin: origin, path: shown, shared: &shared, examine: examine)
+        case .hubLink(_, let finding)?:
+            let t = ReportTarget(path: shown, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+            return Report(target: t, findings: [finding])
+        case .unreadable(let reason)?:
+            let t = ReportTarget(path: shown, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+            return Report(target: t, findings: [], error: ("io", "cannot read \(shown): \(reason)"))
+        default:
+            return nil
+        }
     }
 }

@@ -53,5 +53,9 @@ public enum ObservationRules {
         "numpy.object-dtype": .low,
         // names
         "format.name-mismatch": .medium, "format.unknown": .medium,
+        // Hugging Face cache (HubCache): what huggingface_hub never writes
+        "hfcache.blob-mismatch": .high, "hfcache.link-escapes": .high, "hfcache.link-not-blob": .high,
+        "hfcache.link-dangling": .medium, "hfcache.blob-name": .medium, "hfcache.blob-unverified": .medium,
+        "hfcache.unreferenced-blob": .low, "hfcache.incomplete-blob": .low,
     ]
 }

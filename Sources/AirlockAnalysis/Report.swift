@@ -16,6 +16,8 @@ public struct ReportTarget: Sendable {
     /// The compressions the content is wrapped in, outermost first and joined by `+` (`gzip`, `gzip+xz`), when the
     /// file is a compressed stream that was decompressed and analysed; nil (absent from the JSON) otherwise.
     public var compression: String?
+    /// Where the file came from when it is a file of a Hugging Face cache (`HubCache`).
+    public var huggingface: HubOrigin?
 
     /// Creates a target.
     public init(path: String, size: Int, sha256: String?, format: String) {
@@ -116,6 +118,7 @@ public struct Report: Sendable {
         target.append(("sha256", .optional(self.target.sha256)))
         target.append(("format", .string(self.target.format)))
         if let compression = self.target.compression { target.append(("compression", .string(compression))) }
+        if let origin = self.target.huggingface { target.append(("huggingface", origin.json)) }
         return .object(
             [
                 ("schemaVersion", .int(1)),
@@ -143,6 +146,7 @@ public struct Report: Sendable {
         if let sha = target.sha256 { header += ", sha256 \(sha.prefix(16))…" }
         header += ")"
         lines.append(header)
+        if let origin = target.huggingface { lines.append("  " + safe(origin.line)) }
         if let error { lines.append("  error: \(safe(error.message))") }
         let shown = verbose ? findings : findings.filter { $0.severity >= .low }
         for f in shown {
@@ -272,6 +276,10 @@ extension Report {
             path: path, size: int(t.first { $0.0 == "size" }?.1) ?? 0,
             sha256: string(t.first { $0.0 == "sha256" }?.1), format: format)
         target.compression = string(t.first { $0.0 == "compression" }?.1)
+        if let origin = t.first(where: { $0.0 == "huggingface" })?.1 {
+            guard let read = HubOrigin(json: origin) else { return nil }
+            target.huggingface = read
+        }
         self.init(target: target, findings: findings, trace: trace, timings: timings, error: error)
         self.verdict = verdict  // as decided where the report was made
         if let member = field("detonation") {

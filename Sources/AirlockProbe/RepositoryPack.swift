@@ -63,6 +63,7 @@ public struct RepositoryPack: Sendable {
     public static func read(dirfd: Int32) -> RepositoryPack {
         var pack = RepositoryPack()
         var total = 0
+        let openFile = HubCache.fileOpener(in: dirfd)
         for name in FolderWalk.names(dirfd) ?? [] {
             let text = name.escaped
             guard name.isValidUTF8, eligible(text) else { continue }
@@ -70,8 +71,9 @@ public struct RepositoryPack: Sendable {
                 pack.left.append((text, "more than \(maxFiles) files"))
                 continue
             }
-            let fd = name.withCString { openat(dirfd, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) }
-            guard fd >= 0 else { continue }  // a symbolic link or gone: the walk reports it
+            // A snapshot of a Hugging Face cache: its links are resolved by descriptor to the blobs of the same
+            // repository (`HubCache`), as the walk resolves them; any other link is not followed (the walk reports it).
+            guard let fd = openFile(name) else { continue }
             let file = FileDescriptor(fd)
             defer { file.close() }
             var st = stat()

@@ -88,11 +88,58 @@ public struct ModelInventory: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else {
             let e = errno
+            if e == ELOOP, let blob = try openSnapshotFile(path) {
+                // A snapshot's file in a Hugging Face cache: the blob it names, listed under the snapshot's name.
+                defer { FileDescriptor(blob).close() }
+                return try take(
+                    fd: blob, display: FileName(path).escaped, name: FileName(path).lastComponent, options: options)
+            }
             if e == ELOOP { throw ProvenanceError(.io, "\(path) is a symbolic link: name the model itself") }
             throw ProvenanceError(.io, "cannot open \(path): \(Errno(e).text)")
         }
         defer { FileDescriptor(fd).close() }
         return try take(fd: fd, display: FileName(path).escaped, name: FileName(path).lastComponent, options: options)
+    }
+
+    /// The blob the link `path` names when it is a file of a Hugging Face cache snapshot (`HubCache`), open (the
+    /// caller closes it) and checked against its name; nil when the link is no such file. A snapshot link that is not
+    /// followed (it leaves the repository, dangles) and a blob whose content does not match its name throw.
+    public static func openSnapshotFile(_ path: String) throws(ProvenanceError) -> Int32? {
+        let name = FileName(path).lastComponent
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
+        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else { return nil }
+        defer { FileDescriptor(dirfd).close() }
+        switch HubCache.entry(linkNamed: name, in: dirfd) {
+        case .hubFile(let open, _, var origin, _)?:
+            guard let fd = open() else { throw ProvenanceError(.io, "cannot open the blob of \(path)") }
+            return try verified(fd, &origin, display: path)
+        case .hubLink(let target, let finding)?:
+            throw ProvenanceError(.io, "\(path) is a link to \(target) that is not followed: \(finding.rule)")
+        default:
+            return nil
+        }
+    }
+
+    /// `fd`, when the blob it is open as matches its content address; throws (closing it) otherwise.
+    private static func verified(_ fd: Int32, _ origin: inout HubOrigin, display: String) throws(ProvenanceError)
+        -> Int32
+    {
+        var st = stat()
+        _ = fstat(fd, &st)
+        var buffer = HashBuffer()
+        let digest: String? =
+            if origin.blob.utf8.count == 64,
+                case .success(let (sha, _, _)) = hashAndIdentify(
+                    fd: fd, name: origin.blob, buffer: &buffer, progress: nil)
+            { sha } else { nil }
+        let findings = HubCache.verify(&origin, sha256: digest, fd: fd, size: Int(st.st_size))
+        guard origin.verified != false else {
+            FileDescriptor(fd).close()
+            throw ProvenanceError(.io, "\(display): \(findings.first?.message ?? "the blob does not match its name")")
+        }
+        return fd
     }
 
     /// Inventories the file or folder open as `fd`; `display` names it in paths and messages. A single file is
@@ -124,6 +171,8 @@ public struct ModelInventory: Sendable {
     private struct Job: Sendable {
         let path: FileName
         let info: FolderWalk.FileInfo
+        /// For a snapshot's file in a Hugging Face cache: the blob it names, opened in its repository's `blobs`.
+        var blob: (folder: HubBlobFolder, origin: HubOrigin)? = nil
     }
 
     private static func folder(fd: Int32, display: String, options: Options) throws(ProvenanceError) -> ModelInventory {
@@ -138,6 +187,10 @@ public struct ModelInventory: Sendable {
             switch entry {
             case .file(_, let info):
                 if jobs.count >= maxFiles { tooMany = true } else { jobs.append(Job(path: path, info: info)) }
+            case .hubFile(_, let info, let origin, let blobs):
+                let job = Job(path: path, info: info, blob: origin.revision == nil ? nil : (blobs, origin))
+                if jobs.count >= maxFiles { tooMany = true } else { jobs.append(job) }
+            case .hubLink(let target, _): symlinks.append((path, target))
             case .symlink(let target): symlinks.append((path, target))
             case .other(let kind): problems.append((path, "a \(kind), not a regular file"))
             case .unreadable(let reason): problems.append((path, reason))
@@ -191,6 +244,19 @@ public struct ModelInventory: Sendable {
     private static func hashBeneath(root: Int32, job: Job, buffer: inout HashBuffer, shared: HashingState) -> Result<
         (String, Int, String), Reason
     > {
+        if let (folder, origin) = job.blob {
+            guard let blob = FileName(escaped: origin.blob), let fd = folder.open(blob, expecting: job.info) else {
+                return .failure(Reason("cannot open the blob \(origin.blob): \(Errno.current.text)"))
+            }
+            defer { FileDescriptor(fd).close() }
+            let outcome = hashAndIdentify(fd: fd, name: job.path.escaped, buffer: &buffer, progress: shared)
+            // The blob must be what its name says: a manifest never records a cache file changed after its download.
+            var checked = origin
+            let findings = HubCache.verify(
+                &checked, sha256: try? outcome.get().0, fd: fd, size: (try? outcome.get().1) ?? 0)
+            if checked.verified == false { return .failure(Reason(findings.first?.message ?? "blob mismatch")) }
+            return outcome
+        }
         guard let opened = job.path.withCString({ FileSystem.openBeneath(root, $0, O_RDONLY | O_NONBLOCK | O_NOCTTY) })
         else { return .failure(Reason("cannot open: \(Errno.current.text)")) }
         defer { opened.close() }

@@ -217,6 +217,12 @@ extension Airlock {
                 let fd: FileDescriptor
                 do {
                     fd = try FileDescriptor.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+                } catch  where error.errnoValue.rawValue == ELOOP {
+                    // A file of a Hugging Face cache snapshot: the blob its link names, within its repository.
+                    guard let blob = try ModelInventory.openSnapshotFile(path) else {
+                        throw ProvenanceError(.io, "\(path) is a symbolic link: name the model itself")
+                    }
+                    fd = FileDescriptor(blob)
                 } catch {
                     throw ProvenanceError(
                         .io,

@@ -13,7 +13,7 @@ extension Airlock {
             commandName: "scan",
             abstract: "Read model files without loading them: format, structure, imports, verdict.",
             discussion: """
-                Formats are decided from the content, never the name: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib, NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, ONNX, GGUF, ZIP archives, and model folders (every file, plus code that trust_remote_code would run and pickle weights). Every pickle import is judged against an allowlist and a code-execution denylist; imports on neither list make a file at least suspicious. Nothing is loaded or run. docs/formats.md says what each check covers and what it does not.
+                Formats are decided from the content, never the name: pickle (protocols 0-5), PyTorch (ZIP and legacy), joblib, NumPy .npy/.npz, safetensors, Keras v3 (.keras) and HDF5 configs, ONNX, GGUF, ZIP archives, and model folders (every file, plus code that trust_remote_code would run and pickle weights). Symbolic links are reported, never followed, except in a Hugging Face cache (hub/, a models--ORG--NAME folder, its snapshots or one snapshot file): a snapshot's link to a blob of the same repository is opened by descriptor, checked against the blob's content address and reported under the snapshot's name. Every pickle import is judged against an allowlist and a code-execution denylist; imports on neither list make a file at least suspicious. Nothing is loaded or run. docs/formats.md says what each check covers and what it does not.
 
                 JSON output is one report per file, one per line (JSON Lines). SARIF output is one SARIF 2.1.0 log for all files, for code-scanning tools.
 
