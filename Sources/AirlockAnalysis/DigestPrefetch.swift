@@ -46,6 +46,15 @@ final class DigestPrefetch: @unchecked Sendable {
     /// CPUs online.
     static var onlineCPUs: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
+    /// Threads a folder scan hashes ahead on: `AIRLOCK_HASH_THREADS` (0 to 64; 0 hashes each file when the analysis
+    /// reaches it, as before), else the CPUs online. Never more than the CPUs online.
+    static var defaultThreads: Int {
+        if let raw = getenv("AIRLOCK_HASH_THREADS"), let value = Int(String(cString: raw)), (0...64).contains(value) {
+            return min(value, onlineCPUs)
+        }
+        return onlineCPUs
+    }
+
     /// The analysis reaches file `index`: no thread starts it or anything before it any more, and this waits for a
     /// thread already hashing it.
     func reached(_ index: Int) {

@@ -30,7 +30,7 @@ enum FolderScanner {
     /// folder with the client's (a per-thread identity), passes 0.
     static func scan(
         dirfd: Int32, display: String, examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
-        hashThreads: Int = DigestPrefetch.onlineCPUs, report: (Report) -> Void
+        hashThreads: Int = DigestPrefetch.defaultThreads, report: (Report) -> Void
     ) {
         var hasSafetensors = false
         var declaring: [FileName: [FileName]] = [:]  // folder (relative) → its configs with an auto_map

@@ -56,7 +56,7 @@ public enum ModelWalk {
         if isDirectory {
             FolderScanner.scan(
                 dirfd: fd, display: path, examine: examine, repository: repository,
-                hashThreads: hashAhead ? DigestPrefetch.onlineCPUs : 0, report: report)
+                hashThreads: hashAhead ? DigestPrefetch.defaultThreads : 0, report: report)
         } else {
             report(examine(fd, path))
         }
