@@ -7,7 +7,7 @@
 #
 # Knobs: BENCH_HF_DIR (parent of the scratch tree, default /var/tmp: not /tmp, which may be tmpfs), BENCH_HF_SCALE
 # (multiplies the big checkpoints, default 1.0), BENCH_HF_RUNS (runs per warm measurement, median kept, default 3),
-# BENCH_HF_KEEP=1 keeps the tree afterwards. Dropping the page cache needs root; without it the cold rows are left out.
+# BENCH_HF_KEEP=1 keeps the tree afterwards, BENCH_HF_TREE=DIR reuses a tree hfcache_gen.py wrote into DIR. Dropping the page cache needs root; without it the cold rows are left out.
 #
 # What is scanned: `hub/` when airlock follows the snapshots' links to the blobs (the snapshot files are then analysed
 # as models); until then it reports them as `folder.symlink` without reading them, so the blobs folders are scanned
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$(pwd)
 AIRLOCK=${AIRLOCK:-$REPO/.build/release/airlock}
-PICKLESCAN=$REPO/.build-bench/venv/bin/picklescan
+PICKLESCAN=${PICKLESCAN:-$REPO/.build-bench/venv/bin/picklescan}
 RUNS=${BENCH_HF_RUNS:-3}
 SCALE=${BENCH_HF_SCALE:-1.0}
 PARENT=${BENCH_HF_DIR:-/var/tmp}
@@ -34,8 +34,12 @@ avail=$(df -Pk "$PARENT" | awk 'NR == 2 { print $4 }')
 [ "${BENCH_HF_KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 
 mkdir -p "$WORK"
-echo "generating the hub cache under $WORK (scale $SCALE) ..." >&2
-/usr/bin/python3 "$REPO/Tests/Bench/hfcache_gen.py" "$WORK/tree" "$SCALE"
+if [ -n "${BENCH_HF_TREE:-}" ]; then
+    HUB=$BENCH_HF_TREE/hub  # a tree hfcache_gen.py wrote earlier: reused, never deleted
+else
+    echo "generating the hub cache under $WORK (scale $SCALE) ..." >&2
+    /usr/bin/python3 "$REPO/Tests/Bench/hfcache_gen.py" "$WORK/tree" "$SCALE"
+fi
 BYTES=$(find "$HUB" -path '*/blobs/*' -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 
 # What airlock must be given to read every blob: hub/ once snapshot links are followed, else the blobs folders.
