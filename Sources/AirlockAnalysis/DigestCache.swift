@@ -184,7 +184,7 @@ public final class DigestCache: @unchecked Sendable {
                     return (fd, path)
                 case .failure(let reason):
                     state = .off
-                    if !warned {
+                    if !warned && reason.suspicious {
                         warned = true
                         // A line of its own on stderr: the scan's output (stdout) stays what it was.
                         let line =

@@ -134,7 +134,13 @@ struct DigestRecord: Equatable {
 /// Why a cache directory is not trusted.
 struct UntrustedCache: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    /// False when the folder merely cannot be opened or made (no home, a read-only file system, no permission):
+    /// the cache is off without a warning. True for what someone else could have arranged (an owner, a mode, a link).
+    let suspicious: Bool
+    init(_ description: String, suspicious: Bool = true) {
+        self.description = description
+        self.suspicious = suspicious
+    }
 }
 
 extension DigestCache {
@@ -165,10 +171,9 @@ extension DigestCache {
                 let failure = Errno.current
                 FileDescriptor(current).close()
                 guard next >= 0 else {
-                    let why =
-                        failure.rawValue == ELOOP || failure.rawValue == ENOTDIR
-                        ? "is a symbolic link or not a folder" : "cannot be opened (\(failure.text))"
-                    return .failure(UntrustedCache("\(walked) \(why)"))
+                    let link = failure.rawValue == ELOOP || failure.rawValue == ENOTDIR
+                    let why = link ? "is a symbolic link or not a folder" : "cannot be opened (\(failure.text))"
+                    return .failure(UntrustedCache("\(walked) \(why)", suspicious: link))
                 }
                 current = next
             }
