@@ -24,9 +24,13 @@ enum FolderScanner {
     /// `repository`, when given, examines each folder of the tree whose config names remote code (`auto_map`, at most
     /// `maxRepositories`) once, before any of its files is reported, and amends the reports of the files directly in
     /// it (`RepositoryExamination`).
+    ///
+    /// `hashThreads` threads hash the files ahead of their analysis (`DigestPrefetch`); 0 hashes each file when its
+    /// turn comes. They open files with the process's own file-system identity: airlockd, which walks a client's
+    /// folder with the client's (a per-thread identity), passes 0.
     static func scan(
         dirfd: Int32, display: String, examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
-        report: (Report) -> Void
+        hashThreads: Int = DigestPrefetch.defaultThreads, report: (Report) -> Void
     ) {
         var hasSafetensors = false
         var declaring: [FileName: [FileName]] = [:]  // folder (relative) → its configs with an auto_map
@@ -35,10 +39,12 @@ enum FolderScanner {
         var firstReading: [String: FileName] = [:]
         var readAlike: [String: Set<FileName>] = [:]  // only the readings shared by two names or more
         var walked = 0
+        var regular: [FileName] = []
         FolderWalk.walk(dirfd) { relative, entry in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
             walked += 1
             guard walked <= maxFiles else { return }
+            if case .file = entry { regular.append(relative) }
             if repository != nil, let open = entry.opener, RemoteCodeFolder.isConfig(relative.lastComponent),
                 declaring.count < RemoteCodeFolder.maxRepositories || declaring[relative.parent] != nil,
                 let fd = open()
@@ -67,6 +73,11 @@ enum FolderScanner {
                 examined[folder] = FileDescriptor(sub).closeAfter { repository($0.rawValue, shown, configs) }
             }
         }
+        let order = Dictionary(regular.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        let prefetch =
+            hashThreads > 0 && regular.count > 1
+            ? DigestPrefetch(dirfd: dirfd, files: regular, threads: hashThreads) : nil
+        defer { prefetch?.finish() }
         var files = 0
         var shared = SharedBlobs()
         FolderWalk.walk(dirfd) { relative, entry in
@@ -76,6 +87,7 @@ enum FolderScanner {
             case .file(let open, _):
                 files += 1
                 guard files <= maxFiles else { return }
+                if let prefetch, let index = order[relative] { prefetch.reached(index) }
                 guard let fd = open() else {
                     let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
                     report(

@@ -56,12 +56,18 @@ public enum ModelWalk {
 
     /// Walks what `fd` is open as: a folder, walked by descriptors, or a file. `path` names it in the reports. The
     /// caller keeps `fd`.
+    ///
+    /// `hashAhead`: threads hash a folder's files ahead of their examination (`DigestPrefetch`, as many as CPUs). They
+    /// open the files with the process's file-system identity, not the calling thread's: airlockd, which walks a
+    /// client's folder as the client, passes false.
     public static func walk(
         fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report,
-        repository: RepositoryExaminer? = nil, report: (Report) -> Void
+        repository: RepositoryExaminer? = nil, hashAhead: Bool = true, report: (Report) -> Void
     ) {
         if isDirectory {
-            FolderScanner.scan(dirfd: fd, display: path, examine: examine, repository: repository, report: report)
+            FolderScanner.scan(
+                dirfd: fd, display: path, examine: examine, repository: repository,
+                hashThreads: hashAhead ? DigestPrefetch.defaultThreads : 0, report: report)
         } else {
             report(examine(fd, path))
         }

@@ -41,7 +41,7 @@ public enum StaticScanner {
                 target: target, findings: [], timings: [("staticMs", ms(since: started))],
                 error: ("io", error.description))
         }
-        let sha = FileDigest.sha256(view)
+        let sha = FileDigest.sha256(view, fd: fd)
         var analysis = analyse(view, name: path, budget: budget)
         analysis.findings += nameFindings(
             path: path, format: analysis.format, compressed: !analysis.compression.isEmpty)

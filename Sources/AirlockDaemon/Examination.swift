@@ -111,7 +111,9 @@ struct Examination: Sendable {
                     : nil
                 ModelWalk.walk(
                     fd: own.rawValue, isDirectory: true, path: name,
-                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository
+                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
+                    // Hashing threads would open the files with the daemon's identity, not the client's.
+                    hashAhead: false
                 ) { reports.append($0) }
                 return nil
             }

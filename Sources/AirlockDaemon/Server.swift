@@ -1,3 +1,4 @@
+internal import AirlockAnalysis
 internal import AirlockSandbox
 internal import AirlockJSON
 public import AirlockProbe
@@ -96,6 +97,9 @@ public final class Server: @unchecked Sendable {
 
     /// Serves until SIGTERM (or SIGINT, SIGHUP); returns the exit status.
     public func run() -> Int32 {
+        // Open the digest cache now, as the daemon: a worker thread acting as a client (a per-thread file-system
+        // identity) could not open the daemon's 0700 cache directory, and the cache would stay off.
+        _ = DigestCache.shared.isEnabled
         let context = self.context
         pool.start { $0.run(context) }
         warmPool.start()

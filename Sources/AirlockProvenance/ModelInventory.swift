@@ -280,23 +280,36 @@ public struct ModelInventory: Sendable {
     private static func hashAndIdentify(fd: Int32, name: String, buffer: inout HashBuffer, progress: HashingState?)
         -> Result<(String, Int, String), Reason>
     {
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-        var hasher = SHA256()
-        var size = 0
-        var offset: off_t = 0
-        while true {
-            let n = pread(fd, buffer.memory.baseAddress, buffer.memory.count, offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .failure(Reason("read failed at byte \(size): \(Errno.current.text)"))
+        var size = -1
+        var failure: Reason? = nil
+        // Through the digest cache and a folder scan's hand-over, by this descriptor's identity (FileDigest).
+        let remembered = FileDigest.remembered(fd: fd, size: nil, cache: DigestCache.shared) { () -> String? in
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+            var hasher = SHA256()
+            var offset: off_t = 0
+            size = 0
+            while true {
+                let n = pread(fd, buffer.memory.baseAddress, buffer.memory.count, offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = Reason("read failed at byte \(size): \(Errno.current.text)")
+                    return nil
+                }
+                if n == 0 { break }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer.memory[0..<n]))
+                size += n
+                offset += off_t(n)
+                progress?.advance(n)
             }
-            if n == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer.memory[0..<n]))
-            size += n
-            offset += off_t(n)
-            progress?.advance(n)
+            return Hex.encode(hasher.finalize())
         }
-        let digest = Hex.encode(hasher.finalize())
+        guard let digest = remembered else { return .failure(failure ?? Reason("cannot read")) }
+        if size < 0 {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return .failure(Reason("cannot stat: \(Errno.current.text)")) }
+            size = Int(st.st_size)
+            progress?.advance(size)
+        }
         let format: FileFormat
         if size == 0 {
             format = FormatIdentity.identify(ByteView([]), name: name)

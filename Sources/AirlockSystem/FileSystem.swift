@@ -30,3 +30,15 @@ package enum FileSystem {
     /// Releases a lease taken with `takeReadLease`.
     package static func releaseLease(_ fd: Int32) { _ = airlock_release_lease(fd) }
 }
+
+extension FileSystem {
+    /// The identity of the file open as `fd` (`statx` with the mount id, and `fstatfs`), or nil (with `errno`).
+    package static func identity(_ fd: Int32) -> FileIdentity? {
+        var raw = airlock_file_identity()
+        guard airlock_file_identity(fd, &raw) == 0 else { return nil }
+        return FileIdentity(
+            device: raw.device, inode: raw.inode, size: raw.size, modifiedNs: raw.mtime_ns, changedNs: raw.ctime_ns,
+            mountID: raw.mount_id, mountUnique: raw.mount_unique == 1, fileSystem: raw.fs_type, mode: raw.mode,
+            owner: raw.uid, links: raw.nlink)
+    }
+}

@@ -12,6 +12,9 @@
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,4 +75,32 @@ void airlock_drain(int fd) {
     char buf[4096];
     while (read(fd, buf, sizeof buf) > 0) {
     }
+}
+
+int airlock_file_identity(int fd, struct airlock_file_identity *out) {
+    /* The kernel's struct statx is 256 bytes; glibc 2.36's lacks stx_mnt_id (offset 144), so read it by offset. */
+    union {
+        struct statx stx;
+        unsigned char bytes[256];
+    } buf;
+    memset(&buf, 0, sizeof buf);
+    const unsigned int mnt_id = 0x1000U, mnt_id_unique = 0x4000U;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | mnt_id_unique, &buf) != 0) return -1;
+    struct statfs fs;
+    if (fstatfs(fd, &fs) != 0) return -1;
+    memset(out, 0, sizeof *out);
+    out->device = makedev(buf.stx.stx_dev_major, buf.stx.stx_dev_minor);
+    out->inode = buf.stx.stx_ino;
+    out->size = buf.stx.stx_size;
+    out->mtime_ns = (long long)buf.stx.stx_mtime.tv_sec * 1000000000LL + buf.stx.stx_mtime.tv_nsec;
+    out->ctime_ns = (long long)buf.stx.stx_ctime.tv_sec * 1000000000LL + buf.stx.stx_ctime.tv_nsec;
+    out->mode = buf.stx.stx_mode;
+    out->uid = buf.stx.stx_uid;
+    out->nlink = buf.stx.stx_nlink;
+    out->fs_type = (unsigned long long)fs.f_type;
+    if (buf.stx.stx_mask & (mnt_id | mnt_id_unique)) {
+        memcpy(&out->mount_id, buf.bytes + 144, sizeof out->mount_id);
+        out->mount_unique = (buf.stx.stx_mask & mnt_id_unique) ? 1 : 0;
+    }
+    return 0;
 }

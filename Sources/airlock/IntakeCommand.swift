@@ -10,6 +10,8 @@ import ArgumentParser
 extension Airlock {
     /// `airlock intake`: the quarantine stage of model intake.
     struct IntakeCommand: ParsableCommand {
+        @OptionGroup var digestCache: DigestCacheOptions
+
         static let configuration = CommandConfiguration(
             commandName: "intake",
             abstract:
@@ -48,6 +50,7 @@ extension Airlock {
         }
 
         func run() throws {
+            digestCache.apply()
             // Before any thread starts, so that every thread inherits the blocked stop signals.
             var signals: StopSignals?
             if watch {

@@ -6,6 +6,8 @@ import ArgumentParser
 extension Airlock {
     /// `airlock probe`: static analysis, then a detonation of every file whose loading can run code.
     struct Probe: ParsableCommand {
+        @OptionGroup var digestCache: DigestCacheOptions
+
         static let configuration = CommandConfiguration(
             commandName: "probe",
             abstract: "Is this model safe to load here? Static analysis, then loading it in the sandbox and watching.",
@@ -60,6 +62,7 @@ extension Airlock {
         }
 
         func run() throws {
+            digestCache.apply()
             var printer = ReportPrinter(format: format, verbose: verbose)
             switch try backend() {
             case .daemon(let daemon):

@@ -13,6 +13,8 @@ import ArgumentParser
 extension Airlock {
     /// `airlock manifest`: hashes a model and writes the manifest that pins it.
     struct ManifestCommand: ParsableCommand {
+        @OptionGroup var digestCache: DigestCacheOptions
+
         static let configuration = CommandConfiguration(
             commandName: "manifest",
             abstract:
@@ -83,6 +85,7 @@ extension Airlock {
         }
 
         func run() throws {
+            digestCache.apply()
             do {
                 let policy = try makePolicy()
                 var ignored = ignore
@@ -140,6 +143,8 @@ extension Airlock {
 
     /// `airlock verify`: is this the model that was meant?
     struct Verify: ParsableCommand {
+        @OptionGroup var digestCache: DigestCacheOptions
+
         static let configuration = CommandConfiguration(
             commandName: "verify",
             abstract: "Check a model against a manifest and/or an OpenSSF model-signing signature.",
@@ -198,6 +203,7 @@ extension Airlock {
         }
 
         func run() throws {
+            digestCache.apply()
             let verification: Verification
             do {
                 var request = VerificationRequest(ignore: ignore, threads: threads)

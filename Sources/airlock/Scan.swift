@@ -9,6 +9,8 @@ extension ReportFormat: ExpressibleByArgument {}
 extension Airlock {
     /// `airlock scan`: static analysis only.
     struct Scan: ParsableCommand {
+        @OptionGroup var digestCache: DigestCacheOptions
+
         static let configuration = CommandConfiguration(
             commandName: "scan",
             abstract: "Read model files without loading them: format, structure, imports, verdict.",
@@ -40,6 +42,7 @@ extension Airlock {
         }
 
         func run() throws {
+            digestCache.apply()
             var printer = ReportPrinter(format: format, verbose: verbose)
             if let socket = socket ?? Remote.socket {
                 try Remote.run(DaemonBackend(socket: socket, method: .scan), paths: paths, printer: &printer)

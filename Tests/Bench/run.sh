@@ -23,6 +23,9 @@
 #      and two), its peak RSS, and models per minute through `airlock intake --once` for 50 small safetensors and 50
 #      small PyTorch files at 1 and 2 workers, in Tests/Bench/provenance.sh (run after daemon.sh;
 #      BENCH_PROVENANCE=0 skips it, its own knobs are described there).
+#  9b. large checkpoints and the digest cache: `airlock scan` of a 20-repository Hugging Face cache (about 4 GB)
+#      cold and warm against picklescan and sha256sum, and peak memory, in Tests/Bench/hfcache.sh (run after
+#      provenance.sh; BENCH_HFCACHE=0 skips it; about 5 minutes, most of it writing the tree).
 #  10. a flood of refused execs with control bytes in argv (issue 11, class 4): a 5 s-deadline probe, locally and
 #      through airlockd: wall time, report size, supervisor peak RSS, in Tests/Bench/flood.sh (BENCH_FLOOD=0 skips
 #      it, its own knobs are described there).
@@ -346,6 +349,11 @@ fi
 if [ "${BENCH_PROVENANCE:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/provenance.sh"
+fi
+
+if [ "${BENCH_HFCACHE:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/hfcache.sh"
 fi
 
 if [ "${BENCH_FLOOD:-1}" != 0 ]; then

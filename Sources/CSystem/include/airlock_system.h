@@ -34,6 +34,24 @@ void airlock_drain(int fd);
 int airlock_set_read_lease(int fd);
 int airlock_release_lease(int fd);
 
+/* What identifies a file's content without reading it (the digest cache's key). */
+struct airlock_file_identity {
+    unsigned long long device;   /* st_dev, as makedev(major, minor) */
+    unsigned long long inode;
+    unsigned long long size;
+    long long mtime_ns;          /* nanoseconds since the epoch */
+    long long ctime_ns;
+    unsigned long long mount_id; /* statx's mount id: unique for the boot when mount_unique is 1 */
+    unsigned long long fs_type;  /* statfs f_type of the file's file system */
+    unsigned int mode;           /* st_mode */
+    unsigned int uid;
+    unsigned int nlink;
+    int mount_unique;            /* 1: STATX_MNT_ID_UNIQUE (never reused before a reboot), 0: STATX_MNT_ID or none */
+};
+
+/* statx(fd, AT_EMPTY_PATH) with the mount id (the unique one where the kernel has it) and fstatfs's f_type. */
+int airlock_file_identity(int fd, struct airlock_file_identity *out);
+
 #ifdef __cplusplus
 }
 #endif
