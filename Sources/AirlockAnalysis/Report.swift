@@ -47,6 +47,9 @@ public struct Report: Sendable {
     /// The modules the file's pickles import (`sklearn.ensemble._forest`, `torch._utils`): set by the static analysis, read by the
     /// probe to choose the loader and what to import at start-up. Not part of the JSON.
     public var modules: Set<String> = []
+    /// Whether the file is a GGUF model with a chat template (consumers render it with Jinja): set by the static
+    /// analysis, read by the probe to choose the harness. Not part of the JSON.
+    public var chatTemplate = false
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 

@@ -50,6 +50,7 @@ public enum StaticScanner {
             error: analysis.error)
         report.objectArrays = analysis.hints.objectArrays
         report.modules = analysis.hints.modules
+        report.chatTemplate = analysis.hints.chatTemplate
         return report
     }
 
@@ -97,7 +98,10 @@ public enum StaticScanner {
         case .safetensors:
             findings += SafetensorsParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .gguf:
-            findings += GGUFParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+            let gguf = GGUFParser.parse(view, budget: budget)
+            findings += gguf.observations.map(ObservationRules.finding)
+            findings += TemplateFindings.gguf(view, gguf)
+            hints.chatTemplate = !gguf.chatTemplates.isEmpty
         case .hdf5:
             findings += KerasFindings.hdf5(view)
         case .onnx:
@@ -112,10 +116,15 @@ public enum StaticScanner {
                         evidence: Evidence(details: [("compression", kind)])
                     ))
             }
-        case .json, .python:
+        case .json:
+            findings += TemplateFindings.json(view)
+        case .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
+        }
+        if format == .unknown || format == .json, TemplateFindings.isTemplateFile(name) {
+            findings += TemplateFindings.file(view)
         }
         return Analysis(format: format, findings: findings, hints: hints)
     }
@@ -269,6 +278,8 @@ enum NumPyFindings {
 struct LoadHints {
     /// Whether a NumPy array holds Python objects.
     var objectArrays = false
+    /// Whether a GGUF file carries a chat template (rendered with Jinja by its consumers).
+    var chatTemplate = false
     /// Modules imported by the file's pickles (`sklearn.ensemble._forest`), at most `maxModules`.
     var modules: Set<String> = []
     static let maxModules = 256
