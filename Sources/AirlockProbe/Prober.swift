@@ -111,7 +111,7 @@ public enum Prober {
     static func harnessFormat(_ report: Report) -> HarnessFormat? {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         // Only object arrays carry a pickle; numeric arrays are data.
-        return HarnessFormat(format, objectArrays: report.objectArrays)
+        return HarnessFormat(format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate)
     }
 
     /// The info finding that says why no detonation ran.
@@ -119,7 +119,10 @@ public enum Prober {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         let reason: String
         switch format {
-        case .safetensors, .gguf:
+        case .gguf:
+            reason =
+                "gguf carries tensors and metadata only, and this file has no chat template: loading it runs no code, so the static analysis is the whole answer"
+        case .safetensors:
             reason =
                 "\(format.rawValue) carries tensors and metadata only: loading it runs no code, so the static analysis is the whole answer"
         case .numpy, .npz:

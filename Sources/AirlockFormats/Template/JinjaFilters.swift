@@ -74,7 +74,7 @@ extension JinjaAnalyser {
                 note(
                     "template.global-attribute",
                     "the template reads an attribute of the global \(g): the way out of Jinja's namespace", at: at,
-                    ("global", g))
+                    ("jinjaGlobal", g))
             }
             return stringy == .built ? .built : .unknown
         case "map":

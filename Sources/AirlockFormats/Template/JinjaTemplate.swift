@@ -100,8 +100,10 @@ struct JinjaAnalyser {
         self.details = details
     }
 
-    mutating func note(_ kind: String, _ message: String, at offset: Int, _ extra: (String, String)...) {
-        guard seen.insert(kind + "\u{0}" + message).inserted else { return }
+    mutating func note(
+        _ kind: String, _ message: String, at offset: Int, once key: String? = nil, _ extra: (String, String)...
+    ) {
+        guard seen.insert(kind + "\u{0}" + (key ?? message)).inserted else { return }
         var d = details
         d.append(("templateOffset", String(offset)))
         d += extra
@@ -119,17 +121,17 @@ struct JinjaAnalyser {
             note(
                 "template.sandbox-escape",
                 "the template reaches \(hit) (\(how) \"\(shown)\"): a loader that renders it outside Jinja's sandbox runs arbitrary Python",
-                at: offset, ("name", shown))
+                at: offset, once: hit, ("name", shown))
         } else if name.contains("__") {
             note(
                 "template.dunder-access",
                 "the template reaches a special attribute (\(how) \"\(shown)\"): no chat template needs Python's internals",
-                at: offset, ("name", shown))
+                at: offset, once: shown, ("name", shown))
         } else if name.hasPrefix("_") {
             note(
                 "template.private-attribute",
                 "the template reaches a private attribute (\(how) \"\(shown)\"), which Jinja's sandbox refuses",
-                at: offset, ("name", shown))
+                at: offset, once: shown, ("name", shown))
         } else if JinjaTemplate.codeNames.contains(name) {
             note(
                 "template.code-name", "the template names \(shown), a Python function that runs processes or code",
