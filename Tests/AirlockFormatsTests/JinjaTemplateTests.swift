@@ -18,7 +18,8 @@ struct JinjaTemplateTests {
             #"{% set a = "__glo" %}{% set b = a ~ "bals__" %}{{ x|attr(b) }}"#,
             #"{{ x|attr(("__glo" if y else "zz") ~ "bals__") }}"#, #"{{ x[("__glo" or "q") ~ "bals__"] }}"#,
             #"{{ x|attr("{}bals__".format("__glo")) }}"#, #"{{ x|attr("__globals__,y".split(",")|first) }}"#,
-            #"{{ x|attr("__glo" "bals__") }}"#,
+            #"{{ x|attr("__glo" "bals__") }}"#, #"{% set ns = namespace(a="__glo" ~ "bals__") %}{{ x[ns.a] }}"#,
+            #"{{ dict(k=["__glo", "bals__"]|join) }}"#,
             #"{% set ns = namespace() %}{% set ns.a = "__globals__"[0:11] %}{{ x[ns.a] }}"#,
         ])
     func built(_ template: String) {
@@ -30,7 +31,8 @@ struct JinjaTemplateTests {
         arguments: [
             #"{{ x|attr(y) }}"#, #"{{ x|attr(lipsum|string|first) }}"#, #"{{ x[(cycler|string)[3] ~ "a"] }}"#,
             #"{% for c in "ab" %}{% set ns.s = ns.s ~ c %}{% endfor %}{{ x[ns.s] }}"#,
-            #"{{ x|map("attr", y|string)|list }}"#,
+            #"{{ x|map("attr", y|string)|list }}"#, #"{{ cycler[bos_token][eos_token] }}"#,
+            #"{{ x|groupby(unk_token) }}"#, #"{% macro m() %}a{% endmacro %}{{ x|attr(m() ~ "b") }}"#,
         ])
     func hidden(_ template: String) {
         let k = kinds(template)
@@ -63,6 +65,13 @@ struct JinjaTemplateTests {
         #expect(kinds(String(repeating: "text ", count: 60_000) + "{{ x }}").contains("template.too-large"))
         #expect(kinds("{{ 'x' * 10**12 }}").contains("template.resource-exhaustion"))
         #expect(kinds("{{ range(10000000)|list }}").contains("template.resource-exhaustion"))
+        // Values nested through variables stay bounded (no recursion the template controls).
+        var chain = "{% set a = 'x' %}"
+        for _ in 0..<20_000 { chain += "{% set a = [a] %}" }
+        #expect(!kinds(chain + "{{ x[a] }}").contains("template.sandbox-escape"))
+        // A replacement that would grow a string past the bound is not computed.
+        let bomb = "{% set s = 'a' * 4000 %}" + String(repeating: "{{ s|replace('', s) }}", count: 2000)
+        #expect(kinds(bomb).isEmpty)
         var big = "{% set a = 'a' %}"
         for _ in 0..<200 { big += "{% set a = a ~ a %}" }
         #expect(!kinds(big + "{{ x[a] }}").contains("template.sandbox-escape"))

@@ -25,13 +25,18 @@ extension JinjaAnalyser {
             let v = try expression()
             if items.count < JinjaValue.maxList { items.append(v) }
         }
-        return .list(items)
+        return JinjaValue.nested(items)
     }
 
     mutating func expression() throws(Fail) -> JinjaValue {
         try enter()
         defer { depth -= 1 }
+        let at = offset
         var v = try orExpr()
+        defer {
+            // Every string the template computes is judged, wherever it goes (a keyword argument, a namespace).
+            if case .strs(let xs) = v { for x in xs { check(string: x, at: at) } }
+        }
         while isName("if") {
             p += 1
             _ = try orExpr()
@@ -188,7 +193,10 @@ extension JinjaAnalyser {
                     p += 2
                 }
                 if let v = env[key] { return v }
-                return JinjaTemplate.globals.contains(n) ? .global(n) : .unknown
+                if JinjaTemplate.globals.contains(n) { return .global(n) }
+                // Strings the model's own files supply (GGUF token texts, tokenizer_config.json): the template's
+                // author chose them, and the analyser does not know them.
+                return JinjaTemplate.modelStrings.contains(n) ? .built : .unknown
             }
         case .string(let s, let exact):
             p += 1
@@ -220,7 +228,7 @@ extension JinjaAnalyser {
                 p += 1
             }
             try expect("]")
-            return .list(items)
+            return JinjaValue.nested(items)
         case .op("{"):
             p += 1
             while !isOp("}") {

@@ -100,13 +100,20 @@ extension JinjaAnalyser {
             switch v {
             case .list(let items):
                 var parts: [String] = []
+                var size = 0
                 for item in items {
                     guard let s = item.strings, s.count == 1 else { return .built }
+                    size += s[0].utf8.count + sep[0].utf8.count
+                    guard size <= JinjaValue.maxLength else { return .built }
                     parts.append(s[0])
                 }
                 let joined = parts.joined(separator: sep[0])
                 return joined.utf8.count <= JinjaValue.maxLength ? .str(joined) : .built
-            case .strs: return JinjaValue.map(v) { $0.map(String.init).joined(separator: sep[0]) }
+            case .strs:
+                return JinjaValue.map(v) { s in
+                    s.count * (sep[0].utf8.count + 4) <= JinjaValue.maxLength
+                        ? s.map(String.init).joined(separator: sep[0]) : nil
+                }
             default: return .built
             }
         case "replace":
@@ -189,6 +196,9 @@ extension String {
     /// Every occurrence of `old` replaced by `new` (Python's `str.replace`; an empty `old` inserts `new` between
     /// characters).
     func replacingAll(_ old: String, with new: String) -> String? {
+        // The largest result first, so that no input makes a large string only to throw it away.
+        let pieces = old.isEmpty ? count + 1 : utf8.count / max(1, old.utf8.count) + 1
+        guard utf8.count + pieces * new.utf8.count <= JinjaValue.maxLength else { return nil }
         if old.isEmpty {
             return new + map { String($0) + new }.joined()
         }

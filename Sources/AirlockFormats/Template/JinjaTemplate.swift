@@ -28,9 +28,17 @@ public enum JinjaTemplate {
     public static let maxTokens = 1_000_000
     /// Deepest expression nesting followed.
     public static let maxDepth = 48
+    /// Most bytes of computed strings searched for names per template.
+    public static let maxSearched = 16 << 20
     /// Most observations kept per template.
     public static let maxObservations = 64
 
+    /// Context variables whose values come from the model's own files (GGUF token texts, `tokenizer_config.json`):
+    /// an attribute named by one of them is named by the template's author, out of the analyser's sight.
+    public static let modelStrings: Set<String> = [
+        "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token",
+        "additional_special_tokens",
+    ]
     /// Names that lead from a template's objects to Python's module globals, built-ins or every class.
     public static let escapeNames: [String] = [
         "__subclasses__", "__globals__", "__builtins__", "__import__", "__loader__", "__spec__", "f_globals",
@@ -88,6 +96,9 @@ struct JinjaAnalyser {
     let details: [(String, String)]
     var log = ObservationLog(prefix: "template", cap: JinjaTemplate.maxObservations)
     var seen = Set<String>()
+    /// Strings already searched for names, and how many bytes were.
+    var checked = Set<String>()
+    var searched = 0
     var env: [String: JinjaValue] = [:]
     var loops = 0
     var depth = 0
@@ -142,6 +153,16 @@ struct JinjaAnalyser {
     /// Judges a constant string: names hidden in strings reach attributes through filters (`|attr`, `map`,
     /// `selectattr`, `str.format` fields).
     mutating func check(string: String, at offset: Int) {
+        // Only strings with an underscore can hold a name worth reporting; each distinct string is searched once,
+        // and the bytes searched are bounded (past the bound the template is reported, not searched further).
+        guard string.utf8.contains(0x5F), checked.count < 65536, checked.insert(string).inserted else { return }
+        searched += string.utf8.count
+        guard searched <= JinjaTemplate.maxSearched else {
+            note(
+                "template.budget", "the template computes more strings than the analyser searches", at: offset,
+                once: "searched")
+            return
+        }
         if JinjaTemplate.escapeNames.contains(where: { string.contains($0) }) || string.contains("__") {
             check(name: string, how: "string", at: offset)
         }

@@ -23,6 +23,27 @@ indirect enum JinjaValue: Equatable {
 
     static func str(_ s: String) -> JinjaValue { .strs([s]) }
 
+    /// Deepest nesting of lists kept (values built through `set` could otherwise nest without bound).
+    static let maxNesting = 8
+
+    /// How deeply lists nest in this value; bounded by `maxNesting` + 1, since every nested list is made by
+    /// `nested(_:)`.
+    var nesting: Int {
+        switch self {
+        case .list(let items): 1 + (items.map(\.nesting).max() ?? 0)
+        case .method(_, let base): base.nesting
+        default: 0
+        }
+    }
+
+    /// A list of `items`, or an unevaluated value when it would nest deeper than `maxNesting`.
+    static func nested(_ items: [JinjaValue]) -> JinjaValue {
+        guard items.allSatisfy({ $0.nesting < maxNesting }) else {
+            return items.contains { $0.isStringLike } ? .built : .unknown
+        }
+        return .list(items)
+    }
+
     /// Candidate strings when the value is a string constant, or an integer shown as one.
     var strings: [String]? {
         switch self {
