@@ -117,7 +117,7 @@ public enum StaticScanner {
                     ))
             }
         case .json:
-            findings += TemplateFindings.json(view)
+            findings += TemplateFindings.json(view, name: name)
         case .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:

@@ -32,13 +32,32 @@ enum TemplateFindings {
         return JinjaTemplate.analyse(bytes).map(ObservationRules.finding)
     }
 
+    /// The files transformers reads a `chat_template` member from.
+    static let configNames: Set<String> = ["tokenizer_config.json", "chat_template.json", "processor_config.json"]
+
     /// The `chat_template` of a JSON object, when the file has one; offsets are within the template, whose JSON
-    /// member the evidence names.
-    static func json(_ view: ByteView) -> [Finding] {
-        guard view.count <= maxJSONBytes, KerasFindings.contains(view, Array("\"chat_template\"".utf8)) else {
-            return []
+    /// member the evidence names. The files transformers reads templates from are always parsed (a key spelled with
+    /// `\u` escapes is still `chat_template` to Python's json); other JSON files only when the key appears as is.
+    static func json(_ view: ByteView, name: String) -> [Finding] {
+        let base = name.split(separator: "/").last.map(String.init) ?? name
+        guard view.count <= maxJSONBytes,
+            configNames.contains(base) || KerasFindings.contains(view, Array("chat_template".utf8))
+        else { return [] }
+        let tree: JSON
+        do {
+            tree = try JSON.parse(view.array, maxDepth: 64)
+        } catch {
+            guard KerasFindings.contains(view, Array("template".utf8)) || KerasFindings.contains(view, [0x5C, 0x75])
+            else { return [] }
+            return [
+                Finding(
+                    rule: "template.malformed", severity: .medium,
+                    message:
+                        "the file may hold a chat template but is not strict JSON (\(error.description)); Python's json reads duplicate keys (the last wins) and other laxities, so the template it reads is not analysed",
+                    evidence: Evidence(member: "chat_template"))
+            ]
         }
-        guard case .object(let members) = try? JSON.parse(view.array, maxDepth: 64) else { return [] }
+        guard case .object(let members) = tree else { return [] }
         var out: [Finding] = []
         for (key, value) in members where key == "chat_template" {
             switch value {

@@ -53,4 +53,20 @@ struct TemplateScanTests {
         try Data(#"{"chat_template": 7}"#.utf8).write(to: URL(fileURLWithPath: dir + "/chat_template.json"))
         #expect(StaticScanner.scan(file: dir + "/chat_template.json").findings.map(\.rule) == ["template.malformed"])
     }
+
+    @Test("a key spelled with escapes or written twice does not hide a template from the analysis")
+    func jsonSpellings() throws {
+        let dir = NSTemporaryDirectory() + "airlock-spelling-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let escaped = #"{"\u0063hat_template": "{{ cycler.__init__.__globals__ }}"}"#
+        try Data(escaped.utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let r = StaticScanner.scan(file: dir + "/tokenizer_config.json")
+        #expect(r.verdict == .malicious, "\(r.findings.map(\.rule))")
+        let twice = #"{"chat_template": "{{ x }}", "chat_template": "{{ cycler.__init__.__globals__ }}"}"#
+        try Data(twice.utf8).write(to: URL(fileURLWithPath: dir + "/chat_template.json"))
+        let d = StaticScanner.scan(file: dir + "/chat_template.json")
+        #expect(
+            d.verdict == .suspicious && d.findings.map(\.rule) == ["template.malformed"], "\(d.findings.map(\.rule))")
+    }
 }
