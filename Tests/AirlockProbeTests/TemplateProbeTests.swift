@@ -44,4 +44,23 @@ struct TemplateProbeTests {
         #expect(report.detonation == nil)
         #expect(report.findings.contains { $0.rule == "probe.static-only" })
     }
+
+    @Test("template reports of scan and probe validate against docs/report.schema.json")
+    func schema() throws {
+        let bait = try Bait()
+        let dir = try generateSamples("templates.py", bait.args)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scan = try runCLI(["scan", "--format", "json", dir])
+        let probe = try runCLI(
+            ["probe", "--format", "json", "\(dir)/probe/touch.gguf", "\(dir)/probe/benign.gguf"], timeout: 120)
+        #expect(probe.stdout.split(separator: "\n").count == 2, "\(probe.stderr)")
+        try scan.stdout.write(toFile: "\(dir)/scan.jsonl", atomically: true, encoding: .utf8)
+        try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
+        let validation = try SchemaValidation.python([
+            "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json", "\(dir)/scan.jsonl",
+            "\(dir)/probe.jsonl",
+        ])
+        #expect(validation.status == 0, "\(validation.output)")
+        try bait.checkUntouched()
+    }
 }
