@@ -48,6 +48,7 @@ struct JinjaTemplateTests {
             "{{ x[y] }}", "{%- set ns = namespace(a=1) -%}{{ ns.a }}{%+ if x +%}y{% endif %}",
             "{{ {'a': {'b': 1}}['a'] }}", "{% macro f(a, b=2) %}{{ a }}{% endmacro %}{{ f(1) }}",
             "{{ x is divisibleby 3 }}{{ x is not none }}{{ -1 ** 2 }}", "{{ 0x1F + 0o7 + 0b1 + 1_000 + 1.5e3 }}",
+            "{% set system = messages[0].content %}{% for _ in range(2) %}{{ system }}{% endfor %}{% set _x = 1 %}",
         ] {
             #expect(kinds(t).isEmpty, "\(t): \(kinds(t))")
         }

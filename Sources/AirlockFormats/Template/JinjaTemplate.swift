@@ -125,8 +125,10 @@ struct JinjaAnalyser {
 
     // MARK: names
 
-    /// Judges an attribute name the template reaches (written, or evaluated from what it built).
-    mutating func check(name: String, how: String, at offset: Int) {
+    /// Judges an attribute name the template reaches (written, or evaluated from what it built). For a plain name
+    /// token (`attribute` false: a variable, a keyword argument) only `__…__` names count: `_` and `system` are
+    /// ordinary variable names.
+    mutating func check(name: String, how: String, at offset: Int, attribute: Bool = true) {
         let shown = String(name.prefix(120))
         if let hit = JinjaTemplate.escapeNames.first(where: { name.contains($0) }) {
             note(
@@ -138,6 +140,8 @@ struct JinjaAnalyser {
                 "template.dunder-access",
                 "the template reaches a special attribute (\(how) \"\(shown)\"): no chat template needs Python's internals",
                 at: offset, once: shown, ("name", shown))
+        } else if !attribute {
+            return
         } else if name.hasPrefix("_") {
             note(
                 "template.private-attribute",
@@ -216,7 +220,7 @@ struct JinjaAnalyser {
         // Every name and string literal, whether or not the parser understands the tag around it.
         for t in tokens {
             switch t.kind {
-            case .name(let n): check(name: n, how: "name", at: t.offset)
+            case .name(let n): check(name: n, how: "name", at: t.offset, attribute: false)
             case .string(let s, let exact):
                 check(string: s, at: t.offset)
                 if !exact {
