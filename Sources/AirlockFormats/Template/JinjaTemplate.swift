@@ -129,6 +129,8 @@ struct JinjaAnalyser {
     /// token (`attribute` false: a variable, a keyword argument) only `__…__` names count: `_` and `system` are
     /// ordinary variable names.
     mutating func check(name: String, how: String, at offset: Int, attribute: Bool = true) {
+        // Every escape name, dunder and private name has an underscore: most names are passed over at once.
+        guard name.utf8.contains(0x5F) || (attribute && JinjaTemplate.codeNames.contains(name)) else { return }
         let shown = String(name.prefix(120))
         if let hit = JinjaTemplate.escapeNames.first(where: { name.contains($0) }) {
             note(
