@@ -6,7 +6,8 @@
 
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
-`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz; or hf-remote-code,
+`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, gguf (a model with a
+chat template: airlock_templates.py); or hf-remote-code,
 a repository with remote code packed by `airlock probe` (airlock_remote_code.py). `--consumer` says
 which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
 `--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
@@ -29,7 +30,8 @@ status; the sandbox's processes and this process's threads and timer handlers. T
     0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
        `airlock-harness: left-behind threads=N` when the model left threads running
 Detail lines on stderr: `runtime JSON` (before `load`: the interpreter and the libraries imported at start-up),
-`weights-only accepted|refused …|unsupported` (before torch.load(weights_only=False) runs), `imported A,B` and
+`weights-only accepted|refused …|unsupported` (before torch.load(weights_only=False) runs), `template-sandbox
+accepted|refused|raised KEY …` (a GGUF chat template in Jinja's sandbox, before it is rendered unsandboxed), `imported A,B` and
 `stand-ins A,B` (after the loader returned; the model could have printed them too).
     2  usage error
     3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
@@ -48,6 +50,7 @@ import time
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
 import airlock_remote_code
+import airlock_templates
 from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
                                version_of)
 
@@ -440,6 +443,8 @@ LOADERS = {
     "numpy": load_numpy,
     "npz": load_npz,
     "hf-remote-code": airlock_remote_code.load,
+    # A GGUF model's chat templates, rendered as transformers (sandboxed) and llama-cpp-python (unsandboxed) do.
+    "gguf": lambda f: airlock_templates.load(f, say, real),
 }
 # Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
 # model constructed from its config).

@@ -201,42 +201,78 @@ enum KerasFindings {
             ]
         }
         var out: [Finding] = []
-        var stack: [JSON] = [tree]
+        // Each node with whether it lies inside a Lambda layer (whose finding already carries its function's code).
+        var stack: [(JSON, Bool)] = [(tree, false)]
         var visited = 0
-        while let node = stack.popLast(), visited < 1_000_000 {
+        while let (node, inLambda) = stack.popLast(), visited < 1_000_000 {
             visited += 1
             switch node {
             case .object(let members):
                 var className: String?
                 var module: String?
                 var name: String?
+                var registered: String?
+                var function: JSON?
+                var functionType: String?
                 for (k, v) in members {
                     if case .string(let s) = v {
                         if k == "class_name" { className = s }
                         if k == "module" { module = s }
                         if k == "name" { name = s }
+                        if k == "registered_name" { registered = s }
+                        if k == "function_type" { functionType = s }
                     }
-                    stack.append(v)
+                    if k == "function" { function = v }
+                    if k == "config", case .object(let inner) = v {
+                        // Keras 2 keeps a Lambda's function inside its layer config.
+                        for (ik, iv) in inner {
+                            if ik == "function" { function = function ?? iv }
+                            if ik == "function_type", case .string(let s) = iv { functionType = s }
+                            if ik == "name", case .string(let s) = iv { name = name ?? s }
+                        }
+                    }
                 }
-                if className == "Lambda" || className == "__lambda__" {
+                let isLambda = className == "Lambda"
+                stack += members.map { ($0.1, inLambda || isLambda) }
+                if className == "__lambda__" && inLambda {
+                    // Reported with its layer.
+                } else if className == "Lambda" || className == "__lambda__" {
+                    var details = name.map { [("layer", $0)] } ?? []
+                    if className == "__lambda__" {
+                        details += KerasCode.evidence(.object(members))
+                    } else if let function, functionType != "function" {
+                        // Keras 3's {"class_name": "__lambda__", "config": {"code": …}}, Keras 2's [code, …, …].
+                        details += KerasCode.evidence(function)
+                    } else if let function, case .string(let f) = function {
+                        details.append(("function", String(f.prefix(200))))
+                    }
+                    let names = details.first { $0.0 == "codeNames" }.map { ": its code names \($0.1)" } ?? ""
                     out.append(
                         Finding(
                             rule: "keras.lambda", severity: .critical,
                             message:
-                                "a \(className!) \(className == "Lambda" ? "layer" : "function") carries serialized Python code that runs when the model is loaded",
-                            evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])
+                                "a \(className!) \(className == "Lambda" ? "layer" : "function") carries serialized Python code that runs when the model is loaded\(names)",
+                            evidence: Evidence(member: member, details: details)
                         ))
+                } else if let className, let reason = KerasFindings.codeLayers[className] {
+                    out.append(
+                        Finding(
+                            rule: "keras.code-layer", severity: .high,
+                            message: "a \(className) layer \(reason)",
+                            evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])))
                 } else if let module, !module.hasPrefix("keras"), !module.hasPrefix("builtins"), className != nil {
                     out.append(
                         Finding(
                             rule: "keras.custom-object", severity: .medium,
                             message:
                                 "custom object \(className!) from module \(module): loading imports code outside Keras",
-                            evidence: Evidence(member: member, global: "\(module).\(className!)")
+                            evidence: Evidence(
+                                member: member, global: "\(module).\(className!)",
+                                details: registered.map { [("registeredName", $0)] } ?? [])
                         ))
                 }
             case .array(let items):
-                stack.append(contentsOf: items)
+                stack += items.map { ($0, inLambda) }
             default:
                 break
             }
@@ -244,9 +280,79 @@ enum KerasFindings {
         return out
     }
 
-    /// Legacy Keras HDF5: the model config is a JSON string attribute. Without an HDF5 parser, look for a Lambda
-    /// layer in the bytes.
+    /// Layers that run more than Keras's own code: TensorFlow functions by name, or a SavedModel's graph.
+    static let codeLayers: [String: String] = [
+        "TFOpLambda": "calls the TensorFlow function its config names (any tf.* op, tf.io and tf.raw_ops included)",
+        "SlicingOpLambda": "calls the TensorFlow function its config names",
+        "TFSMLayer": "loads a TensorFlow SavedModel from the path in its config and runs its graph",
+    ]
+
+    /// Legacy Keras HDF5: the model config is a JSON string attribute of the root group (`model_config`). The JSON
+    /// is located in the bytes (h5py writes attribute strings contiguously, in the object header or the global heap)
+    /// and read as `config.json` is; if none parses, fall back to looking for a Lambda layer in the bytes.
     static func hdf5(_ view: ByteView) -> [Finding] {
+        let configs = locateConfigs(view)
+        if !configs.isEmpty {
+            return configs.flatMap { c in
+                config(c.bytes, member: nil).map { f in
+                    var f = f
+                    f.evidence.offset = c.offset
+                    return f
+                }
+            }
+        }
+        return searchLambda(view)
+    }
+
+    /// The JSON objects starting `{"class_name"` in the file (at most 16, each at most 64 MiB), by a bounded scan
+    /// for the matching brace outside strings.
+    static func locateConfigs(_ view: ByteView) -> [(offset: Int, bytes: ByteView)] {
+        let needle = Array(#"{"class_name""#.utf8)
+        var out: [(Int, ByteView)] = []
+        view.withUnsafeBytes { buf in
+            var i = 0
+            while i + needle.count <= buf.count, out.count < 16 {
+                guard buf[i] == needle[0], (0..<needle.count).allSatisfy({ buf[i + $0] == needle[$0] }) else {
+                    i += 1
+                    continue
+                }
+                var depth = 0
+                var inString = false
+                var j = i
+                let limit = min(buf.count, i + (64 << 20))
+                var end: Int?
+                while j < limit {
+                    let c = buf[j]
+                    if inString {
+                        if c == UInt8(ascii: "\\") { j += 1 } else if c == UInt8(ascii: "\"") { inString = false }
+                    } else if c == UInt8(ascii: "\"") {
+                        inString = true
+                    } else if c == UInt8(ascii: "{") {
+                        depth += 1
+                    } else if c == UInt8(ascii: "}") {
+                        depth -= 1
+                        if depth == 0 {
+                            end = j + 1
+                            break
+                        }
+                    } else if c == 0 {
+                        break
+                    }
+                    j += 1
+                }
+                guard let end, let slice = view.slice(i, end - i), (try? JSON.parse(slice.array, maxDepth: 256)) != nil
+                else {
+                    i += 1
+                    continue
+                }
+                out.append((i, slice))
+                i = end
+            }
+        }
+        return out
+    }
+
+    static func searchLambda(_ view: ByteView) -> [Finding] {
         let needles = [Array(#""class_name": "Lambda""#.utf8), Array(#""class_name":"Lambda""#.utf8)]
         for needle in needles where contains(view, needle) {
             return [

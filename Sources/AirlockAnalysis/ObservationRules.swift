@@ -51,6 +51,13 @@ public enum ObservationRules {
         "torchscript.unreadable": .medium,
         // NumPy: an object array is a pickle, scanned as such
         "numpy.object-dtype": .low,
+        // chat templates (Jinja2): a name out of Jinja's namespace runs code in loaders that render unsandboxed
+        "template.sandbox-escape": .critical, "template.dunder-access": .medium, "template.private-attribute": .medium,
+        "template.dynamic-attribute": .medium, "template.global-attribute": .medium, "template.code-name": .medium,
+        "template.unusual": .medium, "template.too-large": .medium, "template.too-deep": .medium,
+        "template.budget": .medium, "template.malformed": .medium, "template.unparsed": .medium,
+        "template.unevaluated-string": .medium, "template.dunder-text": .medium,
+        "template.resource-exhaustion": .medium, "template.observations-truncated": .medium,
         // names
         "format.name-mismatch": .medium, "format.unknown": .medium,
         // Hugging Face cache (HubCache): what huggingface_hub never writes

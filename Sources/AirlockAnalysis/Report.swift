@@ -55,6 +55,9 @@ public struct Report: Sendable {
     /// ONNX tensors whose data lives in other files: set by the static analysis, checked against the model's folder
     /// where the caller named it (`ONNXExternalFiles`). Not part of the JSON.
     public var externalData: [ONNXExternalReference] = []
+    /// Whether the file is a GGUF model with a chat template (consumers render it with Jinja): set by the static
+    /// analysis, read by the probe to choose the harness. Not part of the JSON.
+    public var chatTemplate = false
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 

@@ -53,6 +53,7 @@ public enum StaticScanner {
         report.objectArrays = analysis.hints.objectArrays
         report.modules = analysis.hints.modules
         report.externalData = analysis.externalData
+        report.chatTemplate = analysis.hints.chatTemplate
         return report
     }
 
@@ -110,7 +111,10 @@ public enum StaticScanner {
         case .safetensors:
             findings += SafetensorsParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
         case .gguf:
-            findings += GGUFParser.parse(view, budget: budget).observations.map(ObservationRules.finding)
+            let gguf = GGUFParser.parse(view, budget: budget)
+            findings += gguf.observations.map(ObservationRules.finding)
+            findings += TemplateFindings.gguf(view, gguf)
+            hints.chatTemplate = !gguf.chatTemplates.isEmpty
         case .hdf5:
             findings += KerasFindings.hdf5(view)
         case .onnx:
@@ -145,10 +149,14 @@ public enum StaticScanner {
                 let packed = CompressedScanner.analyse(view, kind: .lzma, name: name, budget: budget, depth: depth)
                 if packed.format != .unknown || !packed.compression.isEmpty { return packed }
             }
+            findings += TemplateFindings.json(view, name: name)
         case .python:
             break
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
+        }
+        if format == .unknown || format == .json, TemplateFindings.isTemplateFile(name) {
+            findings += TemplateFindings.file(view)
         }
         return Analysis(format: format, findings: findings, hints: hints, externalData: externalData)
     }
@@ -335,6 +343,8 @@ enum NumPyFindings {
 struct LoadHints {
     /// Whether a NumPy array holds Python objects.
     var objectArrays = false
+    /// Whether a GGUF file carries a chat template (rendered with Jinja by its consumers).
+    var chatTemplate = false
     /// Modules imported by the file's pickles (`sklearn.ensemble._forest`), at most `maxModules`.
     var modules: Set<String> = []
     static let maxModules = 256

@@ -21,6 +21,7 @@ public struct ConsumerPlan: Sendable, Equatable {
     public static let libraries: Set<String> = [
         "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
         "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
+        "jinja2",
     ]
     /// transformers' modules that loading a repository with remote code uses, imported lazily by transformers
     /// itself: imported at start-up so that their imports (huggingface_hub, safetensors, torch's submodules) are not
@@ -45,6 +46,7 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .numpy, .npz: wanted = ["numpy"]
         case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
         case .hfRemoteCode: wanted = ["torch", "transformers"] + ConsumerPlan.transformersModules
+        case .gguf: wanted = ["jinja2", "jinja2.sandbox"]
         }
         wanted += modules.filter(ConsumerPlan.importableAtStartup).sorted()
         var seen = Set<String>()

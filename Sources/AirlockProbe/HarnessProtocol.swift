@@ -27,11 +27,16 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
     /// A repository with remote code (`auto_map`), passed as a `RepositoryPack`: its modules imported, its config
     /// built and its model constructed as transformers does with `trust_remote_code=True`. Never a file's format.
     case hfRemoteCode = "hf-remote-code"
+    /// A GGUF model with a chat template: the template read from the file inside the sandbox and rendered with the
+    /// consumer's Jinja2, sandboxed as transformers renders it, then unsandboxed as llama-cpp-python did
+    /// (CVE-2024-34359) (`Profiles/harness/airlock_templates.py`).
+    case gguf
 
     /// The harness format for a file of `format`, when loading it can run code and the harness can load it: pickles
     /// in every wrapping, and NumPy files only when an array has the object dtype (`objectArrays`), since numeric
-    /// arrays are data numpy reads without unpickling.
-    public init?(_ format: FileFormat, objectArrays: Bool) {
+    /// arrays are data numpy reads without unpickling; GGUF files only when they carry a chat template
+    /// (`chatTemplate`), which consumers render with Jinja.
+    public init?(_ format: FileFormat, objectArrays: Bool, chatTemplate: Bool = false) {
         switch format {
         case .pickle: self = .pickle
         case .joblib: self = .joblib
@@ -39,6 +44,7 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
         case .pytorchLegacy: self = .pytorchLegacy
         case .numpy where objectArrays: self = .numpy
         case .npz where objectArrays: self = .npz
+        case .gguf where chatTemplate: self = .gguf
         default: return nil
         }
     }
@@ -91,11 +97,14 @@ public enum HarnessProtocol {
         case imported
         /// Libraries the stand-ins answered for (detail only).
         case standIns = "stand-ins"
+        /// What Jinja's sandbox said of a GGUF chat template (`accepted|refused|raised KEY …`), printed before the
+        /// template is rendered unsandboxed.
+        case templateSandbox = "template-sandbox"
 
         /// The exit code the harness ends with after printing this line.
         public var exitCode: ExitCode {
             switch self {
-            case .loaded, .leftBehind, .runtime, .weightsOnly, .imported, .standIns: .loaded
+            case .loaded, .leftBehind, .runtime, .weightsOnly, .imported, .standIns, .templateSandbox: .loaded
             case .loadError, .probeError: .raised
             case .resourceExhausted: .exhausted
             }

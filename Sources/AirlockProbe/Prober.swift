@@ -117,7 +117,7 @@ public enum Prober {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         guard let chain = report.target.compression else {
             // Only object arrays carry a pickle; numeric arrays are data.
-            return HarnessFormat(format, objectArrays: report.objectArrays).map { ($0, nil) }
+            return HarnessFormat(format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate).map { ($0, nil) }
         }
         guard let compression = Compression(rawValue: chain) else { return nil }
         switch format {
@@ -143,7 +143,10 @@ public enum Prober {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         var reason: String
         switch format {
-        case .safetensors, .gguf:
+        case .gguf:
+            reason =
+                "gguf carries tensors and metadata only, and this file has no chat template: loading it runs no code, so the static analysis is the whole answer"
+        case .safetensors:
             reason =
                 "\(format.rawValue) carries tensors and metadata only: loading it runs no code, so the static analysis is the whole answer"
         case .numpy, .npz:

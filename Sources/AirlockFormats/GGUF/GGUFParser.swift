@@ -32,6 +32,9 @@ public struct GGUFReport: Sendable {
     public var dataOffset: Int?
     /// Tensor info records read (kept up to the scan budget).
     public var tensors: [GGUFTensorInfo] = []
+    /// Chat templates (`tokenizer.chat_template` and `tokenizer.chat_template.<name>`): the key, and the file offset
+    /// and length of the template's bytes (at most `GGUFParser.maxTemplates`).
+    public var chatTemplates: [(key: String, offset: Int, length: Int)] = []
     /// Everything noticed.
     public var observations: [Observation] = []
 
@@ -65,6 +68,13 @@ public enum GGUFParser {
     public static let maxNameLength = 64
     /// Most observations kept.
     public static let maxObservations = 512
+    /// Most chat templates located.
+    public static let maxTemplates = 64
+
+    /// Whether a metadata key holds a chat template that loaders render with Jinja.
+    public static func isChatTemplate(_ key: String) -> Bool {
+        key == "tokenizer.chat_template" || key.hasPrefix("tokenizer.chat_template.")
+    }
 
     /// (block elements, bytes per block) for a ggml type, or nil when unknown.
     public static func typeSize(_ type: UInt32) -> (block: Int, bytes: Int)? {
@@ -302,6 +312,9 @@ public enum GGUFParser {
                 case 8:
                     let s = try string("a string value")
                     if key == "general.architecture" { report.architecture = Reader.text(s) }
+                    if GGUFParser.isChatTemplate(key), report.chatTemplates.count < GGUFParser.maxTemplates {
+                        report.chatTemplates.append((key, at - s.count, s.count))
+                    }
                 case 9:
                     try array(key: key)
                 default:
@@ -321,6 +334,11 @@ public enum GGUFParser {
                 if key == "general.architecture" && valueType != 8 {
                     log.add(
                         "gguf.bad-metadata", "general.architecture is not a string", offset: recordStart,
+                        ("type", String(valueType)))
+                }
+                if GGUFParser.isChatTemplate(key) && valueType != 8 {
+                    log.add(
+                        "gguf.bad-metadata", "\(key) is not a string", offset: recordStart, ("key", key),
                         ("type", String(valueType)))
                 }
                 if key == "general.alignment" && (valueType == 8 || valueType == 9) {

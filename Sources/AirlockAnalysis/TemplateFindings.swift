@@ -1,0 +1,97 @@
+public import AirlockFormats
+internal import AirlockJSON
+
+/// Chat templates wherever loaders find them: GGUF's `tokenizer.chat_template` metadata, the `chat_template` of a
+/// Hugging Face `tokenizer_config.json` (a string, or a list of `{"name", "template"}`) or `chat_template.json`,
+/// and `chat_template.jinja` files. Each is analysed by `JinjaTemplate`; its observations (`template.*`) are
+/// weighed by `ObservationRules`.
+enum TemplateFindings {
+    /// Files larger than this are not parsed as JSON for a template (tokenizer configurations are small; a
+    /// `tokenizer.json` vocabulary is large and holds none).
+    static let maxJSONBytes = 64 << 20
+
+    /// The templates of a GGUF file; offsets are the file's.
+    static func gguf(_ view: ByteView, _ report: GGUFReport) -> [Finding] {
+        var out: [Finding] = []
+        for t in report.chatTemplates {
+            guard let bytes = view.bytes(t.offset, min(t.length, JinjaTemplate.maxBytes + 1)) else { continue }
+            out += JinjaTemplate.analyse(bytes, base: t.offset, details: [("key", t.key)]).map(ObservationRules.finding)
+        }
+        return out
+    }
+
+    /// Whether the file is named like a Jinja template file (`chat_template.jinja`, `*.jinja`, `*.j2`).
+    static func isTemplateFile(_ name: String) -> Bool {
+        let base = (name.split(separator: "/").last.map(String.init) ?? name).lowercased()
+        return base.hasSuffix(".jinja") || base.hasSuffix(".jinja2") || base.hasSuffix(".j2")
+    }
+
+    /// A whole file that is a template.
+    static func file(_ view: ByteView) -> [Finding] {
+        let bytes = view.bytes(0, min(view.count, JinjaTemplate.maxBytes + 1)) ?? []
+        return JinjaTemplate.analyse(bytes).map(ObservationRules.finding)
+    }
+
+    /// The files transformers reads a `chat_template` member from.
+    static let configNames: Set<String> = ["tokenizer_config.json", "chat_template.json", "processor_config.json"]
+
+    /// The `chat_template` of a JSON object, when the file has one; offsets are within the template, whose JSON
+    /// member the evidence names. The files transformers reads templates from are always parsed (a key spelled with
+    /// `\u` escapes is still `chat_template` to Python's json); other JSON files only when the key appears as is.
+    static func json(_ view: ByteView, name: String) -> [Finding] {
+        let base = name.split(separator: "/").last.map(String.init) ?? name
+        guard view.count <= maxJSONBytes,
+            configNames.contains(base) || KerasFindings.contains(view, Array("chat_template".utf8))
+        else { return [] }
+        let tree: JSON
+        do {
+            tree = try JSON.parse(view.array, maxDepth: 64)
+        } catch {
+            guard KerasFindings.contains(view, Array("template".utf8)) || KerasFindings.contains(view, [0x5C, 0x75])
+            else { return [] }
+            return [
+                Finding(
+                    rule: "template.malformed", severity: .medium,
+                    message:
+                        "the file may hold a chat template but is not strict JSON (\(error.description)); Python's json reads duplicate keys (the last wins) and other laxities, so the template it reads is not analysed",
+                    evidence: Evidence(member: "chat_template"))
+            ]
+        }
+        guard case .object(let members) = tree else { return [] }
+        var out: [Finding] = []
+        for (key, value) in members where key == "chat_template" {
+            switch value {
+            case .string(let s):
+                out += analyse(s, member: "chat_template")
+            case .array(let items):
+                for (i, item) in items.prefix(GGUFParser.maxTemplates).enumerated() {
+                    guard case .object(let fields) = item else { continue }
+                    let name = fields.first { $0.0 == "name" }.flatMap {
+                        if case .string(let n) = $0.1 { n } else { nil }
+                    }
+                    for (k, v) in fields where k == "template" {
+                        if case .string(let s) = v {
+                            out += analyse(s, member: "chat_template[\(name.map { "\"\($0)\"" } ?? String(i))]")
+                        }
+                    }
+                }
+            default:
+                out.append(
+                    Finding(
+                        rule: "template.malformed", severity: .medium,
+                        message: "chat_template is neither a string nor a list of named templates",
+                        evidence: Evidence(member: "chat_template")))
+            }
+        }
+        return out
+    }
+
+    static func analyse(_ template: String, member: String) -> [Finding] {
+        JinjaTemplate.analyse(Array(template.utf8.prefix(JinjaTemplate.maxBytes + 1))).map { o in
+            var f = ObservationRules.finding(o)
+            f.evidence.member = member
+            f.evidence.offset = nil
+            return f
+        }
+    }
+}
