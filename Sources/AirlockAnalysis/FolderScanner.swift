@@ -114,6 +114,11 @@ enum FolderScanner {
                 var r = HubFileScan.examine(
                     open: open, info: info, origin: origin, path: path, shared: &shared, examine: examine)
                 r.add(names)
+                if !r.externalData.isEmpty {
+                    // Its external data are the snapshot's other links, each followed and judged by this walk.
+                    let folder = relative.parent.bytes.split(separator: UInt8(ascii: "/")).map(Array.init)
+                    r.add(ONNXExternalFiles.snapshotFindings(r.externalData, dirfd: dirfd, folder: folder))
+                }
                 if r.error == nil, origin.revision != nil, let fd = open() {
                     // What the folder says is said of the snapshot's name, as a loader finds it.
                     r.add(

@@ -70,6 +70,50 @@ public enum ONNXExternalFiles {
         return out
     }
 
+    /// Findings for `references` of a model that is a file of a Hugging Face cache snapshot (`folder`, components
+    /// below `dirfd`). There every file is a link to a blob, which the walk follows and judges itself (`HubCache`);
+    /// a location must name such an entry of the snapshot through real folders. A folder reached through a link
+    /// is never written by huggingface_hub, and is judged as leading out.
+    public static func snapshotFindings(_ references: [ONNXExternalReference], dirfd: Int32, folder: [[UInt8]])
+        -> [Finding]
+    {
+        var out: [Finding] = []
+        var seen = Set<String>()
+        for ref in references where ONNXParser.traversal(ref.location) == nil {
+            guard seen.insert(ref.location).inserted, seen.count <= maxLocations else { continue }
+            var parts = folder
+            let components = Array(ref.location.utf8).split(separator: UInt8(ascii: "/")).map(Array.init)
+                .filter { $0 != [UInt8(ascii: ".")] }
+            guard components.count <= maxComponents, !components.isEmpty else { continue }
+            var resolution: Resolution? = nil
+            for (i, component) in components.enumerated() {
+                parts.append(component)
+                var st = stat()
+                guard fstatat(dirfd, join(parts), &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+                    resolution = .missing
+                    break
+                }
+                let kind = st.st_mode & S_IFMT
+                if i < components.count - 1 {
+                    if kind == S_IFLNK {
+                        resolution = .escapes("a symbolic link to a folder in a cache snapshot")
+                        break
+                    }
+                    if kind != S_IFDIR {
+                        resolution = .missing
+                        break
+                    }
+                } else if kind == S_IFDIR {
+                    resolution = .notFile("a folder")
+                } else if kind != S_IFLNK && kind != S_IFREG {
+                    resolution = .notFile("a special file")
+                }
+            }
+            if let resolution { out += findings(for: resolution, ref) }
+        }
+        return out
+    }
+
     static func findings(for resolution: Resolution, _ ref: ONNXExternalReference) -> [Finding] {
         switch resolution {
         case .file(_, _, _, let links) where links > 1:

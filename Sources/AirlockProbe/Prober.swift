@@ -117,7 +117,9 @@ public enum Prober {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         guard let chain = report.target.compression else {
             // Only object arrays carry a pickle; numeric arrays are data.
-            return HarnessFormat(format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate).map { ($0, nil) }
+            return HarnessFormat(format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate).map {
+                ($0, nil)
+            }
         }
         guard let compression = Compression(rawValue: chain) else { return nil }
         switch format {
