@@ -117,7 +117,7 @@ public enum FolderWalk {
                 var place: HubPlace? = nil
                 if aware {
                     if let hub {
-                        place = hub.child(name, FileIdentity(st))
+                        place = hub.child(name, NodeIdentity(st))
                     } else if let repository = HubRepository.open(sub, name: name) {
                         place = HubPlace(repository: repository, position: .repository)
                     }

@@ -78,8 +78,8 @@ final class HubRepository {
     let blobsProblem: String?
     let repo: String?
     let kind: String?
-    let snapshotsIdentity: FileIdentity
-    let blobsIdentity: FileIdentity?
+    let snapshotsIdentity: NodeIdentity
+    let blobsIdentity: NodeIdentity?
     private var refsByRevision: [String: [String]]?
     private var referencedBlobs: Set<FileName>?
 
@@ -89,13 +89,13 @@ final class HubRepository {
     /// Most snapshot links read to learn which blobs the snapshots name.
     static let maxLinks = 100_000
 
-    private init(fd: Int32, name: FileName?, snapshots: FileIdentity) {
+    private init(fd: Int32, name: FileName?, snapshots: NodeIdentity) {
         self.fd = fd
         snapshotsIdentity = snapshots
         let blobsFd = openat(fd, "blobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if blobsFd >= 0 {
             blobs = HubBlobFolder(fd: blobsFd)
-            blobsIdentity = FileIdentity(fd: blobsFd)
+            blobsIdentity = NodeIdentity(fd: blobsFd)
             blobsProblem = nil
         } else {
             blobs = nil
@@ -121,7 +121,7 @@ final class HubRepository {
         guard fstatat(dirfd, "snapshots", &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFDIR else {
             return nil
         }
-        let snapshots = FileIdentity(st)
+        let snapshots = NodeIdentity(st)
         var blobs = stat()
         guard fstatat(dirfd, "blobs", &blobs, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
         let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
@@ -197,7 +197,7 @@ final class HubRepository {
 }
 
 /// Device and inode: which file a descriptor or a `stat` is.
-struct FileIdentity: Equatable, Hashable {
+struct NodeIdentity: Equatable, Hashable {
     var device: UInt64
     var inode: UInt64
 

@@ -27,7 +27,7 @@ struct HubPlace {
     }
 
     /// The place of the sub-folder `name` (which is `identity`); nil when it is outside the cache's layout.
-    func child(_ name: FileName, _ identity: FileIdentity) -> HubPlace? {
+    func child(_ name: FileName, _ identity: NodeIdentity) -> HubPlace? {
         switch position {
         case .repository:
             if identity == repository.snapshotsIdentity {
@@ -166,18 +166,18 @@ public enum HubCache {
     /// The place of the folder open as `dirfd` in a cache, found by climbing its parents (`..`, by descriptor, as
     /// the kernel resolves a link's `../`); nil when it is in no repository's snapshots or blobs, nor a repository.
     static func locate(_ dirfd: Int32) -> HubPlace? {
-        guard let start = FileIdentity(fd: dirfd) else { return nil }
+        guard let start = NodeIdentity(fd: dirfd) else { return nil }
         if let repository = HubRepository.open(dirfd, name: name(of: start, in: dirfd, climbing: true)) {
             return HubPlace(repository: repository, position: .repository)
         }
-        var chain: [FileIdentity] = []
+        var chain: [NodeIdentity] = []
         chain.append(start)
         var current = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
         guard current >= 0 else { return nil }
         defer { FileDescriptor(current).close() }
         for level in 1...maxClimb {
             let parent = openat(current, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard parent >= 0, let identity = FileIdentity(fd: parent), identity != chain.last else {
+            guard parent >= 0, let identity = NodeIdentity(fd: parent), identity != chain.last else {
                 if parent >= 0 { FileDescriptor(parent).close() }
                 return nil
             }
@@ -190,8 +190,8 @@ public enum HubCache {
                 continue
             }
             let below = chain[level - 1]
-            let inSnapshots = FileIdentity(st) == below
-            let inBlobs = FileIdentity(current, "blobs") == below && level == 1
+            let inSnapshots = NodeIdentity(st) == below
+            let inBlobs = NodeIdentity(current, "blobs") == below && level == 1
             guard inSnapshots || inBlobs else { continue }
             guard
                 let repository = HubRepository.open(current, name: name(of: chain[level], in: current, climbing: true))
@@ -209,7 +209,7 @@ public enum HubCache {
 
     /// The name under which the folder `identity` is in `dirfd` (its parent's, when `climbing`: `identity` is the
     /// folder `dirfd` itself, named in its own parent).
-    private static func name(of identity: FileIdentity, in dirfd: Int32, climbing: Bool) -> FileName? {
+    private static func name(of identity: NodeIdentity, in dirfd: Int32, climbing: Bool) -> FileName? {
         var container = dirfd
         var opened: Int32 = -1
         if climbing {
@@ -221,7 +221,7 @@ public enum HubCache {
         for name in (FolderWalk.names(container) ?? []).prefix(maxSnapshots) {
             var st = stat()
             if name.withCString({ fstatat(container, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0,
-                st.st_mode & S_IFMT == S_IFDIR, FileIdentity(st) == identity
+                st.st_mode & S_IFMT == S_IFDIR, NodeIdentity(st) == identity
             {
                 return name
             }

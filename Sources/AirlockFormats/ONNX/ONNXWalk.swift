@@ -239,7 +239,7 @@ extension ONNXParser {
         /// The last value of `key` as a non-negative integer, as onnx's `int()` reads it; a note when it is not one.
         func number(_ key: String, at: Int, state: inout State) -> Int64? {
             guard let text = external.last(where: { $0.0 == key })?.1 else { return nil }
-            let trimmed = text.trimmingSpaces
+            let trimmed = text.trimmingIntSpaces
             if let n = Int64(trimmed), n >= 0 { return n }
             state.note(
                 Observation(
@@ -269,7 +269,7 @@ extension ONNXParser {
 
 extension String {
     /// Without leading and trailing spaces, tabs and newlines (Python's `int()` accepts them).
-    var trimmingSpaces: Substring {
+    var trimmingIntSpaces: Substring {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
             return ""
