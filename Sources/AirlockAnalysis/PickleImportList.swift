@@ -320,7 +320,8 @@ extension PickleRules {
         .high("builtins.memoryview", "low-level memory access", "fickling"),
         .high("builtins.type", "creates classes", "stdlib: type(name, bases, dict)"),
         .safe(
-            "builtins.object", "inert: object() takes no arguments; chains through it (object.__subclasses__) are judged",
+            "builtins.object",
+            "inert: object() takes no arguments; chains through it (object.__subclasses__) are judged",
             "stdlib: copyreg._reconstructor(cls, object, state) in every protocol 0/1 pickle of a plain class"),
         .high("builtins.super", "reaches base-class methods", "stdlib: introspection"),
         .high("builtins.property", "wraps a callable to run on attribute access", "stdlib: descriptor"),
