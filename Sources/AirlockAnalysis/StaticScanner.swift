@@ -54,6 +54,7 @@ public enum StaticScanner {
         report.modules = analysis.hints.modules
         report.externalData = analysis.externalData
         report.chatTemplate = analysis.hints.chatTemplate
+        report.kerasModel = analysis.hints.kerasModel
         return report
     }
 
@@ -117,6 +118,7 @@ public enum StaticScanner {
             hints.chatTemplate = !gguf.chatTemplates.isEmpty
         case .hdf5:
             findings += KerasFindings.hdf5(view)
+            hints.kerasModel = KerasFindings.contains(view, Array("model_config".utf8))
         case .onnx:
             let onnx = ONNXParser.parse(view, budget: budget)
             findings += onnx.observations.map(ObservationRules.finding)
@@ -345,6 +347,8 @@ struct LoadHints {
     var objectArrays = false
     /// Whether a GGUF file carries a chat template (rendered with Jinja by its consumers).
     var chatTemplate = false
+    /// Whether an HDF5 file names a Keras model config (the `model_config` attribute keras' load_model reads).
+    var kerasModel = false
     /// Modules imported by the file's pickles (`sklearn.ensemble._forest`), at most `maxModules`.
     var modules: Set<String> = []
     static let maxModules = 256

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Writes Keras models saved by the real keras 3 (run with the keras venv's python, `make test-venvs`), for the Keras
+detonation tests: a benign Dense model and one whose Lambda layer touches the test's canary, each as `.keras` and
+as legacy `.h5`. The Lambda's code is marshalled by keras' own `model.save`; it runs when the model is built on load
+(keras infers the Lambda's output shape by calling it). The payload is harmless: it opens CANARY for append (outside
+the sandbox's /tmp).
+
+    KERAS_BACKEND=numpy keras_saved.py OUTDIR --canary PATH
+"""
+import os
+import sys
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = args[0]
+    canary = args[args.index("--canary") + 1] if "--canary" in args else "/var/tmp/airlock-canary"
+    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    import keras
+    os.makedirs(out, exist_ok=True)
+    benign = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2)])
+    touch = eval(f"lambda x: (open({canary!r}, 'a').close(), x)[1]")
+    payload = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Lambda(touch),
+                                keras.layers.Dense(2)])
+    for name, model in (("benign", benign), ("touch", payload)):
+        model.save(os.path.join(out, name + ".keras"))
+        model.save(os.path.join(out, name + ".h5"))
+    if os.path.exists(canary):  # the payload ran while saving (building): the test's canary must start absent
+        os.remove(canary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
