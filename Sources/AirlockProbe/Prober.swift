@@ -118,8 +118,10 @@ public enum Prober {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         guard let chain = report.target.compression else {
             // Only object arrays carry a pickle; numeric arrays are data.
+            // An HDF5 file that is also a Keras archive: keras reads a `.keras` name as the archive.
             let harness = HarnessFormat(
-                format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate,
+                report.kerasArchive ? .keras : format, objectArrays: report.objectArrays,
+                chatTemplate: report.chatTemplate,
                 kerasModel: report.kerasModel, keras: runtime?.distribution(of: "keras") != nil)
             return harness.map { ($0, nil) }
         }

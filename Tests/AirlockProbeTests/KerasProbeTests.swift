@@ -68,6 +68,22 @@ struct KerasProbeTests {
         try bait.checkUntouched()
     }
 
+    @Test("an HDF5 model with a Keras archive appended is read both ways, and the archive's reading is detonated")
+    func polyglot() throws {
+        let bait = try Bait()
+        let dir = try Self.models(bait)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scan = StaticScanner.scan(file: "\(dir)/polyglot.keras")
+        #expect(scan.target.format == "hdf5")
+        #expect(scan.findings.contains { $0.rule == "format.polyglot" }, "\(Self.rules(scan))")
+        #expect(scan.findings.contains { $0.rule == "keras.lambda" }, "the appended archive's Lambda is read")
+        let options = try RealRuntimeTests.options(python: Self.kerasVenv, timeout: 120)
+        let report = Prober.probe(file: "\(dir)/polyglot.keras", options: options)
+        #expect(report.verdict == .malicious, "\(Self.rules(report))")
+        _ = ProbeTests.dynamicEvidence(report, rule: "dynamic.write-outside-tmp", phase: "load", "polyglot.keras")
+        try bait.checkUntouched()
+    }
+
     @Test("without keras in the runtime a Keras model is static only, and the finding says why")
     func staticOnlyWithoutKeras() throws {
         let bait = try Bait()

@@ -3,7 +3,7 @@
 detonation tests: a benign Dense model and one whose Lambda layer touches the test's canary, each as `.keras` and
 as legacy `.h5`. The Lambda's code is marshalled by keras' own `model.save`; it runs when the model is built on load
 (keras infers the Lambda's output shape by calling it). The payload is harmless: it opens CANARY for append (outside
-the sandbox's /tmp).
+the sandbox's /tmp). And `polyglot.keras`: the benign `.h5` with the payload's archive (deflated) appended.
 
     KERAS_BACKEND=numpy keras_saved.py OUTDIR --canary PATH
 """
@@ -28,6 +28,17 @@ def main():
     for name, model in (("benign", benign), ("touch", payload)):
         model.save(os.path.join(out, name + ".keras"))
         model.save(os.path.join(out, name + ".h5"))
+    # A polyglot: the benign HDF5 model with the payload's archive appended, its members deflated (so no config JSON
+    # shows in the bytes). h5py reads the HDF5 file; load_model reads a `.keras` name as the ZIP.
+    import io
+    import zipfile
+    packed = io.BytesIO()
+    with zipfile.ZipFile(os.path.join(out, "touch.keras")) as src, \
+            zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    with open(os.path.join(out, "benign.h5"), "rb") as f, open(os.path.join(out, "polyglot.keras"), "wb") as o:
+        o.write(f.read() + packed.getvalue())
     if os.path.exists(canary):  # the payload ran while saving (building): the test's canary must start absent
         os.remove(canary)
     return 0
