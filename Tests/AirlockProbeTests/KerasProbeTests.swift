@@ -58,6 +58,13 @@ struct KerasProbeTests {
             // runs the Lambda, whose refused open raises.
             #expect(Self.safeMode(touch) == (ext == "keras" ? "refused" : "raised"), "touch.\(ext)")
 
+            if ext == "keras" {
+                // A Lambda that acts on real data only: the probe phase's predict on canary inputs runs it.
+                let later = Prober.probe(file: "\(dir)/predict.keras", options: options)
+                #expect(later.verdict == .malicious, "predict.keras: \(Self.rules(later))")
+                _ = ProbeTests.dynamicEvidence(
+                    later, rule: "dynamic.write-outside-tmp", phase: "probe", "predict.keras")
+            }
             let benign = Prober.probe(file: "\(dir)/benign.\(ext)", options: options)
             #expect(benign.verdict == .clean, "benign.\(ext): \(Self.rules(benign))")
             #expect(benign.detonation != nil, "benign.\(ext) is detonated")

@@ -3,7 +3,7 @@
 detonation tests: a benign Dense model and one whose Lambda layer touches the test's canary, each as `.keras` and
 as legacy `.h5`. The Lambda's code is marshalled by keras' own `model.save`; it runs when the model is built on load
 (keras infers the Lambda's output shape by calling it). The payload is harmless: it opens CANARY for append (outside
-the sandbox's /tmp). And `polyglot.keras`: the benign `.h5` with the payload's archive (deflated) appended.
+the sandbox's /tmp). `predict.keras`'s Lambda acts in `predict` only. And `polyglot.keras`: the benign `.h5` with the payload's archive (deflated) appended.
 
     KERAS_BACKEND=numpy keras_saved.py OUTDIR --canary PATH
 """
@@ -25,6 +25,11 @@ def main():
     touch = eval(f"lambda x: (open({canary!r}, 'a').close(), x)[1]")
     payload = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Lambda(touch),
                                 keras.layers.Dense(2)])
+    # Keras' numpy backend infers a Lambda's output shape on arrays of batch 83 and 89: this one passes those through
+    # and acts on real data only, in `predict` (the probe phase).
+    later = eval(f"lambda x: x if x.shape[0] in (83, 89) else (open({canary!r}, 'a').close(), x)[1]")
+    on_predict = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Lambda(later), keras.layers.Dense(2)])
+    on_predict.save(os.path.join(out, "predict.keras"))
     for name, model in (("benign", benign), ("touch", payload)):
         model.save(os.path.join(out, name + ".keras"))
         model.save(os.path.join(out, name + ".h5"))
