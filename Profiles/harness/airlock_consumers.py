@@ -190,7 +190,8 @@ def use_module(torch, module):
 
 
 def use(obj):
-    """The consumer's first use of a loaded model: forward for torch modules, predict/transform for estimators.
+    """The consumer's first use of a loaded model: forward for torch modules, predict for Keras models (on inputs of
+    their own shapes), predict/transform for estimators.
     Returns whether the object was one of those (else the harness's generic calls apply)."""
     torch = real("torch")
     if torch is not None:
@@ -200,6 +201,11 @@ def use(obj):
                 return True
         except AttributeError:
             pass
+    keras = real("keras")
+    if keras is not None:
+        import airlock_keras  # predict on inputs shaped from the model's own (before the estimators' guesses)
+        if airlock_keras.use(keras, obj):
+            return True
     if is_estimator(obj):
         use_estimator(obj)
         return True

@@ -7,7 +7,7 @@
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
 `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, gguf (a model with a
-chat template: airlock_templates.py); or hf-remote-code,
+chat template: airlock_templates.py), keras and hdf5 (Keras models: airlock_keras.py); or hf-remote-code,
 a repository with remote code packed by `airlock probe` (airlock_remote_code.py). `--consumer` says
 which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
 `--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
@@ -31,8 +31,9 @@ status; the sandbox's processes and this process's threads and timer handlers. T
        `airlock-harness: left-behind threads=N` when the model left threads running
 Detail lines on stderr: `runtime JSON` (before `load`: the interpreter and the libraries imported at start-up),
 `weights-only accepted|refused …|unsupported` (before torch.load(weights_only=False) runs), `template-sandbox
-accepted|refused|raised KEY …` (a GGUF chat template in Jinja's sandbox, before it is rendered unsandboxed), `imported A,B` and
-`stand-ins A,B` (after the loader returned; the model could have printed them too).
+accepted|refused|raised KEY …` (a GGUF chat template in Jinja's sandbox, before it is rendered unsandboxed),
+`keras-safe-mode accepted|refused|raised TYPE: MESSAGE` (keras.saving.load_model with safe_mode=True, before the unsafe
+load), `imported A,B` and `stand-ins A,B` (after the loader returned; the model could have printed them too).
     2  usage error
     3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
     4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
@@ -49,6 +50,7 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
+import airlock_keras
 import airlock_remote_code
 import airlock_templates
 from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
@@ -445,6 +447,9 @@ LOADERS = {
     "hf-remote-code": airlock_remote_code.load,
     # A GGUF model's chat templates, rendered as transformers (sandboxed) and llama-cpp-python (unsandboxed) do.
     "gguf": lambda f: airlock_templates.load(f, say, real),
+    # Keras 3 `.keras` archives and legacy HDF5 models, by keras.saving.load_model (safe mode first).
+    "keras": lambda f: airlock_keras.load(f, say, real),
+    "hdf5": lambda f: airlock_keras.load(f, say, real),
 }
 # Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
 # model constructed from its config).
@@ -675,6 +680,11 @@ def main(argv):
     loader, model, probe, CONSUMER, imports = parsed
     if argv[1] == "hf-remote-code":
         airlock_remote_code.prepare()
+    if argv[1] in airlock_keras.SUFFIXES:
+        try:
+            airlock_keras.prepare(model, argv[1])
+        except OSError as e:
+            return fail(3, "load-error", e)
     start(imports, loader in (load_torch_zip, load_torch_legacy))
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
     announce("load")

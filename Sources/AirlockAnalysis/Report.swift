@@ -58,6 +58,12 @@ public struct Report: Sendable {
     /// Whether the file is a GGUF model with a chat template (consumers render it with Jinja): set by the static
     /// analysis, read by the probe to choose the harness. Not part of the JSON.
     public var chatTemplate = false
+    /// Whether the file is an HDF5 file naming a Keras model config (`model_config`), which keras' `load_model`
+    /// reads: set by the static analysis, read by the probe to choose the harness. Not part of the JSON.
+    public var kerasModel = false
+    /// Whether the file is an HDF5 file that is also a ZIP archive holding a Keras model (keras reads a `.keras`
+    /// name as the ZIP): the probe detonates that reading. Not part of the JSON.
+    public var kerasArchive = false
     /// Findings left out by rule, past `maxFindings` (or when reports are fitted together); said in one finding.
     var omitted: [String: Int] = [:]
 

@@ -54,6 +54,8 @@ public enum StaticScanner {
         report.modules = analysis.hints.modules
         report.externalData = analysis.externalData
         report.chatTemplate = analysis.hints.chatTemplate
+        report.kerasModel = analysis.hints.kerasModel
+        report.kerasArchive = analysis.hints.kerasArchive
         return report
     }
 
@@ -117,6 +119,8 @@ public enum StaticScanner {
             hints.chatTemplate = !gguf.chatTemplates.isEmpty
         case .hdf5:
             findings += KerasFindings.hdf5(view)
+            hints.kerasModel = KerasFindings.contains(view, Array("model_config".utf8))
+            findings += hdf5Polyglot(view, budget: budget, hints: &hints)
         case .onnx:
             let onnx = ONNXParser.parse(view, budget: budget)
             findings += onnx.observations.map(ObservationRules.finding)
@@ -185,6 +189,24 @@ public enum StaticScanner {
                     "an ONNX model that is also \(readers.joined(separator: " and ")) to other loaders: each reading was analysed",
                 evidence: Evidence(details: readers.map { ("alsoReadAs", $0) })))
         return out
+    }
+
+    /// An HDF5 file that is also a ZIP archive (bytes appended after the HDF5 data, with the central directory at the
+    /// end): h5py reads the HDF5 file, while `keras.saving.load_model` reads a `.keras` name as the ZIP (it asks
+    /// `zipfile.is_zipfile` first). The ZIP is analysed too, and a Keras archive in it is what the probe detonates
+    /// (`kerasArchive`): the HDF5 reading alone would hide a Lambda in a compressed `config.json`.
+    static func hdf5Polyglot(_ view: ByteView, budget: ScanBudget, hints: inout LoadHints) -> [Finding] {
+        guard ZipDetector.looksLikeZip(view) else { return [] }
+        let zip = ArchiveScanner.analyse(view, budget: budget)
+        hints.merge(zip.hints)
+        hints.kerasArchive = zip.format == .keras
+        return zip.findings + [
+            Finding(
+                rule: "format.polyglot", severity: .high,
+                message:
+                    "an HDF5 file that is also a ZIP archive\(zip.format == .keras ? " holding a Keras model" : ""): h5py reads one, keras.saving.load_model reads a .keras name as the other; both were analysed",
+                evidence: Evidence(details: [("alsoReadAs", "a ZIP archive (\(zip.format.rawValue))")]))
+        ]
     }
 
     /// A name whose extension belongs to other formats than the content's, or to a model format when the content is
@@ -345,6 +367,10 @@ struct LoadHints {
     var objectArrays = false
     /// Whether a GGUF file carries a chat template (rendered with Jinja by its consumers).
     var chatTemplate = false
+    /// Whether an HDF5 file names a Keras model config (the `model_config` attribute keras' load_model reads).
+    var kerasModel = false
+    /// Whether an HDF5 file is also a ZIP archive holding a Keras model (`StaticScanner.hdf5Polyglot`).
+    var kerasArchive = false
     /// Modules imported by the file's pickles (`sklearn.ensemble._forest`), at most `maxModules`.
     var modules: Set<String> = []
     static let maxModules = 256

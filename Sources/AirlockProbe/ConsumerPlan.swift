@@ -21,7 +21,7 @@ public struct ConsumerPlan: Sendable, Equatable {
     public static let libraries: Set<String> = [
         "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
         "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
-        "jinja2",
+        "jinja2", "jax", "jaxlib", "h5py", "tensorflow", "ml_dtypes",
     ]
     /// transformers' modules that loading a repository with remote code uses, imported lazily by transformers
     /// itself: imported at start-up so that their imports (huggingface_hub, safetensors, torch's submodules) are not
@@ -47,6 +47,8 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
         case .hfRemoteCode: wanted = ["torch", "transformers"] + ConsumerPlan.transformersModules
         case .gguf: wanted = ["jinja2", "jinja2.sandbox"]
+        // keras imports its backend (jax for the numpy and jax backends, else tensorflow or torch) and h5py.
+        case .keras, .hdf5: wanted = ["numpy", "h5py", "jax", "keras"]
         }
         wanted += modules.filter(ConsumerPlan.importableAtStartup).sorted()
         var seen = Set<String>()

@@ -31,12 +31,21 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
     /// consumer's Jinja2, sandboxed as transformers renders it, then unsandboxed as llama-cpp-python did
     /// (CVE-2024-34359) (`Profiles/harness/airlock_templates.py`).
     case gguf
+    /// A Keras 3 `.keras` archive, loaded by the consumer's keras with `keras.saving.load_model`, in safe mode first
+    /// (`Profiles/harness/airlock_keras.py`). Only for a runtime that has keras (`Prober.harnessFormat`).
+    case keras
+    /// A legacy Keras HDF5 model (an HDF5 file with a `model_config`), loaded as `keras` files are.
+    case hdf5
 
     /// The harness format for a file of `format`, when loading it can run code and the harness can load it: pickles
     /// in every wrapping, and NumPy files only when an array has the object dtype (`objectArrays`), since numeric
     /// arrays are data numpy reads without unpickling; GGUF files only when they carry a chat template
-    /// (`chatTemplate`), which consumers render with Jinja.
-    public init?(_ format: FileFormat, objectArrays: Bool, chatTemplate: Bool = false) {
+    /// (`chatTemplate`), which consumers render with Jinja; Keras models only when `keras` says the runtime has
+    /// keras, and HDF5 files only when they name a Keras model config (`kerasModel`).
+    public init?(
+        _ format: FileFormat, objectArrays: Bool, chatTemplate: Bool = false, kerasModel: Bool = false,
+        keras: Bool = false
+    ) {
         switch format {
         case .pickle: self = .pickle
         case .joblib: self = .joblib
@@ -45,6 +54,8 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
         case .numpy where objectArrays: self = .numpy
         case .npz where objectArrays: self = .npz
         case .gguf where chatTemplate: self = .gguf
+        case .keras where keras: self = .keras
+        case .hdf5 where keras && kerasModel: self = .hdf5
         default: return nil
         }
     }
@@ -100,11 +111,15 @@ public enum HarnessProtocol {
         /// What Jinja's sandbox said of a GGUF chat template (`accepted|refused|raised KEY …`), printed before the
         /// template is rendered unsandboxed.
         case templateSandbox = "template-sandbox"
+        /// What `keras.saving.load_model(safe_mode=True)` did with a Keras model (`accepted|refused|raised TYPE: MESSAGE`),
+        /// printed before the model is loaded with `safe_mode=False`.
+        case kerasSafeMode = "keras-safe-mode"
 
         /// The exit code the harness ends with after printing this line.
         public var exitCode: ExitCode {
             switch self {
-            case .loaded, .leftBehind, .runtime, .weightsOnly, .imported, .standIns, .templateSandbox: .loaded
+            case .loaded, .leftBehind, .runtime, .weightsOnly, .imported, .standIns, .templateSandbox, .kerasSafeMode:
+                .loaded
             case .loadError, .probeError: .raised
             case .resourceExhausted: .exhausted
             }

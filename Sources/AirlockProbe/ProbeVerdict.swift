@@ -25,7 +25,7 @@ extension Verdict {
             report.findings = ObservedHarmless.resolve(
                 report.findings, detonation: detonation, dynamic: dynamic, policy: policy,
                 probePhase: detonation.phases.contains(.probe))
-            report.add(dynamic + TemplateSandbox.findings(detonation))
+            report.add(dynamic + TemplateSandbox.findings(detonation) + KerasSafeMode.findings(detonation))
         }
         report.timings += [("detonationMs", detonation.durationMs)] + detonation.phaseTimings
         report.timings.append(("verdictMs", StaticScanner.ms(since: judged)))

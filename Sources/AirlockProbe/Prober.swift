@@ -89,8 +89,8 @@ public enum Prober {
     public static func probe(fd: Int32, path: String, options: ProbeOptions) -> Report {
         var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
         if report.error != nil { return report }
-        guard let (format, compression) = harnessFormat(report) else {
-            report.add([staticOnly(report)])
+        guard let (format, compression) = harnessFormat(report, runtime: options.runtime) else {
+            report.add([staticOnly(report, runtime: options.runtime)])
             return report
         }
         let started = StaticScanner.now()
@@ -112,14 +112,18 @@ public enum Prober {
     /// load it; nil otherwise. A compressed file is loaded by the library that reads that compression by itself:
     /// `joblib.load` (which sniffs zlib, gzip, bzip2, xz, lzma, lz4 and ZF), or `pandas.read_pickle` told the
     /// compression (the second value) for a pickle of pandas objects or in zstd. Nested compressions and compressed
-    /// NumPy files are loaded by nobody directly: static only.
-    static func harnessFormat(_ report: Report) -> (HarnessFormat, String?)? {
+    /// NumPy files are loaded by nobody directly: static only. Keras models are loaded only by a `runtime` that has
+    /// keras (the consumer's own; there is no stand-in for it).
+    static func harnessFormat(_ report: Report, runtime: PythonRuntime? = nil) -> (HarnessFormat, String?)? {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         guard let chain = report.target.compression else {
             // Only object arrays carry a pickle; numeric arrays are data.
-            return HarnessFormat(format, objectArrays: report.objectArrays, chatTemplate: report.chatTemplate).map {
-                ($0, nil)
-            }
+            // An HDF5 file that is also a Keras archive: keras reads a `.keras` name as the archive.
+            let harness = HarnessFormat(
+                report.kerasArchive ? .keras : format, objectArrays: report.objectArrays,
+                chatTemplate: report.chatTemplate,
+                kerasModel: report.kerasModel, keras: runtime?.distribution(of: "keras") != nil)
+            return harness.map { ($0, nil) }
         }
         guard let compression = Compression(rawValue: chain) else { return nil }
         switch format {
@@ -141,7 +145,7 @@ public enum Prober {
     }
 
     /// The info finding that says why no detonation ran.
-    static func staticOnly(_ report: Report) -> Finding {
+    static func staticOnly(_ report: Report, runtime: PythonRuntime? = nil) -> Finding {
         let format = FileFormat(rawValue: report.target.format) ?? .unknown
         var reason: String
         switch format {
@@ -158,7 +162,16 @@ public enum Prober {
             reason =
                 "ONNX graphs are data; what could run (custom operators, external files) is judged statically, and no ONNX runtime is loaded in the sandbox"
         case .keras, .hdf5:
-            reason = "no Keras runtime in the sandbox: serialized functions and custom objects are judged statically"
+            if format == .hdf5 && !report.kerasModel {
+                reason =
+                    "an HDF5 file without a Keras model config: h5py reads it as data, so the static analysis is the whole answer"
+            } else if let runtime {
+                reason =
+                    "keras is not installed in the runtime \(runtime.interpreter) (`--python`): the model is not loaded, and its serialized functions and custom objects are judged statically"
+            } else {
+                reason =
+                    "no Python environment with keras was given (`--python`): the model is not loaded, and its serialized functions and custom objects are judged statically"
+            }
         case .zip:
             reason = "a plain ZIP archive is not loaded as a model; its members were analysed statically"
         case .tar, .sevenZip:

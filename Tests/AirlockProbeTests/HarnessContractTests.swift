@@ -36,7 +36,7 @@ import AirlockTestSupport
         let source = try Self.harness()
         let table = try #require(source.range(of: "LOADERS = {").map { source[$0.upperBound...] })
         let body = try #require(table.range(of: "}").map { String(table[..<$0.lowerBound]) })
-        let names = try Self.matches(#""([a-z-]+)":"#, in: body).map(\.[0])
+        let names = try Self.matches(#""([a-z0-9-]+)":"#, in: body).map(\.[0])
         #expect(Set(names) == Set(HarnessFormat.allCases.map(\.rawValue)), "\(names)")
         #expect(names.count == HarnessFormat.allCases.count)
     }
