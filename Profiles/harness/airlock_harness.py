@@ -6,8 +6,9 @@
 
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
-`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz; or hf-remote-code,
-a repository with remote code packed by `airlock probe` (airlock_remote_code.py). `--consumer` says
+`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, onnx (with
+`--folder fd:N --name NAME`, airlock_onnx.py); or hf-remote-code, a repository with remote code packed by
+`airlock probe` (airlock_remote_code.py). `--consumer` says
 which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
 `--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
 start-up (threads, semaphores, /proc reads) is the runtime's and not the model's.
@@ -47,6 +48,7 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
+import airlock_onnx
 import airlock_remote_code
 from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
                                version_of)
@@ -423,10 +425,11 @@ LOADERS = {
     "numpy": load_numpy,
     "npz": load_npz,
     "hf-remote-code": airlock_remote_code.load,
+    "onnx": airlock_onnx.load,
 }
 # Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
 # model constructed from its config).
-CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct}
+CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct, "onnx": airlock_onnx.construct}
 
 
 CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
@@ -493,12 +496,13 @@ def other_threads():
         return 0
 
 
-def settle():
+def settle(baseline=0):
     """Once the loader returned: make what the model scheduled for later happen now, while the sandbox still watches.
     A pending alarm fires early, young unreachable objects are finalized, atexit handlers run, and the process stays while
     the model's threads run (up to LINGER_SECONDS; the supervisor's observation window ends it sooner). This only helps
     payloads show themselves: the model can patch any of it, and the supervisor's own observation does not depend on
-    it. Returns how many threads were left when it stopped waiting."""
+    it. `baseline` threads are the runtime's own, started during start-up (onnxruntime's import starts one), as the
+    supervisor counts them. Returns how many threads beyond those were left when it stopped waiting."""
     fired = False
     try:
         delay, interval = _signal.getitimer(_signal.ITIMER_REAL)
@@ -513,11 +517,11 @@ def settle():
     attempt(atexit._run_exitfuncs)
     if fired:
         time.sleep(0.01)  # the handler runs in this thread, between bytecodes
-    threads = other_threads()
+    threads = max(0, other_threads() - baseline)
     deadline = time.monotonic() + LINGER_SECONDS
     while threads and time.monotonic() < deadline:
         time.sleep(0.02)
-        threads = other_threads()
+        threads = max(0, other_threads() - baseline)
     return threads
 
 
@@ -647,8 +651,12 @@ def main(argv):
     loader, model, probe, CONSUMER, imports = parsed
     if argv[1] == "hf-remote-code":
         airlock_remote_code.prepare()
+    if argv[1] == "onnx" and not airlock_onnx.configure(argv[3:]):
+        print("usage: load.py onnx MODEL [--folder fd:N] [--name NAME]", file=sys.stderr)
+        return 2
     start(imports, loader in (load_torch_zip, load_torch_legacy))
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
+    baseline = other_threads()
     announce("load")
     try:
         with model_file(model) as f:
@@ -678,9 +686,9 @@ def main(argv):
     if stand_ins:
         say("stand-ins", ",".join(sorted(stand_ins)))
     try:
-        threads = settle()
+        threads = settle(baseline)
     except BaseException:  # a late payload's exception: the supervisor has seen what it did
-        threads = other_threads()
+        threads = max(0, other_threads() - baseline)
     if threads:
         print(f"airlock-harness: left-behind threads={threads}", file=sys.stderr, flush=True)
     print(f"airlock-harness: loaded {loaded}", flush=True)

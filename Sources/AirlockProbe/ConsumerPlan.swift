@@ -17,7 +17,8 @@ public struct ConsumerPlan: Sendable, Equatable {
     /// Libraries whose import is an inference service's start-up (their top-level module names).
     public static let libraries: Set<String> = [
         "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
-        "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
+        "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "onnxruntime",
+        "keras",
     ]
     /// transformers' modules that loading a repository with remote code uses, imported lazily by transformers
     /// itself: imported at start-up so that their imports (huggingface_hub, safetensors, torch's submodules) are not
@@ -39,6 +40,7 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .numpy, .npz: wanted = ["numpy"]
         case .pickle: wanted = consumer == .pickle ? [] : [consumer.rawValue]
         case .hfRemoteCode: wanted = ["torch", "transformers"] + ConsumerPlan.transformersModules
+        case .onnx: wanted = ["numpy", "onnx", "onnxruntime"]
         }
         wanted += modules.filter(ConsumerPlan.importableAtStartup).sorted()
         var seen = Set<String>()

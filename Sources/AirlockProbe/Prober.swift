@@ -81,7 +81,9 @@ public enum Prober {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
             return Report(target: target, findings: [], error: ("io", "cannot open \(path): \(error.errnoValue.text)"))
         }
-        return fd.closeAfter { probe(fd: $0.rawValue, path: path, options: options) }
+        return fd.closeAfter { file in
+            ModelWalk.examineNamed(file.rawValue, path, path: path) { probe(fd: $0, path: $1, options: options) }
+        }
     }
 
     /// Probes the file open as `fd` (`path` names it in the report). The static analysis and the detonation see the
@@ -89,21 +91,30 @@ public enum Prober {
     public static func probe(fd: Int32, path: String, options: ProbeOptions) -> Report {
         var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
         if report.error != nil { return report }
-        guard let format = harnessFormat(report) else {
+        guard let format = harnessFormat(report), format != .onnx || ONNXDetonation.hasRuntime(options) else {
             report.add([staticOnly(report)])
             return report
         }
         let started = StaticScanner.now()
         let detonation: Detonation
+        var notes: [Finding] = []
         do throws(SandboxError) {
             let plan = ConsumerPlan(format: format, modules: report.modules, runtime: options.runtime)
-            detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+            if format == .onnx {
+                let onnx = try ONNXDetonation.run(fd: fd, path: path, report: report, plan: plan, options: options)
+                detonation = onnx.detonation
+                notes = [onnx.note]
+            } else {
+                detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+            }
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
             report.add([], error: ("detonation", "the sandbox could not run the loader: \(error)"))
             return report
         }
-        return Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
+        var decided = Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
+        decided.add(notes)
+        return decided
     }
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can
@@ -127,7 +138,7 @@ public enum Prober {
                 "numeric arrays only (no object dtype): numpy loads them without unpickling, so the static analysis is the whole answer"
         case .onnx:
             reason =
-                "ONNX graphs are data; what could run (custom operators, external files) is judged statically, and no ONNX runtime is loaded in the sandbox"
+                "ONNX graphs are data; what could run (custom operators, external files) is judged statically: the consumer's Python has neither onnx nor onnxruntime to load it with in the sandbox"
         case .keras, .hdf5:
             reason = "no Keras runtime in the sandbox: serialized functions and custom objects are judged statically"
         case .zip:
