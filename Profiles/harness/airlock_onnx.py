@@ -5,7 +5,9 @@ resolve inside it (`ONNXFolderPack` in Sources/AirlockProbe), read on the host b
 model's own file name. Here, inside the sandbox:
 
 - load: the pack is unpacked into /tmp/airlock-onnx/model (the sandbox's /tmp is its own tmpfs), the model copied
-  there under its name (a link to its descriptor when it is too big for /tmp), then, with whichever the runtime has,
+  there under its name (when it is too big for /tmp, read from its descriptor with the folder given as onnx.load and
+  onnxruntime would take it from the path: `load_external_data_for_model(FOLDER)`, and the working folder), then,
+  with whichever the runtime has,
   `onnx.load(path, load_external_data=True)` and `onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])`.
   Both are tried; when either refuses the model, loading raises its error (`load-error`): a refusal by the real
   loader is itself evidence. Locations that leave the folder were not packed, so the loader reads the real path
@@ -26,7 +28,7 @@ MAX_FILES = 64
 MAX_BYTES = 48 << 20
 MAX_NAME = 1024
 MAX_COMPONENTS = 32
-# A model bigger than this is linked to its descriptor instead of copied (the sandbox's /tmp is small).
+# A model bigger than this is read from its descriptor instead of copied (the sandbox's /tmp is small).
 MAX_COPY = 16 << 20
 MAX_ELEMENTS = 1 << 22
 OPTIONS = {"folder": None, "name": "model.onnx"}
@@ -124,13 +126,12 @@ def unpack(fd):
 
 
 def place(f):
-    """The model at FOLDER/NAME: a copy, or a link to its descriptor when too big for the sandbox's /tmp (loaders
-    take the folder from the path they are given)."""
+    """The model copied to FOLDER/NAME; None when it is too big for the sandbox's /tmp (it is then read from its
+    descriptor, `load_unplaced`)."""
     path = FOLDER + "/" + OPTIONS["name"]
     size = os.fstat(f.fileno()).st_size
     if size > MAX_COPY:
-        os.symlink(f"/proc/self/fd/{f.fileno()}", path)
-        return path
+        return None
     f.seek(0)
     out = create(path)
     try:
@@ -161,7 +162,13 @@ def load(f):
     errors, model, session = [], None, None
     if onnx is not None:
         try:
-            model = onnx.load(path, load_external_data=True)
+            if path is not None:
+                model = onnx.load(path, load_external_data=True)
+            else:  # what onnx.load(path) does: the protobuf, then the external data from the model's folder
+                f.seek(0)
+                model = onnx.load_model_from_string(f.read())
+                from onnx.external_data_helper import load_external_data_for_model
+                load_external_data_for_model(model, FOLDER)
         except Exception as e:
             errors.append(e)
     if ort is not None:
@@ -169,7 +176,12 @@ def load(f):
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
-            session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+            if path is not None:
+                session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+            else:  # from bytes, onnxruntime reads external data relative to the working folder
+                f.seek(0)
+                os.chdir(FOLDER)
+                session = ort.InferenceSession(f.read(), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:
             errors.append(e)
     if errors:

@@ -31,6 +31,8 @@ public struct ONNXFolderPack: Sendable {
     /// Longest name packed, and most components.
     static let maxNameBytes = 1024
     static let maxComponents = 32
+    /// Most distinct locations looked up.
+    static let maxLookups = 1_000
 
     /// The files packed: the names the harness writes, and their sizes.
     public var files: [(name: String, size: Int)] = []
@@ -70,8 +72,12 @@ public struct ONNXFolderPack: Sendable {
         let modelName = String(decoding: folder.name, as: UTF8.self)
         var chosen: [(name: String, fd: FileDescriptor, size: Int)] = []
         defer { for c in chosen { c.fd.close() } }
+        var tried = 0
         for ref in references {
             guard let name = name(ref.location), name != modelName, seen.insert(name).inserted else { continue }
+            // Each lookup walks the location's components: as many as the static check resolves, no more.
+            tried += 1
+            guard tried <= maxLookups else { break }
             guard chosen.count < maxFiles else {
                 pack.left.append((name, "more than \(maxFiles) external files"))
                 continue

@@ -152,7 +152,7 @@ def detonations():
     `external-inside` (external data in the folder, written by onnx), `climb` (a tensor in `weights/w.bin` and one
     whose location climbs out through `weights/` to SECRET: onnx 1.12 strips leading `../` only, so this one reads
     the real path), `dotdot` (leading `../` to SECRET), and `runs` (MatMul + Relu on an input with a symbolic batch
-    dimension, weights external: inference runs on it). Standard ONNX operators cannot run code or touch files."""
+    dimension, weights external: inference runs on it), `big` (over 16 MiB, a bias external). Standard ONNX operators cannot run code or touch files."""
     os.makedirs(OUT, exist_ok=True)
     add = helper.make_node("Add", ["x", "w"], ["y"])
     w = numpy_helper.from_array(np.array([1.0, 2.0], dtype=np.float32), "w")
@@ -182,6 +182,18 @@ def detonations():
                           "runs", [x], [y], initializer=[m])
     onnx.save_model(helper.make_model(g, producer_name="airlock-tests", opset_imports=[helper.make_opsetid("", 13)]),
                     os.path.join(d, "model.onnx"), save_as_external_data=True, location="m.bin", size_threshold=0)
+
+    # Bigger than the harness copies into the sandbox's /tmp (16 MiB): read from its descriptor, with its folder's
+    # external file (a bias) all the same.
+    d = folder("big")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2304])
+    m = numpy_helper.from_array(np.full((2048, 2304), 0.5, dtype=np.float32), "m")
+    with open(os.path.join(d, "b.bin"), "wb") as f:
+        f.write(np.ones(2304, dtype=np.float32).tobytes())
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "m"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+                          "big", [x], [y], initializer=[m, external("b", "b.bin", 0, 2304 * 4, dims=(2304,))])
+    save(d, helper.make_model(g, producer_name="airlock-tests", opset_imports=[helper.make_opsetid("", 13)]))
 
 
 if "--detonation" in sys.argv:
