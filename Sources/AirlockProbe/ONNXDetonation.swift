@@ -37,6 +37,15 @@ public enum ONNXDetonation {
         return (detonation, note(packed, name: name, options: options, references: report.externalData.count))
     }
 
+    /// The info finding of an ONNX model with external data probed without its folder: not detonated.
+    static func withoutFolder() -> Finding {
+        Finding(
+            rule: "probe.static-only", severity: .info,
+            message:
+                "ONNX model with external data, given without its folder: loading it would fail for want of those files, so the static analysis is the whole answer",
+            evidence: Evidence(details: [("format", "onnx")]))
+    }
+
     /// The model's file name in the sandbox: its own when plain (ASCII letters, digits, `_`, `-`, `.`, not first,
     /// at most 128 bytes), else `model.onnx`.
     static func modelName(_ bytes: [UInt8]) -> String {

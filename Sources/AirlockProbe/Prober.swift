@@ -95,6 +95,12 @@ public enum Prober {
             report.add([staticOnly(report)])
             return report
         }
+        // A descriptor without its folder (airlockd's single file): the loader could not find the external data,
+        // and a load that fails for that says nothing about the model.
+        if format == .onnx, !report.externalData.isEmpty, ModelFolder.current == nil {
+            report.add([ONNXDetonation.withoutFolder()])
+            return report
+        }
         let started = StaticScanner.now()
         let detonation: Detonation
         var notes: [Finding] = []

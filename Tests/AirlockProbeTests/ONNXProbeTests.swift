@@ -141,6 +141,22 @@ struct ONNXProbeTests {
         #expect(climb.findings.contains { $0.rule == "dynamic.secrets" }, "\(Self.summary(climb))")
     }
 
+    @Test("a model with external data handed as a descriptor alone (airlockd's single file) is answered statically")
+    func withoutFolder() throws {
+        let dir = try Self.models(python: "/usr/bin/python3")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = try RealRuntimeTests.options()
+        for (name, detonated) in [("external-inside", false), ("clean", true)] {
+            let fd = open("\(dir)/\(name)/model.onnx", O_RDONLY)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            let report = Prober.probe(fd: fd, path: "\(name)/model.onnx", options: options)
+            #expect((report.detonation != nil) == detonated, "\(name): \(Self.summary(report))")
+            #expect(report.verdict == .clean, "\(name): \(Self.summary(report))")
+            #expect(report.findings.contains { $0.rule == "probe.static-only" } == !detonated, "\(name)")
+        }
+    }
+
     @Test("the pack takes files inside the folder by descriptor; links out, climbs and absolutes are left out")
     func pack() throws {
         let dir = NSTemporaryDirectory() + "airlock-onnx-pack-\(UUID().uuidString.prefix(8))"
