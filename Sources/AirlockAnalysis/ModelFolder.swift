@@ -20,4 +20,9 @@ public struct ModelFolder: Sendable, Equatable {
 
     /// The folder of the file being examined on this task, when the walk knows it.
     @TaskLocal public static var current: ModelFolder?
+
+    /// Runs a read of the folder's files with the identity the folder was handed with: airlockd sets it to read as
+    /// its client (the examiner itself runs as the daemon, for the sandbox), so a file beside the model that the
+    /// client cannot read is never read for it. Nil: the reader's own identity.
+    @TaskLocal public static var reading: (@Sendable (_ read: () -> Void) -> Void)?
 }

@@ -28,7 +28,16 @@ public enum ONNXDetonation {
         let folder = ModelFolder.current
         var packed = ONNXFolderPack()
         if let folder, !report.externalData.isEmpty {
-            packed = try ONNXFolderPack.read(report.externalData, folder: folder)
+            var failure: SandboxError?
+            let read = {
+                do throws(SandboxError) {
+                    packed = try ONNXFolderPack.read(report.externalData, folder: folder)
+                } catch {
+                    failure = error
+                }
+            }
+            if let reading = ModelFolder.reading { reading(read) } else { read() }
+            if let failure { throw failure }
         }
         defer { packed.memory?.close() }
         let name = modelName(folder?.name ?? Array((path.split(separator: "/").last ?? "").utf8))
