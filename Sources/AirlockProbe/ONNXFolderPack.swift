@@ -87,6 +87,13 @@ public struct ONNXFolderPack: Sendable {
             let fd = FileDescriptor(raw)
             var st = stat()
             let size = fstat(raw, &st) == 0 ? Int(st.st_size) : -1
+            guard st.st_nlink <= 1 else {
+                // Its content is a file's elsewhere (a tar can link any file it can see): never carried in.
+                fd.close()
+                pack.left.append(
+                    (name, "a hard link (\(st.st_nlink) names): its content is shared with a file elsewhere"))
+                continue
+            }
             guard size >= 0, total + size <= maxTotalBytes else {
                 fd.close()
                 pack.left.append((name, "\(size) bytes: the pack's \(maxTotalBytes) bytes would be exceeded"))

@@ -168,9 +168,11 @@ struct ONNXProbeTests {
         fm.createFile(atPath: dir + "/model.onnx", contents: Data([0]))
         try fm.createSymbolicLink(atPath: dir + "/out.bin", withDestinationPath: "/etc/hostname")
         try fm.createSymbolicLink(atPath: dir + "/in.bin", withDestinationPath: "a.bin")
+        fm.createFile(atPath: dir + "/shared.bin", contents: Data([9]))
+        #expect(link(dir + "/shared.bin", dir + "/shared-too.bin") == 0)
         let locations = [
             "a.bin", "./sub/b.bin", "out.bin", "in.bin", "../x", "/etc/hostname", "sub/../../y", "missing.bin",
-            "model.onnx", "a.bin",
+            "model.onnx", "a.bin", "shared.bin",
         ]
         let refs = locations.map { ONNXExternalReference(tensor: "t", location: $0, offset: nil, length: nil, at: 0) }
         let dirfd = open(dir, O_RDONLY | O_DIRECTORY)
@@ -182,6 +184,7 @@ struct ONNXProbeTests {
         #expect(pack.files.map(\.name) == ["a.bin", "sub/b.bin", "in.bin"])
         #expect(pack.files.map(\.size) == [4, 2, 4])
         #expect(pack.folders == ["sub"])
+        #expect(pack.left.map(\.name) == ["shared.bin"])
         let memory = try #require(pack.memory)
         var st = stat()
         #expect(fstat(memory.rawValue, &st) == 0)
