@@ -7,8 +7,9 @@
 PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
 MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
 `airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, gguf (a model with a
-chat template: airlock_templates.py), keras and hdf5 (Keras models: airlock_keras.py); or hf-remote-code,
-a repository with remote code packed by `airlock probe` (airlock_remote_code.py). `--consumer` says
+chat template: airlock_templates.py), keras and hdf5 (Keras models: airlock_keras.py), onnx (with
+`--folder fd:N --name NAME`, airlock_onnx.py); or hf-remote-code, a repository with remote code packed by
+`airlock probe` (airlock_remote_code.py). `--consumer` says
 which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
 `--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
 start-up (threads, semaphores, /proc reads) is the runtime's and not the model's.
@@ -51,6 +52,7 @@ import time
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
 import airlock_keras
+import airlock_onnx
 import airlock_remote_code
 import airlock_templates
 from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
@@ -450,10 +452,11 @@ LOADERS = {
     # Keras 3 `.keras` archives and legacy HDF5 models, by keras.saving.load_model (safe mode first).
     "keras": lambda f: airlock_keras.load(f, say, real),
     "hdf5": lambda f: airlock_keras.load(f, say, real),
+    "onnx": airlock_onnx.load,
 }
 # Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
 # model constructed from its config).
-CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct}
+CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct, "onnx": airlock_onnx.construct}
 
 
 CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
@@ -520,12 +523,13 @@ def other_threads():
         return 0
 
 
-def settle():
+def settle(baseline=0):
     """Once the loader returned: make what the model scheduled for later happen now, while the sandbox still watches.
     A pending alarm fires early, young unreachable objects are finalized, atexit handlers run, and the process stays while
     the model's threads run (up to LINGER_SECONDS; the supervisor's observation window ends it sooner). This only helps
     payloads show themselves: the model can patch any of it, and the supervisor's own observation does not depend on
-    it. Returns how many threads were left when it stopped waiting."""
+    it. `baseline` threads are the runtime's own, started during start-up (onnxruntime's import starts one), as the
+    supervisor counts them. Returns how many threads beyond those were left when it stopped waiting."""
     fired = False
     try:
         delay, interval = _signal.getitimer(_signal.ITIMER_REAL)
@@ -540,11 +544,11 @@ def settle():
     attempt(atexit._run_exitfuncs)
     if fired:
         time.sleep(0.01)  # the handler runs in this thread, between bytecodes
-    threads = other_threads()
+    threads = max(0, other_threads() - baseline)
     deadline = time.monotonic() + LINGER_SECONDS
     while threads and time.monotonic() < deadline:
         time.sleep(0.02)
-        threads = other_threads()
+        threads = max(0, other_threads() - baseline)
     return threads
 
 
@@ -685,8 +689,12 @@ def main(argv):
             airlock_keras.prepare(model, argv[1])
         except OSError as e:
             return fail(3, "load-error", e)
+    if argv[1] == "onnx" and not airlock_onnx.configure(argv[3:]):
+        print("usage: load.py onnx MODEL [--folder fd:N] [--name NAME]", file=sys.stderr)
+        return 2
     start(imports, loader in (load_torch_zip, load_torch_legacy))
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
+    baseline = other_threads()
     announce("load")
     try:
         with model_file(model) as f:
@@ -716,9 +724,9 @@ def main(argv):
     if stand_ins:
         say("stand-ins", ",".join(sorted(stand_ins)))
     try:
-        threads = settle()
+        threads = settle(baseline)
     except BaseException:  # a late payload's exception: the supervisor has seen what it did
-        threads = other_threads()
+        threads = max(0, other_threads() - baseline)
     if threads:
         print(f"airlock-harness: left-behind threads={threads}", file=sys.stderr, flush=True)
     print(f"airlock-harness: loaded {loaded}", flush=True)

@@ -95,9 +95,10 @@ enum FolderScanner {
                     return
                 }
                 let examined = FileDescriptor(fd).closeAfter { _ -> Report in
-                    var r = examine(fd, path)
+                    let folder = relative.parent.bytes.split(separator: UInt8(ascii: "/")).map(Array.init)
+                    let context = ModelFolder(dirfd: dirfd, components: folder, name: relative.lastComponent.bytes)
+                    var r = ModelFolder.$current.withValue(context) { examine(fd, path) }
                     if !r.externalData.isEmpty {
-                        let folder = relative.parent.bytes.split(separator: UInt8(ascii: "/")).map(Array.init)
                         r.add(ONNXExternalFiles.findings(r.externalData, dirfd: dirfd, folder: folder))
                     }
                     r.add(

@@ -42,7 +42,8 @@ public enum ModelWalk {
             let isDirectory = st.st_mode & S_IFMT == S_IFDIR
             fd.closeAfter {
                 walk(
-                    fd: $0.rawValue, isDirectory: isDirectory, path: shown, examine: examine,
+                    fd: $0.rawValue, isDirectory: isDirectory, path: shown,
+                    examine: isDirectory ? examine : { examineNamed($0, $1, path: path, examine: examine) },
                     repository: repository
                 ) { r in
                     var r = r
@@ -70,6 +71,26 @@ public enum ModelWalk {
                 hashThreads: hashAhead ? DigestPrefetch.defaultThreads : 0, report: report)
         } else {
             report(examine(fd, path))
+        }
+    }
+
+    /// Examines the file the caller named `path` (open as `fd`, shown as `shown`) with its folder as the context
+    /// (`ModelFolder.current`): the folder that holds it, opened by the path the caller gave, as
+    /// `externalDataFindings` looks it up.
+    public static func examineNamed(
+        _ fd: Int32, _ shown: String, path: String, examine: (Int32, String) -> Report
+    ) -> Report {
+        let slash = path.lastIndex(of: "/")
+        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = Array((slash.map { path[path.index(after: $0)...] } ?? Substring(path)).utf8)
+        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0, !name.isEmpty else {
+            if dirfd >= 0 { close(dirfd) }
+            return examine(fd, shown)
+        }
+        defer { close(dirfd) }
+        return ModelFolder.$current.withValue(ModelFolder(dirfd: dirfd, components: [], name: name)) {
+            examine(fd, shown)
         }
     }
 

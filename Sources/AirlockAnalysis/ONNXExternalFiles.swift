@@ -161,6 +161,37 @@ public enum ONNXExternalFiles {
 
     /// Resolves `location` under `folder` below `dirfd` without letting the kernel follow a link.
     static func resolve(_ location: String, dirfd: Int32, folder: [[UInt8]]) -> Resolution {
+        resolveComponents(location, dirfd: dirfd, folder: folder).resolution
+    }
+
+    /// Opens the file `location` leads to inside the folder (`folder` below `dirfd`), read-only, one component at a
+    /// time with `O_NOFOLLOW` along the path `resolve` found, so a component swapped for a link since is refused,
+    /// never followed. Nil when the location is not a regular file inside the folder (or is `..`/absolute).
+    public static func openInside(_ location: String, dirfd: Int32, folder: [[UInt8]]) -> Int32? {
+        guard ONNXParser.traversal(location) == nil else { return nil }
+        let (resolution, path) = resolveComponents(location, dirfd: dirfd, folder: folder)
+        guard case .file = resolution, !path.isEmpty else { return nil }
+        var at = dirfd
+        defer { if at != dirfd { close(at) } }
+        for (i, component) in path.enumerated() {
+            let last = i == path.count - 1
+            let flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (last ? 0 : O_DIRECTORY)
+            let next = openat(at, component.map { CChar(bitPattern: $0) } + [0], flags)
+            guard next >= 0 else { return nil }
+            if at != dirfd { close(at) }
+            at = next
+        }
+        var st = stat()
+        guard fstat(at, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        let fd = at
+        at = dirfd
+        return fd
+    }
+
+    /// `resolve`, with the components (below `dirfd`) of the file it leads to.
+    static func resolveComponents(
+        _ location: String, dirfd: Int32, folder: [[UInt8]]
+    ) -> (resolution: Resolution, path: [[UInt8]]) {
         let root = rootPath(dirfd)
         var resolved: [[UInt8]] = folder
         var pending: [[UInt8]] = Array(location.utf8).split(
@@ -171,10 +202,10 @@ public enum ONNXExternalFiles {
         var steps = 0
         while let component = pending.popLast() {
             steps += 1
-            guard steps <= maxComponents else { return .escapes("more than \(maxComponents) path components") }
+            guard steps <= maxComponents else { return (.escapes("more than \(maxComponents) path components"), []) }
             if component == [UInt8(ascii: ".")] { continue }
             if component == [UInt8(ascii: "."), UInt8(ascii: ".")] {
-                guard !resolved.isEmpty else { return .escapes("'..' above the folder") }
+                guard !resolved.isEmpty else { return (.escapes("'..' above the folder"), []) }
                 resolved.removeLast()
                 continue
             }
@@ -182,12 +213,14 @@ public enum ONNXExternalFiles {
             var st = stat()
             guard fstatat(dirfd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
                 let e = errno
-                return e == ENOENT || e == ENOTDIR ? .missing : .notFile("unreadable (\(Errno(rawValue: e).text))")
+                return (
+                    e == ENOENT || e == ENOTDIR ? .missing : .notFile("unreadable (\(Errno(rawValue: e).text))"), []
+                )
             }
             if st.st_mode & S_IFMT == S_IFLNK {
                 links += 1
-                guard links <= maxLinks else { return .escapes("more than \(maxLinks) symbolic links") }
-                guard let target = readLink(dirfd, path) else { return .notFile("an unreadable symbolic link") }
+                guard links <= maxLinks else { return (.escapes("more than \(maxLinks) symbolic links"), []) }
+                guard let target = readLink(dirfd, path) else { return (.notFile("an unreadable symbolic link"), []) }
                 let shown = text(path.dropLast().map { UInt8(bitPattern: $0) }) + " -> " + text(target)
                 var rest = target
                 if target.first == UInt8(ascii: "/") {
@@ -198,7 +231,7 @@ public enum ONNXExternalFiles {
                             $0 == root || $0.starts(with: root + [UInt8(ascii: "/")])
                         })
                     else {
-                        return .escapes("symbolic link \(shown)")
+                        return (.escapes("symbolic link \(shown)"), [])
                     }
                     rest = Array(inside.dropFirst(root.count))
                     resolved = []
@@ -208,15 +241,18 @@ public enum ONNXExternalFiles {
             }
             resolved.append(component)
         }
-        guard !resolved.isEmpty else { return .notFile("the folder itself") }
+        guard !resolved.isEmpty else { return (.notFile("the folder itself"), []) }
         var st = stat()
-        guard fstatat(dirfd, join(resolved), &st, AT_SYMLINK_NOFOLLOW) == 0 else { return .missing }
+        guard fstatat(dirfd, join(resolved), &st, AT_SYMLINK_NOFOLLOW) == 0 else { return (.missing, []) }
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            return .file(
-                size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino), links: Int(st.st_nlink))
-        case S_IFDIR: return .notFile("a folder")
-        default: return .notFile("a special file")
+            return (
+                .file(
+                    size: Int(st.st_size), device: UInt64(st.st_dev), inode: UInt64(st.st_ino),
+                    links: Int(st.st_nlink)), resolved
+            )
+        case S_IFDIR: return (.notFile("a folder"), [])
+        default: return (.notFile("a special file"), [])
         }
     }
 

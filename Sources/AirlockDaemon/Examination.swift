@@ -109,12 +109,15 @@ struct Examination: Sendable {
                     request.method == .probe
                     ? RemoteCodeDetonation.examiner(options: options, detonating: { run in identity.withDaemon(run) })
                     : nil
-                ModelWalk.walk(
-                    fd: own.rawValue, isDirectory: true, path: name,
-                    examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
-                    // Hashing threads would open the files with the daemon's identity, not the client's.
-                    hashAhead: false
-                ) { reports.append($0) }
+                // Files beside a model (ONNX external data) are read as the client, like the folder itself.
+                ModelFolder.$reading.withValue({ read in _ = identity.withClient(read) }) {
+                    ModelWalk.walk(
+                        fd: own.rawValue, isDirectory: true, path: name,
+                        examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
+                        // Hashing threads would open the files with the daemon's identity, not the client's.
+                        hashAhead: false
+                    ) { reports.append($0) }
+                }
                 return nil
             }
             switch walked {
@@ -173,7 +176,7 @@ struct Examination: Sendable {
 /// A worker thread acting, for file-system access, as a client (fsuid, fsgid and supplementary groups of this thread
 /// only). Only a root daemon can and needs to: for root clients, and clients with the daemon's own uid, nothing
 /// changes.
-struct ClientIdentity {
+struct ClientIdentity: Sendable {
     let peer: Peer
     let daemonGroups: [gid_t]
     let active: Bool

@@ -20,8 +20,8 @@ public struct ConsumerPlan: Sendable, Equatable {
     /// Libraries whose import is an inference service's start-up (their top-level module names).
     public static let libraries: Set<String> = [
         "torch", "numpy", "scipy", "sklearn", "joblib", "pandas", "xgboost", "lightgbm", "catboost", "dill",
-        "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "keras",
-        "jinja2", "jax", "jaxlib", "h5py", "tensorflow", "ml_dtypes",
+        "cloudpickle", "transformers", "tokenizers", "safetensors", "statsmodels", "skops", "onnx", "onnxruntime",
+        "keras", "jinja2", "jax", "jaxlib", "h5py", "tensorflow", "ml_dtypes",
     ]
     /// transformers' modules that loading a repository with remote code uses, imported lazily by transformers
     /// itself: imported at start-up so that their imports (huggingface_hub, safetensors, torch's submodules) are not
@@ -49,6 +49,7 @@ public struct ConsumerPlan: Sendable, Equatable {
         case .gguf: wanted = ["jinja2", "jinja2.sandbox"]
         // keras imports its backend (jax for the numpy and jax backends, else tensorflow or torch) and h5py.
         case .keras, .hdf5: wanted = ["numpy", "h5py", "jax", "keras"]
+        case .onnx: wanted = ["numpy", "onnx", "onnxruntime"]
         }
         wanted += modules.filter(ConsumerPlan.importableAtStartup).sorted()
         var seen = Set<String>()

@@ -1,7 +1,7 @@
 public import AirlockAnalysis
 public import AirlockSandbox
 public import AirlockTrace
-internal import AirlockSystem
+public import AirlockSystem
 internal import AirlockJSON
 
 /// One detonation: the harness loading a file in the sandbox, and what the supervisor observed — the typed trace
@@ -75,11 +75,15 @@ public struct Detonation: Sendable {
     /// With `options.warmStart`, a ready warm sandbox of the same runtime whose start-up the plan covers is used when
     /// there is one (`WarmSandbox`);
     /// otherwise, or when it could not take the model, a sandbox is started for this file alone (cold).
+    ///
+    /// `folder` (an ONNX model's external files, `ONNXFolderPack`) is passed as a second descriptor, with the model's
+    /// file name `name`; such a detonation always starts cold.
     public static func run(
-        fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions
+        fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
+        folder: FileDescriptor? = nil, name: String? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if let warm = options.warmStart?.take(for: options, plan: plan),
+        if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {
             return detonation
@@ -89,12 +93,19 @@ public struct Detonation: Sendable {
         let argv = HarnessProtocol.argv(
             interpreter: options.interpreter, format: format,
             descriptor: Sandbox.firstPassedFD, probe: options.probePhase, consumer: plan.consumer,
-            imports: plan.imports, compression: plan.compression)
+            imports: plan.imports, compression: plan.compression,
+            folder: folder.map { _ in Sandbox.firstPassedFD + 1 }, name: name)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
+        var passed = [model]
+        if let folder {
+            let sealed = try ModelSeal.passableDescriptor(folder, profile: options.profile)
+            passed.append(sealed)
+        }
+        defer { for extra in passed.dropFirst() { extra.close() } }
         var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: try mounts(options), phases: phases.map(\.rawValue), passedFDs: [model],
+            extraMounts: try mounts(options), phases: phases.map(\.rawValue), passedFDs: passed,
             observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue

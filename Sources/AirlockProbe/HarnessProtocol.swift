@@ -36,6 +36,10 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
     case keras
     /// A legacy Keras HDF5 model (an HDF5 file with a `model_config`), loaded as `keras` files are.
     case hdf5
+    /// An ONNX model, loaded from a private folder of the sandbox's `/tmp` under its own name, beside the external
+    /// files of its folder (`ONNXFolderPack`): `onnx.load(load_external_data=True)`, then an onnxruntime session and
+    /// one run, with whichever of the two the runtime has.
+    case onnx
 
     /// The harness format for a file of `format`, when loading it can run code and the harness can load it: pickles
     /// in every wrapping, and NumPy files only when an array has the object dtype (`objectArrays`), since numeric
@@ -56,6 +60,7 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
         case .gguf where chatTemplate: self = .gguf
         case .keras where keras: self = .keras
         case .hdf5 where keras && kerasModel: self = .hdf5
+        case .onnx: self = .onnx
         default: return nil
         }
     }
@@ -86,6 +91,10 @@ public enum HarnessProtocol {
     public static let compressionOption = "--compression"
     /// The option naming the libraries to import at start-up, comma-separated.
     public static let importOption = "--import"
+    /// The option naming the descriptor of the model's folder (`ONNXFolderPack`), `fd:N`.
+    public static let folderOption = "--folder"
+    /// The option naming the model's file name in its folder.
+    public static let nameOption = "--name"
 
     /// The kinds of line the harness prints after `linePrefix`; the rest of the line is detail.
     public enum Line: String, Sendable, CaseIterable {
@@ -139,17 +148,20 @@ public enum HarnessProtocol {
     }
 
     /// The harness's command line inside the sandbox: `interpreter`, the entry point, the format and the model's
-    /// descriptor, `--no-probe` unless the probe phase is wanted, the pickle's consumer when not plain pickle, and
-    /// the libraries to import at start-up.
+    /// descriptor, `--no-probe` unless the probe phase is wanted, the pickle's consumer when not plain pickle, the
+    /// libraries to import at start-up, and for ONNX the folder's pack descriptor and the model's file name.
     public static func argv(
         interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool,
-        consumer: HarnessConsumer = .pickle, imports: [String] = [], compression: String? = nil
+        consumer: HarnessConsumer = .pickle, imports: [String] = [], compression: String? = nil, folder: Int32? = nil,
+        name: String? = nil
     ) -> [String] {
         interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)]
             + (probe ? [] : [noProbeFlag])
             + (consumer == .pickle ? [] : [consumerOption, consumer.rawValue])
             + (compression.map { [compressionOption, $0] } ?? [])
             + (imports.isEmpty ? [] : [importOption, imports.joined(separator: ",")])
+            + (folder.map { [folderOption, descriptorPrefix + String($0)] } ?? [])
+            + (name.map { [nameOption, $0] } ?? [])
     }
 
     /// The details of the `kind` lines among `lines` (already stripped of `linePrefix`), in order.

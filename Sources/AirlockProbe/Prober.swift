@@ -81,7 +81,9 @@ public enum Prober {
             let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
             return Report(target: target, findings: [], error: ("io", "cannot open \(path): \(error.errnoValue.text)"))
         }
-        return fd.closeAfter { probe(fd: $0.rawValue, path: path, options: options) }
+        return fd.closeAfter { file in
+            ModelWalk.examineNamed(file.rawValue, path, path: path) { probe(fd: $0, path: $1, options: options) }
+        }
     }
 
     /// Probes the file open as `fd` (`path` names it in the report). The static analysis and the detonation see the
@@ -89,22 +91,39 @@ public enum Prober {
     public static func probe(fd: Int32, path: String, options: ProbeOptions) -> Report {
         var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
         if report.error != nil { return report }
-        guard let (format, compression) = harnessFormat(report, runtime: options.runtime) else {
+        guard let (format, compression) = harnessFormat(report, runtime: options.runtime),
+            format != .onnx || ONNXDetonation.hasRuntime(options)
+        else {
             report.add([staticOnly(report, runtime: options.runtime)])
+            return report
+        }
+        // A descriptor without its folder (airlockd's single file): the loader could not find the external data,
+        // and a load that fails for that says nothing about the model.
+        if format == .onnx, !report.externalData.isEmpty, ModelFolder.current == nil {
+            report.add([ONNXDetonation.withoutFolder()])
             return report
         }
         let started = StaticScanner.now()
         let detonation: Detonation
+        var notes: [Finding] = []
         do throws(SandboxError) {
             let plan = ConsumerPlan(
                 format: format, modules: report.modules, runtime: options.runtime, compression: compression)
-            detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+            if format == .onnx {
+                let onnx = try ONNXDetonation.run(fd: fd, path: path, report: report, plan: plan, options: options)
+                detonation = onnx.detonation
+                notes = [onnx.note]
+            } else {
+                detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+            }
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
             report.add([], error: ("detonation", "the sandbox could not run the loader: \(error)"))
             return report
         }
-        return Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
+        var decided = Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
+        decided.add(notes)
+        return decided
     }
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can
@@ -160,7 +179,7 @@ public enum Prober {
                 "numeric arrays only (no object dtype): numpy loads them without unpickling, so the static analysis is the whole answer"
         case .onnx:
             reason =
-                "ONNX graphs are data; what could run (custom operators, external files) is judged statically, and no ONNX runtime is loaded in the sandbox"
+                "ONNX graphs are data; what could run (custom operators, external files) is judged statically: the consumer's Python has neither onnx nor onnxruntime to load it with in the sandbox"
         case .keras, .hdf5:
             if format == .hdf5 && !report.kerasModel {
                 reason =

@@ -297,6 +297,53 @@ struct DaemonClientIdentityTests {
         let rules = (own["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
         #expect(rules.contains("dynamic.network"), "\(rules)")
     }
+
+    @Test("an ONNX model's external file the client cannot read is not passed into its detonation")
+    func onnxExternalDataAsClient() throws {
+        let dir = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let client: uid_t = 4243
+        let models = try generateSamples("onnx_models.py", ["--detonation"])
+        defer { try? FileManager.default.removeItem(atPath: models) }
+        let folder = "\(dir)/onnx"
+        try FileManager.default.copyItem(atPath: "\(models)/external-inside", toPath: folder)
+        chmod(dir, 0o755)
+        chmod(folder, 0o755)
+        chmod("\(folder)/model.onnx", 0o644)
+        chmod("\(folder)/model.onnx.data", 0o600)  // root's: the client cannot read it
+        let script = """
+            import json, os, socket, struct, sys
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(sys.argv[1])
+            body = json.dumps({"airlock": 1, "id": "1", "method": "probe", "params": {"name": "onnx"}}).encode()
+            socket.send_fds(sock, [struct.pack(">I", len(body)) + body], [os.open(sys.argv[2], os.O_RDONLY)])
+            (n,) = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))
+            print(sock.recv(n, socket.MSG_WAITALL).decode())
+            """
+        try script.write(toFile: "\(dir)/client.py", atomically: true, encoding: .utf8)
+        let socketPath = "\(dir)/airlockd.sock"
+        let daemon = try Child(
+            airlockdBinary, ["--socket", socketPath, "--allow-uid", String(client)], output: "\(dir)/log")
+        defer { daemon.stop() }
+        try waitForFile(socketPath)
+        chmod(socketPath, 0o666)
+        let run = try runProgram(
+            "/usr/bin/setpriv",
+            [
+                "--reuid", String(client), "--regid", String(client), "--clear-groups",
+                "/usr/bin/python3", "\(dir)/client.py", socketPath, folder,
+            ])
+        #expect(run.status == 0, "\(run.stderr)")
+        let reply = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        let reports = try #require(reply["reports"] as? [[String: Any]], "\(reply)")
+        let model = try #require(reports.first { ($0["target"] as? [String: Any])?["format"] as? String == "onnx" })
+        let findings = model["findings"] as? [[String: Any]] ?? []
+        let note = try #require(findings.first { $0["rule"] as? String == "probe.onnx" }, "\(findings)")
+        let evidence = note["evidence"] as? [String: Any]
+        // Read as the client, the file is refused: nothing passed, and the load fails for want of it.
+        #expect(evidence?["packed"] as? String == "0", "\(note)")
+        #expect(model["verdict"] as? String != "clean", "\(findings)")
+    }
 }
 
 /// Descriptors go to the request whose bytes they were sent with, also when requests are pipelined.

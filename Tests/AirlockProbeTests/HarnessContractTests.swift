@@ -73,6 +73,25 @@ import AirlockTestSupport
         #expect(argv == ["python3", "/airlock/harness/load.py", "pytorch-zip", "fd:3", "--no-probe"])
     }
 
+    @Test("the ONNX loader takes the folder pack and name HarnessProtocol passes, and imports its libraries")
+    func onnxContract() throws {
+        let source = try String(
+            contentsOfFile: "\(repositoryRoot)/Profiles/harness/airlock_onnx.py", encoding: .utf8)
+        #expect(source.contains("MAGIC = b\"\(String(decoding: ONNXFolderPack.magic.dropLast(), as: UTF8.self))\\n\""))
+        #expect(source.contains("MAX_FILES = \(ONNXFolderPack.maxFiles)\n"))
+        #expect(source.contains("arg == \"\(HarnessProtocol.folderOption)\""))
+        #expect(source.contains("arg == \"\(HarnessProtocol.nameOption)\""))
+        let argv = HarnessProtocol.argv(
+            interpreter: ["python3"], format: .onnx, descriptor: 3, probe: true, imports: ["onnx"], folder: 4,
+            name: "m.onnx")
+        #expect(
+            argv == [
+                "python3", "/airlock/harness/load.py", "onnx", "fd:3", "--import", "onnx", "--folder", "fd:4", "--name",
+                "m.onnx",
+            ])
+        #expect(ConsumerPlan.libraries.isSuperset(of: ["onnx", "onnxruntime"]))
+    }
+
     @Test("the shipped policy's model phases are harness phases")
     func policyPhases() throws {
         let policy = try VerdictPolicy.load("\(repositoryRoot)/Profiles/policy.json", for: defaultProfile())

@@ -4,7 +4,7 @@
 consumer receives it. Writes expectations.json: per model, the verdict a static scan must give, the rule that must
 prove it, and whether onnx.load(load_external_data=True) of the folder reads a file outside it.
 
-    PYTHON onnx_models.py OUTDIR [--secret PATH]
+    PYTHON onnx_models.py OUTDIR [--secret PATH] [--detonation]
 
 Nothing is run: the hostile models only name files (a secret the test owns, /etc/hostname) as external data.
 """
@@ -147,4 +147,56 @@ def main():
         json.dump(EXPECT, f, indent=1)
 
 
-main()
+def detonations():
+    """`--detonation`: folders for the probe's detonations (no expectations file). `clean` (no external data),
+    `external-inside` (external data in the folder, written by onnx), `climb` (a tensor in `weights/w.bin` and one
+    whose location climbs out through `weights/` to SECRET: onnx 1.12 strips leading `../` only, so this one reads
+    the real path), `dotdot` (leading `../` to SECRET), and `runs` (MatMul + Relu on an input with a symbolic batch
+    dimension, weights external: inference runs on it), `big` (over 16 MiB, a bias external). Standard ONNX operators cannot run code or touch files."""
+    os.makedirs(OUT, exist_ok=True)
+    add = helper.make_node("Add", ["x", "w"], ["y"])
+    w = numpy_helper.from_array(np.array([1.0, 2.0], dtype=np.float32), "w")
+    save(folder("clean"), model(graph([add], [w])))
+
+    d = folder("external-inside")
+    onnx.save_model(model(graph([add], [w])), os.path.join(d, "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+
+    climb = "weights/" + "../" * 12 + SECRET.lstrip("/")
+    d = folder("climb")
+    os.makedirs(os.path.join(d, "weights"), exist_ok=True)
+    with open(os.path.join(d, "weights", "w.bin"), "wb") as f:
+        f.write(np.array([1.0, 2.0], dtype=np.float32).tobytes())
+    add2 = helper.make_node("Add", ["y0", "v"], ["y"])
+    first = helper.make_node("Add", ["x", "w"], ["y0"])
+    save(d, model(graph([first, add2], [external("w", "weights/w.bin", 0, 8), external("v", climb, 0, 8)])))
+
+    d = folder("dotdot")
+    save(d, model(graph([add], [external("w", "../" * 8 + SECRET.lstrip("/"), 0, 8)])))
+
+    d = folder("runs")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    m = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "m")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "m"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                          "runs", [x], [y], initializer=[m])
+    onnx.save_model(helper.make_model(g, producer_name="airlock-tests", opset_imports=[helper.make_opsetid("", 13)]),
+                    os.path.join(d, "model.onnx"), save_as_external_data=True, location="m.bin", size_threshold=0)
+
+    # Bigger than the harness copies into the sandbox's /tmp (16 MiB): read from its descriptor, with its folder's
+    # external file (a bias) all the same.
+    d = folder("big")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2304])
+    m = numpy_helper.from_array(np.full((2048, 2304), 0.5, dtype=np.float32), "m")
+    with open(os.path.join(d, "b.bin"), "wb") as f:
+        f.write(np.ones(2304, dtype=np.float32).tobytes())
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "m"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
+                          "big", [x], [y], initializer=[m, external("b", "b.bin", 0, 2304 * 4, dims=(2304,))])
+    save(d, helper.make_model(g, producer_name="airlock-tests", opset_imports=[helper.make_opsetid("", 13)]))
+
+
+if "--detonation" in sys.argv:
+    detonations()
+else:
+    main()
