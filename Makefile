@@ -64,13 +64,13 @@ TRANSFORMERS_VENV := .build-deps/transformers
 # And one with the current onnx and onnxruntime (about 100 MB with protobuf and numpy 1.26, which stays below 2 for
 # Debian's torch): ONNX as today's onnx writes it, and onnxruntime for the ONNX detonation tests.
 ONNX_VENV := .build-deps/onnx
-# And one with keras 3 (keras 3.3 with jax 0.4.30 and numpy below 2, over Debian's h5py and scipy): keras 3 imports
+# And one with keras 3 (keras 3.3 with jax 0.4.30, numpy below 2 and h5py from PyPI: pip does not see Debian's): keras 3 imports
 # jax even with its numpy backend. The Keras detonation tests load `.keras` and `.h5` models with it.
 KERAS_VENV := .build-deps/keras
 test-venvs:
 	@[ -x $(ONNX_VENV)/bin/python3 ] && $(ONNX_VENV)/bin/python3 -c "import onnx, onnxruntime" 2>/dev/null || { \
 	  rm -rf $(ONNX_VENV) && $(PYTHON) -m venv --system-site-packages $(ONNX_VENV) && \
-	  $(ONNX_VENV)/bin/pip install -q --disable-pip-version-check -U onnx onnxruntime "numpy<2"; }
+	  $(ONNX_VENV)/bin/pip install -q --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<2"; }
 	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { 	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && 	  $(TRANSFORMERS_VENV)/bin/pip install -q --disable-pip-version-check "transformers==4.36.2"; }
 	@[ -x $(KERAS_VENV)/bin/python3 ] && KERAS_BACKEND=numpy $(KERAS_VENV)/bin/python3 -c "import keras" 2>/dev/null || { \
 	  rm -rf $(KERAS_VENV) && $(PYTHON) -m venv --system-site-packages $(KERAS_VENV) && \
