@@ -224,10 +224,12 @@ public final class DigestCache: @unchecked Sendable {
     }
 
     /// File systems whose identities are trusted: local ones with stable inode numbers and kernel-set change times
-    /// (ext2/3/4, XFS, Btrfs, tmpfs, ZFS, F2FS, bcachefs). Network file systems (NFS, SMB, Ceph, 9p), FUSE, overlayfs
-    /// (copy-up changes the inode), FAT and the like are hashed every time.
+    /// with writeback (ext2/3/4, XFS, Btrfs, ZFS, F2FS, bcachefs). Network file systems (NFS, SMB, Ceph, 9p), FUSE,
+    /// overlayfs (copy-up changes the inode), FAT and the like are hashed every time, and so is tmpfs: it never writes
+    /// pages back, so a page kept dirty in a shared writable mapping takes writes without new times however long the
+    /// file has settled (the settle time rests on writeback cleaning the page).
     static let trustedFileSystems: Set<UInt64> = [
-        0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x2FC1_2FC1, 0xF2F5_2010, 0xCA45_1A4E,
+        0xEF53, 0x5846_5342, 0x9123_683E, 0x2FC1_2FC1, 0xF2F5_2010, 0xCA45_1A4E,
     ]
 
     /// Whether a digest may be remembered for a file of this identity.

@@ -159,6 +159,19 @@ public enum StaticScanner {
         case .pytorchZip, .joblib, .npz, .keras:
             break  // decided by refinement, never by sniffing
         }
+        // Formats sniffed before ONNX whose bytes onnx.load may still read as a model (protobuf skips what it does not
+        // know): a valid safetensors header can open an ONNX model's unknown field.
+        if [.numpy, .safetensors, .gguf, .hdf5].contains(format), ONNXStructure.looks(view) {
+            let onnx = ONNXParser.parse(view, budget: budget)
+            findings += onnx.observations.map(ObservationRules.finding)
+            externalData = onnx.externalReferences
+            findings.append(
+                Finding(
+                    rule: "format.polyglot", severity: .high,
+                    message:
+                        "a \(format.rawValue) file that is also an ONNX model to onnx.load (protobuf skips what it does not know): both readings were analysed",
+                    evidence: Evidence(details: [("alsoReadAs", "an ONNX model")])))
+        }
         if format == .unknown || format == .json, TemplateFindings.isTemplateFile(name) {
             findings += TemplateFindings.file(view)
         }

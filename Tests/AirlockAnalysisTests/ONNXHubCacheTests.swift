@@ -56,4 +56,22 @@ struct ONNXHubCacheTests {
             }
         }
     }
+
+    @Test("an ONNX model that is also a valid safetensors file is read both ways, whatever its name")
+    func safetensorsPolyglot() throws {
+        let dir = NSTemporaryDirectory() + "airlock-polyglot-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["\(repositoryRoot)/Tests/Generators/onnx_polyglots.py", dir]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        for name in ["polyglot.onnx", "polyglot.safetensors"] {
+            let r = StaticScanner.scan(file: dir + "/" + name)
+            #expect(r.verdict == .malicious, "\(name): \(r.target.format) \(r.findings.map(\.rule))")
+            #expect(r.findings.contains { $0.rule == "format.polyglot" }, "\(name)")
+            #expect(r.findings.contains { $0.rule == "onnx.external-data-traversal" }, "\(name)")
+        }
+    }
 }

@@ -50,6 +50,9 @@ public enum TorchScriptCode {
         var pendingClass = false
         var pendingRange = 0  // 1 after `range`, 2 after `range(`
         var pendingWhile = false
+        // `getattr(OBJECT, "NAME")`: 1 after `getattr`, 2 inside its first argument, 3 after the comma.
+        var getattrStage = 0
+        var getattrObject: [String] = []
         func note(_ kind: String, _ message: String, line: Int, _ details: [(String, String)] = []) {
             guard report.observations.count < maxObservations else { return }
             report.observations.append(
@@ -62,6 +65,17 @@ public enum TorchScriptCode {
             judge(chain, line: chainLine, member: member, report: &report)
         }
         while let (token, line) = lexer.next() {
+            switch (getattrStage, token) {
+            case (2, .identifier(let name)) where getattrObject.count < 16: getattrObject.append(name)
+            case (2, .dot): break
+            case (2, .other(UInt8(ascii: ","))): getattrStage = 3
+            case (3, .string(let text)):
+                // A name looked up by a constant string is the dotted name written out.
+                judge(getattrObject + [text], line: line, member: member, report: &report)
+                getattrStage = 0
+            case (1, .other(UInt8(ascii: "("))): getattrStage = 2
+            default: getattrStage = 0
+            }
             switch token {
             case .identifier(let name):
                 if case .dot = previous, !chain.isEmpty {
@@ -80,11 +94,14 @@ public enum TorchScriptCode {
                 }
                 pendingWhile = name == "while"
                 pendingRange = name == "range" ? 1 : 0
+                if name == "getattr" && getattrStage == 0 { getattrStage = 1 }
             case .dot:
                 pendingClass = false
             case .string(let text):
                 close()
-                if let (what, critical) = dangerousNames[text] ?? stringOp(text) {
+                if let (what, critical) = dangerousNames[text] ?? stringOp(text)
+                    ?? (text == "save" ? ("writes a file on the host when looked up as torch's save", false) : nil)
+                {
                     note(
                         critical ? "torchscript.dangerous-op" : "torchscript.risky-op",
                         "the string '\(text)' names an operator that \(what)", line: line, [("name", text)])
@@ -134,6 +151,7 @@ public enum TorchScriptCode {
     static func stringOp(_ text: String) -> (String, critical: Bool)? {
         guard text.contains("::"), let last = text.split(separator: ":").last else { return nil }
         let op = last.split(separator: ".").first.map(String.init) ?? ""
+        if op == "save" { return ("writes a file on the host", true) }
         return dangerousNames[op]
     }
 
@@ -152,7 +170,9 @@ public enum TorchScriptCode {
                     [("call", dotted)])
             }
         }
-        if chain.count >= 2 && chain.last == "save" && (chain == ["torch", "save"] || chain.contains("aten")) {
+        if chain.count >= 2 && chain.last == "save"
+            && (chain == ["torch", "save"] || chain.contains("aten") || chain == ["torch", "serialization", "save"])
+        {
             note("torchscript.dangerous-op", "\(dotted) writes a file on the host", line, [("call", dotted)])
         }
         // torch.ops.NS.OP, ops.NS.OP
