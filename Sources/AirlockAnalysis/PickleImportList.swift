@@ -285,7 +285,6 @@ extension PickleRules {
         .safe("numpy.dtypes.UInt8DType", "dtype class", "numpy: pickled dtypes"),
         .safe("numpy.dtypes.BoolDType", "dtype class", "numpy: pickled dtypes"),
         .safe("joblib.numpy_pickle.NumpyArrayWrapper", "array wrapper", "joblib: every joblib file"),
-        .safe("joblib.numpy_pickle_compat.NDArrayWrapper", "array wrapper", "joblib: old joblib files"),
         .safe("sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper", "array wrapper", "joblib: old sklearn"),
         // MARK: Denylist — built-ins
         .high("builtins", "built-in not known to be safe", "picklescan, modelscan, fickling"),
@@ -522,6 +521,7 @@ extension PickleRules {
         .critical("fileinput", "rewrites files in place (inplace=True)", "fickling"),
         .critical("io", "opens files (io.open, FileIO)", "stdlib: io.open is open"),
         .critical("_io", "opens files (FileIO, open)", "stdlib: io.open is open"),
+        .critical("_pyio", "opens and writes files (the pure-Python io)", "stdlib: _pyio.open; review of issue 14"),
         .critical("pathlib", "file access through Path methods (write_text, unlink)", "stdlib: pathlib.Path"),
         .critical("tarfile", "extracts archives (writes files)", "fickling"),
         .critical("zipfile", "extracts archives (writes files)", "fickling"),
@@ -583,6 +583,18 @@ extension PickleRules {
         .critical("joblib.numpy_pickle.load", "loads a nested pickle from a file", "joblib: joblib.load"),
         .critical("joblib.numpy_pickle.load_compatibility", "loads a nested pickle from a file", "joblib"),
         .critical("joblib.numpy_pickle_compat.load_compatibility", "loads a nested pickle from a file", "joblib"),
+        .high(
+            "joblib.numpy_pickle_compat.NDArrayWrapper",
+            "loads the file it names (any path) with numpy.load(allow_pickle=True): content outside this scan",
+            "joblib < 0.10 format: NDArrayWrapper.read; review of issue 14"),
+        .high(
+            "joblib.numpy_pickle_compat.ZNDArrayWrapper",
+            "loads the file it names (any path): content outside this scan",
+            "joblib < 0.10 format: ZNDArrayWrapper.read"),
+        .high("sklearn.utils._joblib", "re-exports joblib (Parallel, load)", "sklearn: utils/_joblib.py"),
+        .critical(
+            "sklearn.utils._joblib.load", "loads a nested pickle from a file",
+            "sklearn re-export of joblib.load; review of issue 14"),
         .critical("joblib.externals", "cloudpickle and loky (processes)", "joblib: vendored cloudpickle"),
         .high("sklearn.externals.joblib", "old alias of joblib", "sklearn < 0.23"),
         .critical("sklearn.externals.joblib.load", "loads a nested pickle from a file", "joblib: joblib.load"),

@@ -114,11 +114,22 @@ public enum PickleRules {
                 if let e = longestDenied(c[start...]) {
                     note("\(e.reason) (reached as \(c[start...].joined(separator: ".")))", e.critical)
                 }
+                // A module kept under a private alias (`argparse._os`, `tempfile._shutil`): judged as the module.
+                if c[start].hasPrefix("_"), !c[start].hasPrefix("__"), c[start].count > 1 {
+                    let alias = [String(c[start].dropFirst())] + c[(start + 1)...]
+                    if let e = longestDenied(alias[...]) {
+                        note("\(e.reason) (reached as \(c[start...].joined(separator: ".")))", e.critical)
+                    }
+                }
             }
         }
         // A package's `__main__` module may run its command line on import.
         if c.dropFirst().prefix(path.moduleCount).contains("__main__") {
             note("a package's __main__ module, which may run on import", false)
+        }
+        // NumPy's file functions under any of the paths numpy re-exports them from (`numpy.lib.npyio.save`).
+        if c.first == "numpy" || c.first == "np", let leaf = c.last, let reason = numpyFileFunctions[leaf] {
+            note("\(reason) (numpy's \(leaf))", true)
         }
         // Callables named like process or code execution, wherever they are re-exported.
         if let leaf = c.last, let reason = dangerousLeaves[leaf] {
@@ -185,6 +196,15 @@ public enum PickleRules {
 
     /// Names of callables that run processes or code, judged wherever they appear (a module that re-exports
     /// `os.system` under its own name): critical at the end of an attribute chain, high as a module's own global.
+    /// NumPy functions and classes that read or write files, by name: numpy re-exports them from many modules.
+    static let numpyFileFunctions: [String: String] = [
+        "save": "writes files", "savez": "writes files", "savez_compressed": "writes files", "savetxt": "writes files",
+        "tofile": "writes files", "dump": "writes pickles to files", "memmap": "creates and writes files",
+        "open_memmap": "creates and writes files", "load": "loads pickles from files (allow_pickle)",
+        "loadtxt": "reads files and URLs", "genfromtxt": "reads files and URLs", "fromfile": "reads files",
+        "fromregex": "reads files", "DataSource": "fetches URLs",
+    ]
+
     static let dangerousLeaves: [String: String] = [
         "system": "runs a shell command", "popen": "runs a shell command", "Popen": "starts a process",
         "getoutput": "runs a shell command", "getstatusoutput": "runs a shell command",

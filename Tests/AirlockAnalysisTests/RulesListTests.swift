@@ -143,6 +143,12 @@ struct RulesListTests {
             ("mymodel.utils", "eval", "critical"), ("mymodel.utils", "system", "critical"),
             ("dataclasses", "builtins.eval", "critical"), ("typing", "sys.modules", "critical"),
             ("argparse", "FileType", "critical"), ("argparse", "Namespace", "clean"),
+            // From the review of issue 14: private aliases, numpy's re-exports, joblib's old wrappers.
+            ("argparse", "_os.replace", "critical"), ("tempfile", "_shutil.rmtree", "critical"),
+            ("numpy.lib.npyio", "save", "critical"), ("numpy.core.memmap", "memmap", "critical"),
+            ("numpy.core.multiarray", "_reconstruct", "clean"), ("_pyio", "open", "critical"),
+            ("joblib.numpy_pickle_compat", "NDArrayWrapper", "high"), ("sklearn.utils._joblib", "load", "critical"),
+            ("joblib.numpy_pickle", "NumpyArrayWrapper", "clean"),
             ("configparser", "RawConfigParser.read", "high"), ("_pyrepl.pager", "pipe_pager", "critical"),
             ("mymodel.layers", "Block.system", "critical"), ("xml.etree.ElementTree", "ElementTree.write", "critical"),
             ("PIL.Image", "Image.save", "critical"), ("PIL.Image", "open", "high"),
