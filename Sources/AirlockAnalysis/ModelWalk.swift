@@ -80,15 +80,9 @@ public enum ModelWalk {
     public static func examineNamed(
         _ fd: Int32, _ shown: String, path: String, examine: (Int32, String) -> Report
     ) -> Report {
-        let slash = path.lastIndex(of: "/")
-        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = Array((slash.map { path[path.index(after: $0)...] } ?? Substring(path)).utf8)
-        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0, !name.isEmpty else {
-            if dirfd >= 0 { close(dirfd) }
-            return examine(fd, shown)
-        }
+        guard let (dirfd, name) = parentFolder(of: path) else { return examine(fd, shown) }
         defer { close(dirfd) }
+        guard !name.isEmpty else { return examine(fd, shown) }
         return ModelFolder.$current.withValue(ModelFolder(dirfd: dirfd, components: [], name: name)) {
             examine(fd, shown)
         }
@@ -96,12 +90,19 @@ public enum ModelWalk {
 
     /// ONNX external data of the file at `path`, resolved in the folder that holds it.
     static func externalDataFindings(_ references: [ONNXExternalReference], _ path: String) -> [Finding] {
-        let slash = path.lastIndex(of: "/")
-        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0 else { return [] }
+        guard let (dirfd, _) = parentFolder(of: path) else { return [] }
         defer { close(dirfd) }
         return ONNXExternalFiles.findings(references, dirfd: dirfd, folder: [])
+    }
+
+    /// The folder that holds `path`, opened read-only by the path the caller gave (`/` for `/x`, `.` for a bare
+    /// name), and `path`'s last component as bytes; nil when the folder cannot be opened. The caller closes it.
+    public static func parentFolder(of path: String) -> (dirfd: Int32, name: [UInt8])? {
+        let slash = path.lastIndex(of: "/")
+        let parent = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = Array((slash.map { path[path.index(after: $0)...] } ?? Substring(path)).utf8)
+        let dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        return dirfd >= 0 ? (dirfd, name) : nil
     }
 
     /// The report on `path` when it is a link in a Hugging Face cache snapshot (`HubCache`): the blob it names,
@@ -110,10 +111,7 @@ public enum ModelWalk {
         var st = stat()
         guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK else { return nil }
         let name = FileName(path).lastComponent
-        let slash = path.lastIndex(of: "/")
-        let folder = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
-        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0 else { return nil }
+        guard let (dirfd, _) = parentFolder(of: path) else { return nil }
         defer { FileDescriptor(dirfd).close() }
         switch HubCache.entry(linkNamed: name, in: dirfd) {
         case .hubFile(let open, let info, let origin, _)?:

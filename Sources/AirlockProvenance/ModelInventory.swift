@@ -106,10 +106,7 @@ public struct ModelInventory: Sendable {
     /// followed (it leaves the repository, dangles) and a blob whose content does not match its name throw.
     public static func openSnapshotFile(_ path: String) throws(ProvenanceError) -> Int32? {
         let name = FileName(path).lastComponent
-        let slash = path.lastIndex(of: "/")
-        let folder = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
-        let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dirfd >= 0 else { return nil }
+        guard let (dirfd, _) = ModelWalk.parentFolder(of: path) else { return nil }
         defer { FileDescriptor(dirfd).close() }
         switch HubCache.entry(linkNamed: name, in: dirfd) {
         case .hubFile(let open, _, var origin, _)?:
