@@ -200,11 +200,18 @@ enum KerasFindings {
             // Keras reads config.json with Python's json.loads (of bytes): NaN, duplicate keys, UTF-16 are accepted.
             tree = try JSON.parse(data.array, maxDepth: 256, dialect: .python)
         } catch {
+            // Python may still read what we cannot (deeper nesting): the config's strings are searched for Lambdas.
+            let named = searchLambda(data).map { f in
+                var f = f
+                f.evidence.member = member
+                return f
+            }
             return [
                 Finding(
-                    rule: "keras.bad-config", severity: .medium, message: "config.json is not valid JSON: \(error)",
+                    rule: "keras.bad-config", severity: .medium,
+                    message: "config.json is not JSON that Python's json reads: \(error)",
                     evidence: Evidence(member: member))
-            ]
+            ] + named
         }
         var out: [Finding] = []
         // Each node with whether it lies inside a Lambda layer (whose finding already carries its function's code).

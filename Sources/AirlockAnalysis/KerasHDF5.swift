@@ -147,7 +147,7 @@ extension KerasFindings {
                     Finding(
                         rule: "keras.lambda", severity: .critical,
                         message:
-                            "the HDF5 model config holds a \(found.word) layer: serialized Python code that runs when the model is loaded",
+                            "the model config holds a \(found.word) layer: serialized Python code that runs when the model is loaded",
                         evidence: Evidence(offset: found.offset))
                 ]
             }
@@ -155,7 +155,7 @@ extension KerasFindings {
                 Finding(
                     rule: "keras.lambda-text", severity: .high,
                     message:
-                        "the HDF5 file holds the JSON string \"\(found.word)\" outside any config Airlock could read: a Keras Lambda layer runs Python when the model is loaded",
+                        "the file holds the JSON string \"\(found.word)\" outside any config Airlock could read: a Keras Lambda layer runs Python when the model is loaded",
                     evidence: Evidence(offset: found.offset))
             ]
         }

@@ -134,6 +134,10 @@ def main():
     expect("duplicate.keras", "malicious", ["keras.lambda"], ["os", "system"])
     keras_zip(f"{out}/utf16.keras", sequential3([dense(), lambda3(payload)]), encoding="utf-16")
     expect("utf16.keras", "malicious", ["keras.lambda"], ["os", "system"])
+    deep = sequential3([dense(), lambda3(payload)])
+    deep["deep"] = json.loads("[" * 300 + "]" * 300)  # Python reads 300 levels; Airlock's parser stops at 256
+    keras_zip(f"{out}/deep.keras", None, text=python_json(deep))
+    expect("deep.keras", "malicious", ["keras.bad-config", "keras.lambda"])
     h5(f"{out}/nan.h5", None, text=python_json(sequential2([dense(), lambda2(payload)])))
     expect("nan.h5", "malicious", ["keras.lambda"], ["os", "system"])
     reordered = sequential2([lambda2(payload)])
