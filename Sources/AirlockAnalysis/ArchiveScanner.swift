@@ -128,6 +128,13 @@ enum ArchiveScanner {
         _ data: ByteView, name: String, archiveFormat: FileFormat, budget: ScanBudget, depth: Int,
         inflated: inout Int, hints: inout LoadHints
     ) -> [Finding] {
+        if archiveFormat == .keras && (name == "config.json" || name.hasSuffix("/config.json")) {
+            // Keras parses config.json as JSON whatever its first bytes look like (UTF-16, a byte-order mark).
+            switch FormatDetector.sniff(data) {
+            case .pickle, .pytorchLegacy, .numpy, .zip, .tar, .sevenZip: break
+            default: return KerasFindings.config(data, member: name)
+            }
+        }
         let kind = FormatDetector.sniff(data)
         switch kind {
         case .pickle, .pytorchLegacy:
@@ -145,8 +152,6 @@ enum ArchiveScanner {
             let numpy = NumPyFindings.findings(data, member: name, budget: budget)
             hints.merge(numpy.hints)
             return numpy.findings
-        case .json where archiveFormat == .keras && (name == "config.json" || name.hasSuffix("/config.json")):
-            return KerasFindings.config(data, member: name)
         case .zip:
             guard depth + 1 < budget.maxNesting else {
                 return [
@@ -192,13 +197,21 @@ enum KerasFindings {
     static func config(_ data: ByteView, member: String?) -> [Finding] {
         let tree: JSON
         do {
-            tree = try JSON.parse(data.array, maxDepth: 256)
+            // Keras reads config.json with Python's json.loads (of bytes): NaN, duplicate keys, UTF-16 are accepted.
+            tree = try JSON.parse(data.array, maxDepth: 256, dialect: .python)
         } catch {
+            // Python may still read what we cannot (deeper nesting): the config's strings are searched for Lambdas.
+            let named = searchLambda(data).map { f in
+                var f = f
+                f.evidence.member = member
+                return f
+            }
             return [
                 Finding(
-                    rule: "keras.bad-config", severity: .medium, message: "config.json is not valid JSON: \(error)",
+                    rule: "keras.bad-config", severity: .medium,
+                    message: "config.json is not JSON that Python's json reads: \(error)",
                     evidence: Evidence(member: member))
-            ]
+            ] + named
         }
         var out: [Finding] = []
         // Each node with whether it lies inside a Lambda layer (whose finding already carries its function's code).
@@ -286,100 +299,4 @@ enum KerasFindings {
         "SlicingOpLambda": "calls the TensorFlow function its config names",
         "TFSMLayer": "loads a TensorFlow SavedModel from the path in its config and runs its graph",
     ]
-
-    /// Legacy Keras HDF5: the model config is a JSON string attribute of the root group (`model_config`). The JSON
-    /// is located in the bytes (h5py writes attribute strings contiguously, in the object header or the global heap)
-    /// and read as `config.json` is; if none parses, fall back to looking for a Lambda layer in the bytes.
-    static func hdf5(_ view: ByteView) -> [Finding] {
-        let configs = locateConfigs(view)
-        if !configs.isEmpty {
-            return configs.flatMap { c in
-                config(c.bytes, member: nil).map { f in
-                    var f = f
-                    f.evidence.offset = c.offset
-                    return f
-                }
-            }
-        }
-        return searchLambda(view)
-    }
-
-    /// The JSON objects starting `{"class_name"` in the file (at most 16, each at most 64 MiB), by a bounded scan
-    /// for the matching brace outside strings.
-    static func locateConfigs(_ view: ByteView) -> [(offset: Int, bytes: ByteView)] {
-        let needle = Array(#"{"class_name""#.utf8)
-        var out: [(Int, ByteView)] = []
-        view.withUnsafeBytes { buf in
-            var i = 0
-            while i + needle.count <= buf.count, out.count < 16 {
-                guard buf[i] == needle[0], (0..<needle.count).allSatisfy({ buf[i + $0] == needle[$0] }) else {
-                    i += 1
-                    continue
-                }
-                var depth = 0
-                var inString = false
-                var j = i
-                let limit = min(buf.count, i + (64 << 20))
-                var end: Int?
-                while j < limit {
-                    let c = buf[j]
-                    if inString {
-                        if c == UInt8(ascii: "\\") { j += 1 } else if c == UInt8(ascii: "\"") { inString = false }
-                    } else if c == UInt8(ascii: "\"") {
-                        inString = true
-                    } else if c == UInt8(ascii: "{") {
-                        depth += 1
-                    } else if c == UInt8(ascii: "}") {
-                        depth -= 1
-                        if depth == 0 {
-                            end = j + 1
-                            break
-                        }
-                    } else if c == 0 {
-                        break
-                    }
-                    j += 1
-                }
-                guard let end, let slice = view.slice(i, end - i), (try? JSON.parse(slice.array, maxDepth: 256)) != nil
-                else {
-                    i += 1
-                    continue
-                }
-                out.append((i, slice))
-                i = end
-            }
-        }
-        return out
-    }
-
-    static func searchLambda(_ view: ByteView) -> [Finding] {
-        let needles = [Array(#""class_name": "Lambda""#.utf8), Array(#""class_name":"Lambda""#.utf8)]
-        for needle in needles where contains(view, needle) {
-            return [
-                Finding(
-                    rule: "keras.lambda", severity: .critical,
-                    message:
-                        "the HDF5 model config holds a Lambda layer: serialized Python code that runs when the model is loaded"
-                )
-            ]
-        }
-        return []
-    }
-
-    static func contains(_ view: ByteView, _ needle: [UInt8]) -> Bool {
-        view.withUnsafeBytes { buf in
-            guard buf.count >= needle.count, let first = needle.first else { return false }
-            var i = 0
-            let last = buf.count - needle.count
-            while i <= last {
-                if buf[i] == first {
-                    var j = 1
-                    while j < needle.count && buf[i + j] == needle[j] { j += 1 }
-                    if j == needle.count { return true }
-                }
-                i += 1
-            }
-            return false
-        }
-    }
 }

@@ -50,7 +50,7 @@ public struct AutoMap: Sendable, Equatable {
     /// with an `auto_map` member, or is over 16 MiB.
     public static func read(fd: Int32, name: String) -> AutoMap? {
         guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20,
-            let tree = try? JSON.parse(view.array, maxDepth: 128)
+            let tree = try? JSON.parse(view.array, maxDepth: 128, dialect: .python)
         else { return nil }
         return AutoMap(config: tree)
     }

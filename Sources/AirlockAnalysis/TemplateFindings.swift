@@ -45,7 +45,8 @@ enum TemplateFindings {
         else { return [] }
         let tree: JSON
         do {
-            tree = try JSON.parse(view.array, maxDepth: 64)
+            // transformers reads these with Python's json: NaN, duplicate keys (the last wins) are accepted.
+            tree = try JSON.parse(view.array, maxDepth: 64, dialect: .python)
         } catch {
             guard KerasFindings.contains(view, Array("template".utf8)) || KerasFindings.contains(view, [0x5C, 0x75])
             else { return [] }
@@ -53,7 +54,7 @@ enum TemplateFindings {
                 Finding(
                     rule: "template.malformed", severity: .medium,
                     message:
-                        "the file may hold a chat template but is not strict JSON (\(error.description)); Python's json reads duplicate keys (the last wins) and other laxities, so the template it reads is not analysed",
+                        "the file may hold a chat template but is not JSON that Python's json reads (\(error.description)), so no template in it is analysed",
                     evidence: Evidence(member: "chat_template"))
             ]
         }

@@ -39,9 +39,23 @@ public enum JSON: Sendable, Equatable {
         public var description: String { "not valid JSON at byte \(offset): \(reason)" }
     }
 
+    /// Which JSON a parse accepts.
+    public enum Dialect: Sendable {
+        /// RFC 8259, duplicate keys refused.
+        case strict
+        /// What Python's `json.loads` accepts, for files that Python loaders read (Keras configs, Hugging Face
+        /// configs): `NaN`, `Infinity` and `-Infinity` as numbers (kept as that text), duplicate keys with the last
+        /// value winning (at the first key's place, as in a `dict`), lone surrogate escapes (kept as U+FFFD), and
+        /// bytes in UTF-16 or UTF-32 or with a UTF-8 byte-order mark (`json.loads` of `bytes` detects them).
+        case python
+    }
+
     /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused.
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(SyntaxError) -> JSON {
-        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64, dialect: Dialect = .strict) throws(SyntaxError)
+        -> JSON
+    {
+        let bytes = dialect == .python ? pythonDecoded(bytes) : bytes
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, python: dialect == .python)
         parser.skipSpace()
         let value = try parser.value(depth: 0)
         parser.skipSpace()
@@ -50,16 +64,77 @@ public enum JSON: Sendable, Equatable {
         }
         return value
     }
+
+    /// `bytes` as UTF-8, transcoded the way Python's `json.detect_encoding` reads `bytes` given to `json.loads`:
+    /// a UTF-8 byte-order mark is dropped; UTF-16 and UTF-32 (by their mark, or by the zero bytes around the first
+    /// characters) are transcoded. Bytes that do not transcode are returned as they are (the parse then fails).
+    static func pythonDecoded(_ b: [UInt8]) -> [UInt8] {
+        if b.starts(with: [0xEF, 0xBB, 0xBF]) { return Array(b.dropFirst(3)) }
+        let n = b.count
+        var unit = 0
+        var big = false
+        var skip = 0
+        if b.starts(with: [0xFF, 0xFE, 0, 0]) || b.starts(with: [0, 0, 0xFE, 0xFF]) {
+            (unit, big, skip) = (4, b[0] == 0, 4)
+        } else if b.starts(with: [0xFF, 0xFE]) || b.starts(with: [0xFE, 0xFF]) {
+            (unit, big, skip) = (2, b[0] == 0xFE, 2)
+        } else if n >= 4 && b[0] == 0 && b[1] == 0 {
+            (unit, big) = (4, true)
+        } else if n >= 4 && b[0] == 0 {
+            (unit, big) = (2, true)
+        } else if n >= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+            (unit, big) = (4, false)
+        } else if n >= 2 && b[1] == 0 {
+            (unit, big) = (2, false)
+        } else {
+            return b
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(n / unit)
+        var i = skip
+        var units: [UInt16] = []
+        if unit == 2 {
+            units.reserveCapacity(n / 2)
+            while i + 1 < n {
+                units.append(big ? UInt16(b[i]) << 8 | UInt16(b[i + 1]) : UInt16(b[i + 1]) << 8 | UInt16(b[i]))
+                i += 2
+            }
+            guard i == n else { return b }
+            var it = units.makeIterator()
+            var decoder = UTF16()
+            loop: while true {
+                switch decoder.decode(&it) {
+                case .scalarValue(let u): UTF8.encode(u) { out.append($0) }
+                case .emptyInput: break loop
+                case .error: UTF8.encode("\u{FFFD}") { out.append($0) }
+                }
+            }
+            return out
+        }
+        while i + 3 < n {
+            let v =
+                big
+                ? UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
+                : UInt32(b[i + 3]) << 24 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 1]) << 8 | UInt32(b[i])
+            guard let u = Unicode.Scalar(v) else { return b }
+            UTF8.encode(u) { out.append($0) }
+            i += 4
+        }
+        return i == n ? out : b
+    }
 }
 
 private struct JSONParser {
     let bytes: [UInt8]
     let maxDepth: Int
+    /// Python's `json` dialect (`JSON.Dialect.python`).
+    let python: Bool
     var at = 0
 
-    init(bytes: [UInt8], maxDepth: Int) {
+    init(bytes: [UInt8], maxDepth: Int, python: Bool) {
         self.bytes = bytes
         self.maxDepth = maxDepth
+        self.python = python
     }
 
     func fail(_ reason: String) -> JSON.SyntaxError { JSON.SyntaxError(offset: at, reason: reason) }
@@ -89,6 +164,10 @@ private struct JSONParser {
         case UInt8(ascii: "t"): return try expect("true", .bool(true))
         case UInt8(ascii: "f"): return try expect("false", .bool(false))
         case UInt8(ascii: "n"): return try expect("null", .null)
+        case UInt8(ascii: "N") where python: return try expect("NaN", .number("NaN"))
+        case UInt8(ascii: "I") where python: return try expect("Infinity", .number("Infinity"))
+        case UInt8(ascii: "-") where python && at + 1 < bytes.count && bytes[at + 1] == UInt8(ascii: "I"):
+            return try expect("-Infinity", .number("-Infinity"))
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
         default: throw fail("unexpected character")
         }
@@ -97,7 +176,8 @@ private struct JSONParser {
     mutating func object(depth: Int) throws(JSON.SyntaxError) -> JSON {
         at += 1
         var members: [(String, JSON)] = []
-        var seen = Set<String>()
+        // Key → index in `members`.
+        var seen: [String: Int] = [:]
         skipSpace()
         if at < bytes.count && bytes[at] == UInt8(ascii: "}") {
             at += 1
@@ -108,14 +188,21 @@ private struct JSONParser {
             guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let keyOffset = at
             let key = try string()
-            guard seen.insert(key).inserted else {
+            let earlier = seen[key]
+            if earlier != nil && !python {
                 throw JSON.SyntaxError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
             }
             skipSpace()
             guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             at += 1
             skipSpace()
-            members.append((key, try value(depth: depth + 1)))
+            let v = try value(depth: depth + 1)
+            if let earlier {
+                members[earlier].1 = v
+            } else {
+                seen[key] = members.count
+                members.append((key, v))
+            }
             skipSpace()
             guard at < bytes.count else { throw fail("unexpected end of input in an object") }
             if bytes[at] == UInt8(ascii: ",") {
@@ -219,16 +306,26 @@ private struct JSONParser {
             case UInt8(ascii: "u"):
                 var scalar = try hex4()
                 if (0xD800...0xDBFF).contains(scalar) {
-                    guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u")
-                    else {
+                    let paired =
+                        at + 1 < bytes.count && bytes[at] == UInt8(ascii: "\\") && bytes[at + 1] == UInt8(ascii: "u")
+                    let mark = at
+                    var low: UInt32 = 0
+                    if paired {
+                        at += 2
+                        low = try hex4()
+                    }
+                    if paired && (0xDC00...0xDFFF).contains(low) {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if python {
+                        // Python keeps the lone surrogate in its str; what follows is read on its own.
+                        at = mark
+                        scalar = 0xFFFD
+                    } else {
                         throw fail("unpaired surrogate")
                     }
-                    at += 2
-                    let low = try hex4()
-                    guard (0xDC00...0xDFFF).contains(low) else { throw fail("unpaired surrogate") }
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                 } else if (0xDC00...0xDFFF).contains(scalar) {
-                    throw fail("unpaired surrogate")
+                    guard python else { throw fail("unpaired surrogate") }
+                    scalar = 0xFFFD
                 }
                 guard let u = Unicode.Scalar(scalar) else { throw fail("invalid code point") }
                 out.append(contentsOf: Array(String(Character(u)).utf8))

@@ -45,7 +45,7 @@ public enum RemoteCodeDetonation {
         // The maps as packed: what the harness reads is what is judged here.
         var maps: [(config: String, map: AutoMap)] = []
         for config in configs.map(\.escaped) {
-            guard let bytes = pack.file(config), let tree = try? JSON.parse(bytes, maxDepth: 128),
+            guard let bytes = pack.file(config), let tree = try? JSON.parse(bytes, maxDepth: 128, dialect: .python),
                 let map = AutoMap(config: tree)
             else { continue }
             maps.append((config, map))

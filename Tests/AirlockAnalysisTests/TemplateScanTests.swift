@@ -66,7 +66,10 @@ struct TemplateScanTests {
         let twice = #"{"chat_template": "{{ x }}", "chat_template": "{{ cycler.__init__.__globals__ }}"}"#
         try Data(twice.utf8).write(to: URL(fileURLWithPath: dir + "/chat_template.json"))
         let d = StaticScanner.scan(file: dir + "/chat_template.json")
-        #expect(
-            d.verdict == .suspicious && d.findings.map(\.rule) == ["template.malformed"], "\(d.findings.map(\.rule))")
+        #expect(d.verdict == .malicious, "the last key wins, as in Python: \(d.findings.map(\.rule))")
+        let nan = #"{"note": NaN, "big": -Infinity, "chat_template": "{{ cycler.__init__.__globals__ }}"}"#
+        try Data(nan.utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        let n = StaticScanner.scan(file: dir + "/tokenizer_config.json")
+        #expect(n.verdict == .malicious, "NaN does not hide the template: \(n.findings.map(\.rule))")
     }
 }

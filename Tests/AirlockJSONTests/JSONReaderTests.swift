@@ -32,6 +32,26 @@ struct JSONReaderTests {
         }
     }
 
+    @Test("Python's dialect: NaN and infinities, the last duplicate key, lone surrogates, UTF-16 and a BOM")
+    func pythonDialect() throws {
+        let text = #"{"a": NaN, "b": [Infinity, -Infinity, -1], "a": "\u004c\ud800x", "c": 1}"#
+        #expect(throws: JSON.SyntaxError.self) { try JSON.parse(Array(text.utf8)) }
+        let doc = try JSON.parse(Array(text.utf8), dialect: .python)
+        let expected = JSON.object([
+            ("a", .string("L\u{FFFD}x")),
+            ("b", .array([.number("Infinity"), .number("-Infinity"), .number("-1")])), ("c", .number("1")),
+        ])
+        #expect(doc == expected)
+        #expect(throws: JSON.SyntaxError.self) { try JSON.parse(Array("[NaNa]".utf8), dialect: .python) }
+        #expect(throws: JSON.SyntaxError.self) { try JSON.parse(Array("-NaN".utf8), dialect: .python) }
+        let le: [UInt8] = Array(#"{"k": "\u00e9"}"#.utf16).flatMap { u -> [UInt8] in [UInt8(u & 0xFF), UInt8(u >> 8)] }
+        let utf16: [UInt8] = [0xFF, 0xFE] + le
+        #expect(try JSON.parse(utf16, dialect: .python) == .object([("k", .string("é"))]))
+        let be: [UInt8] = Array(#"["x"]"#.utf16).flatMap { u -> [UInt8] in [UInt8(u >> 8), UInt8(u & 0xFF)] }
+        #expect(try JSON.parse(be, dialect: .python) == .array([.string("x")]))
+        #expect(try JSON.parse([0xEF, 0xBB, 0xBF] + Array("[1]".utf8), dialect: .python) == .array([.number("1")]))
+    }
+
     @Test("values, exact 64-bit integers, escapes and surrogate pairs")
     func values() throws {
         let doc = try JSON.parse(

@@ -47,10 +47,24 @@ def sequential3(layers):
             "config": {"name": "sequential", "layers": layers}}
 
 
-def keras_zip(path, config):
+def python_json(config):
+    """JSON only Python's json reads: a NaN note in every object, the class names spelled with \\u escapes."""
+    def walk(node):
+        if isinstance(node, dict):
+            node["note"] = float("nan")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(config)
+    return json.dumps(config).replace('"Lambda"', '"\\u004cambda"').replace('"__lambda__"', '"\\u005f_lambda__"')
+
+
+def keras_zip(path, config, text=None, encoding="utf-8"):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.6.0", "date_saved": "2024-10-01@00:00:00"}))
-        z.writestr("config.json", json.dumps(config))
+        z.writestr("config.json", (text if text is not None else json.dumps(config)).encode(encoding))
         z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64))
 
 
@@ -67,11 +81,12 @@ def sequential2(layers):
     return {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
 
 
-def h5(path, config, fixed=False, compact=False):
+def h5(path, config, fixed=False, compact=False, text=None):
     import h5py
     import numpy as np
     with h5py.File(path, "w") as f:
-        text = json.dumps(config, separators=(",", ":") if compact else None)
+        if text is None:
+            text = json.dumps(config, separators=(",", ":") if compact else None)
         if fixed:
             f.attrs.create("model_config", np.bytes_(text.encode()))
         else:
@@ -110,6 +125,32 @@ def main():
     expect("compact.h5", "malicious", ["keras.lambda"], ["os", "system"])
     h5(f"{out}/benign.h5", sequential2([{"class_name": "Dense", "config": {"name": "dense", "units": 2}}]))
     expect("benign.h5", "clean")
+    # Python's json reads what strict JSON refuses: NaN, escapes in names, duplicate keys (the last wins), UTF-16.
+    keras_zip(f"{out}/nan.keras", None, text=python_json(sequential3([dense(), lambda3(payload)])))
+    expect("nan.keras", "malicious", ["keras.lambda"], ["os", "system"])
+    dup = json.dumps(sequential3([dense(), lambda3(payload)])).replace(
+        '"class_name": "Lambda"', '"class_name": "Dense", "class_name": "Lambda"')
+    keras_zip(f"{out}/duplicate.keras", None, text=dup)
+    expect("duplicate.keras", "malicious", ["keras.lambda"], ["os", "system"])
+    keras_zip(f"{out}/utf16.keras", sequential3([dense(), lambda3(payload)]), encoding="utf-16")
+    expect("utf16.keras", "malicious", ["keras.lambda"], ["os", "system"])
+    deep = sequential3([dense(), lambda3(payload)])
+    deep["deep"] = json.loads("[" * 300 + "]" * 300)  # Python reads 300 levels; Airlock's parser stops at 256
+    keras_zip(f"{out}/deep.keras", None, text=python_json(deep))
+    expect("deep.keras", "malicious", ["keras.bad-config", "keras.lambda"])
+    h5(f"{out}/nan.h5", None, text=python_json(sequential2([dense(), lambda2(payload)])))
+    expect("nan.h5", "malicious", ["keras.lambda"], ["os", "system"])
+    reordered = sequential2([lambda2(payload)])
+    reordered = {"config": reordered["config"], "class_name": reordered["class_name"]}
+    h5(f"{out}/reordered.h5", None, text=python_json(reordered))
+    expect("reordered.h5", "malicious", ["keras.lambda"], ["os", "system"])
+    broken = python_json(sequential2([lambda2(payload)]))
+    h5(f"{out}/broken.h5", None, text=broken[: broken.index("function") + 40])
+    expect("broken.h5", "malicious", ["keras.lambda"])
+    h5(f"{out}/broken_function.h5", None, text='{"layers": [{"config": {"function_type": "lambda", "x": ')
+    expect("broken_function.h5", "suspicious", ["keras.lambda-text"])
+    h5(f"{out}/benign_nan.h5", None, text=python_json(sequential2([dense()])))
+    expect("benign_nan.h5", "clean")
     with open(f"{out}/expectations.json", "w") as f:
         json.dump(EXPECT, f, indent=1)
 
