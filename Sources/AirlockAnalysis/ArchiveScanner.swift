@@ -273,6 +273,17 @@ enum KerasFindings {
                             rule: "keras.code-layer", severity: .high,
                             message: "a \(className) layer \(reason)",
                             evidence: Evidence(member: member, details: name.map { [("layer", $0)] } ?? [])))
+                } else if let module, let className,
+                    case .dangerous(let reason, let critical) = PickleRules.classify(module: module, name: className)
+                {
+                    // keras imports `module` and takes `class_name` from it whatever they are (CVE-2025-1550):
+                    // judged as a pickle's import would be.
+                    out.append(
+                        Finding(
+                            rule: "keras.dangerous-object", severity: critical ? .critical : .high,
+                            message:
+                                "the config names \(module).\(className), which keras imports to build it: \(reason)",
+                            evidence: Evidence(member: member, global: "\(module).\(className)")))
                 } else if let module, !module.hasPrefix("keras"), !module.hasPrefix("builtins"), className != nil {
                     out.append(
                         Finding(

@@ -117,6 +117,13 @@ def main():
     keras_zip(f"{out}/custom.keras", sequential3([dense(), {
         "module": "mypackage.layers", "class_name": "Evil", "registered_name": "mypackage>Evil", "config": {}}]))
     expect("custom.keras", "suspicious", ["keras.custom-object"])
+    # keras imports `module` and builds `class_name` from it (CVE-2025-1550): a denylisted pair is judged as a pickle's.
+    keras_zip(f"{out}/dangerous_object.keras", sequential3([dense(), {
+        "module": "builtins", "class_name": "exec", "config": {}}]))
+    expect("dangerous_object.keras", "malicious", ["keras.dangerous-object"])
+    keras_zip(f"{out}/dangerous_module.keras", sequential3([dense(), {
+        "module": "subprocess", "class_name": "Popen", "config": {}}]))
+    expect("dangerous_module.keras", "malicious", ["keras.dangerous-object"])
     h5(f"{out}/lambda.h5", sequential2([lambda2(payload)]))
     expect("lambda.h5", "malicious", ["keras.lambda"], ["os", "system"])
     h5(f"{out}/lambda_fixed.h5", sequential2([lambda2(payload)]), fixed=True)
