@@ -75,6 +75,9 @@ struct JinjaTemplateTests {
             "{% set D = dict() %}{% do D.update({'a': lipsum}) %}{{ D.a[k] }}",
             "{% set ns = namespace(f=cycler) %}{% if x %}{% set ns.f = 1 %}{% endif %}{{ ns.f[k] }}",
             "{{ (dict(a=lipsum)|items|list)[0][1][k] }}", "{{ ([lipsum]|select|first)[k] }}",
+            "{{ ([lipsum] * 2)[0][k] }}", "{{ [lipsum]|map(attribute=k)|list }}", "{{ [cycler]|map('attr', k)|list }}",
+            "{% set l = [] %}{% do l.append(lipsum) %}{{ l[0][k] }}", "{{ (lipsum, 1)|batch(1)|first|first|attr(k) }}",
+            "{{ dict(**{'a': lipsum}).a[k] }}", "{{ ([1] + [lipsum])[1][k] }}",
         ])
     func laundered(_ template: String) {
         #expect(kinds(template).contains("template.global-attribute"), "\(template): \(kinds(template))")
@@ -86,6 +89,8 @@ struct JinjaTemplateTests {
             "{% set D = dict(u='_') %}{{ y[D.u + D.v] }}", "{{ y[[1]|tojson] }}", "{{ y[dict(a=1)[z]] }}",
             "{{ y[(['_', 'x']|select('string')|list)[0]] }}", "{{ y[['_', 'g']|reject('none')|join] }}",
             "{% set D = dict() %}{% do D.update(u='_') %}{{ y[D.u] }}", "{{ y[{'a': 'b'}.x] }}",
+            "{% for m in messages %}{{ y[loop.cycle('_', '_') + loop.cycle('_', '_') + 'globals'] }}{% endfor %}",
+            "{% macro u() %}_{% endmacro %}{{ y[u() + u()] }}", "{{ y[(dict(a=1)|tojson)[2]] }}",
         ])
     func builtKeys(_ template: String) {
         #expect(kinds(template).contains("template.dynamic-attribute"), "\(template): \(kinds(template))")

@@ -421,7 +421,9 @@ extension JinjaAnalyser {
             return .global(g)
         default:
             handed(args + keywords.map(\.1), at: at)
-            return callee.isStringLike || callee == .built ? .built : .unknown
+            // A macro, `caller`, `loop.cycle` given strings can give them back: what it returns is built.
+            let stringArgs = (args + keywords.map(\.1)).contains { $0.isStringLike }
+            return callee.isStringLike || callee == .built || stringArgs ? .built : .unknown
         }
     }
 
@@ -476,7 +478,9 @@ extension JinjaAnalyser {
     }
 
     func arithmetic(_ a: JinjaValue, _ b: JinjaValue, _ op: (Int, Int) -> (Int, Bool)) -> JinjaValue {
-        guard case .int(let x) = a, case .int(let y) = b else { return .unknown }
+        guard case .int(let x) = a, case .int(let y) = b else {
+            return (a.global ?? b.global).map { .global($0) } ?? .unknown
+        }
         let (r, o) = op(x, y)
         return o ? .unknown : .int(r)
     }
@@ -494,6 +498,7 @@ extension JinjaAnalyser {
             }
         default:
             if case .int(let n) = b, n > 100_000 { large(at: at) }
+            if let g = a.global ?? b.global { return .global(g) }  // `[lipsum] * 2`
             return a.isStringLike || b.isStringLike ? .built : .unknown
         }
     }

@@ -61,6 +61,16 @@ extension JinjaAnalyser {
         // the template made (objects shown as text included), or caller data.
         let stringy: JinjaValue = v.global.map { .global($0) } ?? (v.isStringLike || v.isGlobal ? .built : .unknown)
         handed(args + keywords.map(\.1), at: at)
+        // Filters that read attributes of their items, on a value holding a global: the global's attributes.
+        if let g = v.global, filter != "attr",
+            ["map", "selectattr", "rejectattr", "groupby", "sort", "unique", "dictsort", "sum", "min", "max"]
+                .contains(filter), !args.isEmpty || !keywords.isEmpty
+        {
+            note(
+                "template.global-attribute",
+                "the template reads attributes of the global \(g) through |\(filter): the way out of Jinja's namespace",
+                at: at, ("jinjaGlobal", g))
+        }
         // Filters that look attributes up by name.
         if let a = keywords.first(where: { $0.0 == "attribute" }) { check(value: a.1, how: "attribute=", at: at) }
         switch filter {

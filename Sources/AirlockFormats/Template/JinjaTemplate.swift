@@ -364,7 +364,10 @@ struct JinjaAnalyser {
         case "if", "elif":
             _ = try expression()
         case "macro":
-            _ = try name()
+            // A macro's output (and its caller's) is text the template built.
+            let macroName = try name()
+            assign(macroName, .built, replacing: true)
+            if env["caller"] == nil { assign("caller", .built, replacing: true) }
             try expect("(")
             while !isOp(")") {
                 _ = try name()
