@@ -40,6 +40,62 @@ struct JinjaTemplateTests {
             k.contains("template.dynamic-attribute") || k.contains("template.global-attribute"), "\(template): \(k)")
     }
 
+    @Test(
+        "values the template makes itself are followed: dicts, namespaces, lists, items, get",
+        arguments: [
+            #"{%- set D = dict(u="_", g="globals", a=lipsum) -%}{{ D.a[D.u + D.u + D.g + D.u + D.u] }}"#,
+            #"{% set D = {'u': '_', 'g': 'globals'} %}{{ y[D.u * 2 ~ D.g ~ D.u * 2] }}"#,
+            #"{% set D = dict(g='__glo' ~ 'bals__') %}{{ y[D.get('g')] }}{{ y[D.values()|first] }}"#,
+            #"{% set D = dict([['u', '__glo' ~ 'bals__']]) %}{{ y[D.u] }}"#,
+            #"{% set D = dict() %}{% do D.update(u='__glo' ~ 'bals__') %}{{ y[D.u] }}"#,
+            #"{% set ns = namespace(u='_') %}{{ y[ns.u * 2 ~ 'globals' ~ ns.u * 2] }}"#,
+            #"{% for k, v in dict(a='__glo' ~ 'bals__').items() %}{{ y[v] }}{% endfor %}"#,
+            #"{% set D = dict(a=dict(b='_')) %}{{ y[D.a.b * 2 ~ 'globals' ~ D.a.b * 2] }}"#,
+        ])
+    func containers(_ template: String) {
+        #expect(kinds(template).contains("template.sandbox-escape"), "\(template): \(kinds(template))")
+    }
+
+    @Test(
+        "a global laundered through the template's values is still a global reached",
+        arguments: [
+            "{% set x = [lipsum] %}{{ x[0][k] }}", "{% for f in [lipsum] %}{{ f[k] }}{% endfor %}",
+            "{% macro m(f) %}{{ f[k] }}{% endmacro %}{{ m(lipsum) }}",
+            "{% macro m(f=lipsum) %}{{ f[k] }}{% endmacro %}{{ m() }}",
+            "{% macro m(f) %}{{ caller(f) }}{% endmacro %}{% call(g) m(cycler) %}{{ g[k] }}{% endcall %}",
+            "{% with f = lipsum %}{{ f[k] }}{% endwith %}", "{{ [lipsum]|first|attr(k) }}",
+            "{% for a, b in dict(x=lipsum)|items %}{{ b[k] }}{% endfor %}",
+            "{% set ns = namespace(f=lipsum) %}{{ ns.f[k] }}",
+            "{% set ns = namespace() %}{% set ns.f = joiner %}{{ ns.f[k] }}",
+            "{% for m in messages %}{{ loop.cycle(lipsum, lipsum)[k] }}{% endfor %}",
+            "{% set f = lipsum if x else 1 %}{{ f[k] }}", "{{ (x|default(lipsum))[k] }}",
+            "{% set a, b = lipsum, 1 %}{{ a[k] }}", "{{ ([lipsum]|sort|first)[k] }}",
+            "{{ ([lipsum, 1][0:1]|first)[k] }}", "{% set D = dict(a=dict(b=lipsum)) %}{{ D.a.b[k] }}",
+            "{% for kk, vv in dict(a=lipsum).items() %}{{ vv[k] }}{% endfor %}",
+            "{% set D = dict() %}{% do D.update({'a': lipsum}) %}{{ D.a[k] }}",
+            "{% set ns = namespace(f=cycler) %}{% if x %}{% set ns.f = 1 %}{% endif %}{{ ns.f[k] }}",
+            "{{ (dict(a=lipsum)|items|list)[0][1][k] }}", "{{ ([lipsum]|select|first)[k] }}",
+            "{{ ([lipsum] * 2)[0][k] }}", "{{ [lipsum]|map(attribute=k)|list }}", "{{ [cycler]|map('attr', k)|list }}",
+            "{% set l = [] %}{% do l.append(lipsum) %}{{ l[0][k] }}", "{{ (lipsum, 1)|batch(1)|first|first|attr(k) }}",
+            "{{ dict(**{'a': lipsum}).a[k] }}", "{{ ([1] + [lipsum])[1][k] }}",
+        ])
+    func laundered(_ template: String) {
+        #expect(kinds(template).contains("template.global-attribute"), "\(template): \(kinds(template))")
+    }
+
+    @Test(
+        "keys taken from the template's own values that the analyser cannot evaluate are built, never clean",
+        arguments: [
+            "{% set D = dict(u='_') %}{{ y[D.u + D.v] }}", "{{ y[[1]|tojson] }}", "{{ y[dict(a=1)[z]] }}",
+            "{{ y[(['_', 'x']|select('string')|list)[0]] }}", "{{ y[['_', 'g']|reject('none')|join] }}",
+            "{% set D = dict() %}{% do D.update(u='_') %}{{ y[D.u] }}", "{{ y[{'a': 'b'}.x] }}",
+            "{% for m in messages %}{{ y[loop.cycle('_', '_') + loop.cycle('_', '_') + 'globals'] }}{% endfor %}",
+            "{% macro u() %}_{% endmacro %}{{ y[u() + u()] }}", "{{ y[(dict(a=1)|tojson)[2]] }}",
+        ])
+    func builtKeys(_ template: String) {
+        #expect(kinds(template).contains("template.dynamic-attribute"), "\(template): \(kinds(template))")
+    }
+
     @Test("ordinary templates and ordinary look-ups are clean")
     func ordinary() {
         for t in [
@@ -76,8 +132,32 @@ struct JinjaTemplateTests {
         var big = "{% set a = 'a' %}"
         for _ in 0..<200 { big += "{% set a = a ~ a %}" }
         #expect(!kinds(big + "{{ x[a] }}").contains("template.sandbox-escape"))
+        // Containers that share their parts: no question about a value walks it.
+        var wide = "{% set a = 'x' %}"
+        for _ in 0..<12 { wide += "{% set a = [" + Array(repeating: "a", count: 200).joined(separator: ",") + "] %}" }
+        #expect(!kinds(wide + "{{ x[a] }}{{ a|first }}").contains("template.sandbox-escape"))
         // Every prefix of a hostile template gives an answer, never a crash.
         let t = Array(#"{% set u = "%c"|format(95) %}{{ (cycler|attr(u*2 ~ "init"))["os"].popen("x") }}"#.utf8)
         for n in 0...t.count { _ = JinjaTemplate.analyse(Array(t.prefix(n))) }
+    }
+
+    /// Long runs of underscores joined with many distinct suffixes: every computed string is searched for names, so
+    /// the analysis is bounded by the bytes it searches and the work it does, and ends with `template.budget`.
+    @Test("strings computed from long runs of underscores end in the work budget", arguments: [50, 3000, 60_000])
+    func underscoreRuns(_ n: Int) {
+        let run = String(repeating: "_", count: 4000)
+        var t = "{% set u = '\(run)' %}"
+        for i in 0..<n { t += "{{ x[u ~ 's\(i)'] }}{{ x|attr(u + 'a\(i)') }}" }
+        let start = ContinuousClock.now
+        let k = kinds(t)
+        #expect(ContinuousClock.now - start < .seconds(20), "\(n) suffixes")
+        #expect(k.contains("template.dunder-access"))
+        #expect(k.contains("template.budget") == (n > 50), "\(n): \(k)")
+        // Replacements and splits of long strings by long separators count their quadratic work.
+        var r = "{% set u = '\(run)' %}"
+        for i in 0..<n { r += "{{ u|replace('\(String(repeating: "_", count: 1000 + i % 1000))a', 'y') }}" }
+        let start2 = ContinuousClock.now
+        #expect(kinds(r).contains("template.budget"), "\(n) replacements")
+        #expect(ContinuousClock.now - start2 < .seconds(20), "\(n) replacements")
     }
 }

@@ -555,6 +555,19 @@ HOSTILE = {
                       "template.sandbox-escape"),
     "map_attribute": ("{{ [cycler.__init__]|map(attribute=\"__glo\" ~ \"bals__\")|list }}", "malicious",
                       "template.sandbox-escape"),
+    # Names and globals laundered through the template's own containers (dict, namespace, lists, items()).
+    "dict_laundered": ("{%- set D = dict(u=\"_\", g=\"globals\", o=\"os\", p=\"popen\", a=lipsum) -%}"
+                       "{%- set n = D.u + D.u + D.g + D.u + D.u -%}"
+                       "{{ D.a[n][D.o][D.p](\"" + TOUCH + "\").read() }}", "malicious", "template.sandbox-escape"),
+    "list_laundered": ("{% set f = [lipsum] %}{% set n = ['_', '_', 'globals', '_', '_']|join %}"
+                       "{{ f[0][n].os.popen('" + TOUCH + "').read() }}", "malicious", "template.sandbox-escape"),
+    "namespace_laundered": ("{% set ns = namespace(f=cycler, u='_') %}{{ ns.f[ns.u*2 ~ 'init' ~ ns.u*2]"
+                            "[ns.u*2 ~ 'globals' ~ ns.u*2].os.popen('" + TOUCH + "').read() }}", "malicious",
+                            "template.sandbox-escape"),
+    "items_laundered": ("{% for k, f in dict(a=lipsum).items() %}{{ f[dict(__globals__=1)|first].os.popen('"
+                        + TOUCH + "').read() }}{% endfor %}", "malicious", "template.sandbox-escape"),
+    "macro_laundered": ("{% macro m(f) %}{{ f[bos_token].os.popen('" + TOUCH + "').read() }}{% endmacro %}"
+                        "{{ m(lipsum) }}", "suspicious", "template.global-attribute"),
     # Names the analyser cannot evaluate: suspicious, never clean.
     "loop_accumulation": ("{% set ns = namespace(s=\"\") %}{% for c in \"_,_,i,n,i,t,_,_\".split(\",\") %}"
                           "{% set ns.s = ns.s ~ c %}{% endfor %}{{ cycler|attr(ns.s) }}", "suspicious",

@@ -37,6 +37,7 @@ extension JinjaAnalyser {
             // Every string the template computes is judged, wherever it goes (a keyword argument, a namespace).
             if case .strs(let xs) = v { for x in xs { check(string: x, at: at) } }
         }
+        try spend(v.byteCount + 1)
         while isName("if") {
             p += 1
             _ = try orExpr()
@@ -103,6 +104,7 @@ extension JinjaAnalyser {
             p += 1
             let w = try concat()
             v = plus ? add(v, w) : arithmetic(v, w) { $0.subtractingReportingOverflow($1) }
+            try spend(v.byteCount + 1)
         }
         return v
     }
@@ -112,6 +114,7 @@ extension JinjaAnalyser {
         while isOp("~") {
             p += 1
             v = JinjaValue.concat(v, try math2())
+            try spend(v.byteCount + 1)
         }
         return v
     }
@@ -126,7 +129,7 @@ extension JinjaAnalyser {
             case "%":
                 if case .strs(let f) = v, f.count == 1 {
                     let args: [JinjaValue]
-                    if case .list(let items) = w { args = items } else { args = [w] }
+                    if case .list(let l) = w { args = l.items } else { args = [w] }
                     v = JinjaValue.percent(f[0], args).map { .str($0) } ?? .built
                 } else {
                     v = arithmetic(v, w) { b, c in c == 0 ? (0, true) : b.remainderReportingOverflow(dividingBy: c) }
@@ -135,6 +138,7 @@ extension JinjaAnalyser {
                 v = arithmetic(v, w) { b, c in c == 0 ? (0, true) : b.dividedReportingOverflow(by: c) }
             default: v = .unknown
             }
+            try spend(v.byteCount + 1)
         }
         return v
     }
@@ -213,7 +217,7 @@ extension JinjaAnalyser {
             p += 1
             if isOp(")") {
                 p += 1
-                return .list([])
+                return .nested([])
             }
             let v = try tuple()
             try expect(")")
@@ -231,15 +235,21 @@ extension JinjaAnalyser {
             return JinjaValue.nested(items)
         case .op("{"):
             p += 1
+            var keys: [String] = []
+            var values: [JinjaValue] = []
+            var exact = true
             while !isOp("}") {
-                _ = try expression()
+                let k = try expression()
                 try expect(":")
-                _ = try expression()
+                let v = try expression()
+                if case .strs(let ks) = k, ks.count == 1 { keys.append(ks[0]) } else { exact = false }
+                if values.count < JinjaValue.maxList { values.append(v) }
                 guard isOp(",") else { break }
                 p += 1
             }
             try expect("}")
-            return .unknown
+            // A key the analyser cannot evaluate: which value a look-up finds is unknown.
+            return exact ? JinjaValue.dict(keys: keys, values: values) : JinjaValue.nested(values).opaque
         default:
             throw Fail(message: "unexpected token", offset: t.offset)
         }
@@ -268,6 +278,7 @@ extension JinjaAnalyser {
             } else {
                 return v
             }
+            try spend(v.byteCount + 1)
         }
     }
 
@@ -302,9 +313,7 @@ extension JinjaAnalyser {
             if case .int(let n) = v { return .some(n) }
             return nil
         }
-        guard let start = int(0), let stop = int(1), let step = int(2) else {
-            return base.isStringLike ? .built : .unknown
-        }
+        guard let start = int(0), let stop = int(1), let step = int(2) else { return base.opaque }
         switch base {
         case .strs:
             return JinjaValue.map(base) { s in
@@ -312,67 +321,122 @@ extension JinjaAnalyser {
                 return JinjaValue.sliceIndices(count: chars.count, start: start, stop: stop, step: step)
                     .map { String($0.map { chars[$0] }) }
             }
-        case .list(let items):
-            guard let idx = JinjaValue.sliceIndices(count: items.count, start: start, stop: stop, step: step) else {
-                return .built
+        case .list(let l):
+            guard let idx = JinjaValue.sliceIndices(count: l.items.count, start: start, stop: stop, step: step) else {
+                return base.opaque
             }
-            return .list(idx.map { items[$0] })
-        default: return base.isStringLike ? .built : .unknown
+            return .nested(idx.map { l.items[$0] })
+        default: return base.opaque
         }
     }
 
     /// `base[key]`: Jinja's `getitem` falls back to `getattr`, so a string key is an attribute name.
     mutating func item(_ base: JinjaValue, _ key: JinjaValue, at: Int) -> JinjaValue {
         switch (base, key) {
-        case (.list(let items), .int(let n)):
-            let k = n < 0 ? n + items.count : n
-            return k >= 0 && k < items.count ? items[k] : .unknown
+        case (.list(let l), .int(let n)):
+            let k = n < 0 ? n + l.items.count : n
+            return k >= 0 && k < l.items.count ? l.items[k] : .unknown
         case (.strs, .int(let n)):
             return JinjaValue.map(base) { s in
                 let chars = Array(s)
                 let k = n < 0 ? n + chars.count : n
                 return k >= 0 && k < chars.count ? String(chars[k]) : nil
             }
-        case (_, .int): return base.isStringLike ? .built : .unknown
+        case (.dict(let d), .strs(let k)) where k.count == 1 && d.member(k[0]) != nil:
+            return d.member(k[0]) ?? .unknown
+        case (.global, .int): return attribute(base, key, how: "subscript", at: at)
+        case (_, .int): return base.opaque
         default: return attribute(base, key, how: "subscript", at: at)
         }
     }
 
+    /// Methods of a dict the analyser folds (`getattr` finds them before the dict's items).
+    static let dictMethods: Set<String> = ["items", "values", "keys", "get"]
+
+    /// `base.name`, `base|attr(name)`, `base[name]`: the name is judged; a member the analyser resolves is returned;
+    /// anything else of a value that holds a global is still that global (reached: reported), and anything else of
+    /// a value the template made is a `built` string, never caller data.
     mutating func attribute(_ base: JinjaValue, _ name: JinjaValue, how: String, at: Int) -> JinjaValue {
         check(value: name, how: how, at: at)
-        if case .global(let g) = base {
-            note(
-                "template.global-attribute",
-                "the template reads an attribute of the global \(g): the way out of Jinja's namespace", at: at,
-                ("jinjaGlobal", g))
-            return .unknown
-        }
         if case .strs(let n) = name, n.count == 1 {
             switch base {
+            case .dict(let d):
+                if how != "subscript" || d.member(n[0]) == nil, JinjaAnalyser.dictMethods.contains(n[0]) {
+                    return .method(n[0], base)
+                }
+                if let v = d.member(n[0]) { return v }
             case .strs, .list, .int: return .method(n[0], base)
             default: break
             }
         }
-        return base.isStringLike ? .built : .unknown
+        if let g = base.global {
+            note(
+                "template.global-attribute",
+                "the template reads an attribute of the global \(g) (or of a value holding it): the way out of Jinja's namespace",
+                at: at, ("jinjaGlobal", g))
+            return .global(g)
+        }
+        return base.opaque
     }
 
     mutating func call(_ callee: JinjaValue, at: Int) throws(Fail) -> JinjaValue {
         let (args, keywords) = try arguments()
         switch callee {
-        case .method(let m, let base): return method(m, base, args)
+        case .method(let m, let base):
+            handed(args + keywords.map(\.1), at: at)  // `d.update(a=lipsum)`, `l.append(lipsum)`
+            return method(m, base, args)
         case .global("range"):
             for a in args { if case .int(let n) = a, abs(n) > 100_000 { large(at: at) } }
             if args.count == 2, case .int(let a) = args[0], case .int(let b) = args[1], b >= a, b - a <= 256 {
-                return .list((a..<b).map { .int($0) })
+                return .nested((a..<b).map { .int($0) })
             }
             return .unknown
-        case .global("dict"):
+        case .global("dict"), .global("namespace"):
             for (k, _) in keywords { check(name: k, how: "keyword", at: at) }
-            return .unknown
-        case .global("lipsum"), .global("cycler"), .global("joiner"):
+            var keys: [String] = []
+            var values: [JinjaValue] = []
+            if let first = args.first {
+                switch first {
+                case .dict(let d):
+                    keys = d.keys ?? []
+                    values = d.items
+                case .list(let l):
+                    for pair in l.items {
+                        guard case .list(let kv) = pair, kv.items.count == 2, case .strs(let k) = kv.items[0],
+                            k.count == 1
+                        else { return JinjaValue.nested(args + keywords.map(\.1)).opaque }
+                        keys.append(k[0])
+                        values.append(kv.items[1])
+                    }
+                default: return JinjaValue.nested(args + keywords.map(\.1)).opaque
+                }
+            }
+            return JinjaValue.dict(keys: keys + keywords.map(\.0), values: values + keywords.map(\.1))
+        case .global("lipsum"), .global("raise_exception"), .global("strftime_now"):
+            handed(args + keywords.map(\.1), at: at)
             return .built
+        case .global(let g):
+            // `cycler(…)`, `joiner(…)`, and whatever a global's attributes lead to: objects of Python.
+            handed(args + keywords.map(\.1), at: at)
+            return .global(g)
         default:
-            return callee.isStringLike || callee == .built ? .built : .unknown
+            handed(args + keywords.map(\.1), at: at)
+            // A macro, `caller`, `loop.cycle` given strings can give them back: what it returns is built.
+            let stringArgs = (args + keywords.map(\.1)).contains { $0.isStringLike }
+            return callee.isStringLike || callee == .built || stringArgs ? .built : .unknown
+        }
+    }
+
+    /// A global handed to a call (a macro, `caller`, `loop.cycle`, a method) is reached by code the analyser does
+    /// not follow: reported as reached.
+    mutating func handed(_ values: [JinjaValue], at: Int) {
+        for v in values {
+            if let g = v.global {
+                note(
+                    "template.global-attribute",
+                    "the template hands the global \(g) (or a value holding it) to a call, out of the analyser's sight",
+                    at: at, ("jinjaGlobal", g))
+            }
         }
     }
 
@@ -404,13 +468,19 @@ extension JinjaAnalyser {
         case (.int(let x), .int(let y)):
             let (r, o) = x.addingReportingOverflow(y)
             return o ? .unknown : .int(r)
-        case (.list(let x), .list(let y)): return x.count + y.count <= JinjaValue.maxList ? .list(x + y) : .built
-        default: return a.isStringLike || b.isStringLike ? .built : .unknown
+        case (.list(let x), .list(let y)):
+            return x.items.count + y.items.count <= JinjaValue.maxList
+                ? .nested(x.items + y.items) : JinjaValue.union(a.opaque, b.opaque)
+        default:
+            if let g = a.global ?? b.global { return .global(g) }
+            return a.isStringLike || b.isStringLike ? .built : .unknown
         }
     }
 
     func arithmetic(_ a: JinjaValue, _ b: JinjaValue, _ op: (Int, Int) -> (Int, Bool)) -> JinjaValue {
-        guard case .int(let x) = a, case .int(let y) = b else { return .unknown }
+        guard case .int(let x) = a, case .int(let y) = b else {
+            return (a.global ?? b.global).map { .global($0) } ?? .unknown
+        }
         let (r, o) = op(x, y)
         return o ? .unknown : .int(r)
     }
@@ -428,6 +498,7 @@ extension JinjaAnalyser {
             }
         default:
             if case .int(let n) = b, n > 100_000 { large(at: at) }
+            if let g = a.global ?? b.global { return .global(g) }  // `[lipsum] * 2`
             return a.isStringLike || b.isStringLike ? .built : .unknown
         }
     }

@@ -7,6 +7,7 @@ extension JinjaAnalyser {
             if isOp("|") {
                 p += 1
                 try filterName(&v, at: at)
+                try spend(v.byteCount + 1)
             } else if isName("is") {
                 p += 1
                 if isName("not") { p += 1 }
@@ -56,7 +57,20 @@ extension JinjaAnalyser {
     mutating func apply(
         _ filter: String, _ v: JinjaValue, _ args: [JinjaValue], _ keywords: [(String, JinjaValue)], at: Int
     ) -> JinjaValue {
-        let stringy: JinjaValue = v.isStringLike || v.isGlobal ? .built : .unknown
+        // What a filter the analyser does not fold leaves: the global a value holds, a built string from whatever
+        // the template made (objects shown as text included), or caller data.
+        let stringy: JinjaValue = v.global.map { .global($0) } ?? (v.isStringLike || v.isGlobal ? .built : .unknown)
+        handed(args + keywords.map(\.1), at: at)
+        // Filters that read attributes of their items, on a value holding a global: the global's attributes.
+        if let g = v.global, filter != "attr",
+            ["map", "selectattr", "rejectattr", "groupby", "sort", "unique", "dictsort", "sum", "min", "max"]
+                .contains(filter), !args.isEmpty || !keywords.isEmpty
+        {
+            note(
+                "template.global-attribute",
+                "the template reads attributes of the global \(g) through |\(filter): the way out of Jinja's namespace",
+                at: at, ("jinjaGlobal", g))
+        }
         // Filters that look attributes up by name.
         if let a = keywords.first(where: { $0.0 == "attribute" }) { check(value: a.1, how: "attribute=", at: at) }
         switch filter {
@@ -70,13 +84,14 @@ extension JinjaAnalyser {
                     "|attr is given a name the analyser cannot evaluate: an attribute the template hides from readers",
                     at: at)
             }
-            if case .global(let g) = v {
+            if let g = v.global {
                 note(
                     "template.global-attribute",
                     "the template reads an attribute of the global \(g): the way out of Jinja's namespace", at: at,
                     ("jinjaGlobal", g))
             }
-            return stringy == .built ? .built : .unknown
+            if case .strs(let n) = name, n.count == 1, case .dict(let d) = v, let m = d.member(n[0]) { return m }
+            return stringy
         case "map":
             if case .strs(let f) = args.first ?? .unknown, f.contains("attr") {
                 check(value: args.count > 1 ? args[1] : .built, how: "map(\"attr\")", at: at)
@@ -98,10 +113,10 @@ extension JinjaAnalyser {
             let sep = arg(args, 0, keywords, "d")?.strings ?? [""]
             guard sep.count == 1 else { return .built }
             switch v {
-            case .list(let items):
+            case .list(let l):
                 var parts: [String] = []
                 var size = 0
-                for item in items {
+                for item in l.items {
                     guard let s = item.strings, s.count == 1 else { return .built }
                     size += s[0].utf8.count + sep[0].utf8.count
                     guard size <= JinjaValue.maxLength else { return .built }
@@ -114,16 +129,17 @@ extension JinjaAnalyser {
                     s.count * (sep[0].utf8.count + 4) <= JinjaValue.maxLength
                         ? s.map(String.init).joined(separator: sep[0]) : nil
                 }
-            default: return .built
+            default: return stringy == .unknown ? .built : stringy
             }
         case "replace":
             guard let old = args.first?.strings, old.count == 1, let new = args.dropFirst().first?.strings,
                 new.count == 1
             else { return stringy }
             if let count = args.dropFirst(2).first, count != .int(-1) { return stringy }
+            spend(quadratic: v, old[0])
             return JinjaValue.map(v) { $0.replacingAll(old[0], with: new[0]) }
         case "reverse":
-            if case .list(let items) = v { return .list(items.reversed()) }
+            if case .list(let l) = v { return .nested(l.items.reversed()) }
             return JinjaValue.map(v) { String($0.reversed()) }
         case "lower": return JinjaValue.map(v) { $0.lowercased() }
         case "upper": return JinjaValue.map(v) { $0.uppercased() }
@@ -136,22 +152,31 @@ extension JinjaAnalyser {
         case "list":
             switch v {
             case .strs(let s) where s.count == 1 && s[0].count <= JinjaValue.maxList:
-                return .list(s[0].map { .str(String($0)) })
+                return .nested(s[0].map { .str(String($0)) })
             case .list: return v
+            case .dict(let d): return .nested((d.keys ?? []).map { .str($0) })
             default: return stringy
             }
+        case "items":
+            guard case .dict(let d) = v else { return stringy }
+            let pairs = zip(d.keys ?? [], d.items).map { JinjaValue.nested([.str($0), $1]) }
+            return .nested(pairs)
         case "first", "last":
-            if case .list(let items) = v, let x = filter == "first" ? items.first : items.last { return x }
+            if case .list(let l) = v, let x = filter == "first" ? l.items.first : l.items.last { return x }
+            if case .dict(let d) = v, let k = filter == "first" ? d.keys?.first : d.keys?.last { return .str(k) }
             return JinjaValue.map(v) { s in (filter == "first" ? s.first : s.last).map(String.init) }
         case "int":
             if case .strs(let s) = v, s.count == 1, let n = Int(s[0].trimmingSpaces()) { return .int(n) }
             return v == .unknown ? .unknown : (v.isInt ? v : .unknown)
         case "default", "d":
             return JinjaValue.union(v, args.first ?? .unknown)
-        case "length", "count", "wordcount", "abs", "round", "float", "tojson", "items", "batch", "slice",
-            "filesizeformat", "urlize", "pprint", "xmlattr", "random", "select", "reject", "indent", "center",
-            "truncate", "wordwrap", "striptags", "title", "urlencode":
-            return stringy
+        case "length", "count", "wordcount", "abs", "round", "float", "filesizeformat":
+            return .unknown  // numbers (or their text): never a name
+        case "tojson", "urlize", "pprint", "xmlattr", "indent", "center", "truncate", "wordwrap", "striptags",
+            "title", "urlencode":
+            return v == .unknown ? .unknown : .built  // text of what the template made
+        case "batch", "slice", "random", "select", "reject":
+            return v.opaque
         default:
             return stringy
         }
@@ -161,7 +186,10 @@ extension JinjaAnalyser {
     mutating func method(_ m: String, _ base: JinjaValue, _ args: [JinjaValue]) -> JinjaValue {
         switch m {
         case "join":
-            guard case .list = args.first ?? .unknown else { return .built }
+            guard case .list = args.first ?? .unknown else {
+                return (args.first ?? .unknown).opaque == .unknown
+                    ? .built : (args.first ?? .unknown).opaque
+            }
             return apply("join", args[0], [base], [], at: offset)
         case "replace", "upper", "lower", "reverse":
             return apply(m, base, args, [], at: offset)
@@ -173,10 +201,23 @@ extension JinjaAnalyser {
             guard case .strs(let s) = base, s.count == 1, let sep = args.first?.strings, sep.count == 1,
                 !sep[0].isEmpty
             else { return .built }
+            spend(quadratic: base, sep[0])
             let parts = s[0].components(separatedByString: sep[0])
-            return parts.count <= JinjaValue.maxList ? .list(parts.map { .str($0) }) : .built
+            return parts.count <= JinjaValue.maxList ? .nested(parts.map { .str($0) }) : .built
+        case "items", "values", "keys":
+            guard case .dict(let d) = base else { return base.opaque }
+            let keys = (d.keys ?? []).map { JinjaValue.str($0) }
+            switch m {
+            case "items": return .nested(zip(keys, d.items).map { JinjaValue.nested([$0, $1]) })
+            case "values": return .nested(d.items)
+            default: return .nested(keys)
+            }
+        case "get":
+            guard case .dict(let d) = base else { return base.opaque }
+            if case .strs(let k) = args.first ?? .unknown, k.count == 1, let v = d.member(k[0]) { return v }
+            return JinjaValue.union(base.opaque, args.dropFirst().first ?? .unknown)
         default:
-            return base.isStringLike ? .built : .unknown
+            return base.opaque
         }
     }
 }

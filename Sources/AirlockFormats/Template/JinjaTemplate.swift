@@ -29,7 +29,10 @@ public enum JinjaTemplate {
     /// Deepest expression nesting followed.
     public static let maxDepth = 48
     /// Most bytes of computed strings searched for names per template.
-    public static let maxSearched = 16 << 20
+    public static let maxSearched = 2 << 20
+    /// Most work (bytes of strings computed, operations evaluated) per template; past it the analysis stops with
+    /// `template.budget`.
+    public static let maxWork = 16 << 20
     /// Most observations kept per template.
     public static let maxObservations = 64
 
@@ -99,6 +102,9 @@ struct JinjaAnalyser {
     /// Strings already searched for names, and how many bytes were.
     var checked = Set<String>()
     var searched = 0
+    /// Work done so far (`JinjaTemplate.maxWork`), and whether it ran out.
+    var work = 0
+    var exhausted = false
     var env: [String: JinjaValue] = [:]
     var loops = 0
     var depth = 0
@@ -131,13 +137,14 @@ struct JinjaAnalyser {
     mutating func check(name: String, how: String, at offset: Int, attribute: Bool = true) {
         // Every escape name, dunder and private name has an underscore: most names are passed over at once.
         guard name.utf8.contains(0x5F) || (attribute && JinjaTemplate.codeNames.contains(name)) else { return }
+        guard searchable(name.utf8.count) else { return }
         let shown = String(name.prefix(120))
-        if let hit = JinjaTemplate.escapeNames.first(where: { name.contains($0) }) {
+        if let hit = JinjaTemplate.escapeNames.first(where: { JinjaBytes.contains(name, $0) }) {
             note(
                 "template.sandbox-escape",
                 "the template reaches \(hit) (\(how) \"\(shown)\"): a loader that renders it outside Jinja's sandbox runs arbitrary Python",
                 at: offset, once: hit, ("name", shown))
-        } else if name.contains("__") {
+        } else if JinjaBytes.contains(name, "__") {
             note(
                 "template.dunder-access",
                 "the template reaches a special attribute (\(how) \"\(shown)\"): no chat template needs Python's internals",
@@ -162,16 +169,27 @@ struct JinjaAnalyser {
         // Only strings with an underscore can hold a name worth reporting; each distinct string is searched once,
         // and the bytes searched are bounded (past the bound the template is reported, not searched further).
         guard string.utf8.contains(0x5F), checked.count < 65536, checked.insert(string).inserted else { return }
-        searched += string.utf8.count
-        guard searched <= JinjaTemplate.maxSearched else {
-            note(
-                "template.budget", "the template computes more strings than the analyser searches", at: offset,
-                once: "searched")
-            return
-        }
-        if JinjaTemplate.escapeNames.contains(where: { string.contains($0) }) || string.contains("__") {
+        guard searchable(string.utf8.count) else { return }
+        if JinjaBytes.contains(string, "__")
+            || JinjaTemplate.escapeNames.contains(where: { JinjaBytes.contains(string, $0) })
+        {
             check(name: string, how: "string", at: offset)
         }
+    }
+
+    /// Counts `bytes` about to be searched for names; past `JinjaTemplate.maxSearched` the analysis stops with
+    /// `template.budget` (the next `spend` throws).
+    mutating func searchable(_ bytes: Int) -> Bool {
+        searched += bytes
+        guard searched > JinjaTemplate.maxSearched else { return true }
+        if !exhausted {
+            exhausted = true
+            note(
+                "template.budget",
+                "the template computes more strings than the analyser searches (\(JinjaTemplate.maxSearched) bytes): the rest is not analysed",
+                at: offset)
+        }
+        return false
     }
 
     mutating func check(value: JinjaValue, how: String, at offset: Int) {
@@ -182,9 +200,34 @@ struct JinjaAnalyser {
                 "template.dynamic-attribute",
                 "an attribute is named by a string the template builds (\(how)); a template that hides a name this way is hiding it from scanners",
                 at: offset)
-        case .list(let items): for v in items { check(value: v, how: how, at: offset) }
+        case .list(let l): for v in l.items { check(value: v, how: how, at: offset) }
+        case .dict, .method, .global:
+            note(
+                "template.dynamic-attribute",
+                "an attribute is named by a value the template made that is not a string the analyser evaluates (\(how))",
+                at: offset)
         default: break
         }
+    }
+
+    /// Counts `units` of work; past `JinjaTemplate.maxWork` the analysis stops with `template.budget`.
+    mutating func spend(_ units: Int) throws(Fail) {
+        work += units
+        guard work > JinjaTemplate.maxWork || exhausted else { return }
+        if !exhausted {
+            exhausted = true
+            note(
+                "template.budget",
+                "the template computes more than the analyser evaluates (\(JinjaTemplate.maxWork) units of work): the rest is not analysed",
+                at: offset)
+        }
+        throw Fail(message: "work budget", offset: offset)
+    }
+
+    /// Counts the work of searching `value`'s strings for `needle` character by character (`replace`, `split`);
+    /// the operation itself still runs, and the next `spend` stops the analysis.
+    mutating func spend(quadratic value: JinjaValue, _ needle: String) {
+        work += value.byteCount * max(1, needle.utf8.count)
     }
 
     // MARK: tokens
@@ -231,7 +274,7 @@ struct JinjaAnalyser {
                         "a string literal uses an escape the analyser does not decode (\\N{…})", at: t.offset)
                 }
             case .data(let text):
-                if let hit = JinjaTemplate.escapeNames.first(where: { text.contains($0) }) {
+                if let hit = JinjaTemplate.escapeNames.first(where: { JinjaBytes.contains(text, $0) }) {
                     note(
                         "template.dunder-text",
                         "the template's text holds \(hit), which a macro or block can hand to code",
@@ -261,6 +304,7 @@ struct JinjaAnalyser {
                     }
                     guard atEnd else { throw Fail(message: "unexpected token", offset: offset) }
                 } catch {
+                    if exhausted { return }
                     if !tooDeep {
                         note(
                             "template.unparsed", "the analyser could not parse this tag: \(error.message)",
@@ -293,7 +337,12 @@ struct JinjaAnalyser {
             loops += 1
             let element: JinjaValue
             switch iterable {
-            case .list(let items): element = items.reduce(items.first ?? .unknown) { JinjaValue.union($0, $1) }
+            case .list(let l): element = l.items.reduce(l.items.first ?? .unknown) { JinjaValue.union($0, $1) }
+            case .dict(let d):
+                element = (d.keys ?? []).map { JinjaValue.str($0) }.reduce(.unknown) {
+                    $0 == .unknown ? $1 : JinjaValue.union($0, $1)
+                }
+            case .global(let g): element = .global(g)
             case .strs(let xs):
                 element =
                     xs.allSatisfy { $0.count <= 64 }
@@ -302,20 +351,29 @@ struct JinjaAnalyser {
             default: element = .unknown
             }
             for (k, t) in targets.enumerated() {
-                assign(t, targets.count == 1 ? element : (element.isStringLike ? .built : .unknown), replacing: k >= 0)
+                if targets.count == 1 {
+                    assign(t, element, replacing: true)
+                } else if case .list(let parts) = element, parts.items.count == targets.count {
+                    assign(t, parts.items[k], replacing: true)  // `for k, v in d.items()`
+                } else {
+                    assign(t, element.opaque, replacing: true)
+                }
             }
         case "endfor":
             loops = max(0, loops - 1)
         case "if", "elif":
             _ = try expression()
         case "macro":
-            _ = try name()
+            // A macro's output (and its caller's) is text the template built.
+            let macroName = try name()
+            assign(macroName, .built, replacing: true)
+            if env["caller"] == nil { assign("caller", .built, replacing: true) }
             try expect("(")
             while !isOp(")") {
                 _ = try name()
                 if isOp("=") {
                     p += 1
-                    _ = try expression()
+                    handed([try expression()], at: offset)  // a global as a parameter's default
                 }
                 guard isOp(",") else { break }
                 p += 1
@@ -404,10 +462,10 @@ struct JinjaAnalyser {
         let value = try tuple()
         if targets.count == 1 {
             assign(targets[0], value, replacing: true)
-        } else if case .list(let items) = value, items.count == targets.count {
-            for (t, v) in zip(targets, items) { assign(t, v, replacing: true) }
+        } else if case .list(let l) = value, l.items.count == targets.count {
+            for (t, v) in zip(targets, l.items) { assign(t, v, replacing: true) }
         } else {
-            for t in targets { assign(t, value.isStringLike ? .built : .unknown, replacing: true) }
+            for t in targets { assign(t, value.opaque, replacing: true) }
         }
     }
 
@@ -428,7 +486,13 @@ struct JinjaAnalyser {
     /// one before it); inside a loop, strings are `built`: a loop can accumulate any string from its pieces.
     mutating func assign(_ target: String, _ value: JinjaValue, replacing: Bool) {
         var v = value
-        if loops > 0, v.isStringLike { v = .built }
+        if loops > 0, v.isStringLike { v = v.opaque }
+        // `set ns.a = …` adds a value to what `namespace(a=…)` gave it.
+        if env[target] == nil, let dot = target.firstIndex(of: "."), case .dict(let d) = env[String(target[..<dot])],
+            let m = d.member(String(target[target.index(after: dot)...]))
+        {
+            v = JinjaValue.union(m, v)
+        }
         if let old = env[target] { v = JinjaValue.union(old, v) }
         if env.count < 4096 || env[target] != nil { env[target] = v }
     }

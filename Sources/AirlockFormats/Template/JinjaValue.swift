@@ -1,47 +1,97 @@
-/// What the template analyser knows of an expression's value: constant strings (a few candidates), integers and
-/// lists it could evaluate, a reference to one of Jinja's globals, or nothing — and whether that nothing is a
-/// string the template built itself (`built`), which is what matters when it names an attribute.
+/// What the template analyser knows of an expression's value: constant strings (a few candidates), integers, lists
+/// and dicts the template made itself, a reference to one of Jinja's globals (or to an object reached from one), or
+/// nothing — and whether that nothing is a string the template built itself (`built`), which is what matters when it
+/// names an attribute.
 indirect enum JinjaValue: Equatable {
     /// One of these constant strings (at most `JinjaValue.maxCandidates`).
     case strs([String])
     case int(Int)
-    /// A list or tuple of known length (at most `JinjaValue.maxList` elements).
-    case list([JinjaValue])
-    /// A global of Jinja or of the loader (`cycler`, `lipsum`, `self`, …), not shadowed by a `set`.
+    /// A list or tuple of known length (at most `JinjaValue.maxList` elements), made by the template.
+    case list(JinjaSeq)
+    /// A dict or namespace the template made (`dict(…)`, `namespace(…)`, `{…}`), with constant string keys.
+    case dict(JinjaSeq)
+    /// A global of Jinja or of the loader (`cycler`, `lipsum`, `self`, …), not shadowed by a `set`, or an object
+    /// the template may have reached from it (through a container, a call, an attribute).
     case global(String)
-    /// A method of a constant value (`"_".join`), to fold its call.
+    /// A method of a constant value (`"_".join`, `d.items`), to fold its call.
     case method(String, JinjaValue)
     /// Data from the caller (messages, loop variables over it, booleans, numbers we did not compute).
     case unknown
     /// A string (or list of them) the template built by operations the analyser did not evaluate: stringified
-    /// objects (`lipsum|string`), concatenations with unknown parts, strings built in loops.
+    /// objects (`lipsum|string`), concatenations with unknown parts, strings built in loops, members of the
+    /// template's own containers it could not resolve.
     case built
 
     static let maxCandidates = 8
     static let maxList = 256
     static let maxLength = 4096
+    /// Most values inside one container, counting nested ones (so that every walk of a value is bounded).
+    static let maxWeight = 4096
 
     static func str(_ s: String) -> JinjaValue { .strs([s]) }
 
-    /// Deepest nesting of lists kept (values built through `set` could otherwise nest without bound).
+    /// Deepest nesting of containers kept (values built through `set` could otherwise nest without bound).
     static let maxNesting = 8
 
-    /// How deeply lists nest in this value; bounded by `maxNesting` + 1, since every nested list is made by
-    /// `nested(_:)`.
+    /// How deeply containers nest in this value (cached: no walk).
     var nesting: Int {
         switch self {
-        case .list(let items): 1 + (items.map(\.nesting).max() ?? 0)
+        case .list(let s), .dict(let s): s.depth
         case .method(_, let base): base.nesting
         default: 0
         }
     }
 
-    /// A list of `items`, or an unevaluated value when it would nest deeper than `maxNesting`.
-    static func nested(_ items: [JinjaValue]) -> JinjaValue {
-        guard items.allSatisfy({ $0.nesting < maxNesting }) else {
-            return items.contains { $0.isStringLike } ? .built : .unknown
+    /// How many values this one holds, itself included (cached).
+    var weight: Int {
+        switch self {
+        case .list(let s), .dict(let s): s.weight
+        case .method(_, let base): 1 + base.weight
+        default: 1
         }
-        return .list(items)
+    }
+
+    /// The global this value is, holds, or was reached from.
+    var global: String? {
+        switch self {
+        case .global(let g): g
+        case .list(let s), .dict(let s): s.global
+        case .method(_, let base): base.global
+        default: nil
+        }
+    }
+
+    /// A list of `items`, or an unevaluated value when it would nest deeper than `maxNesting` or weigh more than
+    /// `maxWeight`.
+    static func nested(_ items: [JinjaValue]) -> JinjaValue {
+        let s = JinjaSeq(items, keys: nil)
+        return s.depth <= maxNesting && s.weight <= maxWeight ? .list(s) : s.opaque
+    }
+
+    /// A dict of `keys` to `values` (the last of a repeated key wins, as in Python).
+    static func dict(keys: [String], values: [JinjaValue]) -> JinjaValue {
+        var k: [String] = []
+        var v: [JinjaValue] = []
+        for (key, value) in zip(keys, values) {
+            if let i = k.firstIndex(of: key) {
+                v[i] = value
+            } else if k.count < maxList {
+                k.append(key)
+                v.append(value)
+            }
+        }
+        let s = JinjaSeq(v, keys: k)
+        return s.depth <= maxNesting && s.weight <= maxWeight ? .dict(s) : s.opaque
+    }
+
+    /// What is left of this value when the analyser cannot tell which part of it an operation picks: the global it
+    /// holds, else a built string when it holds strings, else caller data.
+    var opaque: JinjaValue {
+        if let g = global { return .global(g) }
+        switch self {
+        case .list, .dict, .method, .strs, .built: return .built
+        default: return .unknown
+        }
     }
 
     /// Candidate strings when the value is a string constant, or an integer shown as one.
@@ -53,7 +103,7 @@ indirect enum JinjaValue: Equatable {
         }
     }
 
-    /// Either value (a conditional, `or`, a variable set on two paths).
+    /// Either value (a conditional, `or`, a variable set on two paths). A global on either side is kept.
     static func union(_ a: JinjaValue, _ b: JinjaValue) -> JinjaValue {
         if a == b { return a }
         if case .strs(let x) = a, case .strs(let y) = b {
@@ -61,19 +111,29 @@ indirect enum JinjaValue: Equatable {
             for s in y where !all.contains(s) { all.append(s) }
             return all.count <= maxCandidates ? .strs(all) : .built
         }
-        if a == .built || b == .built { return .built }
-        if case .strs = a { return .built }
-        if case .strs = b { return .built }
-        if case .list = a { return .built }
-        if case .list = b { return .built }
-        return .unknown
+        if let g = a.global ?? b.global { return .global(g) }
+        if case .dict(let x) = a, case .dict(let y) = b, x.keys == y.keys {
+            return .dict(JinjaSeq(zip(x.items, y.items).map { .shallowUnion($0, $1) }, keys: x.keys))
+        }
+        if case .list(let x) = a, case .list(let y) = b, x.items.count == y.items.count {
+            return .nested(zip(x.items, y.items).map { .shallowUnion($0, $1) })
+        }
+        return a.isStringLike || b.isStringLike ? .built : .unknown
+    }
+
+    /// `union` without descending further (bounded work for element-wise unions).
+    static func shallowUnion(_ a: JinjaValue, _ b: JinjaValue) -> JinjaValue {
+        if a == b { return a }
+        if case .strs = a, case .strs = b { return union(a, b) }
+        if let g = a.global ?? b.global { return .global(g) }
+        return a.isStringLike || b.isStringLike ? .built : .unknown
     }
 
     /// Whether the value is (or holds) a string the analyser did not evaluate.
     var isBuilt: Bool {
         switch self {
         case .built: true
-        case .list(let items): items.contains { $0.isBuilt }
+        case .list(let s), .dict(let s): s.built
         default: false
         }
     }
@@ -93,7 +153,7 @@ indirect enum JinjaValue: Equatable {
 
     /// A string from constant pieces, or `built`.
     static func map(_ v: JinjaValue, _ f: (String) -> String?) -> JinjaValue {
-        guard case .strs(let xs) = v else { return v.isStringLike ? .built : .unknown }
+        guard case .strs(let xs) = v else { return v.opaque }
         var out: [String] = []
         for x in xs {
             guard let y = f(x), y.utf8.count <= maxLength else { return .built }
@@ -105,9 +165,15 @@ indirect enum JinjaValue: Equatable {
     var isStringLike: Bool {
         switch self {
         case .strs, .built: true
-        case .list(let items): items.contains { $0.isStringLike }
+        case .list(let s), .dict(let s): s.stringLike
         default: false
         }
+    }
+
+    /// Bytes of the constant strings this value holds at its top (what computing it cost).
+    var byteCount: Int {
+        guard case .strs(let xs) = self else { return 0 }
+        return xs.reduce(0) { $0 + $1.utf8.count }
     }
 
     /// Python's `%` formatting of `format` with `args` (`%s`, `%c`, `%d`, `%i`, `%x`, `%o`, `%r`, `%%`).
@@ -215,5 +281,84 @@ indirect enum JinjaValue: Equatable {
             }
         }
         return out
+    }
+}
+
+/// The items of a list or dict the template made, with what the analyser asks of them computed once (so that no
+/// question walks a value: values share their parts, and a walk could be exponential).
+struct JinjaSeq: Equatable {
+    let items: [JinjaValue]
+    /// The dict's keys, parallel to `items`; nil for a list.
+    let keys: [String]?
+    let depth: Int
+    let weight: Int
+    let global: String?
+    let stringLike: Bool
+    let built: Bool
+
+    init(_ items: [JinjaValue], keys: [String]?) {
+        self.items = items
+        self.keys = keys
+        var depth = 0
+        var weight = 1
+        var global: String?
+        var stringLike = keys.map { !$0.isEmpty } ?? false
+        var built = false
+        for v in items {
+            depth = max(depth, v.nesting)
+            weight = min(weight + v.weight, JinjaValue.maxWeight + 1)
+            global = global ?? v.global
+            stringLike = stringLike || v.isStringLike
+            built = built || v.isBuilt
+        }
+        self.depth = depth + 1
+        self.weight = weight
+        self.global = global
+        self.stringLike = stringLike
+        self.built = built
+    }
+
+    static func == (a: JinjaSeq, b: JinjaSeq) -> Bool {
+        a.weight == b.weight && a.keys == b.keys && a.items == b.items
+    }
+
+    /// What is left when the analyser cannot tell which item an operation picks.
+    var opaque: JinjaValue {
+        if let g = global { return .global(g) }
+        return .built
+    }
+
+    /// The item for `key` of a dict.
+    func member(_ key: String) -> JinjaValue? {
+        guard let keys, let i = keys.firstIndex(of: key) else { return nil }
+        return items[i]
+    }
+}
+
+/// Substring search over UTF-8 bytes, linear in practice: each position is first tested at the needle's first byte
+/// that is not `_`, so runs of underscores (the shape of a hostile template) cost one comparison per position.
+enum JinjaBytes {
+    static func contains(_ hay: String, _ needle: String) -> Bool {
+        var h = hay
+        var n = needle
+        return h.withUTF8 { hb in
+            n.withUTF8 { nb in
+                guard nb.count > 0 else { return true }
+                guard hb.count >= nb.count else { return false }
+                let k = nb.firstIndex { $0 != 0x5F } ?? 0
+                let key = nb[k]
+                var i = 0
+                let last = hb.count - nb.count
+                while i <= last {
+                    if hb[i + k] == key {
+                        var j = 0
+                        while j < nb.count && hb[i + j] == nb[j] { j += 1 }
+                        if j == nb.count { return true }
+                    }
+                    i += 1
+                }
+                return false
+            }
+        }
     }
 }
