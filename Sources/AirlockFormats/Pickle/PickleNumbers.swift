@@ -185,6 +185,8 @@ enum PickleNumbers {
         }
         guard i == b || p[i] == 0 else { return nil }
         let len = i &- a
+        // A valid spelling over 1 MiB: accepted without copying it (whether it overflows is not decided).
+        guard len <= 1 << 20 else { return .nan }
         let value = withUnsafeTemporaryAllocation(of: CChar.self, capacity: len &+ 1) { buf -> Double in
             for k in 0..<len { buf[k] = CChar(bitPattern: p[a &+ k]) }
             buf[len] = 0
