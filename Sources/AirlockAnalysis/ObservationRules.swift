@@ -17,7 +17,7 @@ public enum ObservationRules {
     static let table: [String: Severity] = [
         // pickle streams
         "pickle.truncated": .medium, "pickle.invalid-opcode": .medium, "pickle.budget": .medium,
-        "pickle.trailing-data": .low, "pickle.ext-code": .high, "pickle.nested": .info,
+        "pickle.trailing-data": .medium, "pickle.ext-code": .high, "pickle.nested": .info,
         "pickle.dynamic-global": .high, "pickle.stack-underflow": .medium, "pickle.memo-miss": .medium,
         "pickle.malformed-argument": .medium, "pickle.unsupported-protocol": .medium, "pickle.nesting-limit": .medium,
         "pickle.out-of-band-buffer": .low,

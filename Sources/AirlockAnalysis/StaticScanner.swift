@@ -98,7 +98,9 @@ public enum StaticScanner {
         case .pickle, .pytorchLegacy:
             // A plain pickle may be a joblib.dump file: read it as joblib's NumpyUnpickler does (raw array bytes
             // after each NumpyArrayWrapper); legacy PyTorch files are read by pickle.load.
-            let report = PickleScanner.scan(view, budget: budget, joblib: format == .pickle)
+            // torch.load reads five pickles from a legacy file, whose magic number can be spelled many ways (so a
+            // plain pickle may be one): the first five are read whatever their first bytes look like.
+            let report = PickleScanner.scan(view, budget: budget, joblib: format == .pickle, streams: 5)
             hints.add(report)
             findings += PickleFindings.findings(report, member: nil, legacyTorch: format == .pytorchLegacy)
             if format == .pickle && report.imports.contains(where: { $0.module.hasPrefix("joblib.") }) {
@@ -339,8 +341,14 @@ enum PickleFindings {
         for o in report.observations {
             var f = ObservationRules.finding(o)
             if f.evidence.member == nil { f.evidence.member = member }
-            // Legacy PyTorch files carry their storages after the last pickle.
-            if legacyTorch && o.kind == "pickle.trailing-data" { f.severity = .info }
+            // Legacy PyTorch files carry their storages after the fifth pickle (torch.load reads five); data that
+            // follows fewer pickles is not storage bytes and keeps its severity.
+            if legacyTorch && o.kind == "pickle.trailing-data",
+                let after = o.evidence.details.first(where: { $0.0 == "afterStreams" }).flatMap({ Int($0.1) }),
+                after >= 5
+            {
+                f.severity = .info
+            }
             out.append(f)
         }
         for (nested, offset) in zip(report.nested, report.nestedOffsets) {

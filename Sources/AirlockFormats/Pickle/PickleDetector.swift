@@ -104,10 +104,9 @@ enum PickleLint {
                     guard raw <= UInt64(remaining - 8) else { return sawImport || startedWithProto }
                     pos += 8 + Int(raw)
                 case Op.INT, Op.LONG, Op.GET, Op.PUT, Op.FLOAT:
-                    guard let nl = newline(p, from: pos, limit: 80) else {
-                        return remaining < 80 ? (sawImport || startedWithProto) : fail()
-                    }
-                    guard nl > pos, lineOK(p, pos, nl, op) else { return fail() }
+                    // CPython reads the whole line, however long, and accepts what strtol/int()/float() accept.
+                    guard let nl = newline(p, from: pos, limit: remaining) else { return sawImport || startedWithProto }
+                    guard PickleNumbers.lineOK(p, pos, nl, op) else { return fail() }
                     pos = nl + 1
                 case Op.STRING:
                     guard let nl = newline(p, from: pos, limit: remaining) else { return sawImport || startedWithProto }
@@ -117,12 +116,13 @@ enum PickleLint {
                     guard let nl = newline(p, from: pos, limit: remaining) else { return sawImport || startedWithProto }
                     pos = nl + 1
                 case Op.GLOBAL, Op.INST:
-                    guard let nl1 = newline(p, from: pos, limit: 257) else {
-                        return remaining < 257 ? (sawImport || startedWithProto) : fail()
+                    // No length limit: protocol 4 resolves dotted attribute paths of any length.
+                    guard let nl1 = newline(p, from: pos, limit: remaining) else {
+                        return sawImport || startedWithProto
                     }
                     guard nameOK(p, pos, nl1) else { return fail() }
-                    guard let nl2 = newline(p, from: nl1 + 1, limit: 257) else {
-                        return n - nl1 - 1 < 257 ? (sawImport || startedWithProto) : fail()
+                    guard let nl2 = newline(p, from: nl1 + 1, limit: n - nl1 - 1) else {
+                        return sawImport || startedWithProto
                     }
                     guard nameOK(p, nl1 + 1, nl2) else { return fail() }
                     pos = nl2 + 1
@@ -195,24 +195,5 @@ enum PickleLint {
         guard to > from else { return false }
         for i in from..<to where p[i] <= 0x20 || p[i] == 0x7F { return false }
         return true
-    }
-
-    /// The line argument of INT, LONG, GET, PUT or FLOAT.
-    static func lineOK(_ p: UnsafeRawBufferPointer, _ from: Int, _ to: Int, _ op: UInt8) -> Bool {
-        var digits = 0
-        for i in from..<to {
-            let c = p[i]
-            switch c {
-            case 0x30...0x39: digits += 1
-            case 0x2B, 0x2D: if op == Op.GET || op == Op.PUT { return false }
-            case 0x20, 0x0D: break
-            case 0x4C: if op != Op.LONG { return false }
-            case 0x2E, 0x65, 0x45, 0x69, 0x6E, 0x66, 0x61, 0x49, 0x4E, 0x46, 0x41:  // . e E i n f a I N F A
-                if op != Op.FLOAT { return false }
-                digits += 1
-            default: return false
-            }
-        }
-        return digits > 0
     }
 }

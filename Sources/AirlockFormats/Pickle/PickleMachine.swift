@@ -104,7 +104,10 @@ struct PickleMachine {
 
     // MARK: - Streams
 
-    mutating func scanAll(_ p: UnsafeRawBufferPointer) -> PickleReport {
+    /// Reads the pickles in `p` back to back. The first `forcedStreams` are read by the machine whatever they look
+    /// like (the loader reads that many: legacy `torch.load` reads five); after those, a stream is read only if
+    /// `PickleLint.plausible` accepts its start, and the rest is `pickle.trailing-data`.
+    mutating func scanAll(_ p: UnsafeRawBufferPointer, forcedStreams: Int = 1) -> PickleReport {
         var pos = 0
         var streams = 0
         var endOffset = 0
@@ -112,11 +115,11 @@ struct PickleMachine {
             if streams > 0 {
                 if pos >= p.count { break }
                 let rest = UnsafeRawBufferPointer(rebasing: p[pos...])
-                if !PickleLint.plausible(rest) {
+                if streams >= forcedStreams && !PickleLint.plausible(rest) {
                     let extra = p.count - pos
                     observe(
                         "pickle.trailing-data", "\(extra) bytes after the last pickle are not a pickle", offset: pos,
-                        details: [("length", String(extra))])
+                        details: [("length", String(extra)), ("afterStreams", String(streams))])
                     break
                 }
             }
@@ -486,11 +489,12 @@ struct PickleMachine {
                 guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
                     return truncated(opPos, op, need: 0, rem)
                 }
-                if op == Op.INT && nl &- pos == 2 && p[pos] == 0x30 && (p[pos &+ 1] == 0x30 || p[pos &+ 1] == 0x31) {
-                    push(p[pos &+ 1] == 0x31 ? .trueValue : .falseValue)
-                } else if let v = parseInt(p, pos, nl, allowL: op == Op.LONG) {
-                    push(intValue(v))
-                } else {
+                switch op == Op.INT ? PickleNumbers.int(p, pos, nl) : PickleNumbers.long(p, pos, nl) {
+                case .bool(let b): push(b ? .trueValue : .falseValue)
+                case .value(let v): push(intValue(v))
+                case .big: push(PVal(.bigInt, PVal.none32))
+                case .invalid:
+                    observe("pickle.malformed-argument", "the unpickler rejects this number line", offset: opPos)
                     push(PVal(.bigInt, PVal.none32))
                 }
                 pos = nl &+ 1
@@ -498,13 +502,19 @@ struct PickleMachine {
                 guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
                     return truncated(opPos, op, need: 0, rem)
                 }
-                push(.float(bits: parseFloat(p, pos, nl).bitPattern))
+                if let v = PickleNumbers.float(p, pos, nl) {
+                    push(.float(bits: v.bitPattern))
+                } else {
+                    observe("pickle.malformed-argument", "the unpickler rejects this number line", offset: opPos)
+                    push(.float(bits: Double.nan.bitPattern))
+                }
                 pos = nl &+ 1
             case Op.GET, Op.PUT:
                 guard let nl = PickleLint.newline(p, from: pos, limit: rem) else {
                     return truncated(opPos, op, need: 0, rem)
                 }
-                let idx = parseInt(p, pos, nl, allowL: false)
+                var idx: Int64?
+                if nl > pos, case .value(let v) = PickleNumbers.pyLong(p, pos, nl, base: 10) { idx = v }
                 pos = nl &+ 1
                 if op == Op.GET {
                     if let idx, idx >= 0, idx <= Int64(Int32.max) {
