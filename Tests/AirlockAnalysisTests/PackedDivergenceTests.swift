@@ -68,6 +68,33 @@ struct PackedDivergenceTests {
         }
     }
 
+    @Test("a 1 GiB declared lzma dictionary is decoded, and with a large budget only half of it comes out")
+    func bigDictionary() throws {
+        // 400 MiB of zeros in an lzma "alone" stream written with a 1 MiB dictionary, its header patched to 1 GiB.
+        let dir = NSTemporaryDirectory() + "airlock-bigdict-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = """
+            import lzma, struct, sys
+            c = lzma.LZMACompressor(format=lzma.FORMAT_ALONE, filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1 << 20}])
+            out = bytearray(b"".join(c.compress(b"\\0" * (1 << 20)) for _ in range(400)) + c.flush())
+            out[1:5] = struct.pack("<I", 1 << 30)
+            open(sys.argv[1], "wb").write(out)
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script, dir + "/big.lzma"]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let view = try ByteView.map(path: dir + "/big.lzma")
+        let small = Decompressor.decompress(view, .lzma, limit: 1 << 20)
+        #expect(small.data.count == 1 << 20 && small.overLimit)
+        let limit = 256 << 20
+        let out = Decompressor.decompress(view, .lzma, limit: limit)
+        #expect(out.overLimit && out.data.count == limit / 2 && out.failure == nil)
+    }
+
     @Test("Python's number fields: signs, '_', '0o', whitespace, NUL cuts, base-256; pax int() with Unicode digits")
     func numbers() {
         func nti(_ s: String) -> Int? { TarNumbers.nti(Array(s.utf8).map { $0 }).map(\.value) }

@@ -40,9 +40,30 @@ public enum Decompressor {
             if view.byte(at: start) == 0x20 { start += 1 }  // joblib <= 0.8.4 wrote one more space
         }
         if kind == .gzip { return gunzip(view, limit: limit) }
+        var limit = limit
+        // The decoder's dictionary keeps a second copy of up to that much output: with a dictionary over half the
+        // budget (a large one: that is where memory counts), half the budget comes out, so that both copies together
+        // stay within it.
+        if kind == .xz || kind == .lzma, limit > 64 << 20, let dict = declaredDictionary(view), dict > UInt64(limit / 2)
+        {
+            limit /= 2
+        }
         return run(view, from: start, limit: limit, next: { rest in nextStream(kind, rest) }) {
             StreamCodec.make(kind)
         }
+    }
+
+    /// The dictionary size the first stream declares: the lzma "alone" header's, or the first xz block's LZMA2
+    /// property byte (a block header right after the 12-byte stream header).
+    static func declaredDictionary(_ view: ByteView) -> UInt64? {
+        if view.starts(with: Compression.xzMagic) {
+            // Block header: size, flags (no sizes, one filter), then filter 0x21 with one property byte.
+            guard view.byte(at: 13).map({ $0 & 0xC3 == 0 }) == true, view.byte(at: 14) == 0x21,
+                view.byte(at: 15) == 1, let p = view.byte(at: 16), p <= 40
+            else { return nil }
+            return p == 40 ? 0xFFFF_FFFF : UInt64(2 | UInt32(p & 1)) << UInt64(p / 2 + 11)
+        }
+        return view.le(UInt32.self, at: 1).map(UInt64.init)
     }
 
     /// gzip members as Python's `gzip` module reads them (joblib, pandas): the header by `_read_gzip_header`, which
