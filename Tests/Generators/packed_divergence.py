@@ -183,6 +183,11 @@ recs = pax_record("path", "other")
 data += bytes(header("PaxHeader", len(recs), b"x")) + pad(recs) + bytes(header("x", len(EVIL))) + pad(EVIL) + END
 tar_case("tar_longname_then_pax.pt", data)
 
+# 11. Forty pax headers in a row before 'storages' (Python recurses on each; it reads them all).
+recs = pax_record("path", "storages")
+data = b"".join(bytes(header("PaxHeader", len(recs), b"x")) + pad(recs) for _ in range(40))
+tar_case("tar_pax_chain.pt", data + bytes(header("x", len(EVIL))) + pad(EVIL) + END)
+
 # gzip headers Python reads and zlib refuses: a reserved flag bit, a wrong header CRC, every optional field; and a
 # second member with a reserved bit.
 g = bytearray(gzip.compress(EVIL))

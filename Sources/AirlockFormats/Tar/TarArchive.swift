@@ -22,9 +22,9 @@ public struct TarArchive: Sendable {
     public static let maxHeaders = 100_000
     /// Largest pax or GNU long-name record read (and most bytes of global pax records in all).
     public static let maxRecordBytes = 1 << 20
-    /// Most extension headers (pax, GNU long names) before one member: Python recurses on each and fails far earlier
-    /// than a long chain would cost here, but each holds up to `maxRecordBytes`.
-    static let maxChain = 32
+    /// Most extension headers (pax, GNU long names) before one member: Python recurses on each (three frames) and
+    /// stops near 330; their records are bounded in all to 16 MiB.
+    static let maxChain = 400
 
     /// Whether `view` starts with what Python's `tarfile.open` reads as a header: every numeric field parses and the
     /// checksum matches (torch.load tries any file as a legacy tar this way; no magic is needed).
@@ -135,6 +135,7 @@ public struct TarArchive: Sendable {
         var headers = 0
         walk: while offset >= 0, offset < view.count {
             var pending: [Pending] = []
+            var pendingBytes = 0
             var pos = offset
             var entry: Entry
             var next: Int
@@ -183,6 +184,13 @@ public struct TarArchive: Sendable {
                         break walk
                     }
                     let text = TarNumbers.nts(bytes[...])
+                    pendingBytes += bytes.count
+                    guard pendingBytes <= 16 * maxRecordBytes else {
+                        sink.add(
+                            "tar.bad-header", "extension headers in a row hold more than 16 MiB: the walk stops there",
+                            Evidence(offset: pos))
+                        break walk
+                    }
                     pending.append(h.type == UInt8(ascii: "L") ? .longName(text) : .longLink(text))
                     pos = dataStart + block(h.size)
                     continue
@@ -212,12 +220,17 @@ public struct TarArchive: Sendable {
                             diverge("a global pax header sets the size of every later member")
                         }
                     } else {
-                        var local = globals
-                        for (k, v) in records { local[k] = v }
+                        pendingBytes += bytes.count
+                        guard pendingBytes <= 16 * maxRecordBytes else {
+                            sink.add(
+                                "tar.bad-header", "pax headers in a row hold more than 16 MiB: the walk stops there",
+                                Evidence(offset: pos))
+                            break walk
+                        }
                         if h.type == UInt8(ascii: "X") && records["size"] != nil {
                             diverge("a Solaris 'X' header sets a member's size")
                         }
-                        pending.append(.pax(local))
+                        pending.append(.pax(records))
                     }
                     pos = dataStart + block(h.size)
                     continue
@@ -257,8 +270,10 @@ public struct TarArchive: Sendable {
                     entry.name = entry.type == dirType ? String(n.reversed().drop { $0 == "/" }.reversed()) : n
                 case .longLink(let n): entry.linkname = n
                 case .pax(let records):
+                    // Python applies the globals and the record together (a copy of the globals, updated).
+                    apply(globals, to: &entry)
                     apply(records, to: &entry)
-                    if records["size"] != nil {
+                    if records["size"] != nil || globals["size"] != nil {
                         next = entry.dataStart + (hasData(entry.type) ? block(entry.size) : 0)
                     }
                 }
