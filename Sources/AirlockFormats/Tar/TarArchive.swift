@@ -202,6 +202,9 @@ public struct TarArchive: Sendable {
                             Evidence(offset: pos))
                         break walk
                     }
+                    if records.keys.contains(where: { $0.hasPrefix("GNU.sparse.") }) {
+                        diverge("a GNU sparse pax member, whose map and holes are not re-assembled as Python does")
+                    }
                     if h.type == UInt8(ascii: "g") {
                         for (k, v) in records {
                             globalBytes += k.utf8.count + v.utf8.count
@@ -295,7 +298,7 @@ public struct TarArchive: Sendable {
             sink.add(
                 "tar.reader-divergence",
                 "Python's tarfile (torch.load, pandas) reads this archive differently from GNU tar or libarchive: "
-                    + divergences.joined(separator: "; ") + ". It was read as Python reads it")
+                    + divergences.joined(separator: "; ") + ". It was read as Python reads it, except where said")
         }
         archive.observations = sink.finished()
         return archive
@@ -308,12 +311,13 @@ public struct TarArchive: Sendable {
         return view.bytes(start, n) ?? []
     }
 
-    /// `_apply_pax_info`: `path`, `linkpath`, `size` (`int()`, 0 when it does not parse), `GNU.sparse.*`.
+    /// `_apply_pax_info`: `path`, `linkpath`, `size` (`int()`, 0 when it does not parse), `GNU.sparse.name`.
     static func apply(_ records: [String: String], to entry: inout Entry) {
         for (key, value) in records {
             switch key {
             case "GNU.sparse.name": entry.name = value
-            case "GNU.sparse.size", "GNU.sparse.realsize", "size": entry.size = TarNumbers.paxInt(value) ?? 0
+            // GNU.sparse.size / realsize are the size with holes: the member is read as stored (see tar.sparse).
+            case "size": entry.size = TarNumbers.paxInt(value) ?? 0
             case "path": entry.name = String(value.reversed().drop { $0 == "/" }.reversed())
             case "linkpath": entry.linkname = value
             default: break
