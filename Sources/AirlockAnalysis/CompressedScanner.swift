@@ -33,7 +33,7 @@ enum CompressedScanner {
             findings = [
 
                 Finding(
-                    rule: "compressed.unreadable", severity: weak ? .low : .medium,
+                    rule: "compressed.unreadable", severity: weak && !claimsModel(name) ? .low : .medium,
                     message:
                         "the file starts like a \(kind.rawValue) stream but nothing could be decompressed\(result.failure.map { ": \($0)" } ?? ""): its content is not analysed",
                     evidence: Evidence(details: [("compression", kind.rawValue)]))
@@ -67,6 +67,17 @@ enum CompressedScanner {
                     evidence: Evidence(details: [("compression", kind.rawValue)])))
         }
         return inner
+    }
+
+    /// Whether a name says the file is a model or a compressed stream (`model.pkl.xz`, `clf.joblib`, `x.lzma`): then
+    /// a weak header (zlib, lzma) that does not decode is a loader's input that Airlock could not read, not noise.
+    static func claimsModel(_ name: String) -> Bool {
+        let base = (name.split(separator: "/").last.map(String.init) ?? name).lowercased()
+        let claims: Set<Substring> = [
+            "pkl", "pickle", "joblib", "pt", "pth", "ckpt", "sav", "npy", "npz", "lzma", "xz", "z", "zlib", "gz",
+            "bz2", "zst", "lz4",
+        ]
+        return base.split(separator: ".").dropFirst().contains { claims.contains($0) }
     }
 
     /// The stream's own findings: what it is (info), and what was wrong with it.

@@ -36,6 +36,7 @@ public enum ObservationRules {
         "zip.miniz-refuses": .medium, "zip.inflate-error": .medium, "zip.inflated-size-mismatch": .medium,
         // tar and 7z archives (docs/formats.md, "Compressed and packed files")
         "tar.bad-header": .medium, "tar.truncated": .medium, "tar.sparse": .low, "tar.path-traversal": .high,
+        "tar.reader-divergence": .medium, "tar.overlapping-data": .medium,
         "tar.too-many-members": .medium, "7z.malformed": .medium, "7z.crc-mismatch": .medium, "7z.encrypted": .medium,
         "7z.bomb": .high, "7z.unsupported-method": .medium, "7z.truncated": .medium,
         // safetensors: reader differences that benign writers never produce

@@ -39,9 +39,84 @@ public enum Decompressor {
             start = Compression.zfHeader
             if view.byte(at: start) == 0x20 { start += 1 }  // joblib <= 0.8.4 wrote one more space
         }
+        if kind == .gzip { return gunzip(view, limit: limit) }
+        var limit = limit
+        // The decoder's dictionary keeps a second copy of up to that much output: with a dictionary over half the
+        // budget (a large one: that is where memory counts), half the budget comes out, so that both copies together
+        // stay within it.
+        if kind == .xz || kind == .lzma, limit > 64 << 20, let dict = declaredDictionary(view), dict > UInt64(limit / 2)
+        {
+            limit /= 2
+        }
         return run(view, from: start, limit: limit, next: { rest in nextStream(kind, rest) }) {
             StreamCodec.make(kind)
         }
+    }
+
+    /// The dictionary size the first stream declares: the lzma "alone" header's, or the first xz block's LZMA2
+    /// property byte (a block header right after the 12-byte stream header).
+    static func declaredDictionary(_ view: ByteView) -> UInt64? {
+        if view.starts(with: Compression.xzMagic) {
+            // Block header: size, flags (no sizes, one filter), then filter 0x21 with one property byte.
+            guard view.byte(at: 13).map({ $0 & 0xC3 == 0 }) == true, view.byte(at: 14) == 0x21,
+                view.byte(at: 15) == 1, let p = view.byte(at: 16), p <= 40
+            else { return nil }
+            return p == 40 ? 0xFFFF_FFFF : UInt64(2 | UInt32(p & 1)) << UInt64(p / 2 + 11)
+        }
+        return view.le(UInt32.self, at: 1).map(UInt64.init)
+    }
+
+    /// gzip members as Python's `gzip` module reads them (joblib, pandas): the header by `_read_gzip_header`, which
+    /// ignores reserved flag bits and never checks the header CRC (zlib refuses both), then raw deflate, the 8-byte
+    /// trailer, zero padding, and the next member.
+    static func gunzip(_ view: ByteView, limit: Int) -> Decompressed {
+        guard let first = gzipHeader(view) else {
+            return Decompressed(
+                data: ByteView([]), consumed: 0, streams: 0, complete: false, overLimit: false,
+                failure: "the gzip header is cut short or names another method than deflate")
+        }
+        var out = run(view, from: first, limit: limit, next: nextGzipMember) { StreamCodec.zlib(bits: -15) }
+        if out.complete {
+            if out.consumed <= view.count - 8 {
+                out.consumed += 8
+            } else {
+                out.complete = false
+                // The trailer is cut short: Python fails there, after giving the content (a truncation).
+            }
+        }
+        return out
+    }
+
+    /// The length of the gzip header `view` starts with, as `gzip._read_gzip_header` reads it; nil where Python fails.
+    static func gzipHeader(_ view: ByteView) -> Int? {
+        guard view.starts(with: [0x1F, 0x8B]), view.byte(at: 2) == 8, let flags = view.byte(at: 3), view.count >= 10
+        else { return nil }
+        var pos = 10
+        if flags & 0x04 != 0 {
+            guard let n = view.le(UInt16.self, at: pos), pos + 2 + Int(n) <= view.count else { return nil }
+            pos += 2 + Int(n)
+        }
+        for flag: UInt8 in [0x08, 0x10] where flags & flag != 0 {
+            // NUL-terminated, or up to the end of the file (`if not s or s == b"\0": break`).
+            while let b = view.byte(at: pos) {
+                pos += 1
+                if b == 0 { break }
+            }
+        }
+        if flags & 0x02 != 0 {
+            guard pos + 2 <= view.count else { return nil }
+            pos += 2
+        }
+        return pos
+    }
+
+    /// Past a member's trailer and zero padding, to the data of the next member; nil when none follows.
+    static func nextGzipMember(_ rest: ByteView) -> Int? {
+        guard rest.count > 8 else { return nil }
+        var skip = 8
+        while rest.byte(at: skip) == 0 { skip += 1 }
+        guard let member = rest.suffix(from: skip), let header = gzipHeader(member) else { return nil }
+        return skip + header
     }
 
     /// Decodes a raw LZMA / LZMA2 / BCJ / Delta filter chain (7z's coders) of `view` into at most `limit` bytes.

@@ -29,7 +29,7 @@ final class StreamCodec {
     static func make(_ kind: Compression) -> StreamCodec? {
         switch kind {
         case .zlib, .joblibZF: return zlib(bits: 15)
-        case .gzip: return zlib(bits: 31)
+        case .gzip: return zlib(bits: -15)  // the header is read here as Python's gzip reads it
         case .bzip2:
             let s = UnsafeMutablePointer<bz_stream>.allocate(capacity: 1)
             s.initialize(to: bz_stream())
@@ -42,7 +42,9 @@ final class StreamCodec {
             let s = UnsafeMutablePointer<lzma_stream>.allocate(capacity: 1)
             s.initialize(to: airlock_lzma_stream_init())
             // Python's lzma.LZMAFile (joblib, pandas) reads with FORMAT_AUTO, stream after stream: either kind.
-            let rc = lzma_auto_decoder(s, Decompressor.maxDecoderMemory, 0)
+            // No memory limit, as Python's: liblzma allocates the declared dictionary but touches only as much of it
+            // as output came out, and the output stops at the budget (a distance never reaches past the output).
+            let rc = lzma_auto_decoder(s, UInt64.max, 0)
             guard rc == LZMA_OK else {
                 s.deallocate()
                 return nil
@@ -50,7 +52,9 @@ final class StreamCodec {
             return StreamCodec(.lzma(s))
         case .zstd:
             guard let d = ZSTD_createDCtx() else { return nil }
-            _ = ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 27)
+            // Any window zstd allows (python-zstandard and pandas raise the limit the same way): the buffer is
+            // touched only as output comes out, which stops at the budget.
+            _ = ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 31)
             return StreamCodec(.zstd(d))
         case .lz4:
             var ctx: OpaquePointer?
@@ -179,7 +183,7 @@ final class StreamCodec {
             case LZMA_STREAM_END: return .streamEnd
             case LZMA_OK, LZMA_BUF_ERROR, LZMA_NO_CHECK, LZMA_UNSUPPORTED_CHECK, LZMA_GET_CHECK: return .progress
             case LZMA_MEMLIMIT_ERROR, LZMA_MEM_ERROR:
-                return .failed("the stream needs more than \(Decompressor.maxDecoderMemory >> 20) MiB to decode")
+                return .failed("the decoder could not allocate the memory the stream declares")
             case LZMA_FORMAT_ERROR: return .failed("not an xz/lzma stream")
             case LZMA_OPTIONS_ERROR: return .failed("unsupported xz/lzma options")
             default: return .failed("invalid xz/lzma data (error \(rc.rawValue))")
