@@ -115,12 +115,11 @@ def main(out):
     filters = [{"id": lzma.FILTER_LZMA1, "lc": 1, "lp": 0, "pb": 2, "dict_size": 1 << 16}]
     write(p("props.lzma"), lzma.compress(EVIL, format=lzma.FORMAT_ALONE, filters=filters))
     expect("props.lzma", "malicious", [DANGER])
-    # A zstd frame asking for a 2 GiB window: decoded (the window is touched only as far as output comes out, and
-    # output stops at the budget), so its payload is found.
+    # A zstd frame asking for a 2 GiB window: refused, as python-zstandard (and so pandas) refuses it, and said.
     params = zstandard.ZstdCompressionParameters(window_log=31, write_content_size=False)
     stream = zstandard.ZstdCompressor(compression_params=params).compressobj()
     write(p("window.zst"), stream.compress(EVIL) + stream.flush())
-    expect("window.zst", "malicious", [DANGER])
+    expect("window.zst", "suspicious", [])
 
     # tar: a member cut short (still analysed), a traversing name, a bad checksum after a good member.
     t = io.BytesIO()

@@ -52,9 +52,10 @@ final class StreamCodec {
             return StreamCodec(.lzma(s))
         case .zstd:
             guard let d = ZSTD_createDCtx() else { return nil }
-            // Any window zstd allows (python-zstandard and pandas raise the limit the same way): the buffer is
-            // touched only as output comes out, which stops at the budget.
-            _ = ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 31)
+            // zstd's default limit (2^27, 128 MiB), as python-zstandard and so pandas decode: a frame asking for a
+            // larger window is refused by them too ("Frame requires too much memory for decoding"), and the window
+            // stays within the budget.
+            _ = ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 27)
             return StreamCodec(.zstd(d))
         case .lz4:
             var ctx: OpaquePointer?
