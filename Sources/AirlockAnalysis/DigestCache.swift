@@ -86,17 +86,9 @@ public final class DigestCache: @unchecked Sendable {
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == geteuid(), st.st_mode & 0o022 == 0,
             st.st_size > 0, st.st_size <= DigestRecord.maxBytes
         else { return nil }
-        var buffer = [UInt8](repeating: 0, count: DigestRecord.maxBytes + 1)
-        var filled = 0
-        while filled < buffer.count {
-            let n = buffer.withUnsafeMutableBytes {
-                pread(fd, $0.baseAddress! + filled, $0.count - filled, off_t(filled))
-            }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            filled += n
-        }
-        guard let record = DigestRecord.parse(Array(buffer[0..<filled])), record.matches(identity) else { return nil }
+        guard let bytes = FileSystem.readPrefix(fd, upTo: DigestRecord.maxBytes + 1),
+            let record = DigestRecord.parse(bytes), record.matches(identity)
+        else { return nil }
         return record.sha256
     }
 

@@ -159,7 +159,7 @@ final class HubRepository {
             guard count <= HubRepository.maxRefs, case .file(let open, let info) = entry,
                 info.size <= HubRepository.maxRefBytes, let ref = open()
             else { return }
-            let bytes = FileDescriptor(ref).closeAfter { RepositoryFileBytes.read($0.rawValue, upTo: info.size) }
+            let bytes = FileDescriptor(ref).closeAfter { FileSystem.readPrefix($0.rawValue, upTo: info.size) ?? [] }
             let text = String(decoding: bytes.prefix { $0 != 0x0A && $0 != 0x0D && $0 != 0x20 }, as: UTF8.self)
             guard !text.isEmpty else { return }
             out[text, default: []].append(name.escaped)
@@ -216,21 +216,6 @@ struct NodeIdentity: Equatable, Hashable {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
         self.init(st)
-    }
-}
-
-/// Reading a small file whole.
-enum RepositoryFileBytes {
-    static func read(_ fd: Int32, upTo limit: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: limit)
-        var got = 0
-        while got < limit {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, limit - got, off_t(got)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            got += n
-        }
-        return Array(out.prefix(got))
     }
 }
 

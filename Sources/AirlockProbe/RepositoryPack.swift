@@ -88,7 +88,7 @@ public struct RepositoryPack: Sendable {
                 pack.left.append((text, "the pack's \(maxTotalBytes) bytes are used up"))
                 continue
             }
-            guard let bytes = readAll(fd, upTo: size) else {
+            guard let bytes = FileSystem.readPrefix(fd, upTo: size) else {
                 pack.left.append((text, "cannot be read: \(Errno.current.text)"))
                 continue
             }
@@ -96,20 +96,6 @@ public struct RepositoryPack: Sendable {
             pack.files.append((text, bytes))
         }
         return pack
-    }
-
-    /// At most `limit` bytes from the start of `fd`; nil when reading fails.
-    static func readAll(_ fd: Int32, upTo limit: Int) -> [UInt8]? {
-        var out = [UInt8](repeating: 0, count: limit)
-        var got = 0
-        while got < limit {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, limit - got, off_t(got)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            got += n
-        }
-        return Array(out.prefix(got))
     }
 
     /// The bytes of the file `name`, when packed.

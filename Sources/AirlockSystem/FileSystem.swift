@@ -1,5 +1,9 @@
 internal import CSystem
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The file-system calls glibc does not wrap, or not with the flags Airlock relies on: shared by the daemon, the intake
 /// and provenance. Each returns whether it worked and leaves `errno` set when it did not (read it with
 /// `Errno.current` before any other call).
@@ -32,6 +36,22 @@ package enum FileSystem {
 }
 
 extension FileSystem {
+    /// At most `limit` bytes from the start of the file open as `fd` (fewer when it is shorter), read with `pread` so
+    /// the descriptor's offset is left alone; nil (with `errno`) when reading fails.
+    package static func readPrefix(_ fd: Int32, upTo limit: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: max(limit, 0))
+        var got = 0
+        while got < out.count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, $0.count - got, off_t(got)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            got += n
+        }
+        out.removeSubrange(got...)
+        return out
+    }
+
     /// The identity of the file open as `fd` (`statx` with the mount id, and `fstatfs`), or nil (with `errno`).
     package static func identity(_ fd: Int32) -> FileIdentity? {
         var raw = airlock_file_identity()
