@@ -14,7 +14,9 @@ import Testing
 /// every attempt must match its trace event.
 @Suite("Trace fidelity under racing threads")
 struct TraceFidelityTests {
-    /// Python that flips `buffer` between two byte strings from a second thread while `body` runs.
+    /// Python that flips `buffer` between two byte strings from a second thread while `body` runs, at least
+    /// `attempts` times and on until both outcomes have been seen (up to ten times as many): on a loaded two-core
+    /// machine the flipping thread may not get a core for a whole short run, and a run that never flipped proves nothing.
     static func racing(_ setup: String, _ body: String, attempts: Int = 400) -> String {
         """
         import ctypes, json, os, socket, threading
@@ -28,7 +30,8 @@ struct TraceFidelityTests {
         t = threading.Thread(target=flip)
         t.start()
         results = []
-        for i in range(\(attempts)):
+        for i in range(\(attempts * 10)):
+            if i >= \(attempts) and len(set(map(str, results))) > 1: break
         \(body.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
         stop = True
         t.join()
@@ -60,7 +63,7 @@ struct TraceFidelityTests {
             ($0.syscall == "open" || $0.syscall == "openat")
                 && ($0.args.path == "/tmp/aaaa" || $0.args.path == "/tmp/bbbb")
         }
-        #expect(seen.count == 400 && opens.count == 400, "\(seen.count) results, \(opens.count) events")
+        #expect(seen.count >= 400 && opens.count == seen.count, "\(seen.count) results, \(opens.count) events")
         let mismatches = zip(opens, seen).filter { $0.0.args.path != $0.1 }
         #expect(
             mismatches.isEmpty,
@@ -95,7 +98,8 @@ struct TraceFidelityTests {
         let r = try runPython(code, timeout: 60)
         let seen = try TraceFidelityTests.results(r)
         let opens = r.trace.filter { $0.syscall == "openat2" }
-        #expect(seen.count == 300 && opens.count == 300, "\(seen.count) results, \(opens.count) events; \(r.err)")
+        #expect(
+            seen.count >= 300 && opens.count == seen.count, "\(seen.count) results, \(opens.count) events; \(r.err)")
         let recorded = opens.map { ($0.args.flags ?? "").hasPrefix("O_WRONLY") ? "w" : "r" }
         let mismatches = zip(recorded, seen).filter { $0.0 != $0.1 }.count
         #expect(mismatches == 0, "\(mismatches) openat2 calls recorded with other flags than the kernel used")
@@ -131,7 +135,9 @@ struct TraceFidelityTests {
         let r = try runPython(code, timeout: 60)
         let seen = try TraceFidelityTests.results(r)
         let connects = r.events("connect")
-        #expect(seen.count == 200 && connects.count == 200, "\(seen.count) results, \(connects.count) events; \(r.err)")
+        #expect(
+            seen.count >= 200 && connects.count == seen.count,
+            "\(seen.count) results, \(connects.count) events; \(r.err)")
         let mismatches = zip(connects, seen).filter { $0.0.args.address != $0.1 }
         #expect(
             mismatches.isEmpty,
