@@ -62,6 +62,8 @@ public enum Sandbox {
         }
         let compiled: SeccompProgram
         if let program { compiled = program } else { compiled = try SeccompProgram(profile: request.profile) }
+        var request = request
+        if let world = request.world { world.apply(to: &request.profile.sandbox) }
         let supervisor = try SandboxSupervisor(request: request, program: compiled)
         return try supervisor.supervise()
     }

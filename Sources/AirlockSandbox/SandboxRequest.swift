@@ -31,6 +31,9 @@ public struct SandboxRequest: Sendable {
     /// idle bound from the start, and from the release `timeoutSeconds` counts from then. Nothing else about the
     /// sandbox changes. Nil: the deadline counts from the start, set-up included.
     public var hold: SandboxHold?
+    /// The host the sandbox pretends to be, applied over the profile's settings (`HostWorld.apply`); nil: the profile
+    /// as written.
+    public var world: HostWorld? = nil
 
     /// Creates a request.
     public init(

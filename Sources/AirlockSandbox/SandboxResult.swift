@@ -42,4 +42,8 @@ public struct SandboxResult: Sendable {
     public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
     /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
     public var limitsHit: [ResourceLimitHit] = []
+    /// What the command sent through the emulated network, flow by flow, in the order they opened.
+    public var network: [NetworkExchange] = []
+    /// The names the command asked the emulated DNS for, in order.
+    public var dnsQuestions: [DNSQuestion] = []
 }
