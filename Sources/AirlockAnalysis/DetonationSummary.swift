@@ -45,6 +45,8 @@ public struct DetonationSummary: Sendable, Equatable {
     /// Whether a warm sandbox ran it (started before the model and handed it; docs/sandbox.md, "Warm start"):
     /// written only when true.
     public var warm = false
+    /// The host the sandbox pretended to be (`detonation.world`); nil: the profile as written.
+    public var world: WorldSummary? = nil
 
     /// Creates a summary.
     public init(
@@ -52,8 +54,9 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false
+        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false, world: WorldSummary? = nil
     ) {
+        self.world = world
         self.warm = warm
         self.runtime = runtime
         self.startupAllowed = startupAllowed
@@ -98,6 +101,7 @@ public struct DetonationSummary: Sendable, Equatable {
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         if warm { members.append(("warm", .bool(true))) }
+        if let world { members.append(("world", world.json)) }
         return .object(members)
     }
 
@@ -141,5 +145,40 @@ public struct DetonationSummary: Sendable, Equatable {
             self.runtime = runtime
         }
         if case .bool(true)? = field("warm") { warm = true }
+        if let member = field("world") { world = WorldSummary(json: member) }
+    }
+}
+
+/// The host a detonation's sandbox pretended to be, as the report names it: `{"name": …, "hostname": …, "user": …}`.
+public struct WorldSummary: Sendable, Equatable {
+    /// The world's short name (`now`, `gpu`, …).
+    public var name: String
+    /// Its host name.
+    public var hostname: String
+    /// Its user's login name.
+    public var user: String
+
+    /// Creates a summary.
+    public init(name: String, hostname: String, user: String) {
+        self.name = name
+        self.hostname = hostname
+        self.user = user
+    }
+
+    /// The report's object.
+    public var json: JSON {
+        .object([("name", .string(name)), ("hostname", .string(hostname)), ("user", .string(user))])
+    }
+
+    /// Reads it back; nil for anything else.
+    public init?(json value: JSON) {
+        guard case .object(let m) = value else { return nil }
+        func string(_ key: String) -> String? {
+            if case .string(let s)? = m.first(where: { $0.0 == key })?.1 { s } else { nil }
+        }
+        guard let name = string("name"), let hostname = string("hostname"), let user = string("user") else {
+            return nil
+        }
+        self.init(name: name, hostname: hostname, user: user)
     }
 }

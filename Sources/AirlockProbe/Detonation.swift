@@ -26,6 +26,8 @@ public struct Detonation: Sendable {
     /// Whether it ran in a warm sandbox (`WarmSandbox`): started before the model, handed it through a socket. The
     /// deadline and `durationMs` then count from the handoff.
     public var warm = false
+    /// The host the sandbox pretended to be (nil: the profile as written).
+    public var world: HostWorld? = nil
 
     /// Bytes of the harness's standard output and error kept in the report.
     static let outputTail = 4096
@@ -109,10 +111,13 @@ public struct Detonation: Sendable {
             observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
+        request.world = options.drawWorld()
         let result = try Sandbox.run(request, program: options.program)
-        return Detonation(
+        var detonation = Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
             runtime: options.runtime)
+        detonation.world = request.world
+        return detonation
     }
 
     /// The runtime's environment and the harness, read-only: what every detonation's sandbox mounts besides the
@@ -210,7 +215,8 @@ public struct Detonation: Sendable {
             stdoutTail: Detonation.tail(result.stdout, Detonation.outputTail),
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
             traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup,
-            runtime: runtime, startupAllowed: result.traceQuieted, warm: warm)
+            runtime: runtime, startupAllowed: result.traceQuieted, warm: warm,
+            world: world.map { WorldSummary(name: $0.name, hostname: $0.hostname, user: $0.user.name) })
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

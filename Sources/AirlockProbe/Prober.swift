@@ -30,6 +30,10 @@ public struct ProbeOptions: Sendable {
     /// Where detonations may find a warm sandbox of their runtime (airlockd's pool); nil: every detonation starts its
     /// own sandbox.
     public var warmStart: (any WarmStartSource)?
+    /// The host each detonation's sandbox pretends to be; nil: a world drawn afresh for each (`world(for:)`).
+    public var world: HostWorld? = nil
+    /// Whether detonations run in a drawn world at all (`airlock exec`'s profile-as-written is the other way).
+    public var drawsWorld = true
 
     /// Creates options.
     public init(
@@ -45,6 +49,13 @@ public struct ProbeOptions: Sendable {
         self.probePhase = probePhase
         self.runtime = runtime
         self.budget = budget
+    }
+
+    /// The world a detonation runs in: `world` when set, else a fresh draw sized by the profile's file-size limit;
+    /// nil when `drawsWorld` is off.
+    public func drawWorld() -> HostWorld? {
+        guard drawsWorld else { return nil }
+        return world ?? HostWorld.draw(fileBytes: profile.sandbox.limits.fileSizeBytes)
     }
 
     /// The interpreter command inside the sandbox, before the harness path.

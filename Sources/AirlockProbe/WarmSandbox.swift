@@ -84,7 +84,7 @@ public final class WarmSandbox: @unchecked Sendable {
         let inside = FileDescriptor(ends[1])
         let warm = WarmSandbox(
             key: key(options), template: template, hold: hold, channel: FileDescriptor(ends[0]),
-            idleSeconds: idleSeconds)
+            idleSeconds: idleSeconds, world: options.drawWorld())
         let request: SandboxRequest
         do throws(SandboxError) {
             request = try warm.request(options: options, inside: inside)
@@ -102,7 +102,14 @@ public final class WarmSandbox: @unchecked Sendable {
         return warm
     }
 
-    private init(key: String, template: [String], hold: SandboxHold, channel: FileDescriptor, idleSeconds: Double) {
+    /// The host this sandbox pretends to be, drawn when it starts (before its model is known).
+    let world: HostWorld?
+
+    private init(
+        key: String, template: [String], hold: SandboxHold, channel: FileDescriptor, idleSeconds: Double,
+        world: HostWorld?
+    ) {
+        self.world = world
         self.key = key
         self.template = template
         self.hold = hold
@@ -131,6 +138,7 @@ public final class WarmSandbox: @unchecked Sendable {
             runtimeTrees: options.runtime?.trees ?? [], hold: hold)
         // Start-up as a cold detonation's: continued by the kernel, counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
+        request.world = world
         return request
     }
 
@@ -206,6 +214,7 @@ public final class WarmSandbox: @unchecked Sendable {
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
             runtime: options.runtime)
         detonation.warm = true
+        detonation.world = world
         return detonation
     }
 

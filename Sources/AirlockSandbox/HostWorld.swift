@@ -69,6 +69,28 @@ public struct HostWorld: Sendable, Equatable {
     public var files: [File]
     /// The sandbox's clocks; nil: the host's.
     public var clock: SandboxClock?
+    /// Whether the host shows a GPU: `/dev/nvidia0`, `/dev/nvidiactl`, `/dev/nvidia-uvm` (each the host's
+    /// /dev/null), `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES`. Set it with `setGPU`, which keeps the
+    /// environment consistent.
+    public private(set) var gpu = false
+    /// The command's pid inside the sandbox (PID 1 writes `ns_last_pid` before it forks it); nil: the next free
+    /// one (2).
+    public var commandPid: Int32? = nil
+    /// What `statfs("/")` says the root's size is, bytes; nil: 64 GiB.
+    public var rootSizeBytes: UInt64? = nil
+    /// PID 1's command line (`/proc/1/cmdline`), one argument.
+    public var initCommand = "/sbin/init"
+    /// PID 1's name (`/proc/1/comm`), at most 15 bytes.
+    public var initName = "systemd"
+    /// The world's own tree beyond `files`, mounted after the profile's: the home (a tmpfs) and its folders, /var,
+    /// /run, /sys, links in /etc. Files go after these, so a file may land in one of them.
+    public var mounts: [MountSpec] = []
+    /// Whether the notify rules let the command write where a real host lets its user (`writablePlaces`). Off by
+    /// default: a trace records only refused calls as findings, so a write allowed there (`~/.bashrc`, a dropper in
+    /// /var/tmp) would go unreported; the refusal is a known tell (docs/probe.md).
+    public var allowsWritesInWritablePlaces = false
+    /// Variables of the profile's environment the world keeps (its runtime needs them): names with these prefixes.
+    public var keptProfileVariables = ["PYTHON"]
 
     /// Creates a world.
     public init(
@@ -89,17 +111,60 @@ public struct HostWorld: Sendable, Equatable {
         environment.append(Variable(name, value))
     }
 
-    /// Applies the persona over a profile's settings: host name, ids, working directory, environment and files.
+    /// Applies the persona over a profile's settings: host name, ids, working directory, environment (with the
+    /// profile's variables `keptProfileVariables` names), the world's mounts and files, and the notify rules: a
+    /// rule's `/home/**` is dropped when the home is the world's own (nothing of the host's is under it then), and
+    /// with `allowsWritesInWritablePlaces` the places a real host lets its user write join the rules'
+    /// `pathsOutside`.
     public func apply(to settings: inout SandboxSettings) {
         settings.hostname = hostname
         settings.user.uid = user.uid
         settings.user.gid = user.gid
         settings.cwd = user.home
-        settings.environment = environment.map { ($0.name, $0.value) }
+        let kept = settings.environment.filter { variable in
+            keptProfileVariables.contains { variable.0.hasPrefix($0) }
+                && !environment.contains { $0.name == variable.0 }
+        }
+        settings.environment = environment.map { ($0.name, $0.value) } + kept
+        let homeIsOwn = mounts.contains { $0.kind == .tmpfs && $0.destination == user.home }
+        let writable = writablePlaces.map { "\($0)/**" }
+        settings.notify = settings.notify.map { rule in
+            var rule = rule
+            if homeIsOwn && user.home.hasPrefix("/home/") { rule.paths?.removeAll { $0 == "/home/**" } }
+            if allowsWritesInWritablePlaces, let outside = rule.pathsOutside, outside.contains("/tmp/**") {
+                rule.pathsOutside = outside + writable.filter { !outside.contains($0) }
+            }
+            return rule
+        }
+        settings.mounts += mounts
         settings.mounts += files.map {
             MountSpec(
                 kind: .file, source: nil, destination: $0.path, target: nil, contents: $0.contents, sizeBytes: nil,
                 mode: $0.mode, optional: false)
+        }
+    }
+
+    /// The folders the world's user may change, besides /tmp: its home, `/var/tmp` and its runtime folder
+    /// (`/run/user/UID`), when the world mounts them.
+    public var writablePlaces: [String] {
+        let candidates = [user.home, "/var/tmp", "/run/user/\(user.uid)"]
+        return candidates.filter { place in
+            mounts.contains { ($0.kind == .tmpfs || $0.kind == .dir) && $0.destination == place }
+        }
+    }
+
+    /// The GPU's device nodes under /dev.
+    public static let gpuDeviceNames = ["nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"]
+
+    /// Shows a GPU (or none): the nodes and the variables a CUDA host sets.
+    public mutating func setGPU(_ on: Bool) {
+        gpu = on
+        let variables = [
+            ("CUDA_VISIBLE_DEVICES", "0"), ("NVIDIA_VISIBLE_DEVICES", "all"),
+            ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
+        ]
+        for (name, value) in variables {
+            if on { setEnvironment(name, value) } else { environment.removeAll { $0.name == name } }
         }
     }
 }

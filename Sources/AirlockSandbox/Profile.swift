@@ -182,7 +182,7 @@ public struct UserMapping: Sendable, Equatable {
 public struct MountSpec: Sendable, Equatable {
     /// Kinds of entries.
     public enum Kind: String, Sendable, CaseIterable {
-        case bind, tmpfs, proc, dev, file, symlink, dir
+        case bind, tmpfs, proc, dev, file, symlink, dir, sysfs
     }
     /// The kind of entry.
     public var kind: Kind

@@ -359,7 +359,7 @@ extension SandboxSettings {
             case .dev:
                 devCount += 1
                 if devCount > 1 { throw SandboxError(.profile, "field \(field): only one dev mount") }
-            case .tmpfs, .proc, .dir:
+            case .tmpfs, .proc, .dir, .sysfs:
                 break
             }
             if m.size != nil && kind != .tmpfs { throw SandboxError(.profile, "field \(field).size: only for tmpfs") }

@@ -40,6 +40,14 @@ final class SandboxCgroup {
     /// The v2 directory, open for `CLONE_INTO_CGROUP`; nil when the sandbox is placed by writing `tasks` (v1).
     private(set) var cloneFD: FileDescriptor?
     private var removed = false
+    /// Where the sandbox's CPU time is read: v2's `cpu.stat` (`usage_usec`, in every cgroup), or v1's
+    /// `cpuacct.usage` (ns) of a cpuacct cgroup made for it when that hierarchy is writable; nil: neither.
+    private var cpuUsage: (path: String, v2: Bool)?
+    /// The v1 cpuacct cgroup, removed with the others.
+    private var cpuacct: String?
+    /// Whether the supervisor can keep the profile's CPU seconds from the cgroup (`cpuSeconds`), so that the command
+    /// may see an unlimited `RLIMIT_CPU`.
+    var watchesCPU: Bool { cpuUsage != nil }
 
     /// Creates the sandbox's cgroup with the limits of `limits` (memory, pids = `processes`). Throws a sentence
     /// saying why there can be none.
@@ -62,6 +70,7 @@ final class SandboxCgroup {
                 try configure(place)
             }
             if let v2 = places.first(where: { $0.version == 2 }) {
+                cpuUsage = ("\(v2.path)/cpu.stat", true)
                 do throws(SystemCallError) {
                     cloneFD = try FileDescriptor.open(v2.path, O_RDONLY | O_DIRECTORY)
                 } catch {
@@ -72,6 +81,21 @@ final class SandboxCgroup {
             remove()
             throw error
         }
+        if cpuUsage == nil, let v1 = try? hierarchies.directory(for: "cpuacct"), v1.version == 1 {
+            SandboxCgroup.removeStale(in: v1.path)
+            let path = "\(v1.path)/\(name)"
+            if mkdir(path, 0o755) == 0 {
+                cpuacct = path
+                cpuUsage = ("\(path)/cpuacct.usage", false)
+            }
+        }
+    }
+
+    /// CPU seconds every process of the sandbox used so far, when the cgroup says (`watchesCPU`).
+    func cpuSeconds() -> Double? {
+        guard let cpuUsage else { return nil }
+        if cpuUsage.v2 { return CgroupFiles.keyed(cpuUsage.path, "usage_usec").map { Double($0) / 1e6 } }
+        return CgroupFiles.number(cpuUsage.path).map { Double($0) / 1e9 }
     }
 
     deinit {
@@ -106,7 +130,9 @@ final class SandboxCgroup {
 
     /// The `tasks` files of the v1 cgroups, which the sandbox's PID 1 writes itself into during set-up, before
     /// anything else runs in the sandbox (v2 creates PID 1 in its cgroup instead).
-    var v1TaskFiles: [String] { places.filter { $0.version == 1 }.map { "\($0.path)/tasks" } }
+    var v1TaskFiles: [String] {
+        places.filter { $0.version == 1 }.map { "\($0.path)/tasks" } + (cpuacct.map { ["\($0)/tasks"] } ?? [])
+    }
 
     /// What the sandbox used and ran into. Read after the tree is dead, before `remove`.
     func usage() -> (CgroupUsage, [ResourceLimitHit]) {
@@ -166,9 +192,10 @@ final class SandboxCgroup {
     @discardableResult
     func remove() -> Bool {
         var ok = true
-        for place in places.reversed() where access(place.path, F_OK) == 0 {
+        let paths = places.map(\.path) + (cpuacct.map { [$0] } ?? [])
+        for path in paths.reversed() where access(path, F_OK) == 0 {
             var tries = 0
-            while rmdir(place.path) != 0 {
+            while rmdir(path) != 0 {
                 if errno == ENOENT { break }
                 tries += 1
                 if tries > 200 || (errno != EBUSY && errno != EAGAIN && errno != EINTR) {
@@ -325,7 +352,7 @@ struct CgroupHierarchies: Sendable {
             switch right[0] {
             case "cgroup":
                 let names = { (list: Substring) in Set(list.split(separator: ",").map(String.init)) }
-                let controllers = names(right[2]).intersection(["memory", "pids"])
+                let controllers = names(right[2]).intersection(["memory", "pids", "cpuacct"])
                 let holder = own.first { names(Substring($0.key)).isSuperset(of: controllers) }
                 guard !controllers.isEmpty, let path = holder?.value, let relative = relativePath(path, root: root)
                 else { continue }

@@ -34,7 +34,7 @@ public struct SandboxResult: Sendable {
     /// clock); nil when it was not held, or was never released (it waited past its idle bound, was discarded, or
     /// died first).
     public var releasedNs: UInt64? = nil
-    /// The command's PID inside the sandbox (2), 0 when it never started.
+    /// The command's PID inside the sandbox (2, or a drawn world's `HostWorld.commandPid`), 0 when it never started.
     public var commandPid: Int32 = 0
     /// What the supervisor saw running after the command's work ended, when the request asked for an observation.
     public var observation: ObservationReport? = nil
@@ -42,6 +42,11 @@ public struct SandboxResult: Sendable {
     public var cgroup: SandboxCgroupStatus = .unavailable("not set up")
     /// The limits of the whole sandbox it ran into (memory, pids): the run was cut short by the host's bounds.
     public var limitsHit: [ResourceLimitHit] = []
+    /// Whether the command saw ordinary rlimit values (a drawn world), its real limits kept by the cgroup (memory,
+    /// pids), the supervisor (CPU seconds, from the cgroup) and the tmpfs sizes (file sizes).
+    public var ordinaryRlimits = false
+    /// Why a drawn world's command saw the profile's rlimits instead (no cgroup); nil otherwise.
+    public var rlimitsNote: String? = nil
     /// What the command sent through the emulated network, flow by flow, in the order they opened.
     public var network: [NetworkExchange] = []
     /// The names the command asked the emulated DNS for, in order.

@@ -26,6 +26,9 @@ final class SandboxSupervisor {
     /// The sandbox's cgroup; released (and removed) after `deinit` has killed and reaped the tree.
     private let cgroup: SandboxCgroup?
     private let cgroupUnavailable: String
+    /// The command sees ordinary rlimits (a drawn world with a cgroup): its CPU seconds are kept here, from the
+    /// cgroup's usage, polled every 100 ms.
+    private let watchesCPU: Bool
 
     /// Builds the sandbox and lets PID 1 go on to its set-up; `supervise` then runs it.
     init(request: SandboxRequest, program: SeccompProgram) throws(SandboxError) {
@@ -46,6 +49,7 @@ final class SandboxSupervisor {
         defer { child.close() }
         do {
             (pid, pidfd) = try specification.spawn(cgroup: cgroup, child: child)
+            watchesCPU = specification.ordinaryRlimits
         } catch {
             parent.close()
             throw error
@@ -232,6 +236,9 @@ final class SandboxSupervisor {
         var holding = false
         /// When a held sandbox was released (monotonic ns).
         var releasedAt: UInt64? = nil
+        /// When the sandbox's CPU time is read next (`watchesCPU`), and whether it ran past the profile's.
+        var nextCPUCheck: UInt64 = 0
+        var cpuExceeded: Double? = nil
     }
 
     private func makeObserver(_ notifier: SeccompNotifier) -> SandboxObserver? {
@@ -264,6 +271,7 @@ final class SandboxSupervisor {
                 run.timedOut = true
                 _ = airlock_pidfd_send_signal(pidfd.rawValue, SIGKILL)
             }
+            if watchesCPU && !run.pid1Exited && now >= run.nextCPUCheck { checkCPU(&run, now: now) }
             if run.pid1Exited {
                 let everythingRead = !run.stdout.isOpen && !run.stderr.isOpen && status.atEOF
                 if everythingRead || now >= run.pid1ExitedAt + 2_000_000_000 { return }
@@ -295,6 +303,15 @@ final class SandboxSupervisor {
     }
 
     private var listenerFD: Int32 { listener?.rawValue ?? -1 }
+
+    /// The profile's CPU seconds, for the whole sandbox, when the command's `RLIMIT_CPU` is unlimited: past them the
+    /// sandbox is killed, as the rlimit would have.
+    private func checkCPU(_ run: inout RunState, now: UInt64) {
+        run.nextCPUCheck = now + 100_000_000
+        guard run.cpuExceeded == nil, let used = cgroup?.cpuSeconds(), used > Double(limits.cpuSeconds) else { return }
+        run.cpuExceeded = used
+        _ = airlock_pidfd_send_signal(pidfd.rawValue, SIGKILL)
+    }
 
     /// A held sandbox's hold changed: released, its deadline becomes its work's (and its phases, when the release
     /// names them); discarded, it is killed.
@@ -342,6 +359,7 @@ final class SandboxSupervisor {
         } else {
             limit = run.timedOut || run.windowClosed ? now + 2_000_000_000 : deadline
         }
+        if watchesCPU && !run.pid1Exited { limit = min(limit, max(run.nextCPUCheck, now + 1_000_000)) }
         if !run.pid1Exited && !run.windowClosed, let windowEnd {
             // Look again every 20 ms while the window runs; a sandbox with nothing left ends before that.
             limit = min(windowEnd, now + 20_000_000)
@@ -410,6 +428,20 @@ final class SandboxSupervisor {
             }
         } else {
             result.cgroup = .unavailable(cgroupUnavailable)
+        }
+        result.ordinaryRlimits = watchesCPU
+        if request.world != nil && !watchesCPU {
+            result.rlimitsNote =
+                cgroup == nil
+                ? "no cgroup (\(cgroupUnavailable)): the profile's rlimits are shown, and keep its limits"
+                : "the cgroup's CPU time cannot be read: the profile's rlimits are shown, and keep its limits"
+        }
+        if let used = run.cpuExceeded {
+            result.limitsHit.append(
+                ResourceLimitHit(
+                    resource: .cpu, limit: limits.cpuSeconds,
+                    detail: "the sandbox's \(limits.cpuSeconds) CPU seconds (airlock.limits.cpuSeconds, all its "
+                        + "processes together, read from its cgroup) were used up (\(Int(used)) s): it was killed"))
         }
         let status = run.exitStatus ?? pid1Status
         if airlock_wifexited(status) != 0 && run.exitStatus != nil {

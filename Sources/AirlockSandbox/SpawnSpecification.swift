@@ -18,6 +18,11 @@ final class SpawnSpecification {
     private let program: SeccompProgram
     private let limits: Limits
     private let emptyCaps: cap_t
+    /// The drawn world's part of set-up (nil: the profile as written).
+    private let persona: WorldPersona?
+    /// Whether the command sees ordinary rlimits, its real limits kept by the cgroup and the supervisor (set by
+    /// `spawn`).
+    private(set) var ordinaryRlimits = false
 
     /// Marshals `request` (with its effective `limits`) and checks that every required bind source exists, naming
     /// the profile field of one that does not.
@@ -30,9 +35,11 @@ final class SpawnSpecification {
         let mounts = try SpawnSpecification.mounts(
             settings.mounts + request.extraMounts, profileMounts: settings.mounts.count, arena: arena
         )
-        let userLimits = SharedBudgets.userNamespaceLimits(limits).map {
+        let persona = request.world.map(WorldPersona.init)
+        self.persona = persona
+        let userLimits = (SharedBudgets.userNamespaceLimits(limits) + (persona?.procWrites ?? [])).map {
             airlock_user_limit(
-                path: UnsafePointer(arena.string("sys/user/\($0.name)")),
+                path: UnsafePointer(arena.string($0.name.contains("/") ? $0.name : "sys/user/\($0.name)")),
                 value: UnsafePointer(arena.string(String($0.value)))
             )
         }
@@ -46,7 +53,7 @@ final class SpawnSpecification {
         spec.namespaces = airlock_namespace_flags()
         spec.hostname = UnsafePointer(arena.string(settings.hostname))
         spec.staging = UnsafePointer(arena.string(AIRLOCK_STAGING_DIRECTORY))
-        spec.root_options = UnsafePointer(arena.string(AIRLOCK_ROOT_TMPFS_OPTIONS))
+        spec.root_options = UnsafePointer(arena.string(persona?.rootOptions ?? AIRLOCK_ROOT_TMPFS_OPTIONS))
         spec.mounts = UnsafePointer(arena.array(mounts))
         spec.mount_count = mounts.count
         spec.uid = settings.user.uid
@@ -64,6 +71,16 @@ final class SpawnSpecification {
         spec.passed_fd_count = request.passedFDs.count
         spec.user_limits = UnsafePointer(arena.array(userLimits))
         spec.user_limit_count = userLimits.count
+        if let persona {
+            let aliases: [UnsafePointer<CChar>?] = persona.deviceAliases.map { UnsafePointer(arena.string($0)) }
+            spec.device_aliases = UnsafePointer(arena.array(aliases))
+            spec.device_alias_count = aliases.count
+            spec.init_name = UnsafePointer(arena.string(persona.initName))
+            spec.init_title = UnsafePointer(arena.string(persona.initTitle))
+            if let area = WorldPersona.argumentArea() {
+                (spec.arg_start, spec.arg_end, spec.area_end) = (area.start, area.end, area.areaEnd)
+            }
+        }
     }
 
     deinit { cap_free(UnsafeMutableRawPointer(emptyCaps)) }
@@ -79,8 +96,11 @@ final class SpawnSpecification {
         let limit = { (resource: __rlimit_resource, soft: UInt64, hard: UInt64) in
             airlock_rlimit(resource: Int32(resource.rawValue), soft: soft, hard: hard)
         }
+        ordinaryRlimits = persona != nil && cgroup?.watchesCPU == true
         let rlimits: [airlock_rlimit] =
-            [
+            ordinaryRlimits
+            ? WorldPersona.ordinaryRlimits(limits)
+            : [
                 limit(RLIMIT_AS, limits.addressSpaceBytes, limits.addressSpaceBytes),
                 limit(RLIMIT_CPU, limits.cpuSeconds, limits.cpuSeconds + 1),
                 limit(RLIMIT_NOFILE, SpawnSpecification.openFiles(limits), SpawnSpecification.openFiles(limits)),
@@ -163,6 +183,8 @@ final class SpawnSpecification {
                 c.source = UnsafePointer(arena.string(m.target ?? ""))
             case .dir:
                 c.kind = Int32(AIRLOCK_MOUNT_DIR.rawValue)
+            case .sysfs:
+                c.kind = Int32(AIRLOCK_MOUNT_SYSFS.rawValue)
             }
             cMounts.append(c)
         }

@@ -61,10 +61,10 @@ public struct CgroupUsage: Sendable, Equatable {
 /// A limit of the whole sandbox that it ran into (`SandboxResult.limitsHit`).
 public struct ResourceLimitHit: Sendable, Equatable {
     /// Which limit.
-    public enum Resource: String, Sendable { case memory, pids }
+    public enum Resource: String, Sendable { case memory, pids, cpu }
     /// Which limit.
     public var resource: Resource
-    /// Its value: bytes for memory, tasks for pids.
+    /// Its value: bytes for memory, tasks for pids, seconds for cpu.
     public var limit: UInt64
     /// A sentence for people: the limit, how often it was reached, what the kernel did.
     public var detail: String

@@ -86,7 +86,7 @@ _Static_assert(AIRLOCK_FIRST_PASSED_FD == FD_CONTROL + 1, "passed descriptors fo
 /* At most this many bind sources are opened before the old root disappears. */
 #define AL_MAX_MOUNTS 256
 #define AL_DEVICE_COUNT 5
-_Static_assert(AIRLOCK_MAX_SETUP_MOUNT_NAMESPACES >= AL_MAX_MOUNTS + AL_DEVICE_COUNT + 2,
+_Static_assert(AIRLOCK_MAX_SETUP_MOUNT_NAMESPACES >= AL_MAX_MOUNTS + AL_DEVICE_COUNT + AIRLOCK_MAX_DEVICE_ALIASES + 2,
                "set-up's open_tree clones fit in the sandbox's mount-namespace limit");
 static const char *const al_devices[AL_DEVICE_COUNT] = {"null", "zero", "full", "random", "urandom"};
 static const char *const al_proc_readonly[] = {"sys", "sysrq-trigger", "irq", "bus"};
@@ -199,8 +199,10 @@ static void al_write_user_limits(const struct airlock_spawn_spec *spec, int proc
 static void al_build_root(const struct airlock_spawn_spec *spec) {
     int trees[AL_MAX_MOUNTS];
     int devices[AL_DEVICE_COUNT];
+    int aliases[AIRLOCK_MAX_DEVICE_ALIASES];
     size_t count = spec->mount_count;
-    if (count > AL_MAX_MOUNTS) {
+    size_t alias_count = spec->device_alias_count;
+    if (count > AL_MAX_MOUNTS || alias_count > AIRLOCK_MAX_DEVICE_ALIASES) {
         errno = E2BIG;
         al_fail(AIRLOCK_STEP_OPEN_SOURCE, -1);
     }
@@ -238,6 +240,14 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
             if (al_set_attr((int)fd, "", AT_EMPTY_PATH, AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NOEXEC) < 0)
                 al_fail(AIRLOCK_STEP_READONLY, -2 - d);
         }
+        /* A world's GPU nodes: each its own clone of /dev/null (a mount is moved once). */
+        for (size_t a = 0; a < alias_count; a++) {
+            long fd = al_open_tree("/dev/null");
+            if (fd < 0) al_fail(AIRLOCK_STEP_OPEN_SOURCE, -10 - (int)a);
+            aliases[a] = (int)fd;
+            if (al_set_attr((int)fd, "", AT_EMPTY_PATH, AL_MOUNT_ATTR_NOSUID | AL_MOUNT_ATTR_NOEXEC) < 0)
+                al_fail(AIRLOCK_STEP_READONLY, -10 - (int)a);
+        }
     }
 
     /* New inodes (the tmpfs trees below) take the file-system ids; ours (host root) is not mapped in this user
@@ -245,7 +255,7 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
     (void)syscall(SYS_setfsgid, spec->gid);
     (void)syscall(SYS_setfsuid, spec->uid);
 
-    if (mount("airlock-root", spec->staging, "tmpfs", MS_NOSUID | MS_NODEV, spec->root_options) < 0)
+    if (mount("tmpfs", spec->staging, "tmpfs", MS_NOSUID | MS_NODEV, spec->root_options) < 0)
         al_fail(AIRLOCK_STEP_STAGING, -1);
     if (chdir(spec->staging) < 0) al_fail(AIRLOCK_STEP_STAGING, -1);
 
@@ -266,7 +276,7 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
         }
         case AIRLOCK_MOUNT_TMPFS:
             if (al_mkdirs(dst, 1, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
-            if (mount("airlock-tmp", dst, "tmpfs", MS_NOSUID | MS_NODEV, m->data) < 0)
+            if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, m->data) < 0)
                 al_fail(AIRLOCK_STEP_MOUNT, idx);
             break;
         case AIRLOCK_MOUNT_PROC: {
@@ -312,7 +322,7 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
         }
         case AIRLOCK_MOUNT_DEV: {
             if (al_mkdirs(dst, 1, 0755) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
-            if (mount("airlock-dev", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64") < 0)
+            if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=65536k,mode=755") < 0)
                 al_fail(AIRLOCK_STEP_MOUNT, idx);
             char path[PATH_MAX];
             size_t dl = al_strlen(dst);
@@ -330,6 +340,19 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
                 close(devices[d]);
                 devices[d] = -1;
             }
+            for (size_t a = 0; a < alias_count; a++) {
+                const char *name = spec->device_aliases[a];
+                size_t nl = al_strlen(name);
+                if (dl + 1 + nl + 1 > sizeof path) {
+                    errno = ENAMETOOLONG;
+                    al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+                }
+                memcpy(path + dl + 1, name, nl + 1);
+                if (al_touch(path, 0666) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+                if (al_move(aliases[a], path) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+                close(aliases[a]);
+            }
+            alias_count = 0;
             static const char *const links[][2] = {
                 {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
                 {"stderr", "/proc/self/fd/2"}};
@@ -366,6 +389,13 @@ static void al_build_root(const struct airlock_spawn_spec *spec) {
             break;
         case AIRLOCK_MOUNT_DIR:
             if (al_mkdirs(dst, 1, m->mode) < 0) al_fail(AIRLOCK_STEP_MOUNT, idx);
+            break;
+        case AIRLOCK_MOUNT_SYSFS:
+            /* Allowed because the sandbox owns its network namespace: the devices and classes are the kernel's,
+             * the network is the sandbox's own (lo), and nothing of the host's cgroups is mounted below it. */
+            if (al_mkdirs(dst, 1, 0555) < 0) al_fail(AIRLOCK_STEP_MOUNTPOINT, idx);
+            if (mount("sysfs", dst, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                al_fail(AIRLOCK_STEP_MOUNT, idx);
             break;
         default:
             errno = EINVAL;
@@ -509,6 +539,27 @@ __attribute__((noreturn)) static void al_payload(const struct airlock_spawn_spec
 
 /* ---- PID 1 ---- */
 
+/*
+ * A world's PID 1 looks like an init: its name, and its command line. /proc/1/cmdline shows PID 1's argument area,
+ * which holds the supervisor's argv (`airlock probe …`) it was copied from. The title is written over it; when it
+ * ends before the area does, the area's last byte is left non-zero, which the kernel takes as a process that set
+ * its own title (setproctitle) and shows up to the first NUL only; a title longer than the area runs on into the
+ * environment area after it, which the kernel then shows too. The rest of both areas is cleared: the supervisor's
+ * environment is nobody's business in here.
+ */
+static void al_become_init(const struct airlock_spawn_spec *spec) {
+    if (!spec->init_name) return;
+    (void)prctl(PR_SET_NAME, (unsigned long)spec->init_name, 0, 0, 0);
+    uint64_t start = spec->arg_start, end = spec->arg_end, area = spec->area_end;
+    if (start == 0 || end <= start || area < end || area - start > (1u << 20)) return;
+    char *p = (char *)(uintptr_t)start;
+    size_t len = (size_t)(area - start), tl = al_strlen(spec->init_title);
+    if (tl + 1 > len) return;
+    memset(p, 0, len);
+    memcpy(p, spec->init_title, tl);
+    if (tl + 1 < (size_t)(end - start)) p[end - start - 1] = ' ';
+}
+
 __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *spec) {
     /* A clean descriptor table: 0-2 the command's stdio, 3 status, 4 control, then the descriptors passed to the
      * command (5, 6, …), nothing else of the parent. */
@@ -574,6 +625,7 @@ __attribute__((noreturn)) static void al_child(const struct airlock_spawn_spec *
      * the kernel left PID 1 dumpable. The supervisor already holds the listener, for which it needed access. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) al_fail(AIRLOCK_STEP_HANDOFF, -1);
 
+    al_become_init(spec);
     pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (child < 0) al_fail(AIRLOCK_STEP_FORK, -1);
     if (child == 0) al_payload(spec, sigfd);

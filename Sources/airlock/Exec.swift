@@ -40,6 +40,14 @@ extension Airlock {
         )
         var roBinds: [String] = []
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "`profile`: the profile as written (the default); `host`: a drawn host persona over it, as probes use "
+                    + "(host name, user, home, /etc, /var, /run, /sys, environment, pid, ordinary rlimits).",
+                valueName: "profile|host"))
+        var world: String = "profile"
+
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
 
@@ -69,7 +77,8 @@ extension Airlock {
 
         /// The parsed options, as plain values.
         private var invocation: Invocation {
-            Invocation(profile: profile, timeout: timeout, format: format, roBinds: roBinds, command: command)
+            Invocation(
+                profile: profile, timeout: timeout, format: format, roBinds: roBinds, world: world, command: command)
         }
 
         static func exitStatus(for error: SandboxError) -> Int32 {
@@ -90,11 +99,13 @@ extension Airlock.Exec {
         var timeout: Double?
         var format: ExecFormat = .text
         var roBinds: [String] = []
+        /// `profile` or `host` (`--world`).
+        var world = "profile"
         /// What `.captureForPassthrough` captures: the command, after its `--` when one was given.
         var command: [String] = []
 
         /// exec's own options, each of which takes a value (the ones `init(commonForm:)` reads); `asksForHelp` skips them.
-        static let valueOptions: Set<String> = ["--profile", "--timeout", "--format", "--ro-bind"]
+        static let valueOptions: Set<String> = ["--profile", "--timeout", "--format", "--ro-bind", "--world"]
 
         func validate() throws(ValidationError) {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
@@ -105,6 +116,9 @@ extension Airlock.Exec {
                 guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/") else {
                     throw ValidationError("--ro-bind expects HOST:SANDBOX with an absolute sandbox path, got '\(bind)'")
                 }
+            }
+            guard world == "profile" || world == "host" else {
+                throw ValidationError("--world expects profile or host, got '\(world)'")
             }
             if command.isEmpty || (command == ["--"]) {
                 throw ValidationError("no command given: airlock exec -- CMD [ARGS...]")
@@ -120,8 +134,9 @@ extension Airlock.Exec {
                     let parts = bind.split(separator: ":", maxSplits: 1).map(String.init)
                     extra.append(try MountSpec.readOnlyBind(host: parts[0], sandbox: parts[1]))
                 }
-                return try Sandbox.run(
-                    SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra))
+                var request = SandboxRequest(argv: argv, profile: loaded, timeoutSeconds: timeout, extraMounts: extra)
+                if world == "host" { request.world = HostWorld.draw(fileBytes: loaded.sandbox.limits.fileSizeBytes) }
+                return try Sandbox.run(request)
             }
         }
 
@@ -252,6 +267,7 @@ extension Airlock.Exec.Invocation {
                 guard let format = ExecFormat(rawValue: value) else { return nil }
                 self.format = format
             case "--ro-bind": roBinds.append(value)
+            case "--world": world = value
             default: return nil
             }
             i += 2

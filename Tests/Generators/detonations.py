@@ -8,7 +8,7 @@ any), and the phase it must be seen in.
 
 Python 3 standard library only; nothing is unpickled here. Payloads are harmless outside the sandbox too: they touch
 the canary file, connect to the test's loopback port, or are bounded (the CPU loop ends, the allocation fails at
-once, the processes sleep and exit). The signal payload acts only when the host name is `airlock` (the sandbox's).
+once, the processes sleep and exit). The signal payload acts only in a user namespace that maps one id (the sandbox's: its host name is drawn).
 """
 import json
 import os
@@ -139,8 +139,8 @@ def main(out):
 
     # An attack on the sandbox itself: signal the parent (the sandbox's PID 1), PID 1, every process, own group.
     write("kill_parent.pkl", pkl(run(
-        "import os, socket\n"
-        "if socket.gethostname() == 'airlock':\n"
+        "import os\n"
+        "if open('/proc/self/uid_map').read().split()[2:3] == ['1']:\n"
         "    for target in (os.getppid(), 1, -1):\n"
         "        try:\n"
         "            os.kill(target, 9)\n"

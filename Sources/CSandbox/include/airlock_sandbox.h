@@ -30,6 +30,7 @@ enum airlock_mount_kind {
     AIRLOCK_MOUNT_FILE = 5,  /* a read-only file with `data` as its contents */
     AIRLOCK_MOUNT_SYMLINK = 6, /* a symbolic link to `source` */
     AIRLOCK_MOUNT_DIR = 7,   /* an empty directory */
+    AIRLOCK_MOUNT_SYSFS = 8, /* fresh sysfs of the sandbox's network namespace, read-only */
 };
 
 struct airlock_mount {
@@ -94,6 +95,15 @@ struct airlock_spawn_spec {
     int cgroup_fd;                  /* cgroup v2 directory to start PID 1 in (CLONE_INTO_CGROUP), or -1 */
     const char *const *cgroup_tasks; /* cgroup v1: the `tasks` file of each sandbox cgroup PID 1 moves itself into */
     size_t cgroup_task_count;
+    /* A drawn world (HostWorld): names under the /dev mount that show the host's /dev/null (GPU nodes), PID 1's
+     * name (PR_SET_NAME) and command line, written over its inherited argument area [arg_start, area_end); none
+     * when `init_name` is NULL. The area's bounds are the supervisor's own (/proc/self/stat fields 48-51), which
+     * PID 1, its copy, shares. */
+    const char *const *device_aliases;
+    size_t device_alias_count;
+    const char *init_name;
+    const char *init_title;          /* one string, NUL-terminated */
+    uint64_t arg_start, arg_end, area_end;
 };
 
 /* Message types on the status pipe. */
@@ -170,6 +180,8 @@ unsigned int airlock_filter_flags(void);
 /* Where the child mounts its new root's tmpfs (inside its own mount namespace), and that tmpfs's options. */
 #define AIRLOCK_STAGING_DIRECTORY "/tmp"
 #define AIRLOCK_ROOT_TMPFS_OPTIONS "mode=0755,size=16m,nr_inodes=4096"
+/* Most names `device_aliases` may hold. */
+#define AIRLOCK_MAX_DEVICE_ALIASES 8
 /* pipe2(fds, O_CLOEXEC). */
 int airlock_pipe(int fds[2]);
 
