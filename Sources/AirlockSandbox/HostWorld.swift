@@ -131,6 +131,10 @@ public struct HostWorld: Sendable, Equatable {
         settings.notify = settings.notify.map { rule in
             var rule = rule
             if homeIsOwn && user.home.hasPrefix("/home/") { rule.paths?.removeAll { $0 == "/home/**" } }
+            // The GPU's nodes are the host's /dev/null: a CUDA library opens them for writing, as it would /dev/null.
+            if gpu, let outside = rule.pathsOutside, outside.contains("/dev/null") {
+                rule.pathsOutside = outside + HostWorld.gpuDeviceNames.map { "/dev/\($0)" }
+            }
             if allowsWritesInWritablePlaces, let outside = rule.pathsOutside, outside.contains("/tmp/**") {
                 rule.pathsOutside = outside + writable.filter { !outside.contains($0) }
             }

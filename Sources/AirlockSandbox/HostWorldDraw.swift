@@ -25,7 +25,8 @@ extension HostWorld {
         let uid = UInt32.random(in: account.uid, using: &generator)
         let home = "/home/\(account.name)"
         let user = User(name: account.name, uid: uid, gid: uid, home: home)
-        let pid = Int32.random(in: 600...48_000, using: &generator)
+        // Below the host's pid_max (which the sandbox's PID namespace shares): a pid above it is itself a tell.
+        let pid = Int32.random(in: 600...min(48_000, WorldPersona.pidMax() - 1), using: &generator)
         var world = HostWorld(name: name, hostname: hostname, user: user)
         world.commandPid = pid
         world.rootSizeBytes = HostWorldData.rootSizesGiB.randomElement(using: &generator)! << 30

@@ -21,8 +21,11 @@ struct WorldPersona {
 
     init(_ world: HostWorld) {
         var writes: [(String, UInt64)] = []
-        if let pid = world.commandPid, pid > 2, pid <= 4_194_304 {
-            writes.append(("sys/kernel/ns_last_pid", UInt64(pid - 1)))
+        if let pid = world.commandPid, pid > 2 {
+            // Above the host's pid_max the write would fail set-up: fold the drawn pid into the range there is.
+            let max = WorldPersona.pidMax()
+            let fitted = pid < max ? pid : 300 + pid % Swift.max(1, max - 600)
+            writes.append(("sys/kernel/ns_last_pid", UInt64(fitted - 1)))
         }
         procWrites = writes
         let size = world.rootSizeBytes ?? (64 << 30)
@@ -30,6 +33,19 @@ struct WorldPersona {
         deviceAliases = world.gpu ? HostWorld.gpuDeviceNames : []
         initName = String(world.initName.utf8.prefix(15)) ?? "systemd"
         initTitle = world.initCommand
+    }
+
+    /// The host's `kernel.pid_max` (a PID namespace has the same); 32768, the kernel's smallest default, when it
+    /// cannot be read.
+    static func pidMax() -> Int32 {
+        let fd = open("/proc/sys/kernel/pid_max", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 32768 }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let n = read(fd, &bytes, bytes.count)
+        guard n > 0, let value = Int32(String(decoding: bytes[0..<n], as: UTF8.self).trimmingNewline), value > 1200
+        else { return 32768 }
+        return value
     }
 
     /// Where the supervisor's own argument area lies, and where the environment area after it ends when the two are

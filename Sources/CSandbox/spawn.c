@@ -554,7 +554,8 @@ static void al_become_init(const struct airlock_spawn_spec *spec) {
     if (start == 0 || end <= start || area < end || area - start > (1u << 20)) return;
     char *p = (char *)(uintptr_t)start;
     size_t len = (size_t)(area - start), tl = al_strlen(spec->init_title);
-    if (tl + 1 > len) return;
+    if (len < 2) return;
+    if (tl + 1 > len) tl = len - 1; /* cut short, never the supervisor's words */
     memset(p, 0, len);
     memcpy(p, spec->init_title, tl);
     if (tl + 1 < (size_t)(end - start)) p[end - start - 1] = ' ';

@@ -20,7 +20,11 @@ from pickles import Call, Global  # noqa: E402
 # Each check is a Python expression that is true on a real host and was false in Airlock's sandbox before issue 15.
 TELLS = {
     "hostname": "__import__('socket').gethostname() != 'airlock'",
-    "pid": "os.getpid() > 100 and os.getppid() == 1",
+    "pid": (
+        "os.getpid() > 100 and os.getppid() == 1"
+        " and os.getpid() < int(open('/proc/sys/kernel/pid_max').read())"
+        " and os.environ.get('SYSTEMD_EXEC_PID', str(os.getpid())) == str(os.getpid())"
+    ),
     "environment": "len(os.environ) > 6 and os.environ.get('HOME', '/tmp') != '/tmp' and 'USER' in os.environ",
     "rlimits": (
         "(lambda r: r.getrlimit(r.RLIMIT_NPROC)[0] > 1024 and r.getrlimit(r.RLIMIT_AS)[0] == r.RLIM_INFINITY"
@@ -37,7 +41,8 @@ TELLS = {
         "not any('airlock' in line.split(' - ', 1)[-1] for line in open('/proc/self/mountinfo'))"
     ),
     "init": (
-        "b'airlock' not in open('/proc/1/cmdline', 'rb').read()"
+        "(lambda c: b'airlock' not in c and c.endswith(b'\\0') and c.count(b'\\0') == 1 and c.startswith(b'/'))"
+        "(open('/proc/1/cmdline', 'rb').read())"
         " and open('/proc/1/comm').read().strip() in ('systemd', 'init')"
     ),
     "etc": (
