@@ -32,7 +32,7 @@ TELLS = {
         " and r.getrlimit(r.RLIMIT_FSIZE)[0] == r.RLIM_INFINITY)(__import__('resource'))"
     ),
     "directories": (
-        "all(os.path.isdir(d) for d in ('/home', '/var/tmp', '/var/log', '/run', '/sys/class/net'))"
+        "all(os.path.isdir(d) for d in ('/home', '/var/tmp', '/var/log', '/run/systemd/system', '/sys/class/net'))"
         " and os.path.isdir(os.path.expanduser('~/.cache/huggingface'))"
         " and os.path.isdir(os.path.expanduser('~/.config'))"
     ),
