@@ -176,6 +176,9 @@ public struct Report: Sendable {
         }
         if findings.isEmpty && error == nil { lines.append("  no findings") }
         if let runtime = detonation?.runtime { lines.append("  " + safe(runtime.line)) }
+        if let world = detonation?.world {
+            lines.append("  " + safe("detonated as \(world.user)@\(world.hostname) (world \(world.name))"))
+        }
         if !traceLines.isEmpty {
             lines.append("  trace:")
             lines += traceLines.map { "    " + $0 }
