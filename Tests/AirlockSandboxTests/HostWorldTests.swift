@@ -187,6 +187,25 @@ struct HostWorldTests {
         #expect(result.limitsHit.contains { $0.resource == .memory }, "\(result.limitsHit)")
     }
 
+    @Test(
+        "PID 1's command line is exactly its title, one the argument area holds or one that runs on past it",
+        arguments: ["/sbin/init", "/lib/systemd/systemd", String(repeating: "/usr/lib/systemd/systemd-x", count: 40)])
+    func initTitle(title: String) throws {
+        var seeded = SplitMix(seed: 3)
+        var world = HostWorld.draw(using: &seeded)
+        world.initCommand = title
+        world.initName = "init"
+        let (result, _) = try HostWorldTests.run(
+            "import sys; sys.stdout.buffer.write(open('/proc/1/cmdline', 'rb').read() + b'|' "
+                + "+ open('/proc/1/comm', 'rb').read())",
+            world: world)
+        let area = try #require(WorldPersona.argumentArea())
+        let fits = title.utf8.count + 1 <= Int(area.areaEnd - area.start)
+        let shown = fits ? title : String(title.prefix(Int(area.areaEnd - area.start) - 1))
+        #expect(result.out == shown + "\0|init\n", "\(result.out.debugDescription) \(result.err)")
+        #expect(!result.out.contains("airlock") && !result.out.contains("xctest"))
+    }
+
     @Test("the supervisor's argument area, which PID 1's title is written over, is found")
     func argumentArea() throws {
         let area = try #require(WorldPersona.argumentArea())
