@@ -187,6 +187,25 @@ struct HostWorldTests {
         #expect(result.limitsHit.contains { $0.resource == .memory }, "\(result.limitsHit)")
     }
 
+    @Test("without a cgroup (not root), a world still applies and the profile's rlimits are shown and enforced")
+    func noCgroupFallsBackToRlimits() throws {
+        let run = try runProgram(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", airlockBinary, "exec", "--world", "host",
+                "--format", "json", "--", "python3", "-c",
+                "import resource as r, socket; print(socket.gethostname(), r.getrlimit(r.RLIMIT_CPU)[0], "
+                    + "r.getrlimit(r.RLIMIT_NPROC)[0], r.getrlimit(r.RLIMIT_AS)[0])",
+            ])
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stderr)")
+        let cgroup = try #require(object["cgroup"] as? [String: Any])
+        #expect(cgroup["applied"] as? Bool == false, "\(cgroup)")
+        let words = (object["stdout"] as? String ?? "").split(separator: " ").map(String.init)
+        #expect(words.count == 4 && words[0] != "airlock", "\(words)")
+        #expect(Array(words.dropFirst()) == ["60", "64", "\(4 << 30)\n"], "\(words)")
+    }
+
     @Test(
         "PID 1's command line is exactly its title, one the argument area holds or one that runs on past it",
         arguments: ["/sbin/init", "/lib/systemd/systemd", String(repeating: "/usr/lib/systemd/systemd-x", count: 40)])
