@@ -65,7 +65,9 @@ public struct HostWorld: Sendable, Equatable {
     public var user: User
     /// The command's whole environment, in order.
     public var environment: [Variable]
-    /// Files placed in the tree, in order (later ones win).
+    /// Files placed in the tree, in order (later ones win), after `mounts`: a drawn world's /etc and home files. This is
+    /// the entry point for the other parts: the network's `/etc/resolv.conf`, the honeytokens' credentials (a file
+    /// below the home lands in the home's tmpfs; its folders are created).
     public var files: [File]
     /// The sandbox's clocks; nil: the host's.
     public var clock: SandboxClock?
