@@ -167,7 +167,7 @@ install-files:
 	install -m 0755 .build/$(CONFIG)/airlockd $(DESTDIR)$(PREFIX)/bin/airlockd
 	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
 	install -d $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
-	install -m 0644 Profiles/harness/load.py Profiles/harness/airlock_harness.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
+	install -m 0644 Profiles/harness/*.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
 	python3 -m compileall -q $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
 	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
 	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md docs/policy.md docs/probe.md docs/sandbox.md docs/profiles.md $(DESTDIR)$(PREFIX)/share/doc/airlock/

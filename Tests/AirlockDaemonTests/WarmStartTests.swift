@@ -60,10 +60,13 @@ struct WarmStartTests {
         return path
     }
 
-    /// The harness processes of warm sandboxes waiting under the daemon, by the libraries they import.
+    /// The harness processes of warm sandboxes waiting under the daemon, by the libraries they import (the
+    /// library's files mapped: nothing on their command line says what they import).
     static func waiting(_ daemon: TestDaemon, importing library: String) -> [Int32] {
         descendants(of: daemon.pid).filter {
-            $0.cmdline.contains("load.py --wait") && $0.cmdline.contains("--import \(library)") && $0.state != "Z"
+            guard isLoader($0), isWaitingLoader($0.pid) else { return false }
+            let maps = (try? String(contentsOfFile: "/proc/\($0.pid)/maps", encoding: .utf8)) ?? ""
+            return maps.contains("/\(library)/")
         }.map(\.pid)
     }
 
