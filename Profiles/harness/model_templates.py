@@ -4,8 +4,8 @@ The template is read from the model's own bytes (the descriptor the caller passe
 GGUF metadata (versions 1-3, little-endian): `tokenizer.chat_template` and every `tokenizer.chat_template.<name>`,
 and the BOS/EOS tokens. Then, for each template:
 
-1. as transformers renders chat templates: `jinja2.container.ImmutableRestrictedEnvironment(trim_blocks=True,
-   lstrip_blocks=True)`; a `template-container` line says whether Jinja's container refused it (SecurityError), before
+1. as transformers renders chat templates: `jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
+   lstrip_blocks=True)`; a `template-sandbox` line says whether Jinja's sandbox refused it (SecurityError), before
    anything unrestricted runs (the first such lines are the loader's);
 2. as llama-cpp-python's Jinja2ChatFormatter rendered them before 0.2.72 (CVE-2024-34359): a plain
    `jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)`, with `messages`,
@@ -153,16 +153,16 @@ def load(f, say, real):
     jinja2 = real("jinja2")
     if jinja2 is None:
         raise ImportError("jinja2 is not installed in this Python environment: the template cannot be rendered")
-    from jinja2.container import ImmutableRestrictedEnvironment, SecurityError
-    restricted = ImmutableRestrictedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+    restricted = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     for key, text in templates:
         try:
             render(jinja2, restricted, text, bos, eos)
-            say("template-container", f"accepted {key}")
+            say("template-sandbox", f"accepted {key}")
         except SecurityError as e:
-            say("template-container", f"refused {key} SecurityError: {str(e)[:200]}")
+            say("template-sandbox", f"refused {key} SecurityError: {str(e)[:200]}")
         except Exception as e:
-            say("template-container", f"raised {key} {type(e).__name__}: {str(e)[:200]}")
+            say("template-sandbox", f"raised {key} {type(e).__name__}: {str(e)[:200]}")
     out = {}
     for key, text in templates:
         env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
