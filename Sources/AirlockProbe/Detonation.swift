@@ -146,7 +146,7 @@ public struct Detonation: Sendable {
     /// profile's.
     static func mounts(_ options: ProbeOptions, settings: HarnessSettings) throws(SandboxError) -> [MountSpec] {
         (options.runtime?.mounts ?? [])
-            + [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: settings.appDirectory)]
+            + (try HarnessFiles.mounts(from: options.harnessDirectory, at: settings.appDirectory))
     }
 
     /// What the supervisor watches once the loader's work ended: the threads and handlers the runtime had at `load`

@@ -28,6 +28,8 @@ GATES = {
              " for f in frames() for w in ('airlock', 'harness'))",
     # __main__'s names.
     "main": "any(w in k.lower() for k in vars(sys.modules['__main__']) for w in ('airlock', 'harness'))",
+    # The mounts: a bind of the loader's folder shows its host source.
+    "mountinfo": "'harness' in open('/proc/self/mountinfo').read().lower()",
     # The process's command line as the kernel has it.
     "cmdline": "any(w in open('/proc/self/cmdline', 'rb').read().lower() for w in (b'airlock', b'harness', b'-i'))",
 }
