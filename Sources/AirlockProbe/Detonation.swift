@@ -88,7 +88,7 @@ public struct Detonation: Sendable {
     /// file name `name`; such a detonation always starts cold.
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
-        folder: FileDescriptor? = nil, name: String? = nil
+        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
         if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
@@ -100,24 +100,30 @@ public struct Detonation: Sendable {
         let phases = HarnessPhase.sequence(probe: options.probePhase)
         let settings = HarnessSettings.draw(avoiding: options.runtime?.trees ?? [])
         let argv = options.serviceInterpreter + [settings.entryPoint]
-        let arguments = HarnessProtocol.arguments(
+        let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
+        defer { model.close() }
+        // The model at ~/models/NAME when its loader opens a path (ModelPlacement); else descriptor 6.
+        let home = options.profile.sandbox.environment.last { $0.0 == "HOME" }?.1 ?? "/tmp"
+        let placed = try ModelPlacement.place(model, format: format, name: fileName, home: home)
+        var arguments = HarnessProtocol.arguments(
             format: format, descriptor: HarnessSettings.descriptor + 1, probe: options.probePhase,
             consumer: plan.consumer, imports: plan.imports, compression: plan.compression,
             folder: folder.map { _ in HarnessSettings.descriptor + 2 }, name: name)
+        if let placed { arguments[1] = placed.path }
         let config = try settings.descriptor(arguments: arguments)
         defer { config.close() }
-        let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
-        defer { model.close() }
-        var passed = [config, model]
+        var passed = [config] + (placed == nil ? [model] : [])
         if let folder {
             let sealed = try ModelSeal.passableDescriptor(folder, profile: options.profile)
             passed.append(sealed)
         }
-        defer { for extra in passed.dropFirst(2) { extra.close() } }
+        defer { for extra in passed.dropFirst(placed == nil ? 2 : 1) { extra.close() } }
+        var trees = (options.runtime?.trees ?? []) + [settings.appDirectory]
+        if let placed { trees.append(String(placed.path[..<placed.path.lastIndex(of: "/")!])) }
         var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: try mounts(options, settings: settings), phases: phases.map(\.rawValue), passedFDs: passed,
-            observation: observation(options), runtimeTrees: (options.runtime?.trees ?? []) + [settings.appDirectory])
+            extraMounts: try mounts(options, settings: settings) + (placed.map { [$0.mount] } ?? []),
+            phases: phases.map(\.rawValue), passedFDs: passed, observation: observation(options), runtimeTrees: trees)
         request.phaseMarkers = settings.phaseMarkers
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue

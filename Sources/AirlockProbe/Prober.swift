@@ -117,7 +117,9 @@ public enum Prober {
                 detonation = onnx.detonation
                 notes = [onnx.note]
             } else {
-                detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+                detonation = try Detonation.run(
+                    fd: fd, format: format, plan: plan, options: options,
+                    fileName: path.split(separator: "/").last.map(String.init))
             }
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))

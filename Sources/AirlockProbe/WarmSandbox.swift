@@ -88,8 +88,9 @@ public final class WarmSandbox: @unchecked Sendable {
             key: key(options), template: template, hold: hold, channel: FileDescriptor(ends[0]),
             idleSeconds: idleSeconds)
         let request: SandboxRequest
+        let config: FileDescriptor
         do throws(SandboxError) {
-            request = try warm.request(options: options, inside: inside)
+            (request, config) = try warm.request(options: options, inside: inside)
         } catch {
             inside.close()
             warm.closeChannel()
@@ -98,6 +99,7 @@ public final class WarmSandbox: @unchecked Sendable {
         startThread { [warm] in
             let outcome = Result { () throws(SandboxError) in try Sandbox.run(request, program: options.program) }
             inside.close()
+            config.close()
             let served = warm.finish(outcome)
             onEnd(warm, served)
         }
@@ -117,17 +119,25 @@ public final class WarmSandbox: @unchecked Sendable {
 
     /// The sandbox's request: the harness waiting on descriptor 6 (its settings on 5), with the template's libraries to import, and
     /// everything else as `Detonation.run` builds it.
-    private func request(options: ProbeOptions, inside: FileDescriptor) throws(SandboxError) -> SandboxRequest {
+    /// Also returns the settings' descriptor, which the caller closes once the sandbox is gone.
+    private func request(
+        options: ProbeOptions, inside: FileDescriptor
+    ) throws(SandboxError) -> (SandboxRequest, FileDescriptor) {
         let imports = template
         let argv = options.serviceInterpreter + [settings.entryPoint]
         let arguments =
             [WarmSandbox.waitOption, HarnessProtocol.descriptorPrefix + String(HarnessSettings.descriptor + 1)]
             + (imports.isEmpty ? [] : [HarnessProtocol.importOption, imports.joined(separator: ",")])
         let config = try settings.descriptor(arguments: arguments)
-        defer { config.close() }
+        let mounts: [MountSpec]
+        do throws(SandboxError) {
+            mounts = try Detonation.mounts(options, settings: settings)
+        } catch {
+            config.close()
+            throw error
+        }
         var request = SandboxRequest(
-            argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: try Detonation.mounts(options, settings: settings),
+            argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds, extraMounts: mounts,
             phases: HarnessPhase.sequence(probe: true).map(\.rawValue), passedFDs: [config, inside],
             observation: Detonation.observation(options),
             runtimeTrees: (options.runtime?.trees ?? []) + [settings.appDirectory], hold: hold)
@@ -135,7 +145,7 @@ public final class WarmSandbox: @unchecked Sendable {
         // Start-up as a cold detonation's: continued by the kernel, counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         Detonation.disguise(&request)
-        return request
+        return (request, config)
     }
 
     /// Whether it can be handed a model now: its harness said it is ready, it still waits, and its idle bound is not

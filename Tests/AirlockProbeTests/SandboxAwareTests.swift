@@ -6,7 +6,7 @@ import Testing
 import AirlockTestSupport
 
 /// Pickles that look for a tell of the loader harness before acting (Tests/Generators/sandbox_aware.py): its modules,
-/// its command line, `sys.flags`, the descriptors' links, the old marker paths, the stack's file names and text,
+/// its command line, `sys.flags`, the descriptors' links, the model as a memfd, the old marker paths, the stack's file names and text,
 /// `__main__`'s names, `/proc/self/mountinfo` and `/proc/self/cmdline`, one at a time and all at once. Each one acts only where it finds
 /// none of them, so each must come out `malicious` by what it did in the sandbox; the canary on the host must stay
 /// untouched.
@@ -18,7 +18,7 @@ struct SandboxAwareTests {
             let names =
                 try JSONSerialization.jsonObject(
                     with: Data(contentsOf: URL(fileURLWithPath: "\(dir)/expectations.json"))) as! [String]
-            #expect(names.count >= 10)
+            #expect(names.count >= 11)
             let options = try RealRuntimeTests.options()
             for name in names {
                 let report = Prober.probe(file: "\(dir)/\(name).pkl", options: options)

@@ -21,6 +21,8 @@ GATES = {
     "flags": "sys.flags.isolated or sys.flags.ignore_environment or sys.flags.no_user_site",
     # The descriptors' links.
     "fdlinks": "any(w in link(d).lower() for d in os.listdir('/proc/self/fd') for w in ('airlock', 'harness'))",
+    # The model as an in-memory file rather than a file at a path, the way a consumer opens it.
+    "modelpath": "any(link(d).startswith('/memfd:') or link(d).endswith('(deleted)') for d in os.listdir('/proc/self/fd'))",
     # The old marker directory and mount point.
     "paths": "os.path.exists('/.airlock') or os.path.exists('/airlock')",
     # The stack's file names, and the script's own text.
