@@ -88,7 +88,7 @@ public struct Detonation: Sendable {
     /// file name `name`; such a detonation always starts cold.
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
-        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil
+        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil, placing: Bool = true
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
         if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
@@ -104,7 +104,7 @@ public struct Detonation: Sendable {
         defer { model.close() }
         // The model at ~/models/NAME when its loader opens a path (ModelPlacement); else descriptor 6.
         let home = options.profile.sandbox.environment.last { $0.0 == "HOME" }?.1 ?? "/tmp"
-        let placed = try ModelPlacement.place(model, format: format, name: fileName, home: home)
+        let placed = placing ? try ModelPlacement.place(model, format: format, name: fileName, home: home) : nil
         var arguments = HarnessProtocol.arguments(
             format: format, descriptor: HarnessSettings.descriptor + 1, probe: options.probePhase,
             consumer: plan.consumer, imports: plan.imports, compression: plan.compression,
@@ -128,7 +128,14 @@ public struct Detonation: Sendable {
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         disguise(&request)
-        let result = try Sandbox.run(request, program: options.program)
+        let result: SandboxResult
+        do throws(SandboxError) {
+            result = try Sandbox.run(request, program: options.program)
+        } catch  where placed != nil && error.kind == .setup {
+            // The file did not fit where the world keeps the home: the model by its descriptor, as before.
+            return try run(
+                fd: fd, format: format, plan: plan, options: options, folder: folder, name: name, placing: false)
+        }
         return Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
             runtime: options.runtime, linePrefix: settings.linePrefix, arguments: arguments)

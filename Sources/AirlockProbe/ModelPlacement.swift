@@ -10,9 +10,12 @@ public import AirlockSystem
 /// The bytes are the sealed copy's (`ModelSeal`): read from that descriptor, never from the host path again, and
 /// written during set-up as a new file of the sandbox's own `~/models` (`MountSpec.file`), whose file system is the
 /// sandbox's. The model's descriptor is then not passed at all. Only for the formats whose loader opens a file
-/// (pickles, PyTorch, NumPy), and for models the sealed copy holds whole (`ModelSeal.sealedCopyLimit`); others keep
+/// (pickles, PyTorch, NumPy), and for models up to `limit`; others keep
 /// the descriptor (docs/probe.md, "The detonation world").
 enum ModelPlacement {
+    /// The largest model placed (a quarter of the default profile's `/tmp`, the home without a world); larger ones,
+    /// and any whose file does not fit at set-up (`Detonation.run` retries), keep the descriptor.
+    static let limit: UInt64 = 16 << 20
     /// The formats whose loader takes a path.
     static let formats: Set<HarnessFormat> = [.pickle, .joblib, .pytorchZip, .pytorchLegacy, .numpy, .npz]
 
@@ -44,7 +47,7 @@ enum ModelPlacement {
         guard formats.contains(format), home.hasPrefix("/") else { return nil }
         var st = stat()
         guard fstat(sealed.rawValue, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 0,
-            UInt64(st.st_size) <= ModelSeal.sealedCopyLimit
+            UInt64(st.st_size) <= limit
         else { return nil }
         let size = Int(st.st_size)
         guard let bytes = FileSystem.readPrefix(sealed.rawValue, upTo: size + 1), bytes.count == size else {
