@@ -65,8 +65,11 @@ struct WarmStartTests {
     static func waiting(_ daemon: TestDaemon, importing library: String) -> [Int32] {
         descendants(of: daemon.pid).filter {
             guard isLoader($0), isWaitingLoader($0.pid) else { return false }
-            let maps = (try? String(contentsOfFile: "/proc/\($0.pid)/maps", encoding: .utf8)) ?? ""
-            return maps.isEmpty || maps.contains("/\(library)/") || maps.contains("lib\(library)")
+            // Read to the end: /proc files report no size.
+            let handle = FileHandle(forReadingAtPath: "/proc/\($0.pid)/maps")
+            let maps = String(decoding: (try? handle?.readToEnd()) ?? Data(), as: UTF8.self)
+            try? handle?.close()
+            return maps.contains("/\(library)/") || maps.contains("lib\(library)")
         }.map(\.pid)
     }
 
@@ -153,6 +156,8 @@ struct WarmStartTests {
             defer { daemon.stop() }
             try WarmStartTests.waitReady(daemon)
             let before = try WarmStartTests.warmStatus(daemon)
+            // Ready says a sandbox waits; its libraries show in its mappings once its imports are done.
+            _ = waitFor(20) { WarmStartTests.waiting(daemon, importing: "torch").count == 1 }
             let victims = WarmStartTests.waiting(daemon, importing: "torch")
             #expect(victims.count == 1, "\(descendants(of: daemon.pid).map(\.cmdline))")
             for pid in victims { kill(pid, SIGKILL) }
