@@ -425,8 +425,8 @@ package func isLoader(_ p: HostProcess) -> Bool {
 /// Whether a loader is a warm one still waiting for its model: it holds its socket at descriptor 6, which the
 /// model's descriptor replaces at the handoff (docs/sandbox.md, "Warm start"); a cold one has its model there.
 package func isWaitingLoader(_ pid: Int32) -> Bool {
-    // Unreadable (the process is going): counted as waiting, never as holding a model.
-    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/6")) ?? "socket:"
+    // No descriptor 6: a cold loader whose model is a file at ~/models (docs/probe.md), holding it.
+    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/6")) ?? ""
     return target.hasPrefix("socket:")
 }
 
