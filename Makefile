@@ -39,7 +39,7 @@ build: deps harness
 # The loader harness's bytecode, compiled once (the sandbox mounts it read-only and never writes bytecode):
 # saves compiling it on every detonation. A stale or missing cache only costs that time.
 harness:
-	$(PYTHON) -m compileall -q Profiles/harness
+	$(PYTHON) -m compileall -q --invalidation-mode checked-hash Profiles/harness
 
 # The house style, strict: swift-format (it ships with the toolchain; configuration in .swift-format: 4 spaces, 120
 # columns) finds nothing to change, and no Swift file is over 600 lines (Tests/Lint/file-lengths.sh). `make format`
@@ -167,8 +167,8 @@ install-files:
 	install -m 0755 .build/$(CONFIG)/airlockd $(DESTDIR)$(PREFIX)/bin/airlockd
 	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
 	install -d $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
-	install -m 0644 Profiles/harness/load.py Profiles/harness/airlock_harness.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
-	python3 -m compileall -q $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
+	install -m 0644 Profiles/harness/*.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
+	python3 -m compileall -q --invalidation-mode checked-hash $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
 	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
 	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md docs/policy.md docs/probe.md docs/sandbox.md docs/profiles.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
 	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)

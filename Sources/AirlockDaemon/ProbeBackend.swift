@@ -30,7 +30,7 @@ public enum ProbeBackend: Sendable {
             let verdictPolicy = try VerdictPolicy.load(policy, for: loaded)
             guard let harness = ProbeOptions.locateHarness() else {
                 let searched = ProfileLocator.searchDirectories().joined(separator: ", ")
-                throw ProbeSetupError("no loader harness (harness/load.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
+                throw ProbeSetupError("no loader harness (harness/serve.py) in \(searched) (set AIRLOCK_PROFILE_DIR)")
             }
             let runtime =
                 resolvePython

@@ -9,8 +9,12 @@ internal import AirlockJSON
 ///
 /// `run` only runs and reads; the policy judges it afterwards (`DynamicRules`, `Verdict.decide`).
 public struct Detonation: Sendable {
-    /// The harness's command line inside the sandbox.
+    /// The harness's command line inside the sandbox (`python3 /srv/NAME/serve.py`).
     public var argv: [String]
+    /// The arguments its settings carried (`HarnessSettings`, `HarnessProtocol.arguments`).
+    public var arguments: [String] = []
+    /// The prefix of the harness's lines in this run (`HarnessSettings.linePrefix`).
+    public var linePrefix: String
     /// The phases the harness was to announce, in order.
     public var phases: [HarnessPhase]
     /// What the sandbox run produced: the trace, the exit, captured output, the observation, the cgroup.
@@ -35,35 +39,39 @@ public struct Detonation: Sendable {
     /// Wraps a finished run; the outcome is read from it.
     public init(
         argv: [String], phases: [HarnessPhase], result: SandboxResult, durationMs: Double,
-        runtime: PythonRuntime? = nil
+        runtime: PythonRuntime? = nil, linePrefix: String, arguments: [String] = []
     ) {
         self.argv = argv
+        self.arguments = arguments
+        self.linePrefix = linePrefix
         self.phases = phases
         self.result = result
-        self.outcome = HarnessOutcome.read(result, phases: phases)
+        self.outcome = HarnessOutcome.read(result, phases: phases, prefix: linePrefix)
         self.durationMs = durationMs
-        self.runtime = runtime.map { Detonation.runtimeSummary($0, result: result) }
+        self.runtime = runtime.map { Detonation.runtimeSummary($0, result: result, prefix: linePrefix) }
         self.installed = runtime?.distributions ?? [:]
     }
 
     /// The runtime's part of the report: the start-up libraries from the first `runtime` line (printed before the
     /// model was touched), and what the harness said afterwards.
-    static func runtimeSummary(_ runtime: PythonRuntime, result: SandboxResult) -> RuntimeSummary {
+    static func runtimeSummary(_ runtime: PythonRuntime, result: SandboxResult, prefix: String) -> RuntimeSummary {
         var startup: [String] = []
-        if let line = HarnessProtocol.first(.runtime, in: result.stderr),
+        if let line = HarnessProtocol.first(.runtime, in: result.stderr, prefix: prefix),
             case .object(let members)? = try? JSON.parse(Array(line.utf8)),
             case .object(let libraries)? = members.first(where: { $0.0 == "libraries" })?.1
         {
             startup = libraries.map(\.0).sorted()
         }
-        let lines = HarnessProtocol.lines(result.stderr)
+        let lines = HarnessProtocol.lines(result.stderr, prefix: prefix)
         let list = { (kind: HarnessProtocol.Line) -> [String] in
             (HarnessProtocol.details(kind, in: lines).last ?? "").split(separator: ",").map(String.init)
                 .filter(ConsumerPlan.isModuleName).prefix(100).map { $0 }
         }
         // The harness says `not-asked` at start-up when torch will not be asked: the first line is always its own.
-        let weightsOnly = HarnessProtocol.first(.weightsOnly, in: result.stderr).map { String($0.prefix(300)) }
-            .flatMap { $0 == "not-asked" ? nil : $0 }
+        let weightsOnly = HarnessProtocol.first(.weightsOnly, in: result.stderr, prefix: prefix).map {
+            String($0.prefix(300))
+        }
+        .flatMap { $0 == "not-asked" ? nil : $0 }
         return runtime.summary(
             startup: startup, loaded: list(.imported), standIns: list(.standIns), weightsOnly: weightsOnly)
     }
@@ -82,7 +90,7 @@ public struct Detonation: Sendable {
     /// file name `name`; such a detonation always starts cold.
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
-        folder: FileDescriptor? = nil, name: String? = nil
+        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil, placing: Bool = true
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
         if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
@@ -92,39 +100,72 @@ public struct Detonation: Sendable {
         }
         let started = StaticScanner.now()
         let phases = HarnessPhase.sequence(probe: options.probePhase)
-        let argv = HarnessProtocol.argv(
-            interpreter: options.interpreter, format: format,
-            descriptor: Sandbox.firstPassedFD, probe: options.probePhase, consumer: plan.consumer,
-            imports: plan.imports, compression: plan.compression,
-            folder: folder.map { _ in Sandbox.firstPassedFD + 1 }, name: name)
+        let settings = HarnessSettings.draw(avoiding: options.runtime?.trees ?? [])
+        let argv = options.serviceInterpreter + [settings.entryPoint]
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
-        var passed = [model]
+        // The model at ~/models/NAME when its loader opens a path (ModelPlacement); else descriptor 6.
+        let world = options.drawWorld()
+        let home = world?.user.home ?? options.profile.sandbox.environment.last { $0.0 == "HOME" }?.1 ?? "/tmp"
+        let placed = placing ? try ModelPlacement.place(model, format: format, name: fileName, home: home) : nil
+        var arguments = HarnessProtocol.arguments(
+            format: format, descriptor: HarnessSettings.descriptor + 1, probe: options.probePhase,
+            consumer: plan.consumer, imports: plan.imports, compression: plan.compression,
+            folder: folder.map { _ in HarnessSettings.descriptor + 2 }, name: name)
+        if let placed { arguments[1] = placed.path }
+        let config = try settings.descriptor(arguments: arguments)
+        defer { config.close() }
+        var passed = [config] + (placed == nil ? [model] : [])
         if let folder {
             let sealed = try ModelSeal.passableDescriptor(folder, profile: options.profile)
             passed.append(sealed)
         }
-        defer { for extra in passed.dropFirst() { extra.close() } }
+        defer { for extra in passed.dropFirst(placed == nil ? 2 : 1) { extra.close() } }
+        var trees = (options.runtime?.trees ?? []) + [settings.appDirectory]
+        if let placed { trees.append(String(placed.path[..<placed.path.lastIndex(of: "/")!])) }
         var request = SandboxRequest(
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: try mounts(options), phases: phases.map(\.rawValue), passedFDs: passed,
-            observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
+            extraMounts: try mounts(options, settings: settings) + (placed.map { [$0.mount] } ?? []),
+            phases: phases.map(\.rawValue), passedFDs: passed, observation: observation(options), runtimeTrees: trees)
+        request.phaseMarkers = settings.phaseMarkers
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
-        request.world = options.drawWorld()
-        let result = try Sandbox.run(request, program: options.program)
+        request.world = world
+        disguise(&request)
+        let result: SandboxResult
+        do throws(SandboxError) {
+            result = try Sandbox.run(request, program: options.program)
+        } catch  where placed != nil && error.kind == .setup {
+            // The file did not fit where the world keeps the home: the model by its descriptor, as before.
+            return try run(
+                fd: fd, format: format, plan: plan, options: options, folder: folder, name: name, placing: false)
+        }
         var detonation = Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
-            runtime: options.runtime)
+            runtime: options.runtime, linePrefix: settings.linePrefix, arguments: arguments)
         detonation.world = request.world
         return detonation
     }
 
+    /// What the interpreter must not be told by its environment, now that it runs as a service would (without `-I`):
+    /// every `PYTHON*` variable goes, and `PYTHONDONTWRITEBYTECODE=1` (what service images set) keeps it from
+    /// writing bytecode, in the profile's environment and in the world's.
+    static func disguise(_ request: inout SandboxRequest) {
+        let python = { (name: String) in name.hasPrefix("PYTHON") }
+        request.profile.sandbox.environment.removeAll { python($0.0) }
+        request.profile.sandbox.environment.append(("PYTHONDONTWRITEBYTECODE", "1"))
+        if var world = request.world {
+            world.environment.removeAll { python($0.name) }
+            world.setEnvironment("PYTHONDONTWRITEBYTECODE", "1")
+            request.world = world
+        }
+    }
+
     /// The runtime's environment and the harness, read-only: what every detonation's sandbox mounts besides the
     /// profile's.
-    static func mounts(_ options: ProbeOptions) throws(SandboxError) -> [MountSpec] {
+    static func mounts(_ options: ProbeOptions, settings: HarnessSettings) throws(SandboxError) -> [MountSpec] {
         (options.runtime?.mounts ?? [])
-            + [try MountSpec.readOnlyBind(host: options.harnessDirectory, sandbox: HarnessProtocol.mountPoint)]
+            + (try HarnessFiles.mounts(from: options.harnessDirectory, at: settings.appDirectory))
     }
 
     /// What the supervisor watches once the loader's work ended: the threads and handlers the runtime had at `load`
@@ -207,7 +248,8 @@ public struct Detonation: Sendable {
     /// The `detonation` member of the report, typed (`DetonationSummary` writes it).
     var summary: DetonationSummary {
         DetonationSummary(
-            argv: argv, outcome: outcome.outcome?.rawValue ?? "loaded", phaseReached: outcome.phase.rawValue,
+            argv: argv + arguments, outcome: outcome.outcome?.rawValue ?? "loaded",
+            phaseReached: outcome.phase.rawValue,
             leftBehind: outcome.leftBehindSummary, observation: result.observation,
             exitCode: result.exitCode.map(Int.init), signal: result.signal, timedOut: result.timedOut,
             durationMs: (Double(result.durationNs - (warm ? min(result.releasedNs ?? 0, result.durationNs) : 0)) / 1e3)

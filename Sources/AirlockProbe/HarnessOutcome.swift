@@ -39,9 +39,10 @@ public struct HarnessOutcome: Sendable, Equatable {
     }
 
     /// Reads a finished detonation; `phases` are the phases the harness was to announce, in order.
-    public static func read(_ result: SandboxResult, phases: [HarnessPhase]) -> HarnessOutcome {
+    /// `prefix` is the run's line prefix (`HarnessSettings.linePrefix`).
+    public static func read(_ result: SandboxResult, phases: [HarnessPhase], prefix: String) -> HarnessOutcome {
         let phase = phases.last { p in result.trace.contains { $0.phase == p.rawValue } } ?? phases.first ?? .startup
-        let lines = HarnessProtocol.lines(result.stderr)
+        let lines = HarnessProtocol.lines(result.stderr, prefix: prefix)
         var out = HarnessOutcome(outcome: nil, detail: nil, phase: phase)
         out.leftBehind = HarnessProtocol.details(.leftBehind, in: lines).last
         out.observedLeft = observed(result.observation)

@@ -70,16 +70,13 @@ public enum HarnessFormat: String, Sendable, CaseIterable {
 /// lines it prints and the exit codes it ends with. Each string here is written once; the harness writes the same
 /// ones in Python, and `HarnessContractTests` fails when the two disagree.
 public enum HarnessProtocol {
-    /// Where the harness directory is mounted in the sandbox.
+    /// Where the harness directory is mounted in the sandbox that describes a Python environment (`runtime.py`, no
+    /// model involved); a detonation mounts it at `HarnessSettings.appDirectory`.
     public static let mountPoint = "/airlock/harness"
-    /// The entry point inside the sandbox.
-    public static let entryPoint = mountPoint + "/load.py"
     /// The argument that asks the harness to skip the probe phase.
     public static let noProbeFlag = "--no-probe"
     /// The prefix of the model argument naming a passed descriptor (`fd:3`).
     public static let descriptorPrefix = "fd:"
-    /// The prefix of every line the harness prints for the supervisor.
-    public static let linePrefix = "airlock-harness: "
     /// The script that describes a Python environment (`PythonRuntime`), inside the sandbox.
     public static let runtimeEntryPoint = mountPoint + "/runtime.py"
     /// The prefix of the one line `runtime.py` prints.
@@ -147,21 +144,21 @@ public enum HarnessProtocol {
         case exhausted = 4
     }
 
-    /// The harness's command line inside the sandbox: `interpreter`, the entry point, the format and the model's
+    /// The harness's arguments (its settings' `arguments`, `HarnessSettings`): the format and the model's
     /// descriptor, `--no-probe` unless the probe phase is wanted, the pickle's consumer when not plain pickle, the
     /// libraries to import at start-up, and for ONNX the folder's pack descriptor and the model's file name.
-    public static func argv(
-        interpreter: [String], format: HarnessFormat, descriptor: Int32, probe: Bool,
-        consumer: HarnessConsumer = .pickle, imports: [String] = [], compression: String? = nil, folder: Int32? = nil,
-        name: String? = nil
+    public static func arguments(
+        format: HarnessFormat, descriptor: Int32, probe: Bool, consumer: HarnessConsumer = .pickle,
+        imports: [String] = [], compression: String? = nil, folder: Int32? = nil, name: String? = nil
     ) -> [String] {
-        interpreter + [entryPoint, format.rawValue, descriptorPrefix + String(descriptor)]
-            + (probe ? [] : [noProbeFlag])
-            + (consumer == .pickle ? [] : [consumerOption, consumer.rawValue])
-            + (compression.map { [compressionOption, $0] } ?? [])
-            + (imports.isEmpty ? [] : [importOption, imports.joined(separator: ",")])
-            + (folder.map { [folderOption, descriptorPrefix + String($0)] } ?? [])
-            + (name.map { [nameOption, $0] } ?? [])
+        var out = [format.rawValue, descriptorPrefix + String(descriptor)]
+        if !probe { out.append(noProbeFlag) }
+        if consumer != .pickle { out += [consumerOption, consumer.rawValue] }
+        if let compression { out += [compressionOption, compression] }
+        if !imports.isEmpty { out += [importOption, imports.joined(separator: ",")] }
+        if let folder { out += [folderOption, descriptorPrefix + String(folder)] }
+        if let name { out += [nameOption, name] }
+        return out
     }
 
     /// The details of the `kind` lines among `lines` (already stripped of `linePrefix`), in order.
@@ -170,17 +167,20 @@ public enum HarnessProtocol {
         return lines.filter { $0.hasPrefix(head) }.map { String($0.dropFirst(head.count)) }
     }
 
-    /// Lines starting with `linePrefix`, without it (the last 64 KiB of output at most).
-    static func lines(_ bytes: [UInt8]) -> [String] {
-        String(decoding: bytes.suffix(65536), as: UTF8.self).split(separator: "\n")
-            .filter { $0.hasPrefix(linePrefix) }.map { String($0.dropFirst(linePrefix.count)) }
+    /// Lines starting with `prefix` (the run's `HarnessSettings.linePrefix`), without it (the last 64 KiB of output
+    /// at most). An empty prefix matches nothing.
+    static func lines(_ bytes: [UInt8], prefix: String) -> [String] {
+        guard !prefix.isEmpty else { return [] }
+        return String(decoding: bytes.suffix(65536), as: UTF8.self).split(separator: "\n")
+            .filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
     }
 
     /// The first `kind` line's detail in the first 64 KiB of output: the one printed before the model could print.
-    static func first(_ kind: Line, in bytes: [UInt8]) -> String? {
+    static func first(_ kind: Line, in bytes: [UInt8], prefix: String) -> String? {
+        guard !prefix.isEmpty else { return nil }
         let head = kind.rawValue + " "
         return String(decoding: bytes.prefix(65536), as: UTF8.self).split(separator: "\n")
-            .first { $0.hasPrefix(linePrefix + head) }.map { String($0.dropFirst(linePrefix.count + head.count)) }
+            .first { $0.hasPrefix(prefix + head) }.map { String($0.dropFirst(prefix.count + head.count)) }
     }
 }
 

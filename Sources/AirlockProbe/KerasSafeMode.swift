@@ -12,8 +12,9 @@ enum KerasSafeMode {
     /// first such line (printed before anything of the model's runs with `safe_mode=False`).
     static func findings(_ detonation: Detonation) -> [Finding] {
         let formats = [HarnessFormat.keras.rawValue, HarnessFormat.hdf5.rawValue]
-        guard detonation.argv.contains(where: formats.contains),
-            let detail = HarnessProtocol.first(.kerasSafeMode, in: detonation.result.stderr)
+        guard detonation.arguments.contains(where: formats.contains),
+            let detail = HarnessProtocol.first(
+                .kerasSafeMode, in: detonation.result.stderr, prefix: detonation.linePrefix)
         else { return [] }
         let words = detail.prefix(300).split(separator: " ", maxSplits: 1).map(String.init)
         let answer = words.first ?? ""

@@ -23,7 +23,7 @@ internal import CSandbox
 /// (little-endian).
 public struct ONNXFolderPack: Sendable {
     /// The pack's first bytes (the harness checks them).
-    public static let magic = Array("AIRLOCK-ONNX-DIR1\n".utf8)
+    public static let magic = Array("MODEL-DIR-1\n".utf8)
     /// Most files packed.
     public static let maxFiles = 64
     /// Most bytes packed, all files together: the sandbox's `/tmp` holds them and the model's copy.

@@ -4,7 +4,7 @@ public import AirlockSandbox
 #endif
 
 extension ProfileLocator {
-    /// The first profile directory that holds `relativePath` (`harness/load.py`, `policy.json`), as a full path.
+    /// The first profile directory that holds `relativePath` (`harness/serve.py`, `policy.json`), as a full path.
     ///
     /// The probe's own files ship beside the sandbox profiles, so they are looked for in the same directories; the
     /// sandbox itself locates only profiles.

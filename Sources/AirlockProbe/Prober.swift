@@ -16,7 +16,7 @@ public struct ProbeOptions: Sendable {
     public var program: SeccompProgram?
     /// How the trace becomes findings.
     public var policy: VerdictPolicy
-    /// Host directory holding `load.py`, mounted read-only at `/airlock/harness`.
+    /// Host directory holding `serve.py`, mounted read-only at `HarnessSettings.appDirectory`.
     public var harnessDirectory: String
     /// Wall-clock deadline of a detonation in seconds; the profile's when nil.
     public var timeoutSeconds: Double?
@@ -60,10 +60,13 @@ public struct ProbeOptions: Sendable {
 
     /// The interpreter command inside the sandbox, before the harness path.
     public var interpreter: [String] { runtime?.arguments ?? ["python3", "-I", "-S"] }
+    /// The interpreter command a detonation runs the harness with, as a service runs its script: no `-I` (a
+    /// payload reads `sys.flags`), the environment cleaned instead (`Detonation.disguise`); `-S` without a runtime.
+    public var serviceInterpreter: [String] { runtime.map { [$0.interpreter] } ?? ["python3", "-S"] }
 
-    /// The harness directory found beside the profiles (`harness/load.py` in the profile directories).
+    /// The harness directory found beside the profiles (`harness/serve.py` in the profile directories).
     public static func locateHarness() -> String? {
-        ProfileLocator.locate("harness/load.py").map { String($0.dropLast("/load.py".count)) }
+        ProfileLocator.locate("harness/serve.py").map { String($0.dropLast("/serve.py".count)) }
     }
 }
 
@@ -125,7 +128,9 @@ public enum Prober {
                 detonation = onnx.detonation
                 notes = [onnx.note]
             } else {
-                detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+                detonation = try Detonation.run(
+                    fd: fd, format: format, plan: plan, options: options,
+                    fileName: path.split(separator: "/").last.map(String.init))
             }
         } catch {
             report.timings.append(("detonationMs", StaticScanner.ms(since: started)))

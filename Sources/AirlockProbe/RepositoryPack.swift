@@ -20,7 +20,7 @@ internal import CSandbox
 /// (little-endian).
 public struct RepositoryPack: Sendable {
     /// The pack's first bytes (the harness checks them).
-    public static let magic = Array("AIRLOCK-HF-REPO1\n".utf8)
+    public static let magic = Array("MODEL-REPO-1\n".utf8)
     /// Most files packed.
     public static let maxFiles = 256
     /// Largest file packed; a bigger one is left out (and named in `left`).

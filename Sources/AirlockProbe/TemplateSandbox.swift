@@ -13,10 +13,13 @@ enum TemplateSandbox {
 
     /// Info findings `probe.template-sandbox`, one per template, for a detonation of the `gguf` loader.
     static func findings(_ detonation: Detonation) -> [Finding] {
-        guard detonation.argv.contains(HarnessFormat.gguf.rawValue) else { return [] }
-        let head = HarnessProtocol.linePrefix + HarnessProtocol.Line.templateSandbox.rawValue + " "
+        guard detonation.arguments.contains(HarnessFormat.gguf.rawValue), !detonation.linePrefix.isEmpty else {
+            return []
+        }
+        let prefix = detonation.linePrefix
+        let head = prefix + HarnessProtocol.Line.templateSandbox.rawValue + " "
         let lines = String(decoding: detonation.result.stderr.prefix(65536), as: UTF8.self).split(separator: "\n")
-            .prefix { $0.hasPrefix(head) || !$0.hasPrefix(HarnessProtocol.linePrefix + "template") }
+            .prefix { $0.hasPrefix(head) || !$0.hasPrefix(prefix + "template") }
             .filter { $0.hasPrefix(head) }.prefix(maxLines)
         return lines.map { line in
             let detail = String(line.dropFirst(head.count).prefix(300))

@@ -20,7 +20,7 @@ public protocol WarmStartSource: AnyObject, Sendable {
 /// namespace, the profile's mounts, filter and limits, the runtime and the harness mounted read-only), its harness
 /// has started the consumer's interpreter, imported some of the runtime's libraries (`template`, one of
 /// `ConsumerPlan.templates`) in phase `startup`, and waits for one model on a socket that is its passed descriptor 5
-/// (`load.py --wait fd:5`). It is a `SandboxHold`: until handed its model it may wait `idleSeconds`. It is used only
+/// (`serve.py` with `--wait fd:6` in its settings). It is a `SandboxHold`: until handed its model it may wait `idleSeconds`. It is used only
 /// for a model whose plan imports at least those libraries (`ConsumerPlan.serves`), so its start-up is a cold one's.
 ///
 /// `detonate` hands it the model: the harness's arguments (what a cold detonation's command line says) and the
@@ -48,6 +48,8 @@ public final class WarmSandbox: @unchecked Sendable {
     /// How long it may wait for its model, seconds.
     public let idleSeconds: Double
     private let hold: SandboxHold
+    /// This sandbox's harness settings (markers, line prefix, folder), drawn when it starts: it serves one model.
+    private let settings = HarnessSettings.draw()
     /// The pool's end of the socket (the other end is the sandbox's descriptor 5).
     private let channel: FileDescriptor
     private let monitor = Monitor()
@@ -60,7 +62,7 @@ public final class WarmSandbox: @unchecked Sendable {
 
     /// The byte the harness sends once its start-up is over.
     static let readyByte = UInt8(ascii: "R")
-    /// The harness's option that makes it wait for its model (`load.py --wait fd:N`).
+    /// The harness's option that makes it wait for its model (`--wait fd:N` in its settings).
     static let waitOption = "--wait"
     /// A sandbox is not handed a model in the last moments of its idle bound: seconds kept in reserve.
     static let idleReserve = 5.0
@@ -86,8 +88,9 @@ public final class WarmSandbox: @unchecked Sendable {
             key: key(options), template: template, hold: hold, channel: FileDescriptor(ends[0]),
             idleSeconds: idleSeconds, world: options.drawWorld())
         let request: SandboxRequest
+        let config: FileDescriptor
         do throws(SandboxError) {
-            request = try warm.request(options: options, inside: inside)
+            (request, config) = try warm.request(options: options, inside: inside)
         } catch {
             inside.close()
             warm.closeChannel()
@@ -96,6 +99,7 @@ public final class WarmSandbox: @unchecked Sendable {
         startThread { [warm] in
             let outcome = Result { () throws(SandboxError) in try Sandbox.run(request, program: options.program) }
             inside.close()
+            config.close()
             let served = warm.finish(outcome)
             onEnd(warm, served)
         }
@@ -120,26 +124,36 @@ public final class WarmSandbox: @unchecked Sendable {
 
     deinit { closeChannel() }
 
-    /// The sandbox's request: the harness waiting on descriptor 5, with the template's libraries to import, and
+    /// The sandbox's request: the harness waiting on descriptor 6 (its settings on 5), with the template's libraries to import, and
     /// everything else as `Detonation.run` builds it.
-    private func request(options: ProbeOptions, inside: FileDescriptor) throws(SandboxError) -> SandboxRequest {
+    /// Also returns the settings' descriptor, which the caller closes once the sandbox is gone.
+    private func request(
+        options: ProbeOptions, inside: FileDescriptor
+    ) throws(SandboxError) -> (SandboxRequest, FileDescriptor) {
         let imports = template
-        let argv =
-            options.interpreter
-            + [
-                HarnessProtocol.entryPoint, WarmSandbox.waitOption,
-                HarnessProtocol.descriptorPrefix + String(Sandbox.firstPassedFD),
-            ]
+        let argv = options.serviceInterpreter + [settings.entryPoint]
+        let arguments =
+            [WarmSandbox.waitOption, HarnessProtocol.descriptorPrefix + String(HarnessSettings.descriptor + 1)]
             + (imports.isEmpty ? [] : [HarnessProtocol.importOption, imports.joined(separator: ",")])
+        let config = try settings.descriptor(arguments: arguments)
+        let mounts: [MountSpec]
+        do throws(SandboxError) {
+            mounts = try Detonation.mounts(options, settings: settings)
+        } catch {
+            config.close()
+            throw error
+        }
         var request = SandboxRequest(
-            argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
-            extraMounts: try Detonation.mounts(options), phases: HarnessPhase.sequence(probe: true).map(\.rawValue),
-            passedFDs: [inside], observation: Detonation.observation(options),
-            runtimeTrees: options.runtime?.trees ?? [], hold: hold)
+            argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds, extraMounts: mounts,
+            phases: HarnessPhase.sequence(probe: true).map(\.rawValue), passedFDs: [config, inside],
+            observation: Detonation.observation(options),
+            runtimeTrees: (options.runtime?.trees ?? []) + [settings.appDirectory], hold: hold)
+        request.phaseMarkers = settings.phaseMarkers
         // Start-up as a cold detonation's: continued by the kernel, counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         request.world = world
-        return request
+        Detonation.disguise(&request)
+        return (request, config)
     }
 
     /// Whether it can be handed a model now: its harness said it is ready, it still waits, and its idle bound is not
@@ -189,13 +203,12 @@ public final class WarmSandbox: @unchecked Sendable {
         else { return nil }
         let started = StaticScanner.now()
         let phases = HarnessPhase.sequence(probe: options.probePhase)
-        let argv = HarnessProtocol.argv(
-            interpreter: options.interpreter, format: format, descriptor: Sandbox.firstPassedFD,
-            probe: options.probePhase, consumer: plan.consumer, imports: plan.imports,
-            compression: plan.compression)
+        let argv = options.serviceInterpreter + [settings.entryPoint]
+        let arguments = HarnessProtocol.arguments(
+            format: format, descriptor: HarnessSettings.descriptor + 1, probe: options.probePhase,
+            consumer: plan.consumer, imports: plan.imports, compression: plan.compression)
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
-        let arguments = Array(argv.dropFirst(options.interpreter.count + 1))
         let message = JSON.object([("arguments", .array(arguments.map(JSON.string)))]).serialized()
         let release = SandboxHold.Release(timeoutSeconds: options.timeoutSeconds, phases: phases.map(\.rawValue))
         guard hold.release(release) else {
@@ -212,7 +225,7 @@ public final class WarmSandbox: @unchecked Sendable {
         }
         var detonation = Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
-            runtime: options.runtime)
+            runtime: options.runtime, linePrefix: settings.linePrefix, arguments: arguments)
         detonation.warm = true
         detonation.world = world
         return detonation

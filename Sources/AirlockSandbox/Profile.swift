@@ -194,6 +194,8 @@ public struct MountSpec: Sendable, Equatable {
     public var target: String?
     /// File contents (file).
     public var contents: String?
+    /// File contents as bytes (file), used instead of `contents` when set: a file that is not text.
+    public var bytes: [UInt8]? = nil
     /// Size in bytes (tmpfs).
     public var sizeBytes: UInt64?
     /// Permission bits (tmpfs, file, dir).
@@ -203,6 +205,16 @@ public struct MountSpec: Sendable, Equatable {
 }
 
 extension MountSpec {
+    /// A file created at an absolute sandbox path with `bytes` (in the sandbox's root, read-only once set up).
+    public static func file(sandbox: String, bytes: [UInt8], mode: UInt32 = 0o644) throws(SandboxError) -> MountSpec {
+        let destination = try SandboxSettings.sandboxPath(sandbox, field: "mount destination")
+        var m = MountSpec(
+            kind: .file, source: nil, destination: destination, target: nil, contents: nil, sizeBytes: nil, mode: mode,
+            optional: false)
+        m.bytes = bytes
+        return m
+    }
+
     /// A read-only bind of a host path (made absolute) at an absolute sandbox path.
     public static func readOnlyBind(host: String, sandbox: String) throws(SandboxError) -> MountSpec {
         var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

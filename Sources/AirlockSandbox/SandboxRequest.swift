@@ -13,6 +13,9 @@ public struct SandboxRequest: Sendable {
     public var extraMounts: [MountSpec]
     /// Phases the command may announce, in order (`startup`, `load`, `probe`); empty for none. See `PhaseMarker`.
     public var phases: [String]
+    /// The paths whose opens announce a phase (path → phase name), drawn per run by the caller; empty: the fixed
+    /// `PhaseMarker.prefix` paths. With markers, an open below the fixed prefix is an ordinary open.
+    public var phaseMarkers: [String: String] = [:]
     /// Open descriptors handed to the command, as `Sandbox.firstPassedFD`, +1, … (at most 8). The command can use
     /// what they are open for, and nothing the mount tree does not show otherwise; reopening one through
     /// `/proc/self/fd/N` is an ordinary open, checked against the sandbox's ids and notified like any other.

@@ -202,6 +202,7 @@ final class SandboxSupervisor {
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator,
             quietPhase: request.quietPhase
         )
+        notifier.phaseMarkers = request.phaseMarkers
         let observer = makeObserver(notifier)
         var run = RunState(
             stdout: CapturedOutput(fd: ends.stdout, limit: limits.outputBytes),

@@ -23,6 +23,8 @@ final class SeccompNotifier {
     private var launched = false
     private var seq = 0
     private var phases: [String]
+    /// The marker paths (path → phase); empty: `PhaseMarker.prefix`.
+    var phaseMarkers: [String: String] = [:]
     private var phase = 0
 
     /// The trace, within its budgets (events, bytes, each event's arguments); see `TraceRecorder`.
@@ -120,7 +122,7 @@ final class SeccompNotifier {
                 decoded.target = nil
                 decoded.unreadable = "signal target outside the sandbox"
             }
-            if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path) {
+            if !phases.isEmpty, let marked = PhaseMarker.phase(name, decoded.path, markers: phaseMarkers) {
                 decision = announce(marked)
                 if decision.rule == .phase { onPhase?(phases[phase], hostPid) }
             } else {

@@ -174,7 +174,7 @@ final class SpawnSpecification {
                 c.kind = Int32(AIRLOCK_MOUNT_DEV.rawValue)
             case .file:
                 c.kind = Int32(AIRLOCK_MOUNT_FILE.rawValue)
-                let bytes = Array((m.contents ?? "").utf8)
+                let bytes = m.bytes ?? Array((m.contents ?? "").utf8)
                 c.data = UnsafePointer(arena.bytes(bytes))
                 c.data_len = bytes.count
                 c.mode = m.mode ?? 0o644

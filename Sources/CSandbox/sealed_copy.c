@@ -37,7 +37,7 @@ static int al_copy_range(int copy, int fd, off_t from, off_t to, uint64_t *left)
 }
 
 int airlock_sealed_copy(int fd, uint64_t size, uint64_t budget) {
-    int copy = memfd_create("airlock-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int copy = memfd_create("model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (copy < 0) return -1;
     uint64_t left = budget;
     /* The size first: what is never written stays a hole, which costs no memory and reads as zeros. */

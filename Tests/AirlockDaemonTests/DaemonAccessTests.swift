@@ -234,7 +234,7 @@ extension DaemonTests {
             let gone = waitFor(2) { tree.allSatisfy { !running($0) } }
             let left = tree.compactMap(hostProcess).filter { $0.state != "Z" }
             #expect(gone, "left behind: \(left.map { "\($0.pid) \($0.cmdline)" })")
-            #expect(!tree.compactMap(hostProcess).contains { $0.state != "Z" && $0.cmdline.contains("load.py") })
+            #expect(!tree.compactMap(hostProcess).contains { isLoader($0) })
 
             // The stale socket file is replaced by the next daemon.
             #expect(daemon.waitForExit(timeout: 5))

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import AirlockTestSupport
 
-/// The harness reads PyTorch ZIPs with its own miniz-like reader (`TorchZip` in Profiles/harness/load.py), so that a
+/// The harness reads PyTorch ZIPs with its own miniz-like reader (`TorchZip` in Profiles/harness/model_loader.py), so that a
 /// detonation loads the record torch.load would load. Its lookup must agree with the static analysis's replay of
 /// miniz (`MinizLookup`) on every layout of duplicate and case-folded names. Nothing is unpickled: the harness's
 /// reader is only asked which record it finds.
@@ -14,7 +14,7 @@ struct HarnessZipTests {
         let script = """
             import io, json, random, sys, warnings, zipfile
             sys.path.insert(0, sys.argv[1])
-            from airlock_harness import TorchZip
+            from model_loader import TorchZip
             warnings.simplefilter("ignore")
             random.seed(7)
             variants = ["archive/data.pkl", "ARCHIVE/data.pkl", "archive/DATA.pkl", "archive/data.pkl0", "Archive/Data.PKL"]

@@ -9,7 +9,7 @@ import AirlockTestSupport
 /// code would otherwise only show as a detonation misjudged).
 @Suite struct HarnessContractTests {
     static func harness() throws -> String {
-        try String(contentsOfFile: "\(repositoryRoot)/Profiles/harness/airlock_harness.py", encoding: .utf8)
+        try String(contentsOfFile: "\(repositoryRoot)/Profiles/harness/model_loader.py", encoding: .utf8)
     }
 
     /// Every match of `pattern`'s groups in `text`.
@@ -21,11 +21,13 @@ import AirlockTestSupport
         }
     }
 
-    @Test("the harness announces the phases HarnessPhase names, through PhaseMarker's prefix")
+    @Test("the harness announces the phases HarnessPhase names, through the markers its settings name")
     func phases() throws {
         let source = try Self.harness()
-        let prefix = try Self.matches(#"PHASE_PREFIX = "([^"]*)""#, in: source)
-        #expect(prefix.map(\.[0]) == [PhaseMarker.prefix])
+        #expect(source.contains("open(MARKERS[phase], \"rb\")"))
+        #expect(source.contains("MARKERS.update(markers)"))
+        let fd = try Self.matches(#"SETTINGS_FD = (\d+)\n"#, in: source)
+        #expect(fd.map(\.[0]) == [String(HarnessSettings.descriptor)])
         let announced = try Self.matches(#"announce\("([a-z]+)"\)"#, in: source).map(\.[0])
         // `startup` is where the harness begins: never announced.
         #expect(announced == HarnessPhase.allCases.dropFirst().map(\.rawValue), "\(announced)")
@@ -44,9 +46,10 @@ import AirlockTestSupport
     @Test("the harness prints the lines HarnessProtocol reads, and ends with their exit codes")
     func linesAndExitCodes() throws {
         let source = try Self.harness()
-        #expect(source.contains("print(f\"\(HarnessProtocol.linePrefix){kind} "))
-        #expect(source.contains("\"\(HarnessProtocol.linePrefix)\(HarnessProtocol.Line.leftBehind.rawValue) threads="))
-        #expect(source.contains("\"\(HarnessProtocol.linePrefix)\(HarnessProtocol.Line.loaded.rawValue) "))
+        #expect(source.contains("print(f\"{LINE_PREFIX}{kind} "))
+        #expect(source.contains("\"{LINE_PREFIX}\(HarnessProtocol.Line.leftBehind.rawValue) threads="))
+        #expect(source.contains("\"{LINE_PREFIX}\(HarnessProtocol.Line.loaded.rawValue) "))
+        #expect(source.contains("LINE_PREFIX = prefix"))
         let failures = try Self.matches(#"fail\((\d+), "([a-z-]+)""#, in: source)
         #expect(!failures.isEmpty)
         for failure in failures {
@@ -61,34 +64,34 @@ import AirlockTestSupport
         #expect(source.contains("return \(HarnessProtocol.ExitCode.loaded.rawValue)\n"))
     }
 
-    @Test("the harness takes the command line HarnessProtocol.argv builds")
+    @Test("the harness takes the arguments HarnessProtocol.arguments builds, from the settings HarnessSettings writes")
     func commandLine() throws {
         let source = try Self.harness()
-        let entry = try String(contentsOfFile: "\(repositoryRoot)/Profiles/harness/load.py", encoding: .utf8)
-        #expect(entry.contains("from airlock_harness import main"))
-        #expect(HarnessProtocol.entryPoint.hasSuffix("/load.py"))
+        let entry = try String(
+            contentsOfFile: "\(repositoryRoot)/Profiles/harness/\(HarnessSettings.entryName)", encoding: .utf8)
+        #expect(entry.contains("from model_loader import run"))
         #expect(source.contains("\"\(HarnessProtocol.noProbeFlag)\" not in argv[3:]"))
         #expect(source.contains("spec.startswith(\"\(HarnessProtocol.descriptorPrefix)\")"))
-        let argv = HarnessProtocol.argv(interpreter: ["python3"], format: .pytorchZip, descriptor: 3, probe: false)
-        #expect(argv == ["python3", "/airlock/harness/load.py", "pytorch-zip", "fd:3", "--no-probe"])
+        #expect(source.contains("value[\"arguments\"], value[\"markers\"], value[\"prefix\"]"))
+        let arguments = HarnessProtocol.arguments(format: .pytorchZip, descriptor: 6, probe: false)
+        #expect(arguments == ["pytorch-zip", "fd:6", "--no-probe"])
+        let settings = HarnessSettings.draw()
+        let json = settings.json(arguments: arguments)
+        #expect(json.contains("\"arguments\":[\"pytorch-zip\",\"fd:6\",\"--no-probe\"]"), "\(json)")
+        #expect(settings.entryPoint.hasPrefix("/srv/") && settings.entryPoint.hasSuffix("/serve.py"))
     }
 
     @Test("the ONNX loader takes the folder pack and name HarnessProtocol passes, and imports its libraries")
     func onnxContract() throws {
         let source = try String(
-            contentsOfFile: "\(repositoryRoot)/Profiles/harness/airlock_onnx.py", encoding: .utf8)
+            contentsOfFile: "\(repositoryRoot)/Profiles/harness/model_onnx.py", encoding: .utf8)
         #expect(source.contains("MAGIC = b\"\(String(decoding: ONNXFolderPack.magic.dropLast(), as: UTF8.self))\\n\""))
         #expect(source.contains("MAX_FILES = \(ONNXFolderPack.maxFiles)\n"))
         #expect(source.contains("arg == \"\(HarnessProtocol.folderOption)\""))
         #expect(source.contains("arg == \"\(HarnessProtocol.nameOption)\""))
-        let argv = HarnessProtocol.argv(
-            interpreter: ["python3"], format: .onnx, descriptor: 3, probe: true, imports: ["onnx"], folder: 4,
-            name: "m.onnx")
-        #expect(
-            argv == [
-                "python3", "/airlock/harness/load.py", "onnx", "fd:3", "--import", "onnx", "--folder", "fd:4", "--name",
-                "m.onnx",
-            ])
+        let arguments = HarnessProtocol.arguments(
+            format: .onnx, descriptor: 6, probe: true, imports: ["onnx"], folder: 7, name: "m.onnx")
+        #expect(arguments == ["onnx", "fd:6", "--import", "onnx", "--folder", "fd:7", "--name", "m.onnx"])
         #expect(ConsumerPlan.libraries.isSuperset(of: ["onnx", "onnxruntime"]))
     }
 

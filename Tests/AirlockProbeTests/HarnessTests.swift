@@ -1,10 +1,12 @@
+@testable import AirlockProbe
 @testable import AirlockSandbox
 import AirlockTrace
 import Foundation
 import Testing
 import AirlockTestSupport
+import AirlockSystem
 
-/// The loader harness (Profiles/harness/load.py) detonating generated models in the sandbox: groundwork for
+/// The loader harness (Profiles/harness/serve.py) detonating generated models in the sandbox: groundwork for
 /// `airlock probe`. Malicious loads are refused and attributed to the `load` phase; benign ones load cleanly.
 @Suite("Loader harness", .serialized)
 struct HarnessTests {
@@ -18,17 +20,23 @@ struct HarnessTests {
         return out
     }
 
+    /// The prefix of the harness's lines in these runs.
+    static let prefix = "[harness-test] "
+
     func detonate(_ file: String, format: String, in dir: String) throws -> SandboxResult {
+        var settings = HarnessSettings.draw()
+        settings.linePrefix = HarnessTests.prefix
         let mounts = [
-            try MountSpec.readOnlyBind(host: "\(repositoryRoot)/Profiles/harness", sandbox: "/airlock/harness"),
+            try MountSpec.readOnlyBind(host: "\(repositoryRoot)/Profiles/harness", sandbox: settings.appDirectory),
             try MountSpec.readOnlyBind(host: "\(dir)/\(file)", sandbox: "/model/\(file)"),
         ]
-        return try Sandbox.run(
-            SandboxRequest(
-                argv: ["python3", "-I", "-S", "/airlock/harness/load.py", format, "/model/\(file)"],
-                profile: defaultProfile(), timeoutSeconds: 20, extraMounts: mounts,
-                phases: ["startup", "load", "probe", "end"]
-            ))
+        let config = try settings.descriptor(arguments: [format, "/model/\(file)"])
+        defer { config.close() }
+        var request = SandboxRequest(
+            argv: ["python3", "-S", settings.entryPoint], profile: try defaultProfile(), timeoutSeconds: 20,
+            extraMounts: mounts, phases: ["startup", "load", "probe", "end"], passedFDs: [config])
+        request.phaseMarkers = settings.phaseMarkers
+        return try Sandbox.run(request)
     }
 
     @Test(
@@ -62,7 +70,7 @@ struct HarnessTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try detonate(file, format: format, in: dir)
         #expect(result.exitCode == 0, "\(result.err)")
-        #expect(result.out.contains("airlock-harness: loaded "))
+        #expect(result.out.contains("\(HarnessTests.prefix)loaded "))
         let refused = result.trace.filter { $0.action != .allowed && $0.rule != .phase }
         #expect(refused.isEmpty, "\(refused.map { "\($0.syscall) \(TraceText.details($0.args))" })")
         #expect(result.trace.contains { $0.rule == .phase && $0.phase == "load" })

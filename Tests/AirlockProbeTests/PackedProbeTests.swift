@@ -64,9 +64,8 @@ struct PackedProbeTests {
         #expect(Prober.harnessFormat(report) == nil, "numpy.load does not decompress")
         let plan = ConsumerPlan(format: .pickle, modules: [], runtime: nil, compression: "bz2")
         #expect(plan.consumer == .pandas && plan.compression == "bz2")
-        let argv = HarnessProtocol.argv(
-            interpreter: ["py"], format: .pickle, descriptor: 5, probe: true, consumer: plan.consumer,
-            compression: plan.compression)
+        let argv = HarnessProtocol.arguments(
+            format: .pickle, descriptor: 6, probe: true, consumer: plan.consumer, compression: plan.compression)
         #expect(argv.suffix(4) == ["--consumer", "pandas", "--compression", "bz2"])
     }
 }

@@ -181,7 +181,7 @@ struct RealRuntimeTests {
             "/usr/bin/python3",
             [
                 "-c",
-                "import os, pickle\nclass P:\n def __reduce__(self): return (os.write, (2, b'\(HarnessProtocol.linePrefix)weights-only accepted\\n'))\n"
+                "import os, pickle\nclass P:\n def __reduce__(self): return (os.write, (2, b'airlock-harness: weights-only accepted\\n'))\n"
                     + "pickle.dump(P(), open('\(dir)/forge.pkl', 'wb'))",
             ])
         #expect(made.status == 0, "\(made.stderr)")

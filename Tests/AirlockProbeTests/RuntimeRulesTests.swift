@@ -37,10 +37,10 @@ import AirlockTestSupport
 
     @Test("the harness's command line carries the consumer and the imports only when needed")
     func argv() {
-        let plain = HarnessProtocol.argv(interpreter: ["py"], format: .pickle, descriptor: 5, probe: true)
-        #expect(plain == ["py", HarnessProtocol.entryPoint, "pickle", "fd:5"])
-        let full = HarnessProtocol.argv(
-            interpreter: ["py"], format: .pickle, descriptor: 5, probe: false, consumer: .dill, imports: ["a", "b.c"])
+        let plain = HarnessProtocol.arguments(format: .pickle, descriptor: 6, probe: true)
+        #expect(plain == ["pickle", "fd:6"])
+        let full = HarnessProtocol.arguments(
+            format: .pickle, descriptor: 6, probe: false, consumer: .dill, imports: ["a", "b.c"])
         #expect(full.suffix(5) == ["--no-probe", "--consumer", "dill", "--import", "a,b.c"])
     }
 
@@ -74,7 +74,7 @@ import AirlockTestSupport
         result.commandPid = 2
         return Detonation(
             argv: ["python3"], phases: HarnessPhase.sequence(probe: true), result: result, durationMs: 5,
-            runtime: runtime)
+            runtime: runtime, linePrefix: "[t] ")
     }
 
     static func decide(_ findings: [Finding], _ d: Detonation) throws -> Report {
@@ -103,11 +103,11 @@ import AirlockTestSupport
         // No runtime (stand-ins only).
         #expect(try Self.decide([sk], Self.detonation(runtime: nil)).verdict == .suspicious)
         // The stand-ins answered for the library.
-        let standIn = Self.detonation(stderr: "\(HarnessProtocol.linePrefix)stand-ins sklearn\n")
+        let standIn = Self.detonation(stderr: "[t] stand-ins sklearn\n")
         #expect(try Self.decide([sk], standIn).verdict == .suspicious)
         // The loader stopped in load (an exception), or never reached the probe phase.
         let failed = Self.detonation(
-            reaching: .load, stderr: "\(HarnessProtocol.linePrefix)load-error ValueError: x\n", exitCode: 3)
+            reaching: .load, stderr: "[t] load-error ValueError: x\n", exitCode: 3)
         #expect(try Self.decide([sk], failed).findings.contains { $0.rule == sk.rule && $0.severity == .medium })
         // Something was refused in a model phase.
         let refused = VerdictRulesTests.event(0, "openat", rule: .notify("write-outside-tmp"), phase: .probe)
@@ -144,7 +144,7 @@ import AirlockTestSupport
         result.commandPid = 2
         let d = Detonation(
             argv: ["python3"], phases: HarnessPhase.sequence(probe: true), result: result, durationMs: 5,
-            runtime: Self.runtime())
+            runtime: Self.runtime(), linePrefix: "[t] ")
         let report = try Self.decide([Self.unknown("torch.nn.modules.linear.Linear")], d)
         #expect(report.verdict == .clean, "\(report.findings.map { "\($0.rule) \($0.severity)" })")
     }

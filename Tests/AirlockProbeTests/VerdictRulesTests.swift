@@ -49,7 +49,9 @@ import AirlockTestSupport
             stderr: Array(stderr.utf8), stderrDropped: 0, trace: trace, traceDropped: dropped,
             durationNs: 5_000_000)
         result.commandPid = 2
-        return Detonation(argv: ["python3"], phases: HarnessPhase.sequence(probe: true), result: result, durationMs: 5)
+        return Detonation(
+            argv: ["python3"], phases: HarnessPhase.sequence(probe: true), result: result, durationMs: 5,
+            linePrefix: "[t] ")
     }
 
     static func staticReport(_ findings: [Finding] = []) -> Report {
@@ -151,14 +153,14 @@ import AirlockTestSupport
         case .earlyExit: d = Self.detonation(Self.trace(reaching: .load), exitCode: 0)
         case .loadError:
             d = Self.detonation(
-                Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: load-error ValueError: x\n")
+                Self.trace(reaching: .load), exitCode: 3, stderr: "[t] load-error ValueError: x\n")
         case .resourceExhausted:
             d = Self.detonation(
                 Self.trace(reaching: .load), exitCode: 4,
-                stderr: "airlock-harness: resource-exhausted MemoryError: \n")
+                stderr: "[t] resource-exhausted MemoryError: \n")
         case .probeError:
             d = Self.detonation(
-                Self.trace(reaching: .probe), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
+                Self.trace(reaching: .probe), exitCode: 3, stderr: "[t] probe-error KeyError: k\n")
         default:
             Issue.record("no case for \(kind)")
             return
@@ -171,7 +173,7 @@ import AirlockTestSupport
     @Test("the harness's words never make a report cleaner: a probe-error outside probe is an early exit")
     func probeErrorNeedsProbe() throws {
         let d = Self.detonation(
-            Self.trace(reaching: .load), exitCode: 3, stderr: "airlock-harness: probe-error KeyError: k\n")
+            Self.trace(reaching: .load), exitCode: 3, stderr: "[t] probe-error KeyError: k\n")
         #expect(d.outcome.outcome == .earlyExit)
     }
 
@@ -182,7 +184,7 @@ import AirlockTestSupport
         #expect(clean.outcome.outcome == nil && clean.outcome.phase == .end)
         #expect(Verdict.decide(static: Self.staticReport(), dynamic: clean, policy: policy).verdict == .clean)
         let left = Self.detonation(
-            Self.trace(reaching: .end), stderr: "airlock-harness: left-behind threads=1\n", dropped: 3)
+            Self.trace(reaching: .end), stderr: "[t] left-behind threads=1\n", dropped: 3)
         let findings = DynamicRules.findings(left, policy: policy)
         #expect(findings.map(\.rule) == ["dynamic.left-behind", "dynamic.trace-truncated"])
         #expect(Verdict.decide(static: Self.staticReport(), dynamic: left, policy: policy).verdict == .suspicious)

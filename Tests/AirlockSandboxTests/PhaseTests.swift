@@ -48,4 +48,26 @@ struct PhaseTests {
         #expect(result.trace.allSatisfy { $0.phase == nil })
         #expect(result.trace.contains { $0.args.path == PhaseMarker.path("load") && $0.rule == .notifyDefault })
     }
+
+    @Test("with the request's own markers only those paths announce; the fixed prefix is an ordinary open")
+    func requestMarkers() throws {
+        let load = "/usr/share/locale/en/LC_MESSAGES/qzkfjwuexbnhta.mo"
+        let code = """
+            for path in ("\(PhaseMarker.path("load"))", "/etc/hostname", "\(load)", "/etc/passwd"):
+                try:
+                    open(path).read()
+                except OSError:
+                    pass
+            """
+        var request = SandboxRequest(
+            argv: ["python3", "-c", code], profile: try defaultProfile(), phases: ["startup", "load"])
+        request.phaseMarkers = [load: "load"]
+        let result = try Sandbox.run(request)
+        #expect(result.exitCode == 0, "\(result.err)")
+        func event(_ path: String) -> TraceEvent? { result.trace.first { $0.args.path == path } }
+        #expect(event(PhaseMarker.path("load"))?.rule != .phase, "the old fixed marker announces nothing")
+        #expect(event("/etc/hostname")?.phase == "startup")
+        #expect(event(load)?.rule == .phase && event(load)?.errno == "ENOENT")
+        #expect(event("/etc/passwd")?.phase == "load")
+    }
 }

@@ -417,16 +417,22 @@ package func descendants(of root: Int32) -> [HostProcess] {
     return out
 }
 
-/// The sandboxed loaders (`python3 … /airlock/harness/load.py …`) under the daemon `pid` that hold a model: cold
-/// ones, and warm ones once handed theirs (a warm sandbox waiting for its model holds its socket at descriptor 5,
-/// which the model's descriptor replaces at the handoff; docs/sandbox.md, "Warm start").
+/// Whether a host process is a sandboxed loader (`python3 /srv/NAME/serve.py`, its settings on a descriptor).
+package func isLoader(_ p: HostProcess) -> Bool {
+    p.cmdline.hasSuffix("/serve.py ") && p.cmdline.contains(" /srv/") && p.state != "Z"
+}
+
+/// Whether a loader is a warm one still waiting for its model: it holds its socket at descriptor 6, which the
+/// model's descriptor replaces at the handoff (docs/sandbox.md, "Warm start"); a cold one has its model there.
+package func isWaitingLoader(_ pid: Int32) -> Bool {
+    // No descriptor 6: a cold loader whose model is a file at ~/models (docs/probe.md), holding it.
+    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/6")) ?? ""
+    return target.hasPrefix("socket:")
+}
+
+/// The sandboxed loaders under the daemon `pid` that hold a model: cold ones, and warm ones once handed theirs.
 package func loaders(under pid: Int32) -> [Int32] {
-    descendants(of: pid).filter { p in
-        guard p.cmdline.contains("airlock/harness/load.py") && p.state != "Z" else { return false }
-        guard p.cmdline.contains("load.py --wait") else { return true }
-        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.pid)/fd/5")) ?? "socket:"
-        return !target.hasPrefix("socket:")
-    }.map(\.pid)
+    descendants(of: pid).filter { isLoader($0) && !isWaitingLoader($0.pid) }.map(\.pid)
 }
 
 /// Whether `pid` exists and is not a zombie.

@@ -19,14 +19,14 @@ BWRAP_VIEW="bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /
 --symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
 --ro-bind /etc/ld.so.cache /etc/ld.so.cache --tmpfs /tmp --proc /proc --dev /dev"
 
-# Detonations import airlock_harness from its bytecode; a stale or missing cache would add its compilation to every
+# Detonations import model_loader from its bytecode; a stale or missing cache would add its compilation to every
 # detonation timed. (-B: the check writes no bytecode either.)
 require_harness_bytecode() {
     local log
-    log=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import airlock_harness" 2>&1) ||
-        die "airlock_harness does not import: $log"
-    grep -q "^# code object from '$HARNESS_DIR/__pycache__/airlock_harness\." <<<"$log" ||
-        die "$HARNESS_DIR/__pycache__ has no current bytecode for airlock_harness.py: run 'make build' (or 'make harness')"
+    log=$("$HOST_PY" -I -S -B -v -c "import sys; sys.path.insert(0, '$HARNESS_DIR'); import model_loader" 2>&1) ||
+        die "model_loader does not import: $log"
+    grep -q "^# code object from '$HARNESS_DIR/__pycache__/model_loader\." <<<"$log" ||
+        die "$HARNESS_DIR/__pycache__ has no current bytecode for model_loader.py: run 'make build' (or 'make harness')"
 }
 
 # HF: hyperfine with WARMUP and RUNS ($1, $2), without an intermediate shell where hyperfine can (>= 1.13); `hf`

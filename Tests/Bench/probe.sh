@@ -8,7 +8,7 @@
 #      `small_cnn.pt`, 11 tensors (2.0 MiB) written here with the same opcode-level helpers (Tests/Generators/
 #      pickles.py). Also `airlock probe --no-probe-phase`, and python3 / `airlock --version` / `airlock scan` for
 #      scale. Then where the probe's time goes, from airlock's own `timings` (`--format json`).
-#      The harness is Profiles/harness/load.py, a small entry point that imports the module airlock_harness, whose
+#      The harness is Profiles/harness/serve.py, a small entry point that imports the module model_loader, whose
 #      bytecode `make build` compiles (`make harness`); the script checks that bytecode is current before timing.
 #      Checked first: both files probe CLEAN (exit 0), models.py's `evil.pt` probes MALICIOUS (exit 1) with the
 #      detonation's `dynamic.exec` finding, and picklescan agrees on all three.
@@ -80,7 +80,7 @@ elif mode == "breakdown":  # breakdown AIRLOCK SAMPLES FILE...: medians of airlo
         cols.append({k: statistics.median(r[k] for r in runs) for k in runs[0]})
     labels = [
         ("sandbox set-up: clone, namespaces, mounts (harness, model by descriptor), filter, until python3's execve", "sandboxSetupMs"),
-        ("interpreter start: `python3 -I -S`, load.py, airlock_harness from its bytecode with its imports (os, pickle, struct), until the `load` marker", "startupMs"),
+        ("interpreter start: `python3 -I -S`, serve.py, model_loader from its bytecode with its imports (os, pickle, struct), until the `load` marker", "startupMs"),
         ("load: the ZIP's central directory (the harness's TorchZip), `data.pkl` unpickled with the stand-ins, storage records looked up", "loadMs"),
         ("probe phase (touch and call the object), until the `end` marker", "probeMs"),
         ("after `end`: the supervisor's look at what was left, the harness's settling, interpreter exit, sandbox teardown and reaping", "observationMs"),
@@ -108,7 +108,7 @@ cp "$TMP/gen/evil.pt" "$E"
 # A copy of the harness module without bytecode, for the reference row that imports it compiling it every time (as
 # the harness did when it was one script run as `__main__`). Imported with -B, so no __pycache__ is written anywhere.
 mkdir "$TMP/nocache"
-cp "$HARNESS_DIR/airlock_harness.py" "$TMP/nocache/"
+cp "$HARNESS_DIR/model_loader.py" "$TMP/nocache/"
 
 # A small CNN classifier's state_dict as torch.save writes it (protocol 2): OrderedDict() by REDUCE, entries by
 # SETITEMS, BUILD with `_metadata`; each tensor is `_rebuild_tensor_v2` over a persistent-id storage whose bytes are
@@ -220,7 +220,7 @@ PS_VERSION=$("$VENV_PY" -c 'import importlib.metadata as m; print(m.version("pic
 echo "## 7. Probe: airlock probe vs picklescan"
 echo
 echo "- \`airlock probe FILE\`: static analysis, then \`python3 -I -S\` loads the file in the sandbox with the harness"
-echo "  (Profiles/harness/load.py, which imports airlock_harness from the bytecode \`make build\` compiled; load phase, then"
+echo "  (Profiles/harness/serve.py, which imports model_loader from the bytecode \`make build\` compiled; load phase, then"
 echo "  probe phase), then the verdict; \`--no-probe-phase\` stops after loading."
 echo "  \`picklescan -p FILE\` (picklescan $PS_VERSION on $("$VENV_PY" --version)) only reads the pickle."
 echo "- files: \`benign.pt\` from Tests/Generators/models.py (one 2×2 tensor, $(stat -c %s "$B") B) and \`small_cnn.pt\`"
@@ -237,8 +237,8 @@ hf --export-json "$TMP/ref.json" \
     "$HOST_PY -c pass" \
     "$HOST_PY -I -S -c pass" \
     "$HOST_PY -I -S -c 'import io, os, pickle, struct, sys, time'" \
-    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$HARNESS_DIR\"); import airlock_harness'" \
-    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$TMP/nocache\"); import airlock_harness'" \
+    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$HARNESS_DIR\"); import model_loader'" \
+    "$HOST_PY -I -S -B -c 'import sys; sys.path.insert(0, \"$TMP/nocache\"); import model_loader'" \
     "$AIRLOCK --version" \
     "$AIRLOCK scan $B"
 
@@ -248,7 +248,7 @@ stats rows "$TMP/benign.json" benign.pt "\`airlock probe\`" "\`airlock probe --n
 stats rows "$TMP/cnn.json" small_cnn.pt "\`airlock probe\`" "\`airlock probe --no-probe-phase\`" "\`picklescan -p\`"
 stats rows "$TMP/ref.json" "for scale" "\`python3 -c pass\`" "\`python3 -I -S -c pass\`" \
     "\`python3 -I -S -c 'import io, os, pickle, struct, sys, time'\` (the harness's imports)" \
-    "\`python3 -I -S -B -c 'import airlock_harness'\` (its imports and the module, from \`make build\`'s bytecode)" \
+    "\`python3 -I -S -B -c 'import model_loader'\` (its imports and the module, from \`make build\`'s bytecode)" \
     "the same from a copy without \`__pycache__\` (compiled on every run, as the harness was before)" \
     "\`airlock --version\`" "\`airlock scan benign.pt\` (static only)"
 mapfile -t MB < <(stats means "$TMP/benign.json")

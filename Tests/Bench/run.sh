@@ -29,6 +29,8 @@
 #  10. a flood of refused execs with control bytes in argv (issue 11, class 4): a 5 s-deadline probe, locally and
 #      through airlockd: wall time, report size, supervisor peak RSS, in Tests/Bench/flood.sh (BENCH_FLOOD=0 skips
 #      it, its own knobs are described there).
+#  10b. the timing tell (issue 15): an open of an existing and of a missing file, a stat and a Unix connect, on the
+#      host and inside `airlock exec`, in Tests/Bench/timing.sh (BENCH_TIMING=0 skips it).
 #  11. the consumer's Python (issue 13): a cold `airlock probe` of a torch state_dict against the consumer's own
 #      cold `torch.load` (≤ 1.3×), the same through airlockd's warm sandboxes at 1 and 4 clients (p50 ≤ 0.1× the
 #      consumer's cold load), and a scikit-learn forest's probe time and memory, in Tests/Bench/runtime.sh (run last;
@@ -359,6 +361,11 @@ fi
 if [ "${BENCH_FLOOD:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/flood.sh"
+fi
+
+if [ "${BENCH_TIMING:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/timing.sh"
 fi
 
 RUNTIME_OK=1

@@ -195,7 +195,7 @@ def main(out):
     # A forked sleeper, with the harness's own checks patched away from inside first.
     write("late_fork_patched.pkl", pkl(run(
         "import os, sys, time\n"
-        "h = sys.modules.get('airlock_harness')\n"
+        "h = sys.modules.get('model_loader')\n"
         "for name, stub in (('left_behind', lambda: None), ('running_others', lambda: (0, 0)),\n"
         "                   ('settle', lambda: 0), ('other_threads', lambda: 0)):\n"
         "    if h is not None:\n"
@@ -225,20 +225,22 @@ def main(out):
     # The harness's "loaded" line printed by the model, then os._exit(0): the loader never returned.
     write("forged_loaded.pkl", pkl(run(
         "import os, sys\n"
-        "print('airlock-harness: loaded OrderedDict', flush=True)\n"
+        "h = sys.modules.get('model_loader')\n"
+        "print(getattr(h, 'LINE_PREFIX', '') + 'loaded OrderedDict', flush=True)\n"
         "os._exit(0)\n")))
     expect("forged_loaded.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
     # The harness's "probe-error" line (low) printed while loading: believed only in the probe phase.
     write("forged_probe_error.pkl", pkl(run(
         "import os, sys\n"
-        "print('airlock-harness: probe-error ValueError: nothing to see', file=sys.stderr, flush=True)\n"
+        "h = sys.modules.get('model_loader')\n"
+        "print(getattr(h, 'LINE_PREFIX', '') + 'probe-error ValueError: nothing to see', file=sys.stderr, flush=True)\n"
         "os._exit(3)\n")))
     expect("forged_probe_error.pkl", "suspicious", "dynamic.early-exit", "load", at_least=True)
     # A process that forks and exits in a loop, never where a look at the process table finds it: PID 1 still has
     # a child when the loader exits, which the kernel tells it.
     write("late_fork_hopper.pkl", pkl(run(
         "import os, sys, time\n"
-        "h = sys.modules.get('airlock_harness')\n"
+        "h = sys.modules.get('model_loader')\n"
         "if h is not None:\n"
         "    h.settle = lambda: 0\n"
         "if os.fork() == 0:\n"
@@ -252,13 +254,14 @@ def main(out):
     # what the model started is still observed.
     write("forged_end.pkl", pkl(run(
         "import os, sys, time\n" + late
-        + "for phase in ('probe', 'end'):\n"
+        + "h = sys.modules.get('model_loader')\n"
+          "for phase in ('probe', 'end'):\n"
           "    try:\n"
-          "        open('/.airlock/phase/' + phase)\n"
-          "    except OSError:\n"
+          "        open(h.MARKERS[phase])\n"
+          "    except (OSError, AttributeError, KeyError):\n"
           "        pass\n"
           "late()\n"
-          "print('airlock-harness: loaded OrderedDict', flush=True)\n"
+          "print(getattr(h, 'LINE_PREFIX', '') + 'loaded OrderedDict', flush=True)\n"
           "os._exit(0)\n")))
     expect("forged_end.pkl", "malicious", "dynamic.exec", "end")
     EXPECT[-1]["alsoDynamic"] = ["dynamic.left-behind"]

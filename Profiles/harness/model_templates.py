@@ -1,16 +1,16 @@
-"""GGUF chat templates, rendered as the model's consumers render them (the `gguf` loader of airlock_harness).
+"""GGUF chat templates, rendered as the model's consumers render them (the `gguf` loader of model_loader).
 
-The template is read from the model's own bytes (the descriptor the supervisor passed), by a small bounded reader of
+The template is read from the model's own bytes (the descriptor the caller passed), by a small bounded reader of
 GGUF metadata (versions 1-3, little-endian): `tokenizer.chat_template` and every `tokenizer.chat_template.<name>`,
 and the BOS/EOS tokens. Then, for each template:
 
 1. as transformers renders chat templates: `jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True,
    lstrip_blocks=True)`; a `template-sandbox` line says whether Jinja's sandbox refused it (SecurityError), before
-   anything unsandboxed runs (the first such lines are the harness's);
+   anything unrestricted runs (the first such lines are the loader's);
 2. as llama-cpp-python's Jinja2ChatFormatter rendered them before 0.2.72 (CVE-2024-34359): a plain
    `jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)`, with `messages`,
    `add_generation_prompt=True`, `bos_token`, `eos_token`, `raise_exception`, `strftime_now` and the tool arguments.
-   A template that escapes Jinja's namespace acts here, where the sandbox sees it.
+   A template that escapes Jinja's namespace acts here, where the container sees it.
 
 Returns {key: rendered prompt}. An exception a template raises on purpose (raise_exception, a role it refuses) is
 kept as that template's result; anything harsher (SystemExit, MemoryError) propagates as from any loader.
@@ -154,10 +154,10 @@ def load(f, say, real):
     if jinja2 is None:
         raise ImportError("jinja2 is not installed in this Python environment: the template cannot be rendered")
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-    sandboxed = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    restricted = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     for key, text in templates:
         try:
-            render(jinja2, sandboxed, text, bos, eos)
+            render(jinja2, restricted, text, bos, eos)
             say("template-sandbox", f"accepted {key}")
         except SecurityError as e:
             say("template-sandbox", f"refused {key} SecurityError: {str(e)[:200]}")

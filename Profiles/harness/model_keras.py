@@ -1,20 +1,20 @@
-"""Keras models, loaded as their consumers load them (the `keras` and `hdf5` loaders of airlock_harness).
+"""Keras models, loaded as their consumers load them (the `keras` and `hdf5` loaders of model_loader).
 
 A Keras 3 `.keras` archive or a legacy HDF5 `.h5` model is read by `keras.saving.load_model(path)`, which decides the
 format from the path's extension and never reads an open file: the model's descriptor is given a name with the
-right extension in the sandbox's private /tmp: a copy of the passed descriptor's bytes (the ones the supervisor
-analysed), made during start-up, before the `load` phase. A model larger than the sandbox's /tmp (or its file size
+right extension in the container's private /tmp: a copy of the passed descriptor's bytes (the ones the caller
+analysed), made during start-up, before the `load` phase. A model larger than the container's /tmp (or its file size
 limit) is read from the descriptor by the functions load_model calls once it has opened the path.
 
 Keras needs a backend chosen before it is imported (`KERAS_BACKEND`; keras' own default, tensorflow, when unset):
-the consumer's when the sandbox's environment names one, else tensorflow when it is installed (keras' default),
+the consumer's when the container's environment names one, else tensorflow when it is installed (keras' default),
 else numpy (keras 3 imports jax for it). Then:
 
 1. `load_model(path)` with the default `safe_mode=True`; a `keras-safe-mode accepted|refused|raised TYPE: MESSAGE`
    line says what it did (`refused`: keras' own refusal, which names safe_mode; `raised`: any other exception).
-   Safe mode refuses Lambda layers' marshalled code in `.keras` archives, but it is no sandbox: keras 3.3's legacy
+   Safe mode refuses Lambda layers' marshalled code in `.keras` archives, but it is no container: keras 3.3's legacy
    HDF5 reader ignores it and runs a Lambda, and keras before 3.9 imports any module a config names
-   (CVE-2025-1550). Whatever it runs happens in the `load` phase, where the sandbox sees it;
+   (CVE-2025-1550). Whatever it runs happens in the `load` phase, where the container sees it;
 2. `load_model(path, safe_mode=False)`, as a consumer who trusts the file (or was told to) loads it;
 3. in the probe phase (`predict`), `model.predict` on canary inputs shaped from `model.inputs` (unknown dimensions
    as 1); the library's exceptions on an input it did not expect are swallowed.
@@ -23,7 +23,7 @@ import os
 
 BACKENDS = ("tensorflow", "jax", "torch", "numpy")
 SUFFIXES = {"keras": ".keras", "hdf5": ".h5"}
-# The model's name in the sandbox's private /tmp (`prepare`); None when it did not fit there (then the descriptor).
+# The model's name in the container's private /tmp (`prepare`); None when it did not fit there (then the descriptor).
 PATH = None
 FORMAT = None
 MAX_INPUTS = 16
@@ -46,9 +46,9 @@ def backend():
 
 def prepare(model, fmt):
     """Start-up, before keras is imported and before the model is touched: the backend, and the model under a name
-    with the extension load_model wants: a private copy of the passed descriptor's bytes in the sandbox's /tmp (a
-    link to `/proc/self/fd/N` is not followed: the supervisor performs the sandbox's opens), or the path itself when
-    it already has the extension. When the copy does not fit (the sandbox's /tmp and file size), PATH stays None."""
+    with the extension load_model wants: a private copy of the passed descriptor's bytes in the container's /tmp (a
+    link to `/proc/self/fd/N` is not followed: the caller performs the container's opens), or the path itself when
+    it already has the extension. When the copy does not fit (the container's /tmp and file size), PATH stays None."""
     global PATH, FORMAT
     FORMAT = fmt
     os.environ["KERAS_BACKEND"] = backend()
@@ -59,14 +59,14 @@ def prepare(model, fmt):
         return
     import shutil
     import tempfile
-    folder = tempfile.mkdtemp(prefix="airlock-keras-")
+    folder = tempfile.mkdtemp(prefix="keras-")
     PATH = os.path.join(folder, "model" + suffix)
     source = os.fdopen(int(model[3:]), "rb", closefd=False) if model.startswith("fd:") else open(model, "rb")
     try:
         with source, open(PATH, "xb", buffering=0) as copy:
             source.seek(0)
             shutil.copyfileobj(source, copy, 1 << 20)
-    except OSError:  # EFBIG (Python ignores SIGXFSZ) or ENOSPC: the sandbox's limits; load from the descriptor
+    except OSError:  # EFBIG (Python ignores SIGXFSZ) or ENOSPC: the container's limits; load from the descriptor
         os.unlink(PATH)
         PATH = None
 

@@ -1,42 +1,43 @@
-"""Airlock's loader harness: loads a model the way its consumer would, inside the sandbox.
+"""Loads a model the way its consumer would, and touches the loaded object as the service does.
 
-    PYTHON -I -B load.py FORMAT MODEL [--no-probe] [--consumer NAME] [--compression NAME] [--import MODULE,...]
-    PYTHON -I -B load.py --wait fd:N [--import MODULE,...]      (a warm sandbox, see wait_for_model)
-    (load.py imports this module and calls main)
+    python3 serve.py        (serve.py imports this module and calls main)
 
-PYTHON is the consumer's interpreter (`airlock probe --python`), with its own site-packages mounted read-only.
-MODEL is `fd:N`, a descriptor the supervisor passed (what `airlock probe` does), or a path. FORMAT is what
-`airlock scan` decided from the content: pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, gguf (a model with a
-chat template: airlock_templates.py), keras and hdf5 (Keras models: airlock_keras.py), onnx (with
-`--folder fd:N --name NAME`, airlock_onnx.py); or hf-remote-code, a repository with remote code packed by
-`airlock probe` (airlock_remote_code.py). `--consumer` says
-which library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports;
-`--import` names the consumer's libraries to import during start-up, before the model is touched, so that their
-start-up (threads, semaphores, /proc reads) is the runtime's and not the model's.
+The settings arrive as one JSON object on descriptor SETTINGS_FD, read and closed before anything else runs:
+    {"arguments": [FORMAT, "fd:N", ...], "markers": {"load": PATH, "probe": PATH, "end": PATH}, "prefix": TEXT}
+ARGUMENTS are FORMAT MODEL [--no-probe] [--consumer NAME] [--compression NAME] [--import MODULE,...], or
+`--wait fd:N [--import MODULE,...]` (a warm start, see wait_for_model).
 
-The harness announces its phases to the supervisor (startup -> load -> probe -> end) by opening marker paths; the opens
-are notified system calls, so every event after one is attributed to that phase. Everything that happens in `load`,
-`probe` and `end` belongs to the model. `end` says the loader returned: the supervisor then looks, from outside, at
-what the model left running (threads, processes, timers) and keeps the sandbox observed for a while if anything is.
+MODEL is `fd:N`, an open descriptor of the model, or a path. FORMAT is what the caller decided from the content:
+pickle, joblib, pytorch-zip, pytorch-legacy, numpy, npz, gguf (a model with a chat template: model_templates.py),
+keras and hdf5 (Keras models: model_keras.py), onnx (with `--folder fd:N --name NAME`, model_onnx.py); or
+hf-remote-code, a repository with remote code packed by the caller (model_remote.py). `--consumer` says which
+library's loader reads a plain pickle (pickle, pandas, dill, cloudpickle), from the modules it imports; `--import`
+names the consumer's libraries to import during start-up, before the model is touched, so that their start-up
+(threads, semaphores, /proc reads) is the runtime's and not the model's.
+
+The loader tells the caller where it is (startup -> load -> probe -> end) by opening the MARKERS paths the settings
+name, which do not exist; every event after one is attributed to that phase. Everything that happens in `load`,
+`probe` and `end` belongs to the model. `end` says the loader returned: the caller then looks, from outside, at what
+the model left running (threads, processes, timers) and keeps watching for a while if anything is.
 
 Loading uses the real libraries: torch.load(weights_only=False) or torch.jit.load, joblib.load, numpy.load(
 allow_pickle=True), pickle.load, pandas.read_pickle, dill.load, cloudpickle.load. Only when a library is missing
 from the environment do small stand-ins replace the handful of allowlisted rebuild functions, so benign models load
-completely; the report says which stand-ins answered. Every other global resolves for real: that is where a payload
-acts, and where the sandbox sees it. This file is mounted read-only; it never writes outside /tmp.
+completely; the report says which stand-ins answered. Every other global resolves for real. This file is mounted
+read-only; it never writes outside /tmp.
 
-How it ends. The model runs in this process and can forge or suppress anything it prints, so `airlock probe` decides
-from what the supervisor sees: the `end` marker, announced by this process's main thread, in phase order; the exit
-status; the sandbox's processes and this process's threads and timer handlers. These lines only add detail:
-    0  loaded (and probed); the last stdout line is `airlock-harness: loaded TYPE`; before it, stderr says
-       `airlock-harness: left-behind threads=N` when the model left threads running
+How it ends. The model runs in this process and can forge or suppress anything it prints, so the caller decides
+from what it sees itself: the `end` marker, announced by this process's main thread, in phase order; the exit
+status; the processes and this process's threads and timer handlers. Lines starting with PREFIX only add detail:
+    0  loaded (and probed); the last stdout line is `PREFIX loaded TYPE`; before it, stderr says
+       `PREFIX left-behind threads=N` when the model left threads running
 Detail lines on stderr: `runtime JSON` (before `load`: the interpreter and the libraries imported at start-up),
 `weights-only accepted|refused …|unsupported` (before torch.load(weights_only=False) runs), `template-sandbox
-accepted|refused|raised KEY …` (a GGUF chat template in Jinja's sandbox, before it is rendered unsandboxed),
+accepted|refused|raised KEY …` (a GGUF chat template in Jinja's sandbox, before it is rendered without it),
 `keras-safe-mode accepted|refused|raised TYPE: MESSAGE` (keras.saving.load_model with safe_mode=True, before the unsafe
 load), `imported A,B` and `stand-ins A,B` (after the loader returned; the model could have printed them too).
     2  usage error
-    3  loading raised an exception; the last stderr line is `airlock-harness: load-error TYPE: MESSAGE`
+    3  loading raised an exception; the last stderr line is `PREFIX load-error TYPE: MESSAGE`
     4  loading ran out of a resource (MemoryError, RecursionError, no more processes); stderr says which
 Anything else (another exit code, a signal, the deadline) means the model ended or stopped the process itself.
 """
@@ -51,23 +52,26 @@ import time
 
 import _signal  # the builtin module: `signal` would build its enums at every start-up (~0.6 ms)
 
-import airlock_keras
-import airlock_onnx
-import airlock_remote_code
-import airlock_templates
-from airlock_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
+import model_keras
+import model_onnx
+import model_remote
+import model_templates
+from model_consumers import (REAL, accepts_keyword, configure, imported_libraries, preimport, quick_exit, real, use,
                                version_of)
 
-PHASE_PREFIX = "/.airlock/phase/"
-# A warm sandbox: `--wait fd:N` names the socket its one request arrives on; READY says start-up is over.
+# The descriptor the settings arrive on (read and closed by settings()).
+SETTINGS_FD = 5
+# The paths whose opens announce a phase, and the prefix of detail lines: per run, from the settings.
+MARKERS = {}
+# A warm container: `--wait fd:N` names the socket its one request arrives on; READY says start-up is over.
 WAIT_OPTION = "--wait"
 READY = b"R"
-LINE_PREFIX = "airlock-harness: "
+LINE_PREFIX = ""
 # The loader the pickle format is read with (`--consumer`): pickle, pandas, dill or cloudpickle.
 CONSUMER = "pickle"
 CONSUMERS = ("pickle", "pandas", "dill", "cloudpickle")
 # The compression a compressed pickle is read with (`--compression`, pandas' names): pandas infers it from a path's
-# extension, never from an open file, so the supervisor says it.
+# extension, never from an open file, so the caller says it.
 COMPRESSIONS = ("gzip", "bz2", "xz", "zstd")
 COMPRESSION = None
 # Libraries the stand-ins answered for because the real one was missing.
@@ -75,15 +79,15 @@ STAND_INS_USED = set()
 
 
 def say(kind, detail):
-    """One line for the supervisor on stderr (only detail: the model could print the same)."""
+    """One line for the caller on stderr (only detail: the model could print the same)."""
     sys.stdout.flush()
     print(f"{LINE_PREFIX}{kind} {detail}", file=sys.stderr, flush=True)
 
 
 def announce(phase):
     try:
-        open(PHASE_PREFIX + phase, "rb")
-    except OSError:
+        open(MARKERS[phase], "rb")
+    except (OSError, KeyError):
         pass
 
 
@@ -128,7 +132,7 @@ def _reconstruct(*args):
     return StandInStorage(*args)
 
 
-# Globals that the stand-ins answer when the real library is missing. Only names Airlock's allowlist accepts.
+# Globals that the stand-ins answer when the real library is missing. Only names the allowlist accepts.
 STAND_INS = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -146,7 +150,7 @@ STORAGE_NAMES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storag
                  "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage", "UntypedStorage", "TypedStorage"}
 
 
-class HarnessUnpickler(pickle.Unpickler):
+class ModelUnpickler(pickle.Unpickler):
     """pickle.Unpickler as consumers use it; stand-ins only for allowlisted rebuild names whose module is missing."""
 
     def __init__(self, file, storages=None):
@@ -202,7 +206,7 @@ def load_pickle(f):
         f = decompressed(f)
     if library is not None:
         return library.load(f)
-    return HarnessUnpickler(f).load()
+    return ModelUnpickler(f).load()
 
 
 def decompressed(f):
@@ -221,7 +225,7 @@ def load_joblib(f):
     if joblib is not None:
         return joblib.load(f)
     STAND_INS_USED.add("joblib")
-    return HarnessUnpickler(f).load()
+    return ModelUnpickler(f).load()
 
 
 class TorchZip:
@@ -347,7 +351,7 @@ class TorchZip:
 def load_torch(f, stand_in):
     """torch.load(weights_only=False), as a consumer who trusts the file calls it, or torch.jit.load for a
     TorchScript archive. First, whether torch.load(weights_only=True) on this torch accepts the file: said on a line
-    printed before anything from the file runs, so the first such line is the harness's."""
+    printed before anything from the file runs, so the first such line is the loader's."""
     torch = real("torch")
     if torch is None:
         STAND_INS_USED.add("torch")
@@ -394,15 +398,15 @@ def load_torch_zip_stand_in(f):
     # The stand-in storage only notes the record's size; torch would read its bytes.
     z = TorchZip(f)
     storages = lambda key: StandInStorage(z.size("data/" + key))  # noqa: E731
-    return HarnessUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
+    return ModelUnpickler(io.BytesIO(z.read("data.pkl")), storages).load()
 
 
 def load_torch_legacy_stand_in(f):
     # The legacy format: magic number, protocol version, system info, the object, then storage keys and bytes.
     for _ in range(3):
-        HarnessUnpickler(f).load()
-    obj = HarnessUnpickler(f, lambda key: StandInStorage(key)).load()
-    HarnessUnpickler(f).load()
+        ModelUnpickler(f).load()
+    obj = ModelUnpickler(f, lambda key: StandInStorage(key)).load()
+    ModelUnpickler(f).load()
     return obj
 
 
@@ -420,7 +424,7 @@ def load_numpy_stream(f):
     (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", f.read(2 if magic[6] == 1 else 4))
     header = f.read(length).decode("latin1")
     if "'O'" in header or "|O" in header:
-        return HarnessUnpickler(f).load()
+        return ModelUnpickler(f).load()
     return header
 
 
@@ -446,17 +450,17 @@ LOADERS = {
     "pytorch-legacy": load_torch_legacy,
     "numpy": load_numpy,
     "npz": load_npz,
-    "hf-remote-code": airlock_remote_code.load,
-    # A GGUF model's chat templates, rendered as transformers (sandboxed) and llama-cpp-python (unsandboxed) do.
-    "gguf": lambda f: airlock_templates.load(f, say, real),
+    "hf-remote-code": model_remote.load,
+    # A GGUF model's chat templates, rendered as transformers (restricted) and llama-cpp-python (unrestricted) do.
+    "gguf": lambda f: model_templates.load(f, say, real),
     # Keras 3 `.keras` archives and legacy HDF5 models, by keras.saving.load_model (safe mode first).
-    "keras": lambda f: airlock_keras.load(f, say, real),
-    "hdf5": lambda f: airlock_keras.load(f, say, real),
-    "onnx": airlock_onnx.load,
+    "keras": lambda f: model_keras.load(f, say, real),
+    "hdf5": lambda f: model_keras.load(f, say, real),
+    "onnx": model_onnx.load,
 }
 # Formats whose object is built in the probe phase from what loading returned, before it is used (a repository's
 # model constructed from its config).
-CONSTRUCTORS = {"hf-remote-code": airlock_remote_code.construct, "onnx": airlock_onnx.construct}
+CONSTRUCTORS = {"hf-remote-code": model_remote.construct, "onnx": model_onnx.construct}
 
 
 CANARY_INPUT = [0.25, -0.5, 1.0, 2.0]
@@ -515,7 +519,7 @@ LINGER_SECONDS = 10.0
 
 
 def other_threads():
-    """Threads of this process besides the main one (the supervisor counts them itself; this only decides whether
+    """Threads of this process besides the main one (the caller counts them itself; this only decides whether
     to wait)."""
     try:
         return len(os.listdir(f"/proc/{os.getpid()}/task")) - 1
@@ -524,12 +528,12 @@ def other_threads():
 
 
 def settle(baseline=0):
-    """Once the loader returned: make what the model scheduled for later happen now, while the sandbox still watches.
+    """Once the loader returned: make what the model scheduled for later happen now, while the container still watches.
     A pending alarm fires early, young unreachable objects are finalized, atexit handlers run, and the process stays while
-    the model's threads run (up to LINGER_SECONDS; the supervisor's observation window ends it sooner). This only helps
-    payloads show themselves: the model can patch any of it, and the supervisor's own observation does not depend on
+    the model's threads run (up to LINGER_SECONDS; the caller's observation window ends it sooner). This only helps
+    payloads show themselves: the model can patch any of it, and the caller's own observation does not depend on
     it. `baseline` threads are the runtime's own, started during start-up (onnxruntime's import starts one), as the
-    supervisor counts them. Returns how many threads beyond those were left when it stopped waiting."""
+    caller counts them. Returns how many threads beyond those were left when it stopped waiting."""
     fired = False
     try:
         delay, interval = _signal.getitimer(_signal.ITIMER_REAL)
@@ -539,7 +543,7 @@ def settle(baseline=0):
     except Exception:
         pass
     # The young generations hold what the load created; a full collection (0.5-0.7 ms, every module's objects) is
-    # left to the interpreter's exit, which the supervisor observes as well.
+    # left to the interpreter's exit, which the caller observes as well.
     gc.collect(1)
     attempt(atexit._run_exitfuncs)
     if fired:
@@ -562,12 +566,12 @@ def attempt(fn, *args):
 def fail(code, kind, error):
     message = str(error).replace("\n", " ")[:300]
     sys.stdout.flush()
-    print(f"airlock-harness: {kind} {type(error).__name__}: {message}", file=sys.stderr, flush=True)
+    print(f"{LINE_PREFIX}{kind} {type(error).__name__}: {message}", file=sys.stderr, flush=True)
     return code
 
 
 def model_file(spec):
-    """`fd:N`: the descriptor the supervisor passed (the file it analysed, read-only); anything else: a path."""
+    """`fd:N`: the descriptor the caller passed (the file it analysed, read-only); anything else: a path."""
     if spec.startswith("fd:"):
         f = os.fdopen(int(spec[3:]), "rb", closefd=False)
         f.seek(0)
@@ -603,10 +607,10 @@ def start(imports, torch_format):
     """Start-up, before the model's bytes are touched: single-threaded native pools, no bytecode writes, and the
     consumer's libraries imported. Says what imported (the first `runtime` line is printed before any of the model's
     code can run), and, unless torch will be asked about the file before the model's code can run, that it will not
-    be: the first `weights-only` line is then always the harness's."""
+    be: the first `weights-only` line is then always the loader's."""
     configure()
     loaded, missing = preimport(imports)
-    # Every library imported at start-up: a warm sandbox's template imported more than this detonation asked for.
+    # Every library imported at start-up: a warm container's template imported more than this run asked for.
     loaded.update((top, version_of(module)) for top, module in REAL.items() if top not in loaded)
     missing.update((name, error) for name, error in WARM_MISSING.items() if name not in missing)
     if not (torch_format and real("torch") is not None):
@@ -618,22 +622,22 @@ def start(imports, torch_format):
     quick_exit()
 
 
-# What a warm sandbox's template could not import (said with the start-up's `runtime` line).
+# What a warm container's template could not import (said with the start-up's `runtime` line).
 WARM_MISSING = {}
 
 
 def wait_for_model(argv):
-    """A warm sandbox: `--wait fd:N [--import MODULE,...]`. Start-up as a cold detonation's (the consumer's libraries
-    imported, in phase `startup`), then READY on the socket N, then one request: the harness's arguments as JSON
-    ({"arguments": [FORMAT, "fd:N", ...]}, what a cold detonation's command line would say after load.py) with the
+    """A warm container: `--wait fd:N [--import MODULE,...]`. Start-up as a cold run's (the consumer's libraries
+    imported, in phase `startup`), then READY on the socket N, then one request: the loader's arguments as JSON
+    ({"arguments": [FORMAT, "fd:N", ...]}, what a cold run's command line would say after serve.py) with the
     model's descriptor attached (SCM_RIGHTS). The descriptor takes the socket's number, so the socket is gone and the
     process is where a cold start with those arguments would be; then main() goes on exactly as it does cold. The
-    sandbox serves this one model and ends with it. Nothing is sent back: the supervisor reads the sandbox from
+    container serves this one model and ends with it. Nothing is sent back: the caller reads the container from
     outside."""
     rest = argv[3:]
     malformed = rest and (len(rest) != 2 or rest[0] != "--import")
     if len(argv) < 3 or not argv[2].startswith("fd:") or not argv[2][3:].isdigit() or malformed:
-        print(f"usage: load.py {WAIT_OPTION} fd:N [--import MODULE,...]", file=sys.stderr)
+        print(f"usage: serve.py {WAIT_OPTION} fd:N [--import MODULE,...]", file=sys.stderr)
         return 2
     channel = int(argv[2][3:])
     configure()
@@ -646,7 +650,7 @@ def wait_for_model(argv):
         os.write(channel, READY)
         data, ancillary, flags, _ = sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4))
     except OSError as e:
-        print(f"airlock-harness: no request: {e}", file=sys.stderr, flush=True)
+        print(f"{LINE_PREFIX}no request: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
         sock.detach()
@@ -662,14 +666,52 @@ def wait_for_model(argv):
             or not all(isinstance(a, str) for a in arguments):
         for fd in received:
             attempt(os.close, fd)
-        print("airlock-harness: no request (the socket closed, or the request was malformed)", file=sys.stderr,
+        print(f"{LINE_PREFIX}no request (the socket closed, or the request was malformed)", file=sys.stderr,
               flush=True)
         return 2
     os.dup2(received[0], channel)
     os.close(received[0])
-    # What a cold start with these arguments would show the model (/proc/self/cmdline still says --wait).
-    sys.argv[1:] = arguments
-    return main(["load.py"] + arguments)
+    return main(["serve.py"] + arguments)
+
+
+def settings(fd=SETTINGS_FD):
+    """The run's settings (see the module's doc): read whole from descriptor `fd` (at most 1 MiB), which is closed;
+    the markers and the line prefix are set. The arguments, or None when the settings are missing or malformed."""
+    global LINE_PREFIX
+    chunks, size = [], 0
+    try:
+        while size < 1 << 20:
+            chunk = os.pread(fd, 65536, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        attempt(os.close, fd)
+    import json
+    try:
+        value = json.loads(b"".join(chunks))
+        arguments, markers, prefix = value["arguments"], value["markers"], value["prefix"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(arguments, list) and all(isinstance(a, str) for a in arguments) and isinstance(prefix, str)
+            and isinstance(markers, dict) and all(isinstance(v, str) for v in markers.values())):
+        return None
+    MARKERS.update(markers)
+    LINE_PREFIX = prefix
+    return arguments
+
+
+def run():
+    """The entry point (serve.py): the settings' arguments, as main() takes them."""
+    arguments = settings()
+    if arguments is None:
+        print("usage: serve.py (the settings on descriptor %d were missing or malformed)" % SETTINGS_FD,
+              file=sys.stderr)
+        return 2
+    return main(["serve.py"] + arguments)
 
 
 def main(argv):
@@ -678,19 +720,19 @@ def main(argv):
         return wait_for_model(argv)
     parsed = options(argv)
     if parsed is None:
-        print(f"usage: load.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe] [--consumer {'|'.join(CONSUMERS)}] "
+        print(f"usage: serve.py {{{'|'.join(LOADERS)}}} MODEL [--no-probe] [--consumer {'|'.join(CONSUMERS)}] "
               f"[--compression {'|'.join(COMPRESSIONS)}] [--import MODULE,...]", file=sys.stderr)
         return 2
     loader, model, probe, CONSUMER, imports = parsed
     if argv[1] == "hf-remote-code":
-        airlock_remote_code.prepare()
-    if argv[1] in airlock_keras.SUFFIXES:
+        model_remote.prepare()
+    if argv[1] in model_keras.SUFFIXES:
         try:
-            airlock_keras.prepare(model, argv[1])
+            model_keras.prepare(model, argv[1])
         except OSError as e:
             return fail(3, "load-error", e)
-    if argv[1] == "onnx" and not airlock_onnx.configure(argv[3:]):
-        print("usage: load.py onnx MODEL [--folder fd:N] [--name NAME]", file=sys.stderr)
+    if argv[1] == "onnx" and not model_onnx.configure(argv[3:]):
+        print("usage: serve.py onnx MODEL [--folder fd:N] [--name NAME]", file=sys.stderr)
         return 2
     start(imports, loader in (load_torch_zip, load_torch_legacy))
     before = set(name.split(".", 1)[0] for name in list(sys.modules))
@@ -718,16 +760,16 @@ def main(argv):
             return fail(3, "probe-error", e)
     loaded = type(obj).__name__
     announce("end")
-    obj = None  # what only the harness held is finalized in settle()
+    obj = None  # what only the loader held is finalized in settle()
     attempt(lambda: say("imported", ",".join(imported_libraries(before))))
-    stand_ins = STAND_INS_USED | airlock_remote_code.STAND_INS_USED
+    stand_ins = STAND_INS_USED | model_remote.STAND_INS_USED
     if stand_ins:
         say("stand-ins", ",".join(sorted(stand_ins)))
     try:
         threads = settle(baseline)
-    except BaseException:  # a late payload's exception: the supervisor has seen what it did
+    except BaseException:  # a late payload's exception: the caller has seen what it did
         threads = max(0, other_threads() - baseline)
     if threads:
-        print(f"airlock-harness: left-behind threads={threads}", file=sys.stderr, flush=True)
-    print(f"airlock-harness: loaded {loaded}", flush=True)
+        print(f"{LINE_PREFIX}left-behind threads={threads}", file=sys.stderr, flush=True)
+    print(f"{LINE_PREFIX}loaded {loaded}", flush=True)
     return 0

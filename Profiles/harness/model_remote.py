@@ -1,9 +1,9 @@
 """Repositories with remote code (`trust_remote_code=True`), loaded as transformers loads them: format hf-remote-code.
 
-MODEL is the repository's pack (`RepositoryPack` in Sources/AirlockProbe): its config files and Python modules, read
-on the host and passed as a sealed descriptor. Here, inside the sandbox:
+MODEL is the repository's pack (`RepositoryPack`): its config files and Python modules, read
+on the host and passed as a sealed descriptor. Here, inside the container:
 
-- load: the pack is unpacked into /tmp/airlock-hf/model (the sandbox's /tmp is its own tmpfs), as the repository a
+- load: the pack is unpacked into a fresh folder of /tmp (the container's /tmp is its own tmpfs), as the repository a
   consumer downloaded. For each `auto_map` reference of config.json and tokenizer_config.json, the class is imported
   with transformers' own `get_class_from_dynamic_module` when transformers is installed; otherwise with the same
   mechanics written here: the module and its relative imports copied into the module cache package
@@ -12,12 +12,12 @@ on the host and passed as a sealed descriptor. Here, inside the sandbox:
   is what `PretrainedConfig.from_dict` does).
 - probe (`construct`): the model classes constructed from the config (`_from_config` with transformers, as
   `AutoModel.from_config` does; `cls(config)` otherwise), tokenizers with `from_pretrained(the repository)`, as
-  `from_pretrained` would without weights. The harness then uses the first model like any loaded one (forward).
+  `from_pretrained` would without weights. The loader then uses the first model like any loaded one (forward).
 
 References are checked again here: only `module.ClassName` with identifiers is imported; `repo--module.Class`
 (another repository), absolute or otherwise odd names are skipped, so no file outside the unpacked repository is
 ever addressed. The repository's code runs in this process: everything it does is the model's, and what the
-supervisor sees decides.
+caller sees decides.
 """
 import importlib
 import json
@@ -25,10 +25,10 @@ import os
 import struct
 import sys
 
-from airlock_consumers import real
+from model_consumers import real
 
-MAGIC = b"AIRLOCK-HF-REPO1\n"
-ROOT = "/tmp/airlock-hf"
+MAGIC = b"MODEL-REPO-1\n"
+ROOT = "/tmp/tmp" + os.urandom(4).hex()
 REPOSITORY = ROOT + "/model"
 MODULES = ROOT + "/modules"
 PACKAGE = "transformers_modules"
@@ -46,12 +46,12 @@ def configs(names):
 CONFIG_KEY = "AutoConfig"
 FROM_REPOSITORY = ("AutoTokenizer", "AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor",
                    "AutoVideoProcessor")
-# Libraries whose mechanics the harness stood in for (merged into the harness's `stand-ins` line).
+# Libraries whose mechanics the loader stood in for (merged into the loader's `stand-ins` line).
 STAND_INS_USED = set()
 
 
 def prepare():
-    """Before start-up imports transformers: its caches in the sandbox's /tmp, and no network, token or telemetry
+    """Before start-up imports transformers: its caches in the container's /tmp, and no network, token or telemetry
     (transformers would otherwise try the Hub, and be blamed for it)."""
     home = ROOT + "/home"
     os.environ.update({

@@ -1,8 +1,8 @@
 """The consumer's own libraries, as an inference process uses them: imported before the model is touched, then
 asked to load the file the way their users load it, then used on a canary input.
 
-Everything here runs inside the sandbox, with the Python environment `airlock probe --python` named, mounted
-read-only. Nothing here decides anything: the supervisor judges from what it observes.
+Everything here runs inside the container, with the Python environment the service's environment named, mounted
+read-only. Nothing here decides anything: the caller judges from what it observes.
 """
 import importlib
 import os
@@ -58,7 +58,7 @@ def quick_exit():
     """Makes the process's end cost what Python's own finalization costs, once the runtime's libraries are in.
 
     gc.freeze(): what start-up created (tens of thousands of the libraries' objects) moves to the collector's
-    permanent generation, so the collections at the interpreter's exit look at what the model and the harness made,
+    permanent generation, so the collections at the interpreter's exit look at what the model and the loader made,
     not at every module of torch again (0.3-0.7 s per run with torch otherwise). Then a C-level exit handler, on_exit
     (glibc), that calls _exit(status): exit() runs handlers last-registered first, so after Python's finalization is
     complete (atexit handlers, thread joins, module teardown, finalizers, flushed streams), and after any handler the
@@ -192,7 +192,7 @@ def use_module(torch, module):
 def use(obj):
     """The consumer's first use of a loaded model: forward for torch modules, predict for Keras models (on inputs of
     their own shapes), predict/transform for estimators.
-    Returns whether the object was one of those (else the harness's generic calls apply)."""
+    Returns whether the object was one of those (else the loader's generic calls apply)."""
     torch = real("torch")
     if torch is not None:
         try:
@@ -203,8 +203,8 @@ def use(obj):
             pass
     keras = real("keras")
     if keras is not None:
-        import airlock_keras  # predict on inputs shaped from the model's own (before the estimators' guesses)
-        if airlock_keras.use(keras, obj):
+        import model_keras  # predict on inputs shaped from the model's own (before the estimators' guesses)
+        if model_keras.use(keras, obj):
             return True
     if is_estimator(obj):
         use_estimator(obj)
@@ -216,4 +216,4 @@ def imported_libraries(before):
     """Top-level modules imported since `before` that are not the standard library's."""
     stdlib = getattr(sys, "stdlib_module_names", frozenset())
     now = {name.split(".", 1)[0] for name in list(sys.modules)}
-    return sorted(n for n in now - before if n not in stdlib and not n.startswith("_") and n != "airlock_harness")
+    return sorted(n for n in now - before if n not in stdlib and not n.startswith("_") and n != "model_loader")

@@ -1,17 +1,17 @@
 """ONNX models, loaded as a consumer loads them: format onnx.
 
 MODEL is the model's descriptor; `--folder fd:N` (optional) the pack of the external-data files of its folder that
-resolve inside it (`ONNXFolderPack` in Sources/AirlockProbe), read on the host by descriptor; `--name NAME` the
-model's own file name. Here, inside the sandbox:
+resolve inside it (`ONNXFolderPack`), read on the host by descriptor; `--name NAME` the
+model's own file name. Here, inside the container:
 
-- load: the pack is unpacked into /tmp/airlock-onnx/model (the sandbox's /tmp is its own tmpfs), the model copied
+- load: the pack is unpacked into a fresh folder of /tmp (the container's /tmp is its own tmpfs), the model copied
   there under its name (when it is too big for /tmp, read from its descriptor with the folder given as onnx.load and
   onnxruntime would take it from the path: `load_external_data_for_model(FOLDER)`, and the working folder), then,
   with whichever the runtime has,
   `onnx.load(path, load_external_data=True)` and `onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])`.
   Both are tried; when either refuses the model, loading raises its error (`load-error`): a refusal by the real
   loader is itself evidence. Locations that leave the folder were not packed, so the loader reads the real path
-  inside the sandbox, where the supervisor sees (and refuses) it.
+  inside the container, where the caller sees (and refuses) it.
 - probe (`construct`): one `run` of the session on zero inputs shaped from the graph's inputs (unknown or symbolic
   dimensions 1; inputs of a type not built here skip the run). Standard ONNX operators cannot run code or touch files:
   the run is what a consumer does next, not a way in. Its errors are the runtime's answer to the input, not raised.
@@ -19,16 +19,16 @@ model's own file name. Here, inside the sandbox:
 import os
 import struct
 
-from airlock_consumers import real
+from model_consumers import real
 
-MAGIC = b"AIRLOCK-ONNX-DIR1\n"
-ROOT = "/tmp/airlock-onnx"
+MAGIC = b"MODEL-DIR-1\n"
+ROOT = "/tmp/tmp" + os.urandom(4).hex()
 FOLDER = ROOT + "/model"
 MAX_FILES = 64
 MAX_BYTES = 48 << 20
 MAX_NAME = 1024
 MAX_COMPONENTS = 32
-# A model bigger than this is read from its descriptor instead of copied (the sandbox's /tmp is small).
+# A model bigger than this is read from its descriptor instead of copied (the container's /tmp is small).
 MAX_COPY = 16 << 20
 MAX_ELEMENTS = 1 << 22
 OPTIONS = {"folder": None, "name": "model.onnx"}
@@ -45,7 +45,7 @@ def plain_name(name):
 
 
 def configure(argv):
-    """`--folder fd:N` and `--name NAME` from the harness's command line; False when one is malformed."""
+    """`--folder fd:N` and `--name NAME` from the loader's command line; False when one is malformed."""
     for i, arg in enumerate(argv):
         value = argv[i + 1] if i + 1 < len(argv) else None
         if arg == "--folder":
@@ -126,7 +126,7 @@ def unpack(fd):
 
 
 def place(f):
-    """The model copied to FOLDER/NAME; None when it is too big for the sandbox's /tmp (it is then read from its
+    """The model copied to FOLDER/NAME; None when it is too big for the container's /tmp (it is then read from its
     descriptor, `load_unplaced`)."""
     path = FOLDER + "/" + OPTIONS["name"]
     size = os.fstat(f.fileno()).st_size
