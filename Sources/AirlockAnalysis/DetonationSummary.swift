@@ -45,6 +45,10 @@ public struct DetonationSummary: Sendable, Equatable {
     /// Whether a warm sandbox ran it (started before the model and handed it; docs/sandbox.md, "Warm start"):
     /// written only when true.
     public var warm = false
+    /// The attempts the detonation made into the emulated network, in order (written only when there are some).
+    public var network: [NetworkAttempt] = []
+    /// The names it asked the emulated DNS for, in order (written only when there are some).
+    public var dnsQuestions: [DNSAsked] = []
 
     /// Creates a summary.
     public init(
@@ -52,8 +56,11 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false
+        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false, network: [NetworkAttempt] = [],
+        dnsQuestions: [DNSAsked] = []
     ) {
+        self.network = network
+        self.dnsQuestions = dnsQuestions
         self.warm = warm
         self.runtime = runtime
         self.startupAllowed = startupAllowed
@@ -98,6 +105,8 @@ public struct DetonationSummary: Sendable, Equatable {
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         if warm { members.append(("warm", .bool(true))) }
+        if !network.isEmpty { members.append(("network", .array(network.map(\.json)))) }
+        if !dnsQuestions.isEmpty { members.append(("dnsQuestions", .array(dnsQuestions.map(\.json)))) }
         return .object(members)
     }
 
@@ -141,5 +150,17 @@ public struct DetonationSummary: Sendable, Equatable {
             self.runtime = runtime
         }
         if case .bool(true)? = field("warm") { warm = true }
+        if case .array(let items)? = field("network") {
+            for item in items {
+                guard let attempt = NetworkAttempt(json: item) else { return nil }
+                network.append(attempt)
+            }
+        }
+        if case .array(let items)? = field("dnsQuestions") {
+            for item in items {
+                guard let question = DNSAsked(json: item) else { return nil }
+                dnsQuestions.append(question)
+            }
+        }
     }
 }
