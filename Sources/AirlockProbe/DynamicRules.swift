@@ -82,9 +82,11 @@ public enum DynamicRules {
     /// (and the other destinations, up to a bound) as evidence.
     static func withNetworkEvidence(_ finding: Finding, _ events: [TraceEvent], _ result: SandboxResult) -> Finding {
         let seqs = Set(events.map(\.seq))
-        // The resolver's own queries last: where the payload went says more than that it looked a name up.
+        // Flows that carried bytes first, the resolver's queries last: what was sent where says the most.
         let all = result.network.filter { $0.seq.map(seqs.contains) ?? false }
-        let flows = all.filter { $0.port != 53 } + all.filter { $0.port == 53 }
+        let flows =
+            all.filter { $0.port != 53 && !$0.bytes.isEmpty } + all.filter { $0.port != 53 && $0.bytes.isEmpty }
+            + all.filter { $0.port == 53 }
         guard let first = flows.first else { return finding }
         var f = finding
         let phases = Set(events.compactMap(\.phase))

@@ -32,7 +32,8 @@ public enum NetworkProtocols {
         let view = bytes.prefix(maxParsedBytes)
         // The request line: METHOD SP target SP HTTP/1.x CRLF, the method in capitals.
         guard let lineEnd = firstCRLF(view, from: view.startIndex) else { return nil }
-        let fields = view[view.startIndex..<lineEnd].split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
+        let fields = view[view.startIndex..<lineEnd].split(
+            separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard fields.count == 3, (1...16).contains(fields[0].count),
             fields[0].allSatisfy({ $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }), !fields[1].isEmpty,
             fields[2].elementsEqual("HTTP/1.1".utf8) || fields[2].elementsEqual("HTTP/1.0".utf8)
@@ -106,7 +107,8 @@ public enum NetworkProtocols {
             case 22: "SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.10\r\n"
             case 25, 587: "220 mail.internal ESMTP Postfix (Ubuntu)\r\n"
             case 110: "+OK Dovecot (Ubuntu) ready.\r\n"
-            case 143: "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE AUTH=PLAIN] Dovecot ready.\r\n"
+            case 143:
+                "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE AUTH=PLAIN] Dovecot ready.\r\n"
             default: nil
             }
         return text.map { Array($0.utf8) }
@@ -116,11 +118,13 @@ public enum NetworkProtocols {
     /// In the body (`inData`), only the line `.` is answered (it ends the body).
     public static func smtpReply(_ line: ArraySlice<UInt8>, inData: Bool) -> (reply: [UInt8]?, inData: Bool) {
         if inData {
-            return line.elementsEqual([UInt8(ascii: ".")]) ? (Array("250 2.0.0 Ok: queued as 4F1A2B3C4D\r\n".utf8), false) : (nil, true)
+            return line.elementsEqual([UInt8(ascii: ".")])
+                ? (Array("250 2.0.0 Ok: queued as 4F1A2B3C4D\r\n".utf8), false) : (nil, true)
         }
         let verb = String(decoding: line.prefix(4), as: UTF8.self).uppercased()
         switch verb {
-        case "EHLO": return (Array("250-mail.internal\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n".utf8), false)
+        case "EHLO":
+            return (Array("250-mail.internal\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n".utf8), false)
         case "HELO": return (Array("250 mail.internal\r\n".utf8), false)
         case "DATA": return (Array("354 End data with <CR><LF>.<CR><LF>\r\n".utf8), true)
         case "QUIT": return (Array("221 2.0.0 Bye\r\n".utf8), false)

@@ -1,17 +1,29 @@
 import AirlockTrace
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Turns what the emulated network recorded (`NetworkSink.finish`) into the result's `network` and `dnsQuestions`:
 /// each flow named from the DNS map, and tied to the trace event of the call that opened it (the first performed
 /// `connect`/`sendto`/`sendmsg` to its address and port not yet claimed), whose phase it takes.
 enum NetworkRecord {
     static func exchanges(
-        _ recorded: (flows: [NetworkSink.Flow], questions: [NetworkSink.Question], questionsDropped: Int,
-            names: [[UInt8]: String]),
+        _ recorded: (
+            flows: [NetworkSink.Flow], questions: [NetworkSink.Question], questionsDropped: Int,
+            names: [[UInt8]: String]
+        ),
         trace: [TraceEvent]
     ) -> ([NetworkExchange], [DNSQuestion]) {
         var openers: [(seq: Int, phase: String?, address: [UInt8], port: UInt16)] = []
         for event in trace where ["connect", "sendto", "sendmsg"].contains(event.syscall) {
-            guard case .returned? = event.performed, let text = event.args.address, let port = event.args.port,
+            // A non-blocking connect (Python's sockets with a timeout) opens its flow with EINPROGRESS.
+            let opened: Bool
+            switch event.performed {
+            case .returned?: opened = true
+            case .failed(let e)?: opened = e == "EINPROGRESS" || e == String(EINPROGRESS)
+            case nil: opened = false
+            }
+            guard opened, let text = event.args.address, let port = event.args.port,
                 let address = NetworkSink.bytes(text), (0...65535).contains(port)
             else {
                 continue

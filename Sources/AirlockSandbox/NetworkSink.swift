@@ -55,6 +55,14 @@ public final class NetworkSink: @unchecked Sendable {
 
         """
 
+    /// The sandbox's own IPv4 address (network byte order), drawn per run from the default VPC's range (172.31.16.0
+    /// to 172.31.95.255, clear of the resolver at 172.31.0.2): the source address of its connections, as a cloud
+    /// host's private address would be, not 127.0.0.1.
+    static func hostAddress() -> UInt32 {
+        let bytes: [UInt8] = [172, 31, UInt8.random(in: 16...95), UInt8.random(in: 4...250)]
+        return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+    }
+
     /// For a sandbox with an emulated network: `/etc/resolv.conf` (`resolvConf`) when neither the profile nor the
     /// request places one, so the command's resolver asks the sink. (A world that writes its own `/etc` places
     /// `NetworkSink.resolvConf` itself.)
@@ -141,7 +149,7 @@ public final class NetworkSink: @unchecked Sendable {
             return nil
         }
         startThread(stackBytes: 1 << 20) {
-            let rc = airlock_net_enter(ns) == 0 ? airlock_net_setup(1) : -errno
+            let rc = airlock_net_enter(ns) == 0 ? airlock_net_setup(1, NetworkSink.hostAddress()) : -errno
             close(ns)
             var ok = rc == 0
             if ok { ok = sink.openPort(PortKey(udp: true, port: 53)) && sink.openPort(PortKey(udp: false, port: 53)) }
@@ -292,9 +300,10 @@ public final class NetworkSink: @unchecked Sendable {
             }
             var local = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let address = withUnsafeMutablePointer(to: &local) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            } == 0 ? NetworkSink.address(local) : nil
+            let address =
+                withUnsafeMutablePointer(to: &local) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+                } == 0 ? NetworkSink.address(local) : nil
             let flow = monitor.locked { () -> Int? in
                 guard flows.count < limits.flows, let address else { return nil }
                 flows.append(Flow(transport: .tcp, address: address.0, port: key.port, atNs: now()))

@@ -22,8 +22,58 @@
 
 int airlock_net_enter(int nsfd) { return (int)syscall(SYS_setns, nsfd, CLONE_NEWNET); }
 
-/* One RTM_NEWROUTE: `local <any>/0 dev lo table local`, for `family`. */
-static int al_local_route(int nl, int family, unsigned int seq) {
+static void al_attr(struct nlmsghdr *h, unsigned short type, const void *data, unsigned short len) {
+    struct rtattr *a = (struct rtattr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    memcpy(RTA_DATA(a), data, len);
+    h->nlmsg_len = NLMSG_ALIGN(h->nlmsg_len) + RTA_ALIGN(a->rta_len);
+}
+
+/* Sends one request and waits for its acknowledgement: 0, or -errno. */
+static int al_request(int nl, struct nlmsghdr *h) {
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(nl, h, h->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -errno;
+    char reply[512];
+    for (;;) {
+        ssize_t n = recv(nl, reply, sizeof reply, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        struct nlmsghdr *r = (struct nlmsghdr *)reply;
+        if ((size_t)n < sizeof *r || r->nlmsg_seq != h->nlmsg_seq) continue;
+        if (r->nlmsg_type == NLMSG_ERROR && (size_t)n >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+            struct nlmsgerr *e = (struct nlmsgerr *)NLMSG_DATA(r);
+            return e->error; /* 0: acknowledged */
+        }
+        return -EPROTO;
+    }
+}
+
+/* RTM_NEWADDR: `addr`/prefix on lo, the host's own address (what getsockname shows for an outgoing connection). */
+static int al_address(int nl, uint32_t addr, unsigned char prefix, unsigned int seq) {
+    struct {
+        struct nlmsghdr h;
+        struct ifaddrmsg a;
+        char attrs[64];
+    } m;
+    memset(&m, 0, sizeof m);
+    m.h.nlmsg_type = RTM_NEWADDR;
+    m.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK;
+    m.h.nlmsg_seq = seq;
+    m.h.nlmsg_len = NLMSG_LENGTH(sizeof m.a);
+    m.a.ifa_family = AF_INET;
+    m.a.ifa_prefixlen = prefix;
+    m.a.ifa_scope = RT_SCOPE_UNIVERSE;
+    m.a.ifa_index = if_nametoindex("lo");
+    al_attr(&m.h, IFA_LOCAL, &addr, 4);
+    al_attr(&m.h, IFA_ADDRESS, &addr, 4);
+    return al_request(nl, &m.h);
+}
+
+/* One RTM_NEWROUTE: `local <any>/0 dev lo table local [src prefsrc]`, for `family`. */
+static int al_local_route(int nl, int family, unsigned int seq, uint32_t prefsrc) {
     struct {
         struct nlmsghdr h;
         struct rtmsg r;
@@ -39,35 +89,15 @@ static int al_local_route(int nl, int family, unsigned int seq) {
     m.r.rtm_protocol = RTPROT_BOOT;
     m.r.rtm_scope = RT_SCOPE_HOST;
     m.r.rtm_type = RTN_LOCAL;
-    size_t len = NLMSG_LENGTH(sizeof m.r);
-    struct rtattr *a = (struct rtattr *)((char *)&m + NLMSG_ALIGN(len));
+    m.h.nlmsg_len = NLMSG_LENGTH(sizeof m.r);
     int lo = (int)if_nametoindex("lo");
     if (lo <= 0) lo = 1;
-    a->rta_type = RTA_OIF;
-    a->rta_len = RTA_LENGTH(sizeof(int));
-    memcpy(RTA_DATA(a), &lo, sizeof lo);
-    len = NLMSG_ALIGN(len) + RTA_ALIGN(a->rta_len);
-    m.h.nlmsg_len = (unsigned int)len;
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    if (sendto(nl, &m, len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -errno;
-    char reply[512];
-    for (;;) {
-        ssize_t n = recv(nl, reply, sizeof reply, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        struct nlmsghdr *h = (struct nlmsghdr *)reply;
-        if ((size_t)n < sizeof *h || h->nlmsg_seq != seq) continue;
-        if (h->nlmsg_type == NLMSG_ERROR && (size_t)n >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
-            struct nlmsgerr *e = (struct nlmsgerr *)NLMSG_DATA(h);
-            return e->error; /* 0: acknowledged */
-        }
-        return -EPROTO;
-    }
+    al_attr(&m.h, RTA_OIF, &lo, sizeof lo);
+    if (family == AF_INET && prefsrc) al_attr(&m.h, RTA_PREFSRC, &prefsrc, 4);
+    return al_request(nl, &m.h);
 }
 
-int airlock_net_setup(int ipv6) {
+int airlock_net_setup(int ipv6, uint32_t address) {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) return -errno;
     struct ifreq ifr;
@@ -85,8 +115,9 @@ int airlock_net_setup(int ipv6) {
     if (nl < 0) return -errno;
     struct timeval bound = {.tv_sec = 1, .tv_usec = 0};
     (void)setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
-    err = al_local_route(nl, AF_INET, 1);
-    if (err == 0 && ipv6) err = al_local_route(nl, AF_INET6, 2);
+    err = address ? al_address(nl, address, 20, 3) : 0;
+    if (err == 0) err = al_local_route(nl, AF_INET, 1, address);
+    if (err == 0 && ipv6) err = al_local_route(nl, AF_INET6, 2, 0);
     close(nl);
     return err;
 }

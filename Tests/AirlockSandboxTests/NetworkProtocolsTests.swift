@@ -109,7 +109,8 @@ struct NetworkProtocolsTests {
         // Huge and adversarial inputs: lengths that claim more than there is, a megabyte of header lines.
         let many = Array(("GET / HTTP/1.1\r\n" + String(repeating: "X: y\r\n", count: 200_000)).utf8)
         #expect(NetworkProtocols.httpRequest(many)?.bodyStart == nil)
-        #expect(NetworkProtocols.tlsClientHello([0x16, 3, 3, 0xFF, 0xFF, 1] + [UInt8](repeating: 0xFF, count: 100)) != nil)
+        #expect(
+            NetworkProtocols.tlsClientHello([0x16, 3, 3, 0xFF, 0xFF, 1] + [UInt8](repeating: 0xFF, count: 100)) != nil)
     }
 
     @Test("SMTP: a client gets to its message body; banners for server-first protocols")

@@ -23,7 +23,7 @@ MANIFEST = []
 
 
 def write(name, code, destination, dport, marker, dns=False):
-    data = pickles.assemble(Call(Global("builtins", "exec"), (code,)), 2)[0]
+    data = pickles.assemble(Call(Global("builtins", "exec"), (code, {})), 2)[0]
     with open(os.path.join(out, name), "wb") as f:
         f.write(data)
     MANIFEST.append({"file": name, "name": destination, "port": dport, "marker": marker, "dns": dns})

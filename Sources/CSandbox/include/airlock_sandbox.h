@@ -247,9 +247,10 @@ int airlock_removexattr(const char *path, const char *name, int follow);
 
 /* setns(nsfd, CLONE_NEWNET) for the calling thread; -1 with errno. */
 int airlock_net_enter(int nsfd);
-/* In the calling thread's network namespace: loopback up, and local routes for 0.0.0.0/0 (and ::/0 when `ipv6`) on
- * it, so every address is local and nothing routes out. 0, or -errno. */
-int airlock_net_setup(int ipv6);
+/* In the calling thread's network namespace: loopback up, `address` (network byte order; 0: none) added to it as
+ * the host's own /20, and local routes for 0.0.0.0/0 (source `address`) and ::/0 (when `ipv6`) on it, so every
+ * address is local and nothing routes out. 0, or -errno. */
+int airlock_net_setup(int ipv6, uint32_t address);
 /* A non-blocking socket bound to the wildcard address of `family` on `port` (AF_INET6 TCP also takes IPv4; datagram
  * sockets receive each packet's destination); a stream socket listens. -1 with errno. */
 int airlock_net_socket(int family, int type, uint16_t port);
