@@ -66,11 +66,13 @@ public enum DynamicRules {
         return out
     }
 
-    /// An allowed call of a notify rule the policy names, made in a model phase: a call the emulated network
-    /// answered (`emulate`), which is the behaviour whether or not it was refused. Start-up's own calls are not the
-    /// model's.
+    /// An allowed inet/inet6 socket call of a notify rule the policy names, made in a model phase: a call the emulated
+    /// network answered (`emulate`, which only such calls can have), the behaviour whether or not it was refused.
+    /// Other allowed calls are never findings; start-up's own calls are not the model's.
     static func emulatedUse(_ event: TraceEvent, _ policy: VerdictPolicy) -> Bool {
         guard event.action == .allowed, let rule = event.rule, case .notify = rule, policy.behaviour[rule] != nil,
+            ["connect", "bind", "listen", "sendto", "sendmsg"].contains(event.syscall),
+            event.args.family == "inet" || event.args.family == "inet6",
             let phase = event.phase.flatMap(HarnessPhase.init(rawValue:))
         else {
             return false

@@ -117,7 +117,8 @@ int airlock_net_setup(int ipv6, uint32_t address) {
     (void)setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
     err = address ? al_address(nl, address, 20, 3) : 0;
     if (err == 0) err = al_local_route(nl, AF_INET, 1, address);
-    if (err == 0 && ipv6) err = al_local_route(nl, AF_INET6, 2, 0);
+    /* IPv6 may be disabled for new namespaces (net.ipv6.conf.default.disable_ipv6): IPv4 alone then. */
+    if (err == 0 && ipv6) (void)al_local_route(nl, AF_INET6, 2, 0);
     close(nl);
     return err;
 }
