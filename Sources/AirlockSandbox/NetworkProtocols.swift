@@ -201,7 +201,8 @@ public enum NetworkProtocols {
         public var id: UInt16
         /// Its flags word.
         public var flags: UInt16
-        /// The name asked for, lower-cased, without the final dot (labels joined with `.`; unprintable bytes `\xNN`).
+        /// The name asked for as the query spelled it (case kept: a payload's encoded data may be in it), without the
+        /// final dot (labels joined with `.`; unprintable bytes `\xNN`).
         public var name: String
         /// The record type (1 A, 28 AAAA, …).
         public var type: UInt16
@@ -230,7 +231,7 @@ public enum NetworkProtocols {
             guard length <= 63, at + length <= b.count else { return nil }
             total += length + 1
             guard total <= 255 else { return nil }
-            labels.append(printable(b[at..<(at + length)], limit: 63).lowercased())
+            labels.append(printable(b[at..<(at + length)], limit: 63))
             at += length
         }
         guard at + 4 <= b.count else { return nil }

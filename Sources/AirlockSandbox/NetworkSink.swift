@@ -247,6 +247,12 @@ public final class NetworkSink: @unchecked Sendable {
                 }
             }
         }
+        // What the command sent just before the end and the sink has not read yet (a connection still in a
+        // listener's backlog, bytes in a socket's buffer): one last bounded pass, without waiting.
+        for (fd, key) in sockets {
+            if key.udp { receiveDatagrams(fd, key, &buffer) } else { accept(fd, key) }
+        }
+        for fd in Array(connections.keys) { readConnection(fd, &buffer) }
         for fd in Array(connections.keys) + Array(sockets.keys) { close(fd) }
         connections.removeAll()
         sockets.removeAll()
@@ -531,7 +537,8 @@ struct DNSNames {
     private(set) var byAddress: [[UInt8]: String] = [:]
 
     mutating func address(for name: String, v6: Bool) -> [UInt8] {
-        let key = (v6 ? "6 " : "4 ") + name
+        // DNS names are case-insensitive: one address for every spelling.
+        let key = (v6 ? "6 " : "4 ") + name.lowercased()
         if let known = byName[key] { return known }
         var generator = SystemRandomNumberGenerator()
         var address: [UInt8] = []

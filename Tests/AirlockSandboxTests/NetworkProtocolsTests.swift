@@ -2,6 +2,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+    import AirlockTestSupport
+#endif
+
 /// The emulated network's parsers (HTTP request head, TLS ClientHello SNI, DNS query) on real and hostile bytes:
 /// real messages parsed, every prefix and thousands of mutations of them never crash, and what they return stays
 /// within their bounds.
@@ -65,6 +69,10 @@ struct NetworkProtocolsTests {
 
     @Test("DNS: the question, and an answer that echoes it with one address and EDNS")
     func dns() throws {
+        // The name as the query spelled it: data a payload encodes in it keeps its case.
+        var mixed = NetworkProtocolsTests.dnsSample
+        mixed[13] = UInt8(ascii: "W")
+        #expect(NetworkProtocols.dnsQuery(mixed)?.name == "Www.example.invalid")
         let q = try #require(NetworkProtocols.dnsQuery(NetworkProtocolsTests.dnsSample))
         #expect(q.name == "www.example.invalid" && q.type == 28 && q.id == 0xABCD && q.hasAdditional)
         let address: [UInt8] = [0x26, 0x06, 0x47, 0] + [UInt8](repeating: 7, count: 12)
@@ -122,6 +130,26 @@ struct NetworkProtocolsTests {
         #expect(NetworkProtocols.smtpReply([UInt8(ascii: ".")][...], inData: true).inData == false)
     }
 
+    @Test("a notify rule may emulate only inet socket calls, and the default may not")
+    func emulateOnlyForSockets() throws {
+        for (syscalls, families) in [(["openat"], ["inet"]), (["connect"], ["unix"]), (["connect"], [String]())] {
+            #expect(throws: SandboxError.self) {
+                try editedProfile { object in
+                    editSection(&object) { section in
+                        var rules = section["notify"] as! [[String: Any]]
+                        rules.insert(
+                            ["id": "odd", "syscalls": syscalls, "families": families, "action": "emulate"], at: 0)
+                        section["notify"] = rules
+                    }
+                }
+            }
+        }
+        #expect(throws: SandboxError.self) {
+            try editedProfile { object in editSection(&object) { $0["notifyDefault"] = "emulate" } }
+        }
+        #expect(try defaultProfile().sandbox.notify.contains { $0.id == "network" && $0.action == .emulate })
+    }
+
     @Test("DNS names: stable per name, distinct between names, mapped back")
     func names() {
         var names = DNSNames()
@@ -130,5 +158,6 @@ struct NetworkProtocolsTests {
         #expect(names.address(for: "b.example.invalid", v6: false) != a)
         #expect(names.address(for: "a.example.invalid", v6: true).count == 16)
         #expect(names.byAddress[a] == "a.example.invalid")
+        #expect(names.address(for: "A.Example.INVALID", v6: false) == a, "one address for every spelling")
     }
 }
