@@ -47,6 +47,10 @@ public struct DetonationSummary: Sendable, Equatable {
     public var warm = false
     /// The host the sandbox pretended to be (`detonation.world`); nil: the profile as written.
     public var world: WorldSummary? = nil
+    /// The attempts the detonation made into the emulated network, in order (written only when there are some).
+    public var network: [NetworkAttempt] = []
+    /// The names it asked the emulated DNS for, in order (written only when there are some).
+    public var dnsQuestions: [DNSAsked] = []
 
     /// Creates a summary.
     public init(
@@ -54,9 +58,12 @@ public struct DetonationSummary: Sendable, Equatable {
         exitCode: Int?,
         signal: String?, timedOut: Bool, durationMs: Double, stdoutTail: String, stderrTail: String, traceDropped: Int,
         traceDroppedBytes: Int, limitsHit: [ResourceLimitHit], cgroup: SandboxCgroupStatus, traceOmitted: Int? = nil,
-        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false, world: WorldSummary? = nil
+        runtime: RuntimeSummary? = nil, startupAllowed: Int = 0, warm: Bool = false, world: WorldSummary? = nil,
+        network: [NetworkAttempt] = [], dnsQuestions: [DNSAsked] = []
     ) {
         self.world = world
+        self.network = network
+        self.dnsQuestions = dnsQuestions
         self.warm = warm
         self.runtime = runtime
         self.startupAllowed = startupAllowed
@@ -102,6 +109,8 @@ public struct DetonationSummary: Sendable, Equatable {
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         if warm { members.append(("warm", .bool(true))) }
         if let world { members.append(("world", world.json)) }
+        if !network.isEmpty { members.append(("network", .array(network.map(\.json)))) }
+        if !dnsQuestions.isEmpty { members.append(("dnsQuestions", .array(dnsQuestions.map(\.json)))) }
         return .object(members)
     }
 
@@ -146,6 +155,18 @@ public struct DetonationSummary: Sendable, Equatable {
         }
         if case .bool(true)? = field("warm") { warm = true }
         if let member = field("world") { world = WorldSummary(json: member) }
+        if case .array(let items)? = field("network") {
+            for item in items {
+                guard let attempt = NetworkAttempt(json: item) else { return nil }
+                network.append(attempt)
+            }
+        }
+        if case .array(let items)? = field("dnsQuestions") {
+            for item in items {
+                guard let question = DNSAsked(json: item) else { return nil }
+                dnsQuestions.append(question)
+            }
+        }
     }
 }
 

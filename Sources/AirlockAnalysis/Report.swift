@@ -179,6 +179,20 @@ public struct Report: Sendable {
         if let world = detonation?.world {
             lines.append("  " + safe("detonated as \(world.user)@\(world.hostname) (world \(world.name))"))
         }
+        if let detonation, !detonation.network.isEmpty || !detonation.dnsQuestions.isEmpty {
+            lines.append("  network (emulated; nothing left the machine):")
+            for q in detonation.dnsQuestions.prefix(32) {
+                lines.append("    dns \(safe(q.type)) \(safe(q.name))" + (q.phase.map { "  [\(safe($0))]" } ?? ""))
+            }
+            for a in detonation.network.prefix(32) {
+                var place: [String] = []
+                if let phase = a.phase { place.append(phase) }
+                if let seq = a.seq { place.append("#\(seq)") }
+                let at = place.isEmpty ? "" : "  [\(place.joined(separator: " "))]"
+                lines.append("    \(a.transport) \(safe(a.destination))\(at)")
+                lines.append("        \(safe(a.sentSummary))")
+            }
+        }
         if !traceLines.isEmpty {
             lines.append("  trace:")
             lines += traceLines.map { "    " + $0 }

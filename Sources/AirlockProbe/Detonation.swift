@@ -258,7 +258,29 @@ public struct Detonation: Sendable {
             stderrTail: Detonation.tail(result.stderr, Detonation.outputTail), traceDropped: result.traceDropped,
             traceDroppedBytes: result.traceDroppedBytes, limitsHit: result.limitsHit, cgroup: result.cgroup,
             runtime: runtime, startupAllowed: result.traceQuieted, warm: warm,
-            world: world.map { WorldSummary(name: $0.name, hostname: $0.hostname, user: $0.user.name) })
+            world: world.map { WorldSummary(name: $0.name, hostname: $0.hostname, user: $0.user.name) },
+            network: networkAttempts,
+            dnsQuestions: result.dnsQuestions.prefix(Detonation.maxReportedQuestions).map {
+                DNSAsked(name: $0.name, type: $0.type, phase: $0.phase)
+            })
+    }
+
+    /// Most network attempts and DNS questions a report lists.
+    static let maxReportedAttempts = 128
+    static let maxReportedQuestions = 256
+
+    /// The emulated network's flows as the report shows them, with what the parsers name in their bytes.
+    var networkAttempts: [NetworkAttempt] {
+        result.network.prefix(Detonation.maxReportedAttempts).map { Detonation.attempt($0) }
+    }
+
+    static func attempt(_ e: NetworkExchange) -> NetworkAttempt {
+        let http = NetworkProtocols.httpRequest(e.bytes)
+        let tls = http == nil ? NetworkProtocols.tlsClientHello(e.bytes) : nil
+        return NetworkAttempt(
+            transport: e.transport.rawValue, name: e.name, address: e.address, port: Int(e.port), phase: e.phase,
+            seq: e.seq, captured: e.bytes, dropped: e.droppedBytes, httpRequest: http?.requestLine,
+            httpHost: http?.host, tlsServerName: tls?.serverName)
     }
 
     static func tail(_ bytes: [UInt8], _ n: Int) -> String {

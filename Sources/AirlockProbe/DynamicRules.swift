@@ -14,7 +14,7 @@ public enum DynamicRules {
     public static func findings(_ detonation: Detonation, policy: VerdictPolicy) -> [Finding] {
         let result = detonation.result, outcome = detonation.outcome
         var groups: [(rule: VerdictPolicy.Rule, events: [TraceEvent])] = []
-        for event in result.trace where event.action != .allowed {
+        for event in result.trace where event.action != .allowed || emulatedUse(event, policy) {
             guard let rule = classify(event, policy: policy) else { continue }
             if let i = groups.firstIndex(where: { $0.rule == rule }) {
                 groups[i].events.append(event)
@@ -22,7 +22,7 @@ public enum DynamicRules {
                 groups.append((rule, [event]))
             }
         }
-        var out = groups.map { finding($0.rule, $0.events) }
+        var out = groups.map { withNetworkEvidence(finding($0.rule, $0.events), $0.events, result) }
         let phase = outcome.phase.rawValue
         if let kind = outcome.outcome, let rule = policy.outcomes[kind],
             kind == .probeError || policy.modelPhases.contains(outcome.phase)
@@ -64,6 +64,50 @@ public enum DynamicRules {
                     ])))
         }
         return out
+    }
+
+    /// An allowed inet/inet6 socket call of a notify rule the policy names, made in a model phase: a call the emulated
+    /// network answered (`emulate`, which only such calls can have), the behaviour whether or not it was refused.
+    /// Other allowed calls are never findings; start-up's own calls are not the model's.
+    static func emulatedUse(_ event: TraceEvent, _ policy: VerdictPolicy) -> Bool {
+        guard event.action == .allowed, let rule = event.rule, case .notify = rule, policy.behaviour[rule] != nil,
+            ["connect", "bind", "listen", "sendto", "sendmsg"].contains(event.syscall),
+            event.args.family == "inet" || event.args.family == "inet6",
+            let phase = event.phase.flatMap(HarnessPhase.init(rawValue:))
+        else {
+            return false
+        }
+        return policy.modelPhases.contains(phase)
+    }
+
+    /// A finding about calls that opened flows into the emulated network, with where the first went and what it sent
+    /// (and the other destinations, up to a bound) as evidence.
+    static func withNetworkEvidence(_ finding: Finding, _ events: [TraceEvent], _ result: SandboxResult) -> Finding {
+        let seqs = Set(events.map(\.seq))
+        // Flows that carried bytes first, the resolver's queries last: what was sent where says the most.
+        let all = result.network.filter { $0.seq.map(seqs.contains) ?? false }
+        let flows =
+            all.filter { $0.port != 53 && !$0.bytes.isEmpty } + all.filter { $0.port != 53 && $0.bytes.isEmpty }
+            + all.filter { $0.port == 53 }
+        guard let first = flows.first else { return finding }
+        var f = finding
+        let phases = Set(events.compactMap(\.phase))
+        let asked = result.dnsQuestions.filter { $0.phase.map(phases.contains) ?? false }.map(\.name)
+        var seen = Set<String>()
+        let names = asked.filter { seen.insert($0).inserted }.prefix(8)
+        if !names.isEmpty { f.evidence.details.append(("dnsQuestions", names.joined(separator: ", "))) }
+        let attempt = Detonation.attempt(first)
+        f.message += " → \(attempt.destination): \(attempt.sentSummary)"
+        f.evidence.details.append(("destination", attempt.destination))
+        f.evidence.details.append(("sent", attempt.sentSummary))
+        if let text = attempt.text, !text.isEmpty {
+            f.evidence.details.append(("sentText", String(text.prefix(512))))
+        } else if let b64 = attempt.base64, !b64.isEmpty {
+            f.evidence.details.append(("sentBase64", String(b64.prefix(512))))
+        }
+        let others = flows.dropFirst().prefix(8).map { Detonation.attempt($0).destination }
+        if !others.isEmpty { f.evidence.details.append(("alsoTo", others.joined(separator: ", "))) }
+        return f
     }
 
     /// The policy rule a refused event falls under; nil for phase announcements, the launch and ignored calls.

@@ -147,6 +147,9 @@ struct Decision: Equatable {
     var action: TraceEvent.Action
     var errno: Int32
     var rule: TraceRule
+    /// Answered by the emulated network (a notify rule with action `emulate`): `action` is `allowed`, and `errno`
+    /// is the rule's, for when there is no emulated network.
+    var emulated = false
 }
 
 /// Decides notified calls: profile refusals first, then the launch exec, then the notify rules in order.
@@ -203,14 +206,16 @@ struct NotifyPolicy {
     func decide(_ name: String, _ args: [UInt64], _ decoded: TraceArguments) -> Decision {
         for compiled in rules where compiled.rule.syscalls.contains(name) && matches(compiled, name, args, decoded) {
             let rule = compiled.rule
-            return Decision(action: NotifyPolicy.eventAction(rule.action), errno: rule.errno, rule: .notify(rule.id))
+            return Decision(
+                action: NotifyPolicy.eventAction(rule.action), errno: rule.errno, rule: .notify(rule.id),
+                emulated: rule.action == .emulate)
         }
         return Decision(action: NotifyPolicy.eventAction(fallback), errno: EPERM, rule: .notifyDefault)
     }
 
     private static func eventAction(_ a: NotifyRule.Action) -> TraceEvent.Action {
         switch a {
-        case .allow: .allowed
+        case .allow, .emulate: .allowed
         case .deny: .denied
         case .kill: .killed
         }

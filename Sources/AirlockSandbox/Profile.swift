@@ -277,8 +277,10 @@ public struct Limits: Sendable, Equatable {
 
 /// How the supervisor answers a notified system call.
 public struct NotifyRule: Sendable, Equatable {
-    /// The answer.
-    public enum Action: String, Sendable { case allow, deny, kill }
+    /// The answer. `emulate` (inet and inet6 socket calls only): the sandbox's emulated network answers the call
+    /// (`NetworkSink`): it succeeds into a sink the supervisor owns, and the trace records it as allowed under the
+    /// rule; without an emulated network (an unprivileged supervisor) it is refused with the rule's errno, as `deny`.
+    public enum Action: String, Sendable { case allow, deny, kill, emulate }
     /// Which access an open asks for.
     public enum Access: String, Sendable { case read, write }
     /// Whom a signal is aimed at.

@@ -429,7 +429,18 @@ extension SandboxSettings {
                         + "\(TraceRule.reservedIDs.sorted().joined(separator: ", ")), and syscalls[N])")
             }
             guard let action = NotifyRule.Action(rawValue: n.action) else {
-                throw SandboxError(.profile, "field \(field).action: expected allow, deny or kill")
+                throw SandboxError(.profile, "field \(field).action: expected allow, deny, kill or emulate")
+            }
+            if action == .emulate {
+                let sockets: Set<String> = ["connect", "bind", "listen", "sendto", "sendmsg"]
+                guard let families = n.families, !families.isEmpty,
+                    families.allSatisfy({ $0 == "inet" || $0 == "inet6" }), n.syscalls.allSatisfy(sockets.contains)
+                else {
+                    throw SandboxError(
+                        .profile,
+                        "field \(field).action: emulate answers only connect, bind, listen, sendto and sendmsg on the "
+                            + "families inet and inet6 (name them in syscalls and families)")
+                }
             }
             var access: NotifyRule.Access? = nil
             if let a = n.access {
@@ -469,7 +480,7 @@ extension SandboxSettings {
                 ))
         }
         notify = rules
-        guard let d = NotifyRule.Action(rawValue: raw.notifyDefault ?? "allow") else {
+        guard let d = NotifyRule.Action(rawValue: raw.notifyDefault ?? "allow"), d != .emulate else {
             throw SandboxError(.profile, "field airlock.notifyDefault: expected allow, deny or kill")
         }
         notifyDefault = d

@@ -64,6 +64,7 @@ public enum Sandbox {
         if let program { compiled = program } else { compiled = try SeccompProgram(profile: request.profile) }
         var request = request
         if let world = request.world { world.apply(to: &request.profile.sandbox) }
+        NetworkSink.placeResolverFiles(&request)
         let supervisor = try SandboxSupervisor(request: request, program: compiled)
         return try supervisor.supervise()
     }

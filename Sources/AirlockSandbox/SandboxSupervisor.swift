@@ -29,6 +29,8 @@ final class SandboxSupervisor {
     /// The command sees ordinary rlimits (a drawn world with a cgroup): its CPU seconds are kept here, from the
     /// cgroup's usage, polled every 100 ms.
     private let watchesCPU: Bool
+    /// The emulated network, when the profile has an `emulate` rule and the sandbox's namespace could be entered.
+    private var network: NetworkSink?
 
     /// Builds the sandbox and lets PID 1 go on to its set-up; `supervise` then runs it.
     init(request: SandboxRequest, program: SeccompProgram) throws(SandboxError) {
@@ -57,10 +59,15 @@ final class SandboxSupervisor {
         ends = parent
         status = StatusChannel(fd: parent.status)
         // From here on a failure leaves deinit to kill and reap PID 1.
+        if request.profile.sandbox.notify.contains(where: { $0.action == .emulate }) {
+            // Set up while PID 1 builds its root; the command starts only after (`takeListener`).
+            network = NetworkSink.start(sandboxPid: pid, start: start)
+        }
         try mapIDs()
     }
 
     deinit {
+        _ = network?.finish()
         if !reaped {
             _ = airlock_pidfd_send_signal(pidfd.rawValue, SIGKILL)
             var status: Int32 = 0
@@ -200,7 +207,7 @@ final class SandboxSupervisor {
             listener: listener, policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees),
             arch: arch, start: start,
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator,
-            quietPhase: request.quietPhase
+            quietPhase: request.quietPhase, network: network
         )
         notifier.phaseMarkers = request.phaseMarkers
         let observer = makeObserver(notifier)
@@ -419,6 +426,9 @@ final class SandboxSupervisor {
         result.traceQuieted = notifier.recorder.quieted
         result.releasedNs = run.releasedAt.map { $0 > start ? $0 - start : 0 }
         result.observation = observer?.report
+        if let network {
+            (result.network, result.dnsQuestions) = NetworkRecord.exchanges(network.finish(), trace: result.trace)
+        }
         if let cgroup {
             // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.
             if reaped {

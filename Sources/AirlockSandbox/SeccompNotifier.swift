@@ -45,12 +45,15 @@ final class SeccompNotifier {
     /// instead of performed here, and are counted rather than kept (`TraceRecorder.countQuiet`). Importing torch
     /// makes some 1,300 such opens.
     private let quietPhase: String?
+    /// The sandbox's emulated network, which answers calls of `emulate` rules (nil: they are refused).
+    private let network: NetworkSink?
 
     init(
         listener: FileDescriptor, policy: NotifyPolicy, arch: UInt32, start: UInt64, maxEvents: Int, maxBytes: Int,
-        phases: [String] = [], emulator: CallEmulator? = nil, quietPhase: String? = nil
+        phases: [String] = [], emulator: CallEmulator? = nil, quietPhase: String? = nil, network: NetworkSink? = nil
     ) throws(SandboxError) {
         self.listener = listener.rawValue
+        self.network = network
         self.emulator = emulator
         recorder = TraceRecorder(maxEvents: maxEvents, maxBytes: maxBytes)
         self.quietPhase = quietPhase
@@ -129,6 +132,8 @@ final class SeccompNotifier {
                 decision = policy.decide(name, args, decoded)
             }
         }
+        // No emulated network (or no supervisor performing calls): the rule refuses, with its errno.
+        if decision.emulated && (network == nil || emulator == nil) { decision.action = .denied }
         // Allowed in start-up: nothing racing it is the input's, so the kernel may perform it (see `quietPhase`).
         let quietlyAllowed =
             decision.action == .allowed && decision.rule != .launch && decision.rule != .phase && quietPhase != nil
@@ -143,6 +148,11 @@ final class SeccompNotifier {
         var performed: TraceEvent.Performed? = nil
         var returnValue: Int64 = 0
         if decision.action == .allowed && decision.rule != .launch && !quietlyAllowed, let emulator {
+            // The sink's socket for the destination exists before the call is performed with the address read once
+            // (the same bytes the decision saw; a racing thread changing its copy changes nothing here).
+            if decision.emulated, let network, let socket = operands.descriptor, let address = operands.sockaddr {
+                SeccompNotifier.prepare(network, socket: socket, address: address)
+            }
             let policy = self.policy
             let caller = CallEmulator.Caller(id: notification.id, hostTid: hostPid, status: nil)
             switch emulator.perform(
@@ -203,6 +213,24 @@ final class SeccompNotifier {
                 action: decision.action, errno: decision.action == .allowed ? nil : Errno(decision.errno).name,
                 rule: decision.rule, phase: phaseName, args: decoded, performed: performed
             ))
+    }
+
+    /// Asks the sink for a listener (stream socket) or bound socket (datagram socket) on the port of `address`, an
+    /// inet or inet6 socket address.
+    private static func prepare(_ network: NetworkSink, socket: Int32, address: [UInt8]) {
+        guard address.count >= 4 else { return }
+        let family = Int32(UInt16(address[0]) | UInt16(address[1]) << 8)
+        // AF_UNSPEC on a datagram socket is sent as AF_INET by the kernel: served the same.
+        guard family == AF_INET || family == AF_INET6 || family == AF_UNSPEC else { return }
+        let port = UInt16(address[2]) << 8 | UInt16(address[3])
+        var type: Int32 = 0
+        var size = socklen_t(4)
+        guard getsockopt(socket, SOL_SOCKET, SO_TYPE, &type, &size) == 0, port != 0 else { return }
+        if type == Int32(SOCK_STREAM.rawValue) {
+            network.prepare(udp: false, port: port)
+        } else if type == Int32(SOCK_DGRAM.rawValue) {
+            network.prepare(udp: true, port: port)
+        }
     }
 
     /// Replaces the phases the command may announce (a held sandbox's work decides them, `SandboxHold.Release`): the

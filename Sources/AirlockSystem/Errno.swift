@@ -27,7 +27,7 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
         ("ENETUNREACH", ENETUNREACH), ("ECONNREFUSED", ECONNREFUSED), ("EHOSTUNREACH", EHOSTUNREACH),
         ("EOPNOTSUPP", EOPNOTSUPP), ("ECANCELED", ECANCELED), ("ETIMEDOUT", ETIMEDOUT),
         ("EPROTONOSUPPORT", EPROTONOSUPPORT), ("ESOCKTNOSUPPORT", ESOCKTNOSUPPORT), ("ECHILD", ECHILD),
-        ("EDQUOT", EDQUOT), ("ETXTBSY", ETXTBSY), ("EWOULDBLOCK", EWOULDBLOCK),
+        ("EDQUOT", EDQUOT), ("ETXTBSY", ETXTBSY), ("EWOULDBLOCK", EWOULDBLOCK), ("EINPROGRESS", EINPROGRESS),
     ]
 
     /// The symbolic name (`"EACCES"`), or the number as text when it has none here.

@@ -91,6 +91,22 @@ struct ReportSchemaTests {
         #expect((safetensors["trace"] as? [Any])?.isEmpty == true)
     }
 
+    @Test("reports with the emulated network's attempts and DNS questions validate")
+    func networkValidates() throws {
+        try withSamples("network_payloads.py") { dir, _ in
+            let files = ["gated_http_post.pkl", "dns_exfil.pkl", "smtp_exfil.pkl"].map { "\(dir)/\($0)" }
+            let probe = try runCLI(["probe", "--format", "json"] + files, timeout: 120)
+            #expect(probe.status == 1, "\(probe.stderr)")
+            #expect(probe.stdout.contains("\"httpRequest\":\"POST /v1/collect HTTP/1.1\""), "\(probe.stdout)")
+            #expect(probe.stdout.contains("\"dnsQuestions\":[{"), "\(probe.stdout)")
+            try probe.stdout.write(toFile: "\(dir)/probe.jsonl", atomically: true, encoding: .utf8)
+            let validation = try SchemaValidation.python([
+                "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json", "\(dir)/probe.jsonl",
+            ])
+            #expect(validation.status == 0, "\(validation.output)")
+        }
+    }
+
     @Test("a report with what the supervisor saw left running (a forked sleeper, a timer handler) validates")
     func observationValidates() throws {
         let dir = try makeHostDirectory()

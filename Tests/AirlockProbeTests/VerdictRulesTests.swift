@@ -124,6 +124,23 @@ import AirlockTestSupport
         #expect(findings.first?.severity == .high)
     }
 
+    @Test("an inet call the emulated network answered (allowed, rule network) is dynamic.network in a model phase only")
+    func emulatedNetworkUse() throws {
+        let policy = try Self.policy()
+        var connect = Self.event(0, "connect", rule: .notify("network"), phase: .load, action: .allowed)
+        connect.args.family = "inet"
+        connect.args.address = "203.0.113.7"
+        connect.args.port = 443
+        let inLoad = DynamicRules.findings(Self.detonation(Self.trace(reaching: .end, [connect])), policy: policy)
+        #expect(inLoad.map(\.rule) == ["dynamic.network"] && inLoad.first?.severity == .critical)
+        var early = connect
+        early.phase = HarnessPhase.startup.rawValue
+        #expect(DynamicRules.findings(Self.detonation(Self.trace(reaching: .end, [early])), policy: policy).isEmpty)
+        var unix = connect
+        unix.args.family = "unix"
+        #expect(DynamicRules.findings(Self.detonation(Self.trace(reaching: .end, [unix])), policy: policy).isEmpty)
+    }
+
     @Test("refusals of one kind are grouped into one finding listing every seq")
     func grouping() throws {
         let policy = try Self.policy()

@@ -12,7 +12,7 @@ import Testing
 /// trace. Nothing here is mocked: these run real sandboxes and need root (or unprivileged user namespaces).
 @Suite("Escape attempts")
 struct EscapeTests {
-    @Test("TCP connect to a loopback listener the test owns: no connection arrives, connect is in the trace")
+    @Test("TCP connect to a loopback listener the test owns, network refused: no connection arrives, connect traced")
     func loopbackConnect() throws {
         let listener = try LoopbackListener()
         let result = try runPython(
@@ -23,7 +23,7 @@ struct EscapeTests {
                 print("connected")
             except OSError as e:
                 print("refused", e.errno)
-            """)
+            """, profile: networkDenyingProfile())
         #expect(result.out.contains("refused 13"))
         #expect(!listener.sawConnection())
         let connect = try #require(result.events("connect").first)
@@ -50,7 +50,7 @@ struct EscapeTests {
             t = threading.Thread(target=serve)
             t.start()
             t.join()
-            """)
+            """, profile: networkDenyingProfile())
         #expect(result.out.contains("refused 13"), "\(result.out) \(result.err)")
         let listen = try #require(result.events("listen").first)
         #expect(listen.args.family == "inet")
@@ -58,7 +58,7 @@ struct EscapeTests {
         #expect(listen.pid != 2, "called from the second thread")
     }
 
-    @Test("IPv6 and UDP sendto are refused with their addresses decoded")
+    @Test("IPv6 and UDP sendto, network refused: refused with their addresses decoded")
     func ipv6AndUDP() throws {
         let result = try runPython(
             """
@@ -69,7 +69,7 @@ struct EscapeTests {
                     s.sendto(b"x", addr)
                 except OSError as e:
                     print("refused", e.errno)
-            """)
+            """, profile: networkDenyingProfile())
         #expect(result.out.components(separatedBy: "refused 13").count == 3)
         let sends = result.events("sendto")
         #expect(sends.count == 2)

@@ -45,6 +45,18 @@ package func profileAddingMounts(_ mounts: [[String: Any]]) throws -> Profile {
     }
 }
 
+/// The default profile with its `network` rule refusing (EACCES) instead of answering through the emulated
+/// network: for tests of how socket calls are decoded and judged.
+package func networkDenyingProfile() throws -> Profile {
+    try editedProfile { object in
+        editSection(&object) { section in
+            var rules = section["notify"] as! [[String: Any]]
+            for i in rules.indices where rules[i]["id"] as? String == "network" { rules[i]["action"] = "deny" }
+            section["notify"] = rules
+        }
+    }
+}
+
 /// Merges `limits` into a profile section's `limits`.
 package func setLimits(_ section: inout [String: Any], _ limits: [String: Any]) {
     section["limits"] = (section["limits"] as! [String: Any]).merging(limits) { $1 }

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -253,6 +254,27 @@ int airlock_tgkill(pid_t tgid, pid_t tid, int sig);
 long airlock_utime_now(void);
 int airlock_setxattr(const char *path, const char *name, const void *value, size_t size, int flags, int follow);
 int airlock_removexattr(const char *path, const char *name, int follow);
+
+/* ---- The emulated network's kernel side (netsink.c) ---- */
+
+/* setns(nsfd, CLONE_NEWNET) for the calling thread; -1 with errno. */
+int airlock_net_enter(int nsfd);
+/* In the calling thread's network namespace: loopback up, `address` (network byte order; 0: none) added to it as
+ * the host's own /20, and local routes for 0.0.0.0/0 (source `address`) and ::/0 (when `ipv6`) on it, so every
+ * address is local and nothing routes out. 0, or -errno. */
+int airlock_net_setup(int ipv6, uint32_t address);
+/* A non-blocking socket bound to the wildcard address of `family` on `port` (AF_INET6 TCP also takes IPv4; datagram
+ * sockets receive each packet's destination); a stream socket listens. -1 with errno. */
+int airlock_net_socket(int family, int type, uint16_t port);
+/* recvmsg without waiting: the datagram (its full length returned, MSG_TRUNC), its sender, and the address it was
+ * sent to (4 or 16 bytes of `dst`). -1 with errno. */
+ssize_t airlock_net_recv(int fd, uint8_t *buf, size_t cap, struct sockaddr_storage *peer, uint8_t dst[16]);
+/* sendmsg of one datagram to `peer` from the local address `src` (4 or 16 bytes). -1 with errno. */
+ssize_t airlock_net_reply(int fd, const uint8_t *buf, size_t len, const struct sockaddr_storage *peer,
+                          const uint8_t src[16]);
+
+/* accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC). */
+int airlock_net_accept(int fd);
 
 /* ---- The deadline, kept by a thread of its own (watchdog.c) ---- */
 
