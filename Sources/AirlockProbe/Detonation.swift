@@ -26,6 +26,8 @@ public struct Detonation: Sendable {
     /// Whether it ran in a warm sandbox (`WarmSandbox`): started before the model, handed it through a socket. The
     /// deadline and `durationMs` then count from the handoff.
     public var warm = false
+    /// The world it ran in (`SandboxRequest.world`), with its planted credentials; nil: the profile as written.
+    public var world: HostWorld? = nil
 
     /// Bytes of the harness's standard output and error kept in the report.
     static let outputTail = 4096
@@ -83,7 +85,8 @@ public struct Detonation: Sendable {
         folder: FileDescriptor? = nil, name: String? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
+        if folder == nil, name == nil, options.world == nil,
+            let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {
             return detonation
@@ -109,10 +112,13 @@ public struct Detonation: Sendable {
             observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
+        request.world = options.world
         let result = try Sandbox.run(request, program: options.program)
-        return Detonation(
+        var detonation = Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),
             runtime: options.runtime)
+        detonation.world = options.world
+        return detonation
     }
 
     /// The runtime's environment and the harness, read-only: what every detonation's sandbox mounts besides the
@@ -165,7 +171,7 @@ public struct Detonation: Sendable {
     /// The command's start, phase changes and every refusal the policy counts, for people; at most 40 lines.
     func traceLines(policy: VerdictPolicy) -> [String] {
         let shown = result.trace.filter {
-            $0.rule == .launch || $0.rule == .phase
+            $0.rule == .launch || $0.rule == .phase || $0.rule == .honeytoken
                 || ($0.action != .allowed && DynamicRules.classify($0, policy: policy) != nil)
         }
         var lines = shown.prefix(40).map { e -> String in

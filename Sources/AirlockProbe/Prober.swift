@@ -30,6 +30,9 @@ public struct ProbeOptions: Sendable {
     /// Where detonations may find a warm sandbox of their runtime (airlockd's pool); nil: every detonation starts its
     /// own sandbox.
     public var warmStart: (any WarmStartSource)?
+    /// The host a cold detonation pretends to be, with its planted credentials (`Honeytokens.plant(in:)`); nil: the
+    /// profile as written.
+    public var world: HostWorld? = nil
 
     /// Creates options.
     public init(

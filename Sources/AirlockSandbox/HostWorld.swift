@@ -69,6 +69,9 @@ public struct HostWorld: Sendable, Equatable {
     public var files: [File]
     /// The sandbox's clocks; nil: the host's.
     public var clock: SandboxClock?
+    /// The credentials planted in `environment` and `files` (`Honeytokens.plant(in:)`); their files are readable,
+    /// and a read of one is traced (`TraceRule.honeytoken`).
+    public var honeytokens: [Honeytoken] = []
 
     /// Creates a world.
     public init(
