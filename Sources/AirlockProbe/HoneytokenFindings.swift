@@ -89,6 +89,8 @@ public enum HoneytokenFindings {
         let exact = ExfiltrationMatcher(tokens: tokens)
         var folded: ExfiltrationMatcher? = nil
         var out: [Finding] = []
+        // One finding per token and destination: the same send repeated (a program tried along PATH) adds its seq.
+        var seen: [String: Int] = [:]
         var budget = maxBytes
         for item in outgoing(result) where inModelPhase(item.phase, policy) {
             guard out.count < maxFindings, budget > 0 else { break }
@@ -102,6 +104,14 @@ public enum HoneytokenFindings {
                 matcher = exact
             }
             for match in matcher.matches(in: bytes) where out.count < maxFindings {
+                let key = "\(match.token) \(item.destination)"
+                if let i = seen[key] {
+                    if let seq = item.seq, let seqs = out[i].evidence.seq, seqs.count < DynamicRules.maxSeqs {
+                        out[i].evidence.seq = seqs + [seq]
+                    }
+                    continue
+                }
+                seen[key] = out.count
                 out.append(finding(match, tokens[match.token], item, bytes, policy.honeytokenSent))
             }
         }
@@ -115,7 +125,8 @@ public enum HoneytokenFindings {
         let quote = HoneytokenFindings.quote(bytes, match.offset, match.length)
         let whole = token.secrets.map { ExfiltrationMatcher.forms($0).first { $0.0 == match.form }?.1.count ?? 0 }.max()
         var details: [(String, String)] = [
-            ("phase", item.phase ?? "?"), ("token", token.name), ("planted", places([token])),
+            ("phase", item.phase ?? "any (the output is not divided by phase)"), ("token", token.name),
+            ("planted", places([token])),
             ("destination", item.destination), ("encoding", match.form),
             ("matched", "\(match.length) characters" + (whole.map { " of \($0)" } ?? "")),
             ("offset", String(match.offset)), ("quote", quote),
@@ -125,7 +136,7 @@ public enum HoneytokenFindings {
         if let seq = item.seq { evidence.seq = [seq] }
         return Finding(
             rule: rule.finding, severity: rule.severity, source: .dynamic,
-            message: rule.message + DynamicRules.phaseWords(item.phase)
+            message: rule.message + (item.phase.map(DynamicRules.phaseWords) ?? "")
                 + ": \(token.name) (\(places([token]))) in \(item.destination), \(match.form): \(quote)",
             evidence: evidence)
     }
@@ -180,7 +191,7 @@ public enum HoneytokenFindings {
             for (what, text) in texts {
                 out.append(
                     Outgoing(
-                        destination: "\(what) (\(event.action.rawValue), #\(event.seq))", bytes: Array(text.utf8),
+                        destination: "\(what) (\(event.action.rawValue))", bytes: Array(text.utf8),
                         phase: event.phase, seq: event.seq))
             }
         }

@@ -23,7 +23,8 @@ SAMPLES = []
 
 
 def run(code):
-    return Call(Global("builtins", "exec"), (code,))
+    # One namespace for the payload's definitions and statements (exec without one splits globals and locals).
+    return Call(Global("builtins", "exec"), (code, {}))
 
 
 def sample(name, code, now, network=(), benign=False):
