@@ -41,15 +41,24 @@ public struct ExfiltrationMatcher: Sendable {
     private let filter: [UInt64]
     private static let filterBits = 21
 
-    /// A matcher for `tokens`; `foldCase` for haystacks whose case may have changed on the way.
-    public init(tokens: [Honeytoken], foldCase: Bool = false) {
-        folded = foldCase
+    /// Whether only letters and digits are compared (folded to lower case): a value cut by dashes, dots, spaces,
+    /// line breaks or escapes every few characters still matches.
+    let squeezed: Bool
+
+    /// A matcher for `tokens`; `foldCase` for haystacks whose case may have changed on the way; `squeeze` to compare
+    /// letters and digits alone.
+    public init(tokens: [Honeytoken], foldCase: Bool = false, squeeze: Bool = false) {
+        folded = foldCase || squeeze
+        squeezed = squeeze
+        let foldCase = foldCase || squeeze
         var needles: [Needle] = []
         for (index, token) in tokens.enumerated() {
             for secret in token.secrets where secret.count >= 8 {
                 var seen = Set<[UInt8]>()
                 for (form, bytes) in ExfiltrationMatcher.forms(secret) {
-                    let b = foldCase ? ExfiltrationMatcher.lower(bytes) : bytes
+                    let b =
+                        squeeze
+                        ? ExfiltrationMatcher.squeeze(bytes) : foldCase ? ExfiltrationMatcher.lower(bytes) : bytes
                     guard b.count >= ExfiltrationMatcher.window, seen.insert(b).inserted else { continue }
                     needles.append(Needle(token: index, form: form, bytes: b))
                 }
@@ -78,7 +87,26 @@ public struct ExfiltrationMatcher: Sendable {
 
     /// Every token found in `bytes`, each once (its first and longest-reaching match), in the order found.
     public func matches(in bytes: [UInt8]) -> [Match] {
-        let haystack = folded ? ExfiltrationMatcher.lower(bytes) : bytes
+        guard squeezed else { return matches(folded ? ExfiltrationMatcher.lower(bytes) : bytes) }
+        // Offsets and lengths back in `bytes`: the n-th letter or digit, found by one walk per match.
+        let found = matches(ExfiltrationMatcher.squeeze(bytes))
+        return found.map { m in
+            var kept = 0
+            var start = -1
+            var end = bytes.count
+            for (i, b) in bytes.enumerated() where ExfiltrationMatcher.isAlphanumeric(b) {
+                if kept == m.offset { start = i }
+                kept += 1
+                if kept == m.offset + m.length {
+                    end = i + 1
+                    break
+                }
+            }
+            return Match(token: m.token, form: m.form, offset: max(start, 0), length: end - max(start, 0))
+        }
+    }
+
+    private func matches(_ haystack: [UInt8]) -> [Match] {
         let w = ExfiltrationMatcher.window
         guard haystack.count >= w, !windows.isEmpty else { return [] }
         var found: [Match] = []
@@ -192,6 +220,18 @@ public struct ExfiltrationMatcher: Sendable {
             out.append(alphabet[value])
             c += 1
         }
+        return out
+    }
+
+    static func isAlphanumeric(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+    }
+
+    /// Letters and digits alone, in lower case.
+    static func squeeze(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        for b in bytes where isAlphanumeric(b) { out.append(b >= 0x41 && b <= 0x5A ? b + 0x20 : b) }
         return out
     }
 

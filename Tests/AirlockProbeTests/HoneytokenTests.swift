@@ -218,6 +218,22 @@ struct HoneytokenTests {
         }
     }
 
+    @Test("a value cut every few characters by dashes, dots, spaces or line breaks")
+    func separators() throws {
+        let w = HoneytokenTests.world()
+        let hf = Array(HoneytokenTests.env(w, "HF_TOKEN"))
+        for (size, separator) in [(4, "-"), (6, "."), (5, " "), (7, "\r\n"), (3, "\",\"")] {
+            let cut = stride(from: 0, to: hf.count, by: size).map { String(hf[$0..<min($0 + size, hf.count)]) }
+            let text = "data=" + cut.joined(separator: separator) + "&x=1"
+            let found = HoneytokenTests.sent(Array(text.utf8), w)
+            #expect(found.count == 1, "\(text)")
+            let d = Dictionary(found.first?.evidence.details ?? [], uniquingKeysWith: { a, _ in a })
+            #expect(d["encoding"] == "as is, cut by separators")
+            #expect(
+                d["quote"]?.hasPrefix("data=hf") == true && d["quote"]?.contains("»") == true, "\(d["quote"] ?? "")")
+        }
+    }
+
     @Test("gzip and zlib bodies are inflated (bounded) and searched")
     func compressed() throws {
         let w = HoneytokenTests.world()
