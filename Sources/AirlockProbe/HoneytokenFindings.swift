@@ -152,7 +152,7 @@ public enum HoneytokenFindings {
             ("planted", places([token])),
             ("destination", item.destination), ("encoding", match.form),
             ("matched", "\(match.length) characters" + (whole.map { " of \($0)" } ?? "")),
-            ("offset", String(match.offset)), ("quote", quote),
+            ("matchOffset", String(match.offset)), ("quote", quote),
         ]
         if item.folded { details.append(("case", "compared without case (DNS)")) }
         var evidence = Evidence(details: details)

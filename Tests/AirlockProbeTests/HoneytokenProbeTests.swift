@@ -1,4 +1,5 @@
 import AirlockAnalysis
+import AirlockJSON
 import AirlockFormats
 import AirlockTrace
 @testable import AirlockProbe
@@ -33,12 +34,21 @@ struct HoneytokenProbeTests {
         return options
     }
 
+    /// Probes every thief in a fresh world, and checks every report against docs/report.schema.json.
     static func run(_ body: (_ sample: [String: Any], _ report: Report) -> Void) throws {
         try withSamples("thieves.py") { dir, _ in
             let options = try HoneytokenProbeTests.options()
+            var lines: [String] = []
             for sample in try ProbeTests.manifest("\(dir)/manifest.json") {
-                body(sample, Prober.probe(file: "\(dir)/\(sample["file"] as! String)", options: options))
+                let report = Prober.probe(file: "\(dir)/\(sample["file"] as! String)", options: options)
+                lines.append(report.json.serialized())
+                body(sample, report)
             }
+            try lines.joined(separator: "\n").write(toFile: "\(dir)/reports.jsonl", atomically: true, encoding: .utf8)
+            let validation = try SchemaValidation.python([
+                "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json", "\(dir)/reports.jsonl",
+            ])
+            #expect(validation.status == 0, "\(validation.output)")
         }
     }
 

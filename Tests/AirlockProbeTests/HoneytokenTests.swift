@@ -291,7 +291,7 @@ struct HoneytokenTests {
         #expect(HoneytokenTests.sent(flood, w).isEmpty)
         let found = HoneytokenTests.sent(flood + secret, w)
         #expect(found.count == 1)
-        #expect(found.first?.evidence.details.first { $0.0 == "offset" }?.1 == String(flood.count))
+        #expect(found.first?.evidence.details.first { $0.0 == "matchOffset" }?.1 == String(flood.count))
     }
 
     // MARK: Findings
