@@ -240,9 +240,12 @@ public enum HoneytokenFindings {
                 i += 1
             }
         }
+        var candidates: [(String, [UInt8])] = starts.filter { $0 < bytes.count }.map { ("", Array(bytes[$0...])) }
+        // A compressed body sent as base64 (a JSON field, a form value): the long base64 runs of the body, decoded.
+        for run in base64Runs(bytes, from: starts.last ?? 0) { candidates.append(("base64'd ", run)) }
         var out: [(String, [UInt8])] = []
-        for start in starts where start < bytes.count && inflated < maxInflatedTotal {
-            let view = ByteView(Array(bytes[start...]))
+        for (how, candidate) in candidates where inflated < maxInflatedTotal {
+            let view = ByteView(candidate)
             guard let kind = Compression.detect(view), [.gzip, .zlib, .zstd, .bzip2, .xz].contains(kind) else {
                 continue
             }
@@ -250,9 +253,43 @@ public enum HoneytokenFindings {
             let result = Decompressor.decompress(view, kind, limit: limit)
             let data = result.data.array
             inflated += max(data.count, 1)
-            if !data.isEmpty { out.append((kind.rawValue, data)) }
+            if !data.isEmpty { out.append((how + kind.rawValue, data)) }
         }
         return out
+    }
+
+    /// Base64 runs of at least 32 characters (standard or URL-safe) in the first MiB from `start`, decoded; at most
+    /// 16 of them.
+    static func base64Runs(_ bytes: [UInt8], from start: Int) -> [[UInt8]] {
+        var value = [Int8](repeating: -1, count: 256)
+        for (i, c) in TokenText.base64.enumerated() { value[Int(c)] = Int8(i) }
+        value[Int(UInt8(ascii: "-"))] = 62
+        value[Int(UInt8(ascii: "_"))] = 63
+        var runs: [[UInt8]] = []
+        var i = start
+        let end = min(bytes.count, start + (1 << 20))
+        while i < end && runs.count < 16 {
+            guard value[Int(bytes[i])] >= 0 else {
+                i += 1
+                continue
+            }
+            var j = i
+            var decoded: [UInt8] = []
+            var acc: UInt32 = 0
+            var bits = 0
+            while j < end, value[Int(bytes[j])] >= 0 {
+                acc = acc << 6 | UInt32(value[Int(bytes[j])])
+                bits += 6
+                if bits >= 8 {
+                    bits -= 8
+                    decoded.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+                }
+                j += 1
+            }
+            if j - i >= 32 { runs.append(decoded) }
+            i = j
+        }
+        return runs
     }
 
     /// The bytes around a match, printable, with the match between `»` `«`.

@@ -234,13 +234,23 @@ struct HoneytokenTests {
         }
     }
 
+    @Test("a value sent as UTF-16 (a NUL after every character)")
+    func utf16() {
+        let w = HoneytokenTests.world()
+        let key = Array(HoneytokenTests.env(w, "ANTHROPIC_API_KEY").utf8)
+        let found = HoneytokenTests.sent([0xFF, 0xFE] + key.flatMap { [$0, 0] }, w)
+        #expect(found.map { $0.evidence.details.first { $0.0 == "token" }?.1 } == ["Anthropic API key"])
+    }
+
     @Test("gzip and zlib bodies are inflated (bounded) and searched")
     func compressed() throws {
         let w = HoneytokenTests.world()
         let file = HoneytokenTests.file(w, ".aws/credentials").contents
-        for how in ["gzip.compress(d)", "zlib.compress(d)"] {
+        for how in [
+            "gzip.compress(d)", "zlib.compress(d)", "b'{\"blob\": \"' + base64.b64encode(gzip.compress(d)) + b'\"}'",
+        ] {
             let body = try HoneytokenTests.python(
-                "import sys, gzip, zlib; d = sys.stdin.buffer.read(); sys.stdout.write(\(how).hex())",
+                "import sys, gzip, zlib, base64; d = sys.stdin.buffer.read(); sys.stdout.write((\(how)).hex())",
                 input: Array(file.utf8))
             var bytes = Array("POST /u HTTP/1.1\r\nContent-Encoding: gzip\r\n\r\n".utf8)
             var i = body.startIndex
