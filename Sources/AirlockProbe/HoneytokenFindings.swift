@@ -56,7 +56,7 @@ public enum HoneytokenFindings {
         let rule = policy.honeytokenRead
         return groups.map { path, events in
             let first = events[0]
-            let planted = world.honeytokens.filter { $0.places.contains(.file(path)) }
+            let planted = world.honeytokens(plantedAt: path)
             let what: String
             var tokens = planted
             if !planted.isEmpty {

@@ -16,7 +16,8 @@ public enum Honeytokens {
 
     /// Same, with `random` as the source (tests).
     public static func plant(in world: inout HostWorld, using random: inout some RandomNumberGenerator) {
-        let home = world.user.home == "/" ? "" : world.user.home
+        var home = Substring(world.user.home)
+        while home.hasSuffix("/") { home = home.dropLast() }
         let user = world.user.name
         var tokens: [Honeytoken] = []
         func file(_ relative: String, _ contents: String, _ mode: UInt32 = 0o600) -> Honeytoken.Place {

@@ -54,6 +54,14 @@ extension HostWorld {
         return out
     }
 
+    /// The tokens planted in the file at `path` (compared once `.` and `..` are collapsed).
+    public func honeytokens(plantedAt path: String) -> [Honeytoken] {
+        let path = PathMatcher.normalize(path)
+        return honeytokens.filter { token in
+            token.places.contains { if case .file(let p) = $0 { PathMatcher.normalize(p) == path } else { false } }
+        }
+    }
+
     /// Whether a token is planted in the environment: then `/proc/PID/environ` holds it, and reading it is a read of
     /// that token.
     public var honeytokensInEnvironment: Bool {

@@ -11,10 +11,10 @@ import AirlockTestSupport
 /// encoding a thief uses, split, compressed, flooded), and the findings on synthetic detonations.
 @Suite("Honeytokens: planting, matching, findings")
 struct HoneytokenTests {
-    static func world() -> HostWorld {
+    static func world(home: String = "/home/mlsvc") -> HostWorld {
         var world = HostWorld(
             name: "test", hostname: "gpu-node-7",
-            user: HostWorld.User(name: "mlsvc", uid: 1000, gid: 1000, home: "/home/mlsvc"),
+            user: HostWorld.User(name: "mlsvc", uid: 1000, gid: 1000, home: home),
             environment: [HostWorld.Variable("PATH", "/usr/local/bin:/usr/bin:/bin")])
         Honeytokens.plant(in: &world)
         return world
@@ -355,6 +355,10 @@ struct HoneytokenTests {
                 || secrets[1].evidence.details.contains { $0.1.contains("$HF_TOKEN") })
         #expect(secrets[2].message.contains("folder"))
         #expect(Verdict.decide(findings: findings, analysed: true) == .malicious)
+        // A home written with a trailing slash plants the same paths, as the trace names them.
+        let slashed = DynamicRules.findings(
+            HoneytokenTests.detonation(trace, world: HoneytokenTests.world(home: "/home/mlsvc/")), policy: policy)
+        #expect(slashed.filter { $0.rule == "dynamic.secrets" }.map(\.message) == secrets.map(\.message))
         // Without a world the same trace says nothing about tokens.
         #expect(HoneytokenTests.tokenFindings(HoneytokenTests.detonation(trace, world: nil), policy).isEmpty)
     }
