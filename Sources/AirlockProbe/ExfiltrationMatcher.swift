@@ -229,10 +229,30 @@ public struct ExfiltrationMatcher: Sendable {
 
     /// Letters and digits alone, in lower case.
     static func squeeze(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        for b in bytes where isAlphanumeric(b) { out.append(b >= 0x41 && b <= 0x5A ? b + 0x20 : b) }
+        // A table and raw buffers: this runs over every byte that left the sandbox.
+        var kept = 0
+        let out = [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
+            bytes.withUnsafeBufferPointer { input in
+                squeezeTable.withUnsafeBufferPointer { table in
+                    for b in input {
+                        let t = table[Int(b)]
+                        if t != 0 {
+                            buffer[kept] = t
+                            kept += 1
+                        }
+                    }
+                }
+            }
+            count = kept
+        }
         return out
+    }
+
+    /// Byte → itself in lower case if a letter or digit, else 0.
+    private static let squeezeTable: [UInt8] = (0..<256).map { b in
+        let byte = UInt8(b)
+        guard isAlphanumeric(byte) else { return 0 }
+        return byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte
     }
 
     static func lower(_ bytes: [UInt8]) -> [UInt8] {
