@@ -9,7 +9,8 @@ emulated network answers (`network`).
 
 Python 3 standard library only; nothing is unpickled here. Every destination is a made-up name under `.example` (the
 emulated network answers it inside the sandbox; outside, the names do not resolve) and every payload swallows its
-errors, so the loader goes on: on the host nothing is read that exists there (the paths are under the planted home).
+errors, so the loader goes on. Each payload first checks that it runs in the test's world (HOME /home/mlsvc) and raises
+otherwise: loaded on a real host by mistake, it reads and sends nothing.
 """
 import json
 import os
@@ -22,9 +23,14 @@ from pickles import Call, Global  # noqa: E402
 SAMPLES = []
 
 
+# Outside the test's world (HOME /home/mlsvc, the planted tokens) a payload does nothing: loaded by mistake on a real
+# host it must not read or send that host's own credentials.
+GUARD = "import os\nif os.environ.get('HOME') != '/home/mlsvc':\n    raise ImportError('not the test world')\n"
+
+
 def run(code):
     # One namespace for the payload's definitions and statements (exec without one splits globals and locals).
-    return Call(Global("builtins", "exec"), (code, {}))
+    return Call(Global("builtins", "exec"), (GUARD + code, {}))
 
 
 def sample(name, code, now, network=(), benign=False):
