@@ -81,7 +81,7 @@ test-venvs:
 # and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness
 # contract. A quick loop while editing; `swift test --filter SUITE` runs one suite (HACKING.md).
 UNIT_TEST_TARGETS := AirlockSystemTests AirlockJSONTests AirlockNamesTests AirlockTraceTests AirlockFormatsTests AirlockAnalysisTests
-UNIT_TEST_SUITES := AirlockProbeTests.VerdictRulesTests AirlockProbeTests.PolicyProfileTests AirlockProbeTests.HarnessContractTests AirlockProbeTests.RuntimeRulesTests
+UNIT_TEST_SUITES := AirlockProbeTests.VerdictRulesTests AirlockProbeTests.PolicyProfileTests AirlockProbeTests.HarnessContractTests AirlockProbeTests.RuntimeRulesTests AirlockProbeTests.HoneytokenTests
 test-unit: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --disable-xctest --skip-build $(foreach t,$(UNIT_TEST_TARGETS) $(UNIT_TEST_SUITES),--filter '^$(t)[./]')

@@ -98,6 +98,8 @@ let package = Package(
             dependencies: [
                 "AirlockNames", "AirlockSandbox", "AirlockSystem", "AirlockTrace", "CSandbox", "AirlockAnalysis",
                 "AirlockFormats", "AirlockJSON",
+                // Ed25519, for the planted SSH key's public half (Honeytokens).
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // airlockd: the listener, the connection loop, requests, the worker pool, examinations as the client; the

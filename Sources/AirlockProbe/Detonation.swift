@@ -30,7 +30,7 @@ public struct Detonation: Sendable {
     /// Whether it ran in a warm sandbox (`WarmSandbox`): started before the model, handed it through a socket. The
     /// deadline and `durationMs` then count from the handoff.
     public var warm = false
-    /// The host the sandbox pretended to be (nil: the profile as written).
+    /// The world it ran in (`SandboxRequest.world`), with its planted credentials; nil: the profile as written.
     public var world: HostWorld? = nil
 
     /// Bytes of the harness's standard output and error kept in the report.
@@ -93,7 +93,8 @@ public struct Detonation: Sendable {
         folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil, placing: Bool = true
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
+        if folder == nil, name == nil, options.world == nil,
+            let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {
             return detonation
@@ -211,7 +212,7 @@ public struct Detonation: Sendable {
     /// The command's start, phase changes and every refusal the policy counts, for people; at most 40 lines.
     func traceLines(policy: VerdictPolicy) -> [String] {
         let shown = result.trace.filter {
-            $0.rule == .launch || $0.rule == .phase
+            $0.rule == .launch || $0.rule == .phase || $0.rule == .honeytoken
                 || ($0.action != .allowed && DynamicRules.classify($0, policy: policy) != nil)
         }
         var lines = shown.prefix(40).map { e -> String in

@@ -23,6 +23,7 @@ public enum DynamicRules {
             }
         }
         var out = groups.map { withNetworkEvidence(finding($0.rule, $0.events), $0.events, result) }
+        out += HoneytokenFindings.findings(detonation, world: detonation.world, policy: policy)
         let phase = outcome.phase.rawValue
         if let kind = outcome.outcome, let rule = policy.outcomes[kind],
             kind == .probeError || policy.modelPhases.contains(outcome.phase)

@@ -55,8 +55,15 @@ public struct ProbeOptions: Sendable {
     /// nil when `drawsWorld` is off.
     public func drawWorld() -> HostWorld? {
         guard drawsWorld else { return nil }
-        return world ?? HostWorld.draw(fileBytes: profile.sandbox.limits.fileSizeBytes)
+        if let world { return world }
+        var drawn = HostWorld.draw(fileBytes: profile.sandbox.limits.fileSizeBytes)
+        if plantsCredentials { Honeytokens.plant(in: &drawn) }
+        return drawn
     }
+
+    /// Whether a drawn world gets credentials planted (`Honeytokens.plant(in:)`): unique per detonation, a read of
+    /// one is `dynamic.secrets`, one seen leaving is `dynamic.exfiltration`.
+    public var plantsCredentials = true
 
     /// The interpreter command inside the sandbox, before the harness path.
     public var interpreter: [String] { runtime?.arguments ?? ["python3", "-I", "-S"] }

@@ -65,6 +65,17 @@ public struct VerdictPolicy: Sendable {
     public var observationSeconds: Double
     /// The default of `observationSeconds`.
     public static let defaultObservationSeconds = 2.0
+    /// A read of a planted credential in the model's phases (`honeytokens.read`): `dynamic.secrets`.
+    public var honeytokenRead = VerdictPolicy.defaultHoneytokenRead
+    /// A planted credential's value in what left the sandbox (`honeytokens.sent`): `dynamic.exfiltration`.
+    public var honeytokenSent = VerdictPolicy.defaultHoneytokenSent
+    /// `honeytokenRead` when the policy does not say: reading credentials is what a thief does.
+    public static let defaultHoneytokenRead = Rule(
+        finding: "dynamic.secrets", severity: .critical, message: "read a planted credential (a honeytoken)")
+    /// `honeytokenSent` when the policy does not say.
+    public static let defaultHoneytokenSent = Rule(
+        finding: "dynamic.exfiltration", severity: .critical,
+        message: "sent a planted credential (a honeytoken) out of the process")
 
     /// Reads a policy document; `name` is used in messages.
     public init(json bytes: [UInt8], name: String) throws(PolicyError) {
@@ -77,7 +88,7 @@ public struct VerdictPolicy: Sendable {
         let fail: @Sendable (String) -> PolicyError = { PolicyError("policy \(name): \($0)") }
         let top = try JSONField(value: root, path: "", fail: fail).object(allowed: [
             "comment", "version", "modelPhases", "behaviour", "refused", "otherDenied", "startup", "outcomes",
-            "observationSeconds",
+            "observationSeconds", "honeytokens",
         ])
         func required(_ fields: [String: JSONField<PolicyError>], _ key: String, in path: String) throws(PolicyError)
             -> JSONField<PolicyError>
@@ -147,6 +158,11 @@ public struct VerdictPolicy: Sendable {
         refusedIgnored = Set(try refusedMembers["ignore"]?.strings() ?? [])
         otherDenied = try rule(try required(top, "otherDenied", in: ""))
         startup = try rule(try required(top, "startup", in: ""))
+        if let tokens = top["honeytokens"] {
+            let m = try tokens.object(allowed: ["comment", "read", "sent"])
+            honeytokenRead = try rule(try required(m, "read", in: "honeytokens"))
+            honeytokenSent = try rule(try required(m, "sent", in: "honeytokens"))
+        }
         let outcomeFields = try required(top, "outcomes", in: "").object(allowed: Set(Outcome.allCases.map(\.rawValue)))
         outcomes = [:]
         for outcome in Outcome.allCases {

@@ -93,6 +93,9 @@ public struct HostWorld: Sendable, Equatable {
     public var allowsWritesInWritablePlaces = false
     /// Variables of the profile's environment the world keeps (its runtime needs them): names with these prefixes.
     public var keptProfileVariables = ["PYTHON"]
+    /// The credentials planted in `environment` and `files` (`Honeytokens.plant(in:)`); their files are readable,
+    /// and a read of one is traced (`TraceRule.honeytoken`).
+    public var honeytokens: [Honeytoken] = []
 
     /// Creates a world.
     public init(

@@ -169,9 +169,49 @@ struct NotifyPolicy {
     /// `dir/**` of each runtime tree (`SandboxRequest.runtimeTrees`): reads below them never match a denying path
     /// rule.
     private let runtimeTrees: [Glob]
+    /// The world's planted credentials (`HostWorld.honeytokens`): their files, the folders below the home that lead
+    /// to them, and whether `/proc/PID/environ` holds one. Reading them is allowed and traced as `.honeytoken`.
+    private let bait: Bait
 
-    init(profile: Profile, runtimeTrees: [String] = []) {
+    /// Where a world's honeytokens are, as the policy matches them.
+    struct Bait {
+        var files: Set<String> = []
+        var folders: Set<String> = []
+        var environ: [Glob] = []
+
+        init(_ world: HostWorld? = nil) {
+            guard let world else { return }
+            files = Set(world.honeytokenFiles)
+            let home = PathMatcher.normalize(world.user.home)
+            for file in files {
+                // A thief lists ~/.ssh before it reads a key: a folder it cannot list beside a key it can read would
+                // be a tell. Only the folders below the home: the home itself is the world's business.
+                var folder = Substring(file)
+                while let slash = folder.lastIndex(of: "/"), slash > folder.startIndex {
+                    folder = folder[..<slash]
+                    guard folder.hasPrefix(home + "/") else { break }
+                    folders.insert(String(folder))
+                }
+            }
+            if world.honeytokensInEnvironment {
+                // The caller's own environment only: the sandbox's PID 1 is a copy of the supervisor, and its
+                // environ would be the host's. Other processes' stay refused by the profile.
+                environ = [
+                    Glob("/proc/self/environ"), Glob("/proc/thread-self/environ"), Glob("/proc/self/task/*/environ"),
+                ]
+            }
+        }
+
+        var isEmpty: Bool { files.isEmpty && environ.isEmpty }
+
+        func contains(_ path: String) -> Bool {
+            files.contains(path) || folders.contains(path) || environ.contains { $0.matches(path) }
+        }
+    }
+
+    init(profile: Profile, runtimeTrees: [String] = [], world: HostWorld? = nil) {
         self.runtimeTrees = runtimeTrees.map { Glob(PathMatcher.normalize($0) + "/**") }
+        bait = Bait(world)
         undecided = Set(SeccompProgram.undecided(profile))
         var refusals: [String: [SyscallRule]] = [:]
         for rule in profile.syscalls {
@@ -204,6 +244,14 @@ struct NotifyPolicy {
 
     /// The answer for a call the profile notifies, from its decoded arguments.
     func decide(_ name: String, _ args: [UInt64], _ decoded: TraceArguments) -> Decision {
+        if !bait.isEmpty, let path = decoded.path, ["open", "openat", "openat2"].contains(name),
+            !NotifyPolicy.opensForWrite(name, args, decoded), bait.contains(path)
+        {
+            // Before the profile's `secrets` rule: the thief must get the token to show what it does with it. Only
+            // reads, and the path the kernel resolves is judged again (`CallEmulator`), so a bait name cannot be
+            // bent to another file.
+            return Decision(action: .allowed, errno: 0, rule: .honeytoken)
+        }
         for compiled in rules where compiled.rule.syscalls.contains(name) && matches(compiled, name, args, decoded) {
             let rule = compiled.rule
             return Decision(

@@ -204,7 +204,8 @@ final class SandboxSupervisor {
         }
         let (listener, emulator) = try awaitListener()
         let notifier = try SeccompNotifier(
-            listener: listener, policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees),
+            listener: listener,
+            policy: NotifyPolicy(profile: request.profile, runtimeTrees: request.runtimeTrees, world: request.world),
             arch: arch, start: start,
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator,
             quietPhase: request.quietPhase, network: network

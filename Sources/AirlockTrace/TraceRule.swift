@@ -24,6 +24,9 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
     case refused(index: Int)
     /// The profile's notify rule with this id decided.
     case notify(String)
+    /// A read of a credential the world planted (a honeytoken, `HostWorld.honeytokens`), allowed by the supervisor so
+    /// that the reader goes on to use what it read.
+    case honeytoken
 
     /// The rules the supervisor refuses with on its own, whatever the profile's notify rules say.
     public static let supervisorRefusals: [TraceRule] = [.undecided, .unknownSyscall, .phaseRegression, .phaseUnknown]
@@ -31,6 +34,7 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
     /// Ids a profile's notify rule cannot take: the trace could not tell them from the supervisor's own.
     public static let reservedIDs: Set<String> = [
         "launch", "phase", "phase-regression", "phase-unknown", "undecided", "unknown-syscall", "default",
+        "honeytoken",
     ]
 
     /// Whether a notify rule of a profile cannot take `id`: the trace could not tell it from the supervisor's own rule
@@ -49,6 +53,7 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
         case "undecided": self = .undecided
         case "unknown-syscall": self = .unknownSyscall
         case "default": self = .notifyDefault
+        case "honeytoken": self = .honeytoken
         default:
             if text.hasPrefix("syscalls["), text.hasSuffix("]"),
                 let index = Int(text.dropFirst("syscalls[".count).dropLast())
@@ -72,6 +77,7 @@ public enum TraceRule: Sendable, Hashable, CustomStringConvertible {
         case .notifyDefault: "default"
         case .refused(let index): "syscalls[\(index)]"
         case .notify(let id): id
+        case .honeytoken: "honeytoken"
         }
     }
 }
