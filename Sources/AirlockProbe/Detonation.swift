@@ -77,13 +77,15 @@ public struct Detonation: Sendable {
     /// otherwise, or when it could not take the model, a sandbox is started for this file alone (cold).
     ///
     /// `folder` (an ONNX model's external files, `ONNXFolderPack`) is passed as a second descriptor, with the model's
-    /// file name `name`; such a detonation always starts cold.
+    /// file name `name`; such a detonation always starts cold. So does one in a `world` (`SandboxRequest.world`: the
+    /// host persona, the clock).
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
-        folder: FileDescriptor? = nil, name: String? = nil
+        folder: FileDescriptor? = nil, name: String? = nil, world: HostWorld? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if folder == nil, name == nil, let warm = options.warmStart?.take(for: options, plan: plan),
+        // A warm sandbox was started in no world: a detonation in one starts cold.
+        if folder == nil, name == nil, world == nil, let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {
             return detonation
@@ -109,6 +111,7 @@ public struct Detonation: Sendable {
             observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
+        request.world = world
         let result = try Sandbox.run(request, program: options.program)
         return Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),

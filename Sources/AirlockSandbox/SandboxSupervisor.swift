@@ -26,6 +26,8 @@ final class SandboxSupervisor {
     /// The sandbox's cgroup; released (and removed) after `deinit` has killed and reaped the tree.
     private let cgroup: SandboxCgroup?
     private let cgroupUnavailable: String
+    /// The world's clock, when it changes anything (`ClockEmulator`).
+    private let clock: ClockEmulator?
 
     /// Builds the sandbox and lets PID 1 go on to its set-up; `supervise` then runs it.
     init(request: SandboxRequest, program: SeccompProgram) throws(SandboxError) {
@@ -40,7 +42,15 @@ final class SandboxSupervisor {
         start = monotonicNow()
         deadline = start + UInt64((request.hold?.idleSeconds ?? limits.timeoutSeconds) * 1e9)
 
-        let specification = try SpawnSpecification(request: request, limits: limits, program: program)
+        clock = ClockEmulator(request.world?.clock)
+        if let clock, !ClockEmulator.supported {
+            throw SandboxError(
+                .profile,
+                "this machine's vDSO cannot be patched (only x86-64's is): a world's clock (\(clock.clock)) cannot be kept"
+            )
+        }
+        let specification = try SpawnSpecification(
+            request: request, limits: limits, program: program.with(clock: clock?.clock))
         (cgroup, cgroupUnavailable) = try SandboxSupervisor.makeCgroup(request.profile, limits)
         let (parent, child) = try SandboxPipes.open()
         defer { child.close() }
@@ -198,6 +208,7 @@ final class SandboxSupervisor {
             maxEvents: limits.traceEvents, maxBytes: limits.traceBytes, phases: request.phases, emulator: emulator,
             quietPhase: request.quietPhase
         )
+        notifier.clock = clock
         let observer = makeObserver(notifier)
         var run = RunState(
             stdout: CapturedOutput(fd: ends.stdout, limit: limits.outputBytes),
