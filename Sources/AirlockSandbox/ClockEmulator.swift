@@ -60,12 +60,14 @@ final class ClockEmulator {
 
     /// Every notification passes here first: an exec anywhere makes every thread's vDSO suspect again; any other
     /// call from a thread not yet seen patches its process's vDSO (idempotently) before the call is answered.
-    func sawCall(_ name: String, hostTid: pid_t) {
+    /// `live` says whether the notification is still pending (its thread, and so its TID, still the caller's): checked
+    /// before anything is written.
+    func sawCall(_ name: String, hostTid: pid_t, live: () -> Bool) {
         if name == "execve" || name == "execveat" {
             patchedTids.removeAll(keepingCapacity: true)
             return
         }
-        guard !patchedTids.contains(hostTid), let vdso else { return }
+        guard !patchedTids.contains(hostTid), let vdso, live() else { return }
         switch vdso.apply(hostTid: hostTid) {
         case .patched, .none: break
         case .unknownImage, .failed: unpatched += 1
@@ -140,7 +142,8 @@ final class ClockEmulator {
     /// timeout ends it); a short one is left to the kernel, its absolute deadline translated onto the host's clock.
     private func futex(_ name: String, _ args: [UInt64], _ memory: CallerMemory) -> Answer {
         let waitv = name == "futex_waitv"
-        let pointer = args[waitv ? 3 : 3]
+        // futex(uaddr, op, val, timeout, …) and futex_waitv(waiters, n, flags, timeout, clockid): the fourth.
+        let pointer = args[3]
         let op = UInt32(truncatingIfNeeded: args[1])
         let absolute = waitv || op & 0x7f == 9
         let id: Int32 =

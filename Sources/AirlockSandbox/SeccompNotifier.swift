@@ -96,7 +96,8 @@ final class SeccompNotifier {
         let name = names.name(notification.data.nr, arch: notification.data.arch)
         let hostPid = pid_t(bitPattern: notification.pid)
         if let clock {
-            clock.sawCall(name, hostTid: hostPid)
+            let listener = self.listener
+            clock.sawCall(name, hostTid: hostPid) { seccomp_notify_id_valid(listener, notification.id) == 0 }
             // The clock's calls are answered apart from the trace; what the profile refuses stays refused.
             if clock.handles(name, args) && policy.refusal(name, args) == nil {
                 answer(clock, notification.id, name, args, hostPid)
