@@ -30,8 +30,12 @@ final class ClockEmulator {
     private(set) var skippedNs: Int64 = 0
     /// Threads whose vDSO is known to be patched since the last exec anywhere in the sandbox.
     private var patchedTids: Set<pid_t> = []
-    /// Processes whose vDSO was neither the kernel's nor patched, or could not be written.
-    private(set) var unpatched = 0
+    /// Threads whose vDSO could not be written yet (bounded like `patchedTids`).
+    private var failedTids: Set<pid_t> = []
+    /// Processes whose vDSO was neither the kernel's nor patched.
+    private var unknownImages = 0
+    /// Processes whose vDSO was neither the kernel's nor patched, or could not be written (and never was later).
+    var unpatched: Int { unknownImages + failedTids.count }
     /// A SIGALRM owed to a process once its call is answered (a skipped `alarm`/`setitimer`), as a pidfd.
     private var owedAlarm: Int32 = -1
     private let vdso: VDSOPatch?
@@ -69,9 +73,17 @@ final class ClockEmulator {
         }
         guard !patchedTids.contains(hostTid), let vdso, live() else { return }
         switch vdso.apply(hostTid: hostTid) {
-        case .patched, .none: break
-        case .unknownImage, .failed: unpatched += 1
+        case .patched, .none:
+            break
+        case .unknownImage:
+            unknownImages += 1
+        case .failed:
+            // /proc refused (the thread may be on its way out): tried again at its next call.
+            if failedTids.count >= 4096 { failedTids.removeAll(keepingCapacity: true) }
+            failedTids.insert(hostTid)
+            return
         }
+        failedTids.remove(hostTid)
         if patchedTids.count >= 4096 { patchedTids.removeAll(keepingCapacity: true) }
         patchedTids.insert(hostTid)
     }

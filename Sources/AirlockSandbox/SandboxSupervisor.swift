@@ -411,6 +411,7 @@ final class SandboxSupervisor {
         result.traceQuieted = notifier.recorder.quieted
         result.releasedNs = run.releasedAt.map { $0 > start ? $0 - start : 0 }
         result.observation = observer?.report
+        result.clock = clock.map { ClockOutcome(skippedNs: $0.skippedNs, unpatchedProcesses: $0.unpatched) }
         if let cgroup {
             // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.
             if reaped {
