@@ -103,6 +103,9 @@ final class ClockEmulator {
         switch name {
         case "clock_gettime":
             let id = Int32(truncatingIfNeeded: args[0])
+            // A clock this host cannot read (CLOCK_REALTIME_ALARM without an RTC) fails as the kernel fails it.
+            var probe = Glibc.timespec()
+            guard clock_gettime(clockid_t(id), &probe) == 0 else { return .error(errno) }
             guard let now = virtualNow(id) else { return .proceed }
             return memory.write(args[1], timespec: now) ? .value(0) : .error(EFAULT)
         case "gettimeofday":
