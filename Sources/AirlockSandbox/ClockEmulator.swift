@@ -263,6 +263,21 @@ struct CallerMemory {
     /// A copy of the caller's descriptor `fd`, close-on-exec; nil when it is not open.
     func descriptor(_ fd: Int32) -> Int32? { SyscallDecoder(hostPid: hostTid).copyDescriptor(fd) }
 
+    /// The clock of the caller's timerfd `fd` (`timerfd_settime`) or POSIX timer `id` (`timer_settime`), from
+    /// /proc; nil when it cannot be read.
+    func timerClock(_ name: String, _ handle: Int32) -> Int32? {
+        let path = name == "timerfd_settime" ? "/proc/\(hostTid)/fdinfo/\(handle)" : "/proc/\(hostTid)/timers"
+        guard let bytes = try? FileBytes.read(path, limit: 1 << 20, what: "timers") else { return nil }
+        var inTimer = name == "timerfd_settime"
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" })
+            guard fields.count >= 2 else { continue }
+            if fields[0] == "ID" { inTimer = Int32(fields[1]) == handle }
+            if inTimer && (fields[0] == "clockid" || fields[0] == "ClockID") { return Int32(fields[1]) }
+        }
+        return nil
+    }
+
     /// A pidfd for the caller's process.
     func processDescriptor() -> Int32? {
         let fd = airlock_pidfd_open(SyscallDecoder(hostPid: hostTid).threadGroup() ?? hostTid)

@@ -64,6 +64,9 @@ enum ClockFilter {
                 Rule(name: "epoll_pwait", tests: [.lowSigned(3, atLeast: 1000)]),
                 Rule(name: "epoll_pwait2", tests: [.nonzero(3)]),
                 Rule(name: "alarm", tests: [.lowNonzero(0)]),
+                // Arming a timerfd or a POSIX timer: a long one fires at once.
+                Rule(name: "timerfd_settime", tests: [.nonzero(2)]),
+                Rule(name: "timer_settime", tests: [.nonzero(2)]),
                 // ITIMER_REAL with a new value.
                 Rule(name: "setitimer", tests: [.low(0, equals: 0), .nonzero(1)]),
             ]
@@ -75,6 +78,10 @@ enum ClockFilter {
             rules += [
                 Rule(name: "futex", tests: [.masked(1, mask: 0x17f, equals: 0x109), .nonzero(3)]),
                 Rule(name: "futex_waitv", tests: [.nonzero(3), .low(4, equals: 0)]),
+                // Timers armed at an absolute time (TFD_TIMER_ABSTIME, TIMER_ABSTIME): on which clock, the
+                // supervisor reads from /proc.
+                Rule(name: "timerfd_settime", tests: [.masked(1, mask: 1, equals: 1), .nonzero(2)]),
+                Rule(name: "timer_settime", tests: [.masked(1, mask: 1, equals: 1), .nonzero(2)]),
             ]
         }
         return rules

@@ -53,9 +53,38 @@ enum SleepSkipping {
             clock.skip(ns)
             clock.oweAlarm(memory)
             return .value(0)
+        case "timerfd_settime", "timer_settime":
+            return arm(name, args, memory: memory, clock: clock)
         default:
             return .proceed
         }
+    }
+
+    /// `timerfd_settime(fd, flags, new, old)` and `timer_settime(id, flags, new, old)`: an absolute expiry on a
+    /// shifted clock is translated onto the host's; in a sleep-skipping world an expiry a second or more away is
+    /// brought to now (the time skipped). The timer's clock is read from /proc (`fdinfo`'s `clockid:`, `timers`'
+    /// `ClockID:`). The interval, when there is one, stays real.
+    static func arm(
+        _ name: String, _ args: [UInt64], memory: CallerMemory, clock: ClockEmulator
+    ) -> ClockEmulator.Answer {
+        // struct itimerspec { it_interval; it_value }
+        let at = args[2] &+ 16
+        guard let value = memory.timespec(at) else { return .error(EFAULT) }
+        guard let ns = value.ns else { return .error(EINVAL) }
+        guard ns != 0, let id = memory.timerClock(name, Int32(truncatingIfNeeded: args[0])),
+            let now = clock.virtualNow(id)
+        else { return .proceed }
+        let absolute = args[1] & 1 != 0
+        let shift = now - clock.hostNow(id)
+        let remaining = absolute ? ns - now : ns
+        if clock.clock.skipsSleeps && remaining >= ClockFilter.skipThresholdNs {
+            clock.skip(remaining)
+            // 1 ns from now (0 would disarm it); absolute: the host's now.
+            let soon = absolute ? clock.hostNow(id) : 1
+            return memory.write(at, timespec: soon) ? .proceed : .error(EFAULT)
+        }
+        guard absolute && shift != 0 else { return .proceed }
+        return memory.write(at, timespec: ns - shift) ? .proceed : .error(EFAULT)
     }
 
     /// Whether the caller's epoll set has nothing ready: polling the epoll descriptor itself reports readiness without
