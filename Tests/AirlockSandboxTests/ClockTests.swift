@@ -294,7 +294,7 @@ struct ClockTests {
             let emulator = ClockEmulator(clock)!
             let names = [
                 "clock_gettime", "futex", "poll", "select", "epoll_wait", "alarm", "setitimer", "arch_prctl",
-                "clock_nanosleep", "read",
+                "clock_nanosleep", "timerfd_settime", "timer_settime", "read",
             ]
             let values: [UInt64] = [
                 0, 1, 5, 9, 0x89, 0x109, 0x189, 999, 1000, 60_000, 0xffff_ffff, 0x1_0000_0000, 0x1002, 0x2003,
