@@ -84,7 +84,6 @@ struct VDSOPatch: Sendable {
         let fd = open("/proc/\(hostTid)/mem", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { return .failed }
         defer { close(fd) }
-        var wrote = false
         for site in sites {
             var now = [UInt8](repeating: 0, count: site.patch.count)
             let n = now.withUnsafeMutableBytes { airlock_pread(fd, $0.baseAddress, $0.count, base &+ site.offset) }
@@ -93,9 +92,7 @@ struct VDSOPatch: Sendable {
             guard now == site.original else { return .unknownImage }
             let w = site.patch.withUnsafeBytes { airlock_pwrite(fd, $0.baseAddress, $0.count, base &+ site.offset) }
             guard w == site.patch.count else { return .failed }
-            wrote = true
         }
-        _ = wrote
         return .patched
     }
 
