@@ -87,13 +87,15 @@ public struct Detonation: Sendable {
     /// otherwise, or when it could not take the model, a sandbox is started for this file alone (cold).
     ///
     /// `folder` (an ONNX model's external files, `ONNXFolderPack`) is passed as a second descriptor, with the model's
-    /// file name `name`; such a detonation always starts cold.
+    /// file name `name`; such a detonation always starts cold. So does one in a `world` (`SandboxRequest.world`: the
+    /// host persona, the clock).
     public static func run(
         fd: Int32, format: HarnessFormat, plan: ConsumerPlan? = nil, options: ProbeOptions,
-        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil, placing: Bool = true
+        folder: FileDescriptor? = nil, name: String? = nil, fileName: String? = nil, placing: Bool = true,
+        world: HostWorld? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if folder == nil, name == nil, options.world == nil,
+        if folder == nil, name == nil, options.world == nil, world == nil,
             let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {
@@ -106,7 +108,7 @@ public struct Detonation: Sendable {
         let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
         defer { model.close() }
         // The model at ~/models/NAME when its loader opens a path (ModelPlacement); else descriptor 6.
-        let world = options.drawWorld()
+        let world = world ?? options.drawWorld()
         let home = world?.user.home ?? options.profile.sandbox.environment.last { $0.0 == "HOME" }?.1 ?? "/tmp"
         let placed = placing ? try ModelPlacement.place(model, format: format, name: fileName, home: home) : nil
         var arguments = HarnessProtocol.arguments(
@@ -139,7 +141,8 @@ public struct Detonation: Sendable {
         } catch  where placed != nil && error.kind == .setup {
             // The file did not fit where the world keeps the home: the model by its descriptor, as before.
             return try run(
-                fd: fd, format: format, plan: plan, options: options, folder: folder, name: name, placing: false)
+                fd: fd, format: format, plan: plan, options: options, folder: folder, name: name, placing: false,
+                world: world)
         }
         var detonation = Detonation(
             argv: argv, phases: phases, result: result, durationMs: StaticScanner.ms(since: started),

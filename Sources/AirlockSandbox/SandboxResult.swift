@@ -51,4 +51,21 @@ public struct SandboxResult: Sendable {
     public var network: [NetworkExchange] = []
     /// The names the command asked the emulated DNS for, in order.
     public var dnsQuestions: [DNSQuestion] = []
+    /// What a world's clock did (`SandboxRequest.world?.clock`); nil without one.
+    public var clock: ClockOutcome? = nil
+}
+
+/// What a world's clock did in one run (`ClockEmulator`).
+public struct ClockOutcome: Sendable, Equatable {
+    /// Time the sleeps and waits it skipped would have taken, in nanoseconds (0 unless the clock skips sleeps).
+    public var skippedNs: Int64
+    /// Processes whose vDSO could not be rewritten (an image that is not the kernel's, or /proc refused): their
+    /// vDSO reads show the host's time. 0 in a sound run.
+    public var unpatchedProcesses: Int
+
+    /// Creates an outcome.
+    public init(skippedNs: Int64, unpatchedProcesses: Int) {
+        self.skippedNs = skippedNs
+        self.unpatchedProcesses = unpatchedProcesses
+    }
 }

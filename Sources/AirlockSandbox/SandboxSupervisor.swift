@@ -31,6 +31,8 @@ final class SandboxSupervisor {
     private let watchesCPU: Bool
     /// The emulated network, when the profile has an `emulate` rule and the sandbox's namespace could be entered.
     private var network: NetworkSink?
+    /// The world's clock, when it changes anything (`ClockEmulator`).
+    private let clock: ClockEmulator?
 
     /// Builds the sandbox and lets PID 1 go on to its set-up; `supervise` then runs it.
     init(request: SandboxRequest, program: SeccompProgram) throws(SandboxError) {
@@ -45,7 +47,15 @@ final class SandboxSupervisor {
         start = monotonicNow()
         deadline = start + UInt64((request.hold?.idleSeconds ?? limits.timeoutSeconds) * 1e9)
 
-        let specification = try SpawnSpecification(request: request, limits: limits, program: program)
+        clock = ClockEmulator(request.world?.clock)
+        if let clock, !ClockEmulator.supported {
+            throw SandboxError(
+                .profile,
+                "this machine's vDSO cannot be patched (only x86-64's is): a world's clock (\(clock.clock)) cannot be kept"
+            )
+        }
+        let specification = try SpawnSpecification(
+            request: request, limits: limits, program: program.with(clock: clock?.clock))
         (cgroup, cgroupUnavailable) = try SandboxSupervisor.makeCgroup(request.profile, limits)
         let (parent, child) = try SandboxPipes.open()
         defer { child.close() }
@@ -211,6 +221,7 @@ final class SandboxSupervisor {
             quietPhase: request.quietPhase, network: network
         )
         notifier.phaseMarkers = request.phaseMarkers
+        notifier.clock = clock
         let observer = makeObserver(notifier)
         var run = RunState(
             stdout: CapturedOutput(fd: ends.stdout, limit: limits.outputBytes),
@@ -430,6 +441,7 @@ final class SandboxSupervisor {
         if let network {
             (result.network, result.dnsQuestions) = NetworkRecord.exchanges(network.finish(), trace: result.trace)
         }
+        result.clock = clock.map { ClockOutcome(skippedNs: $0.skippedNs, unpatchedProcesses: $0.unpatched) }
         if let cgroup {
             // Removed only once PID 1 is reaped: its death has then ended every other process of the namespace.
             if reaped {

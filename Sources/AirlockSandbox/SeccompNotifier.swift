@@ -37,6 +37,10 @@ final class SeccompNotifier {
     /// that thread is still blocked in it, so what the callee reads about it is the state at the announcement.
     var onPhase: ((_ phase: String, _ hostPid: pid_t) -> Void)?
 
+    /// The world's clock (`ClockEmulator`): the calls `ClockFilter` sends are answered by it, and every notification
+    /// lets it patch a fresh image's vDSO first. Nil: the host's clocks, and no such calls arrive.
+    var clock: ClockEmulator?
+
     /// Performs allowed calls on the callers' behalf (nil: every allowed call is continued, as for tests of the
     /// policy alone).
     private let emulator: CallEmulator?
@@ -96,6 +100,15 @@ final class SeccompNotifier {
         let args = withUnsafeBytes(of: notification.data.args) { Array($0.bindMemory(to: UInt64.self)) }
         let name = names.name(notification.data.nr, arch: notification.data.arch)
         let hostPid = pid_t(bitPattern: notification.pid)
+        if let clock {
+            let listener = self.listener
+            clock.sawCall(name, hostTid: hostPid) { seccomp_notify_id_valid(listener, notification.id) == 0 }
+            // The clock's calls are answered apart from the trace; what the profile refuses stays refused.
+            if clock.handles(name, args) && policy.refusal(name, args) == nil {
+                answer(clock, notification.id, name, args, hostPid)
+                return
+            }
+        }
 
         var decision: Decision
         var decoded: TraceArguments
@@ -231,6 +244,22 @@ final class SeccompNotifier {
         } else if type == Int32(SOCK_DGRAM.rawValue) {
             network.prepare(udp: true, port: port)
         }
+    }
+
+    /// Answers a clock call (`ClockEmulator.answer`) once the notification is known to be live: the answer may write
+    /// into the caller's memory.
+    private func answer(_ clock: ClockEmulator, _ id: UInt64, _ name: String, _ args: [UInt64], _ hostPid: pid_t) {
+        guard let response, seccomp_notify_id_valid(listener, id) == 0 else { return }
+        let answer = clock.answer(name, args, memory: CallerMemory(hostTid: hostPid))
+        UnsafeMutableRawPointer(response).initializeMemory(as: UInt8.self, repeating: 0, count: responseSize)
+        response.pointee.id = id
+        switch answer {
+        case .value(let v): response.pointee.val = v
+        case .error(let e): response.pointee.error = -e
+        case .proceed: response.pointee.flags = UInt32(SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+        }
+        _ = seccomp_notify_respond(listener, response)
+        clock.afterAnswer()
     }
 
     /// Replaces the phases the command may announce (a held sandbox's work decides them, `SandboxHold.Release`): the

@@ -436,7 +436,7 @@ struct SyscallDecoder {
     }
 
     /// The caller's thread-group id (its process), from `Tgid:` in /proc/TID/status.
-    private func threadGroup() -> pid_t? {
+    func threadGroup() -> pid_t? {
         guard let bytes = try? FileBytes.read("/proc/\(hostPid)/status", limit: 65536, what: "status") else {
             return nil
         }

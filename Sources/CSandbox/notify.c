@@ -7,6 +7,7 @@
 
 #include <linux/seccomp.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -42,3 +43,19 @@ long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t
 long airlock_getxattr(const char *path, const char *name, void *value, size_t size) {
     return (long)getxattr(path, name, value, size);
 }
+
+long airlock_write_process_memory(pid_t pid, const void *local, size_t length, uint64_t remote) {
+    struct iovec l = {.iov_base = (void *)local, .iov_len = length};
+    struct iovec r = {.iov_base = (void *)(uintptr_t)remote, .iov_len = length};
+    return (long)process_vm_writev(pid, &l, 1, &r, 1, 0);
+}
+
+long airlock_pwrite(int fd, const void *buffer, size_t length, uint64_t offset) {
+    return (long)pwrite(fd, buffer, length, (off_t)offset);
+}
+
+long airlock_pread(int fd, void *buffer, size_t length, uint64_t offset) {
+    return (long)pread(fd, buffer, length, (off_t)offset);
+}
+
+uint64_t airlock_vdso_base(void) { return (uint64_t)getauxval(AT_SYSINFO_EHDR); }

@@ -208,6 +208,14 @@ int airlock_notify_sizes(unsigned short *notif, unsigned short *resp);
 int airlock_notify_set_sync_wakeup(int listener);
 /* process_vm_readv of one range; returns bytes read or -1. */
 long airlock_read_process_memory(pid_t pid, void *local, size_t length, uint64_t remote);
+/* process_vm_writev of one range; returns bytes written or -1. Respects the caller's page protections. */
+long airlock_write_process_memory(pid_t pid, const void *local, size_t length, uint64_t remote);
+/* pwrite(2) to /proc/PID/mem open as `fd` (which writes through read-only private mappings, as debuggers do). */
+long airlock_pwrite(int fd, const void *buffer, size_t length, uint64_t offset);
+/* pread(2) at a 64-bit offset (a /proc/PID/mem address above INT64_MAX is not one user space has). */
+long airlock_pread(int fd, void *buffer, size_t length, uint64_t offset);
+/* The supervisor's own vDSO (getauxval(AT_SYSINFO_EHDR)), or 0. */
+uint64_t airlock_vdso_base(void);
 /* getxattr(2), which glibc's Swift module map does not export (sys/xattr.h). */
 long airlock_getxattr(const char *path, const char *name, void *value, size_t size);
 
