@@ -45,6 +45,13 @@ public struct DetonationSummary: Sendable, Equatable {
     /// Whether a warm sandbox ran it (started before the model and handed it; docs/sandbox.md, "Warm start"):
     /// written only when true.
     public var warm = false
+    /// The worlds of the probe, in the order they were planned (docs/probe.md, "Worlds"): written only when any.
+    public var worlds: [WorldSummary] = []
+    /// The world whose detonation this summary, the trace and the timings are: the one with the worst verdict (the
+    /// first of them on a tie).
+    public var traceWorld: String? = nil
+    /// Whether the probe stopped before its last world because one was `malicious`.
+    public var stoppedEarly = false
 
     /// Creates a summary.
     public init(
@@ -98,6 +105,11 @@ public struct DetonationSummary: Sendable, Equatable {
         ]
         if let traceOmitted { members.append(("traceOmitted", .int(traceOmitted))) }
         if warm { members.append(("warm", .bool(true))) }
+        if !worlds.isEmpty {
+            members.append(("worlds", .array(worlds.map(\.json))))
+            members.append(("traceWorld", .optional(traceWorld)))
+            members.append(("stoppedEarly", .bool(stoppedEarly)))
+        }
         return .object(members)
     }
 
@@ -141,5 +153,13 @@ public struct DetonationSummary: Sendable, Equatable {
             self.runtime = runtime
         }
         if case .bool(true)? = field("warm") { warm = true }
+        if case .array(let items)? = field("worlds") {
+            for item in items.prefix(64) {
+                guard let world = WorldSummary(json: item) else { return nil }
+                worlds.append(world)
+            }
+        }
+        traceWorld = string("traceWorld")
+        if case .bool(true)? = field("stoppedEarly") { stoppedEarly = true }
     }
 }

@@ -107,6 +107,7 @@ public struct Detonation: Sendable {
             argv: argv, profile: options.profile, timeoutSeconds: options.timeoutSeconds,
             extraMounts: try mounts(options), phases: phases.map(\.rawValue), passedFDs: passed,
             observation: observation(options), runtimeTrees: options.runtime?.trees ?? [])
+        request.world = options.world
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         let result = try Sandbox.run(request, program: options.program)

@@ -30,6 +30,15 @@ public struct ProbeOptions: Sendable {
     /// Where detonations may find a warm sandbox of their runtime (airlockd's pool); nil: every detonation starts its
     /// own sandbox.
     public var warmStart: (any WarmStartSource)?
+    /// How many worlds to detonate in, at most (`--worlds`, 1 to `WorldCatalog.maximum`): 1 is a single
+    /// detonation.
+    public var worlds = 1
+    /// Seconds all the worlds' detonations together may take (`--world-budget`); nil: twice one detonation's deadline.
+    public var worldBudgetSeconds: Double? = nil
+    /// The worlds to choose from, in order; nil: `WorldCatalog.candidates`.
+    public var worldCandidates: [DetonationWorld]? = nil
+    /// The world the next detonation runs in (set by the worlds' loop); nil: the profile as written.
+    public var world: HostWorld? = nil
 
     /// Creates options.
     public init(
@@ -103,27 +112,17 @@ public enum Prober {
             report.add([ONNXDetonation.withoutFolder()])
             return report
         }
-        let started = StaticScanner.now()
-        let detonation: Detonation
-        var notes: [Finding] = []
-        do throws(SandboxError) {
-            let plan = ConsumerPlan(
-                format: format, modules: report.modules, runtime: options.runtime, compression: compression)
+        let plan = ConsumerPlan(
+            format: format, modules: report.modules, runtime: options.runtime, compression: compression)
+        let staticReport = report
+        return WorldRun.detonate(report: report, options: options) { (options) throws(SandboxError) in
             if format == .onnx {
-                let onnx = try ONNXDetonation.run(fd: fd, path: path, report: report, plan: plan, options: options)
-                detonation = onnx.detonation
-                notes = [onnx.note]
-            } else {
-                detonation = try Detonation.run(fd: fd, format: format, plan: plan, options: options)
+                let onnx = try ONNXDetonation.run(
+                    fd: fd, path: path, report: staticReport, plan: plan, options: options)
+                return (onnx.detonation, [onnx.note])
             }
-        } catch {
-            report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
-            report.add([], error: ("detonation", "the sandbox could not run the loader: \(error)"))
-            return report
+            return (try Detonation.run(fd: fd, format: format, plan: plan, options: options), [])
         }
-        var decided = Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
-        decided.add(notes)
-        return decided
     }
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can

@@ -69,6 +69,8 @@ public struct HostWorld: Sendable, Equatable {
     public var files: [File]
     /// The sandbox's clocks; nil: the host's.
     public var clock: SandboxClock?
+    /// Whether the host has a GPU (`/dev/nvidia*`, `CUDA_VISIBLE_DEVICES`): the worlds of a probe vary it.
+    public var gpu = false
 
     /// Creates a world.
     public init(
