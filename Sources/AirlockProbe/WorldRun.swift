@@ -74,7 +74,7 @@ public enum WorldRun {
             }
             summary.ran = true
             summary.verdict = ownVerdict(worldReport)
-            summary.durationMs = StaticScanner.ms(since: began)
+            summary.durationMs = (StaticScanner.ms(since: began) * 1000).rounded() / 1000
             longest = max(longest, summary.durationMs / 1000)
             summaries.append(summary)
             if summary.verdict == .malicious { stopped = true }
