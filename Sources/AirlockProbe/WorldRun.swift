@@ -44,9 +44,9 @@ public enum WorldRun {
             }
             var worldOptions = options
             worldOptions.world = candidate.world
-            // A warm sandbox was started before any world was known, as the first world's host: later worlds differ
-            // from it in what must be set at spawn (clock, devices, environment), so they start cold.
-            if i > 0 { worldOptions.warmStart = nil }
+            // A warm sandbox is started in one of the catalog's worlds (its clock, devices and environment are set at
+            // spawn) and is taken only for a world of that name (`WarmSandbox.key`); a caller's own worlds start cold.
+            if options.worldCandidates != nil { worldOptions.warmStart = nil }
             let shortened = i > 0 && remaining < deadline
             if shortened { worldOptions.timeoutSeconds = remaining }
             let began = StaticScanner.now()
