@@ -77,7 +77,8 @@ public final class Server: @unchecked Sendable {
             o.runtime = runtime
             return o
         }
-        warmPool = WarmPool(runtimes: perRuntime, count: config.warm, idleSeconds: config.warmIdle)
+        warmPool = WarmPool(
+            runtimes: perRuntime, count: config.warm, idleSeconds: config.warmIdle, worlds: config.warmWorlds)
         if config.warm > 0 {
             options.warmStart = warmPool
             metrics.warmStatus = { [warmPool] in warmPool.status() }
