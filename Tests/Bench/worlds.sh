@@ -50,8 +50,10 @@ for i in "${!FILES[@]}"; do
         v=$("$AIRLOCK" probe --worlds "$n" --format json "$f" | "$HOST_PY" -c 'import json,sys; print(json.load(sys.stdin)["verdict"])' || true)
         [ "$v" = clean ] || die "${LABELS[$i]} --worlds $n: verdict $v, not clean"
     done
-    hyperfine -N -w 1 -r "$RUNS" --export-json "$TMP/cold.json" \
-        $(for n in "${COUNTS[@]}"; do echo "-n" "$n"; echo "$AIRLOCK probe --worlds $n $f"; done) >/dev/null 2>>"$TMP/hyperfine.log"
+    commands=()
+    for n in "${COUNTS[@]}"; do commands+=(-n "$n" "$AIRLOCK probe --worlds $n $f"); done
+    hyperfine -N -w 1 -r "$RUNS" --export-json "$TMP/cold.json" "${commands[@]}" >/dev/null 2>>"$TMP/hyperfine.log" ||
+        die "hyperfine failed: $(tail -5 "$TMP/hyperfine.log")"
     "$HOST_PY" - "$TMP/cold.json" "${LABELS[$i]}" <<'PY'
 import json, sys
 r = {x["command"]: x["mean"] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
