@@ -69,6 +69,7 @@ public final class Server: @unchecked Sendable {
         allowedGIDs = gids
         var options = options
         options.runtime = runtimes.runtime(named: nil)
+        options.worlds = config.worlds
         runtimeNames = Set(runtimes.names)
         // Warm sandboxes for every runtime clients may name, each with that runtime's options.
         let perRuntime = runtimes.names.compactMap { name -> ProbeOptions? in

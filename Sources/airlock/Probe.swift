@@ -33,9 +33,9 @@ extension Airlock {
         @Option(
             name: .long,
             help: ArgumentHelp(
-                "Detonate each file in up to N worlds, one after the other (1 to \(WorldCatalog.maximum), default \(WorldCatalog.defaultCount)): today's host with credentials, then later dates on the first of a month with a GPU and sleeps skipped, then a host without credentials (docs/probe.md, \"Worlds\"). A malicious world ends the probe; --worlds 1 is a single detonation.",
+                "Detonate each file in up to N worlds, one after the other (1 to \(WorldCatalog.maximum)): today's host with credentials; a GPU host on the first of next month and a host more than a year ahead, sleeps skipped; then hosts without credentials (docs/probe.md, \"Worlds\"). A malicious world ends the probe; --worlds 1 is a single detonation. Default: \(WorldCatalog.defaultCount), or airlockd's `worlds`.",
                 valueName: "N"))
-        var worlds: Int = WorldCatalog.defaultCount
+        var worlds: Int?
 
         @Option(
             name: .customLong("world-budget"),
@@ -73,7 +73,7 @@ extension Airlock {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
                 throw ValidationError("--timeout must be between 0 and 86400 seconds")
             }
-            if !(1...WorldCatalog.maximum).contains(worlds) {
+            if let worlds, !(1...WorldCatalog.maximum).contains(worlds) {
                 throw ValidationError(
                     "--worlds must be between 1 and \(WorldCatalog.maximum) (the candidate worlds), not \(worlds)")
             }
@@ -110,7 +110,7 @@ extension Airlock {
             do {
                 var options = try ProbeBackend.localOptions(
                     profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase, python: python)
-                options.worlds = worlds
+                options.worlds = worlds ?? WorldCatalog.defaultCount
                 options.worldBudgetSeconds = worldBudget
                 return .local(options)
             } catch {

@@ -45,6 +45,17 @@ struct DaemonWorldsTests {
         #expect(!scan.params.contains { $0.0 == "worlds" })
     }
 
+    @Test("the daemon's worlds and warmWorlds: 1 to 5, 3 by default")
+    func config() throws {
+        let defaults = DaemonConfig()
+        #expect(defaults.worlds == 3 && defaults.warmWorlds == 3)
+        let read = try DaemonConfig(json: Array(#"{"worlds": 1, "warmWorlds": 2}"#.utf8), name: "test")
+        #expect(read.worlds == 1 && read.warmWorlds == 2)
+        for bad in [#"{"worlds": 0}"#, #"{"worlds": 6}"#, #"{"warmWorlds": 0}"#, #"{"warmWorlds": 9}"#] {
+            #expect(throws: ConfigError.self, "\(bad)") { try DaemonConfig(json: Array(bad.utf8), name: "test") }
+        }
+    }
+
     @Test("the client waits for the longer of the deadline and the worlds' budget")
     func replyTimeout() {
         #expect(DaemonBackend(socket: "s", timeout: 30).replyTimeout == 660)
