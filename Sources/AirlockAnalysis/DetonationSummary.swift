@@ -51,6 +51,13 @@ public struct DetonationSummary: Sendable, Equatable {
     public var network: [NetworkAttempt] = []
     /// The names it asked the emulated DNS for, in order (written only when there are some).
     public var dnsQuestions: [DNSAsked] = []
+    /// The worlds of the probe, in the order they were planned (docs/probe.md, "Worlds"): written only when any.
+    public var worlds: [WorldRunSummary] = []
+    /// The world whose detonation this summary, the trace and the timings are: the one with the worst verdict (the
+    /// first of them on a tie).
+    public var traceWorld: String? = nil
+    /// Whether the probe stopped before its last world because one was `malicious`.
+    public var stoppedEarly = false
 
     /// Creates a summary.
     public init(
@@ -111,6 +118,11 @@ public struct DetonationSummary: Sendable, Equatable {
         if let world { members.append(("world", world.json)) }
         if !network.isEmpty { members.append(("network", .array(network.map(\.json)))) }
         if !dnsQuestions.isEmpty { members.append(("dnsQuestions", .array(dnsQuestions.map(\.json)))) }
+        if !worlds.isEmpty {
+            members.append(("worlds", .array(worlds.map(\.json))))
+            members.append(("traceWorld", .optional(traceWorld)))
+            members.append(("stoppedEarly", .bool(stoppedEarly)))
+        }
         return .object(members)
     }
 
@@ -167,6 +179,14 @@ public struct DetonationSummary: Sendable, Equatable {
                 dnsQuestions.append(question)
             }
         }
+        if case .array(let items)? = field("worlds") {
+            for item in items.prefix(64) {
+                guard let world = WorldRunSummary(json: item) else { return nil }
+                worlds.append(world)
+            }
+        }
+        traceWorld = string("traceWorld")
+        if case .bool(true)? = field("stoppedEarly") { stoppedEarly = true }
     }
 }
 

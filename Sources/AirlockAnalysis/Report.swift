@@ -158,12 +158,16 @@ public struct Report: Sendable {
         if let origin = target.huggingface { lines.append("  " + safe(origin.line)) }
         if let error { lines.append("  error: \(safe(error.message))") }
         let shown = verbose ? findings : findings.filter { $0.severity >= .low }
+        let manyWorlds = (detonation?.worlds.count ?? 0) > 1
         for f in shown {
             var line = "  \(f.severity.rawValue.padding(8))  \(f.rule)"
             var place: [String] = []
             if let m = f.evidence.member { place.append(safe(m)) }
             if let o = f.evidence.offset { place.append("@\(o)") }
             if !place.isEmpty { line += "  [\(place.joined(separator: " "))]" }
+            if manyWorlds, f.source == .dynamic, let worlds = f.evidence.details.first(where: { $0.0 == "worlds" }) {
+                line += "  (world\(worlds.1.contains(",") ? "s" : "") \(safe(worlds.1)))"
+            }
             lines.append(line)
             lines.append("            \(safe(f.message))")
             if let args = f.evidence.args, !args.isEmpty {
@@ -192,6 +196,11 @@ public struct Report: Sendable {
                 lines.append("    \(a.transport) \(safe(a.destination))\(at)")
                 lines.append("        \(safe(a.sentSummary))")
             }
+        }
+        if manyWorlds, let detonation {
+            var line = "  worlds: " + detonation.worlds.map(\.line).joined(separator: ", ")
+            if let kept = detonation.traceWorld { line += "; trace of \(kept)" }
+            lines.append(safe(line))
         }
         if !traceLines.isEmpty {
             lines.append("  trace:")

@@ -66,6 +66,11 @@ public struct DaemonConfig: Sendable {
     public var warm = 1
     /// How long a warm sandbox may wait for its model before it is replaced by a fresh one, seconds.
     public var warmIdle = 600.0
+    /// The worlds of the catalog warm sandboxes are kept for (docs/sandbox.md, "Warm sandboxes and worlds"): the
+    /// first this many, each with `warm` sandboxes per runtime start-up.
+    public var warmWorlds = 3
+    /// The worlds a probe detonates each file in when the client does not say (`worlds`, docs/probe.md "Worlds").
+    public var worlds = 3
 
     /// The defaults.
     public init() {}
@@ -96,7 +101,7 @@ public struct DaemonConfig: Sendable {
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
             "policy",
             "cgroup", "python",
-            "warm", "warmIdleSeconds",
+            "warm", "warmIdleSeconds", "warmWorlds", "worlds",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -131,6 +136,8 @@ public struct DaemonConfig: Sendable {
         }
         if let f = fields["warm"] { warm = try f.integer() }
         if let f = fields["warmIdleSeconds"] { warmIdle = try f.double() }
+        if let f = fields["warmWorlds"] { warmWorlds = try f.integer() }
+        if let f = fields["worlds"] { worlds = try f.integer() }
         try validate()
     }
 
@@ -145,6 +152,8 @@ public struct DaemonConfig: Sendable {
         try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
         try check((0...16).contains(warm), "warm: 0 to 16")
         try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
+        try check((1...5).contains(warmWorlds), "warmWorlds: 1 to 5")
+        try check((1...5).contains(worlds), "worlds: 1 to 5")
         for (value, name) in [
             (idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
             (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),

@@ -84,6 +84,9 @@ struct Examination: Sendable {
         var options = context.options
         options.timeoutSeconds = request.timeout ?? context.requestTimeout
         options.probePhase = request.probePhase
+        // The daemon's `worlds` (its options) unless the client asked for a number.
+        if let worlds = request.worlds { options.worlds = worlds }
+        options.worldBudgetSeconds = request.worldBudget
         // The name was checked against the daemon's runtimes when the request was read.
         guard let runtime = context.runtimes.runtime(named: request.python) else {
             return refuse(.unknownRuntime, "no runtime named \"\(request.python ?? "")\"")

@@ -85,12 +85,18 @@ public struct DaemonBackend: Sendable {
     /// The name of the daemon's Python runtime to probe with (`airlockd --python NAME=PATH`); nil for its default.
     /// Sent as a name: the daemon never resolves a path a client sends.
     public let python: String?
+    /// How many worlds each file is detonated in (`worlds`); nil for the daemon's default.
+    public let worlds: Int?
+    /// Seconds the worlds of one file may take together (`worldBudget`); nil for the daemon's default.
+    public let worldBudget: Double?
 
     /// A backend for `method` requests to the daemon at `socket`.
     public init(
         socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true,
-        python: String? = nil
+        python: String? = nil, worlds: Int? = nil, worldBudget: Double? = nil
     ) {
+        self.worlds = worlds
+        self.worldBudget = worldBudget
         self.socket = socket
         self.method = method
         self.timeout = timeout
@@ -100,16 +106,25 @@ public struct DaemonBackend: Sendable {
 
     /// How long a client waits for one reply: a detonation's deadline plus room for the queue and the static
     /// analysis of a folder.
-    public var replyTimeout: Double { method == .scan ? 600 : (timeout ?? 600) + 600 }
+    /// With several worlds the detonations of a file take at most the longer of the deadline and the worlds' budget.
+    public var replyTimeout: Double {
+        if method == .scan { return 600 }
+        let deadline = timeout ?? 600
+        return max(deadline, worldBudget ?? 2 * deadline) + 600
+    }
 
     /// Connects to the daemon.
     public func connect() throws(ClientError) -> DaemonClient { try DaemonClient(path: socket) }
 
     /// Sends `fd` shown as `name` on `client` and reads the reports of the reply.
     public func examine(fd: Int32, name: String, with client: DaemonClient) throws(ClientError) -> [Report] {
-        let request = DaemonRequest(
+        var request = DaemonRequest(
             method: method, name: name, timeout: method == .probe ? timeout : nil, probePhase: probePhase,
             python: python)
+        if method == .probe {
+            request.worlds = worlds
+            request.worldBudget = worldBudget
+        }
         let reports = try ExaminationReply.reports(try client.call(request, descriptor: fd, timeout: replyTimeout))
         // A daemon that predates the `python` parameter ignores it (unknown members are): never pass its default
         // runtime off as the one asked for.

@@ -1,6 +1,7 @@
 import AirlockNames
 public import AirlockJSON
 public import AirlockAnalysis
+internal import AirlockProbe
 public import AirlockSystem
 internal import CDaemon
 
@@ -36,6 +37,11 @@ public struct DaemonRequest: Sendable {
     /// `probe`: the name of the daemon's Python runtime to load with (`python`); nil for its default. A name, never
     /// a path: the daemon resolves nothing a client sends (`DaemonRuntimes`).
     public var python: String?
+    /// `probe`: how many worlds to detonate each file in (`worlds`, 1 to `WorldCatalog.maximum`); nil for the
+    /// daemon's default (`WorldCatalog.defaultCount`).
+    public var worlds: Int? = nil
+    /// `probe`: seconds the worlds of one file may take together (`worldBudget`); nil: twice the deadline.
+    public var worldBudget: Double? = nil
 
     /// A request, as a client makes one.
     public init(
@@ -57,6 +63,8 @@ public struct DaemonRequest: Sendable {
         if method == .probe { out.append(("probePhase", .bool(probePhase))) }
         if method == .probe, let python { out.append(("python", .string(python))) }
         if let timeout { out.append(("timeout", .double(timeout))) }
+        if method == .probe, let worlds { out.append(("worlds", .int(worlds))) }
+        if method == .probe, let worldBudget { out.append(("worldBudget", .double(worldBudget))) }
         return out
     }
 
@@ -142,6 +150,25 @@ public struct DaemonRequest: Sendable {
             request.timeout = seconds
         }
         if case .bool(let b)? = param("probePhase") { request.probePhase = b }
+        if method == .probe, let value = param("worlds"), value != .null {
+            // Refused rather than ignored: a client asking for worlds must not be answered for fewer silently.
+            guard case .number(let n) = value, let count = Int(n), (1...WorldCatalog.maximum).contains(count) else {
+                return refuse(
+                    methodName, .badRequest, "\"worlds\" must be an integer from 1 to \(WorldCatalog.maximum)")
+            }
+            request.worlds = count
+        }
+        if method == .probe, let value = param("worldBudget"), value != .null {
+            guard case .number(let n) = value, let seconds = Double(n), seconds > 0,
+                seconds <= maxTimeout * Double(WorldCatalog.maximum)
+            else {
+                return refuse(
+                    methodName, .badRequest,
+                    "\"worldBudget\" must be more than 0 and at most \(maxTimeout * Double(WorldCatalog.maximum)) seconds"
+                )
+            }
+            request.worldBudget = seconds
+        }
         if method == .probe, let value = param("python"), value != .null {
             // Unlike the other parameters, a runtime asked for in a form the daemon does not read is refused rather
             // than ignored: the client would otherwise be answered for a runtime it did not choose.

@@ -69,6 +69,7 @@ public final class Server: @unchecked Sendable {
         allowedGIDs = gids
         var options = options
         options.runtime = runtimes.runtime(named: nil)
+        options.worlds = config.worlds
         runtimeNames = Set(runtimes.names)
         // Warm sandboxes for every runtime clients may name, each with that runtime's options.
         let perRuntime = runtimes.names.compactMap { name -> ProbeOptions? in
@@ -77,7 +78,8 @@ public final class Server: @unchecked Sendable {
             o.runtime = runtime
             return o
         }
-        warmPool = WarmPool(runtimes: perRuntime, count: config.warm, idleSeconds: config.warmIdle)
+        warmPool = WarmPool(
+            runtimes: perRuntime, count: config.warm, idleSeconds: config.warmIdle, worlds: config.warmWorlds)
         if config.warm > 0 {
             options.warmStart = warmPool
             metrics.warmStatus = { [warmPool] in warmPool.status() }

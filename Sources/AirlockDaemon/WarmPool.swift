@@ -24,6 +24,8 @@ final class WarmPool: WarmStartSource, @unchecked Sendable {
         let options: ProbeOptions
         /// The libraries its sandboxes import at start-up.
         let template: [String]
+        /// The catalog's world its sandboxes start in (`WorldCatalog.candidates`), drawn afresh for each.
+        let world: Int
         /// Started and not taken: starting, or ready.
         var waiting: [WarmSandbox] = []
         /// Taken, with when (monotonic ns), until they end.
@@ -31,9 +33,19 @@ final class WarmPool: WarmStartSource, @unchecked Sendable {
         /// Consecutive failures before any model, and when the next start may be tried.
         var failures = 0
         var nextStart: UInt64 = 0
-        init(options: ProbeOptions, template: [String]) {
+        init(options: ProbeOptions, template: [String], world: Int) {
+            var options = options
+            options.world = WarmPool.world(world, options)
             self.options = options
             self.template = template
+            self.world = world
+        }
+
+        /// Its options with its world drawn now (a later world's date is counted from the sandbox's start).
+        var fresh: ProbeOptions {
+            var options = options
+            options.world = WarmPool.world(world, options)
+            return options
         }
     }
 
@@ -54,13 +66,24 @@ final class WarmPool: WarmStartSource, @unchecked Sendable {
     /// The longest back-off after failures, seconds.
     static let maxBackoff = 60.0
 
-    /// A pool for the runtimes `runtimes` (one `ProbeOptions` each); `start` starts filling it.
-    init(runtimes: [ProbeOptions], count: Int, idleSeconds: Double) {
+    /// A pool for the runtimes `runtimes` (one `ProbeOptions` each); `start` starts filling it. It keeps `count`
+    /// sandboxes per runtime, start-up template and world: the first `worlds` of the catalog (`WorldCatalog`), so each
+    /// world of a probe can start warm.
+    init(runtimes: [ProbeOptions], count: Int, idleSeconds: Double, worlds: Int = WorldCatalog.defaultCount) {
         self.count = count
         self.idleSeconds = idleSeconds
         for options in runtimes {
-            slots += ConsumerPlan.templates(runtime: options.runtime).map { Slot(options: options, template: $0) }
+            for world in 0..<max(1, min(worlds, WorldCatalog.maximum)) {
+                slots += ConsumerPlan.templates(runtime: options.runtime).map {
+                    Slot(options: options, template: $0, world: world)
+                }
+            }
         }
+    }
+
+    /// The catalog's world `index` for `options`, drawn now.
+    static func world(_ index: Int, _ options: ProbeOptions) -> HostWorld {
+        WorldCatalog.candidates(base: WorldCatalog.persona(options.profile), nowSeconds: Int64(time(nil)))[index].world
     }
 
     /// Starts the maintenance thread, which fills every runtime's slot and keeps it filled.
@@ -153,7 +176,7 @@ final class WarmPool: WarmStartSource, @unchecked Sendable {
     private func startOne(_ slot: Slot) {
         do throws(SandboxError) {
             let sandbox = try WarmSandbox.start(
-                options: slot.options, template: slot.template, idleSeconds: idleSeconds
+                options: slot.fresh, template: slot.template, idleSeconds: idleSeconds
             ) {
                 [weak self] sandbox, ending in self?.ended(sandbox, ending, slot: slot)
             }

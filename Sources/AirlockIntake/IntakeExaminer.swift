@@ -1,6 +1,7 @@
 import AirlockNames
 internal import AirlockAnalysis
 internal import AirlockDaemon
+internal import AirlockProbe
 internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockProvenance
@@ -41,7 +42,7 @@ struct IntakeExaminer: Sendable {
             return .daemon(
                 DaemonBackend(
                     socket: socket, timeout: policy.timeoutSeconds, probePhase: policy.probePhase,
-                    python: policy.python))
+                    python: policy.python, worlds: policy.worlds, worldBudget: policy.worldBudgetSeconds))
         }
         if let python = policy.python, !python.hasPrefix("/") {
             throw IntakeError(
@@ -49,10 +50,12 @@ struct IntakeExaminer: Sendable {
             )
         }
         do {
-            return .local(
-                try ProbeBackend.localOptions(
-                    profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
-                    probePhase: policy.probePhase, python: policy.python))
+            var options = try ProbeBackend.localOptions(
+                profile: policy.profile, policy: policy.verdictPolicy, timeout: policy.timeoutSeconds,
+                probePhase: policy.probePhase, python: policy.python)
+            options.worlds = policy.worlds
+            options.worldBudgetSeconds = policy.worldBudgetSeconds
+            return .local(options)
         } catch {
             throw IntakeError("cannot prepare detonations: \(error)")
         }

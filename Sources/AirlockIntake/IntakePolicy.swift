@@ -31,6 +31,10 @@ public struct IntakePolicy: Sendable {
     public var timeoutSeconds: Double?
     /// Whether the probe phase runs after loading.
     public var probePhase = true
+    /// How many worlds each file is detonated in (docs/probe.md, "Worlds"): 1 to 5, default 3.
+    public var worlds = 3
+    /// Seconds the worlds of one file may take together (nil: twice the deadline).
+    public var worldBudgetSeconds: Double?
     /// Sandbox profile name or path for local detonations.
     public var profile = "default"
     /// Verdict policy file for local detonations (nil: the default policy).
@@ -76,7 +80,8 @@ public struct IntakePolicy: Sendable {
             value: document, path: "", fail: { IntakeError("intake policy \(name): \($0)") })
         let f = try root.object(allowed: [
             "pass", "settleSeconds", "manifests", "requireManifest", "publicKeys", "requireSignature", "signatureFile",
-            "timeoutSeconds", "probePhase", "profile", "verdictPolicy", "socket", "workers", "maxBytes", "python",
+            "timeoutSeconds", "probePhase", "worlds", "worldBudgetSeconds", "profile", "verdictPolicy", "socket",
+            "workers", "maxBytes", "python",
         ])
         var p = IntakePolicy()
         if let pass = f["pass"] {
@@ -116,6 +121,18 @@ public struct IntakePolicy: Sendable {
             p.timeoutSeconds = v
         }
         p.probePhase = try f["probePhase"]?.bool() ?? true
+        if let w = f["worlds"] {
+            let v: Int = try w.integer()
+            guard (1...5).contains(v) else { throw IntakeError("intake policy \(name): field worlds: 1 to 5") }
+            p.worlds = v
+        }
+        if let b = f["worldBudgetSeconds"] {
+            let v = try b.double()
+            guard v > 0 && v <= 86_400 else {
+                throw IntakeError("intake policy \(name): field worldBudgetSeconds: between 0 and 86400")
+            }
+            p.worldBudgetSeconds = v
+        }
         p.profile = try f["profile"]?.string() ?? "default"
         p.verdictPolicy = try f["verdictPolicy"]?.string()
         p.socket = try f["socket"]?.string()

@@ -34,6 +34,13 @@ public struct ProbeOptions: Sendable {
     public var world: HostWorld? = nil
     /// Whether detonations run in a drawn world at all (`airlock exec`'s profile-as-written is the other way).
     public var drawsWorld = true
+    /// How many worlds to detonate in, at most (`--worlds`, 1 to `WorldCatalog.maximum`): 1 is a single
+    /// detonation.
+    public var worlds = 1
+    /// Seconds all the worlds' detonations together may take (`--world-budget`); nil: twice one detonation's deadline.
+    public var worldBudgetSeconds: Double? = nil
+    /// The worlds to choose from, in order; nil: `WorldCatalog.candidates`.
+    public var worldCandidates: [DetonationWorld]? = nil
 
     /// Creates options.
     public init(
@@ -124,29 +131,20 @@ public enum Prober {
             report.add([ONNXDetonation.withoutFolder()])
             return report
         }
-        let started = StaticScanner.now()
-        let detonation: Detonation
-        var notes: [Finding] = []
-        do throws(SandboxError) {
-            let plan = ConsumerPlan(
-                format: format, modules: report.modules, runtime: options.runtime, compression: compression)
+        let plan = ConsumerPlan(
+            format: format, modules: report.modules, runtime: options.runtime, compression: compression)
+        let staticReport = report
+        return WorldRun.detonate(report: report, options: options) { (options) throws(SandboxError) in
             if format == .onnx {
-                let onnx = try ONNXDetonation.run(fd: fd, path: path, report: report, plan: plan, options: options)
-                detonation = onnx.detonation
-                notes = [onnx.note]
-            } else {
-                detonation = try Detonation.run(
-                    fd: fd, format: format, plan: plan, options: options,
-                    fileName: path.split(separator: "/").last.map(String.init))
+                let onnx = try ONNXDetonation.run(
+                    fd: fd, path: path, report: staticReport, plan: plan, options: options)
+                return (onnx.detonation, [onnx.note])
             }
-        } catch {
-            report.timings.append(("detonationMs", StaticScanner.ms(since: started)))
-            report.add([], error: ("detonation", "the sandbox could not run the loader: \(error)"))
-            return report
+            let detonation = try Detonation.run(
+                fd: fd, format: format, plan: plan, options: options,
+                fileName: path.split(separator: "/").last.map(String.init))
+            return (detonation, [])
         }
-        var decided = Verdict.decide(static: report, dynamic: detonation, policy: options.policy)
-        decided.add(notes)
-        return decided
     }
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can

@@ -67,9 +67,11 @@ public final class WarmSandbox: @unchecked Sendable {
     /// A sandbox is not handed a model in the last moments of its idle bound: seconds kept in reserve.
     static let idleReserve = 5.0
 
-    /// The key of the runtime `options` detonate with: the interpreter's command line.
+    /// The key of the runtime `options` detonate with, and of the world they detonate in: the interpreter's command
+    /// line and the world's name (a warm sandbox is started in its world: the clock, devices and environment are
+    /// set at spawn).
     public static func key(_ options: ProbeOptions) -> String {
-        ([options.runtime?.name ?? ""] + options.interpreter).joined(separator: "\u{0}")
+        ([options.runtime?.name ?? ""] + options.interpreter + [options.world?.name ?? ""]).joined(separator: "\u{0}")
     }
 
     /// Starts a warm sandbox for the runtime of `options` on a thread of its own that supervises it; `onEnd` is

@@ -30,6 +30,20 @@ extension Airlock {
         @Option(name: .long, help: "Deadline of each detonation in seconds (default: the profile's).")
         var timeout: Double?
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Detonate each file in up to N worlds, one after the other (1 to \(WorldCatalog.maximum)): today's host with credentials; a GPU host on the first of next month and a host more than a year ahead, sleeps skipped; then hosts without credentials (docs/probe.md, \"Worlds\"). A malicious world ends the probe; --worlds 1 is a single detonation. Default: \(WorldCatalog.defaultCount), or airlockd's `worlds`.",
+                valueName: "N"))
+        var worlds: Int?
+
+        @Option(
+            name: .customLong("world-budget"),
+            help: ArgumentHelp(
+                "Seconds the worlds of one file may take together (default: twice the deadline, --timeout or the profile's). The first world always runs whole; a later one starts only while what is left is at least the longest world so far, and the report says which worlds the budget cut.",
+                valueName: "SECONDS"))
+        var worldBudget: Double?
+
         @Flag(name: .customLong("no-probe-phase"), help: "Load only; do not touch the loaded object afterwards.")
         var noProbePhase = false
 
@@ -59,6 +73,13 @@ extension Airlock {
             if let timeout, !(timeout > 0 && timeout <= 86_400) {
                 throw ValidationError("--timeout must be between 0 and 86400 seconds")
             }
+            if let worlds, !(1...WorldCatalog.maximum).contains(worlds) {
+                throw ValidationError(
+                    "--worlds must be between 1 and \(WorldCatalog.maximum) (the candidate worlds), not \(worlds)")
+            }
+            if let worldBudget, !(worldBudget > 0 && worldBudget <= 86_400) {
+                throw ValidationError("--world-budget must be more than 0 and at most 86400 seconds")
+            }
         }
 
         func run() throws {
@@ -82,12 +103,16 @@ extension Airlock {
                     throw ExitCode(2)
                 }
                 return .daemon(
-                    DaemonBackend(socket: socket, timeout: timeout, probePhase: !noProbePhase, python: python))
+                    DaemonBackend(
+                        socket: socket, timeout: timeout, probePhase: !noProbePhase, python: python, worlds: worlds,
+                        worldBudget: worldBudget))
             }
             do {
-                return .local(
-                    try ProbeBackend.localOptions(
-                        profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase, python: python))
+                var options = try ProbeBackend.localOptions(
+                    profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase, python: python)
+                options.worlds = worlds ?? WorldCatalog.defaultCount
+                options.worldBudgetSeconds = worldBudget
+                return .local(options)
             } catch {
                 writeStderr("airlock: \(error)\n")
                 throw ExitCode(2)

@@ -179,7 +179,8 @@ extension DaemonTests {
 
     @Test("a worker's sandboxed loader killed mid-probe: the client hears promptly, the daemon serves the next request")
     func workerKilled() throws {
-        try withDetonationDaemon(["--max-concurrent", "2"]) { dir, daemon in
+        // One world: a killed loader's world ends, and a second world would start another loader.
+        try withDetonationDaemon(["--max-concurrent", "2"], config: ["worlds": 1]) { dir, daemon in
             let socket = daemon.socket
             let model = "\(dir)/cpu_loop.pkl"
             let results = Collector<ProbeOutcome>()

@@ -28,7 +28,8 @@ struct WarmStartTests {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw DaemonTestError("cannot open \(path)") }
         defer { close(fd) }
-        var params: [(String, JSON)] = [("name", .string(path))]
+        // One world, warm in the pool's one world (`warmWorlds` 1): what these tests compare is warm and cold.
+        var params: [(String, JSON)] = [("name", .string(path)), ("worlds", .int(1))]
         if let timeout { params.append(("timeout", .double(timeout))) }
         let client = try DaemonClient(path: socket)
         let reply = foundation(try client.call("probe", params: params, descriptor: fd, timeout: 120))
@@ -79,11 +80,11 @@ struct WarmStartTests {
             let benign = try WarmStartTests.benignStateDict(in: dir)
             var cold: [Probed] = []
             do {
-                let daemon = try TestDaemon(config: ["warm": 0])
+                let daemon = try TestDaemon(config: ["warm": 0, "warmWorlds": 1])
                 defer { daemon.stop() }
                 cold = try [benign, "\(dir)/system.pt"].map { try WarmStartTests.probe(daemon.socket, $0) }
             }
-            let daemon = try TestDaemon()
+            let daemon = try TestDaemon(config: ["warmWorlds": 1])
             defer { daemon.stop() }
             try WarmStartTests.waitReady(daemon)
             let warmBenign = try WarmStartTests.probe(daemon.socket, benign)
@@ -128,7 +129,7 @@ struct WarmStartTests {
     @Test("one model cannot influence the next: state left by one is not seen by the model probed after it")
     func noStateCarriesOver() throws {
         try withSamples("warm.py") { dir, _ in
-            let daemon = try TestDaemon()
+            let daemon = try TestDaemon(config: ["warmWorlds": 1])
             defer { daemon.stop() }
             // The check fires when the state is there: both payloads in one load.
             let control = try WarmStartTests.probe(daemon.socket, "\(dir)/leave_then_check.pt")
@@ -152,7 +153,7 @@ struct WarmStartTests {
     func killedWhileWaiting() throws {
         try withSamples("warm.py") { dir, _ in
             let benign = try WarmStartTests.benignStateDict(in: dir)
-            let daemon = try TestDaemon()
+            let daemon = try TestDaemon(config: ["warmWorlds": 1])
             defer { daemon.stop() }
             try WarmStartTests.waitReady(daemon)
             let before = try WarmStartTests.warmStatus(daemon)
@@ -178,7 +179,7 @@ struct WarmStartTests {
     @Test("the deadline counts from the handoff, not from the warm sandbox's start; idle sandboxes are recycled")
     func deadlineFromHandoff() throws {
         try withSamples("warm.py") { dir, _ in
-            let daemon = try TestDaemon(config: ["warmIdleSeconds": 20])
+            let daemon = try TestDaemon(config: ["warmIdleSeconds": 20, "warmWorlds": 1])
             defer { daemon.stop() }
             try WarmStartTests.waitReady(daemon)
             // The sandbox has lived longer than the 3 s deadline before its model arrives.
@@ -202,5 +203,31 @@ struct WarmStartTests {
             try WarmStartTests.waitReady(daemon)
             #expect(try WarmStartTests.probe(daemon.socket, "\(dir)/check_state.pt").warm)
         }
+    }
+
+    @Test("with warm sandboxes of every default world, each world of a benign torch probe runs warm, in its own world")
+    func everyWorldWarm() throws {
+        let dir = try makeHostDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let benign = try WarmStartTests.benignStateDict(in: dir)
+        let daemon = try TestDaemon()
+        defer { daemon.stop() }
+        // A torch and a numpy/joblib/sklearn start-up for each of the three default worlds, all ready.
+        let ok = waitFor(180) {
+            let status = (try? WarmStartTests.warmStatus(daemon)) ?? [:]
+            return (status["ready"] ?? 0) >= 6 && status["starting"] == 0
+        }
+        try #require(ok, "\((try? WarmStartTests.warmStatus(daemon)) ?? [:])")
+        let fd = open(benign, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let client = try DaemonClient(path: daemon.socket)
+        let reply = foundation(
+            try client.call("probe", params: [("name", .string(benign))], descriptor: fd, timeout: 300))
+        let report = try #require((reply["reports"] as? [[String: Any]])?.first, "\(reply)")
+        #expect(report["verdict"] as? String == "clean", "\(report["findings"] ?? [])")
+        let worlds = try #require((report["detonation"] as? [String: Any])?["worlds"] as? [[String: Any]])
+        #expect(worlds.map { $0["name"] as? String ?? "?" } == ["now", "gpu-next-month", "next-year"])
+        #expect(worlds.allSatisfy { $0["warm"] as? Bool == true && $0["ran"] as? Bool == true }, "\(worlds)")
     }
 }

@@ -322,7 +322,9 @@ struct HoneytokenTests {
         let result = SandboxResult(
             exitCode: 0, signal: nil, timedOut: false, stdout: [], stdoutDropped: 0, stderr: Array(stderr.utf8),
             stderrDropped: 0, trace: trace, traceDropped: 0, durationNs: 1)
-        var d = Detonation(argv: ["python3"], phases: [.startup, .load, .probe, .end], result: result, durationMs: 1)
+        var d = Detonation(
+            argv: ["python3"], phases: [.startup, .load, .probe, .end], result: result, durationMs: 1,
+            linePrefix: "svc: ")
         d.world = world
         return d
     }

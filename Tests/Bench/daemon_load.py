@@ -95,6 +95,7 @@ def main():
     ap.add_argument("--requests", type=int, required=True, help="measured requests per client")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up requests per client")
     ap.add_argument("--timeout", type=float, default=60, help="detonation deadline asked of the daemon, seconds")
+    ap.add_argument("--worlds", type=int, help="worlds asked of the daemon for each probe (its default when absent)")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     if args.method != "status" and not args.file:
@@ -121,6 +122,8 @@ def main():
                 msg = {"airlock": 1, "id": rid, "method": args.method, "params": {}}
                 if args.method != "status":
                     msg["params"] = {"name": name, "timeout": args.timeout}
+                    if args.method == "probe" and args.worlds is not None:
+                        msg["params"]["worlds"] = args.worlds
                 body = json.dumps(msg, separators=(",", ":")).encode()
                 dt, reply = call(sock, struct.pack(">I", len(body)) + body, fd)
                 check(reply, rid, args)

@@ -35,6 +35,9 @@
 #      cold `torch.load` (≤ 1.3×), the same through airlockd's warm sandboxes at 1 and 4 clients (p50 ≤ 0.1× the
 #      consumer's cold load), and a scikit-learn forest's probe time and memory, in Tests/Bench/runtime.sh (run last;
 #      BENCH_RUNTIME=0 skips it; a missed budget makes `make bench` exit 1).
+#  12. a probe's worlds (issue 15): the cost of each extra world, cold and through airlockd's warm sandboxes, for a
+#      torch state_dict, a scikit-learn forest and a plain pickle, and the default's probe time, in
+#      Tests/Bench/worlds.sh (run before runtime.sh; BENCH_WORLDS=0 skips it; about 3 minutes).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
@@ -366,6 +369,10 @@ fi
 if [ "${BENCH_TIMING:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/timing.sh"
+fi
+if [ "${BENCH_WORLDS:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/worlds.sh"
 fi
 
 RUNTIME_OK=1

@@ -13,6 +13,9 @@
 #      - `airlock probe forest.pkl` (a scikit-learn random forest, real sklearn in the sandbox): wall time, the CLI's
 #        peak RSS (GNU time) and the sandbox's memory peak (its cgroup, from the report).
 #
+# Every row is one detonation (`--worlds 1`, the daemon's `worlds` 1): the budgets compare one load with the consumer's;
+# what more worlds cost is Tests/Bench/worlds.sh's.
+#
 # Knobs: BENCH_RUNTIME_RUNS (hyperfine runs, default 10), BENCH_RUNTIME_REQUESTS (daemon requests per row, default
 # 40). Prints a FAIL line and exits 1 when a budget is missed. Takes about 1 minute on 2 cores.
 set -euo pipefail
@@ -47,7 +50,7 @@ echo "#### Cold CLI: airlock probe against the consumer's own load (hyperfine, $
 echo
 hyperfine -N -w 2 -r "$RUNS" --export-json "$TMP/cold.json" \
     -n consumer "$HOST_PY -c \"import torch; torch.load('$STATE', weights_only=False)\"" \
-    -n airlock "$AIRLOCK probe $STATE" >/dev/null
+    -n airlock "$AIRLOCK probe --worlds 1 $STATE" >/dev/null
 read -r CONSUMER AIRLOCK_MS RATIO < <("$HOST_PY" - "$TMP/cold.json" <<'EOF'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
@@ -67,7 +70,7 @@ else
     FAILED=1
 fi
 echo
-"$AIRLOCK" probe --format json "$STATE" | "$HOST_PY" -c '
+"$AIRLOCK" probe --worlds 1 --format json "$STATE" | "$HOST_PY" -c '
 import json, sys
 r = json.load(sys.stdin)
 print("where the time goes (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in r["timings"].items()))'
@@ -93,7 +96,7 @@ echo "|---|---|---|---|---|---|---|"
 for clients in 1 4; do
     sleep 10  # the pool refills between rows
     line=$("$HOST_PY" "$LOAD" --socket "$SOCK" --method probe --file "$STATE" --expect clean --outcome loaded \
-        --clients "$clients" --requests "$REQUESTS" --warmup 1 --label "warm $clients")
+        --clients "$clients" --requests "$REQUESTS" --warmup 1 --worlds 1 --label "warm $clients")
     read -r P50 P90 P95 P99 MAX < <("$HOST_PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["p50"], d["p90"], d["p95"], d["p99"], d["max"])' "$line")
     FRACTION=$(awk -v p="$P50" -v c="$CONSUMER" 'BEGIN { printf "%.3f", p / c }')
     echo "| $clients | $P50 | $P90 | $P95 | $P99 | $MAX | $FRACTION |"
@@ -116,7 +119,7 @@ echo
 echo "| run | wall s | CLI peak RSS MiB | sandbox memory peak MiB | verdict |"
 echo "|---|---|---|---|---|"
 for i in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$TMP/time" "$AIRLOCK" probe --format json "$FOREST" >"$TMP/forest.json" || true
+    /usr/bin/time -f "%e %M" -o "$TMP/time" "$AIRLOCK" probe --worlds 1 --format json "$FOREST" >"$TMP/forest.json" || true
     read -r WALL RSS <"$TMP/time"
     read -r PEAK VERDICT < <("$HOST_PY" -c '
 import json, sys
