@@ -68,7 +68,7 @@ public struct DaemonConfig: Sendable {
     public var warmIdle = 600.0
     /// The worlds of the catalog warm sandboxes are kept for (docs/sandbox.md, "Warm sandboxes and worlds"): the
     /// first this many, each with `warm` sandboxes per runtime start-up.
-    public var warmWorlds = 3
+    public var warmWorlds = 1
     /// The worlds a probe detonates each file in when the client does not say (`worlds`, docs/probe.md "Worlds").
     public var worlds = 3
 

@@ -95,7 +95,7 @@ public struct Detonation: Sendable {
         world: HostWorld? = nil
     ) throws(SandboxError) -> Detonation {
         let plan = plan ?? ConsumerPlan(format: format, modules: [], runtime: options.runtime)
-        if folder == nil, name == nil, options.world == nil, world == nil,
+        if folder == nil, name == nil, world == nil,
             let warm = options.warmStart?.take(for: options, plan: plan),
             let detonation = try warm.detonate(fd: fd, format: format, plan: plan, options: options)
         {

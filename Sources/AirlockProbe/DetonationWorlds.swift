@@ -57,7 +57,7 @@ public enum WorldCatalog {
                 w.clock = SandboxClock(realtimeOffsetSeconds: offset, skipsSleeps: skips)
             }
             if gpu { withGPU(&w) }
-            if credentials { plantCredentials(in: &w) }
+            if credentials && w.honeytokens.isEmpty { plantCredentials(in: &w) }
             return DetonationWorld(world: w, credentials: credentials)
         }
         return [
@@ -72,7 +72,13 @@ public enum WorldCatalog {
     /// The worlds a probe with `options` runs, at most `options.worlds`: the caller's (`worldCandidates`) or the
     /// catalog's over the profile's persona.
     static func plan(_ options: ProbeOptions, nowSeconds: Int64) -> [DetonationWorld] {
-        let all = options.worldCandidates ?? candidates(base: persona(options.profile), nowSeconds: nowSeconds)
+        // A caller's fixed world (`ProbeOptions.world`) is the one world of a single detonation, as it is, and the
+        // persona every world starts from otherwise.
+        if let fixed = options.world, options.worlds <= 1, options.worldCandidates == nil {
+            return [DetonationWorld(world: fixed, credentials: !fixed.honeytokens.isEmpty)]
+        }
+        let base = options.world ?? persona(options.profile)
+        let all = options.worldCandidates ?? candidates(base: base, nowSeconds: nowSeconds)
         return Array(all.prefix(max(1, options.worlds)))
     }
 

@@ -164,8 +164,8 @@ public enum HoneytokenFindings {
             evidence: evidence)
     }
 
-    /// Everything that left the sandbox, in a fixed order: network flows (and their compressed bodies), DNS questions
-    /// (each, then each domain's questions joined), the trace's arguments, then standard output and error.
+    /// Everything that left the sandbox, in a fixed order: DNS questions (each, then each domain's questions joined),
+    /// network flows (and their compressed bodies), the trace's arguments, then standard output and error.
     static func outgoing(_ result: SandboxResult) -> [Outgoing] {
         var out: [Outgoing] = []
         var inflatedTotal = 0
@@ -222,7 +222,10 @@ public enum HoneytokenFindings {
         }
         out.append(Outgoing(destination: "standard output (the consumer's logs)", bytes: result.stdout, phase: nil))
         out.append(Outgoing(destination: "standard error (the consumer's logs)", bytes: result.stderr, phase: nil))
-        return out
+        // DNS questions first: a value spelled into names goes out through the resolver, and the name it asked for is
+        // the destination worth naming, not the resolver's address.
+        let asked = out.filter { $0.destination.hasPrefix("DNS ") }
+        return asked + out.filter { !$0.destination.hasPrefix("DNS ") }
     }
 
     /// Compressed bodies in a flow: at its start, or after an HTTP header. Bounded inflation.

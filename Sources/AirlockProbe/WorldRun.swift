@@ -43,11 +43,12 @@ public enum WorldRun {
                 continue
             }
             var worldOptions = options
-            // A probe told to use the profile as written (`drawsWorld` off) runs each world's clock only.
+            // A probe told to use the profile as written (`drawsWorld` off) runs in no world at all.
             worldOptions.world = options.drawsWorld ? candidate.world : nil
             // A warm sandbox is started in one of the catalog's worlds (its clock, devices and environment are set at
-            // spawn) and is taken only for a world of that name (`WarmSandbox.key`); a caller's own worlds start cold.
-            if options.worldCandidates != nil { worldOptions.warmStart = nil }
+            // spawn) and is taken only for a world of that name (`WarmSandbox.key`); a caller's own worlds, or a world
+            // it fixed, start cold.
+            if options.worldCandidates != nil || options.world != nil { worldOptions.warmStart = nil }
             let shortened = i > 0 && remaining < deadline
             if shortened { worldOptions.timeoutSeconds = remaining }
             let began = StaticScanner.now()

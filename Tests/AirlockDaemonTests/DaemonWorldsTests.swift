@@ -45,10 +45,10 @@ struct DaemonWorldsTests {
         #expect(!scan.params.contains { $0.0 == "worlds" })
     }
 
-    @Test("the daemon's worlds and warmWorlds: 1 to 5, 3 by default")
+    @Test("the daemon's worlds and warmWorlds: 1 to 5, worlds 3 and warmWorlds 1 by default")
     func config() throws {
         let defaults = DaemonConfig()
-        #expect(defaults.worlds == 3 && defaults.warmWorlds == 3)
+        #expect(defaults.worlds == 3 && defaults.warmWorlds == 1)
         let read = try DaemonConfig(json: Array(#"{"worlds": 1, "warmWorlds": 2}"#.utf8), name: "test")
         #expect(read.worlds == 1 && read.warmWorlds == 2)
         for bad in [#"{"worlds": 0}"#, #"{"worlds": 6}"#, #"{"warmWorlds": 0}"#, #"{"warmWorlds": 9}"#] {

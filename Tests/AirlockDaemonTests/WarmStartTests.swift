@@ -210,7 +210,7 @@ struct WarmStartTests {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let benign = try WarmStartTests.benignStateDict(in: dir)
-        let daemon = try TestDaemon()
+        let daemon = try TestDaemon(config: ["warmWorlds": 3])
         defer { daemon.stop() }
         // A torch and a numpy/joblib/sklearn start-up for each of the three default worlds, all ready.
         let ok = waitFor(180) {

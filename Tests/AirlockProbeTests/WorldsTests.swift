@@ -97,24 +97,26 @@ struct WorldsTests {
             let benign = Prober.probe(file: "\(dir)/benign.pkl", options: options)
             #expect(benign.verdict == .clean, "\(benign.findings.map(\.message))")
             #expect(benign.detonation?.worlds.map(\.verdict) == [.clean, .clean, .clean])
-            // detonationMs counts every world.
+            // detonationMs counts every world's detonation; each world's duration adds its verdict (the honeytoken
+            // matching among it), so the worlds' durations together are at least detonationMs.
             let total = benign.timings.first { $0.0 == "detonationMs" }?.1 ?? 0
             let sum = benign.detonation?.worlds.reduce(0) { $0 + $1.durationMs } ?? 0
-            #expect(total >= sum * 0.9, "detonationMs \(total) for worlds of \(sum) ms")
+            let one = benign.detonation?.worlds.map(\.durationMs).max() ?? 0
+            #expect(total > one && total <= sum + 1, "detonationMs \(total) for worlds of \(sum) ms")
         }
     }
 
-    @Test("--worlds 1 is a single detonation in today's world, which changes nothing of the profile's sandbox")
+    @Test("--worlds 1 is a single detonation in today's world: the drawn persona, the host's clock, no GPU")
     func oneWorld() throws {
         let profile = try defaultProfile()
         let persona = WorldCatalog.persona(profile)
         var applied = profile.sandbox
         persona.apply(to: &applied)
-        #expect(applied.hostname == profile.sandbox.hostname && applied.cwd == profile.sandbox.cwd)
-        #expect(applied.user == profile.sandbox.user && applied.mounts.count == profile.sandbox.mounts.count)
-        #expect(applied.environment.map { "\($0.0)=\($0.1)" } == profile.sandbox.environment.map { "\($0.0)=\($0.1)" })
+        #expect(
+            applied.hostname == persona.hostname && applied.hostname != "airlock" && applied.cwd == persona.user.home)
         let first = WorldCatalog.candidates(base: persona, nowSeconds: 1_800_000_000)[0]
-        #expect(first.world.clock == nil && !first.gpu && first.world.environment == persona.environment)
+        #expect(first.world.clock == nil && !first.gpu && first.world.hostname == persona.hostname)
+        #expect(first.credentials && !first.world.honeytokens.isEmpty)
         try withSamples("worlds.py") { dir, bait in
             let report = Prober.probe(file: "\(dir)/always.pkl", options: try WorldsTests.options(worlds: 1))
             #expect(report.verdict == .malicious)
