@@ -54,6 +54,9 @@ final class SandboxSupervisor {
                 "this machine's vDSO cannot be patched (only x86-64's is): a world's clock (\(clock.clock)) cannot be kept"
             )
         }
+        // Every /proc/<pid> the supervisor opens names a pid of its own PID namespace: under another namespace's
+        // /proc (and no private one mounted at start, `ProcMount`) they would be other processes. Refuse first.
+        if let problem = ProcMount.problem() { throw SandboxError(.spawn, problem) }
         let specification = try SpawnSpecification(
             request: request, limits: limits, program: program.with(clock: clock?.clock))
         (cgroup, cgroupUnavailable) = try SandboxSupervisor.makeCgroup(request.profile, limits)
@@ -119,9 +122,14 @@ final class SandboxSupervisor {
         try sendControl("M")
     }
 
+    /// Writes PID 1's `file` (uid_map, gid_map, setgroups) through a `/proc/<pid>` the pidfd vouched for
+    /// (`ProcMount.openProcess`): never into another process's.
     private func writeProc(_ file: String, _ text: String) throws(SandboxError) {
+        let directory = try ProcMount.openProcess(pid, pidfd: pidfd)
+        defer { directory.close() }
         do throws(SystemCallError) {
-            try FileDescriptor.open("/proc/\(pid)/\(file)", O_WRONLY).closeAfter { (fd) throws(SystemCallError) in
+            try FileDescriptor.open(file, O_WRONLY | O_NOFOLLOW, relativeTo: directory).closeAfter {
+                (fd) throws(SystemCallError) in
                 let n = text.withCString { write(fd.rawValue, $0, strlen($0)) }
                 guard n == text.utf8.count else { throw SystemCallError("write /proc/\(pid)/\(file)") }
             }

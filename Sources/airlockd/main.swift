@@ -82,6 +82,19 @@ struct AirlockD: ParsableCommand {
             throw ExitCode(2)
         }
         Sandbox.raiseDescriptorLimit()
+        // In a container whose /proc is another PID namespace's, a private one was mounted before main (`ProcMount`).
+        switch ProcMount.start {
+        case .own: break
+        case .madePrivate(let there, let here):
+            Log.write(
+                .notice,
+                "/proc belonged to another PID namespace (airlockd \(there) there, \(here) here): a private "
+                    + "/proc was mounted in a mount namespace of airlockd's own")
+        case .foreign:
+            Log.write(
+                .warning,
+                "\(ProcMount.problem() ?? "/proc is another PID namespace's"); every detonation will be refused")
+        }
         let options: ProbeOptions
         let runtimes: DaemonRuntimes
         do {

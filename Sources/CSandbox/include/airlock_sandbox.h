@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include "airlock_private_proc.h"
 #include <sys/types.h>
 
 #ifdef __cplusplus

@@ -1,0 +1,137 @@
+import AirlockTestSupport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `airlock` and `airlockd` in a PID namespace whose `/proc` belongs to the parent (`unshare --pid --fork` without
+/// `--mount-proc`, as some CI runners and containers are): a private `/proc` is mounted at start, so the sandbox's
+/// maps, notifications and paths are its own; where none can be mounted, airlock refuses and says why
+/// (docs/sandbox.md, "Where /proc is not the supervisor's").
+@Suite("a /proc of another PID namespace", .serialized)
+struct ForeignProcTests {
+    /// `unshare --pid --fork --kill-child [setpriv …] PROGRAM ARGUMENTS`: PROGRAM is PID 1 of a new PID namespace
+    /// and sees the parent's /proc.
+    static func inForeignProc(_ program: String, _ arguments: [String], dropSysAdmin: Bool = false) throws -> (
+        status: Int32, stdout: String, stderr: String
+    ) {
+        let drop = dropSysAdmin ? ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"] : []
+        return try runProgram("/usr/bin/unshare", ["--pid", "--fork", "--kill-child"] + drop + [program] + arguments)
+    }
+
+    /// A pickle whose load runs `os.system("touch …")`: the detonation must see the execve and deny it.
+    static func writeSystemPickle(_ path: String) throws {
+        let made = try runProgram(
+            "/usr/bin/python3",
+            [
+                "-c",
+                "import os, pickle, sys\nclass P:\n    def __reduce__(self): return (os.system, ('touch /tmp/airlock-foreign-proc',))\n"
+                    + "open(sys.argv[1], 'wb').write(pickle.dumps(P(), protocol=2))",
+                path,
+            ])
+        guard made.status == 0 else { throw DaemonTestError("writing \(path): \(made.stderr)") }
+    }
+
+    static func makeDirectory() throws -> String {
+        let dir = "/tmp/airlock-foreign-proc-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test("the setting is what it claims: /proc/self there is not PID 1's own pid")
+    func setting() throws {
+        let run = try Self.inForeignProc("/bin/sh", ["-c", "echo $$ $(readlink /proc/self)"])
+        let words = run.stdout.split(separator: " ").map(String.init)
+        #expect(words.first == "1" && words.count == 2 && words[1] != "1", "\(run.stdout)")
+    }
+
+    @Test("airlock exec runs its command and traces it: a denied open and a connect are recorded")
+    func execTraces() throws {
+        let run = try Self.inForeignProc(
+            airlockBinary,
+            [
+                "exec", "--", "python3", "-c",
+                "import socket\ntry: open('/etc/shadow')\nexcept OSError as e: print('shadow', e.errno)\n"
+                    + "s = socket.socket()\ntry: s.connect(('127.0.0.1', 9))\nexcept OSError as e: print('connect', e.errno)",
+            ])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
+        #expect(run.stdout.contains("shadow 13"), "\(run.stdout)")
+        let denied = run.stdout.split(separator: "\n").first {
+            $0.contains("denied EACCES") && $0.contains("/etc/shadow")
+        }
+        #expect(denied != nil, "\(run.stdout)")
+        #expect(run.stdout.contains("inet 127.0.0.1:9"), "\(run.stdout)")
+    }
+
+    @Test("airlock probe of a pickle that runs a command: the detonation sees the command")
+    func probeSeesPayload() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.writeSystemPickle("\(dir)/system.pkl")
+        let run = try Self.inForeignProc(airlockBinary, ["probe", "--format", "json", "\(dir)/system.pkl"])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+            "\(run.stdout)\(run.stderr)")
+        #expect(report["error"] is NSNull, "\(report["error"] ?? "")")
+        let findings = (report["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
+        #expect(findings.contains("dynamic.exec"), "\(findings)")
+        let trace = report["trace"] as? [[String: Any]] ?? []
+        let exec = trace.first {
+            $0["syscall"] as? String == "execve" && ($0["args"] as? [String: Any])?["argv"] as? [String] != nil
+                && "\($0["args"] ?? "")".contains("airlock-foreign-proc")
+        }
+        #expect(exec?["action"] as? String == "denied", "\(trace.filter { $0["syscall"] as? String == "execve" })")
+    }
+
+    @Test("without CAP_SYS_ADMIN no private /proc can be mounted: exec refuses, says why, and spawns nothing")
+    func refusesWithoutPrivateProc() throws {
+        let run = try Self.inForeignProc(airlockBinary, ["exec", "--", "/bin/true"], dropSysAdmin: true)
+        #expect(run.status == 125, "\(run.stdout)\(run.stderr)")
+        #expect(run.stderr.contains("the /proc mounted here belongs to another PID namespace (this process is "))
+        #expect(run.stderr.contains(", 1 here)"), "\(run.stderr)")
+        #expect(run.stderr.contains("unshare(CLONE_NEWNS): EPERM"), "\(run.stderr)")
+        #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
+        #expect(!run.stdout.contains("execve"), "\(run.stdout)")
+        let probe = try Self.inForeignProc(airlockBinary, ["probe", "/dev/null"], dropSysAdmin: true)
+        #expect(
+            probe.stdout.contains("belongs to another PID namespace")
+                || probe.stderr.contains("belongs to another PID namespace"), "\(probe.stdout)\(probe.stderr)")
+    }
+
+    @Test("airlockd in a foreign /proc mounts its own, says so, and detonates")
+    func daemonDetonates() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.writeSystemPickle("\(dir)/system.pkl")
+        let socket = "\(dir)/airlockd.sock"
+        let log = "\(dir)/airlockd.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        daemon.arguments = ["--pid", "--fork", "--kill-child", airlockdBinary, "--socket", socket]
+        daemon.standardOutput = FileHandle.nullDevice
+        daemon.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try daemon.run()
+        defer {
+            kill(daemon.processIdentifier, SIGKILL)
+            daemon.waitUntilExit()
+        }
+        let accepting = waitFor(30) {
+            let fd = RawClient.connect(socket)
+            if fd >= 0 { close(fd) }
+            return fd >= 0 || !daemon.isRunning
+        }
+        let text = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        try #require(accepting && daemon.isRunning, "\(text())")
+        #expect(text().contains("a private /proc was mounted"), "\(text())")
+        let run = try runCLI(["--socket", socket, "probe", "--format", "json", "\(dir)/system.pkl"])
+        let report = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+            "\(run.stdout)\(run.stderr)")
+        let findings = (report["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
+        #expect(findings.contains("dynamic.exec"), "\(findings) \(report["error"] ?? "")")
+    }
+}
