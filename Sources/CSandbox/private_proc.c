@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 static struct airlock_proc_start start_state = {AIRLOCK_PROC_OWN, -1, -1, NULL, 0};
@@ -35,8 +36,13 @@ static int parse_pid(const char *s) {
     return (int)v;
 }
 
+#define AIRLOCK_PROC_SUPER_MAGIC 0x9fa0
+
 int airlock_proc_self_pid(const char *proc_root) {
     char path[4096], buf[32];
+    /* A /proc that is not procfs (a tmpfs with a "self" link, an empty directory) is never taken for one. */
+    struct statfs fs;
+    if (statfs(proc_root, &fs) != 0 || fs.f_type != AIRLOCK_PROC_SUPER_MAGIC) return -1;
     if (snprintf(path, sizeof path, "%s/self", proc_root) >= (int)sizeof path) return -1;
     ssize_t n = readlink(path, buf, sizeof buf - 1);
     if (n <= 0) return -1;

@@ -12,13 +12,12 @@ import Testing
 /// (docs/sandbox.md, "Where /proc is not the supervisor's").
 @Suite("a /proc of another PID namespace", .serialized)
 struct ForeignProcTests {
-    /// `unshare --pid --fork --kill-child [setpriv …] PROGRAM ARGUMENTS`: PROGRAM is PID 1 of a new PID namespace
-    /// and sees the parent's /proc.
-    static func inForeignProc(_ program: String, _ arguments: [String], dropSysAdmin: Bool = false) throws -> (
+    /// `unshare --pid --fork --kill-child PROGRAM ARGUMENTS`: PROGRAM is PID 1 of a new PID namespace and sees the
+    /// parent's /proc.
+    static func inForeignProc(_ program: String, _ arguments: [String]) throws -> (
         status: Int32, stdout: String, stderr: String
     ) {
-        let drop = dropSysAdmin ? ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"] : []
-        return try runProgram("/usr/bin/unshare", ["--pid", "--fork", "--kill-child"] + drop + [program] + arguments)
+        try runProgram("/usr/bin/unshare", ["--pid", "--fork", "--kill-child", program] + arguments)
     }
 
     /// A pickle whose load runs `os.system("touch …")`: the detonation must see the execve and deny it.
@@ -86,19 +85,39 @@ struct ForeignProcTests {
         #expect(exec?["action"] as? String == "denied", "\(trace.filter { $0["syscall"] as? String == "execve" })")
     }
 
-    @Test("without CAP_SYS_ADMIN no private /proc can be mounted: exec refuses, says why, and spawns nothing")
-    func refusesWithoutPrivateProc() throws {
-        let run = try Self.inForeignProc(airlockBinary, ["exec", "--", "/bin/true"], dropSysAdmin: true)
+    /// Who cannot mount a private /proc there: root without CAP_SYS_ADMIN, and an unprivileged user.
+    static let unable: [[String]] = [
+        ["/usr/bin/setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"],
+        ["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"],
+    ]
+
+    @Test(
+        "where no private /proc can be mounted, exec and probe refuse, say why, and spawn nothing",
+        arguments: unable)
+    func refusesWithoutPrivateProc(drop: [String]) throws {
+        let run = try runProgram(
+            "/usr/bin/unshare",
+            ["--pid", "--fork", "--kill-child"] + drop + [airlockBinary, "exec", "--", "/bin/true"])
         #expect(run.status == 125, "\(run.stdout)\(run.stderr)")
         #expect(run.stderr.contains("the /proc mounted here belongs to another PID namespace (this process is "))
         #expect(run.stderr.contains(", 1 here)"), "\(run.stderr)")
         #expect(run.stderr.contains("unshare(CLONE_NEWNS): EPERM"), "\(run.stderr)")
         #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
         #expect(!run.stdout.contains("execve"), "\(run.stdout)")
-        let probe = try Self.inForeignProc(airlockBinary, ["probe", "/dev/null"], dropSysAdmin: true)
-        #expect(
-            probe.stdout.contains("belongs to another PID namespace")
-                || probe.stderr.contains("belongs to another PID namespace"), "\(probe.stdout)\(probe.stderr)")
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.writeSystemPickle("\(dir)/system.pkl")
+        chmod(dir, 0o755)
+        chmod("\(dir)/system.pkl", 0o644)
+        let probe = try runProgram(
+            "/usr/bin/unshare",
+            ["--pid", "--fork", "--kill-child"] + drop + [
+                airlockBinary, "probe", "--format", "json", "\(dir)/system.pkl",
+            ])
+        // The runtime is described in a sandbox before anything is loaded: that first sandbox is refused.
+        #expect(probe.status != 0 && probe.stdout.isEmpty, "\(probe.stdout)")
+        #expect(probe.stderr.contains("the /proc mounted here belongs to another PID namespace"), "\(probe.stderr)")
+        #expect(!probe.stderr.contains("uid_map"), "\(probe.stderr)")
     }
 
     @Test("airlockd in a foreign /proc mounts its own, says so, and detonates")
@@ -133,5 +152,24 @@ struct ForeignProcTests {
             "\(run.stdout)\(run.stderr)")
         let findings = (report["findings"] as? [[String: Any]] ?? []).compactMap { $0["rule"] as? String }
         #expect(findings.contains("dynamic.exec"), "\(findings) \(report["error"] ?? "")")
+    }
+}
+
+extension ForeignProcTests {
+    @Test("airlockd where no private /proc can be mounted: warns why at start and exits 2 (its runtimes cannot start)")
+    func daemonRefuses() throws {
+        let dir = try Self.makeDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let run = try runProgram(
+            "/usr/bin/timeout",
+            [
+                "30", "/usr/bin/unshare", "--pid", "--fork", "--kill-child", "/usr/bin/setpriv", "--bounding-set",
+                "-sys_admin", "--inh-caps", "-sys_admin", airlockdBinary, "--socket", "\(dir)/airlockd.sock",
+            ])
+        #expect(run.status == 2, "\(run.stderr)")
+        let warning = run.stderr.split(separator: "\n").first { $0.hasPrefix("<4>") }
+        #expect(warning?.contains("belongs to another PID namespace") == true, "\(run.stderr)")
+        #expect(warning?.contains("every detonation will be refused") == true, "\(run.stderr)")
+        #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
     }
 }

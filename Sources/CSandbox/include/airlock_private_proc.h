@@ -26,7 +26,8 @@ struct airlock_proc_start {
 /* The outcome recorded by the constructor (a copy). */
 struct airlock_proc_start airlock_proc_start_state(void);
 
-/* This process's pid as `proc_root`'s mount numbers it (readlink PROC_ROOT/self), or -1 when it does not resolve. */
+/* This process's pid as `proc_root`'s mount numbers it (readlink PROC_ROOT/self), or -1 when it does not resolve or
+   PROC_ROOT is not a procfs. */
 int airlock_proc_self_pid(const char *proc_root);
 
 /* The pid of `pidfd`'s process as the proc mount at `proc_root` numbers it (the `Pid:` line of
