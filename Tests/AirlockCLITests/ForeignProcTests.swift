@@ -46,20 +46,27 @@ struct ForeignProcTests {
         #expect(words.first == "1" && words.count == 2 && words[1] != "1", "\(run.stdout)")
     }
 
-    @Test("airlock exec runs its command and traces it: a denied open and a connect are recorded")
+    /// The open is relative, from a second thread: its path is decoded through `/proc/<tid>/cwd` of a thread that
+    /// is not PID 1, which under the parent's /proc would be another process's directory.
+    @Test("airlock exec runs its command and traces it: a denied relative open from a thread and a connect")
     func execTraces() throws {
-        let run = try Self.inForeignProc(
-            airlockBinary,
-            [
-                "exec", "--", "python3", "-c",
-                "import socket\ntry: open('/etc/shadow')\nexcept OSError as e: print('shadow', e.errno)\n"
-                    + "s = socket.socket()\ntry: s.connect(('127.0.0.1', 9))\nexcept OSError as e: print('connect', e.errno)",
-            ])
+        let script = """
+            import os, socket, threading
+            os.chdir('/etc')
+            def look():
+                try: open('shadow')
+                except OSError as e: print('shadow', e.errno)
+            t = threading.Thread(target=look); t.start(); t.join()
+            s = socket.socket()
+            try: s.connect(('127.0.0.1', 9))
+            except OSError as e: print('connect', e.errno)
+            """
+        let run = try Self.inForeignProc(airlockBinary, ["exec", "--", "python3", "-c", script])
         #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
         #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
         #expect(run.stdout.contains("shadow 13"), "\(run.stdout)")
         let denied = run.stdout.split(separator: "\n").first {
-            $0.contains("denied EACCES") && $0.contains("/etc/shadow")
+            $0.contains("denied EACCES") && $0.contains(" /etc/shadow ")
         }
         #expect(denied != nil, "\(run.stdout)")
         #expect(run.stdout.contains("inet 127.0.0.1:9"), "\(run.stdout)")
