@@ -72,6 +72,9 @@ final class SandboxSupervisor {
         ends = parent
         status = StatusChannel(fd: parent.status)
         // From here on a failure leaves deinit to kill and reap PID 1.
+        // /proc/<pid> is PID 1 (the pidfd says so, and PID 1 stays unreaped until deinit) before its ns/net, root and
+        // maps are opened by path below and in `takeListener`.
+        try ProcMount.openProcess(pid, pidfd: pidfd).close()
         if request.profile.sandbox.notify.contains(where: { $0.action == .emulate }) {
             // Set up while PID 1 builds its root; the command starts only after (`takeListener`).
             network = NetworkSink.start(sandboxPid: pid, start: start)
