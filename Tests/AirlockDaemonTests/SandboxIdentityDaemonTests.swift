@@ -158,4 +158,24 @@ struct SandboxIdentityDaemonTests {
         let next = probeThroughDaemon(daemon.socket, "\(dir)/noop.pkl", timeout: 30, client: 120)
         #expect(next.code == nil, "\(next)")
     }
+    @Test("warm sandboxes waiting for their model hold identities of their own, and a probe's sandbox another")
+    func warm() throws {
+        let dir = try generateSamples("identities.py", [])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first: UInt32 = 1_800_005_000
+        var config = SandboxIdentityDaemonTests.config("\(first):16", workers: 1)
+        config["warm"] = 1
+        let daemon = try TestDaemon(config: config)
+        defer { daemon.stop() }
+        // The system runtime's start-ups (torch; numpy, joblib, sklearn): one warm sandbox each, each its own uid.
+        let warmed = waitFor(90) { SandboxIdentityDaemonTests.uids(from: first, count: 16).count >= 2 }
+        #expect(warmed, "warm sandboxes: \(SandboxIdentityDaemonTests.uids(from: first, count: 16))")
+        let watcher = Watcher(first: first, count: 16)
+        let outcome = probeThroughDaemon(daemon.socket, "\(dir)/spin.pkl", timeout: 30, client: 120)
+        let (most, seen) = watcher.stop()
+        #expect(outcome.code == nil, "\(outcome)")
+        // The probe ran beside the other warm sandbox (warm or cold, under an identity neither holds).
+        #expect(most >= 2 && seen.count >= 3, "most \(most) at once, seen \(seen)")
+        #expect(!daemon.log.contains("uid-range-exhausted"), "\(daemon.log)")
+    }
 }
