@@ -168,7 +168,8 @@ public enum SandboxIdSetting: Sendable, Equatable, CustomStringConvertible {
                 guard let g = host.subgid.first(where: mine) else {
                     throw ConfigError("sandboxIds subuid: \(owner) has an /etc/subuid entry and no /etc/subgid one")
                 }
-                let range = SandboxIdRange(firstUid: u.first, firstGid: g.first, count: min(u.count, g.count))
+                let count = min(u.count, g.count, SandboxIdRange.maxCount)
+                let range = SandboxIdRange(firstUid: u.first, firstGid: g.first, count: count)
                 let own = Set([owner] + (uid.map { [$0] } ?? []))
                 if let problem = range.problem(host: host, allowOverlap: false, own: own) {
                     throw ConfigError("\(problem) (from /etc/subuid and /etc/subgid, user \(owner))")

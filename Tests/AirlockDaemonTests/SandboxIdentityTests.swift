@@ -237,6 +237,11 @@ struct SandboxIdentityTests {
         #expect(
             try SandboxIdSetting.subuid.resolve(host: byUid)
                 == SandboxIdRange(firstUid: 300_000, firstGid: 300_000, count: 64))
+        // A huge entry is used up to the most one range holds.
+        let huge = HostIdDatabase(
+            subuid: [.init(owner: "airlockd", first: 1_000_000_000, count: 500_000_000)],
+            subgid: [.init(owner: "airlockd", first: 1_000_000_000, count: 500_000_000)])
+        #expect(try SandboxIdSetting.subuid.resolve(host: huge)?.count == SandboxIdRange.maxCount)
         #expect(
             HostIdDatabase.subordinates("alice:100000:65536\n# comment\nbad\nbob:1:x\n").map(\.owner) == ["alice"])
         #expect(try SandboxIdSetting.shared.resolve(host: SandboxIdentityTests.host) == nil)
