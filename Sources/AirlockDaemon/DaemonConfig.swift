@@ -71,6 +71,10 @@ public struct DaemonConfig: Sendable {
     public var warmWorlds = 1
     /// The worlds a probe detonates each file in when the client does not say (`worlds`, docs/probe.md "Worlds").
     public var worlds = 3
+    /// The host uids and gids sandboxes map to (docs/daemon.md, "Sandbox identities"); `shared` keeps the profile's
+    /// (65534) for all. Nil, the default: each live sandbox its own of `SandboxIdRange.standard` when the daemon is
+    /// root, `shared` (with a warning) when it is not and so can map no other id than its own.
+    public var sandboxIds: SandboxIdSetting? = nil
 
     /// The defaults.
     public init() {}
@@ -101,7 +105,7 @@ public struct DaemonConfig: Sendable {
             "idleTimeoutSeconds", "ioTimeoutSeconds", "requestTimeoutSeconds", "shutdownGraceSeconds", "profile",
             "policy",
             "cgroup", "python",
-            "warm", "warmIdleSeconds", "warmWorlds", "worlds",
+            "warm", "warmIdleSeconds", "warmWorlds", "worlds", "sandboxIds",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -138,6 +142,7 @@ public struct DaemonConfig: Sendable {
         if let f = fields["warmIdleSeconds"] { warmIdle = try f.double() }
         if let f = fields["warmWorlds"] { warmWorlds = try f.integer() }
         if let f = fields["worlds"] { worlds = try f.integer() }
+        if let f = fields["sandboxIds"] { sandboxIds = try SandboxIdSetting.parse(field: f, fail: fail) }
         try validate()
     }
 

@@ -69,8 +69,14 @@ struct Examination: Sendable {
         let daemonGroups: [gid_t]
     }
 
-    /// Handles the request: a regular file (under a read lease while it is mapped) or a directory. Returns the reply.
+    /// Handles the request: a regular file (under a read lease while it is mapped) or a directory. Returns the reply:
+    /// a refusal (`busy`, reason `uid-range-exhausted`) when a sandbox it needed got no host identity of its own.
     func run(_ context: Context) -> JSON {
+        let exhaustion = SandboxIdentities.Exhaustion()
+        return SandboxIdentities.$exhaustion.withValue(exhaustion) { examine(context, exhaustion) }
+    }
+
+    private func examine(_ context: Context, _ exhaustion: SandboxIdentities.Exhaustion) -> JSON {
         defer { fd.close() }
         let method = request.method.rawValue
         func refuse(_ code: ReplyCode, _ message: String) -> JSON {
@@ -161,6 +167,14 @@ struct Examination: Sendable {
             reports.append(examine(own.rawValue, name))
         default:
             return refuse(.badRequest, "the descriptor is neither a regular file nor a directory")
+        }
+        if exhaustion.noted {
+            // Reports of detonations that never ran would read as a verdict: the client is told to come back.
+            context.metrics.refused(method: method, code: .busy, reason: SandboxIdentities.exhaustedReason)
+            return Reply.error(
+                id: request.id, .busy,
+                "\(SandboxIdentities.exhaustedReason): every sandbox identity of the daemon's range (sandboxIds) is held by a live sandbox; try again once one ends"
+            )
         }
         context.metrics.answered(
             method: method, verdicts: reports.map(\.verdict.rawValue),

@@ -57,6 +57,11 @@ public final class Metrics: @unchecked Sendable {
         }
     }
 
+    /// A refusal with its reason (issue 16's contract; the metrics part keeps the reason, this forwards).
+    func refused(method: String, code: ReplyCode, reason: String) {
+        refused(method: method, code: code)
+    }
+
     private func quantiles() -> (p50: Double, p90: Double, p99: Double, max: Double, count: Int) {
         let sorted = latencies.sorted()
         guard !sorted.isEmpty else { return (0, 0, 0, 0, 0) }

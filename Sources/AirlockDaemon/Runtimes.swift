@@ -81,7 +81,8 @@ public struct DaemonRuntimes: Sendable {
     /// Resolves every runtime of `plan(configured)` with the daemon's profile, filter and harness. A runtime that
     /// cannot be used is an error naming it (airlockd exits 2). Names given the same path share one resolution.
     public static func resolve(
-        _ configured: [String: String], profile: Profile, program: SeccompProgram?, harnessDirectory: String
+        _ configured: [String: String], profile: Profile, program: SeccompProgram?, harnessDirectory: String,
+        identities: (any SandboxIdentitySource)? = nil
     ) throws(ConfigError) -> DaemonRuntimes {
         let (planned, chosen) = plan(configured)
         var byPath: [String: PythonRuntime] = [:]
@@ -96,7 +97,8 @@ public struct DaemonRuntimes: Sendable {
             } else {
                 do {
                     runtime = try PythonRuntime.resolve(
-                        path, name: name, profile: profile, program: program, harnessDirectory: harnessDirectory)
+                        path, name: name, profile: profile, program: program, harnessDirectory: harnessDirectory,
+                        identities: identities)
                 } catch {
                     // PythonRuntime speaks of the CLI's option; the daemon's runtime is named instead.
                     var message = error.message

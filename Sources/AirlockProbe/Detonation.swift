@@ -105,7 +105,8 @@ public struct Detonation: Sendable {
         let phases = HarnessPhase.sequence(probe: options.probePhase)
         let settings = HarnessSettings.draw(avoiding: options.runtime?.trees ?? [])
         let argv = options.serviceInterpreter + [settings.entryPoint]
-        let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
+        let model = try ModelSeal.passableDescriptor(
+            FileDescriptor(fd), profile: options.profile, identities: options.identities)
         defer { model.close() }
         // The model at ~/models/NAME when its loader opens a path (ModelPlacement); else descriptor 6.
         let world = world ?? options.drawWorld()
@@ -120,7 +121,8 @@ public struct Detonation: Sendable {
         defer { config.close() }
         var passed = [config] + (placed == nil ? [model] : [])
         if let folder {
-            let sealed = try ModelSeal.passableDescriptor(folder, profile: options.profile)
+            let sealed = try ModelSeal.passableDescriptor(
+                folder, profile: options.profile, identities: options.identities)
             passed.append(sealed)
         }
         defer { for extra in passed.dropFirst(placed == nil ? 2 : 1) { extra.close() } }
@@ -134,6 +136,7 @@ public struct Detonation: Sendable {
         // The interpreter's and its libraries' start-up: counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         request.world = world
+        request.identities = options.identities
         disguise(&request)
         let result: SandboxResult
         do throws(SandboxError) {

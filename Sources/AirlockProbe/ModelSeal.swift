@@ -21,8 +21,12 @@ public enum ModelSeal {
     ///
     /// A copy holds the file's data extents only (holes stay holes, so a sparse file costs what it stores), and at
     /// most `profile.sandbox.limits.modelCopyBytes` of them: a writable file with more data is refused.
-    public static func passableDescriptor(_ fd: FileDescriptor, profile: Profile) throws(SandboxError) -> FileDescriptor
-    {
+    ///
+    /// With `identities` (airlockd's allocator) the sandbox's host ids are not the profile's but some of the range's:
+    /// a file that any of them could write (owner or group in the range, with the write bit) counts as writable.
+    public static func passableDescriptor(
+        _ fd: FileDescriptor, profile: Profile, identities: (any SandboxIdentitySource)? = nil
+    ) throws(SandboxError) -> FileDescriptor {
         let reopened: FileDescriptor
         do throws(SystemCallError) {
             reopened = try FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_NOCTTY | O_NONBLOCK)
@@ -38,9 +42,11 @@ public enum ModelSeal {
         let size = UInt64(max(0, st.st_size))
         let budget = profile.sandbox.limits.modelCopyBytes
         let ids = profile.sandbox.user.hostIDs
+        let ownerIsSandbox = st.st_uid == ids.uid || identities?.mayHandOut(uid: st.st_uid) == true
+        let groupIsSandbox = st.st_gid == ids.gid || identities?.mayHandOut(gid: st.st_gid) == true
         let writable =
-            st.st_mode & 0o002 != 0 || (st.st_uid == ids.uid && st.st_mode & 0o200 != 0)
-            || (st.st_gid == ids.gid && st.st_mode & 0o020 != 0)
+            st.st_mode & 0o002 != 0 || (ownerIsSandbox && st.st_mode & 0o200 != 0)
+            || (groupIsSandbox && st.st_mode & 0o020 != 0)
         guard (size <= sealedCopyLimit && size <= budget) || writable else { return reopened }
         defer { reopened.close() }
         let copy = airlock_sealed_copy(reopened.rawValue, size, budget)

@@ -41,6 +41,9 @@ public struct ProbeOptions: Sendable {
     public var worldBudgetSeconds: Double? = nil
     /// The worlds to choose from, in order; nil: `WorldCatalog.candidates`.
     public var worldCandidates: [DetonationWorld]? = nil
+    /// Where each sandbox's host uid and gid come from (`SandboxRequest.identities`): airlockd's allocator; nil (the
+    /// CLI) for the profile's.
+    public var identities: (any SandboxIdentitySource)? = nil
 
     /// Creates options.
     public init(

@@ -66,17 +66,19 @@ public struct PythonRuntime: Sendable {
     ]
 
     /// Resolves `requested` (nil for the system's interpreter) and describes it from inside a sandbox built from
-    /// `profile`, with the harness folder at `harnessDirectory`.
+    /// `profile`, with the harness folder at `harnessDirectory`; that sandbox's host ids come from `identities` when
+    /// given (airlockd's allocator), the profile's otherwise.
     public static func resolve(
         _ requested: String?, name: String? = nil, profile: Profile, program: SeccompProgram?,
-        harnessDirectory: String
+        harnessDirectory: String, identities: (any SandboxIdentitySource)? = nil
     ) throws(PythonRuntimeError) -> PythonRuntime {
         let interpreter = try locate(requested)
         let (mounts, trees) = try layout(interpreter: interpreter, profile: profile)
         var runtime = PythonRuntime(
             name: name, interpreter: interpreter, mounts: mounts, trees: trees, version: "", implementation: "",
             prefix: "", basePrefix: "", searchPath: [], distributions: [:])
-        try runtime.describe(profile: profile, program: program, harnessDirectory: harnessDirectory)
+        try runtime.describe(
+            profile: profile, program: program, harnessDirectory: harnessDirectory, identities: identities)
         try runtime.checkSupported()
         return runtime
     }
@@ -200,9 +202,10 @@ public struct PythonRuntime: Sendable {
     // MARK: - Description from inside a sandbox
 
     /// Runs `runtime.py` with the interpreter in a sandbox of its own and reads what it says of itself.
-    mutating func describe(profile: Profile, program: SeccompProgram?, harnessDirectory: String)
-        throws(PythonRuntimeError)
-    {
+    mutating func describe(
+        profile: Profile, program: SeccompProgram?, harnessDirectory: String,
+        identities: (any SandboxIdentitySource)? = nil
+    ) throws(PythonRuntimeError) {
         let result: SandboxResult
         do throws(SandboxError) {
             let harness = try MountSpec.readOnlyBind(host: harnessDirectory, sandbox: HarnessProtocol.mountPoint)
@@ -211,6 +214,7 @@ public struct PythonRuntime: Sendable {
                 argv: arguments + [HarnessProtocol.runtimeEntryPoint], profile: profile, timeoutSeconds: 30,
                 extraMounts: mounts + [harness], phases: [HarnessPhase.startup.rawValue], runtimeTrees: trees)
             request.quietPhase = HarnessPhase.startup.rawValue
+            request.identities = identities
             result = try Sandbox.run(request, program: program)
         } catch {
             throw PythonRuntimeError("\(interpreter) could not be started in the sandbox: \(error)")

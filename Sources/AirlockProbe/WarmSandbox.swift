@@ -154,6 +154,7 @@ public final class WarmSandbox: @unchecked Sendable {
         // Start-up as a cold detonation's: continued by the kernel, counted, not listed (its refusals are listed).
         request.quietPhase = HarnessPhase.startup.rawValue
         request.world = world
+        request.identities = options.identities
         Detonation.disguise(&request)
         return (request, config)
     }
@@ -209,7 +210,8 @@ public final class WarmSandbox: @unchecked Sendable {
         let arguments = HarnessProtocol.arguments(
             format: format, descriptor: HarnessSettings.descriptor + 1, probe: options.probePhase,
             consumer: plan.consumer, imports: plan.imports, compression: plan.compression)
-        let model = try ModelSeal.passableDescriptor(FileDescriptor(fd), profile: options.profile)
+        let model = try ModelSeal.passableDescriptor(
+            FileDescriptor(fd), profile: options.profile, identities: options.identities)
         defer { model.close() }
         let message = JSON.object([("arguments", .array(arguments.map(JSON.string)))]).serialized()
         let release = SandboxHold.Release(timeoutSeconds: options.timeoutSeconds, phases: phases.map(\.rawValue))

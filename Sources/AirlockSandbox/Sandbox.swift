@@ -65,7 +65,16 @@ public enum Sandbox {
         var request = request
         if let world = request.world { world.apply(to: &request.profile.sandbox) }
         NetworkSink.placeResolverFiles(&request)
-        let supervisor = try SandboxSupervisor(request: request, program: compiled)
+        return try withIdentity(request) { (request) throws(SandboxError) in
+            try supervised(request, program: compiled)
+        }
+    }
+
+    /// Builds and supervises the sandbox; on return the supervisor is gone (PID 1 killed if need be, and reaped).
+    private static func supervised(
+        _ request: SandboxRequest, program: SeccompProgram
+    ) throws(SandboxError) -> SandboxResult {
+        let supervisor = try SandboxSupervisor(request: request, program: program)
         return try supervisor.supervise()
     }
 }

@@ -7,7 +7,8 @@ public struct SandboxError: AirlockError, Equatable {
     /// What kind of failure this is.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Hashable, Sendable {
-            case profile, mountSource, spawn, setup, commandNotFound, commandNotExecutable, supervisor, cgroup
+            case profile, mountSource, spawn, setup, commandNotFound, commandNotExecutable, supervisor, cgroup,
+                identities
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -28,6 +29,9 @@ public struct SandboxError: AirlockError, Equatable {
         public static let supervisor = Code(.supervisor)
         /// The sandbox could have no cgroup of its own, and one is required (`CgroupRequirement.required`).
         public static let cgroup = Code(.cgroup)
+        /// No host identity could be had for the sandbox: every id of airlockd's range is held by a live sandbox
+        /// (`SandboxIdentitySource`), and ids are never shared.
+        public static let identities = Code(.identities)
 
         /// A stable identifier, used in JSON output.
         public var description: String { value.rawValue }

@@ -37,6 +37,9 @@ public struct SandboxRequest: Sendable {
     /// The host the sandbox pretends to be, applied over the profile's settings (`HostWorld.apply`); nil: the profile
     /// as written.
     public var world: HostWorld? = nil
+    /// Where the sandbox's host uid and gid come from (airlockd's allocator): one identity of its own for the
+    /// sandbox's life, written over the profile's `hostUid`/`hostGid`. Nil: the profile's (65534 by default).
+    public var identities: (any SandboxIdentitySource)? = nil
 
     /// Creates a request.
     public init(

@@ -52,6 +52,13 @@ struct AirlockD: ParsableCommand {
             valueName: "NAME=PATH"))
     var python: [String] = []
 
+    @Option(
+        name: .customLong("sandbox-ids"),
+        help: ArgumentHelp(
+            "Host ids for the sandboxes: FIRST:COUNT (each live sandbox its own uid and gid of the range), subuid (the /etc/subuid and /etc/subgid entries of user airlockd or airlock), or shared (all the profile's, 65534). Default 1878982656:65536 (docs/daemon.md, \"Sandbox identities\").",
+            valueName: "FIRST:COUNT|subuid|shared"))
+    var sandboxIds: String?
+
     func run() throws {
         var settings = DaemonConfig()
         do {
@@ -63,6 +70,12 @@ struct AirlockD: ParsableCommand {
             if let queue { settings.queue = queue }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
+            if let sandboxIds {
+                guard let setting = SandboxIdSetting.parse(sandboxIds) else {
+                    throw ConfigError("--sandbox-ids \(sandboxIds): expected FIRST:COUNT, subuid or shared")
+                }
+                settings.sandboxIds = setting
+            }
             var named = Set<String>()
             for option in python {
                 guard let equals = option.firstIndex(of: "=") else {
@@ -95,15 +108,17 @@ struct AirlockD: ParsableCommand {
                 .warning,
                 "\(ProcMount.problem() ?? "/proc is another PID namespace's"); every detonation will be refused")
         }
-        let options: ProbeOptions
+        var options: ProbeOptions
         let runtimes: DaemonRuntimes
         do {
             options = try ProbeBackend.localOptions(
                 profile: settings.profile, policy: settings.policy, requireCgroup: settings.cgroup == .required,
                 resolvePython: false)
+            options.identities = try SandboxIdentities.start(settings)
             runtimes = try DaemonRuntimes.resolve(
                 settings.python, profile: options.profile, program: options.program,
-                harnessDirectory: options.harnessDirectory)
+                harnessDirectory: options.harnessDirectory, identities: options.identities)
+            SandboxIdentities.checkSize(settings, runtimes: runtimes, identities: options.identities)
         } catch {
             Log.write(.err, "\(error)")
             throw ExitCode(2)
