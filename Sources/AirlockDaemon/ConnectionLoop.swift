@@ -149,7 +149,7 @@ extension Server {
                 continue
             }
             if connections.count >= config.maxConnections {
-                metrics.refused(method: "connect", code: .busy)
+                metrics.refused(method: "connect", code: .busy, reason: "connections")
                 Connection.sendNow(fd, Reply.error(id: .null, .busy, "too many connections (\(config.maxConnections))"))
                 fd.close()
                 continue
@@ -269,7 +269,7 @@ extension Server {
             if pool.submit(job) {
                 c.inFlight = true
             } else {
-                metrics.refused(method: method, code: .busy)
+                metrics.refused(method: method, code: .busy, reason: "queue-full")
                 answer(
                     Reply.error(
                         id: id, .busy,

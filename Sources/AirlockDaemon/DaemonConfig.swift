@@ -71,6 +71,10 @@ public struct DaemonConfig: Sendable {
     public var warmWorlds = 1
     /// The worlds a probe detonates each file in when the client does not say (`worlds`, docs/probe.md "Worlds").
     public var worlds = 3
+    /// Where the HTTP metrics endpoint listens (`GET /metrics`, Prometheus' text), nil for none (the default):
+    /// `127.0.0.1:PORT`, `[::1]:PORT`, a port alone for loopback, or another address literal, which exposes the counts
+    /// unauthenticated to whoever reaches it (docs/daemon.md, "Metrics over HTTP").
+    public var metricsListen: MetricsAddress? = nil
 
     /// The defaults.
     public init() {}
@@ -102,6 +106,7 @@ public struct DaemonConfig: Sendable {
             "policy",
             "cgroup", "python",
             "warm", "warmIdleSeconds", "warmWorlds", "worlds",
+            "metricsListen",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -138,6 +143,13 @@ public struct DaemonConfig: Sendable {
         if let f = fields["warmIdleSeconds"] { warmIdle = try f.double() }
         if let f = fields["warmWorlds"] { warmWorlds = try f.integer() }
         if let f = fields["worlds"] { worlds = try f.integer() }
+        if let f = fields["metricsListen"], f.value != .null {
+            let text = try f.string()
+            guard let address = MetricsAddress(text) else {
+                throw fail("field metricsListen: \(MetricsAddress.syntax), not \"\(text.prefix(80))\"")
+            }
+            metricsListen = address
+        }
         try validate()
     }
 

@@ -52,6 +52,13 @@ struct AirlockD: ParsableCommand {
             valueName: "NAME=PATH"))
     var python: [String] = []
 
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp(
+            "Serve GET /metrics (Prometheus text) over HTTP at this address: 127.0.0.1:PORT, [::1]:PORT, or PORT for loopback. Off by default; unauthenticated (docs/daemon.md, \"Metrics over HTTP\").",
+            valueName: "ADDRESS"))
+    var metricsListen: String?
+
     func run() throws {
         var settings = DaemonConfig()
         do {
@@ -63,6 +70,12 @@ struct AirlockD: ParsableCommand {
             if let queue { settings.queue = queue }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
+            if let metricsListen {
+                guard let address = MetricsAddress(metricsListen) else {
+                    throw ConfigError("--metrics-listen \(metricsListen): expected \(MetricsAddress.syntax)")
+                }
+                settings.metricsListen = address
+            }
             var named = Set<String>()
             for option in python {
                 guard let equals = option.firstIndex(of: "=") else {
