@@ -148,6 +148,20 @@ final class MetricsEndpoint: @unchecked Sendable {
         bound = MetricsAddress(address.isIPv6 ? "[\(address.host)]:\(port)" : "\(address.host):\(port)") ?? address
     }
 
+    /// The text, rendered at most once per `cacheSeconds` (only this thread calls it): a client looping on
+    /// requests costs the daemon's metrics lock ten renders a second, not one per request.
+    private func text() -> String {
+        let now = monotonicNs()
+        if let (at, text) = cached, now - at < UInt64(MetricsEndpoint.cacheSeconds * 1e9) { return text }
+        let text = metrics.prometheus()
+        cached = (now, text)
+        return text
+    }
+
+    /// How long a rendered text is served again, seconds.
+    static let cacheSeconds = 0.1
+    private var cached: (at: UInt64, text: String)? = nil
+
     /// Starts the serving thread.
     func start() {
         startThread(stackBytes: 1 << 20) { [self] in serve() }
@@ -227,7 +241,9 @@ final class MetricsEndpoint: @unchecked Sendable {
         // Only the bytes new since the last search (and the three before them) are searched again.
         let from = max(0, c.scanned - 3)
         c.scanned = c.request.count
-        if let answer = MetricsEndpoint.answer(c.request, from: from, metrics: { self.metrics.prometheus() }) {
+        if let answer = MetricsEndpoint.answer(
+            c.request, from: from, loopbackOnly: bound.isLoopback, metrics: { self.text() })
+        {
             c.out = answer
             return step(c, 0)
         }
@@ -239,7 +255,12 @@ final class MetricsEndpoint: @unchecked Sendable {
     }
 
     /// The answer to a request head, or nil while it is incomplete.
-    static func answer(_ request: [UInt8], from: Int = 0, metrics: () -> String) -> [UInt8]? {
+    ///
+    /// `loopbackOnly`: the endpoint listens on loopback, so a `Host` header naming anything but a loopback address or
+    /// `localhost` is refused (403): a web page the host's browser loads cannot read the endpoint by DNS rebinding.
+    static func answer(
+        _ request: [UInt8], from: Int = 0, loopbackOnly: Bool = true, metrics: () -> String
+    ) -> [UInt8]? {
         // The head ends at an empty line (CRLF CRLF, or LF LF from lenient clients).
         guard let end = headEnd(request, from: from) else { return nil }
         let head = request[..<end]
@@ -257,7 +278,39 @@ final class MetricsEndpoint: @unchecked Sendable {
         guard method == "GET" else {
             return response(405, "Method Not Allowed", "only GET is allowed\n", extra: "Allow: GET\r\n")
         }
+        if loopbackOnly {
+            for header in head[lineEnd...].split(separator: UInt8(ascii: "\n")) {
+                let text = String(decoding: header, as: UTF8.self)
+                guard let colon = text.firstIndex(of: ":"),
+                    text[..<colon].lowercased() == "host"
+                else { continue }
+                let value = String(
+                    text[text.index(after: colon)...].drop { $0 == " " || $0 == "\t" }.reversed()
+                        .drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+                if !isLoopbackHost(value) {
+                    return response(403, "Forbidden", "this endpoint answers requests for a loopback host only\n")
+                }
+            }
+        }
         return response(200, "OK", metrics(), type: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    /// Whether a `Host` header's value names this host by loopback: `localhost`, `127.x.x.x` or `[::1]`, with or
+    /// without a port.
+    static func isLoopbackHost(_ value: String) -> Bool {
+        var host = Substring(value.lowercased())
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return false }
+            let rest = host[host.index(after: close)...]
+            guard rest.isEmpty || (rest.hasPrefix(":") && rest.dropFirst().allSatisfy(\.isNumber)) else { return false }
+            return MetricsAddress("[\(host[host.index(after: host.startIndex)..<close])]:0")?.isLoopback == true
+        }
+        if let colon = host.lastIndex(of: ":") {
+            guard host[host.index(after: colon)...].allSatisfy(\.isNumber) else { return false }
+            host = host[..<colon]
+        }
+        if host == "localhost" { return true }
+        return MetricsAddress("\(host):0")?.isLoopback == true
     }
 
     private static func headEnd(_ bytes: [UInt8], from: Int) -> Int? {

@@ -326,7 +326,7 @@ struct DaemonMetricsTests {
         #expect(address.hasPrefix("127.0.0.1:") && port > 0, "\(status)")
         #expect(!DaemonMetricsTests.socketInodes(daemon.pid).isDisjoint(with: DaemonMetricsTests.listeningInodes()))
 
-        let ok = DaemonMetricsTests.http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let ok = DaemonMetricsTests.http(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
         #expect(ok.code == 200, "\(ok.head)")
         #expect(ok.head.lowercased().contains("content-type: text/plain; version=0.0.4"), "\(ok.head)")
         let parsed = try DaemonMetricsTests.parse(ok.body)
@@ -334,6 +334,8 @@ struct DaemonMetricsTests {
         #expect(DaemonMetricsTests.http(port, "POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").code == 405)
         #expect(DaemonMetricsTests.http(port, "HEAD /metrics HTTP/1.1\r\n\r\n").code == 405)
         #expect(DaemonMetricsTests.http(port, "GET / HTTP/1.1\r\n\r\n").code == 404)
+        #expect(
+            DaemonMetricsTests.http(port, "GET /metrics HTTP/1.1\r\nHost: evil.example:\(port)\r\n\r\n").code == 403)
         #expect(DaemonMetricsTests.http(port, "GET /metrics/../x HTTP/1.1\r\n\r\n").code == 404)
         #expect(DaemonMetricsTests.http(port, "\u{1}\u{2}garbage\r\n\r\n").code == 400)
         let huge = DaemonMetricsTests.http(port, "GET /metrics HTTP/1.1\r\nX: " + String(repeating: "a", count: 20000))

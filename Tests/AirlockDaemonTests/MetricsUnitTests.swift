@@ -73,7 +73,7 @@ struct MetricsUnitTests {
 
     @Test("HTTP: a head split anywhere is answered once whole; only GET /metrics gets the text")
     func http() {
-        let request = Array("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n".utf8)
+        let request = Array("GET /metrics?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
         for cut in 1..<request.count {
             #expect(MetricsEndpoint.answer(Array(request[..<cut]), from: max(0, cut - 4), metrics: { "M" }) == nil)
         }
@@ -87,5 +87,15 @@ struct MetricsUnitTests {
         #expect(code("GET /other HTTP/1.1\r\n\r\n") == "HTTP/1.1 404")
         #expect(code("GET /metrics\r\n\r\n") == "HTTP/1.1 400")
         #expect(code("GET /metrics HTTP/2.0\r\n\r\n") == "HTTP/1.1 400")
+        // DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own name as Host.
+        for host in ["127.0.0.1:9464", "localhost", "LOCALHOST:1", "[::1]:9464", "127.8.9.10"] {
+            #expect(code("GET /metrics HTTP/1.1\r\nHost: \(host)\r\n\r\n") == "HTTP/1.1 200", "\(host)")
+        }
+        for host in ["evil.example:9464", "evil.example", "127.0.0.1.evil.example", "[::2]:1", "localhost:x", ""] {
+            #expect(code("GET /metrics HTTP/1.1\r\nhost: \(host)\r\n\r\n") == "HTTP/1.1 403", "\(host)")
+        }
+        let remote = MetricsEndpoint.answer(
+            Array("GET /metrics HTTP/1.1\r\nHost: node1:9464\r\n\r\n".utf8), loopbackOnly: false, metrics: { "M" })
+        #expect(String(decoding: (remote ?? []).prefix(12), as: UTF8.self) == "HTTP/1.1 200")
     }
 }
