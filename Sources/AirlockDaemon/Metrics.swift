@@ -49,6 +49,12 @@ public final class Metrics: @unchecked Sendable {
     /// The worker pool's lanes (`WorkerPool.snapshot`); set once, before any thread reads it.
     var lanes: (@Sendable () -> [LaneSnapshot])? = nil
 
+    /// The last Prometheus text rendered for `prometheus(maxAge:)`, with when (monotonic ns); under `renderLock`.
+    var rendered: (at: UInt64, text: String)? = nil
+    let renderLock = Monitor()
+
+    /// How long a rendered Prometheus text is served again, seconds (`prometheus(maxAge:)`).
+    static let renderSeconds = 0.1
     /// The most distinct label values one family keeps; more are counted under `"other"`.
     static let maxLabelValues = 64
     /// The longest label value kept, bytes; longer ones are cut.

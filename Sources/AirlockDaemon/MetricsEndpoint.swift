@@ -148,20 +148,6 @@ final class MetricsEndpoint: @unchecked Sendable {
         bound = MetricsAddress(address.isIPv6 ? "[\(address.host)]:\(port)" : "\(address.host):\(port)") ?? address
     }
 
-    /// The text, rendered at most once per `cacheSeconds` (only this thread calls it): a client looping on
-    /// requests costs the daemon's metrics lock ten renders a second, not one per request.
-    private func text() -> String {
-        let now = monotonicNs()
-        if let (at, text) = cached, now - at < UInt64(MetricsEndpoint.cacheSeconds * 1e9) { return text }
-        let text = metrics.prometheus()
-        cached = (now, text)
-        return text
-    }
-
-    /// How long a rendered text is served again, seconds.
-    static let cacheSeconds = 0.1
-    private var cached: (at: UInt64, text: String)? = nil
-
     /// Starts the serving thread.
     func start() {
         startThread(stackBytes: 1 << 20) { [self] in serve() }
@@ -242,7 +228,8 @@ final class MetricsEndpoint: @unchecked Sendable {
         let from = max(0, c.scanned - 3)
         c.scanned = c.request.count
         if let answer = MetricsEndpoint.answer(
-            c.request, from: from, loopbackOnly: bound.isLoopback, metrics: { self.text() })
+            c.request, from: from, loopbackOnly: bound.isLoopback,
+            metrics: { self.metrics.prometheus(maxAge: Metrics.renderSeconds) })
         {
             c.out = answer
             return step(c, 0)

@@ -89,6 +89,19 @@ extension Metrics {
         ])
     }
 
+    /// The Prometheus text, rendered again only when the last rendering is older than `maxAge` seconds: a client
+    /// that loops on `metrics` requests (or on the HTTP endpoint) costs the daemon a few renderings a second, not
+    /// one per request (a rendering takes milliseconds; the I/O thread answers `metrics` requests itself).
+    public func prometheus(maxAge: Double) -> String {
+        renderLock.locked {
+            let now = monotonicNs()
+            if let (at, text) = rendered, now >= at, Double(now - at) / 1e9 < maxAge { return text }
+            let text = prometheus()
+            rendered = (now, text)
+            return text
+        }
+    }
+
     /// The metrics in Prometheus' text exposition format 0.0.4.
     public func prometheus() -> String {
         let (lanes, _, warmReady) = outside()

@@ -136,6 +136,12 @@ struct DaemonMetricsTests {
                 worker["state"] as? String == "busy" && worker["method"] as? String == "probe"
                     && worker["runtime"] as? String == "system" && (worker["busySeconds"] as? Double ?? -1) >= 0,
                 "\(worker)")
+            // The same in `airlock status`'s text.
+            let shown = try runCLI(["status", "--socket", daemon.socket], socketVariable: daemon.socket)
+            #expect(shown.status == 0, "\(shown.stderr)")
+            #expect(shown.stdout.contains("lane         detonation: 1 busy, 2 waiting of"), "\(shown.stdout)")
+            #expect(shown.stdout.contains("waiting by runtime: alt 1, system 1"), "\(shown.stdout)")
+            #expect(shown.stdout.contains(": probe with runtime system"), "\(shown.stdout)")
             // The same in Prometheus' text.
             let parsed = try DaemonMetricsTests.parse(try DaemonMetricsTests.prometheusText(daemon.socket))
             #expect(parsed.problems.isEmpty, "\(parsed.problems)")
