@@ -9,7 +9,7 @@ CONFIG ?= release
 # The consumer's Python stack that detonations load with by default (`airlock probe` uses the system's python3 and
 # its site-packages) and that the tests make real models with: Debian's packages, CPU-only torch (~200 MB download).
 ML_PACKAGES := python3-numpy python3-sklearn python3-joblib python3-pandas python3-dill python3-cloudpickle python3-torch
-APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev 7zip python3 python3-jsonschema python3-venv pkg-config systemd $(ML_PACKAGES)
+APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev 7zip python3 python3-jsonschema python3-prometheus-client python3-venv pkg-config systemd $(ML_PACKAGES)
 # The system's interpreter: detonations use it unless --python names another.
 PYTHON ?= /usr/bin/python3
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv

@@ -149,7 +149,7 @@ extension Server {
                 continue
             }
             if connections.count >= config.maxConnections {
-                metrics.refused(method: "connect", code: .busy)
+                metrics.refused(method: "connect", code: .busy, reason: "connections")
                 Connection.sendNow(fd, Reply.error(id: .null, .busy, "too many connections (\(config.maxConnections))"))
                 fd.close()
                 continue
@@ -200,6 +200,7 @@ extension Server {
     /// request.
     private func process(_ c: Connection) {
         var waitingForBytes = false
+        var tookOne = false
         while !c.inFlight && !c.closing && c.out.isEmpty {
             let body: [UInt8]
             do {
@@ -216,12 +217,15 @@ extension Server {
                 return
             }
             c.consumed += UInt64(4 + body.count)
+            tookOne = true
             let mine = c.fds.filter { $0.end <= c.consumed }.map(\.fd)
             c.fds.removeAll { $0.end <= c.consumed }
             handle(c, body, fds: mine)
         }
-        // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight.
-        c.partialSince = waitingForBytes ? (c.partialSince ?? monotonicNs()) : nil
+        // Only a message whose rest has yet to arrive is timed, not whole requests waiting behind one in flight. A
+        // message completed here restarts the clock: the partial one now waiting began after it, so a client
+        // streaming many requests whose reads split messages is not timed out for the stream's length.
+        c.partialSince = waitingForBytes ? (tookOne ? monotonicNs() : (c.partialSince ?? monotonicNs())) : nil
     }
 
     /// Replies with an error, then closes the connection once the reply is out (the stream cannot be trusted).
@@ -259,7 +263,7 @@ extension Server {
                     id: id, "status",
                     metrics.status(version: version, adding: [("runtimes", context.runtimes.json)])))
         case .metrics:
-            answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus())))
+            answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus(maxAge: Metrics.renderSeconds))))
         case .probe, .scan:
             if stopping {
                 metrics.refused(method: method, code: .shuttingDown)
@@ -269,7 +273,7 @@ extension Server {
             if pool.submit(job) {
                 c.inFlight = true
             } else {
-                metrics.refused(method: method, code: .busy)
+                metrics.refused(method: method, code: .busy, reason: "queue-full")
                 answer(
                     Reply.error(
                         id: id, .busy,

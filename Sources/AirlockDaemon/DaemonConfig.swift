@@ -75,6 +75,10 @@ public struct DaemonConfig: Sendable {
     /// (65534) for all. Nil, the default: each live sandbox its own of `SandboxIdRange.standard` when the daemon is
     /// root, `shared` (with a warning) when it is not and so can map no other id than its own.
     public var sandboxIds: SandboxIdSetting? = nil
+    /// Where the HTTP metrics endpoint listens (`GET /metrics`, Prometheus' text), nil for none (the default):
+    /// `127.0.0.1:PORT`, `[::1]:PORT`, a port alone for loopback, or another address literal, which exposes the counts
+    /// unauthenticated to whoever reaches it (docs/daemon.md, "Metrics over HTTP").
+    public var metricsListen: MetricsAddress? = nil
 
     /// The defaults.
     public init() {}
@@ -106,6 +110,7 @@ public struct DaemonConfig: Sendable {
             "policy",
             "cgroup", "python",
             "warm", "warmIdleSeconds", "warmWorlds", "worlds", "sandboxIds",
+            "metricsListen",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -143,6 +148,13 @@ public struct DaemonConfig: Sendable {
         if let f = fields["warmWorlds"] { warmWorlds = try f.integer() }
         if let f = fields["worlds"] { worlds = try f.integer() }
         if let f = fields["sandboxIds"] { sandboxIds = try SandboxIdSetting.parse(field: f, fail: fail) }
+        if let f = fields["metricsListen"], f.value != .null {
+            let text = try f.string()
+            guard let address = MetricsAddress(text) else {
+                throw fail("field metricsListen: \(MetricsAddress.syntax), not \"\(text.prefix(80))\"")
+            }
+            metricsListen = address
+        }
         try validate()
     }
 

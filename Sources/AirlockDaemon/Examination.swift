@@ -179,6 +179,7 @@ struct Examination: Sendable {
         context.metrics.answered(
             method: method, verdicts: reports.map(\.verdict.rawValue),
             seconds: Double(monotonicNs() - received) / 1e9)
+        context.metrics.detonated(reports)
         // Every verdict goes back: a reply that would pass the protocol's bound loses traces (then minor findings)
         // instead of failing. The members around the reports take little beyond the client's id.
         if !Report.fit(&reports, within: Wire.maxReply - 4096 - request.id.serializedCount) {

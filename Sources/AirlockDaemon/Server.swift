@@ -29,6 +29,8 @@ public final class Server: @unchecked Sendable {
     let context: Examination.Context
     /// The names of the runtimes clients may choose (`DaemonRequest.parse`).
     let runtimeNames: Set<String>
+    /// The HTTP metrics endpoint (`metricsListen`), when configured.
+    let metricsEndpoint: MetricsEndpoint?
 
     var connections: [UInt64: Connection] = [:]
     var nextConnection: UInt64 = 1
@@ -56,7 +58,10 @@ public final class Server: @unchecked Sendable {
         } catch {
             throw ConfigError(error.description, errno: error.errno)
         }
-        pool = try WorkerPool(workers: config.maxConcurrent, capacity: config.queue, metrics: metrics)
+        pool = try WorkerPool(
+            workers: config.maxConcurrent, capacity: config.queue, metrics: metrics,
+            defaultRuntime: runtimes.defaultName)
+        metrics.lanes = { [pool] in pool.snapshot() }
 
         var gids = Set<gid_t>()
         for name in config.allowGroups {
@@ -83,10 +88,18 @@ public final class Server: @unchecked Sendable {
         if config.warm > 0 {
             options.warmStart = warmPool
             metrics.warmStatus = { [warmPool] in warmPool.status() }
+            metrics.warmReady = { [warmPool] in warmPool.readyByRuntime() }
         }
         context = Examination.Context(
             options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
             daemonGroups: Server.supplementaryGroups())
+        if let address = config.metricsListen {
+            let endpoint = try MetricsEndpoint(address: address, metrics: metrics)
+            metrics.endpoint = endpoint.bound.description
+            metricsEndpoint = endpoint
+        } else {
+            metricsEndpoint = nil
+        }
         listener = try Listener.open(config: config, group: gids.first)
     }
 
@@ -105,6 +118,15 @@ public final class Server: @unchecked Sendable {
         let context = self.context
         pool.start { $0.run(context) }
         warmPool.start()
+        if let metricsEndpoint {
+            metricsEndpoint.start()
+            let bound = metricsEndpoint.bound
+            Log.write(
+                bound.isLoopback ? .info : .warning,
+                "metrics over HTTP at http://\(bound)/metrics"
+                    + (bound.isLoopback
+                        ? "" : " (not loopback: anyone who reaches it reads the counts, unauthenticated)"))
+        }
         Systemd.notify("READY=1\nSTATUS=answering on \(listener.shownName)")
         serve()
         shutdown()
@@ -138,6 +160,7 @@ public final class Server: @unchecked Sendable {
 
     private func shutdown() {
         warmPool.stop()
+        metricsEndpoint?.stop()
         for c in connections.values where c.inFlight {
             // Past the grace period: the request's sandbox dies with this process; its client hears why.
             c.sendNow(Reply.error(id: .null, .shuttingDown, "airlockd stopped before the request finished"))

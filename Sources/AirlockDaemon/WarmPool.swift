@@ -139,6 +139,17 @@ final class WarmPool: WarmStartSource, @unchecked Sendable {
         }
     }
 
+    /// Warm sandboxes ready for a model, by runtime name (every runtime with slots listed, 0 included).
+    func readyByRuntime() -> [String: Int] {
+        monitor.locked {
+            var out: [String: Int] = [:]
+            for slot in slots {
+                out[slot.options.runtime?.name ?? "", default: 0] += slot.waiting.filter(\.isReady).count
+            }
+            return out
+        }
+    }
+
     // MARK: Keeping the slots filled
 
     private func maintain() {

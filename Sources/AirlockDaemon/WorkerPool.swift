@@ -6,6 +6,29 @@ internal import CDaemon
     import Glibc
 #endif
 
+/// One worker thread, for `status` and the metrics.
+struct WorkerState: Sendable {
+    /// Whether it is handling a request.
+    let busy: Bool
+    /// The request's method, while busy.
+    let method: String?
+    /// The runtime the request names (its default when it names none; `""` for a scan), while busy.
+    let runtime: String?
+    /// Since when it handles the request (monotonic ns), while busy.
+    let busySinceNs: UInt64?
+
+    static let idle = WorkerState(busy: false, method: nil, runtime: nil, busySinceNs: nil)
+}
+
+/// One lane of workers: "static" (answered without a sandbox) or "detonation".
+struct LaneSnapshot: Sendable {
+    let name: String
+    let workers: [WorkerState]
+    let capacity: Int
+    /// Waiting requests by runtime name ("" when the request names none and the lane runs no Python).
+    let queuedByRuntime: [String: Int]
+}
+
 /// A fixed number of worker threads taking examinations from a bounded queue. Each worker handles one at a time and
 /// hands its reply back to the I/O thread, which owns every connection, through a wake-up pipe: the I/O thread never
 /// waits for a worker, and a worker never touches a connection.
@@ -22,12 +45,18 @@ final class WorkerPool: @unchecked Sendable {
     private var queue: [Examination] = []
     private var busy = 0
     private var replies: [(connection: UInt64, frame: [UInt8])] = []
+    /// Each worker thread's state, by index.
+    private var states: [WorkerState]
+    /// The runtime a probe that names none gets, for the per-runtime figures.
+    private let defaultRuntime: String
 
     /// Makes the wake-up pipe; `start` starts the threads.
-    init(workers: Int, capacity: Int, metrics: Metrics) throws(ConfigError) {
+    init(workers: Int, capacity: Int, metrics: Metrics, defaultRuntime: String = "") throws(ConfigError) {
         self.workers = workers
         self.capacity = capacity
         self.metrics = metrics
+        self.defaultRuntime = defaultRuntime
+        states = [WorkerState](repeating: .idle, count: workers)
         var pipeFDs: [Int32] = [0, 0]
         guard airlock_wake_pipe(&pipeFDs) == 0 else {
             let error = SystemCallError("pipe2")
@@ -39,13 +68,14 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Starts the worker threads, each running `work` on one examination at a time.
     func start(_ work: @escaping @Sendable (Examination) -> JSON) {
-        for _ in 0..<workers {
+        for index in 0..<workers {
             startThread { [self] in
                 while true {
-                    let job = next()
+                    let job = next(index)
                     let reply = work(job)
                     monitor.locked {
                         busy -= 1
+                        states[index] = .idle
                         metrics.setQueue(queue.count, busy: busy)
                     }
                     finish(job.connection, reply)
@@ -97,11 +127,27 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    private func next() -> Examination {
+    /// The lane's workers and what waits, by runtime (one lane, "detonation", in this pool).
+    func snapshot() -> [LaneSnapshot] {
+        monitor.locked {
+            var queued: [String: Int] = [:]
+            for job in queue { queued[runtimeName(job), default: 0] += 1 }
+            return [LaneSnapshot(name: "detonation", workers: states, capacity: capacity, queuedByRuntime: queued)]
+        }
+    }
+
+    /// The runtime a job loads with: the one it names, the default for a probe naming none, "" for a scan.
+    private func runtimeName(_ job: Examination) -> String {
+        job.request.method == .probe ? job.request.python ?? defaultRuntime : ""
+    }
+
+    private func next(_ index: Int) -> Examination {
         monitor.locked {
             while queue.isEmpty { monitor.wait() }
             busy += 1
             let job = queue.removeFirst()
+            states[index] = WorkerState(
+                busy: true, method: job.request.method.rawValue, runtime: runtimeName(job), busySinceNs: monotonicNs())
             metrics.setQueue(queue.count, busy: busy)
             return job
         }

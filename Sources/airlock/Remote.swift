@@ -68,7 +68,7 @@ extension Airlock {
         static let configuration = CommandConfiguration(
             commandName: "status",
             abstract:
-                "Show airlockd's queue, workers, totals by verdict, latency percentiles and Python runtimes.",
+                "Show airlockd's queue by runtime, workers and what each does, totals by verdict, refusals by reason, latency percentiles, sandbox memory peaks and Python runtimes.",
             discussion: """
                 Asks the daemon at --socket, $AIRLOCK_SOCKET, or /run/airlock/airlockd.sock. Each runtime is listed with its name (what `airlock --socket S probe --python NAME` chooses; the default is marked), interpreter, Python version and the versions of the consumer libraries installed in it (torch, numpy, sklearn, …).
                 """
@@ -129,8 +129,59 @@ extension Airlock {
                   verdicts     \(v("verdicts"))
                   refused      \(v("refused"))
                   latency ms   \(v("latencyMs"))
-                \(runtimes(m))
+                \(lanes(m))\(runtimes(m))
                 """
+        }
+
+        /// The lanes, their workers, the queue by runtime, sandbox memory peaks, refusals by reason, warm sandboxes
+        /// ready by runtime and the HTTP endpoint: members older daemons do not send are left out.
+        static func lanes(_ m: [(String, JSON)]) -> String {
+            func member(_ j: JSON?, _ key: String) -> JSON? {
+                if case .object(let o)? = j { return o.first(where: { $0.0 == key })?.1 }
+                return nil
+            }
+            func num(_ j: JSON?) -> String { if case .number(let n)? = j { n } else { "-" } }
+            func str(_ j: JSON?) -> String { if case .string(let s)? = j { s } else { "-" } }
+            func counts(_ j: JSON?) -> String {
+                guard case .object(let o)? = j, !o.isEmpty else { return "none" }
+                return o.map { "\($0.0.isEmpty ? "(none)" : $0.0) \(num($0.1))" }.joined(separator: ", ")
+            }
+            func mib(_ j: JSON?) -> String {
+                guard case .number(let n)? = j, let bytes = Double(n) else { return "-" }
+                return String(Int((bytes / 1_048_576).rounded())) + " MiB"
+            }
+            let root = JSON.object(m)
+            var out = ""
+            if case .array(let lanes)? = member(root, "lanes") {
+                for lane in lanes {
+                    out +=
+                        "  lane         \(str(member(lane, "name"))): \(num(member(lane, "busyWorkers"))) busy, \(num(member(lane, "queueDepth"))) waiting of \(num(member(lane, "capacity"))); waiting by runtime: \(counts(member(lane, "queuedByRuntime")))\n"
+                    guard case .array(let workers)? = member(lane, "workers") else { continue }
+                    for (i, w) in workers.enumerated() {
+                        out +=
+                            str(member(w, "state")) == "busy"
+                            ? "    worker \(i)   busy \(num(member(w, "busySeconds"))) s: \(str(member(w, "method"))) with runtime \(str(member(w, "runtime")).isEmpty ? "(none)" : str(member(w, "runtime")))\n"
+                            : "    worker \(i)   idle\n"
+                    }
+                }
+            }
+            if case .object(let memory)? = member(root, "sandboxMemory") {
+                let lines = memory.map { runtime, peaks in
+                    "\(runtime.isEmpty ? "(none)" : runtime): max \(mib(member(peaks, "maxBytes"))), p50 \(mib(member(peaks, "p50Bytes"))), p90 \(mib(member(peaks, "p90Bytes"))), p99 \(mib(member(peaks, "p99Bytes"))) over \(num(member(peaks, "samples"))) recent of \(num(member(peaks, "detonations")))"
+                }
+                out +=
+                    "  sandbox mem  \(lines.isEmpty ? "no detonation yet" : lines.joined(separator: "\n               "))\n"
+            }
+            if case .object(let reasons)? = member(root, "refusedReasons") {
+                let text = reasons.map { "\($0.0) (\(counts($0.1)))" }.joined(separator: ", ")
+                out += "  refused why  \(text.isEmpty ? "none" : text)\n"
+            }
+            if let partial = member(root, "partial") { out += "  partial      \(counts(partial))\n" }
+            if let ready = member(root, "warmReady") { out += "  warm ready   \(counts(ready))\n" }
+            if case .string(let address)? = member(root, "metricsListen") {
+                out += "  metrics      http://\(address)/metrics\n"
+            }
+            return out
         }
 
         /// The runtimes' lines: name (default marked), interpreter, implementation and version, libraries.

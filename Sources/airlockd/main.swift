@@ -59,6 +59,13 @@ struct AirlockD: ParsableCommand {
             valueName: "FIRST:COUNT|subuid|shared"))
     var sandboxIds: String?
 
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: ArgumentHelp(
+            "Serve GET /metrics (Prometheus text) over HTTP at this address: 127.0.0.1:PORT, [::1]:PORT, or PORT for loopback. Off by default; unauthenticated (docs/daemon.md, \"Metrics over HTTP\").",
+            valueName: "ADDRESS"))
+    var metricsListen: String?
+
     func run() throws {
         var settings = DaemonConfig()
         do {
@@ -75,6 +82,12 @@ struct AirlockD: ParsableCommand {
                     throw ConfigError("--sandbox-ids \(sandboxIds): expected FIRST:COUNT, subuid or shared")
                 }
                 settings.sandboxIds = setting
+            }
+            if let metricsListen {
+                guard let address = MetricsAddress(metricsListen) else {
+                    throw ConfigError("--metrics-listen \(metricsListen): expected \(MetricsAddress.syntax)")
+                }
+                settings.metricsListen = address
             }
             var named = Set<String>()
             for option in python {
