@@ -86,7 +86,7 @@ public final class Server: @unchecked Sendable {
         }
         context = Examination.Context(
             options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
-            daemonGroups: Server.supplementaryGroups())
+            daemonGroups: Server.supplementaryGroups(), folderBudget: config.folderBudget)
         listener = try Listener.open(config: config, group: gids.first)
     }
 
