@@ -112,6 +112,7 @@ public enum FolderWalk {
         var more = 0
         var read = 0
         var cut = false
+        var cutAt: FileName? = nil
         let keep = max(1, keep)
         while let e = readdir(d) {
             read += 1
@@ -121,11 +122,17 @@ public enum FolderWalk {
             }
             let name = withUnsafeBytes(of: e.pointee.d_name) { raw in FileName(bytes: raw.prefix { $0 != 0 }) }
             if name.bytes == [0x2E] || name.bytes == [0x2E, 0x2E] { continue }
+            // Once names have been cut, one that sorts after the last kept can never be kept: counted, not held.
+            if let last = cutAt, !(name < last) {
+                more += 1
+                continue
+            }
             names.append(name)
             if names.count >= 2 * keep {
                 names.sort()
                 more += names.count - keep
                 names.removeSubrange(keep...)
+                cutAt = names.last
             }
         }
         names.sort()

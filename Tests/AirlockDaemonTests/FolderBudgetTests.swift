@@ -15,7 +15,8 @@ struct FolderBudgetTests {
     /// A folder of `count` empty files `f000000`… in a tmpfs (`/dev/shm`), made fast; removed after `body`.
     static func withEmptyFiles(_ count: Int, _ body: (String) throws -> Void) throws {
         let dir = "/dev/shm/airlock-budget-\(getpid())-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // rm is several times faster than FileManager on 100,000 files.
+        defer { _ = try? runProgram("/bin/rm", ["-rf", "--", dir]) }
         let made = try runProgram(
             "/usr/bin/python3",
             [
@@ -98,6 +99,33 @@ struct FolderBudgetTests {
             let text = try runCLI(["--socket", daemon.socket, "scan", dir])
             #expect(text.status == 2)
             #expect(text.stdout.contains("7 entries of the folder were not examined"), "\(text.stdout)")
+        }
+    }
+
+    @Test("--max-entries locally and through the daemon: the same reports, a record the report schema accepts")
+    func cliMaxEntries() throws {
+        try FolderBudgetTests.withEmptyFiles(12) { dir in
+            let daemon = try TestDaemon()
+            defer { daemon.stop() }
+            let local = try runCLI(["scan", "--format", "json", "--max-entries", "4", dir])
+            let remote = try runCLI(["--socket", daemon.socket, "scan", "--format", "json", "--max-entries", "4", dir])
+            #expect(local.status == 2 && remote.status == 2, "\(local.stderr) \(remote.stderr)")
+            for run in [local, remote] {
+                let lines = run.stdout.split(separator: "\n")
+                #expect(lines.count == 5)
+                let last = lines.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) }
+                let evidence = FolderBudgetTests.notExamined(last as? [String: Any])
+                #expect(evidence?["notExamined"] == "8" && evidence?["notExamined1"] == "f000004", "\(run.stdout)")
+            }
+            let file = "\(NSTemporaryDirectory())/airlock-budget-\(getpid()).jsonl"
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try remote.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+            let checked = try SchemaValidation.python([
+                "-c", SchemaValidation.validator, "\(repositoryRoot)/docs/report.schema.json", file,
+            ])
+            #expect(checked.status == 0, "\(checked.output)")
+            let refused = try runCLI(["scan", "--max-entries", "0", dir])
+            #expect(refused.status == 64)
         }
     }
 
