@@ -55,6 +55,39 @@ public final class FolderMeter {
     /// The first entries not examined, relative to the folder, escaped (at most `FolderBudget.maxSample`).
     public private(set) var sample: [String] = []
 
+    /// The listing of one folder on the walk's path, outermost first (`FolderWalk`): its names, the index of the next
+    /// one to visit, and how many more it held than are listed.
+    final class Listing {
+        var names: [FileName]
+        var more: Int
+        var next = 0
+        init(names: [FileName], more: Int) {
+            self.names = names
+            self.more = more
+        }
+    }
+    /// The folders being walked, outermost first.
+    var listings: [Listing] = []
+
+    /// Drops the names the budget can no longer reach, counting them in their listing's `more`: in walk order (the
+    /// deepest folder's names first, then its parent's after it, …) only the first entries the budget has left (and
+    /// `FolderBudget.maxSample` to name what is left out) can be visited. So the names held along a path of nested
+    /// folders stay about twice the budget, not the budget once per level.
+    func trimListings() {
+        var left = max(0, budget.maxEntries - taken) + FolderBudget.maxSample
+        for listing in listings.reversed() {
+            let pending = listing.names.count - listing.next
+            if pending <= left {
+                left -= pending
+                continue
+            }
+            let end = listing.next + left
+            listing.more += listing.names.count - end
+            listing.names = Array(listing.names[..<end])  // a new buffer: removeSubrange would keep the capacity
+            left = 0
+        }
+    }
+
     /// A meter for a walk that starts now, or at `start` (monotonic ns) for a budget shared by several walks.
     public init(_ budget: FolderBudget, start: UInt64? = nil) {
         self.budget = budget

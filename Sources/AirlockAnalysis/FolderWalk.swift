@@ -140,7 +140,8 @@ public enum FolderWalk {
             more += names.count - keep
             names.removeSubrange(keep...)
         }
-        return (names, more, cut)
+        // A buffer of the names' size: the one filled holds room for twice as many.
+        return (Array(names[...]), more, cut)
     }
 
     /// Walks one folder; returns false when `meter` stopped the walk (the names left here are recorded in it).
@@ -161,12 +162,23 @@ public enum FolderWalk {
                 .unreadable(reason: "cannot list the folder: \(Errno.current.text)"))
             return true
         }
-        for (index, name) in all.enumerated() where !skippedNames.contains(name) {
+        // Held where the meter can trim it: a listing further down the path may leave names here out of reach.
+        let level = FolderMeter.Listing(names: all, more: more)
+        meter?.listings.append(level)
+        defer { _ = meter?.listings.popLast() }
+        meter?.trimListings()
+        /// What is left here, from `index`, as paths relative to the walked folder.
+        func left(_ index: Int) -> some Sequence<FileName> {
+            level.names[index...].lazy.filter { !skippedNames.contains($0) }.map { prefix.appending($0) }
+        }
+        while level.next < level.names.count {
+            let index = level.next
+            let name = level.names[index]
+            level.next += 1
+            if skippedNames.contains(name) { continue }
             let relative = prefix.appending(name)
             if let meter, !meter.take() {
-                meter.skip(
-                    all[index...].lazy.filter { !skippedNames.contains($0) }.map { prefix.appending($0) },
-                    uncounted: more)
+                meter.skip(left(index), uncounted: level.more)
                 return false
             }
             var st = stat()
@@ -197,9 +209,7 @@ public enum FolderWalk {
                     sub, prefix: relative, depth: depth + 1, hub: place, aware: aware, meter: meter, visit: visit)
                 FileDescriptor(sub).close()
                 if !complete, let meter {
-                    meter.skip(
-                        all[(index + 1)...].lazy.filter { !skippedNames.contains($0) }.map { prefix.appending($0) },
-                        uncounted: more)
+                    meter.skip(left(index + 1), uncounted: level.more)
                     return false
                 }
             case S_IFREG:
@@ -254,10 +264,10 @@ public enum FolderWalk {
                 visit(relative, .other(kind: "device"))
             }
         }
-        if more > 0 || cut, let meter {
+        if level.more > 0 || cut, let meter {
             // Names past the listing's cut with budget to spare (skipped names made room), or a listing the time
             // budget cut short: what it did not list is not examined, uncounted.
-            meter.skip([FileName](), uncounted: more)
+            meter.skip([FileName](), uncounted: level.more)
             return false
         }
         return true

@@ -41,6 +41,28 @@ struct FolderBudgetWalkTests {
         }
     }
 
+    @Test("names out of the budget's reach are dropped from the folders above, and still counted as not examined")
+    func trimmedAbove() throws {
+        let files = (1...20).map { String(format: "a/f%02d", $0) } + (1...20).map { String(format: "z%02d", $0) }
+        try FolderBudgetWalkTests.withFolder(files) { dir in
+            let fd = open(dir, O_RDONLY | O_DIRECTORY)
+            defer { close(fd) }
+            let meter = FolderMeter(FolderBudget(maxEntries: 5))
+            var visited: [String] = []
+            var held: [Int] = []
+            FolderWalk.walk(fd, meter: meter) { relative, _ in
+                visited.append(relative.escaped)
+                held.append(meter.listings.reduce(0) { $0 + $1.names.count })
+            }
+            #expect(visited == ["a/f01", "a/f02", "a/f03", "a/f04"])
+            #expect(meter.notExamined == 36)
+            #expect(meter.sample.first == "a/f05")
+            #expect(meter.sample.count == FolderBudget.maxSample)
+            // The root's 21 names and a's 20 are never all held: what the budget cannot reach is let go.
+            #expect(held.allSatisfy { $0 <= 4 + 1 + FolderBudget.maxSample + 1 }, "\(held)")
+        }
+    }
+
     @Test("a folder scan stops at its budget with a last report that is not clean; within it, no record")
     func scanRecord() throws {
         try FolderBudgetWalkTests.withFolder((0..<20).map { "m\($0 < 10 ? "0" : "")\($0)" }) { dir in
