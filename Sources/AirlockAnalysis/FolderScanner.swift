@@ -14,8 +14,6 @@ internal import AirlockSystem
 /// `O_NOFOLLOW`, so nothing swapped for a symbolic link during the walk leads outside the folder. (airlockd walks a
 /// folder its client passed with the client's file-system identity, so it opens only what the client could.)
 enum FolderScanner {
-    /// Most files scanned in one folder tree.
-    static let maxFiles = 100_000
 
     /// Scans the folder open as `dirfd`; reports name files `display + "/" + relative path`, the path escaped as
     /// `FileName.escaped` shows names. Two walks: the first only looks at names (is there safetensors? names that
@@ -28,22 +26,24 @@ enum FolderScanner {
     /// `hashThreads` threads hash the files ahead of their analysis (`DigestPrefetch`); 0 hashes each file when its
     /// turn comes. They open files with the process's own file-system identity: airlockd, which walks a client's
     /// folder with the client's (a per-thread identity), passes 0.
+    ///
+    /// `budget` bounds both walks (`FolderBudget`, its time counted from the call): when it runs out, the last
+    /// report is the record of what was not examined (`FolderMeter.report`, verdict `error`).
     static func scan(
         dirfd: Int32, display: String, examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
-        hashThreads: Int = DigestPrefetch.defaultThreads, report: (Report) -> Void
+        hashThreads: Int = DigestPrefetch.defaultThreads, budget: FolderBudget = .local, report: (Report) -> Void
     ) {
+        let start = monotonicNs()
         var hasSafetensors = false
         var declaring: [FileName: [FileName]] = [:]  // folder (relative) → its configs with an auto_map
         // Grouped by how the name reads (lossy decoding, `String` equality: Unicode canonical equivalence), on
         // purpose: only to find distinct byte names a reader or another tool would take for one.
         var firstReading: [String: FileName] = [:]
         var readAlike: [String: Set<FileName>] = [:]  // only the readings shared by two names or more
-        var walked = 0
         var regular: [FileName] = []
-        FolderWalk.walk(dirfd) { relative, entry in
+        // The names' walk has a meter of its own (the same budget): what it leaves out, the second leaves out too.
+        FolderWalk.walk(dirfd, meter: FolderMeter(budget, start: start)) { relative, entry in
             if relative.hasSuffix(".safetensors") { hasSafetensors = true }
-            walked += 1
-            guard walked <= maxFiles else { return }
             if case .file = entry { regular.append(relative) }
             if repository != nil, let open = entry.opener, RemoteCodeFolder.isConfig(relative.lastComponent),
                 declaring.count < RemoteCodeFolder.maxRepositories || declaring[relative.parent] != nil,
@@ -78,15 +78,13 @@ enum FolderScanner {
             hashThreads > 0 && regular.count > 1
             ? DigestPrefetch(dirfd: dirfd, files: regular, threads: hashThreads) : nil
         defer { prefetch?.finish() }
-        var files = 0
         var shared = SharedBlobs()
-        FolderWalk.walk(dirfd) { relative, entry in
+        let meter = FolderMeter(budget, start: start)
+        FolderWalk.walk(dirfd, meter: meter) { relative, entry in
             let path = base + "/" + relative.escaped
             let names = NameFindings.findings(relative, lookalikes: lookalikes[relative] ?? [])
             switch entry {
             case .file(let open, _):
-                files += 1
-                guard files <= maxFiles else { return }
                 if let prefetch, let index = order[relative] { prefetch.reached(index) }
                 guard let fd = open() else {
                     let t = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
@@ -110,8 +108,6 @@ enum FolderScanner {
                 }
                 report(examined)
             case .hubFile(let open, let info, let origin, _):
-                files += 1
-                guard files <= maxFiles else { return }
                 var r = HubFileScan.examine(
                     open: open, info: info, origin: origin, path: path, shared: &shared, examine: examine)
                 r.add(names)
@@ -165,6 +161,8 @@ enum FolderScanner {
                         ]))
             }
         }
+        // The record of what the budget left out comes last: no report of the folder's stands for it.
+        if let notExamined = meter.report(folder: base) { report(notExamined) }
     }
 
     /// What the folder says about one of its files.

@@ -56,13 +56,20 @@ public enum FolderWalk {
     /// Inside a Hugging Face cache (`HubCache`: `hub/`, a repository, its `snapshots/` or `blobs/`, a snapshot or a
     /// folder in one), a snapshot's links are resolved by descriptor to the blobs of the same repository
     /// (`.hubFile`, or `.hubLink` when not followed), and the blobs a snapshot names are not visited a second time.
-    public static func walk(_ dirfd: Int32, visit: (FileName, Entry) -> Void) {
-        walk(dirfd, prefix: FileName(bytes: []), depth: 0, hub: HubCache.locate(dirfd), aware: true, visit: visit)
+    ///
+    /// `meter`, when given, is asked before every entry (folders included): the walk stops at the first one its budget
+    /// does not cover, and the names left at every level are recorded in it as not examined. Each folder's listing
+    /// then keeps only as many names (the first in byte order) as the budget has left, so memory stays bounded by the
+    /// budget whatever a folder holds.
+    public static func walk(_ dirfd: Int32, meter: FolderMeter? = nil, visit: (FileName, Entry) -> Void) {
+        _ = walk(
+            dirfd, prefix: FileName(bytes: []), depth: 0, hub: HubCache.locate(dirfd), aware: true, meter: meter,
+            visit: visit)
     }
 
     /// Walks as `walk(_:visit:)` without looking for a cache (`hub` nil): links are only reported.
     static func walk(_ dirfd: Int32, hub: HubPlace?, visit: (FileName, Entry) -> Void) {
-        walk(dirfd, prefix: FileName(bytes: []), depth: 0, hub: hub, aware: hub != nil, visit: visit)
+        _ = walk(dirfd, prefix: FileName(bytes: []), depth: 0, hub: hub, aware: hub != nil, meter: nil, visit: visit)
     }
 
     /// The names in the folder open as `dirfd`, without `.` and `..`, in byte order; nil (with `errno`) when it
@@ -87,17 +94,93 @@ public enum FolderWalk {
         return names.sorted()
     }
 
+    /// The first `keep` names in the folder open as `dirfd` (byte order, without `.` and `..`), and how many more it
+    /// listed; nil (with `errno`) when it cannot be listed. At most `2 × keep` names are held at once, whatever the
+    /// folder holds; the listing stops early (the rest uncounted) when `meter`'s time runs out, so a folder that
+    /// keeps growing cannot hold the walk. The caller keeps `dirfd`.
+    static func names(_ dirfd: Int32, keep: Int, meter: FolderMeter?) -> (names: [FileName], more: Int, cut: Bool)? {
+        let dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0)
+        guard dup >= 0, let d = fdopendir(dup) else {
+            let e = errno
+            if dup >= 0 { FileDescriptor(dup).close() }
+            errno = e
+            return nil
+        }
+        defer { closedir(d) }
+        rewinddir(d)
+        var names: [FileName] = []
+        var more = 0
+        var read = 0
+        var cut = false
+        var cutAt: FileName? = nil
+        let keep = max(1, keep)
+        while let e = readdir(d) {
+            read += 1
+            if read & 1023 == 0, meter?.pastDeadline == true {
+                cut = true
+                break
+            }
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in FileName(bytes: raw.prefix { $0 != 0 }) }
+            if name.bytes == [0x2E] || name.bytes == [0x2E, 0x2E] { continue }
+            // Once names have been cut, one that sorts after the last kept can never be kept: counted, not held.
+            if let last = cutAt, !(name < last) {
+                more += 1
+                continue
+            }
+            names.append(name)
+            if names.count >= 2 * keep {
+                names.sort()
+                more += names.count - keep
+                names.removeSubrange(keep...)
+                cutAt = names.last
+            }
+        }
+        names.sort()
+        if names.count > keep {
+            more += names.count - keep
+            names.removeSubrange(keep...)
+        }
+        // A buffer of the names' size: the one filled holds room for twice as many.
+        return (Array(names[...]), more, cut)
+    }
+
+    /// Walks one folder; returns false when `meter` stopped the walk (the names left here are recorded in it).
     private static func walk(
-        _ dirfd: Int32, prefix: FileName, depth: Int, hub: HubPlace?, aware: Bool, visit: (FileName, Entry) -> Void
-    ) {
-        guard let all = names(dirfd) else {
+        _ dirfd: Int32, prefix: FileName, depth: Int, hub: HubPlace?, aware: Bool, meter: FolderMeter?,
+        visit: (FileName, Entry) -> Void
+    ) -> Bool {
+        let listed: (names: [FileName], more: Int, cut: Bool)?
+        if let meter {
+            // More than the budget has left: enough to know it runs out here, and to name what it leaves out.
+            listed = names(dirfd, keep: meter.budget.maxEntries - meter.taken + FolderBudget.maxSample, meter: meter)
+        } else {
+            listed = names(dirfd).map { ($0, 0, false) }
+        }
+        guard let (all, more, cut) = listed else {
             visit(
                 prefix.bytes.isEmpty ? FileName(".") : prefix,
                 .unreadable(reason: "cannot list the folder: \(Errno.current.text)"))
-            return
+            return true
         }
-        for name in all where !skippedNames.contains(name) {
+        // Held where the meter can trim it: a listing further down the path may leave names here out of reach.
+        let level = FolderMeter.Listing(names: all, more: more)
+        meter?.listings.append(level)
+        defer { _ = meter?.listings.popLast() }
+        meter?.trimListings()
+        /// What is left here, from `index`, as paths relative to the walked folder.
+        func left(_ index: Int) -> some Sequence<FileName> {
+            level.names[index...].lazy.filter { !skippedNames.contains($0) }.map { prefix.appending($0) }
+        }
+        while level.next < level.names.count {
+            let index = level.next
+            let name = level.names[index]
+            level.next += 1
+            if skippedNames.contains(name) { continue }
             let relative = prefix.appending(name)
+            if let meter, !meter.take() {
+                meter.skip(left(index), uncounted: level.more)
+                return false
+            }
             var st = stat()
             guard name.withCString({ fstatat(dirfd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
                 visit(relative, .unreadable(reason: Errno.current.text))
@@ -122,8 +205,13 @@ public enum FolderWalk {
                         place = HubPlace(repository: repository, position: .repository)
                     }
                 }
-                walk(sub, prefix: relative, depth: depth + 1, hub: place, aware: aware, visit: visit)
+                let complete = walk(
+                    sub, prefix: relative, depth: depth + 1, hub: place, aware: aware, meter: meter, visit: visit)
                 FileDescriptor(sub).close()
+                if !complete, let meter {
+                    meter.skip(left(index + 1), uncounted: level.more)
+                    return false
+                }
             case S_IFREG:
                 let info = FileInfo(st)
                 if info.size == 0, let hub, case .missingMarkers = hub.position { continue }
@@ -176,5 +264,12 @@ public enum FolderWalk {
                 visit(relative, .other(kind: "device"))
             }
         }
+        if level.more > 0 || cut, let meter {
+            // Names past the listing's cut with budget to spare (skipped names made room), or a listing the time
+            // budget cut short: what it did not list is not examined, uncounted.
+            meter.skip([FileName](), uncounted: level.more)
+            return false
+        }
+        return true
     }
 }

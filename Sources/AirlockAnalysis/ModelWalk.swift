@@ -12,10 +12,11 @@ internal import AirlockSystem
 public enum ModelWalk {
     /// Walks files and folders (recursively, in name order); calls `examine` once per file, open as the descriptor
     /// given and named by the path given, and `report` with what it returned (plus folder-level findings).
-    /// `repository` examines each repository with remote code in a folder once (`RepositoryExamination`).
+    /// `repository` examines each repository with remote code in a folder once (`RepositoryExamination`). `budget`
+    /// bounds each folder given (`FolderBudget`): what it leaves out is reported as not examined.
     public static func walk(
         paths: [String], examine: (Int32, String) -> Report, repository: RepositoryExaminer? = nil,
-        report: (Report) -> Void
+        budget: FolderBudget = .local, report: (Report) -> Void
     ) {
         for path in paths {
             // Shown escaped as walked names are: a path (a shell glob's match) with a newline or an escape sequence
@@ -44,7 +45,7 @@ public enum ModelWalk {
                 walk(
                     fd: $0.rawValue, isDirectory: isDirectory, path: shown,
                     examine: isDirectory ? examine : { examineNamed($0, $1, path: path, examine: examine) },
-                    repository: repository
+                    repository: repository, budget: budget
                 ) { r in
                     var r = r
                     // A file named by the caller: its ONNX external data is looked up in its own folder.
@@ -60,15 +61,16 @@ public enum ModelWalk {
     ///
     /// `hashAhead`: threads hash a folder's files ahead of their examination (`DigestPrefetch`, as many as CPUs). They
     /// open the files with the process's file-system identity, not the calling thread's: airlockd, which walks a
-    /// client's folder as the client, passes false.
+    /// client's folder as the client, passes false. `budget` bounds a folder's walk (`FolderBudget`).
     public static func walk(
         fd: Int32, isDirectory: Bool, path: String, examine: (Int32, String) -> Report,
-        repository: RepositoryExaminer? = nil, hashAhead: Bool = true, report: (Report) -> Void
+        repository: RepositoryExaminer? = nil, hashAhead: Bool = true, budget: FolderBudget = .local,
+        report: (Report) -> Void
     ) {
         if isDirectory {
             FolderScanner.scan(
                 dirfd: fd, display: path, examine: examine, repository: repository,
-                hashThreads: hashAhead ? DigestPrefetch.defaultThreads : 0, report: report)
+                hashThreads: hashAhead ? DigestPrefetch.defaultThreads : 0, budget: budget, report: report)
         } else {
             report(examine(fd, path))
         }

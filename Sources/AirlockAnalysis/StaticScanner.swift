@@ -68,9 +68,14 @@ public enum StaticScanner {
         return Report(target: target, findings: analysis.findings, error: analysis.error)
     }
 
-    /// Scans files and folders (recursively, in name order, `ModelWalk`); calls `report` once per file.
-    public static func scan(paths: [String], budget: ScanBudget = .standard, report: (Report) -> Void) {
-        ModelWalk.walk(paths: paths, examine: { scan(fd: $0, path: $1, budget: budget) }, report: report)
+    /// Scans files and folders (recursively, in name order, `ModelWalk`); calls `report` once per file, and once for
+    /// what a folder's budget (`folderBudget`) left out.
+    public static func scan(
+        paths: [String], budget: ScanBudget = .standard, folderBudget: FolderBudget = .local,
+        report: (Report) -> Void
+    ) {
+        ModelWalk.walk(
+            paths: paths, examine: { scan(fd: $0, path: $1, budget: budget) }, budget: folderBudget, report: report)
     }
 
     /// What one analysis found.

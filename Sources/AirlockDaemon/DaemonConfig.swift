@@ -1,6 +1,7 @@
 internal import AirlockJSON
 public import AirlockSystem
 public import AirlockSandbox
+public import AirlockAnalysis
 
 #if canImport(Glibc)
     import Glibc
@@ -79,6 +80,17 @@ public struct DaemonConfig: Sendable {
     /// `127.0.0.1:PORT`, `[::1]:PORT`, a port alone for loopback, or another address literal, which exposes the counts
     /// unauthenticated to whoever reaches it (docs/daemon.md, "Metrics over HTTP").
     public var metricsListen: MetricsAddress? = nil
+    /// Most entries of a folder one request walks (docs/daemon.md, "Folder budgets"); the rest is reported as not
+    /// examined. 10,000: a model folder holds tens to a few thousand files, and 10,000 empty ones cost a worker
+    /// well under a second and a reply of a few MB.
+    public var folderMaxEntries = 10_000
+    /// Seconds a folder request may walk for; nil: `requestTimeout`, at most 60.
+    public var folderBudgetSeconds: Double? = nil
+
+    /// The folder budget a request gets when it asks for none, and the most it may ask for.
+    public var folderBudget: FolderBudget {
+        FolderBudget(maxEntries: folderMaxEntries, seconds: folderBudgetSeconds ?? min(requestTimeout, 60))
+    }
 
     /// The defaults.
     public init() {}
@@ -110,7 +122,7 @@ public struct DaemonConfig: Sendable {
             "policy",
             "cgroup", "python",
             "warm", "warmIdleSeconds", "warmWorlds", "worlds", "sandboxIds",
-            "metricsListen",
+            "metricsListen", "folderMaxEntries", "folderBudgetSeconds",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -155,6 +167,8 @@ public struct DaemonConfig: Sendable {
             }
             metricsListen = address
         }
+        if let f = fields["folderMaxEntries"] { folderMaxEntries = try f.integer() }
+        if let f = fields["folderBudgetSeconds"] { folderBudgetSeconds = try f.double() }
         try validate()
     }
 
@@ -171,6 +185,12 @@ public struct DaemonConfig: Sendable {
         try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
         try check((1...5).contains(warmWorlds), "warmWorlds: 1 to 5")
         try check((1...5).contains(worlds), "worlds: 1 to 5")
+        try check(
+            (1...FolderBudget.maxEntriesLimit).contains(folderMaxEntries),
+            "folderMaxEntries: 1 to \(FolderBudget.maxEntriesLimit)")
+        if let seconds = folderBudgetSeconds {
+            try check(seconds > 0 && seconds <= 86_400, "folderBudgetSeconds: more than 0, at most 86400")
+        }
         for (value, name) in [
             (idleTimeout, "idleTimeoutSeconds"), (ioTimeout, "ioTimeoutSeconds"),
             (requestTimeout, "requestTimeoutSeconds"), (shutdownGrace, "shutdownGraceSeconds"),

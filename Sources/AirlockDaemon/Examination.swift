@@ -67,6 +67,16 @@ struct Examination: Sendable {
         let metrics: Metrics
         /// The daemon's supplementary groups, which a worker thread takes back after acting as a client.
         let daemonGroups: [gid_t]
+        /// The folder budget (`folderMaxEntries`, `folderBudgetSeconds`): a request may ask for less, never more.
+        var folderBudget = FolderBudget(maxEntries: 10_000, seconds: 60)
+    }
+
+    /// The budget of this request's folder walk: the daemon's, lowered where the request asks for less.
+    func folderBudget(_ daemon: FolderBudget) -> FolderBudget {
+        var budget = daemon
+        if let asked = request.maxEntries { budget.maxEntries = min(budget.maxEntries, asked) }
+        if let asked = request.folderBudget { budget.seconds = min(budget.seconds ?? asked, asked) }
+        return budget
     }
 
     /// Handles the request: a regular file (under a read lease while it is mapped) or a directory. Returns the reply:
@@ -124,7 +134,7 @@ struct Examination: Sendable {
                         fd: own.rawValue, isDirectory: true, path: name,
                         examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
                         // Hashing threads would open the files with the daemon's identity, not the client's.
-                        hashAhead: false
+                        hashAhead: false, budget: folderBudget(context.folderBudget)
                     ) { reports.append($0) }
                 }
                 return nil
@@ -175,6 +185,10 @@ struct Examination: Sendable {
                 id: request.id, .busy,
                 "\(SandboxIdentities.exhaustedReason): every sandbox identity of the daemon's range (sandboxIds) is held by a live sandbox; try again once one ends"
             )
+        }
+        if reports.last?.findings.contains(where: { $0.rule == FolderBudget.rule }) == true {
+            context.metrics.partial(reason: "folder-budget")
+            Log.write(.debug, "\(name): folder budget ran out; the rest is reported as not examined")
         }
         context.metrics.answered(
             method: method, verdicts: reports.map(\.verdict.rawValue),

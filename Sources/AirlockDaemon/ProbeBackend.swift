@@ -89,6 +89,10 @@ public struct DaemonBackend: Sendable {
     public let worlds: Int?
     /// Seconds the worlds of one file may take together (`worldBudget`); nil for the daemon's default.
     public let worldBudget: Double?
+    /// Folders: most entries to walk (`maxEntries`); nil for the daemon's (a daemon never walks more than its own).
+    public var maxEntries: Int? = nil
+    /// Folders: seconds the walk may take (`folderBudget`); nil for the daemon's (never more than its own).
+    public var folderBudget: Double? = nil
 
     /// A backend for `method` requests to the daemon at `socket`.
     public init(
@@ -125,6 +129,8 @@ public struct DaemonBackend: Sendable {
             request.worlds = worlds
             request.worldBudget = worldBudget
         }
+        request.maxEntries = maxEntries
+        request.folderBudget = folderBudget
         let reports = try ExaminationReply.reports(try client.call(request, descriptor: fd, timeout: replyTimeout))
         // A daemon that predates the `python` parameter ignores it (unknown members are): never pass its default
         // runtime off as the one asked for.

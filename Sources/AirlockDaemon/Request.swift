@@ -42,6 +42,10 @@ public struct DaemonRequest: Sendable {
     public var worlds: Int? = nil
     /// `probe`: seconds the worlds of one file may take together (`worldBudget`); nil: twice the deadline.
     public var worldBudget: Double? = nil
+    /// Folders: most entries to walk (`maxEntries`); nil, or more than the daemon's `folderMaxEntries`: the daemon's.
+    public var maxEntries: Int? = nil
+    /// Folders: seconds the walk may take (`folderBudget`); nil, or more than the daemon's: the daemon's.
+    public var folderBudget: Double? = nil
 
     /// A request, as a client makes one.
     public init(
@@ -65,6 +69,8 @@ public struct DaemonRequest: Sendable {
         if let timeout { out.append(("timeout", .double(timeout))) }
         if method == .probe, let worlds { out.append(("worlds", .int(worlds))) }
         if method == .probe, let worldBudget { out.append(("worldBudget", .double(worldBudget))) }
+        if let maxEntries { out.append(("maxEntries", .int(maxEntries))) }
+        if let folderBudget { out.append(("folderBudget", .double(folderBudget))) }
         return out
     }
 
@@ -150,6 +156,20 @@ public struct DaemonRequest: Sendable {
             request.timeout = seconds
         }
         if case .bool(let b)? = param("probePhase") { request.probePhase = b }
+        // A folder budget can only be lowered: more than the daemon's is the daemon's (the reply's record of what was
+        // not examined names the budget that applied). A value that is not one is refused, never read as "none".
+        if let value = param("maxEntries"), value != .null {
+            guard case .number(let n) = value, let count = Int(n), count >= 1 else {
+                return refuse(methodName, .badRequest, "\"maxEntries\" must be an integer of at least 1")
+            }
+            request.maxEntries = count
+        }
+        if let value = param("folderBudget"), value != .null {
+            guard case .number(let n) = value, let seconds = Double(n), seconds > 0, seconds.isFinite else {
+                return refuse(methodName, .badRequest, "\"folderBudget\" must be a number of seconds, more than 0")
+            }
+            request.folderBudget = seconds
+        }
         if method == .probe, let value = param("worlds"), value != .null {
             // Refused rather than ignored: a client asking for worlds must not be answered for fewer silently.
             guard case .number(let n) = value, let count = Int(n), (1...WorldCatalog.maximum).contains(count) else {

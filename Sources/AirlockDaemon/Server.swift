@@ -92,7 +92,7 @@ public final class Server: @unchecked Sendable {
         }
         context = Examination.Context(
             options: options, runtimes: runtimes, requestTimeout: config.requestTimeout, metrics: metrics,
-            daemonGroups: Server.supplementaryGroups())
+            daemonGroups: Server.supplementaryGroups(), folderBudget: config.folderBudget)
         if let address = config.metricsListen {
             let endpoint = try MetricsEndpoint(address: address, metrics: metrics)
             metrics.endpoint = endpoint.bound.description

@@ -97,10 +97,13 @@ public struct ProbeOptions: Sendable {
 public enum Prober {
     /// Probes files and folders (recursively, in name order, as `airlock scan` walks them); one report per file. A
     /// folder holding a repository with remote code is also detonated as a whole (`RemoteCodeDetonation`).
-    public static func probe(paths: [String], options: ProbeOptions, report: (Report) -> Void) {
+    /// `folderBudget` bounds each folder's walk (`FolderBudget`).
+    public static func probe(
+        paths: [String], options: ProbeOptions, folderBudget: FolderBudget = .local, report: (Report) -> Void
+    ) {
         ModelWalk.walk(
             paths: paths, examine: { probe(fd: $0, path: $1, options: options) },
-            repository: RemoteCodeDetonation.examiner(options: options), report: report)
+            repository: RemoteCodeDetonation.examiner(options: options), budget: folderBudget, report: report)
     }
 
     /// Probes one file.

@@ -7,6 +7,7 @@ extension Airlock {
     /// `airlock probe`: static analysis, then a detonation of every file whose loading can run code.
     struct Probe: ParsableCommand {
         @OptionGroup var digestCache: DigestCacheOptions
+        @OptionGroup var folder: FolderBudgetOptions
 
         static let configuration = CommandConfiguration(
             commandName: "probe",
@@ -89,7 +90,7 @@ extension Airlock {
             case .daemon(let daemon):
                 try Remote.run(daemon, paths: paths, printer: &printer)
             case .local(let options):
-                Prober.probe(paths: paths, options: options) { printer.print($0) }
+                Prober.probe(paths: paths, options: options, folderBudget: folder.local) { printer.print($0) }
             }
             try printer.finish()
         }
@@ -102,10 +103,12 @@ extension Airlock {
                         "airlock: --profile and --policy are the daemon's to choose (airlockd --profile, --policy)\n")
                     throw ExitCode(2)
                 }
-                return .daemon(
-                    DaemonBackend(
-                        socket: socket, timeout: timeout, probePhase: !noProbePhase, python: python, worlds: worlds,
-                        worldBudget: worldBudget))
+                var daemon = DaemonBackend(
+                    socket: socket, timeout: timeout, probePhase: !noProbePhase, python: python, worlds: worlds,
+                    worldBudget: worldBudget)
+                daemon.maxEntries = folder.maxEntries
+                daemon.folderBudget = folder.folderBudget
+                return .daemon(daemon)
             }
             do {
                 var options = try ProbeBackend.localOptions(

@@ -10,6 +10,7 @@ extension Airlock {
     /// `airlock scan`: static analysis only.
     struct Scan: ParsableCommand {
         @OptionGroup var digestCache: DigestCacheOptions
+        @OptionGroup var folder: FolderBudgetOptions
 
         static let configuration = CommandConfiguration(
             commandName: "scan",
@@ -45,9 +46,12 @@ extension Airlock {
             digestCache.apply()
             var printer = ReportPrinter(format: format, verbose: verbose)
             if let socket = socket ?? Remote.socket {
-                try Remote.run(DaemonBackend(socket: socket, method: .scan), paths: paths, printer: &printer)
+                var daemon = DaemonBackend(socket: socket, method: .scan)
+                daemon.maxEntries = folder.maxEntries
+                daemon.folderBudget = folder.folderBudget
+                try Remote.run(daemon, paths: paths, printer: &printer)
             } else {
-                StaticScanner.scan(paths: paths) { printer.print($0) }
+                StaticScanner.scan(paths: paths, folderBudget: folder.local) { printer.print($0) }
             }
             try printer.finish()
         }

@@ -39,6 +39,16 @@ struct AirlockD: ParsableCommand {
     @Option(name: .long, help: "Requests that may wait for a worker before the answer is busy (default 64).")
     var queue: Int?
 
+    @Option(
+        name: .customLong("folder-max-entries"),
+        help: "Most entries of a folder one request walks; the rest is reported as not examined (default 10000).")
+    var folderMaxEntries: Int?
+
+    @Option(
+        name: .customLong("folder-budget"),
+        help: "Seconds a folder request may walk for (default: the request timeout, at most 60).")
+    var folderBudget: Double?
+
     @Option(name: .long, help: "Sandbox profile, name or path (default: default).")
     var profile: String?
 
@@ -75,6 +85,8 @@ struct AirlockD: ParsableCommand {
             if !allowGroups.isEmpty { settings.allowGroups = allowGroups }
             if let maxConcurrent { settings.maxConcurrent = maxConcurrent }
             if let queue { settings.queue = queue }
+            if let folderMaxEntries { settings.folderMaxEntries = folderMaxEntries }
+            if let folderBudget { settings.folderBudgetSeconds = folderBudget }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
             if let sandboxIds {
