@@ -554,7 +554,8 @@ enum CrashPoint {
             let line = Array("airlock intake: test hold at \(step) for \(hold.seconds) s\n".utf8)
             _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
             var ts = timespec(tv_sec: Int(hold.seconds), tv_nsec: Int((hold.seconds - Double(Int(hold.seconds))) * 1e9))
-            while nanosleep(&ts, &ts) != 0 && errno == EINTR {}
+            var rest = timespec()
+            while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
         }
     }
 }

@@ -203,7 +203,8 @@ final class IntakeLease: @unchecked Sendable {
         startThread(stackBytes: 256 << 10) { [self] in
             while !monitor.locked({ stopped || lostReason != nil }) {
                 var ts = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - Double(Int(interval))) * 1e9))
-                while nanosleep(&ts, &ts) != 0 && errno == EINTR {}
+                var rest = timespec()
+            while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
                 if monitor.locked({ stopped }) { return }
                 renew()
             }

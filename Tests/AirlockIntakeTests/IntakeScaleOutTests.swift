@@ -210,7 +210,7 @@ struct IntakeScaleOutTests {
         let bad = try runToEnd(
             airlockBinary, ["intake", "--root", root.root, "--policy", root.policy, "--once", "--worker", "../x"])
         #expect(bad.status != 0 && bad.stderr.contains("--worker ../x"), "\(bad.stderr)")
-        #expect(first.stop() == 0, first.text)
+        #expect(first.stop() == 0, "\(first.text)")
         root.checkExactlyOnce([], "same name")
     }
 
@@ -222,7 +222,7 @@ struct IntakeScaleOutTests {
         try root.drop("held.safetensors")
         // Worker a takes held.safetensors and then stalls (a long detonation, say), renewing its lease.
         let a = try Worker(root, name: "a", environment: ["AIRLOCK_INTAKE_HOLD_AT": "taken:120"])
-        #expect(a.waitFor("test hold at taken", seconds: 20), a.text)
+        #expect(a.waitFor("test hold at taken", seconds: 20), "\(a.text)")
         let mount = root.root + ".host-b"
         defer { try? FileManager.default.removeItem(atPath: mount) }
         let b = try Worker(
@@ -237,11 +237,11 @@ struct IntakeScaleOutTests {
         #expect(root.waitApproved(more, seconds: 30), "\(root.places())\n\(b.text)")
         a.kill9()
         let killedAt = Date()
-        #expect(b.waitFor("worker a is gone", seconds: 20), b.text)
+        #expect(b.waitFor("worker a is gone", seconds: 20), "\(b.text)")
         let after = Date().timeIntervalSince(killedAt)
         #expect(after >= 1.5, "taken over \(after) s after the kill, before its 2 s lease could expire")
         #expect(root.waitApproved(["held.safetensors"], seconds: 30), "\(root.places())\n\(b.text)")
-        #expect(b.stop() == 0, b.text)
+        #expect(b.stop() == 0, "\(b.text)")
         root.checkExactlyOnce(["held.safetensors"] + more, "kill -9 and a second host")
     }
 
@@ -250,17 +250,17 @@ struct IntakeScaleOutTests {
         let root = try Root()
         try root.drop("m.safetensors")
         let a = try Worker(root, name: "a", environment: ["AIRLOCK_INTAKE_HOLD_AT": "report-written:3"])
-        #expect(a.waitFor("test hold at report-written", seconds: 20), a.text)
+        #expect(a.waitFor("test hold at report-written", seconds: 20), "\(a.text)")
         a.signal(SIGSTOP)
         let b = try Worker(root, name: "b")
-        #expect(b.waitFor("worker a is gone", seconds: 20), b.text)
+        #expect(b.waitFor("worker a is gone", seconds: 20), "\(b.text)")
         #expect(root.waitApproved(["m.safetensors"], seconds: 30), "\(root.places())\n\(b.text)")
         var before = stat()
         #expect(stat(root.root + "/approved/m.safetensors/manifest.json", &before) == 0)
         let report = try Data(contentsOf: URL(fileURLWithPath: root.root + "/approved/m.safetensors/report.json"))
         a.signal(SIGCONT)
-        #expect(a.exitStatus(seconds: 20) == 75, a.text)
-        #expect(a.text.contains("lost its lease"), a.text)
+        #expect(a.exitStatus(seconds: 20) == 75, "\(a.text)")
+        #expect(a.text.contains("lost its lease"), "\(a.text)")
         var after = stat()
         #expect(stat(root.root + "/approved/m.safetensors/manifest.json", &after) == 0)
         #expect(
@@ -271,7 +271,7 @@ struct IntakeScaleOutTests {
             try Data(contentsOf: URL(fileURLWithPath: root.root + "/approved/m.safetensors/report.json")) == report)
         try root.drop("later.safetensors")
         #expect(root.waitApproved(["later.safetensors"], seconds: 30), "\(root.places())\n\(b.text)")
-        #expect(b.stop() == 0, b.text)
+        #expect(b.stop() == 0, "\(b.text)")
         root.checkExactlyOnce(["m.safetensors", "later.safetensors"], "revenant")
     }
 
