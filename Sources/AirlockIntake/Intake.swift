@@ -85,11 +85,6 @@ public final class Intake: @unchecked Sendable {
         // (Arrival, Custody); a writer opening it in that instant makes the kernel signal SIGIO, whose default
         // action would end the intake. The writer waits for the lease to go: nothing to do here.
         signal(SIGIO, SIG_IGN)
-        let name = worker ?? IntakeLease.defaultName()
-        root = try IntakeRoot(path: path, worker: name, leaseSeconds: leaseSeconds)
-        let (journal, records) = try IntakeJournal.open(
-            dirfd: root.lease.folder, name: "journal", display: path + "/.airlock/workers/\(name)/journal")
-        self.journal = journal
         var keys: [[UInt8]] = []
         for key in policy.publicKeys {
             do {
@@ -113,6 +108,14 @@ public final class Intake: @unchecked Sendable {
         }
         let backend = try IntakeExaminer.backend(policy: policy, socket: socket ?? policy.socket)
         examiner = IntakeExaminer(policy: policy, keys: keys, backend: backend)
+        // The root last: a policy that cannot be used leaves no worker folder behind.
+        let name = worker ?? IntakeLease.defaultName()
+        root = try IntakeRoot(path: path, worker: name, leaseSeconds: leaseSeconds)
+        let records: [JournalRecord]
+        do {
+            (journal, records) = try IntakeJournal.open(
+                dirfd: root.lease.folder, name: "journal", display: path + "/.airlock/workers/\(name)/journal")
+        }
         root.lease.startRenewing()
         claimLegacy()
         let adopted = try adoptTakeovers(strict: true)
@@ -205,7 +208,7 @@ public final class Intake: @unchecked Sendable {
     /// to each, and the entries still arriving or left alone, with the reason.
     public func runOnce() -> (outcomes: [IntakeOutcome], waiting: [(String, String)]) {
         var work = takePending()
-        let (ready, waiting) = arrivals()
+        let (ready, waitingAtStart) = arrivals()
         var outcomes = takeRecovered()
         for name in ready {
             switch take(name) {
@@ -220,6 +223,8 @@ public final class Intake: @unchecked Sendable {
         }
         outcomes += process(work)
         journal.clearIfFinished()
+        // What another worker took meanwhile is not waiting.
+        let waiting = waitingAtStart.filter { IntakeRoot.exists(root.incoming, $0.0) }
         return (outcomes, waiting.map { ($0.0.escaped, $0.1) })
     }
 

@@ -204,7 +204,7 @@ final class IntakeLease: @unchecked Sendable {
             while !monitor.locked({ stopped || lostReason != nil }) {
                 var ts = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - Double(Int(interval))) * 1e9))
                 var rest = timespec()
-            while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
+                while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
                 if monitor.locked({ stopped }) { return }
                 renew()
             }

@@ -117,7 +117,9 @@ extension Intake {
             if nested >= 0 {
                 for inner in IntakeRoot.list(nested) {
                     let to = inner.appending(suffix: ".\(Intake.newID())")
-                    _ = inner.withCString { a in to.withCString { b in FileSystem.renameNoReplace(nested, a, takeover, b) } }
+                    _ = inner.withCString { a in
+                        to.withCString { b in FileSystem.renameNoReplace(nested, a, takeover, b) }
+                    }
                 }
                 close(nested)
             }
@@ -166,7 +168,8 @@ extension Intake {
                         return .failure(e)
                     }
                 } else if !returnUnjournaled(delivered, id, display: display) {
-                    return .failure(IntakeError("cannot move the unjournaled deliveries of \(display) back to incoming/"))
+                    return .failure(
+                        IntakeError("cannot move the unjournaled deliveries of \(display) back to incoming/"))
                 }
             }
             _ = fsync(delivered)
