@@ -30,6 +30,8 @@ final class IntakeLease: @unchecked Sendable {
     private let identity: (dev: UInt64, ino: UInt64)
     private let monitor = Monitor()
     private var counter: UInt64 = 0
+    /// The lease as this process last wrote it: anything else found there means a second process has this name.
+    private var written: [UInt8] = []
     private var renewedAt: UInt64 = 0
     private var lostReason: String?
     private var stopped = false
@@ -126,7 +128,27 @@ final class IntakeLease: @unchecked Sendable {
         self.folder = folder
         lockFD = lock
         leaseFD = lease
-        if let previous = IntakeLease.readLease(folder)?["counter"], let n = UInt64(previous) { counter = n }
+        if let previous = IntakeLease.readLease(folder) {
+            if let n = UInt64(previous["counter"] ?? "") { counter = n }
+            // Written on another kernel (another host, or this one before a reboot) lately: the name may be alive
+            // there, where this host's lock cannot tell. Wait for a lease's length to see whether it changes.
+            if let boot = previous["boot"], boot != IntakeLease.bootID,
+                let time = Double(previous["time"] ?? ""), Intake.wallClock() - time < 2 * seconds
+            {
+                let first = IntakeLease.readLease(folder)
+                let deadline = IntakeLease.now() + UInt64(seconds * 1e9)
+                while IntakeLease.now() < deadline {
+                    usleep(200_000)
+                    if IntakeLease.readLease(folder) != first {
+                        // (deinit closes the descriptors)
+                        throw IntakeError(
+                            "worker \(name) is alive on another host (pid \(previous["pid"] ?? "?"), boot id \(boot)): one process per worker name"
+                        )
+                    }
+                }
+                if let n = UInt64(IntakeLease.readLease(folder)?["counter"] ?? "") { counter = n }
+            }
+        }
         guard renew() else {
             throw IntakeError("cannot write the lease \(display)/workers/\(name)/lease: \(lostReason ?? "")")
         }
@@ -162,6 +184,11 @@ final class IntakeLease: @unchecked Sendable {
                 lostReason = "its folder .airlock/workers/\(name) was taken over by another worker"
                 return false
             }
+            if !written.isEmpty, let now = FileSystem.readPrefix(leaseFD, upTo: written.count + 1), now != written {
+                lostReason =
+                    "another process (\(String(decoding: now.prefix(120), as: UTF8.self))) writes its lease: two workers with one name"
+                return false
+            }
             counter += 1
             var wall = timespec()
             clock_gettime(CLOCK_REALTIME, &wall)
@@ -174,6 +201,7 @@ final class IntakeLease: @unchecked Sendable {
             var line = Array(json.serialized().utf8)
             line += [UInt8](repeating: 0x20, count: max(0, 255 - line.count)) + [0x0A]
             let n = line.withUnsafeBytes { pwrite(leaseFD, $0.baseAddress, $0.count, 0) }
+            if n == line.count { written = line }
             guard n == line.count, fdatasync(leaseFD) == 0 else {
                 // A failed write is not a lost lease yet: the next renewal tries again, and the age decides.
                 return true
