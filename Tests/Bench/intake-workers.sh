@@ -23,6 +23,7 @@ RUNS=${BENCH_IW_RUNS:-3}
 WORKERS=${BENCH_IW_WORKERS:-"1 2 3 4"}
 DETONATE=${BENCH_IW_DETONATE:-2}
 export AIRLOCK_PROFILE_DIR=${AIRLOCK_PROFILE_DIR:-$REPO/Profiles}
+require_harness_bytecode
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/airlock-bench-intake-workers.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
