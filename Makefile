@@ -175,12 +175,14 @@ install-files:
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.socket > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
 	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlock-intake.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service
-	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlock-intake@.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake@.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake@.service
 	install -m 0644 systemd/sysusers.d/airlock.conf $(DESTDIR)$(SYSUSERSDIR)/airlock.conf
 	install -m 0644 systemd/tmpfiles.d/airlock.conf $(DESTDIR)$(TMPFILESDIR)/airlock.conf
 	@echo "installed. To run airlockd under systemd (docs/daemon.md):"
 	@echo "  systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload && systemctl enable --now airlockd.socket"
 	@echo "and the intake (docs/intake.md): write /etc/airlock/intake.json, then systemctl enable --now airlock-intake.service"
+	@echo "  (or several workers on one root: systemctl enable --now airlock-intake@{1..4}.service)"
 
 clean:
 	rm -rf .build

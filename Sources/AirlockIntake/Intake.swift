@@ -60,10 +60,24 @@ public final class Intake: @unchecked Sendable {
         let name: FileName
     }
 
-    /// Opens the root (creating its folders), takes its lock, reads the journal and prepares detonations: locally
-    /// with the policy's profile, or through airlockd at `socket` (or the policy's) when one is named.
+    /// The other workers' leases as this worker saw them (for takeovers).
+    let sightings = LeaseSightings()
+    /// This worker's lease.
+    var lease: IntakeLease { root.lease }
+    /// This worker's `takeover/` folder.
+    var takeover: Int32 { root.takeover }
+    /// The worker's name.
+    public var worker: String { root.lease.name }
+    /// Why this worker lost its lease (another worker took its models over), or nil while it holds it.
+    public var leaseLost: String? { root.lease.lost }
+
+    /// Opens the root (creating its folders), sets up worker `worker`'s folder and lease (`.airlock/workers/NAME/`,
+    /// refused when another process has that name), reads its journal, adopts what dead workers left (and the
+    /// journal of an intake from before workers), and prepares detonations: locally with the policy's profile, or
+    /// through airlockd at `socket` (or the policy's) when one is named.
     public init(
-        root path: String, policy: IntakePolicy, socket: String? = nil, log: @escaping @Sendable (String) -> Void
+        root path: String, policy: IntakePolicy, socket: String? = nil, worker: String? = nil,
+        leaseSeconds: Double = 60, log: @escaping @Sendable (String) -> Void
     ) throws(IntakeError) {
         self.policy = policy
         self.log = log
@@ -71,10 +85,6 @@ public final class Intake: @unchecked Sendable {
         // (Arrival, Custody); a writer opening it in that instant makes the kernel signal SIGIO, whose default
         // action would end the intake. The writer waits for the lease to go: nothing to do here.
         signal(SIGIO, SIG_IGN)
-        root = try IntakeRoot(path: path)
-        let (journal, records) = try IntakeJournal.open(
-            dirfd: root.state, name: "journal", display: path + "/.airlock/journal")
-        self.journal = journal
         var keys: [[UInt8]] = []
         for key in policy.publicKeys {
             do {
@@ -98,13 +108,35 @@ public final class Intake: @unchecked Sendable {
         }
         let backend = try IntakeExaminer.backend(policy: policy, socket: socket ?? policy.socket)
         examiner = IntakeExaminer(policy: policy, keys: keys, backend: backend)
-        pending = recover(records)
+        // The root last: a policy that cannot be used leaves no worker folder behind.
+        let name = worker ?? IntakeLease.defaultName()
+        root = try IntakeRoot(path: path, worker: name, leaseSeconds: leaseSeconds)
+        let records: [JournalRecord]
+        do {
+            (journal, records) = try IntakeJournal.open(
+                dirfd: root.lease.folder, name: "journal", display: path + "/.airlock/workers/\(name)/journal")
+        }
+        root.lease.startRenewing()
+        claimLegacy()
+        let adopted = try adoptTakeovers(strict: true)
+        pending = recover(records + adopted)
+        takeOverDead()
+    }
+
+    /// Leaves the root: stops renewing the lease and removes this worker's folder when nothing is left in it.
+    public func leave() {
+        root.lease.removeIfIdle()
+    }
+
+    /// Hands `again` to the examination (`takePending`).
+    func queueRecovered(_ again: [Taken]) {
+        monitor.locked { pending += again }
     }
 
     // MARK: - Recovery
 
     /// Finishes or rolls back every model the journal shows unfinished; returns those to examine again.
-    private func recover(_ records: [JournalRecord]) -> [Taken] {
+    func recover(_ records: [JournalRecord]) -> [Taken] {
         var last: [String: JournalRecord] = [:]
         var order: [String] = []
         for r in records {
@@ -122,6 +154,7 @@ public final class Intake: @unchecked Sendable {
                 continue
             }
             do throws(IntakeError) {
+                try lease.fence()
                 switch r.op {
                 case .take:
                     if let taken = try resumeTake(Taken(id: id, name: name), journaled: false) {
@@ -138,11 +171,11 @@ public final class Intake: @unchecked Sendable {
                         throw IntakeError("the journal's destination \(FileName(r.dest)) is not in the escaped form")
                     }
                     let release = try finishRelease(Taken(id: id, name: name), to: r.to, dest: dest)
-                    recovered.append(
-                        IntakeOutcome(
-                            name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)",
-                            verdict: nil, error: nil,
-                            reason: release.reason ?? "released after a restart (decided before it)"))
+                    let recovered = IntakeOutcome(
+                        name: name.escaped, id: id, decision: release.to, location: "\(release.to)/\(release.dest)",
+                        verdict: nil, error: nil,
+                        reason: release.reason ?? "released after a restart (decided before it)")
+                    monitor.locked { self.recovered.append(recovered) }
                     log("recovered \(name) (\(id)): released to \(release.to)/\(release.dest)")
                 case .rollback:
                     if try finishRollback(Taken(id: id, name: name), reason: r.note) {
@@ -159,8 +192,11 @@ public final class Intake: @unchecked Sendable {
         }
         journal.clearIfFinished()
         let journaled = Set(last.keys.map { FileName($0) })
-        for stray in IntakeRoot.list(root.quarantine) where !journaled.contains(stray) {
-            log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
+        // Other workers' models are in quarantine/ too: strays are told only when this worker is alone.
+        if IntakeRoot.list(lease.workers).count <= 1 {
+            for stray in IntakeRoot.list(root.quarantine) where !journaled.contains(stray) {
+                log("quarantine/\(stray) is not in the journal: left alone (not put there by this intake)")
+            }
         }
         removeDiscarded(known: journaled)
         return again
@@ -172,11 +208,12 @@ public final class Intake: @unchecked Sendable {
     /// to each, and the entries still arriving or left alone, with the reason.
     public func runOnce() -> (outcomes: [IntakeOutcome], waiting: [(String, String)]) {
         var work = takePending()
-        let (ready, waiting) = arrivals()
+        let (ready, waitingAtStart) = arrivals()
         var outcomes = takeRecovered()
         for name in ready {
             switch take(name) {
             case .success(let taken): work.append(taken)
+            case .failure(let error) where Intake.isClaimedElsewhere(error): continue
             case .failure(let error):
                 outcomes.append(
                     IntakeOutcome(
@@ -186,6 +223,8 @@ public final class Intake: @unchecked Sendable {
         }
         outcomes += process(work)
         journal.clearIfFinished()
+        // What another worker took meanwhile is not waiting.
+        let waiting = waitingAtStart.filter { IntakeRoot.exists(root.incoming, $0.0) }
         return (outcomes, waiting.map { ($0.0.escaped, $0.1) })
     }
 
@@ -255,23 +294,38 @@ public final class Intake: @unchecked Sendable {
             return .failure(error)
         }
         CrashPoint.hit("take-journaled")
-        func undo(_ error: IntakeError) -> Result<Taken, IntakeError> {
+        var made = (quarantine: false, delivered: false)
+        func undo(_ error: IntakeError, quiet: Bool = false) -> Result<Taken, IntakeError> {
             let why = error.message
-            _ = unlinkat(root.quarantine, id, AT_REMOVEDIR)
-            _ = unlinkat(root.delivered, id, AT_REMOVEDIR)
+            // Only what this take made: an id another worker drew too is that worker's.
+            if made.quarantine { _ = unlinkat(root.quarantine, id, AT_REMOVEDIR) }
+            if made.delivered { _ = unlinkat(root.delivered, id, AT_REMOVEDIR) }
+            if quiet {
+                try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
+                return .failure(error)
+            }
             try? journal.append(JournalRecord(op: .done, id: id, name: name.escaped, note: "not taken: \(why)"))
             log("cannot take \(name), it stays in incoming/: \(why)")
             return .failure(IntakeError("cannot take \(name): \(why)", errno: error.errno))
         }
         // 0700: the copy is made and examined where no one else can reach it.
         guard mkdirat(root.quarantine, id, 0o700) == 0 else { return undo(.system("cannot create quarantine/\(id)")) }
+        made.quarantine = true
         guard mkdirat(root.delivered, id, 0o700) == 0 else {
             return undo(.system("cannot create .airlock/delivered/\(id)"))
         }
+        made.delivered = true
         CrashPoint.hit("quarantine-created")
         guard let held = openDelivered(id) else { return undo(.system("cannot open .airlock/delivered/\(id)")) }
         defer { FileDescriptor(held).close() }
+        do {
+            try lease.fence()
+        } catch {
+            return undo(error)
+        }
+        // The claim: of several workers renaming one arrival, one wins; the others get ENOENT and move on.
         guard name.withCString({ FileSystem.renameNoReplace(root.incoming, $0, held, $0) }) else {
+            if errno == ENOENT { return undo(Intake.claimedElsewhere(name), quiet: true) }
             return undo(.system("cannot move it into the intake's keeping"))
         }
         do {
@@ -301,6 +355,16 @@ public final class Intake: @unchecked Sendable {
         CrashPoint.hit("taken")
         log("took \(name) into quarantine/\(id)")
         return .success(Taken(id: id, name: name))
+    }
+
+    /// The error of a take another worker won (its rename came first): not a failure, nothing to report.
+    static func claimedElsewhere(_ name: FileName) -> IntakeError {
+        IntakeError("\(name) was taken by another worker", errno: Errno(ENOENT))
+    }
+
+    /// Whether `error` says another worker took the model (`claimedElsewhere`).
+    static func isClaimedElsewhere(_ error: IntakeError) -> Bool {
+        error.errno?.rawValue == ENOENT && error.message.hasSuffix(" was taken by another worker")
     }
 
     /// Examines a model in quarantine and releases it; on a failure of the intake itself (not of the model), moves it
@@ -373,9 +437,16 @@ public final class Intake: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else { throw IntakeError.system("cannot stat \(taken.name)") }
         let report = try examiner.examine(
             fd: fd, isFolder: st.st_mode & S_IFMT == S_IFDIR, name: taken.name, id: taken.id)
+        // The folder open as `q` may have been released by a worker that took this one's models over.
+        try lease.fence()
         do {
             try AtomicFile.write(Array(report.json.pretty().utf8), to: "report.json", in: q)
-            CrashPoint.hit("report-written")
+        } catch {
+            throw IntakeError(error.message)
+        }
+        CrashPoint.hit("report-written")
+        try lease.fence()
+        do {
             try AtomicFile.write(Array(report.manifest.json.pretty().utf8), to: "manifest.json", in: q)
         } catch {
             throw IntakeError(error.message)
@@ -473,7 +544,23 @@ enum CrashPoint {
         return String(cString: v)
     }()
 
+    /// `AIRLOCK_INTAKE_HOLD_AT=STEP:SECONDS`: the intake sleeps that long right after STEP (saying so on standard
+    /// error), as a slow disk or a long detonation would; the lease is renewed meanwhile. For the scale-out tests.
+    static let hold: (step: String, seconds: Double)? = {
+        guard let v = getenv("AIRLOCK_INTAKE_HOLD_AT"), v.pointee != 0 else { return nil }
+        let parts = String(cString: v).split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, let seconds = Double(parts[1]), seconds >= 0, seconds <= 600 else { return nil }
+        return (String(parts[0]), seconds)
+    }()
+
     static func hit(_ step: String) {
         if let target, target == step { kill(getpid(), SIGKILL) }
+        if let hold, hold.step == step {
+            let line = Array("airlock intake: test hold at \(step) for \(hold.seconds) s\n".utf8)
+            _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            var ts = timespec(tv_sec: Int(hold.seconds), tv_nsec: Int((hold.seconds - Double(Int(hold.seconds))) * 1e9))
+            var rest = timespec()
+            while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
+        }
     }
 }

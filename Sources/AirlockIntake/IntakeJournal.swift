@@ -162,6 +162,20 @@ final class IntakeJournal: @unchecked Sendable {
         return .success(())
     }
 
+    /// Appends `records` with one flush (a takeover adopting another worker's unfinished models).
+    func append(all records: [JournalRecord]) throws(IntakeError) {
+        guard let last = records.last else { return }
+        let line = Array(records.map { $0.json.serialized() + "\n" }.joined().utf8)
+        try monitor.locked {
+            let result = write(line, last)
+            if case .success = result { for r in records { self.last[r.id] = r.op } }
+            return result
+        }.get()
+    }
+
+    /// Whether the journal holds a record of `id`.
+    func knows(_ id: String) -> Bool { monitor.locked { last[id] != nil } }
+
     /// Empties the journal when every model it holds is done; says whether it did.
     @discardableResult
     func clearIfFinished() -> Bool {

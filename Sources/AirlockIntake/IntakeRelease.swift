@@ -28,6 +28,7 @@ extension Intake {
         var to = decided
         var dest = decidedDest
         var reason: String? = nil
+        try lease.fence()
         if !IntakeRoot.exists(root.quarantine, taken.id) {
             let there = dest.withCString {
                 openat(root.destination(to), $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -57,8 +58,12 @@ extension Intake {
         }
         try sealReports(taken)
         let target = root.destination(to)
+        // A worker that lost its lease must not release: the worker that took its models over does. (If both get
+        // here, the rename of quarantine/ID happens once: the second sees ENOENT.)
+        try lease.fence()
         while dest.withCString({ !FileSystem.renameNoReplace(root.quarantine, taken.id, target, $0) }) {
             let e = errno
+            try lease.fence()
             guard e == EEXIST || e == ENOTEMPTY else {
                 throw IntakeError.system("cannot move quarantine/\(taken.id) to \(to)/\(dest)", errno: Errno(e))
             }
@@ -85,6 +90,7 @@ extension Intake {
     /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
     /// again).
     func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
+        try lease.fence()
         let held = openDelivered(taken.id)
         let q = openQuarantine(taken.id)
         defer {
@@ -99,6 +105,7 @@ extension Intake {
         }
         /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
         func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
+            try lease.fence()
             guard taken.name.withCString({ FileSystem.renameNoReplace(dir, $0, root.incoming, $0) }) else {
                 let e = errno
                 if e == EEXIST || e == ENOTEMPTY { return false }

@@ -16,19 +16,23 @@ final class IntakeRoot: @unchecked Sendable {
     let quarantine: Int32
     let approved: Int32
     let rejected: Int32
-    /// `.airlock/`: the lock and the journal.
+    /// `.airlock/`: the workers' folders (and the lock of intakes from before workers).
     let state: Int32
-    /// `.airlock/delivered/`: each delivery as the uploader made it (`ID/NAME`), kept from `take` until the intake's
-    /// own copy is released (or the delivery is moved back to incoming/). The intake's alone (0700).
+    /// This worker's folder, `.airlock/workers/NAME/`, and its lease.
+    let lease: IntakeLease
+    /// `.airlock/workers/NAME/delivered/`: each delivery this worker claimed, as the uploader made it (`ID/NAME`),
+    /// kept from `take` until the intake's own copy is released (or the delivery is moved back to incoming/).
     let delivered: Int32
+    /// `.airlock/workers/NAME/takeover/`: folders of dead workers this one took over, until adopted.
+    let takeover: Int32
     private let lockFD: Int32
 
     /// The folders under a root, by name.
     static let folders = ["incoming", "quarantine", "approved", "rejected"]
 
     /// Opens `path` (creating it and its folders if missing), checks that they are one file system (moves must be
-    /// renames), and takes the root's lock.
-    init(path: String) throws(IntakeError) {
+    /// renames), and sets up worker `worker`'s folder and lease (`IntakeLease`).
+    init(path: String, worker: String, leaseSeconds: Double) throws(IntakeError) {
         self.path = path
         if mkdir(path, 0o750) != 0 && errno != EEXIST {
             throw IntakeError.system("cannot create the intake root \(path)")
@@ -58,24 +62,11 @@ final class IntakeRoot: @unchecked Sendable {
                     ))
             }
         }
-        if mkdirat(fds[4], "delivered", 0o700) != 0 && errno != EEXIST {
-            throw fail(.system("cannot create \(path)/.airlock/delivered"))
-        }
-        let delivered = openat(fds[4], "delivered", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard delivered >= 0 else {
-            throw fail(.system("cannot open \(path)/.airlock/delivered (a folder, not a link)"))
-        }
-        fds.append(delivered)
-        var deliveredStat = stat()
-        guard fstat(delivered, &deliveredStat) == 0, deliveredStat.st_dev == rootStat.st_dev else {
-            throw fail(
-                IntakeError(
-                    "\(path)/.airlock/delivered is on another file system than \(path): models must move by rename, which cannot cross file systems"
-                ))
-        }
+        // Intakes from before workers held this lock exclusively for their lifetime: a worker holds it shared, so
+        // that the two never work on one root together.
         let lock = openat(fds[4], "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw fail(.system("cannot open the lock \(path)/.airlock/lock")) }
-        if !FileSystem.tryLock(lock) {
+        if flock(lock, LOCK_SH | LOCK_NB) != 0 {
             let e = Errno.current
             var buf = [UInt8](repeating: 0, count: 32)
             let n = buf.withUnsafeMutableBytes { pread(lock, $0.baseAddress, $0.count, 0) }
@@ -84,25 +75,49 @@ final class IntakeRoot: @unchecked Sendable {
             if e.rawValue == EWOULDBLOCK {
                 throw fail(
                     IntakeError(
-                        "another airlock intake (pid \(holder)) works on \(path): one intake per root", errno: e))
+                        "another airlock intake (pid \(holder)) holds \(path) alone (an intake from before workers): stop it first",
+                        errno: e))
             }
             throw fail(.system("cannot lock \(path)/.airlock/lock", errno: e))
         }
-        let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(lock, 0)
-        _ = pid.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) }
+        let lease: IntakeLease
+        do {
+            lease = try IntakeLease(state: fds[4], name: worker, seconds: leaseSeconds, display: path + "/.airlock")
+        } catch {
+            FileDescriptor(lock).close()
+            throw fail(error)
+        }
+        var sub: [Int32] = []
+        for name in ["delivered", "takeover"] {
+            if mkdirat(lease.folder, name, 0o700) != 0 && errno != EEXIST {
+                for fd in sub + [lock] { FileDescriptor(fd).close() }
+                throw fail(.system("cannot create \(path)/.airlock/workers/\(worker)/\(name)"))
+            }
+            let fd = openat(lease.folder, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            var st = stat()
+            guard fd >= 0, fstat(fd, &st) == 0, st.st_dev == rootStat.st_dev else {
+                for fd in sub + [lock] + (fd >= 0 ? [fd] : []) { FileDescriptor(fd).close() }
+                throw fail(
+                    IntakeError(
+                        "\(path)/.airlock/workers/\(worker)/\(name) cannot be opened or is on another file system than \(path): models must move by rename"
+                    ))
+            }
+            sub.append(fd)
+        }
         self.root = root
         incoming = fds[0]
         quarantine = fds[1]
         approved = fds[2]
         rejected = fds[3]
         state = fds[4]
-        self.delivered = delivered
+        self.lease = lease
+        delivered = sub[0]
+        takeover = sub[1]
         lockFD = lock
     }
 
     deinit {
-        for fd in [incoming, quarantine, approved, rejected, state, delivered, lockFD, root] {
+        for fd in [incoming, quarantine, approved, rejected, state, delivered, takeover, lockFD, root] {
             FileDescriptor(fd).close()
         }
     }

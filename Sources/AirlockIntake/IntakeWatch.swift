@@ -41,6 +41,7 @@ extension Intake {
         var failedAt: [FileName: Double] = [:]
         var lastWaiting: [FileName: String] = [:]
         var running = true
+        var lastTakeoverLook = IntakeLease.now()
         while running {
             var fds = [
                 pollfd(fd: signals.descriptor.rawValue, events: Int16(POLLIN), revents: 0),
@@ -53,6 +54,17 @@ extension Intake {
                 break
             }
             if fds[1].revents != 0 { incoming.drain() }
+            if let lost = leaseLost {
+                log("worker \(worker) lost its lease (\(lost)): stopping without touching the root again")
+                break
+            }
+            // Other workers' leases: looked at every few seconds (a quarter of a lease, at most 5 s).
+            if Double(IntakeLease.now() - lastTakeoverLook) / 1e9 >= min(5, lease.seconds / 4) {
+                lastTakeoverLook = IntakeLease.now()
+                takeOverDead()
+                for outcome in takeRecovered() { report(outcome) }
+                for taken in takePending() { queue.push(taken) }
+            }
             let now = Intake.wallClock()
             if let watchdog, now - lastPing >= Double(watchdog) / 1e9 {
                 _ = Systemd.notify("WATCHDOG=1")
@@ -65,11 +77,12 @@ extension Intake {
                 if lastWaiting[name] != why { log("not taking \(name) yet: \(why)") }
             }
             lastWaiting = waitingNow
-            for name in ready {
+            for name in ready where leaseLost == nil {
                 // A model the intake could not take or examine is tried again after a minute, not in a tight loop.
                 if let t = failedAt[name], now - t < 60 { continue }
                 switch take(name) {
                 case .success(let taken): queue.push(taken)
+                case .failure(let error) where Intake.isClaimedElsewhere(error): continue
                 case .failure: failedAt[name] = now
                 }
             }

@@ -52,8 +52,39 @@ int airlock_open_beneath(int dirfd, const char *path, int flags) {
     return (int)fd;
 }
 
+/* Only when nothing exists under `newpath` beforehand: a check, then rename(2). */
+static int rename_if_absent(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
+    struct stat target;
+    if (fstatat(newdirfd, newpath, &target, AT_SYMLINK_NOFOLLOW) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return renameat(olddirfd, oldpath, newdirfd, newpath);
+}
+
 int airlock_rename_noreplace(int olddirfd, const char *oldpath, int newdirfd, const char *newpath) {
-    return renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE);
+    if (renameat2(olddirfd, oldpath, newdirfd, newpath, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return -1;
+    /* File systems without RENAME_NOREPLACE (NFS, some FUSE ones): the same guarantee another way (docs/intake.md,
+       "Several workers on one root"). A folder: rename(2) never replaces a folder that is not empty (ENOTEMPTY) and
+       never puts a folder over a file (ENOTDIR); the check before it covers an empty one but for a race. A file:
+       link(2) fails with EEXIST, then the old name goes (of two movers of one file, one unlinks it: the other undoes
+       its link and sees ENOENT, as rename would have said). */
+    struct stat st;
+    if (fstatat(olddirfd, oldpath, &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+    if (S_ISDIR(st.st_mode)) return rename_if_absent(olddirfd, oldpath, newdirfd, newpath);
+    if (linkat(olddirfd, oldpath, newdirfd, newpath, 0) != 0) {
+        /* protected_hardlinks: a file of another user cannot be linked without CAP_FOWNER. */
+        if (errno == EPERM) return rename_if_absent(olddirfd, oldpath, newdirfd, newpath);
+        return -1;
+    }
+    if (unlinkat(olddirfd, oldpath, 0) != 0) {
+        int saved = errno;
+        unlinkat(newdirfd, newpath, 0);
+        errno = saved;
+        return -1;
+    }
+    return 0;
 }
 
 int airlock_try_lock(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }

@@ -17,7 +17,7 @@ extension Airlock {
             abstract:
                 "Quarantine stage: take models from ROOT/incoming, verify and probe them, release each to ROOT/approved or ROOT/rejected with its report.",
             discussion: """
-                A file is taken when no process holds it open for writing; a folder when it holds a .ready marker or nothing in it changed for the policy's settleSeconds (default 30); names starting with "." are never taken. Each model moves atomically into ROOT/quarantine/ID/, is verified (a pinned manifest, a model-signing signature, when the policy asks) and probed (locally, or through airlockd with --socket), then moves atomically to ROOT/approved/NAME/ or ROOT/rejected/NAME/ together with report.json and manifest.json. A journal (ROOT/.airlock/journal) makes every step restartable after a crash; one intake per root.
+                A file is taken when no process holds it open for writing; a folder when it holds a .ready marker or nothing in it changed for the policy's settleSeconds (default 30); names starting with "." are never taken. Each model moves atomically into ROOT/quarantine/ID/, is verified (a pinned manifest, a model-signing signature, when the policy asks) and probed (locally, or through airlockd with --socket), then moves atomically to ROOT/approved/NAME/ or ROOT/rejected/NAME/ together with report.json and manifest.json. Each worker (--worker NAME) claims a model by an atomic rename and keeps a journal (ROOT/.airlock/workers/NAME/journal) that makes every step restartable after a crash; several workers, on one host or several over a shared file system, may share a root, and the models of a worker whose lease expired are finished by another.
 
                 --once takes what has arrived, finishes it and exits: 0 every model approved (or none), 1 any rejected, 2 any could not be finished (it stays where it was, and the reason is printed). --watch runs until SIGTERM (inotify; systemd notify and watchdog). docs/intake.md has the set-up.
                 """
@@ -45,8 +45,29 @@ extension Airlock {
             name: .long, help: "Probe through airlockd at this socket (also $AIRLOCK_SOCKET or the policy's socket).")
         var socket: String?
 
+        @Option(
+            name: .long,
+            help:
+                "This worker's name on the root (A-Z a-z 0-9 . _ -, at most 64; default HOST-PID): several workers may share a root."
+        )
+        var worker: String?
+
+        @Option(
+            name: .long,
+            help:
+                "Seconds a worker's lease lasts unrenewed before another worker takes its models over (1 to 3600; default 60)."
+        )
+        var leaseSeconds: Double = 60
+
         func validate() throws {
             if once == watch { throw ValidationError("give exactly one of --once and --watch") }
+            if let worker, !Intake.isValidWorkerName(worker) {
+                throw ValidationError(
+                    "--worker \(worker): expected 1 to 64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+            }
+            if !(leaseSeconds >= 1 && leaseSeconds <= 3600) {
+                throw ValidationError("--lease-seconds \(leaseSeconds): expected 1 to 3600")
+            }
         }
 
         func run() throws {
@@ -67,12 +88,18 @@ extension Airlock {
             }
             do {
                 let loaded = try policy.map { p throws(IntakeError) in try IntakePolicy.load(p) } ?? IntakePolicy()
-                let intake = try Intake(root: root, policy: loaded, socket: socket ?? Remote.socket, log: log)
+                let intake = try Intake(
+                    root: root, policy: loaded, socket: socket ?? Remote.socket, worker: worker,
+                    leaseSeconds: leaseSeconds, log: log)
                 if let signals {
                     try intake.watch(signals: signals) { IntakeCommand.print($0) }
+                    // Lost to another worker: exit 75 (EX_TEMPFAIL), which a service manager restarts.
+                    if intake.leaseLost != nil { throw ExitCode(75) }
+                    intake.leave()
                     return
                 }
                 let (outcomes, waiting) = intake.runOnce()
+                intake.leave()
                 for outcome in outcomes { IntakeCommand.print(outcome) }
                 for (name, why) in waiting { writeStdout(Array("waiting   \(name): \(why)\n".utf8)) }
                 if outcomes.contains(where: { $0.decision == nil }) { throw ExitCode(2) }

@@ -232,9 +232,9 @@ extension IntakeTests {
         // crash; in life, a link or descriptor the uploader kept).
         let crashed = try setup.once(environment: ["AIRLOCK_INTAKE_CRASH_AT": "moved-in"])
         #expect(crashed.signal == SIGKILL, "\(crashed.status) \(crashed.stderr)")
-        let id = try #require(
-            try FileManager.default.contentsOfDirectory(atPath: setup.root + "/.airlock/delivered").first)
-        let writer = open("\(setup.root)/.airlock/delivered/\(id)/model.safetensors", O_RDWR)
+        let delivered = try #require(IntakeTests.deliveredFolders(setup.root).first)
+        let id = try #require(try FileManager.default.contentsOfDirectory(atPath: delivered).first)
+        let writer = open("\(delivered)/\(id)/model.safetensors", O_RDWR)
         #expect(writer >= 0)
         let held = try setup.once()
         #expect(held.stderr.contains("model.safetensors is open for writing again"), "\(held.stderr)")

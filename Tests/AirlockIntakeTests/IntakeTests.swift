@@ -62,11 +62,12 @@ struct IntakeTests {
             }
             // The delivery as the uploader made it, kept aside from the take until the intake's own copy is
             // released: the model's place only while no copy of it exists yet.
-            for id in (try? fm.contentsOfDirectory(atPath: root + "/.airlock/delivered")) ?? []
-            where !id.hasSuffix(".discard") {
-                for entry in (try? fm.contentsOfDirectory(atPath: "\(root)/.airlock/delivered/\(id)")) ?? []
-                where found[entry] == nil {
-                    found[entry] = [".airlock/delivered/\(id)"]
+            for delivered in IntakeTests.deliveredFolders(root) {
+                for id in (try? fm.contentsOfDirectory(atPath: delivered)) ?? [] where !id.hasSuffix(".discard") {
+                    for entry in (try? fm.contentsOfDirectory(atPath: "\(delivered)/\(id)")) ?? []
+                    where found[entry] == nil {
+                        found[entry] = ["\(delivered.dropFirst(root.count + 1))/\(id)"]
+                    }
                 }
             }
             return found
@@ -111,10 +112,41 @@ struct IntakeTests {
         }
         let quarantine = (try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/quarantine")) ?? []
         #expect(quarantine.isEmpty, "\(context): quarantine/ still holds \(quarantine)")
-        let delivered = (try? FileManager.default.contentsOfDirectory(atPath: setup.root + "/.airlock/delivered")) ?? []
-        #expect(delivered.isEmpty, "\(context): .airlock/delivered/ still holds \(delivered)")
-        let journal = (try? Data(contentsOf: URL(fileURLWithPath: setup.root + "/.airlock/journal"))) ?? Data([1])
-        #expect(journal.isEmpty, "\(context): the journal was not emptied: \(String(decoding: journal, as: UTF8.self))")
+        for folder in IntakeTests.deliveredFolders(setup.root) {
+            let delivered = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            #expect(delivered.isEmpty, "\(context): \(folder) still holds \(delivered)")
+        }
+        IntakeTests.checkNoWorkerLeft(setup.root, context)
+    }
+
+    /// The `delivered/` folders of every worker of the root (and of folders taken over, not yet adopted), and the
+    /// `.airlock/delivered/` of intakes from before workers.
+    static func deliveredFolders(_ root: String) -> [String] {
+        let fm = FileManager.default
+        var out = [root + "/.airlock/delivered"]
+        for worker in (try? fm.contentsOfDirectory(atPath: root + "/.airlock/workers")) ?? [] {
+            let folder = "\(root)/.airlock/workers/\(worker)"
+            out.append(folder + "/delivered")
+            for dead in (try? fm.contentsOfDirectory(atPath: folder + "/takeover")) ?? [] {
+                out.append("\(folder)/takeover/\(dead)/delivered")
+            }
+        }
+        return out.filter { fm.fileExists(atPath: $0) }
+    }
+
+    /// Every worker that ran on the root left cleanly or was taken over and adopted: `.airlock/workers/` is empty,
+    /// so no journal holds anything, and the legacy journal is gone.
+    static func checkNoWorkerLeft(_ root: String, _ context: String) {
+        let workers = (try? FileManager.default.contentsOfDirectory(atPath: root + "/.airlock/workers")) ?? []
+        var journals: [String] = []
+        for worker in workers {
+            let journal = "\(root)/.airlock/workers/\(worker)/journal"
+            journals.append("\(worker): " + ((try? String(contentsOfFile: journal, encoding: .utf8)) ?? "(none)"))
+        }
+        #expect(workers.isEmpty, "\(context): workers left on the root: \(journals)")
+        #expect(
+            !FileManager.default.fileExists(atPath: root + "/.airlock/journal"),
+            "\(context): the journal of an intake from before workers was not adopted")
     }
 
     /// The entries under `path` (itself included) that are not as released models must be: folders 0555, files 0444
