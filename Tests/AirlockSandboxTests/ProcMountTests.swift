@@ -50,11 +50,22 @@ struct ProcMountTests {
         }
     }
 
-    @Test("here /proc is this PID namespace's: nothing was done at start and nothing is refused")
+    /// Here (or, on a runner whose /proc is the parent's, after the private one was mounted at start) /proc is this
+    /// namespace's: nothing is refused.
+    @Test("here /proc is this PID namespace's (or was made so at start): nothing is refused")
     func ownProc() throws {
-        #expect(ProcMount.start == .own)
+        if case .foreign = ProcMount.start { Issue.record("start: \(ProcMount.start)") }
         #expect(ProcMount.selfPid() == getpid())
         #expect(ProcMount.problem() == nil)
+    }
+
+    @Test("a /proc that is not a procfs is never taken for one, even with a self link naming this process")
+    func notProcfs() throws {
+        let dir = "/tmp/airlock-fake-proc-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: "\(dir)/self", withDestinationPath: "\(getpid())")
+        #expect(ProcMount.selfPid(procRoot: dir) == nil)
     }
 
     @Test(
