@@ -108,7 +108,7 @@ let package = Package(
             name: "AirlockDaemon",
             dependencies: [
                 "AirlockNames", "AirlockProbe", "AirlockSandbox", "AirlockAnalysis", "AirlockFormats", "AirlockJSON",
-                "AirlockSystem", "CDaemon",
+                "AirlockSystem", "AirlockTrace", "CDaemon",
             ]
         ),
         // The quarantine stage of model intake: incoming → quarantine → approved / rejected, journaled.
