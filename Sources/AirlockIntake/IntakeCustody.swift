@@ -43,6 +43,8 @@ extension Intake {
             throw IntakeError("cannot copy it into quarantine: \(error.message)", errno: error.errno)
         }
         CrashPoint.hit("copied")
+        // A worker that lost its lease does not name a copy: the worker that took over makes its own.
+        try lease.fence()
         let named = Intake.copying.withCString { copying in
             taken.name.withCString { FileSystem.renameNoReplace(q, copying, q, $0) }
         }

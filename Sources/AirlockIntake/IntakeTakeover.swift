@@ -85,7 +85,12 @@ extension Intake {
         let key = theirs.map { "\($0["counter"] ?? "")/\($0["time"] ?? "")" } ?? "none/\(st.st_ino)"
         let still = sightings.unchanged(other, key)
         if still >= length { return "its lease was not renewed for \(Int(still)) s" }
-        let written = Double(theirs?["time"] ?? "") ?? Double(st.st_mtim.tv_sec)
+        // The lease file's mtime, not the time its writer wrote in it: a file server sets mtimes from its own clock,
+        // so only this host's and the server's clocks need to agree (within a lease), never two workers' hosts.
+        var leaseStat = stat()
+        let written =
+            fstatat(fd, "lease", &leaseStat, AT_SYMLINK_NOFOLLOW) == 0
+            ? Double(leaseStat.st_mtim.tv_sec) : Double(st.st_mtim.tv_sec)
         if Intake.wallClock() - written > 2 * length {
             return "its lease was last written \(Int(Intake.wallClock() - written)) s ago"
         }
