@@ -57,6 +57,12 @@ public final class Metrics: @unchecked Sendable {
         }
     }
 
+    /// One request refused with `code` for `reason` (which limit: `queue-full`, `peer-connections`, …). Until the
+    /// metrics count reasons, the reason is not kept.
+    func refused(method: String, code: ReplyCode, reason: String) {
+        refused(method: method, code: code)
+    }
+
     private func quantiles() -> (p50: Double, p90: Double, p99: Double, max: Double, count: Int) {
         let sorted = latencies.sorted()
         guard !sorted.isEmpty else { return (0, 0, 0, 0, 0) }

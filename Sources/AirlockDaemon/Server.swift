@@ -32,6 +32,8 @@ public final class Server: @unchecked Sendable {
 
     var connections: [UInt64: Connection] = [:]
     var nextConnection: UInt64 = 1
+    /// Open connections by peer uid, for `maxConnectionsPerUid`.
+    var connectionsPerUid: [uid_t: Int] = [:]
     var stopping = false
     var graceDeadline: UInt64 = 0
     /// While the descriptor table is full, the listening socket is not polled until then (monotonic ns).
@@ -56,7 +58,11 @@ public final class Server: @unchecked Sendable {
         } catch {
             throw ConfigError(error.description, errno: error.errno)
         }
-        pool = try WorkerPool(workers: config.maxConcurrent, capacity: config.queue, metrics: metrics)
+        pool = try WorkerPool(
+            detonation: .init(workers: config.maxConcurrent, capacity: config.queue, perUid: config.effectiveQueuePerUid),
+            fast: .init(
+                workers: config.staticWorkers, capacity: config.staticQueue, perUid: max(1, config.staticQueue / 2)),
+            defaultRuntime: runtimes.defaultName, metrics: metrics)
 
         var gids = Set<gid_t>()
         for name in config.allowGroups {
@@ -103,7 +109,7 @@ public final class Server: @unchecked Sendable {
         // identity) could not open the daemon's 0700 cache directory, and the cache would stay off.
         _ = DigestCache.shared.isEnabled
         let context = self.context
-        pool.start { $0.run(context) }
+        pool.start { job, lane in job.run(context, lane: lane) }
         warmPool.start()
         Systemd.notify("READY=1\nSTATUS=answering on \(listener.shownName)")
         serve()

@@ -39,6 +39,15 @@ struct AirlockD: ParsableCommand {
     @Option(name: .long, help: "Requests that may wait for a worker before the answer is busy (default 64).")
     var queue: Int?
 
+    @Option(name: .customLong("static-workers"), help: "Workers of the static lane: scans, probes without a sandbox (default 2).")
+    var staticWorkers: Int?
+
+    @Option(name: .customLong("queue-per-uid"), help: "Requests of one uid that may wait for a detonation (default: half the queue).")
+    var queuePerUid: Int?
+
+    @Option(name: .customLong("max-connections-per-uid"), help: "Connections one uid may hold (default: maxConnections / 4).")
+    var maxConnectionsPerUid: Int?
+
     @Option(name: .long, help: "Sandbox profile, name or path (default: default).")
     var profile: String?
 
@@ -61,6 +70,9 @@ struct AirlockD: ParsableCommand {
             if !allowGroups.isEmpty { settings.allowGroups = allowGroups }
             if let maxConcurrent { settings.maxConcurrent = maxConcurrent }
             if let queue { settings.queue = queue }
+            if let staticWorkers { settings.staticWorkers = staticWorkers }
+            if let queuePerUid { settings.queuePerUid = queuePerUid }
+            if let maxConnectionsPerUid { settings.maxConnectionsPerUid = maxConnectionsPerUid }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
             var named = Set<String>()
