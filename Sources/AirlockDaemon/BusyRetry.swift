@@ -50,7 +50,8 @@ public struct BusyRetry: Sendable {
                 let wait = min(delay(attempt: tries), left)
                 tries += 1
                 var ts = timespec(tv_sec: Int(wait), tv_nsec: Int((wait - wait.rounded(.down)) * 1e9))
-                while nanosleep(&ts, &ts) != 0 && errno == EINTR {}
+                var rest = timespec()
+                while nanosleep(&ts, &rest) != 0 && errno == EINTR { ts = rest }
             }
         }
     }

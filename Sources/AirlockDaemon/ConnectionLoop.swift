@@ -48,14 +48,16 @@ final class Connection {
 
     /// Whether the connection may be closed to make room for another (docs/daemon.md, "Back-pressure"): nothing in
     /// flight, no reply or message half way, no descriptor held, and nothing sent that the loop has not read yet
-    /// (a request still in the socket would be lost; its client would be told to retry, but need not be).
+    /// (a request still in the socket would be lost; its client would be told to retry, but need not be). A
+    /// connection its client has closed is idle.
     var isIdle: Bool {
         guard !inFlight && !closing && out.isEmpty && partialSince == nil && fds.isEmpty && !reader.hasPartial else {
             return false
         }
         var byte: UInt8 = 0
         let n = recv(fd.rawValue, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+        // End of input: the client left and the loop has not seen it yet; nothing is lost by closing.
+        return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
     }
 
     /// Closes the descriptors received and not given to a request.
@@ -190,7 +192,7 @@ extension Server {
                         reason: "peer-connections"))
                 return false
             }
-            close(
+            evict(
                 victim,
                 "closed after \(victim.idleSeconds) s idle to admit another connection of uid \(peer.uid) (at most \(perUid) per uid)",
                 reason: "peer-connections")
@@ -205,7 +207,7 @@ extension Server {
                         reason: "connections"))
                 return false
             }
-            close(
+            evict(
                 victim,
                 "closed after \(victim.idleSeconds) s idle to admit another connection (at most \(config.maxConnections))",
                 reason: "connections")
@@ -220,7 +222,7 @@ extension Server {
     }
 
     /// Closes an idle connection to make room, telling its client why with a `busy` notice (`"id": null`).
-    private func close(_ c: Connection, _ message: String, reason: String) {
+    private func evict(_ c: Connection, _ message: String, reason: String) {
         Log.write(.info, "connection of uid \(c.peer.uid) (pid \(c.peer.pid)) \(message)")
         c.sendNow(Reply.busy(id: .null, message, reason: reason))
         drop(c)

@@ -137,7 +137,7 @@ public struct DaemonBackend: Sendable {
                 connected = try connect()
                 client = connected
             }
-            do {
+            do throws(ClientError) {
                 return try examine(fd: fd, name: name, with: connected)
             } catch {
                 // The daemon closed it (a busy notice), or the stream cannot be trusted: the next request connects.

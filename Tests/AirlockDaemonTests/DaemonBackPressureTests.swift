@@ -1,3 +1,4 @@
+import AirlockAnalysis
 import AirlockDaemon
 import AirlockJSON
 import Foundation
@@ -33,19 +34,28 @@ struct DaemonBackPressureTests {
     }
 
     /// Probes `path` through `DaemonBackend`, which retries `busy`; the outcome as the caller of the API sees it.
-    static func probeRetrying(_ socket: String, _ path: String, method: DaemonRequest.Method = .probe) -> ProbeOutcome {
+    /// What one retrying request came to: nil `code` when answered.
+    struct Outcome: Sendable, CustomStringConvertible {
+        var code: String?
+        var message = ""
+        var verdicts: [String] = []
+        var seconds = 0.0
+        var description: String { code.map { "error \($0): \(message)" } ?? "ok \(verdicts) after \(seconds) s" }
+    }
+
+    static func probeRetrying(_ socket: String, _ path: String, method: DaemonRequest.Method = .probe) -> Outcome {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return ProbeOutcome(code: "open", message: path) }
+        guard fd >= 0 else { return Outcome(code: "open", message: path) }
         defer { close(fd) }
         let start = Date()
         let backend = DaemonBackend(socket: socket, method: method, retry: BusyRetry(seconds: 120))
         var client: DaemonClient? = nil
         do throws(ClientError) {
             let reports = try backend.examine(fd: fd, name: path, with: &client)
-            return ProbeOutcome(
+            return Outcome(
                 code: nil, verdicts: reports.map(\.verdict.rawValue), seconds: Date().timeIntervalSince(start))
         } catch {
-            return ProbeOutcome(code: error.code, message: error.message, seconds: Date().timeIntervalSince(start))
+            return Outcome(code: error.code, message: error.message, seconds: Date().timeIntervalSince(start))
         }
     }
 
@@ -60,7 +70,7 @@ struct DaemonBackPressureTests {
             defer { daemon.stop() }
             let model = try DaemonBackPressureTests.plainPickle(dir)
             let socket = daemon.socket
-            let results = Collector<ProbeOutcome>()
+            let results = Collector<Outcome>()
             onThreads(100, into: results) { _ in DaemonBackPressureTests.probeRetrying(socket, model) }
             let done = results.wait(count: 100, timeout: 170)
             #expect(done.count == 100, "\(100 - done.count) clients never heard back")
@@ -81,7 +91,7 @@ struct DaemonBackPressureTests {
         let daemon = try TestDaemon(config: ["staticWorkers": 1, "staticQueue": 4, "maxConnections": 1024])
         defer { daemon.stop() }
         let socket = daemon.socket
-        let results = Collector<ProbeOutcome>()
+        let results = Collector<Outcome>()
         onThreads(150, into: results) { _ in DaemonBackPressureTests.probeRetrying(socket, model, method: .scan) }
         let done = results.wait(count: 150, timeout: 120)
         #expect(done.count == 150, "\(150 - done.count) clients never heard back")

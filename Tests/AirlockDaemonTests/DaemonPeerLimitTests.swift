@@ -45,6 +45,7 @@ struct DaemonPeerLimitTests {
         """
 
     static func asNobody(_ socket: String, _ extra: [String] = []) throws -> [String: Any] {
+        chmod(socket, 0o666)
         let run = try runProgram(
             "/usr/bin/setpriv",
             ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", nobodyClient, socket]
@@ -73,7 +74,7 @@ struct DaemonPeerLimitTests {
 
     @Test("one uid cannot fill the detonation queue: past its share it is told busy (peer-queue-full), another is not")
     func queuePerUid() throws {
-        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "2"]) { dir, daemon in
+        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "2", "--allow-uid", "65534"]) { dir, daemon in
             let socket = daemon.socket
             let slow = "\(dir)/cpu_loop.pkl"
             chmod(dir, 0o755)
@@ -82,7 +83,7 @@ struct DaemonPeerLimitTests {
             for i in 0..<3 {
                 let fd = RawClient.connect(socket)
                 open.append(fd)
-                DaemonPeerLimitTests.sendProbe(fd, slow, timeout: 4)
+                DaemonPeerLimitTests.sendProbe(fd, slow, timeout: 10)
                 if i == 0 {
                     #expect(waitFor(10) { DaemonPeerLimitTests.detonationLane(socket)["busyWorkers"] as? Int == 1 })
                 }
@@ -91,7 +92,7 @@ struct DaemonPeerLimitTests {
             // Root's third waiting request: refused at once.
             let fd = RawClient.connect(socket)
             open.append(fd)
-            DaemonPeerLimitTests.sendProbe(fd, slow, timeout: 4)
+            DaemonPeerLimitTests.sendProbe(fd, slow, timeout: 10)
             RawClient.setTimeout(fd, 10)
             guard case .success(let reply) = RawClient.readMessage(fd) else {
                 Issue.record("no reply to the request over the uid's share")
@@ -155,22 +156,30 @@ struct DaemonPeerLimitTests {
     @Test("one uid holding its cap of busy connections cannot lock another uid out; its next one is refused")
     func noLockOut() throws {
         try withDetonationDaemon(
-            ["--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "8", "--max-connections-per-uid", "3"],
-            config: ["maxConnections": 6]
+            [
+                "--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "8", "--max-connections-per-uid", "4",
+                "--allow-uid", "65534",
+            ],
+            config: ["maxConnections": 8]
         ) { dir, daemon in
             let socket = daemon.socket
             var fds: [Int32] = []
             defer { for fd in fds { close(fd) } }
-            // Root opens as many connections as it can get, each with a request in flight.
+            // Root opens as many connections as it can get, each with a request in flight (the status polls are
+            // root's too, so the last goes in once they are over).
             for _ in 0..<3 {
                 let fd = RawClient.connect(socket)
                 fds.append(fd)
-                DaemonPeerLimitTests.sendProbe(fd, "\(dir)/cpu_loop.pkl", timeout: 3)
+                DaemonPeerLimitTests.sendProbe(fd, "\(dir)/cpu_loop.pkl", timeout: 10)
             }
             #expect(waitFor(10) { DaemonPeerLimitTests.detonationLane(socket)["queueDepth"] as? Int == 2 })
-            let fourth = RawClient.connect(socket)
-            fds.append(fourth)
-            let (messages, end) = RawClient.readAll(fourth, timeout: 3)
+            let last = RawClient.connect(socket)
+            fds.append(last)
+            DaemonPeerLimitTests.sendProbe(last, "\(dir)/cpu_loop.pkl", timeout: 10)
+            usleep(500_000)
+            let fifth = RawClient.connect(socket)
+            fds.append(fifth)
+            let (messages, end) = RawClient.readAll(fifth, timeout: 3)
             #expect(end == .closed && messages.count == 1, "\(messages) \(end)")
             #expect(messages.first.map { DaemonPeerLimitTests.reason($0) } == "peer-connections", "\(messages)")
             // Another uid is served.
