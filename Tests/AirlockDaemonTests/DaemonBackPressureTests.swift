@@ -66,7 +66,8 @@ struct DaemonBackPressureTests {
     @Test("a burst of 100 probes on 2 workers and a queue of 64: the daemon says busy, the client API retries, all answered")
     func burstOfProbes() throws {
         try withSamples("models.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "64"])
+            // One world per probe: the queue is what is tested, not the worlds.
+            let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "64"], config: ["worlds": 1])
             defer { daemon.stop() }
             let model = try DaemonBackPressureTests.plainPickle(dir)
             let socket = daemon.socket
@@ -102,7 +103,7 @@ struct DaemonBackPressureTests {
 
     @Test("the CLI waits out busy: says so once on stderr, and answers the file")
     func cliRetries() throws {
-        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "0"]) { dir, daemon in
+        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "0"], config: ["worlds": 1]) { dir, daemon in
             let socket = daemon.socket
             let model = try DaemonBackPressureTests.plainPickle(dir)
             // The one detonation worker is taken by a model that loops until its deadline.
@@ -125,11 +126,11 @@ struct DaemonBackPressureTests {
 
     @Test("a static probe is answered while every detonation worker is busy, without waiting for them")
     func staticLane() throws {
-        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "4"]) { dir, daemon in
+        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "4"], config: ["worlds": 1]) { dir, daemon in
             let socket = daemon.socket
             let safetensors = try DaemonBackPressureTests.safetensors(dir)
             let slow = Collector<ProbeOutcome>()
-            onThreads(3, into: slow) { _ in probeThroughDaemon(socket, "\(dir)/cpu_loop.pkl", timeout: 6) }
+            onThreads(3, into: slow) { _ in probeThroughDaemon(socket, "\(dir)/cpu_loop.pkl", timeout: 20) }
             #expect(
                 waitFor(10) {
                     guard let status = try? daemonStatus(socket) else { return false }
@@ -149,8 +150,9 @@ struct DaemonBackPressureTests {
                 #expect(seconds < 3, "\(method) answered after \(seconds) s, behind the detonations")
             }
             let status = try daemonStatus(socket)
+            // The detonations were still going on all along (they end with the daemon).
             #expect(DaemonBackPressureTests.lane(status, "detonation")["busyWorkers"] as? Int == 1, "\(status)")
-            #expect(slow.wait(count: 3, timeout: 60).count == 3)
+            #expect(slow.snapshot.isEmpty, "\(slow.snapshot)")
         }
     }
 
