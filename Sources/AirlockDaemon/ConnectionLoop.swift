@@ -203,7 +203,8 @@ extension Server {
                 Connection.sendNow(
                     fd,
                     Reply.busy(
-                        id: .null, "too many connections (\(config.maxConnections)), none of them idle: try again later",
+                        id: .null,
+                        "too many connections (\(config.maxConnections)), none of them idle: try again later",
                         reason: "connections"))
                 return false
             }

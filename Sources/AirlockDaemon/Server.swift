@@ -59,7 +59,8 @@ public final class Server: @unchecked Sendable {
             throw ConfigError(error.description, errno: error.errno)
         }
         pool = try WorkerPool(
-            detonation: .init(workers: config.maxConcurrent, capacity: config.queue, perUid: config.effectiveQueuePerUid),
+            detonation: .init(
+                workers: config.maxConcurrent, capacity: config.queue, perUid: config.effectiveQueuePerUid),
             fast: .init(
                 workers: config.staticWorkers, capacity: config.staticQueue, perUid: max(1, config.staticQueue / 2)),
             defaultRuntime: runtimes.defaultName, metrics: metrics)

@@ -35,7 +35,7 @@ enum Remote {
         var client: DaemonClient?
         do {
             client = try daemon.connect()
-        } catch where !error.isRetryable {
+        } catch  where !error.isRetryable {
             writeStderr("airlock: \(error)\n")
             throw ExitCode(2)
         } catch {

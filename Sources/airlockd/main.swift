@@ -39,13 +39,19 @@ struct AirlockD: ParsableCommand {
     @Option(name: .long, help: "Requests that may wait for a worker before the answer is busy (default 64).")
     var queue: Int?
 
-    @Option(name: .customLong("static-workers"), help: "Workers of the static lane: scans, probes without a sandbox (default 2).")
+    @Option(
+        name: .customLong("static-workers"),
+        help: "Workers of the static lane: scans, probes without a sandbox (default 2).")
     var staticWorkers: Int?
 
-    @Option(name: .customLong("queue-per-uid"), help: "Requests of one uid that may wait for a detonation (default: half the queue).")
+    @Option(
+        name: .customLong("queue-per-uid"),
+        help: "Requests of one uid that may wait for a detonation (default: half the queue).")
     var queuePerUid: Int?
 
-    @Option(name: .customLong("max-connections-per-uid"), help: "Connections one uid may hold (default: maxConnections / 4).")
+    @Option(
+        name: .customLong("max-connections-per-uid"),
+        help: "Connections one uid may hold (default: maxConnections / 4).")
     var maxConnectionsPerUid: Int?
 
     @Option(name: .long, help: "Sandbox profile, name or path (default: default).")

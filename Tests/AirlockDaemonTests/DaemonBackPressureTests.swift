@@ -63,7 +63,9 @@ struct DaemonBackPressureTests {
         (status["lanes"] as? [[String: Any]] ?? []).first { $0["name"] as? String == name } ?? [:]
     }
 
-    @Test("a burst of 100 probes on 2 workers and a queue of 64: the daemon says busy, the client API retries, all answered")
+    @Test(
+        "a burst of 100 probes on 2 workers and a queue of 64: the daemon says busy, the client API retries, all answered"
+    )
     func burstOfProbes() throws {
         try withSamples("models.py") { dir, _ in
             // One world per probe: the queue is what is tested, not the worlds.
@@ -111,10 +113,13 @@ struct DaemonBackPressureTests {
             onThreads(1, into: slow) { _ in probeThroughDaemon(socket, "\(dir)/cpu_loop.pkl", timeout: 3) }
             #expect(
                 waitFor(10) {
-                    (try? daemonStatus(socket)).map { DaemonBackPressureTests.lane($0, "detonation")["busyWorkers"] as? Int }
+                    (try? daemonStatus(socket)).map {
+                        DaemonBackPressureTests.lane($0, "detonation")["busyWorkers"] as? Int
+                    }
                         == 1
                 })
-            let run = try runCLI(["--socket", socket, "probe", "--timeout", "30", "--format", "json", model], timeout: 60)
+            let run = try runCLI(
+                ["--socket", socket, "probe", "--timeout", "30", "--format", "json", model], timeout: 60)
             #expect(run.status == 0, "exit \(run.status): \(run.stderr) \(run.stdout)")
             #expect(run.stdout.contains("\"verdict\":\"clean\""), "\(run.stdout)")
             let notices = run.stderr.components(separatedBy: "airlockd is busy").count - 1
@@ -179,7 +184,9 @@ struct DaemonBackPressureTests {
                 let (remoteVerdict, remoteDetonated) = summary(remote.stdout)
                 #expect(remoteVerdict != nil && remoteVerdict == localVerdict, "\(path): \(remote.stdout.prefix(300))")
                 #expect(remoteDetonated == localDetonated, "\(path): detonated locally \(localDetonated)")
-                if path.hasSuffix(".npy") { #expect(remoteDetonated, "objects.npy was not detonated through the daemon") }
+                if path.hasSuffix(".npy") {
+                    #expect(remoteDetonated, "objects.npy was not detonated through the daemon")
+                }
             }
         }
     }

@@ -48,7 +48,10 @@ struct DaemonPeerLimitTests {
         chmod(socket, 0o666)
         let run = try runProgram(
             "/usr/bin/setpriv",
-            ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", nobodyClient, socket]
+            [
+                "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", nobodyClient,
+                socket,
+            ]
                 + extra)
         #expect(run.status == 0, "client as 65534: \(run.stderr)")
         guard let result = (try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8))) as? [String: Any] else {
@@ -74,7 +77,9 @@ struct DaemonPeerLimitTests {
 
     @Test("one uid cannot fill the detonation queue: past its share it is told busy (peer-queue-full), another is not")
     func queuePerUid() throws {
-        try withDetonationDaemon(["--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "2", "--allow-uid", "65534"]) { dir, daemon in
+        try withDetonationDaemon([
+            "--max-concurrent", "1", "--queue", "8", "--queue-per-uid", "2", "--allow-uid", "65534",
+        ]) { dir, daemon in
             let socket = daemon.socket
             let slow = "\(dir)/cpu_loop.pkl"
             chmod(dir, 0o755)
@@ -150,7 +155,8 @@ struct DaemonPeerLimitTests {
         fds.append(fourth)
         #expect(RawClient.request(fourth, #"{"airlock":1,"id":1,"method":"status"}"#) != nil, "the fourth was refused")
         let (messages, end) = RawClient.readAll(fds[0], timeout: 3)
-        #expect(end == .closed && messages.first.map { DaemonPeerLimitTests.reason($0) } == "connections", "\(messages)")
+        #expect(
+            end == .closed && messages.first.map { DaemonPeerLimitTests.reason($0) } == "connections", "\(messages)")
     }
 
     @Test("one uid holding its cap of busy connections cannot lock another uid out; its next one is refused")
