@@ -87,6 +87,8 @@ final class WorkerPool: @unchecked Sendable {
         var queue: [Examination] = []
         var busy = 0
         var waitingByUid: [uid_t: Int] = [:]
+        var runningByUid: [uid_t: Int] = [:]
+        var lastStarted: uid_t? = nil
         var workers: [WorkerState]
 
         init(_ limits: LaneLimits) {
@@ -108,11 +110,32 @@ final class WorkerPool: @unchecked Sendable {
             waitingByUid[job.peer.uid, default: 0] += 1
         }
 
-        func removeFirst() -> Examination {
-            let job = queue.removeFirst()
+        /// The next examination to start: the oldest of a uid with the fewest examinations running in this lane,
+        /// preferring a uid other than the one that started last, so that a uid with a long line of slow requests
+        /// (scans of huge files) delays another uid's request by about one of its own, not by the whole line.
+        /// Linear in the queue, which is bounded.
+        func removeNext() -> Examination {
+            var chosen = 0
+            var best = (Int.max, Int.max)
+            for (i, job) in queue.enumerated() {
+                let key = (runningByUid[job.peer.uid, default: 0], job.peer.uid == lastStarted ? 1 : 0)
+                if key < best {
+                    (chosen, best) = (i, key)
+                    if key == (0, 0) { break }
+                }
+            }
+            let job = queue.remove(at: chosen)
+            lastStarted = job.peer.uid
             let left = waitingByUid[job.peer.uid, default: 1] - 1
             waitingByUid[job.peer.uid] = left > 0 ? left : nil
+            runningByUid[job.peer.uid, default: 0] += 1
             return job
+        }
+
+        /// An examination of `uid` ended (or left the lane).
+        func finished(_ uid: uid_t) {
+            let left = runningByUid[uid, default: 1] - 1
+            runningByUid[uid] = left > 0 ? left : nil
         }
     }
 
@@ -155,6 +178,7 @@ final class WorkerPool: @unchecked Sendable {
                         let refused = monitor.locked { () -> QueueRefusal? in
                             let state = lanes[lane.rawValue]
                             state.busy -= 1
+                            state.finished(job.peer.uid)
                             state.workers[index] = .idle
                             var refused: QueueRefusal? = nil
                             if case .detonate = outcome, lane == .fast {
@@ -268,7 +292,7 @@ final class WorkerPool: @unchecked Sendable {
             let state = lanes[lane.rawValue]
             while state.queue.isEmpty { monitor.wait() }
             state.busy += 1
-            let job = state.removeFirst()
+            let job = state.removeNext()
             state.workers[index] = WorkerState(
                 busy: true, method: job.request.method.rawValue,
                 runtime: lane == .fast ? nil : job.request.python ?? defaultRuntime, busySinceNs: monotonicNs())

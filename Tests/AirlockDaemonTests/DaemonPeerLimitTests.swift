@@ -110,6 +110,82 @@ struct DaemonPeerLimitTests {
         }
     }
 
+    @Test("a uid with a line of slow scans delays another uid's scan by about one of them, not by the whole line")
+    func fairStaticLane() throws {
+        let daemon = try TestDaemon(["--allow-uid", "65534", "--static-workers", "1"])
+        defer { daemon.stop() }
+        let socket = daemon.socket
+        let dir = "/tmp/airlock-fair-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        chmod(dir, 0o755)
+        // Distinct sparse files (the digest cache would answer a second scan of one at once), hashed whole.
+        for i in 0..<4 {
+            FileManager.default.createFile(atPath: "\(dir)/big\(i).bin", contents: nil)
+            #expect(truncate("\(dir)/big\(i).bin", 96 << 20) == 0)
+        }
+        FileManager.default.createFile(atPath: "\(dir)/small.bin", contents: Data([0x08, 0x01]))
+        chmod("\(dir)/small.bin", 0o644)
+        let rootDone = Collector<Date>()
+        var fds: [Int32] = []
+        defer { for fd in fds { close(fd) } }
+        for i in 0..<4 {
+            let fd = RawClient.connect(socket)
+            fds.append(fd)
+            let file = open("\(dir)/big\(i).bin", O_RDONLY | O_CLOEXEC)
+            let body = #"{"airlock":1,"id":1,"method":"scan","params":{"name":"big"}}"#
+            #expect(RawClient.send(fd, RawClient.frame(body), descriptors: [file]) > 0)
+            close(file)
+        }
+        for fd in fds {
+            let thread = Thread {
+                RawClient.setTimeout(fd, 120)
+                _ = RawClient.readMessage(fd)
+                rootDone.append(Date())
+            }
+            thread.start()
+        }
+        usleep(200_000)
+        let other = try DaemonPeerLimitTests.asNobodyScan(socket, "\(dir)/small.bin")
+        let otherDone = Date()
+        #expect(other["ok"] as? Bool == true, "\(other)")
+        let root = rootDone.wait(count: 4, timeout: 120).sorted()
+        #expect(root.count == 4)
+        // At most two of root's scans (the one running, the next) may finish before the other uid's.
+        #expect(root.filter { $0 < otherDone }.count <= 2, "the other uid waited behind root's line: \(root), \(otherDone)")
+    }
+
+    /// As uid 65534: a scan of `path`, waiting up to 120 s for the reply.
+    static func asNobodyScan(_ socket: String, _ path: String) throws -> [String: Any] {
+        chmod(socket, 0o666)
+        let code = """
+            import json, os, socket, struct, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(120)
+            s.connect(sys.argv[1])
+            fd = os.open(sys.argv[2], os.O_RDONLY)
+            body = json.dumps({"airlock": 1, "id": 1, "method": "scan", "params": {"name": "m"}}).encode()
+            socket.send_fds(s, [struct.pack(">I", len(body)) + body], [fd])
+            def exact(n):
+                b = b""
+                while len(b) < n:
+                    c = s.recv(n - len(b))
+                    if not c:
+                        raise EOFError
+                    b += c
+                return b
+            n = struct.unpack(">I", exact(4))[0]
+            print(json.dumps(json.loads(exact(n))))
+            """
+        let run = try runProgram(
+            "/usr/bin/setpriv",
+            ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", code, socket, path])
+        guard let result = (try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8))) as? [String: Any] else {
+            throw DaemonTestError("client as 65534 printed \(run.stdout) \(run.stderr)")
+        }
+        return result
+    }
+
     @Test("at a uid's connection cap its longest-idle connection is closed first, with a busy notice")
     func idleClosedFirst() throws {
         let daemon = try TestDaemon(config: ["maxConnectionsPerUid": 3, "maxConnections": 100])
