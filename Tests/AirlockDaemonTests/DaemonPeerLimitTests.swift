@@ -152,7 +152,8 @@ struct DaemonPeerLimitTests {
         let root = rootDone.wait(count: 4, timeout: 120).sorted()
         #expect(root.count == 4)
         // At most two of root's scans (the one running, the next) may finish before the other uid's.
-        #expect(root.filter { $0 < otherDone }.count <= 2, "the other uid waited behind root's line: \(root), \(otherDone)")
+        #expect(
+            root.filter { $0 < otherDone }.count <= 2, "the other uid waited behind root's line: \(root), \(otherDone)")
     }
 
     /// As uid 65534: a scan of `path`, waiting up to 120 s for the reply.
@@ -179,7 +180,10 @@ struct DaemonPeerLimitTests {
             """
         let run = try runProgram(
             "/usr/bin/setpriv",
-            ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", code, socket, path])
+            [
+                "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-I", "-c", code, socket,
+                path,
+            ])
         guard let result = (try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8))) as? [String: Any] else {
             throw DaemonTestError("client as 65534 printed \(run.stdout) \(run.stderr)")
         }
