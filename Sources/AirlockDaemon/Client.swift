@@ -15,12 +15,23 @@ public struct ClientError: AirlockError {
     public let message: String
     /// The errno, when a system call on the connection failed.
     public let errno: Errno?
+    /// For `busy`: the limit that was reached (`queue-full`, `peer-queue-full`, `connections`, `peer-connections`),
+    /// when the daemon says.
+    public var reason: String? = nil
+    /// For `busy` from a queue: the requests waiting in it.
+    public var waiting: Int? = nil
+    /// Whether the daemon closed the connection after this error (an error with `"id": null`): a retry connects
+    /// again.
+    public var closed = false
     /// Creates an error.
     public init(_ code: String, _ message: String, errno: Errno? = nil) {
         self.code = code
         self.message = message
         self.errno = errno
     }
+    /// Whether the request was certainly not started, so sending it again cannot examine the file twice: the
+    /// daemon's `busy` (docs/protocol.md, "Errors"), and a connect that found the socket's backlog full.
+    public var isRetryable: Bool { code == "busy" || (code == "connect" && errno?.rawValue == EAGAIN) }
     public var description: String { message }
 }
 
@@ -111,7 +122,11 @@ public final class DaemonClient {
             case .string(let code)? = e.first(where: { $0.0 == "code" })?.1,
             case .string(let message)? = e.first(where: { $0.0 == "message" })?.1
         {
-            throw ClientError(code, "airlockd: \(message)")
+            var error = ClientError(code, "airlockd: \(message)")
+            if case .string(let reason)? = e.first(where: { $0.0 == "reason" })?.1 { error.reason = reason }
+            if case .number(let n)? = e.first(where: { $0.0 == "waiting" })?.1 { error.waiting = Int(n) }
+            error.closed = m.first(where: { $0.0 == "id" })?.1 == .null
+            throw error
         }
         throw ClientError("protocol", "airlockd's reply has neither ok nor an error")
     }

@@ -20,6 +20,8 @@ final class Connection {
     var consumed: UInt64 = 0
     var out = Wire.Outbox()
     var lastActivity: UInt64
+    /// Whole seconds since the last byte in or out, for messages.
+    var idleSeconds: UInt64 { (monotonicNs() - lastActivity) / 1_000_000_000 }
     var partialSince: UInt64?
     var stalledSince: UInt64?
     var inFlight = false
@@ -42,6 +44,20 @@ final class Connection {
     static func sendNow(_ fd: FileDescriptor, _ message: JSON) {
         let frame = Wire.frame(message)
         _ = frame.withUnsafeBytes { send(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+    }
+
+    /// Whether the connection may be closed to make room for another (docs/daemon.md, "Back-pressure"): nothing in
+    /// flight, no reply or message half way, no descriptor held, and nothing sent that the loop has not read yet
+    /// (a request still in the socket would be lost; its client would be told to retry, but need not be). A
+    /// connection its client has closed is idle.
+    var isIdle: Bool {
+        guard !inFlight && !closing && out.isEmpty && partialSince == nil && fds.isEmpty && !reader.hasPartial else {
+            return false
+        }
+        var byte: UInt8 = 0
+        let n = recv(fd.rawValue, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        // End of input: the client left and the loop has not seen it yet; nothing is lost by closing.
+        return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
     }
 
     /// Closes the descriptors received and not given to a request.
@@ -148,16 +164,69 @@ extension Server {
                 fd.close()
                 continue
             }
-            if connections.count >= config.maxConnections {
-                metrics.refused(method: "connect", code: .busy, reason: "connections")
-                Connection.sendNow(fd, Reply.error(id: .null, .busy, "too many connections (\(config.maxConnections))"))
+            guard makeRoom(for: peer, fd: fd) else {
                 fd.close()
                 continue
             }
             let id = nextConnection
             nextConnection += 1
             connections[id] = Connection(fd: fd, id: id, peer: peer, maxMessage: config.maxMessage, now: monotonicNs())
+            connectionsPerUid[uid, default: 0] += 1
         }
+    }
+
+    /// Admits a connection of `peer` within the per-uid and the global cap: at a cap, the longest-idle connection
+    /// (of that uid, or of anyone at the global cap) is closed with a `busy` notice, which a client answers by
+    /// connecting again; when none is idle, the new connection is refused with `busy` on `fd` (false). Root and the
+    /// daemon's own uid are capped like everyone: a root client is as able to hoard connections as any other.
+    private func makeRoom(for peer: Peer, fd: FileDescriptor) -> Bool {
+        let perUid = config.effectiveMaxConnectionsPerUid
+        if connectionsPerUid[peer.uid, default: 0] >= perUid {
+            let mine = connections.values.filter { $0.peer.uid == peer.uid }
+            guard let victim = longestIdle(mine) else {
+                metrics.refused(method: "connect", code: .busy, reason: "peer-connections")
+                Connection.sendNow(
+                    fd,
+                    Reply.busy(
+                        id: .null, "uid \(peer.uid) has \(perUid) connections, none of them idle: try again later",
+                        reason: "peer-connections"))
+                return false
+            }
+            evict(
+                victim,
+                "closed after \(victim.idleSeconds) s idle to admit another connection of uid \(peer.uid) (at most \(perUid) per uid)",
+                reason: "peer-connections")
+        }
+        if connections.count >= config.maxConnections {
+            guard let victim = longestIdle(connections.values) else {
+                metrics.refused(method: "connect", code: .busy, reason: "connections")
+                Connection.sendNow(
+                    fd,
+                    Reply.busy(
+                        id: .null,
+                        "too many connections (\(config.maxConnections)), none of them idle: try again later",
+                        reason: "connections"))
+                return false
+            }
+            evict(
+                victim,
+                "closed after \(victim.idleSeconds) s idle to admit another connection (at most \(config.maxConnections))",
+                reason: "connections")
+        }
+        return true
+    }
+
+    private func longestIdle<S: Sequence>(_ candidates: S) -> Connection? where S.Element == Connection {
+        var best: Connection? = nil
+        for c in candidates where best.map({ c.lastActivity < $0.lastActivity }) ?? true && c.isIdle { best = c }
+        return best
+    }
+
+    /// Closes an idle connection to make room, telling its client why with a `busy` notice (`"id": null`).
+    private func evict(_ c: Connection, _ message: String, reason: String) {
+        Log.write(.info, "connection of uid \(c.peer.uid) (pid \(c.peer.pid)) \(message)")
+        c.sendNow(Reply.busy(id: .null, message, reason: reason))
+        drop(c)
     }
 
     private func allowed(_ peer: Peer) -> Bool {
@@ -261,7 +330,9 @@ extension Server {
             answer(
                 Reply.ok(
                     id: id, "status",
-                    metrics.status(version: version, adding: [("runtimes", context.runtimes.json)])))
+                    metrics.status(
+                        version: version,
+                        adding: [("runtimes", context.runtimes.json)])))
         case .metrics:
             answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus(maxAge: Metrics.renderSeconds))))
         case .probe, .scan:
@@ -269,16 +340,13 @@ extension Server {
                 metrics.refused(method: method, code: .shuttingDown)
                 return answer(Reply.error(id: id, .shuttingDown, "airlockd is stopping"))
             }
+            // Every probe and scan enters the static lane, whose workers hand what needs a sandbox on
+            // (docs/daemon.md, "Lanes"): the I/O thread never touches the client's file, which could block it.
             let job = Examination(connection: c.id, peer: c.peer, request: request, fd: fds[0], received: monotonicNs())
-            if pool.submit(job) {
-                c.inFlight = true
+            if let refused = pool.submit(job, to: .fast) {
+                answer(pool.busyReply(job, refused, lane: .fast))
             } else {
-                metrics.refused(method: method, code: .busy, reason: "queue-full")
-                answer(
-                    Reply.error(
-                        id: id, .busy,
-                        "all \(config.maxConcurrent) workers are busy and \(config.queue) requests are waiting: try again later"
-                    ))
+                c.inFlight = true
             }
         }
     }
@@ -303,6 +371,8 @@ extension Server {
 
     func drop(_ c: Connection) {
         guard connections.removeValue(forKey: c.id) != nil else { return }
+        let left = connectionsPerUid[c.peer.uid, default: 1] - 1
+        connectionsPerUid[c.peer.uid] = left > 0 ? left : nil
         c.closeFDs()
         c.fd.close()
     }

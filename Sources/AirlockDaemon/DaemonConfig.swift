@@ -37,6 +37,20 @@ public struct DaemonConfig: Sendable {
     public var maxConcurrent = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     /// Requests that may wait for a worker before the daemon answers `busy`.
     public var queue = 64
+    /// Worker threads of the static lane (docs/daemon.md, "Lanes"): scans, and probes answered without a sandbox.
+    public var staticWorkers = 2
+    /// Requests that may wait for a static worker before the daemon answers `busy`.
+    public var staticQueue = 1024
+    /// Requests of one peer uid that may wait for a detonation worker; nil: half the queue (at least 1). In the static
+    /// lane one uid may have half of `staticQueue` waiting.
+    public var queuePerUid: Int? = nil
+    /// Connections one peer uid may hold; nil: a quarter of `maxConnections` (at least 1). At the cap, the uid's
+    /// longest-idle connection is closed to admit a new one (docs/daemon.md, "Back-pressure").
+    public var maxConnectionsPerUid: Int? = nil
+    /// `queuePerUid`, or its default.
+    public var effectiveQueuePerUid: Int { queuePerUid ?? max(1, queue / 2) }
+    /// `maxConnectionsPerUid`, or its default.
+    public var effectiveMaxConnectionsPerUid: Int { maxConnectionsPerUid ?? max(1, maxConnections / 4) }
     /// Largest message accepted, bytes.
     public var maxMessage = Wire.defaultMaxMessage
     /// Most open connections.
@@ -123,6 +137,7 @@ public struct DaemonConfig: Sendable {
             "cgroup", "python",
             "warm", "warmIdleSeconds", "warmWorlds", "worlds", "sandboxIds",
             "metricsListen", "folderMaxEntries", "folderBudgetSeconds",
+            "staticWorkers", "staticQueue", "queuePerUid", "maxConnectionsPerUid",
         ])
         self.init()
         if let f = fields["socket"] { socketPath = try f.string() }
@@ -169,6 +184,10 @@ public struct DaemonConfig: Sendable {
         }
         if let f = fields["folderMaxEntries"] { folderMaxEntries = try f.integer() }
         if let f = fields["folderBudgetSeconds"] { folderBudgetSeconds = try f.double() }
+        if let f = fields["staticWorkers"] { staticWorkers = try f.integer() }
+        if let f = fields["staticQueue"] { staticQueue = try f.integer() }
+        if let f = fields["queuePerUid"] { queuePerUid = try f.integer() }
+        if let f = fields["maxConnectionsPerUid"] { maxConnectionsPerUid = try f.integer() }
         try validate()
     }
 
@@ -181,6 +200,10 @@ public struct DaemonConfig: Sendable {
         try check((0...100_000).contains(queue), "queue: 0 to 100000")
         try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
         try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
+        try check((1...64).contains(staticWorkers), "staticWorkers: 1 to 64")
+        try check((0...100_000).contains(staticQueue), "staticQueue: 0 to 100000")
+        try check((1...100_000).contains(effectiveQueuePerUid), "queuePerUid: 1 to 100000")
+        try check((1...100_000).contains(effectiveMaxConnectionsPerUid), "maxConnectionsPerUid: 1 to 100000")
         try check((0...16).contains(warm), "warm: 0 to 16")
         try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
         try check((1...5).contains(warmWorlds), "warmWorlds: 1 to 5")

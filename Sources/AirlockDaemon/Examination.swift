@@ -79,20 +79,29 @@ struct Examination: Sendable {
         return budget
     }
 
-    /// Handles the request: a regular file (under a read lease while it is mapped) or a directory. Returns the reply:
-    /// a refusal (`busy`, reason `uid-range-exhausted`) when a sandbox it needed got no host identity of its own.
-    func run(_ context: Context) -> JSON {
+    /// Handles the request in `lane`: a regular file (under a read lease while it is mapped) or a directory. Returns
+    /// the reply; or, in the static lane, `.detonate` for a probe that needs a sandbox, with the client's descriptor
+    /// left open for the detonation lane, which examines the file from the start (docs/daemon.md, "Lanes"). The reply
+    /// is a refusal (`busy`, reason `uid-range-exhausted`) when a sandbox it needed got no host identity of its own.
+    func run(_ context: Context, lane: Lane = .detonation) -> ExaminationOutcome {
         let exhaustion = SandboxIdentities.Exhaustion()
-        return SandboxIdentities.$exhaustion.withValue(exhaustion) { examine(context, exhaustion) }
+        let outcome = SandboxIdentities.$exhaustion.withValue(exhaustion) {
+            examine(context, lane: lane, exhaustion: exhaustion)
+        }
+        if case .reply = outcome { fd.close() }
+        return outcome
     }
 
-    private func examine(_ context: Context, _ exhaustion: SandboxIdentities.Exhaustion) -> JSON {
-        defer { fd.close() }
+    private func examine(
+        _ context: Context, lane: Lane, exhaustion: SandboxIdentities.Exhaustion
+    ) -> ExaminationOutcome {
         let method = request.method.rawValue
-        func refuse(_ code: ReplyCode, _ message: String) -> JSON {
+        func refuse(_ code: ReplyCode, _ message: String) -> ExaminationOutcome {
             context.metrics.refused(method: method, code: code)
-            return Reply.error(id: request.id, code, message)
+            return .reply(Reply.error(id: request.id, code, message))
         }
+        // The static lane never starts a sandbox: a probe it cannot answer statically goes on to the detonation lane.
+        let handsOver = lane == .fast && request.method == .probe
         var st = stat()
         guard fstat(fd.rawValue, &st) == 0 else {
             return refuse(.badRequest, "the descriptor cannot be examined: \(Errno.current.text)")
@@ -116,6 +125,7 @@ struct Examination: Sendable {
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
+            if handsOver { return .detonate }
             // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing).
             let walked = identity.withClient { () -> Errno? in
                 guard let own = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_DIRECTORY) else {
@@ -174,17 +184,27 @@ struct Examination: Sendable {
                 Log.write(.debug, "no read lease on \(name) (\(e.text)): analysed without one")
             }
             defer { FileSystem.releaseLease(own.rawValue) }
-            reports.append(examine(own.rawValue, name))
+            if handsOver {
+                // The same decision a probe takes (`Prober.probeWithoutSandbox`); the sniff only spares a static
+                // analysis of files that are detonated anyway.
+                guard StaticLane.mayAnswer(own.rawValue),
+                    let report = Prober.probeWithoutSandbox(fd: own.rawValue, path: name, options: options)
+                else { return .detonate }
+                reports.append(report)
+            } else {
+                reports.append(examine(own.rawValue, name))
+            }
         default:
             return refuse(.badRequest, "the descriptor is neither a regular file nor a directory")
         }
         if exhaustion.noted {
             // Reports of detonations that never ran would read as a verdict: the client is told to come back.
             context.metrics.refused(method: method, code: .busy, reason: SandboxIdentities.exhaustedReason)
-            return Reply.error(
-                id: request.id, .busy,
-                "\(SandboxIdentities.exhaustedReason): every sandbox identity of the daemon's range (sandboxIds) is held by a live sandbox; try again once one ends"
-            )
+            return .reply(
+                Reply.error(
+                    id: request.id, .busy,
+                    "\(SandboxIdentities.exhaustedReason): every sandbox identity of the daemon's range (sandboxIds) is held by a live sandbox; try again once one ends"
+                ))
         }
         if reports.last?.findings.contains(where: { $0.rule == FolderBudget.rule }) == true {
             context.metrics.partial(reason: "folder-budget")
@@ -201,7 +221,7 @@ struct Examination: Sendable {
                 .warning,
                 "the reply to \(name) (\(reports.count) reports) exceeds \(Wire.maxReply) bytes even without traces")
         }
-        return ExaminationReply.members(reports, id: request.id)
+        return .reply(ExaminationReply.members(reports, id: request.id))
     }
 }
 

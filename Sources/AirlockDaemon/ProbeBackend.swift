@@ -67,7 +67,8 @@ public enum ProbeBackend: Sendable {
             ) { reports.append($0) }
             return reports
         case .daemon(let daemon):
-            return try daemon.examine(fd: fd, name: name, with: try daemon.connect())
+            var client: DaemonClient? = nil
+            return try daemon.examine(fd: fd, name: name, with: &client)
         }
     }
 }
@@ -94,11 +95,20 @@ public struct DaemonBackend: Sendable {
     /// Folders: seconds the walk may take (`folderBudget`); nil for the daemon's (never more than its own).
     public var folderBudget: Double? = nil
 
-    /// A backend for `method` requests to the daemon at `socket`.
+    /// How `busy` is retried (`examine(fd:name:with:)` with a connection it may replace).
+    public var retry: BusyRetry
+
+    /// The seconds `busy` is retried for when the caller does not say: the detonation deadline asked for, else
+    /// airlockd's default deadline (`requestTimeoutSeconds`, 60 s).
+    public static func retrySeconds(timeout: Double?) -> Double { timeout ?? 60 }
+
+    /// A backend for `method` requests to the daemon at `socket`. `busy` is retried for `retry`'s seconds (by
+    /// default `retrySeconds(timeout:)`, silently).
     public init(
         socket: String, method: DaemonRequest.Method = .probe, timeout: Double? = nil, probePhase: Bool = true,
-        python: String? = nil, worlds: Int? = nil, worldBudget: Double? = nil
+        python: String? = nil, worlds: Int? = nil, worldBudget: Double? = nil, retry: BusyRetry? = nil
     ) {
+        self.retry = retry ?? BusyRetry(seconds: DaemonBackend.retrySeconds(timeout: timeout))
         self.worlds = worlds
         self.worldBudget = worldBudget
         self.socket = socket
@@ -120,7 +130,28 @@ public struct DaemonBackend: Sendable {
     /// Connects to the daemon.
     public func connect() throws(ClientError) -> DaemonClient { try DaemonClient(path: socket) }
 
-    /// Sends `fd` shown as `name` on `client` and reads the reports of the reply.
+    /// Sends `fd` shown as `name` and reads the reports of the reply, retrying `busy` as `retry` says: on `client`
+    /// while the daemon keeps it open, else on a new connection (`client` is then replaced; nil connects first).
+    public func examine(fd: Int32, name: String, with client: inout DaemonClient?) throws(ClientError) -> [Report] {
+        try retry.run { () throws(ClientError) -> [Report] in
+            let connected: DaemonClient
+            if let client {
+                connected = client
+            } else {
+                connected = try connect()
+                client = connected
+            }
+            do throws(ClientError) {
+                return try examine(fd: fd, name: name, with: connected)
+            } catch {
+                // The daemon closed it (a busy notice), or the stream cannot be trusted: the next request connects.
+                if error.closed || ["io", "protocol", "timeout"].contains(error.code) { client = nil }
+                throw error
+            }
+        }
+    }
+
+    /// Sends `fd` shown as `name` on `client` and reads the reports of the reply: one attempt, `busy` included.
     public func examine(fd: Int32, name: String, with client: DaemonClient) throws(ClientError) -> [Report] {
         var request = DaemonRequest(
             method: method, name: name, timeout: method == .probe ? timeout : nil, probePhase: probePhase,

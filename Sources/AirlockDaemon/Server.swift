@@ -34,6 +34,8 @@ public final class Server: @unchecked Sendable {
 
     var connections: [UInt64: Connection] = [:]
     var nextConnection: UInt64 = 1
+    /// Open connections by peer uid, for `maxConnectionsPerUid`.
+    var connectionsPerUid: [uid_t: Int] = [:]
     var stopping = false
     var graceDeadline: UInt64 = 0
     /// While the descriptor table is full, the listening socket is not polled until then (monotonic ns).
@@ -59,8 +61,11 @@ public final class Server: @unchecked Sendable {
             throw ConfigError(error.description, errno: error.errno)
         }
         pool = try WorkerPool(
-            workers: config.maxConcurrent, capacity: config.queue, metrics: metrics,
-            defaultRuntime: runtimes.defaultName)
+            detonation: .init(
+                workers: config.maxConcurrent, capacity: config.queue, perUid: config.effectiveQueuePerUid),
+            fast: .init(
+                workers: config.staticWorkers, capacity: config.staticQueue, perUid: max(1, config.staticQueue / 2)),
+            defaultRuntime: runtimes.defaultName, metrics: metrics)
         metrics.lanes = { [pool] in pool.snapshot() }
 
         var gids = Set<gid_t>()
@@ -116,7 +121,7 @@ public final class Server: @unchecked Sendable {
         // identity) could not open the daemon's 0700 cache directory, and the cache would stay off.
         _ = DigestCache.shared.isEnabled
         let context = self.context
-        pool.start { $0.run(context) }
+        pool.start { job, lane in job.run(context, lane: lane) }
         warmPool.start()
         if let metricsEndpoint {
             metricsEndpoint.start()

@@ -148,6 +148,17 @@ public enum Reply {
         ])
     }
 
+    /// A `busy` error, which a client retries (docs/protocol.md, "Errors"): `reason` names the limit that was reached
+    /// (`queue-full`, `peer-queue-full`, `connections`, `peer-connections`) and `waiting` the requests waiting in the
+    /// lane that refused, when a queue refused.
+    public static func busy(id: JSON, _ message: String, reason: String, waiting: Int? = nil) -> JSON {
+        var error: [(String, JSON)] = [
+            ("code", .string(ReplyCode.busy.rawValue)), ("message", .string(message)), ("reason", .string(reason)),
+        ]
+        if let waiting { error.append(("waiting", .int(waiting))) }
+        return .object([("airlock", .int(Wire.version)), ("id", id), ("ok", .bool(false)), ("error", .object(error))])
+    }
+
     /// `{"airlock": 1, "id": …, "ok": true, KEY: VALUE}`.
     public static func ok(id: JSON, _ key: String, _ value: JSON) -> JSON {
         .object([("airlock", .int(Wire.version)), ("id", id), ("ok", .bool(true)), (key, value)])

@@ -8,19 +8,15 @@ internal import CDaemon
 
 /// One worker thread, for `status` and the metrics.
 struct WorkerState: Sendable {
-    /// Whether it is handling a request.
     let busy: Bool
-    /// The request's method, while busy.
     let method: String?
-    /// The runtime the request names (its default when it names none; `""` for a scan), while busy.
     let runtime: String?
-    /// Since when it handles the request (monotonic ns), while busy.
     let busySinceNs: UInt64?
 
     static let idle = WorkerState(busy: false, method: nil, runtime: nil, busySinceNs: nil)
 }
 
-/// One lane of workers: "static" (answered without a sandbox) or "detonation".
+/// One lane: "static" (answered without a sandbox) or "detonation".
 struct LaneSnapshot: Sendable {
     let name: String
     let workers: [WorkerState]
@@ -29,34 +25,135 @@ struct LaneSnapshot: Sendable {
     let queuedByRuntime: [String: Int]
 }
 
-/// A fixed number of worker threads taking examinations from a bounded queue. Each worker handles one at a time and
-/// hands its reply back to the I/O thread, which owns every connection, through a wake-up pipe: the I/O thread never
-/// waits for a worker, and a worker never touches a connection.
+extension LaneSnapshot {
+    /// The lanes in the `status` reply: each with its capacity, busy and idle workers and waiting requests by runtime.
+    static func json(_ lanes: [LaneSnapshot]) -> JSON {
+        .array(
+            lanes.map { lane in
+                .object([
+                    ("name", .string(lane.name)), ("workers", .int(lane.workers.count)),
+                    ("busyWorkers", .int(lane.workers.filter(\.busy).count)), ("capacity", .int(lane.capacity)),
+                    ("queueDepth", .int(lane.queuedByRuntime.values.reduce(0, +))),
+                    (
+                        "queuedByRuntime",
+                        .object(lane.queuedByRuntime.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })
+                    ),
+                ])
+            })
+    }
+}
+
+/// The two lanes of the worker pool (docs/daemon.md, "Lanes"). Every probe and scan enters the static lane; only
+/// its workers decide (with the same code a probe uses) that a file needs a sandbox, and hand the request on.
+enum Lane: Int, Sendable, CaseIterable {
+    /// Scans, and probes the static analysis answers whole. Its workers never start a sandbox.
+    case fast = 0
+    /// Probes that detonate, and folders.
+    case detonation = 1
+
+    /// The name in `status` and the metrics.
+    var name: String { self == .fast ? "static" : "detonation" }
+}
+
+/// What a worker made of an examination: the reply, or (static lane only) that it needs a sandbox.
+enum ExaminationOutcome: Sendable {
+    case reply(JSON)
+    case detonate
+}
+
+/// Why a lane did not take a request: the `reason` of the `busy` reply and of the refusal's count.
+enum QueueRefusal: String, Sendable {
+    case queueFull = "queue-full"
+    case peerQueueFull = "peer-queue-full"
+}
+
+/// Fixed sets of worker threads, one per lane, each taking examinations from its lane's bounded queue. Each worker
+/// handles one at a time and hands its reply back to the I/O thread, which owns every connection, through a wake-up
+/// pipe: the I/O thread never waits for a worker, and a worker never touches a connection. One monitor guards both
+/// lanes, so a hand-over from the static lane to the detonation lane is checked and made at once.
 final class WorkerPool: @unchecked Sendable {
-    /// Worker threads.
-    let workers: Int
-    /// Examinations that may wait for a worker.
-    let capacity: Int
+    /// Limits of one lane.
+    struct LaneLimits: Sendable {
+        /// Worker threads.
+        let workers: Int
+        /// Examinations that may wait for a worker.
+        let capacity: Int
+        /// Examinations of one peer uid that may wait for a worker.
+        let perUid: Int
+    }
+
+    private final class LaneState {
+        let limits: LaneLimits
+        var queue: [Examination] = []
+        var busy = 0
+        var waitingByUid: [uid_t: Int] = [:]
+        var runningByUid: [uid_t: Int] = [:]
+        var lastStarted: uid_t? = nil
+        var workers: [WorkerState]
+
+        init(_ limits: LaneLimits) {
+            self.limits = limits
+            workers = Array(repeating: .idle, count: limits.workers)
+        }
+
+        /// Whether `uid` may queue one more: the global and the per-uid bound, each with room for a request an idle
+        /// worker is about to take.
+        func refusal(for uid: uid_t) -> QueueRefusal? {
+            let idle = limits.workers - busy
+            if queue.count >= limits.capacity + idle { return .queueFull }
+            if waitingByUid[uid, default: 0] >= limits.perUid + idle { return .peerQueueFull }
+            return nil
+        }
+
+        func append(_ job: Examination) {
+            queue.append(job)
+            waitingByUid[job.peer.uid, default: 0] += 1
+        }
+
+        /// The next examination to start: the oldest of a uid with the fewest examinations running in this lane,
+        /// preferring a uid other than the one that started last, so that a uid with a long line of slow requests
+        /// (scans of huge files) delays another uid's request by about one of its own, not by the whole line.
+        /// Linear in the queue, which is bounded.
+        func removeNext() -> Examination {
+            var chosen = 0
+            var best = (Int.max, Int.max)
+            for (i, job) in queue.enumerated() {
+                let key = (runningByUid[job.peer.uid, default: 0], job.peer.uid == lastStarted ? 1 : 0)
+                if key < best {
+                    (chosen, best) = (i, key)
+                    if key == (0, 0) { break }
+                }
+            }
+            let job = queue.remove(at: chosen)
+            lastStarted = job.peer.uid
+            let left = waitingByUid[job.peer.uid, default: 1] - 1
+            waitingByUid[job.peer.uid] = left > 0 ? left : nil
+            runningByUid[job.peer.uid, default: 0] += 1
+            return job
+        }
+
+        /// An examination of `uid` ended (or left the lane).
+        func finished(_ uid: uid_t) {
+            let left = runningByUid[uid, default: 1] - 1
+            runningByUid[uid] = left > 0 ? left : nil
+        }
+    }
+
     /// Readable when replies are ready (`takeReplies`): the I/O loop polls it.
     let wakeup: FileDescriptor
     private let wakeWrite: FileDescriptor
     private let metrics: Metrics
     private let monitor = Monitor()
-    private var queue: [Examination] = []
-    private var busy = 0
-    private var replies: [(connection: UInt64, frame: [UInt8])] = []
-    /// Each worker thread's state, by index.
-    private var states: [WorkerState]
-    /// The runtime a probe that names none gets, for the per-runtime figures.
+    private let lanes: [LaneState]
+    /// The runtime a detonation without a `python` parameter uses, for `queuedByRuntime`.
     private let defaultRuntime: String
+    private var replies: [(connection: UInt64, frame: [UInt8])] = []
 
     /// Makes the wake-up pipe; `start` starts the threads.
-    init(workers: Int, capacity: Int, metrics: Metrics, defaultRuntime: String = "") throws(ConfigError) {
-        self.workers = workers
-        self.capacity = capacity
-        self.metrics = metrics
+    init(detonation: LaneLimits, fast: LaneLimits, defaultRuntime: String, metrics: Metrics) throws(ConfigError) {
+        lanes = [LaneState(fast), LaneState(detonation)]
         self.defaultRuntime = defaultRuntime
-        states = [WorkerState](repeating: .idle, count: workers)
+        self.metrics = metrics
         var pipeFDs: [Int32] = [0, 0]
         guard airlock_wake_pipe(&pipeFDs) == 0 else {
             let error = SystemCallError("pipe2")
@@ -66,48 +163,111 @@ final class WorkerPool: @unchecked Sendable {
         wakeWrite = FileDescriptor(pipeFDs[1])
     }
 
-    /// Starts the worker threads, each running `work` on one examination at a time.
-    func start(_ work: @escaping @Sendable (Examination) -> JSON) {
-        for index in 0..<workers {
-            startThread { [self] in
-                while true {
-                    let job = next(index)
-                    let reply = work(job)
-                    monitor.locked {
-                        busy -= 1
-                        states[index] = .idle
-                        metrics.setQueue(queue.count, busy: busy)
+    /// The limits of `lane`.
+    func limits(_ lane: Lane) -> LaneLimits { lanes[lane.rawValue].limits }
+
+    /// Starts the worker threads of both lanes, each running `work` on one examination at a time. An examination
+    /// the static lane says needs a sandbox goes to the detonation lane (or is answered `busy` when that is full).
+    func start(_ work: @escaping @Sendable (Examination, Lane) -> ExaminationOutcome) {
+        for lane in Lane.allCases {
+            for index in 0..<lanes[lane.rawValue].limits.workers {
+                startThread { [self] in
+                    while true {
+                        let job = next(lane, worker: index)
+                        let outcome = work(job, lane)
+                        let refused = monitor.locked { () -> QueueRefusal? in
+                            let state = lanes[lane.rawValue]
+                            state.busy -= 1
+                            state.finished(job.peer.uid)
+                            state.workers[index] = .idle
+                            var refused: QueueRefusal? = nil
+                            if case .detonate = outcome, lane == .fast {
+                                let target = lanes[Lane.detonation.rawValue]
+                                refused = target.refusal(for: job.peer.uid)
+                                if refused == nil {
+                                    target.append(job)
+                                    monitor.broadcast()
+                                }
+                            }
+                            publish()
+                            return refused
+                        }
+                        switch outcome {
+                        case .reply(let reply):
+                            finish(job.connection, reply)
+                        case .detonate where lane == .detonation:
+                            // Never: the detonation lane answers everything itself.
+                            job.fd.close()
+                            finish(job.connection, Reply.error(id: job.request.id, .internalError, "no lane left"))
+                        case .detonate:
+                            if let refused {
+                                job.fd.close()
+                                finish(job.connection, busyReply(job, refused, lane: .detonation))
+                            }
+                        }
                     }
-                    finish(job.connection, reply)
                 }
             }
         }
     }
 
-    /// Queues `job`; false when every worker is busy and the queue is full (the caller answers `busy`).
-    func submit(_ job: Examination) -> Bool {
-        monitor.locked { () -> Bool in
-            guard queue.count < capacity + (workers - busy) else { return false }
-            queue.append(job)
-            metrics.setQueue(queue.count, busy: busy)
+    /// Queues `job` on `lane`; the refusal when the lane is full, globally or for the job's peer uid (the caller
+    /// answers `busy`, `busyReply`).
+    func submit(_ job: Examination, to lane: Lane) -> QueueRefusal? {
+        monitor.locked { () -> QueueRefusal? in
+            let state = lanes[lane.rawValue]
+            if let refused = state.refusal(for: job.peer.uid) { return refused }
+            state.append(job)
+            publish()
             monitor.broadcast()
-            return true
+            return nil
         }
     }
 
-    /// Takes every examination not yet started (on shutdown: they will not start).
+    /// The `busy` reply to `job` refused by `lane` (counted in the metrics).
+    func busyReply(_ job: Examination, _ refused: QueueRefusal, lane: Lane) -> JSON {
+        let method = job.request.method.rawValue
+        metrics.refused(method: method, code: .busy, reason: refused.rawValue)
+        let (limits, waiting) = monitor.locked { (lanes[lane.rawValue].limits, lanes[lane.rawValue].queue.count) }
+        let message =
+            refused == .queueFull
+            ? "all \(limits.workers) \(lane.name) workers are busy and \(waiting) requests are waiting: try again later"
+            : "uid \(job.peer.uid) already has \(limits.perUid) requests waiting for the \(lane.name) workers: try again later"
+        return Reply.busy(id: job.request.id, message, reason: refused.rawValue, waiting: waiting)
+    }
+
+    /// Takes every examination not yet started, in either lane (on shutdown: they will not start).
     func cancelWaiting() -> [Examination] {
         monitor.locked {
-            defer {
-                queue.removeAll()
-                metrics.setQueue(0, busy: busy)
+            var all: [Examination] = []
+            for state in lanes {
+                all += state.queue
+                state.queue.removeAll()
+                state.waitingByUid.removeAll()
             }
-            return queue
+            publish()
+            return all
         }
     }
 
     /// Whether no examination runs or waits.
-    var isIdle: Bool { monitor.locked { busy == 0 && queue.isEmpty } }
+    var isIdle: Bool { monitor.locked { lanes.allSatisfy { $0.busy == 0 && $0.queue.isEmpty } } }
+
+    /// Both lanes as they are now: each worker's state, the capacity and the waiting requests by runtime.
+    func snapshot() -> [LaneSnapshot] {
+        monitor.locked {
+            Lane.allCases.map { lane in
+                let state = lanes[lane.rawValue]
+                var byRuntime: [String: Int] = [:]
+                for job in state.queue {
+                    byRuntime[lane == .fast ? "" : job.request.python ?? defaultRuntime, default: 0] += 1
+                }
+                return LaneSnapshot(
+                    name: lane.name, workers: state.workers, capacity: state.limits.capacity,
+                    queuedByRuntime: byRuntime)
+            }
+        }
+    }
 
     /// Hands a reply to the I/O thread (from a worker, or from the I/O thread itself for an examination that will
     /// not run) and wakes it.
@@ -127,29 +287,23 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// The lane's workers and what waits, by runtime (one lane, "detonation", in this pool).
-    func snapshot() -> [LaneSnapshot] {
+    private func next(_ lane: Lane, worker index: Int) -> Examination {
         monitor.locked {
-            var queued: [String: Int] = [:]
-            for job in queue { queued[runtimeName(job), default: 0] += 1 }
-            return [LaneSnapshot(name: "detonation", workers: states, capacity: capacity, queuedByRuntime: queued)]
-        }
-    }
-
-    /// The runtime a job loads with: the one it names, the default for a probe naming none, "" for a scan.
-    private func runtimeName(_ job: Examination) -> String {
-        job.request.method == .probe ? job.request.python ?? defaultRuntime : ""
-    }
-
-    private func next(_ index: Int) -> Examination {
-        monitor.locked {
-            while queue.isEmpty { monitor.wait() }
-            busy += 1
-            let job = queue.removeFirst()
-            states[index] = WorkerState(
-                busy: true, method: job.request.method.rawValue, runtime: runtimeName(job), busySinceNs: monotonicNs())
-            metrics.setQueue(queue.count, busy: busy)
+            let state = lanes[lane.rawValue]
+            while state.queue.isEmpty { monitor.wait() }
+            state.busy += 1
+            let job = state.removeNext()
+            state.workers[index] = WorkerState(
+                busy: true, method: job.request.method.rawValue,
+                runtime: lane == .fast ? nil : job.request.python ?? defaultRuntime, busySinceNs: monotonicNs())
+            publish()
             return job
         }
+    }
+
+    /// The detonation lane's figures for the metrics (the static lane is in `snapshot`). Inside the monitor.
+    private func publish() {
+        let state = lanes[Lane.detonation.rawValue]
+        metrics.setQueue(state.queue.count, busy: state.busy)
     }
 }

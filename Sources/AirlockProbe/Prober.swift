@@ -123,19 +123,12 @@ public enum Prober {
     /// Probes the file open as `fd` (`path` names it in the report). The static analysis and the detonation see the
     /// same file: the sandbox mounts it through the descriptor, never by looking the path up again.
     public static func probe(fd: Int32, path: String, options: ProbeOptions) -> Report {
-        var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
-        if report.error != nil { return report }
-        guard let (format, compression) = harnessFormat(report, runtime: options.runtime),
-            format != .onnx || ONNXDetonation.hasRuntime(options)
-        else {
-            report.add([staticOnly(report, runtime: options.runtime)])
-            return report
-        }
-        // A descriptor without its folder (airlockd's single file): the loader could not find the external data,
-        // and a load that fails for that says nothing about the model.
-        if format == .onnx, !report.externalData.isEmpty, ModelFolder.current == nil {
-            report.add([ONNXDetonation.withoutFolder()])
-            return report
+        let report: Report
+        let format: HarnessFormat
+        let compression: String?
+        switch staticStage(fd: fd, path: path, options: options) {
+        case .answered(let answer): return answer
+        case .detonate(let r, let f, let c): (report, format, compression) = (r, f, c)
         }
         let plan = ConsumerPlan(
             format: format, modules: report.modules, runtime: options.runtime, compression: compression)
@@ -151,6 +144,39 @@ public enum Prober {
                 fileName: path.split(separator: "/").last.map(String.init))
             return (detonation, [])
         }
+    }
+
+    /// What the static analysis of a probe decided: the whole answer, or a detonation of the harness format.
+    enum StaticStage {
+        case answered(Report)
+        case detonate(Report, HarnessFormat, String?)
+    }
+
+    /// The static part of `probe(fd:path:options:)`, the one place that decides whether a file is detonated.
+    static func staticStage(fd: Int32, path: String, options: ProbeOptions) -> StaticStage {
+        var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
+        if report.error != nil { return .answered(report) }
+        guard let (format, compression) = harnessFormat(report, runtime: options.runtime),
+            format != .onnx || ONNXDetonation.hasRuntime(options)
+        else {
+            report.add([staticOnly(report, runtime: options.runtime)])
+            return .answered(report)
+        }
+        // A descriptor without its folder (airlockd's single file): the loader could not find the external data,
+        // and a load that fails for that says nothing about the model.
+        if format == .onnx, !report.externalData.isEmpty, ModelFolder.current == nil {
+            report.add([ONNXDetonation.withoutFolder()])
+            return .answered(report)
+        }
+        return .detonate(report, format, compression)
+    }
+
+    /// The probe's answer when the static analysis alone is the whole of it (the same decision `probe(fd:path:options:)`
+    /// takes, never a weaker one); nil when the file must be detonated. airlockd's static lane answers with this and
+    /// hands the nil cases to its detonation lane, which probes the file from the start.
+    public static func probeWithoutSandbox(fd: Int32, path: String, options: ProbeOptions) -> Report? {
+        if case .answered(let report) = staticStage(fd: fd, path: path, options: options) { return report }
+        return nil
     }
 
     /// The harness format for the file the static report is about, when loading it can run code and the harness can

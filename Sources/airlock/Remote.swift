@@ -24,12 +24,22 @@ enum Remote {
 
     /// Sends each path to the daemon as a descriptor; prints the reports it answers with.
     static func run(_ daemon: DaemonBackend, paths: [String], printer: inout ReportPrinter) throws {
-        let client: DaemonClient
+        var daemon = daemon
+        // Said once for the run, not per retry nor per file.
+        let said = Once()
+        daemon.retry.onWaiting = { error, seconds in
+            guard said.first() else { return }
+            let what = error.waiting.map { "\($0) waiting" } ?? error.reason ?? "busy"
+            writeStderr("airlock: airlockd is busy (\(what)); retrying for up to \(Int(seconds.rounded(.up))) s\n")
+        }
+        var client: DaemonClient?
         do {
             client = try daemon.connect()
-        } catch {
+        } catch  where !error.isRetryable {
             writeStderr("airlock: \(error)\n")
             throw ExitCode(2)
+        } catch {
+            client = nil  // a full backlog: the first request connects again, retrying
         }
         for path in paths {
             let shown = FileName(path).escaped  // as a local scan shows it
@@ -42,7 +52,7 @@ enum Remote {
             }
             defer { fd.close() }
             do throws(ClientError) {
-                for report in try daemon.examine(fd: fd.rawValue, name: shown, with: client) { printer.print(report) }
+                for report in try daemon.examine(fd: fd.rawValue, name: shown, with: &client) { printer.print(report) }
             } catch {
                 // Answers about this file go in its report; anything about the daemon or the connection ends the run.
                 if ["file-busy", "bad-request", "no-descriptor", "busy"].contains(error.code) {
@@ -51,6 +61,18 @@ enum Remote {
                     writeStderr("airlock: \(error)\n")
                     throw ExitCode(2)
                 }
+            }
+        }
+    }
+
+    /// True the first time only (the waiting notice's flag; the notice may come from any thread).
+    final class Once: @unchecked Sendable {
+        private let monitor = Monitor()
+        private var done = false
+        func first() -> Bool {
+            monitor.locked { () -> Bool in
+                defer { done = true }
+                return !done
             }
         }
     }

@@ -49,6 +49,21 @@ struct AirlockD: ParsableCommand {
         help: "Seconds a folder request may walk for (default: the request timeout, at most 60).")
     var folderBudget: Double?
 
+    @Option(
+        name: .customLong("static-workers"),
+        help: "Workers of the static lane: scans, probes without a sandbox (default 2).")
+    var staticWorkers: Int?
+
+    @Option(
+        name: .customLong("queue-per-uid"),
+        help: "Requests of one uid that may wait for a detonation (default: half the queue).")
+    var queuePerUid: Int?
+
+    @Option(
+        name: .customLong("max-connections-per-uid"),
+        help: "Connections one uid may hold (default: maxConnections / 4).")
+    var maxConnectionsPerUid: Int?
+
     @Option(name: .long, help: "Sandbox profile, name or path (default: default).")
     var profile: String?
 
@@ -87,6 +102,9 @@ struct AirlockD: ParsableCommand {
             if let queue { settings.queue = queue }
             if let folderMaxEntries { settings.folderMaxEntries = folderMaxEntries }
             if let folderBudget { settings.folderBudgetSeconds = folderBudget }
+            if let staticWorkers { settings.staticWorkers = staticWorkers }
+            if let queuePerUid { settings.queuePerUid = queuePerUid }
+            if let maxConnectionsPerUid { settings.maxConnectionsPerUid = maxConnectionsPerUid }
             if let profile { settings.profile = profile }
             if let policy { settings.policy = policy }
             if let sandboxIds {

@@ -67,7 +67,7 @@ struct DaemonTests {
     @Test("100 concurrent clients, 2 workers and a queue of 128: every one answered, clean")
     func hundredClients() throws {
         try withSamples("models.py") { dir, _ in
-            let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "128"])
+            let daemon = try TestDaemon(["--max-concurrent", "2", "--queue", "128", "--queue-per-uid", "128"])
             defer { daemon.stop() }
             let socket = daemon.socket
             // A plain pickle of plain values: the queue is what is tested, not how long torch takes to import

@@ -38,6 +38,9 @@
 #  12. a probe's worlds (issue 15): the cost of each extra world, cold and through airlockd's warm sandboxes, for a
 #      torch state_dict, a scikit-learn forest and a plain pickle, and the default's probe time, in
 #      Tests/Bench/worlds.sh (run before runtime.sh; BENCH_WORLDS=0 skips it; about 3 minutes).
+#  13. back-pressure (issue 16): p50/p99 of static-only requests while detonations saturate the workers, and 150
+#      concurrent CLI clients answered with no busy reaching the user, in Tests/Bench/backpressure.sh (run after
+#      worlds.sh; BENCH_BACKPRESSURE=0 skips it).
 #
 # Knobs (environment): BENCH_RUNS (hyperfine runs per command, default 200), BENCH_WARMUP (default 20),
 # BENCH_SYSCALLS (loop iterations of the C program, default 20000), BENCH_REPEAT (runs of the C program per
@@ -373,6 +376,10 @@ fi
 if [ "${BENCH_WORLDS:-1}" != 0 ]; then
     echo
     bash "$REPO/Tests/Bench/worlds.sh"
+fi
+if [ "${BENCH_BACKPRESSURE:-1}" != 0 ]; then
+    echo
+    bash "$REPO/Tests/Bench/backpressure.sh"
 fi
 
 RUNTIME_OK=1
