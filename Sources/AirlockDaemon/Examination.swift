@@ -212,7 +212,7 @@ struct Examination: Sendable {
         }
         context.metrics.answered(
             method: method, verdicts: reports.map(\.verdict.rawValue),
-            seconds: Double(monotonicNs() - received) / 1e9)
+            seconds: Double(monotonicNs() - received) / 1e9, lane: lane.name)
         context.metrics.detonated(reports)
         // Every verdict goes back: a reply that would pass the protocol's bound loses traces (then minor findings)
         // instead of failing. The members around the reports take little beyond the client's id.

@@ -8,9 +8,13 @@ internal import CDaemon
 
 /// One worker thread, for `status` and the metrics.
 struct WorkerState: Sendable {
+    /// Whether it is handling a request.
     let busy: Bool
+    /// The request's method, while busy.
     let method: String?
+    /// The runtime the request names (its default when it names none; `""` for a scan), while busy.
     let runtime: String?
+    /// Since when it handles the request (monotonic ns), while busy.
     let busySinceNs: UInt64?
 
     static let idle = WorkerState(busy: false, method: nil, runtime: nil, busySinceNs: nil)
@@ -23,24 +27,6 @@ struct LaneSnapshot: Sendable {
     let capacity: Int
     /// Waiting requests by runtime name ("" when the request names none and the lane runs no Python).
     let queuedByRuntime: [String: Int]
-}
-
-extension LaneSnapshot {
-    /// The lanes in the `status` reply: each with its capacity, busy and idle workers and waiting requests by runtime.
-    static func json(_ lanes: [LaneSnapshot]) -> JSON {
-        .array(
-            lanes.map { lane in
-                .object([
-                    ("name", .string(lane.name)), ("workers", .int(lane.workers.count)),
-                    ("busyWorkers", .int(lane.workers.filter(\.busy).count)), ("capacity", .int(lane.capacity)),
-                    ("queueDepth", .int(lane.queuedByRuntime.values.reduce(0, +))),
-                    (
-                        "queuedByRuntime",
-                        .object(lane.queuedByRuntime.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })
-                    ),
-                ])
-            })
-    }
 }
 
 /// The two lanes of the worker pool (docs/daemon.md, "Lanes"). Every probe and scan enters the static lane; only

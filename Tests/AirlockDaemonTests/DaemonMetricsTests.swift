@@ -113,7 +113,7 @@ struct DaemonMetricsTests {
             var status: [String: Any] = [:]
             let busy = waitFor(10) {
                 status = (try? daemonStatus(daemon.socket)) ?? [:]
-                let lane = (status["lanes"] as? [[String: Any]])?.first
+                let lane = (status["lanes"] as? [[String: Any]])?.first { $0["name"] as? String == "detonation" }
                 let worker = (lane?["workers"] as? [[String: Any]])?.first
                 return worker?["state"] as? String == "busy"
             }
@@ -127,8 +127,9 @@ struct DaemonMetricsTests {
                 return (status["queueByRuntime"] as? [String: Int]) == ["alt": 1, "system": 1]
             }
             #expect(queued, "queue by runtime: \(status)")
-            let lanes = status["lanes"] as? [[String: Any]] ?? []
-            #expect(lanes.count == 1 && lanes.first?["name"] as? String == "detonation", "\(lanes)")
+            let all = status["lanes"] as? [[String: Any]] ?? []
+            #expect(all.compactMap { $0["name"] as? String } == ["static", "detonation"], "\(all)")
+            let lanes = all.filter { $0["name"] as? String == "detonation" }
             #expect(lanes.first?["queuedByRuntime"] as? [String: Int] == ["alt": 1, "system": 1], "\(lanes)")
             #expect(lanes.first?["queueDepth"] as? Int == 2 && lanes.first?["busyWorkers"] as? Int == 1, "\(lanes)")
             let worker = (lanes.first?["workers"] as? [[String: Any]])?.first ?? [:]
