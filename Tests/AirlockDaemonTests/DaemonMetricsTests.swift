@@ -234,7 +234,7 @@ struct DaemonMetricsTests {
         #expect(parsed.samples["airlockd_request_duration_seconds_count{}"] == 3, "\(parsed.samples)")
         #expect((parsed.samples["airlockd_request_duration_seconds_sum{}"] ?? 0) > 0)
         #expect(parsed.families["airlockd_request_latency_seconds"] == "histogram")
-        #expect(parsed.samples["airlockd_request_latency_seconds_count{lane=detonation,method=scan}"] == 2)
+        #expect(parsed.samples["airlockd_request_latency_seconds_count{lane=static,method=scan}"] == 2)
         #expect(parsed.samples["airlockd_request_latency_seconds_bucket{lane=detonation,le=+Inf,method=probe}"] == 1)
     }
 
