@@ -23,7 +23,9 @@ public enum ModelSeal {
     /// most `profile.sandbox.limits.modelCopyBytes` of them: a writable file with more data is refused.
     ///
     /// With `identities` (airlockd's allocator) the sandbox's host ids are not the profile's but some of the range's:
-    /// a file that any of them could write (owner or group in the range, with the write bit) counts as writable.
+    /// a file that any of them could write (owner or group in the range, with the write bit) counts as writable. So
+    /// does a file with an extended POSIX ACL whose mask allows writing: a named entry may give the sandbox's ids
+    /// write access that the mode bits do not show.
     public static func passableDescriptor(
         _ fd: FileDescriptor, profile: Profile, identities: (any SandboxIdentitySource)? = nil
     ) throws(SandboxError) -> FileDescriptor {
@@ -44,9 +46,14 @@ public enum ModelSeal {
         let ids = profile.sandbox.user.hostIDs
         let ownerIsSandbox = st.st_uid == ids.uid || identities?.mayHandOut(uid: st.st_uid) == true
         let groupIsSandbox = st.st_gid == ids.gid || identities?.mayHandOut(gid: st.st_gid) == true
+        // An extended POSIX ACL can grant write to a named user or group (the sandbox's ids among them) whatever the
+        // owner's and group's bits say; its mask, shown as the group bits, caps every such entry.
+        let aclMayWrite =
+            st.st_mode & 0o020 != 0
+            && airlock_getxattr("/proc/self/fd/\(reopened.rawValue)", "system.posix_acl_access", nil, 0) > 0
         let writable =
             st.st_mode & 0o002 != 0 || (ownerIsSandbox && st.st_mode & 0o200 != 0)
-            || (groupIsSandbox && st.st_mode & 0o020 != 0)
+            || (groupIsSandbox && st.st_mode & 0o020 != 0) || aclMayWrite
         guard (size <= sealedCopyLimit && size <= budget) || writable else { return reopened }
         defer { reopened.close() }
         let copy = airlock_sealed_copy(reopened.rawValue, size, budget)

@@ -8,6 +8,7 @@ import AirlockSystem
 import Foundation
 import Testing
 import AirlockTestSupport
+import CSandbox
 
 /// `airlock probe` end to end: every generated sample detonated in the sandbox, with the verdict, the dynamic
 /// evidence and its phase checked, and each payload's host side effect (the canary file, the loopback listener)
@@ -186,14 +187,27 @@ struct ProbeTests {
 
     @Test(
         "the model reaches the sandbox as a descriptor it cannot write through, even with every notified call allowed",
-        arguments: [(0o666, 2), (0o644, 2), (0o644, 65 << 20)])
-    func passedDescriptorIsReadOnly(mode: Int, size: Int) throws {
+        arguments: [(0o666, 2, false), (0o644, 2, false), (0o644, 65 << 20, false), (0o640, 65 << 20, true)])
+    func passedDescriptorIsReadOnly(mode: Int, size: Int, acl: Bool) throws {
         let dir = try makeHostDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = "\(dir)/model.pkl"
         _ = FileManager.default.createFile(atPath: path, contents: Data("N.".utf8))
         chmod(path, mode_t(mode))
         truncate(path, off_t(size))  // past ModelSeal.sealedCopyLimit: a read-only reopen of the file itself
+        if acl {
+            // An access ACL granting the sandbox's host user (65534) read and write, mask rw: the mode bits (0640)
+            // hide it. Binary form of system.posix_acl_access: version 2, then (tag u16, perm u16, id u32) entries.
+            var bytes: [UInt8] = [2, 0, 0, 0]
+            for (tag, perm, id) in [
+                (1, 6, UInt32.max), (2, 6, 65534), (4, 4, UInt32.max), (0x10, 6, UInt32.max), (0x20, 0, UInt32.max),
+            ] {
+                bytes += [UInt8(tag & 0xff), UInt8(tag >> 8), UInt8(perm), 0]
+                bytes += withUnsafeBytes(of: UInt32(id).littleEndian, Array.init)
+            }
+            let set = airlock_setxattr(path, "system.posix_acl_access", bytes, bytes.count, 0, 1)
+            #expect(set == 0, "this host's \(dir) keeps no POSIX ACLs (setxattr: errno \(errno)): the case cannot run")
+        }
         let fd = open(path, O_RDWR | O_CLOEXEC)  // the caller's own descriptor may be writable
         defer { close(fd) }
         let permissive = try editedProfile { object in
