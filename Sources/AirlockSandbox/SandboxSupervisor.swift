@@ -120,14 +120,25 @@ final class SandboxSupervisor {
         let user = request.profile.sandbox.user
         let host = user.hostIDs
         if geteuid() != 0 { try writeProc("setgroups", "deny") }
-        try writeProc("uid_map", "\(user.uid) \(host.uid) 1\n")
-        try writeProc("gid_map", "\(user.gid) \(host.gid) 1\n")
+        try writeProc("uid_map", "\(user.uid) \(host.uid) 1\n", hostID: host.uid)
+        try writeProc("gid_map", "\(user.gid) \(host.gid) 1\n", hostID: host.gid)
         try sendControl("M")
+    }
+
+    /// Whether `id` is one of the ids this process's user namespace maps (`/proc/self/uid_map` or `gid_map`, named
+    /// by `file`); true when that cannot be read, so that only a certain absence is reported.
+    private static func mapsHere(_ id: UInt32, _ file: String) -> Bool {
+        guard let bytes = try? FileBytes.read("/proc/self/\(file)", limit: 65536, what: file) else { return true }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ").compactMap { UInt64($0) }
+            if fields.count == 3 && UInt64(id) >= fields[0] && UInt64(id) < fields[0] + fields[2] { return true }
+        }
+        return false
     }
 
     /// Writes PID 1's `file` (uid_map, gid_map, setgroups) through a `/proc/<pid>` the pidfd vouched for
     /// (`ProcMount.openProcess`): never into another process's.
-    private func writeProc(_ file: String, _ text: String) throws(SandboxError) {
+    private func writeProc(_ file: String, _ text: String, hostID: UInt32? = nil) throws(SandboxError) {
         let directory = try ProcMount.openProcess(pid, pidfd: pidfd)
         defer { directory.close() }
         do throws(SystemCallError) {
@@ -137,6 +148,14 @@ final class SandboxSupervisor {
                 guard n == text.utf8.count else { throw SystemCallError("write /proc/\(pid)/\(file)") }
             }
         } catch {
+            if let hostID, error.errnoValue.rawValue == EPERM, !SandboxSupervisor.mapsHere(hostID, file) {
+                throw SandboxError(
+                    .spawn,
+                    "\(error.operation): host id \(hostID) is not mapped in the user namespace airlock runs in "
+                        + "(/proc/self/\(file)), so no sandbox can be given it: run airlock as root of the initial user "
+                        + "namespace, or in a user namespace that maps that id (the profile's user.hostUid/hostGid)",
+                    errno: error.errnoValue)
+            }
             throw SandboxError(.spawn, error.operation, error)
         }
     }

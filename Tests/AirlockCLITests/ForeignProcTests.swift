@@ -179,4 +179,15 @@ extension ForeignProcTests {
         #expect(warning?.contains("every detonation will be refused") == true, "\(run.stderr)")
         #expect(!run.stderr.contains("uid_map"), "\(run.stderr)")
     }
+
+    @Test("in a user namespace that does not map the sandbox's host id, exec refuses naming the id, not a /proc error")
+    func unmappedHostID() throws {
+        let run = try runProgram(
+            "/usr/bin/unshare",
+            ["--user", "--map-root-user", "--pid", "--fork", "--kill-child", airlockBinary, "exec", "--", "/bin/true"])
+        #expect(run.status != 0, "\(run.stdout)\(run.stderr)")
+        #expect(
+            run.stderr.contains("host id 65534 is not mapped in the user namespace airlock runs in"), "\(run.stderr)")
+        #expect(!run.stdout.contains("execve"), "\(run.stdout)")
+    }
 }
