@@ -24,6 +24,12 @@ final class Connection {
     var idleSeconds: UInt64 { (monotonicNs() - lastActivity) / 1_000_000_000 }
     var partialSince: UInt64?
     var stalledSince: UInt64?
+    /// When the reply being sent must be out: set when a reply starts waiting in `out` (`ioTimeout` plus its size at
+    /// `Connection.minimumReplyRate`), cleared when `out` empties. Partial sends do not move it, so a client that
+    /// reads a byte now and then cannot hold a large reply (and its memory) for ever.
+    var replyDeadline: UInt64?
+    /// The slowest a client may read its reply, in bytes per second: 1 MiB/s.
+    static let minimumReplyRate = 1 << 20
     var inFlight = false
     var closing = false
 
@@ -352,6 +358,12 @@ extension Server {
     }
 
     private func flush(_ c: Connection) {
+        if !c.out.isEmpty && c.replyDeadline == nil {
+            c.replyDeadline =
+                monotonicNs() + UInt64(config.ioTimeout * 1e9)
+                + UInt64(c.out.count) * 1_000_000_000 / UInt64(Connection.minimumReplyRate)
+        }
+        defer { if c.out.isEmpty { c.replyDeadline = nil } }
         while !c.out.isEmpty {
             let n = c.out.send { send(c.fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
             if n > 0 {
@@ -371,6 +383,9 @@ extension Server {
 
     func drop(_ c: Connection) {
         guard connections.removeValue(forKey: c.id) != nil else { return }
+        // Its requests still waiting for a worker will not be answered: they leave the queues (a running one ends
+        // on its own, and its reply finds nobody).
+        for job in pool.cancelWaiting(connection: c.id) { job.fd.close() }
         let left = connectionsPerUid[c.peer.uid, default: 1] - 1
         connectionsPerUid[c.peer.uid] = left > 0 ? left : nil
         c.closeFDs()
@@ -385,6 +400,8 @@ extension Server {
             if let since = c.partialSince, now - since > io {
                 fail(c, .timeout, "the message did not arrive whole within \(config.ioTimeout) s")
             } else if let since = c.stalledSince, now - since > io {
+                drop(c)
+            } else if let deadline = c.replyDeadline, now > deadline, !c.out.isEmpty {
                 drop(c)
             } else if !c.inFlight && c.out.isEmpty && c.partialSince == nil && now - c.lastActivity > idle {
                 drop(c)

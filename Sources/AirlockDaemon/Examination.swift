@@ -106,6 +106,15 @@ struct Examination: Sendable {
         guard fstat(fd.rawValue, &st) == 0 else {
             return refuse(.badRequest, "the descriptor cannot be examined: \(Errno.current.text)")
         }
+        // The static lane's few workers stay free for quick answers: a folder (thousands of entries) or a large file
+        // (hashing alone takes seconds, or hours for a sparse file of terabytes) goes to the detonation lane, scan or
+        // probe, where it waits its turn instead of holding every static worker (docs/daemon.md, "Lanes").
+        if lane == .fast
+            && (st.st_mode & S_IFMT == S_IFDIR
+                || (st.st_mode & S_IFMT == S_IFREG && UInt64(max(0, st.st_size)) > StaticLane.maxFileBytes))
+        {
+            return .detonate
+        }
         var options = context.options
         options.timeoutSeconds = request.timeout ?? context.requestTimeout
         options.probePhase = request.probePhase
@@ -125,7 +134,6 @@ struct Examination: Sendable {
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
-            if handsOver { return .detonate }
             // Our own open of the folder, checked for reading: the client's descriptor may be O_PATH (no listing).
             let walked = identity.withClient { () -> Errno? in
                 guard let own = try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", O_RDONLY | O_DIRECTORY) else {

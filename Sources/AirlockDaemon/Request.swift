@@ -95,6 +95,9 @@ public struct DaemonRequest: Sendable {
         public let message: String
     }
 
+    /// The largest `id` a request may carry, serialized.
+    public static let maxIDBytes = 1024
+
     /// Reads one message from a client, with the descriptors that came with it. `maxTimeout` is the longest deadline
     /// a client may ask for (`requestTimeout`); `runtimes` are the names of the daemon's Python runtimes, the only
     /// values `python` may take. The checks run in a fixed order (envelope, method, descriptor, parameters), so a
@@ -107,6 +110,13 @@ public struct DaemonRequest: Sendable {
         }
         let field = { (key: String) in members.first { $0.0 == key }?.1 }
         let id = field("id") ?? .null
+        // The id comes back in every reply: a large one would make each reply (and the memory it holds) large.
+        guard id.serializedCount <= DaemonRequest.maxIDBytes else {
+            return .failure(
+                Refusal(
+                    id: .null, method: "?", code: .badRequest,
+                    message: "\"id\" is \(id.serializedCount) bytes of JSON, more than \(DaemonRequest.maxIDBytes)"))
+        }
         func refuse(_ method: String, _ code: ReplyCode, _ text: String) -> Result<DaemonRequest, Refusal> {
             .failure(Refusal(id: id, method: method, code: code, message: text))
         }

@@ -10,6 +10,10 @@ internal import AirlockSystem
 /// pickle behind a safetensors header) costs one static analysis in the static lane and is then detonated; a file
 /// that looks like none of them goes to the detonation lane without one.
 enum StaticLane {
+    /// The largest file the static lane examines (by its size, holes included): 256 MiB, about half a second of
+    /// hashing. A larger one, or a folder, goes to the detonation lane, scan or probe.
+    static let maxFileBytes: UInt64 = 256 << 20
+
     /// Whether the first bytes of the open regular file `fd` name a format that is usually answered without a
     /// sandbox: safetensors, GGUF, NumPy arrays, HDF5, ONNX; and an empty file. Reads 16 bytes at offset 0.
     static func mayAnswer(_ fd: Int32) -> Bool {

@@ -236,6 +236,23 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Takes the examinations of `connection` not yet started, in either lane (its client left).
+    func cancelWaiting(connection: UInt64) -> [Examination] {
+        monitor.locked {
+            var taken: [Examination] = []
+            for state in lanes where state.queue.contains(where: { $0.connection == connection }) {
+                for job in state.queue where job.connection == connection {
+                    taken.append(job)
+                    let left = state.waitingByUid[job.peer.uid, default: 1] - 1
+                    state.waitingByUid[job.peer.uid] = left > 0 ? left : nil
+                }
+                state.queue.removeAll { $0.connection == connection }
+            }
+            if !taken.isEmpty { publish() }
+            return taken
+        }
+    }
+
     /// Whether no examination runs or waits.
     var isIdle: Bool { monitor.locked { lanes.allSatisfy { $0.busy == 0 && $0.queue.isEmpty } } }
 
