@@ -24,5 +24,14 @@ public struct ModelFolder: Sendable, Equatable {
     /// Runs a read of the folder's files with the identity the folder was handed with: airlockd sets it to read as
     /// its client (the examiner itself runs as the daemon, for the sandbox), so a file beside the model that the
     /// client cannot read is never read for it. Nil: the reader's own identity.
-    @TaskLocal public static var reading: (@Sendable (_ read: () -> Void) -> Void)?
+    @TaskLocal public static var reading: Reading?
+
+    /// The value of `reading`: a read's wrapper in a class. A task-local of an optional closure type, bound on one of
+    /// airlockd's worker threads, crashed its release build in `swift_task_localValuePush` (Swift 6.3.1).
+    public final class Reading: Sendable {
+        /// Runs `read` with the identity the folder was handed with.
+        public let run: @Sendable (_ read: () -> Void) -> Void
+        /// Wraps `run`.
+        public init(_ run: @escaping @Sendable (_ read: () -> Void) -> Void) { self.run = run }
+    }
 }

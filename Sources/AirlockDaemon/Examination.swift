@@ -84,17 +84,12 @@ struct Examination: Sendable {
     /// left open for the detonation lane, which examines the file from the start (docs/daemon.md, "Lanes"). The reply
     /// is a refusal (`busy`, reason `uid-range-exhausted`) when a sandbox it needed got no host identity of its own.
     func run(_ context: Context, lane: Lane = .detonation) -> ExaminationOutcome {
-        let exhaustion = SandboxIdentities.Exhaustion()
-        let outcome = SandboxIdentities.$exhaustion.withValue(exhaustion) {
-            examine(context, lane: lane, exhaustion: exhaustion)
-        }
+        let (outcome, _) = SandboxIdentities.noticingExhaustion { examine(context, lane: lane) }
         if case .reply = outcome { fd.close() }
         return outcome
     }
 
-    private func examine(
-        _ context: Context, lane: Lane, exhaustion: SandboxIdentities.Exhaustion
-    ) -> ExaminationOutcome {
+    private func examine(_ context: Context, lane: Lane) -> ExaminationOutcome {
         let method = request.method.rawValue
         func refuse(_ code: ReplyCode, _ message: String) -> ExaminationOutcome {
             context.metrics.refused(method: method, code: code)
@@ -147,7 +142,7 @@ struct Examination: Sendable {
                     ? RemoteCodeDetonation.examiner(options: options, detonating: { run in identity.withDaemon(run) })
                     : nil
                 // Files beside a model (ONNX external data) are read as the client, like the folder itself.
-                ModelFolder.$reading.withValue({ read in _ = identity.withClient(read) }) {
+                ModelFolder.$reading.withValue(ModelFolder.Reading { read in _ = identity.withClient(read) }) {
                     ModelWalk.walk(
                         fd: own.rawValue, isDirectory: true, path: name,
                         examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
@@ -205,7 +200,7 @@ struct Examination: Sendable {
         default:
             return refuse(.badRequest, "the descriptor is neither a regular file nor a directory")
         }
-        if exhaustion.noted {
+        if SandboxIdentities.exhaustion?.noted == true {
             // Reports of detonations that never ran would read as a verdict: the client is told to come back.
             context.metrics.refused(method: method, code: .busy, reason: SandboxIdentities.exhaustedReason)
             return .reply(

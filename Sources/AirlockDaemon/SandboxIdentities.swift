@@ -139,12 +139,28 @@ public final class SandboxIdentities: SandboxIdentitySource, @unchecked Sendable
         public init() {}
     }
 
-    @TaskLocal static var exhaustion: Exhaustion? = nil
+    /// The thread's `Exhaustion` while `noticingExhaustion` runs: a pthread key, as `acquire` runs on the worker's
+    /// own thread, which has no task (task-locals of a closure type bound there crashed a release build: see
+    /// `ModelFolder.Reading`).
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// The `Exhaustion` of the examination running on this thread, if any.
+    static var exhaustion: Exhaustion? {
+        guard let pointer = pthread_getspecific(key) else { return nil }
+        return Unmanaged<Exhaustion>.fromOpaque(pointer).takeUnretainedValue()
+    }
 
     /// Runs `body`, and says whether any identity it asked for on this thread was refused.
     public static func noticingExhaustion<T>(_ body: () -> T) -> (T, exhausted: Bool) {
         let exhaustion = Exhaustion()
-        let value = $exhaustion.withValue(exhaustion) { body() }
+        let previous = pthread_getspecific(key)
+        pthread_setspecific(key, Unmanaged.passUnretained(exhaustion).toOpaque())
+        defer { pthread_setspecific(key, previous) }
+        let value = withExtendedLifetime(exhaustion) { body() }
         return (value, exhaustion.noted)
     }
 }

@@ -36,7 +36,7 @@ public enum ONNXDetonation {
                     failure = error
                 }
             }
-            if let reading = ModelFolder.reading { reading(read) } else { read() }
+            if let reading = ModelFolder.reading { reading.run(read) } else { read() }
             if let failure { throw failure }
         }
         defer { packed.memory?.close() }
