@@ -159,4 +159,22 @@ struct IntakeSwapTests {
         #expect(a.stop() == 0, "\(a.text)")
         IntakeTests.checkNoWorkerLeft(root.root, "old lease mtime")
     }
+
+    @Test("a worker's lock held for an instant (another worker checking a dead one of that name): the start waits")
+    func startRetriesLock() throws {
+        let root = try Root()
+        let start = try Once(root, name: "w0")
+        #expect(start.status() == 0, "\(start.text)")
+        let folder = root.root + "/.airlock/workers/r"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let lock = open(folder + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        #expect(lock >= 0)
+        defer { close(lock) }
+        #expect(flock(lock, LOCK_EX | LOCK_NB) == 0)
+        // The process reaches its lock in about 0.1 s; held 0.3 s, as a look of another worker (far longer).
+        let run = try Once(root, name: "r")
+        usleep(300_000)
+        #expect(flock(lock, LOCK_UN) == 0)
+        #expect(run.status() == 0, "\(run.text)")
+    }
 }
