@@ -145,6 +145,16 @@ enum Custody {
     static func copy(
         from: Int32, _ name: FileName, into: Int32, as target: FileName, leaveOut: Set<FileName> = [], limits: Limits
     ) throws(IntakeError) -> Size {
+        // A link only inside a folder: at the top, the name itself must be a file or a folder (a link there was
+        // swapped in after the arrival check, and is neither followed nor copied).
+        var top = stat()
+        guard name.withCString({ fstatat(from, $0, &top, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            throw failure("cannot stat \(name.escaped)")
+        }
+        let kind = top.st_mode & S_IFMT
+        guard kind == S_IFREG || kind == S_IFDIR else {
+            throw IntakeError("\(name.escaped) is \(Custody.kindText(kind)), not a regular file or folder: not copied")
+        }
         let needed = try survey(from, name, limits: limits)
         var vfs = statvfs()
         if fstatvfs(into, &vfs) == 0 {
@@ -160,6 +170,21 @@ enum Custody {
         // Every file and folder of the copy is fsync'd; `into` is synced by the caller once the copy has its name.
         try copyEntry(from, name, display: name.escaped, into: into, target, depth: 0, state: state)
         return state.size
+    }
+
+    /// What a file type (`st_mode & S_IFMT`) is, in words ("a symbolic link", "a FIFO"…).
+    static func kindText(_ type: mode_t) -> String {
+        switch type {
+        case S_IFREG: return "a regular file"
+        case S_IFDIR: return "a folder"
+        case S_IFLNK: return "a symbolic link"
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case 0: return "nothing (it is gone)"
+        default: return "an unknown kind of file"
+        }
     }
 
     /// Linux's `lseek` whences for allocated extents (glibc declares them only with `_GNU_SOURCE`).

@@ -338,6 +338,16 @@ public final class Intake: @unchecked Sendable {
             log("moved \(name) into .airlock/delivered/\(id) but cannot sync the folders: \(error.message)")
         }
         CrashPoint.hit("moved-in")
+        // What the rename claimed need not be what `arrivals` looked at: an uploader may have swapped the name for a
+        // link, a FIFO or a device meanwhile. Such a thing is not copied: it goes back to incoming/.
+        var st = stat()
+        let kind = name.withCString { fstatat(held, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0 ? st.st_mode & S_IFMT : 0
+        guard kind == S_IFREG || kind == S_IFDIR else {
+            let why =
+                "\(Custody.kindText(kind)) was swapped in for it before the claim: only files and folders are taken"
+            rollBack(Taken(id: id, name: name), because: why)
+            return .failure(IntakeError("cannot take \(name): \(why)"))
+        }
         do {
             try takeOwnership(Taken(id: id, name: name))
         } catch {

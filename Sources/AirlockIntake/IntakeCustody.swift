@@ -262,6 +262,12 @@ extension Intake {
         }
     }
 
+    /// The deliveries this worker still holds in its `.airlock/delivered/` (not discarded): after a pass, each is a
+    /// model stuck in the intake's keeping (`--once` exits non-zero while there is one).
+    public func heldDeliveries() -> [String] {
+        IntakeRoot.list(root.delivered).filter { !$0.hasSuffix(".discard") }.map { $0.escaped }
+    }
+
     /// At start: removes the deliveries discarded earlier, and reports those the journal does not know (`known`: the
     /// journal's ids).
     func removeDiscarded(known: Set<FileName>) {

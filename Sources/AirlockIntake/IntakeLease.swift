@@ -111,7 +111,14 @@ final class IntakeLease: @unchecked Sendable {
         }
         let lock = openat(folder, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw fail(.system("cannot open \(display)/workers/\(name)/lock")) }
-        guard FileSystem.tryLock(lock) else {
+        // Another worker's `deadReason` holds this lock for an instant when it checks a dead worker of this name:
+        // tried again a few times over half a second before the name counts as taken.
+        var locked = FileSystem.tryLock(lock)
+        for _ in 0..<5 where !locked {
+            usleep(100_000)
+            locked = FileSystem.tryLock(lock)
+        }
+        guard locked else {
             let e = Errno.current
             let holder = IntakeLease.readLease(folder)?["pid"] ?? "?"
             throw fail(

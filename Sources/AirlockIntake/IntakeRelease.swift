@@ -87,8 +87,9 @@ extension Intake {
     }
 
     /// Moves the original delivery back to incoming/ and removes the intake's copy and its quarantine folder; false
-    /// when incoming/ has a new entry of the same name meanwhile (the model then stays in quarantine, to be examined
-    /// again).
+    /// when incoming/ has a new entry of the same name meanwhile and the complete copy is still there (the model then
+    /// stays in quarantine, to be examined again). Without a complete copy it is never copied again: with a new
+    /// entry of its name in incoming/, the delivery goes back as `incoming/NAME.ID` (`moveAside`).
     func finishRollback(_ taken: Taken, reason: String) throws(IntakeError) -> Bool {
         try lease.fence()
         let held = openDelivered(taken.id)
@@ -97,11 +98,36 @@ extension Intake {
             if let held { FileDescriptor(held).close() }
             if let q { FileDescriptor(q).close() }
         }
-        /// Keeps the model in quarantine, copied, to be examined again.
-        func stay() throws(IntakeError) -> Bool {
-            if let q, !IntakeRoot.exists(q, taken.name) { try takeOwnership(taken) }
+        /// Keeps the model in quarantine, to be examined again, when its complete copy is there; false otherwise.
+        func keepCopy() throws(IntakeError) -> Bool {
+            guard let q, IntakeRoot.exists(q, taken.name) else { return false }
             try journal.append(JournalRecord(op: .taken, id: taken.id, name: taken.name.escaped))
-            return false
+            return true
+        }
+        /// Moves the delivery in `dir` back to incoming/ under a name of its own (incoming/ has NAME again):
+        /// `NAME.ID`, its NAME cut to fit a file name, then `NAME.ID-2` … `NAME.ID-9`.
+        func moveAside(from dir: Int32) throws(IntakeError) {
+            let suffix = "." + taken.id
+            let room = max(1, 255 - suffix.utf8.count - 2)
+            let base = FileName(bytes: taken.name.bytes.prefix(room)).appending(suffix: suffix)
+            for attempt in 1...9 {
+                try lease.fence()
+                let aside = attempt == 1 ? base : base.appending(suffix: "-\(attempt)")
+                let moved = taken.name.withCString { from in
+                    aside.withCString { FileSystem.renameNoReplace(dir, from, root.incoming, $0) }
+                }
+                if moved {
+                    try IntakeRoot.sync(dir)
+                    try IntakeRoot.sync(root.incoming)
+                    log("\(taken.name) (\(taken.id)) went back to incoming/\(aside): incoming/ has a new \(taken.name)")
+                    return
+                }
+                let e = errno
+                guard e == EEXIST || e == ENOTEMPTY else {
+                    throw IntakeError.system("cannot move \(taken.name) back to incoming/\(aside)", errno: Errno(e))
+                }
+            }
+            throw IntakeError("cannot move \(taken.name) back to incoming/: the names \(base) to \(base)-9 are taken")
         }
         /// Moves the delivery in `dir` back to incoming/, durably; false when incoming/ has that name again.
         func moveBack(from dir: Int32) throws(IntakeError) -> Bool {
@@ -117,16 +143,17 @@ extension Intake {
             return true
         }
         if let held, IntakeRoot.exists(held, taken.name) {
-            if IntakeRoot.exists(root.incoming, taken.name) { return try stay() }
+            if IntakeRoot.exists(root.incoming, taken.name), try keepCopy() { return false }
             // The copy goes first: the model is then in one place at every moment (the delivery, kept aside).
             if let q {
                 Custody.remove(q, taken.name, limits: limits)
                 Custody.remove(q, Intake.copying, limits: limits)
             }
-            if try !moveBack(from: held) { return try stay() }
+            // No complete copy any more (or never): the copy is not tried again, whatever is in incoming/ now.
+            if try !moveBack(from: held) { try moveAside(from: held) }
         } else if held == nil, let q, IntakeRoot.exists(q, taken.name) {
             // An intake from before custody moved the uploader's inode itself into quarantine/ID/NAME: that goes back.
-            if try !moveBack(from: q) { return try stay() }
+            if try !moveBack(from: q) { try moveAside(from: q) }
         }
         if let q {
             for leftover in IntakeRoot.list(q)

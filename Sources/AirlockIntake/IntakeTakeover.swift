@@ -34,7 +34,7 @@ extension Intake {
 
     /// Takes over every other worker of the root that is dead: its lease unchanged for a lease's length (seen by this
     /// worker's monotonic clock, so clocks need not agree), written more than two lease lengths ago by the wall
-    /// clock, or, on this kernel, its lock free. Queues what it adopted for examination; returns the names taken over.
+    /// clock (only when its lock cannot tell: another kernel), or, on this kernel, its lock free. Queues what it adopted for examination; returns the names taken over.
     @discardableResult
     func takeOverDead() -> [String] {
         guard lease.lost == nil else { return [] }
@@ -72,19 +72,23 @@ extension Intake {
         defer { close(fd) }
         let theirs = IntakeLease.readLease(fd)
         let length = max(lease.seconds, Double(theirs?["seconds"] ?? "") ?? 0)
+        var lockHeld = false
         if let theirs, let boot = theirs["boot"], !boot.isEmpty, boot == IntakeLease.bootID {
             // Same kernel: its lock says exactly whether its process is alive.
             let lock = openat(fd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC)
             guard lock >= 0 else { return nil }
             defer { close(lock) }
             if FileSystem.tryLock(lock) { return "its process (pid \(theirs["pid"] ?? "?")) ended" }
-            // Alive, or stopped or hung: the lease decides.
+            // Alive, or stopped or hung: only the lease unchanged for a lease's length (monotonic) decides, never the
+            // wall clock (a clock set wrong must not take a live worker over).
+            lockHeld = true
         }
         var st = stat()
         _ = fstat(fd, &st)
         let key = theirs.map { "\($0["counter"] ?? "")/\($0["time"] ?? "")" } ?? "none/\(st.st_ino)"
         let still = sightings.unchanged(other, key)
         if still >= length { return "its lease was not renewed for \(Int(still)) s" }
+        if lockHeld { return nil }
         // The lease file's mtime, not the time its writer wrote in it: a file server sets mtimes from its own clock,
         // so only this host's and the server's clocks need to agree (within a lease), never two workers' hosts.
         var leaseStat = stat()

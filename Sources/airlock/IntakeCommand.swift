@@ -99,10 +99,17 @@ extension Airlock {
                     return
                 }
                 let (outcomes, waiting) = intake.runOnce()
+                let held = intake.heldDeliveries()
                 intake.leave()
                 for outcome in outcomes { IntakeCommand.print(outcome) }
                 for (name, why) in waiting { writeStdout(Array("waiting   \(name): \(why)\n".utf8)) }
-                if outcomes.contains(where: { $0.decision == nil }) { throw ExitCode(2) }
+                for id in held {
+                    writeStdout(
+                        Array(
+                            "held      \(id): a delivery stays in the worker's .airlock/workers/\(intake.worker)/delivered/\(id)\n"
+                                .utf8))
+                }
+                if outcomes.contains(where: { $0.decision == nil }) || !held.isEmpty { throw ExitCode(2) }
                 if outcomes.contains(where: { $0.decision == "rejected" }) { throw ExitCode(1) }
             } catch let error as IntakeError {
                 writeStderr("airlock: \(error.message)\n")
