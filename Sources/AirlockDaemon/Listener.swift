@@ -48,6 +48,9 @@ struct Listener {
     let fd: FileDescriptor
     /// The socket file this daemon made (and removes when it stops); nil under socket activation.
     let ownedPath: String?
+    /// The device and inode of that file when it was made: at the stop, a file at the path that is another (a newer
+    /// daemon replaced ours as stale while this one was still stopping) is left alone.
+    var ownedFile: (dev: UInt, ino: UInt)? = nil
 
     /// Takes systemd's socket when there is one, else makes the socket file at `config.socketPath` with access for
     /// `group` (0660) or the daemon's user alone (0600).
@@ -65,7 +68,9 @@ struct Listener {
         }
         let fd = try listen(path: config.socketPath, group: group)
         Log.write(.info, "listening on \(config.socketPath)")
-        return Listener(fd: FileDescriptor(fd), ownedPath: config.socketPath)
+        var st = stat()
+        let made = lstat(config.socketPath, &st) == 0 ? (dev: UInt(st.st_dev), ino: UInt(st.st_ino)) : nil
+        return Listener(fd: FileDescriptor(fd), ownedPath: config.socketPath, ownedFile: made)
     }
 
     /// Where it answers, for the status line systemd shows.
@@ -73,7 +78,13 @@ struct Listener {
 
     /// Stops listening: the socket file goes first, so that a client trying it meanwhile gets ENOENT, not a hang.
     func close() {
-        if let ownedPath { unlink(ownedPath) }
+        if let ownedPath {
+            var st = stat()
+            let same =
+                lstat(ownedPath, &st) == 0
+                && ownedFile.map { $0.dev == UInt(st.st_dev) && $0.ino == UInt(st.st_ino) } ?? false
+            if same { unlink(ownedPath) }
+        }
         fd.close()
     }
 

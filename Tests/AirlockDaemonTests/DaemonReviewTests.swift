@@ -128,8 +128,35 @@ struct DaemonReviewTests {
             let wait = RawClient.frame(#"{"airlock":1,"id":2,"method":"probe","params":{"name":"b.pkl","timeout":8}}"#)
             #expect(RawClient.send(second, wait, descriptors: [fd]) == wait.count)
             #expect(waitFor(10) { detonationQueue() == 1 }, "the second probe never waited")
+            // shutdown, not only close: a process another test spawns meanwhile may have inherited the descriptor.
+            shutdown(second, Int32(SHUT_RDWR))
             close(second)
             #expect(waitFor(3) { detonationQueue() == 0 }, "the departed client's probe is still queued")
         }
+    }
+
+    @Test("a daemon that stops leaves alone a socket file that is no longer its own")
+    func stopKeepsANewerSocket() throws {
+        let daemon = try TestDaemon(config: ["warm": 0])
+        // A newer daemon took the path over (as it does with a stale file): another socket is bound there now.
+        unlink(daemon.socket)
+        let newer = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(newer) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(daemon.socket.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(newer, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        #expect(bound == 0, "cannot bind \(daemon.socket): errno \(errno)")
+        // SIGTERM: the daemon stops as it does under systemd, removing what it thinks is its socket file.
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: 20), "airlockd did not stop on SIGTERM")
+        defer { daemon.stop() }
+        var st = stat()
+        #expect(lstat(daemon.socket, &st) == 0, "the stopping daemon removed the newer daemon's socket file")
     }
 }
