@@ -26,8 +26,8 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  $(SUDO) apt-get -o Acquire::Retries=5 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # Release binaries (airlock, airlockd) in .build/release/. The Swift runtime is linked statically, and airlock is a fully
@@ -57,6 +57,13 @@ test: deps harness lint test-venvs
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
+# `$(call pip_install,VENV,REQUIREMENTS)`: pip into VENV, tried again for up to about 5 minutes when PyPI does not
+# answer (a failed name lookup is retried by pip itself for only a few seconds).
+pip_install = for try in 1 2 3 4 5; do \
+	  $(1)/bin/pip install -q --disable-pip-version-check --retries 10 --timeout 60 $(2) && break; \
+	  [ $$try -lt 5 ] || exit 1; echo "pip: PyPI did not answer; trying again in $$((try * 20)) s" >&2; sleep $$((try * 20)); \
+	done
+
 # A consumer environment with transformers, for the tests of repositories with remote code loaded by the real
 # transformers: a venv over the system's site-packages (Debian's torch 1.13) with transformers 4.36, the last line that
 # supports that torch, from PyPI (about 10 MB). Made once; `rm -rf .build-deps` makes it again.
@@ -70,12 +77,13 @@ KERAS_VENV := .build-deps/keras
 test-venvs:
 	@[ -x $(ONNX_VENV)/bin/python3 ] && $(ONNX_VENV)/bin/python3 -c "import onnx, onnxruntime" 2>/dev/null || { \
 	  rm -rf $(ONNX_VENV) && $(PYTHON) -m venv --system-site-packages $(ONNX_VENV) && \
-	  $(ONNX_VENV)/bin/pip install -q --disable-pip-version-check "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<2"; }
-	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { 	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && 	  $(TRANSFORMERS_VENV)/bin/pip install -q --disable-pip-version-check "transformers==4.36.2"; }
+	  $(call pip_install,$(ONNX_VENV),"onnx==1.23.2" "onnxruntime==1.32.0" "numpy<2"); }
+	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { \
+	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && \
+	  $(call pip_install,$(TRANSFORMERS_VENV),"transformers==4.36.2"); }
 	@[ -x $(KERAS_VENV)/bin/python3 ] && KERAS_BACKEND=numpy $(KERAS_VENV)/bin/python3 -c "import keras" 2>/dev/null || { \
 	  rm -rf $(KERAS_VENV) && $(PYTHON) -m venv --system-site-packages $(KERAS_VENV) && \
-	  $(KERAS_VENV)/bin/pip install -q --disable-pip-version-check "keras==3.3.3" "jax==0.4.30" "jaxlib==0.4.30" \
-	    "numpy<2" "ml-dtypes<0.5" packaging; }
+	  $(call pip_install,$(KERAS_VENV),"keras==3.3.3" "jax==0.4.30" "jaxlib==0.4.30" "numpy<2" "ml-dtypes<0.5" packaging); }
 
 # The tests that need no root, no namespaces and no detonation: the parsers, rules, names, JSON and the trace's types,
 # and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness
@@ -121,7 +129,7 @@ bench-deps:
 	fi
 	@# picklescan, the baseline of Tests/Bench/scan.sh and probe.sh, in a venv of its own (.build-bench is git-ignored).
 	@[ -x .build-bench/venv/bin/picklescan ] || { /usr/bin/python3 -m venv .build-bench/venv && \
-	  .build-bench/venv/bin/pip install -q --disable-pip-version-check picklescan==1.0.5; }
+	  $(call pip_install,.build-bench/venv,picklescan==1.0.5); }
 
 # Speed targets live here, not in timed tests. Results: docs/benchmarks.md. Exits 1, after every section has run, when
 # the start-up budget (Tests/Bench/startup.sh: --version ≤ 1.5 ms, exec -- /bin/true ≤ 1.5× bubblewrap) is missed.
