@@ -1,0 +1,262 @@
+"""The client against a fake daemon that misbehaves on purpose: no airlockd needed."""
+
+import json
+import os
+import resource
+import socket
+import struct
+import tempfile
+import threading
+import time
+import unittest
+
+import airlock_client
+from airlock_client import client as client_module
+
+
+def frame(obj) -> bytes:
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def read_request(conn):
+    """One request and the descriptors that came with it."""
+    data, fds = b"", []
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        chunk, ancillary, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+        if not chunk:
+            break
+        data += chunk
+        fds += ancillary
+    return json.loads(data[4:]), fds
+
+
+REPORT = {"schemaVersion": 1, "target": {"path": "m", "size": 1, "sha256": None, "format": "pickle"},
+          "verdict": "clean", "findings": [], "trace": [], "timings": {}, "error": None}
+
+
+class FakeDaemon:
+    """A Unix socket server answering each connection with `answer(request, fds, conn)` in a thread."""
+
+    def __init__(self, answer):
+        self.dir = tempfile.mkdtemp(prefix="airlock-fake-")
+        self.path = os.path.join(self.dir, "fake.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(16)
+        self.answer = answer
+        self.requests = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    request, fds = read_request(conn)
+                    self.requests.append((request, [os.fstat(fd).st_ino for fd in fds]))
+                    for fd in fds:
+                        os.close(fd)
+                    self.answer(request, conn)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.server.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+
+class ProtocolTests(unittest.TestCase):
+    def fake(self, answer):
+        daemon = FakeDaemon(answer)
+        self.addCleanup(daemon.close)
+        return daemon
+
+    def model(self, data=b"\x80\x04N."):
+        handle = tempfile.NamedTemporaryFile(suffix=".pkl", delete=False)
+        handle.write(data)
+        handle.close()
+        self.addCleanup(os.unlink, handle.name)
+        return handle.name
+
+    def test_sends_the_descriptor_and_never_the_path(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(
+            frame({"airlock": 1, "id": req["id"], "ok": True, "reports": [REPORT], "traceLines": [["a line"]]})))
+        path = self.model()
+        report = airlock_client.Client(daemon.path).scan(path)
+        self.assertEqual(report.verdict, "clean")
+        self.assertEqual(report.trace_lines, ["a line"])
+        request, inodes = daemon.requests[0]
+        self.assertEqual(request["method"], "scan")
+        self.assertEqual(inodes, [os.stat(path).st_ino])
+        self.assertNotIn(os.path.dirname(path), json.dumps(request))
+
+    def test_busy_is_retried_with_backoff_then_answered(self):
+        answers = []
+
+        def answer(req, conn):
+            answers.append(time.monotonic())
+            if len(answers) < 4:
+                conn.sendall(frame({"airlock": 1, "id": req["id"], "ok": False,
+                                    "error": {"code": "busy", "reason": "queue-full", "message": "full"}}))
+            else:
+                conn.sendall(frame({"airlock": 1, "id": req["id"], "ok": True, "reports": [REPORT]}))
+
+        daemon = self.fake(answer)
+        report = airlock_client.Client(daemon.path, busy_timeout=30).probe(self.model())
+        self.assertEqual(report.verdict, "clean")
+        self.assertEqual(len(answers), 4)
+        # Each attempt sent the descriptor again.
+        self.assertTrue(all(len(inodes) == 1 for _, inodes in daemon.requests))
+
+    def test_busy_notice_with_null_id_closing_the_connection_is_retried(self):
+        count = []
+
+        def answer(req, conn):
+            count.append(1)
+            if len(count) == 1:
+                conn.sendall(frame({"airlock": 1, "id": None, "ok": False,
+                                    "error": {"code": "busy", "reason": "connections", "message": "too many"}}))
+            else:
+                conn.sendall(frame({"airlock": 1, "id": req["id"], "ok": True, "reports": [REPORT]}))
+
+        daemon = self.fake(answer)
+        self.assertEqual(airlock_client.Client(daemon.path).scan(self.model()).verdict, "clean")
+
+    def test_busy_until_the_retry_time_runs_out_raises_busy(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(frame(
+            {"airlock": 1, "id": req["id"], "ok": False, "error": {"code": "busy", "message": "full"}})))
+        start = time.monotonic()
+        with self.assertRaises(airlock_client.Busy) as caught:
+            airlock_client.Client(daemon.path, busy_timeout=0.5).scan(self.model())
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertEqual(caught.exception.code, "busy")
+        self.assertGreater(len(daemon.requests), 1)
+
+    def test_other_errors_are_never_retried(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(frame(
+            {"airlock": 1, "id": req["id"], "ok": False, "error": {"code": "file-busy", "message": "writing"}})))
+        with self.assertRaises(airlock_client.DaemonError) as caught:
+            airlock_client.Client(daemon.path).probe(self.model())
+        self.assertEqual(caught.exception.code, "file-busy")
+        self.assertNotIsInstance(caught.exception, airlock_client.Busy)
+        self.assertEqual(len(daemon.requests), 1)
+
+    def test_backoff_is_full_jitter_and_capped(self):
+        for attempt in range(40):
+            self.assertLessEqual(client_module.backoff(attempt), min(2.0, 0.05 * 2 ** attempt))
+        self.assertGreater(len({round(client_module.backoff(10), 6) for _ in range(20)}), 1)
+
+    def test_a_huge_announced_length_is_refused_before_any_allocation(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(struct.pack(">I", 0xFFFFFFFF) + b"{"))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with self.assertRaises(airlock_client.ProtocolError):
+            airlock_client.Client(daemon.path).scan(self.model())
+        self.assertLess(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 64 << 10)  # KiB
+
+    def test_a_reply_over_the_callers_bound_is_refused(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(frame(b"{" + b" " * 5000 + b"}")))
+        with self.assertRaises(airlock_client.ProtocolError):
+            airlock_client.Client(daemon.path, max_reply=4096).scan(self.model())
+
+    def test_a_peer_that_announces_much_and_sends_little_costs_little(self):
+        def answer(req, conn):
+            conn.sendall(struct.pack(">I", 500 << 20) + b"{" * 1000)  # then closes
+
+        daemon = self.fake(answer)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with self.assertRaises(airlock_client.ProtocolError):
+            airlock_client.Client(daemon.path).scan(self.model())
+        self.assertLess(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 64 << 10)
+
+    def test_malformed_replies_are_protocol_errors(self):
+        bad = [
+            b"\x00\x00\x00\x00",
+            frame(b"not json"),
+            frame(b"[" * 100000 + b"]" * 100000),
+            frame([1, 2]),
+            frame({"airlock": 2, "id": 1, "ok": True, "reports": []}),
+            frame({"airlock": True, "id": 1, "ok": True, "reports": []}),
+            frame({"airlock": 1, "id": 999, "ok": True, "reports": [REPORT]}),
+            frame({"airlock": 1, "id": 1, "ok": True}),
+            frame({"airlock": 1, "id": 1, "ok": True, "reports": [{"verdict": "fine"}]}),
+            frame({"airlock": 1, "id": 1, "ok": True, "reports": [REPORT, REPORT]}),
+            frame({"airlock": 1, "id": 1, "ok": "yes"}),
+            b"\x00\x00",
+        ]
+        for reply in bad:
+            with self.subTest(reply=reply[:40]):
+                daemon = self.fake(lambda req, conn, reply=reply: conn.sendall(reply))
+                with self.assertRaises(airlock_client.ProtocolError):
+                    airlock_client.Client(daemon.path).scan(self.model())
+
+    def test_a_silent_daemon_times_out(self):
+        daemon = self.fake(lambda req, conn: time.sleep(3))
+        start = time.monotonic()
+        with self.assertRaises(airlock_client.AirlockTimeout):
+            airlock_client.Client(daemon.path, timeout=0.5).scan(self.model())
+        self.assertLess(time.monotonic() - start, 2.5)
+
+    def test_a_trickling_daemon_times_out_at_the_deadline(self):
+        def answer(req, conn):
+            conn.sendall(struct.pack(">I", 1000))
+            for _ in range(30):
+                conn.sendall(b" ")
+                time.sleep(0.1)
+
+        daemon = self.fake(answer)
+        start = time.monotonic()
+        with self.assertRaises(airlock_client.AirlockTimeout):
+            airlock_client.Client(daemon.path, timeout=0.8).scan(self.model())
+        self.assertLess(time.monotonic() - start, 2.5)
+
+    def test_daemon_down_is_daemon_unavailable(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with self.assertRaises(airlock_client.DaemonUnavailable):
+                airlock_client.Client(os.path.join(folder, "none.sock")).scan(self.model())
+            # A socket file nobody listens on.
+            path = os.path.join(folder, "dead.sock")
+            dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            dead.bind(path)
+            dead.close()
+            with self.assertRaises(airlock_client.DaemonUnavailable):
+                airlock_client.Client(path).scan(self.model())
+
+    def test_default_socket_follows_the_environment(self):
+        saved = os.environ.get("AIRLOCK_SOCKET")
+        try:
+            os.environ["AIRLOCK_SOCKET"] = "/tmp/somewhere.sock"
+            self.assertEqual(airlock_client.Client().socket_path, "/tmp/somewhere.sock")
+            del os.environ["AIRLOCK_SOCKET"]
+            self.assertEqual(airlock_client.Client().socket_path, "/run/airlock/airlockd.sock")
+        finally:
+            if saved is not None:
+                os.environ["AIRLOCK_SOCKET"] = saved
+
+    def test_fifo_device_and_folder_are_refused_without_asking(self):
+        daemon = self.fake(lambda req, conn: None)
+        client = airlock_client.Client(daemon.path, timeout=2)
+        with tempfile.TemporaryDirectory() as folder:
+            fifo = os.path.join(folder, "fifo")
+            os.mkfifo(fifo)
+            for target in (fifo, "/dev/zero", folder):
+                with self.subTest(target=target):
+                    with self.assertRaises(airlock_client.InputError):
+                        client.probe(target)
+        self.assertEqual(daemon.requests, [])
+
+    def test_unknown_and_mistyped_options_are_refused(self):
+        client = airlock_client.Client("/nonexistent.sock")
+        with self.assertRaises(TypeError):
+            client.probe(self.model(), worldz=2)
+        with self.assertRaises(TypeError):
+            client.probe(self.model(), worlds=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
