@@ -222,12 +222,19 @@ class Client:
             sock.settimeout(max(0.001, min(wait, self.connect_timeout)))
             try:
                 sent = _socket.send_fds(sock, [frame], [fd]) if fd is not None else 0
-                sock.sendall(frame[sent:])
+                if sent < len(frame):
+                    sock.sendall(frame[sent:])
             except _socket.timeout:
                 raise AirlockTimeout("airlockd did not take the request in time") from None
             except OSError as error:
-                raise ProtocolError(f"airlockd closed the connection before taking the request ({error})") from None
-            reply = read_message(sock, deadline, self.max_reply)
+                # The daemon may have answered and closed first (a `busy` or `forbidden` notice): read that.
+                try:
+                    reply = read_message(sock, min(deadline, time.monotonic() + 1.0), self.max_reply)
+                except AirlockError:
+                    raise ProtocolError(f"airlockd closed the connection before taking the request ({error})") \
+                        from None
+            else:
+                reply = read_message(sock, deadline, self.max_reply)
         return check_reply(reply, request_id)
 
     def _connect(self):

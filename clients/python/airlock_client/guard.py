@@ -151,14 +151,16 @@ def safe_load(path, loader, *, socket=None, client: Client | None = None, allow=
             return loader(handle)
 
 
+_GUARD_KEYWORDS = ("socket", "client", "allow", "method", "max_bytes", "timeout", "python", "worlds")
+
+
 def _guard_keywords(kw: dict) -> dict:
-    return {key: kw.pop(key) for key in ("socket", "client", "allow", "method", "max_bytes", "timeout", "python")
-            if key in kw}
+    return {key: kw.pop(key) for key in _GUARD_KEYWORDS if key in kw}
 
 
 def pickle_load(path, **kw):
     """``pickle.load`` of ``path`` after airlockd's check. Guard keywords: ``socket``, ``client``, ``allow``,
-    ``method``, ``max_bytes``, ``timeout``, ``python``; the rest go to ``pickle.load``."""
+    ``method``, ``max_bytes``, ``timeout``, ``python``, ``worlds``; the rest go to ``pickle.load``."""
     import pickle
 
     guard = _guard_keywords(kw)

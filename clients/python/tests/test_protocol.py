@@ -1,6 +1,9 @@
 """The client against a fake daemon that misbehaves on purpose: no airlockd needed."""
 
+import fcntl
+import hashlib
 import json
+import pickle
 import os
 import resource
 import socket
@@ -31,6 +34,16 @@ def read_request(conn):
     return json.loads(data[4:]), fds
 
 
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def seals(fd):
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        return None
+
+
 REPORT = {"schemaVersion": 1, "target": {"path": "m", "size": 1, "sha256": None, "format": "pickle"},
           "verdict": "clean", "findings": [], "trace": [], "timings": {}, "error": None}
 
@@ -38,7 +51,8 @@ REPORT = {"schemaVersion": 1, "target": {"path": "m", "size": 1, "sha256": None,
 class FakeDaemon:
     """A Unix socket server answering each connection with `answer(request, fds, conn)` in a thread."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, reads=True):
+        self.reads = reads
         self.dir = tempfile.mkdtemp(prefix="airlock-fake-")
         self.path = os.path.join(self.dir, "fake.sock")
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -46,6 +60,7 @@ class FakeDaemon:
         self.server.listen(16)
         self.answer = answer
         self.requests = []
+        self.received = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -57,8 +72,13 @@ class FakeDaemon:
                 return
             with conn:
                 try:
+                    if not self.reads:
+                        self.answer(None, conn)
+                        self.reads = True
+                        continue
                     request, fds = read_request(conn)
                     self.requests.append((request, [os.fstat(fd).st_ino for fd in fds]))
+                    self.received += [(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE, seals(fd)) for fd in fds]
                     for fd in fds:
                         os.close(fd)
                     self.answer(request, conn)
@@ -72,8 +92,8 @@ class FakeDaemon:
 
 
 class ProtocolTests(unittest.TestCase):
-    def fake(self, answer):
-        daemon = FakeDaemon(answer)
+    def fake(self, answer, reads=True):
+        daemon = FakeDaemon(answer, reads)
         self.addCleanup(daemon.close)
         return daemon
 
@@ -127,6 +147,25 @@ class ProtocolTests(unittest.TestCase):
 
         daemon = self.fake(answer)
         self.assertEqual(airlock_client.Client(daemon.path).scan(self.model()).verdict, "clean")
+
+    def test_a_notice_sent_before_the_request_was_read_is_read_and_retried(self):
+        def answer(req, conn):
+            if req is None:  # at accept: the connection cap, as airlockd sends it, without reading anything
+                conn.sendall(frame({"airlock": 1, "id": None, "ok": False,
+                                    "error": {"code": "busy", "reason": "connections", "message": "too many"}}))
+            else:
+                conn.sendall(frame({"airlock": 1, "id": req["id"], "ok": True, "reports": [REPORT]}))
+
+        daemon = self.fake(answer, reads=False)
+        self.assertEqual(airlock_client.Client(daemon.path).scan(self.model(b"x" * 300000)).verdict, "clean")
+
+    def test_forbidden_at_accept_is_a_daemon_error(self):
+        daemon = self.fake(lambda req, conn: conn.sendall(frame(
+            {"airlock": 1, "id": None, "ok": False, "error": {"code": "forbidden", "message": "not allowed"}})),
+            reads=False)
+        with self.assertRaises(airlock_client.DaemonError) as caught:
+            airlock_client.Client(daemon.path).scan(self.model())
+        self.assertEqual(caught.exception.code, "forbidden")
 
     def test_busy_until_the_retry_time_runs_out_raises_busy(self):
         daemon = self.fake(lambda req, conn: conn.sendall(frame(
@@ -249,6 +288,38 @@ class ProtocolTests(unittest.TestCase):
                     with self.assertRaises(airlock_client.InputError):
                         client.probe(target)
         self.assertEqual(daemon.requests, [])
+
+    def answering(self, **report):
+        """A fake daemon answering every examination with REPORT updated by `report`."""
+        return self.fake(lambda req, conn: conn.sendall(
+            frame({"airlock": 1, "id": req["id"], "ok": True, "reports": [{**REPORT, **report}]})))
+
+    def test_a_report_about_other_bytes_is_refused(self):
+        daemon = self.answering(target={"path": "m", "size": 4, "sha256": "0" * 64, "format": "pickle"})
+        called = []
+        with self.assertRaises(airlock_client.ProtocolError):
+            airlock_client.safe_load(self.model(), called.append, socket=daemon.path)
+        self.assertEqual(called, [])
+
+    def test_an_unsafe_verdict_never_calls_the_loader_and_carries_the_report(self):
+        data = b"\x80\x04N."
+        digest = hashlib.sha256(data).hexdigest()
+        for verdict in ("malicious", "suspicious", "error"):
+            with self.subTest(verdict=verdict):
+                daemon = self.answering(
+                    verdict=verdict, target={"path": "m", "size": 4, "sha256": digest, "format": "pickle"},
+                    findings=[{"rule": "pickle.dangerous-import", "severity": "critical", "source": "static",
+                               "message": "os.system", "evidence": {"global": "os.system"}}])
+                called = []
+                with self.assertRaises(airlock_client.UnsafeModelError) as caught:
+                    airlock_client.safe_load(self.model(data), called.append, socket=daemon.path)
+                self.assertEqual(called, [])
+                self.assertEqual(caught.exception.report.verdict, verdict)
+                self.assertEqual(caught.exception.report.findings[0].evidence, {"global": "os.system"})
+        daemon = self.answering(target={"path": "m", "size": 4, "sha256": digest, "format": "pickle"})
+        self.assertIsNone(airlock_client.safe_load(self.model(data), pickle.load, socket=daemon.path))
+        # What the daemon got: a read-only descriptor of a copy sealed against every change.
+        self.assertEqual(daemon.received[-1], (os.O_RDONLY, SEALS))
 
     def test_unknown_and_mistyped_options_are_refused(self):
         client = airlock_client.Client("/nonexistent.sock")
