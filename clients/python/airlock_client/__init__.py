@@ -16,6 +16,7 @@ from .errors import (
     InputError,
     ProtocolError,
     UnsafeModelError,
+    UntrustedDaemon,
 )
 from .guard import SealedCopy, check, joblib_load, pickle_load, safe_load, sealed_copy, torch_load
 from .snapshot import remove_snapshot, snapshot
@@ -26,5 +27,5 @@ __all__ = [
     "AirlockError", "AirlockTimeout", "Busy", "Client", "DEFAULT_SOCKET", "DaemonError", "DaemonUnavailable",
     "Finding", "InputError", "MAX_REPLY", "ProtocolError", "Report", "SealedCopy", "UnsafeModelError", "check",
     "default_socket", "joblib_load", "pickle_load", "remove_snapshot", "safe_load", "sealed_copy", "snapshot",
-    "torch_load",
+    "torch_load", "UntrustedDaemon",
 ]

@@ -20,6 +20,7 @@ from .errors import (
     DaemonUnavailable,
     InputError,
     ProtocolError,
+    UntrustedDaemon,
 )
 
 #: The socket airlockd listens on when neither the caller nor ``$AIRLOCK_SOCKET`` names one.
@@ -104,11 +105,13 @@ class Client:
     ``timeout``: seconds to wait for a reply; None waits as ``airlock`` does (the detonation deadline or world
     budget plus 600 s, and 600 s for folders). ``busy_timeout``: seconds to retry ``busy`` answers, with jittered
     exponential back-off, from the first attempt (default: the request's ``timeout`` or 60; 0 never retries).
-    ``max_reply``: the largest reply accepted (default and most 512 MiB).
+    ``max_reply``: the largest reply accepted (default and most 512 MiB). ``daemon_uids``: the uids the process
+    listening on the socket may have (its ``SO_PEERCRED``), default root's and this process's own: anyone else
+    could have put a socket there and answer "clean" (``UntrustedDaemon``); None does not check.
     """
 
     def __init__(self, socket=None, *, timeout=None, busy_timeout=None, max_reply: int = MAX_REPLY,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, daemon_uids=(0, "self")):
         self.socket_path = os.fspath(socket) if socket is not None else default_socket()
         self.timeout = timeout
         self.busy_timeout = busy_timeout
@@ -116,6 +119,8 @@ class Client:
             raise ValueError(f"max_reply must be from 4 to {MAX_REPLY}")
         self.max_reply = max_reply
         self.connect_timeout = connect_timeout
+        self.daemon_uids = None if daemon_uids is None else frozenset(
+            os.geteuid() if uid == "self" else int(uid) for uid in daemon_uids)
         self._next_id = 0
 
     # Public calls
@@ -158,7 +163,7 @@ class Client:
 
     def _examine(self, method, target, options, single=False):
         params = _params(method, options)
-        fd, owned, name = _open_target(target)
+        fd, owned, name = open_target(target)
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
@@ -256,6 +261,12 @@ class Client:
                     from error
             raise DaemonUnavailable(f"cannot connect to airlockd at {self.socket_path}: {error.strerror}",
                                     error.errno) from None
+        if self.daemon_uids is not None:
+            _, uid, _ = struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
+            if uid not in self.daemon_uids:
+                sock.close()
+                raise UntrustedDaemon(f"the process listening on {self.socket_path} runs as uid {uid}, not one of "
+                                      f"{sorted(self.daemon_uids)} (daemon_uids): its answers are not trusted")
         return sock
 
 
@@ -351,19 +362,32 @@ def _params(method: str, options: dict) -> dict:
     return params
 
 
-def _open_target(target):
-    """(descriptor, whether we opened it, name) for a path, a file object or a descriptor. Paths are opened
-    read-only and non-blocking (a FIFO must not hang the open), following symbolic links: what is examined is
-    the file this open reached, whatever the path names later."""
+def open_target(target, default_name=None):
+    """(descriptor, whether we opened it, name) for a path, a file object or a descriptor. A path is first opened
+    ``O_PATH`` (which has no effect on a FIFO or a device: a tape is not rewound, a FIFO does not wait for a
+    writer) and reopened for reading only when it is a regular file or a folder; symbolic links are followed, and
+    what is examined is the file this one open reached, whatever the path names later."""
     if isinstance(target, int) and not isinstance(target, bool):
-        return target, False, None
+        return target, False, default_name
     if hasattr(target, "fileno") and not isinstance(target, (str, bytes, os.PathLike)):
         name = getattr(target, "name", None)
-        return target.fileno(), False, os.path.basename(name) if isinstance(name, str) else None
+        return target.fileno(), False, os.path.basename(name) if isinstance(name, str) else default_name
     path = os.fspath(target)
+    shown = os.fsdecode(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        handle = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as error:
-        raise InputError(f"cannot open {os.fsdecode(path)}: {error.strerror}") from None
-    base = os.path.basename(os.path.normpath(os.fsdecode(path)))
-    return fd, True, base or None
+        raise InputError(f"cannot open {shown}: {error.strerror}") from None
+    try:
+        mode = os.fstat(handle).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"{shown} is not a regular file or a folder (a FIFO, device or socket is never "
+                             "opened)")
+        flags = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | (os.O_DIRECTORY if stat.S_ISDIR(mode) else 0)
+        try:
+            fd = os.open(f"/proc/self/fd/{handle}", flags)
+        except OSError as error:
+            raise InputError(f"cannot open {shown} for reading: {error.strerror}") from None
+    finally:
+        os.close(handle)
+    return fd, True, os.path.basename(os.path.normpath(shown)) or default_name

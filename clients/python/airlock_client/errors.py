@@ -25,6 +25,13 @@ class DaemonUnavailable(AirlockError):
         self.errno = errno
 
 
+class UntrustedDaemon(AirlockError):
+    """The process listening on the socket is not one the client trusts (its uid, from ``SO_PEERCRED``, is not
+    among ``Client(daemon_uids=...)``): nothing is sent to it."""
+
+    code = "untrusted"
+
+
 class ProtocolError(AirlockError):
     """The peer on the socket did not speak airlockd's protocol: a bad length, bad JSON, another version, a reply
     that ended early or that is not what the request asked for. The connection is not used again."""

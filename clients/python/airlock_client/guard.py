@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import os
 import stat
 
-from .client import Client
+from .client import Client, open_target
 from .errors import AirlockError, InputError, ProtocolError, UnsafeModelError
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -65,7 +64,7 @@ def sealed_copy(source, max_bytes: int | None = None) -> SealedCopy:
     ``max_bytes`` (default: half the physical memory). A folder, FIFO, device or socket raises InputError; so does
     a file over the bound."""
     limit = default_max_bytes() if max_bytes is None else max_bytes
-    fd, owned, name = _open_source(source)
+    fd, owned, name = open_target(source, "model")
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -125,12 +124,13 @@ def check(copy: SealedCopy, *, socket=None, client: Client | None = None, allow=
     client = client or Client(socket)
     options.setdefault("name", copy.name)
     report = getattr(client, method)(copy.fd, **options)
-    if report.sha256 != copy.sha256:
-        raise ProtocolError(f"airlockd's report is about other bytes (sha256 {report.sha256}, not {copy.sha256})")
     if report.verdict not in allow:
         raise UnsafeModelError(
             f"airlockd: {copy.name} is {report.verdict} ({', '.join(report.rules) or 'no findings'}); "
             f"allowed: {', '.join(allow)}", report)
+    # An answer about other bytes says nothing about these (a confused or impostor daemon).
+    if report.sha256 != copy.sha256:
+        raise ProtocolError(f"airlockd's report is about other bytes (sha256 {report.sha256}, not {copy.sha256})")
     return report
 
 
@@ -188,19 +188,3 @@ def joblib_load(path, **kw):
     if kw.get("mmap_mode") is not None:
         raise InputError("joblib_load loads from the examined bytes in memory: mmap_mode cannot apply")
     return safe_load(path, lambda f: joblib.load(f, **kw), **guard)
-
-
-def _open_source(source):
-    if isinstance(source, int) and not isinstance(source, bool):
-        return source, False, "fd"
-    if isinstance(source, io.IOBase) or (hasattr(source, "fileno") and not isinstance(source, (str, bytes))):
-        name = getattr(source, "name", None)
-        return source.fileno(), False, os.path.basename(name) if isinstance(name, str) else "fd"
-    path = os.fspath(source)
-    try:
-        # Non-blocking: opening a FIFO must not wait for a writer. Symbolic links are followed: the copy is of
-        # what this one open reached.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as error:
-        raise InputError(f"cannot open {os.fsdecode(path)}: {error.strerror}") from None
-    return fd, True, os.path.basename(os.path.normpath(os.fsdecode(path))) or "model"

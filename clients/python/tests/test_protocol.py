@@ -31,7 +31,7 @@ def read_request(conn):
             break
         data += chunk
         fds += ancillary
-    return json.loads(data[4:]), fds
+    return (json.loads(data[4:]) if len(data) > 4 else None), fds
 
 
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -77,6 +77,8 @@ class FakeDaemon:
                         self.reads = True
                         continue
                     request, fds = read_request(conn)
+                    if request is None:  # the client left without a request
+                        continue
                     self.requests.append((request, [os.fstat(fd).st_ino for fd in fds]))
                     self.received += [(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE, seals(fd)) for fd in fds]
                     for fd in fds:
@@ -320,6 +322,23 @@ class ProtocolTests(unittest.TestCase):
         self.assertIsNone(airlock_client.safe_load(self.model(data), pickle.load, socket=daemon.path))
         # What the daemon got: a read-only descriptor of a copy sealed against every change.
         self.assertEqual(daemon.received[-1], (os.O_RDONLY, SEALS))
+
+    def test_a_listener_of_another_uid_is_not_trusted(self):
+        daemon = self.answering()
+        with self.assertRaises(airlock_client.UntrustedDaemon):
+            airlock_client.Client(daemon.path, daemon_uids=(os.geteuid() + 1,)).scan(self.model())
+        self.assertEqual(daemon.requests, [])
+        # By default root and this process's uid are trusted; None checks nothing.
+        self.assertEqual(airlock_client.Client(daemon.path).scan(self.model()).verdict, "clean")
+        self.assertEqual(airlock_client.Client(daemon.path, daemon_uids=None).scan(self.model()).verdict, "clean")
+
+    def test_a_file_still_open_for_writing_is_checked_and_loaded_as_it_was_copied(self):
+        path = self.model(pickle.dumps([1, 2]))
+        digest = hashlib.sha256(pickle.dumps([1, 2])).hexdigest()
+        daemon = self.answering(target={"path": "m", "size": 4, "sha256": digest, "format": "pickle"})
+        with open(path, "ab") as writer:  # a download still in progress: airlockd would answer file-busy
+            self.assertEqual(airlock_client.safe_load(path, pickle.load, socket=daemon.path), [1, 2])
+            writer.write(b"more")
 
     def test_unknown_and_mistyped_options_are_refused(self):
         client = airlock_client.Client("/nonexistent.sock")
