@@ -11,6 +11,7 @@ import socket as _socket
 import stat
 import struct
 import time
+import unicodedata
 
 from .errors import (
     AirlockError,
@@ -358,8 +359,32 @@ def _params(method: str, options: dict) -> dict:
         wire, kind = _OPTION_NAMES[key]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise TypeError(f"option {key!r} has the wrong type")
+        if key == "name":
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a name decoded with surrogateescape: JSON cannot carry it as it is
+                value = escaped_name(value)
         params[wire] = value
     return params
+
+
+def escaped_name(name) -> str:
+    """A file name (str or bytes) in airlock's escaped form (docs/formats.md, "Names are bytes"): a backslash as
+    ``\\\\``, each byte that is not UTF-8 or belongs to a control or formatting character as ``\\xHH``. JSON cannot
+    carry the bytes of a name that is not UTF-8; this form carries them losslessly."""
+    text = os.fsencode(name).decode("utf-8", "surrogateescape")
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02X}")
+        elif char == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append("".join(f"\\x{byte:02X}" for byte in char.encode("utf-8")))
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def open_target(target, default_name=None):
@@ -371,7 +396,8 @@ def open_target(target, default_name=None):
         return target, False, default_name
     if hasattr(target, "fileno") and not isinstance(target, (str, bytes, os.PathLike)):
         name = getattr(target, "name", None)
-        return target.fileno(), False, os.path.basename(name) if isinstance(name, str) else default_name
+        shown = os.path.basename(name) if isinstance(name, (str, bytes)) else ""
+        return target.fileno(), False, escaped_name(shown) if shown else default_name
     path = os.fspath(target)
     shown = os.fsdecode(path)
     try:
@@ -390,4 +416,5 @@ def open_target(target, default_name=None):
             raise InputError(f"cannot open {shown} for reading: {error.strerror}") from None
     finally:
         os.close(handle)
-    return fd, True, os.path.basename(os.path.normpath(shown)) or default_name
+    base = os.path.basename(os.path.normpath(shown))
+    return fd, True, escaped_name(base) if base else default_name

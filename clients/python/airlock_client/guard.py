@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 
-from .client import Client, open_target
+from .client import VERDICTS, Client, open_target
 from .errors import AirlockError, InputError, ProtocolError, UnsafeModelError
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -121,6 +121,7 @@ def check(copy: SealedCopy, *, socket=None, client: Client | None = None, allow=
     ``allow``, ProtocolError when the report is not about these bytes (another SHA-256)."""
     if method not in ("probe", "scan"):
         raise ValueError("method must be 'probe' or 'scan'")
+    allow = allowed_verdicts(allow)
     client = client or Client(socket)
     options.setdefault("name", copy.name)
     report = getattr(client, method)(copy.fd, **options)
@@ -132,6 +133,16 @@ def check(copy: SealedCopy, *, socket=None, client: Client | None = None, allow=
     if report.sha256 != copy.sha256:
         raise ProtocolError(f"airlockd's report is about other bytes (sha256 {report.sha256}, not {copy.sha256})")
     return report
+
+
+def allowed_verdicts(allow) -> tuple:
+    """``allow`` as a tuple of verdicts, checked: a bare string is one verdict (never its substrings), and an
+    unknown verdict is a ValueError."""
+    verdicts = (allow,) if isinstance(allow, str) else tuple(allow)
+    unknown = [v for v in verdicts if v not in VERDICTS]
+    if unknown:
+        raise ValueError(f"unknown verdicts in allow: {unknown!r} (verdicts: {', '.join(VERDICTS)})")
+    return verdicts
 
 
 def safe_load(path, loader, *, socket=None, client: Client | None = None, allow=("clean",), method="probe",

@@ -10,7 +10,8 @@ import shutil
 import stat
 import tempfile
 
-from .client import Client
+from .client import Client, escaped_name
+from .guard import allowed_verdicts
 from .errors import AirlockError, InputError, UnsafeModelError
 
 #: Most entries (files and folders) copied.
@@ -32,6 +33,7 @@ def snapshot(path, *, socket=None, client: Client | None = None, allow=("clean",
     the Hugging Face cache, inside its ``models--…`` folder (where ``blobs/`` are); any other link, a FIFO, device
     or socket raises InputError. At most ``max_entries`` entries, ``MAX_DEPTH`` levels and ``max_bytes`` bytes
     (default: the free space where the copy goes). The caller removes the copy (``remove_snapshot``) when done."""
+    allow = allowed_verdicts(allow)
     source = os.path.abspath(os.fsdecode(os.fspath(path)))
     if not os.path.isdir(source):
         raise InputError(f"{source} is not a folder")
@@ -46,7 +48,8 @@ def snapshot(path, *, socket=None, client: Client | None = None, allow=("clean",
             budget = vfs.f_bavail * vfs.f_frsize
         digests = _copy_tree(source, root, copy, max_entries, budget)
         _make_read_only(copy)
-        reports = (client or Client(socket)).probe_folder(copy, name=os.path.basename(source), **options)
+        reports = (client or Client(socket)).probe_folder(copy, name=escaped_name(os.path.basename(source)),
+                                                            **options)
         judged = {r.sha256 for r in reports if r.verdict in allow and r.sha256}
         bad = [r for r in reports if r.verdict not in allow]
         if bad:

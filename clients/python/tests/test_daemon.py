@@ -211,6 +211,14 @@ class DaemonTests(unittest.TestCase):
         verdicts = {os.path.basename(r.path): r.verdict for r in reports}
         self.assertEqual(verdicts, {"a.safetensors": "clean", "b.pkl": "malicious"})
 
+    def test_a_name_that_is_not_utf8_is_examined_and_reported_escaped(self):
+        path = os.fsencode(self.dir) + b"/w\xff\n.pkl"
+        with open(path, "wb") as out:
+            pickle.dump([1], out)
+        report = airlock_client.Client().scan(path)
+        self.assertEqual(report.path, "w\\xFF\\x0A.pkl")
+        self.assertEqual(airlock_client.pickle_load(path, method="scan"), [1])
+
     def test_unknown_runtime_is_a_daemon_error(self):
         write_safetensors(self.path("m.safetensors"), {"w": [1.0]})
         with self.assertRaises(airlock_client.DaemonError) as caught:

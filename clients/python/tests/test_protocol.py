@@ -340,6 +340,28 @@ class ProtocolTests(unittest.TestCase):
             self.assertEqual(airlock_client.safe_load(path, pickle.load, socket=daemon.path), [1, 2])
             writer.write(b"more")
 
+    def test_names_that_are_not_utf8_travel_in_the_escaped_form(self):
+        daemon = self.answering()
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.fsencode(folder) + b"/w\xff\\x\n\xe2\x80\xae.pkl"
+            with open(path, "wb") as out:
+                out.write(b"\x80\x04N.")
+            client = airlock_client.Client(daemon.path)
+            client.scan(path)
+            client.scan(os.fsdecode(path))
+            client.scan(self.model(), name=os.fsdecode(b"n\xfe"))
+        names = [request["params"]["name"] for request, _ in daemon.requests]
+        self.assertEqual(names, ["w\\xFF\\\\x\\x0A\\xE2\\x80\\xAE.pkl"] * 2 + ["n\\xFE"])
+
+    def test_allow_is_a_set_of_verdicts_never_a_substring(self):
+        digest = hashlib.sha256(b"\x80\x04N.").hexdigest()
+        daemon = self.answering(verdict="error", target={"path": "m", "size": 4, "sha256": digest, "format": "x"})
+        with self.assertRaises(ValueError):
+            airlock_client.safe_load(self.model(), pickle.load, socket=daemon.path, allow="clean-or-error")
+        with self.assertRaises(airlock_client.UnsafeModelError):
+            airlock_client.safe_load(self.model(), pickle.load, socket=daemon.path, allow="clean")
+        self.assertIsNone(airlock_client.safe_load(self.model(), pickle.load, socket=daemon.path, allow="error"))
+
     def test_unknown_and_mistyped_options_are_refused(self):
         client = airlock_client.Client("/nonexistent.sock")
         with self.assertRaises(TypeError):
