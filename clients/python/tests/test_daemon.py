@@ -62,6 +62,21 @@ def read_bytes(path):
         return handle.read()
 
 
+class RacingClient(airlock_client.Client):
+    """A client that runs `race` right after airlockd answered a probe: an attacker winning every race."""
+
+    def __init__(self, race):
+        super().__init__()
+        self.race = race
+        self.raced = 0
+
+    def probe(self, target, **options):
+        report = super().probe(target, **options)
+        self.race()
+        self.raced += 1
+        return report
+
+
 @unittest.skipUnless(SOCKET, "AIRLOCK_SOCKET names no running airlockd")
 class DaemonTests(unittest.TestCase):
     def setUp(self):
@@ -139,13 +154,10 @@ class DaemonTests(unittest.TestCase):
         with open(clean, "wb") as out:
             pickle.dump({"weights": [1, 2]}, out)
         evil = self.evil("other.pkl")
-
-        def swap_then_load(handle):
-            # An attacker who wins every race: the path now names the malicious file, by rename and by rewrite.
-            os.rename(evil, clean)
-            return pickle.load(handle)
-
-        self.assertEqual(airlock_client.safe_load(clean, swap_then_load), {"weights": [1, 2]})
+        # An attacker who wins the race: the path names the malicious file as soon as airlockd has answered.
+        client = RacingClient(lambda: os.rename(evil, clean))
+        self.assertEqual(airlock_client.safe_load(clean, pickle.load, client=client), {"weights": [1, 2]})
+        self.assertEqual(client.raced, 1)
         self.assertFalse(os.path.exists(self.bait))
 
     def test_the_file_rewritten_in_place_after_the_check_is_not_what_loads(self):
@@ -154,29 +166,32 @@ class DaemonTests(unittest.TestCase):
             pickle.dump({"weights": [1, 2]}, out)
         payload = pickle.dumps(Payload(self.bait))
 
-        def rewrite_then_load(handle):
-            with open(clean, "r+b") as out:  # the same inode the check opened
+        def rewrite():
+            with open(clean, "r+b") as out:  # the same inode the client opened
                 out.write(payload)
                 out.truncate()
-            return pickle.load(handle)
 
-        self.assertEqual(airlock_client.safe_load(clean, rewrite_then_load), {"weights": [1, 2]})
+        client = RacingClient(rewrite)
+        self.assertEqual(airlock_client.safe_load(clean, pickle.load, client=client), {"weights": [1, 2]})
+        self.assertEqual(client.raced, 1)
         self.assertFalse(os.path.exists(self.bait))
 
     def test_a_symlink_swapped_after_the_check_is_not_followed_again(self):
-        clean = self.path("clean.pkl")
-        with open(clean, "wb") as out:
-            pickle.dump([1], out)
-        link = self.path("model.pkl")
+        import torch
+
+        clean = self.path("clean.pt")
+        torch.save([1], clean)
+        link = self.path("model.pt")
         os.symlink(clean, link)
         evil = self.evil()
 
-        def relink_then_load(handle):
+        def relink():
             os.unlink(link)
             os.symlink(evil, link)
-            return pickle.load(handle)
 
-        self.assertEqual(airlock_client.safe_load(link, relink_then_load), [1])
+        client = RacingClient(relink)
+        self.assertEqual(airlock_client.torch_load(link, client=client, weights_only=False, worlds=1), [1])
+        self.assertEqual(client.raced, 1)
         self.assertFalse(os.path.exists(self.bait))
 
     def test_the_examined_copy_cannot_be_changed_by_anyone(self):
