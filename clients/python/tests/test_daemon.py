@@ -279,12 +279,12 @@ class DaemonTests(unittest.TestCase):
 
     def test_snapshot_with_a_malicious_file_raises_and_leaves_no_copy(self):
         source = self.hub_snapshot(evil=True)
-        before = set(os.listdir(tempfile.gettempdir()))
+        dest = self.path("copies")
+        os.mkdir(dest)
         with self.assertRaises(airlock_client.UnsafeModelError) as caught:
-            airlock_client.snapshot(source)
+            airlock_client.snapshot(source, dest=dest)
         self.assertTrue(any(r.verdict == "malicious" for r in caught.exception.reports))
-        left = {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("airlock-snapshot-")}
-        self.assertEqual(left, set())
+        self.assertEqual(os.listdir(dest), [])
         self.assertFalse(os.path.exists(self.bait))
 
     def test_snapshot_refuses_links_out_of_the_repository_and_special_files(self):
