@@ -42,12 +42,17 @@ struct PythonClientTests {
         let venv = try PythonClientTests.install(dir)
         let daemon = try TestDaemon()
         defer { daemon.stop() }
+        // One connection at most: the busy test holds it and the client retries until it is free.
+        let crowded = try TestDaemon(config: ["maxConnections": 1])
+        defer { crowded.stop() }
         // Run from the scratch folder with the tests' folder as the top: `import airlock_client` can only find the
         // installed package, never the sources.
         let run = try runProgram(
             "\(venv)/bin/python3",
             ["-m", "unittest", "discover", "-s", "\(dir)/src/tests", "-t", "\(dir)/src/tests", "-v"],
-            environment: ["AIRLOCK_SOCKET": daemon.socket, "PYTHONDONTWRITEBYTECODE": "1"], directory: dir)
+            environment: [
+                "AIRLOCK_SOCKET": daemon.socket, "AIRLOCK_BUSY_SOCKET": crowded.socket, "PYTHONDONTWRITEBYTECODE": "1",
+            ], directory: dir)
         let output = run.stdout + run.stderr
         #expect(run.status == 0, "the Python client's tests failed:\n\(output)\n--- airlockd:\n\(daemon.log)")
         #expect(output.contains("airlock_client from \(venv)/lib/"), "the tests did not use the installed package")

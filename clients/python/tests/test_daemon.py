@@ -4,14 +4,19 @@ one and runs these). Without $AIRLOCK_SOCKET these tests are skipped, and the Sw
 import json
 import os
 import pickle
+import socket
 import stat
 import struct
 import tempfile
+import threading
+import time
 import unittest
 
 import airlock_client
 
 SOCKET = os.environ.get("AIRLOCK_SOCKET")
+# An airlockd with "maxConnections": 1, for the busy test.
+BUSY_SOCKET = os.environ.get("AIRLOCK_BUSY_SOCKET")
 
 
 class Payload:
@@ -296,6 +301,34 @@ class DaemonTests(unittest.TestCase):
         with self.assertRaises(airlock_client.InputError):
             airlock_client.snapshot(folder)
 
+
+
+@unittest.skipUnless(BUSY_SOCKET, "AIRLOCK_BUSY_SOCKET names no airlockd with one connection")
+class BusyDaemonTests(unittest.TestCase):
+    def test_busy_is_retried_until_the_daemon_has_room(self):
+        with tempfile.TemporaryDirectory() as folder:
+            model = os.path.join(folder, "model.safetensors")
+            write_safetensors(model, {"w": [1.0]})
+            # The daemon's one connection, holding a message begun (so it is not idle and is never evicted).
+            holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            holder.connect(BUSY_SOCKET)
+            holder.sendall(b"\x00\x00")
+            time.sleep(0.3)
+            with self.assertRaises(airlock_client.Busy) as caught:
+                airlock_client.Client(BUSY_SOCKET, busy_timeout=0).scan(model)
+            self.assertIn(caught.exception.reply.get("reason"), ("connections", "peer-connections"))
+            timer = threading.Timer(1.5, holder.close)
+            timer.start()
+            try:
+                start = time.monotonic()
+                client = airlock_client.Client(BUSY_SOCKET, busy_timeout=20)
+                tensors = airlock_client.safe_load(model, read_safetensors, client=client, method="scan")
+            finally:
+                timer.cancel()
+                holder.close()
+            self.assertEqual(tensors, {"w": [1.0]})
+            self.assertGreaterEqual(time.monotonic() - start, 1.0)
+            self.assertGreaterEqual(airlock_client.Client(BUSY_SOCKET).status()["refused"].get("busy", 0), 2)
 
 if __name__ == "__main__":
     unittest.main()
