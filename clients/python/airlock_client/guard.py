@@ -34,8 +34,8 @@ class SealedCopy:
     that reopens the same sealed copy while this object is open (for loaders that want a path). Close it (or use
     it as a context manager) to free the memory."""
 
-    def __init__(self, fd: int, sha256: str, size: int, name: str):
-        self.fd, self.sha256, self.size, self.name = fd, sha256, size, name
+    def __init__(self, fd: int, sha256: str, size: int, name: str, sealed: bool = True):
+        self.fd, self.sha256, self.size, self.name, self.sealed = fd, sha256, size, name, sealed
 
     @property
     def path(self) -> str:
@@ -59,11 +59,20 @@ class SealedCopy:
         self.close()
 
 
-def sealed_copy(source, max_bytes: int | None = None) -> SealedCopy:
+def sealed_copy(source, max_bytes: int | None = None, spool=None) -> SealedCopy:
     """Copies ``source`` (a path, a file object or a descriptor of a regular file) into a sealed memfd, bounded by
     ``max_bytes`` (default: half the physical memory). A folder, FIFO, device or socket raises InputError; so does
-    a file over the bound."""
-    limit = default_max_bytes() if max_bytes is None else max_bytes
+    a file over the bound.
+
+    ``spool``: a folder on a disk to copy into instead, for files too large for memory: an unnamed file
+    (``O_TMPFILE``, mode 0400) that no path reaches, only this process's descriptors (and ``/proc/PID/fd``, open to
+    processes of the same uid and root, which could as well change this process's memory). It cannot be sealed:
+    ``copy.sealed`` is False. The default bound is then the free space there."""
+    if spool is not None:
+        vfs = os.statvfs(spool)
+        limit = vfs.f_bavail * vfs.f_frsize if max_bytes is None else max_bytes
+    else:
+        limit = default_max_bytes() if max_bytes is None else max_bytes
     fd, owned, name = open_target(source, "model")
     try:
         st = os.fstat(fd)
@@ -82,7 +91,14 @@ def sealed_copy(source, max_bytes: int | None = None) -> SealedCopy:
             os.close(fd)
     memfd = -1
     try:
-        memfd = os.memfd_create(f"airlock:{name}"[:200], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        if spool is None:
+            memfd = os.memfd_create(f"airlock:{name}"[:200], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        else:
+            try:
+                memfd = os.open(spool, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o400)
+            except OSError as error:
+                raise InputError(f"cannot make an unnamed file in {os.fsdecode(spool)}: {error.strerror}") \
+                    from None
         digest = hashlib.sha256()
         size = 0
         buffer = bytearray(_CHUNK)
@@ -98,7 +114,8 @@ def sealed_copy(source, max_bytes: int | None = None) -> SealedCopy:
             written = 0
             while written < n:
                 written += os.write(memfd, view[written:n])
-        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
+        if spool is None:
+            fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
         # A descriptor open for writing keeps the daemon from taking its read lease (`file-busy`): keep only a
         # read-only one. The seals belong to the file, so they hold through every descriptor.
         sealed = os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
@@ -109,10 +126,10 @@ def sealed_copy(source, max_bytes: int | None = None) -> SealedCopy:
     finally:
         os.close(reader)
     os.close(memfd)
-    if fcntl.fcntl(sealed, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+    if spool is None and fcntl.fcntl(sealed, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
         os.close(sealed)
         raise AirlockError("the kernel did not keep the copy's seals")
-    return SealedCopy(sealed, digest.hexdigest(), size, name)
+    return SealedCopy(sealed, digest.hexdigest(), size, name, sealed=spool is None)
 
 
 def check(copy: SealedCopy, *, socket=None, client: Client | None = None, allow=("clean",), method="probe",
@@ -146,15 +163,15 @@ def allowed_verdicts(allow) -> tuple:
 
 
 def safe_load(path, loader, *, socket=None, client: Client | None = None, allow=("clean",), method="probe",
-              pass_path: bool = False, max_bytes: int | None = None, **options):
+              pass_path: bool = False, max_bytes: int | None = None, spool=None, **options):
     """Asks airlockd about ``path`` and, if the verdict is in ``allow``, returns ``loader(f)`` where ``f`` is a
     binary file object over exactly the bytes examined (``pass_path=True``: ``loader(p)`` with ``p`` a
     ``/proc/self/fd/N`` path of those bytes, valid during the call). Raises UnsafeModelError (with the report)
     otherwise, and never calls the loader then. ``options`` go to the daemon (``timeout``, ``python``, ...).
 
-    Memory: the file is held in memory (a sealed memfd) while it is checked and loaded; see the README for files
-    larger than memory allows."""
-    with sealed_copy(path, max_bytes=max_bytes) as copy:
+    Memory: the file is held in memory (a sealed memfd) while it is checked and loaded; ``spool=FOLDER`` copies it
+    to an unnamed file there instead (``sealed_copy``), for files larger than memory allows."""
+    with sealed_copy(path, max_bytes=max_bytes, spool=spool) as copy:
         check(copy, socket=socket, client=client, allow=allow, method=method, **options)
         if pass_path:
             return loader(copy.path)
@@ -162,7 +179,7 @@ def safe_load(path, loader, *, socket=None, client: Client | None = None, allow=
             return loader(handle)
 
 
-_GUARD_KEYWORDS = ("socket", "client", "allow", "method", "max_bytes", "timeout", "python", "worlds")
+_GUARD_KEYWORDS = ("socket", "client", "allow", "method", "max_bytes", "spool", "timeout", "python", "worlds")
 
 
 def _guard_keywords(kw: dict) -> dict:
@@ -171,7 +188,7 @@ def _guard_keywords(kw: dict) -> dict:
 
 def pickle_load(path, **kw):
     """``pickle.load`` of ``path`` after airlockd's check. Guard keywords: ``socket``, ``client``, ``allow``,
-    ``method``, ``max_bytes``, ``timeout``, ``python``, ``worlds``; the rest go to ``pickle.load``."""
+    ``method``, ``max_bytes``, ``spool``, ``timeout``, ``python``, ``worlds``; the rest go to ``pickle.load``."""
     import pickle
 
     guard = _guard_keywords(kw)

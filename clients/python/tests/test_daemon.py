@@ -214,6 +214,28 @@ class DaemonTests(unittest.TestCase):
             report = airlock_client.check(copy)
             self.assertEqual(report.sha256, copy.sha256)
 
+    def test_a_copy_spooled_to_disk_is_unnamed_read_only_and_what_loads(self):
+        spool = self.path("spool")
+        os.mkdir(spool)
+        clean = self.path("model.pkl")
+        with open(clean, "wb") as out:
+            pickle.dump({"big": True}, out)
+        payload = pickle.dumps(Payload(self.bait))
+
+        def rewrite():
+            with open(clean, "r+b") as out:
+                out.write(payload)
+
+        loaded = airlock_client.safe_load(clean, pickle.load, client=RacingClient(rewrite), spool=spool)
+        self.assertEqual(loaded, {"big": True})
+        self.assertEqual(os.listdir(spool), [])
+        with airlock_client.sealed_copy(self.evil(), spool=spool) as copy:
+            self.assertFalse(copy.sealed)
+            self.assertEqual(os.listdir(spool), [])
+            with self.assertRaises(airlock_client.UnsafeModelError):
+                airlock_client.check(copy)
+        self.assertFalse(os.path.exists(self.bait))
+
     def test_fifo_device_and_folder_are_refused(self):
         fifo = self.path("model.fifo")
         os.mkfifo(fifo)
