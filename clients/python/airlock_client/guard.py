@@ -179,7 +179,10 @@ def safe_load(path, loader, *, socket=None, client: Client | None = None, allow=
             return loader(handle)
 
 
-_GUARD_KEYWORDS = ("socket", "client", "allow", "method", "max_bytes", "spool", "timeout", "python", "worlds")
+_GUARD_KEYWORDS = (
+    "socket", "client", "allow", "method", "max_bytes", "spool", "timeout", "python", "worlds", "world_budget",
+    "probe_phase",
+)
 
 
 def _guard_keywords(kw: dict) -> dict:
@@ -188,7 +191,8 @@ def _guard_keywords(kw: dict) -> dict:
 
 def pickle_load(path, **kw):
     """``pickle.load`` of ``path`` after airlockd's check. Guard keywords: ``socket``, ``client``, ``allow``,
-    ``method``, ``max_bytes``, ``spool``, ``timeout``, ``python``, ``worlds``; the rest go to ``pickle.load``."""
+    ``method``, ``max_bytes``, ``spool``, ``timeout``, ``python``, ``worlds``, ``world_budget``, ``probe_phase``;
+    the rest go to ``pickle.load``."""
     import pickle
 
     guard = _guard_keywords(kw)
