@@ -16,7 +16,12 @@ struct PythonClientTests {
     static func scratch() throws -> String {
         let dir = "/tmp/airlock-pyclient-\(getpid())-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: "\(repositoryRoot)/clients/python", toPath: "\(dir)/src")
+        do {
+            try FileManager.default.copyItem(atPath: "\(repositoryRoot)/clients/python", toPath: "\(dir)/src")
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw error
+        }
         return dir
     }
 
