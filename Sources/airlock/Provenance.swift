@@ -155,7 +155,9 @@ extension Airlock {
 
                 Every difference is a finding with source "provenance". docs/manifest.md has the details.
 
-                Exit status: 0 the model is what was meant, 1 any finding that makes it suspicious or malicious, 2 error.
+                --quiet, -o FILE and --color work as for `airlock scan` (docs/formats.md, "Output and exit status").
+
+                Exit status: 0 the model is what was meant, 1 any finding that makes it suspicious or malicious, 2 error, 64 usage error.
                 """
         )
 
@@ -182,8 +184,7 @@ extension Airlock {
         @Option(name: .long, help: "Threads hashing at once.")
         var threads: Int = ModelInventory.onlineCPUs
 
-        @Flag(name: .customLong("no-progress"), help: "No progress bar, even on a terminal.")
-        var noProgress = false
+        @OptionGroup var output: OutputOptions
 
         @Argument(help: "The model: a file or a folder.")
         var path: String
@@ -218,7 +219,7 @@ extension Airlock {
                     }
                     if let inside = ProvenanceCLI.relative(signature, inside: path) { request.ignore.append(inside) }
                 }
-                let progress = ProgressBar.make(enabled: !noProgress, label: "hashing")
+                let progress = ProgressBar.make(enabled: !output.noProgress, label: "hashing")
                 request.progress = progress?.update
                 let fd: FileDescriptor
                 do {
@@ -245,12 +246,12 @@ extension Airlock {
                 writeStderr("airlock: \(error.message)\n")
                 throw ExitCode(2)
             }
-            var printer = ReportPrinter(format: format, verbose: verbose)
-            printer.print(verification.report)
-            if format == .text {
-                writeStdout(Array(verification.checked.map { "  checked: \($0)\n" }.joined().utf8))
+            var out = try ReportOutput(output, format: format, verbose: verbose, inputs: [path], label: "verifying")
+            out.printer.print(verification.report)
+            if format == .text && !(output.quiet && verification.report.verdict == .clean) {
+                out.printer.text(verification.checked.map { "  checked: \($0)\n" }.joined())
             }
-            try printer.finish()
+            try out.finish()
         }
     }
 }
@@ -294,6 +295,9 @@ final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let start = ProgressBar.now()
     private var shown = false
+    private var count = 0
+    private var drawn = 0.0
+    private var erasable = false
 
     private init(label: String) {
         self.label = label
@@ -321,6 +325,27 @@ final class ProgressBar: @unchecked Sendable {
     /// Ends the bar's line.
     func finish() {
         if shown { writeStderr("\n") }
+    }
+
+    /// The progress line of a scan or probe of many files (`ReportOutput`): how many so far, for how long, the
+    /// last one; shown from the second second on, redrawn at most ten times a second, cleared by `clear`.
+    func files(_ report: Report) {
+        count += 1
+        let now = ProgressBar.now()
+        guard now - start >= 1, now - drawn >= 0.1 else { return }
+        drawn = now
+        erasable = true
+        var last = FileName.escapingControls(report.target.path)
+        if last.count > 40 { last = "…" + last.suffix(39) }
+        writeStderr(
+            "\r\u{1B}[K\(label) \(count) file\(count == 1 ? "" : "s") (\(String(format1: now - start)) s) \(last)")
+    }
+
+    /// Erases the progress line, so that output lines do not interleave with it.
+    func clear() {
+        if erasable { writeStderr("\r\u{1B}[K") }
+        erasable = false
+        drawn = 0
     }
 
     private static func now() -> Double {
