@@ -9,7 +9,7 @@ import ArgumentParser
 /// `-o FILE`: the output of scan, probe or verify written so that FILE holds the old content or the whole new one,
 /// never a part. The bytes go to a file without a name in FILE's folder (`O_TMPFILE`: nothing to see for a walk of
 /// that folder, nothing left behind whatever ends the process), or where the file system cannot do that to a hidden
-/// `.NAME.airlock-PID-N` removed on error and on SIGINT, SIGTERM and SIGHUP; at the end it is synced, given a name
+/// `.airlock-output-PID-N` removed on error and on SIGINT, SIGTERM and SIGHUP; at the end it is synced, given a name
 /// and renamed over FILE (mode 0644), with those signals held back in between.
 final class OutputFile {
     /// FILE as given.
@@ -66,7 +66,7 @@ final class OutputFile {
         var fd = openat(dirfd, ".", 0o20_000_000 | O_DIRECTORY | O_WRONLY | O_CLOEXEC, 0o644)
         var temporary: String?
         if fd < 0 && [EOPNOTSUPP, EISDIR, EINVAL].contains(errno) {
-            let tmp = OutputFile.temporaryName(name)
+            let tmp = OutputFile.temporaryName()
             fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
             if fd >= 0 {
                 temporary = tmp
@@ -121,7 +121,7 @@ final class OutputFile {
         defer { pthread_sigmask(SIG_SETMASK, &before, nil) }
         var tmp = temporary
         if failure == 0 && tmp == nil {
-            let named = OutputFile.temporaryName(name)
+            let named = OutputFile.temporaryName()
             var linked = linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dirfd, named, AT_SYMLINK_FOLLOW) == 0
             if !linked { linked = linkat(fd, "", dirfd, named, 0x1000 /* AT_EMPTY_PATH */) == 0 }
             if linked { tmp = named } else { failure = errno }
@@ -150,8 +150,9 @@ final class OutputFile {
         CleanUp.forget()
     }
 
-    private static func temporaryName(_ name: String) -> String {
-        ".\(name).airlock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    private static func temporaryName() -> String {
+        // Not FILE's name: a name near NAME_MAX would make it too long.
+        ".airlock-output-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
 
     /// Removes the fallback's temporary file when SIGINT, SIGTERM or SIGHUP ends the process, then dies of the signal.

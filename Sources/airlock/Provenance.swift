@@ -289,7 +289,8 @@ enum ProvenanceCLI {
     }
 }
 
-/// A one-line progress bar on standard error, shown only on a terminal and only for work over 256 MiB. Not locked:
+/// A one-line progress bar on standard error, shown only on a terminal: for hashing over 256 MiB (`update`), or
+/// counting the files of a scan or probe (`files`). Not locked:
 /// `ModelInventory` calls its progress closure one call at a time, and `finish` comes after the hashing.
 final class ProgressBar: @unchecked Sendable {
     private let label: String
@@ -335,10 +336,18 @@ final class ProgressBar: @unchecked Sendable {
         guard now - start >= 1, now - drawn >= 0.1 else { return }
         drawn = now
         erasable = true
+        // One line however narrow the terminal: a wrapped line would not be erased by \r.
+        var size = winsize()
+        let columns = ioctl(2, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
+        let head = "\(label) \(count) file\(count == 1 ? "" : "s") (\(String(format1: now - start)) s) "
+        let room = columns - 1 - head.count
         var last = FileName.escapingControls(report.target.path)
-        if last.count > 40 { last = "…" + last.suffix(39) }
-        writeStderr(
-            "\r\u{1B}[K\(label) \(count) file\(count == 1 ? "" : "s") (\(String(format1: now - start)) s) \(last)")
+        if room < 8 {
+            last = ""
+        } else if last.count > room {
+            last = "…" + last.suffix(room - 1)
+        }
+        writeStderr("\r\u{1B}[K" + String((head + last).prefix(max(columns - 1, 1))))
     }
 
     /// Erases the progress line, so that output lines do not interleave with it.

@@ -183,6 +183,9 @@ struct CLIOutputTests {
         usleep(300_000)
         kill(process.processIdentifier, SIGINT)
         process.waitUntilExit()
+        #expect(
+            process.terminationReason == .uncaughtSignal || process.terminationStatus == 0,
+            "\(process.terminationStatus): -o accepted, and the run either interrupted or done")
         let names = try FileManager.default.contentsOfDirectory(atPath: dir)
         if names.contains("out.json") {
             // It finished first: then the file is whole.
@@ -269,6 +272,30 @@ struct CLIOutputTests {
         chmod(dir, 0o755)
         let run = try runCLI(["--socket", daemon.socket, "scan", dir])
         #expect(run.status == 3 && run.stderr.contains("nothing to examine in \(dir): empty folder"), "\(run.stderr)")
+    }
+
+    @Test("verify takes -o, --quiet and --color too; -o may not replace a file of the model")
+    func verifyOutput() throws {
+        let dir = try Self.folder(["model/a.pkl": Self.list, "model/b.pkl": Self.list])
+        defer { Self.remove(dir) }
+        let made = try runCLI(["manifest", "-o", "\(dir)/m.json", "\(dir)/model"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let run = try runCLI([
+            "verify", "--manifest", "\(dir)/m.json", "--format", "json", "-o", "\(dir)/v.json", "\(dir)/model",
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(
+            run.stdout.hasPrefix("CLEAN  \(dir)/model") && run.stdout.split(separator: "\n").count == 1, "\(run.stdout)"
+        )
+        let report = try String(contentsOfFile: "\(dir)/v.json", encoding: .utf8)
+        #expect(report.contains("\"verdict\":\"clean\""))
+        let quiet = try runCLI(["verify", "-q", "--manifest", "\(dir)/m.json", "\(dir)/model"])
+        #expect(quiet.status == 0 && quiet.stdout.isEmpty, "\(quiet.stdout)")
+        let coloured = try runCLI(["verify", "--color", "always", "--manifest", "\(dir)/m.json", "\(dir)/model"])
+        #expect(coloured.stdout.hasPrefix("\u{1B}[32mCLEAN\u{1B}[0m  "), "\(coloured.stdout)")
+        let inside = try runCLI(["verify", "--manifest", "\(dir)/m.json", "-o", "\(dir)/model/a.pkl", "\(dir)/model"])
+        #expect(inside.status == 64, "\(inside.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/model/a.pkl")) == Data(Self.list))
     }
 
     @Test("help names the exit statuses of scan, probe and verify, 3 included")
