@@ -7,21 +7,23 @@ import ArgumentParser
 #endif
 
 /// `-o FILE`: the output of scan, probe or verify written so that FILE holds the old content or the whole new one,
-/// never a part. The bytes go to a file without a name in FILE's folder (`O_TMPFILE`: nothing to see for a walk of
-/// that folder, nothing left behind whatever ends the process), or where the file system cannot do that to a hidden
-/// `.airlock-output-PID-N` removed on error and on SIGINT, SIGTERM and SIGHUP; at the end it is synced, given a name
-/// and renamed over FILE (mode 0644), with those signals held back in between.
+/// never a part. The bytes go to a file without a name (`O_TMPFILE`) in FILE's folder — or, where that file system
+/// cannot, in `$TMPDIR` or /tmp, copied into FILE's folder at the end — so a walk of that folder sees nothing and
+/// nothing is left behind whatever ends the process. At the end it is synced, named `.airlock-output-PID-N` and
+/// renamed over FILE (mode 0644), with SIGINT, SIGTERM and SIGHUP held back in between.
 final class OutputFile {
     /// FILE as given.
     let path: String
     private let dirfd: Int32
     private let name: String
     private let fd: Int32
-    /// The fallback's temporary name while it exists; nil for an `O_TMPFILE`.
+    /// Whether `fd` is a file without a name in FILE's folder (else elsewhere, copied at the end).
+    private let inPlace: Bool
+    /// The temporary name in FILE's folder while it exists (only while `commit` runs).
     private var temporary: String?
     private var failure: Int32 = 0
 
-    /// Why FILE is refused (a `ValidationError`, exit 64) or cannot be written (exit 2).
+    /// Why FILE is refused (a usage error, exit 64) or cannot be written (exit 2).
     enum Problem: Error {
         case refused(String)
         case io(String)
@@ -63,31 +65,31 @@ final class OutputFile {
         let dirfd = Glibc.open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirfd >= 0 else { throw .io("cannot open the folder of \(shown): \(Errno.current.text)") }
         // O_TMPFILE is __O_TMPFILE | O_DIRECTORY (Linux; the same value on x86-64 and arm64).
-        var fd = openat(dirfd, ".", 0o20_000_000 | O_DIRECTORY | O_WRONLY | O_CLOEXEC, 0o644)
-        var temporary: String?
-        if fd < 0 && [EOPNOTSUPP, EISDIR, EINVAL].contains(errno) {
-            let tmp = OutputFile.temporaryName()
-            fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-            if fd >= 0 {
-                temporary = tmp
-                CleanUp.remember(dirfd: dirfd, name: tmp)
-            }
+        let tmpfile = 0o20_000_000 | O_DIRECTORY | O_RDWR | O_CLOEXEC
+        var fd = openat(dirfd, ".", tmpfile, 0o644)
+        let inPlace = fd >= 0
+        if !inPlace {
+            // The file system cannot (NFS, overlayfs before Linux 6.6): a file without a name elsewhere, copied into
+            // FILE's folder at the end.
+            let tmp = getenv("TMPDIR").map { String(cString: $0) }.flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "/tmp"
+            fd = Glibc.open(tmp, tmpfile, 0o600)
+            if fd < 0 { fd = Glibc.open("/tmp", tmpfile, 0o600) }
         }
         guard fd >= 0 else {
             let error = Errno.current.text
             close(dirfd)
-            throw .io("cannot write \(shown): \(error)")
+            throw .io("cannot write \(shown): no temporary file (\(error))")
         }
-        _ = fchmod(fd, 0o644)
-        return OutputFile(path: path, dirfd: dirfd, name: name, fd: fd, temporary: temporary)
+        if inPlace { _ = fchmod(fd, 0o644) }
+        return OutputFile(path: path, dirfd: dirfd, name: name, fd: fd, inPlace: inPlace)
     }
 
-    private init(path: String, dirfd: Int32, name: String, fd: Int32, temporary: String?) {
+    private init(path: String, dirfd: Int32, name: String, fd: Int32, inPlace: Bool) {
         self.path = path
         self.dirfd = dirfd
         self.name = name
         self.fd = fd
-        self.temporary = temporary
+        self.inPlace = inPlace
     }
 
     deinit {
@@ -109,86 +111,95 @@ final class OutputFile {
         }
     }
 
-    /// Gives the complete output FILE's name (mode 0644), or throws and leaves FILE as it was.
+    /// Gives the complete output FILE's name (mode 0644), or throws and leaves FILE as it was. SIGINT, SIGTERM and
+    /// SIGHUP wait until it is done: a name given is renamed over FILE, never left behind.
     func commit() throws(Problem) {
         let shown = FileName(path).escaped
-        if failure == 0 && fsync(fd) != 0 { failure = errno }
         var held = sigset_t()
         var before = sigset_t()
         sigemptyset(&held)
         for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&held, s) }
         pthread_sigmask(SIG_BLOCK, &held, &before)
         defer { pthread_sigmask(SIG_SETMASK, &before, nil) }
-        var tmp = temporary
-        if failure == 0 && tmp == nil {
+        if failure == 0 {
             let named = OutputFile.temporaryName()
-            var linked = linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dirfd, named, AT_SYMLINK_FOLLOW) == 0
-            if !linked { linked = linkat(fd, "", dirfd, named, 0x1000 /* AT_EMPTY_PATH */) == 0 }
-            if linked { tmp = named } else { failure = errno }
+            if inPlace {
+                if fsync(fd) != 0 { failure = errno }
+                var linked =
+                    failure == 0 && linkat(AT_FDCWD, "/proc/self/fd/\(fd)", dirfd, named, AT_SYMLINK_FOLLOW) == 0
+                if failure == 0 && !linked { linked = linkat(fd, "", dirfd, named, 0x1000 /* AT_EMPTY_PATH */) == 0 }
+                if linked { temporary = named } else if failure == 0 { failure = errno }
+            } else {
+                copy(to: named)
+            }
         }
-        temporary = tmp
         // FILE may have changed since the check: a folder or link put there now is refused as well.
         var st = stat()
         if failure == 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT != S_IFREG {
             discard()
             throw .refused("-o \(shown) is no longer a regular file: not replaced")
         }
-        if failure == 0, let tmp, renameat(dirfd, tmp, dirfd, name) != 0 { failure = errno }
+        if failure == 0, let temporary, renameat(dirfd, temporary, dirfd, name) != 0 { failure = errno }
         if failure != 0 {
             discard()
             throw .io("cannot write \(shown): \(Errno(failure).text)")
         }
         temporary = nil
-        CleanUp.forget()
         _ = fsync(dirfd)
+    }
+
+    /// The fallback: the bytes copied to `named` (created, 0644) in FILE's folder, synced; `temporary` set.
+    private func copy(to named: String) {
+        let out = openat(dirfd, named, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard out >= 0 else {
+            failure = errno
+            return
+        }
+        temporary = named
+        defer { if close(out) != 0 && failure == 0 { failure = errno } }
+        _ = fchmod(out, 0o644)
+        var offset: off_t = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while failure == 0 {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+            if n < 0 {
+                if errno != EINTR { failure = errno }
+                continue
+            }
+            if n == 0 { break }
+            var done = 0
+            while failure == 0 && done < n {
+                let w = buffer[done..<n].withUnsafeBytes { Glibc.write(out, $0.baseAddress, $0.count) }
+                if w < 0 {
+                    if errno != EINTR { failure = errno }
+                    continue
+                }
+                done += w
+            }
+            offset += off_t(n)
+        }
+        if failure == 0 && fsync(out) != 0 { failure = errno }
     }
 
     /// Removes the temporary file's name, if it has one; FILE is left as it was.
     func discard() {
         if let temporary { _ = unlinkat(dirfd, temporary, 0) }
         temporary = nil
-        CleanUp.forget()
     }
 
     private static func temporaryName() -> String {
         // Not FILE's name: a name near NAME_MAX would make it too long.
         ".airlock-output-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
-
-    /// Removes the fallback's temporary file when SIGINT, SIGTERM or SIGHUP ends the process, then dies of the signal.
-    enum CleanUp {
-        nonisolated(unsafe) static var dirfd: Int32 = -1
-        nonisolated(unsafe) static var name: UnsafeMutablePointer<CChar>?
-
-        static func remember(dirfd: Int32, name: String) {
-            CleanUp.name = strdup(name)
-            CleanUp.dirfd = dirfd
-            for s in [SIGINT, SIGTERM, SIGHUP] {
-                var action = sigaction()
-                action.__sigaction_handler.sa_handler = { signal in
-                    if let name = OutputFile.CleanUp.name { _ = unlinkat(OutputFile.CleanUp.dirfd, name, 0) }
-                    Glibc.signal(signal, SIG_DFL)
-                    raise(signal)
-                }
-                sigemptyset(&action.sa_mask)
-                action.sa_flags = Int32(SA_RESETHAND)
-                sigaction(s, &action, nil)
-            }
-        }
-
-        static func forget() {
-            guard let name else { return }
-            CleanUp.name = nil
-            free(name)
-        }
-    }
 }
 
 extension OutputFile.Problem {
-    /// The refusal as ArgumentParser's usage error (exit 64), or the I/O error printed and exit status 2.
+    /// The refusal printed, exit status 64 (a usage error); the I/O error printed, exit status 2.
     var exit: any Error {
         switch self {
-        case .refused(let why): return ValidationError(why)
+        case .refused(let why):
+            writeStderr("airlock: \(why)\n")
+            return ExitCode(64)
         case .io(let why):
             writeStderr("airlock: \(why)\n")
             return ExitCode(2)

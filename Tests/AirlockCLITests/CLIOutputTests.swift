@@ -168,6 +168,44 @@ struct CLIOutputTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["a.pkl", "out.json"])
     }
 
+    @Test("-o where the file system has no O_TMPFILE: written elsewhere, copied in whole at the end, nothing left")
+    func outputWithoutTmpfile() throws {
+        let dir = try Self.folder(["m/a.pkl": Self.list, "m/b.pkl": Self.evil])
+        defer { Self.remove(dir) }
+        // A shim that refuses O_TMPFILE in a folder opened by descriptor (FILE's), as NFS or an old overlayfs does.
+        let shim = """
+            #define _GNU_SOURCE
+            #include <dlfcn.h>
+            #include <errno.h>
+            #include <fcntl.h>
+            #include <stdarg.h>
+            #include <string.h>
+            static int refuse(int dirfd, const char *path, int flags) {
+                return dirfd >= 0 && strcmp(path, ".") == 0 && (flags & __O_TMPFILE) == __O_TMPFILE;
+            }
+            #define SHIM(name) int name(int dirfd, const char *path, int flags, ...) { \\
+                va_list ap; va_start(ap, flags); mode_t mode = va_arg(ap, int); va_end(ap); \\
+                if (refuse(dirfd, path, flags)) { errno = EOPNOTSUPP; return -1; } \\
+                int (*real)(int, const char *, int, ...) = dlsym(RTLD_NEXT, #name); \\
+                return real(dirfd, path, flags, mode); }
+            SHIM(openat)
+            SHIM(openat64)
+            """
+        try shim.write(toFile: "\(dir)/shim.c", atomically: true, encoding: .utf8)
+        let cc = try runProgram("/usr/bin/cc", ["-shared", "-fPIC", "-o", "\(dir)/shim.so", "\(dir)/shim.c", "-ldl"])
+        #expect(cc.status == 0, "\(cc.stderr)")
+        let out = "\(dir)/out.json"
+        let run = try runProgram(
+            airlockBinary, ["scan", "--format", "json", "-o", out, "\(dir)/m"],
+            environment: ["LD_PRELOAD": "\(dir)/shim.so", "TMPDIR": dir])
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").count == 2)
+        var st = stat()
+        #expect(stat(out, &st) == 0 && st.st_mode & 0o777 == 0o644)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["m", "out.json", "shim.c", "shim.so"])
+    }
+
     @Test("an interrupted run leaves no file and no temporary (the output has no name until it is whole)")
     func outputInterrupted() throws {
         var files: [String: [UInt8]] = [:]
