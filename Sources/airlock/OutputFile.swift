@@ -68,6 +68,13 @@ final class OutputFile {
         let tmpfile = 0o20_000_000 | O_DIRECTORY | O_RDWR | O_CLOEXEC
         var fd = openat(dirfd, ".", tmpfile, 0o644)
         let inPlace = fd >= 0
+        // Only a file system that cannot is worked around: a folder that may not be written is an error now, not
+        // after the whole run.
+        if !inPlace && ![EOPNOTSUPP, EISDIR, EINVAL].contains(errno) {
+            let error = Errno.current.text
+            close(dirfd)
+            throw .io("cannot write \(shown): \(error)")
+        }
         if !inPlace {
             // The file system cannot (NFS, overlayfs before Linux 6.6): a file without a name elsewhere, copied into
             // FILE's folder at the end.
