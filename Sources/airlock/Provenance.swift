@@ -354,7 +354,6 @@ final class ProgressBar: @unchecked Sendable {
     func clear() {
         if erasable { writeStderr("\r\u{1B}[K") }
         erasable = false
-        drawn = 0
     }
 
     private static func now() -> Double {
