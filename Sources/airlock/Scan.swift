@@ -69,7 +69,8 @@ extension ReportPrinter {
         self.init(format: format, verbose: verbose, version: Airlock.configuration.version, write: writeStdout)
     }
 
-    /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious) or 2 (error).
+    /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious), 2 (error) or 3
+    /// (nothing printed). The commands use `ReportOutput` (OutputOptions.swift), which adds -o, totals and colour.
     func finish() throws {
         let status = end()
         if status != 0 { throw ExitCode(status) }
