@@ -8,6 +8,7 @@ extension Airlock {
     struct Probe: ParsableCommand {
         @OptionGroup var digestCache: DigestCacheOptions
         @OptionGroup var folder: FolderBudgetOptions
+        @OptionGroup var output: OutputOptions
 
         static let configuration = CommandConfiguration(
             commandName: "probe",
@@ -17,7 +18,9 @@ extension Airlock {
 
                 The verdict policy is Profiles/policy.json (docs/policy.md); the sandbox profile is Profiles/default.json unless --profile says otherwise.
 
-                JSON output is one report per file, one per line, with the trace and timings. Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
+                JSON output is one report per file, one per line, with the trace and timings. Totals, --quiet, -o FILE, colour and the progress line work as for `airlock scan` (docs/formats.md, "Output and exit status").
+
+                Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed, 3 nothing was examined (only empty folders: each is named on standard error), 64 usage error.
                 """
         )
 
@@ -85,14 +88,16 @@ extension Airlock {
 
         func run() throws {
             digestCache.apply()
-            var printer = ReportPrinter(format: format, verbose: verbose)
+            var out = try ReportOutput(output, format: format, verbose: verbose, inputs: paths, label: "probing")
             switch try backend() {
             case .daemon(let daemon):
-                try Remote.run(daemon, paths: paths, printer: &printer)
+                try Remote.run(daemon, paths: paths, printer: &out.printer, examined: ReportOutput.examined)
             case .local(let options):
-                Prober.probe(paths: paths, options: options, folderBudget: folder.local) { printer.print($0) }
+                out.each(paths) { path, printer in
+                    Prober.probe(paths: [path], options: options, folderBudget: folder.local) { printer.print($0) }
+                }
             }
-            try printer.finish()
+            try out.finish()
         }
 
         /// airlockd when a socket is named (there is no local fallback), else here with the options built once.

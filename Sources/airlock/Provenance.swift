@@ -155,7 +155,9 @@ extension Airlock {
 
                 Every difference is a finding with source "provenance". docs/manifest.md has the details.
 
-                Exit status: 0 the model is what was meant, 1 any finding that makes it suspicious or malicious, 2 error.
+                --quiet, -o FILE and --color work as for `airlock scan` (docs/formats.md, "Output and exit status").
+
+                Exit status: 0 the model is what was meant, 1 any finding that makes it suspicious or malicious, 2 error, 64 usage error.
                 """
         )
 
@@ -182,8 +184,7 @@ extension Airlock {
         @Option(name: .long, help: "Threads hashing at once.")
         var threads: Int = ModelInventory.onlineCPUs
 
-        @Flag(name: .customLong("no-progress"), help: "No progress bar, even on a terminal.")
-        var noProgress = false
+        @OptionGroup var output: OutputOptions
 
         @Argument(help: "The model: a file or a folder.")
         var path: String
@@ -218,7 +219,7 @@ extension Airlock {
                     }
                     if let inside = ProvenanceCLI.relative(signature, inside: path) { request.ignore.append(inside) }
                 }
-                let progress = ProgressBar.make(enabled: !noProgress, label: "hashing")
+                let progress = ProgressBar.make(enabled: !output.noProgress, label: "hashing")
                 request.progress = progress?.update
                 let fd: FileDescriptor
                 do {
@@ -245,12 +246,12 @@ extension Airlock {
                 writeStderr("airlock: \(error.message)\n")
                 throw ExitCode(2)
             }
-            var printer = ReportPrinter(format: format, verbose: verbose)
-            printer.print(verification.report)
-            if format == .text {
-                writeStdout(Array(verification.checked.map { "  checked: \($0)\n" }.joined().utf8))
+            var out = try ReportOutput(output, format: format, verbose: verbose, inputs: [path], label: "verifying")
+            out.printer.print(verification.report)
+            if format == .text && !(output.quiet && verification.report.verdict == .clean) {
+                out.printer.text(verification.checked.map { "  checked: \($0)\n" }.joined())
             }
-            try printer.finish()
+            try out.finish()
         }
     }
 }
@@ -288,12 +289,16 @@ enum ProvenanceCLI {
     }
 }
 
-/// A one-line progress bar on standard error, shown only on a terminal and only for work over 256 MiB. Not locked:
+/// A one-line progress bar on standard error, shown only on a terminal: for hashing over 256 MiB (`update`), or
+/// counting the files of a scan or probe (`files`). Not locked:
 /// `ModelInventory` calls its progress closure one call at a time, and `finish` comes after the hashing.
 final class ProgressBar: @unchecked Sendable {
     private let label: String
     private let start = ProgressBar.now()
     private var shown = false
+    private var count = 0
+    private var drawn = 0.0
+    private var erasable = false
 
     private init(label: String) {
         self.label = label
@@ -321,6 +326,34 @@ final class ProgressBar: @unchecked Sendable {
     /// Ends the bar's line.
     func finish() {
         if shown { writeStderr("\n") }
+    }
+
+    /// The progress line of a scan or probe of many files (`ReportOutput`): how many so far, for how long, the
+    /// last one; shown from the second second on, redrawn at most ten times a second, cleared by `clear`.
+    func files(_ report: Report) {
+        count += 1
+        let now = ProgressBar.now()
+        guard now - start >= 1, now - drawn >= 0.1 else { return }
+        drawn = now
+        erasable = true
+        // One line however narrow the terminal: a wrapped line would not be erased by \r.
+        var size = winsize()
+        let columns = ioctl(2, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
+        let head = "\(label) \(count) file\(count == 1 ? "" : "s") (\(String(format1: now - start)) s) "
+        let room = columns - 1 - head.count
+        var last = FileName.escapingControls(report.target.path)
+        if room < 8 {
+            last = ""
+        } else if last.count > room {
+            last = "…" + last.suffix(room - 1)
+        }
+        writeStderr("\r\u{1B}[K" + String((head + last).prefix(max(columns - 1, 1))))
+    }
+
+    /// Erases the progress line, so that output lines do not interleave with it.
+    func clear() {
+        if erasable { writeStderr("\r\u{1B}[K") }
+        erasable = false
     }
 
     private static func now() -> Double {

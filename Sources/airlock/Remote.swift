@@ -23,7 +23,11 @@ enum Remote {
     }
 
     /// Sends each path to the daemon as a descriptor; prints the reports it answers with.
-    static func run(_ daemon: DaemonBackend, paths: [String], printer: inout ReportPrinter) throws {
+    /// `examined` is told how many reports each path had.
+    static func run(
+        _ daemon: DaemonBackend, paths: [String], printer: inout ReportPrinter,
+        examined: (String, Int) -> Void = { _, _ in }
+    ) throws {
         var daemon = daemon
         // Said once for the run, not per retry nor per file.
         let said = Once()
@@ -42,6 +46,7 @@ enum Remote {
             client = nil  // a full backlog: the first request connects again, retrying
         }
         for path in paths {
+            let before = printer.counts.total
             let shown = FileName(path).escaped  // as a local scan shows it
             let fd: FileDescriptor
             do {
@@ -62,6 +67,7 @@ enum Remote {
                     throw ExitCode(2)
                 }
             }
+            examined(path, printer.counts.total - before)
         }
     }
 

@@ -11,6 +11,7 @@ extension Airlock {
     struct Scan: ParsableCommand {
         @OptionGroup var digestCache: DigestCacheOptions
         @OptionGroup var folder: FolderBudgetOptions
+        @OptionGroup var output: OutputOptions
 
         static let configuration = CommandConfiguration(
             commandName: "scan",
@@ -20,7 +21,9 @@ extension Airlock {
 
                 JSON output is one report per file, one per line (JSON Lines). SARIF output is one SARIF 2.1.0 log for all files, for code-scanning tools.
 
-                Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
+                Text output ends with a totals line when more than one file was examined (\"12 files: 9 clean, 2 suspicious, 1 malicious, 0 errors (4.1 s)\"); with JSON or SARIF on standard output it goes to standard error, and only on a terminal. --quiet leaves clean files out of text and JSON Lines. -o FILE writes the output to FILE and one verdict line per file to the terminal. Verdicts are coloured on a terminal (--color; NO_COLOR is honoured), and a progress line is shown on standard error when it is a terminal. Every file of a folder is examined, whatever its name (files of unknown format too); .git folders are skipped. docs/formats.md, "Output and exit status", has the details.
+
+                Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed, 3 nothing was examined (only empty folders: each is named on standard error), 64 usage error.
                 """
         )
 
@@ -44,16 +47,18 @@ extension Airlock {
 
         func run() throws {
             digestCache.apply()
-            var printer = ReportPrinter(format: format, verbose: verbose)
+            var out = try ReportOutput(output, format: format, verbose: verbose, inputs: paths, label: "scanning")
             if let socket = socket ?? Remote.socket {
                 var daemon = DaemonBackend(socket: socket, method: .scan)
                 daemon.maxEntries = folder.maxEntries
                 daemon.folderBudget = folder.folderBudget
-                try Remote.run(daemon, paths: paths, printer: &printer)
+                try Remote.run(daemon, paths: paths, printer: &out.printer, examined: ReportOutput.examined)
             } else {
-                StaticScanner.scan(paths: paths, folderBudget: folder.local) { printer.print($0) }
+                out.each(paths) { path, printer in
+                    StaticScanner.scan(paths: [path], folderBudget: folder.local) { printer.print($0) }
+                }
             }
-            try printer.finish()
+            try out.finish()
         }
     }
 }
@@ -64,7 +69,8 @@ extension ReportPrinter {
         self.init(format: format, verbose: verbose, version: Airlock.configuration.version, write: writeStdout)
     }
 
-    /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious) or 2 (error).
+    /// Writes the SARIF log if that is the format; exits 0 (all clean), 1 (suspicious or malicious), 2 (error) or 3
+    /// (nothing printed). The commands use `ReportOutput` (OutputOptions.swift), which adds -o, totals and colour.
     func finish() throws {
         let status = end()
         if status != 0 { throw ExitCode(status) }
