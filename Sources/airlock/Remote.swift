@@ -44,11 +44,20 @@ enum Remote {
         for path in paths {
             let shown = FileName(path).escaped  // as a local scan shows it
             let fd: FileDescriptor
-            do {
-                fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
-            } catch {
-                printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
-                continue
+            if path == StandardInput.name {
+                switch StandardInput.spool() {
+                case .success(let spooled): fd = spooled
+                case .failure(let error):
+                    printer.print(error.report)
+                    continue
+                }
+            } else {
+                do {
+                    fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+                } catch {
+                    printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
+                    continue
+                }
             }
             defer { fd.close() }
             do throws(ClientError) {
@@ -104,6 +113,12 @@ extension Airlock {
 
         @Flag(name: .long, help: "Print the status as JSON.")
         var json = false
+
+        func validate() throws {
+            if json && prometheus {
+                throw ValidationError("--json and --prometheus cannot be given together: choose one output")
+            }
+        }
 
         func run() throws {
             let path = socket ?? Remote.socket ?? DaemonClient.defaultSocket

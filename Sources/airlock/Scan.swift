@@ -20,6 +20,8 @@ extension Airlock {
 
                 JSON output is one report per file, one per line (JSON Lines). SARIF output is one SARIF 2.1.0 log for all files, for code-scanning tools.
 
+                - reads the model from standard input (at most 4 GiB, AIRLOCK_STDIN_MAX_BYTES), spooled to an anonymous file; its report names the target -. It may be given once, and not from a terminal.
+
                 Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed.
                 """
         )
@@ -35,11 +37,12 @@ extension Airlock {
         @Option(name: .long, help: "Ask airlockd at this socket instead of scanning here (also $AIRLOCK_SOCKET).")
         var socket: String?
 
-        @Argument(help: "Files or folders to scan.")
+        @Argument(help: "Files or folders to scan; - reads one file from standard input (./- is a file named -).")
         var paths: [String] = []
 
         func validate() throws {
             if paths.isEmpty { throw ValidationError("no file or folder given: airlock scan PATH...") }
+            try StandardInput.validate(paths)
         }
 
         func run() throws {
@@ -51,7 +54,10 @@ extension Airlock {
                 daemon.folderBudget = folder.folderBudget
                 try Remote.run(daemon, paths: paths, printer: &printer)
             } else {
-                StaticScanner.scan(paths: paths, folderBudget: folder.local) { printer.print($0) }
+                StandardInput.examine(
+                    paths, files: { StaticScanner.scan(paths: $0, folderBudget: folder.local) { printer.print($0) } },
+                    stdin: { StaticScanner.scan(fd: $0, path: StandardInput.name) },
+                    report: { printer.print($0) })
             }
             try printer.finish()
         }
