@@ -30,7 +30,7 @@ extension Airlock {
                 option is a usage error, never run as the command.
 
                 Text output: the command's output, then the trace grouped by what was tried (refused calls first, \
-                each kind once with its count; allowed calls counted by system call), then the outcome. \
+                each kind once with its count; then allowed ones, opens only counted), then the outcome. \
                 --trace full lists every event; --format json gives every event as JSON. docs/sandbox.md says what \
                 the sandbox allows and refuses.
 
@@ -71,7 +71,7 @@ extension Airlock {
             help: ArgumentHelp(
                 "Text output's trace: `summary`, grouped by what was tried (the default), or `full`, every event.",
                 valueName: "summary|full"))
-        var trace: ExecTraceStyle = .summary
+        var trace: ExecTraceStyle?
 
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
@@ -127,8 +127,8 @@ extension Airlock.Exec {
         var roBinds: [String] = []
         /// `profile` or `host` (`--world`).
         var world = "profile"
-        /// How text output shows the trace (`--trace`).
-        var trace: ExecTraceStyle = .summary
+        /// How text output shows the trace (`--trace`; nil: the summary).
+        var trace: ExecTraceStyle?
         /// What `.captureForPassthrough` captures: the command, after its `--` when one was given.
         var command: [String] = []
 
@@ -144,6 +144,9 @@ extension Airlock.Exec {
                 guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/") else {
                     throw ValidationError("--ro-bind expects HOST:SANDBOX with an absolute sandbox path, got '\(bind)'")
                 }
+            }
+            if trace != nil && format == .json {
+                throw ValidationError("--trace shapes text output; --format json always has every event")
             }
             guard world == "profile" || world == "host" else {
                 throw ValidationError("--world expects profile or host, got '\(world)'")

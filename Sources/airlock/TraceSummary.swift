@@ -1,53 +1,70 @@
 import AirlockSandbox
 import AirlockTrace
 
-/// `airlock exec`'s default view of a trace: what was tried, grouped. Each refused call (denied or killed) is shown
-/// once per kind — system call, answer and details (the path, the argv, the address) — with how often it came, in
-/// the order first seen (raw register values are left out: `--trace full` has them); allowed calls are counted by system call on one line. `--trace full` shows every event.
+/// `airlock exec`'s default view of a trace: what was tried, grouped. Each kind of call — system call, answer and
+/// details (the path, the argv, the address) — is shown once with how often it came, in the order first seen: the
+/// refused ones (denied or killed) first, then the allowed ones (a program started, a connection made); allowed
+/// opens, which a Python start-up makes by the dozen, are only counted. Raw register values are left out (they would
+/// keep alike calls apart); `--trace full` shows every event with them.
 enum TraceSummary {
-    /// Kinds of refused call shown; the rest are counted on one line (the trace itself is bounded by the profile).
-    static let maxRefusedKinds = 40
+    /// Kinds shown of each of refused and allowed calls; the rest are counted on one line (the trace itself is bounded
+    /// by the profile).
+    static let maxKinds = 40
+
+    /// Allowed calls that are counted, not listed.
+    static let countedOnly: Set<String> = ["open", "openat", "openat2", "creat"]
+
+    /// Calls grouped by kind, in the order first seen.
+    struct Groups {
+        var kinds: [(key: String, count: Int)] = []
+        var index: [String: Int] = [:]
+
+        mutating func add(_ key: String) {
+            if let i = index[key] {
+                kinds[i].count += 1
+            } else {
+                index[key] = kinds.count
+                kinds.append((key, 1))
+            }
+        }
+
+        func lines(_ label: String) -> String {
+            var out = ""
+            for (key, count) in kinds.prefix(maxKinds) {
+                out += "  \(label)  " + pad("\(count) ×", 5, left: true) + " " + key + "\n"
+            }
+            if kinds.count > maxKinds {
+                let rest = kinds.dropFirst(maxKinds).reduce(0) { $0 + $1.count }
+                out += "  \(label)  … \(rest) more calls of \(kinds.count - maxKinds) more kinds (--trace full)\n"
+            }
+            return out
+        }
+    }
 
     /// The summary's lines, each ending in a newline.
     static func text(_ events: [TraceEvent], dropped: Int) -> String {
-        var refused: [(key: String, count: Int)] = []
-        var index: [String: Int] = [:]
-        var allowed: [(syscall: String, count: Int)] = []
-        var allowedIndex: [String: Int] = [:]
+        var refused = Groups()
+        var allowed = Groups()
+        var counted = Groups()
         for event in events {
-            if event.action == .allowed {
-                if let i = allowedIndex[event.syscall] {
-                    allowed[i].count += 1
-                } else {
-                    allowedIndex[event.syscall] = allowed.count
-                    allowed.append((event.syscall, 1))
-                }
+            if event.action == .allowed && countedOnly.contains(event.syscall) {
+                counted.add(event.syscall)
                 continue
             }
-            let answer = event.errno.map { "\(event.action.rawValue) \($0)" } ?? event.action.rawValue
-            // Raw register values (pointers, for calls without decoded operands) would keep alike calls apart.
             var operands = event.args
             operands.raw = nil
             let details = TraceText.details(operands)
-            let key = pad(event.syscall, 14) + " " + (details.isEmpty ? answer : pad(answer, 15) + " " + details)
-            if let i = index[key] {
-                refused[i].count += 1
-            } else {
-                index[key] = refused.count
-                refused.append((key, 1))
+            if event.action == .allowed {
+                allowed.add(details.isEmpty ? event.syscall : pad(event.syscall, 14) + " " + details)
+                continue
             }
+            let answer = event.errno.map { "\(event.action.rawValue) \($0)" } ?? event.action.rawValue
+            refused.add(pad(event.syscall, 14) + " " + (details.isEmpty ? answer : pad(answer, 15) + " " + details))
         }
-        var out = ""
-        if refused.isEmpty { out += "  refused  nothing\n" }
-        for (key, count) in refused.prefix(maxRefusedKinds) {
-            out += "  refused  " + pad("\(count) ×", 5, left: true) + " " + key + "\n"
-        }
-        if refused.count > maxRefusedKinds {
-            let rest = refused.dropFirst(maxRefusedKinds).reduce(0) { $0 + $1.count }
-            out += "  refused  … \(rest) more calls of \(refused.count - maxRefusedKinds) more kinds (--trace full)\n"
-        }
-        if !allowed.isEmpty {
-            out += "  allowed  " + allowed.map { "\($0.count) × \($0.syscall)" }.joined(separator: ", ") + "\n"
+        var out = refused.kinds.isEmpty ? "  refused  nothing\n" : refused.lines("refused")
+        out += allowed.lines("allowed")
+        if !counted.kinds.isEmpty {
+            out += "  allowed  " + counted.kinds.map { "\($0.count) × \($0.key)" }.joined(separator: ", ") + "\n"
         }
         if dropped > 0 { out += "  … \(dropped) more events answered but not kept (trace limit)\n" }
         return out

@@ -146,6 +146,10 @@ struct CLIConventionTests {
             (["exec", "--trace", "some", "--", "/bin/true"], ["exec", "--trace=some", "--", "/bin/true"]),
             (["exec", "--timeout", "-1", "--", "/bin/true"], ["exec", "--timeout=-1", "--", "/bin/true"]),
             (["exec", "--timeout", "nan", "--", "/bin/true"], ["exec", "--timeout=nan", "--", "/bin/true"]),
+            (
+                ["exec", "--trace", "full", "--format", "json", "--", "/bin/true"],
+                ["exec", "--trace=full", "--format=json", "--", "/bin/true"]
+            ),
         ]
         let mask = { (text: String) in text.replacing(/[ ]*[0-9]+(\.[0-9]+)?/, with: " N") }
         for (short, long) in pairs {
@@ -155,6 +159,9 @@ struct CLIConventionTests {
             #expect(mask(a.stderr) == mask(b.stderr), "\(short)")
         }
         #expect(try runCLI(["exec", "--trace", "some", "--", "/bin/true"]).status == 64)
+        // --trace shapes text output only: with --format json it is a conflict, not silently ignored.
+        let conflict = try runCLI(["exec", "--trace", "full", "--format", "json", "--", "/bin/true"])
+        #expect(conflict.status == 64 && conflict.stderr.contains("--trace shapes text output"), "\(conflict.stderr)")
     }
 
     // MARK: exec's trace summary
