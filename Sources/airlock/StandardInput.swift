@@ -14,15 +14,20 @@ enum StandardInput {
     /// The path that means standard input, and the name its report carries.
     static let name = "-"
 
-    /// The most bytes read from standard input (4 GiB), unless `AIRLOCK_STDIN_MAX_BYTES` says otherwise (1 byte to
-    /// 1 TiB). More is refused with an error report, never analysed in part; so is an empty or closed standard input.
-    static var maxBytes: Int {
-        if let text = getenv("AIRLOCK_STDIN_MAX_BYTES").map({ String(cString: $0) }), let value = Int(text),
-            (1...(1 << 40)).contains(value)
-        {
-            return value
+    /// The most bytes read from standard input: 4 GiB, unless `AIRLOCK_STDIN_MAX_BYTES` says otherwise (1 byte to
+    /// 1 TiB; any other value is an error, never ignored). More is refused with an error report, never analysed in
+    /// part; so is an empty or closed standard input.
+    static func maxBytes() -> Result<Int, SpoolError> {
+        guard let text = getenv("AIRLOCK_STDIN_MAX_BYTES").map({ String(cString: $0) }) else {
+            return .success(4 << 30)
         }
-        return 4 << 30
+        guard let value = Int(text), (1...(1 << 40)).contains(value) else {
+            return .failure(
+                SpoolError(
+                    code: "bad-setting",
+                    message: "AIRLOCK_STDIN_MAX_BYTES must be a number of bytes from 1 to \(1 << 40), not '\(text)'"))
+        }
+        return .success(value)
     }
 
     /// Usage errors about `-`: given twice (standard input can be read only once), or standard input is a terminal.
@@ -73,7 +78,11 @@ enum StandardInput {
 
     /// Standard input copied into an anonymous file, open read-only at offset 0.
     static func spool() -> Result<FileDescriptor, SpoolError> {
-        let limit = maxBytes
+        let limit: Int
+        switch maxBytes() {
+        case .success(let value): limit = value
+        case .failure(let error): return .failure(error)
+        }
         // Checked before any file is made: with descriptor 0 closed, the spool file itself would become "standard input".
         guard fcntl(0, F_GETFD) >= 0 else {
             return .failure(SpoolError(code: "io", message: "standard input is closed: nothing to read for -"))

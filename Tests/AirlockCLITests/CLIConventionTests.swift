@@ -332,6 +332,10 @@ struct CLIConventionTests {
             ["scan", "--format", "json", "-"], input: "\(repositoryRoot)/Makefile",
             environment: ["AIRLOCK_STDIN_MAX_BYTES": "100"])
         #expect(large.status == 2 && large.stdout.contains("larger than 100 bytes"), "\(large.stdout)")
+        let badSetting = try runWithInput(
+            ["scan", "--format", "json", "-"], input: "\(repositoryRoot)/Makefile",
+            environment: ["AIRLOCK_STDIN_MAX_BYTES": "lots"])
+        #expect(badSetting.status == 2 && badSetting.stdout.contains("AIRLOCK_STDIN_MAX_BYTES must be"))
 
         // A terminal: `script` gives the CLI a pseudo-terminal as standard input.
         let tty = try runProgram("/usr/bin/script", ["-qec", "\(airlockBinary) scan -", "/dev/null"])
