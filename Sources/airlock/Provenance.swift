@@ -75,6 +75,7 @@ extension Airlock {
 
         func validate() throws {
             try ArgumentRules.count("--threads", threads, 1...1024)
+            try StandardInput.refuse(path, by: "manifest")
             for f in allowFormats + trustedOnlyFormats where FileFormat(rawValue: f) == nil {
                 throw ValidationError(
                     "unknown format \(f) (known: \(FileFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -200,6 +201,7 @@ extension Airlock {
             }
             if signature == nil && !publicKeys.isEmpty { throw ValidationError("--public-key without --signature") }
             try ArgumentRules.count("--threads", threads, 1...1024)
+            try StandardInput.refuse(path, by: "verify")
         }
 
         func run() throws {

@@ -43,6 +43,15 @@ enum StandardInput {
         }
     }
 
+    /// `manifest` and `verify` pin and check a model's files by their names, which standard input does not have.
+    static func refuse(_ path: String, by command: String) throws(ValidationError) {
+        if path == name {
+            throw ValidationError(
+                "\(command) does not read standard input: it pins a model's files by name; give the model's path "
+                    + "(./- for a file named -)")
+        }
+    }
+
     /// Calls `files` with each run of paths other than `-` (so folders are walked as before) and `stdin` with the
     /// spooled standard input, in the order given; a standard input that cannot be spooled gets an error report.
     static func examine(

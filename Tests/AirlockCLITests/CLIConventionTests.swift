@@ -323,6 +323,11 @@ struct CLIConventionTests {
         #expect(twice.status == 64 && twice.stderr.contains("read only once"), "\(twice.stderr)")
         let twiceProbe = try runWithInput(["probe", "-", "x", "-"], input: "/dev/null")
         #expect(twiceProbe.status == 64, "\(twiceProbe.stderr)")
+        for arguments in [["manifest", "-"], ["verify", "--manifest", "m.json", "-"]] {
+            let refused = try runWithInput(arguments, input: "/dev/null")
+            #expect(
+                refused.status == 64 && refused.stderr.contains("does not read standard input"), "\(refused.stderr)")
+        }
 
         let closed = try runWithInput(["scan", "--format", "json", "-"], input: nil)
         #expect(closed.status == 2 && closed.stdout.contains("standard input is closed"), "\(closed.stdout)")
