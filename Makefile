@@ -101,24 +101,33 @@ inventory: deps
 # Probes generated sample models (a benign PyTorch state_dict, safetensors weights, a malicious pickle that tries the
 # network and a shell) and shows the verdicts with their evidence; then an escape attempt under `airlock exec`.
 demo: build
-	@echo "== airlock probe: sample models written by Tests/Generators/models.py =="
+	@# Every step is checked: a probe of the three samples must exit 1 (exfil.pkl is malicious), the escape payload
+	@# must run to its end (exit 0) with its attempts refused, intake --once must exit 1 (one model rejected). Any
+	@# other status fails the demo.
+	@set -e; d=$$(mktemp -d); trap 'chmod -R u+w "$$d"; rm -rf "$$d"' EXIT; \
+	  A=$(CURDIR)/.build/release/airlock; \
+	  $(PYTHON) Tests/Generators/models.py $$d >/dev/null; \
+	  echo "== airlock probe: sample models written by Tests/Generators/models.py =="; echo; \
+	  s=0; (cd $$d && $$A probe benign.pt model.safetensors exfil.pkl) || s=$$?; \
+	  [ $$s -eq 1 ] || { echo "demo: airlock probe exited $$s, expected 1 (exfil.pkl malicious)" >&2; exit 1; }; \
+	  echo; echo "== the malicious model's report as JSON, read from standard input (airlock probe --format json - < exfil.pkl) =="; echo; \
+	  s=0; $$A probe --format json - < $$d/exfil.pkl > $$d/exfil.json || s=$$?; \
+	  [ $$s -eq 1 ] || { echo "demo: airlock probe - exited $$s, expected 1" >&2; exit 1; }; \
+	  head -c 900 $$d/exfil.json; echo " …"; \
+	  echo; echo "== airlock exec: a Python payload tries to escape (--trace full lists every call) =="; echo; \
+	  $$A exec --timeout 20 --ro-bind $(CURDIR)/Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py; \
+	  echo; echo "== airlock intake: three models dropped in a quarantine root, one pass (docs/intake.md) =="; echo; \
+	  mkdir -p $$d/root/incoming; cp $$d/benign.pt $$d/model.safetensors $$d/exfil.pkl $$d/root/incoming/; \
+	  s=0; $$A intake --root $$d/root --once 2>/dev/null || s=$$?; \
+	  [ $$s -eq 1 ] || { echo "demo: airlock intake --once exited $$s, expected 1 (exfil.pkl rejected)" >&2; exit 1; }; \
+	  echo; (cd $$d/root && find approved rejected -type f | sort)
 	@echo
-	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d >/dev/null && cd $$d && \
-	  $(CURDIR)/.build/release/airlock probe benign.pt model.safetensors exfil.pkl; \
-	  echo; echo "== the malicious model's report as JSON (airlock probe --format json exfil.pkl | head -c 900) =="; echo; \
-	  $(CURDIR)/.build/release/airlock probe --format json exfil.pkl | head -c 900; echo " …"; \
-	  rm -rf $$d
-	@echo
-	@echo "== airlock exec: a Python payload tries to escape =="
-	@echo
-	-.build/release/airlock exec --timeout 20 --ro-bind Tests/Payloads/escape_demo.py:/demo/escape.py -- python3 /demo/escape.py
-	@echo
-	@echo "== airlock intake: three models dropped in a quarantine root, one pass (docs/intake.md) =="
-	@echo
-	-@d=$$(mktemp -d) && python3 Tests/Generators/models.py $$d/samples >/dev/null && mkdir -p $$d/root/incoming && \
-	  cp $$d/samples/benign.pt $$d/samples/model.safetensors $$d/samples/exfil.pkl $$d/root/incoming/ && \
-	  $(CURDIR)/.build/release/airlock intake --root $$d/root --once 2>/dev/null; \
-	  echo; (cd $$d/root && find approved rejected -type f | sort); chmod -R u+w $$d; rm -rf $$d
+	@echo "== what next =="
+	@echo "  probe your own model:   .build/release/airlock probe path/to/model.pt   (or a folder; - reads standard input)"
+	@echo "  static scan only:       .build/release/airlock scan path/to/model       (no Python, no sandbox)"
+	@echo "  run the tests:          make test"
+	@echo "  read:                   docs/probe.md (what a probe does), docs/policy.md (verdicts), docs/sandbox.md"
+	@echo "  a daemon for services:  docs/daemon.md (airlockd set-up), docs/protocol.md, docs/intake.md"
 
 bench-deps:
 	@missing=""; for p in $(BENCH_PACKAGES); do \

@@ -42,6 +42,15 @@ struct Airlock: ParsableCommand {
             print(configuration.version)
             return
         }
+        // ArgumentParser answers `airlock help nosuch` with the top-level help and exit status 0: a topic that is no
+        // command is a usage error, like `airlock nosuch`.
+        if arguments.first == "help", let unknown = unknownHelpTopic(Array(arguments.dropFirst())) {
+            writeStderr(
+                "Error: no command '\(unknown)' to give help on (commands: "
+                    + commandNames(Airlock.configuration.subcommands).joined(separator: ", ")
+                    + ")\nUsage: airlock help [<subcommand> ...]\n  See 'airlock --help' for more information.\n")
+            Glibc.exit(64)
+        }
         // `exec` captures its command for passthrough, so ArgumentParser would take a `--help` among exec's own options
         // for the command to run (and answer "command '--help' not found", exit 127): asked there, help is help.
         if Exec.asksForHelp(arguments) {
@@ -61,6 +70,22 @@ struct Airlock: ParsableCommand {
             return
         }
         main(arguments)
+    }
+
+    /// The first word of `airlock help WORD...` that names no (sub)command, walking down the command tree.
+    static func unknownHelpTopic(_ words: [String]) -> String? {
+        var commands = Airlock.configuration.subcommands
+        for word in words where !word.hasPrefix("-") {
+            if word == "help" && commands.count == Airlock.configuration.subcommands.count { continue }
+            guard let command = commands.first(where: { commandNames([$0]).contains(word) }) else { return word }
+            commands = command.configuration.subcommands
+        }
+        return nil
+    }
+
+    /// The names commands answer to.
+    static func commandNames(_ commands: [any ParsableCommand.Type]) -> [String] {
+        commands.flatMap { [$0.configuration.commandName ?? $0._commandName] + $0.configuration.aliases }
     }
 
     /// Why an argument cannot be used, if one is not valid UTF-8. `CommandLine.arguments` decodes argv replacing

@@ -11,6 +11,11 @@ enum ExecFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
 }
 
+/// How `airlock exec`'s text output shows the trace: grouped by what was tried (the default), or every event.
+enum ExecTraceStyle: String, ExpressibleByArgument, CaseIterable {
+    case summary, full
+}
+
 extension Airlock {
     /// `airlock exec`: run any command in the sandbox and print its trace.
     struct Exec: ParsableCommand {
@@ -18,16 +23,29 @@ extension Airlock {
             commandName: "exec",
             abstract: "Run a command in the sandbox and print what it tried.",
             discussion: """
+                Exec's options come first, then `--`, then the command and its arguments: `airlock exec --timeout 5 -- \
+                python3 -c 'print(1)'`. Everything after `--` is the command's (`airlock exec -- --help` runs a \
+                command named `--help`). Without `--`, the first word that is not one of exec's options starts the \
+                command, and every word after it is the command's; a word starting with `-` that is not an exec \
+                option is a usage error, never run as the command.
+
+                Text output: the command's output, then the trace grouped by what was tried (refused calls first, \
+                each kind once with its count; then allowed ones, opens only counted), then the outcome. \
+                --trace full lists every event; --format json gives every event as JSON. docs/sandbox.md says what \
+                the sandbox allows and refuses.
+
                 Exit status: the command's own; 128+N when killed by signal N; 124 when the deadline passed;
                 125 when the sandbox could not be built; 126 when the command could not be executed; 127 when it
-                was not found inside the sandbox.
+                was not found inside the sandbox; 64 usage error.
                 """
         )
 
         @Option(name: .long, help: "Profile name (in the profile directories) or path to a profile JSON file.")
         var profile: String = "default"
 
-        @Option(name: .long, help: "Wall-clock deadline in seconds (overrides the profile).")
+        @Option(
+            name: .long, parsing: .unconditional,
+            help: "Wall-clock deadline in seconds, more than 0 and at most 86400 (overrides the profile).")
         var timeout: Double?
 
         @Option(name: .long, help: "Output format: text or json.")
@@ -47,6 +65,13 @@ extension Airlock {
                     + "(host name, user, home, /etc, /var, /run, /sys, environment, pid, ordinary rlimits).",
                 valueName: "profile|host"))
         var world: String = "profile"
+
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Text output's trace: `summary`, grouped by what was tried (the default), or `full`, every event.",
+                valueName: "summary|full"))
+        var trace: ExecTraceStyle?
 
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.")
         var command: [String] = []
@@ -78,7 +103,8 @@ extension Airlock {
         /// The parsed options, as plain values.
         private var invocation: Invocation {
             Invocation(
-                profile: profile, timeout: timeout, format: format, roBinds: roBinds, world: world, command: command)
+                profile: profile, timeout: timeout, format: format, roBinds: roBinds, world: world, trace: trace,
+                command: command)
         }
 
         static func exitStatus(for error: SandboxError) -> Int32 {
@@ -101,27 +127,39 @@ extension Airlock.Exec {
         var roBinds: [String] = []
         /// `profile` or `host` (`--world`).
         var world = "profile"
+        /// How text output shows the trace (`--trace`; nil: the summary).
+        var trace: ExecTraceStyle?
         /// What `.captureForPassthrough` captures: the command, after its `--` when one was given.
         var command: [String] = []
 
         /// exec's own options, each of which takes a value (the ones `init(commonForm:)` reads); `asksForHelp` skips them.
-        static let valueOptions: Set<String> = ["--profile", "--timeout", "--format", "--ro-bind", "--world"]
+        static let valueOptions: Set<String> = [
+            "--profile", "--timeout", "--format", "--ro-bind", "--world", "--trace",
+        ]
 
         func validate() throws(ValidationError) {
-            if let timeout, !(timeout > 0 && timeout <= 86_400) {
-                throw ValidationError("--timeout must be between 0 and 86400 seconds")
-            }
+            try ArgumentRules.seconds("--timeout", timeout)
             for bind in roBinds {
                 let parts = bind.split(separator: ":", maxSplits: 1).map(String.init)
                 guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/") else {
                     throw ValidationError("--ro-bind expects HOST:SANDBOX with an absolute sandbox path, got '\(bind)'")
                 }
             }
+            if trace != nil && format == .json {
+                throw ValidationError("--trace shapes text output; --format json always has every event")
+            }
             guard world == "profile" || world == "host" else {
                 throw ValidationError("--world expects profile or host, got '\(world)'")
             }
             if command.isEmpty || (command == ["--"]) {
-                throw ValidationError("no command given: airlock exec -- CMD [ARGS...]")
+                throw ValidationError("no command given: airlock exec [OPTIONS] -- CMD [ARGS...]")
+            }
+            // `.captureForPassthrough` captures from the first word ArgumentParser does not know: an option of exec's
+            // misspelt (`--bogus`, `--timeot 5`) would otherwise be run as the command.
+            if let first = command.first, first != "--", first.hasPrefix("-") {
+                throw ValidationError(
+                    "unknown option '\(first)': exec's options go before --, the command after it "
+                        + "(airlock exec [OPTIONS] -- CMD [ARGS...])")
             }
         }
 
@@ -167,8 +205,13 @@ extension Airlock.Exec {
                     writeStderr("\n[airlock: \(result.stderrDropped) more bytes of stderr dropped]\n")
                 }
                 var summary = "\n── airlock trace: \(result.trace.count + result.traceDropped) notified system calls "
-                summary += "(\(result.trace.filter { $0.action != .allowed }.count) refused) ──\n"
-                summary += TraceText.table(result.trace, dropped: result.traceDropped) + "\n"
+                summary += "(\(result.trace.filter { $0.action != .allowed }.count) refused)"
+                if trace == .full {
+                    summary += " ──\n" + TraceText.table(result.trace, dropped: result.traceDropped) + "\n"
+                } else {
+                    summary += "; --trace full lists each ──\n"
+                    summary += TraceSummary.text(result.trace, dropped: result.traceDropped)
+                }
                 let outcome: String
                 if result.timedOut {
                     outcome = "deadline passed: the sandbox was killed"
@@ -268,6 +311,9 @@ extension Airlock.Exec.Invocation {
                 self.format = format
             case "--ro-bind": roBinds.append(value)
             case "--world": world = value
+            case "--trace":
+                guard let style = ExecTraceStyle(rawValue: value) else { return nil }
+                trace = style
             default: return nil
             }
             i += 2

@@ -5,26 +5,22 @@ import ArgumentParser
 /// is reported as not examined (docs/daemon.md, "Folder budgets").
 struct FolderBudgetOptions: ParsableArguments {
     @Option(
-        name: .customLong("max-entries"),
+        name: .customLong("max-entries"), parsing: .unconditional,
         help:
             "Most entries of each folder to walk, the rest reported as not examined (default 100000 here; through airlockd, at most the daemon's folderMaxEntries)."
     )
     var maxEntries: Int?
 
     @Option(
-        name: .customLong("folder-budget"),
+        name: .customLong("folder-budget"), parsing: .unconditional,
         help:
             "Seconds each folder's walk may take, the rest reported as not examined (default none here; through airlockd, at most the daemon's folderBudgetSeconds)."
     )
     var folderBudget: Double?
 
     func validate() throws {
-        if let maxEntries, !(1...FolderBudget.maxEntriesLimit).contains(maxEntries) {
-            throw ValidationError("--max-entries must be from 1 to \(FolderBudget.maxEntriesLimit)")
-        }
-        if let folderBudget, !(folderBudget > 0 && folderBudget <= 86_400) {
-            throw ValidationError("--folder-budget must be more than 0 and at most 86400 seconds")
-        }
+        try ArgumentRules.count("--max-entries", maxEntries, 1...FolderBudget.maxEntriesLimit)
+        try ArgumentRules.seconds("--folder-budget", folderBudget)
     }
 
     /// The budget of a local walk.

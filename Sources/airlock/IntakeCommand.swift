@@ -53,7 +53,7 @@ extension Airlock {
         var worker: String?
 
         @Option(
-            name: .long,
+            name: .long, parsing: .unconditional,
             help:
                 "Seconds a worker's lease lasts unrenewed before another worker takes its models over (1 to 3600; default 60)."
         )
@@ -65,9 +65,7 @@ extension Airlock {
                 throw ValidationError(
                     "--worker \(worker): expected 1 to 64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
             }
-            if !(leaseSeconds >= 1 && leaseSeconds <= 3600) {
-                throw ValidationError("--lease-seconds \(leaseSeconds): expected 1 to 3600")
-            }
+            try ArgumentRules.seconds("--lease-seconds", leaseSeconds, from: 1, to: 3600)
         }
 
         func run() throws {

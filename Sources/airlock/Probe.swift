@@ -18,6 +18,8 @@ extension Airlock {
 
                 The verdict policy is Profiles/policy.json (docs/policy.md); the sandbox profile is Profiles/default.json unless --profile says otherwise.
 
+                - reads the model from standard input (at most 4 GiB, AIRLOCK_STDIN_MAX_BYTES), spooled to an anonymous file that is analysed and detonated by descriptor (through airlockd too); its report names the target -. It may be given once, and not from a terminal.
+
                 JSON output is one report per file, one per line, with the trace and timings. Totals, --quiet, -o FILE, colour and the progress line work as for `airlock scan` (docs/formats.md, "Output and exit status").
 
                 Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed, 3 nothing was examined (only empty folders: each is named on standard error), 64 usage error.
@@ -31,18 +33,20 @@ extension Airlock {
         @Option(name: .long, help: "Verdict policy file (default: policy.json in the profile directories).")
         var policy: String?
 
-        @Option(name: .long, help: "Deadline of each detonation in seconds (default: the profile's).")
+        @Option(
+            name: .long, parsing: .unconditional,
+            help: "Deadline of each detonation in seconds, more than 0 and at most 86400 (default: the profile's).")
         var timeout: Double?
 
         @Option(
-            name: .long,
+            name: .long, parsing: .unconditional,
             help: ArgumentHelp(
                 "Detonate each file in up to N worlds, one after the other (1 to \(WorldCatalog.maximum)): today's host with credentials; a GPU host on the first of next month and a host more than a year ahead, sleeps skipped; then hosts without credentials (docs/probe.md, \"Worlds\"). A malicious world ends the probe; --worlds 1 is a single detonation. Default: \(WorldCatalog.defaultCount), or airlockd's `worlds`.",
                 valueName: "N"))
         var worlds: Int?
 
         @Option(
-            name: .customLong("world-budget"),
+            name: .customLong("world-budget"), parsing: .unconditional,
             help: ArgumentHelp(
                 "Seconds the worlds of one file may take together (default: twice the deadline, --timeout or the profile's). The first world always runs whole; a later one starts only while what is left is at least the longest world so far, and the report says which worlds the budget cut.",
                 valueName: "SECONDS"))
@@ -69,21 +73,15 @@ extension Airlock {
         @Option(name: .long, help: "Ask airlockd at this socket instead of probing here (also $AIRLOCK_SOCKET).")
         var socket: String?
 
-        @Argument(help: "Files or folders to probe.")
+        @Argument(help: "Files or folders to probe; - reads one file from standard input (./- is a file named -).")
         var paths: [String] = []
 
         func validate() throws {
             if paths.isEmpty { throw ValidationError("no file or folder given: airlock probe PATH...") }
-            if let timeout, !(timeout > 0 && timeout <= 86_400) {
-                throw ValidationError("--timeout must be between 0 and 86400 seconds")
-            }
-            if let worlds, !(1...WorldCatalog.maximum).contains(worlds) {
-                throw ValidationError(
-                    "--worlds must be between 1 and \(WorldCatalog.maximum) (the candidate worlds), not \(worlds)")
-            }
-            if let worldBudget, !(worldBudget > 0 && worldBudget <= 86_400) {
-                throw ValidationError("--world-budget must be more than 0 and at most 86400 seconds")
-            }
+            try ArgumentRules.seconds("--timeout", timeout)
+            try ArgumentRules.count("--worlds", worlds, 1...WorldCatalog.maximum)
+            try ArgumentRules.seconds("--world-budget", worldBudget)
+            try StandardInput.validate(paths)
         }
 
         func run() throws {
@@ -94,7 +92,13 @@ extension Airlock {
                 try Remote.run(daemon, paths: paths, printer: &out.printer, examined: ReportOutput.examined)
             case .local(let options):
                 out.each(paths) { path, printer in
-                    Prober.probe(paths: [path], options: options, folderBudget: folder.local) { printer.print($0) }
+                    StandardInput.examine(
+                        [path],
+                        files: {
+                            Prober.probe(paths: $0, options: options, folderBudget: folder.local) { printer.print($0) }
+                        },
+                        stdin: { Prober.probe(fd: $0, path: StandardInput.name, options: options) },
+                        report: { printer.print($0) })
                 }
             }
             try out.finish()

@@ -60,7 +60,7 @@ extension Airlock {
         @Option(name: .long, help: "A path inside the folder to leave out, with everything beneath it (repeat).")
         var ignore: [String] = []
 
-        @Option(name: .long, help: "Threads hashing at once.")
+        @Option(name: .long, parsing: .unconditional, help: "Threads hashing at once (1 to 1024).")
         var threads: Int = ModelInventory.onlineCPUs
 
         @Option(
@@ -74,7 +74,8 @@ extension Airlock {
         var path: String
 
         func validate() throws {
-            if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+            try ArgumentRules.count("--threads", threads, 1...1024)
+            try StandardInput.refuse(path, by: "manifest")
             for f in allowFormats + trustedOnlyFormats where FileFormat(rawValue: f) == nil {
                 throw ValidationError(
                     "unknown format \(f) (known: \(FileFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -181,7 +182,7 @@ extension Airlock {
         @Flag(name: .long, help: "Show informational findings too (text output).")
         var verbose = false
 
-        @Option(name: .long, help: "Threads hashing at once.")
+        @Option(name: .long, parsing: .unconditional, help: "Threads hashing at once (1 to 1024).")
         var threads: Int = ModelInventory.onlineCPUs
 
         @OptionGroup var output: OutputOptions
@@ -200,7 +201,8 @@ extension Airlock {
                 )
             }
             if signature == nil && !publicKeys.isEmpty { throw ValidationError("--public-key without --signature") }
-            if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+            try ArgumentRules.count("--threads", threads, 1...1024)
+            try StandardInput.refuse(path, by: "verify")
         }
 
         func run() throws {

@@ -49,11 +49,20 @@ enum Remote {
             let before = printer.counts.total
             let shown = FileName(path).escaped  // as a local scan shows it
             let fd: FileDescriptor
-            do {
-                fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
-            } catch {
-                printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
-                continue
+            if path == StandardInput.name {
+                switch StandardInput.spool() {
+                case .success(let spooled): fd = spooled
+                case .failure(let error):
+                    printer.print(error.report)
+                    continue
+                }
+            } else {
+                do {
+                    fd = try FileDescriptor.open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK)
+                } catch {
+                    printer.print(errorReport(shown, "io", "cannot open \(shown): \(error.errnoValue.text)"))
+                    continue
+                }
             }
             defer { fd.close() }
             do throws(ClientError) {
@@ -110,6 +119,12 @@ extension Airlock {
 
         @Flag(name: .long, help: "Print the status as JSON.")
         var json = false
+
+        func validate() throws {
+            if json && prometheus {
+                throw ValidationError("--json and --prometheus cannot be given together: choose one output")
+            }
+        }
 
         func run() throws {
             let path = socket ?? Remote.socket ?? DaemonClient.defaultSocket

@@ -21,6 +21,8 @@ extension Airlock {
 
                 JSON output is one report per file, one per line (JSON Lines). SARIF output is one SARIF 2.1.0 log for all files, for code-scanning tools.
 
+                - reads the model from standard input (at most 4 GiB, AIRLOCK_STDIN_MAX_BYTES), spooled to an anonymous file; its report names the target -. It may be given once, and not from a terminal.
+
                 Text output ends with a totals line when more than one file was examined (\"12 files: 9 clean, 2 suspicious, 1 malicious, 0 errors (4.1 s)\"); with JSON or SARIF on standard output it goes to standard error, and only on a terminal. --quiet leaves clean files out of text and JSON Lines. -o FILE writes the output to FILE and one verdict line per file to the terminal. Verdicts are coloured on a terminal (--color; NO_COLOR is honoured), and a progress line is shown on standard error when it is a terminal. Every file of a folder is examined, whatever its name (files of unknown format too); .git folders are skipped. docs/formats.md, "Output and exit status", has the details.
 
                 Exit status: 0 every file clean, 1 any suspicious or malicious, 2 any file could not be analysed, 3 nothing was examined (only empty folders: each is named on standard error), 64 usage error.
@@ -38,11 +40,12 @@ extension Airlock {
         @Option(name: .long, help: "Ask airlockd at this socket instead of scanning here (also $AIRLOCK_SOCKET).")
         var socket: String?
 
-        @Argument(help: "Files or folders to scan.")
+        @Argument(help: "Files or folders to scan; - reads one file from standard input (./- is a file named -).")
         var paths: [String] = []
 
         func validate() throws {
             if paths.isEmpty { throw ValidationError("no file or folder given: airlock scan PATH...") }
+            try StandardInput.validate(paths)
         }
 
         func run() throws {
@@ -55,7 +58,11 @@ extension Airlock {
                 try Remote.run(daemon, paths: paths, printer: &out.printer, examined: ReportOutput.examined)
             } else {
                 out.each(paths) { path, printer in
-                    StaticScanner.scan(paths: [path], folderBudget: folder.local) { printer.print($0) }
+                    StandardInput.examine(
+                        [path],
+                        files: { StaticScanner.scan(paths: $0, folderBudget: folder.local) { printer.print($0) } },
+                        stdin: { StaticScanner.scan(fd: $0, path: StandardInput.name) },
+                        report: { printer.print($0) })
                 }
             }
             try out.finish()

@@ -1,3 +1,4 @@
+import AirlockAnalysis
 import AirlockDaemon
 import AirlockSystem
 import AirlockProbe
@@ -27,40 +28,45 @@ struct AirlockD: ParsableCommand {
     @Option(name: .long, help: "Configuration file (JSON; command-line options override it).")
     var config: String?
 
-    @Option(name: .customLong("allow-uid"), help: "Also allow this uid (repeatable).")
+    @Option(
+        name: .customLong("allow-uid"), parsing: .unconditionalSingleValue, help: "Also allow this uid (repeatable).")
     var allowUIDs: [UInt32] = []
 
     @Option(name: .customLong("allow-group"), help: "Allow members of this group (repeatable; default: airlock).")
     var allowGroups: [String] = []
 
-    @Option(name: .customLong("max-concurrent"), help: "Requests handled at once (default: the number of CPUs).")
+    @Option(
+        name: .customLong("max-concurrent"), parsing: .unconditional,
+        help: "Requests handled at once (default: the number of CPUs).")
     var maxConcurrent: Int?
 
-    @Option(name: .long, help: "Requests that may wait for a worker before the answer is busy (default 64).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Requests that may wait for a worker before the answer is busy (default 64).")
     var queue: Int?
 
     @Option(
-        name: .customLong("folder-max-entries"),
+        name: .customLong("folder-max-entries"), parsing: .unconditional,
         help: "Most entries of a folder one request walks; the rest is reported as not examined (default 10000).")
     var folderMaxEntries: Int?
 
     @Option(
-        name: .customLong("folder-budget"),
+        name: .customLong("folder-budget"), parsing: .unconditional,
         help: "Seconds a folder request may walk for (default: the request timeout, at most 60).")
     var folderBudget: Double?
 
     @Option(
-        name: .customLong("static-workers"),
+        name: .customLong("static-workers"), parsing: .unconditional,
         help: "Workers of the static lane: scans, probes without a sandbox (default 2).")
     var staticWorkers: Int?
 
     @Option(
-        name: .customLong("queue-per-uid"),
+        name: .customLong("queue-per-uid"), parsing: .unconditional,
         help: "Requests of one uid that may wait for a detonation (default: half the queue).")
     var queuePerUid: Int?
 
     @Option(
-        name: .customLong("max-connections-per-uid"),
+        name: .customLong("max-connections-per-uid"), parsing: .unconditional,
         help: "Connections one uid may hold (default: maxConnections / 4).")
     var maxConnectionsPerUid: Int?
 
@@ -90,6 +96,27 @@ struct AirlockD: ParsableCommand {
             "Serve GET /metrics (Prometheus text) over HTTP at this address: 127.0.0.1:PORT, [::1]:PORT, or PORT for loopback. Off by default; unauthenticated (docs/daemon.md, \"Metrics over HTTP\").",
             valueName: "ADDRESS"))
     var metricsListen: String?
+
+    /// The numeric flags' ranges (the configuration keys' of docs/daemon.md): a value outside is a usage error, exit
+    /// status 64, before any configuration is read. Every numeric flag is `parsing: .unconditional`, so that a
+    /// negative value reaches this check instead of "Missing value".
+    func validate() throws {
+        func count(_ name: String, _ value: Int?, _ range: ClosedRange<Int>) throws {
+            if let value, !range.contains(value) {
+                throw ValidationError(
+                    "\(name) must be at least \(range.lowerBound) and at most \(range.upperBound), not \(value)")
+            }
+        }
+        try count("--max-concurrent", maxConcurrent, 1...1024)
+        try count("--queue", queue, 0...100_000)
+        try count("--folder-max-entries", folderMaxEntries, 1...FolderBudget.maxEntriesLimit)
+        try count("--static-workers", staticWorkers, 1...64)
+        try count("--queue-per-uid", queuePerUid, 1...100_000)
+        try count("--max-connections-per-uid", maxConnectionsPerUid, 1...100_000)
+        if let folderBudget, !(folderBudget > 0 && folderBudget <= 86_400) {
+            throw ValidationError("--folder-budget must be more than 0 and at most 86400 seconds, not \(folderBudget)")
+        }
+    }
 
     func run() throws {
         var settings = DaemonConfig()

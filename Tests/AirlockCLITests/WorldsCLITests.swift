@@ -9,8 +9,8 @@ struct WorldsCLITests {
     @Test(
         "--worlds outside 1…5 and a --world-budget that is not a positive number are usage errors that say so",
         arguments: [
-            (["--worlds", "0"], "--worlds must be between 1 and 5"), (["--worlds", "-1"], "--worlds"),
-            (["--worlds", "6"], "--worlds must be between 1 and 5"),
+            (["--worlds", "0"], "--worlds must be at least 1 and at most 5"), (["--worlds", "-1"], "--worlds"),
+            (["--worlds", "6"], "--worlds must be at least 1 and at most 5"),
             (["--worlds", "99999999999999999999"], "--worlds"), (["--worlds", "two"], "--worlds"),
             (["--world-budget", "0"], "--world-budget must be more than 0"),
             (["--world-budget", "-5"], "--world-budget"), (["--world-budget", "nan"], "--world-budget"),
