@@ -1,0 +1,160 @@
+internal import AirlockFormats
+
+/// A place in a text file, for reports that point at a line (SARIF regions): 1-based line and column, the column in
+/// Unicode code points. Written into a finding's evidence as the `fileLine` and `fileColumn` details (`line` is taken: TorchScript
+/// findings give the line in an archive member).
+struct TextPoint: Sendable, Equatable {
+    var line: Int
+    var column: Int
+
+    /// The evidence details for this place.
+    var details: [(String, String)] { [("fileLine", String(line)), ("fileColumn", String(column))] }
+}
+
+/// Lines and columns from the bytes of UTF-8 text files (JSON configs, templates, Python), bounded: only the first
+/// `maxBytes` bytes are looked at, one pass each, no recursion.
+enum TextPosition {
+    /// Largest prefix of a file positions are found in.
+    static let maxBytes = 64 << 20
+
+    /// The line and column of byte `offset`; nil when it is past the end, past `maxBytes`, or the text is not
+    /// UTF-8-like (a NUL before the offset: UTF-16 and UTF-32 files).
+    static func point(_ bytes: [UInt8], offset: Int) -> TextPoint? {
+        guard offset >= 0, offset <= bytes.count, offset <= maxBytes else { return nil }
+        var line = 1
+        var column = 1
+        var i = 0
+        while i < offset {
+            let b = bytes[i]
+            if b == 0 { return nil }
+            if b == 0x0A {
+                line += 1
+                column = 1
+            } else if b & 0xC0 != 0x80 {
+                column += 1
+            }
+            i += 1
+        }
+        return TextPoint(line: line, column: column)
+    }
+
+    /// Where string literals and members of a JSON document are, read without building it.
+    struct JSONScan {
+        /// The byte offset of the opening quote of the last member of the top-level object whose key is exactly
+        /// `key` (no escapes; Python's json lets the last of duplicate keys win).
+        var keyOffset: Int?
+        /// The offsets of the string literals inside that member's value, by their raw content (first occurrence).
+        var strings: [[UInt8]: Int] = [:]
+    }
+
+    /// Most string literals recorded inside the member's value.
+    static let maxStrings = 4096
+
+    /// Scans `bytes` as JSON for the top-level member `key`. Malformed JSON gives what was found before the error.
+    static func scanJSON(_ bytes: [UInt8], key: String) -> JSONScan {
+        let wanted = Array(key.utf8)
+        let end = min(bytes.count, maxBytes)
+        var depth = 0
+        var i = 0
+        var member: (offset: Int, valueStart: Int)?
+        var strings: [(offset: Int, raw: [UInt8])] = []
+        while i < end {
+            let b = bytes[i]
+            switch b {
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: "\""):
+                let start = i
+                var j = i + 1
+                var plain = true
+                while j < end && bytes[j] != UInt8(ascii: "\"") {
+                    if bytes[j] == UInt8(ascii: "\\") {
+                        plain = false
+                        j += 1
+                    }
+                    j += 1
+                }
+                guard j < end else {
+                    i = end
+                    continue
+                }
+                let rawLength = j - start - 1
+                var k = j + 1
+                while k < end && [0x20, 0x09, 0x0A, 0x0D].contains(bytes[k]) { k += 1 }
+                let isKey = k < end && bytes[k] == UInt8(ascii: ":")
+                if depth == 1 && isKey && plain && rawLength == wanted.count
+                    && (0..<rawLength).allSatisfy({ bytes[start + 1 + $0] == wanted[$0] })
+                {
+                    member = (start, k + 1)
+                    strings.removeAll()
+                } else if depth >= 1 && !isKey && plain && strings.count < maxStrings && rawLength <= 1024 {
+                    strings.append((start, (0..<rawLength).map { bytes[start + 1 + $0] }))
+                }
+                i = j
+            default: break
+            }
+            i += 1
+        }
+        guard let last = member else { return JSONScan() }
+        var scan = JSONScan(keyOffset: last.offset)
+        // Strings past the member's value belong to later members.
+        let valueEnd = valueEnd(bytes, from: last.valueStart, limit: end)
+        for s in strings where s.offset > last.offset && s.offset < valueEnd && scan.strings[s.raw] == nil {
+            scan.strings[s.raw] = s.offset
+        }
+        return scan
+    }
+
+    /// Where the JSON value starting at or after `from` ends (exclusive), skipping strings; `limit` at most.
+    static func valueEnd(_ bytes: [UInt8], from: Int, limit: Int) -> Int {
+        var depth = 0
+        var i = from
+        var started = false
+        while i < limit {
+            let b = bytes[i]
+            if b == UInt8(ascii: "\"") {
+                i += 1
+                while i < limit && bytes[i] != UInt8(ascii: "\"") { i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1 }
+                started = true
+                if depth == 0 { return min(i + 1, limit) }
+            } else if b == UInt8(ascii: "{") || b == UInt8(ascii: "[") {
+                depth += 1
+                started = true
+            } else if b == UInt8(ascii: "}") || b == UInt8(ascii: "]") {
+                depth -= 1
+                if depth <= 0 { return min(i + 1, limit) }
+            } else if started && depth == 0 && (b == UInt8(ascii: ",") || b == 0x0A) {
+                return i
+            } else if ![0x20, 0x09, 0x0A, 0x0D].contains(b) {
+                started = true
+            }
+            i += 1
+        }
+        return limit
+    }
+
+    /// `findings` with the line and column of their offset in `bytes` (a whole text file) added to the evidence.
+    static func located(_ findings: [Finding], in bytes: [UInt8]) -> [Finding] {
+        findings.map { f in
+            guard f.evidence.member == nil, let offset = f.evidence.offset, let p = point(bytes, offset: offset) else {
+                return f
+            }
+            var located = f
+            located.evidence.details += p.details
+            return located
+        }
+    }
+
+    /// `findings` with the line and column of the top-level JSON member `key` in `bytes` added to the evidence (the
+    /// template's own offsets are within the decoded string, not the file).
+    static func atMember(_ findings: [Finding], key: String, in bytes: [UInt8]) -> [Finding] {
+        guard !findings.isEmpty, let offset = scanJSON(bytes, key: key).keyOffset,
+            let p = point(bytes, offset: offset)
+        else { return findings }
+        return findings.map { f in
+            var located = f
+            located.evidence.details += p.details
+            return located
+        }
+    }
+}
