@@ -23,7 +23,8 @@ enum TextPosition {
         guard offset >= 0, offset <= bytes.count, offset <= maxBytes else { return nil }
         var line = 1
         var column = 1
-        var i = 0
+        // A UTF-8 byte-order mark is no character of the first line.
+        var i = bytes.starts(with: [0xEF, 0xBB, 0xBF]) && offset >= 3 ? 3 : 0
         while i < offset {
             let b = bytes[i]
             if b == 0 { return nil }
@@ -82,9 +83,13 @@ enum TextPosition {
                 var k = j + 1
                 while k < end && [0x20, 0x09, 0x0A, 0x0D].contains(bytes[k]) { k += 1 }
                 let isKey = k < end && bytes[k] == UInt8(ascii: ":")
-                if depth == 1 && isKey && plain && rawLength == wanted.count
-                    && (0..<rawLength).allSatisfy({ bytes[start + 1 + $0] == wanted[$0] })
-                {
+                // A key written with escapes is the same key to Python's json: decoded, so that an escaped duplicate
+                // after a plain one (the one Python keeps) is the place found.
+                let matches =
+                    plain
+                    ? rawLength == wanted.count && (0..<rawLength).allSatisfy { bytes[start + 1 + $0] == wanted[$0] }
+                    : rawLength <= 6 * wanted.count && decoded(bytes[(start + 1)..<j]) == wanted
+                if depth == 1 && isKey && matches {
                     member = (start, k + 1)
                     strings.removeAll()
                 } else if depth >= 1 && !isKey && plain && strings.count < maxStrings && rawLength <= 1024 {
@@ -103,6 +108,49 @@ enum TextPosition {
             scan.strings[s.raw] = s.offset
         }
         return scan
+    }
+
+    /// The bytes of a JSON string's raw content with its escapes decoded (a lone surrogate becomes U+FFFD); nil when
+    /// an escape is malformed.
+    static func decoded(_ raw: ArraySlice<UInt8>) -> [UInt8]? {
+        var out: [UInt8] = []
+        var units: [UInt16] = []
+        var i = raw.startIndex
+        func flush() {
+            guard !units.isEmpty else { return }
+            for scalar in String(decoding: units, as: UTF16.self).unicodeScalars {
+                UTF8.encode(scalar) { out.append($0) }
+            }
+            units.removeAll()
+        }
+        while i < raw.endIndex {
+            let b = raw[i]
+            guard b == UInt8(ascii: "\\") else {
+                flush()
+                out.append(b)
+                i += 1
+                continue
+            }
+            guard i + 1 < raw.endIndex else { return nil }
+            let e = raw[i + 1]
+            if e == UInt8(ascii: "u") {
+                guard i + 6 <= raw.endIndex,
+                    let unit = UInt16(String(decoding: raw[(i + 2)..<(i + 6)], as: UTF8.self), radix: 16)
+                else { return nil }
+                units.append(unit)
+                i += 6
+                continue
+            }
+            flush()
+            let simple: [UInt8: UInt8] = [
+                0x22: 0x22, 0x5C: 0x5C, 0x2F: 0x2F, 0x62: 0x08, 0x66: 0x0C, 0x6E: 0x0A, 0x72: 0x0D, 0x74: 0x09,
+            ]
+            guard let c = simple[e] else { return nil }
+            out.append(c)
+            i += 2
+        }
+        flush()
+        return out
     }
 
     /// Where the JSON value starting at or after `from` ends (exclusive), skipping strings; `limit` at most.

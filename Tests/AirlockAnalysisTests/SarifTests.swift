@@ -328,10 +328,17 @@ struct SarifTests {
             $0.0 == "fileColumn"
         }
         #expect(column?.1 == "18")
-        // A key written with escapes is auto_map to Python; its place is not found, and no line is made up.
-        let escaped = try Self.configFindings("{\"auto_\\u006dap\": {\"AutoModel\": \"/x.E\"}}")
-        #expect(escaped.contains { $0.rule == "hf.auto-map-traversal" })
-        #expect(escaped.allSatisfy { f in !f.evidence.details.contains { $0.0 == "fileLine" } })
+        // A key written with escapes is auto_map to Python, and the last one wins: the line is the escaped member's,
+        // not a benign plain one's above it. Its reference, written with escapes too, gets the member's line.
+        let escaped = try Self.configFindings(
+            "{\"auto_map\": {\"AutoModel\": \"a.B\"},\n\"x\": 1,\n \"auto_\\u006dap\": {\"AutoModel\": \"\\/x.E\"}}")
+        let traversal = try #require(escaped.first { $0.rule == "hf.auto-map-traversal" })
+        #expect(traversal.evidence.details.first { $0.0 == "fileLine" }?.1 == "3")
+        #expect(traversal.evidence.details.first { $0.0 == "fileColumn" }?.1 == "2")
+        // A UTF-8 byte-order mark is not a column.
+        let marked = try Self.configFindings(
+            bytes: [0xEF, 0xBB, 0xBF] + Array("{\"auto_map\": {\"AutoModel\": \"/x.E\"}}".utf8))
+        #expect(marked.first { $0.rule == "hf.remote-code" }?.evidence.details.first { $0.0 == "fileColumn" }?.1 == "2")
         // UTF-16 configs are read by Python's json; no line is given for them.
         var utf16: [UInt8] = [0xFF, 0xFE]
         for unit in "{\"auto_map\": {\"AutoModel\": \"/x.E\"}}".utf16 {
