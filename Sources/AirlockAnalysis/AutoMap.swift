@@ -66,12 +66,12 @@ public struct AutoMap: Sendable, Equatable {
 
     mutating func locate(in bytes: [UInt8]) {
         let scan = TextPosition.scanJSON(bytes, key: "auto_map")
-        guard let key = scan.keyOffset, let point = TextPosition.point(bytes, offset: key) else { return }
-        keyPoint = point
-        for r in references where referencePoints[r.text] == nil {
-            if let offset = scan.strings[Array(r.text.utf8)], let p = TextPosition.point(bytes, offset: offset) {
-                referencePoints[r.text] = p
-            }
+        guard let key = scan.keyOffset else { return }
+        let offsets = references.map { scan.strings[Array($0.text.utf8)] }
+        let places = TextPosition.points(bytes, offsets: [key] + offsets.compactMap { $0 })
+        keyPoint = places[key]
+        for (r, offset) in zip(references, offsets) {
+            if let offset, let p = places[offset] { referencePoints[r.text] = p }
         }
     }
 

@@ -35,7 +35,7 @@ extension Sarif {
     /// `file://` URI. `.` and `..` are resolved by name, as the walk named the files; links are not followed.
     static func location(_ path: String, root: String?) -> Place {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
-        guard parts.count <= maxComponents else { return Place(uri: uri(path), relative: false) }
+        guard parts.count <= maxComponents else { return Place(uri: uri(path), relative: !path.hasPrefix("/")) }
         if !path.hasPrefix("/") {
             if let relative = resolve(parts, climbing: false) {
                 return relative.isEmpty

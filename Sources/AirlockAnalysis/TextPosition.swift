@@ -19,15 +19,27 @@ enum TextPosition {
 
     /// The line and column of byte `offset`; nil when it is past the end, past `maxBytes`, or the text is not
     /// UTF-8-like (a NUL before the offset: UTF-16 and UTF-32 files).
-    static func point(_ bytes: [UInt8], offset: Int) -> TextPoint? {
-        guard offset >= 0, offset <= bytes.count, offset <= maxBytes else { return nil }
+    static func point(_ bytes: [UInt8], offset: Int) -> TextPoint? { points(bytes, offsets: [offset])[offset] }
+
+    /// The places of several offsets, found in one pass over the bytes (a file with many findings near its end is read
+    /// once, not once per finding); offsets with no place are left out.
+    static func points(_ bytes: [UInt8], offsets: [Int]) -> [Int: TextPoint] {
+        let wanted = Set(offsets.filter { $0 >= 0 && $0 <= min(bytes.count, maxBytes) }).sorted()
+        guard let last = wanted.last else { return [:] }
+        var out: [Int: TextPoint] = [:]
+        var next = 0
         var line = 1
         var column = 1
-        // A UTF-8 byte-order mark is no character of the first line.
-        var i = bytes.starts(with: [0xEF, 0xBB, 0xBF]) && offset >= 3 ? 3 : 0
-        while i < offset {
+        var i = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        while next < wanted.count && wanted[next] < i { next += 1 }
+        while i <= last {
+            while next < wanted.count && wanted[next] == i {
+                out[i] = TextPoint(line: line, column: column)
+                next += 1
+            }
+            guard i < bytes.count else { break }
             let b = bytes[i]
-            if b == 0 { return nil }
+            if b == 0 { break }
             if b == 0x0A {
                 line += 1
                 column = 1
@@ -36,7 +48,7 @@ enum TextPosition {
             }
             i += 1
         }
-        return TextPoint(line: line, column: column)
+        return out
     }
 
     /// Where string literals and members of a JSON document are, read without building it.
@@ -183,10 +195,10 @@ enum TextPosition {
 
     /// `findings` with the line and column of their offset in `bytes` (a whole text file) added to the evidence.
     static func located(_ findings: [Finding], in bytes: [UInt8]) -> [Finding] {
-        findings.map { f in
-            guard f.evidence.member == nil, let offset = f.evidence.offset, let p = point(bytes, offset: offset) else {
-                return f
-            }
+        let places = points(
+            bytes, offsets: findings.compactMap { $0.evidence.member == nil ? $0.evidence.offset : nil })
+        return findings.map { f in
+            guard f.evidence.member == nil, let offset = f.evidence.offset, let p = places[offset] else { return f }
             var located = f
             located.evidence.details += p.details
             return located

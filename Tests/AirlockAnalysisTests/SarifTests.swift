@@ -386,6 +386,11 @@ struct SarifTests {
         #expect(scan.keyOffset == 1 && scan.strings.isEmpty)
         #expect(TextPosition.point(Array("ab".utf8), offset: 3) == nil)
         #expect(TextPosition.point(Array("a\nb".utf8), offset: 2) == TextPoint(line: 2, column: 1))
+        let text = Array("ab\ncé\n\nd".utf8)
+        let all = TextPosition.points(text, offsets: Array(-1...(text.count + 1)) + [3, 3])
+        for offset in 0...text.count { #expect(all[offset] == TextPosition.point(text, offset: offset)) }
+        #expect(all[6] == TextPoint(line: 2, column: 3) && all[text.count] == TextPoint(line: 4, column: 2))
+        #expect(all[-1] == nil && all[text.count + 1] == nil)
         let many = Array(("{\"auto_map\": [" + String(repeating: "\"a.B\",", count: 10_000) + "\"z.Z\"]}").utf8)
         #expect(TextPosition.scanJSON(many, key: "auto_map").strings.count <= TextPosition.maxStrings)
     }
