@@ -391,6 +391,26 @@ struct SarifTests {
         for offset in 0...text.count { #expect(all[offset] == TextPosition.point(text, offset: offset)) }
         #expect(all[6] == TextPoint(line: 2, column: 3) && all[text.count] == TextPoint(line: 4, column: 2))
         #expect(all[-1] == nil && all[text.count + 1] == nil)
+        // Mutations of a config (a fixed-seed generator): no crash, and a place found is always a key's opening quote
+        // whose value's strings lie after it.
+        let base = Array(
+            "{\"a\": [1, {\"auto_map\": 2}], \"auto_map\": {\"AutoModel\": \"x.Y\", \"b\": \"\\u0041\"}}".utf8)
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<3000 {
+            var bytes = base
+            for _ in 0..<3 {
+                seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let at = Int(seed >> 33) % bytes.count
+                let pick: [UInt8] = [0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x3A, 0x2C, 0x0A, 0x00, 0xC3, 0x75]
+                bytes[at] = pick[Int(seed >> 13) % pick.count]
+            }
+            let scan = TextPosition.scanJSON(bytes, key: "auto_map")
+            if let k = scan.keyOffset {
+                #expect(bytes[k] == 0x22)
+                #expect(scan.strings.values.allSatisfy { $0 > k && bytes[$0] == 0x22 })
+            }
+            _ = TextPosition.points(bytes, offsets: Array(0...bytes.count))
+        }
         let many = Array(("{\"auto_map\": [" + String(repeating: "\"a.B\",", count: 10_000) + "\"z.Z\"]}").utf8)
         #expect(TextPosition.scanJSON(many, key: "auto_map").strings.count <= TextPosition.maxStrings)
     }
