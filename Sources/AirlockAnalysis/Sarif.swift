@@ -257,8 +257,8 @@ public enum Sarif {
     /// binary file, the line in an archive member). Never the message (it carries counts and sizes), other details
     /// (some carry budgets or times) nor timings. Findings with equal keys in one file are told apart by their order.
     ///
-    /// A finding located by line in a text file leaves its offset out, so that lines added above it do not make it a
-    /// new finding. Any other finding includes the file's SHA-256: evidence is shown capped (long arguments are cut),
+    /// A finding located by line in a text file leaves its offset and other positions out, so that lines added above it
+    /// do not make it a new finding, and adds its other details (what the text says). Any other finding includes the file's SHA-256: evidence is shown capped (long arguments are cut),
     /// so without it a changed payload could inherit the fingerprint, and with it a dismissal, of the finding it
     /// replaced. A dynamic finding's arguments and trace positions vary between runs and are left out.
     static func fingerprintKey(_ finding: Finding, uri: String, sha256: String?) -> String {
@@ -272,8 +272,19 @@ public enum Sarif {
             parts.append("offset=" + (located ? "" : e.offset.map(String.init) ?? ""))
             parts.append("line=" + (number(e, "line").map(String.init) ?? ""))
             parts.append("args=" + (e.args ?? []).joined(separator: "\u{1F}"))
+            if located {
+                // What the bytes say (a template's attribute or global name), not where: otherwise two findings of one
+                // rule differ only by their order, and a new one above a dismissed one would take its fingerprint.
+                for (k, v) in e.details where !positional(k) { parts.append(k + "=" + v) }
+            }
         }
         return parts.joined(separator: "\u{1E}")
+    }
+
+    /// Whether an evidence detail is a position (`fileLine`, `line`, `templateOffset`, …), which edits above a finding
+    /// change.
+    static func positional(_ key: String) -> Bool {
+        ["fileLine", "fileColumn", "line", "column"].contains(key) || key.hasSuffix("Offset") || key == "offset"
     }
 
     /// The first 128 bits of the key's SHA-256, in hex.
