@@ -49,10 +49,30 @@ public struct AutoMap: Sendable, Equatable {
     /// The `auto_map` of the config open as `fd` (named `name` in errors); nil when the file is not a JSON object
     /// with an `auto_map` member, or is over 16 MiB.
     public static func read(fd: Int32, name: String) -> AutoMap? {
-        guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20,
-            let tree = try? JSON.parse(view.array, maxDepth: 128, dialect: .python)
-        else { return nil }
-        return AutoMap(config: tree)
+        guard let view = try? ByteView.map(fd: fd, name: name), view.count < 16 << 20 else { return nil }
+        let bytes = view.array
+        guard let tree = try? JSON.parse(bytes, maxDepth: 128, dialect: .python), var map = AutoMap(config: tree) else {
+            return nil
+        }
+        map.locate(in: bytes)
+        return map
+    }
+
+    /// Where the `auto_map` member is in the config's text, and each reference's string in it, for reports that
+    /// point at lines (SARIF). Found in the raw bytes: a key or reference written with escapes, or a file that is
+    /// not UTF-8, gets the member's place or none.
+    var keyPoint: TextPoint?
+    var referencePoints: [String: TextPoint] = [:]
+
+    mutating func locate(in bytes: [UInt8]) {
+        let scan = TextPosition.scanJSON(bytes, key: "auto_map")
+        guard let key = scan.keyOffset else { return }
+        let offsets = references.map { scan.strings[Array($0.text.utf8)] }
+        let places = TextPosition.points(bytes, offsets: [key] + offsets.compactMap { $0 })
+        keyPoint = places[key]
+        for (r, offset) in zip(references, offsets) {
+            if let offset, let p = places[offset] { referencePoints[r.text] = p }
+        }
     }
 
     /// The `auto_map` of a parsed config; nil without one. The legacy tokenizer form, a list of two class names, is
@@ -113,6 +133,11 @@ public struct AutoMap: Sendable, Equatable {
 
     private static func isLetter(_ b: UInt8) -> Bool { (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) }
 
+    /// The place of a reference's string, else of the member, as evidence details.
+    private func point(_ r: Reference) -> [(String, String)] {
+        (referencePoints[r.text] ?? keyPoint)?.details ?? []
+    }
+
     /// The static findings for this map in the config `name`: `hf.remote-code` (high), and one finding per
     /// reference that the repository's own files do not answer.
     public func findings(config name: String) -> [Finding] {
@@ -122,7 +147,8 @@ public struct AutoMap: Sendable, Equatable {
                 rule: "hf.remote-code", severity: .high,
                 message:
                     "config maps model classes to code in the repository (auto_map): trust_remote_code=True would run it",
-                evidence: Evidence(member: name, args: targets.isEmpty ? nil : targets)
+                evidence: Evidence(
+                    member: name, args: targets.isEmpty ? nil : targets, details: keyPoint?.details ?? [])
             )
         ]
         for r in references {
@@ -135,21 +161,21 @@ public struct AutoMap: Sendable, Equatable {
                         rule: "hf.auto-map-traversal", severity: .critical,
                         message:
                             "auto_map names code outside the repository (\(r.key): \(shown)): transformers would import a file the repository does not hold; not detonated",
-                        evidence: Evidence(member: name, args: [r.text])))
+                        evidence: Evidence(member: name, args: [r.text], details: point(r))))
             case .external:
                 out.append(
                     Finding(
                         rule: "hf.remote-code-external", severity: .high,
                         message:
                             "auto_map names code in another repository (\(r.key): \(shown)): transformers would download it from the Hub and run it; not detonated",
-                        evidence: Evidence(member: name, args: [r.text])))
+                        evidence: Evidence(member: name, args: [r.text], details: point(r))))
             case .invalid:
                 out.append(
                     Finding(
                         rule: "hf.auto-map-invalid", severity: .medium,
                         message:
                             "auto_map entry \(r.key): \(shown) is not module.ClassName with plain identifiers; not detonated",
-                        evidence: Evidence(member: name, args: [r.text])))
+                        evidence: Evidence(member: name, args: [r.text], details: point(r))))
             }
         }
         return out

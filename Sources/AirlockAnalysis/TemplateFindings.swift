@@ -29,7 +29,7 @@ enum TemplateFindings {
     /// A whole file that is a template.
     static func file(_ view: ByteView) -> [Finding] {
         let bytes = view.bytes(0, min(view.count, JinjaTemplate.maxBytes + 1)) ?? []
-        return JinjaTemplate.analyse(bytes).map(ObservationRules.finding)
+        return TextPosition.located(JinjaTemplate.analyse(bytes).map(ObservationRules.finding), in: bytes)
     }
 
     /// The files transformers reads a `chat_template` member from.
@@ -44,9 +44,10 @@ enum TemplateFindings {
             configNames.contains(base) || KerasFindings.contains(view, Array("chat_template".utf8))
         else { return [] }
         let tree: JSON
+        let bytes = view.array
         do {
             // transformers reads these with Python's json: NaN, duplicate keys (the last wins) are accepted.
-            tree = try JSON.parse(view.array, maxDepth: 64, dialect: .python)
+            tree = try JSON.parse(bytes, maxDepth: 64, dialect: .python)
         } catch {
             guard KerasFindings.contains(view, Array("template".utf8)) || KerasFindings.contains(view, [0x5C, 0x75])
             else { return [] }
@@ -84,7 +85,7 @@ enum TemplateFindings {
                         evidence: Evidence(member: "chat_template")))
             }
         }
-        return out
+        return TextPosition.atMember(out, key: "chat_template", in: bytes)
     }
 
     static func analyse(_ template: String, member: String) -> [Finding] {

@@ -182,7 +182,7 @@ struct IntakeTests {
         intake = json.load(open(sys.argv[1]))
         report = json.load(open(sys.argv[2]))
         jsonschema.Draft7Validator.check_schema(intake)
-        resolver = jsonschema.RefResolver.from_schema(intake, store={"report.schema.json": report})
+        resolver = jsonschema.RefResolver.from_schema(intake, store={report.get("$id", "report.schema.json"): report})
         validator = jsonschema.Draft7Validator(intake, resolver=resolver)
         bad = 0
         for name in sys.argv[3:]:
