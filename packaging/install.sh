@@ -79,14 +79,14 @@ if [ -d "$DESTDIR$DATADIR/profiles/harness/__pycache__" ]; then
 fi
 
 # Manual pages, generated from the built binaries' own help (swift-argument-parser's generate-manual): one page per
-# command and subcommand, `help` left out. The date is the last commit's, so the pages do not change between builds.
+# command and subcommand (`airlock.scan.1`, `man airlock.scan`; the `help` pages too: the others refer to them). The
+# date is the last commit's, so the pages do not change between builds of one commit.
 date=$(git log -1 --format=%cs 2>/dev/null || date -u +%F)
 mkdir -p "$scratch/man"
 "$GENERATE_MANUAL" ".build/$CONFIG/airlock" --multi-page --section 1 --date "$date" \
     --authors "The Airlock authors" --output-directory "$scratch/man"
 "$GENERATE_MANUAL" ".build/$CONFIG/airlockd" --multi-page --section 8 --date "$date" \
     --authors "The Airlock authors" --output-directory "$scratch/man"
-rm -f "$scratch/man"/*.help.[18]
 for page in "$scratch/man"/*.1; do put 0644 "$page" "$MANDIR/man1/$(basename "$page")"; done
 for page in "$scratch/man"/*.8; do put 0644 "$page" "$MANDIR/man8/$(basename "$page")"; done
 
