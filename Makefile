@@ -172,6 +172,7 @@ fuzz: deps
 # (BINDIR=…). systemd reads units, sysusers.d and tmpfiles.d entries under /usr/lib and /usr/local/lib; with any other
 # PREFIX they are installed under it all the same, and linked by hand (docs/install.md). /etc is written only with PREFIX
 # /usr or /usr/local: the intake's policy, when there is none.
+override PREFIX := $(patsubst %/,%,$(PREFIX))
 BINDIR ?= $(PREFIX)/bin
 DATADIR ?= $(PREFIX)/share/airlock
 MANDIR ?= $(PREFIX)/share/man
@@ -206,7 +207,7 @@ install-files: install
 
 # Removes exactly what `make install` with the same DESTDIR and PREFIX recorded, and the directories it created.
 uninstall:
-	@DESTDIR='$(DESTDIR)' DATADIR='$(DATADIR)' bash packaging/uninstall.sh
+	@$(INSTALL_VARS) bash packaging/uninstall.sh
 
 # .build-pkg/airlock_VERSION_ARCH.deb and airlock-dbgsym_VERSION_ARCH.deb, from `make install DESTDIR=… PREFIX=/usr`
 # of the release build: stripped binaries, debug symbols in the -dbgsym package (docs/install.md).

@@ -80,8 +80,12 @@ fi
 
 # Manual pages, generated from the built binaries' own help (swift-argument-parser's generate-manual): one page per
 # command and subcommand (`airlock.scan.1`, `man airlock.scan`; the `help` pages too: the others refer to them). The
-# date is the last commit's, so the pages do not change between builds of one commit.
-date=$(git log -1 --format=%cs 2>/dev/null || date -u +%F)
+# date is $SOURCE_DATE_EPOCH's or the last commit's, so the pages do not change between builds of one commit.
+if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
+    date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%F)
+else
+    date=$(git log -1 --format=%cs 2>/dev/null || date -u +%F)
+fi
 mkdir -p "$scratch/man"
 "$GENERATE_MANUAL" ".build/$CONFIG/airlock" --multi-page --section 1 --date "$date" \
     --authors "The Airlock authors" --output-directory "$scratch/man"

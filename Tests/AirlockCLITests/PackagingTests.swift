@@ -51,7 +51,8 @@ struct PackagingTests {
         }
     }
 
-    @Test("make install DESTDIR PREFIX=/usr/local puts every file in its FHS place; make uninstall leaves DESTDIR empty")
+    @Test(
+        "make install DESTDIR PREFIX=/usr/local puts every file in its FHS place; make uninstall leaves DESTDIR empty")
     func installUsrLocal() throws {
         try requireReleaseBuild()
         try withScratch { destdir in
@@ -147,7 +148,9 @@ struct PackagingTests {
         }
     }
 
-    @Test("make deb: the packages' metadata, and install, run, remove and purge in a throwaway root", .timeLimit(.minutes(5)))
+    @Test(
+        "make deb: the packages' metadata, and install, run, remove and purge in a throwaway root",
+        .timeLimit(.minutes(5)))
     func debianPackage() throws {
         try requireReleaseBuild()
         try withScratch { out in
@@ -172,7 +175,9 @@ struct PackagingTests {
 
             let cycle = try runProgram("/bin/bash", ["\(repositoryRoot)/Tests/Packaging/deb-root.sh", deb, dbgsym])
             #expect(cycle.status == 0, "\(cycle.stdout)\(cycle.stderr)")
-            for step in ["dpkg -i", "airlock probe evil.pkl", "airlock exec", "dpkg -r", "dpkg -P", "nothing of airlock"] {
+            for step in [
+                "dpkg -i", "airlock probe evil.pkl", "airlock exec", "dpkg -r", "dpkg -P", "nothing of airlock",
+            ] {
                 #expect(cycle.stdout.contains("ok: \(step)"), "step not passed: \(step)\n\(cycle.stdout)")
             }
         }
@@ -183,7 +188,8 @@ struct PackagingTests {
 private func make(_ arguments: [String], environment: [String: String] = [:]) throws -> (
     status: Int32, stdout: String, stderr: String
 ) {
-    try runProgram("/usr/bin/make", ["--no-print-directory", "-C", repositoryRoot] + arguments, environment: environment)
+    try runProgram(
+        "/usr/bin/make", ["--no-print-directory", "-C", repositoryRoot] + arguments, environment: environment)
 }
 
 /// Fails, naming `make build`, when the release build `make install` copies is missing.
