@@ -87,13 +87,25 @@ struct PackagingTests {
             #expect(unit.contains("\nExecStart=/usr/local/bin/airlockd\n"))
             let scan = try String(contentsOfFile: "\(destdir)/usr/local/share/man/man1/airlock.scan.1")
             #expect(scan.contains(".Nm \"airlock scan\"") && scan.contains("max-entries"))
-            let bash = try runProgram(
-                "/bin/bash", ["-n", "\(destdir)/usr/local/share/bash-completion/completions/airlock"])
-            #expect(bash.status == 0, "\(bash.stderr)")
+            // bash completes `airlock sc` to `scan` and `airlock scan --max` to `--max-entries` with the installed file.
+            let completion = "\(destdir)/usr/local/share/bash-completion/completions/airlock"
+            for (words, expected) in [("airlock sc", "scan"), ("airlock scan --max", "--max-entries")] {
+                let bash = try runProgram(
+                    "/bin/bash",
+                    [
+                        "-c",
+                        """
+                        source "$1"; COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}; read -ra COMP_WORDS <<<"$2"
+                        COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _airlock airlock "${COMP_WORDS[-1]}" "${COMP_WORDS[-2]}"
+                        echo "${COMPREPLY[@]}"
+                        """, "bash", completion, words,
+                    ])
+                #expect(bash.stdout == "\(expected)\n", "completing '\(words)': \(bash.stdout)\(bash.stderr)")
+            }
             let zsh = try String(contentsOfFile: "\(destdir)/usr/local/share/zsh/site-functions/_airlock")
             #expect(zsh.hasPrefix("#compdef airlock"))
             let fish = try String(contentsOfFile: "\(destdir)/usr/local/share/fish/vendor_completions.d/airlockd.fish")
-            #expect(fish.contains("complete -c airlockd"))
+            #expect(fish.contains("complete -c 'airlockd'"))
 
             // A second install on top is refused (it would lose the first one's list of files).
             let again = try make(["install", "DESTDIR=\(destdir)", "PREFIX=/usr/local"])
