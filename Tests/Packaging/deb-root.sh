@@ -88,6 +88,14 @@ checks() {
     grep -q '"dynamic' probe-evil.json || fail "airlock probe evil.pkl: no dynamic finding (no detonation?)"
     echo "ok: airlock probe evil.pkl: detonated with the installed harness, malicious, exit 1"
 
+    # Installing again over itself (an upgrade's path through the scripts), with the policy edited by the operator:
+    # no prompt, no failure, the edit kept (a conffile).
+    echo '{"pass": ["clean"], "settleSeconds": 5}' >/etc/airlock/intake.json
+    dpkg -i --force-confold "$deb" >/tmp/debroot/dpkg-i2.log 2>&1 </dev/null ||
+        { cat /tmp/debroot/dpkg-i2.log >&2; fail "dpkg -i over the installed package"; }
+    grep -q '"settleSeconds": 5' /etc/airlock/intake.json || fail "reinstalling replaced the edited conffile"
+    echo "ok: dpkg -i again over the installed package (the edited conffile kept)"
+
     files=$(dpkg -L airlock airlock-dbgsym)
     dpkg -r airlock-dbgsym airlock >/tmp/debroot/dpkg-r.log 2>&1 || { cat /tmp/debroot/dpkg-r.log >&2; fail "dpkg -r"; }
     [ -e /usr/bin/airlock ] && fail "/usr/bin/airlock left after dpkg -r"
