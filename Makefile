@@ -42,7 +42,7 @@ deps:
 # named, with `make deps` to install it.
 build: check-build-deps harness
 	$(SWIFT) build -c $(CONFIG) --static-swift-stdlib
-	$(SWIFT) build -c $(CONFIG) --product generate-manual
+	$(SWIFT) build -c $(CONFIG) --static-swift-stdlib --product generate-manual
 
 check-build-deps:
 	@command -v $(SWIFT) >/dev/null || { echo "make build: no Swift toolchain ($(SWIFT)) on PATH (HACKING.md)" >&2; exit 1; }
