@@ -91,6 +91,8 @@ mkdir -p "$scratch/man"
     --authors "The Airlock authors" --output-directory "$scratch/man"
 "$GENERATE_MANUAL" ".build/$CONFIG/airlockd" --multi-page --section 8 --date "$date" \
     --authors "The Airlock authors" --output-directory "$scratch/man"
+# An empty line is not mdoc (the discussions' paragraph breaks): a paragraph macro instead.
+sed -i 's/^[[:space:]]*$/.Pp/' "$scratch/man"/*.[18]
 for page in "$scratch/man"/*.1; do put 0644 "$page" "$MANDIR/man1/$(basename "$page")"; done
 for page in "$scratch/man"/*.8; do put 0644 "$page" "$MANDIR/man8/$(basename "$page")"; done
 

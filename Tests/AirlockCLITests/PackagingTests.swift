@@ -85,6 +85,12 @@ struct PackagingTests {
 
             let unit = try String(contentsOfFile: "\(destdir)/usr/local/lib/systemd/system/airlockd.service")
             #expect(unit.contains("\nExecStart=/usr/local/bin/airlockd\n"))
+            // Every page renders without a warning (an empty line in mdoc, a macro misused).
+            for page in files where page.contains("/share/man/") {
+                let render = try runProgram(
+                    "/bin/sh", ["-c", "MANWIDTH=100 man --warnings -l \"$1\" >/dev/null", "sh", destdir + page])
+                #expect(render.status == 0 && render.stderr.isEmpty, "\(page): \(render.stderr)")
+            }
             let scan = try String(contentsOfFile: "\(destdir)/usr/local/share/man/man1/airlock.scan.1")
             #expect(scan.contains(".Nm \"airlock scan\"") && scan.contains("max-entries"))
             // bash completes `airlock sc` to `scan` and `airlock scan --max` to `--max-entries` with the installed file.
