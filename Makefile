@@ -9,13 +9,18 @@ CONFIG ?= release
 # The consumer's Python stack that detonations load with by default (`airlock probe` uses the system's python3 and
 # its site-packages) and that the tests make real models with: Debian's packages, CPU-only torch (~200 MB download).
 ML_PACKAGES := python3-numpy python3-sklearn python3-joblib python3-pandas python3-dill python3-cloudpickle python3-torch
-APT_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev 7zip python3 python3-jsonschema python3-prometheus-client python3-venv pkg-config systemd $(ML_PACKAGES)
+# What `make build` needs (it checks, `make deps` installs): the C libraries' headers and pkg-config, python3 for the
+# harness's bytecode. The rest is for the tests and `make deb` (dpkg-dev: dpkg-shlibdeps; binutils: strip, objcopy;
+# man-db: the packaging test's `man -w`).
+BUILD_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev python3 pkg-config
+APT_PACKAGES := $(BUILD_PACKAGES) 7zip python3-jsonschema python3-prometheus-client python3-venv python3-pip python3-setuptools python3-wheel util-linux systemd dpkg-dev binutils man-db $(ML_PACKAGES)
 # The system's interpreter: detonations use it unless --python names another.
 PYTHON ?= /usr/bin/python3
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all deps build harness lint format test test-venvs test-unit demo bench bench-deps install install-files clean fuzz inventory
+.PHONY: all deps build check-build-deps harness lint format test test-venvs test-unit demo bench bench-deps install \
+	install-files uninstall deb clean fuzz inventory
 
 all: build
 
@@ -32,9 +37,21 @@ deps:
 
 # Release binaries (airlock, airlockd) in .build/release/. The Swift runtime is linked statically, and airlock is a fully
 # static executable (Package.swift): no loader, no relocations, `airlock --version` in ~0.7 ms instead of ~3 ms
-# (docs/benchmarks.md, "Start-up budget"); both run on hosts without a Swift toolchain.
-build: deps harness
+# (docs/benchmarks.md, "Start-up budget"); both run on hosts without a Swift toolchain. Also swift-argument-parser's
+# generate-manual, which `make install` makes the manual pages with. Installs nothing: a missing build dependency is
+# named, with `make deps` to install it.
+build: check-build-deps harness
 	$(SWIFT) build -c $(CONFIG) --static-swift-stdlib
+	$(SWIFT) build -c $(CONFIG) --static-swift-stdlib --product generate-manual
+
+check-build-deps:
+	@command -v $(SWIFT) >/dev/null || { echo "make build: no Swift toolchain ($(SWIFT)) on PATH (HACKING.md)" >&2; exit 1; }
+	@if command -v dpkg-query >/dev/null; then missing=""; for p in $(BUILD_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "make build: missing build dependencies:$$missing; run \`make deps\` (as root) to install them" >&2; exit 1; fi; \
+	else for m in libseccomp libcap zlib; do pkg-config --exists $$m || { \
+	  echo "make build: $$m not found by pkg-config; install it (make deps lists the Debian packages)" >&2; exit 1; }; done; fi
 
 # The loader harness's bytecode, compiled once (the sandbox mounts it read-only and never writes bytecode):
 # saves compiling it on every detonation. A stale or missing cache only costs that time.
@@ -53,7 +70,9 @@ format:
 
 # Every test, after the lint. The sandbox tests need root (or unprivileged user namespaces) and fail, never skip,
 # without them.
+# The release binaries (`make build`) first: PackagingTests installs them, packs them in a .deb and runs them.
 test: deps harness lint test-venvs
+	@$(MAKE) --no-print-directory build
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
@@ -100,7 +119,7 @@ inventory: deps
 
 # Probes generated sample models (a benign PyTorch state_dict, safetensors weights, a malicious pickle that tries the
 # network and a shell) and shows the verdicts with their evidence; then an escape attempt under `airlock exec`.
-demo: build
+demo: deps build
 	@# Every step is checked: a probe of the three samples must exit 1 (exfil.pkl is malicious), the escape payload
 	@# must run to its end (exit 0) with its attempts refused, intake --once must exit 1 (one model rejected). Any
 	@# other status fails the demo.
@@ -142,7 +161,7 @@ bench-deps:
 
 # Speed targets live here, not in timed tests. Results: docs/benchmarks.md. Exits 1, after every section has run, when
 # the start-up budget (Tests/Bench/startup.sh: --version ≤ 1.5 ms, exec -- /bin/true ≤ 1.5× bubblewrap) is missed.
-bench: build bench-deps
+bench: deps build bench-deps
 	bash Tests/Bench/run.sh
 
 # libFuzzer + ASan over every parser, FUZZ_SECONDS each; fails when one crashes, hangs or runs out of memory.
@@ -158,48 +177,51 @@ fuzz: deps
 	  >.build-fuzz/logs/build.log 2>&1 || { grep -v "Cannot export local symbol" .build-fuzz/logs/build.log; exit 1; }
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash Tests/Fuzz/run.sh $(FUZZ_TARGETS)
 
-# Where systemd looks for units, sysusers.d and tmpfiles.d entries: /usr/lib/… and /usr/local/lib/… (and /etc).
-# With PREFIX /usr or /usr/local they go under $(PREFIX)/lib; with any other PREFIX under /etc, which systemd always
-# reads. Each can be overridden (SYSTEMD_UNITDIR=…). Nothing here needs systemd to be running (docs/daemon.md).
-ifneq ($(filter /usr /usr/local,$(PREFIX)),)
+# Installation (docs/install.md): FHS paths under PREFIX, everything below DESTDIR. Each directory can be overridden
+# (BINDIR=…). systemd reads units, sysusers.d and tmpfiles.d entries under /usr/lib and /usr/local/lib; with any other
+# PREFIX they are installed under it all the same, and linked by hand (docs/install.md). /etc is written only with PREFIX
+# /usr or /usr/local: the intake's policy, when there is none.
+override PREFIX := $(patsubst %/,%,$(PREFIX))
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/airlock
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/airlock
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+ifeq ($(PREFIX),/usr)
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 else
-SYSTEMD_UNITDIR ?= /etc/systemd/system
-SYSUSERSDIR ?= /etc/sysusers.d
-TMPFILESDIR ?= /etc/tmpfiles.d
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 endif
+ifneq ($(filter /usr /usr/local,$(PREFIX)),)
+SYSCONFDIR ?= /etc
+else
+SYSCONFDIR ?=
+endif
+INSTALL_VARS = DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BINDIR='$(BINDIR)' DATADIR='$(DATADIR)' MANDIR='$(MANDIR)' \
+	DOCDIR='$(DOCDIR)' BASHCOMPDIR='$(BASHCOMPDIR)' ZSHCOMPDIR='$(ZSHCOMPDIR)' FISHCOMPDIR='$(FISHCOMPDIR)' \
+	SYSTEMD_UNITDIR='$(SYSTEMD_UNITDIR)' SYSUSERSDIR='$(SYSUSERSDIR)' TMPFILESDIR='$(TMPFILESDIR)' \
+	SYSCONFDIR='$(SYSCONFDIR)' CONFIG='$(CONFIG)' PYTHON='$(PYTHON)'
 
-install: build
-	@$(MAKE) --no-print-directory install-files
+# Copies what `make build` made; builds nothing (it stops, naming `make build`, when a binary is missing). Records
+# every file in $(DATADIR)/install-manifest for `make uninstall`.
+install:
+	@$(INSTALL_VARS) bash packaging/install.sh
 
-# Installs what `make build` (CONFIG) made, without building: binaries, profiles, policy, harness, the daemon's
-# documents, and the systemd files with /usr/local/ in them rewritten to $(PREFIX)/.
-install-files:
-	@case "$(PREFIX)/" in /home/*|/root/*|/tmp/*|/var/tmp/*|/run/user/*) \
-	  echo "make install: warning: airlockd.service has ProtectHome=yes and PrivateTmp=yes: it cannot start $(PREFIX)/bin/airlockd" >&2;; esac
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/airlock/profiles
-	install -m 0755 .build/$(CONFIG)/airlock $(DESTDIR)$(PREFIX)/bin/airlock
-	install -m 0755 .build/$(CONFIG)/airlockd $(DESTDIR)$(PREFIX)/bin/airlockd
-	install -m 0644 Profiles/*.json $(DESTDIR)$(PREFIX)/share/airlock/profiles/
-	install -d $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
-	install -m 0644 Profiles/harness/*.py $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness/
-	python3 -m compileall -q --invalidation-mode checked-hash $(DESTDIR)$(PREFIX)/share/airlock/profiles/harness
-	install -d $(DESTDIR)$(PREFIX)/share/doc/airlock
-	install -m 0644 docs/daemon.md docs/protocol.md docs/intake.md docs/manifest.md docs/policy.md docs/probe.md docs/sandbox.md docs/profiles.md $(DESTDIR)$(PREFIX)/share/doc/airlock/
-	install -d $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
-	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service
-	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlockd.socket > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket
-	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlock-intake.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service
-	sed 's|/usr/local/|$(PREFIX)/|g' systemd/airlock-intake@.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake@.service
-	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlockd.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake.service $(DESTDIR)$(SYSTEMD_UNITDIR)/airlock-intake@.service
-	install -m 0644 systemd/sysusers.d/airlock.conf $(DESTDIR)$(SYSUSERSDIR)/airlock.conf
-	install -m 0644 systemd/tmpfiles.d/airlock.conf $(DESTDIR)$(TMPFILESDIR)/airlock.conf
-	@echo "installed. To run airlockd under systemd (docs/daemon.md):"
-	@echo "  systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload && systemctl enable --now airlockd.socket"
-	@echo "and the intake (docs/intake.md): write /etc/airlock/intake.json, then systemctl enable --now airlock-intake.service"
-	@echo "  (or several workers on one root: systemctl enable --now airlock-intake@{1..4}.service)"
+# The old name of `install` (which built first); kept for scripts.
+install-files: install
+
+# Removes exactly what `make install` with the same DESTDIR and PREFIX recorded, and the directories it created.
+uninstall:
+	@$(INSTALL_VARS) bash packaging/uninstall.sh
+
+# .build-pkg/airlock_VERSION_ARCH.deb and airlock-dbgsym_VERSION_ARCH.deb, from `make install DESTDIR=… PREFIX=/usr`
+# of the release build: stripped binaries, debug symbols in the -dbgsym package (docs/install.md).
+deb:
+	@CONFIG='$(CONFIG)' PYTHON='$(PYTHON)' bash packaging/deb.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-pkg
