@@ -25,6 +25,8 @@ public struct OCIImport: Sendable {
     static let maxRules = 4096
     static let maxNamesPerRule = 1024
     static let maxNames = 8192
+    static let maxConditions = 128
+    static let maxConditionalRulesPerCall = 32
     static let maxArchitectures = 32
 
     /// Every architecture the OCI runtime spec names.
@@ -150,7 +152,8 @@ public struct OCIImport: Sendable {
             if Profile.knownArchitectures.contains(arch) {
                 if !arches.contains(arch) { arches.append(arch) }
             } else {
-                notes.append("architecture \(arch) dropped: a call through any ABI but the native one kills the process")
+                notes.append(
+                    "architecture \(arch) dropped: a call through any ABI but the native one kills the process")
             }
         }
         // An OCI profile without architectures applies to the runtime's native ABI.
@@ -159,14 +162,36 @@ public struct OCIImport: Sendable {
 
         var rules: [JSON] = []
         let list = try o["syscalls"]?.array() ?? []
-        guard list.count <= maxRules else { throw SandboxError(.profile, "field syscalls: more than \(maxRules) rules") }
+        guard list.count <= maxRules else {
+            throw SandboxError(.profile, "field syscalls: more than \(maxRules) rules")
+        }
         var total = 0
+        var conditions = 0
+        var conditionalRules: [String: Int] = [:]
         for item in list {
             guard let rule = try importedRule(item, defaultErrno: defaultErrno, notes: &notes) else { continue }
-            if case .object(let m) = rule, case .array(let names)? = m.first?.1 { total += names.count }
+            guard case .object(let m) = rule, case .array(let names)? = m.first?.1 else { continue }
             // Each name is a libseccomp rule to compile; Docker's default profile has about 400.
+            total += names.count
             guard total <= maxNames else {
                 throw SandboxError(.profile, "field syscalls: more than \(maxNames) names in all")
+            }
+            // libseccomp's compilation grows far faster than linearly with conditional rules (a few hundred random
+            // ones took minutes): bounded well above real profiles (Docker's default has a few dozen conditions).
+            if case .array(let args)? = m.first(where: { $0.0 == "args" })?.1 {
+                conditions += args.count * names.count
+                for case .string(let name) in names {
+                    conditionalRules[name, default: 0] += 1
+                    guard conditionalRules[name, default: 0] <= maxConditionalRulesPerCall else {
+                        throw SandboxError(
+                            .profile,
+                            "field \(item.path): more than \(maxConditionalRulesPerCall) rules with args for '\(name)'")
+                    }
+                }
+                guard conditions <= maxConditions else {
+                    throw SandboxError(
+                        .profile, "field \(item.path): more than \(maxConditions) argument conditions in all")
+                }
             }
             rules.append(rule)
         }
@@ -177,7 +202,9 @@ public struct OCIImport: Sendable {
     /// One rule, checked, or nil when it would not apply to a sandbox (it needs a capability, another ABI or a newer
     /// kernel: Docker's `includes`).
     static func importedRule(_ f: JSONField, defaultErrno: Int32, notes: inout [String]) throws(SandboxError) -> JSON? {
-        let o = try f.object(allowed: ["names", "name", "action", "errnoRet", "args", "comment", "includes", "excludes"])
+        let o = try f.object(allowed: [
+            "names", "name", "action", "errnoRet", "args", "comment", "includes", "excludes",
+        ])
         if o["name"] != nil { throw SandboxError(.profile, "field \(f.path).name: use names (a list)") }
         let names = try required(o, "names", f).strings()
         guard !names.isEmpty, names.count <= maxNamesPerRule else {
@@ -212,7 +239,9 @@ public struct OCIImport: Sendable {
             for a in list {
                 let c = try a.object(allowed: ["index", "value", "valueTwo", "op"])
                 let index: Int = try required(c, "index", a).integer()
-                guard (0...5).contains(index) else { throw SandboxError(.profile, "field \(a.path).index: must be 0–5") }
+                guard (0...5).contains(index) else {
+                    throw SandboxError(.profile, "field \(a.path).index: must be 0–5")
+                }
                 let value: UInt64 = try required(c, "value", a).integer()
                 let valueTwo: UInt64 = try c["valueTwo"]?.integer() ?? 0
                 let op = try required(c, "op", a).string()
@@ -259,7 +288,9 @@ public struct OCIImport: Sendable {
                 }
             }
         }
-        if !applies { notes.append("\(f.path) dropped: its includes/excludes do not hold in a sandbox on this machine") }
+        if !applies {
+            notes.append("\(f.path) dropped: its includes/excludes do not hold in a sandbox on this machine")
+        }
         return applies
     }
 

@@ -10,7 +10,12 @@ enum ProfileFormat: String, ExpressibleByArgument, CaseIterable {
     case oci
 }
 
-extension OCIExport.Fallback: ExpressibleByArgument {}
+/// `--degrade`: what a notified call without an exact OCI form becomes (`OCIExport.Fallback`).
+enum DegradeChoice: String, ExpressibleByArgument, CaseIterable {
+    case deny, allow
+
+    var fallback: OCIExport.Fallback { self == .deny ? .deny : .allow }
+}
 
 /// `airlock profile`: seccomp interop with container runtimes.
 struct ProfileCommand: ParsableCommand {
@@ -47,7 +52,9 @@ struct ProfileCommand: ParsableCommand {
         @Option(name: .long, help: "Profile name (in the profile directories) or path to a profile JSON file.")
         var profile: String = "default"
 
-        @Option(name: [.short, .customLong("output")], help: ArgumentHelp("Write to FILE instead of stdout.", valueName: "FILE"))
+        @Option(
+            name: [.short, .customLong("output")],
+            help: ArgumentHelp("Write to FILE instead of stdout.", valueName: "FILE"))
         var output: String?
 
         @Option(
@@ -55,7 +62,7 @@ struct ProfileCommand: ParsableCommand {
             help: ArgumentHelp(
                 "What a call whose answer cannot be expressed becomes: deny (its refusal's errno) or allow.",
                 valueName: "deny|allow"))
-        var degrade: OCIExport.Fallback = .deny
+        var degrade: DegradeChoice = .deny
 
         @Option(
             name: .long,
@@ -76,7 +83,7 @@ struct ProfileCommand: ParsableCommand {
             let names = Set(allow.flatMap { $0.split(separator: ",").map { String($0) } })
             let export: OCIExport
             do {
-                export = try OCIExport(profile: try Profile.load(profile), fallback: degrade, allow: names)
+                export = try OCIExport(profile: try Profile.load(profile), fallback: degrade.fallback, allow: names)
             } catch {
                 writeStderr("airlock: \(error)\n")
                 throw ExitCode(1)
@@ -117,7 +124,9 @@ struct ProfileCommand: ParsableCommand {
             help: ArgumentHelp("Profile whose airlock section (mounts, limits, …) to take.", valueName: "PROFILE"))
         var mountsFrom: String = "default"
 
-        @Option(name: [.short, .customLong("output")], help: ArgumentHelp("Write to FILE instead of stdout.", valueName: "FILE"))
+        @Option(
+            name: [.short, .customLong("output")],
+            help: ArgumentHelp("Write to FILE instead of stdout.", valueName: "FILE"))
         var output: String?
 
         @Flag(inversion: .prefixedNo, help: "Record refused calls in the trace (through the supervisor).")

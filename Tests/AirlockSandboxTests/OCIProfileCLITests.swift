@@ -82,12 +82,18 @@ struct OCIProfileCLITests {
         #expect(object["stdout"] as? String == "packet 97\nsetuid 1\n")
         // Refusals still reach the trace (recordRefused), named by the imported rule.
         let trace = object["trace"] as? [[String: Any]] ?? []
-        #expect(trace.contains { $0["syscall"] as? String == "socket" && ($0["rule"] as? String)?.hasPrefix("syscalls[") == true })
+        #expect(
+            trace.contains {
+                $0["syscall"] as? String == "socket" && ($0["rule"] as? String)?.hasPrefix("syscalls[") == true
+            })
         // A broken OCI file: exit 1, the field named.
-        try Data(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bogus"], "action": "SCMP_ACT_ERRNO"}]}"#.utf8)
-            .write(to: URL(fileURLWithPath: "\(dir)/bad.json"))
+        try Data(
+            #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bogus"], "action": "SCMP_ACT_ERRNO"}]}"#.utf8
+        )
+        .write(to: URL(fileURLWithPath: "\(dir)/bad.json"))
         let bad = try runCLI(["profile", "import", "--oci", "\(dir)/bad.json", "-o", "\(dir)/out.json"])
-        #expect(bad.status == 1 && bad.stderr.contains("syscalls[0].names: unknown system call 'bogus'"), "\(bad.stderr)")
+        #expect(
+            bad.status == 1 && bad.stderr.contains("syscalls[0].names: unknown system call 'bogus'"), "\(bad.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/out.json"))
     }
 }

@@ -138,7 +138,8 @@ struct OCIProfileTests {
         for fallback in OCIExport.Fallback.allCases {
             let first = try OCIExport(profile: try defaultProfile(), fallback: fallback)
             let base = try Data(contentsOf: URL(fileURLWithPath: "\(root)/Profiles/default.json"))
-            let imported = try OCIImport(oci: first.document, ociName: "x.oci.json", base: Array(base), baseName: "default")
+            let imported = try OCIImport(
+                oci: first.document, ociName: "x.oci.json", base: Array(base), baseName: "default")
             let profile = try Profile(json: imported.document, name: "imported")
             let second = try OCIExport(profile: profile, fallback: fallback)
             #expect(second.document == first.document, "\(fallback)")
@@ -187,45 +188,105 @@ struct OCIProfileTests {
 
     static let rule = #"{"names": ["mknod"], "action": "SCMP_ACT_ERRNO"}"#
 
+    /// A rule with conditions on `name`, each a different comparison (libseccomp cannot merge them).
+    static func conditional(_ name: String, _ i: Int, args: Int) -> String {
+        let conditions = (0..<args).map { #"{"index": \#($0), "value": \#(i * 7 + $0), "op": "SCMP_CMP_GT"}"# }
+        return #"{"names": ["\#(name)"], "action": "SCMP_ACT_ERRNO", "args": [\#(conditions.joined(separator: ","))]}"#
+    }
+
+    /// Inputs too big, too deep or too costly to compile, by name (the documents are large, kept out of test names).
+    static let oversized: [String: (document: String, expected: String)] = [
+        "deep": (String(repeating: "[", count: 100_000), "nested deeper"),
+        "rules": (
+            "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": ["
+                + Array(repeating: rule, count: 5000).joined(separator: ",") + "]}", "more than 4096 rules"
+        ),
+        "bytes": (
+            "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"comment\": \"" + String(repeating: "x", count: 5 << 20) + "\"}",
+            "larger than"
+        ),
+        // These took libseccomp from tens of seconds to minutes before the bounds.
+        "conditions": (
+            "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": ["
+                + (0..<64).map { conditional(["read", "write", "mmap", "brk"][$0 % 4], $0, args: 3) }.joined(
+                    separator: ",") + "]}", "argument conditions in all"
+        ),
+        "per-call": (
+            "{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": ["
+                + (0..<40).map { conditional("read", $0, args: 1) }.joined(separator: ",") + "]}",
+            "more than 32 rules with args for 'read'"
+        ),
+    ]
+
+    @Test(
+        "oversized input is refused quickly, never compiled for minutes",
+        arguments: ["deep", "rules", "bytes", "conditions", "per-call"])
+    func refusesOversizedInput(name: String) throws {
+        let (document, expected) = try #require(Self.oversized[name])
+        let started = ContinuousClock.now
+        let error = #expect(throws: SandboxError.self) { try Self.importing(document) }
+        #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
     @Test(
         "hostile or wrong OCI input is refused with an error naming the field",
         arguments: [
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_MAYBE"}]}"#,
-             "unknown action 'SCMP_ACT_MAYBE'"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_XOR"}]}]}"#,
-             "unknown operator 'SCMP_CMP_XOR'"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod", "mknod"], "action": "SCMP_ACT_ERRNO"}]}"#,
-             "'mknod' is listed twice"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["open_sesame"], "action": "SCMP_ACT_ERRNO"}]}"#,
-             "unknown system call 'open_sesame'"),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_MAYBE"}]}"#,
+                "unknown action 'SCMP_ACT_MAYBE'"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_XOR"}]}]}"#,
+                "unknown operator 'SCMP_CMP_XOR'"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod", "mknod"], "action": "SCMP_ACT_ERRNO"}]}"#,
+                "'mknod' is listed twice"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["open_sesame"], "action": "SCMP_ACT_ERRNO"}]}"#,
+                "unknown system call 'open_sesame'"
+            ),
             (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}"#, "unknown architecture"),
             (#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_PPC64LE"]}"#, "this machine's ABI"),
             (#"{"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}"#, "listenerPath"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_NOTIFY"}]}"#,
-             "SCMP_ACT_NOTIFY"),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_NOTIFY"}]}"#,
+                "SCMP_ACT_NOTIFY"
+            ),
             (#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#, "SCMP_ACT_NOTIFY"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_TRAP"}]}"#,
-             "not supported"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}]}"#,
-             "errnoRet"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#,
-             "index: must be 0–5"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": -1, "op": "SCMP_CMP_EQ"}]}]}"#,
-             "value"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "includes": {"kernel": "5"}}]}"#,
-             "unknown field"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"name": "mknod", "action": "SCMP_ACT_ERRNO"}]}"#,
-             "use names"),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_TRAP"}]}"#,
+                "not supported"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}]}"#,
+                "errnoRet"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#,
+                "index: must be 0–5"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": -1, "op": "SCMP_CMP_EQ"}]}]}"#,
+                "value"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mknod"], "action": "SCMP_ACT_ERRNO", "includes": {"kernel": "5"}}]}"#,
+                "unknown field"
+            ),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"name": "mknod", "action": "SCMP_ACT_ERRNO"}]}"#,
+                "use names"
+            ),
             (#"{"defaultAction": "SCMP_ACT_ALLOW", "defaultAction": "SCMP_ACT_ERRNO"}"#, "duplicate key"),
-            (#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO"}, {"names": ["socket"], "action": "SCMP_ACT_LOG", "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]}]}"#,
-             "libseccomp would drop"),
+            (
+                #"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO"}, {"names": ["socket"], "action": "SCMP_ACT_LOG", "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]}]}"#,
+                "libseccomp would drop"
+            ),
             (#"{"syscalls": []}"#, "defaultAction: required"),
             (#"[1, 2]"#, "expected an object"),
-            (String(repeating: "[", count: 100_000), "nested deeper"),
-            ("{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"syscalls\": [" + Array(repeating: rule, count: 5000).joined(
-                separator: ",") + "]}", "more than 4096 rules"),
-            ("{\"defaultAction\": \"SCMP_ACT_ALLOW\", \"comment\": \"" + String(repeating: "x", count: 5 << 20) + "\"}",
-             "larger than"),
         ])
     func refusesBadInput(oci: String, expected: String) throws {
         let error = #expect(throws: SandboxError.self) { try Self.importing(oci) }

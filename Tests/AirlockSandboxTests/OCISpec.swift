@@ -22,8 +22,10 @@ enum OCISpec {
     /// What in `object` the spec does not allow; empty when it conforms.
     static func problems(_ object: [String: Any]) -> [String] {
         var out: [String] = []
-        let top: Set = ["defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath",
-                        "listenerMetadata", "syscalls"]
+        let top: Set = [
+            "defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath",
+            "listenerMetadata", "syscalls",
+        ]
         for key in object.keys where !top.contains(key) { out.append("unknown key \(key)") }
         if !actions.contains(object["defaultAction"] as? String ?? "") { out.append("defaultAction") }
         if let e = object["defaultErrnoRet"], !isUInt32(e) { out.append("defaultErrnoRet") }
