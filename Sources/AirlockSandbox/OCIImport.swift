@@ -138,7 +138,9 @@ public struct OCIImport: Sendable {
             for entry in try map.array() {
                 let e = try entry.object(allowed: ["architecture", "subArchitectures"])
                 listed.append(try required(e, "architecture", entry).string())
-                let subs = try e["subArchitectures"]?.strings() ?? []
+                // Docker writes `"subArchitectures": null` for an ABI without any.
+                var subs: [String] = []
+                if let field = e["subArchitectures"], field.value != .null { subs = try field.strings() }
                 if !subs.isEmpty { notes.append("subArchitectures \(subs.joined(separator: ", ")) dropped") }
             }
         }

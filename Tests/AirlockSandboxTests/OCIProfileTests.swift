@@ -159,11 +159,14 @@ struct OCIProfileTests {
         let oci = """
             {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
              "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
-                         {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+                         {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+                         {"architecture": "SCMP_ARCH_RISCV64", "subArchitectures": null}],
              "syscalls": [
                {"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW", "comment": "", "includes": {}, "excludes": {}},
                {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
                {"names": ["mknod"], "action": "SCMP_ACT_ERRNO"},
+               {"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
+               {"names": ["chown32", "_llseek"], "action": "SCMP_ACT_ALLOW"},
                {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_SYS_PTRACE"]}}
              ]}
             """
@@ -174,6 +177,7 @@ struct OCIProfileTests {
         #expect(profile.syscalls.first { $0.names == ["mknod"] }?.action == .errno(1))
         #expect(!profile.syscalls.contains { $0.names.contains("mount") })
         #expect(profile.syscalls.contains { $0.names == ["ptrace"] && $0.action == .allow })
+        #expect(profile.syscalls.contains { $0.names == ["getpid"] && $0.action == .allow })
         #expect(imported.notes.contains { $0.contains("SCMP_ARCH_X32") })
         #expect(imported.notes.contains { $0.contains("syscalls[1] dropped") })
         // Every call the file does not name gets defaultAction, not Airlock's "undecided".
