@@ -42,6 +42,12 @@ public struct Profile: Sendable {
     /// Loads a profile by name (looked up in the profile directories) or by path (anything containing `/` or
     /// ending in `.json`).
     public static func load(_ nameOrPath: String) throws(SandboxError) -> Profile {
+        let bytes = try FileBytes.read(try locate(nameOrPath), limit: 4 << 20, what: "profile")
+        return try Profile(json: bytes, name: nameOrPath)
+    }
+
+    /// The file `load` reads for `nameOrPath`: the path itself, or the first `NAME.json` in the profile directories.
+    public static func locate(_ nameOrPath: String) throws(SandboxError) -> String {
         let path: String
         if nameOrPath.contains("/") || nameOrPath.hasSuffix(".json") {
             path = nameOrPath
@@ -59,8 +65,12 @@ public struct Profile: Sendable {
             }
             path = found
         }
-        let bytes = try FileBytes.read(path, limit: 4 << 20, what: "profile")
-        return try Profile(json: bytes, name: nameOrPath)
+        return path
+    }
+
+    /// The bytes of a profile file (or any JSON file read like one), at most 4 MiB.
+    public static func readFile(_ path: String, what: String = "profile") throws(SandboxError) -> [UInt8] {
+        try FileBytes.read(path, limit: 4 << 20, what: what)
     }
 }
 

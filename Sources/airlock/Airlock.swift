@@ -17,6 +17,7 @@ struct Airlock: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Scan.self, Probe.self, Exec.self, Verify.self, ManifestCommand.self, IntakeCommand.self, Status.self,
+            ProfileCommand.self,
         ]
     )
 
