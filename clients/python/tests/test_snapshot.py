@@ -194,7 +194,7 @@ class SnapshotTests(unittest.TestCase):
         before = len(os.listdir("/proc/self/fd"))
         files = self.snapshot(model)
         self.assertEqual(len(files), 300)
-        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+        self.assertLessEqual(len(os.listdir("/proc/self/fd")), before)  # none left open (others may close)
         with self.assertRaises(airlock_client.InputError):
             airlock_client.snapshot(model, client=CleanClient(), dest=self.dir, max_entries=100)
         self.assertEqual([n for n in os.listdir(self.dir) if n.startswith("airlock-snapshot-")], [])
