@@ -48,9 +48,14 @@ final class OutputFile {
             case S_IFREG: break
             default: throw .refused("-o \(shown) is not a regular file")
             }
+            var folders: [(dev: UInt, ino: UInt, input: String)] = []
             for input in inputs {
                 var other = stat()
-                guard stat(input, &other) == 0 else { continue }
+                // "-" is standard input: the file it is (`airlock scan - -o F < F`), not a file named "-".
+                guard (input == "-" ? fstat(0, &other) : stat(input, &other)) == 0 else { continue }
+                if other.st_mode & S_IFMT == S_IFDIR && input != "-" {
+                    folders.append((UInt(other.st_dev), UInt(other.st_ino), input))
+                }
                 if other.st_dev == st.st_dev && other.st_ino == st.st_ino {
                     throw .refused(
                         "-o \(shown) is one of the inputs (\(FileName(input).escaped)): it would be replaced")
@@ -60,6 +65,11 @@ final class OutputFile {
                         "-o \(shown) is a file inside \(FileName(input).escaped), which is examined: it would be replaced; remove it first or write elsewhere"
                     )
                 }
+            }
+            if let input = try enclosingInput(folder, folders) {
+                throw .refused(
+                    "-o \(shown) is a file inside \(FileName(input).escaped), which is examined: it would be replaced; remove it first or write elsewhere"
+                )
             }
         }
         let dirfd = Glibc.open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -89,6 +99,38 @@ final class OutputFile {
         }
         if inPlace { _ = fchmod(fd, 0o644) }
         return OutputFile(path: path, dirfd: dirfd, name: name, fd: fd, inPlace: inPlace)
+    }
+
+    /// The input folder that `folder` is, or is under, by device and inode: "..", opened by descriptor from
+    /// `folder` up to /, so another path to an input folder (a bind mount of it, a link in a parent) is seen, which
+    /// a comparison of the paths' text does not. A bind mount of a folder *under* an input folder is not seen from
+    /// the other side (its ".." is the mount point's parent): that is a limit (docs/formats.md).
+    private static func enclosingInput(
+        _ folder: String, _ folders: [(dev: UInt, ino: UInt, input: String)]
+    ) throws(Problem) -> String? {
+        guard !folders.isEmpty else { return nil }
+        var fd = Glibc.open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }  // reported when the folder is opened for writing
+        defer { close(fd) }
+        var level = stat()
+        guard fstat(fd, &level) == 0 else { return nil }
+        for _ in 0..<4096 {  // PATH_MAX / 2: no deeper path; a bound all the same
+            if let hit = folders.first(where: { $0.dev == UInt(level.st_dev) && $0.ino == UInt(level.st_ino) }) {
+                return hit.input
+            }
+            let parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard parent >= 0 else { return nil }
+            var up = stat()
+            guard fstat(parent, &up) == 0 else {
+                close(parent)
+                return nil
+            }
+            close(fd)
+            fd = parent
+            if up.st_dev == level.st_dev && up.st_ino == level.st_ino { return nil }  // "/": its own parent
+            level = up
+        }
+        throw .refused("-o \(FileName(folder).escaped) is nested too deep to be checked")
     }
 
     private init(path: String, dirfd: Int32, name: String, fd: Int32, inPlace: Bool) {

@@ -156,6 +156,30 @@ struct CLIOutputTests {
         #expect(missing.status == 2 && missing.stderr.contains("cannot open the folder"), "\(missing.stderr)")
     }
 
+    @Test(
+        "-o refuses standard input's file (scan - -o F < F) and a file reached through a bind mount of a folder given")
+    func outputOtherPathsToAnInput() throws {
+        let dir = try Self.folder(["models/a.pkl": Self.list, "alias/.keep": []])
+        defer {
+            _ = try? runProgram("/bin/umount", ["\(dir)/alias"])
+            Self.remove(dir)
+        }
+        let stdin = try runProgram(
+            "/bin/sh", ["-c", "exec \"$0\" scan - -o \"$1\" < \"$1\"", airlockBinary, "\(dir)/models/a.pkl"])
+        #expect(stdin.status == 64 && stdin.stderr.contains("one of the inputs"), "\(stdin.status) \(stdin.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/models/a.pkl")) == Data(Self.list))
+        let mount = try runProgram("/bin/mount", ["--bind", "\(dir)/models", "\(dir)/alias"])
+        try #require(mount.status == 0, "mount --bind: \(mount.stderr)")
+        for (output, input) in [("alias/a.pkl", "models"), ("models/a.pkl", "alias"), ("alias/a.pkl", ".")] {
+            let run = try runProgram(airlockBinary, ["scan", input, "-o", output], directory: dir)
+            #expect(run.status == 64 && run.stderr.contains("inside"), "\(output) \(input): \(run.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/models/a.pkl")) == Data(Self.list))
+        // A new file through the alias is fine, as one inside the folder given is.
+        let fresh = try runProgram(airlockBinary, ["scan", "models", "-o", "alias/new.txt"], directory: dir)
+        #expect(fresh.status == 0, "\(fresh.stderr)")
+    }
+
     @Test("-o keeps the old file when the run fails (airlockd cannot be reached), and leaves no temporary")
     func outputKeptOnError() throws {
         let dir = try Self.folder(["a.pkl": Self.list])

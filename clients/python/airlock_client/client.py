@@ -283,35 +283,53 @@ def backoff(attempt: int, first: float = 0.05, most: float = 2.0) -> float:
 
 def read_exactly(sock, count: int, deadline: float) -> bytes:
     """Reads exactly ``count`` bytes before ``deadline`` (monotonic). Memory grows only with bytes received."""
-    data = bytearray()
-    while len(data) < count:
+    return bytes(_read_into(sock, count, deadline))
+
+
+def _read_into(sock, count: int, deadline: float) -> bytearray:
+    """``read_exactly`` into a bytearray, received in place (``recv_into``): no chunk copied after it arrived. The
+    buffer grows by doubling as bytes arrive (never to what a peer only announced); large buffers grow in place
+    (``mremap``)."""
+    data = bytearray(min(count, _CHUNK))
+    done = 0
+    while done < count:
         left = deadline - time.monotonic()
         if left <= 0:
             raise AirlockTimeout("airlockd's reply did not arrive in time")
+        if done == len(data):
+            data.extend(bytes(min(len(data), count - len(data))))
         sock.settimeout(left)
         try:
-            chunk = sock.recv(min(count - len(data), _CHUNK))
+            with memoryview(data) as view:
+                n = sock.recv_into(view[done:])
         except _socket.timeout:
             raise AirlockTimeout("airlockd's reply did not arrive in time") from None
         except OSError as error:
             raise ProtocolError(f"the connection to airlockd failed while reading ({error})") from None
-        if not chunk:
-            raise ProtocolError(f"airlockd closed the connection after {len(data)} of {count} bytes")
-        data += chunk
-    return bytes(data)
+        if not n:
+            raise ProtocolError(f"airlockd closed the connection after {done} of {count} bytes")
+        done += n
+    return data
 
 
 def read_message(sock, deadline: float, max_reply: int = MAX_REPLY) -> dict:
     """Reads one message (4-byte big-endian length, then that many bytes of a JSON object), bounded by
-    ``max_reply`` bytes."""
+    ``max_reply`` bytes. The bytes are received into one buffer, decoded once into text (the buffer then freed) and
+    parsed once: the peak is the text plus the objects parsed from it, no further copy."""
     (length,) = struct.unpack(">I", read_exactly(sock, 4, deadline))
     if length == 0 or length > max_reply:
         raise ProtocolError(f"airlockd announced a reply of {length} bytes (1 to {max_reply} accepted)")
-    body = read_exactly(sock, length, deadline)
+    body = _read_into(sock, length, deadline)
     try:
-        message = json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("airlockd's reply is not UTF-8") from None
+    del body
+    try:
+        message = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise ProtocolError(f"airlockd's reply is not JSON ({type(error).__name__})") from None
+    del text
     if not isinstance(message, dict):
         raise ProtocolError("airlockd's reply is not a JSON object")
     return message
@@ -320,12 +338,14 @@ def read_message(sock, deadline: float, max_reply: int = MAX_REPLY) -> dict:
 def check_reply(reply: dict, request_id) -> dict:
     """The reply if it is ``ok`` and answers ``request_id``; a DaemonError (Busy for ``busy``) for an error
     reply; a ProtocolError for anything else."""
-    if reply.get("airlock") != 1 or isinstance(reply.get("airlock"), bool):
+    # Exactly int: JSON's true and 1.0 are equal to 1 in Python, and are not the protocol's numbers.
+    if type(reply.get("airlock")) is not int or reply["airlock"] != 1:
         raise ProtocolError("airlockd's reply is not protocol version 1")
-    if reply.get("id") not in (request_id, None):
+    reply_id = reply.get("id")
+    if reply_id is not None and (type(reply_id) is not int or reply_id != request_id):
         raise ProtocolError("airlockd's reply answers another request")
     if reply.get("ok") is True:
-        if reply.get("id") != request_id:
+        if reply_id is None:
             raise ProtocolError("airlockd's reply answers another request")
         return reply
     error = reply.get("error")

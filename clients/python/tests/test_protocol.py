@@ -11,6 +11,7 @@ import struct
 import tempfile
 import threading
 import time
+import tracemalloc
 import unittest
 
 import airlock_client
@@ -215,6 +216,23 @@ class ProtocolTests(unittest.TestCase):
             airlock_client.Client(daemon.path).scan(self.model())
         self.assertLess(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 64 << 10)
 
+    def test_a_large_reply_is_parsed_without_extra_copies(self):
+        size = 48 << 20
+        # A long string: its parsed object is one copy of the text, so what is measured is the copies made. The
+        # reply is framed before measuring (the client's first request has id 1).
+        reply = frame(b'{"airlock":1,"id":1,"ok":true,"status":{"pad":"' + b"x" * size + b'"}}')
+        daemon = self.fake(lambda req, conn: conn.sendall(reply))
+        tracemalloc.start()
+        try:
+            status = client_module.Client(daemon.path).status()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(status["pad"]), size)
+        # The buffer and its text, then the text and the string parsed: about 2x. Before: buffer, a bytes copy of
+        # it, the text decoded from that and the string (3x and more).
+        self.assertLess(peak, 2.3 * size, f"peak {peak >> 20} MiB for a {size >> 20} MiB reply")
+
     def test_malformed_replies_are_protocol_errors(self):
         bad = [
             b"\x00\x00\x00\x00",
@@ -223,6 +241,12 @@ class ProtocolTests(unittest.TestCase):
             frame([1, 2]),
             frame({"airlock": 2, "id": 1, "ok": True, "reports": []}),
             frame({"airlock": True, "id": 1, "ok": True, "reports": []}),
+            frame({"airlock": 1.0, "id": 1, "ok": True, "reports": [REPORT]}),
+            frame({"airlock": 1, "id": True, "ok": True, "reports": [REPORT]}),
+            frame({"airlock": 1, "id": 1.0, "ok": True, "reports": [REPORT]}),
+            frame({"airlock": 1, "id": True, "ok": False, "error": {"code": "busy", "message": ""}}),
+            frame({"airlock": 1, "ok": True, "reports": [REPORT]}),
+            frame(b"\xff" + json.dumps({"airlock": 1, "id": 1, "ok": True, "reports": [REPORT]}).encode()),
             frame({"airlock": 1, "id": 999, "ok": True, "reports": [REPORT]}),
             frame({"airlock": 1, "id": 1, "ok": True}),
             frame({"airlock": 1, "id": 1, "ok": True, "reports": [{"verdict": "fine"}]}),
