@@ -149,10 +149,13 @@ struct PackagingTests {
         try withScratch { destdir in
             let run = try runProgram(
                 "/bin/sh",
-                ["-c", "umask 000; exec make --no-print-directory -C \"$1\" install DESTDIR=\"$2\" PREFIX=/opt/al",
-                    "sh", repositoryRoot, destdir])
+                [
+                    "-c", "umask 000; exec make --no-print-directory -C \"$1\" install DESTDIR=\"$2\" PREFIX=/opt/al",
+                    "sh", repositoryRoot, destdir,
+                ])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
-            let found = try runProgram("/usr/bin/find", [destdir, "-mindepth", "1", "-perm", "/022", "!", "-type", "l"])
+            let found = try runProgram(
+                "/usr/bin/find", [destdir, "-mindepth", "1", "-perm", "/022", "!", "-type", "l"])
             #expect(found.stdout.isEmpty, "writable by others: \(found.stdout)")
             let cache = try FileManager.default.attributesOfItem(
                 atPath: "\(destdir)/opt/al/share/airlock/profiles/harness/__pycache__")
@@ -163,9 +166,10 @@ struct PackagingTests {
     @Test("PREFIX, BINDIR or DOCDIR with a character sed or systemd would read (& | \\ newline % space) is refused")
     func installRefusesUnitBreakingPaths() throws {
         try requireReleaseBuild()
-        for assignment in ["PREFIX=/opt/R&D", "BINDIR=/opt/a|b", "DOCDIR=/opt/a\\b", "PREFIX=/opt/a\nb", "PREFIX=/opt/%h",
-            "BINDIR=/opt/a b"]
-        {
+        for assignment in [
+            "PREFIX=/opt/R&D", "BINDIR=/opt/a|b", "DOCDIR=/opt/a\\b", "PREFIX=/opt/a\nb", "PREFIX=/opt/%h",
+            "BINDIR=/opt/a b",
+        ] {
             try withScratch { destdir in
                 let run = try make(["install", "DESTDIR=\(destdir)", assignment])
                 #expect(run.status != 0 && run.stderr.contains("systemd units"), "\(assignment): \(run.stderr)")
@@ -204,7 +208,9 @@ struct PackagingTests {
             let bin = "\(scratch)/bin", log = "\(scratch)/log"
             try FileManager.default.createDirectory(atPath: "\(scratch)/systemd", withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-            for tool in ["deb-systemd-helper", "deb-systemd-invoke", "systemctl", "systemd-sysusers", "systemd-tmpfiles"] {
+            for tool in [
+                "deb-systemd-helper", "deb-systemd-invoke", "systemctl", "systemd-sysusers", "systemd-tmpfiles",
+            ] {
                 try "#!/bin/sh\necho \"\(tool) $*\" >>\(log)\n".write(
                     toFile: "\(bin)/\(tool)", atomically: false, encoding: .utf8)
                 chmod("\(bin)/\(tool)", 0o755)
