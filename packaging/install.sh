@@ -8,6 +8,9 @@
 # Lines: `f PATH` a file, `d PATH` a directory this install created, `c SHA256 PATH` a configuration file in /etc
 # written because none was there (removed by uninstall only while it still has that content).
 set -euo pipefail
+# Whatever the caller's umask: directories 0755, files as `install -m` says (compileall's __pycache__ and the parents
+# `install -d` creates take the umask).
+umask 022
 
 : "${PREFIX:?}" "${BINDIR:?}" "${DATADIR:?}" "${MANDIR:?}" "${DOCDIR:?}" "${BASHCOMPDIR:?}" "${ZSHCOMPDIR:?}"
 : "${FISHCOMPDIR:?}" "${SYSTEMD_UNITDIR:?}" "${SYSUSERSDIR:?}" "${TMPFILESDIR:?}" "${CONFIG:?}" "${PYTHON:?}"
@@ -24,6 +27,13 @@ case "$PREFIX" in
     /*) ;;
     *) fail "PREFIX must be an absolute path (got '$PREFIX')" ;;
 esac
+# PREFIX, BINDIR and DOCDIR are written into the systemd units (sed replacement text, ExecStart= and Documentation=
+# lines, where systemd expands `%` specifiers and splits at spaces): only plain path characters.
+for var in PREFIX BINDIR DOCDIR; do
+    case "${!var}" in
+        *[!A-Za-z0-9/._+@-]*) fail "$var must contain only letters, digits and / . _ + @ - (got '${!var}'): it is written into the systemd units" ;;
+    esac
+done
 for built in ".build/$CONFIG/airlock" ".build/$CONFIG/airlockd" "$GENERATE_MANUAL"; do
     [ -x "$built" ] || fail "$built is missing: run \`make build\` first (CONFIG=$CONFIG)"
 done
@@ -74,6 +84,8 @@ for f in Profiles/*.json; do put 0644 "$f" "$DATADIR/profiles/${f#Profiles/}"; d
 for f in Profiles/harness/*.py; do put 0644 "$f" "$DATADIR/profiles/harness/${f#Profiles/harness/}"; done
 "$PYTHON" -m compileall -q --invalidation-mode checked-hash "$DESTDIR$DATADIR/profiles/harness"
 if [ -d "$DESTDIR$DATADIR/profiles/harness/__pycache__" ]; then
+    chmod 0755 "$DESTDIR$DATADIR/profiles/harness/__pycache__"
+    chmod 0644 "$DESTDIR$DATADIR/profiles/harness/__pycache__"/*.pyc
     echo "d $DATADIR/profiles/harness/__pycache__" >>"$manifest"
     for f in "$DESTDIR$DATADIR/profiles/harness/__pycache__"/*.pyc; do echo "f ${f#"$DESTDIR"}" >>"$manifest"; done
 fi

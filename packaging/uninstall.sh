@@ -21,16 +21,38 @@ for dir in "${BINDIR:-}" "$DATADIR" "${MANDIR:-}" "${DOCDIR:-}" "${BASHCOMPDIR:-
 done
 [ -n "${SYSCONFDIR:-}" ] && roots+=("$SYSCONFDIR/airlock/")
 
-# Whether a recorded path is one this uninstall may remove (files: below a root; directories: absolute).
+# DESTDIR itself resolved (a symlink to the staging tree is fine); every path below it must resolve to itself.
+realdest=""
+if [ -n "$DESTDIR" ]; then
+    realdest=$(realpath -e -- "$DESTDIR") || {
+        echo "make uninstall: DESTDIR $DESTDIR does not exist" >&2
+        exit 1
+    }
+    [ "$realdest" = / ] && realdest=""
+fi
+
+# Whether a recorded path is one this uninstall may remove: a file below one of the roots, a directory a root, below
+# one or one of a root's parents (install records the parents it created; only empty ones are removed); without
+# `.`/`..` components; and with no symbolic link among its parent directories under DESTDIR (a linked directory would
+# lead the removal outside the installation).
 acceptable() {
-    local path="$1" kind="$2" root
+    local path="$1" kind="$2" root parent real expected below=1
     case "$path" in /*) ;; *) return 1 ;; esac
     case "/$path/" in */../* | */./*) return 1 ;; esac
-    [ "$kind" = d ] && return 0
+    case "$path" in *//*) return 1 ;; esac
     for root in "${roots[@]}"; do
-        case "$path" in "$root"?*) return 0 ;; esac
+        case "$path" in "$root"?*) below=0 ;; esac
+        if [ "$kind" = d ]; then
+            case "$root" in "$path/"*) below=0 ;; esac
+        fi
     done
-    return 1
+    [ "$below" = 0 ] || return 1
+    parent=$(dirname -- "$path")
+    expected="$realdest$parent"
+    [ "$parent" = / ] && expected="${realdest:-/}"
+    # A parent that no longer exists: nothing to remove there.
+    real=$(realpath -e -- "$DESTDIR$parent" 2>/dev/null) || return 0
+    [ "$real" = "$expected" ]
 }
 
 dirs=()
@@ -44,7 +66,7 @@ while IFS= read -r line; do
         path="${path#* }"
     fi
     if ! acceptable "$path" "$kind"; then
-        echo "make uninstall: $manifest names '$path', outside the installation: not removed" >&2
+        echo "make uninstall: $manifest names '$path', outside the installation or through a symbolic link: not removed" >&2
         continue
     fi
     case "$kind" in

@@ -1,4 +1,5 @@
 public import AirlockJSON
+internal import AirlockNames
 internal import AirlockFormats
 internal import Crypto
 
@@ -10,7 +11,8 @@ internal import Crypto
 public struct SarifOptions: Sendable {
     /// The folder relative paths are relative to, and absolute paths below it are made relative to
     /// (`uriBaseId: "%SRCROOT%"`, with `run.originalUriBaseIds` naming it); an absolute path, normally the current
-    /// directory. Nil: absolute paths stay `file://` URIs and `%SRCROOT%` is left to the consumer.
+    /// directory, written as report paths are (`FileName.escaped`). Nil: absolute paths stay `file://` URIs and
+    /// `%SRCROOT%` is left to the consumer.
     public var sourceRoot: String?
     /// The rules reference each rule's `helpUri` points into (`rules.md`, with the rule id as the fragment).
     public var rulesURL: String
@@ -25,11 +27,13 @@ public struct SarifOptions: Sendable {
         self.rulesURL = rulesURL
     }
 
-    /// The process's current directory; nil when it cannot be read or is not absolute.
+    /// The process's current directory, escaped as report paths are (`FileName.escaped`, so that paths below it are
+    /// recognised and its URI names its own bytes); nil when it cannot be read or is not absolute.
     public static func currentDirectory() -> String? {
         guard let raw = getcwd(nil, 0) else { return nil }
         defer { free(raw) }
-        let path = String(cString: raw)
+        let path = FileName(bytes: UnsafeBufferPointer(start: raw, count: strlen(raw)).map { UInt8(bitPattern: $0) })
+            .escaped
         return path.hasPrefix("/") ? path : nil
     }
 

@@ -1,4 +1,5 @@
 internal import AirlockJSON
+internal import AirlockNames
 
 extension Sarif {
     /// How the log names one file.
@@ -82,11 +83,13 @@ extension Sarif {
     }
 
     /// A URI reference for a path: percent-encoded (every byte but unreserved characters and `/`), `file://` for
-    /// absolute paths.
+    /// absolute paths. Report paths are escaped (`FileName.escaped`: `x\x0Ay` for a name with a newline): the URI
+    /// encodes the name's own bytes, not the escaped text, which is the name of another file. A path that is not a
+    /// canonical escaped form (a rule id, a root given as is) is encoded as written.
     static func uri(_ path: String) -> String {
         var out = path.hasPrefix("/") ? "file://" : ""
         let hex: [Character] = Array("0123456789ABCDEF")
-        for byte in path.utf8 {
+        for byte in FileName(escaped: path)?.bytes ?? Array(path.utf8) {
             let c = Character(Unicode.Scalar(byte))
             if byte < 0x80 && (c.isLetter || c.isNumber || "-._~/".contains(c)) {
                 out.append(c)

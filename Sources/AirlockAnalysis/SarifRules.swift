@@ -33,10 +33,15 @@ public enum SarifRules {
         return value
     }
 
-    /// Whether `s` is an absolute URI SARIF accepts as a `helpUri` base: a known scheme, printable ASCII, no fragment,
-    /// no spaces, at most 2000 bytes.
+    /// Whether `s` is an absolute URI SARIF accepts as a `helpUri` base: a known scheme, at most 2000 bytes, only
+    /// letters, digits and `- . _ ~ : / ? @ ! $ & ' + , ; = %` (no fragment, no spaces). The URL is written into each
+    /// rule's `help.markdown` link: `( ) [ ] * < > \` ` and the like would end the link or add markup.
     static func isAbsoluteURL(_ s: String) -> Bool {
-        guard s.utf8.count <= 2000, s.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), !s.contains("#") else {
+        let allowed = Set("-._~:/?@!$&'+,;=%".utf8)
+        func plain(_ b: UInt8) -> Bool {
+            (b >= 0x30 && b <= 0x39) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) || allowed.contains(b)
+        }
+        guard s.utf8.count <= 2000, s.utf8.allSatisfy(plain) else {
             return false
         }
         return ["https://", "http://", "file:///"].contains { s.hasPrefix($0) && s.utf8.count > $0.utf8.count }

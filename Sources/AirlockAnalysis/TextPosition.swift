@@ -40,7 +40,8 @@ enum TextPosition {
             guard i < bytes.count else { break }
             let b = bytes[i]
             if b == 0 { break }
-            if b == 0x0A {
+            // A line ends at LF, CR LF or a CR alone (old Mac text): the CR of a CR LF pair counts with its LF.
+            if b == 0x0A || (b == 0x0D && (i + 1 >= bytes.count || bytes[i + 1] != 0x0A)) {
                 line += 1
                 column = 1
             } else if b & 0xC0 != 0x80 {

@@ -54,9 +54,15 @@ public struct OCIExport: Sendable {
         // export that libseccomp would read differently (below).
         var plain: [String: (key: String, from: String)] = [:]
         var conditional: [String: [(key: String, from: String)]] = [:]
+        // Rules left out because their action equals defaultAction (runtimes and libseccomp skip them), per name.
+        var skipped: [String: String] = [:]
         func emit(_ names: [String], _ action: SeccompAction, _ args: [ArgumentCondition], from: String) {
             let key = OCIExport.actionKey(action)
-            guard !names.isEmpty, key != defaultKey else { return }
+            guard !names.isEmpty else { return }
+            guard key != defaultKey else {
+                for name in names where skipped[name] == nil { skipped[name] = from }
+                return
+            }
             rules.append(OCIExport.rule(names: names, action: action, args: args))
             for name in names {
                 if args.isEmpty {
@@ -103,6 +109,19 @@ public struct OCIExport: Sendable {
                     "profile \(profile.name): '\(name)' cannot be exported: \(unconditional.from) becomes "
                         + "\(unconditional.key) for every call and \(other.from) \(other.key) for some, and libseccomp "
                         + "keeps only the rule without conditions (try --allow or --degrade)")
+            }
+        }
+        // A refusal equal to a refusing defaultAction is left out, but in Airlock it is kept (as a notification with
+        // recordRefused, answered by the first matching rule): another rule for the same call would then decide
+        // calls Airlock refuses, typically allowing them.
+        if !OCIExport.permits(profile.defaultAction) {
+            for (name, from) in skipped.sorted(by: { $0.key < $1.key }) {
+                guard let other = plain[name] ?? conditional[name]?.first else { continue }
+                throw SandboxError(
+                    .profile,
+                    "profile \(profile.name): '\(name)' cannot be exported: \(from) refuses it like defaultAction, "
+                        + "so an OCI runtime leaves that rule out and \(other.from) (\(other.key)) alone decides the "
+                        + "calls both rules match (drop the rule that repeats defaultAction and narrow \(other.from))")
             }
         }
         let degradedNames = Set(degraded.map(\.syscall))
@@ -219,6 +238,14 @@ public struct OCIExport: Sendable {
     static func actionKey(_ action: SeccompAction) -> String {
         if case .errno(let e) = action { return "SCMP_ACT_ERRNO/\(e)" }
         return actionName(action)
+    }
+
+    /// Whether `action` lets the call run (`SCMP_ACT_ALLOW`, `SCMP_ACT_LOG`).
+    static func permits(_ action: SeccompAction) -> Bool {
+        switch action {
+        case .allow, .log: true
+        default: false
+        }
     }
 
     /// `SCMP_ACT_ERRNO (EACCES)`, `SCMP_ACT_ALLOW`.

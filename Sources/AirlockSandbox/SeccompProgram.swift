@@ -136,6 +136,24 @@ public struct SeccompProgram: Sendable {
     /// Rejects profiles whose rules libseccomp would silently merge away, and notify rules that can never fire.
     static func checkConsistency(_ profile: Profile) throws(SandboxError) {
         let record = profile.sandbox.recordRefused
+        // A rule repeating a refusing defaultAction is skipped without recordRefused and kept (as a notification
+        // answered by the first matching rule) with it: next to another rule for the same call, the profile would
+        // mean different things with recordRefused on and off.
+        if !OCIExport.permits(profile.defaultAction) {
+            var repeating: [String: SyscallRule] = [:]
+            for rule in profile.syscalls where rule.action == profile.defaultAction {
+                for name in rule.names where repeating[name] == nil { repeating[name] = rule }
+            }
+            for rule in profile.syscalls where rule.action != profile.defaultAction {
+                for name in rule.names {
+                    guard let same = repeating[name] else { continue }
+                    throw SandboxError(
+                        .profile,
+                        "profile \(profile.name): field syscalls[\(same.index)]: it repeats defaultAction for '\(name)', which syscalls[\(rule.index)] also names, so the profile would mean different things with recordRefused on and off; drop the rule that repeats defaultAction and narrow the other"
+                    )
+                }
+            }
+        }
         var unconditional: [String: SyscallRule] = [:]
         for rule in profile.syscalls where rule.args.isEmpty {
             for name in rule.names where unconditional[name] == nil { unconditional[name] = rule }

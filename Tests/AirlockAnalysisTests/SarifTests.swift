@@ -397,6 +397,61 @@ struct SarifTests {
         }
     }
 
+    @Test("a URI encodes the file's bytes, not its escaped name: a newline is %0A, a literal \\x0A stays apart")
+    func urisFromBytes() throws {
+        // Report paths are escaped (FileName): `x\x0Ay` is the name holding a newline, `x\\x0Ay` the one holding a
+        // backslash, `p\\q` a single backslash.
+        let paths = ["m/x\\x0Ay.jinja", "m/x\\\\x0Ay.jinja", "m/p\\\\q.jinja", "/srv/\\xFF\\x1B.pt", "m/plain-é.pt"]
+        let reports = paths.map {
+            Report(
+                target: ReportTarget(path: $0, size: 1, sha256: nil, format: "template"),
+                findings: [Finding(rule: "template.dunder-access", severity: .high, message: "x")])
+        }
+        let log = Sarif.log(reports, version: "1", options: Self.options)
+        let uris = try Self.results(log).map { try Self.artifactLocation($0)["uri"] as? String ?? "" }
+        #expect(
+            uris == [
+                "m/x%0Ay.jinja", "m/x%5Cx0Ay.jinja", "m/p%5Cq.jinja", "file:///srv/%FF%1B.pt", "m/plain-%C3%A9.pt",
+            ], "\(uris)")
+        #expect(Set(try Self.fingerprints(log)).count == paths.count)
+        // A root with a backslash, escaped as the paths are: the paths below it are still relative to it.
+        let root = SarifOptions(sourceRoot: "/work/a\\\\b", rulesURL: SarifRules.defaultRulesURL)
+        let below = Sarif.log([Self.pickleReport("/work/a\\\\b/m.pkl")], version: "1", options: root)
+        #expect(try Self.artifactLocation(Self.results(below)[0])["uri"] as? String == "m.pkl")
+        let base = (try Self.run(below)["originalUriBaseIds"] as? [String: [String: Any]])?["%SRCROOT%"]
+        #expect(base?["uri"] as? String == "file:///work/a%5Cb/")
+    }
+
+    @Test("a lone CR ends a line as LF and CR LF do; CR LF counts once")
+    func carriageReturns() {
+        let cr = Array("l1\rl2\rl3\r{{ x }}".utf8)
+        #expect(TextPosition.point(cr, offset: 9) == TextPoint(line: 4, column: 1))
+        let crlf = Array("l1\r\nl2\r\n{{ x }}".utf8)
+        #expect(TextPosition.point(crlf, offset: 8) == TextPoint(line: 3, column: 1))
+        #expect(TextPosition.point(crlf, offset: 2) == TextPoint(line: 1, column: 3))
+        let mixed = Array("a\r\rb\n\r\nc\r".utf8)
+        #expect(TextPosition.point(mixed, offset: 7) == TextPoint(line: 5, column: 1))
+        #expect(TextPosition.point(mixed, offset: 8) == TextPoint(line: 5, column: 2))
+        #expect(TextPosition.point(mixed, offset: 9) == TextPoint(line: 6, column: 1))
+    }
+
+    @Test("AIRLOCK_RULES_URL with characters that end or add markdown in rule help is not used")
+    func rulesURLMarkdown() throws {
+        let hostile = [
+            "https://ok.example/r)**[click-me](https://evil.example/x", "https://x/a(b", "https://x/[a]",
+            "https://x/*a*",
+            "https://x/<script>", "https://x/`a`", "https://x/a\\b", "https://x/a\"b", "https://x/a{b}",
+            "https://x/a|b",
+            "https://x/a^b", "https://x/\u{00E9}",
+        ]
+        for bad in hostile {
+            #expect(
+                SarifRules.rulesURL(environment: ["AIRLOCK_RULES_URL": bad]) == SarifRules.defaultRulesURL, "\(bad)")
+        }
+        let fine = "https://d.example/docs/rules.md?ref=v1.2&x=%29;a=b,c+d@e!f$g'h~i_j-k"
+        #expect(SarifRules.rulesURL(environment: ["AIRLOCK_RULES_URL": fine]) == fine)
+    }
+
     @Test("positions stay bounded on hostile text: long lines, unterminated strings, deep nesting")
     func hostileText() {
         let deep = Array(repeating: UInt8(ascii: "["), count: 200_000) + Array("\"auto_map\": 1".utf8)

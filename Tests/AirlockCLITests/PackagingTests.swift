@@ -143,6 +143,91 @@ struct PackagingTests {
         }
     }
 
+    @Test("make install under umask 000 leaves nothing group- or world-writable (the harness's checked-hash .pyc)")
+    func installUmask() throws {
+        try requireReleaseBuild()
+        try withScratch { destdir in
+            let run = try runProgram(
+                "/bin/sh",
+                [
+                    "-c", "umask 000; exec make --no-print-directory -C \"$1\" install DESTDIR=\"$2\" PREFIX=/opt/al",
+                    "sh", repositoryRoot, destdir,
+                ])
+            #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+            let found = try runProgram(
+                "/usr/bin/find", [destdir, "-mindepth", "1", "-perm", "/022", "!", "-type", "l"])
+            #expect(found.stdout.isEmpty, "writable by others: \(found.stdout)")
+            let cache = try FileManager.default.attributesOfItem(
+                atPath: "\(destdir)/opt/al/share/airlock/profiles/harness/__pycache__")
+            #expect((cache[.posixPermissions] as? Int) == 0o755)
+        }
+    }
+
+    @Test("PREFIX, BINDIR or DOCDIR with a character sed or systemd would read (& | \\ newline % space) is refused")
+    func installRefusesUnitBreakingPaths() throws {
+        try requireReleaseBuild()
+        for assignment in [
+            "PREFIX=/opt/R&D", "BINDIR=/opt/a|b", "DOCDIR=/opt/a\\b", "PREFIX=/opt/a\nb", "PREFIX=/opt/%h",
+            "BINDIR=/opt/a b",
+        ] {
+            try withScratch { destdir in
+                let run = try make(["install", "DESTDIR=\(destdir)", assignment])
+                #expect(run.status != 0 && run.stderr.contains("systemd units"), "\(assignment): \(run.stderr)")
+                #expect(try listTree(destdir).isEmpty, "\(assignment)")
+            }
+        }
+    }
+
+    @Test("make uninstall removes nothing through a symbolic link in DESTDIR, nor a manifest's directory elsewhere")
+    func uninstallStaysInside() throws {
+        try withScratch { scratch in
+            let stage = "\(scratch)/stage", victim = "\(scratch)/victim"
+            for dir in ["\(stage)/opt/al/share/airlock", "\(victim)/emptydir", "\(stage)/srv/empty"] {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            }
+            for file in ["airlock", "other-file"] {
+                try "precious\n".write(toFile: "\(victim)/\(file)", atomically: false, encoding: .utf8)
+            }
+            try FileManager.default.createSymbolicLink(atPath: "\(stage)/opt/al/bin", withDestinationPath: victim)
+            let manifest = "f /opt/al/bin/airlock\nf /opt/al/bin/other-file\nd /opt/al/bin/emptydir\nd /srv/empty\n"
+            try manifest.write(
+                toFile: "\(stage)/opt/al/share/airlock/install-manifest", atomically: false, encoding: .utf8)
+            let run = try runProgram(
+                "/bin/bash", ["\(repositoryRoot)/packaging/uninstall.sh"],
+                environment: ["DESTDIR": stage, "DATADIR": "/opt/al/share/airlock", "BINDIR": "/opt/al/bin"])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stderr.contains("through a symbolic link"), "\(run.stderr)")
+            #expect(try listTree(victim, directories: true) == ["/airlock", "/emptydir", "/other-file"])
+            #expect(FileManager.default.fileExists(atPath: "\(stage)/srv/empty"), "a directory outside the roots")
+        }
+    }
+
+    @Test("the Debian postinst starts and restarts through deb-systemd-invoke, which asks policy-rc.d")
+    func postinstInvoke() throws {
+        try withScratch { scratch in
+            let bin = "\(scratch)/bin", log = "\(scratch)/log"
+            try FileManager.default.createDirectory(atPath: "\(scratch)/systemd", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+            for tool in [
+                "deb-systemd-helper", "deb-systemd-invoke", "systemctl", "systemd-sysusers", "systemd-tmpfiles",
+            ] {
+                try "#!/bin/sh\necho \"\(tool) $*\" >>\(log)\n".write(
+                    toFile: "\(bin)/\(tool)", atomically: false, encoding: .utf8)
+                chmod("\(bin)/\(tool)", 0o755)
+            }
+            let script = try String(contentsOfFile: "\(repositoryRoot)/packaging/debian/postinst", encoding: .utf8)
+                .replacingOccurrences(of: "/run/systemd/system", with: "\(scratch)/systemd")
+            try script.write(toFile: "\(scratch)/postinst", atomically: false, encoding: .utf8)
+            let run = try runProgram(
+                "/bin/sh", ["\(scratch)/postinst", "configure", "0.1"], environment: ["PATH": "\(bin):/usr/bin:/bin"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let calls = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(calls.contains("deb-systemd-invoke try-restart airlockd.service\n"), "\(calls)")
+            #expect(calls.contains("deb-systemd-invoke start airlockd.socket\n"), "\(calls)")
+            #expect(!calls.contains("systemctl start") && !calls.contains("systemctl try-restart"), "\(calls)")
+        }
+    }
+
     @Test("an operator's /etc/airlock/intake.json is neither replaced by make install nor removed by make uninstall")
     func operatorPolicyKept() throws {
         try requireReleaseBuild()

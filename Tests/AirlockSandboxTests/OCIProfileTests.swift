@@ -121,6 +121,45 @@ struct OCIProfileTests {
         #expect(Self.rules(object).contains { ($0["names"] as? [String]) == ["openat"] && $0["args"] != nil })
     }
 
+    /// The default profile under a refusing defaultAction (errno 77, which no rule uses), with getpriority named by
+    /// `rules` instead of allowedInKernel.
+    static func refusingDefault(_ rules: [[String: Any]]) throws -> Profile {
+        try editedProfile { object in
+            object["defaultAction"] = "SCMP_ACT_ERRNO"
+            object["defaultErrnoRet"] = 77
+            object["syscalls"] = (object["syscalls"] as! [[String: Any]]) + rules
+            editSection(&object) { section in
+                section["allowedInKernel"] = (section["allowedInKernel"] as! [String]).filter { $0 != "getpriority" }
+            }
+        }
+    }
+
+    @Test("a refusal equal to a refusing defaultAction next to another rule for the call is refused, not left out")
+    func repeatedDefaultRefusal() throws {
+        let refusal: [String: Any] = [
+            "names": ["getpriority"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77,
+            "args": [["index": 1, "value": 0, "op": "SCMP_CMP_EQ"]],
+        ]
+        let allowance: [String: Any] = [
+            "names": ["getpriority"], "action": "SCMP_ACT_ALLOW",
+            "args": [["index": 0, "value": 0, "op": "SCMP_CMP_EQ"]],
+        ]
+        // Without the repeating refusal the profile exports and compiles: the checks below are about that rule.
+        let plain = try Self.refusingDefault([allowance])
+        _ = try OCIExport(profile: plain, fallback: .allow)
+        _ = try SeccompProgram(profile: plain)
+        // Airlock (recordRefused) keeps the refusal, answered first for getpriority(0, 0); an OCI runtime would leave
+        // it out and allow that call.
+        for rules in [[refusal, allowance], [allowance, refusal], [refusal.filter { $0.key != "args" }, allowance]] {
+            let profile = try Self.refusingDefault(rules)
+            let export = #expect(throws: SandboxError.self) { try OCIExport(profile: profile, fallback: .allow) }
+            #expect(export?.message.contains("'getpriority' cannot be exported") == true, "\(export?.message ?? "")")
+            // And Airlock itself: the profile would mean one thing with recordRefused and another without.
+            let compile = #expect(throws: SandboxError.self) { try SeccompProgram(profile: profile) }
+            #expect(compile?.message.contains("recordRefused on and off") == true, "\(compile?.message ?? "")")
+        }
+    }
+
     @Test("a call the profile leaves undecided is exported as the ENOSYS refusal Airlock gives it")
     func undecidedCalls() throws {
         let profile = try editedProfile { object in
