@@ -89,7 +89,6 @@ Recommends: python3-numpy, python3-torch, python3-sklearn, python3-joblib, syste
 Suggests: python3-pandas, python3-dill, python3-cloudpickle
 Section: utils
 Priority: optional
-Homepage: https://github.com/airlock/airlock
 Description: is this model file safe to load? static analysis and sandboxed detonation
  airlock scans machine-learning model files (pickle, PyTorch, joblib, NumPy,
  safetensors, Keras, ONNX, GGUF, archives, model folders) without loading

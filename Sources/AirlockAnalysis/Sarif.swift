@@ -219,10 +219,12 @@ public enum Sarif {
             .joined()
     }
 
-    /// The project's home for `driver.informationUri`: the rules reference without its `docs/…` part when it is the
-    /// default one, else nil.
+    /// The project's home for `driver.informationUri`: a published rules reference (`http(s)://…/docs/rules.md`)
+    /// without its `docs/rules.md`; nil for a local one (the project has no public home of its own to name).
     static func projectURL(_ rulesURL: String) -> String? {
-        rulesURL == SarifRules.defaultRulesURL ? "https://github.com/airlock/airlock" : nil
+        guard rulesURL.hasPrefix("https://") || rulesURL.hasPrefix("http://"), rulesURL.hasSuffix("/docs/rules.md")
+        else { return nil }
+        return String(rulesURL.dropLast("docs/rules.md".count))
     }
 
     /// SARIF levels: critical and high are errors, medium a warning, the rest notes.

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What the SARIF log says about each rule id (`reportingDescriptor`): a short and a full description, help text and
 /// markdown, a link into the rules reference (`docs/rules.md`, one anchor per rule id), GitHub's
 /// `security-severity`, tags with the CWE that applies, and a precision.
@@ -22,9 +26,41 @@ public enum SarifRules {
         public let precision: String
     }
 
-    /// The default rules reference: the copy of `docs/rules.md` in the project's repository. `AIRLOCK_RULES_URL`
-    /// replaces it (for installed docs, `file:///usr/share/doc/airlock/rules.md`).
-    public static let defaultRulesURL = "https://github.com/airlock/airlock/blob/main/docs/rules.md"
+    /// The default rules reference, a `file://` URI of a `rules.md` that exists: the one installed with this
+    /// executable (`PREFIX/share/doc/airlock/rules.md` beside its `bin/`: `make install`, the Debian package) or the
+    /// checkout's `docs/rules.md` it was built in; else where the Debian package puts it,
+    /// `file:///usr/share/doc/airlock/rules.md`. The project has no public home to link to; `AIRLOCK_RULES_URL` names a
+    /// published copy (an `https` URL) for code scanning in a browser.
+    public static let defaultRulesURL: String = installedRulesURL() ?? "file:///usr/share/doc/airlock/rules.md"
+
+    /// `rules.md` found from `/proc/self/exe` upwards (at most 5 levels), as a `file://` URI.
+    static func installedRulesURL() -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, Int(PATH_MAX))
+        guard n > 0 else { return nil }
+        var dir = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        for _ in 0..<5 {
+            guard let slash = dir.lastIndex(of: "/"), slash != dir.startIndex else { return nil }
+            dir = String(dir[..<slash])
+            for candidate in ["\(dir)/share/doc/airlock/rules.md", "\(dir)/docs/rules.md"]
+            where access(candidate, R_OK) == 0 {
+                let url = "file://" + percentEncoded(candidate)
+                return isAbsoluteURL(url) ? url : nil
+            }
+        }
+        return nil
+    }
+
+    /// A path with every byte but letters, digits and `- . _ ~ /` percent-encoded.
+    static func percentEncoded(_ path: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        for b in path.utf8 {
+            let plain = (b >= 0x30 && b <= 0x39) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) || "-._~/".utf8.contains(b)
+            out += plain ? [b] : [0x25, hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 
     /// The rules reference that `helpUri`s point at: `AIRLOCK_RULES_URL` when it is an absolute `http`, `https` or
     /// `file` URI without a fragment, otherwise `defaultRulesURL`.

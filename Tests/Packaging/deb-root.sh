@@ -32,7 +32,9 @@ checks() {
         id=$(readelf -n "/usr/bin/$bin" 2>/dev/null | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p')
         debug="/usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
         [ -f "$debug" ] || fail "no debug symbols for $bin at $debug"
-        readelf -S "$debug" 2>/dev/null | grep -q '\.debug_info' || fail "$debug has no .debug_info"
+        # Read whole before grep: `cmd | grep -q` under pipefail fails when grep exits before cmd has written all.
+        sections=$(readelf -S "$debug" 2>/dev/null)
+        grep -q '\.debug_info' <<<"$sections" || fail "$debug has no .debug_info"
     done
     echo "ok: airlock --version; binaries stripped, debug symbols by build id in airlock-dbgsym"
 
@@ -41,7 +43,8 @@ checks() {
         man -w "$page" >/dev/null 2>&1 || fail "man -w $page"
     done
     man -w 8 airlockd >/dev/null 2>&1 || fail "man -w 8 airlockd"
-    zcat /usr/share/man/man1/airlock.scan.1.gz | grep -q 'max-entries' || fail "airlock.scan(1) lacks --max-entries"
+    page=$(zcat /usr/share/man/man1/airlock.scan.1.gz)
+    grep -q 'max-entries' <<<"$page" || fail "airlock.scan(1) lacks --max-entries"
     for f in /usr/share/bash-completion/completions/airlock /usr/share/zsh/vendor-completions/_airlock \
         /usr/share/fish/vendor_completions.d/airlock.fish /usr/share/bash-completion/completions/airlockd \
         /usr/share/doc/airlock/LICENSE /usr/share/doc/airlock/copyright /usr/share/doc/airlock/README.md \
