@@ -32,6 +32,13 @@ extension IntakeTests {
         try IntakeTests.checkSchema(setup)
     }
 
+    /// A file opened for writing with `O_CLOEXEC`: a process another test starts meanwhile must not inherit it (the
+    /// intake would rightly see that copy as a writer still open, after this test closed its own).
+    static func writer(_ path: String) -> FileHandle? {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        return fd < 0 ? nil : FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
     @Test("a folder still being copied or a file still open for writing is not taken early")
     func notTakenEarly() throws {
         let setup = try Setup(policy: #"{"settleSeconds": 3}"#)
@@ -45,12 +52,12 @@ extension IntakeTests {
         _ = FileManager.default.createFile(
             atPath: writing,
             contents: Data(try Data(contentsOf: URL(fileURLWithPath: setup.samples + "/benign.pt")).prefix(100)))
-        let writer = try #require(FileHandle(forWritingAtPath: writing))
+        let writer = try #require(Self.writer(writing))
         let marked = setup.incoming + "/marked"
         try FileManager.default.createDirectory(atPath: marked, withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: marked + "/.ready", contents: nil)
         _ = FileManager.default.createFile(atPath: marked + "/weights.safetensors", contents: nil)
-        let markedWriter = try #require(FileHandle(forWritingAtPath: marked + "/weights.safetensors"))
+        let markedWriter = try #require(Self.writer(marked + "/weights.safetensors"))
 
         var run = try setup.once()
         #expect(run.status == 0, "\(run.stderr)")
@@ -263,7 +270,7 @@ extension IntakeTests {
                 try FileManager.default.copyItem(atPath: fixtures + "/model.sig", toPath: folder + "/model.sig")
             }
             if tamper {
-                let handle = try #require(FileHandle(forWritingAtPath: folder + "/weights.bin"))
+                let handle = try #require(Self.writer(folder + "/weights.bin"))
                 try handle.write(contentsOf: Data("X".utf8))
                 try handle.close()
             }
