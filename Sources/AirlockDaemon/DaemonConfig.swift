@@ -191,25 +191,40 @@ public struct DaemonConfig: Sendable {
         try validate()
     }
 
+    /// The ranges of the counted settings, shared by the configuration file's check and airlockd's flags.
+    public enum Limits {
+        /// `maxConcurrent`, `--max-concurrent`.
+        public static let maxConcurrent = 1...1024
+        /// `queue`, `--queue`; also `staticQueue`.
+        public static let queue = 0...100_000
+        /// `staticWorkers`, `--static-workers`.
+        public static let staticWorkers = 1...64
+        /// `queuePerUid`, `maxConnectionsPerUid`, `maxConnections` and their flags.
+        public static let perUid = 1...100_000
+        /// `folderMaxEntries`, `--folder-max-entries`.
+        public static let folderMaxEntries = 1...FolderBudget.maxEntriesLimit
+    }
+
     /// Checks the values' ranges.
     public func validate() throws(ConfigError) {
         func check(_ ok: Bool, _ what: String) throws(ConfigError) { if !ok { throw ConfigError(what) } }
         try check(
             socketPath.hasPrefix("/") && socketPath.utf8.count < 108, "socket: an absolute path shorter than 108 bytes")
-        try check((1...1024).contains(maxConcurrent), "maxConcurrent: 1 to 1024")
-        try check((0...100_000).contains(queue), "queue: 0 to 100000")
+        try check(Limits.maxConcurrent.contains(maxConcurrent), "maxConcurrent: 1 to 1024")
+        try check(Limits.queue.contains(queue), "queue: 0 to 100000")
         try check((4096...(256 << 20)).contains(maxMessage), "maxMessageBytes: 4096 to 268435456")
-        try check((1...100_000).contains(maxConnections), "maxConnections: 1 to 100000")
-        try check((1...64).contains(staticWorkers), "staticWorkers: 1 to 64")
-        try check((0...100_000).contains(staticQueue), "staticQueue: 0 to 100000")
-        try check((1...100_000).contains(effectiveQueuePerUid), "queuePerUid: 1 to 100000")
-        try check((1...100_000).contains(effectiveMaxConnectionsPerUid), "maxConnectionsPerUid: 1 to 100000")
+        try check(Limits.perUid.contains(maxConnections), "maxConnections: 1 to 100000")
+        try check(Limits.staticWorkers.contains(staticWorkers), "staticWorkers: 1 to 64")
+        try check(Limits.queue.contains(staticQueue), "staticQueue: 0 to 100000")
+        try check(Limits.perUid.contains(effectiveQueuePerUid), "queuePerUid: 1 to 100000")
+        try check(
+            Limits.perUid.contains(effectiveMaxConnectionsPerUid), "maxConnectionsPerUid: 1 to 100000")
         try check((0...16).contains(warm), "warm: 0 to 16")
         try check(warmIdle >= 2 && warmIdle <= 86_400, "warmIdleSeconds: 2 to 86400")
         try check((1...5).contains(warmWorlds), "warmWorlds: 1 to 5")
         try check((1...5).contains(worlds), "worlds: 1 to 5")
         try check(
-            (1...FolderBudget.maxEntriesLimit).contains(folderMaxEntries),
+            Limits.folderMaxEntries.contains(folderMaxEntries),
             "folderMaxEntries: 1 to \(FolderBudget.maxEntriesLimit)")
         if let seconds = folderBudgetSeconds {
             try check(seconds > 0 && seconds <= 86_400, "folderBudgetSeconds: more than 0, at most 86400")

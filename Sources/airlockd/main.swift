@@ -1,4 +1,3 @@
-import AirlockAnalysis
 import AirlockDaemon
 import AirlockSystem
 import AirlockProbe
@@ -107,12 +106,12 @@ struct AirlockD: ParsableCommand {
                     "\(name) must be at least \(range.lowerBound) and at most \(range.upperBound), not \(value)")
             }
         }
-        try count("--max-concurrent", maxConcurrent, 1...1024)
-        try count("--queue", queue, 0...100_000)
-        try count("--folder-max-entries", folderMaxEntries, 1...FolderBudget.maxEntriesLimit)
-        try count("--static-workers", staticWorkers, 1...64)
-        try count("--queue-per-uid", queuePerUid, 1...100_000)
-        try count("--max-connections-per-uid", maxConnectionsPerUid, 1...100_000)
+        try count("--max-concurrent", maxConcurrent, DaemonConfig.Limits.maxConcurrent)
+        try count("--queue", queue, DaemonConfig.Limits.queue)
+        try count("--folder-max-entries", folderMaxEntries, DaemonConfig.Limits.folderMaxEntries)
+        try count("--static-workers", staticWorkers, DaemonConfig.Limits.staticWorkers)
+        try count("--queue-per-uid", queuePerUid, DaemonConfig.Limits.perUid)
+        try count("--max-connections-per-uid", maxConnectionsPerUid, DaemonConfig.Limits.perUid)
         if let folderBudget, !(folderBudget > 0 && folderBudget <= 86_400) {
             throw ValidationError("--folder-budget must be more than 0 and at most 86400 seconds, not \(folderBudget)")
         }
