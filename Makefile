@@ -11,9 +11,13 @@ CONFIG ?= release
 ML_PACKAGES := python3-numpy python3-sklearn python3-joblib python3-pandas python3-dill python3-cloudpickle python3-torch
 # What `make build` needs (it checks, `make deps` installs): the C libraries' headers and pkg-config, python3 for the
 # harness's bytecode. The rest is for the tests and `make deb` (dpkg-dev: dpkg-shlibdeps; binutils: strip, objcopy;
-# man-db: the packaging test's `man -w`).
+# man-db: the packaging test's `man -w`; TEST_PYTHON_PACKAGES: what the test generators write models and payloads with).
 BUILD_PACKAGES := libseccomp-dev libcap-dev zlib1g-dev liblzma-dev libbz2-dev libzstd-dev liblz4-dev python3 pkg-config
-APT_PACKAGES := $(BUILD_PACKAGES) 7zip python3-jsonschema python3-prometheus-client python3-venv python3-pip python3-setuptools python3-wheel util-linux systemd dpkg-dev binutils man-db $(ML_PACKAGES)
+# Tests/Generators and Tests/Fixtures: Debian's onnx 1.12 (ONNX as older exporters wrote it), h5py (legacy Keras HDF5),
+# jinja2 (chat templates rendered as the vulnerable loaders did), lz4 and zstandard (packed pickles), cryptography
+# (model-signing fixtures).
+TEST_PYTHON_PACKAGES := python3-onnx python3-h5py python3-jinja2 python3-lz4 python3-zstandard python3-cryptography
+APT_PACKAGES := $(BUILD_PACKAGES) $(TEST_PYTHON_PACKAGES) 7zip python3-jsonschema python3-prometheus-client python3-venv python3-pip python3-setuptools python3-wheel util-linux systemd dpkg-dev binutils man-db $(ML_PACKAGES)
 # The system's interpreter: detonations use it unless --python names another.
 PYTHON ?= /usr/bin/python3
 BENCH_PACKAGES := bubblewrap hyperfine gcc time strace openssl python3-venv
@@ -76,33 +80,25 @@ test: deps harness lint test-venvs
 	$(SWIFT) build
 	$(SWIFT) test --disable-xctest
 
-# `$(call pip_install,VENV,REQUIREMENTS)`: pip into VENV, tried again for up to about 5 minutes when PyPI does not
-# answer (a failed name lookup is retried by pip itself for only a few seconds).
-pip_install = for try in 1 2 3 4 5; do \
-	  $(1)/bin/pip install -q --disable-pip-version-check --retries 10 --timeout 60 $(2) && break; \
-	  [ $$try -lt 5 ] || exit 1; echo "pip: PyPI did not answer; trying again in $$((try * 20)) s" >&2; sleep $$((try * 20)); \
-	done
-
-# A consumer environment with transformers, for the tests of repositories with remote code loaded by the real
-# transformers: a venv over the system's site-packages (Debian's torch 1.13) with transformers 4.36, the last line that
-# supports that torch, from PyPI (about 10 MB). Made once; `rm -rf .build-deps` makes it again.
+# The consumer environments of the tests that need libraries Debian does not package, from PyPI. Each is made once per
+# machine in a cache every clone shares (~/.cache/airlock/venvs, `AIRLOCK_VENV_CACHE`), named by the interpreter and
+# the requirements, and `.build-deps/NAME` links to it (Tests/Venvs/venv.sh): a new clone, or a run while PyPI does not
+# answer, reuses what the machine already has. `rm -rf ~/.cache/airlock/venvs` makes them again.
+VENV := bash Tests/Venvs/venv.sh
+# transformers, for the tests of repositories with remote code loaded by the real transformers: over the system's
+# site-packages (Debian's torch 1.13) with transformers 4.36, the last line that supports that torch (about 10 MB).
 TRANSFORMERS_VENV := .build-deps/transformers
-# And one with the current onnx and onnxruntime (about 100 MB with protobuf and numpy 1.26, which stays below 2 for
-# Debian's torch): ONNX as today's onnx writes it, and onnxruntime for the ONNX detonation tests.
+# The current onnx and onnxruntime (about 100 MB with protobuf and numpy 1.26, which stays below 2 for Debian's torch):
+# ONNX as today's onnx writes it, and onnxruntime for the ONNX detonation tests.
 ONNX_VENV := .build-deps/onnx
-# And one with keras 3 (keras 3.3 with jax 0.4.30, numpy below 2 and h5py from PyPI: pip does not see Debian's): keras 3 imports
-# jax even with its numpy backend. The Keras detonation tests load `.keras` and `.h5` models with it.
+# keras 3 (keras 3.3 with jax 0.4.30, numpy below 2 and h5py from PyPI: pip does not see Debian's): keras 3 imports jax
+# even with its numpy backend. The Keras detonation tests load `.keras` and `.h5` models with it.
 KERAS_VENV := .build-deps/keras
 test-venvs:
-	@[ -x $(ONNX_VENV)/bin/python3 ] && $(ONNX_VENV)/bin/python3 -c "import onnx, onnxruntime" 2>/dev/null || { \
-	  rm -rf $(ONNX_VENV) && $(PYTHON) -m venv --system-site-packages $(ONNX_VENV) && \
-	  $(call pip_install,$(ONNX_VENV),"onnx==1.23.2" "onnxruntime==1.32.0" "numpy<2"); }
-	@[ -x $(TRANSFORMERS_VENV)/bin/python3 ] && $(TRANSFORMERS_VENV)/bin/python3 -c "import transformers" 2>/dev/null || { \
-	  rm -rf $(TRANSFORMERS_VENV) && $(PYTHON) -m venv --system-site-packages $(TRANSFORMERS_VENV) && \
-	  $(call pip_install,$(TRANSFORMERS_VENV),"transformers==4.36.2"); }
-	@[ -x $(KERAS_VENV)/bin/python3 ] && KERAS_BACKEND=numpy $(KERAS_VENV)/bin/python3 -c "import keras" 2>/dev/null || { \
-	  rm -rf $(KERAS_VENV) && $(PYTHON) -m venv --system-site-packages $(KERAS_VENV) && \
-	  $(call pip_install,$(KERAS_VENV),"keras==3.3.3" "jax==0.4.30" "jaxlib==0.4.30" "numpy<2" "ml-dtypes<0.5" packaging); }
+	@$(VENV) $(ONNX_VENV) $(PYTHON) "import onnx, onnxruntime" "onnx==1.23.2" "onnxruntime==1.32.0" "numpy<2"
+	@$(VENV) $(TRANSFORMERS_VENV) $(PYTHON) "import transformers" "transformers==4.36.2"
+	@KERAS_BACKEND=numpy $(VENV) $(KERAS_VENV) $(PYTHON) "import keras" \
+	  "keras==3.3.3" "jax==0.4.30" "jaxlib==0.4.30" "numpy<2" "ml-dtypes<0.5" packaging
 
 # The tests that need no root, no namespaces and no detonation: the parsers, rules, names, JSON and the trace's types,
 # and from AirlockProbeTests the verdict rules on synthetic traces, the policy-against-profile checks and the harness
@@ -156,8 +152,7 @@ bench-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 	@# picklescan, the baseline of Tests/Bench/scan.sh and probe.sh, in a venv of its own (.build-bench is git-ignored).
-	@[ -x .build-bench/venv/bin/picklescan ] || { /usr/bin/python3 -m venv .build-bench/venv && \
-	  $(call pip_install,.build-bench/venv,picklescan==1.0.5); }
+	@$(VENV) .build-bench/venv /usr/bin/python3 "import picklescan" picklescan==1.0.5
 
 # Speed targets live here, not in timed tests. Results: docs/benchmarks.md. Exits 1, after every section has run, when
 # the start-up budget (Tests/Bench/startup.sh: --version ≤ 1.5 ms, exec -- /bin/true ≤ 1.5× bubblewrap) is missed.
