@@ -21,8 +21,12 @@ package final class TestDaemon: @unchecked Sendable {
     private var stopped = false
 
     /// Starts `airlockd --socket DIR/airlockd.sock [--config DIR/config.json] ARGUMENTS` and waits until the socket
-    /// accepts. `directory` reuses a directory (and its socket path) instead of making one.
-    package init(_ arguments: [String] = [], config: [String: Any]? = nil, directory: String? = nil) throws {
+    /// accepts. `directory` reuses a directory (and its socket path) instead of making one; `binary` is the debug
+    /// build's airlockd unless given (the release smoke test passes `.build/release/airlockd`).
+    package init(
+        _ arguments: [String] = [], config: [String: Any]? = nil, directory: String? = nil,
+        binary: String = airlockdBinary
+    ) throws {
         if let directory {
             dir = directory
         } else {
@@ -39,7 +43,7 @@ package final class TestDaemon: @unchecked Sendable {
             args += ["--config", path]
         }
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: airlockdBinary)
+        process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = args + arguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
