@@ -1,4 +1,5 @@
 internal import AirlockJSON
+internal import AirlockProbe
 internal import AirlockSystem
 internal import CDaemon
 
@@ -338,7 +339,10 @@ extension Server {
                     id: id, "status",
                     metrics.status(
                         version: version,
-                        adding: [("runtimes", context.runtimes.json)])))
+                        adding: [
+                            ("runtimes", context.runtimes.json),
+                            ("sandboxIds", (context.options.identities as? SandboxIdentities)?.statusJSON ?? .null),
+                        ])))
         case .metrics:
             answer(Reply.ok(id: id, "metrics", .string(metrics.prometheus(maxAge: Metrics.renderSeconds))))
         case .probe, .scan:

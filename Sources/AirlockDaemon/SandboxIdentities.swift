@@ -1,3 +1,4 @@
+public import AirlockJSON
 public import AirlockSandbox
 public import AirlockSystem
 internal import AirlockProbe
@@ -127,6 +128,16 @@ public final class SandboxIdentities: SandboxIdentitySource, @unchecked Sendable
     /// The `sandboxIds` member of the daemon's status: the range, what is held and what was refused.
     public var status: (held: Int, peak: Int, quarantined: Int, refusals: Int) {
         monitor.locked { (held.count, peak, quarantined.count, refusals) }
+    }
+
+    /// `status` as the `sandboxIds` member of the `status` reply (docs/protocol.md).
+    public var statusJSON: JSON {
+        let s = status
+        return .object([
+            ("firstUid", .int(Int(range.firstUid))), ("firstGid", .int(Int(range.firstGid))),
+            ("count", .int(Int(range.count))), ("held", .int(s.held)),
+            ("peak", .int(s.peak)), ("quarantined", .int(s.quarantined)), ("refused", .int(s.refusals)),
+        ])
     }
 
     // MARK: Noticing a refusal on the request's thread

@@ -221,6 +221,10 @@ extension Airlock {
             }
             if let partial = member(root, "partial") { out += "  partial      \(counts(partial))\n" }
             if let ready = member(root, "warmReady") { out += "  warm ready   \(counts(ready))\n" }
+            if let ids = member(root, "sandboxIds"), case .object = ids {
+                out +=
+                    "  sandbox ids  \(num(member(ids, "firstUid"))):\(num(member(ids, "count"))) (gids from \(num(member(ids, "firstGid")))): \(num(member(ids, "held"))) held (peak \(num(member(ids, "peak")))), \(num(member(ids, "quarantined"))) held back, \(num(member(ids, "refused"))) refused\n"
+            }
             if case .string(let address)? = member(root, "metricsListen") {
                 out += "  metrics      http://\(address)/metrics\n"
             }

@@ -157,6 +157,14 @@ struct SandboxIdentityDaemonTests {
         // The identity came back: the next request runs.
         let next = probeThroughDaemon(daemon.socket, "\(dir)/noop.pkl", timeout: 30, client: 120)
         #expect(next.code == nil, "\(next)")
+        // status says so: the range, the peak, the refusal; none held once the sandboxes ended.
+        let ids = try #require(try daemonStatus(daemon.socket)["sandboxIds"] as? [String: Any])
+        #expect(ids["firstUid"] as? Int == Int(first) && ids["count"] as? Int == 1, "\(ids)")
+        #expect(ids["peak"] as? Int == 1 && (ids["refused"] as? Int ?? 0) >= 1, "\(ids)")
+        #expect(
+            waitFor(10) { (try? daemonStatus(daemon.socket)["sandboxIds"] as? [String: Any])?["held"] as? Int == 0 })
+        let text = try runCLI(["status"], socketVariable: daemon.socket)
+        #expect(text.stdout.contains("sandbox ids  \(first):1 (gids from \(first)): 0 held (peak 1)"), "\(text.stdout)")
     }
     @Test("warm sandboxes waiting for their model hold identities of their own, and a probe's sandbox another")
     func warm() throws {
