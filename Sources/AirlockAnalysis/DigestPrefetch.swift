@@ -1,4 +1,5 @@
 import AirlockNames
+import AirlockFormats
 internal import AirlockSystem
 
 #if canImport(Glibc)
@@ -22,6 +23,7 @@ final class DigestPrefetch: @unchecked Sendable {
     private let dirfd: Int32
     private let files: [FileName]
     private let cache: DigestCache?
+    private let deadline: ScanDeadline?
     private var next = 0
     private var reachedIndex = -1
     private var running: [Bool]
@@ -32,7 +34,12 @@ final class DigestPrefetch: @unchecked Sendable {
     /// Starts `threads` threads (at most the online CPUs, at most the files) hashing `files` (paths relative to the
     /// folder open as `dirfd`, in the order the analysis will reach them). The caller keeps `dirfd` open until
     /// `finish()` returns.
-    init(dirfd: Int32, files: [FileName], threads requested: Int, cache: DigestCache? = DigestCache.shared) {
+    /// `deadline` stops the hashing (an interrupted digest is neither cached nor handed over).
+    init(
+        dirfd: Int32, files: [FileName], threads requested: Int, cache: DigestCache? = DigestCache.shared,
+        deadline: ScanDeadline? = nil
+    ) {
+        self.deadline = deadline
         self.dirfd = dirfd
         self.files = files
         self.cache = cache
@@ -93,7 +100,7 @@ final class DigestPrefetch: @unchecked Sendable {
     private func claim() -> Int? {
         monitor.locked {
             while !stopping && next < files.count && next > reachedIndex + DigestPrefetch.maxLead { monitor.wait() }
-            guard !stopping, next < files.count else { return nil }
+            guard !stopping, next < files.count, deadline?.stopped() == nil else { return nil }
             let index = next
             next += 1
             running[index] = true
@@ -116,7 +123,8 @@ final class DigestPrefetch: @unchecked Sendable {
             digest = hit
         } else {
             let started = FileDigest.realtimeNs()
-            guard case .success(let (computed, size)) = FileDigest.read(fd: fd), UInt64(size) == before.size,
+            guard case .success(let (computed, size)) = FileDigest.read(fd: fd, deadline: deadline),
+                UInt64(size) == before.size,
                 let after = FileSystem.identity(fd), after.sameContent(as: before)
             else { return nil }
             cache?.store(before, digest: computed, startedNs: started)
