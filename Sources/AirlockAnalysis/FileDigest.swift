@@ -135,16 +135,16 @@ public enum FileDigest {
         var offset: off_t = 0
         var reads = 0
         while true {
+            if let deadline, reads & 7 == 0, let stop = deadline.stopped() {
+                return .failure(DigestFailure(deadline.message(stop, what: "hashing"), stop: stop))
+            }
+            reads &+= 1
             let n = pread(fd, buffer, bufferSize, offset)
             if n < 0 {
                 if errno == EINTR { continue }
                 return .failure(DigestFailure("read failed at byte \(offset): \(Errno.current.text)"))
             }
             if n == 0 { break }
-            reads &+= 1
-            if let deadline, reads & 7 == 0, let stop = deadline.stopped() {
-                return .failure(DigestFailure(deadline.message(stop, what: "hashing"), stop: stop))
-            }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
             offset += off_t(n)
         }

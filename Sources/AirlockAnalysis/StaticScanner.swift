@@ -52,8 +52,10 @@ public enum StaticScanner {
     }
 
     /// The report of work stopped by its `ScanDeadline`: verdict `error`, error code `timeout` or `cancelled`.
-    static func stopped(_ stop: ScanDeadline.Stop, _ deadline: ScanDeadline, path: String, started: UInt64) -> Report {
-        let target = ReportTarget(path: path, size: 0, sha256: nil, format: FileFormat.unknown.rawValue)
+    static func stopped(
+        _ stop: ScanDeadline.Stop, _ deadline: ScanDeadline, path: String, size: Int = 0, started: UInt64
+    ) -> Report {
+        let target = ReportTarget(path: path, size: size, sha256: nil, format: FileFormat.unknown.rawValue)
         return Report(
             target: target, findings: [], timings: [("staticMs", ms(since: started))],
             error: (stop.rawValue, deadline.message(stop, what: "the static analysis of \(path)")))
@@ -72,7 +74,8 @@ public enum StaticScanner {
         let sha: String
         if let deadline = budget.deadline {
             guard let digest = FileDigest.sha256(view, fd: fd, deadline: deadline) else {
-                return stopped(deadline.interrupted ?? .timeout, deadline, path: path, started: started)
+                return stopped(
+                    deadline.interrupted ?? .timeout, deadline, path: path, size: view.count, started: started)
             }
             sha = digest
         } else {
