@@ -33,14 +33,17 @@ struct DaemonDeadlineTests {
         return path
     }
 
-    /// A small clean safetensors file.
+    /// A folder holding one small clean safetensors file: a folder goes to the detonation lane, scan or probe, so it
+    /// waits for the worker the huge file held (a small file alone would be answered by the static lane).
     static func small(_ dir: String) throws -> String {
-        let path = "\(dir)/small.safetensors"
+        let folder = "\(dir)/small"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let path = "\(folder)/small.safetensors"
         let header = #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
         var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) }
         bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 8)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
-        return path
+        return folder
     }
 
     /// `method` of `path` through a fresh client: the reply, and the seconds it took.
