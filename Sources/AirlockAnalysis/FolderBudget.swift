@@ -17,6 +17,9 @@ public struct FolderBudget: Sendable, Equatable {
     /// The deadline of the whole request the walk is part of (`ScanDeadline`: a time and a cancellation), asked
     /// before every entry like `seconds`, and given to the hashing threads; nil: none.
     public var deadline: ScanDeadline? = nil
+    /// Seconds the hashing of each file ahead of its analysis (`DigestPrefetch`) may take, from its start, like the
+    /// analysis's own deadline for that file (`airlock probe --timeout`); nil: none.
+    public var fileSeconds: Double? = nil
 
     /// A budget.
     public init(maxEntries: Int, seconds: Double? = nil) {
@@ -27,6 +30,7 @@ public struct FolderBudget: Sendable, Equatable {
     /// Equal limits and the same deadline object.
     public static func == (a: FolderBudget, b: FolderBudget) -> Bool {
         a.maxEntries == b.maxEntries && a.seconds == b.seconds && a.deadline === b.deadline
+            && a.fileSeconds == b.fileSeconds
     }
 
     /// The local CLI's: 100,000 entries (what a folder scan always stopped at), no time budget.

@@ -46,6 +46,14 @@ public final class ScanDeadline: Sendable {
         deadlineNs = seconds.map { (start ?? monotonicNs()) &+ UInt64(max(0, min($0, 1e9)) * 1e9) }
     }
 
+    /// A deadline `seconds` from now with the same cancellation, or this one when it comes sooner (nil: this one).
+    public func narrowed(seconds: Double?) -> ScanDeadline {
+        guard let seconds else { return self }
+        let fresh = ScanDeadline(seconds: seconds, cancellation: cancellation)
+        if let mine = deadlineNs, let theirs = fresh.deadlineNs, mine <= theirs { return self }
+        return fresh
+    }
+
     /// Whether the work must stop now, and why; the first answer other than nil is remembered (`interrupted`).
     public func stopped() -> Stop? {
         if let first = interrupted { return first }

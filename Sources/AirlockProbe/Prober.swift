@@ -116,9 +116,12 @@ public enum Prober {
     public static func probe(
         paths: [String], options: ProbeOptions, folderBudget: FolderBudget = .local, report: (Report) -> Void
     ) {
+        // Files hashed ahead of their analysis stop at the same deadline as the analysis would.
+        var budget = folderBudget
+        if budget.fileSeconds == nil { budget.fileSeconds = options.staticTimeoutSeconds }
         ModelWalk.walk(
             paths: paths, examine: { probe(fd: $0, path: $1, options: options) },
-            repository: RemoteCodeDetonation.examiner(options: options), budget: folderBudget, report: report)
+            repository: RemoteCodeDetonation.examiner(options: options), budget: budget, report: report)
     }
 
     /// Probes one file.

@@ -27,4 +27,24 @@ struct CLIDeadlineTests {
         #expect(run.stdout.contains("ERROR"), "\(run.stdout)")
         #expect(run.stdout.contains("the deadline (2.0 s) passed"), "\(run.stdout)")
     }
+
+    @Test(
+        "airlock probe --timeout 2 of a folder of three 1 TiB sparse files: each an error, the hashing threads stop too"
+    )
+    func probeTimeoutBoundsAFolder() throws {
+        let dir = "/var/tmp/airlock-cli-deadline-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for i in 1...3 {
+            #expect(FileManager.default.createFile(atPath: "\(dir)/w\(i).bin", contents: nil))
+            #expect(truncate("\(dir)/w\(i).bin", 1 << 40) == 0)
+        }
+        let start = Date()
+        // The hang guard: hashing threads that ignored the deadline would hold the walk for hours.
+        let run = try runProgram("/usr/bin/timeout", ["120", airlockBinary, "probe", "--timeout", "2", dir])
+        let seconds = Date().timeIntervalSince(start)
+        #expect(run.status == 2, "exit \(run.status): \(run.stdout) \(run.stderr)")
+        #expect(seconds < 60, "took \(seconds) s")
+        #expect(run.stdout.components(separatedBy: "the deadline (2.0 s) passed").count == 4, "\(run.stdout)")
+    }
 }

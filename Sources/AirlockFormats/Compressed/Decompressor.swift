@@ -161,7 +161,7 @@ public enum Decompressor {
     }
 
     /// Most input and most output bytes of one decoding step.
-    static let stepBytes = 4 << 20
+    static let stepBytes = 1 << 20
 
     /// The one decoding loop: a fresh codec per stream, output into `Output`, stop at the limit, at the end of the
     /// input, or at the first error.
