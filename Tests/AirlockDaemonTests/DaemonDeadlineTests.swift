@@ -134,8 +134,23 @@ struct DaemonDeadlineTests {
             let model = try Self.sparse("\(dir)/model.pkl", bytes: 16 << 30, head: Array(made.stdout.utf8))
             let daemon = try TestDaemon(Self.arguments, config: ["warm": 0, "worlds": 1, "requestTimeoutSeconds": 600])
             defer { daemon.stop() }
-            try Self.sendAndLeave(daemon.socket, "probe", model, after: 0.5)
-            #expect(waitFor(20) { Self.busyWorkers(daemon.socket) == 0 }, "the worker stayed busy: \(daemon.log)")
+            // Hung up while the detonation lane hashes it (0.5 s), or at once: in the static lane, at the hand-over,
+            // or queued.
+            for delay in [0.5, 0, 0.01, 0.1] {
+                try Self.sendAndLeave(daemon.socket, "probe", model, after: delay)
+                #expect(waitFor(20) { Self.busyWorkers(daemon.socket) == 0 }, "busy after \(delay) s: \(daemon.log)")
+            }
+            // Queued behind another client's huge scan (which holds the one detonation worker for its 5 s), then
+            // hung up: it never starts.
+            let holder = RawClient.connect(daemon.socket)
+            defer { close(holder) }
+            let hugeFD = open(try Self.sparse("\(dir)/huge.bin", bytes: 1 << 40), O_RDONLY | O_CLOEXEC)
+            defer { close(hugeFD) }
+            let scan = #"{"airlock": 1, "id": 2, "method": "scan", "params": {"name": "huge.bin", "timeout": 5}}"#
+            #expect(RawClient.send(holder, RawClient.frame(scan), descriptors: [hugeFD]) > 0)
+            usleep(300_000)
+            try Self.sendAndLeave(daemon.socket, "probe", model, after: 0.3)
+            #expect(waitFor(30) { Self.busyWorkers(daemon.socket) == 0 }, "busy: \(daemon.log)")
             // What the daemon answered (to nobody) is an error, and no detonation ran.
             let status = try daemonStatus(daemon.socket)
             let verdicts = status["verdicts"] as? [String: Int] ?? [:]
