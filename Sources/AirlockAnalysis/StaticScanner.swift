@@ -40,13 +40,15 @@ public enum StaticScanner {
         var report = ScanDeadline.$current.withValue(deadline) {
             examine(fd: fd, path: path, budget: budget, started: started)
         }
-        // Work that a check stopped is an error, whatever part of the file was seen: never `clean`.
+        // Work that a check stopped is an error, whatever part of the file was seen: never `clean`. Only high and
+        // critical findings are kept (what the bytes read showed); lesser ones may be the stop's own doing (a
+        // decompression cut short reads as a corrupt stream).
         if let stop = deadline.interrupted, report.error?.code != stop.rawValue {
             let partial = report
             report = stopped(stop, deadline, path: path, started: started)
             report.target = partial.target
             report.target.sha256 = nil
-            report.add(partial.findings)
+            report.add(partial.findings.filter { $0.severity >= .high })
         }
         return report
     }
