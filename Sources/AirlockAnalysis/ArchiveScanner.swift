@@ -45,6 +45,8 @@ enum ArchiveScanner {
         var stoppedInflating = false
         var hints = LoadHints()
         for entry in ordered {
+            // The request's deadline (`ScanDeadline`): the report becomes an error, so stopping says nothing.
+            if budget.expired { break }
             if format == .pytorchZip && isStorage(entry.name) { continue }
             guard opened < maxMembers else {
                 findings.append(

@@ -1,4 +1,5 @@
 import AirlockNames
+import AirlockFormats
 internal import AirlockSystem
 
 #if canImport(Glibc)
@@ -22,6 +23,8 @@ final class DigestPrefetch: @unchecked Sendable {
     private let dirfd: Int32
     private let files: [FileName]
     private let cache: DigestCache?
+    private let deadline: ScanDeadline?
+    private let fileSeconds: Double?
     private var next = 0
     private var reachedIndex = -1
     private var running: [Bool]
@@ -32,7 +35,14 @@ final class DigestPrefetch: @unchecked Sendable {
     /// Starts `threads` threads (at most the online CPUs, at most the files) hashing `files` (paths relative to the
     /// folder open as `dirfd`, in the order the analysis will reach them). The caller keeps `dirfd` open until
     /// `finish()` returns.
-    init(dirfd: Int32, files: [FileName], threads requested: Int, cache: DigestCache? = DigestCache.shared) {
+    /// `deadline` stops the hashing, and `fileSeconds` each file's (an interrupted digest is neither cached nor
+    /// handed over: the analysis then hashes the file itself, under its own deadline).
+    init(
+        dirfd: Int32, files: [FileName], threads requested: Int, cache: DigestCache? = DigestCache.shared,
+        deadline: ScanDeadline? = nil, fileSeconds: Double? = nil
+    ) {
+        self.deadline = deadline
+        self.fileSeconds = fileSeconds
         self.dirfd = dirfd
         self.files = files
         self.cache = cache
@@ -93,7 +103,7 @@ final class DigestPrefetch: @unchecked Sendable {
     private func claim() -> Int? {
         monitor.locked {
             while !stopping && next < files.count && next > reachedIndex + DigestPrefetch.maxLead { monitor.wait() }
-            guard !stopping, next < files.count else { return nil }
+            guard !stopping, next < files.count, deadline?.stopped() == nil else { return nil }
             let index = next
             next += 1
             running[index] = true
@@ -116,7 +126,10 @@ final class DigestPrefetch: @unchecked Sendable {
             digest = hit
         } else {
             let started = FileDigest.realtimeNs()
-            guard case .success(let (computed, size)) = FileDigest.read(fd: fd), UInt64(size) == before.size,
+            let fileDeadline =
+                deadline.map { $0.narrowed(seconds: fileSeconds) } ?? fileSeconds.map { ScanDeadline(seconds: $0) }
+            guard case .success(let (computed, size)) = FileDigest.read(fd: fd, deadline: fileDeadline),
+                UInt64(size) == before.size,
                 let after = FileSystem.identity(fd), after.sameContent(as: before)
             else { return nil }
             cache?.store(before, digest: computed, startedNs: started)

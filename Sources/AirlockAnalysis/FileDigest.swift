@@ -16,10 +16,17 @@ public import AirlockFormats
 public enum FileDigest {
     /// Lower-case hex SHA-256 of `view`. Never cached: a view has no file identity.
     public static func sha256(_ view: ByteView) -> String {
+        sha256(view, deadline: nil)!
+    }
+
+    /// `sha256(_:)` that stops at `deadline` (checked every 4 MiB, a few milliseconds of hashing): nil when it
+    /// stopped. A digest of part of the file is never returned.
+    public static func sha256(_ view: ByteView, deadline: ScanDeadline?) -> String? {
         var hasher = SHA256()
         let chunk = 4 << 20
         var offset = 0
         while offset < view.count {
+            if let deadline, deadline.stopped() != nil { return nil }
             let n = min(chunk, view.count - offset)
             view.slice(offset, n)!.withUnsafeBytes { hasher.update(bufferPointer: $0) }
             // Hashed pages leave the resident set: a 1 GiB file no longer costs 1 GiB of RSS.
@@ -39,6 +46,24 @@ public enum FileDigest {
         remembered(fd: fd, size: UInt64(view.count), cache: cache) { sha256(view) } ?? sha256(view)
     }
 
+    /// `sha256(_:fd:)` that stops at `deadline`: nil when it stopped (nothing is remembered then).
+    public static func sha256(_ view: ByteView, fd: Int32, deadline: ScanDeadline?) -> String? {
+        sha256(view, fd: fd, cache: DigestCache.shared, deadline: deadline)
+    }
+
+    /// `sha256(_:fd:deadline:)` with `cache` (nil: none).
+    package static func sha256(_ view: ByteView, fd: Int32, cache: DigestCache?, deadline: ScanDeadline?) -> String? {
+        guard let deadline else { return sha256(view, fd: fd, cache: cache) }
+        var stopped = false
+        let digest = remembered(fd: fd, size: UInt64(view.count), cache: cache) {
+            let digest = sha256(view, deadline: deadline)
+            stopped = digest == nil
+            return digest
+        }
+        if let digest { return digest }
+        return stopped ? nil : sha256(view, deadline: deadline)
+    }
+
     /// Lower-case hex SHA-256 of the regular file open as `fd`, read from its start with `pread` through one fixed
     /// buffer (never mapped: memory stays at the buffer whatever the file's size), through the digest cache; nil with
     /// the reason when it cannot be read.
@@ -46,12 +71,14 @@ public enum FileDigest {
         sha256(fd: fd, cache: DigestCache.shared)
     }
 
-    /// `sha256(fd:)` with `cache` (nil: none).
-    package static func sha256(fd: Int32, cache: DigestCache?) -> Result<(digest: String, size: Int), DigestFailure> {
+    /// `sha256(fd:)` with `cache` (nil: none), stopping at `deadline` (a failure then, `DigestFailure.stop`).
+    package static func sha256(fd: Int32, cache: DigestCache?, deadline: ScanDeadline? = nil) -> Result<
+        (digest: String, size: Int), DigestFailure
+    > {
         var failure: DigestFailure? = nil
         var size = 0
         let digest = remembered(fd: fd, size: nil, cache: cache) {
-            switch read(fd: fd) {
+            switch read(fd: fd, deadline: deadline) {
             case .success(let (digest, count)):
                 size = count
                 return digest
@@ -71,7 +98,12 @@ public enum FileDigest {
     public struct DigestFailure: Error, CustomStringConvertible, Sendable {
         /// What went wrong.
         public let description: String
-        init(_ description: String) { self.description = description }
+        /// Set when hashing stopped at a deadline or a cancellation (`ScanDeadline`).
+        public var stop: ScanDeadline.Stop? = nil
+        init(_ description: String, stop: ScanDeadline.Stop? = nil) {
+            self.description = description
+            self.stop = stop
+        }
     }
 
     /// The digest of the file open as `fd` from a folder scan's hashing threads or the cache, else `hash()`'s,
@@ -92,14 +124,21 @@ public enum FileDigest {
     }
 
     /// Streams the file open as `fd` from its start to its end through SHA-256: (digest, bytes read).
-    static func read(fd: Int32) -> Result<(String, Int), DigestFailure> {
+    /// `deadline` is asked every 8 reads (8 MiB of a regular file): when it says stop, the result is a failure naming why (`stop`), never a
+    /// digest of what was read so far.
+    static func read(fd: Int32, deadline: ScanDeadline? = nil) -> Result<(String, Int), DigestFailure> {
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         let bufferSize = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 4096)
         defer { buffer.deallocate() }
         var hasher = SHA256()
         var offset: off_t = 0
+        var reads = 0
         while true {
+            if let deadline, reads & 7 == 0, let stop = deadline.stopped() {
+                return .failure(DigestFailure(deadline.message(stop, what: "hashing"), stop: stop))
+            }
+            reads &+= 1
             let n = pread(fd, buffer, bufferSize, offset)
             if n < 0 {
                 if errno == EINTR { continue }

@@ -1,5 +1,5 @@
 public import AirlockNames
-internal import AirlockFormats
+public import AirlockFormats
 internal import AirlockSystem
 
 #if canImport(Glibc)
@@ -14,11 +14,23 @@ public struct FolderBudget: Sendable, Equatable {
     public var maxEntries: Int
     /// Seconds the walk may take, from its start; nil: no time budget.
     public var seconds: Double?
+    /// The deadline of the whole request the walk is part of (`ScanDeadline`: a time and a cancellation), asked
+    /// before every entry like `seconds`, and given to the hashing threads; nil: none.
+    public var deadline: ScanDeadline? = nil
+    /// Seconds the hashing of each file ahead of its analysis (`DigestPrefetch`) may take, from its start, like the
+    /// analysis's own deadline for that file (`airlock probe --timeout`); nil: none.
+    public var fileSeconds: Double? = nil
 
     /// A budget.
     public init(maxEntries: Int, seconds: Double? = nil) {
         self.maxEntries = min(max(0, maxEntries), FolderBudget.maxEntriesLimit)
         self.seconds = seconds
+    }
+
+    /// Equal limits and the same deadline object.
+    public static func == (a: FolderBudget, b: FolderBudget) -> Bool {
+        a.maxEntries == b.maxEntries && a.seconds == b.seconds && a.deadline === b.deadline
+            && a.fileSeconds == b.fileSeconds
     }
 
     /// The local CLI's: 100,000 entries (what a folder scan always stopped at), no time budget.
@@ -105,12 +117,17 @@ public final class FolderMeter {
             exhausted = .time
             return false
         }
+        if budget.deadline?.stopped() != nil {
+            exhausted = .time
+            return false
+        }
         taken += 1
         return true
     }
 
     /// Whether the time budget has run out (for work between entries, such as listing a huge folder).
     public var pastDeadline: Bool {
+        if budget.deadline?.stopped() != nil { return true }
         guard let deadline else { return false }
         return monotonicNs() >= deadline
     }
@@ -133,7 +150,11 @@ public final class FolderMeter {
         let why =
             exhausted == .entries
             ? "its entry budget (\(budget.maxEntries) entries) ran out"
-            : "its time budget (\(budget.seconds.map { "\($0)" } ?? "?") s) ran out"
+            : budget.deadline?.interrupted == .cancelled
+                ? "the work was cancelled (its client left)"
+                : budget.deadline?.interrupted == .timeout
+                    ? "the request's deadline (\(budget.deadline?.seconds.map { "\($0)" } ?? "?") s) passed"
+                    : "its time budget (\(budget.seconds.map { "\($0)" } ?? "?") s) ran out"
         let first = sample.first ?? "?"
         let message =
             "\(notExamined == 0 ? "some" : "at least \(notExamined)") entries of the folder were not examined: \(why)"

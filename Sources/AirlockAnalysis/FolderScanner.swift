@@ -76,7 +76,9 @@ enum FolderScanner {
         let order = Dictionary(regular.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
         let prefetch =
             hashThreads > 0 && regular.count > 1
-            ? DigestPrefetch(dirfd: dirfd, files: regular, threads: hashThreads) : nil
+            ? DigestPrefetch(
+                dirfd: dirfd, files: regular, threads: hashThreads, deadline: budget.deadline,
+                fileSeconds: budget.fileSeconds) : nil
         defer { prefetch?.finish() }
         var shared = SharedBlobs()
         let meter = FolderMeter(budget, start: start)

@@ -11,6 +11,7 @@ enum PackedArchiveScanner {
         var hints = LoadHints()
         var inflated = 0
         for (i, m) in archive.members.enumerated() {
+            if budget.expired { break }  // the report becomes an error (`ScanDeadline`)
             guard i < ArchiveScanner.maxMembers else {
                 findings.append(
                     Finding(
@@ -42,6 +43,7 @@ enum PackedArchiveScanner {
         for m in archive.members { if let f = m.folder { byFolder[f, default: []].append(m) } }
         for (index, folder) in archive.folders.enumerated() {
             guard let members = byFolder[index], !members.isEmpty else { continue }
+            if budget.expired { break }  // the report becomes an error (`ScanDeadline`)
             guard examined < ArchiveScanner.maxMembers else {
                 skipped = true
                 break
@@ -89,6 +91,7 @@ enum PackedArchiveScanner {
             var inner = budget
             inner.maxInflatedBytes = max(0, budget.maxInflatedBytes - out.data.count)
             for m in members {
+                if budget.expired { break }
                 guard examined < ArchiveScanner.maxMembers else {
                     skipped = true
                     break

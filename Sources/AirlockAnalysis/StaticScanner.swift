@@ -32,6 +32,38 @@ public enum StaticScanner {
     }
 
     static func scan(fd: Int32, path: String, budget: ScanBudget, started: UInt64) -> Report {
+        guard let deadline = budget.deadline else {
+            return examine(fd: fd, path: path, budget: budget, started: started)
+        }
+        if let stop = deadline.stopped() { return stopped(stop, deadline, path: path, started: started) }
+        // The decompressors have no budget to carry the deadline: they find it bound to the thread.
+        var report = ScanDeadline.$current.withValue(deadline) {
+            examine(fd: fd, path: path, budget: budget, started: started)
+        }
+        // Work that a check stopped is an error, whatever part of the file was seen: never `clean`. Only high and
+        // critical findings are kept (what the bytes read showed); lesser ones may be the stop's own doing (a
+        // decompression cut short reads as a corrupt stream).
+        if let stop = deadline.interrupted, report.error?.code != stop.rawValue {
+            let partial = report
+            report = stopped(stop, deadline, path: path, started: started)
+            report.target = partial.target
+            report.target.sha256 = nil
+            report.add(partial.findings.filter { $0.severity >= .high })
+        }
+        return report
+    }
+
+    /// The report of work stopped by its `ScanDeadline`: verdict `error`, error code `timeout` or `cancelled`.
+    static func stopped(
+        _ stop: ScanDeadline.Stop, _ deadline: ScanDeadline, path: String, size: Int = 0, started: UInt64
+    ) -> Report {
+        let target = ReportTarget(path: path, size: size, sha256: nil, format: FileFormat.unknown.rawValue)
+        return Report(
+            target: target, findings: [], timings: [("staticMs", ms(since: started))],
+            error: (stop.rawValue, deadline.message(stop, what: "the static analysis of \(path)")))
+    }
+
+    static func examine(fd: Int32, path: String, budget: ScanBudget, started: UInt64) -> Report {
         let view: ByteView
         do {
             view = try ByteView.map(fd: fd, name: path)
@@ -41,7 +73,16 @@ public enum StaticScanner {
                 target: target, findings: [], timings: [("staticMs", ms(since: started))],
                 error: ("io", error.description))
         }
-        let sha = FileDigest.sha256(view, fd: fd)
+        let sha: String
+        if let deadline = budget.deadline {
+            guard let digest = FileDigest.sha256(view, fd: fd, deadline: deadline) else {
+                return stopped(
+                    deadline.interrupted ?? .timeout, deadline, path: path, size: view.count, started: started)
+            }
+            sha = digest
+        } else {
+            sha = FileDigest.sha256(view, fd: fd)
+        }
         var analysis = analyse(view, name: path, budget: budget)
         analysis.findings += nameFindings(
             path: path, format: analysis.format, compressed: !analysis.compression.isEmpty)

@@ -387,8 +387,9 @@ extension Server {
 
     func drop(_ c: Connection) {
         guard connections.removeValue(forKey: c.id) != nil else { return }
-        // Its requests still waiting for a worker will not be answered: they leave the queues (a running one ends
-        // on its own, and its reply finds nobody).
+        // Its requests still waiting for a worker will not be answered: they leave the queues; a running one is
+        // cancelled (its static work stops, no detonation starts for it) and its reply finds nobody.
+        pool.cancel(connection: c.id)
         for job in pool.cancelWaiting(connection: c.id) { job.fd.close() }
         let left = connectionsPerUid[c.peer.uid, default: 1] - 1
         connectionsPerUid[c.peer.uid] = left > 0 ? left : nil

@@ -1,5 +1,6 @@
 internal import AirlockJSON
 internal import AirlockAnalysis
+internal import AirlockFormats
 internal import AirlockProbe
 internal import AirlockSystem
 internal import CDaemon
@@ -53,6 +54,9 @@ struct Examination: Sendable {
     let fd: FileDescriptor
     /// When the request arrived (monotonic ns), for the latency figures.
     let received: UInt64
+    /// Set when the client's connection closes (`WorkerPool.cancel(connection:)`): its static work stops, and no
+    /// hand-over or detonation starts for it.
+    var cancellation = Cancellation()
 
     /// The name shown in reports and logs.
     var name: String { request.name ?? "fd" }
@@ -72,8 +76,9 @@ struct Examination: Sendable {
     }
 
     /// The budget of this request's folder walk: the daemon's, lowered where the request asks for less.
-    func folderBudget(_ daemon: FolderBudget) -> FolderBudget {
+    func folderBudget(_ daemon: FolderBudget, deadline: ScanDeadline? = nil) -> FolderBudget {
         var budget = daemon
+        budget.deadline = deadline
         if let asked = request.maxEntries { budget.maxEntries = min(budget.maxEntries, asked) }
         if let asked = request.folderBudget { budget.seconds = min(budget.seconds ?? asked, asked) }
         return budget
@@ -110,8 +115,15 @@ struct Examination: Sendable {
         {
             return .detonate
         }
+        // Nobody waits for the answer any more: nothing starts (the reply finds no connection).
+        if cancellation.isCancelled { return refuse(.timeout, "the client left before its request started") }
         var options = context.options
         options.timeoutSeconds = request.timeout ?? context.requestTimeout
+        // The same deadline (capped by requestTimeoutSeconds when the request was read) bounds the static analysis
+        // of each file in either lane, from when it starts, and the client's leaving stops it (docs/daemon.md,
+        // "Deadlines of static work").
+        options.staticTimeoutSeconds = options.timeoutSeconds
+        options.cancellation = cancellation
         options.probePhase = request.probePhase
         // The daemon's `worlds` (its options) unless the client asked for a number.
         if let worlds = request.worlds { options.worlds = worlds }
@@ -124,7 +136,7 @@ struct Examination: Sendable {
         let examine: (Int32, String) -> Report =
             request.method == .probe
             ? { Prober.probe(fd: $0, path: $1, options: options) }
-            : { StaticScanner.scan(fd: $0, path: $1, budget: options.budget) }
+            : { StaticScanner.scan(fd: $0, path: $1, budget: options.fileBudget()) }
         let identity = ClientIdentity(peer: peer, daemonGroups: context.daemonGroups)
         var reports: [Report] = []
         switch st.st_mode & S_IFMT {
@@ -147,7 +159,9 @@ struct Examination: Sendable {
                         fd: own.rawValue, isDirectory: true, path: name,
                         examine: { fd, path in identity.withDaemon { examine(fd, path) } }, repository: repository,
                         // Hashing threads would open the files with the daemon's identity, not the client's.
-                        hashAhead: false, budget: folderBudget(context.folderBudget)
+                        hashAhead: false,
+                        budget: folderBudget(
+                            context.folderBudget, deadline: ScanDeadline(seconds: nil, cancellation: cancellation))
                     ) { reports.append($0) }
                 }
                 return nil

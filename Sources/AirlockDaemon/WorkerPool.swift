@@ -1,3 +1,4 @@
+internal import AirlockFormats
 internal import AirlockJSON
 internal import AirlockSystem
 internal import CDaemon
@@ -76,6 +77,8 @@ final class WorkerPool: @unchecked Sendable {
         var runningByUid: [uid_t: Int] = [:]
         var lastStarted: uid_t? = nil
         var workers: [WorkerState]
+        /// The examination each worker runs, by worker index (for `cancel(connection:)`).
+        var running: [Int: Examination] = [:]
 
         init(_ limits: LaneLimits) {
             self.limits = limits
@@ -166,8 +169,10 @@ final class WorkerPool: @unchecked Sendable {
                             state.busy -= 1
                             state.finished(job.peer.uid)
                             state.workers[index] = .idle
+                            state.running[index] = nil
                             var refused: QueueRefusal? = nil
-                            if case .detonate = outcome, lane == .fast {
+                            // A client that left gets no detonation: checked under the monitor `cancel` takes.
+                            if case .detonate = outcome, lane == .fast, !job.cancellation.isCancelled {
                                 let target = lanes[Lane.detonation.rawValue]
                                 refused = target.refusal(for: job.peer.uid)
                                 if refused == nil {
@@ -185,6 +190,9 @@ final class WorkerPool: @unchecked Sendable {
                             // Never: the detonation lane answers everything itself.
                             job.fd.close()
                             finish(job.connection, Reply.error(id: job.request.id, .internalError, "no lane left"))
+                        case .detonate where job.cancellation.isCancelled:
+                            job.fd.close()
+                            Log.write(.debug, "\(job.name): its client left before the detonation lane took it")
                         case .detonate:
                             if let refused {
                                 job.fd.close()
@@ -253,6 +261,18 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Marks every examination of `connection`, waiting or running, as cancelled (its client left): static work
+    /// stops at its next check, and no hand-over or detonation starts for them. Waiting ones stay queued for
+    /// `cancelWaiting(connection:)` to take.
+    func cancel(connection: UInt64) {
+        monitor.locked {
+            for state in lanes {
+                for job in state.running.values where job.connection == connection { job.cancellation.cancel() }
+                for job in state.queue where job.connection == connection { job.cancellation.cancel() }
+            }
+        }
+    }
+
     /// Whether no examination runs or waits.
     var isIdle: Bool { monitor.locked { lanes.allSatisfy { $0.busy == 0 && $0.queue.isEmpty } } }
 
@@ -296,6 +316,7 @@ final class WorkerPool: @unchecked Sendable {
             while state.queue.isEmpty { monitor.wait() }
             state.busy += 1
             let job = state.removeNext()
+            state.running[index] = job
             state.workers[index] = WorkerState(
                 busy: true, method: job.request.method.rawValue,
                 runtime: lane == .fast ? nil : job.request.python ?? defaultRuntime, busySinceNs: monotonicNs())

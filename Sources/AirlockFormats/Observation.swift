@@ -93,6 +93,8 @@ public struct ScanBudget: Sendable {
     public var maxNesting: Int
     /// Largest archive member decompressed, in bytes.
     public var maxInflatedBytes: Int
+    /// When the work must stop whatever is left (`ScanDeadline`); nil: it runs until the other bounds end it.
+    public var deadline: ScanDeadline? = nil
 
     /// Creates a budget.
     public init(

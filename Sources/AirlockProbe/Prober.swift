@@ -27,6 +27,21 @@ public struct ProbeOptions: Sendable {
     public var runtime: PythonRuntime?
     /// Bounds of the static analysis.
     public var budget: ScanBudget
+    /// Seconds the static analysis of one file may take, from its start (`ScanDeadline`): past them it stops and the
+    /// report is an error (`timeout`); nil: no deadline (`budget.deadline` still applies).
+    public var staticTimeoutSeconds: Double? = nil
+    /// Stops the static analysis (report error `cancelled`) and keeps any detonation from starting once set
+    /// (airlockd: the client left).
+    public var cancellation: Cancellation? = nil
+
+    /// The static analysis's budget for one file starting now: `budget` with a fresh deadline of
+    /// `staticTimeoutSeconds` and `cancellation`, when either is set.
+    public func fileBudget() -> ScanBudget {
+        guard staticTimeoutSeconds != nil || cancellation != nil else { return budget }
+        var fresh = budget
+        fresh.deadline = ScanDeadline(seconds: staticTimeoutSeconds, cancellation: cancellation)
+        return fresh
+    }
     /// Where detonations may find a warm sandbox of their runtime (airlockd's pool); nil: every detonation starts its
     /// own sandbox.
     public var warmStart: (any WarmStartSource)?
@@ -101,9 +116,12 @@ public enum Prober {
     public static func probe(
         paths: [String], options: ProbeOptions, folderBudget: FolderBudget = .local, report: (Report) -> Void
     ) {
+        // Files hashed ahead of their analysis stop at the same deadline as the analysis would.
+        var budget = folderBudget
+        if budget.fileSeconds == nil { budget.fileSeconds = options.staticTimeoutSeconds }
         ModelWalk.walk(
             paths: paths, examine: { probe(fd: $0, path: $1, options: options) },
-            repository: RemoteCodeDetonation.examiner(options: options), budget: folderBudget, report: report)
+            repository: RemoteCodeDetonation.examiner(options: options), budget: budget, report: report)
     }
 
     /// Probes one file.
@@ -130,6 +148,15 @@ public enum Prober {
         case .answered(let answer): return answer
         case .detonate(let r, let f, let c): (report, format, compression) = (r, f, c)
         }
+        // Nobody waits for the answer any more (airlockd: the client left): no sandbox is started for it.
+        if options.cancellation?.isCancelled == true || options.budget.deadline?.cancellation?.isCancelled == true {
+            var cancelled = report
+            cancelled.error = (
+                "cancelled", "the probe of \(path) was cancelled before its detonation (its client left): not analysed"
+            )
+            cancelled.add([])
+            return cancelled
+        }
         let plan = ConsumerPlan(
             format: format, modules: report.modules, runtime: options.runtime, compression: compression)
         let staticReport = report
@@ -154,7 +181,7 @@ public enum Prober {
 
     /// The static part of `probe(fd:path:options:)`, the one place that decides whether a file is detonated.
     static func staticStage(fd: Int32, path: String, options: ProbeOptions) -> StaticStage {
-        var report = StaticScanner.scan(fd: fd, path: path, budget: options.budget)
+        var report = StaticScanner.scan(fd: fd, path: path, budget: options.fileBudget())
         if report.error != nil { return .answered(report) }
         guard let (format, compression) = harnessFormat(report, runtime: options.runtime),
             format != .onnx || ONNXDetonation.hasRuntime(options)

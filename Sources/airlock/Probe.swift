@@ -124,6 +124,9 @@ extension Airlock {
                     profile: profile, policy: policy, timeout: timeout, probePhase: !noProbePhase, python: python)
                 options.worlds = worlds ?? WorldCatalog.defaultCount
                 options.worldBudgetSeconds = worldBudget
+                // --timeout bounds each file's static analysis too (a sparse file of terabytes hashes for hours);
+                // without it the local run is the user's to stop.
+                options.staticTimeoutSeconds = timeout
                 return .local(options)
             } catch {
                 writeStderr("airlock: \(error)\n")

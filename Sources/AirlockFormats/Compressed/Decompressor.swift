@@ -160,6 +160,9 @@ public enum Decompressor {
         }
     }
 
+    /// Most input and most output bytes of one decoding step.
+    static let stepBytes = 1 << 20
+
     /// The one decoding loop: a fresh codec per stream, output into `Output`, stop at the limit, at the end of the
     /// input, or at the first error.
     static func run(
@@ -171,6 +174,9 @@ public enum Decompressor {
         var streams = 0
         var complete = false
         var failure: String?
+        // Static work stops at its deadline (`ScanDeadline.current`): each step is cut to `stepBytes` in and out,
+        // a few milliseconds of decoding, and the deadline is asked between steps.
+        let deadline = ScanDeadline.current
         view.withUnsafeBytes { input in
             streamLoop: while true {
                 guard let decoder = codec() else {
@@ -181,9 +187,16 @@ public enum Decompressor {
                 complete = false
                 while true {
                     guard out.reserve() else { break streamLoop }
+                    if let deadline, let stop = deadline.stopped() {
+                        failure = deadline.message(stop, what: "decompression")
+                        break streamLoop
+                    }
                     let before = pos, held = out.count
+                    let free = out.free
                     let status = decoder.step(
-                        UnsafeRawBufferPointer(rebasing: input[pos...]), out.free, produced: &out.count, consumed: &pos)
+                        UnsafeRawBufferPointer(rebasing: input[pos..<min(input.count, pos + stepBytes)]),
+                        UnsafeMutableRawBufferPointer(rebasing: free[..<min(free.count, stepBytes)]),
+                        produced: &out.count, consumed: &pos)
                     switch status {
                     case .streamEnd:
                         streams += 1

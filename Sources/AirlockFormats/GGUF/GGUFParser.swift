@@ -175,6 +175,8 @@ public enum GGUFParser {
                     ("maxOperations", String(budget.maxOperations)))
                 throw Stop()
             }
+            // The deadline every 64 Ki records: the report becomes an error (`ScanDeadline`).
+            if operations & 0xFFFF == 0 && budget.expired { throw Stop() }
         }
 
         mutating func u32(_ what: String) throws(Stop) -> UInt32 {

@@ -48,6 +48,8 @@ extension ONNXParser {
             var metadataBytes = 0
             while !reader.atEnd {
                 operations += 1
+                // The deadline every 64 Ki fields: the report becomes an error (`ScanDeadline`).
+                if operations & 0xFFFF == 0 && budget.expired { return false }
                 if operations > budget.maxOperations {
                     note(
                         Observation(

@@ -182,6 +182,9 @@ struct PickleMachine {
                 observe("pickle.budget", "more than \(maxOps) opcodes; the rest is not analysed", offset: pos)
                 return .budget(pos)
             }
+            // The deadline every 64 Ki opcodes (well under a millisecond): the report becomes an error
+            // (`ScanDeadline`), so stopping here says nothing about the rest.
+            if opcodeCount & 0xFFFF == 0 && budget.expired { return .budget(pos) }
             opcodeCount &+= 1
             let opPos = pos
             let op = p[pos]
