@@ -84,7 +84,7 @@ public struct Report: Sendable {
         self.trace = trace
         self.timings = timings
         self.error = error
-        verdict = Verdict.decide(findings: findings, analysed: error == nil)
+        verdict = Report.decide(findings, error: error)
         limitFindings(to: Report.maxFindings)
     }
 
@@ -92,8 +92,20 @@ public struct Report: Sendable {
     public mutating func add(_ more: [Finding], error: (code: String, message: String)? = nil) {
         findings = (findings.filter { $0.rule != Report.omittedRule } + more).sorted { $0.severity > $1.severity }
         if let error { self.error = error }
-        verdict = Verdict.decide(findings: findings, analysed: self.error == nil)
+        verdict = Report.decide(findings, error: self.error)
         limitFindings(to: Report.maxFindings)
+    }
+
+    /// The verdict of these findings with this error. Work a deadline or a cancellation stopped (error code `timeout`
+    /// or `cancelled`, `ScanDeadline.Stop`) saw only part of the file, up to a point the file itself can choose (a
+    /// cheap high finding first, the payload behind work that outlasts the deadline): it is `malicious` when what was
+    /// seen is critical, and `error` otherwise, never the `suspicious` a high finding alone would give an incomplete
+    /// analysis (docs/formats.md, "Deadlines of static work").
+    static func decide(_ findings: [Finding], error: (code: String, message: String)?) -> Verdict {
+        if let code = error?.code, ScanDeadline.Stop(rawValue: code) != nil {
+            return findings.contains { $0.severity == .critical } ? .malicious : .error
+        }
+        return Verdict.decide(findings: findings, analysed: error == nil)
     }
 
     /// Keeps the `count` most severe findings (they are sorted) and counts the rest by rule in one finding. The
