@@ -164,45 +164,65 @@ final class WorkerPool: @unchecked Sendable {
                     while true {
                         let job = next(lane, worker: index)
                         let outcome = work(job, lane)
-                        let refused = monitor.locked { () -> QueueRefusal? in
+                        // What became of a hand-over is decided once, under the monitor `cancel` takes, and only
+                        // that decision is acted on: the cancellation flag read again after the monitor is let go
+                        // could be set by then for a job already queued, whose descriptor the detonation lane (or
+                        // `cancelWaiting`) now owns and closes: closing it here too would close a number some other
+                        // connection or model may have been given meanwhile.
+                        let handOver = monitor.locked { () -> HandOver in
                             let state = lanes[lane.rawValue]
                             state.busy -= 1
                             state.finished(job.peer.uid)
                             state.workers[index] = .idle
                             state.running[index] = nil
-                            var refused: QueueRefusal? = nil
-                            // A client that left gets no detonation: checked under the monitor `cancel` takes.
-                            if case .detonate = outcome, lane == .fast, !job.cancellation.isCancelled {
-                                let target = lanes[Lane.detonation.rawValue]
-                                refused = target.refusal(for: job.peer.uid)
-                                if refused == nil {
-                                    target.append(job)
+                            var handOver = HandOver.none
+                            if case .detonate = outcome, lane == .fast {
+                                // A client that left gets no detonation.
+                                if job.cancellation.isCancelled {
+                                    handOver = .cancelled
+                                } else if let refused = lanes[Lane.detonation.rawValue].refusal(for: job.peer.uid) {
+                                    handOver = .refused(refused)
+                                } else {
+                                    lanes[Lane.detonation.rawValue].append(job)
+                                    handOver = .queued
                                     monitor.broadcast()
                                 }
                             }
                             publish()
-                            return refused
+                            return handOver
                         }
-                        switch outcome {
-                        case .reply(let reply):
+                        switch (outcome, handOver) {
+                        case (.reply(let reply), _):
                             finish(job.connection, reply)
-                        case .detonate where lane == .detonation:
+                        case (.detonate, .none):
                             // Never: the detonation lane answers everything itself.
                             job.fd.close()
                             finish(job.connection, Reply.error(id: job.request.id, .internalError, "no lane left"))
-                        case .detonate where job.cancellation.isCancelled:
+                        case (.detonate, .cancelled):
                             job.fd.close()
                             Log.write(.debug, "\(job.name): its client left before the detonation lane took it")
-                        case .detonate:
-                            if let refused {
-                                job.fd.close()
-                                finish(job.connection, busyReply(job, refused, lane: .detonation))
-                            }
+                        case (.detonate, .refused(let refused)):
+                            job.fd.close()
+                            finish(job.connection, busyReply(job, refused, lane: .detonation))
+                        case (.detonate, .queued):
+                            break  // the detonation lane owns the job, and its descriptor, now
                         }
                     }
                 }
             }
         }
+    }
+
+    /// What a static worker did with a job it could not answer (`start`), decided under the monitor.
+    private enum HandOver {
+        /// Not handed over: the job was answered, or ran in the detonation lane.
+        case none
+        /// Queued in the detonation lane, which owns the job from then on.
+        case queued
+        /// Its client had left: dropped.
+        case cancelled
+        /// The detonation lane was full, for everyone or for the job's peer uid.
+        case refused(QueueRefusal)
     }
 
     /// Queues `job` on `lane`; the refusal when the lane is full, globally or for the job's peer uid (the caller
