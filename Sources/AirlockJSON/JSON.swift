@@ -50,12 +50,19 @@ public enum JSON: Sendable, Equatable {
         case python
     }
 
-    /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused.
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64, dialect: Dialect = .strict) throws(SyntaxError)
-        -> JSON
-    {
+    /// Values parsed between two calls of a parse's `stop`.
+    public static let stopInterval = 4096
+
+    /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused. `stop`, when given, is asked
+    /// every `stopInterval` values (and before the first); once it answers true the parse fails ("stopped"): the
+    /// caller's deadline passed.
+    public static func parse(
+        _ bytes: [UInt8], maxDepth: Int = 64, dialect: Dialect = .strict, stop: (() -> Bool)? = nil
+    ) throws(SyntaxError) -> JSON {
+        if let stop, stop() { throw SyntaxError(offset: 0, reason: "stopped before the parse began") }
         let bytes = dialect == .python ? pythonDecoded(bytes) : bytes
         var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, python: dialect == .python)
+        parser.stop = stop
         parser.skipSpace()
         let value = try parser.value(depth: 0)
         parser.skipSpace()
@@ -130,6 +137,9 @@ private struct JSONParser {
     /// Python's `json` dialect (`JSON.Dialect.python`).
     let python: Bool
     var at = 0
+    /// Asked every `JSON.stopInterval` values (`JSON.parse`).
+    var stop: (() -> Bool)?
+    var values = 0
 
     init(bytes: [UInt8], maxDepth: Int, python: Bool) {
         self.bytes = bytes
@@ -156,6 +166,8 @@ private struct JSONParser {
 
     mutating func value(depth: Int) throws(JSON.SyntaxError) -> JSON {
         guard depth < maxDepth else { throw fail("nested deeper than \(maxDepth) levels") }
+        values &+= 1
+        if values % JSON.stopInterval == 0, let stop, stop() { throw fail("stopped: the deadline passed") }
         guard at < bytes.count else { throw fail("unexpected end of input") }
         switch bytes[at] {
         case UInt8(ascii: "{"): return try object(depth: depth)
