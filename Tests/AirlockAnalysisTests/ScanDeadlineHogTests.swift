@@ -158,6 +158,14 @@ struct ScanDeadlineHogTests {
         #expect(Self.pastDeadline { TarArchive.read(view) }.members.count < 10_000)
     }
 
+    @Test func torchScriptCodeStopsAtTheDeadline() {
+        let code = ByteView(Array("def forward(self, x):\n    while True:\n        x = x + 1\n    return x\n".utf8))
+        let whole = TorchScriptCode.scan(code, member: "archive/code/__torch__.py")
+        #expect(whole.observations.contains { $0.kind.hasSuffix("endless-loop") }, "\(whole.observations)")
+        let stopped = Self.pastDeadline { TorchScriptCode.scan(code, member: "archive/code/__torch__.py") }
+        #expect(stopped.observations.isEmpty)
+    }
+
     @Test func repositoriesAreNotStartedOnceCancelledAndAreNamedAsNotExamined() throws {
         let root = try scratchFolder("deadline-repos")
         defer { try? FileManager.default.removeItem(atPath: root) }
