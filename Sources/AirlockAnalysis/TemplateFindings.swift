@@ -92,8 +92,22 @@ enum TemplateFindings {
             case .string(let s):
                 out += analyse(s, member: "chat_template")
             case .array(let items):
+                var analysed = 0
                 for (i, item) in items.prefix(GGUFParser.maxTemplates).enumerated() {
                     guard case .object(let fields) = item else { continue }
+                    // As in a GGUF file: at most `maxTotalTemplateBytes` of template text in all.
+                    guard analysed < maxTotalTemplateBytes else {
+                        out.append(
+                            Finding(
+                                rule: "template.budget", severity: .medium,
+                                message:
+                                    "the file holds more chat template text than the analyser reads (\(maxTotalTemplateBytes) bytes in all): the templates from chat_template[\(i)] on were not analysed",
+                                evidence: Evidence(member: "chat_template", details: [("from", String(i))])))
+                        break
+                    }
+                    for (k, v) in fields where k == "template" {
+                        if case .string(let t) = v { analysed += min(t.utf8.count, JinjaTemplate.maxBytes + 1) }
+                    }
                     let name = fields.first { $0.0 == "name" }.flatMap {
                         if case .string(let n) = $0.1 { n } else { nil }
                     }

@@ -81,6 +81,28 @@ struct ScanDeadlineHogTests {
         #expect(asked == 2)
     }
 
+    @Test func oneHugeJSONStringStopsAndTemplateListsAreCapped() {
+        // One value of 4 MiB: `stop` is asked inside it (in UTF-8 and transcoded from UTF-16).
+        let huge = Array(#"{"chat_template": ""#.utf8) + [UInt8](repeating: 0x61, count: 4 << 20) + Array(#""}"#.utf8)
+        var asked = 0
+        let stop = {
+            asked += 1
+            return asked > 1
+        }
+        #expect(throws: JSON.SyntaxError.self) { try JSON.parse(huge, dialect: .python, stop: stop) }
+        asked = 0
+        let utf16: [UInt8] = [0xFF, 0xFE] + huge.flatMap { [$0, UInt8(0)] }
+        #expect(throws: JSON.SyntaxError.self) { try JSON.parse(utf16, dialect: .python, stop: stop) }
+        #expect((try? JSON.parse(utf16, dialect: .python)) != nil)
+        // A list of templates: past 8 MiB in all, the rest is reported, not analysed.
+        let text = String(repeating: "hello ", count: (3 << 20) / 6)
+        let items = (0..<4).map { #"{"name": "t\#($0)", "template": "\#(text)"}"# }.joined(separator: ",")
+        let view = ByteView(Array(#"{"chat_template": [\#(items)]}"#.utf8))
+        let findings = TemplateFindings.json(view, name: "chat_template.json")
+        let budget = findings.first { $0.rule == "template.budget" && $0.message.contains("in all") }
+        #expect(budget?.severity == .medium, "\(findings.map(\.rule))")
+    }
+
     @Test func jsonConfigScanIsATimeoutNotAVerdict() throws {
         // ~8 MB of values: seconds of parsing in a debug build, far past a 0.3 s deadline.
         let root = try scratchFolder("deadline-json")
