@@ -144,6 +144,10 @@ struct ScanDeadlineHogTests {
         #expect(!Self.pastDeadline { KerasFindings.contains(view, Array("model_config".utf8)) })
         #expect(Self.pastDeadline { KerasFindings.hdf5(view) }.isEmpty)
         #expect(Self.pastDeadline { KerasFindings.searchLambda(view) }.isEmpty)
+        // A `.keras` archive's config.json: its parse asks the deadline too.
+        let member = ByteView(Array(config.utf8))
+        #expect(KerasFindings.config(member, member: "config.json").contains { $0.rule == "keras.lambda" })
+        #expect(Self.pastDeadline { KerasFindings.config(member, member: "config.json") }.isEmpty)
     }
 
     /// An archive written by Python's `zipfile` or `tarfile` with `count` small members.
