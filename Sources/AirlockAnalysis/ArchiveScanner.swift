@@ -200,8 +200,12 @@ enum KerasFindings {
         let tree: JSON
         do {
             // Keras reads config.json with Python's json.loads (of bytes): NaN, duplicate keys, UTF-16 are accepted.
-            tree = try JSON.parse(data.array, maxDepth: 256, dialect: .python)
+            // A member inflates up to the scan's budget: the scan's deadline is asked as the parse goes.
+            let deadline = ScanDeadline.current
+            tree = try JSON.parse(
+                data.array, maxDepth: 256, dialect: .python, stop: deadline.map { d in { d.expired } })
         } catch {
+            if ScanDeadline.current?.interrupted != nil { return [] }  // the report becomes an error
             // Python may still read what we cannot (deeper nesting): the config's strings are searched for Lambdas.
             let named = searchLambda(data).map { f in
                 var f = f

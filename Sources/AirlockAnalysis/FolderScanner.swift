@@ -66,11 +66,26 @@ enum FolderScanner {
         }
         let base = display.hasSuffix("/") ? String(display.dropLast()) : display
         var examined: [FileName: RepositoryExamination] = [:]
+        // One meter for the repositories and the files: a detonation of a repository is work of the folder's budget.
+        let meter = FolderMeter(budget, start: start)
         if let repository {
-            for (folder, configs) in declaring.sorted(by: { $0.key < $1.key }) {
+            let repositories = declaring.sorted(by: { $0.key < $1.key })
+            for (i, (folder, configs)) in repositories.enumerated() {
+                // Past the folder's time budget, its deadline or its cancellation no repository is started: those
+                // left are named in the record of what was not examined (and so is every file after them).
+                guard !meter.pastDeadline else {
+                    meter.skip(repositories[i...].map { $0.key.bytes.isEmpty ? FileName(".") : $0.key })
+                    break
+                }
                 let shown = folder.bytes.isEmpty ? base : base + "/" + folder.escaped
                 guard let sub = FolderWalk.openFolder(dirfd, folder) else { continue }
-                examined[folder] = FileDescriptor(sub).closeAfter { repository($0.rawValue, shown, configs) }
+                let result = FileDescriptor(sub).closeAfter { repository($0.rawValue, shown, configs) }
+                // An examiner that saw the cancellation returns nil without detonating: named as not examined.
+                if result == nil && meter.pastDeadline {
+                    meter.skip(repositories[i...].map { $0.key.bytes.isEmpty ? FileName(".") : $0.key })
+                    break
+                }
+                examined[folder] = result
             }
         }
         let order = Dictionary(regular.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
@@ -81,7 +96,6 @@ enum FolderScanner {
                 fileSeconds: budget.fileSeconds) : nil
         defer { prefetch?.finish() }
         var shared = SharedBlobs()
-        let meter = FolderMeter(budget, start: start)
         FolderWalk.walk(dirfd, meter: meter) { relative, entry in
             let path = base + "/" + relative.escaped
             let names = NameFindings.findings(relative, lookalikes: lookalikes[relative] ?? [])

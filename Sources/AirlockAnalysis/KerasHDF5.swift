@@ -15,6 +15,8 @@ extension KerasFindings {
     /// Bytes examined by the candidate scans, in all: this many times the file size plus `scanWorkExtra`.
     static let scanWorkFactor = 4
     static let scanWorkExtra = 64 << 20
+    /// Bytes looked at between two questions to the scan's deadline (`ScanDeadline.current`): a few ms of work.
+    static let strideBytes = 1 << 20
 
     static func hdf5(_ view: ByteView) -> [Finding] {
         let located = locateConfigs(view)
@@ -39,9 +41,12 @@ extension KerasFindings {
         let (product, over) = view.count.multipliedReportingOverflow(by: scanWorkFactor)
         let workLimit = over ? Int.max : ArchiveScanner.saturatingSum(product, scanWorkExtra)
         var work = 0
+        var clock = DeadlineStride(every: strideBytes)
         view.withUnsafeBytes { buf in
             var i = 0
             while i < buf.count {
+                // The scans below count into `work`: the deadline is asked every `strideBytes` of it and of `i`.
+                if clock.stop(at: ArchiveScanner.saturatingSum(i, work)) { return }
                 guard buf[i] == UInt8(ascii: "{") else {
                     i += 1
                     continue
@@ -70,11 +75,15 @@ extension KerasFindings {
                             evidence: Evidence(offset: i)))
                     return
                 }
-                let end = matchingBrace(buf, from: i)
+                let end = matchingBrace(buf, from: i, clock: &clock)
+                if clock.deadline?.interrupted != nil { return }
                 work = ArchiveScanner.saturatingSum(work, end.scanned)
                 if let e = end.end, let slice = view.slice(i, e - i) {
                     work = ArchiveScanner.saturatingSum(work, e - i)
-                    if (try? JSON.parse(slice.array, maxDepth: 256, dialect: .python)) != nil {
+                    let parsed = try? JSON.parse(
+                        slice.array, maxDepth: 256, dialect: .python, stop: clock.deadline.map { d in { d.expired } })
+                    if clock.deadline?.interrupted != nil { return }
+                    if parsed != nil {
                         out.append((i, slice))
                         i = e
                         continue
@@ -90,12 +99,19 @@ extension KerasFindings {
 
     /// The end (one past the closing brace) of the object starting at `start`, found outside strings within
     /// `maxConfigBytes`, or nil; and how many bytes were looked at. A NUL outside a string ends the search.
-    static func matchingBrace(_ buf: UnsafeRawBufferPointer, from start: Int) -> (end: Int?, scanned: Int) {
+    static func matchingBrace(
+        _ buf: UnsafeRawBufferPointer, from start: Int, clock: inout DeadlineStride
+    ) -> (end: Int?, scanned: Int) {
         var depth = 0
         var inString = false
         var j = start
         let limit = min(buf.count, start + maxConfigBytes)
+        var nextCheck = start &+ strideBytes
         while j < limit {
+            if j >= nextCheck {
+                nextCheck = j &+ strideBytes
+                if clock.stopped { break }
+            }
             let c = buf[j]
             if inString {
                 if c == UInt8(ascii: "\\") { j += 1 } else if c == UInt8(ascii: "\"") { inString = false }
@@ -126,8 +142,10 @@ extension KerasFindings {
         view.withUnsafeBytes { buf -> [Finding] in
             var classNameEnd = -1
             var found: (offset: Int, word: String, layer: Bool)?
+            var clock = DeadlineStride(every: strideBytes)
             var i = 0
             while i < buf.count {
+                if clock.stop(at: i) { break }
                 defer { i += 1 }
                 guard buf[i] == UInt8(ascii: "\"") else { continue }
                 guard let (word, end) = decodeWord(buf, from: i) else { continue }
@@ -214,9 +232,11 @@ extension KerasFindings {
     static func contains(_ view: ByteView, _ needle: [UInt8]) -> Bool {
         view.withUnsafeBytes { buf in
             guard buf.count >= needle.count, let first = needle.first else { return false }
+            var clock = DeadlineStride(every: strideBytes)
             var i = 0
             let last = buf.count - needle.count
             while i <= last {
+                if clock.stop(at: i) { return false }
                 if buf[i] == first {
                     var j = 1
                     while j < needle.count && buf[i + j] == needle[j] { j += 1 }

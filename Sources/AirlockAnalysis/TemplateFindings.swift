@@ -10,11 +10,34 @@ enum TemplateFindings {
     /// `tokenizer.json` vocabulary is large and holds none).
     static let maxJSONBytes = 64 << 20
 
-    /// The templates of a GGUF file; offsets are the file's.
+    /// Most template bytes analysed in one file, all templates together (each is also cut at
+    /// `JinjaTemplate.maxBytes`): real files hold a few templates of a few KiB.
+    static let maxTotalTemplateBytes = 8 << 20
+
+    /// The templates of a GGUF file; offsets are the file's. The scan's deadline (`ScanDeadline.current`) is asked
+    /// before each template (and by the analyser as it reads one); past `maxTotalTemplateBytes` the templates left
+    /// are reported (`template.budget`, medium), not analysed.
     static func gguf(_ view: ByteView, _ report: GGUFReport) -> [Finding] {
         var out: [Finding] = []
-        for t in report.chatTemplates {
-            guard let bytes = view.bytes(t.offset, min(t.length, JinjaTemplate.maxBytes + 1)) else { continue }
+        let deadline = ScanDeadline.current
+        var analysed = 0
+        for (i, t) in report.chatTemplates.enumerated() {
+            if deadline?.stopped() != nil { break }  // the report becomes an error (`ScanDeadline`)
+            let length = min(t.length, JinjaTemplate.maxBytes + 1)
+            guard analysed < maxTotalTemplateBytes else {
+                let left = report.chatTemplates[i...]
+                out.append(
+                    Finding(
+                        rule: "template.budget", severity: .medium,
+                        message:
+                            "the file holds more chat template text than the analyser reads (\(maxTotalTemplateBytes) bytes in all): \(left.count) template(s) from \(t.key) on were not analysed",
+                        evidence: Evidence(
+                            offset: t.offset,
+                            details: [("key", t.key), ("notAnalysed", String(left.count))])))
+                break
+            }
+            analysed += length
+            guard let bytes = view.bytes(t.offset, length) else { continue }
             out += JinjaTemplate.analyse(bytes, base: t.offset, details: [("key", t.key)]).map(ObservationRules.finding)
         }
         return out
@@ -45,10 +68,13 @@ enum TemplateFindings {
         else { return [] }
         let tree: JSON
         let bytes = view.array
+        let deadline = ScanDeadline.current
         do {
-            // transformers reads these with Python's json: NaN, duplicate keys (the last wins) are accepted.
-            tree = try JSON.parse(bytes, maxDepth: 64, dialect: .python)
+            // transformers reads these with Python's json: NaN, duplicate keys (the last wins) are accepted. The
+            // scan's deadline is asked every few thousand values: the report of a parse it stopped is an error.
+            tree = try JSON.parse(bytes, maxDepth: 64, dialect: .python, stop: deadline.map { d in { d.expired } })
         } catch {
+            if deadline?.interrupted != nil { return [] }
             guard KerasFindings.contains(view, Array("template".utf8)) || KerasFindings.contains(view, [0x5C, 0x75])
             else { return [] }
             return [
@@ -66,8 +92,22 @@ enum TemplateFindings {
             case .string(let s):
                 out += analyse(s, member: "chat_template")
             case .array(let items):
+                var analysed = 0
                 for (i, item) in items.prefix(GGUFParser.maxTemplates).enumerated() {
                     guard case .object(let fields) = item else { continue }
+                    // As in a GGUF file: at most `maxTotalTemplateBytes` of template text in all.
+                    guard analysed < maxTotalTemplateBytes else {
+                        out.append(
+                            Finding(
+                                rule: "template.budget", severity: .medium,
+                                message:
+                                    "the file holds more chat template text than the analyser reads (\(maxTotalTemplateBytes) bytes in all): the templates from chat_template[\(i)] on were not analysed",
+                                evidence: Evidence(member: "chat_template", details: [("from", String(i))])))
+                        break
+                    }
+                    for (k, v) in fields where k == "template" {
+                        if case .string(let t) = v { analysed += min(t.utf8.count, JinjaTemplate.maxBytes + 1) }
+                    }
                     let name = fields.first { $0.0 == "name" }.flatMap {
                         if case .string(let n) = $0.1 { n } else { nil }
                     }

@@ -50,12 +50,22 @@ public enum JSON: Sendable, Equatable {
         case python
     }
 
-    /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused.
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64, dialect: Dialect = .strict) throws(SyntaxError)
-        -> JSON
-    {
-        let bytes = dialect == .python ? pythonDecoded(bytes) : bytes
+    /// Values parsed between two calls of a parse's `stop`.
+    public static let stopInterval = 4096
+
+    /// Parses `bytes` as one JSON value. Nesting deeper than `maxDepth` is refused. `stop`, when given, is asked
+    /// every `stopInterval` values (and before the first); once it answers true the parse fails ("stopped"): the
+    /// caller's deadline passed.
+    public static func parse(
+        _ bytes: [UInt8], maxDepth: Int = 64, dialect: Dialect = .strict, stop: (() -> Bool)? = nil
+    ) throws(SyntaxError) -> JSON {
+        if let stop, stop() { throw SyntaxError(offset: 0, reason: "stopped before the parse began") }
+        let bytes = dialect == .python ? pythonDecoded(bytes, stop: stop) : bytes
+        if let stop, bytes.count > 1 << 20, stop() {
+            throw SyntaxError(offset: 0, reason: "stopped: the deadline passed")
+        }
         var parser = JSONParser(bytes: bytes, maxDepth: maxDepth, python: dialect == .python)
+        parser.stop = stop
         parser.skipSpace()
         let value = try parser.value(depth: 0)
         parser.skipSpace()
@@ -68,7 +78,7 @@ public enum JSON: Sendable, Equatable {
     /// `bytes` as UTF-8, transcoded the way Python's `json.detect_encoding` reads `bytes` given to `json.loads`:
     /// a UTF-8 byte-order mark is dropped; UTF-16 and UTF-32 (by their mark, or by the zero bytes around the first
     /// characters) are transcoded. Bytes that do not transcode are returned as they are (the parse then fails).
-    static func pythonDecoded(_ b: [UInt8]) -> [UInt8] {
+    static func pythonDecoded(_ b: [UInt8], stop: (() -> Bool)? = nil) -> [UInt8] {
         if b.starts(with: [0xEF, 0xBB, 0xBF]) { return Array(b.dropFirst(3)) }
         let n = b.count
         var unit = 0
@@ -96,13 +106,18 @@ public enum JSON: Sendable, Equatable {
         if unit == 2 {
             units.reserveCapacity(n / 2)
             while i + 1 < n {
+                // A transcoding `stop` ends early returns the bytes as they are (the caller asks `stop` again).
+                if i & 0x1FFFFF == 0, let stop, stop() { return b }
                 units.append(big ? UInt16(b[i]) << 8 | UInt16(b[i + 1]) : UInt16(b[i + 1]) << 8 | UInt16(b[i]))
                 i += 2
             }
             guard i == n else { return b }
             var it = units.makeIterator()
             var decoder = UTF16()
+            var decoded = 0
             loop: while true {
+                decoded &+= 1
+                if decoded & 0xFFFFF == 0, let stop, stop() { return b }
                 switch decoder.decode(&it) {
                 case .scalarValue(let u): UTF8.encode(u) { out.append($0) }
                 case .emptyInput: break loop
@@ -112,6 +127,7 @@ public enum JSON: Sendable, Equatable {
             return out
         }
         while i + 3 < n {
+            if i & 0x3FFFFF == 0, let stop, stop() { return b }
             let v =
                 big
                 ? UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
@@ -130,6 +146,9 @@ private struct JSONParser {
     /// Python's `json` dialect (`JSON.Dialect.python`).
     let python: Bool
     var at = 0
+    /// Asked every `JSON.stopInterval` values (`JSON.parse`).
+    var stop: (() -> Bool)?
+    var values = 0
 
     init(bytes: [UInt8], maxDepth: Int, python: Bool) {
         self.bytes = bytes
@@ -156,6 +175,8 @@ private struct JSONParser {
 
     mutating func value(depth: Int) throws(JSON.SyntaxError) -> JSON {
         guard depth < maxDepth else { throw fail("nested deeper than \(maxDepth) levels") }
+        values &+= 1
+        if values % JSON.stopInterval == 0, let stop, stop() { throw fail("stopped: the deadline passed") }
         guard at < bytes.count else { throw fail("unexpected end of input") }
         switch bytes[at] {
         case UInt8(ascii: "{"): return try object(depth: depth)
@@ -268,8 +289,14 @@ private struct JSONParser {
         at += 1
         // Most strings have no escape: they are the bytes up to the quote, validated and copied once.
         let start = at
-        while at < bytes.count, bytes[at] != UInt8(ascii: "\""), bytes[at] != UInt8(ascii: "\\"), bytes[at] >= 0x20 {
-            at += 1
+        // In chunks of 1 MiB, `stop` asked between them: one string may be most of a large file.
+        while true {
+            let chunkEnd = min(bytes.count, at + (1 << 20))
+            while at < chunkEnd, bytes[at] != UInt8(ascii: "\""), bytes[at] != UInt8(ascii: "\\"), bytes[at] >= 0x20 {
+                at += 1
+            }
+            guard at == chunkEnd, at < bytes.count else { break }
+            if let stop, stop() { throw fail("stopped: the deadline passed") }
         }
         if at < bytes.count, bytes[at] == UInt8(ascii: "\"") {
             at += 1
@@ -279,8 +306,11 @@ private struct JSONParser {
             return s
         }
         var out = Array(bytes[start..<at])
+        var steps = 0
         while true {
             guard at < bytes.count else { throw fail("unterminated string") }
+            steps &+= 1
+            if steps & 0xFFFFF == 0, let stop, stop() { throw fail("stopped: the deadline passed") }
             let c = bytes[at]
             if c == UInt8(ascii: "\"") {
                 at += 1

@@ -41,6 +41,9 @@ public enum RemoteCodeDetonation {
         dirfd: Int32, display: String, configs: [FileName], options: ProbeOptions,
         detonating: (() -> Void) -> Void = { $0() }
     ) -> RepositoryExamination? {
+        // Nobody waits for the answer any more (airlockd: the client hung up): no sandbox is started. The walk
+        // (`FolderScanner.scan`) asks its meter before each repository too and names those it left out.
+        if options.cancellation?.isCancelled == true { return nil }
         let pack = RepositoryPack.read(dirfd: dirfd)
         // The maps as packed: what the harness reads is what is judged here.
         var maps: [(config: String, map: AutoMap)] = []

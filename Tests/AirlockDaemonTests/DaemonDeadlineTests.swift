@@ -62,12 +62,15 @@ struct DaemonDeadlineTests {
     }
 
     /// Sends `method` of `path` on a raw connection and hangs up `after` seconds later, without reading the reply.
-    static func sendAndLeave(_ socket: String, _ method: String, _ path: String, after: Double = 0) throws {
+    static func sendAndLeave(
+        _ socket: String, _ method: String, _ path: String, after: Double = 0, timeout: Double = 600
+    ) throws {
         let sock = RawClient.connect(socket)
         guard sock >= 0 else { throw DaemonTestError("cannot connect to \(socket)") }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         defer { close(fd) }
-        let body = #"{"airlock": 1, "id": 1, "method": "\#(method)", "params": {"name": "\#(path)", "timeout": 600}}"#
+        let body =
+            #"{"airlock": 1, "id": 1, "method": "\#(method)", "params": {"name": "\#(path)", "timeout": \#(timeout)}}"#
         #expect(RawClient.send(sock, RawClient.frame(body), descriptors: [fd]) > 0)
         if after > 0 { usleep(useconds_t(after * 1e6)) }
         close(sock)
@@ -156,6 +159,33 @@ struct DaemonDeadlineTests {
             let verdicts = status["verdicts"] as? [String: Int] ?? [:]
             #expect(verdicts.filter { $0.key != "error" }.values.reduce(0, +) == 0, "\(status)")
             #expect((status["sandboxMemory"] as? [String: Any] ?? [:]).isEmpty, "\(status)")
+            #expect(loaders(under: daemon.pid).isEmpty)
+        }
+    }
+
+    @Test("a client that hangs up during a folder probe of 16 remote-code repositories frees the worker")
+    func departedClientStopsRepositoryDetonations() throws {
+        try Self.withFolder { dir in
+            // 16 repositories whose module sleeps: each detonation lasts its whole timeout (3 s), so all 16 hold the
+            // worker for about 50 s (less than the 60 s folder budget); a hang-up must stop them after the first.
+            let root = "\(dir)/repos"
+            for i in 0..<16 {
+                let repo = "\(root)/r\(i < 10 ? "0" : "")\(i)"
+                try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+                try Data(#"{"model_type": "x", "auto_map": {"AutoModel": "modeling.M"}}"#.utf8).write(
+                    to: URL(fileURLWithPath: repo + "/config.json"))
+                try Data("import time\ntime.sleep(600)\nclass M: pass\n".utf8).write(
+                    to: URL(fileURLWithPath: repo + "/modeling.py"))
+            }
+            _ = chmod(root, 0o755)
+            let daemon = try TestDaemon(Self.arguments, config: ["warm": 0, "worlds": 1, "requestTimeoutSeconds": 600])
+            defer { daemon.stop() }
+            try Self.sendAndLeave(daemon.socket, "probe", root, after: 0.5, timeout: 3)
+            #expect(waitFor(25) { Self.busyWorkers(daemon.socket) == 0 }, "the worker stayed busy: \(daemon.log)")
+            let status = try daemonStatus(daemon.socket)
+            // The walk's record of what it left out (the repositories not detonated, the files not examined).
+            let partial = status["partial"] as? [String: Int] ?? [:]
+            #expect(partial["folder-budget"] == 1, "\(status)")
             #expect(loaders(under: daemon.pid).isEmpty)
         }
     }

@@ -137,8 +137,11 @@ public enum SafetensorsParser {
 
         let json: JSON
         do {
-            json = try JSON.parse(header, maxDepth: maxHeaderDepth)
+            // A header of up to 100 MB: the scan's deadline is asked every few thousand values.
+            json = try JSON.parse(
+                header, maxDepth: maxHeaderDepth, stop: budget.deadline.map { d in { d.stopped() != nil } })
         } catch {
+            if budget.deadline?.interrupted != nil { return }  // the report becomes an error (`ScanDeadline`)
             if error.reason.hasPrefix("duplicate key") {
                 log.add(
                     "safetensors.duplicate-key", "the header has a key twice: \(error.reason)", offset: 8 + error.offset
@@ -161,7 +164,8 @@ public enum SafetensorsParser {
         report.headerParsed = true
 
         var dtypes = Set<String>()
-        for (name, value) in members {
+        for (index, (name, value)) in members.enumerated() {
+            if index & 0xFFF == 0 && budget.expired { return }  // the report becomes an error (`ScanDeadline`)
             if name == "__metadata__" {
                 readMetadata(value, into: &report, log: &log)
                 continue

@@ -133,7 +133,12 @@ public struct TarArchive: Sendable {
         var globalBytes = 0
         var offset = 0
         var headers = 0
+        // The scan's deadline, asked every 4096 headers: a walk it stops is reported as an error by the scanner.
+        let deadline = ScanDeadline.current
+        var members = 0
         walk: while offset >= 0, offset < view.count {
+            members += 1
+            if members & 0xFFF == 0, deadline?.stopped() != nil { break walk }
             var pending: [Pending] = []
             var pendingBytes = 0
             var pos = offset

@@ -37,6 +37,9 @@ struct JinjaLexer {
     var i = 0
     var tokens: [JinjaToken] = []
     let maxTokens: Int
+    /// The scan's deadline, asked every `JinjaTemplate.deadlineStride` tokens and bytes.
+    var clock = DeadlineStride(every: JinjaTemplate.deadlineStride)
+    var byteClock = DeadlineStride(every: JinjaTemplate.deadlineStride * 64)
 
     init(_ bytes: [UInt8], maxTokens: Int) {
         s = bytes
@@ -61,6 +64,7 @@ struct JinjaLexer {
         guard tokens.count < maxTokens else {
             throw JinjaLexError(message: "more than \(maxTokens) tokens", offset: offset)
         }
+        if clock.stop(at: tokens.count) { throw JinjaLexError(message: JinjaTemplate.stoppedMessage, offset: offset) }
         tokens.append(JinjaToken(kind: kind, offset: offset))
     }
 
@@ -68,6 +72,7 @@ struct JinjaLexer {
     mutating func run() throws(JinjaLexError) {
         var textStart = 0
         while i < s.count {
+            if byteClock.stop(at: i) { throw JinjaLexError(message: JinjaTemplate.stoppedMessage, offset: i) }
             guard s[i] == UInt8(ascii: "{"), i + 1 < s.count,
                 s[i + 1] == UInt8(ascii: "{") || s[i + 1] == UInt8(ascii: "%") || s[i + 1] == UInt8(ascii: "#")
             else {

@@ -35,6 +35,10 @@ public enum JinjaTemplate {
     public static let maxWork = 16 << 20
     /// Most observations kept per template.
     public static let maxObservations = 64
+    /// Tokens (and work units / 16, bytes / 64) between two questions to the scan's deadline
+    /// (`ScanDeadline.current`); a template the deadline stopped gives no observations (the report is an error).
+    static let deadlineStride = 4096
+    static let stoppedMessage = "the scan's deadline passed"
 
     /// Context variables whose values come from the model's own files (GGUF token texts, `tokenizer_config.json`):
     /// an attribute named by one of them is named by the template's author, out of the analyser's sight.
@@ -73,15 +77,19 @@ public enum JinjaTemplate {
             a.note(
                 "template.budget", "only the first \(maxBytes) bytes of the template were analysed", at: maxBytes)
         }
+        let deadline = ScanDeadline.current
+        if deadline?.stopped() != nil { return [] }
         var lexer = JinjaLexer(bytes, maxTokens: maxTokens)
         do {
             try lexer.run()
         } catch {
+            if deadline?.interrupted != nil { return [] }
             a.note(
                 "template.malformed", "Jinja would not compile this template: \(error.message)", at: error.offset)
         }
         a.tokens = lexer.tokens
         a.run()
+        if deadline?.interrupted != nil { return [] }
         return a.log.finish()
     }
 }
@@ -111,6 +119,9 @@ struct JinjaAnalyser {
     var tooDeep = false
     /// A `{% set x %}…{% endset %}` being read: its target, text, and whether only text was inside.
     var blockSet: (target: String, text: String, pure: Bool)?
+    /// The scan's deadline, asked every `JinjaTemplate.deadlineStride` tokens and 16 times as many units of work.
+    var clock = DeadlineStride(every: JinjaTemplate.deadlineStride)
+    var workClock = DeadlineStride(every: JinjaTemplate.deadlineStride * 16)
 
     init(base: Int, details: [(String, String)]) {
         self.base = base
@@ -213,6 +224,10 @@ struct JinjaAnalyser {
     /// Counts `units` of work; past `JinjaTemplate.maxWork` the analysis stops with `template.budget`.
     mutating func spend(_ units: Int) throws(Fail) {
         work += units
+        if workClock.stop(at: work) {
+            exhausted = true  // no note: the report of a stopped scan is an error
+            throw Fail(message: JinjaTemplate.stoppedMessage, offset: offset)
+        }
         guard work > JinjaTemplate.maxWork || exhausted else { return }
         if !exhausted {
             exhausted = true
@@ -263,7 +278,8 @@ struct JinjaAnalyser {
 
     mutating func run() {
         // Every name and string literal, whether or not the parser understands the tag around it.
-        for t in tokens {
+        for (k, t) in tokens.enumerated() {
+            if clock.stop(at: k) { return }
             switch t.kind {
             case .name(let n): check(name: n, how: "name", at: t.offset, attribute: false)
             case .string(let s, let exact):
@@ -285,6 +301,7 @@ struct JinjaAnalyser {
         }
         p = 0
         while let t = current {
+            if clock.stop(at: p) { return }
             switch t.kind {
             case .data(let text):
                 if var b = blockSet {

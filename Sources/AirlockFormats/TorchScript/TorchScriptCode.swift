@@ -64,7 +64,13 @@ public enum TorchScriptCode {
             guard !chain.isEmpty else { return }
             judge(chain, line: chainLine, member: member, report: &report)
         }
+        // A code member is as large as the archive lets it inflate: the scan's deadline (`ScanDeadline.current`) is
+        // asked every 4096 tokens; a scan it stops is reported as an error by the scanner.
+        var clock = DeadlineStride(every: 4096)
+        var tokens = 0
         while let (token, line) = lexer.next() {
+            tokens += 1
+            if clock.stop(at: tokens) { break }
             switch (getattrStage, token) {
             case (2, .identifier(let name)) where getattrObject.count < 16: getattrObject.append(name)
             case (2, .dot): break

@@ -206,6 +206,15 @@ struct ZipReader {
         return nil
     }
 
+    /// Throws once the scan's deadline (`budget.deadline`) passed: asked every 4096 central records and between the
+    /// checks over all records (each linear, at most `budget.maxEntries` records). The scanner's report of a read
+    /// stopped this way is an error (`ScanDeadline`), never a verdict on the records read.
+    func checkDeadline() throws(FormatError) {
+        if let deadline = budget.deadline, let stop = deadline.stopped() {
+            throw FormatError(.budget, deadline.message(stop, what: "reading the ZIP central directory"))
+        }
+    }
+
     mutating func read() throws(FormatError) -> ZipArchive {
         let n = view.count
         let candidates = endCandidates()
@@ -272,6 +281,7 @@ struct ZipReader {
         var limited = false
         while pos < cdEnd {
             guard pos <= cdEnd - ZipFormat.centralSize, u32(pos) == ZipFormat.centralSignature else { break }
+            if records.count & 0xFFF == 0 { try checkDeadline() }
             if records.count >= budget.maxEntries {
                 limited = true
                 break
@@ -316,7 +326,11 @@ struct ZipReader {
         }
 
         // Local headers, against their central records.
-        for i in records.indices { checkLocal(&records[i]) }
+        for i in records.indices {
+            if i & 0xFFF == 0 { try checkDeadline() }
+            checkLocal(&records[i])
+        }
+        try checkDeadline()
 
         let minizEntries = Array(records[..<counted])
         let order = MinizLookup.sortedOrder(minizEntries.map(\.nameBytes))
@@ -327,9 +341,13 @@ struct ZipReader {
             minizRefusal: nil, minizOrder: order)
 
         checkNames(records, archive: archive)
+        try checkDeadline()
         checkMembers(records, counted: counted)
+        try checkDeadline()
         checkLayout(records, cdStart: cdStart, cdEnd: cdEnd)
+        try checkDeadline()
         checkZip64(records, rec: rec)
+        try checkDeadline()
 
         // Prefix, trailing data, comment.
         let firstLocal =
