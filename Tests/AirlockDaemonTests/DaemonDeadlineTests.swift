@@ -38,11 +38,7 @@ struct DaemonDeadlineTests {
     static func small(_ dir: String) throws -> String {
         let folder = "\(dir)/small"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let path = "\(folder)/small.safetensors"
-        let header = #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
-        var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) }
-        bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 8)
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        _ = try DaemonBackPressureTests.safetensors(folder)
         return folder
     }
 
