@@ -13,6 +13,16 @@ import AirlockTestSupport
 struct ReleaseBuildTests {
     static let release = "\(repositoryRoot)/.build/release"
 
+    /// Fails, naming `make build`, when the release binaries are missing. (Release binaries older than the sources
+    /// can disagree with the debug build: `make test` builds both first.)
+    static func requireBuilt() throws {
+        for binary in ["airlock", "airlockd"] {
+            try #require(
+                FileManager.default.isExecutableFile(atPath: "\(release)/\(binary)"),
+                "\(release)/\(binary) is missing: run `make build` first (`make test` does)")
+        }
+    }
+
     /// The generators whose files are scanned, and their arguments (bait arguments are added for those that take them).
     static let corpora: [(script: String, bait: Bool, extra: [String])] = [
         ("models.py", false, []), ("gadgets.py", false, []), ("real_pickles.py", false, []),
@@ -38,6 +48,7 @@ struct ReleaseBuildTests {
 
     @Test("the release airlock judges every generated sample exactly as the debug build does")
     func staticAgreement() throws {
+        try Self.requireBuilt()
         let bait = try Bait()
         var dirs: [String] = []
         defer { for dir in dirs { try? FileManager.default.removeItem(atPath: dir) } }
@@ -58,6 +69,7 @@ struct ReleaseBuildTests {
 
     @Test("a release airlockd answers file, folder and standard-input requests and a probe, and stays up")
     func releaseDaemon() throws {
+        try Self.requireBuilt()
         try withSamples("models.py") { dir, _ in
             let daemon = try TestDaemon(binary: "\(Self.release)/airlockd")
             defer { daemon.stop() }
